@@ -1,0 +1,107 @@
+/*
+ * common.c — etx_status construction, checked allocation, whole-file reads.
+ */
+#include "common.h"
+
+#include <errno.h>
+#include <string.h>
+
+etx_status etx_ok(void) {
+    etx_status s;
+    s.code = ETX_OK;
+    s.message[0] = '\0';
+    return s;
+}
+
+etx_status etx_error(etx_code code, const char* fmt, ...) {
+    etx_status s;
+    s.code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s.message, sizeof s.message, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+etx_status etx_error_wrap(etx_status inner, const char* fmt, ...) {
+    etx_status s;
+    s.code = inner.code;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(s.message, sizeof s.message, fmt, ap);
+    va_end(ap);
+    if (n < 0) n = 0;
+    if ((size_t)n < sizeof s.message) snprintf(s.message + n, sizeof s.message - (size_t)n, ": %s", inner.message);
+    return s;
+}
+
+const char* etx_code_name(etx_code code) {
+    switch (code) {
+    case ETX_OK: return "ok";
+    case ETX_ERR_IO: return "I/O error";
+    case ETX_ERR_FORMAT: return "format error";
+    case ETX_ERR_INVALID_ARG: return "invalid argument";
+    case ETX_ERR_UNSUPPORTED: return "unsupported";
+    case ETX_ERR_NOMEM: return "out of memory";
+    case ETX_ERR_STATE: return "invalid state";
+    }
+    return "unknown error";
+}
+
+static void oom(size_t n, const char* file, int line) {
+    fprintf(stderr, "etx: out of memory allocating %zu bytes at %s:%d\n", n, file, line);
+    abort();
+}
+
+void* etx_xmalloc_(size_t n, const char* file, int line) {
+    void* p = malloc(n ? n : 1);
+    if (!p) oom(n, file, line);
+    return p;
+}
+
+void* etx_xcalloc_(size_t n, size_t size, const char* file, int line) {
+    void* p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) oom(n * size, file, line);
+    return p;
+}
+
+void* etx_xrealloc_(void* p, size_t n, const char* file, int line) {
+    void* q = realloc(p, n ? n : 1);
+    if (!q) oom(n, file, line);
+    return q;
+}
+
+char* etx_xstrdup_(const char* s, const char* file, int line) {
+    size_t n = strlen(s) + 1;
+    char* p = etx_xmalloc_(n, file, line);
+    memcpy(p, s, n);
+    return p;
+}
+
+etx_status etx_read_file(const char* path, char** data, size_t* len) {
+    *data = NULL;
+    if (len) *len = 0;
+    FILE* f = fopen(path, "rb");
+    if (!f) return etx_error(ETX_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    size_t cap = 1 << 16, n = 0;
+    char* buf = xmalloc(cap);
+    for (;;) {
+        if (n + 1 >= cap) {
+            cap *= 2;
+            buf = xrealloc(buf, cap);
+        }
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0) break;
+    }
+    int err = ferror(f);
+    fclose(f);
+    if (err) {
+        free(buf);
+        return etx_error(ETX_ERR_IO, "error reading %s", path);
+    }
+    buf[n] = '\0';
+    *data = buf;
+    if (len) *len = n;
+    return etx_ok();
+}

@@ -1,0 +1,84 @@
+/*
+ * tokenizer.h — byte-level BPE tokenizer (GPT-2 / Llama 3 family), built either from a
+ * Hugging Face tokenizer.json or from GGUF metadata, plus streaming UTF-8 decode and
+ * chat templates.
+ *
+ * Encoding follows Hugging Face `tokenizers`: special (added) tokens are split out of the
+ * text first; each remaining span is pre-tokenized with the model's exact regex (PCRE2,
+ * Unicode), each piece is mapped to byte-level symbols and merged by BPE rank.
+ */
+#ifndef ETX_TOKENIZER_H
+#define ETX_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "etx/etx.h"
+
+typedef struct Tokenizer Tokenizer;
+
+// Pre-tokenizer families etx knows.
+typedef enum {
+    PRETOK_LLAMA3 = 0, // Llama 3 regex (contractions, \p{N}{1,3}, ...)
+    PRETOK_GPT2,       // GPT-2 regex
+    PRETOK_SMOLLM,     // each digit alone, then the GPT-2 regex (SmolLM / StarCoder)
+} PretokKind;
+
+// What a tokenizer is built from; strings are byte-level encoded as in tokenizer.json
+// and GGUF (e.g. "Ġthe"). Arrays are borrowed for the duration of tokenizer_build.
+typedef struct {
+    int n_vocab;
+    const char* const* tokens;      // (n_vocab) token strings; id = index
+    const size_t* token_lens;       // (n_vocab) byte lengths, or NULL for NUL-terminated
+    const int* special;             // (n_vocab) 1 = special/added token matched verbatim in text; may be NULL
+    int n_merges;
+    const char* const* merges;      // (n_merges) "left right", rank = index
+    PretokKind pretok;
+} TokenizerSpec;
+
+etx_status tokenizer_build(const TokenizerSpec* spec, Tokenizer** out);
+// Hugging Face tokenizer.json (model.type == "BPE", byte-level). Picks the pre-tokenizer
+// from the file's pre_tokenizer section; an unknown one is an error.
+etx_status tokenizer_load_json(const char* path, Tokenizer** out);
+void tokenizer_free(Tokenizer* t);
+
+int tokenizer_n_vocab(const Tokenizer* t);
+// Id of the token whose string is exactly s (byte-level form for normal tokens, as
+// written for special tokens), or -1.
+int tokenizer_find(const Tokenizer* t, const char* s);
+int tokenizer_is_special(const Tokenizer* t, int id);
+
+// Encodes text (no BOS). *ids is malloc'ed; caller frees.
+etx_status tokenizer_encode(const Tokenizer* t, const char* text, size_t len, int32_t** ids, int* n_ids);
+// Raw bytes of a token (byte-level symbols mapped back to bytes; special tokens as written).
+// Returns NULL for an id out of range.
+const char* tokenizer_token_bytes(const Tokenizer* t, int id, size_t* len);
+
+// Streaming decode: feed token bytes, get back only complete UTF-8 characters; bytes of
+// a character split across tokens wait in `pending`. Invalid sequences come out as
+// U+FFFD, as Hugging Face's decoder does.
+typedef struct {
+    unsigned char pending[4];
+    int n_pending;
+} Utf8Stream;
+// Appends complete characters to out (capacity >= n + 8 bytes); returns bytes written.
+size_t utf8_stream_push(Utf8Stream* s, const char* bytes, size_t n, char* out);
+// Flushes what is pending at the end of a stream (as U+FFFD); returns bytes written (<= 3).
+size_t utf8_stream_flush(Utf8Stream* s, char* out);
+
+// Chat templates.
+typedef enum {
+    CHAT_NONE = 0,
+    CHAT_LLAMA3, // <|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>
+    CHAT_CHATML, // <|im_start|>role\ncontent<|im_end|>\n
+} ChatTemplate;
+
+// Picks a template from the tokenizer's special tokens.
+ChatTemplate chat_template_detect(const Tokenizer* t);
+const char* chat_template_name(ChatTemplate c);
+// Renders messages; *out malloc'ed. CHAT_NONE is an error. The BOS text, if the
+// template writes one (Llama 3 "<|begin_of_text|>"), is included.
+etx_status chat_template_apply(ChatTemplate c, const etx_chat_message* msgs, int n,
+                               int add_generation_prompt, char** out);
+
+#endif // ETX_TOKENIZER_H

@@ -1,0 +1,181 @@
+/*
+ * etx.h — the public C API of etx.
+ *
+ * etx loads a Llama-architecture model (a Hugging Face directory or a GGUF file),
+ * creates an engine on a device, and runs requests through it. An engine holds many
+ * requests at once: submit any number, then call etx_engine_step() (one token for
+ * every active request) or etx_engine_run() (until all are done), and read each
+ * request's tokens as they appear.
+ *
+ * Every call returns an etx_status: code ETX_OK on success, otherwise a code and a
+ * message naming what went wrong (file, tensor, option, value). Nothing is printed
+ * by the library.
+ *
+ * Ownership: objects created by etx_*_create/load are freed by the matching
+ * etx_*_free. Pointers returned by readers stay valid until the next call that
+ * changes the same object.
+ */
+#ifndef ETX_H
+#define ETX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ----------------------------------------------------------------------------
+// status
+
+typedef enum {
+    ETX_OK = 0,
+    ETX_ERR_IO,          // a file could not be opened, read or mapped
+    ETX_ERR_FORMAT,      // a file's contents are malformed (bad magic, truncated, out of bounds)
+    ETX_ERR_INVALID_ARG, // a caller-supplied value is out of range or inconsistent
+    ETX_ERR_UNSUPPORTED, // well-formed but not something etx handles (dtype, architecture, device)
+    ETX_ERR_NOMEM,       // an allocation failed
+    ETX_ERR_STATE,       // the call does not fit the object's state (unknown request id, ...)
+} etx_code;
+
+#define ETX_MSG_LEN 512
+
+typedef struct {
+    etx_code code;
+    char message[ETX_MSG_LEN]; // empty when code == ETX_OK
+} etx_status;
+
+const char* etx_code_name(etx_code code);
+
+// ----------------------------------------------------------------------------
+// model
+
+typedef struct etx_model etx_model;
+
+typedef struct {
+    int vocab_size;
+    int dim;
+    int hidden_dim;
+    int n_layers;
+    int n_heads;
+    int n_kv_heads;
+    int head_dim;
+    int max_seq_len;       // the context length the model was trained for
+    int bos_id;            // -1 when the model has none
+    int n_eos;             // number of entries in eos_ids
+    int eos_ids[8];        // tokens that end a generation (EOS, end-of-turn)
+    int tied_embeddings;   // 1 when the LM head is the token embedding
+    const char* arch;      // "llama"
+    const char* format;    // "safetensors" or "gguf"
+    const char* chat_template; // "llama3", "chatml" or "none"
+} etx_model_info;
+
+// path: a Hugging Face model directory, or a .gguf file
+etx_status etx_model_load(const char* path, etx_model** out);
+void etx_model_free(etx_model* model);
+etx_status etx_model_get_info(const etx_model* model, etx_model_info* info);
+
+// Text -> token ids. Special tokens written in the text (e.g. "<|eot_id|>") are
+// recognised as such, as Hugging Face tokenizers do. With add_bos, the model's BOS is
+// prepended. *ids is allocated with malloc and owned by the caller.
+etx_status etx_tokenize(const etx_model* model, const char* text, size_t len, int add_bos,
+                        int32_t** ids, int* n_ids);
+// The raw bytes of one token (a token may hold part of a UTF-8 character).
+etx_status etx_token_bytes(const etx_model* model, int32_t id, const char** bytes, size_t* len);
+
+typedef struct {
+    const char* role;    // "system", "user", "assistant"
+    const char* content;
+} etx_chat_message;
+
+// Renders messages with the model's chat template and, with add_generation_prompt, the
+// header that opens the assistant's turn. *text is malloc'ed, owned by the caller.
+etx_status etx_chat_format(const etx_model* model, const etx_chat_message* messages, int n,
+                           int add_generation_prompt, char** text);
+
+// ----------------------------------------------------------------------------
+// policy: how the next token is picked
+
+typedef enum {
+    ETX_POLICY_GREEDY = 0, // argmax
+    ETX_POLICY_SAMPLE = 1, // temperature, then top-k, top-p, min-p filters, then a draw
+} etx_policy_kind;
+
+typedef struct {
+    etx_policy_kind kind;
+    float temperature; // > 0; sample only
+    int top_k;         // 0 = off
+    float top_p;       // in (0, 1]; 1 = off
+    float min_p;       // in [0, 1); 0 = off
+    uint64_t seed;
+} etx_policy;
+
+// Defaults: greedy; for sample, temperature 1, top-k 0, top-p 1, min-p 0, seed 0.
+etx_policy etx_policy_default(etx_policy_kind kind);
+etx_status etx_policy_validate(const etx_policy* policy);
+
+// ----------------------------------------------------------------------------
+// engine and requests
+
+typedef enum { ETX_DEVICE_AUTO = 0, ETX_DEVICE_CPU, ETX_DEVICE_CUDA } etx_device;
+
+typedef struct {
+    etx_device device;
+    int n_threads;   // CPU threads; 0 = all cores
+    int max_seq_len; // per-request context (prompt + generated); 0 = min(model's, 4096)
+} etx_engine_options;
+
+typedef struct etx_engine etx_engine;
+
+etx_engine_options etx_engine_options_default(void);
+etx_status etx_engine_create(const etx_model* model, const etx_engine_options* opts, etx_engine** out);
+void etx_engine_free(etx_engine* engine);
+
+typedef struct {
+    const int32_t* prompt;     // prompt token ids (copied at submit)
+    int n_prompt;              // >= 1
+    etx_policy policy;
+    int max_tokens;            // tokens to generate, >= 1
+    const int32_t* stop_tokens; // extra stop ids (copied); the model's EOS ids always stop
+    int n_stop;
+    int ignore_eos;            // 1: only stop_tokens and max_tokens end the request
+} etx_request;
+
+typedef enum {
+    ETX_REQ_QUEUED = 0,  // submitted, prompt not yet processed
+    ETX_REQ_RUNNING,     // prompt processed, generating
+    ETX_REQ_DONE_STOP,   // ended on a stop/EOS token (the stop token is included in tokens)
+    ETX_REQ_DONE_LENGTH, // ended after max_tokens
+    ETX_REQ_FAILED,      // ended on an error; see etx_request_state.error
+} etx_request_phase;
+
+typedef struct {
+    etx_request_phase phase;
+    const int32_t* tokens; // generated tokens so far (not the prompt)
+    int n_tokens;
+    const char* error;     // message when phase == ETX_REQ_FAILED, else ""
+} etx_request_state;
+
+// Validates and queues a request; *id identifies it in later calls. A request that
+// cannot run (prompt longer than the context, bad policy) is rejected here with a
+// message, and nothing already queued is affected.
+etx_status etx_engine_submit(etx_engine* engine, const etx_request* req, int* id);
+// Advances every unfinished request by one token (processing its prompt first when
+// needed). *n_active (may be NULL) receives the number of requests still unfinished.
+etx_status etx_engine_step(etx_engine* engine, int* n_active);
+// Steps until every request has finished.
+etx_status etx_engine_run(etx_engine* engine);
+etx_status etx_engine_request_state(const etx_engine* engine, int id, etx_request_state* state);
+// Forgets a finished request and frees its memory.
+etx_status etx_engine_release(etx_engine* engine, int id);
+
+// Runs the forward pass over ids (no sampling, no state kept) and writes the logits
+// of the last position (all_positions = 0; out holds vocab_size floats) or of every
+// position (all_positions = 1; out holds n * vocab_size floats, row-major).
+etx_status etx_engine_logits(etx_engine* engine, const int32_t* ids, int n, int all_positions,
+                             float* out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif // ETX_H
