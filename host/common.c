@@ -31,7 +31,18 @@ etx_status etx_error_wrap(etx_status inner, const char* fmt, ...) {
     int n = vsnprintf(s.message, sizeof s.message, fmt, ap);
     va_end(ap);
     if (n < 0) n = 0;
-    if ((size_t)n < sizeof s.message) snprintf(s.message + n, sizeof s.message - (size_t)n, ": %s", inner.message);
+    // append ": <inner message>", truncating (memcpy, not snprintf: truncation is intended)
+    size_t used = (size_t)n < sizeof s.message ? (size_t)n : sizeof s.message - 1;
+    const char sep[] = ": ";
+    size_t room = sizeof s.message - 1 - used;
+    size_t ns = room < 2 ? room : 2;
+    memcpy(s.message + used, sep, ns);
+    used += ns;
+    room -= ns;
+    size_t ni = strlen(inner.message);
+    if (ni > room) ni = room;
+    memcpy(s.message + used, inner.message, ni);
+    s.message[used + ni] = '\0';
     return s;
 }
 
