@@ -1,0 +1,47 @@
+/*
+ * cpu_ops.h — the float32 building blocks of the CPU Llama forward pass (cpu_forward.c):
+ * RMSNorm, RoPE (Hugging Face rotate-half convention, with llama3 frequency scaling),
+ * softmax, SwiGLU, and the linear layer y = x W^T (OpenBLAS sgemm for several rows, an
+ * OpenMP matrix-vector product for one row), plus the thread-count knob shared by
+ * OpenMP and OpenBLAS.
+ *
+ * Every op is a plain function over caller-owned buffers; nothing allocates or prints.
+ * The arithmetic follows transformers' LlamaForCausalLM in float32 so that logits agree
+ * to ~1e-5 relative.
+ */
+#ifndef ETX_CPU_OPS_H
+#define ETX_CPU_OPS_H
+
+#include "model.h"
+
+// Sets the threads used by OpenMP regions and by OpenBLAS (n <= 0: all cores).
+void cpu_set_threads(int n);
+// Threads OpenMP regions will use.
+int cpu_get_threads(void);
+
+// out = x * rsqrt(mean(x^2) + eps) * w       x, w, out: (d); out may alias x
+void rmsnorm(float* out, const float* x, const float* w, int d, float eps);
+
+// inv_freq[i] = theta^(-2i/head_dim), i < head_dim/2, then llama3 scaling when the config
+// asks for it (as transformers' _compute_llama3_parameters, in float32).
+void rope_inv_freq(float* inv_freq, const ModelConfig* c);
+
+// cos[p*half + i] = cos(inv_freq[i] * (pos0 + p)), sin likewise; p < n, i < half.
+// The angle is the float32 product, as transformers computes it.
+void rope_tables(float* cos_t, float* sin_t, const float* inv_freq, int half, int pos0, int n);
+
+// rotate-half RoPE on one head vector x (2*half):
+// x[i] <- x[i] cos_i - x[i+half] sin_i ; x[i+half] <- x[i+half] cos_i + x[i] sin_i
+void rope_apply(float* x, const float* cos_t, const float* sin_t, int half);
+
+// x <- exp(x - max x) / sum exp(x - max x)      x: (n)
+void softmax(float* x, int n);
+
+// gate <- silu(gate) * up, silu(g) = g / (1 + exp(-g))      gate, up: (n)
+void swiglu(float* gate, const float* up, int n);
+
+// y[r, o] = sum_i x[r, i] * W[o, i]      x: (n, in), W: (out, in), y: (n, ldy), ldy >= out
+// n > 1: cblas_sgemm; n == 1: OpenMP over output rows. Call outside parallel regions.
+void matmul(float* y, int ldy, const float* x, const float* W, int n, int in, int out);
+
+#endif // ETX_CPU_OPS_H
