@@ -1,0 +1,336 @@
+/*
+ * gguf_model.c — loads a Llama-architecture GGUF file into an etx_model (model.h):
+ * hyper-parameters from the llama.* metadata, weights dequantized to float32, and the
+ * byte-level BPE tokenizer from the tokenizer.ggml.* metadata.
+ *
+ * GGUF lists dimensions innermost first, so a linear layer's weight (out, in) appears
+ * as ne = [in, out] with rows of `in` contiguous elements — the same memory order as
+ * model.h wants. llama.cpp's converter permutes the rows of attn_q and attn_k within
+ * each head for its interleaved-pair RoPE: stored row 2i + j of a head holds Hugging
+ * Face row j * head_dim/2 + i (j = 0, 1). unpermuted_row() undoes it at load.
+ */
+#include <string.h>
+
+#include "dequant.h"
+#include "gguf.h"
+#include "model.h"
+
+// ---------------------------------------------------------------------------
+// hyper-parameters
+
+// Reads an integer key (or def when absent and def >= 0) into an int, range-checked.
+static etx_status get_int(const GGUFFile* f, const char* key, int64_t def, int* out) {
+    int64_t v;
+    if (def >= 0) {
+        ETX_TRY(gguf_get_int_or(f, key, def, &v));
+    } else {
+        ETX_TRY(gguf_get_int(f, key, &v));
+    }
+    if (v < 0 || v > INT32_MAX)
+        return etx_error(ETX_ERR_FORMAT, "%s: metadata key %s = %lld is out of range", f->path, key, (long long)v);
+    *out = (int)v;
+    return etx_ok();
+}
+
+static etx_status check_arch(const GGUFFile* f) {
+    const char* arch;
+    size_t len;
+    ETX_TRY(gguf_get_string(f, "general.architecture", &arch, &len));
+    if (len != 5 || memcmp(arch, "llama", 5) != 0)
+        return etx_error(ETX_ERR_UNSUPPORTED, "%s: general.architecture '%.*s' is not supported (only llama)",
+                         f->path, (int)(len > 64 ? 64 : len), arch);
+    return etx_ok();
+}
+
+static etx_status check_rope_scaling(const GGUFFile* f) {
+    if (gguf_find_tensor(f, "rope_freqs.weight"))
+        return etx_error(ETX_ERR_UNSUPPORTED,
+                         "%s: tensor rope_freqs.weight (llama3 RoPE frequency scaling) is not supported in GGUF "
+                         "files; load the Hugging Face directory instead",
+                         f->path);
+    if (!gguf_find(f, "llama.rope.scaling.type")) return etx_ok();
+    const char* type;
+    size_t len;
+    ETX_TRY(gguf_get_string(f, "llama.rope.scaling.type", &type, &len));
+    if (len == 4 && memcmp(type, "none", 4) == 0) return etx_ok();
+    return etx_error(ETX_ERR_UNSUPPORTED, "%s: metadata key llama.rope.scaling.type = '%.*s' is not supported",
+                     f->path, (int)(len > 64 ? 64 : len), type);
+}
+
+static etx_status read_config(const GGUFFile* f, ModelConfig* c) {
+    ETX_TRY(check_arch(f));
+    ETX_TRY(get_int(f, "llama.embedding_length", -1, &c->dim));
+    ETX_TRY(get_int(f, "llama.feed_forward_length", -1, &c->hidden_dim));
+    ETX_TRY(get_int(f, "llama.block_count", -1, &c->n_layers));
+    ETX_TRY(get_int(f, "llama.attention.head_count", -1, &c->n_heads));
+    ETX_TRY(get_int(f, "llama.attention.head_count_kv", c->n_heads, &c->n_kv_heads));
+    ETX_TRY(get_int(f, "llama.context_length", 2048, &c->max_seq_len));
+    int hd_default = c->n_heads > 0 ? c->dim / c->n_heads : 0;
+    ETX_TRY(get_int(f, "llama.attention.key_length", hd_default, &c->head_dim));
+    int vdim, rope_dim;
+    ETX_TRY(get_int(f, "llama.attention.value_length", c->head_dim, &vdim));
+    ETX_TRY(get_int(f, "llama.rope.dimension_count", c->head_dim, &rope_dim));
+    if (vdim != c->head_dim || rope_dim != c->head_dim)
+        return etx_error(ETX_ERR_UNSUPPORTED,
+                         "%s: key_length %d, value_length %d and rope.dimension_count %d differ (unsupported)",
+                         f->path, c->head_dim, vdim, rope_dim);
+    double eps, theta;
+    ETX_TRY(gguf_get_float(f, "llama.attention.layer_norm_rms_epsilon", &eps));
+    ETX_TRY(gguf_get_float_or(f, "llama.rope.freq_base", 10000.0, &theta));
+    c->norm_eps = (float)eps;
+    c->rope_theta = (float)theta;
+    ETX_TRY(check_rope_scaling(f));
+    return etx_ok();
+}
+
+// ---------------------------------------------------------------------------
+// weights
+
+// Hugging Face row of stored row r in a Q/K weight with heads of hd rows.
+static uint64_t unpermuted_row(uint64_t r, uint64_t hd) {
+    uint64_t h = r / hd, k = r % hd;
+    return h * hd + (k % 2) * (hd / 2) + k / 2;
+}
+
+static etx_status check_shape(const GGUFFile* f, const GGUFTensor* t, uint64_t ne0, uint64_t ne1) {
+    uint64_t want[4] = {ne0, ne1 ? ne1 : 1, 1, 1};
+    int ok = 1;
+    for (int d = 0; d < 4; d++) ok &= t->ne[d] == want[d];
+    if (!ok)
+        return etx_error(ETX_ERR_FORMAT, "%s: tensor %s has shape [%llu, %llu, %llu, %llu], expected [%llu, %llu]",
+                         f->path, t->name, (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
+                         (unsigned long long)t->ne[2], (unsigned long long)t->ne[3], (unsigned long long)ne0,
+                         (unsigned long long)want[1]);
+    return etx_ok();
+}
+
+// Dequantizes tensor `name` of GGUF shape [ne0, ne1] (ne1 = 0: a vector) into a new
+// float32 buffer. head_rows > 0: un-permute rows within heads of that many rows.
+static etx_status load_tensor(const GGUFFile* f, const char* name, uint64_t ne0, uint64_t ne1, uint64_t head_rows,
+                              float** out) {
+    const GGUFTensor* t = gguf_find_tensor(f, name);
+    if (!t) return etx_error(ETX_ERR_FORMAT, "%s: missing tensor %s", f->path, name);
+    ETX_TRY(check_shape(f, t, ne0, ne1));
+    uint64_t rows = ne1 ? ne1 : 1;
+    etx_status st = model_alloc_tensor(out, (size_t)(ne0 * rows), name);
+    if (st.code != ETX_OK) return etx_error_wrap(st, "%s", f->path);
+    const GGMLTypeInfo* ti = ggml_type_info(t->type);
+    uint64_t row_bytes = ne0 / (uint64_t)ti->block_elems * (uint64_t)ti->block_bytes;
+    const uint8_t* src = t->data;
+    for (uint64_t r = 0; r < rows; r++) {
+        uint64_t dst = head_rows ? unpermuted_row(r, head_rows) : r;
+        dequantize_row(t->type, src + r * row_bytes, *out + dst * ne0, (size_t)ne0);
+    }
+    return etx_ok();
+}
+
+static etx_status load_layer(const GGUFFile* f, const ModelConfig* c, int l, LayerWeights* L) {
+    uint64_t dim = (uint64_t)c->dim, hd = (uint64_t)c->head_dim, ff = (uint64_t)c->hidden_dim;
+    uint64_t q = (uint64_t)c->n_heads * hd, kv = (uint64_t)c->n_kv_heads * hd;
+    char name[96];
+#define LOAD(suffix, ne0, ne1, perm, dst)                                  \
+    snprintf(name, sizeof name, "blk.%d." suffix ".weight", l);            \
+    ETX_TRY(load_tensor(f, name, ne0, ne1, perm, dst))
+    LOAD("attn_norm", dim, 0, 0, &L->attn_norm);
+    LOAD("attn_q", dim, q, hd, &L->wq);
+    LOAD("attn_k", dim, kv, hd, &L->wk);
+    LOAD("attn_v", dim, kv, 0, &L->wv);
+    LOAD("attn_output", q, dim, 0, &L->wo);
+    LOAD("ffn_norm", dim, 0, 0, &L->ffn_norm);
+    LOAD("ffn_gate", dim, ff, 0, &L->w_gate);
+    LOAD("ffn_up", dim, ff, 0, &L->w_up);
+    LOAD("ffn_down", ff, dim, 0, &L->w_down);
+#undef LOAD
+    return etx_ok();
+}
+
+static etx_status load_weights(const GGUFFile* f, etx_model* m) {
+    ModelConfig* c = &m->cfg;
+    ModelWeights* w = &m->w;
+    uint64_t dim = (uint64_t)c->dim, vocab = (uint64_t)c->vocab_size;
+    ETX_TRY(load_tensor(f, "token_embd.weight", dim, vocab, 0, &w->token_embedding));
+    w->layers = xcalloc((size_t)c->n_layers, sizeof(LayerWeights));
+    for (int l = 0; l < c->n_layers; l++) ETX_TRY(load_layer(f, c, l, &w->layers[l]));
+    ETX_TRY(load_tensor(f, "output_norm.weight", dim, 0, 0, &w->final_norm));
+    c->tied_embeddings = gguf_find_tensor(f, "output.weight") == NULL;
+    if (c->tied_embeddings) {
+        w->lm_head = w->token_embedding;
+        return etx_ok();
+    }
+    return load_tensor(f, "output.weight", dim, vocab, 0, &w->lm_head);
+}
+
+// ---------------------------------------------------------------------------
+// tokenizer
+
+static etx_status pretok_kind(const GGUFFile* f, PretokKind* kind) {
+    *kind = PRETOK_GPT2;
+    if (!gguf_find(f, "tokenizer.ggml.pre")) return etx_ok();
+    const char* s;
+    size_t n;
+    ETX_TRY(gguf_get_string(f, "tokenizer.ggml.pre", &s, &n));
+    static const struct {
+        const char* name;
+        PretokKind kind;
+    } known[] = {
+        {"llama-bpe", PRETOK_LLAMA3}, {"llama3", PRETOK_LLAMA3}, {"smaug-bpe", PRETOK_LLAMA3},
+        {"gpt-2", PRETOK_GPT2},       {"gpt2", PRETOK_GPT2},     {"default", PRETOK_GPT2},
+        {"smollm", PRETOK_SMOLLM},    {"starcoder", PRETOK_SMOLLM},
+    };
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
+        if (strlen(known[i].name) == n && memcmp(known[i].name, s, n) == 0) {
+            *kind = known[i].kind;
+            return etx_ok();
+        }
+    }
+    return etx_error(ETX_ERR_UNSUPPORTED, "%s: metadata key tokenizer.ggml.pre = '%.*s' is not a known pre-tokenizer",
+                     f->path, (int)(n > 64 ? 64 : n), s);
+}
+
+// NUL-terminated copies of the merges, in one allocation (*buf) plus pointers (*out).
+static void copy_merges(const char* const* s, const size_t* lens, uint64_t n, char** buf, char*** out) {
+    size_t total = 0;
+    for (uint64_t i = 0; i < n; i++) total += lens[i] + 1;
+    *buf = xmalloc(total ? total : 1);
+    *out = xmalloc((size_t)(n ? n : 1) * sizeof(char*));
+    char* p = *buf;
+    for (uint64_t i = 0; i < n; i++) {
+        memcpy(p, s[i], lens[i]);
+        p[lens[i]] = '\0';
+        (*out)[i] = p;
+        p += lens[i] + 1;
+    }
+}
+
+// token_type: 3 = control, 4 = user-defined; both are matched verbatim in text.
+static etx_status special_flags(const GGUFFile* f, uint64_t n_vocab, int** special) {
+    *special = NULL;
+    if (!gguf_find(f, "tokenizer.ggml.token_type")) return etx_ok();
+    int32_t* types;
+    uint64_t n;
+    ETX_TRY(gguf_get_int_array(f, "tokenizer.ggml.token_type", &types, &n));
+    if (n != n_vocab) {
+        free(types);
+        return etx_error(ETX_ERR_FORMAT, "%s: metadata key tokenizer.ggml.token_type has %llu entries, expected %llu",
+                         f->path, (unsigned long long)n, (unsigned long long)n_vocab);
+    }
+    int* sp = xmalloc((size_t)(n ? n : 1) * sizeof(int));
+    for (uint64_t i = 0; i < n; i++) sp[i] = types[i] == 3 || types[i] == 4;
+    free(types);
+    *special = sp;
+    return etx_ok();
+}
+
+static etx_status check_tokenizer_model(const GGUFFile* f) {
+    const char* s;
+    size_t n;
+    ETX_TRY(gguf_get_string(f, "tokenizer.ggml.model", &s, &n));
+    if (n == 4 && memcmp(s, "gpt2", 4) == 0) return etx_ok();
+    return etx_error(ETX_ERR_UNSUPPORTED,
+                     "%s: metadata key tokenizer.ggml.model = '%.*s' is not supported (only gpt2 byte-level BPE)",
+                     f->path, (int)(n > 64 ? 64 : n), s);
+}
+
+typedef struct {
+    const char** tokens;
+    size_t* token_lens;
+    int* special;
+    const char** merge_src;
+    size_t* merge_lens;
+    char* merge_buf;
+    char** merges;
+} TokArrays;
+
+static void tok_arrays_free(TokArrays* a) {
+    free(a->tokens);
+    free(a->token_lens);
+    free(a->special);
+    free(a->merge_src);
+    free(a->merge_lens);
+    free(a->merge_buf);
+    free(a->merges);
+}
+
+static etx_status build_tokenizer(const GGUFFile* f, TokArrays* a, etx_model* m) {
+    ETX_TRY(check_tokenizer_model(f));
+    uint64_t n_vocab, n_merges = 0;
+    ETX_TRY(gguf_get_string_array(f, "tokenizer.ggml.tokens", &a->tokens, &a->token_lens, &n_vocab));
+    if (n_vocab != (uint64_t)m->cfg.vocab_size)
+        return etx_error(ETX_ERR_FORMAT, "%s: metadata key tokenizer.ggml.tokens has %llu tokens, but token_embd.weight "
+                         "has %d rows", f->path, (unsigned long long)n_vocab, m->cfg.vocab_size);
+    ETX_TRY(special_flags(f, n_vocab, &a->special));
+    if (gguf_find(f, "tokenizer.ggml.merges")) {
+        ETX_TRY(gguf_get_string_array(f, "tokenizer.ggml.merges", &a->merge_src, &a->merge_lens, &n_merges));
+        if (n_merges > INT32_MAX)
+            return etx_error(ETX_ERR_FORMAT, "%s: too many merges in tokenizer.ggml.merges", f->path);
+        copy_merges(a->merge_src, a->merge_lens, n_merges, &a->merge_buf, &a->merges);
+    }
+    TokenizerSpec spec = {0};
+    spec.n_vocab = (int)n_vocab;
+    spec.tokens = a->tokens;
+    spec.token_lens = a->token_lens;
+    spec.special = a->special;
+    spec.n_merges = (int)n_merges;
+    spec.merges = (const char* const*)a->merges;
+    ETX_TRY(pretok_kind(f, &spec.pretok));
+    etx_status st = tokenizer_build(&spec, &m->tok);
+    if (st.code != ETX_OK) return etx_error_wrap(st, "%s: tokenizer", f->path);
+    return etx_ok();
+}
+
+// Optional token id keys; -1 when absent.
+static etx_status special_ids(const GGUFFile* f, etx_model* m) {
+    int64_t bos, eos, eot, eom;
+    ETX_TRY(gguf_get_int_or(f, "tokenizer.ggml.bos_token_id", -1, &bos));
+    ETX_TRY(gguf_get_int_or(f, "tokenizer.ggml.eos_token_id", -1, &eos));
+    ETX_TRY(gguf_get_int_or(f, "tokenizer.ggml.eot_token_id", -1, &eot));
+    ETX_TRY(gguf_get_int_or(f, "tokenizer.ggml.eom_token_id", -1, &eom));
+    int64_t ids[4] = {bos, eos, eot, eom};
+    const char* keys[4] = {"bos_token_id", "eos_token_id", "eot_token_id", "eom_token_id"};
+    for (int i = 0; i < 4; i++)
+        if (ids[i] < -1 || ids[i] >= m->cfg.vocab_size)
+            return etx_error(ETX_ERR_FORMAT, "%s: metadata key tokenizer.ggml.%s = %lld is outside the vocabulary",
+                             f->path, keys[i], (long long)ids[i]);
+    int eos_ids[3] = {(int)eos, (int)eot, (int)eom};
+    model_set_special_tokens(m, (int)bos, eos_ids, 3);
+    return etx_ok();
+}
+
+// ---------------------------------------------------------------------------
+
+static etx_status load_all(const GGUFFile* f, etx_model* m) {
+    ETX_TRY(read_config(f, &m->cfg));
+    const GGUFTensor* emb = gguf_find_tensor(f, "token_embd.weight");
+    if (!emb) return etx_error(ETX_ERR_FORMAT, "%s: missing tensor token_embd.weight", f->path);
+    if (emb->ne[1] > INT32_MAX)
+        return etx_error(ETX_ERR_FORMAT, "%s: tensor token_embd.weight has too many rows", f->path);
+    m->cfg.vocab_size = (int)emb->ne[1];
+    int vocab_key;
+    ETX_TRY(get_int(f, "llama.vocab_size", m->cfg.vocab_size, &vocab_key));
+    if (vocab_key != m->cfg.vocab_size)
+        return etx_error(ETX_ERR_FORMAT, "%s: llama.vocab_size = %d but token_embd.weight has %d rows", f->path,
+                         vocab_key, m->cfg.vocab_size);
+    ETX_TRY(model_config_validate(&m->cfg, f->path));
+    ETX_TRY(load_weights(f, m));
+    TokArrays a = {0};
+    etx_status st = build_tokenizer(f, &a, m);
+    tok_arrays_free(&a);
+    ETX_TRY(st);
+    return special_ids(f, m);
+}
+
+etx_status gguf_model_load(const char* path, etx_model* m) {
+    memset(m, 0, sizeof *m);
+    m->bos_id = -1;
+    GGUFFile f;
+    ETX_TRY(gguf_open(path, &f));
+    etx_status st = load_all(&f, m);
+    gguf_close(&f);
+    if (st.code != ETX_OK) {
+        model_free_contents(m);
+        return st;
+    }
+    m->path = xstrdup(path);
+    m->format = "gguf";
+    return etx_ok();
+}
