@@ -65,6 +65,7 @@ typedef struct {
     int n_eos;             // number of entries in eos_ids
     int eos_ids[8];        // tokens that end a generation (EOS, end-of-turn)
     int tied_embeddings;   // 1 when the LM head is the token embedding
+    int add_bos;           // 1 when plain-text prompts should start with BOS (Llama 3 family)
     const char* arch;      // "llama"
     const char* format;    // "safetensors" or "gguf"
     const char* chat_template; // "llama3", "chatml" or "none"

@@ -1,0 +1,57 @@
+/*
+ * cli.h — shared pieces of the etx command line: a small table-driven option parser
+ * (long and short names, --name=value, typed values checked in full, --help from the
+ * table), model-path defaults, and the subcommand entry points.
+ */
+#ifndef ETX_CLI_H
+#define ETX_CLI_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "etx/etx.h"
+
+typedef enum { OPT_FLAG, OPT_STRING, OPT_INT, OPT_FLOAT, OPT_U64 } OptType;
+
+typedef struct {
+    const char* long_name;  // "--top-k"
+    const char* short_name; // "-k" or NULL
+    OptType type;
+    void* dest;             // int* (FLAG, INT), const char** (STRING), float*, uint64_t*
+    const char* metavar;    // "N"
+    const char* help;
+    int seen;               // set by the parser
+} CliOpt;
+
+typedef struct {
+    const char* name;     // "generate"
+    const char* synopsis; // one line of usage after "etx NAME "
+    const char* summary;  // what the command does
+    CliOpt* opts;
+    int n_opts;
+} CliCommand;
+
+// Parses argv[1..] (argv[0] is the subcommand). Returns 0 to go on, 1 when --help was
+// printed (exit 0), -1 on an error already printed to stderr (exit 2).
+int cli_parse(CliCommand* cmd, int argc, char** argv);
+void cli_usage(const CliCommand* cmd, FILE* f);
+const CliOpt* cli_find(const CliCommand* cmd, const char* long_name);
+
+// The model path: -m if given, else $ETX_MODEL, else the default SmolLM2 GGUF fetched by
+// models/fetch_default_model.sh.
+const char* cli_model_path(const char* given);
+// Loads a model, printing a readable error (and a hint for the default model) on failure.
+etx_model* cli_load_model(const char* path);
+// "auto" | "cpu" | "cuda" -> etx_device; -1 (after printing) on anything else.
+int cli_parse_device(const char* s, etx_device* out);
+// Prints "etx COMMAND: <message>" to stderr.
+void cli_error(const char* command, etx_status s);
+// Writes token bytes of ids[0..n) to f, complete UTF-8 characters only (streaming state
+// kept by the caller in stream, a Utf8Stream).
+void cli_write_tokens(const etx_model* m, const int32_t* ids, int n, void* stream, FILE* f);
+
+int cmd_generate(int argc, char** argv);
+int cmd_tokenize(int argc, char** argv);
+int cmd_logits(int argc, char** argv);
+
+#endif // ETX_CLI_H

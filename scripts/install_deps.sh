@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian packages etx builds against, when they are missing: CMake, a C
+# compiler, pkg-config, PCRE2 (tokenizer regex), cJSON (JSON), OpenBLAS (CPU GEMMs),
+# Check (tests). Runs apt-get as root (directly, or through sudo when available).
+set -euo pipefail
+pkgs=(cmake gcc make pkg-config libpcre2-dev libcjson-dev check libopenblas-dev)
+todo=()
+for p in "${pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || todo+=("$p")
+done
+# python3 with pip fetches the default model; it may come from elsewhere (pyenv)
+python3 -m pip --version >/dev/null 2>&1 || todo+=(python3 python3-pip)
+if [ ${#todo[@]} -eq 0 ]; then
+  echo "build dependencies present"
+  exit 0
+fi
+echo "installing: ${todo[*]}"
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq "${todo[@]}"

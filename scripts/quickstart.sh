@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# From a fresh clone to generated text: installs what is missing, builds etx (release),
+# fetches the default model (SmolLM2-135M-Instruct) and generates with it.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+"$root/scripts/install_deps.sh"
+cmake -S "$root" -B "$root/build" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$root/build" -j"$(nproc)" --target etx
+"$root/models/fetch_default_model.sh"
+"$root/build/etx" generate --chat "${1:-Write a haiku about the sea.}" -n "${2:-96}" --stats
