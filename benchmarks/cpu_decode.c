@@ -66,7 +66,8 @@ int main(int argc, char** argv) {
     for (int r = -1; r < repeats; r++) {
         etx_engine* e;
         if ((s = etx_engine_create(m, &eo, &e)).code) die(s);
-        etx_request req = {prompt, prompt_len, etx_policy_default(ETX_POLICY_GREEDY), gen_len, NULL, 0, 1};
+        etx_request req = {.prompt = prompt, .n_prompt = prompt_len, .policy = etx_policy_default(ETX_POLICY_GREEDY),
+                           .max_tokens = gen_len, .ignore_eos = 1};
         int id, active = 1;
         if ((s = etx_engine_submit(e, &req, &id)).code) die(s);
         double t0 = now_s();

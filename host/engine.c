@@ -24,6 +24,7 @@ typedef struct {
     int32_t* stop;     // (n_stop) extra stop ids
     int n_stop;
     int ignore_eos;
+    uint64_t key;      // random stream (with policy.seed)
     int32_t* tokens;   // (cap_tokens) generated so far
     int n_tokens;
     int cap_tokens;
@@ -141,6 +142,7 @@ etx_status etx_engine_submit(etx_engine* e, const etx_request* req, int* id) {
         memcpy(r->stop, req->stop_tokens, (size_t)req->n_stop * sizeof(int32_t));
     }
     r->ignore_eos = req->ignore_eos;
+    r->key = req->key;
     if (e->n_reqs == e->cap_reqs) {
         e->cap_reqs = e->cap_reqs ? 2 * e->cap_reqs : 8;
         e->reqs = xrealloc(e->reqs, (size_t)e->cap_reqs * sizeof(Request*));
@@ -190,7 +192,7 @@ static void step_request(etx_engine* e, Request* r) {
         s = cpu_forward(e->model, &e->run, &r->kv, &r->tokens[r->n_tokens - 1], 1, e->logits, 0);
     }
     if (s.code != ETX_OK) return fail(r, s);
-    const float u = sample_uniform(&r->policy, (uint64_t)r->id, (uint32_t)r->n_tokens);
+    const float u = sample_uniform(&r->policy, r->key, (uint32_t)r->n_tokens);
     const int32_t tok = sample_next(&e->sampler, &r->policy, e->logits, u, NULL);
     if (r->n_tokens == r->cap_tokens) {
         r->cap_tokens = r->cap_tokens ? 2 * r->cap_tokens : 64;

@@ -38,8 +38,8 @@ float logprob_of(const float* logits, int n, int i) {
     return (float)((double)logits[i] - m - log(sum));
 }
 
-float sample_uniform(const etx_policy* policy, uint64_t request_id, uint32_t step) {
-    return philox_uniform(policy->seed, request_id, step, 0);
+float sample_uniform(const etx_policy* policy, uint64_t key, uint32_t step) {
+    return philox_uniform(policy->seed, key, step, 0);
 }
 
 // Descending probability, ties by ascending id, so the order (and the draw) is

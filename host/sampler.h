@@ -38,8 +38,9 @@ int32_t sample_argmax(const float* logits, int n);
 // distribution at temperature 1.
 int32_t sample_next(Sampler* s, const etx_policy* policy, const float* logits, float u, float* logprob);
 
-// The uniform for request `request_id` at generation step `step` (draw 0).
-float sample_uniform(const etx_policy* policy, uint64_t request_id, uint32_t step);
+// The uniform for the request whose random stream is `key`, at generation step `step`
+// (draw 0).
+float sample_uniform(const etx_policy* policy, uint64_t key, uint32_t step);
 
 // log-softmax of one entry: logits[i] - logsumexp(logits).
 float logprob_of(const float* logits, int n, int i);

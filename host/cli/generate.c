@@ -116,7 +116,7 @@ int cmd_generate(int argc, char** argv) {
     }
     st = etx_engine_create(m, &eo, &e);
     if (st.code != ETX_OK) goto done;
-    etx_request req = {ids, n_ids, pol, n, NULL, 0, ignore_eos};
+    etx_request req = {.prompt = ids, .n_prompt = n_ids, .policy = pol, .max_tokens = n, .ignore_eos = ignore_eos};
     int id;
     st = etx_engine_submit(e, &req, &id);
     if (st.code != ETX_OK) goto done;

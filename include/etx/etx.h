@@ -140,6 +140,8 @@ typedef struct {
     const int32_t* stop_tokens; // extra stop ids (copied); the model's EOS ids always stop
     int n_stop;
     int ignore_eos;            // 1: only stop_tokens and max_tokens end the request
+    uint64_t key;              // the request's random stream: draws depend only on
+                               // (policy.seed, key, step), never on the batch around it
 } etx_request;
 
 typedef enum {

@@ -1,0 +1,251 @@
+/*
+ * test_engine.c — the engine through the public API on the default model (SmolLM2):
+ * request validation with messages that name the problem, nothing queued lost after a
+ * rejection, stop tokens, max tokens, context exhaustion, release, seeded determinism,
+ * and batch independence (a request's tokens are the same alone and among others).
+ */
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "etx/etx.h"
+
+static etx_model* g_model;
+static const int32_t PROMPT[] = {504, 3575, 282, 4649, 314, 253, 1345, 28, 284, 260};
+#define N_PROMPT ((int)(sizeof PROMPT / sizeof PROMPT[0]))
+
+static etx_engine* new_engine(int ctx) {
+    etx_engine_options o = etx_engine_options_default();
+    o.device = ETX_DEVICE_CPU;
+    o.max_seq_len = ctx;
+    etx_engine* e = NULL;
+    etx_status s = etx_engine_create(g_model, &o, &e);
+    ck_assert_msg(s.code == ETX_OK, "%s", s.message);
+    return e;
+}
+
+static etx_request base_request(etx_policy pol, int max_tokens) {
+    etx_request r = {.prompt = PROMPT, .n_prompt = N_PROMPT, .policy = pol, .max_tokens = max_tokens};
+    return r;
+}
+
+// Runs one request alone and copies its tokens into out; returns the count.
+static int run_alone(etx_request req, int32_t* out) {
+    etx_engine* e = new_engine(256);
+    int id;
+    ck_assert_int_eq(etx_engine_submit(e, &req, &id).code, ETX_OK);
+    ck_assert_int_eq(etx_engine_run(e).code, ETX_OK);
+    etx_request_state st;
+    ck_assert_int_eq(etx_engine_request_state(e, id, &st).code, ETX_OK);
+    memcpy(out, st.tokens, (size_t)st.n_tokens * sizeof(int32_t));
+    int n = st.n_tokens;
+    etx_engine_free(e);
+    return n;
+}
+
+START_TEST(submit_rejects_bad_requests_and_keeps_the_rest) {
+    etx_engine* e = new_engine(16);
+    int good;
+    etx_request ok = base_request(etx_policy_default(ETX_POLICY_GREEDY), 3);
+    ck_assert_int_eq(etx_engine_submit(e, &ok, &good).code, ETX_OK);
+
+    int32_t long_prompt[16] = {0};
+    etx_request r = ok;
+    r.prompt = long_prompt;
+    r.n_prompt = 16;
+    int id = 123;
+    etx_status s = etx_engine_submit(e, &r, &id);
+    ck_assert_int_eq(s.code, ETX_ERR_INVALID_ARG);
+    ck_assert_msg(strstr(s.message, "16 tokens") && strstr(s.message, "context"), "%s", s.message);
+    ck_assert_int_eq(id, -1);
+
+    r = ok;
+    int32_t bad_tok[2] = {5, 49152};
+    r.prompt = bad_tok;
+    r.n_prompt = 2;
+    s = etx_engine_submit(e, &r, &id);
+    ck_assert_msg(s.code == ETX_ERR_INVALID_ARG && strstr(s.message, "49152") && strstr(s.message, "position 1"),
+                  "%s", s.message);
+
+    r = ok;
+    r.n_prompt = 0;
+    ck_assert_int_eq(etx_engine_submit(e, &r, &id).code, ETX_ERR_INVALID_ARG);
+    r = ok;
+    r.max_tokens = 0;
+    ck_assert_ptr_nonnull(strstr(etx_engine_submit(e, &r, &id).message, "max_tokens"));
+    r = ok;
+    r.policy = etx_policy_default(ETX_POLICY_SAMPLE);
+    r.policy.top_p = 0.0f;
+    ck_assert_ptr_nonnull(strstr(etx_engine_submit(e, &r, &id).message, "top-p"));
+
+    // the request accepted first is untouched and completes
+    ck_assert_int_eq(etx_engine_run(e).code, ETX_OK);
+    etx_request_state st;
+    ck_assert_int_eq(etx_engine_request_state(e, good, &st).code, ETX_OK);
+    ck_assert(st.phase == ETX_REQ_DONE_LENGTH || st.phase == ETX_REQ_DONE_STOP);
+    ck_assert_int_ge(st.n_tokens, 1);
+    etx_engine_free(e);
+}
+END_TEST
+
+START_TEST(max_tokens_stop_tokens_and_context) {
+    int32_t a[32];
+    etx_request req = base_request(etx_policy_default(ETX_POLICY_GREEDY), 12);
+    req.ignore_eos = 1;
+    int n = run_alone(req, a);
+    ck_assert_int_eq(n, 12);
+
+    // stopping on the 6th token's id ends at its first occurrence, the token included
+    int32_t stop = a[5];
+    int first = 0;
+    while (a[first] != stop) first++;
+    req.stop_tokens = &stop;
+    req.n_stop = 1;
+    etx_engine* e = new_engine(256);
+    int id;
+    ck_assert_int_eq(etx_engine_submit(e, &req, &id).code, ETX_OK);
+    ck_assert_int_eq(etx_engine_run(e).code, ETX_OK);
+    etx_request_state st;
+    etx_engine_request_state(e, id, &st);
+    ck_assert_int_eq(st.phase, ETX_REQ_DONE_STOP);
+    ck_assert_int_eq(st.n_tokens, first + 1);
+    ck_assert_int_eq(st.tokens[first], stop);
+    for (int i = 0; i < st.n_tokens; i++) ck_assert_int_eq(st.tokens[i], a[i]);
+    etx_engine_free(e);
+
+    // a context of prompt + 4 positions ends the request after 4 tokens
+    e = new_engine(N_PROMPT + 4);
+    req = base_request(etx_policy_default(ETX_POLICY_GREEDY), 100);
+    req.ignore_eos = 1;
+    ck_assert_int_eq(etx_engine_submit(e, &req, &id).code, ETX_OK);
+    ck_assert_int_eq(etx_engine_run(e).code, ETX_OK);
+    etx_engine_request_state(e, id, &st);
+    ck_assert_int_eq(st.phase, ETX_REQ_DONE_LENGTH);
+    ck_assert_int_eq(st.n_tokens, 4);
+    for (int i = 0; i < 4; i++) ck_assert_int_eq(st.tokens[i], a[i]);
+    etx_engine_free(e);
+}
+END_TEST
+
+START_TEST(greedy_first_token_is_argmax_of_logits) {
+    etx_engine* e = new_engine(64);
+    etx_model_info info;
+    etx_model_get_info(g_model, &info);
+    float* logits = malloc((size_t)info.vocab_size * sizeof(float));
+    ck_assert_int_eq(etx_engine_logits(e, PROMPT, N_PROMPT, 0, logits).code, ETX_OK);
+    int best = 0;
+    for (int i = 1; i < info.vocab_size; i++)
+        if (logits[i] > logits[best]) best = i;
+    int32_t a[4];
+    etx_request req = base_request(etx_policy_default(ETX_POLICY_GREEDY), 1);
+    ck_assert_int_eq(run_alone(req, a), 1);
+    ck_assert_int_eq(a[0], best);
+    free(logits);
+    etx_engine_free(e);
+}
+END_TEST
+
+START_TEST(seeded_sampling_repeats_and_is_batch_independent) {
+    etx_policy pol = etx_policy_default(ETX_POLICY_SAMPLE);
+    pol.temperature = 1.2f;
+    pol.top_p = 0.95f;
+    pol.seed = 77;
+    etx_request req = base_request(pol, 16);
+    req.ignore_eos = 1;
+    req.key = 5;
+    int32_t alone[16], again[16];
+    ck_assert_int_eq(run_alone(req, alone), 16);
+    ck_assert_int_eq(run_alone(req, again), 16);
+    for (int i = 0; i < 16; i++) ck_assert_int_eq(alone[i], again[i]);
+
+    // the same request among others (different prompts, policies, lengths), submitted third
+    etx_engine* e = new_engine(256);
+    int ids[4];
+    etx_request other = base_request(etx_policy_default(ETX_POLICY_SAMPLE), 7);
+    other.prompt = PROMPT + 3;
+    other.n_prompt = N_PROMPT - 3;
+    other.key = 9;
+    ck_assert_int_eq(etx_engine_submit(e, &other, &ids[0]).code, ETX_OK);
+    etx_request greedy = base_request(etx_policy_default(ETX_POLICY_GREEDY), 20);
+    ck_assert_int_eq(etx_engine_submit(e, &greedy, &ids[1]).code, ETX_OK);
+    ck_assert_int_eq(etx_engine_submit(e, &req, &ids[2]).code, ETX_OK);
+    other.policy.seed = 77;
+    ck_assert_int_eq(etx_engine_submit(e, &other, &ids[3]).code, ETX_OK);
+    ck_assert_int_eq(etx_engine_run(e).code, ETX_OK);
+    etx_request_state st;
+    etx_engine_request_state(e, ids[2], &st);
+    ck_assert_int_eq(st.n_tokens, 16);
+    for (int i = 0; i < 16; i++) ck_assert_int_eq(st.tokens[i], alone[i]);
+
+    // another seed gives another continuation
+    req.policy.seed = 78;
+    int32_t other_seed[16];
+    run_alone(req, other_seed);
+    int diff = 0;
+    for (int i = 0; i < 16; i++) diff += other_seed[i] != alone[i];
+    ck_assert_int_gt(diff, 0);
+    etx_engine_free(e);
+}
+END_TEST
+
+START_TEST(release_and_unknown_ids) {
+    etx_engine* e = new_engine(64);
+    etx_request req = base_request(etx_policy_default(ETX_POLICY_GREEDY), 2);
+    int a, b;
+    ck_assert_int_eq(etx_engine_submit(e, &req, &a).code, ETX_OK);
+    ck_assert_int_eq(etx_engine_submit(e, &req, &b).code, ETX_OK);
+    ck_assert_int_ne(a, b);
+    etx_status s = etx_engine_release(e, a);
+    ck_assert_int_eq(s.code, ETX_ERR_STATE);
+    ck_assert_ptr_nonnull(strstr(s.message, "not finished"));
+    ck_assert_int_eq(etx_engine_run(e).code, ETX_OK);
+    ck_assert_int_eq(etx_engine_release(e, a).code, ETX_OK);
+    etx_request_state st;
+    ck_assert_int_eq(etx_engine_request_state(e, a, &st).code, ETX_ERR_STATE);
+    ck_assert_int_eq(etx_engine_request_state(e, b, &st).code, ETX_OK);
+    ck_assert_int_eq(st.n_tokens, 2);
+    ck_assert_int_eq(etx_engine_release(e, 999).code, ETX_ERR_STATE);
+    etx_engine_free(e);
+}
+END_TEST
+
+START_TEST(engine_options_are_checked) {
+    etx_engine_options o = etx_engine_options_default();
+    etx_engine* e = NULL;
+    o.device = ETX_DEVICE_CUDA;
+    etx_status s = etx_engine_create(g_model, &o, &e);
+    ck_assert_int_eq(s.code, ETX_ERR_UNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(s.message, "cuda"));
+    o = etx_engine_options_default();
+    o.max_seq_len = 1 << 20;
+    s = etx_engine_create(g_model, &o, &e);
+    ck_assert_int_eq(s.code, ETX_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(s.message, "context length"));
+    ck_assert_ptr_null(e);
+}
+END_TEST
+
+int main(void) {
+    etx_status s = etx_model_load(ETX_DEFAULT_MODEL, &g_model);
+    if (s.code != ETX_OK) {
+        fprintf(stderr, "test_engine: cannot load the default model (run models/fetch_default_model.sh): %s\n",
+                s.message);
+        return EXIT_FAILURE;
+    }
+    Suite* su = suite_create("engine");
+    TCase* tc = tcase_create("engine");
+    tcase_add_test(tc, submit_rejects_bad_requests_and_keeps_the_rest);
+    tcase_add_test(tc, max_tokens_stop_tokens_and_context);
+    tcase_add_test(tc, greedy_first_token_is_argmax_of_logits);
+    tcase_add_test(tc, seeded_sampling_repeats_and_is_batch_independent);
+    tcase_add_test(tc, release_and_unknown_ids);
+    tcase_add_test(tc, engine_options_are_checked);
+    suite_add_tcase(su, tc);
+    SRunner* r = srunner_create(su);
+    srunner_set_fork_status(r, CK_NOFORK);
+    srunner_run_all(r, CK_NORMAL);
+    int failed = srunner_ntests_failed(r);
+    srunner_free(r);
+    etx_model_free(g_model);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
