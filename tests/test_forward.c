@@ -12,9 +12,11 @@
  *     and 32-token greedy continuations of several prompts under fixtures/forward/llamacpp/
  *     (written by tests/scripts/gen_llamacpp_fixtures.py).
  */
+#include <cJSON.h>
 #include <check.h>
 #include <math.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cpu_forward.h"
 
@@ -283,6 +285,123 @@ START_TEST(test_llama3_inv_freq) {
 }
 END_TEST
 
+
+// ----------------------------------------------------------------------------
+// fixtures: JSON metadata and little-endian float32 logits
+
+static cJSON* load_json(const char* path) {
+    char* text;
+    size_t len;
+    etx_status st = etx_read_file(path, &text, &len);
+    ck_assert_msg(st.code == ETX_OK, "%s", st.message);
+    cJSON* j = cJSON_Parse(text);
+    free(text);
+    ck_assert_msg(j != NULL, "%s: bad JSON", path);
+    return j;
+}
+
+static float* load_floats(const char* path, size_t n) {
+    char* data;
+    size_t len;
+    etx_status st = etx_read_file(path, &data, &len);
+    ck_assert_msg(st.code == ETX_OK, "%s", st.message);
+    ck_assert_msg(len == n * sizeof(float), "%s: %zu bytes, expected %zu", path, len, n * sizeof(float));
+    float* f = malloc(len);
+    memcpy(f, data, len); // x86/ARM little-endian, as written
+    free(data);
+    return f;
+}
+
+static int32_t* json_ids(const cJSON* arr, int* n) {
+    *n = cJSON_GetArraySize(arr);
+    int32_t* ids = malloc((size_t)*n * sizeof(int32_t));
+    for (int i = 0; i < *n; i++) ids[i] = (int32_t)cJSON_GetArrayItem(arr, i)->valuedouble;
+    return ids;
+}
+
+// ----------------------------------------------------------------------------
+// against Hugging Face transformers (float32, eager attention)
+//
+// Tolerance, per position: max_v |etx - ref| <= 1e-4 * max(1, max_v |ref|). Both sides
+// compute in float32 with the same formulas; what differs is summation order (BLAS
+// blocking, SIMD reductions) and libm's exp/cos/sin, i.e. a few ulps per op, which
+// after a few layers is ~1e-6 of the row scale. 1e-4 leaves a wide margin, yet any real
+// mistake (RoPE pairing, llama3 scaling, GQA mapping, a norm epsilon) is >= 1e-2.
+
+static double hf_worst_rel = 0.0; // largest diff / row scale seen, reported at the end
+
+static double compare_rows(const float* got, const float* ref, int n, int V, const char* what) {
+    double worst = 0.0;
+    for (int i = 0; i < n; i++) {
+        const float* g = got + (size_t)i * V;
+        const float* r = ref + (size_t)i * V;
+        double scale = 1.0, diff = 0.0;
+        for (int v = 0; v < V; v++) scale = fmax(scale, fabs(r[v]));
+        for (int v = 0; v < V; v++) diff = fmax(diff, fabs((double)g[v] - r[v]));
+        ck_assert_msg(diff <= 1e-4 * scale, "%s: position %d: max |diff| %.3g > 1e-4 * %.3g", what, i, diff, scale);
+        worst = fmax(worst, diff / scale);
+    }
+    return worst;
+}
+
+static void check_hf_model(const char* name) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/forward/hf/%s.json", ETX_FIXTURES, name);
+    cJSON* meta = load_json(path);
+    snprintf(path, sizeof path, "%s/%s", ETX_FIXTURES,
+             cJSON_GetObjectItemCaseSensitive(meta, "model")->valuestring);
+    etx_model m;
+    etx_status st = hf_model_load(path, &m);
+    ck_assert_msg(st.code == ETX_OK, "%s", st.message);
+    int V = m.cfg.vocab_size;
+    const cJSON* c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(meta, "cases")) {
+        int n;
+        int32_t* ids = json_ids(cJSON_GetObjectItemCaseSensitive(c, "ids"), &n);
+        const cJSON* shape = cJSON_GetObjectItemCaseSensitive(c, "shape");
+        ck_assert_int_eq((int)cJSON_GetArrayItem(shape, 0)->valuedouble, n);
+        ck_assert_int_eq((int)cJSON_GetArrayItem(shape, 1)->valuedouble, V);
+        snprintf(path, sizeof path, "%s/forward/hf/%s", ETX_FIXTURES,
+                 cJSON_GetObjectItemCaseSensitive(c, "logits")->valuestring);
+        float* ref = load_floats(path, (size_t)n * V);
+        float* got = malloc((size_t)n * V * sizeof(float));
+        char what[256];
+
+        // prefill, in chunks of 32 tokens, every position's logits
+        KVCache kv;
+        CpuRunState s;
+        CK_OK(build_kv_cache(&kv, &m.cfg, 0));
+        CK_OK(build_cpu_run_state_chunked(&s, &m.cfg, 32));
+        CK_OK(cpu_forward(&m, &s, &kv, ids, n, got, 1));
+        snprintf(what, sizeof what, "%s, %d tokens, prefill", name, n);
+        double w = compare_rows(got, ref, n, V, what);
+        hf_worst_rel = fmax(hf_worst_rel, w);
+
+        // decode: one token at a time through the cache
+        kv_cache_reset(&kv);
+        for (int i = 0; i < n; i++) CK_OK(cpu_forward(&m, &s, &kv, ids + i, 1, got + (size_t)i * V, 0));
+        snprintf(what, sizeof what, "%s, %d tokens, decode", name, n);
+        w = compare_rows(got, ref, n, V, what);
+        hf_worst_rel = fmax(hf_worst_rel, w);
+        fprintf(stderr, "transformers %s n=%d: worst max|diff|/row scale so far %.3g\n", name, n, hf_worst_rel);
+
+        free_cpu_run_state(&s);
+        free_kv_cache(&kv);
+        free(ref), free(got), free(ids);
+    }
+    model_free_contents(&m);
+    cJSON_Delete(meta);
+}
+
+START_TEST(test_hf_gqa) { check_hf_model("tiny-llama-gqa"); }
+END_TEST
+
+START_TEST(test_hf_tied_bf16) { check_hf_model("tiny-llama-tied"); }
+END_TEST
+
+START_TEST(test_hf_llama3_rope_sharded) { check_hf_model("tiny-llama3-rope"); }
+END_TEST
+
 // ----------------------------------------------------------------------------
 
 static Suite* forward_suite(void) {
@@ -294,6 +413,12 @@ static Suite* forward_suite(void) {
     tcase_add_test(tc, test_kv_cache_grows_in_chunks);
     tcase_add_test(tc, test_last_attention_capture);
     tcase_add_test(tc, test_llama3_inv_freq);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("transformers");
+    tcase_add_test(tc, test_hf_gqa);
+    tcase_add_test(tc, test_hf_tied_bf16);
+    tcase_add_test(tc, test_hf_llama3_rope_sharded);
     suite_add_tcase(s, tc);
     return s;
 }
