@@ -31,12 +31,17 @@ typedef struct {
     const char* const* tokens;      // (n_vocab) token strings; id = index
     const size_t* token_lens;       // (n_vocab) byte lengths, or NULL for NUL-terminated
     const int* special;             // (n_vocab) 1 = special/added token matched verbatim in text; may be NULL
+                                    // (from GGUF: token_type 3 control or 4 user-defined)
     int n_merges;
     const char* const* merges;      // (n_merges) "left right", rank = index
-    PretokKind pretok;
+    PretokKind pretok;              // PRETOK_LLAMA3 also turns on ignore_merges, as llama.cpp does
 } TokenizerSpec;
 
 etx_status tokenizer_build(const TokenizerSpec* spec, Tokenizer** out);
+// Pre-tokenizer of a GGUF's tokenizer.ggml.pre: "llama-bpe" (also "llama3", "llama-v3") ->
+// PRETOK_LLAMA3, "gpt2" -> PRETOK_GPT2, "smollm" (also "starcoder") -> PRETOK_SMOLLM;
+// anything else (or NULL) is an ETX_ERR_UNSUPPORTED error naming it.
+etx_status tokenizer_pretok_from_gguf(const char* pre, PretokKind* out);
 // Hugging Face tokenizer.json (model.type == "BPE", byte-level). Picks the pre-tokenizer
 // from the file's pre_tokenizer section; an unknown one is an error.
 etx_status tokenizer_load_json(const char* path, Tokenizer** out);
@@ -48,7 +53,9 @@ int tokenizer_n_vocab(const Tokenizer* t);
 int tokenizer_find(const Tokenizer* t, const char* s);
 int tokenizer_is_special(const Tokenizer* t, int id);
 
-// Encodes text (no BOS). *ids is malloc'ed; caller frees.
+// Encodes text (no BOS). *ids is malloc'ed (also when *n_ids is 0); caller frees. Text
+// that is not valid UTF-8 is an ETX_ERR_INVALID_ARG error naming the first bad byte's
+// offset (HF only ever sees valid Python strings).
 etx_status tokenizer_encode(const Tokenizer* t, const char* text, size_t len, int32_t** ids, int* n_ids);
 // Raw bytes of a token (byte-level symbols mapped back to bytes; special tokens as written).
 // Returns NULL for an id out of range.
@@ -56,12 +63,17 @@ const char* tokenizer_token_bytes(const Tokenizer* t, int id, size_t* len);
 
 // Streaming decode: feed token bytes, get back only complete UTF-8 characters; bytes of
 // a character split across tokens wait in `pending`. Invalid sequences come out as
-// U+FFFD, as Hugging Face's decoder does.
+// U+FFFD, one per maximal invalid subpart, as Hugging Face's decoder (Rust's
+// String::from_utf8_lossy over the whole byte string) does. Start from a zeroed struct.
 typedef struct {
     unsigned char pending[4];
     int n_pending;
 } Utf8Stream;
-// Appends complete characters to out (capacity >= n + 8 bytes); returns bytes written.
+// Output bytes utf8_stream_push can write for n input bytes: every invalid byte becomes
+// a 3-byte U+FFFD, and a pending prefix that cannot complete becomes one more.
+#define UTF8_STREAM_OUT_MAX(n) (3 * (size_t)(n) + 3)
+// Appends complete characters to out (capacity >= UTF8_STREAM_OUT_MAX(n) bytes; n + 8
+// is not enough for invalid input); returns bytes written.
 size_t utf8_stream_push(Utf8Stream* s, const char* bytes, size_t n, char* out);
 // Flushes what is pending at the end of a stream (as U+FFFD); returns bytes written (<= 3).
 size_t utf8_stream_flush(Utf8Stream* s, char* out);
