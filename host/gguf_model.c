@@ -9,6 +9,7 @@
  * each head for its interleaved-pair RoPE: stored row 2i + j of a head holds Hugging
  * Face row j * head_dim/2 + i (j = 0, 1). unpermuted_row() undoes it at load.
  */
+#include <math.h>
 #include <string.h>
 
 #include "dequant.h"
@@ -77,6 +78,9 @@ static etx_status read_config(const GGUFFile* f, ModelConfig* c) {
     double eps, theta;
     ETX_TRY(gguf_get_float(f, "llama.attention.layer_norm_rms_epsilon", &eps));
     ETX_TRY(gguf_get_float_or(f, "llama.rope.freq_base", 10000.0, &theta));
+    if (!(fabs(eps) <= 1.0 && fabs(theta) <= 3.0e38))
+        return etx_error(ETX_ERR_FORMAT, "%s: layer_norm_rms_epsilon %g or rope.freq_base %g is out of range", f->path,
+                         eps, theta);
     c->norm_eps = (float)eps;
     c->rope_theta = (float)theta;
     ETX_TRY(check_rope_scaling(f));
@@ -163,28 +167,16 @@ static etx_status load_weights(const GGUFFile* f, etx_model* m) {
 // ---------------------------------------------------------------------------
 // tokenizer
 
+// tokenizer.ggml.pre names the pre-tokenizer; absent means llama.cpp's default (GPT-2).
 static etx_status pretok_kind(const GGUFFile* f, PretokKind* kind) {
     *kind = PRETOK_GPT2;
     if (!gguf_find(f, "tokenizer.ggml.pre")) return etx_ok();
-    const char* s;
-    size_t n;
-    ETX_TRY(gguf_get_string(f, "tokenizer.ggml.pre", &s, &n));
-    static const struct {
-        const char* name;
-        PretokKind kind;
-    } known[] = {
-        {"llama-bpe", PRETOK_LLAMA3}, {"llama3", PRETOK_LLAMA3}, {"smaug-bpe", PRETOK_LLAMA3},
-        {"gpt-2", PRETOK_GPT2},       {"gpt2", PRETOK_GPT2},     {"default", PRETOK_GPT2},
-        {"smollm", PRETOK_SMOLLM},    {"starcoder", PRETOK_SMOLLM},
-    };
-    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
-        if (strlen(known[i].name) == n && memcmp(known[i].name, s, n) == 0) {
-            *kind = known[i].kind;
-            return etx_ok();
-        }
-    }
-    return etx_error(ETX_ERR_UNSUPPORTED, "%s: metadata key tokenizer.ggml.pre = '%.*s' is not a known pre-tokenizer",
-                     f->path, (int)(n > 64 ? 64 : n), s);
+    char* pre;
+    ETX_TRY(gguf_get_string_dup(f, "tokenizer.ggml.pre", &pre));
+    etx_status st = tokenizer_pretok_from_gguf(pre, kind);
+    free(pre);
+    if (st.code != ETX_OK) return etx_error_wrap(st, "%s: metadata key tokenizer.ggml.pre", f->path);
+    return etx_ok();
 }
 
 // NUL-terminated copies of the merges, in one allocation (*buf) plus pointers (*out).
