@@ -248,8 +248,9 @@ static etx_status build_tokenizer(const GGUFFile* f, TokArrays* a, etx_model* m)
     uint64_t n_vocab, n_merges = 0;
     ETX_TRY(gguf_get_string_array(f, "tokenizer.ggml.tokens", &a->tokens, &a->token_lens, &n_vocab));
     if (n_vocab != (uint64_t)m->cfg.vocab_size)
-        return etx_error(ETX_ERR_FORMAT, "%s: metadata key tokenizer.ggml.tokens has %llu tokens, but token_embd.weight "
-                         "has %d rows", f->path, (unsigned long long)n_vocab, m->cfg.vocab_size);
+        return etx_error(ETX_ERR_FORMAT,
+                         "%s: metadata key tokenizer.ggml.tokens has %llu tokens, but token_embd.weight has %d rows",
+                         f->path, (unsigned long long)n_vocab, m->cfg.vocab_size);
     ETX_TRY(special_flags(f, n_vocab, &a->special));
     if (gguf_find(f, "tokenizer.ggml.merges")) {
         ETX_TRY(gguf_get_string_array(f, "tokenizer.ggml.merges", &a->merge_src, &a->merge_lens, &n_merges));

@@ -183,8 +183,8 @@ static etx_status load_weights(const STCheckpoint* ck, etx_model* m) {
     const STFile* f;
     ETX_TRY(st_checkpoint_find(ck, "lm_head.weight", &t, &f));
     if (!t)
-        return etx_error(ETX_ERR_FORMAT, "%s: missing tensor lm_head.weight (config.json has tie_word_embeddings false)",
-                         ck->dir);
+        return etx_error(ETX_ERR_FORMAT,
+                         "%s: missing tensor lm_head.weight (config.json has tie_word_embeddings false)", ck->dir);
     return load_tensor(ck, "lm_head.weight", vocab, dim, &w->lm_head);
 }
 

@@ -100,8 +100,8 @@ static etx_status parse_offsets(const STFile* f, STTensor* t, const cJSON* offs,
         return etx_error(ETX_ERR_FORMAT, "%s: tensor %s: data_offsets [%llu, %llu] begin after they end", f->path,
                          t->name, (unsigned long long)b, (unsigned long long)e);
     if (e > avail)
-        return etx_error(ETX_ERR_FORMAT, "%s: tensor %s: data_offsets [%llu, %llu] run past the data section (%llu bytes)",
-                         f->path, t->name, (unsigned long long)b, (unsigned long long)e, (unsigned long long)avail);
+        return etx_error(ETX_ERR_FORMAT,
+                         "%s: tensor %s: data_offsets [%llu, %llu] run past the data section (%llu bytes)", f->path, t->name, (unsigned long long)b, (unsigned long long)e, (unsigned long long)avail);
     if (e - b != t->n_elems * (uint64_t)elem_size)
         return etx_error(ETX_ERR_FORMAT, "%s: tensor %s: %llu bytes of data for %llu elements of %s", f->path, t->name,
                          (unsigned long long)(e - b), (unsigned long long)t->n_elems, t->dtype_name);

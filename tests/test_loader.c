@@ -427,6 +427,11 @@ START_TEST(gguf_bad_header) {
     expect_error(load_patched(path, buf, n), "bad.gguf", "version 1");
     put_u32(buf + 4, 0x03000000); // big-endian file
     expect_error(load_patched(path, buf, n), "bad.gguf", "version");
+    put_u32(buf + 4, 2); // version 2 has the same layout: accepted
+    spit(path, buf, n);
+    etx_model m;
+    load_gguf_ok(path, &m);
+    model_free_contents(&m);
     put_u32(buf + 4, 3);
     put_u64(buf + 8, UINT64_C(1) << 60); // tensor count
     expect_error(load_patched(path, buf, n), "bad.gguf", "tensor count");
@@ -570,6 +575,35 @@ START_TEST(gguf_no_output_means_tied) {
 }
 END_TEST
 
+// Deterministic single-byte corruptions anywhere in the GGUF header: each load either
+// fails cleanly or succeeds; ASan/UBSan catch anything else.
+START_TEST(gguf_random_byte_flips) {
+    size_t n;
+    const char* path;
+    unsigned char* orig = tiny_copy(&n, &path);
+    GGUFFile f;
+    ck_assert_int_eq(gguf_open(FIX "tiny.gguf", &f).code, ETX_OK);
+    size_t header_end = (size_t)f.data_offset;
+    gguf_close(&f);
+    unsigned char* buf = malloc(n);
+    uint64_t x = 88172645463325252ull; // xorshift64
+    for (int i = 0; i < 300; i++) {
+        memcpy(buf, orig, n);
+        for (int k = 0; k < 1 + i % 3; k++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            buf[x % header_end] ^= (unsigned char)(1u << (x >> 32) % 8);
+        }
+        etx_status st = load_patched(path, buf, n);
+        if (st.code != ETX_OK)
+            ck_assert_msg(strstr(st.message, "bad.gguf"), "message \"%s\" does not name the file", st.message);
+    }
+    free(buf);
+    free(orig);
+}
+END_TEST
+
 // ---------------------------------------------------------------------------
 // safetensors / Hugging Face corruption
 
@@ -634,7 +668,9 @@ static void set_offsets(cJSON* h, const char* name, double b, double e) {
 static void edit_drop(cJSON* h) { cJSON_DeleteItemFromObject(h, VICTIM); }
 static void edit_drop_lm_head(cJSON* h) { cJSON_DeleteItemFromObject(h, "lm_head.weight"); }
 static void edit_dtype(cJSON* h) { cJSON_ReplaceItemInObject(entry(h, VICTIM), "dtype", cJSON_CreateString("F33")); }
-static void edit_dtype_i32(cJSON* h) { cJSON_ReplaceItemInObject(entry(h, VICTIM), "dtype", cJSON_CreateString("I32")); }
+static void edit_dtype_i32(cJSON* h) {
+    cJSON_ReplaceItemInObject(entry(h, VICTIM), "dtype", cJSON_CreateString("I32"));
+}
 static void edit_beyond(cJSON* h) { set_offsets(h, VICTIM, 0, 1e9); }
 static void edit_reversed(cJSON* h) { set_offsets(h, VICTIM, 400, 0); }
 static void edit_negative(cJSON* h) { set_offsets(h, VICTIM, -4, 100); }
@@ -882,6 +918,7 @@ int main(void) {
     tcase_add_test(tc, gguf_bad_metadata);
     tcase_add_test(tc, gguf_bad_tensors);
     tcase_add_test(tc, gguf_no_output_means_tied);
+    tcase_add_test(tc, gguf_random_byte_flips);
     tcase_add_test(tc, safetensors_bad_headers);
     tcase_add_test(tc, safetensors_truncated_and_bad_length);
     tcase_add_test(tc, hf_bad_config);
