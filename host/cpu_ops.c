@@ -16,9 +16,11 @@
 void cpu_set_threads(int n) {
     if (n <= 0) n = omp_get_num_procs();
     omp_set_num_threads(n);
-    // OpenBLAS is only called outside our parallel regions, so both may use n threads
-    // without oversubscribing the cores.
-    openblas_set_num_threads(n);
+    // One pool of threads: OpenMP's. Each OpenMP thread calls a single-threaded sgemm on
+    // its own slice of the output (matmul below). Letting OpenBLAS run its own pthreads
+    // as well makes the two pools' idle spinning steal the cores from each other (decode
+    // was 4x slower that way on 2 cores).
+    openblas_set_num_threads(1);
 }
 
 int cpu_get_threads(void) { return omp_get_max_threads(); }
@@ -102,7 +104,25 @@ void swiglu(float* gate, const float* up, int n) {
     }
 }
 
-// one output row: dot(x, w) over n entries
+// y[o] = dot(x, W[o]) for rows o0 .. o0+3: four rows per pass, so each load of x serves
+// four products and four independent accumulators keep the FMA units busy
+static inline void dot4(float* y, const float* x, const float* W, int n, int o0) {
+    const float* w0 = W + (size_t)o0 * n;
+    const float* w1 = w0 + n;
+    const float* w2 = w1 + n;
+    const float* w3 = w2 + n;
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+    #pragma omp simd reduction(+ : s0, s1, s2, s3)
+    for (int i = 0; i < n; i++) {
+        s0 += x[i] * w0[i];
+        s1 += x[i] * w1[i];
+        s2 += x[i] * w2[i];
+        s3 += x[i] * w3[i];
+    }
+    y[o0] = s0, y[o0 + 1] = s1, y[o0 + 2] = s2, y[o0 + 3] = s3;
+}
+
+// y[o] = dot(x, W[o])
 static inline float dot(const float* x, const float* w, int n) {
     float s = 0.0f;
     #pragma omp simd reduction(+ : s)
@@ -113,11 +133,21 @@ static inline float dot(const float* x, const float* w, int n) {
 // y = x W^T
 void matmul(float* y, int ldy, const float* x, const float* W, int n, int in, int out) {
     if (n > 1) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, W, in,
-                    0.0f, y, ldy);
+        // each thread: y[:, o0:o1] = x W[o0:o1]^T, slices a multiple of 16 rows wide
+        #pragma omp parallel
+        {
+            int nt = omp_get_num_threads(), t = omp_get_thread_num();
+            int per = ((out + nt - 1) / nt + 15) / 16 * 16;
+            int o0 = t * per, o1 = o0 + per < out ? o0 + per : out;
+            if (o0 < o1)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, o1 - o0, in, 1.0f, x, in,
+                            W + (size_t)o0 * in, in, 0.0f, y + o0, ldy);
+        }
         return;
     }
     long work = (long)in * out;
+    int out4 = out / 4 * 4;
     #pragma omp parallel for schedule(static) if (work >= MATVEC_PARALLEL_MIN)
-    for (int o = 0; o < out; o++) y[o] = dot(x, W + (size_t)o * in, in);
+    for (int o = 0; o < out4; o += 4) dot4(y, x, W, in, o);
+    for (int o = out4; o < out; o++) y[o] = dot(x, W + (size_t)o * in, in);
 }

@@ -41,7 +41,8 @@ void softmax(float* x, int n);
 void swiglu(float* gate, const float* up, int n);
 
 // y[r, o] = sum_i x[r, i] * W[o, i]      x: (n, in), W: (out, in), y: (n, ldy), ldy >= out
-// n > 1: cblas_sgemm; n == 1: OpenMP over output rows. Call outside parallel regions.
+// n > 1: single-threaded cblas_sgemm per OpenMP thread on a slice of the output rows;
+// n == 1: OpenMP over output rows. Call outside parallel regions.
 void matmul(float* y, int ldy, const float* x, const float* W, int n, int in, int out);
 
 #endif // ETX_CPU_OPS_H
