@@ -16,7 +16,8 @@
  *      token is emitted as that token without merging, as HF's BPE model does.
  *
  * The regexes spell \s out as the Unicode White_Space set, which is what Oniguruma (the
- * engine behind HF tokenizers) matches; PCRE2's \s leaves out U+0085.
+ * engine behind HF tokenizers) matches; PCRE2 10.42's \s also matches U+180E, which
+ * Unicode no longer counts as white space (HF keeps it with the punctuation).
  */
 #include "tokenizer.h"
 

@@ -89,7 +89,9 @@ typedef enum {
 ChatTemplate chat_template_detect(const Tokenizer* t);
 const char* chat_template_name(ChatTemplate c);
 // Renders messages; *out malloc'ed. CHAT_NONE is an error. The BOS text, if the
-// template writes one (Llama 3 "<|begin_of_text|>"), is included.
+// template writes one (Llama 3 "<|begin_of_text|>"), is included. Llama 3's original
+// template writes the assistant header even without add_generation_prompt; etx writes
+// it only when asked (as the Llama 3.1+ templates do). See chat_template.c.
 etx_status chat_template_apply(ChatTemplate c, const etx_chat_message* msgs, int n,
                                int add_generation_prompt, char** out);
 

@@ -27,6 +27,7 @@ Writes:
     utf8_lossy.json               byte chunks -> HF ByteLevel decoder output
     chat.json                     conversations -> rendered templates
     llamacpp_crosscheck.txt       (with --llamacpp-check) agreement with llama.cpp
+                                  (needs llama_cpp and gguf; not read by the C test)
 
 SmolLM2's tokenizer.json is not reachable offline, so it is rebuilt from the GGUF with
 transformers' own GGUF conversion (integrations/gguf). That conversion does not know the
@@ -115,6 +116,11 @@ HAND = [
     "Donaudampfschifffahrtsgesellschaftskapitän", "a" * 100, "ab" * 200, "x" * 1000, "é" * 300,
     "日" * 500, "1" * 100, " " * 100, "\n" * 50, "!" * 300, "😀" * 64, "hello " * 150,
     "word" + "\u0301" * 20, "\u0300\u0301 leading combining",
+    # whole-token pieces that BPE merging alone would split (Llama 3's ignore_merges)
+    " việc hợp nhiều điều nhiên biệt nhiệm", "ektedir mektedir lardan iyordu ılmış", " характ даже практи культу",
+    " ایران", " değiş ulaş oluştur", " jeho každ zdrav",
+    # U+180E is not White_Space (PCRE2's \s still matches it), U+200B neither
+    "a\u180e!b \u180e\u180e x", "\u180e \u180e", "x \u200b\u200b y",
 ]
 
 
@@ -337,25 +343,76 @@ def generate(args):
     print("wrote", OUT)
 
 
-def llamacpp_check(args):
-    """Compares llama.cpp's SmolLM2 ids with the committed HF ids; writes a report."""
+def llama3_vocab_gguf(llama3_json, path):
+    """A vocab-only GGUF of the Llama 3 tokenizer (as llama.cpp's converter writes it)."""
+    import gguf
+
+    with open(llama3_json, encoding="utf-8") as f:
+        j = json.load(f)
+    vocab = j["model"]["vocab"]
+    added = {a["id"]: a for a in j["added_tokens"]}
+    n = max(max(vocab.values()), max(added)) + 1
+    toks, types = [None] * n, [1] * n
+    for t, i in vocab.items():
+        toks[i] = t
+    for i, a in added.items():
+        toks[i], types[i] = a["content"], 3 if a["special"] else 4
+    merges = [m if isinstance(m, str) else " ".join(m) for m in j["model"]["merges"]]
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_context_length(8192)
+    w.add_embedding_length(64)
+    w.add_block_count(1)
+    w.add_feed_forward_length(128)
+    w.add_head_count(2)
+    w.add_head_count_kv(2)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_freq_base(500000.0)
+    w.add_vocab_size(n)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("llama-bpe")
+    w.add_token_list(toks)
+    w.add_token_types(types)
+    w.add_token_merges(merges)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def compare_llamacpp(name, model_path, corpus, expected):
     from llama_cpp import Llama
 
-    with open(os.path.join(OUT, "corpus.json"), encoding="utf-8") as f:
-        corpus = json.load(f)
-    with open(os.path.join(OUT, "expected_smollm2.json"), encoding="utf-8") as f:
-        expected = json.load(f)["ids"]
-    llm = Llama(model_path=args.gguf, vocab_only=True, verbose=False)
-    lines, bad = [], 0
+    llm = Llama(model_path=model_path, vocab_only=True, verbose=False)
+    lines = []
     for s, want in zip(corpus, expected):
         got = llm.tokenize(s.encode("utf-8"), add_bos=False, special=True)
         if got != want:
-            bad += 1
-            lines.append(f"DIFF {s!r}\n  hf:       {want}\n  llama.cpp: {got}")
-    head = f"llama.cpp vs HF tokenizers (SmolLM2, {len(corpus)} strings): {bad} differ\n"
+            lines.append(f"DIFF {s!r}\n  hf:        {want}\n  llama.cpp: {got}")
+    head = f"{name}: llama.cpp vs HF tokenizers, {len(corpus)} strings: {len(lines)} differ"
+    print(head)
+    return [head] + lines
+
+
+def llamacpp_check(args):
+    """Compares llama.cpp's ids with the committed HF ids (SmolLM2 GGUF; a vocab-only
+    Llama 3 GGUF made from the fixture); writes llamacpp_crosscheck.txt."""
+    import tempfile
+
+    with open(os.path.join(OUT, "corpus.json"), encoding="utf-8") as f:
+        corpus = json.load(f)
+    report = []
+    for name, exp in (("SmolLM2", "expected_smollm2.json"), ("Llama 3", "expected_llama3.json")):
+        with open(os.path.join(OUT, exp), encoding="utf-8") as f:
+            expected = json.load(f)["ids"]
+        if name == "SmolLM2":
+            report += compare_llamacpp(name, args.gguf, corpus, expected)
+            continue
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "llama3-vocab.gguf")
+            llama3_vocab_gguf(os.path.join(OUT, "llama3", "tokenizer.json"), path)
+            report += compare_llamacpp(name, path, corpus, expected)
     with open(os.path.join(OUT, "llamacpp_crosscheck.txt"), "w", encoding="utf-8") as f:
-        f.write(head + "\n".join(lines) + ("\n" if lines else ""))
-    print(head.strip())
+        f.write("\n".join(report) + "\n")
 
 
 def main():
