@@ -323,7 +323,6 @@ etx_status gguf_model_load(const char* path, etx_model* m) {
         model_free_contents(m);
         return st;
     }
-    m->path = xstrdup(path);
-    m->format = "gguf";
+    m->format = "gguf"; // m->path is the caller's (etx_model_load sets it)
     return etx_ok();
 }

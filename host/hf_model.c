@@ -244,7 +244,6 @@ etx_status hf_model_load(const char* dir, etx_model* m) {
         model_free_contents(m);
         return st;
     }
-    m->path = xstrdup(dir);
-    m->format = "safetensors";
+    m->format = "safetensors"; // m->path is the caller's (etx_model_load sets it)
     return etx_ok();
 }
