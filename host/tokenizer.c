@@ -400,7 +400,8 @@ static etx_status build_vocab(Tokenizer* t, int n_vocab, const Str* toks, const 
         if (t->kind[i] == TOK_NORMAL) {
             t->bytes[i] = byte_level_to_bytes(toks[i].s, toks[i].n, byte_of_cp, &t->bytes_lens[i]);
         } else {
-            t->bytes[i] = xstrdup(t->tokens[i]);
+            t->bytes[i] = xmalloc(toks[i].n + 1); // as written (may hold a NUL byte)
+            memcpy(t->bytes[i], t->tokens[i], toks[i].n + 1);
             t->bytes_lens[i] = toks[i].n;
         }
     }

@@ -53,6 +53,8 @@ int tokenizer_n_vocab(const Tokenizer* t);
 int tokenizer_find(const Tokenizer* t, const char* s);
 int tokenizer_is_special(const Tokenizer* t, int id);
 
+// A built Tokenizer is read-only: encode and the queries may run on several threads at once.
+
 // Encodes text (no BOS). *ids is malloc'ed (also when *n_ids is 0); caller frees. Text
 // that is not valid UTF-8 is an ETX_ERR_INVALID_ARG error naming the first bad byte's
 // offset (HF only ever sees valid Python strings).

@@ -336,6 +336,35 @@ START_TEST(test_build_errors) {
 }
 END_TEST
 
+// Tokens given as (pointer, length) into one packed buffer, as the GGUF loader passes them.
+START_TEST(test_build_packed) {
+    const char buf[] = "abab\xc4\xa0\xc4\xa0" "ab<|x|>";
+    const char* toks[] = {buf, buf + 1, buf + 2, buf + 4, buf + 6, buf + 10};
+    const size_t lens[] = {1, 1, 2, 2, 4, 5};
+    const int special[] = {0, 0, 0, 0, 0, 1};
+    const char* merges[] = {"a b", "\xc4\xa0 ab"};
+    TokenizerSpec spec = {.n_vocab = 6, .tokens = toks, .token_lens = lens, .special = special,
+                          .n_merges = 2, .merges = merges, .pretok = PRETOK_GPT2};
+    Tokenizer* t = NULL;
+    etx_status st = tokenizer_build(&spec, &t);
+    ck_assert_msg(st.code == ETX_OK, "%s", st.message);
+    const int want[] = {2, 4, 5, 0};
+    check_ids(t, "ab ab<|x|>a", want, 4);
+    size_t len;
+    const char* b = tokenizer_token_bytes(t, 3, &len);
+    ck_assert_uint_eq(len, 1);
+    ck_assert_int_eq(b[0], ' ');
+    b = tokenizer_token_bytes(t, 5, &len);
+    ck_assert_uint_eq(len, 5);
+    ck_assert(memcmp(b, "<|x|>", 5) == 0);
+    ck_assert(tokenizer_is_special(t, 5));
+    ck_assert(!tokenizer_is_special(t, 4));
+    ck_assert_int_eq(tokenizer_find(t, "\xc4\xa0" "ab"), 4);
+    ck_assert_int_eq(chat_template_detect(t), CHAT_NONE);
+    tokenizer_free(t);
+}
+END_TEST
+
 // Writes text to a temporary tokenizer.json and checks loading it fails with a message
 // naming the file and the problem.
 static void check_bad_json(const char* text, etx_code code, const char* problem) {
@@ -527,6 +556,7 @@ static Suite* tokenizer_suite(void) {
     tcase_add_test(tc, test_invalid_utf8_input);
     tcase_add_test(tc, test_pretok_from_gguf);
     tcase_add_test(tc, test_build_errors);
+    tcase_add_test(tc, test_build_packed);
     tcase_add_test(tc, test_corrupt_json);
     tcase_add_test(tc, test_utf8_stream);
     tcase_add_test(tc, test_chat_templates);
