@@ -8,6 +8,8 @@
  * model.h wants. llama.cpp's converter permutes the rows of attn_q and attn_k within
  * each head for its interleaved-pair RoPE: stored row 2i + j of a head holds Hugging
  * Face row j * head_dim/2 + i (j = 0, 1). unpermuted_row() undoes it at load.
+ * Llama 3.1+ files carry their llama3 RoPE scaling as a rope_freqs.weight tensor, which
+ * is mapped back to the four llama3 parameters (read_rope_freqs).
  */
 #include <math.h>
 #include <string.h>
@@ -43,17 +45,81 @@ static etx_status check_arch(const GGUFFile* f) {
     return etx_ok();
 }
 
-static etx_status check_rope_scaling(const GGUFFile* f) {
-    if (gguf_find_tensor(f, "rope_freqs.weight"))
+// llama3 RoPE scaling is stored in GGUF as rope_freqs.weight: head_dim/2 divisors of the
+// RoPE frequencies, derived from (factor, low_freq_factor, high_freq_factor,
+// original_max_position_embeddings) — 1 for short wavelengths, `factor` for long ones and
+// a smooth blend between. ModelConfig keeps those four numbers, so the loader looks for
+// the common settings that reproduce the tensor (Llama 3.1: 8, 1, 4, 8192; Llama 3.2:
+// 32, 1, 4, 8192) and reports any other tensor as unsupported.
+static double llama3_divisor(double inv_freq, double factor, double low, double high, double orig) {
+    double wavelen = 2.0 * M_PI / inv_freq;
+    if (wavelen < orig / high) return 1.0;
+    if (wavelen > orig / low) return factor;
+    double smooth = (orig / wavelen - low) / (high - low);
+    return 1.0 / ((1.0 - smooth) / factor + smooth);
+}
+
+static int llama3_matches(const float* div, int n, double theta, double factor, double low, double high,
+                          double orig) {
+    for (int i = 0; i < n; i++) {
+        double inv_freq = 1.0 / pow(theta, (2.0 * i) / (2.0 * n));
+        double want = llama3_divisor(inv_freq, factor, low, high, orig);
+        if (fabs(div[i] - want) > 1e-4 * want) return 0;
+    }
+    return 1;
+}
+
+static int llama3_fit(const float* div, int n, ModelConfig* c) {
+    double factor = 0.0;
+    for (int i = 0; i < n; i++) factor = div[i] > factor ? div[i] : factor;
+    static const double lows[] = {1, 2}, highs[] = {2, 4, 8};
+    for (int k = 6; k <= 20; k++)
+        for (int a = 0; a < 2; a++)
+            for (int b = 0; b < 3; b++) {
+                if (highs[b] <= lows[a] || !llama3_matches(div, n, c->rope_theta, factor, lows[a], highs[b],
+                                                            (double)(1 << k)))
+                    continue;
+                c->rope_llama3 = 1;
+                c->rope_factor = (float)factor;
+                c->rope_low_freq_factor = (float)lows[a];
+                c->rope_high_freq_factor = (float)highs[b];
+                c->rope_original_max_pos = 1 << k;
+                return 1;
+            }
+    return 0;
+}
+
+static etx_status read_rope_freqs(const GGUFFile* f, const GGUFTensor* t, ModelConfig* c) {
+    int n = c->head_dim / 2;
+    if (n < 1 || t->n_elems != (uint64_t)n)
+        return etx_error(ETX_ERR_FORMAT, "%s: tensor rope_freqs.weight has %llu elements, expected head_dim/2 = %d",
+                         f->path, (unsigned long long)t->n_elems, n);
+    float* div = xmalloc((size_t)n * sizeof(float));
+    dequantize_row(t->type, t->data, div, (size_t)n);
+    int ok = 1, all_one = 1;
+    for (int i = 0; i < n; i++) {
+        ok &= div[i] >= 1.0f && div[i] <= 1e6f; // also false for NaN
+        all_one &= div[i] == 1.0f;
+    }
+    int fit = ok && (all_one || llama3_fit(div, n, c));
+    free(div);
+    if (!fit)
         return etx_error(ETX_ERR_UNSUPPORTED,
-                         "%s: tensor rope_freqs.weight (llama3 RoPE frequency scaling) is not supported in GGUF "
-                         "files; load the Hugging Face directory instead",
+                         "%s: tensor rope_freqs.weight does not match llama3 RoPE scaling with any common "
+                         "parameters; load the Hugging Face directory instead",
                          f->path);
+    return etx_ok();
+}
+
+static etx_status read_rope_scaling(const GGUFFile* f, ModelConfig* c) {
+    const GGUFTensor* freqs = gguf_find_tensor(f, "rope_freqs.weight");
+    if (freqs) ETX_TRY(read_rope_freqs(f, freqs, c));
     if (!gguf_find(f, "llama.rope.scaling.type")) return etx_ok();
     const char* type;
     size_t len;
     ETX_TRY(gguf_get_string(f, "llama.rope.scaling.type", &type, &len));
     if (len == 4 && memcmp(type, "none", 4) == 0) return etx_ok();
+    if (freqs && len == 6 && memcmp(type, "llama3", 6) == 0) return etx_ok();
     return etx_error(ETX_ERR_UNSUPPORTED, "%s: metadata key llama.rope.scaling.type = '%.*s' is not supported",
                      f->path, (int)(len > 64 ? 64 : len), type);
 }
@@ -83,7 +149,7 @@ static etx_status read_config(const GGUFFile* f, ModelConfig* c) {
                          eps, theta);
     c->norm_eps = (float)eps;
     c->rope_theta = (float)theta;
-    ETX_TRY(check_rope_scaling(f));
+    ETX_TRY(read_rope_scaling(f, c));
     return etx_ok();
 }
 

@@ -3,7 +3,8 @@
  * dequantization of every ggml type etx reads against gguf-py's dequantize, the GGUF and
  * Hugging Face Llama loaders on the same tiny model (exact agreement, which also checks
  * the Q/K un-permutation against llama.cpp's converter), sharded safetensors with
- * bf16/f16/f32, tied embeddings and llama3 RoPE scaling, and the default model.
+ * bf16/f16/f32, tied embeddings and llama3 RoPE scaling (also as GGUF's rope_freqs
+ * tensor), and the default model.
  *
  * Corruption tests copy a good fixture to a temporary file, damage it (truncate, flip
  * the magic, push an offset past the end, change a shape, drop a tensor, unknown dtype
@@ -373,6 +374,39 @@ START_TEST(safetensors_reader) {
     ck_assert_int_eq(st_checkpoint_find(&c, "lm_head.weight", &t, &sf).code, ETX_OK);
     ck_assert_ptr_null(t);
     st_checkpoint_close(&c);
+}
+END_TEST
+
+// rope_freqs.weight (llama3 scaling as llama.cpp stores it) gives the same parameters as
+// the Hugging Face config it came from; a tensor no llama3 setting produces is refused.
+START_TEST(gguf_llama3_rope_freqs) {
+    etx_model g, s;
+    load_gguf_ok(FIX "tiny_llama3.gguf", &g);
+    load_hf_ok(FIX "tiny_hf_sharded", &s);
+    ck_assert_int_eq(g.cfg.rope_llama3, 1);
+    ck_assert(g.cfg.rope_factor == s.cfg.rope_factor);
+    ck_assert(g.cfg.rope_low_freq_factor == s.cfg.rope_low_freq_factor);
+    ck_assert(g.cfg.rope_high_freq_factor == s.cfg.rope_high_freq_factor);
+    ck_assert_int_eq(g.cfg.rope_original_max_pos, s.cfg.rope_original_max_pos);
+    model_free_contents(&g);
+    model_free_contents(&s);
+    GGUFFile f;
+    ck_assert_int_eq(gguf_open(FIX "tiny_llama3.gguf", &f).code, ETX_OK);
+    size_t at = (size_t)((const unsigned char*)gguf_find_tensor(&f, "rope_freqs.weight")->data - f.map);
+    gguf_close(&f);
+    size_t n;
+    unsigned char* buf = slurp(FIX "tiny_llama3.gguf", &n);
+    const float bad[2] = {3.0f, 0.5f};
+    const char* path = tmp_path("bad.gguf");
+    for (int i = 0; i < 2; i++) {
+        memcpy(buf + at + 4, &bad[i], 4); // the second divisor
+        spit(path, buf, n);
+        etx_model m;
+        etx_status st = gguf_model_load(path, &m);
+        expect_error(st, "bad.gguf", "rope_freqs.weight");
+        ck_assert_int_eq(st.code, ETX_ERR_UNSUPPORTED);
+    }
+    free(buf);
 }
 END_TEST
 
@@ -913,6 +947,7 @@ int main(void) {
     tcase_add_test(tc, gguf_tiny_matches_hf_exactly);
     tcase_add_test(tc, hf_sharded_bf16_tied_llama3);
     tcase_add_test(tc, safetensors_reader);
+    tcase_add_test(tc, gguf_llama3_rope_freqs);
     tcase_add_test(tc, gguf_truncated_everywhere);
     tcase_add_test(tc, gguf_bad_header);
     tcase_add_test(tc, gguf_bad_metadata);

@@ -13,6 +13,8 @@ Files:
   tiny.gguf           a 2-layer Llama (dim 64, 4 heads, 2 KV heads, FFN 96, vocab 288), its
                       weights quantized to several types, Q/K rows permuted as llama.cpp's
                       convert_hf_to_gguf.py does, untied output, a byte-level BPE tokenizer.
+  tiny_llama3.gguf    tiny.gguf plus rope_freqs.weight: llama3 RoPE scaling (factor 8,
+                      low 1, high 4, original context 64) as llama.cpp's converter stores it.
   tiny_hf/            the same model as a Hugging Face directory: config.json,
                       model.safetensors (float32: exactly the values tiny.gguf dequantizes
                       to, in Hugging Face layout), tokenizer.json.
@@ -199,8 +201,25 @@ def tiny_tensors():
     return out
 
 
-def write_tiny_gguf(tensors, tokens, merges):
-    w = gguf.GGUFWriter(os.path.join(OUT, "tiny.gguf"), "llama")
+def llama3_rope_divisors(theta, dim, factor, low, high, orig):
+    # what llama.cpp's converter stores as rope_freqs.weight for rope_type llama3: the
+    # divisor Hugging Face's _compute_llama3_parameters applies to each RoPE frequency
+    out = []
+    for i in range(0, dim, 2):
+        freq = 1.0 / theta ** (i / dim)
+        wavelen = 2 * np.pi / freq
+        if wavelen < orig / high:
+            out.append(1.0)
+        elif wavelen > orig / low:
+            out.append(factor)
+        else:
+            smooth = (orig / wavelen - low) / (high - low)
+            out.append(1.0 / ((1 - smooth) / factor + smooth))
+    return np.array(out, dtype=np.float32)
+
+
+def write_tiny_gguf(tensors, tokens, merges, name="tiny.gguf", rope_freqs=None):
+    w = gguf.GGUFWriter(os.path.join(OUT, name), "llama")
     w.add_name("etx tiny loader fixture")
     w.add_uint32("llama.context_length", 256)
     w.add_uint32("llama.embedding_length", DIM)
@@ -224,6 +243,8 @@ def write_tiny_gguf(tensors, tokens, merges):
             w.add_tensor(gg, data)
         else:
             w.add_tensor(gg, data, raw_dtype=qtype)
+    if rope_freqs is not None:
+        w.add_tensor("rope_freqs.weight", rope_freqs)
     finish(w)
 
 
@@ -330,6 +351,9 @@ def main():
     tokens, merges = make_vocab()
     tensors = tiny_tensors()
     write_tiny_gguf(tensors, tokens, merges)
+    # the same model with llama3 RoPE scaling as tiny_hf_sharded's config has it
+    write_tiny_gguf(tensors, tokens, merges, "tiny_llama3.gguf",
+                    llama3_rope_divisors(100000.0, HEAD_DIM, 8.0, 1.0, 4.0, 64))
     write_tiny_hf(tensors, tokens, merges)
     write_tiny_hf_sharded(tensors, tokens, merges)
     if len(sys.argv) > 1:
