@@ -218,7 +218,7 @@ static etx_status parse_config(const char* dir, etx_model* m, int* bos, int* eos
 }
 
 static etx_status load_all(const char* dir, etx_model* m) {
-    int bos, eos[8], n_eos;
+    int bos = -1, eos[8] = {0}, n_eos = 0;
     ETX_TRY(parse_config(dir, m, &bos, eos, &n_eos));
     STCheckpoint ck;
     ETX_TRY(st_checkpoint_open(dir, &ck));

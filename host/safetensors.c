@@ -222,7 +222,7 @@ static etx_status parse_index(STCheckpoint* c, const char* index_path, const cJS
         if (!cJSON_IsString(e))
             return etx_error(ETX_ERR_FORMAT, "%s: weight_map entry for tensor %s is not a file name", index_path,
                              e->string);
-        int idx;
+        int idx = 0;
         ETX_TRY(shard_index(c, index_path, e->valuestring, &idx));
         c->map_names[c->n_map] = xstrdup(e->string);
         c->map_file[c->n_map++] = idx;
