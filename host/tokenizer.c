@@ -97,7 +97,12 @@ static uint32_t hash_pair(uint64_t k) {
 // ----------------------------------------------------------------------------
 // the tokenizer
 
-enum { TOK_NORMAL = 0, TOK_ADDED = 1, TOK_SPECIAL = 2 };
+// How a token is found in text. HF cuts added tokens out of the text in two passes: first
+// those with normalized=false (on the raw text), then those with normalized=true (on the
+// normalized text, which is the same here: etx supports no normalizer).
+enum { TOK_NORMAL = 0, TOK_ADDED_RAW = 1, TOK_ADDED_NORM = 2 };
+// Builders pass kind | TOK_SPECIAL_BIT for a special token.
+#define TOK_SPECIAL_BIT 4
 
 struct Tokenizer {
     int n_vocab;
@@ -105,7 +110,8 @@ struct Tokenizer {
     size_t* token_lens;      // (n_vocab)
     char** bytes;            // (n_vocab) raw bytes each token stands for
     size_t* bytes_lens;      // (n_vocab)
-    unsigned char* kind;     // (n_vocab) TOK_NORMAL, TOK_ADDED (matched in text), TOK_SPECIAL
+    unsigned char* kind;     // (n_vocab) TOK_NORMAL, TOK_ADDED_RAW, TOK_ADDED_NORM
+    unsigned char* special;  // (n_vocab) 1 = a special token (control: <|eot_id|>, ...)
     StrMap vocab;            // token string -> id
     PairMap merges;          // pair -> rank and merged id
     int byte_id[256];        // id of the one-byte symbol for each byte, -1 if the vocab lacks it
@@ -287,6 +293,7 @@ void tokenizer_free(Tokenizer* t) {
     free(t->bytes);
     free(t->bytes_lens);
     free(t->kind);
+    free(t->special);
     free(t->vocab.slots);
     free(t->vocab.hashes);
     free(t->merges.slots);
@@ -379,7 +386,8 @@ static etx_status add_merge(Tokenizer* t, int rank, Str l, Str r) {
     return etx_ok();
 }
 
-// Creates the tokenizer's vocabulary part: strings, kinds, decoded bytes, the string map.
+// Creates the tokenizer's vocabulary part: strings, kinds and special flags (kind[i] is
+// TOK_* | TOK_SPECIAL_BIT), decoded bytes, the string map.
 static etx_status build_vocab(Tokenizer* t, int n_vocab, const Str* toks, const unsigned char* kind) {
     if (n_vocab <= 0) return etx_error(ETX_ERR_FORMAT, "the vocabulary is empty");
     t->n_vocab = n_vocab;
@@ -388,6 +396,7 @@ static etx_status build_vocab(Tokenizer* t, int n_vocab, const Str* toks, const 
     t->bytes = xcalloc((size_t)n_vocab, sizeof(char*));
     t->bytes_lens = xcalloc((size_t)n_vocab, sizeof(size_t));
     t->kind = xcalloc((size_t)n_vocab, 1);
+    t->special = xcalloc((size_t)n_vocab, 1);
     int byte_of_cp[BYTE_CP_END];
     byte_of_codepoint_table(byte_of_cp);
     for (int i = 0; i < n_vocab; i++) {
@@ -396,7 +405,8 @@ static etx_status build_vocab(Tokenizer* t, int n_vocab, const Str* toks, const 
         memcpy(t->tokens[i], toks[i].s, toks[i].n);
         t->tokens[i][toks[i].n] = '\0';
         t->token_lens[i] = toks[i].n;
-        t->kind[i] = kind ? kind[i] : TOK_NORMAL;
+        t->kind[i] = kind[i] & 3;
+        t->special[i] = (kind[i] & TOK_SPECIAL_BIT) != 0;
         if (t->kind[i] == TOK_NORMAL) {
             t->bytes[i] = byte_level_to_bytes(toks[i].s, toks[i].n, byte_of_cp, &t->bytes_lens[i]);
         } else {
@@ -440,7 +450,7 @@ etx_status tokenizer_build(const TokenizerSpec* spec, Tokenizer** out) {
     for (int i = 0; i < spec->n_vocab; i++) {
         toks[i].s = spec->tokens[i];
         toks[i].n = spec->tokens[i] ? (spec->token_lens ? spec->token_lens[i] : strlen(spec->tokens[i])) : 0;
-        kind[i] = spec->special && spec->special[i] ? TOK_SPECIAL : TOK_NORMAL;
+        kind[i] = spec->special && spec->special[i] ? TOK_ADDED_RAW | TOK_SPECIAL_BIT : TOK_NORMAL;
     }
     etx_status st = build_vocab(t, spec->n_vocab, toks, kind);
     free(toks);
@@ -616,7 +626,9 @@ static etx_status collect_tokens(const cJSON* vocab, const cJSON* added, int n, 
                              get_str(e, "content"));
         toks[id].s = get_str(e, "content");
         toks[id].n = strlen(toks[id].s);
-        kind[id] = get_bool(e, "special", 0) ? TOK_SPECIAL : TOK_ADDED;
+        int special = get_bool(e, "special", 0);
+        kind[id] = (unsigned char)((get_bool(e, "normalized", !special) ? TOK_ADDED_NORM : TOK_ADDED_RAW) |
+                                   (special ? TOK_SPECIAL_BIT : 0));
     }
     for (int i = 0; i < n; i++)
         if (!toks[i].s) return etx_error(ETX_ERR_FORMAT, "token id %d has no string (ids must be 0..%d)", i, n - 1);
@@ -704,7 +716,7 @@ int tokenizer_n_vocab(const Tokenizer* t) { return t->n_vocab; }
 int tokenizer_find(const Tokenizer* t, const char* s) { return strmap_get(t, s, strlen(s)); }
 
 int tokenizer_is_special(const Tokenizer* t, int id) {
-    return id >= 0 && id < t->n_vocab && t->kind[id] == TOK_SPECIAL;
+    return id >= 0 && id < t->n_vocab && t->special[id];
 }
 
 const char* tokenizer_token_bytes(const Tokenizer* t, int id, size_t* len) {
@@ -916,13 +928,13 @@ static etx_status split_added(const Tokenizer* t, Encoder* e, const char* s, siz
             i++;
             continue;
         }
-        if (want_kind == TOK_SPECIAL) ETX_TRY(split_added(t, e, s + start, i - start, TOK_ADDED));
+        if (want_kind == TOK_ADDED_RAW) ETX_TRY(split_added(t, e, s + start, i - start, TOK_ADDED_NORM));
         else ETX_TRY(pretokenize_span(t, e, s + start, i - start));
         emit(e, id);
         i += len;
         start = i;
     }
-    if (want_kind == TOK_SPECIAL) return split_added(t, e, s + start, n - start, TOK_ADDED);
+    if (want_kind == TOK_ADDED_RAW) return split_added(t, e, s + start, n - start, TOK_ADDED_NORM);
     return pretokenize_span(t, e, s + start, n - start);
 }
 
@@ -953,7 +965,7 @@ etx_status tokenizer_encode(const Tokenizer* t, const char* text, size_t len, in
         return etx_error(ETX_ERR_NOMEM, "tokenizer_encode: cannot allocate regex match data");
     }
     if (e.jit_stack) pcre2_jit_stack_assign(e.mctx, NULL, e.jit_stack);
-    etx_status st = len ? split_added(t, &e, text, len, TOK_SPECIAL) : etx_ok();
+    etx_status st = len ? split_added(t, &e, text, len, TOK_ADDED_RAW) : etx_ok();
     encoder_free(&e);
     if (st.code != ETX_OK) {
         free(e.ids);

@@ -134,6 +134,35 @@ START_TEST(test_smollm2_corpus) {
 }
 END_TEST
 
+// Added tokens of every kind: HF cuts normalized=false ones out first, then normalized=true.
+START_TEST(test_added_tokens) {
+    Tokenizer* t = load(FIX "added/tokenizer.json");
+    cJSON* j = read_json(FIX "expected_added.json");
+    const cJSON* texts = cJSON_GetObjectItem(j, "texts");
+    const cJSON* all = cJSON_GetObjectItem(j, "ids");
+    for (int i = 0; i < cJSON_GetArraySize(texts); i++) {
+        const char* text = cJSON_GetArrayItem(texts, i)->valuestring;
+        const cJSON* want = cJSON_GetArrayItem(all, i);
+        int32_t* ids = NULL;
+        int n = 0;
+        etx_status st = tokenizer_encode(t, text, strlen(text), &ids, &n);
+        ck_assert_msg(st.code == ETX_OK, "%s", st.message);
+        int same = n == cJSON_GetArraySize(want);
+        for (int k = 0; same && k < n; k++) same = ids[k] == cJSON_GetArrayItem(want, k)->valueint;
+        ck_assert_msg(same, "added tokens: \"%s\" does not give HF's ids", text);
+        size_t dl;
+        char* back = stream_decode(t, ids, n, &dl);
+        ck_assert(dl == strlen(text) && memcmp(back, text, dl) == 0);
+        free(back);
+        free(ids);
+    }
+    ck_assert(tokenizer_is_special(t, tokenizer_find(t, "<|special|>")));
+    ck_assert(!tokenizer_is_special(t, tokenizer_find(t, "abc")));
+    cJSON_Delete(j);
+    tokenizer_free(t);
+}
+END_TEST
+
 // The arrays a GGUF gives (tokens, token types, "a b" merges), taken from tokenizer.json.
 typedef struct {
     int n_vocab, n_merges;
@@ -550,6 +579,7 @@ static Suite* tokenizer_suite(void) {
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_llama3_corpus);
     tcase_add_test(tc, test_smollm2_corpus);
+    tcase_add_test(tc, test_added_tokens);
     tcase_add_test(tc, test_smollm2_from_arrays);
     tcase_add_test(tc, test_llama3_from_arrays);
     tcase_add_test(tc, test_llama3_tokens);

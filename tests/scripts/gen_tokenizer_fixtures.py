@@ -25,6 +25,8 @@ Writes:
                                   of ids[i] where it differs from string i}}
     expected_smollm2.json         ids with SmolLM2's real pre-tokenizer (Digits + ByteLevel)
     expected_smollm2_gpt2pre.json ids with the plain GPT-2 ByteLevel pre-tokenizer
+    added/tokenizer.json          a bytes-only BPE with added tokens of every kind
+    expected_added.json           {"texts": [...], "ids": [...]} for it
     utf8_lossy.json               byte chunks -> HF ByteLevel decoder output
     chat.json                     conversations -> rendered templates
     llamacpp_crosscheck.txt       (with --llamacpp-check) agreement with llama.cpp
@@ -316,6 +318,34 @@ def render_chats(llama3_template, chatml_template_text):
     return out
 
 
+ADDED_TEXTS = ["<|special|>", "<|sp", "<|specia", "x<|special|>hello world xyz", "abcd", "ab<|special|>cd hello worldd",
+               "<|sp<|special|>ial|>", "hello world", "hello  world xyz xyzabc", "<|special|><|special|>abcabcd"]
+
+
+def added_tokens_fixture():
+    """A bytes-only BPE with added tokens of every kind, to pin down HF's two passes:
+    normalized=false tokens are cut out first, then normalized=true ones."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = {c: i for i, c in enumerate(bytes_to_unicode()[b] for b in range(256))}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_tokens([
+        AddedToken("<|special|>", normalized=False, special=True),
+        AddedToken("<|sp", normalized=True, special=False),
+        AddedToken("hello world", normalized=True, special=False),
+        AddedToken(" xyz", normalized=False, special=False),
+        AddedToken("ial|>", normalized=True, special=False),
+        AddedToken("abc", normalized=False, special=False),
+        AddedToken("abcd", normalized=True, special=False),
+    ])
+    os.makedirs(os.path.join(OUT, "added"), exist_ok=True)
+    tok.save(os.path.join(OUT, "added", "tokenizer.json"))
+    ids = [tok.encode(t, add_special_tokens=False).ids for t in ADDED_TEXTS]
+    write_json("expected_added.json", {"texts": ADDED_TEXTS, "ids": ids})
+
+
 # ----------------------------------------------------------------------------
 # main
 
@@ -354,6 +384,7 @@ def generate(args):
     smol = Tokenizer.from_file(path)
     write_json("expected_smollm2.json", encode_all(smol, corpus))
 
+    added_tokens_fixture()
     write_json("utf8_lossy.json", utf8_cases(random.Random(7)))
     with open(os.path.join(args.llama3_dir, "tokenizer_config.llama-3.json")) as f:
         llama3_template = json.load(f)["chat_template"]
