@@ -663,14 +663,14 @@ static etx_status build_from_json(const cJSON* root, Tokenizer* t) {
     const cJSON* model = get_obj(root, "model");
     ETX_TRY(check_model(model));
     ETX_TRY(check_rest(root));
-    PretokKind pretok;
+    PretokKind pretok = PRETOK_GPT2;
     ETX_TRY(detect_pretok(get_obj(root, "pre_tokenizer"), &pretok));
     const cJSON* vocab = get_obj(model, "vocab");
     const cJSON* added = get_obj(root, "added_tokens");
     if (added && !cJSON_IsArray(added) && !cJSON_IsNull(added))
         return etx_error(ETX_ERR_FORMAT, "added_tokens is not an array");
     if (!cJSON_IsArray(added)) added = NULL;
-    int m;
+    int m = -1;
     ETX_TRY(max_id(vocab, added, &m));
     Str* toks = xcalloc((size_t)m + 1, sizeof(Str));
     unsigned char* kind = xcalloc((size_t)m + 1, 1);
