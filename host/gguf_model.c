@@ -187,9 +187,12 @@ static etx_status load_tensor(const GGUFFile* f, const char* name, uint64_t ne0,
     const GGMLTypeInfo* ti = ggml_type_info(t->type);
     uint64_t row_bytes = ne0 / (uint64_t)ti->block_elems * (uint64_t)ti->block_bytes;
     const uint8_t* src = t->data;
-    for (uint64_t r = 0; r < rows; r++) {
-        uint64_t dst = head_rows ? unpermuted_row(r, head_rows) : r;
-        dequantize_row(t->type, src + r * row_bytes, *out + dst * ne0, (size_t)ne0);
+    float* w = *out;
+    // rows are independent: spread big tensors over the OpenMP threads
+#pragma omp parallel for schedule(static) if (ne0 * rows >= (1u << 20))
+    for (int64_t r = 0; r < (int64_t)rows; r++) {
+        uint64_t dst = head_rows ? unpermuted_row((uint64_t)r, head_rows) : (uint64_t)r;
+        dequantize_row(t->type, src + (uint64_t)r * row_bytes, w + dst * ne0, (size_t)ne0);
     }
     return etx_ok();
 }

@@ -298,12 +298,15 @@ etx_status st_checkpoint_find(const STCheckpoint* c, const char* name, const STT
 
 void st_to_f32(const STTensor* t, float* dst) {
     const uint8_t* p = t->data;
+    int64_t n = (int64_t)t->n_elems;
     if (t->dtype == ST_F32) {
-        memcpy(dst, p, (size_t)t->n_elems * sizeof(float));
+        memcpy(dst, p, (size_t)n * sizeof(float));
         return;
     }
-    for (uint64_t i = 0; i < t->n_elems; i++) {
+    int f16 = t->dtype == ST_F16;
+#pragma omp parallel for schedule(static) if (n >= (1 << 20))
+    for (int64_t i = 0; i < n; i++) {
         uint16_t h = (uint16_t)(p[2 * i] | (p[2 * i + 1] << 8));
-        dst[i] = t->dtype == ST_F16 ? fp16_to_fp32(h) : bf16_to_fp32(h);
+        dst[i] = f16 ? fp16_to_fp32(h) : bf16_to_fp32(h);
     }
 }
