@@ -891,6 +891,23 @@ END_TEST
 // ---------------------------------------------------------------------------
 // the default model (fetched by CI; skipped when absent)
 
+// Rows (indices in key rows_key) of a weight with row length n equal the reference tensor.
+static void expect_rows(const GGUFFile* f, const char* rows_key, const char* tensor, const float* w, size_t n) {
+    int32_t* rows;
+    uint64_t nr;
+    ck_assert_int_eq(gguf_get_int_array(f, rows_key, &rows, &nr).code, ETX_OK);
+    const GGUFTensor* t = gguf_find_tensor(f, tensor);
+    ck_assert_ptr_nonnull(t);
+    ck_assert_uint_eq(t->n_elems, nr * n);
+    for (uint64_t r = 0; r < nr; r++) {
+        const float* want = (const float*)t->data + r * n;
+        size_t at = 0;
+        ck_assert_msg(float_arrays_equal(w + (size_t)rows[r] * n, want, n, &at), "%s row %d differs at %zu", tensor,
+                      rows[r], at);
+    }
+    free(rows);
+}
+
 START_TEST(default_model_smollm2) {
     if (access(ETX_DEFAULT_MODEL, R_OK) != 0) {
         fprintf(stderr, "test_loader: %s not present, skipping the default-model test\n", ETX_DEFAULT_MODEL);
@@ -914,23 +931,14 @@ START_TEST(default_model_smollm2) {
     ck_assert_int_eq(m.bos_id, 1);
     ck_assert_int_eq(m.eos_ids[0], 2);
     ck_assert_int_eq(m.chat, CHAT_CHATML);
-    // token_embd rows (Q8_0) against gguf-py's dequantization
+    // rows of token_embd (Q8_0), ffn_down (Q4_1) and attn_q (Q4_1, un-permuted to HF
+    // order) against gguf-py's dequantization
     GGUFFile f;
     etx_status st = gguf_open(FIX "smollm2_rows.gguf", &f);
     ck_assert_msg(st.code == ETX_OK, "%s", st.message);
-    int32_t* rows;
-    uint64_t nr;
-    ck_assert_int_eq(gguf_get_int_array(&f, "rows", &rows, &nr).code, ETX_OK);
-    const GGUFTensor* t = gguf_find_tensor(&f, "token_embd_rows");
-    ck_assert_ptr_nonnull(t);
-    ck_assert_uint_eq(t->n_elems, nr * 576);
-    for (uint64_t r = 0; r < nr; r++) {
-        const float* want = (const float*)t->data + r * 576;
-        const float* got = m.w.token_embedding + (size_t)rows[r] * 576;
-        size_t at = 0;
-        ck_assert_msg(float_arrays_equal(got, want, 576, &at), "row %d differs at %zu", rows[r], at);
-    }
-    free(rows);
+    expect_rows(&f, "rows", "token_embd_rows", m.w.token_embedding, 576);
+    expect_rows(&f, "down_rows", "ffn_down_rows", m.w.layers[0].w_down, 1536);
+    expect_rows(&f, "q_rows", "attn_q_hf_rows", m.w.layers[0].wq, 576);
     gguf_close(&f);
     model_free_contents(&m);
 }

@@ -334,14 +334,28 @@ def patch_bf16(path, names):
 
 def write_smollm2_rows(model_path):
     r = gguf.GGUFReader(model_path)
-    t = next(t for t in r.tensors if t.name == "token_embd.weight")
-    rows = [0, 1, 2, 100, 12345, 49151]
-    vals = dequantize(np.asarray(t.data)[rows], t.tensor_type).astype(np.float32)
+    tensors = {t.name: t for t in r.tensors}
+
+    def rows_of(name, rows):
+        t = tensors[name]
+        return dequantize(np.asarray(t.data)[rows], t.tensor_type).astype(np.float32)
+
     w = gguf.GGUFWriter(os.path.join(OUT, "smollm2_rows.gguf"), "llama")
-    w.add_array("rows", rows)
     w.add_string("source", os.path.basename(model_path))
-    w.add_string("source_type", t.tensor_type.name)
-    w.add_tensor("token_embd_rows", vals)
+    # token_embd (Q8_0) and ffn_down (Q4_1) rows as stored
+    rows = [0, 1, 2, 100, 12345, 49151]
+    w.add_array("rows", rows)
+    w.add_tensor("token_embd_rows", rows_of("token_embd.weight", rows))
+    down_rows = [0, 1, 575]
+    w.add_array("down_rows", down_rows)
+    w.add_tensor("ffn_down_rows", rows_of("blk.0.ffn_down.weight", down_rows))
+    # attn_q (Q4_1) in Hugging Face order: undo llama_cpp_permute (9 heads of 64 rows)
+    q = rows_of("blk.0.attn_q.weight", list(range(576)))
+    q_hf = q.reshape(9, 32, 2, 576).swapaxes(1, 2).reshape(576, 576)
+    assert np.array_equal(llama_cpp_permute(q_hf, 9), q)
+    q_rows = [0, 1, 31, 32, 33, 63, 64, 575]
+    w.add_array("q_rows", q_rows)
+    w.add_tensor("attn_q_hf_rows", q_hf[q_rows])
     finish(w)
 
 
