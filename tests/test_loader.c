@@ -14,6 +14,7 @@
  */
 #include <cJSON.h>
 #include <check.h>
+#include <dirent.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,17 +30,37 @@
 // ---------------------------------------------------------------------------
 // helpers
 
-static char g_tmp[256]; // per-test temporary directory
+// Temporary directory for damaged copies: made before the tests and removed after them
+// by the parent process (an unchecked fixture), so a failing test leaves nothing behind.
+// Tests that copy a model directory into it empty it first.
+static char g_tmp[256];
 
 static void tmp_setup(void) {
     snprintf(g_tmp, sizeof g_tmp, "/tmp/etx_test_loader_XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(g_tmp));
+    if (!mkdtemp(g_tmp)) {
+        perror("test_loader: mkdtemp");
+        exit(EXIT_FAILURE);
+    }
+}
+
+// Empties the directory (it holds plain files only).
+static void tmp_clear(void) {
+    DIR* d = opendir(g_tmp);
+    if (d) {
+        struct dirent* e;
+        while ((e = readdir(d))) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+            char p[600];
+            snprintf(p, sizeof p, "%s/%s", g_tmp, e->d_name);
+            unlink(p);
+        }
+        closedir(d);
+    }
 }
 
 static void tmp_teardown(void) {
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_tmp);
+    tmp_clear();
+    rmdir(g_tmp);
 }
 
 static char* tmp_path(const char* name) {
@@ -643,6 +664,7 @@ END_TEST
 
 // Copies tiny_hf (or tiny_hf_sharded) into the temp dir.
 static void copy_hf_dir(const char* src, const char* const* files, int n) {
+    tmp_clear();
     char from[512];
     for (int i = 0; i < n; i++) {
         snprintf(from, sizeof from, "%s/%s", src, files[i]);
@@ -947,7 +969,7 @@ END_TEST
 int main(void) {
     Suite* s = suite_create("loader");
     TCase* tc = tcase_create("loader");
-    tcase_add_checked_fixture(tc, tmp_setup, tmp_teardown);
+    tcase_add_unchecked_fixture(tc, tmp_setup, tmp_teardown);
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, gguf_metadata_all_types);
     tcase_add_test(tc, dequant_matches_gguf_py);
