@@ -159,7 +159,7 @@ START_TEST(logits_files) {
     snprintf(args, sizeof args, "logits --ids '1 504 3575' --out '%s'", out);
     Run r = run(args, NULL);
     ck_assert_msg(r.status == 0, "%s", r.err);
-    ck_assert_long_eq(file_size(out), 49152L * 4);
+    ck_assert_int_eq(file_size(out), 49152L * 4);
     ck_assert_ptr_nonnull(strstr(r.out, "argmax"));
     ck_assert_ptr_nonnull(strstr(r.out, "top 5"));
     free_run(&r);
@@ -171,7 +171,7 @@ START_TEST(logits_files) {
     snprintf(args, sizeof args, "logits --all --ids '1 504 3575' --out '%s'", out);
     r = run(args, NULL);
     ck_assert_msg(r.status == 0, "%s", r.err);
-    ck_assert_long_eq(file_size(out), 3L * 49152 * 4);
+    ck_assert_int_eq(file_size(out), 3L * 49152 * 4);
     float* all = malloc(3 * 49152 * sizeof(float));
     f = fopen(out, "rb");
     ck_assert_int_eq(fread(all, sizeof(float), 3 * 49152, f), 3 * 49152);

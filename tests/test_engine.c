@@ -5,6 +5,7 @@
  * and batch independence (a request's tokens are the same alone and among others).
  */
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 

@@ -50,10 +50,10 @@ void cli_write_tokens(const etx_model* m, const int32_t* ids, int n, void* strea
         const char* bytes;
         size_t len;
         if (etx_token_bytes(m, ids[i], &bytes, &len).code != ETX_OK) continue;
-        char buf[512];
-        // push in slices so the output buffer (len + 8) always fits
-        for (size_t off = 0; off < len; off += 256) {
-            size_t chunk = len - off < 256 ? len - off : 256;
+        char buf[UTF8_STREAM_OUT_MAX(128)];
+        // push in slices so the output buffer always fits (invalid bytes expand to U+FFFD)
+        for (size_t off = 0; off < len; off += 128) {
+            size_t chunk = len - off < 128 ? len - off : 128;
             size_t w = utf8_stream_push(us, bytes + off, chunk, buf);
             fwrite(buf, 1, w, f);
         }

@@ -136,7 +136,7 @@ int cmd_generate(int argc, char** argv) {
         if (upto > printed) cli_write_tokens(m, rs.tokens + printed, upto - printed, &us, stdout);
         printed = upto > printed ? upto : printed;
     }
-    char tail[8];
+    char tail[UTF8_STREAM_OUT_MAX(0)];
     size_t nt = utf8_stream_flush(&us, tail);
     fwrite(tail, 1, nt, stdout);
     fputc('\n', stdout);

@@ -154,12 +154,12 @@ int cmd_tokenize(int argc, char** argv) {
         st = parse_ids(input, tokenizer_n_vocab(tok), &ids, &n);
         if (st.code == ETX_OK) {
             Utf8Stream us = {{0}, 0};
-            char buf[1024];
+            char buf[UTF8_STREAM_OUT_MAX(256)];
             for (int i = 0; i < n; i++) {
                 size_t bl;
                 const char* b = tokenizer_token_bytes(tok, ids[i], &bl);
-                for (size_t off = 0; off < bl; off += 512) {
-                    size_t chunk = bl - off < 512 ? bl - off : 512;
+                for (size_t off = 0; off < bl; off += 256) {
+                    size_t chunk = bl - off < 256 ? bl - off : 256;
                     fwrite(buf, 1, utf8_stream_push(&us, b + off, chunk, buf), stdout);
                 }
             }
