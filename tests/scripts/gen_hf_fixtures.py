@@ -25,12 +25,20 @@ Output: forward/hf/<model>.json lists, per case, the token ids, the logits file 
 shape; <model>_<i>.bin holds the logits of every position, (n, vocab) little-endian
 float32, row-major.
 
+With --gguf, it also runs transformers on the default GGUF model (SmolLM2-135M-Instruct
+Q4_1, loaded by transformers' own GGUF reader, which dequantizes to float32 and undoes
+the Q/K permutation) for some of the prompts of forward/llamacpp/smollm2.json (same token
+ids): forward/hf/smollm2-gguf.json + .bin hold the last-position logits and a 32-token
+greedy continuation with its top-2 margins. This is the tight float32 reference for the
+real model (the llama.cpp fixtures differ from float32 by llama.cpp's 8-bit activations).
+It needs `pip install gguf accelerate` as well, and the llama.cpp fixtures first.
+
 Setup that worked (Python 3.11, CPU only):
     python3 -m venv /tmp/hfenv
     /tmp/hfenv/bin/pip install torch transformers safetensors tokenizers numpy
 (the PyPI torch wheel pulls the CUDA runtime packages; it imports and runs fine on a
 machine without a GPU). Then, from the repository root:
-    /tmp/hfenv/bin/python tests/scripts/gen_hf_fixtures.py
+    /tmp/hfenv/bin/python tests/scripts/gen_hf_fixtures.py [--gguf]
 """
 import copy
 import json
@@ -207,5 +215,49 @@ def main():
             f.write("\n")
 
 
+GGUF_CASES = ["plain", "code", "numbers", "chat_capital", "chat_haiku", "long"]
+
+
+def gguf_main():
+    from transformers import AutoModelForCausalLM
+    cache = os.path.join(os.path.dirname(ROOT), "models", "cache")
+    name = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    model = AutoModelForCausalLM.from_pretrained(cache, gguf_file=name, dtype=torch.float32,
+                                                 attn_implementation="eager")
+    model.eval()
+    src = json.load(open(os.path.join(ROOT, "fixtures", "forward", "llamacpp", "smollm2.json")))
+    cases = []
+    for c in src["cases"]:
+        if c["name"] not in GGUF_CASES:
+            continue
+        with torch.no_grad():
+            out = model(torch.tensor([c["ids"]]), use_cache=True)
+            logits = out.logits[0, -1].to(torch.float32)
+            fn = f"smollm2-gguf_{c['name']}.bin"
+            logits.numpy().astype("<f4").tofile(os.path.join(OUT, fn))
+            past, gen, margins = out.past_key_values, [], []
+            for _ in range(32):
+                top2 = torch.topk(logits, 2)
+                tok = int(torch.argmax(logits))  # first index of the max, like the C test
+                gen.append(tok)
+                margins.append(float(top2.values[0] - top2.values[1]))
+                out = model(torch.tensor([[tok]]), past_key_values=past, use_cache=True)
+                past, logits = out.past_key_values, out.logits[0, -1].to(torch.float32)
+        print(f"gguf {c['name']}: min margin {min(margins):.5f}")
+        cases.append(dict(name=c["name"], ids=c["ids"], logits=fn, vocab=int(logits.shape[0]), greedy=gen,
+                          margins=[round(m, 6) for m in margins], min_margin=round(min(margins), 6)))
+    meta = dict(model=name, generator="tests/scripts/gen_hf_fixtures.py --gguf",
+                reference=f"transformers {__import__('transformers').__version__} GGUF loader (dequantized to "
+                          f"float32), torch {torch.__version__}, eager attention, CPU",
+                cases=cases)
+    with open(os.path.join(OUT, "smollm2-gguf.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+        f.write("\n")
+
+
 if __name__ == "__main__":
-    main()
+    if "--gguf" in sys.argv:
+        torch.set_num_threads(2)
+        gguf_main()
+    else:
+        main()

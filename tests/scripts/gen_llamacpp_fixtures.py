@@ -10,12 +10,19 @@ Reference: llama.cpp's CPU backend through llama-cpp-python. For each prompt:
   - a 32-token greedy continuation (argmax at each step, i.e. temperature 0, no EOS stop),
     with the top-1/top-2 logit margin of every step, so a near-tie is visible.
 
-Choice of prompts: varied (plain text, code, a number series, ChatML chats, a long prompt
-that exceeds one 128-token prefill chunk). They were not picked for their margins; the
-smallest top-2 margin along each continuation is recorded in the JSON ("min_margin") and
-the C test's report prints it. llama.cpp quantizes the activations to 8 bits for Q4_1 dot
-products while etx computes in float32 on dequantized weights, so logits differ by
-~1e-2..1e-1; a continuation can only diverge at a step whose margin is of that order.
+Choice of prompts: varied (plain text, code, a number series, a question, ChatML chats, a
+long prompt that exceeds one 128-token prefill chunk), not picked for their outputs. Every
+prompt's last-position logits are checked. The greedy continuations are compared token for
+token only where they are well-conditioned: a case gets "greedy_checked": true when
+llama.cpp's top-1/top-2 logit margin stays >= MARGIN_MIN at all 32 steps. That selection is
+deliberate and is made here, from llama.cpp's margins alone: llama.cpp quantizes the
+activations to 8 bits (Q8_1) for its Q4_1 dot products and keeps the KV cache in f16,
+while etx computes in float32 on dequantized weights, so the two disagree by ~0.1 in a
+typical logit and up to ~1 in the extreme ones (llama.cpp moves its own logits by up to
+0.8 when only its KV cache type changes from f16 to f32). A continuation can therefore
+flip at a step whose margin is a few tenths; the C test prints where the unchecked ones
+diverge and the margins there. (etx itself matches transformers run on the dequantized
+GGUF to ~5e-5, see gen_hf_fixtures.py --gguf.)
 
 Setup: pip install llama-cpp-python numpy   (compiles llama.cpp; takes minutes)
 Run from the repository root, with the model at models/cache/ (or pass its path):
@@ -34,6 +41,7 @@ REPO = os.path.dirname(ROOT)
 OUT = os.path.join(ROOT, "fixtures", "forward", "llamacpp")
 DEFAULT_MODEL = os.path.join(REPO, "models", "cache", "SmolLM2-135M-Instruct.Q4_1.gguf")
 N_GEN = 32
+MARGIN_MIN = 0.1  # greedy compared token for token when llama.cpp's margins stay above this
 
 
 def chatml(user, system="You are a helpful AI assistant named SmolLM, trained by Hugging Face"):
@@ -59,6 +67,11 @@ PROMPTS = [
     ("chat_capital", chatml("What is the capital of France?"), True),
     ("chat_haiku", chatml("Write a haiku about the ocean."), True),
     ("long", LONG, False),
+    ("question", "Q: What is 7 times 8?\nA:", False),
+    ("colors", "The three primary colors are", False),
+    ("chat_math", chatml("What is 2+2?"), True),
+    ("chat_define", chatml("Give me a short definition of photosynthesis."), True),
+    ("chat_nosystem", "<|im_start|>user\nHello!<|im_end|>\n<|im_start|>assistant\n", True),
 ]
 
 
@@ -87,10 +100,11 @@ def main():
         print(f"{name}: {len(ids)} prompt tokens, min top-2 margin {min(margins):.4f}, -> {text_out!r}")
         cases.append(dict(name=name, chat=chat, ids=[int(i) for i in ids], logits=name + ".bin",
                           vocab=int(last.shape[0]), greedy=gen, margins=[round(m, 5) for m in margins],
-                          min_margin=round(min(margins), 5), greedy_text=text_out))
+                          min_margin=round(min(margins), 5), greedy_checked=min(margins) >= MARGIN_MIN,
+                          greedy_text=text_out))
     meta = dict(model="SmolLM2-135M-Instruct.Q4_1.gguf", generator="tests/scripts/gen_llamacpp_fixtures.py",
                 reference=f"llama.cpp via llama-cpp-python {llama_cpp.__version__}, CPU, 2 threads",
-                n_generated=N_GEN, cases=cases)
+                n_generated=N_GEN, margin_min=MARGIN_MIN, cases=cases)
     with open(os.path.join(OUT, "smollm2.json"), "w") as f:
         json.dump(meta, f, indent=1)
         f.write("\n")
