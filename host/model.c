@@ -103,7 +103,10 @@ void model_set_special_tokens(etx_model* m, int bos_id, const int* eos_ids, int 
     m->n_eos = 0;
     for (int i = 0; i < n_eos; i++) add_eos(m, eos_ids[i]);
     if (m->tok) {
-        static const char* const end_of_turn[] = {"<|eot_id|>", "<|eom_id|>", "<|im_end|>"};
+        // end-of-turn and end-of-text tokens of the families etx loads (Llama 3, ChatML /
+        // SmolLM2), as llama.cpp and the models' generation configs stop on them
+        static const char* const end_of_turn[] = {"<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "<|im_end|>",
+                                                  "<|endoftext|>"};
         for (size_t i = 0; i < sizeof end_of_turn / sizeof end_of_turn[0]; i++)
             add_eos(m, tokenizer_find(m->tok, end_of_turn[i]));
         m->chat = chat_template_detect(m->tok);

@@ -75,7 +75,8 @@ void model_free_contents(etx_model* m);
 // Checks the config for consistency (positive sizes, GQA divisibility, ...).
 etx_status model_config_validate(const ModelConfig* c, const char* source);
 // Fills bos/eos/chat from the tokenizer and the given ids (-1 = absent); appends the
-// end-of-turn tokens the tokenizer defines (<|eot_id|>, <|eom_id|>, <|im_end|>).
+// end-of-turn/end-of-text tokens the tokenizer defines (<|eot_id|>, <|eom_id|>,
+// <|end_of_text|>, <|im_end|>, <|endoftext|>).
 void model_set_special_tokens(etx_model* m, int bos_id, const int* eos_ids, int n_eos);
 
 // Loaders. Each fills *m entirely or returns an error naming the file and tensor,

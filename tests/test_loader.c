@@ -334,9 +334,10 @@ START_TEST(gguf_tiny_matches_hf_exactly) {
     ck_assert_int_eq(g.cfg.rope_llama3, 0);
     ck_assert_int_eq(g.bos_id, 1);
     ck_assert_int_eq(h.bos_id, 1);
-    ck_assert_int_eq(g.n_eos, 1); // eos 2 is <|im_end|>, counted once
-    ck_assert_int_eq(g.eos_ids[0], 2);
-    ck_assert_int_eq(h.n_eos, 1);
+    // eos 2 is <|im_end|>, counted once; <|endoftext|> (0) ends text too
+    ck_assert_int_eq(g.n_eos, 2);
+    ck_assert(g.eos_ids[0] == 2 && g.eos_ids[1] == 0);
+    ck_assert_int_eq(h.n_eos, 2);
     ck_assert_int_eq(g.chat, CHAT_CHATML);
     ck_assert_int_eq(tokenizer_n_vocab(g.tok), 288);
     ck_assert_int_eq(tokenizer_n_vocab(h.tok), 288);
@@ -951,7 +952,8 @@ START_TEST(default_model_smollm2) {
     ck_assert_int_eq(c->tied_embeddings, 1);
     ck_assert_ptr_eq(m.w.lm_head, m.w.token_embedding);
     ck_assert_int_eq(m.bos_id, 1);
-    ck_assert_int_eq(m.eos_ids[0], 2);
+    ck_assert_int_eq(m.n_eos, 2); // <|im_end|>, <|endoftext|>
+    ck_assert(m.eos_ids[0] == 2 && m.eos_ids[1] == 0);
     ck_assert_int_eq(m.chat, CHAT_CHATML);
     // rows of token_embd (Q8_0), ffn_down (Q4_1) and attn_q (Q4_1, un-permuted to HF
     // order) against gguf-py's dequantization
