@@ -2,8 +2,11 @@
  * cpu_ops.h — the float32 building blocks of the CPU Llama forward pass (cpu_forward.c):
  * RMSNorm, RoPE (Hugging Face rotate-half convention, with llama3 frequency scaling),
  * softmax, SwiGLU, and the linear layer y = x W^T (OpenBLAS sgemm for several rows, an
- * OpenMP matrix-vector product for one row), plus the thread-count knob shared by
- * OpenMP and OpenBLAS.
+ * OpenMP matrix-vector product for one row), plus the thread-count knob.
+ *
+ * Threads: one pool, OpenMP's. cpu_set_threads(n) gives OpenMP n threads and OpenBLAS
+ * one; multi-row products split the output rows over the OpenMP threads, each calling a
+ * single-threaded sgemm, so OpenBLAS's own pthreads never compete with OpenMP's.
  *
  * Every op is a plain function over caller-owned buffers; nothing allocates or prints.
  * The arithmetic follows transformers' LlamaForCausalLM in float32 so that logits agree
@@ -14,7 +17,7 @@
 
 #include "model.h"
 
-// Sets the threads used by OpenMP regions and by OpenBLAS (n <= 0: all cores).
+// Sets the threads of the CPU backend (n <= 0: all cores): OpenMP gets n, OpenBLAS 1.
 void cpu_set_threads(int n);
 // Threads OpenMP regions will use.
 int cpu_get_threads(void);
@@ -41,8 +44,8 @@ void softmax(float* x, int n);
 void swiglu(float* gate, const float* up, int n);
 
 // y[r, o] = sum_i x[r, i] * W[o, i]      x: (n, in), W: (out, in), y: (n, ldy), ldy >= out
-// n > 1: single-threaded cblas_sgemm per OpenMP thread on a slice of the output rows;
-// n == 1: OpenMP over output rows. Call outside parallel regions.
+// Output rows split over the OpenMP threads, each running a single-threaded OpenBLAS sgemm
+// (n > 1) or sgemv (n == 1) on its slice. Call outside parallel regions.
 void matmul(float* y, int ldy, const float* x, const float* W, int n, int in, int out);
 
 #endif // ETX_CPU_OPS_H
