@@ -57,7 +57,7 @@ static void build_random_model(etx_model* m, int llama3) {
     c->n_kv_heads = 2;
     c->head_dim = 8;
     c->vocab_size = 67;
-    c->max_seq_len = 64;
+    c->max_seq_len = 320;
     c->norm_eps = 1e-5f;
     c->rope_theta = 10000.0f;
     if (llama3) {
@@ -111,12 +111,13 @@ static float max_abs_diff(const float* a, const float* b, size_t n) {
     return d;
 }
 
-// all-positions logits of ids computed three ways: one call, chunks of 3, token by token
+// all-positions logits of ids computed three ways: one call, chunks of 3, token by token;
+// 300 positions, so the cache grows past KV_CACHE_CHUNK on the way
 static void check_consistency(int llama3) {
     etx_model m;
     build_random_model(&m, llama3);
-    int V = m.cfg.vocab_size, n = 40;
-    int32_t ids[40];
+    int V = m.cfg.vocab_size, n = 300;
+    int32_t ids[300];
     for (int i = 0; i < n; i++) ids[i] = (i * 37 + 11) % V;
 
     float* whole = malloc((size_t)n * V * sizeof(float));
@@ -135,8 +136,8 @@ static void check_consistency(int llama3) {
 
     CK_OK(build_kv_cache(&kv, &m.cfg, 0));
     CK_OK(build_cpu_run_state_chunked(&s, &m.cfg, 3));
-    CK_OK(cpu_forward(&m, &s, &kv, ids, 25, chunked, 1));
-    CK_OK(cpu_forward(&m, &s, &kv, ids + 25, n - 25, chunked + (size_t)25 * V, 1));
+    CK_OK(cpu_forward(&m, &s, &kv, ids, 250, chunked, 1));
+    CK_OK(cpu_forward(&m, &s, &kv, ids + 250, n - 250, chunked + (size_t)250 * V, 1));
     // last-position-only output equals the last row of the all-positions output
     kv_cache_reset(&kv);
     CK_OK(cpu_forward(&m, &s, &kv, ids, n, last, 0));
@@ -190,8 +191,8 @@ START_TEST(test_bad_tokens) {
     ck_assert_int_eq(cpu_forward(&m, &s, &kv, ids, 0, logits, 0).code, ETX_ERR_INVALID_ARG);
     ck_assert_int_eq(kv.pos, 0);
     // more tokens than the context in one call
-    int32_t many[65] = {0};
-    st = cpu_forward(&m, &s, &kv, many, 65, logits, 0);
+    int32_t many[321] = {0};
+    st = cpu_forward(&m, &s, &kv, many, 321, logits, 0);
     ck_assert_int_eq(st.code, ETX_ERR_INVALID_ARG);
     ck_assert_int_eq(kv.pos, 0);
     // the cache grows in chunks, never past max_seq_len
