@@ -220,6 +220,51 @@ START_TEST(generate_runs_and_checks_the_context) {
 }
 END_TEST
 
+// 'text' for a POSIX shell, single quotes escaped as '\''
+static void shell_quote(const char* text, char* out, size_t cap) {
+    size_t k = 0;
+    out[k++] = '\'';
+    for (const char* p = text; *p && k + 5 < cap; p++) {
+        if (*p == '\'') {
+            memcpy(out + k, "'\\''", 4);
+            k += 4;
+        } else {
+            out[k++] = *p;
+        }
+    }
+    out[k++] = '\'';
+    out[k] = '\0';
+}
+
+// Greedy `etx generate` prints exactly the text of transformers' greedy continuation
+// (tests/scripts/gen_cli_fixtures.py): tokenizer, chat template, forward pass, stop tokens
+// and streaming decode end to end.
+START_TEST(generate_greedy_matches_transformers) {
+    char* json = NULL;
+    ck_assert_int_eq(etx_read_file(ETX_FIXTURES "/cli/generate_smollm2.json", &json, NULL).code, ETX_OK);
+    cJSON* root = cJSON_Parse(json);
+    ck_assert_ptr_nonnull(root);
+    const cJSON* cases = cJSON_GetObjectItemCaseSensitive(root, "cases");
+    ck_assert_int_ge(cJSON_GetArraySize(cases), 6);
+    const cJSON* c;
+    cJSON_ArrayForEach(c, cases) {
+        const char* mode = cJSON_GetObjectItemCaseSensitive(c, "mode")->valuestring;
+        const char* text = cJSON_GetObjectItemCaseSensitive(c, "text")->valuestring;
+        const char* expect = cJSON_GetObjectItemCaseSensitive(c, "expected_stdout")->valuestring;
+        int n = cJSON_GetObjectItemCaseSensitive(c, "n")->valueint;
+        char quoted[1024], args[1200];
+        shell_quote(text, quoted, sizeof quoted);
+        snprintf(args, sizeof args, "generate %s %s -n %d", strcmp(mode, "chat") == 0 ? "--chat" : "-p", quoted, n);
+        Run r = run(args, NULL);
+        ck_assert_msg(r.status == 0, "%s: %s", args, r.err);
+        ck_assert_msg(strcmp(r.out, expect) == 0, "%s:\n got: '%s'\nwant: '%s'", args, r.out, expect);
+        free_run(&r);
+    }
+    cJSON_Delete(root);
+    free(json);
+}
+END_TEST
+
 int main(void) {
     snprintf(g_tmp, sizeof g_tmp, "/tmp/etx_test_cli_XXXXXX");
     if (!mkdtemp(g_tmp)) return EXIT_FAILURE;
@@ -232,6 +277,7 @@ int main(void) {
     tcase_add_test(tc, tokenize_gguf_roundtrip);
     tcase_add_test(tc, logits_files);
     tcase_add_test(tc, generate_runs_and_checks_the_context);
+    tcase_add_test(tc, generate_greedy_matches_transformers);
     suite_add_tcase(s, tc);
     SRunner* r = srunner_create(s);
     srunner_set_fork_status(r, CK_NOFORK);

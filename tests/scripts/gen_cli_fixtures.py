@@ -1,31 +1,37 @@
 #!/usr/bin/env python3
 """Regenerates tests/fixtures/cli/generate_smollm2.json: what `etx generate` must print,
-greedy, for a few prompts on the default model (SmolLM2-135M-Instruct Q4_1 GGUF), as
-llama.cpp (through llama-cpp-python) generates it.
+greedy, for a few prompts (plain and --chat) on the default model.
 
-For each case: the prompt is rendered (plain text, or the GGUF's own Jinja chat template
-with jinja2 for --chat), tokenized by llama.cpp (special tokens parsed, no BOS: the GGUF
-says add_bos_token = false), then generated greedily (argmax of llama.cpp's logits) until
-an end-of-generation token or n tokens. The expected stdout is the detokenized text of
-the generated tokens without the final end token, plus a newline, which is what
-`etx generate` prints. The script also records, for every step, the margin between
-llama.cpp's top-2 logits, so a failing comparison can be told apart from a near tie
-(llama.cpp quantizes activations to 8 bits in its Q4_1 dot products; etx runs float32).
+References, none of them etx:
+- the chat prompt is rendered with the GGUF's own Jinja chat template (jinja2);
+- text <-> ids with Hugging Face `tokenizers` on tests/fixtures/tokenizer/smollm2/tokenizer.json
+  (SmolLM2's vocabulary and pre-tokenizer; see tests/fixtures/tokenizer/README.md);
+- the greedy continuation with Hugging Face transformers on the GGUF (its GGUF loader
+  dequantizes to float32, the arithmetic etx's CPU backend does), eager attention, until
+  <|im_end|> (2) or <|endoftext|> (0) — the model's end tokens — or n tokens.
+The expected stdout is the decoded text of the generated tokens without the final end
+token, plus a newline. Each step's top-2 logit margin is recorded: all are far above the
+~1e-4 float32 differences between etx and transformers, so equality is a fair test.
+(llama.cpp is not used here: its Q4_1 path quantizes activations to 8 bits, moving logits
+by up to ~1, which flips near ties; tests/test_forward.c covers llama.cpp with stated
+tolerances.)
 
-usage: python3 tests/scripts/gen_cli_fixtures.py [--gguf models/cache/SmolLM2-135M-Instruct.Q4_1.gguf]
-needs: pip install llama-cpp-python==0.3.36 jinja2 gguf numpy
+usage: python tests/scripts/gen_cli_fixtures.py
+needs: pip install torch transformers gguf tokenizers jinja2 numpy accelerate
 """
-import argparse
 import json
 import os
 
 import gguf
 import jinja2
-import numpy as np
-from llama_cpp import Llama
+import torch
+from tokenizers import Tokenizer
+from transformers import AutoModelForCausalLM
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+END_TOKENS = {0, 2}
 
 CASES = [
     {"mode": "prompt", "text": "The capital of France is", "n": 24},
@@ -44,42 +50,44 @@ def chat_template(path):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--gguf", default=os.path.join(ROOT, "models/cache/SmolLM2-135M-Instruct.Q4_1.gguf"))
-    ap.add_argument("--out", default=os.path.join(ROOT, "tests/fixtures/cli/generate_smollm2.json"))
-    args = ap.parse_args()
-    tmpl = jinja2.Environment().from_string(chat_template(args.gguf))
-    llm = Llama(model_path=args.gguf, n_ctx=512, n_threads=2, logits_all=True, verbose=False)
-    eog = {i for i in range(llm.n_vocab()) if llm._model.token_is_eog(i)} if hasattr(llm._model, "token_is_eog") else set()
-    eog |= {llm.token_eos()}
+    torch.set_num_threads(2)
+    cache = os.path.join(ROOT, "models", "cache")
+    tmpl = jinja2.Environment().from_string(chat_template(os.path.join(cache, NAME)))
+    tok = Tokenizer.from_file(os.path.join(ROOT, "tests/fixtures/tokenizer/smollm2/tokenizer.json"))
+    model = AutoModelForCausalLM.from_pretrained(cache, gguf_file=NAME, dtype=torch.float32,
+                                                 attn_implementation="eager")
+    model.eval()
     out = []
     for case in CASES:
         if case["mode"] == "chat":
             text = tmpl.render(messages=[{"role": "user", "content": case["text"]}], add_generation_prompt=True)
         else:
             text = case["text"]
-        ids = llm.tokenize(text.encode(), add_bos=False, special=True)
-        llm.reset()
-        llm.eval(ids)
+        ids = tok.encode(text, add_special_tokens=False).ids
         gen, margins = [], []
-        for _ in range(case["n"]):
-            logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
-            top2 = np.sort(logits)[-2:]
-            margins.append(float(top2[1] - top2[0]))
-            tok = int(np.argmax(logits))
-            gen.append(tok)
-            if tok in eog:
-                break
-            llm.eval([tok])
-        stopped = gen[-1] in eog
+        with torch.no_grad():
+            res = model(torch.tensor([ids]), use_cache=True)
+            for _ in range(case["n"]):
+                logits = res.logits[0, -1]
+                top2 = torch.topk(logits, 2).values
+                margins.append(float(top2[0] - top2[1]))
+                t = int(torch.argmax(logits))
+                gen.append(t)
+                if t in END_TOKENS:
+                    break
+                res = model(torch.tensor([[t]]), past_key_values=res.past_key_values, use_cache=True)
+        stopped = gen[-1] in END_TOKENS
         body = gen[:-1] if stopped else gen
-        expect = llm.detokenize(body).decode("utf-8", errors="replace") + "\n"
+        expect = tok.decode(body, skip_special_tokens=False) + "\n"
         out.append({**case, "prompt_ids": ids, "tokens": gen, "stopped": stopped, "expected_stdout": expect,
-                    "min_top2_margin": min(margins)})
-        print(f"{case['mode']:6} {case['text'][:40]!r:44} {len(gen):3} tokens, min top-2 margin {min(margins):.3f}")
-    with open(args.out, "w") as f:
-        json.dump({"model": os.path.basename(args.gguf), "generator": "llama-cpp-python 0.3.36, greedy",
+                    "min_top2_margin": round(min(margins), 6)})
+        print(f"{case['mode']:6} {case['text'][:40]!r:44} {len(gen):3} tokens, min top-2 margin {min(margins):.4f}")
+    with open(os.path.join(ROOT, "tests/fixtures/cli/generate_smollm2.json"), "w") as f:
+        json.dump({"model": NAME, "generator": "tests/scripts/gen_cli_fixtures.py",
+                   "reference": f"transformers {__import__('transformers').__version__} GGUF loader (float32), "
+                                f"tokenizers {__import__('tokenizers').__version__}, jinja2 chat template",
                    "cases": out}, f, indent=1, ensure_ascii=False)
+        f.write("\n")
 
 
 if __name__ == "__main__":
