@@ -77,6 +77,7 @@ etx_status build_cpu_run_state_chunked(CpuRunState* s, const ModelConfig* c, int
     if (c->head_dim <= 0 || c->head_dim % 2 != 0)
         return etx_error(ETX_ERR_UNSUPPORTED, "cpu forward: head_dim must be even (got %d)", c->head_dim);
     s->max_chunk = max_chunk;
+    s->att_rows = c->n_heads;
     size_t ch = (size_t)max_chunk, qdim = (size_t)c->n_heads * c->head_dim, half = (size_t)c->head_dim / 2;
     etx_status st = etx_ok();
     if (st.code == ETX_OK) st = alloc_floats(&s->x, ch * c->dim, "x");
@@ -114,17 +115,20 @@ void free_cpu_run_state(CpuRunState* s) {
     memset(s, 0, sizeof *s);
 }
 
-// Makes the per-thread score rows hold n_positions each for the current thread count.
-static etx_status reserve_att(CpuRunState* s, int n_positions) {
+// Attention scratch of one thread: rows * (ATT_BLOCK + 2) floats, rows = max(max_chunk,
+// n_heads) (attention_head's rows are a chunk's tokens, or a group of heads).
+static size_t att_scratch_per_thread(const CpuRunState* s) {
+    int rows = s->max_chunk > s->att_rows ? s->max_chunk : s->att_rows;
+    return (size_t)rows * (ATT_BLOCK + 2);
+}
+
+// Makes one attention scratch area per OpenMP thread.
+static etx_status reserve_att(CpuRunState* s) {
     int threads = omp_get_max_threads();
-    if (n_positions <= s->att_cap && threads <= s->att_threads) return etx_ok();
-    int cap = n_positions > s->att_cap ? n_positions : s->att_cap;
-    cap = (cap + KV_CACHE_CHUNK - 1) / KV_CACHE_CHUNK * KV_CACHE_CHUNK;
-    if (threads < s->att_threads) threads = s->att_threads;
-    float* att = realloc(s->att, (size_t)threads * cap * sizeof(float));
-    if (!att) return etx_error(ETX_ERR_NOMEM, "cpu forward: out of memory for attention scores (%d positions)", cap);
+    if (threads <= s->att_threads) return etx_ok();
+    float* att = realloc(s->att, (size_t)threads * att_scratch_per_thread(s) * sizeof(float));
+    if (!att) return etx_error(ETX_ERR_NOMEM, "cpu forward: out of memory for attention scratch (%d threads)", threads);
     s->att = att;
-    s->att_cap = cap;
     s->att_threads = threads;
     return etx_ok();
 }
@@ -138,38 +142,38 @@ static void add_inplace(float* x, const float* y, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] += y[i];
 }
 
-// Causal GQA attention of n queries at positions pos0.. over the cache rows 0..pos0+i.
-// out[i, h] = sum_t softmax_t(q[i,h] . k[t,g] / sqrt(hd)) v[t,g], g = h / (n_heads / n_kv_heads)
+// Causal GQA attention of n queries at positions pos0.. over the cache rows 0..pos0+i:
+// att_out[i, h] = sum_t softmax_t(q[i,h] . k[t,g] / sqrt(hd)) v[t,g], g = h / (n_heads / n_kv_heads).
+// One decode token: one task per KV head, its query heads as the rows of one product (each
+// cached key is read once). Several tokens: one task per query head, its n queries as rows.
+// capture: the last query's probabilities, (n_heads, pos0+n).
 static void attention(const ModelConfig* c, CpuRunState* s, const float* kc, const float* vc, int pos0, int n,
                       float* capture) {
     int hd = c->head_dim, n_heads = c->n_heads, kv_dim = c->n_kv_heads * hd, qdim = n_heads * hd;
     int group = n_heads / c->n_kv_heads;
     float scale = (float)pow((double)hd, -0.5); // transformers: head_dim ** -0.5
-    #pragma omp parallel for collapse(2) schedule(dynamic, 1)
-    for (int i = 0; i < n; i++) {
-        for (int h = 0; h < n_heads; h++) {
-            int T = pos0 + i + 1;
-            float* att = s->att + (size_t)omp_get_thread_num() * s->att_cap;
-            const float* q = s->q + (size_t)i * qdim + (size_t)h * hd;
+    size_t per = att_scratch_per_thread(s);
+    int tasks = n == 1 ? c->n_kv_heads : n_heads;
+    #pragma omp parallel for schedule(dynamic, 1)
+    for (int task = 0; task < tasks; task++) {
+        float* scratch = s->att + (size_t)omp_get_thread_num() * per;
+        if (n == 1) { // heads g*group .. g*group+group-1 are adjacent in q and att_out
+            int g = task;
+            size_t off = (size_t)g * hd, qoff = (size_t)g * group * hd;
+            attention_head(s->att_out + qoff, hd, s->q + qoff, hd, kc + off, vc + off, kv_dim, group, group, pos0,
+                           hd, scale, scratch);
+        } else {
+            int h = task;
             size_t off = (size_t)(h / group) * hd;
-            for (int t = 0; t < T; t++) {
-                const float* k = kc + (size_t)t * kv_dim + off;
-                float d = 0.0f;
-                #pragma omp simd reduction(+ : d)
-                for (int j = 0; j < hd; j++) d += q[j] * k[j];
-                att[t] = d * scale;
-            }
-            softmax(att, T);
-            if (capture && i == n - 1) memcpy(capture + (size_t)h * T, att, (size_t)T * sizeof(float));
-            float* o = s->att_out + (size_t)i * qdim + (size_t)h * hd;
-            for (int j = 0; j < hd; j++) o[j] = 0.0f;
-            for (int t = 0; t < T; t++) {
-                const float* v = vc + (size_t)t * kv_dim + off;
-                float p = att[t];
-                #pragma omp simd
-                for (int j = 0; j < hd; j++) o[j] += p * v[j];
-            }
+            attention_head(s->att_out + (size_t)h * hd, qdim, s->q + (size_t)h * hd, qdim, kc + off, vc + off, kv_dim,
+                           n, 1, pos0, hd, scale, scratch);
         }
+    }
+    if (capture) {
+        #pragma omp parallel for
+        for (int h = 0; h < n_heads; h++)
+            attention_probs(capture + (size_t)h * (pos0 + n), s->q + (size_t)(n - 1) * qdim + (size_t)h * hd,
+                            kc + (size_t)(h / group) * hd, kv_dim, pos0 + n, hd, scale);
     }
 }
 
@@ -254,7 +258,7 @@ etx_status cpu_forward(const etx_model* m, CpuRunState* s, KVCache* kv, const in
                          kv->max_seq_len);
     // all allocation happens before any work, so a failure leaves the cache untouched
     ETX_TRY(kv_cache_reserve(kv, kv->pos + n));
-    ETX_TRY(reserve_att(s, kv->pos + n));
+    ETX_TRY(reserve_att(s));
 
     for (int done = 0; done < n;) {
         int len = n - done < s->max_chunk ? n - done : s->max_chunk;

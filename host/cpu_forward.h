@@ -57,9 +57,9 @@ typedef struct {
     float* inv_freq;  // (head_dim / 2) RoPE frequencies, llama3-scaled when configured
     float* rope_cos;  // (max_chunk, head_dim / 2) for the current chunk's positions
     float* rope_sin;  // (max_chunk, head_dim / 2)
-    float* att;       // (att_threads, att_cap) attention scores, one row per thread
-    int att_cap;      // positions one att row holds
-    int att_threads;  // rows in att
+    float* att;       // (att_threads, max(max_chunk, n_heads) * (ATT_BLOCK + 2)) attention scratch
+    int att_threads;  // scratch areas in att, one per thread
+    int att_rows;     // n_heads
     // Optional, for attention metrics: when last_attn is non-NULL, cpu_forward writes the
     // last layer's post-softmax attention probabilities of the last token it processes,
     // head after head: last_attn[h * last_attn_len + t], t < last_attn_len = kv->pos after

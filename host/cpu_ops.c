@@ -114,6 +114,138 @@ void swiglu(float* gate, const float* up, int n) {
     }
 }
 
+// Up to this many query rows (a decode step's heads of one KV head), attention uses the
+// loops below, which read each cached row once for all rows; BLAS would spend most of its
+// time packing the keys for so few rows.
+#define SMALL_ROWS 8
+
+// s[r, c] = scale * q[r] . k[c]      r < m, c < nb; s rows ATT_BLOCK apart.
+// Four keys per pass: four independent accumulators per query row.
+static void scores_small(float* s, const float* q, int ldq, int m, const float* k, int ldk, int nb, int hd,
+                         float scale) {
+    int c = 0;
+    for (; c + 4 <= nb; c += 4) {
+        const float* k0 = k + (size_t)c * ldk;
+        const float* k1 = k0 + ldk;
+        const float* k2 = k1 + ldk;
+        const float* k3 = k2 + ldk;
+        for (int r = 0; r < m; r++) {
+            const float* qr = q + (size_t)r * ldq;
+            float d0 = 0.0f, d1 = 0.0f, d2 = 0.0f, d3 = 0.0f;
+            #pragma omp simd reduction(+ : d0, d1, d2, d3)
+            for (int j = 0; j < hd; j++) {
+                d0 = fmaf(qr[j], k0[j], d0);
+                d1 = fmaf(qr[j], k1[j], d1);
+                d2 = fmaf(qr[j], k2[j], d2);
+                d3 = fmaf(qr[j], k3[j], d3);
+            }
+            float* sr = s + (size_t)r * ATT_BLOCK + c;
+            sr[0] = d0 * scale, sr[1] = d1 * scale, sr[2] = d2 * scale, sr[3] = d3 * scale;
+        }
+    }
+    for (; c < nb; c++) {
+        const float* kr = k + (size_t)c * ldk;
+        for (int r = 0; r < m; r++) {
+            const float* qr = q + (size_t)r * ldq;
+            float d = 0.0f;
+            #pragma omp simd reduction(+ : d)
+            for (int j = 0; j < hd; j++) d = fmaf(qr[j], kr[j], d);
+            s[(size_t)r * ATT_BLOCK + c] = d * scale;
+        }
+    }
+}
+
+// out[r] += sum_c w[r, c] v[c]      r < m; w rows ATT_BLOCK apart. Four values per pass,
+// so each output element is loaded and stored once per four.
+static void weighted_sum_small(float* out, int ldo, const float* w, int m, const float* v, int ldv, int nb, int hd) {
+    int c = 0;
+    for (; c + 4 <= nb; c += 4) {
+        const float* v0 = v + (size_t)c * ldv;
+        const float* v1 = v0 + ldv;
+        const float* v2 = v1 + ldv;
+        const float* v3 = v2 + ldv;
+        for (int r = 0; r < m; r++) {
+            const float* wr = w + (size_t)r * ATT_BLOCK + c;
+            float p0 = wr[0], p1 = wr[1], p2 = wr[2], p3 = wr[3];
+            float* o = out + (size_t)r * ldo;
+            #pragma omp simd
+            for (int j = 0; j < hd; j++) o[j] = fmaf(p3, v3[j], fmaf(p2, v2[j], fmaf(p1, v1[j], fmaf(p0, v0[j], o[j]))));
+        }
+    }
+    for (; c < nb; c++) {
+        const float* vr = v + (size_t)c * ldv;
+        for (int r = 0; r < m; r++) {
+            float p = w[(size_t)r * ATT_BLOCK + c];
+            float* o = out + (size_t)r * ldo;
+            #pragma omp simd
+            for (int j = 0; j < hd; j++) o[j] = fmaf(p, vr[j], o[j]);
+        }
+    }
+}
+
+// online-softmax causal attention over one KV head (see cpu_ops.h)
+void attention_head(float* out, int ldo, const float* q, int ldq, const float* k, const float* v, int ldkv, int rows,
+                    int per_pos, int pos0, int hd, float scale, float* scratch) {
+    float* sc = scratch;                             // (rows, ATT_BLOCK) scores, then weights
+    float* mx = scratch + (size_t)rows * ATT_BLOCK;  // (rows) running max of each row
+    float* sum = mx + rows;                          // (rows) running sum of exp(score - max)
+    int T = pos0 + (rows - 1) / per_pos + 1;         // keys seen by the last row
+    for (int i = 0; i < rows; i++) {
+        mx[i] = -INFINITY;
+        sum[i] = 0.0f;
+        for (int j = 0; j < hd; j++) out[(size_t)i * ldo + j] = 0.0f;
+    }
+    for (int t0 = 0; t0 < T; t0 += ATT_BLOCK) {
+        int nb = T - t0 < ATT_BLOCK ? T - t0 : ATT_BLOCK;
+        int i0 = t0 > pos0 ? (t0 - pos0) * per_pos : 0; // rows before i0 see none of the block
+        int m = rows - i0;
+        const float* kb = k + (size_t)t0 * ldkv;
+        const float* vb = v + (size_t)t0 * ldkv;
+        float* sb = sc + (size_t)i0 * ATT_BLOCK;
+        // scores: sb[i, c] = scale * q[i] . k[t0 + c]   (transformers: (q @ k^T) * scaling)
+        if (m <= SMALL_ROWS)
+            scores_small(sb, q + (size_t)i0 * ldq, ldq, m, kb, ldkv, nb, hd, scale);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, nb, hd, scale, q + (size_t)i0 * ldq, ldq, kb, ldkv,
+                        0.0f, sb, ATT_BLOCK);
+        // causal mask, and exp against the running max (rescaling what was summed before)
+        for (int i = i0; i < rows; i++) {
+            float* r = sc + (size_t)i * ATT_BLOCK;
+            int seen = pos0 + i / per_pos - t0 + 1;
+            int valid = seen < nb ? seen : nb;
+            float mnew = mx[i];
+            for (int c = 0; c < valid; c++) mnew = r[c] > mnew ? r[c] : mnew;
+            float corr = expf(mx[i] - mnew); // 0 on the first block (mx = -inf)
+            float add = 0.0f;
+            for (int c = 0; c < valid; c++) {
+                r[c] = expf(r[c] - mnew);
+                add += r[c];
+            }
+            for (int c = valid; c < nb; c++) r[c] = 0.0f;
+            sum[i] = sum[i] * corr + add;
+            mx[i] = mnew;
+            if (corr != 1.0f)
+                for (int j = 0; j < hd; j++) out[(size_t)i * ldo + j] *= corr;
+        }
+        // out[i] += sum_c w[i, c] v[t0 + c]
+        if (m <= SMALL_ROWS)
+            weighted_sum_small(out + (size_t)i0 * ldo, ldo, sb, m, vb, ldkv, nb, hd);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, nb, 1.0f, sb, ATT_BLOCK, vb, ldkv, 1.0f,
+                        out + (size_t)i0 * ldo, ldo);
+    }
+    for (int i = 0; i < rows; i++) {
+        float inv = 1.0f / sum[i];
+        for (int j = 0; j < hd; j++) out[(size_t)i * ldo + j] *= inv;
+    }
+}
+
+// p = softmax(scale * K q)
+void attention_probs(float* p, const float* q, const float* k, int ldkv, int T, int hd, float scale) {
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, T, hd, scale, k, ldkv, q, 1, 0.0f, p, 1);
+    softmax(p, T);
+}
+
 // y = x W^T. The output rows are split over the OpenMP threads in slices of 16; each
 // thread runs a single-threaded OpenBLAS sgemm (n > 1) or sgemv (n == 1) on its slice.
 // For n == 1, sliced sgemv measured 5-10% faster than a hand-written OpenMP 4-row dot

@@ -43,6 +43,19 @@ void softmax(float* x, int n);
 // gate <- silu(gate) * up, silu(g) = g / (1 + exp(-g))      gate, up: (n)
 void swiglu(float* gate, const float* up, int n);
 
+// Causal attention over one KV head, keys streamed in blocks of ATT_BLOCK with an online
+// softmax (so scratch does not grow with the context). Row i of q is a query at position
+// pos0 + i / per_pos (per_pos > 1: several heads of one token sharing this KV head):
+//   out[i] = sum_{t <= pos(i)} softmax_t(scale * q[i] . k[t]) v[t],   i < rows
+// q: (rows, ldq); k, v: (pos(rows-1) + 1, ldkv); out: (rows, ldo).
+// scratch: rows * ATT_BLOCK + 2 * rows floats. Calls BLAS: one thread per call.
+#define ATT_BLOCK 512
+void attention_head(float* out, int ldo, const float* q, int ldq, const float* k, const float* v, int ldkv, int rows,
+                    int per_pos, int pos0, int hd, float scale, float* scratch);
+
+// p[t] = softmax_t(scale * q . k[t]), t < T: one query's attention probabilities.
+void attention_probs(float* p, const float* q, const float* k, int ldkv, int T, int hd, float scale);
+
 // y[r, o] = sum_i x[r, i] * W[o, i]      x: (n, in), W: (out, in), y: (n, ldy), ldy >= out
 // Output rows split over the OpenMP threads, each running a single-threaded OpenBLAS sgemm
 // (n > 1) or sgemv (n == 1) on its slice. Call outside parallel regions.

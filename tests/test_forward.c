@@ -267,6 +267,58 @@ START_TEST(test_last_attention_capture) {
 }
 END_TEST
 
+// attention_head (blocked keys, online softmax) against a direct double-precision
+// evaluation, for query runs that start before, inside and across ATT_BLOCK boundaries
+// n query rows, row i at position pos0 + i / per_pos
+static void check_attention_head(int n, int per_pos, int pos0) {
+    int hd = 16, ld = 40, T = pos0 + (n - 1) / per_pos + 1; // ld > hd: rows of a wider KV/Q layout
+    float* q = rand_tensor((size_t)n * ld, 1.0f);
+    float* k = rand_tensor((size_t)T * ld, 1.0f);
+    float* v = rand_tensor((size_t)T * ld, 1.0f);
+    float* out = malloc((size_t)n * ld * sizeof(float));
+    float* scratch = malloc((size_t)n * (ATT_BLOCK + 2) * sizeof(float));
+    float* p = malloc((size_t)T * sizeof(float));
+    double* w = malloc((size_t)T * sizeof(double));
+    float scale = 0.6f;
+    attention_head(out, ld, q, ld, k, v, ld, n, per_pos, pos0, hd, scale, scratch);
+    for (int i = 0; i < n; i++) {
+        int len = pos0 + i / per_pos + 1;
+        double mx = -1e300, sum = 0.0;
+        for (int t = 0; t < len; t++) {
+            double d = 0.0;
+            for (int j = 0; j < hd; j++) d += (double)q[(size_t)i * ld + j] * k[(size_t)t * ld + j];
+            w[t] = d * scale;
+            mx = fmax(mx, w[t]);
+        }
+        for (int t = 0; t < len; t++) sum += (w[t] = exp(w[t] - mx));
+        for (int j = 0; j < hd; j++) {
+            double o = 0.0;
+            for (int t = 0; t < len; t++) o += w[t] / sum * v[(size_t)t * ld + j];
+            ck_assert_msg(fabs(o - out[(size_t)i * ld + j]) < 1e-5, "n %d pos0 %d row %d col %d: %g vs %g", n, pos0, i,
+                          j, out[(size_t)i * ld + j], o);
+        }
+        if (i == n - 1) { // attention_probs: the same row's probabilities
+            attention_probs(p, q + (size_t)i * ld, k, ld, len, hd, scale);
+            for (int t = 0; t < len; t++) ck_assert(fabs(p[t] - w[t] / sum) < 1e-6);
+        }
+    }
+    free(q), free(k), free(v), free(out), free(scratch), free(p), free(w);
+}
+
+START_TEST(test_attention_blocks) {
+    check_attention_head(1, 1, 0);                 // first token
+    check_attention_head(1, 1, ATT_BLOCK - 1);     // decode, last key closes a block
+    check_attention_head(1, 1, 2 * ATT_BLOCK + 7); // decode over three blocks
+    check_attention_head(40, 1, 0);                // prefill within a block (BLAS path)
+    check_attention_head(70, 1, ATT_BLOCK - 30);   // a chunk that crosses a block boundary
+    check_attention_head(130, 1, 3 * ATT_BLOCK + 1);
+    check_attention_head(6, 1, ATT_BLOCK - 3);     // few rows (own loops), across a boundary
+    check_attention_head(3, 3, 700);               // a decode step's 3 heads of one KV head
+    check_attention_head(8, 4, 2 * ATT_BLOCK - 1); // 2 tokens x 4 heads, across a boundary
+    check_attention_head(4, 4, 0);
+}
+END_TEST
+
 // transformers' _compute_llama3_parameters, evaluated by hand for head_dim 8, theta 1e4,
 // factor 8, low 1, high 4, original 16: inv_freq {1, 0.1, 0.01, 0.001}, wavelens
 // 2pi*{1, 10, 100, 1000}; low_freq_wavelen 16, high_freq_wavelen 4 -> the first is
@@ -608,6 +660,8 @@ static Suite* forward_suite(void) {
     tcase_add_test(tc, test_kv_cache_grows_in_chunks);
     tcase_add_test(tc, test_last_attention_capture);
     tcase_add_test(tc, test_llama3_inv_freq);
+    tcase_add_test(tc, test_attention_blocks);
+    tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("transformers");
