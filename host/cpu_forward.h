@@ -5,8 +5,10 @@
  * appends their keys/values to the cache and writes logits.
  *
  * All arithmetic is float32 and follows transformers' LlamaForCausalLM (eager attention).
- * Threads: OpenMP over rows and heads, OpenBLAS sgemm for multi-token projections; set
- * the count with cpu_set_threads() (cpu_ops.h).
+ * Threads: OpenMP over output rows (projections) and heads (attention), with
+ * single-threaded OpenBLAS inside; set the count with cpu_set_threads() (cpu_ops.h).
+ * Memory per call is bounded by the chunk size, not the context: attention streams the
+ * cached keys in blocks (attention_head, cpu_ops.h).
  *
  * Typical use:
  *     KVCache kv; CpuRunState s;

@@ -1,6 +1,7 @@
 /*
  * cpu_ops.c — float32 ops of the CPU forward pass: RMSNorm, RoPE tables and rotation,
- * softmax, SwiGLU, linear layers (OpenBLAS / OpenMP), and the thread-count knob.
+ * softmax, SwiGLU, blocked causal attention of one KV head, linear layers (OpenBLAS /
+ * OpenMP), and the thread-count knob.
  * See cpu_ops.h for the math of each.
  */
 #include "cpu_ops.h"
