@@ -98,9 +98,51 @@ etx_status etx_chat_format(const etx_model* model, const etx_chat_message* messa
 // policy: how the next token is picked
 
 typedef enum {
-    ETX_POLICY_GREEDY = 0, // argmax
-    ETX_POLICY_SAMPLE = 1, // temperature, then top-k, top-p, min-p filters, then a draw
+    ETX_POLICY_GREEDY = 0,   // argmax
+    ETX_POLICY_SAMPLE = 1,   // temperature, then top-k, top-p, min-p filters, then a draw
+    ETX_POLICY_ENTROPIX = 2, // entropix v1: four quadrants + adaptive best-of-N (README)
 } etx_policy_kind;
+
+// The entropix v1 parameters (research/entropix-spec.md §2.3, names as in the reference's
+// SamplerConfig; defaults are the reference's). H, V: entropy (bits) and varentropy
+// (bits^2) of the next-token distribution; A_H, A_V: mean and variance over heads of the
+// last layer's attention entropy; AG: agreement; IS: interaction strength.
+typedef struct {
+    float temperature;      // T0 = 0.666
+    float top_p;            // 0.90
+    int top_k;              // 27
+    float min_p;            // 0.03
+    float low_ent_thresh;   // 0.1  LELV: H < this and V < low_vent_thresh -> argmax
+    float low_vent_thresh;  // 0.1
+    float med_ent_thresh;   // 3.0  HEHV: H > this and V > high_vent_thresh
+    float high_ent_thresh;  // 5.0  HELV: H > this and V < low_vent_thresh; LEHV: H < this
+    float high_vent_thresh; // 5.0  LEHV/HEHV: V > this
+    float helv_attn_ent_offset; // 1.3  HELV resample T = min(1.5, T0 (offset + coef A_H))
+    float helv_attn_ent_coef;   // 0.2
+    float lehv_interaction_strength_offset; // 1.2  LEHV T = min(1.5, T0 (offset + coef IS))
+    float lehv_interaction_strength_coef;   // 0.3
+    float hehv_attn_ent_coef;    // 0.2  HEHV top_p = max(0.5, top_p - coef A_H)
+    float hehv_attn_vent_offset; // 2.0  HEHV T = max(2.0, T0 (offset + coef A_V))
+    float hehv_attn_vent_coef;   // 0.5
+    int n_adaptive_samples;      // 5    adaptive branch: best of N draws
+    float ada_temp_logits;       // 0.3  adaptive T = T0 (1 + a (H+V) + b (A_H+A_V) - c AG)
+    float ada_temp_attn;         // 0.2
+    float ada_temp_agree;        // 0.2
+    float ada_top_p;             // 0.1  top_p = clip(top_p (1 + this A_V), 0.1, 1)
+    float ada_top_k_int;         // 0.3  top_k = clip(round(top_k (1 + int IS - agree AG)), 1, 100)
+    float ada_top_k_agree;       // 0.2
+    float ada_min_p;             // 0.5  min_p = clip(min_p (1 - this (H+V)), 0.01, 0.5)
+    float ada_score_logits_ent;  // 0.1  the reference's token-independent score terms; kept
+    float ada_score_attn_ent;    // 0.2  for the trace, they do not change which draw wins
+    float ada_score_logits_vent; // 0.3
+    float ada_score_attn_vent;   // 0.4
+    float ada_score_agree;       // 0.5
+    float ada_score_int;         // 0.6
+    int pause_token;  // HELV's injected token; -1 = the model's " ..." token (Llama 3: 2564)
+    int attn_window;  // 0: attention metrics over the valid positions (corrected);
+                      // > 0: the reference's window of that many slots, unfilled ones
+                      // scoring 0 (4096 reproduces published thresholds)
+} etx_entropix_params;
 
 typedef struct {
     etx_policy_kind kind;
@@ -109,11 +151,55 @@ typedef struct {
     float top_p;       // in (0, 1]; 1 = off
     float min_p;       // in [0, 1); 0 = off
     uint64_t seed;
+    etx_entropix_params entropix; // entropix only
 } etx_policy;
 
-// Defaults: greedy; for sample, temperature 1, top-k 0, top-p 1, min-p 0, seed 0.
+// Defaults: greedy; for sample, temperature 1, top-k 0, top-p 1, min-p 0, seed 0; the
+// entropix parameters at the reference's values.
 etx_policy etx_policy_default(etx_policy_kind kind);
 etx_status etx_policy_validate(const etx_policy* policy);
+// Sets one parameter by name: "temperature", "top_k", "top_p", "min_p", "seed" (the
+// kind's own sampling values: entropix's base values for entropix) or any field of
+// etx_entropix_params. Unknown names and out-of-range values are errors naming them.
+etx_status etx_policy_set(etx_policy* policy, const char* name, double value);
+// Reads a JSON policy file: {"policy": "entropix", "seed": 1, "temperature": 0.7, ...};
+// keys as in etx_policy_set. Starts from the defaults of its "policy" kind (or of
+// policy->kind when absent). Unknown keys, wrong types, out-of-range values are errors
+// naming the file and the key.
+etx_status etx_policy_load_json(const char* path, etx_policy* policy);
+
+// What the policy did at one step.
+typedef enum {
+    ETX_BRANCH_GREEDY = 0,   // greedy policy
+    ETX_BRANCH_SAMPLE,       // sample policy
+    ETX_BRANCH_ARGMAX,       // entropix LELV: low entropy, low varentropy
+    ETX_BRANCH_PAUSE,        // entropix HELV: the pause token was inserted
+    ETX_BRANCH_HELV,         // entropix HELV after a pause: resample
+    ETX_BRANCH_LEHV,         // entropix LEHV: low entropy, high varentropy
+    ETX_BRANCH_HEHV,         // entropix HEHV: high entropy, high varentropy
+    ETX_BRANCH_ADAPTIVE,     // entropix middle ground: best of N
+    ETX_BRANCH_COUNT
+} etx_branch;
+const char* etx_branch_name(etx_branch b);
+
+// One generated token with the signals that chose it (tracing).
+typedef struct {
+    int request_id;
+    int step;             // 0 = first generated token
+    int32_t token;
+    float logprob;        // chosen token's log-probability (model, temperature 1)
+    float entropy;        // H, bits
+    float varentropy;     // V, bits^2
+    float attn_entropy;   // A_H, bits
+    float attn_varentropy;// A_V
+    float agreement;      // AG
+    float interaction;    // IS
+    etx_branch branch;
+    float temperature;    // the values the branch actually used
+    int top_k;
+    float top_p;
+    float min_p;
+} etx_trace_record;
 
 // ----------------------------------------------------------------------------
 // engine and requests
@@ -124,6 +210,7 @@ typedef struct {
     etx_device device;
     int n_threads;   // CPU threads; 0 = all cores
     int max_seq_len; // per-request context (prompt + generated); 0 = min(model's, 4096)
+    int trace;       // 1: keep an etx_trace_record per generated token (etx_engine_trace)
 } etx_engine_options;
 
 typedef struct etx_engine etx_engine;
@@ -169,6 +256,8 @@ etx_status etx_engine_step(etx_engine* engine, int* n_active);
 // Steps until every request has finished.
 etx_status etx_engine_run(etx_engine* engine);
 etx_status etx_engine_request_state(const etx_engine* engine, int id, etx_request_state* state);
+// The trace records of a request so far (engine created with trace = 1; else an error).
+etx_status etx_engine_trace(const etx_engine* engine, int id, const etx_trace_record** records, int* n);
 // Forgets a finished request and frees its memory.
 etx_status etx_engine_release(etx_engine* engine, int id);
 
