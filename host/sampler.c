@@ -1,24 +1,24 @@
 /*
- * sampler.c — greedy and filtered sampling over one row of logits (CPU reference).
- * See sampler.h for the order of the filters.
+ * sampler.c — candidate gathering (full sort or top-k heap) and the pick for a decision;
+ * the filters and the draw themselves are the shared ones in kernels/policy_math.h.
  */
 #include "sampler.h"
 
-#include <float.h>
-#include <math.h>
 #include <stdlib.h>
 
 #include "common.h"
-#include "philox.h"
 
 void build_sampler(Sampler* s, int vocab_size) {
     s->vocab_size = vocab_size;
-    s->cand = xmalloc((size_t)vocab_size * sizeof(Candidate));
+    s->cand = xmalloc((size_t)vocab_size * sizeof(PolicyCandidate));
+    s->w = xmalloc((size_t)vocab_size * sizeof(float));
 }
 
 void free_sampler(Sampler* s) {
     free(s->cand);
+    free(s->w);
     s->cand = NULL;
+    s->w = NULL;
 }
 
 int32_t sample_argmax(const float* logits, int n) {
@@ -28,92 +28,77 @@ int32_t sample_argmax(const float* logits, int n) {
     return best;
 }
 
-float logprob_of(const float* logits, int n, int i) {
-    // log p_i = z_i - (m + log sum exp(z - m)), m = max z
-    float m = -INFINITY;
-    for (int j = 0; j < n; j++)
-        if (logits[j] > m) m = logits[j];
-    double sum = 0.0;
-    for (int j = 0; j < n; j++) sum += exp((double)logits[j] - m);
-    return (float)((double)logits[i] - m - log(sum));
+PolicyDecision policy_decision_simple(const etx_policy* p) {
+    PolicyDecision d;
+    d.branch = p->kind == ETX_POLICY_SAMPLE ? ETX_BRANCH_SAMPLE : ETX_BRANCH_GREEDY;
+    d.forced_token = -1;
+    d.argmax = p->kind != ETX_POLICY_SAMPLE;
+    d.temperature = p->temperature;
+    d.top_k = p->top_k;
+    d.top_p = p->top_p;
+    d.min_p = p->min_p;
+    d.n_samples = 1;
+    return d;
 }
 
-float sample_uniform(const etx_policy* policy, uint64_t key, uint32_t step) {
-    return philox_uniform(policy->seed, key, step, 0);
+// a before b in candidate order: larger logit first, then smaller id
+static int cand_before(PolicyCandidate a, PolicyCandidate b) {
+    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
 }
 
-// Descending probability, ties by ascending id, so the order (and the draw) is
-// deterministic.
-static int cmp_desc(const void* a, const void* b) {
-    const Candidate* x = a;
-    const Candidate* y = b;
-    if (x->p > y->p) return -1;
-    if (x->p < y->p) return 1;
-    return (x->id > y->id) - (x->id < y->id);
+static int cmp_cand(const void* x, const void* y) {
+    const PolicyCandidate* a = x;
+    const PolicyCandidate* b = y;
+    return cand_before(*a, *b) ? -1 : (cand_before(*b, *a) ? 1 : 0);
 }
 
-static double mass(const Candidate* c, int k) {
-    double sum = 0.0;
-    for (int i = 0; i < k; i++) sum += c[i].p;
-    return sum;
+// Sift down in a heap whose root is the candidate that comes LAST in candidate order.
+static void heap_down(PolicyCandidate* h, int n, int i) {
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && cand_before(h[m], h[l])) m = l;
+        if (r < n && cand_before(h[m], h[r])) m = r;
+        if (m == i) return;
+        PolicyCandidate t = h[i];
+        h[i] = h[m];
+        h[m] = t;
+        i = m;
+    }
 }
 
-int32_t sample_next(Sampler* s, const etx_policy* policy, const float* logits, float u, float* logprob) {
+int sampler_candidates(Sampler* s, const float* logits, int limit) {
     const int n = s->vocab_size;
-    int32_t chosen;
-    if (policy->kind == ETX_POLICY_GREEDY) {
-        chosen = sample_argmax(logits, n);
-        if (logprob) *logprob = logprob_of(logits, n, chosen);
-        return chosen;
+    PolicyCandidate* c = s->cand;
+    if (limit <= 0 || limit >= n) {
+        for (int i = 0; i < n; i++) c[i] = (PolicyCandidate){logits[i], i};
+        qsort(c, (size_t)n, sizeof *c, cmp_cand);
+        return n;
     }
-    // temperature softmax, unnormalised: p_i = exp((z_i - max z) / T)
-    Candidate* c = s->cand;
-    float m = -INFINITY;
-    for (int i = 0; i < n; i++)
-        if (logits[i] > m) m = logits[i];
-    const float inv_t = 1.0f / policy->temperature;
-    for (int i = 0; i < n; i++) {
-        c[i].p = expf((logits[i] - m) * inv_t);
-        c[i].id = i;
-    }
-    int k = n; // candidates kept: c[0..k)
-    if ((policy->top_k > 0 && policy->top_k < n) || policy->top_p < 1.0f)
-        qsort(c, (size_t)n, sizeof(Candidate), cmp_desc);
-    if (policy->top_k > 0 && policy->top_k < k) k = policy->top_k;
-    if (policy->top_p < 1.0f) {
-        // smallest prefix (most likely first) whose share of the kept mass reaches top_p
-        const double target = (double)policy->top_p * mass(c, k);
-        double cum = 0.0;
-        for (int i = 0; i < k; i++) {
-            cum += c[i].p;
-            if (cum >= target) {
-                k = i + 1;
-                break;
-            }
+    // keep the `limit` best in a heap rooted at the worst of them: O(n log limit)
+    for (int i = 0; i < limit; i++) c[i] = (PolicyCandidate){logits[i], i};
+    for (int i = limit / 2 - 1; i >= 0; i--) heap_down(c, limit, i);
+    for (int i = limit; i < n; i++) {
+        PolicyCandidate x = {logits[i], i};
+        if (cand_before(x, c[0])) {
+            c[0] = x;
+            heap_down(c, limit, 0);
         }
     }
-    if (policy->min_p > 0.0f) {
-        // keep p_i >= min_p * p_max (the ratio is unchanged by renormalisation)
-        float pmax = 0.0f;
-        for (int i = 0; i < k; i++)
-            if (c[i].p > pmax) pmax = c[i].p;
-        const float thr = policy->min_p * pmax;
-        int w = 0;
-        for (int i = 0; i < k; i++)
-            if (c[i].p >= thr) c[w++] = c[i];
-        k = w;
+    qsort(c, (size_t)limit, sizeof *c, cmp_cand);
+    return limit;
+}
+
+int32_t sampler_pick(Sampler* s, const float* logits, const PolicyDecision* d, uint64_t seed, uint64_t key,
+                     uint32_t step) {
+    if (d->forced_token >= 0) return d->forced_token;
+    if (d->argmax) return sample_argmax(logits, s->vocab_size);
+    const int n = sampler_candidates(s, logits, d->top_k);
+    const int k = policy_filter(s->cand, n, d->temperature, d->top_k, d->top_p, d->min_p, s->w);
+    int best = -1;
+    for (int j = 0; j < d->n_samples; j++) {
+        const int i = policy_draw(s->w, k, philox_uniform(seed, key, step, (uint32_t)j));
+        // candidates are sorted, so a smaller index is a higher log-probability
+        if (best < 0 || i < best) best = i;
     }
-    // one draw: the first candidate whose cumulative mass exceeds u * (kept mass)
-    const double target = (double)u * mass(c, k);
-    double cum = 0.0;
-    chosen = c[k - 1].id;
-    for (int i = 0; i < k; i++) {
-        cum += c[i].p;
-        if (cum > target) {
-            chosen = c[i].id;
-            break;
-        }
-    }
-    if (logprob) *logprob = logprob_of(logits, n, chosen);
-    return chosen;
+    return s->cand[best].id;
 }

@@ -1,12 +1,11 @@
 /*
- * sampler.h — the CPU reference for picking the next token from a row of logits under
- * the greedy and sample policies (temperature, top-k, top-p, min-p).
+ * sampler.h — the CPU side of picking the next token: it gathers the candidates (all
+ * tokens, or the top k by logit with a heap) sorted most likely first, then applies the
+ * shared policy math (kernels/policy_math.h: filters and the categorical draw) for a
+ * PolicyDecision — greedy, sample, or an entropix branch.
  *
- * Sampling order, as Hugging Face transformers applies its warpers: temperature, then
- * top-k, then top-p (the smallest set of most likely tokens whose mass reaches p), then
- * min-p (drop tokens below min_p times the top probability), then one draw from what is
- * left, renormalised. The uniform comes from Philox keyed by (seed, request id) and
- * counted by (step, draw index), so a request's tokens never depend on its batch.
+ * Randomness: draw j of step t of a request uses Philox keyed by (seed, request key) at
+ * counter (t, j), so a request's tokens never depend on its batch.
  */
 #ifndef ETX_SAMPLER_H
 #define ETX_SAMPLER_H
@@ -14,16 +13,13 @@
 #include <stdint.h>
 
 #include "etx/etx.h"
+#include "policy_math.h"
 
 // Reusable scratch for one vocabulary row (build_/free_ pair).
 typedef struct {
-    float p;    // unnormalised probability at the policy's temperature
-    int32_t id; // token id
-} Candidate;
-
-typedef struct {
     int vocab_size;
-    Candidate* cand; // (vocab_size) candidates, most likely first once sorted
+    PolicyCandidate* cand; // (vocab_size) candidates, most likely first
+    float* w;              // (vocab_size) filter weights of the kept candidates
 } Sampler;
 
 void build_sampler(Sampler* s, int vocab_size);
@@ -32,17 +28,17 @@ void free_sampler(Sampler* s);
 // argmax of logits; ties go to the lowest id.
 int32_t sample_argmax(const float* logits, int n);
 
-// Picks the next token for `policy` from `logits` (vocab_size floats, not modified).
-// `u` is the uniform in [0,1) for this draw. Returns the token id; *logprob (may be
-// NULL) receives the chosen token's log-probability under the unfiltered model
-// distribution at temperature 1.
-int32_t sample_next(Sampler* s, const etx_policy* policy, const float* logits, float u, float* logprob);
+// The decision of a greedy or sample policy (entropix decisions come from entropix_decide).
+PolicyDecision policy_decision_simple(const etx_policy* policy);
 
-// The uniform for the request whose random stream is `key`, at generation step `step`
-// (draw 0).
-float sample_uniform(const etx_policy* policy, uint64_t key, uint32_t step);
+// Fills s->cand with the `limit` most likely tokens (limit <= 0 or >= vocab: all of them),
+// sorted by logit descending, ties by ascending id; returns how many.
+int sampler_candidates(Sampler* s, const float* logits, int limit);
 
-// log-softmax of one entry: logits[i] - logsumexp(logits).
-float logprob_of(const float* logits, int n, int i);
+// The token for decision d at generation step `step`: the forced token, the argmax, or the
+// best (highest log-probability; on equal logits the lower id) of d->n_samples draws
+// from the filtered candidates.
+int32_t sampler_pick(Sampler* s, const float* logits, const PolicyDecision* d, uint64_t seed, uint64_t key,
+                     uint32_t step);
 
 #endif // ETX_SAMPLER_H

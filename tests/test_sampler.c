@@ -59,11 +59,16 @@ START_TEST(argmax_ties_and_greedy) {
     Sampler s;
     build_sampler(&s, 6);
     etx_policy g = etx_policy_default(ETX_POLICY_GREEDY);
-    float lp;
-    ck_assert_int_eq(sample_next(&s, &g, z, 0.99f, &lp), 1);
-    // log p of index 1: 2 - log(e^.5 + 2e^2 + e^-1 + e^1)
-    double lse = log(exp(0.5) + 2 * exp(2.0) + exp(-1.0) + exp(1.0));
-    ck_assert_double_lt(fabs(lp - (2.0 - lse)), 1e-5);
+    PolicyDecision d = policy_decision_simple(&g);
+    ck_assert_int_eq(sampler_pick(&s, z, &d, 0, 0, 0), 1);
+    // candidates: sorted by logit, ties by id, -inf last; the top-2 heap agrees
+    ck_assert_int_eq(sampler_candidates(&s, z, 0), 6);
+    const int order[6] = {1, 3, 4, 0, 2, 5};
+    for (int i = 0; i < 6; i++) ck_assert_int_eq(s.cand[i].id, order[i]);
+    ck_assert_int_eq(sampler_candidates(&s, z, 2), 2);
+    ck_assert(s.cand[0].id == 1 && s.cand[1].id == 3);
+    ck_assert_int_eq(sampler_candidates(&s, z, 4), 4);
+    for (int i = 0; i < 4; i++) ck_assert_int_eq(s.cand[i].id, order[i]);
     free_sampler(&s);
 }
 END_TEST
@@ -75,8 +80,9 @@ static void check_distribution(const float* z, int vocab, etx_policy pol, const 
     Sampler s;
     build_sampler(&s, vocab);
     int* count = calloc((size_t)vocab, sizeof(int));
+    PolicyDecision d = policy_decision_simple(&pol);
     for (int i = 0; i < n; i++) {
-        int32_t t = sample_next(&s, &pol, z, sample_uniform(&pol, 11, (uint32_t)i), NULL);
+        int32_t t = sampler_pick(&s, z, &d, pol.seed, 11, (uint32_t)i);
         ck_assert(t >= 0 && t < vocab);
         count[t]++;
     }
@@ -146,7 +152,8 @@ START_TEST(sample_top_p_smallest_set_reaching_p) {
     pol.top_p = 0.1f;
     Sampler s;
     build_sampler(&s, 5);
-    for (int i = 0; i < 100; i++) ck_assert_int_eq(sample_next(&s, &pol, z, (float)i / 100.0f, NULL), 0);
+    PolicyDecision d = policy_decision_simple(&pol);
+    for (int i = 0; i < 100; i++) ck_assert_int_eq(sampler_pick(&s, z, &d, 9, 0, (uint32_t)i), 0);
     free_sampler(&s);
 }
 END_TEST
@@ -185,8 +192,9 @@ START_TEST(sample_handles_neg_inf_and_huge_logits) {
     etx_policy pol = etx_policy_default(ETX_POLICY_SAMPLE);
     Sampler s;
     build_sampler(&s, 4);
+    PolicyDecision d = policy_decision_simple(&pol);
     for (int i = 0; i < 200; i++) {
-        int32_t t = sample_next(&s, &pol, z, sample_uniform(&pol, 0, (uint32_t)i), NULL);
+        int32_t t = sampler_pick(&s, z, &d, 0, 0, (uint32_t)i);
         ck_assert(t == 1 || t == 2);
     }
     free_sampler(&s);
@@ -201,10 +209,10 @@ START_TEST(seeded_draws_repeat) {
     Sampler s;
     build_sampler(&s, 5);
     int a[64], diff = 0;
-    for (int i = 0; i < 64; i++) a[i] = sample_next(&s, &pol, z, sample_uniform(&pol, 5, (uint32_t)i), NULL);
-    for (int i = 0; i < 64; i++) ck_assert_int_eq(a[i], sample_next(&s, &pol, z, sample_uniform(&pol, 5, (uint32_t)i), NULL));
-    pol.seed = 1235;
-    for (int i = 0; i < 64; i++) diff += a[i] != sample_next(&s, &pol, z, sample_uniform(&pol, 5, (uint32_t)i), NULL);
+    PolicyDecision d = policy_decision_simple(&pol);
+    for (int i = 0; i < 64; i++) a[i] = sampler_pick(&s, z, &d, 1234, 5, (uint32_t)i);
+    for (int i = 0; i < 64; i++) ck_assert_int_eq(a[i], sampler_pick(&s, z, &d, 1234, 5, (uint32_t)i));
+    for (int i = 0; i < 64; i++) diff += a[i] != sampler_pick(&s, z, &d, 1235, 5, (uint32_t)i);
     ck_assert_int_gt(diff, 0);
     free_sampler(&s);
 }

@@ -1,0 +1,167 @@
+/*
+ * policy_math.h — the per-token policy math of etx, shared by the CPU reference and the
+ * CUDA backend so both make the same decision from the same inputs:
+ *
+ *   - entropix_decide: the entropix v1 decision tree (research/entropix-spec.md §2.3, JAX
+ *     thresholds), from the step's metrics to a branch and the temperature / top-k /
+ *     top-p / min-p / number of draws that branch uses;
+ *   - policy_filter + policy_draw: the filters and one categorical draw over candidates
+ *     sorted by logit, most likely first.
+ *
+ * The filters, in the order transformers applies its warpers: temperature, top-k, top-p
+ * (the smallest prefix of most likely tokens whose mass reaches p), min-p (keep tokens
+ * with p >= min_p * p_max; on a sorted list that is again a prefix). The draw is an inverse
+ * CDF on one uniform. Arithmetic is float, in a fixed order, so CPU and GPU agree.
+ *
+ * Header-only plain C99 (ETX_HD marks functions __host__ __device__ under nvcc).
+ */
+#ifndef ETX_POLICY_MATH_H
+#define ETX_POLICY_MATH_H
+
+#include <math.h>
+#include <stdint.h>
+
+#include "etx/etx.h"
+#include "philox.h"
+
+// The signals of one step (research/entropix-spec.md §1).
+typedef struct {
+    float entropy;         // H, bits
+    float varentropy;      // V, bits^2
+    float attn_entropy;    // A_H, bits
+    float attn_varentropy; // A_V
+    float agreement;       // AG
+    float interaction;     // IS
+} PolicyMetrics;
+
+// What to do at one step.
+typedef struct {
+    etx_branch branch;
+    int32_t forced_token; // >= 0: emit this token, no draw (the pause token); else -1
+    int argmax;           // 1: take the most likely token, no draw
+    float temperature;    // > 0
+    int top_k;            // 0 = off
+    float top_p;          // 1 = off
+    float min_p;          // 0 = off
+    int n_samples;        // draws; with more than one, the most likely draw wins
+} PolicyDecision;
+
+// A token and its logit; policy_filter expects them sorted by logit, descending, ties by
+// ascending id.
+typedef struct {
+    float logit;
+    int32_t id;
+} PolicyCandidate;
+
+static inline ETX_HD float policy_clampf(float x, float lo, float hi) {
+    return x < lo ? lo : (x > hi ? hi : x);
+}
+
+// Entropix v1 (spec §2.3). First matching branch wins:
+//   LELV  H < low_ent and V < low_vent                -> argmax
+//   HELV  H > high_ent and V < low_vent               -> the pause token, or after it a
+//         resample at T = min(1.5, T0 (helv_off + helv_coef A_H))
+//   LEHV  H < high_ent and V > high_vent              -> T = min(1.5, T0 (lehv_off + lehv_coef IS)),
+//         top_k = max(5, int(top_k0 (1 + 0.5 (1 - AG))))
+//   HEHV  H > med_ent and V > high_vent               -> T = max(2, T0 (hehv_off + hehv_coef A_V)),
+//         top_p = max(0.5, top_p0 - hehv_ent_coef A_H)
+//   else  adaptive: T = T0 (1 + a (H+V) + b (A_H+A_V) - c AG), top_p = clip(top_p0 (1 + d A_V), .1, 1),
+//         top_k = clip(round(top_k0 (1 + e IS - f AG)), 1, 100),
+//         min_p = clip(min_p0 (1 - g (H+V)), .01, .5), best of n_adaptive_samples draws
+// prev_token: the token before this step (-1 at the first step); pause_token: the
+// resolved pause id (>= 0). The temperature is kept above 1e-6 whatever the coefficients.
+static inline ETX_HD PolicyDecision entropix_decide(const etx_entropix_params* p, const PolicyMetrics* m,
+                                                    int32_t prev_token, int32_t pause_token) {
+    const float H = m->entropy, V = m->varentropy;
+    const float AH = m->attn_entropy, AV = m->attn_varentropy, AG = m->agreement, IS = m->interaction;
+    PolicyDecision d;
+    d.forced_token = -1;
+    d.argmax = 0;
+    d.temperature = p->temperature;
+    d.top_k = p->top_k;
+    d.top_p = p->top_p;
+    d.min_p = p->min_p;
+    d.n_samples = 1;
+    if (H < p->low_ent_thresh && V < p->low_vent_thresh) {
+        d.branch = ETX_BRANCH_ARGMAX;
+        d.argmax = 1;
+    } else if (H > p->high_ent_thresh && V < p->low_vent_thresh) {
+        if (prev_token != pause_token) {
+            d.branch = ETX_BRANCH_PAUSE;
+            d.forced_token = pause_token;
+        } else {
+            d.branch = ETX_BRANCH_HELV;
+            d.temperature = fminf(1.5f, p->temperature * (p->helv_attn_ent_offset + p->helv_attn_ent_coef * AH));
+        }
+    } else if (H < p->high_ent_thresh && V > p->high_vent_thresh) {
+        d.branch = ETX_BRANCH_LEHV;
+        d.temperature =
+            fminf(1.5f, p->temperature * (p->lehv_interaction_strength_offset + p->lehv_interaction_strength_coef * IS));
+        const int k = (int)((float)p->top_k * (1.0f + 0.5f * (1.0f - AG)));
+        d.top_k = k > 5 ? k : 5;
+    } else if (H > p->med_ent_thresh && V > p->high_vent_thresh) {
+        d.branch = ETX_BRANCH_HEHV;
+        d.temperature = fmaxf(2.0f, p->temperature * (p->hehv_attn_vent_offset + p->hehv_attn_vent_coef * AV));
+        d.top_p = fmaxf(0.5f, p->top_p - p->hehv_attn_ent_coef * AH);
+    } else {
+        d.branch = ETX_BRANCH_ADAPTIVE;
+        const float u_logits = H + V, u_attn = AH + AV;
+        d.temperature = p->temperature *
+                        (1.0f + p->ada_temp_logits * u_logits + p->ada_temp_attn * u_attn - p->ada_temp_agree * AG);
+        d.top_p = policy_clampf(p->top_p * (1.0f + p->ada_top_p * AV), 0.1f, 1.0f);
+        d.top_k = (int)policy_clampf(rintf((float)p->top_k * (1.0f + p->ada_top_k_int * IS - p->ada_top_k_agree * AG)),
+                                     1.0f, 100.0f);
+        d.min_p = policy_clampf(p->min_p * (1.0f - p->ada_min_p * u_logits), 0.01f, 0.5f);
+        d.n_samples = p->n_adaptive_samples;
+    }
+    if (!(d.temperature > 1e-6f)) d.temperature = 1e-6f;
+    return d;
+}
+
+// Weights w[i] = exp((logit_i - logit_0) / T) of the candidates the filters keep; returns
+// how many are kept (a prefix of c, at least 1). c: n candidates sorted (see above).
+static inline ETX_HD int policy_filter(const PolicyCandidate* c, int n, float temperature, int top_k, float top_p,
+                                       float min_p, float* w) {
+    int k = n;
+    if (top_k > 0 && top_k < k) k = top_k;
+    const float inv_t = 1.0f / temperature;
+    float total = 0.0f;
+    for (int i = 0; i < k; i++) {
+        w[i] = expf((c[i].logit - c[0].logit) * inv_t);
+        total += w[i];
+    }
+    if (top_p < 1.0f) {
+        // smallest prefix whose share of the kept mass reaches top_p
+        const float target = top_p * total;
+        float cum = 0.0f;
+        for (int i = 0; i < k; i++) {
+            cum += w[i];
+            if (cum >= target) {
+                k = i + 1;
+                break;
+            }
+        }
+    }
+    if (min_p > 0.0f) {
+        // w[0] = 1 is the largest weight; the ratio is unchanged by renormalisation
+        int keep = 1;
+        while (keep < k && w[keep] >= min_p) keep++;
+        k = keep;
+    }
+    return k;
+}
+
+// Index of the first candidate whose cumulative weight exceeds u * (total weight).
+static inline ETX_HD int policy_draw(const float* w, int k, float u) {
+    float total = 0.0f;
+    for (int i = 0; i < k; i++) total += w[i];
+    const float target = u * total;
+    float cum = 0.0f;
+    for (int i = 0; i < k; i++) {
+        cum += w[i];
+        if (cum > target) return i;
+    }
+    return k - 1;
+}
+
+#endif // ETX_POLICY_MATH_H
