@@ -50,6 +50,10 @@ void cli_error(const char* command, etx_status s);
 // kept by the caller in stream, a Utf8Stream).
 void cli_write_tokens(const etx_model* m, const int32_t* ids, int n, void* stream, FILE* f);
 
+// Token ids from decimal text separated by spaces, tabs, newlines or commas. vocab > 0:
+// every id must be below it. *ids is malloc'ed. Errors name the entry.
+etx_status cli_parse_ids(const char* text, int vocab, int32_t** ids, int* n);
+
 int cmd_generate(int argc, char** argv);
 int cmd_tokenize(int argc, char** argv);
 int cmd_logits(int argc, char** argv);

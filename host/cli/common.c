@@ -2,11 +2,14 @@
  * common.c — command-line helpers shared by the subcommands: where the model is, how it
  * is loaded and reported, device names, streaming token output.
  */
+#include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "common.h"
 #include "tokenizer.h"
 
 const char* cli_model_path(const char* given) {
@@ -59,4 +62,34 @@ void cli_write_tokens(const etx_model* m, const int32_t* ids, int n, void* strea
         }
     }
     fflush(f);
+}
+
+etx_status cli_parse_ids(const char* text, int vocab, int32_t** ids, int* n) {
+    int cap = 64, k = 0;
+    int32_t* out = xmalloc((size_t)cap * sizeof(int32_t));
+    const char* p = text;
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == ',') p++;
+        if (!*p) break;
+        char* end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || (*end && *end != ' ' && *end != '\t' && *end != '\n' && *end != '\r' && *end != ',')) {
+            free(out);
+            return etx_error(ETX_ERR_INVALID_ARG, "token id #%d: '%.20s' is not an integer", k + 1, p);
+        }
+        if (v < 0 || (vocab > 0 && v >= vocab) || v > INT32_MAX) {
+            free(out);
+            if (vocab > 0)
+                return etx_error(ETX_ERR_INVALID_ARG, "token id #%d: %ld is outside the vocabulary (0..%d)", k + 1, v,
+                                 vocab - 1);
+            return etx_error(ETX_ERR_INVALID_ARG, "token id #%d: %ld is not a valid token id", k + 1, v);
+        }
+        if (k == cap) out = xrealloc(out, (size_t)(cap *= 2) * sizeof(int32_t));
+        out[k++] = (int32_t)v;
+        p = end;
+    }
+    *ids = out;
+    *n = k;
+    return etx_ok();
 }

@@ -10,32 +10,6 @@
 #include "cli.h"
 #include "common.h"
 
-// ids from a string of integers separated by spaces or commas.
-static int parse_id_list(const char* s, int32_t** out, int* n) {
-    int cap = 16, k = 0;
-    int32_t* ids = xmalloc((size_t)cap * sizeof(int32_t));
-    const char* p = s;
-    for (;;) {
-        while (*p == ' ' || *p == ',' || *p == '\t' || *p == '\n') p++;
-        if (!*p) break;
-        char* end;
-        errno = 0;
-        long v = strtol(p, &end, 10);
-        if (end == p || errno || v < INT32_MIN || v > INT32_MAX ||
-            (*end && *end != ' ' && *end != ',' && *end != '\t' && *end != '\n')) {
-            fprintf(stderr, "etx logits: --ids: '%.20s' is not an integer (entry %d)\n", p, k + 1);
-            free(ids);
-            return -1;
-        }
-        if (k == cap) ids = xrealloc(ids, (size_t)(cap *= 2) * sizeof(int32_t));
-        ids[k++] = (int32_t)v;
-        p = end;
-    }
-    *out = ids;
-    *n = k;
-    return 0;
-}
-
 // Prints "  id  logprob  'piece'" with the piece's bytes escaped for a terminal.
 static void print_token(const etx_model* m, int32_t id, float lp, const char* label) {
     const char* b;
@@ -94,7 +68,13 @@ int cmd_logits(int argc, char** argv) {
     eo.n_threads = threads;
     int32_t* ids = NULL;
     int n = 0;
-    if (ids_text && parse_id_list(ids_text, &ids, &n) != 0) return 2;
+    if (ids_text) {
+        etx_status ps = cli_parse_ids(ids_text, 0, &ids, &n);
+        if (ps.code != ETX_OK) {
+            fprintf(stderr, "etx logits: --ids: %s\n", ps.message);
+            return 2;
+        }
+    }
     if (ids_text && n == 0) {
         fprintf(stderr, "etx logits: --ids is empty\n");
         free(ids);

@@ -86,34 +86,6 @@ static etx_status load_tokenizer_only(const char* path, Tokenizer** tok, int* bo
     return etx_ok();
 }
 
-// ids from whitespace-separated decimal text; every entry checked against the vocabulary.
-static etx_status parse_ids(const char* text, int vocab, int32_t** ids, int* n) {
-    int cap = 64, k = 0;
-    int32_t* out = xmalloc((size_t)cap * sizeof(int32_t));
-    const char* p = text;
-    for (;;) {
-        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == ',') p++;
-        if (!*p) break;
-        char* end;
-        errno = 0;
-        long v = strtol(p, &end, 10);
-        if (end == p || errno || (*end && *end != ' ' && *end != '\t' && *end != '\n' && *end != '\r' && *end != ',')) {
-            free(out);
-            return etx_error(ETX_ERR_INVALID_ARG, "token id #%d: '%.20s' is not an integer", k + 1, p);
-        }
-        if (v < 0 || v >= vocab) {
-            free(out);
-            return etx_error(ETX_ERR_INVALID_ARG, "token id #%d: %ld is outside the vocabulary (0..%d)", k + 1, v, vocab - 1);
-        }
-        if (k == cap) out = xrealloc(out, (size_t)(cap *= 2) * sizeof(int32_t));
-        out[k++] = (int32_t)v;
-        p = end;
-    }
-    *ids = out;
-    *n = k;
-    return etx_ok();
-}
-
 int cmd_tokenize(int argc, char** argv) {
     const char* model = NULL;
     int bos = 0, decode = 0;
@@ -151,7 +123,7 @@ int cmd_tokenize(int argc, char** argv) {
     int32_t* ids = NULL;
     int n = 0, rc = 0;
     if (decode) {
-        st = parse_ids(input, tokenizer_n_vocab(tok), &ids, &n);
+        st = cli_parse_ids(input, tokenizer_n_vocab(tok), &ids, &n);
         if (st.code == ETX_OK) {
             Utf8Stream us = {{0}, 0};
             char buf[UTF8_STREAM_OUT_MAX(256)];
