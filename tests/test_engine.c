@@ -5,6 +5,7 @@
  * and batch independence (a request's tokens are the same alone and among others).
  */
 #include <check.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -226,6 +227,105 @@ START_TEST(engine_options_are_checked) {
 }
 END_TEST
 
+static etx_engine* new_tracing_engine(void) {
+    etx_engine_options o = etx_engine_options_default();
+    o.device = ETX_DEVICE_CPU;
+    o.max_seq_len = 256;
+    o.trace = 1;
+    etx_engine* e = NULL;
+    etx_status s = etx_engine_create(g_model, &o, &e);
+    ck_assert_msg(s.code == ETX_OK, "%s", s.message);
+    return e;
+}
+
+START_TEST(entropix_is_batch_independent_and_traced) {
+    etx_policy pol = etx_policy_default(ETX_POLICY_ENTROPIX);
+    pol.seed = 11;
+    etx_request req = base_request(pol, 24);
+    req.ignore_eos = 1;
+    req.key = 2;
+    int32_t alone[24];
+    ck_assert_int_eq(run_alone(req, alone), 24);
+
+    etx_engine* e = new_tracing_engine();
+    int ids[3];
+    etx_request other = base_request(etx_policy_default(ETX_POLICY_SAMPLE), 9);
+    other.prompt = PROMPT + 2;
+    other.n_prompt = N_PROMPT - 2;
+    ck_assert_int_eq(etx_engine_submit(e, &other, &ids[0]).code, ETX_OK);
+    ck_assert_int_eq(etx_engine_submit(e, &req, &ids[1]).code, ETX_OK);
+    etx_request greedy = base_request(etx_policy_default(ETX_POLICY_GREEDY), 30);
+    ck_assert_int_eq(etx_engine_submit(e, &greedy, &ids[2]).code, ETX_OK);
+    ck_assert_int_eq(etx_engine_run(e).code, ETX_OK);
+    etx_request_state st;
+    etx_engine_request_state(e, ids[1], &st);
+    ck_assert_int_eq(st.n_tokens, 24);
+    for (int i = 0; i < 24; i++) ck_assert_int_eq(st.tokens[i], alone[i]);
+
+    // one trace record per token, with sane signals; tracing does not change the tokens
+    const etx_trace_record* tr;
+    int n;
+    ck_assert_int_eq(etx_engine_trace(e, ids[1], &tr, &n).code, ETX_OK);
+    ck_assert_int_eq(n, 24);
+    int seen[ETX_BRANCH_COUNT] = {0};
+    for (int i = 0; i < n; i++) {
+        ck_assert_int_eq(tr[i].step, i);
+        ck_assert_int_eq(tr[i].token, alone[i]);
+        ck_assert_int_eq(tr[i].request_id, ids[1]);
+        ck_assert(tr[i].logprob <= 0.0f && isfinite(tr[i].logprob));
+        ck_assert(tr[i].entropy >= 0.0f && tr[i].entropy <= 15.6f); // log2(49152) = 15.58
+        ck_assert(tr[i].varentropy >= 0.0f && isfinite(tr[i].varentropy));
+        ck_assert(tr[i].attn_entropy >= 0.0f && tr[i].attn_entropy <= log2f((float)(N_PROMPT + i + 1)) + 1e-4f);
+        ck_assert(tr[i].attn_varentropy >= 0.0f && tr[i].agreement >= 0.0f && tr[i].interaction >= 0.0f);
+        ck_assert(tr[i].branch >= ETX_BRANCH_ARGMAX && tr[i].branch < ETX_BRANCH_COUNT);
+        seen[tr[i].branch]++;
+    }
+    int branches = 0;
+    for (int b = 0; b < ETX_BRANCH_COUNT; b++) branches += seen[b] > 0;
+    ck_assert_msg(branches >= 2, "only one branch taken in 24 entropix tokens");
+    // greedy requests are traced too, as greedy
+    ck_assert_int_eq(etx_engine_trace(e, ids[2], &tr, &n).code, ETX_OK);
+    ck_assert_int_eq(tr[0].branch, ETX_BRANCH_GREEDY);
+    etx_engine_free(e);
+
+    // tracing off: asking for a trace is an error
+    e = new_engine(64);
+    int id;
+    ck_assert_int_eq(etx_engine_submit(e, &req, &id).code, ETX_OK);
+    ck_assert_int_eq(etx_engine_trace(e, id, &tr, &n).code, ETX_ERR_STATE);
+    etx_engine_free(e);
+}
+END_TEST
+
+// Thresholds that put every step in HELV: the pause token (the model's " ..." = 4563)
+// alternates with resampled tokens.
+START_TEST(entropix_pause_token_from_the_tokenizer) {
+    etx_policy pol = etx_policy_default(ETX_POLICY_ENTROPIX);
+    pol.entropix.low_ent_thresh = 0.0f;
+    pol.entropix.high_ent_thresh = 0.0f;
+    pol.entropix.low_vent_thresh = 1e6f;
+    etx_request req = base_request(pol, 6);
+    req.ignore_eos = 1;
+    int32_t t[6];
+    ck_assert_int_eq(run_alone(req, t), 6);
+    ck_assert_int_eq(t[0], 4563);
+    ck_assert_int_ne(t[1], 4563);
+    ck_assert_int_eq(t[2], 4563);
+    ck_assert_int_eq(t[4], 4563);
+    // an explicit pause token wins; one outside the vocabulary is refused
+    req.policy.entropix.pause_token = 30;
+    ck_assert_int_eq(run_alone(req, t), 6);
+    ck_assert_int_eq(t[0], 30);
+    etx_engine* e = new_engine(64);
+    int id;
+    req.policy.entropix.pause_token = 49152;
+    etx_status s = etx_engine_submit(e, &req, &id);
+    ck_assert_int_eq(s.code, ETX_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(s.message, "pause"));
+    etx_engine_free(e);
+}
+END_TEST
+
 int main(void) {
     etx_status s = etx_model_load(ETX_DEFAULT_MODEL, &g_model);
     if (s.code != ETX_OK) {
@@ -241,6 +341,8 @@ int main(void) {
     tcase_add_test(tc, seeded_sampling_repeats_and_is_batch_independent);
     tcase_add_test(tc, release_and_unknown_ids);
     tcase_add_test(tc, engine_options_are_checked);
+    tcase_add_test(tc, entropix_is_batch_independent_and_traced);
+    tcase_add_test(tc, entropix_pause_token_from_the_tokenizer);
     suite_add_tcase(su, tc);
     SRunner* r = srunner_create(su);
     srunner_set_fork_status(r, CK_NOFORK);
