@@ -12,7 +12,7 @@
 
 const CliOpt* cli_find(const CliCommand* cmd, const char* long_name) {
     for (int i = 0; i < cmd->n_opts; i++)
-        if (strcmp(cmd->opts[i].long_name, long_name) == 0) return &cmd->opts[i];
+        if (cmd->opts[i].long_name && strcmp(cmd->opts[i].long_name, long_name) == 0) return &cmd->opts[i];
     return NULL;
 }
 
@@ -20,10 +20,15 @@ void cli_usage(const CliCommand* cmd, FILE* f) {
     fprintf(f, "usage: etx %s %s\n\n%s\n\noptions:\n", cmd->name, cmd->synopsis, cmd->summary);
     for (int i = 0; i < cmd->n_opts; i++) {
         const CliOpt* o = &cmd->opts[i];
+        if (!o->long_name) {
+            fprintf(f, "\n%s\n", o->help);
+            continue;
+        }
         char left[64];
         snprintf(left, sizeof left, "%s%s%s%s%s", o->short_name ? o->short_name : "", o->short_name ? ", " : "",
                  o->long_name, o->metavar ? " " : "", o->metavar ? o->metavar : "");
-        fprintf(f, "  %-28s %s\n", left, o->help);
+        if (strlen(left) > 28) fprintf(f, "  %s\n  %-28s %s\n", left, "", o->help);
+        else fprintf(f, "  %-28s %s\n", left, o->help);
     }
     fprintf(f, "  %-28s %s\n", "-h, --help", "show this help");
 }
@@ -81,6 +86,7 @@ int cli_parse(CliCommand* cmd, int argc, char** argv) {
         CliOpt* o = NULL;
         for (int j = 0; j < cmd->n_opts && !o; j++) {
             CliOpt* c = &cmd->opts[j];
+            if (!c->long_name) continue;
             if (strcmp(c->long_name, name) == 0 || (c->short_name && strcmp(c->short_name, name) == 0)) o = c;
         }
         if (!o) {

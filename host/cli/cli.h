@@ -13,8 +13,9 @@
 
 typedef enum { OPT_FLAG, OPT_STRING, OPT_INT, OPT_FLOAT, OPT_U64 } OptType;
 
+// A row with long_name == NULL is a heading: its help is printed as a section title.
 typedef struct {
-    const char* long_name;  // "--top-k"
+    const char* long_name;  // "--top-k"; NULL for a heading
     const char* short_name; // "-k" or NULL
     OptType type;
     void* dest;             // int* (FLAG, INT), const char** (STRING), float*, uint64_t*
@@ -53,6 +54,18 @@ void cli_write_tokens(const etx_model* m, const int32_t* ids, int n, void* strea
 // Token ids from decimal text separated by spaces, tabs, newlines or commas. vocab > 0:
 // every id must be below it. *ids is malloc'ed. Errors name the entry.
 etx_status cli_parse_ids(const char* text, int vocab, int32_t** ids, int* n);
+
+// Tracing (trace.c): one JSON line per generated token, and the --stats summary.
+void cli_trace_write(FILE* f, const etx_model* m, const etx_trace_record* r);
+#define CLI_TRACE_N_METRICS 7 // entropy, varentropy, attn_entropy, attn_varentropy, agreement, interaction, logprob
+typedef struct {
+    int n;
+    int per_branch[ETX_BRANCH_COUNT];
+    double sum[CLI_TRACE_N_METRICS];
+    int count[CLI_TRACE_N_METRICS]; // finite values summed
+} CliTraceStats;
+void cli_trace_stats_add(CliTraceStats* s, const etx_trace_record* r);
+void cli_trace_stats_print(const CliTraceStats* s, FILE* f);
 
 int cmd_generate(int argc, char** argv);
 int cmd_tokenize(int argc, char** argv);

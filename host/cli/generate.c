@@ -2,13 +2,27 @@
  * generate.c — `etx generate`: one prompt (plain text or a chat message rendered with
  * the model's template) through the engine, the continuation streamed to stdout as it
  * is produced, never half a UTF-8 character at a time.
+ *
+ * The policy (greedy, sample, entropix) comes from --policy, an optional --policy-file
+ * (JSON, etx_policy_load_json) and one flag per policy parameter, generated from the
+ * parameter table of host/policy.c (--low-ent-thresh, --top-k, ...), so --help lists every
+ * parameter with its default and range. Flags override the file. --trace writes one JSON
+ * line per generated token (trace.c); --stats adds the branch mix and metric means.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "cli.h"
+#include "policy.h"
 #include "tokenizer.h"
+
+static etx_status etx_status_io_error(const char* path) {
+    etx_status s = {ETX_ERR_IO, ""};
+    snprintf(s.message, sizeof s.message, "writing the trace file %s failed", path);
+    return s;
+}
 
 static double now_s(void) {
     struct timespec t;
@@ -16,70 +30,205 @@ static double now_s(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+static int cmd_generate_run(const char* model, const char* prompt, const char* chat, const char* system,
+                            const etx_policy* policy, const char* device, const char* trace_path, int n, int threads,
+                            int ctx, int bos, int no_bos, int ignore_eos, int stats);
+
+// "top_k" -> "--top-k"
+static void flag_name(const char* name, char* out, size_t cap) {
+    size_t j = 0;
+    out[j++] = '-';
+    out[j++] = '-';
+    for (size_t i = 0; name[i] && j + 1 < cap; i++) out[j++] = name[i] == '_' ? '-' : name[i];
+    out[j] = '\0';
+}
+
+// The policy flags' storage and help, one per row of the parameter table.
+typedef struct {
+    char flag[64];
+    char help[256];
+    int i;
+    float f;
+    uint64_t u;
+} ParamFlag;
+
+static void param_help(const PolicyParam* p, char* out, size_t cap) {
+    char range[64];
+    if (p->off_sample >= 0 && p->off_entropix >= 0 && p->off_sample != p->off_entropix) {
+        char r_s[64];
+        policy_param_range(p, ETX_POLICY_SAMPLE, r_s, sizeof r_s);
+        policy_param_range(p, ETX_POLICY_ENTROPIX, range, sizeof range);
+        if (strcmp(r_s, range) == 0)
+            snprintf(out, cap, "%s (default: sample %g, entropix %g; %s)", p->help, p->def_sample, p->def_entropix,
+                     range);
+        else
+            snprintf(out, cap, "%s (default: sample %g, entropix %g; sample %s, entropix %s)", p->help, p->def_sample,
+                     p->def_entropix, r_s, range);
+    } else if (p->type == PARAM_U64) {
+        snprintf(out, cap, "%s (default %g)", p->help, p->def_sample);
+    } else {
+        policy_param_range(p, ETX_POLICY_ENTROPIX, range, sizeof range);
+        snprintf(out, cap, "%s (default %g; %s)", p->help, p->def_entropix, range);
+    }
+}
+
+// "policy: top_p must be ..." -> "--top-p must be ..." (the name as the user typed it)
+static void policy_flag_error(const char* flag, const PolicyParam* p, etx_status st) {
+    const char* msg = st.message;
+    if (strncmp(msg, "policy: ", 8) == 0) msg += 8;
+    size_t n = strlen(p->name);
+    if (strncmp(msg, p->name, n) == 0 && msg[n] == ' ') fprintf(stderr, "etx generate: %s%s\n", flag, msg + n);
+    else fprintf(stderr, "etx generate: %s: %s\n", flag, msg);
+}
+
 int cmd_generate(int argc, char** argv) {
     const char *model = NULL, *prompt = NULL, *chat = NULL, *system = NULL, *policy = NULL, *device = NULL;
-    int n = 256, top_k = 0, threads = 0, ctx = 0, bos = 0, no_bos = 0, ignore_eos = 0, stats = 0;
-    float temperature = 1.0f, top_p = 1.0f, min_p = 0.0f;
-    uint64_t seed = 0;
-    CliOpt opts[] = {
+    const char *policy_file = NULL, *trace_path = NULL;
+    int n = 256, threads = 0, ctx = 0, bos = 0, no_bos = 0, ignore_eos = 0, stats = 0;
+    CliOpt fixed[] = {
         {"--model", "-m", OPT_STRING, &model, "PATH", "model directory or .gguf (default: $ETX_MODEL, else SmolLM2-135M-Instruct)", 0},
         {"--prompt", "-p", OPT_STRING, &prompt, "TEXT", "plain-text prompt", 0},
         {"--chat", NULL, OPT_STRING, &chat, "TEXT", "a user message, rendered with the model's chat template", 0},
         {"--system", NULL, OPT_STRING, &system, "TEXT", "system message for --chat", 0},
         {"--max-tokens", "-n", OPT_INT, &n, "N", "tokens to generate (default 256)", 0},
-        {"--policy", NULL, OPT_STRING, &policy, "NAME", "greedy | sample (default greedy; sample when a sampling option is given)", 0},
-        {"--temperature", NULL, OPT_FLOAT, &temperature, "T", "sampling temperature (default 1)", 0},
-        {"--top-k", NULL, OPT_INT, &top_k, "K", "keep the K most likely tokens (0 = off)", 0},
-        {"--top-p", NULL, OPT_FLOAT, &top_p, "P", "keep the smallest set of most likely tokens with mass >= P (1 = off)", 0},
-        {"--min-p", NULL, OPT_FLOAT, &min_p, "M", "drop tokens below M times the top probability (0 = off)", 0},
-        {"--seed", NULL, OPT_U64, &seed, "S", "random seed (default 0)", 0},
+        {"--policy", NULL, OPT_STRING, &policy, "NAME",
+         "greedy | sample | entropix (default greedy; sample when a sampling option is given, entropix when an "
+         "entropix parameter is)", 0},
+        {"--policy-file", NULL, OPT_STRING, &policy_file, "FILE",
+         "JSON policy {\"policy\": \"entropix\", \"<parameter>\": value, ...}; flags override it", 0},
         {"--bos", NULL, OPT_FLAG, &bos, NULL, "start a -p prompt with BOS (default: as the model's tokenizer does)", 0},
         {"--no-bos", NULL, OPT_FLAG, &no_bos, NULL, "never prepend BOS to a -p prompt", 0},
         {"--ignore-eos", NULL, OPT_FLAG, &ignore_eos, NULL, "keep generating past end-of-sequence tokens", 0},
         {"--threads", "-t", OPT_INT, &threads, "N", "CPU threads (default: all cores)", 0},
         {"--ctx", NULL, OPT_INT, &ctx, "N", "context length, prompt + generated (default min(model's, 4096))", 0},
         {"--device", NULL, OPT_STRING, &device, "DEV", "auto | cpu | cuda (default auto)", 0},
-        {"--stats", NULL, OPT_FLAG, &stats, NULL, "print token counts and speeds to stderr at the end", 0},
+        {"--trace", NULL, OPT_STRING, &trace_path, "FILE",
+         "write one JSON line per generated token (metrics, branch, parameters used) to FILE", 0},
+        {"--stats", NULL, OPT_FLAG, &stats, NULL,
+         "print token counts, speeds, tokens per branch and metric means to stderr at the end", 0},
     };
+    const int n_fixed = (int)(sizeof fixed / sizeof fixed[0]);
+    // the policy parameters, from the table: sampling ones first, then entropix's own
+    ParamFlag* pf = calloc((size_t)policy_n_params, sizeof *pf);
+    CliOpt* opts = calloc((size_t)(n_fixed + 2 + policy_n_params), sizeof *opts);
+    int* row_of = calloc((size_t)(n_fixed + 2 + policy_n_params), sizeof *row_of); // opts index -> table row
+    if (!pf || !opts || !row_of) {
+        fprintf(stderr, "etx generate: out of memory\n");
+        free(pf), free(opts), free(row_of);
+        return 1;
+    }
+    int no = 0;
+    for (int i = 0; i < n_fixed; i++) row_of[no] = -1, opts[no++] = fixed[i];
+    for (int pass = 0; pass < 2; pass++) {
+        row_of[no] = -1;
+        opts[no++] = (CliOpt){NULL, NULL, OPT_FLAG, NULL, NULL,
+                              pass == 0 ? "sampling (sample and entropix; entropix: the base values its branches scale):"
+                                        : "entropix parameters (research/entropix-spec.md section 2.3; README \"Entropix policy\"):",
+                              0};
+        for (int r = 0; r < policy_n_params; r++) {
+            const PolicyParam* p = &policy_params[r];
+            const int sampling = p->off_sample >= 0;
+            if (sampling != (pass == 0)) continue;
+            flag_name(p->name, pf[r].flag, sizeof pf[r].flag);
+            param_help(p, pf[r].help, sizeof pf[r].help);
+            CliOpt o = {pf[r].flag, NULL, OPT_FLOAT, &pf[r].f, "X", pf[r].help, 0};
+            if (p->type == PARAM_INT) o.type = OPT_INT, o.dest = &pf[r].i, o.metavar = "N";
+            if (p->type == PARAM_U64) o.type = OPT_U64, o.dest = &pf[r].u, o.metavar = "N";
+            if (strcmp(p->name, "pause_token") == 0) o.metavar = "ID";
+            row_of[no] = r;
+            opts[no++] = o;
+        }
+    }
     CliCommand cmd = {"generate", "[-m MODEL] (-p TEXT | --chat TEXT) [options]",
-                      "Generates a continuation and streams it to stdout.", opts, (int)(sizeof opts / sizeof opts[0])};
+                      "Generates a continuation and streams it to stdout.", opts, no};
+    int rc = 2;
     int pr = cli_parse(&cmd, argc, argv);
-    if (pr) return pr > 0 ? 0 : 2;
+    if (pr) {
+        rc = pr > 0 ? 0 : 2;
+        goto early;
+    }
     if ((prompt != NULL) == (chat != NULL)) {
         fprintf(stderr, "etx generate: give exactly one of -p TEXT or --chat TEXT\n");
-        return 2;
+        goto early;
     }
     if (system && !chat) {
         fprintf(stderr, "etx generate: --system only applies with --chat\n");
-        return 2;
+        goto early;
     }
     if (bos && no_bos) {
         fprintf(stderr, "etx generate: --bos and --no-bos contradict each other\n");
-        return 2;
+        goto early;
     }
-    etx_policy pol;
-    const int sampling_opt = cli_find(&cmd, "--temperature")->seen || cli_find(&cmd, "--top-k")->seen ||
-                             cli_find(&cmd, "--top-p")->seen || cli_find(&cmd, "--min-p")->seen;
-    if (!policy) policy = sampling_opt ? "sample" : "greedy";
-    if (strcmp(policy, "greedy") == 0) {
-        if (sampling_opt) {
-            fprintf(stderr, "etx generate: --temperature/--top-k/--top-p/--min-p apply to --policy sample, not greedy\n");
-            return 2;
+    // which kind: --policy, else the file's, else guessed from the flags given
+    int sampling_opt = 0, entropix_opt = 0;
+    for (int i = 0; i < no; i++) {
+        if (row_of[i] < 0 || !opts[i].seen) continue;
+        const PolicyParam* p = &policy_params[row_of[i]];
+        if (p->type == PARAM_U64) continue; // the seed goes with any kind
+        if (p->off_sample >= 0) sampling_opt = 1;
+        else entropix_opt = 1;
+    }
+    int kind = entropix_opt ? ETX_POLICY_ENTROPIX : sampling_opt ? ETX_POLICY_SAMPLE : ETX_POLICY_GREEDY;
+    if (policy) {
+        kind = policy_kind_parse(policy);
+        if (kind < 0) {
+            fprintf(stderr, "etx generate: unknown policy '%s' (expected greedy, sample or entropix)\n", policy);
+            goto early;
         }
-        pol = etx_policy_default(ETX_POLICY_GREEDY);
-    } else if (strcmp(policy, "sample") == 0) {
-        pol = etx_policy_default(ETX_POLICY_SAMPLE);
-        pol.temperature = temperature;
-        pol.top_k = top_k;
-        pol.top_p = top_p;
-        pol.min_p = min_p;
-    } else {
-        fprintf(stderr, "etx generate: unknown policy '%s' (expected greedy or sample)\n", policy);
-        return 2;
     }
-    pol.seed = seed;
-    etx_status st = etx_policy_validate(&pol);
-    if (st.code != ETX_OK) return cli_error("generate", st), 2;
+    if (kind == ETX_POLICY_GREEDY && sampling_opt) {
+        fprintf(stderr, "etx generate: --temperature/--top-k/--top-p/--min-p apply to --policy sample or entropix, "
+                        "not greedy\n");
+        goto early;
+    }
+    etx_policy pol = etx_policy_default((etx_policy_kind)kind);
+    etx_status st;
+    if (policy_file) {
+        st = etx_policy_load_json(policy_file, &pol);
+        if (st.code != ETX_OK) {
+            cli_error("generate", st);
+            goto early;
+        }
+        if (policy && (int)pol.kind != kind) {
+            fprintf(stderr, "etx generate: --policy %s, but %s says \"policy\": \"%s\"\n", policy, policy_file,
+                    policy_kind_name(pol.kind));
+            goto early;
+        }
+    }
+    // the flags, over the defaults or the file
+    for (int i = 0; i < no; i++) {
+        if (row_of[i] < 0 || !opts[i].seen) continue;
+        const PolicyParam* p = &policy_params[row_of[i]];
+        const ParamFlag* f = &pf[row_of[i]];
+        if (p->type == PARAM_U64) { // the seed: every 64-bit value (a double holds only 2^53)
+            pol.seed = f->u;
+            continue;
+        }
+        st = etx_policy_set(&pol, p->name, p->type == PARAM_INT ? (double)f->i : (double)f->f);
+        if (st.code != ETX_OK) {
+            policy_flag_error(f->flag, p, st);
+            goto early;
+        }
+    }
+    st = etx_policy_validate(&pol);
+    if (st.code != ETX_OK) {
+        cli_error("generate", st);
+        goto early;
+    }
+    rc = cmd_generate_run(model, prompt, chat, system, &pol, device, trace_path, n, threads, ctx, bos, no_bos,
+                          ignore_eos, stats);
+early:
+    free(pf);
+    free(opts);
+    free(row_of);
+    return rc;
+}
+
+static int cmd_generate_run(const char* model, const char* prompt, const char* chat, const char* system,
+                            const etx_policy* policy, const char* device, const char* trace_path, int n, int threads,
+                            int ctx, int bos, int no_bos, int ignore_eos, int stats) {
+    etx_status st;
+    const etx_policy pol = *policy;
     if (n < 1) {
         fprintf(stderr, "etx generate: --max-tokens must be >= 1 (got %d)\n", n);
         return 2;
@@ -88,9 +237,21 @@ int cmd_generate(int argc, char** argv) {
     if (cli_parse_device(device, &eo.device) != 0) return 2;
     eo.n_threads = threads;
     eo.max_seq_len = ctx;
+    eo.trace = trace_path != NULL || stats;
+    FILE* trace = NULL;
+    if (trace_path) {
+        trace = fopen(trace_path, "w");
+        if (!trace) {
+            fprintf(stderr, "etx generate: cannot open trace file %s: %s\n", trace_path, strerror(errno));
+            return 1;
+        }
+    }
 
     etx_model* m = cli_load_model(cli_model_path(model));
-    if (!m) return 1;
+    if (!m) {
+        if (trace) fclose(trace);
+        return 1;
+    }
     etx_model_info info;
     etx_model_get_info(m, &info);
     int rc = 1;
@@ -122,7 +283,9 @@ int cmd_generate(int argc, char** argv) {
     if (st.code != ETX_OK) goto done;
 
     Utf8Stream us = {{0}, 0};
-    int printed = 0, active = 1;
+    int printed = 0, active = 1, traced = 0;
+    CliTraceStats ts;
+    memset(&ts, 0, sizeof ts);
     double t0 = now_s(), t_first = 0.0;
     etx_request_state rs;
     while (active) {
@@ -135,6 +298,25 @@ int cmd_generate(int argc, char** argv) {
         if (rs.phase == ETX_REQ_DONE_STOP) upto--;
         if (upto > printed) cli_write_tokens(m, rs.tokens + printed, upto - printed, &us, stdout);
         printed = upto > printed ? upto : printed;
+        if (eo.trace) {
+            const etx_trace_record* recs = NULL;
+            int nrec = 0;
+            st = etx_engine_trace(e, id, &recs, &nrec);
+            if (st.code != ETX_OK) goto done;
+            for (; traced < nrec; traced++) {
+                if (trace) cli_trace_write(trace, m, &recs[traced]);
+                cli_trace_stats_add(&ts, &recs[traced]);
+            }
+        }
+    }
+    if (trace) {
+        int bad = ferror(trace);
+        bad |= fclose(trace) != 0;
+        trace = NULL;
+        if (bad) {
+            st = etx_status_io_error(trace_path);
+            goto done;
+        }
     }
     char tail[UTF8_STREAM_OUT_MAX(0)];
     size_t nt = utf8_stream_flush(&us, tail);
@@ -154,10 +336,12 @@ int cmd_generate(int argc, char** argv) {
                 n_ids, prefill, n_ids / (prefill > 0 ? prefill : 1e-9), rs.n_tokens, rs.n_tokens - 1, decode,
                 (rs.n_tokens - 1) / (decode > 0 ? decode : 1e-9),
                 rs.phase == ETX_REQ_DONE_STOP ? "a stop token" : "the length limit");
+        cli_trace_stats_print(&ts, stderr);
     }
     rc = 0;
 done:
     if (st.code != ETX_OK) cli_error("generate", st);
+    if (trace) fclose(trace);
     free(text);
     free(ids);
     etx_engine_free(e);
