@@ -5,6 +5,7 @@
  */
 #include "cpu_forward.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <string.h>
@@ -146,9 +147,10 @@ static void add_inplace(float* x, const float* y, size_t n) {
 // att_out[i, h] = sum_t softmax_t(q[i,h] . k[t,g] / sqrt(hd)) v[t,g], g = h / (n_heads / n_kv_heads).
 // One decode token: one task per KV head, its query heads as the rows of one product (each
 // cached key is read once). Several tokens: one task per query head, its n queries as rows.
-// capture: the last query's probabilities, (n_heads, pos0+n).
+// probs, scores (either may be NULL): the last query's probabilities and pre-softmax
+// scaled scores, each (n_heads, pos0+n).
 static void attention(const ModelConfig* c, CpuRunState* s, const float* kc, const float* vc, int pos0, int n,
-                      float* capture) {
+                      float* probs, float* scores) {
     int hd = c->head_dim, n_heads = c->n_heads, kv_dim = c->n_kv_heads * hd, qdim = n_heads * hd;
     int group = n_heads / c->n_kv_heads;
     float scale = (float)pow((double)hd, -0.5); // transformers: head_dim ** -0.5
@@ -169,11 +171,26 @@ static void attention(const ModelConfig* c, CpuRunState* s, const float* kc, con
                            n, 1, pos0, hd, scale, scratch);
         }
     }
-    if (capture) {
+    // the captured rows are recomputed here, one matrix-vector product per head, rather
+    // than taken from the blocked loop above, which never holds a whole row
+    if (probs || scores) {
+        int T = pos0 + n;
         #pragma omp parallel for
-        for (int h = 0; h < n_heads; h++)
-            attention_probs(capture + (size_t)h * (pos0 + n), s->q + (size_t)(n - 1) * qdim + (size_t)h * hd,
-                            kc + (size_t)(h / group) * hd, kv_dim, pos0 + n, hd, scale);
+        for (int h = 0; h < n_heads; h++) {
+            const float* q = s->q + (size_t)(n - 1) * qdim + (size_t)h * hd;
+            const float* k = kc + (size_t)(h / group) * hd;
+            if (!scores) {
+                attention_probs(probs + (size_t)h * T, q, k, kv_dim, T, hd, scale);
+                continue;
+            }
+            // scores[h, t] = scale * q . k[t], then probs[h] = softmax(scores[h])
+            float* sr = scores + (size_t)h * T;
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, T, hd, scale, k, kv_dim, q, 1, 0.0f, sr, 1);
+            if (probs) {
+                memcpy(probs + (size_t)h * T, sr, (size_t)T * sizeof(float));
+                softmax(probs + (size_t)h * T, T);
+            }
+        }
     }
 }
 
@@ -213,8 +230,8 @@ static void forward_chunk(const etx_model* m, CpuRunState* s, KVCache* kv, const
             for (int h = 0; h < c->n_heads; h++) rope_apply(s->q + (size_t)i * qdim + (size_t)h * hd, cs, sn, half);
             for (int h = 0; h < c->n_kv_heads; h++) rope_apply(knew + (size_t)i * kv_dim + (size_t)h * hd, cs, sn, half);
         }
-        float* capture = (capture_attn && l == c->n_layers - 1) ? s->last_attn : NULL;
-        attention(c, s, kc, vc, pos0, n, capture);
+        int last_layer = capture_attn && l == c->n_layers - 1;
+        attention(c, s, kc, vc, pos0, n, last_layer ? s->last_attn : NULL, last_layer ? s->last_scores : NULL);
         matmul(s->xb, dim, s->att_out, L->wo, n, qdim, dim);
         add_inplace(s->x, s->xb, (size_t)n * dim);
 
@@ -230,7 +247,8 @@ static void forward_chunk(const etx_model* m, CpuRunState* s, KVCache* kv, const
         add_inplace(s->x, s->xb, (size_t)n * dim);
     }
     kv->pos += n;
-    if (capture_attn) s->last_attn_len = kv->pos;
+    if (capture_attn && s->last_attn) s->last_attn_len = kv->pos;
+    if (capture_attn && s->last_scores) s->last_scores_len = kv->pos;
 
     // final norm and LM head, for every row or only the last one
     if (!logits) return;
@@ -266,7 +284,8 @@ etx_status cpu_forward(const etx_model* m, CpuRunState* s, KVCache* kv, const in
         float* out = NULL;
         if (logits && all_logits) out = logits + (size_t)done * c->vocab_size;
         else if (logits && last) out = logits;
-        forward_chunk(m, s, kv, tokens + done, len, out, all_logits, last && s->last_attn != NULL);
+        forward_chunk(m, s, kv, tokens + done, len, out, all_logits,
+                      last && (s->last_attn != NULL || s->last_scores != NULL));
         done += len;
     }
     return etx_ok();

@@ -69,6 +69,12 @@ typedef struct {
     // n_heads * max_seq_len). NULL (the default) costs nothing.
     float* last_attn;
     int last_attn_len; // set by cpu_forward when last_attn is written
+    // Optional, likewise: when last_scores is non-NULL, the same row's pre-softmax scaled
+    // scores q_h . k_t / sqrt(head_dim) (no mask, no exponentiation; softmax of a row is
+    // the last_attn row), same layout, sizing and ownership: last_scores[h * last_scores_len
+    // + t]. NULL (the default) costs nothing.
+    float* last_scores;
+    int last_scores_len; // set by cpu_forward when last_scores is written
 } CpuRunState;
 
 // Chunks of CPU_DEFAULT_CHUNK tokens.
