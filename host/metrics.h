@@ -13,6 +13,8 @@
 // numerically safe pass (online max / normaliser / first and second moments, merged
 // Welford-style); -inf logits contribute nothing; also returns log Z (natural log of the
 // normaliser, including the max) so callers get log p_i = logits[i] - log_z.
+// No finite logit (n == 0, all -inf): entropy 0, varentropy 0, log_z -inf. Logits must
+// not be +inf or NaN.
 typedef struct {
     float entropy;    // bits
     float varentropy; // bits^2
@@ -32,7 +34,8 @@ typedef struct {
 // window == 0: metrics over the n_pos valid positions (etx's corrected definition).
 // window  > 0: the reference's compatibility window: `window` slots of which slots
 // n_pos..window-1 score exactly 0 (computed analytically, never materialised); when
-// n_pos > window the window is taken as n_pos.
+// n_pos > window the window is taken as n_pos. The entropy is exact (-P log2 P, 0 for
+// P = 0) when window == 0; when window > 0 it is the reference's -P log2(clip(P, 1e-10, 1)).
 // scratch: at least (n_heads + 1) * n_pos floats.
 AttnMetrics attn_metrics(const float* scores, int n_heads, int n_pos, int window, float* scratch);
 

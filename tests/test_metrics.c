@@ -9,7 +9,8 @@
  *     Tolerance: |got - want| <= 1e-5 |want| + floor, the outputs being float32; floors:
  *     entropy 1e-6 bits, varentropy 1e-6 bits^2 (logits) / 1e-9 (attention, a variance
  *     over heads that can be ~1e-9 itself), agreement 1e-12, interaction 1e-9, log_z 1e-6.
- *   - edge cases: no logits, all -inf, shift invariance; a window of 2^30 slots (never
+ *   - edge cases: no logits, all -inf, uniform at -FLT_MAX, shift and order invariance,
+ *     finite logits between whole blocks of -inf; a window of 2^30 slots (never
  *     materialised); more heads than metrics.c keeps on its stack, against a direct
  *     double evaluation here.
  *   - the default model (ETX_DEFAULT_MODEL): for a chat prompt and a few greedy decode
@@ -201,6 +202,26 @@ START_TEST(test_logit_edges) {
     a = logit_metrics(up, 4), b = logit_metrics(down, 4);
     check_close("entropy", "order", b.entropy, a.entropy, 1e-7);
     check_close("varentropy", "order", b.varentropy, a.varentropy, 1e-7);
+    gen_values(x, 43, 49152, 6.0, 0.0);
+    a = logit_metrics(x, 49152);
+    for (int i = 0; i < 49152 / 2; i++) {
+        float t = x[i];
+        x[i] = x[49151 - i], x[49151 - i] = t;
+    }
+    b = logit_metrics(x, 49152);
+    check_close("entropy", "reversed", b.entropy, a.entropy, 1e-6);
+    check_close("varentropy", "reversed", b.varentropy, a.varentropy, 1e-6);
+    // two finite logits far apart in a sea of -inf (whole blocks of nothing before,
+    // between and after): p = (sigmoid(1), sigmoid(-1))
+    for (int i = 0; i < 2000; i++) x[i] = -INFINITY;
+    x[700] = 4.0f, x[1500] = 5.0f;
+    double p1 = 1.0 / (1.0 + exp(-1.0)), p0 = 1.0 - p1;
+    double h = -(p0 * log2(p0) + p1 * log2(p1));
+    double v = p0 * (log2(p0) + h) * (log2(p0) + h) + p1 * (log2(p1) + h) * (log2(p1) + h);
+    a = logit_metrics(x, 2000);
+    check_close("entropy", "two in -inf", a.entropy, h, 1e-7);
+    check_close("varentropy", "two in -inf", a.varentropy, v, 1e-7);
+    check_close("log_z", "two in -inf", a.log_z, 5.0 + log(1.0 + exp(-1.0)), 1e-7);
     free(x);
 }
 END_TEST
