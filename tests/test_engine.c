@@ -78,7 +78,7 @@ START_TEST(submit_rejects_bad_requests_and_keeps_the_rest) {
     r = ok;
     r.policy = etx_policy_default(ETX_POLICY_SAMPLE);
     r.policy.top_p = 0.0f;
-    ck_assert_ptr_nonnull(strstr(etx_engine_submit(e, &r, &id).message, "top-p"));
+    ck_assert_ptr_nonnull(strstr(etx_engine_submit(e, &r, &id).message, "top_p"));
 
     // the request accepted first is untouched and completes
     ck_assert_int_eq(etx_engine_run(e).code, ETX_OK);

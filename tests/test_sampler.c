@@ -227,13 +227,13 @@ START_TEST(policy_validation_names_the_value) {
     ck_assert_ptr_nonnull(strstr(s.message, "temperature"));
     p = etx_policy_default(ETX_POLICY_SAMPLE);
     p.top_p = 1.5f;
-    ck_assert_ptr_nonnull(strstr(etx_policy_validate(&p).message, "top-p"));
+    ck_assert_ptr_nonnull(strstr(etx_policy_validate(&p).message, "top_p"));
     p = etx_policy_default(ETX_POLICY_SAMPLE);
     p.min_p = -0.1f;
-    ck_assert_ptr_nonnull(strstr(etx_policy_validate(&p).message, "min-p"));
+    ck_assert_ptr_nonnull(strstr(etx_policy_validate(&p).message, "min_p"));
     p = etx_policy_default(ETX_POLICY_SAMPLE);
     p.top_k = -3;
-    ck_assert_ptr_nonnull(strstr(etx_policy_validate(&p).message, "top-k"));
+    ck_assert_ptr_nonnull(strstr(etx_policy_validate(&p).message, "top_k"));
 }
 END_TEST
 
