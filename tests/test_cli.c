@@ -265,6 +265,98 @@ START_TEST(generate_greedy_matches_transformers) {
 }
 END_TEST
 
+START_TEST(entropix_flags_files_and_errors) {
+    struct {
+        const char* args;
+        const char* expect;
+    } bad[] = {
+        {"generate -p hi --policy entropix --low-ent-thresh -1", "--low-ent-thresh must be >= 0"},
+        {"generate -p hi --n-adaptive-samples 100", "1..64"},
+        {"generate -p hi --policy entropix --top-k 0", "1..1000000"},
+        {"generate -p hi --policy sample --attn-window 5", "entropix parameter"},
+        {"generate -p hi --policy-file /nonexistent/policy.json", "/nonexistent/policy.json"},
+        {"generate -p hi --policy sample --policy-file '" ETX_FIXTURES "/policy/reference.json'",
+         "\"policy\": \"entropix\""},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        Run r = run(bad[i].args, NULL);
+        ck_assert_msg(r.status == 2, "%s: exit %d (stderr: %s)", bad[i].args, r.status, r.err);
+        ck_assert_msg(strstr(r.err, bad[i].expect), "%s: stderr '%s' lacks '%s'", bad[i].args, r.err, bad[i].expect);
+        free_run(&r);
+    }
+    Run r = run("generate --help", NULL);
+    ck_assert_ptr_nonnull(strstr(r.out, "--lehv-interaction-strength-offset"));
+    ck_assert_ptr_nonnull(strstr(r.out, "--attn-window"));
+    ck_assert_ptr_nonnull(strstr(r.out, "--pause-token"));
+    ck_assert_ptr_nonnull(strstr(r.out, "(default 0.1; >= 0)"));
+    free_run(&r);
+    // the same policy three ways gives the same text
+    r = run("generate --chat 'Name a fruit.' -n 12 --seed 4 --policy entropix", NULL);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    char* a = xstrdup(r.out);
+    free_run(&r);
+    r = run("generate --chat 'Name a fruit.' -n 12 --seed 4 --policy-file '" ETX_FIXTURES "/policy/reference.json'", NULL);
+    ck_assert_str_eq(r.out, a);
+    free_run(&r);
+    r = run("generate --chat 'Name a fruit.' -n 12 --seed 4 --low-ent-thresh 0.1", NULL);
+    ck_assert_str_eq(r.out, a);
+    free_run(&r);
+    free(a);
+}
+END_TEST
+
+// Counts the lines of a file that parse as JSON objects with every trace key; returns
+// the number of distinct branches seen through *branches.
+static int check_trace(const char* path, int* branches, const char* only_branch) {
+    char* data = slurp(path);
+    const char* keys[] = {"request", "step", "token", "text", "branch", "entropy", "varentropy", "attn_entropy",
+                          "attn_varentropy", "agreement", "interaction", "temperature", "top_k", "top_p", "min_p",
+                          "logprob"};
+    char seen[8][16];
+    int n_seen = 0, lines = 0;
+    for (char* line = strtok(data, "\n"); line; line = strtok(NULL, "\n")) {
+        cJSON* rec = cJSON_Parse(line);
+        ck_assert_msg(rec != NULL, "trace line %d is not JSON: %s", lines + 1, line);
+        for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
+            ck_assert_msg(cJSON_GetObjectItemCaseSensitive(rec, keys[k]), "trace line %d lacks %s", lines + 1, keys[k]);
+        ck_assert_int_eq(cJSON_GetObjectItemCaseSensitive(rec, "step")->valueint, lines);
+        const char* b = cJSON_GetObjectItemCaseSensitive(rec, "branch")->valuestring;
+        if (only_branch) ck_assert_str_eq(b, only_branch);
+        int known = 0;
+        for (int i = 0; i < n_seen; i++) known |= strcmp(seen[i], b) == 0;
+        if (!known && n_seen < 8) snprintf(seen[n_seen++], sizeof seen[0], "%s", b);
+        cJSON_Delete(rec);
+        lines++;
+    }
+    free(data);
+    *branches = n_seen;
+    return lines;
+}
+
+START_TEST(entropix_trace_and_stats) {
+    char args[600], trace[300];
+    snprintf(trace, sizeof trace, "%s/trace.jsonl", g_tmp);
+    snprintf(args, sizeof args,
+             "generate --chat 'Which number is larger, 9.9 or 9.11?' --policy entropix -n 40 --seed 1 --ignore-eos "
+             "--trace '%s' --stats",
+             trace);
+    Run r = run(args, NULL);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    ck_assert_ptr_nonnull(strstr(r.err, "branches over 40 tokens"));
+    ck_assert_ptr_nonnull(strstr(r.err, "means:"));
+    free_run(&r);
+    int branches = 0;
+    ck_assert_int_eq(check_trace(trace, &branches, NULL), 40);
+    ck_assert_int_ge(branches, 2);
+    // without --policy the trace says greedy
+    snprintf(args, sizeof args, "generate -p 'The sky is' -n 5 --ignore-eos --trace '%s'", trace);
+    r = run(args, NULL);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    free_run(&r);
+    ck_assert_int_eq(check_trace(trace, &branches, "greedy"), 5);
+}
+END_TEST
+
 int main(void) {
     snprintf(g_tmp, sizeof g_tmp, "/tmp/etx_test_cli_XXXXXX");
     if (!mkdtemp(g_tmp)) return EXIT_FAILURE;
@@ -278,6 +370,8 @@ int main(void) {
     tcase_add_test(tc, logits_files);
     tcase_add_test(tc, generate_runs_and_checks_the_context);
     tcase_add_test(tc, generate_greedy_matches_transformers);
+    tcase_add_test(tc, entropix_flags_files_and_errors);
+    tcase_add_test(tc, entropix_trace_and_stats);
     suite_add_tcase(s, tc);
     SRunner* r = srunner_create(s);
     srunner_set_fork_status(r, CK_NOFORK);
