@@ -2,6 +2,7 @@
  * cpu_decode.c — prefill and decode speed of the CPU backend through the public API.
  *
  * usage: bench_cpu_decode [-m MODEL] [-t THREADS] [-l PROMPT_LEN] [-g GEN_LEN] [-r REPEATS]
+ *                         [-p greedy|entropix]
  *
  * Runs a prompt of PROMPT_LEN tokens (ids cycling through the vocabulary, no special
  * tokens) and generates GEN_LEN tokens greedily with EOS ignored, REPEATS times after one
@@ -35,16 +36,26 @@ static void die(etx_status s) {
 int main(int argc, char** argv) {
     const char* model = getenv("ETX_MODEL") ? getenv("ETX_MODEL") : ETX_DEFAULT_MODEL;
     int threads = 0, prompt_len = 128, gen_len = 64, repeats = 3;
+    const char* policy = "greedy";
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "-m")) model = argv[i + 1];
         else if (!strcmp(argv[i], "-t")) threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "-l")) prompt_len = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "-g")) gen_len = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "-r")) repeats = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "-p")) policy = argv[i + 1];
         else {
-            fprintf(stderr, "usage: %s [-m MODEL] [-t THREADS] [-l PROMPT_LEN] [-g GEN_LEN] [-r REPEATS]\n", argv[0]);
+            fprintf(stderr, "usage: %s [-m MODEL] [-t THREADS] [-l PROMPT_LEN] [-g GEN_LEN] [-r REPEATS] "
+                            "[-p greedy|entropix]\n", argv[0]);
             return 2;
         }
+    }
+    etx_policy pol;
+    if (!strcmp(policy, "greedy")) pol = etx_policy_default(ETX_POLICY_GREEDY);
+    else if (!strcmp(policy, "entropix")) pol = etx_policy_default(ETX_POLICY_ENTROPIX);
+    else {
+        fprintf(stderr, "bench_cpu_decode: unknown policy '%s'\n", policy);
+        return 2;
     }
     if (prompt_len < 1 || gen_len < 2 || repeats < 1) {
         fprintf(stderr, "bench_cpu_decode: need PROMPT_LEN >= 1, GEN_LEN >= 2, REPEATS >= 1\n");
@@ -66,7 +77,7 @@ int main(int argc, char** argv) {
     for (int r = -1; r < repeats; r++) {
         etx_engine* e;
         if ((s = etx_engine_create(m, &eo, &e)).code) die(s);
-        etx_request req = {.prompt = prompt, .n_prompt = prompt_len, .policy = etx_policy_default(ETX_POLICY_GREEDY),
+        etx_request req = {.prompt = prompt, .n_prompt = prompt_len, .policy = pol,
                            .max_tokens = gen_len, .ignore_eos = 1};
         int id, active = 1;
         if ((s = etx_engine_submit(e, &req, &id)).code) die(s);
@@ -84,8 +95,8 @@ int main(int argc, char** argv) {
     }
     qsort(pre, (size_t)repeats, sizeof(double), cmp_double);
     qsort(dec, (size_t)repeats, sizeof(double), cmp_double);
-    printf("model %s\nthreads %d (0 = all cores), prompt %d, generate %d, repeats %d\n", model, threads, prompt_len,
-           gen_len, repeats);
+    printf("model %s\npolicy %s, threads %d (0 = all cores), prompt %d, generate %d, repeats %d\n", model, policy,
+           threads, prompt_len, gen_len, repeats);
     printf("prefill %.1f tok/s (median)\ndecode  %.2f tok/s (median)\n", pre[repeats / 2], dec[repeats / 2]);
     free(pre);
     free(dec);
