@@ -57,6 +57,39 @@ static etx_status check_range(const char* source, const char* what, long v, long
     return etx_ok();
 }
 
+// Bytes of float32 weights a config needs (the CPU backend holds every weight as float32).
+static double model_weight_bytes(const ModelConfig* c) {
+    const double d = c->dim, q = (double)c->n_heads * c->head_dim, kv = (double)c->n_kv_heads * c->head_dim;
+    const double layer = 2.0 * d + q * d + 2.0 * kv * d + d * q + 3.0 * d * c->hidden_dim;
+    const double embed = (double)c->vocab_size * d * (c->tied_embeddings ? 1.0 : 2.0);
+    return 4.0 * (c->n_layers * layer + embed + d);
+}
+
+// MemAvailable from /proc/meminfo in bytes, or -1 when unknown.
+static double available_memory(void) {
+    FILE* f = fopen("/proc/meminfo", "r");
+    if (!f) return -1.0;
+    char line[256];
+    double kib = -1.0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lf kB", &kib) == 1) break;
+    fclose(f);
+    return kib < 0 ? -1.0 : kib * 1024.0;
+}
+
+// Refuses, before any weight is read, a model whose float32 weights cannot fit in the
+// memory available now: otherwise the allocations may succeed (overcommit) and the
+// process be killed while the weights are converted.
+static etx_status model_check_memory(const ModelConfig* c, const char* source) {
+    const double need = model_weight_bytes(c), avail = available_memory();
+    if (avail > 0 && need > avail)
+        return etx_error(ETX_ERR_NOMEM,
+                         "%s: the CPU backend holds weights as float32: this model needs %.1f GiB, and %.1f GiB "
+                         "of memory is available",
+                         source, need / (1 << 30), avail / (1 << 30));
+    return etx_ok();
+}
+
 etx_status model_config_validate(const ModelConfig* c, const char* source) {
     ETX_TRY(check_range(source, "dim", c->dim, 1, MAX_DIM));
     ETX_TRY(check_range(source, "hidden_dim", c->hidden_dim, 1, MAX_DIM));
@@ -87,7 +120,7 @@ etx_status model_config_validate(const ModelConfig* c, const char* source) {
                              source, c->rope_factor, c->rope_low_freq_factor, c->rope_high_freq_factor,
                              c->rope_original_max_pos);
     }
-    return etx_ok();
+    return model_check_memory(c, source);
 }
 
 static void add_eos(etx_model* m, int id) {

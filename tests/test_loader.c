@@ -828,6 +828,28 @@ static etx_status load_tmp_hf(void) {
     return st;
 }
 
+// A config whose float32 weights (here ~10^5 TiB) cannot fit in memory is refused before
+// any tensor is read, naming the need.
+START_TEST(hf_model_too_big_for_memory) {
+    copy_tiny_hf();
+    patch_config(FIX "tiny_hf", "num_hidden_layers", "4096");
+    char cfg[600];
+    snprintf(cfg, sizeof cfg, "%s/config.json", g_tmp);
+    size_t n;
+    unsigned char* buf = slurp(cfg, &n);
+    cJSON* c = cJSON_ParseWithLength((const char*)buf, n);
+    cJSON_ReplaceItemInObject(c, "intermediate_size", cJSON_CreateNumber(1048576));
+    char* text = cJSON_Print(c);
+    write_text("config.json", text);
+    free(text);
+    cJSON_Delete(c);
+    free(buf);
+    etx_status st = load_tmp_hf();
+    ck_assert_int_eq(st.code, ETX_ERR_NOMEM);
+    expect_error(st, "config.json", "GiB");
+}
+END_TEST
+
 START_TEST(hf_bad_config) {
     copy_tiny_hf();
     patch_config(FIX "tiny_hf", "architectures", "[\"MistralForCausalLM\"]");
@@ -989,6 +1011,7 @@ int main(void) {
     tcase_add_test(tc, safetensors_bad_headers);
     tcase_add_test(tc, safetensors_truncated_and_bad_length);
     tcase_add_test(tc, hf_bad_config);
+    tcase_add_test(tc, hf_model_too_big_for_memory);
     tcase_add_test(tc, hf_bad_shards);
     tcase_add_test(tc, default_model_smollm2);
     suite_add_tcase(s, tc);
