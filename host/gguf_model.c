@@ -1,6 +1,7 @@
 /*
  * gguf_model.c — loads a Llama-architecture GGUF file into an etx_model (model.h):
- * hyper-parameters from the llama.* metadata, weights dequantized to float32, and the
+ * hyper-parameters from the llama.* metadata, weights dequantized to float32 (plus the
+ * raw blocks of Q8_0/Q4_0/Q4_1 matrices, for decode: quant_matrix.h), and the
  * byte-level BPE tokenizer from the tokenizer.ggml.* metadata.
  *
  * GGUF lists dimensions innermost first, so a linear layer's weight (out, in) appears
@@ -17,6 +18,7 @@
 #include "dequant.h"
 #include "gguf.h"
 #include "model.h"
+#include "quant_matrix.h"
 
 // ---------------------------------------------------------------------------
 // hyper-parameters
@@ -174,10 +176,35 @@ static etx_status check_shape(const GGUFFile* f, const GGUFTensor* t, uint64_t n
     return etx_ok();
 }
 
+// Copies the raw blocks of a Q8_0/Q4_0/Q4_1 matrix into *q, rows in the same order as
+// the float32 copy (whole rows of blocks moved when head_rows > 0); other types leave
+// *q zeroed.
+static etx_status keep_blocks(const GGUFFile* f, const GGUFTensor* t, uint64_t ne0, uint64_t rows, uint64_t row_bytes,
+                              uint64_t head_rows, QuantMatrix* q) {
+    memset(q, 0, sizeof *q);
+    if (!quant_matrix_supported(t->type) || ne0 > INT32_MAX || rows > INT32_MAX) return etx_ok();
+    uint8_t* dst = malloc((size_t)(rows * row_bytes));
+    if (!dst)
+        return etx_error(ETX_ERR_NOMEM, "%s: tensor %s: out of memory for its %llu MiB of quantized blocks", f->path,
+                         t->name, (unsigned long long)(rows * row_bytes >> 20));
+    const uint8_t* src = t->data;
+    for (uint64_t r = 0; r < rows; r++) {
+        uint64_t to = head_rows ? unpermuted_row(r, head_rows) : r;
+        memcpy(dst + to * row_bytes, src + r * row_bytes, (size_t)row_bytes);
+    }
+    q->type = (int)t->type;
+    q->rows = (int)rows;
+    q->cols = (int)ne0;
+    q->blocks = dst;
+    q->row_bytes = (size_t)row_bytes;
+    return etx_ok();
+}
+
 // Dequantizes tensor `name` of GGUF shape [ne0, ne1] (ne1 = 0: a vector) into a new
 // float32 buffer. head_rows > 0: un-permute rows within heads of that many rows.
+// q != NULL: also keep the raw blocks of a Q8_0/Q4_0/Q4_1 matrix there (keep_blocks).
 static etx_status load_tensor(const GGUFFile* f, const char* name, uint64_t ne0, uint64_t ne1, uint64_t head_rows,
-                              float** out) {
+                              float** out, QuantMatrix* q) {
     const GGUFTensor* t = gguf_find_tensor(f, name);
     if (!t) return etx_error(ETX_ERR_FORMAT, "%s: missing tensor %s", f->path, name);
     ETX_TRY(check_shape(f, t, ne0, ne1));
@@ -194,6 +221,7 @@ static etx_status load_tensor(const GGUFFile* f, const char* name, uint64_t ne0,
         uint64_t dst = head_rows ? unpermuted_row((uint64_t)r, head_rows) : (uint64_t)r;
         dequantize_row(t->type, src + (uint64_t)r * row_bytes, w + dst * ne0, (size_t)ne0);
     }
+    if (q) return keep_blocks(f, t, ne0, rows, row_bytes, head_rows, q);
     return etx_ok();
 }
 
@@ -201,18 +229,18 @@ static etx_status load_layer(const GGUFFile* f, const ModelConfig* c, int l, Lay
     uint64_t dim = (uint64_t)c->dim, hd = (uint64_t)c->head_dim, ff = (uint64_t)c->hidden_dim;
     uint64_t q = (uint64_t)c->n_heads * hd, kv = (uint64_t)c->n_kv_heads * hd;
     char name[96];
-#define LOAD(suffix, ne0, ne1, perm, dst)                                  \
+#define LOAD(suffix, ne0, ne1, perm, dst, qdst)                            \
     snprintf(name, sizeof name, "blk.%d." suffix ".weight", l);            \
-    ETX_TRY(load_tensor(f, name, ne0, ne1, perm, dst))
-    LOAD("attn_norm", dim, 0, 0, &L->attn_norm);
-    LOAD("attn_q", dim, q, hd, &L->wq);
-    LOAD("attn_k", dim, kv, hd, &L->wk);
-    LOAD("attn_v", dim, kv, 0, &L->wv);
-    LOAD("attn_output", q, dim, 0, &L->wo);
-    LOAD("ffn_norm", dim, 0, 0, &L->ffn_norm);
-    LOAD("ffn_gate", dim, ff, 0, &L->w_gate);
-    LOAD("ffn_up", dim, ff, 0, &L->w_up);
-    LOAD("ffn_down", ff, dim, 0, &L->w_down);
+    ETX_TRY(load_tensor(f, name, ne0, ne1, perm, dst, qdst))
+    LOAD("attn_norm", dim, 0, 0, &L->attn_norm, NULL);
+    LOAD("attn_q", dim, q, hd, &L->wq, &L->wq_q);
+    LOAD("attn_k", dim, kv, hd, &L->wk, &L->wk_q);
+    LOAD("attn_v", dim, kv, 0, &L->wv, &L->wv_q);
+    LOAD("attn_output", q, dim, 0, &L->wo, &L->wo_q);
+    LOAD("ffn_norm", dim, 0, 0, &L->ffn_norm, NULL);
+    LOAD("ffn_gate", dim, ff, 0, &L->w_gate, &L->w_gate_q);
+    LOAD("ffn_up", dim, ff, 0, &L->w_up, &L->w_up_q);
+    LOAD("ffn_down", ff, dim, 0, &L->w_down, &L->w_down_q);
 #undef LOAD
     return etx_ok();
 }
@@ -221,16 +249,18 @@ static etx_status load_weights(const GGUFFile* f, etx_model* m) {
     ModelConfig* c = &m->cfg;
     ModelWeights* w = &m->w;
     uint64_t dim = (uint64_t)c->dim, vocab = (uint64_t)c->vocab_size;
-    ETX_TRY(load_tensor(f, "token_embd.weight", dim, vocab, 0, &w->token_embedding));
+    c->tied_embeddings = gguf_find_tensor(f, "output.weight") == NULL;
+    // the embedding's blocks serve only as the tied LM head's twin
+    ETX_TRY(load_tensor(f, "token_embd.weight", dim, vocab, 0, &w->token_embedding,
+                        c->tied_embeddings ? &w->lm_head_q : NULL));
     w->layers = xcalloc((size_t)c->n_layers, sizeof(LayerWeights));
     for (int l = 0; l < c->n_layers; l++) ETX_TRY(load_layer(f, c, l, &w->layers[l]));
-    ETX_TRY(load_tensor(f, "output_norm.weight", dim, 0, 0, &w->final_norm));
-    c->tied_embeddings = gguf_find_tensor(f, "output.weight") == NULL;
+    ETX_TRY(load_tensor(f, "output_norm.weight", dim, 0, 0, &w->final_norm, NULL));
     if (c->tied_embeddings) {
         w->lm_head = w->token_embedding;
         return etx_ok();
     }
-    return load_tensor(f, "output.weight", dim, vocab, 0, &w->lm_head);
+    return load_tensor(f, "output.weight", dim, vocab, 0, &w->lm_head, &w->lm_head_q);
 }
 
 // ---------------------------------------------------------------------------

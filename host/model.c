@@ -34,10 +34,13 @@ void model_free_contents(etx_model* m) {
             free(L->w_gate);
             free(L->w_up);
             free(L->w_down);
+            QuantMatrix* q[] = {&L->wq_q, &L->wk_q, &L->wv_q, &L->wo_q, &L->w_gate_q, &L->w_up_q, &L->w_down_q};
+            for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) free(q[i]->blocks);
         }
         free(w->layers);
     }
     if (w->lm_head != w->token_embedding) free(w->lm_head);
+    free(w->lm_head_q.blocks);
     free(w->token_embedding);
     free(w->final_norm);
     if (m->tok) tokenizer_free(m->tok);

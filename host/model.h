@@ -10,11 +10,15 @@
  *     element i + head_dim/2 (rotate_half). GGUF files store Q/K permuted for
  *     interleaved-pair RoPE; the GGUF loader un-permutes them.
  *   - all weights are float32 (bf16/f16/quantized files are converted at load).
+ *     GGUF matrices stored as Q8_0, Q4_0 or Q4_1 also keep their raw blocks (same row
+ *     order) in a QuantMatrix twin, which one-token decode streams instead of the float32
+ *     copy (quant_matrix.h); blocks == NULL when absent (always, for safetensors).
  */
 #ifndef ETX_MODEL_H
 #define ETX_MODEL_H
 
 #include "common.h"
+#include "quant_matrix.h"
 #include "tokenizer.h"
 
 typedef struct {
@@ -46,6 +50,8 @@ typedef struct {
     float* w_gate;    // (hidden_dim, dim)
     float* w_up;      // (hidden_dim, dim)
     float* w_down;    // (dim, hidden_dim)
+    // compact twins of the matrices above (blocks NULL: none)
+    QuantMatrix wq_q, wk_q, wv_q, wo_q, w_gate_q, w_up_q, w_down_q;
 } LayerWeights;
 
 typedef struct {
@@ -53,6 +59,7 @@ typedef struct {
     LayerWeights* layers;   // (n_layers)
     float* final_norm;      // (dim)
     float* lm_head;         // (vocab_size, dim); aliases token_embedding when tied
+    QuantMatrix lm_head_q;  // compact twin of lm_head (blocks NULL: none)
 } ModelWeights;
 
 struct etx_model {

@@ -1,0 +1,39 @@
+/*
+ * quant_matrix.h — a weight matrix kept in its GGUF block-quantized form (Q8_0, Q4_0,
+ * Q4_1), and the one-token matrix-vector product that reads it directly.
+ *
+ * Decode (one token) is bound by memory traffic: every weight is read once per token.
+ * Streaming the compact blocks (Q4_1: 20 bytes per 32 weights, 0.625 B/weight) instead
+ * of their float32 expansion (4 B/weight) cuts that traffic ~6x. The GGUF loader keeps
+ * such a twin next to each float32 matrix (model.h); prefill keeps using the float32
+ * copy with sgemm. Each element is dequantized with exactly dequant.c's float formula
+ * and the products are summed in float32, so results equal the float32 path up to the
+ * order of summation.
+ */
+#ifndef ETX_QUANT_MATRIX_H
+#define ETX_QUANT_MATRIX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    int type;         // GGML_TYPE_Q8_0, _Q4_0 or _Q4_1 (dequant.h); 0 with blocks NULL: absent
+    int rows, cols;   // (out, in); cols is a multiple of 32
+    void* blocks;     // rows * row_bytes bytes, row r at r * row_bytes, blocks in GGUF layout
+    size_t row_bytes; // cols / 32 blocks per row
+} QuantMatrix;
+
+// 1 when ggml type id `type` can be held as a QuantMatrix.
+int quant_matrix_supported(uint32_t type);
+
+// y[r] = sum_i dequant(W)[r, i] * x[i], r < W->rows: rows split over the OpenMP threads,
+// each running quant_matvec_rows. Call outside parallel regions.
+void quant_matvec(float* y, const float* x, const QuantMatrix* W);
+
+// y[r - r0] = sum_i dequant(W)[r, i] * x[i] for r0 <= r < r1, on the calling thread:
+// AVX2+FMA when compiled for it, otherwise quant_matvec_rows_scalar.
+void quant_matvec_rows(float* y, const float* x, const QuantMatrix* W, int r0, int r1);
+// The same in plain C (always compiled; tests compare the two).
+void quant_matvec_rows_scalar(float* y, const float* x, const QuantMatrix* W, int r0, int r1);
+
+#endif // ETX_QUANT_MATRIX_H
