@@ -338,6 +338,13 @@ etx_status etx_engine_trace(const etx_engine* e, int id, const etx_trace_record*
     return etx_ok();
 }
 
+etx_status etx_engine_cancel(etx_engine* e, int id) {
+    Request* r = find_request(e, id, NULL);
+    if (!r) return etx_error(ETX_ERR_STATE, "no request with id %d in this engine", id);
+    if (!is_finished(r)) finish(r, ETX_REQ_DONE_STOP);
+    return etx_ok();
+}
+
 etx_status etx_engine_release(etx_engine* e, int id) {
     int index = -1;
     Request* r = find_request(e, id, &index);

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages etx builds against, when they are missing: CMake, a C
 # compiler, pkg-config, PCRE2 (tokenizer regex), cJSON (JSON), OpenBLAS (CPU GEMMs),
-# Check (tests). Runs apt-get as root (directly, or through sudo when available).
+# Check (tests), Open MPI (etx eval under mpirun). Runs apt-get as root (directly, or through sudo when available).
 set -euo pipefail
-pkgs=(cmake gcc make pkg-config libpcre2-dev libcjson-dev check libopenblas-dev)
+pkgs=(cmake gcc make pkg-config libpcre2-dev libcjson-dev check libopenblas-dev libopenmpi-dev openmpi-bin)
 todo=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || todo+=("$p")

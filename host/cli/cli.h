@@ -67,7 +67,29 @@ typedef struct {
 void cli_trace_stats_add(CliTraceStats* s, const etx_trace_record* r);
 void cli_trace_stats_print(const CliTraceStats* s, FILE* f);
 
+// The policy options (policy_flags.c): a command's own rows followed by one flag per
+// policy parameter; cli_policy_resolve turns --policy, --policy-file and the flags seen
+// into a validated policy (0), or prints "etx COMMAND: ..." and returns -1.
+typedef struct {
+    char flag[64];
+    char help[256];
+    int i;
+    float f;
+    uint64_t u;
+} CliParamFlag;
+typedef struct {
+    CliOpt* opts;       // (n_opts) the command's rows, then headings and parameter rows
+    int n_opts;
+    CliParamFlag* pf;   // (policy_n_params) storage and help of each parameter flag
+    int* row_of;        // (n_opts) parameter table row of each option, -1 for others
+} CliPolicyOpts;
+int cli_policy_opts_build(CliPolicyOpts* po, const CliOpt* fixed, int n_fixed);
+void cli_policy_opts_free(CliPolicyOpts* po);
+int cli_policy_resolve(const char* command, const CliPolicyOpts* po, const char* policy, const char* policy_file,
+                       etx_policy* out);
+
 int cmd_generate(int argc, char** argv);
+int cmd_eval(int argc, char** argv);
 int cmd_tokenize(int argc, char** argv);
 int cmd_logits(int argc, char** argv);
 

@@ -5,9 +5,10 @@
  *
  * The policy (greedy, sample, entropix) comes from --policy, an optional --policy-file
  * (JSON, etx_policy_load_json) and one flag per policy parameter, generated from the
- * parameter table of host/policy.c (--low-ent-thresh, --top-k, ...), so --help lists every
- * parameter with its default and range. Flags override the file. --trace writes one JSON
- * line per generated token (trace.c); --stats adds the branch mix and metric means.
+ * parameter table of host/policy.c (--low-ent-thresh, --top-k, ...; policy_flags.c, shared
+ * with eval), so --help lists every parameter with its default and range. Flags override
+ * the file. --trace writes one JSON line per generated token (trace.c); --stats adds the
+ * branch mix and metric means.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -33,53 +34,6 @@ static double now_s(void) {
 static int cmd_generate_run(const char* model, const char* prompt, const char* chat, const char* system,
                             const etx_policy* policy, const char* device, const char* trace_path, int n, int threads,
                             int ctx, int bos, int no_bos, int ignore_eos, int stats);
-
-// "top_k" -> "--top-k"
-static void flag_name(const char* name, char* out, size_t cap) {
-    size_t j = 0;
-    out[j++] = '-';
-    out[j++] = '-';
-    for (size_t i = 0; name[i] && j + 1 < cap; i++) out[j++] = name[i] == '_' ? '-' : name[i];
-    out[j] = '\0';
-}
-
-// The policy flags' storage and help, one per row of the parameter table.
-typedef struct {
-    char flag[64];
-    char help[256];
-    int i;
-    float f;
-    uint64_t u;
-} ParamFlag;
-
-static void param_help(const PolicyParam* p, char* out, size_t cap) {
-    char range[64];
-    if (p->off_sample >= 0 && p->off_entropix >= 0 && p->off_sample != p->off_entropix) {
-        char r_s[64];
-        policy_param_range(p, ETX_POLICY_SAMPLE, r_s, sizeof r_s);
-        policy_param_range(p, ETX_POLICY_ENTROPIX, range, sizeof range);
-        if (strcmp(r_s, range) == 0)
-            snprintf(out, cap, "%s (default: sample %g, entropix %g; %s)", p->help, p->def_sample, p->def_entropix,
-                     range);
-        else
-            snprintf(out, cap, "%s (default: sample %g, entropix %g; sample %s, entropix %s)", p->help, p->def_sample,
-                     p->def_entropix, r_s, range);
-    } else if (p->type == PARAM_U64) {
-        snprintf(out, cap, "%s (default %g)", p->help, p->def_sample);
-    } else {
-        policy_param_range(p, ETX_POLICY_ENTROPIX, range, sizeof range);
-        snprintf(out, cap, "%s (default %g; %s)", p->help, p->def_entropix, range);
-    }
-}
-
-// "policy: top_p must be ..." -> "--top-p must be ..." (the name as the user typed it)
-static void policy_flag_error(const char* flag, const PolicyParam* p, etx_status st) {
-    const char* msg = st.message;
-    if (strncmp(msg, "policy: ", 8) == 0) msg += 8;
-    size_t n = strlen(p->name);
-    if (strncmp(msg, p->name, n) == 0 && msg[n] == ' ') fprintf(stderr, "etx generate: %s%s\n", flag, msg + n);
-    else fprintf(stderr, "etx generate: %s: %s\n", flag, msg);
-}
 
 int cmd_generate(int argc, char** argv) {
     const char *model = NULL, *prompt = NULL, *chat = NULL, *system = NULL, *policy = NULL, *device = NULL;
@@ -108,39 +62,10 @@ int cmd_generate(int argc, char** argv) {
          "print token counts, speeds, tokens per branch and metric means to stderr at the end", 0},
     };
     const int n_fixed = (int)(sizeof fixed / sizeof fixed[0]);
-    // the policy parameters, from the table: sampling ones first, then entropix's own
-    ParamFlag* pf = calloc((size_t)policy_n_params, sizeof *pf);
-    CliOpt* opts = calloc((size_t)(n_fixed + 2 + policy_n_params), sizeof *opts);
-    int* row_of = calloc((size_t)(n_fixed + 2 + policy_n_params), sizeof *row_of); // opts index -> table row
-    if (!pf || !opts || !row_of) {
-        fprintf(stderr, "etx generate: out of memory\n");
-        free(pf), free(opts), free(row_of);
-        return 1;
-    }
-    int no = 0;
-    for (int i = 0; i < n_fixed; i++) row_of[no] = -1, opts[no++] = fixed[i];
-    for (int pass = 0; pass < 2; pass++) {
-        row_of[no] = -1;
-        opts[no++] = (CliOpt){NULL, NULL, OPT_FLAG, NULL, NULL,
-                              pass == 0 ? "sampling (sample and entropix; entropix: the base values its branches scale):"
-                                        : "entropix parameters (research/entropix-spec.md section 2.3; README \"Entropix policy\"):",
-                              0};
-        for (int r = 0; r < policy_n_params; r++) {
-            const PolicyParam* p = &policy_params[r];
-            const int sampling = p->off_sample >= 0;
-            if (sampling != (pass == 0)) continue;
-            flag_name(p->name, pf[r].flag, sizeof pf[r].flag);
-            param_help(p, pf[r].help, sizeof pf[r].help);
-            CliOpt o = {pf[r].flag, NULL, OPT_FLOAT, &pf[r].f, "X", pf[r].help, 0};
-            if (p->type == PARAM_INT) o.type = OPT_INT, o.dest = &pf[r].i, o.metavar = "N";
-            if (p->type == PARAM_U64) o.type = OPT_U64, o.dest = &pf[r].u, o.metavar = "N";
-            if (strcmp(p->name, "pause_token") == 0) o.metavar = "ID";
-            row_of[no] = r;
-            opts[no++] = o;
-        }
-    }
+    CliPolicyOpts po;
+    if (cli_policy_opts_build(&po, fixed, n_fixed) != 0) return 1;
     CliCommand cmd = {"generate", "[-m MODEL] (-p TEXT | --chat TEXT) [options]",
-                      "Generates a continuation and streams it to stdout.", opts, no};
+                      "Generates a continuation and streams it to stdout.", po.opts, po.n_opts};
     int rc = 2;
     int pr = cli_parse(&cmd, argc, argv);
     if (pr) {
@@ -159,68 +84,12 @@ int cmd_generate(int argc, char** argv) {
         fprintf(stderr, "etx generate: --bos and --no-bos contradict each other\n");
         goto early;
     }
-    // which kind: --policy, else the file's, else guessed from the flags given
-    int sampling_opt = 0, entropix_opt = 0;
-    for (int i = 0; i < no; i++) {
-        if (row_of[i] < 0 || !opts[i].seen) continue;
-        const PolicyParam* p = &policy_params[row_of[i]];
-        if (p->type == PARAM_U64) continue; // the seed goes with any kind
-        if (p->off_sample >= 0) sampling_opt = 1;
-        else entropix_opt = 1;
-    }
-    int kind = entropix_opt ? ETX_POLICY_ENTROPIX : sampling_opt ? ETX_POLICY_SAMPLE : ETX_POLICY_GREEDY;
-    if (policy) {
-        kind = policy_kind_parse(policy);
-        if (kind < 0) {
-            fprintf(stderr, "etx generate: unknown policy '%s' (expected greedy, sample or entropix)\n", policy);
-            goto early;
-        }
-    }
-    if (kind == ETX_POLICY_GREEDY && sampling_opt) {
-        fprintf(stderr, "etx generate: --temperature/--top-k/--top-p/--min-p apply to --policy sample or entropix, "
-                        "not greedy\n");
-        goto early;
-    }
-    etx_policy pol = etx_policy_default((etx_policy_kind)kind);
-    etx_status st;
-    if (policy_file) {
-        st = etx_policy_load_json(policy_file, &pol);
-        if (st.code != ETX_OK) {
-            cli_error("generate", st);
-            goto early;
-        }
-        if (policy && (int)pol.kind != kind) {
-            fprintf(stderr, "etx generate: --policy %s, but %s says \"policy\": \"%s\"\n", policy, policy_file,
-                    policy_kind_name(pol.kind));
-            goto early;
-        }
-    }
-    // the flags, over the defaults or the file
-    for (int i = 0; i < no; i++) {
-        if (row_of[i] < 0 || !opts[i].seen) continue;
-        const PolicyParam* p = &policy_params[row_of[i]];
-        const ParamFlag* f = &pf[row_of[i]];
-        if (p->type == PARAM_U64) { // the seed: every 64-bit value (a double holds only 2^53)
-            pol.seed = f->u;
-            continue;
-        }
-        st = etx_policy_set(&pol, p->name, p->type == PARAM_INT ? (double)f->i : (double)f->f);
-        if (st.code != ETX_OK) {
-            policy_flag_error(f->flag, p, st);
-            goto early;
-        }
-    }
-    st = etx_policy_validate(&pol);
-    if (st.code != ETX_OK) {
-        cli_error("generate", st);
-        goto early;
-    }
+    etx_policy pol;
+    if (cli_policy_resolve("generate", &po, policy, policy_file, &pol) != 0) goto early;
     rc = cmd_generate_run(model, prompt, chat, system, &pol, device, trace_path, n, threads, ctx, bos, no_bos,
                           ignore_eos, stats);
 early:
-    free(pf);
-    free(opts);
-    free(row_of);
+    cli_policy_opts_free(&po);
     return rc;
 }
 

@@ -258,6 +258,10 @@ etx_status etx_engine_run(etx_engine* engine);
 etx_status etx_engine_request_state(const etx_engine* engine, int id, etx_request_state* state);
 // The trace records of a request so far (engine created with trace = 1; else an error).
 etx_status etx_engine_trace(const etx_engine* engine, int id, const etx_trace_record** records, int* n);
+// Ends an unfinished request now, as a stop condition the caller detected (a stop
+// string): its phase becomes ETX_REQ_DONE_STOP, its tokens so far are kept, its KV
+// cache is freed. A finished request is left as it is.
+etx_status etx_engine_cancel(etx_engine* engine, int id);
 // Forgets a finished request and frees its memory.
 etx_status etx_engine_release(etx_engine* engine, int id);
 

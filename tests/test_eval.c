@@ -1,0 +1,243 @@
+/*
+ * test_eval.c — `etx eval` run as a user runs it, on the default model with the GSM8K
+ * fixture (tests/fixtures/eval/gsm8k_sample.jsonl: 5 zero-shot problems, short prompts),
+ * greedy, -n 24: results in input order with every field, the same file at --batch 1,
+ * resume (a second run adds only what is missing; a truncated last line is dropped and
+ * redone), malformed lines reported with their line number and skipped or refused, and
+ * `mpirun -np 2` byte-identical to one process (skipped only when mpirun is missing).
+ */
+#include <check.h>
+#include <cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common.h"
+
+#define SAMPLE ETX_FIXTURES "/eval/gsm8k_sample.jsonl"
+#define COMMON "--task gsm8k -n 24 --threads 2 --policy greedy"
+
+static char g_tmp[256];
+static char* g_ref; // the one-process output of --limit 3
+
+typedef struct {
+    int status;
+    char* err;
+} Run;
+
+static char* slurp(const char* path) {
+    char* data = NULL;
+    if (etx_read_file(path, &data, NULL).code != ETX_OK) data = NULL;
+    return data;
+}
+
+static void tmp_path(char* out, size_t cap, const char* name) {
+    snprintf(out, cap, "%s/%s", g_tmp, name);
+}
+
+// Runs `PREFIX etx eval ARGS` (PREFIX: "" or an mpirun line), stderr kept.
+static Run run_eval(const char* prefix, const char* args) {
+    char err_path[300], cmd[4096];
+    tmp_path(err_path, sizeof err_path, "stderr");
+    snprintf(cmd, sizeof cmd, "%s '%s' eval %s > /dev/null 2> '%s'", prefix, ETX_CLI, args, err_path);
+    int st = system(cmd);
+    Run r = {WIFEXITED(st) ? WEXITSTATUS(st) : -1, slurp(err_path)};
+    if (!r.err) r.err = xstrdup("");
+    return r;
+}
+
+static void run_ok(const char* prefix, const char* args) {
+    Run r = run_eval(prefix, args);
+    ck_assert_msg(r.status == 0, "etx eval %s: exit %d\n%s", args, r.status, r.err);
+    free(r.err);
+}
+
+static int count_lines(const char* s) {
+    int n = 0;
+    for (; s && *s; s++) n += *s == '\n';
+    return n;
+}
+
+// The one-process output of the first 3 problems, computed once.
+static const char* reference(void) {
+    if (g_ref) return g_ref;
+    char out[300], args[1024];
+    tmp_path(out, sizeof out, "ref.jsonl");
+    unlink(out);
+    snprintf(args, sizeof args, "--data '%s' --out '%s' --limit 3 " COMMON, SAMPLE, out);
+    run_ok("", args);
+    g_ref = slurp(out);
+    ck_assert_ptr_nonnull(g_ref);
+    return g_ref;
+}
+
+START_TEST(results_in_order_with_all_fields) {
+    const char* ref = reference();
+    ck_assert_int_eq(count_lines(ref), 3);
+    const char* p = ref;
+    for (int i = 0; i < 3; i++) {
+        const char* nl = strchr(p, '\n');
+        cJSON* j = cJSON_ParseWithLength(p, (size_t)(nl - p));
+        ck_assert_ptr_nonnull(j);
+        ck_assert_int_eq(cJSON_GetObjectItem(j, "id")->valueint, i);
+        ck_assert(cJSON_IsString(cJSON_GetObjectItem(j, "completion")));
+        const cJSON* tokens = cJSON_GetObjectItem(j, "tokens");
+        ck_assert(cJSON_IsNumber(tokens) && tokens->valueint >= 1 && tokens->valueint <= 24);
+        const char* finish = cJSON_GetObjectItem(j, "finish")->valuestring;
+        ck_assert(!strcmp(finish, "stop") || !strcmp(finish, "length") || !strcmp(finish, "stop_string"));
+        const cJSON* greedy = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "branches"), "greedy");
+        ck_assert_int_eq(greedy->valueint, tokens->valueint);
+        const cJSON* score = cJSON_GetObjectItem(j, "score");
+        ck_assert(cJSON_IsNumber(cJSON_GetObjectItem(score, "strict")));
+        ck_assert(cJSON_IsNumber(cJSON_GetObjectItem(score, "flexible")));
+        const cJSON* ex = cJSON_GetObjectItem(j, "extracted");
+        ck_assert(cJSON_IsString(cJSON_GetObjectItem(ex, "reference")));
+        ck_assert_ptr_nonnull(cJSON_GetObjectItem(ex, "flexible"));
+        // the stop strings never stay in the completion
+        const char* c = cJSON_GetObjectItem(j, "completion")->valuestring;
+        ck_assert_ptr_null(strstr(c, "\n\n"));
+        ck_assert_ptr_null(strstr(c, "Question:"));
+        cJSON_Delete(j);
+        p = nl + 1;
+    }
+}
+END_TEST
+
+START_TEST(batch_one_gives_the_same_file) {
+    char out[300], args[1024];
+    tmp_path(out, sizeof out, "batch1.jsonl");
+    unlink(out);
+    snprintf(args, sizeof args, "--data '%s' --out '%s' --limit 3 --batch 1 " COMMON, SAMPLE, out);
+    run_ok("", args);
+    char* got = slurp(out);
+    ck_assert_str_eq(got, reference());
+    free(got);
+}
+END_TEST
+
+START_TEST(resume_adds_only_what_is_missing) {
+    char out[300], args[1024];
+    tmp_path(out, sizeof out, "resume.jsonl");
+    unlink(out);
+    snprintf(args, sizeof args, "--data '%s' --out '%s' --limit 2 " COMMON, SAMPLE, out);
+    run_ok("", args);
+    char* got = slurp(out);
+    ck_assert_int_eq(count_lines(got), 2);
+    free(got);
+    snprintf(args, sizeof args, "--data '%s' --out '%s' --limit 3 " COMMON, SAMPLE, out);
+    Run r = run_eval("", args);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_msg(strstr(r.err, "1 requests run, 2 already in") != NULL, "%s", r.err);
+    free(r.err);
+    got = slurp(out);
+    ck_assert_str_eq(got, reference());
+    free(got);
+    // a run killed mid-write: the last line is cut; it is dropped and redone
+    const char* ref = reference();
+    size_t cut = strlen(ref) - 10;
+    FILE* f = fopen(out, "wb");
+    ck_assert_uint_eq(fwrite(ref, 1, cut, f), cut);
+    fclose(f);
+    r = run_eval("", args);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_msg(strstr(r.err, "truncated line") != NULL, "%s", r.err);
+    ck_assert_msg(strstr(r.err, "1 requests run, 2 already in") != NULL, "%s", r.err);
+    free(r.err);
+    got = slurp(out);
+    ck_assert_str_eq(got, ref);
+    free(got);
+}
+END_TEST
+
+START_TEST(bad_lines_skipped_or_refused) {
+    char data[300], out[300], args[1024];
+    tmp_path(data, sizeof data, "bad.jsonl");
+    tmp_path(out, sizeof out, "bad_out.jsonl");
+    FILE* f = fopen(data, "wb");
+    fputs("{\"id\": \"a\", \"prompt\": \"Question: 1 + 1?\\nAnswer:\", \"answer\": \"#### 2\"}\n"
+          "{\"id\": \"b\", \"prompt\": \n"                                   // 2: bad JSON
+          "{\"prompt\": \"no id\"}\n"                                        // 3: no id
+          "{\"id\": \"a\", \"prompt\": \"again\"}\n"                         // 4: duplicate
+          "{\"id\": \"c\"}\n"                                                // 5: no prompt
+          "{\"id\": \"d\", \"prompt\": \"one two three four five six seven eight nine ten eleven twelve thirteen "
+          "fourteen fifteen sixteen seventeen eighteen nineteen twenty twenty-one twenty-two twenty-three twenty-four "
+          "twenty-five twenty-six twenty-seven twenty-eight twenty-nine thirty\"}\n" // 6: too long for --ctx 40
+          "{\"id\": 9, \"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}\n",
+          f);
+    fclose(f);
+    unlink(out);
+    snprintf(args, sizeof args, "--data '%s' --out '%s' --ctx 40 -n 2 --threads 2", data, out);
+    Run r = run_eval("", args);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    const char* want[] = {"bad.jsonl:2: not a JSON object", "bad.jsonl:3: no \"id\"", "bad.jsonl:4: duplicate id a",
+                          "bad.jsonl:5: neither", "bad.jsonl:6: the prompt has", "5 bad lines skipped"};
+    for (int i = 0; i < 6; i++) ck_assert_msg(strstr(r.err, want[i]) != NULL, "missing '%s' in\n%s", want[i], r.err);
+    free(r.err);
+    char* got = slurp(out);
+    ck_assert_int_eq(count_lines(got), 2);
+    ck_assert(strncmp(got, "{\"id\":\"a\"", 9) == 0);
+    ck_assert_ptr_nonnull(strstr(got, "\n{\"id\":9,"));
+    free(got);
+    // --on-bad-line fail: the same reports, nothing run, no output
+    unlink(out);
+    snprintf(args, sizeof args, "--data '%s' --out '%s' --ctx 40 -n 2 --on-bad-line fail", data, out);
+    r = run_eval("", args);
+    ck_assert_int_eq(r.status, 2);
+    ck_assert_ptr_nonnull(strstr(r.err, "bad.jsonl:4: duplicate id a"));
+    ck_assert_ptr_nonnull(strstr(r.err, "nothing run"));
+    free(r.err);
+    ck_assert_int_ne(access(out, F_OK), 0);
+}
+END_TEST
+
+START_TEST(mpirun_two_ranks_equal_one_process) {
+    if (system("command -v mpirun > /dev/null 2>&1") != 0) {
+        fprintf(stderr, "test_eval: SKIPPED mpirun_two_ranks_equal_one_process: mpirun is not installed "
+                        "(scripts/install_deps.sh installs openmpi-bin)\n");
+        return;
+    }
+    char out[300], args[1024];
+    tmp_path(out, sizeof out, "mpi.jsonl");
+    unlink(out);
+    snprintf(args, sizeof args, "--data '%s' --out '%s' --limit 3 --task gsm8k -n 24 --threads 1 --policy greedy",
+             SAMPLE, out);
+    // root needs Open MPI's consent; leak checks (ASan builds) see Open MPI's own allocations
+    const char* prefix = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
+                         "ASAN_OPTIONS=detect_leaks=0 mpirun --allow-run-as-root --oversubscribe "
+                         "-x ASAN_OPTIONS -np 2";
+    Run r = run_eval(prefix, args);
+    ck_assert_msg(r.status == 0, "mpirun: exit %d\n%s", r.status, r.err);
+    ck_assert_msg(strstr(r.err, "3 requests run") != NULL, "%s", r.err);
+    free(r.err);
+    char* got = slurp(out);
+    ck_assert_ptr_nonnull(got);
+    ck_assert_str_eq(got, reference());
+    free(got);
+}
+END_TEST
+
+int main(void) {
+    snprintf(g_tmp, sizeof g_tmp, "/tmp/etx_test_eval_XXXXXX");
+    if (!mkdtemp(g_tmp)) return EXIT_FAILURE;
+    Suite* s = suite_create("eval");
+    TCase* tc = tcase_create("eval");
+    tcase_set_timeout(tc, 1200);
+    tcase_add_test(tc, results_in_order_with_all_fields);
+    tcase_add_test(tc, batch_one_gives_the_same_file);
+    tcase_add_test(tc, resume_adds_only_what_is_missing);
+    tcase_add_test(tc, bad_lines_skipped_or_refused);
+    tcase_add_test(tc, mpirun_two_ranks_equal_one_process);
+    suite_add_tcase(s, tc);
+    SRunner* r = srunner_create(s);
+    srunner_set_fork_status(r, CK_NOFORK);
+    srunner_run_all(r, CK_NORMAL);
+    int failed = srunner_ntests_failed(r);
+    srunner_free(r);
+    free(g_ref);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
+    if (system(cmd) != 0) fprintf(stderr, "test_eval: could not remove %s\n", g_tmp);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
