@@ -57,8 +57,8 @@ static void free_run(Run* r) {
 #define LLAMA3_TOK ETX_FIXTURES "/tokenizer/llama3/tokenizer.json"
 
 START_TEST(help_everywhere) {
-    const char* cmds[] = {"--help", "generate --help", "tokenize --help", "logits --help", "generate -h"};
-    for (int i = 0; i < 5; i++) {
+    const char* cmds[] = {"--help", "generate --help", "tokenize --help", "logits --help", "generate -h", "eval --help"};
+    for (int i = 0; i < 6; i++) {
         Run r = run(cmds[i], NULL);
         ck_assert_msg(r.status == 0, "%s: exit %d", cmds[i], r.status);
         ck_assert_msg(strstr(r.out, "usage: etx"), "%s: %s", cmds[i], r.out);
@@ -67,6 +67,10 @@ START_TEST(help_everywhere) {
     Run r = run("generate --help", NULL);
     ck_assert_ptr_nonnull(strstr(r.out, "--top-p"));
     ck_assert_ptr_nonnull(strstr(r.out, "--chat"));
+    free_run(&r);
+    r = run("eval --help", NULL); // the same policy flags as generate
+    ck_assert_ptr_nonnull(strstr(r.out, "--low-ent-thresh"));
+    ck_assert_ptr_nonnull(strstr(r.out, "--on-bad-line"));
     free_run(&r);
 }
 END_TEST

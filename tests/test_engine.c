@@ -211,6 +211,33 @@ START_TEST(release_and_unknown_ids) {
 }
 END_TEST
 
+START_TEST(cancel_ends_a_running_request) {
+    etx_engine* e = new_engine(64);
+    etx_request req = base_request(etx_policy_default(ETX_POLICY_GREEDY), 8);
+    int a, b;
+    ck_assert_int_eq(etx_engine_submit(e, &req, &a).code, ETX_OK);
+    ck_assert_int_eq(etx_engine_submit(e, &req, &b).code, ETX_OK);
+    int active = 0;
+    ck_assert_int_eq(etx_engine_step(e, &active).code, ETX_OK);
+    ck_assert_int_eq(etx_engine_step(e, &active).code, ETX_OK);
+    ck_assert_int_eq(active, 2);
+    ck_assert_int_eq(etx_engine_cancel(e, a).code, ETX_OK);
+    etx_request_state st;
+    ck_assert_int_eq(etx_engine_request_state(e, a, &st).code, ETX_OK);
+    ck_assert_int_eq(st.phase, ETX_REQ_DONE_STOP);
+    ck_assert_int_eq(st.n_tokens, 2); // tokens so far are kept
+    ck_assert_int_eq(etx_engine_release(e, a).code, ETX_OK);
+    ck_assert_int_eq(etx_engine_run(e).code, ETX_OK); // the other one goes on
+    ck_assert_int_eq(etx_engine_request_state(e, b, &st).code, ETX_OK);
+    ck_assert_int_eq(st.n_tokens, 8);
+    ck_assert_int_eq(etx_engine_cancel(e, b).code, ETX_OK); // finished: left as it is
+    ck_assert_int_eq(etx_engine_request_state(e, b, &st).code, ETX_OK);
+    ck_assert_int_eq(st.phase, ETX_REQ_DONE_LENGTH);
+    ck_assert_int_eq(etx_engine_cancel(e, 999).code, ETX_ERR_STATE);
+    etx_engine_free(e);
+}
+END_TEST
+
 START_TEST(engine_options_are_checked) {
     etx_engine_options o = etx_engine_options_default();
     etx_engine* e = NULL;
@@ -340,6 +367,7 @@ int main(void) {
     tcase_add_test(tc, greedy_first_token_is_argmax_of_logits);
     tcase_add_test(tc, seeded_sampling_repeats_and_is_batch_independent);
     tcase_add_test(tc, release_and_unknown_ids);
+    tcase_add_test(tc, cancel_ends_a_running_request);
     tcase_add_test(tc, engine_options_are_checked);
     tcase_add_test(tc, entropix_is_batch_independent_and_traced);
     tcase_add_test(tc, entropix_pause_token_from_the_tokenizer);
