@@ -12,6 +12,9 @@
  * Resume: ids already in the output file are skipped and new lines appended. Under
  * mpirun each rank runs lines i with i % size == rank and rank 0 writes the merged file
  * (eval_par.c), identical to a one-process run.
+ *
+ * The reader, the request runner (eval_run_jobs: any list of (line, policy) jobs) and
+ * the rank merge are shared with `etx sweep` (sweep.c) through eval.h.
  */
 #include <cJSON.h>
 #include <errno.h>
@@ -31,34 +34,7 @@
 static const char* const GSM8K_STOPS[] = {"Question:", "</s>", "<|im_end|>", "\n\n"};
 #define GSM8K_N_STOPS 4
 
-typedef struct {
-    const char* model;
-    const char* data;
-    const char* out;
-    const char* task;
-    const char* on_bad;
-    const char* device;
-    int limit, batch, max_tokens, threads, ctx, progress;
-    etx_policy policy;
-} EvalArgs;
-
-typedef struct {
-    int line;        // 1-based line in the data file
-    cJSON* root;     // the parsed line (owns the strings below)
-    const cJSON* id;
-    char* key;       // canonical id ("s:abc", "n:12")
-    const char* reference; // or NULL
-    int32_t* ids;    // prompt tokens
-    int n_ids;
-} Item;
-
-typedef struct {
-    double tokens, scored, strict, flexible, done;
-    double branches[ETX_BRANCH_COUNT];
-} Totals;
-#define TOTALS_N (5 + ETX_BRANCH_COUNT)
-
-static double now_s(void) {
+double eval_now_s(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
@@ -84,9 +60,9 @@ char* eval_id_key(const cJSON* id) {
 // ----------------------------------------------------------------------------
 // input
 
-static void bad_line(const EvalPar* par, const char* data, int line, const char* fmt, const char* detail) {
+static void bad_line(const EvalArgs* a, const EvalPar* par, int line, const char* fmt, const char* detail) {
     if (par->rank != 0) return;
-    fprintf(stderr, "etx eval: %s:%d: ", data, line);
+    fprintf(stderr, "etx %s: %s:%d: ", a->command, a->data, line);
     fprintf(stderr, fmt, detail);
     fputc('\n', stderr);
 }
@@ -136,13 +112,13 @@ static const char* line_prompt(const etx_model* m, const etx_model_info* info, c
 
 // Reads the data file: the first `limit` good lines (0: all). Bad lines are reported
 // (rank 0) and counted in *n_bad. Returns 0, or -1 when the file cannot be read.
-static int read_items(const EvalArgs* a, const EvalPar* par, const etx_model* m, int ctx, Item** out, int* n_out,
-                      int* n_bad) {
+int eval_read_items(const EvalArgs* a, const EvalPar* par, const etx_model* m, int ctx, Item** out, int* n_out,
+                    int* n_bad) {
     char* data = NULL;
     size_t len = 0;
     etx_status st = etx_read_file(a->data, &data, &len);
     if (st.code != ETX_OK) {
-        if (par->rank == 0) cli_error("eval", st);
+        if (par->rank == 0) cli_error(a->command, st);
         return -1;
     }
     etx_model_info info;
@@ -185,7 +161,7 @@ static int read_items(const EvalArgs* a, const EvalPar* par, const etx_model* m,
             err = msg;
         }
         if (err) {
-            bad_line(par, a->data, line, "%s", err);
+            bad_line(a, par, line, "%s", err);
             (*n_bad)++;
             cJSON_Delete(it.root);
             free(it.key);
@@ -201,7 +177,7 @@ static int read_items(const EvalArgs* a, const EvalPar* par, const etx_model* m,
     return 0;
 }
 
-static void free_items(Item* items, int n) {
+void eval_free_items(Item* items, int n) {
     for (int i = 0; i < n; i++) {
         cJSON_Delete(items[i].root);
         free(items[i].key);
@@ -261,13 +237,14 @@ static char* utf8_clean(const char* text, size_t n) {
 }
 
 // The output line of a finished request (with '\n'), malloc'ed; totals updated.
-static char* result_line(const EvalArgs* a, const Item* it, Slot* s, const etx_request_state* rs,
+static char* result_line(const EvalArgs* a, const Item* it, int combo, Slot* s, const etx_request_state* rs,
                          const etx_trace_record* recs, int n_recs, Totals* t) {
     const char* finish = rs->phase == ETX_REQ_DONE_LENGTH ? "length" : rs->phase == ETX_REQ_FAILED ? "error" : "stop";
     size_t keep = s->len;
     if (s->stop_at >= 0) finish = "stop_string", keep = (size_t)s->stop_at;
     char* completion = utf8_clean(s->text ? s->text : "", keep);
     cJSON* o = cJSON_CreateObject();
+    if (combo >= 0) cJSON_AddNumberToObject(o, "combo", combo);
     cJSON_AddItemToObject(o, "id", cJSON_Duplicate(it->id, 1));
     cJSON_AddStringToObject(o, "completion", completion);
     cJSON_AddNumberToObject(o, "tokens", rs->n_tokens);
@@ -312,9 +289,9 @@ static char* result_line(const EvalArgs* a, const Item* it, Slot* s, const etx_r
 // the run
 
 // "[=====     ] 12/20 requests  85.3 tok/s  ETA 0:42" (tokens: generated so far, all requests)
-static void progress(const Totals* t, long tokens, int total, double t0) {
-    double el = now_s() - t0;
-    int done = (int)t->done, width = 30, fill = total ? done * width / total : width;
+static void progress(int done, long tokens, int total, double t0) {
+    double el = eval_now_s() - t0;
+    int width = 30, fill = total ? done * width / total : width;
     double rate = el > 0 ? (double)tokens / el : 0;
     double eta = done > 0 ? el * (total - done) / done : 0;
     fprintf(stderr, "\r[");
@@ -322,12 +299,6 @@ static void progress(const Totals* t, long tokens, int total, double t0) {
     fprintf(stderr, "] %d/%d requests  %.1f tok/s  ETA %d:%02d ", done, total, rate, (int)eta / 60, (int)eta % 60);
     fflush(stderr);
 }
-
-typedef struct {
-    char** lines;   // (n_mine) result line of each of this rank's requests
-    int n_written;  // lines already written (one process: written as a prefix completes)
-    FILE* f;        // the output file (one process), else NULL
-} Writer;
 
 static int write_ready(Writer* w, int n_mine) {
     while (w->f && w->n_written < n_mine && w->lines[w->n_written]) {
@@ -338,26 +309,27 @@ static int write_ready(Writer* w, int n_mine) {
     return 0;
 }
 
-// Runs this rank's requests (items mine[0..n_mine)), filling w->lines.
-static int run_requests(const EvalArgs* a, const EvalPar* par, const etx_model* m, etx_engine* e, const Item* items,
-                        const int* mine, int n_mine, Writer* w, Totals* t) {
+// Runs this rank's jobs[0..n_mine) (eval.h), filling w->lines.
+int eval_run_jobs(const EvalArgs* a, const EvalPar* par, const etx_model* m, etx_engine* e, const Item* items,
+                  const EvalJob* jobs, int n_mine, Writer* w, Totals* t, double* busy) {
     const int stops = a->task && strcmp(a->task, "gsm8k") == 0;
     const int show = par->rank == 0 && (a->progress || isatty(2));
     Slot* slots = xcalloc((size_t)a->batch, sizeof *slots);
     for (int i = 0; i < a->batch; i++) slots[i].item = -1;
-    int next = 0, active = 0, rc = 0;
+    int next = 0, active = 0, rc = 0, jobs_done = 0;
     long tokens = 0;
-    const double t0 = now_s();
+    const double t0 = eval_now_s();
     double shown = 0;
     while ((next < n_mine || active > 0) && rc == 0) {
         for (int i = 0; i < a->batch && next < n_mine; i++) {
             if (slots[i].item >= 0) continue;
-            const Item* it = &items[mine[next]];
-            etx_request req = {.prompt = it->ids, .n_prompt = it->n_ids, .policy = a->policy,
+            const EvalJob* jb = &jobs[next];
+            const Item* it = &items[jb->item];
+            etx_request req = {.prompt = it->ids, .n_prompt = it->n_ids, .policy = jb->policy ? *jb->policy : a->policy,
                                .max_tokens = a->max_tokens, .key = (uint64_t)(it->line - 1)};
             etx_status st = etx_engine_submit(e, &req, &slots[i].req);
             if (st.code != ETX_OK) {
-                cli_error("eval", st);
+                cli_error(a->command, st);
                 rc = -1;
                 break;
             }
@@ -365,9 +337,14 @@ static int run_requests(const EvalArgs* a, const EvalPar* par, const etx_model* 
             active++;
         }
         if (rc) break;
+        const double ts = eval_now_s();
         etx_status st = etx_engine_step(e, NULL);
+        const double dt = eval_now_s() - ts;
+        // the step's time, shared equally by the requests in it
+        for (int i = 0; busy && active > 0 && i < a->batch; i++)
+            if (slots[i].item >= 0) busy[jobs[slots[i].item].combo > 0 ? jobs[slots[i].item].combo : 0] += dt / active;
         if (st.code != ETX_OK) {
-            cli_error("eval", st);
+            cli_error(a->command, st);
             rc = -1;
             break;
         }
@@ -389,19 +366,22 @@ static int run_requests(const EvalArgs* a, const EvalPar* par, const etx_model* 
             const etx_trace_record* recs = NULL;
             int n_recs = 0;
             etx_engine_trace(e, s->req, &recs, &n_recs);
-            w->lines[s->item] = result_line(a, &items[mine[s->item]], s, &rs, recs, n_recs, t);
+            const EvalJob* jb = &jobs[s->item];
+            const int c = jb->combo > 0 ? jb->combo : 0;
+            w->lines[s->item] = result_line(a, &items[jb->item], jb->combo, s, &rs, recs, n_recs, &t[c]);
             etx_engine_release(e, s->req);
             free(s->text);
             *s = (Slot){.item = -1};
             active--;
+            jobs_done++;
         }
         if (write_ready(w, n_mine) != 0) {
-            fprintf(stderr, "etx eval: writing %s failed: %s\n", a->out, strerror(errno));
+            fprintf(stderr, "etx %s: writing %s failed: %s\n", a->command, a->out, strerror(errno));
             rc = -1;
         }
-        if (show && (now_s() - shown > 0.25 || (next == n_mine && active == 0))) {
-            progress(t, tokens, n_mine, t0);
-            shown = now_s();
+        if (show && (eval_now_s() - shown > 0.25 || (next == n_mine && active == 0))) {
+            progress(jobs_done, tokens, n_mine, t0);
+            shown = eval_now_s();
         }
     }
     if (show) fputc('\n', stderr);
@@ -427,7 +407,7 @@ static void summary(const EvalArgs* a, const Totals* t, double secs, int n_skipp
 }
 
 // Opens the output for appending after its last good line (a truncated line dropped).
-static FILE* open_output(const char* path, const EvalDone* done) {
+FILE* eval_open_output(const char* path, const EvalDone* done) {
     FILE* f = fopen(path, done->good_len > 0 || done->dropped ? "r+b" : "wb");
     if (!f) return NULL;
     if ((done->good_len > 0 || done->dropped) &&
@@ -440,9 +420,9 @@ static FILE* open_output(const char* path, const EvalDone* done) {
 
 // Rank 0 writes every rank's lines in input order: item j of the pending list came
 // from rank j % size, as the next line of that rank's buffer.
-static int merge_write(const EvalArgs* a, const EvalPar* par, const EvalDone* done, const char* all,
-                       const size_t* lens, int n_pending) {
-    FILE* f = open_output(a->out, done);
+int eval_merge_write(const EvalArgs* a, const EvalPar* par, const EvalDone* done, const char* all,
+                     const size_t* lens, int n_pending) {
+    FILE* f = eval_open_output(a->out, done);
     if (!f) return -1;
     size_t* at = xcalloc((size_t)par->size, sizeof(size_t));
     size_t base = 0;
@@ -485,12 +465,12 @@ static int eval_run(const EvalArgs* a, const EvalPar* par) {
     int ctx = a->ctx > 0 ? a->ctx : info.max_seq_len < 4096 ? info.max_seq_len : 4096;
     Item* items = NULL;
     int n_items = 0, n_bad = 0, rc = 1, n_pending = 0, n_mine = 0, n_skipped = 0;
-    int* mine = NULL;
+    EvalJob* mine = NULL;
     Writer w = {0};
     etx_engine* e = NULL;
     char* all = NULL;
     size_t* lens = xcalloc((size_t)par->size, sizeof(size_t));
-    int ok = read_items(a, par, m, ctx, &items, &n_items, &n_bad) == 0;
+    int ok = eval_read_items(a, par, m, ctx, &items, &n_items, &n_bad) == 0;
     if (!eval_par_all_ok(par, ok)) goto out;
     if (n_bad > 0 && strcmp(a->on_bad, "fail") == 0) {
         if (par->rank == 0) fprintf(stderr, "etx eval: %d bad lines in %s; nothing run (--on-bad-line fail)\n", n_bad, a->data);
@@ -498,13 +478,13 @@ static int eval_run(const EvalArgs* a, const EvalPar* par) {
         goto out;
     }
     // the pending requests, and this rank's share of them
-    mine = xcalloc((size_t)n_items + 1, sizeof(int));
+    mine = xcalloc((size_t)n_items + 1, sizeof *mine);
     for (int i = 0; i < n_items; i++) {
         if (eval_done_has(&done, items[i].key)) {
             n_skipped++;
             continue;
         }
-        if (n_pending++ % par->size == par->rank) mine[n_mine++] = i;
+        if (n_pending++ % par->size == par->rank) mine[n_mine++] = (EvalJob){.item = i, .combo = -1, .policy = NULL};
     }
     etx_status st = etx_engine_create(m, &eo, &e);
     if (!eval_par_all_ok(par, st.code == ETX_OK)) {
@@ -513,7 +493,7 @@ static int eval_run(const EvalArgs* a, const EvalPar* par) {
     }
     w.lines = xcalloc((size_t)n_mine + 1, sizeof(char*));
     if (!par->mpi) {
-        w.f = open_output(a->out, &done);
+        w.f = eval_open_output(a->out, &done);
         if (!w.f) {
             fprintf(stderr, "etx eval: cannot write %s: %s\n", a->out, strerror(errno));
             goto out;
@@ -521,8 +501,8 @@ static int eval_run(const EvalArgs* a, const EvalPar* par) {
     }
     Totals t;
     memset(&t, 0, sizeof t);
-    const double t0 = now_s();
-    ok = run_requests(a, par, m, e, items, mine, n_mine, &w, &t) == 0;
+    const double t0 = eval_now_s();
+    ok = eval_run_jobs(a, par, m, e, items, mine, n_mine, &w, &t, NULL) == 0;
     if (w.f) {
         ok &= fclose(w.f) == 0;
         w.f = NULL;
@@ -540,13 +520,13 @@ static int eval_run(const EvalArgs* a, const EvalPar* par) {
         }
         ok = eval_par_gather(par, buf, len, &all, lens) == 0;
         free(buf);
-        if (ok && par->rank == 0 && merge_write(a, par, &done, all, lens, n_pending) != 0) {
+        if (ok && par->rank == 0 && eval_merge_write(a, par, &done, all, lens, n_pending) != 0) {
             fprintf(stderr, "etx eval: writing %s failed: %s\n", a->out, strerror(errno));
             ok = 0;
         }
         if (!eval_par_all_ok(par, ok)) goto out;
     }
-    double secs = now_s() - t0;
+    double secs = eval_now_s() - t0;
     eval_par_sum(par, (double*)&t, TOTALS_N);
     if (par->rank == 0) summary(a, &t, secs, n_skipped, n_bad);
     rc = 0;
@@ -557,7 +537,7 @@ out:
     free(all);
     free(lens);
     free(mine);
-    free_items(items, n_items);
+    eval_free_items(items, n_items);
     etx_engine_free(e);
     etx_model_free(m);
     eval_done_free(&done);
@@ -565,7 +545,7 @@ out:
 }
 
 int cmd_eval(int argc, char** argv) {
-    EvalArgs a = {.on_bad = "skip", .batch = 8, .max_tokens = 256};
+    EvalArgs a = {.command = "eval", .on_bad = "skip", .batch = 8, .max_tokens = 256};
     const char* policy = NULL;
     const char* policy_file = NULL;
     CliOpt fixed[] = {

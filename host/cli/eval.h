@@ -1,6 +1,7 @@
 /*
- * eval.h — pieces of `etx eval` (internal to the command line): the ranks of a
- * data-parallel run (eval_par.c) and the resume scan of an output file (eval_io.c).
+ * eval.h — pieces of `etx eval` and `etx sweep` (internal to the command line): the ranks
+ * of a data-parallel run (eval_par.c), the resume scan of an output file (eval_io.c),
+ * and eval.c's data reader, request runner and rank merge, which sweep.c shares.
  */
 #ifndef ETX_CLI_EVAL_H
 #define ETX_CLI_EVAL_H
@@ -41,5 +42,76 @@ typedef struct {
 int eval_done_read(const char* path, EvalDone* d);
 int eval_done_has(const EvalDone* d, const char* key);
 void eval_done_free(EvalDone* d);
+
+
+// ----------------------------------------------------------------------------
+// the shared pieces of eval.c, used by `etx eval` and `etx sweep` (sweep.c)
+
+#include <cJSON.h>
+#include <stdio.h>
+
+#include "etx/etx.h"
+
+typedef struct {
+    const char* command; // "eval" | "sweep", for messages
+    const char* model;
+    const char* data;
+    const char* out;
+    const char* task;
+    const char* on_bad;
+    const char* device;
+    int limit, batch, max_tokens, threads, ctx, progress;
+    etx_policy policy;
+} EvalArgs;
+
+typedef struct {
+    int line;        // 1-based line in the data file
+    cJSON* root;     // the parsed line (owns the strings below)
+    const cJSON* id;
+    char* key;       // canonical id ("s:abc", "n:12")
+    const char* reference; // or NULL
+    int32_t* ids;    // prompt tokens
+    int n_ids;
+} Item;
+
+typedef struct {
+    double tokens, scored, strict, flexible, done;
+    double branches[ETX_BRANCH_COUNT];
+} Totals;
+#define TOTALS_N (5 + ETX_BRANCH_COUNT)
+
+// One request to run: a data line (index in items) under a policy (NULL: the args'),
+// for combination `combo` of a sweep (-1 for eval: no "combo" field in its line).
+// Its random key is the data line's index (line - 1), whatever the policy or batch.
+typedef struct {
+    int item;
+    int combo;
+    const etx_policy* policy;
+} EvalJob;
+
+typedef struct {
+    char** lines;   // (n_mine) result line of each of this rank's requests
+    int n_written;  // lines already written (one process: written as a prefix completes)
+    FILE* f;        // the output file (one process), else NULL
+} Writer;
+
+double eval_now_s(void);
+// Reads the data file: the first a->limit good lines (0: all). Bad lines are reported
+// (rank 0) and counted in *n_bad. Returns 0, or -1 when the file cannot be read.
+int eval_read_items(const EvalArgs* a, const EvalPar* par, const etx_model* m, int ctx, Item** out, int* n_out,
+                    int* n_bad);
+void eval_free_items(Item* items, int n);
+// Runs jobs[0..n) through the engine, at most a->batch at once, filling w->lines[j]
+// (the result line of job j) and writing each finished prefix to w->f when it is set.
+// t[max(combo, 0)] gets each result's counts; busy (or NULL) gets, per combination, the
+// seconds of engine steps attributed to it (each step's time split equally over the
+// requests in it).
+int eval_run_jobs(const EvalArgs* a, const EvalPar* par, const etx_model* m, etx_engine* e, const Item* items,
+                  const EvalJob* jobs, int n, Writer* w, Totals* t, double* busy);
+// Opens an output for appending after done's last good line ("wb" when there is none).
+FILE* eval_open_output(const char* path, const EvalDone* done);
+// Rank 0 writes the gathered lines of every rank in job order (job j ran on rank j % size).
+int eval_merge_write(const EvalArgs* a, const EvalPar* par, const EvalDone* done, const char* all, const size_t* lens,
+                     int n_jobs);
 
 #endif // ETX_CLI_EVAL_H

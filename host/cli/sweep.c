@@ -1,0 +1,488 @@
+/*
+ * sweep.c — `etx sweep`: every combination of a grid of policy parameters × every request
+ * of a JSONL file, through one engine, with results per combination in a CSV.
+ *
+ * The grid file (README, `etx sweep`):
+ *
+ *     {"policy": "entropix",
+ *      "base": {"seed": 7, "top_k": 40},
+ *      "grid": {"temperature": [0.5, 0.7], "low_ent_thresh": [0.1, 0.3]}}
+ *
+ * "policy" picks the kind (optional when --policy-file says it); the policy starts from
+ * that kind's defaults, then --policy-file, then "base", then one value of each "grid"
+ * parameter. Combinations are numbered like an odometer: the first grid key varies
+ * slowest, the last fastest, values in file order. Every combination is built and
+ * validated through etx_policy_set/etx_policy_validate before the model is loaded, so a
+ * bad grid (unknown name, value out of range, empty list, non-number, malformed JSON)
+ * costs nothing and exits 2.
+ *
+ * The jobs are (combination, line) pairs, combination-major, run by eval.c's runner
+ * (eval_run_jobs) at most --batch at once. A request's random key is its line index, as
+ * in `etx eval`: the same line gets the same key under every combination (common random
+ * numbers), so a combination's completions equal `etx eval` with that policy, and no
+ * result depends on the batch size or on the rank that ran it. Under mpirun job j runs
+ * on rank j % size and rank 0 writes the merged files, identical to one process.
+ *
+ * DIR/results.csv: one row per combination; DIR/completions.jsonl: one line per job in
+ * job order (eval's result line with "combo" first); DIR/grid.json: the grid file as
+ * given. No resume: a sweep rewrites its files.
+ */
+#include <cJSON.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli.h"
+#include "common.h"
+#include "eval.h"
+#include "policy.h"
+
+#define SWEEP_MAX_COMBOS 100000
+
+typedef struct {
+    const char* name; // the key in the grid file (owned by root)
+    double* values;
+    int n;
+} GridParam;
+
+typedef struct {
+    char* text;        // the grid file as read
+    size_t len;
+    cJSON* root;
+    GridParam* params; // in file order
+    int n_params;
+    int n_combos;
+    etx_policy* combos; // (n_combos)
+    int* pick;          // (n_combos * n_params) value index of each parameter
+} Grid;
+
+static void grid_free(Grid* g) {
+    for (int i = 0; i < g->n_params; i++) free(g->params[i].values);
+    free(g->params);
+    free(g->combos);
+    free(g->pick);
+    cJSON_Delete(g->root);
+    free(g->text);
+    memset(g, 0, sizeof *g);
+}
+
+static const char* type_name(const cJSON* v) {
+    if (cJSON_IsString(v)) return "a string";
+    if (cJSON_IsBool(v)) return "a boolean";
+    if (cJSON_IsNull(v)) return "null";
+    if (cJSON_IsArray(v)) return "an array";
+    if (cJSON_IsObject(v)) return "an object";
+    return "a number";
+}
+
+// 0 when no key of object o appears twice; else prints and returns -1.
+static int no_duplicates(const char* path, const char* where, const cJSON* o) {
+    for (const cJSON* a = o->child; a; a = a->next)
+        for (const cJSON* b = o->child; b != a; b = b->next)
+            if (strcmp(a->string, b->string) == 0) {
+                fprintf(stderr, "etx sweep: %s: %s: key '%s' appears twice\n", path, where, a->string);
+                return -1;
+            }
+    return 0;
+}
+
+// "policy: X must be in [0, 1] (got 2)" -> "etx sweep: GRID: WHERE: X must be ..."
+static void set_error(const char* path, const char* where, etx_status st) {
+    const char* msg = st.message;
+    if (strncmp(msg, "policy: ", 8) == 0) msg += 8;
+    fprintf(stderr, "etx sweep: %s: %s: %s\n", path, where, msg);
+}
+
+// Reads and checks the grid file; every combination's policy is built. 0, or -1 printed.
+static int grid_load(const char* path, const char* policy_file, Grid* g) {
+    memset(g, 0, sizeof *g);
+    etx_status st = etx_read_file(path, &g->text, &g->len);
+    if (st.code != ETX_OK) {
+        cli_error("sweep", st);
+        return -1;
+    }
+    const char* end = NULL;
+    g->root = cJSON_ParseWithLengthOpts(g->text, g->len, &end, 0);
+    size_t off = g->len;
+    if (g->root) {
+        off = (size_t)(end - g->text);
+        while (off < g->len && strchr(" \t\r\n", g->text[off])) off++;
+    } else if (end && end >= g->text && end <= g->text + g->len) {
+        off = (size_t)(end - g->text);
+    }
+    if (!g->root || off < g->len) {
+        int line = 1, col = 1;
+        for (size_t i = 0; i < off; i++) {
+            if (g->text[i] == '\n') line++, col = 1;
+            else col++;
+        }
+        fprintf(stderr, "etx sweep: %s: malformed JSON at byte %zu (line %d, column %d)\n", path, off, line, col);
+        return -1;
+    }
+    const cJSON* root = g->root;
+    if (!cJSON_IsObject(root)) {
+        fprintf(stderr, "etx sweep: %s: expected an object {\"policy\", \"base\", \"grid\"}, got %s\n", path,
+                type_name(root));
+        return -1;
+    }
+    if (no_duplicates(path, "top level", root) != 0) return -1;
+    for (const cJSON* v = root->child; v; v = v->next)
+        if (strcmp(v->string, "policy") != 0 && strcmp(v->string, "base") != 0 && strcmp(v->string, "grid") != 0) {
+            fprintf(stderr, "etx sweep: %s: unknown key '%s' (expected \"policy\", \"base\" and \"grid\")\n", path,
+                    v->string);
+            return -1;
+        }
+    // the kind and the base policy
+    const cJSON* kj = cJSON_GetObjectItemCaseSensitive(root, "policy");
+    int kind = -1;
+    if (kj) {
+        if (!cJSON_IsString(kj) || (kind = policy_kind_parse(kj->valuestring)) < 0) {
+            fprintf(stderr, "etx sweep: %s: \"policy\" must be \"greedy\", \"sample\" or \"entropix\"\n", path);
+            return -1;
+        }
+    } else if (!policy_file) {
+        fprintf(stderr, "etx sweep: %s: \"policy\" is required (greedy, sample or entropix) unless --policy-file "
+                        "gives it\n", path);
+        return -1;
+    }
+    etx_policy base = etx_policy_default(kind >= 0 ? (etx_policy_kind)kind : ETX_POLICY_GREEDY);
+    if (policy_file) {
+        st = etx_policy_load_json(policy_file, &base);
+        if (st.code != ETX_OK) {
+            cli_error("sweep", st);
+            return -1;
+        }
+        if (kind >= 0 && (int)base.kind != kind) {
+            fprintf(stderr, "etx sweep: %s says \"policy\": \"%s\" but %s says \"%s\"\n", path,
+                    policy_kind_name((etx_policy_kind)kind), policy_file, policy_kind_name(base.kind));
+            return -1;
+        }
+    }
+    const cJSON* bj = cJSON_GetObjectItemCaseSensitive(root, "base");
+    if (bj && !cJSON_IsObject(bj)) {
+        fprintf(stderr, "etx sweep: %s: \"base\" must be an object of parameters, got %s\n", path, type_name(bj));
+        return -1;
+    }
+    if (bj && no_duplicates(path, "base", bj) != 0) return -1;
+    for (const cJSON* v = bj ? bj->child : NULL; v; v = v->next) {
+        char where[128];
+        snprintf(where, sizeof where, "base.%s", v->string);
+        if (!cJSON_IsNumber(v)) {
+            fprintf(stderr, "etx sweep: %s: %s must be a number, got %s\n", path, where, type_name(v));
+            return -1;
+        }
+        st = etx_policy_set(&base, v->string, v->valuedouble);
+        if (st.code != ETX_OK) {
+            set_error(path, "base", st);
+            return -1;
+        }
+    }
+    // the grid: every value is tried on the base policy
+    const cJSON* gj = cJSON_GetObjectItemCaseSensitive(root, "grid");
+    if (!cJSON_IsObject(gj) || !gj->child) {
+        fprintf(stderr, "etx sweep: %s: \"grid\" must be a non-empty object {\"<parameter>\": [values], ...}\n", path);
+        return -1;
+    }
+    if (no_duplicates(path, "grid", gj) != 0) return -1;
+    g->n_params = cJSON_GetArraySize(gj);
+    g->params = xcalloc((size_t)g->n_params, sizeof *g->params);
+    long n_combos = 1;
+    int k = 0;
+    for (const cJSON* v = gj->child; v; v = v->next, k++) {
+        GridParam* p = &g->params[k];
+        p->name = v->string;
+        char where[128];
+        snprintf(where, sizeof where, "grid.%s", v->string);
+        if (bj && cJSON_GetObjectItemCaseSensitive(bj, v->string)) {
+            fprintf(stderr, "etx sweep: %s: '%s' is in both \"base\" and \"grid\"\n", path, v->string);
+            return -1;
+        }
+        if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) == 0) {
+            fprintf(stderr, "etx sweep: %s: %s must be a non-empty array of numbers, got %s%s\n", path, where,
+                    cJSON_IsArray(v) ? "an empty " : "", cJSON_IsArray(v) ? "array" : type_name(v));
+            return -1;
+        }
+        p->values = xcalloc((size_t)cJSON_GetArraySize(v), sizeof(double));
+        const cJSON* e;
+        cJSON_ArrayForEach(e, v) {
+            if (!cJSON_IsNumber(e)) {
+                fprintf(stderr, "etx sweep: %s: %s[%d] must be a number, got %s\n", path, where, p->n, type_name(e));
+                return -1;
+            }
+            etx_policy probe = base;
+            st = etx_policy_set(&probe, v->string, e->valuedouble);
+            if (st.code != ETX_OK) {
+                char at[160];
+                snprintf(at, sizeof at, "%s[%d]", where, p->n);
+                set_error(path, st.message[0] && strstr(st.message, "unknown parameter") ? "grid" : at, st);
+                return -1;
+            }
+            p->values[p->n++] = e->valuedouble;
+        }
+        n_combos *= p->n;
+        if (n_combos > SWEEP_MAX_COMBOS) {
+            fprintf(stderr, "etx sweep: %s: more than %d combinations\n", path, SWEEP_MAX_COMBOS);
+            return -1;
+        }
+    }
+    // every combination, the last parameter fastest
+    g->n_combos = (int)n_combos;
+    g->combos = xcalloc((size_t)n_combos, sizeof *g->combos);
+    g->pick = xcalloc((size_t)n_combos * (size_t)g->n_params, sizeof(int));
+    for (int c = 0; c < g->n_combos; c++) {
+        etx_policy pol = base;
+        int rest = c;
+        for (int i = g->n_params - 1; i >= 0; i--) {
+            int j = rest % g->params[i].n;
+            rest /= g->params[i].n;
+            g->pick[c * g->n_params + i] = j;
+        }
+        for (int i = 0; i < g->n_params; i++) {
+            st = etx_policy_set(&pol, g->params[i].name, g->params[i].values[g->pick[c * g->n_params + i]]);
+            if (st.code == ETX_OK) continue;
+            set_error(path, "grid", st);
+            return -1;
+        }
+        st = etx_policy_validate(&pol);
+        if (st.code != ETX_OK) {
+            char where[64];
+            snprintf(where, sizeof where, "combination %d", c);
+            set_error(path, where, st);
+            return -1;
+        }
+        g->combos[c] = pol;
+    }
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// outputs
+
+static int write_file(const char* path, const char* data, size_t len) {
+    FILE* f = fopen(path, "wb");
+    if (!f) return -1;
+    int ok = fwrite(data, 1, len, f) == len;
+    ok &= fclose(f) == 0;
+    return ok ? 0 : -1;
+}
+
+// DIR/results.csv: one row per combination (rate[c]: its tokens/s, see run_sweep).
+static int write_csv(const char* path, const Grid* g, const Totals* t, const double* rate) {
+    FILE* f = fopen(path, "wb");
+    if (!f) return -1;
+    fprintf(f, "combo");
+    for (int i = 0; i < g->n_params; i++) fprintf(f, ",%s", g->params[i].name);
+    fprintf(f, ",n,accuracy_strict,accuracy_flexible,mean_tokens,tokens_per_s");
+    for (int b = 0; b < ETX_BRANCH_COUNT; b++) fprintf(f, ",branch_%s", etx_branch_name((etx_branch)b));
+    fputc('\n', f);
+    for (int c = 0; c < g->n_combos; c++) {
+        const Totals* x = &t[c];
+        fprintf(f, "%d", c);
+        for (int i = 0; i < g->n_params; i++) fprintf(f, ",%.9g", g->params[i].values[g->pick[c * g->n_params + i]]);
+        fprintf(f, ",%d", (int)x->done);
+        if (x->scored > 0) fprintf(f, ",%.6f,%.6f", x->strict / x->scored, x->flexible / x->scored);
+        else fprintf(f, ",,");
+        fprintf(f, ",%.3f,%.2f", x->done > 0 ? x->tokens / x->done : 0.0, rate[c]);
+        for (int b = 0; b < ETX_BRANCH_COUNT; b++)
+            fprintf(f, ",%.6f", x->tokens > 0 ? x->branches[b] / x->tokens : 0.0);
+        fputc('\n', f);
+    }
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+typedef struct {
+    EvalArgs a;
+    const char* dir;
+    const char* grid_path;
+} SweepArgs;
+
+static int run_sweep(SweepArgs* sa, const Grid* g, const EvalPar* par) {
+    EvalArgs* a = &sa->a;
+    char out_csv[4096], out_grid[4096], out_jsonl[4096];
+    snprintf(out_csv, sizeof out_csv, "%s/results.csv", sa->dir);
+    snprintf(out_grid, sizeof out_grid, "%s/grid.json", sa->dir);
+    snprintf(out_jsonl, sizeof out_jsonl, "%s/completions.jsonl", sa->dir);
+    a->out = out_jsonl;
+    int ok = 1;
+    if (par->rank == 0) {
+        if (mkdir(sa->dir, 0777) != 0 && errno != EEXIST) ok = 0;
+        if (ok && write_file(out_grid, g->text, g->len) != 0) ok = 0;
+        if (!ok) fprintf(stderr, "etx sweep: cannot write into %s: %s\n", sa->dir, strerror(errno));
+    }
+    if (!eval_par_all_ok(par, ok)) return 1;
+
+    etx_engine_options eo = etx_engine_options_default();
+    if (cli_parse_device(a->device, &eo.device) != 0) return 2;
+    eo.n_threads = a->threads;
+    eo.max_seq_len = a->ctx;
+    eo.trace = 1; // the branch of every token
+    etx_model* m = cli_load_model(cli_model_path(a->model));
+    if (!eval_par_all_ok(par, m != NULL)) {
+        etx_model_free(m);
+        return 1;
+    }
+    etx_model_info info;
+    etx_model_get_info(m, &info);
+    int ctx = a->ctx > 0 ? a->ctx : info.max_seq_len < 4096 ? info.max_seq_len : 4096;
+    Item* items = NULL;
+    int n_items = 0, n_bad = 0, rc = 1, n_mine = 0, n_jobs = 0;
+    EvalJob* mine = NULL;
+    Writer w = {0};
+    etx_engine* e = NULL;
+    char* all = NULL;
+    size_t* lens = xcalloc((size_t)par->size, sizeof(size_t));
+    Totals* t = xcalloc((size_t)g->n_combos, sizeof *t);
+    double* busy = xcalloc((size_t)g->n_combos, sizeof(double));
+    double* rate = xcalloc((size_t)g->n_combos, sizeof(double));
+    ok = eval_read_items(a, par, m, ctx, &items, &n_items, &n_bad) == 0;
+    if (!eval_par_all_ok(par, ok)) goto out;
+    if (n_bad > 0 && strcmp(a->on_bad, "fail") == 0) {
+        if (par->rank == 0) fprintf(stderr, "etx sweep: %d bad lines in %s; nothing run (--on-bad-line fail)\n", n_bad, a->data);
+        rc = 2;
+        goto out;
+    }
+    // the jobs, combination-major, and this rank's share of them
+    long total = (long)g->n_combos * n_items;
+    if (total > 100000000L) {
+        if (par->rank == 0) fprintf(stderr, "etx sweep: %ld jobs is too many\n", total);
+        goto out;
+    }
+    n_jobs = (int)total;
+    mine = xcalloc((size_t)n_jobs / (size_t)par->size + 1, sizeof *mine);
+    for (int c = 0, j = 0; c < g->n_combos; c++)
+        for (int i = 0; i < n_items; i++, j++)
+            if (j % par->size == par->rank) mine[n_mine++] = (EvalJob){.item = i, .combo = c, .policy = &g->combos[c]};
+    etx_status st = etx_engine_create(m, &eo, &e);
+    if (!eval_par_all_ok(par, st.code == ETX_OK)) {
+        if (st.code != ETX_OK) cli_error("sweep", st);
+        goto out;
+    }
+    w.lines = xcalloc((size_t)n_mine + 1, sizeof(char*));
+    EvalDone fresh = {0}; // no resume: the file is rewritten
+    if (!par->mpi) {
+        w.f = eval_open_output(a->out, &fresh);
+        if (!w.f) {
+            fprintf(stderr, "etx sweep: cannot write %s: %s\n", a->out, strerror(errno));
+            goto out;
+        }
+    }
+    const double t0 = eval_now_s();
+    ok = eval_run_jobs(a, par, m, e, items, mine, n_mine, &w, t, busy) == 0;
+    if (w.f) {
+        ok &= fclose(w.f) == 0;
+        w.f = NULL;
+    }
+    if (!eval_par_all_ok(par, ok)) goto out;
+    if (par->mpi) { // merge on rank 0
+        size_t len = 0;
+        for (int i = 0; i < n_mine; i++) len += strlen(w.lines[i]);
+        char* buf = xmalloc(len + 1);
+        size_t at = 0;
+        for (int i = 0; i < n_mine; i++) {
+            size_t n = strlen(w.lines[i]);
+            memcpy(buf + at, w.lines[i], n);
+            at += n;
+        }
+        ok = eval_par_gather(par, buf, len, &all, lens) == 0;
+        free(buf);
+        if (ok && par->rank == 0 && eval_merge_write(a, par, &fresh, all, lens, n_jobs) != 0) {
+            fprintf(stderr, "etx sweep: writing %s failed: %s\n", a->out, strerror(errno));
+            ok = 0;
+        }
+        if (!eval_par_all_ok(par, ok)) goto out;
+    }
+    double secs = eval_now_s() - t0;
+    // tokens/s of a combination: its tokens over the engine time attributed to it (each
+    // step's time split equally over the requests in that step), per rank; the ranks run
+    // side by side, so their rates add up
+    for (int c = 0; c < g->n_combos; c++) rate[c] = busy[c] > 0 ? t[c].tokens / busy[c] : 0;
+    eval_par_sum(par, (double*)t, g->n_combos * TOTALS_N);
+    eval_par_sum(par, rate, g->n_combos);
+    if (par->rank == 0) {
+        if (write_csv(out_csv, g, t, rate) != 0) {
+            fprintf(stderr, "etx sweep: writing %s failed: %s\n", out_csv, strerror(errno));
+            goto out;
+        }
+        double tokens = 0;
+        for (int c = 0; c < g->n_combos; c++) tokens += t[c].tokens;
+        fprintf(stderr, "etx sweep: %d combinations x %d requests, %d bad lines skipped; %.0f tokens in %.1f s "
+                        "(%.1f tok/s)\netx sweep: wrote %s, %s, %s\n",
+                g->n_combos, n_items, n_bad, tokens, secs, secs > 0 ? tokens / secs : 0.0, out_csv, out_jsonl,
+                out_grid);
+    }
+    rc = 0;
+out:
+    if (w.f) fclose(w.f);
+    for (int i = 0; w.lines && i < n_mine; i++) free(w.lines[i]);
+    free(w.lines);
+    free(all);
+    free(lens);
+    free(mine);
+    free(t);
+    free(busy);
+    free(rate);
+    eval_free_items(items, n_items);
+    etx_engine_free(e);
+    etx_model_free(m);
+    return rc;
+}
+
+int cmd_sweep(int argc, char** argv) {
+    SweepArgs sa = {.a = {.command = "sweep", .on_bad = "skip", .batch = 8, .max_tokens = 256}};
+    EvalArgs* a = &sa.a;
+    const char* policy_file = NULL;
+    CliOpt opts[] = {
+        {"--model", "-m", OPT_STRING, &a->model, "PATH", "model directory or .gguf (default: $ETX_MODEL, else SmolLM2-135M-Instruct)", 0},
+        {"--data", NULL, OPT_STRING, &a->data, "FILE", "input JSONL: {\"id\", \"prompt\" | \"messages\", [\"answer\"]} per line", 0},
+        {"--grid", NULL, OPT_STRING, &sa.grid_path, "FILE",
+         "grid JSON {\"policy\": KIND, \"base\": {...}, \"grid\": {\"<parameter>\": [values], ...}}", 0},
+        {"--out", "-o", OPT_STRING, &sa.dir, "DIR", "output directory: results.csv, completions.jsonl, grid.json", 0},
+        {"--task", NULL, OPT_STRING, &a->task, "NAME", "gsm8k: lm-eval's stop strings and GSM8K scoring (default: none)", 0},
+        {"--limit", NULL, OPT_INT, &a->limit, "N", "only the first N requests of the file (default: all)", 0},
+        {"--batch", NULL, OPT_INT, &a->batch, "N", "requests in the engine at once (default 8)", 0},
+        {"--max-tokens", "-n", OPT_INT, &a->max_tokens, "N", "tokens to generate per request (default 256)", 0},
+        {"--policy-file", NULL, OPT_STRING, &policy_file, "FILE",
+         "JSON policy the grid starts from (then the grid's \"base\", then its values)", 0},
+        {"--on-bad-line", NULL, OPT_STRING, &a->on_bad, "MODE", "skip (report and go on, default) | fail (run nothing)", 0},
+        {"--progress", NULL, OPT_FLAG, &a->progress, NULL, "progress bar on stderr even when it is not a terminal", 0},
+        {"--threads", "-t", OPT_INT, &a->threads, "N", "CPU threads per process (default: all cores)", 0},
+        {"--ctx", NULL, OPT_INT, &a->ctx, "N", "context length, prompt + generated (default min(model's, 4096))", 0},
+        {"--device", NULL, OPT_STRING, &a->device, "DEV", "auto | cpu | cuda (default auto)", 0},
+    };
+    CliCommand cmd = {"sweep", "[-m MODEL] --data FILE.jsonl --grid GRID.json --out DIR [options]",
+                      "Runs every combination of a grid of policy parameters on every request of a JSONL file, all "
+                      "through one\nengine; writes DIR/results.csv (one row per combination), DIR/completions.jsonl "
+                      "and DIR/grid.json.\nUnder mpirun the (combination, request) pairs are split over the ranks.",
+                      opts, (int)(sizeof opts / sizeof opts[0])};
+    int pr = cli_parse(&cmd, argc, argv);
+    if (pr) return pr > 0 ? 0 : 2;
+    if (!a->data || !sa.grid_path || !sa.dir) {
+        fprintf(stderr, "etx sweep: --data FILE, --grid FILE and --out DIR are required\n");
+        return 2;
+    }
+    if (a->task && strcmp(a->task, "gsm8k") != 0) {
+        fprintf(stderr, "etx sweep: unknown task '%s' (expected gsm8k)\n", a->task);
+        return 2;
+    }
+    if (strcmp(a->on_bad, "skip") != 0 && strcmp(a->on_bad, "fail") != 0) {
+        fprintf(stderr, "etx sweep: --on-bad-line must be skip or fail (got '%s')\n", a->on_bad);
+        return 2;
+    }
+    if (a->batch < 1 || a->max_tokens < 1 || a->limit < 0) {
+        fprintf(stderr, "etx sweep: --batch and --max-tokens must be >= 1, --limit >= 0\n");
+        return 2;
+    }
+    Grid g;
+    if (grid_load(sa.grid_path, policy_file, &g) != 0) {
+        grid_free(&g);
+        return 2;
+    }
+    a->policy = g.combos[0];
+    EvalPar par;
+    eval_par_init(&par, &argc, &argv);
+    int rc = run_sweep(&sa, &g, &par);
+    eval_par_finalize(&par);
+    grid_free(&g);
+    return rc;
+}

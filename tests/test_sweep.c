@@ -1,0 +1,299 @@
+/*
+ * test_sweep.c — `etx sweep` run as a user runs it, on the default model with the GSM8K
+ * fixture (--limit 2 -n 12) and a 2x2 entropix grid (temperature x low_ent_thresh):
+ * results.csv has 4 rows with the documented columns and values, completions.jsonl 8
+ * lines in (combination, line) order, grid.json is the grid as given; a combination's
+ * completions equal `etx eval` with that policy (the same random keys); --batch 1 and
+ * --batch 4 write the same files as --batch 8; `mpirun -np 2` equals one process
+ * (skipped when mpirun is missing); each bad grid is refused, exit 2, before anything runs.
+ */
+#include <check.h>
+#include <cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common.h"
+
+#define SAMPLE ETX_FIXTURES "/eval/gsm8k_sample.jsonl"
+#define COMMON "--task gsm8k --limit 2 -n 12 --threads 2"
+#define GRID                                                                                                           \
+    "{\"policy\": \"entropix\", \"base\": {\"seed\": 3},\n"                                                            \
+    " \"grid\": {\"temperature\": [0.5, 1.0], \"low_ent_thresh\": [0.1, 0.3]}}\n"
+
+static char g_tmp[256];
+static char g_grid[300];
+static char* g_ref_jsonl; // completions.jsonl of the --batch 8 run
+static char* g_ref_csv;
+
+typedef struct {
+    int status;
+    char* err;
+} Run;
+
+static char* slurp(const char* path) {
+    char* data = NULL;
+    if (etx_read_file(path, &data, NULL).code != ETX_OK) data = NULL;
+    return data;
+}
+
+static void tmp_path(char* out, size_t cap, const char* name) {
+    snprintf(out, cap, "%s/%s", g_tmp, name);
+}
+
+static void write_text(const char* path, const char* text) {
+    FILE* f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+// Runs `PREFIX etx COMMAND ARGS`, stderr kept.
+static Run run_etx(const char* prefix, const char* command, const char* args) {
+    char err_path[300], cmd[4096];
+    tmp_path(err_path, sizeof err_path, "stderr");
+    snprintf(cmd, sizeof cmd, "%s '%s' %s %s > /dev/null 2> '%s'", prefix, ETX_CLI, command, args, err_path);
+    int st = system(cmd);
+    Run r = {WIFEXITED(st) ? WEXITSTATUS(st) : -1, slurp(err_path)};
+    if (!r.err) r.err = xstrdup("");
+    return r;
+}
+
+static void sweep_into(const char* prefix, const char* dir_name, const char* extra) {
+    char dir[300], args[2048];
+    tmp_path(dir, sizeof dir, dir_name);
+    snprintf(args, sizeof args, "--data '%s' --grid '%s' --out '%s' " COMMON " %s", SAMPLE, g_grid, dir, extra);
+    Run r = run_etx(prefix, "sweep", args);
+    ck_assert_msg(r.status == 0, "etx sweep %s: exit %d\n%s", args, r.status, r.err);
+    free(r.err);
+}
+
+static char* read_out(const char* dir_name, const char* file) {
+    char path[400];
+    snprintf(path, sizeof path, "%s/%s/%s", g_tmp, dir_name, file);
+    return slurp(path);
+}
+
+static void reference(void) {
+    if (g_ref_jsonl) return;
+    sweep_into("", "ref", "");
+    g_ref_jsonl = read_out("ref", "completions.jsonl");
+    g_ref_csv = read_out("ref", "results.csv");
+    ck_assert_ptr_nonnull(g_ref_jsonl);
+    ck_assert_ptr_nonnull(g_ref_csv);
+}
+
+// The CSV without its tokens_per_s column (a timing), malloc'ed.
+static char* csv_without_rate(const char* csv) {
+    char* out = xmalloc(strlen(csv) + 1);
+    size_t w = 0;
+    int field = 0;
+    for (const char* p = csv; *p; p++) {
+        if (*p == '\n') field = 0;
+        else if (*p == ',') field++;
+        if (field == 7) continue; // the 8th column: tokens_per_s
+        out[w++] = *p;
+    }
+    out[w] = '\0';
+    return out;
+}
+
+START_TEST(csv_rows_and_completions_in_order) {
+    reference();
+    const char* header = "combo,temperature,low_ent_thresh,n,accuracy_strict,accuracy_flexible,mean_tokens,"
+                         "tokens_per_s,branch_greedy,branch_sample,branch_argmax,branch_pause,branch_helv,"
+                         "branch_lehv,branch_hehv,branch_adaptive\n";
+    ck_assert(strncmp(g_ref_csv, header, strlen(header)) == 0);
+    const char* want[4] = {"0,0.5,0.1,2,", "1,0.5,0.3,2,", "2,1,0.1,2,", "3,1,0.3,2,"};
+    const char* p = g_ref_csv + strlen(header);
+    for (int c = 0; c < 4; c++) {
+        ck_assert_msg(strncmp(p, want[c], strlen(want[c])) == 0, "row %d: %.60s", c, p);
+        int commas = 0;
+        const char* nl = strchr(p, '\n');
+        ck_assert_ptr_nonnull(nl);
+        for (const char* q = p; q < nl; q++) commas += *q == ',';
+        ck_assert_int_eq(commas, 15);
+        // branch shares of an entropix run add up to 1
+        double sum = 0;
+        const char* q = p;
+        for (int k = 0; k < 8; k++) q = strchr(q, ',') + 1;
+        for (int k = 0; k < 8; k++) {
+            sum += atof(q);
+            q = strchr(q, ',') ? strchr(q, ',') + 1 : nl;
+        }
+        ck_assert_msg(sum > 0.999 && sum < 1.001, "row %d: branch shares add to %f", c, sum);
+        p = nl + 1;
+    }
+    ck_assert_int_eq(*p, '\0');
+    // completions: combination-major, lines in file order within each
+    p = g_ref_jsonl;
+    for (int j = 0; j < 8; j++) {
+        const char* nl = strchr(p, '\n');
+        ck_assert_ptr_nonnull(nl);
+        cJSON* o = cJSON_ParseWithLength(p, (size_t)(nl - p));
+        ck_assert_ptr_nonnull(o);
+        ck_assert(strncmp(p, "{\"combo\":", 9) == 0);
+        ck_assert_int_eq(cJSON_GetObjectItem(o, "combo")->valueint, j / 2);
+        ck_assert_int_eq(cJSON_GetObjectItem(o, "id")->valueint, j % 2);
+        ck_assert(cJSON_IsString(cJSON_GetObjectItem(o, "completion")));
+        ck_assert(cJSON_IsNumber(cJSON_GetObjectItem(o, "tokens")));
+        ck_assert(cJSON_IsString(cJSON_GetObjectItem(o, "finish")));
+        ck_assert(cJSON_IsObject(cJSON_GetObjectItem(o, "branches")));
+        ck_assert(cJSON_IsObject(cJSON_GetObjectItem(o, "score")));
+        cJSON_Delete(o);
+        p = nl + 1;
+    }
+    ck_assert_int_eq(*p, '\0');
+    char* grid = read_out("ref", "grid.json");
+    ck_assert_str_eq(grid, GRID);
+    free(grid);
+}
+END_TEST
+
+START_TEST(combination_equals_eval_with_its_policy) {
+    reference();
+    char pol[300], out[300], args[2048];
+    tmp_path(pol, sizeof pol, "combo2.json");
+    tmp_path(out, sizeof out, "combo2.jsonl");
+    write_text(pol, "{\"policy\": \"entropix\", \"seed\": 3, \"temperature\": 1.0, \"low_ent_thresh\": 0.1}\n");
+    unlink(out);
+    snprintf(args, sizeof args, "--data '%s' --out '%s' --policy-file '%s' " COMMON, SAMPLE, out, pol);
+    Run r = run_etx("", "eval", args);
+    ck_assert_msg(r.status == 0, "etx eval: exit %d\n%s", r.status, r.err);
+    free(r.err);
+    char* ev = slurp(out);
+    ck_assert_ptr_nonnull(ev);
+    // combination 2's lines (5 and 6) without their "combo":2, field
+    char want[8192];
+    size_t w = 0;
+    const char* p = g_ref_jsonl;
+    for (int j = 0; j < 8; j++) {
+        const char* nl = strchr(p, '\n');
+        if (j / 2 == 2) {
+            const char* body = p + strlen("{\"combo\":2,");
+            want[w++] = '{';
+            memcpy(want + w, body, (size_t)(nl + 1 - body));
+            w += (size_t)(nl + 1 - body);
+        }
+        p = nl + 1;
+    }
+    want[w] = '\0';
+    ck_assert_str_eq(ev, want);
+    free(ev);
+}
+END_TEST
+
+START_TEST(batch_size_does_not_change_the_files) {
+    reference();
+    char* ref_csv = csv_without_rate(g_ref_csv);
+    const char* dirs[2] = {"b1", "b4"};
+    const char* flags[2] = {"--batch 1", "--batch 4"};
+    for (int i = 0; i < 2; i++) {
+        sweep_into("", dirs[i], flags[i]);
+        char* got = read_out(dirs[i], "completions.jsonl");
+        ck_assert_str_eq(got, g_ref_jsonl);
+        free(got);
+        char* csv = read_out(dirs[i], "results.csv");
+        char* cut = csv_without_rate(csv);
+        ck_assert_str_eq(cut, ref_csv);
+        free(cut);
+        free(csv);
+    }
+    free(ref_csv);
+}
+END_TEST
+
+START_TEST(mpirun_two_ranks_equal_one_process) {
+    if (system("command -v mpirun > /dev/null 2>&1") != 0) {
+        fprintf(stderr, "test_sweep: SKIPPED mpirun_two_ranks_equal_one_process: mpirun is not installed\n");
+        return;
+    }
+    reference();
+    const char* prefix = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
+                         "ASAN_OPTIONS=detect_leaks=0 mpirun --allow-run-as-root --oversubscribe "
+                         "-x ASAN_OPTIONS -np 2";
+    char dir[300], args[2048];
+    tmp_path(dir, sizeof dir, "mpi");
+    snprintf(args, sizeof args, "--data '%s' --grid '%s' --out '%s' --task gsm8k --limit 2 -n 12 --threads 1", SAMPLE,
+             g_grid, dir);
+    Run r = run_etx(prefix, "sweep", args);
+    ck_assert_msg(r.status == 0, "mpirun: exit %d\n%s", r.status, r.err);
+    free(r.err);
+    char* got = read_out("mpi", "completions.jsonl");
+    ck_assert_ptr_nonnull(got);
+    ck_assert_str_eq(got, g_ref_jsonl);
+    free(got);
+    char* csv = read_out("mpi", "results.csv");
+    char* a = csv_without_rate(csv);
+    char* b = csv_without_rate(g_ref_csv);
+    ck_assert_str_eq(a, b);
+    free(a);
+    free(b);
+    free(csv);
+}
+END_TEST
+
+START_TEST(bad_grids_refused_before_running) {
+    static const struct {
+        const char* grid;
+        const char* want;
+    } cases[] = {
+        {"{\"policy\": \"entropix\", \"grid\": {\"temprature\": [0.5]}}", "unknown parameter 'temprature' (did you mean 'temperature'?)"},
+        {"{\"policy\": \"entropix\", \"grid\": {\"temperature\": [0.5, -1]}}", "grid.temperature[1]: temperature must be > 0 (got -1)"},
+        {"{\"policy\": \"entropix\", \"grid\": {\"temperature\": []}}", "grid.temperature must be a non-empty array"},
+        {"{\"policy\": \"entropix\", \"grid\": {\"temperature\": [0.5, \"0.7\"]}}", "grid.temperature[1] must be a number, got a string"},
+        {"{\"policy\": \"entropix\", \"grid\": {\"temperature\": [0.5,}}", "malformed JSON at byte 52 (line 1, column 53)"},
+        {"{\"policy\": \"entropix\", \"grid\": {}}", "\"grid\" must be a non-empty object"},
+        {"{\"policy\": \"entropix\", \"base\": {\"top_k\": 2.5}, \"grid\": {\"temperature\": [1]}}", "base: top_k must be an integer"},
+        {"{\"policy\": \"entropix\", \"base\": {\"temperature\": 1}, \"grid\": {\"temperature\": [1]}}", "in both \"base\" and \"grid\""},
+        {"{\"grid\": {\"temperature\": [1]}}", "\"policy\" is required"},
+        {"{\"policy\": \"entropix\", \"grids\": {\"temperature\": [1]}}", "unknown key 'grids'"},
+    };
+    const int n = (int)(sizeof cases / sizeof cases[0]);
+    char grid[300], dir[300], args[2048];
+    tmp_path(grid, sizeof grid, "bad_grid.json");
+    tmp_path(dir, sizeof dir, "bad_out");
+    for (int i = 0; i < n; i++) {
+        write_text(grid, cases[i].grid);
+        snprintf(args, sizeof args, "--data '%s' --grid '%s' --out '%s' -n 2", SAMPLE, grid, dir);
+        Run r = run_etx("", "sweep", args);
+        ck_assert_msg(r.status == 2, "case %d: exit %d\n%s", i, r.status, r.err);
+        ck_assert_msg(strstr(r.err, cases[i].want) != NULL, "case %d: missing '%s' in\n%s", i, cases[i].want, r.err);
+        ck_assert_msg(strstr(r.err, "bad_grid.json") != NULL, "case %d: the file is not named in\n%s", i, r.err);
+        free(r.err);
+        ck_assert_int_ne(access(dir, F_OK), 0); // nothing ran, nothing written
+    }
+}
+END_TEST
+
+int main(void) {
+    snprintf(g_tmp, sizeof g_tmp, "/tmp/etx_test_sweep_XXXXXX");
+    if (!mkdtemp(g_tmp)) return EXIT_FAILURE;
+    snprintf(g_grid, sizeof g_grid, "%s/grid.json", g_tmp);
+    FILE* f = fopen(g_grid, "wb");
+    if (!f) return EXIT_FAILURE;
+    fputs(GRID, f);
+    fclose(f);
+    Suite* s = suite_create("sweep");
+    TCase* tc = tcase_create("sweep");
+    tcase_set_timeout(tc, 1200);
+    tcase_add_test(tc, csv_rows_and_completions_in_order);
+    tcase_add_test(tc, combination_equals_eval_with_its_policy);
+    tcase_add_test(tc, batch_size_does_not_change_the_files);
+    tcase_add_test(tc, mpirun_two_ranks_equal_one_process);
+    tcase_add_test(tc, bad_grids_refused_before_running);
+    suite_add_tcase(s, tc);
+    SRunner* r = srunner_create(s);
+    srunner_set_fork_status(r, CK_NOFORK);
+    srunner_run_all(r, CK_NORMAL);
+    int failed = srunner_ntests_failed(r);
+    srunner_free(r);
+    free(g_ref_jsonl);
+    free(g_ref_csv);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
+    if (system(cmd) != 0) fprintf(stderr, "test_sweep: could not remove %s\n", g_tmp);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
