@@ -441,6 +441,53 @@ int eval_merge_write(const EvalArgs* a, const EvalPar* par, const EvalDone* done
     return rc;
 }
 
+int eval_run_and_write(const EvalArgs* a, const EvalPar* par, const etx_model* m, etx_engine* e, const Item* items,
+                       const EvalJob* jobs, int n_mine, int n_jobs, const EvalDone* done, Totals* t, double* busy) {
+    Writer w = {0};
+    char* all = NULL;
+    size_t* lens = xcalloc((size_t)par->size, sizeof(size_t));
+    w.lines = xcalloc((size_t)n_mine + 1, sizeof(char*));
+    int ok = 0;
+    if (!par->mpi) {
+        w.f = eval_open_output(a->out, done);
+        if (!w.f) {
+            fprintf(stderr, "etx %s: cannot write %s: %s\n", a->command, a->out, strerror(errno));
+            goto out;
+        }
+    }
+    ok = eval_run_jobs(a, par, m, e, items, jobs, n_mine, &w, t, busy) == 0;
+    if (w.f) {
+        ok &= fclose(w.f) == 0;
+        w.f = NULL;
+    }
+    ok = eval_par_all_ok(par, ok);
+    if (ok && par->mpi) { // merge on rank 0
+        size_t len = 0;
+        for (int i = 0; i < n_mine; i++) len += strlen(w.lines[i]);
+        char* buf = xmalloc(len + 1);
+        size_t at = 0;
+        for (int i = 0; i < n_mine; i++) {
+            size_t n = strlen(w.lines[i]);
+            memcpy(buf + at, w.lines[i], n);
+            at += n;
+        }
+        ok = eval_par_gather(par, buf, len, &all, lens) == 0;
+        free(buf);
+        if (ok && par->rank == 0 && eval_merge_write(a, par, done, all, lens, n_jobs) != 0) {
+            fprintf(stderr, "etx %s: writing %s failed: %s\n", a->command, a->out, strerror(errno));
+            ok = 0;
+        }
+        ok = eval_par_all_ok(par, ok);
+    }
+out:
+    if (w.f) fclose(w.f);
+    for (int i = 0; i < n_mine; i++) free(w.lines[i]);
+    free(w.lines);
+    free(all);
+    free(lens);
+    return ok ? 0 : -1;
+}
+
 static int eval_run(const EvalArgs* a, const EvalPar* par) {
     etx_engine_options eo = etx_engine_options_default();
     if (cli_parse_device(a->device, &eo.device) != 0) return 2;
@@ -466,10 +513,7 @@ static int eval_run(const EvalArgs* a, const EvalPar* par) {
     Item* items = NULL;
     int n_items = 0, n_bad = 0, rc = 1, n_pending = 0, n_mine = 0, n_skipped = 0;
     EvalJob* mine = NULL;
-    Writer w = {0};
     etx_engine* e = NULL;
-    char* all = NULL;
-    size_t* lens = xcalloc((size_t)par->size, sizeof(size_t));
     int ok = eval_read_items(a, par, m, ctx, &items, &n_items, &n_bad) == 0;
     if (!eval_par_all_ok(par, ok)) goto out;
     if (n_bad > 0 && strcmp(a->on_bad, "fail") == 0) {
@@ -491,51 +535,15 @@ static int eval_run(const EvalArgs* a, const EvalPar* par) {
         if (st.code != ETX_OK) cli_error("eval", st);
         goto out;
     }
-    w.lines = xcalloc((size_t)n_mine + 1, sizeof(char*));
-    if (!par->mpi) {
-        w.f = eval_open_output(a->out, &done);
-        if (!w.f) {
-            fprintf(stderr, "etx eval: cannot write %s: %s\n", a->out, strerror(errno));
-            goto out;
-        }
-    }
     Totals t;
     memset(&t, 0, sizeof t);
     const double t0 = eval_now_s();
-    ok = eval_run_jobs(a, par, m, e, items, mine, n_mine, &w, &t, NULL) == 0;
-    if (w.f) {
-        ok &= fclose(w.f) == 0;
-        w.f = NULL;
-    }
-    if (!eval_par_all_ok(par, ok)) goto out;
-    if (par->mpi) { // merge on rank 0
-        size_t len = 0;
-        for (int i = 0; i < n_mine; i++) len += strlen(w.lines[i]);
-        char* buf = xmalloc(len + 1);
-        size_t at = 0;
-        for (int i = 0; i < n_mine; i++) {
-            size_t n = strlen(w.lines[i]);
-            memcpy(buf + at, w.lines[i], n);
-            at += n;
-        }
-        ok = eval_par_gather(par, buf, len, &all, lens) == 0;
-        free(buf);
-        if (ok && par->rank == 0 && eval_merge_write(a, par, &done, all, lens, n_pending) != 0) {
-            fprintf(stderr, "etx eval: writing %s failed: %s\n", a->out, strerror(errno));
-            ok = 0;
-        }
-        if (!eval_par_all_ok(par, ok)) goto out;
-    }
+    if (eval_run_and_write(a, par, m, e, items, mine, n_mine, n_pending, &done, &t, NULL) != 0) goto out;
     double secs = eval_now_s() - t0;
     eval_par_sum(par, (double*)&t, TOTALS_N);
     if (par->rank == 0) summary(a, &t, secs, n_skipped, n_bad);
     rc = 0;
 out:
-    if (w.f) fclose(w.f);
-    for (int i = 0; w.lines && i < n_mine; i++) free(w.lines[i]);
-    free(w.lines);
-    free(all);
-    free(lens);
     free(mine);
     eval_free_items(items, n_items);
     etx_engine_free(e);

@@ -108,6 +108,11 @@ void eval_free_items(Item* items, int n);
 // requests in it).
 int eval_run_jobs(const EvalArgs* a, const EvalPar* par, const etx_model* m, etx_engine* e, const Item* items,
                   const EvalJob* jobs, int n, Writer* w, Totals* t, double* busy);
+// Opens the output (one process) after done's last good line, runs this rank's jobs
+// (n_mine of them), and under MPI has rank 0 write every rank's lines in job order
+// (n_jobs in all). Errors are reported; returns 0 when every rank succeeded.
+int eval_run_and_write(const EvalArgs* a, const EvalPar* par, const etx_model* m, etx_engine* e, const Item* items,
+                       const EvalJob* jobs, int n_mine, int n_jobs, const EvalDone* done, Totals* t, double* busy);
 // Opens an output for appending after done's last good line ("wb" when there is none).
 FILE* eval_open_output(const char* path, const EvalDone* done);
 // Rank 0 writes the gathered lines of every rank in job order (job j ran on rank j % size).

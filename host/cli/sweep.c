@@ -328,10 +328,7 @@ static int run_sweep(SweepArgs* sa, const Grid* g, const EvalPar* par) {
     Item* items = NULL;
     int n_items = 0, n_bad = 0, rc = 1, n_mine = 0, n_jobs = 0;
     EvalJob* mine = NULL;
-    Writer w = {0};
     etx_engine* e = NULL;
-    char* all = NULL;
-    size_t* lens = xcalloc((size_t)par->size, sizeof(size_t));
     Totals* t = xcalloc((size_t)g->n_combos, sizeof *t);
     double* busy = xcalloc((size_t)g->n_combos, sizeof(double));
     double* rate = xcalloc((size_t)g->n_combos, sizeof(double));
@@ -358,40 +355,9 @@ static int run_sweep(SweepArgs* sa, const Grid* g, const EvalPar* par) {
         if (st.code != ETX_OK) cli_error("sweep", st);
         goto out;
     }
-    w.lines = xcalloc((size_t)n_mine + 1, sizeof(char*));
     EvalDone fresh = {0}; // no resume: the file is rewritten
-    if (!par->mpi) {
-        w.f = eval_open_output(a->out, &fresh);
-        if (!w.f) {
-            fprintf(stderr, "etx sweep: cannot write %s: %s\n", a->out, strerror(errno));
-            goto out;
-        }
-    }
     const double t0 = eval_now_s();
-    ok = eval_run_jobs(a, par, m, e, items, mine, n_mine, &w, t, busy) == 0;
-    if (w.f) {
-        ok &= fclose(w.f) == 0;
-        w.f = NULL;
-    }
-    if (!eval_par_all_ok(par, ok)) goto out;
-    if (par->mpi) { // merge on rank 0
-        size_t len = 0;
-        for (int i = 0; i < n_mine; i++) len += strlen(w.lines[i]);
-        char* buf = xmalloc(len + 1);
-        size_t at = 0;
-        for (int i = 0; i < n_mine; i++) {
-            size_t n = strlen(w.lines[i]);
-            memcpy(buf + at, w.lines[i], n);
-            at += n;
-        }
-        ok = eval_par_gather(par, buf, len, &all, lens) == 0;
-        free(buf);
-        if (ok && par->rank == 0 && eval_merge_write(a, par, &fresh, all, lens, n_jobs) != 0) {
-            fprintf(stderr, "etx sweep: writing %s failed: %s\n", a->out, strerror(errno));
-            ok = 0;
-        }
-        if (!eval_par_all_ok(par, ok)) goto out;
-    }
+    if (eval_run_and_write(a, par, m, e, items, mine, n_mine, n_jobs, &fresh, t, busy) != 0) goto out;
     double secs = eval_now_s() - t0;
     // tokens/s of a combination: its tokens over the engine time attributed to it (each
     // step's time split equally over the requests in that step), per rank; the ranks run
@@ -413,11 +379,6 @@ static int run_sweep(SweepArgs* sa, const Grid* g, const EvalPar* par) {
     }
     rc = 0;
 out:
-    if (w.f) fclose(w.f);
-    for (int i = 0; w.lines && i < n_mine; i++) free(w.lines[i]);
-    free(w.lines);
-    free(all);
-    free(lens);
     free(mine);
     free(t);
     free(busy);
