@@ -1,0 +1,48 @@
+/*
+ * cuda_common.cuh — what every kernel file includes first: the CUDA runtime (nvcc) or
+ * the SIMT emulator (ETX_SIMT, tests/simt/simt.h), an error check that names the call,
+ * file and line, and one launch macro that works in both.
+ *
+ *     ETX_LAUNCH(my_kernel, grid, block, smem_bytes, stream, arg1, arg2, ...);
+ *
+ * nvcc: my_kernel<<<grid, block, smem_bytes, stream>>>(args...). Emulator: the blocks
+ * run one after another on the calling thread, the threads of a block as fibers. A
+ * template kernel with several parameters needs parentheses or an alias, since the macro
+ * splits on commas: ETX_LAUNCH((my_kernel<64, float>), ...).
+ */
+#ifndef ETX_CUDA_COMMON_CUH
+#define ETX_CUDA_COMMON_CUH
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#ifdef ETX_SIMT
+#include "simt.h"
+#define ETX_LAUNCH(kernel, grid, block, smem, stream, ...) \
+    simt::launch((grid), (block), (smem), [&]() { kernel(__VA_ARGS__); })
+#else
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#define ETX_LAUNCH(kernel, grid, block, smem, stream, ...) \
+    kernel<<<(grid), (block), (smem), (stream)>>>(__VA_ARGS__)
+#endif
+
+// Aborts with the failing call, file and line (kernel launches and runtime calls whose
+// failure means a bug or a dead device; the host side turns recoverable errors, such as
+// out of memory, into etx_status before they reach here).
+#define CUDA_CHECK(call)                                                                      \
+    do {                                                                                      \
+        cudaError_t err_ = (call);                                                            \
+        if (err_ != cudaSuccess) {                                                            \
+            fprintf(stderr, "[CUDA ERROR] %s at %s:%d: %s\n", #call, __FILE__, __LINE__,       \
+                    cudaGetErrorString(err_));                                                \
+            exit(EXIT_FAILURE);                                                               \
+        }                                                                                     \
+    } while (0)
+
+// Checks the last launch (asynchronous errors surface at the next synchronisation).
+#define CUDA_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())
+
+static inline int etx_ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+#endif // ETX_CUDA_COMMON_CUH
