@@ -1,0 +1,24 @@
+/*
+ * embed.h — the token-embedding lookup of the CUDA backend (kernels/embed.cu): the first
+ * op of a step, turning each row's token id into its f32 residual-stream row.
+ * Layout: kernels/README.md. Pointers are device pointers; stream is a cudaStream_t.
+ */
+#ifndef ETX_KERNELS_EMBED_H
+#define ETX_KERNELS_EMBED_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef uint16_t etx_bf16; // bfloat16 bits (kernels/README.md)
+
+// x[r, :] = float(emb[tok[r], :])      emb: (vocab, dim) bf16, tok: (n_rows), x: (n_rows, dim)
+void etx_embed(float* x, const etx_bf16* emb, const int32_t* tok, int n_rows, int dim, void* stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif // ETX_KERNELS_EMBED_H

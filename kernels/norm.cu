@@ -1,0 +1,96 @@
+/*
+ * norm.cu — RMSNorm fused with the residual add:
+ *   x[r] += delta[r] (optional);  out[r] = bf16(x[r] * rsqrt(mean(x[r]^2) + eps) * w)
+ *
+ * One block per row. Pass 1 reads x (and delta), writes the sum back, and reduces the
+ * sum of squares (warp shuffles, then one value per warp through shared memory); pass 2
+ * re-reads x (now in L1/L2) and writes bf16. With dim % 4 == 0 and 16-byte aligned
+ * pointers, every access is a 16-byte vector (8 bytes for the bf16 output).
+ * Traffic per row: dim * (4 x + 4 delta + 4 x written + 2 out) bytes, w from L2.
+ */
+#include "cuda_common.cuh"
+#include "norm.h"
+
+struct alignas(16) f32x4 {
+    float v[4];
+};
+struct alignas(8) bf16x4 {
+    __nv_bfloat16 v[4];
+};
+
+// sum of v over the block (every thread gets it); red: 32 floats of shared memory
+__device__ float block_sum(float v, float* red) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_warps = (blockDim.x + 31) / 32;
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    float s = 0.0f;
+    for (int w = 0; w < n_warps; w++) s += red[w];
+    __syncthreads(); // red may be reused by the caller
+    return s;
+}
+
+// block r: row r. VEC: dim % 4 == 0 and aligned pointers, 16-byte accesses.
+// blockDim.x: a multiple of 32.
+template <bool VEC>
+__global__ void rmsnorm_residual_kernel(__nv_bfloat16* __restrict__ out, float* __restrict__ x,
+                                        const float* __restrict__ delta, const float* __restrict__ w, int dim,
+                                        float eps) {
+    __shared__ float red[32];
+    int r = blockIdx.x;
+    float* xr = x + (size_t)r * dim;
+    const float* dr = delta ? delta + (size_t)r * dim : NULL;
+    __nv_bfloat16* orow = out + (size_t)r * dim;
+    float ss = 0.0f;
+    if (VEC) {
+        f32x4* x4 = reinterpret_cast<f32x4*>(xr);
+        const f32x4* d4 = reinterpret_cast<const f32x4*>(dr);
+        for (int i = threadIdx.x; i < dim / 4; i += blockDim.x) {
+            f32x4 a = x4[i];
+            if (dr) {
+                f32x4 b = d4[i];
+                for (int j = 0; j < 4; j++) a.v[j] += b.v[j];
+                x4[i] = a;
+            }
+            for (int j = 0; j < 4; j++) ss += a.v[j] * a.v[j];
+        }
+    } else {
+        for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+            float a = xr[i];
+            if (dr) {
+                a += dr[i];
+                xr[i] = a;
+            }
+            ss += a * a;
+        }
+    }
+    ss = block_sum(ss, red);
+    float inv = rsqrtf(ss / (float)dim + eps);
+    if (VEC) {
+        const f32x4* x4 = reinterpret_cast<const f32x4*>(xr);
+        const f32x4* w4 = reinterpret_cast<const f32x4*>(w);
+        bf16x4* o4 = reinterpret_cast<bf16x4*>(orow);
+        for (int i = threadIdx.x; i < dim / 4; i += blockDim.x) {
+            f32x4 a = x4[i], b = w4[i];
+            bf16x4 o;
+            for (int j = 0; j < 4; j++) o.v[j] = __float2bfloat16(b.v[j] * (a.v[j] * inv));
+            o4[i] = o;
+        }
+    } else {
+        for (int i = threadIdx.x; i < dim; i += blockDim.x) orow[i] = __float2bfloat16(w[i] * (xr[i] * inv));
+    }
+}
+
+extern "C" void etx_rmsnorm_residual(etx_bf16* out, float* x, const float* delta, const float* w, int n_rows, int dim,
+                                     float eps, void* stream) {
+    if (n_rows <= 0) return;
+    __nv_bfloat16* o = reinterpret_cast<__nv_bfloat16*>(out);
+    int threads = dim >= 4096 ? 512 : dim >= 1024 ? 256 : 128;
+    uintptr_t align = (uintptr_t)x | (uintptr_t)delta | (uintptr_t)w;
+    bool vec = dim % 4 == 0 && (align & 15) == 0 && ((uintptr_t)out & 7) == 0;
+    if (vec)
+        ETX_LAUNCH(rmsnorm_residual_kernel<true>, n_rows, threads, 0, (cudaStream_t)stream, o, x, delta, w, dim, eps);
+    else
+        ETX_LAUNCH(rmsnorm_residual_kernel<false>, n_rows, threads, 0, (cudaStream_t)stream, o, x, delta, w, dim, eps);
+    CUDA_CHECK_LAUNCH();
+}

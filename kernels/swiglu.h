@@ -1,0 +1,25 @@
+/*
+ * swiglu.h — the MLP's gated activation (kernels/swiglu.cu): from the fused gate/up GEMM
+ * output to the bf16 input of the down projection.
+ * Layout: kernels/README.md. Pointers are device pointers; stream is a cudaStream_t.
+ */
+#ifndef ETX_KERNELS_SWIGLU_H
+#define ETX_KERNELS_SWIGLU_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef uint16_t etx_bf16; // bfloat16 bits (kernels/README.md)
+
+// out[r, i] = bf16(silu(g) * u), g = gu[r, i], u = gu[r, hidden + i], silu(g) = g / (1 + exp(-g))
+// gu: (n_rows, 2 hidden) f32 (gate then up); out: (n_rows, hidden) bf16.
+void etx_swiglu(etx_bf16* out, const float* gu, int n_rows, int hidden, void* stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif // ETX_KERNELS_SWIGLU_H
