@@ -72,18 +72,22 @@ static etx_status alloc_floats(float** p, size_t n, const char* name) {
     return etx_ok();
 }
 
-etx_status build_cpu_run_state_chunked(CpuRunState* s, const ModelConfig* c, int max_chunk) {
+etx_status build_cpu_run_state_rows(CpuRunState* s, const ModelConfig* c, int max_chunk, int max_rows) {
     memset(s, 0, sizeof *s);
     if (max_chunk <= 0) max_chunk = CPU_DEFAULT_CHUNK;
+    if (max_rows < max_chunk) max_rows = max_chunk;
     if (c->head_dim <= 0 || c->head_dim % 2 != 0)
         return etx_error(ETX_ERR_UNSUPPORTED, "cpu forward: head_dim must be even (got %d)", c->head_dim);
     s->max_chunk = max_chunk;
+    s->max_rows = max_rows;
     s->att_rows = c->n_heads;
-    size_t ch = (size_t)max_chunk, qdim = (size_t)c->n_heads * c->head_dim, half = (size_t)c->head_dim / 2;
+    size_t ch = (size_t)max_rows, kv_dim = (size_t)c->n_kv_heads * c->head_dim, qdim = (size_t)c->n_heads * c->head_dim, half = (size_t)c->head_dim / 2;
     etx_status st = etx_ok();
     if (st.code == ETX_OK) st = alloc_floats(&s->x, ch * c->dim, "x");
     if (st.code == ETX_OK) st = alloc_floats(&s->xb, ch * c->dim, "xb");
     if (st.code == ETX_OK) st = alloc_floats(&s->q, ch * qdim, "q");
+    if (st.code == ETX_OK) st = alloc_floats(&s->knew, ch * kv_dim, "knew");
+    if (st.code == ETX_OK) st = alloc_floats(&s->vnew, ch * kv_dim, "vnew");
     if (st.code == ETX_OK) st = alloc_floats(&s->att_out, ch * qdim, "att_out");
     if (st.code == ETX_OK) st = alloc_floats(&s->hb, ch * c->hidden_dim, "hb");
     if (st.code == ETX_OK) st = alloc_floats(&s->hb2, ch * c->hidden_dim, "hb2");
@@ -98,6 +102,10 @@ etx_status build_cpu_run_state_chunked(CpuRunState* s, const ModelConfig* c, int
     return etx_ok();
 }
 
+etx_status build_cpu_run_state_chunked(CpuRunState* s, const ModelConfig* c, int max_chunk) {
+    return build_cpu_run_state_rows(s, c, max_chunk, max_chunk);
+}
+
 etx_status build_cpu_run_state(CpuRunState* s, const ModelConfig* c) {
     return build_cpu_run_state_chunked(s, c, CPU_DEFAULT_CHUNK);
 }
@@ -106,6 +114,8 @@ void free_cpu_run_state(CpuRunState* s) {
     free(s->x);
     free(s->xb);
     free(s->q);
+    free(s->knew);
+    free(s->vnew);
     free(s->att_out);
     free(s->hb);
     free(s->hb2);
@@ -116,10 +126,10 @@ void free_cpu_run_state(CpuRunState* s) {
     memset(s, 0, sizeof *s);
 }
 
-// Attention scratch of one thread: rows * (ATT_BLOCK + 2) floats, rows = max(max_chunk,
+// Attention scratch of one thread: rows * (ATT_BLOCK + 2) floats, rows = max(max_rows,
 // n_heads) (attention_head's rows are a chunk's tokens, or a group of heads).
 static size_t att_scratch_per_thread(const CpuRunState* s) {
-    int rows = s->max_chunk > s->att_rows ? s->max_chunk : s->att_rows;
+    int rows = s->max_rows > s->att_rows ? s->max_rows : s->att_rows;
     return (size_t)rows * (ATT_BLOCK + 2);
 }
 
@@ -143,142 +153,215 @@ static void add_inplace(float* x, const float* y, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] += y[i];
 }
 
-// y = x W^T (matmul), except that one token (n == 1) streams W's compact twin when it
-// has one (quant_matvec: same values up to summation order, ~6x less memory traffic).
-static void linear(float* y, int ldy, const float* x, const float* W, const QuantMatrix* Wq, int n, int in, int out) {
-    if (n == 1 && Wq->blocks)
+// How the rows of one call relate: a chunk of one sequence (consecutive positions), or
+// decode rows of as many sequences.
+typedef enum { ROWS_CHUNK = 0, ROWS_DECODE } RowsKind;
+
+// y = x W^T. A chunk uses sgemm (one token: W's compact twin when it has one, ~6x less
+// memory traffic); decode rows use the batch-invariant products, row by row identical to
+// the one-token product whatever the number of rows.
+static void linear(float* y, int ldy, const float* x, const float* W, const QuantMatrix* Wq, int n, int in, int out,
+                   RowsKind kind) {
+    if (kind == ROWS_DECODE) {
+        for (int r = 0; r < n; r++) {
+            if (Wq->blocks)
+                quant_matvec(y + (size_t)r * ldy, x + (size_t)r * in, Wq);
+            else
+                matmul(y + (size_t)r * ldy, ldy, x + (size_t)r * in, W, 1, in, out);
+        }
+    } else if (n == 1 && Wq->blocks) {
         quant_matvec(y, x, Wq);
-    else
+    } else {
         matmul(y, ldy, x, W, n, in, out);
+    }
 }
 
-// Causal GQA attention of n queries at positions pos0.. over the cache rows 0..pos0+i:
-// att_out[i, h] = sum_t softmax_t(q[i,h] . k[t,g] / sqrt(hd)) v[t,g], g = h / (n_heads / n_kv_heads).
-// One decode token: one task per KV head, its query heads as the rows of one product (each
-// cached key is read once). Several tokens: one task per query head, its n queries as rows.
-// probs, scores (either may be NULL): the last query's probabilities and pre-softmax
-// scaled scores, each (n_heads, pos0+n).
-static void attention(const ModelConfig* c, CpuRunState* s, const float* kc, const float* vc, int pos0, int n,
-                      float* probs, float* scores) {
+KVSeq kv_seq_of_cache(const KVCache* kv) {
+    static const int first_block = 0;
+    KVSeq s = {kv->k, kv->v, &first_block, 1 << 30, kv->pos};
+    return s;
+}
+
+// Row of position p in a layer's storage.
+static inline float* kv_row(float* base, const KVSeq* kv, int p, int kv_dim) {
+    size_t row = (size_t)kv->ids[p / kv->block_size] * kv->block_size + (size_t)(p % kv->block_size);
+    return base + row * kv_dim;
+}
+
+// Attention reads a sequence in segments that never cross a block.
+static int seg_len_of(const KVSeq* kv) { return kv->block_size < ATT_BLOCK ? kv->block_size : ATT_BLOCK; }
+
+// kseg/vseg[j] = rows of positions j*seg .. of layer l, for positions < T.
+static void kv_segments(const KVSeq* kv, int l, int T, int kv_dim, const float** kseg, const float** vseg) {
+    int seg = seg_len_of(kv);
+    for (int j = 0; j * seg < T; j++) {
+        kseg[j] = kv_row(kv->k[l], kv, j * seg, kv_dim);
+        vseg[j] = kv_row(kv->v[l], kv, j * seg, kv_dim);
+    }
+}
+
+// scores[h, t] = scale * q_h . k_t for t < T (the last layer's capture for the attention
+// metrics): one matrix-vector product per head and segment.
+static void capture_scores(const ModelConfig* c, const float* q, const float** kseg, int seg, int T, float scale,
+                           float* scores) {
+    int hd = c->head_dim, kv_dim = c->n_kv_heads * hd, group = c->n_heads / c->n_kv_heads;
+    #pragma omp parallel for
+    for (int h = 0; h < c->n_heads; h++) {
+        float* sr = scores + (size_t)h * T;
+        int col = (h / group) * hd;
+        for (int t0 = 0; t0 < T; t0 += seg) {
+            int nb = T - t0 < seg ? T - t0 : seg;
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, nb, hd, scale, kseg[t0 / seg] + col, kv_dim, q + (size_t)h * hd, 1,
+                        0.0f, sr + t0, 1);
+        }
+    }
+}
+
+// Causal GQA attention of one chunk (n queries of one sequence at positions kv->pos..,
+// whose keys are already stored) or of n decode rows (one query each, sequence r at
+// kv[r].pos):
+//   att_out[i, h] = sum_{t <= pos(i)} softmax_t(q[i,h] . k[t,g] / sqrt(hd)) v[t,g],  g = h / group.
+// One query token: one task per KV head, its query heads as the rows of one product (each
+// cached key is read once). Several tokens of a chunk: one task per query head, its n
+// queries as rows. scores (per sequence, may be NULL): the last query's pre-softmax
+// scaled scores (n_heads, pos + 1).
+static etx_status attention(const ModelConfig* c, CpuRunState* s, const KVSeq* kv, int n_kv, int l, int n,
+                            RowsKind kind, float* const* scores) {
     int hd = c->head_dim, n_heads = c->n_heads, kv_dim = c->n_kv_heads * hd, qdim = n_heads * hd;
     int group = n_heads / c->n_kv_heads;
     float scale = (float)pow((double)hd, -0.5); // transformers: head_dim ** -0.5
     size_t per = att_scratch_per_thread(s);
-    int tasks = n == 1 ? c->n_kv_heads : n_heads;
+    // segment pointers of every sequence of the call
+    int max_segs = 0;
+    for (int r = 0; r < n_kv; r++) {
+        int T = kv[r].pos + (kind == ROWS_CHUNK ? n : 1);
+        int ns = (T + seg_len_of(&kv[r]) - 1) / seg_len_of(&kv[r]);
+        if (ns > max_segs) max_segs = ns;
+    }
+    const float** segs = malloc((size_t)n_kv * 2 * max_segs * sizeof(float*));
+    if (!segs) return etx_error(ETX_ERR_NOMEM, "cpu forward: out of memory for attention segments");
+    for (int r = 0; r < n_kv; r++) {
+        int T = kv[r].pos + (kind == ROWS_CHUNK ? n : 1);
+        kv_segments(&kv[r], l, T, kv_dim, segs + (size_t)r * 2 * max_segs, segs + ((size_t)r * 2 + 1) * max_segs);
+    }
+    int one_token = kind == ROWS_DECODE || n == 1;
+    int tasks = one_token ? n * c->n_kv_heads : n_heads;
     #pragma omp parallel for schedule(dynamic, 1)
     for (int task = 0; task < tasks; task++) {
         float* scratch = s->att + (size_t)omp_get_thread_num() * per;
-        if (n == 1) { // heads g*group .. g*group+group-1 are adjacent in q and att_out
-            int g = task;
-            size_t off = (size_t)g * hd, qoff = (size_t)g * group * hd;
-            attention_head(s->att_out + qoff, hd, s->q + qoff, hd, kc + off, vc + off, kv_dim, group, group, pos0,
-                           hd, scale, scratch);
+        if (one_token) { // row r, heads g*group .. g*group+group-1 are adjacent in q and att_out
+            int r = task / c->n_kv_heads, g = task % c->n_kv_heads;
+            const KVSeq* sq = &kv[kind == ROWS_DECODE ? r : 0];
+            const float** ks = segs + (size_t)(kind == ROWS_DECODE ? r : 0) * 2 * max_segs;
+            size_t qoff = (size_t)r * qdim + (size_t)g * group * hd;
+            attention_head(s->att_out + qoff, hd, s->q + qoff, hd, ks, ks + max_segs, seg_len_of(sq), g * hd, kv_dim,
+                           group, group, sq->pos, hd, scale, scratch);
         } else {
             int h = task;
-            size_t off = (size_t)(h / group) * hd;
-            attention_head(s->att_out + (size_t)h * hd, qdim, s->q + (size_t)h * hd, qdim, kc + off, vc + off, kv_dim,
-                           n, 1, pos0, hd, scale, scratch);
+            attention_head(s->att_out + (size_t)h * hd, qdim, s->q + (size_t)h * hd, qdim, segs, segs + max_segs,
+                           seg_len_of(kv), (h / group) * hd, kv_dim, n, 1, kv->pos, hd, scale, scratch);
         }
     }
-    // the captured rows are recomputed here, one matrix-vector product per head, rather
-    // than taken from the blocked loop above, which never holds a whole row
-    if (probs || scores) {
-        int T = pos0 + n;
-        #pragma omp parallel for
-        for (int h = 0; h < n_heads; h++) {
-            const float* q = s->q + (size_t)(n - 1) * qdim + (size_t)h * hd;
-            const float* k = kc + (size_t)(h / group) * hd;
-            if (!scores) {
-                attention_probs(probs + (size_t)h * T, q, k, kv_dim, T, hd, scale);
-                continue;
-            }
-            // scores[h, t] = scale * q . k[t], then probs[h] = softmax(scores[h])
-            float* sr = scores + (size_t)h * T;
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, T, hd, scale, k, kv_dim, q, 1, 0.0f, sr, 1);
-            if (probs) {
-                memcpy(probs + (size_t)h * T, sr, (size_t)T * sizeof(float));
-                softmax(probs + (size_t)h * T, T);
-            }
+    // the captured rows are recomputed here rather than taken from the blocked loop
+    // above, which never holds a whole row
+    if (scores)
+        for (int r = 0; r < n_kv; r++) {
+            if (!scores[r]) continue;
+            int last = kind == ROWS_DECODE ? r : n - 1;
+            int T = kv[r].pos + (kind == ROWS_CHUNK ? n : 1);
+            capture_scores(c, s->q + (size_t)last * qdim, segs + (size_t)r * 2 * max_segs, seg_len_of(&kv[r]), T,
+                           scale, scores[r]);
         }
-    }
+    free(segs);
+    return etx_ok();
 }
 
-// One chunk of n <= max_chunk tokens at positions kv->pos..; the cache already has room.
-// logits: NULL, or n rows (all_logits) / one row for the chunk's last token.
-static void forward_chunk(const etx_model* m, CpuRunState* s, KVCache* kv, const int32_t* tokens, int n,
-                          float* logits, int all_logits, int capture_attn) {
+// n rows through the model: a chunk of one sequence (kind ROWS_CHUNK, kv[0], positions
+// kv[0].pos + i) or decode rows (ROWS_DECODE, row r at kv[r].pos). Keys and values go
+// into the sequences' blocks; positions are not advanced here. logits: NULL, or for a
+// chunk the last row (or every row with all_logits), for decode rows every row.
+static etx_status forward_rows(const etx_model* m, CpuRunState* s, const KVSeq* kv, const int32_t* tokens, int n,
+                               RowsKind kind, float* logits, int all_logits, float* const* scores) {
     const ModelConfig* c = &m->cfg;
     int dim = c->dim, hd = c->head_dim, half = hd / 2, hidden = c->hidden_dim;
     int qdim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
-    int pos0 = kv->pos;
+    int n_kv = kind == ROWS_DECODE ? n : 1;
     int par = n > 1; // row loops are only worth threads with several rows
 
-    // embedding: x[i] = token_embedding[tokens[i]]
-    for (int i = 0; i < n; i++)
+    // embedding: x[i] = token_embedding[tokens[i]]; RoPE tables of each row's position
+    for (int i = 0; i < n; i++) {
         memcpy(s->x + (size_t)i * dim, m->w.token_embedding + (size_t)tokens[i] * dim, (size_t)dim * sizeof(float));
-    rope_tables(s->rope_cos, s->rope_sin, s->inv_freq, half, pos0, n);
+        int pos = kind == ROWS_DECODE ? kv[i].pos : kv->pos + i;
+        rope_tables(s->rope_cos + (size_t)i * half, s->rope_sin + (size_t)i * half, s->inv_freq, half, pos, 1);
+    }
 
     for (int l = 0; l < c->n_layers; l++) {
         const LayerWeights* L = &m->w.layers[l];
-        float* kc = kv->k[l];
-        float* vc = kv->v[l];
-        float* knew = kc + (size_t)pos0 * kv_dim; // this chunk's rows of the cache
-        float* vnew = vc + (size_t)pos0 * kv_dim;
 
         // attention block: x += Wo attn(rope(Wq xn), rope(Wk xn), Wv xn), xn = rmsnorm(x)
         #pragma omp parallel for if (par)
         for (int i = 0; i < n; i++)
             rmsnorm(s->xb + (size_t)i * dim, s->x + (size_t)i * dim, L->attn_norm, dim, c->norm_eps);
-        linear(s->q, qdim, s->xb, L->wq, &L->wq_q, n, dim, qdim);
-        linear(knew, kv_dim, s->xb, L->wk, &L->wk_q, n, dim, kv_dim);
-        linear(vnew, kv_dim, s->xb, L->wv, &L->wv_q, n, dim, kv_dim);
+        linear(s->q, qdim, s->xb, L->wq, &L->wq_q, n, dim, qdim, kind);
+        linear(s->knew, kv_dim, s->xb, L->wk, &L->wk_q, n, dim, kv_dim, kind);
+        linear(s->vnew, kv_dim, s->xb, L->wv, &L->wv_q, n, dim, kv_dim, kind);
         #pragma omp parallel for if (par)
         for (int i = 0; i < n; i++) {
             const float* cs = s->rope_cos + (size_t)i * half;
             const float* sn = s->rope_sin + (size_t)i * half;
             for (int h = 0; h < c->n_heads; h++) rope_apply(s->q + (size_t)i * qdim + (size_t)h * hd, cs, sn, half);
-            for (int h = 0; h < c->n_kv_heads; h++) rope_apply(knew + (size_t)i * kv_dim + (size_t)h * hd, cs, sn, half);
+            for (int h = 0; h < c->n_kv_heads; h++)
+                rope_apply(s->knew + (size_t)i * kv_dim + (size_t)h * hd, cs, sn, half);
+            // append to the cache: row i's key and value at its position
+            const KVSeq* sq = kind == ROWS_DECODE ? &kv[i] : kv;
+            int pos = kind == ROWS_DECODE ? sq->pos : sq->pos + i;
+            memcpy(kv_row(sq->k[l], sq, pos, kv_dim), s->knew + (size_t)i * kv_dim, (size_t)kv_dim * sizeof(float));
+            memcpy(kv_row(sq->v[l], sq, pos, kv_dim), s->vnew + (size_t)i * kv_dim, (size_t)kv_dim * sizeof(float));
         }
-        int last_layer = capture_attn && l == c->n_layers - 1;
-        attention(c, s, kc, vc, pos0, n, last_layer ? s->last_attn : NULL, last_layer ? s->last_scores : NULL);
-        linear(s->xb, dim, s->att_out, L->wo, &L->wo_q, n, qdim, dim);
+        int last_layer = scores && l == c->n_layers - 1;
+        ETX_TRY(attention(c, s, kv, n_kv, l, n, kind, last_layer ? scores : NULL));
+        linear(s->xb, dim, s->att_out, L->wo, &L->wo_q, n, qdim, dim, kind);
         add_inplace(s->x, s->xb, (size_t)n * dim);
 
         // MLP block: x += Wdown (silu(Wgate xn) * Wup xn), xn = rmsnorm(x)
         #pragma omp parallel for if (par)
         for (int i = 0; i < n; i++)
             rmsnorm(s->xb + (size_t)i * dim, s->x + (size_t)i * dim, L->ffn_norm, dim, c->norm_eps);
-        linear(s->hb, hidden, s->xb, L->w_gate, &L->w_gate_q, n, dim, hidden);
-        linear(s->hb2, hidden, s->xb, L->w_up, &L->w_up_q, n, dim, hidden);
+        linear(s->hb, hidden, s->xb, L->w_gate, &L->w_gate_q, n, dim, hidden, kind);
+        linear(s->hb2, hidden, s->xb, L->w_up, &L->w_up_q, n, dim, hidden, kind);
         #pragma omp parallel for if (par)
         for (int i = 0; i < n; i++) swiglu(s->hb + (size_t)i * hidden, s->hb2 + (size_t)i * hidden, hidden);
-        linear(s->xb, dim, s->hb, L->w_down, &L->w_down_q, n, hidden, dim);
+        linear(s->xb, dim, s->hb, L->w_down, &L->w_down_q, n, hidden, dim, kind);
         add_inplace(s->x, s->xb, (size_t)n * dim);
     }
-    kv->pos += n;
-    if (capture_attn && s->last_attn) s->last_attn_len = kv->pos;
-    if (capture_attn && s->last_scores) s->last_scores_len = kv->pos;
 
     // final norm and LM head, for every row or only the last one
-    if (!logits) return;
-    int first = all_logits ? 0 : n - 1, rows = n - first;
+    if (!logits) return etx_ok();
+    int first = kind == ROWS_DECODE || all_logits ? 0 : n - 1, rows = n - first;
     #pragma omp parallel for if (rows > 1)
     for (int i = first; i < n; i++)
         rmsnorm(s->xb + (size_t)i * dim, s->x + (size_t)i * dim, m->w.final_norm, dim, c->norm_eps);
-    linear(logits, c->vocab_size, s->xb + (size_t)first * dim, m->w.lm_head, &m->w.lm_head_q, rows, dim, c->vocab_size);
+    linear(logits, c->vocab_size, s->xb + (size_t)first * dim, m->w.lm_head, &m->w.lm_head_q, rows, dim,
+           c->vocab_size, kind);
+    return etx_ok();
+}
+
+static etx_status check_tokens(const ModelConfig* c, const int32_t* tokens, int n) {
+    if (n <= 0) return etx_error(ETX_ERR_INVALID_ARG, "cpu forward: need at least one token (got %d)", n);
+    if (!tokens) return etx_error(ETX_ERR_INVALID_ARG, "cpu forward: tokens is NULL");
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
+            return etx_error(ETX_ERR_INVALID_ARG, "cpu forward: token id %d at index %d is out of range [0, %d)",
+                             tokens[i], i, c->vocab_size);
+    return etx_ok();
 }
 
 etx_status cpu_forward(const etx_model* m, CpuRunState* s, KVCache* kv, const int32_t* tokens, int n,
                        float* logits, int all_logits) {
     const ModelConfig* c = &m->cfg;
-    if (n <= 0) return etx_error(ETX_ERR_INVALID_ARG, "cpu forward: need at least one token (got %d)", n);
-    if (!tokens) return etx_error(ETX_ERR_INVALID_ARG, "cpu forward: tokens is NULL");
+    ETX_TRY(check_tokens(c, tokens, n));
     if (kv->n_layers != c->n_layers || kv->kv_dim != c->n_kv_heads * c->head_dim)
         return etx_error(ETX_ERR_INVALID_ARG, "cpu forward: kv cache was built for another model shape");
-    for (int i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
-            return etx_error(ETX_ERR_INVALID_ARG, "cpu forward: token id %d at index %d is out of range [0, %d)",
-                             tokens[i], i, c->vocab_size);
     if ((long)kv->pos + n > kv->max_seq_len)
         return etx_error(ETX_ERR_INVALID_ARG,
                          "cpu forward: %d tokens at position %d exceed the context of %d positions", n, kv->pos,
@@ -293,9 +376,39 @@ etx_status cpu_forward(const etx_model* m, CpuRunState* s, KVCache* kv, const in
         float* out = NULL;
         if (logits && all_logits) out = logits + (size_t)done * c->vocab_size;
         else if (logits && last) out = logits;
-        forward_chunk(m, s, kv, tokens + done, len, out, all_logits,
-                      last && (s->last_attn != NULL || s->last_scores != NULL));
+        float* capture = last && s->last_scores ? s->last_scores : NULL;
+        float* probs = last && s->last_attn ? s->last_attn : NULL;
+        float* scores = capture ? capture : probs; // probabilities start as scores
+        KVSeq sq = kv_seq_of_cache(kv);
+        ETX_TRY(forward_rows(m, s, &sq, tokens + done, len, ROWS_CHUNK, out, all_logits, scores ? &scores : NULL));
+        kv->pos += len;
+        if (probs) {
+            if (capture) memcpy(probs, capture, (size_t)c->n_heads * kv->pos * sizeof(float));
+            for (int h = 0; h < c->n_heads; h++) softmax(probs + (size_t)h * kv->pos, kv->pos);
+            s->last_attn_len = kv->pos;
+        }
+        if (capture) s->last_scores_len = kv->pos;
         done += len;
     }
     return etx_ok();
+}
+
+etx_status cpu_forward_chunk(const etx_model* m, CpuRunState* s, const KVSeq* kv, const int32_t* tokens, int n,
+                             float* logits, float* scores) {
+    ETX_TRY(check_tokens(&m->cfg, tokens, n));
+    if (n > s->max_rows)
+        return etx_error(ETX_ERR_INVALID_ARG, "cpu forward: a chunk of %d tokens exceeds the run state's %d rows", n,
+                         s->max_rows);
+    ETX_TRY(reserve_att(s));
+    return forward_rows(m, s, kv, tokens, n, ROWS_CHUNK, logits, 0, scores ? &scores : NULL);
+}
+
+etx_status cpu_forward_decode(const etx_model* m, CpuRunState* s, const KVSeq* kv, const int32_t* tokens, int n,
+                              float* logits, float* const* scores) {
+    ETX_TRY(check_tokens(&m->cfg, tokens, n));
+    if (n > s->max_rows)
+        return etx_error(ETX_ERR_INVALID_ARG, "cpu forward: %d decode rows exceed the run state's %d rows", n,
+                         s->max_rows);
+    ETX_TRY(reserve_att(s));
+    return forward_rows(m, s, kv, tokens, n, ROWS_DECODE, logits, 0, scores);
 }

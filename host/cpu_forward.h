@@ -45,20 +45,40 @@ etx_status kv_cache_reserve(KVCache* kv, int n_positions);
 // Forgets every position (keeps the storage).
 void kv_cache_reset(KVCache* kv);
 
+// One sequence's keys/values as the forward pass reads and writes them: position p of
+// layer l is row ids[p / block_size] * block_size + p % block_size of k[l] and v[l] (rows
+// kv_dim floats). A paged cache (kv_pool.h) is many blocks; the contiguous KVCache is one
+// block as large as the context (kv_seq_of_cache). block_size <= ATT_BLOCK, or a multiple
+// of it.
+typedef struct {
+    float* const* k;   // (n_layers) storage base of each layer
+    float* const* v;   // (n_layers)
+    const int* ids;    // block ids in position order
+    int block_size;    // positions per block
+    int pos;           // positions cached: new tokens go at pos, pos + 1, ...
+} KVSeq;
+
+// The contiguous cache seen as a KVSeq.
+KVSeq kv_seq_of_cache(const KVCache* kv);
+
 // Scratch of one forward call. Prompts longer than max_chunk are processed max_chunk
-// tokens at a time, which bounds this memory whatever the prompt length.
+// tokens at a time, which bounds this memory whatever the prompt length; a decode batch
+// holds up to max_rows rows.
 #define CPU_DEFAULT_CHUNK 128
 typedef struct {
-    int max_chunk;    // tokens per internal step
-    float* x;         // (max_chunk, dim) residual stream
-    float* xb;        // (max_chunk, dim) normed input of a sub-block
-    float* q;         // (max_chunk, n_heads * head_dim) queries
-    float* att_out;   // (max_chunk, n_heads * head_dim) attention output, heads concatenated
-    float* hb;        // (max_chunk, hidden_dim) gate, then silu(gate) * up
-    float* hb2;       // (max_chunk, hidden_dim) up
+    int max_chunk;    // tokens per internal step of cpu_forward
+    int max_rows;     // rows per call: max(max_chunk, decode batch)
+    float* x;         // (max_rows, dim) residual stream
+    float* xb;        // (max_rows, dim) normed input of a sub-block
+    float* q;         // (max_rows, n_heads * head_dim) queries
+    float* knew;      // (max_rows, kv_dim) this call's keys, before they go to the cache
+    float* vnew;      // (max_rows, kv_dim) this call's values
+    float* att_out;   // (max_rows, n_heads * head_dim) attention output, heads concatenated
+    float* hb;        // (max_rows, hidden_dim) gate, then silu(gate) * up
+    float* hb2;       // (max_rows, hidden_dim) up
     float* inv_freq;  // (head_dim / 2) RoPE frequencies, llama3-scaled when configured
-    float* rope_cos;  // (max_chunk, head_dim / 2) for the current chunk's positions
-    float* rope_sin;  // (max_chunk, head_dim / 2)
+    float* rope_cos;  // (max_rows, head_dim / 2) for the rows' positions
+    float* rope_sin;  // (max_rows, head_dim / 2)
     float* att;       // (att_threads, max(max_chunk, n_heads) * (ATT_BLOCK + 2)) attention scratch
     int att_threads;  // scratch areas in att, one per thread
     int att_rows;     // n_heads
@@ -81,6 +101,8 @@ typedef struct {
 etx_status build_cpu_run_state(CpuRunState* s, const ModelConfig* c);
 // Chunks of max_chunk tokens (<= 0: CPU_DEFAULT_CHUNK).
 etx_status build_cpu_run_state_chunked(CpuRunState* s, const ModelConfig* c, int max_chunk);
+// Chunks of max_chunk tokens and decode batches of up to max_rows rows.
+etx_status build_cpu_run_state_rows(CpuRunState* s, const ModelConfig* c, int max_chunk, int max_rows);
 void free_cpu_run_state(CpuRunState* s);
 
 // Runs tokens[0..n) at positions kv->pos .. kv->pos+n-1, appends their keys/values and
@@ -90,5 +112,23 @@ void free_cpu_run_state(CpuRunState* s);
 // memory) nothing is appended and kv->pos is unchanged.
 etx_status cpu_forward(const etx_model* m, CpuRunState* s, KVCache* kv, const int32_t* tokens,
                        int n, float* logits, int all_logits);
+
+// One prefill chunk of one sequence: tokens[0..n) (n <= s->max_rows) at positions
+// kv->pos .., keys/values written into kv's blocks (which must already hold those
+// positions; kv->pos itself is not advanced: the caller's block table does that).
+// logits: NULL, or the last token's row. scores: NULL, or the last token's last-layer
+// pre-softmax scaled scores (n_heads, kv->pos + n). Same arithmetic as cpu_forward on a
+// chunk of that length.
+etx_status cpu_forward_chunk(const etx_model* m, CpuRunState* s, const KVSeq* kv, const int32_t* tokens, int n,
+                             float* logits, float* scores);
+
+// One decode row for each of n sequences (n <= s->max_rows): token tokens[r] at position
+// kv[r].pos of sequence r, keys/values written into kv[r]'s blocks (already holding that
+// position). logits: (n, vocab) rows. scores: NULL, or per row NULL or (n_heads,
+// kv[r].pos + 1) as in cpu_forward_chunk. Row r's results are bit-identical whatever n and
+// whatever the other rows are (every product sums each row in a fixed order): a request's
+// tokens do not depend on its batch.
+etx_status cpu_forward_decode(const etx_model* m, CpuRunState* s, const KVSeq* kv, const int32_t* tokens, int n,
+                              float* logits, float* const* scores);
 
 #endif // ETX_CPU_FORWARD_H

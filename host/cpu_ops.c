@@ -185,8 +185,9 @@ static void weighted_sum_small(float* out, int ldo, const float* w, int m, const
 }
 
 // online-softmax causal attention over one KV head (see cpu_ops.h)
-void attention_head(float* out, int ldo, const float* q, int ldq, const float* k, const float* v, int ldkv, int rows,
-                    int per_pos, int pos0, int hd, float scale, float* scratch) {
+void attention_head(float* out, int ldo, const float* q, int ldq, const float* const* kseg, const float* const* vseg,
+                    int seg_len, int col, int ldkv, int rows, int per_pos, int pos0, int hd, float scale,
+                    float* scratch) {
     float* sc = scratch;                             // (rows, ATT_BLOCK) scores, then weights
     float* mx = scratch + (size_t)rows * ATT_BLOCK;  // (rows) running max of each row
     float* sum = mx + rows;                          // (rows) running sum of exp(score - max)
@@ -196,12 +197,12 @@ void attention_head(float* out, int ldo, const float* q, int ldq, const float* k
         sum[i] = 0.0f;
         for (int j = 0; j < hd; j++) out[(size_t)i * ldo + j] = 0.0f;
     }
-    for (int t0 = 0; t0 < T; t0 += ATT_BLOCK) {
-        int nb = T - t0 < ATT_BLOCK ? T - t0 : ATT_BLOCK;
+    for (int t0 = 0; t0 < T; t0 += seg_len) {
+        int nb = T - t0 < seg_len ? T - t0 : seg_len;
         int i0 = t0 > pos0 ? (t0 - pos0) * per_pos : 0; // rows before i0 see none of the block
         int m = rows - i0;
-        const float* kb = k + (size_t)t0 * ldkv;
-        const float* vb = v + (size_t)t0 * ldkv;
+        const float* kb = kseg[t0 / seg_len] + col;
+        const float* vb = vseg[t0 / seg_len] + col;
         float* sb = sc + (size_t)i0 * ATT_BLOCK;
         // scores: sb[i, c] = scale * q[i] . k[t0 + c]   (transformers: (q @ k^T) * scaling)
         if (m <= SMALL_ROWS)

@@ -43,15 +43,21 @@ void softmax(float* x, int n);
 // gate <- silu(gate) * up, silu(g) = g / (1 + exp(-g))      gate, up: (n)
 void swiglu(float* gate, const float* up, int n);
 
-// Causal attention over one KV head, keys streamed in blocks of ATT_BLOCK with an online
-// softmax (so scratch does not grow with the context). Row i of q is a query at position
-// pos0 + i / per_pos (per_pos > 1: several heads of one token sharing this KV head):
+// Causal attention over one KV head, keys streamed in segments of seg_len positions with
+// an online softmax (so scratch does not grow with the context). Row i of q is a query at
+// position pos0 + i / per_pos (per_pos > 1: several heads of one token sharing this KV
+// head):
 //   out[i] = sum_{t <= pos(i)} softmax_t(scale * q[i] . k[t]) v[t],   i < rows
-// q: (rows, ldq); k, v: (pos(rows-1) + 1, ldkv); out: (rows, ldo).
-// scratch: rows * ATT_BLOCK + 2 * rows floats. Calls BLAS: one thread per call.
+// Keys and values are read through segment pointers, so a paged cache needs no copy:
+// positions j*seg_len .. (j+1)*seg_len-1 are the rows (stride ldkv) starting at
+// kseg[j] + col / vseg[j] + col (col: this head's column offset). A contiguous cache is
+// kseg[j] = k + j * seg_len * ldkv. q: (rows, ldq); out: (rows, ldo).
+// seg_len <= ATT_BLOCK; scratch: rows * ATT_BLOCK + 2 * rows floats. Calls BLAS: one
+// thread per call.
 #define ATT_BLOCK 512
-void attention_head(float* out, int ldo, const float* q, int ldq, const float* k, const float* v, int ldkv, int rows,
-                    int per_pos, int pos0, int hd, float scale, float* scratch);
+void attention_head(float* out, int ldo, const float* q, int ldq, const float* const* kseg, const float* const* vseg,
+                    int seg_len, int col, int ldkv, int rows, int per_pos, int pos0, int hd, float scale,
+                    float* scratch);
 
 // p[t] = softmax_t(scale * q . k[t]), t < T: one query's attention probabilities.
 void attention_probs(float* p, const float* q, const float* k, int ldkv, int T, int hd, float scale);

@@ -267,20 +267,10 @@ START_TEST(test_last_attention_capture) {
 }
 END_TEST
 
-// attention_head (blocked keys, online softmax) against a direct double-precision
-// evaluation, for query runs that start before, inside and across ATT_BLOCK boundaries
-// n query rows, row i at position pos0 + i / per_pos
-static void check_attention_head(int n, int per_pos, int pos0) {
-    int hd = 16, ld = 40, T = pos0 + (n - 1) / per_pos + 1; // ld > hd: rows of a wider KV/Q layout
-    float* q = rand_tensor((size_t)n * ld, 1.0f);
-    float* k = rand_tensor((size_t)T * ld, 1.0f);
-    float* v = rand_tensor((size_t)T * ld, 1.0f);
-    float* out = malloc((size_t)n * ld * sizeof(float));
-    float* scratch = malloc((size_t)n * (ATT_BLOCK + 2) * sizeof(float));
-    float* p = malloc((size_t)T * sizeof(float));
-    double* w = malloc((size_t)T * sizeof(double));
-    float scale = 0.6f;
-    attention_head(out, ld, q, ld, k, v, ld, n, per_pos, pos0, hd, scale, scratch);
+// out (n rows) against a direct double-precision evaluation; the last row's
+// probabilities through attention_probs too. w, p: scratch of T values.
+static void check_attention_rows(const float* out, const float* q, const float* k, const float* v, int n, int per_pos,
+                                 int pos0, int hd, int ld, float scale, double* w, float* p) {
     for (int i = 0; i < n; i++) {
         int len = pos0 + i / per_pos + 1;
         double mx = -1e300, sum = 0.0;
@@ -301,6 +291,47 @@ static void check_attention_head(int n, int per_pos, int pos0) {
             attention_probs(p, q + (size_t)i * ld, k, ld, len, hd, scale);
             for (int t = 0; t < len; t++) ck_assert(fabs(p[t] - w[t] / sum) < 1e-6);
         }
+    }
+}
+
+// attention_head (blocked keys, online softmax) against a direct double-precision
+// evaluation, for query runs that start before, inside and across ATT_BLOCK boundaries
+// n query rows, row i at position pos0 + i / per_pos
+static void check_attention_head(int n, int per_pos, int pos0) {
+    int hd = 16, ld = 40, T = pos0 + (n - 1) / per_pos + 1; // ld > hd: rows of a wider KV/Q layout
+    float* q = rand_tensor((size_t)n * ld, 1.0f);
+    float* k = rand_tensor((size_t)T * ld, 1.0f);
+    float* v = rand_tensor((size_t)T * ld, 1.0f);
+    float* out = malloc((size_t)n * ld * sizeof(float));
+    float* scratch = malloc((size_t)n * (ATT_BLOCK + 2) * sizeof(float));
+    float* p = malloc((size_t)T * sizeof(float));
+    double* w = malloc((size_t)T * sizeof(double));
+    float scale = 0.6f;
+    // keys/values read through segment pointers: contiguous (ATT_BLOCK segments), and
+    // paged, in blocks of 16 and 64 positions stored in reverse order
+    int segs[] = {ATT_BLOCK, 16, 64};
+    for (int si = 0; si < 3; si++) {
+        int seg = segs[si], nseg = (T + seg - 1) / seg;
+        const float** ks = malloc((size_t)nseg * sizeof(float*));
+        const float** vs = malloc((size_t)nseg * sizeof(float*));
+        float* kp = malloc((size_t)nseg * seg * ld * sizeof(float));
+        float* vp = malloc((size_t)nseg * seg * ld * sizeof(float));
+        for (int j = 0; j < nseg; j++) {
+            if (si == 0) {
+                ks[j] = k + (size_t)j * seg * ld;
+                vs[j] = v + (size_t)j * seg * ld;
+                continue;
+            }
+            size_t at = (size_t)(nseg - 1 - j) * seg * ld; // block j stored at slot nseg-1-j
+            int rows = T - j * seg < seg ? T - j * seg : seg;
+            memcpy(kp + at, k + (size_t)j * seg * ld, (size_t)rows * ld * sizeof(float));
+            memcpy(vp + at, v + (size_t)j * seg * ld, (size_t)rows * ld * sizeof(float));
+            ks[j] = kp + at;
+            vs[j] = vp + at;
+        }
+        attention_head(out, ld, q, ld, ks, vs, seg, 0, ld, n, per_pos, pos0, hd, scale, scratch);
+        free(ks), free(vs), free(kp), free(vp);
+        check_attention_rows(out, q, k, v, n, per_pos, pos0, hd, ld, scale, w, p);
     }
     free(q), free(k), free(v), free(out), free(scratch), free(p), free(w);
 }
