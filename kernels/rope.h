@@ -9,20 +9,11 @@
 
 #include <stdint.h>
 
+#include "attention.h" // EtxAttnShape
+
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-typedef uint16_t etx_bf16; // bfloat16 bits (kernels/README.md)
-
-// The shapes of one layer's attention and of its paged cache.
-typedef struct {
-    int n_heads;    // query heads
-    int n_kv_heads; // key/value heads (n_heads % n_kv_heads == 0)
-    int head_dim;   // even
-    int block_size; // positions per cache block
-    int max_blocks; // columns of the block table
-} EtxAttnShape;
 
 // For each row r < n_rows, at position p = row_pos[r] of sequence s = row_seq[r], with
 // c_i = cosf((float)p * inv_freq[i]), s_i = sinf(...) and rotate-half per head

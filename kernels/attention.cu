@@ -1,0 +1,384 @@
+/*
+ * attention.cu — paged, GQA-aware attention: decode (flash-decoding, split over the
+ * context, plus a merge kernel) and causal prefill (flash-attention style).
+ *
+ * Both kernels stream keys in tiles of ATT_TILE = 32 positions: a tile of K and V of one
+ * KV head is gathered from the pools (block table lookups) into shared memory, converted
+ * to f32 once; the scores of every query row of the block against the tile go to shared
+ * memory; one warp per query row (lane = key) updates the row's running max m and sum l
+ * and turns the scores into weights; the threads then rescale their accumulators by
+ * exp(m_old - m_new) and add the weighted values. So K and V of a KV head are read from
+ * global memory once per block, whatever the number of query heads sharing it.
+ */
+#include <math.h>
+
+#include "attention.h"
+#include "cuda_common.cuh"
+
+#define ATT_TILE 32    // keys per tile (= warp size: lane t owns key t in the softmax update)
+#define ATT_THREADS 128
+#define PF_ROWS 32     // prefill: query rows (position, head of the group) per block
+
+// fully unrolled accumulator loops keep acc[] in registers (nvcc); g++ needs no hint
+#ifdef ETX_SIMT
+#define ATT_UNROLL
+#else
+#define ATT_UNROLL _Pragma("unroll")
+#endif
+
+struct alignas(4) bf16x2 {
+    __nv_bfloat16 a, b;
+};
+
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ void store_v(float* dst, __nv_bfloat16 v) { *dst = __bfloat162float(v); }
+__device__ __forceinline__ void store_v(__nv_bfloat16* dst, __nv_bfloat16 v) { *dst = v; }
+
+// Gathers keys/values tb .. tb + nt - 1 of KV head kvh (through the sequence's block
+// table row) into k_s (ATT_TILE, HD + 1) f32 and v_s (ATT_TILE, HD) (f32 or bf16); rows
+// t >= nt are zeroed. Two bf16 per 4-byte load; consecutive threads, consecutive pairs.
+template <int HD, typename VT>
+__device__ void load_kv_tile(float (*k_s)[HD + 1], VT (*v_s)[HD], const __nv_bfloat16* __restrict__ k_pool,
+                             const __nv_bfloat16* __restrict__ v_pool, const int32_t* __restrict__ table, int bs,
+                             int kv_dim, int kvh, int tb, int nt) {
+    for (int e = threadIdx.x; e < ATT_TILE * HD / 2; e += blockDim.x) {
+        int t = e / (HD / 2), d = 2 * (e % (HD / 2));
+        bf16x2 k2, v2;
+        if (t < nt) {
+            int p = tb + t;
+            size_t off = ((size_t)table[p / bs] * bs + p % bs) * kv_dim + (size_t)kvh * HD + d;
+            k2 = *reinterpret_cast<const bf16x2*>(k_pool + off);
+            v2 = *reinterpret_cast<const bf16x2*>(v_pool + off);
+        } else {
+            k2.a = k2.b = v2.a = v2.b = __float2bfloat16(0.0f);
+        }
+        k_s[t][d] = __bfloat162float(k2.a);
+        k_s[t][d + 1] = __bfloat162float(k2.b);
+        store_v(&v_s[t][d], v2.a);
+        store_v(&v_s[t][d + 1], v2.b);
+    }
+}
+
+// Online-softmax update of rows 0 .. n_rows - 1 of s_s (scores, -INFINITY where masked)
+// against one tile: one warp per row, lane t on key t. Leaves the weights
+// exp(s - m_new) in s_s, the rescale factor of the old accumulators in alpha_s, and the
+// running max / sum in m_s / l_s. A row with no unmasked key so far keeps m = -inf,
+// weights 0 and alpha 1.
+template <int LD>
+__device__ void softmax_update(float (*s_s)[LD], float* m_s, float* l_s, float* alpha_s, int n_rows) {
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_warps = blockDim.x / 32;
+    for (int i = warp; i < n_rows; i += n_warps) {
+        float sc = s_s[i][lane];
+        float m_old = m_s[i];
+        float m_new = fmaxf(m_old, warp_max(sc));
+        float p = m_new == -INFINITY ? 0.0f : expf(sc - m_new);
+        float sum = warp_sum(p);
+        s_s[i][lane] = p;
+        if (lane == 0) {
+            float a = m_new == -INFINITY ? 1.0f : expf(m_old - m_new);
+            alpha_s[i] = a;
+            l_s[i] = l_s[i] * a + sum;
+            m_s[i] = m_new;
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// decode
+
+// Block (kvh, s, split): the G = n_heads / n_kv_heads query heads of KV head kvh of
+// sequence s against positions [split * chunk, end), end = seq_len[s] for the last
+// split, else min(seq_len[s], (split + 1) * chunk).
+//   n_splits == 1: out[s, h] = bf16(acc / l)
+//   else: ws_m/ws_l (n_seqs, n_heads, n_splits), ws_acc (n_seqs, n_heads, n_splits, HD) get
+//   the split's max, sum and unnormalised acc = sum_t exp(score_t - m) v_t.
+// Traffic: every K/V row of the split read once (2 * HD * 2 bytes per position), q read
+// once, scores (when captured) written once.
+template <int HD>
+__global__ void __launch_bounds__(ATT_THREADS)
+    attn_decode_kernel(__nv_bfloat16* __restrict__ out, float* __restrict__ scores, int max_ctx,
+                       float* __restrict__ ws, const float* __restrict__ q, const __nv_bfloat16* __restrict__ k_pool,
+                       const __nv_bfloat16* __restrict__ v_pool, const int32_t* __restrict__ block_table,
+                       const int32_t* __restrict__ seq_len, EtxAttnShape sh, int chunk, int n_splits, float scale) {
+    constexpr int ACC = ETX_ATTN_MAX_GROUP * HD / ATT_THREADS; // accumulators per thread
+    __shared__ float q_s[ETX_ATTN_MAX_GROUP][HD];
+    __shared__ float k_s[ATT_TILE][HD + 1]; // padded: lanes on different keys hit different banks
+    __shared__ float v_s[ATT_TILE][HD];
+    __shared__ float s_s[ETX_ATTN_MAX_GROUP][ATT_TILE];
+    __shared__ float m_s[ETX_ATTN_MAX_GROUP], l_s[ETX_ATTN_MAX_GROUP], alpha_s[ETX_ATTN_MAX_GROUP];
+
+    int kvh = blockIdx.x, s = blockIdx.y, split = blockIdx.z, tid = threadIdx.x;
+    int G = sh.n_heads / sh.n_kv_heads, kv_dim = sh.n_kv_heads * HD, bs = sh.block_size;
+    int len = seq_len[s];
+    int t0 = split * chunk;
+    int t1 = split == n_splits - 1 ? len : min(len, t0 + chunk);
+    const int32_t* table = block_table + (size_t)s * sh.max_blocks;
+    size_t head0 = (size_t)s * sh.n_heads + (size_t)kvh * G; // first query head of the group
+
+    for (int e = tid; e < G * HD; e += ATT_THREADS) q_s[e / HD][e % HD] = q[head0 * HD + e];
+    if (tid < G) {
+        m_s[tid] = -INFINITY;
+        l_s[tid] = 0.0f;
+    }
+    float acc[ACC];
+    ATT_UNROLL
+    for (int j = 0; j < ACC; j++) acc[j] = 0.0f;
+    __syncthreads();
+
+    for (int tb = t0; tb < t1; tb += ATT_TILE) {
+        int nt = min(ATT_TILE, t1 - tb);
+        load_kv_tile<HD, float>(k_s, v_s, k_pool, v_pool, table, bs, kv_dim, kvh, tb, nt);
+        __syncthreads();
+        // scores of (head g, key t): lanes of a warp on consecutive keys of one head
+        for (int e = tid; e < G * ATT_TILE; e += ATT_THREADS) {
+            int g = e / ATT_TILE, t = e % ATT_TILE;
+            float sc = -INFINITY;
+            if (t < nt) {
+                float dot = 0.0f;
+                for (int d = 0; d < HD; d++) dot += q_s[g][d] * k_s[t][d];
+                sc = scale * dot;
+                if (scores) scores[(head0 + g) * max_ctx + tb + t] = sc;
+            }
+            s_s[g][t] = sc;
+        }
+        __syncthreads();
+        softmax_update<ATT_TILE>(s_s, m_s, l_s, alpha_s, G);
+        __syncthreads();
+        // acc[g, d] = acc[g, d] * alpha[g] + sum_t p[g, t] v[t, d]
+        ATT_UNROLL
+        for (int j = 0; j < ACC; j++) {
+            int e = tid + j * ATT_THREADS;
+            if (e < G * HD) {
+                int g = e / HD, d = e % HD;
+                float a = acc[j] * alpha_s[g];
+                for (int t = 0; t < nt; t++) a += s_s[g][t] * v_s[t][d];
+                acc[j] = a;
+            }
+        }
+        __syncthreads(); // the next tile overwrites k_s, v_s, s_s
+    }
+
+    if (n_splits == 1) {
+        ATT_UNROLL
+        for (int j = 0; j < ACC; j++) {
+            int e = tid + j * ATT_THREADS;
+            if (e < G * HD) {
+                float l = l_s[e / HD];
+                out[head0 * HD + e] = __float2bfloat16(l > 0.0f ? acc[j] / l : 0.0f);
+            }
+        }
+        return;
+    }
+    size_t n_hs = (size_t)gridDim.y * sh.n_heads * n_splits; // entries of ws_m
+    float* ws_m = ws;
+    float* ws_l = ws + n_hs;
+    float* ws_acc = ws + 2 * n_hs;
+    if (tid < G) {
+        size_t hs = (head0 + tid) * n_splits + split;
+        ws_m[hs] = m_s[tid];
+        ws_l[hs] = l_s[tid];
+    }
+    ATT_UNROLL
+    for (int j = 0; j < ACC; j++) {
+        int e = tid + j * ATT_THREADS;
+        if (e < G * HD) {
+            size_t hs = (head0 + e / HD) * n_splits + split;
+            ws_acc[hs * HD + e % HD] = acc[j];
+        }
+    }
+}
+
+// Block (h, s), thread d: out[s, h, d] = bf16(sum_i acc_i[d] e^(m_i - M) / sum_i l_i e^(m_i - M)),
+// M = max_i m_i over the splits (empty splits: m = -inf, l = 0, contribute nothing).
+// Traffic: n_splits * (HD + 2) floats read per head, HD bf16 written.
+__global__ void attn_decode_merge_kernel(__nv_bfloat16* __restrict__ out, const float* __restrict__ ws, int n_heads,
+                                         int n_splits, int hd) {
+    int h = blockIdx.x, s = blockIdx.y, d = threadIdx.x;
+    size_t n_hs = (size_t)gridDim.y * n_heads * n_splits;
+    size_t hs0 = ((size_t)s * n_heads + h) * n_splits;
+    const float* ws_m = ws + hs0;
+    const float* ws_l = ws + n_hs + hs0;
+    const float* ws_acc = ws + 2 * n_hs + hs0 * hd;
+    float M = -INFINITY;
+    for (int i = 0; i < n_splits; i++) M = fmaxf(M, ws_m[i]);
+    float L = 0.0f, o = 0.0f;
+    for (int i = 0; i < n_splits; i++) {
+        if (ws_l[i] == 0.0f) continue;
+        float w = expf(ws_m[i] - M);
+        L += ws_l[i] * w;
+        o += ws_acc[(size_t)i * hd + d] * w;
+    }
+    out[((size_t)s * n_heads + h) * hd + d] = __float2bfloat16(L > 0.0f ? o / L : 0.0f);
+}
+
+#define ATT_TARGET_BLOCKS 264 // two blocks per SM of a 132-SM H100
+#define ATT_MIN_SPLIT 256     // positions: below that a split costs more than it saves
+
+extern "C" int etx_attn_decode_splits(int n_seqs, int n_kv_heads, int max_seq_len) {
+    int blocks = n_seqs * n_kv_heads;
+    if (blocks <= 0 || max_seq_len <= 0) return 1;
+    int n = etx_ceil_div(ATT_TARGET_BLOCKS, blocks);
+    int cap = etx_ceil_div(max_seq_len, ATT_MIN_SPLIT);
+    if (n > cap) n = cap;
+    if (n > ETX_ATTN_MAX_SPLITS) n = ETX_ATTN_MAX_SPLITS;
+    return n < 1 ? 1 : n;
+}
+
+extern "C" size_t etx_attn_decode_workspace_bytes(int n_seqs, int n_heads, int head_dim, int n_splits) {
+    if (n_splits <= 1) return 0;
+    return (size_t)n_seqs * n_heads * n_splits * (2 + (size_t)head_dim) * sizeof(float);
+}
+
+static float attn_scale(int hd) { return (float)pow((double)hd, -0.5); } // as host/cpu_forward.c
+
+static void check_shape(EtxAttnShape sh, const char* who) {
+    int ok = (sh.head_dim == 64 || sh.head_dim == 128) && sh.n_kv_heads > 0 && sh.n_heads % sh.n_kv_heads == 0 &&
+             sh.n_heads / sh.n_kv_heads <= ETX_ATTN_MAX_GROUP && sh.block_size > 0;
+    if (!ok) {
+        fprintf(stderr, "[etx] %s: unsupported shape (n_heads %d, n_kv_heads %d, head_dim %d, block_size %d)\n", who,
+                sh.n_heads, sh.n_kv_heads, sh.head_dim, sh.block_size);
+        abort();
+    }
+}
+
+extern "C" void etx_attn_decode(etx_bf16* out, float* scores, int max_ctx, const float* q, const etx_bf16* k_pool,
+                                const etx_bf16* v_pool, const int32_t* block_table, const int32_t* seq_len, int n_seqs,
+                                int max_seq_len, int n_splits, float* workspace, EtxAttnShape sh, void* stream) {
+    check_shape(sh, "etx_attn_decode");
+    if (n_seqs <= 0) return;
+    if (n_splits < 1 || n_splits > ETX_ATTN_MAX_SPLITS || (n_splits > 1 && !workspace)) {
+        fprintf(stderr, "[etx] etx_attn_decode: bad n_splits %d (workspace %p)\n", n_splits, (void*)workspace);
+        abort();
+    }
+    __nv_bfloat16* o = reinterpret_cast<__nv_bfloat16*>(out);
+    const __nv_bfloat16* kp = reinterpret_cast<const __nv_bfloat16*>(k_pool);
+    const __nv_bfloat16* vp = reinterpret_cast<const __nv_bfloat16*>(v_pool);
+    int chunk = ATT_TILE * etx_ceil_div(etx_ceil_div(max_seq_len > 0 ? max_seq_len : 1, n_splits), ATT_TILE);
+    float scale = attn_scale(sh.head_dim);
+    dim3 grid(sh.n_kv_heads, n_seqs, n_splits);
+    cudaStream_t st = (cudaStream_t)stream;
+    if (sh.head_dim == 64)
+        ETX_LAUNCH(attn_decode_kernel<64>, grid, ATT_THREADS, 0, st, o, scores, max_ctx, workspace, q, kp, vp,
+                   block_table, seq_len, sh, chunk, n_splits, scale);
+    else
+        ETX_LAUNCH(attn_decode_kernel<128>, grid, ATT_THREADS, 0, st, o, scores, max_ctx, workspace, q, kp, vp,
+                   block_table, seq_len, sh, chunk, n_splits, scale);
+    CUDA_CHECK_LAUNCH();
+    if (n_splits > 1) {
+        ETX_LAUNCH(attn_decode_merge_kernel, dim3(sh.n_heads, n_seqs), sh.head_dim, 0, st, o, workspace, sh.n_heads,
+                   n_splits, sh.head_dim);
+        CUDA_CHECK_LAUNCH();
+    }
+    (void)st;
+}
+
+// ----------------------------------------------------------------------------
+// prefill
+
+// Block (b, kvh): query rows i = b * PF_ROWS .. + PF_ROWS - 1 of the chunk's n * G rows of
+// KV head kvh, row i = (position pos0 + i / G, query head kvh * G + i % G), against the
+// keys 0 .. (last row's position), tile by tile; keys after a row's position are masked.
+//   out[i] = bf16(acc / l)
+// Traffic: each block reads its rows' q once and K/V of positions 0 .. its last row's
+// position once (2 * HD * 2 bytes per position), so K/V are read ceil(n G / PF_ROWS)
+// times per KV head over the chunk (from L2 after the first).
+template <int HD>
+__global__ void __launch_bounds__(ATT_THREADS)
+    attn_prefill_kernel(__nv_bfloat16* __restrict__ out, const float* __restrict__ q,
+                        const __nv_bfloat16* __restrict__ k_pool, const __nv_bfloat16* __restrict__ v_pool,
+                        const int32_t* __restrict__ table, EtxAttnShape sh, int pos0, int n, float scale) {
+    constexpr int ACC = PF_ROWS * HD / ATT_THREADS;
+    __shared__ float q_s[PF_ROWS][HD];
+    __shared__ float k_s[ATT_TILE][HD + 1];
+    __shared__ __nv_bfloat16 v_s[ATT_TILE][HD];
+    __shared__ float s_s[PF_ROWS][ATT_TILE + 1];
+    __shared__ float m_s[PF_ROWS], l_s[PF_ROWS], alpha_s[PF_ROWS];
+
+    int kvh = blockIdx.y, tid = threadIdx.x;
+    int G = sh.n_heads / sh.n_kv_heads, q_dim = sh.n_heads * HD, kv_dim = sh.n_kv_heads * HD;
+    int row0 = blockIdx.x * PF_ROWS, total = n * G;
+    int rows = min(PF_ROWS, total - row0);
+
+    // (query head kvh * G + g of row position p) sits at q[p * q_dim + (kvh * G + g) * HD]
+    for (int e = tid; e < PF_ROWS * HD; e += ATT_THREADS) {
+        int i = e / HD, d = e % HD, r = row0 + i;
+        q_s[i][d] = i < rows ? q[(size_t)(r / G) * q_dim + (size_t)(kvh * G + r % G) * HD + d] : 0.0f;
+    }
+    if (tid < PF_ROWS) {
+        m_s[tid] = -INFINITY;
+        l_s[tid] = 0.0f;
+    }
+    float acc[ACC];
+    ATT_UNROLL
+    for (int j = 0; j < ACC; j++) acc[j] = 0.0f;
+    __syncthreads();
+
+    int last = pos0 + (row0 + rows - 1) / G; // position of the block's last row
+    for (int tb = 0; tb <= last; tb += ATT_TILE) {
+        int nt = min(ATT_TILE, last + 1 - tb);
+        load_kv_tile<HD, __nv_bfloat16>(k_s, v_s, k_pool, v_pool, table, sh.block_size, kv_dim, kvh, tb, nt);
+        __syncthreads();
+        // scores of (row i, key t): lanes of a warp on consecutive keys of one row
+        for (int e = tid; e < PF_ROWS * ATT_TILE; e += ATT_THREADS) {
+            int i = e / ATT_TILE, t = e % ATT_TILE;
+            int row_pos = i < rows ? pos0 + (row0 + i) / G : -1;
+            float sc = -INFINITY;
+            if (t < nt && tb + t <= row_pos) {
+                float dot = 0.0f;
+                for (int d = 0; d < HD; d++) dot += q_s[i][d] * k_s[t][d];
+                sc = scale * dot;
+            }
+            s_s[i][t] = sc;
+        }
+        __syncthreads();
+        softmax_update<ATT_TILE + 1>(s_s, m_s, l_s, alpha_s, PF_ROWS);
+        __syncthreads();
+        ATT_UNROLL
+        for (int j = 0; j < ACC; j++) {
+            int e = tid + j * ATT_THREADS, i = e / HD, d = e % HD;
+            float a = acc[j] * alpha_s[i];
+            for (int t = 0; t < nt; t++) a += s_s[i][t] * __bfloat162float(v_s[t][d]);
+            acc[j] = a;
+        }
+        __syncthreads();
+    }
+
+    ATT_UNROLL
+    for (int j = 0; j < ACC; j++) {
+        int e = tid + j * ATT_THREADS, i = e / HD, d = e % HD, r = row0 + i;
+        if (i < rows) {
+            float l = l_s[i];
+            out[(size_t)(r / G) * q_dim + (size_t)(kvh * G + r % G) * HD + d] =
+                __float2bfloat16(l > 0.0f ? acc[j] / l : 0.0f);
+        }
+    }
+}
+
+extern "C" void etx_attn_prefill(etx_bf16* out, const float* q, const etx_bf16* k_pool, const etx_bf16* v_pool,
+                                 const int32_t* block_table, int seq, int pos0, int n, EtxAttnShape sh, void* stream) {
+    check_shape(sh, "etx_attn_prefill");
+    if (n <= 0) return;
+    __nv_bfloat16* o = reinterpret_cast<__nv_bfloat16*>(out);
+    const __nv_bfloat16* kp = reinterpret_cast<const __nv_bfloat16*>(k_pool);
+    const __nv_bfloat16* vp = reinterpret_cast<const __nv_bfloat16*>(v_pool);
+    const int32_t* table = block_table + (size_t)seq * sh.max_blocks;
+    int G = sh.n_heads / sh.n_kv_heads;
+    dim3 grid(etx_ceil_div(n * G, PF_ROWS), sh.n_kv_heads);
+    float scale = attn_scale(sh.head_dim);
+    if (sh.head_dim == 64)
+        ETX_LAUNCH(attn_prefill_kernel<64>, grid, ATT_THREADS, 0, (cudaStream_t)stream, o, q, kp, vp, table, sh, pos0,
+                   n, scale);
+    else
+        ETX_LAUNCH(attn_prefill_kernel<128>, grid, ATT_THREADS, 0, (cudaStream_t)stream, o, q, kp, vp, table, sh,
+                   pos0, n, scale);
+    CUDA_CHECK_LAUNCH();
+}

@@ -1,0 +1,74 @@
+/*
+ * attention.h — attention over the paged KV cache (kernels/attention.cu): decode (one
+ * query token per sequence, split over the context when the GPU would otherwise idle)
+ * and prefill (a causal chunk of one sequence, flash-attention style). Both are GQA-aware:
+ * the query heads that share a KV head share one pass over its keys and values.
+ *
+ * Layout (kernels/README.md): K/V pools bf16 (n_blocks, block_size, n_kv_heads, head_dim);
+ * position p of sequence s at block_table[s * max_blocks + p / block_size], row
+ * p % block_size; scale head_dim^-0.5; output bf16, heads concatenated.
+ * Supported: head_dim 64 or 128; n_heads / n_kv_heads <= ETX_ATTN_MAX_GROUP.
+ * Pointers are device pointers; stream is a cudaStream_t.
+ */
+#ifndef ETX_KERNELS_ATTENTION_H
+#define ETX_KERNELS_ATTENTION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef uint16_t etx_bf16; // bfloat16 bits (kernels/README.md)
+
+#define ETX_ATTN_MAX_GROUP 16 // query heads per KV head
+#define ETX_ATTN_MAX_SPLITS 64
+
+// The shapes of one layer's attention and of its paged cache.
+typedef struct {
+    int n_heads;    // query heads
+    int n_kv_heads; // key/value heads (n_heads % n_kv_heads == 0)
+    int head_dim;   // 64 or 128 for attention; any even value for RoPE
+    int block_size; // positions per cache block
+    int max_blocks; // columns of the block table
+} EtxAttnShape;
+
+// Splits of the context the decode kernel should use for n_seqs sequences of at most
+// max_seq_len positions: enough (sequence, KV head, split) blocks to fill the GPU, but
+// no split shorter than a few key tiles. 1 = no split (no workspace, no merge).
+int etx_attn_decode_splits(int n_seqs, int n_kv_heads, int max_seq_len);
+
+// Bytes of f32 workspace etx_attn_decode needs with n_splits > 1 (0 for n_splits == 1):
+// per (sequence, head, split) the partial max, sum and unnormalised output.
+size_t etx_attn_decode_workspace_bytes(int n_seqs, int n_heads, int head_dim, int n_splits);
+
+// Decode attention, one query per sequence s < n_seqs attending to positions
+// 0 .. seq_len[s] - 1 (the current token's k/v already appended):
+//   out[s, h, :] = sum_t softmax_t(scale q[s, h] . k_t) v_t,  k_t, v_t of KV head h / (n_heads / n_kv_heads)
+// q: (n_seqs, n_heads, head_dim) f32; seq_len: (n_seqs), each in 1 .. max_seq_len (0 gives
+// a zero output); out: (n_seqs, n_heads * head_dim) bf16.
+// The context is cut into n_splits chunks (1 .. ETX_ATTN_MAX_SPLITS; etx_attn_decode_splits
+// picks one) of ceil(max_seq_len / n_splits) positions rounded up to a key tile, each
+// processed by its own block; a second kernel merges them through `workspace`
+// (etx_attn_decode_workspace_bytes; may be NULL when n_splits == 1).
+// scores (may be NULL): (n_seqs, n_heads, max_ctx) f32, receives scale q . k_t for
+// t < seq_len[s] (the pre-softmax scores the entropix attention metrics read); other
+// entries are left alone.
+void etx_attn_decode(etx_bf16* out, float* scores, int max_ctx, const float* q, const etx_bf16* k_pool,
+                     const etx_bf16* v_pool, const int32_t* block_table, const int32_t* seq_len, int n_seqs,
+                     int max_seq_len, int n_splits, float* workspace, EtxAttnShape shape, void* stream);
+
+// Prefill attention for a chunk of n rows of sequence `seq` at positions pos0 .. pos0 + n - 1
+// (their k/v already appended): row i attends causally to positions 0 .. pos0 + i.
+//   out[i, h, :] = sum_{t <= pos0 + i} softmax_t(scale q[i, h] . k_t) v_t
+// q: (n, n_heads * head_dim) f32; out: (n, n_heads * head_dim) bf16. No score matrix is
+// stored: keys stream through shared memory in tiles with an online softmax.
+void etx_attn_prefill(etx_bf16* out, const float* q, const etx_bf16* k_pool, const etx_bf16* v_pool,
+                      const int32_t* block_table, int seq, int pos0, int n, EtxAttnShape shape, void* stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif // ETX_KERNELS_ATTENTION_H
