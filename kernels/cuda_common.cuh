@@ -27,6 +27,16 @@
     kernel<<<(grid), (block), (smem), (stream)>>>(__VA_ARGS__)
 #endif
 
+#ifndef ETX_SIMT
+// Dynamic shared memory (the launch's smem bytes, 16-byte aligned), inside a kernel:
+//     ETX_DYNAMIC_SMEM(float, buf);   // float* buf
+// One byte array for every kernel, so kernels of different element types don't clash;
+// the emulator defines the same macro in tests/simt/simt.h.
+#define ETX_DYNAMIC_SMEM(type, name)                              \
+    extern __shared__ __align__(16) unsigned char etx_dyn_smem_[]; \
+    type* name = reinterpret_cast<type*>(etx_dyn_smem_)
+#endif
+
 // Aborts with the failing call, file and line (kernel launches and runtime calls whose
 // failure means a bug or a dead device; the host side turns recoverable errors, such as
 // out of memory, into etx_status before they reach here).

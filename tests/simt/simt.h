@@ -1,0 +1,605 @@
+/*
+ * simt.h — a SIMT emulator: the subset of CUDA that etx's kernels use, implemented in
+ * plain C++17 so every kernels/<name>.cu compiles with g++ (ETX_SIMT defined) and runs on the
+ * CPU, in CI machines that have no GPU. kernels/README.md lists the subset and its rules.
+ *
+ * Execution model (tests/simt/simt.cpp):
+ *   - simt::launch(grid, block, smem, fn) runs the blocks one after another on the
+ *     calling OS thread; the threads of a block run as fibers (own stacks, cooperative
+ *     switches), each calling fn() with its own threadIdx.
+ *   - A fiber runs until it reaches a synchronisation point (__syncthreads, a warp
+ *     intrinsic with a mask, __nanosleep) or returns. The last thread to arrive at a
+ *     barrier completes it and carries on; the others resume in thread order.
+ *   - Warp w of a block = linear thread ids 32w..32w+31 (x fastest, then y, then z); the
+ *     last warp is partial when the block size is not a multiple of 32.
+ *   - Divergence bugs abort with a message that names the block, threads and barrier: a
+ *     __syncthreads that some thread of the block never reaches, warp intrinsics whose
+ *     lanes disagree on the op or the mask, a shuffle that reads an exited lane or a lane
+ *     outside its mask, a deadlock.
+ *   - __shared__ is `static`: one copy per kernel (per template instantiation), which is
+ *     per-block storage because blocks run one at a time. Dynamic shared memory comes
+ *     from ETX_DYNAMIC_SMEM(type, name) (filled with 0xff bytes — float NaN — at every
+ *     block start, so reads of never-written shared memory show up).
+ *   - Device memory is host memory: cudaMalloc is an aligned malloc, cudaMemcpy a memcpy.
+ *     Streams are a dummy type; every call is synchronous.
+ *
+ * One OS thread at a time may be inside launch (a mutex serialises launches).
+ */
+#ifndef ETX_SIMT_H
+#define ETX_SIMT_H
+
+// Standard headers first: the qualifier macros below (__noinline__ in particular) must
+// not leak into library headers that use the same spelling as GCC attributes.
+#include <algorithm>
+#include <cfloat>
+#include <climits>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <new>
+#include <type_traits>
+#include <utility>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+// ----------------------------------------------------------------------------
+// qualifiers
+
+#define __global__
+#define __device__
+#define __host__
+#define __constant__
+#define __managed__
+#define __shared__ static
+#define __forceinline__ inline __attribute__((always_inline))
+#define __noinline__ __attribute__((noinline))
+#define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
+#define __CUDA_ALIGN__(n) __attribute__((aligned(n)))
+// __restrict__ is a GCC keyword already.
+
+// Dynamic shared memory (nvcc: extern __shared__ bytes, see kernels/cuda_common.cuh):
+// `ETX_DYNAMIC_SMEM(float, buf);` declares float* buf over the launch's smem bytes.
+#define ETX_DYNAMIC_SMEM(type, name) type* name = reinterpret_cast<type*>(::simt::dynamic_smem())
+
+// ----------------------------------------------------------------------------
+// vector types
+
+struct uint3 {
+    unsigned int x, y, z;
+};
+struct int3 {
+    int x, y, z;
+};
+struct dim3 {
+    unsigned int x, y, z;
+    constexpr dim3(unsigned int vx = 1, unsigned int vy = 1, unsigned int vz = 1) : x(vx), y(vy), z(vz) {}
+    constexpr dim3(uint3 v) : x(v.x), y(v.y), z(v.z) {}
+    constexpr operator uint3() const { return uint3{x, y, z}; }
+};
+struct __align__(8) int2 { int x, y; };
+struct __align__(8) uint2 { unsigned int x, y; };
+struct __align__(8) float2 { float x, y; };
+struct __align__(16) int4 { int x, y, z, w; };
+struct __align__(16) uint4 { unsigned int x, y, z, w; };
+struct __align__(16) float4 { float x, y, z, w; };
+struct __align__(16) double2 { double x, y; };
+struct __align__(4) ushort2 { unsigned short x, y; };
+
+static inline int2 make_int2(int x, int y) { return int2{x, y}; }
+static inline uint2 make_uint2(unsigned x, unsigned y) { return uint2{x, y}; }
+static inline float2 make_float2(float x, float y) { return float2{x, y}; }
+static inline int4 make_int4(int x, int y, int z, int w) { return int4{x, y, z, w}; }
+static inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return uint4{x, y, z, w}; }
+static inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
+static inline double2 make_double2(double x, double y) { return double2{x, y}; }
+static inline uint3 make_uint3(unsigned x, unsigned y, unsigned z) { return uint3{x, y, z}; }
+static inline int3 make_int3(int x, int y, int z) { return int3{x, y, z}; }
+
+// ----------------------------------------------------------------------------
+// the emulator's state, read by the built-in variables
+
+namespace simt {
+
+// One emulated thread (a fiber). Only the first fields are read by kernels.
+struct Thread {
+    uint3 tid;       // threadIdx
+    unsigned linear; // x + y*bx + z*bx*by
+};
+
+namespace detail {
+extern Thread* g_thread;  // the running fiber
+extern uint3 g_block_idx; // blockIdx of the running block
+extern dim3 g_block_dim;  // blockDim of the launch
+extern dim3 g_grid_dim;   // gridDim of the launch
+extern unsigned char* g_dyn_smem;
+static inline const uint3& thread_idx() { return g_thread->tid; }
+static inline const uint3& block_idx() { return g_block_idx; }
+static inline const dim3& block_dim() { return g_block_dim; }
+static inline const dim3& grid_dim() { return g_grid_dim; }
+
+// Runs fn(ctx) once per thread of every block.
+void launch(dim3 grid, dim3 block, size_t smem_bytes, void (*fn)(void*), void* ctx);
+
+// Warp-intrinsic kinds (lanes of one op must agree on the kind and the mask).
+enum WarpOp { W_NONE = 0, W_SYNC, W_SHFL_IDX, W_SHFL_UP, W_SHFL_DOWN, W_SHFL_XOR, W_VOTE, W_MATCH, W_REDUCE };
+enum ReduceOp { R_ADD = 0, R_MIN, R_MAX, R_AND, R_OR, R_XOR };
+// The calling lane joins warp op `op` with `mask`, contributing `value`; returns its
+// result (shuffle: the source lane's value; vote: the ballot of the group; match: the
+// mask of lanes with equal value; reduce: the group's reduction). `arg` is the source
+// lane / delta / xor mask / reduce op, `width` the shuffle segment width.
+uint64_t warp_op(int op, unsigned mask, uint64_t value, int arg, int width);
+unsigned activemask();
+// Block barrier; pred is summed over the block (the return value).
+int syncthreads(int pred);
+void yield(); // __nanosleep: let the other fibers of the block run
+} // namespace detail
+
+// Bytes of dynamic shared memory of the running launch (16-byte aligned; 0xff-filled at
+// every block start).
+static inline void* dynamic_smem() { return detail::g_dyn_smem; }
+
+template <class F> static void invoke_fn(void* ctx) { (*static_cast<F*>(ctx))(); }
+
+// Runs fn() as every thread of a grid of blocks, blocks one after another.
+template <class F> void launch(dim3 grid, dim3 block, size_t smem_bytes, F&& fn) {
+    using Fn = typename std::remove_reference<F>::type;
+    detail::launch(grid, block, smem_bytes, &invoke_fn<Fn>, (void*)&fn);
+}
+
+template <class To, class From> static inline To bitcast(const From& v) {
+    static_assert(sizeof(To) == sizeof(From), "bitcast of different sizes");
+    To t;
+    std::memcpy(&t, &v, sizeof t);
+    return t;
+}
+
+template <class T> static inline uint64_t to_u64(T v) {
+    static_assert(sizeof(T) <= 8 && std::is_trivially_copyable<T>::value, "warp intrinsics move at most 8 bytes");
+    uint64_t u = 0;
+    std::memcpy(&u, &v, sizeof v);
+    return u;
+}
+template <class T> static inline T from_u64(uint64_t u) {
+    T v;
+    std::memcpy(&v, &u, sizeof v);
+    return v;
+}
+
+} // namespace simt
+
+#define threadIdx (::simt::detail::thread_idx())
+#define blockIdx (::simt::detail::block_idx())
+#define blockDim (::simt::detail::block_dim())
+#define gridDim (::simt::detail::grid_dim())
+static constexpr int warpSize = 32;
+
+// ----------------------------------------------------------------------------
+// synchronisation
+
+static inline void __syncthreads() { (void)::simt::detail::syncthreads(0); }
+static inline int __syncthreads_count(int pred) { return ::simt::detail::syncthreads(pred != 0); }
+static inline int __syncthreads_and(int pred) {
+    return ::simt::detail::syncthreads(pred != 0) == (int)(blockDim.x * blockDim.y * blockDim.z);
+}
+static inline int __syncthreads_or(int pred) { return ::simt::detail::syncthreads(pred != 0) != 0; }
+static inline void __syncwarp(unsigned mask = 0xffffffffu) {
+    (void)::simt::detail::warp_op(::simt::detail::W_SYNC, mask, 0, 0, 32);
+}
+// One OS thread runs every fiber, and fibers switch only at calls into the emulator, so
+// fences only have to stop the compiler from moving memory accesses.
+static inline void __threadfence() { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
+static inline void __threadfence_block() { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
+static inline void __threadfence_system() { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
+static inline void __nanosleep(unsigned) { ::simt::detail::yield(); }
+
+// ----------------------------------------------------------------------------
+// warp intrinsics
+
+template <class T> static inline T __shfl_sync(unsigned mask, T var, int src_lane, int width = 32) {
+    return ::simt::from_u64<T>(
+        ::simt::detail::warp_op(::simt::detail::W_SHFL_IDX, mask, ::simt::to_u64(var), src_lane, width));
+}
+template <class T> static inline T __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = 32) {
+    return ::simt::from_u64<T>(
+        ::simt::detail::warp_op(::simt::detail::W_SHFL_UP, mask, ::simt::to_u64(var), (int)delta, width));
+}
+template <class T> static inline T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = 32) {
+    return ::simt::from_u64<T>(
+        ::simt::detail::warp_op(::simt::detail::W_SHFL_DOWN, mask, ::simt::to_u64(var), (int)delta, width));
+}
+template <class T> static inline T __shfl_xor_sync(unsigned mask, T var, int lane_mask, int width = 32) {
+    return ::simt::from_u64<T>(
+        ::simt::detail::warp_op(::simt::detail::W_SHFL_XOR, mask, ::simt::to_u64(var), lane_mask, width));
+}
+// W_VOTE returns the ballot in the low 32 bits and the participating lanes in the high 32.
+static inline unsigned __ballot_sync(unsigned mask, int pred) {
+    return (unsigned)::simt::detail::warp_op(::simt::detail::W_VOTE, mask, pred != 0, 0, 32);
+}
+static inline int __any_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) != 0; }
+static inline int __all_sync(unsigned mask, int pred) {
+    const uint64_t r = ::simt::detail::warp_op(::simt::detail::W_VOTE, mask, pred != 0, 0, 32);
+    return (unsigned)r == (unsigned)(r >> 32);
+}
+static inline unsigned __activemask() { return ::simt::detail::activemask(); }
+template <class T> static inline unsigned __match_any_sync(unsigned mask, T value) {
+    return (unsigned)::simt::detail::warp_op(::simt::detail::W_MATCH, mask, ::simt::to_u64(value), 0, 32);
+}
+static inline unsigned __reduce_add_sync(unsigned mask, unsigned v) {
+    return (unsigned)::simt::detail::warp_op(::simt::detail::W_REDUCE, mask, v, ::simt::detail::R_ADD, 32);
+}
+static inline int __reduce_add_sync(unsigned mask, int v) {
+    return (int)__reduce_add_sync(mask, (unsigned)v);
+}
+static inline unsigned __reduce_and_sync(unsigned mask, unsigned v) {
+    return (unsigned)::simt::detail::warp_op(::simt::detail::W_REDUCE, mask, v, ::simt::detail::R_AND, 32);
+}
+static inline unsigned __reduce_or_sync(unsigned mask, unsigned v) {
+    return (unsigned)::simt::detail::warp_op(::simt::detail::W_REDUCE, mask, v, ::simt::detail::R_OR, 32);
+}
+static inline unsigned __reduce_xor_sync(unsigned mask, unsigned v) {
+    return (unsigned)::simt::detail::warp_op(::simt::detail::W_REDUCE, mask, v, ::simt::detail::R_XOR, 32);
+}
+static inline unsigned __reduce_min_sync(unsigned mask, unsigned v) {
+    return (unsigned)::simt::detail::warp_op(::simt::detail::W_REDUCE, mask, v, ::simt::detail::R_MIN, 32);
+}
+static inline unsigned __reduce_max_sync(unsigned mask, unsigned v) {
+    return (unsigned)::simt::detail::warp_op(::simt::detail::W_REDUCE, mask, v, ::simt::detail::R_MAX, 32);
+}
+static inline int __reduce_min_sync(unsigned mask, int v) {
+    return (int)(__reduce_min_sync(mask, (unsigned)v ^ 0x80000000u) ^ 0x80000000u);
+}
+static inline int __reduce_max_sync(unsigned mask, int v) {
+    return (int)(__reduce_max_sync(mask, (unsigned)v ^ 0x80000000u) ^ 0x80000000u);
+}
+
+// ----------------------------------------------------------------------------
+// integer intrinsics
+
+static inline int __popc(unsigned x) { return __builtin_popcount(x); }
+static inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
+static inline int __ffs(int x) { return __builtin_ffs(x); }
+static inline int __ffsll(long long x) { return __builtin_ffsll(x); }
+static inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz((unsigned)x); }
+static inline int __clzll(long long x) { return x == 0 ? 64 : __builtin_clzll((unsigned long long)x); }
+static inline unsigned __brev(unsigned x) {
+    x = ((x >> 1) & 0x55555555u) | ((x & 0x55555555u) << 1);
+    x = ((x >> 2) & 0x33333333u) | ((x & 0x33333333u) << 2);
+    x = ((x >> 4) & 0x0f0f0f0fu) | ((x & 0x0f0f0f0fu) << 4);
+    return __builtin_bswap32(x);
+}
+static inline unsigned __umulhi(unsigned a, unsigned b) { return (unsigned)(((unsigned long long)a * b) >> 32); }
+static inline unsigned long long __umul64hi(unsigned long long a, unsigned long long b) {
+    return (unsigned long long)(((unsigned __int128)a * b) >> 64);
+}
+
+// min / max: CUDA's integer and floating overloads (mixed int/unsigned compares unsigned)
+static inline int min(int a, int b) { return a < b ? a : b; }
+static inline int max(int a, int b) { return a > b ? a : b; }
+static inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
+static inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
+static inline unsigned min(int a, unsigned b) { return min((unsigned)a, b); }
+static inline unsigned max(int a, unsigned b) { return max((unsigned)a, b); }
+static inline unsigned min(unsigned a, int b) { return min(a, (unsigned)b); }
+static inline unsigned max(unsigned a, int b) { return max(a, (unsigned)b); }
+static inline long long min(long long a, long long b) { return a < b ? a : b; }
+static inline long long max(long long a, long long b) { return a > b ? a : b; }
+static inline long min(long a, long b) { return a < b ? a : b; }
+static inline long max(long a, long b) { return a > b ? a : b; }
+static inline unsigned long min(unsigned long a, unsigned long b) { return a < b ? a : b; }
+static inline unsigned long max(unsigned long a, unsigned long b) { return a > b ? a : b; }
+static inline unsigned long long min(unsigned long long a, unsigned long long b) { return a < b ? a : b; }
+static inline unsigned long long max(unsigned long long a, unsigned long long b) { return a > b ? a : b; }
+static inline float min(float a, float b) { return fminf(a, b); }
+static inline float max(float a, float b) { return fmaxf(a, b); }
+static inline double min(double a, double b) { return fmin(a, b); }
+static inline double max(double a, double b) { return fmax(a, b); }
+static inline double min(float a, double b) { return fmin(a, b); }
+static inline double max(float a, double b) { return fmax(a, b); }
+static inline double min(double a, float b) { return fmin(a, b); }
+static inline double max(double a, float b) { return fmax(a, b); }
+
+// ----------------------------------------------------------------------------
+// float intrinsics (the fast __ versions are the accurate ones here: results may differ
+// from the GPU's approximations in the last bits, as they do between GPU and CPU anyway)
+
+static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+static inline double rsqrt(double x) { return 1.0 / sqrt(x); }
+// glibc declares these names itself (its internal aliases), so they are macros here
+#define __expf expf
+#define __exp10f exp10f
+#define __logf logf
+#define __log2f log2f
+#define __log10f log10f
+#define __powf powf
+#define __sinf sinf
+#define __cosf cosf
+#define __sincosf sincosf
+#define __tanf tanf
+static inline float __fdividef(float a, float b) { return a / b; }
+static inline float __frcp_rn(float x) { return 1.0f / x; }
+static inline float __fsqrt_rn(float x) { return sqrtf(x); }
+static inline float __frsqrt_rn(float x) { return 1.0f / sqrtf(x); }
+static inline float __fadd_rn(float a, float b) { return a + b; }
+static inline float __fsub_rn(float a, float b) { return a - b; }
+static inline float __fmul_rn(float a, float b) { return a * b; }
+static inline float __fdiv_rn(float a, float b) { return a / b; }
+static inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
+static inline float __saturatef(float x) { return x != x ? 0.0f : (x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x)); }
+static inline int __float_as_int(float x) { return ::simt::bitcast<int>(x); }
+static inline float __int_as_float(int x) { return ::simt::bitcast<float>(x); }
+static inline unsigned __float_as_uint(float x) { return ::simt::bitcast<unsigned>(x); }
+static inline float __uint_as_float(unsigned x) { return ::simt::bitcast<float>(x); }
+static inline long long __double_as_longlong(double x) { return ::simt::bitcast<long long>(x); }
+static inline double __longlong_as_double(long long x) { return ::simt::bitcast<double>(x); }
+static inline int __float2int_rn(float x) { return (int)nearbyintf(x); }
+static inline int __float2int_rz(float x) { return (int)x; }
+static inline int __float2int_rd(float x) { return (int)floorf(x); }
+static inline int __float2int_ru(float x) { return (int)ceilf(x); }
+static inline unsigned __float2uint_rn(float x) { return (unsigned)nearbyintf(x); }
+static inline unsigned __float2uint_rz(float x) { return (unsigned)x; }
+static inline float __int2float_rn(int x) { return (float)x; }
+static inline float __uint2float_rn(unsigned x) { return (float)x; }
+template <class T> static inline T __ldg(const T* p) { return *p; }
+
+// ----------------------------------------------------------------------------
+// atomics: every fiber runs on one OS thread and switches only inside the emulator, so
+// a plain read-modify-write is atomic. CUDA's signatures and return values (the old value).
+
+#define SIMT_ATOMIC_RMW(name, T, expr)                 \
+    static inline T name(T* address, T val) {          \
+        T old = *address;                              \
+        *address = (expr);                             \
+        return old;                                    \
+    }
+SIMT_ATOMIC_RMW(atomicAdd, int, old + val)
+SIMT_ATOMIC_RMW(atomicAdd, unsigned, old + val)
+SIMT_ATOMIC_RMW(atomicAdd, unsigned long long, old + val)
+SIMT_ATOMIC_RMW(atomicAdd, float, old + val)
+SIMT_ATOMIC_RMW(atomicAdd, double, old + val)
+SIMT_ATOMIC_RMW(atomicSub, int, old - val)
+SIMT_ATOMIC_RMW(atomicSub, unsigned, old - val)
+SIMT_ATOMIC_RMW(atomicExch, int, val)
+SIMT_ATOMIC_RMW(atomicExch, unsigned, val)
+SIMT_ATOMIC_RMW(atomicExch, unsigned long long, val)
+SIMT_ATOMIC_RMW(atomicExch, float, val)
+SIMT_ATOMIC_RMW(atomicMax, int, old > val ? old : val)
+SIMT_ATOMIC_RMW(atomicMax, unsigned, old > val ? old : val)
+SIMT_ATOMIC_RMW(atomicMax, long long, old > val ? old : val)
+SIMT_ATOMIC_RMW(atomicMax, unsigned long long, old > val ? old : val)
+SIMT_ATOMIC_RMW(atomicMin, int, old < val ? old : val)
+SIMT_ATOMIC_RMW(atomicMin, unsigned, old < val ? old : val)
+SIMT_ATOMIC_RMW(atomicMin, long long, old < val ? old : val)
+SIMT_ATOMIC_RMW(atomicMin, unsigned long long, old < val ? old : val)
+SIMT_ATOMIC_RMW(atomicAnd, int, old & val)
+SIMT_ATOMIC_RMW(atomicAnd, unsigned, old & val)
+SIMT_ATOMIC_RMW(atomicAnd, unsigned long long, old & val)
+SIMT_ATOMIC_RMW(atomicOr, int, old | val)
+SIMT_ATOMIC_RMW(atomicOr, unsigned, old | val)
+SIMT_ATOMIC_RMW(atomicOr, unsigned long long, old | val)
+SIMT_ATOMIC_RMW(atomicXor, int, old ^ val)
+SIMT_ATOMIC_RMW(atomicXor, unsigned, old ^ val)
+SIMT_ATOMIC_RMW(atomicXor, unsigned long long, old ^ val)
+SIMT_ATOMIC_RMW(atomicInc, unsigned, old >= val ? 0u : old + 1u)
+SIMT_ATOMIC_RMW(atomicDec, unsigned, (old == 0u || old > val) ? val : old - 1u)
+#undef SIMT_ATOMIC_RMW
+#define SIMT_ATOMIC_CAS(T)                                        \
+    static inline T atomicCAS(T* address, T compare, T val) {     \
+        T old = *address;                                         \
+        if (old == compare) *address = val;                       \
+        return old;                                               \
+    }
+SIMT_ATOMIC_CAS(int)
+SIMT_ATOMIC_CAS(unsigned)
+SIMT_ATOMIC_CAS(unsigned long long)
+SIMT_ATOMIC_CAS(unsigned short)
+#undef SIMT_ATOMIC_CAS
+
+// ----------------------------------------------------------------------------
+// bfloat16 (cuda_bf16.h): storage is the upper 16 bits of a float. float -> bf16 rounds
+// to nearest, ties to even; NaN becomes the canonical 0x7fff, as in CUDA.
+
+typedef struct __align__(2) {
+    unsigned short x;
+} __nv_bfloat16_raw;
+typedef struct __align__(4) {
+    unsigned short x, y;
+} __nv_bfloat162_raw;
+
+namespace simt {
+static inline unsigned short f32_to_bf16_bits(float f) {
+    const uint32_t u = bitcast<uint32_t>(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fffu;
+    return (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+static inline float bf16_bits_to_f32(unsigned short b) { return bitcast<float>((uint32_t)b << 16); }
+// double -> float rounding toward odd keeps the second rounding (to bf16) correct
+static inline unsigned short f64_to_bf16_bits(double d) {
+    float f = (float)d;
+    uint32_t u = bitcast<uint32_t>(f);
+    if (d == d && (double)f != d) {
+        if ((d > 0.0 && (double)f > d) || (d < 0.0 && (double)f < d)) u--;
+        u |= 1u;
+    }
+    return f32_to_bf16_bits(bitcast<float>(u));
+}
+} // namespace simt
+
+struct __align__(2) __nv_bfloat16 {
+    unsigned short __x;
+    __nv_bfloat16() = default;
+    constexpr __nv_bfloat16(const __nv_bfloat16_raw& r) : __x(r.x) {}
+    __nv_bfloat16(float f) : __x(::simt::f32_to_bf16_bits(f)) {}
+    __nv_bfloat16(double d) : __x(::simt::f64_to_bf16_bits(d)) {}
+    __nv_bfloat16(int v) : __x(::simt::f64_to_bf16_bits((double)v)) {}
+    __nv_bfloat16(unsigned v) : __x(::simt::f64_to_bf16_bits((double)v)) {}
+    operator float() const { return ::simt::bf16_bits_to_f32(__x); }
+    operator __nv_bfloat16_raw() const { return __nv_bfloat16_raw{__x}; }
+    __nv_bfloat16& operator=(const __nv_bfloat16_raw& r) { __x = r.x; return *this; }
+    __nv_bfloat16& operator=(float f) { __x = ::simt::f32_to_bf16_bits(f); return *this; }
+    __nv_bfloat16& operator=(double d) { __x = ::simt::f64_to_bf16_bits(d); return *this; }
+};
+struct __align__(4) __nv_bfloat162 {
+    __nv_bfloat16 x, y;
+    __nv_bfloat162() = default;
+    constexpr __nv_bfloat162(const __nv_bfloat16& a, const __nv_bfloat16& b) : x(a), y(b) {}
+    __nv_bfloat162(const __nv_bfloat162_raw& r) { x.__x = r.x; y.__x = r.y; }
+    operator __nv_bfloat162_raw() const { return __nv_bfloat162_raw{x.__x, y.__x}; }
+};
+typedef __nv_bfloat16 nv_bfloat16;
+typedef __nv_bfloat162 nv_bfloat162;
+
+static inline __nv_bfloat16 __float2bfloat16(float f) { return __nv_bfloat16(f); }
+static inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __nv_bfloat16(f); }
+static inline __nv_bfloat16 __double2bfloat16(double d) { return __nv_bfloat16(d); }
+static inline float __bfloat162float(__nv_bfloat16 h) { return ::simt::bf16_bits_to_f32(h.__x); }
+static inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 h) { return h.__x; }
+static inline __nv_bfloat16 __ushort_as_bfloat16(unsigned short u) { return __nv_bfloat16(__nv_bfloat16_raw{u}); }
+static inline short __bfloat16_as_short(__nv_bfloat16 h) { return (short)h.__x; }
+static inline __nv_bfloat16 __short_as_bfloat16(short s) {
+    return __nv_bfloat16(__nv_bfloat16_raw{(unsigned short)s});
+}
+static inline __nv_bfloat162 __floats2bfloat162_rn(float a, float b) {
+    return __nv_bfloat162(__nv_bfloat16(a), __nv_bfloat16(b));
+}
+static inline __nv_bfloat162 __float2bfloat162_rn(float a) { return __floats2bfloat162_rn(a, a); }
+static inline __nv_bfloat162 __float22bfloat162_rn(float2 f) { return __floats2bfloat162_rn(f.x, f.y); }
+static inline float2 __bfloat1622float2(__nv_bfloat162 h) {
+    return make_float2(__bfloat162float(h.x), __bfloat162float(h.y));
+}
+static inline __nv_bfloat162 __halves2bfloat162(__nv_bfloat16 a, __nv_bfloat16 b) { return __nv_bfloat162(a, b); }
+static inline __nv_bfloat16 __low2bfloat16(__nv_bfloat162 h) { return h.x; }
+static inline __nv_bfloat16 __high2bfloat16(__nv_bfloat162 h) { return h.y; }
+static inline float __low2float(__nv_bfloat162 h) { return __bfloat162float(h.x); }
+static inline float __high2float(__nv_bfloat162 h) { return __bfloat162float(h.y); }
+// arithmetic: computed in float, rounded once to bf16 (as CUDA's host fallback)
+static inline __nv_bfloat16 __hadd(__nv_bfloat16 a, __nv_bfloat16 b) { return __nv_bfloat16((float)a + (float)b); }
+static inline __nv_bfloat16 __hsub(__nv_bfloat16 a, __nv_bfloat16 b) { return __nv_bfloat16((float)a - (float)b); }
+static inline __nv_bfloat16 __hmul(__nv_bfloat16 a, __nv_bfloat16 b) { return __nv_bfloat16((float)a * (float)b); }
+static inline __nv_bfloat16 __hdiv(__nv_bfloat16 a, __nv_bfloat16 b) { return __nv_bfloat16((float)a / (float)b); }
+static inline __nv_bfloat16 __hfma(__nv_bfloat16 a, __nv_bfloat16 b, __nv_bfloat16 c) {
+    return __nv_bfloat16(fmaf((float)a, (float)b, (float)c));
+}
+static inline __nv_bfloat16 __hneg(__nv_bfloat16 a) { return __ushort_as_bfloat16((unsigned short)(a.__x ^ 0x8000u)); }
+static inline __nv_bfloat16 __hmax(__nv_bfloat16 a, __nv_bfloat16 b) { return __nv_bfloat16(fmaxf((float)a, (float)b)); }
+static inline __nv_bfloat16 __hmin(__nv_bfloat16 a, __nv_bfloat16 b) { return __nv_bfloat16(fminf((float)a, (float)b)); }
+static inline __nv_bfloat16 operator+(const __nv_bfloat16& a, const __nv_bfloat16& b) { return __hadd(a, b); }
+static inline __nv_bfloat16 operator-(const __nv_bfloat16& a, const __nv_bfloat16& b) { return __hsub(a, b); }
+static inline __nv_bfloat16 operator*(const __nv_bfloat16& a, const __nv_bfloat16& b) { return __hmul(a, b); }
+static inline __nv_bfloat16 operator/(const __nv_bfloat16& a, const __nv_bfloat16& b) { return __hdiv(a, b); }
+static inline __nv_bfloat16 operator-(const __nv_bfloat16& a) { return __hneg(a); }
+static inline __nv_bfloat16& operator+=(__nv_bfloat16& a, const __nv_bfloat16& b) { return a = __hadd(a, b); }
+static inline __nv_bfloat16& operator-=(__nv_bfloat16& a, const __nv_bfloat16& b) { return a = __hsub(a, b); }
+static inline __nv_bfloat16& operator*=(__nv_bfloat16& a, const __nv_bfloat16& b) { return a = __hmul(a, b); }
+static inline __nv_bfloat16& operator/=(__nv_bfloat16& a, const __nv_bfloat16& b) { return a = __hdiv(a, b); }
+static inline bool operator==(const __nv_bfloat16& a, const __nv_bfloat16& b) { return (float)a == (float)b; }
+static inline bool operator!=(const __nv_bfloat16& a, const __nv_bfloat16& b) { return (float)a != (float)b; }
+static inline bool operator<(const __nv_bfloat16& a, const __nv_bfloat16& b) { return (float)a < (float)b; }
+static inline bool operator>(const __nv_bfloat16& a, const __nv_bfloat16& b) { return (float)a > (float)b; }
+static inline bool operator<=(const __nv_bfloat16& a, const __nv_bfloat16& b) { return (float)a <= (float)b; }
+static inline bool operator>=(const __nv_bfloat16& a, const __nv_bfloat16& b) { return (float)a >= (float)b; }
+
+// ----------------------------------------------------------------------------
+// runtime API (cuda_runtime.h subset): device memory is host memory, calls are synchronous
+
+enum cudaError_t {
+    cudaSuccess = 0,
+    cudaErrorInvalidValue = 1,
+    cudaErrorMemoryAllocation = 2,
+    cudaErrorInvalidConfiguration = 9,
+    cudaErrorInvalidDevice = 101,
+    cudaErrorNoDevice = 100,
+    cudaErrorNotSupported = 801,
+};
+typedef cudaError_t cudaError;
+enum cudaMemcpyKind {
+    cudaMemcpyHostToHost = 0,
+    cudaMemcpyHostToDevice = 1,
+    cudaMemcpyDeviceToHost = 2,
+    cudaMemcpyDeviceToDevice = 3,
+    cudaMemcpyDefault = 4,
+};
+struct CUstream_st;
+typedef struct CUstream_st* cudaStream_t;
+#define cudaStreamDefault 0x00
+#define cudaStreamNonBlocking 0x01
+enum cudaFuncAttribute {
+    cudaFuncAttributeMaxDynamicSharedMemorySize = 8,
+    cudaFuncAttributePreferredSharedMemoryCarveout = 9,
+};
+enum cudaDeviceAttr {
+    cudaDevAttrMaxThreadsPerBlock = 1,
+    cudaDevAttrMaxSharedMemoryPerBlock = 8,
+    cudaDevAttrWarpSize = 10,
+    cudaDevAttrMultiProcessorCount = 16,
+    cudaDevAttrComputeCapabilityMajor = 75,
+    cudaDevAttrComputeCapabilityMinor = 76,
+    cudaDevAttrMaxSharedMemoryPerBlockOptin = 97,
+};
+// The fields of cudaDeviceProp that host code reads to size launches.
+struct cudaDeviceProp {
+    char name[256];
+    size_t totalGlobalMem;
+    size_t sharedMemPerBlock;
+    size_t sharedMemPerBlockOptin;
+    size_t sharedMemPerMultiprocessor;
+    int regsPerBlock;
+    int warpSize;
+    int maxThreadsPerBlock;
+    int maxThreadsDim[3];
+    int maxGridSize[3];
+    int maxThreadsPerMultiProcessor;
+    int multiProcessorCount;
+    int l2CacheSize;
+    int major, minor;
+};
+
+const char* cudaGetErrorString(cudaError_t err);
+const char* cudaGetErrorName(cudaError_t err);
+cudaError_t cudaGetLastError(void);
+cudaError_t cudaPeekAtLastError(void);
+cudaError_t cudaMalloc(void** ptr, size_t size);
+template <class T> static inline cudaError_t cudaMalloc(T** ptr, size_t size) { return cudaMalloc((void**)ptr, size); }
+cudaError_t cudaMallocHost(void** ptr, size_t size);
+cudaError_t cudaFree(void* ptr);
+cudaError_t cudaFreeHost(void* ptr);
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind kind);
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind kind, cudaStream_t stream = 0);
+cudaError_t cudaMemset(void* ptr, int value, size_t count);
+cudaError_t cudaMemsetAsync(void* ptr, int value, size_t count, cudaStream_t stream = 0);
+cudaError_t cudaDeviceSynchronize(void);
+cudaError_t cudaStreamSynchronize(cudaStream_t stream);
+cudaError_t cudaStreamCreate(cudaStream_t* stream);
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags);
+cudaError_t cudaStreamDestroy(cudaStream_t stream);
+cudaError_t cudaGetDeviceCount(int* count);
+cudaError_t cudaGetDevice(int* device);
+cudaError_t cudaSetDevice(int device);
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device);
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device);
+template <class F> static inline cudaError_t cudaFuncSetAttribute(F*, cudaFuncAttribute, int) { return cudaSuccess; }
+template <class T>
+static inline cudaError_t cudaMemcpyToSymbol(T& symbol, const void* src, size_t count, size_t offset = 0,
+                                             cudaMemcpyKind kind = cudaMemcpyHostToDevice) {
+    std::memcpy((char*)&symbol + offset, src, count);
+    return cudaSuccess;
+}
+template <class T>
+static inline cudaError_t cudaMemcpyFromSymbol(void* dst, const T& symbol, size_t count, size_t offset = 0,
+                                               cudaMemcpyKind kind = cudaMemcpyDeviceToHost) {
+    std::memcpy(dst, (const char*)&symbol + offset, count);
+    return cudaSuccess;
+}
+template <class T> static inline cudaError_t cudaGetSymbolAddress(void** ptr, const T& symbol) {
+    *ptr = (void*)&symbol;
+    return cudaSuccess;
+}
+
+#endif // ETX_SIMT_H
