@@ -1,0 +1,39 @@
+/*
+ * attn_metrics.h — the entropix attention signals per sequence on the device
+ * (kernels/attn_metrics.cu), from the last layer's captured pre-softmax scores; the twin
+ * of host/metrics.c:attn_metrics, same definitions (corrected form over the valid
+ * positions, or the reference's compatibility window of zero-score slots, in closed form).
+ *
+ * Plain C header (launchers have C linkage) also read by the kernel.
+ */
+#ifndef ETX_ATTN_METRICS_H
+#define ETX_ATTN_METRICS_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// Heads a sequence may have (per-head values live in shared memory).
+#define ETX_ATTN_MAX_HEADS 128
+
+// The attention signals of one sequence (AttnMetrics' twin).
+typedef struct {
+    float attn_entropy;    // mean over heads of the per-head entropy, bits
+    float attn_varentropy; // population variance over heads of those entropies
+    float agreement;       // mean over heads and slots of |P_h(k) - mean_h' P_h'(k)|
+    float interaction;     // mean over heads and slots of |s_h(k)|
+} EtxAttnStats;
+
+// scores: (n_seqs, n_heads, max_ctx) f32, sequence s valid at t < n_pos[s] (the rest is
+// never read); window: (n_seqs) or NULL (all 0): 0 = corrected, > 0 = compatibility
+// window (metrics.h). out: (n_seqs). n_heads <= ETX_ATTN_MAX_HEADS; a sequence with
+// n_pos <= 0 gets zeros. Device pointers; stream a cudaStream_t (NULL: default).
+void etx_attn_metrics(const float* scores, int n_seqs, int n_heads, int max_ctx, const int32_t* n_pos,
+                      const int32_t* window, EtxAttnStats* out, void* stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif // ETX_ATTN_METRICS_H

@@ -1,0 +1,235 @@
+/*
+ * policy.cu — the policy step on the device (policy.h): decision, filter + draw, token,
+ * trace record, done flag; the twin of host/engine.c:step_request + sampler_pick.
+ *
+ * Math (one line): token = forced | argmax | cand[min_j draw_j], draw_j = inverse CDF of
+ * the filtered weights e^{(x_i - x_0)/T} at Philox(seed; step, j, key) (policy_math.h).
+ *
+ * Kernel 1, policy_kernel, a thread per sequence: reads its metrics (16 + 16 bytes),
+ * policy and state, and up to ETX_TOPK candidates (8 bytes each) — all from the vocab
+ * pass, so a step costs O(K) per sequence. Candidates mirror sampler_pick: it gathers
+ * the top_k best (all of them when top_k <= 0 or >= vocab) and filters that list; the
+ * first top_k of the top-K list are the same tokens in the same order, and the filter's
+ * weights and sums run over the same prefix, so the float arithmetic is identical.
+ *
+ * Kernel 2, policy_fallback_kernel, a block per sequence that needs the whole row
+ * (top_k <= 0 or K < top_k < vocab): keys (vocab_pass.h: etx_cand_key) bitonic-sorted in
+ * global scratch, then one thread runs policy_filter + policy_draw over the full sorted
+ * row, as sampler_pick does over its qsort. Cost for a 128256 vocabulary: 153 sort
+ * stages over 1 MiB (about 300 MiB of L2 traffic from one SM) plus a serial filter of
+ * vocab expf and adds (it must add in the CPU's order to give the same floats) — on the
+ * order of milliseconds per sequence, against microseconds for kernel 1.
+ *
+ * What engine.c does after the pick, mirrored by seq_finish: the trace record
+ * (logprob = logits[token] - log Z, the metrics, the decision's branch / temperature /
+ * top_k / top_p / min_p) and the stop checks in its order: a stop id or (unless
+ * ignore_eos) an EOS id -> ETX_REQ_DONE_STOP; else n_tokens = step + 1 >= max_tokens or
+ * n_prompt + n_tokens >= max_seq_len (no position left) -> ETX_REQ_DONE_LENGTH.
+ */
+#include "cuda_common.cuh"
+#include "policy.h"
+
+#define PK_THREADS 64      // sequences per block of kernel 1
+#define PK_SORT_THREADS 512
+
+// A decision waiting for the fallback.
+typedef struct {
+    PolicyDecision d;
+    int need_full; // 1: kernel 2 finishes this sequence
+} PkPending;
+
+// Scratch layout: pending (n_seqs), keys (n_seqs, pow2), sorted candidates (n_seqs,
+// vocab), weights (n_seqs, vocab); each region 256-byte aligned.
+static size_t pk_align(size_t n) { return (n + 255) & ~(size_t)255; }
+static int pk_pow2(int n) {
+    int p = 1;
+    while (p < n) p <<= 1;
+    return p;
+}
+
+typedef struct {
+    PkPending* pending;
+    unsigned long long* keys;
+    PolicyCandidate* sorted;
+    float* w;
+    int pow2;
+} PkScratch;
+
+static PkScratch pk_scratch(void* base, int n_seqs, int vocab) {
+    PkScratch s;
+    char* p = (char*)base;
+    s.pow2 = pk_pow2(vocab);
+    s.pending = (PkPending*)p;
+    p += pk_align((size_t)n_seqs * sizeof(PkPending));
+    s.keys = (unsigned long long*)p;
+    p += pk_align((size_t)n_seqs * s.pow2 * sizeof(unsigned long long));
+    s.sorted = (PolicyCandidate*)p;
+    p += pk_align((size_t)n_seqs * vocab * sizeof(PolicyCandidate));
+    s.w = (float*)p;
+    return s;
+}
+
+extern "C" size_t etx_policy_scratch_bytes(int n_seqs, int vocab) {
+    return pk_align((size_t)n_seqs * sizeof(PkPending)) +
+           pk_align((size_t)n_seqs * pk_pow2(vocab) * sizeof(unsigned long long)) +
+           pk_align((size_t)n_seqs * vocab * sizeof(PolicyCandidate)) + (size_t)n_seqs * vocab * sizeof(float);
+}
+
+// The step's signals as engine.c's step_metrics gives them.
+__device__ static PolicyMetrics pk_metrics(const EtxPolicyArgs* a, int s) {
+    PolicyMetrics m = {a->stats[s].entropy, a->stats[s].varentropy, 0.0f, 0.0f, 0.0f, 0.0f};
+    if (a->attn) {
+        m.attn_entropy = a->attn[s].attn_entropy;
+        m.attn_varentropy = a->attn[s].attn_varentropy;
+        m.agreement = a->attn[s].agreement;
+        m.interaction = a->attn[s].interaction;
+    }
+    return m;
+}
+
+// sampler.c:policy_decision_simple
+__device__ static PolicyDecision pk_decision_simple(const etx_policy* p) {
+    PolicyDecision d;
+    d.branch = p->kind == ETX_POLICY_SAMPLE ? ETX_BRANCH_SAMPLE : ETX_BRANCH_GREEDY;
+    d.forced_token = -1;
+    d.argmax = p->kind != ETX_POLICY_SAMPLE;
+    d.temperature = p->temperature;
+    d.top_k = p->top_k;
+    d.top_p = p->top_p;
+    d.min_p = p->min_p;
+    d.n_samples = 1;
+    return d;
+}
+
+// Best of d->n_samples draws over k filtered weights: the smallest index drawn (the
+// candidates are sorted, so the highest log-probability, ties to the lower id).
+__device__ static int pk_best_draw(const float* w, int k, const PolicyDecision* d, const etx_policy* pol,
+                                   const EtxSeqState* st) {
+    int best = -1;
+    for (int j = 0; j < d->n_samples; j++) {
+        const int i = policy_draw(w, k, philox_uniform(pol->seed, st->key, (uint32_t)st->step, (uint32_t)j));
+        if (best < 0 || i < best) best = i;
+    }
+    return best < 0 ? 0 : best;
+}
+
+// Token, trace record, done flag (engine.c after sampler_pick).
+__device__ static void pk_finish(const EtxPolicyArgs* a, int s, int32_t tok, const PolicyDecision* d) {
+    const EtxSeqState* st = &a->states[s];
+    a->tokens[s] = tok;
+    if (a->trace) {
+        const PolicyMetrics m = pk_metrics(a, s);
+        etx_trace_record* t = &a->trace[s];
+        t->request_id = st->request_id;
+        t->step = st->step;
+        t->token = tok;
+        t->logprob = a->logits[(size_t)s * a->vocab + tok] - a->stats[s].log_z;
+        t->entropy = m.entropy;
+        t->varentropy = m.varentropy;
+        t->attn_entropy = m.attn_entropy;
+        t->attn_varentropy = m.attn_varentropy;
+        t->agreement = m.agreement;
+        t->interaction = m.interaction;
+        t->branch = d->branch;
+        t->temperature = d->temperature;
+        t->top_k = d->top_k;
+        t->top_p = d->top_p;
+        t->min_p = d->min_p;
+    }
+    int stop = 0;
+    for (int i = 0; i < st->n_stop && !stop; i++) stop = a->stop_ids[st->stop_offset + i] == tok;
+    if (!st->ignore_eos)
+        for (int i = 0; i < a->n_eos && !stop; i++) stop = a->eos_ids[i] == tok;
+    const int n_tokens = st->step + 1;
+    int done = 0;
+    if (stop)
+        done = ETX_REQ_DONE_STOP;
+    else if (n_tokens >= st->max_tokens || st->n_prompt + n_tokens >= st->max_seq_len)
+        done = ETX_REQ_DONE_LENGTH;
+    a->done[s] = done;
+}
+
+// Kernel 1: a thread per sequence.
+__global__ void policy_kernel(EtxPolicyArgs a, PkScratch sc) {
+    const int s = blockIdx.x * blockDim.x + threadIdx.x;
+    if (s >= a.n_seqs) return;
+    const etx_policy* pol = &a.policies[s];
+    const EtxSeqState* st = &a.states[s];
+    PolicyDecision d;
+    if (pol->kind == ETX_POLICY_ENTROPIX) {
+        const PolicyMetrics m = pk_metrics(&a, s);
+        d = entropix_decide(&pol->entropix, &m, st->prev_token, st->pause_token);
+    } else {
+        d = pk_decision_simple(pol);
+    }
+    PkPending* pend = &sc.pending[s];
+    pend->d = d;
+    pend->need_full = 0;
+    const PolicyCandidate* c = a.cand + (size_t)s * ETX_TOPK;
+    if (d.forced_token >= 0) return pk_finish(&a, s, d.forced_token, &d);
+    if (d.argmax) return pk_finish(&a, s, c[0].id, &d); // sample_argmax: largest, lowest id
+    // sampler_candidates(limit = top_k): all tokens when top_k <= 0 or >= vocab
+    const int need = (d.top_k <= 0 || d.top_k >= a.vocab) ? a.vocab : d.top_k;
+    if (need > a.n_cand) {
+        pend->need_full = 1;
+        return;
+    }
+    float w[ETX_TOPK];
+    const int k = policy_filter(c, a.n_cand, d.temperature, d.top_k, d.top_p, d.min_p, w);
+    pk_finish(&a, s, c[pk_best_draw(w, k, &d, pol, st)].id, &d);
+}
+
+// Ascending bitonic sort of buf[0..n) (n a power of two) by the block, in global memory.
+__device__ static void pk_bitonic(unsigned long long* buf, int n) {
+    for (int size = 2; size <= n; size <<= 1) {
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+            for (int t = threadIdx.x; t < n / 2; t += blockDim.x) {
+                const int lo = 2 * stride * (t / stride) + (t % stride), hi = lo + stride;
+                const unsigned long long x = buf[lo], y = buf[hi];
+                const bool up = (lo & size) == 0;
+                if ((x > y) == up) {
+                    buf[lo] = y;
+                    buf[hi] = x;
+                }
+            }
+            __syncthreads();
+        }
+    }
+}
+
+// Kernel 2: a block per sequence; only the sequences kernel 1 left pending work.
+__global__ void __launch_bounds__(PK_SORT_THREADS) policy_fallback_kernel(EtxPolicyArgs a, PkScratch sc) {
+    const int s = blockIdx.x;
+    const PkPending* pend = &sc.pending[s];
+    if (!pend->need_full) return; // the same for the whole block
+    const float* row = a.logits + (size_t)s * a.vocab;
+    unsigned long long* keys = sc.keys + (size_t)s * sc.pow2;
+    for (int i = threadIdx.x; i < sc.pow2; i += blockDim.x)
+        keys[i] = i < a.vocab ? etx_cand_key(row[i], i) : ETX_KEY_NONE;
+    __syncthreads();
+    pk_bitonic(keys, sc.pow2);
+    PolicyCandidate* c = sc.sorted + (size_t)s * a.vocab;
+    for (int i = threadIdx.x; i < a.vocab; i += blockDim.x) {
+        const int32_t id = (int32_t)(uint32_t)keys[i];
+        PolicyCandidate x;
+        x.logit = row[id];
+        x.id = id;
+        c[i] = x;
+    }
+    __syncthreads();
+    if (threadIdx.x != 0) return;
+    const PolicyDecision d = pend->d;
+    float* w = sc.w + (size_t)s * a.vocab;
+    const int k = policy_filter(c, a.vocab, d.temperature, d.top_k, d.top_p, d.min_p, w);
+    pk_finish(&a, s, c[pk_best_draw(w, k, &d, &a.policies[s], &a.states[s])].id, &d);
+}
+
+extern "C" void etx_policy_step(const EtxPolicyArgs* a, void* stream) {
+    if (a->n_seqs <= 0) return;
+    const EtxPolicyArgs args = *a;
+    const PkScratch sc = pk_scratch(a->scratch, a->n_seqs, a->vocab);
+    ETX_LAUNCH(policy_kernel, etx_ceil_div(a->n_seqs, PK_THREADS), PK_THREADS, 0, (cudaStream_t)stream, args, sc);
+    CUDA_CHECK_LAUNCH();
+    ETX_LAUNCH(policy_fallback_kernel, a->n_seqs, PK_SORT_THREADS, 0, (cudaStream_t)stream, args, sc);
+    CUDA_CHECK_LAUNCH();
+}

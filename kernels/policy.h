@@ -1,0 +1,80 @@
+/*
+ * policy.h — the next token of every sequence of a batch on the device
+ * (kernels/policy.cu): the policy's decision (greedy, sample, or entropix_decide on the
+ * step's metrics), the filters and draws of kernels/policy_math.h over the candidates,
+ * best-of-N by log-probability, the token, an optional trace record and the done flag —
+ * the device twin of host/engine.c:step_request after the forward pass (with
+ * host/sampler.c:sampler_pick).
+ *
+ * Candidates: the vocab pass's top-K list (vocab_pass.h) serves every decision whose
+ * candidate list fits in it. A decision that needs more (top_k == 0 or top_k > K, below
+ * the vocabulary size: mostly the sample policy with top_k 0) is finished by an exact
+ * fallback over the whole row sorted by (logit desc, id asc), so the token is
+ * sampler_pick's in every case.
+ *
+ * Plain C header (launchers have C linkage) also read by the kernels.
+ */
+#ifndef ETX_POLICY_KERNEL_H
+#define ETX_POLICY_KERNEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "attn_metrics.h"
+#include "etx/etx.h"
+#include "policy_math.h"
+#include "vocab_pass.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// What a sequence brings to a step besides its policy (engine.c's Request fields).
+typedef struct {
+    uint64_t key;         // the request's random stream (Philox counter words 2, 3)
+    int32_t request_id;   // for the trace record
+    int32_t step;         // tokens generated so far: this token's index, Philox counter word 0
+    int32_t prev_token;   // the token before this step (the last prompt token at step 0)
+    int32_t pause_token;  // entropix: the resolved pause id (>= 0); unused otherwise
+    int32_t max_tokens;   // tokens to generate, >= 1
+    int32_t n_prompt;     // prompt length
+    int32_t max_seq_len;  // the engine's per-request context
+    int32_t stop_offset;  // this sequence's extra stop ids: stop_ids[stop_offset .. + n_stop)
+    int32_t n_stop;
+    int32_t ignore_eos;   // 1: the EOS ids do not stop it
+} EtxSeqState;
+
+// One step's inputs and outputs; every pointer is a device pointer.
+typedef struct {
+    int n_seqs;
+    int vocab;
+    const float* logits;           // (n_seqs, vocab)
+    const EtxVocabStats* stats;    // (n_seqs) from etx_vocab_pass
+    const PolicyCandidate* cand;   // (n_seqs, ETX_TOPK) from etx_vocab_pass
+    int n_cand;                    // candidates per row it wrote: min(k, vocab, ETX_TOPK), >= 1
+    const EtxAttnStats* attn;      // (n_seqs) or NULL (zeros, as engine.c without metrics)
+    const etx_policy* policies;    // (n_seqs) each sequence's own policy
+    const EtxSeqState* states;     // (n_seqs)
+    const int32_t* stop_ids;       // all sequences' extra stop ids (may be NULL if none)
+    const int32_t* eos_ids;        // (n_eos) the model's EOS ids
+    int n_eos;
+    void* scratch;                 // etx_policy_scratch_bytes(n_seqs, vocab) bytes
+    int32_t* tokens;               // (n_seqs) out: the next token
+    int32_t* done;                 // (n_seqs) out: 0, ETX_REQ_DONE_STOP or ETX_REQ_DONE_LENGTH
+    etx_trace_record* trace;       // (n_seqs) out, or NULL: no trace
+} EtxPolicyArgs;
+
+// Scratch the step needs: per sequence a pending decision, and for the fallback a
+// sort buffer (8 bytes per slot, vocab rounded up to a power of two), the sorted
+// candidates (8 vocab bytes) and the filter weights (4 vocab bytes).
+size_t etx_policy_scratch_bytes(int n_seqs, int vocab);
+
+// Runs the step: the policy kernel (a thread per sequence), then the fallback kernel
+// (a block per sequence; blocks of sequences that did not need it return at once).
+// a is read on the host; its pointers are device pointers. stream: a cudaStream_t.
+void etx_policy_step(const EtxPolicyArgs* a, void* stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif // ETX_POLICY_KERNEL_H

@@ -1,0 +1,209 @@
+/*
+ * vocab_pass.cu — one pass over each logits row: softmax statistics and the top-K
+ * candidates (vocab_pass.h).
+ *
+ * Math (one line): m = max x, log Z = m + ln sum e^{x-m}, H = (log Z - E_p[x]) / ln 2,
+ * V = Var_p[x] / ln^2 2 with p = softmax(x); candidates = the first K of the row sorted
+ * by (x desc, id asc).
+ *
+ * Memory traffic: the row is read once (4 vocab bytes per sequence) and the n kept
+ * candidates' logits a second time (K floats, from cache); writes are 16 + 12 K bytes
+ * per sequence. One block of VP_THREADS per sequence.
+ *
+ * Statistics: each thread keeps (max, normaliser, mean, M2) of its logits online in
+ * double — weights e^{x - max}, mean relative to the running max, Welford updates,
+ * rescaled when the max grows — and the block merges them Chan-style as
+ * host/metrics.c does for its blocks, so the result is logit_metrics' up to the order of
+ * double additions.
+ *
+ * Top-K: a shared list of the K best keys so far (vocab_pass.h: etx_cand_key) and a
+ * threshold (the K-th key); a logit that beats the threshold is appended to a staging
+ * area with a shared atomic; when the staging area may not hold another tile, list and
+ * staging are bitonic-sorted together and the first K kept. On a random row the
+ * threshold rises fast and merges are rare; a row in increasing order merges every tile
+ * (still exact).
+ */
+#include "cuda_common.cuh"
+#include "vocab_pass.h"
+
+#include <math.h>
+
+#define VP_THREADS 256
+#define VP_ITEMS 4                            // logits per thread per tile
+#define VP_TILE (VP_THREADS * VP_ITEMS)       // logits per tile
+#define VP_BUF 2048                           // list + staging, a power of two
+#define VP_STAGE (VP_BUF - ETX_TOPK)          // staging slots
+#define VP_LN2 0.69314718055994530942
+
+// Softmax statistics of a set of logits: m = max, z = sum e^{x-m}, c = mean - m,
+// m2 = sum e^{x-m} (x - mean)^2 (metrics.c's LogitAcc).
+struct VpAcc {
+    double m, z, c, m2;
+};
+
+// Adds one logit (-inf and logits whose weight underflows contribute nothing).
+__device__ static void vp_add(VpAcc* a, float xf) {
+    const double x = (double)xf;
+    if (x > a->m) {
+        if (a->z > 0.0) {
+            const double sc = exp(a->m - x);
+            a->z *= sc;
+            a->m2 *= sc;
+            a->c += a->m - x;
+        }
+        a->m = x;
+    }
+    if (a->m == -INFINITY) return;
+    const double y = x - a->m, w = exp(y);
+    if (w == 0.0) return;
+    a->z += w;
+    const double d = y - a->c;
+    a->c += d * w / a->z;
+    a->m2 += w * d * (y - a->c);
+}
+
+// Merges b into a (metrics.c:acc_merge).
+__device__ static void vp_merge(VpAcc* a, const VpAcc* b) {
+    if (b->z == 0.0) return;
+    if (a->z == 0.0) {
+        *a = *b;
+        return;
+    }
+    const double M = a->m > b->m ? a->m : b->m;
+    const double sa = exp(a->m - M), sb = exp(b->m - M);
+    const double za = a->z * sa, zb = b->z * sb, z = za + zb;
+    const double ca = a->c + (a->m - M), cb = b->c + (b->m - M);
+    if (za == 0.0) {
+        a->c = cb, a->m2 = b->m2 * sb;
+    } else if (zb == 0.0) {
+        a->c = ca, a->m2 = a->m2 * sa;
+    } else {
+        const double d = cb - ca, fb = zb / z;
+        a->c = ca + d * fb;
+        a->m2 = a->m2 * sa + b->m2 * sb + d * d * (za * fb);
+    }
+    a->m = M;
+    a->z = z;
+}
+
+// Ascending bitonic sort of buf[0..n) (n a power of two) by the whole block; starts
+// after a barrier the caller placed, ends with one.
+__device__ static void vp_bitonic(unsigned long long* buf, int n) {
+    for (int size = 2; size <= n; size <<= 1) {
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+            for (int t = threadIdx.x; t < n / 2; t += blockDim.x) {
+                const int lo = 2 * stride * (t / stride) + (t % stride), hi = lo + stride;
+                const unsigned long long a = buf[lo], b = buf[hi];
+                const bool up = (lo & size) == 0;
+                if ((a > b) == up) {
+                    buf[lo] = b;
+                    buf[hi] = a;
+                }
+            }
+            __syncthreads();
+        }
+    }
+}
+
+// Sorts list + `count` staged keys, keeps the first K as the list, resets the staging
+// area and raises the threshold. Called by every thread with the same count.
+__device__ static void vp_merge_list(unsigned long long* buf, int count, int* s_count,
+                                     unsigned long long* s_thresh) {
+    const int live = ETX_TOPK + count;
+    int n = 1;
+    while (n < live) n <<= 1;
+    for (int i = live + threadIdx.x; i < n; i += blockDim.x) buf[i] = ETX_KEY_NONE;
+    __syncthreads();
+    vp_bitonic(buf, n);
+    if (threadIdx.x == 0) {
+        *s_count = 0;
+        *s_thresh = buf[ETX_TOPK - 1];
+    }
+    __syncthreads();
+}
+
+// One block per sequence (blockIdx.x), VP_THREADS threads.
+__global__ void __launch_bounds__(VP_THREADS)
+    vocab_pass_kernel(const float* logits, int vocab, int n_out, EtxVocabStats* stats, PolicyCandidate* cand,
+                      float* logprob) {
+    __shared__ unsigned long long s_buf[VP_BUF]; // [0, K): the list, sorted; [K, K + count): staged
+    __shared__ double s_m[VP_THREADS], s_z[VP_THREADS], s_c[VP_THREADS], s_m2[VP_THREADS];
+    __shared__ int s_count;
+    __shared__ unsigned long long s_thresh;
+    __shared__ float s_log_z;
+    const int tid = threadIdx.x, seq = blockIdx.x;
+    const float* row = logits + (size_t)seq * vocab;
+
+    for (int i = tid; i < ETX_TOPK; i += blockDim.x) s_buf[i] = ETX_KEY_NONE;
+    if (tid == 0) {
+        s_count = 0;
+        s_thresh = ETX_KEY_NONE;
+    }
+    __syncthreads();
+
+    VpAcc acc = {-INFINITY, 0.0, 0.0, 0.0};
+    for (int base = 0; base < vocab; base += VP_TILE) {
+        for (int it = 0; it < VP_ITEMS; it++) {
+            const int i = base + it * VP_THREADS + tid;
+            if (i >= vocab) break;
+            const float x = row[i];
+            vp_add(&acc, x);
+            const unsigned long long key = etx_cand_key(x, i);
+            if (key < s_thresh) s_buf[ETX_TOPK + atomicAdd(&s_count, 1)] = key;
+        }
+        __syncthreads();
+        const int count = s_count;
+        __syncthreads(); // everyone has read count before the next tile appends
+        if (count > VP_STAGE - VP_TILE) vp_merge_list(s_buf, count, &s_count, &s_thresh);
+    }
+    if (s_count > 0) vp_merge_list(s_buf, s_count, &s_count, &s_thresh);
+
+    // block merge of the per-thread statistics
+    s_m[tid] = acc.m, s_z[tid] = acc.z, s_c[tid] = acc.c, s_m2[tid] = acc.m2;
+    __syncthreads();
+    for (int half = VP_THREADS / 2; half > 0; half >>= 1) {
+        if (tid < half) {
+            VpAcc a = {s_m[tid], s_z[tid], s_c[tid], s_m2[tid]};
+            const VpAcc b = {s_m[tid + half], s_z[tid + half], s_c[tid + half], s_m2[tid + half]};
+            vp_merge(&a, &b);
+            s_m[tid] = a.m, s_z[tid] = a.z, s_c[tid] = a.c, s_m2[tid] = a.m2;
+        }
+        __syncthreads();
+    }
+    if (tid == 0) {
+        EtxVocabStats r;
+        const double z = s_z[0];
+        r.max = (float)s_m[0];
+        if (z == 0.0) { // no finite logit
+            r.log_z = -INFINITY, r.entropy = 0.0f, r.varentropy = 0.0f;
+        } else {
+            double h = log(z) - s_c[0];
+            if (h < 0.0) h = 0.0;
+            r.entropy = (float)(h / VP_LN2);
+            r.varentropy = (float)(s_m2[0] / z / (VP_LN2 * VP_LN2));
+            r.log_z = (float)(s_m[0] + log(z));
+        }
+        stats[seq] = r;
+        s_log_z = r.log_z;
+    }
+    __syncthreads();
+
+    for (int j = tid; j < n_out; j += blockDim.x) {
+        const int32_t id = (int32_t)(uint32_t)s_buf[j];
+        PolicyCandidate c;
+        c.logit = row[id];
+        c.id = id;
+        cand[(size_t)seq * ETX_TOPK + j] = c;
+        if (logprob) logprob[(size_t)seq * ETX_TOPK + j] = c.logit - s_log_z;
+    }
+}
+
+extern "C" void etx_vocab_pass(const float* logits, int n_seqs, int vocab, int k, EtxVocabStats* stats,
+                               PolicyCandidate* cand, float* logprob, void* stream) {
+    if (n_seqs <= 0 || vocab <= 0) return;
+    int n_out = k < vocab ? k : vocab;
+    if (n_out > ETX_TOPK) n_out = ETX_TOPK;
+    ETX_LAUNCH(vocab_pass_kernel, n_seqs, VP_THREADS, 0, (cudaStream_t)stream, logits, vocab, n_out, stats, cand,
+               logprob);
+    CUDA_CHECK_LAUNCH();
+}

@@ -1,0 +1,62 @@
+/*
+ * vocab_pass.h — the fused pass over each sequence's logits row (kernels/vocab_pass.cu):
+ * in one read of the row, the statistics of softmax(logits) that the entropix policy and
+ * the trace need (max, log Z, entropy H, varentropy V; host/metrics.c:logit_metrics is
+ * the CPU twin) and the top-K candidates in the sampler's order (logit descending, ties
+ * by ascending id; host/sampler.c:sampler_candidates is the twin) with their
+ * log-probabilities.
+ *
+ * Why K = 128: the entropix adaptive branch asks for up to 100 candidates
+ * (clip(round(top_k ...), 1, 100)), so every entropix decision with top_k0 > 0 fits the
+ * list and never needs the exact full-row fallback of kernels/policy.cu.
+ *
+ * Plain C header (launchers have C linkage) also read by the kernels.
+ */
+#ifndef ETX_VOCAB_PASS_H
+#define ETX_VOCAB_PASS_H
+
+#include <stdint.h>
+
+#include "policy_math.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// Compile-time cap on the candidates kept per row (the runtime k is <= this).
+#define ETX_TOPK 128
+
+// The statistics of one row: the twin of LogitMetrics plus the max.
+typedef struct {
+    float max;        // largest logit (-inf when no logit is finite)
+    float log_z;      // logsumexp(logits), nats (-inf when no logit is finite)
+    float entropy;    // H, bits
+    float varentropy; // V, bits^2
+} EtxVocabStats;
+
+// A candidate's position in the sampler's order as one 64-bit key, smaller = earlier:
+// high word the logit mapped to an order-reversing unsigned (larger logit -> smaller),
+// low word the id (ties: smaller id first). -0 is taken as +0 (they compare equal as
+// floats, so the order must fall to the id). Logits must not be NaN.
+#define ETX_KEY_NONE 0xFFFFFFFFFFFFFFFFull // sorts after every real candidate
+static inline ETX_HD uint64_t etx_cand_key(float logit, int32_t id) {
+    union {
+        float f;
+        uint32_t u;
+    } v;
+    v.f = logit == 0.0f ? 0.0f : logit;
+    const uint32_t asc = (v.u & 0x80000000u) ? ~v.u : (v.u | 0x80000000u); // increasing with the float
+    return ((uint64_t)(~asc) << 32) | (uint32_t)id;
+}
+
+// For each of n_seqs rows of logits (n_seqs, vocab): stats[s], and the n = min(k, vocab,
+// ETX_TOPK) most likely tokens in cand[s * ETX_TOPK + j] (j < n; the row stride is always
+// ETX_TOPK) with logprob[s * ETX_TOPK + j] = logit - log_z (logprob may be NULL).
+// k >= 1. All pointers are device pointers; stream is a cudaStream_t (NULL: default).
+void etx_vocab_pass(const float* logits, int n_seqs, int vocab, int k, EtxVocabStats* stats,
+                    PolicyCandidate* cand, float* logprob, void* stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif // ETX_VOCAB_PASS_H

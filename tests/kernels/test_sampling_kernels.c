@@ -1,0 +1,577 @@
+/*
+ * test_sampling_kernels.c — the sampling kernels (kernels/vocab_pass.cu,
+ * kernels/attn_metrics.cu, kernels/policy.cu) against their CPU twins, under the SIMT
+ * emulator (_emu) and on a GPU (_gpu, skipped without one).
+ *
+ *   - vocab pass: rows of 100, 1000, 32000 and 49152 logits of several shapes (random,
+ *     ties, -inf entries, moderately and extremely peaked, flat, all -inf, +0/-0 mixes,
+ *     increasing order, large offset) against logit_metrics (max exactly; H, V, log Z
+ *     with the tolerance of tests/test_metrics.c, see VP_* below) and sampler_candidates
+ *     (the same ids and logits in the same order, for k = ETX_TOPK and a runtime k = 27);
+ *     log-probabilities equal logit - log Z exactly.
+ *   - attention metrics: random scores, 9 and 32 heads, 1, 7 and 300 valid positions
+ *     (NaN beyond them: they must never be read), window 0 and 4096, against attn_metrics.
+ *   - policy step: for greedy, sample (temperature / top_k / top_p / min_p settings,
+ *     top_k 0 and top_k > ETX_TOPK through the exact fallback) and entropix (parameters
+ *     forcing each branch: argmax, pause, helv, lehv, hehv, adaptive best-of-5, and hehv
+ *     with top_k 0 through the fallback), over many (seed, key, step): the token is
+ *     sampler_pick's, the trace record is the one engine.c:step_request builds, the done
+ *     flag is engine.c's stop logic. The metrics the decision reads are the device's
+ *     own (downloaded), so the comparison isolates the decision and the pick, which must
+ *     be exact.
+ */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attn_metrics.h"
+#include "device.h"
+#include "metrics.h"
+#include "policy.h"
+#include "sampler.h"
+#include "vocab_pass.h"
+
+// ----------------------------------------------------------------------------
+// helpers
+
+static void* dev_put(const void* host, size_t bytes) {
+    void* d = etx_dev_malloc(bytes);
+    ck_assert_ptr_nonnull(d);
+    etx_dev_upload(d, host, bytes);
+    return d;
+}
+
+static void* xcalloc_t(size_t n, size_t size) {
+    void* p = calloc(n, size);
+    ck_assert_ptr_nonnull(p);
+    return p;
+}
+
+// splitmix64: a deterministic stream for the test data
+static uint64_t rng_next(uint64_t* s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static double rng_uniform(uint64_t* s) { return (double)(rng_next(s) >> 11) * (1.0 / 9007199254740992.0); }
+
+static double rng_normal(uint64_t* s) {
+    double u1 = rng_uniform(s), u2 = rng_uniform(s);
+    if (u1 < 1e-300) u1 = 1e-300;
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+// |got - want| <= rel |want| + floor; equal infinities pass.
+static void check_close(const char* what, int row, double got, double want, double rel, double floor) {
+    if (isinf(want) && got == want) return;
+    ck_assert_msg(isfinite(got) && fabs(got - want) <= rel * fabs(want) + floor, "%s (row %d): got %.9g, want %.9g",
+                  what, row, got, want);
+}
+
+// ----------------------------------------------------------------------------
+// vocabulary pass
+
+// Tolerance on H, V, log Z: both sides accumulate in double and round to float once, so
+// they differ by the float rounding (6e-8 relative) plus the order of double additions;
+// 1e-5 relative catches any definitional slip. The floors (1e-6 bits, bits^2, nats) are
+// those of tests/test_metrics.c: the entropy of a very peaked row is ln z - E[x - max]
+// with z = 1 + tiny, a cancellation whose absolute error (~1e-16) does not shrink with H.
+#define VP_REL 1e-5
+#define VP_FLOOR 1e-6
+
+enum { ROW_RANDOM, ROW_TIES, ROW_NEG_INF, ROW_PEAKED, ROW_VERY_PEAKED, ROW_FLAT, ROW_ALL_NEG_INF, ROW_ZEROS,
+       ROW_INCREASING, ROW_OFFSET, ROW_KINDS };
+
+static void fill_row(float* x, int n, int kind, uint64_t* rng) {
+    for (int i = 0; i < n; i++) {
+        const double g = rng_normal(rng);
+        switch (kind) {
+        case ROW_RANDOM: x[i] = (float)(3.0 * g); break;
+        case ROW_TIES: x[i] = (float)(floor(2.0 * g) / 2.0); break; // few distinct values
+        case ROW_NEG_INF: x[i] = rng_uniform(rng) < 0.3 ? -INFINITY : (float)(2.0 * g); break;
+        case ROW_PEAKED: x[i] = (float)g; break;
+        case ROW_VERY_PEAKED: x[i] = (float)g; break;
+        case ROW_FLAT: x[i] = 1.5f; break;
+        case ROW_ALL_NEG_INF: x[i] = -INFINITY; break;
+        case ROW_ZEROS: { // +0, -0 and 1 only: +0 and -0 tie, the lower id first
+            const uint64_t r = rng_next(rng) % 3;
+            x[i] = r == 0 ? 0.0f : (r == 1 ? -0.0f : 1.0f);
+            break;
+        }
+        case ROW_INCREASING: x[i] = (float)i * 1e-3f; break; // every tile beats the list
+        case ROW_OFFSET: x[i] = (float)(1e4 + 4.0 * g); break;
+        }
+    }
+    if (kind == ROW_PEAKED) x[n / 3] = 12.0f;      // H still well above the floor
+    if (kind == ROW_VERY_PEAKED) x[n / 2] = 45.0f; // H ~ n e^-45: below it
+}
+
+// Runs the vocab pass on ROW_KINDS rows of n logits with runtime k and checks them.
+static void check_vocab_pass(int n, int k, uint64_t seed) {
+    const int rows = ROW_KINDS;
+    uint64_t rng = seed;
+    float* x = xcalloc_t((size_t)rows * n, sizeof(float));
+    for (int r = 0; r < rows; r++) fill_row(x + (size_t)r * n, n, r, &rng);
+    float* d_x = dev_put(x, (size_t)rows * n * sizeof(float));
+    EtxVocabStats* d_stats = etx_dev_malloc(rows * sizeof(EtxVocabStats));
+    PolicyCandidate* d_cand = etx_dev_malloc((size_t)rows * ETX_TOPK * sizeof(PolicyCandidate));
+    float* d_lp = etx_dev_malloc((size_t)rows * ETX_TOPK * sizeof(float));
+    etx_dev_memset(d_cand, 0xff, (size_t)rows * ETX_TOPK * sizeof(PolicyCandidate));
+    etx_vocab_pass(d_x, rows, n, k, d_stats, d_cand, d_lp, NULL);
+    etx_dev_sync();
+    EtxVocabStats stats[ROW_KINDS];
+    PolicyCandidate* cand = xcalloc_t((size_t)rows * ETX_TOPK, sizeof(PolicyCandidate));
+    float* lp = xcalloc_t((size_t)rows * ETX_TOPK, sizeof(float));
+    etx_dev_download(stats, d_stats, sizeof stats);
+    etx_dev_download(cand, d_cand, (size_t)rows * ETX_TOPK * sizeof(PolicyCandidate));
+    etx_dev_download(lp, d_lp, (size_t)rows * ETX_TOPK * sizeof(float));
+
+    Sampler smp;
+    build_sampler(&smp, n);
+    const int n_out = k < n ? (k < ETX_TOPK ? k : ETX_TOPK) : (n < ETX_TOPK ? n : ETX_TOPK);
+    for (int r = 0; r < rows; r++) {
+        const float* row = x + (size_t)r * n;
+        const LogitMetrics lm = logit_metrics(row, n);
+        float mx = -INFINITY;
+        for (int i = 0; i < n; i++) mx = row[i] > mx ? row[i] : mx;
+        ck_assert_msg(stats[r].max == mx, "max (n %d, row %d): got %g, want %g", n, r, stats[r].max, mx);
+        check_close("entropy", r, stats[r].entropy, lm.entropy, VP_REL, VP_FLOOR);
+        check_close("varentropy", r, stats[r].varentropy, lm.varentropy, VP_REL, VP_FLOOR);
+        check_close("log_z", r, stats[r].log_z, lm.log_z, VP_REL, VP_FLOOR);
+        const int nc = sampler_candidates(&smp, row, n_out);
+        ck_assert_int_eq(nc, n_out);
+        for (int j = 0; j < n_out; j++) {
+            const PolicyCandidate* g = &cand[(size_t)r * ETX_TOPK + j];
+            ck_assert_msg(g->id == smp.cand[j].id && memcmp(&g->logit, &smp.cand[j].logit, sizeof(float)) == 0,
+                          "candidate %d (n %d, k %d, row %d): got id %d logit %g, want id %d logit %g", j, n, k, r,
+                          g->id, g->logit, smp.cand[j].id, smp.cand[j].logit);
+            const float want_lp = g->logit - stats[r].log_z;
+            ck_assert_msg(memcmp(&lp[(size_t)r * ETX_TOPK + j], &want_lp, sizeof(float)) == 0,
+                          "logprob %d (row %d): got %g, want %g", j, r, lp[(size_t)r * ETX_TOPK + j], want_lp);
+        }
+        // nothing is written past n_out (the buffer was filled with 0xff bytes)
+        if (n_out < ETX_TOPK) ck_assert_int_eq(cand[(size_t)r * ETX_TOPK + n_out].id, -1);
+    }
+    free_sampler(&smp);
+    free(x);
+    free(cand);
+    free(lp);
+    etx_dev_free(d_x);
+    etx_dev_free(d_stats);
+    etx_dev_free(d_cand);
+    etx_dev_free(d_lp);
+}
+
+START_TEST(test_vocab_pass_small) {
+    check_vocab_pass(100, ETX_TOPK, 11); // the whole row fits the list
+    check_vocab_pass(1000, ETX_TOPK, 12);
+    check_vocab_pass(1000, 27, 13); // runtime k below the cap
+}
+END_TEST
+
+START_TEST(test_vocab_pass_large) {
+    check_vocab_pass(32000, ETX_TOPK, 21);
+    check_vocab_pass(49152, ETX_TOPK, 22);
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
+// attention metrics
+
+// Tolerance: double inside on both sides, P rounded the same way, only the order of
+// additions differs; 1e-5 relative as for the logits, with test_metrics.c's floors
+// (entropy 1e-6 bits, varentropy 1e-9: a variance over heads that can itself be ~1e-9,
+// agreement 1e-12, interaction 1e-9) for the values that are (near) zero, e.g. one position.
+#define AM_REL 1e-5
+
+static void check_attn(int n_heads, int window) {
+    const int n_seqs = 3, max_ctx = 320;
+    const int32_t n_pos[3] = {1, 7, 300};
+    int32_t win[3];
+    uint64_t rng = 1000 + (uint64_t)n_heads * 7 + (uint64_t)window;
+    float* scores = xcalloc_t((size_t)n_seqs * n_heads * max_ctx, sizeof(float));
+    for (int s = 0; s < n_seqs; s++) {
+        win[s] = window;
+        for (int h = 0; h < n_heads; h++)
+            for (int t = 0; t < max_ctx; t++)
+                scores[((size_t)s * n_heads + h) * max_ctx + t] =
+                    t < n_pos[s] ? (float)(2.5 * rng_normal(&rng) + 0.3 * h) : NAN;
+    }
+    float* d_scores = dev_put(scores, (size_t)n_seqs * n_heads * max_ctx * sizeof(float));
+    int32_t* d_pos = dev_put(n_pos, sizeof n_pos);
+    int32_t* d_win = dev_put(win, sizeof win);
+    EtxAttnStats* d_out = etx_dev_malloc(n_seqs * sizeof(EtxAttnStats));
+    etx_attn_metrics(d_scores, n_seqs, n_heads, max_ctx, d_pos, window ? d_win : NULL, d_out, NULL);
+    etx_dev_sync();
+    EtxAttnStats out[3];
+    etx_dev_download(out, d_out, sizeof out);
+
+    float* packed = xcalloc_t((size_t)n_heads * max_ctx, sizeof(float));
+    float* scratch = xcalloc_t((size_t)(n_heads + 1) * max_ctx, sizeof(float));
+    for (int s = 0; s < n_seqs; s++) {
+        for (int h = 0; h < n_heads; h++)
+            memcpy(packed + (size_t)h * n_pos[s], scores + ((size_t)s * n_heads + h) * max_ctx,
+                   (size_t)n_pos[s] * sizeof(float));
+        const AttnMetrics want = attn_metrics(packed, n_heads, n_pos[s], window, scratch);
+        const int tag = n_heads * 100000 + window * 10 + s;
+        check_close("attn_entropy", tag, out[s].attn_entropy, want.attn_entropy, AM_REL, 1e-6);
+        check_close("attn_varentropy", tag, out[s].attn_varentropy, want.attn_varentropy, AM_REL, 1e-9);
+        check_close("agreement", tag, out[s].agreement, want.agreement, AM_REL, 1e-12);
+        check_close("interaction", tag, out[s].interaction, want.interaction, AM_REL, 1e-9);
+    }
+    free(packed);
+    free(scratch);
+    free(scores);
+    etx_dev_free(d_scores);
+    etx_dev_free(d_pos);
+    etx_dev_free(d_win);
+    etx_dev_free(d_out);
+}
+
+START_TEST(test_attn_metrics) {
+    check_attn(9, 0);
+    check_attn(9, 4096);
+    check_attn(32, 0);
+    check_attn(32, 4096);
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
+// policy step
+
+// The policy settings the test cycles through; *_FB ones need the exact fallback.
+enum { PC_GREEDY, PC_SAMPLE_PLAIN_FB, PC_SAMPLE_K40, PC_SAMPLE_TOP_P_FB, PC_SAMPLE_MIN_P_FB, PC_SAMPLE_K200_FB,
+       PC_SAMPLE_KCAP_ALL, PC_SAMPLE_K5_HOT, PC_SAMPLE_K_VOCAB_FB, PC_ENTROPIX_DEFAULT, PC_ENTROPIX_ARGMAX,
+       PC_ENTROPIX_PAUSE, PC_ENTROPIX_HELV, PC_ENTROPIX_LEHV, PC_ENTROPIX_HEHV, PC_ENTROPIX_ADAPTIVE,
+       PC_ENTROPIX_HEHV_K0_FB, PC_COUNT };
+
+#define PAUSE_TOKEN 7
+
+static etx_policy make_policy(int pc, int vocab, uint64_t seed) {
+    etx_policy p = etx_policy_default(ETX_POLICY_SAMPLE);
+    etx_entropix_params* e = &p.entropix;
+    switch (pc) {
+    case PC_GREEDY: p = etx_policy_default(ETX_POLICY_GREEDY); break;
+    case PC_SAMPLE_PLAIN_FB: break; // T 1, top_k 0: the whole vocabulary
+    case PC_SAMPLE_K40: p.temperature = 0.7f, p.top_k = 40; break;
+    case PC_SAMPLE_TOP_P_FB: p.temperature = 1.3f, p.top_p = 0.9f; break;
+    case PC_SAMPLE_MIN_P_FB: p.temperature = 0.8f, p.min_p = 0.05f; break;
+    case PC_SAMPLE_K200_FB: p.top_k = 200; break;
+    case PC_SAMPLE_KCAP_ALL: p.temperature = 0.5f, p.top_k = ETX_TOPK, p.top_p = 0.95f, p.min_p = 0.02f; break;
+    case PC_SAMPLE_K5_HOT: p.temperature = 2.0f, p.top_k = 5, p.top_p = 0.5f; break;
+    case PC_SAMPLE_K_VOCAB_FB: p.temperature = 0.9f, p.top_k = vocab + 5; break;
+    default: {
+        p = etx_policy_default(ETX_POLICY_ENTROPIX);
+        e = &p.entropix;
+        e->pause_token = PAUSE_TOKEN;
+        // thresholds that force a branch whatever H, V >= 0 are
+        switch (pc) {
+        case PC_ENTROPIX_ARGMAX: e->low_ent_thresh = 1e9f, e->low_vent_thresh = 1e9f; break;
+        case PC_ENTROPIX_PAUSE:
+        case PC_ENTROPIX_HELV:
+            e->low_ent_thresh = -1.0f, e->high_ent_thresh = -1.0f, e->low_vent_thresh = 1e9f;
+            break;
+        case PC_ENTROPIX_LEHV:
+            e->low_ent_thresh = -1.0f, e->low_vent_thresh = -1.0f, e->high_ent_thresh = 1e9f;
+            e->high_vent_thresh = -1.0f;
+            break;
+        case PC_ENTROPIX_HEHV:
+        case PC_ENTROPIX_HEHV_K0_FB:
+            e->low_ent_thresh = -1.0f, e->low_vent_thresh = -1.0f, e->high_ent_thresh = -1.0f;
+            e->med_ent_thresh = -1.0f, e->high_vent_thresh = -1.0f;
+            if (pc == PC_ENTROPIX_HEHV_K0_FB) e->top_k = 0;
+            break;
+        case PC_ENTROPIX_ADAPTIVE:
+            e->low_ent_thresh = -1.0f, e->low_vent_thresh = -1.0f, e->high_ent_thresh = 1e9f;
+            e->high_vent_thresh = 1e9f;
+            e->ada_top_k_int = 0.6f; // with IS up to 5: top_k up to the clip at 100
+            e->n_adaptive_samples = 5;
+            break;
+        default: break; // the reference's parameters on the rows' own metrics
+        }
+    }
+    }
+    p.seed = seed;
+    return p;
+}
+
+// The branch each forced setting must reach (-1: not forced).
+static int forced_branch(int pc) {
+    switch (pc) {
+    case PC_ENTROPIX_ARGMAX: return ETX_BRANCH_ARGMAX;
+    case PC_ENTROPIX_PAUSE: return ETX_BRANCH_PAUSE;
+    case PC_ENTROPIX_HELV: return ETX_BRANCH_HELV;
+    case PC_ENTROPIX_LEHV: return ETX_BRANCH_LEHV;
+    case PC_ENTROPIX_HEHV:
+    case PC_ENTROPIX_HEHV_K0_FB: return ETX_BRANCH_HEHV;
+    case PC_ENTROPIX_ADAPTIVE: return ETX_BRANCH_ADAPTIVE;
+    default: return -1;
+    }
+}
+
+// engine.c: is_stop_token, then the length limits
+static int expected_done(const EtxSeqState* st, const int32_t* stop_ids, const int32_t* eos, int n_eos, int32_t tok) {
+    for (int i = 0; i < st->n_stop; i++)
+        if (stop_ids[st->stop_offset + i] == tok) return ETX_REQ_DONE_STOP;
+    if (!st->ignore_eos)
+        for (int i = 0; i < n_eos; i++)
+            if (eos[i] == tok) return ETX_REQ_DONE_STOP;
+    const int n_tokens = st->step + 1;
+    if (n_tokens >= st->max_tokens || st->n_prompt + n_tokens >= st->max_seq_len) return ETX_REQ_DONE_LENGTH;
+    return 0;
+}
+
+#define CK_FIELD_EQ(f) \
+    ck_assert_msg(memcmp(&got->f, &want->f, sizeof want->f) == 0, "seq %d (setting %d): trace " #f " differs", s, pc)
+
+// n_seqs sequences (setting i % PC_COUNT) over random rows of `vocab` logits: the device
+// step against sampler_pick + engine.c, with (seed, key, step) varying per sequence.
+static void check_policy_step(int vocab, int reps, uint64_t seed0) {
+    const int n_seqs = PC_COUNT * reps;
+    uint64_t rng = seed0;
+    float* x = xcalloc_t((size_t)n_seqs * vocab, sizeof(float));
+    for (int s = 0; s < n_seqs; s++) {
+        const int kind = (s / PC_COUNT) % 3 == 2 ? ROW_TIES : ROW_RANDOM;
+        fill_row(x + (size_t)s * vocab, vocab, kind, &rng);
+    }
+    float* d_x = dev_put(x, (size_t)n_seqs * vocab * sizeof(float));
+    EtxVocabStats* d_stats = etx_dev_malloc(n_seqs * sizeof(EtxVocabStats));
+    PolicyCandidate* d_cand = etx_dev_malloc((size_t)n_seqs * ETX_TOPK * sizeof(PolicyCandidate));
+    etx_vocab_pass(d_x, n_seqs, vocab, ETX_TOPK, d_stats, d_cand, NULL, NULL);
+    etx_dev_sync();
+    EtxVocabStats* stats = xcalloc_t(n_seqs, sizeof(EtxVocabStats));
+    etx_dev_download(stats, d_stats, n_seqs * sizeof(EtxVocabStats));
+
+    // per sequence: attention metrics, policy, state
+    EtxAttnStats* attn = xcalloc_t(n_seqs, sizeof(EtxAttnStats));
+    etx_policy* pol = xcalloc_t(n_seqs, sizeof(etx_policy));
+    EtxSeqState* st = xcalloc_t(n_seqs, sizeof(EtxSeqState));
+    for (int s = 0; s < n_seqs; s++) {
+        const int pc = s % PC_COUNT;
+        attn[s].attn_entropy = (float)(4.0 * rng_uniform(&rng));
+        attn[s].attn_varentropy = (float)(2.0 * rng_uniform(&rng));
+        attn[s].agreement = (float)rng_uniform(&rng);
+        attn[s].interaction = (float)(5.0 * rng_uniform(&rng));
+        pol[s] = make_policy(pc, vocab, rng_next(&rng));
+        st[s].key = rng_next(&rng);
+        st[s].request_id = 100 + s;
+        st[s].step = (int32_t)(rng_next(&rng) % 5000);
+        st[s].prev_token = pc == PC_ENTROPIX_HELV ? PAUSE_TOKEN : (int32_t)(PAUSE_TOKEN + 1 + s % 50);
+        st[s].pause_token = PAUSE_TOKEN;
+        st[s].max_tokens = 1 << 20;
+        st[s].n_prompt = 10;
+        st[s].max_seq_len = 1 << 20;
+    }
+
+    // the CPU reference: decision and token as step_request makes them
+    Sampler smp;
+    build_sampler(&smp, vocab);
+    int32_t* want_tok = xcalloc_t(n_seqs, sizeof(int32_t));
+    PolicyDecision* want_d = xcalloc_t(n_seqs, sizeof(PolicyDecision));
+    PolicyMetrics* want_m = xcalloc_t(n_seqs, sizeof(PolicyMetrics));
+    for (int s = 0; s < n_seqs; s++) {
+        const int pc = s % PC_COUNT;
+        const PolicyMetrics m = {stats[s].entropy,        stats[s].varentropy, attn[s].attn_entropy,
+                                 attn[s].attn_varentropy, attn[s].agreement,  attn[s].interaction};
+        want_m[s] = m;
+        want_d[s] = pol[s].kind == ETX_POLICY_ENTROPIX
+                        ? entropix_decide(&pol[s].entropix, &m, st[s].prev_token, st[s].pause_token)
+                        : policy_decision_simple(&pol[s]);
+        if (forced_branch(pc) >= 0)
+            ck_assert_msg((int)want_d[s].branch == forced_branch(pc), "setting %d reached branch %d", pc,
+                          (int)want_d[s].branch);
+        if (pc == PC_ENTROPIX_ADAPTIVE) ck_assert_int_eq(want_d[s].n_samples, 5);
+        want_tok[s] = sampler_pick(&smp, x + (size_t)s * vocab, &want_d[s], pol[s].seed, st[s].key,
+                                   (uint32_t)st[s].step);
+    }
+
+    // stop conditions: by index, a stop id that is the token, an EOS that is the token
+    // (ignored or not), max_tokens reached, the context full
+    int32_t eos[8], n_eos = 0;
+    int32_t* stop_ids = xcalloc_t((size_t)n_seqs * 2, sizeof(int32_t));
+    int n_stop_ids = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        const int sel = (s / PC_COUNT + s) % 6;
+        switch (sel) {
+        case 1: // a stop list holding the token (after another id)
+            st[s].stop_offset = n_stop_ids;
+            st[s].n_stop = 2;
+            stop_ids[n_stop_ids++] = (want_tok[s] + 1) % vocab;
+            stop_ids[n_stop_ids++] = want_tok[s];
+            break;
+        case 2: st[s].max_tokens = st[s].step + 1; break;
+        case 3: st[s].max_seq_len = st[s].n_prompt + st[s].step + 1; break;
+        case 4:
+        case 5:
+            if (n_eos < 8) eos[n_eos++] = want_tok[s];
+            st[s].ignore_eos = sel == 5;
+            break;
+        default: // a stop list without the token
+            st[s].stop_offset = n_stop_ids;
+            st[s].n_stop = 1;
+            stop_ids[n_stop_ids++] = (want_tok[s] + 3) % vocab;
+            break;
+        }
+    }
+
+    // the device step
+    EtxAttnStats* d_attn = dev_put(attn, n_seqs * sizeof(EtxAttnStats));
+    etx_policy* d_pol = dev_put(pol, n_seqs * sizeof(etx_policy));
+    EtxSeqState* d_st = dev_put(st, n_seqs * sizeof(EtxSeqState));
+    int32_t* d_stop = dev_put(stop_ids, (size_t)n_seqs * 2 * sizeof(int32_t));
+    int32_t* d_eos = dev_put(eos, sizeof eos);
+    const size_t scratch_bytes = etx_policy_scratch_bytes(n_seqs, vocab);
+    void* d_scratch = etx_dev_malloc(scratch_bytes);
+    int32_t* d_tok = etx_dev_malloc(n_seqs * sizeof(int32_t));
+    int32_t* d_done = etx_dev_malloc(n_seqs * sizeof(int32_t));
+    etx_trace_record* d_trace = etx_dev_malloc(n_seqs * sizeof(etx_trace_record));
+    etx_dev_memset(d_scratch, 0xab, scratch_bytes); // stale contents must not matter
+    etx_dev_memset(d_tok, 0xff, n_seqs * sizeof(int32_t));
+    EtxPolicyArgs a = {.n_seqs = n_seqs, .vocab = vocab, .logits = d_x, .stats = d_stats, .cand = d_cand,
+                       .n_cand = vocab < ETX_TOPK ? vocab : ETX_TOPK, .attn = d_attn, .policies = d_pol,
+                       .states = d_st, .stop_ids = d_stop, .eos_ids = d_eos, .n_eos = n_eos,
+                       .scratch = d_scratch, .tokens = d_tok, .done = d_done, .trace = d_trace};
+    etx_policy_step(&a, NULL);
+    etx_dev_sync();
+    int32_t* tok = xcalloc_t(n_seqs, sizeof(int32_t));
+    int32_t* done = xcalloc_t(n_seqs, sizeof(int32_t));
+    etx_trace_record* trace = xcalloc_t(n_seqs, sizeof(etx_trace_record));
+    etx_dev_download(tok, d_tok, n_seqs * sizeof(int32_t));
+    etx_dev_download(done, d_done, n_seqs * sizeof(int32_t));
+    etx_dev_download(trace, d_trace, n_seqs * sizeof(etx_trace_record));
+
+    int outcomes[4] = {0, 0, 0, 0};
+    int fallbacks = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        const int pc = s % PC_COUNT;
+        const PolicyDecision* d = &want_d[s];
+        const int need = (d->top_k <= 0 || d->top_k >= vocab) ? vocab : d->top_k;
+        if (d->forced_token < 0 && !d->argmax && need > a.n_cand) fallbacks++;
+        ck_assert_msg(tok[s] == want_tok[s], "seq %d (setting %d, vocab %d, step %d): token %d, sampler_pick %d", s,
+                      pc, vocab, st[s].step, tok[s], want_tok[s]);
+        const int want_done = expected_done(&st[s], stop_ids, eos, n_eos, want_tok[s]);
+        ck_assert_msg(done[s] == want_done, "seq %d: done %d, want %d", s, done[s], want_done);
+        outcomes[want_done]++;
+        // engine.c's record, from the same metrics and log Z
+        etx_trace_record w;
+        memset(&w, 0, sizeof w);
+        w.request_id = st[s].request_id;
+        w.step = st[s].step;
+        w.token = want_tok[s];
+        w.logprob = x[(size_t)s * vocab + want_tok[s]] - stats[s].log_z;
+        w.entropy = want_m[s].entropy;
+        w.varentropy = want_m[s].varentropy;
+        w.attn_entropy = want_m[s].attn_entropy;
+        w.attn_varentropy = want_m[s].attn_varentropy;
+        w.agreement = want_m[s].agreement;
+        w.interaction = want_m[s].interaction;
+        w.branch = d->branch;
+        w.temperature = d->temperature;
+        w.top_k = d->top_k;
+        w.top_p = d->top_p;
+        w.min_p = d->min_p;
+        const etx_trace_record* got = &trace[s];
+        const etx_trace_record* want = &w;
+        CK_FIELD_EQ(request_id);
+        CK_FIELD_EQ(step);
+        CK_FIELD_EQ(token);
+        CK_FIELD_EQ(logprob);
+        CK_FIELD_EQ(entropy);
+        CK_FIELD_EQ(varentropy);
+        CK_FIELD_EQ(attn_entropy);
+        CK_FIELD_EQ(attn_varentropy);
+        CK_FIELD_EQ(agreement);
+        CK_FIELD_EQ(interaction);
+        CK_FIELD_EQ(branch);
+        CK_FIELD_EQ(temperature);
+        CK_FIELD_EQ(top_k);
+        CK_FIELD_EQ(top_p);
+        CK_FIELD_EQ(min_p);
+    }
+    // the settings really exercised what they are named after
+    ck_assert_int_gt(outcomes[0], 0);
+    ck_assert_int_gt(outcomes[ETX_REQ_DONE_STOP], 0);
+    ck_assert_int_gt(outcomes[ETX_REQ_DONE_LENGTH], 0);
+    if (vocab > ETX_TOPK) ck_assert_int_ge(fallbacks, 6 * reps);
+
+    // without a trace pointer: the same tokens, nothing else needed
+    a.trace = NULL;
+    etx_dev_memset(d_tok, 0xff, n_seqs * sizeof(int32_t));
+    etx_policy_step(&a, NULL);
+    etx_dev_sync();
+    etx_dev_download(tok, d_tok, n_seqs * sizeof(int32_t));
+    for (int s = 0; s < n_seqs; s++) ck_assert_int_eq(tok[s], want_tok[s]);
+
+    free_sampler(&smp);
+    free(x);
+    free(stats);
+    free(attn);
+    free(pol);
+    free(st);
+    free(want_tok);
+    free(want_d);
+    free(want_m);
+    free(stop_ids);
+    free(tok);
+    free(done);
+    free(trace);
+    etx_dev_free(d_x);
+    etx_dev_free(d_stats);
+    etx_dev_free(d_cand);
+    etx_dev_free(d_attn);
+    etx_dev_free(d_pol);
+    etx_dev_free(d_st);
+    etx_dev_free(d_stop);
+    etx_dev_free(d_eos);
+    etx_dev_free(d_scratch);
+    etx_dev_free(d_tok);
+    etx_dev_free(d_done);
+    etx_dev_free(d_trace);
+}
+
+START_TEST(test_policy_vocab_1000) { check_policy_step(1000, 8, 501); }
+END_TEST
+
+START_TEST(test_policy_vocab_100) { check_policy_step(100, 4, 502); } // every list fits: no fallback
+END_TEST
+
+START_TEST(test_policy_vocab_4096) { check_policy_step(4096, 2, 503); }
+END_TEST
+
+// ----------------------------------------------------------------------------
+
+static Suite* sampling_suite(void) {
+    Suite* s = suite_create("sampling_kernels");
+    TCase* tc = tcase_create("vocab pass");
+    tcase_add_test(tc, test_vocab_pass_small);
+    tcase_add_test(tc, test_vocab_pass_large);
+    tcase_set_timeout(tc, 600);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("attention metrics");
+    tcase_add_test(tc, test_attn_metrics);
+    tcase_set_timeout(tc, 600);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("policy step");
+    tcase_add_test(tc, test_policy_vocab_1000);
+    tcase_add_test(tc, test_policy_vocab_100);
+    tcase_add_test(tc, test_policy_vocab_4096);
+    tcase_set_timeout(tc, 600);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) {
+    if (!etx_dev_available()) {
+        printf("test_sampling_kernels: no device (%s); skipped\n", "etx_dev_available() == 0");
+        return 77;
+    }
+    SRunner* sr = srunner_create(sampling_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
