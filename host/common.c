@@ -116,3 +116,15 @@ etx_status etx_read_file(const char* path, char** data, size_t* len) {
     if (len) *len = n;
     return etx_ok();
 }
+
+// MemAvailable from /proc/meminfo in bytes, or -1 when unknown.
+double available_memory_bytes(void) {
+    FILE* f = fopen("/proc/meminfo", "r");
+    if (!f) return -1.0;
+    char line[256];
+    double kib = -1.0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lf kB", &kib) == 1) break;
+    fclose(f);
+    return kib < 0 ? -1.0 : kib * 1024.0;
+}

@@ -53,4 +53,7 @@ char* etx_xstrdup_(const char* s, const char* file, int line);
 // Reads a whole file into a malloc'ed, NUL-terminated buffer.
 etx_status etx_read_file(const char* path, char** data, size_t* len);
 
+// MemAvailable from /proc/meminfo in bytes, or -1 when unknown.
+double available_memory_bytes(void);
+
 #endif // ETX_COMMON_H

@@ -1,26 +1,34 @@
 /*
- * engine.c — the engine half of the public API: a set of requests, each with its own
- * prompt, policy, limits and KV cache, advanced one token per step.
+ * engine.c — the engine half of the public API: requests, each with its own prompt,
+ * policy and limits, advanced together by a continuous-batching scheduler over a paged
+ * KV cache.
  *
- * The engine holds many requests from the start (DESIGN.md: batches from day one). On
- * the CPU backend a step runs the requests one after another; a request's tokens depend
- * only on its own prompt, policy, seed and key, never on its neighbours. The CUDA
- * backend (a later issue) replaces the per-request loop with batched kernels.
+ * A step (etx_engine_step): the scheduler (scheduler.h) plans which sequences run and on
+ * which tokens, preempting the newest when the KV pool (kv_blocks.h, kv_pool.h) runs out;
+ * the engine performs the plan's copy-on-write copies, runs each prefill chunk
+ * (cpu_forward_chunk) and all decode rows as one batch (cpu_forward_decode), commits the
+ * positions, then picks each sampled sequence's next token. A request's tokens depend only
+ * on its own prompt, policy, seed and key: every row is computed identically at any batch
+ * size, and a preempted request is recomputed bit for bit.
  *
- * Per token: forward pass -> (entropix or tracing) the step's metrics: entropy and
- * varentropy of the logits, the last layer's attention metrics -> the policy's decision
+ * Per sampled token: (entropix or tracing) the step's metrics: entropy and varentropy of
+ * the logits, the last layer's attention metrics -> the policy's decision
  * (kernels/policy_math.h) -> the pick (sampler.c) -> stop checks -> trace record.
  */
 #include <string.h>
 
 #include "common.h"
 #include "cpu_forward.h"
+#include "kv_blocks.h"
+#include "kv_pool.h"
 #include "metrics.h"
 #include "model.h"
 #include "policy_math.h"
 #include "sampler.h"
+#include "scheduler.h"
 
 typedef struct {
+    SchedSeq seq;      // the scheduler's view: state, KV block table, positions computed
     int id;
     etx_request_phase phase;
     int32_t* prompt;   // (n_prompt)
@@ -36,25 +44,40 @@ typedef struct {
     int n_tokens;
     int cap_tokens;
     etx_trace_record* trace; // (cap_tokens) one per generated token, when tracing
-    KVCache kv;        // built when the prompt is processed, freed when done
-    int has_kv;
     char error[ETX_MSG_LEN];
 } Request;
+
+// A sequence whose next token is picked at the end of the step, and where its logits are.
+typedef struct {
+    Request* r;
+    int slot;          // row of logits / scores
+    int n_pos;         // positions cached once this step's work is committed
+} Pick;
 
 struct etx_engine {
     const etx_model* model;
     etx_engine_options opts;
     int max_seq_len;   // per-request context
-    CpuRunState run;   // scratch shared by all requests (they run one after another)
+    CpuRunState run;   // scratch of one forward call
     Sampler sampler;
-    float* logits;     // (vocab_size)
-    float* scores;     // (n_heads, max_seq_len) last layer's scores of the current token
+    BlockManager bm;   // the KV pool's blocks
+    KVPool pool;       // their storage
+    SchedConfig sched;
+    SchedPlan plan;
+    float* logits;     // (max_batch, vocab_size) one row per sampled sequence of a step
+    float* scores;     // (max_batch, n_heads, max_seq_len) last layer's scores, when needed
     float* scratch;    // ((n_heads + 1) * max_seq_len) for attn_metrics
+    SchedSeq** seqs;   // (cap_reqs) unfinished requests' sequences, for the scheduler
+    int32_t* row_tokens; // (max_batch) a decode batch's inputs
+    KVSeq* row_kv;       // (max_batch)
+    float** row_scores;  // (max_batch)
+    Pick* picks;         // (max_batch)
     int32_t pause_token; // the model's " ..." token, or -1
     Request** reqs;    // (n_reqs) live requests, in submission order
     int n_reqs;
     int cap_reqs;
     int next_id;
+    etx_engine_stats stats;
 };
 
 etx_engine_options etx_engine_options_default(void) {
@@ -63,6 +86,9 @@ etx_engine_options etx_engine_options_default(void) {
     o.n_threads = 0;
     o.max_seq_len = 0;
     o.trace = 0;
+    o.max_batch = 0;
+    o.kv_block_size = 0;
+    o.kv_blocks = 0;
     return o;
 }
 
@@ -76,6 +102,19 @@ static int32_t find_pause_token(const etx_model* m) {
     return id;
 }
 
+// The pool's size when the options leave it to the engine: every batch slot a full
+// context, capped at min(2 GiB, a quarter of free memory), never below two contexts.
+static int auto_kv_blocks(const ModelConfig* c, int ctx, int block_size, int max_batch) {
+    long per_ctx = (ctx + block_size - 1) / block_size;
+    double block_bytes = (double)kv_pool_bytes_per_block(c->n_layers, c->n_kv_heads * c->head_dim, block_size);
+    double budget = 2.0 * 1024 * 1024 * 1024, avail = available_memory_bytes();
+    if (avail > 0 && avail / 4 < budget) budget = avail / 4;
+    long blocks = per_ctx * max_batch;
+    long cap = (long)(budget / block_bytes);
+    if (cap < 2 * per_ctx) cap = 2 * per_ctx;
+    return (int)(blocks < cap ? blocks : cap);
+}
+
 etx_status etx_engine_create(const etx_model* model, const etx_engine_options* opts, etx_engine** out) {
     *out = NULL;
     etx_engine_options o = opts ? *opts : etx_engine_options_default();
@@ -86,26 +125,54 @@ etx_status etx_engine_create(const etx_model* model, const etx_engine_options* o
         return etx_error(ETX_ERR_INVALID_ARG, "unknown device %d", (int)o.device);
     if (o.n_threads < 0) return etx_error(ETX_ERR_INVALID_ARG, "threads must be >= 0 (got %d)", o.n_threads);
     if (o.max_seq_len < 0) return etx_error(ETX_ERR_INVALID_ARG, "max_seq_len must be >= 0 (got %d)", o.max_seq_len);
-    const int model_ctx = model->cfg.max_seq_len;
+    if (o.max_batch < 0 || o.max_batch > 4096)
+        return etx_error(ETX_ERR_INVALID_ARG, "max_batch must be 1..4096, or 0 for the default (got %d)", o.max_batch);
+    if (o.kv_block_size < 0 || o.kv_block_size > ATT_BLOCK)
+        return etx_error(ETX_ERR_INVALID_ARG, "kv_block_size must be 1..%d, or 0 for the default (got %d)", ATT_BLOCK,
+                         o.kv_block_size);
+    if (o.kv_blocks < 0) return etx_error(ETX_ERR_INVALID_ARG, "kv_blocks must be >= 0 (got %d)", o.kv_blocks);
+    const ModelConfig* c = &model->cfg;
+    const int model_ctx = c->max_seq_len;
     int ctx = o.max_seq_len ? o.max_seq_len : (model_ctx < 4096 ? model_ctx : 4096);
     if (ctx > model_ctx)
         return etx_error(ETX_ERR_INVALID_ARG, "max_seq_len %d exceeds the model's context length %d", ctx, model_ctx);
+    if (!o.max_batch) o.max_batch = 32;
+    if (!o.kv_block_size) o.kv_block_size = 64;
+    if (!o.kv_blocks) o.kv_blocks = auto_kv_blocks(c, ctx, o.kv_block_size, o.max_batch);
     o.device = ETX_DEVICE_CPU;
+
     etx_engine* e = xcalloc(1, sizeof(etx_engine));
     e->model = model;
     e->opts = o;
     e->max_seq_len = ctx;
-    etx_status s = build_cpu_run_state(&e->run, &model->cfg);
+    e->sched.max_batch = o.max_batch;
+    e->sched.chunk = CPU_DEFAULT_CHUNK;
+    e->sched.max_step_tokens = CPU_DEFAULT_CHUNK + o.max_batch;
+    etx_status s = sched_config_validate(&e->sched);
+    if (s.code == ETX_OK) s = build_block_manager(&e->bm, o.kv_blocks, o.kv_block_size);
+    if (s.code == ETX_OK)
+        s = build_kv_pool(&e->pool, c->n_layers, c->n_kv_heads * c->head_dim, o.kv_blocks, o.kv_block_size);
+    if (s.code == ETX_OK) s = build_cpu_run_state_rows(&e->run, c, CPU_DEFAULT_CHUNK, o.max_batch);
     if (s.code != ETX_OK) {
+        free_block_manager(&e->bm);
+        free_kv_pool(&e->pool);
         free(e);
         return s;
     }
-    build_sampler(&e->sampler, model->cfg.vocab_size);
-    e->logits = xmalloc((size_t)model->cfg.vocab_size * sizeof(float));
-    const size_t nh = (size_t)model->cfg.n_heads;
-    e->scores = xmalloc(nh * (size_t)ctx * sizeof(float));
+    build_sched_plan(&e->plan);
+    build_sampler(&e->sampler, c->vocab_size);
+    const size_t nh = (size_t)c->n_heads, B = (size_t)o.max_batch;
+    e->logits = xmalloc(B * (size_t)c->vocab_size * sizeof(float));
+    e->scores = xmalloc(B * nh * (size_t)ctx * sizeof(float));
     e->scratch = xmalloc((nh + 1) * (size_t)ctx * sizeof(float));
+    e->row_tokens = xmalloc(B * sizeof(int32_t));
+    e->row_kv = xmalloc(B * sizeof(KVSeq));
+    e->row_scores = xmalloc(B * sizeof(float*));
+    e->picks = xmalloc(B * sizeof(Pick));
     e->pause_token = find_pause_token(model);
+    e->stats.kv_blocks = o.kv_blocks;
+    e->stats.kv_block_size = o.kv_block_size;
+    e->stats.max_batch = o.max_batch;
     cpu_set_threads(o.n_threads);
     *out = e;
     return etx_ok();
@@ -113,7 +180,6 @@ etx_status etx_engine_create(const etx_model* model, const etx_engine_options* o
 
 static void free_request(Request* r) {
     if (!r) return;
-    if (r->has_kv) free_kv_cache(&r->kv);
     free(r->prompt);
     free(r->stop);
     free(r->tokens);
@@ -123,13 +189,24 @@ static void free_request(Request* r) {
 
 void etx_engine_free(etx_engine* e) {
     if (!e) return;
-    for (int i = 0; i < e->n_reqs; i++) free_request(e->reqs[i]);
+    for (int i = 0; i < e->n_reqs; i++) {
+        block_table_release(&e->bm, &e->reqs[i]->seq.table);
+        free_request(e->reqs[i]);
+    }
     free(e->reqs);
+    free(e->seqs);
     free(e->logits);
     free(e->scores);
     free(e->scratch);
+    free(e->row_tokens);
+    free(e->row_kv);
+    free(e->row_scores);
+    free(e->picks);
+    free_sched_plan(&e->plan);
     free_sampler(&e->sampler);
     free_cpu_run_state(&e->run);
+    free_kv_pool(&e->pool);
+    free_block_manager(&e->bm);
     free(e);
 }
 
@@ -183,9 +260,16 @@ etx_status etx_engine_submit(etx_engine* e, const etx_request* req, int* id) {
     r->ignore_eos = req->ignore_eos;
     r->key = req->key;
     r->pause_token = pause;
+    r->seq.id = r->id;
+    r->seq.order = r->id;
+    r->seq.n_prompt = r->n_prompt;
+    r->seq.n_known = r->n_prompt;
+    r->seq.state = SEQ_WAITING;
+    block_table_init(&r->seq.table);
     if (e->n_reqs == e->cap_reqs) {
         e->cap_reqs = e->cap_reqs ? 2 * e->cap_reqs : 8;
         e->reqs = xrealloc(e->reqs, (size_t)e->cap_reqs * sizeof(Request*));
+        e->seqs = xrealloc(e->seqs, (size_t)e->cap_reqs * sizeof(SchedSeq*));
     }
     e->reqs[e->n_reqs++] = r;
     if (id) *id = r->id;
@@ -205,17 +289,15 @@ static int is_stop_token(const etx_engine* e, const Request* r, int32_t tok) {
     return 0;
 }
 
-static void finish(Request* r, etx_request_phase phase) {
+// Ends a request; its KV blocks go back to the pool.
+static void finish(etx_engine* e, Request* r, etx_request_phase phase) {
     r->phase = phase;
-    if (r->has_kv) {
-        free_kv_cache(&r->kv);
-        r->has_kv = 0;
-    }
+    sched_finish(&e->bm, &r->seq);
 }
 
-static void fail(Request* r, etx_status s) {
+static void fail(etx_engine* e, Request* r, etx_status s) {
     snprintf(r->error, sizeof r->error, "%s", s.message);
-    finish(r, ETX_REQ_FAILED);
+    finish(e, r, ETX_REQ_FAILED);
 }
 
 static void append_token(Request* r, int32_t tok, int tracing) {
@@ -225,53 +307,51 @@ static void append_token(Request* r, int32_t tok, int tracing) {
         if (tracing) r->trace = xrealloc(r->trace, (size_t)r->cap_tokens * sizeof(etx_trace_record));
     }
     r->tokens[r->n_tokens++] = tok;
+    r->seq.n_known = r->n_prompt + r->n_tokens;
 }
 
-// The step's signals from the logits and the last layer's scores of the current token.
-static PolicyMetrics step_metrics(etx_engine* e, const Request* r, float* log_z) {
+// Token at position p of a request: the prompt, then what it generated.
+static int32_t token_at(const Request* r, int p) { return p < r->n_prompt ? r->prompt[p] : r->tokens[p - r->n_prompt]; }
+
+static int needs_metrics(const etx_engine* e, const Request* r) {
+    return r->policy.kind == ETX_POLICY_ENTROPIX || e->opts.trace;
+}
+
+// The step's signals from the logits and the last layer's scores of the current token
+// (n_pos positions, the current one included).
+static PolicyMetrics step_metrics(etx_engine* e, const Request* r, const float* logits, const float* scores,
+                                  int n_pos, float* log_z) {
     const ModelConfig* c = &e->model->cfg;
-    LogitMetrics lm = logit_metrics(e->logits, c->vocab_size);
+    LogitMetrics lm = logit_metrics(logits, c->vocab_size);
     const int window = r->policy.kind == ETX_POLICY_ENTROPIX ? r->policy.entropix.attn_window : 0;
-    AttnMetrics am = attn_metrics(e->scores, c->n_heads, r->kv.pos, window, e->scratch);
+    AttnMetrics am = attn_metrics(scores, c->n_heads, n_pos, window, e->scratch);
     *log_z = lm.log_z;
     PolicyMetrics m = {lm.entropy, lm.varentropy, am.attn_entropy, am.attn_varentropy, am.agreement, am.interaction};
     return m;
 }
 
-// One token for one request: the prompt (first time) or the last token through the
-// model, then the policy picks the next token.
-static void step_request(etx_engine* e, Request* r) {
-    etx_status s;
+// The policy picks the next token of r from its row of logits (and scores), then the
+// stop checks.
+static void pick_token(etx_engine* e, Request* r, const Pick* p) {
+    const ModelConfig* c = &e->model->cfg;
+    const float* logits = e->logits + (size_t)p->slot * c->vocab_size;
+    const float* scores = e->scores + (size_t)p->slot * c->n_heads * e->max_seq_len;
     const int is_entropix = r->policy.kind == ETX_POLICY_ENTROPIX;
     const int tracing = e->opts.trace;
-    const int need_metrics = is_entropix || tracing;
-    e->run.last_scores = need_metrics ? e->scores : NULL;
-    if (r->phase == ETX_REQ_QUEUED) {
-        s = build_kv_cache(&r->kv, &e->model->cfg, e->max_seq_len);
-        if (s.code != ETX_OK) return fail(r, s);
-        r->has_kv = 1;
-        s = cpu_forward(e->model, &e->run, &r->kv, r->prompt, r->n_prompt, e->logits, 0);
-        r->phase = ETX_REQ_RUNNING;
-    } else {
-        s = cpu_forward(e->model, &e->run, &r->kv, &r->tokens[r->n_tokens - 1], 1, e->logits, 0);
-    }
-    e->run.last_scores = NULL;
-    if (s.code != ETX_OK) return fail(r, s);
-
     PolicyMetrics m = {0, 0, 0, 0, 0, 0};
     float log_z = 0.0f;
-    if (need_metrics) m = step_metrics(e, r, &log_z);
+    if (needs_metrics(e, r)) m = step_metrics(e, r, logits, scores, p->n_pos, &log_z);
     const int32_t prev = r->n_tokens > 0 ? r->tokens[r->n_tokens - 1] : r->prompt[r->n_prompt - 1];
     const PolicyDecision d =
         is_entropix ? entropix_decide(&r->policy.entropix, &m, prev, r->pause_token) : policy_decision_simple(&r->policy);
-    const int32_t tok = sampler_pick(&e->sampler, e->logits, &d, r->policy.seed, r->key, (uint32_t)r->n_tokens);
+    const int32_t tok = sampler_pick(&e->sampler, logits, &d, r->policy.seed, r->key, (uint32_t)r->n_tokens);
     append_token(r, tok, tracing);
     if (tracing) {
         etx_trace_record* t = &r->trace[r->n_tokens - 1];
         t->request_id = r->id;
         t->step = r->n_tokens - 1;
         t->token = tok;
-        t->logprob = e->logits[tok] - log_z;
+        t->logprob = logits[tok] - log_z;
         t->entropy = m.entropy;
         t->varentropy = m.varentropy;
         t->attn_entropy = m.attn_entropy;
@@ -284,20 +364,101 @@ static void step_request(etx_engine* e, Request* r) {
         t->top_p = d.top_p;
         t->min_p = d.min_p;
     }
-    if (is_stop_token(e, r, tok)) return finish(r, ETX_REQ_DONE_STOP);
+    if (is_stop_token(e, r, tok)) return finish(e, r, ETX_REQ_DONE_STOP);
     // the context is full when the next token would have no position left
     if (r->n_tokens >= r->max_tokens || r->n_prompt + r->n_tokens >= e->max_seq_len)
-        return finish(r, ETX_REQ_DONE_LENGTH);
+        return finish(e, r, ETX_REQ_DONE_LENGTH);
+}
+
+static KVSeq kv_view(const etx_engine* e, const Request* r) {
+    KVSeq v = {e->pool.k, e->pool.v, r->seq.table.ids, e->pool.block_size, r->seq.n_computed};
+    return v;
+}
+
+// Runs the plan's work; sampled sequences get a logits row each (and a scores row when
+// their policy or the trace needs metrics). Returns how many picks are due.
+static int run_plan(etx_engine* e) {
+    const ModelConfig* c = &e->model->cfg;
+    const size_t vocab = (size_t)c->vocab_size, score_row = (size_t)c->n_heads * e->max_seq_len;
+    SchedPlan* plan = &e->plan;
+    int n_picks = 0;
+    for (int i = 0; i < plan->n_copies; i++) kv_pool_copy_block(&e->pool, plan->copies[i].src, plan->copies[i].dst);
+    // prefill chunks, one sequence at a time
+    for (int i = 0; i < plan->n_work; i++) {
+        SchedWork* w = &plan->work[i];
+        if (w->kind != WORK_PREFILL) continue;
+        Request* r = (Request*)w->seq;
+        KVSeq kv = kv_view(e, r);
+        int slot = n_picks;
+        float* logits = w->sample ? e->logits + (size_t)slot * vocab : NULL;
+        float* scores = w->sample && needs_metrics(e, r) ? e->scores + (size_t)slot * score_row : NULL;
+        etx_status s = cpu_forward_chunk(e->model, &e->run, &kv, r->prompt + w->pos0, w->n, logits, scores);
+        if (s.code != ETX_OK) {
+            fail(e, r, s);
+            w->seq = NULL; // nothing to commit
+            continue;
+        }
+        e->stats.prefill_tokens += w->n;
+        if (w->sample) e->picks[n_picks++] = (Pick){r, slot, w->pos0 + w->n};
+    }
+    // decode rows, all sequences in one batch
+    int n_rows = 0, first_slot = n_picks;
+    for (int i = 0; i < plan->n_work; i++) {
+        SchedWork* w = &plan->work[i];
+        if (w->kind != WORK_DECODE || !w->seq) continue;
+        Request* r = (Request*)w->seq;
+        int slot = first_slot + n_rows;
+        e->row_tokens[n_rows] = token_at(r, w->pos0);
+        e->row_kv[n_rows] = kv_view(e, r);
+        e->row_scores[n_rows] = w->sample && needs_metrics(e, r) ? e->scores + (size_t)slot * score_row : NULL;
+        if (w->sample) e->picks[n_picks++] = (Pick){r, slot, w->pos0 + 1};
+        n_rows++;
+    }
+    if (n_rows) {
+        etx_status s = cpu_forward_decode(e->model, &e->run, e->row_kv, e->row_tokens, n_rows,
+                                          e->logits + (size_t)first_slot * vocab, e->row_scores);
+        if (s.code != ETX_OK) { // a batch-wide failure (out of memory): every row's request fails
+            for (int i = 0; i < plan->n_work; i++) {
+                SchedWork* w = &plan->work[i];
+                if (w->kind != WORK_DECODE || !w->seq) continue;
+                fail(e, (Request*)w->seq, s);
+                w->seq = NULL;
+            }
+            return n_picks = 0;
+        }
+        e->stats.decode_rows += n_rows;
+    }
+    return n_picks;
 }
 
 etx_status etx_engine_step(etx_engine* e, int* n_active) {
-    int active = 0;
-    for (int i = 0; i < e->n_reqs; i++) {
-        Request* r = e->reqs[i];
-        if (is_finished(r)) continue;
-        step_request(e, r);
-        if (!is_finished(r)) active++;
+    int n = 0;
+    for (int i = 0; i < e->n_reqs; i++)
+        if (!is_finished(e->reqs[i])) e->seqs[n++] = &e->reqs[i]->seq;
+    if (n > 0) {
+        sched_plan_step(&e->bm, &e->sched, e->seqs, n, &e->plan);
+        for (int i = 0; i < e->plan.n_failed; i++) {
+            Request* r = (Request*)e->plan.failed[i];
+            fail(e, r, etx_error(ETX_ERR_NOMEM,
+                                 "request %d needs %d KV blocks of %d positions for its %d tokens; the pool holds %d "
+                                 "(raise kv_blocks or lower max_seq_len)",
+                                 r->id, sched_blocks_for(&e->bm, r->seq.n_known + 1), e->bm.block_size,
+                                 r->seq.n_known + 1, e->bm.n_blocks));
+        }
+        e->stats.preemptions += e->plan.n_preempted;
+        for (int i = 0; i < e->plan.n_work; i++) ((Request*)e->plan.work[i].seq)->phase = ETX_REQ_RUNNING;
+        int n_picks = run_plan(e);
+        sched_commit(&e->plan);
+        int used = e->bm.n_blocks - e->bm.n_free;
+        if (used > e->stats.kv_blocks_peak) e->stats.kv_blocks_peak = used;
+        for (int i = 0; i < n_picks; i++) {
+            Request* r = e->picks[i].r;
+            if (!is_finished(r)) pick_token(e, r, &e->picks[i]);
+        }
+        if (e->plan.n_work) e->stats.steps++;
     }
+    int active = 0;
+    for (int i = 0; i < e->n_reqs; i++) active += !is_finished(e->reqs[i]);
     if (n_active) *n_active = active;
     return etx_ok();
 }
@@ -341,7 +502,7 @@ etx_status etx_engine_trace(const etx_engine* e, int id, const etx_trace_record*
 etx_status etx_engine_cancel(etx_engine* e, int id) {
     Request* r = find_request(e, id, NULL);
     if (!r) return etx_error(ETX_ERR_STATE, "no request with id %d in this engine", id);
-    if (!is_finished(r)) finish(r, ETX_REQ_DONE_STOP);
+    if (!is_finished(r)) finish(e, r, ETX_REQ_DONE_STOP);
     return etx_ok();
 }
 
@@ -350,9 +511,15 @@ etx_status etx_engine_release(etx_engine* e, int id) {
     Request* r = find_request(e, id, &index);
     if (!r) return etx_error(ETX_ERR_STATE, "no request with id %d in this engine", id);
     if (!is_finished(r)) return etx_error(ETX_ERR_STATE, "request %d has not finished; it cannot be released yet", id);
+    block_table_release(&e->bm, &r->seq.table);
     free_request(r);
     memmove(e->reqs + index, e->reqs + index + 1, (size_t)(e->n_reqs - index - 1) * sizeof(Request*));
     e->n_reqs--;
+    return etx_ok();
+}
+
+etx_status etx_engine_get_stats(const etx_engine* e, etx_engine_stats* stats) {
+    *stats = e->stats;
     return etx_ok();
 }
 

@@ -68,23 +68,11 @@ static double model_weight_bytes(const ModelConfig* c) {
     return 4.0 * (c->n_layers * layer + embed + d);
 }
 
-// MemAvailable from /proc/meminfo in bytes, or -1 when unknown.
-static double available_memory(void) {
-    FILE* f = fopen("/proc/meminfo", "r");
-    if (!f) return -1.0;
-    char line[256];
-    double kib = -1.0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "MemAvailable: %lf kB", &kib) == 1) break;
-    fclose(f);
-    return kib < 0 ? -1.0 : kib * 1024.0;
-}
-
 // Refuses, before any weight is read, a model whose float32 weights cannot fit in the
 // memory available now: otherwise the allocations may succeed (overcommit) and the
 // process be killed while the weights are converted.
 static etx_status model_check_memory(const ModelConfig* c, const char* source) {
-    const double need = model_weight_bytes(c), avail = available_memory();
+    const double need = model_weight_bytes(c), avail = available_memory_bytes();
     if (avail > 0 && need > avail)
         return etx_error(ETX_ERR_NOMEM,
                          "%s: the CPU backend holds weights as float32: this model needs %.1f GiB, and %.1f GiB "

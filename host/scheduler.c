@@ -152,6 +152,7 @@ void sched_plan_step(BlockManager* bm, const SchedConfig* cfg, SchedSeq** seqs, 
 void sched_commit(SchedPlan* p) {
     for (int i = 0; i < p->n_work; i++) {
         SchedWork* w = &p->work[i];
+        if (!w->seq) continue; // the engine dropped it (its request failed)
         block_table_commit(&w->seq->table, w->n);
         w->seq->n_computed += w->n;
     }

@@ -83,7 +83,8 @@ int sched_blocks_for(const BlockManager* bm, int n_positions);
 // happen: a sequence that fits nowhere is put in plan->failed instead.
 void sched_plan_step(BlockManager* bm, const SchedConfig* cfg, SchedSeq** seqs, int n_seqs, SchedPlan* plan);
 
-// After the engine ran the plan: each work's positions are now in the cache.
+// After the engine ran the plan: each work's positions are now in the cache (works whose
+// seq the engine set to NULL, because their request failed, are skipped).
 void sched_commit(SchedPlan* plan);
 
 // Ends a sequence (finished or failed): its blocks go back to the pool.

@@ -211,7 +211,25 @@ typedef struct {
     int n_threads;   // CPU threads; 0 = all cores
     int max_seq_len; // per-request context (prompt + generated); 0 = min(model's, 4096)
     int trace;       // 1: keep an etx_trace_record per generated token (etx_engine_trace)
+    int max_batch;   // requests advanced together per step; 0 = 32
+    int kv_block_size; // KV cache positions per block; 0 = 64 (1..512)
+    int kv_blocks;   // KV cache blocks in the pool; 0 = as many as max_batch full contexts
+                     // need, capped at min(2 GiB, a quarter of free memory) but never
+                     // below two full contexts. Requests beyond what fits wait, or are
+                     // preempted and recomputed (same tokens), never dropped.
 } etx_engine_options;
+
+// What the engine has done so far (etx_engine_stats).
+typedef struct {
+    long steps;           // etx_engine_step calls that ran work
+    long prefill_tokens;  // prompt (and recomputed) positions run as prefill chunks
+    long decode_rows;     // decode rows run (generated tokens and recomputed ones)
+    long preemptions;     // requests preempted for lack of KV blocks (later recomputed)
+    int kv_blocks;        // blocks in the pool
+    int kv_block_size;    // positions per block
+    int kv_blocks_peak;   // most blocks in use at once
+    int max_batch;
+} etx_engine_stats;
 
 typedef struct etx_engine etx_engine;
 
@@ -250,8 +268,10 @@ typedef struct {
 // cannot run (prompt longer than the context, bad policy) is rejected here with a
 // message, and nothing already queued is affected.
 etx_status etx_engine_submit(etx_engine* engine, const etx_request* req, int* id);
-// Advances every unfinished request by one token (processing its prompt first when
-// needed). *n_active (may be NULL) receives the number of requests still unfinished.
+// One scheduler step (continuous batching): every running request advances by one
+// token or, while its prompt is processed, by one prefill chunk; waiting requests are
+// admitted while the batch and the KV pool have room (see README "Batching"). *n_active
+// (may be NULL) receives the number of requests still unfinished.
 etx_status etx_engine_step(etx_engine* engine, int* n_active);
 // Steps until every request has finished.
 etx_status etx_engine_run(etx_engine* engine);
@@ -264,6 +284,8 @@ etx_status etx_engine_trace(const etx_engine* engine, int id, const etx_trace_re
 etx_status etx_engine_cancel(etx_engine* engine, int id);
 // Forgets a finished request and frees its memory.
 etx_status etx_engine_release(etx_engine* engine, int id);
+// Counters since the engine was created.
+etx_status etx_engine_get_stats(const etx_engine* engine, etx_engine_stats* stats);
 
 // Runs the forward pass over ids (no sampling, no state kept) and writes the logits
 // of the last position (all_positions = 0; out holds vocab_size floats) or of every
