@@ -1,14 +1,18 @@
 /*
  * quant_matrix.h — a weight matrix kept in its GGUF block-quantized form (Q8_0, Q4_0,
- * Q4_1), and the one-token matrix-vector product that reads it directly.
+ * Q4_1), and the decode products that read it directly: one token (quant_matvec) and a
+ * batch of n tokens through one pass over the blocks (quant_matmat), whose row b is bit
+ * for bit the one-token product of x[b] (batch invariance: a request's tokens do not
+ * depend on which requests share its decode step).
  *
  * Decode (one token) is bound by memory traffic: every weight is read once per token.
  * Streaming the compact blocks (Q4_1: 20 bytes per 32 weights, 0.625 B/weight) instead
  * of their float32 expansion (4 B/weight) cuts that traffic ~6x. The GGUF loader keeps
  * such a twin next to each float32 matrix (model.h); prefill keeps using the float32
  * copy with sgemm. Each element is dequantized with exactly dequant.c's float formula
- * and the products are summed in float32, so results equal the float32 path up to the
- * order of summation.
+ * and the products are summed in float32 in f32_matrix.h's fixed order, so results
+ * equal the float32 path up to the order of summation, and the AVX2 and plain C paths,
+ * one token or batched, threaded or not, all give the same bits.
  */
 #ifndef ETX_QUANT_MATRIX_H
 #define ETX_QUANT_MATRIX_H
@@ -33,7 +37,20 @@ void quant_matvec(float* y, const float* x, const QuantMatrix* W);
 // y[r - r0] = sum_i dequant(W)[r, i] * x[i] for r0 <= r < r1, on the calling thread:
 // AVX2+FMA when compiled for it, otherwise quant_matvec_rows_scalar.
 void quant_matvec_rows(float* y, const float* x, const QuantMatrix* W, int r0, int r1);
-// The same in plain C (always compiled; tests compare the two).
+// The same in plain C (always compiled; tests compare the two bit for bit).
 void quant_matvec_rows_scalar(float* y, const float* x, const QuantMatrix* W, int r0, int r1);
+
+// y[b * ldy + r] = sum_i dequant(W)[r, i] * x[b * ldx + i], b < n, r < W->rows
+// x: (n, ldx), y: (n, ldy), ldx >= W->cols, ldy >= W->rows. Row b equals quant_matvec on
+// x[b] bit for bit; W's blocks are read once for all n. Rows split over the OpenMP threads
+// as quant_matvec. Call outside parallel regions.
+void quant_matmat(float* y, int ldy, const float* x, int ldx, int n, const QuantMatrix* W);
+
+// The same for rows r0 <= r < r1 on the calling thread, written at y[b * ldy + r - r0]:
+// AVX2+FMA when compiled for it (allocates a 4 * cols float buffer), otherwise the plain
+// C twin (always compiled).
+void quant_matmat_rows(float* y, int ldy, const float* x, int ldx, int n, const QuantMatrix* W, int r0, int r1);
+void quant_matmat_rows_scalar(float* y, int ldy, const float* x, int ldx, int n, const QuantMatrix* W, int r0,
+                              int r1);
 
 #endif // ETX_QUANT_MATRIX_H

@@ -1,12 +1,21 @@
 /*
- * test_quant_matvec.c — checks the one-token product over compact weights
+ * test_quant_matvec.c — checks the one-token and batched products over compact weights
  * (quant_matrix.c) and the GGUF loader's compact twins (gguf_model.c).
  *
- *   - for Q8_0, Q4_0 and Q4_1 blocks with random scales and codes, rows 1, 7, 33 and
- *     cols 32, 64, 576: the compact product (SIMD path and plain C path) equals
- *     dequantize_row followed by a float32 dot product within 1e-5 of the row scale
- *     sum_i |w_i x_i| (only the summation order differs); the threaded product equals the
- *     single-thread one exactly.
+ *   - for Q8_0, Q4_0 and Q4_1 blocks with random scales and codes, rows 1, 7, 33, 577,
+ *     cols 32, 64, 576, 1536, and n = 1, 2, 3, 8, 31, 64 inputs (row strides ldx > cols,
+ *     ldy > rows):
+ *       every row of the batched product (quant_matmat_rows, quant_matmat) equals the
+ *       one-token product quant_matvec_rows of that input bit for bit (memcmp);
+ *       the plain C twins equal the AVX2 code bit for bit (same weights, same order);
+ *       the threaded products on 1 and 2 OpenMP threads give identical bits;
+ *       x's padding (NaN) is never read, y's padding never written;
+ *       each value is within the forward error bound of float32 summation of a double
+ *       reference on dequantize_row's weights: each product w_i x_i goes through at most
+ *       cols/32 fused multiply-adds plus 5 additions (f32_matrix.h), so
+ *       |y - ref| <= g * sum_i |w_i x_i|, g = (cols/32 + 5) u / (1 - (cols/32 + 5) u),
+ *       u = 2^-24 (Higham, Accuracy and Stability, 2nd ed., section 4.2).
+ *   - the compact product equals f32_matvec_rows on the dequantized rows bit for bit.
  *   - the default GGUF model: every layer matrix and the LM head have a twin whose
  *     dequantized rows equal the float32 copy bit for bit (so the Q/K un-permute moved
  *     whole rows of blocks correctly), and a decode step with the twins gives the same
@@ -14,11 +23,13 @@
  */
 #include <check.h>
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cpu_forward.h"
 #include "dequant.h"
+#include "f32_matrix.h"
 #include "quant_matrix.h"
 
 #define CK_OK(expr)                                                 \
@@ -60,45 +71,93 @@ static QuantMatrix rand_matrix(int type, int rows, int cols) {
     return q;
 }
 
-static double worst_rel = 0.0;
+static const int N_LIST[] = {1, 2, 3, 8, 31, 64};
+#define N_COUNT 6
+#define N_MAX 64
+#define Y_SENTINEL -12345.0f
 
-// compact product (both paths, and threaded) vs dequantize-then-dot
-static void check_type(int type) {
-    static const int rows_list[] = {1, 7, 33}, cols_list[] = {32, 64, 576};
-    for (int a = 0; a < 3; a++)
-        for (int c = 0; c < 3; c++) {
-            int rows = rows_list[a], cols = cols_list[c];
-            QuantMatrix q = rand_matrix(type, rows, cols);
-            float* x = malloc((size_t)cols * sizeof(float));
-            float* w = malloc((size_t)cols * sizeof(float));
-            float* y_simd = malloc((size_t)rows * sizeof(float));
-            float* y_scalar = malloc((size_t)rows * sizeof(float));
-            float* y_par = malloc((size_t)rows * sizeof(float));
-            for (int i = 0; i < cols; i++) x[i] = frand();
-            quant_matvec_rows(y_simd, x, &q, 0, rows);
-            quant_matvec_rows_scalar(y_scalar, x, &q, 0, rows);
-            quant_matvec(y_par, x, &q);
-            for (int r = 0; r < rows; r++) {
-                dequantize_row((uint32_t)type, (const uint8_t*)q.blocks + (size_t)r * q.row_bytes, w, (size_t)cols);
-                float ref = 0.0f;
-                double scale = 0.0;
-                for (int i = 0; i < cols; i++) {
-                    ref += w[i] * x[i];
-                    scale += fabs((double)w[i] * x[i]);
-                }
-                ck_assert(scale > 0.0);
-                double ds = fabs((double)y_simd[r] - ref), dc = fabs((double)y_scalar[r] - ref);
-                ck_assert_msg(ds <= 1e-5 * scale && dc <= 1e-5 * scale,
-                              "%s %dx%d row %d: simd %.9g scalar %.9g reference %.9g (row scale %.3g)",
-                              ggml_type_info((uint32_t)type)->name, rows, cols, r, y_simd[r], y_scalar[r], ref, scale);
-                ck_assert_msg(y_par[r] == y_simd[r], "%s %dx%d row %d: threaded %.9g vs one thread %.9g",
-                              ggml_type_info((uint32_t)type)->name, rows, cols, r, y_par[r], y_simd[r]);
-                worst_rel = fmax(worst_rel, fmax(ds, dc) / scale);
+static double worst_bound_ratio = 0.0; // max |y - ref| / bound seen in this test
+
+// one (rows, cols) matrix of the type against N_MAX inputs: see the file comment
+static void check_shape(int type, int rows, int cols) {
+    const char* tn = ggml_type_info((uint32_t)type)->name;
+    int ldx = cols + 3, ldy = rows + 5;
+    QuantMatrix q = rand_matrix(type, rows, cols);
+    float* w = malloc((size_t)rows * cols * sizeof(float));       // dequant.c's weights
+    float* x = malloc((size_t)N_MAX * ldx * sizeof(float));
+    float* one = malloc((size_t)N_MAX * rows * sizeof(float));    // one-token products, (N_MAX, rows)
+    float* y = malloc((size_t)N_MAX * ldy * sizeof(float));
+    float* ys = malloc((size_t)rows * sizeof(float));
+    for (int r = 0; r < rows; r++)
+        dequantize_row((uint32_t)type, (const uint8_t*)q.blocks + (size_t)r * q.row_bytes, w + (size_t)r * cols,
+                       (size_t)cols);
+    for (int b = 0; b < N_MAX; b++)
+        for (int i = 0; i < ldx; i++) x[(size_t)b * ldx + i] = i < cols ? frand() : NAN;
+    size_t row_bytes = (size_t)rows * sizeof(float);
+
+    // one-token products (AVX2 when compiled for it), the plain C twin, the reference
+    double g = (double)(cols / 32 + 5) * 0x1p-24;
+    g = g / (1.0 - g);
+    for (int b = 0; b < N_MAX; b++) {
+        const float* xb = x + (size_t)b * ldx;
+        quant_matvec_rows(one + (size_t)b * rows, xb, &q, 0, rows);
+        quant_matvec_rows_scalar(ys, xb, &q, 0, rows);
+        ck_assert_msg(memcmp(ys, one + (size_t)b * rows, row_bytes) == 0, "%s %dx%d input %d: plain C differs", tn,
+                      rows, cols, b);
+        for (int r = 0; r < rows; r++) {
+            double ref = 0.0, scale = 0.0;
+            for (int i = 0; i < cols; i++) {
+                double p = (double)w[(size_t)r * cols + i] * xb[i];
+                ref += p;
+                scale += fabs(p);
             }
-            free(q.blocks), free(x), free(w), free(y_simd), free(y_scalar), free(y_par);
+            ck_assert(scale > 0.0);
+            double err = fabs((double)one[(size_t)b * rows + r] - ref);
+            ck_assert_msg(err <= g * scale, "%s %dx%d input %d row %d: %.9g vs reference %.17g (bound %.3g)", tn,
+                          rows, cols, b, r, one[(size_t)b * rows + r], ref, g * scale);
+            worst_bound_ratio = fmax(worst_bound_ratio, err / (g * scale));
         }
-    fprintf(stderr, "%s: worst |compact - dequantized| / row scale so far %.3g\n", ggml_type_info((uint32_t)type)->name,
-            worst_rel);
+    }
+
+    for (int t = 0; t < N_COUNT; t++) {
+        int n = N_LIST[t];
+        // batched kernel on this thread, its plain C twin, threaded on 1 and 2 threads
+        for (int variant = 0; variant < 4; variant++) {
+            for (size_t i = 0; i < (size_t)N_MAX * ldy; i++) y[i] = Y_SENTINEL;
+            if (variant == 0) quant_matmat_rows(y, ldy, x, ldx, n, &q, 0, rows);
+            else if (variant == 1) quant_matmat_rows_scalar(y, ldy, x, ldx, n, &q, 0, rows);
+            else {
+                omp_set_num_threads(variant - 1);
+                quant_matmat(y, ldy, x, ldx, n, &q);
+                omp_set_num_threads(2);
+            }
+            for (int b = 0; b < N_MAX; b++) {
+                ck_assert_msg(b >= n || memcmp(y + (size_t)b * ldy, one + (size_t)b * rows, row_bytes) == 0,
+                              "%s %dx%d n=%d variant %d: batched row %d differs from its one-token product", tn,
+                              rows, cols, n, variant, b);
+                for (int r = b < n ? rows : 0; r < ldy; r++)
+                    ck_assert_msg(y[(size_t)b * ldy + r] == Y_SENTINEL, "%s %dx%d n=%d variant %d: wrote y[%d, %d]",
+                                  tn, rows, cols, n, variant, b, r);
+            }
+        }
+        if (n == 1) // the matvec wrapper, on 1 and 2 threads
+            for (int nt = 1; nt <= 2; nt++) {
+                omp_set_num_threads(nt);
+                quant_matvec(ys, x, &q);
+                omp_set_num_threads(2);
+                ck_assert_msg(memcmp(ys, one, row_bytes) == 0, "%s %dx%d: quant_matvec on %d threads differs", tn,
+                              rows, cols, nt);
+            }
+    }
+    free(q.blocks), free(w), free(x), free(one), free(y), free(ys);
+}
+
+static void check_type(int type) {
+    static const int rows_list[] = {1, 7, 33, 577}, cols_list[] = {32, 64, 576, 1536};
+    for (int c = 0; c < 4; c++)
+        for (int a = 0; a < 4; a++) check_shape(type, rows_list[a], cols_list[c]);
+    fprintf(stderr, "%s: worst |compact - double reference| / error bound %.3g\n", ggml_type_info((uint32_t)type)->name,
+            worst_bound_ratio);
 }
 
 START_TEST(test_q8_0) { check_type(GGML_TYPE_Q8_0); }
@@ -121,6 +180,26 @@ START_TEST(test_threaded_slices) {
     quant_matvec(y2, x, &q);
     for (int r = 0; r < 1000; r++) ck_assert_msg(y1[r] == y2[r], "row %d: %.9g vs %.9g", r, y2[r], y1[r]);
     free(q.blocks), free(x), free(y1), free(y2);
+}
+END_TEST
+
+// the compact product follows f32_matrix.h's order: equal bits to f32_matvec_rows on the
+// dequantized rows (so a model's float32 and compact decode paths differ only in w)
+START_TEST(test_same_order_as_f32) {
+    static const int types[] = {GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1};
+    for (int t = 0; t < 3; t++) {
+        QuantMatrix q = rand_matrix(types[t], 33, 576);
+        float* w = malloc((size_t)33 * 576 * sizeof(float));
+        float x[576], yq[33], yf[33];
+        for (int i = 0; i < 576; i++) x[i] = frand();
+        for (int r = 0; r < 33; r++)
+            dequantize_row((uint32_t)types[t], (const uint8_t*)q.blocks + (size_t)r * q.row_bytes, w + r * 576, 576);
+        quant_matvec_rows(yq, x, &q, 0, 33);
+        f32_matvec_rows(yf, x, w, 576, 0, 33);
+        ck_assert_msg(memcmp(yq, yf, sizeof yq) == 0, "%s: compact and float32 products differ",
+                      ggml_type_info((uint32_t)types[t])->name);
+        free(q.blocks), free(w);
+    }
 }
 END_TEST
 
@@ -221,6 +300,7 @@ int main(void) {
     tcase_add_test(tc, test_q4_0);
     tcase_add_test(tc, test_q4_1);
     tcase_add_test(tc, test_threaded_slices);
+    tcase_add_test(tc, test_same_order_as_f32);
     suite_add_tcase(su, tc);
     TCase* tg = tcase_create("gguf");
     tcase_add_test(tg, test_gguf_twins);
