@@ -1,0 +1,348 @@
+/*
+ * selftest.cu — kernels that exercise the CUDA subset the SIMT emulator provides (see
+ * selftest.h for each launcher's contract). They are tests, not production kernels:
+ * tiny inputs, one concern each, results checked on the host by
+ * tests/kernels/test_selftest.c, natively and under the emulator.
+ */
+#include "cuda_common.cuh"
+
+#include "selftest.h"
+
+#define FULL 0xffffffffu
+
+// ----------------------------------------------------------------------------
+// block reductions
+
+// sums[b] = sum x[256b + t], tree reduction in static shared memory (256 floats read once,
+// log2(256) barrier rounds); a __shared__ scalar broadcasts the total to every thread.
+__global__ void block_sum_static_kernel(const float* __restrict__ x, int n, float* sums, float* all) {
+    __shared__ float s[256];
+    __shared__ float s_total;
+    const int t = threadIdx.x;
+    const int i = blockIdx.x * 256 + t;
+    s[t] = i < n ? x[i] : 0.0f;
+    __syncthreads();
+    for (int stride = 128; stride > 0; stride >>= 1) {
+        if (t < stride) s[t] += s[t + stride];
+        __syncthreads();
+    }
+    if (t == 0) {
+        s_total = s[0];
+        sums[blockIdx.x] = s[0];
+    }
+    __syncthreads();
+    all[i] = s_total;
+}
+
+// The same over blockDim.x threads, through dynamic shared memory (blockDim.x floats).
+__global__ void block_sum_dynamic_kernel(const float* __restrict__ x, int n, float* sums) {
+    ETX_DYNAMIC_SMEM(float, s);
+    const int t = threadIdx.x;
+    const int i = blockIdx.x * blockDim.x + t;
+    s[t] = i < n ? x[i] : 0.0f;
+    __syncthreads();
+    for (int stride = blockDim.x / 2; stride > 0; stride >>= 1) {
+        if (t < stride) s[t] += s[t + stride];
+        __syncthreads();
+    }
+    if (t == 0) sums[blockIdx.x] = s[0];
+}
+
+extern "C" void selftest_block_sum_static(const float* x, int n, int n_blocks, float* sums, float* all) {
+    ETX_LAUNCH(block_sum_static_kernel, n_blocks, 256, 0, 0, x, n, sums, all);
+    CUDA_CHECK_LAUNCH();
+}
+
+extern "C" void selftest_block_sum_dynamic(const float* x, int n, int n_blocks, int block, float* sums) {
+    ETX_LAUNCH(block_sum_dynamic_kernel, n_blocks, block, (size_t)block * sizeof(float), 0, x, n, sums);
+    CUDA_CHECK_LAUNCH();
+}
+
+// ----------------------------------------------------------------------------
+// warp shuffles: each field a different kind, width or type (integer values, exact in
+// every type)
+
+__global__ void shuffles_kernel(const int* __restrict__ in, long long* out) {
+    const int g = blockIdx.x * blockDim.x + threadIdx.x;
+    const int lane = threadIdx.x & 31;
+    const int v = in[g];
+    long long* o = out + (size_t)g * SELFTEST_SHFL_FIELDS;
+
+    int a = v; // 0: xor butterfly sum (int)
+    for (int m = 16; m > 0; m >>= 1) a += __shfl_xor_sync(FULL, a, m);
+    o[0] = a;
+
+    float b = (float)v; // 1: down tree (float); lane 0 holds the warp sum
+    for (int d = 16; d > 0; d >>= 1) b += __shfl_down_sync(FULL, b, d);
+    o[1] = (long long)b;
+
+    unsigned c = (unsigned)v; // 2: inclusive scan with up (unsigned)
+    for (int d = 1; d < 32; d <<= 1) {
+        const unsigned y = __shfl_up_sync(FULL, c, d);
+        if (lane >= d) c += y;
+    }
+    o[2] = c;
+
+    const int src = in[g - lane] & 31; // 3: broadcast from a data-chosen lane (double)
+    o[3] = (long long)__shfl_sync(FULL, (double)v, src);
+
+    long long e = (long long)v << 33; // 4: xor sum within 16-lane segments (64-bit payload)
+    for (int m = 8; m > 0; m >>= 1) e += __shfl_xor_sync(FULL, e, m, 16);
+    o[4] = e;
+
+    o[5] = __shfl_sync(FULL, v, 3, 8); // 5: lane 3 of each 8-lane segment
+
+    unsigned long long f = (unsigned long long)v; // 6: down tree within 16-lane segments
+    for (int d = 8; d > 0; d >>= 1) f += __shfl_down_sync(FULL, f, d, 16);
+    o[6] = (long long)f;
+
+    int h; // 7: two groups with their own masks in divergent branches
+    if (lane < 16) h = v + __shfl_xor_sync(0x0000ffffu, v, 1);
+    else h = v + __shfl_xor_sync(0xffff0000u, v, 2);
+    o[7] = h;
+}
+
+extern "C" void selftest_shuffles(const int* in, int n_blocks, long long* out) {
+    ETX_LAUNCH(shuffles_kernel, n_blocks, 64, 0, 0, in, out);
+    CUDA_CHECK_LAUNCH();
+}
+
+// ----------------------------------------------------------------------------
+// votes and bit intrinsics
+
+__global__ void votes_kernel(const int* __restrict__ in, unsigned* out) {
+    const int g = blockIdx.x * blockDim.x + threadIdx.x;
+    const int lane = threadIdx.x & 31;
+    const int v = in[g];
+    unsigned* o = out + (size_t)g * SELFTEST_VOTE_FIELDS;
+    o[0] = __ballot_sync(FULL, v & 1);
+    o[1] = (unsigned)__any_sync(FULL, v > 90);
+    o[2] = (unsigned)__all_sync(FULL, v >= 0);
+    o[3] = (unsigned)__all_sync(FULL, lane != (in[g - lane] & 31));
+    const unsigned b = __ballot_sync(FULL, lane % 3 == 0 && v > 20);
+    o[4] = (unsigned)__popc(b);
+    o[5] = (unsigned)__ffs((int)b);
+    o[6] = (unsigned)__clz((int)b);
+    if (lane < 16) o[7] = __ballot_sync(0x0000ffffu, v & 2);
+    else o[7] = __ballot_sync(0xffff0000u, v & 4);
+    o[8] = __activemask();
+    o[9] = (unsigned)__syncthreads_count(v & 1);
+}
+
+extern "C" void selftest_votes(const int* in, int n_blocks, unsigned* out) {
+    ETX_LAUNCH(votes_kernel, n_blocks, 64, 0, 0, in, out);
+    CUDA_CHECK_LAUNCH();
+}
+
+// ----------------------------------------------------------------------------
+// a partial warp: 100 threads, the last warp has 4 lanes
+
+__global__ void partial_warp_kernel(const int* __restrict__ in, int* isum, float* fsum, unsigned* lanes) {
+    __shared__ int s_i[4];
+    __shared__ float s_f[4];
+    const int t = threadIdx.x, lane = t & 31, w = t >> 5;
+    const int g = blockIdx.x * blockDim.x + t;
+    const int v = in[g];
+    const unsigned mask = __ballot_sync(FULL, 1); // the lanes of this warp that exist
+    const int n_lanes = __popc(mask);
+    const int wi = __reduce_add_sync(mask, v);
+    float f = (float)v; // xor butterfly over n_lanes lanes (a power of two: 32 or 4 here)
+    for (int m = 16; m > 0; m >>= 1)
+        if (m < n_lanes) f += __shfl_xor_sync(mask, f, m);
+    lanes[2 * g] = mask;
+    lanes[2 * g + 1] = __activemask();
+    if (lane == 0) {
+        s_i[w] = wi;
+        s_f[w] = f;
+    }
+    __syncthreads();
+    if (t == 0) {
+        isum[blockIdx.x] = s_i[0] + s_i[1] + s_i[2] + s_i[3];
+        fsum[blockIdx.x] = s_f[0] + s_f[1] + s_f[2] + s_f[3];
+    }
+}
+
+extern "C" void selftest_partial_warp(const int* in, int n_blocks, int* isum, float* fsum, unsigned* lanes) {
+    ETX_LAUNCH(partial_warp_kernel, n_blocks, 100, 0, 0, in, isum, fsum, lanes);
+    CUDA_CHECK_LAUNCH();
+}
+
+// ----------------------------------------------------------------------------
+// a 3D block and a 2D grid
+
+__global__ void block3d_kernel(int* out) {
+    const int linear = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+    const int n = blockDim.x * blockDim.y * blockDim.z;
+    int* o = out + ((size_t)blockIdx.x * n + linear) * 4;
+    o[0] = linear;
+    o[1] = __shfl_sync(FULL, linear, ((linear & 31) + 1) & 31);
+    o[2] = (int)__ballot_sync(FULL, threadIdx.y == 0);
+    o[3] = blockIdx.x;
+}
+
+extern "C" void selftest_block3d(int n_blocks, int* out) {
+    ETX_LAUNCH(block3d_kernel, n_blocks, dim3(8, 4, 3), 0, 0, out);
+    CUDA_CHECK_LAUNCH();
+}
+
+__global__ void grid2d_kernel(int* out, int* meta) {
+    const int x = blockIdx.x * blockDim.x + threadIdx.x;
+    const int y = blockIdx.y * blockDim.y + threadIdx.y;
+    out[y * (gridDim.x * blockDim.x) + x] = 1000 * y + x;
+    if (blockIdx.x == gridDim.x - 1 && blockIdx.y == gridDim.y - 1 && threadIdx.x == 0 && threadIdx.y == 0) {
+        meta[0] = gridDim.x;
+        meta[1] = gridDim.y;
+        meta[2] = blockDim.x;
+        meta[3] = blockDim.y;
+    }
+}
+
+extern "C" void selftest_grid2d(int* out, int* meta) {
+    ETX_LAUNCH(grid2d_kernel, dim3(5, 3), dim3(16, 8), 0, 0, out, meta);
+    CUDA_CHECK_LAUNCH();
+}
+
+// ----------------------------------------------------------------------------
+// atomics
+
+__global__ void atomics_kernel(const int* __restrict__ in, SelftestAtomics* a, int* slots, int* exch_old) {
+    const int g = blockIdx.x * blockDim.x + threadIdx.x;
+    const int v = in[g];
+    atomicAdd(&a->isum, v);
+    atomicAdd(&a->usum, (unsigned)v & 0xffu);
+    atomicMax(&a->imax, v);
+    atomicMin(&a->imin, v);
+    atomicMax(&a->umax, (unsigned)(v + 1000));
+    atomicMin(&a->umin, (unsigned)(v + 1000));
+    int old = a->cas_max;
+    while (old < v) {
+        const int prev = atomicCAS(&a->cas_max, old, v);
+        if (prev == old) break;
+        old = prev;
+    }
+    const float fv = (float)v * 0.5f;
+    unsigned ob = a->fmax_bits;
+    while (__uint_as_float(ob) < fv) {
+        const unsigned prev = atomicCAS(&a->fmax_bits, ob, __float_as_uint(fv));
+        if (prev == ob) break;
+        ob = prev;
+    }
+    slots[atomicAdd(&a->counter, 1)] = g + 1;
+    exch_old[g] = atomicExch(&a->exch, g + 1);
+    atomicAdd(&a->ullsum, (unsigned long long)(v + 1000) << 20);
+    atomicAdd(&a->fsum, (float)v);
+}
+
+extern "C" void selftest_atomics(const int* in, int n_blocks, SelftestAtomics* acc, int* slots, int* exch_old) {
+    ETX_LAUNCH(atomics_kernel, n_blocks, 128, 0, 0, in, acc, slots, exch_old);
+    CUDA_CHECK_LAUNCH();
+}
+
+// ----------------------------------------------------------------------------
+// bf16
+
+__global__ void bf16_kernel(const float* __restrict__ in, int n, unsigned short* rn, unsigned short* def,
+                            float* back, unsigned short* pair_bits, float* pair_back) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const __nv_bfloat16 h = __float2bfloat16_rn(in[i]);
+    rn[i] = __bfloat16_as_ushort(h);
+    def[i] = __bfloat16_as_ushort(__float2bfloat16(in[i]));
+    back[i] = __bfloat162float(h);
+    if ((i & 1) == 0 && i + 1 < n) {
+        const __nv_bfloat162 p = __floats2bfloat162_rn(in[i], in[i + 1]);
+        pair_bits[i] = __bfloat16_as_ushort(__low2bfloat16(p));
+        pair_bits[i + 1] = __bfloat16_as_ushort(__high2bfloat16(p));
+        const float2 f = __bfloat1622float2(p);
+        pair_back[i] = f.x;
+        pair_back[i + 1] = f.y;
+    }
+}
+
+extern "C" void selftest_bf16(const float* in, int n, unsigned short* rn, unsigned short* def, float* back,
+                              unsigned short* pair_bits, float* pair_back) {
+    ETX_LAUNCH(bf16_kernel, etx_ceil_div(n, 128), 128, 0, 0, in, n, rn, def, back, pair_bits, pair_back);
+    CUDA_CHECK_LAUNCH();
+}
+
+// ----------------------------------------------------------------------------
+// barrier cost, launch errors
+
+__global__ void barrier_rounds_kernel(int rounds, int* out) {
+    __shared__ int s[1024];
+    const int t = threadIdx.x;
+    s[t] = 0;
+    __syncthreads();
+    for (int r = 0; r < rounds; r++) {
+        s[t] += 1;
+        __syncthreads();
+    }
+    if (t == 0) {
+        int sum = 0;
+        for (int i = 0; i < (int)blockDim.x; i++) sum += s[i];
+        out[0] = sum;
+    }
+}
+
+extern "C" void selftest_barrier_rounds(int block, int rounds, int* out) {
+    ETX_LAUNCH(barrier_rounds_kernel, 1, block, 0, 0, rounds, out);
+    CUDA_CHECK_LAUNCH();
+}
+
+__global__ void noop_kernel(int* out) {
+    if (out && threadIdx.x == 0) out[0] = 1;
+}
+
+extern "C" int selftest_bad_launch(int* second_error) {
+    ETX_LAUNCH(noop_kernel, 1, 2048, 0, 0, (int*)NULL);
+    const int first = (int)cudaGetLastError();
+    ETX_LAUNCH(noop_kernel, 1, 32, 0, 0, (int*)NULL);
+    *second_error = (int)cudaGetLastError();
+    return first;
+}
+
+// ----------------------------------------------------------------------------
+// bugs the emulator reports
+
+__global__ void divergent_syncthreads_kernel(int* out) {
+    if (threadIdx.x < 16) __syncthreads();
+    out[threadIdx.x] = 1;
+}
+
+extern "C" void selftest_divergent_syncthreads(int* out) {
+    ETX_LAUNCH(divergent_syncthreads_kernel, 1, 64, 0, 0, out);
+    CUDA_CHECK_LAUNCH();
+}
+
+__global__ void deadlock_kernel(int* out) {
+    if (threadIdx.x == 0) __syncthreads();
+    else __syncwarp(FULL);
+    out[threadIdx.x] = 1;
+}
+
+extern "C" void selftest_deadlock(int* out) {
+    ETX_LAUNCH(deadlock_kernel, 1, 32, 0, 0, out);
+    CUDA_CHECK_LAUNCH();
+}
+
+__global__ void shfl_outside_mask_kernel(int* out) {
+    const int t = threadIdx.x;
+    int v = t;
+    if (t >= 32) v = __shfl_down_sync(0xffu, v, 16);
+    out[t] = v;
+}
+
+extern "C" void selftest_shfl_outside_mask(int* out) {
+    ETX_LAUNCH(shfl_outside_mask_kernel, 1, 40, 0, 0, out);
+    CUDA_CHECK_LAUNCH();
+}
+
+__global__ void dynamic_smem_unwritten_kernel(int n, unsigned* out) {
+    ETX_DYNAMIC_SMEM(unsigned, s);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = s[i];
+}
+
+extern "C" void selftest_dynamic_smem_unwritten(int n, unsigned* out) {
+    ETX_LAUNCH(dynamic_smem_unwritten_kernel, 1, 32, (size_t)n * sizeof(unsigned), 0, n, out);
+    CUDA_CHECK_LAUNCH();
+}

@@ -1,0 +1,98 @@
+/*
+ * selftest.h — small kernels that exercise every feature the SIMT emulator provides
+ * (kernels/README.md, "The CUDA subset kernels may use"), launched from C
+ * (tests/kernels/test_selftest.c). The same test runs under the emulator and, on a
+ * machine with a GPU, natively, so it checks the emulator's semantics against the
+ * hardware's. Every pointer argument is device memory (kernels/device.h).
+ */
+#ifndef ETX_SELFTEST_H
+#define ETX_SELFTEST_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// Fields per thread written by selftest_shuffles / selftest_votes.
+#define SELFTEST_SHFL_FIELDS 8
+#define SELFTEST_VOTE_FIELDS 10
+// The emulator's value for a shuffle that reads a lane outside its group (undefined in CUDA).
+#define SELFTEST_SHFL_POISON32 0xdeadbeefu
+
+// Block sum through static shared memory, blocks of 256: sums[b] = sum of x[256b .. 256b+255]
+// (x zero-padded past n); every thread of block b also writes the sum it read from a
+// __shared__ scalar into all[256b + t]. x (n), sums (n_blocks), all (256 n_blocks).
+void selftest_block_sum_static(const float* x, int n, int n_blocks, float* sums, float* all);
+// The same through dynamic shared memory, blocks of `block` threads (a power of two, <= 1024).
+void selftest_block_sum_dynamic(const float* x, int n, int n_blocks, int block, float* sums);
+
+// Warp shuffles of every kind and type, blocks of 64 threads. in (n_blocks*64), out
+// (n_blocks*64, SELFTEST_SHFL_FIELDS) as long long; the test lists the fields.
+void selftest_shuffles(const int* in, int n_blocks, long long* out);
+// Votes, bit intrinsics, __activemask, __syncthreads_count; blocks of 64.
+// in (n_blocks*64), out (n_blocks*64, SELFTEST_VOTE_FIELDS).
+void selftest_votes(const int* in, int n_blocks, unsigned* out);
+
+// A block of 100 threads (warp 3 has 4 lanes): per-block sums through __reduce_add_sync over
+// the lanes that exist and through a guarded xor butterfly; per thread the ballot of the
+// existing lanes and __activemask. in (n_blocks*100) ints; isum, fsum (n_blocks);
+// lanes (n_blocks*100, 2).
+void selftest_partial_warp(const int* in, int n_blocks, int* isum, float* fsum, unsigned* lanes);
+
+// A 3D block (8,4,3) over a grid of n_blocks: per thread (n_blocks*96, 4): the linear id from
+// threadIdx/blockDim, the linear id of lane+1 (shuffle), the ballot of threadIdx.y == 0,
+// blockIdx.x.
+void selftest_block3d(int n_blocks, int* out);
+
+// A 2D grid (5,3) of (16,8) blocks over an 80 x 24 matrix: out[y][x] = 1000 y + x; meta (4):
+// gridDim.x, gridDim.y, blockDim.x, blockDim.y.
+void selftest_grid2d(int* out, int* meta);
+
+// Atomics from n_blocks blocks of 128 threads, each thread g with value in[g].
+typedef struct {
+    int isum;                  // atomicAdd(int)
+    unsigned usum;             // atomicAdd(unsigned) of in & 0xff
+    int imax, imin;            // atomicMax/Min(int)
+    unsigned umax, umin;       // atomicMax/Min(unsigned) of in + 1000
+    int cas_max;               // max through an atomicCAS(int) loop
+    unsigned fmax_bits;        // float max through an atomicCAS(unsigned) loop on the bits
+    int counter;               // atomicAdd(int, 1): its return values index `slots`
+    int exch;                  // atomicExch(int) of g + 1
+    unsigned long long ullsum; // atomicAdd(unsigned long long) of (in + 1000) << 20
+    float fsum;                // atomicAdd(float) of in (integers: exact in any order)
+} SelftestAtomics;
+// acc (1) initialised by the caller; slots (n_blocks*128): slots[atomicAdd(counter)] = g + 1;
+// exch_old (n_blocks*128): the value atomicExch returned to thread g.
+void selftest_atomics(const int* in, int n_blocks, SelftestAtomics* acc, int* slots, int* exch_old);
+
+// bf16: bits of __float2bfloat16_rn(in[i]) and __float2bfloat16(in[i]), the round trip
+// __bfloat162float, and pairs through __floats2bfloat162_rn / __bfloat1622float2
+// (n even). in, back, pair_back (n); rn, def, pair_bits (n) as uint16.
+void selftest_bf16(const float* in, int n, unsigned short* rn, unsigned short* def, float* back,
+                   unsigned short* pair_bits, float* pair_back);
+
+// `rounds` __syncthreads rounds in one block of `block` threads, each adding 1 to its own
+// shared counter; out[0] = sum of the counters (block * rounds).
+void selftest_barrier_rounds(int block, int rounds, int* out);
+
+// Returns the cudaError_t of cudaGetLastError after a launch with 2048 threads per block
+// (cudaErrorInvalidConfiguration = 9) and after a second, valid launch (0).
+int selftest_bad_launch(int* second_error);
+
+// Bugs the emulator must report (abort): not for the GPU.
+// Threads < 16 of a 64-thread block wait at __syncthreads, the others return.
+void selftest_divergent_syncthreads(int* out);
+// Lane 0 of a warp waits at __syncthreads while lanes 1..31 wait at __syncwarp for it.
+void selftest_deadlock(int* out);
+// A 40-thread block: lanes of warp 1 (8 lanes) shuffle down by 16 with mask 0xff: reads
+// outside the mask. out (40): what every thread read.
+void selftest_shfl_outside_mask(int* out);
+// Reads n floats of dynamic shared memory that no thread wrote (emulator: 0xff bytes).
+void selftest_dynamic_smem_unwritten(int n, unsigned* out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif // ETX_SELFTEST_H

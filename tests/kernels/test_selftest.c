@@ -1,0 +1,675 @@
+/*
+ * test_selftest.c — the SIMT emulator's semantics (tests/simt), through the kernels of
+ * kernels/selftest.cu, checked against results computed here on the host. The same source
+ * builds test_selftest_emu (emulator) and test_selftest_gpu (native, ETX_NATIVE_CUDA;
+ * exits 77 = skipped without a GPU), so on a GPU machine it checks the emulator's model
+ * against the hardware.
+ *
+ *   - block reductions through static and dynamic shared memory (and a __shared__ scalar),
+ *     many blocks: integer-valued floats, so every sum is exact in any order;
+ *   - warp shuffles of each kind (idx, up, down, xor), widths 32/16/8, types int, unsigned,
+ *     float, double, long long, unsigned long long, two groups with their own masks: the
+ *     host replays PTX shfl.sync's source-lane rule;
+ *   - ballot / any / all with lane- and data-dependent predicates, __popc / __ffs / __clz,
+ *     __activemask in converged code, __syncthreads_count;
+ *   - a block of 100 threads (a 4-lane last warp): ballot of the existing lanes,
+ *     __reduce_add_sync, a guarded butterfly; a 3D block (8,4,3): linear ids and warps of
+ *     32 consecutive linear ids; a 2D grid;
+ *   - atomics from 50 blocks: add (int, unsigned, unsigned long long, float), max/min (int,
+ *     unsigned), CAS loops (int, and float through unsigned bits), exch; return values;
+ *   - bf16: round to nearest even at ties, overflow to inf, subnormals, signs, NaN;
+ *   - launch errors (2048 threads per block) reported by cudaGetLastError;
+ *   - a __syncthreads round over 256 threads: its cost, printed (not asserted: the CI
+ *     machine is shared);
+ *   - emulator only: a divergent __syncthreads and a deadlock abort with a message; a
+ *     shuffle reading outside its mask returns the poison value (SIMT_STRICT=1: aborts);
+ *     unwritten dynamic shared memory reads as 0xff bytes.
+ *
+ * Every comparison is exact: the inputs are small integers (sums far below 2^24) or bf16
+ * conversions, which are exactly specified.
+ */
+#include <check.h>
+#include <math.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "device.h"
+#include "selftest.h"
+
+// ----------------------------------------------------------------------------
+// helpers
+
+static void* dev_alloc(size_t bytes) {
+    void* d = etx_dev_malloc(bytes);
+    ck_assert_ptr_nonnull(d);
+    return d;
+}
+
+static void* dev_put(const void* host, size_t bytes) {
+    void* d = dev_alloc(bytes);
+    etx_dev_upload(d, host, bytes);
+    return d;
+}
+
+static void* host_alloc(size_t bytes) {
+    void* p = calloc(1, bytes);
+    ck_assert_ptr_nonnull(p);
+    return p;
+}
+
+// splitmix64: the test data
+static uint64_t rng_next(uint64_t* s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+// n ints in [lo, hi]
+static int* random_ints(int n, int lo, int hi, uint64_t seed) {
+    int* v = host_alloc((size_t)n * sizeof(int));
+    for (int i = 0; i < n; i++) v[i] = lo + (int)(rng_next(&seed) % (uint64_t)(hi - lo + 1));
+    return v;
+}
+
+static uint32_t f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static float bits_f32(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+// ----------------------------------------------------------------------------
+// block reductions
+
+static void check_block_sums(const float* x, int n, int block, int n_blocks, const float* got) {
+    for (int b = 0; b < n_blocks; b++) {
+        float want = 0.0f; // integers below 2^24: exact in any order
+        for (int t = 0; t < block; t++)
+            if (b * block + t < n) want += x[b * block + t];
+        ck_assert_msg(got[b] == want, "block %d (of %d threads): sum %g, want %g", b, block, got[b], want);
+    }
+}
+
+static float* random_int_floats(int n, uint64_t seed) {
+    int* iv = random_ints(n, -100, 100, seed);
+    float* x = host_alloc((size_t)n * sizeof(float));
+    for (int i = 0; i < n; i++) x[i] = (float)iv[i];
+    free(iv);
+    return x;
+}
+
+START_TEST(test_block_sum_static) {
+    const int n_blocks = 37, n = n_blocks * 256 - 100; // the last block partly past n
+    float* x = random_int_floats(n, 1);
+    float* dx = dev_put(x, (size_t)n * sizeof(float));
+    float* dsums = dev_alloc(n_blocks * sizeof(float));
+    float* dall = dev_alloc((size_t)n_blocks * 256 * sizeof(float));
+    selftest_block_sum_static(dx, n, n_blocks, dsums, dall);
+    float* sums = host_alloc(n_blocks * sizeof(float));
+    float* all = host_alloc((size_t)n_blocks * 256 * sizeof(float));
+    etx_dev_download(sums, dsums, n_blocks * sizeof(float));
+    etx_dev_download(all, dall, (size_t)n_blocks * 256 * sizeof(float));
+    check_block_sums(x, n, 256, n_blocks, sums);
+    for (int i = 0; i < n_blocks * 256; i++)
+        ck_assert_msg(all[i] == sums[i / 256], "thread %d read the __shared__ total %g, want %g", i, all[i],
+                      sums[i / 256]);
+    etx_dev_free(dx);
+    etx_dev_free(dsums);
+    etx_dev_free(dall);
+    free(x);
+    free(sums);
+    free(all);
+}
+END_TEST
+
+START_TEST(test_block_sum_dynamic) {
+    const int blocks[] = {32, 128, 1024};
+    for (int k = 0; k < 3; k++) {
+        const int block = blocks[k], n_blocks = 9, n = n_blocks * block - 7;
+        float* x = random_int_floats(n, 2 + k);
+        float* dx = dev_put(x, (size_t)n * sizeof(float));
+        float* dsums = dev_alloc(n_blocks * sizeof(float));
+        selftest_block_sum_dynamic(dx, n, n_blocks, block, dsums);
+        float sums[9];
+        etx_dev_download(sums, dsums, sizeof sums);
+        check_block_sums(x, n, block, n_blocks, sums);
+        etx_dev_free(dx);
+        etx_dev_free(dsums);
+        free(x);
+    }
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
+// warp shuffles
+
+enum { SH_IDX, SH_UP, SH_DOWN, SH_XOR };
+
+// Source lane of PTX shfl.sync for a segment of `width` lanes (CUDA's width argument):
+// out-of-segment sources give the caller's own lane.
+static int shfl_src(int kind, int lane, int arg, int width) {
+    const int segmask = (32 - width) & 31, b = arg & 31;
+    const int min_lane = lane & segmask, max_lane = min_lane | (31 & ~segmask);
+    int j;
+    switch (kind) {
+    case SH_UP: j = lane - b; return j >= min_lane ? j : lane;
+    case SH_DOWN: j = lane + b; return j <= max_lane ? j : lane;
+    case SH_XOR: j = lane ^ b; return j <= max_lane ? j : lane;
+    default: return min_lane | (b & ~segmask);
+    }
+}
+
+// One step over a warp's 32 values: v[l] = op(v[l], v[src(l)]) with op '+' (add=1) or
+// replace (add=0).
+static void warp_step(long long* v, int kind, int arg, int width, int add) {
+    long long nv[32];
+    for (int l = 0; l < 32; l++) {
+        const long long y = v[shfl_src(kind, l, arg, width)];
+        nv[l] = add ? v[l] + y : y;
+    }
+    memcpy(v, nv, sizeof nv);
+}
+
+START_TEST(test_shuffles) {
+    const int n_blocks = 3, n = n_blocks * 64;
+    int* in = random_ints(n, 0, 1000, 7);
+    int* din = dev_put(in, (size_t)n * sizeof(int));
+    long long* dout = dev_alloc((size_t)n * SELFTEST_SHFL_FIELDS * sizeof(long long));
+    selftest_shuffles(din, n_blocks, dout);
+    long long* out = host_alloc((size_t)n * SELFTEST_SHFL_FIELDS * sizeof(long long));
+    etx_dev_download(out, dout, (size_t)n * SELFTEST_SHFL_FIELDS * sizeof(long long));
+
+    for (int w0 = 0; w0 < n; w0 += 32) {
+        long long want[SELFTEST_SHFL_FIELDS][32], v[32];
+        // 0: xor butterfly
+        for (int l = 0; l < 32; l++) v[l] = in[w0 + l];
+        for (int m = 16; m > 0; m >>= 1) warp_step(v, SH_XOR, m, 32, 1);
+        memcpy(want[0], v, sizeof v);
+        // 1: down tree
+        for (int l = 0; l < 32; l++) v[l] = in[w0 + l];
+        for (int d = 16; d > 0; d >>= 1) warp_step(v, SH_DOWN, d, 32, 1);
+        memcpy(want[1], v, sizeof v);
+        // 2: inclusive scan (lanes below d keep their value)
+        for (int l = 0; l < 32; l++) v[l] = in[w0 + l];
+        for (int d = 1; d < 32; d <<= 1) {
+            long long y[32];
+            memcpy(y, v, sizeof v);
+            warp_step(y, SH_UP, d, 32, 0);
+            for (int l = d; l < 32; l++) v[l] += y[l];
+        }
+        memcpy(want[2], v, sizeof v);
+        // 3: broadcast from lane in[w0] & 31
+        for (int l = 0; l < 32; l++) want[3][l] = in[w0 + (in[w0] & 31)];
+        // 4: xor within 16-lane segments, 64-bit payload
+        for (int l = 0; l < 32; l++) v[l] = (long long)in[w0 + l] << 33;
+        for (int m = 8; m > 0; m >>= 1) warp_step(v, SH_XOR, m, 16, 1);
+        memcpy(want[4], v, sizeof v);
+        // 5: lane 3 of each 8-lane segment
+        for (int l = 0; l < 32; l++) want[5][l] = in[w0 + shfl_src(SH_IDX, l, 3, 8)];
+        // 6: down tree within 16-lane segments
+        for (int l = 0; l < 32; l++) v[l] = in[w0 + l];
+        for (int d = 8; d > 0; d >>= 1) warp_step(v, SH_DOWN, d, 16, 1);
+        memcpy(want[6], v, sizeof v);
+        // 7: two groups: lanes < 16 xor 1, lanes >= 16 xor 2
+        for (int l = 0; l < 32; l++) want[7][l] = in[w0 + l] + in[w0 + (l < 16 ? l ^ 1 : l ^ 2)];
+
+        for (int f = 0; f < SELFTEST_SHFL_FIELDS; f++)
+            for (int l = 0; l < 32; l++)
+                ck_assert_msg(out[(size_t)(w0 + l) * SELFTEST_SHFL_FIELDS + f] == want[f][l],
+                              "field %d, thread %d: got %lld, want %lld", f, w0 + l,
+                              out[(size_t)(w0 + l) * SELFTEST_SHFL_FIELDS + f], want[f][l]);
+    }
+    // the scan and the butterfly are not trivially equal to the input
+    ck_assert(out[1 * SELFTEST_SHFL_FIELDS + 2] == in[0] + in[1]);
+    etx_dev_free(din);
+    etx_dev_free(dout);
+    free(in);
+    free(out);
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
+// votes
+
+START_TEST(test_votes) {
+    const int n_blocks = 4, n = n_blocks * 64;
+    int* in = random_ints(n, 0, 100, 11);
+    in[64 + 5] = 95; // warp 2 has a value > 90; make warp 3 have none
+    for (int l = 0; l < 32; l++)
+        if (in[96 + l] > 90) in[96 + l] = 90;
+    int* din = dev_put(in, (size_t)n * sizeof(int));
+    unsigned* dout = dev_alloc((size_t)n * SELFTEST_VOTE_FIELDS * sizeof(unsigned));
+    selftest_votes(din, n_blocks, dout);
+    unsigned* out = host_alloc((size_t)n * SELFTEST_VOTE_FIELDS * sizeof(unsigned));
+    etx_dev_download(out, dout, (size_t)n * SELFTEST_VOTE_FIELDS * sizeof(unsigned));
+
+    int any_true = 0, any_false = 0;
+    for (int w0 = 0; w0 < n; w0 += 32) {
+        unsigned ballot = 0, b3 = 0, lo = 0, hi = 0;
+        int any = 0, all3 = 1;
+        for (int l = 0; l < 32; l++) {
+            const int v = in[w0 + l];
+            if (v & 1) ballot |= 1u << l;
+            if (v > 90) any = 1;
+            if (l == (in[w0] & 31)) all3 = 0;
+            if (l % 3 == 0 && v > 20) b3 |= 1u << l;
+            if (l < 16 && (v & 2)) lo |= 1u << l;
+            if (l >= 16 && (v & 4)) hi |= 1u << l;
+        }
+        any_true |= any;
+        any_false |= !any;
+        const int b0 = w0 - w0 % 64; // the block's first thread
+        unsigned count = 0;
+        for (int t = 0; t < 64; t++) count += in[b0 + t] & 1;
+        for (int l = 0; l < 32; l++) {
+            const unsigned* o = out + (size_t)(w0 + l) * SELFTEST_VOTE_FIELDS;
+            const unsigned want[SELFTEST_VOTE_FIELDS] = {
+                ballot, (unsigned)any, 1u, (unsigned)all3, (unsigned)__builtin_popcount(b3),
+                (unsigned)__builtin_ffs((int)b3), b3 ? (unsigned)__builtin_clz(b3) : 32u,
+                l < 16 ? lo : hi, 0xffffffffu, count};
+            for (int f = 0; f < SELFTEST_VOTE_FIELDS; f++)
+                ck_assert_msg(o[f] == want[f], "field %d, thread %d: got 0x%08x, want 0x%08x", f, w0 + l, o[f],
+                              want[f]);
+        }
+    }
+    ck_assert(any_true && any_false); // both outcomes of __any_sync were exercised
+    etx_dev_free(din);
+    etx_dev_free(dout);
+    free(in);
+    free(out);
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
+// partial warp, 3D block, 2D grid
+
+START_TEST(test_partial_warp) {
+    const int n_blocks = 3, n = n_blocks * 100;
+    int* in = random_ints(n, -50, 50, 13);
+    int* din = dev_put(in, (size_t)n * sizeof(int));
+    int* disum = dev_alloc(n_blocks * sizeof(int));
+    float* dfsum = dev_alloc(n_blocks * sizeof(float));
+    unsigned* dlanes = dev_alloc((size_t)n * 2 * sizeof(unsigned));
+    selftest_partial_warp(din, n_blocks, disum, dfsum, dlanes);
+    int isum[3];
+    float fsum[3];
+    unsigned* lanes = host_alloc((size_t)n * 2 * sizeof(unsigned));
+    etx_dev_download(isum, disum, sizeof isum);
+    etx_dev_download(fsum, dfsum, sizeof fsum);
+    etx_dev_download(lanes, dlanes, (size_t)n * 2 * sizeof(unsigned));
+    for (int b = 0; b < n_blocks; b++) {
+        int want = 0;
+        for (int t = 0; t < 100; t++) want += in[b * 100 + t];
+        ck_assert_msg(isum[b] == want, "block %d: __reduce_add_sync sum %d, want %d", b, isum[b], want);
+        ck_assert_msg(fsum[b] == (float)want, "block %d: butterfly sum %g, want %d", b, fsum[b], want);
+        for (int t = 0; t < 100; t++) {
+            const unsigned m = t < 96 ? 0xffffffffu : 0xfu;
+            ck_assert_msg(lanes[2 * (b * 100 + t)] == m, "thread %d: ballot of existing lanes 0x%08x, want 0x%08x",
+                          t, lanes[2 * (b * 100 + t)], m);
+            ck_assert_msg(lanes[2 * (b * 100 + t) + 1] == m, "thread %d: __activemask 0x%08x, want 0x%08x", t,
+                          lanes[2 * (b * 100 + t) + 1], m);
+        }
+    }
+    etx_dev_free(din);
+    etx_dev_free(disum);
+    etx_dev_free(dfsum);
+    etx_dev_free(dlanes);
+    free(in);
+    free(lanes);
+}
+END_TEST
+
+START_TEST(test_block3d) {
+    const int n_blocks = 2, nt = 8 * 4 * 3;
+    int* dout = dev_alloc((size_t)n_blocks * nt * 4 * sizeof(int));
+    selftest_block3d(n_blocks, dout);
+    int* out = host_alloc((size_t)n_blocks * nt * 4 * sizeof(int));
+    etx_dev_download(out, dout, (size_t)n_blocks * nt * 4 * sizeof(int));
+    for (int b = 0; b < n_blocks; b++)
+        for (int z = 0; z < 3; z++)
+            for (int y = 0; y < 4; y++)
+                for (int x = 0; x < 8; x++) {
+                    const int lin = x + 8 * (y + 4 * z), w0 = lin & ~31;
+                    const int* o = out + ((size_t)b * nt + lin) * 4;
+                    unsigned ballot = 0; // threadIdx.y == 0 over linear ids w0..w0+31
+                    for (int l = 0; l < 32; l++)
+                        if (((w0 + l) / 8) % 4 == 0) ballot |= 1u << l;
+                    ck_assert_int_eq(o[0], lin);
+                    ck_assert_msg(o[1] == w0 + ((lin + 1) & 31), "thread (%d,%d,%d): lane+1 holds %d, want %d", x,
+                                  y, z, o[1], w0 + ((lin + 1) & 31));
+                    ck_assert_msg((unsigned)o[2] == ballot, "thread (%d,%d,%d): ballot 0x%08x, want 0x%08x", x, y,
+                                  z, (unsigned)o[2], ballot);
+                    ck_assert_int_eq(o[3], b);
+                }
+    etx_dev_free(dout);
+    free(out);
+}
+END_TEST
+
+START_TEST(test_grid2d) {
+    int* dout = dev_alloc(80 * 24 * sizeof(int));
+    int* dmeta = dev_alloc(4 * sizeof(int));
+    etx_dev_memset(dout, 0xff, 80 * 24 * sizeof(int));
+    selftest_grid2d(dout, dmeta);
+    int* out = host_alloc(80 * 24 * sizeof(int));
+    int meta[4];
+    etx_dev_download(out, dout, 80 * 24 * sizeof(int));
+    etx_dev_download(meta, dmeta, sizeof meta);
+    for (int y = 0; y < 24; y++)
+        for (int x = 0; x < 80; x++)
+            ck_assert_msg(out[y * 80 + x] == 1000 * y + x, "(%d,%d): %d", x, y, out[y * 80 + x]);
+    ck_assert_int_eq(meta[0], 5);
+    ck_assert_int_eq(meta[1], 3);
+    ck_assert_int_eq(meta[2], 16);
+    ck_assert_int_eq(meta[3], 8);
+    etx_dev_free(dout);
+    etx_dev_free(dmeta);
+    free(out);
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
+// atomics
+
+START_TEST(test_atomics) {
+    const int n_blocks = 50, n = n_blocks * 128;
+    int* in = random_ints(n, -1000, 1000, 17);
+    SelftestAtomics a0 = {0};
+    a0.imax = a0.cas_max = -2000000000;
+    a0.imin = 2000000000;
+    a0.umax = 0;
+    a0.umin = 0xffffffffu;
+    a0.fmax_bits = f32_bits(-INFINITY);
+    int* din = dev_put(in, (size_t)n * sizeof(int));
+    SelftestAtomics* dacc = dev_put(&a0, sizeof a0);
+    int* dslots = dev_alloc((size_t)n * sizeof(int));
+    int* dexch = dev_alloc((size_t)n * sizeof(int));
+    selftest_atomics(din, n_blocks, dacc, dslots, dexch);
+    SelftestAtomics a;
+    int* slots = host_alloc((size_t)n * sizeof(int));
+    int* exch = host_alloc((size_t)n * sizeof(int));
+    etx_dev_download(&a, dacc, sizeof a);
+    etx_dev_download(slots, dslots, (size_t)n * sizeof(int));
+    etx_dev_download(exch, dexch, (size_t)n * sizeof(int));
+
+    int isum = 0, imax = -2000000000, imin = 2000000000;
+    unsigned usum = 0;
+    unsigned long long ullsum = 0;
+    for (int g = 0; g < n; g++) {
+        isum += in[g];
+        usum += (unsigned)in[g] & 0xffu;
+        imax = in[g] > imax ? in[g] : imax;
+        imin = in[g] < imin ? in[g] : imin;
+        ullsum += (unsigned long long)(in[g] + 1000) << 20;
+    }
+    ck_assert_int_eq(a.isum, isum);
+    ck_assert_uint_eq(a.usum, usum);
+    ck_assert_int_eq(a.imax, imax);
+    ck_assert_int_eq(a.imin, imin);
+    ck_assert_uint_eq(a.umax, (unsigned)(imax + 1000));
+    ck_assert_uint_eq(a.umin, (unsigned)(imin + 1000));
+    ck_assert_int_eq(a.cas_max, imax);
+    ck_assert_msg(bits_f32(a.fmax_bits) == (float)imax * 0.5f, "CAS float max %g, want %g", bits_f32(a.fmax_bits),
+                  (float)imax * 0.5f);
+    ck_assert_int_eq(a.counter, n);
+    ck_assert(a.ullsum == ullsum);
+    ck_assert_msg(a.fsum == (float)isum, "float atomicAdd sum %g, want %d", a.fsum, isum); // |sum| < 2^24: exact
+    // atomicAdd's return values are 0..n-1, each once: every slot holds a distinct thread
+    // atomicExch's: the initial 0 and every g + 1 but the last written, each once
+    char* seen = host_alloc((size_t)n + 1);
+    for (int i = 0; i < n; i++) {
+        ck_assert_msg(slots[i] >= 1 && slots[i] <= n && !seen[slots[i]], "slot %d holds %d", i, slots[i]);
+        seen[slots[i]] = 1;
+    }
+    memset(seen, 0, (size_t)n + 1);
+    ck_assert(a.exch >= 1 && a.exch <= n);
+    seen[a.exch] = 1;
+    for (int g = 0; g < n; g++) {
+        ck_assert_msg(exch[g] >= 0 && exch[g] <= n && !seen[exch[g]], "atomicExch returned %d to thread %d twice",
+                      exch[g], g);
+        seen[exch[g]] = 1;
+    }
+    free(seen);
+    etx_dev_free(din);
+    etx_dev_free(dacc);
+    etx_dev_free(dslots);
+    etx_dev_free(dexch);
+    free(in);
+    free(slots);
+    free(exch);
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
+// bf16
+
+// float -> bf16 bits, round to nearest even; NaN -> 0x7fff (CUDA's canonical NaN)
+static uint16_t ref_bf16(float f) {
+    const uint32_t u = f32_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fff;
+    const uint32_t lower = u & 0xffffu, upper = u >> 16;
+    if (lower > 0x8000u || (lower == 0x8000u && (upper & 1u))) return (uint16_t)(upper + 1u);
+    return (uint16_t)upper;
+}
+
+START_TEST(test_bf16) {
+    enum { N_FIXED = 26, N = 1026 };
+    const float fixed[N_FIXED] = {
+        1.0f, -1.0f, 0.0f, -0.0f,
+        bits_f32(0x3f808000u), // 1 + 2^-8: a tie, even neighbour below -> 0x3f80
+        bits_f32(0x3f818000u), // a tie, odd neighbour below -> up to 0x3f82
+        bits_f32(0xbf818000u), // the same, negative
+        bits_f32(0x3f808001u), // just above a tie -> up
+        bits_f32(0x3f807fffu), // just below a tie -> down
+        3.14159265f, -2.71828183f, 65504.0f, 1e30f, -1e-30f,
+        3.4028235e38f,           // FLT_MAX -> rounds up to +inf
+        bits_f32(0x7f7f7fffu),   // the largest that stays finite
+        -3.4028235e38f,          // -> -inf
+        1.17549435e-38f,         // FLT_MIN
+        bits_f32(0x00000001u),   // smallest subnormal -> +0
+        bits_f32(0x00018000u),   // subnormal tie, odd below -> up
+        bits_f32(0x80008000u),   // negative subnormal tie, even below -> -0
+        INFINITY, -INFINITY, NAN,
+        bits_f32(0xffc00001u),   // negative quiet NaN with payload
+        bits_f32(0x7f800001u),   // signalling NaN
+    };
+    float* in = host_alloc(N * sizeof(float));
+    memcpy(in, fixed, sizeof fixed);
+    uint64_t seed = 19;
+    for (int i = N_FIXED; i < N; i++) { // random bit patterns over every exponent
+        uint32_t u = (uint32_t)rng_next(&seed);
+        if ((u & 0x7f800000u) == 0x7f800000u) u ^= 0x40000000u; // keep them finite
+        if (i % 4 == 0) u = (u & 0xffff0000u) | 0x8000u;         // a quarter exact ties
+        in[i] = bits_f32(u);
+    }
+    float* din = dev_put(in, N * sizeof(float));
+    unsigned short *drn = dev_alloc(N * 2), *ddef = dev_alloc(N * 2), *dpb = dev_alloc(N * 2);
+    float *dback = dev_alloc(N * 4), *dpback = dev_alloc(N * 4);
+    selftest_bf16(din, N, drn, ddef, dback, dpb, dpback);
+    unsigned short* rn = host_alloc(N * 2);
+    unsigned short* def = host_alloc(N * 2);
+    unsigned short* pb = host_alloc(N * 2);
+    float* back = host_alloc(N * 4);
+    float* pback = host_alloc(N * 4);
+    etx_dev_download(rn, drn, N * 2);
+    etx_dev_download(def, ddef, N * 2);
+    etx_dev_download(pb, dpb, N * 2);
+    etx_dev_download(back, dback, N * 4);
+    etx_dev_download(pback, dpback, N * 4);
+    for (int i = 0; i < N; i++) {
+        const uint16_t want = ref_bf16(in[i]);
+        if (isnan(in[i])) {
+            // a NaN stays a NaN (CUDA's host code and this reference give 0x7fff; only NaN-ness
+            // is required, the payload is the hardware's business)
+            ck_assert_msg((rn[i] & 0x7f80u) == 0x7f80u && (rn[i] & 0x7fu), "NaN %d -> 0x%04x", i, rn[i]);
+            ck_assert(isnan(back[i]) && isnan(pback[i]));
+            continue;
+        }
+        ck_assert_msg(rn[i] == want, "in[%d] = %a (0x%08x): __float2bfloat16_rn 0x%04x, want 0x%04x", i, in[i],
+                      f32_bits(in[i]), rn[i], want);
+        ck_assert_msg(def[i] == want, "in[%d] = %a: __float2bfloat16 0x%04x, want 0x%04x", i, in[i], def[i], want);
+        ck_assert_msg(pb[i] == want, "in[%d] = %a: __floats2bfloat162_rn 0x%04x, want 0x%04x", i, in[i], pb[i], want);
+        ck_assert_msg(f32_bits(back[i]) == (uint32_t)want << 16, "in[%d]: round trip %a", i, back[i]);
+        ck_assert_msg(f32_bits(pback[i]) == (uint32_t)want << 16, "in[%d]: pair round trip %a", i, pback[i]);
+    }
+    // spot checks of the reference itself
+    ck_assert_uint_eq(ref_bf16(fixed[4]), 0x3f80u);
+    ck_assert_uint_eq(ref_bf16(fixed[5]), 0x3f82u);
+    ck_assert_uint_eq(ref_bf16(3.4028235e38f), 0x7f80u);
+    etx_dev_free(din);
+    etx_dev_free(drn);
+    etx_dev_free(ddef);
+    etx_dev_free(dpb);
+    etx_dev_free(dback);
+    etx_dev_free(dpback);
+    free(in);
+    free(rn);
+    free(def);
+    free(pb);
+    free(back);
+    free(pback);
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
+// launch errors, barrier cost
+
+START_TEST(test_bad_launch) {
+    int second = -1;
+    const int first = selftest_bad_launch(&second);
+    ck_assert_msg(first == 9, "2048 threads per block: cudaGetLastError %d, want 9 (invalid configuration)", first);
+    ck_assert_int_eq(second, 0);
+}
+END_TEST
+
+static double cpu_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+START_TEST(test_barrier_rounds) {
+    const int blocks[] = {32, 256, 1024}, rounds = 500;
+    int* dout = dev_alloc(sizeof(int));
+    for (int k = 0; k < 3; k++) {
+        selftest_barrier_rounds(blocks[k], 1, dout); // first use: fiber stacks are mapped
+        etx_dev_sync();
+        const double t0 = cpu_seconds();
+        selftest_barrier_rounds(blocks[k], rounds, dout);
+        etx_dev_sync();
+        const double t1 = cpu_seconds();
+        int sum = 0;
+        etx_dev_download(&sum, dout, sizeof sum);
+        ck_assert_int_eq(sum, blocks[k] * rounds);
+        fprintf(stderr, "selftest [%s]: __syncthreads round over %4d threads: %.2f us (CPU time)\n", etx_dev_name(),
+                blocks[k], (t1 - t0) * 1e6 / rounds);
+    }
+    etx_dev_free(dout);
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
+// emulator only: bugs it must report
+
+#ifndef ETX_NATIVE_CUDA
+START_TEST(test_divergent_syncthreads_aborts) {
+    int* d = dev_alloc(64 * sizeof(int));
+    selftest_divergent_syncthreads(d); // aborts: SIGABRT
+    etx_dev_sync();
+}
+END_TEST
+
+START_TEST(test_deadlock_aborts) {
+    int* d = dev_alloc(32 * sizeof(int));
+    selftest_deadlock(d); // aborts: SIGABRT
+    etx_dev_sync();
+}
+END_TEST
+
+START_TEST(test_shfl_outside_mask_strict_aborts) {
+    setenv("SIMT_STRICT", "1", 1);
+    int* d = dev_alloc(40 * sizeof(int));
+    selftest_shfl_outside_mask(d); // aborts: SIGABRT
+    etx_dev_sync();
+}
+END_TEST
+
+START_TEST(test_shfl_outside_mask_poison) {
+    unsetenv("SIMT_STRICT");
+    int* d = dev_alloc(40 * sizeof(int));
+    selftest_shfl_outside_mask(d);
+    int out[40];
+    etx_dev_download(out, d, sizeof out);
+    for (int t = 0; t < 40; t++) {
+        const unsigned want = t < 32 ? (unsigned)t : SELFTEST_SHFL_POISON32;
+        ck_assert_msg((unsigned)out[t] == want, "thread %d: 0x%08x, want 0x%08x", t, (unsigned)out[t], want);
+    }
+    etx_dev_free(d);
+}
+END_TEST
+
+START_TEST(test_dynamic_smem_unwritten) {
+    const int n = 300;
+    unsigned* d = dev_alloc(n * sizeof(unsigned));
+    selftest_dynamic_smem_unwritten(n, d);
+    unsigned out[300];
+    etx_dev_download(out, d, sizeof out);
+    for (int i = 0; i < n; i++) ck_assert_uint_eq(out[i], 0xffffffffu);
+    etx_dev_free(d);
+}
+END_TEST
+#endif
+
+// ----------------------------------------------------------------------------
+
+static Suite* selftest_suite(void) {
+    Suite* s = suite_create("selftest");
+    TCase* tc = tcase_create("semantics");
+    tcase_add_test(tc, test_block_sum_static);
+    tcase_add_test(tc, test_block_sum_dynamic);
+    tcase_add_test(tc, test_shuffles);
+    tcase_add_test(tc, test_votes);
+    tcase_add_test(tc, test_partial_warp);
+    tcase_add_test(tc, test_block3d);
+    tcase_add_test(tc, test_grid2d);
+    tcase_add_test(tc, test_atomics);
+    tcase_add_test(tc, test_bf16);
+    tcase_add_test(tc, test_bad_launch);
+    tcase_add_test(tc, test_barrier_rounds);
+    tcase_set_timeout(tc, 120);
+    suite_add_tcase(s, tc);
+#ifndef ETX_NATIVE_CUDA
+    tc = tcase_create("emulator checks");
+    tcase_add_test_raise_signal(tc, test_divergent_syncthreads_aborts, SIGABRT);
+    tcase_add_test_raise_signal(tc, test_deadlock_aborts, SIGABRT);
+    tcase_add_test_raise_signal(tc, test_shfl_outside_mask_strict_aborts, SIGABRT);
+    tcase_add_test(tc, test_shfl_outside_mask_poison);
+    tcase_add_test(tc, test_dynamic_smem_unwritten);
+    tcase_set_timeout(tc, 60);
+    suite_add_tcase(s, tc);
+#endif
+    return s;
+}
+
+int main(void) {
+    if (!etx_dev_available()) {
+        fprintf(stderr, "test_selftest: no device, skipped\n");
+        return 77;
+    }
+    fprintf(stderr, "test_selftest: device %s\n", etx_dev_name());
+    SRunner* sr = srunner_create(selftest_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
