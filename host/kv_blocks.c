@@ -133,7 +133,7 @@ etx_status block_table_prepare(BlockManager* bm, BlockTable* t, int n_new, Block
                          n_new, t->n_pos, (int)n_add + cow, (int)n_add, cow, bm->n_free, bm->n_blocks);
 
     int first = t->n_pos / bm->block_size;
-    // blocks past the first written one were prepared by this table and never shared
+    // blocks after the one holding position n_pos were prepared by this table, never shared
     for (int i = first + 1; i < t->n_ids; i++) ETX_ASSERT(bm->refcount[t->ids[i]] == 1);
     if (cow) {
         int old = t->ids[first], fresh = block_alloc(bm);
