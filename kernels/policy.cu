@@ -15,10 +15,12 @@
  * Kernel 2, policy_fallback_kernel, a block per sequence that needs the whole row
  * (top_k <= 0 or K < top_k < vocab): keys (vocab_pass.h: etx_cand_key) bitonic-sorted in
  * global scratch, then one thread runs policy_filter + policy_draw over the full sorted
- * row, as sampler_pick does over its qsort. Cost for a 128256 vocabulary: 153 sort
- * stages over 1 MiB (about 300 MiB of L2 traffic from one SM) plus a serial filter of
- * vocab expf and adds (it must add in the CPU's order to give the same floats) — on the
- * order of milliseconds per sequence, against microseconds for kernel 1.
+ * row, as sampler_pick does over its qsort. Cost for a 128256 vocabulary (2^17 keys,
+ * 1 MiB): a bitonic network whose strides below 4096 run in shared memory, 21 passes
+ * over the keys (about 40 MiB of L2 traffic from one SM, ~4500 block barriers), then a
+ * serial filter and draw of vocab expf and three sequential sums in one thread (the sums
+ * must run in the CPU's order to give the same floats) — an estimated millisecond or
+ * two per sequence (not measured on hardware), against microseconds for kernel 1.
  *
  * What engine.c does after the pick, mirrored by seq_finish: the trace record
  * (logprob = logits[token] - log Z, the metrics, the decision's branch / temperature /
@@ -31,6 +33,7 @@
 
 #define PK_THREADS 64      // sequences per block of kernel 1
 #define PK_SORT_THREADS 512
+#define PK_SORT_TILE 4096 // keys sorted in shared memory at a time (32 KiB)
 
 // A decision waiting for the fallback.
 typedef struct {
@@ -179,21 +182,51 @@ __global__ void policy_kernel(EtxPolicyArgs a, PkScratch sc) {
     pk_finish(&a, s, c[pk_best_draw(w, k, &d, pol, st)].id, &d);
 }
 
-// Ascending bitonic sort of buf[0..n) (n a power of two) by the block, in global memory.
-__device__ static void pk_bitonic(unsigned long long* buf, int n) {
-    for (int size = 2; size <= n; size <<= 1) {
-        for (int stride = size >> 1; stride > 0; stride >>= 1) {
-            for (int t = threadIdx.x; t < n / 2; t += blockDim.x) {
-                const int lo = 2 * stride * (t / stride) + (t % stride), hi = lo + stride;
-                const unsigned long long x = buf[lo], y = buf[hi];
-                const bool up = (lo & size) == 0;
-                if ((x > y) == up) {
-                    buf[lo] = y;
-                    buf[hi] = x;
-                }
+// Bitonic stages of one merge size: strides stride_top down to stride_bottom over
+// buf[0..n), buf being the keys from global index `base` on (a shared tile or the whole
+// row); the direction of each pair is the full network's, from its global index. Every
+// stride ends with a barrier.
+__device__ static void pk_stages(unsigned long long* buf, int n, int base, int size, int stride_top,
+                                 int stride_bottom) {
+    for (int stride = stride_top; stride >= stride_bottom; stride >>= 1) {
+        for (int t = threadIdx.x; t < n / 2; t += blockDim.x) {
+            const int lo = 2 * stride * (t / stride) + (t % stride), hi = lo + stride;
+            const unsigned long long x = buf[lo], y = buf[hi];
+            const bool up = ((base + lo) & size) == 0;
+            if ((x > y) == up) {
+                buf[lo] = y;
+                buf[hi] = x;
             }
-            __syncthreads();
         }
+        __syncthreads();
+    }
+}
+
+// The stages of merge size `size` with strides below `tile_n`, a shared tile at a time
+// (size == 0: every size up to tile_n, i.e. sort each tile in the network's direction).
+__device__ static void pk_tiles(unsigned long long* keys, int n, unsigned long long* tile, int tile_n, int size) {
+    for (int base = 0; base < n; base += tile_n) {
+        for (int i = threadIdx.x; i < tile_n; i += blockDim.x) tile[i] = keys[base + i];
+        __syncthreads();
+        if (size == 0)
+            for (int sz = 2; sz <= tile_n; sz <<= 1) pk_stages(tile, tile_n, base, sz, sz >> 1, 1);
+        else
+            pk_stages(tile, tile_n, base, size, tile_n >> 1, 1);
+        for (int i = threadIdx.x; i < tile_n; i += blockDim.x) keys[base + i] = tile[i];
+        __syncthreads();
+    }
+}
+
+// Ascending bitonic sort of keys[0..n) (n a power of two) by the block: strides below
+// PK_SORT_TILE in shared memory, the longer ones in global memory. For n = 2^17 that is
+// 21 passes over the keys instead of the 153 of an all-global network.
+__device__ static void pk_sort(unsigned long long* keys, int n) {
+    __shared__ unsigned long long s_tile[PK_SORT_TILE];
+    const int tile_n = n < PK_SORT_TILE ? n : PK_SORT_TILE;
+    pk_tiles(keys, n, s_tile, tile_n, 0);
+    for (int size = 2 * tile_n; size <= n; size <<= 1) {
+        pk_stages(keys, n, 0, size, size >> 1, tile_n);
+        pk_tiles(keys, n, s_tile, tile_n, size);
     }
 }
 
@@ -207,7 +240,7 @@ __global__ void __launch_bounds__(PK_SORT_THREADS) policy_fallback_kernel(EtxPol
     for (int i = threadIdx.x; i < sc.pow2; i += blockDim.x)
         keys[i] = i < a.vocab ? etx_cand_key(row[i], i) : ETX_KEY_NONE;
     __syncthreads();
-    pk_bitonic(keys, sc.pow2);
+    pk_sort(keys, sc.pow2);
     PolicyCandidate* c = sc.sorted + (size_t)s * a.vocab;
     for (int i = threadIdx.x; i < a.vocab; i += blockDim.x) {
         const int32_t id = (int32_t)(uint32_t)keys[i];

@@ -533,13 +533,16 @@ static void check_policy_step(int vocab, int reps, uint64_t seed0) {
     etx_dev_free(d_trace);
 }
 
-START_TEST(test_policy_vocab_1000) { check_policy_step(1000, 8, 501); }
+START_TEST(test_policy_vocab_1000) { check_policy_step(1000, 24, 501); }
 END_TEST
 
 START_TEST(test_policy_vocab_100) { check_policy_step(100, 4, 502); } // every list fits: no fallback
 END_TEST
 
 START_TEST(test_policy_vocab_4096) { check_policy_step(4096, 2, 503); }
+END_TEST
+
+START_TEST(test_policy_vocab_32000) { check_policy_step(32000, 1, 504); } // fallback sorts 2^15 keys
 END_TEST
 
 // ----------------------------------------------------------------------------
@@ -559,6 +562,7 @@ static Suite* sampling_suite(void) {
     tcase_add_test(tc, test_policy_vocab_1000);
     tcase_add_test(tc, test_policy_vocab_100);
     tcase_add_test(tc, test_policy_vocab_4096);
+    tcase_add_test(tc, test_policy_vocab_32000);
     tcase_set_timeout(tc, 600);
     suite_add_tcase(s, tc);
     return s;
