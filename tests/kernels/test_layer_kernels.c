@@ -1,0 +1,660 @@
+/*
+ * test_layer_kernels.c — the kernels of one Llama layer (kernels/embed, norm, rope,
+ * swiglu, attention) against their CPU twins (host/cpu_ops.c where one exists, plain
+ * loops here otherwise), under the SIMT emulator (_emu) and on a GPU (_gpu).
+ *
+ * The kernels read bf16 inputs (embedding, KV cache); the twins get the same values
+ * decoded from the same bf16 bits (round to nearest even, as the kernels write them), so
+ * the only differences left are float summation order, the device's expf/cosf/rsqrtf
+ * (a few float ulps on a GPU, glibc's under the emulator) and the final bf16 rounding.
+ * Tolerances, from that:
+ *   - exact (memcmp): embedding rows, the residual x + delta (one f32 add either side),
+ *     v appended to the cache (one bf16 rounding of the same f32), guard values.
+ *   - bf16 outputs: |got - want| <= 0.5 bf16 ulp(want) + REL_F32 |want| (+ an absolute
+ *     term for attention, below): half an ulp is the output rounding, REL_F32 = 1e-5 covers
+ *     float reassociation in the twin and the kernel (sums of <= 1536 products: n u ~ 1e-4
+ *     worst case bound, ~1e-6 in practice, and the result is rounded to 2^-8 anyway).
+ *   - RoPE outputs: |got - want| <= ROPE_TOL (|x1| + |x2|) (+ half a bf16 ulp for k):
+ *     each of cos/sin may be off by 2 float ulps on a GPU, times the rotated pair.
+ *   - attention: scores |got - want| <= 2 hd 2^-24 scale sum_d |q_d k_d| (the worst-case
+ *     error of two hd-term float dot products); outputs bf16 as above plus 1e-5 absolute
+ *     (they are convex combinations of values in [-1, 1]; score errors of ~1e-6 move
+ *     the weights by that much relative).
+ */
+#include <check.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attention.h"
+#include "cpu_ops.h"
+#include "device.h"
+#include "embed.h"
+#include "norm.h"
+#include "rope.h"
+#include "swiglu.h"
+
+#define REL_F32 1e-5
+#define ROPE_TOL 1e-6
+#define ATT_ABS 1e-5
+#define GUARD_BF16 0xA5A5u // bf16 bits that no kernel writes here (-2.9e-16)
+#define GUARD_F32 -12345.0f
+
+// ----------------------------------------------------------------------------
+// helpers
+
+// ck_assert_msg that costs nothing when it holds: Check's asserts record a mark point (a
+// write to its pipe) on every call, which dominates loops over a whole KV pool.
+#define EXPECT(cond, ...)                           \
+    do {                                            \
+        if (!(cond)) ck_abort_msg(__VA_ARGS__);     \
+    } while (0)
+
+static uint64_t rng_state;
+
+static void rng_seed(uint64_t s) { rng_state = s * 0x9E3779B97F4A7C15ull + 1; }
+
+// splitmix64
+static uint64_t rng_next(void) {
+    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+// uniform in [lo, hi)
+static float rng_uniform(float lo, float hi) { return lo + (hi - lo) * (float)((rng_next() >> 40) * 0x1p-24); }
+
+static int rng_int(int n) { return (int)(rng_next() % (uint64_t)n); }
+
+// float -> bf16 bits, round to nearest even (finite inputs)
+static uint16_t f2bf(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static float bf2f(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+// spacing of bf16 values at |v| (8 significant bits)
+static double bf16_ulp(double v) {
+    int e;
+    frexp(v, &e);
+    return v == 0.0 ? 0x1p-133 : ldexp(1.0, e - 8);
+}
+
+static void check_bf16(const char* what, int idx, uint16_t got_bits, double want, double abs_tol) {
+    double got = bf2f(got_bits);
+    double tol = 0.5 * bf16_ulp(want) + REL_F32 * fabs(want) + abs_tol;
+    EXPECT(isfinite(got) && fabs(got - want) <= tol, "%s[%d]: got %.9g, want %.9g (diff %.3g, tol %.3g)", what,
+                  idx, got, want, got - want, tol);
+}
+
+static void* dev_copy(const void* host, size_t bytes) {
+    void* d = etx_dev_malloc(bytes);
+    ck_assert_ptr_nonnull(d);
+    etx_dev_upload(d, host, bytes);
+    return d;
+}
+
+static void* host_copy(const void* dev, size_t bytes) {
+    void* h = malloc(bytes);
+    ck_assert_ptr_nonnull(h);
+    etx_dev_sync();
+    etx_dev_download(h, dev, bytes);
+    return h;
+}
+
+static float* random_f32(size_t n, float lo, float hi) {
+    float* x = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = rng_uniform(lo, hi);
+    return x;
+}
+
+static uint16_t* random_bf16(size_t n, float lo, float hi) {
+    uint16_t* x = malloc(n * sizeof(uint16_t));
+    for (size_t i = 0; i < n; i++) x[i] = f2bf(rng_uniform(lo, hi));
+    return x;
+}
+
+// ----------------------------------------------------------------------------
+// embedding: exact
+
+START_TEST(test_embed) {
+    static const int dims[] = {576, 100, 7};
+    static const int rows[] = {1, 3, 17};
+    rng_seed(1);
+    int vocab = 50;
+    for (int di = 0; di < 3; di++)
+        for (int ri = 0; ri < 3; ri++) {
+            int dim = dims[di], n = rows[ri];
+            uint16_t* emb = random_bf16((size_t)vocab * dim, -2.0f, 2.0f);
+            int32_t tok[17];
+            for (int r = 0; r < n; r++) tok[r] = rng_int(vocab);
+            tok[n - 1] = vocab - 1; // the last row of the table
+            size_t nx = (size_t)n * dim;
+            float* guard = malloc((nx + 8) * sizeof(float));
+            for (size_t i = 0; i < nx + 8; i++) guard[i] = GUARD_F32;
+            void* d_emb = dev_copy(emb, (size_t)vocab * dim * 2);
+            void* d_tok = dev_copy(tok, sizeof(tok));
+            float* d_x = dev_copy(guard, (nx + 8) * sizeof(float));
+            etx_embed(d_x, d_emb, d_tok, n, dim, NULL);
+            float* x = host_copy(d_x, (nx + 8) * sizeof(float));
+            for (int r = 0; r < n; r++)
+                for (int i = 0; i < dim; i++) {
+                    float want = bf2f(emb[(size_t)tok[r] * dim + i]);
+                    EXPECT(memcmp(&x[(size_t)r * dim + i], &want, 4) == 0, "dim %d row %d [%d]: %g vs %g", dim, r,
+                                  i, x[(size_t)r * dim + i], want);
+                }
+            for (int i = 0; i < 8; i++) EXPECT(x[nx + i] == GUARD_F32, "guard %d after x overwritten", i);
+            etx_dev_free(d_emb);
+            etx_dev_free(d_tok);
+            etx_dev_free(d_x);
+            free(emb);
+            free(guard);
+            free(x);
+        }
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
+// RMSNorm + residual vs host/cpu_ops.c rmsnorm
+
+// dim 576/100/1536: 16-byte vector path; 98 and 7: scalar path; offset: x, delta, out one
+// element off their allocation (misaligned: scalar path at dim 576)
+static void run_rmsnorm(int dim, int n, int with_delta, int offset) {
+    float eps = 1e-5f;
+    size_t nx = (size_t)n * dim;
+    float* x = random_f32(nx, -3.0f, 3.0f);
+    float* delta = random_f32(nx, -1.0f, 1.0f);
+    float* w = random_f32(dim, 0.5f, 1.5f);
+    float* d_xbuf = etx_dev_malloc((nx + 1) * sizeof(float));
+    float* d_dbuf = etx_dev_malloc((nx + 1) * sizeof(float));
+    uint16_t* d_obuf = etx_dev_malloc((nx + 1 + 8) * sizeof(uint16_t));
+    float* d_x = d_xbuf + offset;
+    float* d_delta = d_dbuf + offset;
+    uint16_t* d_out = d_obuf + offset;
+    etx_dev_upload(d_x, x, nx * sizeof(float));
+    etx_dev_upload(d_delta, delta, nx * sizeof(float));
+    etx_dev_memset(d_obuf, 0xA5, (nx + 1 + 8) * sizeof(uint16_t));
+    float* d_w = dev_copy(w, dim * sizeof(float));
+    etx_rmsnorm_residual(d_out, d_x, with_delta ? d_delta : NULL, d_w, n, dim, eps, NULL);
+    float* gx = host_copy(d_x, nx * sizeof(float));
+    uint16_t* gout = host_copy(d_obuf, (nx + 1 + 8) * sizeof(uint16_t));
+    float* want = malloc(dim * sizeof(float));
+    for (int r = 0; r < n; r++) {
+        float* xr = x + (size_t)r * dim;
+        if (with_delta)
+            for (int i = 0; i < dim; i++) xr[i] += delta[(size_t)r * dim + i];
+        // the residual stream: bit-exact
+        EXPECT(memcmp(gx + (size_t)r * dim, xr, dim * sizeof(float)) == 0, "dim %d row %d: x differs", dim, r);
+        rmsnorm(want, xr, w, dim, eps);
+        for (int i = 0; i < dim; i++) check_bf16("rmsnorm", r * dim + i, gout[offset + (size_t)r * dim + i], want[i], 0.0);
+    }
+    for (size_t i = 0; i < (size_t)offset; i++) EXPECT(gout[i] == GUARD_BF16, "guard %zu before out overwritten", i);
+    for (size_t i = offset + nx; i < nx + 1 + 8; i++) EXPECT(gout[i] == GUARD_BF16, "guard %zu after out overwritten", i);
+    etx_dev_free(d_xbuf);
+    etx_dev_free(d_dbuf);
+    etx_dev_free(d_obuf);
+    etx_dev_free(d_w);
+    free(x);
+    free(delta);
+    free(w);
+    free(gx);
+    free(gout);
+    free(want);
+}
+
+START_TEST(test_rmsnorm) {
+    static const int dims[] = {576, 100, 98, 7, 1536};
+    static const int rows[] = {1, 3, 17};
+    rng_seed(2);
+    for (int di = 0; di < 5; di++)
+        for (int ri = 0; ri < 3; ri++)
+            for (int wd = 0; wd < 2; wd++) run_rmsnorm(dims[di], rows[ri], wd, 0);
+    run_rmsnorm(576, 3, 1, 1);
+    run_rmsnorm(576, 3, 0, 1);
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
+// SwiGLU vs host/cpu_ops.c swiglu
+
+START_TEST(test_swiglu) {
+    static const int hiddens[] = {1536, 100, 7};
+    static const int rows[] = {1, 3, 17};
+    rng_seed(3);
+    for (int hi = 0; hi < 3; hi++)
+        for (int ri = 0; ri < 3; ri++) {
+            int hidden = hiddens[hi], n = rows[ri];
+            size_t no = (size_t)n * hidden;
+            float* gu = random_f32(2 * no, -6.0f, 6.0f);
+            float* d_gu = dev_copy(gu, 2 * no * sizeof(float));
+            uint16_t* d_out = etx_dev_malloc((no + 8) * 2);
+            etx_dev_memset(d_out, 0xA5, (no + 8) * 2);
+            etx_swiglu(d_out, d_gu, n, hidden, NULL);
+            uint16_t* out = host_copy(d_out, (no + 8) * 2);
+            for (int r = 0; r < n; r++) {
+                float* g = gu + (size_t)r * 2 * hidden;
+                swiglu(g, g + hidden, hidden); // in place: g <- silu(g) * u
+                for (int i = 0; i < hidden; i++) check_bf16("swiglu", r * hidden + i, out[(size_t)r * hidden + i], g[i], 0.0);
+            }
+            for (int i = 0; i < 8; i++) EXPECT(out[no + i] == GUARD_BF16, "guard %d after out overwritten", i);
+            etx_dev_free(d_gu);
+            etx_dev_free(d_out);
+            free(gu);
+            free(out);
+        }
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
+// paged cache fixtures
+
+// A paged cache of n_seqs sequences with room for max_pos positions each: the block ids
+// of all sequences are one shuffled permutation of 0 .. n_blocks - 1 (so no sequence's
+// blocks are consecutive or ordered), plus a few blocks nobody owns.
+typedef struct {
+    EtxAttnShape sh;
+    int n_seqs;
+    int n_blocks;
+    int32_t* table; // (n_seqs, max_blocks)
+    size_t pool_elems;
+} Cache;
+
+static void build_cache(Cache* c, EtxAttnShape sh, int n_seqs, int max_pos) {
+    c->sh = sh;
+    c->sh.max_blocks = (max_pos + sh.block_size - 1) / sh.block_size;
+    c->n_seqs = n_seqs;
+    c->n_blocks = n_seqs * c->sh.max_blocks + 3;
+    int* perm = malloc(c->n_blocks * sizeof(int));
+    for (int i = 0; i < c->n_blocks; i++) perm[i] = i;
+    for (int i = c->n_blocks - 1; i > 0; i--) {
+        int j = rng_int(i + 1), t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    c->table = malloc((size_t)n_seqs * c->sh.max_blocks * sizeof(int32_t));
+    for (int i = 0; i < n_seqs * c->sh.max_blocks; i++) c->table[i] = perm[i];
+    free(perm);
+    c->pool_elems = (size_t)c->n_blocks * sh.block_size * sh.n_kv_heads * sh.head_dim;
+}
+
+static void free_cache(Cache* c) { free(c->table); }
+
+// index in a pool of (seq, pos, kv head, d)
+static size_t cache_at(const Cache* c, int s, int pos, int kvh, int d) {
+    int bs = c->sh.block_size;
+    size_t block = (size_t)c->table[(size_t)s * c->sh.max_blocks + pos / bs];
+    return ((block * bs + pos % bs) * c->sh.n_kv_heads + kvh) * c->sh.head_dim + d;
+}
+
+// keys or values 0 .. n - 1 of (s, kvh) decoded to f32, (n, head_dim)
+static float* gather(const Cache* c, const uint16_t* pool, int s, int kvh, int n) {
+    int hd = c->sh.head_dim;
+    float* out = malloc((size_t)(n > 0 ? n : 1) * hd * sizeof(float));
+    for (int p = 0; p < n; p++)
+        for (int d = 0; d < hd; d++) out[(size_t)p * hd + d] = bf2f(pool[cache_at(c, s, p, kvh, d)]);
+    return out;
+}
+
+// ----------------------------------------------------------------------------
+// RoPE + KV append vs host/cpu_ops.c rope_tables/rope_apply
+
+// rows: (seq, pos) pairs, distinct
+static void run_rope(int n_heads, int n_kv, int hd, int bs, int llama3, const int* row_seq, const int* row_pos,
+                     int n_rows) {
+    int half = hd / 2, q_dim = n_heads * hd, kv_dim = n_kv * hd, width = q_dim + 2 * kv_dim;
+    ModelConfig mc;
+    memset(&mc, 0, sizeof(mc));
+    mc.head_dim = hd;
+    mc.rope_theta = 500000.0f;
+    mc.rope_llama3 = llama3;
+    mc.rope_factor = 32.0f;
+    mc.rope_low_freq_factor = 1.0f;
+    mc.rope_high_freq_factor = 4.0f;
+    mc.rope_original_max_pos = 8192;
+    float* inv_freq = malloc(half * sizeof(float));
+    rope_inv_freq(inv_freq, &mc);
+
+    int max_pos = 0;
+    int n_seqs = 0;
+    for (int r = 0; r < n_rows; r++) {
+        if (row_pos[r] + 1 > max_pos) max_pos = row_pos[r] + 1;
+        if (row_seq[r] + 1 > n_seqs) n_seqs = row_seq[r] + 1;
+    }
+    Cache c;
+    EtxAttnShape sh = {n_heads, n_kv, hd, bs, 0};
+    build_cache(&c, sh, n_seqs, max_pos);
+
+    float* qkv = random_f32((size_t)n_rows * width, -2.0f, 2.0f);
+    uint16_t* guard = malloc(c.pool_elems * 2);
+    for (size_t i = 0; i < c.pool_elems; i++) guard[i] = GUARD_BF16;
+    float* d_qkv = dev_copy(qkv, (size_t)n_rows * width * sizeof(float));
+    float* d_q = etx_dev_malloc((size_t)n_rows * q_dim * sizeof(float));
+    uint16_t* d_k = dev_copy(guard, c.pool_elems * 2);
+    uint16_t* d_v = dev_copy(guard, c.pool_elems * 2);
+    int32_t* d_seq = dev_copy(row_seq, n_rows * sizeof(int32_t));
+    int32_t* d_pos = dev_copy(row_pos, n_rows * sizeof(int32_t));
+    int32_t* d_table = dev_copy(c.table, (size_t)n_seqs * c.sh.max_blocks * sizeof(int32_t));
+    float* d_freq = dev_copy(inv_freq, half * sizeof(float));
+    etx_rope_kv_append(d_q, d_k, d_v, d_qkv, d_seq, d_pos, d_table, d_freq, n_rows, c.sh, NULL);
+    float* q = host_copy(d_q, (size_t)n_rows * q_dim * sizeof(float));
+    uint16_t* kp = host_copy(d_k, c.pool_elems * 2);
+    uint16_t* vp = host_copy(d_v, c.pool_elems * 2);
+
+    float* cos_t = malloc(half * sizeof(float));
+    float* sin_t = malloc(half * sizeof(float));
+    float* head = malloc(hd * sizeof(float));
+    char* written = calloc(c.pool_elems, 1);
+    for (int r = 0; r < n_rows; r++) {
+        const float* src = qkv + (size_t)r * width;
+        rope_tables(cos_t, sin_t, inv_freq, half, row_pos[r], 1);
+        for (int h = 0; h < n_heads + n_kv; h++) {
+            memcpy(head, src + h * hd, hd * sizeof(float));
+            rope_apply(head, cos_t, sin_t, half);
+            for (int d = 0; d < hd; d++) {
+                const float* x = src + h * hd;
+                double mag = fabs(x[d % half]) + fabs(x[d % half + half]);
+                if (h < n_heads) {
+                    float got = q[(size_t)r * q_dim + h * hd + d];
+                    EXPECT(fabs(got - head[d]) <= ROPE_TOL * mag, "row %d q head %d [%d]: %.9g vs %.9g", r, h,
+                                  d, got, head[d]);
+                } else {
+                    size_t at = cache_at(&c, row_seq[r], row_pos[r], h - n_heads, d);
+                    check_bf16("k", d, kp[at], head[d], ROPE_TOL * mag);
+                    written[at] = 1;
+                }
+            }
+        }
+        for (int kvh = 0; kvh < n_kv; kvh++)
+            for (int d = 0; d < hd; d++) {
+                size_t at = cache_at(&c, row_seq[r], row_pos[r], kvh, d);
+                EXPECT(vp[at] == f2bf(src[q_dim + kv_dim + kvh * hd + d]), "row %d v head %d [%d]: bits %04x", r, kvh, d, vp[at]);
+            }
+    }
+    // nothing else in either pool changed
+    for (size_t i = 0; i < c.pool_elems; i++) {
+        if (written[i]) continue;
+        EXPECT(kp[i] == GUARD_BF16 && vp[i] == GUARD_BF16, "pool element %zu overwritten", i);
+    }
+    etx_dev_free(d_qkv);
+    etx_dev_free(d_q);
+    etx_dev_free(d_k);
+    etx_dev_free(d_v);
+    etx_dev_free(d_seq);
+    etx_dev_free(d_pos);
+    etx_dev_free(d_table);
+    etx_dev_free(d_freq);
+    free_cache(&c);
+    free(inv_freq);
+    free(qkv);
+    free(guard);
+    free(q);
+    free(kp);
+    free(vp);
+    free(cos_t);
+    free(sin_t);
+    free(head);
+    free(written);
+}
+
+START_TEST(test_rope_append) {
+    rng_seed(4);
+    // decode: one row per sequence, different positions (block starts, ends, middles)
+    static const int dseq[] = {0, 1, 2, 3, 4};
+    static const int dpos[] = {0, 15, 16, 299, 64};
+    run_rope(9, 3, 64, 16, 0, dseq, dpos, 5);
+    run_rope(8, 8, 128, 32, 1, dseq, dpos, 5);
+    run_rope(32, 8, 64, 16, 1, dseq + 3, dpos + 3, 2);
+    // prefill: a chunk of 17 rows of sequence 1 at positions 40 .. 56 (crosses blocks)
+    int pseq[17], ppos[17];
+    for (int i = 0; i < 17; i++) {
+        pseq[i] = 1;
+        ppos[i] = 40 + i;
+    }
+    run_rope(9, 3, 64, 16, 0, pseq, ppos, 17);
+    run_rope(32, 8, 128, 32, 1, pseq, ppos, 3);
+    // odd head_dim / 2 (RoPE itself does not need 64 or 128)
+    run_rope(4, 2, 10, 16, 0, dseq, dpos, 5);
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
+// attention: caches filled with random bf16 keys/values
+
+typedef struct {
+    Cache c;
+    uint16_t* k; // (pool_elems)
+    uint16_t* v;
+    uint16_t* d_k;
+    uint16_t* d_v;
+    int32_t* d_table;
+} FilledCache;
+
+static void build_filled(FilledCache* f, EtxAttnShape sh, int n_seqs, int max_pos) {
+    build_cache(&f->c, sh, n_seqs, max_pos);
+    f->k = random_bf16(f->c.pool_elems, -1.0f, 1.0f);
+    f->v = random_bf16(f->c.pool_elems, -1.0f, 1.0f);
+    f->d_k = dev_copy(f->k, f->c.pool_elems * 2);
+    f->d_v = dev_copy(f->v, f->c.pool_elems * 2);
+    f->d_table = dev_copy(f->c.table, (size_t)n_seqs * f->c.sh.max_blocks * sizeof(int32_t));
+}
+
+static void free_filled(FilledCache* f) {
+    etx_dev_free(f->d_k);
+    etx_dev_free(f->d_v);
+    etx_dev_free(f->d_table);
+    free(f->k);
+    free(f->v);
+    free_cache(&f->c);
+}
+
+static float attn_scale(int hd) { return (float)pow((double)hd, -0.5); }
+
+// The CPU twin (host/cpu_ops.c attention_head) for the G query heads of one token at
+// position pos, sharing one KV head: k, v contiguous (pos + 1, hd), passed as segments of
+// 64 positions. out: (G, hd).
+#define TWIN_SEG 64
+static void twin_attention(float* out, const float* q, const float* k, const float* v, int G, int pos, int hd,
+                           float scale, float* scratch) {
+    int n_seg = pos / TWIN_SEG + 1;
+    const float** kseg = malloc(n_seg * sizeof(float*));
+    const float** vseg = malloc(n_seg * sizeof(float*));
+    for (int j = 0; j < n_seg; j++) {
+        kseg[j] = k + (size_t)j * TWIN_SEG * hd;
+        vseg[j] = v + (size_t)j * TWIN_SEG * hd;
+    }
+    attention_head(out, hd, q, hd, kseg, vseg, TWIN_SEG, 0, hd, G, G, pos, hd, scale, scratch);
+    free(kseg);
+    free(vseg);
+}
+
+// decode: n_seqs sequences of lengths lens, n_splits (0: etx_attn_decode_splits), capture
+static void run_decode(int n_heads, int n_kv, int hd, int bs, const int* lens, int n_seqs, int n_splits) {
+    int max_len = 0;
+    for (int s = 0; s < n_seqs; s++) max_len = lens[s] > max_len ? lens[s] : max_len;
+    int max_ctx = max_len + 3; // capture rows longer than any sequence: the tail must stay
+    EtxAttnShape sh = {n_heads, n_kv, hd, bs, 0};
+    FilledCache f;
+    build_filled(&f, sh, n_seqs, max_len);
+    if (n_splits == 0) n_splits = etx_attn_decode_splits(n_seqs, n_kv, max_len);
+    int q_dim = n_heads * hd, G = n_heads / n_kv;
+    float scale = attn_scale(hd);
+
+    float* q = random_f32((size_t)n_seqs * q_dim, -3.0f, 3.0f);
+    size_t n_sc = (size_t)n_seqs * n_heads * max_ctx;
+    float* sc_guard = malloc(n_sc * sizeof(float));
+    for (size_t i = 0; i < n_sc; i++) sc_guard[i] = GUARD_F32;
+    float* d_q = dev_copy(q, (size_t)n_seqs * q_dim * sizeof(float));
+    int32_t* d_len = dev_copy(lens, n_seqs * sizeof(int32_t));
+    float* d_sc = dev_copy(sc_guard, n_sc * sizeof(float));
+    uint16_t* d_out = etx_dev_malloc((size_t)n_seqs * q_dim * 2);
+    size_t ws_bytes = etx_attn_decode_workspace_bytes(n_seqs, n_heads, hd, n_splits);
+    float* d_ws = ws_bytes ? etx_dev_malloc(ws_bytes) : NULL;
+    etx_attn_decode(d_out, d_sc, max_ctx, d_q, f.d_k, f.d_v, f.d_table, d_len, n_seqs, max_len, n_splits, d_ws, f.c.sh,
+                    NULL);
+    uint16_t* out = host_copy(d_out, (size_t)n_seqs * q_dim * 2);
+    float* sc = host_copy(d_sc, n_sc * sizeof(float));
+
+    float* want = malloc((size_t)G * hd * sizeof(float));
+    float* scratch = malloc(((size_t)G * ATT_BLOCK + 2 * G) * sizeof(float));
+    for (int s = 0; s < n_seqs; s++) {
+        int T = lens[s];
+        for (int kvh = 0; kvh < n_kv; kvh++) {
+            float* k = gather(&f.c, f.k, s, kvh, T);
+            float* v = gather(&f.c, f.v, s, kvh, T);
+            const float* qg = q + (size_t)s * q_dim + (size_t)kvh * G * hd; // G heads, hd apart
+            // the G heads of one token at position T - 1, sharing this KV head
+            twin_attention(want, qg, k, v, G, T - 1, hd, scale, scratch);
+            for (int g = 0; g < G; g++) {
+                int h = kvh * G + g;
+                for (int d = 0; d < hd; d++)
+                    check_bf16("decode out", (s * n_heads + h) * hd + d, out[(size_t)s * q_dim + h * hd + d],
+                               want[g * hd + d], ATT_ABS);
+                const float* srow = sc + ((size_t)s * n_heads + h) * max_ctx;
+                for (int t = 0; t < T; t++) {
+                    float dot = 0.0f, mag = 0.0f;
+                    for (int d = 0; d < hd; d++) {
+                        dot += qg[g * hd + d] * k[(size_t)t * hd + d];
+                        mag += fabsf(qg[g * hd + d] * k[(size_t)t * hd + d]);
+                    }
+                    double tol = 2.0 * hd * 0x1p-24 * scale * mag + 0x1p-24 * fabs(scale * dot);
+                    EXPECT(fabs(srow[t] - scale * dot) <= tol, "seq %d head %d score %d: %.9g vs %.9g", s, h,
+                                  t, srow[t], scale * dot);
+                }
+                for (int t = T; t < max_ctx; t++) EXPECT(srow[t] == GUARD_F32, "seq %d head %d score %d past the end written", s, h, t);
+            }
+            free(k);
+            free(v);
+        }
+    }
+    etx_dev_free(d_q);
+    etx_dev_free(d_len);
+    etx_dev_free(d_sc);
+    etx_dev_free(d_out);
+    if (d_ws) etx_dev_free(d_ws);
+    free_filled(&f);
+    free(q);
+    free(sc_guard);
+    free(out);
+    free(sc);
+    free(want);
+    free(scratch);
+}
+
+START_TEST(test_decode_attention) {
+    rng_seed(5);
+    static const int lens[] = {1, 5, 63, 64, 65, 300};
+    // no split, forced splits (chunks of 32 .. 128 positions, empty ones for short
+    // sequences), and the launcher's choice
+    run_decode(9, 3, 64, 16, lens, 6, 1);
+    run_decode(9, 3, 64, 16, lens, 6, 3);
+    run_decode(8, 8, 128, 32, lens, 6, 1);
+    run_decode(8, 8, 128, 32, lens, 6, 10);
+    run_decode(32, 8, 64, 16, lens + 3, 3, 4);
+    run_decode(32, 8, 128, 32, lens + 4, 2, 0);
+    static const int one[] = {300};
+    run_decode(4, 1, 128, 16, one, 1, 0); // one sequence: the auto split divides it
+}
+END_TEST
+
+START_TEST(test_decode_splits_choice) {
+    // a full GPU (many sequences x KV heads) needs no split; one long sequence does
+    ck_assert_int_eq(etx_attn_decode_splits(64, 8, 4096), 1);
+    ck_assert_int_gt(etx_attn_decode_splits(1, 8, 4096), 1);
+    // never chunks shorter than the minimum, never more than the maximum
+    ck_assert_int_eq(etx_attn_decode_splits(1, 1, 5), 1);
+    ck_assert_int_le(etx_attn_decode_splits(1, 1, 1 << 20), ETX_ATTN_MAX_SPLITS);
+    ck_assert_uint_eq(etx_attn_decode_workspace_bytes(2, 8, 64, 1), 0);
+    ck_assert_uint_eq(etx_attn_decode_workspace_bytes(2, 8, 64, 3), (size_t)2 * 8 * 3 * 66 * sizeof(float));
+}
+END_TEST
+
+// prefill: a chunk of n rows of sequence 1 (of 3) at positions pos0 .. pos0 + n - 1
+static void run_prefill(int n_heads, int n_kv, int hd, int bs, int pos0, int n) {
+    int T = pos0 + n, q_dim = n_heads * hd, G = n_heads / n_kv, seq = 1;
+    EtxAttnShape sh = {n_heads, n_kv, hd, bs, 0};
+    FilledCache f;
+    build_filled(&f, sh, 3, T + 20);
+    float scale = attn_scale(hd);
+    float* q = random_f32((size_t)n * q_dim, -3.0f, 3.0f);
+    float* d_q = dev_copy(q, (size_t)n * q_dim * sizeof(float));
+    uint16_t* d_out = etx_dev_malloc((size_t)n * q_dim * 2);
+    etx_attn_prefill(d_out, d_q, f.d_k, f.d_v, f.d_table, seq, pos0, n, f.c.sh, NULL);
+    uint16_t* out = host_copy(d_out, (size_t)n * q_dim * 2);
+
+    float* want = malloc((size_t)G * hd * sizeof(float));
+    float* scratch = malloc(((size_t)G * ATT_BLOCK + 2 * G) * sizeof(float));
+    for (int kvh = 0; kvh < n_kv; kvh++) {
+        float* k = gather(&f.c, f.k, seq, kvh, T);
+        float* v = gather(&f.c, f.v, seq, kvh, T);
+        for (int i = 0; i < n; i++) {
+            const float* qg = q + (size_t)i * q_dim + (size_t)kvh * G * hd;
+            twin_attention(want, qg, k, v, G, pos0 + i, hd, scale, scratch);
+            for (int g = 0; g < G; g++)
+                for (int d = 0; d < hd; d++) {
+                    int h = kvh * G + g;
+                    check_bf16("prefill out", (i * n_heads + h) * hd + d, out[(size_t)i * q_dim + h * hd + d],
+                               want[g * hd + d], ATT_ABS);
+                }
+        }
+        free(k);
+        free(v);
+    }
+    etx_dev_free(d_q);
+    etx_dev_free(d_out);
+    free_filled(&f);
+    free(q);
+    free(out);
+    free(want);
+    free(scratch);
+}
+
+START_TEST(test_prefill_attention) {
+    rng_seed(6);
+    run_prefill(9, 3, 64, 16, 0, 17);   // first chunk, 51 query rows per KV head
+    run_prefill(9, 3, 64, 16, 48, 17);  // a later chunk, keys across tiles and blocks
+    run_prefill(8, 8, 128, 32, 0, 1);   // one row
+    run_prefill(8, 8, 128, 32, 60, 5);  // rows around the 64-key tile boundary
+    run_prefill(32, 8, 64, 16, 290, 10);
+    run_prefill(32, 8, 128, 32, 0, 3);
+}
+END_TEST
+
+static Suite* layer_suite(void) {
+    Suite* s = suite_create("layer_kernels");
+    struct {
+        const char* name;
+        const TTest* test;
+    } cases[] = {{"embed", test_embed},
+                 {"rmsnorm", test_rmsnorm},
+                 {"swiglu", test_swiglu},
+                 {"rope_append", test_rope_append},
+                 {"decode_splits", test_decode_splits_choice},
+                 {"decode", test_decode_attention},
+                 {"prefill", test_prefill_attention}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        TCase* tc = tcase_create(cases[i].name);
+        tcase_set_timeout(tc, 600);
+        tcase_add_test(tc, cases[i].test);
+        suite_add_tcase(s, tc);
+    }
+    return s;
+}
+
+int main(void) {
+    if (!etx_dev_available()) return 77; // no GPU: skipped
+    SRunner* sr = srunner_create(layer_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
