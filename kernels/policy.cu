@@ -14,15 +14,16 @@
  *
  * Kernel 2, policy_fallback_kernel, a block per sequence that needs the whole row
  * (top_k <= 0 or K < top_k < vocab): keys (vocab_pass.h: etx_cand_key) bitonic-sorted in
- * global scratch, then one thread runs policy_filter + policy_draw over the full sorted
- * row, as sampler_pick does over its qsort. Cost for a 128256 vocabulary (2^17 keys,
- * 1 MiB): a bitonic network whose strides below 4096 run in shared memory, 21 passes
- * over the keys (about 40 MiB of L2 traffic from one SM, ~4500 block barriers), then a
- * serial filter and draw of vocab expf and three sequential sums in one thread (the sums
- * must run in the CPU's order to give the same floats) — an estimated millisecond or
- * two per sequence (not measured on hardware), against microseconds for kernel 1.
+ * global scratch, then policy_filter + policy_draw over the full sorted row, as
+ * sampler_pick does over its qsort (the weights by the block, the order-dependent sums
+ * by one thread, see pk_sum). Cost for a 128256 vocabulary (2^17 keys, 1 MiB): a
+ * bitonic network whose strides below 4096 run in shared memory, 21 passes over the
+ * keys (about 40 MiB of L2 traffic from one SM, ~4500 block barriers), the weights (one
+ * gather of the row, 0.5 MiB written), then two or three sequential sums over up to
+ * vocab weights in one thread — an estimate of a millisecond or two per sequence, not
+ * measured on hardware, against microseconds for kernel 1.
  *
- * What engine.c does after the pick, mirrored by seq_finish: the trace record
+ * What engine.c does after the pick, mirrored by pk_finish: the trace record
  * (logprob = logits[token] - log Z, the metrics, the decision's branch / temperature /
  * top_k / top_p / min_p) and the stop checks in its order: a stop id or (unless
  * ignore_eos) an EOS id -> ETX_REQ_DONE_STOP; else n_tokens = step + 1 >= max_tokens or
@@ -41,8 +42,8 @@ typedef struct {
     int need_full; // 1: kernel 2 finishes this sequence
 } PkPending;
 
-// Scratch layout: pending (n_seqs), keys (n_seqs, pow2), sorted candidates (n_seqs,
-// vocab), weights (n_seqs, vocab); each region 256-byte aligned.
+// Scratch layout: pending (n_seqs), keys (n_seqs, pow2), weights (n_seqs, vocab); each
+// region 256-byte aligned.
 static size_t pk_align(size_t n) { return (n + 255) & ~(size_t)255; }
 static int pk_pow2(int n) {
     int p = 1;
@@ -53,7 +54,6 @@ static int pk_pow2(int n) {
 typedef struct {
     PkPending* pending;
     unsigned long long* keys;
-    PolicyCandidate* sorted;
     float* w;
     int pow2;
 } PkScratch;
@@ -66,16 +66,13 @@ static PkScratch pk_scratch(void* base, int n_seqs, int vocab) {
     p += pk_align((size_t)n_seqs * sizeof(PkPending));
     s.keys = (unsigned long long*)p;
     p += pk_align((size_t)n_seqs * s.pow2 * sizeof(unsigned long long));
-    s.sorted = (PolicyCandidate*)p;
-    p += pk_align((size_t)n_seqs * vocab * sizeof(PolicyCandidate));
     s.w = (float*)p;
     return s;
 }
 
 extern "C" size_t etx_policy_scratch_bytes(int n_seqs, int vocab) {
     return pk_align((size_t)n_seqs * sizeof(PkPending)) +
-           pk_align((size_t)n_seqs * pk_pow2(vocab) * sizeof(unsigned long long)) +
-           pk_align((size_t)n_seqs * vocab * sizeof(PolicyCandidate)) + (size_t)n_seqs * vocab * sizeof(float);
+           pk_align((size_t)n_seqs * pk_pow2(vocab) * sizeof(unsigned long long)) + (size_t)n_seqs * vocab * sizeof(float);
 }
 
 // The step's signals as engine.c's step_metrics gives them.
@@ -230,31 +227,96 @@ __device__ static void pk_sort(unsigned long long* keys, int n) {
     }
 }
 
+// Weights and sums of the fallback: policy_filter and policy_draw (policy_math.h) over
+// the whole sorted row, with the same float operations in the same order — the weights
+// w_i = expf((x_i - x_0) / T) by the whole block (each is independent), the sums and
+// scans (whose float results depend on their order) by one thread, reading PK_BATCH
+// weights at a time so that the loads overlap while the adds stay in order. The tests
+// compare the result with sampler_pick, so any drift from policy_math.h shows there.
+#define PK_BATCH 32
+#ifdef __CUDACC__
+#define PK_UNROLL _Pragma("unroll")
+#else
+#define PK_UNROLL // g++ (emulator) rejects the CUDA pragma under -Werror
+#endif
+
+// sum_{i<k} w_i, added from i = 0 up.
+__device__ static float pk_sum(const float* w, int k) {
+    float total = 0.0f;
+    int i = 0;
+    for (; i + PK_BATCH <= k; i += PK_BATCH) {
+        float v[PK_BATCH];
+        PK_UNROLL
+        for (int j = 0; j < PK_BATCH; j++) v[j] = w[i + j];
+        PK_UNROLL
+        for (int j = 0; j < PK_BATCH; j++) total += v[j];
+    }
+    for (; i < k; i++) total += w[i];
+    return total;
+}
+
+// The first i < k whose running sum reaches target (>=, or > when strict); -1 if none.
+__device__ static int pk_scan(const float* w, int k, float target, int strict) {
+    float cum = 0.0f;
+    for (int i = 0; i < k; i += PK_BATCH) {
+        const int nb = k - i < PK_BATCH ? k - i : PK_BATCH;
+        float v[PK_BATCH];
+        PK_UNROLL
+        for (int j = 0; j < PK_BATCH; j++) v[j] = j < nb ? w[i + j] : 0.0f;
+        PK_UNROLL
+        for (int j = 0; j < PK_BATCH; j++) { // unrolled: v stays in registers
+            if (j >= nb) break;
+            cum += v[j];
+            if (strict ? cum > target : cum >= target) return i + j;
+        }
+    }
+    return -1;
+}
+
 // Kernel 2: a block per sequence; only the sequences kernel 1 left pending work.
 __global__ void __launch_bounds__(PK_SORT_THREADS) policy_fallback_kernel(EtxPolicyArgs a, PkScratch sc) {
     const int s = blockIdx.x;
     const PkPending* pend = &sc.pending[s];
     if (!pend->need_full) return; // the same for the whole block
+    const PolicyDecision d = pend->d;
     const float* row = a.logits + (size_t)s * a.vocab;
     unsigned long long* keys = sc.keys + (size_t)s * sc.pow2;
     for (int i = threadIdx.x; i < sc.pow2; i += blockDim.x)
         keys[i] = i < a.vocab ? etx_cand_key(row[i], i) : ETX_KEY_NONE;
     __syncthreads();
-    pk_sort(keys, sc.pow2);
-    PolicyCandidate* c = sc.sorted + (size_t)s * a.vocab;
-    for (int i = threadIdx.x; i < a.vocab; i += blockDim.x) {
-        const int32_t id = (int32_t)(uint32_t)keys[i];
-        PolicyCandidate x;
-        x.logit = row[id];
-        x.id = id;
-        c[i] = x;
-    }
+    pk_sort(keys, sc.pow2); // keys[i]: the i-th candidate in sampler_candidates' order
+
+    // policy_filter: top-k cut, weights, top-p prefix, min-p prefix
+    int k = a.vocab;
+    if (d.top_k > 0 && d.top_k < k) k = d.top_k;
+    const float inv_t = 1.0f / d.temperature;
+    const float x0 = row[(uint32_t)keys[0]];
+    float* w = sc.w + (size_t)s * a.vocab;
+    for (int i = threadIdx.x; i < k; i += blockDim.x) w[i] = expf((row[(uint32_t)keys[i]] - x0) * inv_t);
     __syncthreads();
     if (threadIdx.x != 0) return;
-    const PolicyDecision d = pend->d;
-    float* w = sc.w + (size_t)s * a.vocab;
-    const int k = policy_filter(c, a.vocab, d.temperature, d.top_k, d.top_p, d.min_p, w);
-    pk_finish(&a, s, c[pk_best_draw(w, k, &d, &a.policies[s], &a.states[s])].id, &d);
+    if (d.top_p < 1.0f) {
+        const int i = pk_scan(w, k, d.top_p * pk_sum(w, k), 0);
+        if (i >= 0) k = i + 1;
+    }
+    if (d.min_p > 0.0f) {
+        int keep = 1;
+        while (keep < k && w[keep] >= d.min_p) keep++;
+        k = keep;
+    }
+    // policy_draw, best of n_samples (pk_best_draw); the total is the same for every draw
+    const etx_policy* pol = &a.policies[s];
+    const EtxSeqState* st = &a.states[s];
+    const float total = pk_sum(w, k);
+    int best = -1;
+    for (int j = 0; j < d.n_samples; j++) {
+        const float u = philox_uniform(pol->seed, st->key, (uint32_t)st->step, (uint32_t)j);
+        int i = pk_scan(w, k, u * total, 1);
+        if (i < 0) i = k - 1;
+        if (best < 0 || i < best) best = i;
+    }
+    if (best < 0) best = 0;
+    pk_finish(&a, s, (int32_t)(uint32_t)keys[best], &d);
 }
 
 extern "C" void etx_policy_step(const EtxPolicyArgs* a, void* stream) {
