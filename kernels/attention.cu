@@ -26,8 +26,8 @@
 #define ATT_UNROLL _Pragma("unroll")
 #endif
 
-struct alignas(4) bf16x2 {
-    __nv_bfloat16 a, b;
+struct alignas(16) bf16x8 {
+    __nv_bfloat16 v[8];
 };
 
 __device__ __forceinline__ float warp_max(float v) {
@@ -45,26 +45,28 @@ __device__ __forceinline__ void store_v(__nv_bfloat16* dst, __nv_bfloat16 v) { *
 
 // Gathers keys/values tb .. tb + nt - 1 of KV head kvh (through the sequence's block
 // table row) into k_s (ATT_TILE, HD + 1) f32 and v_s (ATT_TILE, HD) (f32 or bf16); rows
-// t >= nt are zeroed. Two bf16 per 4-byte load; consecutive threads, consecutive pairs.
+// t >= nt are zeroed. 16-byte loads (8 bf16; HD, kv_dim and the head offset are multiples
+// of 8 and the pools 16-byte aligned); consecutive threads on consecutive 16-byte pieces.
 template <int HD, typename VT>
 __device__ void load_kv_tile(float (*k_s)[HD + 1], VT (*v_s)[HD], const __nv_bfloat16* __restrict__ k_pool,
                              const __nv_bfloat16* __restrict__ v_pool, const int32_t* __restrict__ table, int bs,
                              int kv_dim, int kvh, int tb, int nt) {
-    for (int e = threadIdx.x; e < ATT_TILE * HD / 2; e += blockDim.x) {
-        int t = e / (HD / 2), d = 2 * (e % (HD / 2));
-        bf16x2 k2, v2;
+    constexpr int PER_ROW = HD / 8;
+    for (int e = threadIdx.x; e < ATT_TILE * PER_ROW; e += blockDim.x) {
+        int t = e / PER_ROW, d = 8 * (e % PER_ROW);
+        bf16x8 k8, v8;
         if (t < nt) {
             int p = tb + t;
             size_t off = ((size_t)table[p / bs] * bs + p % bs) * kv_dim + (size_t)kvh * HD + d;
-            k2 = *reinterpret_cast<const bf16x2*>(k_pool + off);
-            v2 = *reinterpret_cast<const bf16x2*>(v_pool + off);
+            k8 = *reinterpret_cast<const bf16x8*>(k_pool + off);
+            v8 = *reinterpret_cast<const bf16x8*>(v_pool + off);
         } else {
-            k2.a = k2.b = v2.a = v2.b = __float2bfloat16(0.0f);
+            for (int j = 0; j < 8; j++) k8.v[j] = v8.v[j] = __float2bfloat16(0.0f);
         }
-        k_s[t][d] = __bfloat162float(k2.a);
-        k_s[t][d + 1] = __bfloat162float(k2.b);
-        store_v(&v_s[t][d], v2.a);
-        store_v(&v_s[t][d + 1], v2.b);
+        for (int j = 0; j < 8; j++) {
+            k_s[t][d + j] = __bfloat162float(k8.v[j]);
+            store_v(&v_s[t][d + j], v8.v[j]);
+        }
     }
 }
 

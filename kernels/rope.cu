@@ -3,13 +3,16 @@
  * paged KV cache:
  *   q_out[r] = rope(q[r]);  K[table[s][p / bs]][p % bs] = bf16(rope(k[r]));  V[...] = bf16(v[r])
  *
- * One block per row. Each thread takes one rotation pair (i, i + hd/2) of one q or k
- * head, computing the angle as the CPU does (host/cpu_ops.c rope_tables: the float
- * product (float)pos * inv_freq[i], then cosf/sinf), then the v copy. Traffic per row:
+ * One block per row. The row's hd/2 angles are computed once into shared memory, as the
+ * CPU does (host/cpu_ops.c rope_tables: the float product (float)pos * inv_freq[i], then
+ * cosf/sinf); then each thread takes one rotation pair (i, i + hd/2) of one q or k head,
+ * then the v copy. Traffic per row:
  * (q_dim + 2 kv_dim) * 4 read, q_dim * 4 + 2 kv_dim * 2 written bytes; inv_freq from L1.
  */
 #include "cuda_common.cuh"
 #include "rope.h"
+
+#define ROPE_MAX_HALF 256 // head_dim <= 512
 
 // block r: row r
 __global__ void rope_kv_append_kernel(float* __restrict__ q_out, __nv_bfloat16* __restrict__ k_pool,
@@ -24,13 +27,18 @@ __global__ void rope_kv_append_kernel(float* __restrict__ q_out, __nv_bfloat16* 
     int block = block_table[(size_t)row_seq[r] * sh.max_blocks + pos / sh.block_size];
     size_t slot = ((size_t)block * sh.block_size + pos % sh.block_size) * kv_dim;
     const float* src = qkv + (size_t)r * (q_dim + 2 * kv_dim);
-    float fpos = (float)pos;
+    __shared__ float cos_s[ROPE_MAX_HALF], sin_s[ROPE_MAX_HALF];
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        float a = (float)pos * inv_freq[i];
+        cos_s[i] = cosf(a);
+        sin_s[i] = sinf(a);
+    }
+    __syncthreads();
     // rotation pairs of the q heads, then of the k heads
     int n_pairs = (sh.n_heads + sh.n_kv_heads) * half;
     for (int j = threadIdx.x; j < n_pairs; j += blockDim.x) {
         int head = j / half, i = j % half;
-        float a = fpos * inv_freq[i];
-        float c = cosf(a), s = sinf(a);
+        float c = cos_s[i], s = sin_s[i];
         const float* x = src + head * hd; // k heads follow the q heads in qkv
         float x1 = x[i], x2 = x[i + half];
         float y1 = x1 * c - x2 * s, y2 = x2 * c + x1 * s;
@@ -52,6 +60,10 @@ extern "C" void etx_rope_kv_append(float* q_out, etx_bf16* k_pool, etx_bf16* v_p
                                    const int32_t* row_seq, const int32_t* row_pos, const int32_t* block_table,
                                    const float* inv_freq, int n_rows, EtxAttnShape shape, void* stream) {
     if (n_rows <= 0) return;
+    if (shape.head_dim % 2 != 0 || shape.head_dim / 2 > ROPE_MAX_HALF) {
+        fprintf(stderr, "[etx] etx_rope_kv_append: unsupported head_dim %d\n", shape.head_dim);
+        abort();
+    }
     int n_pairs = (shape.n_heads + shape.n_kv_heads) * shape.head_dim / 2;
     int threads = n_pairs >= 1024 ? 256 : 128;
     ETX_LAUNCH(rope_kv_append_kernel, n_rows, threads, 0, (cudaStream_t)stream, q_out,

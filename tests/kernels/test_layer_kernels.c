@@ -550,19 +550,24 @@ static void run_decode(int n_heads, int n_kv, int hd, int bs, const int* lens, i
     free(scratch);
 }
 
+// head layouts (n_heads, n_kv_heads): group sizes 3, 1, 4, 8
+static const int HEADS[][2] = {{9, 3}, {8, 8}, {32, 8}, {8, 1}};
+
 START_TEST(test_decode_attention) {
     rng_seed(5);
     static const int lens[] = {1, 5, 63, 64, 65, 300};
-    // no split, forced splits (chunks of 32 .. 128 positions, empty ones for short
-    // sequences), and the launcher's choice
-    run_decode(9, 3, 64, 16, lens, 6, 1);
-    run_decode(9, 3, 64, 16, lens, 6, 3);
-    run_decode(8, 8, 128, 32, lens, 6, 1);
-    run_decode(8, 8, 128, 32, lens, 6, 10);
-    run_decode(32, 8, 64, 16, lens + 3, 3, 4);
-    run_decode(32, 8, 128, 32, lens + 4, 2, 0);
+    // every head layout x head_dim x block size, with no split, 3 splits (chunks of 128
+    // positions: empty ones for the short sequences) and the launcher's choice
+    static const int splits[] = {1, 3, 0};
+    for (int hi = 0; hi < 4; hi++)
+        for (int hd = 64; hd <= 128; hd *= 2)
+            for (int bs = 16; bs <= 32; bs *= 2)
+                for (int si = 0; si < 3; si++) run_decode(HEADS[hi][0], HEADS[hi][1], hd, bs, lens, 6, splits[si]);
+    // one sequence, where the launcher's choice does split; 10 splits of 32 positions
     static const int one[] = {300};
-    run_decode(4, 1, 128, 16, one, 1, 0); // one sequence: the auto split divides it
+    ck_assert_int_gt(etx_attn_decode_splits(1, 1, 300), 1);
+    run_decode(4, 1, 128, 16, one, 1, 0);
+    run_decode(9, 3, 64, 16, one, 1, 10);
 }
 END_TEST
 
@@ -620,12 +625,14 @@ static void run_prefill(int n_heads, int n_kv, int hd, int bs, int pos0, int n) 
 
 START_TEST(test_prefill_attention) {
     rng_seed(6);
-    run_prefill(9, 3, 64, 16, 0, 17);   // first chunk, 51 query rows per KV head
-    run_prefill(9, 3, 64, 16, 48, 17);  // a later chunk, keys across tiles and blocks
-    run_prefill(8, 8, 128, 32, 0, 1);   // one row
-    run_prefill(8, 8, 128, 32, 60, 5);  // rows around the 64-key tile boundary
-    run_prefill(32, 8, 64, 16, 290, 10);
-    run_prefill(32, 8, 128, 32, 0, 3);
+    // (pos0, n): a first chunk; a later one across tiles and blocks; one row; rows around
+    // the 64-key boundary; a long chunk ending at position 299
+    static const int chunks[][2] = {{0, 17}, {48, 17}, {0, 1}, {60, 5}, {235, 65}};
+    for (int hi = 0; hi < 4; hi++)
+        for (int hd = 64; hd <= 128; hd *= 2)
+            for (int bs = 16; bs <= 32; bs *= 2)
+                for (int ci = 0; ci < 5; ci++)
+                    run_prefill(HEADS[hi][0], HEADS[hi][1], hd, bs, chunks[ci][0], chunks[ci][1]);
 }
 END_TEST
 
