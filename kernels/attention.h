@@ -53,8 +53,10 @@ size_t etx_attn_decode_workspace_bytes(int n_seqs, int n_heads, int head_dim, in
 // processed by its own block; a second kernel merges them through `workspace`
 // (etx_attn_decode_workspace_bytes; may be NULL when n_splits == 1).
 // scores (may be NULL): (n_seqs, n_heads, max_ctx) f32, receives scale q . k_t for
-// t < seq_len[s] (the pre-softmax scores the entropix attention metrics read); other
-// entries are left alone.
+// t < seq_len[s] (<= max_ctx; the pre-softmax scores the entropix attention metrics
+// read); other entries are left alone.
+// The grid depends only on host values (n_seqs, max_seq_len, n_splits), so the launch can
+// be captured in a CUDA graph and replayed while seq_len grows up to max_seq_len.
 void etx_attn_decode(etx_bf16* out, float* scores, int max_ctx, const float* q, const etx_bf16* k_pool,
                      const etx_bf16* v_pool, const int32_t* block_table, const int32_t* seq_len, int n_seqs,
                      int max_seq_len, int n_splits, float* workspace, EtxAttnShape shape, void* stream);

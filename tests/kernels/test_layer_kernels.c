@@ -213,10 +213,10 @@ static void run_rmsnorm(int dim, int n, int with_delta, int offset) {
 }
 
 START_TEST(test_rmsnorm) {
-    static const int dims[] = {576, 100, 98, 7, 1536};
+    static const int dims[] = {576, 100, 98, 7, 1536, 4096};
     static const int rows[] = {1, 3, 17};
     rng_seed(2);
-    for (int di = 0; di < 5; di++)
+    for (int di = 0; di < 6; di++)
         for (int ri = 0; ri < 3; ri++)
             for (int wd = 0; wd < 2; wd++) run_rmsnorm(dims[di], rows[ri], wd, 0);
     run_rmsnorm(576, 3, 1, 1);
@@ -512,8 +512,12 @@ static void run_decode(int n_heads, int n_kv, int hd, int bs, const int* lens, i
             float* k = gather(&f.c, f.k, s, kvh, T);
             float* v = gather(&f.c, f.v, s, kvh, T);
             const float* qg = q + (size_t)s * q_dim + (size_t)kvh * G * hd; // G heads, hd apart
-            // the G heads of one token at position T - 1, sharing this KV head
-            twin_attention(want, qg, k, v, G, T - 1, hd, scale, scratch);
+            // the G heads of one token at position T - 1, sharing this KV head; an empty
+            // sequence (a padding slot) gives zeros
+            if (T > 0)
+                twin_attention(want, qg, k, v, G, T - 1, hd, scale, scratch);
+            else
+                memset(want, 0, (size_t)G * hd * sizeof(float));
             for (int g = 0; g < G; g++) {
                 int h = kvh * G + g;
                 for (int d = 0; d < hd; d++)
@@ -568,6 +572,12 @@ START_TEST(test_decode_attention) {
     ck_assert_int_gt(etx_attn_decode_splits(1, 1, 300), 1);
     run_decode(4, 1, 128, 16, one, 1, 0);
     run_decode(9, 3, 64, 16, one, 1, 10);
+    // 17 sequences of random lengths, two of them empty (padding slots of a batch)
+    int many[17];
+    for (int s = 0; s < 17; s++) many[s] = 1 + rng_int(40);
+    many[3] = many[11] = 0;
+    run_decode(9, 3, 64, 16, many, 17, 1);
+    run_decode(32, 8, 128, 32, many, 17, 2);
 }
 END_TEST
 
