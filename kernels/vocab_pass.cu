@@ -8,7 +8,9 @@
  *
  * Memory traffic: the row is read once (4 vocab bytes per sequence) and the n kept
  * candidates' logits a second time (K floats, from cache); writes are 16 + 12 K bytes
- * per sequence. One block of VP_THREADS per sequence.
+ * per sequence, plus, when a row is split over G blocks, G (32 + 8 K) bytes of partial
+ * results written and read back once. Blocks of VP_THREADS; one per sequence, or G per
+ * sequence for small batches (vp_split), the last of them merging the G parts.
  *
  * Statistics: each thread keeps (max, normaliser, mean, M2) of its logits online in
  * double — weights e^{x - max}, mean relative to the running max, Welford updates,
@@ -34,6 +36,9 @@
 #define VP_BUF 2048                           // list + staging, a power of two
 #define VP_STAGE (VP_BUF - ETX_TOPK)          // staging slots
 #define VP_LN2 0.69314718055994530942
+#define VP_MAX_SPLIT 16                       // blocks per sequence at most (16 K keys = VP_BUF)
+#define VP_MIN_CHUNK 8192                     // logits per block at least
+#define VP_TARGET_BLOCKS 256                  // blocks a launch aims for (H100: 132 SMs)
 
 // Softmax statistics of a set of logits: m = max, z = sum e^{x-m}, c = mean - m,
 // m2 = sum e^{x-m} (x - mean)^2 (metrics.c's LogitAcc).
@@ -122,43 +127,45 @@ __device__ static void vp_merge_list(unsigned long long* buf, int count, int* s_
     __syncthreads();
 }
 
-// One block per sequence (blockIdx.x), VP_THREADS threads.
-__global__ void __launch_bounds__(VP_THREADS)
-    vocab_pass_kernel(const float* logits, int vocab, int n_out, EtxVocabStats* stats, PolicyCandidate* cand,
-                      float* logprob) {
-    __shared__ unsigned long long s_buf[VP_BUF]; // [0, K): the list, sorted; [K, K + count): staged
-    __shared__ double s_m[VP_THREADS], s_z[VP_THREADS], s_c[VP_THREADS], s_m2[VP_THREADS];
-    __shared__ int s_count;
-    __shared__ unsigned long long s_thresh;
-    __shared__ float s_log_z;
-    const int tid = threadIdx.x, seq = blockIdx.x;
-    const float* row = logits + (size_t)seq * vocab;
+// Scratch of the split pass: per sequence a counter of finished blocks, then each
+// block's statistics and sorted list (vocab_pass.h: etx_vocab_pass_scratch_bytes).
+typedef struct {
+    int* done;                // (n_seqs) blocks finished; zeroed by the launcher
+    VpAcc* part;              // (n_seqs, VP_MAX_SPLIT)
+    unsigned long long* keys; // (n_seqs, VP_MAX_SPLIT, ETX_TOPK)
+} VpScratch;
 
-    for (int i = tid; i < ETX_TOPK; i += blockDim.x) s_buf[i] = ETX_KEY_NONE;
-    if (tid == 0) {
-        s_count = 0;
-        s_thresh = ETX_KEY_NONE;
-    }
-    __syncthreads();
+static size_t vp_align(size_t n) { return (n + 255) & ~(size_t)255; }
 
-    VpAcc acc = {-INFINITY, 0.0, 0.0, 0.0};
-    for (int base = 0; base < vocab; base += VP_TILE) {
-        for (int it = 0; it < VP_ITEMS; it++) {
-            const int i = base + it * VP_THREADS + tid;
-            if (i >= vocab) break;
-            const float x = row[i];
-            vp_add(&acc, x);
-            const unsigned long long key = etx_cand_key(x, i);
-            if (key < s_thresh) s_buf[ETX_TOPK + atomicAdd(&s_count, 1)] = key;
-        }
-        __syncthreads();
-        const int count = s_count;
-        __syncthreads(); // everyone has read count before the next tile appends
-        if (count > VP_STAGE - VP_TILE) vp_merge_list(s_buf, count, &s_count, &s_thresh);
-    }
-    if (s_count > 0) vp_merge_list(s_buf, s_count, &s_count, &s_thresh);
+static VpScratch vp_scratch(void* base, int n_seqs) {
+    VpScratch s;
+    char* p = (char*)base;
+    s.done = (int*)p;
+    p += vp_align((size_t)n_seqs * sizeof(int));
+    s.part = (VpAcc*)p;
+    p += vp_align((size_t)n_seqs * VP_MAX_SPLIT * sizeof(VpAcc));
+    s.keys = (unsigned long long*)p;
+    return s;
+}
 
-    // block merge of the per-thread statistics
+extern "C" size_t etx_vocab_pass_scratch_bytes(int n_seqs) {
+    return vp_align((size_t)n_seqs * sizeof(int)) + vp_align((size_t)n_seqs * VP_MAX_SPLIT * sizeof(VpAcc)) +
+           (size_t)n_seqs * VP_MAX_SPLIT * ETX_TOPK * sizeof(unsigned long long);
+}
+
+// Blocks per sequence: enough to give the GPU about VP_TARGET_BLOCKS blocks, each with
+// at least VP_MIN_CHUNK logits, at most VP_MAX_SPLIT.
+static int vp_split(int n_seqs, int vocab) {
+    int g = VP_TARGET_BLOCKS / n_seqs;
+    const int by_size = (vocab + VP_MIN_CHUNK - 1) / VP_MIN_CHUNK;
+    if (g > by_size) g = by_size;
+    if (g > VP_MAX_SPLIT) g = VP_MAX_SPLIT;
+    return g < 1 ? 1 : g;
+}
+
+// Block-merges the per-thread statistics; the result is in s_*[0] (ends with a barrier).
+__device__ static void vp_block_merge(VpAcc acc, double* s_m, double* s_z, double* s_c, double* s_m2) {
+    const int tid = threadIdx.x;
     s_m[tid] = acc.m, s_z[tid] = acc.z, s_c[tid] = acc.c, s_m2[tid] = acc.m2;
     __syncthreads();
     for (int half = VP_THREADS / 2; half > 0; half >>= 1) {
@@ -170,6 +177,82 @@ __global__ void __launch_bounds__(VP_THREADS)
         }
         __syncthreads();
     }
+}
+
+// `split` blocks per sequence (blockIdx.x = seq * split + part), VP_THREADS threads; each
+// scans its chunk of the row. With split > 1 each block leaves its statistics and list
+// in scratch and the last block of the sequence to finish merges them (the counter in
+// scratch tells which; fences order the partial results before it).
+__global__ void __launch_bounds__(VP_THREADS)
+    vocab_pass_kernel(const float* logits, int vocab, int split, int n_out, EtxVocabStats* stats,
+                      PolicyCandidate* cand, float* logprob, VpScratch sc) {
+    __shared__ unsigned long long s_buf[VP_BUF]; // [0, K): the list, sorted; [K, K + count): staged
+    __shared__ double s_m[VP_THREADS], s_z[VP_THREADS], s_c[VP_THREADS], s_m2[VP_THREADS];
+    __shared__ int s_count, s_last;
+    __shared__ unsigned long long s_thresh;
+    __shared__ float s_log_z;
+    const int tid = threadIdx.x, seq = blockIdx.x / split, part = blockIdx.x % split;
+    const float* row = logits + (size_t)seq * vocab;
+    const int chunk = (vocab + split - 1) / split;
+    const int lo = part * chunk, hi = lo + chunk < vocab ? lo + chunk : vocab;
+
+    for (int i = tid; i < ETX_TOPK; i += blockDim.x) s_buf[i] = ETX_KEY_NONE;
+    if (tid == 0) {
+        s_count = 0;
+        s_thresh = ETX_KEY_NONE;
+    }
+    __syncthreads();
+
+    VpAcc acc = {-INFINITY, 0.0, 0.0, 0.0};
+    for (int base = lo; base < hi; base += VP_TILE) {
+        for (int it = 0; it < VP_ITEMS; it++) {
+            const int i = base + it * VP_THREADS + tid;
+            if (i >= hi) break;
+            const float x = row[i];
+            vp_add(&acc, x);
+            const unsigned long long key = etx_cand_key(x, i);
+            if (key < s_thresh) s_buf[ETX_TOPK + atomicAdd(&s_count, 1)] = key;
+        }
+        __syncthreads();
+        const int count = s_count;
+        __syncthreads(); // everyone has read count before the next tile appends
+        if (count > VP_STAGE - VP_TILE) vp_merge_list(s_buf, count, &s_count, &s_thresh);
+    }
+    if (s_count > 0) vp_merge_list(s_buf, s_count, &s_count, &s_thresh);
+    vp_block_merge(acc, s_m, s_z, s_c, s_m2);
+
+    if (split > 1) {
+        // publish this block's part; the last block of the sequence merges them all
+        volatile unsigned long long* my_keys = sc.keys + ((size_t)seq * VP_MAX_SPLIT + part) * ETX_TOPK;
+        for (int j = tid; j < ETX_TOPK; j += blockDim.x) my_keys[j] = s_buf[j];
+        if (tid == 0) {
+            volatile VpAcc* my_part = sc.part + (size_t)seq * VP_MAX_SPLIT + part;
+            my_part->m = s_m[0], my_part->z = s_z[0], my_part->c = s_c[0], my_part->m2 = s_m2[0];
+        }
+        __threadfence();
+        __syncthreads();
+        if (tid == 0) s_last = atomicAdd(&sc.done[seq], 1) == split - 1;
+        __syncthreads();
+        if (!s_last) return; // the same for the whole block
+        __threadfence();
+        const volatile unsigned long long* all_keys = sc.keys + (size_t)seq * VP_MAX_SPLIT * ETX_TOPK;
+        const int live = split * ETX_TOPK;
+        int n = 1;
+        while (n < live) n <<= 1;
+        for (int j = tid; j < n; j += blockDim.x) s_buf[j] = j < live ? all_keys[j] : ETX_KEY_NONE;
+        if (tid == 0) {
+            const volatile VpAcc* parts = sc.part + (size_t)seq * VP_MAX_SPLIT;
+            VpAcc a = {parts[0].m, parts[0].z, parts[0].c, parts[0].m2};
+            for (int g = 1; g < split; g++) {
+                const VpAcc b = {parts[g].m, parts[g].z, parts[g].c, parts[g].m2};
+                vp_merge(&a, &b);
+            }
+            s_m[0] = a.m, s_z[0] = a.z, s_c[0] = a.c, s_m2[0] = a.m2;
+        }
+        __syncthreads();
+        vp_bitonic(s_buf, n);
+    }
+
     if (tid == 0) {
         EtxVocabStats r;
         const double z = s_z[0];
@@ -199,11 +282,17 @@ __global__ void __launch_bounds__(VP_THREADS)
 }
 
 extern "C" void etx_vocab_pass(const float* logits, int n_seqs, int vocab, int k, EtxVocabStats* stats,
-                               PolicyCandidate* cand, float* logprob, void* stream) {
+                               PolicyCandidate* cand, float* logprob, void* scratch, void* stream) {
     if (n_seqs <= 0 || vocab <= 0) return;
     int n_out = k < vocab ? k : vocab;
     if (n_out > ETX_TOPK) n_out = ETX_TOPK;
-    ETX_LAUNCH(vocab_pass_kernel, n_seqs, VP_THREADS, 0, (cudaStream_t)stream, logits, vocab, n_out, stats, cand,
-               logprob);
+    const int split = scratch ? vp_split(n_seqs, vocab) : 1;
+    VpScratch sc = {NULL, NULL, NULL};
+    if (split > 1) {
+        sc = vp_scratch(scratch, n_seqs);
+        CUDA_CHECK(cudaMemsetAsync(sc.done, 0, (size_t)n_seqs * sizeof(int), (cudaStream_t)stream));
+    }
+    ETX_LAUNCH(vocab_pass_kernel, n_seqs * split, VP_THREADS, 0, (cudaStream_t)stream, logits, vocab, split, n_out,
+               stats, cand, logprob, sc);
     CUDA_CHECK_LAUNCH();
 }

@@ -15,6 +15,7 @@
 #ifndef ETX_VOCAB_PASS_H
 #define ETX_VOCAB_PASS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "policy_math.h"
@@ -52,9 +53,14 @@ static inline ETX_HD uint64_t etx_cand_key(float logit, int32_t id) {
 // For each of n_seqs rows of logits (n_seqs, vocab): stats[s], and the n = min(k, vocab,
 // ETX_TOPK) most likely tokens in cand[s * ETX_TOPK + j] (j < n; the row stride is always
 // ETX_TOPK) with logprob[s * ETX_TOPK + j] = logit - log_z (logprob may be NULL).
-// k >= 1. All pointers are device pointers; stream is a cudaStream_t (NULL: default).
+// k >= 1. scratch: etx_vocab_pass_scratch_bytes(n_seqs) bytes, which lets a small batch
+// spread each row over several blocks (up to 16, merged by the last to finish); NULL:
+// one block per row. All pointers are device pointers; stream is a cudaStream_t (NULL:
+// the default stream). The results do not depend on the split beyond the order of
+// double additions in the statistics (the candidates are exactly the same).
 void etx_vocab_pass(const float* logits, int n_seqs, int vocab, int k, EtxVocabStats* stats,
-                    PolicyCandidate* cand, float* logprob, void* stream);
+                    PolicyCandidate* cand, float* logprob, void* scratch, void* stream);
+size_t etx_vocab_pass_scratch_bytes(int n_seqs);
 
 #ifdef __cplusplus
 }

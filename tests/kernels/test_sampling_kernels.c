@@ -7,14 +7,16 @@
  *     ties, -inf entries, moderately and extremely peaked, flat, all -inf, +0/-0 mixes,
  *     increasing order, large offset) against logit_metrics (max exactly; H, V, log Z
  *     with the tolerance of tests/test_metrics.c, see VP_* below) and sampler_candidates
- *     (the same ids and logits in the same order, for k = ETX_TOPK and a runtime k = 27);
- *     log-probabilities equal logit - log Z exactly.
+ *     (the same ids and logits in the same order, for k = ETX_TOPK and runtime k = 27, 64);
+ *     log-probabilities equal logit - log Z exactly; one block per row, and rows split
+ *     over 4 and 6 blocks (run twice on the same scratch).
  *   - attention metrics: random scores, 9 and 32 heads, 1, 7 and 300 valid positions
  *     (NaN beyond them: they must never be read), window 0 and 4096, against attn_metrics.
  *   - policy step: for greedy, sample (temperature / top_k / top_p / min_p settings,
  *     top_k 0 and top_k > ETX_TOPK through the exact fallback) and entropix (parameters
  *     forcing each branch: argmax, pause, helv, lehv, hehv, adaptive best-of-5, and hehv
- *     with top_k 0 through the fallback), over many (seed, key, step): the token is
+ *     with top_k 0 through the fallback), over 17 x 24 (seed, key, step) at vocab 1000,
+ *     and at vocab 100 (no fallback: every list fits), 4096 and 32000: the token is
  *     sampler_pick's, the trace record is the one engine.c:step_request builds, the done
  *     flag is engine.c's stop logic. The metrics the decision reads are the device's
  *     own (downloaded), so the comparison isolates the decision and the pick, which must
@@ -110,8 +112,10 @@ static void fill_row(float* x, int n, int kind, uint64_t* rng) {
     if (kind == ROW_VERY_PEAKED) x[n / 2] = 45.0f; // H ~ n e^-45: below it
 }
 
-// Runs the vocab pass on ROW_KINDS rows of n logits with runtime k and checks them.
-static void check_vocab_pass(int n, int k, uint64_t seed) {
+// Runs the vocab pass on ROW_KINDS rows of n logits with runtime k and checks them;
+// split: with scratch (rows of 16384+ logits are spread over several blocks), run twice
+// on the same scratch (its counters must be reset); else one block per row.
+static void check_vocab_pass(int n, int k, uint64_t seed, int split) {
     const int rows = ROW_KINDS;
     uint64_t rng = seed;
     float* x = xcalloc_t((size_t)rows * n, sizeof(float));
@@ -120,8 +124,12 @@ static void check_vocab_pass(int n, int k, uint64_t seed) {
     EtxVocabStats* d_stats = etx_dev_malloc(rows * sizeof(EtxVocabStats));
     PolicyCandidate* d_cand = etx_dev_malloc((size_t)rows * ETX_TOPK * sizeof(PolicyCandidate));
     float* d_lp = etx_dev_malloc((size_t)rows * ETX_TOPK * sizeof(float));
-    etx_dev_memset(d_cand, 0xff, (size_t)rows * ETX_TOPK * sizeof(PolicyCandidate));
-    etx_vocab_pass(d_x, rows, n, k, d_stats, d_cand, d_lp, NULL);
+    void* d_scratch = split ? etx_dev_malloc(etx_vocab_pass_scratch_bytes(rows)) : NULL;
+    for (int run = 0; run < (split ? 2 : 1); run++) {
+        etx_dev_memset(d_cand, 0xff, (size_t)rows * ETX_TOPK * sizeof(PolicyCandidate));
+        etx_dev_memset(d_stats, 0xff, rows * sizeof(EtxVocabStats));
+        etx_vocab_pass(d_x, rows, n, k, d_stats, d_cand, d_lp, d_scratch, NULL);
+    }
     etx_dev_sync();
     EtxVocabStats stats[ROW_KINDS];
     PolicyCandidate* cand = xcalloc_t((size_t)rows * ETX_TOPK, sizeof(PolicyCandidate));
@@ -164,18 +172,21 @@ static void check_vocab_pass(int n, int k, uint64_t seed) {
     etx_dev_free(d_stats);
     etx_dev_free(d_cand);
     etx_dev_free(d_lp);
+    if (d_scratch) etx_dev_free(d_scratch);
 }
 
 START_TEST(test_vocab_pass_small) {
-    check_vocab_pass(100, ETX_TOPK, 11); // the whole row fits the list
-    check_vocab_pass(1000, ETX_TOPK, 12);
-    check_vocab_pass(1000, 27, 13); // runtime k below the cap
+    check_vocab_pass(100, ETX_TOPK, 11, 0); // the whole row fits the list
+    check_vocab_pass(1000, ETX_TOPK, 12, 0);
+    check_vocab_pass(1000, 27, 13, 1); // runtime k below the cap; too small to split
 }
 END_TEST
 
 START_TEST(test_vocab_pass_large) {
-    check_vocab_pass(32000, ETX_TOPK, 21);
-    check_vocab_pass(49152, ETX_TOPK, 22);
+    check_vocab_pass(32000, ETX_TOPK, 21, 0); // one block per row
+    check_vocab_pass(32000, ETX_TOPK, 23, 1); // 4 blocks per row
+    check_vocab_pass(49152, ETX_TOPK, 22, 1); // 6 blocks per row
+    check_vocab_pass(49152, 64, 24, 0);
 }
 END_TEST
 
@@ -341,7 +352,8 @@ static void check_policy_step(int vocab, int reps, uint64_t seed0) {
     float* d_x = dev_put(x, (size_t)n_seqs * vocab * sizeof(float));
     EtxVocabStats* d_stats = etx_dev_malloc(n_seqs * sizeof(EtxVocabStats));
     PolicyCandidate* d_cand = etx_dev_malloc((size_t)n_seqs * ETX_TOPK * sizeof(PolicyCandidate));
-    etx_vocab_pass(d_x, n_seqs, vocab, ETX_TOPK, d_stats, d_cand, NULL, NULL);
+    void* d_vp_scratch = etx_dev_malloc(etx_vocab_pass_scratch_bytes(n_seqs));
+    etx_vocab_pass(d_x, n_seqs, vocab, ETX_TOPK, d_stats, d_cand, NULL, d_vp_scratch, NULL);
     etx_dev_sync();
     EtxVocabStats* stats = xcalloc_t(n_seqs, sizeof(EtxVocabStats));
     etx_dev_download(stats, d_stats, n_seqs * sizeof(EtxVocabStats));
@@ -531,6 +543,7 @@ static void check_policy_step(int vocab, int reps, uint64_t seed0) {
     etx_dev_free(d_tok);
     etx_dev_free(d_done);
     etx_dev_free(d_trace);
+    etx_dev_free(d_vp_scratch);
 }
 
 START_TEST(test_policy_vocab_1000) { check_policy_step(1000, 24, 501); }
