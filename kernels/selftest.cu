@@ -100,6 +100,16 @@ __global__ void shuffles_kernel(const int* __restrict__ in, long long* out) {
     if (lane < 16) h = v + __shfl_xor_sync(0x0000ffffu, v, 1);
     else h = v + __shfl_xor_sync(0xffff0000u, v, 2);
     o[7] = h;
+
+    int k = v; // 8: inclusive scan within 8-lane segments (up never crosses a segment)
+    for (int d = 1; d < 8; d <<= 1) {
+        const int y = __shfl_up_sync(FULL, k, d, 8);
+        if ((lane & 7) >= d) k += y;
+    }
+    o[8] = k;
+
+    o[9] = __shfl_up_sync(FULL, v, 3, 8);    // 9: raw: lanes 0..2 of a segment keep their own
+    o[10] = __shfl_xor_sync(FULL, v, 8, 8);  // 10: raw: only reads from earlier segments
 }
 
 extern "C" void selftest_shuffles(const int* in, int n_blocks, long long* out) {
@@ -117,7 +127,8 @@ __global__ void votes_kernel(const int* __restrict__ in, unsigned* out) {
     unsigned* o = out + (size_t)g * SELFTEST_VOTE_FIELDS;
     o[0] = __ballot_sync(FULL, v & 1);
     o[1] = (unsigned)__any_sync(FULL, v > 90);
-    o[2] = (unsigned)__all_sync(FULL, v >= 0);
+    if (lane < 16) o[2] = (unsigned)__all_sync(0x0000ffffu, v >= 0); // groups of 16 lanes
+    else o[2] = (unsigned)__all_sync(0xffff0000u, v > 3);
     o[3] = (unsigned)__all_sync(FULL, lane != (in[g - lane] & 31));
     const unsigned b = __ballot_sync(FULL, lane % 3 == 0 && v > 20);
     o[4] = (unsigned)__popc(b);
@@ -231,6 +242,12 @@ __global__ void atomics_kernel(const int* __restrict__ in, SelftestAtomics* a, i
     exch_old[g] = atomicExch(&a->exch, g + 1);
     atomicAdd(&a->ullsum, (unsigned long long)(v + 1000) << 20);
     atomicAdd(&a->fsum, (float)v);
+    if (g == 0) {
+        const int probe = a->cas_probe;
+        a->cas_ret[0] = atomicCAS(&a->cas_probe, probe + 1, 9); // fails: no write
+        a->cas_ret[1] = atomicCAS(&a->cas_probe, probe, 8);
+        a->ull_ret = atomicCAS(&a->ull_probe, a->ull_probe, 0x123456789abcdefull);
+    }
 }
 
 extern "C" void selftest_atomics(const int* in, int n_blocks, SelftestAtomics* acc, int* slots, int* exch_old) {
@@ -304,13 +321,29 @@ extern "C" int selftest_bad_launch(int* second_error) {
 // ----------------------------------------------------------------------------
 // bugs the emulator reports
 
-__global__ void divergent_syncthreads_kernel(int* out) {
-    if (threadIdx.x < 16) __syncthreads();
+__global__ void divergent_syncthreads_kernel(int mode, int* out) {
+    if (mode == 0) {
+        if (threadIdx.x < 16) __syncthreads();
+    } else {
+        if (threadIdx.x < 32) return;
+        __syncthreads();
+    }
     out[threadIdx.x] = 1;
 }
 
-extern "C" void selftest_divergent_syncthreads(int* out) {
-    ETX_LAUNCH(divergent_syncthreads_kernel, 1, 64, 0, 0, out);
+extern "C" void selftest_divergent_syncthreads(int mode, int* out) {
+    ETX_LAUNCH(divergent_syncthreads_kernel, 1, 64, 0, 0, mode, out);
+    CUDA_CHECK_LAUNCH();
+}
+
+__global__ void mismatched_warp_ops_kernel(int* out) {
+    const int lane = threadIdx.x & 31;
+    if (lane < 16) out[threadIdx.x] = __shfl_xor_sync(FULL, lane, 1);
+    else out[threadIdx.x] = (int)__ballot_sync(FULL, 1);
+}
+
+extern "C" void selftest_mismatched_warp_ops(int* out) {
+    ETX_LAUNCH(mismatched_warp_ops_kernel, 1, 32, 0, 0, out);
     CUDA_CHECK_LAUNCH();
 }
 

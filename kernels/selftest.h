@@ -15,7 +15,7 @@ extern "C" {
 #endif
 
 // Fields per thread written by selftest_shuffles / selftest_votes.
-#define SELFTEST_SHFL_FIELDS 8
+#define SELFTEST_SHFL_FIELDS 11
 #define SELFTEST_VOTE_FIELDS 10
 // The emulator's value for a shuffle that reads a lane outside its group (undefined in CUDA).
 #define SELFTEST_SHFL_POISON32 0xdeadbeefu
@@ -61,6 +61,9 @@ typedef struct {
     int exch;                  // atomicExch(int) of g + 1
     unsigned long long ullsum; // atomicAdd(unsigned long long) of (in + 1000) << 20
     float fsum;                // atomicAdd(float) of in (integers: exact in any order)
+    int cas_probe;             // thread 0: atomicCAS with a wrong then the right compare value
+    int cas_ret[2];            // what those two returned
+    unsigned long long ull_probe, ull_ret; // thread 0: atomicCAS(unsigned long long), right compare
 } SelftestAtomics;
 // acc (1) initialised by the caller; slots (n_blocks*128): slots[atomicAdd(counter)] = g + 1;
 // exch_old (n_blocks*128): the value atomicExch returned to thread g.
@@ -81,8 +84,11 @@ void selftest_barrier_rounds(int block, int rounds, int* out);
 int selftest_bad_launch(int* second_error);
 
 // Bugs the emulator must report (abort): not for the GPU.
-// Threads < 16 of a 64-thread block wait at __syncthreads, the others return.
-void selftest_divergent_syncthreads(int* out);
+// mode 0: threads < 16 of a 64-thread block wait at __syncthreads, the others return;
+// mode 1: threads < 32 return, the others then wait at __syncthreads.
+void selftest_divergent_syncthreads(int mode, int* out);
+// Lanes < 16 of a warp call __shfl_xor_sync, lanes >= 16 __ballot_sync, both with the full mask.
+void selftest_mismatched_warp_ops(int* out);
 // Lane 0 of a warp waits at __syncthreads while lanes 1..31 wait at __syncwarp for it.
 void selftest_deadlock(int* out);
 // A 40-thread block: lanes of warp 1 (8 lanes) shuffle down by 16 with mask 0xff: reads

@@ -21,9 +21,12 @@
  *   - launch errors (2048 threads per block) reported by cudaGetLastError;
  *   - a __syncthreads round over 256 threads: its cost, printed (not asserted: the CI
  *     machine is shared);
- *   - emulator only: a divergent __syncthreads and a deadlock abort with a message; a
- *     shuffle reading outside its mask returns the poison value (SIMT_STRICT=1: aborts);
- *     unwritten dynamic shared memory reads as 0xff bytes.
+ *   - emulator only, in a child process whose stderr is read back: a divergent
+ *     __syncthreads (both orders: return while others wait, wait after others returned),
+ *     a deadlock (__syncthreads vs __syncwarp) and lanes disagreeing on the intrinsic abort
+ *     with a message naming the block, the threads and the barrier; a shuffle reading
+ *     outside its mask returns the poison value (SIMT_STRICT=1: aborts); unwritten
+ *     dynamic shared memory reads as 0xff bytes.
  *
  * Every comparison is exact: the inputs are small integers (sums far below 2^24) or bf16
  * conversions, which are exactly specified.
@@ -35,7 +38,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "device.h"
 #include "selftest.h"
@@ -222,6 +227,29 @@ START_TEST(test_shuffles) {
         memcpy(want[6], v, sizeof v);
         // 7: two groups: lanes < 16 xor 1, lanes >= 16 xor 2
         for (int l = 0; l < 32; l++) want[7][l] = in[w0 + l] + in[w0 + (l < 16 ? l ^ 1 : l ^ 2)];
+        // 8: inclusive scan within 8-lane segments; the replayed up rule keeps lanes at a
+        // segment start from reading the previous segment
+        for (int l = 0; l < 32; l++) v[l] = in[w0 + l];
+        for (int d = 1; d < 8; d <<= 1) {
+            long long y[32];
+            memcpy(y, v, sizeof v);
+            warp_step(y, SH_UP, d, 8, 0);
+            for (int l = 0; l < 32; l++)
+                if ((l & 7) >= d) v[l] += y[l];
+        }
+        memcpy(want[8], v, sizeof v);
+        // 9, 10: raw up by 3 and xor 8 in 8-lane segments
+        for (int l = 0; l < 32; l++) {
+            want[9][l] = in[w0 + ((l & 7) >= 3 ? l - 3 : l)];
+            want[10][l] = in[w0 + ((l & 8) ? l ^ 8 : l)];
+            ck_assert(want[9][l] == in[w0 + shfl_src(SH_UP, l, 3, 8)]);
+            ck_assert(want[10][l] == in[w0 + shfl_src(SH_XOR, l, 8, 8)]);
+        }
+        for (int l = 0; l < 32; l++) {
+            long long direct = 0; // the same from the definition
+            for (int j = l & ~7; j <= l; j++) direct += in[w0 + j];
+            ck_assert(want[8][l] == direct);
+        }
 
         for (int f = 0; f < SELFTEST_SHFL_FIELDS; f++)
             for (int l = 0; l < 32; l++)
@@ -247,16 +275,19 @@ START_TEST(test_votes) {
     in[64 + 5] = 95; // warp 2 has a value > 90; make warp 3 have none
     for (int l = 0; l < 32; l++)
         if (in[96 + l] > 90) in[96 + l] = 90;
+    for (int l = 16; l < 32; l++) // the upper half of warp 0 all > 3, of warp 1 not
+        if (in[l] <= 3) in[l] = 4 + l;
+    in[32 + 20] = 1;
     int* din = dev_put(in, (size_t)n * sizeof(int));
     unsigned* dout = dev_alloc((size_t)n * SELFTEST_VOTE_FIELDS * sizeof(unsigned));
     selftest_votes(din, n_blocks, dout);
     unsigned* out = host_alloc((size_t)n * SELFTEST_VOTE_FIELDS * sizeof(unsigned));
     etx_dev_download(out, dout, (size_t)n * SELFTEST_VOTE_FIELDS * sizeof(unsigned));
 
-    int any_true = 0, any_false = 0;
+    int any_true = 0, any_false = 0, all_hi_true = 0, all_hi_false = 0;
     for (int w0 = 0; w0 < n; w0 += 32) {
         unsigned ballot = 0, b3 = 0, lo = 0, hi = 0;
-        int any = 0, all3 = 1;
+        int any = 0, all3 = 1, all_lo = 1, all_hi = 1;
         for (int l = 0; l < 32; l++) {
             const int v = in[w0 + l];
             if (v & 1) ballot |= 1u << l;
@@ -265,7 +296,11 @@ START_TEST(test_votes) {
             if (l % 3 == 0 && v > 20) b3 |= 1u << l;
             if (l < 16 && (v & 2)) lo |= 1u << l;
             if (l >= 16 && (v & 4)) hi |= 1u << l;
+            if (l < 16 && !(v >= 0)) all_lo = 0;
+            if (l >= 16 && !(v > 3)) all_hi = 0;
         }
+        all_hi_true |= all_hi;
+        all_hi_false |= !all_hi;
         any_true |= any;
         any_false |= !any;
         const int b0 = w0 - w0 % 64; // the block's first thread
@@ -274,7 +309,7 @@ START_TEST(test_votes) {
         for (int l = 0; l < 32; l++) {
             const unsigned* o = out + (size_t)(w0 + l) * SELFTEST_VOTE_FIELDS;
             const unsigned want[SELFTEST_VOTE_FIELDS] = {
-                ballot, (unsigned)any, 1u, (unsigned)all3, (unsigned)__builtin_popcount(b3),
+                ballot, (unsigned)any, (unsigned)(l < 16 ? all_lo : all_hi), (unsigned)all3, (unsigned)__builtin_popcount(b3),
                 (unsigned)__builtin_ffs((int)b3), b3 ? (unsigned)__builtin_clz(b3) : 32u,
                 l < 16 ? lo : hi, 0xffffffffu, count};
             for (int f = 0; f < SELFTEST_VOTE_FIELDS; f++)
@@ -283,6 +318,7 @@ START_TEST(test_votes) {
         }
     }
     ck_assert(any_true && any_false); // both outcomes of __any_sync were exercised
+    ck_assert(all_hi_true && all_hi_false); // and of the half-warp __all_sync
     etx_dev_free(din);
     etx_dev_free(dout);
     free(in);
@@ -390,6 +426,8 @@ START_TEST(test_atomics) {
     a0.umax = 0;
     a0.umin = 0xffffffffu;
     a0.fmax_bits = f32_bits(-INFINITY);
+    a0.cas_probe = 5;
+    a0.ull_probe = 0xfedcba9876543210ull;
     int* din = dev_put(in, (size_t)n * sizeof(int));
     SelftestAtomics* dacc = dev_put(&a0, sizeof a0);
     int* dslots = dev_alloc((size_t)n * sizeof(int));
@@ -423,6 +461,10 @@ START_TEST(test_atomics) {
                   (float)imax * 0.5f);
     ck_assert_int_eq(a.counter, n);
     ck_assert(a.ullsum == ullsum);
+    ck_assert_int_eq(a.cas_ret[0], 5); // compare 6 != 5: returns 5, no write
+    ck_assert_int_eq(a.cas_ret[1], 5); // compare 5: returns 5, writes 8
+    ck_assert_int_eq(a.cas_probe, 8);
+    ck_assert(a.ull_ret == 0xfedcba9876543210ull && a.ull_probe == 0x123456789abcdefull);
     ck_assert_msg(a.fsum == (float)isum, "float atomicAdd sum %g, want %d", a.fsum, isum); // |sum| < 2^24: exact
     // atomicAdd's return values are 0..n-1, each once: every slot holds a distinct thread
     // atomicExch's: the initial 0 and every g + 1 but the last written, each once
@@ -582,25 +624,105 @@ END_TEST
 // emulator only: bugs it must report
 
 #ifndef ETX_NATIVE_CUDA
-START_TEST(test_divergent_syncthreads_aborts) {
+// Runs fn(arg) in a child process whose stderr is captured; returns that text and sets
+// *sig to the signal that ended the child (0: it exited).
+static const char* run_captured(void (*fn)(int), int arg, int* sig) {
+    static char buf[16384];
+    int p[2];
+    ck_assert(pipe(p) == 0);
+    fflush(stderr);
+    const pid_t pid = fork();
+    ck_assert(pid >= 0);
+    if (pid == 0) {
+        close(p[0]);
+        dup2(p[1], 2);
+        close(p[1]);
+        fn(arg);
+        _exit(0);
+    }
+    close(p[1]);
+    size_t len = 0;
+    char scratch[4096];
+    for (;;) { // read it all (the child must not block on a full pipe)
+        char* dst = len < sizeof buf - 1 ? buf + len : scratch;
+        const size_t cap = len < sizeof buf - 1 ? sizeof buf - 1 - len : sizeof scratch;
+        const ssize_t r = read(p[0], dst, cap);
+        if (r <= 0) break;
+        if (dst != scratch) len += (size_t)r;
+    }
+    buf[len] = 0;
+    close(p[0]);
+    int status = 0;
+    ck_assert(waitpid(pid, &status, 0) == pid);
+    *sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+    return buf;
+}
+
+static void expect_abort(void (*fn)(int), int arg, const char* const* needles, int n_needles) {
+    int sig = 0;
+    const char* err = run_captured(fn, arg, &sig);
+    ck_assert_msg(sig == SIGABRT, "the child ended with signal %d, want SIGABRT; its stderr:\n%s", sig, err);
+    for (int i = 0; i < n_needles; i++)
+        ck_assert_msg(strstr(err, needles[i]) != NULL, "the message lacks \"%s\":\n%s", needles[i], err);
+}
+
+static void child_divergent(int mode) {
     int* d = dev_alloc(64 * sizeof(int));
-    selftest_divergent_syncthreads(d); // aborts: SIGABRT
+    selftest_divergent_syncthreads(mode, d);
     etx_dev_sync();
+}
+
+static void child_deadlock(int unused) {
+    (void)unused;
+    int* d = dev_alloc(32 * sizeof(int));
+    selftest_deadlock(d);
+    etx_dev_sync();
+}
+
+static void child_mismatch(int unused) {
+    (void)unused;
+    int* d = dev_alloc(32 * sizeof(int));
+    selftest_mismatched_warp_ops(d);
+    etx_dev_sync();
+}
+
+static void child_strict_shfl(int unused) {
+    (void)unused;
+    setenv("SIMT_STRICT", "1", 1);
+    int* d = dev_alloc(40 * sizeof(int));
+    selftest_shfl_outside_mask(d);
+    etx_dev_sync();
+}
+
+START_TEST(test_divergent_syncthreads_aborts) {
+    const char* returned_while_waiting[] = {"divergent __syncthreads", "in block (0,0,0)",
+                                            "thread 16 (threadIdx (16,0,0)) returned",
+                                            "threads waiting at __syncthreads: 0-15"};
+    expect_abort(child_divergent, 0, returned_while_waiting, 4);
+    const char* waiting_after_return[] = {"divergent __syncthreads", "in block (0,0,0)",
+                                          "thread 32 (threadIdx (32,0,0)) waits at __syncthreads",
+                                          "threads exited: 0-31"};
+    expect_abort(child_divergent, 1, waiting_after_return, 4);
 }
 END_TEST
 
 START_TEST(test_deadlock_aborts) {
-    int* d = dev_alloc(32 * sizeof(int));
-    selftest_deadlock(d); // aborts: SIGABRT
-    etx_dev_sync();
+    const char* needles[] = {"deadlock", "in block (0,0,0)", "threads waiting at __syncthreads: 0\n",
+                             "lanes 0xfffffffe wait at __syncwarp(mask 0xffffffff), for lanes 0x00000001"};
+    expect_abort(child_deadlock, 0, needles, 4);
+}
+END_TEST
+
+START_TEST(test_mismatched_warp_ops_abort) {
+    const char* needles[] = {"lanes disagree on the warp intrinsic", "__shfl_xor_sync(mask 0xffffffff)",
+                             "__ballot_sync"};
+    expect_abort(child_mismatch, 0, needles, 3);
 }
 END_TEST
 
 START_TEST(test_shfl_outside_mask_strict_aborts) {
-    setenv("SIMT_STRICT", "1", 1);
-    int* d = dev_alloc(40 * sizeof(int));
-    selftest_shfl_outside_mask(d); // aborts: SIGABRT
-    etx_dev_sync();
+    const char* needles[] = {"thread 32 (warp 1 lane 0)", "reads lane 16, which is outside the mask"};
+    expect_abort(child_strict_shfl, 0, needles, 2);
 }
 END_TEST
 
@@ -650,9 +772,10 @@ static Suite* selftest_suite(void) {
     suite_add_tcase(s, tc);
 #ifndef ETX_NATIVE_CUDA
     tc = tcase_create("emulator checks");
-    tcase_add_test_raise_signal(tc, test_divergent_syncthreads_aborts, SIGABRT);
-    tcase_add_test_raise_signal(tc, test_deadlock_aborts, SIGABRT);
-    tcase_add_test_raise_signal(tc, test_shfl_outside_mask_strict_aborts, SIGABRT);
+    tcase_add_test(tc, test_divergent_syncthreads_aborts);
+    tcase_add_test(tc, test_deadlock_aborts);
+    tcase_add_test(tc, test_mismatched_warp_ops_abort);
+    tcase_add_test(tc, test_shfl_outside_mask_strict_aborts);
     tcase_add_test(tc, test_shfl_outside_mask_poison);
     tcase_add_test(tc, test_dynamic_smem_unwritten);
     tcase_set_timeout(tc, 60);

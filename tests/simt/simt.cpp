@@ -75,6 +75,7 @@ void* g_sched_sp = nullptr;
 ucontext_t g_sched_uc;
 #endif
 void* g_sched_fake = nullptr;
+bool g_from_sched = false; // the running fiber was entered from the scheduler
 const void* g_sched_stack_lo = nullptr;
 size_t g_sched_stack_size = 0;
 
@@ -162,9 +163,11 @@ namespace {
 void fiber_entry_uc() { fiber_main(static_cast<Fiber*>(static_cast<void*>(g_thread))); }
 #endif
 
-// Scheduler -> fiber f; returns when f switches back.
+// Scheduler -> fiber f; returns when a fiber switches back to the scheduler (the end of
+// a pass: no runnable thread after the last one that ran).
 void resume(Fiber* f) {
     g_thread = &f->t;
+    g_from_sched = true;
     if (__sanitizer_start_switch_fiber) __sanitizer_start_switch_fiber(&g_sched_fake, f->stack_lo, f->stack_size);
 #ifdef SIMT_USE_UCONTEXT
     swapcontext(&g_sched_uc, &f->uc);
@@ -174,21 +177,45 @@ void resume(Fiber* f) {
     if (__sanitizer_finish_switch_fiber) __sanitizer_finish_switch_fiber(g_sched_fake, nullptr, nullptr);
 }
 
-// After a switch into fiber f (its first entry, or its return from suspend).
+// After a switch into fiber f (its first entry, or its return from suspend); a switch
+// from the scheduler tells ASan's runtime where the scheduler's stack is.
 inline void arrived(Fiber* f) {
-    if (__sanitizer_finish_switch_fiber)
-        __sanitizer_finish_switch_fiber(f->asan_fake, &g_sched_stack_lo, &g_sched_stack_size);
+    if (__sanitizer_finish_switch_fiber) {
+        if (g_from_sched) __sanitizer_finish_switch_fiber(f->asan_fake, &g_sched_stack_lo, &g_sched_stack_size);
+        else __sanitizer_finish_switch_fiber(f->asan_fake, nullptr, nullptr);
+    }
+    g_from_sched = false;
 }
 
-// Fiber f -> scheduler; returns when the scheduler resumes f.
+// The next runnable thread after linear id `after` in this pass, or null.
+inline Fiber* next_runnable(int after) {
+    for (unsigned i = (unsigned)(after + 1); i < g_n; i++)
+        if (g_fibers[i]->state == RUNNABLE) return g_fibers[i];
+    return nullptr;
+}
+
+// Fiber f blocks: switch straight to the next runnable thread of the pass, or to the
+// scheduler when there is none; returns when f is resumed.
 void suspend(Fiber* f) {
-    if (__sanitizer_start_switch_fiber)
-        __sanitizer_start_switch_fiber(&f->asan_fake, g_sched_stack_lo, g_sched_stack_size);
+    Fiber* next = next_runnable((int)f->t.linear);
+    if (next) {
+        g_thread = &next->t;
+        if (__sanitizer_start_switch_fiber)
+            __sanitizer_start_switch_fiber(&f->asan_fake, next->stack_lo, next->stack_size);
 #ifdef SIMT_USE_UCONTEXT
-    swapcontext(&f->uc, &g_sched_uc);
+        swapcontext(&f->uc, &next->uc);
 #else
-    simt_ctx_switch(&f->sp, g_sched_sp);
+        simt_ctx_switch(&f->sp, next->sp);
 #endif
+    } else {
+        if (__sanitizer_start_switch_fiber)
+            __sanitizer_start_switch_fiber(&f->asan_fake, g_sched_stack_lo, g_sched_stack_size);
+#ifdef SIMT_USE_UCONTEXT
+        swapcontext(&f->uc, &g_sched_uc);
+#else
+        simt_ctx_switch(&f->sp, g_sched_sp);
+#endif
+    }
     arrived(f);
 }
 
@@ -272,13 +299,22 @@ void describe_states(std::string& m) {
     m += "  threads exited: " + id_ranges([](Fiber* f) { return f->state == EXITED; }) + "\n";
     m += "  threads runnable: " + id_ranges([](Fiber* f) { return f->state == RUNNABLE; }) + "\n";
     for (unsigned w = 0; w < g_pending.size(); w++) {
-        if (!g_pending[w]) continue;
-        for (unsigned l = 0; l < 32; l++) {
-            if (!(g_pending[w] >> l & 1)) continue;
-            Fiber* f = g_fibers[32 * w + l];
-            char buf[200];
-            snprintf(buf, sizeof buf, "  thread %u (warp %u lane %u) waits at %s(mask 0x%08x); lanes of the mask not there: 0x%08x\n",
-                     32 * w + l, w, l, op_name(f->wop), f->wmask, f->wmask & g_alive[w] & ~g_pending[w]);
+        // one line per (intrinsic, mask) group of waiting lanes
+        unsigned left = g_pending[w];
+        while (left) {
+            const Fiber* f0 = g_fibers[32 * w + __builtin_ctz(left)];
+            unsigned group = 0;
+            for (unsigned m = left; m; m &= m - 1) {
+                const Fiber* f = g_fibers[32 * w + __builtin_ctz(m)];
+                if (f->wop == f0->wop && f->wmask == f0->wmask) group |= 1u << __builtin_ctz(m);
+            }
+            left &= ~group;
+            char buf[240];
+            snprintf(buf, sizeof buf,
+                     "  warp %u (threads %u-%u): lanes 0x%08x wait at %s(mask 0x%08x), for lanes 0x%08x that are "
+                     "elsewhere\n",
+                     w, 32 * w, std::min(32 * w + 31, g_n - 1), group, op_name(f0->wop), f0->wmask,
+                     f0->wmask & g_alive[w] & ~g_pending[w]);
             m += buf;
         }
     }
@@ -503,16 +539,11 @@ void run_block() {
     g_bar_count = 0;
     g_bar_sum = 0;
     if (g_smem_bytes) memset(g_dyn_smem, 0xff, g_smem_bytes);
+    // one pass: the first runnable thread, which hands on to the next runnable ones
     while (g_n_exited < n) {
-        bool ran = false;
-        for (unsigned i = 0; i < n; i++) {
-            Fiber* f = g_fibers[i];
-            if (f->state == RUNNABLE) {
-                resume(f);
-                ran = true;
-            }
-        }
-        if (!ran && g_n_exited < n) fail("deadlock: no thread of the block can run", true);
+        Fiber* first = next_runnable(-1);
+        if (!first) fail("deadlock: no thread of the block can run", true);
+        resume(first);
     }
 }
 
