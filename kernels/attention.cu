@@ -15,9 +15,9 @@
 #include "attention.h"
 #include "cuda_common.cuh"
 
-#define ATT_TILE 32    // keys per tile (= warp size: lane t owns key t in the softmax update)
+#define ATT_TILE 32 // keys per tile (= warp size: lane t owns key t in the softmax update)
 #define ATT_THREADS 128
-#define PF_ROWS 32     // prefill: query rows (position, head of the group) per block
+#define PF_ROWS 32 // prefill: query rows (position, head of the group) per block
 
 // fully unrolled accumulator loops keep acc[] in registers (nvcc); g++ needs no hint
 #ifdef ETX_SIMT
@@ -107,8 +107,8 @@ __device__ void softmax_update(float (*s_s)[LD], float* m_s, float* l_s, float* 
 // once, scores (when captured) written once.
 template <int HD>
 __global__ void __launch_bounds__(ATT_THREADS)
-    attn_decode_kernel(__nv_bfloat16* __restrict__ out, float* __restrict__ scores, int max_ctx,
-                       float* __restrict__ ws, const float* __restrict__ q, const __nv_bfloat16* __restrict__ k_pool,
+    attn_decode_kernel(__nv_bfloat16* __restrict__ out, float* __restrict__ scores, int max_ctx, float* __restrict__ ws,
+                       const float* __restrict__ q, const __nv_bfloat16* __restrict__ k_pool,
                        const __nv_bfloat16* __restrict__ v_pool, const int32_t* __restrict__ block_table,
                        const int32_t* __restrict__ seq_len, EtxAttnShape sh, int chunk, int n_splits, float scale) {
     constexpr int ACC = ETX_ATTN_MAX_GROUP * HD / ATT_THREADS; // accumulators per thread
@@ -223,7 +223,7 @@ __global__ void attn_decode_merge_kernel(__nv_bfloat16* __restrict__ out, const 
 }
 
 #define ATT_TARGET_BLOCKS 264 // two blocks per SM of a 132-SM H100
-#define ATT_MIN_SPLIT 256     // positions: below that a split costs more than it saves
+#define ATT_MIN_SPLIT 256 // positions: below that a split costs more than it saves
 
 extern "C" int etx_attn_decode_splits(int n_seqs, int n_kv_heads, int max_seq_len) {
     int blocks = n_seqs * n_kv_heads;
@@ -380,7 +380,7 @@ extern "C" void etx_attn_prefill(etx_bf16* out, const float* q, const etx_bf16* 
         ETX_LAUNCH(attn_prefill_kernel<64>, grid, ATT_THREADS, 0, (cudaStream_t)stream, o, q, kp, vp, table, sh, pos0,
                    n, scale);
     else
-        ETX_LAUNCH(attn_prefill_kernel<128>, grid, ATT_THREADS, 0, (cudaStream_t)stream, o, q, kp, vp, table, sh,
-                   pos0, n, scale);
+        ETX_LAUNCH(attn_prefill_kernel<128>, grid, ATT_THREADS, 0, (cudaStream_t)stream, o, q, kp, vp, table, sh, pos0,
+                   n, scale);
     CUDA_CHECK_LAUNCH();
 }

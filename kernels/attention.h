@@ -27,9 +27,9 @@ typedef uint16_t etx_bf16; // bfloat16 bits (kernels/README.md)
 
 // The shapes of one layer's attention and of its paged cache.
 typedef struct {
-    int n_heads;    // query heads
+    int n_heads; // query heads
     int n_kv_heads; // key/value heads (n_heads % n_kv_heads == 0)
-    int head_dim;   // 64 or 128 for attention; even, <= 512 for RoPE
+    int head_dim; // 64 or 128 for attention; even, <= 512 for RoPE
     int block_size; // positions per cache block
     int max_blocks; // columns of the block table
 } EtxAttnShape;

@@ -19,8 +19,8 @@ typedef uint16_t etx_bf16; // bfloat16 bits (kernels/README.md)
 //   if delta: x[r] += delta[r]      (x updated in place: the residual stream)
 //   out[r] = bf16(x[r] * rsqrt(mean(x[r]^2) + eps) * w)
 // x, delta: (n_rows, dim) f32; w: (dim) f32; out: (n_rows, dim) bf16. delta may be NULL.
-void etx_rmsnorm_residual(etx_bf16* out, float* x, const float* delta, const float* w, int n_rows, int dim,
-                          float eps, void* stream);
+void etx_rmsnorm_residual(etx_bf16* out, float* x, const float* delta, const float* w, int n_rows, int dim, float eps,
+                          void* stream);
 
 #ifdef __cplusplus
 }

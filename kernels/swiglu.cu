@@ -8,8 +8,7 @@
 #include "cuda_common.cuh"
 #include "swiglu.h"
 
-__global__ void swiglu_kernel(__nv_bfloat16* __restrict__ out, const float* __restrict__ gu, int n_rows,
-                              int hidden) {
+__global__ void swiglu_kernel(__nv_bfloat16* __restrict__ out, const float* __restrict__ gu, int n_rows, int hidden) {
     size_t n = (size_t)n_rows * hidden;
     for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
         size_t r = e / hidden, i = e % hidden;
@@ -25,7 +24,7 @@ extern "C" void etx_swiglu(etx_bf16* out, const float* gu, int n_rows, int hidde
     int threads = 256;
     size_t blocks = (n + threads - 1) / threads;
     if (blocks > 4096) blocks = 4096; // grid-stride beyond that
-    ETX_LAUNCH(swiglu_kernel, (int)blocks, threads, 0, (cudaStream_t)stream, reinterpret_cast<__nv_bfloat16*>(out),
-               gu, n_rows, hidden);
+    ETX_LAUNCH(swiglu_kernel, (int)blocks, threads, 0, (cudaStream_t)stream, reinterpret_cast<__nv_bfloat16*>(out), gu,
+               n_rows, hidden);
     CUDA_CHECK_LAUNCH();
 }

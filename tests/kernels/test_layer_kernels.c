@@ -7,6 +7,8 @@
  * decoded from the same bf16 bits (round to nearest even, as the kernels write them), so
  * the only differences left are float summation order, the device's expf/cosf/rsqrtf
  * (a few float ulps on a GPU, glibc's under the emulator) and the final bf16 rounding.
+ * A last case composes them as a layer does (RoPE + append of a chunked prompt, prefill,
+ * then a decode step) to check that they agree on layouts, positions and tables.
  * Tolerances, from that:
  *   - exact (memcmp): embedding rows, the residual x + delta (one f32 add either side),
  *     v appended to the cache (one bf16 rounding of the same f32), guard values.
@@ -46,9 +48,9 @@
 
 // ck_assert_msg that costs nothing when it holds: Check's asserts record a mark point (a
 // write to its pipe) on every call, which dominates loops over a whole KV pool.
-#define EXPECT(cond, ...)                           \
-    do {                                            \
-        if (!(cond)) ck_abort_msg(__VA_ARGS__);     \
+#define EXPECT(cond, ...)                                                                                              \
+    do {                                                                                                               \
+        if (!(cond)) ck_abort_msg(__VA_ARGS__);                                                                        \
     } while (0)
 
 static uint64_t rng_state;
@@ -93,8 +95,8 @@ static double bf16_ulp(double v) {
 static void check_bf16(const char* what, int idx, uint16_t got_bits, double want, double abs_tol) {
     double got = bf2f(got_bits);
     double tol = 0.5 * bf16_ulp(want) + REL_F32 * fabs(want) + abs_tol;
-    EXPECT(isfinite(got) && fabs(got - want) <= tol, "%s[%d]: got %.9g, want %.9g (diff %.3g, tol %.3g)", what,
-                  idx, got, want, got - want, tol);
+    EXPECT(isfinite(got) && fabs(got - want) <= tol, "%s[%d]: got %.9g, want %.9g (diff %.3g, tol %.3g)", what, idx,
+           got, want, got - want, tol);
 }
 
 static void* dev_copy(const void* host, size_t bytes) {
@@ -150,8 +152,8 @@ START_TEST(test_embed) {
             for (int r = 0; r < n; r++)
                 for (int i = 0; i < dim; i++) {
                     float want = bf2f(emb[(size_t)tok[r] * dim + i]);
-                    EXPECT(memcmp(&x[(size_t)r * dim + i], &want, 4) == 0, "dim %d row %d [%d]: %g vs %g", dim, r,
-                                  i, x[(size_t)r * dim + i], want);
+                    EXPECT(memcmp(&x[(size_t)r * dim + i], &want, 4) == 0, "dim %d row %d [%d]: %g vs %g", dim, r, i,
+                           x[(size_t)r * dim + i], want);
                 }
             for (int i = 0; i < 8; i++) EXPECT(x[nx + i] == GUARD_F32, "guard %d after x overwritten", i);
             etx_dev_free(d_emb);
@@ -196,10 +198,12 @@ static void run_rmsnorm(int dim, int n, int with_delta, int offset) {
         // the residual stream: bit-exact
         EXPECT(memcmp(gx + (size_t)r * dim, xr, dim * sizeof(float)) == 0, "dim %d row %d: x differs", dim, r);
         rmsnorm(want, xr, w, dim, eps);
-        for (int i = 0; i < dim; i++) check_bf16("rmsnorm", r * dim + i, gout[offset + (size_t)r * dim + i], want[i], 0.0);
+        for (int i = 0; i < dim; i++)
+            check_bf16("rmsnorm", r * dim + i, gout[offset + (size_t)r * dim + i], want[i], 0.0);
     }
     for (size_t i = 0; i < (size_t)offset; i++) EXPECT(gout[i] == GUARD_BF16, "guard %zu before out overwritten", i);
-    for (size_t i = offset + nx; i < nx + 1 + 8; i++) EXPECT(gout[i] == GUARD_BF16, "guard %zu after out overwritten", i);
+    for (size_t i = offset + nx; i < nx + 1 + 8; i++)
+        EXPECT(gout[i] == GUARD_BF16, "guard %zu after out overwritten", i);
     etx_dev_free(d_xbuf);
     etx_dev_free(d_dbuf);
     etx_dev_free(d_obuf);
@@ -244,7 +248,8 @@ START_TEST(test_swiglu) {
             for (int r = 0; r < n; r++) {
                 float* g = gu + (size_t)r * 2 * hidden;
                 swiglu(g, g + hidden, hidden); // in place: g <- silu(g) * u
-                for (int i = 0; i < hidden; i++) check_bf16("swiglu", r * hidden + i, out[(size_t)r * hidden + i], g[i], 0.0);
+                for (int i = 0; i < hidden; i++)
+                    check_bf16("swiglu", r * hidden + i, out[(size_t)r * hidden + i], g[i], 0.0);
             }
             for (int i = 0; i < 8; i++) EXPECT(out[no + i] == GUARD_BF16, "guard %d after out overwritten", i);
             etx_dev_free(d_gu);
@@ -365,8 +370,8 @@ static void run_rope(int n_heads, int n_kv, int hd, int bs, int llama3, const in
                 double mag = fabs(x[d % half]) + fabs(x[d % half + half]);
                 if (h < n_heads) {
                     float got = q[(size_t)r * q_dim + h * hd + d];
-                    EXPECT(fabs(got - head[d]) <= ROPE_TOL * mag, "row %d q head %d [%d]: %.9g vs %.9g", r, h,
-                                  d, got, head[d]);
+                    EXPECT(fabs(got - head[d]) <= ROPE_TOL * mag, "row %d q head %d [%d]: %.9g vs %.9g", r, h, d, got,
+                           head[d]);
                 } else {
                     size_t at = cache_at(&c, row_seq[r], row_pos[r], h - n_heads, d);
                     check_bf16("k", d, kp[at], head[d], ROPE_TOL * mag);
@@ -377,7 +382,8 @@ static void run_rope(int n_heads, int n_kv, int hd, int bs, int llama3, const in
         for (int kvh = 0; kvh < n_kv; kvh++)
             for (int d = 0; d < hd; d++) {
                 size_t at = cache_at(&c, row_seq[r], row_pos[r], kvh, d);
-                EXPECT(vp[at] == f2bf(src[q_dim + kv_dim + kvh * hd + d]), "row %d v head %d [%d]: bits %04x", r, kvh, d, vp[at]);
+                EXPECT(vp[at] == f2bf(src[q_dim + kv_dim + kvh * hd + d]), "row %d v head %d [%d]: bits %04x", r, kvh,
+                       d, vp[at]);
             }
     }
     // nothing else in either pool changed
@@ -531,10 +537,11 @@ static void run_decode(int n_heads, int n_kv, int hd, int bs, const int* lens, i
                         mag += fabsf(qg[g * hd + d] * k[(size_t)t * hd + d]);
                     }
                     double tol = 2.0 * hd * 0x1p-24 * scale * mag + 0x1p-24 * fabs(scale * dot);
-                    EXPECT(fabs(srow[t] - scale * dot) <= tol, "seq %d head %d score %d: %.9g vs %.9g", s, h,
-                                  t, srow[t], scale * dot);
+                    EXPECT(fabs(srow[t] - scale * dot) <= tol, "seq %d head %d score %d: %.9g vs %.9g", s, h, t,
+                           srow[t], scale * dot);
                 }
-                for (int t = T; t < max_ctx; t++) EXPECT(srow[t] == GUARD_F32, "seq %d head %d score %d past the end written", s, h, t);
+                for (int t = T; t < max_ctx; t++)
+                    EXPECT(srow[t] == GUARD_F32, "seq %d head %d score %d past the end written", s, h, t);
             }
             free(k);
             free(v);
@@ -646,6 +653,146 @@ START_TEST(test_prefill_attention) {
 }
 END_TEST
 
+// ----------------------------------------------------------------------------
+// the kernels composed as a layer runs them: RoPE + append of a prompt (in chunks),
+// prefill attention over it, then one decode step per sequence (RoPE + append at the
+// next position, decode attention with the auto split). The twin reads the q and the
+// pools the kernels produced (their own accuracy is tested above), so this checks that
+// the kernels agree on layouts, positions and tables, and that attention sees exactly
+// the keys appended before it.
+
+// q (n_rows, q_dim) f32 and the pools after etx_rope_kv_append of qkv rows at (seq, pos)
+static void chain_append(const Cache* c, float* d_q, uint16_t* d_k, uint16_t* d_v, int32_t* d_table, float* d_freq,
+                         const int* row_seq, const int* row_pos, int n_rows) {
+    int width = (c->sh.n_heads + 2 * c->sh.n_kv_heads) * c->sh.head_dim;
+    float* qkv = random_f32((size_t)n_rows * width, -2.0f, 2.0f);
+    float* d_qkv = dev_copy(qkv, (size_t)n_rows * width * sizeof(float));
+    int32_t* d_seq = dev_copy(row_seq, n_rows * sizeof(int32_t));
+    int32_t* d_pos = dev_copy(row_pos, n_rows * sizeof(int32_t));
+    etx_rope_kv_append(d_q, d_k, d_v, d_qkv, d_seq, d_pos, d_table, d_freq, n_rows, c->sh, NULL);
+    etx_dev_free(d_qkv);
+    etx_dev_free(d_seq);
+    etx_dev_free(d_pos);
+    free(qkv);
+}
+
+static void run_chain(int n_heads, int n_kv, int hd, int bs) {
+    enum { N_SEQS = 3 };
+    static const int prompt[N_SEQS] = {5, 40, 17};
+    int q_dim = n_heads * hd, G = n_heads / n_kv, half = hd / 2;
+    float scale = attn_scale(hd);
+    Cache c;
+    EtxAttnShape sh = {n_heads, n_kv, hd, bs, 0};
+    build_cache(&c, sh, N_SEQS, 64);
+    ModelConfig mc;
+    memset(&mc, 0, sizeof(mc));
+    mc.head_dim = hd;
+    mc.rope_theta = 10000.0f;
+    float* inv_freq = malloc(half * sizeof(float));
+    rope_inv_freq(inv_freq, &mc);
+    float* d_freq = dev_copy(inv_freq, half * sizeof(float));
+    uint16_t* d_k = etx_dev_malloc(c.pool_elems * 2);
+    uint16_t* d_v = etx_dev_malloc(c.pool_elems * 2);
+    etx_dev_memset(d_k, 0, c.pool_elems * 2);
+    etx_dev_memset(d_v, 0, c.pool_elems * 2);
+    int32_t* d_table = dev_copy(c.table, (size_t)N_SEQS * c.sh.max_blocks * sizeof(int32_t));
+    float* d_q = etx_dev_malloc((size_t)64 * q_dim * sizeof(float));
+    uint16_t* d_out = etx_dev_malloc((size_t)64 * q_dim * 2);
+    float* want = malloc((size_t)G * hd * sizeof(float));
+    float* scratch = malloc(((size_t)G * ATT_BLOCK + 2 * G) * sizeof(float));
+
+    // prefill: sequence 1 in two chunks (the second attends to the first's keys)
+    for (int s = 0; s < N_SEQS; s++) {
+        int cuts[3] = {0, s == 1 ? 24 : prompt[s], prompt[s]};
+        for (int ch = 0; ch < 2; ch++) {
+            int pos0 = cuts[ch], n = cuts[ch + 1] - cuts[ch];
+            if (n == 0) continue;
+            int rs[64], rp[64];
+            for (int i = 0; i < n; i++) {
+                rs[i] = s;
+                rp[i] = pos0 + i;
+            }
+            chain_append(&c, d_q, d_k, d_v, d_table, d_freq, rs, rp, n);
+            etx_attn_prefill(d_out, d_q, d_k, d_v, d_table, s, pos0, n, c.sh, NULL);
+            float* q = host_copy(d_q, (size_t)n * q_dim * sizeof(float));
+            uint16_t* out = host_copy(d_out, (size_t)n * q_dim * 2);
+            uint16_t* kp = host_copy(d_k, c.pool_elems * 2);
+            uint16_t* vp = host_copy(d_v, c.pool_elems * 2);
+            for (int kvh = 0; kvh < n_kv; kvh++) {
+                float* k = gather(&c, kp, s, kvh, pos0 + n);
+                float* v = gather(&c, vp, s, kvh, pos0 + n);
+                for (int i = 0; i < n; i++) {
+                    twin_attention(want, q + (size_t)i * q_dim + (size_t)kvh * G * hd, k, v, G, pos0 + i, hd, scale,
+                                   scratch);
+                    for (int e = 0; e < G * hd; e++)
+                        check_bf16("chain prefill", i * q_dim + kvh * G * hd + e,
+                                   out[(size_t)i * q_dim + (size_t)kvh * G * hd + e], want[e], ATT_ABS);
+                }
+                free(k);
+                free(v);
+            }
+            free(q);
+            free(out);
+            free(kp);
+            free(vp);
+        }
+    }
+
+    // one decode step: every sequence's next token
+    int rs[N_SEQS], rp[N_SEQS], lens[N_SEQS], max_len = 0;
+    for (int s = 0; s < N_SEQS; s++) {
+        rs[s] = s;
+        rp[s] = prompt[s];
+        lens[s] = prompt[s] + 1;
+        max_len = lens[s] > max_len ? lens[s] : max_len;
+    }
+    chain_append(&c, d_q, d_k, d_v, d_table, d_freq, rs, rp, N_SEQS);
+    int n_splits = etx_attn_decode_splits(N_SEQS, n_kv, max_len);
+    size_t ws_bytes = etx_attn_decode_workspace_bytes(N_SEQS, n_heads, hd, n_splits);
+    float* d_ws = ws_bytes ? etx_dev_malloc(ws_bytes) : NULL;
+    int32_t* d_len = dev_copy(lens, sizeof(lens));
+    etx_attn_decode(d_out, NULL, 0, d_q, d_k, d_v, d_table, d_len, N_SEQS, max_len, n_splits, d_ws, c.sh, NULL);
+    float* q = host_copy(d_q, (size_t)N_SEQS * q_dim * sizeof(float));
+    uint16_t* out = host_copy(d_out, (size_t)N_SEQS * q_dim * 2);
+    uint16_t* kp = host_copy(d_k, c.pool_elems * 2);
+    uint16_t* vp = host_copy(d_v, c.pool_elems * 2);
+    for (int s = 0; s < N_SEQS; s++)
+        for (int kvh = 0; kvh < n_kv; kvh++) {
+            float* k = gather(&c, kp, s, kvh, lens[s]);
+            float* v = gather(&c, vp, s, kvh, lens[s]);
+            twin_attention(want, q + (size_t)s * q_dim + (size_t)kvh * G * hd, k, v, G, lens[s] - 1, hd, scale,
+                           scratch);
+            for (int e = 0; e < G * hd; e++)
+                check_bf16("chain decode", s * q_dim + kvh * G * hd + e,
+                           out[(size_t)s * q_dim + (size_t)kvh * G * hd + e], want[e], ATT_ABS);
+            free(k);
+            free(v);
+        }
+    if (d_ws) etx_dev_free(d_ws);
+    etx_dev_free(d_len);
+    etx_dev_free(d_freq);
+    etx_dev_free(d_k);
+    etx_dev_free(d_v);
+    etx_dev_free(d_table);
+    etx_dev_free(d_q);
+    etx_dev_free(d_out);
+    free_cache(&c);
+    free(inv_freq);
+    free(want);
+    free(scratch);
+    free(q);
+    free(out);
+    free(kp);
+    free(vp);
+}
+
+START_TEST(test_layer_chain) {
+    rng_seed(7);
+    run_chain(9, 3, 64, 16);
+    run_chain(32, 8, 128, 32);
+}
+END_TEST
+
 static Suite* layer_suite(void) {
     Suite* s = suite_create("layer_kernels");
     struct {
@@ -657,7 +804,8 @@ static Suite* layer_suite(void) {
                  {"rope_append", test_rope_append},
                  {"decode_splits", test_decode_splits_choice},
                  {"decode", test_decode_attention},
-                 {"prefill", test_prefill_attention}};
+                 {"prefill", test_prefill_attention},
+                 {"chain", test_layer_chain}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         TCase* tc = tcase_create(cases[i].name);
         tcase_set_timeout(tc, 600);
