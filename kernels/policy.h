@@ -52,7 +52,9 @@ typedef struct {
     const EtxVocabStats* stats;    // (n_seqs) from etx_vocab_pass
     const PolicyCandidate* cand;   // (n_seqs, ETX_TOPK) from etx_vocab_pass
     int n_cand;                    // candidates per row it wrote: min(k, vocab, ETX_TOPK), >= 1
-    const EtxAttnStats* attn;      // (n_seqs) or NULL (zeros, as engine.c without metrics)
+    const EtxAttnStats* attn;      // (n_seqs) or NULL (zeros, as engine.c without metrics);
+                                   // engine.c computes them with the entropix attn_window
+                                   // for entropix policies and window 0 otherwise
     const etx_policy* policies;    // (n_seqs) each sequence's own policy
     const EtxSeqState* states;     // (n_seqs)
     const int32_t* stop_ids;       // all sequences' extra stop ids (may be NULL if none)
