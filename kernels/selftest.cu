@@ -125,6 +125,7 @@ __global__ void votes_kernel(const int* __restrict__ in, unsigned* out) {
     const int lane = threadIdx.x & 31;
     const int v = in[g];
     unsigned* o = out + (size_t)g * SELFTEST_VOTE_FIELDS;
+    o[8] = __activemask(); // first, while the warp is converged
     o[0] = __ballot_sync(FULL, v & 1);
     o[1] = (unsigned)__any_sync(FULL, v > 90);
     if (lane < 16) o[2] = (unsigned)__all_sync(0x0000ffffu, v >= 0); // groups of 16 lanes
@@ -136,7 +137,6 @@ __global__ void votes_kernel(const int* __restrict__ in, unsigned* out) {
     o[6] = (unsigned)__clz((int)b);
     if (lane < 16) o[7] = __ballot_sync(0x0000ffffu, v & 2);
     else o[7] = __ballot_sync(0xffff0000u, v & 4);
-    o[8] = __activemask();
     o[9] = (unsigned)__syncthreads_count(v & 1);
 }
 

@@ -12,10 +12,11 @@
  *     barrier completes it and carries on; the others resume in thread order.
  *   - Warp w of a block = linear thread ids 32w..32w+31 (x fastest, then y, then z); the
  *     last warp is partial when the block size is not a multiple of 32.
- *   - Divergence bugs abort with a message that names the block, threads and barrier: a
- *     __syncthreads that some thread of the block never reaches, warp intrinsics whose
- *     lanes disagree on the op or the mask, a shuffle that reads an exited lane or a lane
- *     outside its mask, a deadlock.
+ *   - Divergence bugs abort with a message that names the launch, the block, the threads
+ *     and the barrier: a __syncthreads that some thread of the block never reaches (it
+ *     returned), warp intrinsics whose lanes disagree on the op or the mask, a deadlock.
+ *     A shuffle that reads an exited lane or a lane outside its mask gets 0xdeadbeef
+ *     bytes (undefined in CUDA) and a warning; SIMT_STRICT=1 makes it abort.
  *   - __shared__ is `static`: one copy per kernel (per template instantiation), which is
  *     per-block storage because blocks run one at a time. Dynamic shared memory comes
  *     from ETX_DYNAMIC_SMEM(type, name) (filled with 0xff bytes — float NaN — at every
