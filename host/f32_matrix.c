@@ -2,16 +2,17 @@
  * f32_matrix.c — batch-invariant float32 matrix products for decode (see f32_matrix.h for
  * the summation order every output follows).
  *
- * Kernel: one weight row against G inputs at once (G <= 3), 4 eight-wide accumulators per
- * input (12 registers for G = 3): each 8-float piece of the row is loaded once and
- * multiply-added into the G inputs' accumulators. Each accumulator still advances block
- * by block in the order the one-input kernel uses, so grouping inputs changes nothing in
- * any output's arithmetic — only how often W is read.
+ * Kernels: one row at a time for n = 1 (dot1_avx2: 4 eight-wide accumulators, lanes = the
+ * 32 running sums); for n > 1 a register tile of 3 weight rows x 3 inputs (tile_avx2):
+ * for one quarter of the blocks at a time its 9 accumulators advance block by block, each
+ * 8-float piece of W and of x loaded once and used 3 times. Every accumulator still sees
+ * exactly the fused multiply-adds, in the order, of the one-row kernel, so tiling changes
+ * nothing in any output's arithmetic — only how often W and x are read.
  *
  * Memory traffic: W (rows * cols * 4 bytes) is read from memory once per call, whatever n:
- * rows are taken in tiles of F32_TILE_ROWS, and a tile (<= 4 * cols floats, L1/L2) is
- * swept against all n inputs before the next one. x (n * cols floats) is re-read from
- * cache once per tile and input group.
+ * rows are taken in tiles of F32_TILE_ROWS, and a tile (F32_TILE_ROWS * cols floats,
+ * L1/L2) is swept against all n inputs before the next one. x (n * cols floats) is re-read
+ * from cache once per row tile.
  */
 #include "f32_matrix.h"
 
@@ -26,9 +27,9 @@
 
 // Below this many multiply-adds a product runs on one thread (as matmul in cpu_ops.c).
 #define F32M_PARALLEL_MIN (1 << 16)
-// inputs per register tile, and weight rows per cache tile
+// rows and inputs per register tile (3 x 3 accumulators), weight rows per cache tile
 #define F32_GROUP 3
-#define F32_TILE_ROWS 4
+#define F32_TILE_ROWS 6
 
 // ---------------------------------------------------------------------------
 // plain C
@@ -80,44 +81,91 @@ static inline float hsum_avx2(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
     return _mm_cvtss_f32(s);
 }
 
-// y[g * ldy] = w . x[g * ldx] for g < G: the row's 8-float pieces are loaded once and
-// multiply-added into each input's own 4 accumulators
-static inline __attribute__((always_inline)) void dots_avx2(float* y, int ldy, const float* w, const float* x,
-                                                            int ldx, int G, int cols) {
-    __m256 a[F32_GROUP][4];
-    for (int g = 0; g < G; g++)
-        for (int j = 0; j < 4; j++) a[g][j] = _mm256_setzero_ps();
+// y[r] = w[r] . x for r < R (w[r] at w + r * cols): the matrix-vector kernel, one row at
+// a time, its 4 accumulators advancing together
+static inline __attribute__((always_inline)) void dot1_avx2(float* y, const float* w, const float* x, int cols) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
     int nb = cols / 32;
-    for (int k = 0; k < nb; k++) {
-        const float* wk = w + 32 * k;
-        const float* xk = x + 32 * k;
-#pragma GCC unroll 4
-        for (int j = 0; j < 4; j++) {
-            __m256 wv = _mm256_loadu_ps(wk + 8 * j);
-#pragma GCC unroll 3
-            for (int g = 0; g < G; g++)
-                a[g][j] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xk + (size_t)g * ldx + 8 * j), a[g][j]);
-        }
+    for (int k = 0; k < nb; k++, w += 32, x += 32) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w), _mm256_loadu_ps(x), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 8), _mm256_loadu_ps(x + 8), a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 16), _mm256_loadu_ps(x + 16), a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 24), _mm256_loadu_ps(x + 24), a3);
     }
     int rem = cols - 32 * nb;
     if (rem) { // last partial block, zero-padded: masked lanes load 0 and touch no memory
-        const float* wk = w + 32 * nb;
-        const float* xk = x + 32 * nb;
         const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        for (int j = 0; j < 4; j++) {
-            __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem - 8 * j), lane);
-            __m256 wv = _mm256_maskload_ps(wk + 8 * j, mask);
-            for (int g = 0; g < G; g++)
-                a[g][j] = _mm256_fmadd_ps(wv, _mm256_maskload_ps(xk + (size_t)g * ldx + 8 * j, mask), a[g][j]);
-        }
+        __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), lane);
+        __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem - 8), lane);
+        __m256i m2 = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem - 16), lane);
+        __m256i m3 = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem - 24), lane);
+        a0 = _mm256_fmadd_ps(_mm256_maskload_ps(w, m0), _mm256_maskload_ps(x, m0), a0);
+        a1 = _mm256_fmadd_ps(_mm256_maskload_ps(w + 8, m1), _mm256_maskload_ps(x + 8, m1), a1);
+        a2 = _mm256_fmadd_ps(_mm256_maskload_ps(w + 16, m2), _mm256_maskload_ps(x + 16, m2), a2);
+        a3 = _mm256_fmadd_ps(_mm256_maskload_ps(w + 24, m3), _mm256_maskload_ps(x + 24, m3), a3);
     }
-    for (int g = 0; g < G; g++) y[(size_t)g * ldy] = hsum_avx2(a[g][0], a[g][1], a[g][2], a[g][3]);
+    *y = hsum_avx2(a0, a1, a2, a3);
+}
+
+// y[g * ldy + r] = w[r] . x[g] for r < R, g < G (R, G <= 3; w[r] at w + r * cols, x[g] at
+// x + g * ldx). Register tile: for one quarter j of the blocks at a time, the R x G
+// accumulators of lanes 8j..8j+7 advance block by block; each 8-float piece of W and of x
+// is loaded once per tile and used G (resp. R) times (R + G loads per R G multiply-adds).
+// Every accumulator sees exactly the fused multiply-adds, in the order, of dot1_avx2.
+static inline __attribute__((always_inline)) void tile_avx2(float* y, int ldy, const float* w, int cols,
+                                                            const float* x, int ldx, int R, int G) {
+    __m256 part[F32_GROUP][F32_GROUP][4]; // [r][g][quarter]
+    int nb = cols / 32, rem = cols - 32 * nb;
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int j = 0; j < 4; j++) {
+        __m256 acc[F32_GROUP][F32_GROUP], wv[F32_GROUP], xv[F32_GROUP];
+#pragma GCC unroll 3
+        for (int r = 0; r < R; r++)
+#pragma GCC unroll 3
+            for (int g = 0; g < G; g++) acc[r][g] = _mm256_setzero_ps();
+        const float* wj = w + 8 * j;
+        const float* xj = x + 8 * j;
+        for (int k = 0; k < nb; k++, wj += 32, xj += 32) {
+#pragma GCC unroll 3
+            for (int r = 0; r < R; r++) wv[r] = _mm256_loadu_ps(wj + (size_t)r * cols);
+#pragma GCC unroll 3
+            for (int g = 0; g < G; g++) xv[g] = _mm256_loadu_ps(xj + (size_t)g * ldx);
+#pragma GCC unroll 3
+            for (int r = 0; r < R; r++)
+#pragma GCC unroll 3
+                for (int g = 0; g < G; g++) acc[r][g] = _mm256_fmadd_ps(wv[r], xv[g], acc[r][g]);
+        }
+        if (rem) { // last partial block, zero-padded: masked lanes load 0 and touch no memory
+            __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem - 8 * j), lane);
+            for (int r = 0; r < R; r++) wv[r] = _mm256_maskload_ps(wj + (size_t)r * cols, mask);
+            for (int g = 0; g < G; g++) xv[g] = _mm256_maskload_ps(xj + (size_t)g * ldx, mask);
+            for (int r = 0; r < R; r++)
+                for (int g = 0; g < G; g++) acc[r][g] = _mm256_fmadd_ps(wv[r], xv[g], acc[r][g]);
+        }
+        for (int r = 0; r < R; r++)
+            for (int g = 0; g < G; g++) part[r][g][j] = acc[r][g];
+    }
+    for (int r = 0; r < R; r++)
+        for (int g = 0; g < G; g++)
+            y[(size_t)g * ldy + r] = hsum_avx2(part[r][g][0], part[r][g][1], part[r][g][2], part[r][g][3]);
+}
+
+// tile_avx2 with R and G known at compile time (1..3 each)
+static void tile_dispatch(float* y, int ldy, const float* w, int cols, const float* x, int ldx, int R, int G) {
+#define TILE_CASE(R_, G_) \
+    case R_ * 4 + G_: tile_avx2(y, ldy, w, cols, x, ldx, R_, G_); break;
+    switch (R * 4 + G) {
+        TILE_CASE(1, 1) TILE_CASE(1, 2) TILE_CASE(1, 3)
+        TILE_CASE(2, 1) TILE_CASE(2, 2) TILE_CASE(2, 3)
+        TILE_CASE(3, 1) TILE_CASE(3, 2) TILE_CASE(3, 3)
+    }
+#undef TILE_CASE
 }
 #endif
 
 void f32_matvec_rows(float* y, const float* x, const float* W, int cols, int r0, int r1) {
 #ifdef F32M_AVX2
-    for (int r = r0; r < r1; r++) dots_avx2(y + (r - r0), 0, W + (size_t)r * cols, x, 0, 1, cols);
+    for (int r = r0; r < r1; r++) dot1_avx2(y + (r - r0), W + (size_t)r * cols, x, cols);
 #else
     f32_matvec_rows_scalar(y, x, W, cols, r0, r1);
 #endif
@@ -125,17 +173,17 @@ void f32_matvec_rows(float* y, const float* x, const float* W, int cols, int r0,
 
 void f32_matmat_rows(float* y, int ldy, const float* x, int ldx, int n, const float* W, int cols, int r0, int r1) {
 #ifdef F32M_AVX2
+    // a cache tile of rows is swept against all n inputs, in register tiles of 3 x 3
     for (int t0 = r0; t0 < r1; t0 += F32_TILE_ROWS) {
         int t1 = t0 + F32_TILE_ROWS < r1 ? t0 + F32_TILE_ROWS : r1;
-        int b = 0;
-        for (; b + F32_GROUP <= n; b += F32_GROUP)
-            for (int r = t0; r < t1; r++)
-                dots_avx2(y + (size_t)b * ldy + (r - r0), ldy, W + (size_t)r * cols, x + (size_t)b * ldx, ldx,
-                          F32_GROUP, cols);
-        for (int r = t0; r < t1 && n - b == 2; r++)
-            dots_avx2(y + (size_t)b * ldy + (r - r0), ldy, W + (size_t)r * cols, x + (size_t)b * ldx, ldx, 2, cols);
-        for (int r = t0; r < t1 && n - b == 1; r++)
-            dots_avx2(y + (size_t)b * ldy + (r - r0), ldy, W + (size_t)r * cols, x + (size_t)b * ldx, ldx, 1, cols);
+        for (int b = 0; b < n; b += F32_GROUP) {
+            int G = n - b < F32_GROUP ? n - b : F32_GROUP;
+            for (int r = t0; r < t1; r += F32_GROUP) {
+                int R = t1 - r < F32_GROUP ? t1 - r : F32_GROUP;
+                tile_dispatch(y + (size_t)b * ldy + (r - r0), ldy, W + (size_t)r * cols, cols, x + (size_t)b * ldx,
+                              ldx, R, G);
+            }
+        }
     }
 #else
     f32_matmat_rows_scalar(y, ldy, x, ldx, n, W, cols, r0, r1);

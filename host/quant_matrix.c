@@ -38,7 +38,7 @@
 #define QMATVEC_PARALLEL_MIN (1 << 16)
 // weight rows dequantized at a time by the batched AVX2 product (a float buffer of
 // QM_TILE_ROWS * cols, L1/L2-resident while it is swept against the n inputs)
-#define QM_TILE_ROWS 4
+#define QM_TILE_ROWS 6
 
 int quant_matrix_supported(uint32_t type) {
     return type == GGML_TYPE_Q8_0 || type == GGML_TYPE_Q4_0 || type == GGML_TYPE_Q4_1;
@@ -120,47 +120,56 @@ static inline float half_fast(const uint8_t* p) {
 static inline __m256 u8_to_ps(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)); }
 static inline __m256 i8_to_ps(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)); }
 
-// the block at b as 4 x 8 floats (elements 0-7, 8-15, 16-23, 24-31), w = q * d (+ m) with
-// a separate multiply and add
-static inline __attribute__((always_inline)) void block_dequant_avx2(int type, const uint8_t* b, __m256* q) {
-    __m256 d = _mm256_set1_ps(half_fast(b));
-    if (type == GGML_TYPE_Q8_0) {
-        const uint8_t* qs = b + 2;
-        for (int j = 0; j < 4; j++) q[j] = i8_to_ps(_mm_loadl_epi64((const __m128i*)(qs + 8 * j)));
-    } else {
-        const __m128i lo_mask = _mm_set1_epi8(0x0f);
-        __m128i qs = _mm_loadu_si128((const __m128i*)(b + (type == GGML_TYPE_Q4_1 ? 4 : 2)));
-        __m128i lo = _mm_and_si128(qs, lo_mask);
-        __m128i hi = _mm_and_si128(_mm_srli_epi16(qs, 4), lo_mask);
-        if (type == GGML_TYPE_Q4_0) { // nibble - 8 in [-8, 7]: signed bytes
-            const __m128i eight = _mm_set1_epi8(8);
-            lo = _mm_sub_epi8(lo, eight);
-            hi = _mm_sub_epi8(hi, eight);
-            q[0] = i8_to_ps(lo);
-            q[1] = i8_to_ps(_mm_srli_si128(lo, 8));
-            q[2] = i8_to_ps(hi);
-            q[3] = i8_to_ps(_mm_srli_si128(hi, 8));
-        } else {
-            q[0] = u8_to_ps(lo);
-            q[1] = u8_to_ps(_mm_srli_si128(lo, 8));
-            q[2] = u8_to_ps(hi);
-            q[3] = u8_to_ps(_mm_srli_si128(hi, 8));
-        }
-    }
-    for (int j = 0; j < 4; j++) q[j] = _mm256_mul_ps(q[j], d);
-    if (type == GGML_TYPE_Q4_1) {
-        __m256 m = _mm256_set1_ps(half_fast(b + 2));
-        for (int j = 0; j < 4; j++) q[j] = _mm256_add_ps(q[j], m);
-    }
-}
+// the block at b as 4 x 8 floats q[0..3] (elements 0-7, 8-15, 16-23, 24-31),
+// w = q * d (+ m) with a separate multiply and add
+#define BLOCK_DEQUANT_AVX2(type, b, q)                                                              \
+    do {                                                                                            \
+        __m256 d_ = _mm256_set1_ps(half_fast(b));                                                   \
+        if ((type) == GGML_TYPE_Q8_0) {                                                             \
+            q[0] = i8_to_ps(_mm_loadl_epi64((const __m128i*)((b) + 2)));                            \
+            q[1] = i8_to_ps(_mm_loadl_epi64((const __m128i*)((b) + 10)));                           \
+            q[2] = i8_to_ps(_mm_loadl_epi64((const __m128i*)((b) + 18)));                           \
+            q[3] = i8_to_ps(_mm_loadl_epi64((const __m128i*)((b) + 26)));                           \
+        } else {                                                                                    \
+            const __m128i lo_mask_ = _mm_set1_epi8(0x0f);                                           \
+            __m128i qs_ = _mm_loadu_si128((const __m128i*)((b) + ((type) == GGML_TYPE_Q4_1 ? 4 : 2))); \
+            __m128i lo_ = _mm_and_si128(qs_, lo_mask_);                                             \
+            __m128i hi_ = _mm_and_si128(_mm_srli_epi16(qs_, 4), lo_mask_);                          \
+            if ((type) == GGML_TYPE_Q4_0) { /* nibble - 8 in [-8, 7]: signed bytes */               \
+                lo_ = _mm_sub_epi8(lo_, _mm_set1_epi8(8));                                          \
+                hi_ = _mm_sub_epi8(hi_, _mm_set1_epi8(8));                                          \
+                q[0] = i8_to_ps(lo_);                                                               \
+                q[1] = i8_to_ps(_mm_srli_si128(lo_, 8));                                            \
+                q[2] = i8_to_ps(hi_);                                                               \
+                q[3] = i8_to_ps(_mm_srli_si128(hi_, 8));                                            \
+            } else {                                                                                \
+                q[0] = u8_to_ps(lo_);                                                               \
+                q[1] = u8_to_ps(_mm_srli_si128(lo_, 8));                                            \
+                q[2] = u8_to_ps(hi_);                                                               \
+                q[3] = u8_to_ps(_mm_srli_si128(hi_, 8));                                            \
+            }                                                                                       \
+        }                                                                                           \
+        q[0] = _mm256_mul_ps(q[0], d_);                                                             \
+        q[1] = _mm256_mul_ps(q[1], d_);                                                             \
+        q[2] = _mm256_mul_ps(q[2], d_);                                                             \
+        q[3] = _mm256_mul_ps(q[3], d_);                                                             \
+        if ((type) == GGML_TYPE_Q4_1) {                                                             \
+            __m256 m_ = _mm256_set1_ps(half_fast((b) + 2));                                         \
+            q[0] = _mm256_add_ps(q[0], m_);                                                         \
+            q[1] = _mm256_add_ps(q[1], m_);                                                         \
+            q[2] = _mm256_add_ps(q[2], m_);                                                         \
+            q[3] = _mm256_add_ps(q[3], m_);                                                         \
+        }                                                                                           \
+    } while (0)
 
 // sum_j w_j x_j over one row of nb blocks: one fused multiply-add chain per quarter of the
 // block (lanes = the 32 running sums of f32_matrix.h), then its reduction tree
 static inline __attribute__((always_inline)) float row_dot_avx2(int type, const uint8_t* b, const float* x, int nb) {
+    const int bsize = type == GGML_TYPE_Q4_1 ? 20 : type == GGML_TYPE_Q4_0 ? 18 : 34;
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-    for (int k = 0; k < nb; k++, x += 32, b += block_size(type)) {
+    for (int k = 0; k < nb; k++, x += 32, b += bsize) {
         __m256 q[4];
-        block_dequant_avx2(type, b, q);
+        BLOCK_DEQUANT_AVX2(type, b, q);
         a0 = _mm256_fmadd_ps(q[0], _mm256_loadu_ps(x), a0);
         a1 = _mm256_fmadd_ps(q[1], _mm256_loadu_ps(x + 8), a1);
         a2 = _mm256_fmadd_ps(q[2], _mm256_loadu_ps(x + 16), a2);
@@ -176,13 +185,17 @@ static inline __attribute__((always_inline)) float row_dot_avx2(int type, const 
 // rows [r0, r1) of W dequantized into w: (r1 - r0, cols)
 static inline __attribute__((always_inline)) void dequant_rows_avx2(int type, const QuantMatrix* W, int r0, int r1,
                                                                     float* w) {
+    const int bsize = type == GGML_TYPE_Q4_1 ? 20 : type == GGML_TYPE_Q4_0 ? 18 : 34;
     int nb = W->cols / 32;
     for (int r = r0; r < r1; r++) {
         const uint8_t* b = (const uint8_t*)W->blocks + (size_t)r * W->row_bytes;
-        for (int k = 0; k < nb; k++, b += block_size(type), w += 32) {
+        for (int k = 0; k < nb; k++, b += bsize, w += 32) {
             __m256 q[4];
-            block_dequant_avx2(type, b, q);
-            for (int j = 0; j < 4; j++) _mm256_store_ps(w + 8 * j, q[j]);
+            BLOCK_DEQUANT_AVX2(type, b, q);
+            _mm256_store_ps(w, q[0]);
+            _mm256_store_ps(w + 8, q[1]);
+            _mm256_store_ps(w + 16, q[2]);
+            _mm256_store_ps(w + 24, q[3]);
         }
     }
 }

@@ -47,7 +47,7 @@ void quant_matvec_rows_scalar(float* y, const float* x, const QuantMatrix* W, in
 void quant_matmat(float* y, int ldy, const float* x, int ldx, int n, const QuantMatrix* W);
 
 // The same for rows r0 <= r < r1 on the calling thread, written at y[b * ldy + r - r0]:
-// AVX2+FMA when compiled for it (allocates a 4 * cols float buffer), otherwise the plain
+// AVX2+FMA when compiled for it (allocates a 6 * cols float buffer), otherwise the plain
 // C twin (always compiled).
 void quant_matmat_rows(float* y, int ldy, const float* x, int ldx, int n, const QuantMatrix* W, int r0, int r1);
 void quant_matmat_rows_scalar(float* y, int ldy, const float* x, int ldx, int n, const QuantMatrix* W, int r0,
