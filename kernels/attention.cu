@@ -222,13 +222,27 @@ __global__ void attn_decode_merge_kernel(__nv_bfloat16* __restrict__ out, const 
     out[((size_t)s * n_heads + h) * hd + d] = __float2bfloat16(L > 0.0f ? o / L : 0.0f);
 }
 
-#define ATT_TARGET_BLOCKS 264 // two blocks per SM of a 132-SM H100
-#define ATT_MIN_SPLIT 256 // positions: below that a split costs more than it saves
+#define ATT_BLOCKS_PER_SM 2 // decode blocks per SM the split aims for
+#define ATT_MIN_SPLIT 256   // positions: below that a split costs more than it saves
+
+// SMs of the current device (queried once; 132, an H100's, if the query fails)
+static int sm_count(void) {
+    static int n = 0;
+    if (n == 0) {
+        int dev = 0, v = 0;
+        if (cudaGetDevice(&dev) == cudaSuccess &&
+            cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess && v > 0)
+            n = v;
+        else
+            n = 132;
+    }
+    return n;
+}
 
 extern "C" int etx_attn_decode_splits(int n_seqs, int n_kv_heads, int max_seq_len) {
     int blocks = n_seqs * n_kv_heads;
     if (blocks <= 0 || max_seq_len <= 0) return 1;
-    int n = etx_ceil_div(ATT_TARGET_BLOCKS, blocks);
+    int n = etx_ceil_div(ATT_BLOCKS_PER_SM * sm_count(), blocks);
     int cap = etx_ceil_div(max_seq_len, ATT_MIN_SPLIT);
     if (n > cap) n = cap;
     if (n > ETX_ATTN_MAX_SPLITS) n = ETX_ATTN_MAX_SPLITS;

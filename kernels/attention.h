@@ -35,8 +35,9 @@ typedef struct {
 } EtxAttnShape;
 
 // Splits of the context the decode kernel should use for n_seqs sequences of at most
-// max_seq_len positions: enough (sequence, KV head, split) blocks to fill the GPU, but
-// no split shorter than a few key tiles. 1 = no split (no workspace, no merge).
+// max_seq_len positions: enough (sequence, KV head, split) blocks to fill the GPU (two per
+// SM of the current device), but no split shorter than 256 positions. 1 = no split (no
+// workspace, no merge).
 int etx_attn_decode_splits(int n_seqs, int n_kv_heads, int max_seq_len);
 
 // Bytes of f32 workspace etx_attn_decode needs with n_splits > 1 (0 for n_splits == 1):
