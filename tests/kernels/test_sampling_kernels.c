@@ -201,10 +201,8 @@ END_TEST
 // agreement 1e-12, interaction 1e-9) for the values that are (near) zero, e.g. one position.
 #define AM_REL 1e-5
 
-static void check_attn(int n_heads, int window) {
-    const int n_seqs = 3, max_ctx = 320;
-    const int32_t n_pos[3] = {1, 7, 300};
-    int32_t win[3];
+static void check_attn_lengths(int n_heads, int window, int n_seqs, const int32_t* n_pos, int max_ctx) {
+    int32_t win[8];
     uint64_t rng = 1000 + (uint64_t)n_heads * 7 + (uint64_t)window;
     float* scores = xcalloc_t((size_t)n_seqs * n_heads * max_ctx, sizeof(float));
     for (int s = 0; s < n_seqs; s++) {
@@ -215,13 +213,13 @@ static void check_attn(int n_heads, int window) {
                     t < n_pos[s] ? (float)(2.5 * rng_normal(&rng) + 0.3 * h) : NAN;
     }
     float* d_scores = dev_put(scores, (size_t)n_seqs * n_heads * max_ctx * sizeof(float));
-    int32_t* d_pos = dev_put(n_pos, sizeof n_pos);
-    int32_t* d_win = dev_put(win, sizeof win);
+    int32_t* d_pos = dev_put(n_pos, n_seqs * sizeof(int32_t));
+    int32_t* d_win = dev_put(win, n_seqs * sizeof(int32_t));
     EtxAttnStats* d_out = etx_dev_malloc(n_seqs * sizeof(EtxAttnStats));
     etx_attn_metrics(d_scores, n_seqs, n_heads, max_ctx, d_pos, window ? d_win : NULL, d_out, NULL);
     etx_dev_sync();
-    EtxAttnStats out[3];
-    etx_dev_download(out, d_out, sizeof out);
+    EtxAttnStats out[8];
+    etx_dev_download(out, d_out, n_seqs * sizeof(EtxAttnStats));
 
     float* packed = xcalloc_t((size_t)n_heads * max_ctx, sizeof(float));
     float* scratch = xcalloc_t((size_t)(n_heads + 1) * max_ctx, sizeof(float));
@@ -245,11 +243,28 @@ static void check_attn(int n_heads, int window) {
     etx_dev_free(d_out);
 }
 
+// Lengths 1, 7, 300 (scores beyond them NaN, never to be read).
+static void check_attn(int n_heads, int window) {
+    const int32_t n_pos[3] = {1, 7, 300};
+    check_attn_lengths(n_heads, window, 3, n_pos, 320);
+}
+
 START_TEST(test_attn_metrics) {
     check_attn(9, 0);
     check_attn(9, 4096);
     check_attn(32, 0);
     check_attn(32, 4096);
+}
+END_TEST
+
+// The window filled exactly (no zero slots, clipped log) and overfilled (the window
+// becomes n_pos); ETX_ATTN_MAX_HEADS heads; a sequence with no position (zeros).
+START_TEST(test_attn_metrics_edges) {
+    const int32_t full[3] = {4096, 4100, 0};
+    check_attn_lengths(9, 4096, 3, full, 4100);
+    const int32_t few[2] = {3, 40};
+    check_attn_lengths(ETX_ATTN_MAX_HEADS, 0, 2, few, 40);
+    check_attn_lengths(ETX_ATTN_MAX_HEADS, 64, 2, few, 40);
 }
 END_TEST
 
@@ -571,6 +586,7 @@ static Suite* sampling_suite(void) {
     suite_add_tcase(s, tc);
     tc = tcase_create("attention metrics");
     tcase_add_test(tc, test_attn_metrics);
+    tcase_add_test(tc, test_attn_metrics_edges);
     tcase_set_timeout(tc, 600);
     suite_add_tcase(s, tc);
     tc = tcase_create("policy step");
