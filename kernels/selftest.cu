@@ -283,6 +283,42 @@ extern "C" void selftest_bf16(const float* in, int n, unsigned short* rn, unsign
 }
 
 // ----------------------------------------------------------------------------
+// math: one thread per input, every function of the subset (qualifiers exercised too)
+
+static __device__ __noinline__ float negate_bits(float v) { return __int_as_float(__float_as_int(v) ^ (int)0x80000000); }
+static __device__ __forceinline__ float square(float v) { return v * v; }
+
+__global__ void __launch_bounds__(128) math_kernel(const float* __restrict__ x, const float* __restrict__ p,
+                                                   const float* __restrict__ y, int n, float* __restrict__ out) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const float a = x[i], b = p[i], c = y[i];
+    float* o = out + (size_t)i * SELFTEST_MATH_FIELDS;
+    o[0] = expf(a);
+    o[1] = exp2f(a);
+    o[2] = __expf(a);
+    o[3] = logf(b);
+    o[4] = log2f(b);
+    o[5] = __logf(b);
+    o[6] = sqrtf(square(b));
+    o[7] = rsqrtf(b);
+    o[8] = __fdividef(a, b);
+    o[9] = __frcp_rn(b);
+    o[10] = fmaxf(a, c);
+    o[11] = fminf(a, c) + (a < INFINITY ? 0.0f : 1.0f);
+    o[12] = fabsf(a);
+    o[13] = negate_bits(a);
+    o[14] = (float)min((int)floorf(a), (int)floorf(c));
+    o[15] = (float)max((unsigned)(a + 20.0f), (unsigned)(c + 20.0f));
+    o[16] = max(a, c) - min(a, c) + (__uint_as_float(__float_as_uint(b)) - b);
+}
+
+extern "C" void selftest_math(const float* x, const float* p, const float* y, int n, float* out) {
+    ETX_LAUNCH(math_kernel, etx_ceil_div(n, 128), 128, 0, 0, x, p, y, n, out);
+    CUDA_CHECK_LAUNCH();
+}
+
+// ----------------------------------------------------------------------------
 // barrier cost, launch errors
 
 __global__ void barrier_rounds_kernel(int rounds, int* out) {

@@ -75,6 +75,11 @@ void selftest_atomics(const int* in, int n_blocks, SelftestAtomics* acc, int* sl
 void selftest_bf16(const float* in, int n, unsigned short* rn, unsigned short* def, float* back,
                    unsigned short* pair_bits, float* pair_back);
 
+// Math functions and intrinsics, per i (n, SELFTEST_MATH_FIELDS): on x (any sign), p
+// (positive) and y (any sign); the test lists the fields.
+#define SELFTEST_MATH_FIELDS 17
+void selftest_math(const float* x, const float* p, const float* y, int n, float* out);
+
 // `rounds` __syncthreads rounds in one block of `block` threads, each adding 1 to its own
 // shared counter; out[0] = sum of the counters (block * rounds).
 void selftest_barrier_rounds(int block, int rounds, int* out);

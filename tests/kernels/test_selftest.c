@@ -18,6 +18,9 @@
  *   - atomics from 50 blocks: add (int, unsigned, unsigned long long, float), max/min (int,
  *     unsigned), CAS loops (int, and float through unsigned bits), exch; return values;
  *   - bf16: round to nearest even at ties, overflow to inf, subnormals, signs, NaN;
+ *   - math: expf exp2f logf log2f sqrtf rsqrtf and the __ intrinsics within the CUDA
+ *     Programming Guide's ulp bounds (+1 for the reference's rounding) of double results;
+ *     fmaxf fminf fabsf, bit casts, min/max overloads exactly;
  *   - launch errors (2048 threads per block) reported by cudaGetLastError;
  *   - a __syncthreads round over 256 threads: its cost, printed (not asserted: the CI
  *     machine is shared);
@@ -584,6 +587,85 @@ START_TEST(test_bf16) {
 END_TEST
 
 // ----------------------------------------------------------------------------
+// math
+
+// distance in units in the last place between two finite floats of the same sign
+static long ulp_diff(float a, float b) {
+    int32_t ia, ib;
+    memcpy(&ia, &a, 4);
+    memcpy(&ib, &b, 4);
+    if (ia < 0) ia = INT32_MIN - ia; // order negative floats below positive ones
+    if (ib < 0) ib = INT32_MIN - ib;
+    return labs((long)ia - (long)ib);
+}
+
+START_TEST(test_math) {
+    enum { N = 500 };
+    float x[N], p[N], y[N];
+    uint64_t seed = 23;
+    for (int i = 0; i < N; i++) {
+        x[i] = (float)((double)(rng_next(&seed) >> 11) / 9007199254740992.0 * 20.0 - 10.0);             // [-10, 10)
+        p[i] = (float)exp((double)(rng_next(&seed) >> 11) / 9007199254740992.0 * 13.8 - 6.9);           // [1e-3, 1e3)
+        y[i] = (float)((double)(rng_next(&seed) >> 11) / 9007199254740992.0 * 20.0 - 10.0);
+    }
+    float *dx = dev_put(x, sizeof x), *dp = dev_put(p, sizeof p), *dy = dev_put(y, sizeof y);
+    float* dout = dev_alloc((size_t)N * SELFTEST_MATH_FIELDS * sizeof(float));
+    selftest_math(dx, dp, dy, N, dout);
+    float* out = host_alloc((size_t)N * SELFTEST_MATH_FIELDS * sizeof(float));
+    etx_dev_download(out, dout, (size_t)N * SELFTEST_MATH_FIELDS * sizeof(float));
+    for (int i = 0; i < N; i++) {
+        const float* o = out + (size_t)i * SELFTEST_MATH_FIELDS;
+        const double a = x[i], b = p[i], c = y[i];
+        // Maximum errors from the CUDA C Programming Guide's tables (the GPU is the looser
+        // side; the emulator computes with the C library, within 1 ulp of these references,
+        // which are double results rounded to float): expf, exp2f 2 ulp; logf, log2f 1 ulp;
+        // sqrtf, __frcp_rn correctly rounded (0 ulp); rsqrtf 2 ulp; __expf 2 + floor(|1.173 x|)
+        // ulp; __logf 3 ulp outside [0.5, 2], absolute 2^-21.41 inside; __fdividef 2 ulp.
+        // The reference's own rounding adds at most 1 ulp: each bound below is the table's + 1.
+        struct {
+            const char* name;
+            float got;
+            double want;
+            long ulps;
+        } u[] = {
+            {"expf", o[0], exp(a), 3},
+            {"exp2f", o[1], exp2(a), 3},
+            {"__expf", o[2], exp(a), 3 + (long)floor(fabs(1.173 * a))},
+            {"logf", o[3], log(b), 2},
+            {"log2f", o[4], log2(b), 2},
+            {"sqrtf", o[6], b, 1}, // sqrtf(b*b): b*b is rounded, so within 1 ulp of b
+            {"rsqrtf", o[7], 1.0 / sqrt(b), 3},
+            {"__fdividef", o[8], a / b, 3},
+            {"__frcp_rn", o[9], 1.0 / b, 0},
+        };
+        for (size_t k = 0; k < sizeof u / sizeof u[0]; k++) {
+            const long tol = u[k].ulps;
+            ck_assert_msg(ulp_diff(u[k].got, (float)u[k].want) <= tol, "%s at i=%d (x %a p %a): %a, want %a (%ld ulp)",
+                          u[k].name, i, x[i], p[i], u[k].got, (float)u[k].want, ulp_diff(u[k].got, (float)u[k].want));
+        }
+        if (b >= 0.5 && b <= 2.0)
+            ck_assert_msg(fabs(o[5] - log(b)) <= pow(2.0, -21.41), "__logf(%a) = %a", p[i], o[5]);
+        else
+            ck_assert_msg(ulp_diff(o[5], (float)log(b)) <= 4, "__logf(%a) = %a", p[i], o[5]);
+        // exact ones
+        ck_assert(o[10] == fmaxf(x[i], y[i]));
+        ck_assert(o[11] == fminf(x[i], y[i]));
+        ck_assert(o[12] == fabsf(x[i]));
+        ck_assert(f32_bits(o[13]) == (f32_bits(x[i]) ^ 0x80000000u));
+        ck_assert(o[14] == (float)(floor(a) < floor(c) ? floor(a) : floor(c)));
+        const unsigned ua = (unsigned)(x[i] + 20.0f), uc = (unsigned)(y[i] + 20.0f);
+        ck_assert(o[15] == (float)(ua > uc ? ua : uc));
+        ck_assert(o[16] == fmaxf(x[i], y[i]) - fminf(x[i], y[i]));
+    }
+    etx_dev_free(dx);
+    etx_dev_free(dp);
+    etx_dev_free(dy);
+    etx_dev_free(dout);
+    free(out);
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
 // launch errors, barrier cost
 
 START_TEST(test_bad_launch) {
@@ -766,6 +848,7 @@ static Suite* selftest_suite(void) {
     tcase_add_test(tc, test_grid2d);
     tcase_add_test(tc, test_atomics);
     tcase_add_test(tc, test_bf16);
+    tcase_add_test(tc, test_math);
     tcase_add_test(tc, test_bad_launch);
     tcase_add_test(tc, test_barrier_rounds);
     tcase_set_timeout(tc, 120);
