@@ -551,8 +551,14 @@ void run_block() {
 
 // -- entry points called by simt.h ----------------------------------------------
 
+[[noreturn]] static void outside_kernel(const char* what) {
+    fprintf(stderr, "simt: %s called outside a kernel\n", what);
+    abort();
+}
+
 int syncthreads(int pred) {
     Fiber* f = (Fiber*)g_thread;
+    if (!f) outside_kernel("__syncthreads");
     if (g_n_exited > 0) {
         char buf[200];
         snprintf(buf, sizeof buf,
@@ -585,6 +591,7 @@ int syncthreads(int pred) {
 
 uint64_t warp_op(int op, unsigned mask, uint64_t value, int arg, int width) {
     Fiber* f = (Fiber*)g_thread;
+    if (!f) outside_kernel(op_name(op));
     const unsigned lane = f->t.linear & 31, w = f->t.linear >> 5;
     if (!(mask >> lane & 1)) {
         char buf[200];
@@ -606,11 +613,13 @@ uint64_t warp_op(int op, unsigned mask, uint64_t value, int arg, int width) {
 
 unsigned activemask() {
     Fiber* f = (Fiber*)g_thread;
+    if (!f) outside_kernel("__activemask");
     return g_alive[f->t.linear >> 5];
 }
 
 void yield() {
     Fiber* f = (Fiber*)g_thread;
+    if (!f) outside_kernel("__nanosleep");
     suspend(f);
 }
 
