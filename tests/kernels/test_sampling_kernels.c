@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "attn_metrics.h"
 #include "device.h"
@@ -37,6 +38,13 @@
 
 // ----------------------------------------------------------------------------
 // helpers
+
+// Wall-clock milliseconds (for the timings the GPU build prints; nothing asserts them).
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
 
 static void* dev_put(const void* host, size_t bytes) {
     void* d = etx_dev_malloc(bytes);
@@ -370,8 +378,11 @@ static void check_policy_step(int vocab, int reps, uint64_t seed0) {
     EtxVocabStats* d_stats = etx_dev_malloc(n_seqs * sizeof(EtxVocabStats));
     PolicyCandidate* d_cand = etx_dev_malloc((size_t)n_seqs * ETX_TOPK * sizeof(PolicyCandidate));
     void* d_vp_scratch = etx_dev_malloc(etx_vocab_pass_scratch_bytes(n_seqs));
+    etx_dev_sync();
+    const double t0 = now_ms();
     etx_vocab_pass(d_x, n_seqs, vocab, ETX_TOPK, d_stats, d_cand, NULL, d_vp_scratch, NULL);
     etx_dev_sync();
+    const double t_vocab = now_ms() - t0;
     EtxVocabStats* stats = xcalloc_t(n_seqs, sizeof(EtxVocabStats));
     etx_dev_download(stats, d_stats, n_seqs * sizeof(EtxVocabStats));
 
@@ -464,8 +475,11 @@ static void check_policy_step(int vocab, int reps, uint64_t seed0) {
                        .n_cand = vocab < ETX_TOPK ? vocab : ETX_TOPK, .attn = d_attn, .policies = d_pol,
                        .states = d_st, .stop_ids = d_stop, .eos_ids = d_eos, .n_eos = n_eos,
                        .scratch = d_scratch, .tokens = d_tok, .done = d_done, .trace = d_trace};
+    etx_dev_sync();
+    const double t1 = now_ms();
     etx_policy_step(&a, NULL);
     etx_dev_sync();
+    const double t_policy = now_ms() - t1;
     int32_t* tok = xcalloc_t(n_seqs, sizeof(int32_t));
     int32_t* done = xcalloc_t(n_seqs, sizeof(int32_t));
     etx_trace_record* trace = xcalloc_t(n_seqs, sizeof(etx_trace_record));
@@ -521,6 +535,12 @@ static void check_policy_step(int vocab, int reps, uint64_t seed0) {
         CK_FIELD_EQ(top_p);
         CK_FIELD_EQ(min_p);
     }
+#ifdef ETX_NATIVE_CUDA
+    fprintf(stderr, "%s, vocab %d, %d sequences (%d through the fallback): vocab pass %.3f ms, policy step %.3f ms\n",
+            etx_dev_name(), vocab, n_seqs, fallbacks, t_vocab, t_policy);
+#else
+    (void)t_vocab, (void)t_policy;
+#endif
     // the settings really exercised what they are named after
     ck_assert_int_gt(outcomes[0], 0);
     ck_assert_int_gt(outcomes[ETX_REQ_DONE_STOP], 0);
@@ -575,6 +595,9 @@ END_TEST
 START_TEST(test_policy_vocab_32000) { check_policy_step(32000, 1, 504); } // fallback sorts 2^15 keys
 END_TEST
 
+START_TEST(test_policy_vocab_128256) { check_policy_step(128256, 1, 505); } // Llama 3: 2^17 keys
+END_TEST
+
 // ----------------------------------------------------------------------------
 
 static Suite* sampling_suite(void) {
@@ -594,6 +617,7 @@ static Suite* sampling_suite(void) {
     tcase_add_test(tc, test_policy_vocab_100);
     tcase_add_test(tc, test_policy_vocab_4096);
     tcase_add_test(tc, test_policy_vocab_32000);
+    tcase_add_test(tc, test_policy_vocab_128256);
     tcase_set_timeout(tc, 600);
     suite_add_tcase(s, tc);
     return s;
