@@ -9,6 +9,11 @@
  * and turns the scores into weights; the threads then rescale their accumulators by
  * exp(m_old - m_new) and add the weighted values. So K and V of a KV head are read from
  * global memory once per block, whatever the number of query heads sharing it.
+ *
+ * Shared-memory traffic is what bounds the two tile products, so both are register-tiled
+ * with 16-byte shared loads: for the scores, lane t of warp w keeps key t's four dims in
+ * registers against the rows w, w + 4, ...; for the values, thread (row i0, column d)
+ * keeps v[t..t+3][d] in registers against its rows' four weights.
  */
 #include <math.h>
 
@@ -26,8 +31,13 @@
 #define ATT_UNROLL _Pragma("unroll")
 #endif
 
+#define K_LD(HD) ((HD) + 4) // k_s row stride: 16-byte rows, lanes on keys t hit distinct banks
+
 struct alignas(16) bf16x8 {
     __nv_bfloat16 v[8];
+};
+struct alignas(16) f32x4 {
+    float v[4];
 };
 
 __device__ __forceinline__ float warp_max(float v) {
@@ -44,11 +54,11 @@ __device__ __forceinline__ void store_v(float* dst, __nv_bfloat16 v) { *dst = __
 __device__ __forceinline__ void store_v(__nv_bfloat16* dst, __nv_bfloat16 v) { *dst = v; }
 
 // Gathers keys/values tb .. tb + nt - 1 of KV head kvh (through the sequence's block
-// table row) into k_s (ATT_TILE, HD + 1) f32 and v_s (ATT_TILE, HD) (f32 or bf16); rows
+// table row) into k_s (ATT_TILE, K_LD(HD)) f32 and v_s (ATT_TILE, HD) (f32 or bf16); rows
 // t >= nt are zeroed. 16-byte loads (8 bf16; HD, kv_dim and the head offset are multiples
 // of 8 and the pools 16-byte aligned); consecutive threads on consecutive 16-byte pieces.
 template <int HD, typename VT>
-__device__ void load_kv_tile(float (*k_s)[HD + 1], VT (*v_s)[HD], const __nv_bfloat16* __restrict__ k_pool,
+__device__ void load_kv_tile(float (*k_s)[K_LD(HD)], VT (*v_s)[HD], const __nv_bfloat16* __restrict__ k_pool,
                              const __nv_bfloat16* __restrict__ v_pool, const int32_t* __restrict__ table, int bs,
                              int kv_dim, int kvh, int tb, int nt) {
     constexpr int PER_ROW = HD / 8;
@@ -66,6 +76,74 @@ __device__ void load_kv_tile(float (*k_s)[HD + 1], VT (*v_s)[HD], const __nv_bfl
         for (int j = 0; j < 8; j++) {
             k_s[t][d + j] = __bfloat162float(k8.v[j]);
             store_v(&v_s[t][d + j], v8.v[j]);
+        }
+    }
+}
+
+__device__ __forceinline__ float to_f32(float v) { return v; }
+__device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+// Scores of one tile: s_s[i][t] = scale * q_s[i] . k_s[t] for rows i < n_rows, or
+// -INFINITY where key t is masked: t >= nt, or (CAUSAL) row i >= rows_valid or
+// tb + t > pos0 + (row0 + i) / G (the row's position). Lane t of warp w computes rows
+// w, w + 4, ... (at most MAXR / 4) with key t's dims in registers, 4 at a time.
+// capture (may be NULL): unmasked scores also go to capture[i * ld_cap + tb + t].
+template <int HD, int MAXR, bool CAUSAL>
+__device__ void tile_scores(float (*s_s)[ATT_TILE], float (*q_s)[HD], float (*k_s)[K_LD(HD)], int n_rows, int nt,
+                            float scale, int tb, int pos0, int row0, int rows_valid, int G, float* capture,
+                            size_t ld_cap) {
+    constexpr int WARPS = ATT_THREADS / 32;
+    constexpr int RPT = (MAXR + WARPS - 1) / WARPS;
+    int t = threadIdx.x % 32, w = threadIdx.x / 32;
+    float dot[RPT];
+    ATT_UNROLL
+    for (int j = 0; j < RPT; j++) dot[j] = 0.0f;
+    const f32x4* kr = reinterpret_cast<const f32x4*>(k_s[t]);
+    for (int d4 = 0; d4 < HD / 4; d4++) {
+        f32x4 kv = kr[d4];
+        ATT_UNROLL
+        for (int j = 0; j < RPT; j++) {
+            int i = w + j * WARPS;
+            if (i < n_rows) {
+                f32x4 qv = reinterpret_cast<const f32x4*>(q_s[i])[d4];
+                dot[j] += qv.v[0] * kv.v[0] + qv.v[1] * kv.v[1] + qv.v[2] * kv.v[2] + qv.v[3] * kv.v[3];
+            }
+        }
+    }
+    ATT_UNROLL
+    for (int j = 0; j < RPT; j++) {
+        int i = w + j * WARPS;
+        if (i < n_rows) {
+            bool ok = t < nt;
+            if (CAUSAL) ok = ok && i < rows_valid && tb + t <= pos0 + (row0 + i) / G;
+            float sc = scale * dot[j];
+            s_s[i][t] = ok ? sc : -INFINITY;
+            if (capture && ok) capture[i * ld_cap + tb + t] = sc;
+        }
+    }
+}
+
+// Values of one tile, after softmax_update: for the thread's rows i = threadIdx.x / HD +
+// j * (ATT_THREADS / HD) < n_rows and column d = threadIdx.x % HD,
+//   acc[j] = acc[j] * alpha[i] + sum_t p[i][t] v[t][d]
+// over the whole tile (masked keys have p = 0 and zeroed values), four keys at a time.
+template <int HD, int ACC, typename VT>
+__device__ void tile_values(float* acc, float (*s_s)[ATT_TILE], VT (*v_s)[HD], const float* alpha_s, int n_rows) {
+    constexpr int STEP = ATT_THREADS / HD;
+    int d = threadIdx.x % HD, i0 = threadIdx.x / HD;
+    ATT_UNROLL
+    for (int j = 0; j < ACC; j++)
+        if (i0 + j * STEP < n_rows) acc[j] *= alpha_s[i0 + j * STEP];
+    for (int t4 = 0; t4 < ATT_TILE / 4; t4++) {
+        float v0 = to_f32(v_s[4 * t4][d]), v1 = to_f32(v_s[4 * t4 + 1][d]);
+        float v2 = to_f32(v_s[4 * t4 + 2][d]), v3 = to_f32(v_s[4 * t4 + 3][d]);
+        ATT_UNROLL
+        for (int j = 0; j < ACC; j++) {
+            int i = i0 + j * STEP;
+            if (i < n_rows) {
+                f32x4 p = reinterpret_cast<const f32x4*>(s_s[i])[t4];
+                acc[j] += p.v[0] * v0 + p.v[1] * v1 + p.v[2] * v2 + p.v[3] * v3;
+            }
         }
     }
 }
@@ -112,10 +190,10 @@ __global__ void __launch_bounds__(ATT_THREADS)
                        const __nv_bfloat16* __restrict__ v_pool, const int32_t* __restrict__ block_table,
                        const int32_t* __restrict__ seq_len, EtxAttnShape sh, int chunk, int n_splits, float scale) {
     constexpr int ACC = ETX_ATTN_MAX_GROUP * HD / ATT_THREADS; // accumulators per thread
-    __shared__ float q_s[ETX_ATTN_MAX_GROUP][HD];
-    __shared__ float k_s[ATT_TILE][HD + 1]; // padded: lanes on different keys hit different banks
-    __shared__ float v_s[ATT_TILE][HD];
-    __shared__ float s_s[ETX_ATTN_MAX_GROUP][ATT_TILE];
+    __shared__ __align__(16) float q_s[ETX_ATTN_MAX_GROUP][HD];
+    __shared__ __align__(16) float k_s[ATT_TILE][K_LD(HD)];
+    __shared__ __align__(16) float v_s[ATT_TILE][HD];
+    __shared__ __align__(16) float s_s[ETX_ATTN_MAX_GROUP][ATT_TILE];
     __shared__ float m_s[ETX_ATTN_MAX_GROUP], l_s[ETX_ATTN_MAX_GROUP], alpha_s[ETX_ATTN_MAX_GROUP];
 
     int kvh = blockIdx.x, s = blockIdx.y, split = blockIdx.z, tid = threadIdx.x;
@@ -125,6 +203,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
     int t1 = split == n_splits - 1 ? len : min(len, t0 + chunk);
     const int32_t* table = block_table + (size_t)s * sh.max_blocks;
     size_t head0 = (size_t)s * sh.n_heads + (size_t)kvh * G; // first query head of the group
+    float* capture = scores ? scores + head0 * max_ctx : NULL;
 
     for (int e = tid; e < G * HD; e += ATT_THREADS) q_s[e / HD][e % HD] = q[head0 * HD + e];
     if (tid < G) {
@@ -140,32 +219,12 @@ __global__ void __launch_bounds__(ATT_THREADS)
         int nt = min(ATT_TILE, t1 - tb);
         load_kv_tile<HD, float>(k_s, v_s, k_pool, v_pool, table, bs, kv_dim, kvh, tb, nt);
         __syncthreads();
-        // scores of (head g, key t): lanes of a warp on consecutive keys of one head
-        for (int e = tid; e < G * ATT_TILE; e += ATT_THREADS) {
-            int g = e / ATT_TILE, t = e % ATT_TILE;
-            float sc = -INFINITY;
-            if (t < nt) {
-                float dot = 0.0f;
-                for (int d = 0; d < HD; d++) dot += q_s[g][d] * k_s[t][d];
-                sc = scale * dot;
-                if (scores) scores[(head0 + g) * max_ctx + tb + t] = sc;
-            }
-            s_s[g][t] = sc;
-        }
+        tile_scores<HD, ETX_ATTN_MAX_GROUP, false>(s_s, q_s, k_s, G, nt, scale, tb, 0, 0, G, G, capture,
+                                                   (size_t)max_ctx);
         __syncthreads();
         softmax_update<ATT_TILE>(s_s, m_s, l_s, alpha_s, G);
         __syncthreads();
-        // acc[g, d] = acc[g, d] * alpha[g] + sum_t p[g, t] v[t, d]
-        ATT_UNROLL
-        for (int j = 0; j < ACC; j++) {
-            int e = tid + j * ATT_THREADS;
-            if (e < G * HD) {
-                int g = e / HD, d = e % HD;
-                float a = acc[j] * alpha_s[g];
-                for (int t = 0; t < nt; t++) a += s_s[g][t] * v_s[t][d];
-                acc[j] = a;
-            }
-        }
+        tile_values<HD, ACC, float>(acc, s_s, v_s, alpha_s, G);
         __syncthreads(); // the next tile overwrites k_s, v_s, s_s
     }
 
@@ -223,7 +282,7 @@ __global__ void attn_decode_merge_kernel(__nv_bfloat16* __restrict__ out, const 
 }
 
 #define ATT_BLOCKS_PER_SM 2 // decode blocks per SM the split aims for
-#define ATT_MIN_SPLIT 256   // positions: below that a split costs more than it saves
+#define ATT_MIN_SPLIT 256 // positions: below that a split costs more than it saves
 
 // SMs of the current device (queried once; 132, an H100's, if the query fails)
 static int sm_count(void) {
@@ -313,10 +372,10 @@ __global__ void __launch_bounds__(ATT_THREADS)
                         const __nv_bfloat16* __restrict__ k_pool, const __nv_bfloat16* __restrict__ v_pool,
                         const int32_t* __restrict__ table, EtxAttnShape sh, int pos0, int n, float scale) {
     constexpr int ACC = PF_ROWS * HD / ATT_THREADS;
-    __shared__ float q_s[PF_ROWS][HD];
-    __shared__ float k_s[ATT_TILE][HD + 1];
-    __shared__ __nv_bfloat16 v_s[ATT_TILE][HD];
-    __shared__ float s_s[PF_ROWS][ATT_TILE + 1];
+    __shared__ __align__(16) float q_s[PF_ROWS][HD];
+    __shared__ __align__(16) float k_s[ATT_TILE][K_LD(HD)];
+    __shared__ __align__(16) __nv_bfloat16 v_s[ATT_TILE][HD]; // bf16: f32 would pass 48 KiB at HD 128
+    __shared__ __align__(16) float s_s[PF_ROWS][ATT_TILE];
     __shared__ float m_s[PF_ROWS], l_s[PF_ROWS], alpha_s[PF_ROWS];
 
     int kvh = blockIdx.y, tid = threadIdx.x;
@@ -343,28 +402,11 @@ __global__ void __launch_bounds__(ATT_THREADS)
         int nt = min(ATT_TILE, last + 1 - tb);
         load_kv_tile<HD, __nv_bfloat16>(k_s, v_s, k_pool, v_pool, table, sh.block_size, kv_dim, kvh, tb, nt);
         __syncthreads();
-        // scores of (row i, key t): lanes of a warp on consecutive keys of one row
-        for (int e = tid; e < PF_ROWS * ATT_TILE; e += ATT_THREADS) {
-            int i = e / ATT_TILE, t = e % ATT_TILE;
-            int row_pos = i < rows ? pos0 + (row0 + i) / G : -1;
-            float sc = -INFINITY;
-            if (t < nt && tb + t <= row_pos) {
-                float dot = 0.0f;
-                for (int d = 0; d < HD; d++) dot += q_s[i][d] * k_s[t][d];
-                sc = scale * dot;
-            }
-            s_s[i][t] = sc;
-        }
+        tile_scores<HD, PF_ROWS, true>(s_s, q_s, k_s, PF_ROWS, nt, scale, tb, pos0, row0, rows, G, NULL, 0);
         __syncthreads();
-        softmax_update<ATT_TILE + 1>(s_s, m_s, l_s, alpha_s, PF_ROWS);
+        softmax_update<ATT_TILE>(s_s, m_s, l_s, alpha_s, PF_ROWS);
         __syncthreads();
-        ATT_UNROLL
-        for (int j = 0; j < ACC; j++) {
-            int e = tid + j * ATT_THREADS, i = e / HD, d = e % HD;
-            float a = acc[j] * alpha_s[i];
-            for (int t = 0; t < nt; t++) a += s_s[i][t] * __bfloat162float(v_s[t][d]);
-            acc[j] = a;
-        }
+        tile_values<HD, ACC, __nv_bfloat16>(acc, s_s, v_s, alpha_s, PF_ROWS);
         __syncthreads();
     }
 
