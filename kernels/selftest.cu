@@ -415,3 +415,16 @@ extern "C" void selftest_dynamic_smem_unwritten(int n, unsigned* out) {
     ETX_LAUNCH(dynamic_smem_unwritten_kernel, 1, 32, (size_t)n * sizeof(unsigned), 0, n, out);
     CUDA_CHECK_LAUNCH();
 }
+
+#ifdef ETX_SIMT
+__global__ void call_on_fibers_kernel(void (*fn)(int)) {
+    fn((int)threadIdx.x);
+    __syncthreads();
+    fn((int)threadIdx.x + 1000);
+}
+
+extern "C" void selftest_call_on_fibers(void (*fn)(int tid), int block) {
+    ETX_LAUNCH(call_on_fibers_kernel, 1, block, 0, 0, fn);
+    CUDA_CHECK_LAUNCH();
+}
+#endif

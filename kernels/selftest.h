@@ -101,6 +101,11 @@ void selftest_deadlock(int* out);
 void selftest_shfl_outside_mask(int* out);
 // Reads n floats of dynamic shared memory that no thread wrote (emulator: 0xff bytes).
 void selftest_dynamic_smem_unwritten(int n, unsigned* out);
+#ifndef ETX_NATIVE_CUDA
+// Emulator only: every thread of one block of `block` threads calls the host function
+// fn(tid), then __syncthreads, then fn(tid + 1000): sanitized C code on fiber stacks.
+void selftest_call_on_fibers(void (*fn)(int tid), int block);
+#endif
 
 #ifdef __cplusplus
 }

@@ -93,6 +93,11 @@ struct __align__(16) uint4 { unsigned int x, y, z, w; };
 struct __align__(16) float4 { float x, y, z, w; };
 struct __align__(16) double2 { double x, y; };
 struct __align__(4) ushort2 { unsigned short x, y; };
+struct __align__(4) short2 { short x, y; };
+struct __align__(4) char4 { signed char x, y, z, w; };
+struct __align__(4) uchar4 { unsigned char x, y, z, w; };
+struct float3 { float x, y, z; };
+struct __align__(16) longlong2 { long long x, y; };
 
 static inline int2 make_int2(int x, int y) { return int2{x, y}; }
 static inline uint2 make_uint2(unsigned x, unsigned y) { return uint2{x, y}; }
@@ -103,6 +108,13 @@ static inline float4 make_float4(float x, float y, float z, float w) { return fl
 static inline double2 make_double2(double x, double y) { return double2{x, y}; }
 static inline uint3 make_uint3(unsigned x, unsigned y, unsigned z) { return uint3{x, y, z}; }
 static inline int3 make_int3(int x, int y, int z) { return int3{x, y, z}; }
+static inline float3 make_float3(float x, float y, float z) { return float3{x, y, z}; }
+static inline ushort2 make_ushort2(unsigned short x, unsigned short y) { return ushort2{x, y}; }
+static inline short2 make_short2(short x, short y) { return short2{x, y}; }
+static inline char4 make_char4(signed char x, signed char y, signed char z, signed char w) { return char4{x, y, z, w}; }
+static inline uchar4 make_uchar4(unsigned char x, unsigned char y, unsigned char z, unsigned char w) {
+    return uchar4{x, y, z, w};
+}
 
 // ----------------------------------------------------------------------------
 // the emulator's state, read by the built-in variables
