@@ -1,6 +1,6 @@
 /*
  * attn_metrics.cu — attention entropy, varentropy over heads, agreement and interaction
- * per sequence (attn_metrics.h), one block per sequence.
+ * per sequence (attn_metrics.h).
  *
  * Math (one line): P_h = softmax over the slots of s_h (valid scores, then u zero slots
  * in window mode); E_h = -sum P log2 P (log2 of clip(P, 1e-10, 1) in window mode);
@@ -9,13 +9,17 @@
  *
  * Memory traffic: the n_heads x n_pos valid scores are read four times (max and
  * normaliser online; entropy; twice in the agreement, which recomputes P rather than
- * storing it), the first from DRAM and the rest mostly from L2/L1; writes are 16 bytes
- * per sequence. The u zero slots cost O(n_heads), never materialised.
+ * storing it), the first from DRAM and the rest mostly from L2; scratch holds 40 bytes
+ * per head and 8 per chunk of positions; writes are 16 bytes per sequence. The u zero
+ * slots cost O(n_heads), never materialised.
  *
- * Phase 1, a warp per head: online max / normaliser, then the entropy; phase 2, a thread
- * per position: the mean over heads and |P - mean|. Double inside, float out; P is
- * rounded as metrics.c rounds it (e^{s-m} to float, times 1/z, to float), so the two
- * agree to the order of additions.
+ * Three kernels, so that one sequence (batch 1) still spreads over many blocks:
+ * attn_heads_kernel, a warp per (sequence, head): online max / normaliser, then the
+ * entropy; attn_agree_kernel, a thread per (sequence, position): the mean over heads
+ * and |P - mean|, summed per block of positions; attn_final_kernel, a thread per
+ * sequence: means over heads and slots. Double inside, float out; P is rounded as
+ * metrics.c rounds it (e^{s-m} to float, times 1/z, to float), so the two agree to the
+ * order of additions.
  */
 #include "attn_metrics.h"
 #include "cuda_common.cuh"
@@ -55,121 +59,185 @@ __device__ static float am_prob(float s, double m, double inv_z) {
     return (float)((double)(float)exp((double)s - m) * inv_z);
 }
 
-__global__ void __launch_bounds__(AM_THREADS)
-    attn_metrics_kernel(const float* scores, int n_heads, int max_ctx, const int32_t* n_pos_arr,
-                        const int32_t* window_arr, EtxAttnStats* out) {
-    __shared__ double s_m[ETX_ATTN_MAX_HEADS], s_inv_z[ETX_ATTN_MAX_HEADS], s_ent[ETX_ATTN_MAX_HEADS],
-        s_p0[ETX_ATTN_MAX_HEADS];
-    __shared__ double s_abs[AM_THREADS], s_agree[AM_THREADS];
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, seq = blockIdx.x;
-    const int n_pos = n_pos_arr[seq];
-    const int window = window_arr ? window_arr[seq] : 0;
-    if (n_pos <= 0 || n_heads <= 0) {
-        if (tid == 0) {
-            const EtxAttnStats zero = {0.0f, 0.0f, 0.0f, 0.0f};
-            out[seq] = zero;
-        }
-        return;
-    }
-    const int compat = window > 0;
-    const long u = compat && window > n_pos ? (long)window - n_pos : 0; // zero slots
-    const float* base = scores + (size_t)seq * n_heads * max_ctx;
+// Per (sequence, head) results of kernel 1.
+typedef struct {
+    double m, inv_z; // max (over the slots) and 1 / normaliser
+    double ent;      // entropy, bits
+    double p0;       // probability of each zero slot (0 without them)
+    double abs_sum;  // sum of |s| over the valid positions
+} AmHead;
 
-    // phase 1: a warp per head
-    double abs_sum = 0.0;
-    for (int h = warp; h < n_heads; h += AM_WARPS) {
-        const float* s = base + (size_t)h * max_ctx;
-        double m = -INFINITY, z = 0.0;
-        for (int k = lane; k < n_pos; k += 32) {
-            const double x = s[k];
-            abs_sum += fabs(x);
-            if (x > m) {
-                z = z * exp(m - x) + 1.0;
-                m = x;
-            } else {
-                z += exp(x - m);
-            }
-        }
-        am_warp_lse(&m, &z);
-        if (u > 0) { // the zero slots join the max and the normaliser
-            if (m < 0.0) {
-                z *= exp(m);
-                m = 0.0;
-            }
-            z += (double)u * exp(-m);
-        }
-        const double lnz = log(z), inv_z = 1.0 / z;
-        double ent = 0.0;
-        for (int k = lane; k < n_pos; k += 32) {
-            const double lnp = ((double)s[k] - m) - lnz;
-            const double pk = (double)(float)exp((double)s[k] - m) * inv_z;
-            ent += am_ent_term(pk, lnp, compat);
-        }
-        ent = am_warp_sum(ent);
-        double p0 = 0.0;
-        if (u > 0) {
-            const double lnp0 = -m - lnz;
-            p0 = exp(lnp0);
-            ent += (double)u * am_ent_term(p0, lnp0, compat);
-        }
-        if (lane == 0) {
-            s_m[h] = m;
-            s_inv_z[h] = inv_z;
-            s_ent[h] = ent / AM_LN2;
-            s_p0[h] = p0;
-        }
-    }
-    __syncthreads();
+// The shape every kernel derives the same way.
+typedef struct {
+    const float* scores;     // (n_seqs, n_heads, max_ctx)
+    const int32_t* n_pos;    // (n_seqs)
+    const int32_t* window;   // (n_seqs) or NULL
+    int n_heads, max_ctx;
+    int head_blocks;         // blocks per sequence in kernel 1 (AM_WARPS heads each)
+    int chunks;              // blocks per sequence in kernel 2 (AM_THREADS positions each)
+    AmHead* heads;           // scratch (n_seqs, n_heads)
+    double* agree;           // scratch (n_seqs, chunks)
+} AmArgs;
 
-    // phase 2: a thread per position, the heads' mean then the absolute deviations
-    double agree = 0.0;
-    for (int k = tid; k < n_pos; k += blockDim.x) {
-        double mean = 0.0;
-        for (int h = 0; h < n_heads; h++) mean += am_prob(base[(size_t)h * max_ctx + k], s_m[h], s_inv_z[h]);
-        mean /= n_heads;
-        for (int h = 0; h < n_heads; h++)
-            agree += fabs((double)am_prob(base[(size_t)h * max_ctx + k], s_m[h], s_inv_z[h]) - mean);
-    }
-    s_abs[tid] = abs_sum;
-    s_agree[tid] = agree;
-    __syncthreads();
-    for (int half = AM_THREADS / 2; half > 0; half >>= 1) {
-        if (tid < half) {
-            s_abs[tid] += s_abs[tid + half];
-            s_agree[tid] += s_agree[tid + half];
+// Zero slots of sequence seq (window mode with n_pos < window), and whether it is window mode.
+__device__ static long am_zero_slots(const AmArgs* a, int seq, int n_pos, int* compat) {
+    const int window = a->window ? a->window[seq] : 0;
+    *compat = window > 0;
+    return window > n_pos ? (long)window - n_pos : 0;
+}
+
+// Kernel 1: a warp per head: online max / normaliser over the valid scores (and the zero
+// slots), then the entropy; blockIdx.x = seq * head_blocks + group of AM_WARPS heads.
+__global__ void __launch_bounds__(AM_THREADS) attn_heads_kernel(AmArgs a) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int seq = blockIdx.x / a.head_blocks, h = (blockIdx.x % a.head_blocks) * AM_WARPS + warp;
+    const int n_pos = a.n_pos[seq];
+    if (n_pos <= 0 || h >= a.n_heads) return; // a whole warp leaves together
+    int compat;
+    const long u = am_zero_slots(&a, seq, n_pos, &compat);
+    const float* s = a.scores + ((size_t)seq * a.n_heads + h) * a.max_ctx;
+    double m = -INFINITY, z = 0.0, abs_sum = 0.0;
+    for (int k = lane; k < n_pos; k += 32) {
+        const double x = s[k];
+        abs_sum += fabs(x);
+        if (x > m) {
+            z = z * exp(m - x) + 1.0;
+            m = x;
+        } else {
+            z += exp(x - m);
         }
-        __syncthreads();
     }
-    if (tid == 0) {
-        double ag = s_agree[0];
-        if (u > 0) { // u equal terms per head at the zero slots
-            double p0_mean = 0.0;
-            for (int h = 0; h < n_heads; h++) p0_mean += s_p0[h];
-            p0_mean /= n_heads;
-            for (int h = 0; h < n_heads; h++) ag += (double)u * fabs(s_p0[h] - p0_mean);
+    am_warp_lse(&m, &z);
+    abs_sum = am_warp_sum(abs_sum);
+    if (u > 0) { // the zero slots join the max and the normaliser
+        if (m < 0.0) {
+            z *= exp(m);
+            m = 0.0;
         }
-        double ent_mean = 0.0, ent_var = 0.0;
-        for (int h = 0; h < n_heads; h++) ent_mean += s_ent[h];
-        ent_mean /= n_heads;
-        for (int h = 0; h < n_heads; h++) ent_var += (s_ent[h] - ent_mean) * (s_ent[h] - ent_mean);
-        const double slots = (double)n_pos + (double)u;
-        EtxAttnStats r;
-        r.attn_entropy = (float)ent_mean;
-        r.attn_varentropy = (float)(ent_var / n_heads);
-        r.agreement = (float)(ag / ((double)n_heads * slots));
-        r.interaction = (float)(s_abs[0] / ((double)n_heads * slots));
-        out[seq] = r;
+        z += (double)u * exp(-m);
+    }
+    const double lnz = log(z), inv_z = 1.0 / z;
+    double ent = 0.0;
+    for (int k = lane; k < n_pos; k += 32) {
+        const double lnp = ((double)s[k] - m) - lnz;
+        const double pk = (double)(float)exp((double)s[k] - m) * inv_z;
+        ent += am_ent_term(pk, lnp, compat);
+    }
+    ent = am_warp_sum(ent);
+    double p0 = 0.0;
+    if (u > 0) {
+        const double lnp0 = -m - lnz;
+        p0 = exp(lnp0);
+        ent += (double)u * am_ent_term(p0, lnp0, compat);
+    }
+    if (lane == 0) {
+        AmHead r = {m, inv_z, ent / AM_LN2, p0, abs_sum};
+        a.heads[(size_t)seq * a.n_heads + h] = r;
     }
 }
 
+// Kernel 2: a thread per position, sum over heads of |P_hk - mean_h P_hk| for a chunk of
+// AM_THREADS positions; blockIdx.x = seq * chunks + chunk.
+__global__ void __launch_bounds__(AM_THREADS) attn_agree_kernel(AmArgs a) {
+    __shared__ double s_m[ETX_ATTN_MAX_HEADS], s_inv_z[ETX_ATTN_MAX_HEADS];
+    __shared__ double s_red[AM_THREADS];
+    const int tid = threadIdx.x, seq = blockIdx.x / a.chunks, chunk = blockIdx.x % a.chunks;
+    const int n_pos = a.n_pos[seq];
+    if (chunk * AM_THREADS >= n_pos) return; // the same for the whole block
+    for (int h = tid; h < a.n_heads; h += blockDim.x) {
+        s_m[h] = a.heads[(size_t)seq * a.n_heads + h].m;
+        s_inv_z[h] = a.heads[(size_t)seq * a.n_heads + h].inv_z;
+    }
+    __syncthreads();
+    const float* base = a.scores + (size_t)seq * a.n_heads * a.max_ctx;
+    const int k = chunk * AM_THREADS + tid;
+    double agree = 0.0;
+    if (k < n_pos) {
+        double mean = 0.0;
+        for (int h = 0; h < a.n_heads; h++) mean += am_prob(base[(size_t)h * a.max_ctx + k], s_m[h], s_inv_z[h]);
+        mean /= a.n_heads;
+        for (int h = 0; h < a.n_heads; h++)
+            agree += fabs((double)am_prob(base[(size_t)h * a.max_ctx + k], s_m[h], s_inv_z[h]) - mean);
+    }
+    s_red[tid] = agree;
+    __syncthreads();
+    for (int half = AM_THREADS / 2; half > 0; half >>= 1) {
+        if (tid < half) s_red[tid] += s_red[tid + half];
+        __syncthreads();
+    }
+    if (tid == 0) a.agree[(size_t)seq * a.chunks + chunk] = s_red[0];
+}
+
+// Kernel 3: a thread per sequence: the means over heads and slots.
+__global__ void attn_final_kernel(AmArgs a, int n_seqs, EtxAttnStats* out) {
+    const int seq = blockIdx.x * blockDim.x + threadIdx.x;
+    if (seq >= n_seqs) return;
+    const int n_pos = a.n_pos[seq], n_heads = a.n_heads;
+    EtxAttnStats r = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (n_pos <= 0 || n_heads <= 0) {
+        out[seq] = r;
+        return;
+    }
+    int compat;
+    const long u = am_zero_slots(&a, seq, n_pos, &compat);
+    const AmHead* hd = a.heads + (size_t)seq * n_heads;
+    double ag = 0.0, abs_sum = 0.0, ent_mean = 0.0, ent_var = 0.0, p0_mean = 0.0;
+    for (int c = 0; c < a.chunks && c * AM_THREADS < n_pos; c++) ag += a.agree[(size_t)seq * a.chunks + c];
+    for (int h = 0; h < n_heads; h++) {
+        abs_sum += hd[h].abs_sum;
+        ent_mean += hd[h].ent;
+        p0_mean += hd[h].p0;
+    }
+    ent_mean /= n_heads;
+    p0_mean /= n_heads;
+    for (int h = 0; h < n_heads; h++) {
+        ent_var += (hd[h].ent - ent_mean) * (hd[h].ent - ent_mean);
+        if (u > 0) ag += (double)u * fabs(hd[h].p0 - p0_mean); // u equal terms per head
+    }
+    const double slots = (double)n_pos + (double)u;
+    r.attn_entropy = (float)ent_mean;
+    r.attn_varentropy = (float)(ent_var / n_heads);
+    r.agreement = (float)(ag / ((double)n_heads * slots));
+    r.interaction = (float)(abs_sum / ((double)n_heads * slots));
+    out[seq] = r;
+}
+
+static size_t am_head_bytes(int n_seqs, int n_heads) {
+    return ((size_t)n_seqs * n_heads * sizeof(AmHead) + 255) & ~(size_t)255;
+}
+
+static int am_chunks(int max_ctx) { return etx_ceil_div(max_ctx > 0 ? max_ctx : 1, AM_THREADS); }
+
+static AmArgs am_args(const float* scores, int n_seqs, int n_heads, int max_ctx, const int32_t* n_pos,
+                      const int32_t* window, void* scratch) {
+    AmArgs a;
+    a.scores = scores, a.n_pos = n_pos, a.window = window;
+    a.n_heads = n_heads, a.max_ctx = max_ctx;
+    a.head_blocks = etx_ceil_div(n_heads, AM_WARPS);
+    a.chunks = am_chunks(max_ctx);
+    a.heads = (AmHead*)scratch;
+    a.agree = (double*)((char*)scratch + am_head_bytes(n_seqs, n_heads));
+    return a;
+}
+
+extern "C" size_t etx_attn_metrics_scratch_bytes(int n_seqs, int n_heads, int max_ctx) {
+    return am_head_bytes(n_seqs, n_heads) + (size_t)n_seqs * am_chunks(max_ctx) * sizeof(double);
+}
+
 extern "C" void etx_attn_metrics(const float* scores, int n_seqs, int n_heads, int max_ctx, const int32_t* n_pos,
-                                 const int32_t* window, EtxAttnStats* out, void* stream) {
+                                 const int32_t* window, EtxAttnStats* out, void* scratch, void* stream) {
     if (n_seqs <= 0) return;
     if (n_heads > ETX_ATTN_MAX_HEADS) {
         fprintf(stderr, "etx_attn_metrics: %d heads, at most %d supported\n", n_heads, ETX_ATTN_MAX_HEADS);
         exit(EXIT_FAILURE);
     }
-    ETX_LAUNCH(attn_metrics_kernel, n_seqs, AM_THREADS, 0, (cudaStream_t)stream, scores, n_heads, max_ctx, n_pos,
-               window, out);
+    const AmArgs a = am_args(scores, n_seqs, n_heads, max_ctx, n_pos, window, scratch);
+    if (n_heads > 0 && max_ctx > 0) {
+        ETX_LAUNCH(attn_heads_kernel, n_seqs * a.head_blocks, AM_THREADS, 0, (cudaStream_t)stream, a);
+        CUDA_CHECK_LAUNCH();
+        ETX_LAUNCH(attn_agree_kernel, n_seqs * a.chunks, AM_THREADS, 0, (cudaStream_t)stream, a);
+        CUDA_CHECK_LAUNCH();
+    }
+    ETX_LAUNCH(attn_final_kernel, etx_ceil_div(n_seqs, 64), 64, 0, (cudaStream_t)stream, a, n_seqs, out);
     CUDA_CHECK_LAUNCH();
 }

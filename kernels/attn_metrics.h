@@ -9,6 +9,7 @@
 #ifndef ETX_ATTN_METRICS_H
 #define ETX_ATTN_METRICS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -26,12 +27,15 @@ typedef struct {
     float interaction;     // mean over heads and slots of |s_h(k)|
 } EtxAttnStats;
 
-// scores: (n_seqs, n_heads, max_ctx) f32, sequence s valid at t < n_pos[s] (the rest is
-// never read); window: (n_seqs) or NULL (all 0): 0 = corrected, > 0 = compatibility
-// window (metrics.h). out: (n_seqs). n_heads <= ETX_ATTN_MAX_HEADS; a sequence with
-// n_pos <= 0 gets zeros. Device pointers; stream a cudaStream_t (NULL: default).
+// scores: (n_seqs, n_heads, max_ctx) f32, sequence s valid at t < n_pos[s] <= max_ctx
+// (the rest is never read); window: (n_seqs) or NULL (all 0): 0 = corrected, > 0 =
+// compatibility window (metrics.h). out: (n_seqs). n_heads <= ETX_ATTN_MAX_HEADS; a
+// sequence with n_pos <= 0 gets zeros. scratch: etx_attn_metrics_scratch_bytes(n_seqs,
+// n_heads, max_ctx) bytes (40 per head and 8 per 256 positions, per sequence). Device
+// pointers; stream a cudaStream_t (NULL: the default stream).
 void etx_attn_metrics(const float* scores, int n_seqs, int n_heads, int max_ctx, const int32_t* n_pos,
-                      const int32_t* window, EtxAttnStats* out, void* stream);
+                      const int32_t* window, EtxAttnStats* out, void* scratch, void* stream);
+size_t etx_attn_metrics_scratch_bytes(int n_seqs, int n_heads, int max_ctx);
 
 #ifdef __cplusplus
 }

@@ -224,7 +224,10 @@ static void check_attn_lengths(int n_heads, int window, int n_seqs, const int32_
     int32_t* d_pos = dev_put(n_pos, n_seqs * sizeof(int32_t));
     int32_t* d_win = dev_put(win, n_seqs * sizeof(int32_t));
     EtxAttnStats* d_out = etx_dev_malloc(n_seqs * sizeof(EtxAttnStats));
-    etx_attn_metrics(d_scores, n_seqs, n_heads, max_ctx, d_pos, window ? d_win : NULL, d_out, NULL);
+    const size_t scratch_bytes = etx_attn_metrics_scratch_bytes(n_seqs, n_heads, max_ctx);
+    void* d_scratch = etx_dev_malloc(scratch_bytes);
+    etx_dev_memset(d_scratch, 0xff, scratch_bytes); // stale contents must not matter
+    etx_attn_metrics(d_scores, n_seqs, n_heads, max_ctx, d_pos, window ? d_win : NULL, d_out, d_scratch, NULL);
     etx_dev_sync();
     EtxAttnStats out[8];
     etx_dev_download(out, d_out, n_seqs * sizeof(EtxAttnStats));
@@ -249,6 +252,7 @@ static void check_attn_lengths(int n_heads, int window, int n_seqs, const int32_
     etx_dev_free(d_pos);
     etx_dev_free(d_win);
     etx_dev_free(d_out);
+    etx_dev_free(d_scratch);
 }
 
 // Lengths 1, 7, 300 (scores beyond them NaN, never to be read).
