@@ -87,11 +87,12 @@ __device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162flo
 // -INFINITY where key t is masked: t >= nt, or (CAUSAL) row i >= rows_valid or
 // tb + t > pos0 + (row0 + i) / G (the row's position). Lane t of warp w computes rows
 // w, w + 4, ... (at most MAXR / 4) with key t's dims in registers, 4 at a time.
-// capture (may be NULL): unmasked scores also go to capture[i * ld_cap + tb + t].
+// capture (may be NULL): the unmasked scores of rows cap_first <= i < cap_first + G also
+// go to capture[(i - cap_first) * ld_cap + tb + t].
 template <int HD, int MAXR, bool CAUSAL>
 __device__ void tile_scores(float (*s_s)[ATT_TILE], float (*q_s)[HD], float (*k_s)[K_LD(HD)], int n_rows, int nt,
                             float scale, int tb, int pos0, int row0, int rows_valid, int G, float* capture,
-                            size_t ld_cap) {
+                            size_t ld_cap, int cap_first) {
     constexpr int WARPS = ATT_THREADS / 32;
     constexpr int RPT = (MAXR + WARPS - 1) / WARPS;
     int t = threadIdx.x % 32, w = threadIdx.x / 32;
@@ -118,7 +119,7 @@ __device__ void tile_scores(float (*s_s)[ATT_TILE], float (*q_s)[HD], float (*k_
             if (CAUSAL) ok = ok && i < rows_valid && tb + t <= pos0 + (row0 + i) / G;
             float sc = scale * dot[j];
             s_s[i][t] = ok ? sc : -INFINITY;
-            if (capture && ok) capture[i * ld_cap + tb + t] = sc;
+            if (capture && ok && i >= cap_first && i < cap_first + G) capture[(i - cap_first) * ld_cap + tb + t] = sc;
         }
     }
 }
@@ -220,7 +221,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
         load_kv_tile<HD, float>(k_s, v_s, k_pool, v_pool, table, bs, kv_dim, kvh, tb, nt);
         __syncthreads();
         tile_scores<HD, ETX_ATTN_MAX_GROUP, false>(s_s, q_s, k_s, G, nt, scale, tb, 0, 0, G, G, capture,
-                                                   (size_t)max_ctx);
+                                                   (size_t)max_ctx, 0);
         __syncthreads();
         softmax_update<ATT_TILE>(s_s, m_s, l_s, alpha_s, G);
         __syncthreads();
@@ -368,9 +369,10 @@ extern "C" void etx_attn_decode(etx_bf16* out, float* scores, int max_ctx, const
 // times per KV head over the chunk (from L2 after the first).
 template <int HD>
 __global__ void __launch_bounds__(ATT_THREADS)
-    attn_prefill_kernel(__nv_bfloat16* __restrict__ out, const float* __restrict__ q,
-                        const __nv_bfloat16* __restrict__ k_pool, const __nv_bfloat16* __restrict__ v_pool,
-                        const int32_t* __restrict__ table, EtxAttnShape sh, int pos0, int n, float scale) {
+    attn_prefill_kernel(__nv_bfloat16* __restrict__ out, float* __restrict__ scores, int max_ctx,
+                        const float* __restrict__ q, const __nv_bfloat16* __restrict__ k_pool,
+                        const __nv_bfloat16* __restrict__ v_pool, const int32_t* __restrict__ table, EtxAttnShape sh,
+                        int pos0, int n, float scale) {
     constexpr int ACC = PF_ROWS * HD / ATT_THREADS;
     __shared__ __align__(16) float q_s[PF_ROWS][HD];
     __shared__ __align__(16) float k_s[ATT_TILE][K_LD(HD)];
@@ -382,6 +384,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
     int G = sh.n_heads / sh.n_kv_heads, q_dim = sh.n_heads * HD, kv_dim = sh.n_kv_heads * HD;
     int row0 = blockIdx.x * PF_ROWS, total = n * G;
     int rows = min(PF_ROWS, total - row0);
+    float* capture = scores ? scores + (size_t)kvh * G * max_ctx : NULL; // the group's heads, last row
 
     // (query head kvh * G + g of row position p) sits at q[p * q_dim + (kvh * G + g) * HD]
     for (int e = tid; e < PF_ROWS * HD; e += ATT_THREADS) {
@@ -402,7 +405,8 @@ __global__ void __launch_bounds__(ATT_THREADS)
         int nt = min(ATT_TILE, last + 1 - tb);
         load_kv_tile<HD, __nv_bfloat16>(k_s, v_s, k_pool, v_pool, table, sh.block_size, kv_dim, kvh, tb, nt);
         __syncthreads();
-        tile_scores<HD, PF_ROWS, true>(s_s, q_s, k_s, PF_ROWS, nt, scale, tb, pos0, row0, rows, G, NULL, 0);
+        tile_scores<HD, PF_ROWS, true>(s_s, q_s, k_s, PF_ROWS, nt, scale, tb, pos0, row0, rows, G, capture,
+                                       (size_t)max_ctx, (n - 1) * G - row0);
         __syncthreads();
         softmax_update<ATT_TILE>(s_s, m_s, l_s, alpha_s, PF_ROWS);
         __syncthreads();
@@ -421,8 +425,9 @@ __global__ void __launch_bounds__(ATT_THREADS)
     }
 }
 
-extern "C" void etx_attn_prefill(etx_bf16* out, const float* q, const etx_bf16* k_pool, const etx_bf16* v_pool,
-                                 const int32_t* block_table, int seq, int pos0, int n, EtxAttnShape sh, void* stream) {
+extern "C" void etx_attn_prefill(etx_bf16* out, float* scores, int max_ctx, const float* q, const etx_bf16* k_pool,
+                                 const etx_bf16* v_pool, const int32_t* block_table, int seq, int pos0, int n,
+                                 EtxAttnShape sh, void* stream) {
     check_shape(sh, "etx_attn_prefill");
     if (n <= 0) return;
     __nv_bfloat16* o = reinterpret_cast<__nv_bfloat16*>(out);
@@ -433,10 +438,10 @@ extern "C" void etx_attn_prefill(etx_bf16* out, const float* q, const etx_bf16* 
     dim3 grid(etx_ceil_div(n * G, PF_ROWS), sh.n_kv_heads);
     float scale = attn_scale(sh.head_dim);
     if (sh.head_dim == 64)
-        ETX_LAUNCH(attn_prefill_kernel<64>, grid, ATT_THREADS, 0, (cudaStream_t)stream, o, q, kp, vp, table, sh, pos0,
-                   n, scale);
+        ETX_LAUNCH(attn_prefill_kernel<64>, grid, ATT_THREADS, 0, (cudaStream_t)stream, o, scores, max_ctx, q, kp, vp,
+                   table, sh, pos0, n, scale);
     else
-        ETX_LAUNCH(attn_prefill_kernel<128>, grid, ATT_THREADS, 0, (cudaStream_t)stream, o, q, kp, vp, table, sh, pos0,
-                   n, scale);
+        ETX_LAUNCH(attn_prefill_kernel<128>, grid, ATT_THREADS, 0, (cudaStream_t)stream, o, scores, max_ctx, q, kp, vp,
+                   table, sh, pos0, n, scale);
     CUDA_CHECK_LAUNCH();
 }

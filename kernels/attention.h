@@ -67,8 +67,12 @@ void etx_attn_decode(etx_bf16* out, float* scores, int max_ctx, const float* q, 
 //   out[i, h, :] = sum_{t <= pos0 + i} softmax_t(scale q[i, h] . k_t) v_t
 // q: (n, n_heads * head_dim) f32; out: (n, n_heads * head_dim) bf16. No score matrix is
 // stored: keys stream through shared memory in tiles with an online softmax.
-void etx_attn_prefill(etx_bf16* out, const float* q, const etx_bf16* k_pool, const etx_bf16* v_pool,
-                      const int32_t* block_table, int seq, int pos0, int n, EtxAttnShape shape, void* stream);
+// scores (may be NULL): (n_heads, max_ctx) f32, this sequence's rows of the capture buffer;
+// receives the last row's scale q[n - 1, h] . k_t for t <= pos0 + n - 1 (< max_ctx), as
+// etx_attn_decode captures a decode row (the metrics of the token sampled after a prompt).
+void etx_attn_prefill(etx_bf16* out, float* scores, int max_ctx, const float* q, const etx_bf16* k_pool,
+                      const etx_bf16* v_pool, const int32_t* block_table, int seq, int pos0, int n, EtxAttnShape shape,
+                      void* stream);
 
 #ifdef __cplusplus
 }

@@ -483,6 +483,21 @@ static void twin_attention(float* out, const float* q, const float* k, const flo
     free(vseg);
 }
 
+// A captured score row srow (max_ctx) of query q against keys k (T, hd):
+// srow[t] = scale q . k_t for t < T, the guard after.
+static void check_scores(const float* srow, int max_ctx, const float* q, const float* k, int T, int hd, float scale) {
+    for (int t = 0; t < T; t++) {
+        float dot = 0.0f, mag = 0.0f;
+        for (int d = 0; d < hd; d++) {
+            dot += q[d] * k[(size_t)t * hd + d];
+            mag += fabsf(q[d] * k[(size_t)t * hd + d]);
+        }
+        double tol = 2.0 * hd * 0x1p-24 * scale * mag + 0x1p-24 * fabs(scale * dot);
+        EXPECT(fabs(srow[t] - scale * dot) <= tol, "score %d of %d: %.9g vs %.9g", t, T, srow[t], scale * dot);
+    }
+    for (int t = T; t < max_ctx; t++) EXPECT(srow[t] == GUARD_F32, "score %d past the end (%d) written", t, T);
+}
+
 // decode: n_seqs sequences of lengths lens, n_splits (0: etx_attn_decode_splits), capture
 static void run_decode(int n_heads, int n_kv, int hd, int bs, const int* lens, int n_seqs, int n_splits) {
     int max_len = 0;
@@ -529,19 +544,7 @@ static void run_decode(int n_heads, int n_kv, int hd, int bs, const int* lens, i
                 for (int d = 0; d < hd; d++)
                     check_bf16("decode out", (s * n_heads + h) * hd + d, out[(size_t)s * q_dim + h * hd + d],
                                want[g * hd + d], ATT_ABS);
-                const float* srow = sc + ((size_t)s * n_heads + h) * max_ctx;
-                for (int t = 0; t < T; t++) {
-                    float dot = 0.0f, mag = 0.0f;
-                    for (int d = 0; d < hd; d++) {
-                        dot += qg[g * hd + d] * k[(size_t)t * hd + d];
-                        mag += fabsf(qg[g * hd + d] * k[(size_t)t * hd + d]);
-                    }
-                    double tol = 2.0 * hd * 0x1p-24 * scale * mag + 0x1p-24 * fabs(scale * dot);
-                    EXPECT(fabs(srow[t] - scale * dot) <= tol, "seq %d head %d score %d: %.9g vs %.9g", s, h, t,
-                           srow[t], scale * dot);
-                }
-                for (int t = T; t < max_ctx; t++)
-                    EXPECT(srow[t] == GUARD_F32, "seq %d head %d score %d past the end written", s, h, t);
+                check_scores(sc + ((size_t)s * n_heads + h) * max_ctx, max_ctx, qg + g * hd, k, T, hd, scale);
             }
             free(k);
             free(v);
@@ -610,8 +613,13 @@ static void run_prefill(int n_heads, int n_kv, int hd, int bs, int pos0, int n) 
     float* q = random_f32((size_t)n * q_dim, -3.0f, 3.0f);
     float* d_q = dev_copy(q, (size_t)n * q_dim * sizeof(float));
     uint16_t* d_out = etx_dev_malloc((size_t)n * q_dim * 2);
-    etx_attn_prefill(d_out, d_q, f.d_k, f.d_v, f.d_table, seq, pos0, n, f.c.sh, NULL);
+    int max_ctx = T + 3; // the last row's captured scores, with a guarded tail
+    float* sc_guard = malloc((size_t)n_heads * max_ctx * sizeof(float));
+    for (size_t i = 0; i < (size_t)n_heads * max_ctx; i++) sc_guard[i] = GUARD_F32;
+    float* d_sc = dev_copy(sc_guard, (size_t)n_heads * max_ctx * sizeof(float));
+    etx_attn_prefill(d_out, d_sc, max_ctx, d_q, f.d_k, f.d_v, f.d_table, seq, pos0, n, f.c.sh, NULL);
     uint16_t* out = host_copy(d_out, (size_t)n * q_dim * 2);
+    float* sc = host_copy(d_sc, (size_t)n_heads * max_ctx * sizeof(float));
 
     float* want = malloc((size_t)G * hd * sizeof(float));
     float* scratch = malloc(((size_t)G * ATT_BLOCK + 2 * G) * sizeof(float));
@@ -628,14 +636,22 @@ static void run_prefill(int n_heads, int n_kv, int hd, int bs, int pos0, int n) 
                                want[g * hd + d], ATT_ABS);
                 }
         }
+        const float* qlast = q + (size_t)(n - 1) * q_dim;
+        for (int g = 0; g < G; g++) {
+            int h = kvh * G + g;
+            check_scores(sc + (size_t)h * max_ctx, max_ctx, qlast + (size_t)h * hd, k, T, hd, scale);
+        }
         free(k);
         free(v);
     }
     etx_dev_free(d_q);
     etx_dev_free(d_out);
+    etx_dev_free(d_sc);
     free_filled(&f);
     free(q);
     free(out);
+    free(sc_guard);
+    free(sc);
     free(want);
     free(scratch);
 }
@@ -713,7 +729,7 @@ static void run_chain(int n_heads, int n_kv, int hd, int bs) {
                 rp[i] = pos0 + i;
             }
             chain_append(&c, d_q, d_k, d_v, d_table, d_freq, rs, rp, n);
-            etx_attn_prefill(d_out, d_q, d_k, d_v, d_table, s, pos0, n, c.sh, NULL);
+            etx_attn_prefill(d_out, NULL, 0, d_q, d_k, d_v, d_table, s, pos0, n, c.sh, NULL);
             float* q = host_copy(d_q, (size_t)n * q_dim * sizeof(float));
             uint16_t* out = host_copy(d_out, (size_t)n * q_dim * 2);
             uint16_t* kp = host_copy(d_k, c.pool_elems * 2);
