@@ -227,8 +227,16 @@ static void check_attn_lengths(int n_heads, int window, int n_seqs, const int32_
     const size_t scratch_bytes = etx_attn_metrics_scratch_bytes(n_seqs, n_heads, max_ctx);
     void* d_scratch = etx_dev_malloc(scratch_bytes);
     etx_dev_memset(d_scratch, 0xff, scratch_bytes); // stale contents must not matter
+    etx_dev_sync();
+    const double t0 = now_ms();
     etx_attn_metrics(d_scores, n_seqs, n_heads, max_ctx, d_pos, window ? d_win : NULL, d_out, d_scratch, NULL);
     etx_dev_sync();
+#ifdef ETX_NATIVE_CUDA
+    fprintf(stderr, "%s, attention metrics, %d sequences x %d heads, max_ctx %d, window %d: %.3f ms\n",
+            etx_dev_name(), n_seqs, n_heads, max_ctx, window, now_ms() - t0);
+#else
+    (void)t0;
+#endif
     EtxAttnStats out[8];
     etx_dev_download(out, d_out, n_seqs * sizeof(EtxAttnStats));
 
@@ -270,10 +278,13 @@ START_TEST(test_attn_metrics) {
 END_TEST
 
 // The window filled exactly (no zero slots, clipped log) and overfilled (the window
-// becomes n_pos); ETX_ATTN_MAX_HEADS heads; a sequence with no position (zeros).
+// becomes n_pos); one sequence of 4096 positions; ETX_ATTN_MAX_HEADS heads; a sequence
+// with no position (zeros).
 START_TEST(test_attn_metrics_edges) {
     const int32_t full[3] = {4096, 4100, 0};
     check_attn_lengths(9, 4096, 3, full, 4100);
+    const int32_t one_long[1] = {4096}; // batch 1, a Llama-3-8B-like last layer
+    check_attn_lengths(32, 0, 1, one_long, 4096);
     const int32_t few[2] = {3, 40};
     check_attn_lengths(ETX_ATTN_MAX_HEADS, 0, 2, few, 40);
     check_attn_lengths(ETX_ATTN_MAX_HEADS, 64, 2, few, 40);
