@@ -93,7 +93,6 @@ unsigned g_bar_count = 0; // threads waiting at __syncthreads
 int g_bar_sum = 0;        // their predicates
 std::vector<unsigned>& g_alive = *new std::vector<unsigned>();   // per warp: lanes that exist and have not exited
 std::vector<unsigned>& g_pending = *new std::vector<unsigned>(); // per warp: lanes waiting at a warp op
-std::vector<unsigned char>& g_smem_buf = *new std::vector<unsigned char>();
 size_t g_smem_bytes = 0;
 bool g_strict = false;      // SIMT_STRICT=1: undefined shuffle reads abort
 bool g_warned_read = false; // an undefined shuffle read was reported in this launch
@@ -648,8 +647,12 @@ void launch(dim3 grid, dim3 block, size_t smem_bytes, void (*fn)(void*), void* c
     g_n = (unsigned)n;
     g_alive.assign((n + 31) / 32, 0);
     g_pending.assign((n + 31) / 32, 0);
-    if (g_smem_buf.size() < smem_bytes + 16) g_smem_buf.resize(smem_bytes + 16);
-    g_dyn_smem = (unsigned char*)(((uintptr_t)g_smem_buf.data() + 15) & ~(uintptr_t)15);
+    // dynamic shared memory: exactly smem_bytes, so overruns are visible to ASan
+    g_dyn_smem = nullptr;
+    if (smem_bytes && posix_memalign((void**)&g_dyn_smem, 128, smem_bytes) != 0) {
+        fprintf(stderr, "simt: cannot allocate %zu bytes of dynamic shared memory\n", smem_bytes);
+        abort();
+    }
     g_smem_bytes = smem_bytes;
     g_fn = fn;
     g_ctx = ctx;
@@ -663,6 +666,8 @@ void launch(dim3 grid, dim3 block, size_t smem_bytes, void (*fn)(void*), void* c
                 run_block();
             }
     g_thread = saved;
+    free(g_dyn_smem);
+    g_dyn_smem = nullptr;
     t_in_launch = false;
 }
 
@@ -716,8 +721,10 @@ cudaError_t cudaMalloc(void** ptr, size_t size) {
     if (!ptr) return fail_with(cudaErrorInvalidValue);
     *ptr = nullptr;
     if (size == 0) return cudaSuccess;
-    void* p = aligned_alloc(256, (size + 255) & ~(size_t)255);
-    if (!p) return fail_with(cudaErrorMemoryAllocation);
+    // exactly `size` bytes (256-byte aligned, as cudaMalloc): an instrumented kernel that
+    // runs past the end is caught by AddressSanitizer
+    void* p = nullptr;
+    if (posix_memalign(&p, 256, size) != 0) return fail_with(cudaErrorMemoryAllocation);
     *ptr = p;
     return cudaSuccess;
 }
