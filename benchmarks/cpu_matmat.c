@@ -118,7 +118,9 @@ int main(int argc, char** argv) {
                 uint8_t* b = malloc(q.row_bytes * rows);
                 for (size_t i = 0; i < q.row_bytes * rows; i++) b[i] = (uint8_t)next_u32();
                 for (size_t k = 0; k < q.row_bytes * rows / 20; k++) {
-                    uint16_t d = (uint16_t)(0x2000 | (next_u32() & 0x3ff)), m = (uint16_t)(0xa000 | (next_u32() & 0x3ff));
+                    // d about +2^-7, m about -2^-7 (f16 bit patterns)
+                    uint16_t d = (uint16_t)(0x2000 | (next_u32() & 0x3ff));
+                    uint16_t m = (uint16_t)(0xa000 | (next_u32() & 0x3ff));
                     memcpy(b + 20 * k, &d, 2), memcpy(b + 20 * k + 2, &m, 2);
                 }
                 q.blocks = b;

@@ -5,9 +5,11 @@
  * Kernels: one row at a time for n = 1 (dot1_avx2: 4 eight-wide accumulators, lanes = the
  * 32 running sums); for n > 1 a register tile of 3 weight rows x 3 inputs (tile_avx2):
  * for one quarter of the blocks at a time its 9 accumulators advance block by block, each
- * 8-float piece of W and of x loaded once and used 3 times. Every accumulator still sees
- * exactly the fused multiply-adds, in the order, of the one-row kernel, so tiling changes
- * nothing in any output's arithmetic — only how often W and x are read.
+ * 8-float piece of W and of x loaded once and used 3 times; blocks go in chunks of
+ * F32_KCHUNK (2 KB of each row), so the 4 quarter passes find them in L1. Every
+ * accumulator still sees exactly the fused multiply-adds, in the order, of the one-row
+ * kernel, so tiling changes nothing in any output's arithmetic — only how often W and x
+ * are read.
  *
  * Memory traffic: W (rows * cols * 4 bytes) is read from memory once per call, whatever n:
  * rows are taken in tiles of F32_TILE_ROWS, and a tile (F32_TILE_ROWS * cols floats,
@@ -27,9 +29,22 @@
 
 // Below this many multiply-adds a product runs on one thread (as matmul in cpu_ops.c).
 #define F32M_PARALLEL_MIN (1 << 16)
-// rows and inputs per register tile (3 x 3 accumulators), weight rows per cache tile
-#define F32_GROUP 3
+// weight rows and inputs per register tile (TR x TG accumulators, <= 3 x 4; 3 x 3 was at
+// least as fast as 3 x 4 and 2 x 4 on the shared 2-core EPYC dev machine, whose timings are
+// noisy), blocks per L1 chunk, weight rows per cache tile (a multiple of F32_TR).
+// Overridable with -D for tuning; the results' bits do not depend on them.
+#ifndef F32_TR
+#define F32_TR 3
+#endif
+#ifndef F32_TG
+#define F32_TG 3
+#endif
+#ifndef F32_KCHUNK
+#define F32_KCHUNK 16
+#endif
+#ifndef F32_TILE_ROWS
 #define F32_TILE_ROWS 6
+#endif
 
 // ---------------------------------------------------------------------------
 // plain C
@@ -107,57 +122,74 @@ static inline __attribute__((always_inline)) void dot1_avx2(float* y, const floa
     *y = hsum_avx2(a0, a1, a2, a3);
 }
 
-// y[g * ldy + r] = w[r] . x[g] for r < R, g < G (R, G <= 3; w[r] at w + r * cols, x[g] at
-// x + g * ldx). Register tile: for one quarter j of the blocks at a time, the R x G
-// accumulators of lanes 8j..8j+7 advance block by block; each 8-float piece of W and of x
-// is loaded once per tile and used G (resp. R) times (R + G loads per R G multiply-adds).
-// Every accumulator sees exactly the fused multiply-adds, in the order, of dot1_avx2.
+// y[g * ldy + r] = w[r] . x[g] for r < R <= F32_TR, g < G <= F32_TG (w[r] at w + r * cols,
+// x[g] at x + g * ldx). Register tile: for one quarter j of a chunk of blocks at a time,
+// the R x G accumulators of lanes 8j..8j+7 advance block by block; each 8-float piece of W
+// and of x is loaded once per tile and used G (resp. R) times (R + G loads per R G
+// multiply-adds). Every accumulator sees exactly the fused multiply-adds, in the order, of
+// dot1_avx2 (the chunking only pauses it).
 static inline __attribute__((always_inline)) void tile_avx2(float* y, int ldy, const float* w, int cols,
                                                             const float* x, int ldx, int R, int G) {
-    __m256 part[F32_GROUP][F32_GROUP][4]; // [r][g][quarter]
+    __m256 part[F32_TR][F32_TG][4]; // [r][g][quarter]: the accumulators between chunks
     int nb = cols / 32, rem = cols - 32 * nb;
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    for (int j = 0; j < 4; j++) {
-        __m256 acc[F32_GROUP][F32_GROUP], wv[F32_GROUP], xv[F32_GROUP];
-#pragma GCC unroll 3
-        for (int r = 0; r < R; r++)
-#pragma GCC unroll 3
-            for (int g = 0; g < G; g++) acc[r][g] = _mm256_setzero_ps();
-        const float* wj = w + 8 * j;
-        const float* xj = x + 8 * j;
-        for (int k = 0; k < nb; k++, wj += 32, xj += 32) {
-#pragma GCC unroll 3
-            for (int r = 0; r < R; r++) wv[r] = _mm256_loadu_ps(wj + (size_t)r * cols);
-#pragma GCC unroll 3
-            for (int g = 0; g < G; g++) xv[g] = _mm256_loadu_ps(xj + (size_t)g * ldx);
-#pragma GCC unroll 3
+    for (int r = 0; r < R; r++)
+        for (int g = 0; g < G; g++)
+            for (int j = 0; j < 4; j++) part[r][g][j] = _mm256_setzero_ps();
+    // blocks in chunks of F32_KCHUNK, so that the tile's pieces of W and x stay in L1
+    // across the 4 quarter passes
+    for (int k0 = 0; k0 < nb; k0 += F32_KCHUNK) {
+        int k1 = k0 + F32_KCHUNK < nb ? k0 + F32_KCHUNK : nb;
+        for (int j = 0; j < 4; j++) {
+            __m256 acc[F32_TR][F32_TG], wv[F32_TR];
+#pragma GCC unroll 4
             for (int r = 0; r < R; r++)
-#pragma GCC unroll 3
-                for (int g = 0; g < G; g++) acc[r][g] = _mm256_fmadd_ps(wv[r], xv[g], acc[r][g]);
+#pragma GCC unroll 4
+                for (int g = 0; g < G; g++) acc[r][g] = part[r][g][j];
+            const float* wj = w + 32 * k0 + 8 * j;
+            const float* xj = x + 32 * k0 + 8 * j;
+            for (int k = k0; k < k1; k++, wj += 32, xj += 32) {
+#pragma GCC unroll 4
+                for (int r = 0; r < R; r++) wv[r] = _mm256_loadu_ps(wj + (size_t)r * cols);
+#pragma GCC unroll 4
+                for (int g = 0; g < G; g++) {
+                    __m256 xg = _mm256_loadu_ps(xj + (size_t)g * ldx);
+#pragma GCC unroll 4
+                    for (int r = 0; r < R; r++) acc[r][g] = _mm256_fmadd_ps(wv[r], xg, acc[r][g]);
+                }
+            }
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+                for (int g = 0; g < G; g++) part[r][g][j] = acc[r][g];
         }
-        if (rem) { // last partial block, zero-padded: masked lanes load 0 and touch no memory
+    }
+    if (rem) { // last partial block, zero-padded: masked lanes load 0 and touch no memory
+        for (int j = 0; j < 4; j++) {
             __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem - 8 * j), lane);
-            for (int r = 0; r < R; r++) wv[r] = _mm256_maskload_ps(wj + (size_t)r * cols, mask);
-            for (int g = 0; g < G; g++) xv[g] = _mm256_maskload_ps(xj + (size_t)g * ldx, mask);
-            for (int r = 0; r < R; r++)
-                for (int g = 0; g < G; g++) acc[r][g] = _mm256_fmadd_ps(wv[r], xv[g], acc[r][g]);
+            const float* wj = w + 32 * nb + 8 * j;
+            const float* xj = x + 32 * nb + 8 * j;
+            for (int g = 0; g < G; g++) {
+                __m256 xg = _mm256_maskload_ps(xj + (size_t)g * ldx, mask);
+                for (int r = 0; r < R; r++)
+                    part[r][g][j] =
+                        _mm256_fmadd_ps(_mm256_maskload_ps(wj + (size_t)r * cols, mask), xg, part[r][g][j]);
+            }
         }
-        for (int r = 0; r < R; r++)
-            for (int g = 0; g < G; g++) part[r][g][j] = acc[r][g];
     }
     for (int r = 0; r < R; r++)
         for (int g = 0; g < G; g++)
             y[(size_t)g * ldy + r] = hsum_avx2(part[r][g][0], part[r][g][1], part[r][g][2], part[r][g][3]);
 }
 
-// tile_avx2 with R and G known at compile time (1..3 each)
+// tile_avx2 with R <= F32_TR and G <= F32_TG known at compile time
 static void tile_dispatch(float* y, int ldy, const float* w, int cols, const float* x, int ldx, int R, int G) {
 #define TILE_CASE(R_, G_) \
-    case R_ * 4 + G_: tile_avx2(y, ldy, w, cols, x, ldx, R_, G_); break;
-    switch (R * 4 + G) {
-        TILE_CASE(1, 1) TILE_CASE(1, 2) TILE_CASE(1, 3)
-        TILE_CASE(2, 1) TILE_CASE(2, 2) TILE_CASE(2, 3)
-        TILE_CASE(3, 1) TILE_CASE(3, 2) TILE_CASE(3, 3)
+    case R_ * 8 + G_: if (R_ <= F32_TR && G_ <= F32_TG) tile_avx2(y, ldy, w, cols, x, ldx, R_, G_); break;
+    switch (R * 8 + G) {
+        TILE_CASE(1, 1) TILE_CASE(1, 2) TILE_CASE(1, 3) TILE_CASE(1, 4)
+        TILE_CASE(2, 1) TILE_CASE(2, 2) TILE_CASE(2, 3) TILE_CASE(2, 4)
+        TILE_CASE(3, 1) TILE_CASE(3, 2) TILE_CASE(3, 3) TILE_CASE(3, 4)
     }
 #undef TILE_CASE
 }
@@ -176,10 +208,10 @@ void f32_matmat_rows(float* y, int ldy, const float* x, int ldx, int n, const fl
     // a cache tile of rows is swept against all n inputs, in register tiles of 3 x 3
     for (int t0 = r0; t0 < r1; t0 += F32_TILE_ROWS) {
         int t1 = t0 + F32_TILE_ROWS < r1 ? t0 + F32_TILE_ROWS : r1;
-        for (int b = 0; b < n; b += F32_GROUP) {
-            int G = n - b < F32_GROUP ? n - b : F32_GROUP;
-            for (int r = t0; r < t1; r += F32_GROUP) {
-                int R = t1 - r < F32_GROUP ? t1 - r : F32_GROUP;
+        for (int b = 0; b < n; b += F32_TG) {
+            int G = n - b < F32_TG ? n - b : F32_TG;
+            for (int r = t0; r < t1; r += F32_TR) {
+                int R = t1 - r < F32_TR ? t1 - r : F32_TR;
                 tile_dispatch(y + (size_t)b * ldy + (r - r0), ldy, W + (size_t)r * cols, cols, x + (size_t)b * ldx,
                               ldx, R, G);
             }

@@ -114,7 +114,8 @@ static void check_shape(int rows, int cols) {
 static void check_cols(int cols) {
     static const int rows_list[] = {1, 7, 33, 577};
     for (int a = 0; a < 4; a++) check_shape(rows_list[a], cols);
-    fprintf(stderr, "f32 cols %d: worst |y - double reference| / error bound (this test) %.3g\n", cols, worst_bound_ratio);
+    fprintf(stderr, "f32 cols %d: worst |y - double reference| / error bound (this test) %.3g\n", cols,
+            worst_bound_ratio);
 }
 
 START_TEST(test_cols_32) { check_cols(32); }
