@@ -7,7 +7,8 @@
  * Layout (kernels/README.md): K/V pools bf16 (n_blocks, block_size, n_kv_heads, head_dim);
  * position p of sequence s at block_table[s * max_blocks + p / block_size], row
  * p % block_size; scale head_dim^-0.5; output bf16, heads concatenated.
- * Supported: head_dim 64 or 128; n_heads / n_kv_heads <= ETX_ATTN_MAX_GROUP.
+ * Supported: head_dim 64 or 128; n_heads / n_kv_heads <= ETX_ATTN_MAX_GROUP; pools
+ * 16-byte aligned (keys are read 8 bf16 at a time; cudaMalloc gives 256).
  * Pointers are device pointers; stream is a cudaStream_t.
  */
 #ifndef ETX_KERNELS_ATTENTION_H

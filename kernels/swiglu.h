@@ -15,7 +15,7 @@ extern "C" {
 typedef uint16_t etx_bf16; // bfloat16 bits (kernels/README.md)
 
 // out[r, i] = bf16(silu(g) * u), g = gu[r, i], u = gu[r, hidden + i], silu(g) = g / (1 + exp(-g))
-// gu: (n_rows, 2 hidden) f32 (gate then up); out: (n_rows, hidden) bf16.
+// gu: (n_rows, 2 hidden) f32 (gate then up); out: (n_rows, hidden) bf16; n_rows <= 65535.
 void etx_swiglu(etx_bf16* out, const float* gu, int n_rows, int hidden, void* stream);
 
 #ifdef __cplusplus
