@@ -21,8 +21,8 @@
  * metrics.c rounds it (e^{s-m} to float, times 1/z, to float), so the two agree to the
  * order of additions.
  */
-#include "attn_metrics.h"
 #include "cuda_common.cuh"
+#include "attn_metrics.h"
 
 #include <math.h>
 
