@@ -12,8 +12,9 @@
  * (separate / batched time), and whether every batched row had the same bits as its
  * one-row product. For float32 it also times OpenBLAS (matmul in cpu_ops.c), the path
  * decode rows used before, for reference. Each measurement repeats the call until at
- * least SECONDS / 10 (default 0.3 / 10 s) have passed; median of 5 such. Numbers are
- * wall-clock on this machine; compare them only within one run.
+ * least SECONDS / 10 (default 0.3 / 10 s) have passed; the two timings compared are taken
+ * alternately, 7 each, and their medians reported. Numbers are wall-clock on this
+ * machine; compare them only within one run.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -72,21 +73,30 @@ static void run_op(Op op, const Problem* p) {
     }
 }
 
-// median seconds per call
-static double time_op(Op op, const Problem* p, double min_s) {
-    double t[5];
-    run_op(op, p); // warm-up
-    for (int k = 0; k < 5; k++) {
-        int iters = 0;
-        double t0 = now_s(), el;
-        do {
-            run_op(op, p);
-            iters++;
-        } while ((el = now_s() - t0) < min_s);
-        t[k] = el / iters;
+// seconds per call of op, repeating it for at least min_s
+static double time_once(Op op, const Problem* p, double min_s) {
+    int iters = 0;
+    double t0 = now_s(), el;
+    do {
+        run_op(op, p);
+        iters++;
+    } while ((el = now_s() - t0) < min_s);
+    return el / iters;
+}
+
+// median seconds per call of ops a and b, measured alternately (a, b, a, b, ...) so that
+// both see the same load on a shared machine
+#define REPS 7
+static void time_pair(Op a, const Problem* pa, Op b, const Problem* pb, double min_s, double* ta, double* tb) {
+    double t[2][REPS];
+    run_op(a, pa), run_op(b, pb); // warm-up
+    for (int k = 0; k < REPS; k++) {
+        t[0][k] = time_once(a, pa, min_s);
+        t[1][k] = time_once(b, pb, min_s);
     }
-    qsort(t, 5, sizeof(double), cmp_double);
-    return t[2];
+    qsort(t[0], REPS, sizeof(double), cmp_double);
+    qsort(t[1], REPS, sizeof(double), cmp_double);
+    *ta = t[0][REPS / 2], *tb = t[1][REPS / 2];
 }
 
 int main(int argc, char** argv) {
@@ -138,12 +148,16 @@ int main(int argc, char** argv) {
                 int n = ns[t];
                 Problem p1 = {&q, W, x, y1, n, rows, cols}, p2 = {&q, W, x, y2, n, rows, cols};
                 Op batch = kind == 0 ? Q_BATCH : F_BATCH, sep = kind == 0 ? Q_SEPARATE : F_SEPARATE;
-                double tb = time_op(batch, &p1, seconds / 10), ts = time_op(sep, &p2, seconds / 10);
+                double tb, ts, tblas, tdummy;
+                time_pair(batch, &p1, sep, &p2, seconds / 10, &tb, &ts);
                 int same = memcmp(y1, y2, (size_t)n * rows * sizeof(float)) == 0;
                 double flop = 2.0 * n * rows * cols;
                 char shape[32], blas[32] = "-";
                 snprintf(shape, sizeof shape, "%dx%d", rows, cols);
-                if (kind == 1) snprintf(blas, sizeof blas, "%9.1f", 1e6 * time_op(F_BLAS, &p2, seconds / 10));
+                if (kind == 1) {
+                    time_pair(F_BLAS, &p2, batch, &p1, seconds / 10, &tblas, &tdummy);
+                    snprintf(blas, sizeof blas, "%9.1f", 1e6 * tblas);
+                }
                 printf("%-5s %-11s %3d | %9.1f %7.1f %7.1f | %9.1f %7.1f %7.1f | %5.2f %4s | %9s\n",
                        kind == 0 ? "Q4_1" : "f32", shape, n, 1e6 * tb, flop / tb * 1e-9, wbytes / tb * 1e-9, 1e6 * ts,
                        flop / ts * 1e-9, n * wbytes / ts * 1e-9, ts / tb, same ? "same" : "DIFF", blas);
