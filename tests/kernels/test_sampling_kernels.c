@@ -503,12 +503,13 @@ static void check_policy_step(int vocab, int reps, uint64_t seed0) {
     etx_dev_download(trace, d_trace, n_seqs * sizeof(etx_trace_record));
 
     int outcomes[4] = {0, 0, 0, 0};
-    int fallbacks = 0;
+    int fallbacks = 0, adaptive_top_k = 0;
     for (int s = 0; s < n_seqs; s++) {
         const int pc = s % PC_COUNT;
         const PolicyDecision* d = &want_d[s];
         const int need = (d->top_k <= 0 || d->top_k >= vocab) ? vocab : d->top_k;
         if (d->forced_token < 0 && !d->argmax && need > a.n_cand) fallbacks++;
+        if (pc == PC_ENTROPIX_ADAPTIVE && d->top_k > adaptive_top_k) adaptive_top_k = d->top_k;
         ck_assert_msg(tok[s] == want_tok[s], "seq %d (setting %d, vocab %d, step %d): token %d, sampler_pick %d", s,
                       pc, vocab, st[s].step, tok[s], want_tok[s]);
         const int want_done = expected_done(&st[s], stop_ids, eos, n_eos, want_tok[s]);
@@ -561,6 +562,7 @@ static void check_policy_step(int vocab, int reps, uint64_t seed0) {
     ck_assert_int_gt(outcomes[ETX_REQ_DONE_STOP], 0);
     ck_assert_int_gt(outcomes[ETX_REQ_DONE_LENGTH], 0);
     if (vocab > ETX_TOPK) ck_assert_int_ge(fallbacks, 6 * reps);
+    if (reps >= 8) ck_assert_int_eq(adaptive_top_k, 100); // the clip's top, served by the list
 
     // without a trace pointer: the same tokens, nothing else needed
     a.trace = NULL;
