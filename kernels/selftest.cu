@@ -138,6 +138,12 @@ __global__ void votes_kernel(const int* __restrict__ in, unsigned* out) {
     if (lane < 16) o[7] = __ballot_sync(0x0000ffffu, v & 2);
     else o[7] = __ballot_sync(0xffff0000u, v & 4);
     o[9] = (unsigned)__syncthreads_count(v & 1);
+    o[10] = __match_any_sync(FULL, v % 4);
+    o[11] = __reduce_max_sync(FULL, (unsigned)v);
+    o[12] = (unsigned)__reduce_min_sync(FULL, v - 50);
+    o[13] = __reduce_or_sync(FULL, 1u << (v % 32));
+    o[14] = __reduce_xor_sync(FULL, (unsigned)v);
+    o[15] = (unsigned)__reduce_add_sync(FULL, v) + __reduce_and_sync(FULL, (unsigned)v | 0xf0u);
 }
 
 extern "C" void selftest_votes(const int* in, int n_blocks, unsigned* out) {
@@ -337,9 +343,20 @@ __global__ void barrier_rounds_kernel(int rounds, int* out) {
     }
 }
 
-extern "C" void selftest_barrier_rounds(int block, int rounds, int* out) {
+extern "C" float selftest_barrier_rounds(int block, int rounds, int* out) {
+    cudaEvent_t start, stop;
+    CUDA_CHECK(cudaEventCreate(&start));
+    CUDA_CHECK(cudaEventCreate(&stop));
+    CUDA_CHECK(cudaEventRecord(start));
     ETX_LAUNCH(barrier_rounds_kernel, 1, block, 0, 0, rounds, out);
     CUDA_CHECK_LAUNCH();
+    CUDA_CHECK(cudaEventRecord(stop));
+    CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0.0f;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    CUDA_CHECK(cudaEventDestroy(start));
+    CUDA_CHECK(cudaEventDestroy(stop));
+    return ms;
 }
 
 __global__ void noop_kernel(int* out) {

@@ -16,7 +16,7 @@ extern "C" {
 
 // Fields per thread written by selftest_shuffles / selftest_votes.
 #define SELFTEST_SHFL_FIELDS 11
-#define SELFTEST_VOTE_FIELDS 10
+#define SELFTEST_VOTE_FIELDS 16
 // The emulator's value for a shuffle that reads a lane outside its group (undefined in CUDA).
 #define SELFTEST_SHFL_POISON32 0xdeadbeefu
 
@@ -30,7 +30,8 @@ void selftest_block_sum_dynamic(const float* x, int n, int n_blocks, int block, 
 // Warp shuffles of every kind and type, blocks of 64 threads. in (n_blocks*64), out
 // (n_blocks*64, SELFTEST_SHFL_FIELDS) as long long; the test lists the fields.
 void selftest_shuffles(const int* in, int n_blocks, long long* out);
-// Votes, bit intrinsics, __activemask, __syncthreads_count; blocks of 64.
+// Votes, bit intrinsics, __activemask, __syncthreads_count, __match_any_sync,
+// __reduce_*_sync; blocks of 64.
 // in (n_blocks*64), out (n_blocks*64, SELFTEST_VOTE_FIELDS).
 void selftest_votes(const int* in, int n_blocks, unsigned* out);
 
@@ -81,8 +82,9 @@ void selftest_bf16(const float* in, int n, unsigned short* rn, unsigned short* d
 void selftest_math(const float* x, const float* p, const float* y, int n, float* out);
 
 // `rounds` __syncthreads rounds in one block of `block` threads, each adding 1 to its own
-// shared counter; out[0] = sum of the counters (block * rounds).
-void selftest_barrier_rounds(int block, int rounds, int* out);
+// shared counter; out[0] = sum of the counters (block * rounds). Returns the kernel's time
+// in ms between two CUDA events.
+float selftest_barrier_rounds(int block, int rounds, int* out);
 
 // Returns the cudaError_t of cudaGetLastError after a launch with 2048 threads per block
 // (cudaErrorInvalidConfiguration = 9) and after a second, valid launch (0).

@@ -11,7 +11,8 @@
  *     float, double, long long, unsigned long long, two groups with their own masks: the
  *     host replays PTX shfl.sync's source-lane rule;
  *   - ballot / any / all with lane- and data-dependent predicates, __popc / __ffs / __clz,
- *     __activemask in converged code, __syncthreads_count;
+ *     __activemask in converged code, __syncthreads_count, __match_any_sync,
+ *     __reduce_{add,min,max,and,or,xor}_sync;
  *   - a block of 100 threads (a 4-lane last warp): ballot of the existing lanes,
  *     __reduce_add_sync, a guarded butterfly; a 3D block (8,4,3): linear ids and warps of
  *     32 consecutive linear ids; a 2D grid;
@@ -311,12 +312,27 @@ START_TEST(test_votes) {
         const int b0 = w0 - w0 % 64; // the block's first thread
         unsigned count = 0;
         for (int t = 0; t < 64; t++) count += in[b0 + t] & 1;
+        unsigned rmax = 0, ror = 0, rxor = 0, rand_ = 0xffffffffu;
+        int rmin = 1 << 30, radd = 0;
+        for (int l = 0; l < 32; l++) {
+            const int v = in[w0 + l];
+            rmax = (unsigned)v > rmax ? (unsigned)v : rmax;
+            rmin = v - 50 < rmin ? v - 50 : rmin;
+            ror |= 1u << (v % 32);
+            rxor ^= (unsigned)v;
+            rand_ &= (unsigned)v | 0xf0u;
+            radd += v;
+        }
         for (int l = 0; l < 32; l++) {
             const unsigned* o = out + (size_t)(w0 + l) * SELFTEST_VOTE_FIELDS;
+            unsigned match = 0;
+            for (int j = 0; j < 32; j++)
+                if (in[w0 + j] % 4 == in[w0 + l] % 4) match |= 1u << j;
             const unsigned want[SELFTEST_VOTE_FIELDS] = {
                 ballot, (unsigned)any, (unsigned)(l < 16 ? all_lo : all_hi), (unsigned)all3, (unsigned)__builtin_popcount(b3),
                 (unsigned)__builtin_ffs((int)b3), b3 ? (unsigned)__builtin_clz(b3) : 32u,
-                l < 16 ? lo : hi, 0xffffffffu, count};
+                l < 16 ? lo : hi, 0xffffffffu, count, match, rmax, (unsigned)rmin, ror, rxor,
+                (unsigned)radd + rand_};
             for (int f = 0; f < SELFTEST_VOTE_FIELDS; f++)
                 ck_assert_msg(o[f] == want[f], "field %d, thread %d: got 0x%08x, want 0x%08x", f, w0 + l, o[f],
                               want[f]);
@@ -691,14 +707,16 @@ START_TEST(test_barrier_rounds) {
         selftest_barrier_rounds(blocks[k], 1, dout); // first use: fiber stacks are mapped
         etx_dev_sync();
         const double t0 = cpu_seconds();
-        selftest_barrier_rounds(blocks[k], rounds, dout);
+        const float ms = selftest_barrier_rounds(blocks[k], rounds, dout);
         etx_dev_sync();
         const double t1 = cpu_seconds();
         int sum = 0;
         etx_dev_download(&sum, dout, sizeof sum);
         ck_assert_int_eq(sum, blocks[k] * rounds);
-        fprintf(stderr, "selftest [%s]: __syncthreads round over %4d threads: %.2f us (CPU time)\n", etx_dev_name(),
-                blocks[k], (t1 - t0) * 1e6 / rounds);
+        ck_assert_msg(isfinite(ms) && ms >= 0.0f, "event time %g ms", ms);
+        fprintf(stderr,
+                "selftest [%s]: __syncthreads round over %4d threads: %.2f us (CPU time), %.3f us (events, wall)\n",
+                etx_dev_name(), blocks[k], (t1 - t0) * 1e6 / rounds, ms * 1e3 / rounds);
     }
     etx_dev_free(dout);
 }

@@ -18,6 +18,7 @@
  */
 #include "simt.h"
 
+#include <chrono>
 #include <mutex>
 #include <string>
 #include <sys/mman.h>
@@ -828,5 +829,35 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
     case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = (int)p.sharedMemPerBlockOptin; break;
     default: return fail_with(cudaErrorInvalidValue);
     }
+    return cudaSuccess;
+}
+
+struct CUevent_st {
+    double ms; // steady clock at the last record
+};
+
+cudaError_t cudaEventCreate(cudaEvent_t* event) {
+    *event = new CUevent_st{0.0};
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned) { return cudaEventCreate(event); }
+
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+    delete event;
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) {
+    if (!event) return fail_with(cudaErrorInvalidValue);
+    event->ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t event) { return event ? cudaSuccess : fail_with(cudaErrorInvalidValue); }
+
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+    if (!ms || !start || !end) return fail_with(cudaErrorInvalidValue);
+    *ms = (float)(end->ms - start->ms);
     return cudaSuccess;
 }
