@@ -177,8 +177,8 @@ __device__ void softmax_update(float (*s_s)[LD], float* m_s, float* l_s, float* 
 // decode
 
 // Block (kvh, s, split): the G = n_heads / n_kv_heads query heads of KV head kvh of
-// sequence s against positions [split * chunk, end), end = seq_len[s] for the last
-// split, else min(seq_len[s], (split + 1) * chunk).
+// row s (block table row row_seq[s], or s when row_seq is NULL) against positions [split * chunk, end), end =
+// seq_len[s] for the last split, else min(seq_len[s], (split + 1) * chunk).
 //   n_splits == 1: out[s, h] = bf16(acc / l)
 //   else: ws_m/ws_l (n_seqs, n_heads, n_splits), ws_acc (n_seqs, n_heads, n_splits, HD) get
 //   the split's max, sum and unnormalised acc = sum_t exp(score_t - m) v_t.
@@ -189,7 +189,8 @@ __global__ void __launch_bounds__(ATT_THREADS)
     attn_decode_kernel(__nv_bfloat16* __restrict__ out, float* __restrict__ scores, int max_ctx, float* __restrict__ ws,
                        const float* __restrict__ q, const __nv_bfloat16* __restrict__ k_pool,
                        const __nv_bfloat16* __restrict__ v_pool, const int32_t* __restrict__ block_table,
-                       const int32_t* __restrict__ seq_len, EtxAttnShape sh, int chunk, int n_splits, float scale) {
+                       const int32_t* __restrict__ row_seq, const int32_t* __restrict__ seq_len, EtxAttnShape sh,
+                       int chunk, int n_splits, float scale) {
     constexpr int ACC = ETX_ATTN_MAX_GROUP * HD / ATT_THREADS; // accumulators per thread
     __shared__ __align__(16) float q_s[ETX_ATTN_MAX_GROUP][HD];
     __shared__ __align__(16) float k_s[ATT_TILE][K_LD(HD)];
@@ -202,7 +203,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
     int len = seq_len[s];
     int t0 = split * chunk;
     int t1 = split == n_splits - 1 ? len : min(len, t0 + chunk);
-    const int32_t* table = block_table + (size_t)s * sh.max_blocks;
+    const int32_t* table = block_table + (size_t)(row_seq ? row_seq[s] : s) * sh.max_blocks;
     size_t head0 = (size_t)s * sh.n_heads + (size_t)kvh * G; // first query head of the group
     float* capture = scores ? scores + head0 * max_ctx : NULL;
 
@@ -327,8 +328,9 @@ static void check_shape(EtxAttnShape sh, const char* who) {
 }
 
 extern "C" void etx_attn_decode(etx_bf16* out, float* scores, int max_ctx, const float* q, const etx_bf16* k_pool,
-                                const etx_bf16* v_pool, const int32_t* block_table, const int32_t* seq_len, int n_seqs,
-                                int max_seq_len, int n_splits, float* workspace, EtxAttnShape sh, void* stream) {
+                                const etx_bf16* v_pool, const int32_t* block_table, const int32_t* row_seq,
+                                const int32_t* seq_len, int n_seqs, int max_seq_len, int n_splits, float* workspace,
+                                EtxAttnShape sh, void* stream) {
     check_shape(sh, "etx_attn_decode");
     if (n_seqs <= 0) return;
     if (n_splits < 1 || n_splits > ETX_ATTN_MAX_SPLITS || (n_splits > 1 && !workspace)) {
@@ -344,10 +346,10 @@ extern "C" void etx_attn_decode(etx_bf16* out, float* scores, int max_ctx, const
     cudaStream_t st = (cudaStream_t)stream;
     if (sh.head_dim == 64)
         ETX_LAUNCH(attn_decode_kernel<64>, grid, ATT_THREADS, 0, st, o, scores, max_ctx, workspace, q, kp, vp,
-                   block_table, seq_len, sh, chunk, n_splits, scale);
+                   block_table, row_seq, seq_len, sh, chunk, n_splits, scale);
     else
         ETX_LAUNCH(attn_decode_kernel<128>, grid, ATT_THREADS, 0, st, o, scores, max_ctx, workspace, q, kp, vp,
-                   block_table, seq_len, sh, chunk, n_splits, scale);
+                   block_table, row_seq, seq_len, sh, chunk, n_splits, scale);
     CUDA_CHECK_LAUNCH();
     if (n_splits > 1) {
         ETX_LAUNCH(attn_decode_merge_kernel, dim3(sh.n_heads, n_seqs), sh.head_dim, 0, st, o, workspace, sh.n_heads,

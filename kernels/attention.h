@@ -45,11 +45,12 @@ int etx_attn_decode_splits(int n_seqs, int n_kv_heads, int max_seq_len);
 // per (sequence, head, split) the partial max, sum and unnormalised output.
 size_t etx_attn_decode_workspace_bytes(int n_seqs, int n_heads, int head_dim, int n_splits);
 
-// Decode attention, one query per sequence s < n_seqs attending to positions
+// Decode attention, one query per row s < n_seqs (a token of the sequence whose block
+// table row is row_seq[s], or s when row_seq is NULL) attending to its positions
 // 0 .. seq_len[s] - 1 (the current token's k/v already appended):
 //   out[s, h, :] = sum_t softmax_t(scale q[s, h] . k_t) v_t,  k_t, v_t of KV head h / (n_heads / n_kv_heads)
 // q: (n_seqs, n_heads, head_dim) f32; seq_len: (n_seqs), each in 1 .. max_seq_len (0 gives
-// a zero output); out: (n_seqs, n_heads * head_dim) bf16.
+// a zero output: a padding row); out: (n_seqs, n_heads * head_dim) bf16.
 // The context is cut into n_splits chunks (1 .. ETX_ATTN_MAX_SPLITS; etx_attn_decode_splits
 // picks one) of ceil(max_seq_len / n_splits) positions rounded up to a key tile, each
 // processed by its own block; a second kernel merges them through `workspace`
@@ -60,8 +61,8 @@ size_t etx_attn_decode_workspace_bytes(int n_seqs, int n_heads, int head_dim, in
 // The grid depends only on host values (n_seqs, max_seq_len, n_splits), so the launch can
 // be captured in a CUDA graph and replayed while seq_len grows up to max_seq_len.
 void etx_attn_decode(etx_bf16* out, float* scores, int max_ctx, const float* q, const etx_bf16* k_pool,
-                     const etx_bf16* v_pool, const int32_t* block_table, const int32_t* seq_len, int n_seqs,
-                     int max_seq_len, int n_splits, float* workspace, EtxAttnShape shape, void* stream);
+                     const etx_bf16* v_pool, const int32_t* block_table, const int32_t* row_seq, const int32_t* seq_len,
+                     int n_seqs, int max_seq_len, int n_splits, float* workspace, EtxAttnShape shape, void* stream);
 
 // Prefill attention for a chunk of n rows of sequence `seq` at positions pos0 .. pos0 + n - 1
 // (their k/v already appended): row i attends causally to positions 0 .. pos0 + i.

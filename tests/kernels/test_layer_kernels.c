@@ -498,8 +498,9 @@ static void check_scores(const float* srow, int max_ctx, const float* q, const f
     for (int t = T; t < max_ctx; t++) EXPECT(srow[t] == GUARD_F32, "score %d past the end (%d) written", t, T);
 }
 
-// decode: n_seqs sequences of lengths lens, n_splits (0: etx_attn_decode_splits), capture
-static void run_decode(int n_heads, int n_kv, int hd, int bs, const int* lens, int n_seqs, int n_splits) {
+// decode: n_seqs rows of lengths lens, n_splits (0: etx_attn_decode_splits), capture;
+// reversed: row s reads block table row n_seqs - 1 - s (row_seq), else row s (NULL)
+static void run_decode(int n_heads, int n_kv, int hd, int bs, const int* lens, int n_seqs, int n_splits, int reversed) {
     int max_len = 0;
     for (int s = 0; s < n_seqs; s++) max_len = lens[s] > max_len ? lens[s] : max_len;
     int max_ctx = max_len + 3; // capture rows longer than any sequence: the tail must stay
@@ -520,8 +521,11 @@ static void run_decode(int n_heads, int n_kv, int hd, int bs, const int* lens, i
     uint16_t* d_out = etx_dev_malloc((size_t)n_seqs * q_dim * 2);
     size_t ws_bytes = etx_attn_decode_workspace_bytes(n_seqs, n_heads, hd, n_splits);
     float* d_ws = ws_bytes ? etx_dev_malloc(ws_bytes) : NULL;
-    etx_attn_decode(d_out, d_sc, max_ctx, d_q, f.d_k, f.d_v, f.d_table, d_len, n_seqs, max_len, n_splits, d_ws, f.c.sh,
-                    NULL);
+    int32_t* row_seq = malloc(n_seqs * sizeof(int32_t));
+    for (int s = 0; s < n_seqs; s++) row_seq[s] = reversed ? n_seqs - 1 - s : s;
+    int32_t* d_row_seq = reversed ? dev_copy(row_seq, n_seqs * sizeof(int32_t)) : NULL;
+    etx_attn_decode(d_out, d_sc, max_ctx, d_q, f.d_k, f.d_v, f.d_table, d_row_seq, d_len, n_seqs, max_len, n_splits,
+                    d_ws, f.c.sh, NULL);
     uint16_t* out = host_copy(d_out, (size_t)n_seqs * q_dim * 2);
     float* sc = host_copy(d_sc, n_sc * sizeof(float));
 
@@ -530,8 +534,8 @@ static void run_decode(int n_heads, int n_kv, int hd, int bs, const int* lens, i
     for (int s = 0; s < n_seqs; s++) {
         int T = lens[s];
         for (int kvh = 0; kvh < n_kv; kvh++) {
-            float* k = gather(&f.c, f.k, s, kvh, T);
-            float* v = gather(&f.c, f.v, s, kvh, T);
+            float* k = gather(&f.c, f.k, row_seq[s], kvh, T);
+            float* v = gather(&f.c, f.v, row_seq[s], kvh, T);
             const float* qg = q + (size_t)s * q_dim + (size_t)kvh * G * hd; // G heads, hd apart
             // the G heads of one token at position T - 1, sharing this KV head; an empty
             // sequence (a padding slot) gives zeros
@@ -555,6 +559,8 @@ static void run_decode(int n_heads, int n_kv, int hd, int bs, const int* lens, i
     etx_dev_free(d_sc);
     etx_dev_free(d_out);
     if (d_ws) etx_dev_free(d_ws);
+    if (d_row_seq) etx_dev_free(d_row_seq);
+    free(row_seq);
     free_filled(&f);
     free(q);
     free(sc_guard);
@@ -571,23 +577,25 @@ START_TEST(test_decode_attention) {
     rng_seed(5);
     static const int lens[] = {1, 5, 63, 64, 65, 300};
     // every head layout x head_dim x block size, with no split, 3 splits (chunks of 128
-    // positions: empty ones for the short sequences) and the launcher's choice
+    // positions: empty ones for the short sequences; rows mapped to table rows in reverse)
+    // and the launcher's choice
     static const int splits[] = {1, 3, 0};
     for (int hi = 0; hi < 4; hi++)
         for (int hd = 64; hd <= 128; hd *= 2)
             for (int bs = 16; bs <= 32; bs *= 2)
-                for (int si = 0; si < 3; si++) run_decode(HEADS[hi][0], HEADS[hi][1], hd, bs, lens, 6, splits[si]);
+                for (int si = 0; si < 3; si++)
+                    run_decode(HEADS[hi][0], HEADS[hi][1], hd, bs, lens, 6, splits[si], si == 1);
     // one sequence, where the launcher's choice does split; 10 splits of 32 positions
     static const int one[] = {300};
     ck_assert_int_gt(etx_attn_decode_splits(1, 1, 300), 1);
-    run_decode(4, 1, 128, 16, one, 1, 0);
-    run_decode(9, 3, 64, 16, one, 1, 10);
+    run_decode(4, 1, 128, 16, one, 1, 0, 0);
+    run_decode(9, 3, 64, 16, one, 1, 10, 0);
     // 17 sequences of random lengths, two of them empty (padding slots of a batch)
     int many[17];
     for (int s = 0; s < 17; s++) many[s] = 1 + rng_int(40);
     many[3] = many[11] = 0;
-    run_decode(9, 3, 64, 16, many, 17, 1);
-    run_decode(32, 8, 128, 32, many, 17, 2);
+    run_decode(9, 3, 64, 16, many, 17, 1, 1);
+    run_decode(32, 8, 128, 32, many, 17, 2, 0);
 }
 END_TEST
 
@@ -754,38 +762,39 @@ static void run_chain(int n_heads, int n_kv, int hd, int bs) {
         }
     }
 
-    // one decode step: every sequence's next token
-    int rs[N_SEQS], rp[N_SEQS], lens[N_SEQS], max_len = 0;
-    for (int s = 0; s < N_SEQS; s++) {
-        rs[s] = s;
-        rp[s] = prompt[s];
-        lens[s] = prompt[s] + 1;
-        max_len = lens[s] > max_len ? lens[s] : max_len;
+    // one decode step: every sequence's next token, batch row r holding sequence rs[r]
+    int rs[N_SEQS] = {2, 0, 1}, rp[N_SEQS], lens[N_SEQS], max_len = 0;
+    for (int r = 0; r < N_SEQS; r++) {
+        rp[r] = prompt[rs[r]];
+        lens[r] = rp[r] + 1;
+        max_len = lens[r] > max_len ? lens[r] : max_len;
     }
     chain_append(&c, d_q, d_k, d_v, d_table, d_freq, rs, rp, N_SEQS);
     int n_splits = etx_attn_decode_splits(N_SEQS, n_kv, max_len);
     size_t ws_bytes = etx_attn_decode_workspace_bytes(N_SEQS, n_heads, hd, n_splits);
     float* d_ws = ws_bytes ? etx_dev_malloc(ws_bytes) : NULL;
     int32_t* d_len = dev_copy(lens, sizeof(lens));
-    etx_attn_decode(d_out, NULL, 0, d_q, d_k, d_v, d_table, d_len, N_SEQS, max_len, n_splits, d_ws, c.sh, NULL);
+    int32_t* d_rs = dev_copy(rs, sizeof(rs));
+    etx_attn_decode(d_out, NULL, 0, d_q, d_k, d_v, d_table, d_rs, d_len, N_SEQS, max_len, n_splits, d_ws, c.sh, NULL);
     float* q = host_copy(d_q, (size_t)N_SEQS * q_dim * sizeof(float));
     uint16_t* out = host_copy(d_out, (size_t)N_SEQS * q_dim * 2);
     uint16_t* kp = host_copy(d_k, c.pool_elems * 2);
     uint16_t* vp = host_copy(d_v, c.pool_elems * 2);
-    for (int s = 0; s < N_SEQS; s++)
+    for (int r = 0; r < N_SEQS; r++)
         for (int kvh = 0; kvh < n_kv; kvh++) {
-            float* k = gather(&c, kp, s, kvh, lens[s]);
-            float* v = gather(&c, vp, s, kvh, lens[s]);
-            twin_attention(want, q + (size_t)s * q_dim + (size_t)kvh * G * hd, k, v, G, lens[s] - 1, hd, scale,
+            float* k = gather(&c, kp, rs[r], kvh, lens[r]);
+            float* v = gather(&c, vp, rs[r], kvh, lens[r]);
+            twin_attention(want, q + (size_t)r * q_dim + (size_t)kvh * G * hd, k, v, G, lens[r] - 1, hd, scale,
                            scratch);
             for (int e = 0; e < G * hd; e++)
-                check_bf16("chain decode", s * q_dim + kvh * G * hd + e,
-                           out[(size_t)s * q_dim + (size_t)kvh * G * hd + e], want[e], ATT_ABS);
+                check_bf16("chain decode", r * q_dim + kvh * G * hd + e,
+                           out[(size_t)r * q_dim + (size_t)kvh * G * hd + e], want[e], ATT_ABS);
             free(k);
             free(v);
         }
     if (d_ws) etx_dev_free(d_ws);
     etx_dev_free(d_len);
+    etx_dev_free(d_rs);
     etx_dev_free(d_freq);
     etx_dev_free(d_k);
     etx_dev_free(d_v);
