@@ -144,6 +144,8 @@ __global__ void votes_kernel(const int* __restrict__ in, unsigned* out) {
     o[13] = __reduce_or_sync(FULL, 1u << (v % 32));
     o[14] = __reduce_xor_sync(FULL, (unsigned)v);
     o[15] = (unsigned)__reduce_add_sync(FULL, v) + __reduce_and_sync(FULL, (unsigned)v | 0xf0u);
+    o[16] = (unsigned)__syncthreads_and(v > 2);
+    o[17] = (unsigned)__syncthreads_or(v > 97);
 }
 
 extern "C" void selftest_votes(const int* in, int n_blocks, unsigned* out) {

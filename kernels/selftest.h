@@ -16,7 +16,7 @@ extern "C" {
 
 // Fields per thread written by selftest_shuffles / selftest_votes.
 #define SELFTEST_SHFL_FIELDS 11
-#define SELFTEST_VOTE_FIELDS 16
+#define SELFTEST_VOTE_FIELDS 18
 // The emulator's value for a shuffle that reads a lane outside its group (undefined in CUDA).
 #define SELFTEST_SHFL_POISON32 0xdeadbeefu
 

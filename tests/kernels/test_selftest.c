@@ -11,7 +11,7 @@
  *     float, double, long long, unsigned long long, two groups with their own masks: the
  *     host replays PTX shfl.sync's source-lane rule;
  *   - ballot / any / all with lane- and data-dependent predicates, __popc / __ffs / __clz,
- *     __activemask in converged code, __syncthreads_count, __match_any_sync,
+ *     __activemask in converged code, __syncthreads_count/_and/_or, __match_any_sync,
  *     __reduce_{add,min,max,and,or,xor}_sync;
  *   - a block of 100 threads (a 4-lane last warp): ballot of the existing lanes,
  *     __reduce_add_sync, a guarded butterfly; a 3D block (8,4,3): linear ids and warps of
@@ -290,7 +290,7 @@ START_TEST(test_votes) {
     unsigned* out = host_alloc((size_t)n * SELFTEST_VOTE_FIELDS * sizeof(unsigned));
     etx_dev_download(out, dout, (size_t)n * SELFTEST_VOTE_FIELDS * sizeof(unsigned));
 
-    int any_true = 0, any_false = 0, all_hi_true = 0, all_hi_false = 0;
+    int any_true = 0, any_false = 0, all_hi_true = 0, all_hi_false = 0, and_seen[2] = {0, 0}, or_seen[2] = {0, 0};
     for (int w0 = 0; w0 < n; w0 += 32) {
         unsigned ballot = 0, b3 = 0, lo = 0, hi = 0;
         int any = 0, all3 = 1, all_lo = 1, all_hi = 1;
@@ -310,8 +310,13 @@ START_TEST(test_votes) {
         any_true |= any;
         any_false |= !any;
         const int b0 = w0 - w0 % 64; // the block's first thread
-        unsigned count = 0;
-        for (int t = 0; t < 64; t++) count += in[b0 + t] & 1;
+        unsigned count = 0, band = 1, bor = 0;
+        for (int t = 0; t < 64; t++) {
+            count += in[b0 + t] & 1;
+            band &= in[b0 + t] > 2;
+            bor |= in[b0 + t] > 97;
+        }
+        and_seen[band] = or_seen[bor] = 1;
         unsigned rmax = 0, ror = 0, rxor = 0, rand_ = 0xffffffffu;
         int rmin = 1 << 30, radd = 0;
         for (int l = 0; l < 32; l++) {
@@ -332,7 +337,7 @@ START_TEST(test_votes) {
                 ballot, (unsigned)any, (unsigned)(l < 16 ? all_lo : all_hi), (unsigned)all3, (unsigned)__builtin_popcount(b3),
                 (unsigned)__builtin_ffs((int)b3), b3 ? (unsigned)__builtin_clz(b3) : 32u,
                 l < 16 ? lo : hi, 0xffffffffu, count, match, rmax, (unsigned)rmin, ror, rxor,
-                (unsigned)radd + rand_};
+                (unsigned)radd + rand_, band, bor};
             for (int f = 0; f < SELFTEST_VOTE_FIELDS; f++)
                 ck_assert_msg(o[f] == want[f], "field %d, thread %d: got 0x%08x, want 0x%08x", f, w0 + l, o[f],
                               want[f]);
@@ -340,6 +345,7 @@ START_TEST(test_votes) {
     }
     ck_assert(any_true && any_false); // both outcomes of __any_sync were exercised
     ck_assert(all_hi_true && all_hi_false); // and of the half-warp __all_sync
+    ck_assert(and_seen[0] && and_seen[1] && or_seen[0] && or_seen[1]); // and of _and / _or
     etx_dev_free(din);
     etx_dev_free(dout);
     free(in);
