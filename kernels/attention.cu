@@ -177,8 +177,9 @@ __device__ void softmax_update(float (*s_s)[LD], float* m_s, float* l_s, float* 
 // decode
 
 // Block (kvh, s, split): the G = n_heads / n_kv_heads query heads of KV head kvh of
-// row s (block table row row_seq[s], or s when row_seq is NULL) against positions [split * chunk, end), end =
-// seq_len[s] for the last split, else min(seq_len[s], (split + 1) * chunk).
+// row s (block table row row_seq[s], or s when row_seq is NULL) against positions
+// [split * chunk, end), end = seq_len[s] for the last split, else
+// min(seq_len[s], (split + 1) * chunk).
 //   n_splits == 1: out[s, h] = bf16(acc / l)
 //   else: ws_m/ws_l (n_seqs, n_heads, n_splits), ws_acc (n_seqs, n_heads, n_splits, HD) get
 //   the split's max, sum and unnormalised acc = sum_t exp(score_t - m) v_t.
