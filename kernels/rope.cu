@@ -24,6 +24,7 @@ __global__ void rope_kv_append_kernel(float* __restrict__ q_out, __nv_bfloat16* 
     int hd = sh.head_dim, half = hd / 2;
     int q_dim = sh.n_heads * hd, kv_dim = sh.n_kv_heads * hd;
     int pos = row_pos[r];
+    if (pos < 0) return; // a padding row: nothing to rotate or append (the whole block leaves)
     int block = block_table[(size_t)row_seq[r] * sh.max_blocks + pos / sh.block_size];
     size_t slot = ((size_t)block * sh.block_size + pos % sh.block_size) * kv_dim;
     const float* src = qkv + (size_t)r * (q_dim + 2 * kv_dim);

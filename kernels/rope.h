@@ -21,6 +21,8 @@ extern "C" {
 //   q_out[r]                     = rope(q part of qkv[r])                  f32
 //   k_pool[b][p % bs][kvh][:]    = bf16(rope(k part of qkv[r], head kvh))  b = block_table[s * max_blocks + p / bs]
 //   v_pool[b][p % bs][kvh][:]    = bf16(v part of qkv[r], head kvh)
+// A row with row_pos[r] < 0 is padding (a CUDA graph's unused batch slot): it writes
+// nothing, neither q_out[r] nor the pools.
 // qkv: (n_rows, q_dim + 2 kv_dim) f32; q_out: (n_rows, q_dim) f32; inv_freq: (head_dim/2);
 // pools: (n_blocks, block_size, n_kv_heads, head_dim) bf16; block_table: (n_seqs, max_blocks).
 void etx_rope_kv_append(float* q_out, etx_bf16* k_pool, etx_bf16* v_pool, const float* qkv, const int32_t* row_seq,

@@ -335,6 +335,8 @@ static void run_rope(int n_heads, int n_kv, int hd, int bs, int llama3, const in
         if (row_pos[r] + 1 > max_pos) max_pos = row_pos[r] + 1;
         if (row_seq[r] + 1 > n_seqs) n_seqs = row_seq[r] + 1;
     }
+    float* q_guard = malloc((size_t)n_rows * q_dim * sizeof(float));
+    for (size_t i = 0; i < (size_t)n_rows * q_dim; i++) q_guard[i] = GUARD_F32;
     Cache c;
     EtxAttnShape sh = {n_heads, n_kv, hd, bs, 0};
     build_cache(&c, sh, n_seqs, max_pos);
@@ -343,7 +345,7 @@ static void run_rope(int n_heads, int n_kv, int hd, int bs, int llama3, const in
     uint16_t* guard = malloc(c.pool_elems * 2);
     for (size_t i = 0; i < c.pool_elems; i++) guard[i] = GUARD_BF16;
     float* d_qkv = dev_copy(qkv, (size_t)n_rows * width * sizeof(float));
-    float* d_q = etx_dev_malloc((size_t)n_rows * q_dim * sizeof(float));
+    float* d_q = dev_copy(q_guard, (size_t)n_rows * q_dim * sizeof(float));
     uint16_t* d_k = dev_copy(guard, c.pool_elems * 2);
     uint16_t* d_v = dev_copy(guard, c.pool_elems * 2);
     int32_t* d_seq = dev_copy(row_seq, n_rows * sizeof(int32_t));
@@ -360,6 +362,11 @@ static void run_rope(int n_heads, int n_kv, int hd, int bs, int llama3, const in
     float* head = malloc(hd * sizeof(float));
     char* written = calloc(c.pool_elems, 1);
     for (int r = 0; r < n_rows; r++) {
+        if (row_pos[r] < 0) { // padding: q_out row untouched (pools: checked below)
+            for (int i = 0; i < q_dim; i++)
+                EXPECT(q[(size_t)r * q_dim + i] == GUARD_F32, "padding row %d: q_out[%d] written", r, i);
+            continue;
+        }
         const float* src = qkv + (size_t)r * width;
         rope_tables(cos_t, sin_t, inv_freq, half, row_pos[r], 1);
         for (int h = 0; h < n_heads + n_kv; h++) {
@@ -403,6 +410,7 @@ static void run_rope(int n_heads, int n_kv, int hd, int bs, int llama3, const in
     free(inv_freq);
     free(qkv);
     free(guard);
+    free(q_guard);
     free(q);
     free(kp);
     free(vp);
@@ -430,6 +438,10 @@ START_TEST(test_rope_append) {
     run_rope(32, 8, 128, 32, 1, pseq, ppos, 3);
     // odd head_dim / 2 (RoPE itself does not need 64 or 128)
     run_rope(4, 2, 10, 16, 0, dseq, dpos, 5);
+    // padding rows (position -1) among real ones: they write nothing
+    static const int padseq[] = {0, 1, 2, 3};
+    static const int padpos[] = {7, -1, 33, -1};
+    run_rope(9, 3, 64, 16, 0, padseq, padpos, 4);
 }
 END_TEST
 
