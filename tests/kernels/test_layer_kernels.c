@@ -14,8 +14,9 @@
  *     v appended to the cache (one bf16 rounding of the same f32), guard values.
  *   - bf16 outputs: |got - want| <= 0.5 bf16 ulp(want) + REL_F32 |want| (+ an absolute
  *     term for attention, below): half an ulp is the output rounding, REL_F32 = 1e-5 covers
- *     float reassociation in the twin and the kernel (sums of <= 1536 products: n u ~ 1e-4
- *     worst case bound, ~1e-6 in practice, and the result is rounded to 2^-8 anyway).
+ *     float reassociation in the twin and the kernel and the device's expf/rsqrtf (sums of
+ *     up to 4096 terms: the worst-case bound n u = 2.4e-4 is never approached, rounding
+ *     errors of a sum random-walk to ~sqrt(n) u = 4e-6; a few ulps of expf are 2e-7).
  *   - RoPE outputs: |got - want| <= ROPE_TOL (|x1| + |x2|) (+ half a bf16 ulp for k):
  *     each of cos/sin may be off by 2 float ulps on a GPU, times the rotated pair.
  *   - attention: scores |got - want| <= 2 hd 2^-24 scale sum_d |q_d k_d| (the worst-case
