@@ -363,19 +363,29 @@ extern "C" void etx_attn_decode(etx_bf16* out, float* scores, int max_ctx, const
 // ----------------------------------------------------------------------------
 // prefill
 
-// Block (b, kvh): query rows i = b * PF_ROWS .. + PF_ROWS - 1 of the chunk's n * G rows of
-// KV head kvh, row i = (position pos0 + i / G, query head kvh * G + i % G), against the
+// Block (b, kvh) of chunk c (b' = b - blk0[c]): query rows i = b' * PF_ROWS .. + PF_ROWS - 1
+// of the chunk's n * G rows of KV head kvh, row i = (position pos0 + i / G, query head
+// kvh * G + i % G), against the
 // keys 0 .. (last row's position), tile by tile; keys after a row's position are masked.
 //   out[i] = bf16(acc / l)
 // Traffic: each block reads its rows' q once and K/V of positions 0 .. its last row's
 // position once (2 * HD * 2 bytes per position), so K/V are read ceil(n G / PF_ROWS)
 // times per KV head over the chunk (from L2 after the first).
+// Several chunks (of different sequences) share one launch: block b belongs to chunk c
+// with blk0[c] <= b < blk0[c + 1], whose rows are q/out rows row0[c] .. row0[c] + n[c] - 1.
+#define PF_MAX_CHUNKS 64 // per launch (kernel parameters stay under 2 KiB)
+struct PrefillChunks {
+    int n_chunks;
+    int blk0[PF_MAX_CHUNKS + 1];
+    EtxPrefillChunk c[PF_MAX_CHUNKS];
+};
+
 template <int HD>
 __global__ void __launch_bounds__(ATT_THREADS)
-    attn_prefill_kernel(__nv_bfloat16* __restrict__ out, float* __restrict__ scores, int max_ctx,
-                        const float* __restrict__ q, const __nv_bfloat16* __restrict__ k_pool,
-                        const __nv_bfloat16* __restrict__ v_pool, const int32_t* __restrict__ table, EtxAttnShape sh,
-                        int pos0, int n, float scale) {
+    attn_prefill_kernel(__nv_bfloat16* __restrict__ out_all, float* __restrict__ scores, int max_ctx,
+                        const float* __restrict__ q_all, const __nv_bfloat16* __restrict__ k_pool,
+                        const __nv_bfloat16* __restrict__ v_pool, const int32_t* __restrict__ block_table,
+                        EtxAttnShape sh, PrefillChunks chunks, float scale) {
     constexpr int ACC = PF_ROWS * HD / ATT_THREADS;
     __shared__ __align__(16) float q_s[PF_ROWS][HD];
     __shared__ __align__(16) float k_s[ATT_TILE][K_LD(HD)];
@@ -385,9 +395,17 @@ __global__ void __launch_bounds__(ATT_THREADS)
 
     int kvh = blockIdx.y, tid = threadIdx.x;
     int G = sh.n_heads / sh.n_kv_heads, q_dim = sh.n_heads * HD, kv_dim = sh.n_kv_heads * HD;
-    int row0 = blockIdx.x * PF_ROWS, total = n * G;
+    int c = 0; // this block's chunk
+    while (c + 1 < chunks.n_chunks && chunks.blk0[c + 1] <= (int)blockIdx.x) c++;
+    const EtxPrefillChunk ch = chunks.c[c];
+    int pos0 = ch.pos0, n = ch.n;
+    const float* q = q_all + (size_t)ch.row0 * q_dim;
+    __nv_bfloat16* out = out_all + (size_t)ch.row0 * q_dim;
+    const int32_t* table = block_table + (size_t)ch.seq * sh.max_blocks;
+    int row0 = (blockIdx.x - chunks.blk0[c]) * PF_ROWS, total = n * G;
     int rows = min(PF_ROWS, total - row0);
-    float* capture = scores ? scores + (size_t)kvh * G * max_ctx : NULL; // the group's heads, last row
+    // the last row's scores of the group's heads
+    float* capture = scores && ch.capture >= 0 ? scores + ((size_t)ch.capture * sh.n_heads + kvh * G) * max_ctx : NULL;
 
     // (query head kvh * G + g of row position p) sits at q[p * q_dim + (kvh * G + g) * HD]
     for (int e = tid; e < PF_ROWS * HD; e += ATT_THREADS) {
@@ -428,23 +446,40 @@ __global__ void __launch_bounds__(ATT_THREADS)
     }
 }
 
-extern "C" void etx_attn_prefill(etx_bf16* out, float* scores, int max_ctx, const float* q, const etx_bf16* k_pool,
-                                 const etx_bf16* v_pool, const int32_t* block_table, int seq, int pos0, int n,
-                                 EtxAttnShape sh, void* stream) {
-    check_shape(sh, "etx_attn_prefill");
-    if (n <= 0) return;
+extern "C" void etx_attn_prefill_chunks(etx_bf16* out, float* scores, int max_ctx, const float* q,
+                                        const etx_bf16* k_pool, const etx_bf16* v_pool, const int32_t* block_table,
+                                        const EtxPrefillChunk* chunks, int n_chunks, EtxAttnShape sh, void* stream) {
+    check_shape(sh, "etx_attn_prefill_chunks");
     __nv_bfloat16* o = reinterpret_cast<__nv_bfloat16*>(out);
     const __nv_bfloat16* kp = reinterpret_cast<const __nv_bfloat16*>(k_pool);
     const __nv_bfloat16* vp = reinterpret_cast<const __nv_bfloat16*>(v_pool);
-    const int32_t* table = block_table + (size_t)seq * sh.max_blocks;
     int G = sh.n_heads / sh.n_kv_heads;
-    dim3 grid(etx_ceil_div(n * G, PF_ROWS), sh.n_kv_heads);
     float scale = attn_scale(sh.head_dim);
-    if (sh.head_dim == 64)
-        ETX_LAUNCH(attn_prefill_kernel<64>, grid, ATT_THREADS, 0, (cudaStream_t)stream, o, scores, max_ctx, q, kp, vp,
-                   table, sh, pos0, n, scale);
-    else
-        ETX_LAUNCH(attn_prefill_kernel<128>, grid, ATT_THREADS, 0, (cudaStream_t)stream, o, scores, max_ctx, q, kp, vp,
-                   table, sh, pos0, n, scale);
-    CUDA_CHECK_LAUNCH();
+    for (int first = 0; first < n_chunks; first += PF_MAX_CHUNKS) { // PF_MAX_CHUNKS per launch
+        PrefillChunks pc;
+        pc.n_chunks = 0;
+        pc.blk0[0] = 0;
+        for (int i = first; i < n_chunks && i < first + PF_MAX_CHUNKS; i++) {
+            if (chunks[i].n <= 0) continue;
+            pc.c[pc.n_chunks] = chunks[i];
+            pc.blk0[pc.n_chunks + 1] = pc.blk0[pc.n_chunks] + etx_ceil_div(chunks[i].n * G, PF_ROWS);
+            pc.n_chunks++;
+        }
+        if (pc.n_chunks == 0) continue;
+        dim3 grid(pc.blk0[pc.n_chunks], sh.n_kv_heads);
+        if (sh.head_dim == 64)
+            ETX_LAUNCH(attn_prefill_kernel<64>, grid, ATT_THREADS, 0, (cudaStream_t)stream, o, scores, max_ctx, q, kp,
+                       vp, block_table, sh, pc, scale);
+        else
+            ETX_LAUNCH(attn_prefill_kernel<128>, grid, ATT_THREADS, 0, (cudaStream_t)stream, o, scores, max_ctx, q, kp,
+                       vp, block_table, sh, pc, scale);
+        CUDA_CHECK_LAUNCH();
+    }
+}
+
+extern "C" void etx_attn_prefill(etx_bf16* out, float* scores, int max_ctx, const float* q, const etx_bf16* k_pool,
+                                 const etx_bf16* v_pool, const int32_t* block_table, int seq, int pos0, int n,
+                                 EtxAttnShape sh, void* stream) {
+    EtxPrefillChunk c = {seq, pos0, n, 0, scores ? 0 : -1};
+    etx_attn_prefill_chunks(out, scores, max_ctx, q, k_pool, v_pool, block_table, &c, 1, sh, stream);
 }

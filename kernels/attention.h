@@ -76,6 +76,25 @@ void etx_attn_prefill(etx_bf16* out, float* scores, int max_ctx, const float* q,
                       const etx_bf16* v_pool, const int32_t* block_table, int seq, int pos0, int n, EtxAttnShape shape,
                       void* stream);
 
+// One chunk of a batched prefill: rows row0 .. row0 + n - 1 of q/out are sequence seq's
+// positions pos0 .. pos0 + n - 1. capture: the capture-buffer row (>= 0) that receives
+// the chunk's last row's scores, or -1.
+typedef struct {
+    int seq;
+    int pos0;
+    int n;
+    int row0;
+    int capture;
+} EtxPrefillChunk;
+
+// etx_attn_prefill for several chunks (of different sequences) in one launch (64 chunks
+// per launch; the chunks array is read on the host, so the launch can be graph-captured):
+// q, out: (total rows, n_heads * head_dim); scores (may be NULL when no chunk captures):
+// (captures, n_heads, max_ctx). Chunks with n <= 0 are skipped.
+void etx_attn_prefill_chunks(etx_bf16* out, float* scores, int max_ctx, const float* q, const etx_bf16* k_pool,
+                             const etx_bf16* v_pool, const int32_t* block_table, const EtxPrefillChunk* chunks,
+                             int n_chunks, EtxAttnShape shape, void* stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -677,6 +677,66 @@ static void run_prefill(int n_heads, int n_kv, int hd, int bs, int pos0, int n) 
     free(scratch);
 }
 
+// several chunks of different sequences in one etx_attn_prefill_chunks launch, their rows
+// concatenated in q and out; captures into rows 1 and 0 of a 3-row capture buffer (row 2
+// must stay untouched), one chunk without capture, one empty chunk
+static void run_prefill_chunks(int n_heads, int n_kv, int hd, int bs) {
+    enum { N_CHUNKS = 4 };
+    EtxPrefillChunk chunks[N_CHUNKS] = {{2, 0, 17, 0, 1}, {0, 48, 5, 17, -1}, {1, 7, 0, 22, -1}, {1, 290, 10, 22, 0}};
+    int q_dim = n_heads * hd, G = n_heads / n_kv, n_rows = 32, max_ctx = 303;
+    EtxAttnShape sh = {n_heads, n_kv, hd, bs, 0};
+    FilledCache f;
+    build_filled(&f, sh, 3, 300);
+    float scale = attn_scale(hd);
+    float* q = random_f32((size_t)n_rows * q_dim, -3.0f, 3.0f);
+    float* d_q = dev_copy(q, (size_t)n_rows * q_dim * sizeof(float));
+    uint16_t* d_out = etx_dev_malloc((size_t)n_rows * q_dim * 2);
+    size_t n_sc = (size_t)3 * n_heads * max_ctx;
+    float* sc_guard = malloc(n_sc * sizeof(float));
+    for (size_t i = 0; i < n_sc; i++) sc_guard[i] = GUARD_F32;
+    float* d_sc = dev_copy(sc_guard, n_sc * sizeof(float));
+    etx_attn_prefill_chunks(d_out, d_sc, max_ctx, d_q, f.d_k, f.d_v, f.d_table, chunks, N_CHUNKS, f.c.sh, NULL);
+    uint16_t* out = host_copy(d_out, (size_t)n_rows * q_dim * 2);
+    float* sc = host_copy(d_sc, n_sc * sizeof(float));
+    float* want = malloc((size_t)G * hd * sizeof(float));
+    float* scratch = malloc(((size_t)G * ATT_BLOCK + 2 * G) * sizeof(float));
+    for (int c = 0; c < N_CHUNKS; c++) {
+        EtxPrefillChunk ch = chunks[c];
+        if (ch.n == 0) continue;
+        int T = ch.pos0 + ch.n;
+        for (int kvh = 0; kvh < n_kv; kvh++) {
+            float* k = gather(&f.c, f.k, ch.seq, kvh, T);
+            float* v = gather(&f.c, f.v, ch.seq, kvh, T);
+            for (int i = 0; i < ch.n; i++) {
+                size_t row = (size_t)(ch.row0 + i) * q_dim + (size_t)kvh * G * hd;
+                twin_attention(want, q + row, k, v, G, ch.pos0 + i, hd, scale, scratch);
+                for (int e = 0; e < G * hd; e++)
+                    check_bf16("chunks out", (int)(row + e), out[row + e], want[e], ATT_ABS);
+            }
+            if (ch.capture >= 0)
+                for (int g = 0; g < G; g++) {
+                    int h = kvh * G + g;
+                    const float* qlast = q + (size_t)(ch.row0 + ch.n - 1) * q_dim + (size_t)h * hd;
+                    check_scores(sc + ((size_t)ch.capture * n_heads + h) * max_ctx, max_ctx, qlast, k, T, hd, scale);
+                }
+            free(k);
+            free(v);
+        }
+    }
+    for (size_t i = (size_t)2 * n_heads * max_ctx; i < n_sc; i++)
+        EXPECT(sc[i] == GUARD_F32, "capture row 2 written at %zu", i);
+    etx_dev_free(d_q);
+    etx_dev_free(d_out);
+    etx_dev_free(d_sc);
+    free_filled(&f);
+    free(q);
+    free(out);
+    free(sc_guard);
+    free(sc);
+    free(want);
+    free(scratch);
+}
+
 START_TEST(test_prefill_attention) {
     rng_seed(6);
     // (pos0, n): a first chunk; a later one across tiles and blocks; one row; rows around
@@ -687,6 +747,10 @@ START_TEST(test_prefill_attention) {
             for (int bs = 16; bs <= 32; bs *= 2)
                 for (int ci = 0; ci < 5; ci++)
                     run_prefill(HEADS[hi][0], HEADS[hi][1], hd, bs, chunks[ci][0], chunks[ci][1]);
+    // several sequences' chunks in one launch
+    run_prefill_chunks(9, 3, 64, 16);
+    run_prefill_chunks(32, 8, 128, 32);
+    run_prefill_chunks(8, 8, 64, 32);
 }
 END_TEST
 
