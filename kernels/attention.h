@@ -1,8 +1,9 @@
 /*
  * attention.h — attention over the paged KV cache (kernels/attention.cu): decode (one
  * query token per sequence, split over the context when the GPU would otherwise idle)
- * and prefill (a causal chunk of one sequence, flash-attention style). Both are GQA-aware:
- * the query heads that share a KV head share one pass over its keys and values.
+ * and prefill (causal chunks of one or several sequences, flash-attention style). Both
+ * are GQA-aware: the query heads that share a KV head share one pass over its keys and
+ * values.
  *
  * Layout (kernels/README.md): K/V pools bf16 (n_blocks, block_size, n_kv_heads, head_dim);
  * position p of sequence s at block_table[s * max_blocks + p / block_size], row
@@ -28,9 +29,9 @@ typedef uint16_t etx_bf16; // bfloat16 bits (kernels/README.md)
 
 // The shapes of one layer's attention and of its paged cache.
 typedef struct {
-    int n_heads; // query heads
+    int n_heads;    // query heads
     int n_kv_heads; // key/value heads (n_heads % n_kv_heads == 0)
-    int head_dim; // 64 or 128 for attention; even, <= 512 for RoPE
+    int head_dim;   // 64 or 128 for attention; even, <= 512 for RoPE
     int block_size; // positions per cache block
     int max_blocks; // columns of the block table
 } EtxAttnShape;
@@ -77,20 +78,19 @@ void etx_attn_prefill(etx_bf16* out, float* scores, int max_ctx, const float* q,
                       void* stream);
 
 // One chunk of a batched prefill: rows row0 .. row0 + n - 1 of q/out are sequence seq's
-// positions pos0 .. pos0 + n - 1. capture: the capture-buffer row (>= 0) that receives
-// the chunk's last row's scores, or -1.
+// positions pos0 .. pos0 + n - 1.
 typedef struct {
-    int seq;
-    int pos0;
-    int n;
-    int row0;
-    int capture;
+    int seq;     // block table row
+    int pos0;    // position of the chunk's first row
+    int n;       // rows (<= 0: skipped)
+    int row0;    // first row in q and out
+    int capture; // capture-buffer row that receives the last row's scores, or -1
 } EtxPrefillChunk;
 
 // etx_attn_prefill for several chunks (of different sequences) in one launch (64 chunks
 // per launch; the chunks array is read on the host, so the launch can be graph-captured):
-// q, out: (total rows, n_heads * head_dim); scores (may be NULL when no chunk captures):
-// (captures, n_heads, max_ctx). Chunks with n <= 0 are skipped.
+// q, out: (total rows, n_heads * head_dim); scores: (capture rows, n_heads, max_ctx), or
+// NULL (no capture at all).
 void etx_attn_prefill_chunks(etx_bf16* out, float* scores, int max_ctx, const float* q, const etx_bf16* k_pool,
                              const etx_bf16* v_pool, const int32_t* block_table, const EtxPrefillChunk* chunks,
                              int n_chunks, EtxAttnShape shape, void* stream);
