@@ -5,6 +5,8 @@
  */
 #include "cpu_forward.h"
 
+#include "f32_matrix.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
@@ -163,12 +165,10 @@ typedef enum { ROWS_CHUNK = 0, ROWS_DECODE } RowsKind;
 static void linear(float* y, int ldy, const float* x, const float* W, const QuantMatrix* Wq, int n, int in, int out,
                    RowsKind kind) {
     if (kind == ROWS_DECODE) {
-        for (int r = 0; r < n; r++) {
-            if (Wq->blocks)
-                quant_matvec(y + (size_t)r * ldy, x + (size_t)r * in, Wq);
-            else
-                matmul(y + (size_t)r * ldy, ldy, x + (size_t)r * in, W, 1, in, out);
-        }
+        if (Wq->blocks)
+            quant_matmat(y, ldy, x, in, n, Wq);
+        else
+            f32_matmat(y, ldy, x, in, n, W, out, in);
     } else if (n == 1 && Wq->blocks) {
         quant_matvec(y, x, Wq);
     } else {
