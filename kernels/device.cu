@@ -6,6 +6,10 @@
 
 #include "device.h"
 
+#ifdef ETX_SIMT
+#include <unistd.h>
+#endif
+
 extern "C" int etx_dev_available(void) {
 #ifdef ETX_SIMT
     return 1;
@@ -51,6 +55,26 @@ extern "C" void etx_dev_download(void* dst, const void* src, size_t bytes) {
 
 extern "C" void etx_dev_memset(void* p, int value, size_t bytes) {
     if (bytes) CUDA_CHECK(cudaMemset(p, value, bytes));
+}
+
+extern "C" void etx_dev_copy(void* dst, const void* src, size_t bytes) {
+    if (bytes) CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice));
+}
+
+extern "C" void etx_dev_mem_info(size_t* free_bytes, size_t* total_bytes) {
+    size_t f = 0, t = 0;
+#ifdef ETX_SIMT
+    const long page = sysconf(_SC_PAGESIZE), avail = sysconf(_SC_AVPHYS_PAGES), phys = sysconf(_SC_PHYS_PAGES);
+    if (page > 0 && avail > 0) f = (size_t)avail * (size_t)page;
+    if (page > 0 && phys > 0) t = (size_t)phys * (size_t)page;
+#else
+    if (!etx_dev_available() || cudaMemGetInfo(&f, &t) != cudaSuccess) {
+        (void)cudaGetLastError();
+        f = t = 0;
+    }
+#endif
+    if (free_bytes) *free_bytes = f;
+    if (total_bytes) *total_bytes = t;
 }
 
 extern "C" void etx_dev_sync(void) {

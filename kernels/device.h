@@ -28,6 +28,11 @@ void etx_dev_upload(void* dst, const void* src, size_t bytes);
 // device src -> host dst
 void etx_dev_download(void* dst, const void* src, size_t bytes);
 void etx_dev_memset(void* p, int value, size_t bytes);
+// device src -> device dst (regions must not overlap)
+void etx_dev_copy(void* dst, const void* src, size_t bytes);
+// Free and total device memory in bytes (the emulator: the host's available and total
+// physical memory), so a caller can refuse a plan that cannot fit before allocating it.
+void etx_dev_mem_info(size_t* free_bytes, size_t* total_bytes);
 // Waits for every launched kernel and copy, and aborts on a pending launch error.
 void etx_dev_sync(void);
 

@@ -1,0 +1,471 @@
+/*
+ * cuda_backend.c — the CUDA backend as the engine sees it (host/device_backend.h): create
+ * (model upload, paged K/V pools, activations, sampling buffers; refuses a plan that does
+ * not fit the device's free memory, never aborts on out of memory), step (copy-on-write
+ * block copies, prefill chunks one at a time, every decode row as one batch, then for
+ * the picks the vocabulary pass, attention metrics and policy on the device; only the
+ * tokens, and trace records when tracing, come back), logits (a forward with private
+ * K/V blocks), and the registration constructor.
+ *
+ * Built natively (kernels through nvcc, cuBLAS) and under the SIMT emulator (ETX_SIMT),
+ * where the backend is named "cuda (SIMT emulator)".
+ */
+#include <limits.h>
+#include <string.h>
+
+#include "cuda_backend.h"
+#include "device.h"
+#include "gemm.h"
+
+#ifdef ETX_SIMT
+#define CUDA_BACKEND_NAME "cuda (SIMT emulator)"
+#else
+#define CUDA_BACKEND_NAME "cuda"
+#endif
+
+static size_t score_row(const DeviceBackend* b) { return (size_t)b->m->cfg.n_heads * b->cfg.max_seq_len; }
+
+// Bytes create() will ask for: weights, K/V pools, activations and sampling buffers
+// (double, so an absurd configuration cannot overflow).
+static double plan_bytes(const DeviceBackend* b, int tied, double* kv_bytes) {
+    const double dim = b->dim, L = b->n_layers, V = b->vocab, rows = b->max_rows, mb = b->cfg.max_batch;
+    double w = L * ((double)b->qkv_dim * dim + dim * b->q_dim + 2.0 * b->hidden * dim + dim * b->hidden) * 2;
+    w += V * dim * 2 * (tied ? 1 : 2) + L * dim * 8;
+    *kv_bytes = 2.0 * L * b->cfg.kv_blocks * (double)b->cfg.kv_block_size * b->kv_dim * 2;
+    double act = rows * (dim * 4 + dim * 2 + b->qkv_dim * 4.0 + b->q_dim * 6.0 + dim * 4 + b->hidden * 8.0 +
+                         b->hidden * 2.0 + 12);
+    act += mb * (double)b->shape.max_blocks * 4;
+    double smp = 2 * mb * V * 4 + 2 * mb * (double)score_row(b) * 4 + mb * ETX_TOPK * sizeof(PolicyCandidate);
+    smp += (double)etx_policy_scratch_bytes(b->cfg.max_batch, b->vocab) + etx_vocab_pass_scratch_bytes(b->cfg.max_batch);
+    smp += (double)etx_attn_metrics_scratch_bytes(b->cfg.max_batch, b->m->cfg.n_heads, b->cfg.max_seq_len);
+    smp += mb * (sizeof(etx_policy) + sizeof(EtxSeqState) + sizeof(etx_trace_record) + 64);
+    return w + *kv_bytes + act + smp;
+}
+
+static void cuda_destroy(DeviceBackend* b) {
+    if (!b) return;
+    cuda_free_model(b);
+    void* dev[] = {b->x,          b->xb,        b->qkv,       b->q,          b->att,        b->delta,
+                   b->gu,         b->hb,        b->attn_ws,   b->d_tokens,   b->d_row_seq,  b->d_row_pos,
+                   b->d_seq_len,  b->d_table,   b->logits,    b->scores,     b->dec_logits, b->dec_scores,
+                   b->stats,      b->cand,      b->vp_scratch, b->attn,      b->am_scratch, b->d_n_pos,
+                   b->d_window,   b->d_policies, b->d_states, b->pol_scratch, b->d_next,    b->d_done,
+                   b->d_trace};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) etx_dev_free(dev[i]);
+    free(b->h_tokens);
+    free(b->h_row_seq);
+    free(b->h_row_pos);
+    free(b->h_seq_len);
+    free(b->h_table);
+    free(b->h_policies);
+    free(b->h_states);
+    free(b->h_n_pos);
+    free(b->h_window);
+    free(b->h_next);
+    etx_gemm_destroy(b->gemm);
+    free(b);
+}
+
+static etx_status check_config(const etx_model* m, const DeviceBackendConfig* c) {
+    const ModelConfig* mc = &m->cfg;
+    if (c->max_batch < 1 || c->max_seq_len < 1 || c->max_chunk < 1 || c->kv_blocks < 1 || c->kv_block_size < 1)
+        return etx_error(ETX_ERR_INVALID_ARG,
+                         "CUDA backend: max_batch %d, max_seq_len %d, max_chunk %d, kv_blocks %d, kv_block_size %d "
+                         "must all be >= 1",
+                         c->max_batch, c->max_seq_len, c->max_chunk, c->kv_blocks, c->kv_block_size);
+    if (c->max_chunk > 65535)
+        return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: max_chunk %d (at most 65535 rows)", c->max_chunk);
+    if (mc->head_dim < 2 || mc->head_dim % 2 != 0 || mc->head_dim > 128)
+        return etx_error(ETX_ERR_UNSUPPORTED,
+                         "CUDA backend: head_dim %d is not supported (even, at most 128: the attention kernels run "
+                         "64 or 128, smaller heads padded)",
+                         mc->head_dim);
+    if (mc->n_kv_heads < 1 || mc->n_heads % mc->n_kv_heads != 0 || mc->n_heads / mc->n_kv_heads > ETX_ATTN_MAX_GROUP)
+        return etx_error(ETX_ERR_UNSUPPORTED,
+                         "CUDA backend: %d query heads over %d KV heads (at most %d query heads per KV head)",
+                         mc->n_heads, mc->n_kv_heads, ETX_ATTN_MAX_GROUP);
+    if (mc->n_heads > ETX_ATTN_MAX_HEADS)
+        return etx_error(ETX_ERR_UNSUPPORTED, "CUDA backend: %d heads (the attention metrics take at most %d)",
+                         mc->n_heads, ETX_ATTN_MAX_HEADS);
+    if (m->n_eos > 8) return etx_error(ETX_ERR_UNSUPPORTED, "CUDA backend: %d EOS ids (at most 8)", m->n_eos);
+    return etx_ok();
+}
+
+static etx_status alloc_buffers(DeviceBackend* b) {
+    const int rows = b->max_rows, mb = b->cfg.max_batch, dim = b->dim, V = b->vocab;
+    const size_t mbl = (size_t)mb * b->shape.max_blocks;
+    ETX_TRY(cuda_alloc(b, (void**)&b->x, (size_t)rows * dim * 4, "residual stream"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->xb, (size_t)rows * dim * 2, "normed activations"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->qkv, (size_t)rows * b->qkv_dim * 4, "qkv activations"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->q, (size_t)rows * b->q_dim * 4, "queries"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->att, (size_t)rows * b->q_dim * 2, "attention output"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->delta, (size_t)rows * dim * 4, "projection output"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->gu, (size_t)rows * 2 * b->hidden * 4, "gate/up activations"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->hb, (size_t)rows * b->hidden * 2, "swiglu output"));
+    size_t ws = 0;
+    b->max_splits = 1;
+    for (int n = 1; n <= mb; n++) {
+        const int s = etx_attn_decode_splits(n, b->shape.n_kv_heads, b->cfg.max_seq_len);
+        const size_t w = etx_attn_decode_workspace_bytes(n, b->shape.n_heads, b->hdp, s);
+        if (s > b->max_splits) b->max_splits = s;
+        if (w > ws) ws = w;
+    }
+    ETX_TRY(cuda_alloc(b, (void**)&b->attn_ws, ws, "decode attention workspace"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->d_tokens, (size_t)rows * 4, "row tokens"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->d_row_seq, (size_t)rows * 4, "row sequences"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->d_row_pos, (size_t)rows * 4, "row positions"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->d_seq_len, (size_t)mb * 4, "sequence lengths"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->d_table, mbl * 4, "block tables"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->logits, (size_t)mb * V * 4, "logits"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->dec_logits, (size_t)mb * V * 4, "decode logits staging"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->scores, (size_t)mb * score_row(b) * 4, "attention score capture"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->dec_scores, (size_t)mb * score_row(b) * 4, "decode score staging"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->stats, (size_t)mb * sizeof(EtxVocabStats), "vocabulary statistics"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->cand, (size_t)mb * ETX_TOPK * sizeof(PolicyCandidate), "candidates"));
+    ETX_TRY(cuda_alloc(b, &b->vp_scratch, etx_vocab_pass_scratch_bytes(mb), "vocabulary pass scratch"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->attn, (size_t)mb * sizeof(EtxAttnStats), "attention metrics"));
+    ETX_TRY(cuda_alloc(b, &b->am_scratch,
+                       etx_attn_metrics_scratch_bytes(mb, b->m->cfg.n_heads, b->cfg.max_seq_len),
+                       "attention metrics scratch"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->d_n_pos, (size_t)mb * 4, "metric lengths"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->d_window, (size_t)mb * 4, "metric windows"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->d_policies, (size_t)mb * sizeof(etx_policy), "policies"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->d_states, (size_t)mb * sizeof(EtxSeqState), "sequence states"));
+    ETX_TRY(cuda_alloc(b, &b->pol_scratch, etx_policy_scratch_bytes(mb, V), "policy scratch"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->d_next, (size_t)mb * 4, "sampled tokens"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->d_done, (size_t)mb * 4, "done flags"));
+    if (b->cfg.trace)
+        ETX_TRY(cuda_alloc(b, (void**)&b->d_trace, (size_t)mb * sizeof(etx_trace_record), "trace records"));
+    b->h_tokens = xcalloc((size_t)rows, 4);
+    b->h_row_seq = xcalloc((size_t)rows, 4);
+    b->h_row_pos = xcalloc((size_t)rows, 4);
+    b->h_seq_len = xcalloc((size_t)mb, 4);
+    b->h_table = xcalloc(mbl, 4);
+    b->h_policies = xcalloc((size_t)mb, sizeof(etx_policy));
+    b->h_states = xcalloc((size_t)mb, sizeof(EtxSeqState));
+    b->h_n_pos = xcalloc((size_t)mb, 4);
+    b->h_window = xcalloc((size_t)mb, 4);
+    b->h_next = xcalloc((size_t)mb, 4);
+    return etx_ok();
+}
+
+static etx_status cuda_create(const etx_model* m, const DeviceBackendConfig* cfg, DeviceBackend** out) {
+    *out = NULL;
+    if (!etx_dev_available())
+        return etx_error(ETX_ERR_UNSUPPORTED,
+                         "CUDA backend: no CUDA device found (no GPU, or no driver); use --device cpu");
+    ETX_TRY(check_config(m, cfg));
+    const ModelConfig* mc = &m->cfg;
+    DeviceBackend* b = xcalloc(1, sizeof(DeviceBackend));
+    b->m = m;
+    b->cfg = *cfg;
+    b->dim = mc->dim;
+    b->hidden = mc->hidden_dim;
+    b->vocab = mc->vocab_size;
+    b->n_layers = mc->n_layers;
+    b->hd = mc->head_dim;
+    b->hdp = mc->head_dim <= 64 ? 64 : 128;
+    b->q_dim = mc->n_heads * b->hdp;
+    b->kv_dim = mc->n_kv_heads * b->hdp;
+    b->qkv_dim = b->q_dim + 2 * b->kv_dim;
+    b->max_rows = cfg->max_batch > cfg->max_chunk ? cfg->max_batch : cfg->max_chunk;
+    b->eps = mc->norm_eps;
+    b->shape = (EtxAttnShape){mc->n_heads, mc->n_kv_heads, b->hdp, cfg->kv_block_size,
+                              (cfg->max_seq_len + cfg->kv_block_size - 1) / cfg->kv_block_size};
+
+    // refuse what cannot fit before asking for any of it
+    size_t free_b = 0, total_b = 0;
+    etx_dev_mem_info(&free_b, &total_b);
+    double kv = 0;
+    const double need = plan_bytes(b, m->w.lm_head == m->w.token_embedding, &kv);
+    if (need > (double)free_b) {
+        etx_status s = etx_error(ETX_ERR_NOMEM,
+                                 "CUDA backend: needs %.1f MiB of device memory (K/V cache %.1f MiB: %d blocks x %d "
+                                 "positions x %d layers; the rest weights, activations, sampling) but %s has %.1f "
+                                 "MiB free of %.1f MiB; lower kv_blocks, max_batch or max_seq_len",
+                                 need / 1048576.0, kv / 1048576.0, cfg->kv_blocks, cfg->kv_block_size, b->n_layers,
+                                 etx_dev_name(), free_b / 1048576.0, total_b / 1048576.0);
+        free(b);
+        return s;
+    }
+    b->gemm = etx_gemm_create();
+    etx_status st = b->gemm ? etx_ok() : etx_error(ETX_ERR_UNSUPPORTED, "CUDA backend: cuBLAS failed to initialise");
+    if (st.code == ETX_OK) st = cuda_upload_model(b);
+    if (st.code == ETX_OK) st = cuda_alloc_kv(b, b->layers, cfg->kv_blocks);
+    if (st.code == ETX_OK) st = alloc_buffers(b);
+    if (st.code != ETX_OK) {
+        cuda_destroy(b);
+        return st;
+    }
+    etx_dev_sync();
+    *out = b;
+    return etx_ok();
+}
+
+// ----------------------------------------------------------------------------
+// step
+
+static int needs_metrics(const DeviceBackend* b, const DevicePick* p) {
+    return b->cfg.trace || p->policy->kind == ETX_POLICY_ENTROPIX;
+}
+
+static etx_status check_work(const DeviceBackend* b, const DeviceWork* w, int i, int n_picks, unsigned char* seen) {
+    const DeviceBackendConfig* c = &b->cfg;
+    if (w->n < 1 || (w->decode && w->n != 1) || w->n > c->max_chunk || w->pos0 < 0 || w->pos0 + w->n > c->max_seq_len)
+        return etx_error(ETX_ERR_INVALID_ARG,
+                         "CUDA backend: work %d: %d rows at position %d (decode %d; max_chunk %d, max_seq_len %d)", i,
+                         w->n, w->pos0, w->decode, c->max_chunk, c->max_seq_len);
+    const int need = (w->pos0 + w->n + c->kv_block_size - 1) / c->kv_block_size;
+    if (w->n_block_ids < need || w->n_block_ids > b->shape.max_blocks)
+        return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: work %d: %d block ids for %d positions (%d needed, %d max)",
+                         i, w->n_block_ids, w->pos0 + w->n, need, b->shape.max_blocks);
+    for (int k = 0; k < w->n_block_ids; k++)
+        if (w->block_ids[k] < 0 || w->block_ids[k] >= c->kv_blocks)
+            return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: work %d: block id %d out of range (%d blocks)", i,
+                             w->block_ids[k], c->kv_blocks);
+    for (int k = 0; k < w->n; k++)
+        if (w->tokens[k] < 0 || w->tokens[k] >= b->vocab)
+            return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: work %d: token %d out of range (vocab %d)", i,
+                             w->tokens[k], b->vocab);
+    if (w->pick >= n_picks || (w->pick >= 0 && seen[w->pick]++))
+        return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: work %d: pick %d out of range or repeated (%d picks)", i,
+                         w->pick, n_picks);
+    return etx_ok();
+}
+
+static void copy_blocks(DeviceBackend* b, const BlockCopy* cp, int n) {
+    const size_t blk = (size_t)b->cfg.kv_block_size * b->kv_dim;
+    for (int i = 0; i < n; i++)
+        for (int l = 0; l < b->n_layers; l++) {
+            CudaLayer* L = &b->layers[l];
+            etx_dev_copy(L->k_pool + cp[i].dst * blk, L->k_pool + cp[i].src * blk, blk * sizeof(etx_bf16));
+            etx_dev_copy(L->v_pool + cp[i].dst * blk, L->v_pool + cp[i].src * blk, blk * sizeof(etx_bf16));
+        }
+}
+
+// The block table row `row` (host staging) from a work's ids; unused columns 0.
+static void put_table_row(DeviceBackend* b, int row, const DeviceWork* w) {
+    int32_t* t = b->h_table + (size_t)row * b->shape.max_blocks;
+    memset(t, 0, (size_t)b->shape.max_blocks * sizeof(int32_t));
+    for (int k = 0; k < w->n_block_ids; k++) t[k] = w->block_ids[k];
+}
+
+// One prefill chunk: its rows, the logits of its last row when sampled (and its scores
+// when that pick needs metrics).
+static void run_prefill(DeviceBackend* b, const DeviceWork* w, const DeviceStep* s, int metrics_any) {
+    for (int i = 0; i < w->n; i++) {
+        b->h_row_seq[i] = 0;
+        b->h_row_pos[i] = w->pos0 + i;
+    }
+    put_table_row(b, 0, w);
+    etx_dev_upload(b->d_tokens, w->tokens, (size_t)w->n * 4);
+    etx_dev_upload(b->d_row_seq, b->h_row_seq, (size_t)w->n * 4);
+    etx_dev_upload(b->d_row_pos, b->h_row_pos, (size_t)w->n * 4);
+    etx_dev_upload(b->d_table, b->h_table, (size_t)b->shape.max_blocks * 4);
+    const int p = w->pick;
+    CudaRows r = {.n = w->n, .decode = 0, .pos0 = w->pos0, .d_tokens = b->d_tokens, .d_row_seq = b->d_row_seq,
+                  .d_row_pos = b->d_row_pos, .d_table = b->d_table, .d_seq_len = NULL, .kv = b->layers,
+                  .scores = p >= 0 && metrics_any && needs_metrics(b, &s->picks[p]) ? b->scores + p * score_row(b)
+                                                                                     : NULL,
+                  .head_first = w->n - 1, .logits = p >= 0 ? b->logits + (size_t)p * b->vocab : NULL};
+    cuda_forward_rows(b, &r);
+}
+
+// Every decode row as one batch: row r is the r-th decode work. When the rows' picks are
+// p0, p0 + 1, ... in row order (what the engine plans) the LM head and the capture write
+// the picks' rows directly; otherwise they go to staging and each pick's row is copied.
+static void run_decode(DeviceBackend* b, const DeviceStep* s, int metrics_any) {
+    const DeviceWork* rows[b->cfg.max_batch];
+    int n = 0;
+    for (int i = 0; i < s->n_work; i++)
+        if (s->work[i].decode) rows[n++] = &s->work[i];
+    if (n == 0) return;
+    int direct = rows[0]->pick >= 0;
+    for (int r = 0; r < n; r++) {
+        const DeviceWork* w = rows[r];
+        b->h_tokens[r] = w->tokens[0];
+        b->h_row_seq[r] = r;
+        b->h_row_pos[r] = w->pos0;
+        b->h_seq_len[r] = w->pos0 + 1;
+        put_table_row(b, r, w);
+        if (w->pick != rows[0]->pick + r) direct = 0;
+    }
+    etx_dev_upload(b->d_tokens, b->h_tokens, (size_t)n * 4);
+    etx_dev_upload(b->d_row_seq, b->h_row_seq, (size_t)n * 4);
+    etx_dev_upload(b->d_row_pos, b->h_row_pos, (size_t)n * 4);
+    etx_dev_upload(b->d_seq_len, b->h_seq_len, (size_t)n * 4);
+    etx_dev_upload(b->d_table, b->h_table, (size_t)n * b->shape.max_blocks * 4);
+    const int p0 = rows[0]->pick;
+    CudaRows r = {.n = n, .decode = 1, .pos0 = 0, .d_tokens = b->d_tokens, .d_row_seq = b->d_row_seq,
+                  .d_row_pos = b->d_row_pos, .d_table = b->d_table, .d_seq_len = b->d_seq_len, .kv = b->layers,
+                  .scores = !metrics_any ? NULL : direct ? b->scores + p0 * score_row(b) : b->dec_scores,
+                  .head_first = 0, .logits = direct ? b->logits + (size_t)p0 * b->vocab : b->dec_logits};
+    cuda_forward_rows(b, &r);
+    if (direct) return;
+    for (int i = 0; i < n; i++) {
+        const int p = rows[i]->pick;
+        if (p < 0) continue;
+        etx_dev_copy(b->logits + (size_t)p * b->vocab, b->dec_logits + (size_t)i * b->vocab, (size_t)b->vocab * 4);
+        if (metrics_any)
+            etx_dev_copy(b->scores + p * score_row(b), b->dec_scores + i * score_row(b), score_row(b) * 4);
+    }
+}
+
+static etx_status cuda_step(DeviceBackend* b, DeviceStep* s) {
+    const DeviceBackendConfig* c = &b->cfg;
+    if (s->n_picks < 0 || s->n_picks > c->max_batch)
+        return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: %d picks (max_batch %d)", s->n_picks, c->max_batch);
+    unsigned char seen[c->max_batch];
+    memset(seen, 0, sizeof seen);
+    int n_decode = 0;
+    for (int i = 0; i < s->n_work; i++) {
+        ETX_TRY(check_work(b, &s->work[i], i, s->n_picks, seen));
+        n_decode += s->work[i].decode;
+    }
+    if (n_decode > c->max_batch)
+        return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: %d decode rows (max_batch %d)", n_decode, c->max_batch);
+    // every pick must come from exactly one work, which gives its context length
+    int n_seen = 0;
+    for (int p = 0; p < s->n_picks; p++) n_seen += seen[p];
+    if (n_seen != s->n_picks)
+        return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: %d picks but %d works sample", s->n_picks, n_seen);
+    for (int i = 0; i < s->n_copies; i++)
+        if (s->copies[i].src < 0 || s->copies[i].src >= c->kv_blocks || s->copies[i].dst < 0 ||
+            s->copies[i].dst >= c->kv_blocks)
+            return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: block copy %d -> %d out of range (%d blocks)",
+                             s->copies[i].src, s->copies[i].dst, c->kv_blocks);
+    int metrics_any = 0;
+    for (int p = 0; p < s->n_picks; p++) metrics_any |= needs_metrics(b, &s->picks[p]);
+
+    copy_blocks(b, s->copies, s->n_copies);
+    for (int i = 0; i < s->n_work; i++)
+        if (!s->work[i].decode) run_prefill(b, &s->work[i], s, metrics_any);
+    run_decode(b, s, metrics_any);
+    b->last_picks = s->n_picks;
+    if (s->n_picks == 0) return etx_ok();
+
+    // the picks: vocabulary pass, attention metrics, policy
+    const int np = s->n_picks;
+    for (int i = 0; i < s->n_work; i++) {
+        const DeviceWork* w = &s->work[i];
+        if (w->pick >= 0) b->h_n_pos[w->pick] = w->pos0 + w->n; // positions the pick's token attended
+    }
+    for (int p = 0; p < np; p++) {
+        const DevicePick* pk = &s->picks[p];
+        const int n_pos = b->h_n_pos[p];
+        b->h_policies[p] = *pk->policy;
+        b->h_window[p] = pk->policy->kind == ETX_POLICY_ENTROPIX ? pk->policy->entropix.attn_window : 0;
+        EtxSeqState* st = &b->h_states[p];
+        memset(st, 0, sizeof *st);
+        st->key = pk->key;
+        st->request_id = pk->request_id;
+        st->step = (int32_t)pk->step;
+        st->prev_token = pk->prev_token;
+        st->pause_token = pk->pause_token;
+        // DevicePick carries no max_tokens, stop ids or ignore_eos: the length bound is the
+        // context (n_prompt = positions before the generated tokens), the engine re-checks stops
+        st->max_tokens = INT32_MAX;
+        st->n_prompt = n_pos - (int32_t)pk->step;
+        st->max_seq_len = c->max_seq_len;
+        if (!needs_metrics(b, pk)) b->h_n_pos[p] = 0; // zeros, as engine.c without metrics
+    }
+    etx_vocab_pass(b->logits, np, b->vocab, ETX_TOPK, b->stats, b->cand, NULL, b->vp_scratch, NULL);
+    if (metrics_any) {
+        etx_dev_upload(b->d_n_pos, b->h_n_pos, (size_t)np * 4);
+        etx_dev_upload(b->d_window, b->h_window, (size_t)np * 4);
+        etx_attn_metrics(b->scores, np, b->m->cfg.n_heads, c->max_seq_len, b->d_n_pos, b->d_window, b->attn,
+                         b->am_scratch, NULL);
+    }
+    etx_dev_upload(b->d_policies, b->h_policies, (size_t)np * sizeof(etx_policy));
+    etx_dev_upload(b->d_states, b->h_states, (size_t)np * sizeof(EtxSeqState));
+    EtxPolicyArgs a = {.n_seqs = np, .vocab = b->vocab, .logits = b->logits, .stats = b->stats, .cand = b->cand,
+                       .n_cand = b->vocab < ETX_TOPK ? b->vocab : ETX_TOPK, .attn = metrics_any ? b->attn : NULL,
+                       .policies = b->d_policies, .states = b->d_states, .stop_ids = NULL, .eos_ids = b->eos_ids,
+                       .n_eos = b->n_eos, .scratch = b->pol_scratch, .tokens = b->d_next, .done = b->d_done,
+                       .trace = c->trace ? b->d_trace : NULL};
+    etx_policy_step(&a, NULL);
+
+    // what comes back: the tokens (and the trace records)
+    etx_dev_download(b->h_next, b->d_next, (size_t)np * 4);
+    b->d2h += (long long)np * 4;
+    for (int p = 0; p < np; p++) s->picks[p].token = b->h_next[p];
+    if (c->trace) {
+        etx_trace_record tr[np];
+        etx_dev_download(tr, b->d_trace, (size_t)np * sizeof(etx_trace_record));
+        b->d2h += (long long)np * (long long)sizeof(etx_trace_record);
+        for (int p = 0; p < np; p++) s->picks[p].trace = tr[p];
+    }
+    return etx_ok();
+}
+
+// ----------------------------------------------------------------------------
+// logits: a forward over ids in private K/V blocks (allocated for the call), in chunks of
+// max_chunk rows
+
+static etx_status cuda_logits(DeviceBackend* b, const int32_t* ids, int n, int all_positions, float* out) {
+    const DeviceBackendConfig* c = &b->cfg;
+    if (n < 1 || n > c->max_seq_len)
+        return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: logits of %d tokens (1 .. max_seq_len %d)", n,
+                         c->max_seq_len);
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= b->vocab)
+            return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: token %d out of range (vocab %d)", ids[i], b->vocab);
+    const size_t bytes0 = b->dev_bytes;
+    const int n_blocks = (n + c->kv_block_size - 1) / c->kv_block_size;
+    CudaLayer* kv = xcalloc((size_t)b->n_layers, sizeof(CudaLayer));
+    float* d_all = NULL;
+    etx_status st = cuda_alloc_kv(b, kv, n_blocks);
+    if (st.code == ETX_OK && all_positions)
+        st = cuda_alloc(b, (void**)&d_all, (size_t)c->max_chunk * b->vocab * 4, "logits of a chunk");
+    if (st.code == ETX_OK) {
+        memset(b->h_table, 0, (size_t)b->shape.max_blocks * 4);
+        for (int k = 0; k < n_blocks; k++) b->h_table[k] = k;
+        etx_dev_upload(b->d_table, b->h_table, (size_t)b->shape.max_blocks * 4);
+        for (int pos0 = 0; pos0 < n; pos0 += c->max_chunk) {
+            const int m = n - pos0 < c->max_chunk ? n - pos0 : c->max_chunk, last = pos0 + m == n;
+            for (int i = 0; i < m; i++) {
+                b->h_row_seq[i] = 0;
+                b->h_row_pos[i] = pos0 + i;
+            }
+            etx_dev_upload(b->d_tokens, ids + pos0, (size_t)m * 4);
+            etx_dev_upload(b->d_row_seq, b->h_row_seq, (size_t)m * 4);
+            etx_dev_upload(b->d_row_pos, b->h_row_pos, (size_t)m * 4);
+            CudaRows r = {.n = m, .decode = 0, .pos0 = pos0, .d_tokens = b->d_tokens, .d_row_seq = b->d_row_seq,
+                          .d_row_pos = b->d_row_pos, .d_table = b->d_table, .d_seq_len = NULL, .kv = kv,
+                          .scores = NULL, .head_first = all_positions ? 0 : m - 1,
+                          .logits = all_positions ? d_all : last ? b->dec_logits : NULL};
+            cuda_forward_rows(b, &r);
+            if (all_positions) etx_dev_download(out + (size_t)pos0 * b->vocab, d_all, (size_t)m * b->vocab * 4);
+        }
+        if (!all_positions) etx_dev_download(out, b->dec_logits, (size_t)b->vocab * 4);
+    }
+    etx_dev_free(d_all);
+    cuda_free_kv(b, kv);
+    free(kv);
+    b->dev_bytes = bytes0;
+    return st;
+}
+
+etx_status cuda_backend_test_logits(DeviceBackend* b, float* out, int n_picks) {
+    if (n_picks < 0 || n_picks > b->last_picks)
+        return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: %d logits rows asked, the last step had %d picks",
+                         n_picks, b->last_picks);
+    etx_dev_download(out, b->logits, (size_t)n_picks * b->vocab * 4);
+    return etx_ok();
+}
+
+static long long cuda_d2h_bytes(const DeviceBackend* b) { return b->d2h; }
+
+static const DeviceBackendOps cuda_ops = {
+    .name = CUDA_BACKEND_NAME,
+    .available = etx_dev_available,
+    .device_name = etx_dev_name,
+    .create = cuda_create,
+    .destroy = cuda_destroy,
+    .step = cuda_step,
+    .logits = cuda_logits,
+    .d2h_bytes = cuda_d2h_bytes,
+};
+
+// Linking this object registers the backend with the engine (device_backend.h).
+__attribute__((constructor)) static void cuda_backend_register(void) { etx_register_cuda_backend(&cuda_ops); }

@@ -1,0 +1,136 @@
+/*
+ * cuda_backend.h — the CUDA backend's device state (struct DeviceBackend) shared by its
+ * three parts: cuda_weights.c (the model uploaded as bf16, fused projections), cuda_forward.c
+ * (the layers over a set of token rows) and cuda_backend.c (the DeviceBackendOps the engine
+ * calls: create, step, logits, ...). Plain C11 over the kernels' C launchers
+ * (kernels/<op>.h) and kernels/device.h, so the same files run natively and under the SIMT
+ * emulator (ETX_SIMT).
+ *
+ * Head padding: the attention kernels take head_dim 64 or 128 only. A model with a smaller
+ * (even) head_dim runs with heads padded to hdp = 64 (or 128): in every head, real
+ * element j < hd/2 sits at j and j >= hd/2 at hdp/2 + j - hd/2 (so RoPE's rotate-half
+ * pairs stay pairs), the padding is zero in wq, wk, wv rows and wo columns, and wq is scaled
+ * by sqrt(hdp / hd) so the kernels' scale hdp^-0.5 gives the model's hd^-0.5 scores.
+ */
+#ifndef ETX_CUDA_BACKEND_H
+#define ETX_CUDA_BACKEND_H
+
+#include "attention.h"
+#include "attn_metrics.h"
+#include "device_backend.h"
+#include "../../kernels/policy.h" // the policy kernel (host/policy.h is the CPU policy parser)
+#include "vocab_pass.h"
+
+typedef struct {
+    float* attn_norm;  // (dim)
+    float* ffn_norm;   // (dim)
+    etx_bf16* wqkv;    // (q_dim + 2 kv_dim, dim): [wq * sqrt(hdp/hd); wk; wv], heads padded
+    etx_bf16* wo;      // (dim, q_dim), columns padded
+    etx_bf16* wgu;     // (2 hidden, dim): [w_gate; w_up]
+    etx_bf16* wdown;   // (dim, hidden)
+    etx_bf16* k_pool;  // (kv_blocks, block_size, n_kv_heads, hdp)
+    etx_bf16* v_pool;  // (kv_blocks, block_size, n_kv_heads, hdp)
+} CudaLayer;
+
+// One forward's rows and where their results go (cuda_forward.c).
+typedef struct {
+    int n;                      // rows
+    int decode;                 // 1: one row per sequence (etx_attn_decode); 0: one prefill chunk
+    int pos0;                   // prefill: position of row 0
+    const int32_t* d_tokens;    // (n) device
+    const int32_t* d_row_seq;   // (n) device: block table row of each row
+    const int32_t* d_row_pos;   // (n) device
+    const int32_t* d_table;     // (rows of the table, max_blocks) device
+    const int32_t* d_seq_len;   // decode: (n) device, row_pos + 1
+    CudaLayer* kv;              // K/V pools per layer: the backend's, or logits()'s private ones
+    float* scores;              // NULL, or the last layer's capture (decode: (n, n_heads, max_seq_len);
+                                // prefill: the last row's (n_heads, max_seq_len))
+    int head_first;             // LM head from this row on (rows head_first .. n - 1)
+    float* logits;              // NULL (no LM head), or ((n - head_first), vocab)
+} CudaRows;
+
+struct DeviceBackend {
+    const etx_model* m;
+    DeviceBackendConfig cfg;
+    int dim, hidden, vocab, n_layers;
+    int hd, hdp;                 // the model's head_dim, the padded one the kernels see
+    int q_dim, kv_dim, qkv_dim;  // padded: n_heads * hdp, n_kv_heads * hdp, q_dim + 2 kv_dim
+    int max_rows;                // max(max_batch, max_chunk)
+    float eps;
+    EtxAttnShape shape;          // padded head_dim; max_blocks = ceil(max_seq_len / block_size)
+    void* gemm;                  // etx_gemm_create()
+    size_t dev_bytes;            // device memory allocated (for messages)
+
+    // model (cuda_weights.c)
+    CudaLayer* layers;           // (n_layers)
+    etx_bf16* emb;               // (vocab, dim)
+    etx_bf16* lm_head;           // (vocab, dim); == emb when tied
+    float* final_norm;           // (dim)
+    float* inv_freq;             // (hdp / 2) padded RoPE frequencies (0 beyond hd / 2)
+    int32_t* eos_ids;            // (n_eos)
+    int n_eos;
+
+    // activations, max_rows rows
+    float* x;                    // (max_rows, dim) residual stream
+    etx_bf16* xb;                // (max_rows, dim) normed GEMM input
+    float* qkv;                  // (max_rows, qkv_dim)
+    float* q;                    // (max_rows, q_dim) roped queries
+    etx_bf16* att;               // (max_rows, q_dim) attention output
+    float* delta;                // (max_rows, dim) O / down projection output (residual delta)
+    float* gu;                   // (max_rows, 2 hidden)
+    etx_bf16* hb;                // (max_rows, hidden) swiglu output
+    float* attn_ws;              // decode split-KV workspace (may be NULL)
+    int max_splits;              // splits the workspace holds for max_batch rows
+
+    // rows and tables
+    int32_t* d_tokens;           // (max_rows)
+    int32_t* d_row_seq;          // (max_rows)
+    int32_t* d_row_pos;          // (max_rows)
+    int32_t* d_seq_len;          // (max_batch)
+    int32_t* d_table;            // (max_batch, max_blocks)
+    int32_t *h_tokens, *h_row_seq, *h_row_pos, *h_seq_len, *h_table; // host staging, same shapes
+
+    // sampling, max_batch picks
+    float* logits;               // (max_batch, vocab) row i = pick i
+    float* scores;               // (max_batch, n_heads, max_seq_len) row i = pick i
+    float* dec_logits;           // (max_batch, vocab) decode rows whose picks are not rows 0.. in order
+    float* dec_scores;           // (max_batch, n_heads, max_seq_len) likewise
+    EtxVocabStats* stats;        // (max_batch)
+    PolicyCandidate* cand;       // (max_batch, ETX_TOPK)
+    void* vp_scratch;            // etx_vocab_pass_scratch_bytes(max_batch)
+    EtxAttnStats* attn;          // (max_batch)
+    void* am_scratch;            // etx_attn_metrics_scratch_bytes(max_batch, n_heads, max_seq_len)
+    int32_t* d_n_pos;            // (max_batch) positions of each pick's capture (0: no metrics)
+    int32_t* d_window;           // (max_batch)
+    etx_policy* d_policies;      // (max_batch)
+    EtxSeqState* d_states;       // (max_batch)
+    void* pol_scratch;           // etx_policy_scratch_bytes(max_batch, vocab)
+    int32_t* d_next;             // (max_batch) sampled tokens
+    int32_t* d_done;             // (max_batch) done flags (not downloaded)
+    etx_trace_record* d_trace;   // (max_batch) when cfg.trace
+    etx_policy* h_policies;      // (max_batch) host staging
+    EtxSeqState* h_states;       // (max_batch)
+    int32_t *h_n_pos, *h_window, *h_next; // (max_batch)
+
+    int last_picks;              // picks of the last step (rows of logits the test accessor reads)
+    long long d2h;               // bytes step() copied device -> host
+};
+
+// cuda_weights.c: uploads the model (weights, norms, RoPE frequencies); counts bytes in
+// b->dev_bytes. Needs b's sizes filled. Fails with ETX_ERR_NOMEM naming the tensor.
+etx_status cuda_upload_model(DeviceBackend* b);
+void cuda_free_model(DeviceBackend* b);
+// K/V pools of n_blocks blocks for every layer, into kv[l].k_pool / v_pool.
+etx_status cuda_alloc_kv(DeviceBackend* b, CudaLayer* kv, int n_blocks);
+void cuda_free_kv(DeviceBackend* b, CudaLayer* kv);
+// Device memory with a message naming `what` and the size when there is none.
+etx_status cuda_alloc(DeviceBackend* b, void** p, size_t bytes, const char* what);
+
+// cuda_forward.c: embedding, every layer and (r->logits) the final norm and LM head.
+void cuda_forward_rows(DeviceBackend* b, const CudaRows* r);
+
+// Test-only (tests/kernels/test_cuda_backend.c): the logits rows of the last step's picks,
+// (n_picks, vocab), downloaded outside the d2h_bytes count.
+etx_status cuda_backend_test_logits(DeviceBackend* b, float* out, int n_picks);
+
+#endif // ETX_CUDA_BACKEND_H

@@ -1,0 +1,52 @@
+/*
+ * cuda_forward.c — the layers of the CUDA backend over a set of token rows (one prefill
+ * chunk of a sequence, or a decode batch of one row per sequence), as kernel launches:
+ *
+ *   embed -> per layer: rmsnorm(+ previous down output) -> gemm qkv -> rope + KV append
+ *   -> attention (prefill chunk or decode; last-layer score capture when asked) -> gemm o
+ *   -> rmsnorm(+ o output) -> gemm gate/up -> swiglu -> gemm down
+ *   -> final rmsnorm(+ last down output) -> gemm LM head (only the rows that need logits).
+ *
+ * Everything stays on the device; the launches depend only on host values (row counts,
+ * positions of a prefill chunk), as CUDA graph capture needs for the decode batch.
+ */
+#include "cuda_backend.h"
+#include "embed.h"
+#include "gemm.h"
+#include "norm.h"
+#include "rope.h"
+#include "swiglu.h"
+
+void cuda_forward_rows(DeviceBackend* b, const CudaRows* r) {
+    const int n = r->n, dim = b->dim, last = b->n_layers - 1;
+    void* st = NULL; // the default stream
+    etx_embed(b->x, b->emb, r->d_tokens, n, dim, st);
+    for (int l = 0; l < b->n_layers; l++) {
+        const CudaLayer* L = &b->layers[l];
+        const CudaLayer* kv = &r->kv[l];
+        float* scores = l == last ? r->scores : NULL;
+        etx_rmsnorm_residual(b->xb, b->x, l == 0 ? NULL : b->delta, L->attn_norm, n, dim, b->eps, st);
+        etx_gemm_bf16(b->gemm, b->qkv, b->xb, L->wqkv, n, dim, b->qkv_dim, st);
+        etx_rope_kv_append(b->q, kv->k_pool, kv->v_pool, b->qkv, r->d_row_seq, r->d_row_pos, r->d_table, b->inv_freq,
+                           n, b->shape, st);
+        if (r->decode) {
+            const int splits = etx_attn_decode_splits(n, b->shape.n_kv_heads, b->cfg.max_seq_len);
+            etx_attn_decode(b->att, scores, b->cfg.max_seq_len, b->q, kv->k_pool, kv->v_pool, r->d_table, r->d_row_seq,
+                            r->d_seq_len, n, b->cfg.max_seq_len, splits > b->max_splits ? b->max_splits : splits,
+                            b->attn_ws, b->shape, st);
+        } else {
+            etx_attn_prefill(b->att, scores, b->cfg.max_seq_len, b->q, kv->k_pool, kv->v_pool, r->d_table, 0, r->pos0,
+                             n, b->shape, st);
+        }
+        etx_gemm_bf16(b->gemm, b->delta, b->att, L->wo, n, b->q_dim, dim, st);
+        etx_rmsnorm_residual(b->xb, b->x, b->delta, L->ffn_norm, n, dim, b->eps, st);
+        etx_gemm_bf16(b->gemm, b->gu, b->xb, L->wgu, n, dim, 2 * b->hidden, st);
+        etx_swiglu(b->hb, b->gu, n, b->hidden, st);
+        etx_gemm_bf16(b->gemm, b->delta, b->hb, L->wdown, n, b->hidden, dim, st);
+    }
+    if (!r->logits) return;
+    const size_t off = (size_t)r->head_first * dim;
+    const int nh = n - r->head_first;
+    etx_rmsnorm_residual(b->xb + off, b->x + off, b->delta + off, b->final_norm, nh, dim, b->eps, st);
+    etx_gemm_bf16(b->gemm, r->logits, b->xb + off, b->lm_head, nh, dim, b->vocab, st);
+}

@@ -1,0 +1,178 @@
+/*
+ * cuda_weights.c — the model on the device for the CUDA backend: f32 weights converted to
+ * bf16 on the host (round to nearest even), the fused projections ([wq; wk; wv] and
+ * [w_gate; w_up]) with heads padded to the kernels' head_dim (cuda_backend.h), f32 norms,
+ * the padded RoPE frequencies, and the per-layer paged K/V pools.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "cpu_ops.h"
+#include "cuda_backend.h"
+#include "device.h"
+
+etx_status cuda_alloc(DeviceBackend* b, void** p, size_t bytes, const char* what) {
+    *p = NULL;
+    if (bytes == 0) return etx_ok();
+    *p = etx_dev_malloc(bytes);
+    if (!*p)
+        return etx_error(ETX_ERR_NOMEM,
+                         "CUDA backend: out of device memory for %s (%zu bytes asked, %zu already allocated on %s)",
+                         what, bytes, b->dev_bytes, etx_dev_name());
+    b->dev_bytes += bytes;
+    return etx_ok();
+}
+
+// bfloat16 bits of f, rounded to nearest even (NaN stays a NaN)
+static etx_bf16 bf16_of(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (etx_bf16)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (etx_bf16)(u >> 16);
+}
+
+// Where element j of a head of hd elements sits in a padded head of hdp (rotate-half
+// pairs (j, j + hd/2) land on (j', j' + hdp/2)).
+static int pad_index(int j, int hd, int hdp) { return j < hd / 2 ? j : hdp / 2 + j - hd / 2; }
+
+// dst rows [row0 ..) of a (.., cols) bf16 host matrix <- rows of src (rows, cols) f32 * scale;
+// with heads (hd > 0), source row h * hd + j goes to row0 + h * hdp + pad_index(j).
+static void put_rows(etx_bf16* dst, int row0, const float* src, int rows, int cols, float scale, int hd, int hdp) {
+    for (int r = 0; r < rows; r++) {
+        const int to = row0 + (hd > 0 ? (r / hd) * hdp + pad_index(r % hd, hd, hdp) : r);
+        const float* s = src + (size_t)r * cols;
+        etx_bf16* d = dst + (size_t)to * cols;
+        for (int c = 0; c < cols; c++) d[c] = bf16_of(s[c] * scale);
+    }
+}
+
+// Uploads host bf16 (n elements) into new device memory.
+static etx_status upload_bf16(DeviceBackend* b, etx_bf16** out, const etx_bf16* h, size_t n, const char* what) {
+    ETX_TRY(cuda_alloc(b, (void**)out, n * sizeof(etx_bf16), what));
+    etx_dev_upload(*out, h, n * sizeof(etx_bf16));
+    return etx_ok();
+}
+
+static etx_status upload_f32(DeviceBackend* b, float** out, const float* h, size_t n, const char* what) {
+    ETX_TRY(cuda_alloc(b, (void**)out, n * sizeof(float), what));
+    etx_dev_upload(*out, h, n * sizeof(float));
+    return etx_ok();
+}
+
+static etx_status upload_layer(DeviceBackend* b, const LayerWeights* w, CudaLayer* L, etx_bf16* tmp) {
+    const ModelConfig* c = &b->m->cfg;
+    const int dim = b->dim, hid = b->hidden, hd = b->hd, hdp = b->hdp;
+    ETX_TRY(upload_f32(b, &L->attn_norm, w->attn_norm, dim, "attn_norm"));
+    ETX_TRY(upload_f32(b, &L->ffn_norm, w->ffn_norm, dim, "ffn_norm"));
+    // [wq; wk; wv], (qkv_dim, dim), heads padded; wq scaled so hdp^-0.5 q.k is hd^-0.5 q.k
+    memset(tmp, 0, (size_t)b->qkv_dim * dim * sizeof(etx_bf16));
+    const float qscale = sqrtf((float)hdp / (float)hd);
+    put_rows(tmp, 0, w->wq, c->n_heads * hd, dim, qscale, hd, hdp);
+    put_rows(tmp, b->q_dim, w->wk, c->n_kv_heads * hd, dim, 1.0f, hd, hdp);
+    put_rows(tmp, b->q_dim + b->kv_dim, w->wv, c->n_kv_heads * hd, dim, 1.0f, hd, hdp);
+    ETX_TRY(upload_bf16(b, &L->wqkv, tmp, (size_t)b->qkv_dim * dim, "wqkv"));
+    // wo (dim, q_dim): column h * hd + j -> h * hdp + pad_index(j)
+    memset(tmp, 0, (size_t)dim * b->q_dim * sizeof(etx_bf16));
+    const int qd = c->n_heads * hd;
+    for (int r = 0; r < dim; r++)
+        for (int k = 0; k < qd; k++)
+            tmp[(size_t)r * b->q_dim + (k / hd) * hdp + pad_index(k % hd, hd, hdp)] = bf16_of(w->wo[(size_t)r * qd + k]);
+    ETX_TRY(upload_bf16(b, &L->wo, tmp, (size_t)dim * b->q_dim, "wo"));
+    put_rows(tmp, 0, w->w_gate, hid, dim, 1.0f, 0, 0);
+    put_rows(tmp, hid, w->w_up, hid, dim, 1.0f, 0, 0);
+    ETX_TRY(upload_bf16(b, &L->wgu, tmp, (size_t)2 * hid * dim, "w_gate_up"));
+    put_rows(tmp, 0, w->w_down, dim, hid, 1.0f, 0, 0);
+    ETX_TRY(upload_bf16(b, &L->wdown, tmp, (size_t)dim * hid, "w_down"));
+    return etx_ok();
+}
+
+etx_status cuda_upload_model(DeviceBackend* b) {
+    const etx_model* m = b->m;
+    const ModelConfig* c = &m->cfg;
+    const int dim = b->dim;
+    b->layers = xcalloc((size_t)b->n_layers, sizeof(CudaLayer));
+    // one host staging buffer as large as the largest matrix
+    size_t big = (size_t)b->vocab * dim;
+    const size_t per_layer[4] = {(size_t)b->qkv_dim * dim, (size_t)dim * b->q_dim, (size_t)2 * b->hidden * dim,
+                                 (size_t)dim * b->hidden};
+    for (int i = 0; i < 4; i++)
+        if (per_layer[i] > big) big = per_layer[i];
+    etx_bf16* tmp = malloc(big * sizeof(etx_bf16));
+    if (!tmp) return etx_error(ETX_ERR_NOMEM, "CUDA backend: no host memory to stage the weights (%zu bytes)", big * 2);
+    etx_status st = etx_ok();
+    for (int l = 0; l < b->n_layers && st.code == ETX_OK; l++) st = upload_layer(b, &m->w.layers[l], &b->layers[l], tmp);
+    if (st.code == ETX_OK) {
+        put_rows(tmp, 0, m->w.token_embedding, b->vocab, dim, 1.0f, 0, 0);
+        st = upload_bf16(b, &b->emb, tmp, (size_t)b->vocab * dim, "token_embedding");
+    }
+    if (st.code == ETX_OK) {
+        if (m->w.lm_head == m->w.token_embedding) {
+            b->lm_head = b->emb; // tied: uploaded once
+        } else {
+            put_rows(tmp, 0, m->w.lm_head, b->vocab, dim, 1.0f, 0, 0);
+            st = upload_bf16(b, &b->lm_head, tmp, (size_t)b->vocab * dim, "lm_head");
+        }
+    }
+    free(tmp);
+    if (st.code == ETX_OK) st = upload_f32(b, &b->final_norm, m->w.final_norm, dim, "final_norm");
+    if (st.code == ETX_OK) { // RoPE frequencies of the real pairs at the padded pairs' slots
+        float* f = xcalloc((size_t)b->hd / 2, sizeof(float));
+        float* fp = xcalloc((size_t)b->hdp / 2, sizeof(float));
+        rope_inv_freq(f, c);
+        memcpy(fp, f, (size_t)b->hd / 2 * sizeof(float));
+        st = upload_f32(b, &b->inv_freq, fp, (size_t)b->hdp / 2, "inv_freq");
+        free(f);
+        free(fp);
+    }
+    if (st.code == ETX_OK && m->n_eos > 0) {
+        int32_t ids[8];
+        for (int i = 0; i < m->n_eos; i++) ids[i] = m->eos_ids[i];
+        b->n_eos = m->n_eos;
+        ETX_TRY(cuda_alloc(b, (void**)&b->eos_ids, (size_t)m->n_eos * sizeof(int32_t), "eos_ids"));
+        etx_dev_upload(b->eos_ids, ids, (size_t)m->n_eos * sizeof(int32_t));
+    }
+    return st;
+}
+
+void cuda_free_model(DeviceBackend* b) {
+    if (b->layers) {
+        for (int l = 0; l < b->n_layers; l++) {
+            CudaLayer* L = &b->layers[l];
+            etx_dev_free(L->attn_norm);
+            etx_dev_free(L->ffn_norm);
+            etx_dev_free(L->wqkv);
+            etx_dev_free(L->wo);
+            etx_dev_free(L->wgu);
+            etx_dev_free(L->wdown);
+        }
+        cuda_free_kv(b, b->layers);
+        free(b->layers);
+        b->layers = NULL;
+    }
+    if (b->lm_head != b->emb) etx_dev_free(b->lm_head);
+    etx_dev_free(b->emb);
+    etx_dev_free(b->final_norm);
+    etx_dev_free(b->inv_freq);
+    etx_dev_free(b->eos_ids);
+    b->lm_head = b->emb = NULL;
+    b->final_norm = b->inv_freq = NULL;
+    b->eos_ids = NULL;
+}
+
+etx_status cuda_alloc_kv(DeviceBackend* b, CudaLayer* kv, int n_blocks) {
+    const size_t bytes = (size_t)n_blocks * b->cfg.kv_block_size * b->kv_dim * sizeof(etx_bf16);
+    for (int l = 0; l < b->n_layers; l++) {
+        ETX_TRY(cuda_alloc(b, (void**)&kv[l].k_pool, bytes, "K cache pool"));
+        ETX_TRY(cuda_alloc(b, (void**)&kv[l].v_pool, bytes, "V cache pool"));
+    }
+    return etx_ok();
+}
+
+void cuda_free_kv(DeviceBackend* b, CudaLayer* kv) {
+    for (int l = 0; l < b->n_layers; l++) {
+        etx_dev_free(kv[l].k_pool);
+        etx_dev_free(kv[l].v_pool);
+        kv[l].k_pool = kv[l].v_pool = NULL;
+    }
+}
