@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -205,6 +206,63 @@ START_TEST(batch_size_does_not_change_the_files) {
 }
 END_TEST
 
+// A sweep killed after three jobs and in the middle of the fourth line: rerun, it skips
+// the three, drops the torn line, and ends with the same files as an uninterrupted run.
+START_TEST(resume_skips_done_jobs_and_rebuilds_the_csv) {
+    reference();
+    char dir[300], path[400];
+    tmp_path(dir, sizeof dir, "resume");
+    ck_assert_int_eq(mkdir(dir, 0777), 0);
+    const char* p = g_ref_jsonl;
+    for (int i = 0; i < 3; i++) p = strchr(p, '\n') + 1;
+    size_t keep = (size_t)(p - g_ref_jsonl) + 10; // three lines and a torn fourth
+    char* part = xmalloc(keep + 1);
+    memcpy(part, g_ref_jsonl, keep);
+    part[keep] = '\0';
+    snprintf(path, sizeof path, "%s/completions.jsonl", dir);
+    write_text(path, part);
+    free(part);
+    char* grid = slurp(g_grid);
+    snprintf(path, sizeof path, "%s/grid.json", dir);
+    write_text(path, grid);
+    free(grid);
+    char args[2048];
+    snprintf(args, sizeof args, "--data '%s' --grid '%s' --out '%s' " COMMON, SAMPLE, g_grid, dir);
+    Run r = run_etx("", "sweep", args);
+    ck_assert_msg(r.status == 0, "exit %d\n%s", r.status, r.err);
+    ck_assert_msg(strstr(r.err, "resuming: 3 of 8 jobs"), "%s", r.err);
+    ck_assert_msg(strstr(r.err, "truncated line"), "%s", r.err);
+    free(r.err);
+    char* got = read_out("resume", "completions.jsonl");
+    ck_assert_str_eq(got, g_ref_jsonl);
+    free(got);
+    char* csv = read_out("resume", "results.csv");
+    char* cut = csv_without_rate(csv), *ref_cut = csv_without_rate(g_ref_csv);
+    ck_assert_str_eq(cut, ref_cut);
+    free(cut), free(ref_cut), free(csv);
+    // a second rerun has nothing left to do and changes nothing
+    r = run_etx("", "sweep", args);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_msg(strstr(r.err, "resuming: 8 of 8 jobs"), "%s", r.err);
+    free(r.err);
+    got = read_out("resume", "completions.jsonl");
+    ck_assert_str_eq(got, g_ref_jsonl);
+    free(got);
+    // another grid into the same directory is refused, and nothing there changes
+    char other[300];
+    tmp_path(other, sizeof other, "other_grid.json");
+    write_text(other, "{\"policy\": \"sample\", \"grid\": {\"temperature\": [0.3]}}");
+    snprintf(args, sizeof args, "--data '%s' --grid '%s' --out '%s' " COMMON, SAMPLE, other, dir);
+    r = run_etx("", "sweep", args);
+    ck_assert_int_eq(r.status, 2);
+    ck_assert_msg(strstr(r.err, "another grid"), "%s", r.err);
+    free(r.err);
+    got = read_out("resume", "completions.jsonl");
+    ck_assert_str_eq(got, g_ref_jsonl);
+    free(got);
+}
+END_TEST
+
 START_TEST(mpirun_two_ranks_equal_one_process) {
     if (system("command -v mpirun > /dev/null 2>&1") != 0) {
         fprintf(stderr, "test_sweep: SKIPPED mpirun_two_ranks_equal_one_process: mpirun is not installed\n");
@@ -282,6 +340,7 @@ int main(void) {
     tcase_add_test(tc, csv_rows_and_completions_in_order);
     tcase_add_test(tc, combination_equals_eval_with_its_policy);
     tcase_add_test(tc, batch_size_does_not_change_the_files);
+    tcase_add_test(tc, resume_skips_done_jobs_and_rebuilds_the_csv);
     tcase_add_test(tc, mpirun_two_ranks_equal_one_process);
     tcase_add_test(tc, bad_grids_refused_before_running);
     suite_add_tcase(s, tc);

@@ -493,6 +493,7 @@ static int eval_run(const EvalArgs* a, const EvalPar* par) {
     if (cli_parse_device(a->device, &eo.device) != 0) return 2;
     eo.n_threads = a->threads;
     eo.max_seq_len = a->ctx;
+    eo.max_batch = a->batch;
     eo.trace = 1; // the branch of every token
     EvalDone done;
     if (eval_done_read(a->out, &done) != 0) {

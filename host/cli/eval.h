@@ -39,9 +39,12 @@ typedef struct {
     int dropped;      // 1 when a truncated last line was dropped
     int bad_lines;    // unparseable lines before the last (kept, ignored)
 } EvalDone;
+// A line with a "combo" number (a sweep's) is keyed eval_combo_key(combo, id key).
 int eval_done_read(const char* path, EvalDone* d);
 int eval_done_has(const EvalDone* d, const char* key);
 void eval_done_free(EvalDone* d);
+// "c<combo>|<key>", malloc'ed: a sweep job's resume key.
+char* eval_combo_key(int combo, const char* key);
 
 
 // ----------------------------------------------------------------------------
@@ -96,6 +99,9 @@ typedef struct {
 } Writer;
 
 double eval_now_s(void);
+// Adds the counts of the result lines in path[0..good_len) to t[combo] (t[0] for lines
+// without "combo"): tokens, branches, scores, done. Returns 0, or -1 when unreadable.
+int eval_done_totals(const char* path, size_t good_len, int n_combos, Totals* t);
 // Reads the data file: the first a->limit good lines (0: all). Bad lines are reported
 // (rank 0) and counted in *n_bad. Returns 0, or -1 when the file cannot be read.
 int eval_read_items(const EvalArgs* a, const EvalPar* par, const etx_model* m, int ctx, Item** out, int* n_out,

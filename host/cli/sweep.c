@@ -25,7 +25,10 @@
  *
  * DIR/results.csv: one row per combination; DIR/completions.jsonl: one line per job in
  * job order (eval's result line with "combo" first); DIR/grid.json: the grid file as
- * given. No resume: a sweep rewrites its files.
+ * given. Runs resume: rerun with the same grid and DIR, the jobs already in
+ * completions.jsonl are skipped (new lines are appended in job order) and results.csv is
+ * rewritten from every line; tokens/s covers the jobs run by the last invocation. A DIR
+ * holding another grid is refused.
  */
 #include <cJSON.h>
 #include <errno.h>
@@ -304,22 +307,48 @@ static int run_sweep(SweepArgs* sa, const Grid* g, const EvalPar* par) {
     snprintf(out_grid, sizeof out_grid, "%s/grid.json", sa->dir);
     snprintf(out_jsonl, sizeof out_jsonl, "%s/completions.jsonl", sa->dir);
     a->out = out_jsonl;
-    int ok = 1;
+    int ok = 1, same_grid = 1;
     if (par->rank == 0) {
         if (mkdir(sa->dir, 0777) != 0 && errno != EEXIST) ok = 0;
-        if (ok && write_file(out_grid, g->text, g->len) != 0) ok = 0;
+        // resume only the same grid: a directory holding another grid's results is refused
+        char* old = NULL;
+        size_t old_len = 0;
+        FILE* probe = ok ? fopen(out_grid, "rb") : NULL;
+        if (probe) {
+            fclose(probe);
+            if (etx_read_file(out_grid, &old, &old_len).code == ETX_OK &&
+                (old_len != g->len || memcmp(old, g->text, g->len) != 0))
+                same_grid = 0;
+            free(old);
+        }
+        if (!same_grid)
+            fprintf(stderr, "etx sweep: %s holds the results of another grid (%s differs from --grid); remove it or "
+                            "choose another --out\n", sa->dir, out_grid);
+        else if (ok && write_file(out_grid, g->text, g->len) != 0) ok = 0;
         if (!ok) fprintf(stderr, "etx sweep: cannot write into %s: %s\n", sa->dir, strerror(errno));
     }
+    if (!eval_par_all_ok(par, same_grid)) return 2;
     if (!eval_par_all_ok(par, ok)) return 1;
+    // resume: the jobs already in completions.jsonl are skipped (a truncated last line is
+    // dropped and rerun)
+    EvalDone done;
+    if (!eval_par_all_ok(par, eval_done_read(out_jsonl, &done) == 0)) {
+        if (par->rank == 0) fprintf(stderr, "etx sweep: cannot read %s: %s\n", out_jsonl, strerror(errno));
+        return 1;
+    }
+    if (done.dropped && par->rank == 0)
+        fprintf(stderr, "etx sweep: warning: %s ends in a truncated line; it is dropped and rerun\n", out_jsonl);
 
     etx_engine_options eo = etx_engine_options_default();
     if (cli_parse_device(a->device, &eo.device) != 0) return 2;
     eo.n_threads = a->threads;
     eo.max_seq_len = a->ctx;
     eo.trace = 1; // the branch of every token
+    eo.max_batch = a->batch;
     etx_model* m = cli_load_model(cli_model_path(a->model));
     if (!eval_par_all_ok(par, m != NULL)) {
         etx_model_free(m);
+        eval_done_free(&done);
         return 1;
     }
     etx_model_info info;
@@ -345,19 +374,36 @@ static int run_sweep(SweepArgs* sa, const Grid* g, const EvalPar* par) {
         if (par->rank == 0) fprintf(stderr, "etx sweep: %ld jobs is too many\n", total);
         goto out;
     }
-    n_jobs = (int)total;
-    mine = xcalloc((size_t)n_jobs / (size_t)par->size + 1, sizeof *mine);
-    for (int c = 0, j = 0; c < g->n_combos; c++)
-        for (int i = 0; i < n_items; i++, j++)
-            if (j % par->size == par->rank) mine[n_mine++] = (EvalJob){.item = i, .combo = c, .policy = &g->combos[c]};
+    // the pending jobs (not in the file yet), and this rank's share of them
+    mine = xcalloc((size_t)total / (size_t)par->size + 1, sizeof *mine);
+    int n_skipped = 0;
+    for (int c = 0; c < g->n_combos; c++)
+        for (int i = 0; i < n_items; i++) {
+            char* key = eval_combo_key(c, items[i].key);
+            int have = eval_done_has(&done, key);
+            free(key);
+            if (have) {
+                n_skipped++;
+                continue;
+            }
+            if (n_jobs++ % par->size == par->rank)
+                mine[n_mine++] = (EvalJob){.item = i, .combo = c, .policy = &g->combos[c]};
+        }
+    if (n_skipped && par->rank == 0)
+        fprintf(stderr, "etx sweep: resuming: %d of %ld jobs already in %s\n", n_skipped, total, out_jsonl);
+    // the counts of the jobs already done (rank 0 only: the ranks' totals are summed)
+    if (par->rank == 0 && eval_done_totals(out_jsonl, done.good_len, g->n_combos, t) != 0) {
+        fprintf(stderr, "etx sweep: cannot read %s: %s\n", out_jsonl, strerror(errno));
+        ok = 0;
+    }
+    if (!eval_par_all_ok(par, ok)) goto out;
     etx_status st = etx_engine_create(m, &eo, &e);
     if (!eval_par_all_ok(par, st.code == ETX_OK)) {
         if (st.code != ETX_OK) cli_error("sweep", st);
         goto out;
     }
-    EvalDone fresh = {0}; // no resume: the file is rewritten
     const double t0 = eval_now_s();
-    if (eval_run_and_write(a, par, m, e, items, mine, n_mine, n_jobs, &fresh, t, busy) != 0) goto out;
+    if (eval_run_and_write(a, par, m, e, items, mine, n_mine, n_jobs, &done, t, busy) != 0) goto out;
     double secs = eval_now_s() - t0;
     // tokens/s of a combination: its tokens over the engine time attributed to it (each
     // step's time split equally over the requests in that step), per rank; the ranks run
@@ -384,6 +430,7 @@ out:
     free(busy);
     free(rate);
     eval_free_items(items, n_items);
+    eval_done_free(&done);
     etx_engine_free(e);
     etx_model_free(m);
     return rc;
