@@ -77,6 +77,82 @@ extern "C" void etx_dev_mem_info(size_t* free_bytes, size_t* total_bytes) {
     if (total_bytes) *total_bytes = t;
 }
 
+extern "C" void* etx_dev_stream_create(void) {
+#ifdef ETX_SIMT
+    return NULL;
+#else
+    cudaStream_t s = NULL;
+    if (!etx_dev_available() || cudaStreamCreate(&s) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return NULL;
+    }
+    return (void*)s;
+#endif
+}
+
+extern "C" void etx_dev_stream_destroy(void* stream) {
+    if (stream) CUDA_CHECK(cudaStreamDestroy((cudaStream_t)stream));
+}
+
+extern "C" int etx_dev_graphs_available(void) {
+#ifdef ETX_SIMT
+    return 0;
+#else
+    return etx_dev_available();
+#endif
+}
+
+extern "C" int etx_dev_capture_begin(void* stream) {
+#ifdef ETX_SIMT
+    (void)stream;
+    return 0;
+#else
+    if (!stream) return 0; // the legacy default stream cannot be captured
+    if (cudaStreamBeginCapture((cudaStream_t)stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return 1;
+#endif
+}
+
+extern "C" void* etx_dev_capture_end(void* stream) {
+#ifdef ETX_SIMT
+    (void)stream;
+    return NULL;
+#else
+    cudaGraph_t g = NULL;
+    cudaGraphExec_t exec = NULL;
+    cudaError_t e = cudaStreamEndCapture((cudaStream_t)stream, &g);
+    if (e == cudaSuccess) e = cudaGraphInstantiate(&exec, g, 0);
+    if (g) cudaGraphDestroy(g);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return NULL;
+    }
+    return (void*)exec;
+#endif
+}
+
+extern "C" void etx_dev_graph_launch(void* graph, void* stream) {
+#ifdef ETX_SIMT
+    (void)graph;
+    (void)stream;
+    fprintf(stderr, "[etx] etx_dev_graph_launch: the SIMT emulator has no graphs\n");
+    abort();
+#else
+    CUDA_CHECK(cudaGraphLaunch((cudaGraphExec_t)graph, (cudaStream_t)stream));
+#endif
+}
+
+extern "C" void etx_dev_graph_destroy(void* graph) {
+#ifndef ETX_SIMT
+    if (graph) CUDA_CHECK(cudaGraphExecDestroy((cudaGraphExec_t)graph));
+#else
+    (void)graph;
+#endif
+}
+
 extern "C" void etx_dev_sync(void) {
     CUDA_CHECK(cudaGetLastError());
     CUDA_CHECK(cudaDeviceSynchronize());

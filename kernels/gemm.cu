@@ -40,20 +40,46 @@ __global__ void gemm_simt_kernel(float* __restrict__ y, const __nv_bfloat16* __r
     for (int j = 0; j < nr; j++) y[(size_t)(r0 + j) * out + o] = acc[j];
 }
 
+#ifndef ETX_SIMT
+// The native context: the cuBLAS handle and a workspace of its own, set once, so that
+// no GEMM allocates while a CUDA graph is being captured.
+#define GEMM_WORKSPACE_BYTES ((size_t)32 << 20)
+typedef struct {
+    cublasHandle_t h;
+    void* ws;
+} GemmCtx;
+#endif
+
 extern "C" void* etx_gemm_create(void) {
 #ifdef ETX_SIMT
     static int dummy;
     return &dummy;
 #else
-    cublasHandle_t h = NULL;
-    if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) return NULL;
-    return (void*)h;
+    GemmCtx* c = (GemmCtx*)calloc(1, sizeof(GemmCtx));
+    if (!c) return NULL;
+    if (cublasCreate(&c->h) != CUBLAS_STATUS_SUCCESS) {
+        free(c);
+        return NULL;
+    }
+    if (cudaMalloc(&c->ws, GEMM_WORKSPACE_BYTES) != cudaSuccess ||
+        cublasSetWorkspace(c->h, c->ws, GEMM_WORKSPACE_BYTES) != CUBLAS_STATUS_SUCCESS) {
+        (void)cudaGetLastError();
+        if (c->ws) cudaFree(c->ws);
+        cublasDestroy(c->h);
+        free(c);
+        return NULL;
+    }
+    return (void*)c;
 #endif
 }
 
 extern "C" void etx_gemm_destroy(void* gemm) {
 #ifndef ETX_SIMT
-    if (gemm) cublasDestroy((cublasHandle_t)gemm);
+    GemmCtx* c = (GemmCtx*)gemm;
+    if (!c) return;
+    cublasDestroy(c->h);
+    cudaFree(c->ws);
+    free(c);
 #else
     (void)gemm;
 #endif
@@ -78,7 +104,7 @@ extern "C" void etx_gemm_bf16(void* gemm, float* y, const etx_bf16* x, const etx
                reinterpret_cast<const __nv_bfloat16*>(x), reinterpret_cast<const __nv_bfloat16*>(w), n, in, out);
     CUDA_CHECK_LAUNCH();
 #else
-    cublasHandle_t h = (cublasHandle_t)gemm;
+    cublasHandle_t h = ((GemmCtx*)gemm)->h;
     const float alpha = 1.0f, beta = 0.0f;
     cublasStatus_t s = cublasSetStream(h, (cudaStream_t)stream);
     if (s == CUBLAS_STATUS_SUCCESS)

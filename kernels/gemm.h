@@ -17,8 +17,9 @@ extern "C" {
 
 typedef uint16_t etx_bf16; // bfloat16 bits (kernels/README.md)
 
-// A GEMM context (natively a cublasHandle_t), one per backend; NULL when it cannot be
-// created (no device, cuBLAS failed to initialise). The emulator's is a dummy.
+// A GEMM context (natively a cuBLAS handle with its own workspace), one per backend;
+// NULL when it cannot be created (no device, cuBLAS failed to initialise). The
+// emulator's is a dummy.
 void* etx_gemm_create(void);
 void etx_gemm_destroy(void* gemm);
 

@@ -11,6 +11,8 @@
  * where the backend is named "cuda (SIMT emulator)".
  */
 #include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cuda_backend.h"
@@ -62,7 +64,11 @@ static void cuda_destroy(DeviceBackend* b) {
     free(b->h_n_pos);
     free(b->h_window);
     free(b->h_next);
+    if (b->graphs)
+        for (int i = 0; i <= b->cfg.max_batch; i++) etx_dev_graph_destroy(b->graphs[i]);
+    free(b->graphs);
     etx_gemm_destroy(b->gemm);
+    etx_dev_stream_destroy(b->stream);
     free(b);
 }
 
@@ -189,6 +195,12 @@ static etx_status cuda_create(const etx_model* m, const DeviceBackendConfig* cfg
         return s;
     }
     b->gemm = etx_gemm_create();
+    b->stream = etx_dev_stream_create();
+    const char* env = getenv("ETX_CUDA_GRAPHS");
+    const int graphs_on = env && *env ? atoi(env) != 0 : etx_dev_graphs_available();
+    b->pad_decode = graphs_on;
+    b->use_graphs = graphs_on && etx_dev_graphs_available() && b->stream != NULL;
+    b->graphs = xcalloc((size_t)cfg->max_batch + 1, sizeof(void*));
     etx_status st = b->gemm ? etx_ok() : etx_error(ETX_ERR_UNSUPPORTED, "CUDA backend: cuBLAS failed to initialise");
     if (st.code == ETX_OK) st = cuda_upload_model(b);
     if (st.code == ETX_OK) st = cuda_alloc_kv(b, b->layers, cfg->kv_blocks);
@@ -271,36 +283,76 @@ static void run_prefill(DeviceBackend* b, const DeviceWork* w, const DeviceStep*
     cuda_forward_rows(b, &r);
 }
 
+// The decode batch's launches: replayed from the graph of its padded size (captured on
+// first use), or run directly.
+static void forward_decode(DeviceBackend* b, const CudaRows* r) {
+    if (!b->use_graphs) {
+        cuda_forward_rows(b, r);
+        return;
+    }
+    void** g = &b->graphs[r->n];
+    if (!*g && etx_dev_capture_begin(b->stream)) {
+        cuda_forward_rows(b, r); // recorded, not run
+        *g = etx_dev_capture_end(b->stream);
+        if (!*g) {
+            fprintf(stderr, "[etx] CUDA backend: capturing the decode graph failed; running without graphs\n");
+            b->use_graphs = 0;
+        }
+    }
+    if (*g)
+        etx_dev_graph_launch(*g, b->stream);
+    else
+        cuda_forward_rows(b, r);
+}
+
 // Every decode row as one batch: row r is the r-th decode work. When the rows' picks are
 // p0, p0 + 1, ... in row order (what the engine plans) the LM head and the capture write
-// the picks' rows directly; otherwise they go to staging and each pick's row is copied.
+// the picks' rows directly; otherwise (and always for padded batches, whose graphs write
+// fixed buffers) they go to staging and each pick's row is copied. Padding rows (position
+// -1, length 0) write nothing to the cache and attend to nothing.
 static void run_decode(DeviceBackend* b, const DeviceStep* s, int metrics_any) {
     const DeviceWork* rows[b->cfg.max_batch];
     int n = 0;
     for (int i = 0; i < s->n_work; i++)
         if (s->work[i].decode) rows[n++] = &s->work[i];
     if (n == 0) return;
-    int direct = rows[0]->pick >= 0;
-    for (int r = 0; r < n; r++) {
-        const DeviceWork* w = rows[r];
-        b->h_tokens[r] = w->tokens[0];
-        b->h_row_seq[r] = r;
-        b->h_row_pos[r] = w->pos0;
-        b->h_seq_len[r] = w->pos0 + 1;
-        put_table_row(b, r, w);
-        if (w->pick != rows[0]->pick + r) direct = 0;
+    int nb = n;
+    if (b->pad_decode) {
+        nb = 1;
+        while (nb < n) nb *= 2;
+        if (nb > b->cfg.max_batch) nb = b->cfg.max_batch;
     }
-    etx_dev_upload(b->d_tokens, b->h_tokens, (size_t)n * 4);
-    etx_dev_upload(b->d_row_seq, b->h_row_seq, (size_t)n * 4);
-    etx_dev_upload(b->d_row_pos, b->h_row_pos, (size_t)n * 4);
-    etx_dev_upload(b->d_seq_len, b->h_seq_len, (size_t)n * 4);
-    etx_dev_upload(b->d_table, b->h_table, (size_t)n * b->shape.max_blocks * 4);
+    int direct = rows[0]->pick >= 0 && !b->pad_decode;
+    for (int r = 0; r < nb; r++) {
+        const DeviceWork* w = r < n ? rows[r] : NULL;
+        b->h_tokens[r] = w ? w->tokens[0] : 0;
+        b->h_row_seq[r] = r;
+        b->h_row_pos[r] = w ? w->pos0 : -1;
+        b->h_seq_len[r] = w ? w->pos0 + 1 : 0;
+        int32_t* t = b->h_table + (size_t)r * b->shape.max_blocks;
+        memset(t, 0, (size_t)b->shape.max_blocks * sizeof(int32_t));
+        if (w) {
+            for (int k = 0; k < w->n_block_ids; k++) t[k] = w->block_ids[k];
+            if (w->pick != rows[0]->pick + r) direct = 0;
+        }
+    }
+    etx_dev_upload(b->d_tokens, b->h_tokens, (size_t)nb * 4);
+    etx_dev_upload(b->d_row_seq, b->h_row_seq, (size_t)nb * 4);
+    etx_dev_upload(b->d_row_pos, b->h_row_pos, (size_t)nb * 4);
+    etx_dev_upload(b->d_seq_len, b->h_seq_len, (size_t)nb * 4);
+    etx_dev_upload(b->d_table, b->h_table, (size_t)nb * b->shape.max_blocks * 4);
     const int p0 = rows[0]->pick;
-    CudaRows r = {.n = n, .decode = 1, .pos0 = 0, .d_tokens = b->d_tokens, .d_row_seq = b->d_row_seq,
+    // a padded batch's graph always captures the scores (the same launches every step)
+    float* scores = b->pad_decode ? b->dec_scores : !metrics_any ? NULL : direct ? b->scores + p0 * score_row(b)
+                                                                                 : b->dec_scores;
+    CudaRows r = {.n = nb, .decode = 1, .pos0 = 0, .d_tokens = b->d_tokens, .d_row_seq = b->d_row_seq,
                   .d_row_pos = b->d_row_pos, .d_table = b->d_table, .d_seq_len = b->d_seq_len, .kv = b->layers,
-                  .scores = !metrics_any ? NULL : direct ? b->scores + p0 * score_row(b) : b->dec_scores,
-                  .head_first = 0, .logits = direct ? b->logits + (size_t)p0 * b->vocab : b->dec_logits};
-    cuda_forward_rows(b, &r);
+                  .scores = scores, .head_first = 0,
+                  .logits = direct ? b->logits + (size_t)p0 * b->vocab : b->dec_logits};
+    if (b->pad_decode)
+        forward_decode(b, &r);
+    else
+        cuda_forward_rows(b, &r);
     if (direct) return;
     for (int i = 0; i < n; i++) {
         const int p = rows[i]->pick;
@@ -369,12 +421,12 @@ static etx_status cuda_step(DeviceBackend* b, DeviceStep* s) {
         st->max_seq_len = c->max_seq_len;
         if (!needs_metrics(b, pk)) b->h_n_pos[p] = 0; // zeros, as engine.c without metrics
     }
-    etx_vocab_pass(b->logits, np, b->vocab, ETX_TOPK, b->stats, b->cand, NULL, b->vp_scratch, NULL);
+    etx_vocab_pass(b->logits, np, b->vocab, ETX_TOPK, b->stats, b->cand, NULL, b->vp_scratch, b->stream);
     if (metrics_any) {
         etx_dev_upload(b->d_n_pos, b->h_n_pos, (size_t)np * 4);
         etx_dev_upload(b->d_window, b->h_window, (size_t)np * 4);
         etx_attn_metrics(b->scores, np, b->m->cfg.n_heads, c->max_seq_len, b->d_n_pos, b->d_window, b->attn,
-                         b->am_scratch, NULL);
+                         b->am_scratch, b->stream);
     }
     etx_dev_upload(b->d_policies, b->h_policies, (size_t)np * sizeof(etx_policy));
     etx_dev_upload(b->d_states, b->h_states, (size_t)np * sizeof(EtxSeqState));
@@ -383,7 +435,7 @@ static etx_status cuda_step(DeviceBackend* b, DeviceStep* s) {
                        .policies = b->d_policies, .states = b->d_states, .stop_ids = NULL, .eos_ids = b->eos_ids,
                        .n_eos = b->n_eos, .scratch = b->pol_scratch, .tokens = b->d_next, .done = b->d_done,
                        .trace = c->trace ? b->d_trace : NULL};
-    etx_policy_step(&a, NULL);
+    etx_policy_step(&a, b->stream);
 
     // what comes back: the tokens (and the trace records)
     etx_dev_download(b->h_next, b->d_next, (size_t)np * 4);

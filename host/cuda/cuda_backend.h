@@ -6,6 +6,13 @@
  * (kernels/<op>.h) and kernels/device.h, so the same files run natively and under the SIMT
  * emulator (ETX_SIMT).
  *
+ * Decode graphs: natively, each padded decode batch size (a power of two up to
+ * max_batch) is captured once as a CUDA graph (embedding .. LM head into the staging rows)
+ * and replayed; the rows, tables and lengths it reads live in fixed device buffers that
+ * are refreshed before each replay. ETX_CUDA_GRAPHS=0 in the environment turns graphs
+ * off; under the emulator ETX_CUDA_GRAPHS=1 runs the same padded batches eagerly (the
+ * emulator has no graphs), which is how the tests cover the padding.
+ *
  * Head padding: the attention kernels take head_dim 64 or 128 only. A model with a smaller
  * (even) head_dim runs with heads padded to hdp = 64 (or 128): in every head, real
  * element j < hd/2 sits at j and j >= hd/2 at hdp/2 + j - hd/2 (so RoPE's rotate-half
@@ -59,6 +66,10 @@ struct DeviceBackend {
     float eps;
     EtxAttnShape shape;          // padded head_dim; max_blocks = ceil(max_seq_len / block_size)
     void* gemm;                  // etx_gemm_create()
+    void* stream;                // every launch goes here (NULL: the default stream, emulator)
+    int pad_decode;              // 1: decode batches padded to a power of two (graph mode)
+    int use_graphs;              // 1: padded decode batches replay a captured CUDA graph
+    void** graphs;               // (max_batch + 1) executable decode graph per padded size, or NULL
     size_t dev_bytes;            // device memory allocated (for messages)
 
     // model (cuda_weights.c)

@@ -19,7 +19,7 @@
 
 void cuda_forward_rows(DeviceBackend* b, const CudaRows* r) {
     const int n = r->n, dim = b->dim, last = b->n_layers - 1;
-    void* st = NULL; // the default stream
+    void* st = b->stream;
     etx_embed(b->x, b->emb, r->d_tokens, n, dim, st);
     for (int l = 0; l < b->n_layers; l++) {
         const CudaLayer* L = &b->layers[l];

@@ -24,6 +24,8 @@
  *      logit_metrics on the downloaded row (rel 1e-4 + 1e-5: the vocab pass sums in double
  *      in another order), and the token is sampler_pick's for the decision entropix_decide
  *      makes from the traced metrics.
+ *      The same plan with decode batches padded to powers of two (ETX_CUDA_GRAPHS=1: the
+ *      batches the native CUDA graphs replay, run eagerly by the emulator).
  *   3. d2h_bytes grows by exactly 4 bytes per pick without tracing (the int32 token) and
  *      by 4 + sizeof(etx_trace_record) per pick with it.
  *   4. create fails cleanly, with a message, for a K/V pool that cannot fit and for an
@@ -267,13 +269,16 @@ static DevicePick make_pick(const Harness* h, const Seq* s, int n_prompt, int re
 // The plan (block size 4, shuffled ids): A = 11-token prompt in chunks of 8 and 3; B = 6,
 // C = 8; D forks A after its prompt (shares A's two full blocks, copies the third);
 // then a decode batch A, B, C, D (picks in row order), then B, A, D (picks 1, 0, none).
-static void run_plan(const etx_model* m, const etx_policy* pol, int trace) {
+static void run_plan(const etx_model* m, const etx_policy* pol, int trace, int pad) {
     const DeviceBackendOps* o = ops();
     const int V = m->cfg.vocab_size;
     Harness h = {.m = m, .pol = pol, .trace = trace};
     build_sampler(&h.smp, V);
     DeviceBackendConfig cfg = make_cfg(4, MAX_SEQ, 8, 40, BS, trace);
+    if (pad) setenv("ETX_CUDA_GRAPHS", "1", 1);
     CK_OK(o->create(m, &cfg, &h.b));
+    if (pad) unsetenv("ETX_CUDA_GRAPHS");
+    ck_assert_int_eq(h.b->pad_decode, pad || etx_dev_graphs_available());
     ck_assert_int_eq((int)o->d2h_bytes(h.b), 0);
     Seq A = {.n = 11, .blocks = {17, 3, 25, 38}, .n_blocks = 4};
     Seq B = {.n = 6, .blocks = {9, 30}, .n_blocks = 2};
@@ -341,8 +346,8 @@ static void run_plan(const etx_model* m, const etx_policy* pol, int trace) {
     int n5[1] = {D.n};
     run_and_check(&h, &s5, q5, n5);
 
-    fprintf(stderr, "%s: step() plan (%s%s): %d picks, max |step - logits()| / max |logit| = %.4g, d2h %lld bytes\n",
-            o->name, pol->kind == ETX_POLICY_GREEDY ? "greedy" : "entropix", trace ? ", trace" : "", h.n_checked,
+    fprintf(stderr, "%s: step() plan (%s%s%s): %d picks, max |step - logits()| / max |logit| = %.4g, d2h %lld bytes\n",
+            o->name, pol->kind == ETX_POLICY_GREEDY ? "greedy" : "entropix", trace ? ", trace" : "", h.b->pad_decode ? ", padded decode batches" : "", h.n_checked,
             h.worst, h.d2h);
     ck_assert_int_eq(h.n_checked, 10);
     o->destroy(h.b);
@@ -353,7 +358,7 @@ START_TEST(test_step_greedy) {
     etx_model m;
     load_fixture(&m, "tiny-llama-gqa");
     etx_policy pol = etx_policy_default(ETX_POLICY_GREEDY);
-    run_plan(&m, &pol, 0);
+    run_plan(&m, &pol, 0, 0);
     model_free_contents(&m);
 }
 END_TEST
@@ -363,7 +368,7 @@ START_TEST(test_step_entropix_trace) {
     load_fixture(&m, "tiny-llama3-rope");
     etx_policy pol = etx_policy_default(ETX_POLICY_ENTROPIX);
     pol.seed = 42;
-    run_plan(&m, &pol, 1);
+    run_plan(&m, &pol, 1, 0);
     model_free_contents(&m);
 }
 END_TEST
@@ -372,7 +377,19 @@ START_TEST(test_step_greedy_trace) {
     etx_model m;
     load_fixture(&m, "tiny-llama-tied");
     etx_policy pol = etx_policy_default(ETX_POLICY_GREEDY);
-    run_plan(&m, &pol, 1);
+    run_plan(&m, &pol, 1, 0);
+    model_free_contents(&m);
+}
+END_TEST
+
+// Decode batches padded to powers of two (what the CUDA graphs replay natively; eager
+// under the emulator): the 3-row batch runs with a padding row, which must change nothing.
+START_TEST(test_step_padded) {
+    etx_model m;
+    load_fixture(&m, "tiny-llama-gqa");
+    etx_policy pol = etx_policy_default(ETX_POLICY_ENTROPIX);
+    pol.seed = 7;
+    run_plan(&m, &pol, 1, 1);
     model_free_contents(&m);
 }
 END_TEST
@@ -434,6 +451,7 @@ static Suite* cuda_backend_suite(void) {
     tcase_add_test(tc, test_step_greedy);
     tcase_add_test(tc, test_step_entropix_trace);
     tcase_add_test(tc, test_step_greedy_trace);
+    tcase_add_test(tc, test_step_padded);
     tcase_add_test(tc, test_logits_default_model);
     suite_add_tcase(s, tc);
     return s;
