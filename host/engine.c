@@ -19,6 +19,7 @@
 
 #include "common.h"
 #include "cpu_forward.h"
+#include "device_backend.h"
 #include "kv_blocks.h"
 #include "kv_pool.h"
 #include "metrics.h"
@@ -73,6 +74,11 @@ struct etx_engine {
     float** row_scores;  // (max_batch)
     Pick* picks;         // (max_batch)
     int32_t pause_token; // the model's " ..." token, or -1
+    const DeviceBackendOps* dev_ops; // the CUDA backend when it runs the steps, else NULL
+    DeviceBackend* dev;
+    DeviceWork* dwork;   // (max_batch) a step's work as the device backend takes it
+    DevicePick* dpicks;  // (max_batch)
+    Request** dpick_req; // (max_batch) the request of each device pick
     Request** reqs;    // (n_reqs) live requests, in submission order
     int n_reqs;
     int cap_reqs;
@@ -115,14 +121,32 @@ static int auto_kv_blocks(const ModelConfig* c, int ctx, int block_size, int max
     return (int)(blocks < cap ? blocks : cap);
 }
 
+// The backend that runs the steps: the CUDA backend when asked for (an error when this
+// program has none or there is no GPU), or under auto when a GPU is there (never the
+// SIMT emulator, which is for tests); else NULL: the CPU.
+static etx_status pick_device(etx_device device, const DeviceBackendOps** ops) {
+    const DeviceBackendOps* cuda = etx_cuda_backend();
+    *ops = NULL;
+    if (device == ETX_DEVICE_CUDA) {
+        if (!cuda)
+            return etx_error(ETX_ERR_UNSUPPORTED, "device cuda: this etx was built without the CUDA backend (nvcc was "
+                                                  "not found when it was built); use --device cpu");
+        if (!cuda->available())
+            return etx_error(ETX_ERR_UNSUPPORTED, "device cuda: no CUDA GPU is available; use --device cpu");
+        *ops = cuda;
+    } else if (device == ETX_DEVICE_AUTO) {
+        if (cuda && !strstr(cuda->name, "emulator") && cuda->available()) *ops = cuda;
+    } else if (device != ETX_DEVICE_CPU) {
+        return etx_error(ETX_ERR_INVALID_ARG, "unknown device %d", (int)device);
+    }
+    return etx_ok();
+}
+
 etx_status etx_engine_create(const etx_model* model, const etx_engine_options* opts, etx_engine** out) {
     *out = NULL;
     etx_engine_options o = opts ? *opts : etx_engine_options_default();
-    if (o.device == ETX_DEVICE_CUDA)
-        return etx_error(ETX_ERR_UNSUPPORTED,
-                         "device cuda: the CUDA backend is not part of this build yet; use --device cpu");
-    if (o.device != ETX_DEVICE_AUTO && o.device != ETX_DEVICE_CPU)
-        return etx_error(ETX_ERR_INVALID_ARG, "unknown device %d", (int)o.device);
+    const DeviceBackendOps* dev_ops = NULL;
+    ETX_TRY(pick_device(o.device, &dev_ops));
     if (o.n_threads < 0) return etx_error(ETX_ERR_INVALID_ARG, "threads must be >= 0 (got %d)", o.n_threads);
     if (o.max_seq_len < 0) return etx_error(ETX_ERR_INVALID_ARG, "max_seq_len must be >= 0 (got %d)", o.max_seq_len);
     if (o.max_batch < 0 || o.max_batch > 4096)
@@ -139,7 +163,7 @@ etx_status etx_engine_create(const etx_model* model, const etx_engine_options* o
     if (!o.max_batch) o.max_batch = 32;
     if (!o.kv_block_size) o.kv_block_size = 64;
     if (!o.kv_blocks) o.kv_blocks = auto_kv_blocks(c, ctx, o.kv_block_size, o.max_batch);
-    o.device = ETX_DEVICE_CPU;
+    o.device = dev_ops ? ETX_DEVICE_CUDA : ETX_DEVICE_CPU;
 
     etx_engine* e = xcalloc(1, sizeof(etx_engine));
     e->model = model;
@@ -150,21 +174,33 @@ etx_status etx_engine_create(const etx_model* model, const etx_engine_options* o
     e->sched.max_step_tokens = CPU_DEFAULT_CHUNK + o.max_batch;
     etx_status s = sched_config_validate(&e->sched);
     if (s.code == ETX_OK) s = build_block_manager(&e->bm, o.kv_blocks, o.kv_block_size);
-    if (s.code == ETX_OK)
-        s = build_kv_pool(&e->pool, c->n_layers, c->n_kv_heads * c->head_dim, o.kv_blocks, o.kv_block_size);
-    if (s.code == ETX_OK) s = build_cpu_run_state_rows(&e->run, c, CPU_DEFAULT_CHUNK, o.max_batch);
+    if (dev_ops) { // the device holds the KV pool, activations and logits
+        DeviceBackendConfig dc = {o.max_batch, ctx, CPU_DEFAULT_CHUNK, o.kv_blocks, o.kv_block_size, o.trace};
+        if (s.code == ETX_OK) s = dev_ops->create(model, &dc, &e->dev);
+        if (s.code == ETX_OK) e->dev_ops = dev_ops;
+    } else {
+        if (s.code == ETX_OK)
+            s = build_kv_pool(&e->pool, c->n_layers, c->n_kv_heads * c->head_dim, o.kv_blocks, o.kv_block_size);
+        if (s.code == ETX_OK) s = build_cpu_run_state_rows(&e->run, c, CPU_DEFAULT_CHUNK, o.max_batch);
+    }
     if (s.code != ETX_OK) {
         free_block_manager(&e->bm);
         free_kv_pool(&e->pool);
+        free_cpu_run_state(&e->run);
         free(e);
         return s;
     }
     build_sched_plan(&e->plan);
     build_sampler(&e->sampler, c->vocab_size);
     const size_t nh = (size_t)c->n_heads, B = (size_t)o.max_batch;
-    e->logits = xmalloc(B * (size_t)c->vocab_size * sizeof(float));
-    e->scores = xmalloc(B * nh * (size_t)ctx * sizeof(float));
-    e->scratch = xmalloc((nh + 1) * (size_t)ctx * sizeof(float));
+    if (!e->dev_ops) {
+        e->logits = xmalloc(B * (size_t)c->vocab_size * sizeof(float));
+        e->scores = xmalloc(B * nh * (size_t)ctx * sizeof(float));
+        e->scratch = xmalloc((nh + 1) * (size_t)ctx * sizeof(float));
+    }
+    e->dwork = xmalloc(B * sizeof(DeviceWork));
+    e->dpicks = xmalloc(B * sizeof(DevicePick));
+    e->dpick_req = xmalloc(B * sizeof(Request*));
     e->row_tokens = xmalloc(B * sizeof(int32_t));
     e->row_kv = xmalloc(B * sizeof(KVSeq));
     e->row_scores = xmalloc(B * sizeof(float*));
@@ -202,6 +238,10 @@ void etx_engine_free(etx_engine* e) {
     free(e->row_kv);
     free(e->row_scores);
     free(e->picks);
+    free(e->dwork);
+    free(e->dpicks);
+    free(e->dpick_req);
+    if (e->dev_ops) e->dev_ops->destroy(e->dev);
     free_sched_plan(&e->plan);
     free_sampler(&e->sampler);
     free_cpu_run_state(&e->run);
@@ -330,14 +370,22 @@ static PolicyMetrics step_metrics(etx_engine* e, const Request* r, const float* 
     return m;
 }
 
-// The policy picks the next token of r from its row of logits (and scores), then the
-// stop checks.
+// Takes the next token (and its trace record) into r, then the stop checks.
+static void accept_token(etx_engine* e, Request* r, int32_t tok, const etx_trace_record* rec) {
+    append_token(r, tok, e->opts.trace);
+    if (e->opts.trace) r->trace[r->n_tokens - 1] = *rec;
+    if (is_stop_token(e, r, tok)) return finish(e, r, ETX_REQ_DONE_STOP);
+    // the context is full when the next token would have no position left
+    if (r->n_tokens >= r->max_tokens || r->n_prompt + r->n_tokens >= e->max_seq_len)
+        return finish(e, r, ETX_REQ_DONE_LENGTH);
+}
+
+// The policy picks the next token of r from its row of logits (and scores) on the CPU.
 static void pick_token(etx_engine* e, Request* r, const Pick* p) {
     const ModelConfig* c = &e->model->cfg;
     const float* logits = e->logits + (size_t)p->slot * c->vocab_size;
     const float* scores = e->scores + (size_t)p->slot * c->n_heads * e->max_seq_len;
     const int is_entropix = r->policy.kind == ETX_POLICY_ENTROPIX;
-    const int tracing = e->opts.trace;
     PolicyMetrics m = {0, 0, 0, 0, 0, 0};
     float log_z = 0.0f;
     if (needs_metrics(e, r)) m = step_metrics(e, r, logits, scores, p->n_pos, &log_z);
@@ -345,29 +393,26 @@ static void pick_token(etx_engine* e, Request* r, const Pick* p) {
     const PolicyDecision d =
         is_entropix ? entropix_decide(&r->policy.entropix, &m, prev, r->pause_token) : policy_decision_simple(&r->policy);
     const int32_t tok = sampler_pick(&e->sampler, logits, &d, r->policy.seed, r->key, (uint32_t)r->n_tokens);
-    append_token(r, tok, tracing);
-    if (tracing) {
-        etx_trace_record* t = &r->trace[r->n_tokens - 1];
-        t->request_id = r->id;
-        t->step = r->n_tokens - 1;
-        t->token = tok;
-        t->logprob = logits[tok] - log_z;
-        t->entropy = m.entropy;
-        t->varentropy = m.varentropy;
-        t->attn_entropy = m.attn_entropy;
-        t->attn_varentropy = m.attn_varentropy;
-        t->agreement = m.agreement;
-        t->interaction = m.interaction;
-        t->branch = d.branch;
-        t->temperature = d.temperature;
-        t->top_k = d.top_k;
-        t->top_p = d.top_p;
-        t->min_p = d.min_p;
+    etx_trace_record t;
+    memset(&t, 0, sizeof t);
+    if (e->opts.trace) {
+        t.request_id = r->id;
+        t.step = r->n_tokens;
+        t.token = tok;
+        t.logprob = logits[tok] - log_z;
+        t.entropy = m.entropy;
+        t.varentropy = m.varentropy;
+        t.attn_entropy = m.attn_entropy;
+        t.attn_varentropy = m.attn_varentropy;
+        t.agreement = m.agreement;
+        t.interaction = m.interaction;
+        t.branch = d.branch;
+        t.temperature = d.temperature;
+        t.top_k = d.top_k;
+        t.top_p = d.top_p;
+        t.min_p = d.min_p;
     }
-    if (is_stop_token(e, r, tok)) return finish(e, r, ETX_REQ_DONE_STOP);
-    // the context is full when the next token would have no position left
-    if (r->n_tokens >= r->max_tokens || r->n_prompt + r->n_tokens >= e->max_seq_len)
-        return finish(e, r, ETX_REQ_DONE_LENGTH);
+    accept_token(e, r, tok, &t);
 }
 
 static KVSeq kv_view(const etx_engine* e, const Request* r) {
@@ -431,6 +476,50 @@ static int run_plan(etx_engine* e) {
     return n_picks;
 }
 
+// The plan's work on the device backend: it runs the forward passes and the policy and
+// hands back each sampled sequence's token (and trace record). Returns the picks due.
+static int run_plan_device(etx_engine* e) {
+    SchedPlan* plan = &e->plan;
+    int n_picks = 0, n_work = 0;
+    for (int i = 0; i < plan->n_work; i++) {
+        const SchedWork* w = &plan->work[i];
+        Request* r = (Request*)w->seq;
+        DeviceWork* d = &e->dwork[n_work++];
+        d->decode = w->kind == WORK_DECODE;
+        d->block_ids = r->seq.table.ids;
+        d->n_block_ids = r->seq.table.n_ids;
+        d->pos0 = w->pos0;
+        d->n = w->n;
+        d->tokens = w->pos0 < r->n_prompt ? r->prompt + w->pos0 : r->tokens + (w->pos0 - r->n_prompt);
+        d->pick = -1;
+        if (!w->sample) continue;
+        d->pick = n_picks;
+        DevicePick* p = &e->dpicks[n_picks];
+        memset(p, 0, sizeof *p);
+        p->policy = &r->policy;
+        p->key = r->key;
+        p->step = (uint32_t)r->n_tokens;
+        p->prev_token = r->n_tokens > 0 ? r->tokens[r->n_tokens - 1] : r->prompt[r->n_prompt - 1];
+        p->pause_token = r->pause_token;
+        p->request_id = r->id;
+        e->dpick_req[n_picks++] = r;
+    }
+    DeviceStep st = {plan->copies, plan->n_copies, e->dwork, n_work, e->dpicks, n_picks};
+    etx_status s = e->dev_ops->step(e->dev, &st);
+    if (s.code != ETX_OK) { // the device failed the step: every request in it fails, nothing is committed
+        for (int i = 0; i < plan->n_work; i++) {
+            fail(e, (Request*)plan->work[i].seq, s);
+            plan->work[i].seq = NULL;
+        }
+        return 0;
+    }
+    for (int i = 0; i < plan->n_work; i++) {
+        if (plan->work[i].kind == WORK_DECODE) e->stats.decode_rows++;
+        else e->stats.prefill_tokens += plan->work[i].n;
+    }
+    return n_picks;
+}
+
 etx_status etx_engine_step(etx_engine* e, int* n_active) {
     int n = 0;
     for (int i = 0; i < e->n_reqs; i++)
@@ -447,13 +536,15 @@ etx_status etx_engine_step(etx_engine* e, int* n_active) {
         }
         e->stats.preemptions += e->plan.n_preempted;
         for (int i = 0; i < e->plan.n_work; i++) ((Request*)e->plan.work[i].seq)->phase = ETX_REQ_RUNNING;
-        int n_picks = run_plan(e);
+        int n_picks = e->dev_ops ? run_plan_device(e) : run_plan(e);
         sched_commit(&e->plan);
         int used = e->bm.n_blocks - e->bm.n_free;
         if (used > e->stats.kv_blocks_peak) e->stats.kv_blocks_peak = used;
         for (int i = 0; i < n_picks; i++) {
-            Request* r = e->picks[i].r;
-            if (!is_finished(r)) pick_token(e, r, &e->picks[i]);
+            Request* r = e->dev_ops ? e->dpick_req[i] : e->picks[i].r;
+            if (is_finished(r)) continue;
+            if (e->dev_ops) accept_token(e, r, e->dpicks[i].token, &e->dpicks[i].trace);
+            else pick_token(e, r, &e->picks[i]);
         }
         if (e->plan.n_work) e->stats.steps++;
     }
@@ -520,11 +611,22 @@ etx_status etx_engine_release(etx_engine* e, int id) {
 
 etx_status etx_engine_get_stats(const etx_engine* e, etx_engine_stats* stats) {
     *stats = e->stats;
+    stats->device = e->opts.device;
+    stats->d2h_bytes = e->dev_ops ? e->dev_ops->d2h_bytes(e->dev) : 0;
+    snprintf(stats->device_name, sizeof stats->device_name, "%s",
+             e->dev_ops ? e->dev_ops->device_name() : "cpu");
     return etx_ok();
 }
 
 etx_status etx_engine_logits(etx_engine* e, const int32_t* ids, int n, int all_positions, float* out) {
     const int vocab = e->model->cfg.vocab_size;
+    if (e->dev_ops && ids && n >= 1 && n <= e->max_seq_len) {
+        for (int i = 0; i < n; i++)
+            if (ids[i] < 0 || ids[i] >= vocab)
+                return etx_error(ETX_ERR_INVALID_ARG, "logits: token %d at position %d is outside the vocabulary (0..%d)",
+                                 ids[i], i, vocab - 1);
+        return e->dev_ops->logits(e->dev, ids, n, all_positions, out);
+    }
     if (!ids || n < 1) return etx_error(ETX_ERR_INVALID_ARG, "logits: no tokens given");
     if (n > e->max_seq_len)
         return etx_error(ETX_ERR_INVALID_ARG, "logits: %d tokens exceed the context of %d", n, e->max_seq_len);

@@ -206,6 +206,15 @@ static int cmd_generate_run(const char* model, const char* prompt, const char* c
                 (rs.n_tokens - 1) / (decode > 0 ? decode : 1e-9),
                 rs.phase == ETX_REQ_DONE_STOP ? "a stop token" : "the length limit");
         cli_trace_stats_print(&ts, stderr);
+        etx_engine_stats es;
+        etx_engine_get_stats(e, &es);
+        if (es.device == ETX_DEVICE_CUDA)
+            fprintf(stderr, "etx: device %s: %lld bytes device->host in all, %.1f per generated token (the token id "
+                            "and, as --stats traces, its %zu-byte trace record)\n",
+                    es.device_name, es.d2h_bytes, rs.n_tokens ? (double)es.d2h_bytes / rs.n_tokens : 0.0,
+                    sizeof(etx_trace_record));
+        else
+            fprintf(stderr, "etx: device cpu\n");
     }
     rc = 0;
 done:

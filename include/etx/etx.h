@@ -229,6 +229,10 @@ typedef struct {
     int kv_block_size;    // positions per block
     int kv_blocks_peak;   // most blocks in use at once
     int max_batch;
+    etx_device device;    // where the steps run: ETX_DEVICE_CPU or ETX_DEVICE_CUDA
+    char device_name[64]; // "cpu", or the GPU's name
+    long long d2h_bytes;  // bytes copied device -> host by the steps (0 on the CPU): the
+                          // sampled tokens, and the trace records when tracing
 } etx_engine_stats;
 
 typedef struct etx_engine etx_engine;
