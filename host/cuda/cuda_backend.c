@@ -506,6 +506,14 @@ etx_status cuda_backend_test_logits(DeviceBackend* b, float* out, int n_picks) {
     return etx_ok();
 }
 
+etx_status cuda_backend_test_scores(DeviceBackend* b, float* out, int n_picks) {
+    if (n_picks < 0 || n_picks > b->last_picks)
+        return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: %d score rows asked, the last step had %d picks",
+                         n_picks, b->last_picks);
+    etx_dev_download(out, b->scores, (size_t)n_picks * score_row(b) * 4);
+    return etx_ok();
+}
+
 static long long cuda_d2h_bytes(const DeviceBackend* b) { return b->d2h; }
 
 static const DeviceBackendOps cuda_ops = {

@@ -143,5 +143,8 @@ void cuda_forward_rows(DeviceBackend* b, const CudaRows* r);
 // Test-only (tests/kernels/test_cuda_backend.c): the logits rows of the last step's picks,
 // (n_picks, vocab), downloaded outside the d2h_bytes count.
 etx_status cuda_backend_test_logits(DeviceBackend* b, float* out, int n_picks);
+// Test-only: the last step's picks' last-layer score capture, (n_picks, n_heads, max_seq_len)
+// (rows of picks that needed no metrics hold stale values).
+etx_status cuda_backend_test_scores(DeviceBackend* b, float* out, int n_picks);
 
 #endif // ETX_CUDA_BACKEND_H
