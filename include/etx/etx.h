@@ -69,6 +69,7 @@ typedef struct {
     const char* arch;      // "llama"
     const char* format;    // "safetensors" or "gguf"
     const char* chat_template; // "llama3", "chatml" or "none"
+    long long n_params;    // parameters (a tied embedding counted once)
 } etx_model_info;
 
 // path: a Hugging Face model directory, or a .gguf file
