@@ -7,6 +7,11 @@
  * tokens, and trace records when tracing, come back), logits (a forward with private
  * K/V blocks), and the registration constructor.
  *
+ * d2h_bytes counts what step() downloads: 4 bytes per pick (its int32 token), plus
+ * sizeof(etx_trace_record) per pick when tracing. The done flags stay on the device (the
+ * engine re-checks stops); DevicePick has no max_tokens, stop ids or ignore_eos, so the
+ * policy kernel's own done flag only knows EOS and the context length.
+ *
  * Built natively (kernels through nvcc, cuBLAS) and under the SIMT emulator (ETX_SIMT),
  * where the backend is named "cuda (SIMT emulator)".
  */
