@@ -2,7 +2,7 @@
  * cuda_backend.c — the CUDA backend as the engine sees it (host/device_backend.h): create
  * (model upload, paged K/V pools, activations, sampling buffers; refuses a plan that does
  * not fit the device's free memory, never aborts on out of memory), step (copy-on-write
- * block copies, prefill chunks one at a time, every decode row as one batch, then for
+ * block copies, the prefill chunks packed into few launches, every decode row as one batch, then for
  * the picks the vocabulary pass, attention metrics and policy on the device; only the
  * tokens, and trace records when tracing, come back), logits (a forward with private
  * K/V blocks), and the registration constructor.
@@ -267,25 +267,55 @@ static void put_table_row(DeviceBackend* b, int row, const DeviceWork* w) {
     for (int k = 0; k < w->n_block_ids; k++) t[k] = w->block_ids[k];
 }
 
-// One prefill chunk: its rows, the logits of its last row when sampled (and its scores
-// when that pick needs metrics).
-static void run_prefill(DeviceBackend* b, const DeviceWork* w, const DeviceStep* s, int metrics_any) {
-    for (int i = 0; i < w->n; i++) {
-        b->h_row_seq[i] = 0;
-        b->h_row_pos[i] = w->pos0 + i;
+// The step's prefill chunks, packed into groups of at most max_rows rows and
+// min(max_batch, 64) chunks (chunk k of a group uses block table row k): one forward per
+// group, then the final norm and LM head of each sampled chunk's last row into its pick's
+// logits row (its scores captured into the pick's row when it needs metrics).
+static void run_prefill_group(DeviceBackend* b, const DeviceStep* s, const int* idx, int n_chunks, int metrics_any) {
+    EtxPrefillChunk ch[64];
+    int rows = 0, capture = 0;
+    for (int k = 0; k < n_chunks; k++) {
+        const DeviceWork* w = &s->work[idx[k]];
+        const int p = w->pick;
+        const int cap = p >= 0 && metrics_any && needs_metrics(b, &s->picks[p]);
+        ch[k] = (EtxPrefillChunk){.seq = k, .pos0 = w->pos0, .n = w->n, .row0 = rows, .capture = cap ? p : -1};
+        capture |= cap;
+        memcpy(b->h_tokens + rows, w->tokens, (size_t)w->n * sizeof(int32_t));
+        for (int i = 0; i < w->n; i++) {
+            b->h_row_seq[rows + i] = k;
+            b->h_row_pos[rows + i] = w->pos0 + i;
+        }
+        put_table_row(b, k, w);
+        rows += w->n;
     }
-    put_table_row(b, 0, w);
-    etx_dev_upload(b->d_tokens, w->tokens, (size_t)w->n * 4);
-    etx_dev_upload(b->d_row_seq, b->h_row_seq, (size_t)w->n * 4);
-    etx_dev_upload(b->d_row_pos, b->h_row_pos, (size_t)w->n * 4);
-    etx_dev_upload(b->d_table, b->h_table, (size_t)b->shape.max_blocks * 4);
-    const int p = w->pick;
-    CudaRows r = {.n = w->n, .decode = 0, .pos0 = w->pos0, .d_tokens = b->d_tokens, .d_row_seq = b->d_row_seq,
-                  .d_row_pos = b->d_row_pos, .d_table = b->d_table, .d_seq_len = NULL, .kv = b->layers,
-                  .scores = p >= 0 && metrics_any && needs_metrics(b, &s->picks[p]) ? b->scores + p * score_row(b)
-                                                                                     : NULL,
-                  .head_first = w->n - 1, .logits = p >= 0 ? b->logits + (size_t)p * b->vocab : NULL};
+    etx_dev_upload(b->d_tokens, b->h_tokens, (size_t)rows * 4);
+    etx_dev_upload(b->d_row_seq, b->h_row_seq, (size_t)rows * 4);
+    etx_dev_upload(b->d_row_pos, b->h_row_pos, (size_t)rows * 4);
+    etx_dev_upload(b->d_table, b->h_table, (size_t)n_chunks * b->shape.max_blocks * 4);
+    CudaRows r = {.n = rows, .decode = 0, .chunks = ch, .n_chunks = n_chunks, .d_tokens = b->d_tokens,
+                  .d_row_seq = b->d_row_seq, .d_row_pos = b->d_row_pos, .d_table = b->d_table, .kv = b->layers,
+                  .scores = capture ? b->scores : NULL, .logits = NULL};
     cuda_forward_rows(b, &r);
+    for (int k = 0; k < n_chunks; k++) {
+        const int p = s->work[idx[k]].pick;
+        if (p >= 0) cuda_forward_head(b, ch[k].row0 + ch[k].n - 1, 1, b->logits + (size_t)p * b->vocab);
+    }
+}
+
+static void run_prefills(DeviceBackend* b, const DeviceStep* s, int metrics_any) {
+    const int max_chunks = b->cfg.max_batch < 64 ? b->cfg.max_batch : 64;
+    int idx[64], n_chunks = 0, rows = 0;
+    for (int i = 0; i < s->n_work; i++) {
+        const DeviceWork* w = &s->work[i];
+        if (w->decode) continue;
+        if (n_chunks == max_chunks || rows + w->n > b->max_rows) {
+            run_prefill_group(b, s, idx, n_chunks, metrics_any);
+            n_chunks = rows = 0;
+        }
+        idx[n_chunks++] = i;
+        rows += w->n;
+    }
+    if (n_chunks) run_prefill_group(b, s, idx, n_chunks, metrics_any);
 }
 
 // The decode batch's launches: replayed from the graph of its padded size (captured on
@@ -395,8 +425,7 @@ static etx_status cuda_step(DeviceBackend* b, DeviceStep* s) {
     for (int p = 0; p < s->n_picks; p++) metrics_any |= needs_metrics(b, &s->picks[p]);
 
     copy_blocks(b, s->copies, s->n_copies);
-    for (int i = 0; i < s->n_work; i++)
-        if (!s->work[i].decode) run_prefill(b, &s->work[i], s, metrics_any);
+    run_prefills(b, s, metrics_any);
     run_decode(b, s, metrics_any);
     b->last_picks = s->n_picks;
     if (s->n_picks == 0) return etx_ok();

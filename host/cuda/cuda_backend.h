@@ -42,8 +42,10 @@ typedef struct {
 // One forward's rows and where their results go (cuda_forward.c).
 typedef struct {
     int n;                      // rows
-    int decode;                 // 1: one row per sequence (etx_attn_decode); 0: one prefill chunk
-    int pos0;                   // prefill: position of row 0
+    int decode;                 // 1: one row per sequence (etx_attn_decode); 0: prefill
+    int pos0;                   // prefill of one chunk (chunks == NULL): position of row 0, table row 0
+    const EtxPrefillChunk* chunks; // prefill of several chunks (etx_attn_prefill_chunks), or NULL
+    int n_chunks;
     const int32_t* d_tokens;    // (n) device
     const int32_t* d_row_seq;   // (n) device: block table row of each row
     const int32_t* d_row_pos;   // (n) device
@@ -51,7 +53,8 @@ typedef struct {
     const int32_t* d_seq_len;   // decode: (n) device, row_pos + 1
     CudaLayer* kv;              // K/V pools per layer: the backend's, or logits()'s private ones
     float* scores;              // NULL, or the last layer's capture (decode: (n, n_heads, max_seq_len);
-                                // prefill: the last row's (n_heads, max_seq_len))
+                                // one chunk: the last row's (n_heads, max_seq_len); chunks: the
+                                // rows chunks[i].capture of (.., n_heads, max_seq_len))
     int head_first;             // LM head from this row on (rows head_first .. n - 1)
     float* logits;              // NULL (no LM head), or ((n - head_first), vocab)
 } CudaRows;
@@ -139,6 +142,9 @@ etx_status cuda_alloc(DeviceBackend* b, void** p, size_t bytes, const char* what
 
 // cuda_forward.c: embedding, every layer and (r->logits) the final norm and LM head.
 void cuda_forward_rows(DeviceBackend* b, const CudaRows* r);
+// The final norm (adding the last down projection) and LM head of rows row0 .. row0 + n - 1
+// of the last cuda_forward_rows, into logits (n, vocab).
+void cuda_forward_head(DeviceBackend* b, int row0, int n, float* logits);
 
 // Test-only (tests/kernels/test_cuda_backend.c): the logits rows of the last step's picks,
 // (n_picks, vocab), downloaded outside the d2h_bytes count.

@@ -7,7 +7,8 @@
  *   -> rmsnorm(+ o output) -> gemm gate/up -> swiglu -> gemm down
  *   -> final rmsnorm(+ last down output) -> gemm LM head (only the rows that need logits).
  *
- * Everything stays on the device; the launches depend only on host values (row counts,
+ * A step's prefill chunks of several sequences run as one set of rows (one GEMM per
+ * projection, etx_attn_prefill_chunks). Everything stays on the device; the launches depend only on host values (row counts,
  * positions of a prefill chunk), as CUDA graph capture needs for the decode batch.
  */
 #include "cuda_backend.h"
@@ -34,6 +35,9 @@ void cuda_forward_rows(DeviceBackend* b, const CudaRows* r) {
             etx_attn_decode(b->att, scores, b->cfg.max_seq_len, b->q, kv->k_pool, kv->v_pool, r->d_table, r->d_row_seq,
                             r->d_seq_len, n, b->cfg.max_seq_len, splits > b->max_splits ? b->max_splits : splits,
                             b->attn_ws, b->shape, st);
+        } else if (r->chunks) {
+            etx_attn_prefill_chunks(b->att, scores, b->cfg.max_seq_len, b->q, kv->k_pool, kv->v_pool, r->d_table,
+                                    r->chunks, r->n_chunks, b->shape, st);
         } else {
             etx_attn_prefill(b->att, scores, b->cfg.max_seq_len, b->q, kv->k_pool, kv->v_pool, r->d_table, 0, r->pos0,
                              n, b->shape, st);
@@ -44,9 +48,11 @@ void cuda_forward_rows(DeviceBackend* b, const CudaRows* r) {
         etx_swiglu(b->hb, b->gu, n, b->hidden, st);
         etx_gemm_bf16(b->gemm, b->delta, b->hb, L->wdown, n, b->hidden, dim, st);
     }
-    if (!r->logits) return;
-    const size_t off = (size_t)r->head_first * dim;
-    const int nh = n - r->head_first;
-    etx_rmsnorm_residual(b->xb + off, b->x + off, b->delta + off, b->final_norm, nh, dim, b->eps, st);
-    etx_gemm_bf16(b->gemm, r->logits, b->xb + off, b->lm_head, nh, dim, b->vocab, st);
+    if (r->logits) cuda_forward_head(b, r->head_first, n - r->head_first, r->logits);
+}
+
+void cuda_forward_head(DeviceBackend* b, int row0, int n, float* logits) {
+    const size_t off = (size_t)row0 * b->dim;
+    etx_rmsnorm_residual(b->xb + off, b->x + off, b->delta + off, b->final_norm, n, b->dim, b->eps, b->stream);
+    etx_gemm_bf16(b->gemm, logits, b->xb + off, b->lm_head, n, b->dim, b->vocab, b->stream);
 }

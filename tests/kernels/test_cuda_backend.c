@@ -326,8 +326,9 @@ static DevicePick make_pick(const Harness* h, const Seq* s, int n_prompt, int re
     return p;
 }
 
-// The plan (block size 4, shuffled ids): A = 11-token prompt in chunks of 8 and 3; B = 6,
-// C = 8; D forks A after its prompt (shares A's two full blocks, copies the third);
+// The plan (block size 4, shuffled ids; max_chunk 8, so a step's prefill groups hold 8
+// rows): A = 11-token prompt in chunks of 8 and 3; B = 6 (step 1: two groups), C = 5
+// (step 2: C and A's second chunk in one group); D forks A after its prompt (shares A's two full blocks, copies the third);
 // then a decode batch A, B, C, D (picks in row order), then B, A, D (picks 1, 0, none).
 static void run_plan(const etx_model* m, const etx_policy* pol, int trace, int pad) {
     const DeviceBackendOps* o = ops();
@@ -342,7 +343,7 @@ static void run_plan(const etx_model* m, const etx_policy* pol, int trace, int p
     ck_assert_int_eq((int)o->d2h_bytes(h.b), 0);
     Seq A = {.n = 11, .blocks = {17, 3, 25, 38}, .n_blocks = 4};
     Seq B = {.n = 6, .blocks = {9, 30}, .n_blocks = 2};
-    Seq C = {.n = 8, .blocks = {33, 1, 14}, .n_blocks = 3};
+    Seq C = {.n = 5, .blocks = {33, 1, 14}, .n_blocks = 3};
     Seq D;
     for (int i = 0; i < MAX_TOK; i++) {
         A.tok[i] = rand_token(V);
