@@ -233,10 +233,11 @@ static etx_status check_work(const DeviceBackend* b, const DeviceWork* w, int i,
                          "CUDA backend: work %d: %d rows at position %d (decode %d; max_chunk %d, max_seq_len %d)", i,
                          w->n, w->pos0, w->decode, c->max_chunk, c->max_seq_len);
     const int need = (w->pos0 + w->n + c->kv_block_size - 1) / c->kv_block_size;
-    if (w->n_block_ids < need || w->n_block_ids > b->shape.max_blocks)
-        return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: work %d: %d block ids for %d positions (%d needed, %d max)",
-                         i, w->n_block_ids, w->pos0 + w->n, need, b->shape.max_blocks);
-    for (int k = 0; k < w->n_block_ids; k++)
+    if (w->n_block_ids < need)
+        return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: work %d: %d block ids for %d positions (%d needed)", i,
+                         w->n_block_ids, w->pos0 + w->n, need);
+    const int n_ids = w->n_block_ids < b->shape.max_blocks ? w->n_block_ids : b->shape.max_blocks;
+    for (int k = 0; k < n_ids; k++)
         if (w->block_ids[k] < 0 || w->block_ids[k] >= c->kv_blocks)
             return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: work %d: block id %d out of range (%d blocks)", i,
                              w->block_ids[k], c->kv_blocks);
@@ -260,11 +261,13 @@ static void copy_blocks(DeviceBackend* b, const BlockCopy* cp, int n) {
         }
 }
 
-// The block table row `row` (host staging) from a work's ids; unused columns 0.
+// The block table row `row` (host staging) from a work's ids (those past max_seq_len,
+// which it cannot reach, left out); unused columns 0.
 static void put_table_row(DeviceBackend* b, int row, const DeviceWork* w) {
     int32_t* t = b->h_table + (size_t)row * b->shape.max_blocks;
+    const int n = w->n_block_ids < b->shape.max_blocks ? w->n_block_ids : b->shape.max_blocks;
     memset(t, 0, (size_t)b->shape.max_blocks * sizeof(int32_t));
-    for (int k = 0; k < w->n_block_ids; k++) t[k] = w->block_ids[k];
+    for (int k = 0; k < n; k++) t[k] = w->block_ids[k];
 }
 
 // The step's prefill chunks, packed into groups of at most max_rows rows and
@@ -364,11 +367,11 @@ static void run_decode(DeviceBackend* b, const DeviceStep* s, int metrics_any) {
         b->h_row_seq[r] = r;
         b->h_row_pos[r] = w ? w->pos0 : -1;
         b->h_seq_len[r] = w ? w->pos0 + 1 : 0;
-        int32_t* t = b->h_table + (size_t)r * b->shape.max_blocks;
-        memset(t, 0, (size_t)b->shape.max_blocks * sizeof(int32_t));
         if (w) {
-            for (int k = 0; k < w->n_block_ids; k++) t[k] = w->block_ids[k];
+            put_table_row(b, r, w);
             if (w->pick != rows[0]->pick + r) direct = 0;
+        } else {
+            memset(b->h_table + (size_t)r * b->shape.max_blocks, 0, (size_t)b->shape.max_blocks * sizeof(int32_t));
         }
     }
     etx_dev_upload(b->d_tokens, b->h_tokens, (size_t)nb * 4);
