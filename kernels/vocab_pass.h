@@ -8,7 +8,7 @@
  *
  * Why K = 128: the entropix adaptive branch asks for up to 100 candidates
  * (clip(round(top_k ...), 1, 100)), so every entropix decision with top_k0 > 0 fits the
- * list and never needs the exact full-row fallback of kernels/policy.cu.
+ * list and never needs the exact full-row fallback of kernels/policy_step.cu.
  *
  * Plain C header (launchers have C linkage) also read by the kernels.
  */

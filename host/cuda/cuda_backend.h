@@ -25,7 +25,7 @@
 #include "attention.h"
 #include "attn_metrics.h"
 #include "device_backend.h"
-#include "../../kernels/policy.h" // the policy kernel (host/policy.h is the CPU policy parser)
+#include "policy_step.h"
 #include "vocab_pass.h"
 
 typedef struct {

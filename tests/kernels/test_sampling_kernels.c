@@ -1,6 +1,6 @@
 /*
  * test_sampling_kernels.c — the sampling kernels (kernels/vocab_pass.cu,
- * kernels/attn_metrics.cu, kernels/policy.cu) against their CPU twins, under the SIMT
+ * kernels/attn_metrics.cu, kernels/policy_step.cu) against their CPU twins, under the SIMT
  * emulator (_emu) and on a GPU (_gpu, skipped without one).
  *
  *   - vocab pass: rows of 100, 1000, 32000 and 49152 logits of several shapes (random,
@@ -32,7 +32,7 @@
 #include "attn_metrics.h"
 #include "device.h"
 #include "metrics.h"
-#include "policy.h"
+#include "policy_step.h"
 #include "sampler.h"
 #include "vocab_pass.h"
 

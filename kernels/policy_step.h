@@ -1,6 +1,6 @@
 /*
  * policy.h — the next token of every sequence of a batch on the device
- * (kernels/policy.cu): the policy's decision (greedy, sample, or entropix_decide on the
+ * (kernels/policy_step.cu): the policy's decision (greedy, sample, or entropix_decide on the
  * step's metrics), the filters and draws of kernels/policy_math.h over the candidates,
  * best-of-N by log-probability, the token, an optional trace record and the done flag —
  * the device twin of host/engine.c:step_request after the forward pass (with

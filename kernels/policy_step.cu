@@ -1,5 +1,5 @@
 /*
- * policy.cu — the policy step on the device (policy.h): decision, filter + draw, token,
+ * policy_step.cu — the policy step on the device (policy_step.h): decision, filter + draw, token,
  * trace record, done flag; the twin of host/engine.c:step_request + sampler_pick.
  *
  * Math (one line): token = forced | argmax | cand[min_j draw_j], draw_j = inverse CDF of
@@ -30,7 +30,7 @@
  * n_prompt + n_tokens >= max_seq_len (no position left) -> ETX_REQ_DONE_LENGTH.
  */
 #include "cuda_common.cuh"
-#include "policy.h"
+#include "policy_step.h"
 
 #define PK_THREADS 64      // sequences per block of kernel 1
 #define PK_SORT_THREADS 512
