@@ -103,6 +103,14 @@ START_TEST(bad_options_are_named) {
                       cases[i].expect);
         free_run(&r);
     }
+    // --device cuda where it cannot run (no GPU here, or no CUDA backend in this build):
+    // an error naming the device and the way out, not a crash
+    if (system("nvidia-smi -L > /dev/null 2>&1") != 0) {
+        Run r = run("generate -p hi -n 1 --device cuda", NULL);
+        ck_assert_msg(r.status != 0, "generate --device cuda without a GPU exited 0");
+        ck_assert_msg(strstr(r.err, "device cuda") && strstr(r.err, "--device cpu"), "stderr: %s", r.err);
+        free_run(&r);
+    }
 }
 END_TEST
 
