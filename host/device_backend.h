@@ -68,6 +68,11 @@ typedef struct {
     // runs the step: copies, prefill chunks, the decode batch, then for every pick the
     // vocabulary pass, attention metrics and the policy; fills picks[i].token (and .trace)
     etx_status (*step)(DeviceBackend* b, DeviceStep* step);
+    // k decode steps with one synchronisation: every work a decode row whose pick is its
+    // index, block tables holding pos0 + k positions; the token drawn at step j is row's
+    // input at step j + 1 (on the device). tokens: (k, n_picks) out, step-major; trace:
+    // (k, n_picks) out when tracing. step->picks describe step 0.
+    etx_status (*decode_steps)(DeviceBackend* b, DeviceStep* step, int k, int32_t* tokens, etx_trace_record* trace);
     // logits of ids (no state kept), as etx_engine_logits
     etx_status (*logits)(DeviceBackend* b, const int32_t* ids, int n, int all_positions, float* out);
     // bytes copied device -> host so far by step() (tokens, trace records)

@@ -79,6 +79,8 @@ struct etx_engine {
     DeviceWork* dwork;   // (max_batch) a step's work as the device backend takes it
     DevicePick* dpicks;  // (max_batch)
     Request** dpick_req; // (max_batch) the request of each device pick
+    int32_t* ring_tokens;        // (steps_per_sync, max_batch) tokens of a multi-step call
+    etx_trace_record* ring_trace; // (steps_per_sync, max_batch) their trace records (tracing)
     Request** reqs;    // (n_reqs) live requests, in submission order
     int n_reqs;
     int cap_reqs;
@@ -95,6 +97,7 @@ etx_engine_options etx_engine_options_default(void) {
     o.max_batch = 0;
     o.kv_block_size = 0;
     o.kv_blocks = 0;
+    o.steps_per_sync = 0;
     return o;
 }
 
@@ -155,6 +158,8 @@ etx_status etx_engine_create(const etx_model* model, const etx_engine_options* o
         return etx_error(ETX_ERR_INVALID_ARG, "kv_block_size must be 1..%d, or 0 for the default (got %d)", ATT_BLOCK,
                          o.kv_block_size);
     if (o.kv_blocks < 0) return etx_error(ETX_ERR_INVALID_ARG, "kv_blocks must be >= 0 (got %d)", o.kv_blocks);
+    if (o.steps_per_sync < 0 || o.steps_per_sync > 64)
+        return etx_error(ETX_ERR_INVALID_ARG, "steps_per_sync must be 0..64 (got %d)", o.steps_per_sync);
     const ModelConfig* c = &model->cfg;
     const int model_ctx = c->max_seq_len;
     int ctx = o.max_seq_len ? o.max_seq_len : (model_ctx < 4096 ? model_ctx : 4096);
@@ -164,6 +169,8 @@ etx_status etx_engine_create(const etx_model* model, const etx_engine_options* o
     if (!o.kv_block_size) o.kv_block_size = 64;
     if (!o.kv_blocks) o.kv_blocks = auto_kv_blocks(c, ctx, o.kv_block_size, o.max_batch);
     o.device = dev_ops ? ETX_DEVICE_CUDA : ETX_DEVICE_CPU;
+    if (!o.steps_per_sync) o.steps_per_sync = 8;
+    if (!dev_ops || !dev_ops->decode_steps) o.steps_per_sync = 1;
 
     etx_engine* e = xcalloc(1, sizeof(etx_engine));
     e->model = model;
@@ -198,6 +205,8 @@ etx_status etx_engine_create(const etx_model* model, const etx_engine_options* o
         e->scores = xmalloc(B * nh * (size_t)ctx * sizeof(float));
         e->scratch = xmalloc((nh + 1) * (size_t)ctx * sizeof(float));
     }
+    e->ring_tokens = xmalloc((size_t)o.steps_per_sync * B * sizeof(int32_t));
+    e->ring_trace = o.trace ? xmalloc((size_t)o.steps_per_sync * B * sizeof(etx_trace_record)) : NULL;
     e->dwork = xmalloc(B * sizeof(DeviceWork));
     e->dpicks = xmalloc(B * sizeof(DevicePick));
     e->dpick_req = xmalloc(B * sizeof(Request*));
@@ -239,6 +248,8 @@ void etx_engine_free(etx_engine* e) {
     free(e->row_scores);
     free(e->picks);
     free(e->dwork);
+    free(e->ring_tokens);
+    free(e->ring_trace);
     free(e->dpicks);
     free(e->dpick_req);
     if (e->dev_ops) e->dev_ops->destroy(e->dev);
@@ -478,7 +489,41 @@ static int run_plan(etx_engine* e) {
 
 // The plan's work on the device backend: it runs the forward passes and the policy and
 // hands back each sampled sequence's token (and trace record). Returns the picks due.
-static int run_plan_device(etx_engine* e) {
+// How many decode steps the device may run before the host looks again: steps_per_sync
+// when the plan is nothing but a sampled decode row per running request, no request waits
+// for admission, every request has that many tokens and positions left, and the pool
+// gives every row that many positions (blocks taken now, committed after the call);
+// otherwise 1.
+static int multi_steps(etx_engine* e) {
+    const SchedPlan* plan = &e->plan;
+    int k = e->opts.steps_per_sync;
+    if (k < 2 || plan->n_work == 0 || plan->n_failed || plan->n_preempted) return 1;
+    for (int i = 0; i < e->n_reqs; i++)
+        if (!is_finished(e->reqs[i]) && e->reqs[i]->seq.state == SEQ_WAITING) return 1;
+    for (int i = 0; i < plan->n_work; i++) {
+        const SchedWork* w = &plan->work[i];
+        const Request* r = (const Request*)w->seq;
+        if (w->kind != WORK_DECODE || !w->sample) return 1;
+        int left = r->max_tokens - r->n_tokens;                // tokens it may still generate
+        int room = e->max_seq_len - (r->n_prompt + r->n_tokens); // ... within the context
+        if (left < k) k = left;
+        if (room < k) k = room;
+    }
+    if (k < 2) return 1;
+    for (int i = 0; i < plan->n_work; i++) { // positions pos0 .. pos0 + k - 1 for every row
+        BlockCopy copy;
+        int n_copies = 0;
+        Request* r = (Request*)plan->work[i].seq;
+        // the scheduler's prepare already made the last block private, so this one only
+        // appends blocks and never records a copy
+        if (block_table_prepare(&e->bm, &r->seq.table, k, &copy, &n_copies).code != ETX_OK || n_copies) return 1;
+    }
+    return k;
+}
+
+static int run_plan_device(etx_engine* e, int* k_out) {
+    *k_out = 1;
+    const int k = multi_steps(e); // first: it may grow the block tables the works point into
     SchedPlan* plan = &e->plan;
     int n_picks = 0, n_work = 0;
     for (int i = 0; i < plan->n_work; i++) {
@@ -505,7 +550,12 @@ static int run_plan_device(etx_engine* e) {
         e->dpick_req[n_picks++] = r;
     }
     DeviceStep st = {plan->copies, plan->n_copies, e->dwork, n_work, e->dpicks, n_picks};
-    etx_status s = e->dev_ops->step(e->dev, &st);
+    etx_status s = k > 1 ? e->dev_ops->decode_steps(e->dev, &st, k, e->ring_tokens, e->ring_trace)
+                         : e->dev_ops->step(e->dev, &st);
+    if (s.code == ETX_OK && k > 1) {
+        *k_out = k;
+        e->stats.multi_steps++;
+    }
     if (s.code != ETX_OK) { // the device failed the step: every request in it fails, nothing is committed
         for (int i = 0; i < plan->n_work; i++) {
             fail(e, (Request*)plan->work[i].seq, s);
@@ -514,7 +564,7 @@ static int run_plan_device(etx_engine* e) {
         return 0;
     }
     for (int i = 0; i < plan->n_work; i++) {
-        if (plan->work[i].kind == WORK_DECODE) e->stats.decode_rows++;
+        if (plan->work[i].kind == WORK_DECODE) e->stats.decode_rows += k > 1 ? k : 1;
         else e->stats.prefill_tokens += plan->work[i].n;
     }
     return n_picks;
@@ -536,15 +586,29 @@ etx_status etx_engine_step(etx_engine* e, int* n_active) {
         }
         e->stats.preemptions += e->plan.n_preempted;
         for (int i = 0; i < e->plan.n_work; i++) ((Request*)e->plan.work[i].seq)->phase = ETX_REQ_RUNNING;
-        int n_picks = e->dev_ops ? run_plan_device(e) : run_plan(e);
+        int k = 1;
+        int n_picks = e->dev_ops ? run_plan_device(e, &k) : run_plan(e);
         sched_commit(&e->plan);
+        if (k > 1) // the rows' other k - 1 positions are in the cache too
+            for (int i = 0; i < e->plan.n_work; i++) {
+                SchedSeq* q = e->plan.work[i].seq;
+                if (!q) continue;
+                block_table_commit(&q->table, k - 1);
+                q->n_computed += k - 1;
+            }
         int used = e->bm.n_blocks - e->bm.n_free;
         if (used > e->stats.kv_blocks_peak) e->stats.kv_blocks_peak = used;
         for (int i = 0; i < n_picks; i++) {
             Request* r = e->dev_ops ? e->dpick_req[i] : e->picks[i].r;
             if (is_finished(r)) continue;
-            if (e->dev_ops) accept_token(e, r, e->dpicks[i].token, &e->dpicks[i].trace);
-            else pick_token(e, r, &e->picks[i]);
+            if (k > 1) // step j's token of pick i, in order, until a stop condition ends r
+                for (int j = 0; j < k && !is_finished(r); j++)
+                    accept_token(e, r, e->ring_tokens[(size_t)j * n_picks + i],
+                                 e->ring_trace ? &e->ring_trace[(size_t)j * n_picks + i] : NULL);
+            else if (e->dev_ops)
+                accept_token(e, r, e->dpicks[i].token, &e->dpicks[i].trace);
+            else
+                pick_token(e, r, &e->picks[i]);
         }
         if (e->plan.n_work) e->stats.steps++;
     }

@@ -197,6 +197,7 @@ typedef struct {
     int n_seen;    // tokens already decoded
     int n_counted; // tokens already counted for the progress bar
     long stop_at;  // offset of the first stop string, -1 = none
+    int stop_tokens; // tokens up to the one that completed the first stop string (0 = none)
 } Slot;
 
 static void slot_append(Slot* s, const char* b, size_t n) {
@@ -209,20 +210,23 @@ static void slot_append(Slot* s, const char* b, size_t n) {
     s->text[s->len] = '\0';
 }
 
-// Decodes tokens [n_seen, upto) and looks for the stop strings in the new text.
+// Decodes tokens [n_seen, upto) one at a time, looking for the stop strings after each:
+// the first token that completes one ends the text (s->stop_tokens), whatever came after
+// it in the same engine step (the engine may run several decode steps per call).
 static void slot_decode(Slot* s, const etx_model* m, const int32_t* toks, int upto, int stops) {
-    size_t from = s->len;
-    for (; s->n_seen < upto; s->n_seen++) {
+    for (; s->n_seen < upto && s->stop_at < 0; s->n_seen++) {
+        size_t from = s->len;
         const char* b;
         size_t n;
         if (etx_token_bytes(m, toks[s->n_seen], &b, &n).code == ETX_OK) slot_append(s, b, n);
-    }
-    if (!stops || s->stop_at >= 0) return;
-    for (int k = 0; k < GSM8K_N_STOPS; k++) {
-        size_t sl = strlen(GSM8K_STOPS[k]);
-        size_t start = from >= sl ? from - sl + 1 : 0;
-        const char* hit = s->len > start ? memmem(s->text + start, s->len - start, GSM8K_STOPS[k], sl) : NULL;
-        if (hit && (s->stop_at < 0 || hit - s->text < s->stop_at)) s->stop_at = hit - s->text;
+        if (!stops) continue;
+        for (int k = 0; k < GSM8K_N_STOPS; k++) {
+            size_t sl = strlen(GSM8K_STOPS[k]);
+            size_t start = from >= sl ? from - sl + 1 : 0;
+            const char* hit = s->len > start ? memmem(s->text + start, s->len - start, GSM8K_STOPS[k], sl) : NULL;
+            if (hit && (s->stop_at < 0 || hit - s->text < s->stop_at)) s->stop_at = hit - s->text;
+        }
+        if (s->stop_at >= 0) s->stop_tokens = s->n_seen + 1;
     }
 }
 
@@ -242,12 +246,15 @@ static char* result_line(const EvalArgs* a, const Item* it, int combo, Slot* s, 
     const char* finish = rs->phase == ETX_REQ_DONE_LENGTH ? "length" : rs->phase == ETX_REQ_FAILED ? "error" : "stop";
     size_t keep = s->len;
     if (s->stop_at >= 0) finish = "stop_string", keep = (size_t)s->stop_at;
+    // tokens past the one that completed a stop string are not part of the result
+    const int n_tokens = s->stop_tokens > 0 && s->stop_tokens < rs->n_tokens ? s->stop_tokens : rs->n_tokens;
+    if (n_recs > n_tokens) n_recs = n_tokens;
     char* completion = utf8_clean(s->text ? s->text : "", keep);
     cJSON* o = cJSON_CreateObject();
     if (combo >= 0) cJSON_AddNumberToObject(o, "combo", combo);
     cJSON_AddItemToObject(o, "id", cJSON_Duplicate(it->id, 1));
     cJSON_AddStringToObject(o, "completion", completion);
-    cJSON_AddNumberToObject(o, "tokens", rs->n_tokens);
+    cJSON_AddNumberToObject(o, "tokens", n_tokens);
     cJSON_AddStringToObject(o, "finish", finish);
     if (rs->phase == ETX_REQ_FAILED) cJSON_AddStringToObject(o, "error", rs->error);
     int per[ETX_BRANCH_COUNT] = {0};
@@ -272,7 +279,7 @@ static char* result_line(const EvalArgs* a, const Item* it, int combo, Slot* s, 
         cJSON_AddStringToObject(ex, "reference", sc.reference);
         t->scored++, t->strict += sc.strict_ok, t->flexible += sc.flexible_ok;
     }
-    t->tokens += rs->n_tokens;
+    t->tokens += n_tokens;
     t->done++;
     char* js = cJSON_PrintUnformatted(o);
     size_t n = strlen(js);

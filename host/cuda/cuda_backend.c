@@ -57,7 +57,7 @@ static void cuda_destroy(DeviceBackend* b) {
                    b->d_seq_len,  b->d_table,   b->logits,    b->scores,     b->dec_logits, b->dec_scores,
                    b->stats,      b->cand,      b->vp_scratch, b->attn,      b->am_scratch, b->d_n_pos,
                    b->d_window,   b->d_policies, b->d_states, b->pol_scratch, b->d_next,    b->d_done,
-                   b->d_trace};
+                   b->d_trace,    b->d_ring,    b->d_ring_trace};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) etx_dev_free(dev[i]);
     free(b->h_tokens);
     free(b->h_row_seq);
@@ -348,6 +348,9 @@ static void forward_decode(DeviceBackend* b, const CudaRows* r) {
 // the picks' rows directly; otherwise (and always for padded batches, whose graphs write
 // fixed buffers) they go to staging and each pick's row is copied. Padding rows (position
 // -1, length 0) write nothing to the cache and attend to nothing.
+static void decode_rows_on_device(DeviceBackend* b, const DeviceWork* const* rows, int n, int nb, int direct,
+                                  int metrics_any);
+
 static void run_decode(DeviceBackend* b, const DeviceStep* s, int metrics_any) {
     const DeviceWork* rows[b->cfg.max_batch];
     int n = 0;
@@ -379,6 +382,13 @@ static void run_decode(DeviceBackend* b, const DeviceStep* s, int metrics_any) {
     etx_dev_upload(b->d_row_pos, b->h_row_pos, (size_t)nb * 4);
     etx_dev_upload(b->d_seq_len, b->h_seq_len, (size_t)nb * 4);
     etx_dev_upload(b->d_table, b->h_table, (size_t)nb * b->shape.max_blocks * 4);
+    decode_rows_on_device(b, rows, n, nb, direct, metrics_any);
+}
+
+// The forward of the decode rows already on the device (tokens, positions, tables), then
+// each pick's logits (and scores) into its row when they went to staging.
+static void decode_rows_on_device(DeviceBackend* b, const DeviceWork* const* rows, int n, int nb, int direct,
+                                  int metrics_any) {
     const int p0 = rows[0]->pick;
     // a padded batch's graph always captures the scores (the same launches every step)
     float* scores = b->pad_decode ? b->dec_scores : !metrics_any ? NULL : direct ? b->scores + p0 * score_row(b)
@@ -401,7 +411,7 @@ static void run_decode(DeviceBackend* b, const DeviceStep* s, int metrics_any) {
     }
 }
 
-static etx_status cuda_step(DeviceBackend* b, DeviceStep* s) {
+static etx_status check_step(DeviceBackend* b, const DeviceStep* s, int* metrics_any_out) {
     const DeviceBackendConfig* c = &b->cfg;
     if (s->n_picks < 0 || s->n_picks > c->max_batch)
         return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: %d picks (max_batch %d)", s->n_picks, c->max_batch);
@@ -426,14 +436,13 @@ static etx_status cuda_step(DeviceBackend* b, DeviceStep* s) {
                              s->copies[i].src, s->copies[i].dst, c->kv_blocks);
     int metrics_any = 0;
     for (int p = 0; p < s->n_picks; p++) metrics_any |= needs_metrics(b, &s->picks[p]);
+    *metrics_any_out = metrics_any;
+    return etx_ok();
+}
 
-    copy_blocks(b, s->copies, s->n_copies);
-    run_prefills(b, s, metrics_any);
-    run_decode(b, s, metrics_any);
-    b->last_picks = s->n_picks;
-    if (s->n_picks == 0) return etx_ok();
-
-    // the picks: vocabulary pass, attention metrics, policy
+// The picks' policies and states to the device (positions each pick attended, from the works).
+static void upload_picks(DeviceBackend* b, const DeviceStep* s, int metrics_any) {
+    const DeviceBackendConfig* c = &b->cfg;
     const int np = s->n_picks;
     for (int i = 0; i < s->n_work; i++) {
         const DeviceWork* w = &s->work[i];
@@ -458,21 +467,42 @@ static etx_status cuda_step(DeviceBackend* b, DeviceStep* s) {
         st->max_seq_len = c->max_seq_len;
         if (!needs_metrics(b, pk)) b->h_n_pos[p] = 0; // zeros, as engine.c without metrics
     }
-    etx_vocab_pass(b->logits, np, b->vocab, ETX_TOPK, b->stats, b->cand, NULL, b->vp_scratch, b->stream);
     if (metrics_any) {
         etx_dev_upload(b->d_n_pos, b->h_n_pos, (size_t)np * 4);
         etx_dev_upload(b->d_window, b->h_window, (size_t)np * 4);
-        etx_attn_metrics(b->scores, np, b->m->cfg.n_heads, c->max_seq_len, b->d_n_pos, b->d_window, b->attn,
-                         b->am_scratch, b->stream);
     }
     etx_dev_upload(b->d_policies, b->h_policies, (size_t)np * sizeof(etx_policy));
     etx_dev_upload(b->d_states, b->h_states, (size_t)np * sizeof(EtxSeqState));
+}
+
+// Vocabulary pass, attention metrics and the policy over the np picks' rows: tokens into
+// d_next (and trace records into d_trace).
+static void run_policy(DeviceBackend* b, int np, int metrics_any) {
+    const DeviceBackendConfig* c = &b->cfg;
+    etx_vocab_pass(b->logits, np, b->vocab, ETX_TOPK, b->stats, b->cand, NULL, b->vp_scratch, b->stream);
+    if (metrics_any)
+        etx_attn_metrics(b->scores, np, b->m->cfg.n_heads, c->max_seq_len, b->d_n_pos, b->d_window, b->attn,
+                         b->am_scratch, b->stream);
     EtxPolicyArgs a = {.n_seqs = np, .vocab = b->vocab, .logits = b->logits, .stats = b->stats, .cand = b->cand,
                        .n_cand = b->vocab < ETX_TOPK ? b->vocab : ETX_TOPK, .attn = metrics_any ? b->attn : NULL,
                        .policies = b->d_policies, .states = b->d_states, .stop_ids = NULL, .eos_ids = b->eos_ids,
                        .n_eos = b->n_eos, .scratch = b->pol_scratch, .tokens = b->d_next, .done = b->d_done,
                        .trace = c->trace ? b->d_trace : NULL};
     etx_policy_step(&a, b->stream);
+}
+
+static etx_status cuda_step(DeviceBackend* b, DeviceStep* s) {
+    int metrics_any = 0;
+    ETX_TRY(check_step(b, s, &metrics_any));
+    const DeviceBackendConfig* c = &b->cfg;
+    copy_blocks(b, s->copies, s->n_copies);
+    run_prefills(b, s, metrics_any);
+    run_decode(b, s, metrics_any);
+    b->last_picks = s->n_picks;
+    if (s->n_picks == 0) return etx_ok();
+    const int np = s->n_picks;
+    upload_picks(b, s, metrics_any);
+    run_policy(b, np, metrics_any);
 
     // what comes back: the tokens (and the trace records)
     etx_dev_download(b->h_next, b->d_next, (size_t)np * 4);
@@ -483,6 +513,73 @@ static etx_status cuda_step(DeviceBackend* b, DeviceStep* s) {
         etx_dev_download(tr, b->d_trace, (size_t)np * sizeof(etx_trace_record));
         b->d2h += (long long)np * (long long)sizeof(etx_trace_record);
         for (int p = 0; p < np; p++) s->picks[p].trace = tr[p];
+    }
+    return etx_ok();
+}
+
+// k decode steps between two synchronisations: every work is a decode row whose pick is
+// its index; after each step the drawn tokens become the next inputs on the device
+// (etx_advance_rows) and are kept in a ring; one download at the end. The block tables
+// must already hold pos0 + k positions. tokens: (k, n_picks) out; trace: (k, n_picks) out
+// when cfg.trace (else unused).
+static etx_status cuda_decode_steps(DeviceBackend* b, DeviceStep* s, int k, int32_t* tokens,
+                                    etx_trace_record* trace) {
+    const DeviceBackendConfig* c = &b->cfg;
+    if (k < 1) return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: %d decode steps", k);
+    if (s->n_work < 1 || s->n_picks != s->n_work)
+        return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: multi-step needs one pick per decode row (%d rows, %d picks)",
+                         s->n_work, s->n_picks);
+    for (int i = 0; i < s->n_work; i++) {
+        const DeviceWork* w = &s->work[i];
+        if (!w->decode || w->pick != i)
+            return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: multi-step work %d is not decode row %d's pick", i, i);
+        if (w->pos0 + k > c->max_seq_len || (long)w->n_block_ids * c->kv_block_size < (long)w->pos0 + k)
+            return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: row %d has no room for %d steps from position %d", i,
+                             k, w->pos0);
+    }
+    int metrics_any = 0;
+    ETX_TRY(check_step(b, s, &metrics_any));
+    if (k > b->ring_steps) {
+        etx_dev_free(b->d_ring);
+        etx_dev_free(b->d_ring_trace);
+        b->d_ring_trace = NULL;
+        b->ring_steps = 0;
+        b->d_ring = etx_dev_malloc((size_t)k * c->max_batch * sizeof(int32_t));
+        if (c->trace) b->d_ring_trace = etx_dev_malloc((size_t)k * c->max_batch * sizeof(etx_trace_record));
+        if (!b->d_ring || (c->trace && !b->d_ring_trace))
+            return etx_error(ETX_ERR_NOMEM, "CUDA backend: no device memory for %d steps' tokens", k);
+        b->ring_steps = k;
+    }
+    const int np = s->n_picks;
+    copy_blocks(b, s->copies, s->n_copies);
+    for (int j = 0; j < k; j++) {
+        if (j == 0) {
+            run_decode(b, s, metrics_any);
+            upload_picks(b, s, metrics_any);
+        } else {
+            etx_advance_rows(b->d_tokens, b->d_row_pos, b->d_seq_len, metrics_any ? b->d_n_pos : NULL, b->d_states,
+                             b->d_next, np, b->stream);
+            const DeviceWork* rows[c->max_batch];
+            for (int i = 0; i < np; i++) rows[i] = &s->work[i];
+            int nb = np;
+            if (b->pad_decode) {
+                nb = 1;
+                while (nb < np) nb *= 2;
+                if (nb > c->max_batch) nb = c->max_batch;
+            }
+            decode_rows_on_device(b, rows, np, nb, !b->pad_decode, metrics_any);
+        }
+        run_policy(b, np, metrics_any);
+        etx_dev_copy(b->d_ring + (size_t)j * np, b->d_next, (size_t)np * sizeof(int32_t));
+        if (c->trace)
+            etx_dev_copy(b->d_ring_trace + (size_t)j * np, b->d_trace, (size_t)np * sizeof(etx_trace_record));
+    }
+    b->last_picks = np;
+    etx_dev_download(tokens, b->d_ring, (size_t)k * np * sizeof(int32_t));
+    b->d2h += (long long)k * np * 4;
+    if (c->trace) {
+        etx_dev_download(trace, b->d_ring_trace, (size_t)k * np * sizeof(etx_trace_record));
+        b->d2h += (long long)k * np * (long long)sizeof(etx_trace_record);
     }
     return etx_ok();
 }
@@ -560,6 +657,7 @@ static const DeviceBackendOps cuda_ops = {
     .create = cuda_create,
     .destroy = cuda_destroy,
     .step = cuda_step,
+    .decode_steps = cuda_decode_steps,
     .logits = cuda_logits,
     .d2h_bytes = cuda_d2h_bytes,
 };

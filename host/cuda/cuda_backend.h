@@ -22,6 +22,7 @@
 #ifndef ETX_CUDA_BACKEND_H
 #define ETX_CUDA_BACKEND_H
 
+#include "advance.h"
 #include "attention.h"
 #include "attn_metrics.h"
 #include "device_backend.h"
@@ -125,6 +126,10 @@ struct DeviceBackend {
     etx_policy* h_policies;      // (max_batch) host staging
     EtxSeqState* h_states;       // (max_batch)
     int32_t *h_n_pos, *h_window, *h_next; // (max_batch)
+
+    int32_t* d_ring;             // (ring_steps, max_batch) tokens of a multi-step call, step-major
+    etx_trace_record* d_ring_trace; // (ring_steps, max_batch) their trace records (cfg.trace)
+    int ring_steps;              // steps the rings hold (allocated on the first multi-step call)
 
     int last_picks;              // picks of the last step (rows of logits the test accessor reads)
     long long d2h;               // bytes step() copied device -> host

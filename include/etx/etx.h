@@ -218,6 +218,14 @@ typedef struct {
                      // need, capped at min(2 GiB, a quarter of free memory) but never
                      // below two full contexts. Requests beyond what fits wait, or are
                      // preempted and recomputed (same tokens), never dropped.
+    int steps_per_sync; // CUDA: decode steps run on the device between two host
+                     // synchronisations while every running request is decoding and none
+                     // waits; 0 = 8; 1 = one step per sync (always 1 on the CPU). Stop
+                     // tokens, max_tokens and the context end a request at exactly the
+                     // same token as with 1; tokens drawn after that are discarded. A
+                     // caller that stops requests itself (etx_engine_cancel on a stop
+                     // string) may see up to steps_per_sync - 1 tokens past its stop and
+                     // should cut there (etx eval does).
 } etx_engine_options;
 
 // What the engine has done so far (etx_engine_stats).
@@ -226,6 +234,7 @@ typedef struct {
     long prefill_tokens;  // prompt (and recomputed) positions run as prefill chunks
     long decode_rows;     // decode rows run (generated tokens and recomputed ones)
     long preemptions;     // requests preempted for lack of KV blocks (later recomputed)
+    long multi_steps;     // device calls that ran several decode steps between two syncs
     int kv_blocks;        // blocks in the pool
     int kv_block_size;    // positions per block
     int kv_blocks_peak;   // most blocks in use at once

@@ -16,8 +16,12 @@
 
 #define TINY ETX_FIXTURES "/models/tiny-llama-gqa"
 
+static int g_steps_per_sync = 0; // engine option for the next engines (0: the default)
+static int32_t g_stop = -1;       // a stop token for the next requests (-1: none)
+
 static etx_engine* new_engine(const etx_model* m, etx_device dev, int max_batch, int block, int blocks, int trace) {
     etx_engine_options o = etx_engine_options_default();
+    o.steps_per_sync = g_steps_per_sync;
     o.device = dev;
     o.max_seq_len = 128;
     o.max_batch = max_batch;
@@ -40,6 +44,7 @@ static int make_prompt(int i, int vocab, int32_t* out) {
 typedef struct {
     int32_t tokens[8][32];
     int n[8];
+    etx_trace_record trace[8][32];
     etx_engine_stats stats;
 } Out;
 
@@ -56,7 +61,7 @@ static void run(const etx_model* m, etx_device dev, int n_req, int max_batch, in
         p.seed = 11;
         if (kind == ETX_POLICY_ENTROPIX) p.entropix.pause_token = 3;
         etx_request r = {.prompt = prompt, .n_prompt = n, .policy = p, .max_tokens = max_tokens, .ignore_eos = 1,
-                         .key = (uint64_t)i};
+                         .key = (uint64_t)i, .stop_tokens = &g_stop, .n_stop = g_stop >= 0};
         etx_status s = etx_engine_submit(e, &r, &ids[i]);
         ck_assert_msg(s.code == ETX_OK, "%s", s.message);
     }
@@ -64,9 +69,17 @@ static void run(const etx_model* m, etx_device dev, int n_req, int max_batch, in
     for (int i = 0; i < n_req; i++) {
         etx_request_state st;
         ck_assert_int_eq(etx_engine_request_state(e, ids[i], &st).code, ETX_OK);
-        ck_assert_msg(st.phase == ETX_REQ_DONE_LENGTH, "request %d: phase %d %s", i, st.phase, st.error);
+        ck_assert_msg(st.phase == ETX_REQ_DONE_LENGTH || (g_stop >= 0 && st.phase == ETX_REQ_DONE_STOP),
+                      "request %d: phase %d %s", i, st.phase, st.error);
+        if (st.phase == ETX_REQ_DONE_STOP) ck_assert_int_eq(st.tokens[st.n_tokens - 1], g_stop);
         out->n[i] = st.n_tokens;
         memcpy(out->tokens[i], st.tokens, (size_t)st.n_tokens * sizeof(int32_t));
+        if (trace) {
+            const etx_trace_record* tr;
+            int nt;
+            ck_assert_int_eq(etx_engine_trace(e, ids[i], &tr, &nt).code, ETX_OK);
+            memcpy(out->trace[i], tr, (size_t)nt * sizeof *tr);
+        }
     }
     ck_assert_int_eq(etx_engine_get_stats(e, &out->stats).code, ETX_OK);
     etx_engine_free(e);
@@ -150,6 +163,41 @@ START_TEST(a_request_too_big_for_the_pool_fails_with_a_reason) {
 }
 END_TEST
 
+// Several decode steps per synchronisation: the same tokens and trace records as one step
+// per sync, stop tokens honoured at exactly the same token (the rest of the k steps is
+// discarded), and the calls counted.
+START_TEST(several_steps_per_sync_change_nothing) {
+    etx_model* m = load(TINY);
+    static Out one, eight;
+    int32_t stop_id = -1;
+    for (int stop = 0; stop < 2; stop++) {
+        // second round: request 0's 6th token of the first round becomes a stop id, so some
+        // requests end in the middle of a k-step call
+        g_stop = stop ? stop_id : -1;
+        g_steps_per_sync = 1;
+        run(m, ETX_DEVICE_CUDA, 6, 6, 4, 0, 1, ETX_POLICY_ENTROPIX, 24, &one);
+        g_steps_per_sync = 8;
+        run(m, ETX_DEVICE_CUDA, 6, 6, 4, 0, 1, ETX_POLICY_ENTROPIX, 24, &eight);
+        ck_assert_int_eq(one.stats.multi_steps, 0);
+        ck_assert_int_gt(eight.stats.multi_steps, 0);
+        int stopped = 0;
+        for (int i = 0; i < 6; i++) {
+            ck_assert_int_eq(one.n[i], eight.n[i]);
+            stopped += one.n[i] < 24;
+            for (int t = 0; t < one.n[i]; t++) {
+                ck_assert_msg(one.tokens[i][t] == eight.tokens[i][t], "stop %d request %d token %d", stop, i, t);
+                ck_assert(memcmp(&one.trace[i][t], &eight.trace[i][t], sizeof(etx_trace_record)) == 0);
+            }
+        }
+        if (stop) ck_assert_int_gt(stopped, 0); // the stop id did end some request early
+        stop_id = one.tokens[0][5];
+    }
+    g_stop = -1;
+    g_steps_per_sync = 0;
+    etx_model_free(m);
+}
+END_TEST
+
 int main(void) {
     if (!etx_dev_available()) {
         fprintf(stderr, "test_cuda_engine: no CUDA device: skipped\n");
@@ -162,6 +210,7 @@ int main(void) {
     tcase_add_test(tc, tracing_adds_only_the_trace_record);
     tcase_add_test(tc, preemption_on_the_device_keeps_the_tokens);
     tcase_add_test(tc, a_request_too_big_for_the_pool_fails_with_a_reason);
+    tcase_add_test(tc, several_steps_per_sync_change_nothing);
     suite_add_tcase(s, tc);
     SRunner* sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -1,0 +1,31 @@
+/*
+ * advance.cu — one decode step forward on the device (advance.h).
+ *
+ * Math: tokens[i] = next[i]; positions and lengths + 1; policy state step + 1, prev = next[i].
+ * Memory: ~48 bytes per row; one thread per row.
+ */
+#include "cuda_common.cuh"
+
+#include "advance.h"
+
+__global__ void advance_rows_kernel(int32_t* tokens, int32_t* row_pos, int32_t* seq_len, int32_t* n_pos,
+                                    EtxSeqState* states, const int32_t* next, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const int32_t t = next[i];
+    tokens[i] = t;
+    row_pos[i] += 1;
+    seq_len[i] += 1;
+    if (n_pos && n_pos[i] > 0) n_pos[i] += 1;
+    states[i].step += 1;
+    states[i].prev_token = t;
+}
+
+extern "C" void etx_advance_rows(int32_t* tokens, int32_t* row_pos, int32_t* seq_len, int32_t* n_pos,
+                                 EtxSeqState* states, const int32_t* next, int n, void* stream) {
+    if (n <= 0) return;
+    const int block = 128;
+    ETX_LAUNCH(advance_rows_kernel, etx_ceil_div(n, block), block, 0, (cudaStream_t)stream, tokens, row_pos, seq_len,
+               n_pos, states, next, n);
+    CUDA_CHECK_LAUNCH();
+}
