@@ -208,7 +208,8 @@ typedef struct {
 typedef enum { ETX_DEVICE_AUTO = 0, ETX_DEVICE_CPU, ETX_DEVICE_CUDA } etx_device;
 
 typedef struct {
-    etx_device device;
+    etx_device device; // AUTO: a CUDA GPU when this program has the CUDA backend and one is
+                       // present, else the CPU; CUDA: an error when it cannot run there
     int n_threads;   // CPU threads; 0 = all cores
     int max_seq_len; // per-request context (prompt + generated); 0 = min(model's, 4096)
     int trace;       // 1: keep an etx_trace_record per generated token (etx_engine_trace)
