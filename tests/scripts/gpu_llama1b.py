@@ -70,11 +70,10 @@ def make(out):
     with torch.device("cuda"):
         model = LlamaForCausalLM(cfg).to(torch.bfloat16)
     model.save_pretrained(out, safe_serialization=True)
-    with open(os.path.join(out, "config.json")) as f:
-        saved = json.load(f)
-    saved.setdefault("head_dim", 64)
+    # the config as Llama-3.2-1B's own config.json spells it (rope_scaling, rope_theta),
+    # whatever spelling this transformers version writes; it reads this one back too
     with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump(saved, f, indent=2)
+        json.dump(CONFIG, f, indent=2)
     tok = os.path.join(ROOT, "tests", "fixtures", "tokenizer", "llama3")
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(os.path.join(tok, name), os.path.join(out, name))
@@ -84,8 +83,11 @@ def make(out):
 def compare(model_dir, etx):
     import torch
     from transformers import LlamaForCausalLM
-    model = LlamaForCausalLM.from_pretrained(model_dir, torch_dtype=torch.bfloat16,
-                                             attn_implementation="eager").cuda().eval()
+    try:  # transformers >= 4.56 names it dtype; older ones torch_dtype
+        model = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16, attn_implementation="eager")
+    except TypeError:
+        model = LlamaForCausalLM.from_pretrained(model_dir, torch_dtype=torch.bfloat16, attn_implementation="eager")
+    model = model.cuda().eval()
     worst_rel, worst_top1 = 0.0, 1.0
     ok = True
     for i, ids in enumerate(PROMPTS):
