@@ -9,9 +9,9 @@
 #     benchmarks/gpu_check.sh            # from the repository root
 #
 # Build: in place when the machine has etx's libraries (pkg-config finds libpcre2-8,
-# libcjson, openblas, check); otherwise it uses a build prepared on a development machine
-# by benchmarks/gpu_prepare.sh (build-gpu/, with the shared libraries it needs in
-# build-gpu/deps/), since a machine with no internet cannot install them.
+# libcjson, openblas, check); otherwise it uses gpu-bundle/, prepared on a development
+# machine by benchmarks/gpu_prepare.sh (the programs and the shared libraries they need),
+# since a machine with no internet cannot install them.
 # Budget: under 8 minutes on an H100 (each stage has its own time limit).
 set -u
 cd "$(dirname "$0")/.."
@@ -29,12 +29,13 @@ record() { status+=("| $1 | $2 | $3 |"); }
 CARD=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 DRIVER=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1)
 CAP=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '.')
-COMMIT=$(git rev-parse --short HEAD 2>/dev/null || cat build-gpu/COMMIT 2>/dev/null || echo unknown)
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || cat gpu-bundle/COMMIT 2>/dev/null || echo unknown)
 say "card ${CARD:-none} (sm_${CAP:-?}), driver ${DRIVER:-?}, commit $COMMIT, $(date -u +%Y-%m-%dT%H:%MZ)"
 [ -z "$CARD" ] && { say "no GPU found (nvidia-smi)"; exit 1; }
 
 # -- build
-BUILD=build-gpu
+BUILD=gpu-bundle
+RUNENV=()
 if pkg-config --exists libpcre2-8 libcjson openblas check 2>/dev/null; then
     say "building in place for sm_$CAP"
     BUILD=build-gpu-here
@@ -42,32 +43,42 @@ if pkg-config --exists libpcre2-8 libcjson openblas check 2>/dev/null; then
        timeout 300 cmake --build $BUILD -j"$(nproc)" >> "$LOG" 2>&1; then
         record build "in place, sm_$CAP" ok
     else
-        say "build failed (see $LOG)"; record build "in place" FAIL; BUILD=build-gpu
+        say "build failed (see $LOG)"; record build "in place" FAIL; BUILD=gpu-bundle
     fi
 fi
-if [ "$BUILD" = build-gpu ]; then
-    if [ -x build-gpu/etx ]; then
-        say "using the prepared build-gpu/ (built for sm_$(cat build-gpu/ARCH 2>/dev/null), commit $(cat build-gpu/COMMIT 2>/dev/null))"
-        export LD_LIBRARY_PATH="$ROOT/build-gpu/deps${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-        record build "prepared (gpu_prepare.sh)" ok
+if [ "$BUILD" = gpu-bundle ]; then
+    if [ -x gpu-bundle/etx ]; then
+        say "using the prepared gpu-bundle/ (sm_$(cat gpu-bundle/ARCH), commit $(cat gpu-bundle/COMMIT))"
+        # its libraries for etx's programs only (python3 and its torch keep the system's)
+        RUNENV=(env "LD_LIBRARY_PATH=$ROOT/gpu-bundle/deps${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}")
+        # the suites find their fixtures under the directory they were built in
+        SRC=$(cat gpu-bundle/SRCDIR)
+        if [ "$SRC" != "$ROOT" ] && [ ! -e "$SRC" ]; then mkdir -p "$(dirname "$SRC")" && ln -s "$ROOT" "$SRC"; fi
+        record build "prepared (gpu_prepare.sh, sm_$(cat gpu-bundle/ARCH))" ok
     else
-        say "no libraries to build with and no prepared build-gpu/: run benchmarks/gpu_prepare.sh first"
+        say "no libraries to build with and no gpu-bundle/: run benchmarks/gpu_prepare.sh first"
         exit 1
     fi
 fi
 ETX="$ROOT/$BUILD/etx"
+cat > /tmp/etx-run <<EOS
+#!/bin/bash
+exec ${RUNENV[*]} "$ETX" "\$@"
+EOS
+chmod +x /tmp/etx-run
 
 # -- GPU tests (native variants of the emulated kernel suites)
-for t in test_selftest_gpu test_layer_kernels_gpu test_sampling_kernels_gpu test_cuda_backend_gpu; do
+for t in test_selftest_gpu test_layer_kernels_gpu test_sampling_kernels_gpu test_cuda_backend_gpu test_cuda_engine_gpu; do
     [ -x "$BUILD/$t" ] || { record "$t" "not built" SKIP; continue; }
-    ( cd $BUILD && timeout 240 ./$t >> "$LOG" 2>&1 ); rc=$?
+    ( cd $BUILD && timeout 240 "${RUNENV[@]}" ./$t >> "$LOG" 2>&1 ); rc=$?
     case $rc in 0) r=ok ;; 77) r=SKIP ;; *) r="FAIL ($rc)" ;; esac
     say "$t: $r"; record "$t" native "$r"
 done
 if command -v compute-sanitizer > /dev/null; then
     for t in test_selftest_gpu test_layer_kernels_gpu; do
         [ -x "$BUILD/$t" ] || continue
-        ( cd $BUILD && CK_FORK=no timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 ./$t >> "$LOG" 2>&1 ); rc=$?
+        ( cd $BUILD && CK_FORK=no timeout 150 "${RUNENV[@]}" compute-sanitizer --tool memcheck --error-exitcode 9 ./$t \
+            >> "$LOG" 2>&1 ); rc=$?
         case $rc in 0) r=clean ;; 124) r="timed out" ;; *) r="FAIL ($rc)" ;; esac
         say "$t under compute-sanitizer memcheck: $r"; record "$t" "compute-sanitizer memcheck" "$r"
     done
@@ -76,11 +87,11 @@ fi
 # -- end-to-end logits against transformers on the GPU
 MODEL=/tmp/etx-llama1b-random
 if timeout 180 python3 tests/scripts/gpu_llama1b.py make $MODEL >> "$LOG" 2>&1; then
-    timeout 180 python3 tests/scripts/gpu_llama1b.py compare $MODEL "$ETX" 2>&1 | tee -a "$LOG" | tail -1 > /tmp/gpu_cmp.txt
+    timeout 180 python3 tests/scripts/gpu_llama1b.py compare $MODEL /tmp/etx-run 2>&1 | tee -a "$LOG" | tail -1 > /tmp/gpu_cmp.txt
     cmp=$(cat /tmp/gpu_cmp.txt)
     record "logits vs transformers (bf16)" "Llama-3.2-1B shape, random weights" "${cmp#gpu_llama1b: }"
     # generation end to end, entropix, with the device->host byte count
-    "$ETX" generate -m $MODEL --device cuda -p "The capital of France is" -n 32 --policy entropix --stats \
+    /tmp/etx-run generate -m $MODEL --device cuda -p "The capital of France is" -n 32 --policy entropix --stats \
         > /dev/null 2> /tmp/gpu_gen.txt; rc=$?
     cat /tmp/gpu_gen.txt >> "$LOG"
     record "etx generate --device cuda --policy entropix" "32 tokens" "exit $rc; $(grep -o '[0-9.]* per generated token' /tmp/gpu_gen.txt)"
@@ -91,7 +102,7 @@ fi
 
 # -- decode benchmark
 if [ -x "$BUILD/bench_gpu_decode" ] && [ -d $MODEL ]; then
-    timeout 200 "$BUILD/bench_gpu_decode" -m $MODEL -b 1,8,64 -g 64 -r 3 --md /tmp/gpu_bench.md >> "$LOG" 2>&1 \
+    timeout 200 "${RUNENV[@]}" "$BUILD/bench_gpu_decode" -m $MODEL -b 1,8,64 -g 64 -r 3 --md /tmp/gpu_bench.md >> "$LOG" 2>&1 \
         || say "bench_gpu_decode failed or timed out (see $LOG)"
 fi
 
