@@ -15,51 +15,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_common.h"
 #include "etx/etx.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void* a, const void* b) {
-    double x = *(const double*)a, y = *(const double*)b;
-    return (x > y) - (x < y);
-}
-
-// Seconds to run B requests of `tokens` tokens each through one engine.
-static double run_batch(const etx_model* m, int threads, int B, int prompt_len, int tokens, etx_policy_kind kind) {
-    etx_engine_options o = etx_engine_options_default();
-    o.device = ETX_DEVICE_CPU;
-    o.n_threads = threads;
-    o.max_batch = B;
-    o.max_seq_len = prompt_len + tokens + 8;
-    etx_engine* e = NULL;
-    etx_status s = etx_engine_create(m, &o, &e);
-    if (s.code != ETX_OK) {
-        fprintf(stderr, "bench_cpu_batch: %s\n", s.message);
-        exit(1);
-    }
-    int32_t* prompt = malloc((size_t)prompt_len * sizeof(int32_t));
-    for (int b = 0; b < B; b++) {
-        for (int i = 0; i < prompt_len; i++) prompt[i] = 300 + (int32_t)((b * 131 + i * 17) % 20000);
-        etx_request r = {.prompt = prompt, .n_prompt = prompt_len, .policy = etx_policy_default(kind),
-                         .max_tokens = tokens, .ignore_eos = 1, .key = (uint64_t)b};
-        int id;
-        s = etx_engine_submit(e, &r, &id);
-        if (s.code != ETX_OK) {
-            fprintf(stderr, "bench_cpu_batch: %s\n", s.message);
-            exit(1);
-        }
-    }
-    double t0 = now_s();
-    etx_engine_run(e);
-    double t = now_s() - t0;
-    free(prompt);
-    etx_engine_free(e);
-    return t;
-}
 
 int main(int argc, char** argv) {
     const char* model = ETX_DEFAULT_MODEL;
@@ -108,8 +65,8 @@ int main(int argc, char** argv) {
         for (int r = 0; r < rounds; r++)
             for (int p = 0; p < 2; p++) {
                 etx_policy_kind kind = p ? ETX_POLICY_ENTROPIX : ETX_POLICY_GREEDY;
-                double t1 = run_batch(m, threads, B, prompt_len, 1, kind);
-                double t = run_batch(m, threads, B, prompt_len, 1 + gen, kind);
+                double t1 = bench_run_batch("bench_cpu_batch", m, ETX_DEVICE_CPU, threads, B, prompt_len, 1, kind);
+                double t = bench_run_batch("bench_cpu_batch", m, ETX_DEVICE_CPU, threads, B, prompt_len, 1 + gen, kind);
                 rate[p][r] = (double)B * gen / (t - t1);
             }
         double med[2];

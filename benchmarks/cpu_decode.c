@@ -15,18 +15,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_common.h"
 #include "etx/etx.h"
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp_double(const void* a, const void* b) {
-    double x = *(const double*)a, y = *(const double*)b;
-    return (x > y) - (x < y);
-}
 
 static void die(etx_status s) {
     fprintf(stderr, "bench_cpu_decode: %s\n", s.message);

@@ -22,21 +22,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_common.h"
 #include "cpu_ops.h"
 #include "dequant.h"
 #include "f32_matrix.h"
 #include "quant_matrix.h"
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp_double(const void* a, const void* b) {
-    double x = *(const double*)a, y = *(const double*)b;
-    return (x > y) - (x < y);
-}
 
 static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
 static uint32_t next_u32(void) {

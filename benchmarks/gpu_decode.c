@@ -17,54 +17,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_common.h"
 #include "device.h"
 #include "etx/etx.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void* a, const void* b) {
-    double x = *(const double*)a, y = *(const double*)b;
-    return (x > y) - (x < y);
-}
-
-// Seconds for B requests of `tokens` tokens each, through one CUDA engine.
-static double run_batch(const etx_model* m, int B, int prompt_len, int tokens, etx_policy_kind kind) {
-    etx_engine_options o = etx_engine_options_default();
-    o.device = ETX_DEVICE_CUDA;
-    o.max_batch = B;
-    o.max_seq_len = prompt_len + tokens + 8;
-    etx_engine* e = NULL;
-    etx_status s = etx_engine_create(m, &o, &e);
-    if (s.code != ETX_OK) {
-        fprintf(stderr, "bench_gpu_decode: %s\n", s.message);
-        exit(1);
-    }
-    int32_t* prompt = malloc((size_t)prompt_len * sizeof(int32_t));
-    for (int b = 0; b < B; b++) {
-        for (int i = 0; i < prompt_len; i++) prompt[i] = 300 + (int32_t)((b * 131 + i * 17) % 20000);
-        etx_request r = {.prompt = prompt, .n_prompt = prompt_len, .policy = etx_policy_default(kind),
-                         .max_tokens = tokens, .ignore_eos = 1, .key = (uint64_t)b};
-        int id;
-        if ((s = etx_engine_submit(e, &r, &id)).code != ETX_OK) {
-            fprintf(stderr, "bench_gpu_decode: %s\n", s.message);
-            exit(1);
-        }
-    }
-    double t0 = now_s();
-    s = etx_engine_run(e);
-    double t = now_s() - t0;
-    if (s.code != ETX_OK) {
-        fprintf(stderr, "bench_gpu_decode: %s\n", s.message);
-        exit(1);
-    }
-    free(prompt);
-    etx_engine_free(e);
-    return t;
-}
 
 // Device-to-device copy bandwidth, bytes read + written per second (median of 9).
 static double copy_bandwidth(void) {
@@ -150,8 +105,8 @@ int main(int argc, char** argv) {
         for (int r = 0; r < rounds; r++)
             for (int p = 0; p < 2; p++) {
                 etx_policy_kind kind = p ? ETX_POLICY_ENTROPIX : ETX_POLICY_GREEDY;
-                double t1 = run_batch(m, B, prompt_len, 1, kind);
-                double t = run_batch(m, B, prompt_len, 1 + gen, kind);
+                double t1 = bench_run_batch("bench_gpu_decode", m, ETX_DEVICE_CUDA, 0, B, prompt_len, 1, kind);
+                double t = bench_run_batch("bench_gpu_decode", m, ETX_DEVICE_CUDA, 0, B, prompt_len, 1 + gen, kind);
                 rate[p][r] = (double)B * gen / (t - t1);
             }
         double med[2];
