@@ -684,13 +684,6 @@ etx_status etx_engine_get_stats(const etx_engine* e, etx_engine_stats* stats) {
 
 etx_status etx_engine_logits(etx_engine* e, const int32_t* ids, int n, int all_positions, float* out) {
     const int vocab = e->model->cfg.vocab_size;
-    if (e->dev_ops && ids && n >= 1 && n <= e->max_seq_len) {
-        for (int i = 0; i < n; i++)
-            if (ids[i] < 0 || ids[i] >= vocab)
-                return etx_error(ETX_ERR_INVALID_ARG, "logits: token %d at position %d is outside the vocabulary (0..%d)",
-                                 ids[i], i, vocab - 1);
-        return e->dev_ops->logits(e->dev, ids, n, all_positions, out);
-    }
     if (!ids || n < 1) return etx_error(ETX_ERR_INVALID_ARG, "logits: no tokens given");
     if (n > e->max_seq_len)
         return etx_error(ETX_ERR_INVALID_ARG, "logits: %d tokens exceed the context of %d", n, e->max_seq_len);
@@ -698,6 +691,7 @@ etx_status etx_engine_logits(etx_engine* e, const int32_t* ids, int n, int all_p
         if (ids[i] < 0 || ids[i] >= vocab)
             return etx_error(ETX_ERR_INVALID_ARG, "logits: token %d at position %d is outside the vocabulary (0..%d)",
                              ids[i], i, vocab - 1);
+    if (e->dev_ops) return e->dev_ops->logits(e->dev, ids, n, all_positions, out);
     KVCache kv;
     ETX_TRY(build_kv_cache(&kv, &e->model->cfg, n));
     etx_status s = cpu_forward(e->model, &e->run, &kv, ids, n, out, all_positions);

@@ -351,18 +351,22 @@ static void forward_decode(DeviceBackend* b, const CudaRows* r) {
 static void decode_rows_on_device(DeviceBackend* b, const DeviceWork* const* rows, int n, int nb, int direct,
                                   int metrics_any);
 
+// Rows a decode batch of n runs as: n, or in graph mode the next power of two (at most
+// max_batch), so each padded size replays one captured graph.
+static int padded_rows(const DeviceBackend* b, int n) {
+    if (!b->pad_decode) return n;
+    int nb = 1;
+    while (nb < n) nb *= 2;
+    return nb < b->cfg.max_batch ? nb : b->cfg.max_batch;
+}
+
 static void run_decode(DeviceBackend* b, const DeviceStep* s, int metrics_any) {
     const DeviceWork* rows[b->cfg.max_batch];
     int n = 0;
     for (int i = 0; i < s->n_work; i++)
         if (s->work[i].decode) rows[n++] = &s->work[i];
     if (n == 0) return;
-    int nb = n;
-    if (b->pad_decode) {
-        nb = 1;
-        while (nb < n) nb *= 2;
-        if (nb > b->cfg.max_batch) nb = b->cfg.max_batch;
-    }
+    int nb = padded_rows(b, n);
     int direct = rows[0]->pick >= 0 && !b->pad_decode;
     for (int r = 0; r < nb; r++) {
         const DeviceWork* w = r < n ? rows[r] : NULL;
@@ -561,13 +565,7 @@ static etx_status cuda_decode_steps(DeviceBackend* b, DeviceStep* s, int k, int3
                              b->d_next, np, b->stream);
             const DeviceWork* rows[c->max_batch];
             for (int i = 0; i < np; i++) rows[i] = &s->work[i];
-            int nb = np;
-            if (b->pad_decode) {
-                nb = 1;
-                while (nb < np) nb *= 2;
-                if (nb > c->max_batch) nb = c->max_batch;
-            }
-            decode_rows_on_device(b, rows, np, nb, !b->pad_decode, metrics_any);
+            decode_rows_on_device(b, rows, np, padded_rows(b, np), !b->pad_decode, metrics_any);
         }
         run_policy(b, np, metrics_any);
         etx_dev_copy(b->d_ring + (size_t)j * np, b->d_next, (size_t)np * sizeof(int32_t));
