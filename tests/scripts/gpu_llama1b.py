@@ -7,6 +7,10 @@ transformers (no internet needed):
                        embedding, llama3 RoPE scaling) with fixed random weights (seed 1234,
                        std 0.02 as transformers initialises), in bf16 safetensors, with the
                        committed Llama 3 tokenizer (tests/fixtures/tokenizer/llama3).
+  make DIR --tiny      the same architecture, tokenizer and vocabulary at a size a CPU runs
+                       (2 layers, dim 256, 4 heads / 2 KV heads of 64, hidden 512), for
+                       testing the scripts that use the model (benchmarks/peers/); on the
+                       GPU when there is one, else on the CPU.
   compare DIR ETX      runs transformers (bf16, on the GPU) and `ETX logits --device cuda
                        --all` on the same token ids and compares every position's logits.
 
@@ -61,19 +65,25 @@ PROMPTS = [
 ]
 
 
-def make(out):
+TINY = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64}
+
+
+def make(out, tiny=False):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(1234)
-    cfg = LlamaConfig(**{k: v for k, v in CONFIG.items() if k not in ("architectures", "torch_dtype")})
-    with torch.device("cuda"):
+    config = dict(CONFIG, **TINY) if tiny else CONFIG
+    cfg = LlamaConfig(**{k: v for k, v in config.items() if k not in ("architectures", "torch_dtype")})
+    device = "cuda" if not tiny or torch.cuda.is_available() else "cpu"
+    with torch.device(device):
         model = LlamaForCausalLM(cfg).to(torch.bfloat16)
     model.save_pretrained(out, safe_serialization=True)
     # the config as Llama-3.2-1B's own config.json spells it (rope_scaling, rope_theta),
     # whatever spelling this transformers version writes; it reads this one back too
     with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump(CONFIG, f, indent=2)
+        json.dump(config, f, indent=2)
     tok = os.path.join(ROOT, "tests", "fixtures", "tokenizer", "llama3")
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(os.path.join(tok, name), os.path.join(out, name))
@@ -118,6 +128,8 @@ def compare(model_dir, etx):
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "make":
         make(sys.argv[2])
+    elif len(sys.argv) == 4 and sys.argv[1] == "make" and sys.argv[3] == "--tiny":
+        make(sys.argv[2], tiny=True)
     elif len(sys.argv) == 4 and sys.argv[1] == "compare":
         sys.exit(compare(sys.argv[2], sys.argv[3]))
     else:
