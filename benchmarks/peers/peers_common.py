@@ -123,6 +123,8 @@ def etx_rows(a, policy):
         return []
     with open(path) as f:
         js = json.load(f)
+    if not a.etx_json:
+        os.remove(path)
     if js.get("etx_bench") != 1:
         sys.exit("%s: not an etx bench JSON (no \"etx_bench\": 1)" % path)
     for key, want in (("prompt_len", a.l), ("gen_len", a.g)):
@@ -135,14 +137,21 @@ def etx_rows(a, policy):
             print("warning: etx bench JSON has no result for batch %d, policy %s" % (b, policy), file=sys.stderr)
             continue
         r = hit[0]
-        # ms per decode step: etx's own field if it writes one, else from the decode rate (a step
-        # advances all `batch` rows by one token)
-        ms = r.get("ms_per_step", b * 1000.0 / r["decode_tok_s"] if r.get("decode_tok_s") else float("nan"))
+        # etx's ms_per_token is per decode step (every row one token, host/cli/bench.c); without
+        # it, from the decode rate
+        ms = r.get("ms_per_token", b * 1000.0 / r["decode_tok_s"] if r.get("decode_tok_s") else float("nan"))
         row = {"engine": "etx (%s)" % policy, "batch": b, "prefill_tok_s": r["prefill_tok_s"],
                "decode_tok_s": r["decode_tok_s"], "ms_step": ms}
+        notes = ["steps_per_sync %s" % js["steps_per_sync"]] if "steps_per_sync" in js else []
+        if r.get("policy_share") is not None and policy != "greedy":
+            notes.append("policy share %.1f%%" % (100.0 * r["policy_share"]))
+        if r.get("decode_floor_fraction") is not None:
+            notes.append("decode at %.1f%% of the bandwidth floor" % (100.0 * r["decode_floor_fraction"]))
         for extra in ("branches", "branch_counts"):
             if extra in r:
-                row["note"] = "%s %s" % (extra, json.dumps(r[extra], sort_keys=True))
+                notes.append("%s %s" % (extra, json.dumps(r[extra], sort_keys=True)))
+        if notes:
+            row["note"] = ", ".join(notes)
         rows.append(row)
     return rows
 
