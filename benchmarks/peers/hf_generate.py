@@ -5,8 +5,9 @@ same work `etx bench --policy greedy` does:
 
   prompts   B prompts of L token ids, prompt b position i = 1000 + (37 i + 101 b) mod (V - 1000);
             all the same length, so no padding (the attention mask is all ones)
-  generate  greedy (do_sample=False), use_cache=True, min_new_tokens = max_new_tokens, so
-            EOS never ends a row early
+  generate  greedy (do_sample=False), use_cache=True (transformers' DynamicCache),
+            min_new_tokens = max_new_tokens, so EOS never ends a row early; the model loads
+            with transformers' default attention (sdpa), no torch.compile, no static cache
   timing    one warm-up, then R repeats; each repeat times generate with max_new_tokens=1
             (T1: prefill + first token) and with max_new_tokens=G (T), the device
             synchronised around each; prefill tok/s = B L / T1, decode tok/s =
