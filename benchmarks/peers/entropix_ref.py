@@ -214,10 +214,19 @@ def policy_step(x, prev, window, gen, counts, first=None):
     return out
 
 
+_PARAMS = {}
+
+
+def forward_params(model):
+    import inspect
+    if id(model) not in _PARAMS:
+        _PARAMS[id(model)] = set(inspect.signature(model.forward).parameters)
+    return _PARAMS[id(model)]
+
+
 def forward(model, ids, cache, fallback):
     """One forward with the KV cache -> (logits of the last position [B, V], the cache)."""
-    import inspect
-    params = inspect.signature(model.forward).parameters
+    params = forward_params(model)
     # transformers >= 5.2x calls the cache `cache` (past_key_values deprecated); older: past_key_values
     kw = {"cache" if "cache" in params else "past_key_values": cache, "use_cache": True}
     kw["logits_to_keep" if "logits_to_keep" in params else "num_logits_to_keep"] = 1
