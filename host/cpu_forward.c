@@ -412,3 +412,22 @@ etx_status cpu_forward_decode(const etx_model* m, CpuRunState* s, const KVSeq* k
     ETX_TRY(reserve_att(s));
     return forward_rows(m, s, kv, tokens, n, ROWS_DECODE, logits, 0, scores);
 }
+
+static long long matrix_bytes(const QuantMatrix* q, long long rows, long long cols) {
+    return q->blocks ? (long long)q->rows * (long long)q->row_bytes : rows * cols * (long long)sizeof(float);
+}
+
+long long cpu_decode_weight_bytes(const etx_model* m) {
+    const ModelConfig* c = &m->cfg;
+    const long long dim = c->dim, hid = c->hidden_dim, qd = (long long)c->n_heads * c->head_dim,
+                    kvd = (long long)c->n_kv_heads * c->head_dim;
+    long long t = (long long)sizeof(float) * dim; // final norm
+    for (int l = 0; l < c->n_layers; l++) {
+        const LayerWeights* L = &m->w.layers[l];
+        t += 2 * (long long)sizeof(float) * dim; // attention and FFN norms
+        t += matrix_bytes(&L->wq_q, qd, dim) + matrix_bytes(&L->wk_q, kvd, dim) + matrix_bytes(&L->wv_q, kvd, dim);
+        t += matrix_bytes(&L->wo_q, dim, qd);
+        t += matrix_bytes(&L->w_gate_q, hid, dim) + matrix_bytes(&L->w_up_q, hid, dim) + matrix_bytes(&L->w_down_q, dim, hid);
+    }
+    return t + matrix_bytes(&m->w.lm_head_q, c->vocab_size, dim);
+}

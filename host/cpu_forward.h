@@ -131,4 +131,9 @@ etx_status cpu_forward_chunk(const etx_model* m, CpuRunState* s, const KVSeq* kv
 etx_status cpu_forward_decode(const etx_model* m, CpuRunState* s, const KVSeq* kv, const int32_t* tokens, int n,
                               float* logits, float* const* scores);
 
+// Weight bytes one decode step reads: each matrix's compact GGUF blocks when it has a
+// twin (what one-token and batched decode stream), else its float32 copy, plus the
+// norms; the embedding rows read are not counted (a tied LM head counts once).
+long long cpu_decode_weight_bytes(const etx_model* m);
+
 #endif // ETX_CPU_FORWARD_H

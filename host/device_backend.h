@@ -77,6 +77,13 @@ typedef struct {
     etx_status (*logits)(DeviceBackend* b, const int32_t* ids, int n, int all_positions, float* out);
     // bytes copied device -> host so far by step() (tokens, trace records)
     long long (*d2h_bytes)(const DeviceBackend* b);
+    // for benchmarks: weight bytes a decode step reads, K+V bytes per position (all
+    // layers), device memory held
+    void (*sizes)(const DeviceBackend* b, long long* weight_bytes, long long* kv_bytes_per_position,
+                  long long* device_bytes);
+    // copy bandwidth (bytes read + written per second) and bf16 GEMM FLOP/s, measured
+    // now; quick: small sizes
+    etx_status (*measure)(int quick, double* bandwidth, double* gemm_flops);
 } DeviceBackendOps;
 
 // The registered CUDA backend, or NULL when this program was linked without one.

@@ -677,6 +677,14 @@ etx_status etx_engine_get_stats(const etx_engine* e, etx_engine_stats* stats) {
     *stats = e->stats;
     stats->device = e->opts.device;
     stats->d2h_bytes = e->dev_ops ? e->dev_ops->d2h_bytes(e->dev) : 0;
+    if (e->dev_ops) {
+        e->dev_ops->sizes(e->dev, &stats->weight_bytes, &stats->kv_bytes_per_position, &stats->device_bytes);
+    } else {
+        const ModelConfig* c = &e->model->cfg;
+        stats->weight_bytes = cpu_decode_weight_bytes(e->model);
+        stats->kv_bytes_per_position = 2LL * c->n_layers * c->n_kv_heads * c->head_dim * (long long)sizeof(float);
+        stats->device_bytes = 0;
+    }
     snprintf(stats->device_name, sizeof stats->device_name, "%s",
              e->dev_ops ? e->dev_ops->device_name() : "cpu");
     return etx_ok();

@@ -11,54 +11,20 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common.h"
 
-static char g_tmp[256];
-
-typedef struct {
-    int status;   // exit code
-    char* out;    // stdout
-    char* err;    // stderr
-} Run;
-
-static char* slurp(const char* path) {
-    char* data = NULL;
-    if (etx_read_file(path, &data, NULL).code != ETX_OK) data = xstrdup("");
-    return data;
-}
+#include "cli_run.h"
 
 // Runs `etx ARGS` (a shell fragment) with optional stdin text.
-static Run run(const char* args, const char* input) {
-    char in_path[300], out_path[300], err_path[300], cmd[4096];
-    snprintf(in_path, sizeof in_path, "%s/stdin", g_tmp);
-    snprintf(out_path, sizeof out_path, "%s/stdout", g_tmp);
-    snprintf(err_path, sizeof err_path, "%s/stderr", g_tmp);
-    FILE* f = fopen(in_path, "wb");
-    ck_assert_ptr_nonnull(f);
-    if (input) fputs(input, f);
-    fclose(f);
-    snprintf(cmd, sizeof cmd, "'%s' %s < '%s' > '%s' 2> '%s'", ETX_CLI, args, in_path, out_path, err_path);
-    int st = system(cmd);
-    Run r;
-    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    r.out = slurp(out_path);
-    r.err = slurp(err_path);
-    return r;
-}
-
-static void free_run(Run* r) {
-    free(r->out);
-    free(r->err);
-}
+static Run run(const char* args, const char* input) { return run_program(ETX_CLI, args, input); }
 
 #define LLAMA3_TOK ETX_FIXTURES "/tokenizer/llama3/tokenizer.json"
 
 START_TEST(help_everywhere) {
-    const char* cmds[] = {"--help", "generate --help", "tokenize --help", "logits --help", "generate -h", "eval --help"};
-    for (int i = 0; i < 6; i++) {
+    const char* cmds[] = {"--help", "generate --help", "tokenize --help", "logits --help", "generate -h", "eval --help", "bench --help"};
+    for (int i = 0; i < 7; i++) {
         Run r = run(cmds[i], NULL);
         ck_assert_msg(r.status == 0, "%s: exit %d", cmds[i], r.status);
         ck_assert_msg(strstr(r.out, "usage: etx"), "%s: %s", cmds[i], r.out);
@@ -167,7 +133,7 @@ static long file_size(const char* path) {
 
 START_TEST(logits_files) {
     char args[600], out[300];
-    snprintf(out, sizeof out, "%s/logits.bin", g_tmp);
+    snprintf(out, sizeof out, "%s/logits.bin", cli_run_dir);
     snprintf(args, sizeof args, "logits --ids '1 504 3575' --out '%s'", out);
     Run r = run(args, NULL);
     ck_assert_msg(r.status == 0, "%s", r.err);
@@ -320,7 +286,7 @@ END_TEST
 // Counts the lines of a file that parse as JSON objects with every trace key; returns
 // the number of distinct branches seen through *branches.
 static int check_trace(const char* path, int* branches, const char* only_branch) {
-    char* data = slurp(path);
+    char* data = cli_slurp(path);
     const char* keys[] = {"request", "step", "token", "text", "branch", "entropy", "varentropy", "attn_entropy",
                           "attn_varentropy", "agreement", "interaction", "temperature", "top_k", "top_p", "min_p",
                           "logprob"};
@@ -347,7 +313,7 @@ static int check_trace(const char* path, int* branches, const char* only_branch)
 
 START_TEST(entropix_trace_and_stats) {
     char args[600], trace[300];
-    snprintf(trace, sizeof trace, "%s/trace.jsonl", g_tmp);
+    snprintf(trace, sizeof trace, "%s/trace.jsonl", cli_run_dir);
     snprintf(args, sizeof args,
              "generate --chat 'Which number is larger, 9.9 or 9.11?' --policy entropix -n 40 --seed 1 --ignore-eos "
              "--trace '%s' --stats",
@@ -370,8 +336,7 @@ START_TEST(entropix_trace_and_stats) {
 END_TEST
 
 int main(void) {
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/etx_test_cli_XXXXXX");
-    if (!mkdtemp(g_tmp)) return EXIT_FAILURE;
+    if (cli_run_setup("/tmp/etx_test_cli_XXXXXX") != 0) return EXIT_FAILURE;
     Suite* s = suite_create("cli");
     TCase* tc = tcase_create("cli");
     tcase_set_timeout(tc, 1200);
@@ -390,8 +355,6 @@ int main(void) {
     srunner_run_all(r, CK_NORMAL);
     int failed = srunner_ntests_failed(r);
     srunner_free(r);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_tmp);
+    cli_run_cleanup();
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -648,6 +648,13 @@ etx_status cuda_backend_test_scores(DeviceBackend* b, float* out, int n_picks) {
 
 static long long cuda_d2h_bytes(const DeviceBackend* b) { return b->d2h; }
 
+static void cuda_sizes(const DeviceBackend* b, long long* weight_bytes, long long* kv_bytes_per_position,
+                       long long* device_bytes) {
+    *weight_bytes = (long long)b->weight_bytes;
+    *kv_bytes_per_position = 2LL * b->n_layers * b->kv_dim * (long long)sizeof(etx_bf16);
+    *device_bytes = (long long)b->dev_bytes;
+}
+
 static const DeviceBackendOps cuda_ops = {
     .name = CUDA_BACKEND_NAME,
     .available = etx_dev_available,
@@ -658,6 +665,8 @@ static const DeviceBackendOps cuda_ops = {
     .decode_steps = cuda_decode_steps,
     .logits = cuda_logits,
     .d2h_bytes = cuda_d2h_bytes,
+    .sizes = cuda_sizes,
+    .measure = cuda_measure,
 };
 
 // Linking this object registers the backend with the engine (device_backend.h).

@@ -75,6 +75,8 @@ struct DeviceBackend {
     int use_graphs;              // 1: padded decode batches replay a captured CUDA graph
     void** graphs;               // (max_batch + 1) executable decode graph per padded size, or NULL
     size_t dev_bytes;            // device memory allocated (for messages)
+    size_t weight_bytes;         // of which weights a decode step reads (not the embedding
+                                 // table unless it is the tied LM head)
 
     // model (cuda_weights.c)
     CudaLayer* layers;           // (n_layers)
@@ -157,5 +159,8 @@ etx_status cuda_backend_test_logits(DeviceBackend* b, float* out, int n_picks);
 // Test-only: the last step's picks' last-layer score capture, (n_picks, n_heads, max_seq_len)
 // (rows of picks that needed no metrics hold stale values).
 etx_status cuda_backend_test_scores(DeviceBackend* b, float* out, int n_picks);
+
+// Measures copy bandwidth and bf16 GEMM FLOP/s (cuda_probe.c; DeviceBackendOps.measure).
+etx_status cuda_measure(int quick, double* bandwidth, double* gemm_flops);
 
 #endif // ETX_CUDA_BACKEND_H

@@ -91,6 +91,7 @@ etx_status cuda_upload_model(DeviceBackend* b) {
     const etx_model* m = b->m;
     const ModelConfig* c = &m->cfg;
     const int dim = b->dim;
+    const size_t bytes0 = b->dev_bytes;
     b->layers = xcalloc((size_t)b->n_layers, sizeof(CudaLayer));
     // one host staging buffer as large as the largest matrix
     size_t big = (size_t)b->vocab * dim;
@@ -116,6 +117,8 @@ etx_status cuda_upload_model(DeviceBackend* b) {
     }
     free(tmp);
     if (st.code == ETX_OK) st = upload_f32(b, &b->final_norm, m->w.final_norm, dim, "final_norm");
+    // what a decode step reads: everything so far but an untied embedding table
+    b->weight_bytes = b->dev_bytes - bytes0 - (b->lm_head != b->emb ? (size_t)b->vocab * dim * sizeof(etx_bf16) : 0);
     if (st.code == ETX_OK) { // RoPE frequencies of the real pairs at the padded pairs' slots
         float* f = xcalloc((size_t)b->hd / 2, sizeof(float));
         float* fp = xcalloc((size_t)b->hdp / 2, sizeof(float));

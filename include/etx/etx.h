@@ -244,6 +244,12 @@ typedef struct {
     char device_name[64]; // "cpu", or the GPU's name
     long long d2h_bytes;  // bytes copied device -> host by the steps (0 on the CPU): the
                           // sampled tokens, and the trace records when tracing
+    long long weight_bytes;          // weight bytes one decode step reads on this device
+                                     // (CPU: compact GGUF blocks where the model has them,
+                                     // else float32; CUDA: the bf16 uploads), embedding
+                                     // rows excluded (a tied LM head counted once)
+    long long kv_bytes_per_position; // K and V bytes one position holds, all layers
+    long long device_bytes;          // device memory the engine holds (CUDA; 0 on the CPU)
 } etx_engine_stats;
 
 typedef struct etx_engine etx_engine;
@@ -301,6 +307,25 @@ etx_status etx_engine_cancel(etx_engine* engine, int id);
 etx_status etx_engine_release(etx_engine* engine, int id);
 // Counters since the engine was created.
 etx_status etx_engine_get_stats(const etx_engine* engine, etx_engine_stats* stats);
+
+// What the hardware under a device reaches, measured now (for benchmarks: the floor a
+// decode step or a prefill is compared with).
+typedef struct {
+    double mem_bandwidth;     // bytes/s. CPU: n_threads threads reading a 512 MiB buffer
+                              // (the weights are read, not written); CUDA: a 1 GiB
+                              // device-to-device copy, bytes read + written over the time
+    double gemm_flops;        // FLOP/s of a large GEMM in the prefill's own arithmetic.
+                              // CPU: the float32 product prefill uses (OpenBLAS sgemm on
+                              // n_threads slices), 512 x 2048 x 2048; CUDA: bf16 x bf16 ->
+                              // f32 (cuBLAS), 4096^3
+    char bandwidth_method[96];
+    char gemm_method[96];
+} etx_hw_limits;
+
+// Measures etx_hw_limits on device (CPU or CUDA; AUTO as etx_engine_create picks) with
+// n_threads CPU threads (0 = all cores). quick = 1 uses small sizes (tests, emulators):
+// the figures are then not representative. Takes about a second.
+etx_status etx_measure_hardware(etx_device device, int n_threads, int quick, etx_hw_limits* out);
 
 // Runs the forward pass over ids (no sampling, no state kept) and writes the logits
 // of the last position (all_positions = 0; out holds vocab_size floats) or of every
