@@ -1,10 +1,13 @@
 #!/bin/bash
 # gpu_check.sh — one prepared run on a GPU machine (CUDA toolkit, CMake, Python with torch
-# and transformers; no internet): builds etx for the card it finds, runs the GPU tests
-# (the quick kernel suites under compute-sanitizer), compares etx's CUDA logits with
-# transformers' on a Llama-3.2-1B-shaped model with fixed random weights, benchmarks
-# decode (batch 1, 8, 64; greedy vs entropix; fraction of the bandwidth floor), and prints
-# a short table last, also written to $OUT/gpu_check.md (or ./gpu_check.md).
+# and transformers; no internet): builds etx for the card it finds, runs the GPU tests,
+# compares etx's CUDA logits with transformers' on a Llama-3.2-1B-shaped model with fixed
+# random weights, benchmarks it (`etx bench`: batch 1/8/64/256, greedy vs entropix,
+# fraction of the bandwidth floor, policy share), runs the peers on the same model and
+# work (transformers `generate`, a reference-style entropix loop in PyTorch;
+# benchmarks/peers/), then the kernel suites under compute-sanitizer, and prints a short
+# table last, also written to $OUT/gpu_check.md (or ./gpu_check.md); JSON and markdown of
+# each benchmark land beside it.
 #
 #     benchmarks/gpu_check.sh            # from the repository root
 #
@@ -12,7 +15,10 @@
 # libcjson, openblas, check); otherwise it uses gpu-bundle/, prepared on a development
 # machine by benchmarks/gpu_prepare.sh (the programs and the shared libraries they need),
 # since a machine with no internet cannot install them.
-# Budget: under 8 minutes on an H100 (each stage has its own time limit).
+# Budget: GPU_CHECK_BUDGET seconds in all (default 540, inside a 10-minute call): every
+# stage gets at most its own limit and what is left of the budget (less a reserve for the
+# table), in order of importance; a stage with too little time left is recorded as
+# skipped, never silently dropped.
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -21,7 +27,12 @@ LOG="$OUT/gpu_check.log"
 MD="$OUT/gpu_check.md"
 : > "$LOG"
 T0=$(date +%s)
+BUDGET=${GPU_CHECK_BUDGET:-540}
 say() { echo "gpu_check: $*" | tee -a "$LOG"; }
+# seconds a stage may take: min(its own limit, what is left of the budget - 10); 0 = none
+limit() { local left=$(( T0 + BUDGET - 10 - $(date +%s) )); [ "$left" -lt "$1" ] && echo $(( left > 0 ? left : 0 )) || echo "$1"; }
+# true when at least $1 seconds are left for a stage (else records it as skipped)
+has_time() { [ "$(limit "$1")" -ge "$1" ] && return 0; record "$2" "not run" "SKIP (budget: $(limit 100000) s left)"; return 1; }
 status=()
 record() { status+=("| $1 | $2 | $3 |"); }
 
@@ -39,8 +50,8 @@ RUNENV=()
 if pkg-config --exists libpcre2-8 libcjson openblas check 2>/dev/null; then
     say "building in place for sm_$CAP"
     BUILD=build-gpu-here
-    if timeout 300 cmake -S . -B $BUILD -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$CAP" >> "$LOG" 2>&1 &&
-       timeout 300 cmake --build $BUILD -j"$(nproc)" >> "$LOG" 2>&1; then
+    if timeout "$(limit 240)" cmake -S . -B $BUILD -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$CAP" >> "$LOG" 2>&1 &&
+       timeout "$(limit 240)" cmake --build $BUILD -j"$(nproc)" >> "$LOG" 2>&1; then
         record build "in place, sm_$CAP" ok
     else
         say "build failed (see $LOG)"; record build "in place" FAIL; BUILD=gpu-bundle
@@ -70,28 +81,19 @@ chmod +x /tmp/etx-run
 # -- GPU tests (native variants of the emulated kernel suites)
 for t in test_selftest_gpu test_layer_kernels_gpu test_sampling_kernels_gpu test_cuda_backend_gpu test_cuda_engine_gpu; do
     [ -x "$BUILD/$t" ] || { record "$t" "not built" SKIP; continue; }
-    ( cd $BUILD && timeout 240 "${RUNENV[@]}" ./$t >> "$LOG" 2>&1 ); rc=$?
+    has_time 20 "$t" || continue
+    ( cd $BUILD && timeout "$(limit 150)" "${RUNENV[@]}" ./$t >> "$LOG" 2>&1 ); rc=$?
     case $rc in 0) r=ok ;; 77) r=SKIP ;; *) r="FAIL ($rc)" ;; esac
     say "$t: $r"; record "$t" native "$r"
 done
-if command -v compute-sanitizer > /dev/null; then
-    for t in test_selftest_gpu test_layer_kernels_gpu; do
-        [ -x "$BUILD/$t" ] || continue
-        ( cd $BUILD && CK_FORK=no timeout 150 "${RUNENV[@]}" compute-sanitizer --tool memcheck --error-exitcode 9 ./$t \
-            >> "$LOG" 2>&1 ); rc=$?
-        case $rc in 0) r=clean ;; 124) r="timed out" ;; *) r="FAIL ($rc)" ;; esac
-        say "$t under compute-sanitizer memcheck: $r"; record "$t" "compute-sanitizer memcheck" "$r"
-    done
-fi
-
 # -- end-to-end logits against transformers on the GPU
 MODEL=/tmp/etx-llama1b-random
-if timeout 180 python3 tests/scripts/gpu_llama1b.py make $MODEL >> "$LOG" 2>&1; then
-    timeout 180 python3 tests/scripts/gpu_llama1b.py compare $MODEL /tmp/etx-run 2>&1 | tee -a "$LOG" | tail -1 > /tmp/gpu_cmp.txt
+if has_time 60 "logits vs transformers" && timeout "$(limit 150)" python3 tests/scripts/gpu_llama1b.py make $MODEL >> "$LOG" 2>&1; then
+    timeout "$(limit 150)" python3 tests/scripts/gpu_llama1b.py compare $MODEL /tmp/etx-run 2>&1 | tee -a "$LOG" | tail -1 > /tmp/gpu_cmp.txt
     cmp=$(cat /tmp/gpu_cmp.txt)
     record "logits vs transformers (bf16)" "Llama-3.2-1B shape, random weights" "${cmp#gpu_llama1b: }"
     # generation end to end, entropix, with the device->host byte count
-    /tmp/etx-run generate -m $MODEL --device cuda -p "The capital of France is" -n 32 --policy entropix --stats \
+    timeout "$(limit 60)" /tmp/etx-run generate -m $MODEL --device cuda -p "The capital of France is" -n 32 --policy entropix --stats \
         > /dev/null 2> /tmp/gpu_gen.txt; rc=$?
     cat /tmp/gpu_gen.txt >> "$LOG"
     record "etx generate --device cuda --policy entropix" "32 tokens" "exit $rc; $(grep -o '[0-9.]* per generated token' /tmp/gpu_gen.txt)"
@@ -100,12 +102,46 @@ else
     record "logits vs transformers" "model creation" FAIL
 fi
 
-# -- decode benchmark
-if [ -x "$BUILD/bench_gpu_decode" ] && [ -d $MODEL ]; then
-    timeout 200 "${RUNENV[@]}" "$BUILD/bench_gpu_decode" -m $MODEL -b 1,8,64 -g 64 -r 3 --md /tmp/gpu_bench.md >> "$LOG" 2>&1 \
-        || say "bench_gpu_decode failed or timed out (see $LOG)"
+# -- benchmarks (issue 6 / DESIGN "Performance"): etx bench, then the peers on the same work
+BENCH_MD=/tmp/gpu_bench.md
+: > $BENCH_MD
+if [ -d $MODEL ] && has_time 60 "etx bench"; then
+    timeout "$(limit 150)" /tmp/etx-run bench -m $MODEL --device cuda --batch 1,8,64,256 -l 128 -g 64 -r 3 \
+        --policy greedy,entropix --json "$OUT/etx_bench_gpu.json" > /tmp/gpu_etx_bench.txt 2>> "$LOG"; rc=$?
+    cat /tmp/gpu_etx_bench.txt >> "$LOG"
+    record "etx bench --device cuda" "Llama-3.2-1B shape, batch 1/8/64/256, L 128, G 64" "exit $rc"
+    { echo "## etx bench"; echo; cat /tmp/gpu_etx_bench.txt; echo; } >> $BENCH_MD
 fi
+for peer in hf_generate entropix_ref; do
+    [ -d $MODEL ] || break
+    has_time 60 "peer $peer" || continue
+    # the peer's own numbers first, then etx bench on the same work (--etx), ratios last
+    PYTHONUNBUFFERED=1 timeout "$(limit 150)" python3 benchmarks/peers/$peer.py --model $MODEL --device cuda \
+        --dtype bf16 -l 128 -g 64 -r 3 --batch-n 64 --etx /tmp/etx-run --md "$OUT/peer_$peer.md" >> "$LOG" 2>&1; rc=$?
+    record "peer: $peer.py vs etx" "batch 1 and 64, L 128, G 64" "exit $rc"
+    [ -f "$OUT/peer_$peer.md" ] && { echo "## $peer"; echo; cat "$OUT/peer_$peer.md"; echo; } >> $BENCH_MD
+done
 
+# -- last: the kernel suites under compute-sanitizer (slow; what time is left)
+if command -v compute-sanitizer > /dev/null; then
+    for t in test_selftest_gpu test_layer_kernels_gpu; do
+        [ -x "$BUILD/$t" ] || continue
+        has_time 30 "$t under compute-sanitizer memcheck" || continue
+        ( cd $BUILD && CK_FORK=no timeout "$(limit 150)" "${RUNENV[@]}" compute-sanitizer --tool memcheck --error-exitcode 9 ./$t \
+            >> "$LOG" 2>&1 ); rc=$?
+        case $rc in 0) r=clean ;; 124) r="timed out" ;; *) r="FAIL ($rc)" ;; esac
+        say "$t under compute-sanitizer memcheck: $r"; record "$t" "compute-sanitizer memcheck" "$r"
+    done
+    # racecheck on the suites whose kernels share memory (attention, vocabulary pass, policy)
+    for t in test_layer_kernels_gpu test_sampling_kernels_gpu; do
+        [ -x "$BUILD/$t" ] || continue
+        has_time 30 "$t under compute-sanitizer racecheck" || continue
+        ( cd $BUILD && CK_FORK=no timeout "$(limit 150)" "${RUNENV[@]}" compute-sanitizer --tool racecheck --error-exitcode 9 ./$t \
+            >> "$LOG" 2>&1 ); rc=$?
+        case $rc in 0) r=clean ;; 124) r="timed out" ;; *) r="FAIL ($rc)" ;; esac
+        say "$t under compute-sanitizer racecheck: $r"; record "$t" "compute-sanitizer racecheck" "$r"
+    done
+fi
 # -- the table
 {
     echo "# gpu_check: ${CARD} (driver ${DRIVER}), commit ${COMMIT}, $(date -u +%Y-%m-%d)"
@@ -114,7 +150,7 @@ fi
     echo "|---|---|---|"
     printf '%s\n' "${status[@]}"
     echo
-    [ -f /tmp/gpu_bench.md ] && cat /tmp/gpu_bench.md
+    cat $BENCH_MD
     echo
     echo "total $(( $(date +%s) - T0 )) s; full log: gpu_check.log"
 } > "$MD"

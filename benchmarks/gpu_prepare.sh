@@ -2,7 +2,7 @@
 # gpu_prepare.sh — on a development machine (this project's libraries installed, nvcc, no
 # GPU needed): builds etx for a GPU machine that cannot install etx's libraries (no
 # internet there) and gathers what benchmarks/gpu_check.sh runs into gpu-bundle/: the etx
-# binary, bench_gpu_decode, the native kernel test suites, and in gpu-bundle/deps/ the
+# binary (its `etx bench` is the decode benchmark), the native kernel test suites, and in gpu-bundle/deps/ the
 # shared libraries they need beyond glibc, the C/C++ runtimes and the CUDA toolkit.
 # Carry gpu-bundle/ with the working tree (git-ignored; < 64 MiB).
 #
@@ -10,14 +10,14 @@
 set -eu
 cd "$(dirname "$0")/.."
 ARCH=${1:-90}
-PROGRAMS="etx bench_gpu_decode test_selftest_gpu test_layer_kernels_gpu test_sampling_kernels_gpu
+PROGRAMS="etx test_selftest_gpu test_layer_kernels_gpu test_sampling_kernels_gpu
           test_cuda_backend_gpu test_cuda_engine_gpu"
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DETX_NATIVE=OFF -DCMAKE_CUDA_ARCHITECTURES="$ARCH" > /dev/null
 cmake --build build-gpu -j"$(nproc)" --target $PROGRAMS
 rm -rf gpu-bundle
 mkdir -p gpu-bundle/deps
 for p in $PROGRAMS; do cp build-gpu/$p gpu-bundle/; done
-for lib in $(ldd gpu-bundle/etx gpu-bundle/bench_gpu_decode gpu-bundle/test_*_gpu | awk '/=> \// {print $3}' | sort -u); do
+for lib in $(ldd gpu-bundle/etx gpu-bundle/test_*_gpu | awk '/=> \// {print $3}' | sort -u); do
     case "$(basename "$lib")" in
         libc.so*|libm.so*|libpthread*|libdl*|librt*|ld-linux*|libstdc++*|libgcc_s*|libz.so*|libudev*) ;;
         libcuda.so*|libcudart*|libcublas*|libnvidia*) ;;
