@@ -124,24 +124,20 @@ done
 
 # -- last: the kernel suites under compute-sanitizer (slow; what time is left)
 if command -v compute-sanitizer > /dev/null; then
-    for t in test_selftest_gpu test_layer_kernels_gpu; do
+    # memcheck on the quick suites; racecheck on those whose kernels share memory
+    # (attention, vocabulary pass, policy)
+    for run in memcheck:test_selftest_gpu memcheck:test_layer_kernels_gpu racecheck:test_layer_kernels_gpu \
+               racecheck:test_sampling_kernels_gpu; do
+        tool=${run%%:*} t=${run#*:}
         [ -x "$BUILD/$t" ] || continue
-        has_time 30 "$t under compute-sanitizer memcheck" || continue
-        ( cd $BUILD && CK_FORK=no timeout "$(limit 150)" "${RUNENV[@]}" compute-sanitizer --tool memcheck --error-exitcode 9 ./$t \
-            >> "$LOG" 2>&1 ); rc=$?
+        has_time 30 "$t under compute-sanitizer $tool" || continue
+        ( cd $BUILD && CK_FORK=no timeout "$(limit 150)" "${RUNENV[@]}" compute-sanitizer --tool $tool --error-exitcode 9 \
+            ./$t >> "$LOG" 2>&1 ); rc=$?
         case $rc in 0) r=clean ;; 124) r="timed out" ;; *) r="FAIL ($rc)" ;; esac
-        say "$t under compute-sanitizer memcheck: $r"; record "$t" "compute-sanitizer memcheck" "$r"
-    done
-    # racecheck on the suites whose kernels share memory (attention, vocabulary pass, policy)
-    for t in test_layer_kernels_gpu test_sampling_kernels_gpu; do
-        [ -x "$BUILD/$t" ] || continue
-        has_time 30 "$t under compute-sanitizer racecheck" || continue
-        ( cd $BUILD && CK_FORK=no timeout "$(limit 150)" "${RUNENV[@]}" compute-sanitizer --tool racecheck --error-exitcode 9 ./$t \
-            >> "$LOG" 2>&1 ); rc=$?
-        case $rc in 0) r=clean ;; 124) r="timed out" ;; *) r="FAIL ($rc)" ;; esac
-        say "$t under compute-sanitizer racecheck: $r"; record "$t" "compute-sanitizer racecheck" "$r"
+        say "$t under compute-sanitizer $tool: $r"; record "$t" "compute-sanitizer $tool" "$r"
     done
 fi
+
 # -- the table
 {
     echo "# gpu_check: ${CARD} (driver ${DRIVER}), commit ${COMMIT}, $(date -u +%Y-%m-%d)"

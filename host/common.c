@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <time.h>
 
 etx_status etx_ok(void) {
     etx_status s;
@@ -127,4 +128,15 @@ double available_memory_bytes(void) {
         if (sscanf(line, "MemAvailable: %lf kB", &kib) == 1) break;
     fclose(f);
     return kib < 0 ? -1.0 : kib * 1024.0;
+}
+
+double etx_now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+int etx_cmp_double(const void* a, const void* b) {
+    const double x = *(const double*)a, y = *(const double*)b;
+    return (x > y) - (x < y);
 }

@@ -56,4 +56,10 @@ etx_status etx_read_file(const char* path, char** data, size_t* len);
 // MemAvailable from /proc/meminfo in bytes, or -1 when unknown.
 double available_memory_bytes(void);
 
+// Seconds on the monotonic clock (for timing; the origin is arbitrary).
+double etx_now_s(void);
+
+// qsort comparator of doubles, ascending (medians of timings).
+int etx_cmp_double(const void* a, const void* b);
+
 #endif // ETX_COMMON_H

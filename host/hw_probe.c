@@ -24,17 +24,6 @@
 #include "cpu_ops.h"
 #include "device_backend.h"
 
-static double wall_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp_d(const void* a, const void* b) {
-    double x = *(const double*)a, y = *(const double*)b;
-    return (x > y) - (x < y);
-}
-
 #define PROBE_REPS 5
 
 // Sum of n words read by all threads; returned so the reads cannot be dropped.
@@ -61,13 +50,13 @@ static etx_status cpu_bandwidth(int quick, double* bandwidth) {
     volatile uint64_t sink = read_pass(p, n); // warm-up
     double t[PROBE_REPS];
     for (int r = 0; r < PROBE_REPS; r++) {
-        const double t0 = wall_s();
+        const double t0 = etx_now_s();
         sink += read_pass(p, n);
-        t[r] = wall_s() - t0;
+        t[r] = etx_now_s() - t0;
     }
     (void)sink;
     free(p);
-    qsort(t, PROBE_REPS, sizeof(double), cmp_d);
+    qsort(t, PROBE_REPS, sizeof(double), etx_cmp_double);
     *bandwidth = (double)bytes / t[PROBE_REPS / 2];
     return etx_ok();
 }
@@ -88,14 +77,14 @@ static etx_status cpu_gemm(int quick, double* flops) {
     matmul(y, out, x, w, n, in, out); // warm-up
     double t[PROBE_REPS];
     for (int r = 0; r < PROBE_REPS; r++) {
-        const double t0 = wall_s();
+        const double t0 = etx_now_s();
         matmul(y, out, x, w, n, in, out);
-        t[r] = wall_s() - t0;
+        t[r] = etx_now_s() - t0;
     }
     free(x);
     free(w);
     free(y);
-    qsort(t, PROBE_REPS, sizeof(double), cmp_d);
+    qsort(t, PROBE_REPS, sizeof(double), etx_cmp_double);
     *flops = 2.0 * n * in * (double)out / t[PROBE_REPS / 2];
     return etx_ok();
 }

@@ -42,19 +42,8 @@
 #define BENCH_MAX_POLICIES 3
 #define BENCH_MAX_REPEATS 100
 
-static double wall_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp_d(const void* a, const void* b) {
-    double x = *(const double*)a, y = *(const double*)b;
-    return (x > y) - (x < y);
-}
-
 static double median(double* v, int n) {
-    qsort(v, (size_t)n, sizeof(double), cmp_d);
+    qsort(v, (size_t)n, sizeof(double), etx_cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
@@ -168,7 +157,7 @@ static etx_status bench_run(const BenchSetup* bs, int B, etx_policy_kind kind, R
                          .max_tokens = bs->G, .ignore_eos = 1, .key = (uint64_t)b};
         s = etx_engine_submit(e, &q, &ids[b]);
     }
-    const double t0 = wall_s();
+    const double t0 = etx_now_s();
     r->t_first = -1;
     int active = 1, first_seen = 0; // requests known to hold a token (checked in order)
     while (s.code == ETX_OK && active) {
@@ -179,9 +168,9 @@ static etx_status bench_run(const BenchSetup* bs, int B, etx_policy_kind kind, R
             s = etx_engine_request_state(e, ids[first_seen], &st);
             if (s.code != ETX_OK || st.n_tokens < 1) break;
         }
-        if (first_seen == B) r->t_first = wall_s() - t0;
+        if (first_seen == B) r->t_first = etx_now_s() - t0;
     }
-    r->t_end = wall_s() - t0;
+    r->t_end = etx_now_s() - t0;
     for (int b = 0; b < B && s.code == ETX_OK; b++) {
         etx_request_state st;
         s = etx_engine_request_state(e, ids[b], &st);

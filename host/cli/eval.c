@@ -34,12 +34,6 @@
 static const char* const GSM8K_STOPS[] = {"Question:", "</s>", "<|im_end|>", "\n\n"};
 #define GSM8K_N_STOPS 4
 
-double eval_now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 // "s:<string>" or "n:<integer>"; NULL when id is neither a string nor an integer.
 char* eval_id_key(const cJSON* id) {
     char buf[64];
@@ -297,7 +291,7 @@ static char* result_line(const EvalArgs* a, const Item* it, int combo, Slot* s, 
 
 // "[=====     ] 12/20 requests  85.3 tok/s  ETA 0:42" (tokens: generated so far, all requests)
 static void progress(int done, long tokens, int total, double t0) {
-    double el = eval_now_s() - t0;
+    double el = etx_now_s() - t0;
     int width = 30, fill = total ? done * width / total : width;
     double rate = el > 0 ? (double)tokens / el : 0;
     double eta = done > 0 ? el * (total - done) / done : 0;
@@ -325,7 +319,7 @@ int eval_run_jobs(const EvalArgs* a, const EvalPar* par, const etx_model* m, etx
     for (int i = 0; i < a->batch; i++) slots[i].item = -1;
     int next = 0, active = 0, rc = 0, jobs_done = 0;
     long tokens = 0;
-    const double t0 = eval_now_s();
+    const double t0 = etx_now_s();
     double shown = 0;
     while ((next < n_mine || active > 0) && rc == 0) {
         for (int i = 0; i < a->batch && next < n_mine; i++) {
@@ -344,9 +338,9 @@ int eval_run_jobs(const EvalArgs* a, const EvalPar* par, const etx_model* m, etx
             active++;
         }
         if (rc) break;
-        const double ts = eval_now_s();
+        const double ts = etx_now_s();
         etx_status st = etx_engine_step(e, NULL);
-        const double dt = eval_now_s() - ts;
+        const double dt = etx_now_s() - ts;
         // the step's time, shared equally by the requests in it
         for (int i = 0; busy && active > 0 && i < a->batch; i++)
             if (slots[i].item >= 0) busy[jobs[slots[i].item].combo > 0 ? jobs[slots[i].item].combo : 0] += dt / active;
@@ -386,9 +380,9 @@ int eval_run_jobs(const EvalArgs* a, const EvalPar* par, const etx_model* m, etx
             fprintf(stderr, "etx %s: writing %s failed: %s\n", a->command, a->out, strerror(errno));
             rc = -1;
         }
-        if (show && (eval_now_s() - shown > 0.25 || (next == n_mine && active == 0))) {
+        if (show && (etx_now_s() - shown > 0.25 || (next == n_mine && active == 0))) {
             progress(jobs_done, tokens, n_mine, t0);
-            shown = eval_now_s();
+            shown = etx_now_s();
         }
     }
     if (show) fputc('\n', stderr);
@@ -545,9 +539,9 @@ static int eval_run(const EvalArgs* a, const EvalPar* par) {
     }
     Totals t;
     memset(&t, 0, sizeof t);
-    const double t0 = eval_now_s();
+    const double t0 = etx_now_s();
     if (eval_run_and_write(a, par, m, e, items, mine, n_mine, n_pending, &done, &t, NULL) != 0) goto out;
-    double secs = eval_now_s() - t0;
+    double secs = etx_now_s() - t0;
     eval_par_sum(par, (double*)&t, TOTALS_N);
     if (par->rank == 0) summary(a, &t, secs, n_skipped, n_bad);
     rc = 0;

@@ -98,7 +98,6 @@ typedef struct {
     FILE* f;        // the output file (one process), else NULL
 } Writer;
 
-double eval_now_s(void);
 // Adds the counts of the result lines in path[0..good_len) to t[combo] (t[0] for lines
 // without "combo"): tokens, branches, scores, done. Returns 0, or -1 when unreadable.
 int eval_done_totals(const char* path, size_t good_len, int n_combos, Totals* t);

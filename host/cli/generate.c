@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "common.h"
 #include "policy.h"
 #include "tokenizer.h"
 
@@ -23,12 +24,6 @@ static etx_status etx_status_io_error(const char* path) {
     etx_status s = {ETX_ERR_IO, ""};
     snprintf(s.message, sizeof s.message, "writing the trace file %s failed", path);
     return s;
-}
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
 static int cmd_generate_run(const char* model, const char* prompt, const char* chat, const char* system,
@@ -155,13 +150,13 @@ static int cmd_generate_run(const char* model, const char* prompt, const char* c
     int printed = 0, active = 1, traced = 0;
     CliTraceStats ts;
     memset(&ts, 0, sizeof ts);
-    double t0 = now_s(), t_first = 0.0;
+    double t0 = etx_now_s(), t_first = 0.0;
     etx_request_state rs;
     while (active) {
         st = etx_engine_step(e, &active);
         if (st.code != ETX_OK) goto done;
         etx_engine_request_state(e, id, &rs);
-        if (printed == 0 && rs.n_tokens > 0) t_first = now_s();
+        if (printed == 0 && rs.n_tokens > 0) t_first = etx_now_s();
         int upto = rs.n_tokens;
         // a final stop token (EOS, end of turn) is not part of the text
         if (rs.phase == ETX_REQ_DONE_STOP) upto--;
@@ -198,7 +193,7 @@ static int cmd_generate_run(const char* model, const char* prompt, const char* c
         goto done;
     }
     if (stats) {
-        double t1 = now_s();
+        double t1 = etx_now_s();
         double prefill = t_first - t0, decode = t1 - t_first;
         fprintf(stderr, "etx: prompt %d tokens in %.3f s (%.1f tok/s); generated %d tokens, %d after the first in "
                         "%.3f s (%.2f tok/s); stopped by %s\n",

@@ -402,9 +402,9 @@ static int run_sweep(SweepArgs* sa, const Grid* g, const EvalPar* par) {
         if (st.code != ETX_OK) cli_error("sweep", st);
         goto out;
     }
-    const double t0 = eval_now_s();
+    const double t0 = etx_now_s();
     if (eval_run_and_write(a, par, m, e, items, mine, n_mine, n_jobs, &done, t, busy) != 0) goto out;
-    double secs = eval_now_s() - t0;
+    double secs = etx_now_s() - t0;
     // tokens/s of a combination: its tokens over the engine time attributed to it (each
     // step's time split equally over the requests in that step), per rank; the ranks run
     // side by side, so their rates add up

@@ -18,17 +18,6 @@
 #include "device.h"
 #include "gemm.h"
 
-static double wall_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp_d(const void* a, const void* b) {
-    double x = *(const double*)a, y = *(const double*)b;
-    return (x > y) - (x < y);
-}
-
 #define PROBE_REPS 9
 
 static etx_status measure_copy(int quick, double* bandwidth) {
@@ -45,12 +34,12 @@ static etx_status measure_copy(int quick, double* bandwidth) {
     etx_dev_sync();
     double t[PROBE_REPS];
     for (int i = 0; i < PROBE_REPS; i++) {
-        const double t0 = wall_s();
+        const double t0 = etx_now_s();
         etx_dev_copy(i % 2 ? a : b, i % 2 ? b : a, bytes);
         etx_dev_sync();
-        t[i] = wall_s() - t0;
+        t[i] = etx_now_s() - t0;
     }
-    qsort(t, PROBE_REPS, sizeof(double), cmp_d);
+    qsort(t, PROBE_REPS, sizeof(double), etx_cmp_double);
     etx_dev_free(a);
     etx_dev_free(b);
     *bandwidth = 2.0 * (double)bytes / t[PROBE_REPS / 2];
@@ -74,12 +63,12 @@ static etx_status measure_gemm(int quick, double* flops) {
         etx_dev_sync();
         double t[PROBE_REPS];
         for (int i = 0; i < PROBE_REPS; i++) {
-            const double t0 = wall_s();
+            const double t0 = etx_now_s();
             etx_gemm_bf16(gemm, y, x, w, n, n, n, NULL);
             etx_dev_sync();
-            t[i] = wall_s() - t0;
+            t[i] = etx_now_s() - t0;
         }
-        qsort(t, PROBE_REPS, sizeof(double), cmp_d);
+        qsort(t, PROBE_REPS, sizeof(double), etx_cmp_double);
         *flops = 2.0 * (double)n * n * n / t[PROBE_REPS / 2];
     }
     etx_dev_free(x);
