@@ -15,6 +15,7 @@
 # libcjson, openblas, check); otherwise it uses gpu-bundle/, prepared on a development
 # machine by benchmarks/gpu_prepare.sh (the programs and the shared libraries they need),
 # since a machine with no internet cannot install them.
+# GPU_CHECK_TINY=1 runs everything on a 2-layer model of the same architecture (smoke run).
 # Budget: GPU_CHECK_BUDGET seconds in all (default 540, inside a 10-minute call): every
 # stage gets at most its own limit and what is left of the budget (less a reserve for the
 # table), in order of importance; a stage with too little time left is recorded as
@@ -65,7 +66,12 @@ if [ "$BUILD" = gpu-bundle ]; then
         # the suites find their fixtures under the directory they were built in
         SRC=$(cat gpu-bundle/SRCDIR)
         if [ "$SRC" != "$ROOT" ] && [ ! -e "$SRC" ]; then mkdir -p "$(dirname "$SRC")" && ln -s "$ROOT" "$SRC"; fi
-        record build "prepared (gpu_prepare.sh, sm_$(cat gpu-bundle/ARCH))" ok
+        if [ "$(cat gpu-bundle/COMMIT)" = "$COMMIT" ]; then
+            record build "prepared (gpu_prepare.sh, sm_$(cat gpu-bundle/ARCH))" ok
+        else # the programs are older (or newer) than the scripts and fixtures beside them
+            say "WARNING: gpu-bundle/ was built at $(cat gpu-bundle/COMMIT), the tree is at $COMMIT: rerun gpu_prepare.sh"
+            record build "prepared at $(cat gpu-bundle/COMMIT), tree at $COMMIT" "STALE: rerun gpu_prepare.sh"
+        fi
     else
         say "no libraries to build with and no gpu-bundle/: run benchmarks/gpu_prepare.sh first"
         exit 1
@@ -88,10 +94,16 @@ for t in test_selftest_gpu test_layer_kernels_gpu test_sampling_kernels_gpu test
 done
 # -- end-to-end logits against transformers on the GPU
 MODEL=/tmp/etx-llama1b-random
-if has_time 60 "logits vs transformers" && timeout "$(limit 150)" python3 tests/scripts/gpu_llama1b.py make $MODEL >> "$LOG" 2>&1; then
+MODEL_OK=0  # the benchmarks need the model: only when transformers wrote it here, now
+rm -rf $MODEL
+# GPU_CHECK_TINY=1: the 2-layer model of the same architecture instead (a quick smoke run)
+TINY=$([ "${GPU_CHECK_TINY:-0}" = 1 ] && echo --tiny)
+SHAPE=$([ -n "$TINY" ] && echo "tiny 2-layer Llama 3" || echo "Llama-3.2-1B shape")
+if has_time 60 "logits vs transformers" && timeout "$(limit 150)" python3 tests/scripts/gpu_llama1b.py make $MODEL $TINY >> "$LOG" 2>&1; then
+    MODEL_OK=1
     timeout "$(limit 150)" python3 tests/scripts/gpu_llama1b.py compare $MODEL /tmp/etx-run 2>&1 | tee -a "$LOG" | tail -1 > /tmp/gpu_cmp.txt
     cmp=$(cat /tmp/gpu_cmp.txt)
-    record "logits vs transformers (bf16)" "Llama-3.2-1B shape, random weights" "${cmp#gpu_llama1b: }"
+    record "logits vs transformers (bf16)" "$SHAPE, random weights" "${cmp#gpu_llama1b: }"
     # generation end to end, entropix, with the device->host byte count
     timeout "$(limit 60)" /tmp/etx-run generate -m $MODEL --device cuda -p "The capital of France is" -n 32 --policy entropix --stats \
         > /dev/null 2> /tmp/gpu_gen.txt; rc=$?
@@ -105,15 +117,16 @@ fi
 # -- benchmarks (issue 6 / DESIGN "Performance"): etx bench, then the peers on the same work
 BENCH_MD=/tmp/gpu_bench.md
 : > $BENCH_MD
-if [ -d $MODEL ] && has_time 60 "etx bench"; then
+[ $MODEL_OK = 1 ] || record "benchmarks (etx bench, peers)" "not run" "SKIP: no model (see the logits row)"
+if [ $MODEL_OK = 1 ] && has_time 60 "etx bench"; then
     timeout "$(limit 150)" /tmp/etx-run bench -m $MODEL --device cuda --batch 1,8,64,256 -l 128 -g 64 -r 3 \
         --policy greedy,entropix --json "$OUT/etx_bench_gpu.json" > /tmp/gpu_etx_bench.txt 2>> "$LOG"; rc=$?
     cat /tmp/gpu_etx_bench.txt >> "$LOG"
-    record "etx bench --device cuda" "Llama-3.2-1B shape, batch 1/8/64/256, L 128, G 64" "exit $rc"
+    record "etx bench --device cuda" "$SHAPE, batch 1/8/64/256, L 128, G 64" "exit $rc"
     { echo "## etx bench"; echo; cat /tmp/gpu_etx_bench.txt; echo; } >> $BENCH_MD
 fi
 for peer in hf_generate entropix_ref; do
-    [ -d $MODEL ] || break
+    [ $MODEL_OK = 1 ] || break
     has_time 60 "peer $peer" || continue
     # the peer's own numbers first, then etx bench on the same work (--etx), ratios last
     PYTHONUNBUFFERED=1 timeout "$(limit 150)" python3 benchmarks/peers/$peer.py --model $MODEL --device cuda \
