@@ -144,6 +144,10 @@ static etx_status bench_run(const BenchSetup* bs, int B, etx_policy_kind kind, R
     etx_engine_options o = bs->eo;
     o.max_batch = B;
     o.max_seq_len = bs->L + bs->G;
+    // a pool holding every request whole: the automatic size is capped (2 GiB, sized for
+    // f32 K/V) and would preempt at large B, timing recomputation instead of decode
+    o.kv_block_size = 64;
+    o.kv_blocks = B * ((o.max_seq_len + 63) / 64);
     peak_rss_reset();
     etx_engine* e = NULL;
     ETX_TRY(etx_engine_create(bs->m, &o, &e));
