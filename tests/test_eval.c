@@ -16,42 +16,24 @@
 
 #include "common.h"
 
+#include "cli_run.h"
+
 #define SAMPLE ETX_FIXTURES "/eval/gsm8k_sample.jsonl"
 #define COMMON "--task gsm8k -n 24 --threads 2 --policy greedy"
 
-static char g_tmp[256];
 static char* g_ref; // the one-process output of --limit 3
 
-typedef struct {
-    int status;
-    char* err;
-} Run;
-
-static char* slurp(const char* path) {
-    char* data = NULL;
-    if (etx_read_file(path, &data, NULL).code != ETX_OK) data = NULL;
-    return data;
-}
-
-static void tmp_path(char* out, size_t cap, const char* name) {
-    snprintf(out, cap, "%s/%s", g_tmp, name);
-}
-
-// Runs `PREFIX etx eval ARGS` (PREFIX: "" or an mpirun line), stderr kept.
+// Runs `PREFIX etx eval ARGS` (PREFIX: "" or an mpirun line).
 static Run run_eval(const char* prefix, const char* args) {
-    char err_path[300], cmd[4096];
-    tmp_path(err_path, sizeof err_path, "stderr");
-    snprintf(cmd, sizeof cmd, "%s '%s' eval %s > /dev/null 2> '%s'", prefix, ETX_CLI, args, err_path);
-    int st = system(cmd);
-    Run r = {WIFEXITED(st) ? WEXITSTATUS(st) : -1, slurp(err_path)};
-    if (!r.err) r.err = xstrdup("");
-    return r;
+    char a[4096];
+    snprintf(a, sizeof a, "eval %s", args);
+    return run_prefixed(prefix, ETX_CLI, a, NULL);
 }
 
 static void run_ok(const char* prefix, const char* args) {
     Run r = run_eval(prefix, args);
     ck_assert_msg(r.status == 0, "etx eval %s: exit %d\n%s", args, r.status, r.err);
-    free(r.err);
+    free_run(&r);
 }
 
 static int count_lines(const char* s) {
@@ -64,11 +46,11 @@ static int count_lines(const char* s) {
 static const char* reference(void) {
     if (g_ref) return g_ref;
     char out[300], args[1024];
-    tmp_path(out, sizeof out, "ref.jsonl");
+    cli_tmp_path(out, sizeof out, "ref.jsonl");
     unlink(out);
     snprintf(args, sizeof args, "--data '%s' --out '%s' --limit 3 " COMMON, SAMPLE, out);
     run_ok("", args);
-    g_ref = slurp(out);
+    g_ref = cli_read_or_null(out);
     ck_assert_ptr_nonnull(g_ref);
     return g_ref;
 }
@@ -107,11 +89,11 @@ END_TEST
 
 START_TEST(batch_one_gives_the_same_file) {
     char out[300], args[1024];
-    tmp_path(out, sizeof out, "batch1.jsonl");
+    cli_tmp_path(out, sizeof out, "batch1.jsonl");
     unlink(out);
     snprintf(args, sizeof args, "--data '%s' --out '%s' --limit 3 --batch 1 " COMMON, SAMPLE, out);
     run_ok("", args);
-    char* got = slurp(out);
+    char* got = cli_read_or_null(out);
     ck_assert_str_eq(got, reference());
     free(got);
 }
@@ -119,19 +101,19 @@ END_TEST
 
 START_TEST(resume_adds_only_what_is_missing) {
     char out[300], args[1024];
-    tmp_path(out, sizeof out, "resume.jsonl");
+    cli_tmp_path(out, sizeof out, "resume.jsonl");
     unlink(out);
     snprintf(args, sizeof args, "--data '%s' --out '%s' --limit 2 " COMMON, SAMPLE, out);
     run_ok("", args);
-    char* got = slurp(out);
+    char* got = cli_read_or_null(out);
     ck_assert_int_eq(count_lines(got), 2);
     free(got);
     snprintf(args, sizeof args, "--data '%s' --out '%s' --limit 3 " COMMON, SAMPLE, out);
     Run r = run_eval("", args);
     ck_assert_int_eq(r.status, 0);
     ck_assert_msg(strstr(r.err, "1 requests run, 2 already in") != NULL, "%s", r.err);
-    free(r.err);
-    got = slurp(out);
+    free_run(&r);
+    got = cli_read_or_null(out);
     ck_assert_str_eq(got, reference());
     free(got);
     // a run killed mid-write: the last line is cut; it is dropped and redone
@@ -144,8 +126,8 @@ START_TEST(resume_adds_only_what_is_missing) {
     ck_assert_int_eq(r.status, 0);
     ck_assert_msg(strstr(r.err, "truncated line") != NULL, "%s", r.err);
     ck_assert_msg(strstr(r.err, "1 requests run, 2 already in") != NULL, "%s", r.err);
-    free(r.err);
-    got = slurp(out);
+    free_run(&r);
+    got = cli_read_or_null(out);
     ck_assert_str_eq(got, ref);
     free(got);
 }
@@ -153,8 +135,8 @@ END_TEST
 
 START_TEST(bad_lines_skipped_or_refused) {
     char data[300], out[300], args[1024];
-    tmp_path(data, sizeof data, "bad.jsonl");
-    tmp_path(out, sizeof out, "bad_out.jsonl");
+    cli_tmp_path(data, sizeof data, "bad.jsonl");
+    cli_tmp_path(out, sizeof out, "bad_out.jsonl");
     FILE* f = fopen(data, "wb");
     fputs("{\"id\": \"a\", \"prompt\": \"Question: 1 + 1?\\nAnswer:\", \"answer\": \"#### 2\"}\n"
           "{\"id\": \"b\", \"prompt\": \n"                                   // 2: bad JSON
@@ -174,8 +156,8 @@ START_TEST(bad_lines_skipped_or_refused) {
     const char* want[] = {"bad.jsonl:2: not a JSON object", "bad.jsonl:3: no \"id\"", "bad.jsonl:4: duplicate id a",
                           "bad.jsonl:5: neither", "bad.jsonl:6: the prompt has", "5 bad lines skipped"};
     for (int i = 0; i < 6; i++) ck_assert_msg(strstr(r.err, want[i]) != NULL, "missing '%s' in\n%s", want[i], r.err);
-    free(r.err);
-    char* got = slurp(out);
+    free_run(&r);
+    char* got = cli_read_or_null(out);
     ck_assert_int_eq(count_lines(got), 2);
     ck_assert(strncmp(got, "{\"id\":\"a\"", 9) == 0);
     ck_assert_ptr_nonnull(strstr(got, "\n{\"id\":9,"));
@@ -187,7 +169,7 @@ START_TEST(bad_lines_skipped_or_refused) {
     ck_assert_int_eq(r.status, 2);
     ck_assert_ptr_nonnull(strstr(r.err, "bad.jsonl:4: duplicate id a"));
     ck_assert_ptr_nonnull(strstr(r.err, "nothing run"));
-    free(r.err);
+    free_run(&r);
     ck_assert_int_ne(access(out, F_OK), 0);
 }
 END_TEST
@@ -199,7 +181,7 @@ START_TEST(mpirun_two_ranks_equal_one_process) {
         return;
     }
     char out[300], args[1024];
-    tmp_path(out, sizeof out, "mpi.jsonl");
+    cli_tmp_path(out, sizeof out, "mpi.jsonl");
     unlink(out);
     snprintf(args, sizeof args, "--data '%s' --out '%s' --limit 3 --task gsm8k -n 24 --threads 1 --policy greedy",
              SAMPLE, out);
@@ -210,8 +192,8 @@ START_TEST(mpirun_two_ranks_equal_one_process) {
     Run r = run_eval(prefix, args);
     ck_assert_msg(r.status == 0, "mpirun: exit %d\n%s", r.status, r.err);
     ck_assert_msg(strstr(r.err, "3 requests run") != NULL, "%s", r.err);
-    free(r.err);
-    char* got = slurp(out);
+    free_run(&r);
+    char* got = cli_read_or_null(out);
     ck_assert_ptr_nonnull(got);
     ck_assert_str_eq(got, reference());
     free(got);
@@ -219,8 +201,7 @@ START_TEST(mpirun_two_ranks_equal_one_process) {
 END_TEST
 
 int main(void) {
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/etx_test_eval_XXXXXX");
-    if (!mkdtemp(g_tmp)) return EXIT_FAILURE;
+    if (cli_run_setup("/tmp/etx_test_eval_XXXXXX") != 0) return EXIT_FAILURE;
     Suite* s = suite_create("eval");
     TCase* tc = tcase_create("eval");
     tcase_set_timeout(tc, 1200);
@@ -236,8 +217,6 @@ int main(void) {
     int failed = srunner_ntests_failed(r);
     srunner_free(r);
     free(g_ref);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
-    if (system(cmd) != 0) fprintf(stderr, "test_eval: could not remove %s\n", g_tmp);
+    cli_run_cleanup();
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

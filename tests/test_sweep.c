@@ -18,31 +18,17 @@
 
 #include "common.h"
 
+#include "cli_run.h"
+
 #define SAMPLE ETX_FIXTURES "/eval/gsm8k_sample.jsonl"
 #define COMMON "--task gsm8k --limit 2 -n 12 --threads 2"
 #define GRID                                                                                                           \
     "{\"policy\": \"entropix\", \"base\": {\"seed\": 3},\n"                                                            \
     " \"grid\": {\"temperature\": [0.5, 1.0], \"low_ent_thresh\": [0.1, 0.3]}}\n"
 
-static char g_tmp[256];
 static char g_grid[300];
 static char* g_ref_jsonl; // completions.jsonl of the --batch 8 run
 static char* g_ref_csv;
-
-typedef struct {
-    int status;
-    char* err;
-} Run;
-
-static char* slurp(const char* path) {
-    char* data = NULL;
-    if (etx_read_file(path, &data, NULL).code != ETX_OK) data = NULL;
-    return data;
-}
-
-static void tmp_path(char* out, size_t cap, const char* name) {
-    snprintf(out, cap, "%s/%s", g_tmp, name);
-}
 
 static void write_text(const char* path, const char* text) {
     FILE* f = fopen(path, "wb");
@@ -51,30 +37,26 @@ static void write_text(const char* path, const char* text) {
     fclose(f);
 }
 
-// Runs `PREFIX etx COMMAND ARGS`, stderr kept.
+// Runs `PREFIX etx COMMAND ARGS` (PREFIX: "" or an mpirun line).
 static Run run_etx(const char* prefix, const char* command, const char* args) {
-    char err_path[300], cmd[4096];
-    tmp_path(err_path, sizeof err_path, "stderr");
-    snprintf(cmd, sizeof cmd, "%s '%s' %s %s > /dev/null 2> '%s'", prefix, ETX_CLI, command, args, err_path);
-    int st = system(cmd);
-    Run r = {WIFEXITED(st) ? WEXITSTATUS(st) : -1, slurp(err_path)};
-    if (!r.err) r.err = xstrdup("");
-    return r;
+    char a[4096];
+    snprintf(a, sizeof a, "%s %s", command, args);
+    return run_prefixed(prefix, ETX_CLI, a, NULL);
 }
 
 static void sweep_into(const char* prefix, const char* dir_name, const char* extra) {
     char dir[300], args[2048];
-    tmp_path(dir, sizeof dir, dir_name);
+    cli_tmp_path(dir, sizeof dir, dir_name);
     snprintf(args, sizeof args, "--data '%s' --grid '%s' --out '%s' " COMMON " %s", SAMPLE, g_grid, dir, extra);
     Run r = run_etx(prefix, "sweep", args);
     ck_assert_msg(r.status == 0, "etx sweep %s: exit %d\n%s", args, r.status, r.err);
-    free(r.err);
+    free_run(&r);
 }
 
 static char* read_out(const char* dir_name, const char* file) {
     char path[400];
-    snprintf(path, sizeof path, "%s/%s/%s", g_tmp, dir_name, file);
-    return slurp(path);
+    snprintf(path, sizeof path, "%s/%s/%s", cli_run_dir, dir_name, file);
+    return cli_read_or_null(path);
 }
 
 static void reference(void) {
@@ -156,15 +138,15 @@ END_TEST
 START_TEST(combination_equals_eval_with_its_policy) {
     reference();
     char pol[300], out[300], args[2048];
-    tmp_path(pol, sizeof pol, "combo2.json");
-    tmp_path(out, sizeof out, "combo2.jsonl");
+    cli_tmp_path(pol, sizeof pol, "combo2.json");
+    cli_tmp_path(out, sizeof out, "combo2.jsonl");
     write_text(pol, "{\"policy\": \"entropix\", \"seed\": 3, \"temperature\": 1.0, \"low_ent_thresh\": 0.1}\n");
     unlink(out);
     snprintf(args, sizeof args, "--data '%s' --out '%s' --policy-file '%s' " COMMON, SAMPLE, out, pol);
     Run r = run_etx("", "eval", args);
     ck_assert_msg(r.status == 0, "etx eval: exit %d\n%s", r.status, r.err);
-    free(r.err);
-    char* ev = slurp(out);
+    free_run(&r);
+    char* ev = cli_read_or_null(out);
     ck_assert_ptr_nonnull(ev);
     // combination 2's lines (5 and 6) without their "combo":2, field
     char want[8192];
@@ -211,7 +193,7 @@ END_TEST
 START_TEST(resume_skips_done_jobs_and_rebuilds_the_csv) {
     reference();
     char dir[300], path[400];
-    tmp_path(dir, sizeof dir, "resume");
+    cli_tmp_path(dir, sizeof dir, "resume");
     ck_assert_int_eq(mkdir(dir, 0777), 0);
     const char* p = g_ref_jsonl;
     for (int i = 0; i < 3; i++) p = strchr(p, '\n') + 1;
@@ -222,7 +204,7 @@ START_TEST(resume_skips_done_jobs_and_rebuilds_the_csv) {
     snprintf(path, sizeof path, "%s/completions.jsonl", dir);
     write_text(path, part);
     free(part);
-    char* grid = slurp(g_grid);
+    char* grid = cli_read_or_null(g_grid);
     snprintf(path, sizeof path, "%s/grid.json", dir);
     write_text(path, grid);
     free(grid);
@@ -232,7 +214,7 @@ START_TEST(resume_skips_done_jobs_and_rebuilds_the_csv) {
     ck_assert_msg(r.status == 0, "exit %d\n%s", r.status, r.err);
     ck_assert_msg(strstr(r.err, "resuming: 3 of 8 jobs"), "%s", r.err);
     ck_assert_msg(strstr(r.err, "truncated line"), "%s", r.err);
-    free(r.err);
+    free_run(&r);
     char* got = read_out("resume", "completions.jsonl");
     ck_assert_str_eq(got, g_ref_jsonl);
     free(got);
@@ -244,19 +226,19 @@ START_TEST(resume_skips_done_jobs_and_rebuilds_the_csv) {
     r = run_etx("", "sweep", args);
     ck_assert_int_eq(r.status, 0);
     ck_assert_msg(strstr(r.err, "resuming: 8 of 8 jobs"), "%s", r.err);
-    free(r.err);
+    free_run(&r);
     got = read_out("resume", "completions.jsonl");
     ck_assert_str_eq(got, g_ref_jsonl);
     free(got);
     // another grid into the same directory is refused, and nothing there changes
     char other[300];
-    tmp_path(other, sizeof other, "other_grid.json");
+    cli_tmp_path(other, sizeof other, "other_grid.json");
     write_text(other, "{\"policy\": \"sample\", \"grid\": {\"temperature\": [0.3]}}");
     snprintf(args, sizeof args, "--data '%s' --grid '%s' --out '%s' " COMMON, SAMPLE, other, dir);
     r = run_etx("", "sweep", args);
     ck_assert_int_eq(r.status, 2);
     ck_assert_msg(strstr(r.err, "another grid"), "%s", r.err);
-    free(r.err);
+    free_run(&r);
     got = read_out("resume", "completions.jsonl");
     ck_assert_str_eq(got, g_ref_jsonl);
     free(got);
@@ -273,12 +255,12 @@ START_TEST(mpirun_two_ranks_equal_one_process) {
                          "ASAN_OPTIONS=detect_leaks=0 mpirun --allow-run-as-root --oversubscribe "
                          "-x ASAN_OPTIONS -np 2";
     char dir[300], args[2048];
-    tmp_path(dir, sizeof dir, "mpi");
+    cli_tmp_path(dir, sizeof dir, "mpi");
     snprintf(args, sizeof args, "--data '%s' --grid '%s' --out '%s' --task gsm8k --limit 2 -n 12 --threads 1", SAMPLE,
              g_grid, dir);
     Run r = run_etx(prefix, "sweep", args);
     ck_assert_msg(r.status == 0, "mpirun: exit %d\n%s", r.status, r.err);
-    free(r.err);
+    free_run(&r);
     char* got = read_out("mpi", "completions.jsonl");
     ck_assert_ptr_nonnull(got);
     ck_assert_str_eq(got, g_ref_jsonl);
@@ -311,8 +293,8 @@ START_TEST(bad_grids_refused_before_running) {
     };
     const int n = (int)(sizeof cases / sizeof cases[0]);
     char grid[300], dir[300], args[2048];
-    tmp_path(grid, sizeof grid, "bad_grid.json");
-    tmp_path(dir, sizeof dir, "bad_out");
+    cli_tmp_path(grid, sizeof grid, "bad_grid.json");
+    cli_tmp_path(dir, sizeof dir, "bad_out");
     for (int i = 0; i < n; i++) {
         write_text(grid, cases[i].grid);
         snprintf(args, sizeof args, "--data '%s' --grid '%s' --out '%s' -n 2", SAMPLE, grid, dir);
@@ -320,16 +302,15 @@ START_TEST(bad_grids_refused_before_running) {
         ck_assert_msg(r.status == 2, "case %d: exit %d\n%s", i, r.status, r.err);
         ck_assert_msg(strstr(r.err, cases[i].want) != NULL, "case %d: missing '%s' in\n%s", i, cases[i].want, r.err);
         ck_assert_msg(strstr(r.err, "bad_grid.json") != NULL, "case %d: the file is not named in\n%s", i, r.err);
-        free(r.err);
+        free_run(&r);
         ck_assert_int_ne(access(dir, F_OK), 0); // nothing ran, nothing written
     }
 }
 END_TEST
 
 int main(void) {
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/etx_test_sweep_XXXXXX");
-    if (!mkdtemp(g_tmp)) return EXIT_FAILURE;
-    snprintf(g_grid, sizeof g_grid, "%s/grid.json", g_tmp);
+    if (cli_run_setup("/tmp/etx_test_sweep_XXXXXX") != 0) return EXIT_FAILURE;
+    snprintf(g_grid, sizeof g_grid, "%s/grid.json", cli_run_dir);
     FILE* f = fopen(g_grid, "wb");
     if (!f) return EXIT_FAILURE;
     fputs(GRID, f);
@@ -351,8 +332,6 @@ int main(void) {
     srunner_free(r);
     free(g_ref_jsonl);
     free(g_ref_csv);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
-    if (system(cmd) != 0) fprintf(stderr, "test_sweep: could not remove %s\n", g_tmp);
+    cli_run_cleanup();
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
