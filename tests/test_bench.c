@@ -41,6 +41,17 @@ static const char* str(const cJSON* o, const char* key) {
     return v->valuestring;
 }
 
+// The shape of the model at path (loaded and freed).
+static etx_model_info model_info(const char* path) {
+    etx_model* m = NULL;
+    etx_status s = etx_model_load(path, &m);
+    ck_assert_msg(s.code == ETX_OK, "%s", s.message);
+    etx_model_info info;
+    etx_model_get_info(m, &info);
+    etx_model_free(m);
+    return info;
+}
+
 #define CLOSE(a, b) (fabs((a) - (b)) <= 1e-6 * fabs(b) + 1e-9)
 
 START_TEST(bad_options_are_named) {
@@ -151,12 +162,7 @@ static void check_report(const cJSON* j, const etx_model_info* info, int L, int 
 }
 
 START_TEST(cpu_report_matches_its_definitions) {
-    etx_model* m = NULL;
-    etx_status s = etx_model_load(ETX_DEFAULT_MODEL, &m);
-    ck_assert_msg(s.code == ETX_OK, "%s", s.message);
-    etx_model_info info;
-    etx_model_get_info(m, &info);
-    etx_model_free(m);
+    const etx_model_info info = model_info(ETX_DEFAULT_MODEL);
     char path[400], args[700];
     snprintf(path, sizeof path, "%s/cpu.json", cli_run_dir);
     snprintf(args, sizeof args,
@@ -195,12 +201,7 @@ END_TEST
 START_TEST(emulated_cuda_report) {
 #ifdef ETX_CLI_EMU
     const char* model = ETX_FIXTURES "/models/tiny-llama-gqa";
-    etx_model* m = NULL;
-    etx_status s = etx_model_load(model, &m);
-    ck_assert_msg(s.code == ETX_OK, "%s", s.message);
-    etx_model_info info;
-    etx_model_get_info(m, &info);
-    etx_model_free(m);
+    const etx_model_info info = model_info(model);
     char path[400], args[900];
     snprintf(path, sizeof path, "%s/cuda.json", cli_run_dir);
     snprintf(args, sizeof args,
@@ -236,11 +237,7 @@ int main(void) {
     tcase_add_test(tc, cpu_report_matches_its_definitions);
     tcase_add_test(tc, emulated_cuda_report);
     suite_add_tcase(s, tc);
-    SRunner* r = srunner_create(s);
-    srunner_set_fork_status(r, CK_NOFORK);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
+    int failed = cli_run_suite(s);
     cli_run_cleanup();
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -350,11 +350,7 @@ int main(void) {
     tcase_add_test(tc, entropix_flags_files_and_errors);
     tcase_add_test(tc, entropix_trace_and_stats);
     suite_add_tcase(s, tc);
-    SRunner* r = srunner_create(s);
-    srunner_set_fork_status(r, CK_NOFORK);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
+    int failed = cli_run_suite(s);
     cli_run_cleanup();
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

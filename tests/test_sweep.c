@@ -325,11 +325,7 @@ int main(void) {
     tcase_add_test(tc, mpirun_two_ranks_equal_one_process);
     tcase_add_test(tc, bad_grids_refused_before_running);
     suite_add_tcase(s, tc);
-    SRunner* r = srunner_create(s);
-    srunner_set_fork_status(r, CK_NOFORK);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
+    int failed = cli_run_suite(s);
     free(g_ref_jsonl);
     free(g_ref_csv);
     cli_run_cleanup();
