@@ -15,7 +15,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "bench_common.h"
+#include "common.h"
 #include "etx/etx.h"
 
 static void die(etx_status s) {
@@ -71,20 +71,20 @@ int main(int argc, char** argv) {
                            .max_tokens = gen_len, .ignore_eos = 1};
         int id, active = 1;
         if ((s = etx_engine_submit(e, &req, &id)).code) die(s);
-        double t0 = now_s();
+        double t0 = etx_now_s();
         if ((s = etx_engine_step(e, &active)).code) die(s); // prefill + first token
-        double t1 = now_s();
+        double t1 = etx_now_s();
         while (active)
             if ((s = etx_engine_step(e, &active)).code) die(s);
-        double t2 = now_s();
+        double t2 = etx_now_s();
         if (r >= 0) {
             pre[r] = prompt_len / (t1 - t0);
             dec[r] = (gen_len - 1) / (t2 - t1);
         }
         etx_engine_free(e);
     }
-    qsort(pre, (size_t)repeats, sizeof(double), cmp_double);
-    qsort(dec, (size_t)repeats, sizeof(double), cmp_double);
+    qsort(pre, (size_t)repeats, sizeof(double), etx_cmp_double);
+    qsort(dec, (size_t)repeats, sizeof(double), etx_cmp_double);
     printf("model %s\npolicy %s, threads %d (0 = all cores), prompt %d, generate %d, repeats %d\n", model, policy,
            threads, prompt_len, gen_len, repeats);
     printf("prefill %.1f tok/s (median)\ndecode  %.2f tok/s (median)\n", pre[repeats / 2], dec[repeats / 2]);

@@ -22,7 +22,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "bench_common.h"
+#include "common.h"
 #include "cpu_ops.h"
 #include "dequant.h"
 #include "f32_matrix.h"
@@ -66,11 +66,11 @@ static void run_op(Op op, const Problem* p) {
 // seconds per call of op, repeating it for at least min_s
 static double time_once(Op op, const Problem* p, double min_s) {
     int iters = 0;
-    double t0 = now_s(), el;
+    double t0 = etx_now_s(), el;
     do {
         run_op(op, p);
         iters++;
-    } while ((el = now_s() - t0) < min_s);
+    } while ((el = etx_now_s() - t0) < min_s);
     return el / iters;
 }
 
@@ -84,8 +84,8 @@ static void time_pair(Op a, const Problem* pa, Op b, const Problem* pb, double m
         t[0][k] = time_once(a, pa, min_s);
         t[1][k] = time_once(b, pb, min_s);
     }
-    qsort(t[0], REPS, sizeof(double), cmp_double);
-    qsort(t[1], REPS, sizeof(double), cmp_double);
+    qsort(t[0], REPS, sizeof(double), etx_cmp_double);
+    qsort(t[1], REPS, sizeof(double), etx_cmp_double);
     *ta = t[0][REPS / 2], *tb = t[1][REPS / 2];
 }
 
