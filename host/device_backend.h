@@ -91,4 +91,9 @@ const DeviceBackendOps* etx_cuda_backend(void);
 // Called by the backend's registration (a constructor in host/cuda/).
 void etx_register_cuda_backend(const DeviceBackendOps* ops);
 
+// Where work for device runs: *ops = the CUDA backend (CUDA, or AUTO with a real GPU:
+// AUTO never picks the emulator), or NULL for the CPU. An error names why CUDA cannot
+// run (no backend in this build, no GPU) or an unknown device.
+etx_status device_backend_pick(etx_device device, const DeviceBackendOps** ops);
+
 #endif // ETX_DEVICE_BACKEND_H

@@ -124,32 +124,11 @@ static int auto_kv_blocks(const ModelConfig* c, int ctx, int block_size, int max
     return (int)(blocks < cap ? blocks : cap);
 }
 
-// The backend that runs the steps: the CUDA backend when asked for (an error when this
-// program has none or there is no GPU), or under auto when a GPU is there (never the
-// SIMT emulator, which is for tests); else NULL: the CPU.
-static etx_status pick_device(etx_device device, const DeviceBackendOps** ops) {
-    const DeviceBackendOps* cuda = etx_cuda_backend();
-    *ops = NULL;
-    if (device == ETX_DEVICE_CUDA) {
-        if (!cuda)
-            return etx_error(ETX_ERR_UNSUPPORTED, "device cuda: this etx was built without the CUDA backend (nvcc was "
-                                                  "not found when it was built); use --device cpu");
-        if (!cuda->available())
-            return etx_error(ETX_ERR_UNSUPPORTED, "device cuda: no CUDA GPU is available; use --device cpu");
-        *ops = cuda;
-    } else if (device == ETX_DEVICE_AUTO) {
-        if (cuda && !strstr(cuda->name, "emulator") && cuda->available()) *ops = cuda;
-    } else if (device != ETX_DEVICE_CPU) {
-        return etx_error(ETX_ERR_INVALID_ARG, "unknown device %d", (int)device);
-    }
-    return etx_ok();
-}
-
 etx_status etx_engine_create(const etx_model* model, const etx_engine_options* opts, etx_engine** out) {
     *out = NULL;
     etx_engine_options o = opts ? *opts : etx_engine_options_default();
     const DeviceBackendOps* dev_ops = NULL;
-    ETX_TRY(pick_device(o.device, &dev_ops));
+    ETX_TRY(device_backend_pick(o.device, &dev_ops));
     if (o.n_threads < 0) return etx_error(ETX_ERR_INVALID_ARG, "threads must be >= 0 (got %d)", o.n_threads);
     if (o.max_seq_len < 0) return etx_error(ETX_ERR_INVALID_ARG, "max_seq_len must be >= 0 (got %d)", o.max_seq_len);
     if (o.max_batch < 0 || o.max_batch > 4096)

@@ -18,7 +18,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common.h"
 #include "cpu_ops.h"
@@ -92,18 +91,9 @@ static etx_status cpu_gemm(int quick, double* flops) {
 etx_status etx_measure_hardware(etx_device device, int n_threads, int quick, etx_hw_limits* out) {
     memset(out, 0, sizeof *out);
     if (n_threads < 0) return etx_error(ETX_ERR_INVALID_ARG, "threads must be >= 0 (got %d)", n_threads);
-    const DeviceBackendOps* cuda = etx_cuda_backend();
-    int use_cuda = 0;
-    if (device == ETX_DEVICE_CUDA) {
-        if (!cuda || !cuda->available())
-            return etx_error(ETX_ERR_UNSUPPORTED, "device cuda: no CUDA backend or no GPU to measure; use --device cpu");
-        use_cuda = 1;
-    } else if (device == ETX_DEVICE_AUTO) {
-        use_cuda = cuda && !strstr(cuda->name, "emulator") && cuda->available();
-    } else if (device != ETX_DEVICE_CPU) {
-        return etx_error(ETX_ERR_INVALID_ARG, "unknown device %d", (int)device);
-    }
-    if (use_cuda) {
+    const DeviceBackendOps* cuda = NULL;
+    ETX_TRY(device_backend_pick(device, &cuda));
+    if (cuda) {
         ETX_TRY(cuda->measure(quick, &out->mem_bandwidth, &out->gemm_flops));
         snprintf(out->bandwidth_method, sizeof out->bandwidth_method, "device-to-device copy of %s, read + written",
                  quick ? "16 MiB" : "1 GiB");

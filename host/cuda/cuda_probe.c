@@ -12,7 +12,6 @@
  * (milliseconds natively) for that to be exact to a few percent.
  */
 #include <stdlib.h>
-#include <time.h>
 
 #include "cuda_backend.h"
 #include "device.h"
