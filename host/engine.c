@@ -197,6 +197,7 @@ etx_status etx_engine_create(const etx_model* model, const etx_engine_options* o
     e->stats.kv_blocks = o.kv_blocks;
     e->stats.kv_block_size = o.kv_block_size;
     e->stats.max_batch = o.max_batch;
+    e->stats.steps_per_sync = o.steps_per_sync;
     cpu_set_threads(o.n_threads);
     *out = e;
     return etx_ok();

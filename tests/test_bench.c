@@ -183,6 +183,7 @@ START_TEST(cpu_report_matches_its_definitions) {
     ck_assert_msg(wb > info.n_params * 0.5 * 0.9 && wb < info.n_params * 1.07, "weight bytes %g for %lld parameters",
                   wb, info.n_params);
     ck_assert_int_eq((int)num(j, "threads"), 2);
+    ck_assert_int_eq((int)num(j, "steps_per_sync"), 1);
     cJSON_Delete(j);
     // --json -: the JSON alone on stdout, the table on stderr
     r = run("bench -t 2 -b 2 -l 4 -g 2 -r 1 --warmup 0 --quick-probe --policy sample --json -");

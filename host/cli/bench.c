@@ -242,9 +242,7 @@ static cJSON* json_report(const char* model_path, const etx_model_info* mi, cons
     cJSON_AddNumberToObject(o, "gen_len", bs->G);
     cJSON_AddNumberToObject(o, "repeats", repeats);
     cJSON_AddNumberToObject(o, "warmup", warmup);
-    // the engine's effective value: 1 on the CPU, the CUDA default 8 when not given
-    const int sps = rows[0].stats.device == ETX_DEVICE_CPU ? 1 : bs->eo.steps_per_sync ? bs->eo.steps_per_sync : 8;
-    cJSON_AddNumberToObject(o, "steps_per_sync", sps);
+    cJSON_AddNumberToObject(o, "steps_per_sync", rows[0].stats.steps_per_sync);
     cJSON* h = cJSON_AddObjectToObject(o, "hardware");
     cJSON_AddNumberToObject(h, "mem_bandwidth_bytes_s", hw->mem_bandwidth);
     cJSON_AddStringToObject(h, "bandwidth_method", hw->bandwidth_method);
@@ -373,12 +371,13 @@ int cmd_bench(int argc, char** argv) {
     s = etx_measure_hardware(dev, threads, quick_probe, &hw);
     if (s.code != ETX_OK) goto done;
     FILE* tf = json_path && !strcmp(json_path, "-") ? stderr : stdout;
+    // CPU threads in use (0 on CUDA)
+    const int cpu_threads = dev == ETX_DEVICE_CPU ? (threads ? threads : (int)sysconf(_SC_NPROCESSORS_ONLN)) : 0;
     if (dev == ETX_DEVICE_CUDA)
         fprintf(tf, "etx bench: %s (%.1f M parameters), device cuda (%s)", path, mi.n_params / 1e6,
                 probe_run.stats.device_name);
     else
-        fprintf(tf, "etx bench: %s (%.1f M parameters), device cpu, %d threads", path, mi.n_params / 1e6,
-                threads ? threads : (int)sysconf(_SC_NPROCESSORS_ONLN));
+        fprintf(tf, "etx bench: %s (%.1f M parameters), device cpu, %d threads", path, mi.n_params / 1e6, cpu_threads);
     fprintf(tf, "\nprompt %d tokens, %d generated per request (EOS ignored); median of %d runs after %d warm-up\n", L, G,
             repeats, warmup);
     fprintf(tf, "hardware: %.1f GB/s (%s), %.1f GFLOP/s (%s)\n", hw.mem_bandwidth / 1e9, hw.bandwidth_method,
@@ -438,8 +437,7 @@ int cmd_bench(int argc, char** argv) {
     free(pre);
     free(rss);
     if (s.code != ETX_OK) goto done;
-    cJSON* j = json_report(path, &mi, &bs, dev == ETX_DEVICE_CPU ? (threads ? threads : (int)sysconf(_SC_NPROCESSORS_ONLN)) : 0, repeats,
-                           warmup, &hw, rows, n_rows);
+    cJSON* j = json_report(path, &mi, &bs, cpu_threads, repeats, warmup, &hw, rows, n_rows);
     char* text = cJSON_Print(j);
     cJSON_Delete(j);
     if (json_path) {

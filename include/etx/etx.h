@@ -240,6 +240,7 @@ typedef struct {
     int kv_block_size;    // positions per block
     int kv_blocks_peak;   // most blocks in use at once
     int max_batch;
+    int steps_per_sync;   // decode steps per host sync in effect (1 on the CPU)
     etx_device device;    // where the steps run: ETX_DEVICE_CPU or ETX_DEVICE_CUDA
     char device_name[64]; // "cpu", or the GPU's name
     long long d2h_bytes;  // bytes copied device -> host by the steps (0 on the CPU): the
