@@ -21,15 +21,15 @@ needs: pip install llama-cpp-python numpy
 """
 import argparse
 import ctypes
-import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import peers_common as pc  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -76,8 +76,8 @@ class LlamaCppBatched:
         self.lc.llama_memory_clear(self.lc.llama_get_memory(self.ctx), True)
         v = self.vocab
         t0 = time.perf_counter()
-        rows = self.decode([(1000 + (37 * i + 101 * b) % (v - 1000), i, b, i == L - 1)
-                            for b in range(B) for i in range(L)])
+        rows = self.decode([(ids[i], i, b, i == L - 1)
+                            for b, ids in enumerate(pc.prompt_ids(B, L, v)) for i in range(L)])
         toks = [int(r.argmax()) for r in rows]
         t1 = time.perf_counter()
         for j in range(1, G):
@@ -97,14 +97,8 @@ def llamacpp_round(eng, a, B):
 
 
 def etx_round(a):
-    fd, path = tempfile.mkstemp(prefix="etx_bench_", suffix=".json")
-    os.close(fd)
-    cmd = [a.etx, "bench", "-m", a.gguf, "--device", "cpu", "-t", str(a.t), "-b", a.b, "-l", str(a.l),
-           "-g", str(a.g), "-r", str(a.r), "--policy", "greedy,entropix", "--json", path]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    with open(path) as f:
-        js = json.load(f)
-    os.remove(path)
+    js = pc.run_etx_bench(a.etx, a.gguf, "cpu", a.batches, a.l, a.g, a.r, "greedy,entropix", ["-t", str(a.t)],
+                          quiet=True)
     return js, {(r["batch"], r["policy"]): r for r in js["results"]}
 
 
@@ -121,7 +115,7 @@ def main():
     ap.add_argument("--md", help="also write the markdown to this file")
     a = ap.parse_args()
     try:
-        batches = [int(x) for x in a.b.split(",")]
+        batches = a.batches = [int(x) for x in a.b.split(",")]
     except ValueError:
         ap.error("-b: integers separated by commas, got %r" % a.b)
     if a.t < 1 or a.l < 1 or a.g < 2 or a.r < 1 or a.rounds < 1 or min(batches) < 1:

@@ -107,26 +107,40 @@ def header_line(a):
             % (torch.__version__, transformers.__version__, device_name(a.device), a.dtype, a.l, a.g, a.r))
 
 
+def read_etx_json(path):
+    """An `etx bench --json` file, checked to be one."""
+    with open(path) as f:
+        js = json.load(f)
+    if js.get("etx_bench") != 1:
+        sys.exit("%s: not an etx bench JSON (no \"etx_bench\": 1)" % path)
+    return js
+
+
+def run_etx_bench(etx, model, device, batch_list, l, g, r, policy, extra=(), quiet=False):
+    """Runs `ETX bench` on this work and returns its JSON (a temporary file, removed)."""
+    fd, path = tempfile.mkstemp(prefix="etx_bench_", suffix=".json")
+    os.close(fd)
+    cmd = [etx, "bench", "-m", model, "--device", device, "--batch", ",".join(map(str, batch_list)),
+           "--prompt-len", str(l), "--gen-len", str(g), "--repeats", str(r), "--policy", policy,
+           "--json", path] + list(extra)
+    if not quiet:
+        print("running:", " ".join(cmd), flush=True)
+    try:
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL if quiet else None)
+        return read_etx_json(path)
+    finally:
+        if os.path.exists(path):
+            os.remove(path)
+
+
 def etx_rows(a, policy):
     """Run `etx bench` on the same model and work (or read --etx-json); table rows for etx."""
     if a.etx_json:
-        path = a.etx_json
+        js = read_etx_json(a.etx_json)
     elif a.etx:
-        fd, path = tempfile.mkstemp(prefix="etx_bench_", suffix=".json")
-        os.close(fd)
-        cmd = [a.etx, "bench", "-m", a.model, "--device", a.device,
-               "--batch", ",".join(map(str, batches(a))), "--prompt-len", str(a.l), "--gen-len", str(a.g),
-               "--repeats", str(a.r), "--policy", policy, "--json", path]
-        print("running:", " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True)
+        js = run_etx_bench(a.etx, a.model, a.device, batches(a), a.l, a.g, a.r, policy)
     else:
         return []
-    with open(path) as f:
-        js = json.load(f)
-    if not a.etx_json:
-        os.remove(path)
-    if js.get("etx_bench") != 1:
-        sys.exit("%s: not an etx bench JSON (no \"etx_bench\": 1)" % path)
     for key, want in (("prompt_len", a.l), ("gen_len", a.g)):
         if key in js and js[key] != want:
             print("warning: etx bench %s %s, the peer ran %s" % (key, js[key], want), file=sys.stderr)
