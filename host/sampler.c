@@ -28,19 +28,6 @@ int32_t sample_argmax(const float* logits, int n) {
     return best;
 }
 
-PolicyDecision policy_decision_simple(const etx_policy* p) {
-    PolicyDecision d;
-    d.branch = p->kind == ETX_POLICY_SAMPLE ? ETX_BRANCH_SAMPLE : ETX_BRANCH_GREEDY;
-    d.forced_token = -1;
-    d.argmax = p->kind != ETX_POLICY_SAMPLE;
-    d.temperature = p->temperature;
-    d.top_k = p->top_k;
-    d.top_p = p->top_p;
-    d.min_p = p->min_p;
-    d.n_samples = 1;
-    return d;
-}
-
 // a before b in candidate order: larger logit first, then smaller id
 static int cand_before(PolicyCandidate a, PolicyCandidate b) {
     return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);

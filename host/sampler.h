@@ -28,9 +28,6 @@ void free_sampler(Sampler* s);
 // argmax of logits; ties go to the lowest id.
 int32_t sample_argmax(const float* logits, int n);
 
-// The decision of a greedy or sample policy (entropix decisions come from entropix_decide).
-PolicyDecision policy_decision_simple(const etx_policy* policy);
-
 // Fills s->cand with the `limit` most likely tokens (limit <= 0 or >= vocab: all of them),
 // sorted by logit descending, ties by ascending id; returns how many.
 int sampler_candidates(Sampler* s, const float* logits, int limit);

@@ -57,6 +57,21 @@ static inline ETX_HD float policy_clampf(float x, float lo, float hi) {
     return x < lo ? lo : (x > hi ? hi : x);
 }
 
+// The decision of a greedy or sample policy (entropix decisions come from entropix_decide):
+// the policy's own filters, argmax for greedy, one draw for sample.
+static inline ETX_HD PolicyDecision policy_decision_simple(const etx_policy* p) {
+    PolicyDecision d;
+    d.branch = p->kind == ETX_POLICY_SAMPLE ? ETX_BRANCH_SAMPLE : ETX_BRANCH_GREEDY;
+    d.forced_token = -1;
+    d.argmax = p->kind != ETX_POLICY_SAMPLE;
+    d.temperature = p->temperature;
+    d.top_k = p->top_k;
+    d.top_p = p->top_p;
+    d.min_p = p->min_p;
+    d.n_samples = 1;
+    return d;
+}
+
 // Entropix v1 (spec §2.3). First matching branch wins:
 //   LELV  H < low_ent and V < low_vent                -> argmax
 //   HELV  H > high_ent and V < low_vent               -> the pause token, or after it a

@@ -87,20 +87,6 @@ __device__ static PolicyMetrics pk_metrics(const EtxPolicyArgs* a, int s) {
     return m;
 }
 
-// sampler.c:policy_decision_simple
-__device__ static PolicyDecision pk_decision_simple(const etx_policy* p) {
-    PolicyDecision d;
-    d.branch = p->kind == ETX_POLICY_SAMPLE ? ETX_BRANCH_SAMPLE : ETX_BRANCH_GREEDY;
-    d.forced_token = -1;
-    d.argmax = p->kind != ETX_POLICY_SAMPLE;
-    d.temperature = p->temperature;
-    d.top_k = p->top_k;
-    d.top_p = p->top_p;
-    d.min_p = p->min_p;
-    d.n_samples = 1;
-    return d;
-}
-
 // Best of d->n_samples draws over k filtered weights: the smallest index drawn (the
 // candidates are sorted, so the highest log-probability, ties to the lower id).
 __device__ static int pk_best_draw(const float* w, int k, const PolicyDecision* d, const etx_policy* pol,
@@ -160,7 +146,7 @@ __global__ void policy_kernel(EtxPolicyArgs a, PkScratch sc) {
         const PolicyMetrics m = pk_metrics(&a, s);
         d = entropix_decide(&pol->entropix, &m, st->prev_token, st->pause_token);
     } else {
-        d = pk_decision_simple(pol);
+        d = policy_decision_simple(pol);
     }
     PkPending* pend = &sc.pending[s];
     pend->d = d;
