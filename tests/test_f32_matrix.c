@@ -24,16 +24,9 @@
 #include <string.h>
 
 #include "f32_matrix.h"
+#include "test_rng.h"
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-static uint32_t next_u32(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 32);
-}
-// uniform in [-1, 1)
-static float frand(void) { return (float)(next_u32() * (1.0 / 4294967296.0)) * 2.0f - 1.0f; }
 
 static const int N_LIST[] = {1, 2, 3, 8, 31, 64};
 #define N_COUNT 6
@@ -49,9 +42,9 @@ static void check_shape(int rows, int cols) {
     float* one = malloc((size_t)N_MAX * rows * sizeof(float)); // one-row products, (N_MAX, rows)
     float* y = malloc((size_t)N_MAX * ldy * sizeof(float));
     float* ys = malloc((size_t)rows * sizeof(float));
-    for (size_t i = 0; i < (size_t)rows * cols; i++) W[i] = frand();
+    for (size_t i = 0; i < (size_t)rows * cols; i++) W[i] = rng_frand(&rng_state);
     for (int b = 0; b < N_MAX; b++)
-        for (int i = 0; i < ldx; i++) x[(size_t)b * ldx + i] = i < cols ? frand() : NAN;
+        for (int i = 0; i < ldx; i++) x[(size_t)b * ldx + i] = i < cols ? rng_frand(&rng_state) : NAN;
     size_t row_bytes = (size_t)rows * sizeof(float);
 
     // one-row products (AVX2 when compiled for it), the scalar twin, and the reference

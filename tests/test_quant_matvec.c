@@ -31,6 +31,7 @@
 #include "dequant.h"
 #include "f32_matrix.h"
 #include "quant_matrix.h"
+#include "test_rng.h"
 
 #define CK_OK(expr)                                                 \
     do {                                                            \
@@ -39,18 +40,10 @@
     } while (0)
 
 static uint64_t rng_state = 0x243F6A8885A308D3ull;
-static uint32_t next_u32(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 32);
-}
-// uniform in [-1, 1)
-static float frand(void) { return (float)(next_u32() * (1.0 / 4294967296.0)) * 2.0f - 1.0f; }
 
 // a finite f16 of either sign with magnitude about 2^-10 .. 2^-1 (scales and minimums)
 static uint16_t rand_half(void) {
-    uint32_t exp = 5 + next_u32() % 10, man = next_u32() & 0x3ff, sign = next_u32() & 1;
+    uint32_t exp = 5 + rng_next_u32(&rng_state) % 10, man = rng_next_u32(&rng_state) & 0x3ff, sign = rng_next_u32(&rng_state) & 1;
     return (uint16_t)(sign << 15 | exp << 10 | man);
 }
 
@@ -60,7 +53,7 @@ static int block_bytes(int type) { return ggml_type_info((uint32_t)type)->block_
 static QuantMatrix rand_matrix(int type, int rows, int cols) {
     QuantMatrix q = {type, rows, cols, NULL, (size_t)(cols / 32 * block_bytes(type))};
     uint8_t* b = malloc(q.row_bytes * rows);
-    for (size_t i = 0; i < q.row_bytes * rows; i++) b[i] = (uint8_t)next_u32();
+    for (size_t i = 0; i < q.row_bytes * rows; i++) b[i] = (uint8_t)rng_next_u32(&rng_state);
     int halves = type == GGML_TYPE_Q4_1 ? 2 : 1;
     for (size_t k = 0; k < q.row_bytes * rows / block_bytes(type); k++)
         for (int h = 0; h < halves; h++) {
@@ -92,7 +85,7 @@ static void check_shape(int type, int rows, int cols) {
         dequantize_row((uint32_t)type, (const uint8_t*)q.blocks + (size_t)r * q.row_bytes, w + (size_t)r * cols,
                        (size_t)cols);
     for (int b = 0; b < N_MAX; b++)
-        for (int i = 0; i < ldx; i++) x[(size_t)b * ldx + i] = i < cols ? frand() : NAN;
+        for (int i = 0; i < ldx; i++) x[(size_t)b * ldx + i] = i < cols ? rng_frand(&rng_state) : NAN;
     size_t row_bytes = (size_t)rows * sizeof(float);
 
     // one-token products (AVX2 when compiled for it), the plain C twin, the reference
@@ -175,7 +168,7 @@ START_TEST(test_threaded_slices) {
     float* x = malloc(576 * sizeof(float));
     float* y1 = malloc(1000 * sizeof(float));
     float* y2 = malloc(1000 * sizeof(float));
-    for (int i = 0; i < 576; i++) x[i] = frand();
+    for (int i = 0; i < 576; i++) x[i] = rng_frand(&rng_state);
     quant_matvec_rows(y1, x, &q, 0, 1000);
     quant_matvec(y2, x, &q);
     for (int r = 0; r < 1000; r++) ck_assert_msg(y1[r] == y2[r], "row %d: %.9g vs %.9g", r, y2[r], y1[r]);
@@ -191,7 +184,7 @@ START_TEST(test_same_order_as_f32) {
         QuantMatrix q = rand_matrix(types[t], 33, 576);
         float* w = malloc((size_t)33 * 576 * sizeof(float));
         float x[576], yq[33], yf[33];
-        for (int i = 0; i < 576; i++) x[i] = frand();
+        for (int i = 0; i < 576; i++) x[i] = rng_frand(&rng_state);
         for (int r = 0; r < 33; r++)
             dequantize_row((uint32_t)types[t], (const uint8_t*)q.blocks + (size_t)r * q.row_bytes, w + r * 576, 576);
         quant_matvec_rows(yq, x, &q, 0, 33);
