@@ -120,17 +120,21 @@ BENCH_MD=/tmp/gpu_bench.md
 [ $MODEL_OK = 1 ] || record "benchmarks (etx bench, peers)" "not run" "SKIP: no model (see the logits row)"
 if [ $MODEL_OK = 1 ] && has_time 60 "etx bench"; then
     timeout "$(limit 150)" /tmp/etx-run bench -m $MODEL --device cuda --batch 1,8,64,256 -l 128 -g 64 -r 3 \
-        --policy greedy,entropix --json "$OUT/etx_bench_gpu.json" > /tmp/gpu_etx_bench.txt 2>> "$LOG"; rc=$?
+        --policy greedy,entropix --json "$OUT/etx_bench_gpu.json" > /tmp/gpu_etx_bench.txt 2>> "$LOG"; BENCH_RC=$?
     cat /tmp/gpu_etx_bench.txt >> "$LOG"
-    record "etx bench --device cuda" "$SHAPE, batch 1/8/64/256, L 128, G 64" "exit $rc"
+    record "etx bench --device cuda" "$SHAPE, batch 1/8/64/256, L 128, G 64" "exit $BENCH_RC"
     { echo "## etx bench"; echo; cat /tmp/gpu_etx_bench.txt; echo; } >> $BENCH_MD
 fi
+# the peers compare with the etx bench run above (same batches, L, G, R, both policies)
+# when it finished, and otherwise run etx bench themselves
+ETX_SIDE=(--etx /tmp/etx-run)
+[ "${BENCH_RC:-1}" = 0 ] && [ -f "$OUT/etx_bench_gpu.json" ] && ETX_SIDE=(--etx-json "$OUT/etx_bench_gpu.json")
 for peer in hf_generate entropix_ref; do
     [ $MODEL_OK = 1 ] || break
     has_time 60 "peer $peer" || continue
-    # the peer's own numbers first, then etx bench on the same work (--etx), ratios last
+    # the peer's own numbers, etx's beside them, the ratios last
     PYTHONUNBUFFERED=1 timeout "$(limit 150)" python3 benchmarks/peers/$peer.py --model $MODEL --device cuda \
-        --dtype bf16 -l 128 -g 64 -r 3 --batch-n 64 --etx /tmp/etx-run --md "$OUT/peer_$peer.md" >> "$LOG" 2>&1; rc=$?
+        --dtype bf16 -l 128 -g 64 -r 3 --batch-n 64 "${ETX_SIDE[@]}" --md "$OUT/peer_$peer.md" >> "$LOG" 2>&1; rc=$?
     record "peer: $peer.py vs etx" "batch 1 and 64, L 128, G 64" "exit $rc"
     [ -f "$OUT/peer_$peer.md" ] && { echo "## $peer"; echo; cat "$OUT/peer_$peer.md"; echo; } >> $BENCH_MD
 done

@@ -26,7 +26,8 @@ def parse_args(doc, policy, extra=None):
     ap.add_argument("--batch-n", type=int, default=64, help="the second batch size N (the first is 1)")
     ap.add_argument("--etx", help="etx binary: also run `etx bench --policy %s` on the same work" % policy)
     ap.add_argument("--md", help="also write the markdown table to this file")
-    ap.add_argument("--etx-json", help=argparse.SUPPRESS)  # read this etx bench JSON instead of running etx
+    ap.add_argument("--etx-json", help="compare with this `etx bench --json` file (same model and work) instead "
+                                       "of running etx")
     a = ap.parse_args()
     if a.l < 1 or a.g < 2 or a.r < 1 or a.batch_n < 1:
         ap.error("need -l >= 1, -g >= 2, -r >= 1, --batch-n >= 1")
