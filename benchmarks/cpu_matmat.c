@@ -23,10 +23,10 @@
 #include <time.h>
 
 #include "common.h"
-#include "cpu_ops.h"
-#include "dequant.h"
-#include "f32_matrix.h"
-#include "quant_matrix.h"
+#include "cpu/cpu_ops.h"
+#include "model/dequant.h"
+#include "cpu/f32_matrix.h"
+#include "cpu/quant_matrix.h"
 
 static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
 static uint32_t next_u32(void) {

@@ -8,8 +8,8 @@
 #include <sys/stat.h>
 
 #include "common.h"
-#include "model.h"
-#include "tokenizer.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
 
 // GGUF files start with the bytes "GGUF".
 static int file_has_gguf_magic(const char* path) {

@@ -316,7 +316,7 @@ extern "C" size_t etx_attn_decode_workspace_bytes(int n_seqs, int n_heads, int h
     return (size_t)n_seqs * n_heads * n_splits * (2 + (size_t)head_dim) * sizeof(float);
 }
 
-static float attn_scale(int hd) { return (float)pow((double)hd, -0.5); } // as host/cpu_forward.c
+static float attn_scale(int hd) { return (float)pow((double)hd, -0.5); } // as host/cpu/cpu_forward.c
 
 static void check_shape(EtxAttnShape sh, const char* who) {
     int ok = (sh.head_dim == 64 || sh.head_dim == 128) && sh.n_kv_heads > 0 && sh.n_heads % sh.n_kv_heads == 0 &&

@@ -1,7 +1,7 @@
 /*
  * attn_metrics.h — the entropix attention signals per sequence on the device
  * (kernels/attn_metrics.cu), from the last layer's captured pre-softmax scores; the twin
- * of host/metrics.c:attn_metrics, same definitions (corrected form over the valid
+ * of host/policy/metrics.c:attn_metrics, same definitions (corrected form over the valid
  * positions, or the reference's compatibility window of zero-score slots, in closed form).
  *
  * Plain C header (launchers have C linkage) also read by the kernel.

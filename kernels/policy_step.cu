@@ -1,6 +1,6 @@
 /*
  * policy_step.cu — the policy step on the device (policy_step.h): decision, filter + draw, token,
- * trace record, done flag; the twin of host/engine.c:step_request + sampler_pick.
+ * trace record, done flag; the twin of host/engine/engine.c:step_request + sampler_pick.
  *
  * Math (one line): token = forced | argmax | cand[min_j draw_j], draw_j = inverse CDF of
  * the filtered weights e^{(x_i - x_0)/T} at Philox(seed; step, j, key) (policy_math.h).

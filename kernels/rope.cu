@@ -4,7 +4,7 @@
  *   q_out[r] = rope(q[r]);  K[table[s][p / bs]][p % bs] = bf16(rope(k[r]));  V[...] = bf16(v[r])
  *
  * One block per row. The row's hd/2 angles are computed once into shared memory, as the
- * CPU does (host/cpu_ops.c rope_tables: the float product (float)pos * inv_freq[i], then
+ * CPU does (host/cpu/cpu_ops.c rope_tables: the float product (float)pos * inv_freq[i], then
  * cosf/sinf); then each thread takes one rotation pair (i, i + hd/2) of one q or k head,
  * then the v copy. Traffic per row:
  * (q_dim + 2 kv_dim) * 4 read, q_dim * 4 + 2 kv_dim * 2 written bytes; inv_freq from L1.

@@ -15,7 +15,7 @@
  * Statistics: each thread keeps (max, normaliser, mean, M2) of its logits online in
  * double — weights e^{x - max}, mean relative to the running max, Welford updates,
  * rescaled when the max grows — and the block merges them Chan-style as
- * host/metrics.c does for its blocks, so the result is logit_metrics' up to the order of
+ * host/policy/metrics.c does for its blocks, so the result is logit_metrics' up to the order of
  * double additions.
  *
  * Top-K: a shared list of the K best keys so far (vocab_pass.h: etx_cand_key) and a

@@ -1,9 +1,9 @@
 /*
  * vocab_pass.h — the fused pass over each sequence's logits row (kernels/vocab_pass.cu):
  * in one read of the row, the statistics of softmax(logits) that the entropix policy and
- * the trace need (max, log Z, entropy H, varentropy V; host/metrics.c:logit_metrics is
+ * the trace need (max, log Z, entropy H, varentropy V; host/policy/metrics.c:logit_metrics is
  * the CPU twin) and the top-K candidates in the sampler's order (logit descending, ties
- * by ascending id; host/sampler.c:sampler_candidates is the twin) with their
+ * by ascending id; host/policy/sampler.c:sampler_candidates is the twin) with their
  * log-probabilities.
  *
  * Why K = 128: the entropix adaptive branch asks for up to 100 candidates

@@ -10,7 +10,7 @@
 
 #include "cli.h"
 #include "common.h"
-#include "tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 const char* cli_model_path(const char* given) {
     if (given) return given;

@@ -27,8 +27,8 @@
 #include "cli.h"
 #include "common.h"
 #include "eval.h"
-#include "eval_score.h"
-#include "tokenizer.h"
+#include "eval/eval_score.h"
+#include "tokenizer/tokenizer.h"
 
 // lm-eval's gsm8k stop sequences (oe_eval gsm8k config; research/performance-anchors.md §6)
 static const char* const GSM8K_STOPS[] = {"Question:", "</s>", "<|im_end|>", "\n\n"};

@@ -5,7 +5,7 @@
  *
  * The policy (greedy, sample, entropix) comes from --policy, an optional --policy-file
  * (JSON, etx_policy_load_json) and one flag per policy parameter, generated from the
- * parameter table of host/policy.c (--low-ent-thresh, --top-k, ...; policy_flags.c, shared
+ * parameter table of host/policy/policy.c (--low-ent-thresh, --top-k, ...; policy_flags.c, shared
  * with eval), so --help lists every parameter with its default and range. Flags override
  * the file. --trace writes one JSON line per generated token (trace.c); --stats adds the
  * branch mix and metric means.
@@ -17,8 +17,8 @@
 
 #include "cli.h"
 #include "common.h"
-#include "policy.h"
-#include "tokenizer.h"
+#include "policy/policy.h"
+#include "tokenizer/tokenizer.h"
 
 static etx_status etx_status_io_error(const char* path) {
     etx_status s = {ETX_ERR_IO, ""};

@@ -1,14 +1,14 @@
 /*
  * policy_flags.c — the policy options shared by the commands that run requests
  * (generate, eval): --policy, --policy-file and one flag per row of the parameter table
- * of host/policy.c (--top-k, --low-ent-thresh, ...), with help generated from the table,
+ * of host/policy/policy.c (--top-k, --low-ent-thresh, ...), with help generated from the table,
  * and the resolution of all of them into one etx_policy (flags override the file).
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
-#include "policy.h"
+#include "policy/policy.h"
 
 // "top_k" -> "--top-k"
 static void flag_name(const char* name, char* out, size_t cap) {

@@ -39,7 +39,7 @@
 #include "cli.h"
 #include "common.h"
 #include "eval.h"
-#include "policy.h"
+#include "policy/policy.h"
 
 #define SWEEP_MAX_COMBOS 100000
 

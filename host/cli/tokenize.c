@@ -11,8 +11,8 @@
 
 #include "cli.h"
 #include "common.h"
-#include "model.h"
-#include "tokenizer.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
 
 static char* read_stdin(size_t* len) {
     size_t cap = 1 << 16, n = 0;

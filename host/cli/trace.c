@@ -17,7 +17,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 static void write_json_string(FILE* f, const char* s, size_t n) {
     fputc('"', f);

@@ -1,5 +1,5 @@
 /*
- * cuda_backend.c — the CUDA backend as the engine sees it (host/device_backend.h): create
+ * cuda_backend.c — the CUDA backend as the engine sees it (host/engine/backend.h): create
  * (model upload, paged K/V pools, activations, sampling buffers; refuses a plan that does
  * not fit the device's free memory, never aborts on out of memory), step (copy-on-write
  * block copies, the prefill chunks packed into few launches, every decode row as one batch, then for
@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cuda_backend.h"
+#include "cuda/cuda_backend.h"
 #include "device.h"
 #include "gemm.h"
 

@@ -25,7 +25,7 @@
 #include "advance.h"
 #include "attention.h"
 #include "attn_metrics.h"
-#include "device_backend.h"
+#include "engine/backend.h"
 #include "policy_step.h"
 #include "vocab_pass.h"
 
@@ -153,7 +153,7 @@ void cuda_forward_rows(DeviceBackend* b, const CudaRows* r);
 // of the last cuda_forward_rows, into logits (n, vocab).
 void cuda_forward_head(DeviceBackend* b, int row0, int n, float* logits);
 
-// Test-only (tests/kernels/test_cuda_backend.c): the logits rows of the last step's picks,
+// Test-only (tests/cuda/test_cuda_backend.c): the logits rows of the last step's picks,
 // (n_picks, vocab), downloaded outside the d2h_bytes count.
 etx_status cuda_backend_test_logits(DeviceBackend* b, float* out, int n_picks);
 // Test-only: the last step's picks' last-layer score capture, (n_picks, n_heads, max_seq_len)

@@ -11,7 +11,7 @@
  * projection, etx_attn_prefill_chunks). Everything stays on the device; the launches depend only on host values (row counts,
  * positions of a prefill chunk), as CUDA graph capture needs for the decode batch.
  */
-#include "cuda_backend.h"
+#include "cuda/cuda_backend.h"
 #include "embed.h"
 #include "gemm.h"
 #include "norm.h"

@@ -13,7 +13,7 @@
  */
 #include <stdlib.h>
 
-#include "cuda_backend.h"
+#include "cuda/cuda_backend.h"
 #include "device.h"
 #include "gemm.h"
 

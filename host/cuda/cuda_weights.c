@@ -7,8 +7,8 @@
 #include <math.h>
 #include <string.h>
 
-#include "cpu_ops.h"
-#include "cuda_backend.h"
+#include "cpu/cpu_ops.h"
+#include "cuda/cuda_backend.h"
 #include "device.h"
 
 etx_status cuda_alloc(DeviceBackend* b, void** p, size_t bytes, const char* what) {

@@ -1,6 +1,6 @@
 /*
  * test_layer_kernels.c — the kernels of one Llama layer (kernels/embed, norm, rope,
- * swiglu, attention) against their CPU twins (host/cpu_ops.c where one exists, plain
+ * swiglu, attention) against their CPU twins (host/cpu/cpu_ops.c where one exists, plain
  * loops here otherwise), under the SIMT emulator (_emu) and on a GPU (_gpu).
  *
  * The kernels read bf16 inputs (embedding, KV cache); the twins get the same values
@@ -31,7 +31,7 @@
 #include <string.h>
 
 #include "attention.h"
-#include "cpu_ops.h"
+#include "cpu/cpu_ops.h"
 #include "device.h"
 #include "embed.h"
 #include "norm.h"
@@ -168,7 +168,7 @@ START_TEST(test_embed) {
 END_TEST
 
 // ----------------------------------------------------------------------------
-// RMSNorm + residual vs host/cpu_ops.c rmsnorm
+// RMSNorm + residual vs host/cpu/cpu_ops.c rmsnorm
 
 // dim 576/100/1536: 16-byte vector path; 98 and 7: scalar path; offset: x, delta, out one
 // element off their allocation (misaligned: scalar path at dim 576)
@@ -230,7 +230,7 @@ START_TEST(test_rmsnorm) {
 END_TEST
 
 // ----------------------------------------------------------------------------
-// SwiGLU vs host/cpu_ops.c swiglu
+// SwiGLU vs host/cpu/cpu_ops.c swiglu
 
 START_TEST(test_swiglu) {
     static const int hiddens[] = {1536, 100, 7};
@@ -312,7 +312,7 @@ static float* gather(const Cache* c, const uint16_t* pool, int s, int kvh, int n
 }
 
 // ----------------------------------------------------------------------------
-// RoPE + KV append vs host/cpu_ops.c rope_tables/rope_apply
+// RoPE + KV append vs host/cpu/cpu_ops.c rope_tables/rope_apply
 
 // rows: (seq, pos) pairs, distinct
 static void run_rope(int n_heads, int n_kv, int hd, int bs, int llama3, const int* row_seq, const int* row_pos,
@@ -478,7 +478,7 @@ static void free_filled(FilledCache* f) {
 
 static float attn_scale(int hd) { return (float)pow((double)hd, -0.5); }
 
-// The CPU twin (host/cpu_ops.c attention_head) for the G query heads of one token at
+// The CPU twin (host/cpu/cpu_ops.c attention_head) for the G query heads of one token at
 // position pos, sharing one KV head: k, v contiguous (pos + 1, hd), passed as segments of
 // 64 positions. out: (G, hd).
 #define TWIN_SEG 64

@@ -6,7 +6,7 @@
  *   - vocab pass: rows of 100, 1000, 32000 and 49152 logits of several shapes (random,
  *     ties, -inf entries, moderately and extremely peaked, flat, all -inf, +0/-0 mixes,
  *     increasing order, large offset) against logit_metrics (max exactly; H, V, log Z
- *     with the tolerance of tests/test_metrics.c, see VP_* below) and sampler_candidates
+ *     with the tolerance of tests/policy/test_metrics.c, see VP_* below) and sampler_candidates
  *     (the same ids and logits in the same order, for k = ETX_TOPK and runtime k = 27, 64);
  *     log-probabilities equal logit - log Z exactly; one block per row, and rows split
  *     over 4 and 6 blocks (run twice on the same scratch).
@@ -31,9 +31,9 @@
 
 #include "attn_metrics.h"
 #include "device.h"
-#include "metrics.h"
+#include "policy/metrics.h"
 #include "policy_step.h"
-#include "sampler.h"
+#include "policy/sampler.h"
 #include "vocab_pass.h"
 
 // ----------------------------------------------------------------------------

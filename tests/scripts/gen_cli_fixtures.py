@@ -13,7 +13,7 @@ The expected stdout is the decoded text of the generated tokens without the fina
 token, plus a newline. Each step's top-2 logit margin is recorded: all are far above the
 ~1e-4 float32 differences between etx and transformers, so equality is a fair test.
 (llama.cpp is not used here: its Q4_1 path quantizes activations to 8 bits, moving logits
-by up to ~1, which flips near ties; tests/test_forward.c covers llama.cpp with stated
+by up to ~1, which flips near ties; tests/cpu/test_forward.c covers llama.cpp with stated
 tolerances.)
 
 usage: python tests/scripts/gen_cli_fixtures.py

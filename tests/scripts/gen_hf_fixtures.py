@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """gen_hf_fixtures.py — builds the tiny Hugging Face Llama models under
 tests/fixtures/models/ and records transformers' logits for them under
-tests/fixtures/forward/hf/ (read by tests/test_forward.c).
+tests/fixtures/forward/hf/ (read by tests/cpu/test_forward.c).
 
 Reference: transformers' LlamaForCausalLM, float32, attn_implementation="eager", CPU.
 Each model has fixed pseudo-random weights (torch.manual_seed), scaled so activations

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """gen_llamacpp_fixtures.py — records llama.cpp's outputs on the default GGUF model
 (SmolLM2-135M-Instruct.Q4_1.gguf) under tests/fixtures/forward/llamacpp/, read by
-tests/test_forward.c.
+tests/cpu/test_forward.c.
 
 Reference: llama.cpp's CPU backend through llama-cpp-python. For each prompt:
   - the token ids from llama.cpp's own tokenizer (special tokens parsed, so the ChatML

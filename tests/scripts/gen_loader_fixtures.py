@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""gen_loader_fixtures.py — writes the fixtures of tests/test_loader.c into
+"""gen_loader_fixtures.py — writes the fixtures of tests/model/test_loader.c into
 tests/fixtures/loader/, with writers etx did not write: the `gguf` package (GGUFWriter,
 gguf.quants), the `safetensors` package and Hugging Face `tokenizers`.
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""gen_metrics_fixtures.py — expected entropix metrics (host/metrics.c) from an independent
+"""gen_metrics_fixtures.py — expected entropix metrics (host/policy/metrics.c) from an independent
 numpy float64 brute force; writes tests/fixtures/metrics/metrics.json.
 
 Logit cases: H = -sum p log2 p, V = sum p (log2 p + H)^2 over p = softmax(x), computed

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""gen_tokenizer_fixtures.py — regenerates tests/fixtures/tokenizer/ for tests/test_tokenizer.c.
+"""gen_tokenizer_fixtures.py — regenerates tests/fixtures/tokenizer/ for tests/tokenizer/test_tokenizer.c.
 
 The references are Hugging Face `tokenizers` (token ids, ByteLevel decoding) and jinja2
 (chat templates, rendered the way transformers' apply_chat_template does); llama.cpp

@@ -1,0 +1,140 @@
+/*
+ * model.c — helpers shared by both loaders: checked allocation of weight buffers,
+ * freeing a model's contents, validating hyper-parameters, and picking the special
+ * tokens (BOS, EOS, end-of-turn) and chat template from the tokenizer.
+ */
+#include "model/model.h"
+
+#include <string.h>
+
+etx_status model_alloc_tensor(float** out, size_t n, const char* name) {
+    *out = NULL;
+    if (n == 0 || n > SIZE_MAX / sizeof(float))
+        return etx_error(ETX_ERR_INVALID_ARG, "tensor %s: invalid element count %zu", name, n);
+    float* p = calloc(n, sizeof(float));
+    if (!p)
+        return etx_error(ETX_ERR_NOMEM, "tensor %s: out of memory allocating %zu floats (%zu MiB)",
+                         name, n, n * sizeof(float) >> 20);
+    *out = p;
+    return etx_ok();
+}
+
+void model_free_contents(etx_model* m) {
+    if (!m) return;
+    ModelWeights* w = &m->w;
+    if (w->layers) {
+        for (int l = 0; l < m->cfg.n_layers; l++) {
+            LayerWeights* L = &w->layers[l];
+            free(L->attn_norm);
+            free(L->wq);
+            free(L->wk);
+            free(L->wv);
+            free(L->wo);
+            free(L->ffn_norm);
+            free(L->w_gate);
+            free(L->w_up);
+            free(L->w_down);
+            QuantMatrix* q[] = {&L->wq_q, &L->wk_q, &L->wv_q, &L->wo_q, &L->w_gate_q, &L->w_up_q, &L->w_down_q};
+            for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) free(q[i]->blocks);
+        }
+        free(w->layers);
+    }
+    if (w->lm_head != w->token_embedding) free(w->lm_head);
+    free(w->lm_head_q.blocks);
+    free(w->token_embedding);
+    free(w->final_norm);
+    if (m->tok) tokenizer_free(m->tok);
+    free(m->path);
+    memset(m, 0, sizeof *m);
+    m->bos_id = -1;
+}
+
+// Sizes above this are treated as corrupt rather than as huge models.
+#define MAX_DIM (1 << 20)
+#define MAX_VOCAB (1 << 23)
+#define MAX_LAYERS 4096
+
+static etx_status check_range(const char* source, const char* what, long v, long lo, long hi) {
+    if (v < lo || v > hi)
+        return etx_error(ETX_ERR_FORMAT, "%s: %s = %ld is out of range [%ld, %ld]", source, what, v, lo, hi);
+    return etx_ok();
+}
+
+// Bytes of float32 weights a config needs (the CPU backend holds every weight as float32).
+static double model_weight_bytes(const ModelConfig* c) {
+    const double d = c->dim, q = (double)c->n_heads * c->head_dim, kv = (double)c->n_kv_heads * c->head_dim;
+    const double layer = 2.0 * d + q * d + 2.0 * kv * d + d * q + 3.0 * d * c->hidden_dim;
+    const double embed = (double)c->vocab_size * d * (c->tied_embeddings ? 1.0 : 2.0);
+    return 4.0 * (c->n_layers * layer + embed + d);
+}
+
+// Refuses, before any weight is read, a model whose float32 weights cannot fit in the
+// memory available now: otherwise the allocations may succeed (overcommit) and the
+// process be killed while the weights are converted.
+static etx_status model_check_memory(const ModelConfig* c, const char* source) {
+    const double need = model_weight_bytes(c), avail = available_memory_bytes();
+    if (avail > 0 && need > avail)
+        return etx_error(ETX_ERR_NOMEM,
+                         "%s: the CPU backend holds weights as float32: this model needs %.1f GiB, and %.1f GiB "
+                         "of memory is available",
+                         source, need / (1 << 30), avail / (1 << 30));
+    return etx_ok();
+}
+
+etx_status model_config_validate(const ModelConfig* c, const char* source) {
+    ETX_TRY(check_range(source, "dim", c->dim, 1, MAX_DIM));
+    ETX_TRY(check_range(source, "hidden_dim", c->hidden_dim, 1, MAX_DIM));
+    ETX_TRY(check_range(source, "n_layers", c->n_layers, 1, MAX_LAYERS));
+    ETX_TRY(check_range(source, "n_heads", c->n_heads, 1, MAX_DIM));
+    ETX_TRY(check_range(source, "n_kv_heads", c->n_kv_heads, 1, c->n_heads));
+    ETX_TRY(check_range(source, "head_dim", c->head_dim, 2, MAX_DIM));
+    ETX_TRY(check_range(source, "vocab_size", c->vocab_size, 1, MAX_VOCAB));
+    ETX_TRY(check_range(source, "max_seq_len", c->max_seq_len, 1, 1L << 30));
+    if (c->n_heads % c->n_kv_heads != 0)
+        return etx_error(ETX_ERR_FORMAT, "%s: n_heads (%d) is not a multiple of n_kv_heads (%d)", source,
+                         c->n_heads, c->n_kv_heads);
+    if (c->head_dim % 2 != 0)
+        return etx_error(ETX_ERR_FORMAT, "%s: head_dim (%d) must be even for RoPE", source, c->head_dim);
+    if ((long)c->n_heads * c->head_dim > MAX_DIM)
+        return etx_error(ETX_ERR_FORMAT, "%s: n_heads * head_dim = %ld is too large", source,
+                         (long)c->n_heads * c->head_dim);
+    if (!(c->norm_eps > 0.0f && c->norm_eps < 1.0f))
+        return etx_error(ETX_ERR_FORMAT, "%s: norm_eps = %g is out of range (0, 1)", source, c->norm_eps);
+    if (!(c->rope_theta > 0.0f))
+        return etx_error(ETX_ERR_FORMAT, "%s: rope_theta = %g must be positive", source, c->rope_theta);
+    if (c->rope_llama3) {
+        if (!(c->rope_factor > 0.0f) || !(c->rope_low_freq_factor > 0.0f) ||
+            !(c->rope_high_freq_factor > c->rope_low_freq_factor) || c->rope_original_max_pos <= 0)
+            return etx_error(ETX_ERR_FORMAT,
+                             "%s: invalid llama3 rope_scaling (factor %g, low_freq_factor %g, "
+                             "high_freq_factor %g, original_max_position_embeddings %d)",
+                             source, c->rope_factor, c->rope_low_freq_factor, c->rope_high_freq_factor,
+                             c->rope_original_max_pos);
+    }
+    return model_check_memory(c, source);
+}
+
+static void add_eos(etx_model* m, int id) {
+    if (id < 0 || (m->tok && id >= tokenizer_n_vocab(m->tok))) return;
+    for (int i = 0; i < m->n_eos; i++)
+        if (m->eos_ids[i] == id) return;
+    if (m->n_eos < (int)(sizeof m->eos_ids / sizeof m->eos_ids[0])) m->eos_ids[m->n_eos++] = id;
+}
+
+void model_set_special_tokens(etx_model* m, int bos_id, const int* eos_ids, int n_eos) {
+    int nv = m->tok ? tokenizer_n_vocab(m->tok) : m->cfg.vocab_size;
+    m->bos_id = (bos_id >= 0 && bos_id < nv) ? bos_id : -1;
+    m->n_eos = 0;
+    for (int i = 0; i < n_eos; i++) add_eos(m, eos_ids[i]);
+    if (m->tok) {
+        // end-of-turn and end-of-text tokens of the families etx loads (Llama 3, ChatML /
+        // SmolLM2), as llama.cpp and the models' generation configs stop on them
+        static const char* const end_of_turn[] = {"<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "<|im_end|>",
+                                                  "<|endoftext|>"};
+        for (size_t i = 0; i < sizeof end_of_turn / sizeof end_of_turn[0]; i++)
+            add_eos(m, tokenizer_find(m->tok, end_of_turn[i]));
+        m->chat = chat_template_detect(m->tok);
+    } else {
+        m->chat = CHAT_NONE;
+    }
+}

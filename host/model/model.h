@@ -1,0 +1,94 @@
+/*
+ * model.h — the in-memory Llama model every backend reads: hyper-parameters
+ * (ModelConfig), weights (ModelWeights, float32, row-major, Hugging Face layout), and
+ * the tokenizer. Loaders (safetensors.c + hf_model.c, gguf.c + gguf_model.c) fill it;
+ * the CPU backend (cpu_forward.c) reads it.
+ *
+ * Layout conventions (both loaders normalise to these):
+ *   - a linear layer y = W x stores W as (out, in), row-major, like nn.Linear.weight;
+ *   - Q and K projections are in Hugging Face order, i.e. RoPE rotates element i with
+ *     element i + head_dim/2 (rotate_half). GGUF files store Q/K permuted for
+ *     interleaved-pair RoPE; the GGUF loader un-permutes them.
+ *   - all weights are float32 (bf16/f16/quantized files are converted at load).
+ *     GGUF matrices stored as Q8_0, Q4_0 or Q4_1 also keep their raw blocks (same row
+ *     order) in a QuantMatrix twin, which one-token decode streams instead of the float32
+ *     copy (quant_matrix.h); blocks == NULL when absent (always, for safetensors).
+ */
+#ifndef ETX_MODEL_H
+#define ETX_MODEL_H
+
+#include "common.h"
+#include "cpu/quant_matrix.h"
+#include "tokenizer/tokenizer.h"
+
+typedef struct {
+    int dim;            // hidden size (d_model)
+    int hidden_dim;     // FFN intermediate size
+    int n_layers;
+    int n_heads;        // query heads
+    int n_kv_heads;     // key/value heads (GQA: n_heads % n_kv_heads == 0)
+    int head_dim;       // usually dim / n_heads
+    int vocab_size;
+    int max_seq_len;    // trained context length
+    float norm_eps;     // RMSNorm epsilon
+    float rope_theta;   // RoPE base
+    int rope_llama3;    // 1: rope_scaling of type llama3 applies
+    float rope_factor;          // llama3 scaling: factor
+    float rope_low_freq_factor; // llama3 scaling: low_freq_factor
+    float rope_high_freq_factor;// llama3 scaling: high_freq_factor
+    int rope_original_max_pos;  // llama3 scaling: original_max_position_embeddings
+    int tied_embeddings;        // 1: lm_head == token_embedding
+} ModelConfig;
+
+typedef struct {
+    float* attn_norm; // (dim)
+    float* wq;        // (n_heads * head_dim, dim)
+    float* wk;        // (n_kv_heads * head_dim, dim)
+    float* wv;        // (n_kv_heads * head_dim, dim)
+    float* wo;        // (dim, n_heads * head_dim)
+    float* ffn_norm;  // (dim)
+    float* w_gate;    // (hidden_dim, dim)
+    float* w_up;      // (hidden_dim, dim)
+    float* w_down;    // (dim, hidden_dim)
+    // compact twins of the matrices above (blocks NULL: none)
+    QuantMatrix wq_q, wk_q, wv_q, wo_q, w_gate_q, w_up_q, w_down_q;
+} LayerWeights;
+
+typedef struct {
+    float* token_embedding; // (vocab_size, dim)
+    LayerWeights* layers;   // (n_layers)
+    float* final_norm;      // (dim)
+    float* lm_head;         // (vocab_size, dim); aliases token_embedding when tied
+    QuantMatrix lm_head_q;  // compact twin of lm_head (blocks NULL: none)
+} ModelWeights;
+
+struct etx_model {
+    ModelConfig cfg;
+    ModelWeights w;
+    Tokenizer* tok;       // never NULL after a successful load
+    ChatTemplate chat;    // picked from the tokenizer's special tokens
+    int bos_id;           // -1: none
+    int n_eos;
+    int eos_ids[8];       // EOS and end-of-turn tokens
+    char* path;           // what was loaded
+    const char* format;   // "safetensors" or "gguf"
+};
+
+// Allocates a zeroed float32 buffer of n elements for a weight; fails cleanly (no abort)
+// when memory runs out, naming the tensor.
+etx_status model_alloc_tensor(float** out, size_t n, const char* name);
+// Frees weights and tokenizer (not the struct itself).
+void model_free_contents(etx_model* m);
+// Checks the config for consistency (positive sizes, GQA divisibility, ...).
+etx_status model_config_validate(const ModelConfig* c, const char* source);
+// Fills bos/eos/chat from the tokenizer and the given ids (-1 = absent); appends the
+// end-of-turn/end-of-text tokens the tokenizer defines (<|eot_id|>, <|eom_id|>,
+// <|end_of_text|>, <|im_end|>, <|endoftext|>).
+void model_set_special_tokens(etx_model* m, int bos_id, const int* eos_ids, int n_eos);
+
+// Loaders. Each fills *m entirely or returns an error naming the file and tensor,
+// leaving *m freed.
+etx_status hf_model_load(const char* dir, etx_model* m);     // hf_model.c
+etx_status gguf_model_load(const char* path, etx_model* m);  // gguf_model.c
+
+#endif // ETX_MODEL_H

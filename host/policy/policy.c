@@ -1,0 +1,297 @@
+/*
+ * policy.c — the per-request sampling policy (etx_policy): the one table of named
+ * parameters (policy.h), and from it the defaults, validation, setting by name, range
+ * texts for messages and help; names of kinds and branches.
+ *
+ * Kinds and where their parameters live:
+ *   greedy    seed only (argmax needs nothing; the top-level sampling fields keep the
+ *             sample defaults and are validated but unused);
+ *   sample    temperature, top_k, top_p, min_p, seed: the top-level fields;
+ *   entropix  temperature, top_k, top_p, min_p name the base values of
+ *             etx_entropix_params (T0, ...), plus every other field of it, and seed.
+ *             The top-level temperature/top_k/top_p/min_p are not used by entropix and
+ *             keep the sample defaults (they are not mirrored).
+ * Defaults are the reference entropix v1 values (research/entropix-spec.md §2.3).
+ */
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "common.h"
+#include "policy/policy.h"
+
+#define PARAM_ALL_KINDS 8 // seed: greedy, sample and entropix
+
+#define TOP(f) ((int)offsetof(etx_policy, f))
+#define ENT(f) ((int)offsetof(etx_policy, entropix.f))
+#define ANY (-FLT_MAX)
+#define INF FLT_MAX
+#define NONE (-1)
+
+// name, type, offset for sample, offset for entropix, lo, hi, flags, sample default,
+// entropix default, help
+const PolicyParam policy_params[] = {
+    {"seed", PARAM_U64, TOP(seed), TOP(seed), 0, 9007199254740992.0, PARAM_ALL_KINDS, 0, 0,
+     "random seed; draws depend on (seed, request, step, draw) only"},
+    {"temperature", PARAM_FLOAT, TOP(temperature), ENT(temperature), 0, INF, PARAM_LO_OPEN, 1, 0.666,
+     "temperature (entropix: T0, the base every branch scales)"},
+    {"top_k", PARAM_INT, TOP(top_k), ENT(top_k), 1, 1000000, PARAM_ZERO_OFF, 0, 27,
+     "keep the K most likely tokens (sample: 0 = off; entropix: base top-k)"},
+    {"top_p", PARAM_FLOAT, TOP(top_p), ENT(top_p), 0, 1, PARAM_LO_OPEN, 1, 0.90,
+     "keep the smallest set of most likely tokens whose mass reaches P (1 = off)"},
+    {"min_p", PARAM_FLOAT, TOP(min_p), ENT(min_p), 0, 1, PARAM_HI_OPEN, 0, 0.03,
+     "drop tokens below M times the top probability (0 = off)"},
+    {"low_ent_thresh", PARAM_FLOAT, NONE, ENT(low_ent_thresh), 0, INF, 0, 0, 0.1,
+     "LELV (argmax) when H < this and V < low_vent_thresh (bits)"},
+    {"low_vent_thresh", PARAM_FLOAT, NONE, ENT(low_vent_thresh), 0, INF, 0, 0, 0.1,
+     "'low varentropy' for LELV and HELV: V < this (bits^2)"},
+    {"med_ent_thresh", PARAM_FLOAT, NONE, ENT(med_ent_thresh), 0, INF, 0, 0, 3.0,
+     "HEHV when H > this and V > high_vent_thresh (bits)"},
+    {"high_ent_thresh", PARAM_FLOAT, NONE, ENT(high_ent_thresh), 0, INF, 0, 0, 5.0,
+     "HELV when H > this and V < low_vent_thresh; LEHV when H < this (bits)"},
+    {"high_vent_thresh", PARAM_FLOAT, NONE, ENT(high_vent_thresh), 0, INF, 0, 0, 5.0,
+     "'high varentropy' for LEHV and HEHV: V > this (bits^2)"},
+    {"helv_attn_ent_offset", PARAM_FLOAT, NONE, ENT(helv_attn_ent_offset), ANY, INF, 0, 0, 1.3,
+     "HELV resample: T = min(1.5, T0 (offset + coef A_H))"},
+    {"helv_attn_ent_coef", PARAM_FLOAT, NONE, ENT(helv_attn_ent_coef), ANY, INF, 0, 0, 0.2,
+     "HELV resample: coefficient of the attention entropy"},
+    {"lehv_interaction_strength_offset", PARAM_FLOAT, NONE, ENT(lehv_interaction_strength_offset), ANY, INF, 0, 0,
+     1.2, "LEHV: T = min(1.5, T0 (offset + coef IS))"},
+    {"lehv_interaction_strength_coef", PARAM_FLOAT, NONE, ENT(lehv_interaction_strength_coef), ANY, INF, 0, 0, 0.3,
+     "LEHV: coefficient of the interaction strength"},
+    {"hehv_attn_ent_coef", PARAM_FLOAT, NONE, ENT(hehv_attn_ent_coef), ANY, INF, 0, 0, 0.2,
+     "HEHV: top_p = max(0.5, top_p - coef A_H)"},
+    {"hehv_attn_vent_offset", PARAM_FLOAT, NONE, ENT(hehv_attn_vent_offset), ANY, INF, 0, 0, 2.0,
+     "HEHV: T = max(2.0, T0 (offset + coef A_V))"},
+    {"hehv_attn_vent_coef", PARAM_FLOAT, NONE, ENT(hehv_attn_vent_coef), ANY, INF, 0, 0, 0.5,
+     "HEHV: coefficient of the attention varentropy"},
+    {"n_adaptive_samples", PARAM_INT, NONE, ENT(n_adaptive_samples), 1, 64, 0, 0, 5,
+     "adaptive branch: draws, of which the most likely is kept"},
+    {"ada_temp_logits", PARAM_FLOAT, NONE, ENT(ada_temp_logits), ANY, INF, 0, 0, 0.3,
+     "adaptive: T = T0 (1 + this (H+V) + ada_temp_attn (A_H+A_V) - ada_temp_agree AG)"},
+    {"ada_temp_attn", PARAM_FLOAT, NONE, ENT(ada_temp_attn), ANY, INF, 0, 0, 0.2,
+     "adaptive: temperature coefficient of A_H + A_V"},
+    {"ada_temp_agree", PARAM_FLOAT, NONE, ENT(ada_temp_agree), ANY, INF, 0, 0, 0.2,
+     "adaptive: temperature coefficient of the agreement"},
+    {"ada_top_p", PARAM_FLOAT, NONE, ENT(ada_top_p), ANY, INF, 0, 0, 0.1,
+     "adaptive: top_p = clip(top_p (1 + this A_V), 0.1, 1)"},
+    {"ada_top_k_int", PARAM_FLOAT, NONE, ENT(ada_top_k_int), ANY, INF, 0, 0, 0.3,
+     "adaptive: top_k = clip(round(top_k (1 + this IS - ada_top_k_agree AG)), 1, 100)"},
+    {"ada_top_k_agree", PARAM_FLOAT, NONE, ENT(ada_top_k_agree), ANY, INF, 0, 0, 0.2,
+     "adaptive: top-k coefficient of the agreement"},
+    {"ada_min_p", PARAM_FLOAT, NONE, ENT(ada_min_p), ANY, INF, 0, 0, 0.5,
+     "adaptive: min_p = clip(min_p (1 - this (H+V)), 0.01, 0.5)"},
+    {"ada_score_logits_ent", PARAM_FLOAT, NONE, ENT(ada_score_logits_ent), ANY, INF, 0, 0, 0.1,
+     "reference's score term (1-H) this; token-independent, does not change the winner"},
+    {"ada_score_attn_ent", PARAM_FLOAT, NONE, ENT(ada_score_attn_ent), ANY, INF, 0, 0, 0.2,
+     "reference's score term (1-A_H) this; token-independent"},
+    {"ada_score_logits_vent", PARAM_FLOAT, NONE, ENT(ada_score_logits_vent), ANY, INF, 0, 0, 0.3,
+     "reference's score term (1-V) this; token-independent"},
+    {"ada_score_attn_vent", PARAM_FLOAT, NONE, ENT(ada_score_attn_vent), ANY, INF, 0, 0, 0.4,
+     "reference's score term (1-A_V) this; token-independent"},
+    {"ada_score_agree", PARAM_FLOAT, NONE, ENT(ada_score_agree), ANY, INF, 0, 0, 0.5,
+     "reference's score term AG this; token-independent"},
+    {"ada_score_int", PARAM_FLOAT, NONE, ENT(ada_score_int), ANY, INF, 0, 0, 0.6,
+     "reference's score term IS this; token-independent"},
+    {"pause_token", PARAM_INT, NONE, ENT(pause_token), -1, 2147483647.0, 0, 0, -1,
+     "token HELV inserts; -1 = the model's \" ...\" token (Llama 3: 2564)"},
+    {"attn_window", PARAM_INT, NONE, ENT(attn_window), 0, 16777216, 0, 0, 0,
+     "attention metrics over: 0 = the valid positions; N = the reference's N slots (4096)"},
+};
+const int policy_n_params = (int)(sizeof policy_params / sizeof policy_params[0]);
+
+const PolicyParam* policy_param_find(const char* name) {
+    for (int i = 0; i < policy_n_params; i++)
+        if (strcmp(policy_params[i].name, name) == 0) return &policy_params[i];
+    return NULL;
+}
+
+// Levenshtein distance, names cut at 63 characters.
+static int edit_distance(const char* a, const char* b) {
+    int na = (int)strlen(a), nb = (int)strlen(b);
+    if (na > 63) na = 63;
+    if (nb > 63) nb = 63;
+    int prev[64], cur[64];
+    for (int j = 0; j <= nb; j++) prev[j] = j;
+    for (int i = 1; i <= na; i++) {
+        cur[0] = i;
+        for (int j = 1; j <= nb; j++) {
+            int sub = prev[j - 1] + (a[i - 1] != b[j - 1]);
+            int del = prev[j] + 1, ins = cur[j - 1] + 1;
+            int m = sub < del ? sub : del;
+            cur[j] = m < ins ? m : ins;
+        }
+        memcpy(prev, cur, sizeof(int) * (size_t)(nb + 1));
+    }
+    return prev[nb];
+}
+
+const char* policy_param_suggest(const char* name) {
+    // '-' and '_' are the same to a human ("low-ent-thresh" means low_ent_thresh)
+    char norm[64];
+    size_t n = strlen(name);
+    if (n > 63) n = 63;
+    for (size_t i = 0; i < n; i++) norm[i] = name[i] == '-' ? '_' : name[i];
+    norm[n] = '\0';
+    const char* best = NULL;
+    int best_d = 1 << 30;
+    for (int i = 0; i < policy_n_params; i++) {
+        int d = edit_distance(norm, policy_params[i].name);
+        if (d < best_d) best_d = d, best = policy_params[i].name;
+    }
+    const char* kinds = "policy";
+    int dk = edit_distance(norm, kinds);
+    if (dk < best_d) best_d = dk, best = kinds;
+    int limit = (int)n / 3 > 2 ? (int)n / 3 : 2;
+    return best_d <= limit ? best : NULL;
+}
+
+int policy_param_applies(const PolicyParam* p, etx_policy_kind kind) {
+    if (p->flags & PARAM_ALL_KINDS) return 1;
+    if (kind == ETX_POLICY_SAMPLE) return p->off_sample >= 0;
+    if (kind == ETX_POLICY_ENTROPIX) return p->off_entropix >= 0;
+    return 0;
+}
+
+static int offset_of(const PolicyParam* p, etx_policy_kind kind) {
+    return kind == ETX_POLICY_ENTROPIX ? p->off_entropix : p->off_sample;
+}
+
+static double lo_of(const PolicyParam* p, etx_policy_kind kind) {
+    return (p->flags & PARAM_ZERO_OFF) && kind != ETX_POLICY_ENTROPIX ? 0.0 : p->lo;
+}
+
+void policy_param_range(const PolicyParam* p, etx_policy_kind kind, char* buf, size_t cap) {
+    const double lo = lo_of(p, kind);
+    if (p->type != PARAM_FLOAT) {
+        snprintf(buf, cap, "%.0f..%.0f", lo, p->hi);
+        return;
+    }
+    if (p->lo == ANY && p->hi == INF) snprintf(buf, cap, "any finite number");
+    else if (p->hi == INF) snprintf(buf, cap, "%s %g", (p->flags & PARAM_LO_OPEN) ? ">" : ">=", lo);
+    else
+        snprintf(buf, cap, "%c%g, %g%c", (p->flags & PARAM_LO_OPEN) ? '(' : '[', lo, p->hi,
+                 (p->flags & PARAM_HI_OPEN) ? ')' : ']');
+}
+
+double policy_param_get(const etx_policy* pol, const PolicyParam* p) {
+    const char* base = (const char*)pol + offset_of(p, pol->kind);
+    switch (p->type) {
+    case PARAM_INT: return (double)*(const int*)base;
+    case PARAM_FLOAT: return (double)*(const float*)base;
+    case PARAM_U64: return (double)*(const uint64_t*)base;
+    }
+    return 0.0;
+}
+
+static int in_range(const PolicyParam* p, etx_policy_kind kind, double v) {
+    if (!isfinite(v)) return 0;
+    const double lo = lo_of(p, kind);
+    if ((p->flags & PARAM_LO_OPEN) ? !(v > lo) : !(v >= lo)) return 0;
+    if ((p->flags & PARAM_HI_OPEN) ? !(v < p->hi) : !(v <= p->hi)) return 0;
+    return 1;
+}
+
+static etx_status range_error(const PolicyParam* p, etx_policy_kind kind, double v) {
+    char r[64];
+    policy_param_range(p, kind, r, sizeof r);
+    return etx_error(ETX_ERR_INVALID_ARG, "policy: %s must be %s%s (got %.9g)", p->name,
+                     (p->type != PARAM_FLOAT || (p->hi != INF && p->lo != ANY)) ? "in " : "", r, v);
+}
+
+int policy_kind_parse(const char* s) {
+    if (strcmp(s, "greedy") == 0) return ETX_POLICY_GREEDY;
+    if (strcmp(s, "sample") == 0) return ETX_POLICY_SAMPLE;
+    if (strcmp(s, "entropix") == 0) return ETX_POLICY_ENTROPIX;
+    return -1;
+}
+
+const char* policy_kind_name(etx_policy_kind kind) {
+    switch (kind) {
+    case ETX_POLICY_GREEDY: return "greedy";
+    case ETX_POLICY_SAMPLE: return "sample";
+    case ETX_POLICY_ENTROPIX: return "entropix";
+    }
+    return "unknown";
+}
+
+static void store(etx_policy* pol, const PolicyParam* p, int off, double v) {
+    char* base = (char*)pol + off;
+    switch (p->type) {
+    case PARAM_INT: *(int*)base = (int)v; break;
+    case PARAM_FLOAT: *(float*)base = (float)v; break;
+    case PARAM_U64: *(uint64_t*)base = (uint64_t)v; break;
+    }
+}
+
+etx_policy etx_policy_default(etx_policy_kind kind) {
+    etx_policy pol;
+    memset(&pol, 0, sizeof pol);
+    pol.kind = kind;
+    // every field gets a value whatever the kind, so a policy can switch kind safely:
+    // the top-level fields the sample defaults, etx_entropix_params the reference's
+    for (int i = 0; i < policy_n_params; i++) {
+        const PolicyParam* p = &policy_params[i];
+        if (p->off_sample >= 0) store(&pol, p, p->off_sample, p->def_sample);
+        if (p->off_entropix >= 0 && p->off_entropix != p->off_sample) store(&pol, p, p->off_entropix, p->def_entropix);
+    }
+    return pol;
+}
+
+etx_status etx_policy_validate(const etx_policy* pol) {
+    const etx_policy_kind kind = pol->kind;
+    if (kind != ETX_POLICY_GREEDY && kind != ETX_POLICY_SAMPLE && kind != ETX_POLICY_ENTROPIX)
+        return etx_error(ETX_ERR_INVALID_ARG, "policy: unknown kind %d", (int)kind);
+    for (int i = 0; i < policy_n_params; i++) {
+        const PolicyParam* p = &policy_params[i];
+        // greedy: the top-level sampling fields are checked as for sample (unused, but a
+        // policy switched to sample later must be valid)
+        etx_policy_kind k = kind == ETX_POLICY_GREEDY ? ETX_POLICY_SAMPLE : kind;
+        if (!policy_param_applies(p, k) || p->type == PARAM_U64) continue;
+        const char* base = (const char*)pol + offset_of(p, k);
+        const double v = p->type == PARAM_INT ? (double)*(const int*)base : (double)*(const float*)base;
+        if (!in_range(p, k, v)) return range_error(p, k, v);
+    }
+    return etx_ok();
+}
+
+etx_status etx_policy_set(etx_policy* pol, const char* name, double value) {
+    const PolicyParam* p = policy_param_find(name);
+    if (!p) {
+        const char* s = policy_param_suggest(name);
+        if (s) return etx_error(ETX_ERR_INVALID_ARG, "policy: unknown parameter '%s' (did you mean '%s'?)", name, s);
+        return etx_error(ETX_ERR_INVALID_ARG, "policy: unknown parameter '%s'", name);
+    }
+    const etx_policy_kind kind = pol->kind;
+    if (!policy_param_applies(p, kind)) {
+        if (p->off_sample < 0)
+            return etx_error(ETX_ERR_INVALID_ARG, "policy: %s is an entropix parameter; the policy is %s", name,
+                             policy_kind_name(kind));
+        return etx_error(ETX_ERR_INVALID_ARG, "policy: %s does not apply to the %s policy (only seed does)", name,
+                         policy_kind_name(kind));
+    }
+    if (!isfinite(value)) return range_error(p, kind, value);
+    if (p->type != PARAM_FLOAT && value != floor(value))
+        return etx_error(ETX_ERR_INVALID_ARG, "policy: %s must be an integer (got %.9g)", name, value);
+    if (!in_range(p, kind, value)) return range_error(p, kind, value);
+    // a value in range as a double can leave it as a float (1e-50 -> 0)
+    if (p->type == PARAM_FLOAT && !in_range(p, kind, (double)(float)value)) return range_error(p, kind, value);
+    store(pol, p, offset_of(p, kind), value);
+    return etx_ok();
+}
+
+const char* etx_branch_name(etx_branch b) {
+    switch (b) {
+    case ETX_BRANCH_GREEDY: return "greedy";
+    case ETX_BRANCH_SAMPLE: return "sample";
+    case ETX_BRANCH_ARGMAX: return "argmax";
+    case ETX_BRANCH_PAUSE: return "pause";
+    case ETX_BRANCH_HELV: return "helv";
+    case ETX_BRANCH_LEHV: return "lehv";
+    case ETX_BRANCH_HEHV: return "hehv";
+    case ETX_BRANCH_ADAPTIVE: return "adaptive";
+    case ETX_BRANCH_COUNT: break;
+    }
+    return "unknown";
+}

@@ -1,0 +1,113 @@
+/*
+ * policy_file.c — reads a JSON policy file into an etx_policy (etx_policy_load_json):
+ *
+ *     {"policy": "entropix", "seed": 7, "temperature": 0.7, "low_ent_thresh": 0.2}
+ *
+ * "policy" picks the kind (greedy, sample, entropix; absent: the caller's kind) and the
+ * file starts from that kind's defaults; every other key is a parameter of the table in
+ * policy.c, set through etx_policy_set so the same ranges apply as on the command line.
+ * Every mistake is an error that names the file and the key: an unknown key (with the
+ * closest known name), a duplicate, a string or boolean where a number belongs, a
+ * fraction where an integer belongs, a value out of range (with the range), malformed
+ * JSON (with the byte offset, line and column). The caller's policy is only written
+ * when the whole file is good.
+ */
+#include <cJSON.h>
+#include <string.h>
+
+#include "common.h"
+#include "policy/policy.h"
+
+static const char* json_type_name(const cJSON* v) {
+    if (cJSON_IsString(v)) return "a string";
+    if (cJSON_IsBool(v)) return "a boolean";
+    if (cJSON_IsNull(v)) return "null";
+    if (cJSON_IsArray(v)) return "an array";
+    if (cJSON_IsObject(v)) return "an object";
+    if (cJSON_IsNumber(v)) return "a number";
+    return "something else";
+}
+
+// "policy: X must be ..." from etx_policy_set, re-prefixed with the file.
+static etx_status file_error(const char* path, etx_status inner) {
+    const char* msg = inner.message;
+    if (strncmp(msg, "policy: ", 8) == 0) msg += 8;
+    return etx_error(inner.code, "policy file %s: %s", path, msg);
+}
+
+static etx_status load(const char* path, const cJSON* root, etx_policy* out) {
+    if (!cJSON_IsObject(root))
+        return etx_error(ETX_ERR_FORMAT, "policy file %s: expected a JSON object {\"policy\": ..., ...}, got %s", path,
+                         json_type_name(root));
+    // duplicates are errors: cJSON keeps both and the second would be silently ignored
+    for (const cJSON* a = root->child; a; a = a->next)
+        for (const cJSON* b = root->child; b != a; b = b->next)
+            if (strcmp(a->string, b->string) == 0)
+                return etx_error(ETX_ERR_FORMAT, "policy file %s: key '%s' appears twice", path, a->string);
+
+    etx_policy_kind kind = out->kind;
+    const cJSON* k = cJSON_GetObjectItemCaseSensitive(root, "policy");
+    if (k) {
+        if (!cJSON_IsString(k))
+            return etx_error(ETX_ERR_FORMAT, "policy file %s: 'policy' must be a string (greedy, sample or entropix), got %s",
+                             path, json_type_name(k));
+        int kk = policy_kind_parse(k->valuestring);
+        if (kk < 0)
+            return etx_error(ETX_ERR_INVALID_ARG,
+                             "policy file %s: 'policy' is '%s'; expected greedy, sample or entropix", path, k->valuestring);
+        kind = (etx_policy_kind)kk;
+    }
+    etx_policy pol = etx_policy_default(kind);
+    for (const cJSON* v = root->child; v; v = v->next) {
+        if (strcmp(v->string, "policy") == 0) continue;
+        const PolicyParam* p = policy_param_find(v->string);
+        if (!p) {
+            const char* s = policy_param_suggest(v->string);
+            if (s)
+                return etx_error(ETX_ERR_INVALID_ARG, "policy file %s: unknown key '%s' (did you mean '%s'?)", path,
+                                 v->string, s);
+            return etx_error(ETX_ERR_INVALID_ARG, "policy file %s: unknown key '%s'", path, v->string);
+        }
+        if (!cJSON_IsNumber(v))
+            return etx_error(ETX_ERR_FORMAT, "policy file %s: '%s' must be %s, got %s", path, v->string,
+                             p->type == PARAM_FLOAT ? "a number" : "an integer", json_type_name(v));
+        etx_status st = etx_policy_set(&pol, v->string, v->valuedouble);
+        if (st.code != ETX_OK) return file_error(path, st);
+    }
+    etx_status st = etx_policy_validate(&pol);
+    if (st.code != ETX_OK) return file_error(path, st);
+    *out = pol;
+    return etx_ok();
+}
+
+etx_status etx_policy_load_json(const char* path, etx_policy* policy) {
+    char* text = NULL;
+    size_t len = 0;
+    etx_status st = etx_read_file(path, &text, &len);
+    if (st.code != ETX_OK) return etx_error_wrap(st, "policy file");
+    const char* end = NULL;
+    cJSON* root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    if (!root) {
+        const char* at = end ? end : cJSON_GetErrorPtr();
+        size_t off = at && at >= text && at <= text + len ? (size_t)(at - text) : len;
+        int line = 1, col = 1;
+        for (size_t i = 0; i < off; i++) {
+            if (text[i] == '\n') line++, col = 1;
+            else col++;
+        }
+        st = etx_error(ETX_ERR_FORMAT, "policy file %s: malformed JSON at byte %zu (line %d, column %d)", path, off,
+                       line, col);
+    } else {
+        // trailing non-space text after the object is malformed too
+        size_t off = (size_t)(end - text);
+        while (off < len && (text[off] == ' ' || text[off] == '\n' || text[off] == '\r' || text[off] == '\t')) off++;
+        if (off < len)
+            st = etx_error(ETX_ERR_FORMAT, "policy file %s: malformed JSON: unexpected text after the object at byte %zu",
+                           path, off);
+        else
+            st = load(path, root, policy);
+    }
+    cJSON_Delete(root);
+    free(text);
+    return st;
+}

@@ -1,0 +1,306 @@
+/*
+ * test_quant_matvec.c — checks the one-token and batched products over compact weights
+ * (quant_matrix.c) and the GGUF loader's compact twins (gguf_model.c).
+ *
+ *   - for Q8_0, Q4_0 and Q4_1 blocks with random scales and codes, rows 1, 7, 33, 577,
+ *     cols 32, 64, 576, 1536, and n = 1, 2, 3, 8, 31, 64 inputs (row strides ldx > cols,
+ *     ldy > rows):
+ *       every row of the batched product (quant_matmat_rows, quant_matmat) equals the
+ *       one-token product quant_matvec_rows of that input bit for bit (memcmp);
+ *       the plain C twins equal the AVX2 code bit for bit (same weights, same order);
+ *       the threaded products on 1 and 2 OpenMP threads give identical bits;
+ *       x's padding (NaN) is never read, y's padding never written;
+ *       each value is within the forward error bound of float32 summation of a double
+ *       reference on dequantize_row's weights: each product w_i x_i goes through at most
+ *       cols/32 fused multiply-adds plus 5 additions (f32_matrix.h), so
+ *       |y - ref| <= g * sum_i |w_i x_i|, g = (cols/32 + 5) u / (1 - (cols/32 + 5) u),
+ *       u = 2^-24 (Higham, Accuracy and Stability, 2nd ed., section 4.2).
+ *   - the compact product equals f32_matvec_rows on the dequantized rows bit for bit.
+ *   - the default GGUF model: every layer matrix and the LM head have a twin whose
+ *     dequantized rows equal the float32 copy bit for bit (so the Q/K un-permute moved
+ *     whole rows of blocks correctly), and a decode step with the twins gives the same
+ *     logits as without them within 1e-4 of the row scale, with the same argmax.
+ */
+#include <check.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cpu/cpu_forward.h"
+#include "model/dequant.h"
+#include "cpu/f32_matrix.h"
+#include "cpu/quant_matrix.h"
+#include "test_rng.h"
+
+#define CK_OK(expr)                                                 \
+    do {                                                            \
+        etx_status st_ = (expr);                                    \
+        ck_assert_msg(st_.code == ETX_OK, "%s", st_.message);       \
+    } while (0)
+
+static uint64_t rng_state = 0x243F6A8885A308D3ull;
+
+// a finite f16 of either sign with magnitude about 2^-10 .. 2^-1 (scales and minimums)
+static uint16_t rand_half(void) {
+    uint32_t exp = 5 + rng_next_u32(&rng_state) % 10, man = rng_next_u32(&rng_state) & 0x3ff, sign = rng_next_u32(&rng_state) & 1;
+    return (uint16_t)(sign << 15 | exp << 10 | man);
+}
+
+static int block_bytes(int type) { return ggml_type_info((uint32_t)type)->block_bytes; }
+
+// a (rows, cols) matrix of random blocks of the given type
+static QuantMatrix rand_matrix(int type, int rows, int cols) {
+    QuantMatrix q = {type, rows, cols, NULL, (size_t)(cols / 32 * block_bytes(type))};
+    uint8_t* b = malloc(q.row_bytes * rows);
+    for (size_t i = 0; i < q.row_bytes * rows; i++) b[i] = (uint8_t)rng_next_u32(&rng_state);
+    int halves = type == GGML_TYPE_Q4_1 ? 2 : 1;
+    for (size_t k = 0; k < q.row_bytes * rows / block_bytes(type); k++)
+        for (int h = 0; h < halves; h++) {
+            uint16_t v = rand_half();
+            memcpy(b + k * block_bytes(type) + 2 * h, &v, 2);
+        }
+    q.blocks = b;
+    return q;
+}
+
+static const int N_LIST[] = {1, 2, 3, 8, 31, 64};
+#define N_COUNT 6
+#define N_MAX 64
+#define Y_SENTINEL -12345.0f
+
+static double worst_bound_ratio = 0.0; // max |y - ref| / bound seen in this test
+
+// one (rows, cols) matrix of the type against N_MAX inputs: see the file comment
+static void check_shape(int type, int rows, int cols) {
+    const char* tn = ggml_type_info((uint32_t)type)->name;
+    int ldx = cols + 3, ldy = rows + 5;
+    QuantMatrix q = rand_matrix(type, rows, cols);
+    float* w = malloc((size_t)rows * cols * sizeof(float));       // dequant.c's weights
+    float* x = malloc((size_t)N_MAX * ldx * sizeof(float));
+    float* one = malloc((size_t)N_MAX * rows * sizeof(float));    // one-token products, (N_MAX, rows)
+    float* y = malloc((size_t)N_MAX * ldy * sizeof(float));
+    float* ys = malloc((size_t)rows * sizeof(float));
+    for (int r = 0; r < rows; r++)
+        dequantize_row((uint32_t)type, (const uint8_t*)q.blocks + (size_t)r * q.row_bytes, w + (size_t)r * cols,
+                       (size_t)cols);
+    for (int b = 0; b < N_MAX; b++)
+        for (int i = 0; i < ldx; i++) x[(size_t)b * ldx + i] = i < cols ? rng_frand(&rng_state) : NAN;
+    size_t row_bytes = (size_t)rows * sizeof(float);
+
+    // one-token products (AVX2 when compiled for it), the plain C twin, the reference
+    double g = (double)(cols / 32 + 5) * 0x1p-24;
+    g = g / (1.0 - g);
+    for (int b = 0; b < N_MAX; b++) {
+        const float* xb = x + (size_t)b * ldx;
+        quant_matvec_rows(one + (size_t)b * rows, xb, &q, 0, rows);
+        quant_matvec_rows_scalar(ys, xb, &q, 0, rows);
+        ck_assert_msg(memcmp(ys, one + (size_t)b * rows, row_bytes) == 0, "%s %dx%d input %d: plain C differs", tn,
+                      rows, cols, b);
+        for (int r = 0; r < rows; r++) {
+            double ref = 0.0, scale = 0.0;
+            for (int i = 0; i < cols; i++) {
+                double p = (double)w[(size_t)r * cols + i] * xb[i];
+                ref += p;
+                scale += fabs(p);
+            }
+            ck_assert(scale > 0.0);
+            double err = fabs((double)one[(size_t)b * rows + r] - ref);
+            ck_assert_msg(err <= g * scale, "%s %dx%d input %d row %d: %.9g vs reference %.17g (bound %.3g)", tn,
+                          rows, cols, b, r, one[(size_t)b * rows + r], ref, g * scale);
+            worst_bound_ratio = fmax(worst_bound_ratio, err / (g * scale));
+        }
+    }
+
+    for (int t = 0; t < N_COUNT; t++) {
+        int n = N_LIST[t];
+        // batched kernel on this thread, its plain C twin, threaded on 1 and 2 threads
+        for (int variant = 0; variant < 4; variant++) {
+            for (size_t i = 0; i < (size_t)N_MAX * ldy; i++) y[i] = Y_SENTINEL;
+            if (variant == 0) quant_matmat_rows(y, ldy, x, ldx, n, &q, 0, rows);
+            else if (variant == 1) quant_matmat_rows_scalar(y, ldy, x, ldx, n, &q, 0, rows);
+            else {
+                omp_set_num_threads(variant - 1);
+                quant_matmat(y, ldy, x, ldx, n, &q);
+                omp_set_num_threads(2);
+            }
+            for (int b = 0; b < N_MAX; b++) {
+                ck_assert_msg(b >= n || memcmp(y + (size_t)b * ldy, one + (size_t)b * rows, row_bytes) == 0,
+                              "%s %dx%d n=%d variant %d: batched row %d differs from its one-token product", tn,
+                              rows, cols, n, variant, b);
+                for (int r = b < n ? rows : 0; r < ldy; r++)
+                    ck_assert_msg(y[(size_t)b * ldy + r] == Y_SENTINEL, "%s %dx%d n=%d variant %d: wrote y[%d, %d]",
+                                  tn, rows, cols, n, variant, b, r);
+            }
+        }
+        if (n == 1) // the matvec wrapper, on 1 and 2 threads
+            for (int nt = 1; nt <= 2; nt++) {
+                omp_set_num_threads(nt);
+                quant_matvec(ys, x, &q);
+                omp_set_num_threads(2);
+                ck_assert_msg(memcmp(ys, one, row_bytes) == 0, "%s %dx%d: quant_matvec on %d threads differs", tn,
+                              rows, cols, nt);
+            }
+    }
+    free(q.blocks), free(w), free(x), free(one), free(y), free(ys);
+}
+
+static void check_type(int type) {
+    static const int rows_list[] = {1, 7, 33, 577}, cols_list[] = {32, 64, 576, 1536};
+    for (int c = 0; c < 4; c++)
+        for (int a = 0; a < 4; a++) check_shape(type, rows_list[a], cols_list[c]);
+    fprintf(stderr, "%s: worst |compact - double reference| / error bound %.3g\n", ggml_type_info((uint32_t)type)->name,
+            worst_bound_ratio);
+}
+
+START_TEST(test_q8_0) { check_type(GGML_TYPE_Q8_0); }
+END_TEST
+
+START_TEST(test_q4_0) { check_type(GGML_TYPE_Q4_0); }
+END_TEST
+
+START_TEST(test_q4_1) { check_type(GGML_TYPE_Q4_1); }
+END_TEST
+
+// a product big enough to run on several threads: slices agree with one thread exactly
+START_TEST(test_threaded_slices) {
+    QuantMatrix q = rand_matrix(GGML_TYPE_Q4_1, 1000, 576);
+    float* x = malloc(576 * sizeof(float));
+    float* y1 = malloc(1000 * sizeof(float));
+    float* y2 = malloc(1000 * sizeof(float));
+    for (int i = 0; i < 576; i++) x[i] = rng_frand(&rng_state);
+    quant_matvec_rows(y1, x, &q, 0, 1000);
+    quant_matvec(y2, x, &q);
+    for (int r = 0; r < 1000; r++) ck_assert_msg(y1[r] == y2[r], "row %d: %.9g vs %.9g", r, y2[r], y1[r]);
+    free(q.blocks), free(x), free(y1), free(y2);
+}
+END_TEST
+
+// the compact product follows f32_matrix.h's order: equal bits to f32_matvec_rows on the
+// dequantized rows (so a model's float32 and compact decode paths differ only in w)
+START_TEST(test_same_order_as_f32) {
+    static const int types[] = {GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1};
+    for (int t = 0; t < 3; t++) {
+        QuantMatrix q = rand_matrix(types[t], 33, 576);
+        float* w = malloc((size_t)33 * 576 * sizeof(float));
+        float x[576], yq[33], yf[33];
+        for (int i = 0; i < 576; i++) x[i] = rng_frand(&rng_state);
+        for (int r = 0; r < 33; r++)
+            dequantize_row((uint32_t)types[t], (const uint8_t*)q.blocks + (size_t)r * q.row_bytes, w + r * 576, 576);
+        quant_matvec_rows(yq, x, &q, 0, 33);
+        f32_matvec_rows(yf, x, w, 576, 0, 33);
+        ck_assert_msg(memcmp(yq, yf, sizeof yq) == 0, "%s: compact and float32 products differ",
+                      ggml_type_info((uint32_t)types[t])->name);
+        free(q.blocks), free(w);
+    }
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
+// the default GGUF model's twins
+
+// dequantized rows of the twin == the float32 copy, bit for bit
+static void check_twin(const QuantMatrix* q, const float* W, int rows, int cols, const char* what) {
+    ck_assert_msg(q->blocks != NULL, "%s: no compact twin", what);
+    ck_assert_msg(q->rows == rows && q->cols == cols, "%s: twin is %dx%d, expected %dx%d", what, q->rows, q->cols, rows,
+                  cols);
+    float* w = malloc((size_t)cols * sizeof(float));
+    for (int r = 0; r < rows; r++) {
+        dequantize_row((uint32_t)q->type, (const uint8_t*)q->blocks + (size_t)r * q->row_bytes, w, (size_t)cols);
+        ck_assert_msg(memcmp(w, W + (size_t)r * cols, (size_t)cols * sizeof(float)) == 0, "%s: row %d differs", what,
+                      r);
+    }
+    free(w);
+}
+
+START_TEST(test_gguf_twins) {
+    if (access(ETX_DEFAULT_MODEL, R_OK) != 0)
+        ck_abort_msg("default model missing: %s (fetch it with the models/ script)", ETX_DEFAULT_MODEL);
+    etx_model m;
+    CK_OK(gguf_model_load(ETX_DEFAULT_MODEL, &m));
+    const ModelConfig* c = &m.cfg;
+    int dim = c->dim, q = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim, ff = c->hidden_dim;
+    for (int l = 0; l < c->n_layers; l++) {
+        const LayerWeights* L = &m.w.layers[l];
+        check_twin(&L->wq_q, L->wq, q, dim, "wq");
+        check_twin(&L->wk_q, L->wk, kv, dim, "wk");
+        check_twin(&L->wv_q, L->wv, kv, dim, "wv");
+        check_twin(&L->wo_q, L->wo, dim, q, "wo");
+        check_twin(&L->w_gate_q, L->w_gate, ff, dim, "w_gate");
+        check_twin(&L->w_up_q, L->w_up, ff, dim, "w_up");
+        check_twin(&L->w_down_q, L->w_down, dim, ff, "w_down");
+    }
+    check_twin(&m.w.lm_head_q, m.w.lm_head, c->vocab_size, dim, "lm_head");
+
+    // decode with the twins vs the float32 path (twins hidden)
+    int V = c->vocab_size;
+    int32_t prompt[5] = {1, 504, 3458, 282, 253};
+    float* a = malloc((size_t)V * sizeof(float));
+    float* b = malloc((size_t)V * sizeof(float));
+    double worst = 0.0, differs = 0.0;
+    for (int pass = 0; pass < 2; pass++) {
+        QuantMatrix saved_head = m.w.lm_head_q;
+        QuantMatrix* saved = malloc((size_t)c->n_layers * 7 * sizeof(QuantMatrix));
+        if (pass == 1) { // hide every twin: matmul on the float32 copies
+            for (int l = 0; l < c->n_layers; l++) {
+                LayerWeights* L = &m.w.layers[l];
+                QuantMatrix* t[7] = {&L->wq_q, &L->wk_q, &L->wv_q, &L->wo_q, &L->w_gate_q, &L->w_up_q, &L->w_down_q};
+                for (int i = 0; i < 7; i++) saved[l * 7 + i] = *t[i], t[i]->blocks = NULL;
+            }
+            m.w.lm_head_q.blocks = NULL;
+        }
+        KVCache cache;
+        CpuRunState s;
+        CK_OK(build_kv_cache(&cache, c, 64));
+        CK_OK(build_cpu_run_state(&s, c));
+        float* out = pass == 0 ? a : b;
+        for (int i = 0; i < 5; i++) CK_OK(cpu_forward(&m, &s, &cache, prompt + i, 1, out, 0));
+        free_cpu_run_state(&s);
+        free_kv_cache(&cache);
+        if (pass == 1) {
+            for (int l = 0; l < c->n_layers; l++) {
+                LayerWeights* L = &m.w.layers[l];
+                QuantMatrix* t[7] = {&L->wq_q, &L->wk_q, &L->wv_q, &L->wo_q, &L->w_gate_q, &L->w_up_q, &L->w_down_q};
+                for (int i = 0; i < 7; i++) *t[i] = saved[l * 7 + i];
+            }
+            m.w.lm_head_q = saved_head;
+        }
+        free(saved);
+    }
+    double scale = 1.0;
+    int am = 0, bm = 0;
+    for (int v = 0; v < V; v++) {
+        scale = fmax(scale, fabs(b[v]));
+        worst = fmax(worst, fabs((double)a[v] - b[v]));
+        differs += a[v] != b[v];
+        am = a[v] > a[am] ? v : am;
+        bm = b[v] > b[bm] ? v : bm;
+    }
+    fprintf(stderr, "decode, 5 steps: max |twins - float32| %.3g (row scale %.3g), %.0f of %d logits differ\n", worst,
+            scale, differs, V);
+    ck_assert_msg(worst <= 1e-4 * scale, "max |diff| %.3g > 1e-4 * %.3g", worst, scale);
+    ck_assert_msg(differs > 0, "the twins gave bit-identical logits: is the compact path used at all?");
+    ck_assert_int_eq(am, bm);
+    free(a), free(b);
+    model_free_contents(&m);
+}
+END_TEST
+
+int main(void) {
+    Suite* su = suite_create("quant_matvec");
+    TCase* tc = tcase_create("kernel");
+    tcase_add_test(tc, test_q8_0);
+    tcase_add_test(tc, test_q4_0);
+    tcase_add_test(tc, test_q4_1);
+    tcase_add_test(tc, test_threaded_slices);
+    tcase_add_test(tc, test_same_order_as_f32);
+    suite_add_tcase(su, tc);
+    TCase* tg = tcase_create("gguf");
+    tcase_add_test(tg, test_gguf_twins);
+    suite_add_tcase(su, tg);
+    SRunner* sr = srunner_create(su);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

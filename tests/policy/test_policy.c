@@ -1,0 +1,168 @@
+/*
+ * test_policy.c — the shared policy math (hostdev/policy_math.h): every entropix branch
+ * reached from crafted metrics, with its adjusted parameters against numbers computed by
+ * hand from research/entropix-spec.md §2.3; the filters' kept sets; best-of-N draws
+ * against their closed-form distribution (chi-square).
+ */
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+
+#include "policy_math.h"
+#include "policy/sampler.h"
+
+#define PAUSE 4563
+
+static etx_entropix_params defaults(void) { return etx_policy_default(ETX_POLICY_ENTROPIX).entropix; }
+
+static PolicyDecision decide(float H, float V, float AH, float AV, float AG, float IS, int32_t prev) {
+    etx_entropix_params p = defaults();
+    PolicyMetrics m = {H, V, AH, AV, AG, IS};
+    return entropix_decide(&p, &m, prev, PAUSE);
+}
+
+START_TEST(lelv_is_argmax) {
+    PolicyDecision d = decide(0.05f, 0.05f, 3, 1, 0.2f, 0.5f, 10);
+    ck_assert_int_eq(d.branch, ETX_BRANCH_ARGMAX);
+    ck_assert_int_eq(d.argmax, 1);
+    // strict thresholds: H == 0.1 is not low entropy, so it falls to the adaptive branch
+    ck_assert_int_eq(decide(0.1f, 0.05f, 0, 0, 0, 0, 10).branch, ETX_BRANCH_ADAPTIVE);
+}
+END_TEST
+
+START_TEST(helv_pauses_then_resamples) {
+    PolicyDecision d = decide(5.5f, 0.05f, 2.0f, 0, 0, 0, 10);
+    ck_assert_int_eq(d.branch, ETX_BRANCH_PAUSE);
+    ck_assert_int_eq(d.forced_token, PAUSE);
+    // right after the pause token: T = min(1.5, 0.666 (1.3 + 0.2 * 2)) = 1.1322
+    d = decide(5.5f, 0.05f, 2.0f, 0, 0, 0, PAUSE);
+    ck_assert_int_eq(d.branch, ETX_BRANCH_HELV);
+    ck_assert_int_eq(d.forced_token, -1);
+    ck_assert_float_eq_tol(d.temperature, 1.1322f, 1e-5f);
+    ck_assert_int_eq(d.top_k, 27);
+    ck_assert_float_eq_tol(d.top_p, 0.9f, 1e-7f);
+    ck_assert_float_eq_tol(d.min_p, 0.03f, 1e-7f);
+    // A_H = 10: 0.666 * 3.3 = 2.1978 is capped at 1.5
+    ck_assert_float_eq_tol(decide(5.5f, 0.05f, 10.0f, 0, 0, 0, PAUSE).temperature, 1.5f, 1e-7f);
+}
+END_TEST
+
+START_TEST(lehv_explores) {
+    // T = min(1.5, 0.666 (1.2 + 0.3 * 0.5)) = 0.8991; top_k = max(5, int(27 (1 + 0.5 (1 - 0.4)))) = int(35.1) = 35
+    PolicyDecision d = decide(2.0f, 6.0f, 1, 1, 0.4f, 0.5f, 10);
+    ck_assert_int_eq(d.branch, ETX_BRANCH_LEHV);
+    ck_assert_float_eq_tol(d.temperature, 0.8991f, 1e-5f);
+    ck_assert_int_eq(d.top_k, 35);
+    ck_assert_float_eq_tol(d.top_p, 0.9f, 1e-7f);
+    ck_assert_int_eq(d.n_samples, 1);
+    // H = 4 with V > 5 is still LEHV: it is tested before HEHV
+    ck_assert_int_eq(decide(4.0f, 6.0f, 1, 1, 0.4f, 0.5f, 10).branch, ETX_BRANCH_LEHV);
+}
+END_TEST
+
+START_TEST(hehv_resamples_hot) {
+    // T = max(2, 0.666 (2 + 0.5 * 1)) = 2; top_p = max(0.5, 0.9 - 0.2 * 1) = 0.7
+    PolicyDecision d = decide(5.5f, 6.0f, 1.0f, 1.0f, 0.1f, 0.2f, 10);
+    ck_assert_int_eq(d.branch, ETX_BRANCH_HEHV);
+    ck_assert_float_eq_tol(d.temperature, 2.0f, 1e-7f);
+    ck_assert_float_eq_tol(d.top_p, 0.7f, 1e-6f);
+    ck_assert_int_eq(d.top_k, 27);
+    // A_V = 4: T = 0.666 * 4 = 2.664; A_H = 3: top_p = max(0.5, 0.3) = 0.5
+    d = decide(5.5f, 6.0f, 3.0f, 4.0f, 0.1f, 0.2f, 10);
+    ck_assert_float_eq_tol(d.temperature, 2.664f, 1e-5f);
+    ck_assert_float_eq_tol(d.top_p, 0.5f, 1e-7f);
+}
+END_TEST
+
+START_TEST(adaptive_middle_ground) {
+    // H=1, V=.5, A_H=2, A_V=.5, AG=.1, IS=.4:
+    // T = .666 (1 + .3*1.5 + .2*2.5 - .2*.1) = .666 * 1.93 = 1.28538
+    // top_p = clip(.9 (1 + .1*.5), .1, 1) = .945
+    // top_k = clip(round(27 (1 + .3*.4 - .2*.1)), 1, 100) = round(29.7) = 30
+    // min_p = clip(.03 (1 - .5*1.5), .01, .5) = clip(.0075) = .01
+    PolicyDecision d = decide(1.0f, 0.5f, 2.0f, 0.5f, 0.1f, 0.4f, 10);
+    ck_assert_int_eq(d.branch, ETX_BRANCH_ADAPTIVE);
+    ck_assert_float_eq_tol(d.temperature, 1.28538f, 1e-5f);
+    ck_assert_float_eq_tol(d.top_p, 0.945f, 1e-6f);
+    ck_assert_int_eq(d.top_k, 30);
+    ck_assert_float_eq_tol(d.min_p, 0.01f, 1e-7f);
+    ck_assert_int_eq(d.n_samples, 5);
+    // large interaction: top_k capped at 100; A_V large: top_p capped at 1
+    d = decide(1.0f, 0.5f, 2.0f, 20.0f, 0.0f, 50.0f, 10);
+    ck_assert_int_eq(d.top_k, 100);
+    ck_assert_float_eq_tol(d.top_p, 1.0f, 1e-7f);
+}
+END_TEST
+
+START_TEST(parameters_change_the_tree) {
+    etx_entropix_params p = defaults();
+    p.low_ent_thresh = 2.0f;
+    p.low_vent_thresh = 1.0f;
+    PolicyMetrics m = {1.5f, 0.5f, 0, 0, 0, 0};
+    ck_assert_int_eq(entropix_decide(&p, &m, 0, PAUSE).branch, ETX_BRANCH_ARGMAX);
+    p.n_adaptive_samples = 3;
+    p.low_ent_thresh = 0.1f;
+    ck_assert_int_eq(entropix_decide(&p, &m, 0, PAUSE).n_samples, 3);
+}
+END_TEST
+
+START_TEST(filters_keep_prefixes) {
+    // weights at T = 1 of logits log(.4, .3, .15, .1, .05): 1, .75, .375, .25, .125
+    PolicyCandidate c[5];
+    const double p[5] = {0.4, 0.3, 0.15, 0.1, 0.05};
+    for (int i = 0; i < 5; i++) c[i] = (PolicyCandidate){(float)log(p[i]), i};
+    float w[5];
+    ck_assert_int_eq(policy_filter(c, 5, 1.0f, 0, 1.0f, 0.0f, w), 5);
+    ck_assert_float_eq_tol(w[3], 0.25f, 1e-6f);
+    ck_assert_int_eq(policy_filter(c, 5, 1.0f, 3, 1.0f, 0.0f, w), 3);
+    ck_assert_int_eq(policy_filter(c, 5, 1.0f, 0, 0.8f, 0.0f, w), 3);  // .4 .7 .85 reaches .8
+    ck_assert_int_eq(policy_filter(c, 5, 1.0f, 0, 0.1f, 0.0f, w), 1);
+    ck_assert_int_eq(policy_filter(c, 5, 1.0f, 0, 1.0f, 0.3f, w), 3);  // >= .12
+    // top-4 renormalised: .421 .737 .895 stay below .9, so all 4 are kept
+    ck_assert_int_eq(policy_filter(c, 5, 1.0f, 4, 0.9f, 0.0f, w), 4);
+}
+END_TEST
+
+// Best of 5 draws keeps the most likely: P(index i) = (1 - F(i-1))^5 - (1 - F(i))^5.
+START_TEST(best_of_n_distribution) {
+    const double p[4] = {0.4, 0.3, 0.2, 0.1};
+    float z[4];
+    for (int i = 0; i < 4; i++) z[i] = (float)log(p[i]);
+    Sampler s;
+    build_sampler(&s, 4);
+    PolicyDecision d = {ETX_BRANCH_ADAPTIVE, -1, 0, 1.0f, 0, 1.0f, 0.0f, 5};
+    int count[4] = {0};
+    const int n = 40000;
+    for (int t = 0; t < n; t++) count[sampler_pick(&s, z, &d, 17, 3, (uint32_t)t)]++;
+    double F = 0.0, chi2 = 0.0;
+    for (int i = 0; i < 4; i++) {
+        double e = pow(1.0 - F, 5) - pow(1.0 - F - p[i], 5);
+        F += p[i];
+        e *= n;
+        if (e < 1.0) continue; // (1-.9)^5 * n = .4: too small a cell for chi-square
+        chi2 += (count[i] - e) * (count[i] - e) / e;
+    }
+    // three cells used: df 2, critical value 18.42 at p = 1e-4
+    ck_assert_msg(chi2 < 18.42, "chi-square %.2f (df 2)", chi2);
+    free_sampler(&s);
+}
+END_TEST
+
+int main(void) {
+    Suite* s = suite_create("policy");
+    TCase* tc = tcase_create("policy");
+    tcase_add_test(tc, lelv_is_argmax);
+    tcase_add_test(tc, helv_pauses_then_resamples);
+    tcase_add_test(tc, lehv_explores);
+    tcase_add_test(tc, hehv_resamples_hot);
+    tcase_add_test(tc, adaptive_middle_ground);
+    tcase_add_test(tc, parameters_change_the_tree);
+    tcase_add_test(tc, filters_keep_prefixes);
+    tcase_add_test(tc, best_of_n_distribution);
+    suite_add_tcase(s, tc);
+    SRunner* r = srunner_create(s);
+    srunner_run_all(r, CK_NORMAL);
+    int failed = srunner_ntests_failed(r);
+    srunner_free(r);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,403 @@
+/*
+ * test_policy_file.c — the policy parameters: defaults equal the reference entropix v1
+ * values (each spelled out here, not read from the table), setting by name, every
+ * validation error naming the parameter, JSON policy files (fixture round trips and every
+ * kind of bad file, each error naming the file and the key), branch names, and the README
+ * documenting every parameter.
+ */
+#include <check.h>
+#include <cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "policy/policy.h"
+
+#define FIX ETX_FIXTURES "/policy/"
+
+static void assert_contains(const char* hay, const char* needle) {
+    ck_assert_msg(strstr(hay, needle) != NULL, "expected '%s' in: %s", needle, hay);
+}
+
+START_TEST(defaults_are_the_reference) {
+    etx_policy p = etx_policy_default(ETX_POLICY_ENTROPIX);
+    ck_assert_int_eq(p.kind, ETX_POLICY_ENTROPIX);
+    const etx_entropix_params* e = &p.entropix;
+    ck_assert_float_eq(e->temperature, 0.666f);
+    ck_assert_float_eq(e->top_p, 0.90f);
+    ck_assert_int_eq(e->top_k, 27);
+    ck_assert_float_eq(e->min_p, 0.03f);
+    ck_assert_float_eq(e->low_ent_thresh, 0.1f);
+    ck_assert_float_eq(e->low_vent_thresh, 0.1f);
+    ck_assert_float_eq(e->med_ent_thresh, 3.0f);
+    ck_assert_float_eq(e->high_ent_thresh, 5.0f);
+    ck_assert_float_eq(e->high_vent_thresh, 5.0f);
+    ck_assert_float_eq(e->helv_attn_ent_offset, 1.3f);
+    ck_assert_float_eq(e->helv_attn_ent_coef, 0.2f);
+    ck_assert_float_eq(e->lehv_interaction_strength_offset, 1.2f);
+    ck_assert_float_eq(e->lehv_interaction_strength_coef, 0.3f);
+    ck_assert_float_eq(e->hehv_attn_ent_coef, 0.2f);
+    ck_assert_float_eq(e->hehv_attn_vent_offset, 2.0f);
+    ck_assert_float_eq(e->hehv_attn_vent_coef, 0.5f);
+    ck_assert_int_eq(e->n_adaptive_samples, 5);
+    ck_assert_float_eq(e->ada_temp_logits, 0.3f);
+    ck_assert_float_eq(e->ada_temp_attn, 0.2f);
+    ck_assert_float_eq(e->ada_temp_agree, 0.2f);
+    ck_assert_float_eq(e->ada_top_p, 0.1f);
+    ck_assert_float_eq(e->ada_top_k_int, 0.3f);
+    ck_assert_float_eq(e->ada_top_k_agree, 0.2f);
+    ck_assert_float_eq(e->ada_min_p, 0.5f);
+    ck_assert_float_eq(e->ada_score_logits_ent, 0.1f);
+    ck_assert_float_eq(e->ada_score_attn_ent, 0.2f);
+    ck_assert_float_eq(e->ada_score_logits_vent, 0.3f);
+    ck_assert_float_eq(e->ada_score_attn_vent, 0.4f);
+    ck_assert_float_eq(e->ada_score_agree, 0.5f);
+    ck_assert_float_eq(e->ada_score_int, 0.6f);
+    ck_assert_int_eq(e->pause_token, -1);
+    ck_assert_int_eq(e->attn_window, 0);
+    // entropix leaves the top-level sampling fields at the sample defaults (unused)
+    ck_assert_float_eq(p.temperature, 1.0f);
+    ck_assert_int_eq(p.top_k, 0);
+    ck_assert_float_eq(p.top_p, 1.0f);
+    ck_assert_float_eq(p.min_p, 0.0f);
+    ck_assert_uint_eq(p.seed, 0);
+
+    etx_policy s = etx_policy_default(ETX_POLICY_SAMPLE);
+    ck_assert_int_eq(s.kind, ETX_POLICY_SAMPLE);
+    ck_assert_float_eq(s.temperature, 1.0f);
+    ck_assert_int_eq(s.top_k, 0);
+    ck_assert_float_eq(s.top_p, 1.0f);
+    ck_assert_float_eq(s.min_p, 0.0f);
+    ck_assert_uint_eq(s.seed, 0);
+    // the entropix block is filled for every kind (a policy can switch kind safely)
+    ck_assert_int_eq(s.entropix.top_k, 27);
+    etx_policy g = etx_policy_default(ETX_POLICY_GREEDY);
+    ck_assert_int_eq(g.kind, ETX_POLICY_GREEDY);
+    ck_assert_float_eq(g.temperature, 1.0f);
+
+    for (int k = 0; k < 3; k++) {
+        etx_policy d = etx_policy_default((etx_policy_kind)k);
+        etx_status st = etx_policy_validate(&d);
+        ck_assert_msg(st.code == ETX_OK, "%s", st.message);
+    }
+}
+END_TEST
+
+START_TEST(table_is_consistent) {
+    // one row per name, every field of etx_entropix_params covered exactly once
+    size_t covered = 0;
+    for (int i = 0; i < policy_n_params; i++) {
+        const PolicyParam* p = &policy_params[i];
+        ck_assert_ptr_eq(policy_param_find(p->name), p);
+        ck_assert(p->help && *p->help);
+        if (p->off_entropix >= (int)offsetof(etx_policy, entropix))
+            covered += p->type == PARAM_FLOAT ? sizeof(float) : sizeof(int);
+    }
+    ck_assert_uint_eq(covered, sizeof(etx_entropix_params));
+    ck_assert_ptr_null(policy_param_find("nope"));
+}
+END_TEST
+
+START_TEST(set_by_name) {
+    etx_policy p = etx_policy_default(ETX_POLICY_ENTROPIX);
+    ck_assert_int_eq(etx_policy_set(&p, "low_ent_thresh", 0.25).code, ETX_OK);
+    ck_assert_float_eq(p.entropix.low_ent_thresh, 0.25f);
+    ck_assert_int_eq(etx_policy_set(&p, "n_adaptive_samples", 12).code, ETX_OK);
+    ck_assert_int_eq(p.entropix.n_adaptive_samples, 12);
+    ck_assert_int_eq(etx_policy_set(&p, "pause_token", 2564).code, ETX_OK);
+    ck_assert_int_eq(p.entropix.pause_token, 2564);
+    ck_assert_int_eq(etx_policy_set(&p, "attn_window", 4096).code, ETX_OK);
+    ck_assert_int_eq(p.entropix.attn_window, 4096);
+    ck_assert_int_eq(etx_policy_set(&p, "ada_temp_agree", -0.5).code, ETX_OK);
+    ck_assert_float_eq(p.entropix.ada_temp_agree, -0.5f);
+    // temperature/top_k/top_p/min_p name entropix's base values for entropix...
+    ck_assert_int_eq(etx_policy_set(&p, "temperature", 0.8).code, ETX_OK);
+    ck_assert_float_eq(p.entropix.temperature, 0.8f);
+    ck_assert_float_eq(p.temperature, 1.0f);
+    ck_assert_int_eq(etx_policy_set(&p, "top_k", 50).code, ETX_OK);
+    ck_assert_int_eq(p.entropix.top_k, 50);
+    ck_assert_int_eq(p.top_k, 0);
+    ck_assert_int_eq(etx_policy_set(&p, "seed", 99).code, ETX_OK);
+    ck_assert_uint_eq(p.seed, 99);
+    ck_assert(policy_param_get(&p, policy_param_find("top_k")) == 50.0);
+    ck_assert(policy_param_get(&p, policy_param_find("low_ent_thresh")) == (double)0.25f);
+    ck_assert_int_eq(etx_policy_validate(&p).code, ETX_OK);
+    // ... and the top-level fields for sample
+    etx_policy s = etx_policy_default(ETX_POLICY_SAMPLE);
+    ck_assert_int_eq(etx_policy_set(&s, "temperature", 0.5).code, ETX_OK);
+    ck_assert_float_eq(s.temperature, 0.5f);
+    ck_assert_float_eq(s.entropix.temperature, 0.666f);
+    ck_assert_int_eq(etx_policy_set(&s, "top_k", 0).code, ETX_OK); // 0 = off for sample
+    ck_assert_int_eq(etx_policy_set(&s, "min_p", 0.1).code, ETX_OK);
+    ck_assert_float_eq(s.min_p, 0.1f);
+    // greedy: only the seed
+    etx_policy g = etx_policy_default(ETX_POLICY_GREEDY);
+    ck_assert_int_eq(etx_policy_set(&g, "seed", 3).code, ETX_OK);
+    ck_assert_uint_eq(g.seed, 3);
+}
+END_TEST
+
+// Each bad value: the error names the parameter and, where given, the allowed range.
+static void expect_set_error(etx_policy_kind kind, const char* name, double v, const char* want1, const char* want2) {
+    etx_policy p = etx_policy_default(kind);
+    etx_policy before = p;
+    etx_status st = etx_policy_set(&p, name, v);
+    ck_assert_msg(st.code == ETX_ERR_INVALID_ARG, "%s = %g accepted", name, v);
+    assert_contains(st.message, want1);
+    if (want2) assert_contains(st.message, want2);
+    ck_assert_msg(memcmp(&p, &before, sizeof p) == 0, "%s: failed set changed the policy", name);
+}
+
+START_TEST(set_errors) {
+    const etx_policy_kind E = ETX_POLICY_ENTROPIX, S = ETX_POLICY_SAMPLE, G = ETX_POLICY_GREEDY;
+    expect_set_error(E, "low_ent_thres", 1, "unknown parameter 'low_ent_thres'", "did you mean 'low_ent_thresh'");
+    expect_set_error(E, "low-vent-thresh", 1, "unknown parameter", "'low_vent_thresh'");
+    expect_set_error(E, "zzz", 1, "unknown parameter 'zzz'", NULL);
+    expect_set_error(E, "temperature", 0, "temperature", "> 0");
+    expect_set_error(E, "temperature", -1, "temperature", "> 0");
+    expect_set_error(S, "temperature", 1e-60, "temperature", "> 0"); // 0 as a float
+    expect_set_error(E, "top_p", 0, "top_p", "(0, 1]");
+    expect_set_error(E, "top_p", 1.01, "top_p", "(0, 1]");
+    expect_set_error(E, "min_p", 1, "min_p", "[0, 1)");
+    expect_set_error(S, "min_p", -0.01, "min_p", "[0, 1)");
+    expect_set_error(E, "top_k", 0, "top_k", "1..1000000");
+    expect_set_error(S, "top_k", -1, "top_k", "0..1000000");
+    expect_set_error(E, "top_k", 1000001, "top_k", "1..1000000");
+    expect_set_error(E, "top_k", 2.5, "top_k", "integer");
+    expect_set_error(E, "n_adaptive_samples", 0, "n_adaptive_samples", "1..64");
+    expect_set_error(E, "n_adaptive_samples", 65, "n_adaptive_samples", "1..64");
+    expect_set_error(E, "pause_token", -2, "pause_token", "-1..");
+    expect_set_error(E, "attn_window", -1, "attn_window", "0..16777216");
+    expect_set_error(E, "attn_window", 16777217, "attn_window", "0..16777216");
+    expect_set_error(E, "low_ent_thresh", -0.1, "low_ent_thresh", ">= 0");
+    expect_set_error(E, "high_vent_thresh", -1, "high_vent_thresh", ">= 0");
+    expect_set_error(E, "med_ent_thresh", INFINITY, "med_ent_thresh", NULL);
+    expect_set_error(E, "ada_temp_logits", NAN, "ada_temp_logits", "finite");
+    expect_set_error(E, "hehv_attn_vent_coef", INFINITY, "hehv_attn_vent_coef", "finite");
+    expect_set_error(E, "ada_score_int", 1e39, "ada_score_int", "finite"); // overflows a float
+    expect_set_error(E, "seed", -1, "seed", NULL);
+    expect_set_error(E, "seed", 0.5, "seed", "integer");
+    expect_set_error(S, "low_ent_thresh", 0.2, "low_ent_thresh", "entropix parameter");
+    expect_set_error(G, "temperature", 0.7, "temperature", "greedy");
+}
+END_TEST
+
+START_TEST(validate_catches_direct_writes) {
+    etx_policy p = etx_policy_default(ETX_POLICY_ENTROPIX);
+    p.entropix.top_p = 2.0f;
+    etx_status st = etx_policy_validate(&p);
+    ck_assert_int_eq(st.code, ETX_ERR_INVALID_ARG);
+    assert_contains(st.message, "top_p");
+    p = etx_policy_default(ETX_POLICY_ENTROPIX);
+    p.entropix.n_adaptive_samples = 0;
+    st = etx_policy_validate(&p);
+    assert_contains(st.message, "n_adaptive_samples");
+    p = etx_policy_default(ETX_POLICY_ENTROPIX);
+    p.entropix.ada_min_p = NAN;
+    st = etx_policy_validate(&p);
+    assert_contains(st.message, "ada_min_p");
+    p = etx_policy_default(ETX_POLICY_SAMPLE);
+    p.temperature = 0.0f;
+    st = etx_policy_validate(&p);
+    assert_contains(st.message, "temperature");
+    p.kind = (etx_policy_kind)7;
+    st = etx_policy_validate(&p);
+    assert_contains(st.message, "unknown kind");
+    // entropix ignores the (unused) top-level sampling fields
+    p = etx_policy_default(ETX_POLICY_ENTROPIX);
+    p.temperature = 0.0f;
+    ck_assert_int_eq(etx_policy_validate(&p).code, ETX_OK);
+}
+END_TEST
+
+START_TEST(json_reference_fixture_is_the_default) {
+    etx_policy p = etx_policy_default(ETX_POLICY_GREEDY);
+    etx_status st = etx_policy_load_json(FIX "reference.json", &p);
+    ck_assert_msg(st.code == ETX_OK, "%s", st.message);
+    etx_policy d = etx_policy_default(ETX_POLICY_ENTROPIX);
+    ck_assert_int_eq(p.kind, ETX_POLICY_ENTROPIX);
+    for (int i = 0; i < policy_n_params; i++) {
+        const PolicyParam* q = &policy_params[i];
+        ck_assert_msg(policy_param_get(&p, q) == policy_param_get(&d, q), "%s: %g vs default %g", q->name,
+                      policy_param_get(&p, q), policy_param_get(&d, q));
+    }
+    ck_assert_int_eq(memcmp(&p.entropix, &d.entropix, sizeof d.entropix), 0);
+}
+END_TEST
+
+START_TEST(json_custom_round_trip) {
+    // every parameter comes back as the file wrote it (read independently with cJSON)
+    char* text = NULL;
+    ck_assert_int_eq(etx_read_file(FIX "custom.json", &text, NULL).code, ETX_OK);
+    cJSON* root = cJSON_Parse(text);
+    ck_assert_ptr_nonnull(root);
+    etx_policy p = etx_policy_default(ETX_POLICY_SAMPLE);
+    etx_status st = etx_policy_load_json(FIX "custom.json", &p);
+    ck_assert_msg(st.code == ETX_OK, "%s", st.message);
+    ck_assert_int_eq(p.kind, ETX_POLICY_ENTROPIX);
+    etx_policy d = etx_policy_default(ETX_POLICY_ENTROPIX);
+    int n = 0;
+    for (int i = 0; i < policy_n_params; i++) {
+        const PolicyParam* q = &policy_params[i];
+        const cJSON* v = cJSON_GetObjectItemCaseSensitive(root, q->name);
+        ck_assert_msg(v != NULL, "custom.json lacks %s", q->name);
+        double want = q->type == PARAM_FLOAT ? (double)(float)v->valuedouble : v->valuedouble;
+        ck_assert_msg(policy_param_get(&p, q) == want, "%s: %g, file says %g", q->name, policy_param_get(&p, q), want);
+        ck_assert_msg(policy_param_get(&p, q) != policy_param_get(&d, q), "%s: custom.json should differ from the default",
+                      q->name);
+        n++;
+    }
+    ck_assert_int_eq(n, policy_n_params);
+    ck_assert_uint_eq(p.seed, 1234567890123ull);
+    cJSON_Delete(root);
+    free(text);
+
+    etx_policy s = etx_policy_default(ETX_POLICY_ENTROPIX);
+    st = etx_policy_load_json(FIX "sample.json", &s);
+    ck_assert_msg(st.code == ETX_OK, "%s", st.message);
+    ck_assert_int_eq(s.kind, ETX_POLICY_SAMPLE);
+    ck_assert_float_eq(s.temperature, 0.8f);
+    ck_assert_int_eq(s.top_k, 0);
+    ck_assert_float_eq(s.top_p, 0.9f);
+    ck_assert_float_eq(s.min_p, 0.05f);
+    ck_assert_uint_eq(s.seed, 7);
+}
+END_TEST
+
+// Writes text to a file under the build directory; returns its path (static buffer).
+static const char* write_tmp(const char* name, const char* text) {
+    static char path[1024];
+    snprintf(path, sizeof path, "%s/test_policy_file_%d_%s", ETX_BUILD_DIR, (int)getpid(), name);
+    FILE* f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+// A bad file: an error naming the file and containing want1 (and want2); the policy untouched.
+static void expect_file_error(const char* name, const char* text, const char* want1, const char* want2) {
+    const char* path = write_tmp(name, text);
+    etx_policy p = etx_policy_default(ETX_POLICY_ENTROPIX);
+    p.seed = 42;
+    etx_policy before = p;
+    etx_status st = etx_policy_load_json(path, &p);
+    ck_assert_msg(st.code != ETX_OK, "%s accepted: %s", name, text);
+    assert_contains(st.message, path);
+    assert_contains(st.message, want1);
+    if (want2) assert_contains(st.message, want2);
+    ck_assert_msg(memcmp(&p, &before, sizeof p) == 0, "%s: a failed load changed the policy", name);
+    remove(path);
+}
+
+START_TEST(json_errors) {
+    expect_file_error("unknown.json", "{\"policy\": \"entropix\", \"low_ent_thres\": 0.2}", "unknown key 'low_ent_thres'",
+                      "did you mean 'low_ent_thresh'");
+    expect_file_error("unknown2.json", "{\"foo\": 1}", "unknown key 'foo'", NULL);
+    expect_file_error("polcy.json", "{\"polcy\": \"entropix\"}", "unknown key 'polcy'", "did you mean 'policy'");
+    expect_file_error("string.json", "{\"policy\": \"entropix\", \"temperature\": \"0.7\"}", "'temperature'",
+                      "must be a number, got a string");
+    expect_file_error("bool.json", "{\"policy\": \"entropix\", \"top_k\": true}", "'top_k'",
+                      "must be an integer, got a boolean");
+    expect_file_error("null.json", "{\"policy\": \"entropix\", \"min_p\": null}", "'min_p'", "got null");
+    expect_file_error("frac.json", "{\"policy\": \"entropix\", \"top_k\": 27.5}", "top_k", "must be an integer");
+    expect_file_error("frac2.json", "{\"policy\": \"entropix\", \"n_adaptive_samples\": 4.2}", "n_adaptive_samples",
+                      "integer");
+    expect_file_error("range1.json", "{\"policy\": \"entropix\", \"top_p\": 1.5}", "top_p", "(0, 1]");
+    expect_file_error("range2.json", "{\"policy\": \"entropix\", \"temperature\": 0}", "temperature", "> 0");
+    expect_file_error("range3.json", "{\"policy\": \"entropix\", \"n_adaptive_samples\": 100}", "n_adaptive_samples",
+                      "1..64");
+    expect_file_error("range4.json", "{\"policy\": \"entropix\", \"high_ent_thresh\": -3}", "high_ent_thresh", ">= 0");
+    expect_file_error("range5.json", "{\"policy\": \"entropix\", \"attn_window\": 99999999}", "attn_window",
+                      "0..16777216");
+    expect_file_error("range6.json", "{\"policy\": \"entropix\", \"pause_token\": -5}", "pause_token", "-1..");
+    expect_file_error("range7.json", "{\"policy\": \"entropix\", \"min_p\": 1}", "min_p", "[0, 1)");
+    expect_file_error("seed.json", "{\"seed\": 1e300}", "seed", NULL);
+    expect_file_error("malformed.json", "{\"policy\": \"entropix\",\n \"top_k\": 27,,}", "malformed JSON at byte", "line 2");
+    expect_file_error("malformed2.json", "{\"policy\": \"entropix\"", "malformed JSON", NULL);
+    expect_file_error("trailing.json", "{\"top_k\": 3} x", "malformed JSON", "after the object");
+    expect_file_error("empty.json", "", "malformed JSON", "byte 0");
+    expect_file_error("array.json", "[1, 2]", "expected a JSON object", "an array");
+    expect_file_error("kind.json", "{\"policy\": \"beam\"}", "'policy' is 'beam'", "greedy, sample or entropix");
+    expect_file_error("kind2.json", "{\"policy\": 2}", "'policy' must be a string", NULL);
+    expect_file_error("dup.json", "{\"policy\": \"entropix\", \"top_k\": 3, \"top_k\": 4}", "'top_k' appears twice",
+                      NULL);
+    expect_file_error("greedy.json", "{\"policy\": \"greedy\", \"temperature\": 0.7}", "temperature", "greedy");
+    expect_file_error("sample.json", "{\"policy\": \"sample\", \"high_ent_thresh\": 4}", "high_ent_thresh",
+                      "entropix parameter");
+
+    etx_policy p = etx_policy_default(ETX_POLICY_ENTROPIX);
+    etx_status st = etx_policy_load_json(FIX "does_not_exist.json", &p);
+    ck_assert_int_eq(st.code, ETX_ERR_IO);
+    assert_contains(st.message, "does_not_exist.json");
+}
+END_TEST
+
+START_TEST(json_kind_from_caller) {
+    // no "policy" key: the caller's kind, from its defaults
+    const char* path = write_tmp("nokind.json", "{\"low_ent_thresh\": 0.3, \"seed\": 5}");
+    etx_policy p = etx_policy_default(ETX_POLICY_ENTROPIX);
+    p.entropix.top_k = 99; // not kept: the file starts from the defaults
+    etx_status st = etx_policy_load_json(path, &p);
+    ck_assert_msg(st.code == ETX_OK, "%s", st.message);
+    ck_assert_int_eq(p.kind, ETX_POLICY_ENTROPIX);
+    ck_assert_float_eq(p.entropix.low_ent_thresh, 0.3f);
+    ck_assert_int_eq(p.entropix.top_k, 27);
+    ck_assert_uint_eq(p.seed, 5);
+    remove(path);
+    path = write_tmp("empty_obj.json", " {}\n");
+    etx_policy g = etx_policy_default(ETX_POLICY_GREEDY);
+    ck_assert_int_eq(etx_policy_load_json(path, &g).code, ETX_OK);
+    ck_assert_int_eq(g.kind, ETX_POLICY_GREEDY);
+    remove(path);
+}
+END_TEST
+
+START_TEST(branch_names) {
+    const char* want[ETX_BRANCH_COUNT] = {"greedy", "sample", "argmax", "pause", "helv", "lehv", "hehv", "adaptive"};
+    for (int b = 0; b < ETX_BRANCH_COUNT; b++) ck_assert_str_eq(etx_branch_name((etx_branch)b), want[b]);
+    ck_assert_str_eq(etx_branch_name(ETX_BRANCH_COUNT), "unknown");
+}
+END_TEST
+
+START_TEST(readme_documents_every_parameter) {
+    char* text = NULL;
+    etx_status st = etx_read_file(ETX_SOURCE_DIR "/README.md", &text, NULL);
+    ck_assert_msg(st.code == ETX_OK, "%s", st.message);
+    const char* sec = strstr(text, "## Entropix policy");
+    ck_assert_msg(sec != NULL, "README.md has no '## Entropix policy' section");
+    for (int i = 0; i < policy_n_params; i++) {
+        char cell[80];
+        snprintf(cell, sizeof cell, "`%s`", policy_params[i].name);
+        ck_assert_msg(strstr(sec, cell) != NULL, "README.md's entropix section does not document %s",
+                      policy_params[i].name);
+    }
+    assert_contains(sec, "Differences from the reference entropix");
+    free(text);
+}
+END_TEST
+
+int main(void) {
+    Suite* s = suite_create("policy_file");
+    TCase* tc = tcase_create("policy");
+    tcase_add_test(tc, defaults_are_the_reference);
+    tcase_add_test(tc, table_is_consistent);
+    tcase_add_test(tc, set_by_name);
+    tcase_add_test(tc, set_errors);
+    tcase_add_test(tc, validate_catches_direct_writes);
+    tcase_add_test(tc, json_reference_fixture_is_the_default);
+    tcase_add_test(tc, json_custom_round_trip);
+    tcase_add_test(tc, json_errors);
+    tcase_add_test(tc, json_kind_from_caller);
+    tcase_add_test(tc, branch_names);
+    tcase_add_test(tc, readme_documents_every_parameter);
+    suite_add_tcase(s, tc);
+    SRunner* sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
