@@ -1,9 +1,8 @@
 /*
- * hw_probe.c — etx_measure_hardware: the memory bandwidth and GEMM rate a device reaches,
- * measured in the calling process so a benchmark can state its result as a fraction of
- * the hardware's floor (etx bench).
+ * cpu_probe.c — the CPU backend's measure (etx_measure_hardware): the memory bandwidth
+ * and GEMM rate the CPU reaches, measured in the calling process so a benchmark can state
+ * its result as a fraction of the hardware's floor (etx bench).
  *
- * CPU:
  *   bandwidth: every thread sums its slice of a 512 MiB buffer (quick: 32 MiB) of 64-bit
  *              words with eight independent accumulators (reads only, as decode reads
  *              its weights); bytes read over the time, median of 5 passes after a warm-up
@@ -12,7 +11,6 @@
  *   GEMM:      the prefill's own product (cpu_ops.c matmul: OpenBLAS sgemm on per-thread
  *              slices of the output), x (512, 2048) times W^T (2048, 2048) (quick: 64,
  *              256, 256), 2 n in out FLOPs, median of 5 after a warm-up.
- * CUDA: the backend's measure (host/cuda/cuda_probe.c).
  */
 #include <omp.h>
 #include <stdint.h>
@@ -21,7 +19,7 @@
 
 #include "common.h"
 #include "cpu/cpu_ops.h"
-#include "engine/backend.h"
+#include "cpu/cpu_backend.h"
 
 #define PROBE_REPS 5
 
@@ -88,18 +86,8 @@ static etx_status cpu_gemm(int quick, double* flops) {
     return etx_ok();
 }
 
-etx_status etx_measure_hardware(etx_device device, int n_threads, int quick, etx_hw_limits* out) {
+etx_status cpu_measure(int n_threads, int quick, etx_hw_limits* out) {
     memset(out, 0, sizeof *out);
-    if (n_threads < 0) return etx_error(ETX_ERR_INVALID_ARG, "threads must be >= 0 (got %d)", n_threads);
-    const DeviceBackendOps* cuda = NULL;
-    ETX_TRY(device_backend_pick(device, &cuda));
-    if (cuda) {
-        ETX_TRY(cuda->measure(quick, &out->mem_bandwidth, &out->gemm_flops));
-        snprintf(out->bandwidth_method, sizeof out->bandwidth_method, "device-to-device copy of %s, read + written",
-                 quick ? "16 MiB" : "1 GiB");
-        snprintf(out->gemm_method, sizeof out->gemm_method, "bf16 GEMM, f32 accumulate, %d^3", quick ? 128 : 4096);
-        return etx_ok();
-    }
     const int saved = cpu_get_threads(), nt = n_threads > 0 ? n_threads : omp_get_num_procs();
     cpu_set_threads(n_threads);
     etx_status s = cpu_bandwidth(quick, &out->mem_bandwidth);

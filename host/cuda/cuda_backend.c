@@ -9,7 +9,7 @@
  *
  * d2h_bytes counts what step() downloads: 4 bytes per pick (its int32 token), plus
  * sizeof(etx_trace_record) per pick when tracing. The done flags stay on the device (the
- * engine re-checks stops); DevicePick has no max_tokens, stop ids or ignore_eos, so the
+ * engine re-checks stops); BackendPick has no max_tokens, stop ids or ignore_eos, so the
  * policy kernel's own done flag only knows EOS and the context length.
  *
  * Built natively (kernels through nvcc, cuBLAS) and under the SIMT emulator (ETX_SIMT),
@@ -26,15 +26,24 @@
 
 #ifdef ETX_SIMT
 #define CUDA_BACKEND_NAME "cuda (SIMT emulator)"
+#define CUDA_EMULATED 1
 #else
 #define CUDA_BACKEND_NAME "cuda"
+#define CUDA_EMULATED 0
 #endif
 
-static size_t score_row(const DeviceBackend* b) { return (size_t)b->m->cfg.n_heads * b->cfg.max_seq_len; }
+// Prompt rows per prefill work: one chunk is one set of GEMMs of this many rows. Large
+// enough to keep the tensor cores busy on a prompt, small enough that a step's token
+// budget (chunk + max_batch) does not stall the decode rows that share it for long.
+#define CUDA_PREFILL_CHUNK 128
+// Decode steps per host synchronisation when the engine options leave it open.
+#define CUDA_STEPS_PER_SYNC 8
+
+static size_t score_row(const CudaBackend* b) { return (size_t)b->m->cfg.n_heads * b->cfg.max_seq_len; }
 
 // Bytes create() will ask for: weights, K/V pools, activations and sampling buffers
 // (double, so an absurd configuration cannot overflow).
-static double plan_bytes(const DeviceBackend* b, int tied, double* kv_bytes) {
+static double plan_bytes(const CudaBackend* b, int tied, double* kv_bytes) {
     const double dim = b->dim, L = b->n_layers, V = b->vocab, rows = b->max_rows, mb = b->cfg.max_batch;
     double w = L * ((double)b->qkv_dim * dim + dim * b->q_dim + 2.0 * b->hidden * dim + dim * b->hidden) * 2;
     w += V * dim * 2 * (tied ? 1 : 2) + L * dim * 8;
@@ -49,7 +58,7 @@ static double plan_bytes(const DeviceBackend* b, int tied, double* kv_bytes) {
     return w + *kv_bytes + act + smp;
 }
 
-static void cuda_destroy(DeviceBackend* b) {
+static void cuda_destroy(CudaBackend* b) {
     if (!b) return;
     cuda_free_model(b);
     void* dev[] = {b->x,          b->xb,        b->qkv,       b->q,          b->att,        b->delta,
@@ -77,7 +86,7 @@ static void cuda_destroy(DeviceBackend* b) {
     free(b);
 }
 
-static etx_status check_config(const etx_model* m, const DeviceBackendConfig* c) {
+static etx_status check_config(const etx_model* m, const BackendConfig* c) {
     const ModelConfig* mc = &m->cfg;
     if (c->max_batch < 1 || c->max_seq_len < 1 || c->max_chunk < 1 || c->kv_blocks < 1 || c->kv_block_size < 1)
         return etx_error(ETX_ERR_INVALID_ARG,
@@ -102,7 +111,7 @@ static etx_status check_config(const etx_model* m, const DeviceBackendConfig* c)
     return etx_ok();
 }
 
-static etx_status alloc_buffers(DeviceBackend* b) {
+static etx_status alloc_buffers(CudaBackend* b) {
     const int rows = b->max_rows, mb = b->cfg.max_batch, dim = b->dim, V = b->vocab;
     const size_t mbl = (size_t)mb * b->shape.max_blocks;
     ETX_TRY(cuda_alloc(b, (void**)&b->x, (size_t)rows * dim * 4, "residual stream"));
@@ -160,14 +169,14 @@ static etx_status alloc_buffers(DeviceBackend* b) {
     return etx_ok();
 }
 
-static etx_status cuda_create(const etx_model* m, const DeviceBackendConfig* cfg, DeviceBackend** out) {
+static etx_status cuda_create(const etx_model* m, const BackendConfig* cfg, CudaBackend** out) {
     *out = NULL;
     if (!etx_dev_available())
         return etx_error(ETX_ERR_UNSUPPORTED,
                          "CUDA backend: no CUDA device found (no GPU, or no driver); use --device cpu");
     ETX_TRY(check_config(m, cfg));
     const ModelConfig* mc = &m->cfg;
-    DeviceBackend* b = xcalloc(1, sizeof(DeviceBackend));
+    CudaBackend* b = xcalloc(1, sizeof(CudaBackend));
     b->m = m;
     b->cfg = *cfg;
     b->dim = mc->dim;
@@ -222,12 +231,12 @@ static etx_status cuda_create(const etx_model* m, const DeviceBackendConfig* cfg
 // ----------------------------------------------------------------------------
 // step
 
-static int needs_metrics(const DeviceBackend* b, const DevicePick* p) {
+static int needs_metrics(const CudaBackend* b, const BackendPick* p) {
     return b->cfg.trace || p->policy->kind == ETX_POLICY_ENTROPIX;
 }
 
-static etx_status check_work(const DeviceBackend* b, const DeviceWork* w, int i, int n_picks, unsigned char* seen) {
-    const DeviceBackendConfig* c = &b->cfg;
+static etx_status check_work(const CudaBackend* b, const BackendWork* w, int i, int n_picks, unsigned char* seen) {
+    const BackendConfig* c = &b->cfg;
     if (w->n < 1 || (w->decode && w->n != 1) || w->n > c->max_chunk || w->pos0 < 0 || w->pos0 + w->n > c->max_seq_len)
         return etx_error(ETX_ERR_INVALID_ARG,
                          "CUDA backend: work %d: %d rows at position %d (decode %d; max_chunk %d, max_seq_len %d)", i,
@@ -251,7 +260,7 @@ static etx_status check_work(const DeviceBackend* b, const DeviceWork* w, int i,
     return etx_ok();
 }
 
-static void copy_blocks(DeviceBackend* b, const BlockCopy* cp, int n) {
+static void copy_blocks(CudaBackend* b, const BlockCopy* cp, int n) {
     const size_t blk = (size_t)b->cfg.kv_block_size * b->kv_dim;
     for (int i = 0; i < n; i++)
         for (int l = 0; l < b->n_layers; l++) {
@@ -263,7 +272,7 @@ static void copy_blocks(DeviceBackend* b, const BlockCopy* cp, int n) {
 
 // The block table row `row` (host staging) from a work's ids (those past max_seq_len,
 // which it cannot reach, left out); unused columns 0.
-static void put_table_row(DeviceBackend* b, int row, const DeviceWork* w) {
+static void put_table_row(CudaBackend* b, int row, const BackendWork* w) {
     int32_t* t = b->h_table + (size_t)row * b->shape.max_blocks;
     const int n = w->n_block_ids < b->shape.max_blocks ? w->n_block_ids : b->shape.max_blocks;
     memset(t, 0, (size_t)b->shape.max_blocks * sizeof(int32_t));
@@ -274,11 +283,11 @@ static void put_table_row(DeviceBackend* b, int row, const DeviceWork* w) {
 // min(max_batch, 64) chunks (chunk k of a group uses block table row k): one forward per
 // group, then the final norm and LM head of each sampled chunk's last row into its pick's
 // logits row (its scores captured into the pick's row when it needs metrics).
-static void run_prefill_group(DeviceBackend* b, const DeviceStep* s, const int* idx, int n_chunks, int metrics_any) {
+static void run_prefill_group(CudaBackend* b, const BackendStep* s, const int* idx, int n_chunks, int metrics_any) {
     EtxPrefillChunk ch[64];
     int rows = 0, capture = 0;
     for (int k = 0; k < n_chunks; k++) {
-        const DeviceWork* w = &s->work[idx[k]];
+        const BackendWork* w = &s->work[idx[k]];
         const int p = w->pick;
         const int cap = p >= 0 && metrics_any && needs_metrics(b, &s->picks[p]);
         ch[k] = (EtxPrefillChunk){.seq = k, .pos0 = w->pos0, .n = w->n, .row0 = rows, .capture = cap ? p : -1};
@@ -305,11 +314,11 @@ static void run_prefill_group(DeviceBackend* b, const DeviceStep* s, const int* 
     }
 }
 
-static void run_prefills(DeviceBackend* b, const DeviceStep* s, int metrics_any) {
+static void run_prefills(CudaBackend* b, const BackendStep* s, int metrics_any) {
     const int max_chunks = b->cfg.max_batch < 64 ? b->cfg.max_batch : 64;
     int idx[64], n_chunks = 0, rows = 0;
     for (int i = 0; i < s->n_work; i++) {
-        const DeviceWork* w = &s->work[i];
+        const BackendWork* w = &s->work[i];
         if (w->decode) continue;
         if (n_chunks == max_chunks || rows + w->n > b->max_rows) {
             run_prefill_group(b, s, idx, n_chunks, metrics_any);
@@ -323,7 +332,7 @@ static void run_prefills(DeviceBackend* b, const DeviceStep* s, int metrics_any)
 
 // The decode batch's launches: replayed from the graph of its padded size (captured on
 // first use), or run directly.
-static void forward_decode(DeviceBackend* b, const CudaRows* r) {
+static void forward_decode(CudaBackend* b, const CudaRows* r) {
     if (!b->use_graphs) {
         cuda_forward_rows(b, r);
         return;
@@ -348,20 +357,20 @@ static void forward_decode(DeviceBackend* b, const CudaRows* r) {
 // the picks' rows directly; otherwise (and always for padded batches, whose graphs write
 // fixed buffers) they go to staging and each pick's row is copied. Padding rows (position
 // -1, length 0) write nothing to the cache and attend to nothing.
-static void decode_rows_on_device(DeviceBackend* b, const DeviceWork* const* rows, int n, int nb, int direct,
+static void decode_rows_on_device(CudaBackend* b, const BackendWork* const* rows, int n, int nb, int direct,
                                   int metrics_any);
 
 // Rows a decode batch of n runs as: n, or in graph mode the next power of two (at most
 // max_batch), so each padded size replays one captured graph.
-static int padded_rows(const DeviceBackend* b, int n) {
+static int padded_rows(const CudaBackend* b, int n) {
     if (!b->pad_decode) return n;
     int nb = 1;
     while (nb < n) nb *= 2;
     return nb < b->cfg.max_batch ? nb : b->cfg.max_batch;
 }
 
-static void run_decode(DeviceBackend* b, const DeviceStep* s, int metrics_any) {
-    const DeviceWork* rows[b->cfg.max_batch];
+static void run_decode(CudaBackend* b, const BackendStep* s, int metrics_any) {
+    const BackendWork* rows[b->cfg.max_batch];
     int n = 0;
     for (int i = 0; i < s->n_work; i++)
         if (s->work[i].decode) rows[n++] = &s->work[i];
@@ -369,7 +378,7 @@ static void run_decode(DeviceBackend* b, const DeviceStep* s, int metrics_any) {
     int nb = padded_rows(b, n);
     int direct = rows[0]->pick >= 0 && !b->pad_decode;
     for (int r = 0; r < nb; r++) {
-        const DeviceWork* w = r < n ? rows[r] : NULL;
+        const BackendWork* w = r < n ? rows[r] : NULL;
         b->h_tokens[r] = w ? w->tokens[0] : 0;
         b->h_row_seq[r] = r;
         b->h_row_pos[r] = w ? w->pos0 : -1;
@@ -391,7 +400,7 @@ static void run_decode(DeviceBackend* b, const DeviceStep* s, int metrics_any) {
 
 // The forward of the decode rows already on the device (tokens, positions, tables), then
 // each pick's logits (and scores) into its row when they went to staging.
-static void decode_rows_on_device(DeviceBackend* b, const DeviceWork* const* rows, int n, int nb, int direct,
+static void decode_rows_on_device(CudaBackend* b, const BackendWork* const* rows, int n, int nb, int direct,
                                   int metrics_any) {
     const int p0 = rows[0]->pick;
     // a padded batch's graph always captures the scores (the same launches every step)
@@ -415,8 +424,8 @@ static void decode_rows_on_device(DeviceBackend* b, const DeviceWork* const* row
     }
 }
 
-static etx_status check_step(DeviceBackend* b, const DeviceStep* s, int* metrics_any_out) {
-    const DeviceBackendConfig* c = &b->cfg;
+static etx_status check_step(CudaBackend* b, const BackendStep* s, int* metrics_any_out) {
+    const BackendConfig* c = &b->cfg;
     if (s->n_picks < 0 || s->n_picks > c->max_batch)
         return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: %d picks (max_batch %d)", s->n_picks, c->max_batch);
     unsigned char seen[c->max_batch];
@@ -445,15 +454,15 @@ static etx_status check_step(DeviceBackend* b, const DeviceStep* s, int* metrics
 }
 
 // The picks' policies and states to the device (positions each pick attended, from the works).
-static void upload_picks(DeviceBackend* b, const DeviceStep* s, int metrics_any) {
-    const DeviceBackendConfig* c = &b->cfg;
+static void upload_picks(CudaBackend* b, const BackendStep* s, int metrics_any) {
+    const BackendConfig* c = &b->cfg;
     const int np = s->n_picks;
     for (int i = 0; i < s->n_work; i++) {
-        const DeviceWork* w = &s->work[i];
+        const BackendWork* w = &s->work[i];
         if (w->pick >= 0) b->h_n_pos[w->pick] = w->pos0 + w->n; // positions the pick's token attended
     }
     for (int p = 0; p < np; p++) {
-        const DevicePick* pk = &s->picks[p];
+        const BackendPick* pk = &s->picks[p];
         const int n_pos = b->h_n_pos[p];
         b->h_policies[p] = *pk->policy;
         b->h_window[p] = pk->policy->kind == ETX_POLICY_ENTROPIX ? pk->policy->entropix.attn_window : 0;
@@ -464,7 +473,7 @@ static void upload_picks(DeviceBackend* b, const DeviceStep* s, int metrics_any)
         st->step = (int32_t)pk->step;
         st->prev_token = pk->prev_token;
         st->pause_token = pk->pause_token;
-        // DevicePick carries no max_tokens, stop ids or ignore_eos: the length bound is the
+        // BackendPick carries no max_tokens, stop ids or ignore_eos: the length bound is the
         // context (n_prompt = positions before the generated tokens), the engine re-checks stops
         st->max_tokens = INT32_MAX;
         st->n_prompt = n_pos - (int32_t)pk->step;
@@ -481,8 +490,8 @@ static void upload_picks(DeviceBackend* b, const DeviceStep* s, int metrics_any)
 
 // Vocabulary pass, attention metrics and the policy over the np picks' rows: tokens into
 // d_next (and trace records into d_trace).
-static void run_policy(DeviceBackend* b, int np, int metrics_any) {
-    const DeviceBackendConfig* c = &b->cfg;
+static void run_policy(CudaBackend* b, int np, int metrics_any) {
+    const BackendConfig* c = &b->cfg;
     etx_vocab_pass(b->logits, np, b->vocab, ETX_TOPK, b->stats, b->cand, NULL, b->vp_scratch, b->stream);
     if (metrics_any)
         etx_attn_metrics(b->scores, np, b->m->cfg.n_heads, c->max_seq_len, b->d_n_pos, b->d_window, b->attn,
@@ -495,10 +504,10 @@ static void run_policy(DeviceBackend* b, int np, int metrics_any) {
     etx_policy_step(&a, b->stream);
 }
 
-static etx_status cuda_step(DeviceBackend* b, DeviceStep* s) {
+static etx_status cuda_step(CudaBackend* b, BackendStep* s) {
     int metrics_any = 0;
     ETX_TRY(check_step(b, s, &metrics_any));
-    const DeviceBackendConfig* c = &b->cfg;
+    const BackendConfig* c = &b->cfg;
     copy_blocks(b, s->copies, s->n_copies);
     run_prefills(b, s, metrics_any);
     run_decode(b, s, metrics_any);
@@ -526,15 +535,15 @@ static etx_status cuda_step(DeviceBackend* b, DeviceStep* s) {
 // (etx_advance_rows) and are kept in a ring; one download at the end. The block tables
 // must already hold pos0 + k positions. tokens: (k, n_picks) out; trace: (k, n_picks) out
 // when cfg.trace (else unused).
-static etx_status cuda_decode_steps(DeviceBackend* b, DeviceStep* s, int k, int32_t* tokens,
+static etx_status cuda_decode_steps(CudaBackend* b, BackendStep* s, int k, int32_t* tokens,
                                     etx_trace_record* trace) {
-    const DeviceBackendConfig* c = &b->cfg;
+    const BackendConfig* c = &b->cfg;
     if (k < 1) return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: %d decode steps", k);
     if (s->n_work < 1 || s->n_picks != s->n_work)
         return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: multi-step needs one pick per decode row (%d rows, %d picks)",
                          s->n_work, s->n_picks);
     for (int i = 0; i < s->n_work; i++) {
-        const DeviceWork* w = &s->work[i];
+        const BackendWork* w = &s->work[i];
         if (!w->decode || w->pick != i)
             return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: multi-step work %d is not decode row %d's pick", i, i);
         if (w->pos0 + k > c->max_seq_len || (long)w->n_block_ids * c->kv_block_size < (long)w->pos0 + k)
@@ -563,7 +572,7 @@ static etx_status cuda_decode_steps(DeviceBackend* b, DeviceStep* s, int k, int3
         } else {
             etx_advance_rows(b->d_tokens, b->d_row_pos, b->d_seq_len, metrics_any ? b->d_n_pos : NULL, b->d_states,
                              b->d_next, np, b->stream);
-            const DeviceWork* rows[c->max_batch];
+            const BackendWork* rows[c->max_batch];
             for (int i = 0; i < np; i++) rows[i] = &s->work[i];
             decode_rows_on_device(b, rows, np, padded_rows(b, np), !b->pad_decode, metrics_any);
         }
@@ -586,8 +595,8 @@ static etx_status cuda_decode_steps(DeviceBackend* b, DeviceStep* s, int k, int3
 // logits: a forward over ids in private K/V blocks (allocated for the call), in chunks of
 // max_chunk rows
 
-static etx_status cuda_logits(DeviceBackend* b, const int32_t* ids, int n, int all_positions, float* out) {
-    const DeviceBackendConfig* c = &b->cfg;
+static etx_status cuda_logits(CudaBackend* b, const int32_t* ids, int n, int all_positions, float* out) {
+    const BackendConfig* c = &b->cfg;
     if (n < 1 || n > c->max_seq_len)
         return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: logits of %d tokens (1 .. max_seq_len %d)", n,
                          c->max_seq_len);
@@ -630,7 +639,7 @@ static etx_status cuda_logits(DeviceBackend* b, const int32_t* ids, int n, int a
     return st;
 }
 
-etx_status cuda_backend_test_logits(DeviceBackend* b, float* out, int n_picks) {
+etx_status cuda_backend_test_logits(CudaBackend* b, float* out, int n_picks) {
     if (n_picks < 0 || n_picks > b->last_picks)
         return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: %d logits rows asked, the last step had %d picks",
                          n_picks, b->last_picks);
@@ -638,7 +647,7 @@ etx_status cuda_backend_test_logits(DeviceBackend* b, float* out, int n_picks) {
     return etx_ok();
 }
 
-etx_status cuda_backend_test_scores(DeviceBackend* b, float* out, int n_picks) {
+etx_status cuda_backend_test_scores(CudaBackend* b, float* out, int n_picks) {
     if (n_picks < 0 || n_picks > b->last_picks)
         return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: %d score rows asked, the last step had %d picks",
                          n_picks, b->last_picks);
@@ -646,17 +655,21 @@ etx_status cuda_backend_test_scores(DeviceBackend* b, float* out, int n_picks) {
     return etx_ok();
 }
 
-static long long cuda_d2h_bytes(const DeviceBackend* b) { return b->d2h; }
+static long long cuda_d2h_bytes(const CudaBackend* b) { return b->d2h; }
 
-static void cuda_sizes(const DeviceBackend* b, long long* weight_bytes, long long* kv_bytes_per_position,
+static void cuda_sizes(const CudaBackend* b, long long* weight_bytes, long long* kv_bytes_per_position,
                        long long* device_bytes) {
     *weight_bytes = (long long)b->weight_bytes;
     *kv_bytes_per_position = 2LL * b->n_layers * b->kv_dim * (long long)sizeof(etx_bf16);
     *device_bytes = (long long)b->dev_bytes;
 }
 
-static const DeviceBackendOps cuda_ops = {
+static const BackendOps cuda_ops = {
     .name = CUDA_BACKEND_NAME,
+    .emulated = CUDA_EMULATED,
+    .device = ETX_DEVICE_CUDA,
+    .prefill_chunk = CUDA_PREFILL_CHUNK,
+    .steps_per_sync = CUDA_STEPS_PER_SYNC,
     .available = etx_dev_available,
     .device_name = etx_dev_name,
     .create = cuda_create,
@@ -669,5 +682,5 @@ static const DeviceBackendOps cuda_ops = {
     .measure = cuda_measure,
 };
 
-// Linking this object registers the backend with the engine (device_backend.h).
+// Linking this object registers the backend with the engine (engine/backend.h).
 __attribute__((constructor)) static void cuda_backend_register(void) { etx_register_cuda_backend(&cuda_ops); }

@@ -1,7 +1,7 @@
 /*
- * cuda_backend.h — the CUDA backend's device state (struct DeviceBackend) shared by its
+ * cuda_backend.h — the CUDA backend's device state (struct Backend, CudaBackend) shared by its
  * three parts: cuda_weights.c (the model uploaded as bf16, fused projections), cuda_forward.c
- * (the layers over a set of token rows) and cuda_backend.c (the DeviceBackendOps the engine
+ * (the layers over a set of token rows) and cuda_backend.c (the BackendOps the engine
  * calls: create, step, logits, ...). Plain C11 over the kernels' C launchers
  * (kernels/<op>.h) and kernels/device.h, so the same files run natively and under the SIMT
  * emulator (ETX_SIMT).
@@ -60,9 +60,11 @@ typedef struct {
     float* logits;              // NULL (no LM head), or ((n - head_first), vocab)
 } CudaRows;
 
-struct DeviceBackend {
+// The CUDA backend's definition of the engine's opaque Backend (engine/backend.h).
+typedef struct Backend CudaBackend;
+struct Backend {
     const etx_model* m;
-    DeviceBackendConfig cfg;
+    BackendConfig cfg;
     int dim, hidden, vocab, n_layers;
     int hd, hdp;                 // the model's head_dim, the padded one the kernels see
     int q_dim, kv_dim, qkv_dim;  // padded: n_heads * hdp, n_kv_heads * hdp, q_dim + 2 kv_dim
@@ -139,28 +141,28 @@ struct DeviceBackend {
 
 // cuda_weights.c: uploads the model (weights, norms, RoPE frequencies); counts bytes in
 // b->dev_bytes. Needs b's sizes filled. Fails with ETX_ERR_NOMEM naming the tensor.
-etx_status cuda_upload_model(DeviceBackend* b);
-void cuda_free_model(DeviceBackend* b);
+etx_status cuda_upload_model(CudaBackend* b);
+void cuda_free_model(CudaBackend* b);
 // K/V pools of n_blocks blocks for every layer, into kv[l].k_pool / v_pool.
-etx_status cuda_alloc_kv(DeviceBackend* b, CudaLayer* kv, int n_blocks);
-void cuda_free_kv(DeviceBackend* b, CudaLayer* kv);
+etx_status cuda_alloc_kv(CudaBackend* b, CudaLayer* kv, int n_blocks);
+void cuda_free_kv(CudaBackend* b, CudaLayer* kv);
 // Device memory with a message naming `what` and the size when there is none.
-etx_status cuda_alloc(DeviceBackend* b, void** p, size_t bytes, const char* what);
+etx_status cuda_alloc(CudaBackend* b, void** p, size_t bytes, const char* what);
 
 // cuda_forward.c: embedding, every layer and (r->logits) the final norm and LM head.
-void cuda_forward_rows(DeviceBackend* b, const CudaRows* r);
+void cuda_forward_rows(CudaBackend* b, const CudaRows* r);
 // The final norm (adding the last down projection) and LM head of rows row0 .. row0 + n - 1
 // of the last cuda_forward_rows, into logits (n, vocab).
-void cuda_forward_head(DeviceBackend* b, int row0, int n, float* logits);
+void cuda_forward_head(CudaBackend* b, int row0, int n, float* logits);
 
 // Test-only (tests/cuda/test_cuda_backend.c): the logits rows of the last step's picks,
 // (n_picks, vocab), downloaded outside the d2h_bytes count.
-etx_status cuda_backend_test_logits(DeviceBackend* b, float* out, int n_picks);
+etx_status cuda_backend_test_logits(CudaBackend* b, float* out, int n_picks);
 // Test-only: the last step's picks' last-layer score capture, (n_picks, n_heads, max_seq_len)
 // (rows of picks that needed no metrics hold stale values).
-etx_status cuda_backend_test_scores(DeviceBackend* b, float* out, int n_picks);
+etx_status cuda_backend_test_scores(CudaBackend* b, float* out, int n_picks);
 
-// Measures copy bandwidth and bf16 GEMM FLOP/s (cuda_probe.c; DeviceBackendOps.measure).
-etx_status cuda_measure(int quick, double* bandwidth, double* gemm_flops);
+// Measures copy bandwidth and bf16 GEMM FLOP/s (cuda_probe.c; BackendOps.measure).
+etx_status cuda_measure(int n_threads, int quick, etx_hw_limits* out);
 
 #endif // ETX_CUDA_BACKEND_H

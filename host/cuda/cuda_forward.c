@@ -18,7 +18,7 @@
 #include "rope.h"
 #include "swiglu.h"
 
-void cuda_forward_rows(DeviceBackend* b, const CudaRows* r) {
+void cuda_forward_rows(CudaBackend* b, const CudaRows* r) {
     const int n = r->n, dim = b->dim, last = b->n_layers - 1;
     void* st = b->stream;
     etx_embed(b->x, b->emb, r->d_tokens, n, dim, st);
@@ -51,7 +51,7 @@ void cuda_forward_rows(DeviceBackend* b, const CudaRows* r) {
     if (r->logits) cuda_forward_head(b, r->head_first, n - r->head_first, r->logits);
 }
 
-void cuda_forward_head(DeviceBackend* b, int row0, int n, float* logits) {
+void cuda_forward_head(CudaBackend* b, int row0, int n, float* logits) {
     const size_t off = (size_t)row0 * b->dim;
     etx_rmsnorm_residual(b->xb + off, b->x + off, b->delta + off, b->final_norm, n, b->dim, b->eps, b->stream);
     etx_gemm_bf16(b->gemm, logits, b->xb + off, b->lm_head, n, b->dim, b->vocab, b->stream);

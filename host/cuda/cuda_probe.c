@@ -1,5 +1,5 @@
 /*
- * cuda_probe.c — what the GPU reaches, measured (DeviceBackendOps.measure): the floor a
+ * cuda_probe.c — what the GPU reaches, measured (BackendOps.measure): the floor a
  * benchmark compares a decode step or a prefill with.
  *
  *   bandwidth: a device-to-device copy of 1 GiB (quick: 16 MiB), bytes read + written
@@ -11,7 +11,9 @@
  * Timed with the host clock around a synchronisation; each operation is long enough
  * (milliseconds natively) for that to be exact to a few percent.
  */
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cuda/cuda_backend.h"
 #include "device.h"
@@ -77,9 +79,12 @@ static etx_status measure_gemm(int quick, double* flops) {
     return s;
 }
 
-etx_status cuda_measure(int quick, double* bandwidth, double* gemm_flops) {
-    *bandwidth = *gemm_flops = 0;
+etx_status cuda_measure(int n_threads, int quick, etx_hw_limits* out) {
+    memset(out, 0, sizeof *out);
     if (!etx_dev_available()) return etx_error(ETX_ERR_UNSUPPORTED, "no CUDA device to measure");
-    ETX_TRY(measure_copy(quick, bandwidth));
-    return measure_gemm(quick, gemm_flops);
+    ETX_TRY(measure_copy(quick, &out->mem_bandwidth));
+    snprintf(out->bandwidth_method, sizeof out->bandwidth_method, "device-to-device copy of %s, read + written",
+             quick ? "16 MiB" : "1 GiB");
+    snprintf(out->gemm_method, sizeof out->gemm_method, "bf16 GEMM, f32 accumulate, %d^3", quick ? 128 : 4096);
+    return measure_gemm(quick, &out->gemm_flops);
 }

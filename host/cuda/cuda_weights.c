@@ -11,7 +11,7 @@
 #include "cuda/cuda_backend.h"
 #include "device.h"
 
-etx_status cuda_alloc(DeviceBackend* b, void** p, size_t bytes, const char* what) {
+etx_status cuda_alloc(CudaBackend* b, void** p, size_t bytes, const char* what) {
     *p = NULL;
     if (bytes == 0) return etx_ok();
     *p = etx_dev_malloc(bytes);
@@ -48,19 +48,19 @@ static void put_rows(etx_bf16* dst, int row0, const float* src, int rows, int co
 }
 
 // Uploads host bf16 (n elements) into new device memory.
-static etx_status upload_bf16(DeviceBackend* b, etx_bf16** out, const etx_bf16* h, size_t n, const char* what) {
+static etx_status upload_bf16(CudaBackend* b, etx_bf16** out, const etx_bf16* h, size_t n, const char* what) {
     ETX_TRY(cuda_alloc(b, (void**)out, n * sizeof(etx_bf16), what));
     etx_dev_upload(*out, h, n * sizeof(etx_bf16));
     return etx_ok();
 }
 
-static etx_status upload_f32(DeviceBackend* b, float** out, const float* h, size_t n, const char* what) {
+static etx_status upload_f32(CudaBackend* b, float** out, const float* h, size_t n, const char* what) {
     ETX_TRY(cuda_alloc(b, (void**)out, n * sizeof(float), what));
     etx_dev_upload(*out, h, n * sizeof(float));
     return etx_ok();
 }
 
-static etx_status upload_layer(DeviceBackend* b, const LayerWeights* w, CudaLayer* L, etx_bf16* tmp) {
+static etx_status upload_layer(CudaBackend* b, const LayerWeights* w, CudaLayer* L, etx_bf16* tmp) {
     const ModelConfig* c = &b->m->cfg;
     const int dim = b->dim, hid = b->hidden, hd = b->hd, hdp = b->hdp;
     ETX_TRY(upload_f32(b, &L->attn_norm, w->attn_norm, dim, "attn_norm"));
@@ -87,7 +87,7 @@ static etx_status upload_layer(DeviceBackend* b, const LayerWeights* w, CudaLaye
     return etx_ok();
 }
 
-etx_status cuda_upload_model(DeviceBackend* b) {
+etx_status cuda_upload_model(CudaBackend* b) {
     const etx_model* m = b->m;
     const ModelConfig* c = &m->cfg;
     const int dim = b->dim;
@@ -138,7 +138,7 @@ etx_status cuda_upload_model(DeviceBackend* b) {
     return st;
 }
 
-void cuda_free_model(DeviceBackend* b) {
+void cuda_free_model(CudaBackend* b) {
     if (b->layers) {
         for (int l = 0; l < b->n_layers; l++) {
             CudaLayer* L = &b->layers[l];
@@ -163,7 +163,7 @@ void cuda_free_model(DeviceBackend* b) {
     b->eos_ids = NULL;
 }
 
-etx_status cuda_alloc_kv(DeviceBackend* b, CudaLayer* kv, int n_blocks) {
+etx_status cuda_alloc_kv(CudaBackend* b, CudaLayer* kv, int n_blocks) {
     const size_t bytes = (size_t)n_blocks * b->cfg.kv_block_size * b->kv_dim * sizeof(etx_bf16);
     for (int l = 0; l < b->n_layers; l++) {
         ETX_TRY(cuda_alloc(b, (void**)&kv[l].k_pool, bytes, "K cache pool"));
@@ -172,7 +172,7 @@ etx_status cuda_alloc_kv(DeviceBackend* b, CudaLayer* kv, int n_blocks) {
     return etx_ok();
 }
 
-void cuda_free_kv(DeviceBackend* b, CudaLayer* kv) {
+void cuda_free_kv(CudaBackend* b, CudaLayer* kv) {
     for (int l = 0; l < b->n_layers; l++) {
         etx_dev_free(kv[l].k_pool);
         etx_dev_free(kv[l].v_pool);

@@ -1,32 +1,28 @@
 /*
  * engine.c — the engine half of the public API: requests, each with its own prompt,
  * policy and limits, advanced together by a continuous-batching scheduler over a paged
- * KV cache.
+ * KV cache, on one backend (engine/backend.h: the CPU's or CUDA's, chosen at create).
  *
  * A step (etx_engine_step): the scheduler (scheduler.h) plans which sequences run and on
- * which tokens, preempting the newest when the KV pool (kv_blocks.h, kv_pool.h) runs out;
- * the engine performs the plan's copy-on-write copies, runs each prefill chunk
- * (cpu_forward_chunk) and all decode rows as one batch (cpu_forward_decode), commits the
- * positions, then picks each sampled sequence's next token. A request's tokens depend only
- * on its own prompt, policy, seed and key: every row is computed identically at any batch
- * size, and a preempted request is recomputed bit for bit.
+ * which tokens, preempting the newest when the KV pool (kv_blocks.h) runs out; the engine
+ * describes the plan to the backend (block copies, prefill chunks, decode rows, the
+ * sequences to sample with their policies and random streams), the backend runs the
+ * forward passes and the policy and hands back one token (and trace record) per sampled
+ * sequence; the engine commits the positions, then accepts each token: stop checks,
+ * lengths, the trace. When every request is decoding and has room, the backend may run
+ * several decode steps per call (steps_per_sync) with the same result.
  *
- * Per sampled token: (entropix or tracing) the step's metrics: entropy and varentropy of
- * the logits, the last layer's attention metrics -> the policy's decision
- * (hostdev/policy_math.h) -> the pick (sampler.c) -> stop checks -> trace record.
+ * A request's tokens depend only on its own prompt, policy, seed and key: every backend
+ * computes each row identically at any batch size, and a preempted request is recomputed
+ * bit for bit (docs/design.md, "Batch invariance").
  */
 #include <string.h>
 
 #include "common.h"
-#include "cpu/cpu_forward.h"
 #include "engine/backend.h"
 #include "engine/kv_blocks.h"
-#include "cpu/kv_pool.h"
-#include "policy/metrics.h"
-#include "model/model.h"
-#include "policy_math.h"
-#include "policy/sampler.h"
 #include "engine/scheduler.h"
+#include "model/model.h"
 
 typedef struct {
     SchedSeq seq;      // the scheduler's view: state, KV block table, positions computed
@@ -48,39 +44,22 @@ typedef struct {
     char error[ETX_MSG_LEN];
 } Request;
 
-// A sequence whose next token is picked at the end of the step, and where its logits are.
-typedef struct {
-    Request* r;
-    int slot;          // row of logits / scores
-    int n_pos;         // positions cached once this step's work is committed
-} Pick;
-
 struct etx_engine {
     const etx_model* model;
     etx_engine_options opts;
     int max_seq_len;   // per-request context
-    CpuRunState run;   // scratch of one forward call
-    Sampler sampler;
-    BlockManager bm;   // the KV pool's blocks
-    KVPool pool;       // their storage
+    const BackendOps* ops; // the backend that runs the steps
+    Backend* be;
+    BlockManager bm;   // the KV pool's blocks (their storage is the backend's)
     SchedConfig sched;
     SchedPlan plan;
-    float* logits;     // (max_batch, vocab_size) one row per sampled sequence of a step
-    float* scores;     // (max_batch, n_heads, max_seq_len) last layer's scores, when needed
-    float* scratch;    // ((n_heads + 1) * max_seq_len) for attn_metrics
     SchedSeq** seqs;   // (cap_reqs) unfinished requests' sequences, for the scheduler
-    int32_t* row_tokens; // (max_batch) a decode batch's inputs
-    KVSeq* row_kv;       // (max_batch)
-    float** row_scores;  // (max_batch)
-    Pick* picks;         // (max_batch)
-    int32_t pause_token; // the model's " ..." token, or -1
-    const DeviceBackendOps* dev_ops; // the CUDA backend when it runs the steps, else NULL
-    DeviceBackend* dev;
-    DeviceWork* dwork;   // (max_batch) a step's work as the device backend takes it
-    DevicePick* dpicks;  // (max_batch)
-    Request** dpick_req; // (max_batch) the request of each device pick
+    BackendWork* works;  // (max_batch) a step's work as the backend takes it
+    BackendPick* picks;  // (max_batch) the step's sampled sequences
+    Request** pick_req;  // (max_batch) the request of each pick
     int32_t* ring_tokens;        // (steps_per_sync, max_batch) tokens of a multi-step call
     etx_trace_record* ring_trace; // (steps_per_sync, max_batch) their trace records (tracing)
+    int32_t pause_token; // the model's " ..." token, or -1
     Request** reqs;    // (n_reqs) live requests, in submission order
     int n_reqs;
     int cap_reqs;
@@ -113,9 +92,11 @@ static int32_t find_pause_token(const etx_model* m) {
 
 // The pool's size when the options leave it to the engine: every batch slot a full
 // context, capped at min(2 GiB, a quarter of free memory), never below two contexts.
+// Blocks are sized as float32 K and V of every layer (the CPU's storage; CUDA's bf16
+// blocks take half).
 static int auto_kv_blocks(const ModelConfig* c, int ctx, int block_size, int max_batch) {
     long per_ctx = (ctx + block_size - 1) / block_size;
-    double block_bytes = (double)kv_pool_bytes_per_block(c->n_layers, c->n_kv_heads * c->head_dim, block_size);
+    double block_bytes = 2.0 * c->n_layers * block_size * (double)c->n_kv_heads * c->head_dim * sizeof(float);
     double budget = 2.0 * 1024 * 1024 * 1024, avail = available_memory_bytes();
     if (avail > 0 && avail / 4 < budget) budget = avail / 4;
     long blocks = per_ctx * max_batch;
@@ -127,15 +108,15 @@ static int auto_kv_blocks(const ModelConfig* c, int ctx, int block_size, int max
 etx_status etx_engine_create(const etx_model* model, const etx_engine_options* opts, etx_engine** out) {
     *out = NULL;
     etx_engine_options o = opts ? *opts : etx_engine_options_default();
-    const DeviceBackendOps* dev_ops = NULL;
-    ETX_TRY(device_backend_pick(o.device, &dev_ops));
+    const BackendOps* ops = NULL;
+    ETX_TRY(backend_pick(o.device, &ops));
     if (o.n_threads < 0) return etx_error(ETX_ERR_INVALID_ARG, "threads must be >= 0 (got %d)", o.n_threads);
     if (o.max_seq_len < 0) return etx_error(ETX_ERR_INVALID_ARG, "max_seq_len must be >= 0 (got %d)", o.max_seq_len);
     if (o.max_batch < 0 || o.max_batch > 4096)
         return etx_error(ETX_ERR_INVALID_ARG, "max_batch must be 1..4096, or 0 for the default (got %d)", o.max_batch);
-    if (o.kv_block_size < 0 || o.kv_block_size > ATT_BLOCK)
-        return etx_error(ETX_ERR_INVALID_ARG, "kv_block_size must be 1..%d, or 0 for the default (got %d)", ATT_BLOCK,
-                         o.kv_block_size);
+    if (o.kv_block_size < 0 || o.kv_block_size > ETX_MAX_KV_BLOCK_SIZE)
+        return etx_error(ETX_ERR_INVALID_ARG, "kv_block_size must be 1..%d, or 0 for the default (got %d)",
+                         ETX_MAX_KV_BLOCK_SIZE, o.kv_block_size);
     if (o.kv_blocks < 0) return etx_error(ETX_ERR_INVALID_ARG, "kv_blocks must be >= 0 (got %d)", o.kv_blocks);
     if (o.steps_per_sync < 0 || o.steps_per_sync > 64)
         return etx_error(ETX_ERR_INVALID_ARG, "steps_per_sync must be 0..64 (got %d)", o.steps_per_sync);
@@ -147,58 +128,39 @@ etx_status etx_engine_create(const etx_model* model, const etx_engine_options* o
     if (!o.max_batch) o.max_batch = 32;
     if (!o.kv_block_size) o.kv_block_size = 64;
     if (!o.kv_blocks) o.kv_blocks = auto_kv_blocks(c, ctx, o.kv_block_size, o.max_batch);
-    o.device = dev_ops ? ETX_DEVICE_CUDA : ETX_DEVICE_CPU;
-    if (!o.steps_per_sync) o.steps_per_sync = 8;
-    if (!dev_ops || !dev_ops->decode_steps) o.steps_per_sync = 1;
+    o.device = ops->device;
+    if (!o.steps_per_sync) o.steps_per_sync = ops->steps_per_sync;
 
     etx_engine* e = xcalloc(1, sizeof(etx_engine));
     e->model = model;
     e->opts = o;
     e->max_seq_len = ctx;
     e->sched.max_batch = o.max_batch;
-    e->sched.chunk = CPU_DEFAULT_CHUNK;
-    e->sched.max_step_tokens = CPU_DEFAULT_CHUNK + o.max_batch;
+    e->sched.chunk = ops->prefill_chunk;
+    e->sched.max_step_tokens = ops->prefill_chunk + o.max_batch;
     etx_status s = sched_config_validate(&e->sched);
     if (s.code == ETX_OK) s = build_block_manager(&e->bm, o.kv_blocks, o.kv_block_size);
-    if (dev_ops) { // the device holds the KV pool, activations and logits
-        DeviceBackendConfig dc = {o.max_batch, ctx, CPU_DEFAULT_CHUNK, o.kv_blocks, o.kv_block_size, o.trace};
-        if (s.code == ETX_OK) s = dev_ops->create(model, &dc, &e->dev);
-        if (s.code == ETX_OK) e->dev_ops = dev_ops;
-    } else {
-        if (s.code == ETX_OK)
-            s = build_kv_pool(&e->pool, c->n_layers, c->n_kv_heads * c->head_dim, o.kv_blocks, o.kv_block_size);
-        if (s.code == ETX_OK) s = build_cpu_run_state_rows(&e->run, c, CPU_DEFAULT_CHUNK, o.max_batch);
-    }
+    // the backend holds the KV storage, activations and logits
+    BackendConfig bc = {o.max_batch, ctx, ops->prefill_chunk, o.kv_blocks, o.kv_block_size, o.trace, o.n_threads};
+    if (s.code == ETX_OK) s = ops->create(model, &bc, &e->be);
     if (s.code != ETX_OK) {
         free_block_manager(&e->bm);
-        free_kv_pool(&e->pool);
-        free_cpu_run_state(&e->run);
         free(e);
         return s;
     }
+    e->ops = ops;
     build_sched_plan(&e->plan);
-    build_sampler(&e->sampler, c->vocab_size);
-    const size_t nh = (size_t)c->n_heads, B = (size_t)o.max_batch;
-    if (!e->dev_ops) {
-        e->logits = xmalloc(B * (size_t)c->vocab_size * sizeof(float));
-        e->scores = xmalloc(B * nh * (size_t)ctx * sizeof(float));
-        e->scratch = xmalloc((nh + 1) * (size_t)ctx * sizeof(float));
-    }
+    const size_t B = (size_t)o.max_batch;
     e->ring_tokens = xmalloc((size_t)o.steps_per_sync * B * sizeof(int32_t));
     e->ring_trace = o.trace ? xmalloc((size_t)o.steps_per_sync * B * sizeof(etx_trace_record)) : NULL;
-    e->dwork = xmalloc(B * sizeof(DeviceWork));
-    e->dpicks = xmalloc(B * sizeof(DevicePick));
-    e->dpick_req = xmalloc(B * sizeof(Request*));
-    e->row_tokens = xmalloc(B * sizeof(int32_t));
-    e->row_kv = xmalloc(B * sizeof(KVSeq));
-    e->row_scores = xmalloc(B * sizeof(float*));
-    e->picks = xmalloc(B * sizeof(Pick));
+    e->works = xmalloc(B * sizeof(BackendWork));
+    e->picks = xmalloc(B * sizeof(BackendPick));
+    e->pick_req = xmalloc(B * sizeof(Request*));
     e->pause_token = find_pause_token(model);
     e->stats.kv_blocks = o.kv_blocks;
     e->stats.kv_block_size = o.kv_block_size;
     e->stats.max_batch = o.max_batch;
     e->stats.steps_per_sync = o.steps_per_sync;
-    cpu_set_threads(o.n_threads);
     *out = e;
     return etx_ok();
 }
@@ -220,23 +182,13 @@ void etx_engine_free(etx_engine* e) {
     }
     free(e->reqs);
     free(e->seqs);
-    free(e->logits);
-    free(e->scores);
-    free(e->scratch);
-    free(e->row_tokens);
-    free(e->row_kv);
-    free(e->row_scores);
+    free(e->works);
     free(e->picks);
-    free(e->dwork);
+    free(e->pick_req);
     free(e->ring_tokens);
     free(e->ring_trace);
-    free(e->dpicks);
-    free(e->dpick_req);
-    if (e->dev_ops) e->dev_ops->destroy(e->dev);
+    e->ops->destroy(e->be);
     free_sched_plan(&e->plan);
-    free_sampler(&e->sampler);
-    free_cpu_run_state(&e->run);
-    free_kv_pool(&e->pool);
     free_block_manager(&e->bm);
     free(e);
 }
@@ -341,26 +293,6 @@ static void append_token(Request* r, int32_t tok, int tracing) {
     r->seq.n_known = r->n_prompt + r->n_tokens;
 }
 
-// Token at position p of a request: the prompt, then what it generated.
-static int32_t token_at(const Request* r, int p) { return p < r->n_prompt ? r->prompt[p] : r->tokens[p - r->n_prompt]; }
-
-static int needs_metrics(const etx_engine* e, const Request* r) {
-    return r->policy.kind == ETX_POLICY_ENTROPIX || e->opts.trace;
-}
-
-// The step's signals from the logits and the last layer's scores of the current token
-// (n_pos positions, the current one included).
-static PolicyMetrics step_metrics(etx_engine* e, const Request* r, const float* logits, const float* scores,
-                                  int n_pos, float* log_z) {
-    const ModelConfig* c = &e->model->cfg;
-    LogitMetrics lm = logit_metrics(logits, c->vocab_size);
-    const int window = r->policy.kind == ETX_POLICY_ENTROPIX ? r->policy.entropix.attn_window : 0;
-    AttnMetrics am = attn_metrics(scores, c->n_heads, n_pos, window, e->scratch);
-    *log_z = lm.log_z;
-    PolicyMetrics m = {lm.entropy, lm.varentropy, am.attn_entropy, am.attn_varentropy, am.agreement, am.interaction};
-    return m;
-}
-
 // Takes the next token (and its trace record) into r, then the stop checks.
 static void accept_token(etx_engine* e, Request* r, int32_t tok, const etx_trace_record* rec) {
     append_token(r, tok, e->opts.trace);
@@ -371,105 +303,7 @@ static void accept_token(etx_engine* e, Request* r, int32_t tok, const etx_trace
         return finish(e, r, ETX_REQ_DONE_LENGTH);
 }
 
-// The policy picks the next token of r from its row of logits (and scores) on the CPU.
-static void pick_token(etx_engine* e, Request* r, const Pick* p) {
-    const ModelConfig* c = &e->model->cfg;
-    const float* logits = e->logits + (size_t)p->slot * c->vocab_size;
-    const float* scores = e->scores + (size_t)p->slot * c->n_heads * e->max_seq_len;
-    const int is_entropix = r->policy.kind == ETX_POLICY_ENTROPIX;
-    PolicyMetrics m = {0, 0, 0, 0, 0, 0};
-    float log_z = 0.0f;
-    if (needs_metrics(e, r)) m = step_metrics(e, r, logits, scores, p->n_pos, &log_z);
-    const int32_t prev = r->n_tokens > 0 ? r->tokens[r->n_tokens - 1] : r->prompt[r->n_prompt - 1];
-    const PolicyDecision d =
-        is_entropix ? entropix_decide(&r->policy.entropix, &m, prev, r->pause_token) : policy_decision_simple(&r->policy);
-    const int32_t tok = sampler_pick(&e->sampler, logits, &d, r->policy.seed, r->key, (uint32_t)r->n_tokens);
-    etx_trace_record t;
-    memset(&t, 0, sizeof t);
-    if (e->opts.trace) {
-        t.request_id = r->id;
-        t.step = r->n_tokens;
-        t.token = tok;
-        t.logprob = logits[tok] - log_z;
-        t.entropy = m.entropy;
-        t.varentropy = m.varentropy;
-        t.attn_entropy = m.attn_entropy;
-        t.attn_varentropy = m.attn_varentropy;
-        t.agreement = m.agreement;
-        t.interaction = m.interaction;
-        t.branch = d.branch;
-        t.temperature = d.temperature;
-        t.top_k = d.top_k;
-        t.top_p = d.top_p;
-        t.min_p = d.min_p;
-    }
-    accept_token(e, r, tok, &t);
-}
-
-static KVSeq kv_view(const etx_engine* e, const Request* r) {
-    KVSeq v = {e->pool.k, e->pool.v, r->seq.table.ids, e->pool.block_size, r->seq.n_computed};
-    return v;
-}
-
-// Runs the plan's work; sampled sequences get a logits row each (and a scores row when
-// their policy or the trace needs metrics). Returns how many picks are due.
-static int run_plan(etx_engine* e) {
-    const ModelConfig* c = &e->model->cfg;
-    const size_t vocab = (size_t)c->vocab_size, score_row = (size_t)c->n_heads * e->max_seq_len;
-    SchedPlan* plan = &e->plan;
-    int n_picks = 0;
-    for (int i = 0; i < plan->n_copies; i++) kv_pool_copy_block(&e->pool, plan->copies[i].src, plan->copies[i].dst);
-    // prefill chunks, one sequence at a time
-    for (int i = 0; i < plan->n_work; i++) {
-        SchedWork* w = &plan->work[i];
-        if (w->kind != WORK_PREFILL) continue;
-        Request* r = (Request*)w->seq;
-        KVSeq kv = kv_view(e, r);
-        int slot = n_picks;
-        float* logits = w->sample ? e->logits + (size_t)slot * vocab : NULL;
-        float* scores = w->sample && needs_metrics(e, r) ? e->scores + (size_t)slot * score_row : NULL;
-        etx_status s = cpu_forward_chunk(e->model, &e->run, &kv, r->prompt + w->pos0, w->n, logits, scores);
-        if (s.code != ETX_OK) {
-            fail(e, r, s);
-            w->seq = NULL; // nothing to commit
-            continue;
-        }
-        e->stats.prefill_tokens += w->n;
-        if (w->sample) e->picks[n_picks++] = (Pick){r, slot, w->pos0 + w->n};
-    }
-    // decode rows, all sequences in one batch
-    int n_rows = 0, first_slot = n_picks;
-    for (int i = 0; i < plan->n_work; i++) {
-        SchedWork* w = &plan->work[i];
-        if (w->kind != WORK_DECODE || !w->seq) continue;
-        Request* r = (Request*)w->seq;
-        int slot = first_slot + n_rows;
-        e->row_tokens[n_rows] = token_at(r, w->pos0);
-        e->row_kv[n_rows] = kv_view(e, r);
-        e->row_scores[n_rows] = w->sample && needs_metrics(e, r) ? e->scores + (size_t)slot * score_row : NULL;
-        if (w->sample) e->picks[n_picks++] = (Pick){r, slot, w->pos0 + 1};
-        n_rows++;
-    }
-    if (n_rows) {
-        etx_status s = cpu_forward_decode(e->model, &e->run, e->row_kv, e->row_tokens, n_rows,
-                                          e->logits + (size_t)first_slot * vocab, e->row_scores);
-        if (s.code != ETX_OK) { // a batch-wide failure (out of memory): every row's request fails
-            for (int i = 0; i < plan->n_work; i++) {
-                SchedWork* w = &plan->work[i];
-                if (w->kind != WORK_DECODE || !w->seq) continue;
-                fail(e, (Request*)w->seq, s);
-                w->seq = NULL;
-            }
-            return n_picks = 0;
-        }
-        e->stats.decode_rows += n_rows;
-    }
-    return n_picks;
-}
-
-// The plan's work on the device backend: it runs the forward passes and the policy and
-// hands back each sampled sequence's token (and trace record). Returns the picks due.
-// How many decode steps the device may run before the host looks again: steps_per_sync
+// How many decode steps the backend may run before the host looks again: steps_per_sync
 // when the plan is nothing but a sampled decode row per running request, no request waits
 // for admission, every request has that many tokens and positions left, and the pool
 // gives every row that many positions (blocks taken now, committed after the call);
@@ -501,7 +335,10 @@ static int multi_steps(etx_engine* e) {
     return k;
 }
 
-static int run_plan_device(etx_engine* e, int* k_out) {
+// The plan's work on the backend: it runs the forward passes and the policy and hands
+// back each sampled sequence's token (and trace record), k steps of them when
+// multi_steps allows. Returns the picks due; *k_out the steps run.
+static int run_plan(etx_engine* e, int* k_out) {
     *k_out = 1;
     const int k = multi_steps(e); // first: it may grow the block tables the works point into
     SchedPlan* plan = &e->plan;
@@ -509,7 +346,7 @@ static int run_plan_device(etx_engine* e, int* k_out) {
     for (int i = 0; i < plan->n_work; i++) {
         const SchedWork* w = &plan->work[i];
         Request* r = (Request*)w->seq;
-        DeviceWork* d = &e->dwork[n_work++];
+        BackendWork* d = &e->works[n_work++];
         d->decode = w->kind == WORK_DECODE;
         d->block_ids = r->seq.table.ids;
         d->n_block_ids = r->seq.table.n_ids;
@@ -519,7 +356,7 @@ static int run_plan_device(etx_engine* e, int* k_out) {
         d->pick = -1;
         if (!w->sample) continue;
         d->pick = n_picks;
-        DevicePick* p = &e->dpicks[n_picks];
+        BackendPick* p = &e->picks[n_picks];
         memset(p, 0, sizeof *p);
         p->policy = &r->policy;
         p->key = r->key;
@@ -527,16 +364,16 @@ static int run_plan_device(etx_engine* e, int* k_out) {
         p->prev_token = r->n_tokens > 0 ? r->tokens[r->n_tokens - 1] : r->prompt[r->n_prompt - 1];
         p->pause_token = r->pause_token;
         p->request_id = r->id;
-        e->dpick_req[n_picks++] = r;
+        e->pick_req[n_picks++] = r;
     }
-    DeviceStep st = {plan->copies, plan->n_copies, e->dwork, n_work, e->dpicks, n_picks};
-    etx_status s = k > 1 ? e->dev_ops->decode_steps(e->dev, &st, k, e->ring_tokens, e->ring_trace)
-                         : e->dev_ops->step(e->dev, &st);
+    BackendStep st = {plan->copies, plan->n_copies, e->works, n_work, e->picks, n_picks};
+    etx_status s = k > 1 ? e->ops->decode_steps(e->be, &st, k, e->ring_tokens, e->ring_trace)
+                         : e->ops->step(e->be, &st);
     if (s.code == ETX_OK && k > 1) {
         *k_out = k;
         e->stats.multi_steps++;
     }
-    if (s.code != ETX_OK) { // the device failed the step: every request in it fails, nothing is committed
+    if (s.code != ETX_OK) { // the backend failed the step: every request in it fails, nothing is committed
         for (int i = 0; i < plan->n_work; i++) {
             fail(e, (Request*)plan->work[i].seq, s);
             plan->work[i].seq = NULL;
@@ -567,7 +404,7 @@ etx_status etx_engine_step(etx_engine* e, int* n_active) {
         e->stats.preemptions += e->plan.n_preempted;
         for (int i = 0; i < e->plan.n_work; i++) ((Request*)e->plan.work[i].seq)->phase = ETX_REQ_RUNNING;
         int k = 1;
-        int n_picks = e->dev_ops ? run_plan_device(e, &k) : run_plan(e);
+        int n_picks = run_plan(e, &k);
         sched_commit(&e->plan);
         if (k > 1) // the rows' other k - 1 positions are in the cache too
             for (int i = 0; i < e->plan.n_work; i++) {
@@ -579,16 +416,14 @@ etx_status etx_engine_step(etx_engine* e, int* n_active) {
         int used = e->bm.n_blocks - e->bm.n_free;
         if (used > e->stats.kv_blocks_peak) e->stats.kv_blocks_peak = used;
         for (int i = 0; i < n_picks; i++) {
-            Request* r = e->dev_ops ? e->dpick_req[i] : e->picks[i].r;
+            Request* r = e->pick_req[i];
             if (is_finished(r)) continue;
             if (k > 1) // step j's token of pick i, in order, until a stop condition ends r
                 for (int j = 0; j < k && !is_finished(r); j++)
                     accept_token(e, r, e->ring_tokens[(size_t)j * n_picks + i],
                                  e->ring_trace ? &e->ring_trace[(size_t)j * n_picks + i] : NULL);
-            else if (e->dev_ops)
-                accept_token(e, r, e->dpicks[i].token, &e->dpicks[i].trace);
             else
-                pick_token(e, r, &e->picks[i]);
+                accept_token(e, r, e->picks[i].token, &e->picks[i].trace);
         }
         if (e->plan.n_work) e->stats.steps++;
     }
@@ -656,17 +491,9 @@ etx_status etx_engine_release(etx_engine* e, int id) {
 etx_status etx_engine_get_stats(const etx_engine* e, etx_engine_stats* stats) {
     *stats = e->stats;
     stats->device = e->opts.device;
-    stats->d2h_bytes = e->dev_ops ? e->dev_ops->d2h_bytes(e->dev) : 0;
-    if (e->dev_ops) {
-        e->dev_ops->sizes(e->dev, &stats->weight_bytes, &stats->kv_bytes_per_position, &stats->device_bytes);
-    } else {
-        const ModelConfig* c = &e->model->cfg;
-        stats->weight_bytes = cpu_decode_weight_bytes(e->model);
-        stats->kv_bytes_per_position = 2LL * c->n_layers * c->n_kv_heads * c->head_dim * (long long)sizeof(float);
-        stats->device_bytes = 0;
-    }
-    snprintf(stats->device_name, sizeof stats->device_name, "%s",
-             e->dev_ops ? e->dev_ops->device_name() : "cpu");
+    stats->d2h_bytes = e->ops->d2h_bytes(e->be);
+    e->ops->sizes(e->be, &stats->weight_bytes, &stats->kv_bytes_per_position, &stats->device_bytes);
+    snprintf(stats->device_name, sizeof stats->device_name, "%s", e->ops->device_name());
     return etx_ok();
 }
 
@@ -679,10 +506,5 @@ etx_status etx_engine_logits(etx_engine* e, const int32_t* ids, int n, int all_p
         if (ids[i] < 0 || ids[i] >= vocab)
             return etx_error(ETX_ERR_INVALID_ARG, "logits: token %d at position %d is outside the vocabulary (0..%d)",
                              ids[i], i, vocab - 1);
-    if (e->dev_ops) return e->dev_ops->logits(e->dev, ids, n, all_positions, out);
-    KVCache kv;
-    ETX_TRY(build_kv_cache(&kv, &e->model->cfg, n));
-    etx_status s = cpu_forward(e->model, &e->run, &kv, ids, n, out, all_positions);
-    free_kv_cache(&kv);
-    return s;
+    return e->ops->logits(e->be, ids, n, all_positions, out);
 }

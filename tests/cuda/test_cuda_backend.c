@@ -1,6 +1,6 @@
 /*
  * test_cuda_backend.c — the CUDA backend (host/cuda/) end to end through its
- * DeviceBackendOps, under the SIMT emulator (test_cuda_backend_emu) and natively
+ * BackendOps, under the SIMT emulator (test_cuda_backend_emu) and natively
  * (test_cuda_backend_gpu, which exits 77 = skipped without a GPU).
  *
  *   1. logits() against the CPU forward (cpu_forward, float32) on the tiny Hugging Face
@@ -58,8 +58,8 @@
 #define LOGIT_TOL 0.05 // of the row's max |logit|, backend vs float32 CPU (header comment)
 #define STEP_TOL 0.01  // of the row's max |logit|, step() vs logits() (header comment)
 
-static const DeviceBackendOps* ops(void) {
-    const DeviceBackendOps* o = etx_cuda_backend();
+static const BackendOps* ops(void) {
+    const BackendOps* o = etx_cuda_backend();
     ck_assert_msg(o != NULL, "no CUDA backend registered");
     return o;
 }
@@ -93,8 +93,8 @@ static int32_t argmax(const float* x, int n) {
     return best;
 }
 
-static DeviceBackendConfig make_cfg(int max_batch, int max_seq_len, int max_chunk, int kv_blocks, int bs, int trace) {
-    DeviceBackendConfig c = {max_batch, max_seq_len, max_chunk, kv_blocks, bs, trace};
+static BackendConfig make_cfg(int max_batch, int max_seq_len, int max_chunk, int kv_blocks, int bs, int trace) {
+    BackendConfig c = {max_batch, max_seq_len, max_chunk, kv_blocks, bs, trace, 0};
     return c;
 }
 
@@ -116,8 +116,8 @@ static double check_model_logits(const etx_model* m, const char* name, int n, in
     free_cpu_run_state(&s);
     free_kv_cache(&kv);
 
-    DeviceBackend* b;
-    DeviceBackendConfig cfg = make_cfg(2, n + 8, max_chunk, 4, 16, 0);
+    CudaBackend* b;
+    BackendConfig cfg = make_cfg(2, n + 8, max_chunk, 4, 16, 0);
     CK_OK(ops()->create(m, &cfg, &b));
     CK_OK(ops()->logits(b, ids, n, 1, got));
     CK_OK(ops()->logits(b, ids, n, 0, last));
@@ -183,19 +183,19 @@ typedef struct {
     int n_blocks;
 } Seq;
 
-static DeviceWork work_of(Seq* s, int pos0, int n, int decode, int pick) {
-    DeviceWork w = {decode, s->blocks, (pos0 + n + BS - 1) / BS, pos0, n, s->tok + pos0, pick};
+static BackendWork work_of(Seq* s, int pos0, int n, int decode, int pick) {
+    BackendWork w = {decode, s->blocks, (pos0 + n + BS - 1) / BS, pos0, n, s->tok + pos0, pick};
     return w;
 }
 
 // logits() of the sequence's first n tokens, last position
-static void ref_logits(const DeviceBackendOps* o, DeviceBackend* b, const Seq* s, int n, float* out) {
+static void ref_logits(const BackendOps* o, CudaBackend* b, const Seq* s, int n, float* out) {
     CK_OK(o->logits(b, s->tok, n, 0, out));
 }
 
 typedef struct {
     const etx_model* m;
-    DeviceBackend* b;
+    CudaBackend* b;
     const etx_policy* pol;
     int trace;
     Sampler smp;
@@ -216,7 +216,7 @@ static void check_close(const char* what, int p, double got, double want, double
 // against host attn_metrics on the captured scores (AM_REL: the device twin sums in
 // another order; floors as tests/kernels/test_sampling_kernels.c).
 #define AM_REL 1e-5
-static double check_scores(const Harness* h, const float* dev, const DevicePick* pk, const Seq* seq, int n_pos,
+static double check_scores(const Harness* h, const float* dev, const BackendPick* pk, const Seq* seq, int n_pos,
                            int p) {
     const etx_model* m = h->m;
     const int H = m->cfg.n_heads;
@@ -259,8 +259,8 @@ static PolicyMetrics trace_metrics(const etx_trace_record* t) {
 }
 
 // Runs the step, then checks every pick against logits() of its sequence's tokens.
-static void run_and_check(Harness* h, DeviceStep* st, Seq* const* pick_seq, const int* pick_n) {
-    const DeviceBackendOps* o = ops();
+static void run_and_check(Harness* h, BackendStep* st, Seq* const* pick_seq, const int* pick_n) {
+    const BackendOps* o = ops();
     const int V = h->m->cfg.vocab_size;
     CK_OK(o->step(h->b, st));
     const long long d2h = o->d2h_bytes(h->b);
@@ -283,7 +283,7 @@ static void run_and_check(Harness* h, DeviceStep* st, Seq* const* pick_seq, cons
         ck_assert_msg(d <= STEP_TOL, "pick %d (%d tokens): step logits differ from logits() by %.4g of the max", p,
                       pick_n[p], d);
         h->worst = fmax(h->worst, d);
-        const DevicePick* pk = &st->picks[p];
+        const BackendPick* pk = &st->picks[p];
         ck_assert_msg(pk->token >= 0 && pk->token < V, "pick %d: token %d", p, pk->token);
         if (pk->policy->kind == ETX_POLICY_GREEDY)
             ck_assert_msg(pk->token == argmax(row, V), "pick %d: greedy token %d, argmax %d", p, pk->token,
@@ -320,8 +320,8 @@ static void run_and_check(Harness* h, DeviceStep* st, Seq* const* pick_seq, cons
     free(scores);
 }
 
-static DevicePick make_pick(const Harness* h, const Seq* s, int n_prompt, int request_id) {
-    DevicePick p;
+static BackendPick make_pick(const Harness* h, const Seq* s, int n_prompt, int request_id) {
+    BackendPick p;
     memset(&p, 0, sizeof p);
     p.policy = h->pol;
     p.key = 0x1234567ull * (uint64_t)(request_id + 1);
@@ -337,11 +337,11 @@ static DevicePick make_pick(const Harness* h, const Seq* s, int n_prompt, int re
 // (step 2: C and A's second chunk in one group); D forks A after its prompt (shares A's two full blocks, copies the third);
 // then a decode batch A, B, C, D (picks in row order), then B, A, D (picks 1, 0, none).
 static void run_plan(const etx_model* m, const etx_policy* pol, int trace, int pad) {
-    const DeviceBackendOps* o = ops();
+    const BackendOps* o = ops();
     const int V = m->cfg.vocab_size;
     Harness h = {.m = m, .pol = pol, .trace = trace};
     build_sampler(&h.smp, V);
-    DeviceBackendConfig cfg = make_cfg(4, MAX_SEQ, 8, 40, BS, trace);
+    BackendConfig cfg = make_cfg(4, MAX_SEQ, 8, 40, BS, trace);
     if (pad) setenv("ETX_CUDA_GRAPHS", "1", 1);
     CK_OK(o->create(m, &cfg, &h.b));
     if (pad) unsetenv("ETX_CUDA_GRAPHS");
@@ -359,18 +359,18 @@ static void run_plan(const etx_model* m, const etx_policy* pol, int trace, int p
     const int nA = A.n, nB = B.n, nC = C.n;
 
     // step 1: A's first chunk (not sampled), B's prompt
-    DeviceWork w1[2] = {work_of(&A, 0, 8, 0, -1), work_of(&B, 0, nB, 0, 0)};
-    DevicePick p1[1] = {make_pick(&h, &B, nB, 1)};
-    DeviceStep s1 = {NULL, 0, w1, 2, p1, 1};
+    BackendWork w1[2] = {work_of(&A, 0, 8, 0, -1), work_of(&B, 0, nB, 0, 0)};
+    BackendPick p1[1] = {make_pick(&h, &B, nB, 1)};
+    BackendStep s1 = {NULL, 0, w1, 2, p1, 1};
     Seq* q1[1] = {&B};
     int n1[1] = {nB};
     run_and_check(&h, &s1, q1, n1);
     B.tok[B.n++] = p1[0].token;
 
     // step 2: C's prompt (pick 0) before A's last chunk (pick 1)
-    DeviceWork w2[2] = {work_of(&C, 0, nC, 0, 0), work_of(&A, 8, 3, 0, 1)};
-    DevicePick p2[2] = {make_pick(&h, &C, nC, 2), make_pick(&h, &A, nA, 0)};
-    DeviceStep s2 = {NULL, 0, w2, 2, p2, 2};
+    BackendWork w2[2] = {work_of(&C, 0, nC, 0, 0), work_of(&A, 8, 3, 0, 1)};
+    BackendPick p2[2] = {make_pick(&h, &C, nC, 2), make_pick(&h, &A, nA, 0)};
+    BackendStep s2 = {NULL, 0, w2, 2, p2, 2};
     Seq* q2[2] = {&C, &A};
     int n2[2] = {nC, nA};
     run_and_check(&h, &s2, q2, n2);
@@ -384,11 +384,11 @@ static void run_plan(const etx_model* m, const etx_policy* pol, int trace, int p
     BlockCopy cow[1] = {{25, 7}};
 
     // step 3: decode A, B, C, D, picks 0..3 in row order, after the copy
-    DeviceWork w3[4] = {work_of(&A, A.n - 1, 1, 1, 0), work_of(&B, B.n - 1, 1, 1, 1), work_of(&C, C.n - 1, 1, 1, 2),
+    BackendWork w3[4] = {work_of(&A, A.n - 1, 1, 1, 0), work_of(&B, B.n - 1, 1, 1, 1), work_of(&C, C.n - 1, 1, 1, 2),
                         work_of(&D, D.n - 1, 1, 1, 3)};
-    DevicePick p3[4] = {make_pick(&h, &A, nA, 0), make_pick(&h, &B, nB, 1), make_pick(&h, &C, nC, 2),
+    BackendPick p3[4] = {make_pick(&h, &A, nA, 0), make_pick(&h, &B, nB, 1), make_pick(&h, &C, nC, 2),
                         make_pick(&h, &D, nA, 3)};
-    DeviceStep s3 = {cow, 1, w3, 4, p3, 4};
+    BackendStep s3 = {cow, 1, w3, 4, p3, 4};
     Seq* q3[4] = {&A, &B, &C, &D};
     int n3[4] = {A.n, B.n, C.n, D.n};
     run_and_check(&h, &s3, q3, n3);
@@ -397,18 +397,18 @@ static void run_plan(const etx_model* m, const etx_policy* pol, int trace, int p
     D.tok[D.n++] = p3[3].token;
 
     // step 4: decode B (pick 1), A (pick 0), D (not sampled): staging path
-    DeviceWork w4[3] = {work_of(&B, B.n - 1, 1, 1, 1), work_of(&A, A.n - 1, 1, 1, 0), work_of(&D, D.n - 1, 1, 1, -1)};
-    DevicePick p4[2] = {make_pick(&h, &A, nA, 0), make_pick(&h, &B, nB, 1)};
-    DeviceStep s4 = {NULL, 0, w4, 3, p4, 2};
+    BackendWork w4[3] = {work_of(&B, B.n - 1, 1, 1, 1), work_of(&A, A.n - 1, 1, 1, 0), work_of(&D, D.n - 1, 1, 1, -1)};
+    BackendPick p4[2] = {make_pick(&h, &A, nA, 0), make_pick(&h, &B, nB, 1)};
+    BackendStep s4 = {NULL, 0, w4, 3, p4, 2};
     Seq* q4[2] = {&A, &B};
     int n4[2] = {A.n, B.n};
     run_and_check(&h, &s4, q4, n4);
 
     // D's unsampled row still appended its position: a decode row of D now sees it
     D.tok[D.n++] = p4[0].token; // any token: position D.n - 1 is the next input
-    DeviceWork w5[1] = {work_of(&D, D.n - 1, 1, 1, 0)};
-    DevicePick p5[1] = {make_pick(&h, &D, nA, 3)};
-    DeviceStep s5 = {NULL, 0, w5, 1, p5, 1};
+    BackendWork w5[1] = {work_of(&D, D.n - 1, 1, 1, 0)};
+    BackendPick p5[1] = {make_pick(&h, &D, nA, 3)};
+    BackendStep s5 = {NULL, 0, w5, 1, p5, 1};
     Seq* q5[1] = {&D};
     int n5[1] = {D.n};
     run_and_check(&h, &s5, q5, n5);
@@ -467,7 +467,7 @@ END_TEST
 // 4. clean failures, registration
 
 START_TEST(test_create_failures) {
-    const DeviceBackendOps* o = ops();
+    const BackendOps* o = ops();
 #ifdef ETX_SIMT
     ck_assert_str_eq(o->name, "cuda (SIMT emulator)");
 #else
@@ -477,8 +477,8 @@ START_TEST(test_create_failures) {
     ck_assert_ptr_nonnull(o->device_name());
     etx_model m;
     load_fixture(&m, "tiny-llama-gqa");
-    DeviceBackend* b = (DeviceBackend*)&m; // must be reset to NULL on failure
-    DeviceBackendConfig cfg = make_cfg(4, 64, 16, INT_MAX / 2, 512, 0);
+    CudaBackend* b = (CudaBackend*)&m; // must be reset to NULL on failure
+    BackendConfig cfg = make_cfg(4, 64, 16, INT_MAX / 2, 512, 0);
     etx_status s = o->create(&m, &cfg, &b);
     ck_assert_int_eq(s.code, ETX_ERR_NOMEM);
     ck_assert_ptr_null(b);
@@ -501,8 +501,8 @@ START_TEST(test_create_failures) {
     CK_OK(o->create(&m, &cfg, &b));
     int32_t toks[4] = {1, 2, 3, 4};
     int ids[1] = {8}; // out of range (8 blocks)
-    DeviceWork w = {0, ids, 1, 0, 4, toks, -1};
-    DeviceStep st = {NULL, 0, &w, 1, NULL, 0};
+    BackendWork w = {0, ids, 1, 0, 4, toks, -1};
+    BackendStep st = {NULL, 0, &w, 1, NULL, 0};
     s = o->step(b, &st);
     ck_assert_int_eq(s.code, ETX_ERR_INVALID_ARG);
     ck_assert_int_eq((int)o->d2h_bytes(b), 0);

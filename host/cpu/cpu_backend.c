@@ -1,0 +1,312 @@
+/*
+ * cpu_backend.c — the CPU backend: the engine's step (engine/backend.h) run on the host.
+ *
+ * A step: the block copies (kv_pool.c), each prefill chunk through cpu_forward_chunk, all
+ * decode rows as one batch through cpu_forward_decode (every row reduced in a fixed
+ * order, so a row's results do not depend on the batch), then for every pick the step's
+ * signals (host/policy/metrics.c: entropy and varentropy of the logits, the last layer's
+ * attention metrics), the policy's decision (hostdev/policy_math.h, the same header the
+ * CUDA policy kernel compiles) and the draw (host/policy/sampler.c). The backend owns the
+ * float32 K/V pool for the engine's blocks, the scratch of one forward call, and one row
+ * of logits (and last-layer scores) per pick.
+ *
+ * Several decode steps per call (decode_steps) run step() k times, each step's drawn
+ * tokens the next one's inputs; on the CPU nothing is saved by it (there is no
+ * synchronisation to amortise), so the default is one step per call.
+ */
+#include <string.h>
+
+#include "common.h"
+#include "cpu/cpu_backend.h"
+#include "cpu/cpu_forward.h"
+#include "cpu/kv_pool.h"
+#include "engine/backend.h"
+#include "policy/metrics.h"
+#include "policy/sampler.h"
+#include "policy_math.h"
+
+_Static_assert(ETX_MAX_KV_BLOCK_SIZE <= ATT_BLOCK, "cpu_forward reads a KV block as one attention tile at most");
+
+// The CPU's definition of the engine's opaque Backend.
+typedef struct Backend CpuBackend;
+struct Backend {
+    const etx_model* m;
+    BackendConfig cfg;
+    KVPool pool;          // K/V storage of the engine's blocks, float32
+    CpuRunState run;      // scratch of one forward call (chunks of cfg.max_chunk, max_batch rows)
+    Sampler sampler;
+    float* logits;        // (max_batch, vocab) prefill picks' logits, row i = pick i
+    const float** pick_logits; // (max_batch) where pick i's logits are (logits or dec_logits)
+    float* scores;        // (max_batch, n_heads, max_seq_len) row i = pick i's last-layer scores
+    float* scratch;       // ((n_heads + 1) * max_seq_len) for attn_metrics
+    int* pick_pos;        // (max_batch) positions pick i's token attended (its work's pos0 + n)
+    int32_t* row_tokens;  // (max_batch) a decode batch's inputs
+    KVSeq* row_kv;        // (max_batch)
+    float** row_scores;   // (max_batch)
+    float* dec_logits;    // (max_batch, vocab) decode rows' logits, in row order
+    BackendWork* works;   // (max_batch) decode_steps: the rows advanced by one position
+    int32_t* next_tok;    // (max_batch) decode_steps: the rows' next inputs
+};
+
+static int cpu_available(void) { return 1; }
+static const char* cpu_device_name(void) { return "cpu"; }
+
+static void cpu_destroy(CpuBackend* b) {
+    if (!b) return;
+    free_kv_pool(&b->pool);
+    free_cpu_run_state(&b->run);
+    free_sampler(&b->sampler);
+    free(b->logits);
+    free(b->scores);
+    free(b->scratch);
+    free(b->pick_pos);
+    free(b->row_tokens);
+    free(b->row_kv);
+    free(b->row_scores);
+    free(b->pick_logits);
+    free(b->dec_logits);
+    free(b->works);
+    free(b->next_tok);
+    free(b);
+}
+
+static etx_status cpu_create(const etx_model* m, const BackendConfig* cfg, CpuBackend** out) {
+    *out = NULL;
+    const ModelConfig* c = &m->cfg;
+    if (cfg->kv_block_size < 1 || cfg->kv_block_size > ETX_MAX_KV_BLOCK_SIZE)
+        return etx_error(ETX_ERR_INVALID_ARG, "CPU backend: kv_block_size %d (1..%d)", cfg->kv_block_size,
+                         ETX_MAX_KV_BLOCK_SIZE);
+    CpuBackend* b = xcalloc(1, sizeof(CpuBackend));
+    b->m = m;
+    b->cfg = *cfg;
+    etx_status s = build_kv_pool(&b->pool, c->n_layers, c->n_kv_heads * c->head_dim, cfg->kv_blocks, cfg->kv_block_size);
+    if (s.code == ETX_OK) s = build_cpu_run_state_rows(&b->run, c, cfg->max_chunk, cfg->max_batch);
+    if (s.code != ETX_OK) {
+        cpu_destroy(b);
+        return s;
+    }
+    const size_t B = (size_t)cfg->max_batch, V = (size_t)c->vocab_size, nh = (size_t)c->n_heads,
+                 ctx = (size_t)cfg->max_seq_len;
+    build_sampler(&b->sampler, c->vocab_size);
+    b->logits = xmalloc(B * V * sizeof(float));
+    b->scores = xmalloc(B * nh * ctx * sizeof(float));
+    b->scratch = xmalloc((nh + 1) * ctx * sizeof(float));
+    b->pick_pos = xmalloc(B * sizeof(int));
+    b->row_tokens = xmalloc(B * sizeof(int32_t));
+    b->row_kv = xmalloc(B * sizeof(KVSeq));
+    b->row_scores = xmalloc(B * sizeof(float*));
+    b->pick_logits = xmalloc(B * sizeof(float*));
+    b->dec_logits = xmalloc(B * V * sizeof(float));
+    b->works = xmalloc(B * sizeof(BackendWork));
+    b->next_tok = xmalloc(B * sizeof(int32_t));
+    cpu_set_threads(cfg->n_threads);
+    *out = b;
+    return etx_ok();
+}
+
+static int needs_metrics(const CpuBackend* b, const BackendPick* p) {
+    return p->policy->kind == ETX_POLICY_ENTROPIX || b->cfg.trace;
+}
+
+static KVSeq kv_view(const CpuBackend* b, const BackendWork* w) {
+    KVSeq v = {b->pool.k, b->pool.v, w->block_ids, b->pool.block_size, w->pos0};
+    return v;
+}
+
+// The step's shape, checked before any work: rows and picks within the configuration,
+// block ids and tokens in range, every pick made by exactly one work.
+static etx_status check_step(const CpuBackend* b, const BackendStep* s) {
+    const BackendConfig* c = &b->cfg;
+    if (s->n_picks < 0 || s->n_picks > c->max_batch)
+        return etx_error(ETX_ERR_INVALID_ARG, "CPU backend: %d picks (max_batch %d)", s->n_picks, c->max_batch);
+    unsigned char seen[c->max_batch];
+    memset(seen, 0, sizeof seen);
+    int n_decode = 0;
+    for (int i = 0; i < s->n_work; i++) {
+        const BackendWork* w = &s->work[i];
+        if (w->n < 1 || (w->decode && w->n != 1) || w->n > c->max_chunk || w->pos0 < 0 ||
+            w->pos0 + w->n > c->max_seq_len)
+            return etx_error(ETX_ERR_INVALID_ARG,
+                             "CPU backend: work %d: %d rows at position %d (decode %d; max_chunk %d, max_seq_len %d)",
+                             i, w->n, w->pos0, w->decode, c->max_chunk, c->max_seq_len);
+        const int need = (w->pos0 + w->n + c->kv_block_size - 1) / c->kv_block_size;
+        if (w->n_block_ids < need)
+            return etx_error(ETX_ERR_INVALID_ARG, "CPU backend: work %d: %d block ids for %d positions (%d needed)", i,
+                             w->n_block_ids, w->pos0 + w->n, need);
+        for (int k = 0; k < need; k++)
+            if (w->block_ids[k] < 0 || w->block_ids[k] >= c->kv_blocks)
+                return etx_error(ETX_ERR_INVALID_ARG, "CPU backend: work %d: block id %d out of range (%d blocks)", i,
+                                 w->block_ids[k], c->kv_blocks);
+        if (w->pick >= s->n_picks || (w->pick >= 0 && seen[w->pick]++))
+            return etx_error(ETX_ERR_INVALID_ARG, "CPU backend: work %d: pick %d out of range or repeated (%d picks)",
+                             i, w->pick, s->n_picks);
+        n_decode += w->decode;
+    }
+    if (n_decode > c->max_batch)
+        return etx_error(ETX_ERR_INVALID_ARG, "CPU backend: %d decode rows (max_batch %d)", n_decode, c->max_batch);
+    int n_seen = 0;
+    for (int p = 0; p < s->n_picks; p++) n_seen += seen[p];
+    if (n_seen != s->n_picks)
+        return etx_error(ETX_ERR_INVALID_ARG, "CPU backend: %d picks but %d works sample", s->n_picks, n_seen);
+    for (int i = 0; i < s->n_copies; i++)
+        if (s->copies[i].src < 0 || s->copies[i].src >= c->kv_blocks || s->copies[i].dst < 0 ||
+            s->copies[i].dst >= c->kv_blocks)
+            return etx_error(ETX_ERR_INVALID_ARG, "CPU backend: block copy %d -> %d out of range (%d blocks)",
+                             s->copies[i].src, s->copies[i].dst, c->kv_blocks);
+    return etx_ok();
+}
+
+// The forward passes of a step: prefill chunks one at a time, then every decode row in
+// one batch. Pick p's logits: pick_logits[p] (row p of b->logits for a prefill chunk, the
+// row's own row of dec_logits for a decode row); its scores, when it needs metrics: row p
+// of b->scores.
+static etx_status run_works(CpuBackend* b, const BackendStep* s) {
+    const ModelConfig* c = &b->m->cfg;
+    const size_t vocab = (size_t)c->vocab_size, score_row = (size_t)c->n_heads * b->cfg.max_seq_len;
+    for (int i = 0; i < s->n_work; i++) {
+        const BackendWork* w = &s->work[i];
+        if (w->pick >= 0) b->pick_pos[w->pick] = w->pos0 + w->n;
+        if (w->decode) continue;
+        KVSeq kv = kv_view(b, w);
+        const int p = w->pick;
+        float* logits = p >= 0 ? b->logits + (size_t)p * vocab : NULL;
+        if (p >= 0) b->pick_logits[p] = logits;
+        float* scores = p >= 0 && needs_metrics(b, &s->picks[p]) ? b->scores + (size_t)p * score_row : NULL;
+        ETX_TRY(cpu_forward_chunk(b->m, &b->run, &kv, w->tokens, w->n, logits, scores));
+    }
+    int n_rows = 0;
+    for (int i = 0; i < s->n_work; i++) {
+        const BackendWork* w = &s->work[i];
+        if (!w->decode) continue;
+        const int p = w->pick;
+        b->row_tokens[n_rows] = w->tokens[0];
+        b->row_kv[n_rows] = kv_view(b, w);
+        b->row_scores[n_rows] = p >= 0 && needs_metrics(b, &s->picks[p]) ? b->scores + (size_t)p * score_row : NULL;
+        if (p >= 0) b->pick_logits[p] = b->dec_logits + (size_t)n_rows * vocab;
+        n_rows++;
+    }
+    if (!n_rows) return etx_ok();
+    return cpu_forward_decode(b->m, &b->run, b->row_kv, b->row_tokens, n_rows, b->dec_logits, b->row_scores);
+}
+
+// The policy picks pick p's next token from its row of logits (and scores).
+static void pick_token(CpuBackend* b, BackendPick* pk, int p) {
+    const ModelConfig* c = &b->m->cfg;
+    const float* logits = b->pick_logits[p];
+    const float* scores = b->scores + (size_t)p * c->n_heads * b->cfg.max_seq_len;
+    const int is_entropix = pk->policy->kind == ETX_POLICY_ENTROPIX;
+    PolicyMetrics m = {0, 0, 0, 0, 0, 0};
+    float log_z = 0.0f;
+    if (needs_metrics(b, pk)) {
+        LogitMetrics lm = logit_metrics(logits, c->vocab_size);
+        const int window = is_entropix ? pk->policy->entropix.attn_window : 0;
+        AttnMetrics am = attn_metrics(scores, c->n_heads, b->pick_pos[p], window, b->scratch);
+        log_z = lm.log_z;
+        m = (PolicyMetrics){lm.entropy, lm.varentropy, am.attn_entropy, am.attn_varentropy, am.agreement,
+                            am.interaction};
+    }
+    const PolicyDecision d = is_entropix ? entropix_decide(&pk->policy->entropix, &m, pk->prev_token, pk->pause_token)
+                                         : policy_decision_simple(pk->policy);
+    const int32_t tok = sampler_pick(&b->sampler, logits, &d, pk->policy->seed, pk->key, pk->step);
+    pk->token = tok;
+    etx_trace_record* t = &pk->trace;
+    memset(t, 0, sizeof *t);
+    if (!b->cfg.trace) return;
+    t->request_id = pk->request_id;
+    t->step = (int)pk->step;
+    t->token = tok;
+    t->logprob = logits[tok] - log_z;
+    t->entropy = m.entropy;
+    t->varentropy = m.varentropy;
+    t->attn_entropy = m.attn_entropy;
+    t->attn_varentropy = m.attn_varentropy;
+    t->agreement = m.agreement;
+    t->interaction = m.interaction;
+    t->branch = d.branch;
+    t->temperature = d.temperature;
+    t->top_k = d.top_k;
+    t->top_p = d.top_p;
+    t->min_p = d.min_p;
+}
+
+static etx_status cpu_step(CpuBackend* b, BackendStep* s) {
+    ETX_TRY(check_step(b, s));
+    for (int i = 0; i < s->n_copies; i++) kv_pool_copy_block(&b->pool, s->copies[i].src, s->copies[i].dst);
+    ETX_TRY(run_works(b, s));
+    for (int p = 0; p < s->n_picks; p++) pick_token(b, &s->picks[p], p);
+    return etx_ok();
+}
+
+// k steps of step(): after each, row i's drawn token is its input at the next position.
+static etx_status cpu_decode_steps(CpuBackend* b, BackendStep* s, int k, int32_t* tokens, etx_trace_record* trace) {
+    const BackendConfig* c = &b->cfg;
+    if (k < 1) return etx_error(ETX_ERR_INVALID_ARG, "CPU backend: %d decode steps", k);
+    if (s->n_work < 1 || s->n_picks != s->n_work)
+        return etx_error(ETX_ERR_INVALID_ARG, "CPU backend: multi-step needs one pick per decode row (%d rows, %d picks)",
+                         s->n_work, s->n_picks);
+    for (int i = 0; i < s->n_work; i++) {
+        const BackendWork* w = &s->work[i];
+        if (!w->decode || w->pick != i)
+            return etx_error(ETX_ERR_INVALID_ARG, "CPU backend: multi-step work %d is not decode row %d's pick", i, i);
+        if (w->pos0 + k > c->max_seq_len || (long)w->n_block_ids * c->kv_block_size < (long)w->pos0 + k)
+            return etx_error(ETX_ERR_INVALID_ARG, "CPU backend: row %d has no room for %d steps from position %d", i, k,
+                             w->pos0);
+    }
+    const int np = s->n_picks;
+    memcpy(b->works, s->work, (size_t)np * sizeof(BackendWork));
+    BackendStep st = {s->copies, s->n_copies, b->works, np, s->picks, np};
+    for (int j = 0; j < k; j++) {
+        ETX_TRY(cpu_step(b, &st));
+        st.n_copies = 0; // done before the first step
+        for (int i = 0; i < np; i++) {
+            BackendPick* pk = &s->picks[i];
+            tokens[(size_t)j * np + i] = pk->token;
+            if (c->trace) trace[(size_t)j * np + i] = pk->trace;
+            b->next_tok[i] = pk->token;
+            b->works[i].tokens = &b->next_tok[i];
+            b->works[i].pos0++;
+            pk->prev_token = pk->token;
+            pk->step++;
+        }
+    }
+    return etx_ok();
+}
+
+// Logits of ids in a private contiguous cache, prompt in chunks of max_chunk.
+static etx_status cpu_logits(CpuBackend* b, const int32_t* ids, int n, int all_positions, float* out) {
+    KVCache kv;
+    ETX_TRY(build_kv_cache(&kv, &b->m->cfg, n));
+    etx_status s = cpu_forward(b->m, &b->run, &kv, ids, n, out, all_positions);
+    free_kv_cache(&kv);
+    return s;
+}
+
+static long long cpu_d2h_bytes(const CpuBackend* b) { return 0; }
+
+static void cpu_sizes(const CpuBackend* b, long long* weight_bytes, long long* kv_bytes_per_position,
+                      long long* device_bytes) {
+    const ModelConfig* c = &b->m->cfg;
+    *weight_bytes = cpu_decode_weight_bytes(b->m);
+    *kv_bytes_per_position = 2LL * c->n_layers * c->n_kv_heads * c->head_dim * (long long)sizeof(float);
+    *device_bytes = 0;
+}
+
+static const BackendOps cpu_ops = {
+    .name = "cpu",
+    .emulated = 0,
+    .device = ETX_DEVICE_CPU,
+    .prefill_chunk = CPU_DEFAULT_CHUNK,
+    .steps_per_sync = 1,
+    .available = cpu_available,
+    .device_name = cpu_device_name,
+    .create = cpu_create,
+    .destroy = cpu_destroy,
+    .step = cpu_step,
+    .decode_steps = cpu_decode_steps,
+    .logits = cpu_logits,
+    .d2h_bytes = cpu_d2h_bytes,
+    .sizes = cpu_sizes,
+    .measure = cpu_measure,
+};
+
+const BackendOps* etx_cpu_backend(void) { return &cpu_ops; }
