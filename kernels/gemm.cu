@@ -13,7 +13,7 @@
  * cache), no shared memory and no barriers, so the emulator runs each thread straight
  * through. It compiles with nvcc too (a correct, slow fallback) but natively cuBLAS runs.
  *
- * Twin: a float32 product of the same bf16 values (host/cpu/cpu_ops.c matmul); test:
+ * Twin: host/cpu/f32_matrix.c f32_matmat on the same bf16 values as floats; test:
  * tests/kernels/test_gemm.c gemm_matches_cpu (docs/ops.md).
  */
 #include "cuda_common.cuh"
