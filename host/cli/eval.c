@@ -30,7 +30,7 @@
 #include "eval/eval_score.h"
 #include "tokenizer/tokenizer.h"
 
-// lm-eval's gsm8k stop sequences (its gsm8k task config; docs/commands.md, `etx eval`)
+// lm-eval's gsm8k stop sequences (oe_eval gsm8k config; research/performance-anchors.md §6)
 static const char* const GSM8K_STOPS[] = {"Question:", "</s>", "<|im_end|>", "\n\n"};
 #define GSM8K_N_STOPS 4
 
