@@ -2,8 +2,8 @@
  * policy_math.h — the per-token policy math of etx, shared by the CPU reference and the
  * CUDA backend so both make the same decision from the same inputs:
  *
- *   - entropix_decide: the entropix v1 decision tree (research/entropix-spec.md §2.3, JAX
- *     thresholds), from the step's metrics to a branch and the temperature / top-k /
+ *   - entropix_decide: the entropix v1 decision tree (docs/entropix.md §2, with the JAX
+ *     thresholds of §6.10), from the step's metrics to a branch and the temperature / top-k /
  *     top-p / min-p / number of draws that branch uses;
  *   - policy_filter + policy_draw: the filters and one categorical draw over candidates
  *     sorted by logit, most likely first.
@@ -24,7 +24,7 @@
 #include "etx/etx.h"
 #include "philox.h"
 
-// The signals of one step (research/entropix-spec.md §1).
+// The signals of one step (docs/entropix.md §1).
 typedef struct {
     float entropy;         // H, bits
     float varentropy;      // V, bits^2
@@ -72,7 +72,7 @@ static inline ETX_HD PolicyDecision policy_decision_simple(const etx_policy* p) 
     return d;
 }
 
-// Entropix v1 (spec §2.3). First matching branch wins:
+// Entropix v1 (docs/entropix.md §2). First matching branch wins:
 //   LELV  H < low_ent and V < low_vent                -> argmax
 //   HELV  H > high_ent and V < low_vent               -> the pause token, or after it a
 //         resample at T = min(1.5, T0 (helv_off + helv_coef A_H))

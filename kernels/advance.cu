@@ -3,6 +3,9 @@
  *
  * Math: tokens[i] = next[i]; positions and lengths + 1; policy state step + 1, prev = next[i].
  * Memory: ~48 bytes per row; one thread per row.
+ *
+ * Twin: what host/engine/engine.c does when it accepts a token; test:
+ * tests/kernels/test_advance.c advance_matches_its_twin (docs/ops.md).
  */
 #include "cuda_common.cuh"
 

@@ -14,6 +14,9 @@
  * with 16-byte shared loads: for the scores, lane t of warp w keeps key t's four dims in
  * registers against the rows w, w + 4, ...; for the values, thread (row i0, column d)
  * keeps v[t..t+3][d] in registers against its rows' four weights.
+ *
+ * Twin: host/cpu/cpu_ops.c attention_head; tests: tests/kernels/test_layer_kernels.c
+ * test_decode_attention, test_decode_splits_choice, test_prefill_attention (docs/ops.md).
  */
 #include <math.h>
 

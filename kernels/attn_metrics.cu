@@ -20,6 +20,9 @@
  * sequence: means over heads and slots. Double inside, float out; P is rounded as
  * metrics.c rounds it (e^{s-m} to float, times 1/z, to float), so the two agree to the
  * order of additions.
+ *
+ * Twin: host/policy/metrics.c attn_metrics; tests: tests/kernels/test_sampling_kernels.c
+ * test_attn_metrics, test_attn_metrics_edges (docs/ops.md).
  */
 #include "cuda_common.cuh"
 #include "attn_metrics.h"

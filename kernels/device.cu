@@ -1,6 +1,9 @@
 /*
  * device.cu — kernels/device.h over the CUDA runtime (nvcc) or the SIMT emulator's
  * runtime subset (ETX_SIMT): the same code for both, except how the device is found.
+ *
+ * Twin: the emulator's runtime (tests/simt/simt.cpp); tested through every kernel suite,
+ * padded batches and graphs by tests/cuda/test_cuda_backend.c test_step_padded (docs/ops.md).
  */
 #include "cuda_common.cuh"
 

@@ -3,6 +3,9 @@
  *
  * One block per row; the threads walk the row two bf16 at a time when dim is even (one
  * 4-byte load, one 8-byte store). Traffic: n_rows * dim * (2 read + 4 written) bytes.
+ *
+ * Twin: the float32 row copy of host/cpu/cpu_forward.c; test:
+ * tests/kernels/test_layer_kernels.c test_embed (docs/ops.md).
  */
 #include "cuda_common.cuh"
 #include "embed.h"

@@ -12,6 +12,9 @@
  * about out * in * 2 * ceil(n / GEMM_ROWS) bytes of weights plus x, which stays in
  * cache), no shared memory and no barriers, so the emulator runs each thread straight
  * through. It compiles with nvcc too (a correct, slow fallback) but natively cuBLAS runs.
+ *
+ * Twin: host/cpu/f32_matrix.c f32_matmat on the same bf16 values as floats; test:
+ * tests/kernels/test_gemm.c gemm_matches_cpu (docs/ops.md).
  */
 #include "cuda_common.cuh"
 #include "gemm.h"

@@ -7,6 +7,9 @@
  * re-reads x (now in L1/L2) and writes bf16. With dim % 4 == 0 and 16-byte aligned
  * pointers, every access is a 16-byte vector (8 bytes for the bf16 output).
  * Traffic per row: dim * (4 x + 4 delta + 4 x written + 2 out) bytes, w from L2.
+ *
+ * Twin: host/cpu/cpu_ops.c rmsnorm; test: tests/kernels/test_layer_kernels.c test_rmsnorm
+ * (docs/ops.md).
  */
 #include "cuda_common.cuh"
 #include "norm.h"

@@ -1,6 +1,7 @@
 /*
  * policy_step.cu — the policy step on the device (policy_step.h): decision, filter + draw, token,
- * trace record, done flag; the twin of host/engine/engine.c:step_request + sampler_pick.
+ * trace record, done flag: what host/policy/sampler.c (sampler_pick) and hostdev/policy_math.h
+ * do on the CPU, plus the stop checks and trace record of host/engine/engine.c's accept.
  *
  * Math (one line): token = forced | argmax | cand[min_j draw_j], draw_j = inverse CDF of
  * the filtered weights e^{(x_i - x_0)/T} at Philox(seed; step, j, key) (policy_math.h).
@@ -28,6 +29,9 @@
  * top_k / top_p / min_p) and the stop checks in its order: a stop id or (unless
  * ignore_eos) an EOS id -> ETX_REQ_DONE_STOP; else n_tokens = step + 1 >= max_tokens or
  * n_prompt + n_tokens >= max_seq_len (no position left) -> ETX_REQ_DONE_LENGTH.
+ *
+ * Twin: host/policy/sampler.c sampler_pick with hostdev/policy_math.h; tests:
+ * tests/kernels/test_sampling_kernels.c test_policy_vocab_* (docs/ops.md).
  */
 #include "cuda_common.cuh"
 #include "policy_step.h"

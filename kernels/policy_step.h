@@ -1,10 +1,10 @@
 /*
- * policy.h — the next token of every sequence of a batch on the device
+ * policy_step.h — the next token of every sequence of a batch on the device
  * (kernels/policy_step.cu): the policy's decision (greedy, sample, or entropix_decide on the
  * step's metrics), the filters and draws of hostdev/policy_math.h over the candidates,
  * best-of-N by log-probability, the token, an optional trace record and the done flag —
- * the device twin of host/engine/engine.c:step_request after the forward pass (with
- * host/policy/sampler.c:sampler_pick).
+ * on the CPU, host/policy/sampler.c:sampler_pick picks the token and host/engine/engine.c
+ * records it and applies the stop checks when it accepts it.
  *
  * Candidates: the vocab pass's top-K list (vocab_pass.h) serves every decision whose
  * candidate list fits in it. A decision that needs more (top_k == 0 or top_k > K, below

@@ -8,6 +8,9 @@
  * cosf/sinf); then each thread takes one rotation pair (i, i + hd/2) of one q or k head,
  * then the v copy. Traffic per row:
  * (q_dim + 2 kv_dim) * 4 read, q_dim * 4 + 2 kv_dim * 2 written bytes; inv_freq from L1.
+ *
+ * Twin: host/cpu/cpu_ops.c rope_tables + rope_apply; test: tests/kernels/test_layer_kernels.c
+ * test_rope_append (docs/ops.md).
  */
 #include "cuda_common.cuh"
 #include "rope.h"

@@ -4,6 +4,9 @@
  * Grid (column blocks, rows): consecutive threads on consecutive columns of one row
  * (coalesced gate and up reads, no index division). Traffic: n_rows * hidden * (8 read +
  * 2 written) bytes.
+ *
+ * Twin: host/cpu/cpu_ops.c swiglu; test: tests/kernels/test_layer_kernels.c test_swiglu
+ * (docs/ops.md).
  */
 #include "cuda_common.cuh"
 #include "swiglu.h"

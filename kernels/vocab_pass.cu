@@ -24,6 +24,9 @@
  * staging are bitonic-sorted together and the first K kept. On a random row the
  * threshold rises fast and merges are rare; a row in increasing order merges every tile
  * (still exact).
+ *
+ * Twin: host/policy/metrics.c logit_metrics + host/policy/sampler.c sampler_candidates;
+ * tests: tests/kernels/test_sampling_kernels.c test_vocab_pass_small, _large (docs/ops.md).
  */
 #include "cuda_common.cuh"
 #include "vocab_pass.h"

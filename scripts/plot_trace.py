@@ -16,7 +16,7 @@ Writes, for each request in the trace (or only --request ID):
 PREFIX defaults to the trace path without ".jsonl"; with several requests, "_r<ID>" is
 appended to it. Needs python3 and matplotlib (pip install matplotlib).
 
-The thresholds (README "Entropix policy"): LELV H < low_ent_thresh and V < low_vent_thresh;
+The thresholds (docs/entropix.md §2): LELV H < low_ent_thresh and V < low_vent_thresh;
 HELV H > high_ent_thresh and V < low_vent_thresh; LEHV H < high_ent_thresh and
 V > high_vent_thresh; HEHV H > med_ent_thresh and V > high_vent_thresh (LEHV is tested
 first, so HEHV is effectively H >= high_ent_thresh); everything else is adaptive.

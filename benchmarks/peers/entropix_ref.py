@@ -1,22 +1,22 @@
 #!/usr/bin/env python3
 """entropix_ref.py — speed of a reference-style entropix v1 generation loop in PyTorch on the
 model `tests/scripts/gpu_llama1b.py make DIR` writes, at batch 1 and batch N: the work
-`etx bench --policy entropix` does, done the way the reference does it (entropix `e55e9a3`,
-research/entropix-spec.md §1, §2.1, §2.3, §4.4). Written for this benchmark from the spec,
-not copied from entropix.
+`etx bench --policy entropix` does, done the way the reference does it (entropix `e55e9a3`;
+its signals, tree, constants and quirks as docs/entropix.md §1, §2, §3 and §6 describe them).
+Written for this benchmark from that description, not copied from entropix.
 
 The loop. Prefill the prompt with a KV cache (transformers' DynamicCache), first token =
-argmax of the last position (the reference does not run the sampler there). Then per token:
+argmax of the last position (the reference does not run the sampler there; docs/entropix.md §6.11). Then per token:
 one forward of the model on the last token with the cache; from its logits the entropy H
-(bits) and varentropy V (bits^2) (spec §1.1); from the last layer's attention the attention
+(bits) and varentropy V (bits^2) (docs/entropix.md §1.1); from the last layer's attention the attention
 entropy A_H, varentropy A_V (population variance over heads), agreement AG and interaction
-strength IS (spec §1.2); the v1 decision tree with the spec's default constants (§2.3, the
-JAX thresholds: HELV H > 5, HEHV H > 3, as etx uses); the base `_sample` (temperature,
+strength IS (docs/entropix.md §1.2); the v1 decision tree with the reference's default
+constants (docs/entropix.md §2, §3; the JAX thresholds: HELV H > 5, HEHV H > 3, as etx uses); the base `_sample` (temperature,
 min-p, top-k, top-p) and the adaptive branch's best of 5 draws. One host synchronisation per
 token, as in the reference (whose Python `if` on the metric tensors syncs): here the branch
 of every row is copied to the host once per step (`.tolist()`), which also counts them.
 
-Attention scores. The spec's metrics read the last layer's *pre-softmax* scaled scores
+Attention scores. The reference's metrics read the last layer's *pre-softmax* scaled scores
 q.k/sqrt(d) (GQA keys repeated to all heads). transformers' `output_attentions` only gives
 the post-softmax probabilities, from which the scores (needed for IS) cannot be recovered,
 so the model runs with attn_implementation="eager" and this script wraps transformers'
@@ -25,12 +25,12 @@ eager attention function: for the last layer, at decode, it computes q.k^T * sca
 the unchanged eager attention. If a transformers version does not route attention through
 that function, the script falls back to output_attentions=True and takes ln P as the
 scores (P = softmax(s) over the valid positions gives A_H, A_V and AG exactly; IS becomes
-mean |ln P|, optillm's substitute, not the spec's mean |s|), and says so.
+mean |ln P|, optillm's substitute, not the reference's mean |s|), and says so.
 Metrics are over the valid (causal) positions, as etx computes them by default;
 --attn-window W pads the scores with zeros to W slots first, as the reference's 4096-slot
-cache does (spec §1.2; etx: --attn-window).
+cache does (docs/entropix.md §6.6; etx: --attn-window).
 
-Sampler (spec §2.1): p = softmax(x / T); min-p drops p < min_p max(p) (the reference computes
+Sampler (the reference's, docs/entropix.md §6.1-§6.4): p = softmax(x / T); min-p drops p < min_p max(p) (the reference computes
 that mask but samples from the unmasked p; applied here as etx applies it, same work);
 top-k; the reference's ascending-order top-p mask (c_j - p_j > top_p, the inverted nucleus,
 kept as the reference has it); draws by the exponential race argmax p/q, q ~ Exp(1) (exact,
@@ -64,7 +64,7 @@ import peers_common as pc  # noqa: E402
 
 LN2 = 0.69314718056
 
-# SamplerConfig defaults, entropix v1 (spec §2.3)
+# SamplerConfig defaults, entropix v1 (docs/entropix.md §3)
 T0, TOP_P0, TOP_K0, MIN_P0 = 0.666, 0.90, 27, 0.03
 LOW_ENT, LOW_VENT, MED_ENT, HIGH_ENT, HIGH_VENT = 0.1, 0.1, 3.0, 5.0, 5.0
 HELV_AE_OFF, HELV_AE_COEF = 1.3, 0.2

@@ -66,7 +66,7 @@ int cli_policy_opts_build(CliPolicyOpts* po, const CliOpt* fixed, int n_fixed) {
         po->row_of[no] = -1;
         po->opts[no++] = (CliOpt){NULL, NULL, OPT_FLAG, NULL, NULL,
                                   pass == 0 ? "sampling (sample and entropix; entropix: the base values its branches scale):"
-                                            : "entropix parameters (research/entropix-spec.md section 2.3; README \"Entropix policy\"):",
+                                            : "entropix parameters (docs/entropix.md §3):",
                                   0};
         for (int r = 0; r < policy_n_params; r++) {
             const PolicyParam* p = &policy_params[r];

@@ -2,7 +2,7 @@
  * sweep.c — `etx sweep`: every combination of a grid of policy parameters × every request
  * of a JSONL file, through one engine, with results per combination in a CSV.
  *
- * The grid file (README, `etx sweep`):
+ * The grid file (docs/commands.md, `etx sweep`):
  *
  *     {"policy": "entropix",
  *      "base": {"seed": 7, "top_k": 40},

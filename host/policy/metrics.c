@@ -5,7 +5,7 @@
  * (attn_metrics), in the corrected form (valid positions only) or the reference's
  * compatibility form (a window padded with zero scores, handled in closed form).
  *
- * Arithmetic is double inside, float out. Definitions: research/entropix-spec.md §1.
+ * Arithmetic is double inside, float out. Definitions: docs/entropix.md §1.
  * logit_metrics reads the logits once, in blocks of LOGIT_BLOCK whose (max, normaliser,
  * mean, M2) are merged Chan-style, means kept relative to the running max.
  * attn_metrics uses scratch for the probabilities (n_heads * n_pos floats of the

@@ -1,8 +1,8 @@
 /*
  * metrics.h — the signals the entropix policy reads, computed on the CPU (the reference
  * for the CUDA kernels): entropy and varentropy of the next-token distribution, and the
- * last layer's attention metrics for the current token. See
- * research/entropix-spec.md §1 and the README's "Differences from the reference".
+ * last layer's attention metrics for the current token. Definitions: docs/entropix.md §1;
+ * why the window exists: §6.6.
  */
 #ifndef ETX_METRICS_H
 #define ETX_METRICS_H

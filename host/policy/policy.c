@@ -11,7 +11,8 @@
  *             etx_entropix_params (T0, ...), plus every other field of it, and seed.
  *             The top-level temperature/top_k/top_p/min_p are not used by entropix and
  *             keep the sample defaults (they are not mirrored).
- * Defaults are the reference entropix v1 values (research/entropix-spec.md §2.3).
+ * Defaults are the reference entropix v1 values (docs/entropix.md §3, which
+ * tests/policy/test_param_docs.c keeps equal to this table).
  */
 #include <float.h>
 #include <math.h>

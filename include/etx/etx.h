@@ -101,10 +101,10 @@ etx_status etx_chat_format(const etx_model* model, const etx_chat_message* messa
 typedef enum {
     ETX_POLICY_GREEDY = 0,   // argmax
     ETX_POLICY_SAMPLE = 1,   // temperature, then top-k, top-p, min-p filters, then a draw
-    ETX_POLICY_ENTROPIX = 2, // entropix v1: four quadrants + adaptive best-of-N (README)
+    ETX_POLICY_ENTROPIX = 2, // entropix v1: four quadrants + adaptive best-of-N (docs/entropix.md)
 } etx_policy_kind;
 
-// The entropix v1 parameters (research/entropix-spec.md §2.3, names as in the reference's
+// The entropix v1 parameters (docs/entropix.md §3, names as in the reference's
 // SamplerConfig; defaults are the reference's). H, V: entropy (bits) and varentropy
 // (bits^2) of the next-token distribution; A_H, A_V: mean and variance over heads of the
 // last layer's attention entropy; AG: agreement; IS: interaction strength.
@@ -292,7 +292,7 @@ typedef struct {
 etx_status etx_engine_submit(etx_engine* engine, const etx_request* req, int* id);
 // One scheduler step (continuous batching): every running request advances by one
 // token or, while its prompt is processed, by one prefill chunk; waiting requests are
-// admitted while the batch and the KV pool have room (see README "Batching"). *n_active
+// admitted while the batch and the KV pool have room (docs/design.md §2). *n_active
 // (may be NULL) receives the number of requests still unfinished.
 etx_status etx_engine_step(etx_engine* engine, int* n_active);
 // Steps until every request has finished.

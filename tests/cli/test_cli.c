@@ -1,12 +1,13 @@
 /*
  * test_cli.c — the etx command line, run as a user runs it: help on every subcommand,
  * errors that name the bad option or value (exit 2), tokenize/decode, logits files of the
- * right size, generate end to end on the default model, and the greedy text of
- * `etx generate` equal to llama.cpp's on the same prompts (fixture from
- * tests/scripts/gen_cli_fixtures.py).
+ * right size, generate end to end on the default model, the greedy text of
+ * `etx generate` equal to transformers' on the same prompts (fixture from
+ * tests/scripts/gen_cli_fixtures.py), and entropix traces with the --stats branch mix.
  */
 #include <check.h>
 #include <cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -311,6 +312,42 @@ static int check_trace(const char* path, int* branches, const char* only_branch)
     return lines;
 }
 
+// The branch mix that --stats prints ("etx: branches over N tokens: lehv 18 (64.3%) hehv 10
+// (35.7%)", what scripts/quickstart.sh shows a newcomer): known branch names, counts that
+// add up to N with their percentages, and for each branch exactly as many trace records.
+static void check_branch_mix(const char* err, int n_tokens, const char* trace_path) {
+    const char* line = strstr(err, "etx: branches over ");
+    ck_assert_msg(line != NULL, "no branch mix in: %s", err);
+    char* p = NULL;
+    ck_assert_int_eq((int)strtol(line + strlen("etx: branches over "), &p, 10), n_tokens);
+    ck_assert_msg(strncmp(p, " tokens:", 8) == 0, "branch mix: %s", line);
+    p += 8;
+    char* trace = NULL;
+    ck_assert_int_eq(etx_read_file(trace_path, &trace, NULL).code, ETX_OK);
+    int total = 0, n_branches = 0;
+    while (*p == ' ') {
+        char name[32];
+        int count = 0, used = 0;
+        double pct = 0.0;
+        ck_assert_msg(sscanf(p, " %31s %d (%lf%%)%n", name, &count, &pct, &used) == 3, "branch mix: %s", line);
+        int known = 0;
+        for (int b = 0; b < ETX_BRANCH_COUNT; b++) known |= strcmp(name, etx_branch_name((etx_branch)b)) == 0;
+        ck_assert_msg(known && count > 0, "branch mix names '%s' %d: %s", name, count, line);
+        ck_assert_msg(fabs(pct - 100.0 * count / n_tokens) <= 0.051, "branch mix: %s %d is not %.1f%%", name, count, pct);
+        char key[64];
+        snprintf(key, sizeof key, "\"branch\":\"%s\"", name);
+        int in_trace = 0;
+        for (const char* t = strstr(trace, key); t; t = strstr(t + 1, key)) in_trace++;
+        ck_assert_msg(in_trace == count, "branch mix says %s %d, the trace has %d", name, count, in_trace);
+        total += count;
+        n_branches++;
+        p += used;
+    }
+    ck_assert_msg(*p == '\n' && n_branches > 0, "branch mix: %s", line);
+    ck_assert_int_eq(total, n_tokens);
+    free(trace);
+}
+
 START_TEST(entropix_trace_and_stats) {
     char args[600], trace[300];
     snprintf(trace, sizeof trace, "%s/trace.jsonl", cli_run_dir);
@@ -320,7 +357,7 @@ START_TEST(entropix_trace_and_stats) {
              trace);
     Run r = run(args, NULL);
     ck_assert_msg(r.status == 0, "%s", r.err);
-    ck_assert_ptr_nonnull(strstr(r.err, "branches over 40 tokens"));
+    check_branch_mix(r.err, 40, trace);
     ck_assert_ptr_nonnull(strstr(r.err, "means:"));
     free_run(&r);
     int branches = 0;

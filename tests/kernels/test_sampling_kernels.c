@@ -17,8 +17,8 @@
  *     forcing each branch: argmax, pause, helv, lehv, hehv, adaptive best-of-5, and hehv
  *     with top_k 0 through the fallback), over 17 x 24 (seed, key, step) at vocab 1000,
  *     and at vocab 100 (no fallback: every list fits), 4096 and 32000: the token is
- *     sampler_pick's, the trace record is the one engine.c:step_request builds, the done
- *     flag is engine.c's stop logic. The metrics the decision reads are the device's
+ *     sampler_pick's (host/policy/sampler.c), the trace record and the done flag are the
+ *     ones host/engine/engine.c makes when it accepts a token. The metrics the decision reads are the device's
  *     own (downloaded), so the comparison isolates the decision and the pick, which must
  *     be exact.
  */
@@ -422,7 +422,7 @@ static void check_policy_step(int vocab, int reps, uint64_t seed0) {
         st[s].max_seq_len = 1 << 20;
     }
 
-    // the CPU reference: decision and token as step_request makes them
+    // the CPU reference: the decision (hostdev/policy_math.h) and the token (sampler_pick)
     Sampler smp;
     build_sampler(&smp, vocab);
     int32_t* want_tok = xcalloc_t(n_seqs, sizeof(int32_t));

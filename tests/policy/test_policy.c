@@ -1,7 +1,7 @@
 /*
  * test_policy.c — the shared policy math (hostdev/policy_math.h): every entropix branch
  * reached from crafted metrics, with its adjusted parameters against numbers computed by
- * hand from research/entropix-spec.md §2.3; the filters' kept sets; best-of-N draws
+ * hand from docs/entropix.md §2 and §3; the filters' kept sets; best-of-N draws
  * against their closed-form distribution (chi-square).
  */
 #include <check.h>

@@ -2,8 +2,8 @@
  * test_policy_file.c — the policy parameters: defaults equal the reference entropix v1
  * values (each spelled out here, not read from the table), setting by name, every
  * validation error naming the parameter, JSON policy files (fixture round trips and every
- * kind of bad file, each error naming the file and the key), branch names, and the README
- * documenting every parameter.
+ * kind of bad file, each error naming the file and the key), and branch names. That the
+ * documentation's table agrees with the parameter table is test_param_docs.c's concern.
  */
 #include <check.h>
 #include <cJSON.h>
@@ -363,23 +363,6 @@ START_TEST(branch_names) {
 }
 END_TEST
 
-START_TEST(readme_documents_every_parameter) {
-    char* text = NULL;
-    etx_status st = etx_read_file(ETX_SOURCE_DIR "/README.md", &text, NULL);
-    ck_assert_msg(st.code == ETX_OK, "%s", st.message);
-    const char* sec = strstr(text, "## Entropix policy");
-    ck_assert_msg(sec != NULL, "README.md has no '## Entropix policy' section");
-    for (int i = 0; i < policy_n_params; i++) {
-        char cell[80];
-        snprintf(cell, sizeof cell, "`%s`", policy_params[i].name);
-        ck_assert_msg(strstr(sec, cell) != NULL, "README.md's entropix section does not document %s",
-                      policy_params[i].name);
-    }
-    assert_contains(sec, "Differences from the reference entropix");
-    free(text);
-}
-END_TEST
-
 int main(void) {
     Suite* s = suite_create("policy_file");
     TCase* tc = tcase_create("policy");
@@ -393,7 +376,6 @@ int main(void) {
     tcase_add_test(tc, json_errors);
     tcase_add_test(tc, json_kind_from_caller);
     tcase_add_test(tc, branch_names);
-    tcase_add_test(tc, readme_documents_every_parameter);
     suite_add_tcase(s, tc);
     SRunner* sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
