@@ -689,7 +689,6 @@ static Suite* forward_suite(void) {
     suite_add_tcase(s, tc);
 
     tc = tcase_create("default model");
-    tcase_set_timeout(tc, 900); // ~400 decode steps of a 135M model; slow under sanitizers
     tcase_add_test(tc, test_llamacpp_smollm2);
     tcase_add_test(tc, test_hf_gguf_smollm2);
     suite_add_tcase(s, tc);

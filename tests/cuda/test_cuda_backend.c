@@ -508,7 +508,6 @@ END_TEST
 static Suite* cuda_backend_suite(void) {
     Suite* s = suite_create("cuda_backend");
     TCase* tc = tcase_create("core");
-    tcase_set_timeout(tc, 1200);
     tcase_add_test(tc, test_create_failures);
     tcase_add_test(tc, test_logits_fixtures);
     tcase_add_test(tc, test_step_greedy);

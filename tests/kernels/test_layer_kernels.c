@@ -882,7 +882,6 @@ static Suite* layer_suite(void) {
                  {"chain", test_layer_chain}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         TCase* tc = tcase_create(cases[i].name);
-        tcase_set_timeout(tc, 600);
         tcase_add_test(tc, cases[i].test);
         suite_add_tcase(s, tc);
     }

@@ -608,12 +608,10 @@ static Suite* sampling_suite(void) {
     TCase* tc = tcase_create("vocab pass");
     tcase_add_test(tc, test_vocab_pass_small);
     tcase_add_test(tc, test_vocab_pass_large);
-    tcase_set_timeout(tc, 600);
     suite_add_tcase(s, tc);
     tc = tcase_create("attention metrics");
     tcase_add_test(tc, test_attn_metrics);
     tcase_add_test(tc, test_attn_metrics_edges);
-    tcase_set_timeout(tc, 600);
     suite_add_tcase(s, tc);
     tc = tcase_create("policy step");
     tcase_add_test(tc, test_policy_vocab_1000);
@@ -621,7 +619,6 @@ static Suite* sampling_suite(void) {
     tcase_add_test(tc, test_policy_vocab_4096);
     tcase_add_test(tc, test_policy_vocab_32000);
     tcase_add_test(tc, test_policy_vocab_128256);
-    tcase_set_timeout(tc, 600);
     suite_add_tcase(s, tc);
     return s;
 }

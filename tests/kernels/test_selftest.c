@@ -909,7 +909,6 @@ static Suite* selftest_suite(void) {
     tcase_add_test(tc, test_math);
     tcase_add_test(tc, test_bad_launch);
     tcase_add_test(tc, test_barrier_rounds);
-    tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
 #ifndef ETX_NATIVE_CUDA
     tc = tcase_create("emulator checks");
@@ -920,7 +919,6 @@ static Suite* selftest_suite(void) {
     tcase_add_test(tc, test_shfl_outside_mask_poison);
     tcase_add_test(tc, test_sanitized_code_on_fibers);
     tcase_add_test(tc, test_dynamic_smem_unwritten);
-    tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
 #endif
     return s;

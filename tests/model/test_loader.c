@@ -991,7 +991,6 @@ int main(void) {
     Suite* s = suite_create("loader");
     TCase* tc = tcase_create("loader");
     tcase_add_unchecked_fixture(tc, tmp_setup, tmp_teardown);
-    tcase_set_timeout(tc, 600);
     tcase_add_test(tc, gguf_metadata_all_types);
     tcase_add_test(tc, dequant_matches_gguf_py);
     tcase_add_test(tc, fp16_bf16_known_values);

@@ -400,11 +400,9 @@ static Suite* metrics_suite(void) {
     tcase_add_test(tc, test_logit_edges);
     tcase_add_test(tc, test_attn_many_heads);
     tcase_add_test(tc, test_attn_huge_window);
-    tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("default model");
-    tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_default_model_capture);
     suite_add_tcase(s, tc);
     return s;

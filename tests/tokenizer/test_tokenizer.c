@@ -571,7 +571,6 @@ END_TEST
 static Suite* tokenizer_suite(void) {
     Suite* s = suite_create("tokenizer");
     TCase* tc = tcase_create("core");
-    tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_llama3_corpus);
     tcase_add_test(tc, test_smollm2_corpus);
     tcase_add_test(tc, test_added_tokens);
