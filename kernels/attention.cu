@@ -22,6 +22,7 @@
 
 #include "attention.h"
 #include "cuda_common.cuh"
+#include "reduce.cuh"
 
 #define ATT_TILE 32 // keys per tile (= warp size: lane t owns key t in the softmax update)
 #define ATT_THREADS 128
@@ -42,16 +43,6 @@ struct alignas(16) bf16x8 {
 struct alignas(16) f32x4 {
     float v[4];
 };
-
-__device__ __forceinline__ float warp_max(float v) {
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
 
 __device__ __forceinline__ void store_v(float* dst, __nv_bfloat16 v) { *dst = __bfloat162float(v); }
 __device__ __forceinline__ void store_v(__nv_bfloat16* dst, __nv_bfloat16 v) { *dst = v; }
@@ -163,9 +154,9 @@ __device__ void softmax_update(float (*s_s)[LD], float* m_s, float* l_s, float* 
     for (int i = warp; i < n_rows; i += n_warps) {
         float sc = s_s[i][lane];
         float m_old = m_s[i];
-        float m_new = fmaxf(m_old, warp_max(sc));
+        float m_new = fmaxf(m_old, etx_warp_max(sc));
         float p = m_new == -INFINITY ? 0.0f : expf(sc - m_new);
-        float sum = warp_sum(p);
+        float sum = etx_warp_sum(p);
         s_s[i][lane] = p;
         if (lane == 0) {
             float a = m_new == -INFINITY ? 1.0f : expf(m_old - m_new);

@@ -18,11 +18,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bf16.h" // etx_bf16 (hostdev/)
+
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-typedef uint16_t etx_bf16; // bfloat16 bits (kernels/README.md)
 
 #define ETX_ATTN_MAX_GROUP 16 // query heads per KV head
 #define ETX_ATTN_MAX_SPLITS 64

@@ -26,6 +26,7 @@
  */
 #include "cuda_common.cuh"
 #include "attn_metrics.h"
+#include "reduce.cuh"
 
 #include <math.h>
 
@@ -33,11 +34,6 @@
 #define AM_WARPS (AM_THREADS / 32)
 #define AM_LN2 0.69314718055994530942
 #define AM_REF_CLIP 1e-10 // the reference's clip floor inside log2 (window mode)
-
-__device__ static double am_warp_sum(double v) {
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-    return v;
-}
 
 // Merges online (max, normaliser) pairs across the warp.
 __device__ static void am_warp_lse(double* m, double* z) {
@@ -111,7 +107,7 @@ __global__ void __launch_bounds__(AM_THREADS) attn_heads_kernel(AmArgs a) {
         }
     }
     am_warp_lse(&m, &z);
-    abs_sum = am_warp_sum(abs_sum);
+    abs_sum = etx_warp_sum(abs_sum);
     if (u > 0) { // the zero slots join the max and the normaliser
         if (m < 0.0) {
             z *= exp(m);
@@ -126,7 +122,7 @@ __global__ void __launch_bounds__(AM_THREADS) attn_heads_kernel(AmArgs a) {
         const double pk = (double)(float)exp((double)s[k] - m) * inv_z;
         ent += am_ent_term(pk, lnp, compat);
     }
-    ent = am_warp_sum(ent);
+    ent = etx_warp_sum(ent);
     double p0 = 0.0;
     if (u > 0) {
         const double lnp0 = -m - lnz;
@@ -164,10 +160,7 @@ __global__ void __launch_bounds__(AM_THREADS) attn_agree_kernel(AmArgs a) {
     }
     s_red[tid] = agree;
     __syncthreads();
-    for (int half = AM_THREADS / 2; half > 0; half >>= 1) {
-        if (tid < half) s_red[tid] += s_red[tid + half];
-        __syncthreads();
-    }
+    etx_block_tree<AM_THREADS>([&](int dst, int src) { s_red[dst] += s_red[src]; });
     if (tid == 0) a.agree[(size_t)seq * a.chunks + chunk] = s_red[0];
 }
 

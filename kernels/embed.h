@@ -8,11 +8,11 @@
 
 #include <stdint.h>
 
+#include "bf16.h" // etx_bf16 (hostdev/)
+
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-typedef uint16_t etx_bf16; // bfloat16 bits (kernels/README.md)
 
 // x[r, :] = float(emb[tok[r], :])      emb: (vocab, dim) bf16, tok: (n_rows), x: (n_rows, dim)
 void etx_embed(float* x, const etx_bf16* emb, const int32_t* tok, int n_rows, int dim, void* stream);

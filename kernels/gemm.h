@@ -11,11 +11,11 @@
 
 #include <stdint.h>
 
+#include "bf16.h" // etx_bf16 (hostdev/)
+
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-typedef uint16_t etx_bf16; // bfloat16 bits (kernels/README.md)
 
 // A GEMM context (natively a cuBLAS handle with its own workspace), one per backend;
 // NULL when it cannot be created (no device, cuBLAS failed to initialise). The

@@ -13,6 +13,7 @@
  */
 #include "cuda_common.cuh"
 #include "norm.h"
+#include "reduce.cuh"
 
 struct alignas(16) f32x4 {
     float v[4];
@@ -20,18 +21,6 @@ struct alignas(16) f32x4 {
 struct alignas(8) bf16x4 {
     __nv_bfloat16 v[4];
 };
-
-// sum of v over the block (every thread gets it); red: 32 floats of shared memory
-__device__ float block_sum(float v, float* red) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_warps = (blockDim.x + 31) / 32;
-    if (lane == 0) red[warp] = v;
-    __syncthreads();
-    float s = 0.0f;
-    for (int w = 0; w < n_warps; w++) s += red[w];
-    __syncthreads(); // red may be reused by the caller
-    return s;
-}
 
 // block r: row r. VEC: dim % 4 == 0 and aligned pointers, 16-byte accesses.
 // blockDim.x: a multiple of 32.
@@ -67,7 +56,7 @@ __global__ void rmsnorm_residual_kernel(__nv_bfloat16* __restrict__ out, float* 
             ss += a * a;
         }
     }
-    ss = block_sum(ss, red);
+    ss = etx_block_sum(ss, red); // every thread gets it; red: 32 floats
     float inv = rsqrtf(ss / (float)dim + eps);
     if (VEC) {
         const f32x4* x4 = reinterpret_cast<const f32x4*>(xr);

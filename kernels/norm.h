@@ -9,11 +9,11 @@
 
 #include <stdint.h>
 
+#include "bf16.h" // etx_bf16 (hostdev/)
+
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-typedef uint16_t etx_bf16; // bfloat16 bits (kernels/README.md)
 
 // For each row r < n_rows:
 //   if delta: x[r] += delta[r]      (x updated in place: the residual stream)

@@ -8,11 +8,11 @@
 
 #include <stdint.h>
 
+#include "bf16.h" // etx_bf16 (hostdev/)
+
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-typedef uint16_t etx_bf16; // bfloat16 bits (kernels/README.md)
 
 // out[r, i] = bf16(silu(g) * u), g = gu[r, i], u = gu[r, hidden + i], silu(g) = g / (1 + exp(-g))
 // gu: (n_rows, 2 hidden) f32 (gate then up); out: (n_rows, hidden) bf16; n_rows <= 65535.

@@ -30,6 +30,7 @@
  */
 #include "cuda_common.cuh"
 #include "vocab_pass.h"
+#include "reduce.cuh"
 
 #include <math.h>
 
@@ -171,15 +172,12 @@ __device__ static void vp_block_merge(VpAcc acc, double* s_m, double* s_z, doubl
     const int tid = threadIdx.x;
     s_m[tid] = acc.m, s_z[tid] = acc.z, s_c[tid] = acc.c, s_m2[tid] = acc.m2;
     __syncthreads();
-    for (int half = VP_THREADS / 2; half > 0; half >>= 1) {
-        if (tid < half) {
-            VpAcc a = {s_m[tid], s_z[tid], s_c[tid], s_m2[tid]};
-            const VpAcc b = {s_m[tid + half], s_z[tid + half], s_c[tid + half], s_m2[tid + half]};
-            vp_merge(&a, &b);
-            s_m[tid] = a.m, s_z[tid] = a.z, s_c[tid] = a.c, s_m2[tid] = a.m2;
-        }
-        __syncthreads();
-    }
+    etx_block_tree<VP_THREADS>([&](int dst, int src) {
+        VpAcc a = {s_m[dst], s_z[dst], s_c[dst], s_m2[dst]};
+        const VpAcc b = {s_m[src], s_z[src], s_c[src], s_m2[src]};
+        vp_merge(&a, &b);
+        s_m[dst] = a.m, s_z[dst] = a.z, s_c[dst] = a.c, s_m2[dst] = a.m2;
+    });
 }
 
 // `split` blocks per sequence (blockIdx.x = seq * split + part), VP_THREADS threads; each

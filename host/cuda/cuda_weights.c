@@ -7,6 +7,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "bf16.h"
 #include "cpu/cpu_ops.h"
 #include "cuda/cuda_backend.h"
 #include "device.h"
@@ -23,15 +24,6 @@ etx_status cuda_alloc(CudaBackend* b, void** p, size_t bytes, const char* what) 
     return etx_ok();
 }
 
-// bfloat16 bits of f, rounded to nearest even (NaN stays a NaN)
-static etx_bf16 bf16_of(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (etx_bf16)((u >> 16) | 0x40);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (etx_bf16)(u >> 16);
-}
-
 // Where element j of a head of hd elements sits in a padded head of hdp (rotate-half
 // pairs (j, j + hd/2) land on (j', j' + hdp/2)).
 static int pad_index(int j, int hd, int hdp) { return j < hd / 2 ? j : hdp / 2 + j - hd / 2; }
@@ -43,7 +35,7 @@ static void put_rows(etx_bf16* dst, int row0, const float* src, int rows, int co
         const int to = row0 + (hd > 0 ? (r / hd) * hdp + pad_index(r % hd, hd, hdp) : r);
         const float* s = src + (size_t)r * cols;
         etx_bf16* d = dst + (size_t)to * cols;
-        for (int c = 0; c < cols; c++) d[c] = bf16_of(s[c] * scale);
+        for (int c = 0; c < cols; c++) d[c] = etx_bf16_from_f32(s[c] * scale);
     }
 }
 
@@ -77,7 +69,8 @@ static etx_status upload_layer(CudaBackend* b, const LayerWeights* w, CudaLayer*
     const int qd = c->n_heads * hd;
     for (int r = 0; r < dim; r++)
         for (int k = 0; k < qd; k++)
-            tmp[(size_t)r * b->q_dim + (k / hd) * hdp + pad_index(k % hd, hd, hdp)] = bf16_of(w->wo[(size_t)r * qd + k]);
+            tmp[(size_t)r * b->q_dim + (k / hd) * hdp + pad_index(k % hd, hd, hdp)] =
+                etx_bf16_from_f32(w->wo[(size_t)r * qd + k]);
     ETX_TRY(upload_bf16(b, &L->wo, tmp, (size_t)dim * b->q_dim, "wo"));
     put_rows(tmp, 0, w->w_gate, hid, dim, 1.0f, 0, 0);
     put_rows(tmp, hid, w->w_up, hid, dim, 1.0f, 0, 0);

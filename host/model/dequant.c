@@ -27,6 +27,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bf16.h" // etx_bf16_to_f32
+
 #define T(name, be, bb, sup) {name, be, bb, sup}
 static const GGMLTypeInfo TYPES[] = {
     [0] = T("F32", 1, 4, 1),     [1] = T("F16", 1, 2, 1),     [2] = T("Q4_0", 32, 18, 1),
@@ -79,12 +81,7 @@ float fp16_to_fp32(uint16_t h) {
     return f;
 }
 
-float bf16_to_fp32(uint16_t h) {
-    uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
+float bf16_to_fp32(uint16_t h) { return etx_bf16_to_f32(h); }
 
 static void dequant_q4_0(const uint8_t* b, float* y) {
     float d = fp16_to_fp32(rd16(b));

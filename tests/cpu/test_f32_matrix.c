@@ -25,6 +25,7 @@
 
 #include "cpu/f32_matrix.h"
 #include "test_rng.h"
+#include "check_main.h"
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 
@@ -150,9 +151,5 @@ int main(void) {
     tcase_add_test(tc, test_cols_1536);
     tcase_add_test(tc, test_cols_partial_block);
     suite_add_tcase(su, tc);
-    SRunner* sr = srunner_create(su);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run_suite(su);
 }

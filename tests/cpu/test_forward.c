@@ -22,18 +22,15 @@
 #include <unistd.h>
 
 #include "cpu/cpu_forward.h"
+#include "check_etx.h"
+#include "check_main.h"
+#include "test_rng.h"
 
 // ----------------------------------------------------------------------------
 // a small model with random weights, built by hand
 
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-// uniform in [-1, 1)
-static float frand(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (float)((rng_state >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
-}
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull; // test_rng.h
+static float frand(void) { return rng_frand(&rng_state); }
 
 static float* rand_tensor(size_t n, float scale) {
     float* p = malloc(n * sizeof(float));
@@ -98,12 +95,6 @@ static void free_random_model(etx_model* m) {
     free(m->w.final_norm);
     free(m->w.lm_head);
 }
-
-#define CK_OK(expr)                                                     \
-    do {                                                                \
-        etx_status _s = (expr);                                         \
-        ck_assert_msg(_s.code == ETX_OK, "%s: %s", #expr, _s.message);  \
-    } while (0)
 
 static float max_abs_diff(const float* a, const float* b, size_t n) {
     float d = 0.0f;
@@ -379,8 +370,7 @@ END_TEST
 static cJSON* load_json(const char* path) {
     char* text;
     size_t len;
-    etx_status st = etx_read_file(path, &text, &len);
-    ck_assert_msg(st.code == ETX_OK, "%s", st.message);
+    CK_OK(etx_read_file(path, &text, &len));
     cJSON* j = cJSON_Parse(text);
     free(text);
     ck_assert_msg(j != NULL, "%s: bad JSON", path);
@@ -390,8 +380,7 @@ static cJSON* load_json(const char* path) {
 static float* load_floats(const char* path, size_t n) {
     char* data;
     size_t len;
-    etx_status st = etx_read_file(path, &data, &len);
-    ck_assert_msg(st.code == ETX_OK, "%s", st.message);
+    CK_OK(etx_read_file(path, &data, &len));
     ck_assert_msg(len == n * sizeof(float), "%s: %zu bytes, expected %zu", path, len, n * sizeof(float));
     float* f = malloc(len);
     memcpy(f, data, len); // x86/ARM little-endian, as written
@@ -440,8 +429,7 @@ static void check_hf_model(const char* name) {
     snprintf(path, sizeof path, "%s/%s", ETX_FIXTURES,
              cJSON_GetObjectItemCaseSensitive(meta, "model")->valuestring);
     etx_model m;
-    etx_status st = hf_model_load(path, &m);
-    ck_assert_msg(st.code == ETX_OK, "%s", st.message);
+    CK_OK(hf_model_load(path, &m));
     int V = m.cfg.vocab_size;
     const cJSON* c;
     cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(meta, "cases")) {
@@ -540,8 +528,7 @@ START_TEST(test_llamacpp_smollm2) {
         ck_abort_msg("default model missing: %s (fetch it with the models/ script)", ETX_DEFAULT_MODEL);
     cJSON* meta = load_json(ETX_FIXTURES "/forward/llamacpp/smollm2.json");
     etx_model m;
-    etx_status st = gguf_model_load(ETX_DEFAULT_MODEL, &m);
-    ck_assert_msg(st.code == ETX_OK, "%s", st.message);
+    CK_OK(gguf_model_load(ETX_DEFAULT_MODEL, &m));
     int V = m.cfg.vocab_size;
     float* logits = malloc((size_t)V * sizeof(float));
     double worst = 0.0, worst_mean = 0.0;
@@ -637,8 +624,7 @@ START_TEST(test_hf_gguf_smollm2) {
         ck_abort_msg("default model missing: %s (fetch it with the models/ script)", ETX_DEFAULT_MODEL);
     cJSON* meta = load_json(ETX_FIXTURES "/forward/hf/smollm2-gguf.json");
     etx_model m;
-    etx_status st = gguf_model_load(ETX_DEFAULT_MODEL, &m);
-    ck_assert_msg(st.code == ETX_OK, "%s", st.message);
+    CK_OK(gguf_model_load(ETX_DEFAULT_MODEL, &m));
     int V = m.cfg.vocab_size;
     float* logits = malloc((size_t)V * sizeof(float));
     const cJSON* c;
@@ -703,7 +689,6 @@ static Suite* forward_suite(void) {
     suite_add_tcase(s, tc);
 
     tc = tcase_create("default model");
-    tcase_set_timeout(tc, 900); // ~400 decode steps of a 135M model; slow under sanitizers
     tcase_add_test(tc, test_llamacpp_smollm2);
     tcase_add_test(tc, test_hf_gguf_smollm2);
     suite_add_tcase(s, tc);
@@ -712,9 +697,5 @@ static Suite* forward_suite(void) {
 
 int main(void) {
     cpu_set_threads(2);
-    SRunner* sr = srunner_create(forward_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return check_run_suite(forward_suite());
 }

@@ -32,12 +32,8 @@
 #include "cpu/f32_matrix.h"
 #include "cpu/quant_matrix.h"
 #include "test_rng.h"
-
-#define CK_OK(expr)                                                 \
-    do {                                                            \
-        etx_status st_ = (expr);                                    \
-        ck_assert_msg(st_.code == ETX_OK, "%s", st_.message);       \
-    } while (0)
+#include "check_etx.h"
+#include "check_main.h"
 
 static uint64_t rng_state = 0x243F6A8885A308D3ull;
 
@@ -298,9 +294,5 @@ int main(void) {
     TCase* tg = tcase_create("gguf");
     tcase_add_test(tg, test_gguf_twins);
     suite_add_tcase(su, tg);
-    SRunner* sr = srunner_create(su);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run_suite(su);
 }

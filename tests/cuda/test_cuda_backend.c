@@ -48,12 +48,9 @@
 #include "device.h"
 #include "policy/metrics.h"
 #include "policy/sampler.h"
-
-#define CK_OK(expr)                                                    \
-    do {                                                               \
-        etx_status _s = (expr);                                        \
-        ck_assert_msg(_s.code == ETX_OK, "%s: %s", #expr, _s.message); \
-    } while (0)
+#include "check_etx.h"
+#include "check_main.h"
+#include "test_rng.h"
 
 #define LOGIT_TOL 0.05 // of the row's max |logit|, backend vs float32 CPU (header comment)
 #define STEP_TOL 0.01  // of the row's max |logit|, step() vs logits() (header comment)
@@ -64,11 +61,8 @@ static const BackendOps* ops(void) {
     return o;
 }
 
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-static int32_t rand_token(int vocab) {
-    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
-    return (int32_t)((rng_state >> 33) % (uint64_t)vocab);
-}
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull; // test_rng.h
+static int32_t rand_token(int vocab) { return rng_below(&rng_state, vocab); }
 
 // max over rows of max_v |a - b| / max_v |b|
 static double rel_diff(const float* a, const float* b, int rows, int vocab) {
@@ -514,7 +508,6 @@ END_TEST
 static Suite* cuda_backend_suite(void) {
     Suite* s = suite_create("cuda_backend");
     TCase* tc = tcase_create("core");
-    tcase_set_timeout(tc, 1200);
     tcase_add_test(tc, test_create_failures);
     tcase_add_test(tc, test_logits_fixtures);
     tcase_add_test(tc, test_step_greedy);
@@ -529,11 +522,7 @@ static Suite* cuda_backend_suite(void) {
 int main(void) {
     if (!etx_dev_available()) {
         fprintf(stderr, "no CUDA device: skipped\n");
-        return 77;
+        return CHECK_SKIPPED;
     }
-    SRunner* sr = srunner_create(cuda_backend_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    const int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run_suite(cuda_backend_suite());
 }

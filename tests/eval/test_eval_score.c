@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "eval/eval_score.h"
+#include "check_main.h"
 
 START_TEST(strict_first_match) {
     char out[GSM8K_ANS_MAX];
@@ -105,9 +106,5 @@ int main(void) {
     tcase_add_test(tc, score_commas_dollars_negatives_decimals);
     tcase_add_test(tc, score_no_number);
     suite_add_tcase(s, tc);
-    SRunner* sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return check_run_suite(s);
 }

@@ -10,6 +10,8 @@
 
 #include "advance.h"
 #include "device.h"
+#include "check_main.h"
+#include "test_rng.h"
 
 // The CPU twin of one step forward for rows [0, n).
 static void advance_twin(int32_t* tokens, int32_t* row_pos, int32_t* seq_len, int32_t* n_pos, EtxSeqState* st,
@@ -31,15 +33,19 @@ static void* dev_copy_of(const void* h, size_t bytes) {
     return d;
 }
 
+static uint64_t rng_state; // test_rng.h
+
 static void check(int n, int with_npos) {
     const int cap = n + 7; // rows past n must not change
     int32_t *tok = malloc(cap * 4), *pos = malloc(cap * 4), *len = malloc(cap * 4), *np = malloc(cap * 4),
             *next = malloc(cap * 4);
     EtxSeqState* st = calloc((size_t)cap, sizeof *st);
     for (int i = 0; i < cap; i++) {
-        tok[i] = rand() % 1000, pos[i] = rand() % 500, len[i] = pos[i] + 1, next[i] = rand() % 1000;
+        tok[i] = rng_below(&rng_state, 1000), next[i] = rng_below(&rng_state, 1000);
+        pos[i] = rng_below(&rng_state, 500), len[i] = pos[i] + 1;
         np[i] = i % 3 ? len[i] : 0; // some rows without metrics
-        st[i].step = rand() % 50, st[i].prev_token = rand() % 1000, st[i].key = (uint64_t)rand() << 20;
+        st[i].step = rng_below(&rng_state, 50), st[i].prev_token = rng_below(&rng_state, 1000);
+        st[i].key = rng_next_u64(&rng_state);
         st[i].max_tokens = 77, st[i].pause_token = 5;
     }
     int32_t *dtok = dev_copy_of(tok, cap * 4), *dpos = dev_copy_of(pos, cap * 4), *dlen = dev_copy_of(len, cap * 4),
@@ -63,7 +69,7 @@ static void check(int n, int with_npos) {
 }
 
 START_TEST(advance_matches_its_twin) {
-    srand(7);
+    rng_state = rng_seed(7);
     int sizes[] = {1, 5, 128, 300};
     for (int i = 0; i < 4; i++) {
         check(sizes[i], 1);
@@ -75,15 +81,11 @@ END_TEST
 int main(void) {
     if (!etx_dev_available()) {
         fprintf(stderr, "test_advance: no CUDA device: skipped\n");
-        return 77;
+        return CHECK_SKIPPED;
     }
     Suite* s = suite_create("advance");
     TCase* tc = tcase_create("core");
     tcase_add_test(tc, advance_matches_its_twin);
     suite_add_tcase(s, tc);
-    SRunner* sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run_suite(s);
 }

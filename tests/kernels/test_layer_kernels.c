@@ -37,6 +37,8 @@
 #include "norm.h"
 #include "rope.h"
 #include "swiglu.h"
+#include "check_main.h"
+#include "test_rng.h"
 
 #define REL_F32 1e-5
 #define ROPE_TOL 1e-6
@@ -54,37 +56,7 @@
         if (!(cond)) ck_abort_msg(__VA_ARGS__);                                                                        \
     } while (0)
 
-static uint64_t rng_state;
-
-static void rng_seed(uint64_t s) { rng_state = s * 0x9E3779B97F4A7C15ull + 1; }
-
-// splitmix64
-static uint64_t rng_next(void) {
-    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-// uniform in [lo, hi)
-static float rng_uniform(float lo, float hi) { return lo + (hi - lo) * (float)((rng_next() >> 40) * 0x1p-24); }
-
-static int rng_int(int n) { return (int)(rng_next() % (uint64_t)n); }
-
-// float -> bf16 bits, round to nearest even (finite inputs)
-static uint16_t f2bf(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    u += 0x7FFFu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-static float bf2f(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
+static uint64_t rng_state; // test_rng.h; each test starts with rng_state = rng_seed(its number)
 
 // spacing of bf16 values at |v| (8 significant bits)
 static double bf16_ulp(double v) {
@@ -94,7 +66,7 @@ static double bf16_ulp(double v) {
 }
 
 static void check_bf16(const char* what, int idx, uint16_t got_bits, double want, double abs_tol) {
-    double got = bf2f(got_bits);
+    double got = etx_bf16_to_f32(got_bits);
     double tol = 0.5 * bf16_ulp(want) + REL_F32 * fabs(want) + abs_tol;
     EXPECT(isfinite(got) && fabs(got - want) <= tol, "%s[%d]: got %.9g, want %.9g (diff %.3g, tol %.3g)", what, idx,
            got, want, got - want, tol);
@@ -117,13 +89,13 @@ static void* host_copy(const void* dev, size_t bytes) {
 
 static float* random_f32(size_t n, float lo, float hi) {
     float* x = malloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) x[i] = rng_uniform(lo, hi);
+    for (size_t i = 0; i < n; i++) x[i] = rng_range(&rng_state, lo, hi);
     return x;
 }
 
 static uint16_t* random_bf16(size_t n, float lo, float hi) {
     uint16_t* x = malloc(n * sizeof(uint16_t));
-    for (size_t i = 0; i < n; i++) x[i] = f2bf(rng_uniform(lo, hi));
+    for (size_t i = 0; i < n; i++) x[i] = etx_bf16_from_f32(rng_range(&rng_state, lo, hi));
     return x;
 }
 
@@ -133,14 +105,14 @@ static uint16_t* random_bf16(size_t n, float lo, float hi) {
 START_TEST(test_embed) {
     static const int dims[] = {576, 100, 7};
     static const int rows[] = {1, 3, 17};
-    rng_seed(1);
+    rng_state = rng_seed(1);
     int vocab = 50;
     for (int di = 0; di < 3; di++)
         for (int ri = 0; ri < 3; ri++) {
             int dim = dims[di], n = rows[ri];
             uint16_t* emb = random_bf16((size_t)vocab * dim, -2.0f, 2.0f);
             int32_t tok[17];
-            for (int r = 0; r < n; r++) tok[r] = rng_int(vocab);
+            for (int r = 0; r < n; r++) tok[r] = rng_below(&rng_state, vocab);
             tok[n - 1] = vocab - 1; // the last row of the table
             size_t nx = (size_t)n * dim;
             float* guard = malloc((nx + 8) * sizeof(float));
@@ -152,7 +124,7 @@ START_TEST(test_embed) {
             float* x = host_copy(d_x, (nx + 8) * sizeof(float));
             for (int r = 0; r < n; r++)
                 for (int i = 0; i < dim; i++) {
-                    float want = bf2f(emb[(size_t)tok[r] * dim + i]);
+                    float want = etx_bf16_to_f32(emb[(size_t)tok[r] * dim + i]);
                     EXPECT(memcmp(&x[(size_t)r * dim + i], &want, 4) == 0, "dim %d row %d [%d]: %g vs %g", dim, r, i,
                            x[(size_t)r * dim + i], want);
                 }
@@ -220,7 +192,7 @@ static void run_rmsnorm(int dim, int n, int with_delta, int offset) {
 START_TEST(test_rmsnorm) {
     static const int dims[] = {576, 100, 98, 7, 1536, 4096};
     static const int rows[] = {1, 3, 17};
-    rng_seed(2);
+    rng_state = rng_seed(2);
     for (int di = 0; di < 6; di++)
         for (int ri = 0; ri < 3; ri++)
             for (int wd = 0; wd < 2; wd++) run_rmsnorm(dims[di], rows[ri], wd, 0);
@@ -235,7 +207,7 @@ END_TEST
 START_TEST(test_swiglu) {
     static const int hiddens[] = {1536, 100, 7};
     static const int rows[] = {1, 3, 17};
-    rng_seed(3);
+    rng_state = rng_seed(3);
     for (int hi = 0; hi < 3; hi++)
         for (int ri = 0; ri < 3; ri++) {
             int hidden = hiddens[hi], n = rows[ri];
@@ -283,7 +255,7 @@ static void build_cache(Cache* c, EtxAttnShape sh, int n_seqs, int max_pos) {
     int* perm = malloc(c->n_blocks * sizeof(int));
     for (int i = 0; i < c->n_blocks; i++) perm[i] = i;
     for (int i = c->n_blocks - 1; i > 0; i--) {
-        int j = rng_int(i + 1), t = perm[i];
+        int j = rng_below(&rng_state, i + 1), t = perm[i];
         perm[i] = perm[j];
         perm[j] = t;
     }
@@ -307,7 +279,7 @@ static float* gather(const Cache* c, const uint16_t* pool, int s, int kvh, int n
     int hd = c->sh.head_dim;
     float* out = malloc((size_t)(n > 0 ? n : 1) * hd * sizeof(float));
     for (int p = 0; p < n; p++)
-        for (int d = 0; d < hd; d++) out[(size_t)p * hd + d] = bf2f(pool[cache_at(c, s, p, kvh, d)]);
+        for (int d = 0; d < hd; d++) out[(size_t)p * hd + d] = etx_bf16_to_f32(pool[cache_at(c, s, p, kvh, d)]);
     return out;
 }
 
@@ -390,8 +362,8 @@ static void run_rope(int n_heads, int n_kv, int hd, int bs, int llama3, const in
         for (int kvh = 0; kvh < n_kv; kvh++)
             for (int d = 0; d < hd; d++) {
                 size_t at = cache_at(&c, row_seq[r], row_pos[r], kvh, d);
-                EXPECT(vp[at] == f2bf(src[q_dim + kv_dim + kvh * hd + d]), "row %d v head %d [%d]: bits %04x", r, kvh,
-                       d, vp[at]);
+                EXPECT(vp[at] == etx_bf16_from_f32(src[q_dim + kv_dim + kvh * hd + d]),
+                       "row %d v head %d [%d]: bits %04x", r, kvh, d, vp[at]);
             }
     }
     // nothing else in either pool changed
@@ -422,7 +394,7 @@ static void run_rope(int n_heads, int n_kv, int hd, int bs, int llama3, const in
 }
 
 START_TEST(test_rope_append) {
-    rng_seed(4);
+    rng_state = rng_seed(4);
     // decode: one row per sequence, different positions (block starts, ends, middles)
     static const int dseq[] = {0, 1, 2, 3, 4};
     static const int dpos[] = {0, 15, 16, 299, 64};
@@ -587,7 +559,7 @@ static void run_decode(int n_heads, int n_kv, int hd, int bs, const int* lens, i
 static const int HEADS[][2] = {{9, 3}, {8, 8}, {32, 8}, {8, 1}};
 
 START_TEST(test_decode_attention) {
-    rng_seed(5);
+    rng_state = rng_seed(5);
     static const int lens[] = {1, 5, 63, 64, 65, 300};
     // every head layout x head_dim x block size, with no split, 3 splits (chunks of 128
     // positions: empty ones for the short sequences; rows mapped to table rows in reverse)
@@ -605,7 +577,7 @@ START_TEST(test_decode_attention) {
     run_decode(9, 3, 64, 16, one, 1, 10, 0);
     // 17 sequences of random lengths, two of them empty (padding slots of a batch)
     int many[17];
-    for (int s = 0; s < 17; s++) many[s] = 1 + rng_int(40);
+    for (int s = 0; s < 17; s++) many[s] = 1 + rng_below(&rng_state, 40);
     many[3] = many[11] = 0;
     run_decode(9, 3, 64, 16, many, 17, 1, 1);
     run_decode(32, 8, 128, 32, many, 17, 2, 0);
@@ -738,7 +710,7 @@ static void run_prefill_chunks(int n_heads, int n_kv, int hd, int bs) {
 }
 
 START_TEST(test_prefill_attention) {
-    rng_seed(6);
+    rng_state = rng_seed(6);
     // (pos0, n): a first chunk; a later one across tiles and blocks; one row; rows around
     // the 64-key boundary; a long chunk ending at position 299
     static const int chunks[][2] = {{0, 17}, {48, 17}, {0, 1}, {60, 5}, {235, 65}};
@@ -889,7 +861,7 @@ static void run_chain(int n_heads, int n_kv, int hd, int bs) {
 }
 
 START_TEST(test_layer_chain) {
-    rng_seed(7);
+    rng_state = rng_seed(7);
     run_chain(9, 3, 64, 16);
     run_chain(32, 8, 128, 32);
 }
@@ -910,7 +882,6 @@ static Suite* layer_suite(void) {
                  {"chain", test_layer_chain}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         TCase* tc = tcase_create(cases[i].name);
-        tcase_set_timeout(tc, 600);
         tcase_add_test(tc, cases[i].test);
         suite_add_tcase(s, tc);
     }
@@ -918,10 +889,6 @@ static Suite* layer_suite(void) {
 }
 
 int main(void) {
-    if (!etx_dev_available()) return 77; // no GPU: skipped
-    SRunner* sr = srunner_create(layer_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    if (!etx_dev_available()) return CHECK_SKIPPED; // no GPU: skipped
+    return check_run_suite(layer_suite());
 }

@@ -35,6 +35,8 @@
 #include "policy_step.h"
 #include "policy/sampler.h"
 #include "vocab_pass.h"
+#include "check_main.h"
+#include "test_rng.h"
 
 // ----------------------------------------------------------------------------
 // helpers
@@ -57,22 +59,6 @@ static void* xcalloc_t(size_t n, size_t size) {
     void* p = calloc(n, size);
     ck_assert_ptr_nonnull(p);
     return p;
-}
-
-// splitmix64: a deterministic stream for the test data
-static uint64_t rng_next(uint64_t* s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static double rng_uniform(uint64_t* s) { return (double)(rng_next(s) >> 11) * (1.0 / 9007199254740992.0); }
-
-static double rng_normal(uint64_t* s) {
-    double u1 = rng_uniform(s), u2 = rng_uniform(s);
-    if (u1 < 1e-300) u1 = 1e-300;
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
 // |got - want| <= rel |want| + floor; equal infinities pass.
@@ -110,7 +96,7 @@ static void fill_row(float* x, int n, int kind, uint64_t* rng) {
         case ROW_FLAT: x[i] = 1.5f; break;
         case ROW_ALL_NEG_INF: x[i] = -INFINITY; break;
         case ROW_ZEROS: { // +0, -0 and 1 only: +0 and -0 tie, the lower id first
-            const uint64_t r = rng_next(rng) % 3;
+            const uint64_t r = rng_next_u64(rng) % 3;
             x[i] = r == 0 ? 0.0f : (r == 1 ? -0.0f : 1.0f);
             break;
         }
@@ -127,7 +113,7 @@ static void fill_row(float* x, int n, int kind, uint64_t* rng) {
 // on the same scratch (its counters must be reset); else one block per row.
 static void check_vocab_pass(int n, int k, uint64_t seed, int split) {
     const int rows = ROW_KINDS;
-    uint64_t rng = seed;
+    uint64_t rng = rng_seed(seed);
     float* x = xcalloc_t((size_t)rows * n, sizeof(float));
     for (int r = 0; r < rows; r++) fill_row(x + (size_t)r * n, n, r, &rng);
     float* d_x = dev_put(x, (size_t)rows * n * sizeof(float));
@@ -211,7 +197,7 @@ END_TEST
 
 static void check_attn_lengths(int n_heads, int window, int n_seqs, const int32_t* n_pos, int max_ctx) {
     int32_t win[8];
-    uint64_t rng = 1000 + (uint64_t)n_heads * 7 + (uint64_t)window;
+    uint64_t rng = rng_seed(1000 + (uint64_t)n_heads * 7 + (uint64_t)window);
     float* scores = xcalloc_t((size_t)n_seqs * n_heads * max_ctx, sizeof(float));
     for (int s = 0; s < n_seqs; s++) {
         win[s] = window;
@@ -383,7 +369,7 @@ static int expected_done(const EtxSeqState* st, const int32_t* stop_ids, const i
 // step against sampler_pick + engine.c, with (seed, key, step) varying per sequence.
 static void check_policy_step(int vocab, int reps, uint64_t seed0) {
     const int n_seqs = PC_COUNT * reps;
-    uint64_t rng = seed0;
+    uint64_t rng = rng_seed(seed0);
     float* x = xcalloc_t((size_t)n_seqs * vocab, sizeof(float));
     for (int s = 0; s < n_seqs; s++) {
         const int kind = (s / PC_COUNT) % 3 == 2 ? ROW_TIES : ROW_RANDOM;
@@ -411,10 +397,10 @@ static void check_policy_step(int vocab, int reps, uint64_t seed0) {
         attn[s].attn_varentropy = (float)(2.0 * rng_uniform(&rng));
         attn[s].agreement = (float)rng_uniform(&rng);
         attn[s].interaction = (float)(5.0 * rng_uniform(&rng));
-        pol[s] = make_policy(pc, vocab, rng_next(&rng));
-        st[s].key = rng_next(&rng);
+        pol[s] = make_policy(pc, vocab, rng_next_u64(&rng));
+        st[s].key = rng_next_u64(&rng);
         st[s].request_id = 100 + s;
-        st[s].step = (int32_t)(rng_next(&rng) % 5000);
+        st[s].step = (int32_t)(rng_next_u64(&rng) % 5000);
         st[s].prev_token = pc == PC_ENTROPIX_HELV ? PAUSE_TOKEN : (int32_t)(PAUSE_TOKEN + 1 + s % 50);
         st[s].pause_token = PAUSE_TOKEN;
         st[s].max_tokens = 1 << 20;
@@ -622,12 +608,10 @@ static Suite* sampling_suite(void) {
     TCase* tc = tcase_create("vocab pass");
     tcase_add_test(tc, test_vocab_pass_small);
     tcase_add_test(tc, test_vocab_pass_large);
-    tcase_set_timeout(tc, 600);
     suite_add_tcase(s, tc);
     tc = tcase_create("attention metrics");
     tcase_add_test(tc, test_attn_metrics);
     tcase_add_test(tc, test_attn_metrics_edges);
-    tcase_set_timeout(tc, 600);
     suite_add_tcase(s, tc);
     tc = tcase_create("policy step");
     tcase_add_test(tc, test_policy_vocab_1000);
@@ -635,7 +619,6 @@ static Suite* sampling_suite(void) {
     tcase_add_test(tc, test_policy_vocab_4096);
     tcase_add_test(tc, test_policy_vocab_32000);
     tcase_add_test(tc, test_policy_vocab_128256);
-    tcase_set_timeout(tc, 600);
     suite_add_tcase(s, tc);
     return s;
 }
@@ -643,11 +626,7 @@ static Suite* sampling_suite(void) {
 int main(void) {
     if (!etx_dev_available()) {
         printf("test_sampling_kernels: no device (%s); skipped\n", "etx_dev_available() == 0");
-        return 77;
+        return CHECK_SKIPPED;
     }
-    SRunner* sr = srunner_create(sampling_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return check_run_suite(sampling_suite());
 }

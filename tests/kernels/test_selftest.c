@@ -1,7 +1,7 @@
 /*
  * test_selftest.c — the SIMT emulator's semantics (tests/simt), through the kernels of
- * kernels/selftest.cu, checked against results computed here on the host. The same source
- * builds test_selftest_emu (emulator) and test_selftest_gpu (native, ETX_NATIVE_CUDA;
+ * tests/simt/selftest.cu, checked against results computed here on the host. The same
+ * source builds test_selftest_emu (emulator) and test_selftest_gpu (native, ETX_NATIVE_CUDA;
  * exits 77 = skipped without a GPU), so on a GPU machine it checks the emulator's model
  * against the hardware.
  *
@@ -50,6 +50,8 @@
 
 #include "device.h"
 #include "selftest.h"
+#include "check_main.h"
+#include "test_rng.h"
 
 // ----------------------------------------------------------------------------
 // helpers
@@ -72,18 +74,11 @@ static void* host_alloc(size_t bytes) {
     return p;
 }
 
-// splitmix64: the test data
-static uint64_t rng_next(uint64_t* s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 // n ints in [lo, hi]
 static int* random_ints(int n, int lo, int hi, uint64_t seed) {
     int* v = host_alloc((size_t)n * sizeof(int));
-    for (int i = 0; i < n; i++) v[i] = lo + (int)(rng_next(&seed) % (uint64_t)(hi - lo + 1));
+    uint64_t rng = rng_seed(seed);
+    for (int i = 0; i < n; i++) v[i] = lo + rng_below(&rng, hi - lo + 1);
     return v;
 }
 
@@ -554,9 +549,9 @@ START_TEST(test_bf16) {
     };
     float* in = host_alloc(N * sizeof(float));
     memcpy(in, fixed, sizeof fixed);
-    uint64_t seed = 19;
+    uint64_t rng = rng_seed(19);
     for (int i = N_FIXED; i < N; i++) { // random bit patterns over every exponent
-        uint32_t u = (uint32_t)rng_next(&seed);
+        uint32_t u = rng_next_u32(&rng);
         if ((u & 0x7f800000u) == 0x7f800000u) u ^= 0x40000000u; // keep them finite
         if (i % 4 == 0) u = (u & 0xffff0000u) | 0x8000u;         // a quarter exact ties
         in[i] = bits_f32(u);
@@ -626,11 +621,11 @@ static long ulp_diff(float a, float b) {
 START_TEST(test_math) {
     enum { N = 500 };
     float x[N], p[N], y[N];
-    uint64_t seed = 23;
+    uint64_t rng = rng_seed(23);
     for (int i = 0; i < N; i++) {
-        x[i] = (float)((double)(rng_next(&seed) >> 11) / 9007199254740992.0 * 20.0 - 10.0);             // [-10, 10)
-        p[i] = (float)exp((double)(rng_next(&seed) >> 11) / 9007199254740992.0 * 13.8 - 6.9);           // [1e-3, 1e3)
-        y[i] = (float)((double)(rng_next(&seed) >> 11) / 9007199254740992.0 * 20.0 - 10.0);
+        x[i] = (float)(rng_uniform(&rng) * 20.0 - 10.0);     // [-10, 10)
+        p[i] = (float)exp(rng_uniform(&rng) * 13.8 - 6.9);   // [1e-3, 1e3)
+        y[i] = (float)(rng_uniform(&rng) * 20.0 - 10.0);
     }
     float *dx = dev_put(x, sizeof x), *dp = dev_put(p, sizeof p), *dy = dev_put(y, sizeof y);
     float* dout = dev_alloc((size_t)N * SELFTEST_MATH_FIELDS * sizeof(float));
@@ -914,7 +909,6 @@ static Suite* selftest_suite(void) {
     tcase_add_test(tc, test_math);
     tcase_add_test(tc, test_bad_launch);
     tcase_add_test(tc, test_barrier_rounds);
-    tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
 #ifndef ETX_NATIVE_CUDA
     tc = tcase_create("emulator checks");
@@ -925,7 +919,6 @@ static Suite* selftest_suite(void) {
     tcase_add_test(tc, test_shfl_outside_mask_poison);
     tcase_add_test(tc, test_sanitized_code_on_fibers);
     tcase_add_test(tc, test_dynamic_smem_unwritten);
-    tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
 #endif
     return s;
@@ -934,12 +927,8 @@ static Suite* selftest_suite(void) {
 int main(void) {
     if (!etx_dev_available()) {
         fprintf(stderr, "test_selftest: no device, skipped\n");
-        return 77;
+        return CHECK_SKIPPED;
     }
     fprintf(stderr, "test_selftest: device %s\n", etx_dev_name());
-    SRunner* sr = srunner_create(selftest_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return check_run_suite(selftest_suite());
 }

@@ -24,6 +24,9 @@
 #include "model/gguf.h"
 #include "model/model.h"
 #include "model/safetensors.h"
+#include "check_etx.h"
+#include "check_main.h"
+#include "test_rng.h"
 
 #define FIX ETX_FIXTURES "/loader/"
 
@@ -73,8 +76,7 @@ static char* tmp_path(const char* name) {
 
 static unsigned char* slurp(const char* path, size_t* n) {
     char* data;
-    etx_status st = etx_read_file(path, &data, n);
-    ck_assert_msg(st.code == ETX_OK, "%s", st.message);
+    CK_OK(etx_read_file(path, &data, n));
     return (unsigned char*)data;
 }
 
@@ -215,8 +217,7 @@ START_TEST(dequant_matches_gguf_py) {
     static const char* const types[] = {"F32",  "F16",  "BF16", "Q4_0", "Q4_1", "Q5_0",
                                         "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K"};
     GGUFFile f;
-    etx_status st = gguf_open(FIX "types.gguf", &f);
-    ck_assert_msg(st.code == ETX_OK, "%s", st.message);
+    CK_OK(gguf_open(FIX "types.gguf", &f));
     for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
         char qn[32], rn[32];
         snprintf(qn, sizeof qn, "q.%s", types[k]);
@@ -268,8 +269,7 @@ static void load_gguf_ok(const char* path, etx_model* m) {
 }
 
 static void load_hf_ok(const char* dir, etx_model* m) {
-    etx_status st = hf_model_load(dir, m);
-    ck_assert_msg(st.code == ETX_OK, "%s", st.message);
+    CK_OK(hf_model_load(dir, m));
 }
 
 static void check_tiny_config(const ModelConfig* c) {
@@ -642,13 +642,11 @@ START_TEST(gguf_random_byte_flips) {
     size_t header_end = (size_t)f.data_offset;
     gguf_close(&f);
     unsigned char* buf = malloc(n);
-    uint64_t x = 88172645463325252ull; // xorshift64
+    uint64_t rng = 88172645463325252ull; // test_rng.h
     for (int i = 0; i < 300; i++) {
         memcpy(buf, orig, n);
         for (int k = 0; k < 1 + i % 3; k++) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            const uint64_t x = rng_next_u64(&rng);
             buf[x % header_end] ^= (unsigned char)(1u << (x >> 32) % 8);
         }
         etx_status st = load_patched(path, buf, n);
@@ -980,8 +978,7 @@ START_TEST(default_model_smollm2) {
     // rows of token_embd (Q8_0), ffn_down (Q4_1) and attn_q (Q4_1, un-permuted to HF
     // order) against gguf-py's dequantization
     GGUFFile f;
-    etx_status st = gguf_open(FIX "smollm2_rows.gguf", &f);
-    ck_assert_msg(st.code == ETX_OK, "%s", st.message);
+    CK_OK(gguf_open(FIX "smollm2_rows.gguf", &f));
     expect_rows(&f, "rows", "token_embd_rows", m.w.token_embedding, 576);
     expect_rows(&f, "down_rows", "ffn_down_rows", m.w.layers[0].w_down, 1536);
     expect_rows(&f, "q_rows", "attn_q_hf_rows", m.w.layers[0].wq, 576);
@@ -994,7 +991,6 @@ int main(void) {
     Suite* s = suite_create("loader");
     TCase* tc = tcase_create("loader");
     tcase_add_unchecked_fixture(tc, tmp_setup, tmp_teardown);
-    tcase_set_timeout(tc, 600);
     tcase_add_test(tc, gguf_metadata_all_types);
     tcase_add_test(tc, dequant_matches_gguf_py);
     tcase_add_test(tc, fp16_bf16_known_values);
@@ -1015,9 +1011,5 @@ int main(void) {
     tcase_add_test(tc, hf_bad_shards);
     tcase_add_test(tc, default_model_smollm2);
     suite_add_tcase(s, tc);
-    SRunner* r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return check_run_suite(s);
 }

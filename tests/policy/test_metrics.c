@@ -28,12 +28,8 @@
 #include "common.h"
 #include "cpu/cpu_forward.h"
 #include "policy/metrics.h"
-
-#define CK_OK(expr)                                                     \
-    do {                                                                \
-        etx_status _s = (expr);                                         \
-        ck_assert_msg(_s.code == ETX_OK, "%s: %s", #expr, _s.message);  \
-    } while (0)
+#include "check_etx.h"
+#include "check_main.h"
 
 #define REL_TOL 1e-5
 
@@ -50,8 +46,7 @@ static void check_close(const char* what, const char* name, double got, double w
 static cJSON* load_json(const char* path) {
     char* text;
     size_t len;
-    etx_status st = etx_read_file(path, &text, &len);
-    ck_assert_msg(st.code == ETX_OK, "%s", st.message);
+    CK_OK(etx_read_file(path, &text, &len));
     cJSON* j = cJSON_Parse(text);
     free(text);
     ck_assert_msg(j != NULL, "%s: bad JSON", path);
@@ -70,7 +65,8 @@ static float jfloat(const cJSON* v) {
     return (float)v->valuedouble;
 }
 
-// splitmix64, state advanced before each output
+// splitmix64, state advanced before each output: the stream gen_metrics_fixtures.py drew the
+// fixtures' inputs from, replayed here (so not tests/support/test_rng.h's xorshift64)
 static uint64_t splitmix64(uint64_t* state) {
     uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -404,11 +400,9 @@ static Suite* metrics_suite(void) {
     tcase_add_test(tc, test_logit_edges);
     tcase_add_test(tc, test_attn_many_heads);
     tcase_add_test(tc, test_attn_huge_window);
-    tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("default model");
-    tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_default_model_capture);
     suite_add_tcase(s, tc);
     return s;
@@ -416,9 +410,5 @@ static Suite* metrics_suite(void) {
 
 int main(void) {
     cpu_set_threads(2);
-    SRunner* sr = srunner_create(metrics_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return check_run_suite(metrics_suite());
 }

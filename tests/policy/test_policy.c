@@ -10,6 +10,7 @@
 
 #include "policy_math.h"
 #include "policy/sampler.h"
+#include "check_main.h"
 
 #define PAUSE 4563
 
@@ -160,9 +161,5 @@ int main(void) {
     tcase_add_test(tc, filters_keep_prefixes);
     tcase_add_test(tc, best_of_n_distribution);
     suite_add_tcase(s, tc);
-    SRunner* r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run_suite(s);
 }

@@ -15,6 +15,8 @@
 
 #include "common.h"
 #include "policy/policy.h"
+#include "check_etx.h"
+#include "check_main.h"
 
 #define FIX ETX_FIXTURES "/policy/"
 
@@ -80,8 +82,7 @@ START_TEST(defaults_are_the_reference) {
 
     for (int k = 0; k < 3; k++) {
         etx_policy d = etx_policy_default((etx_policy_kind)k);
-        etx_status st = etx_policy_validate(&d);
-        ck_assert_msg(st.code == ETX_OK, "%s", st.message);
+        CK_OK(etx_policy_validate(&d));
     }
 }
 END_TEST
@@ -215,8 +216,7 @@ END_TEST
 
 START_TEST(json_reference_fixture_is_the_default) {
     etx_policy p = etx_policy_default(ETX_POLICY_GREEDY);
-    etx_status st = etx_policy_load_json(FIX "reference.json", &p);
-    ck_assert_msg(st.code == ETX_OK, "%s", st.message);
+    CK_OK(etx_policy_load_json(FIX "reference.json", &p));
     etx_policy d = etx_policy_default(ETX_POLICY_ENTROPIX);
     ck_assert_int_eq(p.kind, ETX_POLICY_ENTROPIX);
     for (int i = 0; i < policy_n_params; i++) {
@@ -341,8 +341,7 @@ START_TEST(json_kind_from_caller) {
     const char* path = write_tmp("nokind.json", "{\"low_ent_thresh\": 0.3, \"seed\": 5}");
     etx_policy p = etx_policy_default(ETX_POLICY_ENTROPIX);
     p.entropix.top_k = 99; // not kept: the file starts from the defaults
-    etx_status st = etx_policy_load_json(path, &p);
-    ck_assert_msg(st.code == ETX_OK, "%s", st.message);
+    CK_OK(etx_policy_load_json(path, &p));
     ck_assert_int_eq(p.kind, ETX_POLICY_ENTROPIX);
     ck_assert_float_eq(p.entropix.low_ent_thresh, 0.3f);
     ck_assert_int_eq(p.entropix.top_k, 27);
@@ -377,9 +376,5 @@ int main(void) {
     tcase_add_test(tc, json_kind_from_caller);
     tcase_add_test(tc, branch_names);
     suite_add_tcase(s, tc);
-    SRunner* sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run_suite(s);
 }

@@ -10,6 +10,7 @@
 
 #include "philox.h"
 #include "policy/sampler.h"
+#include "check_main.h"
 
 // Known-answer vectors of Philox4x32-10 from the Random123 distribution (kat_vectors).
 START_TEST(philox_known_answers) {
@@ -252,9 +253,5 @@ int main(void) {
     tcase_add_test(tc, seeded_draws_repeat);
     tcase_add_test(tc, policy_validation_names_the_value);
     suite_add_tcase(s, tc);
-    SRunner* r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run_suite(s);
 }

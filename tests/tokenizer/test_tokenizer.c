@@ -17,6 +17,8 @@
 
 #include "common.h"
 #include "tokenizer/tokenizer.h"
+#include "check_etx.h"
+#include "check_main.h"
 
 #define FIX ETX_FIXTURES "/tokenizer/"
 
@@ -26,8 +28,7 @@
 static cJSON* read_json(const char* path) {
     char* data = NULL;
     size_t len = 0;
-    etx_status st = etx_read_file(path, &data, &len);
-    ck_assert_msg(st.code == ETX_OK, "%s", st.message);
+    CK_OK(etx_read_file(path, &data, &len));
     cJSON* j = cJSON_ParseWithLength(data, len);
     free(data);
     ck_assert_msg(j != NULL, "cannot parse %s", path);
@@ -36,8 +37,7 @@ static cJSON* read_json(const char* path) {
 
 static Tokenizer* load(const char* path) {
     Tokenizer* t = NULL;
-    etx_status st = tokenizer_load_json(path, &t);
-    ck_assert_msg(st.code == ETX_OK, "%s", st.message);
+    CK_OK(tokenizer_load_json(path, &t));
     return t;
 }
 
@@ -93,8 +93,7 @@ static void check_corpus(const Tokenizer* t, const char* expected_file) {
         const cJSON* want = cJSON_GetArrayItem(all, idx);
         int32_t* ids = NULL;
         int n_ids = 0;
-        etx_status st = tokenizer_encode(t, s->valuestring, strlen(s->valuestring), &ids, &n_ids);
-        ck_assert_msg(st.code == ETX_OK, "%s", st.message);
+        CK_OK(tokenizer_encode(t, s->valuestring, strlen(s->valuestring), &ids, &n_ids));
         int same = n_ids == cJSON_GetArraySize(want);
         for (int i = 0; same && i < n_ids; i++) same = ids[i] == cJSON_GetArrayItem(want, i)->valueint;
         ck_assert_msg(same, "%s: string %d (\"%.60s\"): got %d ids, HF has %d", expected_file, idx, s->valuestring,
@@ -145,8 +144,7 @@ START_TEST(test_added_tokens) {
         const cJSON* want = cJSON_GetArrayItem(all, i);
         int32_t* ids = NULL;
         int n = 0;
-        etx_status st = tokenizer_encode(t, text, strlen(text), &ids, &n);
-        ck_assert_msg(st.code == ETX_OK, "%s", st.message);
+        CK_OK(tokenizer_encode(t, text, strlen(text), &ids, &n));
         int same = n == cJSON_GetArraySize(want);
         for (int k = 0; same && k < n; k++) same = ids[k] == cJSON_GetArrayItem(want, k)->valueint;
         ck_assert_msg(same, "added tokens: \"%s\" does not give HF's ids", text);
@@ -259,8 +257,7 @@ END_TEST
 static void check_ids(const Tokenizer* t, const char* text, const int* want, int n_want) {
     int32_t* ids = NULL;
     int n = 0;
-    etx_status st = tokenizer_encode(t, text, strlen(text), &ids, &n);
-    ck_assert_msg(st.code == ETX_OK, "%s", st.message);
+    CK_OK(tokenizer_encode(t, text, strlen(text), &ids, &n));
     ck_assert_int_eq(n, n_want);
     for (int i = 0; i < n; i++) ck_assert_int_eq(ids[i], want[i]);
     free(ids);
@@ -375,8 +372,7 @@ START_TEST(test_build_packed) {
     TokenizerSpec spec = {.n_vocab = 6, .tokens = toks, .token_lens = lens, .special = special,
                           .n_merges = 2, .merges = merges, .pretok = PRETOK_GPT2};
     Tokenizer* t = NULL;
-    etx_status st = tokenizer_build(&spec, &t);
-    ck_assert_msg(st.code == ETX_OK, "%s", st.message);
+    CK_OK(tokenizer_build(&spec, &t));
     const int want[] = {2, 4, 5, 0};
     check_ids(t, "ab ab<|x|>a", want, 4);
     size_t len;
@@ -509,8 +505,7 @@ START_TEST(test_chat_templates) {
         }
         char* out = NULL;
         int gen = cJSON_IsTrue(cJSON_GetObjectItem(c, "add_generation_prompt"));
-        etx_status st = chat_template_apply(tpl, m, n, gen, &out);
-        ck_assert_msg(st.code == ETX_OK, "%s", st.message);
+        CK_OK(chat_template_apply(tpl, m, n, gen, &out));
         const char* want = cJSON_GetObjectItem(c, "expected")->valuestring;
         ck_assert_msg(strcmp(out, want) == 0, "case %d (%s): got\n%s\nwant\n%s", idx, name, out, want);
         free(out);
@@ -576,7 +571,6 @@ END_TEST
 static Suite* tokenizer_suite(void) {
     Suite* s = suite_create("tokenizer");
     TCase* tc = tcase_create("core");
-    tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_llama3_corpus);
     tcase_add_test(tc, test_smollm2_corpus);
     tcase_add_test(tc, test_added_tokens);
@@ -596,9 +590,5 @@ static Suite* tokenizer_suite(void) {
 }
 
 int main(void) {
-    SRunner* sr = srunner_create(tokenizer_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run_suite(tokenizer_suite());
 }

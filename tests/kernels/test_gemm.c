@@ -1,0 +1,210 @@
+/*
+ * test_gemm.c — etx_gemm_bf16 (kernels/gemm.cu), y (n, out) f32 = x (n, in) bf16 · W^T,
+ * W (out, in) bf16, against its CPU twin, the CPU backend's f32 product
+ * (host/cpu/f32_matrix.c: f32_matmat), under the SIMT emulator (_emu: gemm_simt_kernel,
+ * the emulator has no cuBLAS) and on a GPU (_gpu: cublasGemmEx with the row-major trick).
+ *
+ * Inputs: x and W uniform in [-1, 1), rounded to bf16; the twin gets the same values as
+ * floats (bf16 -> f32 is exact). Shapes: 1 x 1 x 1; odd sizes everywhere; n below, at and
+ * above the emulator's tile of 8 rows and out across its blocks of 128 columns; n, in and
+ * out all different, so that a transposed operand or a wrong leading dimension in the
+ * row-major trick cannot pass; in up to 1024; the default model's projections (576 ->
+ * 1536). Every value of y is checked, and guard values past y must stay.
+ *
+ * Tolerance (gemm_matches_cpu), per output y[r, o], with S = sum_i |x_ri w_oi|:
+ *   - bf16 rounding of the inputs: a bf16 has 8 significant bits, so the product of two
+ *     is exact in f32 (16 bits <= 24; no underflow at these magnitudes). Neither side
+ *     rounds a product: only additions round.
+ *   - f32 accumulation: a sum of `in` terms computed in f32, in any order, is within
+ *     gamma(in, u) S of the exact sum, gamma(n, u) = n u / (1 - n u) (Higham, "Accuracy
+ *     and Stability of Numerical Algorithms", 2nd ed., section 4.2). The twin rounds to
+ *     nearest (u = 2^-24) in f32_matrix's blocked order; the kernel sums in its own order
+ *     (the emulator: index order; cuBLAS: tensor-core blocks and maybe split-K, whose
+ *     additions may truncate rather than round, Fasi et al. 2021: u = 2^-23).
+ *   So |y_kernel - y_twin| <= (gamma(in, 2^-24) + gamma(in, 2^-23)) S. S is summed in
+ *   double from the same products (exact) and is itself within in 2^-53 S of the true S,
+ *   which the bound does not need to cover (factor 1 + 1e-13).
+ *   This catches a missing or doubled term: one term is on average S / in, above the
+ *   bound (3 in 2^-24 S) for in < 2300; the shapes keep in <= 1024.
+ *   Under the emulator the kernel adds in index order, as gemm.h states: it must equal a
+ *   plain index-order f32 loop bit for bit (every product exact, so an FMA could not
+ *   change it either).
+ *
+ * Edge cases (gemm_edge_cases): n == 0 and out == 0 write nothing; in == 0 gives y = 0
+ * (the empty sum). Error path (gemm_emulator_row_limit, emulator only): more than
+ * 65535 x 8 rows does not fit the emulated grid's y dimension and aborts with a message
+ * (cuBLAS has no such limit; its failures exit, which a test cannot provoke on purpose).
+ */
+#include <check.h>
+#include <math.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu/f32_matrix.h"
+#include "device.h"
+#include "gemm.h"
+#include "check_main.h"
+#include "test_rng.h"
+
+#define GUARD_F32 -12345.0f
+#define N_GUARD 64 // floats past y that must keep GUARD_F32
+
+static void* dev_alloc(size_t bytes) {
+    void* d = etx_dev_malloc(bytes);
+    ck_assert_ptr_nonnull(d);
+    return d;
+}
+
+// a device copy of bytes (>= 0) bytes at h; 16 bytes more, so that an empty operand
+// (n, in or out 0) is still a valid pointer
+static void* dev_copy_of(const void* h, size_t bytes) {
+    void* d = dev_alloc(bytes + 16);
+    if (bytes) etx_dev_upload(d, h, bytes);
+    return d;
+}
+
+// n values uniform in [-1, 1), rounded to bf16
+static etx_bf16* random_bf16(uint64_t* rng, size_t n) {
+    etx_bf16* v = malloc(n * sizeof *v);
+    ck_assert_ptr_nonnull(v);
+    for (size_t i = 0; i < n; i++) v[i] = etx_bf16_from_f32(rng_frand(rng));
+    return v;
+}
+
+static float* to_f32(const etx_bf16* v, size_t n) {
+    float* f = malloc(n * sizeof *f);
+    ck_assert_ptr_nonnull(f);
+    for (size_t i = 0; i < n; i++) f[i] = etx_bf16_to_f32(v[i]);
+    return f;
+}
+
+// y (n, out) of the kernel, read back with N_GUARD guard values past it checked
+static float* run_gemm(void* ctx, const etx_bf16* x, const etx_bf16* w, int n, int in, int out) {
+    const size_t ny = (size_t)n * out;
+    float* y = malloc((ny + N_GUARD) * sizeof *y);
+    ck_assert_ptr_nonnull(y);
+    for (size_t i = 0; i < ny + N_GUARD; i++) y[i] = GUARD_F32;
+    etx_bf16* dx = dev_copy_of(x, (size_t)n * in * sizeof *x);
+    etx_bf16* dw = dev_copy_of(w, (size_t)out * in * sizeof *w);
+    float* dy = dev_copy_of(y, (ny + N_GUARD) * sizeof *y);
+    etx_gemm_bf16(ctx, dy, dx, dw, n, in, out, NULL);
+    etx_dev_sync();
+    etx_dev_download(y, dy, (ny + N_GUARD) * sizeof *y);
+    for (int g = 0; g < N_GUARD; g++)
+        ck_assert_msg(y[ny + g] == GUARD_F32, "n %d in %d out %d: guard %d past y overwritten", n, in, out, g);
+    etx_dev_free(dx), etx_dev_free(dw), etx_dev_free(dy);
+    return y;
+}
+
+static double gamma_n(int n, double u) { return n * u / (1.0 - n * u); }
+
+static void check_shape(void* ctx, uint64_t* rng, int n, int in, int out) {
+    etx_bf16* x = random_bf16(rng, (size_t)n * in);
+    etx_bf16* w = random_bf16(rng, (size_t)out * in);
+    float *xf = to_f32(x, (size_t)n * in), *wf = to_f32(w, (size_t)out * in);
+    float* twin = malloc((size_t)n * out * sizeof *twin);
+    ck_assert_ptr_nonnull(twin);
+    f32_matmat(twin, out, xf, in, n, wf, out, in);
+    float* y = run_gemm(ctx, x, w, n, in, out);
+
+    const double rel = gamma_n(in, 0x1p-24) + gamma_n(in, 0x1p-23);
+    double worst = 0.0; // largest |y - twin| / S, reported on failure
+    for (int r = 0; r < n; r++)
+        for (int o = 0; o < out; o++) {
+            const float* xr = xf + (size_t)r * in;
+            const float* wo = wf + (size_t)o * in;
+            double s_abs = 0.0;
+            float ordered = 0.0f; // index order, f32 (gemm.h: the emulator's order)
+            for (int i = 0; i < in; i++) {
+                s_abs += fabs((double)xr[i] * wo[i]);
+                ordered += xr[i] * wo[i];
+            }
+            const float got = y[(size_t)r * out + o], want = twin[(size_t)r * out + o];
+            const double err = fabs((double)got - want);
+            if (s_abs > 0.0 && err / s_abs > worst) worst = err / s_abs;
+            if (!(err <= rel * s_abs))
+                ck_abort_msg("n %d in %d out %d: y[%d, %d] = %.9g, CPU %.9g: |diff| %.3g > %.3g (sum |x w| %.6g)", n,
+                             in, out, r, o, got, want, err, rel * s_abs, s_abs);
+#ifndef ETX_NATIVE_CUDA
+            if (memcmp(&got, &ordered, sizeof got) != 0)
+                ck_abort_msg("n %d in %d out %d: y[%d, %d] = %.9g, the index-order f32 sum is %.9g (emulator)", n, in,
+                             out, r, o, got, ordered);
+#else
+            (void)ordered;
+#endif
+        }
+    printf("gemm n %4d in %4d out %4d: max |y - cpu| / sum|x w| = %.3g (bound %.3g)\n", n, in, out, worst, rel);
+    free(x), free(w), free(xf), free(wf), free(twin), free(y);
+}
+
+START_TEST(gemm_matches_cpu) {
+    static const int shapes[][3] = {
+        // n, in, out
+        {1, 1, 1},     {1, 64, 128},  {3, 17, 5},    {8, 96, 130},  {9, 33, 129},
+        {13, 257, 67}, {2, 1024, 96}, {17, 40, 300}, {64, 128, 31}, {5, 576, 1536},
+    };
+    void* ctx = etx_gemm_create();
+    ck_assert_ptr_nonnull(ctx);
+    uint64_t rng = rng_seed(11);
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
+        check_shape(ctx, &rng, shapes[k][0], shapes[k][1], shapes[k][2]);
+    etx_gemm_destroy(ctx);
+}
+END_TEST
+
+START_TEST(gemm_edge_cases) {
+    void* ctx = etx_gemm_create();
+    ck_assert_ptr_nonnull(ctx);
+    uint64_t rng = rng_seed(12);
+    const int n = 3, in = 16, out = 5;
+    etx_bf16* x = random_bf16(&rng, (size_t)n * in);
+    etx_bf16* w = random_bf16(&rng, (size_t)out * in);
+    // n == 0 and out == 0: nothing written (run_gemm checks the guards from y[0] on)
+    free(run_gemm(ctx, x, w, 0, in, out));
+    free(run_gemm(ctx, x, w, n, in, 0));
+    // in == 0: every output is the empty sum
+    float* y = run_gemm(ctx, x, w, n, 0, out);
+    for (int i = 0; i < n * out; i++) ck_assert_msg(y[i] == 0.0f, "in 0: y[%d] = %g", i, y[i]);
+    free(y), free(x), free(w);
+    etx_gemm_destroy(ctx);
+}
+END_TEST
+
+#ifndef ETX_NATIVE_CUDA
+// 65535 * 8 + 1 rows: one more row tile than gridDim.y allows; aborts before any launch
+START_TEST(gemm_emulator_row_limit) {
+    void* ctx = etx_gemm_create();
+    const int n = 65535 * 8 + 1, in = 1, out = 1;
+    etx_bf16* dx = dev_alloc((size_t)n * in * sizeof *dx);
+    etx_bf16* dw = dev_alloc((size_t)out * in * sizeof *dw);
+    float* dy = dev_alloc((size_t)n * out * sizeof *dy);
+    etx_dev_memset(dx, 0, (size_t)n * in * sizeof *dx);
+    etx_dev_memset(dw, 0, (size_t)out * in * sizeof *dw);
+    etx_gemm_bf16(ctx, dy, dx, dw, n, in, out, NULL);
+    ck_abort_msg("etx_gemm_bf16 with %d rows returned", n); // not reached: it aborts
+}
+END_TEST
+#endif
+
+static Suite* gemm_suite(void) {
+    Suite* s = suite_create("gemm");
+    TCase* tc = tcase_create("core");
+    tcase_add_test(tc, gemm_matches_cpu);
+    tcase_add_test(tc, gemm_edge_cases);
+#ifndef ETX_NATIVE_CUDA
+    tcase_add_test_raise_signal(tc, gemm_emulator_row_limit, SIGABRT);
+#endif
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) {
+    if (!etx_dev_available()) {
+        fprintf(stderr, "test_gemm: no CUDA device: skipped\n");
+        return CHECK_SKIPPED;
+    }
+    return check_run_suite(gemm_suite());
+}

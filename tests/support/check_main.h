@@ -1,0 +1,28 @@
+/*
+ * check_main.h — the end of every Check suite's main: run the suite, report, exit.
+ *
+ *     int main(void) { return check_run_suite(my_suite()); }
+ *
+ * check_run_suite runs every test of the suite with Check's normal output (fork mode and
+ * timeouts as Check reads them from the environment: CK_FORK, CK_DEFAULT_TIMEOUT, set per
+ * suite by CMakeLists.txt), frees the runner and returns EXIT_SUCCESS when no test failed,
+ * EXIT_FAILURE otherwise. A suite that cannot run on this machine (a device suite without
+ * a device) returns CHECK_SKIPPED instead, the SKIP_RETURN_CODE ctest is told about.
+ */
+#ifndef ETX_TESTS_CHECK_MAIN_H
+#define ETX_TESTS_CHECK_MAIN_H
+
+#include <check.h>
+#include <stdlib.h>
+
+#define CHECK_SKIPPED 77 // ctest: SKIP_RETURN_CODE
+
+static inline int check_run_suite(Suite* s) {
+    SRunner* sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    const int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+#endif // ETX_TESTS_CHECK_MAIN_H
