@@ -22,6 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "engine/backend.h"
 #include "etx/etx.h"
 
@@ -372,7 +373,7 @@ int main(void) {
     const BackendOps* ops = NULL;
     if (backend_pick(BC.device, &ops).code != ETX_OK) {
         fprintf(stderr, "test_batching: backend %s cannot run here: skipped\n", BC.name);
-        return 77;
+        return CHECK_SKIPPED;
     }
 #ifdef ETX_TEST_BACKEND_GPU
     if (access(ETX_DEFAULT_MODEL, R_OK) != 0) { // a GPU machine may have no copy (no internet there)
@@ -398,14 +399,8 @@ int main(void) {
     if (BC.device != ETX_DEVICE_CPU) tcase_add_test(tc, greedy_matches_the_cpu_backend);
     tcase_add_test(tc, engine_batching_options_are_checked);
     suite_add_tcase(su, tc);
-    SRunner* sr = srunner_create(su);
-    // no fork: the model was loaded (with OpenMP threads) before the tests, and libgomp's
-    // thread pool does not survive fork() — a forked test would wait for it forever
-    srunner_set_fork_status(sr, CK_NOFORK);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    const int rc = check_run_suite_nofork(su); // the models were loaded before the tests
     etx_model_free(g_model);
     etx_model_free(g_tiny);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return rc;
 }

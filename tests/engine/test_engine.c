@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_main.h"
 #include "etx/etx.h"
 
 static etx_model* g_model;
@@ -372,11 +373,7 @@ int main(void) {
     tcase_add_test(tc, entropix_is_batch_independent_and_traced);
     tcase_add_test(tc, entropix_pause_token_from_the_tokenizer);
     suite_add_tcase(su, tc);
-    SRunner* r = srunner_create(su);
-    srunner_set_fork_status(r, CK_NOFORK);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
+    const int rc = check_run_suite_nofork(su);
     etx_model_free(g_model);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return rc;
 }

@@ -27,20 +27,17 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "check_etx.h"
+#include "check_main.h"
 #include "common.h"
 #include "engine/kv_blocks.h"
 #include "cpu/kv_pool.h"
+#include "test_rng.h"
 
 // The NOMEM test asks for a pool larger than any address space; ASan would report that
 // request as an error instead of returning NULL as malloc does.
 const char* __asan_default_options(void);
 const char* __asan_default_options(void) { return "allocator_may_return_null=1"; }
-
-#define CK_OK(expr)                                                     \
-    do {                                                                \
-        etx_status _s = (expr);                                         \
-        ck_assert_msg(_s.code == ETX_OK, "%s: %s", #expr, _s.message);  \
-    } while (0)
 
 // ck_assert* records a mark point (a write to Check's pipe) on every success; the loops
 // that check every block or every stored value call into Check only when a check fails.
@@ -639,15 +636,6 @@ END_TEST
 // ----------------------------------------------------------------------------
 // random operations against a model
 
-static uint64_t splitmix64(uint64_t* state) {
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static int rand_below(uint64_t* s, int n) { return (int)(splitmix64(s) % (uint64_t)n); }
-
 #define R_TABLES 12
 #define R_LAYERS 2
 #define R_DIM 2
@@ -684,16 +672,16 @@ static void run_random(int bs, int n_blocks, uint64_t seed, int n_ops) {
     memset(r, 0, sizeof r);
     int next_value = 1;
     int n_append = 0, n_nomem = 0, n_copy = 0, n_fork = 0, n_trunc = 0, n_release = 0;
-    uint64_t rng = seed;
+    uint64_t rng = rng_seed(seed);
     for (int op = 0; op < n_ops; op++) {
-        int i = rand_below(&rng, R_TABLES), kind = rand_below(&rng, 100);
+        int i = rng_below(&rng, R_TABLES), kind = rng_below(&rng, 100);
         RTable* a = &r[i];
         if (!a->live) {
             if (kind < 50) {  // a new empty table
                 block_table_init(&a->t);
                 a->live = 1;
             } else {  // a fork of some live table
-                int j = rand_below(&rng, R_TABLES);
+                int j = rng_below(&rng, R_TABLES);
                 if (!r[j].live) continue;
                 block_table_init(&a->t);
                 block_table_fork(&bm, &r[j].t, &a->t);
@@ -704,8 +692,8 @@ static void run_random(int bs, int n_blocks, uint64_t seed, int n_ops) {
                 n_fork++;
             }
         } else if (kind < 55) {  // append
-            const int choice[] = {1, bs - 1, bs, 3 * bs + 2, 1 + rand_below(&rng, 2 * bs)};
-            int n_new = choice[rand_below(&rng, 5)];
+            const int choice[] = {1, bs - 1, bs, 3 * bs + 2, 1 + rng_below(&rng, 2 * bs)};
+            int n_new = choice[rng_below(&rng, 5)];
             int n_pos = a->t.n_pos;
             // the model: blocks for the new positions, plus a copy when position n_pos
             // falls in a block that some other table also holds
@@ -757,12 +745,12 @@ static void run_random(int bs, int n_blocks, uint64_t seed, int n_ops) {
             }
         } else if (kind < 70) {  // truncate, mostly near the end
             int n_pos = a->t.n_pos;
-            int to = rand_below(&rng, 2) ? n_pos - rand_below(&rng, bs + 2) : rand_below(&rng, n_pos + 1);
+            int to = rng_below(&rng, 2) ? n_pos - rng_below(&rng, bs + 2) : rng_below(&rng, n_pos + 1);
             if (to < 0) to = 0;
             block_table_truncate(&bm, &a->t, to);
             n_trunc++;
         } else if (kind < 85) {  // fork into a free slot
-            int j = rand_below(&rng, R_TABLES);
+            int j = rng_below(&rng, R_TABLES);
             if (r[j].live) continue;
             block_table_init(&r[j].t);
             block_table_fork(&bm, &a->t, &r[j].t);
@@ -1014,9 +1002,5 @@ static Suite* kv_blocks_suite(void) {
 }
 
 int main(void) {
-    SRunner* sr = srunner_create(kv_blocks_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return check_run_suite(kv_blocks_suite());
 }

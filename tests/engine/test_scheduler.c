@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_main.h"
+#include "test_rng.h"
 #include "engine/scheduler.h"
 
 // A simulated request: a prompt of n_prompt tokens that wants `want` generated tokens.
@@ -232,11 +234,6 @@ START_TEST(what_never_fits_fails_and_the_rest_runs) {
 }
 END_TEST
 
-static int rnd(unsigned* state, int n) {
-    *state = *state * 1103515245u + 12345u;
-    return (int)((*state >> 16) % (unsigned)n);
-}
-
 // Many sequences arriving over time into a tight pool: every one ends with exactly its
 // tokens, each sampled from the position after the previous one, blocks are never over
 // committed, and when nothing is left every block is free again.
@@ -244,8 +241,8 @@ START_TEST(random_simulation_loses_nothing) {
     enum { N = 60 };
     static Sim x[N];
     SchedSeq* seqs[N];
-    unsigned rng = 12345;
-#define RND(n) rnd(&rng, n)
+    uint64_t rng = rng_seed(12345);
+#define RND(n) rng_below(&rng, n)
     BlockManager bm;
     ck_assert_int_eq(build_block_manager(&bm, 40, 8).code, ETX_OK); // 320 positions
     SchedConfig cfg = {6, 48, 16};
@@ -300,9 +297,5 @@ int main(void) {
     tcase_add_test(tc, what_never_fits_fails_and_the_rest_runs);
     tcase_add_test(tc, random_simulation_loses_nothing);
     suite_add_tcase(s, tc);
-    SRunner* sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run_suite(s);
 }

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_main.h"
 #include "common.h"
 #include "policy/policy.h"
 
@@ -233,9 +234,5 @@ int main(void) {
     tcase_add_test(tc, docs_table_matches_the_policy_table);
     tcase_add_test(tc, the_check_catches_a_wrong_cell);
     suite_add_tcase(s, tc);
-    SRunner* sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run_suite(s);
 }

@@ -25,4 +25,15 @@ static inline int check_run_suite(Suite* s) {
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
+// The same without forking a process per test: for suites that load a model (and start
+// OpenMP's thread pool, which does not survive fork()) before their tests run.
+static inline int check_run_suite_nofork(Suite* s) {
+    SRunner* sr = srunner_create(s);
+    srunner_set_fork_status(sr, CK_NOFORK);
+    srunner_run_all(sr, CK_NORMAL);
+    const int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
 #endif // ETX_TESTS_CHECK_MAIN_H
