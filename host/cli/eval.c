@@ -78,12 +78,9 @@ int cmd_eval(int argc, char** argv) {
                       "Runs every request of a JSONL file through one engine and writes one result line each, in "
                       "input order;\nunder mpirun the requests are split over the ranks and rank 0 writes the merged "
                       "file.", po.opts, po.n_opts};
-    int rc = 2;
-    int pr = cli_parse(&cmd, argc, argv);
-    if (pr) {
-        rc = pr > 0 ? 0 : 2;
-        goto done;
-    }
+    int rc = cli_parse(&cmd, argc, argv);
+    if (rc != CLI_CONTINUE) goto done;
+    rc = 2;
     if (!a.data || !a.out) {
         fprintf(stderr, "etx eval: --data FILE and --out FILE are required\n");
         goto done;

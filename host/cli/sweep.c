@@ -372,8 +372,8 @@ int cmd_sweep(int argc, char** argv) {
                       "through one\nengine; writes DIR/results.csv (one row per combination), DIR/completions.jsonl "
                       "and DIR/grid.json.\nUnder mpirun the (combination, request) pairs are split over the ranks.",
                       opts, (int)(sizeof opts / sizeof opts[0])};
-    int pr = cli_parse(&cmd, argc, argv);
-    if (pr) return pr > 0 ? 0 : 2;
+    const int pr = cli_parse(&cmd, argc, argv);
+    if (pr != CLI_CONTINUE) return pr;
     if (!a->data || !sa.grid_path || !sa.dir) {
         fprintf(stderr, "etx sweep: --data FILE, --grid FILE and --out DIR are required\n");
         return 2;
