@@ -69,8 +69,8 @@ int batch_open(BatchRun* br, const EvalArgs* a, const EvalPar* par, const BatchP
                 br->n_skipped++;
                 continue;
             }
-            if (br->n_pending++ % par->size == par->rank)
-                br->mine[br->n_mine++] = (BatchJob){.item = i, .combo = plan->tagged ? c : -1, .policy = &plan->combos[c]};
+            if (br->n_pending++ % par->size != par->rank) continue;
+            br->mine[br->n_mine++] = (BatchJob){.item = i, .combo = plan->tagged ? c : -1, .policy = &plan->combos[c]};
         }
     return 0;
 }

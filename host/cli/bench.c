@@ -276,8 +276,8 @@ static void print_intro(FILE* tf, const BenchConfig* c, const etx_model_info* mi
     else
         fprintf(tf, "etx bench: %s (%.1f M parameters), device cpu, %d threads", c->model_path, mi->n_params / 1e6,
                 cpu_threads);
-    fprintf(tf, "\nprompt %d tokens, %d generated per request (EOS ignored); median of %d runs after %d warm-up\n", c->L,
-            c->G, c->repeats, c->warmup);
+    fprintf(tf, "\nprompt %d tokens, %d generated per request (EOS ignored); median of %d runs after %d warm-up\n",
+            c->L, c->G, c->repeats, c->warmup);
     fprintf(tf, "hardware: %.1f GB/s (%s), %.1f GFLOP/s (%s)\n", hw->mem_bandwidth / 1e9, hw->bandwidth_method,
             hw->gemm_flops / 1e9, hw->gemm_method);
     fprintf(tf, "decode reads %.1f MB of weights per step + %.1f KB of K/V per position per row\n\n",

@@ -111,7 +111,8 @@ static int grid_load(const char* path, const char* policy_file, Grid* g) {
     static const char* const top_keys[] = {"policy", "base", "grid"};
     const char* unknown = json_unknown_key(root, top_keys, 3);
     if (unknown) {
-        fprintf(stderr, "etx sweep: %s: unknown key '%s' (expected \"policy\", \"base\" and \"grid\")\n", path, unknown);
+        fprintf(stderr, "etx sweep: %s: unknown key '%s' (expected \"policy\", \"base\" and \"grid\")\n", path,
+                unknown);
         return -1;
     }
     // the kind and the base policy
@@ -188,7 +189,8 @@ static int grid_load(const char* path, const char* policy_file, Grid* g) {
         const cJSON* e;
         cJSON_ArrayForEach(e, v) {
             if (!cJSON_IsNumber(e)) {
-                fprintf(stderr, "etx sweep: %s: %s[%d] must be a number, got %s\n", path, where, p->n, json_type_name(e));
+                fprintf(stderr, "etx sweep: %s: %s[%d] must be a number, got %s\n", path, where, p->n,
+                        json_type_name(e));
                 return -1;
             }
             etx_policy probe = base;
