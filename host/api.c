@@ -1,6 +1,7 @@
 /*
  * api.c — the model half of the public API: loading (dispatch to the safetensors or
- * GGUF loader by what the path is), model info, tokenization and chat formatting.
+ * GGUF loader by what the path is), model info, the default context length, tokenization
+ * and chat formatting.
  * The engine half lives in engine.c.
  */
 #include <errno.h>
@@ -76,6 +77,11 @@ etx_status etx_model_get_info(const etx_model* m, etx_model_info* info) {
     const long long layer = d * (qd + 2 * kvd) + qd * d + 3 * d * c->hidden_dim + 2 * d;
     info->n_params = c->n_layers * layer + (long long)c->vocab_size * d * (c->tied_embeddings ? 1 : 2) + d;
     return etx_ok();
+}
+
+int etx_default_context(const etx_model* m) {
+    const int ctx = m->cfg.max_seq_len;
+    return ctx < ETX_DEFAULT_CONTEXT_MAX ? ctx : ETX_DEFAULT_CONTEXT_MAX;
 }
 
 etx_status etx_tokenize(const etx_model* m, const char* text, size_t len, int add_bos, int32_t** ids,

@@ -72,7 +72,7 @@ int cli_parse(CliCommand* cmd, int argc, char** argv) {
         const char* a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             cli_usage(cmd, stdout);
-            return 1;
+            return 0;
         }
         // split --name=value
         char name[64];
@@ -94,13 +94,13 @@ int cli_parse(CliCommand* cmd, int argc, char** argv) {
                 fprintf(stderr, "etx %s: unknown option '%s' (see etx %s --help)\n", cmd->name, a, cmd->name);
             else
                 fprintf(stderr, "etx %s: unexpected argument '%s' (see etx %s --help)\n", cmd->name, a, cmd->name);
-            return -1;
+            return 2;
         }
         o->seen = 1;
         if (o->type == OPT_FLAG) {
             if (inline_value) {
                 fprintf(stderr, "etx %s: %s takes no value\n", cmd->name, o->long_name);
-                return -1;
+                return 2;
             }
             *(int*)o->dest = 1;
             continue;
@@ -109,11 +109,11 @@ int cli_parse(CliCommand* cmd, int argc, char** argv) {
         if (!v) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "etx %s: %s needs a value (%s)\n", cmd->name, o->long_name, o->metavar ? o->metavar : "");
-                return -1;
+                return 2;
             }
             v = argv[++i];
         }
-        if (set_value(cmd, o, v) != 0) return -1;
+        if (set_value(cmd, o, v) != 0) return 2;
     }
-    return 0;
+    return CLI_CONTINUE;
 }

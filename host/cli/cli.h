@@ -32,8 +32,9 @@ typedef struct {
     int n_opts;
 } CliCommand;
 
-// Parses argv[1..] (argv[0] is the subcommand). Returns 0 to go on, 1 when --help was
-// printed (exit 0), -1 on an error already printed to stderr (exit 2).
+// Parses argv[1..] (argv[0] is the subcommand). Returns CLI_CONTINUE to go on, else the
+// command's exit code: 0 when --help was printed, 2 after an error printed to stderr.
+#define CLI_CONTINUE (-1)
 int cli_parse(CliCommand* cmd, int argc, char** argv);
 void cli_usage(const CliCommand* cmd, FILE* f);
 const CliOpt* cli_find(const CliCommand* cmd, const char* long_name);

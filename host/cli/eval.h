@@ -1,12 +1,20 @@
 /*
- * eval.h — pieces of `etx eval` and `etx sweep` (internal to the command line): the ranks
- * of a data-parallel run (eval_par.c), the resume scan of an output file (eval_io.c),
- * and eval.c's data reader, request runner and rank merge, which sweep.c shares.
+ * eval.h — the pieces under `etx eval` and `etx sweep` (internal to the command line):
+ * the ranks of a data-parallel run (eval_par.c), the resume scan of an output file
+ * (eval_io.c), the options both commands share and the data file's requests
+ * (eval_items.c). The batch runner that puts them together is batch_run.h.
  */
 #ifndef ETX_CLI_EVAL_H
 #define ETX_CLI_EVAL_H
 
+#include <cJSON.h>
 #include <stddef.h>
+#include <stdint.h>
+
+#include "etx/etx.h"
+
+// ----------------------------------------------------------------------------
+// ranks (eval_par.c)
 
 // The processes of one run: MPI ranks under mpirun (or srun with PMIx), else one.
 typedef struct {
@@ -27,13 +35,16 @@ void eval_par_sum(const EvalPar* p, double* v, int n);
 // (rank 0 only). Returns 0, or -1 when the buffers do not fit an MPI count.
 int eval_par_gather(const EvalPar* p, const char* buf, size_t len, char** all, size_t* lens);
 
-// The ids (canonical keys, eval.c's id_key) of an existing output file, for resume.
+// ----------------------------------------------------------------------------
+// resume (eval_io.c)
+
+// The ids (canonical keys, eval_id_key) of an existing output file, for resume.
 // A last line without its newline or that is not JSON is a truncated write: it is left
 // out and *good_len is the length to keep (the caller truncates the file there);
 // *dropped is set. Missing file: no ids, *good_len 0. Returns 0, or -1 (errno) when the
 // file exists but cannot be read.
 typedef struct {
-    char** keys;
+    char** keys;      // (n) sorted
     int n;
     size_t good_len;
     int dropped;      // 1 when a truncated last line was dropped
@@ -46,27 +57,37 @@ void eval_done_free(EvalDone* d);
 // "c<combo>|<key>", malloc'ed: a sweep job's resume key.
 char* eval_combo_key(int combo, const char* key);
 
+// The counts of result lines, per combination of a sweep (one for eval).
+typedef struct {
+    double tokens, scored, strict, flexible, done;
+    double branches[ETX_BRANCH_COUNT];
+} Totals;
+#define TOTALS_N (5 + ETX_BRANCH_COUNT) // doubles in a Totals, for eval_par_sum
+
+// Adds the counts of the result lines in path[0..good_len) to t[combo] (t[0] for lines
+// without "combo"): tokens, branches, scores, done. Returns 0, or -1 when unreadable.
+int eval_done_totals(const char* path, size_t good_len, int n_combos, Totals* t);
 
 // ----------------------------------------------------------------------------
-// the shared pieces of eval.c, used by `etx eval` and `etx sweep` (sweep.c)
+// options and requests (eval_items.c)
 
-#include <cJSON.h>
-#include <stdio.h>
-
-#include "etx/etx.h"
-
+// The options `etx eval` and `etx sweep` share (sweep's out is its completions file).
 typedef struct {
     const char* command; // "eval" | "sweep", for messages
     const char* model;
     const char* data;
     const char* out;
-    const char* task;
-    const char* on_bad;
+    const char* task;    // NULL or "gsm8k"
+    const char* on_bad;  // "skip" | "fail"
     const char* device;
     int limit, batch, max_tokens, threads, ctx, progress;
-    etx_policy policy;
 } EvalArgs;
 
+// Checks --task, --on-bad-line, --batch, --max-tokens and --limit: 0, or -1 after
+// printing "etx COMMAND: ..." (exit 2).
+int eval_args_check(const EvalArgs* a);
+
+// One good line of the data file.
 typedef struct {
     int line;        // 1-based line in the data file
     cJSON* root;     // the parsed line (owns the strings below)
@@ -77,51 +98,14 @@ typedef struct {
     int n_ids;
 } Item;
 
-typedef struct {
-    double tokens, scored, strict, flexible, done;
-    double branches[ETX_BRANCH_COUNT];
-} Totals;
-#define TOTALS_N (5 + ETX_BRANCH_COUNT)
-
-// One request to run: a data line (index in items) under a policy (NULL: the args'),
-// for combination `combo` of a sweep (-1 for eval: no "combo" field in its line).
-// Its random key is the data line's index (line - 1), whatever the policy or batch.
-typedef struct {
-    int item;
-    int combo;
-    const etx_policy* policy;
-} EvalJob;
-
-typedef struct {
-    char** lines;   // (n_mine) result line of each of this rank's requests
-    int n_written;  // lines already written (one process: written as a prefix completes)
-    FILE* f;        // the output file (one process), else NULL
-} Writer;
-
-// Adds the counts of the result lines in path[0..good_len) to t[combo] (t[0] for lines
-// without "combo"): tokens, branches, scores, done. Returns 0, or -1 when unreadable.
-int eval_done_totals(const char* path, size_t good_len, int n_combos, Totals* t);
-// Reads the data file: the first a->limit good lines (0: all). Bad lines are reported
-// (rank 0) and counted in *n_bad. Returns 0, or -1 when the file cannot be read.
+// "s:<string>" or "n:<integer>" (malloc'ed); NULL when id is neither a string nor an
+// integer.
+char* eval_id_key(const cJSON* id);
+// Reads the data file: the first a->limit good lines (0: all), each prompt shorter than
+// ctx tokens. Bad lines are reported (rank 0) and counted in *n_bad. Returns 0, or -1
+// when the file cannot be read.
 int eval_read_items(const EvalArgs* a, const EvalPar* par, const etx_model* m, int ctx, Item** out, int* n_out,
                     int* n_bad);
 void eval_free_items(Item* items, int n);
-// Runs jobs[0..n) through the engine, at most a->batch at once, filling w->lines[j]
-// (the result line of job j) and writing each finished prefix to w->f when it is set.
-// t[max(combo, 0)] gets each result's counts; busy (or NULL) gets, per combination, the
-// seconds of engine steps attributed to it (each step's time split equally over the
-// requests in it).
-int eval_run_jobs(const EvalArgs* a, const EvalPar* par, const etx_model* m, etx_engine* e, const Item* items,
-                  const EvalJob* jobs, int n, Writer* w, Totals* t, double* busy);
-// Opens the output (one process) after done's last good line, runs this rank's jobs
-// (n_mine of them), and under MPI has rank 0 write every rank's lines in job order
-// (n_jobs in all). Errors are reported; returns 0 when every rank succeeded.
-int eval_run_and_write(const EvalArgs* a, const EvalPar* par, const etx_model* m, etx_engine* e, const Item* items,
-                       const EvalJob* jobs, int n_mine, int n_jobs, const EvalDone* done, Totals* t, double* busy);
-// Opens an output for appending after done's last good line ("wb" when there is none).
-FILE* eval_open_output(const char* path, const EvalDone* done);
-// Rank 0 writes the gathered lines of every rank in job order (job j ran on rank j % size).
-int eval_merge_write(const EvalArgs* a, const EvalPar* par, const EvalDone* done, const char* all, const size_t* lens,
-                     int n_jobs);
 
 #endif // ETX_CLI_EVAL_H

@@ -12,8 +12,6 @@
 #include "common.h"
 #include "eval.h"
 
-char* eval_id_key(const cJSON* id); // eval.c
-
 static int cmp_keys(const void* a, const void* b) { return strcmp(*(char* const*)a, *(char* const*)b); }
 
 static void add_key(EvalDone* d, char* key) {

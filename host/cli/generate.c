@@ -61,12 +61,9 @@ int cmd_generate(int argc, char** argv) {
     if (cli_policy_opts_build(&po, fixed, n_fixed) != 0) return 1;
     CliCommand cmd = {"generate", "[-m MODEL] (-p TEXT | --chat TEXT) [options]",
                       "Generates a continuation and streams it to stdout.", po.opts, po.n_opts};
-    int rc = 2;
-    int pr = cli_parse(&cmd, argc, argv);
-    if (pr) {
-        rc = pr > 0 ? 0 : 2;
-        goto early;
-    }
+    int rc = cli_parse(&cmd, argc, argv);
+    if (rc != CLI_CONTINUE) goto early;
+    rc = 2;
     if ((prompt != NULL) == (chat != NULL)) {
         fprintf(stderr, "etx generate: give exactly one of -p TEXT or --chat TEXT\n");
         goto early;

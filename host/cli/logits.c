@@ -45,8 +45,8 @@ int cmd_logits(int argc, char** argv) {
                       "Writes the logits of the last position (every position with --all) as little-endian float32 "
                       "and prints the argmax and top 5 with their log-probabilities.",
                       opts, (int)(sizeof opts / sizeof opts[0])};
-    int pr = cli_parse(&cmd, argc, argv);
-    if (pr) return pr > 0 ? 0 : 2;
+    const int pr = cli_parse(&cmd, argc, argv);
+    if (pr != CLI_CONTINUE) return pr;
     if ((prompt != NULL) == (ids_text != NULL)) {
         fprintf(stderr, "etx logits: give exactly one of -p TEXT or --ids \"1 2 3\"\n");
         return 2;

@@ -16,8 +16,8 @@
  * bad grid (unknown name, value out of range, empty list, non-number, malformed JSON)
  * costs nothing and exits 2.
  *
- * The jobs are (combination, line) pairs, combination-major, run by eval.c's runner
- * (eval_run_jobs) at most --batch at once. A request's random key is its line index, as
+ * The jobs are (combination, line) pairs, combination-major, run by the batch runner
+ * that `etx eval` uses too (batch_run.h) at most --batch at once. A request's random key is its line index, as
  * in `etx eval`: the same line gets the same key under every combination (common random
  * numbers), so a combination's completions equal `etx eval` with that policy, and no
  * result depends on the batch size or on the rank that ran it. Under mpirun job j runs
@@ -38,7 +38,8 @@
 
 #include "cli.h"
 #include "common.h"
-#include "eval.h"
+#include "batch_run.h"
+#include "policy/json_strict.h"
 #include "policy/policy.h"
 
 #define SWEEP_MAX_COMBOS 100000
@@ -70,24 +71,12 @@ static void grid_free(Grid* g) {
     memset(g, 0, sizeof *g);
 }
 
-static const char* type_name(const cJSON* v) {
-    if (cJSON_IsString(v)) return "a string";
-    if (cJSON_IsBool(v)) return "a boolean";
-    if (cJSON_IsNull(v)) return "null";
-    if (cJSON_IsArray(v)) return "an array";
-    if (cJSON_IsObject(v)) return "an object";
-    return "a number";
-}
-
 // 0 when no key of object o appears twice; else prints and returns -1.
 static int no_duplicates(const char* path, const char* where, const cJSON* o) {
-    for (const cJSON* a = o->child; a; a = a->next)
-        for (const cJSON* b = o->child; b != a; b = b->next)
-            if (strcmp(a->string, b->string) == 0) {
-                fprintf(stderr, "etx sweep: %s: %s: key '%s' appears twice\n", path, where, a->string);
-                return -1;
-            }
-    return 0;
+    const char* twice = json_repeated_key(o);
+    if (!twice) return 0;
+    fprintf(stderr, "etx sweep: %s: %s: key '%s' appears twice\n", path, where, twice);
+    return -1;
 }
 
 // "policy: X must be in [0, 1] (got 2)" -> "etx sweep: GRID: WHERE: X must be ..."
@@ -105,37 +94,27 @@ static int grid_load(const char* path, const char* policy_file, Grid* g) {
         cli_error("sweep", st);
         return -1;
     }
-    const char* end = NULL;
-    g->root = cJSON_ParseWithLengthOpts(g->text, g->len, &end, 0);
-    size_t off = g->len;
-    if (g->root) {
-        off = (size_t)(end - g->text);
-        while (off < g->len && strchr(" \t\r\n", g->text[off])) off++;
-    } else if (end && end >= g->text && end <= g->text + g->len) {
-        off = (size_t)(end - g->text);
-    }
-    if (!g->root || off < g->len) {
-        int line = 1, col = 1;
-        for (size_t i = 0; i < off; i++) {
-            if (g->text[i] == '\n') line++, col = 1;
-            else col++;
-        }
-        fprintf(stderr, "etx sweep: %s: malformed JSON at byte %zu (line %d, column %d)\n", path, off, line, col);
+    JsonStrictError je;
+    g->root = json_strict_parse(g->text, g->len, &je);
+    if (!g->root) {
+        fprintf(stderr, "etx sweep: %s: malformed JSON at byte %zu (line %d, column %d)\n", path, je.byte, je.line,
+                je.column);
         return -1;
     }
     const cJSON* root = g->root;
     if (!cJSON_IsObject(root)) {
         fprintf(stderr, "etx sweep: %s: expected an object {\"policy\", \"base\", \"grid\"}, got %s\n", path,
-                type_name(root));
+                json_type_name(root));
         return -1;
     }
     if (no_duplicates(path, "top level", root) != 0) return -1;
-    for (const cJSON* v = root->child; v; v = v->next)
-        if (strcmp(v->string, "policy") != 0 && strcmp(v->string, "base") != 0 && strcmp(v->string, "grid") != 0) {
-            fprintf(stderr, "etx sweep: %s: unknown key '%s' (expected \"policy\", \"base\" and \"grid\")\n", path,
-                    v->string);
-            return -1;
-        }
+    static const char* const top_keys[] = {"policy", "base", "grid"};
+    const char* unknown = json_unknown_key(root, top_keys, 3);
+    if (unknown) {
+        fprintf(stderr, "etx sweep: %s: unknown key '%s' (expected \"policy\", \"base\" and \"grid\")\n", path,
+                unknown);
+        return -1;
+    }
     // the kind and the base policy
     const cJSON* kj = cJSON_GetObjectItemCaseSensitive(root, "policy");
     int kind = -1;
@@ -164,7 +143,7 @@ static int grid_load(const char* path, const char* policy_file, Grid* g) {
     }
     const cJSON* bj = cJSON_GetObjectItemCaseSensitive(root, "base");
     if (bj && !cJSON_IsObject(bj)) {
-        fprintf(stderr, "etx sweep: %s: \"base\" must be an object of parameters, got %s\n", path, type_name(bj));
+        fprintf(stderr, "etx sweep: %s: \"base\" must be an object of parameters, got %s\n", path, json_type_name(bj));
         return -1;
     }
     if (bj && no_duplicates(path, "base", bj) != 0) return -1;
@@ -172,7 +151,7 @@ static int grid_load(const char* path, const char* policy_file, Grid* g) {
         char where[128];
         snprintf(where, sizeof where, "base.%s", v->string);
         if (!cJSON_IsNumber(v)) {
-            fprintf(stderr, "etx sweep: %s: %s must be a number, got %s\n", path, where, type_name(v));
+            fprintf(stderr, "etx sweep: %s: %s must be a number, got %s\n", path, where, json_type_name(v));
             return -1;
         }
         st = etx_policy_set(&base, v->string, v->valuedouble);
@@ -203,14 +182,15 @@ static int grid_load(const char* path, const char* policy_file, Grid* g) {
         }
         if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) == 0) {
             fprintf(stderr, "etx sweep: %s: %s must be a non-empty array of numbers, got %s%s\n", path, where,
-                    cJSON_IsArray(v) ? "an empty " : "", cJSON_IsArray(v) ? "array" : type_name(v));
+                    cJSON_IsArray(v) ? "an empty " : "", cJSON_IsArray(v) ? "array" : json_type_name(v));
             return -1;
         }
         p->values = xcalloc((size_t)cJSON_GetArraySize(v), sizeof(double));
         const cJSON* e;
         cJSON_ArrayForEach(e, v) {
             if (!cJSON_IsNumber(e)) {
-                fprintf(stderr, "etx sweep: %s: %s[%d] must be a number, got %s\n", path, where, p->n, type_name(e));
+                fprintf(stderr, "etx sweep: %s: %s[%d] must be a number, got %s\n", path, where, p->n,
+                        json_type_name(e));
                 return -1;
             }
             etx_policy probe = base;
@@ -329,110 +309,41 @@ static int run_sweep(SweepArgs* sa, const Grid* g, const EvalPar* par) {
     }
     if (!eval_par_all_ok(par, same_grid)) return 2;
     if (!eval_par_all_ok(par, ok)) return 1;
-    // resume: the jobs already in completions.jsonl are skipped (a truncated last line is
-    // dropped and rerun)
-    EvalDone done;
-    if (!eval_par_all_ok(par, eval_done_read(out_jsonl, &done) == 0)) {
-        if (par->rank == 0) fprintf(stderr, "etx sweep: cannot read %s: %s\n", out_jsonl, strerror(errno));
-        return 1;
-    }
-    if (done.dropped && par->rank == 0)
-        fprintf(stderr, "etx sweep: warning: %s ends in a truncated line; it is dropped and rerun\n", out_jsonl);
-
-    etx_engine_options eo = etx_engine_options_default();
-    if (cli_parse_device(a->device, &eo.device) != 0) return 2;
-    eo.n_threads = a->threads;
-    eo.max_seq_len = a->ctx;
-    eo.trace = 1; // the branch of every token
-    eo.max_batch = a->batch;
-    etx_model* m = cli_load_model(cli_model_path(a->model));
-    if (!eval_par_all_ok(par, m != NULL)) {
-        etx_model_free(m);
-        eval_done_free(&done);
-        return 1;
-    }
-    etx_model_info info;
-    etx_model_get_info(m, &info);
-    int ctx = a->ctx > 0 ? a->ctx : info.max_seq_len < 4096 ? info.max_seq_len : 4096;
-    Item* items = NULL;
-    int n_items = 0, n_bad = 0, rc = 1, n_mine = 0, n_jobs = 0;
-    EvalJob* mine = NULL;
-    etx_engine* e = NULL;
+    // the jobs: every (combination, line), combination-major
+    const BatchPlan plan = {.combos = g->combos, .n_combos = g->n_combos, .tagged = 1};
+    BatchRun br;
     Totals* t = xcalloc((size_t)g->n_combos, sizeof *t);
-    double* busy = xcalloc((size_t)g->n_combos, sizeof(double));
     double* rate = xcalloc((size_t)g->n_combos, sizeof(double));
-    ok = eval_read_items(a, par, m, ctx, &items, &n_items, &n_bad) == 0;
-    if (!eval_par_all_ok(par, ok)) goto out;
-    if (n_bad > 0 && strcmp(a->on_bad, "fail") == 0) {
-        if (par->rank == 0) fprintf(stderr, "etx sweep: %d bad lines in %s; nothing run (--on-bad-line fail)\n", n_bad, a->data);
-        rc = 2;
-        goto out;
-    }
-    // the jobs, combination-major, and this rank's share of them
-    long total = (long)g->n_combos * n_items;
-    if (total > 100000000L) {
-        if (par->rank == 0) fprintf(stderr, "etx sweep: %ld jobs is too many\n", total);
-        goto out;
-    }
-    // the pending jobs (not in the file yet), and this rank's share of them
-    mine = xcalloc((size_t)total / (size_t)par->size + 1, sizeof *mine);
-    int n_skipped = 0;
-    for (int c = 0; c < g->n_combos; c++)
-        for (int i = 0; i < n_items; i++) {
-            char* key = eval_combo_key(c, items[i].key);
-            int have = eval_done_has(&done, key);
-            free(key);
-            if (have) {
-                n_skipped++;
-                continue;
-            }
-            if (n_jobs++ % par->size == par->rank)
-                mine[n_mine++] = (EvalJob){.item = i, .combo = c, .policy = &g->combos[c]};
+    double secs = 0;
+    int rc = batch_open(&br, a, par, &plan);
+    if (rc == 0) {
+        if (br.n_skipped && par->rank == 0)
+            fprintf(stderr, "etx sweep: resuming: %d of %ld jobs already in %s\n", br.n_skipped, br.n_total, out_jsonl);
+        // the counts of the jobs already done (rank 0 only: the ranks' totals are summed)
+        ok = 1;
+        if (par->rank == 0 && eval_done_totals(out_jsonl, br.done.good_len, g->n_combos, t) != 0) {
+            fprintf(stderr, "etx sweep: cannot read %s: %s\n", out_jsonl, strerror(errno));
+            ok = 0;
         }
-    if (n_skipped && par->rank == 0)
-        fprintf(stderr, "etx sweep: resuming: %d of %ld jobs already in %s\n", n_skipped, total, out_jsonl);
-    // the counts of the jobs already done (rank 0 only: the ranks' totals are summed)
-    if (par->rank == 0 && eval_done_totals(out_jsonl, done.good_len, g->n_combos, t) != 0) {
-        fprintf(stderr, "etx sweep: cannot read %s: %s\n", out_jsonl, strerror(errno));
-        ok = 0;
+        if (!eval_par_all_ok(par, ok)) rc = 1;
     }
-    if (!eval_par_all_ok(par, ok)) goto out;
-    etx_status st = etx_engine_create(m, &eo, &e);
-    if (!eval_par_all_ok(par, st.code == ETX_OK)) {
-        if (st.code != ETX_OK) cli_error("sweep", st);
-        goto out;
-    }
-    const double t0 = etx_now_s();
-    if (eval_run_and_write(a, par, m, e, items, mine, n_mine, n_jobs, &done, t, busy) != 0) goto out;
-    double secs = etx_now_s() - t0;
-    // tokens/s of a combination: its tokens over the engine time attributed to it (each
-    // step's time split equally over the requests in that step), per rank; the ranks run
-    // side by side, so their rates add up
-    for (int c = 0; c < g->n_combos; c++) rate[c] = busy[c] > 0 ? t[c].tokens / busy[c] : 0;
-    eval_par_sum(par, (double*)t, g->n_combos * TOTALS_N);
-    eval_par_sum(par, rate, g->n_combos);
-    if (par->rank == 0) {
+    if (rc == 0) rc = batch_execute(&br, t, rate, &secs);
+    if (rc == 0 && par->rank == 0) {
         if (write_csv(out_csv, g, t, rate) != 0) {
             fprintf(stderr, "etx sweep: writing %s failed: %s\n", out_csv, strerror(errno));
-            goto out;
+            rc = 1;
+        } else {
+            double tokens = 0;
+            for (int c = 0; c < g->n_combos; c++) tokens += t[c].tokens;
+            fprintf(stderr, "etx sweep: %d combinations x %d requests, %d bad lines skipped; %.0f tokens in %.1f s "
+                            "(%.1f tok/s)\netx sweep: wrote %s, %s, %s\n",
+                    g->n_combos, br.n_items, br.n_bad, tokens, secs, secs > 0 ? tokens / secs : 0.0, out_csv,
+                    out_jsonl, out_grid);
         }
-        double tokens = 0;
-        for (int c = 0; c < g->n_combos; c++) tokens += t[c].tokens;
-        fprintf(stderr, "etx sweep: %d combinations x %d requests, %d bad lines skipped; %.0f tokens in %.1f s "
-                        "(%.1f tok/s)\netx sweep: wrote %s, %s, %s\n",
-                g->n_combos, n_items, n_bad, tokens, secs, secs > 0 ? tokens / secs : 0.0, out_csv, out_jsonl,
-                out_grid);
     }
-    rc = 0;
-out:
-    free(mine);
+    batch_close(&br);
     free(t);
-    free(busy);
     free(rate);
-    eval_free_items(items, n_items);
-    eval_done_free(&done);
-    etx_engine_free(e);
-    etx_model_free(m);
     return rc;
 }
 
@@ -463,30 +374,18 @@ int cmd_sweep(int argc, char** argv) {
                       "through one\nengine; writes DIR/results.csv (one row per combination), DIR/completions.jsonl "
                       "and DIR/grid.json.\nUnder mpirun the (combination, request) pairs are split over the ranks.",
                       opts, (int)(sizeof opts / sizeof opts[0])};
-    int pr = cli_parse(&cmd, argc, argv);
-    if (pr) return pr > 0 ? 0 : 2;
+    const int pr = cli_parse(&cmd, argc, argv);
+    if (pr != CLI_CONTINUE) return pr;
     if (!a->data || !sa.grid_path || !sa.dir) {
         fprintf(stderr, "etx sweep: --data FILE, --grid FILE and --out DIR are required\n");
         return 2;
     }
-    if (a->task && strcmp(a->task, "gsm8k") != 0) {
-        fprintf(stderr, "etx sweep: unknown task '%s' (expected gsm8k)\n", a->task);
-        return 2;
-    }
-    if (strcmp(a->on_bad, "skip") != 0 && strcmp(a->on_bad, "fail") != 0) {
-        fprintf(stderr, "etx sweep: --on-bad-line must be skip or fail (got '%s')\n", a->on_bad);
-        return 2;
-    }
-    if (a->batch < 1 || a->max_tokens < 1 || a->limit < 0) {
-        fprintf(stderr, "etx sweep: --batch and --max-tokens must be >= 1, --limit >= 0\n");
-        return 2;
-    }
+    if (eval_args_check(a) != 0) return 2;
     Grid g;
     if (grid_load(sa.grid_path, policy_file, &g) != 0) {
         grid_free(&g);
         return 2;
     }
-    a->policy = g.combos[0];
     EvalPar par;
     eval_par_init(&par, &argc, &argv);
     int rc = run_sweep(&sa, &g, &par);

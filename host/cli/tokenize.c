@@ -98,8 +98,8 @@ int cmd_tokenize(int argc, char** argv) {
                       "Reads text on stdin and prints its token ids separated by spaces (special tokens written in "
                       "the text count as such).\nWith --decode, reads ids and prints the text.",
                       opts, (int)(sizeof opts / sizeof opts[0])};
-    int pr = cli_parse(&cmd, argc, argv);
-    if (pr) return pr > 0 ? 0 : 2;
+    const int pr = cli_parse(&cmd, argc, argv);
+    if (pr != CLI_CONTINUE) return pr;
     if (bos && decode) {
         fprintf(stderr, "etx tokenize: --bos applies to encoding, not --decode\n");
         return 2;

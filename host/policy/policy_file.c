@@ -10,23 +10,15 @@
  * closest known name), a duplicate, a string or boolean where a number belongs, a
  * fraction where an integer belongs, a value out of range (with the range), malformed
  * JSON (with the byte offset, line and column). The caller's policy is only written
- * when the whole file is good.
+ * when the whole file is good. The JSON checks (one value, repeated keys, positions, type
+ * names) are json_strict.c's, shared with `etx sweep`'s grid files.
  */
 #include <cJSON.h>
 #include <string.h>
 
 #include "common.h"
+#include "policy/json_strict.h"
 #include "policy/policy.h"
-
-static const char* json_type_name(const cJSON* v) {
-    if (cJSON_IsString(v)) return "a string";
-    if (cJSON_IsBool(v)) return "a boolean";
-    if (cJSON_IsNull(v)) return "null";
-    if (cJSON_IsArray(v)) return "an array";
-    if (cJSON_IsObject(v)) return "an object";
-    if (cJSON_IsNumber(v)) return "a number";
-    return "something else";
-}
 
 // "policy: X must be ..." from etx_policy_set, re-prefixed with the file.
 static etx_status file_error(const char* path, etx_status inner) {
@@ -39,11 +31,8 @@ static etx_status load(const char* path, const cJSON* root, etx_policy* out) {
     if (!cJSON_IsObject(root))
         return etx_error(ETX_ERR_FORMAT, "policy file %s: expected a JSON object {\"policy\": ..., ...}, got %s", path,
                          json_type_name(root));
-    // duplicates are errors: cJSON keeps both and the second would be silently ignored
-    for (const cJSON* a = root->child; a; a = a->next)
-        for (const cJSON* b = root->child; b != a; b = b->next)
-            if (strcmp(a->string, b->string) == 0)
-                return etx_error(ETX_ERR_FORMAT, "policy file %s: key '%s' appears twice", path, a->string);
+    const char* twice = json_repeated_key(root);
+    if (twice) return etx_error(ETX_ERR_FORMAT, "policy file %s: key '%s' appears twice", path, twice);
 
     etx_policy_kind kind = out->kind;
     const cJSON* k = cJSON_GetObjectItemCaseSensitive(root, "policy");
@@ -85,28 +74,16 @@ etx_status etx_policy_load_json(const char* path, etx_policy* policy) {
     size_t len = 0;
     etx_status st = etx_read_file(path, &text, &len);
     if (st.code != ETX_OK) return etx_error_wrap(st, "policy file");
-    const char* end = NULL;
-    cJSON* root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-    if (!root) {
-        const char* at = end ? end : cJSON_GetErrorPtr();
-        size_t off = at && at >= text && at <= text + len ? (size_t)(at - text) : len;
-        int line = 1, col = 1;
-        for (size_t i = 0; i < off; i++) {
-            if (text[i] == '\n') line++, col = 1;
-            else col++;
-        }
-        st = etx_error(ETX_ERR_FORMAT, "policy file %s: malformed JSON at byte %zu (line %d, column %d)", path, off,
-                       line, col);
-    } else {
-        // trailing non-space text after the object is malformed too
-        size_t off = (size_t)(end - text);
-        while (off < len && (text[off] == ' ' || text[off] == '\n' || text[off] == '\r' || text[off] == '\t')) off++;
-        if (off < len)
-            st = etx_error(ETX_ERR_FORMAT, "policy file %s: malformed JSON: unexpected text after the object at byte %zu",
-                           path, off);
-        else
-            st = load(path, root, policy);
-    }
+    JsonStrictError je;
+    cJSON* root = json_strict_parse(text, len, &je);
+    if (!root && je.trailing)
+        st = etx_error(ETX_ERR_FORMAT, "policy file %s: malformed JSON: unexpected text after the object at byte %zu",
+                       path, je.byte);
+    else if (!root)
+        st = etx_error(ETX_ERR_FORMAT, "policy file %s: malformed JSON at byte %zu (line %d, column %d)", path, je.byte,
+                       je.line, je.column);
+    else
+        st = load(path, root, policy);
     cJSON_Delete(root);
     free(text);
     return st;

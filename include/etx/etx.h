@@ -77,6 +77,13 @@ etx_status etx_model_load(const char* path, etx_model** out);
 void etx_model_free(etx_model* model);
 etx_status etx_model_get_info(const etx_model* model, etx_model_info* info);
 
+// The default context length (prompt + generated tokens per request): the model's own
+// (etx_model_info.max_seq_len), capped at ETX_DEFAULT_CONTEXT_MAX tokens so that a
+// long-context model does not size its KV cache for its full context by default. An
+// engine created with max_seq_len 0 gets it, and so do the command line's --ctx options.
+#define ETX_DEFAULT_CONTEXT_MAX 4096
+int etx_default_context(const etx_model* model);
+
 // Text -> token ids. Special tokens written in the text (e.g. "<|eot_id|>") are
 // recognised as such, as Hugging Face tokenizers do. With add_bos, the model's BOS is
 // prepended. *ids is allocated with malloc and owned by the caller.

@@ -290,6 +290,8 @@ START_TEST(bad_grids_refused_before_running) {
         {"{\"policy\": \"entropix\", \"base\": {\"temperature\": 1}, \"grid\": {\"temperature\": [1]}}", "in both \"base\" and \"grid\""},
         {"{\"grid\": {\"temperature\": [1]}}", "\"policy\" is required"},
         {"{\"policy\": \"entropix\", \"grids\": {\"temperature\": [1]}}", "unknown key 'grids'"},
+        {"{\"policy\": \"entropix\", \"base\": {\"seed\": 1, \"seed\": 2}, \"grid\": {\"temperature\": [1]}}", "base: key 'seed' appears twice"},
+        {"{\"policy\": \"entropix\", \"grid\": {\"temperature\": [1]}} x", "malformed JSON at byte 53 (line 1, column 54)"},
     };
     const int n = (int)(sizeof cases / sizeof cases[0]);
     char grid[300], dir[300], args[2048];

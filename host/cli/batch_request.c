@@ -1,0 +1,112 @@
+/*
+ * batch_request.c — one request of a batch run (batch_run.h) while it is in flight and
+ * when it ends: its tokens decoded to text as they come, the stop strings of --task gsm8k
+ * looked for after every token (lm-eval's: the completion ends before the first), and its
+ * result line: {"combo" (a sweep's), "id", "completion", "tokens", "finish", ["error"],
+ * "branches", and with --task gsm8k and a reference "score" and "extracted"}.
+ */
+#include <cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "batch_run.h"
+#include "common.h"
+#include "eval/eval_score.h"
+#include "tokenizer/tokenizer.h"
+
+// lm-eval's gsm8k stop sequences (oe_eval gsm8k config; research/performance-anchors.md §6)
+static const char* const GSM8K_STOPS[] = {"Question:", "</s>", "<|im_end|>", "\n\n"};
+#define GSM8K_N_STOPS 4
+
+static void slot_append(Slot* s, const char* b, size_t n) {
+    if (s->len + n + 1 > s->cap) {
+        s->cap = (s->len + n + 1) * 2;
+        s->text = xrealloc(s->text, s->cap);
+    }
+    memcpy(s->text + s->len, b, n);
+    s->len += n;
+    s->text[s->len] = '\0';
+}
+
+// Decodes tokens [n_seen, upto) one at a time, looking for the stop strings after each:
+// the first token that completes one ends the text (s->stop_tokens), whatever came after
+// it in the same engine step (the engine may run several decode steps per call).
+void batch_slot_decode(Slot* s, const etx_model* m, const int32_t* toks, int upto, int stops) {
+    for (; s->n_seen < upto && s->stop_at < 0; s->n_seen++) {
+        size_t from = s->len;
+        const char* b;
+        size_t n;
+        if (etx_token_bytes(m, toks[s->n_seen], &b, &n).code == ETX_OK) slot_append(s, b, n);
+        if (!stops) continue;
+        for (int k = 0; k < GSM8K_N_STOPS; k++) {
+            size_t sl = strlen(GSM8K_STOPS[k]);
+            size_t start = from >= sl ? from - sl + 1 : 0;
+            const char* hit = s->len > start ? memmem(s->text + start, s->len - start, GSM8K_STOPS[k], sl) : NULL;
+            if (hit && (s->stop_at < 0 || hit - s->text < s->stop_at)) s->stop_at = hit - s->text;
+        }
+        if (s->stop_at >= 0) s->stop_tokens = s->n_seen + 1;
+    }
+}
+
+// Valid UTF-8 copy of text[0..n) (bad bytes -> U+FFFD), malloc'ed.
+static char* utf8_clean(const char* text, size_t n) {
+    Utf8Stream us = {{0}, 0};
+    char* out = xmalloc(UTF8_STREAM_OUT_MAX(n) + 8);
+    size_t w = utf8_stream_push(&us, text, n, out);
+    w += utf8_stream_flush(&us, out + w);
+    out[w] = '\0';
+    return out;
+}
+
+// The output line of a finished request (with '\n'), malloc'ed; totals updated.
+char* batch_result_line(const EvalArgs* a, const Item* it, int combo, const Slot* s, const etx_request_state* rs,
+                        const etx_trace_record* recs, int n_recs, Totals* t) {
+    const char* finish = rs->phase == ETX_REQ_DONE_LENGTH ? "length" : rs->phase == ETX_REQ_FAILED ? "error" : "stop";
+    size_t keep = s->len;
+    if (s->stop_at >= 0) finish = "stop_string", keep = (size_t)s->stop_at;
+    // tokens past the one that completed a stop string are not part of the result
+    const int n_tokens = s->stop_tokens > 0 && s->stop_tokens < rs->n_tokens ? s->stop_tokens : rs->n_tokens;
+    if (n_recs > n_tokens) n_recs = n_tokens;
+    char* completion = utf8_clean(s->text ? s->text : "", keep);
+    cJSON* o = cJSON_CreateObject();
+    if (combo >= 0) cJSON_AddNumberToObject(o, "combo", combo);
+    cJSON_AddItemToObject(o, "id", cJSON_Duplicate(it->id, 1));
+    cJSON_AddStringToObject(o, "completion", completion);
+    cJSON_AddNumberToObject(o, "tokens", n_tokens);
+    cJSON_AddStringToObject(o, "finish", finish);
+    if (rs->phase == ETX_REQ_FAILED) cJSON_AddStringToObject(o, "error", rs->error);
+    int per[ETX_BRANCH_COUNT] = {0};
+    for (int i = 0; i < n_recs; i++) per[recs[i].branch]++;
+    cJSON* br = cJSON_AddObjectToObject(o, "branches");
+    for (int b = 0; b < ETX_BRANCH_COUNT; b++) {
+        if (!per[b]) continue;
+        cJSON_AddNumberToObject(br, etx_branch_name((etx_branch)b), per[b]);
+        t->branches[b] += per[b];
+    }
+    if (it->reference && a->task && strcmp(a->task, "gsm8k") == 0) {
+        Gsm8kScore sc;
+        gsm8k_score(completion, it->reference, &sc);
+        cJSON* so = cJSON_AddObjectToObject(o, "score");
+        cJSON_AddNumberToObject(so, "strict", sc.strict_ok);
+        cJSON_AddNumberToObject(so, "flexible", sc.flexible_ok);
+        cJSON* ex = cJSON_AddObjectToObject(o, "extracted");
+        if (sc.has_strict) cJSON_AddStringToObject(ex, "strict", sc.strict);
+        else cJSON_AddNullToObject(ex, "strict");
+        if (sc.has_flexible) cJSON_AddStringToObject(ex, "flexible", sc.flexible);
+        else cJSON_AddNullToObject(ex, "flexible");
+        cJSON_AddStringToObject(ex, "reference", sc.reference);
+        t->scored++, t->strict += sc.strict_ok, t->flexible += sc.flexible_ok;
+    }
+    t->tokens += n_tokens;
+    t->done++;
+    char* js = cJSON_PrintUnformatted(o);
+    size_t n = strlen(js);
+    char* line = xmalloc(n + 2);
+    memcpy(line, js, n);
+    line[n] = '\n', line[n + 1] = '\0';
+    cJSON_free(js);
+    cJSON_Delete(o);
+    free(completion);
+    return line;
+}
+

@@ -1,0 +1,316 @@
+/*
+ * batch_run.c — the batch runner of `etx eval` and `etx sweep` (batch_run.h): the
+ * prologue both share (batch_open), the loop that keeps at most --batch requests in the
+ * engine and refills it as they finish (run_jobs), and the output: one process appends
+ * each finished prefix of its jobs, so a killed run loses at most a torn last line
+ * (eval_io.c drops it on resume); under MPI every rank keeps its lines and rank 0 writes
+ * them all in job order after the run (job j ran on rank j % size).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "batch_run.h"
+#include "cli.h"
+#include "common.h"
+
+#define BATCH_MAX_JOBS 100000000L
+
+// ----------------------------------------------------------------------------
+// before the engine
+
+int batch_open(BatchRun* br, const EvalArgs* a, const EvalPar* par, const BatchPlan* plan) {
+    memset(br, 0, sizeof *br);
+    br->a = a;
+    br->par = par;
+    br->plan = *plan;
+    const int rank0 = par->rank == 0;
+    br->eo = etx_engine_options_default();
+    if (cli_parse_device(a->device, &br->eo.device) != 0) return 2;
+    br->eo.n_threads = a->threads;
+    br->eo.max_seq_len = a->ctx;
+    br->eo.max_batch = a->batch;
+    br->eo.trace = 1; // the branch of every token
+    // resume: the jobs already in the output are skipped (a truncated last line is
+    // dropped and rerun)
+    const int read = eval_done_read(a->out, &br->done);
+    const int read_errno = errno;
+    if (!eval_par_all_ok(par, read == 0)) {
+        if (rank0) fprintf(stderr, "etx %s: cannot read %s: %s\n", a->command, a->out, strerror(read_errno));
+        return 1;
+    }
+    if (br->done.dropped && rank0)
+        fprintf(stderr, "etx %s: warning: %s ends in a truncated line; it is dropped and rerun\n", a->command, a->out);
+    br->m = cli_load_model(cli_model_path(a->model));
+    if (!eval_par_all_ok(par, br->m != NULL)) return 1;
+    const int ctx = a->ctx > 0 ? a->ctx : etx_default_context(br->m);
+    const int ok = eval_read_items(a, par, br->m, ctx, &br->items, &br->n_items, &br->n_bad) == 0;
+    if (!eval_par_all_ok(par, ok)) return 1;
+    if (br->n_bad > 0 && strcmp(a->on_bad, "fail") == 0) {
+        if (rank0)
+            fprintf(stderr, "etx %s: %d bad lines in %s; nothing run (--on-bad-line fail)\n", a->command, br->n_bad,
+                    a->data);
+        return 2;
+    }
+    br->n_total = (long)plan->n_combos * br->n_items;
+    if (br->n_total > BATCH_MAX_JOBS) {
+        if (rank0) fprintf(stderr, "etx %s: %ld jobs is too many\n", a->command, br->n_total);
+        return 1;
+    }
+    // the pending jobs (not in the output yet), combination-major, and this rank's share
+    br->mine = xcalloc((size_t)br->n_total / (size_t)par->size + 1, sizeof *br->mine);
+    for (int c = 0; c < plan->n_combos; c++)
+        for (int i = 0; i < br->n_items; i++) {
+            char* key = plan->tagged ? eval_combo_key(c, br->items[i].key) : br->items[i].key;
+            const int have = eval_done_has(&br->done, key);
+            if (plan->tagged) free(key);
+            if (have) {
+                br->n_skipped++;
+                continue;
+            }
+            if (br->n_pending++ % par->size != par->rank) continue;
+            br->mine[br->n_mine++] = (BatchJob){.item = i, .combo = plan->tagged ? c : -1, .policy = &plan->combos[c]};
+        }
+    return 0;
+}
+
+void batch_close(BatchRun* br) {
+    free(br->mine);
+    eval_free_items(br->items, br->n_items);
+    etx_model_free(br->m);
+    eval_done_free(&br->done);
+    memset(br, 0, sizeof *br);
+}
+
+// ----------------------------------------------------------------------------
+// the loop
+
+// The result lines of this rank's jobs, and the output they go to as they complete.
+typedef struct {
+    char** lines;   // (n_mine) result line of each of this rank's jobs, NULL until it ends
+    int n_written;  // lines already written (one process: written as a prefix completes)
+    FILE* f;        // the output file (one process), else NULL
+} Writer;
+
+// "[=====     ] 12/20 requests  85.3 tok/s  ETA 0:42" (tokens: generated so far, all requests)
+static void progress(int done, long tokens, int total, double t0) {
+    double el = etx_now_s() - t0;
+    int width = 30, fill = total ? done * width / total : width;
+    double rate = el > 0 ? (double)tokens / el : 0;
+    double eta = done > 0 ? el * (total - done) / done : 0;
+    fprintf(stderr, "\r[");
+    for (int i = 0; i < width; i++) fputc(i < fill ? '=' : ' ', stderr);
+    fprintf(stderr, "] %d/%d requests  %.1f tok/s  ETA %d:%02d ", done, total, rate, (int)eta / 60, (int)eta % 60);
+    fflush(stderr);
+}
+
+static int write_ready(Writer* w, int n_mine) {
+    while (w->f && w->n_written < n_mine && w->lines[w->n_written]) {
+        if (fputs(w->lines[w->n_written], w->f) == EOF) return -1;
+        w->n_written++;
+    }
+    if (w->f && fflush(w->f) != 0) return -1;
+    return 0;
+}
+
+// Runs br->mine through the engine e, at most --batch at once, filling w->lines[j] (the
+// result line of job j) and writing each finished prefix to w->f when it is set.
+// t[max(combo, 0)] gets each result's counts; busy[max(combo, 0)] the engine time
+// attributed to it. Returns 0, or -1 after reporting.
+static int run_jobs(const BatchRun* br, etx_engine* e, Writer* w, Totals* t, double* busy) {
+    const EvalArgs* a = br->a;
+    const BatchJob* jobs = br->mine;
+    const int n_mine = br->n_mine;
+    const int stops = a->task && strcmp(a->task, "gsm8k") == 0;
+    const int show = br->par->rank == 0 && (a->progress || isatty(2));
+    Slot* slots = xcalloc((size_t)a->batch, sizeof *slots);
+    for (int i = 0; i < a->batch; i++) slots[i].item = -1;
+    int next = 0, active = 0, rc = 0, jobs_done = 0;
+    long tokens = 0;
+    const double t0 = etx_now_s();
+    double shown = 0;
+    while ((next < n_mine || active > 0) && rc == 0) {
+        for (int i = 0; i < a->batch && next < n_mine; i++) {
+            if (slots[i].item >= 0) continue;
+            const BatchJob* jb = &jobs[next];
+            const Item* it = &br->items[jb->item];
+            etx_request req = {.prompt = it->ids, .n_prompt = it->n_ids, .policy = *jb->policy,
+                               .max_tokens = a->max_tokens, .key = (uint64_t)(it->line - 1)};
+            etx_status st = etx_engine_submit(e, &req, &slots[i].req);
+            if (st.code != ETX_OK) {
+                cli_error(a->command, st);
+                rc = -1;
+                break;
+            }
+            slots[i] = (Slot){.item = next++, .req = slots[i].req, .stop_at = -1};
+            active++;
+        }
+        if (rc) break;
+        const double ts = etx_now_s();
+        etx_status st = etx_engine_step(e, NULL);
+        const double dt = etx_now_s() - ts;
+        // the step's time, shared equally by the requests in it
+        for (int i = 0; active > 0 && i < a->batch; i++)
+            if (slots[i].item >= 0) busy[jobs[slots[i].item].combo > 0 ? jobs[slots[i].item].combo : 0] += dt / active;
+        if (st.code != ETX_OK) {
+            cli_error(a->command, st);
+            rc = -1;
+            break;
+        }
+        for (int i = 0; i < a->batch; i++) {
+            Slot* s = &slots[i];
+            if (s->item < 0) continue;
+            etx_request_state rs;
+            etx_engine_request_state(e, s->req, &rs);
+            tokens += rs.n_tokens - s->n_counted;
+            s->n_counted = rs.n_tokens;
+            // a final EOS/end-of-turn token is not part of the text
+            int upto = rs.phase == ETX_REQ_DONE_STOP && s->stop_at < 0 ? rs.n_tokens - 1 : rs.n_tokens;
+            batch_slot_decode(s, br->m, rs.tokens, upto, stops);
+            if (s->stop_at >= 0 && rs.phase == ETX_REQ_RUNNING) {
+                etx_engine_cancel(e, s->req);
+                etx_engine_request_state(e, s->req, &rs);
+            }
+            if (rs.phase == ETX_REQ_RUNNING || rs.phase == ETX_REQ_QUEUED) continue;
+            const etx_trace_record* recs = NULL;
+            int n_recs = 0;
+            etx_engine_trace(e, s->req, &recs, &n_recs);
+            const BatchJob* jb = &jobs[s->item];
+            const int c = jb->combo > 0 ? jb->combo : 0;
+            w->lines[s->item] = batch_result_line(a, &br->items[jb->item], jb->combo, s, &rs, recs, n_recs, &t[c]);
+            etx_engine_release(e, s->req);
+            free(s->text);
+            *s = (Slot){.item = -1};
+            active--;
+            jobs_done++;
+        }
+        if (write_ready(w, n_mine) != 0) {
+            fprintf(stderr, "etx %s: writing %s failed: %s\n", a->command, a->out, strerror(errno));
+            rc = -1;
+        }
+        if (show && (etx_now_s() - shown > 0.25 || (next == n_mine && active == 0))) {
+            progress(jobs_done, tokens, n_mine, t0);
+            shown = etx_now_s();
+        }
+    }
+    if (show) fputc('\n', stderr);
+    for (int i = 0; i < a->batch; i++) free(slots[i].text);
+    free(slots);
+    return rc;
+}
+
+// ----------------------------------------------------------------------------
+// the output
+
+// Opens the output for appending after its last good line (a truncated line dropped);
+// "wb" when there is none.
+static FILE* open_output(const char* path, const EvalDone* done) {
+    FILE* f = fopen(path, done->good_len > 0 || done->dropped ? "r+b" : "wb");
+    if (!f) return NULL;
+    if ((done->good_len > 0 || done->dropped) &&
+        (ftruncate(fileno(f), (off_t)done->good_len) != 0 || fseek(f, (long)done->good_len, SEEK_SET) != 0)) {
+        fclose(f);
+        return NULL;
+    }
+    return f;
+}
+
+// Rank 0 writes every rank's lines in job order: pending job j came from rank j % size,
+// as the next line of that rank's buffer (all[at[r]..], lens[r] bytes).
+static int merge_write(const BatchRun* br, const char* all, const size_t* lens) {
+    const EvalPar* par = br->par;
+    FILE* f = open_output(br->a->out, &br->done);
+    if (!f) return -1;
+    size_t* at = xcalloc((size_t)par->size, sizeof(size_t));
+    size_t base = 0;
+    for (int r = 0; r < par->size; r++) at[r] = base, base += lens[r];
+    int rc = 0;
+    for (int j = 0; j < br->n_pending && rc == 0; j++) {
+        int r = j % par->size;
+        const char* s = all + at[r];
+        const char* nl = memchr(s, '\n', base - at[r]);
+        if (!nl) rc = -1;
+        else if (fwrite(s, 1, (size_t)(nl - s + 1), f) != (size_t)(nl - s + 1)) rc = -1;
+        else at[r] += (size_t)(nl - s + 1);
+    }
+    free(at);
+    if (fclose(f) != 0) rc = -1;
+    return rc;
+}
+
+// Under MPI: gathers every rank's lines on rank 0, which writes them in job order.
+// 1 when every rank succeeded.
+static int gather_and_write(const BatchRun* br, char* const* lines) {
+    const EvalPar* par = br->par;
+    size_t len = 0;
+    for (int i = 0; i < br->n_mine; i++) len += strlen(lines[i]);
+    char* buf = xmalloc(len + 1);
+    size_t at = 0;
+    for (int i = 0; i < br->n_mine; i++) {
+        size_t n = strlen(lines[i]);
+        memcpy(buf + at, lines[i], n);
+        at += n;
+    }
+    char* all = NULL;
+    size_t* lens = xcalloc((size_t)par->size, sizeof(size_t));
+    int ok = eval_par_gather(par, buf, len, &all, lens) == 0;
+    free(buf);
+    if (ok && par->rank == 0 && merge_write(br, all, lens) != 0) {
+        fprintf(stderr, "etx %s: writing %s failed: %s\n", br->a->command, br->a->out, strerror(errno));
+        ok = 0;
+    }
+    free(all);
+    free(lens);
+    return eval_par_all_ok(par, ok);
+}
+
+// Runs this rank's jobs and writes the output (see the header comment). 1 when every
+// rank succeeded.
+static int run_and_write(const BatchRun* br, etx_engine* e, Totals* t, double* busy) {
+    const EvalArgs* a = br->a;
+    Writer w = {0};
+    w.lines = xcalloc((size_t)br->n_mine + 1, sizeof(char*));
+    int ok = 1;
+    if (!br->par->mpi) {
+        w.f = open_output(a->out, &br->done);
+        if (!w.f) {
+            fprintf(stderr, "etx %s: cannot write %s: %s\n", a->command, a->out, strerror(errno));
+            ok = 0;
+        }
+    }
+    if (ok) {
+        ok = run_jobs(br, e, &w, t, busy) == 0;
+        if (w.f) ok &= fclose(w.f) == 0;
+        ok = eval_par_all_ok(br->par, ok);
+        if (ok && br->par->mpi) ok = gather_and_write(br, w.lines);
+    }
+    for (int i = 0; i < br->n_mine; i++) free(w.lines[i]);
+    free(w.lines);
+    return ok;
+}
+
+int batch_execute(BatchRun* br, Totals* t, double* rate, double* secs) {
+    const EvalPar* par = br->par;
+    const int n_combos = br->plan.n_combos;
+    etx_engine* e = NULL;
+    etx_status st = etx_engine_create(br->m, &br->eo, &e);
+    if (!eval_par_all_ok(par, st.code == ETX_OK)) {
+        if (st.code != ETX_OK) cli_error(br->a->command, st);
+        etx_engine_free(e);
+        return 1;
+    }
+    double* busy = xcalloc((size_t)n_combos, sizeof(double));
+    const double t0 = etx_now_s();
+    const int ok = run_and_write(br, e, t, busy);
+    *secs = etx_now_s() - t0;
+    etx_engine_free(e);
+    if (ok) {
+        // the ranks run side by side, so their rates add up
+        for (int c = 0; rate && c < n_combos; c++) rate[c] = busy[c] > 0 ? t[c].tokens / busy[c] : 0;
+        eval_par_sum(par, (double*)t, n_combos * TOTALS_N);
+        if (rate) eval_par_sum(par, rate, n_combos);
+    }
+    free(busy);
+    return ok ? 0 : 1;
+}

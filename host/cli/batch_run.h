@@ -1,0 +1,94 @@
+/*
+ * batch_run.h — the one batch runner behind `etx eval` and `etx sweep` (internal to the
+ * command line). A run is a list of policy combinations × every good line of a JSONL
+ * data file, through one engine, at most --batch requests at once; `etx eval` is the run
+ * of one combination, `etx sweep` of a grid's.
+ *
+ *   batch_open:    the device option, the resume scan of the output (a torn last line
+ *                  is reported, cut off and rerun), the model, the context (--ctx or
+ *                  etx_default_context), the data file (bad lines reported; with
+ *                  --on-bad-line fail nothing runs), and the pending jobs
+ *                  (combination-major, job j on rank j % size);
+ *   batch_execute: the engine, this rank's jobs, the output written in job order
+ *                  (appended as each prefix completes; under MPI rank 0 writes the
+ *                  merged lines of every rank), the totals summed over the ranks;
+ *   batch_close:   frees what batch_open made, whatever happened.
+ *
+ * A job's random key is its data line's index, whatever its combination, batch or rank,
+ * so a combination's results equal `etx eval` with that policy and no result depends on
+ * the batch size or the number of ranks.
+ */
+#ifndef ETX_CLI_BATCH_RUN_H
+#define ETX_CLI_BATCH_RUN_H
+
+#include "eval.h"
+
+// What to run: every good data line under each of n_combos policies.
+typedef struct {
+    const etx_policy* combos; // (n_combos) the policy of each combination
+    int n_combos;
+    int tagged;               // 1: a sweep's lines: "combo": c first, resume keys name the
+                              // combination; 0: eval's lines (n_combos must be 1)
+} BatchPlan;
+
+// One request to run: a data line under a combination.
+typedef struct {
+    int item;  // index in the items
+    int combo; // the combination; -1 for an untagged (eval) run
+    const etx_policy* policy;
+} BatchJob;
+
+// A run between batch_open and batch_close.
+typedef struct {
+    const EvalArgs* a;
+    const EvalPar* par;
+    BatchPlan plan;
+    etx_engine_options eo;
+    EvalDone done;   // the resume scan of a->out
+    etx_model* m;
+    Item* items;     // (n_items) the good data lines
+    int n_items;
+    int n_bad;       // bad data lines skipped
+    long n_total;    // jobs in all: n_combos * n_items
+    int n_skipped;   // jobs already in a->out
+    int n_pending;   // jobs left to run, all ranks
+    BatchJob* mine;  // (n_mine) this rank's share of them, in job order
+    int n_mine;
+} BatchRun;
+
+// Everything before the engine (see the header comment). Returns 0, or the exit code
+// after reporting (1: an error, 2: bad input: the device name, --on-bad-line fail).
+// Call batch_close either way.
+int batch_open(BatchRun* br, const EvalArgs* a, const EvalPar* par, const BatchPlan* plan);
+
+// Creates the engine and runs this rank's jobs, writing a->out. Then, per combination
+// c: t[c] += the counts of its new results; rate[c] (when rate is not NULL) = t[c].tokens
+// over the engine time attributed to c on this rank (each step's time split equally
+// over the requests in it); t and rate are then summed over the ranks. *secs: the wall
+// time of the run. Returns 0, or 1 after reporting.
+int batch_execute(BatchRun* br, Totals* t, double* rate, double* secs);
+
+void batch_close(BatchRun* br);
+
+// ----------------------------------------------------------------------------
+// one request in flight (batch_request.c, for batch_run.c)
+
+typedef struct {
+    int item;      // index in the jobs, -1 = free slot
+    int req;       // engine request id
+    char* text;    // decoded bytes so far
+    size_t len, cap;
+    int n_seen;    // tokens already decoded
+    int n_counted; // tokens already counted for the progress bar
+    long stop_at;  // offset of the first stop string, -1 = none
+    int stop_tokens; // tokens up to the one that completed the first stop string (0 = none)
+} Slot;
+
+// Decodes tokens [s->n_seen, upto) of toks into s->text; stops: look for --task gsm8k's
+// stop strings after each token.
+void batch_slot_decode(Slot* s, const etx_model* m, const int32_t* toks, int upto, int stops);
+// The output line of a finished request (with '\n'), malloc'ed; *t gets its counts.
+char* batch_result_line(const EvalArgs* a, const Item* it, int combo, const Slot* s, const etx_request_state* rs,
+                        const etx_trace_record* recs, int n_recs, Totals* t);
+
+#endif // ETX_CLI_BATCH_RUN_H
