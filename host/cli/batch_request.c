@@ -14,7 +14,7 @@
 #include "eval/eval_score.h"
 #include "tokenizer/tokenizer.h"
 
-// lm-eval's gsm8k stop sequences (oe_eval gsm8k config; research/performance-anchors.md §6)
+// lm-eval's gsm8k stop sequences (the stop strings of lm-evaluation-harness's gsm8k task config)
 static const char* const GSM8K_STOPS[] = {"Question:", "</s>", "<|im_end|>", "\n\n"};
 #define GSM8K_N_STOPS 4
 

@@ -122,7 +122,7 @@ etx_status etx_engine_create(const etx_model* model, const etx_engine_options* o
         return etx_error(ETX_ERR_INVALID_ARG, "steps_per_sync must be 0..64 (got %d)", o.steps_per_sync);
     const ModelConfig* c = &model->cfg;
     const int model_ctx = c->max_seq_len;
-    int ctx = o.max_seq_len ? o.max_seq_len : (model_ctx < 4096 ? model_ctx : 4096);
+    int ctx = o.max_seq_len ? o.max_seq_len : etx_default_context(model);
     if (ctx > model_ctx)
         return etx_error(ETX_ERR_INVALID_ARG, "max_seq_len %d exceeds the model's context length %d", ctx, model_ctx);
     if (!o.max_batch) o.max_batch = 32;

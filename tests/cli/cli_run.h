@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <sys/wait.h>
 
+#include "check_main.h"
 #include "common.h"
 
 typedef struct {
@@ -82,17 +83,6 @@ static inline void cli_run_cleanup(void) {
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", cli_run_dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", cli_run_dir);
-}
-
-// Runs a suite in this process (the suites start programs; forking Check's runner on
-// top of libgomp's thread pool is unsafe) and returns the number of failed tests.
-static inline int cli_run_suite(Suite* s) {
-    SRunner* r = srunner_create(s);
-    srunner_set_fork_status(r, CK_NOFORK);
-    srunner_run_all(r, CK_NORMAL);
-    const int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed;
 }
 
 #endif // ETX_TESTS_CLI_RUN_H

@@ -238,7 +238,7 @@ int main(void) {
     tcase_add_test(tc, cpu_report_matches_its_definitions);
     tcase_add_test(tc, emulated_cuda_report);
     suite_add_tcase(s, tc);
-    int failed = cli_run_suite(s);
+    const int rc = check_run_suite_nofork(s); // the suites start programs: no fork on top of them
     cli_run_cleanup();
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return rc;
 }

@@ -387,7 +387,7 @@ int main(void) {
     tcase_add_test(tc, entropix_flags_files_and_errors);
     tcase_add_test(tc, entropix_trace_and_stats);
     suite_add_tcase(s, tc);
-    int failed = cli_run_suite(s);
+    const int rc = check_run_suite_nofork(s); // the suites start programs: no fork on top of them
     cli_run_cleanup();
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return rc;
 }

@@ -327,9 +327,9 @@ int main(void) {
     tcase_add_test(tc, mpirun_two_ranks_equal_one_process);
     tcase_add_test(tc, bad_grids_refused_before_running);
     suite_add_tcase(s, tc);
-    int failed = cli_run_suite(s);
+    const int rc = check_run_suite_nofork(s); // the suites start programs: no fork on top of them
     free(g_ref_jsonl);
     free(g_ref_csv);
     cli_run_cleanup();
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return rc;
 }
