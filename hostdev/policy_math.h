@@ -179,4 +179,27 @@ static inline ETX_HD int policy_draw(const float* w, int k, float u) {
     return k - 1;
 }
 
+// The trace record of one picked token: who and when, the token and its log-probability
+// (logit - log Z, computed by the caller), the step's signals and the decision taken.
+// Filled by this one function on the host (host/cpu/cpu_backend.c) and on the device
+// (kernels/policy_step.cu), so both write the same fields the same way.
+static inline ETX_HD void policy_trace_record(etx_trace_record* t, int request_id, int step, int32_t token,
+                                              float logprob, const PolicyMetrics* m, const PolicyDecision* d) {
+    t->request_id = request_id;
+    t->step = step;
+    t->token = token;
+    t->logprob = logprob;
+    t->entropy = m->entropy;
+    t->varentropy = m->varentropy;
+    t->attn_entropy = m->attn_entropy;
+    t->attn_varentropy = m->attn_varentropy;
+    t->agreement = m->agreement;
+    t->interaction = m->interaction;
+    t->branch = d->branch;
+    t->temperature = d->temperature;
+    t->top_k = d->top_k;
+    t->top_p = d->top_p;
+    t->min_p = d->min_p;
+}
+
 #endif // ETX_POLICY_MATH_H

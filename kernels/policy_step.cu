@@ -103,28 +103,15 @@ __device__ static int pk_best_draw(const float* w, int k, const PolicyDecision* 
     return best < 0 ? 0 : best;
 }
 
-// Token, trace record, done flag (engine.c after sampler_pick).
+// Token, trace record, done flag (host/cpu/cpu_backend.c after sampler_pick, and
+// host/engine/engine.c's stop checks).
 __device__ static void pk_finish(const EtxPolicyArgs* a, int s, int32_t tok, const PolicyDecision* d) {
     const EtxSeqState* st = &a->states[s];
     a->tokens[s] = tok;
     if (a->trace) {
         const PolicyMetrics m = pk_metrics(a, s);
-        etx_trace_record* t = &a->trace[s];
-        t->request_id = st->request_id;
-        t->step = st->step;
-        t->token = tok;
-        t->logprob = a->logits[(size_t)s * a->vocab + tok] - a->stats[s].log_z;
-        t->entropy = m.entropy;
-        t->varentropy = m.varentropy;
-        t->attn_entropy = m.attn_entropy;
-        t->attn_varentropy = m.attn_varentropy;
-        t->agreement = m.agreement;
-        t->interaction = m.interaction;
-        t->branch = d->branch;
-        t->temperature = d->temperature;
-        t->top_k = d->top_k;
-        t->top_p = d->top_p;
-        t->min_p = d->min_p;
+        policy_trace_record(&a->trace[s], st->request_id, st->step, tok,
+                            a->logits[(size_t)s * a->vocab + tok] - a->stats[s].log_z, &m, d);
     }
     int stop = 0;
     for (int i = 0; i < st->n_stop && !stop; i++) stop = a->stop_ids[st->stop_offset + i] == tok;

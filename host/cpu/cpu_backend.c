@@ -209,24 +209,8 @@ static void pick_token(CpuBackend* b, BackendPick* pk, int p) {
                                          : policy_decision_simple(pk->policy);
     const int32_t tok = sampler_pick(&b->sampler, logits, &d, pk->policy->seed, pk->key, pk->step);
     pk->token = tok;
-    etx_trace_record* t = &pk->trace;
-    memset(t, 0, sizeof *t);
-    if (!b->cfg.trace) return;
-    t->request_id = pk->request_id;
-    t->step = (int)pk->step;
-    t->token = tok;
-    t->logprob = logits[tok] - log_z;
-    t->entropy = m.entropy;
-    t->varentropy = m.varentropy;
-    t->attn_entropy = m.attn_entropy;
-    t->attn_varentropy = m.attn_varentropy;
-    t->agreement = m.agreement;
-    t->interaction = m.interaction;
-    t->branch = d.branch;
-    t->temperature = d.temperature;
-    t->top_k = d.top_k;
-    t->top_p = d.top_p;
-    t->min_p = d.min_p;
+    memset(&pk->trace, 0, sizeof pk->trace);
+    if (b->cfg.trace) policy_trace_record(&pk->trace, pk->request_id, (int)pk->step, tok, logits[tok] - log_z, &m, &d);
 }
 
 static etx_status cpu_step(CpuBackend* b, BackendStep* s) {

@@ -226,9 +226,10 @@ typedef struct {
                      // need, capped at min(2 GiB, a quarter of free memory) but never
                      // below two full contexts. Requests beyond what fits wait, or are
                      // preempted and recomputed (same tokens), never dropped.
-    int steps_per_sync; // CUDA: decode steps run on the device between two host
+    int steps_per_sync; // decode steps the backend runs between two host
                      // synchronisations while every running request is decoding and none
-                     // waits; 0 = 8; 1 = one step per sync (always 1 on the CPU). Stop
+                     // waits; 0 = the backend's default: 8 on CUDA, 1 on the CPU (which has
+                     // no synchronisation to save); 1 = one step per sync. Stop
                      // tokens, max_tokens and the context end a request at exactly the
                      // same token as with 1; tokens drawn after that are discarded. A
                      // caller that stops requests itself (etx_engine_cancel on a stop
