@@ -121,7 +121,7 @@ static int bench_parse(int argc, char** argv, BenchConfig* c) {
         {"--repeats", "-r", OPT_INT, &c->repeats, "R", "timed runs per cell, the median reported (default 3)", 0},
         {"--warmup", NULL, OPT_INT, &c->warmup, "W", "untimed runs first (default 1)", 0},
         {"--threads", "-t", OPT_INT, &c->threads, "N", "CPU threads (default: all cores)", 0},
-        {"--steps-per-sync", NULL, OPT_INT, &steps_per_sync, "K", "CUDA decode steps per host sync (default 8)", 0},
+        {"--steps-per-sync", NULL, OPT_INT, &steps_per_sync, "K", "decode steps per host sync (default: the backend's, 8 on CUDA, 1 on the CPU)", 0},
         {"--json", NULL, OPT_STRING, &c->json_path, "FILE", "also write the results as JSON (- for stdout; the table then "
                                                             "goes to stderr)", 0},
         {"--quick-probe", NULL, OPT_FLAG, &c->quick_probe, NULL,
