@@ -301,16 +301,20 @@ int batch_execute(BatchRun* br, Totals* t, double* rate, double* secs) {
         return 1;
     }
     double* busy = xcalloc((size_t)n_combos, sizeof(double));
+    double* before = xcalloc((size_t)n_combos, sizeof(double)); // tokens of lines an earlier run wrote
+    for (int c = 0; c < n_combos; c++) before[c] = t[c].tokens;
     const double t0 = etx_now_s();
     const int ok = run_and_write(br, e, t, busy);
     *secs = etx_now_s() - t0;
     etx_engine_free(e);
     if (ok) {
-        // the ranks run side by side, so their rates add up
-        for (int c = 0; rate && c < n_combos; c++) rate[c] = busy[c] > 0 ? t[c].tokens / busy[c] : 0;
+        // this run's tokens over this run's engine time (a resumed run does not count the
+        // earlier run's tokens); the ranks run side by side, so their rates add up
+        for (int c = 0; rate && c < n_combos; c++) rate[c] = busy[c] > 0 ? (t[c].tokens - before[c]) / busy[c] : 0;
         eval_par_sum(par, (double*)t, n_combos * TOTALS_N);
         if (rate) eval_par_sum(par, rate, n_combos);
     }
     free(busy);
+    free(before);
     return ok ? 0 : 1;
 }
