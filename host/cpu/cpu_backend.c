@@ -113,49 +113,6 @@ static KVSeq kv_view(const CpuBackend* b, const BackendWork* w) {
     return v;
 }
 
-// The step's shape, checked before any work: rows and picks within the configuration,
-// block ids and tokens in range, every pick made by exactly one work.
-static etx_status check_step(const CpuBackend* b, const BackendStep* s) {
-    const BackendConfig* c = &b->cfg;
-    if (s->n_picks < 0 || s->n_picks > c->max_batch)
-        return etx_error(ETX_ERR_INVALID_ARG, "CPU backend: %d picks (max_batch %d)", s->n_picks, c->max_batch);
-    unsigned char seen[c->max_batch];
-    memset(seen, 0, sizeof seen);
-    int n_decode = 0;
-    for (int i = 0; i < s->n_work; i++) {
-        const BackendWork* w = &s->work[i];
-        if (w->n < 1 || (w->decode && w->n != 1) || w->n > c->max_chunk || w->pos0 < 0 ||
-            w->pos0 + w->n > c->max_seq_len)
-            return etx_error(ETX_ERR_INVALID_ARG,
-                             "CPU backend: work %d: %d rows at position %d (decode %d; max_chunk %d, max_seq_len %d)",
-                             i, w->n, w->pos0, w->decode, c->max_chunk, c->max_seq_len);
-        const int need = (w->pos0 + w->n + c->kv_block_size - 1) / c->kv_block_size;
-        if (w->n_block_ids < need)
-            return etx_error(ETX_ERR_INVALID_ARG, "CPU backend: work %d: %d block ids for %d positions (%d needed)", i,
-                             w->n_block_ids, w->pos0 + w->n, need);
-        for (int k = 0; k < need; k++)
-            if (w->block_ids[k] < 0 || w->block_ids[k] >= c->kv_blocks)
-                return etx_error(ETX_ERR_INVALID_ARG, "CPU backend: work %d: block id %d out of range (%d blocks)", i,
-                                 w->block_ids[k], c->kv_blocks);
-        if (w->pick >= s->n_picks || (w->pick >= 0 && seen[w->pick]++))
-            return etx_error(ETX_ERR_INVALID_ARG, "CPU backend: work %d: pick %d out of range or repeated (%d picks)",
-                             i, w->pick, s->n_picks);
-        n_decode += w->decode;
-    }
-    if (n_decode > c->max_batch)
-        return etx_error(ETX_ERR_INVALID_ARG, "CPU backend: %d decode rows (max_batch %d)", n_decode, c->max_batch);
-    int n_seen = 0;
-    for (int p = 0; p < s->n_picks; p++) n_seen += seen[p];
-    if (n_seen != s->n_picks)
-        return etx_error(ETX_ERR_INVALID_ARG, "CPU backend: %d picks but %d works sample", s->n_picks, n_seen);
-    for (int i = 0; i < s->n_copies; i++)
-        if (s->copies[i].src < 0 || s->copies[i].src >= c->kv_blocks || s->copies[i].dst < 0 ||
-            s->copies[i].dst >= c->kv_blocks)
-            return etx_error(ETX_ERR_INVALID_ARG, "CPU backend: block copy %d -> %d out of range (%d blocks)",
-                             s->copies[i].src, s->copies[i].dst, c->kv_blocks);
-    return etx_ok();
-}
-
 // The forward passes of a step: prefill chunks one at a time, then every decode row in
 // one batch. Pick p's logits: pick_logits[p] (row p of b->logits for a prefill chunk, the
 // row's own row of dec_logits for a decode row); its scores, when it needs metrics: row p
@@ -214,7 +171,7 @@ static void pick_token(CpuBackend* b, BackendPick* pk, int p) {
 }
 
 static etx_status cpu_step(CpuBackend* b, BackendStep* s) {
-    ETX_TRY(check_step(b, s));
+    ETX_TRY(backend_check_step("CPU backend", &b->cfg, b->m->cfg.vocab_size, s));
     for (int i = 0; i < s->n_copies; i++) kv_pool_copy_block(&b->pool, s->copies[i].src, s->copies[i].dst);
     ETX_TRY(run_works(b, s));
     for (int p = 0; p < s->n_picks; p++) pick_token(b, &s->picks[p], p);
@@ -224,18 +181,7 @@ static etx_status cpu_step(CpuBackend* b, BackendStep* s) {
 // k steps of step(): after each, row i's drawn token is its input at the next position.
 static etx_status cpu_decode_steps(CpuBackend* b, BackendStep* s, int k, int32_t* tokens, etx_trace_record* trace) {
     const BackendConfig* c = &b->cfg;
-    if (k < 1) return etx_error(ETX_ERR_INVALID_ARG, "CPU backend: %d decode steps", k);
-    if (s->n_work < 1 || s->n_picks != s->n_work)
-        return etx_error(ETX_ERR_INVALID_ARG, "CPU backend: multi-step needs one pick per decode row (%d rows, %d picks)",
-                         s->n_work, s->n_picks);
-    for (int i = 0; i < s->n_work; i++) {
-        const BackendWork* w = &s->work[i];
-        if (!w->decode || w->pick != i)
-            return etx_error(ETX_ERR_INVALID_ARG, "CPU backend: multi-step work %d is not decode row %d's pick", i, i);
-        if (w->pos0 + k > c->max_seq_len || (long)w->n_block_ids * c->kv_block_size < (long)w->pos0 + k)
-            return etx_error(ETX_ERR_INVALID_ARG, "CPU backend: row %d has no room for %d steps from position %d", i, k,
-                             w->pos0);
-    }
+    ETX_TRY(backend_check_decode_steps("CPU backend", c, s, k));
     const int np = s->n_picks;
     memcpy(b->works, s->work, (size_t)np * sizeof(BackendWork));
     BackendStep st = {s->copies, s->n_copies, b->works, np, s->picks, np};

@@ -235,31 +235,6 @@ static int needs_metrics(const CudaBackend* b, const BackendPick* p) {
     return b->cfg.trace || p->policy->kind == ETX_POLICY_ENTROPIX;
 }
 
-static etx_status check_work(const CudaBackend* b, const BackendWork* w, int i, int n_picks, unsigned char* seen) {
-    const BackendConfig* c = &b->cfg;
-    if (w->n < 1 || (w->decode && w->n != 1) || w->n > c->max_chunk || w->pos0 < 0 || w->pos0 + w->n > c->max_seq_len)
-        return etx_error(ETX_ERR_INVALID_ARG,
-                         "CUDA backend: work %d: %d rows at position %d (decode %d; max_chunk %d, max_seq_len %d)", i,
-                         w->n, w->pos0, w->decode, c->max_chunk, c->max_seq_len);
-    const int need = (w->pos0 + w->n + c->kv_block_size - 1) / c->kv_block_size;
-    if (w->n_block_ids < need)
-        return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: work %d: %d block ids for %d positions (%d needed)", i,
-                         w->n_block_ids, w->pos0 + w->n, need);
-    const int n_ids = w->n_block_ids < b->shape.max_blocks ? w->n_block_ids : b->shape.max_blocks;
-    for (int k = 0; k < n_ids; k++)
-        if (w->block_ids[k] < 0 || w->block_ids[k] >= c->kv_blocks)
-            return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: work %d: block id %d out of range (%d blocks)", i,
-                             w->block_ids[k], c->kv_blocks);
-    for (int k = 0; k < w->n; k++)
-        if (w->tokens[k] < 0 || w->tokens[k] >= b->vocab)
-            return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: work %d: token %d out of range (vocab %d)", i,
-                             w->tokens[k], b->vocab);
-    if (w->pick >= n_picks || (w->pick >= 0 && seen[w->pick]++))
-        return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: work %d: pick %d out of range or repeated (%d picks)", i,
-                         w->pick, n_picks);
-    return etx_ok();
-}
-
 static void copy_blocks(CudaBackend* b, const BlockCopy* cp, int n) {
     const size_t blk = (size_t)b->cfg.kv_block_size * b->kv_dim;
     for (int i = 0; i < n; i++)
@@ -425,28 +400,7 @@ static void decode_rows_on_device(CudaBackend* b, const BackendWork* const* rows
 }
 
 static etx_status check_step(CudaBackend* b, const BackendStep* s, int* metrics_any_out) {
-    const BackendConfig* c = &b->cfg;
-    if (s->n_picks < 0 || s->n_picks > c->max_batch)
-        return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: %d picks (max_batch %d)", s->n_picks, c->max_batch);
-    unsigned char seen[c->max_batch];
-    memset(seen, 0, sizeof seen);
-    int n_decode = 0;
-    for (int i = 0; i < s->n_work; i++) {
-        ETX_TRY(check_work(b, &s->work[i], i, s->n_picks, seen));
-        n_decode += s->work[i].decode;
-    }
-    if (n_decode > c->max_batch)
-        return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: %d decode rows (max_batch %d)", n_decode, c->max_batch);
-    // every pick must come from exactly one work, which gives its context length
-    int n_seen = 0;
-    for (int p = 0; p < s->n_picks; p++) n_seen += seen[p];
-    if (n_seen != s->n_picks)
-        return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: %d picks but %d works sample", s->n_picks, n_seen);
-    for (int i = 0; i < s->n_copies; i++)
-        if (s->copies[i].src < 0 || s->copies[i].src >= c->kv_blocks || s->copies[i].dst < 0 ||
-            s->copies[i].dst >= c->kv_blocks)
-            return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: block copy %d -> %d out of range (%d blocks)",
-                             s->copies[i].src, s->copies[i].dst, c->kv_blocks);
+    ETX_TRY(backend_check_step("CUDA backend", &b->cfg, b->vocab, s));
     int metrics_any = 0;
     for (int p = 0; p < s->n_picks; p++) metrics_any |= needs_metrics(b, &s->picks[p]);
     *metrics_any_out = metrics_any;
@@ -538,18 +492,7 @@ static etx_status cuda_step(CudaBackend* b, BackendStep* s) {
 static etx_status cuda_decode_steps(CudaBackend* b, BackendStep* s, int k, int32_t* tokens,
                                     etx_trace_record* trace) {
     const BackendConfig* c = &b->cfg;
-    if (k < 1) return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: %d decode steps", k);
-    if (s->n_work < 1 || s->n_picks != s->n_work)
-        return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: multi-step needs one pick per decode row (%d rows, %d picks)",
-                         s->n_work, s->n_picks);
-    for (int i = 0; i < s->n_work; i++) {
-        const BackendWork* w = &s->work[i];
-        if (!w->decode || w->pick != i)
-            return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: multi-step work %d is not decode row %d's pick", i, i);
-        if (w->pos0 + k > c->max_seq_len || (long)w->n_block_ids * c->kv_block_size < (long)w->pos0 + k)
-            return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: row %d has no room for %d steps from position %d", i,
-                             k, w->pos0);
-    }
+    ETX_TRY(backend_check_decode_steps("CUDA backend", c, s, k));
     int metrics_any = 0;
     ETX_TRY(check_step(b, s, &metrics_any));
     if (k > b->ring_steps) {

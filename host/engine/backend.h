@@ -108,6 +108,15 @@ typedef struct {
     etx_status (*measure)(int n_threads, int quick, etx_hw_limits* out);
 } BackendOps;
 
+// A step's shape against the backend's configuration, checked by every backend before
+// it runs anything: rows and picks within max_batch / max_chunk / max_seq_len, block ids
+// and tokens in range, every pick made by exactly one work, copies in range. who names
+// the backend in the message ("CPU backend").
+etx_status backend_check_step(const char* who, const BackendConfig* c, int vocab, const BackendStep* s);
+// And what decode_steps needs beyond that: k >= 1, every work a decode row whose pick is
+// its index, room for k positions in the context and in the row's block table.
+etx_status backend_check_decode_steps(const char* who, const BackendConfig* c, const BackendStep* s, int k);
+
 // The CPU backend: always linked (host/cpu/cpu_backend.c).
 const BackendOps* etx_cpu_backend(void);
 // The registered CUDA backend, or NULL when this program was linked without one.
