@@ -45,6 +45,7 @@ struct Backend {
     float** row_scores;   // (max_batch)
     float* dec_logits;    // (max_batch, vocab) decode rows' logits, in row order
     BackendWork* works;   // (max_batch) decode_steps: the rows advanced by one position
+    BackendPick* picks;   // (max_batch) decode_steps: the picks advanced by one step
     int32_t* next_tok;    // (max_batch) decode_steps: the rows' next inputs
 };
 
@@ -66,6 +67,7 @@ static void cpu_destroy(CpuBackend* b) {
     free(b->pick_logits);
     free(b->dec_logits);
     free(b->works);
+    free(b->picks);
     free(b->next_tok);
     free(b);
 }
@@ -98,6 +100,7 @@ static etx_status cpu_create(const etx_model* m, const BackendConfig* cfg, CpuBa
     b->pick_logits = xmalloc(B * sizeof(float*));
     b->dec_logits = xmalloc(B * V * sizeof(float));
     b->works = xmalloc(B * sizeof(BackendWork));
+    b->picks = xmalloc(B * sizeof(BackendPick));
     b->next_tok = xmalloc(B * sizeof(int32_t));
     cpu_set_threads(cfg->n_threads);
     *out = b;
@@ -183,13 +186,14 @@ static etx_status cpu_decode_steps(CpuBackend* b, BackendStep* s, int k, int32_t
     const BackendConfig* c = &b->cfg;
     ETX_TRY(backend_check_decode_steps("CPU backend", c, s, k));
     const int np = s->n_picks;
-    memcpy(b->works, s->work, (size_t)np * sizeof(BackendWork));
-    BackendStep st = {s->copies, s->n_copies, b->works, np, s->picks, np};
+    memcpy(b->works, s->work, (size_t)np * sizeof(BackendWork)); // the caller's step stays as it was
+    memcpy(b->picks, s->picks, (size_t)np * sizeof(BackendPick));
+    BackendStep st = {s->copies, s->n_copies, b->works, np, b->picks, np};
     for (int j = 0; j < k; j++) {
         ETX_TRY(cpu_step(b, &st));
         st.n_copies = 0; // done before the first step
         for (int i = 0; i < np; i++) {
-            BackendPick* pk = &s->picks[i];
+            BackendPick* pk = &b->picks[i];
             tokens[(size_t)j * np + i] = pk->token;
             if (c->trace) trace[(size_t)j * np + i] = pk->trace;
             b->next_tok[i] = pk->token;
