@@ -86,7 +86,7 @@ chmod +x /tmp/etx-run
 
 # -- GPU tests (native variants of the emulated kernel suites)
 for t in test_selftest_gpu test_gemm_gpu test_layer_kernels_gpu test_sampling_kernels_gpu test_cuda_backend_gpu \
-         test_batching_gpu; do
+         test_batching_gpu test_engine_gpu; do
     [ -x "$BUILD/$t" ] || { record "$t" "not built" SKIP; continue; }
     has_time 20 "$t" || continue
     ( cd $BUILD && timeout "$(limit 150)" "${RUNENV[@]}" ./$t >> "$LOG" 2>&1 ); rc=$?

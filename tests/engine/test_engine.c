@@ -1,8 +1,11 @@
 /*
  * test_engine.c — the engine through the public API on the default model (SmolLM2):
  * request validation with messages that name the problem, nothing queued lost after a
- * rejection, stop tokens, max tokens, context exhaustion, release, seeded determinism,
- * and batch independence (a request's tokens are the same alone and among others).
+ * rejection, stop tokens, max tokens, context exhaustion, release, cancel, seeded
+ * determinism, batch independence (a request's tokens are the same alone and among
+ * others), entropix traces and its pause token. Built once per backend like
+ * test_batching.c (test_engine_cpu, test_engine_emu: CUDA under the SIMT emulator,
+ * test_engine_gpu: exit 77 without a GPU or without the default model there).
  */
 #include <check.h>
 #include <math.h>
@@ -10,8 +13,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
+#include "check_etx.h"
 #include "check_main.h"
+#include "engine/backend.h"
 #include "etx/etx.h"
+
+#if defined(ETX_TEST_BACKEND_EMU) || defined(ETX_TEST_BACKEND_GPU)
+static const etx_device DEVICE = ETX_DEVICE_CUDA;
+#else
+static const etx_device DEVICE = ETX_DEVICE_CPU;
+#endif
 
 static etx_model* g_model;
 static const int32_t PROMPT[] = {504, 3575, 282, 4649, 314, 253, 1345, 28, 284, 260};
@@ -19,7 +32,7 @@ static const int32_t PROMPT[] = {504, 3575, 282, 4649, 314, 253, 1345, 28, 284, 
 
 static etx_engine* new_engine(int ctx) {
     etx_engine_options o = etx_engine_options_default();
-    o.device = ETX_DEVICE_CPU;
+    o.device = DEVICE;
     o.max_seq_len = ctx;
     etx_engine* e = NULL;
     etx_status s = etx_engine_create(g_model, &o, &e);
@@ -213,7 +226,14 @@ START_TEST(release_and_unknown_ids) {
 END_TEST
 
 START_TEST(cancel_ends_a_running_request) {
-    etx_engine* e = new_engine(64);
+    // one token per etx_engine_step (a CUDA engine would otherwise run up to 8 decode
+    // steps per call), so the cancel lands after exactly two tokens
+    etx_engine_options o = etx_engine_options_default();
+    o.device = DEVICE;
+    o.max_seq_len = 64;
+    o.steps_per_sync = 1;
+    etx_engine* e = NULL;
+    CK_OK(etx_engine_create(g_model, &o, &e));
     etx_request req = base_request(etx_policy_default(ETX_POLICY_GREEDY), 8);
     int a, b;
     ck_assert_int_eq(etx_engine_submit(e, &req, &a).code, ETX_OK);
@@ -242,11 +262,19 @@ END_TEST
 START_TEST(engine_options_are_checked) {
     etx_engine_options o = etx_engine_options_default();
     etx_engine* e = NULL;
-    o.device = ETX_DEVICE_CUDA;
-    etx_status s = etx_engine_create(g_model, &o, &e);
-    ck_assert_int_eq(s.code, ETX_ERR_UNSUPPORTED);
-    ck_assert_ptr_nonnull(strstr(s.message, "cuda"));
+    etx_status s;
+    if (DEVICE == ETX_DEVICE_CPU) { // this suite's CPU build links no CUDA backend
+        o.device = ETX_DEVICE_CUDA;
+        s = etx_engine_create(g_model, &o, &e);
+        ck_assert_int_eq(s.code, ETX_ERR_UNSUPPORTED);
+        ck_assert_ptr_nonnull(strstr(s.message, "cuda"));
+    }
+    o.device = (etx_device)7;
+    s = etx_engine_create(g_model, &o, &e);
+    ck_assert_int_eq(s.code, ETX_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(s.message, "unknown device"));
     o = etx_engine_options_default();
+    o.device = DEVICE;
     o.max_seq_len = 1 << 20;
     s = etx_engine_create(g_model, &o, &e);
     ck_assert_int_eq(s.code, ETX_ERR_INVALID_ARG);
@@ -257,7 +285,7 @@ END_TEST
 
 static etx_engine* new_tracing_engine(void) {
     etx_engine_options o = etx_engine_options_default();
-    o.device = ETX_DEVICE_CPU;
+    o.device = DEVICE;
     o.max_seq_len = 256;
     o.trace = 1;
     etx_engine* e = NULL;
@@ -355,6 +383,18 @@ START_TEST(entropix_pause_token_from_the_tokenizer) {
 END_TEST
 
 int main(void) {
+    const BackendOps* ops = NULL;
+    if (backend_pick(DEVICE, &ops).code != ETX_OK) {
+        fprintf(stderr, "test_engine: no CUDA device: skipped\n");
+        return CHECK_SKIPPED;
+    }
+#ifdef ETX_TEST_BACKEND_GPU
+    if (access(ETX_DEFAULT_MODEL, R_OK) != 0) { // a GPU machine may have no copy (no internet there)
+        fprintf(stderr, "test_engine: %s is missing: skipped\n", ETX_DEFAULT_MODEL);
+        return CHECK_SKIPPED;
+    }
+#endif
+    fprintf(stderr, "test_engine: backend %s\n", ops->name);
     etx_status s = etx_model_load(ETX_DEFAULT_MODEL, &g_model);
     if (s.code != ETX_OK) {
         fprintf(stderr, "test_engine: cannot load the default model (run models/fetch_default_model.sh): %s\n",
