@@ -342,11 +342,11 @@ static int run_plan(etx_engine* e, int* k_out) {
     *k_out = 1;
     const int k = multi_steps(e); // first: it may grow the block tables the works point into
     SchedPlan* plan = &e->plan;
-    int n_picks = 0, n_work = 0;
+    int n_picks = 0;
     for (int i = 0; i < plan->n_work; i++) {
         const SchedWork* w = &plan->work[i];
         Request* r = (Request*)w->seq;
-        BackendWork* d = &e->works[n_work++];
+        BackendWork* d = &e->works[i];
         d->decode = w->kind == WORK_DECODE;
         d->block_ids = r->seq.table.ids;
         d->n_block_ids = r->seq.table.n_ids;
@@ -366,7 +366,7 @@ static int run_plan(etx_engine* e, int* k_out) {
         p->request_id = r->id;
         e->pick_req[n_picks++] = r;
     }
-    BackendStep st = {plan->copies, plan->n_copies, e->works, n_work, e->picks, n_picks};
+    BackendStep st = {plan->copies, plan->n_copies, e->works, plan->n_work, e->picks, n_picks};
     etx_status s = k > 1 ? e->ops->decode_steps(e->be, &st, k, e->ring_tokens, e->ring_trace)
                          : e->ops->step(e->be, &st);
     if (s.code == ETX_OK && k > 1) {

@@ -12,7 +12,6 @@
 
 #include "check_etx.h"
 #include "check_main.h"
-#include "cpu/cpu_backend.h"
 #include "engine/backend.h"
 #include "policy/sampler.h"
 
