@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 etx_status etx_ok(void) {
@@ -91,11 +92,36 @@ char* etx_xstrdup_(const char* s, const char* file, int line) {
 }
 
 etx_status etx_read_file(const char* path, char** data, size_t* len) {
+    return etx_read_file_max(path, ETX_READ_FILE_MAX, data, len);
+}
+
+etx_status etx_read_file_max(const char* path, size_t max_bytes, char** data, size_t* len) {
     *data = NULL;
     if (len) *len = 0;
     FILE* f = fopen(path, "rb");
     if (!f) return etx_error(ETX_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0;
+    // fstat on the open file (not stat on the path): what is checked is what is read
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0) {
+        const int e = errno;
+        fclose(f);
+        return etx_error(ETX_ERR_IO, "cannot stat %s: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        fclose(f);
+        return etx_error(ETX_ERR_IO, "%s is not a regular file (%s); give a file", path,
+                         S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a pipe" :
+                         S_ISCHR(st.st_mode) ? "a character device" : "a special file");
+    }
+    if ((unsigned long long)st.st_size > (unsigned long long)max_bytes) {
+        fclose(f);
+        return etx_error(ETX_ERR_IO, "%s is %lld bytes, more than the %zu this file may have", path,
+                         (long long)st.st_size, max_bytes);
+    }
+    // the size can change between fstat and the reads (a file being appended to): read up
+    // to the bound and refuse past it rather than trusting st_size
+    size_t cap = (size_t)st.st_size + 1 < ((size_t)1 << 16) ? ((size_t)1 << 16) : (size_t)st.st_size + 1;
+    size_t n = 0;
     char* buf = xmalloc(cap);
     for (;;) {
         if (n + 1 >= cap) {
@@ -105,6 +131,12 @@ etx_status etx_read_file(const char* path, char** data, size_t* len) {
         size_t got = fread(buf + n, 1, cap - n - 1, f);
         n += got;
         if (got == 0) break;
+        if (n > max_bytes) {
+            fclose(f);
+            free(buf);
+            return etx_error(ETX_ERR_IO, "%s grew past the %zu bytes this file may have while being read", path,
+                             max_bytes);
+        }
     }
     int err = ferror(f);
     fclose(f);

@@ -50,8 +50,15 @@ char* etx_xstrdup_(const char* s, const char* file, int line);
 #define xrealloc(p, n) etx_xrealloc_((p), (n), __FILE__, __LINE__)
 #define xstrdup(s) etx_xstrdup_((s), __FILE__, __LINE__)
 
-// Reads a whole file into a malloc'ed, NUL-terminated buffer.
+// Reads a whole regular file into a malloc'ed, NUL-terminated buffer. A path that is not
+// a regular file (a directory, /dev/zero, a FIFO, a terminal) is refused before anything
+// is read, and so is a file larger than ETX_READ_FILE_MAX: endless or huge inputs get a
+// named error instead of eating memory.
+#define ETX_READ_FILE_MAX ((size_t)4 << 30) // 4 GiB: more than any data file etx reads whole
 etx_status etx_read_file(const char* path, char** data, size_t* len);
+// The same with a caller's bound (JSON configuration files use ETX_JSON_FILE_MAX).
+#define ETX_JSON_FILE_MAX ((size_t)64 << 20) // 64 MiB: a policy, grid or config file
+etx_status etx_read_file_max(const char* path, size_t max_bytes, char** data, size_t* len);
 
 // MemAvailable from /proc/meminfo in bytes, or -1 when unknown.
 double available_memory_bytes(void);

@@ -89,7 +89,7 @@ static void set_error(const char* path, const char* where, etx_status st) {
 // Reads and checks the grid file; every combination's policy is built. 0, or -1 printed.
 static int grid_load(const char* path, const char* policy_file, Grid* g) {
     memset(g, 0, sizeof *g);
-    etx_status st = etx_read_file(path, &g->text, &g->len);
+    etx_status st = etx_read_file_max(path, ETX_JSON_FILE_MAX, &g->text, &g->len);
     if (st.code != ETX_OK) {
         cli_error("sweep", st);
         return -1;

@@ -201,7 +201,7 @@ static etx_status parse_config(const char* dir, etx_model* m, int* bos, int* eos
     char* path = join_path(dir, "config.json");
     char* text;
     size_t len;
-    etx_status st = etx_read_file(path, &text, &len);
+    etx_status st = etx_read_file_max(path, ETX_JSON_FILE_MAX, &text, &len);
     if (st.code != ETX_OK) {
         free(path);
         return st;

@@ -72,7 +72,7 @@ static etx_status load(const char* path, const cJSON* root, etx_policy* out) {
 etx_status etx_policy_load_json(const char* path, etx_policy* policy) {
     char* text = NULL;
     size_t len = 0;
-    etx_status st = etx_read_file(path, &text, &len);
+    etx_status st = etx_read_file_max(path, ETX_JSON_FILE_MAX, &text, &len);
     if (st.code != ETX_OK) return etx_error_wrap(st, "policy file");
     JsonStrictError je;
     cJSON* root = json_strict_parse(text, len, &je);
