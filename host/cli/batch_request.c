@@ -48,14 +48,36 @@ void batch_slot_decode(Slot* s, const etx_model* m, const int32_t* toks, int upt
     }
 }
 
-// Valid UTF-8 copy of text[0..n) (bad bytes -> U+FFFD), malloc'ed.
-static char* utf8_clean(const char* text, size_t n) {
+// Valid UTF-8 copy of text[0..n) (bad bytes -> U+FFFD), malloc'ed; *len its length
+// (it may hold NUL bytes: a model can generate the byte 0).
+static char* utf8_clean(const char* text, size_t n, size_t* len) {
     Utf8Stream us = {{0}, 0};
     char* out = xmalloc(UTF8_STREAM_OUT_MAX(n) + 8);
     size_t w = utf8_stream_push(&us, text, n, out);
     w += utf8_stream_flush(&us, out + w);
     out[w] = '\0';
+    *len = w;
     return out;
+}
+
+// s[0..n) as a JSON string literal with its quotes, malloc'ed. Unlike cJSON's printer it
+// takes a length, so a NUL byte becomes \u0000 instead of ending the string early.
+static char* json_quote(const char* s, size_t n) {
+    char* q = xmalloc(6 * n + 3);
+    size_t w = 0;
+    q[w++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        const unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') q[w++] = '\\', q[w++] = (char)c;
+        else if (c == '\n') q[w++] = '\\', q[w++] = 'n';
+        else if (c == '\r') q[w++] = '\\', q[w++] = 'r';
+        else if (c == '\t') q[w++] = '\\', q[w++] = 't';
+        else if (c < 0x20) w += (size_t)snprintf(q + w, 7, "\\u%04x", c);
+        else q[w++] = (char)c;
+    }
+    q[w++] = '"';
+    q[w] = '\0';
+    return q;
 }
 
 // The output line of a finished request (with '\n'), malloc'ed; totals updated.
@@ -67,11 +89,14 @@ char* batch_result_line(const EvalArgs* a, const Item* it, int combo, const Slot
     // tokens past the one that completed a stop string are not part of the result
     const int n_tokens = s->stop_tokens > 0 && s->stop_tokens < rs->n_tokens ? s->stop_tokens : rs->n_tokens;
     if (n_recs > n_tokens) n_recs = n_tokens;
-    char* completion = utf8_clean(s->text ? s->text : "", keep);
+    size_t completion_len = 0;
+    char* completion = utf8_clean(s->text ? s->text : "", keep, &completion_len);
     cJSON* o = cJSON_CreateObject();
     if (combo >= 0) cJSON_AddNumberToObject(o, "combo", combo);
     cJSON_AddItemToObject(o, "id", cJSON_Duplicate(it->id, 1));
-    cJSON_AddStringToObject(o, "completion", completion);
+    char* quoted = json_quote(completion, completion_len);
+    cJSON_AddRawToObject(o, "completion", quoted);
+    free(quoted);
     cJSON_AddNumberToObject(o, "tokens", n_tokens);
     cJSON_AddStringToObject(o, "finish", finish);
     if (rs->phase == ETX_REQ_FAILED) cJSON_AddStringToObject(o, "error", rs->error);

@@ -22,6 +22,7 @@
 
 int batch_open(BatchRun* br, const EvalArgs* a, const EvalPar* par, const BatchPlan* plan) {
     memset(br, 0, sizeof *br);
+    br->guard.lock_fd = -1;
     br->a = a;
     br->par = par;
     br->plan = *plan;
@@ -32,16 +33,31 @@ int batch_open(BatchRun* br, const EvalArgs* a, const EvalPar* par, const BatchP
     br->eo.max_seq_len = a->ctx;
     br->eo.max_batch = a->batch;
     br->eo.trace = 1; // the branch of every token
+    // the output: not the data file, locked for the run (rank 0 writes it), or a stream
+    int rc = rank0 ? eval_guard_open(&br->guard, a, 1) : eval_guard_open(&br->guard, a, 0);
+    if (!eval_par_all_ok(par, rc == 0)) return rc ? rc : 2;
     // resume: the jobs already in the output are skipped (a truncated last line is
-    // dropped and rerun)
-    const int read = eval_done_read(a->out, &br->done);
+    // dropped and rerun); a stream is never read back
+    const int read = br->guard.stream ? 0 : eval_done_read(a->out, plan->tagged ? plan->n_combos : 0, &br->done);
     const int read_errno = errno;
     if (!eval_par_all_ok(par, read == 0)) {
-        if (rank0) fprintf(stderr, "etx %s: cannot read %s: %s\n", a->command, a->out, strerror(read_errno));
-        return 1;
+        if (rank0 && read == -2)
+            fprintf(stderr, "etx %s: %s: %s; etx resumes only a file of its own results (choose another --out)\n",
+                    a->command, a->out, br->done.why);
+        else if (rank0 && read != 0)
+            fprintf(stderr, "etx %s: cannot read %s: %s\n", a->command, a->out, strerror(read_errno));
+        return read == -2 ? 2 : read != 0 ? 1 : 2;
     }
     if (br->done.dropped && rank0)
         fprintf(stderr, "etx %s: warning: %s ends in a truncated line; it is dropped and rerun\n", a->command, a->out);
+    // the fingerprint: the results already there must come from this same run
+    rc = 0;
+    if (rank0 && !br->guard.stream && plan->run_path) {
+        cJSON* fp = eval_fingerprint(a, cli_model_path(a->model), plan->combos, plan->n_combos);
+        rc = eval_fingerprint_check(a->command, a->out, plan->run_path, fp, br->done.n);
+        cJSON_Delete(fp);
+    }
+    if (!eval_par_all_ok(par, rc == 0)) return rc ? rc : 2;
     br->m = cli_load_model(cli_model_path(a->model));
     if (!eval_par_all_ok(par, br->m != NULL)) return 1;
     const int ctx = a->ctx > 0 ? a->ctx : etx_default_context(br->m);
@@ -76,11 +92,13 @@ int batch_open(BatchRun* br, const EvalArgs* a, const EvalPar* par, const BatchP
 }
 
 void batch_close(BatchRun* br) {
+    eval_guard_close(&br->guard);
     free(br->mine);
     eval_free_items(br->items, br->n_items);
     etx_model_free(br->m);
     eval_done_free(&br->done);
     memset(br, 0, sizeof *br);
+    br->guard.lock_fd = -1;
 }
 
 // ----------------------------------------------------------------------------
@@ -136,7 +154,7 @@ static int run_jobs(const BatchRun* br, etx_engine* e, Writer* w, Totals* t, dou
             const BatchJob* jb = &jobs[next];
             const Item* it = &br->items[jb->item];
             etx_request req = {.prompt = it->ids, .n_prompt = it->n_ids, .policy = *jb->policy,
-                               .max_tokens = a->max_tokens, .key = (uint64_t)(it->line - 1)};
+                               .max_tokens = a->max_tokens, .key = it->rkey};
             etx_status st = etx_engine_submit(e, &req, &slots[i].req);
             if (st.code != ETX_OK) {
                 cli_error(a->command, st);

@@ -4,8 +4,11 @@
  * data file, through one engine, at most --batch requests at once; `etx eval` is the run
  * of one combination, `etx sweep` of a grid's.
  *
- *   batch_open:    the device option, the resume scan of the output (a torn last line
- *                  is reported, cut off and rerun), the model, the context (--ctx or
+ *   batch_open:    the device option, the output's guards (eval_guard.c: not the data
+ *                  file, locked, or a stream), the resume scan of the output (a torn
+ *                  last line is reported, cut off and rerun; a file of other lines is
+ *                  refused), the run's fingerprint (a resume of another run is
+ *                  refused), the model, the context (--ctx or
  *                  etx_default_context), the data file (bad lines reported; with
  *                  --on-bad-line fail nothing runs), and the pending jobs
  *                  (combination-major, job j on rank j % size);
@@ -14,7 +17,7 @@
  *                  merged lines of every rank), the totals summed over the ranks;
  *   batch_close:   frees what batch_open made, whatever happened.
  *
- * A job's random key is its data line's index, whatever its combination, batch or rank,
+ * A job's random key is its request's id hash (eval_request_key), whatever its line, combination, batch or rank,
  * so a combination's results equal `etx eval` with that policy and no result depends on
  * the batch size or the number of ranks.
  */
@@ -29,6 +32,8 @@ typedef struct {
     int n_combos;
     int tagged;               // 1: a sweep's lines: "combo": c first, resume keys name the
                               // combination; 0: eval's lines (n_combos must be 1)
+    const char* run_path;     // where the run's fingerprint lives (eval: OUT.run.json,
+                              // sweep: DIR/run.json)
 } BatchPlan;
 
 // One request to run: a data line under a combination.
@@ -44,6 +49,7 @@ typedef struct {
     const EvalPar* par;
     BatchPlan plan;
     etx_engine_options eo;
+    EvalOutGuard guard; // a->out's lock, or that it is a stream
     EvalDone done;   // the resume scan of a->out
     etx_model* m;
     Item* items;     // (n_items) the good data lines
@@ -57,7 +63,8 @@ typedef struct {
 } BatchRun;
 
 // Everything before the engine (see the header comment). Returns 0, or the exit code
-// after reporting (1: an error, 2: bad input: the device name, --on-bad-line fail).
+// after reporting (1: an error, 2: refused: the device name, an output that is the data
+// file, locked by another run, not a result file or another run's, --on-bad-line fail).
 // Call batch_close either way.
 int batch_open(BatchRun* br, const EvalArgs* a, const EvalPar* par, const BatchPlan* plan);
 

@@ -3,13 +3,17 @@
  * JSONL file in input order, optionally scored (GSM8K as lm-evaluation-harness does it).
  *
  * It is the batch run (batch_run.h) of one policy: at most --batch requests are in the
- * engine at once, refilled as they finish; each request's random key is its line index,
- * so its tokens do not depend on the batch or on the rank that ran it. Stop strings
+ * engine at once, refilled as they finish; each request's random key is a hash of its id,
+ * so its tokens do not depend on the batch, on the rank that ran it, or on where its line
+ * is in the file. Stop strings
  * (--task gsm8k: "Question:", "</s>", "<|im_end|>", "\n\n") are found in the decoded text
  * after every step; the completion ends before the first one. The input lines are
  * described in eval_items.c, the result lines in batch_request.c.
  *
- * Resume: ids already in the output file are skipped and new lines appended. Under
+ * Resume: ids already in the output file are skipped and new lines appended, after the
+ * guards of eval_guard.c (the output locked; only a file of result lines of the same run,
+ * as OUT.run.json fingerprints it; an output that is not a regular file is a stream,
+ * written from its start and never resumed). Under
  * mpirun each rank runs lines i with i % size == rank and rank 0 writes the merged file
  * (eval_par.c), identical to a one-process run.
  */
@@ -37,7 +41,9 @@ static void summary(const EvalArgs* a, const Totals* t, double secs, int n_skipp
 
 // The run and its summary on stderr. Returns the exit code.
 static int eval_run(const EvalArgs* a, const EvalPar* par, const etx_policy* policy) {
-    const BatchPlan plan = {.combos = policy, .n_combos = 1, .tagged = 0};
+    char run_path[4200];
+    snprintf(run_path, sizeof run_path, "%s.run.json", a->out);
+    const BatchPlan plan = {.combos = policy, .n_combos = 1, .tagged = 0, .run_path = run_path};
     BatchRun br;
     Totals t;
     memset(&t, 0, sizeof t);

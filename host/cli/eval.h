@@ -39,19 +39,23 @@ int eval_par_gather(const EvalPar* p, const char* buf, size_t len, char** all, s
 // resume (eval_io.c)
 
 // The ids (canonical keys, eval_id_key) of an existing output file, for resume.
-// A last line without its newline or that is not JSON is a truncated write: it is left
-// out and *good_len is the length to keep (the caller truncates the file there);
-// *dropped is set. Missing file: no ids, *good_len 0. Returns 0, or -1 (errno) when the
-// file exists but cannot be read.
+// A last line without its newline that starts as a result line does ("{\"id\":", a
+// sweep's "{\"combo\":") is a truncated write: it is left out, *dropped is set and
+// good_len is the length to keep (the caller truncates the file there). Any other line
+// that is not a result line of this run's kind makes the file not a result file.
+// Missing file: no ids, good_len 0. n_combos: 0 for eval's lines, else a sweep's grid
+// size (each line's "combo" must be below it).
+// Returns 0; -1 (errno) when the file exists but cannot be read; -2 when it is not a
+// result file (why says which line and why).
 typedef struct {
     char** keys;      // (n) sorted
     int n;
     size_t good_len;
     int dropped;      // 1 when a truncated last line was dropped
-    int bad_lines;    // unparseable lines before the last (kept, ignored)
+    char why[160];    // with -2: "line 3 is not a result line of etx eval: no \"completion\" string"
 } EvalDone;
-// A line with a "combo" number (a sweep's) is keyed eval_combo_key(combo, id key).
-int eval_done_read(const char* path, EvalDone* d);
+// A sweep's line is keyed eval_combo_key(combo, id key).
+int eval_done_read(const char* path, int n_combos, EvalDone* d);
 int eval_done_has(const EvalDone* d, const char* key);
 void eval_done_free(EvalDone* d);
 // "c<combo>|<key>", malloc'ed: a sweep job's resume key.
@@ -93,6 +97,7 @@ typedef struct {
     cJSON* root;     // the parsed line (owns the strings below)
     const cJSON* id;
     char* key;       // canonical id ("s:abc", "n:12")
+    uint64_t rkey;   // the request's random key: eval_request_key(key)
     const char* reference; // or NULL
     int32_t* ids;    // prompt tokens
     int n_ids;
@@ -101,11 +106,42 @@ typedef struct {
 // "s:<string>" or "n:<integer>" (malloc'ed); NULL when id is neither a string nor an
 // integer.
 char* eval_id_key(const cJSON* id);
+// The random key of the request with canonical id key: a 64-bit hash of it (FNV-1a,
+// then splitmix64's finaliser), so it follows the id, not the line the id is on.
+uint64_t eval_request_key(const char* key);
 // Reads the data file: the first a->limit good lines (0: all), each prompt shorter than
 // ctx tokens. Bad lines are reported (rank 0) and counted in *n_bad. Returns 0, or -1
 // when the file cannot be read.
 int eval_read_items(const EvalArgs* a, const EvalPar* par, const etx_model* m, int ctx, Item** out, int* n_out,
                     int* n_bad);
 void eval_free_items(Item* items, int n);
+
+// ----------------------------------------------------------------------------
+// the output's guards (eval_guard.c; the rules are in its header comment)
+
+// What the output of a run is, decided before anything is read.
+typedef struct {
+    int stream;  // 1: --out exists and is not a regular file (a pipe, /dev/stdout,
+                 // /dev/null): written from its start, never read, locked or fingerprinted
+    int lock_fd; // the output, open and under an exclusive flock for the run (-1: none)
+} EvalOutGuard;
+
+// Refuses an --out that is the data file or a directory; detects a stream; with lock,
+// creates a regular output when missing and takes its lock (another run holding it is
+// refused). Returns 0, or 2 after printing. Release with eval_guard_close.
+int eval_guard_open(EvalOutGuard* g, const EvalArgs* a, int lock);
+void eval_guard_close(EvalOutGuard* g);
+
+// The fingerprint of a run (a JSON object; cJSON_Delete it): the model's and the data
+// file's identity, the task, --max-tokens, --ctx, the random-key scheme and every
+// combination's policy.
+cJSON* eval_fingerprint(const EvalArgs* a, const char* model_path, const etx_policy* combos, int n_combos);
+// With n_results > 0 and a fingerprint at run_path: 0 when it equals fp, else 2 after
+// naming every field that changed (a resume of another run). Otherwise fp is written to
+// run_path (a warning when results exist without one). 1 on an I/O error.
+int eval_fingerprint_check(const char* command, const char* out, const char* run_path, const cJSON* fp,
+                           int n_results);
+// Writes text to path through "path.tmp" and a rename. 0, or -1 (errno).
+int eval_write_atomic(const char* path, const char* text, size_t len);
 
 #endif // ETX_CLI_EVAL_H

@@ -2,12 +2,18 @@
  * eval_io.c — the resume scan of `etx eval` and `etx sweep`: which ids (per combination,
  * for a sweep) an existing output file already holds, where a truncated last line (a run
  * killed mid-write) begins, and the totals of the lines kept.
+ *
+ * Only a file of result lines is resumed: a line that is not one (a notes file given as
+ * --out by mistake, eval's file given to sweep) refuses the whole file, since resuming
+ * would mean appending to it and cutting what looks torn. A last line without its
+ * newline is a torn write only when it starts as every result line does.
  */
 #include <cJSON.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "common.h"
 #include "eval.h"
@@ -19,45 +25,77 @@ static void add_key(EvalDone* d, char* key) {
     d->keys[d->n++] = key;
 }
 
-int eval_done_read(const char* path, EvalDone* d) {
+// Why j is not a result line of this run's kind, or NULL (and *key its resume key).
+// eval's lines: {"id", "completion", "tokens", "finish", ...}; a sweep's (n_combos > 0)
+// have "combo" first, an integer in [0, n_combos).
+static const char* result_shape(const cJSON* j, int n_combos, char** key) {
+    *key = NULL;
+    if (!cJSON_IsObject(j)) return "not a JSON object";
+    const cJSON* combo = cJSON_GetObjectItemCaseSensitive(j, "combo");
+    if (n_combos == 0 && combo) return "it has a \"combo\" (a line of etx sweep, not of etx eval)";
+    if (n_combos > 0 && !cJSON_IsNumber(combo)) return "no \"combo\" number";
+    if (n_combos > 0 && (combo->valuedouble != (double)combo->valueint || combo->valueint < 0 ||
+                         combo->valueint >= n_combos))
+        return "its \"combo\" is not a combination of this grid";
+    if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "completion"))) return "no \"completion\" string";
+    if (!cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(j, "tokens"))) return "no \"tokens\" number";
+    if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "finish"))) return "no \"finish\" string";
+    char* k = eval_id_key(cJSON_GetObjectItemCaseSensitive(j, "id"));
+    if (!k) return "no \"id\" (a string or an integer)";
+    if (n_combos > 0) {
+        *key = eval_combo_key(combo->valueint, k);
+        free(k);
+    } else {
+        *key = k;
+    }
+    return NULL;
+}
+
+int eval_done_read(const char* path, int n_combos, EvalDone* d) {
     memset(d, 0, sizeof *d);
     char* data = NULL;
     size_t len = 0;
-    FILE* f = fopen(path, "rb");
-    if (!f) return errno == ENOENT ? 0 : -1;
-    fclose(f);
+    struct stat st;
+    if (stat(path, &st) != 0) return errno == ENOENT ? 0 : -1;
     if (etx_read_file(path, &data, &len).code != ETX_OK) return -1;
+    // what our writer puts first on every line: a torn last line must start like one
+    const char* head = n_combos > 0 ? "{\"combo\":" : "{\"id\":";
+    int rc = 0, line = 0;
     size_t pos = 0;
     while (pos < len) {
         const char* nl = memchr(data + pos, '\n', len - pos);
-        size_t end = nl ? (size_t)(nl - data) : len;
-        cJSON* j = cJSON_ParseWithLength(data + pos, end - pos);
-        const cJSON* id = j ? cJSON_GetObjectItemCaseSensitive(j, "id") : NULL;
-        char* key = id ? eval_id_key(id) : NULL;
-        const cJSON* combo = j ? cJSON_GetObjectItemCaseSensitive(j, "combo") : NULL;
-        if (key && cJSON_IsNumber(combo)) { // a sweep's line: the key names its combination too
-            char* k = eval_combo_key(combo->valueint, key);
-            free(key);
-            key = k;
-        }
-        if (!nl || !key) {
-            if (!nl || end + 1 >= len) { // the last line: a truncated write
-                cJSON_Delete(j);
-                free(key);
+        const size_t end = nl ? (size_t)(nl - data) : len;
+        line++;
+        if (!nl) {
+            // the last line has no newline: a write cut short (the run was killed or the
+            // disk filled) when it starts as our lines do, else the file is not ours
+            const size_t n = end - pos, nh = strlen(head);
+            if (memcmp(data + pos, head, n < nh ? n : nh) == 0) {
                 d->dropped = 1;
                 break;
             }
-            d->bad_lines++;
-        } else {
-            add_key(d, key);
+            snprintf(d->why, sizeof d->why, "line %d is not a result line (nor the start of one)", line);
+            rc = -2;
+            break;
         }
+        cJSON* j = cJSON_ParseWithLength(data + pos, end - pos);
+        char* key = NULL;
+        const char* why = j ? result_shape(j, n_combos, &key) : "not JSON";
         cJSON_Delete(j);
+        if (why) {
+            snprintf(d->why, sizeof d->why, "line %d is not a result line of etx %s: %s", line,
+                     n_combos > 0 ? "sweep" : "eval", why);
+            rc = -2;
+            break;
+        }
+        add_key(d, key);
         pos = end + 1;
         d->good_len = pos;
     }
     free(data);
-    qsort(d->keys, (size_t)d->n, sizeof(char*), cmp_keys);
-    return 0;
+    // qsort and bsearch need a non-null array even for no elements (UBSan checks it)
+    if (d->n > 0) qsort(d->keys, (size_t)d->n, sizeof(char*), cmp_keys);
+    return rc;
 }
 
 int eval_done_has(const EvalDone* d, const char* key) {

@@ -6,8 +6,13 @@
  * "content"}, ...]}, optionally "answer" or "reference" (a string). A plain prompt is
  * tokenized as the model's tokenizer does (BOS when it adds one); messages are rendered
  * with the chat template and the assistant header. A bad line (not JSON, no usable id,
- * a repeated id, no prompt, a prompt too long for the context) is reported with its line
- * number and skipped; the caller decides whether any bad line stops the run.
+ * a repeated id, no prompt, a prompt too long for the context, a NUL character in any
+ * string) is reported with its line number and skipped; the caller decides whether any
+ * bad line stops the run.
+ *
+ * A request's random key is a hash of its id (eval_request_key), not of where its line
+ * is: a blank line inserted, lines reordered or the file split in two leave every
+ * request's random stream as it was.
  */
 #include <cJSON.h>
 #include <math.h>
@@ -17,6 +22,7 @@
 #include "cli.h"
 #include "common.h"
 #include "eval.h"
+#include "policy/json_strict.h"
 
 int eval_args_check(const EvalArgs* a) {
     if (a->task && strcmp(a->task, "gsm8k") != 0) {
@@ -49,6 +55,17 @@ char* eval_id_key(const cJSON* id) {
         return xstrdup(buf);
     }
     return NULL;
+}
+
+uint64_t eval_request_key(const char* key) {
+    // FNV-1a over the canonical key, then splitmix64's finaliser to spread its bits
+    uint64_t h = 1469598103934665603ull;
+    for (const unsigned char* p = (const unsigned char*)key; *p; p++) h = (h ^ *p) * 1099511628211ull;
+    h ^= h >> 30;
+    h *= 0xbf58476d1ce4e5b9ull;
+    h ^= h >> 27;
+    h *= 0x94d049bb133111ebull;
+    return h ^ (h >> 31);
 }
 
 static void bad_line(const EvalArgs* a, const EvalPar* par, int line, const char* fmt, const char* detail) {
@@ -128,11 +145,22 @@ int eval_read_items(const EvalArgs* a, const EvalPar* par, const etx_model* m, i
         if (sl == 0) continue; // blank lines are not requests
         Item it = {.line = line};
         char msg[ETX_MSG_LEN], idbuf[80];
-        it.root = cJSON_ParseWithLength(s, sl);
         const char* err = NULL;
-        if (!it.root || !cJSON_IsObject(it.root)) err = "not a JSON object";
-        else if (!(it.id = cJSON_GetObjectItemCaseSensitive(it.root, "id")) || !(it.key = eval_id_key(it.id)))
-            err = "no \"id\" (a string or an integer)";
+        JsonStrictError je;
+        if (json_find_nul(s, sl, &je)) {
+            // cJSON would cut the string at the NUL and run what is left: refuse the line
+            snprintf(msg, sizeof msg, "a NUL character (\\u0000) in %s%s%s at column %d; NUL cannot be part of a "
+                     "request", je.path[0] ? "\"" : "", je.path[0] ? je.path : "the line", je.path[0] ? "\"" : "",
+                     je.column);
+            err = msg;
+        }
+        if (!err) {
+            it.root = cJSON_ParseWithLength(s, sl);
+            if (!it.root || !cJSON_IsObject(it.root)) err = "not a JSON object";
+            else if (!(it.id = cJSON_GetObjectItemCaseSensitive(it.root, "id")) || !(it.key = eval_id_key(it.id)))
+                err = "no \"id\" (a string or an integer)";
+        }
+        if (!err) it.rkey = eval_request_key(it.key);
         if (!err) {
             int dup = find_key(items, n, it.key);
             if (dup >= 0) {

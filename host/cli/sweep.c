@@ -25,16 +25,20 @@
  *
  * DIR/results.csv: one row per combination; DIR/completions.jsonl: one line per job in
  * job order (eval's result line with "combo" first); DIR/grid.json: the grid file as
- * given. Runs resume: rerun with the same grid and DIR, the jobs already in
- * completions.jsonl are skipped (new lines are appended in job order) and results.csv is
- * rewritten from every line; tokens/s covers the jobs run by the last invocation. A DIR
- * holding another grid is refused.
+ * given, written once (a temporary file and a rename); DIR/run.json: the run's
+ * fingerprint (eval_guard.c). Runs resume: rerun with the same grid and DIR, the jobs
+ * already in completions.jsonl are skipped (new lines are appended in job order) and
+ * results.csv is rewritten from every line; tokens/s covers the jobs run by the last
+ * invocation. A DIR holding another grid, or another run's results (run.json: another
+ * model, data file, --policy-file, -n, ...), is refused; while a sweep runs, its
+ * completions.jsonl is locked and a second sweep into DIR is refused.
  */
 #include <cJSON.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "common.h"
@@ -97,8 +101,9 @@ static int grid_load(const char* path, const char* policy_file, Grid* g) {
     JsonStrictError je;
     g->root = json_strict_parse(g->text, g->len, &je);
     if (!g->root) {
-        fprintf(stderr, "etx sweep: %s: malformed JSON at byte %zu (line %d, column %d)\n", path, je.byte, je.line,
-                je.column);
+        char what[300];
+        json_strict_describe(&je, what, sizeof what);
+        fprintf(stderr, "etx sweep: %s: %s\n", path, what);
         return -1;
     }
     const cJSON* root = g->root;
@@ -242,17 +247,12 @@ static int grid_load(const char* path, const char* policy_file, Grid* g) {
 // ----------------------------------------------------------------------------
 // outputs
 
-static int write_file(const char* path, const char* data, size_t len) {
-    FILE* f = fopen(path, "wb");
-    if (!f) return -1;
-    int ok = fwrite(data, 1, len, f) == len;
-    ok &= fclose(f) == 0;
-    return ok ? 0 : -1;
-}
-
-// DIR/results.csv: one row per combination (rate[c]: its tokens/s, see run_sweep).
+// DIR/results.csv: one row per combination (rate[c]: its tokens/s, see run_sweep),
+// through results.csv.tmp and a rename so that a reader never sees half a table.
 static int write_csv(const char* path, const Grid* g, const Totals* t, const double* rate) {
-    FILE* f = fopen(path, "wb");
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE* f = fopen(tmp, "wb");
     if (!f) return -1;
     fprintf(f, "combo");
     for (int i = 0; i < g->n_params; i++) fprintf(f, ",%s", g->params[i].name);
@@ -271,7 +271,14 @@ static int write_csv(const char* path, const Grid* g, const Totals* t, const dou
             fprintf(f, ",%.6f", x->tokens > 0 ? x->branches[b] / x->tokens : 0.0);
         fputc('\n', f);
     }
-    return fclose(f) == 0 ? 0 : -1;
+    const int ok = fflush(f) == 0 && !ferror(f);
+    if (fclose(f) != 0 || !ok || rename(tmp, path) != 0) {
+        const int e = errno;
+        unlink(tmp);
+        errno = e;
+        return -1;
+    }
+    return 0;
 }
 
 typedef struct {
@@ -282,35 +289,38 @@ typedef struct {
 
 static int run_sweep(SweepArgs* sa, const Grid* g, const EvalPar* par) {
     EvalArgs* a = &sa->a;
-    char out_csv[4096], out_grid[4096], out_jsonl[4096];
+    char out_csv[4096], out_grid[4096], out_jsonl[4096], out_run[4096];
     snprintf(out_csv, sizeof out_csv, "%s/results.csv", sa->dir);
     snprintf(out_grid, sizeof out_grid, "%s/grid.json", sa->dir);
     snprintf(out_jsonl, sizeof out_jsonl, "%s/completions.jsonl", sa->dir);
+    snprintf(out_run, sizeof out_run, "%s/run.json", sa->dir);
     a->out = out_jsonl;
-    int ok = 1, same_grid = 1;
+    int ok = 1, same_grid = 1, have_grid = 0;
     if (par->rank == 0) {
-        if (mkdir(sa->dir, 0777) != 0 && errno != EEXIST) ok = 0;
+        if (mkdir(sa->dir, 0777) != 0 && errno != EEXIST) {
+            fprintf(stderr, "etx sweep: cannot create %s: %s\n", sa->dir, strerror(errno));
+            ok = 0;
+        }
         // resume only the same grid: a directory holding another grid's results is refused
-        char* old = NULL;
-        size_t old_len = 0;
-        FILE* probe = ok ? fopen(out_grid, "rb") : NULL;
-        if (probe) {
-            fclose(probe);
-            if (etx_read_file(out_grid, &old, &old_len).code == ETX_OK &&
-                (old_len != g->len || memcmp(old, g->text, g->len) != 0))
+        struct stat st;
+        if (ok && stat(out_grid, &st) == 0) {
+            char* old = NULL;
+            size_t old_len = 0;
+            have_grid = 1;
+            if (etx_read_file_max(out_grid, ETX_JSON_FILE_MAX, &old, &old_len).code != ETX_OK ||
+                old_len != g->len || memcmp(old, g->text, g->len) != 0)
                 same_grid = 0;
             free(old);
         }
         if (!same_grid)
             fprintf(stderr, "etx sweep: %s holds the results of another grid (%s differs from --grid); remove it or "
                             "choose another --out\n", sa->dir, out_grid);
-        else if (ok && write_file(out_grid, g->text, g->len) != 0) ok = 0;
-        if (!ok) fprintf(stderr, "etx sweep: cannot write into %s: %s\n", sa->dir, strerror(errno));
     }
     if (!eval_par_all_ok(par, same_grid)) return 2;
-    if (!eval_par_all_ok(par, ok)) return 1;
-    // the jobs: every (combination, line), combination-major
-    const BatchPlan plan = {.combos = g->combos, .n_combos = g->n_combos, .tagged = 1};
+    if (!eval_par_all_ok(par, ok)) return 2;
+    // the jobs: every (combination, line), combination-major; batch_open locks
+    // completions.jsonl (the directory's lock) and checks run.json
+    const BatchPlan plan = {.combos = g->combos, .n_combos = g->n_combos, .tagged = 1, .run_path = out_run};
     BatchRun br;
     Totals* t = xcalloc((size_t)g->n_combos, sizeof *t);
     double* rate = xcalloc((size_t)g->n_combos, sizeof(double));
@@ -319,9 +329,14 @@ static int run_sweep(SweepArgs* sa, const Grid* g, const EvalPar* par) {
     if (rc == 0) {
         if (br.n_skipped && par->rank == 0)
             fprintf(stderr, "etx sweep: resuming: %d of %ld jobs already in %s\n", br.n_skipped, br.n_total, out_jsonl);
-        // the counts of the jobs already done (rank 0 only: the ranks' totals are summed)
         ok = 1;
-        if (par->rank == 0 && eval_done_totals(out_jsonl, br.done.good_len, g->n_combos, t) != 0) {
+        // grid.json: written once, whole (a temporary file and a rename), under the lock
+        if (par->rank == 0 && !have_grid && eval_write_atomic(out_grid, g->text, g->len) != 0) {
+            fprintf(stderr, "etx sweep: cannot write %s: %s\n", out_grid, strerror(errno));
+            ok = 0;
+        }
+        // the counts of the jobs already done (rank 0 only: the ranks' totals are summed)
+        if (ok && par->rank == 0 && eval_done_totals(out_jsonl, br.done.good_len, g->n_combos, t) != 0) {
             fprintf(stderr, "etx sweep: cannot read %s: %s\n", out_jsonl, strerror(errno));
             ok = 0;
         }

@@ -76,13 +76,11 @@ etx_status etx_policy_load_json(const char* path, etx_policy* policy) {
     if (st.code != ETX_OK) return etx_error_wrap(st, "policy file");
     JsonStrictError je;
     cJSON* root = json_strict_parse(text, len, &je);
-    if (!root && je.trailing)
-        st = etx_error(ETX_ERR_FORMAT, "policy file %s: malformed JSON: unexpected text after the object at byte %zu",
-                       path, je.byte);
-    else if (!root)
-        st = etx_error(ETX_ERR_FORMAT, "policy file %s: malformed JSON at byte %zu (line %d, column %d)", path, je.byte,
-                       je.line, je.column);
-    else
+    if (!root) {
+        char what[300];
+        json_strict_describe(&je, what, sizeof what);
+        st = etx_error(ETX_ERR_FORMAT, "policy file %s: %s", path, what);
+    } else
         st = load(path, root, policy);
     cJSON_Delete(root);
     free(text);

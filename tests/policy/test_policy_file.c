@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "policy/json_strict.h"
 #include "policy/policy.h"
 #include "check_etx.h"
 #include "check_main.h"
@@ -318,7 +319,10 @@ START_TEST(json_errors) {
     expect_file_error("seed.json", "{\"seed\": 1e300}", "seed", NULL);
     expect_file_error("malformed.json", "{\"policy\": \"entropix\",\n \"top_k\": 27,,}", "malformed JSON at byte", "line 2");
     expect_file_error("malformed2.json", "{\"policy\": \"entropix\"", "malformed JSON", NULL);
-    expect_file_error("trailing.json", "{\"top_k\": 3} x", "malformed JSON", "after the object");
+    expect_file_error("trailing.json", "{\"top_k\": 3} x", "malformed JSON", "after the value");
+    // a NUL inside a string would cut it short in cJSON: refused, named by its path
+    expect_file_error("nul.json", "{\"policy\": \"entropix\",\n \"top_k\": \"4\\u0000 2\"}", "NUL character",
+                      "in top_k at byte 35 (line 2, column 13)");
     expect_file_error("empty.json", "", "malformed JSON", "byte 0");
     expect_file_error("array.json", "[1, 2]", "expected a JSON object", "an array");
     expect_file_error("kind.json", "{\"policy\": \"beam\"}", "'policy' is 'beam'", "greedy, sample or entropix");
@@ -333,6 +337,39 @@ START_TEST(json_errors) {
     etx_status st = etx_policy_load_json(FIX "does_not_exist.json", &p);
     ck_assert_int_eq(st.code, ETX_ERR_IO);
     assert_contains(st.message, "does_not_exist.json");
+}
+END_TEST
+
+// json_find_nul: where a NUL is (escape or raw byte), named by the path of its value;
+// escaped backslashes and other escapes are not NULs
+static void expect_nul(const char* text, size_t len, int found, const char* path, size_t byte) {
+    JsonStrictError e;
+    ck_assert_int_eq(json_find_nul(text, len, &e), found);
+    if (!found) return;
+    ck_assert_int_eq(e.nul, 1);
+    ck_assert_str_eq(e.path, path);
+    ck_assert_uint_eq(e.byte, byte);
+}
+
+START_TEST(json_nul_located) {
+    const char* t1 = "{\"id\": 3, \"messages\": [{\"role\": \"user\", \"content\": \"a\\u0000b\"}]}";
+    expect_nul(t1, strlen(t1), 1, "messages[0].content", (size_t)(strstr(t1, "\\u0000") - t1));
+    const char* t2 = "{\"a\": [1, 2, [\"x\", \"\\u0000\"]], \"b\": \"\\u0000\"}";
+    expect_nul(t2, strlen(t2), 1, "a[2][1]", (size_t)(strstr(t2, "\\u0000") - t2));
+    const char* t3 = "{\"a\": \"\\\\u0000 is text\", \"b\": \"\\u00001\"}"; // "\\u0000": an escaped backslash
+    expect_nul(t3, strlen(t3), 1, "b", (size_t)(strstr(t3, "\"b\": \"") - t3 + 6));
+    const char* t4 = "{\"a\": \"\\u0001\\n\\\"\\u00e9\"}";
+    expect_nul(t4, strlen(t4), 0, "", 0);
+    const char raw[] = "{\"p\": \"x\0y\"}"; // a raw 0 byte
+    expect_nul(raw, sizeof raw - 1, 1, "p", 8);
+    const char* t5 = "{\"k\\u0000\": 1}"; // in a key: the object is named
+    expect_nul(t5, strlen(t5), 1, "", 3);
+    const char* t6 = "[[[{\"x\": \"\\u0000";   // malformed and cut short: still found
+    expect_nul(t6, strlen(t6), 1, "[0][0][0].x", 10);
+    // json_strict_parse refuses it
+    JsonStrictError e;
+    ck_assert_ptr_null(json_strict_parse(t1, strlen(t1), &e));
+    ck_assert_int_eq(e.nul, 1);
 }
 END_TEST
 
@@ -373,6 +410,7 @@ int main(void) {
     tcase_add_test(tc, json_reference_fixture_is_the_default);
     tcase_add_test(tc, json_custom_round_trip);
     tcase_add_test(tc, json_errors);
+    tcase_add_test(tc, json_nul_located);
     tcase_add_test(tc, json_kind_from_caller);
     tcase_add_test(tc, branch_names);
     suite_add_tcase(s, tc);
