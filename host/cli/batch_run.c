@@ -54,7 +54,7 @@ int batch_open(BatchRun* br, const EvalArgs* a, const EvalPar* par, const BatchP
     rc = 0;
     if (rank0 && !br->guard.stream && plan->run_path) {
         cJSON* fp = eval_fingerprint(a, cli_model_path(a->model), plan->combos, plan->n_combos);
-        rc = eval_fingerprint_check(a->command, a->out, plan->run_path, fp, br->done.n);
+        rc = eval_fingerprint_check(&br->guard, a->command, a->out, plan->run_path, fp, br->done.n);
         cJSON_Delete(fp);
     }
     if (!eval_par_all_ok(par, rc == 0)) return rc ? rc : 2;
@@ -88,11 +88,12 @@ int batch_open(BatchRun* br, const EvalArgs* a, const EvalPar* par, const BatchP
             if (br->n_pending++ % par->size != par->rank) continue;
             br->mine[br->n_mine++] = (BatchJob){.item = i, .combo = plan->tagged ? c : -1, .policy = &plan->combos[c]};
         }
+    br->opened = 1;
     return 0;
 }
 
 void batch_close(BatchRun* br) {
-    eval_guard_close(&br->guard);
+    eval_guard_close(&br->guard, !br->opened);
     free(br->mine);
     eval_free_items(br->items, br->n_items);
     etx_model_free(br->m);

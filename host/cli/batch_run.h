@@ -60,6 +60,7 @@ typedef struct {
     int n_pending;   // jobs left to run, all ranks
     BatchJob* mine;  // (n_mine) this rank's share of them, in job order
     int n_mine;
+    int opened;      // 1 when batch_open succeeded (the run goes ahead)
 } BatchRun;
 
 // Everything before the engine (see the header comment). Returns 0, or the exit code

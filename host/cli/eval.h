@@ -124,13 +124,18 @@ typedef struct {
     int stream;  // 1: --out exists and is not a regular file (a pipe, /dev/stdout,
                  // /dev/null): written from its start, never read, locked or fingerprinted
     int lock_fd; // the output, open and under an exclusive flock for the run (-1: none)
+    int created; // 1: the output did not exist before this run
+    char* path;  // the output (when locked)
+    char* run_path; // the fingerprint this run wrote over no results, or NULL
 } EvalOutGuard;
 
 // Refuses an --out that is the data file or a directory; detects a stream; with lock,
 // creates a regular output when missing and takes its lock (another run holding it is
-// refused). Returns 0, or 2 after printing. Release with eval_guard_close.
+// refused). Returns 0, or 2 after printing. Release with eval_guard_close; refused = 1
+// when the run did not go ahead: an output it created is removed while still empty,
+// with the fingerprint it wrote.
 int eval_guard_open(EvalOutGuard* g, const EvalArgs* a, int lock);
-void eval_guard_close(EvalOutGuard* g);
+void eval_guard_close(EvalOutGuard* g, int refused);
 
 // The fingerprint of a run (a JSON object; cJSON_Delete it): the model's and the data
 // file's identity, the task, --max-tokens, --ctx, the random-key scheme and every
@@ -138,9 +143,10 @@ void eval_guard_close(EvalOutGuard* g);
 cJSON* eval_fingerprint(const EvalArgs* a, const char* model_path, const etx_policy* combos, int n_combos);
 // With n_results > 0 and a fingerprint at run_path: 0 when it equals fp, else 2 after
 // naming every field that changed (a resume of another run). Otherwise fp is written to
-// run_path (a warning when results exist without one). 1 on an I/O error.
-int eval_fingerprint_check(const char* command, const char* out, const char* run_path, const cJSON* fp,
-                           int n_results);
+// run_path (a warning when results exist without one) and, over no results, recorded in
+// g as this run's own. 1 on an I/O error.
+int eval_fingerprint_check(EvalOutGuard* g, const char* command, const char* out, const char* run_path,
+                           const cJSON* fp, int n_results);
 // Writes text to path through "path.tmp" and a rename. 0, or -1 (errno).
 int eval_write_atomic(const char* path, const char* text, size_t len);
 

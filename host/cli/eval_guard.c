@@ -254,8 +254,8 @@ int eval_write_atomic(const char* path, const char* text, size_t len) {
     return 0;
 }
 
-int eval_fingerprint_check(const char* command, const char* out, const char* run_path, const cJSON* fp,
-                           int n_results) {
+int eval_fingerprint_check(EvalOutGuard* g, const char* command, const char* out, const char* run_path,
+                           const cJSON* fp, int n_results) {
     char* text = NULL;
     size_t len = 0;
     struct stat st;
@@ -295,6 +295,7 @@ int eval_fingerprint_check(const char* command, const char* out, const char* run
     json[n + 1] = '\0';
     const int rc = eval_write_atomic(run_path, json, n + 1);
     free(json);
+    if (rc == 0 && n_results == 0 && !g->run_path) g->run_path = xstrdup(run_path); // this run's own
     if (rc != 0) {
         fprintf(stderr, "etx %s: cannot write %s: %s\n", command, run_path, strerror(errno));
         return 1;
@@ -306,7 +307,7 @@ int eval_fingerprint_check(const char* command, const char* out, const char* run
 // the output file
 
 int eval_guard_open(EvalOutGuard* g, const EvalArgs* a, int lock) {
-    g->stream = 0;
+    memset(g, 0, sizeof *g);
     g->lock_fd = -1;
     struct stat so, sd;
     const int have_out = stat(a->out, &so) == 0;
@@ -324,6 +325,8 @@ int eval_guard_open(EvalOutGuard* g, const EvalArgs* a, int lock) {
         return 0;
     }
     if (!lock) return 0;
+    g->created = !have_out;
+    g->path = xstrdup(a->out);
     g->lock_fd = open(a->out, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
     if (g->lock_fd < 0) {
         fprintf(stderr, "etx %s: cannot open %s: %s\n", a->command, a->out, strerror(errno));
@@ -343,7 +346,17 @@ int eval_guard_open(EvalOutGuard* g, const EvalArgs* a, int lock) {
     return 0;
 }
 
-void eval_guard_close(EvalOutGuard* g) {
+void eval_guard_close(EvalOutGuard* g, int refused) {
+    // a refused run leaves no trace: the empty output it created for its lock goes, and
+    // the fingerprint with it (while locked, so no other run sees them half-removed)
+    struct stat st;
+    if (refused && g->created && g->lock_fd >= 0 && fstat(g->lock_fd, &st) == 0 && st.st_size == 0) {
+        unlink(g->path);
+        if (g->run_path) unlink(g->run_path);
+    }
     if (g->lock_fd >= 0) close(g->lock_fd); // closing the descriptor releases the lock
+    free(g->path);
+    free(g->run_path);
+    memset(g, 0, sizeof *g);
     g->lock_fd = -1;
 }

@@ -5,13 +5,22 @@
  * resume (a second run adds only what is missing; a truncated last line is dropped and
  * redone), malformed lines reported with their line number and skipped or refused, and
  * `mpirun -np 2` byte-identical to one process (skipped only when mpirun is missing).
+ * The output's guards: an empty file, /dev/null and a pipe (/dev/stdout) as --out; a file
+ * of other lines, the data file itself, a locked output and a resume of another run
+ * (other -n, policy, data) refused with the file untouched; random keys that follow the
+ * ids (blank lines and reordering change no completion); NUL characters in requests; a
+ * run stopped by a full disk (ulimit -f) or by kill -9 and resumed gives the file of an
+ * uninterrupted run.
  */
 #include <check.h>
 #include <cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -174,6 +183,256 @@ START_TEST(bad_lines_skipped_or_refused) {
 }
 END_TEST
 
+
+static void write_file(const char* path, const char* text) {
+    FILE* f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+// Runs etx eval ARGS expecting exit code want and a message containing need; the file
+// out must be byte-for-byte what it was.
+static void expect_refused(const char* args, int want, const char* need, const char* out) {
+    char* before = out ? cli_read_or_null(out) : NULL;
+    Run r = run_eval("", args);
+    ck_assert_msg(r.status == want, "etx eval %s: exit %d, expected %d\n%s", args, r.status, want, r.err);
+    ck_assert_msg(strstr(r.err, need) != NULL, "etx eval %s: expected '%s' in\n%s", args, need, r.err);
+    free_run(&r);
+    if (out) {
+        char* after = cli_read_or_null(out);
+        ck_assert_msg(before && after && strcmp(before, after) == 0, "%s changed", out);
+        free(after);
+    }
+    free(before);
+}
+
+START_TEST(special_outputs_are_written_as_streams) {
+    char out[300], args[1024];
+    // an existing empty file (UBSan: qsort(NULL, 0) aborted the resume scan)
+    cli_tmp_path(out, sizeof out, "empty.jsonl");
+    write_file(out, "");
+    snprintf(args, sizeof args, "--data '%s' --out '%s' --limit 3 " COMMON, SAMPLE, out);
+    run_ok("", args);
+    char* got = cli_read_or_null(out);
+    ck_assert_str_eq(got, reference());
+    free(got);
+    // /dev/null: a character device, written and never read back
+    snprintf(args, sizeof args, "--data '%s' --out /dev/null --limit 1 " COMMON, SAMPLE);
+    run_ok("", args);
+    // a pipe: the resume scan used to read the process's own stdout and wait forever
+    snprintf(args, sizeof args, "eval --data '%s' --out /dev/stdout --limit 3 " COMMON " 2>/dev/null | cat", SAMPLE);
+    Run r = run_prefixed("timeout 600", ETX_CLI, args, NULL);
+    ck_assert_str_eq(r.out, reference());
+    free_run(&r);
+}
+END_TEST
+
+START_TEST(foreign_outputs_are_refused_untouched) {
+    char out[300], data[300], args[1024];
+    // a notes file: its last line has no newline, and used to be cut as a "torn write"
+    cli_tmp_path(out, sizeof out, "notes.txt");
+    write_file(out, "keep these notes\nlast line, no newline");
+    snprintf(args, sizeof args, "--data '%s' --out '%s' --limit 1 " COMMON, SAMPLE, out);
+    expect_refused(args, 2, "line 1 is not a result line of etx eval", out);
+    // results followed by a line that is not one
+    char* mixed = xmalloc(strlen(reference()) + 64);
+    sprintf(mixed, "%s# a comment\n", reference());
+    write_file(out, mixed);
+    free(mixed);
+    expect_refused(args, 2, "line 4 is not a result line", out);
+    // a sweep's completions are not eval's results
+    write_file(out, "{\"combo\":0,\"id\":0,\"completion\":\"x\",\"tokens\":1,\"finish\":\"length\"}\n");
+    expect_refused(args, 2, "a line of etx sweep", out);
+    // the data file as --out: the results would be appended to the requests
+    cli_tmp_path(data, sizeof data, "same.jsonl");
+    char* sample = cli_read_or_null(SAMPLE);
+    write_file(data, sample);
+    free(sample);
+    snprintf(args, sizeof args, "--data '%s' --out '%s' --limit 1 " COMMON, data, data);
+    expect_refused(args, 2, "is the data file", data);
+}
+END_TEST
+
+START_TEST(resume_of_another_run_is_refused) {
+    char out[300], data[300], args[1024];
+    cli_tmp_path(out, sizeof out, "fp.jsonl");
+    unlink(out);
+    snprintf(args, sizeof args, "--data '%s' --out '%s' --limit 2 " COMMON, SAMPLE, out);
+    run_ok("", args);
+    char run_json[340];
+    snprintf(run_json, sizeof run_json, "%s.run.json", out);
+    ck_assert_int_eq(access(run_json, F_OK), 0);
+    // another -n, another policy, another data file: each named, nothing written
+    snprintf(args, sizeof args, "--data '%s' --out '%s' --limit 2 --task gsm8k -n 25 --threads 2 --policy greedy",
+             SAMPLE, out);
+    expect_refused(args, 2, "max_tokens was 24, now 25", out);
+    snprintf(args, sizeof args, "--data '%s' --out '%s' --limit 2 --task gsm8k -n 24 --threads 2 --policy sample",
+             SAMPLE, out);
+    expect_refused(args, 2, "policy.kind was \"greedy\", now \"sample\"", out);
+    cli_tmp_path(data, sizeof data, "edited.jsonl");
+    char* sample = NULL;
+    ck_assert_int_eq(etx_read_file(SAMPLE, &sample, NULL).code, ETX_OK);
+    char* eggs = strstr(sample, "16 eggs");
+    ck_assert_msg(eggs != NULL, "the fixture changed");
+    *eggs = '7'; // a finished prompt edited
+    write_file(data, sample);
+    free(sample);
+    snprintf(args, sizeof args, "--data '%s' --out '%s' --limit 2 " COMMON, data, out);
+    expect_refused(args, 2, "data differs", out);
+    // the same run goes on (more problems are the same run: --limit is not part of it)
+    snprintf(args, sizeof args, "--data '%s' --out '%s' --limit 3 " COMMON, SAMPLE, out);
+    run_ok("", args);
+    char* got = cli_read_or_null(out);
+    ck_assert_str_eq(got, reference());
+    free(got);
+}
+END_TEST
+
+// The completion of each id in an output, in id order (ids 0..n-1).
+static void completions_by_id(const char* text, char** by_id, int n) {
+    for (const char* p = text; p && *p;) {
+        const char* nl = strchr(p, '\n');
+        cJSON* j = cJSON_ParseWithLength(p, (size_t)(nl - p));
+        const int id = cJSON_GetObjectItem(j, "id")->valueint;
+        ck_assert(id >= 0 && id < n);
+        by_id[id] = xstrdup(cJSON_GetObjectItem(j, "completion")->valuestring);
+        cJSON_Delete(j);
+        p = nl + 1;
+    }
+}
+
+START_TEST(random_keys_follow_ids_not_lines) {
+    // sampled at temperature 1: a request's tokens follow its random key, which must not
+    // move when blank lines are inserted or lines reordered
+    char* sample = cli_read_or_null(SAMPLE);
+    const char* lines[3];
+    size_t lens[3];
+    const char* p = sample;
+    for (int i = 0; i < 3; i++) {
+        const char* nl = strchr(p, '\n');
+        lines[i] = p, lens[i] = (size_t)(nl - p + 1);
+        p = nl + 1;
+    }
+    char a[300], b[300], oa[300], ob[300], args[1024];
+    cli_tmp_path(a, sizeof a, "keys_a.jsonl");
+    cli_tmp_path(b, sizeof b, "keys_b.jsonl");
+    cli_tmp_path(oa, sizeof oa, "keys_oa.jsonl");
+    cli_tmp_path(ob, sizeof ob, "keys_ob.jsonl");
+    FILE* f = fopen(a, "wb");
+    for (int i = 0; i < 3; i++) fwrite(lines[i], 1, lens[i], f);
+    fclose(f);
+    f = fopen(b, "wb");
+    fputs("\n\n", f);
+    fwrite(lines[2], 1, lens[2], f);
+    fputs("\n", f);
+    fwrite(lines[0], 1, lens[0], f);
+    fwrite(lines[1], 1, lens[1], f);
+    fclose(f);
+    free(sample);
+    unlink(oa), unlink(ob);
+    const char* pol = "-n 12 --threads 2 --policy sample --temperature 1.0 --seed 5";
+    snprintf(args, sizeof args, "--data '%s' --out '%s' %s", a, oa, pol);
+    run_ok("", args);
+    snprintf(args, sizeof args, "--data '%s' --out '%s' %s", b, ob, pol);
+    run_ok("", args);
+    char* ta = cli_read_or_null(oa);
+    char* tb = cli_read_or_null(ob);
+    char *ca[3] = {0}, *cb[3] = {0};
+    completions_by_id(ta, ca, 3);
+    completions_by_id(tb, cb, 3);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_ptr_nonnull(ca[i]);
+        ck_assert_ptr_nonnull(cb[i]);
+        ck_assert_msg(strcmp(ca[i], cb[i]) == 0, "id %d: '%s' vs '%s'", i, ca[i], cb[i]);
+        free(ca[i]), free(cb[i]);
+    }
+    free(ta), free(tb);
+}
+END_TEST
+
+START_TEST(a_locked_output_is_refused) {
+    char out[300], args[1024];
+    cli_tmp_path(out, sizeof out, "locked.jsonl");
+    write_file(out, "");
+    // this process holds the lock, as a running etx eval does
+    const int fd = open(out, O_RDWR);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(flock(fd, LOCK_EX), 0);
+    snprintf(args, sizeof args, "--data '%s' --out '%s' --limit 1 " COMMON, SAMPLE, out);
+    expect_refused(args, 2, "another etx run is writing", out);
+    close(fd);
+    run_ok("", args);
+}
+END_TEST
+
+START_TEST(nul_characters_in_requests_are_refused) {
+    char data[300], out[300], args[1024];
+    cli_tmp_path(data, sizeof data, "nul.jsonl");
+    cli_tmp_path(out, sizeof out, "nul_out.jsonl");
+    write_file(data, "{\"id\": 1, \"prompt\": \"the cat\\u0000 sat on the\"}\n"
+                     "{\"id\": 2, \"messages\": [{\"role\": \"user\", \"content\": \"a\\u0000b\"}]}\n"
+                     "{\"id\": \"x\\u0000y\", \"prompt\": \"fine\"}\n"
+                     "{\"id\": 3, \"prompt\": \"The capital of France is\"}\n");
+    unlink(out);
+    snprintf(args, sizeof args, "--data '%s' --out '%s' -n 2 --threads 2", data, out);
+    Run r = run_eval("", args);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    const char* want[] = {"nul.jsonl:1: a NUL character (\\u0000) in \"prompt\" at column 29",
+                          "nul.jsonl:2: a NUL character (\\u0000) in \"messages[0].content\"",
+                          "nul.jsonl:3: a NUL character (\\u0000) in \"id\"", "3 bad lines skipped"};
+    for (int i = 0; i < 4; i++) ck_assert_msg(strstr(r.err, want[i]) != NULL, "missing '%s' in\n%s", want[i], r.err);
+    free_run(&r);
+    char* got = cli_read_or_null(out);
+    ck_assert_int_eq(count_lines(got), 1);
+    free(got);
+    unlink(out);
+    snprintf(args, sizeof args, "--data '%s' --out '%s' -n 2 --on-bad-line fail", data, out);
+    expect_refused(args, 2, "nothing run", NULL);
+}
+END_TEST
+
+START_TEST(killed_or_disk_full_then_resumed) {
+    char out[300], args[1024];
+    cli_tmp_path(out, sizeof out, "full.jsonl");
+    unlink(out);
+    // a full disk: the file may not grow past 1 KiB (ulimit -f 2, SIGXFSZ ignored so the
+    // write fails with EFBIG); the run stops with exit 1 and a torn last line ...
+    snprintf(args, sizeof args, "-c 'ulimit -f 2; trap \"\" XFSZ; exec \"$0\" eval --data \"$1\" --out \"$2\" --limit 3 "
+             "%s' '%s' '%s' '%s'", COMMON, ETX_CLI, SAMPLE, out);
+    Run r = run_program("sh", args, NULL);
+    ck_assert_msg(r.status == 1, "exit %d\n%s", r.status, r.err);
+    ck_assert_msg(strstr(r.err, "writing") != NULL, "%s", r.err);
+    free_run(&r);
+    char* part = cli_read_or_null(out);
+    ck_assert(strlen(part) > 0 && strlen(part) < strlen(reference()));
+    free(part);
+    // ... which a resume repairs: the same file as an uninterrupted run
+    snprintf(args, sizeof args, "--data '%s' --out '%s' --limit 3 " COMMON, SAMPLE, out);
+    run_ok("", args);
+    char* got = cli_read_or_null(out);
+    ck_assert_str_eq(got, reference());
+    free(got);
+    // kill -9 once the first result is out (one request at a time), then resume
+    unlink(out);
+    char run_json[340];
+    snprintf(run_json, sizeof run_json, "%s.run.json", out);
+    unlink(run_json);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "'%s' eval --data '%s' --out '%s' --limit 3 --batch 1 %s 2>/dev/null & pid=$!; "
+             "i=0; while [ $i -lt 6000 ] && ! grep -q . '%s' 2>/dev/null; do sleep 0.05; i=$((i+1)); done; "
+             "kill -9 $pid; wait $pid; exit 0", ETX_CLI, SAMPLE, out, COMMON, out);
+    ck_assert_int_eq(system(cmd), 0);
+    char* killed = cli_read_or_null(out);
+    ck_assert(killed && strlen(killed) > 0 && strlen(killed) < strlen(reference()));
+    free(killed);
+    run_ok("", args);
+    got = cli_read_or_null(out);
+    ck_assert_str_eq(got, reference());
+    free(got);
+}
+END_TEST
+
 START_TEST(mpirun_two_ranks_equal_one_process) {
     if (system("command -v mpirun > /dev/null 2>&1") != 0) {
         fprintf(stderr, "test_eval: SKIPPED mpirun_two_ranks_equal_one_process: mpirun is not installed "
@@ -209,6 +468,13 @@ int main(void) {
     tcase_add_test(tc, batch_one_gives_the_same_file);
     tcase_add_test(tc, resume_adds_only_what_is_missing);
     tcase_add_test(tc, bad_lines_skipped_or_refused);
+    tcase_add_test(tc, special_outputs_are_written_as_streams);
+    tcase_add_test(tc, foreign_outputs_are_refused_untouched);
+    tcase_add_test(tc, resume_of_another_run_is_refused);
+    tcase_add_test(tc, random_keys_follow_ids_not_lines);
+    tcase_add_test(tc, a_locked_output_is_refused);
+    tcase_add_test(tc, killed_or_disk_full_then_resumed);
+    tcase_add_test(tc, nul_characters_in_requests_are_refused);
     tcase_add_test(tc, mpirun_two_ranks_equal_one_process);
     suite_add_tcase(s, tc);
     const int rc = check_run_suite_nofork(s); // the suites start programs: no fork on top of them

@@ -5,13 +5,17 @@
  * lines in (combination, line) order, grid.json is the grid as given; a combination's
  * completions equal `etx eval` with that policy (the same random keys); --batch 1 and
  * --batch 4 write the same files as --batch 8; `mpirun -np 2` equals one process
- * (skipped when mpirun is missing); each bad grid is refused, exit 2, before anything runs.
+ * (skipped when mpirun is missing); each bad grid is refused, exit 2, before anything runs;
+ * grid.json is written once (a rerun leaves the file as it was), a rerun with other
+ * settings (run.json) or while another sweep holds the directory is refused.
  */
 #include <check.h>
 #include <cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -275,6 +279,45 @@ START_TEST(mpirun_two_ranks_equal_one_process) {
 }
 END_TEST
 
+START_TEST(directory_guards) {
+    reference();
+    char path[400], args[2048];
+    snprintf(path, sizeof path, "%s/ref/grid.json", cli_run_dir);
+    struct stat before, after;
+    ck_assert_int_eq(stat(path, &before), 0);
+    // a rerun with nothing left to do leaves grid.json as it was (not rewritten)
+    char dir[300];
+    cli_tmp_path(dir, sizeof dir, "ref");
+    snprintf(args, sizeof args, "--data '%s' --grid '%s' --out '%s' " COMMON, SAMPLE, g_grid, dir);
+    Run r = run_etx("", "sweep", args);
+    ck_assert_msg(r.status == 0 && strstr(r.err, "resuming: 8 of 8 jobs"), "exit %d\n%s", r.status, r.err);
+    free_run(&r);
+    ck_assert_int_eq(stat(path, &after), 0);
+    ck_assert_uint_eq((unsigned long)before.st_ino, (unsigned long)after.st_ino);
+    ck_assert_int_eq(before.st_mtim.tv_nsec, after.st_mtim.tv_nsec);
+    ck_assert_int_eq(before.st_mtim.tv_sec, after.st_mtim.tv_sec);
+    // the same grid with other settings: refused by DIR/run.json, naming the change
+    snprintf(args, sizeof args, "--data '%s' --grid '%s' --out '%s' --task gsm8k --limit 2 -n 13 --threads 2", SAMPLE,
+             g_grid, dir);
+    r = run_etx("", "sweep", args);
+    ck_assert_msg(r.status == 2 && strstr(r.err, "max_tokens was 12, now 13"), "exit %d\n%s", r.status, r.err);
+    free_run(&r);
+    // another sweep holds the directory (its completions.jsonl is locked)
+    snprintf(path, sizeof path, "%s/ref/completions.jsonl", cli_run_dir);
+    const int fd = open(path, O_RDWR);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(flock(fd, LOCK_EX), 0);
+    snprintf(args, sizeof args, "--data '%s' --grid '%s' --out '%s' " COMMON, SAMPLE, g_grid, dir);
+    r = run_etx("", "sweep", args);
+    ck_assert_msg(r.status == 2 && strstr(r.err, "another etx run is writing"), "exit %d\n%s", r.status, r.err);
+    free_run(&r);
+    close(fd);
+    char* got = read_out("ref", "completions.jsonl");
+    ck_assert_str_eq(got, g_ref_jsonl);
+    free(got);
+}
+END_TEST
+
 START_TEST(bad_grids_refused_before_running) {
     static const struct {
         const char* grid;
@@ -291,7 +334,7 @@ START_TEST(bad_grids_refused_before_running) {
         {"{\"grid\": {\"temperature\": [1]}}", "\"policy\" is required"},
         {"{\"policy\": \"entropix\", \"grids\": {\"temperature\": [1]}}", "unknown key 'grids'"},
         {"{\"policy\": \"entropix\", \"base\": {\"seed\": 1, \"seed\": 2}, \"grid\": {\"temperature\": [1]}}", "base: key 'seed' appears twice"},
-        {"{\"policy\": \"entropix\", \"grid\": {\"temperature\": [1]}} x", "malformed JSON at byte 53 (line 1, column 54)"},
+        {"{\"policy\": \"entropix\", \"grid\": {\"temperature\": [1]}} x", "unexpected text after the value at byte 53 (line 1, column 54)"},
     };
     const int n = (int)(sizeof cases / sizeof cases[0]);
     char grid[300], dir[300], args[2048];
@@ -325,6 +368,7 @@ int main(void) {
     tcase_add_test(tc, batch_size_does_not_change_the_files);
     tcase_add_test(tc, resume_skips_done_jobs_and_rebuilds_the_csv);
     tcase_add_test(tc, mpirun_two_ranks_equal_one_process);
+    tcase_add_test(tc, directory_guards);
     tcase_add_test(tc, bad_grids_refused_before_running);
     suite_add_tcase(s, tc);
     const int rc = check_run_suite_nofork(s); // the suites start programs: no fork on top of them
