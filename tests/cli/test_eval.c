@@ -221,8 +221,9 @@ START_TEST(special_outputs_are_written_as_streams) {
     snprintf(args, sizeof args, "--data '%s' --out /dev/null --limit 1 " COMMON, SAMPLE);
     run_ok("", args);
     // a pipe: the resume scan used to read the process's own stdout and wait forever
-    snprintf(args, sizeof args, "eval --data '%s' --out /dev/stdout --limit 3 " COMMON " 2>/dev/null | cat", SAMPLE);
-    Run r = run_prefixed("timeout 600", ETX_CLI, args, NULL);
+    snprintf(args, sizeof args, "-c 'timeout 600 \"$0\" eval --data \"$1\" --out /dev/stdout --limit 3 %s | cat' '%s' '%s'",
+             COMMON, ETX_CLI, SAMPLE);
+    Run r = run_program("sh", args, NULL);
     ck_assert_str_eq(r.out, reference());
     free_run(&r);
 }
@@ -396,10 +397,11 @@ START_TEST(killed_or_disk_full_then_resumed) {
     char out[300], args[1024];
     cli_tmp_path(out, sizeof out, "full.jsonl");
     unlink(out);
-    // a full disk: the file may not grow past 1 KiB (ulimit -f 2, SIGXFSZ ignored so the
-    // write fails with EFBIG); the run stops with exit 1 and a torn last line ...
-    snprintf(args, sizeof args, "-c 'ulimit -f 2; trap \"\" XFSZ; exec \"$0\" eval --data \"$1\" --out \"$2\" --limit 3 "
-             "%s' '%s' '%s' '%s'", COMMON, ETX_CLI, SAMPLE, out);
+    // a full disk: a file may not grow past 3/4 of the results (prlimit --fsize, SIGXFSZ
+    // ignored so the write fails with EFBIG); the run stops with exit 1 and a torn last
+    // line ...
+    snprintf(args, sizeof args, "-c 'trap \"\" XFSZ; exec prlimit --fsize=%zu \"$0\" eval --data \"$1\" --out \"$2\" "
+             "--limit 3 %s' '%s' '%s' '%s'", strlen(reference()) * 3 / 4, COMMON, ETX_CLI, SAMPLE, out);
     Run r = run_program("sh", args, NULL);
     ck_assert_msg(r.status == 1, "exit %d\n%s", r.status, r.err);
     ck_assert_msg(strstr(r.err, "writing") != NULL, "%s", r.err);
