@@ -5,6 +5,7 @@
  */
 #include "model/model.h"
 
+#include <stdint.h>
 #include <string.h>
 
 etx_status model_alloc_tensor(float** out, size_t n, const char* name) {
@@ -17,6 +18,35 @@ etx_status model_alloc_tensor(float** out, size_t n, const char* name) {
                          name, n, n * sizeof(float) >> 20);
     *out = p;
     return etx_ok();
+}
+
+// A float is NaN or +-inf when its exponent bits are all ones. Blocks of 256 are tested
+// without branches (the loop vectorises); the first bad block is searched element by element.
+size_t model_first_nonfinite(const float* x, size_t n) {
+    for (size_t i0 = 0; i0 < n; i0 += 256) {
+        const size_t m = n - i0 < 256 ? n - i0 : 256;
+        uint32_t bad = 0;
+        for (size_t i = 0; i < m; i++) {
+            uint32_t u;
+            memcpy(&u, x + i0 + i, sizeof u);
+            bad |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);
+        }
+        if (!bad) continue;
+        for (size_t i = 0; i < m; i++) {
+            uint32_t u;
+            memcpy(&u, x + i0 + i, sizeof u);
+            if ((u & 0x7f800000u) == 0x7f800000u) return i0 + i;
+        }
+    }
+    return n;
+}
+
+etx_status model_nonfinite_error(const char* file, const char* tensor, float v, size_t index, size_t cols) {
+    const char* what = v != v ? "NaN" : v > 0 ? "+inf" : "-inf";
+    return etx_error(ETX_ERR_FORMAT,
+                     "%s: tensor %s holds a non-finite weight (%s) at element %zu (row %zu, column %zu); the model "
+                     "cannot produce usable logits",
+                     file, tensor, what, index, cols ? index / cols : 0, cols ? index % cols : index);
 }
 
 void model_free_contents(etx_model* m) {

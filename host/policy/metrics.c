@@ -14,6 +14,8 @@
 #include "policy/metrics.h"
 
 #include <math.h>
+#include <stdint.h>
+#include <string.h>
 
 #define LN2 0.69314718055994530942
 
@@ -93,6 +95,17 @@ LogitMetrics logit_metrics(const float* logits, int n) {
     r.varentropy = (float)(a.m2 / a.z / (LN2 * LN2));
     r.log_z = (float)(a.m + log(a.z));
     return r;
+}
+
+// A float is NaN or +-inf exactly when its eight exponent bits are all ones.
+int logits_nonfinite(const float* logits, int n) {
+    uint32_t bad = 0;
+    for (int i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, logits + i, sizeof u);
+        bad |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);
+    }
+    return bad != 0;
 }
 
 // ----------------------------------------------------------------------------
