@@ -6,7 +6,10 @@
  *     thresholds of §6.10), from the step's metrics to a branch and the temperature / top-k /
  *     top-p / min-p / number of draws that branch uses;
  *   - policy_filter + policy_draw: the filters and one categorical draw over candidates
- *     sorted by logit, most likely first.
+ *     sorted by logit, most likely first;
+ *   - policy_input_fault: whether a pick's inputs (its logits, the signals its policy
+ *     reads) are finite; when they are not, no token is picked and the token slot carries
+ *     a negative fault code (policy_fault_token) that the engine turns into a request error.
  *
  * The filters, in the order transformers applies its warpers: temperature, top-k, top-p
  * (the smallest prefix of most likely tokens whose mass reaches p), min-p (keep tokens
@@ -53,9 +56,35 @@ typedef struct {
     int32_t id;
 } PolicyCandidate;
 
+// x clamped to [lo, hi]; NaN gives lo (so a clamped value is always a number).
 static inline ETX_HD float policy_clampf(float x, float lo, float hi) {
-    return x < lo ? lo : (x > hi ? hi : x);
+    return !(x >= lo) ? lo : (x > hi ? hi : x);
 }
+
+// 1 when x is neither NaN nor +-inf (no isfinite: the same code as C, C++ and CUDA).
+static inline ETX_HD int policy_finite(float x) { return fabsf(x) <= 3.40282347e+38f; }
+
+// (int) x for a float that may be NaN, infinite or beyond int: clamped to [lo, hi] first
+// (NaN -> lo), then truncated toward zero as a C cast does. lo, hi within +-2^24 so that
+// they are exact floats.
+static inline ETX_HD int policy_float_to_int(float x, int lo, int hi) {
+    return (int)policy_clampf(x, (float)lo, (float)hi);
+}
+
+// Why a pick cannot be made from its inputs. The engine names the request and position.
+typedef enum {
+    POLICY_FAULT_NONE = 0,
+    POLICY_FAULT_LOGITS = 1,      // a logit is NaN or +-inf
+    POLICY_FAULT_LOGIT_SIGNALS = 2, // entropy or varentropy is not finite (finite logits
+                                    // of absurd spread overflow float)
+    POLICY_FAULT_ATTN_SIGNALS = 3,  // an attention signal is not finite
+    POLICY_FAULT_COUNT
+} PolicyFault;
+
+// The token slot of a pick that faulted: -fault (so every id >= 0 stays a token).
+static inline ETX_HD int32_t policy_fault_token(int fault) { return -(int32_t)fault; }
+// The fault a token slot carries: 0 for a token id.
+static inline ETX_HD int policy_token_fault(int32_t token) { return token < 0 ? (int)-token : POLICY_FAULT_NONE; }
 
 // The decision of a greedy or sample policy (entropix decisions come from entropix_decide):
 // the policy's own filters, argmax for greedy, one draw for sample.
@@ -85,6 +114,9 @@ static inline ETX_HD PolicyDecision policy_decision_simple(const etx_policy* p) 
 //         min_p = clip(min_p0 (1 - g (H+V)), .01, .5), best of n_adaptive_samples draws
 // prev_token: the token before this step (-1 at the first step); pause_token: the
 // resolved pause id (>= 0). The temperature is kept above 1e-6 whatever the coefficients.
+// Defined for any metrics, NaN and infinities included (every float -> int conversion is
+// clamped first; NaN falls through the comparisons to the adaptive branch); the backends
+// never act on such a decision, they stop the request first (policy_input_fault).
 static inline ETX_HD PolicyDecision entropix_decide(const etx_entropix_params* p, const PolicyMetrics* m,
                                                     int32_t prev_token, int32_t pause_token) {
     const float H = m->entropy, V = m->varentropy;
@@ -112,7 +144,8 @@ static inline ETX_HD PolicyDecision entropix_decide(const etx_entropix_params* p
         d.branch = ETX_BRANCH_LEHV;
         d.temperature =
             fminf(1.5f, p->temperature * (p->lehv_interaction_strength_offset + p->lehv_interaction_strength_coef * IS));
-        const int k = (int)((float)p->top_k * (1.0f + 0.5f * (1.0f - AG)));
+        // the cast bounded so that no AG makes it undefined (above 2^24 it means "all")
+        const int k = policy_float_to_int((float)p->top_k * (1.0f + 0.5f * (1.0f - AG)), 5, 1 << 24);
         d.top_k = k > 5 ? k : 5;
     } else if (H > p->med_ent_thresh && V > p->high_vent_thresh) {
         d.branch = ETX_BRANCH_HEHV;
@@ -124,13 +157,27 @@ static inline ETX_HD PolicyDecision entropix_decide(const etx_entropix_params* p
         d.temperature = p->temperature *
                         (1.0f + p->ada_temp_logits * u_logits + p->ada_temp_attn * u_attn - p->ada_temp_agree * AG);
         d.top_p = policy_clampf(p->top_p * (1.0f + p->ada_top_p * AV), 0.1f, 1.0f);
-        d.top_k = (int)policy_clampf(rintf((float)p->top_k * (1.0f + p->ada_top_k_int * IS - p->ada_top_k_agree * AG)),
-                                     1.0f, 100.0f);
+        d.top_k = policy_float_to_int(rintf((float)p->top_k * (1.0f + p->ada_top_k_int * IS - p->ada_top_k_agree * AG)),
+                                      1, 100);
         d.min_p = policy_clampf(p->min_p * (1.0f - p->ada_min_p * u_logits), 0.01f, 0.5f);
         d.n_samples = p->n_adaptive_samples;
     }
     if (!(d.temperature > 1e-6f)) d.temperature = 1e-6f;
     return d;
+}
+
+// Whether a pick may go ahead: logits_nonfinite is 1 when any logit of the row is NaN or
+// +-inf (each backend scans its row: the CPU in pick_token, the device in the vocabulary
+// pass); m: the step's signals; uses_metrics: 1 when the policy reads them (entropix).
+// The greedy and sample policies read only the logits, so only they are checked then.
+static inline ETX_HD int policy_input_fault(int logits_nonfinite, const PolicyMetrics* m, int uses_metrics) {
+    if (logits_nonfinite) return POLICY_FAULT_LOGITS;
+    if (!uses_metrics) return POLICY_FAULT_NONE;
+    if (!policy_finite(m->entropy) || !policy_finite(m->varentropy)) return POLICY_FAULT_LOGIT_SIGNALS;
+    if (!policy_finite(m->attn_entropy) || !policy_finite(m->attn_varentropy) || !policy_finite(m->agreement) ||
+        !policy_finite(m->interaction))
+        return POLICY_FAULT_ATTN_SIGNALS;
+    return POLICY_FAULT_NONE;
 }
 
 // Weights w[i] = exp((logit_i - logit_0) / T) of the candidates the filters keep; returns
@@ -200,6 +247,27 @@ static inline ETX_HD void policy_trace_record(etx_trace_record* t, int request_i
     t->top_k = d->top_k;
     t->top_p = d->top_p;
     t->min_p = d->min_p;
+}
+
+// The trace record of a pick that faulted (no token): who and when, token = the fault's
+// code (policy_fault_token), everything else zero. The engine drops it with the request;
+// written so that both backends leave the same bytes.
+static inline ETX_HD void policy_fault_record(etx_trace_record* t, int request_id, int step, int fault) {
+    t->request_id = request_id;
+    t->step = step;
+    t->token = policy_fault_token(fault);
+    t->logprob = 0.0f;
+    t->entropy = 0.0f;
+    t->varentropy = 0.0f;
+    t->attn_entropy = 0.0f;
+    t->attn_varentropy = 0.0f;
+    t->agreement = 0.0f;
+    t->interaction = 0.0f;
+    t->branch = ETX_BRANCH_GREEDY;
+    t->temperature = 0.0f;
+    t->top_k = 0;
+    t->top_p = 0.0f;
+    t->min_p = 0.0f;
 }
 
 #endif // ETX_POLICY_MATH_H

@@ -1,7 +1,10 @@
 /*
  * advance.cu — one decode step forward on the device (advance.h).
  *
- * Math: tokens[i] = next[i]; positions and lengths + 1; policy state step + 1, prev = next[i].
+ * Math: tokens[i] = max(next[i], 0); positions and lengths + 1; policy state step + 1,
+ * prev = tokens[i]. A negative next[i] is a pick's fault code (policy_step.h): the row is
+ * fed token 0 so that the embedding stays in range; the engine ends its request at the
+ * fault and ignores what the row draws afterwards.
  * Memory: ~48 bytes per row; one thread per row.
  *
  * Twin: what host/engine/engine.c does when it accepts a token; test:
@@ -15,7 +18,7 @@ __global__ void advance_rows_kernel(int32_t* tokens, int32_t* row_pos, int32_t* 
                                     EtxSeqState* states, const int32_t* next, int n) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    const int32_t t = next[i];
+    const int32_t t = next[i] >= 0 ? next[i] : 0;
     tokens[i] = t;
     row_pos[i] += 1;
     seq_len[i] += 1;

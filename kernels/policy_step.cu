@@ -3,8 +3,14 @@
  * trace record, done flag: what host/policy/sampler.c (sampler_pick) and hostdev/policy_math.h
  * do on the CPU, plus the stop checks and trace record of host/engine/engine.c's accept.
  *
- * Math (one line): token = forced | argmax | cand[min_j draw_j], draw_j = inverse CDF of
- * the filtered weights e^{(x_i - x_0)/T} at Philox(seed; step, j, key) (policy_math.h).
+ * Math (one line): token = -fault if the inputs are not finite, else forced | argmax |
+ * cand[min_j draw_j], draw_j = inverse CDF of the filtered weights e^{(x_i - x_0)/T} at
+ * Philox(seed; step, j, key) (policy_math.h).
+ *
+ * Non-finite inputs: the vocab pass's nonfinite flag and, for entropix, the signals go
+ * through policy_input_fault (policy_math.h), as on the CPU; a fault writes its negative
+ * code into the token slot, the one output that already crosses to the host, so the check
+ * adds no copy and no synchronisation and stays inside a captured graph.
  *
  * Kernel 1, policy_kernel, a thread per sequence: reads its metrics (16 + 16 bytes),
  * policy and state, and up to ETX_TOPK candidates (8 bytes each) — all from the vocab
@@ -126,22 +132,31 @@ __device__ static void pk_finish(const EtxPolicyArgs* a, int s, int32_t tok, con
     a->done[s] = done;
 }
 
+// A pick whose inputs are not finite (policy_input_fault): no token, the fault's code in
+// the token slot (policy_fault_token, < 0; the engine fails the request on it), the fault
+// record when tracing, done = ETX_REQ_FAILED. What cpu_backend.c's pick_token does.
+__device__ static void pk_fault(const EtxPolicyArgs* a, int s, int fault) {
+    const EtxSeqState* st = &a->states[s];
+    a->tokens[s] = policy_fault_token(fault);
+    if (a->trace) policy_fault_record(&a->trace[s], st->request_id, st->step, fault);
+    a->done[s] = ETX_REQ_FAILED;
+}
+
 // Kernel 1: a thread per sequence.
 __global__ void policy_kernel(EtxPolicyArgs a, PkScratch sc) {
     const int s = blockIdx.x * blockDim.x + threadIdx.x;
     if (s >= a.n_seqs) return;
     const etx_policy* pol = &a.policies[s];
     const EtxSeqState* st = &a.states[s];
-    PolicyDecision d;
-    if (pol->kind == ETX_POLICY_ENTROPIX) {
-        const PolicyMetrics m = pk_metrics(&a, s);
-        d = entropix_decide(&pol->entropix, &m, st->prev_token, st->pause_token);
-    } else {
-        d = policy_decision_simple(pol);
-    }
     PkPending* pend = &sc.pending[s];
-    pend->d = d;
     pend->need_full = 0;
+    const int is_entropix = pol->kind == ETX_POLICY_ENTROPIX;
+    const PolicyMetrics m = pk_metrics(&a, s);
+    const int fault = policy_input_fault(a.stats[s].nonfinite, &m, is_entropix);
+    if (fault) return pk_fault(&a, s, fault);
+    const PolicyDecision d =
+        is_entropix ? entropix_decide(&pol->entropix, &m, st->prev_token, st->pause_token) : policy_decision_simple(pol);
+    pend->d = d;
     const PolicyCandidate* c = a.cand + (size_t)s * ETX_TOPK;
     if (d.forced_token >= 0) return pk_finish(&a, s, d.forced_token, &d);
     if (d.argmax) return pk_finish(&a, s, c[0].id, &d); // sample_argmax: largest, lowest id

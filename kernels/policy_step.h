@@ -61,8 +61,11 @@ typedef struct {
     const int32_t* eos_ids;        // (n_eos) the model's EOS ids
     int n_eos;
     void* scratch;                 // etx_policy_scratch_bytes(n_seqs, vocab) bytes
-    int32_t* tokens;               // (n_seqs) out: the next token
-    int32_t* done;                 // (n_seqs) out: 0, ETX_REQ_DONE_STOP or ETX_REQ_DONE_LENGTH
+    int32_t* tokens;               // (n_seqs) out: the next token, or policy_fault_token(fault) < 0
+                                   // when its logits or the signals its policy reads are not
+                                   // finite (policy_math.h: policy_input_fault)
+    int32_t* done;                 // (n_seqs) out: 0, ETX_REQ_DONE_STOP, ETX_REQ_DONE_LENGTH or
+                                   // ETX_REQ_FAILED (a fault)
     etx_trace_record* trace;       // (n_seqs) out, or NULL: no trace
 } EtxPolicyArgs;
 

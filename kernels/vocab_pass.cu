@@ -4,7 +4,11 @@
  *
  * Math (one line): m = max x, log Z = m + ln sum e^{x-m}, H = (log Z - E_p[x]) / ln 2,
  * V = Var_p[x] / ln^2 2 with p = softmax(x); candidates = the first K of the row sorted
- * by (x desc, id asc).
+ * by (x desc, id asc); nonfinite = OR_i [x_i is NaN or +-inf].
+ *
+ * The nonfinite flag costs one bit test per logit and a shared OR per block (each part's
+ * flag in scratch when a row is split); it travels in EtxVocabStats to the policy step,
+ * which turns it into the pick's fault code in the token slot (no extra copy to the host).
  *
  * Memory traffic: the row is read once (4 vocab bytes per sequence) and the n kept
  * candidates' logits a second time (K floats, from cache); writes are 16 + 12 K bytes
@@ -136,6 +140,7 @@ __device__ static void vp_merge_list(unsigned long long* buf, int count, int* s_
 typedef struct {
     int* done;                // (n_seqs) blocks finished; zeroed by the launcher
     VpAcc* part;              // (n_seqs, VP_MAX_SPLIT)
+    int* bad;                 // (n_seqs, VP_MAX_SPLIT) each part's nonfinite flag
     unsigned long long* keys; // (n_seqs, VP_MAX_SPLIT, ETX_TOPK)
 } VpScratch;
 
@@ -148,13 +153,26 @@ static VpScratch vp_scratch(void* base, int n_seqs) {
     p += vp_align((size_t)n_seqs * sizeof(int));
     s.part = (VpAcc*)p;
     p += vp_align((size_t)n_seqs * VP_MAX_SPLIT * sizeof(VpAcc));
+    s.bad = (int*)p;
+    p += vp_align((size_t)n_seqs * VP_MAX_SPLIT * sizeof(int));
     s.keys = (unsigned long long*)p;
     return s;
 }
 
 extern "C" size_t etx_vocab_pass_scratch_bytes(int n_seqs) {
     return vp_align((size_t)n_seqs * sizeof(int)) + vp_align((size_t)n_seqs * VP_MAX_SPLIT * sizeof(VpAcc)) +
+           vp_align((size_t)n_seqs * VP_MAX_SPLIT * sizeof(int)) +
            (size_t)n_seqs * VP_MAX_SPLIT * ETX_TOPK * sizeof(unsigned long long);
+}
+
+// 1 when x is NaN or +-inf: its exponent bits all ones (logits_nonfinite's test).
+__device__ static int vp_nonfinite(float x) {
+    union {
+        float f;
+        uint32_t u;
+    } v;
+    v.f = x;
+    return (v.u & 0x7f800000u) == 0x7f800000u;
 }
 
 // Blocks per sequence: enough to give the GPU about VP_TARGET_BLOCKS blocks, each with
@@ -189,7 +207,7 @@ __global__ void __launch_bounds__(VP_THREADS)
                       PolicyCandidate* cand, float* logprob, VpScratch sc) {
     __shared__ unsigned long long s_buf[VP_BUF]; // [0, K): the list, sorted; [K, K + count): staged
     __shared__ double s_m[VP_THREADS], s_z[VP_THREADS], s_c[VP_THREADS], s_m2[VP_THREADS];
-    __shared__ int s_count, s_last;
+    __shared__ int s_count, s_last, s_bad;
     __shared__ unsigned long long s_thresh;
     __shared__ float s_log_z;
     const int tid = threadIdx.x, seq = blockIdx.x / split, part = blockIdx.x % split;
@@ -201,15 +219,18 @@ __global__ void __launch_bounds__(VP_THREADS)
     if (tid == 0) {
         s_count = 0;
         s_thresh = ETX_KEY_NONE;
+        s_bad = 0;
     }
     __syncthreads();
 
     VpAcc acc = {-INFINITY, 0.0, 0.0, 0.0};
+    int bad = 0; // this thread saw a NaN or infinite logit
     for (int base = lo; base < hi; base += VP_TILE) {
         for (int it = 0; it < VP_ITEMS; it++) {
             const int i = base + it * VP_THREADS + tid;
             if (i >= hi) break;
             const float x = row[i];
+            bad |= vp_nonfinite(x);
             vp_add(&acc, x);
             const unsigned long long key = etx_cand_key(x, i);
             if (key < s_thresh) s_buf[ETX_TOPK + atomicAdd(&s_count, 1)] = key;
@@ -219,6 +240,7 @@ __global__ void __launch_bounds__(VP_THREADS)
         __syncthreads(); // everyone has read count before the next tile appends
         if (count > VP_STAGE - VP_TILE) vp_merge_list(s_buf, count, &s_count, &s_thresh);
     }
+    if (bad) s_bad = 1; // every writer writes the same value; read after the merge's barriers
     if (s_count > 0) vp_merge_list(s_buf, s_count, &s_count, &s_thresh);
     vp_block_merge(acc, s_m, s_z, s_c, s_m2);
 
@@ -229,6 +251,7 @@ __global__ void __launch_bounds__(VP_THREADS)
         if (tid == 0) {
             volatile VpAcc* my_part = sc.part + (size_t)seq * VP_MAX_SPLIT + part;
             my_part->m = s_m[0], my_part->z = s_z[0], my_part->c = s_c[0], my_part->m2 = s_m2[0];
+            ((volatile int*)sc.bad)[(size_t)seq * VP_MAX_SPLIT + part] = s_bad;
         }
         __threadfence();
         __syncthreads();
@@ -249,6 +272,10 @@ __global__ void __launch_bounds__(VP_THREADS)
                 vp_merge(&a, &b);
             }
             s_m[0] = a.m, s_z[0] = a.z, s_c[0] = a.c, s_m2[0] = a.m2;
+            const volatile int* bads = sc.bad + (size_t)seq * VP_MAX_SPLIT;
+            int any = 0;
+            for (int g = 0; g < split; g++) any |= bads[g];
+            s_bad = any;
         }
         __syncthreads();
         vp_bitonic(s_buf, n);
@@ -267,6 +294,7 @@ __global__ void __launch_bounds__(VP_THREADS)
             r.varentropy = (float)(s_m2[0] / z / (VP_LN2 * VP_LN2));
             r.log_z = (float)(s_m[0] + log(z));
         }
+        r.nonfinite = s_bad;
         stats[seq] = r;
         s_log_z = r.log_z;
     }
@@ -288,7 +316,7 @@ extern "C" void etx_vocab_pass(const float* logits, int n_seqs, int vocab, int k
     int n_out = k < vocab ? k : vocab;
     if (n_out > ETX_TOPK) n_out = ETX_TOPK;
     const int split = scratch ? vp_split(n_seqs, vocab) : 1;
-    VpScratch sc = {NULL, NULL, NULL};
+    VpScratch sc = {NULL, NULL, NULL, NULL};
     if (split > 1) {
         sc = vp_scratch(scratch, n_seqs);
         CUDA_CHECK(cudaMemsetAsync(sc.done, 0, (size_t)n_seqs * sizeof(int), (cudaStream_t)stream));

@@ -2,7 +2,7 @@
  * vocab_pass.h — the fused pass over each sequence's logits row (kernels/vocab_pass.cu):
  * in one read of the row, the statistics of softmax(logits) that the entropix policy and
  * the trace need (max, log Z, entropy H, varentropy V; host/policy/metrics.c:logit_metrics is
- * the CPU twin) and the top-K candidates in the sampler's order (logit descending, ties
+ * the CPU twin), whether any logit is NaN or infinite (logits_nonfinite's twin) and the top-K candidates in the sampler's order (logit descending, ties
  * by ascending id; host/policy/sampler.c:sampler_candidates is the twin) with their
  * log-probabilities.
  *
@@ -27,12 +27,15 @@ extern "C" {
 // Compile-time cap on the candidates kept per row (the runtime k is <= this).
 #define ETX_TOPK 128
 
-// The statistics of one row: the twin of LogitMetrics plus the max.
+// The statistics of one row: the twin of LogitMetrics plus the max, and the twin of
+// logits_nonfinite (host/policy/metrics.h). With a NaN or +inf logit the statistics are
+// not meaningful (the policy step faults the pick on the flag before reading them).
 typedef struct {
-    float max;        // largest logit (-inf when no logit is finite)
-    float log_z;      // logsumexp(logits), nats (-inf when no logit is finite)
-    float entropy;    // H, bits
-    float varentropy; // V, bits^2
+    float max;         // largest logit (-inf when no logit is finite)
+    float log_z;       // logsumexp(logits), nats (-inf when no logit is finite)
+    float entropy;     // H, bits
+    float varentropy;  // V, bits^2
+    int32_t nonfinite; // 1 when some logit of the row is NaN or +-inf, else 0
 } EtxVocabStats;
 
 // A candidate's position in the sampler's order as one 64-bit key, smaller = earlier:

@@ -6,6 +6,7 @@
  * "branches", and with --task gsm8k and a reference "score" and "extracted"}.
  */
 #include <cJSON.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -99,7 +100,12 @@ char* batch_result_line(const EvalArgs* a, const Item* it, int combo, const Slot
     free(quoted);
     cJSON_AddNumberToObject(o, "tokens", n_tokens);
     cJSON_AddStringToObject(o, "finish", finish);
-    if (rs->phase == ETX_REQ_FAILED) cJSON_AddStringToObject(o, "error", rs->error);
+    if (rs->phase == ETX_REQ_FAILED) { // in the line, and on stderr with the line's id
+        cJSON_AddStringToObject(o, "error", rs->error);
+        char* id = cJSON_PrintUnformatted(it->id);
+        fprintf(stderr, "etx %s: id %s failed: %s\n", a->command, id ? id : "?", rs->error);
+        cJSON_free(id);
+    }
     int per[ETX_BRANCH_COUNT] = {0};
     for (int i = 0; i < n_recs; i++) per[recs[i].branch]++;
     cJSON* br = cJSON_AddObjectToObject(o, "branches");

@@ -6,7 +6,8 @@
  * order, so a row's results do not depend on the batch), then for every pick the step's
  * signals (host/policy/metrics.c: entropy and varentropy of the logits, the last layer's
  * attention metrics), the policy's decision (hostdev/policy_math.h, the same header the
- * CUDA policy kernel compiles) and the draw (host/policy/sampler.c). The backend owns the
+ * CUDA policy kernel compiles) and the draw (host/policy/sampler.c); a pick whose logits or
+ * signals are not finite gets a fault code instead of a token (pick_token). The backend owns the
  * float32 K/V pool for the engine's blocks, the scratch of one forward call, and one row
  * of logits (and last-layer scores) per pick.
  *
@@ -149,7 +150,9 @@ static etx_status run_works(CpuBackend* b, const BackendStep* s) {
     return cpu_forward_decode(b->m, &b->run, b->row_kv, b->row_tokens, n_rows, b->dec_logits, b->row_scores);
 }
 
-// The policy picks pick p's next token from its row of logits (and scores).
+// The policy picks pick p's next token from its row of logits (and scores). Inputs that
+// are not finite (policy_input_fault: a NaN or infinite logit, or a signal the policy reads)
+// give no token: pk->token = policy_fault_token(fault), which the engine reports.
 static void pick_token(CpuBackend* b, BackendPick* pk, int p) {
     const ModelConfig* c = &b->m->cfg;
     const float* logits = b->pick_logits[p];
@@ -157,7 +160,9 @@ static void pick_token(CpuBackend* b, BackendPick* pk, int p) {
     const int is_entropix = pk->policy->kind == ETX_POLICY_ENTROPIX;
     PolicyMetrics m = {0, 0, 0, 0, 0, 0};
     float log_z = 0.0f;
-    if (needs_metrics(b, pk)) {
+    memset(&pk->trace, 0, sizeof pk->trace);
+    const int bad_logits = logits_nonfinite(logits, c->vocab_size);
+    if (!bad_logits && needs_metrics(b, pk)) {
         LogitMetrics lm = logit_metrics(logits, c->vocab_size);
         const int window = is_entropix ? pk->policy->entropix.attn_window : 0;
         AttnMetrics am = attn_metrics(scores, c->n_heads, b->pick_pos[p], window, b->scratch);
@@ -165,11 +170,16 @@ static void pick_token(CpuBackend* b, BackendPick* pk, int p) {
         m = (PolicyMetrics){lm.entropy, lm.varentropy, am.attn_entropy, am.attn_varentropy, am.agreement,
                             am.interaction};
     }
+    const int fault = policy_input_fault(bad_logits, &m, is_entropix);
+    if (fault) { // nothing is sorted or drawn from a row that is not all numbers
+        pk->token = policy_fault_token(fault);
+        if (b->cfg.trace) policy_fault_record(&pk->trace, pk->request_id, (int)pk->step, fault);
+        return;
+    }
     const PolicyDecision d = is_entropix ? entropix_decide(&pk->policy->entropix, &m, pk->prev_token, pk->pause_token)
                                          : policy_decision_simple(pk->policy);
     const int32_t tok = sampler_pick(&b->sampler, logits, &d, pk->policy->seed, pk->key, pk->step);
     pk->token = tok;
-    memset(&pk->trace, 0, sizeof pk->trace);
     if (b->cfg.trace) policy_trace_record(&pk->trace, pk->request_id, (int)pk->step, tok, logits[tok] - log_z, &m, &d);
 }
 
@@ -182,6 +192,8 @@ static etx_status cpu_step(CpuBackend* b, BackendStep* s) {
 }
 
 // k steps of step(): after each, row i's drawn token is its input at the next position.
+// A row whose pick faulted (a negative token slot) is fed token 0 from then on, so the
+// step stays valid; the engine ends its request at the fault and discards the rest.
 static etx_status cpu_decode_steps(CpuBackend* b, BackendStep* s, int k, int32_t* tokens, etx_trace_record* trace) {
     const BackendConfig* c = &b->cfg;
     ETX_TRY(backend_check_decode_steps("CPU backend", c, s, k));
@@ -196,10 +208,10 @@ static etx_status cpu_decode_steps(CpuBackend* b, BackendStep* s, int k, int32_t
             BackendPick* pk = &b->picks[i];
             tokens[(size_t)j * np + i] = pk->token;
             if (c->trace) trace[(size_t)j * np + i] = pk->trace;
-            b->next_tok[i] = pk->token;
+            b->next_tok[i] = pk->token >= 0 ? pk->token : 0;
             b->works[i].tokens = &b->next_tok[i];
             b->works[i].pos0++;
-            pk->prev_token = pk->token;
+            pk->prev_token = b->next_tok[i];
             pk->step++;
         }
     }

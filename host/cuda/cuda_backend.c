@@ -7,6 +7,11 @@
  * tokens, and trace records when tracing, come back), logits (a forward with private
  * K/V blocks), and the registration constructor.
  *
+ * A pick whose logits (or the signals its policy reads) are not finite comes back as a
+ * negative fault code in its token slot (kernels/policy_step.h), which the engine turns
+ * into the request's error; in a multi-step call the row then runs on with token 0
+ * (kernels/advance.h) and the engine ignores the rest of it.
+ *
  * d2h_bytes counts what step() downloads: 4 bytes per pick (its int32 token), plus
  * sizeof(etx_trace_record) per pick when tracing. The done flags stay on the device (the
  * engine re-checks stops); BackendPick has no max_tokens, stop ids or ignore_eos, so the

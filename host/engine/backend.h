@@ -59,7 +59,9 @@ typedef struct {
     int32_t prev_token;     // last token (prompt's last at step 0)
     int32_t pause_token;    // entropix pause token (resolved), or -1
     int request_id;         // for the trace record
-    int32_t token;          // out: the next token
+    int32_t token;          // out: the next token, or < 0: no token, the pick's logits or the
+                            // signals its policy reads were not finite (-token is the
+                            // PolicyFault, hostdev/policy_math.h); the engine fails the request
     etx_trace_record trace; // out (config.trace): the step's signals and decision
 } BackendPick;
 
@@ -93,7 +95,9 @@ typedef struct {
     // k decode steps with one synchronisation: every work a decode row whose pick is its
     // index, block tables holding pos0 + k positions; the token drawn at step j is row's
     // input at step j + 1. tokens: (k, n_picks) out, step-major; trace: (k, n_picks) out
-    // when tracing. step->picks describe step 0. Tokens equal k calls of step().
+    // when tracing. step->picks describe step 0. Tokens equal k calls of step() up to a
+    // row's first fault (a negative token); after it the row runs on with token 0 as its
+    // input and what it draws is meaningless (the engine stops reading it at the fault).
     etx_status (*decode_steps)(Backend* b, BackendStep* step, int k, int32_t* tokens, etx_trace_record* trace);
     // logits of ids (no state kept), as etx_engine_logits
     etx_status (*logits)(Backend* b, const int32_t* ids, int n, int all_positions, float* out);

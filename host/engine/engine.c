@@ -10,7 +10,9 @@
  * forward passes and the policy and hands back one token (and trace record) per sampled
  * sequence; the engine commits the positions, then accepts each token: stop checks,
  * lengths, the trace. When every request is decoding and has room, the backend may run
- * several decode steps per call (steps_per_sync) with the same result.
+ * several decode steps per call (steps_per_sync) with the same result. A pick whose
+ * logits (or the signals its policy reads) are not finite comes back as a fault code
+ * instead of a token and fails that request alone, with a message naming the position.
  *
  * A request's tokens depend only on its own prompt, policy, seed and key: every backend
  * computes each row identically at any batch size, and a preempted request is recomputed
@@ -23,6 +25,7 @@
 #include "engine/kv_blocks.h"
 #include "engine/scheduler.h"
 #include "model/model.h"
+#include "policy_math.h"
 
 typedef struct {
     SchedSeq seq;      // the scheduler's view: state, KV block table, positions computed
@@ -293,8 +296,30 @@ static void append_token(Request* r, int32_t tok, int tracing) {
     r->seq.n_known = r->n_prompt + r->n_tokens;
 }
 
-// Takes the next token (and its trace record) into r, then the stop checks.
+// What a pick's fault code means, for the request's error message.
+static const char* fault_what(int fault) {
+    switch (fault) {
+    case POLICY_FAULT_LOGITS: return "non-finite logits (NaN or infinity)";
+    case POLICY_FAULT_LOGIT_SIGNALS: return "non-finite entropy or varentropy of the logits";
+    case POLICY_FAULT_ATTN_SIGNALS: return "non-finite attention signals";
+    default: return "an unknown pick fault";
+    }
+}
+
+// A pick that came back without a token (its logits or signals not finite: engine/backend.h)
+// fails its request, naming the position of the token that could not be picked.
+static void fail_pick(etx_engine* e, Request* r, int fault) {
+    snprintf(r->error, sizeof r->error,
+             "request %d: %s for the token at position %d (prompt %d + generated %d); the model's output is not "
+             "usable there",
+             r->id, fault_what(fault), r->n_prompt + r->n_tokens, r->n_prompt, r->n_tokens);
+    finish(e, r, ETX_REQ_FAILED);
+}
+
+// Takes the next token (and its trace record) into r, then the stop checks; a fault code
+// in place of the token fails r instead.
 static void accept_token(etx_engine* e, Request* r, int32_t tok, const etx_trace_record* rec) {
+    if (tok < 0) return fail_pick(e, r, policy_token_fault(tok));
     append_token(r, tok, e->opts.trace);
     if (e->opts.trace) r->trace[r->n_tokens - 1] = *rec;
     if (is_stop_token(e, r, tok)) return finish(e, r, ETX_REQ_DONE_STOP);

@@ -1,7 +1,8 @@
 /*
  * gguf_model.c — loads a Llama-architecture GGUF file into an etx_model (model.h):
  * hyper-parameters from the llama.* metadata, weights dequantized to float32 (plus the
- * raw blocks of Q8_0/Q4_0/Q4_1 matrices, for decode: quant_matrix.h), and the
+ * raw blocks of Q8_0/Q4_0/Q4_1 matrices, for decode: quant_matrix.h; a NaN or infinite
+ * weight, checked row by row as it is converted, is an error naming tensor and element), and the
  * byte-level BPE tokenizer from the tokenizer.ggml.* metadata.
  *
  * GGUF lists dimensions innermost first, so a linear layer's weight (out, in) appears
@@ -215,11 +216,23 @@ static etx_status load_tensor(const GGUFFile* f, const char* name, uint64_t ne0,
     uint64_t row_bytes = ne0 / (uint64_t)ti->block_elems * (uint64_t)ti->block_bytes;
     const uint8_t* src = t->data;
     float* w = *out;
-    // rows are independent: spread big tensors over the OpenMP threads
+    // rows are independent: spread big tensors over the OpenMP threads. Each row is
+    // checked for NaN / inf right after its conversion, while it is in cache; bad_row is
+    // the first stored row that has one (rows of the file's order).
+    uint64_t bad_row = rows;
 #pragma omp parallel for schedule(static) if (ne0 * rows >= (1u << 20))
     for (int64_t r = 0; r < (int64_t)rows; r++) {
         uint64_t dst = head_rows ? unpermuted_row((uint64_t)r, head_rows) : (uint64_t)r;
         dequantize_row(t->type, src + (uint64_t)r * row_bytes, w + dst * ne0, (size_t)ne0);
+        if (model_first_nonfinite(w + dst * ne0, (size_t)ne0) < ne0) {
+#pragma omp critical(etx_gguf_bad_row)
+            if ((uint64_t)r < bad_row) bad_row = (uint64_t)r;
+        }
+    }
+    if (bad_row < rows) { // the element's index in the file's layout (stored row, column)
+        const float* row = w + (head_rows ? unpermuted_row(bad_row, head_rows) : bad_row) * ne0;
+        const size_t col = model_first_nonfinite(row, (size_t)ne0);
+        return model_nonfinite_error(f->path, name, row[col], (size_t)(bad_row * ne0 + col), (size_t)ne0);
     }
     if (q) return keep_blocks(f, t, ne0, rows, row_bytes, head_rows, q);
     return etx_ok();

@@ -2,7 +2,8 @@
  * hf_model.c — loads a Hugging Face Llama directory into an etx_model (model.h):
  * config.json for the hyper-parameters, model.safetensors (or the shards named by
  * model.safetensors.index.json) for the weights, converted from bf16/f16/f32 to
- * float32, and tokenizer.json for the tokenizer. Safetensors weights are already in
+ * float32 (a NaN or infinite weight is an error naming the tensor and element), and
+ * tokenizer.json for the tokenizer. Safetensors weights are already in
  * the layout model.h wants: nn.Linear (out, in), Q/K rows in rotate-half order.
  */
 #include <cJSON.h>
@@ -144,6 +145,8 @@ static etx_status load_tensor(const STCheckpoint* ck, const char* name, uint64_t
     etx_status st = model_alloc_tensor(out, (size_t)t->n_elems, name);
     if (st.code != ETX_OK) return etx_error_wrap(st, "%s", f->path);
     st_to_f32(t, *out);
+    const size_t bad = model_first_nonfinite(*out, (size_t)t->n_elems);
+    if (bad < (size_t)t->n_elems) return model_nonfinite_error(f->path, name, (*out)[bad], bad, (size_t)(d1 ? d1 : d0));
     return etx_ok();
 }
 

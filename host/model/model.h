@@ -77,6 +77,13 @@ struct etx_model {
 // Allocates a zeroed float32 buffer of n elements for a weight; fails cleanly (no abort)
 // when memory runs out, naming the tensor.
 etx_status model_alloc_tensor(float** out, size_t n, const char* name);
+// Index of the first element of x[0..n) that is NaN or +-inf, or n when there is none.
+// The loaders run it over every tensor right after converting it to float32, while it is
+// still in cache (docs/commands.md, "Models and formats": non-finite weights are refused).
+size_t model_first_nonfinite(const float* x, size_t n);
+// The loaders' error for such a tensor: names the file, the tensor, the value and the
+// element (and its row and column in the file's layout, rows of `cols` elements).
+etx_status model_nonfinite_error(const char* file, const char* tensor, float value, size_t index, size_t cols);
 // Frees weights and tokenizer (not the struct itself).
 void model_free_contents(etx_model* m);
 // Checks the config for consistency (positive sizes, GQA divisibility, ...).

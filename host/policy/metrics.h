@@ -22,6 +22,12 @@ typedef struct {
 } LogitMetrics;
 LogitMetrics logit_metrics(const float* logits, int n);
 
+// 1 when any of the n logits is NaN or +-inf, else 0: the CPU's half of the finiteness
+// check every pick passes before its decision (hostdev/policy_math.h, policy_input_fault;
+// the device's half is the vocabulary pass's flag, kernels/vocab_pass.h). One branch-free
+// pass over the exponent bits.
+int logits_nonfinite(const float* logits, int n);
+
 typedef struct {
     float attn_entropy;    // mean over heads of per-head attention entropy, bits
     float attn_varentropy; // population variance over heads of the per-head entropies

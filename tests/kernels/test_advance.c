@@ -1,7 +1,8 @@
 /*
  * test_advance.c — etx_advance_rows (kernels/advance.cu) against its CPU twin, a plain
  * loop: rows 1, 5, 128 and 300 (several blocks, a partial one), with and without the
- * metrics lengths; rows past n are left alone.
+ * metrics lengths, some rows' next token a pick's fault code (fed as token 0); rows past
+ * n are left alone.
  */
 #include <check.h>
 #include <stdio.h>
@@ -17,12 +18,12 @@
 static void advance_twin(int32_t* tokens, int32_t* row_pos, int32_t* seq_len, int32_t* n_pos, EtxSeqState* st,
                          const int32_t* next, int n) {
     for (int i = 0; i < n; i++) {
-        tokens[i] = next[i];
+        tokens[i] = next[i] >= 0 ? next[i] : 0; // a fault code feeds token 0
         row_pos[i]++;
         seq_len[i]++;
         if (n_pos && n_pos[i] > 0) n_pos[i]++;
         st[i].step++;
-        st[i].prev_token = next[i];
+        st[i].prev_token = tokens[i];
     }
 }
 
@@ -42,6 +43,7 @@ static void check(int n, int with_npos) {
     EtxSeqState* st = calloc((size_t)cap, sizeof *st);
     for (int i = 0; i < cap; i++) {
         tok[i] = rng_below(&rng_state, 1000), next[i] = rng_below(&rng_state, 1000);
+        if (i % 7 == 3) next[i] = -1 - (int32_t)rng_below(&rng_state, 3); // picks that faulted
         pos[i] = rng_below(&rng_state, 500), len[i] = pos[i] + 1;
         np[i] = i % 3 ? len[i] : 0; // some rows without metrics
         st[i].step = rng_below(&rng_state, 50), st[i].prev_token = rng_below(&rng_state, 1000);

@@ -21,6 +21,10 @@
  *     ones host/engine/engine.c makes when it accepts a token. The metrics the decision reads are the device's
  *     own (downloaded), so the comparison isolates the decision and the pick, which must
  *     be exact.
+ *   - non-finite rows: NaN, +inf, -inf at the start, middle or end of a row (one block, or
+ *     split over several), all -inf, and NaN attention signals: the vocab pass's flag
+ *     against logits_nonfinite, and the policy step's fault code, done flag and record
+ *     against policy_input_fault (the CPU backend's pick_token).
  */
 #include <check.h>
 #include <math.h>
@@ -602,6 +606,121 @@ START_TEST(test_policy_vocab_128256) { check_policy_step(128256, 1, 505); } // L
 END_TEST
 
 // ----------------------------------------------------------------------------
+// non-finite logits and signals
+
+// Rows of n logits, each with its own damage (none; NaN, +inf or -inf early, in the
+// middle or as the last logit, so that with a split row every part's flag is merged;
+// all -inf), three policies each (greedy, sample with top_k 0 through the fallback,
+// entropix), and for entropix rows also attention signals with a NaN: the vocab pass's
+// flag is logits_nonfinite's (metrics.h), and the policy step's token slot, done flag
+// and trace record are what cpu_backend.c's pick_token gives: the fault's code,
+// ETX_REQ_FAILED and policy_fault_record when policy_input_fault says so, else
+// sampler_pick's token.
+enum { NF_CLEAN, NF_NAN_FIRST, NF_POS_INF_MID, NF_NEG_INF_LAST, NF_NAN_LAST, NF_ALL_NEG_INF, NF_KINDS };
+
+static void check_nonfinite(int n, int split) {
+    const int n_seqs = NF_KINDS * 4; // kind x (greedy, sample, entropix, entropix with NaN attention)
+    uint64_t rng = rng_seed(900 + (uint64_t)n);
+    float* x = xcalloc_t((size_t)n_seqs * n, sizeof(float));
+    etx_policy* pol = xcalloc_t(n_seqs, sizeof(etx_policy));
+    EtxSeqState* st = xcalloc_t(n_seqs, sizeof(EtxSeqState));
+    EtxAttnStats* attn = xcalloc_t(n_seqs, sizeof(EtxAttnStats));
+    for (int s = 0; s < n_seqs; s++) {
+        const int kind = s / 4, variant = s % 4;
+        float* row = x + (size_t)s * n;
+        fill_row(row, n, ROW_RANDOM, &rng);
+        switch (kind) {
+        case NF_NAN_FIRST: row[3] = NAN; break;
+        case NF_POS_INF_MID: row[n / 2 + 1] = INFINITY; break;
+        case NF_NEG_INF_LAST: row[n - 1] = -INFINITY; break;
+        case NF_NAN_LAST: row[n - 1] = NAN; break;
+        case NF_ALL_NEG_INF: fill_row(row, n, ROW_ALL_NEG_INF, &rng); break;
+        default: break;
+        }
+        pol[s] = etx_policy_default(variant == 0 ? ETX_POLICY_GREEDY
+                                                 : variant == 1 ? ETX_POLICY_SAMPLE : ETX_POLICY_ENTROPIX);
+        pol[s].entropix.pause_token = PAUSE_TOKEN;
+        pol[s].seed = 5 + (uint64_t)s;
+        attn[s] = (EtxAttnStats){1.5f, 0.3f, 0.01f, 2.0f};
+        if (variant == 3) attn[s].agreement = NAN;
+        st[s] = (EtxSeqState){.key = 1000 + (uint64_t)s, .request_id = s, .step = 3, .prev_token = 9,
+                              .pause_token = PAUSE_TOKEN, .max_tokens = 100, .n_prompt = 5, .max_seq_len = 1000};
+    }
+    float* d_x = dev_put(x, (size_t)n_seqs * n * sizeof(float));
+    EtxVocabStats* d_stats = etx_dev_malloc(n_seqs * sizeof(EtxVocabStats));
+    PolicyCandidate* d_cand = etx_dev_malloc((size_t)n_seqs * ETX_TOPK * sizeof(PolicyCandidate));
+    void* d_vp = split ? etx_dev_malloc(etx_vocab_pass_scratch_bytes(n_seqs)) : NULL;
+    etx_dev_memset(d_stats, 0xff, n_seqs * sizeof(EtxVocabStats)); // a stale flag must not survive
+    etx_vocab_pass(d_x, n_seqs, n, ETX_TOPK, d_stats, d_cand, NULL, d_vp, NULL);
+    EtxAttnStats* d_attn = dev_put(attn, n_seqs * sizeof(EtxAttnStats));
+    etx_policy* d_pol = dev_put(pol, n_seqs * sizeof(etx_policy));
+    EtxSeqState* d_st = dev_put(st, n_seqs * sizeof(EtxSeqState));
+    const int32_t eos = 1;
+    int32_t* d_eos = dev_put(&eos, sizeof eos);
+    void* d_scratch = etx_dev_malloc(etx_policy_scratch_bytes(n_seqs, n));
+    int32_t* d_tok = etx_dev_malloc(n_seqs * sizeof(int32_t));
+    int32_t* d_done = etx_dev_malloc(n_seqs * sizeof(int32_t));
+    etx_trace_record* d_trace = etx_dev_malloc(n_seqs * sizeof(etx_trace_record));
+    EtxPolicyArgs a = {.n_seqs = n_seqs, .vocab = n, .logits = d_x, .stats = d_stats, .cand = d_cand,
+                       .n_cand = n < ETX_TOPK ? n : ETX_TOPK, .attn = d_attn, .policies = d_pol, .states = d_st,
+                       .stop_ids = NULL, .eos_ids = d_eos, .n_eos = 1, .scratch = d_scratch, .tokens = d_tok,
+                       .done = d_done, .trace = d_trace};
+    etx_policy_step(&a, NULL);
+    etx_dev_sync();
+    EtxVocabStats* stats = xcalloc_t(n_seqs, sizeof(EtxVocabStats));
+    int32_t* tok = xcalloc_t(n_seqs, sizeof(int32_t));
+    int32_t* done = xcalloc_t(n_seqs, sizeof(int32_t));
+    etx_trace_record* trace = xcalloc_t(n_seqs, sizeof(etx_trace_record));
+    etx_dev_download(stats, d_stats, n_seqs * sizeof(EtxVocabStats));
+    etx_dev_download(tok, d_tok, n_seqs * sizeof(int32_t));
+    etx_dev_download(done, d_done, n_seqs * sizeof(int32_t));
+    etx_dev_download(trace, d_trace, n_seqs * sizeof(etx_trace_record));
+    Sampler smp;
+    build_sampler(&smp, n);
+    int faults = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        const float* row = x + (size_t)s * n;
+        const int flag = logits_nonfinite(row, n);
+        ck_assert_msg(stats[s].nonfinite == flag, "n %d row %d: flag %d, logits_nonfinite %d", n, s,
+                      stats[s].nonfinite, flag);
+        const int is_entropix = pol[s].kind == ETX_POLICY_ENTROPIX;
+        const PolicyMetrics m = {stats[s].entropy, stats[s].varentropy, attn[s].attn_entropy,
+                                 attn[s].attn_varentropy, attn[s].agreement, attn[s].interaction};
+        const int fault = policy_input_fault(flag, &m, is_entropix);
+        if (fault) {
+            faults++;
+            etx_trace_record w;
+            memset(&w, 0, sizeof w);
+            policy_fault_record(&w, st[s].request_id, st[s].step, fault);
+            ck_assert_msg(tok[s] == policy_fault_token(fault), "n %d row %d: token %d, fault %d", n, s, tok[s], fault);
+            ck_assert_int_eq(done[s], ETX_REQ_FAILED);
+            ck_assert_msg(memcmp(&trace[s], &w, sizeof w) == 0, "n %d row %d: fault record differs", n, s);
+        } else {
+            const PolicyDecision d = is_entropix ? entropix_decide(&pol[s].entropix, &m, st[s].prev_token,
+                                                                   st[s].pause_token)
+                                                 : policy_decision_simple(&pol[s]);
+            const int32_t want = sampler_pick(&smp, row, &d, pol[s].seed, st[s].key, (uint32_t)st[s].step);
+            ck_assert_msg(tok[s] == want, "n %d row %d: token %d, sampler_pick %d", n, s, tok[s], want);
+        }
+    }
+    ck_assert_int_eq(faults, (NF_KINDS - 1) * 4 + 1); // every damaged row, and the clean row's NaN attention
+    free_sampler(&smp);
+    free(x), free(pol), free(st), free(attn), free(stats), free(tok), free(done), free(trace);
+    etx_dev_free(d_x), etx_dev_free(d_stats), etx_dev_free(d_cand), etx_dev_free(d_attn), etx_dev_free(d_pol);
+    etx_dev_free(d_st), etx_dev_free(d_eos), etx_dev_free(d_scratch), etx_dev_free(d_tok), etx_dev_free(d_done);
+    etx_dev_free(d_trace);
+    if (d_vp) etx_dev_free(d_vp);
+}
+
+START_TEST(test_nonfinite_rows) {
+    check_nonfinite(100, 0);
+    check_nonfinite(1000, 1); // too small to split
+    check_nonfinite(32000, 1); // 4 blocks per row... of 24 rows: the split is vp_split's choice
+    check_nonfinite(32000, 0);
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
 
 static Suite* sampling_suite(void) {
     Suite* s = suite_create("sampling_kernels");
@@ -619,6 +738,9 @@ static Suite* sampling_suite(void) {
     tcase_add_test(tc, test_policy_vocab_4096);
     tcase_add_test(tc, test_policy_vocab_32000);
     tcase_add_test(tc, test_policy_vocab_128256);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("non-finite");
+    tcase_add_test(tc, test_nonfinite_rows);
     suite_add_tcase(s, tc);
     return s;
 }

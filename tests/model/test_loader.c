@@ -8,7 +8,7 @@
  *
  * Corruption tests copy a good fixture to a temporary file, damage it (truncate, flip
  * the magic, push an offset past the end, change a shape, drop a tensor, unknown dtype
- * or ggml type, absurd counts and lengths) and check that loading returns an error
+ * or ggml type, absurd counts and lengths, a NaN or infinite weight) and check that loading returns an error
  * whose message names the file and the tensor or key — never a crash (the suite runs
  * under ASan and UBSan). Fixtures: tests/scripts/gen_loader_fixtures.py.
  */
@@ -658,6 +658,60 @@ START_TEST(gguf_random_byte_flips) {
 }
 END_TEST
 
+// Every F32/F16/BF16 tensor and every Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 tensor of tiny.gguf, one at
+// a time, gets a NaN or infinity at row 1 (row 0 of a vector): a float element, or the
+// scale of the row's first block (every element of the block then NaN / inf). The load
+// fails naming the file, the tensor, the value and the element in the file's layout (the
+// stored row, also for the permuted Q and K).
+START_TEST(gguf_nonfinite_weights_are_refused) {
+    size_t n;
+    const char* path;
+    unsigned char* orig = tiny_copy(&n, &path);
+    GGUFFile f;
+    CK_OK(gguf_open(FIX "tiny.gguf", &f));
+    unsigned char* buf = malloc(n);
+    int damaged = 0;
+    for (uint64_t t = 0; t < f.n_tensors; t++) {
+        const GGUFTensor* T = &f.tensors[t];
+        const uint64_t ne0 = T->ne[0], row = T->ne[1] > 1 ? 1 : 0;
+        const GGMLTypeInfo* ti = ggml_type_info(T->type);
+        const size_t at = (size_t)(f.data_offset + T->offset) + (size_t)(row * ne0 / ti->block_elems * ti->block_bytes);
+        memcpy(buf, orig, n);
+        size_t col = 0;
+        const char* value = "NaN";
+        switch (T->type) {
+        case GGML_TYPE_F32: {
+            col = 3;
+            const float inf = -INFINITY;
+            memcpy(buf + at + 4 * col, &inf, 4);
+            value = "-inf";
+            break;
+        }
+        case GGML_TYPE_F16: col = 5, buf[at + 2 * col] = 0x00, buf[at + 2 * col + 1] = 0x7e; break; // NaN
+        case GGML_TYPE_BF16: col = 2, buf[at + 2 * col] = 0x80, buf[at + 2 * col + 1] = 0x7f; break; // +inf
+        case GGML_TYPE_Q4_0:
+        case GGML_TYPE_Q4_1:
+        case GGML_TYPE_Q5_0:
+        case GGML_TYPE_Q5_1:
+        case GGML_TYPE_Q8_0: buf[at] = 0x00, buf[at + 1] = 0x7e; break; // the block's scale d: NaN
+        default: continue;
+        }
+        if (T->type == GGML_TYPE_BF16) value = "+inf";
+        damaged++;
+        etx_status st = load_patched(path, buf, n);
+        char want[160];
+        snprintf(want, sizeof want, "(%s) at element %llu (row %llu, column %zu)", value,
+                 (unsigned long long)(row * ne0 + col), (unsigned long long)row, col);
+        expect_error(st, "bad.gguf", T->name);
+        ck_assert_msg(strstr(st.message, want), "message \"%s\" lacks \"%s\"", st.message, want);
+    }
+    ck_assert_int_ge(damaged, 10);
+    gguf_close(&f);
+    free(buf);
+    free(orig);
+}
+END_TEST
+
 // ---------------------------------------------------------------------------
 // safetensors / Hugging Face corruption
 
@@ -772,6 +826,37 @@ START_TEST(safetensors_bad_headers) {
     expect_hf_error(edit_shape_consistent, "model.safetensors", VICTIM);
     expect_hf_error(edit_huge_shape, "model.safetensors", VICTIM);
     expect_hf_error(edit_drop_lm_head, g_tmp, "lm_head.weight");
+}
+END_TEST
+
+// A float32 NaN in a matrix and +inf in a norm of tiny_hf: the load fails naming the
+// file, the tensor, the value and the element (row, column of the stored tensor).
+static void expect_hf_nonfinite(const char* name, size_t index, float v, const char* want) {
+    copy_tiny_hf();
+    size_t n;
+    unsigned char* buf = slurp(FIX "tiny_hf/model.safetensors", &n);
+    uint64_t hl = 0;
+    for (int i = 7; i >= 0; i--) hl = hl << 8 | buf[i];
+    cJSON* h = cJSON_ParseWithLength((const char*)buf + 8, (size_t)hl);
+    ck_assert_ptr_nonnull(h);
+    const cJSON* e = entry(h, name);
+    ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(e, "dtype")->valuestring, "F32");
+    const size_t begin = (size_t)cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(e, "data_offsets"), 0)->valuedouble;
+    cJSON_Delete(h);
+    memcpy(buf + 8 + hl + begin + 4 * index, &v, 4);
+    spit(tmp_path("model.safetensors"), buf, n);
+    free(buf);
+    etx_model m;
+    etx_status st = hf_model_load(g_tmp, &m);
+    if (st.code == ETX_OK) model_free_contents(&m);
+    expect_error(st, "model.safetensors", name);
+    ck_assert_msg(strstr(st.message, want), "message \"%s\" lacks \"%s\"", st.message, want);
+}
+
+START_TEST(hf_nonfinite_weights_are_refused) {
+    // up_proj is (96, 64): element 2 * 64 + 5 is row 2, column 5
+    expect_hf_nonfinite(VICTIM, 2 * 64 + 5, NAN, "(NaN) at element 133 (row 2, column 5)");
+    expect_hf_nonfinite("model.norm.weight", 17, INFINITY, "(+inf) at element 17 (row 0, column 17)");
 }
 END_TEST
 
@@ -1004,6 +1089,8 @@ int main(void) {
     tcase_add_test(tc, gguf_bad_tensors);
     tcase_add_test(tc, gguf_no_output_means_tied);
     tcase_add_test(tc, gguf_random_byte_flips);
+    tcase_add_test(tc, gguf_nonfinite_weights_are_refused);
+    tcase_add_test(tc, hf_nonfinite_weights_are_refused);
     tcase_add_test(tc, safetensors_bad_headers);
     tcase_add_test(tc, safetensors_truncated_and_bad_length);
     tcase_add_test(tc, hf_bad_config);

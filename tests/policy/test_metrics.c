@@ -9,6 +9,7 @@
  *     Tolerance: |got - want| <= 1e-5 |want| + floor, the outputs being float32; floors:
  *     entropy 1e-6 bits, varentropy 1e-6 bits^2 (logits) / 1e-9 (attention, a variance
  *     over heads that can be ~1e-9 itself), agreement 1e-12, interaction 1e-9, log_z 1e-6.
+ *   - logits_nonfinite: NaN and +-inf at every position of short rows.
  *   - edge cases: no logits, all -inf, uniform at -FLT_MAX, shift and order invariance,
  *     finite logits between whole blocks of -inf; a window of 2^30 slots (never
  *     materialised); more heads than metrics.c keeps on its stack, against a direct
@@ -171,6 +172,26 @@ END_TEST
 
 // ----------------------------------------------------------------------------
 // edge cases
+
+// logits_nonfinite: NaN, +inf and -inf (and the largest finite values, which are not) at
+// every position of rows of 1..40 logits (the 8-wide part and the tail).
+START_TEST(test_logits_nonfinite) {
+    const float bad[3] = {NAN, INFINITY, -INFINITY};
+    float x[40];
+    for (int n = 1; n <= 40; n++) {
+        for (int i = 0; i < n; i++) x[i] = i % 2 ? 3.4028235e38f : -3.4028235e38f;
+        ck_assert_int_eq(logits_nonfinite(x, n), 0);
+        for (int at = 0; at < n; at++)
+            for (int b = 0; b < 3; b++) {
+                const float keep = x[at];
+                x[at] = bad[b];
+                ck_assert_msg(logits_nonfinite(x, n) == 1, "n %d position %d value %g", n, at, bad[b]);
+                x[at] = keep;
+            }
+    }
+    ck_assert_int_eq(logits_nonfinite(NULL, 0), 0);
+}
+END_TEST
 
 START_TEST(test_logit_edges) {
     LogitMetrics r = logit_metrics(NULL, 0);
@@ -398,6 +419,7 @@ static Suite* metrics_suite(void) {
     tcase_add_test(tc, test_logit_fixtures);
     tcase_add_test(tc, test_attn_fixtures);
     tcase_add_test(tc, test_logit_edges);
+    tcase_add_test(tc, test_logits_nonfinite);
     tcase_add_test(tc, test_attn_many_heads);
     tcase_add_test(tc, test_attn_huge_window);
     suite_add_tcase(s, tc);

@@ -2,11 +2,13 @@
  * test_policy.c — the shared policy math (hostdev/policy_math.h): every entropix branch
  * reached from crafted metrics, with its adjusted parameters against numbers computed by
  * hand from docs/entropix.md §2 and §3; the filters' kept sets; best-of-N draws
- * against their closed-form distribution (chi-square).
+ * against their closed-form distribution (chi-square); decisions defined for NaN and
+ * infinite metrics, and the input faults (policy_input_fault).
  */
 #include <check.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "policy_math.h"
 #include "policy/sampler.h"
@@ -149,6 +151,79 @@ START_TEST(best_of_n_distribution) {
 }
 END_TEST
 
+// A decision for metrics that are NaN, infinite or absurdly large is still a decision:
+// no float -> int conversion of NaN or of a value beyond int (undefined behaviour; on
+// x86 it gave top_k = -2147483648), every field a number in its range. The sanitized
+// build (-fsanitize=float-cast-overflow, CMakeLists.txt) also checks the conversions.
+START_TEST(decide_is_defined_for_nonfinite_metrics) {
+    const float bad[] = {NAN, INFINITY, -INFINITY, 1e30f, -1e30f, 3.4e38f};
+    const float normal[6] = {2.0f, 6.0f, 1.0f, 1.0f, 0.4f, 0.5f}; // LEHV
+    const float adaptive[6] = {1.0f, 1.0f, 1.0f, 1.0f, 0.4f, 0.5f};
+    etx_entropix_params p = defaults();
+    for (int base = 0; base < 2; base++)
+        for (int field = -1; field < 6; field++)
+            for (size_t v = 0; v < sizeof bad / sizeof bad[0]; v++) {
+                float x[6];
+                for (int i = 0; i < 6; i++) x[i] = field < 0 ? bad[v] : (base ? adaptive : normal)[i];
+                if (field >= 0) x[field] = bad[v];
+                PolicyMetrics m = {x[0], x[1], x[2], x[3], x[4], x[5]};
+                for (int prev = 0; prev < 2; prev++) {
+                    PolicyDecision d = entropix_decide(&p, &m, prev ? PAUSE : 10, PAUSE);
+                    ck_assert_msg(d.branch >= ETX_BRANCH_ARGMAX && d.branch <= ETX_BRANCH_ADAPTIVE,
+                                  "field %d value %g: branch %d", field, bad[v], d.branch);
+                    ck_assert_msg(d.temperature >= 1e-6f, "field %d value %g: temperature %g", field, bad[v],
+                                  d.temperature);
+                    ck_assert_msg(d.top_k >= 1 && d.top_k <= (1 << 24), "field %d value %g: top_k %d", field, bad[v],
+                                  d.top_k);
+                    ck_assert_msg(d.top_p == d.top_p && d.min_p == d.min_p, "field %d value %g: top_p %g min_p %g",
+                                  field, bad[v], d.top_p, d.min_p);
+                    ck_assert_int_ge(d.n_samples, 1);
+                }
+            }
+    // NaN entropy falls through every comparison to the adaptive branch, clipped values
+    PolicyMetrics m = {NAN, NAN, NAN, NAN, NAN, NAN};
+    PolicyDecision d = entropix_decide(&p, &m, 10, PAUSE);
+    ck_assert_int_eq(d.branch, ETX_BRANCH_ADAPTIVE);
+    ck_assert_int_eq(d.top_k, 1);
+    ck_assert_float_eq(d.top_p, 0.1f);
+    ck_assert_float_eq(d.min_p, 0.01f);
+}
+END_TEST
+
+// policy_input_fault: the logits flag first, then the signals, only for a policy that
+// reads them; fault codes travel in the token slot as negative numbers.
+START_TEST(input_faults) {
+    const PolicyMetrics ok = {2, 3, 1, 0.5f, 0.2f, 0.7f};
+    ck_assert_int_eq(policy_input_fault(0, &ok, 1), POLICY_FAULT_NONE);
+    ck_assert_int_eq(policy_input_fault(1, &ok, 1), POLICY_FAULT_LOGITS);
+    ck_assert_int_eq(policy_input_fault(1, &ok, 0), POLICY_FAULT_LOGITS);
+    for (int f = 0; f < 6; f++) {
+        for (int v = 0; v < 3; v++) {
+            float x[6];
+            memcpy(x, &ok, sizeof x); // PolicyMetrics is six floats in this order
+            x[f] = v == 0 ? NAN : v == 1 ? INFINITY : -INFINITY;
+            PolicyMetrics m;
+            memcpy(&m, x, sizeof m);
+            ck_assert_int_eq(policy_input_fault(0, &m, 1), f < 2 ? POLICY_FAULT_LOGIT_SIGNALS : POLICY_FAULT_ATTN_SIGNALS);
+            ck_assert_int_eq(policy_input_fault(0, &m, 0), POLICY_FAULT_NONE); // greedy, sample: logits only
+            ck_assert_int_eq(policy_input_fault(1, &m, 1), POLICY_FAULT_LOGITS);
+        }
+    }
+    for (int f = 1; f < POLICY_FAULT_COUNT; f++) {
+        ck_assert_int_lt(policy_fault_token(f), 0);
+        ck_assert_int_eq(policy_token_fault(policy_fault_token(f)), f);
+    }
+    ck_assert_int_eq(policy_token_fault(0), POLICY_FAULT_NONE);
+    ck_assert_int_eq(policy_token_fault(123), POLICY_FAULT_NONE);
+    ck_assert(policy_finite(3.4e38f) && policy_finite(-0.0f) && policy_finite(1e-45f));
+    ck_assert(!policy_finite(NAN) && !policy_finite(INFINITY) && !policy_finite(-INFINITY));
+    ck_assert_int_eq(policy_float_to_int(NAN, 1, 100), 1);
+    ck_assert_int_eq(policy_float_to_int(INFINITY, 1, 100), 100);
+    ck_assert_int_eq(policy_float_to_int(-1e30f, 5, 1 << 24), 5);
+    ck_assert_int_eq(policy_float_to_int(35.9f, 5, 1 << 24), 35);
+}
+END_TEST
+
 int main(void) {
     Suite* s = suite_create("policy");
     TCase* tc = tcase_create("policy");
@@ -160,6 +235,8 @@ int main(void) {
     tcase_add_test(tc, parameters_change_the_tree);
     tcase_add_test(tc, filters_keep_prefixes);
     tcase_add_test(tc, best_of_n_distribution);
+    tcase_add_test(tc, decide_is_defined_for_nonfinite_metrics);
+    tcase_add_test(tc, input_faults);
     suite_add_tcase(s, tc);
     return check_run_suite(s);
 }
