@@ -81,10 +81,17 @@ typedef struct {
     const char* on_bad;  // "skip" | "fail"
     const char* device;
     int limit, batch, max_tokens, threads, ctx, progress;
+    int kv_blocks, kv_block_size; // --kv-blocks, --kv-block-size (0: the engine's default)
 } EvalArgs;
 
-// Checks --task, --on-bad-line, --batch, --max-tokens and --limit: 0, or -1 after
-// printing "etx COMMAND: ..." (exit 2).
+// The engine options of a (the CliEngineArgs of cli.h).
+#define EVAL_ENGINE_ARGS(a)                                                                                      \
+    ((CliEngineArgs){.device = (a)->device, .threads = (a)->threads, .ctx = (a)->ctx, .batch = (a)->batch,    \
+                     .kv_blocks = (a)->kv_blocks, .kv_block_size = (a)->kv_block_size})
+
+// Checks --task, --on-bad-line, --batch, --max-tokens, --limit, the engine options
+// (cli_engine_options: device, threads, context, KV pool) and that --data is a regular
+// file, all before the model is loaded: 0, or -1 after printing "etx COMMAND: ..." (exit 2).
 int eval_args_check(const EvalArgs* a);
 
 // One good line of the data file.
