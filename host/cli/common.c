@@ -169,7 +169,8 @@ int cli_policy_check_model(const char* command, const etx_model* m, const etx_po
     etx_model_get_info(m, &info);
     const int pause = p->entropix.pause_token;
     if (pause >= info.vocab_size) {
-        say(command, "--pause-token %d is outside the vocabulary (0..%d)\n", pause, info.vocab_size - 1);
+        say(command, "the entropix pause_token %d (--pause-token) is outside the vocabulary (0..%d)\n", pause,
+            info.vocab_size - 1);
         return -1;
     }
     if (pause >= 0) return 0;

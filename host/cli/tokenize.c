@@ -28,6 +28,9 @@ static char* read_stdin(size_t* len) {
                 (unsigned long long)st.st_size, ETX_READ_FILE_MAX);
         return NULL;
     }
+    // the buffer never grows past the bound plus one byte (the sign that there is more)
+    // and its terminator
+    const size_t limit = ETX_READ_FILE_MAX + 2;
     size_t cap = 1 << 16, n = 0;
     char* buf = xmalloc(cap);
     for (;;) {
@@ -39,7 +42,10 @@ static char* read_stdin(size_t* len) {
             free(buf);
             return NULL;
         }
-        if (n + 1 >= cap) buf = xrealloc(buf, cap *= 2);
+        if (n + 1 >= cap) {
+            cap = cap * 2 < limit ? cap * 2 : limit;
+            buf = xrealloc(buf, cap);
+        }
     }
     if (ferror(stdin)) {
         fprintf(stderr, "etx tokenize: cannot read stdin: %s\n", strerror(errno));

@@ -4,7 +4,10 @@
  * JSON of a small CPU run (SmolLM2) whose figures are recomputed here from their
  * definitions (tokens/s from ms/token, the decode floor from bytes and bandwidth, the
  * prefill FLOPs from the model's shape, the policy share from the greedy row); the same
- * on the emulated CUDA backend when this build has it (tiny fixture model).
+ * on the emulated CUDA backend when this build has it (tiny fixture model). The
+ * exit_codes case: options refused with exit 2 (before the model loads, or after it for
+ * sizes the model or memory cannot take), an unwritable --json failing with 1, and a
+ * --kv-blocks pool small enough to preempt.
  */
 #include <check.h>
 #include <cJSON.h>

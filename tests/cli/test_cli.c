@@ -4,6 +4,10 @@
  * right size, generate end to end on the default model, the greedy text of
  * `etx generate` equal to transformers' on the same prompts (fixture from
  * tests/scripts/gen_cli_fixtures.py), and entropix traces with the --stats branch mix.
+ * The exit_codes case: the exit-code rule of docs/commands.md for generate, logits and
+ * tokenize (2 refused before the model loads or right after it, 1 a failed run: an
+ * output on /dev/full), --threads bounded by the CPUs, the KV pool options, tokenize's
+ * bounded stdin and its --decode of NUL bytes.
  */
 #include <check.h>
 #include <cJSON.h>
@@ -423,7 +427,7 @@ START_TEST(generate_exit_codes) {
         {"generate -p 'one two three four five six seven eight nine ten' --ctx 8", NULL, 2,
          "the prompt has 10 tokens but the context holds 8"},
         {"generate -p hi --policy entropix --pause-token 49152", NULL, 2,
-         "--pause-token 49152 is outside the vocabulary (0..49151)"},
+         "pause_token 49152 (--pause-token) is outside the vocabulary (0..49151)"},
         {"generate -p hi --ctx 64 --kv-blocks 3 --kv-block-size 16", NULL, 2,
          "cannot hold one request's context of 64 tokens"},
         // the run failed: an output that cannot be written

@@ -5,6 +5,9 @@
  * resume (a second run adds only what is missing; a truncated last line is dropped and
  * redone), malformed lines reported with their line number and skipped or refused, and
  * `mpirun -np 2` byte-identical to one process (skipped only when mpirun is missing).
+ * The exit_codes case: the exit-code rule of docs/commands.md (2 refused before the model
+ * loads or right after it, 1 a failed run) and a KV pool of one context (--kv-blocks 8
+ * --kv-block-size 16, --batch 4) giving the default pool's file byte for byte.
  */
 #include <check.h>
 #include <cJSON.h>
@@ -247,7 +250,7 @@ START_TEST(exit_codes) {
     expect_exit(args, 2, "--ctx 100000 exceeds the model's context of 8192");
     snprintf(args, sizeof args, "--data '%s' --out '%s' --limit 1 -n 2 --policy entropix --pause-token 49152", SAMPLE,
              out);
-    expect_exit(args, 2, "--pause-token 49152 is outside the vocabulary (0..49151)");
+    expect_exit(args, 2, "pause_token 49152 (--pause-token) is outside the vocabulary (0..49151)");
     snprintf(args, sizeof args, "--data '%s' --out '%s' --limit 1 -n 2 --ctx 128 --kv-blocks 7 --kv-block-size 16",
              SAMPLE, out);
     expect_exit(args, 2, "cannot hold one request's context of 128 tokens (--ctx); give --kv-blocks 8 or more");

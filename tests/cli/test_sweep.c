@@ -6,6 +6,8 @@
  * completions equal `etx eval` with that policy (the same random keys); --batch 1 and
  * --batch 4 write the same files as --batch 8; `mpirun -np 2` equals one process
  * (skipped when mpirun is missing); each bad grid is refused, exit 2, before anything runs.
+ * The exit_codes case: the exit-code rule of docs/commands.md for the engine options, a
+ * grid's pause token against the model, and an output directory that cannot be made.
  */
 #include <check.h>
 #include <cJSON.h>
@@ -354,7 +356,7 @@ START_TEST(exit_codes) {
     snprintf(args, sizeof args, "--data '%s' --grid '%s' --out '%s' " COMMON, SAMPLE, grid, dir);
     r = run_etx("", "sweep", args);
     ck_assert_msg(r.status == 2, "pause token grid: exit %d\n%s", r.status, r.err);
-    ck_assert_msg(strstr(r.err, "--pause-token 49152 is outside the vocabulary (0..49151)"), "%s", r.err);
+    ck_assert_msg(strstr(r.err, "pause_token 49152 (--pause-token) is outside the vocabulary (0..49151)"), "%s", r.err);
     free_run(&r);
     snprintf(args, sizeof args, "--data '%s' --grid '%s' --out '%s' --ctx 9000 " COMMON, SAMPLE, g_grid, dir2);
     r = run_etx("", "sweep", args);
