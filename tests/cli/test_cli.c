@@ -434,7 +434,27 @@ START_TEST(generate_exit_codes) {
         {"generate -p hi -n 2 --trace /dev/full", NULL, 1, "writing the trace file /dev/full failed"},
     };
     check_exit_cases(cases, sizeof cases / sizeof cases[0]);
-    Run r = run_to_full_disk("generate -p hi -n 2", NULL);
+    // an input that is a FIFO is refused, not waited on (a timeout would say 124)
+    char fifo[300], args[600];
+    cli_tmp_path(fifo, sizeof fifo, "policy.fifo");
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+    snprintf(args, sizeof args, "generate " NO_MODEL "-p hi --policy-file '%s'", fifo);
+    Run r = run_prefixed("timeout 60", ETX_CLI, args, NULL);
+    ck_assert_msg(r.status == 2, "--policy-file FIFO: exit %d (stderr: %s)", r.status, r.err);
+    ck_assert_msg(strstr(r.err, "is not a regular file (a pipe)"), "%s", r.err);
+    free_run(&r);
+    snprintf(args, sizeof args, "generate -m '%s' -p hi", fifo);
+    r = run_prefixed("timeout 60", ETX_CLI, args, NULL);
+    ck_assert_msg(r.status == 2, "-m FIFO: exit %d (stderr: %s)", r.status, r.err);
+    ck_assert_msg(strstr(r.err, "neither a model directory nor a regular file"), "%s", r.err);
+    free_run(&r);
+    snprintf(args, sizeof args, "tokenize -m '%s'", fifo);
+    r = run_prefixed("timeout 60", ETX_CLI, args, "x");
+    ck_assert_msg(r.status == 2, "tokenize -m FIFO: exit %d (stderr: %s)", r.status, r.err);
+    ck_assert_msg(strstr(r.err, "is not a regular file (a pipe)"), "%s", r.err);
+    free_run(&r);
+    unlink(fifo);
+    r = run_to_full_disk("generate -p hi -n 2", NULL);
     ck_assert_msg(r.status == 1, "generate > /dev/full: exit %d (stderr: %s)", r.status, r.err);
     ck_assert_msg(strstr(r.err, "writing to stdout failed"), "%s", r.err);
     free_run(&r);

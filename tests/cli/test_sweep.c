@@ -347,6 +347,16 @@ START_TEST(exit_codes) {
     ck_assert_msg(r.status == 2 && strstr(r.err, "--data /dev/zero: not a regular file"), "exit %d\n%s", r.status,
                   r.err);
     free_run(&r);
+    // a grid that is a FIFO is refused, not waited on (a timeout would say 124)
+    char fifo[300];
+    cli_tmp_path(fifo, sizeof fifo, "grid.fifo");
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+    snprintf(args, sizeof args, "-m /nonexistent/model.gguf --data '%s' --grid '%s' --out '%s'", SAMPLE, fifo, dir);
+    r = run_etx("timeout 60", "sweep", args);
+    ck_assert_msg(r.status == 2 && strstr(r.err, "is not a regular file (a pipe)"), "grid FIFO: exit %d\n%s",
+                  r.status, r.err);
+    free_run(&r);
+    unlink(fifo);
     // after the model loads: a combination's pause token outside the vocabulary, --ctx
     // above the model's, a pool too small (each in its own directory: grid.json is
     // written there first)
