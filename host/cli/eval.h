@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cli.h" // CliEngineArgs (EVAL_ENGINE_ARGS)
 #include "etx/etx.h"
 
 // ----------------------------------------------------------------------------
