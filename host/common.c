@@ -4,9 +4,11 @@
 #include "common.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 etx_status etx_ok(void) {
     etx_status s;
@@ -98,20 +100,29 @@ etx_status etx_read_file(const char* path, char** data, size_t* len) {
 etx_status etx_read_file_max(const char* path, size_t max_bytes, char** data, size_t* len) {
     *data = NULL;
     if (len) *len = 0;
-    FILE* f = fopen(path, "rb");
-    if (!f) return etx_error(ETX_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, before the
+    // check below could refuse it; it is cleared again for the reads
+    const int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return etx_error(ETX_ERR_IO, "cannot open %s: %s", path, strerror(errno));
     // fstat on the open file (not stat on the path): what is checked is what is read
     struct stat st;
-    if (fstat(fileno(f), &st) != 0) {
+    if (fstat(fd, &st) != 0) {
         const int e = errno;
-        fclose(f);
+        close(fd);
         return etx_error(ETX_ERR_IO, "cannot stat %s: %s", path, strerror(e));
     }
     if (!S_ISREG(st.st_mode)) {
-        fclose(f);
+        close(fd);
         return etx_error(ETX_ERR_IO, "%s is not a regular file (%s); give a file", path,
                          S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a pipe" :
                          S_ISCHR(st.st_mode) ? "a character device" : "a special file");
+    }
+    const int flags = fcntl(fd, F_GETFL);
+    FILE* f = flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0 ? NULL : fdopen(fd, "rb");
+    if (!f) {
+        const int e = errno;
+        close(fd);
+        return etx_error(ETX_ERR_IO, "cannot open %s: %s", path, strerror(e));
     }
     if ((unsigned long long)st.st_size > (unsigned long long)max_bytes) {
         fclose(f);

@@ -27,11 +27,8 @@ int batch_open(BatchRun* br, const EvalArgs* a, const EvalPar* par, const BatchP
     br->par = par;
     br->plan = *plan;
     const int rank0 = par->rank == 0;
-    br->eo = etx_engine_options_default();
-    if (cli_parse_device(a->device, &br->eo.device) != 0) return 2;
-    br->eo.n_threads = a->threads;
-    br->eo.max_seq_len = a->ctx;
-    br->eo.max_batch = a->batch;
+    const CliEngineArgs ea = EVAL_ENGINE_ARGS(a);
+    if (cli_engine_options(a->command, &ea, &br->eo) != 0) return 2;
     br->eo.trace = 1; // the branch of every token
     // the output: not the data file, locked for the run (rank 0 writes it), or a stream
     int rc = rank0 ? eval_guard_open(&br->guard, a, 1) : eval_guard_open(&br->guard, a, 0);
@@ -58,8 +55,15 @@ int batch_open(BatchRun* br, const EvalArgs* a, const EvalPar* par, const BatchP
         cJSON_Delete(fp);
     }
     if (!eval_par_all_ok(par, rc == 0)) return rc ? rc : 2;
-    br->m = cli_load_model(cli_model_path(a->model));
-    if (!eval_par_all_ok(par, br->m != NULL)) return 1;
+    int load_rc = 0;
+    br->m = cli_load_model(cli_model_path(a->model), &load_rc);
+    if (!eval_par_all_ok(par, br->m != NULL)) return br->m ? 1 : load_rc;
+    // refused before any work (exit 2): what only the model can tell (--ctx, the KV pool,
+    // each combination's pause token)
+    int fits = cli_engine_check_model(rank0 ? a->command : NULL, br->m, &br->eo) == 0;
+    for (int c = 0; c < plan->n_combos && fits; c++)
+        fits = cli_policy_check_model(rank0 ? a->command : NULL, br->m, &plan->combos[c]) == 0;
+    if (!eval_par_all_ok(par, fits)) return 2;
     const int ctx = a->ctx > 0 ? a->ctx : etx_default_context(br->m);
     const int ok = eval_read_items(a, par, br->m, ctx, &br->items, &br->n_items, &br->n_bad) == 0;
     if (!eval_par_all_ok(par, ok)) return 1;

@@ -106,7 +106,7 @@ static int parse_policies(const char* s, etx_policy_kind* out) {
 // Returns CLI_CONTINUE to go on, else the exit code (0 after --help, 2 after an error).
 static int bench_parse(int argc, char** argv, BenchConfig* c) {
     const char *model = NULL, *device = NULL, *batch_s = NULL, *policy_s = "greedy,entropix";
-    int steps_per_sync = 0;
+    int steps_per_sync = 0, kv_blocks = 0, kv_block_size = 0;
     memset(c, 0, sizeof *c);
     c->L = 128, c->G = 64, c->repeats = 3, c->warmup = 1;
     CliOpt opts[] = {
@@ -120,7 +120,11 @@ static int bench_parse(int argc, char** argv, BenchConfig* c) {
          "baseline of the policy share)", 0},
         {"--repeats", "-r", OPT_INT, &c->repeats, "R", "timed runs per cell, the median reported (default 3)", 0},
         {"--warmup", NULL, OPT_INT, &c->warmup, "W", "untimed runs first (default 1)", 0},
-        {"--threads", "-t", OPT_INT, &c->threads, "N", "CPU threads (default: all cores)", 0},
+        {"--threads", "-t", OPT_INT, &c->threads, "N", "CPU threads, at most the CPUs (default: all cores)", 0},
+        {"--kv-blocks", NULL, OPT_INT, &kv_blocks, "N",
+         "KV cache blocks in the pool of every run (default 0: each request whole, B x ceil((L + G) / block size); "
+         "fewer blocks preempt and recompute, which is then timed too)", 0},
+        {"--kv-block-size", NULL, OPT_INT, &kv_block_size, "N", "positions per KV block, 1..512 (default 0: 64)", 0},
         {"--steps-per-sync", NULL, OPT_INT, &steps_per_sync, "K", "decode steps per host sync (default: the backend's, 8 on CUDA, 1 on the CPU)", 0},
         {"--json", NULL, OPT_STRING, &c->json_path, "FILE", "also write the results as JSON (- for stdout; the table then "
                                                             "goes to stderr)", 0},
@@ -135,15 +139,22 @@ static int bench_parse(int argc, char** argv, BenchConfig* c) {
                       opts, (int)(sizeof opts / sizeof opts[0])};
     const int pr = cli_parse(&cmd, argc, argv);
     if (pr != CLI_CONTINUE) return pr;
-    c->eo = etx_engine_options_default();
-    if (cli_parse_device(device, &c->eo.device) != 0) return 2;
+    const CliEngineArgs ea = {.device = device, .threads = c->threads, .kv_blocks = kv_blocks,
+                              .kv_block_size = kv_block_size};
+    if (cli_engine_options("bench", &ea, &c->eo) != 0) return 2;
     if (c->L < 1 || c->G < 2 || c->repeats < 1 || c->repeats > BENCH_MAX_REPEATS || c->warmup < 0 || c->warmup > 10 ||
-        c->threads < 0 || steps_per_sync < 0 || steps_per_sync > 64) {
+        steps_per_sync < 0 || steps_per_sync > 64) {
         fprintf(stderr, "etx bench: need --prompt-len >= 1, --gen-len >= 2, --repeats 1..%d, --warmup 0..10, "
-                        "--threads >= 0, --steps-per-sync 0..64\n", BENCH_MAX_REPEATS);
+                        "--steps-per-sync 0..64\n", BENCH_MAX_REPEATS);
         return 2;
     }
-    c->eo.n_threads = c->threads;
+    // a run's context is L + G: the pool must hold one request whole
+    const long long pool = (long long)kv_blocks * (kv_block_size ? kv_block_size : 64);
+    if (kv_blocks > 0 && pool < (long long)c->L + c->G) {
+        fprintf(stderr, "etx bench: a KV pool of %d blocks (%lld positions) cannot hold one request of --prompt-len "
+                        "%d + --gen-len %d tokens\n", kv_blocks, pool, c->L, c->G);
+        return 2;
+    }
     c->eo.steps_per_sync = steps_per_sync;
     c->n_kinds = parse_policies(policy_s, c->kinds);
     if (c->n_kinds < 0) return 2;
@@ -155,7 +166,7 @@ static int bench_parse(int argc, char** argv, BenchConfig* c) {
         if (!c->json) {
             fprintf(stderr, "etx bench: cannot write %s (through %s): %s\n", c->json_path, c->json_tmp,
                     strerror(errno));
-            return 2;
+            return 1; // an output that cannot be written: the run failed (cli.h), found before any work
         }
     }
     c->model_path = cli_model_path(model);
@@ -165,19 +176,23 @@ static int bench_parse(int argc, char** argv, BenchConfig* c) {
 // ----------------------------------------------------------------------------
 // probe: the model's limits, the device, the hardware
 
-// Checks the sizes against the model, then runs one greedy request to learn which
-// device the engine picks (bs->eo.device is set to it, and *probe gets its stats), sets
-// the device's default batch sizes unless --batch gave them, and measures the hardware
-// there.
-static etx_status bench_probe(BenchConfig* c, const etx_model_info* mi, BenchSetup* bs, etx_engine_stats* probe,
-                              etx_hw_limits* hw) {
-    if (c->L + c->G > mi->max_seq_len)
+// Checks the sizes against the model: the context, the vocabulary the prompts are built
+// from. An error here refuses the run (exit 2).
+static etx_status bench_check_model(const BenchConfig* c, const etx_model_info* mi) {
+    if ((long long)c->L + c->G > mi->max_seq_len)
         return etx_error(ETX_ERR_INVALID_ARG, "--prompt-len %d + --gen-len %d exceeds the model's context of %d", c->L,
                          c->G, mi->max_seq_len);
     const int base = mi->vocab_size > 2000 ? 1000 : 0;
     if (mi->vocab_size - base < 2)
         return etx_error(ETX_ERR_INVALID_ARG, "the vocabulary (%d tokens) is too small to build prompts",
                          mi->vocab_size);
+    return etx_ok();
+}
+
+// Runs one greedy request to learn which device the engine picks (bs->eo.device is set
+// to it, and *probe gets its stats), sets the device's default batch sizes unless
+// --batch gave them, and measures the hardware there.
+static etx_status bench_probe(BenchConfig* c, BenchSetup* bs, etx_engine_stats* probe, etx_hw_limits* hw) {
     RunResult probe_run;
     ETX_TRY(bench_run(bs, 1, ETX_POLICY_GREEDY, &probe_run));
     *probe = probe_run.stats;
@@ -314,10 +329,11 @@ int cmd_bench(int argc, char** argv) {
     BenchConfig c;
     const int pr = bench_parse(argc, argv, &c);
     if (pr != CLI_CONTINUE) return pr;
-    etx_model* m = cli_load_model(c.model_path);
+    int rc = 1;
+    etx_model* m = cli_load_model(c.model_path, &rc);
     if (!m) {
         if (c.json) fclose(c.json), remove(c.json_tmp);
-        return 1;
+        return rc;
     }
     etx_model_info mi;
     etx_model_get_info(m, &mi);
@@ -325,7 +341,18 @@ int cmd_bench(int argc, char** argv) {
     BenchRow* rows = NULL;
     etx_engine_stats probe;
     etx_hw_limits hw;
-    etx_status s = bench_probe(&c, &mi, &bs, &probe, &hw);
+    // refused before any work (exit 2): sizes the model cannot take, a --kv-blocks pool
+    // beyond the memory (checked as an engine of context L + G)
+    etx_status s = bench_check_model(&c, &mi);
+    etx_engine_options run_eo = c.eo;
+    run_eo.max_seq_len = c.L + c.G;
+    if (s.code != ETX_OK || cli_engine_check_model("bench", m, &run_eo) != 0) {
+        if (s.code != ETX_OK) cli_error("bench", s);
+        if (c.json) fclose(c.json), remove(c.json_tmp);
+        etx_model_free(m);
+        return 2;
+    }
+    s = bench_probe(&c, &bs, &probe, &hw);
     if (s.code == ETX_OK) {
         FILE* tf = c.json_path && !strcmp(c.json_path, "-") ? stderr : stdout;
         // CPU threads in use (0 on CUDA)
@@ -349,5 +376,6 @@ int cmd_bench(int argc, char** argv) {
     if (s.code != ETX_OK && c.json_tmp[0]) remove(c.json_tmp);
     free(rows);
     etx_model_free(m);
-    return s.code == ETX_OK ? 0 : 1;
+    if (s.code != ETX_OK) return 1;
+    return cli_finish_stdout("bench");
 }

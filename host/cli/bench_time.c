@@ -41,9 +41,10 @@ etx_status bench_run(const BenchSetup* bs, int B, etx_policy_kind kind, RunResul
     o.max_batch = B;
     o.max_seq_len = bs->L + bs->G;
     // a pool holding every request whole: the automatic size is capped (2 GiB, sized for
-    // f32 K/V) and would preempt at large B, timing recomputation instead of decode
-    o.kv_block_size = 64;
-    o.kv_blocks = B * ((o.max_seq_len + 63) / 64);
+    // f32 K/V) and would preempt at large B, timing recomputation instead of decode;
+    // --kv-blocks and --kv-block-size replace it
+    if (!o.kv_block_size) o.kv_block_size = 64;
+    if (!o.kv_blocks) o.kv_blocks = B * ((o.max_seq_len + o.kv_block_size - 1) / o.kv_block_size);
     peak_rss_reset();
     etx_engine* e = NULL;
     ETX_TRY(etx_engine_create(bs->m, &o, &e));

@@ -39,22 +39,88 @@ int cli_parse(CliCommand* cmd, int argc, char** argv);
 void cli_usage(const CliCommand* cmd, FILE* f);
 const CliOpt* cli_find(const CliCommand* cmd, const char* long_name);
 
+// Exit status of every subcommand (docs/commands.md, "Exit status"):
+//   0  success;
+//   2  refused, before anything is computed or written: a bad or contradictory option, a
+//      value out of range (checked against the machine and, once it is loaded, the
+//      model: --threads above the CPUs, --device cuda without a GPU, --ctx above the
+//      model's, a token id outside the vocabulary, a prompt longer than the context, a KV
+//      pool too small for one request), an input (the model, a data, policy or grid file,
+//      stdin) that is missing, not a regular file, too large or malformed;
+//   1  the run failed: an output that cannot be created or written (even when that is
+//      found before the work starts), out of memory, a failure inside the engine.
+#define CLI_EXIT_FAILED 1
+#define CLI_EXIT_REFUSED 2
+
 // The model path: -m if given, else $ETX_MODEL, else the default SmolLM2 GGUF fetched by
 // models/fetch_default_model.sh.
 const char* cli_model_path(const char* given);
-// Loads a model, printing a readable error (and a hint for the default model) on failure.
-etx_model* cli_load_model(const char* path);
+// Loads a model, printing a readable error (and a hint for the default model) on failure;
+// *rc then gets the exit code: CLI_EXIT_REFUSED for a model that is missing, not a model
+// directory or regular file, or malformed; CLI_EXIT_FAILED when memory ran out.
+etx_model* cli_load_model(const char* path, int* rc);
 // "auto" | "cpu" | "cuda" -> etx_device; -1 (after printing) on anything else.
 int cli_parse_device(const char* s, etx_device* out);
+
+// The CPUs this process may run on (its affinity mask; what --threads 0 uses).
+int cli_cpu_count(void);
+// --threads N: 0 (all CPUs) or 1..cli_cpu_count(). More threads than CPUs only make
+// OpenMP's busy-waiting threads take turns (--threads 1000 on two cores ran 134 times
+// slower). 0, or -1 after printing "etx COMMAND: ..." (exit 2).
+int cli_check_threads(const char* command, int threads);
+
+// The engine options of a command line, as given (0: the default of each).
+typedef struct {
+    const char* device; // --device auto|cpu|cuda (NULL: auto)
+    int threads;        // --threads
+    int ctx;            // --ctx: prompt + generated tokens per request
+    int batch;          // --batch: requests in the engine at once
+    int kv_blocks;      // --kv-blocks: blocks in the KV pool
+    int kv_block_size;  // --kv-block-size: positions per block
+} CliEngineArgs;
+
+#define CLI_MAX_BATCH 4096 // the engine's largest max_batch (etx_engine_create)
+
+// The --kv-blocks and --kv-block-size rows of a command's option table.
+#define CLI_KV_OPTS(blocks, block_size)                                                                   \
+    {"--kv-blocks", NULL, OPT_INT, (blocks), "N",                                                         \
+     "KV cache blocks in the pool (default 0: every batch slot a full context, within min(2 GiB, a "     \
+     "quarter of free memory)); fewer blocks preempt and recompute requests, same results", 0},          \
+    {"--kv-block-size", NULL, OPT_INT, (block_size), "N", "positions per KV block, 1..512 (default 0: 64)", 0}
+
+// Checks the engine options before the model is loaded and fills eo (the rest of eo as
+// etx_engine_options_default): the device name and that it can run here, --threads
+// (cli_check_threads), --ctx 0 or >= 2, --batch 0..CLI_MAX_BATCH, --kv-blocks >= 0,
+// --kv-block-size 0..512. 0, or -1 after printing "etx COMMAND: ..." (exit 2).
+int cli_engine_options(const char* command, const CliEngineArgs* a, etx_engine_options* eo);
+// After the model is loaded, before the engine is created: --ctx within the model's
+// context, and a pool given by --kv-blocks that holds one full context (a request that
+// cannot fit could never run) and, on the CPU, fits in the memory available. 0, or -1
+// after printing (exit 2).
+int cli_engine_check_model(const char* command, const etx_model* m, const etx_engine_options* eo);
+// A policy against the model: entropix's pause token inside the vocabulary, or (-1) the
+// model's own single token for " ...". 0, or -1 after printing (exit 2).
+int cli_policy_check_model(const char* command, const etx_model* m, const etx_policy* p);
+// A prompt of n tokens against the context of eo (--ctx, else the model's default): one
+// position must stay free for generation. 0, or -1 after printing (exit 2).
+int cli_prompt_check(const char* command, const etx_model* m, const etx_engine_options* eo, int n);
+// An input file named by an option (--data FILE), checked before the model is loaded: it
+// must open and be a regular file of at most ETX_READ_FILE_MAX bytes (what
+// etx_read_file reads later). 0, or -1 after printing "etx COMMAND: OPTION PATH: ..." (exit 2).
+int cli_check_input_file(const char* command, const char* option, const char* path);
+// Flushes stdout and checks that everything written to it arrived (a full disk, a closed
+// pipe). 0, or CLI_EXIT_FAILED after printing.
+int cli_finish_stdout(const char* command);
 // Prints "etx COMMAND: <message>" to stderr.
 void cli_error(const char* command, etx_status s);
 // Writes token bytes of ids[0..n) to f, complete UTF-8 characters only (streaming state
 // kept by the caller in stream, a Utf8Stream).
 void cli_write_tokens(const etx_model* m, const int32_t* ids, int n, void* stream, FILE* f);
 
-// Token ids from decimal text separated by spaces, tabs, newlines or commas. vocab > 0:
-// every id must be below it. *ids is malloc'ed. Errors name the entry.
-etx_status cli_parse_ids(const char* text, int vocab, int32_t** ids, int* n);
+// Token ids from decimal text[0..len) separated by spaces, tabs, newlines or commas.
+// vocab > 0: every id must be below it. Every byte is read: a NUL byte is an error, not
+// the end. *ids is malloc'ed. Errors name the entry.
+etx_status cli_parse_ids(const char* text, size_t len, int vocab, int32_t** ids, int* n);
 
 // Tracing (trace.c): one JSON line per generated token, and the --stats summary.
 void cli_trace_write(FILE* f, const etx_model* m, const etx_trace_record* r);

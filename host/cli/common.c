@@ -1,15 +1,21 @@
 /*
  * common.c — command-line helpers shared by the subcommands: where the model is, how it
- * is loaded and reported, device names, streaming token output.
+ * is loaded and reported, device names, the engine options checked before and after the
+ * model loads (cli.h has the exit-code rule they follow), streaming token output, token
+ * id lists.
  */
 #include <errno.h>
+#include <sched.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "common.h"
+#include "engine/backend.h"
 #include "tokenizer/tokenizer.h"
 
 const char* cli_model_path(const char* given) {
@@ -23,16 +29,25 @@ void cli_error(const char* command, etx_status s) {
     fprintf(stderr, "etx %s: %s\n", command, s.message);
 }
 
-etx_model* cli_load_model(const char* path) {
+etx_model* cli_load_model(const char* path, int* rc) {
+    *rc = CLI_EXIT_REFUSED;
+    struct stat st;
+    // a model is a directory or a regular file: a FIFO or a device would block or never end
+    if (stat(path, &st) == 0 && !S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode)) {
+        fprintf(stderr, "etx: cannot load model: %s is neither a model directory nor a regular file\n", path);
+        return NULL;
+    }
     etx_model* m = NULL;
     etx_status s = etx_model_load(path, &m);
     if (s.code != ETX_OK) {
         fprintf(stderr, "etx: cannot load model: %s\n", s.message);
-        struct stat st;
         if (strcmp(path, ETX_DEFAULT_MODEL) == 0 && stat(path, &st) != 0)
             fprintf(stderr, "etx: the default model is fetched by models/fetch_default_model.sh\n");
+        // a model that is missing or malformed is a refused input; memory running out is not
+        if (s.code == ETX_ERR_NOMEM) *rc = CLI_EXIT_FAILED;
         return NULL;
     }
+    *rc = 0;
     return m;
 }
 
@@ -45,6 +60,166 @@ int cli_parse_device(const char* s, etx_device* out) {
         return -1;
     }
     return 0;
+}
+
+int cli_cpu_count(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+    const long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+// Prints "etx COMMAND: <message>" to stderr; nothing when command is NULL (the ranks of
+// an MPI run other than 0, which check the same things).
+static void say(const char* command, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(const char* command, const char* fmt, ...) {
+    if (!command) return;
+    fprintf(stderr, "etx %s: ", command);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+}
+
+int cli_check_threads(const char* command, int threads) {
+    const int cpus = cli_cpu_count();
+    if (threads >= 0 && threads <= cpus) return 0;
+    say(command, "--threads must be 0 (all CPUs) or 1..%d, the CPUs this process may run on (got %d); more threads "
+                 "than CPUs only wait for each other\n", cpus, threads);
+    return -1;
+}
+
+int cli_engine_options(const char* command, const CliEngineArgs* a, etx_engine_options* eo) {
+    *eo = etx_engine_options_default();
+    if (cli_parse_device(a->device, &eo->device) != 0) return -1;
+    // the device must be able to run here (the CUDA backend linked, a GPU present)
+    const BackendOps* ops = NULL;
+    etx_status st = backend_pick(eo->device, &ops);
+    if (st.code != ETX_OK) {
+        say(command, "%s\n", st.message);
+        return -1;
+    }
+    if (cli_check_threads(command, a->threads) != 0) return -1;
+    // a request needs one prompt token and one position to generate into
+    if (a->ctx < 0 || a->ctx == 1) {
+        say(command, "--ctx must be >= 2, or 0 for the default (got %d)\n", a->ctx);
+        return -1;
+    }
+    if (a->batch < 0 || a->batch > CLI_MAX_BATCH) {
+        say(command, "--batch must be 1..%d (got %d)\n", CLI_MAX_BATCH, a->batch);
+        return -1;
+    }
+    if (a->kv_blocks < 0) {
+        say(command, "--kv-blocks must be >= 1, or 0 for the automatic size (got %d)\n", a->kv_blocks);
+        return -1;
+    }
+    if (a->kv_block_size < 0 || a->kv_block_size > ETX_MAX_KV_BLOCK_SIZE) {
+        say(command, "--kv-block-size must be 1..%d, or 0 for the default 64 (got %d)\n", ETX_MAX_KV_BLOCK_SIZE,
+            a->kv_block_size);
+        return -1;
+    }
+    eo->n_threads = a->threads;
+    eo->max_seq_len = a->ctx;
+    eo->max_batch = a->batch;
+    eo->kv_blocks = a->kv_blocks;
+    eo->kv_block_size = a->kv_block_size;
+    return 0;
+}
+
+// The context the engine will use: --ctx, else the model's default.
+static int context_of(const etx_model* m, const etx_engine_options* eo) {
+    return eo->max_seq_len > 0 ? eo->max_seq_len : etx_default_context(m);
+}
+
+int cli_engine_check_model(const char* command, const etx_model* m, const etx_engine_options* eo) {
+    etx_model_info info;
+    etx_model_get_info(m, &info);
+    const int ctx = context_of(m, eo);
+    if (ctx > info.max_seq_len) {
+        say(command, "--ctx %d exceeds the model's context of %d tokens\n", ctx, info.max_seq_len);
+        return -1;
+    }
+    if (eo->kv_blocks == 0) return 0; // the engine sizes the pool itself, at least two contexts
+    const long long bs = eo->kv_block_size > 0 ? eo->kv_block_size : 64;
+    const long long positions = (long long)eo->kv_blocks * bs;
+    if (positions < ctx) {
+        say(command, "a KV pool of %d blocks of %lld positions (%lld) cannot hold one request's context of %d "
+                     "tokens (--ctx); give --kv-blocks %lld or more, or a smaller --ctx\n",
+            eo->kv_blocks, bs, positions, ctx, (ctx + bs - 1) / bs);
+        return -1;
+    }
+    // on the CPU the pool is float32 K and V of every layer in this process's memory (on
+    // CUDA the device's memory, which the backend checks when it allocates)
+    const BackendOps* ops = NULL;
+    if (backend_pick(eo->device, &ops).code != ETX_OK || ops->device != ETX_DEVICE_CPU) return 0;
+    const double bytes = (double)positions * 2.0 * info.n_layers * info.n_kv_heads * info.head_dim * sizeof(float);
+    const double avail = available_memory_bytes();
+    if (avail > 0 && bytes > avail) {
+        say(command, "a KV pool of %d blocks of %lld positions takes %.2f GiB, more than the %.2f GiB of memory "
+                     "available; give fewer --kv-blocks\n",
+            eo->kv_blocks, bs, bytes / 1073741824.0, avail / 1073741824.0);
+        return -1;
+    }
+    return 0;
+}
+
+int cli_policy_check_model(const char* command, const etx_model* m, const etx_policy* p) {
+    if (p->kind != ETX_POLICY_ENTROPIX) return 0;
+    etx_model_info info;
+    etx_model_get_info(m, &info);
+    const int pause = p->entropix.pause_token;
+    if (pause >= info.vocab_size) {
+        say(command, "the entropix pause_token %d (--pause-token) is outside the vocabulary (0..%d)\n", pause,
+            info.vocab_size - 1);
+        return -1;
+    }
+    if (pause >= 0) return 0;
+    // -1: the model's single token for " ..." (what the engine looks up)
+    int32_t* ids = NULL;
+    int n = 0;
+    const int found = etx_tokenize(m, " ...", 4, 0, &ids, &n).code == ETX_OK && n == 1;
+    free(ids);
+    if (found) return 0;
+    say(command, "the model has no single token for \" ...\", the entropix pause token; give --pause-token ID\n");
+    return -1;
+}
+
+int cli_prompt_check(const char* command, const etx_model* m, const etx_engine_options* eo, int n) {
+    const int ctx = context_of(m, eo);
+    if (n < ctx) return 0;
+    say(command, "the prompt has %d tokens but the context holds %d; at most %d prompt tokens fit (one position "
+                 "must stay free for generation; see --ctx)\n", n, ctx, ctx - 1);
+    return -1;
+}
+
+int cli_check_input_file(const char* command, const char* option, const char* path) {
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        say(command, "%s %s: %s\n", option, path, strerror(errno));
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        say(command, "%s %s: not a regular file%s\n", option, path, S_ISDIR(st.st_mode) ? " (a directory)" : "");
+        return -1;
+    }
+    if ((unsigned long long)st.st_size > ETX_READ_FILE_MAX) {
+        say(command, "%s %s: %llu bytes, more than the %zu etx reads\n", option, path,
+            (unsigned long long)st.st_size, ETX_READ_FILE_MAX);
+        return -1;
+    }
+    FILE* f = fopen(path, "rb"); // a regular file: opening it cannot block
+    if (!f) {
+        say(command, "%s %s: %s\n", option, path, strerror(errno));
+        return -1;
+    }
+    fclose(f);
+    return 0;
+}
+
+int cli_finish_stdout(const char* command) {
+    if (fflush(stdout) == 0 && !ferror(stdout)) return 0;
+    fprintf(stderr, "etx %s: writing to stdout failed: %s\n", command, strerror(errno));
+    return CLI_EXIT_FAILED;
 }
 
 void cli_write_tokens(const etx_model* m, const int32_t* ids, int n, void* stream, FILE* f) {
@@ -64,19 +239,37 @@ void cli_write_tokens(const etx_model* m, const int32_t* ids, int n, void* strea
     fflush(f);
 }
 
-etx_status cli_parse_ids(const char* text, int vocab, int32_t** ids, int* n) {
+static int is_id_separator(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == ','; }
+
+etx_status cli_parse_ids(const char* text, size_t len, int vocab, int32_t** ids, int* n) {
     int cap = 64, k = 0;
     int32_t* out = xmalloc((size_t)cap * sizeof(int32_t));
     const char* p = text;
+    const char* const stop = text + len;
     for (;;) {
-        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == ',') p++;
-        if (!*p) break;
+        while (p < stop && is_id_separator(*p)) p++;
+        if (p == stop) break;
+        // an entry is a sign and digits up to a separator or the end: copied out, so that
+        // strtol never reads past len and a NUL byte is an error like any other stray byte
+        char entry[32];
+        size_t el = 0;
+        while (p + el < stop && !is_id_separator(p[el]) && el + 1 < sizeof entry) el++;
+        memcpy(entry, p, el);
+        entry[el] = '\0';
+        const size_t nul = strlen(entry);
+        if (nul < el) {
+            free(out);
+            return etx_error(ETX_ERR_INVALID_ARG, "token id #%d: a NUL byte at byte %zu of the input", k + 1,
+                             (size_t)(p - text) + nul);
+        }
         char* end;
         errno = 0;
-        long v = strtol(p, &end, 10);
-        if (end == p || errno || (*end && *end != ' ' && *end != '\t' && *end != '\n' && *end != '\r' && *end != ',')) {
+        long v = strtol(entry, &end, 10);
+        const int whole = p + el == stop || is_id_separator(p[el]); // not cut by the entry buffer
+        if (end == entry || errno || *end || !whole) {
             free(out);
-            return etx_error(ETX_ERR_INVALID_ARG, "token id #%d: '%.20s' is not an integer", k + 1, p);
+            const size_t rest = (size_t)(stop - p) < 20 ? (size_t)(stop - p) : 20;
+            return etx_error(ETX_ERR_INVALID_ARG, "token id #%d: '%.*s' is not an integer", k + 1, (int)rest, p);
         }
         if (v < 0 || (vocab > 0 && v >= vocab) || v > INT32_MAX) {
             free(out);
@@ -87,7 +280,7 @@ etx_status cli_parse_ids(const char* text, int vocab, int32_t** ids, int* n) {
         }
         if (k == cap) out = xrealloc(out, (size_t)(cap *= 2) * sizeof(int32_t));
         out[k++] = (int32_t)v;
-        p = end;
+        p += el;
     }
     *ids = out;
     *n = k;

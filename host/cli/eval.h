@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cli.h" // CliEngineArgs (EVAL_ENGINE_ARGS)
 #include "etx/etx.h"
 
 // ----------------------------------------------------------------------------
@@ -85,10 +86,17 @@ typedef struct {
     const char* on_bad;  // "skip" | "fail"
     const char* device;
     int limit, batch, max_tokens, threads, ctx, progress;
+    int kv_blocks, kv_block_size; // --kv-blocks, --kv-block-size (0: the engine's default)
 } EvalArgs;
 
-// Checks --task, --on-bad-line, --batch, --max-tokens and --limit: 0, or -1 after
-// printing "etx COMMAND: ..." (exit 2).
+// The engine options of a (the CliEngineArgs of cli.h).
+#define EVAL_ENGINE_ARGS(a)                                                                                      \
+    ((CliEngineArgs){.device = (a)->device, .threads = (a)->threads, .ctx = (a)->ctx, .batch = (a)->batch,    \
+                     .kv_blocks = (a)->kv_blocks, .kv_block_size = (a)->kv_block_size})
+
+// Checks --task, --on-bad-line, --batch, --max-tokens, --limit, the engine options
+// (cli_engine_options: device, threads, context, KV pool) and that --data is a regular
+// file, all before the model is loaded: 0, or -1 after printing "etx COMMAND: ..." (exit 2).
 int eval_args_check(const EvalArgs* a);
 
 // One good line of the data file.
@@ -131,7 +139,8 @@ typedef struct {
 
 // Refuses an --out that is the data file or a directory; detects a stream; with lock,
 // creates a regular output when missing and takes its lock (another run holding it is
-// refused). Returns 0, or 2 after printing. Release with eval_guard_close; refused = 1
+// refused). Returns 0, or the exit code after printing: 2 refused, 1 the output cannot
+// be created. Release with eval_guard_close; refused = 1
 // when the run did not go ahead: an output it created is removed while still empty,
 // with the fingerprint it wrote.
 int eval_guard_open(EvalOutGuard* g, const EvalArgs* a, int lock);

@@ -330,7 +330,7 @@ int eval_guard_open(EvalOutGuard* g, const EvalArgs* a, int lock) {
     g->lock_fd = open(a->out, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
     if (g->lock_fd < 0) {
         fprintf(stderr, "etx %s: cannot open %s: %s\n", a->command, a->out, strerror(errno));
-        return 2;
+        return 1; // an output that cannot be created: a failed run (docs/commands.md)
     }
     if (flock(g->lock_fd, LOCK_EX | LOCK_NB) != 0) {
         const int e = errno;

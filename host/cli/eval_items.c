@@ -37,7 +37,10 @@ int eval_args_check(const EvalArgs* a) {
         fprintf(stderr, "etx %s: --batch and --max-tokens must be >= 1, --limit >= 0\n", a->command);
         return -1;
     }
-    return 0;
+    const CliEngineArgs ea = EVAL_ENGINE_ARGS(a);
+    etx_engine_options eo;
+    if (cli_engine_options(a->command, &ea, &eo) != 0) return -1;
+    return cli_check_input_file(a->command, "--data", a->data);
 }
 
 // "s:<string>" or "n:<integer>"; NULL when id is neither a string nor an integer.

@@ -27,13 +27,14 @@ static etx_status etx_status_io_error(const char* path) {
 }
 
 static int cmd_generate_run(const char* model, const char* prompt, const char* chat, const char* system,
-                            const etx_policy* policy, const char* device, const char* trace_path, int n, int threads,
-                            int ctx, int bos, int no_bos, int ignore_eos, int stats);
+                            const etx_policy* policy, const etx_engine_options* engine, const char* trace_path,
+                            int n, int bos, int no_bos, int ignore_eos, int stats);
 
 int cmd_generate(int argc, char** argv) {
-    const char *model = NULL, *prompt = NULL, *chat = NULL, *system = NULL, *policy = NULL, *device = NULL;
+    const char *model = NULL, *prompt = NULL, *chat = NULL, *system = NULL, *policy = NULL;
     const char *policy_file = NULL, *trace_path = NULL;
-    int n = 256, threads = 0, ctx = 0, bos = 0, no_bos = 0, ignore_eos = 0, stats = 0;
+    int n = 256, bos = 0, no_bos = 0, ignore_eos = 0, stats = 0;
+    CliEngineArgs ea = {0};
     CliOpt fixed[] = {
         {"--model", "-m", OPT_STRING, &model, "PATH", "model directory or .gguf (default: $ETX_MODEL, else SmolLM2-135M-Instruct)", 0},
         {"--prompt", "-p", OPT_STRING, &prompt, "TEXT", "plain-text prompt", 0},
@@ -48,9 +49,10 @@ int cmd_generate(int argc, char** argv) {
         {"--bos", NULL, OPT_FLAG, &bos, NULL, "start a -p prompt with BOS (default: as the model's tokenizer does)", 0},
         {"--no-bos", NULL, OPT_FLAG, &no_bos, NULL, "never prepend BOS to a -p prompt", 0},
         {"--ignore-eos", NULL, OPT_FLAG, &ignore_eos, NULL, "keep generating past end-of-sequence tokens", 0},
-        {"--threads", "-t", OPT_INT, &threads, "N", "CPU threads (default: all cores)", 0},
-        {"--ctx", NULL, OPT_INT, &ctx, "N", "context length, prompt + generated (default min(model's, 4096))", 0},
-        {"--device", NULL, OPT_STRING, &device, "DEV", "auto | cpu | cuda (default auto)", 0},
+        {"--threads", "-t", OPT_INT, &ea.threads, "N", "CPU threads, at most the CPUs (default: all cores)", 0},
+        {"--ctx", NULL, OPT_INT, &ea.ctx, "N", "context length, prompt + generated (default min(model's, 4096))", 0},
+        {"--device", NULL, OPT_STRING, &ea.device, "DEV", "auto | cpu | cuda (default auto)", 0},
+        CLI_KV_OPTS(&ea.kv_blocks, &ea.kv_block_size),
         {"--trace", NULL, OPT_STRING, &trace_path, "FILE",
          "write one JSON line per generated token (metrics, branch, parameters used) to FILE", 0},
         {"--stats", NULL, OPT_FLAG, &stats, NULL,
@@ -76,28 +78,27 @@ int cmd_generate(int argc, char** argv) {
         fprintf(stderr, "etx generate: --bos and --no-bos contradict each other\n");
         goto early;
     }
+    if (n < 1) {
+        fprintf(stderr, "etx generate: --max-tokens must be >= 1 (got %d)\n", n);
+        goto early;
+    }
     etx_policy pol;
     if (cli_policy_resolve("generate", &po, policy, policy_file, &pol) != 0) goto early;
-    rc = cmd_generate_run(model, prompt, chat, system, &pol, device, trace_path, n, threads, ctx, bos, no_bos,
-                          ignore_eos, stats);
+    etx_engine_options eo;
+    if (cli_engine_options("generate", &ea, &eo) != 0) goto early;
+    rc = cmd_generate_run(model, prompt, chat, system, &pol, &eo, trace_path, n, bos, no_bos, ignore_eos, stats);
 early:
     cli_policy_opts_free(&po);
     return rc;
 }
 
+// The run: the model, the prompt and the checks against them (exit 2), then the engine.
 static int cmd_generate_run(const char* model, const char* prompt, const char* chat, const char* system,
-                            const etx_policy* policy, const char* device, const char* trace_path, int n, int threads,
-                            int ctx, int bos, int no_bos, int ignore_eos, int stats) {
+                            const etx_policy* policy, const etx_engine_options* engine, const char* trace_path,
+                            int n, int bos, int no_bos, int ignore_eos, int stats) {
     etx_status st;
     const etx_policy pol = *policy;
-    if (n < 1) {
-        fprintf(stderr, "etx generate: --max-tokens must be >= 1 (got %d)\n", n);
-        return 2;
-    }
-    etx_engine_options eo = etx_engine_options_default();
-    if (cli_parse_device(device, &eo.device) != 0) return 2;
-    eo.n_threads = threads;
-    eo.max_seq_len = ctx;
+    etx_engine_options eo = *engine;
     eo.trace = trace_path != NULL || stats;
     FILE* trace = NULL;
     if (trace_path) {
@@ -108,14 +109,15 @@ static int cmd_generate_run(const char* model, const char* prompt, const char* c
         }
     }
 
-    etx_model* m = cli_load_model(cli_model_path(model));
+    int rc = 1;
+    etx_model* m = cli_load_model(cli_model_path(model), &rc);
     if (!m) {
         if (trace) fclose(trace);
-        return 1;
+        return rc;
     }
     etx_model_info info;
     etx_model_get_info(m, &info);
-    int rc = 1;
+    rc = 1;
     etx_engine* e = NULL;
     int32_t* ids = NULL;
     int n_ids = 0;
@@ -134,6 +136,13 @@ static int cmd_generate_run(const char* model, const char* prompt, const char* c
     if (st.code != ETX_OK) goto done;
     if (n_ids == 0) {
         st = (etx_status){ETX_ERR_INVALID_ARG, "the prompt is empty after tokenization"};
+        rc = 2;
+        goto done;
+    }
+    // refused before any work (exit 2): what only the model can tell
+    if (cli_engine_check_model("generate", m, &eo) != 0 || cli_policy_check_model("generate", m, &pol) != 0 ||
+        cli_prompt_check("generate", m, &eo, n_ids) != 0) {
+        rc = 2;
         goto done;
     }
     st = etx_engine_create(m, &eo, &e);
@@ -183,7 +192,7 @@ static int cmd_generate_run(const char* model, const char* prompt, const char* c
     size_t nt = utf8_stream_flush(&us, tail);
     fwrite(tail, 1, nt, stdout);
     fputc('\n', stdout);
-    fflush(stdout);
+    if (cli_finish_stdout("generate") != 0) goto done;
     if (rs.phase == ETX_REQ_FAILED) {
         st = (etx_status){ETX_ERR_STATE, ""};
         snprintf(st.message, sizeof st.message, "generation failed: %s", rs.error);

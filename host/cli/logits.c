@@ -63,13 +63,13 @@ int cmd_logits(int argc, char** argv) {
         fprintf(stderr, "etx logits: --bos/--no-bos apply to -p, not --ids\n");
         return 2;
     }
-    etx_engine_options eo = etx_engine_options_default();
-    if (cli_parse_device(device, &eo.device) != 0) return 2;
-    eo.n_threads = threads;
+    etx_engine_options eo;
+    const CliEngineArgs ea = {.device = device, .threads = threads};
+    if (cli_engine_options("logits", &ea, &eo) != 0) return 2;
     int32_t* ids = NULL;
     int n = 0;
     if (ids_text) {
-        etx_status ps = cli_parse_ids(ids_text, 0, &ids, &n);
+        etx_status ps = cli_parse_ids(ids_text, strlen(ids_text), 0, &ids, &n);
         if (ps.code != ETX_OK) {
             fprintf(stderr, "etx logits: --ids: %s\n", ps.message);
             return 2;
@@ -80,21 +80,39 @@ int cmd_logits(int argc, char** argv) {
         free(ids);
         return 2;
     }
-    etx_model* m = cli_load_model(cli_model_path(model));
-    if (!m) return free(ids), 1;
+    int rc = 1;
+    etx_model* m = cli_load_model(cli_model_path(model), &rc);
+    if (!m) return free(ids), rc;
     etx_model_info info;
     etx_model_get_info(m, &info);
     etx_engine* e = NULL;
     float* logits = NULL;
     FILE* f = NULL;
-    int rc = 1;
+    rc = 1;
     etx_status st = etx_ok();
     if (prompt) {
         st = etx_tokenize(m, prompt, strlen(prompt), bos || (info.add_bos && !no_bos), &ids, &n);
         if (st.code == ETX_OK && n == 0) st = etx_error(ETX_ERR_INVALID_ARG, "the prompt is empty after tokenization");
-        if (st.code != ETX_OK) goto done;
+        if (st.code != ETX_OK) {
+            if (st.code == ETX_ERR_INVALID_ARG) rc = 2;
+            goto done;
+        }
     }
-    eo.max_seq_len = n < info.max_seq_len ? (n > 1 ? n : 2) : info.max_seq_len;
+    // refused before any work (exit 2): ids outside the vocabulary, more tokens than the
+    // model's context
+    for (int i = 0; i < n && ids_text; i++)
+        if (ids[i] >= info.vocab_size) {
+            st = etx_error(ETX_ERR_INVALID_ARG, "--ids: token id #%d: %d is outside the vocabulary (0..%d)", i + 1,
+                           ids[i], info.vocab_size - 1);
+            rc = 2;
+            goto done;
+        }
+    if (n > info.max_seq_len) {
+        st = etx_error(ETX_ERR_INVALID_ARG, "%d tokens exceed the model's context of %d", n, info.max_seq_len);
+        rc = 2;
+        goto done;
+    }
+    eo.max_seq_len = n > 1 ? n : 2;
     st = etx_engine_create(m, &eo, &e);
     if (st.code != ETX_OK) goto done;
     const size_t V = (size_t)info.vocab_size;
@@ -141,7 +159,7 @@ int cmd_logits(int argc, char** argv) {
     print_token(m, top[0], last[top[0]] - lse, "argmax ");
     printf("top %d (id, log-prob, token):\n", ntop);
     for (int k = 0; k < ntop; k++) print_token(m, top[k], last[top[k]] - lse, "  ");
-    rc = 0;
+    rc = cli_finish_stdout("logits");
 done:
     if (st.code != ETX_OK) cli_error("logits", st);
     if (f) fclose(f);

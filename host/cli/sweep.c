@@ -317,7 +317,7 @@ static int run_sweep(SweepArgs* sa, const Grid* g, const EvalPar* par) {
                             "choose another --out\n", sa->dir, out_grid);
     }
     if (!eval_par_all_ok(par, same_grid)) return 2;
-    if (!eval_par_all_ok(par, ok)) return 2;
+    if (!eval_par_all_ok(par, ok)) return 1; // an output that cannot be made: a failed run
     // the jobs: every (combination, line), combination-major; batch_open locks
     // completions.jsonl (the directory's lock) and checks run.json
     const BatchPlan plan = {.combos = g->combos, .n_combos = g->n_combos, .tagged = 1, .run_path = out_run};
@@ -374,15 +374,16 @@ int cmd_sweep(int argc, char** argv) {
         {"--out", "-o", OPT_STRING, &sa.dir, "DIR", "output directory: results.csv, completions.jsonl, grid.json", 0},
         {"--task", NULL, OPT_STRING, &a->task, "NAME", "gsm8k: lm-eval's stop strings and GSM8K scoring (default: none)", 0},
         {"--limit", NULL, OPT_INT, &a->limit, "N", "only the first N requests of the file (default: all)", 0},
-        {"--batch", NULL, OPT_INT, &a->batch, "N", "requests in the engine at once (default 8)", 0},
+        {"--batch", NULL, OPT_INT, &a->batch, "N", "requests in the engine at once, 1..4096 (default 8)", 0},
         {"--max-tokens", "-n", OPT_INT, &a->max_tokens, "N", "tokens to generate per request (default 256)", 0},
         {"--policy-file", NULL, OPT_STRING, &policy_file, "FILE",
          "JSON policy the grid starts from (then the grid's \"base\", then its values)", 0},
         {"--on-bad-line", NULL, OPT_STRING, &a->on_bad, "MODE", "skip (report and go on, default) | fail (run nothing)", 0},
         {"--progress", NULL, OPT_FLAG, &a->progress, NULL, "progress bar on stderr even when it is not a terminal", 0},
-        {"--threads", "-t", OPT_INT, &a->threads, "N", "CPU threads per process (default: all cores)", 0},
+        {"--threads", "-t", OPT_INT, &a->threads, "N", "CPU threads per process, at most the CPUs (default: all cores)", 0},
         {"--ctx", NULL, OPT_INT, &a->ctx, "N", "context length, prompt + generated (default min(model's, 4096))", 0},
         {"--device", NULL, OPT_STRING, &a->device, "DEV", "auto | cpu | cuda (default auto)", 0},
+        CLI_KV_OPTS(&a->kv_blocks, &a->kv_block_size),
     };
     CliCommand cmd = {"sweep", "[-m MODEL] --data FILE.jsonl --grid GRID.json --out DIR [options]",
                       "Runs every combination of a grid of policy parameters on every request of a JSONL file, all "

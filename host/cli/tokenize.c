@@ -1,7 +1,10 @@
 /*
  * tokenize.c — `etx tokenize`: text on stdin -> token ids on stdout (space-separated),
  * or with --decode ids on stdin -> text. Reads only the tokenizer when it can (a
- * tokenizer.json or a model directory); a GGUF file is loaded whole.
+ * tokenizer.json or a model directory); a GGUF file is loaded whole. stdin is read whole,
+ * at most 4 GiB (ETX_READ_FILE_MAX); with --decode every id is checked, to the last byte
+ * of the input, before any text is written, and the text goes out with its lengths (a
+ * token may decode to a NUL byte).
  */
 #include <cJSON.h>
 #include <errno.h>
@@ -14,13 +17,40 @@
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
+// Reads all of stdin into a NUL-terminated buffer (*len bytes, NULs included), at most
+// ETX_READ_FILE_MAX bytes like etx_read_file: a regular file is measured first, a pipe or
+// a device is cut off once it passes the bound. NULL after printing when stdin cannot be
+// read or holds more.
 static char* read_stdin(size_t* len) {
+    struct stat st;
+    if (fstat(0, &st) == 0 && S_ISREG(st.st_mode) && (unsigned long long)st.st_size > ETX_READ_FILE_MAX) {
+        fprintf(stderr, "etx tokenize: stdin holds %llu bytes, more than the %zu etx reads\n",
+                (unsigned long long)st.st_size, ETX_READ_FILE_MAX);
+        return NULL;
+    }
+    // the buffer never grows past the bound plus one byte (the sign that there is more)
+    // and its terminator
+    const size_t limit = ETX_READ_FILE_MAX + 2;
     size_t cap = 1 << 16, n = 0;
     char* buf = xmalloc(cap);
-    size_t got;
-    while ((got = fread(buf + n, 1, cap - n - 1, stdin)) > 0) {
+    for (;;) {
+        size_t got = fread(buf + n, 1, cap - n - 1, stdin);
         n += got;
-        if (n + 1 >= cap) buf = xrealloc(buf, cap *= 2);
+        if (got == 0) break;
+        if (n > ETX_READ_FILE_MAX) {
+            fprintf(stderr, "etx tokenize: stdin holds more than the %zu bytes etx reads\n", ETX_READ_FILE_MAX);
+            free(buf);
+            return NULL;
+        }
+        if (n + 1 >= cap) {
+            cap = cap * 2 < limit ? cap * 2 : limit;
+            buf = xrealloc(buf, cap);
+        }
+    }
+    if (ferror(stdin)) {
+        fprintf(stderr, "etx tokenize: cannot read stdin: %s\n", strerror(errno));
+        free(buf);
+        return NULL;
     }
     buf[n] = '\0';
     *len = n;
@@ -109,21 +139,28 @@ int cmd_tokenize(int argc, char** argv) {
     etx_model* m = NULL;
     int bos_id = -1;
     etx_status st;
+    int rc = 0;
     if (has_suffix(path, ".gguf")) {
-        m = cli_load_model(path);
-        if (!m) return 1;
+        m = cli_load_model(path, &rc);
+        if (!m) return rc;
         tok = m->tok;
         bos_id = m->bos_id;
     } else {
+        // a tokenizer that is missing or malformed is a refused input; memory running out is not
         st = load_tokenizer_only(path, &tok, &bos_id);
-        if (st.code != ETX_OK) return cli_error("tokenize", st), 1;
+        if (st.code != ETX_OK)
+            return cli_error("tokenize", st), st.code == ETX_ERR_NOMEM ? CLI_EXIT_FAILED : CLI_EXIT_REFUSED;
     }
-    size_t len;
+    size_t len = 0;
     char* input = read_stdin(&len);
     int32_t* ids = NULL;
-    int n = 0, rc = 0;
-    if (decode) {
-        st = cli_parse_ids(input, tokenizer_n_vocab(tok), &ids, &n);
+    int n = 0;
+    if (!input) {
+        rc = CLI_EXIT_REFUSED;
+        st = etx_ok();
+    } else if (decode) {
+        // every id is checked before any text is written
+        st = cli_parse_ids(input, len, tokenizer_n_vocab(tok), &ids, &n);
         if (st.code == ETX_OK) {
             Utf8Stream us = {{0}, 0};
             char buf[UTF8_STREAM_OUT_MAX(256)];
@@ -155,8 +192,10 @@ int cmd_tokenize(int argc, char** argv) {
     }
     if (st.code != ETX_OK) {
         cli_error("tokenize", st);
-        rc = 1;
+        // bad ids and an unknown BOS are refused requests; an encoder failure is not
+        rc = st.code == ETX_ERR_INVALID_ARG ? CLI_EXIT_REFUSED : CLI_EXIT_FAILED;
     }
+    if (rc == 0) rc = cli_finish_stdout("tokenize");
     free(ids);
     free(input);
     if (m) etx_model_free(m);

@@ -4,7 +4,10 @@
  * JSON of a small CPU run (SmolLM2) whose figures are recomputed here from their
  * definitions (tokens/s from ms/token, the decode floor from bytes and bandwidth, the
  * prefill FLOPs from the model's shape, the policy share from the greedy row); the same
- * on the emulated CUDA backend when this build has it (tiny fixture model).
+ * on the emulated CUDA backend when this build has it (tiny fixture model). The
+ * exit_codes case: options refused with exit 2 (before the model loads, or after it for
+ * sizes the model or memory cannot take), an unwritable --json failing with 1, and a
+ * --kv-blocks pool small enough to preempt.
  */
 #include <check.h>
 #include <cJSON.h>
@@ -71,7 +74,16 @@ START_TEST(bad_options_are_named) {
         {"bench -r 0", "--repeats 1..100"},
         {"bench -l abc", "--prompt-len expects an integer"},
         {"bench --device tpu", "unknown device 'tpu'"},
-        {"bench --json /nonexistent-dir/out.json", "cannot write /nonexistent-dir/out.json"},
+        // --threads, the KV pool: before the model loads
+        {"bench -m /nonexistent/model.gguf --threads 100000", "--threads must be 0 (all CPUs) or 1.."},
+        {"bench -m /nonexistent/model.gguf --kv-blocks -1", "--kv-blocks must be >= 1"},
+        {"bench -m /nonexistent/model.gguf --kv-block-size 600", "--kv-block-size must be 1..512"},
+        {"bench -m /nonexistent/model.gguf -l 100 -g 10 --kv-blocks 1 --kv-block-size 64",
+         "a KV pool of 1 blocks (64 positions) cannot hold one request of --prompt-len 100 + --gen-len 10"},
+        {"bench -m /nonexistent/model.gguf", "/nonexistent/model.gguf"},
+        // after it loads: sizes the model or the memory cannot take
+        {"bench -l 8190 -g 10", "--prompt-len 8190 + --gen-len 10 exceeds the model's context of 8192"},
+        {"bench --kv-blocks 2000000000 --kv-block-size 512", "more than the"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         Run r = run(cases[i].args);
@@ -80,6 +92,31 @@ START_TEST(bad_options_are_named) {
                       cases[i].expect);
         free_run(&r);
     }
+}
+END_TEST
+
+// An output that cannot be written is a failed run (exit 1), found before any work.
+START_TEST(unwritable_json_fails) {
+    Run r = run("bench --json /nonexistent-dir/out.json");
+    ck_assert_msg(r.status == 1, "exit %d (stderr: %s)", r.status, r.err);
+    ck_assert_msg(strstr(r.err, "cannot write /nonexistent-dir/out.json"), "%s", r.err);
+    free_run(&r);
+}
+END_TEST
+
+// --kv-blocks reaches the runs: 3 blocks of 4 positions admit both prompts of 3 tokens
+// (one block each) but not both requests grown to 9 positions (3 blocks each): one is
+// preempted and recomputed.
+START_TEST(small_kv_pool_preempts) {
+    Run r = run("bench -t 1 -b 2 -l 3 -g 6 -r 1 --warmup 0 --quick-probe --policy greedy --kv-blocks 3 "
+                "--kv-block-size 4 --json -");
+    ck_assert_msg(r.status == 0, "exit %d: %s", r.status, r.err);
+    cJSON* j = cJSON_Parse(r.out);
+    ck_assert_msg(j != NULL, "stdout is not JSON: %.300s", r.out);
+    const cJSON* x = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "results"), 0);
+    ck_assert_msg(num(x, "preemptions") > 0, "no preemption with a one-request pool");
+    cJSON_Delete(j);
+    free_run(&r);
 }
 END_TEST
 
@@ -94,7 +131,7 @@ START_TEST(failed_run_keeps_an_earlier_json) {
     // SmolLM2's context is 8192 positions: 8190 + 10 does not fit
     snprintf(args, sizeof args, "bench -l 8190 -g 10 -r 1 --json '%s'", path);
     Run r = run(args);
-    ck_assert_msg(r.status != 0, "exit 0 for a prompt past the context");
+    ck_assert_msg(r.status == 2, "exit %d for a prompt past the context", r.status);
     ck_assert_msg(strstr(r.err, "--prompt-len 8190 + --gen-len 10 exceeds the model's context of 8192"), "%s", r.err);
     free_run(&r);
     char* kept = cli_slurp(path);
@@ -233,11 +270,16 @@ int main(void) {
     Suite* s = suite_create("bench");
     TCase* tc = tcase_create("bench");
     tcase_set_timeout(tc, 1200);
-    tcase_add_test(tc, bad_options_are_named);
     tcase_add_test(tc, failed_run_keeps_an_earlier_json);
     tcase_add_test(tc, cpu_report_matches_its_definitions);
     tcase_add_test(tc, emulated_cuda_report);
     suite_add_tcase(s, tc);
+    TCase* ex = tcase_create("exit_codes");
+    tcase_set_timeout(ex, 600);
+    tcase_add_test(ex, bad_options_are_named);
+    tcase_add_test(ex, unwritable_json_fails);
+    tcase_add_test(ex, small_kv_pool_preempts);
+    suite_add_tcase(s, ex);
     const int rc = check_run_suite_nofork(s); // the suites start programs: no fork on top of them
     cli_run_cleanup();
     return rc;

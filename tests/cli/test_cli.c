@@ -4,6 +4,10 @@
  * right size, generate end to end on the default model, the greedy text of
  * `etx generate` equal to transformers' on the same prompts (fixture from
  * tests/scripts/gen_cli_fixtures.py), and entropix traces with the --stats branch mix.
+ * The exit_codes case: the exit-code rule of docs/commands.md for generate, logits and
+ * tokenize (2 refused before the model loads or right after it, 1 a failed run: an
+ * output on /dev/full), --threads bounded by the CPUs, the KV pool options, tokenize's
+ * bounded stdin and its --decode of NUL bytes.
  */
 #include <check.h>
 #include <cJSON.h>
@@ -100,11 +104,11 @@ START_TEST(tokenize_and_decode_llama3) {
     ck_assert_str_eq(r.out, "Hello world<|eot_id|>");
     free_run(&r);
     r = run("tokenize --decode -m '" LLAMA3_TOK "'", "9906 999999");
-    ck_assert_int_eq(r.status, 1);
+    ck_assert_int_eq(r.status, 2);
     ck_assert_ptr_nonnull(strstr(r.err, "999999 is outside the vocabulary"));
     free_run(&r);
     r = run("tokenize -m /nonexistent/tokenizer.json", "x");
-    ck_assert_int_eq(r.status, 1);
+    ck_assert_int_eq(r.status, 2);
     ck_assert_ptr_nonnull(strstr(r.err, "/nonexistent/tokenizer.json"));
     free_run(&r);
 }
@@ -161,12 +165,12 @@ START_TEST(logits_files) {
     free_run(&r);
     snprintf(args, sizeof args, "logits --ids '1 49152' --out '%s'", out);
     r = run(args, NULL);
-    ck_assert_int_eq(r.status, 1);
+    ck_assert_int_eq(r.status, 2);
     ck_assert_ptr_nonnull(strstr(r.err, "49152"));
     free_run(&r);
     snprintf(args, sizeof args, "logits -m /no/such/model --ids 1 --out '%s'", out);
     r = run(args, NULL);
-    ck_assert_int_eq(r.status, 1);
+    ck_assert_int_eq(r.status, 2);
     ck_assert_ptr_nonnull(strstr(r.err, "/no/such/model"));
     free_run(&r);
 }
@@ -189,13 +193,15 @@ START_TEST(generate_runs_and_checks_the_context) {
     free(first);
     free_run(&r);
     r = run("generate -p 'one two three four five six seven eight nine ten' --ctx 8", NULL);
-    ck_assert_int_eq(r.status, 1);
+    ck_assert_int_eq(r.status, 2);
     ck_assert_msg(strstr(r.err, "context"), "%s", r.err);
     free_run(&r);
-    r = run("generate -p hi --device cuda -n 2", NULL);
-    ck_assert_int_eq(r.status, 1);
-    ck_assert_ptr_nonnull(strstr(r.err, "cuda"));
-    free_run(&r);
+    if (system("nvidia-smi -L > /dev/null 2>&1") != 0) { // a device that cannot run here is refused
+        r = run("generate -p hi --device cuda -n 2", NULL);
+        ck_assert_int_eq(r.status, 2);
+        ck_assert_ptr_nonnull(strstr(r.err, "cuda"));
+        free_run(&r);
+    }
 }
 END_TEST
 
@@ -372,6 +378,185 @@ START_TEST(entropix_trace_and_stats) {
 }
 END_TEST
 
+// ----------------------------------------------------------------------------
+// the exit-code rule (docs/commands.md, "Exit status"): 2 = refused before any work, 1 =
+// the run failed, for generate, logits and tokenize
+
+typedef struct {
+    const char* args;   // after "etx "
+    const char* input;  // stdin, or NULL
+    int status;         // the exit code expected
+    const char* expect; // in stderr
+} ExitCase;
+
+static void check_exit_cases(const ExitCase* cases, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        Run r = run(cases[i].args, cases[i].input);
+        ck_assert_msg(r.status == cases[i].status, "etx %s: exit %d, expected %d (stderr: %s)", cases[i].args,
+                      r.status, cases[i].status, r.err);
+        ck_assert_msg(strstr(r.err, cases[i].expect), "etx %s: stderr '%s' lacks '%s'", cases[i].args, r.err,
+                      cases[i].expect);
+        free_run(&r);
+    }
+}
+
+// Runs `etx ARGS` with its stdout on /dev/full (a disk that is full).
+static Run run_to_full_disk(const char* args, const char* input) {
+    char a[1024];
+    snprintf(a, sizeof a, "-c 'exec \"$0\" %s > /dev/full' '%s'", args, ETX_CLI);
+    return run_program("/bin/sh", a, input);
+}
+
+// Ranges checked before the model is loaded: with a model that does not exist, the
+// option is what is named (a check after loading would report the model instead).
+#define NO_MODEL "-m /nonexistent/model.gguf "
+
+START_TEST(generate_exit_codes) {
+    const ExitCase cases[] = {
+        // before the model loads
+        {"generate " NO_MODEL "-p hi --threads 100000", NULL, 2, "--threads must be 0 (all CPUs) or 1.."},
+        {"generate " NO_MODEL "-p hi --threads -1", NULL, 2, "--threads must be"},
+        {"generate " NO_MODEL "-p hi --ctx -1", NULL, 2, "--ctx must be >= 2"},
+        {"generate " NO_MODEL "-p hi --kv-blocks -1", NULL, 2, "--kv-blocks must be >= 1"},
+        {"generate " NO_MODEL "-p hi --kv-block-size 513", NULL, 2, "--kv-block-size must be 1..512"},
+        {"generate " NO_MODEL "-p hi -n 0", NULL, 2, "--max-tokens must be >= 1"},
+        {"generate " NO_MODEL "-p hi", NULL, 2, "/nonexistent/model.gguf"},
+        {"generate -m /dev/zero -p hi", NULL, 2, "/dev/zero is neither a model directory nor a regular file"},
+        // after it loads, before the engine: what only the model can tell
+        {"generate -p hi --ctx 100000", NULL, 2, "--ctx 100000 exceeds the model's context of 8192"},
+        {"generate -p 'one two three four five six seven eight nine ten' --ctx 8", NULL, 2,
+         "the prompt has 10 tokens but the context holds 8"},
+        {"generate -p hi --policy entropix --pause-token 49152", NULL, 2,
+         "pause_token 49152 (--pause-token) is outside the vocabulary (0..49151)"},
+        {"generate -p hi --ctx 64 --kv-blocks 3 --kv-block-size 16", NULL, 2,
+         "cannot hold one request's context of 64 tokens"},
+        // the run failed: an output that cannot be written
+        {"generate -p hi -n 2 --trace /dev/full", NULL, 1, "writing the trace file /dev/full failed"},
+    };
+    check_exit_cases(cases, sizeof cases / sizeof cases[0]);
+    // an input that is a FIFO is refused, not waited on (a timeout would say 124)
+    char fifo[300], args[600];
+    cli_tmp_path(fifo, sizeof fifo, "policy.fifo");
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+    snprintf(args, sizeof args, "generate " NO_MODEL "-p hi --policy-file '%s'", fifo);
+    Run r = run_prefixed("timeout 60", ETX_CLI, args, NULL);
+    ck_assert_msg(r.status == 2, "--policy-file FIFO: exit %d (stderr: %s)", r.status, r.err);
+    ck_assert_msg(strstr(r.err, "is not a regular file (a pipe)"), "%s", r.err);
+    free_run(&r);
+    snprintf(args, sizeof args, "generate -m '%s' -p hi", fifo);
+    r = run_prefixed("timeout 60", ETX_CLI, args, NULL);
+    ck_assert_msg(r.status == 2, "-m FIFO: exit %d (stderr: %s)", r.status, r.err);
+    ck_assert_msg(strstr(r.err, "neither a model directory nor a regular file"), "%s", r.err);
+    free_run(&r);
+    snprintf(args, sizeof args, "tokenize -m '%s'", fifo);
+    r = run_prefixed("timeout 60", ETX_CLI, args, "x");
+    ck_assert_msg(r.status == 2, "tokenize -m FIFO: exit %d (stderr: %s)", r.status, r.err);
+    ck_assert_msg(strstr(r.err, "is not a regular file (a pipe)"), "%s", r.err);
+    free_run(&r);
+    unlink(fifo);
+    r = run_to_full_disk("generate -p hi -n 2", NULL);
+    ck_assert_msg(r.status == 1, "generate > /dev/full: exit %d (stderr: %s)", r.status, r.err);
+    ck_assert_msg(strstr(r.err, "writing to stdout failed"), "%s", r.err);
+    free_run(&r);
+    // the KV options reach the engine: a pool of exactly one context runs
+    r = run("generate -p 'The capital of France is' -n 6 --ctx 32 --kv-blocks 4 --kv-block-size 8", NULL);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    Run d = run("generate -p 'The capital of France is' -n 6", NULL);
+    ck_assert_str_eq(r.out, d.out);
+    free_run(&d);
+    free_run(&r);
+}
+END_TEST
+
+START_TEST(logits_exit_codes) {
+    // more ids than the model's context (8192)
+    char* many = xmalloc(8193 * 2 + 64);
+    size_t k = (size_t)snprintf(many, 64, "logits --out /dev/null --ids '");
+    for (int i = 0; i < 8193; i++) many[k++] = '1', many[k++] = ' ';
+    many[k++] = '\'';
+    many[k] = '\0';
+    const ExitCase cases[] = {
+        {"logits " NO_MODEL "--ids 1 --out /dev/null --threads 100000", NULL, 2, "--threads must be"},
+        {"logits " NO_MODEL "--ids 1 --out /dev/null --device gpu", NULL, 2, "unknown device 'gpu'"},
+        {"logits " NO_MODEL "--ids 1 --out /dev/null", NULL, 2, "/nonexistent/model.gguf"},
+        {"logits --ids '1 49152' --out /dev/null", NULL, 2, "49152 is outside the vocabulary (0..49151)"},
+        {many, NULL, 2, "8193 tokens exceed the model's context of 8192"},
+        {"logits --ids '1 504' --out /dev/full", NULL, 1, "error writing /dev/full"},
+    };
+    check_exit_cases(cases, sizeof cases / sizeof cases[0]);
+    free(many);
+}
+END_TEST
+
+START_TEST(tokenize_exit_codes) {
+    char big[300], args[600];
+    const ExitCase cases[] = {
+        {"tokenize -m /nonexistent/tokenizer.json", "x", 2, "/nonexistent/tokenizer.json"},
+        {"tokenize -m /dev", "x", 2, "/dev/tokenizer.json"},
+        {"tokenize --decode", "104 190 99999", 2, "token id #3: 99999 is outside the vocabulary (0..49151)"},
+        {"tokenize --decode", "104 x", 2, "token id #2: 'x' is not an integer"},
+    };
+    check_exit_cases(cases, sizeof cases / sizeof cases[0]);
+    // stdin that cannot be read (a directory)
+    Run r = run_program("/bin/sh", "-c 'exec \"$0\" tokenize < /' '" ETX_CLI "'", NULL);
+    ck_assert_msg(r.status == 2, "tokenize < /: exit %d (stderr: %s)", r.status, r.err);
+    ck_assert_msg(strstr(r.err, "cannot read stdin"), "%s", r.err);
+    free_run(&r);
+    // stdin larger than the 4 GiB etx reads (a sparse file: nothing is written to disk)
+    cli_tmp_path(big, sizeof big, "big.txt");
+    FILE* f = fopen(big, "wb");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+    ck_assert_int_eq(truncate(big, (off_t)5 << 30), 0);
+    snprintf(args, sizeof args, "-c 'exec \"$0\" tokenize < \"%s\"' '%s'", big, ETX_CLI);
+    r = run_program("/bin/sh", args, NULL);
+    ck_assert_msg(r.status == 2, "tokenize < 5 GiB: exit %d (stderr: %s)", r.status, r.err);
+    ck_assert_msg(strstr(r.err, "stdin holds 5368709120 bytes, more than"), "%s", r.err);
+    free_run(&r);
+    unlink(big);
+    // the run failed: stdout cannot be written
+    r = run_to_full_disk("tokenize", "Hello world");
+    ck_assert_msg(r.status == 1, "tokenize > /dev/full: exit %d (stderr: %s)", r.status, r.err);
+    ck_assert_msg(strstr(r.err, "writing to stdout failed"), "%s", r.err);
+    free_run(&r);
+}
+END_TEST
+
+// A token that decodes to a NUL byte (SmolLM2's byte-level token 190 is the byte 0x00)
+// is written whole, and the ids after it are decoded and checked; a NUL byte in the
+// id text is an error, not the end of the input.
+START_TEST(tokenize_decode_nul) {
+    Run r = run("tokenize", "x");
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    ck_assert_str_eq(r.out, "104\n");
+    free_run(&r);
+    r = run("tokenize --decode", "190");
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    ck_assert_int_eq(r.out[0], '\0'); // cli_slurp: the one byte written, then the terminator
+    free_run(&r);
+    // the bytes after the NUL: written to a file and compared whole
+    char path[300], args[600];
+    cli_tmp_path(path, sizeof path, "nul.out");
+    snprintf(args, sizeof args, "-c 'exec \"$0\" tokenize --decode > \"%s\"' '%s'", path, ETX_CLI);
+    r = run_program("/bin/sh", args, "104 190 105 190 190 104");
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    free_run(&r);
+    char* data = NULL;
+    size_t len = 0;
+    ck_assert_int_eq(etx_read_file(path, &data, &len).code, ETX_OK);
+    ck_assert_uint_eq(len, 6);
+    ck_assert(memcmp(data, "x\0y\0\0x", 6) == 0);
+    free(data);
+    // a NUL byte in the ids: named, and nothing is decoded
+    snprintf(args, sizeof args, "-c 'printf \"104 190\\000 99999\" | exec \"$0\" tokenize --decode' '%s'", ETX_CLI);
+    r = run_program("/bin/sh", args, NULL);
+    ck_assert_msg(r.status == 2, "NUL in the ids: exit %d (stderr: %s)", r.status, r.err);
+    ck_assert_msg(strstr(r.err, "token id #2: a NUL byte at byte 7 of the input"), "%s", r.err);
+    ck_assert_str_eq(r.out, "");
+    free_run(&r);
+}
+END_TEST
+
 int main(void) {
     if (cli_run_setup("/tmp/etx_test_cli_XXXXXX") != 0) return EXIT_FAILURE;
     Suite* s = suite_create("cli");
@@ -387,6 +572,13 @@ int main(void) {
     tcase_add_test(tc, entropix_flags_files_and_errors);
     tcase_add_test(tc, entropix_trace_and_stats);
     suite_add_tcase(s, tc);
+    TCase* ex = tcase_create("exit_codes");
+    tcase_set_timeout(ex, 600);
+    tcase_add_test(ex, generate_exit_codes);
+    tcase_add_test(ex, logits_exit_codes);
+    tcase_add_test(ex, tokenize_exit_codes);
+    tcase_add_test(ex, tokenize_decode_nul);
+    suite_add_tcase(s, ex);
     const int rc = check_run_suite_nofork(s); // the suites start programs: no fork on top of them
     cli_run_cleanup();
     return rc;

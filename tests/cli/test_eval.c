@@ -9,8 +9,11 @@
  * of other lines, the data file itself, a locked output and a resume of another run
  * (other -n, policy, data) refused with the file untouched; random keys that follow the
  * ids (blank lines and reordering change no completion); NUL characters in requests; a
- * run stopped by a full disk (ulimit -f) or by kill -9 and resumed gives the file of an
+ * run stopped by a full disk (prlimit --fsize) or by kill -9 and resumed gives the file of an
  * uninterrupted run.
+ * The exit_codes case: the exit-code rule of docs/commands.md (2 refused before the model
+ * loads or right after it, 1 a failed run) and a KV pool of one context (--kv-blocks 8
+ * --kv-block-size 16, --batch 4) giving the default pool's file byte for byte.
  */
 #include <check.h>
 #include <cJSON.h>
@@ -461,6 +464,84 @@ START_TEST(mpirun_two_ranks_equal_one_process) {
 }
 END_TEST
 
+// ----------------------------------------------------------------------------
+// the exit-code rule (docs/commands.md, "Exit status") and the KV pool options
+
+// Runs `etx eval ARGS` and checks the exit code and a piece of stderr.
+static void expect_exit(const char* args, int status, const char* expect) {
+    Run r = run_eval("", args);
+    ck_assert_msg(r.status == status, "etx eval %s: exit %d, expected %d (stderr: %s)", args, r.status, status, r.err);
+    ck_assert_msg(strstr(r.err, expect), "etx eval %s: stderr '%s' lacks '%s'", args, r.err, expect);
+    free_run(&r);
+}
+
+START_TEST(exit_codes) {
+    char out[300], file[300], args[1024];
+    cli_tmp_path(out, sizeof out, "exit.jsonl");
+    cli_tmp_path(file, sizeof file, "a_file");
+    FILE* f = fopen(file, "wb");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+    unlink(out);
+    // before the model loads (a model that does not exist is never reached)
+    static const struct {
+        const char* extra;
+        const char* expect;
+    } before[] = {
+        {"--threads 100000", "--threads must be 0 (all CPUs) or 1.."},
+        {"--batch 100000", "--batch must be 1..4096 (got 100000)"},
+        {"--ctx -1", "--ctx must be >= 2"},
+        {"--kv-blocks -5", "--kv-blocks must be >= 1"},
+        {"--kv-block-size 1000", "--kv-block-size must be 1..512"},
+        {"--device tpu", "unknown device 'tpu'"},
+    };
+    for (size_t i = 0; i < sizeof before / sizeof before[0]; i++) {
+        snprintf(args, sizeof args, "-m /nonexistent/model.gguf --data '%s' --out '%s' %s", SAMPLE, out,
+                 before[i].extra);
+        expect_exit(args, 2, before[i].expect);
+    }
+    snprintf(args, sizeof args, "-m /nonexistent/model.gguf --data /dev/zero --out '%s'", out);
+    expect_exit(args, 2, "--data /dev/zero: not a regular file");
+    snprintf(args, sizeof args, "-m /nonexistent/model.gguf --data '%s' --out '%s'", cli_run_dir, out);
+    expect_exit(args, 2, "not a regular file (a directory)");
+    snprintf(args, sizeof args, "--data '%s' --out '%s' -m /nonexistent/model.gguf", SAMPLE, out);
+    expect_exit(args, 2, "/nonexistent/model.gguf");
+    // after it loads, before anything runs
+    snprintf(args, sizeof args, "--data '%s' --out '%s' --ctx 100000", SAMPLE, out);
+    expect_exit(args, 2, "--ctx 100000 exceeds the model's context of 8192");
+    snprintf(args, sizeof args, "--data '%s' --out '%s' --limit 1 -n 2 --policy entropix --pause-token 49152", SAMPLE,
+             out);
+    expect_exit(args, 2, "pause_token 49152 (--pause-token) is outside the vocabulary (0..49151)");
+    snprintf(args, sizeof args, "--data '%s' --out '%s' --limit 1 -n 2 --ctx 128 --kv-blocks 7 --kv-block-size 16",
+             SAMPLE, out);
+    expect_exit(args, 2, "cannot hold one request's context of 128 tokens (--ctx); give --kv-blocks 8 or more");
+    ck_assert_int_ne(access(out, F_OK), 0); // nothing written by a refused run
+    // the run failed: the output cannot be created (a path under a regular file)
+    snprintf(args, sizeof args, "--data '%s' --out '%s/out.jsonl' --limit 1 -n 2", SAMPLE, file);
+    Run r = run_eval("", args);
+    ck_assert_msg(r.status == 1, "--out under a file: exit %d (stderr: %s)", r.status, r.err);
+    ck_assert_msg(strstr(r.err, file), "%s", r.err);
+    free_run(&r);
+}
+END_TEST
+
+// A pool of 8 blocks of 16 positions holds one 128-token context: four requests in
+// flight cannot all keep their K/V, so the engine preempts and recomputes; the results
+// are those of the default pool, byte for byte.
+START_TEST(small_kv_pool_same_results) {
+    char out[300], args[1024];
+    cli_tmp_path(out, sizeof out, "small_pool.jsonl");
+    unlink(out);
+    snprintf(args, sizeof args, "--data '%s' --out '%s' --limit 3 --batch 4 --ctx 128 --kv-blocks 8 --kv-block-size 16 "
+             COMMON, SAMPLE, out);
+    run_ok("", args);
+    char* got = cli_read_or_null(out);
+    ck_assert_ptr_nonnull(got);
+    ck_assert_str_eq(got, reference());
+    free(got);
+}
+END_TEST
+
 int main(void) {
     if (cli_run_setup("/tmp/etx_test_eval_XXXXXX") != 0) return EXIT_FAILURE;
     Suite* s = suite_create("eval");
@@ -479,6 +560,11 @@ int main(void) {
     tcase_add_test(tc, nul_characters_in_requests_are_refused);
     tcase_add_test(tc, mpirun_two_ranks_equal_one_process);
     suite_add_tcase(s, tc);
+    TCase* ex = tcase_create("exit_codes");
+    tcase_set_timeout(ex, 600);
+    tcase_add_test(ex, exit_codes);
+    tcase_add_test(ex, small_kv_pool_same_results);
+    suite_add_tcase(s, ex);
     const int rc = check_run_suite_nofork(s); // the suites start programs: no fork on top of them
     free(g_ref);
     cli_run_cleanup();

@@ -8,6 +8,8 @@
  * (skipped when mpirun is missing); each bad grid is refused, exit 2, before anything runs;
  * grid.json is written once (a rerun leaves the file as it was), a rerun with other
  * settings (run.json) or while another sweep holds the directory is refused.
+ * The exit_codes case: the exit-code rule of docs/commands.md for the engine options, a
+ * grid's pause token against the model, and an output directory that cannot be made.
  */
 #include <check.h>
 #include <cJSON.h>
@@ -353,6 +355,82 @@ START_TEST(bad_grids_refused_before_running) {
 }
 END_TEST
 
+// The exit-code rule (docs/commands.md, "Exit status"): 2 for what is refused before any
+// work (before the model loads, or right after it for what only the model can tell), 1
+// when the run fails (an output directory that cannot be made).
+START_TEST(exit_codes) {
+    char dir[300], file[300], grid[300], args[2048];
+    cli_tmp_path(dir, sizeof dir, "exit_out");
+    cli_tmp_path(file, sizeof file, "a_file");
+    cli_tmp_path(grid, sizeof grid, "pause_grid.json");
+    write_text(file, "");
+    write_text(grid, "{\"policy\": \"entropix\", \"grid\": {\"pause_token\": [-1, 49152]}}");
+    static const struct {
+        const char* extra;
+        const char* expect;
+    } before[] = {
+        {"--threads 100000", "--threads must be 0 (all CPUs) or 1.."},
+        {"--batch 100000", "--batch must be 1..4096 (got 100000)"},
+        {"--ctx 1", "--ctx must be >= 2"},
+        {"--kv-blocks -1", "--kv-blocks must be >= 1"},
+        {"--kv-block-size 513", "--kv-block-size must be 1..512"},
+    };
+    for (size_t i = 0; i < sizeof before / sizeof before[0]; i++) {
+        snprintf(args, sizeof args, "-m /nonexistent/model.gguf --data '%s' --grid '%s' --out '%s' %s", SAMPLE,
+                 g_grid, dir, before[i].extra);
+        Run r = run_etx("", "sweep", args);
+        ck_assert_msg(r.status == 2, "%s: exit %d\n%s", before[i].extra, r.status, r.err);
+        ck_assert_msg(strstr(r.err, before[i].expect), "%s: missing '%s' in\n%s", before[i].extra, before[i].expect,
+                      r.err);
+        free_run(&r);
+        ck_assert_int_ne(access(dir, F_OK), 0); // nothing ran, nothing written
+    }
+    snprintf(args, sizeof args, "-m /nonexistent/model.gguf --data /dev/zero --grid '%s' --out '%s'", g_grid, dir);
+    Run r = run_etx("", "sweep", args);
+    ck_assert_msg(r.status == 2 && strstr(r.err, "--data /dev/zero: not a regular file"), "exit %d\n%s", r.status,
+                  r.err);
+    free_run(&r);
+    // a grid that is a FIFO is refused, not waited on (a timeout would say 124)
+    char fifo[300];
+    cli_tmp_path(fifo, sizeof fifo, "grid.fifo");
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+    snprintf(args, sizeof args, "-m /nonexistent/model.gguf --data '%s' --grid '%s' --out '%s'", SAMPLE, fifo, dir);
+    r = run_etx("timeout 60", "sweep", args);
+    ck_assert_msg(r.status == 2 && strstr(r.err, "is not a regular file (a pipe)"), "grid FIFO: exit %d\n%s",
+                  r.status, r.err);
+    free_run(&r);
+    unlink(fifo);
+    // after the model loads: a combination's pause token outside the vocabulary, --ctx
+    // above the model's, a pool too small (each in its own directory: grid.json is
+    // written there first)
+    char dir2[300], dir3[300];
+    cli_tmp_path(dir2, sizeof dir2, "exit_out2");
+    cli_tmp_path(dir3, sizeof dir3, "exit_out3");
+    snprintf(args, sizeof args, "--data '%s' --grid '%s' --out '%s' " COMMON, SAMPLE, grid, dir);
+    r = run_etx("", "sweep", args);
+    ck_assert_msg(r.status == 2, "pause token grid: exit %d\n%s", r.status, r.err);
+    ck_assert_msg(strstr(r.err, "pause_token 49152 (--pause-token) is outside the vocabulary (0..49151)"), "%s", r.err);
+    free_run(&r);
+    snprintf(args, sizeof args, "--data '%s' --grid '%s' --out '%s' --ctx 9000 " COMMON, SAMPLE, g_grid, dir2);
+    r = run_etx("", "sweep", args);
+    ck_assert_msg(r.status == 2, "--ctx 9000: exit %d\n%s", r.status, r.err);
+    ck_assert_msg(strstr(r.err, "--ctx 9000 exceeds the model's context of 8192"), "%s", r.err);
+    free_run(&r);
+    snprintf(args, sizeof args, "--data '%s' --grid '%s' --out '%s' --ctx 64 --kv-blocks 1 --kv-block-size 32 " COMMON,
+             SAMPLE, g_grid, dir3);
+    r = run_etx("", "sweep", args);
+    ck_assert_msg(r.status == 2, "small pool: exit %d\n%s", r.status, r.err);
+    ck_assert_msg(strstr(r.err, "cannot hold one request's context of 64 tokens"), "%s", r.err);
+    free_run(&r);
+    // the run failed: the output directory cannot be made (its parent is a file)
+    snprintf(args, sizeof args, "--data '%s' --grid '%s' --out '%s/out' " COMMON, SAMPLE, g_grid, file);
+    r = run_etx("", "sweep", args);
+    ck_assert_msg(r.status == 1, "--out under a file: exit %d\n%s", r.status, r.err);
+    ck_assert_msg(strstr(r.err, file), "%s", r.err);
+    free_run(&r);
+}
+END_TEST
+
 int main(void) {
     if (cli_run_setup("/tmp/etx_test_sweep_XXXXXX") != 0) return EXIT_FAILURE;
     snprintf(g_grid, sizeof g_grid, "%s/grid.json", cli_run_dir);
@@ -371,6 +449,10 @@ int main(void) {
     tcase_add_test(tc, directory_guards);
     tcase_add_test(tc, bad_grids_refused_before_running);
     suite_add_tcase(s, tc);
+    TCase* ex = tcase_create("exit_codes");
+    tcase_set_timeout(ex, 600);
+    tcase_add_test(ex, exit_codes);
+    suite_add_tcase(s, ex);
     const int rc = check_run_suite_nofork(s); // the suites start programs: no fork on top of them
     free(g_ref_jsonl);
     free(g_ref_csv);
