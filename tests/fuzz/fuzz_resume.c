@@ -1,0 +1,41 @@
+/*
+ * fuzz_resume.c — libFuzzer target: the output file `etx eval` and `etx sweep` resume
+ * from (eval_done_read and eval_done_totals in host/cli/eval_io.c, through host/cli/eval.h).
+ *
+ * The input is a whole results file (JSON lines, possibly cut off mid-write). Invariants:
+ * an existing file is always read (0); the length to keep ends at a line boundary and
+ * inside the file; the keys are sorted and each is found by eval_done_has; the totals of
+ * the kept lines count at most one "done" per kept line. Seeds: result lines of the
+ * command-line tests' formats, whole and truncated (tests/scripts/gen_fuzz_corpus.py).
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include "eval.h"
+#include "util.h"
+
+#define N_COMBOS 4
+
+int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+    const char* path = fuzz_file(data, size);
+    EvalDone d;
+    FUZZ_CHECK(eval_done_read(path, &d) == 0);
+    FUZZ_CHECK(d.good_len <= size);
+    FUZZ_CHECK(d.good_len == 0 || data[d.good_len - 1] == '\n');
+    FUZZ_CHECK(d.n >= 0 && d.bad_lines >= 0);
+    size_t kept_lines = 0;
+    for (size_t i = 0; i < d.good_len; i++) kept_lines += data[i] == '\n';
+    FUZZ_CHECK((size_t)d.n + (size_t)d.bad_lines <= kept_lines);
+    for (int i = 0; i < d.n; i++) {
+        FUZZ_CHECK(i == 0 || strcmp(d.keys[i - 1], d.keys[i]) <= 0);
+        FUZZ_CHECK(eval_done_has(&d, d.keys[i]));
+    }
+    Totals t[N_COMBOS];
+    memset(t, 0, sizeof t);
+    FUZZ_CHECK(eval_done_totals(path, d.good_len, N_COMBOS, t) == 0);
+    double done = 0;
+    for (int c = 0; c < N_COMBOS; c++) done += t[c].done;
+    FUZZ_CHECK(done <= (double)kept_lines + 1);
+    eval_done_free(&d);
+    return 0;
+}
