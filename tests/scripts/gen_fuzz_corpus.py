@@ -230,6 +230,8 @@ def gen_text(out):
     smol = json.loads(read(os.path.join(FIX, "tokenizer", "expected_smollm2.json")))
     for ids in smol["ids"][:40]:
         write_seed(out, "tokenizer_ids", ids_seed(0, ids[:256]))
+        # the same ids as text: first byte 0x81 (bit 7 set: cli_parse_ids; 129 % 3 = 0: SmolLM2)
+        write_seed(out, "tokenizer_ids", bytes([0x81]) + ", ".join(map(str, ids[:256])).encode())
     for ids in added["ids"]:
         write_seed(out, "tokenizer_ids", ids_seed(1, ids))
     write_seed(out, "tokenizer_ids", ids_seed(2, list(range(0, 400, 7))))
