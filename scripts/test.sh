@@ -21,6 +21,7 @@ if command -v clang >/dev/null 2>&1; then
   CC=clang CXX=clang++ cmake -S "$root" -B "$fuzz" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DETX_FUZZ=ON \
     -DETX_SANITIZE=ON -DCMAKE_CUDA_COMPILER=OFF >/dev/null
   cmake --build "$fuzz" -j"$(nproc)" --target fuzz_all
+  rm -rf "$fuzz/fuzz-seeds" # regenerated from the fixtures by the first run_fuzz.sh
   for src in "$root"/tests/fuzz/fuzz_*.c; do
     "$root/tests/fuzz/run_fuzz.sh" "$fuzz" "$(basename "$src" .c)" 30 || fuzz_ok=0
   done
