@@ -128,7 +128,79 @@ def gguf_header(path, keep=512):
     return bytes(out)
 
 
+def gguf_str(s):
+    b = s.encode("utf-8")
+    return struct.pack("<Q", len(b)) + b
+
+
+def gguf_kv(key, vtype, value):
+    """One metadata pair: vtype 4 u32, 6 f32, 8 string, (9, etype) array of etype."""
+    out = gguf_str(key)
+    if vtype == 8:
+        return out + struct.pack("<I", 8) + gguf_str(value)
+    if vtype == 4:
+        return out + struct.pack("<II", 4, value)
+    if vtype == 6:
+        return out + struct.pack("<If", 6, value)
+    etype = vtype[1]
+    items = b"".join(gguf_str(v) if etype == 8 else struct.pack("<i", v) for v in value)
+    return out + struct.pack("<IIQ", 9, etype, len(value)) + items
+
+
+def mini_gguf():
+    """A valid one-layer Llama GGUF of about 12 KB (dim 32, 2 heads, 1 KV head, FFN 32,
+    vocab 32), one matrix per block type etx reads, and a byte-level BPE tokenizer with
+    one merge and ChatML tokens: a small seed the whole GGUF model loader accepts, so the
+    fuzzer mutates a complete model at a hundredth of tiny.gguf's cost per execution."""
+    dim, vocab = 32, 32
+    # tokens: byte-level symbols of a few bytes, one merge result, special tokens
+    tokens = ["a", "b", "c", "\u0120", "ab", "<|im_start|>", "<|im_end|>",
+              "<|endoftext|>"]
+    tokens += [chr(ord("d") + i) for i in range(vocab - len(tokens))]
+    types = [3 if t.startswith("<|") else 1 for t in tokens]
+    kvs = [gguf_kv("general.architecture", 8, "llama"),
+           gguf_kv("llama.embedding_length", 4, dim), gguf_kv("llama.feed_forward_length", 4, dim),
+           gguf_kv("llama.block_count", 4, 1), gguf_kv("llama.attention.head_count", 4, 2),
+           gguf_kv("llama.attention.head_count_kv", 4, 1), gguf_kv("llama.context_length", 4, 64),
+           gguf_kv("llama.attention.layer_norm_rms_epsilon", 6, 1e-5), gguf_kv("llama.rope.freq_base", 6, 10000.0),
+           gguf_kv("tokenizer.ggml.model", 8, "gpt2"), gguf_kv("tokenizer.ggml.pre", 8, "smollm"),
+           gguf_kv("tokenizer.ggml.tokens", (9, 8), tokens), gguf_kv("tokenizer.ggml.merges", (9, 8), ["a b"]),
+           gguf_kv("tokenizer.ggml.token_type", (9, 5), types),
+           gguf_kv("tokenizer.ggml.bos_token_id", 4, 5), gguf_kv("tokenizer.ggml.eos_token_id", 4, 6)]
+    # ggml types: (id, elements per block, bytes per block)
+    F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, BF16 = (0, 1, 4), (1, 1, 2), (2, 32, 18), (3, 32, 20), (6, 32, 22), \
+        (7, 32, 24), (8, 32, 34), (30, 1, 2)
+    tensors = [("token_embd.weight", [dim, vocab], Q8_0), ("output_norm.weight", [dim], F32),
+               ("blk.0.attn_norm.weight", [dim], F32), ("blk.0.attn_q.weight", [dim, dim], Q4_0),
+               ("blk.0.attn_k.weight", [dim, 16], Q4_1), ("blk.0.attn_v.weight", [dim, 16], Q5_0),
+               ("blk.0.attn_output.weight", [dim, dim], Q8_0), ("blk.0.ffn_norm.weight", [dim], F16),
+               ("blk.0.ffn_gate.weight", [dim, dim], BF16), ("blk.0.ffn_up.weight", [dim, dim], Q5_1),
+               ("blk.0.ffn_down.weight", [dim, dim], F32)]
+    infos, data = b"", b""
+    for name, ne, (tid, be, bb) in tensors:
+        n = 1
+        for d in ne:
+            n *= d
+        blocks = n // be
+        if tid == 0:
+            payload = b"".join(struct.pack("<f", ((i * 37) % 17 - 8) / 64.0) for i in range(n))
+        elif be == 1:  # f16 / bf16: small finite values
+            payload = b"".join(struct.pack("<H", 0x3C00 if tid == 1 else 0x3F80) for i in range(n))
+        else:  # quantized blocks: an f16 scale (and min) of 1/64, then patterned quants
+            head = struct.pack("<H", 0x2400) * (2 if tid in (3, 7) else 1)
+            payload = b"".join(head + bytes((i * 29 + k * 7) % 256 for k in range(bb - len(head)))
+                               for i in range(blocks))
+        pad = (-len(data)) % 32
+        data += b"\0" * pad
+        infos += gguf_str(name) + struct.pack("<I", len(ne)) + b"".join(struct.pack("<Q", d) for d in ne)
+        infos += struct.pack("<IQ", tid, len(data))
+        data += payload
+    head = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kvs)) + b"".join(kvs) + infos
+    return head + b"\0" * ((-len(head)) % 32) + data
+
+
 def gen_gguf(out, model):
+    write_seed(out, "gguf", mini_gguf(), "mini-llama.gguf")
     for p in sorted(os.listdir(os.path.join(FIX, "loader"))):
         if p.endswith(".gguf"):
             write_seed(out, "gguf", read(os.path.join(FIX, "loader", p)), p)
