@@ -46,6 +46,8 @@ rm -rf "$build/fuzz-seeds"
 python3 "$root/tests/scripts/gen_fuzz_corpus.py" "$build/fuzz-seeds" >/dev/null
 
 date_utc="$(date -u +%Y-%m-%d)"
+# the commit the targets were built from (taken now: the tree may move while they run)
+commit="$(git -C "$root" rev-parse --short HEAD)$(git -C "$root" diff --quiet HEAD -- host tests/fuzz || echo '+local changes')"
 out="$root/benchmarks/results/fuzz-campaign-$date_utc.md"
 rows=()
 crashed=0
@@ -87,7 +89,6 @@ for t in "${targets[@]}"; do
 done
 total_s=$(( $(date +%s) - start_all ))
 
-commit="$(git -C "$root" rev-parse --short HEAD)$(git -C "$root" diff --quiet HEAD -- host tests/fuzz || echo '+local changes')"
 cpu="$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)"
 {
   echo "# Fuzzing campaign, $date_utc"
