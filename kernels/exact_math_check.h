@@ -1,0 +1,19 @@
+/*
+ * exact_math_check.h — the shared exp and log (hostdev/exact_math.h) evaluated on the
+ * device, so a test can compare the device's bits with the host's (kernels/exact_math_check.cu).
+ * Not on any inference path: the policy kernels call etx_expf inline.
+ */
+#ifndef ETX_EXACT_MATH_CHECK_H
+#define ETX_EXACT_MATH_CHECK_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// exp_out[i] = etx_expf(x[i]), log_out[i] = etx_logf(x[i]) for i < n (device pointers).
+void etx_exact_math_eval(const float* x, float* exp_out, float* log_out, int n, void* stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif // ETX_EXACT_MATH_CHECK_H
