@@ -23,9 +23,10 @@ __global__ void exact_math_kernel(const float* __restrict__ x, float* __restrict
     log_out[i] = etx_logf(x[i]);
 }
 
-extern "C" void etx_exact_math_eval(const float* x, float* exp_out, float* log_out, int n, void* stream) {
+extern "C" void etx_exact_math_eval(const float* x, float* exp_out, float* log_out, int n, int threads,
+                                    void* stream) {
     if (n <= 0) return;
-    const int block = 256;
+    const int block = threads > 0 ? threads : 256;
     ETX_LAUNCH(exact_math_kernel, etx_ceil_div(n, block), block, 0, (cudaStream_t)stream, x, exp_out, log_out, n);
     CUDA_CHECK_LAUNCH();
 }

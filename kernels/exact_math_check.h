@@ -10,8 +10,11 @@
 extern "C" {
 #endif
 
-// exp_out[i] = etx_expf(x[i]), log_out[i] = etx_logf(x[i]) for i < n (device pointers).
-void etx_exact_math_eval(const float* x, float* exp_out, float* log_out, int n, void* stream);
+// exp_out[i] = etx_expf(x[i]), log_out[i] = etx_logf(x[i]) for i < n (device pointers),
+// `threads` per block (0: 256). An invalid block size (over 1024) makes the launch fail:
+// tests/kernels/test_exact_math.c uses it to check that a failure inside a graph capture
+// fails the capture instead of aborting (kernels/device.h).
+void etx_exact_math_eval(const float* x, float* exp_out, float* log_out, int n, int threads, void* stream);
 
 #ifdef __cplusplus
 }

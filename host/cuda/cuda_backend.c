@@ -218,7 +218,9 @@ static etx_status cuda_create(const etx_model* m, const BackendConfig* cfg, Cuda
     const char* env = getenv("ETX_CUDA_GRAPHS");
     const int graphs_on = env && *env ? atoi(env) != 0 : etx_dev_graphs_available();
     b->pad_decode = graphs_on;
-    b->use_graphs = graphs_on && etx_dev_graphs_available() && b->stream != NULL;
+    // natively a graph needs a stream of our own (the legacy default stream cannot be
+    // captured); the emulator captures on its NULL stream (placeholder graphs, device.h)
+    b->use_graphs = graphs_on && (etx_dev_graphs_recorded() ? etx_dev_graphs_available() && b->stream != NULL : 1);
     b->graphs = xcalloc((size_t)cfg->max_batch + 1, sizeof(void*));
     etx_status st = b->gemm ? etx_ok() : etx_error(ETX_ERR_UNSUPPORTED, "CUDA backend: cuBLAS failed to initialise");
     if (st.code == ETX_OK) st = cuda_upload_model(b);
@@ -245,8 +247,10 @@ static void copy_blocks(CudaBackend* b, const BlockCopy* cp, int n) {
     for (int i = 0; i < n; i++)
         for (int l = 0; l < b->n_layers; l++) {
             CudaLayer* L = &b->layers[l];
-            etx_dev_copy(L->k_pool + cp[i].dst * blk, L->k_pool + cp[i].src * blk, blk * sizeof(etx_bf16));
-            etx_dev_copy(L->v_pool + cp[i].dst * blk, L->v_pool + cp[i].src * blk, blk * sizeof(etx_bf16));
+            etx_dev_copy_on(L->k_pool + cp[i].dst * blk, L->k_pool + cp[i].src * blk, blk * sizeof(etx_bf16),
+                            b->stream);
+            etx_dev_copy_on(L->v_pool + cp[i].dst * blk, L->v_pool + cp[i].src * blk, blk * sizeof(etx_bf16),
+                            b->stream);
         }
 }
 
@@ -280,10 +284,10 @@ static void run_prefill_group(CudaBackend* b, const BackendStep* s, const int* i
         put_table_row(b, k, w);
         rows += w->n;
     }
-    etx_dev_upload(b->d_tokens, b->h_tokens, (size_t)rows * 4);
-    etx_dev_upload(b->d_row_seq, b->h_row_seq, (size_t)rows * 4);
-    etx_dev_upload(b->d_row_pos, b->h_row_pos, (size_t)rows * 4);
-    etx_dev_upload(b->d_table, b->h_table, (size_t)n_chunks * b->shape.max_blocks * 4);
+    etx_dev_upload_on(b->d_tokens, b->h_tokens, (size_t)rows * 4, b->stream);
+    etx_dev_upload_on(b->d_row_seq, b->h_row_seq, (size_t)rows * 4, b->stream);
+    etx_dev_upload_on(b->d_row_pos, b->h_row_pos, (size_t)rows * 4, b->stream);
+    etx_dev_upload_on(b->d_table, b->h_table, (size_t)n_chunks * b->shape.max_blocks * 4, b->stream);
     CudaRows r = {.n = rows, .decode = 0, .chunks = ch, .n_chunks = n_chunks, .d_tokens = b->d_tokens,
                   .d_row_seq = b->d_row_seq, .d_row_pos = b->d_row_pos, .d_table = b->d_table, .kv = b->layers,
                   .scores = capture ? b->scores : NULL, .logits = NULL};
@@ -310,23 +314,44 @@ static void run_prefills(CudaBackend* b, const BackendStep* s, int metrics_any) 
     if (n_chunks) run_prefill_group(b, s, idx, n_chunks, metrics_any);
 }
 
-// The decode batch's launches: replayed from the graph of its padded size (captured on
-// first use), or run directly.
+// Captures the decode forward of r->n padded rows as a graph into *g. The launches were
+// just run eagerly (the warm-up), so every kernel module is loaded (lazy loading cannot
+// load one inside a capture before driver 12.3) and cuBLAS has set itself up before
+// anything is recorded. A failure inside the capture (a launch, cuBLAS) ends it with no
+// graph (device.h): then the backend says so once and runs without graphs from now on.
+static void capture_decode_graph(CudaBackend* b, const CudaRows* r, void** g) {
+    if (!etx_dev_capture_begin(b->stream)) {
+        fprintf(stderr, "[etx] CUDA backend: cannot capture on this stream; running without graphs\n");
+        b->use_graphs = 0;
+        return;
+    }
+    cuda_forward_rows(b, r); // natively recorded, not run (the emulator runs it again)
+    *g = etx_dev_capture_end(b->stream);
+    if (!*g) {
+        fprintf(stderr, "[etx] CUDA backend: capturing the decode graph of %d rows failed (%s); running without "
+                        "graphs\n",
+                r->n, etx_dev_capture_error());
+        b->use_graphs = 0;
+        b->capture_failures++;
+    }
+}
+
+// The decode batch's launches: replayed from the graph of its padded size, or run
+// directly. The first batch of each padded size runs directly (the warm-up; it computes
+// this step's result) and is then captured for the next ones. The emulator's graphs are
+// placeholders (etx_dev_graphs_recorded() == 0): replaying one runs the launches again.
 static void forward_decode(CudaBackend* b, const CudaRows* r) {
     if (!b->use_graphs) {
         cuda_forward_rows(b, r);
         return;
     }
     void** g = &b->graphs[r->n];
-    if (!*g && etx_dev_capture_begin(b->stream)) {
-        cuda_forward_rows(b, r); // recorded, not run
-        *g = etx_dev_capture_end(b->stream);
-        if (!*g) {
-            fprintf(stderr, "[etx] CUDA backend: capturing the decode graph failed; running without graphs\n");
-            b->use_graphs = 0;
-        }
+    if (!*g) {
+        cuda_forward_rows(b, r); // the warm-up, outside any capture
+        capture_decode_graph(b, r, g);
+        return;
     }
-    if (*g)
+    if (etx_dev_graphs_recorded())
         etx_dev_graph_launch(*g, b->stream);
     else
         cuda_forward_rows(b, r);
@@ -370,11 +395,11 @@ static void run_decode(CudaBackend* b, const BackendStep* s, int metrics_any) {
             memset(b->h_table + (size_t)r * b->shape.max_blocks, 0, (size_t)b->shape.max_blocks * sizeof(int32_t));
         }
     }
-    etx_dev_upload(b->d_tokens, b->h_tokens, (size_t)nb * 4);
-    etx_dev_upload(b->d_row_seq, b->h_row_seq, (size_t)nb * 4);
-    etx_dev_upload(b->d_row_pos, b->h_row_pos, (size_t)nb * 4);
-    etx_dev_upload(b->d_seq_len, b->h_seq_len, (size_t)nb * 4);
-    etx_dev_upload(b->d_table, b->h_table, (size_t)nb * b->shape.max_blocks * 4);
+    etx_dev_upload_on(b->d_tokens, b->h_tokens, (size_t)nb * 4, b->stream);
+    etx_dev_upload_on(b->d_row_seq, b->h_row_seq, (size_t)nb * 4, b->stream);
+    etx_dev_upload_on(b->d_row_pos, b->h_row_pos, (size_t)nb * 4, b->stream);
+    etx_dev_upload_on(b->d_seq_len, b->h_seq_len, (size_t)nb * 4, b->stream);
+    etx_dev_upload_on(b->d_table, b->h_table, (size_t)nb * b->shape.max_blocks * 4, b->stream);
     decode_rows_on_device(b, rows, n, nb, direct, metrics_any);
 }
 
@@ -398,9 +423,11 @@ static void decode_rows_on_device(CudaBackend* b, const BackendWork* const* rows
     for (int i = 0; i < n; i++) {
         const int p = rows[i]->pick;
         if (p < 0) continue;
-        etx_dev_copy(b->logits + (size_t)p * b->vocab, b->dec_logits + (size_t)i * b->vocab, (size_t)b->vocab * 4);
+        etx_dev_copy_on(b->logits + (size_t)p * b->vocab, b->dec_logits + (size_t)i * b->vocab, (size_t)b->vocab * 4,
+                        b->stream);
         if (metrics_any)
-            etx_dev_copy(b->scores + p * score_row(b), b->dec_scores + i * score_row(b), score_row(b) * 4);
+            etx_dev_copy_on(b->scores + p * score_row(b), b->dec_scores + i * score_row(b), score_row(b) * 4,
+                            b->stream);
     }
 }
 
@@ -440,11 +467,11 @@ static void upload_picks(CudaBackend* b, const BackendStep* s, int metrics_any) 
         if (!needs_metrics(b, pk)) b->h_n_pos[p] = 0; // zeros, as engine.c without metrics
     }
     if (metrics_any) {
-        etx_dev_upload(b->d_n_pos, b->h_n_pos, (size_t)np * 4);
-        etx_dev_upload(b->d_window, b->h_window, (size_t)np * 4);
+        etx_dev_upload_on(b->d_n_pos, b->h_n_pos, (size_t)np * 4, b->stream);
+        etx_dev_upload_on(b->d_window, b->h_window, (size_t)np * 4, b->stream);
     }
-    etx_dev_upload(b->d_policies, b->h_policies, (size_t)np * sizeof(etx_policy));
-    etx_dev_upload(b->d_states, b->h_states, (size_t)np * sizeof(EtxSeqState));
+    etx_dev_upload_on(b->d_policies, b->h_policies, (size_t)np * sizeof(etx_policy), b->stream);
+    etx_dev_upload_on(b->d_states, b->h_states, (size_t)np * sizeof(EtxSeqState), b->stream);
 }
 
 // Vocabulary pass, attention metrics and the policy over the np picks' rows: tokens into
@@ -477,12 +504,12 @@ static etx_status cuda_step(CudaBackend* b, BackendStep* s) {
     run_policy(b, np, metrics_any);
 
     // what comes back: the tokens (and the trace records)
-    etx_dev_download(b->h_next, b->d_next, (size_t)np * 4);
+    etx_dev_download_on(b->h_next, b->d_next, (size_t)np * 4, b->stream);
     b->d2h += (long long)np * 4;
     for (int p = 0; p < np; p++) s->picks[p].token = b->h_next[p];
     if (c->trace) {
         etx_trace_record tr[np];
-        etx_dev_download(tr, b->d_trace, (size_t)np * sizeof(etx_trace_record));
+        etx_dev_download_on(tr, b->d_trace, (size_t)np * sizeof(etx_trace_record), b->stream);
         b->d2h += (long long)np * (long long)sizeof(etx_trace_record);
         for (int p = 0; p < np; p++) s->picks[p].trace = tr[p];
     }
@@ -525,15 +552,16 @@ static etx_status cuda_decode_steps(CudaBackend* b, BackendStep* s, int k, int32
             decode_rows_on_device(b, rows, np, padded_rows(b, np), !b->pad_decode, metrics_any);
         }
         run_policy(b, np, metrics_any);
-        etx_dev_copy(b->d_ring + (size_t)j * np, b->d_next, (size_t)np * sizeof(int32_t));
+        etx_dev_copy_on(b->d_ring + (size_t)j * np, b->d_next, (size_t)np * sizeof(int32_t), b->stream);
         if (c->trace)
-            etx_dev_copy(b->d_ring_trace + (size_t)j * np, b->d_trace, (size_t)np * sizeof(etx_trace_record));
+            etx_dev_copy_on(b->d_ring_trace + (size_t)j * np, b->d_trace, (size_t)np * sizeof(etx_trace_record),
+                            b->stream);
     }
     b->last_picks = np;
-    etx_dev_download(tokens, b->d_ring, (size_t)k * np * sizeof(int32_t));
+    etx_dev_download_on(tokens, b->d_ring, (size_t)k * np * sizeof(int32_t), b->stream);
     b->d2h += (long long)k * np * 4;
     if (c->trace) {
-        etx_dev_download(trace, b->d_ring_trace, (size_t)k * np * sizeof(etx_trace_record));
+        etx_dev_download_on(trace, b->d_ring_trace, (size_t)k * np * sizeof(etx_trace_record), b->stream);
         b->d2h += (long long)k * np * (long long)sizeof(etx_trace_record);
     }
     return etx_ok();
@@ -561,24 +589,25 @@ static etx_status cuda_logits(CudaBackend* b, const int32_t* ids, int n, int all
     if (st.code == ETX_OK) {
         memset(b->h_table, 0, (size_t)b->shape.max_blocks * 4);
         for (int k = 0; k < n_blocks; k++) b->h_table[k] = k;
-        etx_dev_upload(b->d_table, b->h_table, (size_t)b->shape.max_blocks * 4);
+        etx_dev_upload_on(b->d_table, b->h_table, (size_t)b->shape.max_blocks * 4, b->stream);
         for (int pos0 = 0; pos0 < n; pos0 += c->max_chunk) {
             const int m = n - pos0 < c->max_chunk ? n - pos0 : c->max_chunk, last = pos0 + m == n;
             for (int i = 0; i < m; i++) {
                 b->h_row_seq[i] = 0;
                 b->h_row_pos[i] = pos0 + i;
             }
-            etx_dev_upload(b->d_tokens, ids + pos0, (size_t)m * 4);
-            etx_dev_upload(b->d_row_seq, b->h_row_seq, (size_t)m * 4);
-            etx_dev_upload(b->d_row_pos, b->h_row_pos, (size_t)m * 4);
+            etx_dev_upload_on(b->d_tokens, ids + pos0, (size_t)m * 4, b->stream);
+            etx_dev_upload_on(b->d_row_seq, b->h_row_seq, (size_t)m * 4, b->stream);
+            etx_dev_upload_on(b->d_row_pos, b->h_row_pos, (size_t)m * 4, b->stream);
             CudaRows r = {.n = m, .decode = 0, .pos0 = pos0, .d_tokens = b->d_tokens, .d_row_seq = b->d_row_seq,
                           .d_row_pos = b->d_row_pos, .d_table = b->d_table, .d_seq_len = NULL, .kv = kv,
                           .scores = NULL, .head_first = all_positions ? 0 : m - 1,
                           .logits = all_positions ? d_all : last ? b->dec_logits : NULL};
             cuda_forward_rows(b, &r);
-            if (all_positions) etx_dev_download(out + (size_t)pos0 * b->vocab, d_all, (size_t)m * b->vocab * 4);
+            if (all_positions)
+                etx_dev_download_on(out + (size_t)pos0 * b->vocab, d_all, (size_t)m * b->vocab * 4, b->stream);
         }
-        if (!all_positions) etx_dev_download(out, b->dec_logits, (size_t)b->vocab * 4);
+        if (!all_positions) etx_dev_download_on(out, b->dec_logits, (size_t)b->vocab * 4, b->stream);
     }
     etx_dev_free(d_all);
     cuda_free_kv(b, kv);
@@ -591,7 +620,7 @@ etx_status cuda_backend_test_logits(CudaBackend* b, float* out, int n_picks) {
     if (n_picks < 0 || n_picks > b->last_picks)
         return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: %d logits rows asked, the last step had %d picks",
                          n_picks, b->last_picks);
-    etx_dev_download(out, b->logits, (size_t)n_picks * b->vocab * 4);
+    etx_dev_download_on(out, b->logits, (size_t)n_picks * b->vocab * 4, b->stream);
     return etx_ok();
 }
 
@@ -599,7 +628,7 @@ etx_status cuda_backend_test_scores(CudaBackend* b, float* out, int n_picks) {
     if (n_picks < 0 || n_picks > b->last_picks)
         return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: %d score rows asked, the last step had %d picks",
                          n_picks, b->last_picks);
-    etx_dev_download(out, b->scores, (size_t)n_picks * score_row(b) * 4);
+    etx_dev_download_on(out, b->scores, (size_t)n_picks * score_row(b) * 4, b->stream);
     return etx_ok();
 }
 

@@ -340,6 +340,7 @@ static void run_plan(const etx_model* m, const etx_policy* pol, int trace, int p
     CK_OK(o->create(m, &cfg, &h.b));
     if (pad) unsetenv("ETX_CUDA_GRAPHS");
     ck_assert_int_eq(h.b->pad_decode, pad || etx_dev_graphs_available());
+    if (pad == 2) etx_dev_test_fail_next_capture(); // the first decode graph's capture fails
     ck_assert_int_eq((int)o->d2h_bytes(h.b), 0);
     Seq A = {.n = 11, .blocks = {17, 3, 25, 38}, .n_blocks = 4};
     Seq B = {.n = 6, .blocks = {9, 30}, .n_blocks = 2};
@@ -413,6 +414,17 @@ static void run_plan(const etx_model* m, const etx_policy* pol, int trace, int p
             o->name, pol->kind == ETX_POLICY_GREEDY ? "greedy" : "entropix", trace ? ", trace" : "", h.b->pad_decode ? ", padded decode batches" : "", h.n_checked,
             h.worst, h.worst_scores, h.d2h);
     ck_assert_int_eq(h.n_checked, 10);
+    // graphs: captured and kept (use_graphs stays on), or after a failed capture none
+    if (pad == 1 && (etx_dev_graphs_available() || !etx_dev_graphs_recorded())) {
+        ck_assert_int_eq(h.b->use_graphs, 1);
+        ck_assert_int_eq(h.b->capture_failures, 0);
+        ck_assert_ptr_nonnull(h.b->graphs[4]); // steps 3 and 4: 4 padded rows, captured once
+    }
+    if (pad == 2) {
+        ck_assert_int_eq(h.b->use_graphs, 0);
+        ck_assert_int_eq(h.b->capture_failures, 1);
+        ck_assert_ptr_null(h.b->graphs[4]);
+    }
     o->destroy(h.b);
     free_sampler(&h.smp);
 }
@@ -453,6 +465,21 @@ START_TEST(test_step_padded) {
     etx_policy pol = etx_policy_default(ETX_POLICY_ENTROPIX);
     pol.seed = 7;
     run_plan(&m, &pol, 1, 1);
+    model_free_contents(&m);
+}
+END_TEST
+
+// Graph mode whose first capture fails (injected, as a launch or cuBLAS failure inside
+// it would): the step's result stands (it came from the warm-up), the backend falls back
+// to eager decode with one message, and every later step still matches the CPU. Before,
+// a failure inside the capture exited the program (CUDA_CHECK), and the emulator never
+// captured at all.
+START_TEST(test_step_graph_capture_fails) {
+    etx_model m;
+    load_fixture(&m, "tiny-llama-gqa");
+    etx_policy pol = etx_policy_default(ETX_POLICY_ENTROPIX);
+    pol.seed = 9;
+    run_plan(&m, &pol, 1, 2);
     model_free_contents(&m);
 }
 END_TEST
@@ -514,6 +541,7 @@ static Suite* cuda_backend_suite(void) {
     tcase_add_test(tc, test_step_entropix_trace);
     tcase_add_test(tc, test_step_greedy_trace);
     tcase_add_test(tc, test_step_padded);
+    tcase_add_test(tc, test_step_graph_capture_fails);
     tcase_add_test(tc, test_logits_default_model);
     suite_add_tcase(s, tc);
     return s;

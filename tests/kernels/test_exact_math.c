@@ -13,7 +13,9 @@
  *   - host == device, bit for bit: the same inputs through exact_math_check.cu. Under the
  *     emulator this is the header compiled as C++ device code (and it catches a device
  *     path that calls the emulator's own expf / logf, which may be perturbed); on a GPU
- *     (test_exact_math_gpu) it is nvcc's device code against the host's C.
+ *     (test_exact_math_gpu) it is nvcc's device code against the host's C;
+ *   - and, with the same kernel, that a launch failing inside a graph capture fails the
+ *     capture rather than the program (kernels/device.h), while outside one it exits.
  *
  * Measured over all 2^32 floats (a one-off program, not this suite; the numbers are in
  * hostdev/exact_math.h's header comment).
@@ -152,7 +154,7 @@ START_TEST(host_equals_device) {
     float *d_x = etx_dev_malloc(bytes), *d_e = etx_dev_malloc(bytes), *d_l = etx_dev_malloc(bytes);
     ck_assert(d_x && d_e && d_l);
     etx_dev_upload(d_x, in.x, bytes);
-    etx_exact_math_eval(d_x, d_e, d_l, (int)n, NULL);
+    etx_exact_math_eval(d_x, d_e, d_l, (int)n, 0, NULL);
     etx_dev_sync();
     float *e = malloc(bytes), *l = malloc(bytes);
     etx_dev_download(e, d_e, bytes);
@@ -172,6 +174,40 @@ START_TEST(host_equals_device) {
 }
 END_TEST
 
+// A launch that fails inside a graph capture fails the capture (no graph, the reason
+// kept) instead of aborting the program, and a later capture works again (device.h).
+// Before, CUDA_CHECK exited inside the capture (and the emulator could not capture).
+START_TEST(failure_inside_capture) {
+    void* stream = etx_dev_stream_create(); // NULL under the emulator, which captures on it
+    float* d = etx_dev_malloc(3 * 64 * sizeof(float));
+    ck_assert_ptr_nonnull(d);
+    ck_assert_int_eq(etx_dev_capture_begin(stream), 1);
+    etx_exact_math_eval(d, d + 64, d + 128, 64, 2048, stream); // 2048 threads: invalid
+    void* g = etx_dev_capture_end(stream);
+    ck_assert_ptr_null(g);
+    ck_assert_msg(strstr(etx_dev_capture_error(), "cudaGetLastError") != NULL, "why: %s", etx_dev_capture_error());
+    fprintf(stderr, "test_exact_math: capture failed as expected: %s\n", etx_dev_capture_error());
+    // the stream is usable again, and a good capture gives a graph
+    ck_assert_int_eq(etx_dev_capture_begin(stream), 1);
+    etx_exact_math_eval(d, d + 64, d + 128, 64, 0, stream);
+    g = etx_dev_capture_end(stream);
+    ck_assert_ptr_nonnull(g);
+    ck_assert_str_eq(etx_dev_capture_error(), "");
+    if (etx_dev_graphs_recorded()) etx_dev_graph_launch(g, stream);
+    etx_dev_graph_destroy(g);
+    etx_dev_sync();
+    etx_dev_free(d);
+    etx_dev_stream_destroy(stream);
+}
+END_TEST
+
+// Outside a capture a failed launch still aborts the program (exit status 1).
+START_TEST(failure_outside_capture_exits) {
+    float* d = etx_dev_malloc(3 * 64 * sizeof(float));
+    etx_exact_math_eval(d, d + 64, d + 128, 64, 2048, NULL);
+}
+END_TEST
+
 int main(void) {
     if (!etx_dev_available()) {
         fprintf(stderr, "test_exact_math: no CUDA device: skipped\n");
@@ -183,6 +219,8 @@ int main(void) {
     tcase_add_test(tc, log_is_accurate);
     tcase_add_test(tc, special_values);
     tcase_add_test(tc, host_equals_device);
+    tcase_add_test(tc, failure_inside_capture);
+    tcase_add_exit_test(tc, failure_outside_capture_exits, 1);
     suite_add_tcase(s, tc);
     return check_run_suite(s);
 }
