@@ -46,8 +46,9 @@
 
 static size_t score_row(const CudaBackend* b) { return (size_t)b->m->cfg.n_heads * b->cfg.max_seq_len; }
 
-// Bytes create() will ask for: weights, K/V pools, activations and sampling buffers
-// (double, so an absurd configuration cannot overflow).
+// Bytes create() will ask for: weights, K/V pools, activations, sampling buffers and the
+// cuBLAS workspace (double, so an absurd configuration cannot overflow). create() also
+// keeps cuda_headroom() free beside it.
 static double plan_bytes(const CudaBackend* b, int tied, double* kv_bytes) {
     const double dim = b->dim, L = b->n_layers, V = b->vocab, rows = b->max_rows, mb = b->cfg.max_batch;
     double w = L * ((double)b->qkv_dim * dim + dim * b->q_dim + 2.0 * b->hidden * dim + dim * b->hidden) * 2;
@@ -60,7 +61,57 @@ static double plan_bytes(const CudaBackend* b, int tied, double* kv_bytes) {
     smp += (double)etx_policy_scratch_bytes(b->cfg.max_batch, b->vocab) + etx_vocab_pass_scratch_bytes(b->cfg.max_batch);
     smp += (double)etx_attn_metrics_scratch_bytes(b->cfg.max_batch, b->m->cfg.n_heads, b->cfg.max_seq_len);
     smp += mb * (sizeof(etx_policy) + sizeof(EtxSeqState) + sizeof(etx_trace_record) + 64);
-    return w + *kv_bytes + act + smp;
+    return w + *kv_bytes + act + smp + (double)etx_gemm_workspace_bytes();
+}
+
+// Device memory left unclaimed beside the plan: the CUDA context grows after create
+// (module images loaded lazily on first launch, cuBLAS's handle and kernels), each padded
+// decode size adds an executable graph, and allocations fragment. Not measured on
+// hardware yet: a generous estimate, 512 MiB plus 2% of the device (about 3.3 GiB on a
+// 141 GB card). The emulator's "device" is host memory, with none of these: no headroom.
+static double cuda_headroom(double total_bytes) {
+    return CUDA_EMULATED ? 0.0 : 512.0 * 1048576.0 + 0.02 * total_bytes;
+}
+
+// The sizes create() derives from the model and the configuration (no allocation).
+static void fill_sizes(CudaBackend* b, const etx_model* m, const BackendConfig* cfg) {
+    const ModelConfig* mc = &m->cfg;
+    b->m = m;
+    b->cfg = *cfg;
+    b->dim = mc->dim;
+    b->hidden = mc->hidden_dim;
+    b->vocab = mc->vocab_size;
+    b->n_layers = mc->n_layers;
+    b->hd = mc->head_dim;
+    b->hdp = mc->head_dim <= 64 ? 64 : 128;
+    b->q_dim = mc->n_heads * b->hdp;
+    b->kv_dim = mc->n_kv_heads * b->hdp;
+    b->qkv_dim = b->q_dim + 2 * b->kv_dim;
+    b->max_rows = cfg->max_batch > cfg->max_chunk ? cfg->max_batch : cfg->max_chunk;
+    b->eps = mc->norm_eps;
+    b->shape = (EtxAttnShape){mc->n_heads, mc->n_kv_heads, b->hdp, cfg->kv_block_size,
+                              (cfg->max_seq_len + cfg->kv_block_size - 1) / cfg->kv_block_size};
+}
+
+void cuda_kv_budget_for(const etx_model* m, const BackendConfig* cfg, double free_bytes, double total_bytes,
+                        double* block_bytes, double* budget_bytes) {
+    CudaBackend b;
+    memset(&b, 0, sizeof b);
+    BackendConfig c = *cfg;
+    c.kv_blocks = 0; // the plan without the pool
+    fill_sizes(&b, m, &c);
+    double kv = 0;
+    const double rest = plan_bytes(&b, m->w.lm_head == m->w.token_embedding, &kv);
+    *block_bytes = 2.0 * b.n_layers * (double)cfg->kv_block_size * b.kv_dim * sizeof(etx_bf16);
+    const double budget = free_bytes - rest - cuda_headroom(total_bytes);
+    *budget_bytes = budget > 0 ? budget : 0;
+}
+
+// BackendOps.kv_budget: the device's free memory now.
+static void cuda_kv_budget(const etx_model* m, const BackendConfig* cfg, double* block_bytes, double* budget_bytes) {
+    size_t free_b = 0, total_b = 0;
+    if (etx_dev_available()) etx_dev_mem_info(&free_b, &total_b);
+    cuda_kv_budget_for(m, cfg, (double)free_b, (double)total_b, block_bytes, budget_bytes);
 }
 
 static void cuda_destroy(CudaBackend* b) {
@@ -180,36 +231,23 @@ static etx_status cuda_create(const etx_model* m, const BackendConfig* cfg, Cuda
         return etx_error(ETX_ERR_UNSUPPORTED,
                          "CUDA backend: no CUDA device found (no GPU, or no driver); use --device cpu");
     ETX_TRY(check_config(m, cfg));
-    const ModelConfig* mc = &m->cfg;
     CudaBackend* b = xcalloc(1, sizeof(CudaBackend));
-    b->m = m;
-    b->cfg = *cfg;
-    b->dim = mc->dim;
-    b->hidden = mc->hidden_dim;
-    b->vocab = mc->vocab_size;
-    b->n_layers = mc->n_layers;
-    b->hd = mc->head_dim;
-    b->hdp = mc->head_dim <= 64 ? 64 : 128;
-    b->q_dim = mc->n_heads * b->hdp;
-    b->kv_dim = mc->n_kv_heads * b->hdp;
-    b->qkv_dim = b->q_dim + 2 * b->kv_dim;
-    b->max_rows = cfg->max_batch > cfg->max_chunk ? cfg->max_batch : cfg->max_chunk;
-    b->eps = mc->norm_eps;
-    b->shape = (EtxAttnShape){mc->n_heads, mc->n_kv_heads, b->hdp, cfg->kv_block_size,
-                              (cfg->max_seq_len + cfg->kv_block_size - 1) / cfg->kv_block_size};
+    fill_sizes(b, m, cfg);
 
-    // refuse what cannot fit before asking for any of it
+    // refuse what cannot fit (with the headroom kept free) before asking for any of it
     size_t free_b = 0, total_b = 0;
     etx_dev_mem_info(&free_b, &total_b);
     double kv = 0;
     const double need = plan_bytes(b, m->w.lm_head == m->w.token_embedding, &kv);
-    if (need > (double)free_b) {
+    const double headroom = cuda_headroom((double)total_b);
+    if (need + headroom > (double)free_b) {
         etx_status s = etx_error(ETX_ERR_NOMEM,
                                  "CUDA backend: needs %.1f MiB of device memory (K/V cache %.1f MiB: %d blocks x %d "
-                                 "positions x %d layers; the rest weights, activations, sampling) but %s has %.1f "
-                                 "MiB free of %.1f MiB; lower kv_blocks, max_batch or max_seq_len",
+                                 "positions x %d layers; the rest weights, activations, sampling, cuBLAS workspace) "
+                                 "plus %.1f MiB left free for the CUDA context and graphs, but %s has %.1f MiB free "
+                                 "of %.1f MiB; lower kv_blocks, max_batch or max_seq_len",
                                  need / 1048576.0, kv / 1048576.0, cfg->kv_blocks, cfg->kv_block_size, b->n_layers,
-                                 etx_dev_name(), free_b / 1048576.0, total_b / 1048576.0);
+                                 headroom / 1048576.0, etx_dev_name(), free_b / 1048576.0, total_b / 1048576.0);
         free(b);
         return s;
     }
@@ -656,6 +694,7 @@ static const BackendOps cuda_ops = {
     .logits = cuda_logits,
     .d2h_bytes = cuda_d2h_bytes,
     .sizes = cuda_sizes,
+    .kv_budget = cuda_kv_budget,
     .measure = cuda_measure,
 };
 

@@ -168,6 +168,13 @@ etx_status cuda_backend_test_logits(CudaBackend* b, float* out, int n_picks);
 // (rows of picks that needed no metrics hold stale values).
 etx_status cuda_backend_test_scores(CudaBackend* b, float* out, int n_picks);
 
+// The KV pool sizing of BackendOps.kv_budget for a device with free_bytes free of
+// total_bytes: bf16 block bytes, and the free memory less the plan of cfg without a pool
+// and the headroom create() keeps (0 when nothing is left). The op passes the device's
+// cudaMemGetInfo; tests pass made-up values.
+void cuda_kv_budget_for(const etx_model* m, const BackendConfig* cfg, double free_bytes, double total_bytes,
+                        double* block_bytes, double* budget_bytes);
+
 // Measures copy bandwidth and bf16 GEMM FLOP/s (cuda_probe.c; BackendOps.measure).
 etx_status cuda_measure(int n_threads, int quick, etx_hw_limits* out);
 
