@@ -107,11 +107,18 @@ void cuda_kv_budget_for(const etx_model* m, const BackendConfig* cfg, double fre
     *budget_bytes = budget > 0 ? budget : 0;
 }
 
-// BackendOps.kv_budget: the device's free memory now.
+// BackendOps.kv_budget: the device's free memory now. The emulator's device memory is the
+// host's, shared with everything else (and the tests run several suites at once): there
+// the pool keeps the size it had under the engine's old host rule, at most min(1 GiB, an
+// eighth of free memory) of bf16 (the old rule's 2 GiB of float32-sized blocks).
 static void cuda_kv_budget(const etx_model* m, const BackendConfig* cfg, double* block_bytes, double* budget_bytes) {
     size_t free_b = 0, total_b = 0;
     if (etx_dev_available()) etx_dev_mem_info(&free_b, &total_b);
     cuda_kv_budget_for(m, cfg, (double)free_b, (double)total_b, block_bytes, budget_bytes);
+    if (CUDA_EMULATED) {
+        const double cap = (double)free_b / 8 < 1073741824.0 ? (double)free_b / 8 : 1073741824.0;
+        if (*budget_bytes > cap) *budget_bytes = cap;
+    }
 }
 
 static void cuda_destroy(CudaBackend* b) {
