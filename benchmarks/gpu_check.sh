@@ -85,14 +85,62 @@ EOS
 chmod +x /tmp/etx-run
 
 # -- GPU tests (native variants of the emulated kernel suites)
-for t in test_selftest_gpu test_gemm_gpu test_layer_kernels_gpu test_sampling_kernels_gpu test_cuda_backend_gpu \
-         test_batching_gpu test_engine_gpu; do
+for t in test_selftest_gpu test_exact_math_gpu test_gemm_gpu test_layer_kernels_gpu test_sampling_kernels_gpu \
+         test_cuda_backend_gpu test_engine_gpu; do
     [ -x "$BUILD/$t" ] || { record "$t" "not built" SKIP; continue; }
     has_time 20 "$t" || continue
     ( cd $BUILD && timeout "$(limit 150)" "${RUNENV[@]}" ./$t >> "$LOG" 2>&1 ); rc=$?
     case $rc in 0) r=ok ;; 77) r=SKIP ;; *) r="FAIL ($rc)" ;; esac
     say "$t: $r"; record "$t" native "$r"
 done
+# -- batch invariance on the GPU (docs/design.md §5; not guaranteed on CUDA yet): the same
+#    16 greedy requests through etx eval on the default model at --batch 1 and --batch 8,
+#    --ctx 4096 (so the decode attention splits by batch size), tokens compared line by
+#    line; then the native invariance suite
+DEFAULT_MODEL=models/cache/SmolLM2-135M-Instruct.Q4_1.gguf
+INV_DATA=/tmp/gpu_inv_data.jsonl
+if [ ! -f "$DEFAULT_MODEL" ]; then
+    record "batch invariance: eval --batch 1 vs 8" "default model" "SKIP: no $DEFAULT_MODEL (models/fetch_default_model.sh)"
+elif has_time 60 "batch invariance: eval --batch 1 vs 8"; then
+    # 16 prompts: the GSM8K sample's questions, each also with a short prefix
+    python3 - tests/fixtures/eval/gsm8k_sample.jsonl > $INV_DATA <<'EOP'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+out, i = [], 0
+while len(out) < 16:
+    r = rows[i % len(rows)]
+    prefix = "" if i < len(rows) else "Question %d. " % i
+    out.append({"id": i, "prompt": prefix + r.get("prompt", r.get("question", ""))})
+    i += 1
+for o in out:
+    print(json.dumps(o))
+EOP
+    inv_rc=0
+    for b in 1 8; do
+        rm -f /tmp/gpu_inv_b$b.jsonl*
+        timeout "$(limit 120)" /tmp/etx-run eval -m "$DEFAULT_MODEL" --data $INV_DATA --out /tmp/gpu_inv_b$b.jsonl \
+            --batch $b --ctx 4096 -n 96 --policy greedy --device cuda >> "$LOG" 2>&1 || inv_rc=$?
+    done
+    if [ $inv_rc != 0 ]; then
+        r="FAIL (etx eval exit $inv_rc)"
+    else
+        ndiff=$(python3 - /tmp/gpu_inv_b1.jsonl /tmp/gpu_inv_b8.jsonl <<'EOP'
+import json, sys
+a, b = ([json.loads(l) for l in open(f) if l.strip()] for f in sys.argv[1:3])
+print(sum(1 for x, y in zip(a, b) if (x["completion"], x["tokens"]) != (y["completion"], y["tokens"])) + abs(len(a) - len(b)))
+EOP
+)
+        [ "$ndiff" = 0 ] && r="identical (16 requests)" || r="DIFFER: $ndiff of 16 requests"
+    fi
+    say "batch invariance, eval --batch 1 vs 8: $r"; record "batch invariance: eval --batch 1 vs 8" "default model, greedy, ctx 4096" "$r"
+fi
+t=test_batching_gpu
+if [ -x "$BUILD/$t" ] && has_time 20 "$t"; then
+    ( cd $BUILD && timeout "$(limit 150)" "${RUNENV[@]}" ./$t >> "$LOG" 2>&1 ); rc=$?
+    case $rc in 0) r=ok ;; 77) r=SKIP ;; *) r="FAIL ($rc)" ;; esac
+    say "$t: $r"; record "$t" "native: batch invariance suite" "$r"
+fi
+
 # -- end-to-end logits against transformers on the GPU
 MODEL=/tmp/etx-llama1b-random
 MODEL_OK=0  # the benchmarks need the model: only when transformers wrote it here, now

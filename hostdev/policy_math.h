@@ -14,7 +14,9 @@
  * The filters, in the order transformers applies its warpers: temperature, top-k, top-p
  * (the smallest prefix of most likely tokens whose mass reaches p), min-p (keep tokens
  * with p >= min_p * p_max; on a sorted list that is again a prefix). The draw is an inverse
- * CDF on one uniform. Arithmetic is float, in a fixed order, so CPU and GPU agree.
+ * CDF on one uniform. Arithmetic is float, in a fixed order, and the weights' exponential
+ * is etx_expf (exact_math.h: the same bits on host and device, where expf is glibc's on
+ * one and CUDA's on the other), so CPU and GPU agree bit for bit.
  *
  * Header-only plain C99 (ETX_HD marks functions __host__ __device__ under nvcc).
  */
@@ -25,6 +27,7 @@
 #include <stdint.h>
 
 #include "etx/etx.h"
+#include "exact_math.h"
 #include "philox.h"
 
 // The signals of one step (docs/entropix.md §1).
@@ -182,6 +185,7 @@ static inline ETX_HD int policy_input_fault(int logits_nonfinite, const PolicyMe
 
 // Weights w[i] = exp((logit_i - logit_0) / T) of the candidates the filters keep; returns
 // how many are kept (a prefix of c, at least 1). c: n candidates sorted (see above).
+// The exponential is etx_expf (never expf: see exact_math.h).
 static inline ETX_HD int policy_filter(const PolicyCandidate* c, int n, float temperature, int top_k, float top_p,
                                        float min_p, float* w) {
     int k = n;
@@ -189,7 +193,7 @@ static inline ETX_HD int policy_filter(const PolicyCandidate* c, int n, float te
     const float inv_t = 1.0f / temperature;
     float total = 0.0f;
     for (int i = 0; i < k; i++) {
-        w[i] = expf((c[i].logit - c[0].logit) * inv_t);
+        w[i] = etx_expf((c[i].logit - c[0].logit) * inv_t);
         total += w[i];
     }
     if (top_p < 1.0f) {

@@ -158,6 +158,9 @@ __device__ void softmax_update(float (*s_s)[LD], float* m_s, float* l_s, float* 
         float p = m_new == -INFINITY ? 0.0f : expf(sc - m_new);
         float sum = etx_warp_sum(p);
         s_s[i][lane] = p;
+        // every lane read m_s[i] above; a shuffle orders no memory, so without this barrier
+        // lane 0's write below would be a write-after-read hazard on m_s[i] (and l_s[i])
+        __syncwarp();
         if (lane == 0) {
             float a = m_new == -INFINITY ? 1.0f : expf(m_old - m_new);
             alpha_s[i] = a;

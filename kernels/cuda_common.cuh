@@ -37,13 +37,19 @@
     type* name = reinterpret_cast<type*>(etx_dyn_smem_)
 #endif
 
-// Aborts with the failing call, file and line (kernel launches and runtime calls whose
-// failure means a bug or a dead device; the host side turns recoverable errors, such as
-// out of memory, into etx_status before they reach here).
+// Checks a runtime call (kernel launches, copies, frees): its failure means a bug or a dead
+// device, so outside a graph capture it aborts with the call, file and line (the host side
+// turns recoverable errors, such as out of memory, into etx_status before they reach
+// here). Inside a capture (etx_dev_capture_begin .. _end, kernels/device.h) the failure
+// is the capture's instead: etx_dev_note_error records the first one, the capture ends
+// with no graph and the caller runs without it, so a failure there — a kernel that lazy
+// loading cannot load while capturing, cuBLAS refusing to be captured — never exits.
+extern "C" int etx_dev_note_error(const char* what, const char* file, int line, const char* why);
 #define CUDA_CHECK(call)                                                                      \
     do {                                                                                      \
         cudaError_t err_ = (call);                                                            \
-        if (err_ != cudaSuccess) {                                                            \
+        if (err_ != cudaSuccess && !etx_dev_note_error(#call, __FILE__, __LINE__,              \
+                                                       cudaGetErrorString(err_))) {            \
             fprintf(stderr, "[CUDA ERROR] %s at %s:%d: %s\n", #call, __FILE__, __LINE__,       \
                     cudaGetErrorString(err_));                                                \
             exit(EXIT_FAILURE);                                                               \

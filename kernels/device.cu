@@ -2,8 +2,19 @@
  * device.cu — kernels/device.h over the CUDA runtime (nvcc) or the SIMT emulator's
  * runtime subset (ETX_SIMT): the same code for both, except how the device is found.
  *
+ * Errors inside a graph capture: CUDA_CHECK (cuda_common.cuh) and the GEMM's cuBLAS check
+ * call etx_dev_note_error on a failure; while a capture is open on this thread it keeps
+ * the first failure (call, file, line, reason) and returns 1, so the caller goes on and
+ * etx_dev_capture_end ends the capture with no graph; otherwise it returns 0 and the
+ * check aborts as before.
+ *
+ * The emulator cannot record launches: there a capture runs them at once, inside the same
+ * error scope, and its "graph" is a placeholder that the caller replays by running the
+ * work again (etx_dev_graphs_recorded() == 0).
+ *
  * Twin: the emulator's runtime (tests/simt/simt.cpp); tested through every kernel suite,
- * padded batches and graphs by tests/cuda/test_cuda_backend.c test_step_padded (docs/ops.md).
+ * padded batches and graphs by tests/cuda/test_cuda_backend.c test_step_padded, capture
+ * failures by test_capture_error and test_step_graph_capture_fails (docs/ops.md).
  */
 #include "cuda_common.cuh"
 
@@ -64,6 +75,25 @@ extern "C" void etx_dev_copy(void* dst, const void* src, size_t bytes) {
     if (bytes) CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice));
 }
 
+extern "C" void etx_dev_upload_on(void* dst, const void* src, size_t bytes, void* stream) {
+    if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, (cudaStream_t)stream));
+}
+
+extern "C" void etx_dev_download_on(void* dst, const void* src, size_t bytes, void* stream) {
+    if (!bytes) return;
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, (cudaStream_t)stream));
+    CUDA_CHECK(cudaStreamSynchronize((cudaStream_t)stream)); // the host reads dst next
+}
+
+extern "C" void etx_dev_copy_on(void* dst, const void* src, size_t bytes, void* stream) {
+    if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, (cudaStream_t)stream));
+}
+
+extern "C" void etx_dev_stream_sync(void* stream) {
+    CUDA_CHECK(cudaGetLastError());
+    CUDA_CHECK(cudaStreamSynchronize((cudaStream_t)stream));
+}
+
 extern "C" void etx_dev_mem_info(size_t* free_bytes, size_t* total_bytes) {
     size_t f = 0, t = 0;
 #ifdef ETX_SIMT
@@ -105,32 +135,86 @@ extern "C" int etx_dev_graphs_available(void) {
 #endif
 }
 
+extern "C" int etx_dev_graphs_recorded(void) {
+#ifdef ETX_SIMT
+    return 0;
+#else
+    return 1;
+#endif
+}
+
+// The error scope of the capture open on this thread (captures are thread-local:
+// cudaStreamCaptureModeThreadLocal).
+static __thread int capture_open;       // 1 between capture_begin and capture_end
+static __thread int capture_failed;     // a check failed inside it
+static __thread char capture_why[512];  // the first failure
+static __thread int capture_fail_injected; // etx_dev_test_fail_next_capture
+
+extern "C" int etx_dev_note_error(const char* what, const char* file, int line, const char* why) {
+    if (!capture_open) return 0;
+    if (!capture_failed)
+        snprintf(capture_why, sizeof capture_why, "%s at %s:%d: %s", what, file, line, why ? why : "?");
+    capture_failed = 1;
+    return 1;
+}
+
+extern "C" void etx_dev_test_fail_next_capture(void) { capture_fail_injected = 1; }
+
+extern "C" const char* etx_dev_capture_error(void) { return capture_why; }
+
+static void capture_scope_open(void) {
+    capture_open = 1;
+    capture_failed = 0;
+    capture_why[0] = 0;
+    if (capture_fail_injected) {
+        capture_fail_injected = 0;
+        etx_dev_note_error("etx_dev_test_fail_next_capture", __FILE__, __LINE__, "injected failure");
+    }
+}
+
 extern "C" int etx_dev_capture_begin(void* stream) {
 #ifdef ETX_SIMT
     (void)stream;
-    return 0;
+    capture_scope_open();
+    return 1;
 #else
     if (!stream) return 0; // the legacy default stream cannot be captured
     if (cudaStreamBeginCapture((cudaStream_t)stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
         (void)cudaGetLastError();
         return 0;
     }
+    capture_scope_open();
     return 1;
 #endif
 }
 
+#ifdef ETX_SIMT
+static int emulated_graph; // the placeholder every emulated capture hands back
+#endif
+
 extern "C" void* etx_dev_capture_end(void* stream) {
+    capture_open = 0;
 #ifdef ETX_SIMT
     (void)stream;
-    return NULL;
+    return capture_failed ? NULL : (void*)&emulated_graph;
 #else
+    // always end the capture (the stream stays in capture mode otherwise), then drop the
+    // graph, partial or not, unless nothing failed
     cudaGraph_t g = NULL;
     cudaGraphExec_t exec = NULL;
     cudaError_t e = cudaStreamEndCapture((cudaStream_t)stream, &g);
-    if (e == cudaSuccess) e = cudaGraphInstantiate(&exec, g, 0);
+    if (e != cudaSuccess && !capture_failed)
+        snprintf(capture_why, sizeof capture_why, "cudaStreamEndCapture: %s", cudaGetErrorString(e));
+    if (e == cudaSuccess && !capture_failed) {
+        e = cudaGraphInstantiate(&exec, g, 0);
+        if (e != cudaSuccess)
+            snprintf(capture_why, sizeof capture_why, "cudaGraphInstantiate: %s", cudaGetErrorString(e));
+    }
     if (g) cudaGraphDestroy(g);
-    if (e != cudaSuccess) {
-        (void)cudaGetLastError();
+    (void)cudaGetLastError(); // the failure is reported through capture_why, not left pending
+    if (capture_failed || e != cudaSuccess) {
+        if (exec) cudaGraphExecDestroy(exec);
+        capture_failed = 1;
         return NULL;
     }
     return (void*)exec;
@@ -152,7 +236,7 @@ extern "C" void etx_dev_graph_destroy(void* graph) {
 #ifndef ETX_SIMT
     if (graph) CUDA_CHECK(cudaGraphExecDestroy((cudaGraphExec_t)graph));
 #else
-    (void)graph;
+    (void)graph; // the placeholder
 #endif
 }
 

@@ -5,7 +5,8 @@
  * memory), so a test is written once and runs in both builds.
  *
  * Failures of the underlying runtime calls abort with the call, file and line
- * (CUDA_CHECK), except etx_dev_malloc, which returns NULL when out of memory.
+ * (CUDA_CHECK), except etx_dev_malloc, which returns NULL when out of memory, and except
+ * inside a graph capture, where they make the capture fail instead (etx_dev_capture_end).
  */
 #ifndef ETX_DEVICE_H
 #define ETX_DEVICE_H
@@ -30,23 +31,46 @@ void etx_dev_download(void* dst, const void* src, size_t bytes);
 void etx_dev_memset(void* p, int value, size_t bytes);
 // device src -> device dst (regions must not overlap)
 void etx_dev_copy(void* dst, const void* src, size_t bytes);
+// The same on `stream`, ordered with its launches explicitly (the calls above use the
+// legacy default stream): upload and copy are asynchronous (an upload's host buffer may
+// be reused when the call returns: pageable memory is staged), download waits for the
+// stream, so dst is ready when it returns.
+void etx_dev_upload_on(void* dst, const void* src, size_t bytes, void* stream);
+void etx_dev_download_on(void* dst, const void* src, size_t bytes, void* stream);
+void etx_dev_copy_on(void* dst, const void* src, size_t bytes, void* stream);
+// Waits for everything launched on stream; aborts on a pending launch error.
+void etx_dev_stream_sync(void* stream);
 // Free and total device memory in bytes (the emulator: the host's available and total
 // physical memory), so a caller can refuse a plan that cannot fit before allocating it.
 void etx_dev_mem_info(size_t* free_bytes, size_t* total_bytes);
 // Streams and CUDA graphs, natively. The emulator runs every launch at once: its stream
-// is NULL (the default stream) and it has no graphs (etx_dev_graphs_available() == 0).
-// A stream from etx_dev_stream_create is a blocking one: the copies above (the legacy
-// default stream) stay ordered with its launches.
+// is NULL (the default stream) and etx_dev_graphs_available() == 0 (nothing picks graphs
+// by default), but a caller may still capture (below).
 void* etx_dev_stream_create(void); // NULL: the default stream (emulator, or creation failed)
 void etx_dev_stream_destroy(void* stream);
 int etx_dev_graphs_available(void);
-// Starts capturing the launches made on stream (not the default stream) into a graph:
-// they are recorded, not run. 1 when capture started.
+// 1 when a capture records launches without running them and etx_dev_graph_launch
+// replays them (natively); 0 under the emulator, whose capture runs the launches at once
+// and returns a placeholder graph: the caller replays it by running the work again.
+int etx_dev_graphs_recorded(void);
+// Starts capturing the launches made on stream (natively not the default stream) into a
+// graph: they are recorded, not run. 1 when capture started. Until etx_dev_capture_end a
+// failing runtime or cuBLAS call inside it does not abort: the first failure is kept and
+// the capture fails.
 int etx_dev_capture_begin(void* stream);
-// Ends the capture and instantiates the graph: an executable graph, or NULL when the
-// capture or instantiation failed (then nothing of it ran).
+// Ends the capture (always, even after a failure inside it) and instantiates the graph:
+// an executable graph, or NULL when a call inside the capture failed or the capture or
+// instantiation did (the partial graph destroyed, nothing of it ran natively, no error
+// left pending); then etx_dev_capture_error() says why.
 void* etx_dev_capture_end(void* stream);
-// Runs an executable graph on stream.
+// Why the last capture on this thread failed ("call at file:line: reason"), or "".
+const char* etx_dev_capture_error(void);
+// Tests: the next capture on this thread fails as if a call inside it had.
+void etx_dev_test_fail_next_capture(void);
+// Records a failure of `what` inside an open capture and returns 1; returns 0 when no
+// capture is open (the caller aborts). Used by CUDA_CHECK (cuda_common.cuh) and the GEMM.
+int etx_dev_note_error(const char* what, const char* file, int line, const char* why);
+// Runs an executable graph on stream (natively; the emulator's placeholder cannot run).
 void etx_dev_graph_launch(void* graph, void* stream);
 void etx_dev_graph_destroy(void* graph);
 // Waits for every launched kernel and copy, and aborts on a pending launch error.

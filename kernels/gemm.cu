@@ -44,14 +44,40 @@ __global__ void gemm_simt_kernel(float* __restrict__ y, const __nv_bfloat16* __r
 }
 
 #ifndef ETX_SIMT
-// The native context: the cuBLAS handle and a workspace of its own, set once, so that
-// no GEMM allocates while a CUDA graph is being captured.
+// The native context: the cuBLAS handle, the stream it is bound to and a workspace of its
+// own, so that no GEMM allocates while a CUDA graph is being captured. cublasSetStream
+// resets the handle to cuBLAS's default workspace (documented: "cublasSetStream ...
+// unconditionally resets the cuBLAS library workspace back to the default workspace
+// pool"), which cuBLAS may then allocate lazily, inside a capture: so the stream is set
+// only when it changes, and the private workspace set again right after
+// (gemm_bind_stream). GEMM_WORKSPACE_BYTES is also what the backend's memory plan
+// reserves for it (etx_gemm_workspace_bytes).
 #define GEMM_WORKSPACE_BYTES ((size_t)32 << 20)
 typedef struct {
     cublasHandle_t h;
     void* ws;
+    cudaStream_t stream; // the stream the handle is bound to
+    int bound;           // 1 once a stream was set
 } GemmCtx;
+
+// Binds the handle to stream (and the private workspace again) when it is not already.
+static cublasStatus_t gemm_bind_stream(GemmCtx* c, cudaStream_t stream) {
+    if (c->bound && c->stream == stream) return CUBLAS_STATUS_SUCCESS;
+    cublasStatus_t s = cublasSetStream(c->h, stream);
+    if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetWorkspace(c->h, c->ws, GEMM_WORKSPACE_BYTES);
+    c->bound = s == CUBLAS_STATUS_SUCCESS;
+    c->stream = stream;
+    return s;
+}
 #endif
+
+extern "C" size_t etx_gemm_workspace_bytes(void) {
+#ifdef ETX_SIMT
+    return 0;
+#else
+    return GEMM_WORKSPACE_BYTES;
+#endif
+}
 
 extern "C" void* etx_gemm_create(void) {
 #ifdef ETX_SIMT
@@ -107,13 +133,16 @@ extern "C" void etx_gemm_bf16(void* gemm, float* y, const etx_bf16* x, const etx
                reinterpret_cast<const __nv_bfloat16*>(x), reinterpret_cast<const __nv_bfloat16*>(w), n, in, out);
     CUDA_CHECK_LAUNCH();
 #else
-    cublasHandle_t h = ((GemmCtx*)gemm)->h;
+    GemmCtx* c = (GemmCtx*)gemm;
+    cublasHandle_t h = c->h;
     const float alpha = 1.0f, beta = 0.0f;
-    cublasStatus_t s = cublasSetStream(h, (cudaStream_t)stream);
+    cublasStatus_t s = gemm_bind_stream(c, (cudaStream_t)stream);
     if (s == CUBLAS_STATUS_SUCCESS)
         s = cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, out, n, in, &alpha, w, CUDA_R_16BF, in, x, CUDA_R_16BF, in, &beta,
                          y, CUDA_R_32F, out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-    if (s != CUBLAS_STATUS_SUCCESS) {
+    // fatal outside a capture; inside one the capture's failure (cuda_common.cuh CUDA_CHECK)
+    if (s != CUBLAS_STATUS_SUCCESS &&
+        !etx_dev_note_error("cublasGemmEx", __FILE__, __LINE__, cublasGetStatusString(s))) {
         fprintf(stderr, "[CUDA ERROR] cublasGemmEx (n %d, in %d, out %d) at %s:%d: %s\n", n, in, out, __FILE__,
                 __LINE__, cublasGetStatusString(s));
         exit(EXIT_FAILURE);

@@ -9,6 +9,7 @@
 #ifndef ETX_KERNELS_GEMM_H
 #define ETX_KERNELS_GEMM_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "bf16.h" // etx_bf16 (hostdev/)
@@ -22,6 +23,9 @@ extern "C" {
 // emulator's is a dummy.
 void* etx_gemm_create(void);
 void etx_gemm_destroy(void* gemm);
+// Device bytes a context holds beside the handle: its private cuBLAS workspace (0 under
+// the emulator), for the backend's memory plan.
+size_t etx_gemm_workspace_bytes(void);
 
 // y[r, o] = sum_i float(x[r, i]) * float(w[o, i])  (f32 accumulation)
 // x: (n, in) bf16; w: (out, in) bf16 (row-major, as nn.Linear.weight); y: (n, out) f32.

@@ -221,7 +221,7 @@ __device__ static void pk_sort(unsigned long long* keys, int n) {
 
 // Weights and sums of the fallback: policy_filter and policy_draw (policy_math.h) over
 // the whole sorted row, with the same float operations in the same order — the weights
-// w_i = expf((x_i - x_0) / T) by the whole block (each is independent), the sums and
+// w_i = etx_expf((x_i - x_0) / T) by the whole block (each is independent), the sums and
 // scans (whose float results depend on their order) by one thread, reading PK_BATCH
 // weights at a time so that the loads overlap while the adds stay in order. The tests
 // compare the result with sampler_pick, so any drift from policy_math.h shows there.
@@ -284,7 +284,7 @@ __global__ void __launch_bounds__(PK_SORT_THREADS) policy_fallback_kernel(EtxPol
     const float inv_t = 1.0f / d.temperature;
     const float x0 = row[(uint32_t)keys[0]];
     float* w = sc.w + (size_t)s * a.vocab;
-    for (int i = threadIdx.x; i < k; i += blockDim.x) w[i] = expf((row[(uint32_t)keys[i]] - x0) * inv_t);
+    for (int i = threadIdx.x; i < k; i += blockDim.x) w[i] = etx_expf((row[(uint32_t)keys[i]] - x0) * inv_t);
     __syncthreads();
     if (threadIdx.x != 0) return;
     if (d.top_p < 1.0f) {

@@ -237,6 +237,17 @@ static void cpu_sizes(const CpuBackend* b, long long* weight_bytes, long long* k
     *device_bytes = 0;
 }
 
+// KV budget (BackendOps.kv_budget): f32 blocks (kv_pool.h), at most min(2 GiB, a quarter
+// of the host's free memory).
+static void cpu_kv_budget(const etx_model* m, const BackendConfig* cfg, double* block_bytes, double* budget_bytes) {
+    const ModelConfig* c = &m->cfg;
+    *block_bytes = (double)kv_pool_bytes_per_block(c->n_layers, c->n_kv_heads * c->head_dim, cfg->kv_block_size);
+    double budget = 2.0 * 1024 * 1024 * 1024;
+    const double avail = available_memory_bytes();
+    if (avail > 0 && avail / 4 < budget) budget = avail / 4;
+    *budget_bytes = budget;
+}
+
 static const BackendOps cpu_ops = {
     .name = "cpu",
     .emulated = 0,
@@ -252,6 +263,7 @@ static const BackendOps cpu_ops = {
     .logits = cpu_logits,
     .d2h_bytes = cpu_d2h_bytes,
     .sizes = cpu_sizes,
+    .kv_budget = cpu_kv_budget,
     .measure = cpu_measure,
 };
 

@@ -46,8 +46,9 @@
 
 static size_t score_row(const CudaBackend* b) { return (size_t)b->m->cfg.n_heads * b->cfg.max_seq_len; }
 
-// Bytes create() will ask for: weights, K/V pools, activations and sampling buffers
-// (double, so an absurd configuration cannot overflow).
+// Bytes create() will ask for: weights, K/V pools, activations, sampling buffers and the
+// cuBLAS workspace (double, so an absurd configuration cannot overflow). create() also
+// keeps cuda_headroom() free beside it.
 static double plan_bytes(const CudaBackend* b, int tied, double* kv_bytes) {
     const double dim = b->dim, L = b->n_layers, V = b->vocab, rows = b->max_rows, mb = b->cfg.max_batch;
     double w = L * ((double)b->qkv_dim * dim + dim * b->q_dim + 2.0 * b->hidden * dim + dim * b->hidden) * 2;
@@ -60,7 +61,64 @@ static double plan_bytes(const CudaBackend* b, int tied, double* kv_bytes) {
     smp += (double)etx_policy_scratch_bytes(b->cfg.max_batch, b->vocab) + etx_vocab_pass_scratch_bytes(b->cfg.max_batch);
     smp += (double)etx_attn_metrics_scratch_bytes(b->cfg.max_batch, b->m->cfg.n_heads, b->cfg.max_seq_len);
     smp += mb * (sizeof(etx_policy) + sizeof(EtxSeqState) + sizeof(etx_trace_record) + 64);
-    return w + *kv_bytes + act + smp;
+    return w + *kv_bytes + act + smp + (double)etx_gemm_workspace_bytes();
+}
+
+// Device memory left unclaimed beside the plan: the CUDA context grows after create
+// (module images loaded lazily on first launch, cuBLAS's handle and kernels), each padded
+// decode size adds an executable graph, and allocations fragment. Not measured on
+// hardware yet: a generous estimate, 512 MiB plus 2% of the device (about 3.3 GiB on a
+// 141 GB card). The emulator's "device" is host memory, with none of these: no headroom.
+static double cuda_headroom(double total_bytes) {
+    return CUDA_EMULATED ? 0.0 : 512.0 * 1048576.0 + 0.02 * total_bytes;
+}
+
+// The sizes create() derives from the model and the configuration (no allocation).
+static void fill_sizes(CudaBackend* b, const etx_model* m, const BackendConfig* cfg) {
+    const ModelConfig* mc = &m->cfg;
+    b->m = m;
+    b->cfg = *cfg;
+    b->dim = mc->dim;
+    b->hidden = mc->hidden_dim;
+    b->vocab = mc->vocab_size;
+    b->n_layers = mc->n_layers;
+    b->hd = mc->head_dim;
+    b->hdp = mc->head_dim <= 64 ? 64 : 128;
+    b->q_dim = mc->n_heads * b->hdp;
+    b->kv_dim = mc->n_kv_heads * b->hdp;
+    b->qkv_dim = b->q_dim + 2 * b->kv_dim;
+    b->max_rows = cfg->max_batch > cfg->max_chunk ? cfg->max_batch : cfg->max_chunk;
+    b->eps = mc->norm_eps;
+    b->shape = (EtxAttnShape){mc->n_heads, mc->n_kv_heads, b->hdp, cfg->kv_block_size,
+                              (cfg->max_seq_len + cfg->kv_block_size - 1) / cfg->kv_block_size};
+}
+
+void cuda_kv_budget_for(const etx_model* m, const BackendConfig* cfg, double free_bytes, double total_bytes,
+                        double* block_bytes, double* budget_bytes) {
+    CudaBackend b;
+    memset(&b, 0, sizeof b);
+    BackendConfig c = *cfg;
+    c.kv_blocks = 0; // the plan without the pool
+    fill_sizes(&b, m, &c);
+    double kv = 0;
+    const double rest = plan_bytes(&b, m->w.lm_head == m->w.token_embedding, &kv);
+    *block_bytes = 2.0 * b.n_layers * (double)cfg->kv_block_size * b.kv_dim * sizeof(etx_bf16);
+    const double budget = free_bytes - rest - cuda_headroom(total_bytes);
+    *budget_bytes = budget > 0 ? budget : 0;
+}
+
+// BackendOps.kv_budget: the device's free memory now. The emulator's device memory is the
+// host's, shared with everything else (and the tests run several suites at once): there
+// the pool keeps the size it had under the engine's old host rule, at most min(1 GiB, an
+// eighth of free memory) of bf16 (the old rule's 2 GiB of float32-sized blocks).
+static void cuda_kv_budget(const etx_model* m, const BackendConfig* cfg, double* block_bytes, double* budget_bytes) {
+    size_t free_b = 0, total_b = 0;
+    if (etx_dev_available()) etx_dev_mem_info(&free_b, &total_b);
+    cuda_kv_budget_for(m, cfg, (double)free_b, (double)total_b, block_bytes, budget_bytes);
+    if (CUDA_EMULATED) {
+        const double cap = (double)free_b / 8 < 1073741824.0 ? (double)free_b / 8 : 1073741824.0;
+        if (*budget_bytes > cap) *budget_bytes = cap;
+    }
 }
 
 static void cuda_destroy(CudaBackend* b) {
@@ -180,36 +238,23 @@ static etx_status cuda_create(const etx_model* m, const BackendConfig* cfg, Cuda
         return etx_error(ETX_ERR_UNSUPPORTED,
                          "CUDA backend: no CUDA device found (no GPU, or no driver); use --device cpu");
     ETX_TRY(check_config(m, cfg));
-    const ModelConfig* mc = &m->cfg;
     CudaBackend* b = xcalloc(1, sizeof(CudaBackend));
-    b->m = m;
-    b->cfg = *cfg;
-    b->dim = mc->dim;
-    b->hidden = mc->hidden_dim;
-    b->vocab = mc->vocab_size;
-    b->n_layers = mc->n_layers;
-    b->hd = mc->head_dim;
-    b->hdp = mc->head_dim <= 64 ? 64 : 128;
-    b->q_dim = mc->n_heads * b->hdp;
-    b->kv_dim = mc->n_kv_heads * b->hdp;
-    b->qkv_dim = b->q_dim + 2 * b->kv_dim;
-    b->max_rows = cfg->max_batch > cfg->max_chunk ? cfg->max_batch : cfg->max_chunk;
-    b->eps = mc->norm_eps;
-    b->shape = (EtxAttnShape){mc->n_heads, mc->n_kv_heads, b->hdp, cfg->kv_block_size,
-                              (cfg->max_seq_len + cfg->kv_block_size - 1) / cfg->kv_block_size};
+    fill_sizes(b, m, cfg);
 
-    // refuse what cannot fit before asking for any of it
+    // refuse what cannot fit (with the headroom kept free) before asking for any of it
     size_t free_b = 0, total_b = 0;
     etx_dev_mem_info(&free_b, &total_b);
     double kv = 0;
     const double need = plan_bytes(b, m->w.lm_head == m->w.token_embedding, &kv);
-    if (need > (double)free_b) {
+    const double headroom = cuda_headroom((double)total_b);
+    if (need + headroom > (double)free_b) {
         etx_status s = etx_error(ETX_ERR_NOMEM,
                                  "CUDA backend: needs %.1f MiB of device memory (K/V cache %.1f MiB: %d blocks x %d "
-                                 "positions x %d layers; the rest weights, activations, sampling) but %s has %.1f "
-                                 "MiB free of %.1f MiB; lower kv_blocks, max_batch or max_seq_len",
+                                 "positions x %d layers; the rest weights, activations, sampling, cuBLAS workspace) "
+                                 "plus %.1f MiB left free for the CUDA context and graphs, but %s has %.1f MiB free "
+                                 "of %.1f MiB; lower kv_blocks, max_batch or max_seq_len",
                                  need / 1048576.0, kv / 1048576.0, cfg->kv_blocks, cfg->kv_block_size, b->n_layers,
-                                 etx_dev_name(), free_b / 1048576.0, total_b / 1048576.0);
+                                 headroom / 1048576.0, etx_dev_name(), free_b / 1048576.0, total_b / 1048576.0);
         free(b);
         return s;
     }
@@ -218,7 +263,9 @@ static etx_status cuda_create(const etx_model* m, const BackendConfig* cfg, Cuda
     const char* env = getenv("ETX_CUDA_GRAPHS");
     const int graphs_on = env && *env ? atoi(env) != 0 : etx_dev_graphs_available();
     b->pad_decode = graphs_on;
-    b->use_graphs = graphs_on && etx_dev_graphs_available() && b->stream != NULL;
+    // natively a graph needs a stream of our own (the legacy default stream cannot be
+    // captured); the emulator captures on its NULL stream (placeholder graphs, device.h)
+    b->use_graphs = graphs_on && (etx_dev_graphs_recorded() ? etx_dev_graphs_available() && b->stream != NULL : 1);
     b->graphs = xcalloc((size_t)cfg->max_batch + 1, sizeof(void*));
     etx_status st = b->gemm ? etx_ok() : etx_error(ETX_ERR_UNSUPPORTED, "CUDA backend: cuBLAS failed to initialise");
     if (st.code == ETX_OK) st = cuda_upload_model(b);
@@ -245,8 +292,10 @@ static void copy_blocks(CudaBackend* b, const BlockCopy* cp, int n) {
     for (int i = 0; i < n; i++)
         for (int l = 0; l < b->n_layers; l++) {
             CudaLayer* L = &b->layers[l];
-            etx_dev_copy(L->k_pool + cp[i].dst * blk, L->k_pool + cp[i].src * blk, blk * sizeof(etx_bf16));
-            etx_dev_copy(L->v_pool + cp[i].dst * blk, L->v_pool + cp[i].src * blk, blk * sizeof(etx_bf16));
+            etx_dev_copy_on(L->k_pool + cp[i].dst * blk, L->k_pool + cp[i].src * blk, blk * sizeof(etx_bf16),
+                            b->stream);
+            etx_dev_copy_on(L->v_pool + cp[i].dst * blk, L->v_pool + cp[i].src * blk, blk * sizeof(etx_bf16),
+                            b->stream);
         }
 }
 
@@ -280,10 +329,10 @@ static void run_prefill_group(CudaBackend* b, const BackendStep* s, const int* i
         put_table_row(b, k, w);
         rows += w->n;
     }
-    etx_dev_upload(b->d_tokens, b->h_tokens, (size_t)rows * 4);
-    etx_dev_upload(b->d_row_seq, b->h_row_seq, (size_t)rows * 4);
-    etx_dev_upload(b->d_row_pos, b->h_row_pos, (size_t)rows * 4);
-    etx_dev_upload(b->d_table, b->h_table, (size_t)n_chunks * b->shape.max_blocks * 4);
+    etx_dev_upload_on(b->d_tokens, b->h_tokens, (size_t)rows * 4, b->stream);
+    etx_dev_upload_on(b->d_row_seq, b->h_row_seq, (size_t)rows * 4, b->stream);
+    etx_dev_upload_on(b->d_row_pos, b->h_row_pos, (size_t)rows * 4, b->stream);
+    etx_dev_upload_on(b->d_table, b->h_table, (size_t)n_chunks * b->shape.max_blocks * 4, b->stream);
     CudaRows r = {.n = rows, .decode = 0, .chunks = ch, .n_chunks = n_chunks, .d_tokens = b->d_tokens,
                   .d_row_seq = b->d_row_seq, .d_row_pos = b->d_row_pos, .d_table = b->d_table, .kv = b->layers,
                   .scores = capture ? b->scores : NULL, .logits = NULL};
@@ -310,23 +359,44 @@ static void run_prefills(CudaBackend* b, const BackendStep* s, int metrics_any) 
     if (n_chunks) run_prefill_group(b, s, idx, n_chunks, metrics_any);
 }
 
-// The decode batch's launches: replayed from the graph of its padded size (captured on
-// first use), or run directly.
+// Captures the decode forward of r->n padded rows as a graph into *g. The launches were
+// just run eagerly (the warm-up), so every kernel module is loaded (lazy loading cannot
+// load one inside a capture before driver 12.3) and cuBLAS has set itself up before
+// anything is recorded. A failure inside the capture (a launch, cuBLAS) ends it with no
+// graph (device.h): then the backend says so once and runs without graphs from now on.
+static void capture_decode_graph(CudaBackend* b, const CudaRows* r, void** g) {
+    if (!etx_dev_capture_begin(b->stream)) {
+        fprintf(stderr, "[etx] CUDA backend: cannot capture on this stream; running without graphs\n");
+        b->use_graphs = 0;
+        return;
+    }
+    cuda_forward_rows(b, r); // natively recorded, not run (the emulator runs it again)
+    *g = etx_dev_capture_end(b->stream);
+    if (!*g) {
+        fprintf(stderr, "[etx] CUDA backend: capturing the decode graph of %d rows failed (%s); running without "
+                        "graphs\n",
+                r->n, etx_dev_capture_error());
+        b->use_graphs = 0;
+        b->capture_failures++;
+    }
+}
+
+// The decode batch's launches: replayed from the graph of its padded size, or run
+// directly. The first batch of each padded size runs directly (the warm-up; it computes
+// this step's result) and is then captured for the next ones. The emulator's graphs are
+// placeholders (etx_dev_graphs_recorded() == 0): replaying one runs the launches again.
 static void forward_decode(CudaBackend* b, const CudaRows* r) {
     if (!b->use_graphs) {
         cuda_forward_rows(b, r);
         return;
     }
     void** g = &b->graphs[r->n];
-    if (!*g && etx_dev_capture_begin(b->stream)) {
-        cuda_forward_rows(b, r); // recorded, not run
-        *g = etx_dev_capture_end(b->stream);
-        if (!*g) {
-            fprintf(stderr, "[etx] CUDA backend: capturing the decode graph failed; running without graphs\n");
-            b->use_graphs = 0;
-        }
+    if (!*g) {
+        cuda_forward_rows(b, r); // the warm-up, outside any capture
+        capture_decode_graph(b, r, g);
+        return;
     }
-    if (*g)
+    if (etx_dev_graphs_recorded())
         etx_dev_graph_launch(*g, b->stream);
     else
         cuda_forward_rows(b, r);
@@ -370,11 +440,11 @@ static void run_decode(CudaBackend* b, const BackendStep* s, int metrics_any) {
             memset(b->h_table + (size_t)r * b->shape.max_blocks, 0, (size_t)b->shape.max_blocks * sizeof(int32_t));
         }
     }
-    etx_dev_upload(b->d_tokens, b->h_tokens, (size_t)nb * 4);
-    etx_dev_upload(b->d_row_seq, b->h_row_seq, (size_t)nb * 4);
-    etx_dev_upload(b->d_row_pos, b->h_row_pos, (size_t)nb * 4);
-    etx_dev_upload(b->d_seq_len, b->h_seq_len, (size_t)nb * 4);
-    etx_dev_upload(b->d_table, b->h_table, (size_t)nb * b->shape.max_blocks * 4);
+    etx_dev_upload_on(b->d_tokens, b->h_tokens, (size_t)nb * 4, b->stream);
+    etx_dev_upload_on(b->d_row_seq, b->h_row_seq, (size_t)nb * 4, b->stream);
+    etx_dev_upload_on(b->d_row_pos, b->h_row_pos, (size_t)nb * 4, b->stream);
+    etx_dev_upload_on(b->d_seq_len, b->h_seq_len, (size_t)nb * 4, b->stream);
+    etx_dev_upload_on(b->d_table, b->h_table, (size_t)nb * b->shape.max_blocks * 4, b->stream);
     decode_rows_on_device(b, rows, n, nb, direct, metrics_any);
 }
 
@@ -398,9 +468,11 @@ static void decode_rows_on_device(CudaBackend* b, const BackendWork* const* rows
     for (int i = 0; i < n; i++) {
         const int p = rows[i]->pick;
         if (p < 0) continue;
-        etx_dev_copy(b->logits + (size_t)p * b->vocab, b->dec_logits + (size_t)i * b->vocab, (size_t)b->vocab * 4);
+        etx_dev_copy_on(b->logits + (size_t)p * b->vocab, b->dec_logits + (size_t)i * b->vocab, (size_t)b->vocab * 4,
+                        b->stream);
         if (metrics_any)
-            etx_dev_copy(b->scores + p * score_row(b), b->dec_scores + i * score_row(b), score_row(b) * 4);
+            etx_dev_copy_on(b->scores + p * score_row(b), b->dec_scores + i * score_row(b), score_row(b) * 4,
+                            b->stream);
     }
 }
 
@@ -440,11 +512,11 @@ static void upload_picks(CudaBackend* b, const BackendStep* s, int metrics_any) 
         if (!needs_metrics(b, pk)) b->h_n_pos[p] = 0; // zeros, as engine.c without metrics
     }
     if (metrics_any) {
-        etx_dev_upload(b->d_n_pos, b->h_n_pos, (size_t)np * 4);
-        etx_dev_upload(b->d_window, b->h_window, (size_t)np * 4);
+        etx_dev_upload_on(b->d_n_pos, b->h_n_pos, (size_t)np * 4, b->stream);
+        etx_dev_upload_on(b->d_window, b->h_window, (size_t)np * 4, b->stream);
     }
-    etx_dev_upload(b->d_policies, b->h_policies, (size_t)np * sizeof(etx_policy));
-    etx_dev_upload(b->d_states, b->h_states, (size_t)np * sizeof(EtxSeqState));
+    etx_dev_upload_on(b->d_policies, b->h_policies, (size_t)np * sizeof(etx_policy), b->stream);
+    etx_dev_upload_on(b->d_states, b->h_states, (size_t)np * sizeof(EtxSeqState), b->stream);
 }
 
 // Vocabulary pass, attention metrics and the policy over the np picks' rows: tokens into
@@ -477,12 +549,12 @@ static etx_status cuda_step(CudaBackend* b, BackendStep* s) {
     run_policy(b, np, metrics_any);
 
     // what comes back: the tokens (and the trace records)
-    etx_dev_download(b->h_next, b->d_next, (size_t)np * 4);
+    etx_dev_download_on(b->h_next, b->d_next, (size_t)np * 4, b->stream);
     b->d2h += (long long)np * 4;
     for (int p = 0; p < np; p++) s->picks[p].token = b->h_next[p];
     if (c->trace) {
         etx_trace_record tr[np];
-        etx_dev_download(tr, b->d_trace, (size_t)np * sizeof(etx_trace_record));
+        etx_dev_download_on(tr, b->d_trace, (size_t)np * sizeof(etx_trace_record), b->stream);
         b->d2h += (long long)np * (long long)sizeof(etx_trace_record);
         for (int p = 0; p < np; p++) s->picks[p].trace = tr[p];
     }
@@ -525,15 +597,16 @@ static etx_status cuda_decode_steps(CudaBackend* b, BackendStep* s, int k, int32
             decode_rows_on_device(b, rows, np, padded_rows(b, np), !b->pad_decode, metrics_any);
         }
         run_policy(b, np, metrics_any);
-        etx_dev_copy(b->d_ring + (size_t)j * np, b->d_next, (size_t)np * sizeof(int32_t));
+        etx_dev_copy_on(b->d_ring + (size_t)j * np, b->d_next, (size_t)np * sizeof(int32_t), b->stream);
         if (c->trace)
-            etx_dev_copy(b->d_ring_trace + (size_t)j * np, b->d_trace, (size_t)np * sizeof(etx_trace_record));
+            etx_dev_copy_on(b->d_ring_trace + (size_t)j * np, b->d_trace, (size_t)np * sizeof(etx_trace_record),
+                            b->stream);
     }
     b->last_picks = np;
-    etx_dev_download(tokens, b->d_ring, (size_t)k * np * sizeof(int32_t));
+    etx_dev_download_on(tokens, b->d_ring, (size_t)k * np * sizeof(int32_t), b->stream);
     b->d2h += (long long)k * np * 4;
     if (c->trace) {
-        etx_dev_download(trace, b->d_ring_trace, (size_t)k * np * sizeof(etx_trace_record));
+        etx_dev_download_on(trace, b->d_ring_trace, (size_t)k * np * sizeof(etx_trace_record), b->stream);
         b->d2h += (long long)k * np * (long long)sizeof(etx_trace_record);
     }
     return etx_ok();
@@ -561,24 +634,25 @@ static etx_status cuda_logits(CudaBackend* b, const int32_t* ids, int n, int all
     if (st.code == ETX_OK) {
         memset(b->h_table, 0, (size_t)b->shape.max_blocks * 4);
         for (int k = 0; k < n_blocks; k++) b->h_table[k] = k;
-        etx_dev_upload(b->d_table, b->h_table, (size_t)b->shape.max_blocks * 4);
+        etx_dev_upload_on(b->d_table, b->h_table, (size_t)b->shape.max_blocks * 4, b->stream);
         for (int pos0 = 0; pos0 < n; pos0 += c->max_chunk) {
             const int m = n - pos0 < c->max_chunk ? n - pos0 : c->max_chunk, last = pos0 + m == n;
             for (int i = 0; i < m; i++) {
                 b->h_row_seq[i] = 0;
                 b->h_row_pos[i] = pos0 + i;
             }
-            etx_dev_upload(b->d_tokens, ids + pos0, (size_t)m * 4);
-            etx_dev_upload(b->d_row_seq, b->h_row_seq, (size_t)m * 4);
-            etx_dev_upload(b->d_row_pos, b->h_row_pos, (size_t)m * 4);
+            etx_dev_upload_on(b->d_tokens, ids + pos0, (size_t)m * 4, b->stream);
+            etx_dev_upload_on(b->d_row_seq, b->h_row_seq, (size_t)m * 4, b->stream);
+            etx_dev_upload_on(b->d_row_pos, b->h_row_pos, (size_t)m * 4, b->stream);
             CudaRows r = {.n = m, .decode = 0, .pos0 = pos0, .d_tokens = b->d_tokens, .d_row_seq = b->d_row_seq,
                           .d_row_pos = b->d_row_pos, .d_table = b->d_table, .d_seq_len = NULL, .kv = kv,
                           .scores = NULL, .head_first = all_positions ? 0 : m - 1,
                           .logits = all_positions ? d_all : last ? b->dec_logits : NULL};
             cuda_forward_rows(b, &r);
-            if (all_positions) etx_dev_download(out + (size_t)pos0 * b->vocab, d_all, (size_t)m * b->vocab * 4);
+            if (all_positions)
+                etx_dev_download_on(out + (size_t)pos0 * b->vocab, d_all, (size_t)m * b->vocab * 4, b->stream);
         }
-        if (!all_positions) etx_dev_download(out, b->dec_logits, (size_t)b->vocab * 4);
+        if (!all_positions) etx_dev_download_on(out, b->dec_logits, (size_t)b->vocab * 4, b->stream);
     }
     etx_dev_free(d_all);
     cuda_free_kv(b, kv);
@@ -591,7 +665,7 @@ etx_status cuda_backend_test_logits(CudaBackend* b, float* out, int n_picks) {
     if (n_picks < 0 || n_picks > b->last_picks)
         return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: %d logits rows asked, the last step had %d picks",
                          n_picks, b->last_picks);
-    etx_dev_download(out, b->logits, (size_t)n_picks * b->vocab * 4);
+    etx_dev_download_on(out, b->logits, (size_t)n_picks * b->vocab * 4, b->stream);
     return etx_ok();
 }
 
@@ -599,7 +673,7 @@ etx_status cuda_backend_test_scores(CudaBackend* b, float* out, int n_picks) {
     if (n_picks < 0 || n_picks > b->last_picks)
         return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: %d score rows asked, the last step had %d picks",
                          n_picks, b->last_picks);
-    etx_dev_download(out, b->scores, (size_t)n_picks * score_row(b) * 4);
+    etx_dev_download_on(out, b->scores, (size_t)n_picks * score_row(b) * 4, b->stream);
     return etx_ok();
 }
 
@@ -627,6 +701,7 @@ static const BackendOps cuda_ops = {
     .logits = cuda_logits,
     .d2h_bytes = cuda_d2h_bytes,
     .sizes = cuda_sizes,
+    .kv_budget = cuda_kv_budget,
     .measure = cuda_measure,
 };
 

@@ -9,9 +9,14 @@
  * Decode graphs: natively, each padded decode batch size (a power of two up to
  * max_batch) is captured once as a CUDA graph (embedding .. LM head into the staging rows)
  * and replayed; the rows, tables and lengths it reads live in fixed device buffers that
- * are refreshed before each replay. ETX_CUDA_GRAPHS=0 in the environment turns graphs
- * off; under the emulator ETX_CUDA_GRAPHS=1 runs the same padded batches eagerly (the
- * emulator has no graphs), which is how the tests cover the padding.
+ * are refreshed before each replay (on the backend's stream, like every copy of a step).
+ * The first batch of a size runs eagerly first (the warm-up: kernels loaded, cuBLAS set
+ * up, outside any capture), then is captured; a failure inside a capture ends it without
+ * a graph, and the backend says so once and runs eagerly from then on.
+ * ETX_CUDA_GRAPHS=0 in the environment turns graphs off; under the emulator
+ * ETX_CUDA_GRAPHS=1 turns them on: the emulator's capture runs the launches and its
+ * graphs are placeholders replayed by running them again (kernels/device.h), which is
+ * how the tests cover the padding, the warm-up and a failed capture.
  *
  * Head padding: the attention kernels take head_dim 64 or 128 only. A model with a smaller
  * (even) head_dim runs with heads padded to hdp = 64 (or 128): in every head, real
@@ -75,6 +80,7 @@ struct Backend {
     void* stream;                // every launch goes here (NULL: the default stream, emulator)
     int pad_decode;              // 1: decode batches padded to a power of two (graph mode)
     int use_graphs;              // 1: padded decode batches replay a captured CUDA graph
+    int capture_failures;        // captures that failed (then use_graphs = 0)
     void** graphs;               // (max_batch + 1) executable decode graph per padded size, or NULL
     size_t dev_bytes;            // device memory allocated (for messages)
     size_t weight_bytes;         // of which weights a decode step reads (not the embedding
@@ -161,6 +167,13 @@ etx_status cuda_backend_test_logits(CudaBackend* b, float* out, int n_picks);
 // Test-only: the last step's picks' last-layer score capture, (n_picks, n_heads, max_seq_len)
 // (rows of picks that needed no metrics hold stale values).
 etx_status cuda_backend_test_scores(CudaBackend* b, float* out, int n_picks);
+
+// The KV pool sizing of BackendOps.kv_budget for a device with free_bytes free of
+// total_bytes: bf16 block bytes, and the free memory less the plan of cfg without a pool
+// and the headroom create() keeps (0 when nothing is left). The op passes the device's
+// cudaMemGetInfo; tests pass made-up values.
+void cuda_kv_budget_for(const etx_model* m, const BackendConfig* cfg, double free_bytes, double total_bytes,
+                        double* block_bytes, double* budget_bytes);
 
 // Measures copy bandwidth and bf16 GEMM FLOP/s (cuda_probe.c; BackendOps.measure).
 etx_status cuda_measure(int n_threads, int quick, etx_hw_limits* out);

@@ -107,6 +107,13 @@ typedef struct {
     // layers), device memory held (0 on the CPU)
     void (*sizes)(const Backend* b, long long* weight_bytes, long long* kv_bytes_per_position,
                   long long* device_bytes);
+    // KV pool sizing when the options leave it to the engine (kv_blocks_auto): the bytes
+    // one block of cfg->kv_block_size positions takes in this backend's storage (K and V
+    // of every layer: f32 on the CPU, bf16 on CUDA) and the bytes the pool may take on
+    // this machine beside everything else cfg needs (cfg->kv_blocks is ignored): the CPU
+    // min(2 GiB, a quarter of free RAM); CUDA the device's free memory less the rest of
+    // its plan and a headroom for the context, cuBLAS and the graphs
+    void (*kv_budget)(const etx_model* m, const BackendConfig* cfg, double* block_bytes, double* budget_bytes);
     // memory bandwidth and GEMM rate reached now, with how they were measured
     // (etx_measure_hardware); quick: small sizes; n_threads: host threads (CPU)
     etx_status (*measure)(int n_threads, int quick, etx_hw_limits* out);

@@ -94,18 +94,14 @@ static int32_t find_pause_token(const etx_model* m) {
 }
 
 // The pool's size when the options leave it to the engine: every batch slot a full
-// context, capped at min(2 GiB, a quarter of free memory), never below two contexts.
-// Blocks are sized as float32 K and V of every layer (the CPU's storage; CUDA's bf16
-// blocks take half).
-static int auto_kv_blocks(const ModelConfig* c, int ctx, int block_size, int max_batch) {
-    long per_ctx = (ctx + block_size - 1) / block_size;
-    double block_bytes = 2.0 * c->n_layers * block_size * (double)c->n_kv_heads * c->head_dim * sizeof(float);
-    double budget = 2.0 * 1024 * 1024 * 1024, avail = available_memory_bytes();
-    if (avail > 0 && avail / 4 < budget) budget = avail / 4;
-    long blocks = per_ctx * max_batch;
-    long cap = (long)(budget / block_bytes);
-    if (cap < 2 * per_ctx) cap = 2 * per_ctx;
-    return (int)(blocks < cap ? blocks : cap);
+// context, capped at what the backend can hold in its own storage (BackendOps.kv_budget:
+// f32 blocks in host RAM on the CPU, bf16 blocks in the device's free memory on CUDA),
+// never below two contexts (kv_blocks_auto).
+static int auto_kv_blocks(const BackendOps* ops, const etx_model* m, int ctx, const etx_engine_options* o) {
+    BackendConfig bc = {o->max_batch, ctx, ops->prefill_chunk, 0, o->kv_block_size, o->trace, o->n_threads};
+    double block_bytes = 0, budget = 0;
+    ops->kv_budget(m, &bc, &block_bytes, &budget);
+    return kv_blocks_auto(ctx, o->kv_block_size, o->max_batch, budget, block_bytes);
 }
 
 etx_status etx_engine_create(const etx_model* model, const etx_engine_options* opts, etx_engine** out) {
@@ -130,7 +126,7 @@ etx_status etx_engine_create(const etx_model* model, const etx_engine_options* o
         return etx_error(ETX_ERR_INVALID_ARG, "max_seq_len %d exceeds the model's context length %d", ctx, model_ctx);
     if (!o.max_batch) o.max_batch = 32;
     if (!o.kv_block_size) o.kv_block_size = 64;
-    if (!o.kv_blocks) o.kv_blocks = auto_kv_blocks(c, ctx, o.kv_block_size, o.max_batch);
+    if (!o.kv_blocks) o.kv_blocks = auto_kv_blocks(ops, model, ctx, &o);
     o.device = ops->device;
     if (!o.steps_per_sync) o.steps_per_sync = ops->steps_per_sync;
 

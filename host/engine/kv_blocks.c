@@ -6,6 +6,7 @@
 #include "engine/kv_blocks.h"
 
 #include <limits.h>
+#include <math.h>
 #include <string.h>
 
 #include "common.h"
@@ -179,4 +180,13 @@ void block_table_truncate(BlockManager* bm, BlockTable* t, int n_pos) {
     for (int i = t->n_ids - 1; i >= keep; i--) block_unref(bm, t->ids[i]);
     t->n_ids = keep;
     t->n_pos = n_pos;
+}
+
+int kv_blocks_auto(int ctx, int block_size, int max_batch, double budget_bytes, double block_bytes) {
+    const double per_ctx = (double)((ctx + block_size - 1) / block_size);
+    double blocks = per_ctx * max_batch;
+    const double cap = block_bytes > 0 && budget_bytes > 0 ? floor(budget_bytes / block_bytes) : 0;
+    if (cap < blocks) blocks = cap;
+    if (blocks < 2 * per_ctx) blocks = 2 * per_ctx;
+    return blocks > INT_MAX ? INT_MAX : (int)blocks;
 }

@@ -97,4 +97,11 @@ void block_table_fork(BlockManager* bm, const BlockTable* src, BlockTable* dst);
 // prepare copies it before writing.
 void block_table_truncate(BlockManager* bm, BlockTable* t, int n_pos);
 
+// The pool's size when the options leave it to the engine: every one of max_batch slots a
+// full context of ctx positions (blocks of block_size), capped at what budget_bytes holds
+// in blocks of block_bytes (the backend's storage: BackendOps.kv_budget), never below two
+// full contexts (a pool that does not fit is then refused by the backend, with a
+// message), nor above INT_MAX.
+int kv_blocks_auto(int ctx, int block_size, int max_batch, double budget_bytes, double block_bytes);
+
 #endif // ETX_KV_BLOCKS_H

@@ -223,9 +223,11 @@ typedef struct {
     int max_batch;   // requests advanced together per step; 0 = 32
     int kv_block_size; // KV cache positions per block; 0 = 64 (1..512)
     int kv_blocks;   // KV cache blocks in the pool; 0 = as many as max_batch full contexts
-                     // need, capped at min(2 GiB, a quarter of free memory) but never
-                     // below two full contexts. Requests beyond what fits wait, or are
-                     // preempted and recomputed (same tokens), never dropped.
+                     // need, capped at what the backend can hold (CPU: min(2 GiB, a
+                     // quarter of free memory) of float32 blocks; CUDA: the device's free
+                     // memory, less the rest of its plan and a headroom, in bf16 blocks)
+                     // but never below two full contexts. Requests beyond what fits wait,
+                     // or are preempted and recomputed (same tokens), never dropped.
     int steps_per_sync; // decode steps the backend runs between two host
                      // synchronisations while every running request is decoding and none
                      // waits; 0 = the backend's default: 8 on CUDA, 1 on the CPU (which has

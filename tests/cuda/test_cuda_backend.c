@@ -340,6 +340,7 @@ static void run_plan(const etx_model* m, const etx_policy* pol, int trace, int p
     CK_OK(o->create(m, &cfg, &h.b));
     if (pad) unsetenv("ETX_CUDA_GRAPHS");
     ck_assert_int_eq(h.b->pad_decode, pad || etx_dev_graphs_available());
+    if (pad == 2) etx_dev_test_fail_next_capture(); // the first decode graph's capture fails
     ck_assert_int_eq((int)o->d2h_bytes(h.b), 0);
     Seq A = {.n = 11, .blocks = {17, 3, 25, 38}, .n_blocks = 4};
     Seq B = {.n = 6, .blocks = {9, 30}, .n_blocks = 2};
@@ -413,6 +414,17 @@ static void run_plan(const etx_model* m, const etx_policy* pol, int trace, int p
             o->name, pol->kind == ETX_POLICY_GREEDY ? "greedy" : "entropix", trace ? ", trace" : "", h.b->pad_decode ? ", padded decode batches" : "", h.n_checked,
             h.worst, h.worst_scores, h.d2h);
     ck_assert_int_eq(h.n_checked, 10);
+    // graphs: captured and kept (use_graphs stays on), or after a failed capture none
+    if (pad == 1 && (etx_dev_graphs_available() || !etx_dev_graphs_recorded())) {
+        ck_assert_int_eq(h.b->use_graphs, 1);
+        ck_assert_int_eq(h.b->capture_failures, 0);
+        ck_assert_ptr_nonnull(h.b->graphs[4]); // steps 3 and 4: 4 padded rows, captured once
+    }
+    if (pad == 2) {
+        ck_assert_int_eq(h.b->use_graphs, 0);
+        ck_assert_int_eq(h.b->capture_failures, 1);
+        ck_assert_ptr_null(h.b->graphs[4]);
+    }
     o->destroy(h.b);
     free_sampler(&h.smp);
 }
@@ -453,6 +465,21 @@ START_TEST(test_step_padded) {
     etx_policy pol = etx_policy_default(ETX_POLICY_ENTROPIX);
     pol.seed = 7;
     run_plan(&m, &pol, 1, 1);
+    model_free_contents(&m);
+}
+END_TEST
+
+// Graph mode whose first capture fails (injected, as a launch or cuBLAS failure inside
+// it would): the step's result stands (it came from the warm-up), the backend falls back
+// to eager decode with one message, and every later step still matches the CPU. Before,
+// a failure inside the capture exited the program (CUDA_CHECK), and the emulator never
+// captured at all.
+START_TEST(test_step_graph_capture_fails) {
+    etx_model m;
+    load_fixture(&m, "tiny-llama-gqa");
+    etx_policy pol = etx_policy_default(ETX_POLICY_ENTROPIX);
+    pol.seed = 9;
+    run_plan(&m, &pol, 1, 2);
     model_free_contents(&m);
 }
 END_TEST
@@ -505,6 +532,49 @@ START_TEST(test_create_failures) {
 }
 END_TEST
 
+// The automatic KV pool on a device (BackendOps.kv_budget through cuda_kv_budget_for,
+// with made-up free memory): bf16 blocks, budget = free - the rest of the plan - the
+// headroom, so a 141 GB card holds every slot at full context; the engine's old rule
+// (f32-sized blocks, at most 2 GiB of host RAM) gave a Llama-3.2-1B-shaped model 512 of
+// the 4096 blocks 32 slots of 8192 positions need, about 1 GiB of bf16.
+START_TEST(test_kv_budget) {
+    etx_model m;
+    load_fixture(&m, "tiny-llama-gqa");
+    const ModelConfig* c = &m.cfg;
+    const int hdp = c->head_dim <= 64 ? 64 : 128;
+    BackendConfig cfg = make_cfg(32, 256, 128, 1, 16, 0);
+    double block = 0, budget = 0, block2 = 0, budget2 = 0;
+    const double GB = 1e9;
+    cuda_kv_budget_for(&m, &cfg, 141 * GB, 141 * GB, &block, &budget);
+    ck_assert_double_eq(block, 2.0 * c->n_layers * 16 * c->n_kv_heads * hdp * 2); // bf16 K and V
+    // the budget falls by exactly what free memory falls by, and the rest of the plan and
+    // the headroom (nothing natively, under the emulator none) come off it
+    cuda_kv_budget_for(&m, &cfg, 100 * GB, 141 * GB, &block2, &budget2);
+    ck_assert_double_eq(block2, block);
+    ck_assert_double_eq_tol(budget - budget2, 41 * GB, 1.0);
+    ck_assert(budget < 141 * GB);
+    ck_assert(budget > 141 * GB - 4 * GB); // weights of a tiny model; headroom at most ~3.3 GB
+    // nothing free: no budget (the engine still asks for two contexts; create refuses them)
+    cuda_kv_budget_for(&m, &cfg, 0, 141 * GB, &block2, &budget2);
+    ck_assert_double_eq(budget2, 0);
+    // the whole rule, on a Llama-3.2-1B shape (16 layers, 8 KV heads of 64), 32 x 8192
+    etx_model big = m;
+    big.cfg.n_layers = 16, big.cfg.n_kv_heads = 8, big.cfg.n_heads = 32, big.cfg.head_dim = 64;
+    big.cfg.dim = 2048, big.cfg.hidden_dim = 8192, big.cfg.vocab_size = 128256;
+    cfg = make_cfg(32, 8192, 128, 1, 64, 0);
+    cuda_kv_budget_for(&big, &cfg, 141 * GB, 141 * GB, &block, &budget);
+    ck_assert_double_eq(block, 2.0 * 16 * 64 * 8 * 64 * 2); // 2 MiB
+    ck_assert_int_eq(kv_blocks_auto(8192, 64, 32, budget, block), 4096);
+    // and on a card with 6 GB free the budget binds
+    cuda_kv_budget_for(&big, &cfg, 6 * GB, 80 * GB, &block, &budget);
+    const int n = kv_blocks_auto(8192, 64, 32, budget, block);
+    ck_assert_int_lt(n, 4096);
+    ck_assert_int_ge(n, 256);
+    fprintf(stderr, "KV budget: Llama-3.2-1B shape, 6 of 80 GB free: %d blocks of 2 MiB\n", n);
+    model_free_contents(&m);
+}
+END_TEST
+
 static Suite* cuda_backend_suite(void) {
     Suite* s = suite_create("cuda_backend");
     TCase* tc = tcase_create("core");
@@ -514,6 +584,8 @@ static Suite* cuda_backend_suite(void) {
     tcase_add_test(tc, test_step_entropix_trace);
     tcase_add_test(tc, test_step_greedy_trace);
     tcase_add_test(tc, test_step_padded);
+    tcase_add_test(tc, test_step_graph_capture_fails);
+    tcase_add_test(tc, test_kv_budget);
     tcase_add_test(tc, test_logits_default_model);
     suite_add_tcase(s, tc);
     return s;

@@ -971,10 +971,26 @@ END_TEST
 
 // ----------------------------------------------------------------------------
 
+// The automatic pool size (kv_blocks_auto): every slot a full context when the budget
+// holds it, else what the budget holds, never below two contexts, never above INT_MAX.
+START_TEST(test_auto_pool_size) {
+    const double MiB = 1048576.0, GiB = 1024 * MiB;
+    // 32 slots of 8192 positions in blocks of 64: 128 blocks a context, 4096 wanted
+    ck_assert_int_eq(kv_blocks_auto(8192, 64, 32, 100 * GiB, 2 * MiB), 4096);
+    ck_assert_int_eq(kv_blocks_auto(8192, 64, 32, 1 * GiB, 2 * MiB), 512);      // the budget's 512
+    ck_assert_int_eq(kv_blocks_auto(8192, 64, 32, 1 * GiB + MiB, 2 * MiB), 512); // whole blocks only
+    ck_assert_int_eq(kv_blocks_auto(8192, 64, 32, 10 * MiB, 2 * MiB), 256);     // two contexts at least
+    ck_assert_int_eq(kv_blocks_auto(8192, 64, 32, 0, 2 * MiB), 256);            // nothing free
+    ck_assert_int_eq(kv_blocks_auto(100, 64, 3, 100 * GiB, MiB), 6);            // a partial block per context
+    ck_assert_int_eq(kv_blocks_auto(1 << 30, 1, 4096, 1e30, 1), INT_MAX);      // capped at INT_MAX
+}
+END_TEST
+
 static Suite* kv_blocks_suite(void) {
     Suite* s = suite_create("kv_blocks");
     TCase* tc = tcase_create("blocks");
     tcase_add_test(tc, test_manager_build);
+    tcase_add_test(tc, test_auto_pool_size);
     tcase_add_test(tc, test_alloc_exhaustion);
     tcase_add_test(tc, test_table_growth);
     tcase_add_test(tc, test_prepare_nomem);
