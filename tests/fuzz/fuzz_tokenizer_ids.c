@@ -66,7 +66,8 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         char* text = fuzz_cstr(data + 1, size - 1);
         int32_t* ids = NULL;
         int n = 0;
-        if (cli_parse_ids(text, tokenizer_n_vocab(t), &ids, &n).code == ETX_OK) {
+        // the whole input, NUL bytes included: cli_parse_ids reads every byte of its length
+        if (cli_parse_ids(text, size - 1, tokenizer_n_vocab(t), &ids, &n).code == ETX_OK) {
             FUZZ_CHECK(n >= 0);
             for (int i = 0; i < n; i++) FUZZ_CHECK(ids[i] >= 0 && ids[i] < tokenizer_n_vocab(t));
             decode_and_check(t, ids, (size_t)n);
