@@ -8,7 +8,8 @@
  * CUBLAS_COMPUTE_32F.
  *
  * Emulator (ETX_SIMT): gemm_simt_kernel, a thread per output column and a tile of
- * GEMM_ROWS rows held in registers: each weight is read once per tile of rows (traffic
+ * GEMM_ROWS rows held in registers, K summed in a number of pieces that depends on n
+ * (split-K, as cuBLAS may pick per shape: results are not batch-invariant): each weight is read once per tile of rows (traffic
  * about out * in * 2 * ceil(n / GEMM_ROWS) bytes of weights plus x, which stays in
  * cache), no shared memory and no barriers, so the emulator runs each thread straight
  * through. It compiles with nvcc too (a correct, slow fallback) but natively cuBLAS runs.
@@ -26,19 +27,34 @@
 #define GEMM_THREADS 128
 #define GEMM_ROWS 8
 
+// Split-K as cuBLAS may choose it: the number of K pieces depends on the shape (here on
+// n, the row count: a batch of 1 row sums K in one piece, larger batches in 2, 3 or 4),
+// each piece summed in index order, the pieces' sums then added in order. So a row's
+// result depends on how many rows share the call, as with cuBLAS, whose kernel choice
+// (and split-K) changes with the shape: only callers that are batch-invariant by
+// construction (the same n for a row whatever its batch) get batch-invariant results.
+// Deterministic for a given (n, in, out).
+static inline int gemm_k_splits(int n) { return n <= 1 ? 1 : n <= 4 ? 2 : n <= 16 ? 3 : 4; }
+
 // block (b, t), thread x: output column o = b * blockDim.x + x of rows t * GEMM_ROWS ..
 __global__ void gemm_simt_kernel(float* __restrict__ y, const __nv_bfloat16* __restrict__ x,
-                                 const __nv_bfloat16* __restrict__ w, int n, int in, int out) {
+                                 const __nv_bfloat16* __restrict__ w, int n, int in, int out, int splits) {
     const int o = blockIdx.x * blockDim.x + threadIdx.x, r0 = blockIdx.y * GEMM_ROWS;
     if (o >= out) return;
     const int nr = min(GEMM_ROWS, n - r0);
-    float acc[GEMM_ROWS];
+    float acc[GEMM_ROWS], part[GEMM_ROWS];
     for (int j = 0; j < GEMM_ROWS; j++) acc[j] = 0.0f;
     const __nv_bfloat16* wr = w + (size_t)o * in;
     const __nv_bfloat16* xr = x + (size_t)r0 * in;
-    for (int i = 0; i < in; i++) {
-        const float wv = __bfloat162float(wr[i]);
-        for (int j = 0; j < nr; j++) acc[j] += wv * __bfloat162float(xr[(size_t)j * in + i]);
+    const int piece = (in + splits - 1) / splits;
+    for (int k0 = 0; k0 < in; k0 += piece) {
+        const int k1 = min(in, k0 + piece);
+        for (int j = 0; j < GEMM_ROWS; j++) part[j] = 0.0f;
+        for (int i = k0; i < k1; i++) {
+            const float wv = __bfloat162float(wr[i]);
+            for (int j = 0; j < nr; j++) part[j] += wv * __bfloat162float(xr[(size_t)j * in + i]);
+        }
+        for (int j = 0; j < nr; j++) acc[j] += part[j];
     }
     for (int j = 0; j < nr; j++) y[(size_t)(r0 + j) * out + o] = acc[j];
 }
@@ -104,7 +120,8 @@ extern "C" void etx_gemm_bf16(void* gemm, float* y, const etx_bf16* x, const etx
     }
     dim3 grid(etx_ceil_div(out, GEMM_THREADS), row_tiles);
     ETX_LAUNCH(gemm_simt_kernel, grid, GEMM_THREADS, 0, (cudaStream_t)stream, y,
-               reinterpret_cast<const __nv_bfloat16*>(x), reinterpret_cast<const __nv_bfloat16*>(w), n, in, out);
+               reinterpret_cast<const __nv_bfloat16*>(x), reinterpret_cast<const __nv_bfloat16*>(w), n, in, out,
+               gemm_k_splits(n));
     CUDA_CHECK_LAUNCH();
 #else
     cublasHandle_t h = ((GemmCtx*)gemm)->h;

@@ -3,7 +3,9 @@
  * a step (fused QKV, O, fused gate/up, down, LM head) is y = x · W^T with bf16 inputs
  * and f32 accumulation and output. Natively this is one cublasGemmEx call; under the
  * SIMT emulator (ETX_SIMT, no cuBLAS) a plain register-tiled kernel computes the same
- * product (summing each output over `in` in index order).
+ * product, summing each output over `in` in 1 to 4 pieces (split-K: 1 for n = 1, 2 for
+ * n <= 4, 3 for n <= 16, else 4), each in index order, then the pieces in order: as with
+ * cuBLAS, a row's bits depend on the call's row count.
  * Layout: kernels/README.md. Pointers are device pointers; stream is a cudaStream_t.
  */
 #ifndef ETX_KERNELS_GEMM_H
