@@ -158,6 +158,7 @@ __device__ void softmax_update(float (*s_s)[LD], float* m_s, float* l_s, float* 
         float p = m_new == -INFINITY ? 0.0f : expf(sc - m_new);
         float sum = etx_warp_sum(p);
         s_s[i][lane] = p;
+        __syncwarp(); // every lane has read m_s[i] before lane 0 overwrites it (shuffles do not order memory)
         if (lane == 0) {
             float a = m_new == -INFINITY ? 1.0f : expf(m_old - m_new);
             alpha_s[i] = a;
