@@ -1,7 +1,7 @@
 /*
  * test_nonfinite_cli.c — what the etx program does with a model that cannot give usable
- * logits (docs/commands.md): a file with a NaN weight is refused at load, naming the
- * tensor; a file whose weights are all finite but whose LM head overflows float
+ * logits (docs/commands.md): a file with a NaN weight is refused at load (exit 2, a
+ * refused input), naming the tensor; a file whose weights are all finite but whose LM head overflows float
  * (one row of 3.4e38: every logits row then holds an infinity or a NaN) loads, and
  *   - `etx generate` stops with exit status 1 and the engine's message naming the
  *     request and the position;
@@ -61,7 +61,8 @@ START_TEST(nan_weight_is_refused_at_load) {
     char args[600];
     snprintf(args, sizeof args, "generate -m '%s' --device cpu -p 'hello' -n 3", g_model);
     Run r = run_program(ETX_CLI, args, NULL);
-    ck_assert_int_eq(r.status, 1);
+    // a model that cannot be loaded is a refused input: exit 2 (docs/commands.md)
+    ck_assert_int_eq(r.status, 2);
     ck_assert_msg(strstr(r.err, "lm_head.weight") && strstr(r.err, "non-finite weight (NaN)") &&
                       strstr(r.err, "row 11, column 0"),
                   "stderr: %s", r.err);
