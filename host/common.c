@@ -4,6 +4,7 @@
 #include "common.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -159,6 +160,29 @@ etx_status etx_read_file_max(const char* path, size_t max_bytes, char** data, si
     *data = buf;
     if (len) *len = n;
     return etx_ok();
+}
+
+// A float is NaN or +-inf exactly when its eight exponent bits are all ones, i.e. when
+// (bits & 0x7f800000) + 0x00800000 carries into bit 31; ORed 8 floats at a time (a fixed
+// inner loop, which GCC vectorises at -O2), so a scan costs a fraction of a nanosecond
+// per float.
+int etx_floats_nonfinite(const float* x, size_t n) {
+    uint32_t acc = 0;
+    size_t i = 0;
+    union {
+        float f;
+        uint32_t u;
+    } v; // a float's bits (C11 type punning through a union)
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) {
+            v.f = x[i + k];
+            acc |= (v.u & 0x7f800000u) + 0x00800000u;
+        }
+    for (; i < n; i++) {
+        v.f = x[i];
+        acc |= (v.u & 0x7f800000u) + 0x00800000u;
+    }
+    return (int)(acc >> 31);
 }
 
 // MemAvailable from /proc/meminfo in bytes, or -1 when unknown.

@@ -60,6 +60,10 @@ etx_status etx_read_file(const char* path, char** data, size_t* len);
 #define ETX_JSON_FILE_MAX ((size_t)64 << 20) // 64 MiB: a policy, grid or config file
 etx_status etx_read_file_max(const char* path, size_t max_bytes, char** data, size_t* len);
 
+// 1 when any of x[0..n) is NaN or +-inf, else 0: one branch-free pass over the exponent
+// bits, 8 floats at a time (the loaders' weight scan and the CPU's logits check).
+int etx_floats_nonfinite(const float* x, size_t n);
+
 // MemAvailable from /proc/meminfo in bytes, or -1 when unknown.
 double available_memory_bytes(void);
 

@@ -20,35 +20,14 @@ etx_status model_alloc_tensor(float** out, size_t n, const char* name) {
     return etx_ok();
 }
 
-// A float is NaN or +-inf when its exponent bits are all ones, i.e. when
-// (bits & 0x7f800000) + 0x00800000 carries into bit 31. ORed over 8 floats at a time (a
-// fixed inner loop GCC vectorises at -O2), a block of 256 costs a fraction of a
-// nanosecond per float; only a block that has a bad float is searched element by element.
-static uint32_t nonfinite_bits(const float* x, size_t n) {
-    uint32_t acc = 0;
-    size_t i = 0;
-    union {
-        float f;
-        uint32_t u;
-    } v; // a float's bits (C11 type punning through a union)
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++) {
-            v.f = x[i + k];
-            acc |= (v.u & 0x7f800000u) + 0x00800000u;
-        }
-    for (; i < n; i++) {
-        v.f = x[i];
-        acc |= (v.u & 0x7f800000u) + 0x00800000u;
-    }
-    return acc >> 31;
-}
-
+// Blocks of 256 through etx_floats_nonfinite; only a block that holds a bad float is
+// searched element by element.
 size_t model_first_nonfinite(const float* x, size_t n) {
     for (size_t i0 = 0; i0 < n; i0 += 256) {
         const size_t m = n - i0 < 256 ? n - i0 : 256;
-        if (!nonfinite_bits(x + i0, m)) continue;
+        if (!etx_floats_nonfinite(x + i0, m)) continue;
         for (size_t i = 0; i < m; i++)
-            if (nonfinite_bits(x + i0 + i, 1)) return i0 + i;
+            if (etx_floats_nonfinite(x + i0 + i, 1)) return i0 + i;
     }
     return n;
 }

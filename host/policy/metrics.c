@@ -13,6 +13,8 @@
  */
 #include "policy/metrics.h"
 
+#include "common.h"
+
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -97,27 +99,8 @@ LogitMetrics logit_metrics(const float* logits, int n) {
     return r;
 }
 
-// A float is NaN or +-inf exactly when its eight exponent bits are all ones, i.e. when
-// (bits & 0x7f800000) + 0x00800000 carries into bit 31; ORed 8 floats at a time (a fixed
-// inner loop, which GCC vectorises at -O2; host/model/model.c scans weights the same way).
-int logits_nonfinite(const float* logits, int n) {
-    uint32_t acc = 0;
-    int i = 0;
-    union {
-        float f;
-        uint32_t u;
-    } v; // a float's bits (C11 type punning through a union)
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++) {
-            v.f = logits[i + k];
-            acc |= (v.u & 0x7f800000u) + 0x00800000u;
-        }
-    for (; i < n; i++) {
-        v.f = logits[i];
-        acc |= (v.u & 0x7f800000u) + 0x00800000u;
-    }
-    return (int)(acc >> 31);
-}
+// One pass over the row's exponent bits (etx_floats_nonfinite, as the loaders' weight scan).
+int logits_nonfinite(const float* logits, int n) { return n > 0 ? etx_floats_nonfinite(logits, (size_t)n) : 0; }
 
 // ----------------------------------------------------------------------------
 // attention
