@@ -36,6 +36,14 @@ static inline char* cli_read_or_null(const char* path) {
     return data;
 }
 
+// Writes text to path (replacing it); fails the test when it cannot.
+static inline void cli_write_text(const char* path, const char* text) {
+    FILE* f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+}
+
 // out <- "<scratch dir>/name"
 static inline void cli_tmp_path(char* out, size_t cap, const char* name) { snprintf(out, cap, "%s/%s", cli_run_dir, name); }
 

@@ -186,14 +186,6 @@ START_TEST(bad_lines_skipped_or_refused) {
 }
 END_TEST
 
-
-static void write_file(const char* path, const char* text) {
-    FILE* f = fopen(path, "wb");
-    ck_assert_ptr_nonnull(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 // Runs etx eval ARGS expecting exit code want and a message containing need; the file
 // out must be byte-for-byte what it was.
 static void expect_refused(const char* args, int want, const char* need, const char* out) {
@@ -214,7 +206,7 @@ START_TEST(special_outputs_are_written_as_streams) {
     char out[300], args[1024];
     // an existing empty file (UBSan: qsort(NULL, 0) aborted the resume scan)
     cli_tmp_path(out, sizeof out, "empty.jsonl");
-    write_file(out, "");
+    cli_write_text(out, "");
     snprintf(args, sizeof args, "--data '%s' --out '%s' --limit 3 " COMMON, SAMPLE, out);
     run_ok("", args);
     char* got = cli_read_or_null(out);
@@ -236,22 +228,22 @@ START_TEST(foreign_outputs_are_refused_untouched) {
     char out[300], data[300], args[1024];
     // a notes file: its last line has no newline, and used to be cut as a "torn write"
     cli_tmp_path(out, sizeof out, "notes.txt");
-    write_file(out, "keep these notes\nlast line, no newline");
+    cli_write_text(out, "keep these notes\nlast line, no newline");
     snprintf(args, sizeof args, "--data '%s' --out '%s' --limit 1 " COMMON, SAMPLE, out);
     expect_refused(args, 2, "line 1 is not a result line of etx eval", out);
     // results followed by a line that is not one
     char* mixed = xmalloc(strlen(reference()) + 64);
     sprintf(mixed, "%s# a comment\n", reference());
-    write_file(out, mixed);
+    cli_write_text(out, mixed);
     free(mixed);
     expect_refused(args, 2, "line 4 is not a result line", out);
     // a sweep's completions are not eval's results
-    write_file(out, "{\"combo\":0,\"id\":0,\"completion\":\"x\",\"tokens\":1,\"finish\":\"length\"}\n");
+    cli_write_text(out, "{\"combo\":0,\"id\":0,\"completion\":\"x\",\"tokens\":1,\"finish\":\"length\"}\n");
     expect_refused(args, 2, "a line of etx sweep", out);
     // the data file as --out: the results would be appended to the requests
     cli_tmp_path(data, sizeof data, "same.jsonl");
     char* sample = cli_read_or_null(SAMPLE);
-    write_file(data, sample);
+    cli_write_text(data, sample);
     free(sample);
     snprintf(args, sizeof args, "--data '%s' --out '%s' --limit 1 " COMMON, data, data);
     expect_refused(args, 2, "is the data file", data);
@@ -280,7 +272,7 @@ START_TEST(resume_of_another_run_is_refused) {
     char* eggs = strstr(sample, "16 eggs");
     ck_assert_msg(eggs != NULL, "the fixture changed");
     *eggs = '7'; // a finished prompt edited
-    write_file(data, sample);
+    cli_write_text(data, sample);
     free(sample);
     snprintf(args, sizeof args, "--data '%s' --out '%s' --limit 2 " COMMON, data, out);
     expect_refused(args, 2, "data differs", out);
@@ -358,7 +350,7 @@ END_TEST
 START_TEST(a_locked_output_is_refused) {
     char out[300], args[1024];
     cli_tmp_path(out, sizeof out, "locked.jsonl");
-    write_file(out, "");
+    cli_write_text(out, "");
     // this process holds the lock, as a running etx eval does
     const int fd = open(out, O_RDWR);
     ck_assert_int_ge(fd, 0);
@@ -374,7 +366,7 @@ START_TEST(nul_characters_in_requests_are_refused) {
     char data[300], out[300], args[1024];
     cli_tmp_path(data, sizeof data, "nul.jsonl");
     cli_tmp_path(out, sizeof out, "nul_out.jsonl");
-    write_file(data, "{\"id\": 1, \"prompt\": \"the cat\\u0000 sat on the\"}\n"
+    cli_write_text(data, "{\"id\": 1, \"prompt\": \"the cat\\u0000 sat on the\"}\n"
                      "{\"id\": 2, \"messages\": [{\"role\": \"user\", \"content\": \"a\\u0000b\"}]}\n"
                      "{\"id\": \"x\\u0000y\", \"prompt\": \"fine\"}\n"
                      "{\"id\": 3, \"prompt\": \"The capital of France is\"}\n");

@@ -36,12 +36,6 @@ static char g_grid[300];
 static char* g_ref_jsonl; // completions.jsonl of the --batch 8 run
 static char* g_ref_csv;
 
-static void write_text(const char* path, const char* text) {
-    FILE* f = fopen(path, "wb");
-    ck_assert_ptr_nonnull(f);
-    fputs(text, f);
-    fclose(f);
-}
 
 // Runs `PREFIX etx COMMAND ARGS` (PREFIX: "" or an mpirun line).
 static Run run_etx(const char* prefix, const char* command, const char* args) {
@@ -146,7 +140,7 @@ START_TEST(combination_equals_eval_with_its_policy) {
     char pol[300], out[300], args[2048];
     cli_tmp_path(pol, sizeof pol, "combo2.json");
     cli_tmp_path(out, sizeof out, "combo2.jsonl");
-    write_text(pol, "{\"policy\": \"entropix\", \"seed\": 3, \"temperature\": 1.0, \"low_ent_thresh\": 0.1}\n");
+    cli_write_text(pol, "{\"policy\": \"entropix\", \"seed\": 3, \"temperature\": 1.0, \"low_ent_thresh\": 0.1}\n");
     unlink(out);
     snprintf(args, sizeof args, "--data '%s' --out '%s' --policy-file '%s' " COMMON, SAMPLE, out, pol);
     Run r = run_etx("", "eval", args);
@@ -208,11 +202,11 @@ START_TEST(resume_skips_done_jobs_and_rebuilds_the_csv) {
     memcpy(part, g_ref_jsonl, keep);
     part[keep] = '\0';
     snprintf(path, sizeof path, "%s/completions.jsonl", dir);
-    write_text(path, part);
+    cli_write_text(path, part);
     free(part);
     char* grid = cli_read_or_null(g_grid);
     snprintf(path, sizeof path, "%s/grid.json", dir);
-    write_text(path, grid);
+    cli_write_text(path, grid);
     free(grid);
     char args[2048];
     snprintf(args, sizeof args, "--data '%s' --grid '%s' --out '%s' " COMMON, SAMPLE, g_grid, dir);
@@ -239,7 +233,7 @@ START_TEST(resume_skips_done_jobs_and_rebuilds_the_csv) {
     // another grid into the same directory is refused, and nothing there changes
     char other[300];
     cli_tmp_path(other, sizeof other, "other_grid.json");
-    write_text(other, "{\"policy\": \"sample\", \"grid\": {\"temperature\": [0.3]}}");
+    cli_write_text(other, "{\"policy\": \"sample\", \"grid\": {\"temperature\": [0.3]}}");
     snprintf(args, sizeof args, "--data '%s' --grid '%s' --out '%s' " COMMON, SAMPLE, other, dir);
     r = run_etx("", "sweep", args);
     ck_assert_int_eq(r.status, 2);
@@ -343,7 +337,7 @@ START_TEST(bad_grids_refused_before_running) {
     cli_tmp_path(grid, sizeof grid, "bad_grid.json");
     cli_tmp_path(dir, sizeof dir, "bad_out");
     for (int i = 0; i < n; i++) {
-        write_text(grid, cases[i].grid);
+        cli_write_text(grid, cases[i].grid);
         snprintf(args, sizeof args, "--data '%s' --grid '%s' --out '%s' -n 2", SAMPLE, grid, dir);
         Run r = run_etx("", "sweep", args);
         ck_assert_msg(r.status == 2, "case %d: exit %d\n%s", i, r.status, r.err);
@@ -363,8 +357,8 @@ START_TEST(exit_codes) {
     cli_tmp_path(dir, sizeof dir, "exit_out");
     cli_tmp_path(file, sizeof file, "a_file");
     cli_tmp_path(grid, sizeof grid, "pause_grid.json");
-    write_text(file, "");
-    write_text(grid, "{\"policy\": \"entropix\", \"grid\": {\"pause_token\": [-1, 49152]}}");
+    cli_write_text(file, "");
+    cli_write_text(grid, "{\"policy\": \"entropix\", \"grid\": {\"pause_token\": [-1, 49152]}}");
     static const struct {
         const char* extra;
         const char* expect;
