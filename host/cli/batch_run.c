@@ -31,7 +31,7 @@ int batch_open(BatchRun* br, const EvalArgs* a, const EvalPar* par, const BatchP
     if (cli_engine_options(a->command, &ea, &br->eo) != 0) return 2;
     br->eo.trace = 1; // the branch of every token
     // the output: not the data file, locked for the run (rank 0 writes it), or a stream
-    int rc = rank0 ? eval_guard_open(&br->guard, a, 1) : eval_guard_open(&br->guard, a, 0);
+    int rc = eval_guard_open(&br->guard, a, rank0);
     if (!eval_par_all_ok(par, rc == 0)) return rc ? rc : 2;
     // resume: the jobs already in the output are skipped (a truncated last line is
     // dropped and rerun); a stream is never read back
