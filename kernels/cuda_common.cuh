@@ -6,7 +6,8 @@
  *     ETX_LAUNCH(my_kernel, grid, block, smem_bytes, stream, arg1, arg2, ...);
  *
  * nvcc: my_kernel<<<grid, block, smem_bytes, stream>>>(args...). Emulator: the blocks
- * run one after another on the calling thread, the threads of a block as fibers. A
+ * run on the calling thread (in a seeded random order, a few interleaved), the threads of
+ * a block as fibers; on a stream being captured the launch is recorded into the graph. A
  * template kernel with several parameters needs parentheses or an alias, since the macro
  * splits on commas: ETX_LAUNCH((my_kernel<64, float>), ...).
  */
@@ -18,8 +19,11 @@
 
 #ifdef ETX_SIMT
 #include "simt.h"
-#define ETX_LAUNCH(kernel, grid, block, smem, stream, ...) \
-    simt::launch((grid), (block), (smem), [&]() { kernel(__VA_ARGS__); })
+// The arguments are captured by value (a launch recorded by stream capture runs later,
+// at cudaGraphLaunch); the kernel's address identifies it for the lazy-loading rule.
+#define ETX_LAUNCH(kernel, grid, block, smem, stream, ...)                                          \
+    simt::launch((grid), (block), (smem), (cudaStream_t)(stream), reinterpret_cast<const void*>(&kernel), \
+                 [=]() { kernel(__VA_ARGS__); })
 #else
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>

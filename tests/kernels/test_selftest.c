@@ -724,6 +724,89 @@ START_TEST(test_barrier_rounds) {
 END_TEST
 
 // ----------------------------------------------------------------------------
+// scheduling (issue 14): block and thread order, resident blocks
+
+static int is_permutation(const int* v, int n) {
+    char* seen = host_alloc((size_t)n);
+    int ok = 1;
+    for (int i = 0; i < n && ok; i++) {
+        if (v[i] < 0 || v[i] >= n || seen[v[i]]) ok = 0;
+        else seen[v[i]] = 1;
+    }
+    free(seen);
+    return ok;
+}
+
+START_TEST(test_block_and_thread_order) {
+    const int n_blocks = 64, block = 96;
+    int* d = dev_alloc((size_t)(n_blocks + 1 + n_blocks * block + n_blocks) * sizeof(int));
+    etx_dev_memset(d, 0, (size_t)(n_blocks + 1 + n_blocks * block + n_blocks) * sizeof(int));
+    int *dorder = d, *dticket = d + n_blocks, *dtorder = d + n_blocks + 1, *dtickets = dtorder + n_blocks * block;
+    selftest_order(n_blocks, block, dorder, dticket, dtorder, dtickets);
+    int* order = host_alloc(n_blocks * sizeof(int));
+    int* torder = host_alloc((size_t)n_blocks * block * sizeof(int));
+    etx_dev_download(order, dorder, n_blocks * sizeof(int));
+    etx_dev_download(torder, dtorder, (size_t)n_blocks * block * sizeof(int));
+    ck_assert_msg(is_permutation(order, n_blocks), "the blocks' tickets are not a permutation");
+    int in_order = 1, threads_in_order = 1;
+    for (int b = 0; b < n_blocks; b++) {
+        ck_assert_msg(is_permutation(torder + b * block, block), "block %d: the threads' tickets", b);
+        if (order[b] != b) in_order = 0;
+        for (int t = 0; t < block; t++)
+            if (torder[b * block + t] != t) threads_in_order = 0;
+    }
+#ifndef ETX_NATIVE_CUDA
+    // the emulator runs blocks, and the threads of a block, in a seeded random order
+    ck_assert_msg(!in_order, "the blocks ran in grid order");
+    ck_assert_msg(!threads_in_order, "the threads of every block ran in thread order");
+#else
+    (void)in_order;
+    (void)threads_in_order;
+#endif
+    etx_dev_free(d);
+    free(order);
+    free(torder);
+}
+END_TEST
+
+START_TEST(test_block_chain) {
+    const int n_blocks = 40;
+    int* d = dev_alloc(n_blocks * sizeof(int));
+    int out[40];
+    selftest_block_chain(1, n_blocks, d); // the correct twin
+    etx_dev_download(out, d, sizeof out);
+    for (int b = 0; b < n_blocks; b++) ck_assert_int_eq(out[b], b + 1);
+#ifndef ETX_NATIVE_CUDA
+    // the bug: block b reads block b-1's output, as if blocks ran in order; the emulator's
+    // block order exposes it (a deterministic function of SIMT_SEED)
+    etx_dev_memset(d, 0, n_blocks * sizeof(int));
+    selftest_block_chain(0, n_blocks, d);
+    etx_dev_download(out, d, sizeof out);
+    int wrong = 0;
+    for (int b = 0; b < n_blocks; b++) wrong += out[b] != b + 1;
+    ck_assert_msg(wrong > 0, "a chain of blocks that assumes grid order came out right");
+#endif
+    etx_dev_free(d);
+}
+END_TEST
+
+START_TEST(test_resident_blocks) {
+    const int n_blocks = 24;
+    int* d = dev_alloc((size_t)(n_blocks + 2) * sizeof(int));
+    etx_dev_memset(d, 0, (size_t)(n_blocks + 2) * sizeof(int));
+    selftest_resident(n_blocks, 20, d, d + 1, d + 2);
+    int h[26];
+    etx_dev_download(h, d, sizeof h);
+    ck_assert_int_eq(h[0], 0); // every block left
+    for (int b = 0; b < n_blocks; b++)
+        ck_assert_msg(h[2 + b] == 0, "block %d saw another block's __shared__ data in %d rounds", b, h[2 + b]);
+    // several blocks at once (the emulator: SIMT_RESIDENT, default 3; a GPU: many)
+    ck_assert_msg(h[1] >= 2, "at most %d block(s) ran at once", h[1]);
+    etx_dev_free(d);
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
 // emulator only: bugs it must report
 
 #ifndef ETX_NATIVE_CUDA
@@ -798,14 +881,11 @@ static void child_strict_shfl(int unused) {
 }
 
 START_TEST(test_divergent_syncthreads_aborts) {
-    const char* returned_while_waiting[] = {"divergent __syncthreads", "in block (0,0,0)",
-                                            "thread 16 (threadIdx (16,0,0)) returned",
-                                            "threads waiting at __syncthreads: 0-15"};
-    expect_abort(child_divergent, 0, returned_while_waiting, 4);
-    const char* waiting_after_return[] = {"divergent __syncthreads", "in block (0,0,0)",
-                                          "thread 32 (threadIdx (32,0,0)) waits at __syncthreads",
-                                          "threads exited: 0-31"};
-    expect_abort(child_divergent, 1, waiting_after_return, 4);
+    // threads resume in a random order: which thread trips the check first, and so which
+    // of the two messages comes, varies with SIMT_SEED
+    const char* needles[] = {"divergent __syncthreads", "in block (0,0,0)", "SIMT_SEED=", "threads exited: "};
+    expect_abort(child_divergent, 0, needles, 4);
+    expect_abort(child_divergent, 1, needles, 4);
 }
 END_TEST
 
@@ -866,6 +946,160 @@ START_TEST(test_sanitized_code_on_fibers) {
 }
 END_TEST
 
+// -- shared-memory races (issue 14): the wrong kernel aborts, its twin passes
+
+static void child_softmax_war(int mode) {
+    float x[2 * 32];
+    for (int i = 0; i < 64; i++) x[i] = (float)((i * 7) % 13) - 6.0f;
+    float* dx = dev_put(x, sizeof x);
+    float* dout = dev_alloc(4 * sizeof(float));
+    selftest_softmax_war(mode, dx, 2, dout, dout + 2);
+    etx_dev_sync();
+}
+
+static void child_cross_warp(int mode) {
+    int* d = dev_alloc(64 * sizeof(int));
+    selftest_cross_warp(mode, d);
+    etx_dev_sync();
+}
+
+static void child_dynamic_race(int mode) {
+    int* d = dev_alloc(32 * sizeof(int));
+    selftest_dynamic_race(mode, d);
+    etx_dev_sync();
+}
+
+START_TEST(test_race_softmax_war_aborts) {
+    // the pattern of kernels/attention.cu softmax_update without the __syncwarp: lane 0
+    // overwrites the running max that the other lanes read, ordered only by shuffles
+    const char* needles[] = {"shared-memory race (write after read)", "writes static __shared__ memory",
+                             "with no __syncthreads or __syncwarp between them", "SIMT_SEED="};
+    expect_abort(child_softmax_war, 0, needles, 4);
+}
+END_TEST
+
+START_TEST(test_race_softmax_syncwarp_passes) {
+    float x[2 * 32];
+    for (int i = 0; i < 64; i++) x[i] = (float)((i * 7) % 13) - 6.0f;
+    float* dx = dev_put(x, sizeof x);
+    float* dout = dev_alloc(4 * sizeof(float));
+    selftest_softmax_war(1, dx, 2, dout, dout + 2);
+    float out[4];
+    etx_dev_download(out, dout, sizeof out);
+    for (int r = 0; r < 2; r++) {
+        float m = 0.0f;
+        for (int i = 0; i < 32; i++) m = fmaxf(m, x[32 * r + i]);
+        ck_assert_msg(out[r] == m, "row %d: max %g, want %g", r, out[r], m);
+        double sum = exp(0.0 - m); // the old sum 1, rescaled
+        for (int i = 0; i < 32; i++) sum += exp((double)x[32 * r + i] - m);
+        ck_assert_msg(fabs(out[2 + r] - sum) <= 1e-5 * sum, "row %d: sum %g, want %g", r, out[2 + r], sum);
+    }
+    etx_dev_free(dx);
+    etx_dev_free(dout);
+}
+END_TEST
+
+START_TEST(test_race_cross_warp) {
+    const char* needles[] = {"shared-memory race", "static __shared__ memory",
+                             "with no __syncthreads between them"};
+    expect_abort(child_cross_warp, 0, needles, 3);
+    int* d = dev_alloc(64 * sizeof(int));
+    selftest_cross_warp(1, d);
+    int out[64];
+    etx_dev_download(out, d, sizeof out);
+    for (int t = 0; t < 64; t++) ck_assert_int_eq(out[t], (t + 32) % 64);
+    etx_dev_free(d);
+}
+END_TEST
+
+START_TEST(test_race_dynamic_smem) {
+    const char* needles[] = {"shared-memory race", "dynamic shared memory",
+                             "with no __syncthreads or __syncwarp between them"};
+    expect_abort(child_dynamic_race, 0, needles, 3);
+    int* d = dev_alloc(32 * sizeof(int));
+    selftest_dynamic_race(1, d);
+    int out[32];
+    etx_dev_download(out, d, sizeof out);
+    for (int t = 0; t < 32; t++) ck_assert_int_eq(out[t], 10 * (t ^ 1));
+    etx_dev_free(d);
+}
+END_TEST
+
+// -- stream capture (issue 14)
+
+START_TEST(test_capture_replay) {
+    int* d = dev_alloc(2 * sizeof(int));
+    etx_dev_memset(d, 0, 2 * sizeof(int));
+    int r[6] = {-1, -1, -1, -1, -1, -1};
+    selftest_capture_replay(d, d + 1, r);
+    ck_assert_msg(r[3] == 0 && r[4] == 0 && r[5] == 0, "begin %d, end %d, instantiate %d", r[3], r[4], r[5]);
+    ck_assert_msg(r[0] == 1, "x after the capture: %d, want 1 (a captured launch does not run)", r[0]);
+    ck_assert_msg(r[1] == 3, "x after two graph launches: %d, want 3", r[1]);
+    ck_assert_msg(r[2] == 3, "y (memset, then a copy of x, replayed): %d, want 3", r[2]);
+    etx_dev_free(d);
+}
+END_TEST
+
+START_TEST(test_capture_forbidden_calls) {
+    static const char* what[] = {"cudaMalloc", "cudaFree", "cudaMemcpy", "cudaMemset", "cudaDeviceSynchronize",
+                                 "cudaStreamSynchronize", "a kernel's first launch", "nothing forbidden"};
+    int* d = dev_alloc(sizeof(int));
+    for (int w = 0; w < 8; w++) {
+        int r[3] = {-1, -1, -1};
+        selftest_capture_forbidden(w, d, r);
+        if (w < 7) {
+            // cudaErrorStreamCaptureUnsupported, then cudaErrorStreamCaptureInvalidated, no graph
+            ck_assert_msg(r[0] == 900 && r[1] == 901 && r[2] == 1, "%s during capture: error %d, end %d, graph null %d",
+                          what[w], r[0], r[1], r[2]);
+        } else {
+            ck_assert_msg(r[0] == 0 && r[1] == 0 && r[2] == 0, "%s: error %d, end %d, graph null %d", what[w], r[0],
+                          r[1], r[2]);
+        }
+    }
+    etx_dev_free(d);
+}
+END_TEST
+
+// -- device math (issue 14): perturbed within CUDA's bounds, deterministically
+
+START_TEST(test_math_perturbed) {
+    const int n = 4096;
+    float* x = host_alloc(n * sizeof(float));
+    uint64_t rng = rng_seed(77);
+    for (int i = 0; i < n; i++) x[i] = (float)(rng_uniform(&rng) * 20.0 - 10.0);
+    float* dx = dev_put(x, n * sizeof(float));
+    float* dout = dev_alloc((size_t)n * 4 * sizeof(float));
+    float* a = host_alloc((size_t)n * 4 * sizeof(float));
+    float* b = host_alloc((size_t)n * 4 * sizeof(float));
+    selftest_math_raw(dx, n, dout);
+    etx_dev_download(a, dout, (size_t)n * 4 * sizeof(float));
+    selftest_math_raw(dx, n, dout);
+    etx_dev_download(b, dout, (size_t)n * 4 * sizeof(float));
+    ck_assert_msg(memcmp(a, b, (size_t)n * 4 * sizeof(float)) == 0, "device math is not deterministic");
+    int differ[4] = {0, 0, 0, 0};
+    for (int i = 0; i < n; i++) {
+        const float host[4] = {expf(x[i]), logf(fabsf(x[i]) + 0.5f), sinf(x[i]), expf(x[i])};
+        for (int k = 0; k < 4; k++) differ[k] += a[4 * i + k] != host[k];
+        ck_assert_msg(ulp_diff(a[4 * i], (float)exp((double)x[i])) <= 3, "expf(%a) = %a", x[i], a[4 * i]);
+        ck_assert_msg(ulp_diff(a[4 * i + 1], (float)log((double)(fabsf(x[i]) + 0.5f))) <= 2, "logf");
+        ck_assert_msg(ulp_diff(a[4 * i + 2], (float)sin((double)x[i])) <= 3, "sinf(%a) = %a", x[i], a[4 * i + 2]);
+    }
+#if SIMT_PERTURB_MATH
+    // a GPU's results are not the C library's: the emulator's are not either
+    for (int k = 0; k < 4; k++)
+        ck_assert_msg(differ[k] > n / 8, "function %d: only %d of %d results differ from the host's libm", k,
+                      differ[k], n);
+#endif
+    fprintf(stderr, "selftest: device math differs from the host's libm in %d, %d, %d, %d of %d (expf logf sinf __expf)\n",
+            differ[0], differ[1], differ[2], differ[3], n);
+    etx_dev_free(dx);
+    etx_dev_free(dout);
+    free(x);
+    free(a);
+    free(b);
+}
+END_TEST
+
 START_TEST(test_shfl_outside_mask_poison) {
     unsetenv("SIMT_STRICT");
     int* d = dev_alloc(40 * sizeof(int));
@@ -909,6 +1143,9 @@ static Suite* selftest_suite(void) {
     tcase_add_test(tc, test_math);
     tcase_add_test(tc, test_bad_launch);
     tcase_add_test(tc, test_barrier_rounds);
+    tcase_add_test(tc, test_block_and_thread_order);
+    tcase_add_test(tc, test_block_chain);
+    tcase_add_test(tc, test_resident_blocks);
     suite_add_tcase(s, tc);
 #ifndef ETX_NATIVE_CUDA
     tc = tcase_create("emulator checks");
@@ -919,6 +1156,13 @@ static Suite* selftest_suite(void) {
     tcase_add_test(tc, test_shfl_outside_mask_poison);
     tcase_add_test(tc, test_sanitized_code_on_fibers);
     tcase_add_test(tc, test_dynamic_smem_unwritten);
+    tcase_add_test(tc, test_race_softmax_war_aborts);
+    tcase_add_test(tc, test_race_softmax_syncwarp_passes);
+    tcase_add_test(tc, test_race_cross_warp);
+    tcase_add_test(tc, test_race_dynamic_smem);
+    tcase_add_test(tc, test_capture_replay);
+    tcase_add_test(tc, test_capture_forbidden_calls);
+    tcase_add_test(tc, test_math_perturbed);
     suite_add_tcase(s, tc);
 #endif
     return s;

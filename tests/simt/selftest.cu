@@ -5,6 +5,7 @@
  * tests/kernels/test_selftest.c, natively and under the emulator.
  */
 #include "cuda_common.cuh"
+#include "reduce.cuh"
 
 #include "selftest.h"
 
@@ -447,3 +448,232 @@ extern "C" void selftest_call_on_fibers(void (*fn)(int tid), int block) {
     CUDA_CHECK_LAUNCH();
 }
 #endif
+
+// ----------------------------------------------------------------------------
+// scheduling: block and thread order, resident blocks (issue 14)
+
+// Thread 0 of every block takes a ticket: order[ticket] = blockIdx.x, the order in which
+// blocks started. Every thread takes a ticket of its block: torder[blockIdx.x * blockDim.x
+// + ticket] = threadIdx.x, the order in which the block's threads got there.
+__global__ void order_kernel(int* order, int* ticket, int* torder, int* tickets) {
+    if (threadIdx.x == 0) order[atomicAdd(ticket, 1)] = blockIdx.x;
+    torder[blockIdx.x * blockDim.x + atomicAdd(&tickets[blockIdx.x], 1)] = threadIdx.x;
+}
+
+extern "C" void selftest_order(int n_blocks, int block, int* order, int* ticket, int* torder, int* tickets) {
+    ETX_LAUNCH(order_kernel, n_blocks, block, 0, 0, order, ticket, torder, tickets);
+    CUDA_CHECK_LAUNCH();
+}
+
+// The bug: block b reads what block b - 1 wrote, as if blocks ran in order (a chain
+// without any synchronisation between blocks). out[b] = out[b - 1] + 1 holds only when
+// block b - 1 ran first. The fix (mode 1): each block computes its own value.
+__global__ void block_chain_kernel(int mode, int* out) {
+    const int b = blockIdx.x;
+    if (threadIdx.x != 0) return;
+    if (mode == 0) out[b] = b == 0 ? 1 : out[b - 1] + 1;
+    else out[b] = b + 1;
+}
+
+extern "C" void selftest_block_chain(int mode, int n_blocks, int* out) {
+    ETX_LAUNCH(block_chain_kernel, n_blocks, 32, 0, 0, mode, out);
+    CUDA_CHECK_LAUNCH();
+}
+
+// Blocks resident together: each block keeps its id in a __shared__ scalar and an array
+// across `rounds` barriers and counts the rounds where it found something else
+// (bad[b]); a global counter of running blocks records the most seen at once (*max_live).
+__global__ void resident_kernel(int rounds, int* live, int* max_live, int* bad) {
+    __shared__ int s_id;
+    __shared__ int s_arr[64];
+    const int t = threadIdx.x;
+    if (t == 0) {
+        s_id = blockIdx.x;
+        atomicMax(max_live, atomicAdd(live, 1) + 1);
+    }
+    s_arr[t] = blockIdx.x * 64 + t;
+    __syncthreads();
+    int wrong = 0;
+    for (int r = 0; r < rounds; r++) {
+        if (s_id != (int)blockIdx.x || s_arr[63 - t] != (int)blockIdx.x * 64 + 63 - t) wrong++;
+        __syncthreads();
+        if (t == 0) atomicMax(max_live, atomicAdd(live, 0));
+    }
+    if (wrong) atomicAdd(&bad[blockIdx.x], wrong);
+    __syncthreads();
+    if (t == 0) atomicSub(live, 1);
+}
+
+extern "C" void selftest_resident(int n_blocks, int rounds, int* live, int* max_live, int* bad) {
+    ETX_LAUNCH(resident_kernel, n_blocks, 64, 0, 0, rounds, live, max_live, bad);
+    CUDA_CHECK_LAUNCH();
+}
+
+// ----------------------------------------------------------------------------
+// shared-memory races (issue 14): each kernel has a wrong mode (0, a race the emulator's
+// race detector must report) and a correct twin (1)
+
+// The online-softmax update of kernels/attention.cu softmax_update, one warp per row of 32
+// scores: every lane reads the row's running max m_s[row], the warp reduces (shuffles),
+// then lane 0 writes m_s[row] and l_s[row]. Mode 0 writes without a __syncwarp after the
+// reads: a write-after-read hazard (shuffles do not order memory; only __syncwarp does).
+// Mode 1 has the __syncwarp. out (rows): the new max; sums (rows): the new sum.
+__global__ void softmax_war_kernel(int mode, const float* __restrict__ x, int rows, float* out, float* sums) {
+    __shared__ float s_s[4][32];
+    __shared__ float m_s[4], l_s[4];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (lane == 0) {
+        m_s[warp] = 0.0f;
+        l_s[warp] = 1.0f;
+    }
+    s_s[warp][lane] = warp < rows ? x[warp * 32 + lane] : 0.0f;
+    __syncthreads();
+    const float sc = s_s[warp][lane];
+    const float m_old = m_s[warp];
+    const float m_new = fmaxf(m_old, etx_warp_max(sc));
+    const float p = expf(sc - m_new);
+    const float sum = etx_warp_sum(p);
+    if (mode == 1) __syncwarp();
+    if (lane == 0) {
+        l_s[warp] = l_s[warp] * expf(m_old - m_new) + sum;
+        m_s[warp] = m_new;
+    }
+    __syncthreads();
+    if (lane == 0 && warp < rows) {
+        out[warp] = m_s[warp];
+        sums[warp] = l_s[warp];
+    }
+}
+
+extern "C" void selftest_softmax_war(int mode, const float* x, int rows, float* out, float* sums) {
+    ETX_LAUNCH(softmax_war_kernel, 1, 128, 0, 0, mode, x, rows, out, sums);
+    CUDA_CHECK_LAUNCH();
+}
+
+// Warp 1 reads what warp 0 wrote to static shared memory: mode 0 without the
+// __syncthreads between (read after write, or write after read, across warps), mode 1
+// with it. out (64): out[t] = t + 32 for t < 32, t - 32 for the others.
+__global__ void cross_warp_kernel(int mode, int* out) {
+    __shared__ int s[64];
+    const int t = threadIdx.x;
+    s[t] = t;
+    if (mode == 1) __syncthreads();
+    out[t] = s[(t + 32) % 64];
+}
+
+extern "C" void selftest_cross_warp(int mode, int* out) {
+    ETX_LAUNCH(cross_warp_kernel, 1, 64, 0, 0, mode, out);
+    CUDA_CHECK_LAUNCH();
+}
+
+// The same within one warp, through dynamic shared memory: lane t reads lane t ^ 1's slot,
+// mode 0 with no ordering, mode 1 after a __syncwarp.
+__global__ void dynamic_race_kernel(int mode, int* out) {
+    ETX_DYNAMIC_SMEM(int, s);
+    const int t = threadIdx.x;
+    s[t] = 10 * t;
+    if (mode == 1) __syncwarp();
+    out[t] = s[t ^ 1];
+}
+
+extern "C" void selftest_dynamic_race(int mode, int* out) {
+    ETX_LAUNCH(dynamic_race_kernel, 1, 32, 32 * sizeof(int), 0, mode, out);
+    CUDA_CHECK_LAUNCH();
+}
+
+// ----------------------------------------------------------------------------
+// stream capture and graphs (issue 14)
+
+__global__ void add_one_kernel(int* x, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] += 1;
+}
+
+__global__ void never_launched_kernel(int* x) {
+    if (threadIdx.x == 0) x[0] = 42;
+}
+
+// r[0]: x[0] right after the capture (the launches were recorded, not run); r[1]: x[0]
+// after two graph launches; r[2]: y[0] (a memset then a copy, recorded, replayed);
+// r[3..5]: the errors of BeginCapture, EndCapture, Instantiate.
+extern "C" void selftest_capture_replay(int* x, int* y, int* r) {
+    cudaStream_t st;
+    CUDA_CHECK(cudaStreamCreate(&st));
+    ETX_LAUNCH(add_one_kernel, 1, 32, 0, st, x, 1); // loads the kernel: x[0] = 1
+    CUDA_CHECK_LAUNCH();
+    CUDA_CHECK(cudaStreamSynchronize(st));
+    r[3] = (int)cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal);
+    ETX_LAUNCH(add_one_kernel, 1, 32, 0, st, x, 1);
+    (void)cudaMemsetAsync(y, 0, sizeof(int), st);
+    (void)cudaMemcpyAsync(y, x, sizeof(int), cudaMemcpyDeviceToDevice, st);
+    cudaGraph_t g = NULL;
+    r[4] = (int)cudaStreamEndCapture(st, &g);
+    CUDA_CHECK(cudaMemcpy(&r[0], x, sizeof(int), cudaMemcpyDeviceToHost));
+    cudaGraphExec_t e = NULL;
+    r[5] = (int)cudaGraphInstantiate(&e, g, 0);
+    CUDA_CHECK(cudaGraphLaunch(e, st));
+    CUDA_CHECK(cudaGraphLaunch(e, st));
+    CUDA_CHECK(cudaStreamSynchronize(st));
+    CUDA_CHECK(cudaMemcpy(&r[1], x, sizeof(int), cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaMemcpy(&r[2], y, sizeof(int), cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaGraphExecDestroy(e));
+    CUDA_CHECK(cudaGraphDestroy(g));
+    CUDA_CHECK(cudaStreamDestroy(st));
+}
+
+// During a capture, one forbidden call (what: 0 cudaMalloc, 1 cudaFree, 2 cudaMemcpy,
+// 3 cudaMemset, 4 cudaDeviceSynchronize, 5 cudaStreamSynchronize), or (6) the first
+// launch of a kernel (lazy loading), or (7) nothing forbidden. r[0]: the call's error (or
+// cudaGetLastError after the launch); r[1]: cudaStreamEndCapture's; r[2]: the graph is
+// null (1) or not (0).
+extern "C" void selftest_capture_forbidden(int what, int* x, int* r) {
+    cudaStream_t st;
+    CUDA_CHECK(cudaStreamCreate(&st));
+    ETX_LAUNCH(add_one_kernel, 1, 32, 0, st, x, 1);
+    CUDA_CHECK_LAUNCH();
+    void* p = NULL;
+    if (what == 1) CUDA_CHECK(cudaMalloc(&p, 64));
+    int host = 0;
+    CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+    ETX_LAUNCH(add_one_kernel, 1, 32, 0, st, x, 1);
+    cudaError_t err = cudaSuccess;
+    switch (what) {
+    case 0: err = cudaMalloc(&p, 64); break;
+    case 1: err = cudaFree(p); break;
+    case 2: err = cudaMemcpy(&host, x, sizeof(int), cudaMemcpyDeviceToHost); break;
+    case 3: err = cudaMemset(x, 0, sizeof(int)); break;
+    case 4: err = cudaDeviceSynchronize(); break;
+    case 5: err = cudaStreamSynchronize(st); break;
+    case 6:
+        ETX_LAUNCH(never_launched_kernel, 1, 32, 0, st, x);
+        err = cudaGetLastError();
+        break;
+    default: break;
+    }
+    r[0] = (int)err;
+    (void)cudaGetLastError();
+    cudaGraph_t g = NULL;
+    r[1] = (int)cudaStreamEndCapture(st, &g);
+    r[2] = g == NULL;
+    (void)cudaGetLastError();
+    if (g) CUDA_CHECK(cudaGraphDestroy(g));
+    if (p) CUDA_CHECK(cudaFree(p));
+    CUDA_CHECK(cudaStreamDestroy(st));
+}
+
+// ----------------------------------------------------------------------------
+// device math (issue 14): expf, logf, sinf and __expf of n inputs: out (n, 4)
+
+__global__ void math_raw_kernel(const float* __restrict__ x, int n, float* out) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    out[4 * i] = expf(x[i]);
+    out[4 * i + 1] = logf(fabsf(x[i]) + 0.5f);
+    out[4 * i + 2] = sinf(x[i]);
+    out[4 * i + 3] = __expf(x[i]);
+}
+
+extern "C" void selftest_math_raw(const float* x, int n, float* out) {
+    ETX_LAUNCH(math_raw_kernel, etx_ceil_div(n, 128), 128, 0, 0, x, n, out);
+    CUDA_CHECK_LAUNCH();
+}

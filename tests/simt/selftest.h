@@ -103,6 +103,44 @@ void selftest_deadlock(int* out);
 void selftest_shfl_outside_mask(int* out);
 // Reads n floats of dynamic shared memory that no thread wrote (emulator: 0xff bytes).
 void selftest_dynamic_smem_unwritten(int n, unsigned* out);
+
+// Scheduling (issue 14). order (n_blocks): block ids in the order their thread 0 took a
+// ticket (*ticket, zeroed by the caller); torder (n_blocks*block): per block, thread ids
+// in ticket order (tickets (n_blocks), zeroed).
+void selftest_order(int n_blocks, int block, int* order, int* ticket, int* torder, int* tickets);
+// mode 0 (the bug): out[b] = out[b-1] + 1 from block b-1's write, assuming blocks run in
+// order; mode 1: out[b] = b + 1. out (n_blocks).
+void selftest_block_chain(int mode, int n_blocks, int* out);
+// Blocks of 64 keep their id in __shared__ across `rounds` barriers: bad (n_blocks, zeroed)
+// counts the rounds where a block saw another's shared data; *max_live the most blocks
+// running at once (live, max_live zeroed).
+void selftest_resident(int n_blocks, int rounds, int* live, int* max_live, int* bad);
+
+// Shared-memory races: mode 0 has the race (the emulator must abort: "shared-memory
+// race"), mode 1 is the correct twin.
+// The softmax_update pattern of kernels/attention.cu: lane 0 writes the running max and
+// sum after the other lanes read them, with (1) or without (0) a __syncwarp between.
+// x (rows*32, rows <= 4); out, sums (rows): the new max and sum (start: max 0, sum 1).
+void selftest_softmax_war(int mode, const float* x, int rows, float* out, float* sums);
+// Two warps exchange values through static shared memory with (1) or without (0) a
+// __syncthreads. out (64): out[t] = (t + 32) % 64.
+void selftest_cross_warp(int mode, int* out);
+// Lanes exchange values through dynamic shared memory with (1) or without (0) a
+// __syncwarp. out (32): out[t] = 10 * (t ^ 1).
+void selftest_dynamic_race(int mode, int* out);
+
+// Stream capture. x, y: one int each of device memory (x = 0 at the start). r (6):
+// x after the capture (1), x after two graph launches (3), y (3), and the errors of
+// BeginCapture, EndCapture, Instantiate (0).
+void selftest_capture_replay(int* x, int* y, int* r);
+// One forbidden call during a capture (what 0..5: cudaMalloc, cudaFree, cudaMemcpy,
+// cudaMemset, cudaDeviceSynchronize, cudaStreamSynchronize; 6: a kernel's first launch;
+// 7: none). r (3): the call's error, EndCapture's error, whether the graph is null.
+void selftest_capture_forbidden(int what, int* x, int* r);
+
+// expf(x), logf(|x| + 0.5), sinf(x), __expf(x) per input: out (n, 4).
+void selftest_math_raw(const float* x, int n, float* out);
+
 #ifndef ETX_NATIVE_CUDA
 // Emulator only: every thread of one block of `block` threads calls the host function
 // fn(tid), then __syncthreads, then fn(tid + 1000): sanitized C code on fiber stacks.

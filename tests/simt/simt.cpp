@@ -1,14 +1,37 @@
 /*
  * simt.cpp — the SIMT emulator's engine (tests/simt/simt.h): fibers, the block scheduler,
- * barriers, warp intrinsics, divergence checks and the runtime API.
+ * barriers, warp intrinsics, divergence checks, the shared-memory race detector, stream
+ * capture and the runtime API.
  *
- * A launch runs its blocks one after another on the calling OS thread. The threads of a
- * block are fibers, each with its own stack (allocated once, grown to the largest block
- * seen, reused by every later launch). A scheduler on the launching thread's stack walks
- * the fibers in thread order and resumes every runnable one; a fiber runs until it
- * blocks at a barrier or returns from the kernel, then switches back. The last thread to
- * arrive at a barrier completes it (results for every participant, everyone runnable)
- * and carries on, so a __syncthreads round over n threads costs about 2n switches.
+ * A launch runs its blocks on the calling OS thread, in an order drawn from a seeded
+ * random generator (SIMT_SEED, default fixed; printed with every failure). Up to
+ * SIMT_RESIDENT blocks (default 3) are resident at once, each with its own fibers: after
+ * a __syncthreads completes, the scheduler picks a resident block at random to run next,
+ * so blocks interleave at their barriers, and code that assumes blocks run in order, or
+ * one at a time, or that sees another block's writes without a protocol, fails. Static
+ * __shared__ variables live in the section "simt_shared"; the part of it the launch has
+ * touched is saved and restored per block when the scheduler switches blocks (the race
+ * detector's hooks record the extent). Dynamic shared memory is one buffer per resident
+ * block.
+ *
+ * The threads of a block are fibers, each with its own stack (allocated once, grown to
+ * the largest launch seen, reused by every later launch). A pass resumes the runnable
+ * fibers of the running block in a freshly shuffled order; a fiber runs until it blocks at
+ * a barrier or returns from the kernel, then switches to the next runnable one (or back to
+ * the scheduler). The last thread to arrive at a __syncthreads completes it and returns to
+ * the scheduler, which starts a new pass (maybe of another block); the last lane to arrive
+ * at a warp intrinsic completes it and carries on.
+ *
+ * Race detector (racecheck): the kernel files that use shared memory are compiled with
+ * AddressSanitizer's out-of-line checks (CMakeLists.txt, etx_emu_wrappers), so each of
+ * their loads and stores calls __asan_load<N>/__asan_store<N>, defined here: they record
+ * the access in a shadow per byte of shared memory (the last writer, the last two readers,
+ * with the time and the code address) and abort when two threads of a block touch a byte,
+ * at least one writing, within one barrier interval: no __syncthreads between them and,
+ * for two lanes of one warp, no __syncwarp naming both (CUDA guarantees memory ordering
+ * for __syncwarp, not for shuffles or votes; SIMT_RACECHECK=warp treats every warp
+ * intrinsic as ordering, SIMT_RACECHECK=0 turns the detector off). In the sanitized build
+ * the hooks then call ASan's own checks (dlsym RTLD_NEXT); elsewhere they stand alone.
  *
  * Switches are a few instructions of assembly on x86-64 (callee-saved registers and the
  * stack pointer); elsewhere ucontext. Under AddressSanitizer (its runtime is linked into
@@ -19,7 +42,9 @@
 #include "simt.h"
 
 #include <chrono>
+#include <dlfcn.h>
 #include <mutex>
+#include <set>
 #include <string>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -59,6 +84,9 @@ struct Fiber {
     unsigned wmask;
     uint64_t wval, wres;
     int bar_result; // __syncthreads_count of the round this thread waited at
+    // race detector: the time of this lane's last completed __syncwarp and its lanes
+    uint32_t wsync_time;
+    unsigned wsync_mask;
     // context
     void* sp; // saved stack pointer (x86-64)
 #ifdef SIMT_USE_UCONTEXT
@@ -85,21 +113,70 @@ size_t g_sched_stack_size = 0;
 std::vector<Fiber*>& g_fibers = *new std::vector<Fiber*>();
 size_t g_stack_bytes = 0;
 
+// One resident block: its fibers (a slice of the pool) and its barrier state.
+struct Block {
+    uint3 idx;
+    Fiber** fib;                 // its g_n threads
+    bool active;                 // holds a block that has not finished
+    unsigned n_exited;           // threads that returned
+    unsigned bar_count;          // threads waiting at __syncthreads
+    int bar_sum;                 // their predicates
+    bool barrier_done;           // the last pass ended at a completed __syncthreads
+    uint32_t bar_time;           // race detector: time of the last barrier (or block switch)
+    std::vector<unsigned> alive;   // per warp: lanes that exist and have not exited
+    std::vector<unsigned> pending; // per warp: lanes waiting at a warp op
+    std::vector<unsigned> order;   // the pass's order of thread ids
+    std::vector<unsigned> pos;     // pos[t]: t's place in order
+    unsigned char* dyn;          // dynamic shared memory (g_smem_bytes)
+    std::vector<unsigned char> saved; // its static shared memory while another block runs
+    size_t saved_lo, saved_hi;   // the saved range (offsets into the section; lo is 0)
+};
+
 // the running launch
 void (*g_fn)(void*) = nullptr;
 void* g_ctx = nullptr;
 unsigned g_n = 0;         // threads per block
-unsigned g_n_exited = 0;  // threads of the block that returned
-unsigned g_bar_count = 0; // threads waiting at __syncthreads
-int g_bar_sum = 0;        // their predicates
-std::vector<unsigned>& g_alive = *new std::vector<unsigned>();   // per warp: lanes that exist and have not exited
-std::vector<unsigned>& g_pending = *new std::vector<unsigned>(); // per warp: lanes waiting at a warp op
+std::vector<Block>& g_slots = *new std::vector<Block>(); // resident blocks
+Block* g_blk = nullptr;   // the running block
+Block* g_smem_owner = nullptr; // whose static shared memory is in the section
 size_t g_smem_bytes = 0;
 bool g_strict = false;      // SIMT_STRICT=1: undefined shuffle reads abort
 bool g_warned_read = false; // an undefined shuffle read was reported in this launch
 thread_local bool t_in_launch = false; // this OS thread is inside launch (a kernel launching a kernel)
 unsigned long g_launch_no = 0;
 std::mutex g_launch_mutex;
+uint64_t g_seed = 0;        // SIMT_SEED
+uint64_t g_rng = 0;         // the launch's generator (splitmix64)
+uint32_t g_clock = 1;       // race detector: advanced by every barrier and __syncwarp
+
+uint64_t rng_next() {
+    uint64_t z = (g_rng += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+// uniform in [0, n)
+unsigned rng_below(unsigned n) { return (unsigned)(((rng_next() >> 32) * (uint64_t)n) >> 32); }
+
+// -- race detector state ------------------------------------------------------------
+
+// Per byte of shared memory: the last write and the last two reads by distinct threads,
+// each with its thread (linear id), time (g_clock) and code address.
+struct Shadow {
+    uint32_t wt, r1t, r2t;
+    uint16_t wtid, r1tid, r2tid, pad;
+    const void* wpc;
+    const void* r1pc;
+    const void* r2pc;
+};
+int g_race_mode = -1;     // 0 off, 1 on (__syncwarp orders), 2 on (every warp intrinsic orders)
+uintptr_t g_sec_lo = 0;   // the simt_shared section
+size_t g_sec_len = 0;
+Shadow* g_sec_shadow = nullptr;
+uintptr_t g_dyn_lo = 0;   // the running block's dynamic shared memory
+size_t g_dyn_len = 0;
+Shadow* g_dyn_shadow = nullptr;
+size_t g_dyn_shadow_len = 0;
 
 cudaError_t g_last_error = cudaSuccess;
 
@@ -187,35 +264,43 @@ inline void arrived(Fiber* f) {
     g_from_sched = false;
 }
 
-// The next runnable thread after linear id `after` in this pass, or null.
+// The next runnable thread after place `after` of the pass's order, or null.
 inline Fiber* next_runnable(int after) {
-    for (unsigned i = (unsigned)(after + 1); i < g_n; i++)
-        if (g_fibers[i]->state == RUNNABLE) return g_fibers[i];
+    const Block* b = g_blk;
+    for (unsigned i = (unsigned)(after + 1); i < g_n; i++) {
+        Fiber* f = b->fib[b->order[i]];
+        if (f->state == RUNNABLE) return f;
+    }
     return nullptr;
+}
+
+// Fiber f -> the scheduler (the end of a pass); returns when f is resumed.
+void to_scheduler(Fiber* f) {
+    if (__sanitizer_start_switch_fiber)
+        __sanitizer_start_switch_fiber(&f->asan_fake, g_sched_stack_lo, g_sched_stack_size);
+#ifdef SIMT_USE_UCONTEXT
+    swapcontext(&f->uc, &g_sched_uc);
+#else
+    simt_ctx_switch(&f->sp, g_sched_sp);
+#endif
+    arrived(f);
 }
 
 // Fiber f blocks: switch straight to the next runnable thread of the pass, or to the
 // scheduler when there is none; returns when f is resumed.
 void suspend(Fiber* f) {
-    Fiber* next = next_runnable((int)f->t.linear);
-    if (next) {
-        g_thread = &next->t;
-        if (__sanitizer_start_switch_fiber)
-            __sanitizer_start_switch_fiber(&f->asan_fake, next->stack_lo, next->stack_size);
-#ifdef SIMT_USE_UCONTEXT
-        swapcontext(&f->uc, &next->uc);
-#else
-        simt_ctx_switch(&f->sp, next->sp);
-#endif
-    } else {
-        if (__sanitizer_start_switch_fiber)
-            __sanitizer_start_switch_fiber(&f->asan_fake, g_sched_stack_lo, g_sched_stack_size);
-#ifdef SIMT_USE_UCONTEXT
-        swapcontext(&f->uc, &g_sched_uc);
-#else
-        simt_ctx_switch(&f->sp, g_sched_sp);
-#endif
+    Fiber* next = next_runnable((int)g_blk->pos[f->t.linear]);
+    if (!next) {
+        to_scheduler(f);
+        return;
     }
+    g_thread = &next->t;
+    if (__sanitizer_start_switch_fiber) __sanitizer_start_switch_fiber(&f->asan_fake, next->stack_lo, next->stack_size);
+#ifdef SIMT_USE_UCONTEXT
+    swapcontext(&f->uc, &next->uc);
+#else
+    simt_ctx_switch(&f->sp, next->sp);
+#endif
     arrived(f);
 }
 
@@ -255,9 +340,9 @@ template <class P> std::string id_ranges(P pred) {
     unsigned i = 0;
     int shown = 0;
     while (i < g_n) {
-        if (!pred(g_fibers[i])) { i++; continue; }
+        if (!pred(g_blk->fib[i])) { i++; continue; }
         unsigned j = i;
-        while (j + 1 < g_n && pred(g_fibers[j + 1])) j++;
+        while (j + 1 < g_n && pred(g_blk->fib[j + 1])) j++;
         if (shown == 16) { s += ",..."; break; }
         char buf[48];
         if (j == i) snprintf(buf, sizeof buf, "%s%u", s.empty() ? "" : ",", i);
@@ -284,11 +369,11 @@ const char* op_name(int op) {
 }
 
 void block_header(std::string& m) {
-    char buf[256];
+    char buf[320];
     snprintf(buf, sizeof buf,
-             "simt: kernel launch #%lu, grid (%u,%u,%u), block (%u,%u,%u): in block (%u,%u,%u) "
+             "simt: kernel launch #%lu (SIMT_SEED=%llu), grid (%u,%u,%u), block (%u,%u,%u): in block (%u,%u,%u) "
              "(thread ids below are linear: x + y*blockDim.x + z*blockDim.x*blockDim.y)\n",
-             g_launch_no, g_grid_dim.x, g_grid_dim.y, g_grid_dim.z, g_block_dim.x, g_block_dim.y, g_block_dim.z,
+             g_launch_no, (unsigned long long)g_seed, g_grid_dim.x, g_grid_dim.y, g_grid_dim.z, g_block_dim.x, g_block_dim.y, g_block_dim.z,
              g_block_idx.x, g_block_idx.y, g_block_idx.z);
     m += buf;
 }
@@ -298,14 +383,14 @@ void describe_states(std::string& m) {
     m += "  threads waiting at __syncthreads: " + id_ranges([](Fiber* f) { return f->state == WAIT_BAR; }) + "\n";
     m += "  threads exited: " + id_ranges([](Fiber* f) { return f->state == EXITED; }) + "\n";
     m += "  threads runnable: " + id_ranges([](Fiber* f) { return f->state == RUNNABLE; }) + "\n";
-    for (unsigned w = 0; w < g_pending.size(); w++) {
+    for (unsigned w = 0; w < g_blk->pending.size(); w++) {
         // one line per (intrinsic, mask) group of waiting lanes
-        unsigned left = g_pending[w];
+        unsigned left = g_blk->pending[w];
         while (left) {
-            const Fiber* f0 = g_fibers[32 * w + __builtin_ctz(left)];
+            const Fiber* f0 = g_blk->fib[32 * w + __builtin_ctz(left)];
             unsigned group = 0;
             for (unsigned m = left; m; m &= m - 1) {
-                const Fiber* f = g_fibers[32 * w + __builtin_ctz(m)];
+                const Fiber* f = g_blk->fib[32 * w + __builtin_ctz(m)];
                 if (f->wop == f0->wop && f->wmask == f0->wmask) group |= 1u << __builtin_ctz(m);
             }
             left &= ~group;
@@ -314,7 +399,7 @@ void describe_states(std::string& m) {
                      "  warp %u (threads %u-%u): lanes 0x%08x wait at %s(mask 0x%08x), for lanes 0x%08x that are "
                      "elsewhere\n",
                      w, 32 * w, std::min(32 * w + 31, g_n - 1), group, op_name(f0->wop), f0->wmask,
-                     f0->wmask & g_alive[w] & ~g_pending[w]);
+                     f0->wmask & g_blk->alive[w] & ~g_blk->pending[w]);
             m += buf;
         }
     }
@@ -352,10 +437,10 @@ unsigned shfl_source(int op, unsigned lane, int arg, int width) {
 
 // Completes the op of the group `mask` in warp w if every live lane of it has arrived.
 bool try_complete(unsigned w, unsigned mask) {
-    const unsigned need = mask & g_alive[w];
-    if (need & ~g_pending[w]) return false;
+    const unsigned need = mask & g_blk->alive[w];
+    if (need & ~g_blk->pending[w]) return false;
     if (!need) return false;
-    Fiber** lanes = &g_fibers[32 * w];
+    Fiber** lanes = &g_blk->fib[32 * w];
     const int op = lanes[__builtin_ctz(need)]->wop;
     for (unsigned m = need; m; m &= m - 1) {
         Fiber* f = lanes[__builtin_ctz(m)];
@@ -442,17 +527,26 @@ bool try_complete(unsigned w, unsigned mask) {
     default: break;
     }
     for (unsigned m = need; m; m &= m - 1) lanes[__builtin_ctz(m)]->state = RUNNABLE;
-    g_pending[w] &= ~need;
+    g_blk->pending[w] &= ~need;
+    // race detector: __syncwarp orders the shared-memory accesses of its lanes (every warp
+    // intrinsic does under SIMT_RACECHECK=warp)
+    if (op == W_SYNC || g_race_mode == 2) {
+        const uint32_t t = ++g_clock;
+        for (unsigned m = need; m; m &= m - 1) {
+            lanes[__builtin_ctz(m)]->wsync_time = t;
+            lanes[__builtin_ctz(m)]->wsync_mask = need;
+        }
+    }
     return true;
 }
 
 // After a lane of warp w exited: groups that waited only for it can complete.
 void recheck_warp(unsigned w) {
     bool again = true;
-    while (again && g_pending[w]) {
+    while (again && g_blk->pending[w]) {
         again = false;
-        for (unsigned m = g_pending[w]; m; m &= m - 1) {
-            if (try_complete(w, g_fibers[32 * w + __builtin_ctz(m)]->wmask)) {
+        for (unsigned m = g_blk->pending[w]; m; m &= m - 1) {
+            if (try_complete(w, g_blk->fib[32 * w + __builtin_ctz(m)]->wmask)) {
                 again = true;
                 break;
             }
@@ -465,10 +559,10 @@ void recheck_warp(unsigned w) {
 // The thread returned from the kernel: bookkeeping, then park until the next block.
 void fiber_exit(Fiber* f) {
     f->state = EXITED;
-    g_n_exited++;
+    g_blk->n_exited++;
     const unsigned w = f->t.linear >> 5;
-    g_alive[w] &= ~(1u << (f->t.linear & 31));
-    if (g_bar_count > 0) {
+    g_blk->alive[w] &= ~(1u << (f->t.linear & 31));
+    if (g_blk->bar_count > 0) {
         char buf[200];
         snprintf(buf, sizeof buf,
                  "divergent __syncthreads: thread %u (threadIdx (%u,%u,%u)) returned while other threads of its "
@@ -476,7 +570,7 @@ void fiber_exit(Fiber* f) {
                  f->t.linear, f->t.tid.x, f->t.tid.y, f->t.tid.z);
         fail(buf, true);
     }
-    if (g_pending[w]) recheck_warp(w);
+    if (g_blk->pending[w]) recheck_warp(w);
     suspend(f);
 }
 
@@ -518,32 +612,167 @@ void ensure_fibers(unsigned n) {
     }
 }
 
-void run_block() {
+// -- shared memory per block -------------------------------------------------------
+
+// A copy that ASan must not check: the section holds ASan's redzones between variables
+// in the sanitized build. 8 bytes at a time (the section is 32-byte aligned and sized).
+__attribute__((no_sanitize_address, optimize("no-tree-loop-distribute-patterns"))) void raw_copy(
+    unsigned char* dst, const unsigned char* src, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v;
+        __builtin_memcpy(&v, src + i, 8);
+        __builtin_memcpy(dst + i, &v, 8);
+    }
+    for (; i < n; i++) dst[i] = src[i];
+}
+
+// Makes b the running block: its static shared memory goes into the section (the
+// previous owner's saved first), its dynamic shared memory and blockIdx become current.
+// The whole section is swapped: the compiler does not instrument accesses to __shared__
+// scalars and constant indices (ASan proves them in bounds), so the part a kernel
+// touches is not known. A block switched to starts a new barrier interval for the race
+// detector (it stopped at a barrier; the other block's accesses are not its own).
+void make_current(Block* b) {
+    if (b != g_smem_owner) {
+        Block* o = g_smem_owner;
+        if (o && o->active && g_sec_len) {
+            if (o->saved.size() < g_sec_len) o->saved.resize(g_sec_len);
+            raw_copy(o->saved.data(), (const unsigned char*)g_sec_lo, g_sec_len);
+            o->saved_hi = g_sec_len;
+        }
+        if (b->saved_hi) raw_copy((unsigned char*)g_sec_lo, b->saved.data(), b->saved_hi);
+        g_smem_owner = b;
+    }
+    if (b != g_blk) b->bar_time = ++g_clock;
+    g_blk = b;
+    g_block_idx = b->idx;
+    g_dyn_smem = b->dyn;
+    g_dyn_lo = (uintptr_t)b->dyn;
+    g_dyn_len = b->dyn ? g_smem_bytes : 0;
+}
+
+// Puts block number `linear` (x fastest) of the grid into slot b, its threads fresh.
+void start_block(Block* b, unsigned long long linear) {
     const unsigned n = g_n;
     const unsigned bx = g_block_dim.x, by = g_block_dim.y;
+    b->idx = uint3{(unsigned)(linear % g_grid_dim.x), (unsigned)((linear / g_grid_dim.x) % g_grid_dim.y),
+                   (unsigned)(linear / ((unsigned long long)g_grid_dim.x * g_grid_dim.y))};
     for (unsigned i = 0; i < n; i++) {
-        Fiber* f = g_fibers[i];
+        Fiber* f = b->fib[i];
         f->state = RUNNABLE;
         f->t.linear = i;
         f->t.tid = uint3{i % bx, (i / bx) % by, i / (bx * by)};
         f->wop = W_NONE;
+        f->wsync_time = 0;
+        f->wsync_mask = 0;
         if (!f->started) start_frame(f);
+        b->order[i] = i;
+        b->pos[i] = i;
     }
     const unsigned n_warps = (n + 31) / 32;
     for (unsigned w = 0; w < n_warps; w++) {
         const unsigned lanes = n - 32 * w >= 32 ? 32 : n - 32 * w;
-        g_alive[w] = lanes == 32 ? 0xffffffffu : (1u << lanes) - 1;
-        g_pending[w] = 0;
+        b->alive[w] = lanes == 32 ? 0xffffffffu : (1u << lanes) - 1;
+        b->pending[w] = 0;
     }
-    g_n_exited = 0;
-    g_bar_count = 0;
-    g_bar_sum = 0;
-    if (g_smem_bytes) memset(g_dyn_smem, 0xff, g_smem_bytes);
-    // one pass: the first runnable thread, which hands on to the next runnable ones
-    while (g_n_exited < n) {
-        Fiber* first = next_runnable(-1);
-        if (!first) fail("deadlock: no thread of the block can run", true);
-        resume(first);
+    b->n_exited = 0;
+    b->bar_count = 0;
+    b->bar_sum = 0;
+    b->barrier_done = false;
+    b->saved_lo = b->saved_hi = 0;
+    b->active = true;
+    if (g_smem_bytes) memset(b->dyn, 0xff, g_smem_bytes);
+    if (g_blk == b) g_blk = nullptr; // a new block in the running slot: a new interval too
+}
+
+// A new pass over block b in a fresh random order, then the first runnable thread, which
+// hands on to the next runnable ones; returns at the pass's end. The order: the warps
+// shuffled (Fisher-Yates), and within each warp the lanes in the order lane ^ x, x drawn
+// per warp (a full shuffle of the threads costs about twice as much in cache misses, and
+// finds nothing more: the race detector sees unordered accesses in any order).
+void run_pass(Block* b) {
+    const unsigned n_warps = (g_n + 31) / 32;
+    unsigned warps[32];
+    for (unsigned w = 0; w < n_warps; w++) warps[w] = w;
+    for (unsigned i = n_warps - 1; i > 0; i--) {
+        const unsigned j = rng_below(i + 1);
+        const unsigned t = warps[i];
+        warps[i] = warps[j];
+        warps[j] = t;
+    }
+    unsigned k = 0;
+    for (unsigned i = 0; i < n_warps; i++) {
+        const unsigned w = warps[i], x = rng_below(32);
+        for (unsigned l = 0; l < 32; l++) {
+            const unsigned t = 32 * w + (l ^ x);
+            if (t < g_n) b->order[k++] = t;
+        }
+    }
+    for (unsigned i = 0; i < g_n; i++) b->pos[b->order[i]] = i;
+    Fiber* first = next_runnable(-1);
+    if (!first) fail("deadlock: no thread of the block can run", true);
+    b->barrier_done = false;
+    resume(first);
+}
+
+// How often the scheduler draws the next block: after 1 in SIMT_SWITCH completed
+// barriers on average (default 4; 1: after every barrier), and whenever a block finishes.
+// Every switch between blocks swaps the whole simt_shared section (make_current).
+unsigned switch_every() {
+    if (const char* e = getenv("SIMT_SWITCH")) {
+        const int v = atoi(e);
+        if (v >= 1) return (unsigned)v;
+    }
+    return 4;
+}
+
+unsigned resident_blocks() {
+    if (const char* e = getenv("SIMT_RESIDENT")) {
+        const int v = atoi(e);
+        if (v >= 1 && v <= 64) return (unsigned)v;
+    }
+    return 3;
+}
+
+// Runs every block of the grid: a random permutation of the blocks, up to
+// resident_blocks() of them at once; after a completed __syncthreads (1 in
+// switch_every()) and when a block finishes, the next block to run is drawn at random
+// among the resident ones.
+void run_grid() {
+    const unsigned long long n_blocks = (unsigned long long)g_grid_dim.x * g_grid_dim.y * g_grid_dim.z;
+    std::vector<unsigned> perm((size_t)n_blocks); // gridDim.x <= 2^31 - 1; keep grids small
+    for (size_t i = 0; i < perm.size(); i++) perm[i] = (unsigned)i;
+    for (size_t i = perm.size() - 1; i > 0; i--) {
+        const size_t j = (size_t)(((rng_next() >> 11) * (double)(i + 1)) * (1.0 / 9007199254740992.0));
+        std::swap(perm[i], perm[j]);
+    }
+    const unsigned n_slots = (unsigned)std::min<unsigned long long>(resident_blocks(), n_blocks);
+    const unsigned every = switch_every();
+    size_t next = 0;
+    unsigned live = 0;
+    for (unsigned k = 0; k < n_slots; k++) {
+        start_block(&g_slots[k], perm[next++]);
+        live++;
+    }
+    while (live > 0) {
+        unsigned k = rng_below(n_slots);
+        while (!g_slots[k].active) k = (k + 1) % n_slots;
+        Block* b = &g_slots[k];
+        make_current(b);
+        for (;;) {
+            run_pass(b);
+            if (b->n_exited == g_n) {
+                b->active = false;
+                live--;
+                if (next < perm.size()) {
+                    start_block(b, perm[next++]);
+                    live++;
+                }
+                break;
+            }
+            if (b->barrier_done && rng_below(every) == 0) break;
+        }
     }
 }
 
@@ -559,7 +788,8 @@ void run_block() {
 int syncthreads(int pred) {
     Fiber* f = (Fiber*)g_thread;
     if (!f) outside_kernel("__syncthreads");
-    if (g_n_exited > 0) {
+    Block* b = g_blk;
+    if (b->n_exited > 0) {
         char buf[200];
         snprintf(buf, sizeof buf,
                  "divergent __syncthreads: thread %u (threadIdx (%u,%u,%u)) waits at __syncthreads but threads of "
@@ -568,20 +798,23 @@ int syncthreads(int pred) {
         f->state = WAIT_BAR;
         fail(buf, true);
     }
-    g_bar_sum += pred;
-    if (++g_bar_count == g_n) {
-        const int sum = g_bar_sum;
-        g_bar_count = 0;
-        g_bar_sum = 0;
+    b->bar_sum += pred;
+    if (++b->bar_count == g_n) {
+        // the last to arrive completes the round and hands back to the scheduler, which
+        // starts a new pass (of this block or another resident one)
+        const int sum = b->bar_sum;
+        b->bar_count = 0;
+        b->bar_sum = 0;
         for (unsigned i = 0; i < g_n; i++) {
-            Fiber* g = g_fibers[i];
-            if (g->state == WAIT_BAR) {
-                g->state = RUNNABLE;
-                g->bar_result = sum;
-            }
+            Fiber* g = b->fib[i];
+            if (g->state == WAIT_BAR) g->state = RUNNABLE;
+            g->bar_result = sum;
         }
+        b->bar_time = ++g_clock;
+        b->barrier_done = true;
+        to_scheduler(f);
         __atomic_signal_fence(__ATOMIC_SEQ_CST);
-        return sum;
+        return f->bar_result;
     }
     f->state = WAIT_BAR;
     suspend(f);
@@ -605,7 +838,7 @@ uint64_t warp_op(int op, unsigned mask, uint64_t value, int arg, int width) {
     f->warg = arg;
     f->wwidth = width;
     f->state = WAIT_WARP;
-    g_pending[w] |= 1u << lane;
+    g_blk->pending[w] |= 1u << lane;
     if (!try_complete(w, mask)) suspend(f);
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
     return f->wres;
@@ -614,7 +847,7 @@ uint64_t warp_op(int op, unsigned mask, uint64_t value, int arg, int width) {
 unsigned activemask() {
     Fiber* f = (Fiber*)g_thread;
     if (!f) outside_kernel("__activemask");
-    return g_alive[f->t.linear >> 5];
+    return g_blk->alive[f->t.linear >> 5];
 }
 
 void yield() {
@@ -623,7 +856,144 @@ void yield() {
     suspend(f);
 }
 
-void launch(dim3 grid, dim3 block, size_t smem_bytes, void (*fn)(void*), void* ctx) {
+// -- race detector ------------------------------------------------------------------
+
+namespace {
+
+// "pc 0x... (binary+0xoffset, function)" for a code address: `addr2line -f -C -e binary
+// offset` names the line of the access.
+std::string describe_pc(const void* pc) {
+    char buf[512];
+    Dl_info info;
+    if (pc && dladdr(pc, &info) && info.dli_fname) {
+        snprintf(buf, sizeof buf, "pc %p (%s+0x%lx%s%s)", pc, info.dli_fname,
+                 (unsigned long)((uintptr_t)pc - (uintptr_t)info.dli_fbase), info.dli_sname ? ", near " : "",
+                 info.dli_sname ? info.dli_sname : "");
+    } else {
+        snprintf(buf, sizeof buf, "pc %p", pc);
+    }
+    return buf;
+}
+
+[[noreturn]] void report_race(const char* kind, bool dyn, size_t off, bool write, unsigned other, bool other_write,
+                              const void* other_pc, const void* pc) {
+    const Fiber* f = (const Fiber*)g_thread;
+    char buf[640];
+    snprintf(buf, sizeof buf,
+             "shared-memory race (%s): thread %u %s %s offset %zu (byte 0x%zx), which thread %u %s in the same "
+             "barrier interval, with no __syncthreads%s between them\n"
+             "    thread %u: %s\n    thread %u: %s\n"
+             "  (SIMT_RACECHECK=0 turns the race detector off; the offset is from __start_simt_shared for static "
+             "__shared__ variables: `nm -C` on the binary names the variable)",
+             kind, f->t.linear, write ? "writes" : "reads", dyn ? "dynamic shared memory" : "static __shared__ memory",
+             off, dyn ? off : (size_t)(g_sec_lo + off), other, other_write ? "wrote" : "read",
+             (other >> 5) == (f->t.linear >> 5) ? " or __syncwarp" : "", f->t.linear, describe_pc(pc).c_str(), other,
+             describe_pc(other_pc).c_str());
+    fail(buf, false);
+}
+
+// Whether an earlier access by thread `o` at time `t` is ordered before the running
+// thread's access now: before the block's last barrier, the thread itself, or a lane of
+// its warp that took part in its last __syncwarp after the access.
+inline bool ordered(unsigned o, uint32_t t, const Fiber* f, uint32_t bar) {
+    if (t < bar || o == f->t.linear) return true;
+    return (o >> 5) == (f->t.linear >> 5) && f->wsync_time > t && (f->wsync_mask >> (o & 31) & 1);
+}
+
+// The shadow's granule: 2 bytes (the smallest element the kernels keep in shared memory is
+// a bf16; two threads writing the two bytes of one granule would be reported).
+constexpr unsigned kGranule = 2;
+
+// Checks and updates the shadow for an access of the running thread to bytes
+// [off, off + n) of a shared region (sh: its shadow; dyn: dynamic shared memory).
+__attribute__((noinline)) void race_check(Shadow* sh, size_t off, size_t n, size_t len, bool dyn, bool write,
+                                          const void* pc) {
+    const Fiber* f = (const Fiber*)g_thread;
+    if (g_race_mode == 0 || !f || !sh) return;
+    const uint32_t now = g_clock, bar = g_blk->bar_time;
+    const uint16_t me = (uint16_t)f->t.linear;
+    const size_t end = std::min(off + n, len);
+    for (size_t i = off / kGranule; i * kGranule < end; i++) {
+        Shadow& e = sh[i];
+        const size_t at = i * kGranule;
+        if (e.wt >= bar && !ordered(e.wtid, e.wt, f, bar))
+            report_race(write ? "write after write" : "read after write", dyn, at, write, e.wtid, true, e.wpc, pc);
+        if (write) {
+            if (e.r1t >= bar && !ordered(e.r1tid, e.r1t, f, bar))
+                report_race("write after read", dyn, at, true, e.r1tid, false, e.r1pc, pc);
+            if (e.r2t >= bar && !ordered(e.r2tid, e.r2t, f, bar))
+                report_race("write after read", dyn, at, true, e.r2tid, false, e.r2pc, pc);
+            e.wt = now;
+            e.wtid = me;
+            e.wpc = pc;
+        } else if (e.r1t < bar || e.r1tid == me) {
+            e.r1t = now;
+            e.r1tid = me;
+            e.r1pc = pc;
+        } else {
+            e.r2t = now;
+            e.r2tid = me;
+            e.r2pc = pc;
+        }
+    }
+}
+
+} // namespace
+
+// One access of n bytes at a by the running thread (called for every load and store of
+// the instrumented kernel files that the compiler could not prove in bounds: not those of
+// __shared__ scalars or constant indices): shared memory goes to race_check, the rest
+// (global memory, the stack) returns at once.
+static inline void race_access(uintptr_t a, size_t n, bool write, const void* pc) {
+    if (__builtin_expect(a - g_sec_lo < g_sec_len, 0))
+        race_check(g_sec_shadow, a - g_sec_lo, n, g_sec_len, false, write, pc);
+    else if (__builtin_expect(a - g_dyn_lo < g_dyn_len, 0))
+        race_check(g_dyn_shadow, a - g_dyn_lo, n, g_dyn_len, true, write, pc);
+}
+} // namespace detail
+} // namespace simt
+
+// The section's bounds (null when no object file has a __shared__ variable).
+extern "C" char __start_simt_shared[] __attribute__((weak));
+extern "C" char __stop_simt_shared[] __attribute__((weak));
+
+namespace simt {
+namespace detail {
+namespace {
+
+// Once per process: the mode (SIMT_RACECHECK) and the section's shadow.
+void race_setup() {
+    if (g_race_mode >= 0) return;
+    const char* e = getenv("SIMT_RACECHECK");
+    g_race_mode = !e || !*e ? 1 : (e[0] == '0' ? 0 : (strcmp(e, "warp") == 0 ? 2 : 1));
+    const uintptr_t lo = (uintptr_t)__start_simt_shared, hi = (uintptr_t)__stop_simt_shared;
+    if (lo && hi > lo) {
+        g_sec_lo = lo;
+        g_sec_len = (size_t)(hi - lo);
+        g_sec_shadow = (Shadow*)calloc(g_sec_len / kGranule + 1, sizeof(Shadow));
+    }
+}
+
+// Per launch: a shadow for the dynamic shared memory.
+void race_launch_begin(size_t smem_bytes) {
+    if (smem_bytes > g_dyn_shadow_len) {
+        free(g_dyn_shadow);
+        g_dyn_shadow = (Shadow*)calloc(smem_bytes / kGranule + 1, sizeof(Shadow));
+        g_dyn_shadow_len = smem_bytes;
+    }
+}
+
+} // namespace
+
+// Kernels launched so far (their addresses): the lazy-loading rule of stream capture.
+std::set<const void*>& g_loaded = *new std::set<const void*>();
+
+uint64_t seed_from_env() {
+    if (const char* e = getenv("SIMT_SEED")) return strtoull(e, nullptr, 0);
+    return 1; // fixed by default, so that CI is reproducible
+}
+
+void launch(dim3 grid, dim3 block, size_t smem_bytes, const void* kernel, void (*fn)(void*), void* ctx) {
     const unsigned long long n = (unsigned long long)block.x * block.y * block.z;
     if (n == 0 || n > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 ||
         grid.z == 0 || grid.x > 0x7fffffffu || grid.y > 65535 || grid.z > 65535 || smem_bytes > 227 * 1024) {
@@ -640,40 +1010,137 @@ void launch(dim3 grid, dim3 block, size_t smem_bytes, void (*fn)(void*), void* c
     }
     std::lock_guard<std::mutex> lock(g_launch_mutex);
     t_in_launch = true;
+    if (kernel) g_loaded.insert(kernel);
     g_launch_no++;
     const char* strict = getenv("SIMT_STRICT");
     g_strict = strict && strict[0] == '1';
     g_warned_read = false;
-    ensure_fibers((unsigned)n);
+    if (g_launch_no == 1) g_seed = seed_from_env();
+    g_rng = g_seed * 0x2545f4914f6cdd1dull + g_launch_no; // each launch its own stream
+    race_setup();
+    const unsigned long long n_blocks = (unsigned long long)grid.x * grid.y * grid.z;
+    const unsigned n_slots = (unsigned)std::min<unsigned long long>(resident_blocks(), n_blocks);
+    ensure_fibers((unsigned)n * n_slots);
     g_n = (unsigned)n;
-    g_alive.assign((n + 31) / 32, 0);
-    g_pending.assign((n + 31) / 32, 0);
-    // dynamic shared memory: exactly smem_bytes, so overruns are visible to ASan
-    g_dyn_smem = nullptr;
-    if (smem_bytes && posix_memalign((void**)&g_dyn_smem, 128, smem_bytes) != 0) {
-        fprintf(stderr, "simt: cannot allocate %zu bytes of dynamic shared memory\n", smem_bytes);
-        abort();
-    }
     g_smem_bytes = smem_bytes;
+    if (g_slots.size() < n_slots) g_slots.resize(n_slots);
+    for (unsigned k = 0; k < n_slots; k++) {
+        Block* b = &g_slots[k];
+        b->fib = &g_fibers[(size_t)k * n];
+        b->active = false;
+        b->alive.assign((n + 31) / 32, 0);
+        b->pending.assign((n + 31) / 32, 0);
+        b->order.assign(n, 0);
+        b->pos.assign(n, 0);
+        b->saved_lo = b->saved_hi = 0;
+        // dynamic shared memory: exactly smem_bytes per block, so overruns are visible to ASan
+        b->dyn = nullptr;
+        if (smem_bytes && posix_memalign((void**)&b->dyn, 128, smem_bytes) != 0) {
+            fprintf(stderr, "simt: cannot allocate %zu bytes of dynamic shared memory\n", smem_bytes);
+            abort();
+        }
+    }
+    race_launch_begin(smem_bytes);
     g_fn = fn;
     g_ctx = ctx;
     g_grid_dim = grid;
     g_block_dim = block;
     Thread* saved = g_thread;
-    for (unsigned z = 0; z < grid.z; z++)
-        for (unsigned y = 0; y < grid.y; y++)
-            for (unsigned x = 0; x < grid.x; x++) {
-                g_block_idx = uint3{x, y, z};
-                run_block();
-            }
+    g_blk = nullptr;
+    g_smem_owner = nullptr;
+    run_grid();
     g_thread = saved;
-    free(g_dyn_smem);
+    for (unsigned k = 0; k < n_slots; k++) {
+        free(g_slots[k].dyn);
+        g_slots[k].dyn = nullptr;
+    }
+    g_blk = nullptr;
+    g_smem_owner = nullptr;
     g_dyn_smem = nullptr;
+    g_dyn_lo = 0;
+    g_dyn_len = 0;
     t_in_launch = false;
 }
 
 } // namespace detail
 } // namespace simt
+
+// -- the instrumentation hooks ---------------------------------------------------------
+// The kernel files that use shared memory are compiled with -fsanitize=address and
+// --param asan-instrumentation-with-call-threshold=0 (CMakeLists.txt): every load and
+// store of theirs calls one of these with its address. In the sanitized build ASan's
+// runtime defines the same functions; these (in the executable) take precedence, and call
+// the runtime's after the race detector. Elsewhere the few other entry points the
+// instrumented code references are stubs here (the code is built with ASan's stack and
+// global instrumentation off, so nothing else of the runtime is needed).
+
+#ifdef __SANITIZE_ADDRESS__
+namespace {
+typedef void (*AsanCheck)(uintptr_t);
+typedef void (*AsanCheckN)(uintptr_t, uintptr_t);
+template <class F> F asan_real(const char* name) {
+    void* p = dlsym(RTLD_NEXT, name);
+    if (!p) {
+        fprintf(stderr, "simt: %s not found in the ASan runtime\n", name);
+        abort();
+    }
+    return (F)p;
+}
+} // namespace
+#define SIMT_HOOK(kind, size, write)                                                            \
+    extern "C" void __asan_##kind##size(uintptr_t a) {                                          \
+        static const AsanCheck real = asan_real<AsanCheck>("__asan_" #kind #size);              \
+        real(a);                                                                                \
+        simt::detail::race_access(a, size, write, __builtin_return_address(0));                 \
+    }                                                                                           \
+    extern "C" void __asan_##kind##size##_noabort(uintptr_t a) {                                \
+        static const AsanCheck real = asan_real<AsanCheck>("__asan_" #kind #size "_noabort");   \
+        real(a);                                                                                \
+        simt::detail::race_access(a, size, write, __builtin_return_address(0));                 \
+    }
+#define SIMT_HOOK_N(kind, write)                                                                \
+    extern "C" void __asan_##kind##N(uintptr_t a, uintptr_t n) {                                \
+        static const AsanCheckN real = asan_real<AsanCheckN>("__asan_" #kind "N");              \
+        real(a, n);                                                                             \
+        simt::detail::race_access(a, n, write, __builtin_return_address(0));                    \
+    }                                                                                           \
+    extern "C" void __asan_##kind##N_noabort(uintptr_t a, uintptr_t n) {                        \
+        static const AsanCheckN real = asan_real<AsanCheckN>("__asan_" #kind "N_noabort");      \
+        real(a, n);                                                                             \
+        simt::detail::race_access(a, n, write, __builtin_return_address(0));                    \
+    }
+#else
+#define SIMT_HOOK(kind, size, write)                                                            \
+    extern "C" void __asan_##kind##size(uintptr_t a) {                                          \
+        simt::detail::race_access(a, size, write, __builtin_return_address(0));                 \
+    }                                                                                           \
+    extern "C" void __asan_##kind##size##_noabort(uintptr_t a) {                                \
+        simt::detail::race_access(a, size, write, __builtin_return_address(0));                 \
+    }
+#define SIMT_HOOK_N(kind, write)                                                                \
+    extern "C" void __asan_##kind##N(uintptr_t a, uintptr_t n) {                                \
+        simt::detail::race_access(a, n, write, __builtin_return_address(0));                    \
+    }                                                                                           \
+    extern "C" void __asan_##kind##N_noabort(uintptr_t a, uintptr_t n) {                        \
+        simt::detail::race_access(a, n, write, __builtin_return_address(0));                    \
+    }
+// the rest of what instrumented code references: nothing to do without the runtime
+extern "C" void __asan_init(void) {}
+extern "C" void __asan_version_mismatch_check_v8(void) {}
+extern "C" void __asan_handle_no_return(void) {}
+#endif
+SIMT_HOOK(load, 1, false)
+SIMT_HOOK(load, 2, false)
+SIMT_HOOK(load, 4, false)
+SIMT_HOOK(load, 8, false)
+SIMT_HOOK(load, 16, false)
+SIMT_HOOK(store, 1, true)
+SIMT_HOOK(store, 2, true)
+SIMT_HOOK(store, 4, true)
+SIMT_HOOK(store, 8, true)
+SIMT_HOOK(store, 16, true)
+SIMT_HOOK_N(load, false)
+SIMT_HOOK_N(store, true)
 
 // -- runtime API --------------------------------------------------------------
 
@@ -688,6 +1155,9 @@ const char* cudaGetErrorName(cudaError_t err) {
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
     case cudaErrorNoDevice: return "cudaErrorNoDevice";
     case cudaErrorNotSupported: return "cudaErrorNotSupported";
+    case cudaErrorIllegalState: return "cudaErrorIllegalState";
+    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
     }
     return "cudaErrorUnknown";
 }
@@ -701,6 +1171,9 @@ const char* cudaGetErrorString(cudaError_t err) {
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
     case cudaErrorNotSupported: return "operation not supported";
+    case cudaErrorIllegalState: return "the operation cannot be performed in the present state";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
     }
     return "unknown error";
 }
@@ -718,8 +1191,142 @@ static cudaError_t fail_with(cudaError_t e) {
     return e;
 }
 
+// -- stream capture -----------------------------------------------------------------
+// A stream is a record of its capture state; a graph a list of nodes (closures) that
+// cudaGraphLaunch runs in order. Captures are per OS thread (the emulator runs every
+// call synchronously on the caller's thread).
+
+struct CUgraph_st {
+    std::vector<std::function<void()>> nodes;
+};
+struct CUgraphExec_st {
+    std::vector<std::function<void()>> nodes;
+};
+struct CUstream_st {
+    bool capturing;        // between cudaStreamBeginCapture and cudaStreamEndCapture
+    bool invalidated;      // a forbidden call happened during the capture
+    cudaStreamCaptureMode mode;
+    CUgraph_st* graph;     // what the capture recorded so far
+};
+
+// This thread's active captures (Global or ThreadLocal mode: the ones that forbid the
+// unsafe calls).
+static thread_local std::vector<CUstream_st*> t_captures;
+
+// A call CUDA forbids while this thread captures: every capture of the thread is
+// invalidated, and the call fails with cudaErrorStreamCaptureUnsupported.
+static bool forbidden_in_capture(const char* call) {
+    if (t_captures.empty()) return false;
+    fprintf(stderr,
+            "simt: %s while a stream is being captured: cudaErrorStreamCaptureUnsupported, and the capture is "
+            "invalidated (CUDA forbids synchronous copies and memsets, allocations and frees, and host "
+            "synchronisation during capture)\n",
+            call);
+    for (CUstream_st* st : t_captures) st->invalidated = true;
+    g_last_error = cudaErrorStreamCaptureUnsupported;
+    return true;
+}
+
+namespace simt {
+namespace detail {
+
+bool capturing(cudaStream_t stream) { return stream && stream->capturing; }
+
+void record_launch(cudaStream_t stream, const void* kernel, std::function<void()> run) {
+    if (stream->invalidated) {
+        g_last_error = cudaErrorStreamCaptureInvalidated;
+        return;
+    }
+    if (kernel && !g_loaded.count(kernel)) {
+        // lazy loading (CUDA_MODULE_LOADING=LAZY, the default since 11.7; drivers before
+        // 12.3 cannot load a module during capture): the first launch of a kernel must
+        // happen outside any capture
+        fprintf(stderr,
+                "simt: kernel %s is launched for the first time inside a stream capture: with lazy loading "
+                "(drivers before 12.3) this fails (cudaErrorStreamCaptureUnsupported) and invalidates the "
+                "capture; launch every kernel once before capturing it\n",
+                describe_pc(kernel).c_str());
+        stream->invalidated = true;
+        g_last_error = cudaErrorStreamCaptureUnsupported;
+        return;
+    }
+    stream->graph->nodes.push_back(std::move(run));
+}
+
+} // namespace detail
+} // namespace simt
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode) {
+    if (!stream) return fail_with(cudaErrorStreamCaptureUnsupported); // the legacy stream
+    if (stream->capturing) return fail_with(cudaErrorIllegalState);
+    stream->capturing = true;
+    stream->invalidated = false;
+    stream->mode = mode;
+    stream->graph = new CUgraph_st();
+    if (mode != cudaStreamCaptureModeRelaxed) t_captures.push_back(stream);
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
+    if (!stream || !graph) return fail_with(cudaErrorInvalidValue);
+    *graph = nullptr;
+    if (!stream->capturing) return fail_with(cudaErrorIllegalState);
+    stream->capturing = false;
+    for (size_t i = 0; i < t_captures.size(); i++)
+        if (t_captures[i] == stream) {
+            t_captures.erase(t_captures.begin() + (long)i);
+            break;
+        }
+    if (stream->invalidated) {
+        delete stream->graph;
+        stream->graph = nullptr;
+        return fail_with(cudaErrorStreamCaptureInvalidated);
+    }
+    *graph = stream->graph;
+    stream->graph = nullptr;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* status) {
+    if (!status) return fail_with(cudaErrorInvalidValue);
+    *status = !stream || !stream->capturing ? cudaStreamCaptureStatusNone
+              : stream->invalidated         ? cudaStreamCaptureStatusInvalidated
+                                            : cudaStreamCaptureStatusActive;
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
+    if (!exec || !graph) return fail_with(cudaErrorInvalidValue);
+    *exec = new CUgraphExec_st{graph->nodes};
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
+    if (!exec) return fail_with(cudaErrorInvalidValue);
+    if (stream && stream->capturing) { // a graph launched into a capture: its nodes join it
+        for (const auto& node : exec->nodes) stream->graph->nodes.push_back(node);
+        return cudaSuccess;
+    }
+    for (const auto& node : exec->nodes) node();
+    return g_last_error;
+}
+
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+    delete graph;
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+    delete exec;
+    return cudaSuccess;
+}
+
 cudaError_t cudaMalloc(void** ptr, size_t size) {
     if (!ptr) return fail_with(cudaErrorInvalidValue);
+    if (forbidden_in_capture("cudaMalloc")) {
+        *ptr = nullptr;
+        return cudaErrorStreamCaptureUnsupported;
+    }
     *ptr = nullptr;
     if (size == 0) return cudaSuccess;
     // exactly `size` bytes (256-byte aligned, as cudaMalloc): an instrumented kernel that
@@ -730,43 +1337,92 @@ cudaError_t cudaMalloc(void** ptr, size_t size) {
     return cudaSuccess;
 }
 
-cudaError_t cudaMallocHost(void** ptr, size_t size) { return cudaMalloc(ptr, size); }
+cudaError_t cudaMallocHost(void** ptr, size_t size) {
+    if (!ptr) return fail_with(cudaErrorInvalidValue);
+    if (forbidden_in_capture("cudaMallocHost")) {
+        *ptr = nullptr;
+        return cudaErrorStreamCaptureUnsupported;
+    }
+    return cudaMalloc(ptr, size);
+}
 
 cudaError_t cudaFree(void* ptr) {
+    if (forbidden_in_capture("cudaFree")) return cudaErrorStreamCaptureUnsupported;
     free(ptr);
     return cudaSuccess;
 }
 
-cudaError_t cudaFreeHost(void* ptr) { return cudaFree(ptr); }
+cudaError_t cudaFreeHost(void* ptr) {
+    if (forbidden_in_capture("cudaFreeHost")) return cudaErrorStreamCaptureUnsupported;
+    return cudaFree(ptr);
+}
 
-cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind kind) {
+static cudaError_t copy_now(void* dst, const void* src, size_t count) {
     if (count && (!dst || !src)) return fail_with(cudaErrorInvalidValue);
     if (count) memmove(dst, src, count);
     return cudaSuccess;
 }
 
-cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind kind, cudaStream_t) {
-    return cudaMemcpy(dst, src, count, kind);
-}
-
-cudaError_t cudaMemset(void* ptr, int value, size_t count) {
+static cudaError_t set_now(void* ptr, int value, size_t count) {
     if (count && !ptr) return fail_with(cudaErrorInvalidValue);
     if (count) memset(ptr, value, count);
     return cudaSuccess;
 }
 
-cudaError_t cudaMemsetAsync(void* ptr, int value, size_t count, cudaStream_t) { return cudaMemset(ptr, value, count); }
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind) {
+    if (forbidden_in_capture("cudaMemcpy")) return cudaErrorStreamCaptureUnsupported;
+    return copy_now(dst, src, count);
+}
+
+// On a stream being captured: a node of the graph (the source is read when it runs).
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind, cudaStream_t stream) {
+    if (stream && stream->capturing) {
+        if (stream->invalidated) return fail_with(cudaErrorStreamCaptureInvalidated);
+        stream->graph->nodes.push_back([=]() { (void)copy_now(dst, src, count); });
+        return cudaSuccess;
+    }
+    return copy_now(dst, src, count);
+}
+
+cudaError_t cudaMemset(void* ptr, int value, size_t count) {
+    if (forbidden_in_capture("cudaMemset")) return cudaErrorStreamCaptureUnsupported;
+    return set_now(ptr, value, count);
+}
+
+cudaError_t cudaMemsetAsync(void* ptr, int value, size_t count, cudaStream_t stream) {
+    if (stream && stream->capturing) {
+        if (stream->invalidated) return fail_with(cudaErrorStreamCaptureInvalidated);
+        stream->graph->nodes.push_back([=]() { (void)set_now(ptr, value, count); });
+        return cudaSuccess;
+    }
+    return set_now(ptr, value, count);
+}
+
+cudaError_t cudaDeviceSynchronize(void) {
+    if (forbidden_in_capture("cudaDeviceSynchronize")) return cudaErrorStreamCaptureUnsupported;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t) {
+    if (forbidden_in_capture("cudaStreamSynchronize")) return cudaErrorStreamCaptureUnsupported;
+    return cudaSuccess;
+}
 
 cudaError_t cudaStreamCreate(cudaStream_t* stream) {
-    static char dummy;
-    *stream = (cudaStream_t)(void*)&dummy;
+    if (!stream) return fail_with(cudaErrorInvalidValue);
+    *stream = new CUstream_st{false, false, cudaStreamCaptureModeGlobal, nullptr};
     return cudaSuccess;
 }
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned) { return cudaStreamCreate(stream); }
-cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
+
+cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+    if (stream) {
+        delete stream->graph;
+        delete stream;
+    }
+    return cudaSuccess;
+}
 
 cudaError_t cudaGetDeviceCount(int* count) {
     *count = 1;
@@ -854,7 +1510,10 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) {
     return cudaSuccess;
 }
 
-cudaError_t cudaEventSynchronize(cudaEvent_t event) { return event ? cudaSuccess : fail_with(cudaErrorInvalidValue); }
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+    if (forbidden_in_capture("cudaEventSynchronize")) return cudaErrorStreamCaptureUnsupported;
+    return event ? cudaSuccess : fail_with(cudaErrorInvalidValue);
+}
 
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
     if (!ms || !start || !end) return fail_with(cudaErrorInvalidValue);

@@ -4,12 +4,14 @@
  * CPU, in CI machines that have no GPU. kernels/README.md lists the subset and its rules.
  *
  * Execution model (tests/simt/simt.cpp):
- *   - simt::launch(grid, block, smem, fn) runs the blocks one after another on the
- *     calling OS thread; the threads of a block run as fibers (own stacks, cooperative
- *     switches), each calling fn() with its own threadIdx.
+ *   - simt::launch(grid, block, smem, stream, kernel, fn) runs the blocks in a seeded
+ *     random order (SIMT_SEED), several of them resident at once (SIMT_RESIDENT, default
+ *     3) and interleaved at __syncthreads: after a barrier completes, the scheduler may
+ *     switch to another resident block. The threads of a block run as fibers (own stacks,
+ *     cooperative switches), each calling fn() with its own threadIdx.
  *   - A fiber runs until it reaches a synchronisation point (__syncthreads, a warp
- *     intrinsic with a mask, __nanosleep) or returns. The last thread to arrive at a
- *     barrier completes it and carries on; the others resume in thread order.
+ *     intrinsic with a mask, __nanosleep) or returns. Between synchronisation points the
+ *     runnable threads of a block resume in a seeded random order, reshuffled every pass.
  *   - Warp w of a block = linear thread ids 32w..32w+31 (x fastest, then y, then z); the
  *     last warp is partial when the block size is not a multiple of 32.
  *   - Divergence bugs abort with a message that names the launch, the block, the threads
@@ -17,12 +19,22 @@
  *     returned), warp intrinsics whose lanes disagree on the op or the mask, a deadlock.
  *     A shuffle that reads an exited lane or a lane outside its mask gets 0xdeadbeef
  *     bytes (undefined in CUDA) and a warning; SIMT_STRICT=1 makes it abort.
- *   - __shared__ is `static`: one copy per kernel (per template instantiation), which is
- *     per-block storage because blocks run one at a time. Dynamic shared memory comes
- *     from ETX_DYNAMIC_SMEM(type, name) (filled with 0xff bytes — float NaN — at every
- *     block start, so reads of never-written shared memory show up).
+ *   - __shared__ is `static` in the section "simt_shared" (one copy per variable); the
+ *     scheduler saves and restores the part of that section a launch has touched when it
+ *     switches between resident blocks, so every block sees its own shared memory. Dynamic
+ *     shared memory (ETX_DYNAMIC_SMEM) is one buffer per resident block, filled with 0xff
+ *     bytes (float NaN) at every block start.
+ *   - Shared-memory race detection (racecheck): the kernel files that use shared memory
+ *     are compiled with AddressSanitizer's out-of-line checks, so every load and store
+ *     calls the emulator (simt.cpp, "race detector"), which keeps a shadow per byte of
+ *     shared memory and aborts when two threads of a block touch the same byte, at least
+ *     one writing, with no __syncthreads (or, within a warp, __syncwarp) between.
+ *   - Device math (expf, logf, sinf, rsqrtf, __expf, ...) returns results perturbed within
+ *     CUDA's documented ulp bounds, deterministically (a hash of the argument), unless
+ *     SIMT_PERTURB_MATH is defined to 0.
  *   - Device memory is host memory: cudaMalloc is an aligned malloc, cudaMemcpy a memcpy.
- *     Streams are a dummy type; every call is synchronous.
+ *     Every call is synchronous, except that a stream being captured (cudaStreamBeginCapture)
+ *     records launches, copies and memsets into a graph that cudaGraphLaunch replays.
  *
  * One OS thread at a time may be inside launch (a mutex serialises launches).
  */
@@ -58,7 +70,9 @@
 #define __host__
 #define __constant__
 #define __managed__
-#define __shared__ static
+// Every __shared__ variable lives in the section "simt_shared" (bounded by the linker's
+// __start_simt_shared / __stop_simt_shared), which the scheduler swaps per resident block.
+#define __shared__ static __attribute__((section("simt_shared")))
 #define __forceinline__ inline __attribute__((always_inline))
 #define __noinline__ __attribute__((noinline))
 #define __launch_bounds__(...)
@@ -119,6 +133,9 @@ static inline uchar4 make_uchar4(unsigned char x, unsigned char y, unsigned char
 // ----------------------------------------------------------------------------
 // the emulator's state, read by the built-in variables
 
+struct CUstream_st;
+typedef struct CUstream_st* cudaStream_t;
+
 namespace simt {
 
 // One emulated thread (a fiber). Only the first fields are read by kernels.
@@ -138,8 +155,13 @@ static inline const uint3& block_idx() { return g_block_idx; }
 static inline const dim3& block_dim() { return g_block_dim; }
 static inline const dim3& grid_dim() { return g_grid_dim; }
 
-// Runs fn(ctx) once per thread of every block.
-void launch(dim3 grid, dim3 block, size_t smem_bytes, void (*fn)(void*), void* ctx);
+// Runs fn(ctx) once per thread of every block. `kernel` identifies the kernel (its
+// address) for the lazy-loading rule of stream capture; null for anonymous launches.
+void launch(dim3 grid, dim3 block, size_t smem_bytes, const void* kernel, void (*fn)(void*), void* ctx);
+// Stream capture: whether a launch on `stream` is to be recorded instead of run, and the
+// recording (a launch on a stream that is being captured becomes a node of its graph).
+bool capturing(cudaStream_t stream);
+void record_launch(cudaStream_t stream, const void* kernel, std::function<void()> run);
 
 // Warp-intrinsic kinds (lanes of one op must agree on the kind and the mask).
 enum WarpOp { W_NONE = 0, W_SYNC, W_SHFL_IDX, W_SHFL_UP, W_SHFL_DOWN, W_SHFL_XOR, W_VOTE, W_MATCH, W_REDUCE };
@@ -161,10 +183,22 @@ static inline void* dynamic_smem() { return detail::g_dyn_smem; }
 
 template <class F> static void invoke_fn(void* ctx) { (*static_cast<F*>(ctx))(); }
 
-// Runs fn() as every thread of a grid of blocks, blocks one after another.
-template <class F> void launch(dim3 grid, dim3 block, size_t smem_bytes, F&& fn) {
+// Runs fn() as every thread of a grid of blocks (what ETX_LAUNCH becomes). On a stream
+// that is being captured, a copy of fn is recorded instead and runs at cudaGraphLaunch.
+template <class F>
+void launch(dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream, const void* kernel, F&& fn) {
     using Fn = typename std::remove_reference<F>::type;
-    detail::launch(grid, block, smem_bytes, &invoke_fn<Fn>, (void*)&fn);
+    if (stream && detail::capturing(stream)) {
+        Fn copy = fn;
+        detail::record_launch(stream, kernel, [=]() mutable {
+            detail::launch(grid, block, smem_bytes, kernel, &invoke_fn<Fn>, (void*)&copy);
+        });
+        return;
+    }
+    detail::launch(grid, block, smem_bytes, kernel, &invoke_fn<Fn>, (void*)&fn);
+}
+template <class F> void launch(dim3 grid, dim3 block, size_t smem_bytes, F&& fn) {
+    launch(grid, block, smem_bytes, (cudaStream_t)0, nullptr, std::forward<F>(fn));
 }
 
 template <class To, class From> static inline To bitcast(const From& v) {
@@ -320,23 +354,165 @@ static inline double min(double a, float b) { return fmin(a, b); }
 static inline double max(double a, float b) { return fmax(a, b); }
 
 // ----------------------------------------------------------------------------
-// float intrinsics (the fast __ versions are the accurate ones here: results may differ
-// from the GPU's approximations in the last bits, as they do between GPU and CPU anyway)
+// device math: CUDA's results, not the C library's. The CUDA C Programming Guide
+// (appendix "Mathematical Functions") bounds each function's error in ulps; a GPU's
+// result may be anywhere within that bound, and differs from glibc's. So, unless
+// SIMT_PERTURB_MATH is 0, each function here returns a result perturbed within its bound,
+// chosen by a hash of the argument bits (deterministic: the same argument always gives
+// the same result, in every launch and every run). Code that expects device math to
+// equal the host's libm bit for bit fails here as it would on a GPU. Exactly
+// representable results (expf(0) = 1, logf(1) = 0, infinities, NaN) stay exact. IEEE
+// operations (+ - * /, sqrtf, fmaf, the _rn intrinsics) are correctly rounded, as CUDA's.
 
-static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+#ifndef SIMT_PERTURB_MATH
+#define SIMT_PERTURB_MATH 1
+#endif
+
+namespace simt {
+namespace dmath {
+
+// splitmix64 finaliser: the perturbation's hash
+static inline uint64_t mix(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+static inline uint64_t key_f(float x, unsigned fn) { return mix(((uint64_t)fn << 32) | bitcast<uint32_t>(x)); }
+static inline uint64_t key_d(double x, unsigned fn) { return mix(bitcast<uint64_t>(x) ^ ((uint64_t)fn << 56)); }
+
+// A float within `ulps` ulps of the exact value d (computed in double, far more precise
+// than a float ulp): one of the two floats around d, moved by up to ulps - 1 more ulps,
+// never across zero or to infinity.
+static inline float near_f(double d, uint64_t h, int ulps) {
+    const float f = (float)d;
+    if (!SIMT_PERTURB_MATH || d != d || (double)f == d || std::fabs(d) > (double)FLT_MAX) return f;
+    float lo = f, hi = f;
+    if ((double)f < d) hi = nextafterf(f, INFINITY);
+    else lo = nextafterf(f, -INFINITY);
+    float r = (h & 1) ? lo : hi;
+    if (ulps > 1) {
+        const int span = ulps - 1;
+        int j = (int)((h >> 1) % (uint64_t)(2 * span + 1)) - span;
+        for (; j != 0; j += j > 0 ? -1 : 1) {
+            const float n = nextafterf(r, j > 0 ? INFINITY : -INFINITY);
+            if (std::isinf(n) || (n > 0.0f) != (r > 0.0f) || n == 0.0f) break;
+            r = n;
+        }
+    }
+    return r;
+}
+// d + e with |e| <= abs_err (from the hash), rounded: the absolute-error bounds of the
+// fast intrinsics (__logf on [0.5, 2], __sinf on [-pi, pi], ...)
+static inline float near_abs_f(double d, uint64_t h, double abs_err) {
+    if (!SIMT_PERTURB_MATH || d != d || std::isinf(d)) return (float)d;
+    const double u = (double)(h >> 11) * (1.0 / 9007199254740992.0); // [0, 1)
+    return (float)(d + (2.0 * u - 1.0) * abs_err);
+}
+// A double within 1 ulp of the exact value d (long double: 11 more bits)
+static inline double near_d(long double d, uint64_t h) {
+    const double f = (double)d;
+    if (!SIMT_PERTURB_MATH || d != d || (long double)f == d || std::isinf(f)) return f;
+    if ((long double)f < d) return (h & 1) ? f : nextafter(f, INFINITY);
+    return (h & 1) ? f : nextafter(f, -INFINITY);
+}
+
+// ulp bounds: CUDA C Programming Guide, tables of single and double precision functions
+static inline float expf_(float x) { return near_f(::exp((double)x), key_f(x, 1), 2); }
+static inline float exp2f_(float x) { return near_f(::exp2((double)x), key_f(x, 2), 2); }
+static inline float exp10f_(float x) { return near_f(::pow(10.0, (double)x), key_f(x, 3), 2); }
+static inline float expm1f_(float x) { return near_f(::expm1((double)x), key_f(x, 4), 1); }
+static inline float logf_(float x) { return near_f(::log((double)x), key_f(x, 5), 1); }
+static inline float log2f_(float x) { return near_f(::log2((double)x), key_f(x, 6), 1); }
+static inline float log10f_(float x) { return near_f(::log10((double)x), key_f(x, 7), 2); }
+static inline float log1pf_(float x) { return near_f(::log1p((double)x), key_f(x, 8), 1); }
+static inline float sinf_(float x) { return near_f(::sin((double)x), key_f(x, 9), 2); }
+static inline float cosf_(float x) { return near_f(::cos((double)x), key_f(x, 10), 2); }
+static inline float tanf_(float x) { return near_f(::tan((double)x), key_f(x, 11), 4); }
+static inline float tanhf_(float x) { return near_f(::tanh((double)x), key_f(x, 12), 2); }
+static inline float erff_(float x) { return near_f(::erf((double)x), key_f(x, 13), 2); }
+static inline float rsqrtf_(float x) { return near_f(1.0 / ::sqrt((double)x), key_f(x, 14), 2); }
+static inline float powf_(float x, float y) {
+    return near_f(::pow((double)x, (double)y), mix(key_f(x, 15) ^ bitcast<uint32_t>(y)), 4);
+}
+// double: 1 ulp (exp, exp2, log, log2), 2 ulp (pow)
+static inline double exp_(double x) { return near_d(::expl((long double)x), key_d(x, 16)); }
+static inline double log_(double x) { return near_d(::logl((long double)x), key_d(x, 17)); }
+static inline double exp2_(double x) { return near_d(::exp2l((long double)x), key_d(x, 18)); }
+static inline double log2_(double x) { return near_d(::log2l((long double)x), key_d(x, 19)); }
+// float arguments pick the float function, as CUDA's overloads do
+static inline float exp_(float x) { return expf_(x); }
+static inline float log_(float x) { return logf_(x); }
+static inline float exp2_(float x) { return exp2f_(x); }
+static inline float log2_(float x) { return log2f_(x); }
+// the fast intrinsics: larger bounds, some absolute
+static inline float fast_expf(float x) {
+    return near_f(::exp((double)x), key_f(x, 20), 2 + (int)std::floor(std::fabs(1.173 * (double)x)));
+}
+static inline float fast_exp10f(float x) {
+    return near_f(::pow(10.0, (double)x), key_f(x, 21), 2 + (int)std::floor(std::fabs(2.97 * (double)x)));
+}
+static inline float fast_logf(float x) {
+    if (x >= 0.5f && x <= 2.0f) return near_abs_f(::log((double)x), key_f(x, 22), 0x1p-22);
+    return near_f(::log((double)x), key_f(x, 22), 3);
+}
+static inline float fast_log2f(float x) {
+    if (x >= 0.5f && x <= 2.0f) return near_abs_f(::log2((double)x), key_f(x, 23), 0x1p-23);
+    return near_f(::log2((double)x), key_f(x, 23), 2);
+}
+static inline float fast_log10f(float x) {
+    if (x >= 0.5f && x <= 2.0f) return near_abs_f(::log10((double)x), key_f(x, 24), 0x1p-25);
+    return near_f(::log10((double)x), key_f(x, 24), 3);
+}
+static inline float fast_sinf(float x) { return near_abs_f(::sin((double)x), key_f(x, 25), 0x1p-22); }
+static inline float fast_cosf(float x) { return near_abs_f(::cos((double)x), key_f(x, 26), 0x1p-22); }
+static inline float fast_tanf(float x) { return fast_sinf(x) / fast_cosf(x); }
+static inline void fast_sincosf(float x, float* s, float* c) {
+    *s = fast_sinf(x);
+    *c = fast_cosf(x);
+}
+static inline float fast_powf(float x, float y) { return fast_expf(y * fast_logf(x)); }
+static inline float fast_fdividef(float a, float b) {
+    return near_f((double)a / (double)b, mix(key_f(a, 27) ^ bitcast<uint32_t>(b)), 2);
+}
+
+} // namespace dmath
+} // namespace simt
+
+// The names kernels call. Function-like macros: the standard headers above have already
+// declared the real functions, and only calls (a name followed by '(') are redirected.
+#define expf(x) ::simt::dmath::expf_(x)
+#define exp2f(x) ::simt::dmath::exp2f_(x)
+#define exp10f(x) ::simt::dmath::exp10f_(x)
+#define expm1f(x) ::simt::dmath::expm1f_(x)
+#define logf(x) ::simt::dmath::logf_(x)
+#define log2f(x) ::simt::dmath::log2f_(x)
+#define log10f(x) ::simt::dmath::log10f_(x)
+#define log1pf(x) ::simt::dmath::log1pf_(x)
+#define sinf(x) ::simt::dmath::sinf_(x)
+#define cosf(x) ::simt::dmath::cosf_(x)
+#define tanf(x) ::simt::dmath::tanf_(x)
+#define tanhf(x) ::simt::dmath::tanhf_(x)
+#define erff(x) ::simt::dmath::erff_(x)
+#define powf(x, y) ::simt::dmath::powf_(x, y)
+#define exp(x) ::simt::dmath::exp_(x)
+#define log(x) ::simt::dmath::log_(x)
+#define exp2(x) ::simt::dmath::exp2_(x)
+#define log2(x) ::simt::dmath::log2_(x)
+static inline float rsqrtf(float x) { return ::simt::dmath::rsqrtf_(x); }
 static inline double rsqrt(double x) { return 1.0 / sqrt(x); }
 // glibc declares these names itself (its internal aliases), so they are macros here
-#define __expf expf
-#define __exp10f exp10f
-#define __logf logf
-#define __log2f log2f
-#define __log10f log10f
-#define __powf powf
-#define __sinf sinf
-#define __cosf cosf
-#define __sincosf sincosf
-#define __tanf tanf
-static inline float __fdividef(float a, float b) { return a / b; }
+#define __expf(x) ::simt::dmath::fast_expf(x)
+#define __exp10f(x) ::simt::dmath::fast_exp10f(x)
+#define __logf(x) ::simt::dmath::fast_logf(x)
+#define __log2f(x) ::simt::dmath::fast_log2f(x)
+#define __log10f(x) ::simt::dmath::fast_log10f(x)
+#define __powf(x, y) ::simt::dmath::fast_powf(x, y)
+#define __sinf(x) ::simt::dmath::fast_sinf(x)
+#define __cosf(x) ::simt::dmath::fast_cosf(x)
+#define __sincosf(x, s, c) ::simt::dmath::fast_sincosf(x, s, c)
+#define __tanf(x) ::simt::dmath::fast_tanf(x)
+#define __fdividef(a, b) ::simt::dmath::fast_fdividef(a, b)
 static inline float __frcp_rn(float x) { return 1.0f / x; }
 static inline float __fsqrt_rn(float x) { return sqrtf(x); }
 static inline float __frsqrt_rn(float x) { return 1.0f / sqrtf(x); }
@@ -366,8 +542,12 @@ template <class T> static inline T __ldg(const T* p) { return *p; }
 // atomics: every fiber runs on one OS thread and switches only inside the emulator, so
 // a plain read-modify-write is atomic. CUDA's signatures and return values (the old value).
 
+// The race detector (simt.cpp) sees the loads and stores of instrumented kernel code;
+// atomics are compiled without that instrumentation (SIMT_NO_RACECHECK), so atomic
+// accesses to shared memory never count as races.
+#define SIMT_NO_RACECHECK __attribute__((no_sanitize_address, noinline))
 #define SIMT_ATOMIC_RMW(name, T, expr)                 \
-    static inline T name(T* address, T val) {          \
+    SIMT_NO_RACECHECK static inline T name(T* address, T val) { \
         T old = *address;                              \
         *address = (expr);                             \
         return old;                                    \
@@ -404,7 +584,7 @@ SIMT_ATOMIC_RMW(atomicInc, unsigned, old >= val ? 0u : old + 1u)
 SIMT_ATOMIC_RMW(atomicDec, unsigned, (old == 0u || old > val) ? val : old - 1u)
 #undef SIMT_ATOMIC_RMW
 #define SIMT_ATOMIC_CAS(T)                                        \
-    static inline T atomicCAS(T* address, T compare, T val) {     \
+    SIMT_NO_RACECHECK static inline T atomicCAS(T* address, T compare, T val) { \
         T old = *address;                                         \
         if (old == compare) *address = val;                       \
         return old;                                               \
@@ -529,7 +709,10 @@ enum cudaError_t {
     cudaErrorInvalidConfiguration = 9,
     cudaErrorInvalidDevice = 101,
     cudaErrorNoDevice = 100,
+    cudaErrorIllegalState = 401,
     cudaErrorNotSupported = 801,
+    cudaErrorStreamCaptureUnsupported = 900,
+    cudaErrorStreamCaptureInvalidated = 901,
 };
 typedef cudaError_t cudaError;
 enum cudaMemcpyKind {
@@ -539,8 +722,6 @@ enum cudaMemcpyKind {
     cudaMemcpyDeviceToDevice = 3,
     cudaMemcpyDefault = 4,
 };
-struct CUstream_st;
-typedef struct CUstream_st* cudaStream_t;
 #define cudaStreamDefault 0x00
 #define cudaStreamNonBlocking 0x01
 enum cudaFuncAttribute {
@@ -606,6 +787,36 @@ cudaError_t cudaEventDestroy(cudaEvent_t event);
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream = 0);
 cudaError_t cudaEventSynchronize(cudaEvent_t event);
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
+// graphs: stream capture records launches, async copies and memsets of the captured
+// stream; cudaGraphLaunch replays them in order. While a capture is active on this
+// thread (modes Global and ThreadLocal), the calls CUDA forbids during capture —
+// cudaMalloc/cudaFree (and the Host forms), synchronous cudaMemcpy/cudaMemset,
+// cudaDeviceSynchronize, cudaStreamSynchronize, cudaEventSynchronize — fail with
+// cudaErrorStreamCaptureUnsupported and invalidate the capture (cudaStreamEndCapture
+// then fails with cudaErrorStreamCaptureInvalidated and returns no graph). A kernel
+// launched for the first time inside a capture fails the same way (lazy loading, as on
+// drivers before 12.3): launch every kernel once before capturing it.
+enum cudaStreamCaptureMode {
+    cudaStreamCaptureModeGlobal = 0,
+    cudaStreamCaptureModeThreadLocal = 1,
+    cudaStreamCaptureModeRelaxed = 2,
+};
+enum cudaStreamCaptureStatus {
+    cudaStreamCaptureStatusNone = 0,
+    cudaStreamCaptureStatusActive = 1,
+    cudaStreamCaptureStatusInvalidated = 2,
+};
+struct CUgraph_st;
+typedef struct CUgraph_st* cudaGraph_t;
+struct CUgraphExec_st;
+typedef struct CUgraphExec_st* cudaGraphExec_t;
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode);
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph);
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* status);
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long flags = 0);
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream);
+cudaError_t cudaGraphDestroy(cudaGraph_t graph);
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
 template <class F> static inline cudaError_t cudaFuncSetAttribute(F*, cudaFuncAttribute, int) { return cudaSuccess; }
 template <class T>
 static inline cudaError_t cudaMemcpyToSymbol(T& symbol, const void* src, size_t count, size_t offset = 0,
