@@ -949,6 +949,7 @@ END_TEST
 // -- shared-memory races (issue 14): the wrong kernel aborts, its twin passes
 
 static void child_softmax_war(int mode) {
+    setenv("SIMT_RACECHECK", "1", 1); // the default; the suite may run under another
     float x[2 * 32];
     for (int i = 0; i < 64; i++) x[i] = (float)((i * 7) % 13) - 6.0f;
     float* dx = dev_put(x, sizeof x);
@@ -958,12 +959,14 @@ static void child_softmax_war(int mode) {
 }
 
 static void child_cross_warp(int mode) {
+    setenv("SIMT_RACECHECK", "1", 1); // the default; the suite may run under another
     int* d = dev_alloc(64 * sizeof(int));
     selftest_cross_warp(mode, d);
     etx_dev_sync();
 }
 
 static void child_dynamic_race(int mode) {
+    setenv("SIMT_RACECHECK", "1", 1); // the default; the suite may run under another
     int* d = dev_alloc(32 * sizeof(int));
     selftest_dynamic_race(mode, d);
     etx_dev_sync();

@@ -30,7 +30,9 @@
  * at least one writing, within one barrier interval: no __syncthreads between them and,
  * for two lanes of one warp, no __syncwarp naming both (CUDA guarantees memory ordering
  * for __syncwarp, not for shuffles or votes; SIMT_RACECHECK=warp treats every warp
- * intrinsic as ordering, SIMT_RACECHECK=0 turns the detector off). In the sanitized build
+ * intrinsic as ordering, SIMT_RACECHECK=0 turns the detector off). It checks the first
+ * SIMT_RACE_BLOCKS blocks (default 8, 0: all) of each launch in the random block order:
+ * a race is almost always in every block's code path, and checking costs. In the sanitized build
  * the hooks then call ASan's own checks (dlsym RTLD_NEXT); elsewhere they stand alone.
  *
  * Switches are a few instructions of assembly on x86-64 (callee-saved registers and the
@@ -123,6 +125,7 @@ struct Block {
     int bar_sum;                 // their predicates
     bool barrier_done;           // the last pass ended at a completed __syncthreads
     uint32_t bar_time;           // race detector: time of the last barrier (or block switch)
+    bool race_on;                // race detector: this block's accesses are checked
     std::vector<unsigned> alive;   // per warp: lanes that exist and have not exited
     std::vector<unsigned> pending; // per warp: lanes waiting at a warp op
     std::vector<unsigned> order;   // the pass's order of thread ids
@@ -169,7 +172,8 @@ struct Shadow {
     const void* r1pc;
     const void* r2pc;
 };
-int g_race_mode = -1;     // 0 off, 1 on (__syncwarp orders), 2 on (every warp intrinsic orders)
+int g_race_mode = 1;      // 0 off, 1 on (__syncwarp orders), 2 on (every warp intrinsic orders)
+unsigned g_race_blocks = 8; // blocks checked per launch (SIMT_RACE_BLOCKS; 0: all)
 uintptr_t g_sec_lo = 0;   // the simt_shared section
 size_t g_sec_len = 0;
 Shadow* g_sec_shadow = nullptr;
@@ -652,8 +656,9 @@ void make_current(Block* b) {
     g_dyn_len = b->dyn ? g_smem_bytes : 0;
 }
 
-// Puts block number `linear` (x fastest) of the grid into slot b, its threads fresh.
-void start_block(Block* b, unsigned long long linear) {
+// Puts block number `linear` (x fastest) of the grid into slot b, its threads fresh; it is
+// the launch's `nth` block to start (the race detector checks the first few).
+void start_block(Block* b, unsigned long long linear, size_t nth) {
     const unsigned n = g_n;
     const unsigned bx = g_block_dim.x, by = g_block_dim.y;
     b->idx = uint3{(unsigned)(linear % g_grid_dim.x), (unsigned)((linear / g_grid_dim.x) % g_grid_dim.y),
@@ -682,6 +687,7 @@ void start_block(Block* b, unsigned long long linear) {
     b->barrier_done = false;
     b->saved_lo = b->saved_hi = 0;
     b->active = true;
+    b->race_on = g_race_mode != 0 && (g_race_blocks == 0 || nth < g_race_blocks);
     if (g_smem_bytes) memset(b->dyn, 0xff, g_smem_bytes);
     if (g_blk == b) g_blk = nullptr; // a new block in the running slot: a new interval too
 }
@@ -752,7 +758,8 @@ void run_grid() {
     size_t next = 0;
     unsigned live = 0;
     for (unsigned k = 0; k < n_slots; k++) {
-        start_block(&g_slots[k], perm[next++]);
+        start_block(&g_slots[k], perm[next], next);
+        next++;
         live++;
     }
     while (live > 0) {
@@ -766,7 +773,8 @@ void run_grid() {
                 b->active = false;
                 live--;
                 if (next < perm.size()) {
-                    start_block(b, perm[next++]);
+                    start_block(b, perm[next], next);
+                    next++;
                     live++;
                 }
                 break;
@@ -909,7 +917,7 @@ constexpr unsigned kGranule = 2;
 __attribute__((noinline)) void race_check(Shadow* sh, size_t off, size_t n, size_t len, bool dyn, bool write,
                                           const void* pc) {
     const Fiber* f = (const Fiber*)g_thread;
-    if (g_race_mode == 0 || !f || !sh) return;
+    if (!f || !sh || !g_blk->race_on) return;
     const uint32_t now = g_clock, bar = g_blk->bar_time;
     const uint16_t me = (uint16_t)f->t.linear;
     const size_t end = std::min(off + n, len);
@@ -961,11 +969,13 @@ namespace simt {
 namespace detail {
 namespace {
 
-// Once per process: the mode (SIMT_RACECHECK) and the section's shadow.
+// Per launch: the mode (SIMT_RACECHECK, SIMT_RACE_BLOCKS); once: the section's shadow.
 void race_setup() {
-    if (g_race_mode >= 0) return;
     const char* e = getenv("SIMT_RACECHECK");
     g_race_mode = !e || !*e ? 1 : (e[0] == '0' ? 0 : (strcmp(e, "warp") == 0 ? 2 : 1));
+    const char* nb = getenv("SIMT_RACE_BLOCKS");
+    g_race_blocks = nb ? (unsigned)atoi(nb) : 8;
+    if (g_sec_shadow) return;
     const uintptr_t lo = (uintptr_t)__start_simt_shared, hi = (uintptr_t)__stop_simt_shared;
     if (lo && hi > lo) {
         g_sec_lo = lo;
