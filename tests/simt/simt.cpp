@@ -31,7 +31,7 @@
  * for two lanes of one warp, no __syncwarp naming both (CUDA guarantees memory ordering
  * for __syncwarp, not for shuffles or votes; SIMT_RACECHECK=warp treats every warp
  * intrinsic as ordering, SIMT_RACECHECK=0 turns the detector off). It checks the first
- * SIMT_RACE_BLOCKS blocks (default 8, 0: all) of each launch in the random block order:
+ * SIMT_RACE_BLOCKS blocks (default 2, 0: all) of each launch in the random block order:
  * a race is almost always in every block's code path, and checking costs. In the sanitized build
  * the hooks then call ASan's own checks (dlsym RTLD_NEXT); elsewhere they stand alone.
  *
@@ -173,7 +173,8 @@ struct Shadow {
     const void* r2pc;
 };
 int g_race_mode = 1;      // 0 off, 1 on (__syncwarp orders), 2 on (every warp intrinsic orders)
-unsigned g_race_blocks = 8; // blocks checked per launch (SIMT_RACE_BLOCKS; 0: all)
+unsigned g_race_blocks = 2; // blocks checked per launch (SIMT_RACE_BLOCKS; 0: all)
+bool g_race_active = false; // the running block is checked (its race_on)
 uintptr_t g_sec_lo = 0;   // the simt_shared section
 size_t g_sec_len = 0;
 Shadow* g_sec_shadow = nullptr;
@@ -650,6 +651,7 @@ void make_current(Block* b) {
     }
     if (b != g_blk) b->bar_time = ++g_clock;
     g_blk = b;
+    g_race_active = b->race_on;
     g_block_idx = b->idx;
     g_dyn_smem = b->dyn;
     g_dyn_lo = (uintptr_t)b->dyn;
@@ -917,7 +919,7 @@ constexpr unsigned kGranule = 2;
 __attribute__((noinline)) void race_check(Shadow* sh, size_t off, size_t n, size_t len, bool dyn, bool write,
                                           const void* pc) {
     const Fiber* f = (const Fiber*)g_thread;
-    if (!f || !sh || !g_blk->race_on) return;
+    if (!f || !sh) return;
     const uint32_t now = g_clock, bar = g_blk->bar_time;
     const uint16_t me = (uint16_t)f->t.linear;
     const size_t end = std::min(off + n, len);
@@ -938,11 +940,14 @@ __attribute__((noinline)) void race_check(Shadow* sh, size_t off, size_t n, size
             e.r1t = now;
             e.r1tid = me;
             e.r1pc = pc;
-        } else {
+        } else if (e.r2t < bar || e.r2tid == me) {
             e.r2t = now;
             e.r2tid = me;
             e.r2pc = pc;
         }
+        // else: two other threads' reads of this interval are recorded already (a block-wide
+        // broadcast read): a later writer conflicts with one of them, so the shadow is left
+        // as it is, which saves most of the cost of such reads
     }
 }
 
@@ -953,6 +958,7 @@ __attribute__((noinline)) void race_check(Shadow* sh, size_t off, size_t n, size
 // __shared__ scalars or constant indices): shared memory goes to race_check, the rest
 // (global memory, the stack) returns at once.
 static inline void race_access(uintptr_t a, size_t n, bool write, const void* pc) {
+    if (!g_race_active) return; // not a checked block, or outside a kernel
     if (__builtin_expect(a - g_sec_lo < g_sec_len, 0))
         race_check(g_sec_shadow, a - g_sec_lo, n, g_sec_len, false, write, pc);
     else if (__builtin_expect(a - g_dyn_lo < g_dyn_len, 0))
@@ -974,7 +980,7 @@ void race_setup() {
     const char* e = getenv("SIMT_RACECHECK");
     g_race_mode = !e || !*e ? 1 : (e[0] == '0' ? 0 : (strcmp(e, "warp") == 0 ? 2 : 1));
     const char* nb = getenv("SIMT_RACE_BLOCKS");
-    g_race_blocks = nb ? (unsigned)atoi(nb) : 8;
+    g_race_blocks = nb ? (unsigned)atoi(nb) : 2;
     if (g_sec_shadow) return;
     const uintptr_t lo = (uintptr_t)__start_simt_shared, hi = (uintptr_t)__stop_simt_shared;
     if (lo && hi > lo) {
@@ -1065,6 +1071,7 @@ void launch(dim3 grid, dim3 block, size_t smem_bytes, const void* kernel, void (
         g_slots[k].dyn = nullptr;
     }
     g_blk = nullptr;
+    g_race_active = false;
     g_smem_owner = nullptr;
     g_dyn_smem = nullptr;
     g_dyn_lo = 0;
@@ -1076,6 +1083,7 @@ void launch(dim3 grid, dim3 block, size_t smem_bytes, const void* kernel, void (
 } // namespace simt
 
 // -- the instrumentation hooks ---------------------------------------------------------
+// (Signatures as GCC's built-in declarations: the address as void*, a size as long.)
 // The kernel files that use shared memory are compiled with -fsanitize=address and
 // --param asan-instrumentation-with-call-threshold=0 (CMakeLists.txt): every load and
 // store of theirs calls one of these with its address. In the sanitized build ASan's
@@ -1086,8 +1094,8 @@ void launch(dim3 grid, dim3 block, size_t smem_bytes, const void* kernel, void (
 
 #ifdef __SANITIZE_ADDRESS__
 namespace {
-typedef void (*AsanCheck)(uintptr_t);
-typedef void (*AsanCheckN)(uintptr_t, uintptr_t);
+typedef void (*AsanCheck)(void*);
+typedef void (*AsanCheckN)(void*, long);
 template <class F> F asan_real(const char* name) {
     void* p = dlsym(RTLD_NEXT, name);
     if (!p) {
@@ -1098,41 +1106,41 @@ template <class F> F asan_real(const char* name) {
 }
 } // namespace
 #define SIMT_HOOK(kind, size, write)                                                            \
-    extern "C" void __asan_##kind##size(uintptr_t a) {                                          \
+    extern "C" void __asan_##kind##size(void* a) {                                          \
         static const AsanCheck real = asan_real<AsanCheck>("__asan_" #kind #size);              \
         real(a);                                                                                \
-        simt::detail::race_access(a, size, write, __builtin_return_address(0));                 \
+        simt::detail::race_access((uintptr_t)a, size, write, __builtin_return_address(0));                 \
     }                                                                                           \
-    extern "C" void __asan_##kind##size##_noabort(uintptr_t a) {                                \
+    extern "C" void __asan_##kind##size##_noabort(void* a) {                                \
         static const AsanCheck real = asan_real<AsanCheck>("__asan_" #kind #size "_noabort");   \
         real(a);                                                                                \
-        simt::detail::race_access(a, size, write, __builtin_return_address(0));                 \
+        simt::detail::race_access((uintptr_t)a, size, write, __builtin_return_address(0));                 \
     }
 #define SIMT_HOOK_N(kind, write)                                                                \
-    extern "C" void __asan_##kind##N(uintptr_t a, uintptr_t n) {                                \
+    extern "C" void __asan_##kind##N(void* a, long n) {                                \
         static const AsanCheckN real = asan_real<AsanCheckN>("__asan_" #kind "N");              \
         real(a, n);                                                                             \
-        simt::detail::race_access(a, n, write, __builtin_return_address(0));                    \
+        simt::detail::race_access((uintptr_t)a, (size_t)n, write, __builtin_return_address(0));                    \
     }                                                                                           \
-    extern "C" void __asan_##kind##N_noabort(uintptr_t a, uintptr_t n) {                        \
+    extern "C" void __asan_##kind##N_noabort(void* a, long n) {                        \
         static const AsanCheckN real = asan_real<AsanCheckN>("__asan_" #kind "N_noabort");      \
         real(a, n);                                                                             \
-        simt::detail::race_access(a, n, write, __builtin_return_address(0));                    \
+        simt::detail::race_access((uintptr_t)a, (size_t)n, write, __builtin_return_address(0));                    \
     }
 #else
 #define SIMT_HOOK(kind, size, write)                                                            \
-    extern "C" void __asan_##kind##size(uintptr_t a) {                                          \
-        simt::detail::race_access(a, size, write, __builtin_return_address(0));                 \
+    extern "C" void __asan_##kind##size(void* a) {                                          \
+        simt::detail::race_access((uintptr_t)a, size, write, __builtin_return_address(0));                 \
     }                                                                                           \
-    extern "C" void __asan_##kind##size##_noabort(uintptr_t a) {                                \
-        simt::detail::race_access(a, size, write, __builtin_return_address(0));                 \
+    extern "C" void __asan_##kind##size##_noabort(void* a) {                                \
+        simt::detail::race_access((uintptr_t)a, size, write, __builtin_return_address(0));                 \
     }
 #define SIMT_HOOK_N(kind, write)                                                                \
-    extern "C" void __asan_##kind##N(uintptr_t a, uintptr_t n) {                                \
-        simt::detail::race_access(a, n, write, __builtin_return_address(0));                    \
+    extern "C" void __asan_##kind##N(void* a, long n) {                                \
+        simt::detail::race_access((uintptr_t)a, (size_t)n, write, __builtin_return_address(0));                    \
     }                                                                                           \
-    extern "C" void __asan_##kind##N_noabort(uintptr_t a, uintptr_t n) {                        \
-        simt::detail::race_access(a, n, write, __builtin_return_address(0));                    \
+    extern "C" void __asan_##kind##N_noabort(void* a, long n) {                        \
+        simt::detail::race_access((uintptr_t)a, (size_t)n, write, __builtin_return_address(0));                    \
     }
 // the rest of what instrumented code references: nothing to do without the runtime
 extern "C" void __asan_init(void) {}
