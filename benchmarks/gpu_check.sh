@@ -93,46 +93,61 @@ for t in test_selftest_gpu test_exact_math_gpu test_gemm_gpu test_layer_kernels_
     case $rc in 0) r=ok ;; 77) r=SKIP ;; *) r="FAIL ($rc)" ;; esac
     say "$t: $r"; record "$t" native "$r"
 done
-# -- batch invariance on the GPU (docs/design.md §5; not guaranteed on CUDA yet): the same
-#    16 greedy requests through etx eval on the default model at --batch 1 and --batch 8,
-#    --ctx 4096 (so the decode attention splits by batch size), tokens compared line by
-#    line; then the native invariance suite
+# -- batch invariance on the GPU (docs/design.md §5: by construction, tested under the
+#    emulator): the same 16 greedy and 16 entropix requests through etx eval on the default
+#    model at --batch 1, --batch 8 and (when mpirun is there) mpirun -np 2 --batch 8, all
+#    at --ctx 4096 with prompts of up to ~1500 tokens (several attention splits of 256),
+#    tokens and completions compared line by line with --batch 1; then the native suite
 DEFAULT_MODEL=models/cache/SmolLM2-135M-Instruct.Q4_1.gguf
 INV_DATA=/tmp/gpu_inv_data.jsonl
 if [ ! -f "$DEFAULT_MODEL" ]; then
-    record "batch invariance: eval --batch 1 vs 8" "default model" "SKIP: no $DEFAULT_MODEL (models/fetch_default_model.sh)"
-elif has_time 60 "batch invariance: eval --batch 1 vs 8"; then
-    # 16 prompts: the GSM8K sample's questions, each also with a short prefix
+    record "batch invariance: eval --batch 1 vs 8 vs mpirun" "default model" "SKIP: no $DEFAULT_MODEL (models/fetch_default_model.sh)"
+elif has_time 90 "batch invariance: eval --batch 1 vs 8 vs mpirun"; then
+    # 16 prompts: request i joins 1 + i % 12 of the GSM8K sample's questions (1 to 12
+    # questions: ~100 to ~1500 tokens)
     python3 - tests/fixtures/eval/gsm8k_sample.jsonl > $INV_DATA <<'EOP'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-out, i = [], 0
-while len(out) < 16:
-    r = rows[i % len(rows)]
-    prefix = "" if i < len(rows) else "Question %d. " % i
-    out.append({"id": i, "prompt": prefix + r.get("prompt", r.get("question", ""))})
-    i += 1
-for o in out:
-    print(json.dumps(o))
+qs = [r.get("prompt", r.get("question", "")) for r in rows]
+for i in range(16):
+    parts = [qs[(i + k) % len(qs)] for k in range(1 + i % 12)]
+    print(json.dumps({"id": i, "prompt": "\n\n".join(parts)}))
 EOP
     inv_rc=0
-    for b in 1 8; do
-        rm -f /tmp/gpu_inv_b$b.jsonl*
-        timeout "$(limit 120)" /tmp/etx-run eval -m "$DEFAULT_MODEL" --data $INV_DATA --out /tmp/gpu_inv_b$b.jsonl \
-            --batch $b --ctx 4096 -n 96 --policy greedy --device cuda >> "$LOG" 2>&1 || inv_rc=$?
+    runs="b1 b8"
+    command -v mpirun > /dev/null 2>&1 && runs="$runs mpi"
+    for pol in greedy entropix; do
+        for run in $runs; do
+            out=/tmp/gpu_inv_${pol}_$run.jsonl
+            rm -f $out $out.run.json
+            case $run in
+            b1) pre=(); b=1 ;;
+            b8) pre=(); b=8 ;;
+            mpi) pre=(mpirun --allow-run-as-root --oversubscribe -np 2); b=8 ;;
+            esac
+            timeout "$(limit 120)" "${pre[@]}" /tmp/etx-run eval -m "$DEFAULT_MODEL" --data $INV_DATA --out $out \
+                --batch $b --ctx 4096 -n 64 --policy $pol --device cuda >> "$LOG" 2>&1 || inv_rc=$?
+        done
     done
     if [ $inv_rc != 0 ]; then
         r="FAIL (etx eval exit $inv_rc)"
     else
-        ndiff=$(python3 - /tmp/gpu_inv_b1.jsonl /tmp/gpu_inv_b8.jsonl <<'EOP'
+        r=$(python3 - $runs <<'EOP'
 import json, sys
-a, b = ([json.loads(l) for l in open(f) if l.strip()] for f in sys.argv[1:3])
-print(sum(1 for x, y in zip(a, b) if (x["completion"], x["tokens"]) != (y["completion"], y["tokens"])) + abs(len(a) - len(b)))
+out = []
+for pol in ("greedy", "entropix"):
+    base = [json.loads(l) for l in open(f"/tmp/gpu_inv_{pol}_b1.jsonl") if l.strip()]
+    for run in sys.argv[2:]:
+        other = [json.loads(l) for l in open(f"/tmp/gpu_inv_{pol}_{run}.jsonl") if l.strip()]
+        key = lambda x: (x["completion"], x["tokens"])
+        nd = sum(1 for x, y in zip(sorted(base, key=lambda x: x["id"]), sorted(other, key=lambda x: x["id"]))
+                 if key(x) != key(y)) + abs(len(base) - len(other))
+        out.append(f"{pol} {run}: " + ("identical" if nd == 0 else f"DIFFER {nd}/16"))
+print("; ".join(out))
 EOP
 )
-        [ "$ndiff" = 0 ] && r="identical (16 requests)" || r="DIFFER: $ndiff of 16 requests"
     fi
-    say "batch invariance, eval --batch 1 vs 8: $r"; record "batch invariance: eval --batch 1 vs 8" "default model, greedy, ctx 4096" "$r"
+    say "batch invariance vs --batch 1: $r"; record "batch invariance: eval --batch 1 vs 8 vs mpirun" "default model, greedy + entropix, ctx 4096, prompts to ~1500 tokens" "$r"
 fi
 t=test_batching_gpu
 if [ -x "$BUILD/$t" ] && has_time 20 "$t"; then

@@ -1,151 +1,130 @@
 /*
- * gemm.cu — y (n, out) f32 = x (n, in) bf16 · W^T, W (out, in) bf16.
+ * gemm.cu — y (n, out) f32 = x (n, in) bf16 · W^T, W (out, in) bf16: every projection of
+ * the CUDA backend, decode and prefill alike.
  *
- * Native: cuBLAS with the row-major trick. Row-major y (n, out) is column-major
- * Y^T (out x n); W (out, in) row-major is column-major (in x out) with lda = in; x (n, in)
- * row-major is column-major (in x n) with ldb = in. So Y^T = op_T(W) · X^T is
- * cublasGemmEx(T, N, m = out, n = n, k = in), CUDA_R_16BF inputs, CUDA_R_32F output,
- * CUBLAS_COMPUTE_32F.
+ * Batch invariance by construction. Each output y[r, o] is summed in one order that
+ * depends only on `in`, never on n or on which other rows share the call:
+ *   - lane l of the warp that owns column o takes the 8-element pieces l, l + 32, l + 64,
+ *     ... of the row (16-byte loads), and accumulates x[r, k] * w[o, k] into its partial
+ *     with fmaf, piece after piece, element after element (no reassociation: fmaf is one
+ *     correctly rounded operation on the host, the emulator and the device alike);
+ *   - the 32 partials go to shared memory and are added in lane order 0..31 by one lane.
+ * A row is computed by the same sequence of operations whether it is alone, one of 7 or
+ * one of 256 rows, whether it is a decode token or a prefill position, so a request's
+ * tokens do not depend on its batch (README, DESIGN §5). Row tiles of R = 1, 4 or 16 rows
+ * (picked by n) only choose how many rows share a weight load; rows past n in the last
+ * tile load the tile's last valid row and are not written. When `in` is not a multiple
+ * of 8 every call takes a scalar path (lane l on elements l, l + 32, ...): the path too
+ * is fixed by `in` alone (a multiple of 8 needs 16-byte aligned x and W, checked). cuBLAS is not used: it picks its kernel (and split-K) by the
+ * shape, so its rows are not batch-invariant.
  *
- * Emulator (ETX_SIMT): gemm_simt_kernel, a thread per output column and a tile of
- * GEMM_ROWS rows held in registers: each weight is read once per tile of rows (traffic
- * about out * in * 2 * ceil(n / GEMM_ROWS) bytes of weights plus x, which stays in
- * cache), no shared memory and no barriers, so the emulator runs each thread straight
- * through. It compiles with nvcc too (a correct, slow fallback) but natively cuBLAS runs.
+ * Traffic: each weight row is read once per tile of R rows (out * in * 2 * ceil(n / R)
+ * bytes; at n = 1 that is the weights once, the decode floor); x rows are re-read from
+ * L1/L2 by every column's warp. Compute: n * out * in FMAs on CUDA cores — at batch 1
+ * the kernel is bound by the weights' bandwidth, at batch 256 by FMA throughput (about
+ * 10x below tensor cores: the large-batch cost the performance issue takes up with a
+ * tensor-core kernel of the same fixed K order).
  *
- * Twin: host/cpu/f32_matrix.c f32_matmat on the same bf16 values as floats; test:
- * tests/kernels/test_gemm.c gemm_matches_cpu (docs/ops.md).
+ * Twin: host/cpu/f32_matrix.c f32_matmat on the same bf16 values as floats; tests:
+ * tests/kernels/test_gemm.c gemm_matches_cpu, gemm_rows_are_batch_invariant (docs/ops.md).
  */
+#include <stdint.h>
+
 #include "cuda_common.cuh"
 #include "gemm.h"
 
-#ifndef ETX_SIMT
-#include <cublas_v2.h>
-#endif
+#define GEMM_WARPS 4     // warps per block
+#define GEMM_COLS 4      // output columns per warp (one after another)
+#define GEMM_MAX_TILE 16 // rows per tile, the largest
 
-#define GEMM_THREADS 128
-#define GEMM_ROWS 8
+struct alignas(16) gemm_bf16x8 {
+    __nv_bfloat16 v[8];
+};
 
-// block (b, t), thread x: output column o = b * blockDim.x + x of rows t * GEMM_ROWS ..
-__global__ void gemm_simt_kernel(float* __restrict__ y, const __nv_bfloat16* __restrict__ x,
-                                 const __nv_bfloat16* __restrict__ w, int n, int in, int out) {
-    const int o = blockIdx.x * blockDim.x + threadIdx.x, r0 = blockIdx.y * GEMM_ROWS;
-    if (o >= out) return;
-    const int nr = min(GEMM_ROWS, n - r0);
-    float acc[GEMM_ROWS];
-    for (int j = 0; j < GEMM_ROWS; j++) acc[j] = 0.0f;
-    const __nv_bfloat16* wr = w + (size_t)o * in;
-    const __nv_bfloat16* xr = x + (size_t)r0 * in;
-    for (int i = 0; i < in; i++) {
-        const float wv = __bfloat162float(wr[i]);
-        for (int j = 0; j < nr; j++) acc[j] += wv * __bfloat162float(xr[(size_t)j * in + i]);
+// Block (b, t), warp w: columns o = (b * GEMM_WARPS + w) * GEMM_COLS + c, c < GEMM_COLS,
+// of rows t * R .. t * R + R - 1 (those < n). VEC: 16-byte loads (in % 8 == 0, aligned).
+// red: per warp, the R x 32 lane partials of one column (row stride 33: the reading lane
+// walks a row while the others walk theirs, on distinct banks).
+template <int R, bool VEC>
+__global__ void __launch_bounds__(GEMM_WARPS * 32)
+    gemm_rows_kernel(float* __restrict__ y, const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
+                     int n, int in, int out) {
+    __shared__ float red[GEMM_WARPS][R][33];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int r0 = blockIdx.y * R;
+    const __nv_bfloat16* xr[R];
+    for (int j = 0; j < R; j++) xr[j] = x + (size_t)min(r0 + j, n - 1) * in; // past n: the last row again
+    for (int c = 0; c < GEMM_COLS; c++) {
+        const int o = (blockIdx.x * GEMM_WARPS + warp) * GEMM_COLS + c;
+        if (o >= out) break; // warp-uniform
+        const __nv_bfloat16* wr = w + (size_t)o * in;
+        float acc[R];
+        for (int j = 0; j < R; j++) acc[j] = 0.0f;
+        if (VEC) {
+            for (int k = 8 * lane; k < in; k += 8 * 32) {
+                const gemm_bf16x8 w8 = *reinterpret_cast<const gemm_bf16x8*>(wr + k);
+                float wf[8];
+                for (int e = 0; e < 8; e++) wf[e] = __bfloat162float(w8.v[e]);
+                for (int j = 0; j < R; j++) {
+                    const gemm_bf16x8 x8 = *reinterpret_cast<const gemm_bf16x8*>(xr[j] + k);
+                    for (int e = 0; e < 8; e++) acc[j] = fmaf(wf[e], __bfloat162float(x8.v[e]), acc[j]);
+                }
+            }
+        } else {
+            for (int k = lane; k < in; k += 32) {
+                const float wf = __bfloat162float(wr[k]);
+                for (int j = 0; j < R; j++) acc[j] = fmaf(wf, __bfloat162float(xr[j][k]), acc[j]);
+            }
+        }
+        for (int j = 0; j < R; j++) red[warp][j][lane] = acc[j];
+        __syncwarp();
+        if (lane < R && r0 + lane < n) {
+            float s = 0.0f;
+            for (int l = 0; l < 32; l++) s += red[warp][lane][l];
+            y[(size_t)(r0 + lane) * out + o] = s;
+        }
+        __syncwarp(); // the next column overwrites red
     }
-    for (int j = 0; j < nr; j++) y[(size_t)(r0 + j) * out + o] = acc[j];
 }
 
-#ifndef ETX_SIMT
-// The native context: the cuBLAS handle, the stream it is bound to and a workspace of its
-// own, so that no GEMM allocates while a CUDA graph is being captured. cublasSetStream
-// resets the handle to cuBLAS's default workspace (documented: "cublasSetStream ...
-// unconditionally resets the cuBLAS library workspace back to the default workspace
-// pool"), which cuBLAS may then allocate lazily, inside a capture: so the stream is set
-// only when it changes, and the private workspace set again right after
-// (gemm_bind_stream). GEMM_WORKSPACE_BYTES is also what the backend's memory plan
-// reserves for it (etx_gemm_workspace_bytes).
-#define GEMM_WORKSPACE_BYTES ((size_t)32 << 20)
-typedef struct {
-    cublasHandle_t h;
-    void* ws;
-    cudaStream_t stream; // the stream the handle is bound to
-    int bound;           // 1 once a stream was set
-} GemmCtx;
-
-// Binds the handle to stream (and the private workspace again) when it is not already.
-static cublasStatus_t gemm_bind_stream(GemmCtx* c, cudaStream_t stream) {
-    if (c->bound && c->stream == stream) return CUBLAS_STATUS_SUCCESS;
-    cublasStatus_t s = cublasSetStream(c->h, stream);
-    if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetWorkspace(c->h, c->ws, GEMM_WORKSPACE_BYTES);
-    c->bound = s == CUBLAS_STATUS_SUCCESS;
-    c->stream = stream;
-    return s;
-}
-#endif
-
-extern "C" size_t etx_gemm_workspace_bytes(void) {
-#ifdef ETX_SIMT
-    return 0;
-#else
-    return GEMM_WORKSPACE_BYTES;
-#endif
+template <int R>
+static void launch_rows(float* y, const __nv_bfloat16* x, const __nv_bfloat16* w, int n, int in, int out, bool vec,
+                        cudaStream_t st) {
+    const int cols_per_block = GEMM_WARPS * GEMM_COLS;
+    dim3 grid(etx_ceil_div(out, cols_per_block), etx_ceil_div(n, R));
+    if (vec)
+        ETX_LAUNCH((gemm_rows_kernel<R, true>), grid, GEMM_WARPS * 32, 0, st, y, x, w, n, in, out);
+    else
+        ETX_LAUNCH((gemm_rows_kernel<R, false>), grid, GEMM_WARPS * 32, 0, st, y, x, w, n, in, out);
+    CUDA_CHECK_LAUNCH();
 }
 
-extern "C" void* etx_gemm_create(void) {
-#ifdef ETX_SIMT
-    static int dummy;
-    return &dummy;
-#else
-    GemmCtx* c = (GemmCtx*)calloc(1, sizeof(GemmCtx));
-    if (!c) return NULL;
-    if (cublasCreate(&c->h) != CUBLAS_STATUS_SUCCESS) {
-        free(c);
-        return NULL;
-    }
-    if (cudaMalloc(&c->ws, GEMM_WORKSPACE_BYTES) != cudaSuccess ||
-        cublasSetWorkspace(c->h, c->ws, GEMM_WORKSPACE_BYTES) != CUBLAS_STATUS_SUCCESS) {
-        (void)cudaGetLastError();
-        if (c->ws) cudaFree(c->ws);
-        cublasDestroy(c->h);
-        free(c);
-        return NULL;
-    }
-    return (void*)c;
-#endif
-}
+extern "C" int etx_gemm_tile_rows(int n) { return n <= 1 ? 1 : n <= 4 ? 4 : GEMM_MAX_TILE; }
 
-extern "C" void etx_gemm_destroy(void* gemm) {
-#ifndef ETX_SIMT
-    GemmCtx* c = (GemmCtx*)gemm;
-    if (!c) return;
-    cublasDestroy(c->h);
-    cudaFree(c->ws);
-    free(c);
-#else
-    (void)gemm;
-#endif
-}
-
-extern "C" void etx_gemm_bf16(void* gemm, float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out,
-                              void* stream) {
+extern "C" void etx_gemm_bf16(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, void* stream) {
     if (n <= 0 || out <= 0) return;
+    cudaStream_t st = (cudaStream_t)stream;
     if (in <= 0) {
-        CUDA_CHECK(cudaMemsetAsync(y, 0, (size_t)n * out * sizeof(float), (cudaStream_t)stream));
+        CUDA_CHECK(cudaMemsetAsync(y, 0, (size_t)n * out * sizeof(float), st));
         return;
     }
-#ifdef ETX_SIMT
-    (void)gemm;
-    const int row_tiles = etx_ceil_div(n, GEMM_ROWS);
-    if (row_tiles > 65535) { // gridDim.y
-        fprintf(stderr, "[etx] etx_gemm_bf16: %d rows (at most %d per call)\n", n, 65535 * GEMM_ROWS);
+    if (etx_ceil_div(n, GEMM_MAX_TILE) > 65535) { // gridDim.y
+        fprintf(stderr, "[etx] etx_gemm_bf16: %d rows (at most %d per call)\n", n, 65535 * GEMM_MAX_TILE);
         abort();
     }
-    dim3 grid(etx_ceil_div(out, GEMM_THREADS), row_tiles);
-    ETX_LAUNCH(gemm_simt_kernel, grid, GEMM_THREADS, 0, (cudaStream_t)stream, y,
-               reinterpret_cast<const __nv_bfloat16*>(x), reinterpret_cast<const __nv_bfloat16*>(w), n, in, out);
-    CUDA_CHECK_LAUNCH();
-#else
-    GemmCtx* c = (GemmCtx*)gemm;
-    cublasHandle_t h = c->h;
-    const float alpha = 1.0f, beta = 0.0f;
-    cublasStatus_t s = gemm_bind_stream(c, (cudaStream_t)stream);
-    if (s == CUBLAS_STATUS_SUCCESS)
-        s = cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, out, n, in, &alpha, w, CUDA_R_16BF, in, x, CUDA_R_16BF, in, &beta,
-                         y, CUDA_R_32F, out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-    // fatal outside a capture; inside one the capture's failure (cuda_common.cuh CUDA_CHECK)
-    if (s != CUBLAS_STATUS_SUCCESS &&
-        !etx_dev_note_error("cublasGemmEx", __FILE__, __LINE__, cublasGetStatusString(s))) {
-        fprintf(stderr, "[CUDA ERROR] cublasGemmEx (n %d, in %d, out %d) at %s:%d: %s\n", n, in, out, __FILE__,
-                __LINE__, cublasGetStatusString(s));
-        exit(EXIT_FAILURE);
+    const __nv_bfloat16* xb = reinterpret_cast<const __nv_bfloat16*>(x);
+    const __nv_bfloat16* wb = reinterpret_cast<const __nv_bfloat16*>(w);
+    // the path (and so the order of a row's sum) is fixed by `in` alone; 16-byte loads need
+    // every row 16-byte aligned, which in % 8 == 0 gives from aligned bases
+    const bool vec = in % 8 == 0;
+    if (vec && (((uintptr_t)x % 16) != 0 || ((uintptr_t)w % 16) != 0)) {
+        fprintf(stderr, "[etx] etx_gemm_bf16: x %p or w %p not 16-byte aligned (in %d)\n", (const void*)x,
+                (const void*)w, in);
+        abort();
     }
-#endif
+    switch (etx_gemm_tile_rows(n)) {
+    case 1: launch_rows<1>(y, xb, wb, n, in, out, vec, st); break;
+    case 4: launch_rows<4>(y, xb, wb, n, in, out, vec, st); break;
+    default: launch_rows<GEMM_MAX_TILE>(y, xb, wb, n, in, out, vec, st); break;
+    }
 }

@@ -1,9 +1,10 @@
 /*
  * gemm.h — the projections of the CUDA backend (kernels/gemm.cu): every linear layer of
- * a step (fused QKV, O, fused gate/up, down, LM head) is y = x · W^T with bf16 inputs
- * and f32 accumulation and output. Natively this is one cublasGemmEx call; under the
- * SIMT emulator (ETX_SIMT, no cuBLAS) a plain register-tiled kernel computes the same
- * product (summing each output over `in` in index order).
+ * a step (fused QKV, O, fused gate/up, down, LM head), decode and prefill, is
+ * y = x · W^T with bf16 inputs and f32 accumulation and output, by one hand-written
+ * kernel whose every row is summed in an order fixed by `in` alone (not by the number of
+ * rows, nor by the other rows): the CUDA backend's batch invariance rests on it.
+ * The same kernel runs natively and under the SIMT emulator.
  * Layout: kernels/README.md. Pointers are device pointers; stream is a cudaStream_t.
  */
 #ifndef ETX_KERNELS_GEMM_H
@@ -18,19 +19,15 @@
 extern "C" {
 #endif
 
-// A GEMM context (natively a cuBLAS handle with its own workspace), one per backend;
-// NULL when it cannot be created (no device, cuBLAS failed to initialise). The
-// emulator's is a dummy.
-void* etx_gemm_create(void);
-void etx_gemm_destroy(void* gemm);
-// Device bytes a context holds beside the handle: its private cuBLAS workspace (0 under
-// the emulator), for the backend's memory plan.
-size_t etx_gemm_workspace_bytes(void);
-
-// y[r, o] = sum_i float(x[r, i]) * float(w[o, i])  (f32 accumulation)
+// y[r, o] = sum_i float(x[r, i]) * float(w[o, i])  (f32 accumulation, fixed order)
 // x: (n, in) bf16; w: (out, in) bf16 (row-major, as nn.Linear.weight); y: (n, out) f32.
-// n == 0 does nothing.
-void etx_gemm_bf16(void* gemm, float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, void* stream);
+// n == 0 does nothing; in == 0 gives zeros. When in % 8 == 0, x and w must be 16-byte
+// aligned (cudaMalloc gives 256; row offsets of such a matrix keep it).
+void etx_gemm_bf16(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, void* stream);
+
+// Rows per tile the kernel uses for a call of n rows (1, 4 or 16): how many rows share a
+// weight load, nothing else (tests: the result of a row does not depend on it).
+int etx_gemm_tile_rows(int n);
 
 #ifdef __cplusplus
 }

@@ -41,13 +41,16 @@
 // enough to keep the tensor cores busy on a prompt, small enough that a step's token
 // budget (chunk + max_batch) does not stall the decode rows that share it for long.
 #define CUDA_PREFILL_CHUNK 128
+// Prefill rows per attention launch (at least max_batch): bounds the split workspace,
+// (rows, n_heads, splits, head_dim + 2) floats, at long contexts.
+#define CUDA_ATTN_SLICE 256
 // Decode steps per host synchronisation when the engine options leave it open.
 #define CUDA_STEPS_PER_SYNC 8
 
 static size_t score_row(const CudaBackend* b) { return (size_t)b->m->cfg.n_heads * b->cfg.max_seq_len; }
 
-// Bytes create() will ask for: weights, K/V pools, activations, sampling buffers and the
-// cuBLAS workspace (double, so an absurd configuration cannot overflow). create() also
+// Bytes create() will ask for: weights, K/V pools, activations (with the attention split
+// workspace) and sampling buffers (double, so an absurd configuration cannot overflow). create() also
 // keeps cuda_headroom() free beside it.
 static double plan_bytes(const CudaBackend* b, int tied, double* kv_bytes) {
     const double dim = b->dim, L = b->n_layers, V = b->vocab, rows = b->max_rows, mb = b->cfg.max_batch;
@@ -61,7 +64,8 @@ static double plan_bytes(const CudaBackend* b, int tied, double* kv_bytes) {
     smp += (double)etx_policy_scratch_bytes(b->cfg.max_batch, b->vocab) + etx_vocab_pass_scratch_bytes(b->cfg.max_batch);
     smp += (double)etx_attn_metrics_scratch_bytes(b->cfg.max_batch, b->m->cfg.n_heads, b->cfg.max_seq_len);
     smp += mb * (sizeof(etx_policy) + sizeof(EtxSeqState) + sizeof(etx_trace_record) + 64);
-    return w + *kv_bytes + act + smp + (double)etx_gemm_workspace_bytes();
+    act += (double)etx_attn_workspace_bytes(b->attn_ws_rows, b->shape.n_heads, b->hdp, b->cfg.max_seq_len);
+    return w + *kv_bytes + act + smp;
 }
 
 // Device memory left unclaimed beside the plan: the CUDA context grows after create
@@ -88,6 +92,9 @@ static void fill_sizes(CudaBackend* b, const etx_model* m, const BackendConfig* 
     b->kv_dim = mc->n_kv_heads * b->hdp;
     b->qkv_dim = b->q_dim + 2 * b->kv_dim;
     b->max_rows = cfg->max_batch > cfg->max_chunk ? cfg->max_batch : cfg->max_chunk;
+    // attention rows per launch: a whole decode batch, and prefill rows in slices of this
+    b->attn_ws_rows = b->max_rows < CUDA_ATTN_SLICE ? b->max_rows : CUDA_ATTN_SLICE;
+    if (b->attn_ws_rows < cfg->max_batch) b->attn_ws_rows = cfg->max_batch;
     b->eps = mc->norm_eps;
     b->shape = (EtxAttnShape){mc->n_heads, mc->n_kv_heads, b->hdp, cfg->kv_block_size,
                               (cfg->max_seq_len + cfg->kv_block_size - 1) / cfg->kv_block_size};
@@ -126,7 +133,7 @@ static void cuda_destroy(CudaBackend* b) {
     cuda_free_model(b);
     void* dev[] = {b->x,          b->xb,        b->qkv,       b->q,          b->att,        b->delta,
                    b->gu,         b->hb,        b->attn_ws,   b->d_tokens,   b->d_row_seq,  b->d_row_pos,
-                   b->d_seq_len,  b->d_table,   b->logits,    b->scores,     b->dec_logits, b->dec_scores,
+                   b->d_cap_row,  b->d_table,   b->logits,    b->scores,     b->dec_logits, b->dec_scores,
                    b->stats,      b->cand,      b->vp_scratch, b->attn,      b->am_scratch, b->d_n_pos,
                    b->d_window,   b->d_policies, b->d_states, b->pol_scratch, b->d_next,    b->d_done,
                    b->d_trace,    b->d_ring,    b->d_ring_trace};
@@ -134,7 +141,7 @@ static void cuda_destroy(CudaBackend* b) {
     free(b->h_tokens);
     free(b->h_row_seq);
     free(b->h_row_pos);
-    free(b->h_seq_len);
+    free(b->h_cap_row);
     free(b->h_table);
     free(b->h_policies);
     free(b->h_states);
@@ -144,7 +151,6 @@ static void cuda_destroy(CudaBackend* b) {
     if (b->graphs)
         for (int i = 0; i <= b->cfg.max_batch; i++) etx_dev_graph_destroy(b->graphs[i]);
     free(b->graphs);
-    etx_gemm_destroy(b->gemm);
     etx_dev_stream_destroy(b->stream);
     free(b);
 }
@@ -185,19 +191,12 @@ static etx_status alloc_buffers(CudaBackend* b) {
     ETX_TRY(cuda_alloc(b, (void**)&b->delta, (size_t)rows * dim * 4, "projection output"));
     ETX_TRY(cuda_alloc(b, (void**)&b->gu, (size_t)rows * 2 * b->hidden * 4, "gate/up activations"));
     ETX_TRY(cuda_alloc(b, (void**)&b->hb, (size_t)rows * b->hidden * 2, "swiglu output"));
-    size_t ws = 0;
-    b->max_splits = 1;
-    for (int n = 1; n <= mb; n++) {
-        const int s = etx_attn_decode_splits(n, b->shape.n_kv_heads, b->cfg.max_seq_len);
-        const size_t w = etx_attn_decode_workspace_bytes(n, b->shape.n_heads, b->hdp, s);
-        if (s > b->max_splits) b->max_splits = s;
-        if (w > ws) ws = w;
-    }
-    ETX_TRY(cuda_alloc(b, (void**)&b->attn_ws, ws, "decode attention workspace"));
+    const size_t ws = etx_attn_workspace_bytes(b->attn_ws_rows, b->shape.n_heads, b->hdp, b->cfg.max_seq_len);
+    if (ws) ETX_TRY(cuda_alloc(b, (void**)&b->attn_ws, ws, "attention split workspace"));
     ETX_TRY(cuda_alloc(b, (void**)&b->d_tokens, (size_t)rows * 4, "row tokens"));
     ETX_TRY(cuda_alloc(b, (void**)&b->d_row_seq, (size_t)rows * 4, "row sequences"));
     ETX_TRY(cuda_alloc(b, (void**)&b->d_row_pos, (size_t)rows * 4, "row positions"));
-    ETX_TRY(cuda_alloc(b, (void**)&b->d_seq_len, (size_t)mb * 4, "sequence lengths"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->d_cap_row, (size_t)rows * 4, "score capture rows"));
     ETX_TRY(cuda_alloc(b, (void**)&b->d_table, mbl * 4, "block tables"));
     ETX_TRY(cuda_alloc(b, (void**)&b->logits, (size_t)mb * V * 4, "logits"));
     ETX_TRY(cuda_alloc(b, (void**)&b->dec_logits, (size_t)mb * V * 4, "decode logits staging"));
@@ -222,7 +221,7 @@ static etx_status alloc_buffers(CudaBackend* b) {
     b->h_tokens = xcalloc((size_t)rows, 4);
     b->h_row_seq = xcalloc((size_t)rows, 4);
     b->h_row_pos = xcalloc((size_t)rows, 4);
-    b->h_seq_len = xcalloc((size_t)mb, 4);
+    b->h_cap_row = xcalloc((size_t)rows, 4);
     b->h_table = xcalloc(mbl, 4);
     b->h_policies = xcalloc((size_t)mb, sizeof(etx_policy));
     b->h_states = xcalloc((size_t)mb, sizeof(EtxSeqState));
@@ -250,7 +249,7 @@ static etx_status cuda_create(const etx_model* m, const BackendConfig* cfg, Cuda
     if (need + headroom > (double)free_b) {
         etx_status s = etx_error(ETX_ERR_NOMEM,
                                  "CUDA backend: needs %.1f MiB of device memory (K/V cache %.1f MiB: %d blocks x %d "
-                                 "positions x %d layers; the rest weights, activations, sampling, cuBLAS workspace) "
+                                 "positions x %d layers; the rest weights, activations, sampling) "
                                  "plus %.1f MiB left free for the CUDA context and graphs, but %s has %.1f MiB free "
                                  "of %.1f MiB; lower kv_blocks, max_batch or max_seq_len",
                                  need / 1048576.0, kv / 1048576.0, cfg->kv_blocks, cfg->kv_block_size, b->n_layers,
@@ -258,7 +257,6 @@ static etx_status cuda_create(const etx_model* m, const BackendConfig* cfg, Cuda
         free(b);
         return s;
     }
-    b->gemm = etx_gemm_create();
     b->stream = etx_dev_stream_create();
     const char* env = getenv("ETX_CUDA_GRAPHS");
     const int graphs_on = env && *env ? atoi(env) != 0 : etx_dev_graphs_available();
@@ -267,8 +265,7 @@ static etx_status cuda_create(const etx_model* m, const BackendConfig* cfg, Cuda
     // captured); the emulator captures on its NULL stream (placeholder graphs, device.h)
     b->use_graphs = graphs_on && (etx_dev_graphs_recorded() ? etx_dev_graphs_available() && b->stream != NULL : 1);
     b->graphs = xcalloc((size_t)cfg->max_batch + 1, sizeof(void*));
-    etx_status st = b->gemm ? etx_ok() : etx_error(ETX_ERR_UNSUPPORTED, "CUDA backend: cuBLAS failed to initialise");
-    if (st.code == ETX_OK) st = cuda_upload_model(b);
+    etx_status st = cuda_upload_model(b);
     if (st.code == ETX_OK) st = cuda_alloc_kv(b, b->layers, cfg->kv_blocks);
     if (st.code == ETX_OK) st = alloc_buffers(b);
     if (st.code != ETX_OK) {
@@ -313,33 +310,36 @@ static void put_table_row(CudaBackend* b, int row, const BackendWork* w) {
 // group, then the final norm and LM head of each sampled chunk's last row into its pick's
 // logits row (its scores captured into the pick's row when it needs metrics).
 static void run_prefill_group(CudaBackend* b, const BackendStep* s, const int* idx, int n_chunks, int metrics_any) {
-    EtxPrefillChunk ch[64];
+    int last_row[64]; // each chunk's last row
     int rows = 0, capture = 0;
     for (int k = 0; k < n_chunks; k++) {
         const BackendWork* w = &s->work[idx[k]];
         const int p = w->pick;
         const int cap = p >= 0 && metrics_any && needs_metrics(b, &s->picks[p]);
-        ch[k] = (EtxPrefillChunk){.seq = k, .pos0 = w->pos0, .n = w->n, .row0 = rows, .capture = cap ? p : -1};
         capture |= cap;
         memcpy(b->h_tokens + rows, w->tokens, (size_t)w->n * sizeof(int32_t));
         for (int i = 0; i < w->n; i++) {
             b->h_row_seq[rows + i] = k;
             b->h_row_pos[rows + i] = w->pos0 + i;
+            b->h_cap_row[rows + i] = -1;
         }
-        put_table_row(b, k, w);
         rows += w->n;
+        last_row[k] = rows - 1;
+        if (cap) b->h_cap_row[rows - 1] = p; // the last row's scores: the metrics of the token it samples
+        put_table_row(b, k, w);
     }
     etx_dev_upload_on(b->d_tokens, b->h_tokens, (size_t)rows * 4, b->stream);
     etx_dev_upload_on(b->d_row_seq, b->h_row_seq, (size_t)rows * 4, b->stream);
     etx_dev_upload_on(b->d_row_pos, b->h_row_pos, (size_t)rows * 4, b->stream);
+    if (capture) etx_dev_upload_on(b->d_cap_row, b->h_cap_row, (size_t)rows * 4, b->stream);
     etx_dev_upload_on(b->d_table, b->h_table, (size_t)n_chunks * b->shape.max_blocks * 4, b->stream);
-    CudaRows r = {.n = rows, .decode = 0, .chunks = ch, .n_chunks = n_chunks, .d_tokens = b->d_tokens,
-                  .d_row_seq = b->d_row_seq, .d_row_pos = b->d_row_pos, .d_table = b->d_table, .kv = b->layers,
-                  .scores = capture ? b->scores : NULL, .logits = NULL};
+    CudaRows r = {.n = rows, .d_tokens = b->d_tokens, .d_row_seq = b->d_row_seq, .d_row_pos = b->d_row_pos,
+                  .d_table = b->d_table, .kv = b->layers, .scores = capture ? b->scores : NULL,
+                  .d_cap_row = b->d_cap_row, .logits = NULL};
     cuda_forward_rows(b, &r);
     for (int k = 0; k < n_chunks; k++) {
         const int p = s->work[idx[k]].pick;
-        if (p >= 0) cuda_forward_head(b, ch[k].row0 + ch[k].n - 1, 1, b->logits + (size_t)p * b->vocab);
+        if (p >= 0) cuda_forward_head(b, last_row[k], 1, b->logits + (size_t)p * b->vocab);
     }
 }
 
@@ -432,7 +432,6 @@ static void run_decode(CudaBackend* b, const BackendStep* s, int metrics_any) {
         b->h_tokens[r] = w ? w->tokens[0] : 0;
         b->h_row_seq[r] = r;
         b->h_row_pos[r] = w ? w->pos0 : -1;
-        b->h_seq_len[r] = w ? w->pos0 + 1 : 0;
         if (w) {
             put_table_row(b, r, w);
             if (w->pick != rows[0]->pick + r) direct = 0;
@@ -443,7 +442,6 @@ static void run_decode(CudaBackend* b, const BackendStep* s, int metrics_any) {
     etx_dev_upload_on(b->d_tokens, b->h_tokens, (size_t)nb * 4, b->stream);
     etx_dev_upload_on(b->d_row_seq, b->h_row_seq, (size_t)nb * 4, b->stream);
     etx_dev_upload_on(b->d_row_pos, b->h_row_pos, (size_t)nb * 4, b->stream);
-    etx_dev_upload_on(b->d_seq_len, b->h_seq_len, (size_t)nb * 4, b->stream);
     etx_dev_upload_on(b->d_table, b->h_table, (size_t)nb * b->shape.max_blocks * 4, b->stream);
     decode_rows_on_device(b, rows, n, nb, direct, metrics_any);
 }
@@ -456,9 +454,8 @@ static void decode_rows_on_device(CudaBackend* b, const BackendWork* const* rows
     // a padded batch's graph always captures the scores (the same launches every step)
     float* scores = b->pad_decode ? b->dec_scores : !metrics_any ? NULL : direct ? b->scores + p0 * score_row(b)
                                                                                  : b->dec_scores;
-    CudaRows r = {.n = nb, .decode = 1, .pos0 = 0, .d_tokens = b->d_tokens, .d_row_seq = b->d_row_seq,
-                  .d_row_pos = b->d_row_pos, .d_table = b->d_table, .d_seq_len = b->d_seq_len, .kv = b->layers,
-                  .scores = scores, .head_first = 0,
+    CudaRows r = {.n = nb, .d_tokens = b->d_tokens, .d_row_seq = b->d_row_seq, .d_row_pos = b->d_row_pos,
+                  .d_table = b->d_table, .kv = b->layers, .scores = scores, .d_cap_row = NULL, .head_first = 0,
                   .logits = direct ? b->logits + (size_t)p0 * b->vocab : b->dec_logits};
     if (b->pad_decode)
         forward_decode(b, &r);
@@ -590,7 +587,7 @@ static etx_status cuda_decode_steps(CudaBackend* b, BackendStep* s, int k, int32
             run_decode(b, s, metrics_any);
             upload_picks(b, s, metrics_any);
         } else {
-            etx_advance_rows(b->d_tokens, b->d_row_pos, b->d_seq_len, metrics_any ? b->d_n_pos : NULL, b->d_states,
+            etx_advance_rows(b->d_tokens, b->d_row_pos, metrics_any ? b->d_n_pos : NULL, b->d_states,
                              b->d_next, np, b->stream);
             const BackendWork* rows[c->max_batch];
             for (int i = 0; i < np; i++) rows[i] = &s->work[i];
@@ -644,9 +641,8 @@ static etx_status cuda_logits(CudaBackend* b, const int32_t* ids, int n, int all
             etx_dev_upload_on(b->d_tokens, ids + pos0, (size_t)m * 4, b->stream);
             etx_dev_upload_on(b->d_row_seq, b->h_row_seq, (size_t)m * 4, b->stream);
             etx_dev_upload_on(b->d_row_pos, b->h_row_pos, (size_t)m * 4, b->stream);
-            CudaRows r = {.n = m, .decode = 0, .pos0 = pos0, .d_tokens = b->d_tokens, .d_row_seq = b->d_row_seq,
-                          .d_row_pos = b->d_row_pos, .d_table = b->d_table, .d_seq_len = NULL, .kv = kv,
-                          .scores = NULL, .head_first = all_positions ? 0 : m - 1,
+            CudaRows r = {.n = m, .d_tokens = b->d_tokens, .d_row_seq = b->d_row_seq, .d_row_pos = b->d_row_pos,
+                          .d_table = b->d_table, .kv = kv, .scores = NULL, .head_first = all_positions ? 0 : m - 1,
                           .logits = all_positions ? d_all : last ? b->dec_logits : NULL};
             cuda_forward_rows(b, &r);
             if (all_positions)

@@ -47,20 +47,14 @@ typedef struct {
 
 // One forward's rows and where their results go (cuda_forward.c).
 typedef struct {
-    int n;                      // rows
-    int decode;                 // 1: one row per sequence (etx_attn_decode); 0: prefill
-    int pos0;                   // prefill of one chunk (chunks == NULL): position of row 0, table row 0
-    const EtxPrefillChunk* chunks; // prefill of several chunks (etx_attn_prefill_chunks), or NULL
-    int n_chunks;
+    int n;                      // rows: decode tokens (one per sequence) and prefill positions alike
     const int32_t* d_tokens;    // (n) device
     const int32_t* d_row_seq;   // (n) device: block table row of each row
-    const int32_t* d_row_pos;   // (n) device
+    const int32_t* d_row_pos;   // (n) device: position of each row (-1: a padding row)
     const int32_t* d_table;     // (rows of the table, max_blocks) device
-    const int32_t* d_seq_len;   // decode: (n) device, row_pos + 1
     CudaLayer* kv;              // K/V pools per layer: the backend's, or logits()'s private ones
-    float* scores;              // NULL, or the last layer's capture (decode: (n, n_heads, max_seq_len);
-                                // one chunk: the last row's (n_heads, max_seq_len); chunks: the
-                                // rows chunks[i].capture of (.., n_heads, max_seq_len))
+    float* scores;              // NULL, or the last layer's capture (.., n_heads, max_seq_len)
+    const int32_t* d_cap_row;   // (n) device: each row's capture row (-1: none); NULL: row r -> r
     int head_first;             // LM head from this row on (rows head_first .. n - 1)
     float* logits;              // NULL (no LM head), or ((n - head_first), vocab)
 } CudaRows;
@@ -76,7 +70,6 @@ struct Backend {
     int max_rows;                // max(max_batch, max_chunk)
     float eps;
     EtxAttnShape shape;          // padded head_dim; max_blocks = ceil(max_seq_len / block_size)
-    void* gemm;                  // etx_gemm_create()
     void* stream;                // every launch goes here (NULL: the default stream, emulator)
     int pad_decode;              // 1: decode batches padded to a power of two (graph mode)
     int use_graphs;              // 1: padded decode batches replay a captured CUDA graph
@@ -104,16 +97,16 @@ struct Backend {
     float* delta;                // (max_rows, dim) O / down projection output (residual delta)
     float* gu;                   // (max_rows, 2 hidden)
     etx_bf16* hb;                // (max_rows, hidden) swiglu output
-    float* attn_ws;              // decode split-KV workspace (may be NULL)
-    int max_splits;              // splits the workspace holds for max_batch rows
+    float* attn_ws;              // attention split workspace for attn_ws_rows rows (NULL: one split)
+    int attn_ws_rows;            // rows per attention launch (prefill rows beyond run as more launches)
 
     // rows and tables
     int32_t* d_tokens;           // (max_rows)
     int32_t* d_row_seq;          // (max_rows)
     int32_t* d_row_pos;          // (max_rows)
-    int32_t* d_seq_len;          // (max_batch)
+    int32_t* d_cap_row;          // (max_rows) prefill: each row's score capture row, or -1
     int32_t* d_table;            // (max_batch, max_blocks)
-    int32_t *h_tokens, *h_row_seq, *h_row_pos, *h_seq_len, *h_table; // host staging, same shapes
+    int32_t *h_tokens, *h_row_seq, *h_row_pos, *h_cap_row, *h_table; // host staging, same shapes
 
     // sampling, max_batch picks
     float* logits;               // (max_batch, vocab) row i = pick i

@@ -50,22 +50,21 @@ static etx_status measure_copy(int quick, double* bandwidth) {
 static etx_status measure_gemm(int quick, double* flops) {
     const int n = quick ? 128 : 4096;
     const size_t elems = (size_t)n * n;
-    void* gemm = etx_gemm_create();
     etx_bf16* x = etx_dev_malloc(elems * sizeof(etx_bf16));
     etx_bf16* w = etx_dev_malloc(elems * sizeof(etx_bf16));
     float* y = etx_dev_malloc(elems * sizeof(float));
     etx_status s = etx_ok();
-    if (!gemm || !x || !w || !y) {
-        s = etx_error(ETX_ERR_NOMEM, "measuring GEMM: no GEMM context or no room for %d x %d matrices", n, n);
+    if (!x || !w || !y) {
+        s = etx_error(ETX_ERR_NOMEM, "measuring GEMM: no room for %d x %d matrices", n, n);
     } else {
         etx_dev_memset(x, 0x3c, elems * sizeof(etx_bf16)); // 0x3c3c: a bf16 near 0.0115
         etx_dev_memset(w, 0x3c, elems * sizeof(etx_bf16));
-        etx_gemm_bf16(gemm, y, x, w, n, n, n, NULL); // warm-up (cuBLAS picks its kernel)
+        etx_gemm_bf16(y, x, w, n, n, n, NULL); // warm-up
         etx_dev_sync();
         double t[PROBE_REPS];
         for (int i = 0; i < PROBE_REPS; i++) {
             const double t0 = etx_now_s();
-            etx_gemm_bf16(gemm, y, x, w, n, n, n, NULL);
+            etx_gemm_bf16(y, x, w, n, n, n, NULL);
             etx_dev_sync();
             t[i] = etx_now_s() - t0;
         }
@@ -75,7 +74,6 @@ static etx_status measure_gemm(int quick, double* flops) {
     etx_dev_free(x);
     etx_dev_free(w);
     etx_dev_free(y);
-    if (gemm) etx_gemm_destroy(gemm);
     return s;
 }
 

@@ -5,7 +5,9 @@
  * same contract:
  *   - batch invariance: requests with mixed prompts, lengths and policies (greedy, sample
  *     with several settings, entropix) give the same tokens and the same trace records,
- *     to the bit, at every batch size;
+ *     to the bit, at every batch size; and at a context of 4096 (the tiny model with its
+ *     context raised; prompts of up to 1100 tokens, so attention runs over several of its
+ *     256-position splits) at batch 1, 7 and 64;
  *   - preemption: a pool too small for the load preempts and recomputes without changing
  *     a token; a request that can never fit fails with a reason, the others finish;
  *   - several decode steps per synchronisation give the same tokens and trace records as
@@ -55,6 +57,7 @@ static Backend_case BC = {"cpu", ETX_DEVICE_CPU, DEFAULT_SIZES};
 
 static etx_model* g_model; // BC.model
 static etx_model* g_tiny;  // the tiny fixture model (multi-step, limits)
+static etx_model* g_tiny_4k; // the same weights with a context of 4096 (long_context_model)
 static int g_vocab;
 static const int32_t BASE[] = {504, 3575, 282, 4649, 314, 253, 1345, 28, 284, 260, 1789, 5248, 30, 1076, 6614, 281};
 #define N_BASE ((int)(sizeof BASE / sizeof BASE[0]))
@@ -62,7 +65,7 @@ static const int32_t BASE[] = {504, 3575, 282, 4649, 314, 253, 1345, 28, 284, 26
 #define MAX_TOK 6
 
 typedef struct {
-    int32_t prompt[320];
+    int32_t prompt[1100];
     int n_prompt;
     etx_policy policy;
     int max_tokens;
@@ -196,6 +199,37 @@ START_TEST(batch_invariance) {
     // batching: n requests of at most 8 tokens take far fewer steps than one at a time
     ck_assert_int_lt(all.stats.steps * 4, alone.stats.steps);
     ck_assert_int_eq(all.stats.preemptions, 0);
+}
+END_TEST
+
+// At a context of 4096, 64 requests at batch 1, 7 and 64: tokens and trace records to the
+// bit. Jobs as make_job's (policies cycling) on the tiny model, three with prompts of 300,
+// 600 and 1100 tokens (prefill chunks and attention splits of 256 positions crossed) and
+// one of 250 tokens generating 12 (its decode rows cross the first split boundary).
+#define LONG_N 64
+START_TEST(batch_invariance_at_long_context) {
+    static Job jobs[LONG_N];
+    static Results res[3];
+    static const int batches[3] = {1, 7, 64};
+    for (int i = 0; i < LONG_N; i++) {
+        jobs[i] = make_job(i);
+        const int len = i == 0 ? 300 : i == 21 ? 600 : i == 42 ? 1100 : i == 10 ? 250 : jobs[i].n_prompt;
+        if (len > (int)(sizeof jobs[i].prompt / sizeof jobs[i].prompt[0]))
+            ck_abort_msg("job %d: prompt of %d tokens does not fit the job", i, len);
+        jobs[i].n_prompt = len;
+        for (int t = 0; t < len; t++) jobs[i].prompt[t] = (int32_t)(2 + (t * 37 + i * 11 + t / 7) % 318);
+        if (i == 10) {
+            jobs[i].max_tokens = 12;
+            jobs[i].ignore_eos = 1;
+        }
+    }
+    for (int b = 0; b < 3; b++)
+        run_requests(g_tiny_4k, (EngineSpec){BC.device, 4096, batches[b], 16, 0, 1, 0}, jobs, LONG_N, -1, &res[b]);
+    assert_same(&res[0], &res[1], LONG_N, 1, "ctx 4096: batch 7 vs 1");
+    assert_same(&res[0], &res[2], LONG_N, 1, "ctx 4096: batch 64 vs 1");
+    ck_assert_int_eq(res[2].stats.max_batch, 64);
+    ck_assert_int_eq(res[2].stats.preemptions, 0);
+    ck_assert_int_eq(res[0].n[10], 12);
 }
 END_TEST
 
@@ -359,6 +393,56 @@ START_TEST(engine_batching_options_are_checked) {
 }
 END_TEST
 
+// The tiny model with max_position_embeddings raised to 4096 (RoPE has no length limit;
+// the weights are the fixture's, linked): a directory under /tmp, removed after loading.
+// (before the tests run, so no Check asserts)
+static void long_context_die(const char* what) {
+    perror(what);
+    exit(EXIT_FAILURE);
+}
+
+static etx_model* long_context_model(void) {
+    char dir[] = "/tmp/etx_tiny4k_XXXXXX", path[512], cfg[8192];
+    if (!mkdtemp(dir)) long_context_die("mkdtemp");
+    FILE* f = fopen(TINY "/config.json", "rb");
+    if (!f) long_context_die("fopen");
+    const size_t n = fread(cfg, 1, sizeof cfg - 1, f);
+    fclose(f);
+    cfg[n] = 0;
+    char* at = strstr(cfg, "\"max_position_embeddings\": 128,");
+    if (!at) {
+        fprintf(stderr, "test_batching: %s/config.json has no \"max_position_embeddings\": 128\n", TINY);
+        exit(EXIT_FAILURE);
+    }
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    f = fopen(path, "wb");
+    if (!f) long_context_die("fopen");
+    fwrite(cfg, 1, (size_t)(at - cfg), f);
+    fputs("\"max_position_embeddings\": 4096,", f);
+    fputs(at + strlen("\"max_position_embeddings\": 128,"), f);
+    fclose(f);
+    static const char* linked[] = {"model.safetensors", "tokenizer.json"};
+    char src[512];
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, linked[i]);
+        snprintf(src, sizeof src, "%s/%s", TINY, linked[i]);
+        if (symlink(src, path) != 0) long_context_die("symlink");
+    }
+    etx_model* m = NULL;
+    etx_status s = etx_model_load(dir, &m);
+    if (s.code != ETX_OK) {
+        fprintf(stderr, "test_batching: the 4096-context tiny model: %s\n", s.message);
+        exit(EXIT_FAILURE);
+    }
+    static const char* made[] = {"model.safetensors", "tokenizer.json", "config.json"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, made[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+    return m;
+}
+
 static etx_model* load_or_die(const char* path) {
     etx_model* m = NULL;
     etx_status s = etx_model_load(path, &m);
@@ -383,6 +467,7 @@ int main(void) {
 #endif
     g_model = load_or_die(BC.model);
     g_tiny = load_or_die(TINY);
+    g_tiny_4k = long_context_model();
     etx_model_info info;
     etx_model_get_info(g_model, &info);
     g_vocab = info.vocab_size;
@@ -392,6 +477,7 @@ int main(void) {
     TCase* tc = tcase_create("core");
     tcase_set_timeout(tc, 1200);
     tcase_add_test(tc, batch_invariance);
+    tcase_add_test(tc, batch_invariance_at_long_context);
     tcase_add_test(tc, preemption_recomputes_without_changing_tokens);
     tcase_add_test(tc, a_request_that_cannot_fit_fails_and_others_finish);
     tcase_add_test(tc, several_steps_per_sync_change_nothing);
@@ -402,5 +488,6 @@ int main(void) {
     const int rc = check_run_suite_nofork(su); // the models were loaded before the tests
     etx_model_free(g_model);
     etx_model_free(g_tiny);
+    etx_model_free(g_tiny_4k);
     return rc;
 }

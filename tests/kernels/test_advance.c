@@ -15,12 +15,11 @@
 #include "test_rng.h"
 
 // The CPU twin of one step forward for rows [0, n).
-static void advance_twin(int32_t* tokens, int32_t* row_pos, int32_t* seq_len, int32_t* n_pos, EtxSeqState* st,
-                         const int32_t* next, int n) {
+static void advance_twin(int32_t* tokens, int32_t* row_pos, int32_t* n_pos, EtxSeqState* st, const int32_t* next,
+                         int n) {
     for (int i = 0; i < n; i++) {
         tokens[i] = next[i] >= 0 ? next[i] : 0; // a fault code feeds token 0
         row_pos[i]++;
-        seq_len[i]++;
         if (n_pos && n_pos[i] > 0) n_pos[i]++;
         st[i].step++;
         st[i].prev_token = tokens[i];
@@ -38,36 +37,34 @@ static uint64_t rng_state; // test_rng.h
 
 static void check(int n, int with_npos) {
     const int cap = n + 7; // rows past n must not change
-    int32_t *tok = malloc(cap * 4), *pos = malloc(cap * 4), *len = malloc(cap * 4), *np = malloc(cap * 4),
-            *next = malloc(cap * 4);
+    int32_t *tok = malloc(cap * 4), *pos = malloc(cap * 4), *np = malloc(cap * 4), *next = malloc(cap * 4);
     EtxSeqState* st = calloc((size_t)cap, sizeof *st);
     for (int i = 0; i < cap; i++) {
         tok[i] = rng_below(&rng_state, 1000), next[i] = rng_below(&rng_state, 1000);
         if (i % 7 == 3) next[i] = -1 - (int32_t)rng_below(&rng_state, 3); // picks that faulted
-        pos[i] = rng_below(&rng_state, 500), len[i] = pos[i] + 1;
-        np[i] = i % 3 ? len[i] : 0; // some rows without metrics
+        pos[i] = rng_below(&rng_state, 500);
+        np[i] = i % 3 ? pos[i] + 1 : 0; // some rows without metrics
         st[i].step = rng_below(&rng_state, 50), st[i].prev_token = rng_below(&rng_state, 1000);
         st[i].key = rng_next_u64(&rng_state);
         st[i].max_tokens = 77, st[i].pause_token = 5;
     }
-    int32_t *dtok = dev_copy_of(tok, cap * 4), *dpos = dev_copy_of(pos, cap * 4), *dlen = dev_copy_of(len, cap * 4),
-            *dnp = dev_copy_of(np, cap * 4), *dnext = dev_copy_of(next, cap * 4);
+    int32_t *dtok = dev_copy_of(tok, cap * 4), *dpos = dev_copy_of(pos, cap * 4), *dnp = dev_copy_of(np, cap * 4), *dnext = dev_copy_of(next, cap * 4);
     EtxSeqState* dst = dev_copy_of(st, (size_t)cap * sizeof *st);
-    etx_advance_rows(dtok, dpos, dlen, with_npos ? dnp : NULL, dst, dnext, n, NULL);
+    etx_advance_rows(dtok, dpos, with_npos ? dnp : NULL, dst, dnext, n, NULL);
     etx_dev_sync();
-    advance_twin(tok, pos, len, with_npos ? np : NULL, st, next, n);
+    advance_twin(tok, pos, with_npos ? np : NULL, st, next, n);
     int32_t* got = malloc(cap * 4);
     EtxSeqState* gst = calloc((size_t)cap, sizeof *gst);
-    int32_t* want[4] = {tok, pos, len, np};
-    int32_t* dev[4] = {dtok, dpos, dlen, dnp};
-    for (int k = 0; k < 4; k++) {
+    int32_t* want[3] = {tok, pos, np};
+    int32_t* dev[3] = {dtok, dpos, dnp};
+    for (int k = 0; k < 3; k++) {
         etx_dev_download(got, dev[k], cap * 4);
         ck_assert_msg(memcmp(got, want[k], cap * 4) == 0, "n %d array %d differs", n, k);
     }
     etx_dev_download(gst, dst, (size_t)cap * sizeof *gst);
     ck_assert(memcmp(gst, st, (size_t)cap * sizeof *st) == 0);
-    etx_dev_free(dtok), etx_dev_free(dpos), etx_dev_free(dlen), etx_dev_free(dnp), etx_dev_free(dnext), etx_dev_free(dst);
-    free(tok), free(pos), free(len), free(np), free(next), free(st), free(got), free(gst);
+    etx_dev_free(dtok), etx_dev_free(dpos), etx_dev_free(dnp), etx_dev_free(dnext), etx_dev_free(dst);
+    free(tok), free(pos), free(np), free(next), free(st), free(got), free(gst);
 }
 
 START_TEST(advance_matches_its_twin) {

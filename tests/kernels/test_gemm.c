@@ -1,39 +1,44 @@
 /*
  * test_gemm.c — etx_gemm_bf16 (kernels/gemm.cu), y (n, out) f32 = x (n, in) bf16 · W^T,
  * W (out, in) bf16, against its CPU twin, the CPU backend's f32 product
- * (host/cpu/f32_matrix.c: f32_matmat), under the SIMT emulator (_emu: gemm_simt_kernel,
- * the emulator has no cuBLAS) and on a GPU (_gpu: cublasGemmEx with the row-major trick).
+ * (host/cpu/f32_matrix.c: f32_matmat), and against the summation order gemm.cu states,
+ * under the SIMT emulator (_emu) and on a GPU (_gpu): the same kernel runs in both.
  *
  * Inputs: x and W uniform in [-1, 1), rounded to bf16; the twin gets the same values as
- * floats (bf16 -> f32 is exact). Shapes: 1 x 1 x 1; odd sizes everywhere; n below, at and
- * above the emulator's tile of 8 rows and out across its blocks of 128 columns; n, in and
- * out all different, so that a transposed operand or a wrong leading dimension in the
- * row-major trick cannot pass; in up to 1024; the default model's projections (576 ->
- * 1536). Every value of y is checked, and guard values past y must stay.
+ * floats (bf16 -> f32 is exact). Shapes: 1 x 1 x 1; odd sizes everywhere (in not a
+ * multiple of 8 takes the scalar path); n below, at and above the tiles of 1, 4 and 16
+ * rows; out across blocks of 16 columns; n, in and out all different, so that a
+ * transposed operand or a wrong leading dimension cannot pass; in up to 1024; the
+ * default model's projections (576 -> 1536). Every value of y is checked, and guard
+ * values past y must stay.
  *
- * Tolerance (gemm_matches_cpu), per output y[r, o], with S = sum_i |x_ri w_oi|:
+ * Tolerance against the twin (gemm_matches_cpu), per output y[r, o], with
+ * S = sum_i |x_ri w_oi|:
  *   - bf16 rounding of the inputs: a bf16 has 8 significant bits, so the product of two
  *     is exact in f32 (16 bits <= 24; no underflow at these magnitudes). Neither side
  *     rounds a product: only additions round.
  *   - f32 accumulation: a sum of `in` terms computed in f32, in any order, is within
  *     gamma(in, u) S of the exact sum, gamma(n, u) = n u / (1 - n u) (Higham, "Accuracy
- *     and Stability of Numerical Algorithms", 2nd ed., section 4.2). The twin rounds to
- *     nearest (u = 2^-24) in f32_matrix's blocked order; the kernel sums in its own order
- *     (the emulator: index order; cuBLAS: tensor-core blocks and maybe split-K, whose
- *     additions may truncate rather than round, Fasi et al. 2021: u = 2^-23).
- *   So |y_kernel - y_twin| <= (gamma(in, 2^-24) + gamma(in, 2^-23)) S. S is summed in
- *   double from the same products (exact) and is itself within in 2^-53 S of the true S,
- *   which the bound does not need to cover (factor 1 + 1e-13).
- *   This catches a missing or doubled term: one term is on average S / in, above the
- *   bound (3 in 2^-24 S) for in < 2300; the shapes keep in <= 1024.
- *   Under the emulator the kernel adds in index order, as gemm.h states: it must equal a
- *   plain index-order f32 loop bit for bit (every product exact, so an FMA could not
- *   change it either).
+ *     and Stability of Numerical Algorithms", 2nd ed., section 4.2), u = 2^-24 for each
+ *     side (both round to nearest: the twin in f32_matrix's blocked order, the kernel in
+ *     its own).
+ *   So |y_kernel - y_twin| <= 2 gamma(in, 2^-24) S. S is summed in double from the same
+ *   products (exact) and is itself within in 2^-53 S of the true S, which the bound does
+ *   not need to cover (factor 1 + 1e-13). This catches a missing or doubled term: one
+ *   term is on average S / in, above the bound (2 in 2^-24 S) for in < 2900; the shapes
+ *   keep in <= 1024.
+ * Exactness (gemm_matches_cpu): the kernel sums in the order gemm.cu states (lane l of
+ *   32 takes the 8-element pieces l, l + 32, ... when in % 8 == 0, else the elements
+ *   l, l + 32, ...; fmaf chains; the 32 partials added in lane order), and every step is
+ *   one correctly rounded IEEE operation on the host, the emulator and a GPU: so y must
+ *   equal that order computed here, bit for bit, on both backends.
+ * Batch invariance (gemm_rows_are_batch_invariant): a row's bits do not depend on the
+ *   number of rows in the call nor on its place among them: rows of calls of 1 .. 64 rows
+ *   (every tile size, partial last tiles) equal the same rows of one 64-row call.
  *
  * Edge cases (gemm_edge_cases): n == 0 and out == 0 write nothing; in == 0 gives y = 0
- * (the empty sum). Error path (gemm_emulator_row_limit, emulator only): more than
- * 65535 x 8 rows does not fit the emulated grid's y dimension and aborts with a message
- * (cuBLAS has no such limit; its failures exit, which a test cannot provoke on purpose).
+ * (the empty sum). Error path (gemm_row_limit): more than 65535 x 16 rows does not fit the
+ * grid's y dimension and aborts with a message.
  */
 #include <check.h>
 #include <math.h>
@@ -82,7 +87,7 @@ static float* to_f32(const etx_bf16* v, size_t n) {
 }
 
 // y (n, out) of the kernel, read back with N_GUARD guard values past it checked
-static float* run_gemm(void* ctx, const etx_bf16* x, const etx_bf16* w, int n, int in, int out) {
+static float* run_gemm(const etx_bf16* x, const etx_bf16* w, int n, int in, int out) {
     const size_t ny = (size_t)n * out;
     float* y = malloc((ny + N_GUARD) * sizeof *y);
     ck_assert_ptr_nonnull(y);
@@ -90,7 +95,7 @@ static float* run_gemm(void* ctx, const etx_bf16* x, const etx_bf16* w, int n, i
     etx_bf16* dx = dev_copy_of(x, (size_t)n * in * sizeof *x);
     etx_bf16* dw = dev_copy_of(w, (size_t)out * in * sizeof *w);
     float* dy = dev_copy_of(y, (ny + N_GUARD) * sizeof *y);
-    etx_gemm_bf16(ctx, dy, dx, dw, n, in, out, NULL);
+    etx_gemm_bf16(dy, dx, dw, n, in, out, NULL);
     etx_dev_sync();
     etx_dev_download(y, dy, (ny + N_GUARD) * sizeof *y);
     for (int g = 0; g < N_GUARD; g++)
@@ -99,42 +104,54 @@ static float* run_gemm(void* ctx, const etx_bf16* x, const etx_bf16* w, int n, i
     return y;
 }
 
+// y[r, o] in the order gemm.cu states: lane partials (fmaf chains over the lane's
+// pieces), then the 32 partials in lane order
+static float stated_order(const float* xr, const float* wo, int in) {
+    float part[32];
+    for (int l = 0; l < 32; l++) {
+        float acc = 0.0f;
+        if (in % 8 == 0) {
+            for (int k = 8 * l; k < in; k += 8 * 32)
+                for (int e = 0; e < 8; e++) acc = fmaf(wo[k + e], xr[k + e], acc);
+        } else {
+            for (int k = l; k < in; k += 32) acc = fmaf(wo[k], xr[k], acc);
+        }
+        part[l] = acc;
+    }
+    float s = 0.0f;
+    for (int l = 0; l < 32; l++) s += part[l];
+    return s;
+}
+
 static double gamma_n(int n, double u) { return n * u / (1.0 - n * u); }
 
-static void check_shape(void* ctx, uint64_t* rng, int n, int in, int out) {
+static void check_shape(uint64_t* rng, int n, int in, int out) {
     etx_bf16* x = random_bf16(rng, (size_t)n * in);
     etx_bf16* w = random_bf16(rng, (size_t)out * in);
     float *xf = to_f32(x, (size_t)n * in), *wf = to_f32(w, (size_t)out * in);
     float* twin = malloc((size_t)n * out * sizeof *twin);
     ck_assert_ptr_nonnull(twin);
     f32_matmat(twin, out, xf, in, n, wf, out, in);
-    float* y = run_gemm(ctx, x, w, n, in, out);
+    float* y = run_gemm(x, w, n, in, out);
 
-    const double rel = gamma_n(in, 0x1p-24) + gamma_n(in, 0x1p-23);
+    const double rel = 2.0 * gamma_n(in, 0x1p-24);
     double worst = 0.0; // largest |y - twin| / S, reported on failure
     for (int r = 0; r < n; r++)
         for (int o = 0; o < out; o++) {
             const float* xr = xf + (size_t)r * in;
             const float* wo = wf + (size_t)o * in;
             double s_abs = 0.0;
-            float ordered = 0.0f; // index order, f32 (gemm.h: the emulator's order)
-            for (int i = 0; i < in; i++) {
-                s_abs += fabs((double)xr[i] * wo[i]);
-                ordered += xr[i] * wo[i];
-            }
+            for (int i = 0; i < in; i++) s_abs += fabs((double)xr[i] * wo[i]);
+            const float ordered = stated_order(xr, wo, in);
             const float got = y[(size_t)r * out + o], want = twin[(size_t)r * out + o];
             const double err = fabs((double)got - want);
             if (s_abs > 0.0 && err / s_abs > worst) worst = err / s_abs;
             if (!(err <= rel * s_abs))
                 ck_abort_msg("n %d in %d out %d: y[%d, %d] = %.9g, CPU %.9g: |diff| %.3g > %.3g (sum |x w| %.6g)", n,
                              in, out, r, o, got, want, err, rel * s_abs, s_abs);
-#ifndef ETX_NATIVE_CUDA
             if (memcmp(&got, &ordered, sizeof got) != 0)
-                ck_abort_msg("n %d in %d out %d: y[%d, %d] = %.9g, the index-order f32 sum is %.9g (emulator)", n, in,
-                             out, r, o, got, ordered);
-#else
-            (void)ordered;
-#endif
+                ck_abort_msg("n %d in %d out %d: y[%d, %d] = %.9g, gemm.cu's stated order gives %.9g", n, in, out, r,
+                             o, got, ordered);
         }
     printf("gemm n %4d in %4d out %4d: max |y - cpu| / sum|x w| = %.3g (bound %.3g)\n", n, in, out, worst, rel);
     free(x), free(w), free(xf), free(wf), free(twin), free(y);
@@ -144,59 +161,78 @@ START_TEST(gemm_matches_cpu) {
     static const int shapes[][3] = {
         // n, in, out
         {1, 1, 1},     {1, 64, 128},  {3, 17, 5},    {8, 96, 130},  {9, 33, 129},
-        {13, 257, 67}, {2, 1024, 96}, {17, 40, 300}, {64, 128, 31}, {5, 576, 1536},
+        {13, 257, 67}, {2, 1024, 96}, {17, 40, 300}, {64, 128, 31}, {5, 576, 1536}, {4, 264, 33},
+        {16, 64, 17},
     };
-    void* ctx = etx_gemm_create();
-    ck_assert_ptr_nonnull(ctx);
     uint64_t rng = rng_seed(11);
     for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
-        check_shape(ctx, &rng, shapes[k][0], shapes[k][1], shapes[k][2]);
-    etx_gemm_destroy(ctx);
+        check_shape(&rng, shapes[k][0], shapes[k][1], shapes[k][2]);
+}
+END_TEST
+
+// rows of calls of n rows, starting at row r0 of X, equal rows r0 .. r0 + n - 1 of one call
+// over all of X, to the bit: every tile size (1, 4, 16) and partial last tiles, both paths
+START_TEST(gemm_rows_are_batch_invariant) {
+    static const int ins[] = {576, 100};
+    static const int calls[][2] = {{1, 0}, {1, 23}, {1, 63}, {3, 5}, {4, 0}, {5, 40}, {7, 9}, {16, 16}, {37, 27}};
+    const int N = 64, out = 70;
+    uint64_t rng = rng_seed(13);
+    for (size_t a = 0; a < sizeof ins / sizeof ins[0]; a++) {
+        const int in = ins[a];
+        etx_bf16* x = random_bf16(&rng, (size_t)N * in);
+        etx_bf16* w = random_bf16(&rng, (size_t)out * in);
+        float* all = run_gemm(x, w, N, in, out);
+        for (size_t c = 0; c < sizeof calls / sizeof calls[0]; c++) {
+            const int n = calls[c][0], r0 = calls[c][1];
+            float* part = run_gemm(x + (size_t)r0 * in, w, n, in, out);
+            for (int i = 0; i < n * out; i++)
+                if (memcmp(&part[i], &all[(size_t)r0 * out + i], sizeof(float)) != 0)
+                    ck_abort_msg("in %d: row %d col %d alone in a call of %d rows (tile %d) = %.9g, in a call of %d "
+                                 "rows (tile %d) = %.9g",
+                                 in, r0 + i / out, i % out, n, etx_gemm_tile_rows(n), part[i], N,
+                                 etx_gemm_tile_rows(N), all[(size_t)r0 * out + i]);
+            free(part);
+        }
+        free(all), free(x), free(w);
+    }
 }
 END_TEST
 
 START_TEST(gemm_edge_cases) {
-    void* ctx = etx_gemm_create();
-    ck_assert_ptr_nonnull(ctx);
     uint64_t rng = rng_seed(12);
     const int n = 3, in = 16, out = 5;
     etx_bf16* x = random_bf16(&rng, (size_t)n * in);
     etx_bf16* w = random_bf16(&rng, (size_t)out * in);
     // n == 0 and out == 0: nothing written (run_gemm checks the guards from y[0] on)
-    free(run_gemm(ctx, x, w, 0, in, out));
-    free(run_gemm(ctx, x, w, n, in, 0));
+    free(run_gemm(x, w, 0, in, out));
+    free(run_gemm(x, w, n, in, 0));
     // in == 0: every output is the empty sum
-    float* y = run_gemm(ctx, x, w, n, 0, out);
+    float* y = run_gemm(x, w, n, 0, out);
     for (int i = 0; i < n * out; i++) ck_assert_msg(y[i] == 0.0f, "in 0: y[%d] = %g", i, y[i]);
     free(y), free(x), free(w);
-    etx_gemm_destroy(ctx);
 }
 END_TEST
 
-#ifndef ETX_NATIVE_CUDA
-// 65535 * 8 + 1 rows: one more row tile than gridDim.y allows; aborts before any launch
-START_TEST(gemm_emulator_row_limit) {
-    void* ctx = etx_gemm_create();
-    const int n = 65535 * 8 + 1, in = 1, out = 1;
+// 65535 * 16 + 1 rows: one more row tile than gridDim.y allows; aborts before any launch
+START_TEST(gemm_row_limit) {
+    const int n = 65535 * 16 + 1, in = 1, out = 1;
     etx_bf16* dx = dev_alloc((size_t)n * in * sizeof *dx);
     etx_bf16* dw = dev_alloc((size_t)out * in * sizeof *dw);
     float* dy = dev_alloc((size_t)n * out * sizeof *dy);
     etx_dev_memset(dx, 0, (size_t)n * in * sizeof *dx);
     etx_dev_memset(dw, 0, (size_t)out * in * sizeof *dw);
-    etx_gemm_bf16(ctx, dy, dx, dw, n, in, out, NULL);
+    etx_gemm_bf16(dy, dx, dw, n, in, out, NULL);
     ck_abort_msg("etx_gemm_bf16 with %d rows returned", n); // not reached: it aborts
 }
 END_TEST
-#endif
 
 static Suite* gemm_suite(void) {
     Suite* s = suite_create("gemm");
     TCase* tc = tcase_create("core");
     tcase_add_test(tc, gemm_matches_cpu);
+    tcase_add_test(tc, gemm_rows_are_batch_invariant);
     tcase_add_test(tc, gemm_edge_cases);
-#ifndef ETX_NATIVE_CUDA
-    tcase_add_test_raise_signal(tc, gemm_emulator_row_limit, SIGABRT);
-#endif
+    tcase_add_test_raise_signal(tc, gemm_row_limit, SIGABRT);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -483,47 +483,48 @@ static void check_scores(const float* srow, int max_ctx, const float* q, const f
     for (int t = T; t < max_ctx; t++) EXPECT(srow[t] == GUARD_F32, "score %d past the end (%d) written", t, T);
 }
 
-// decode: n_seqs rows of lengths lens, n_splits (0: etx_attn_decode_splits), capture;
-// reversed: row s reads block table row n_seqs - 1 - s (row_seq), else row s (NULL)
-static void run_decode(int n_heads, int n_kv, int hd, int bs, const int* lens, int n_seqs, int n_splits, int reversed) {
-    int max_len = 0;
-    for (int s = 0; s < n_seqs; s++) max_len = lens[s] > max_len ? lens[s] : max_len;
-    int max_ctx = max_len + 3; // capture rows longer than any sequence: the tail must stay
-    EtxAttnShape sh = {n_heads, n_kv, hd, bs, 0};
-    FilledCache f;
-    build_filled(&f, sh, n_seqs, max_len);
-    if (n_splits == 0) n_splits = etx_attn_decode_splits(n_seqs, n_kv, max_len);
-    int q_dim = n_heads * hd, G = n_heads / n_kv;
-    float scale = attn_scale(hd);
-
-    float* q = random_f32((size_t)n_seqs * q_dim, -3.0f, 3.0f);
-    size_t n_sc = (size_t)n_seqs * n_heads * max_ctx;
+// Runs etx_attn_rows on n_rows rows (row r: sequence row_seq[r] of the cache at position
+// row_pos[r], -1 = padding) with a configured context of max_seq_len and a workspace of
+// ws_rows rows, and checks every row against the twin over the row's positions. Scores:
+// cap_row (n_rows) sends row r's to capture row cap_row[r] (-1: none) of n_cap rows;
+// cap_row NULL: row r's to row r (n_cap = n_rows); a capture row nobody writes must keep
+// its guards. out_bits/sc_bits (may be NULL) receive the raw outputs (n_rows, q_dim) and
+// captures (n_cap, n_heads, max_ctx) for bitwise comparisons.
+static void run_rows(const FilledCache* f, const float* q, const int* row_seq, const int* row_pos, int n_rows,
+                     int max_seq_len, int ws_rows, const int* cap_row, int n_cap, uint16_t* out_bits,
+                     float* sc_bits) {
+    const EtxAttnShape sh = f->c.sh;
+    const int n_heads = sh.n_heads, n_kv = sh.n_kv_heads, hd = sh.head_dim;
+    const int q_dim = n_heads * hd, G = n_heads / n_kv, max_ctx = max_seq_len;
+    const float scale = attn_scale(hd);
+    if (!cap_row) n_cap = n_rows;
+    size_t n_sc = (size_t)n_cap * n_heads * max_ctx;
     float* sc_guard = malloc(n_sc * sizeof(float));
     for (size_t i = 0; i < n_sc; i++) sc_guard[i] = GUARD_F32;
-    float* d_q = dev_copy(q, (size_t)n_seqs * q_dim * sizeof(float));
-    int32_t* d_len = dev_copy(lens, n_seqs * sizeof(int32_t));
+    float* d_q = dev_copy(q, (size_t)n_rows * q_dim * sizeof(float));
+    int32_t* d_seq = dev_copy(row_seq, n_rows * sizeof(int32_t));
+    int32_t* d_pos = dev_copy(row_pos, n_rows * sizeof(int32_t));
+    int32_t* d_cap = cap_row ? dev_copy(cap_row, n_rows * sizeof(int32_t)) : NULL;
     float* d_sc = dev_copy(sc_guard, n_sc * sizeof(float));
-    uint16_t* d_out = etx_dev_malloc((size_t)n_seqs * q_dim * 2);
-    size_t ws_bytes = etx_attn_decode_workspace_bytes(n_seqs, n_heads, hd, n_splits);
+    uint16_t* d_out = etx_dev_malloc((size_t)n_rows * q_dim * 2);
+    size_t ws_bytes = etx_attn_workspace_bytes(ws_rows, n_heads, hd, max_seq_len);
     float* d_ws = ws_bytes ? etx_dev_malloc(ws_bytes) : NULL;
-    int32_t* row_seq = malloc(n_seqs * sizeof(int32_t));
-    for (int s = 0; s < n_seqs; s++) row_seq[s] = reversed ? n_seqs - 1 - s : s;
-    int32_t* d_row_seq = reversed ? dev_copy(row_seq, n_seqs * sizeof(int32_t)) : NULL;
-    etx_attn_decode(d_out, d_sc, max_ctx, d_q, f.d_k, f.d_v, f.d_table, d_row_seq, d_len, n_seqs, max_len, n_splits,
-                    d_ws, f.c.sh, NULL);
-    uint16_t* out = host_copy(d_out, (size_t)n_seqs * q_dim * 2);
+    etx_attn_rows(d_out, d_sc, d_cap, max_ctx, d_q, f->d_k, f->d_v, f->d_table, d_seq, d_pos, n_rows, max_seq_len,
+                  d_ws, ws_rows, sh, NULL);
+    uint16_t* out = host_copy(d_out, (size_t)n_rows * q_dim * 2);
     float* sc = host_copy(d_sc, n_sc * sizeof(float));
 
     float* want = malloc((size_t)G * hd * sizeof(float));
     float* scratch = malloc(((size_t)G * ATT_BLOCK + 2 * G) * sizeof(float));
-    for (int s = 0; s < n_seqs; s++) {
-        int T = lens[s];
+    char* cap_written = calloc((size_t)n_cap, 1);
+    for (int r = 0; r < n_rows; r++) {
+        const int T = row_pos[r] + 1; // 0: padding
+        const int cap = cap_row ? cap_row[r] : r;
+        if (cap >= 0) cap_written[cap] = 1;
         for (int kvh = 0; kvh < n_kv; kvh++) {
-            float* k = gather(&f.c, f.k, row_seq[s], kvh, T);
-            float* v = gather(&f.c, f.v, row_seq[s], kvh, T);
-            const float* qg = q + (size_t)s * q_dim + (size_t)kvh * G * hd; // G heads, hd apart
-            // the G heads of one token at position T - 1, sharing this KV head; an empty
-            // sequence (a padding slot) gives zeros
+            float* k = gather(&f->c, f->k, row_seq[r], kvh, T);
+            float* v = gather(&f->c, f->v, row_seq[r], kvh, T);
+            const float* qg = q + (size_t)r * q_dim + (size_t)kvh * G * hd; // G heads, hd apart
             if (T > 0)
                 twin_attention(want, qg, k, v, G, T - 1, hd, scale, scratch);
             else
@@ -531,205 +532,186 @@ static void run_decode(int n_heads, int n_kv, int hd, int bs, const int* lens, i
             for (int g = 0; g < G; g++) {
                 int h = kvh * G + g;
                 for (int d = 0; d < hd; d++)
-                    check_bf16("decode out", (s * n_heads + h) * hd + d, out[(size_t)s * q_dim + h * hd + d],
+                    check_bf16("attention out", (r * n_heads + h) * hd + d, out[(size_t)r * q_dim + h * hd + d],
                                want[g * hd + d], ATT_ABS);
-                check_scores(sc + ((size_t)s * n_heads + h) * max_ctx, max_ctx, qg + g * hd, k, T, hd, scale);
+                if (cap >= 0)
+                    check_scores(sc + ((size_t)cap * n_heads + h) * max_ctx, max_ctx, qg + g * hd, k, T, hd, scale);
             }
             free(k);
             free(v);
         }
     }
+    for (int c = 0; c < n_cap; c++)
+        if (!cap_written[c])
+            for (size_t i = 0; i < (size_t)n_heads * max_ctx; i++)
+                EXPECT(sc[(size_t)c * n_heads * max_ctx + i] == GUARD_F32, "capture row %d (no row's) written", c);
+    if (out_bits) memcpy(out_bits, out, (size_t)n_rows * q_dim * 2);
+    if (sc_bits) memcpy(sc_bits, sc, n_sc * sizeof(float));
     etx_dev_free(d_q);
-    etx_dev_free(d_len);
+    etx_dev_free(d_seq);
+    etx_dev_free(d_pos);
+    if (d_cap) etx_dev_free(d_cap);
     etx_dev_free(d_sc);
     etx_dev_free(d_out);
     if (d_ws) etx_dev_free(d_ws);
-    if (d_row_seq) etx_dev_free(d_row_seq);
-    free(row_seq);
-    free_filled(&f);
-    free(q);
     free(sc_guard);
     free(out);
     free(sc);
     free(want);
     free(scratch);
+    free(cap_written);
 }
 
 // head layouts (n_heads, n_kv_heads): group sizes 3, 1, 4, 8
 static const int HEADS[][2] = {{9, 3}, {8, 8}, {32, 8}, {8, 1}};
 
+// decode: a row per sequence at the positions lens[s] - 1 (0: a padding row), rows mapped
+// to table rows in reverse when `reversed`
+static void run_decode(int n_heads, int n_kv, int hd, int bs, const int* lens, int n_seqs, int max_seq_len,
+                       int ws_rows, int reversed) {
+    EtxAttnShape sh = {n_heads, n_kv, hd, bs, 0};
+    FilledCache f;
+    build_filled(&f, sh, n_seqs, max_seq_len);
+    float* q = random_f32((size_t)n_seqs * n_heads * hd, -3.0f, 3.0f);
+    int *rs = malloc(n_seqs * sizeof(int)), *rp = malloc(n_seqs * sizeof(int));
+    for (int s = 0; s < n_seqs; s++) {
+        rs[s] = reversed ? n_seqs - 1 - s : s;
+        rp[s] = lens[s] - 1;
+    }
+    run_rows(&f, q, rs, rp, n_seqs, max_seq_len, ws_rows, NULL, 0, NULL, NULL);
+    free(rs);
+    free(rp);
+    free(q);
+    free_filled(&f);
+}
+
 START_TEST(test_decode_attention) {
     rng_state = rng_seed(5);
     static const int lens[] = {1, 5, 63, 64, 65, 300};
-    // every head layout x head_dim x block size, with no split, 3 splits (chunks of 128
-    // positions: empty ones for the short sequences; rows mapped to table rows in reverse)
-    // and the launcher's choice
-    static const int splits[] = {1, 3, 0};
+    // every head layout x head_dim x block size, with a context of 300 (2 splits of 256,
+    // every row in one launch) and of 1000 (4 splits, empty ones for the short rows; 2
+    // rows per launch; rows mapped to table rows in reverse)
     for (int hi = 0; hi < 4; hi++)
         for (int hd = 64; hd <= 128; hd *= 2)
-            for (int bs = 16; bs <= 32; bs *= 2)
-                for (int si = 0; si < 3; si++)
-                    run_decode(HEADS[hi][0], HEADS[hi][1], hd, bs, lens, 6, splits[si], si == 1);
-    // one sequence, where the launcher's choice does split; 10 splits of 32 positions
-    static const int one[] = {300};
-    ck_assert_int_gt(etx_attn_decode_splits(1, 1, 300), 1);
-    run_decode(4, 1, 128, 16, one, 1, 0, 0);
-    run_decode(9, 3, 64, 16, one, 1, 10, 0);
+            for (int bs = 16; bs <= 32; bs *= 2) {
+                run_decode(HEADS[hi][0], HEADS[hi][1], hd, bs, lens, 6, 300, 6, 0);
+                run_decode(HEADS[hi][0], HEADS[hi][1], hd, bs, lens, 6, 1000, 2, 1);
+            }
+    // a context of one split (no workspace, no merge)
+    static const int short_lens[] = {1, 33, 200, 256};
+    run_decode(9, 3, 64, 16, short_lens, 4, 256, 0, 0);
     // 17 sequences of random lengths, two of them empty (padding slots of a batch)
     int many[17];
-    for (int s = 0; s < 17; s++) many[s] = 1 + rng_below(&rng_state, 40);
+    for (int s = 0; s < 17; s++) many[s] = 1 + rng_below(&rng_state, 600);
     many[3] = many[11] = 0;
-    run_decode(9, 3, 64, 16, many, 17, 1, 1);
-    run_decode(32, 8, 128, 32, many, 17, 2, 0);
+    run_decode(9, 3, 64, 16, many, 17, 600, 17, 1);
+    run_decode(32, 8, 128, 32, many, 17, 700, 5, 0);
 }
 END_TEST
 
-START_TEST(test_decode_splits_choice) {
-    // a full GPU (many sequences x KV heads) needs no split; one long sequence does
-    ck_assert_int_eq(etx_attn_decode_splits(64, 8, 4096), 1);
-    ck_assert_int_gt(etx_attn_decode_splits(1, 8, 4096), 1);
-    // never chunks shorter than the minimum, never more than the maximum
-    ck_assert_int_eq(etx_attn_decode_splits(1, 1, 5), 1);
-    ck_assert_int_le(etx_attn_decode_splits(1, 1, 1 << 20), ETX_ATTN_MAX_SPLITS);
-    ck_assert_uint_eq(etx_attn_decode_workspace_bytes(2, 8, 64, 1), 0);
-    ck_assert_uint_eq(etx_attn_decode_workspace_bytes(2, 8, 64, 3), (size_t)2 * 8 * 3 * 66 * sizeof(float));
+START_TEST(test_attention_splits) {
+    // fixed by the context alone: the minimum until 64 splits would not hold it
+    ck_assert_int_eq(etx_attn_split_len(1), ETX_ATTN_MIN_SPLIT);
+    ck_assert_int_eq(etx_attn_n_splits(256), 1);
+    ck_assert_int_eq(etx_attn_n_splits(257), 2);
+    ck_assert_int_eq(etx_attn_split_len(4096), 256);
+    ck_assert_int_eq(etx_attn_n_splits(4096), 16);
+    ck_assert_int_eq(etx_attn_split_len(64 * 256), 256);
+    ck_assert_int_eq(etx_attn_split_len(64 * 256 + 1), 288); // ceil(16385 / 64) = 257 -> a tile multiple
+    ck_assert_int_eq(etx_attn_n_splits(64 * 256 + 1), 57);
+    ck_assert_int_le(etx_attn_n_splits(1 << 20), ETX_ATTN_MAX_SPLITS);
+    ck_assert_int_le(etx_attn_n_splits(131072), ETX_ATTN_MAX_SPLITS);
+    ck_assert_uint_eq(etx_attn_workspace_bytes(2, 8, 64, 256), 0);
+    ck_assert_uint_eq(etx_attn_workspace_bytes(2, 8, 64, 700), (size_t)2 * 8 * 3 * 66 * sizeof(float));
 }
 END_TEST
 
-// prefill: a chunk of n rows of sequence 1 (of 3) at positions pos0 .. pos0 + n - 1
-static void run_prefill(int n_heads, int n_kv, int hd, int bs, int pos0, int n) {
-    int T = pos0 + n, q_dim = n_heads * hd, G = n_heads / n_kv, seq = 1;
-    EtxAttnShape sh = {n_heads, n_kv, hd, bs, 0};
-    FilledCache f;
-    build_filled(&f, sh, 3, T + 20);
-    float scale = attn_scale(hd);
-    float* q = random_f32((size_t)n * q_dim, -3.0f, 3.0f);
-    float* d_q = dev_copy(q, (size_t)n * q_dim * sizeof(float));
-    uint16_t* d_out = etx_dev_malloc((size_t)n * q_dim * 2);
-    int max_ctx = T + 3; // the last row's captured scores, with a guarded tail
-    float* sc_guard = malloc((size_t)n_heads * max_ctx * sizeof(float));
-    for (size_t i = 0; i < (size_t)n_heads * max_ctx; i++) sc_guard[i] = GUARD_F32;
-    float* d_sc = dev_copy(sc_guard, (size_t)n_heads * max_ctx * sizeof(float));
-    etx_attn_prefill(d_out, d_sc, max_ctx, d_q, f.d_k, f.d_v, f.d_table, seq, pos0, n, f.c.sh, NULL);
-    uint16_t* out = host_copy(d_out, (size_t)n * q_dim * 2);
-    float* sc = host_copy(d_sc, (size_t)n_heads * max_ctx * sizeof(float));
-
-    float* want = malloc((size_t)G * hd * sizeof(float));
-    float* scratch = malloc(((size_t)G * ATT_BLOCK + 2 * G) * sizeof(float));
-    for (int kvh = 0; kvh < n_kv; kvh++) {
-        float* k = gather(&f.c, f.k, seq, kvh, T);
-        float* v = gather(&f.c, f.v, seq, kvh, T);
-        for (int i = 0; i < n; i++) {
-            const float* qg = q + (size_t)i * q_dim + (size_t)kvh * G * hd;
-            twin_attention(want, qg, k, v, G, pos0 + i, hd, scale, scratch);
-            for (int g = 0; g < G; g++)
-                for (int d = 0; d < hd; d++) {
-                    int h = kvh * G + g;
-                    check_bf16("prefill out", (i * n_heads + h) * hd + d, out[(size_t)i * q_dim + h * hd + d],
-                               want[g * hd + d], ATT_ABS);
-                }
-        }
-        const float* qlast = q + (size_t)(n - 1) * q_dim;
-        for (int g = 0; g < G; g++) {
-            int h = kvh * G + g;
-            check_scores(sc + (size_t)h * max_ctx, max_ctx, qlast + (size_t)h * hd, k, T, hd, scale);
-        }
-        free(k);
-        free(v);
-    }
-    etx_dev_free(d_q);
-    etx_dev_free(d_out);
-    etx_dev_free(d_sc);
-    free_filled(&f);
-    free(q);
-    free(out);
-    free(sc_guard);
-    free(sc);
-    free(want);
-    free(scratch);
-}
-
-// several chunks of different sequences in one etx_attn_prefill_chunks launch, their rows
-// concatenated in q and out; captures into rows 1 and 0 of a 3-row capture buffer (row 2
-// must stay untouched), one chunk without capture, one empty chunk
-static void run_prefill_chunks(int n_heads, int n_kv, int hd, int bs) {
+// prefill: chunks of several sequences' rows concatenated (a chunk = rows of one sequence
+// at consecutive positions), each chunk's last row captured into a capture row (one
+// chunk not captured; capture row 2 of 3 must stay untouched)
+static void run_prefill_chunks(int n_heads, int n_kv, int hd, int bs, int max_seq_len, int ws_rows) {
     enum { N_CHUNKS = 4 };
-    EtxPrefillChunk chunks[N_CHUNKS] = {{2, 0, 17, 0, 1}, {0, 48, 5, 17, -1}, {1, 7, 0, 22, -1}, {1, 290, 10, 22, 0}};
-    int q_dim = n_heads * hd, G = n_heads / n_kv, n_rows = 32, max_ctx = 303;
+    // seq, pos0, n, capture row
+    static const int chunks[N_CHUNKS][4] = {{2, 0, 17, 1}, {0, 48, 5, -1}, {1, 7, 1, -1}, {1, 280, 20, 0}};
     EtxAttnShape sh = {n_heads, n_kv, hd, bs, 0};
     FilledCache f;
-    build_filled(&f, sh, 3, 300);
-    float scale = attn_scale(hd);
-    float* q = random_f32((size_t)n_rows * q_dim, -3.0f, 3.0f);
-    float* d_q = dev_copy(q, (size_t)n_rows * q_dim * sizeof(float));
-    uint16_t* d_out = etx_dev_malloc((size_t)n_rows * q_dim * 2);
-    size_t n_sc = (size_t)3 * n_heads * max_ctx;
-    float* sc_guard = malloc(n_sc * sizeof(float));
-    for (size_t i = 0; i < n_sc; i++) sc_guard[i] = GUARD_F32;
-    float* d_sc = dev_copy(sc_guard, n_sc * sizeof(float));
-    etx_attn_prefill_chunks(d_out, d_sc, max_ctx, d_q, f.d_k, f.d_v, f.d_table, chunks, N_CHUNKS, f.c.sh, NULL);
-    uint16_t* out = host_copy(d_out, (size_t)n_rows * q_dim * 2);
-    float* sc = host_copy(d_sc, n_sc * sizeof(float));
-    float* want = malloc((size_t)G * hd * sizeof(float));
-    float* scratch = malloc(((size_t)G * ATT_BLOCK + 2 * G) * sizeof(float));
-    for (int c = 0; c < N_CHUNKS; c++) {
-        EtxPrefillChunk ch = chunks[c];
-        if (ch.n == 0) continue;
-        int T = ch.pos0 + ch.n;
-        for (int kvh = 0; kvh < n_kv; kvh++) {
-            float* k = gather(&f.c, f.k, ch.seq, kvh, T);
-            float* v = gather(&f.c, f.v, ch.seq, kvh, T);
-            for (int i = 0; i < ch.n; i++) {
-                size_t row = (size_t)(ch.row0 + i) * q_dim + (size_t)kvh * G * hd;
-                twin_attention(want, q + row, k, v, G, ch.pos0 + i, hd, scale, scratch);
-                for (int e = 0; e < G * hd; e++)
-                    check_bf16("chunks out", (int)(row + e), out[row + e], want[e], ATT_ABS);
-            }
-            if (ch.capture >= 0)
-                for (int g = 0; g < G; g++) {
-                    int h = kvh * G + g;
-                    const float* qlast = q + (size_t)(ch.row0 + ch.n - 1) * q_dim + (size_t)h * hd;
-                    check_scores(sc + ((size_t)ch.capture * n_heads + h) * max_ctx, max_ctx, qlast, k, T, hd, scale);
-                }
-            free(k);
-            free(v);
+    build_filled(&f, sh, 3, max_seq_len);
+    int rs[64], rp[64], cap[64], n_rows = 0;
+    for (int c = 0; c < N_CHUNKS; c++)
+        for (int i = 0; i < chunks[c][2]; i++) {
+            rs[n_rows] = chunks[c][0];
+            rp[n_rows] = chunks[c][1] + i;
+            cap[n_rows] = i == chunks[c][2] - 1 ? chunks[c][3] : -1;
+            n_rows++;
         }
-    }
-    for (size_t i = (size_t)2 * n_heads * max_ctx; i < n_sc; i++)
-        EXPECT(sc[i] == GUARD_F32, "capture row 2 written at %zu", i);
-    etx_dev_free(d_q);
-    etx_dev_free(d_out);
-    etx_dev_free(d_sc);
-    free_filled(&f);
+    float* q = random_f32((size_t)n_rows * n_heads * hd, -3.0f, 3.0f);
+    run_rows(&f, q, rs, rp, n_rows, max_seq_len, ws_rows, cap, 3, NULL, NULL);
     free(q);
-    free(out);
-    free(sc_guard);
-    free(sc);
-    free(want);
-    free(scratch);
+    free_filled(&f);
 }
 
 START_TEST(test_prefill_attention) {
     rng_state = rng_seed(6);
-    // (pos0, n): a first chunk; a later one across tiles and blocks; one row; rows around
-    // the 64-key boundary; a long chunk ending at position 299
-    static const int chunks[][2] = {{0, 17}, {48, 17}, {0, 1}, {60, 5}, {235, 65}};
+    // every head layout x head_dim x block size: chunks across tiles, blocks and the split
+    // boundary at 256, in one launch and in slices of 7 rows
     for (int hi = 0; hi < 4; hi++)
         for (int hd = 64; hd <= 128; hd *= 2)
-            for (int bs = 16; bs <= 32; bs *= 2)
-                for (int ci = 0; ci < 5; ci++)
-                    run_prefill(HEADS[hi][0], HEADS[hi][1], hd, bs, chunks[ci][0], chunks[ci][1]);
-    // several sequences' chunks in one launch
-    run_prefill_chunks(9, 3, 64, 16);
-    run_prefill_chunks(32, 8, 128, 32);
-    run_prefill_chunks(8, 8, 64, 32);
+            for (int bs = 16; bs <= 32; bs *= 2) run_prefill_chunks(HEADS[hi][0], HEADS[hi][1], hd, bs, 300, 64);
+    run_prefill_chunks(9, 3, 64, 16, 300, 7);
+    run_prefill_chunks(32, 8, 128, 32, 2048, 10);
+}
+END_TEST
+
+// A row's output and captured scores do not depend on the other rows of the launch, on
+// the workspace's slicing, or on whether the row comes as a decode token or inside a
+// prefill chunk: rows of 3 sequences at positions up to ~1500 with a context of 4096
+// (16 splits of 256), run as one launch of all 40 rows, in slices of 3, and one at a
+// time, must agree to the bit (and each with the twin).
+START_TEST(test_attention_rows_are_batch_invariant) {
+    rng_state = rng_seed(8);
+    enum { N = 40 };
+    const int n_heads = 8, n_kv = 2, hd = 64, bs = 16, max_seq_len = 4096;
+    EtxAttnShape sh = {n_heads, n_kv, hd, bs, 0};
+    FilledCache f;
+    build_filled(&f, sh, 3, 1600);
+    // the cache was filled for 1600 positions; a context of 4096 only sets the splits
+    int rs[N], rp[N];
+    for (int r = 0; r < N; r++) {
+        rs[r] = r % 3;
+        rp[r] = r < 20 ? 1200 + r : (int)rng_below(&rng_state, 1600); // a prefill run, then scattered rows
+    }
+    rp[7] = -1; // a padding row
+    const int q_dim = n_heads * hd;
+    const size_t n_sc = (size_t)N * n_heads * max_seq_len;
+    float* q = random_f32((size_t)N * q_dim, -3.0f, 3.0f);
+    uint16_t* all = malloc((size_t)N * q_dim * 2);
+    float* all_sc = malloc(n_sc * sizeof(float));
+    run_rows(&f, q, rs, rp, N, max_seq_len, N, NULL, 0, all, all_sc);
+    uint16_t* sliced = malloc((size_t)N * q_dim * 2);
+    float* sliced_sc = malloc(n_sc * sizeof(float));
+    run_rows(&f, q, rs, rp, N, max_seq_len, 3, NULL, 0, sliced, sliced_sc);
+    ck_assert_msg(memcmp(all, sliced, (size_t)N * q_dim * 2) == 0, "outputs differ between 1 launch and slices of 3");
+    ck_assert_msg(memcmp(all_sc, sliced_sc, n_sc * sizeof(float)) == 0, "scores differ between 1 launch and slices");
+    uint16_t* one = malloc((size_t)q_dim * 2);
+    float* one_sc = malloc((size_t)n_heads * max_seq_len * sizeof(float));
+    for (int r = 0; r < N; r += 3) { // every third row alone
+        run_rows(&f, q + (size_t)r * q_dim, rs + r, rp + r, 1, max_seq_len, 1, NULL, 0, one, one_sc);
+        ck_assert_msg(memcmp(one, all + (size_t)r * q_dim, (size_t)q_dim * 2) == 0,
+                      "row %d (seq %d pos %d): output alone differs from the output in a launch of %d rows", r, rs[r],
+                      rp[r], N);
+        ck_assert_msg(memcmp(one_sc, all_sc + (size_t)r * n_heads * max_seq_len,
+                             (size_t)n_heads * max_seq_len * sizeof(float)) == 0,
+                      "row %d: captured scores alone differ from those in a launch of %d rows", r, N);
+    }
+    free(q), free(all), free(all_sc), free(sliced), free(sliced_sc), free(one), free(one_sc);
+    free_filled(&f);
 }
 END_TEST
 
 // ----------------------------------------------------------------------------
 // the kernels composed as a layer runs them: RoPE + append of a prompt (in chunks),
 // prefill attention over it, then one decode step per sequence (RoPE + append at the
-// next position, decode attention with the auto split). The twin reads the q and the
+// next position, attention of that row; a context of 300: two splits). The twin reads the q and the
 // pools the kernels produced (their own accuracy is tested above), so this checks that
 // the kernels agree on layouts, positions and tables, and that attention sees exactly
 // the keys appended before it.
@@ -749,6 +731,7 @@ static void chain_append(const Cache* c, float* d_q, uint16_t* d_k, uint16_t* d_
     free(qkv);
 }
 
+#define CHAIN_CTX 300 // the configured context: 2 splits (the positions stay below 64)
 static void run_chain(int n_heads, int n_kv, int hd, int bs) {
     enum { N_SEQS = 3 };
     static const int prompt[N_SEQS] = {5, 40, 17};
@@ -773,6 +756,7 @@ static void run_chain(int n_heads, int n_kv, int hd, int bs) {
     uint16_t* d_out = etx_dev_malloc((size_t)64 * q_dim * 2);
     float* want = malloc((size_t)G * hd * sizeof(float));
     float* scratch = malloc(((size_t)G * ATT_BLOCK + 2 * G) * sizeof(float));
+    float* d_ws = etx_dev_malloc(etx_attn_workspace_bytes(64, n_heads, hd, CHAIN_CTX));
 
     // prefill: sequence 1 in two chunks (the second attends to the first's keys)
     for (int s = 0; s < N_SEQS; s++) {
@@ -786,7 +770,12 @@ static void run_chain(int n_heads, int n_kv, int hd, int bs) {
                 rp[i] = pos0 + i;
             }
             chain_append(&c, d_q, d_k, d_v, d_table, d_freq, rs, rp, n);
-            etx_attn_prefill(d_out, NULL, 0, d_q, d_k, d_v, d_table, s, pos0, n, c.sh, NULL);
+            int32_t* d_rs = dev_copy(rs, n * sizeof(int32_t));
+            int32_t* d_rp = dev_copy(rp, n * sizeof(int32_t));
+            etx_attn_rows(d_out, NULL, NULL, 0, d_q, d_k, d_v, d_table, d_rs, d_rp, n, CHAIN_CTX, d_ws, 64, c.sh,
+                          NULL);
+            etx_dev_free(d_rs);
+            etx_dev_free(d_rp);
             float* q = host_copy(d_q, (size_t)n * q_dim * sizeof(float));
             uint16_t* out = host_copy(d_out, (size_t)n * q_dim * 2);
             uint16_t* kp = host_copy(d_k, c.pool_elems * 2);
@@ -819,12 +808,10 @@ static void run_chain(int n_heads, int n_kv, int hd, int bs) {
         max_len = lens[r] > max_len ? lens[r] : max_len;
     }
     chain_append(&c, d_q, d_k, d_v, d_table, d_freq, rs, rp, N_SEQS);
-    int n_splits = etx_attn_decode_splits(N_SEQS, n_kv, max_len);
-    size_t ws_bytes = etx_attn_decode_workspace_bytes(N_SEQS, n_heads, hd, n_splits);
-    float* d_ws = ws_bytes ? etx_dev_malloc(ws_bytes) : NULL;
-    int32_t* d_len = dev_copy(lens, sizeof(lens));
+    (void)max_len;
+    int32_t* d_rp = dev_copy(rp, sizeof(rp));
     int32_t* d_rs = dev_copy(rs, sizeof(rs));
-    etx_attn_decode(d_out, NULL, 0, d_q, d_k, d_v, d_table, d_rs, d_len, N_SEQS, max_len, n_splits, d_ws, c.sh, NULL);
+    etx_attn_rows(d_out, NULL, NULL, 0, d_q, d_k, d_v, d_table, d_rs, d_rp, N_SEQS, CHAIN_CTX, d_ws, 64, c.sh, NULL);
     float* q = host_copy(d_q, (size_t)N_SEQS * q_dim * sizeof(float));
     uint16_t* out = host_copy(d_out, (size_t)N_SEQS * q_dim * 2);
     uint16_t* kp = host_copy(d_k, c.pool_elems * 2);
@@ -841,8 +828,8 @@ static void run_chain(int n_heads, int n_kv, int hd, int bs) {
             free(k);
             free(v);
         }
-    if (d_ws) etx_dev_free(d_ws);
-    etx_dev_free(d_len);
+    etx_dev_free(d_ws);
+    etx_dev_free(d_rp);
     etx_dev_free(d_rs);
     etx_dev_free(d_freq);
     etx_dev_free(d_k);
@@ -876,9 +863,10 @@ static Suite* layer_suite(void) {
                  {"rmsnorm", test_rmsnorm},
                  {"swiglu", test_swiglu},
                  {"rope_append", test_rope_append},
-                 {"decode_splits", test_decode_splits_choice},
+                 {"attention_splits", test_attention_splits},
                  {"decode", test_decode_attention},
                  {"prefill", test_prefill_attention},
+                 {"rows_invariant", test_attention_rows_are_batch_invariant},
                  {"chain", test_layer_chain}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         TCase* tc = tcase_create(cases[i].name);
