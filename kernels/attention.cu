@@ -305,6 +305,23 @@ extern "C" size_t etx_attn_workspace_bytes(int n_rows, int n_heads, int head_dim
     return (size_t)n_rows * n_heads * n_splits * (2 + (size_t)head_dim) * sizeof(float);
 }
 
+extern "C" EtxCost etx_attn_rows_cost(int n_rows, int len, int max_seq_len, EtxAttnShape sh, int capture) {
+    EtxCost c = {0, 0, 0, 0, 0, 0};
+    if (n_rows <= 0) return c;
+    const int split = etx_attn_split_len(max_seq_len), n_splits = etx_attn_n_splits(max_seq_len);
+    const double q_dim = (double)sh.n_heads * sh.head_dim, kv_dim = (double)sh.n_kv_heads * sh.head_dim;
+    const double pos = (double)n_rows * len;
+    c.bytes = pos * kv_dim * 2 * 2 + n_rows * q_dim * (4 + 2);
+    if (n_splits > 1) c.bytes += 2.0 * n_rows * sh.n_heads * n_splits * (sh.head_dim + 2) * 4;
+    if (capture) c.bytes += pos * sh.n_heads * 4;
+    c.flops = 4.0 * pos * q_dim;
+    c.ctas = (double)sh.n_kv_heads * n_rows * n_splits + (n_splits > 1 ? (double)sh.n_heads * n_rows : 0);
+    c.busy = (double)sh.n_kv_heads * n_rows * etx_ceil_div(len > 0 ? len : 1, split) +
+             (n_splits > 1 ? (double)sh.n_heads * n_rows : 0);
+    c.launches = n_splits > 1 ? 2 : 1;
+    return c;
+}
+
 static float attn_scale(int hd) { return (float)pow((double)hd, -0.5); } // as host/cpu/cpu_forward.c
 
 static void check_shape(EtxAttnShape sh, const char* who) {

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "bf16.h" // etx_bf16 (hostdev/)
+#include "cost.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -70,6 +71,14 @@ void etx_attn_rows(etx_bf16* out, float* scores, const int32_t* cap_row, int max
                    const etx_bf16* k_pool, const etx_bf16* v_pool, const int32_t* block_table, const int32_t* row_seq,
                    const int32_t* row_pos, int n_rows, int max_seq_len, float* workspace, int ws_rows,
                    EtxAttnShape shape, void* stream);
+
+// The napkin math of etx_attn_rows (cost.h) for n_rows rows that each attend len
+// positions (len <= max_seq_len): K and V of every position read once per row (2 kv_dim
+// bf16 each; the rows of one sequence re-read them, assumed from DRAM), q read and the
+// output written once, the split workspace written and read back, the captured scores
+// written when `capture`; 4 n_heads head_dim FLOPs per (row, position) on CUDA cores;
+// blocks (KV head, row, split) of which ceil(len / split) per (KV head, row) have work.
+EtxCost etx_attn_rows_cost(int n_rows, int len, int max_seq_len, EtxAttnShape shape, int capture);
 
 #ifdef __cplusplus
 }

@@ -237,3 +237,13 @@ extern "C" void etx_attn_metrics(const float* scores, int n_seqs, int n_heads, i
     ETX_LAUNCH(attn_final_kernel, etx_ceil_div(n_seqs, 64), 64, 0, (cudaStream_t)stream, a, n_seqs, out);
     CUDA_CHECK_LAUNCH();
 }
+
+extern "C" EtxCost etx_attn_metrics_cost(int n_seqs, int n_heads, int n_pos, int max_ctx) {
+    EtxCost c = {0, 0, 0, 0, 3, 0};
+    c.bytes = (double)n_seqs * n_heads * n_pos * 4 + (double)n_seqs * (n_heads * 40.0 + am_chunks(max_ctx) * 8.0 + 16);
+    c.flops = 20.0 * n_seqs * n_heads * n_pos;
+    c.ctas = (double)n_seqs * (etx_ceil_div(n_heads, AM_WARPS) + am_chunks(max_ctx)) + etx_ceil_div(n_seqs, 64);
+    c.busy = (double)n_seqs * (etx_ceil_div(n_heads, AM_WARPS) + etx_ceil_div(n_pos > 0 ? n_pos : 1, AM_THREADS)) +
+             etx_ceil_div(n_seqs, 64);
+    return c;
+}

@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "cost.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -36,6 +37,11 @@ typedef struct {
 void etx_attn_metrics(const float* scores, int n_seqs, int n_heads, int max_ctx, const int32_t* n_pos,
                       const int32_t* window, EtxAttnStats* out, void* scratch, void* stream);
 size_t etx_attn_metrics_scratch_bytes(int n_seqs, int n_heads, int max_ctx);
+
+// The napkin math of etx_attn_metrics (cost.h) for sequences of n_pos positions: the
+// n_heads x n_pos scores read from DRAM once (the three later reads from L2), ~20 FLOPs
+// per score; three launches.
+EtxCost etx_attn_metrics_cost(int n_seqs, int n_heads, int n_pos, int max_ctx);
 
 #ifdef __cplusplus
 }

@@ -135,6 +135,14 @@ extern "C" int etx_dev_graphs_available(void) {
 #endif
 }
 
+extern "C" long long etx_dev_kernel_launches(void) {
+#ifdef ETX_SIMT
+    return (long long)simt::detail::launches_run();
+#else
+    return -1;
+#endif
+}
+
 extern "C" int etx_dev_graphs_recorded(void) {
 #ifdef ETX_SIMT
     return 0;

@@ -49,6 +49,9 @@ void etx_dev_mem_info(size_t* free_bytes, size_t* total_bytes);
 void* etx_dev_stream_create(void); // NULL: the default stream (emulator, or creation failed)
 void etx_dev_stream_destroy(void* stream);
 int etx_dev_graphs_available(void);
+// Kernel launches run so far under the emulator (tests compare them with the launch
+// plan); -1 natively (not counted).
+long long etx_dev_kernel_launches(void);
 // 1 when a capture records launches without running them and etx_dev_graph_launch
 // replays them (natively); 0 under the emulator, whose capture runs the launches at once
 // and returns a placeholder graph: the caller replays it by running the work again.

@@ -43,3 +43,8 @@ extern "C" void etx_embed(float* x, const etx_bf16* emb, const int32_t* tok, int
         ETX_LAUNCH(embed_kernel<false>, n_rows, threads, 0, (cudaStream_t)stream, x, e, tok, dim);
     CUDA_CHECK_LAUNCH();
 }
+
+extern "C" EtxCost etx_embed_cost(int n_rows, int dim) {
+    EtxCost c = {(double)n_rows * dim * (2 + 4), 0, (double)n_rows, (double)n_rows, 1, 0};
+    return c;
+}

@@ -34,28 +34,32 @@
 #include "gemm.h"
 
 #define GEMM_WARPS 4     // warps per block
-#define GEMM_COLS 4      // output columns per warp (one after another)
 #define GEMM_MAX_TILE 16 // rows per tile, the largest
+
+// Output columns per warp, one after another: 1 unless the matrix has enough columns to
+// fill the GPU with fewer blocks (4 from 16384 columns: the fused gate/up, LM heads). It
+// changes which warp computes a column, never how.
+static int gemm_cols_per_warp(int out) { return out >= 16384 ? 4 : 1; }
 
 struct alignas(16) gemm_bf16x8 {
     __nv_bfloat16 v[8];
 };
 
-// Block (b, t), warp w: columns o = (b * GEMM_WARPS + w) * GEMM_COLS + c, c < GEMM_COLS,
+// Block (b, t), warp w: columns o = (b * GEMM_WARPS + w) * cols + c, c < cols,
 // of rows t * R .. t * R + R - 1 (those < n). VEC: 16-byte loads (in % 8 == 0, aligned).
 // red: per warp, the R x 32 lane partials of one column (row stride 33: the reading lane
 // walks a row while the others walk theirs, on distinct banks).
 template <int R, bool VEC>
 __global__ void __launch_bounds__(GEMM_WARPS * 32)
     gemm_rows_kernel(float* __restrict__ y, const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
-                     int n, int in, int out) {
+                     int n, int in, int out, int cols) {
     __shared__ float red[GEMM_WARPS][R][33];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int r0 = blockIdx.y * R;
     const __nv_bfloat16* xr[R];
     for (int j = 0; j < R; j++) xr[j] = x + (size_t)min(r0 + j, n - 1) * in; // past n: the last row again
-    for (int c = 0; c < GEMM_COLS; c++) {
-        const int o = (blockIdx.x * GEMM_WARPS + warp) * GEMM_COLS + c;
+    for (int c = 0; c < cols; c++) {
+        const int o = (blockIdx.x * GEMM_WARPS + warp) * cols + c;
         if (o >= out) break; // warp-uniform
         const __nv_bfloat16* wr = w + (size_t)o * in;
         float acc[R];
@@ -90,13 +94,25 @@ __global__ void __launch_bounds__(GEMM_WARPS * 32)
 template <int R>
 static void launch_rows(float* y, const __nv_bfloat16* x, const __nv_bfloat16* w, int n, int in, int out, bool vec,
                         cudaStream_t st) {
-    const int cols_per_block = GEMM_WARPS * GEMM_COLS;
-    dim3 grid(etx_ceil_div(out, cols_per_block), etx_ceil_div(n, R));
+    const int cols = gemm_cols_per_warp(out);
+    dim3 grid(etx_ceil_div(out, GEMM_WARPS * cols), etx_ceil_div(n, R));
     if (vec)
-        ETX_LAUNCH((gemm_rows_kernel<R, true>), grid, GEMM_WARPS * 32, 0, st, y, x, w, n, in, out);
+        ETX_LAUNCH((gemm_rows_kernel<R, true>), grid, GEMM_WARPS * 32, 0, st, y, x, w, n, in, out, cols);
     else
-        ETX_LAUNCH((gemm_rows_kernel<R, false>), grid, GEMM_WARPS * 32, 0, st, y, x, w, n, in, out);
+        ETX_LAUNCH((gemm_rows_kernel<R, false>), grid, GEMM_WARPS * 32, 0, st, y, x, w, n, in, out, cols);
     CUDA_CHECK_LAUNCH();
+}
+
+extern "C" EtxCost etx_gemm_cost(int n, int in, int out, double l2_bytes) {
+    EtxCost c = {0, 0, 0, 0, 0, 0};
+    if (n <= 0 || out <= 0) return c;
+    const int tile = etx_gemm_tile_rows(n), tiles = etx_ceil_div(n, tile);
+    const double w = (double)out * in * 2;
+    c.bytes = w * (w > l2_bytes / 2 ? tiles : 1) + (double)n * in * 2 + (double)n * out * 4;
+    c.flops = 2.0 * n * in * out;
+    c.ctas = c.busy = (double)etx_ceil_div(out, GEMM_WARPS * gemm_cols_per_warp(out)) * tiles;
+    c.launches = 1;
+    return c;
 }
 
 extern "C" int etx_gemm_tile_rows(int n) { return n <= 1 ? 1 : n <= 4 ? 4 : GEMM_MAX_TILE; }

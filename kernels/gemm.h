@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "bf16.h" // etx_bf16 (hostdev/)
+#include "cost.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -24,6 +25,11 @@ extern "C" {
 // n == 0 does nothing; in == 0 gives zeros. When in % 8 == 0, x and w must be 16-byte
 // aligned (cudaMalloc gives 256; row offsets of such a matrix keep it).
 void etx_gemm_bf16(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, void* stream);
+
+// The napkin math of etx_gemm_bf16 (cost.h): the weights read once per tile of rows, from
+// DRAM (a matrix larger than l2_bytes / 2 is assumed to miss L2 on every tile; a smaller
+// one is read once), x read and y written once, 2 n in out FLOPs on CUDA cores.
+EtxCost etx_gemm_cost(int n, int in, int out, double l2_bytes);
 
 // Rows per tile the kernel uses for a call of n rows (1, 4 or 16): how many rows share a
 // weight load, nothing else (tests: the result of a row does not depend on it).

@@ -86,3 +86,9 @@ extern "C" void etx_rmsnorm_residual(etx_bf16* out, float* x, const float* delta
         ETX_LAUNCH(rmsnorm_residual_kernel<false>, n_rows, threads, 0, (cudaStream_t)stream, o, x, delta, w, dim, eps);
     CUDA_CHECK_LAUNCH();
 }
+
+extern "C" EtxCost etx_rmsnorm_cost(int n_rows, int dim, int with_delta) {
+    EtxCost c = {(double)n_rows * dim * (4 + (with_delta ? 8 : 0) + 2) + (double)dim * 4, 4.0 * n_rows * dim,
+                 (double)n_rows, (double)n_rows, 1, 0};
+    return c;
+}

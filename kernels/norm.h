@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "bf16.h" // etx_bf16 (hostdev/)
+#include "cost.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -21,6 +22,10 @@ extern "C" {
 // x, delta: (n_rows, dim) f32; w: (dim) f32; out: (n_rows, dim) bf16. delta may be NULL.
 void etx_rmsnorm_residual(etx_bf16* out, float* x, const float* delta, const float* w, int n_rows, int dim, float eps,
                           void* stream);
+
+// The napkin math of etx_rmsnorm_residual (cost.h): per row x read and (with delta)
+// delta read and x written, the bf16 output written; w once; ~4 FLOPs per element.
+EtxCost etx_rmsnorm_cost(int n_rows, int dim, int with_delta);
 
 #ifdef __cplusplus
 }

@@ -320,3 +320,13 @@ extern "C" void etx_policy_step(const EtxPolicyArgs* a, void* stream) {
     ETX_LAUNCH(policy_fallback_kernel, a->n_seqs, PK_SORT_THREADS, 0, (cudaStream_t)stream, args, sc);
     CUDA_CHECK_LAUNCH();
 }
+
+extern "C" EtxCost etx_policy_step_cost(int n_seqs) {
+    EtxCost c = {0, 0, 0, 0, 2, 0};
+    c.bytes = (double)n_seqs * (ETX_TOPK * 12.0 + sizeof(EtxVocabStats) + sizeof(etx_policy) + 2 * sizeof(EtxSeqState) +
+                                sizeof(etx_trace_record) + 8);
+    c.flops = (double)n_seqs * ETX_TOPK * 20.0;
+    c.ctas = (double)etx_ceil_div(n_seqs, PK_THREADS) + n_seqs;
+    c.busy = (double)etx_ceil_div(n_seqs, PK_THREADS);
+    return c;
+}

@@ -19,6 +19,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "cost.h"
 
 #include "attn_metrics.h"
 #include "etx/etx.h"
@@ -78,6 +79,11 @@ size_t etx_policy_scratch_bytes(int n_seqs, int vocab);
 // (a block per sequence; blocks of sequences that did not need it return at once).
 // a is read on the host; its pointers are device pointers. stream: a cudaStream_t.
 void etx_policy_step(const EtxPolicyArgs* a, void* stream);
+
+// The napkin math of etx_policy_step (cost.h) when no sequence needs the fallback sort:
+// per sequence its candidates, statistics, policy and state read, token (and trace)
+// written; the fallback kernel launches a block per sequence that exits at once.
+EtxCost etx_policy_step_cost(int n_seqs);
 
 #ifdef __cplusplus
 }

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "attention.h" // EtxAttnShape
+#include "cost.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -28,6 +29,10 @@ extern "C" {
 void etx_rope_kv_append(float* q_out, etx_bf16* k_pool, etx_bf16* v_pool, const float* qkv, const int32_t* row_seq,
                         const int32_t* row_pos, const int32_t* block_table, const float* inv_freq, int n_rows,
                         EtxAttnShape shape, void* stream);
+
+// The napkin math of etx_rope_kv_append (cost.h): per row the qkv row read, q written
+// (f32), k and v appended (bf16); 6 FLOPs per rotated pair.
+EtxCost etx_rope_kv_append_cost(int n_rows, EtxAttnShape shape);
 
 #ifdef __cplusplus
 }

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "bf16.h" // etx_bf16 (hostdev/)
+#include "cost.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -17,6 +18,10 @@ extern "C" {
 // out[r, i] = bf16(silu(g) * u), g = gu[r, i], u = gu[r, hidden + i], silu(g) = g / (1 + exp(-g))
 // gu: (n_rows, 2 hidden) f32 (gate then up); out: (n_rows, hidden) bf16; n_rows <= 65535.
 void etx_swiglu(etx_bf16* out, const float* gu, int n_rows, int hidden, void* stream);
+
+// The napkin math of etx_swiglu (cost.h): gate and up read (f32), the product written
+// (bf16); ~5 FLOPs and one exp per element.
+EtxCost etx_swiglu_cost(int n_rows, int hidden);
 
 #ifdef __cplusplus
 }

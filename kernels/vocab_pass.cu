@@ -325,3 +325,13 @@ extern "C" void etx_vocab_pass(const float* logits, int n_seqs, int vocab, int k
                stats, cand, logprob, sc);
     CUDA_CHECK_LAUNCH();
 }
+
+extern "C" EtxCost etx_vocab_pass_cost(int n_seqs, int vocab, int k) {
+    const int split = vp_split(n_seqs, vocab);
+    EtxCost c = {0, 0, 0, 0, 1, 0};
+    c.bytes = (double)n_seqs * vocab * 4 + (double)n_seqs * (16 + 12.0 * k);
+    if (split > 1) c.bytes += 2.0 * n_seqs * split * (32 + 8.0 * k);
+    c.flops = 10.0 * n_seqs * vocab;
+    c.ctas = c.busy = (double)n_seqs * split;
+    return c;
+}

@@ -17,6 +17,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "cost.h"
 
 #include "policy_math.h"
 
@@ -64,6 +65,11 @@ static inline ETX_HD uint64_t etx_cand_key(float logit, int32_t id) {
 void etx_vocab_pass(const float* logits, int n_seqs, int vocab, int k, EtxVocabStats* stats,
                     PolicyCandidate* cand, float* logprob, void* scratch, void* stream);
 size_t etx_vocab_pass_scratch_bytes(int n_seqs);
+
+// The napkin math of etx_vocab_pass with scratch (cost.h): each row read once, the
+// statistics and k candidates written, a split row's parts written and read back; ~10
+// FLOPs per logit (in double: the FP64 rate is not modelled).
+EtxCost etx_vocab_pass_cost(int n_seqs, int vocab, int k);
 
 #ifdef __cplusplus
 }

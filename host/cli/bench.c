@@ -130,6 +130,13 @@ static int bench_parse(int argc, char** argv, BenchConfig* c) {
                                                             "goes to stderr)", 0},
         {"--quick-probe", NULL, OPT_FLAG, &c->quick_probe, NULL,
          "measure bandwidth and GEMM rate on small sizes (fast, not representative; for tests)", 0},
+        {"--plan", NULL, OPT_FLAG, &c->plan, NULL,
+         "print the CUDA cost model's prediction of a decode step, op by op, per batch size (runs nothing; needs no "
+         "GPU)", 0},
+        {"--card", NULL, OPT_STRING, &c->card, "NAME", "with --plan: the datasheet card, h100 or h200 (default h100)", 0},
+        {"--shape", NULL, OPT_STRING, &c->shape, "NAME",
+         "with --plan: a named model shape instead of --model (llama-3.2-1b, llama-3.2-3b, llama-3.1-8b, "
+         "smollm2-135m, qwen2.5-1.5b)", 0},
     };
     CliCommand cmd = {"bench", "[-m MODEL] [--device DEV] [--batch 1,8,64,256] [--prompt-len L] [--gen-len G] "
                                "[--policy greedy,entropix] [--json FILE]",
@@ -139,6 +146,14 @@ static int bench_parse(int argc, char** argv, BenchConfig* c) {
                       opts, (int)(sizeof opts / sizeof opts[0])};
     const int pr = cli_parse(&cmd, argc, argv);
     if (pr != CLI_CONTINUE) return pr;
+    if (!c->plan && (c->card || c->shape)) {
+        fprintf(stderr, "etx bench: --card and --shape go with --plan\n");
+        return 2;
+    }
+    if (c->plan && (c->json_path || (model && c->shape))) {
+        fprintf(stderr, "etx bench: --plan takes no --json, and --model or --shape, not both\n");
+        return 2;
+    }
     const CliEngineArgs ea = {.device = device, .threads = c->threads, .kv_blocks = kv_blocks,
                               .kv_block_size = kv_block_size};
     if (cli_engine_options("bench", &ea, &c->eo) != 0) return 2;
@@ -329,6 +344,7 @@ int cmd_bench(int argc, char** argv) {
     BenchConfig c;
     const int pr = bench_parse(argc, argv, &c);
     if (pr != CLI_CONTINUE) return pr;
+    if (c.plan) return bench_plan(&c);
     int rc = 1;
     etx_model* m = cli_load_model(c.model_path, &rc);
     if (!m) {

@@ -30,6 +30,9 @@ typedef struct {
     const char* json_path; // NULL, "-" (stdout) or FILE
     FILE* json;          // FILE.tmp, opened before any work, renamed over FILE at the end
     char json_tmp[4096];
+    int plan;            // --plan: print the CUDA cost model's prediction, run nothing
+    const char* card;    // --card (plan): a datasheet card, default h100
+    const char* shape;   // --shape (plan): a named model shape instead of --model
 } BenchConfig;
 
 // What every run of one bench shares.
@@ -65,5 +68,8 @@ etx_status bench_run(const BenchSetup* bs, int B, etx_policy_kind kind, RunResul
 // them alike; medians, floors and policy shares against the hardware figures hw.
 etx_status bench_time_batch(const BenchSetup* bs, const BenchConfig* c, const etx_model_info* mi,
                             const etx_hw_limits* hw, int B, BenchRow* rows);
+
+// `etx bench --plan` (bench_plan.c): the cost model's table for c; the exit code.
+int bench_plan(const BenchConfig* c);
 
 #endif // ETX_CLI_BENCH_H

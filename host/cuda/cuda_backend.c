@@ -96,6 +96,7 @@ static void fill_sizes(CudaBackend* b, const etx_model* m, const BackendConfig* 
     b->attn_ws_rows = b->max_rows < CUDA_ATTN_SLICE ? b->max_rows : CUDA_ATTN_SLICE;
     if (b->attn_ws_rows < cfg->max_batch) b->attn_ws_rows = cfg->max_batch;
     b->eps = mc->norm_eps;
+    b->dims = cuda_dims_for(m, cfg->max_seq_len, cfg->kv_block_size);
     b->shape = (EtxAttnShape){mc->n_heads, mc->n_kv_heads, b->hdp, cfg->kv_block_size,
                               (cfg->max_seq_len + cfg->kv_block_size - 1) / cfg->kv_block_size};
 }
@@ -516,22 +517,6 @@ static void upload_picks(CudaBackend* b, const BackendStep* s, int metrics_any) 
     etx_dev_upload_on(b->d_states, b->h_states, (size_t)np * sizeof(EtxSeqState), b->stream);
 }
 
-// Vocabulary pass, attention metrics and the policy over the np picks' rows: tokens into
-// d_next (and trace records into d_trace).
-static void run_policy(CudaBackend* b, int np, int metrics_any) {
-    const BackendConfig* c = &b->cfg;
-    etx_vocab_pass(b->logits, np, b->vocab, ETX_TOPK, b->stats, b->cand, NULL, b->vp_scratch, b->stream);
-    if (metrics_any)
-        etx_attn_metrics(b->scores, np, b->m->cfg.n_heads, c->max_seq_len, b->d_n_pos, b->d_window, b->attn,
-                         b->am_scratch, b->stream);
-    EtxPolicyArgs a = {.n_seqs = np, .vocab = b->vocab, .logits = b->logits, .stats = b->stats, .cand = b->cand,
-                       .n_cand = b->vocab < ETX_TOPK ? b->vocab : ETX_TOPK, .attn = metrics_any ? b->attn : NULL,
-                       .policies = b->d_policies, .states = b->d_states, .stop_ids = NULL, .eos_ids = b->eos_ids,
-                       .n_eos = b->n_eos, .scratch = b->pol_scratch, .tokens = b->d_next, .done = b->d_done,
-                       .trace = c->trace ? b->d_trace : NULL};
-    etx_policy_step(&a, b->stream);
-}
-
 static etx_status cuda_step(CudaBackend* b, BackendStep* s) {
     int metrics_any = 0;
     ETX_TRY(check_step(b, s, &metrics_any));
@@ -543,7 +528,7 @@ static etx_status cuda_step(CudaBackend* b, BackendStep* s) {
     if (s->n_picks == 0) return etx_ok();
     const int np = s->n_picks;
     upload_picks(b, s, metrics_any);
-    run_policy(b, np, metrics_any);
+    cuda_sample(b, np, metrics_any);
 
     // what comes back: the tokens (and the trace records)
     etx_dev_download_on(b->h_next, b->d_next, (size_t)np * 4, b->stream);
@@ -593,7 +578,7 @@ static etx_status cuda_decode_steps(CudaBackend* b, BackendStep* s, int k, int32
             for (int i = 0; i < np; i++) rows[i] = &s->work[i];
             decode_rows_on_device(b, rows, np, padded_rows(b, np), !b->pad_decode, metrics_any);
         }
-        run_policy(b, np, metrics_any);
+        cuda_sample(b, np, metrics_any);
         etx_dev_copy_on(b->d_ring + (size_t)j * np, b->d_next, (size_t)np * sizeof(int32_t), b->stream);
         if (c->trace)
             etx_dev_copy_on(b->d_ring_trace + (size_t)j * np, b->d_trace, (size_t)np * sizeof(etx_trace_record),

@@ -30,6 +30,7 @@
 #include "advance.h"
 #include "attention.h"
 #include "attn_metrics.h"
+#include "cuda/cuda_plan.h"
 #include "engine/backend.h"
 #include "policy_step.h"
 #include "vocab_pass.h"
@@ -70,6 +71,7 @@ struct Backend {
     int max_rows;                // max(max_batch, max_chunk)
     float eps;
     EtxAttnShape shape;          // padded head_dim; max_blocks = ceil(max_seq_len / block_size)
+    CudaDims dims;               // the sizes the launch plan reads (cuda_plan.h)
     void* stream;                // every launch goes here (NULL: the default stream, emulator)
     int pad_decode;              // 1: decode batches padded to a power of two (graph mode)
     int use_graphs;              // 1: padded decode batches replay a captured CUDA graph
@@ -148,8 +150,15 @@ void cuda_free_kv(CudaBackend* b, CudaLayer* kv);
 // Device memory with a message naming `what` and the size when there is none.
 etx_status cuda_alloc(CudaBackend* b, void** p, size_t bytes, const char* what);
 
-// cuda_forward.c: embedding, every layer and (r->logits) the final norm and LM head.
+// cuda_forward.c, the plan's executor: embedding, every layer and (r->logits) the final
+// norm and LM head.
 void cuda_forward_rows(CudaBackend* b, const CudaRows* r);
+// One op of a plan (r: the rows of a forward; NULL for sampling ops).
+void cuda_run_op(CudaBackend* b, const CudaRows* r, const CudaOp* op);
+// Sampling of the picks 0 .. np - 1 (their logits, scores, policies and states already on
+// the device): the vocabulary pass, the attention metrics when `metrics`, the policy;
+// tokens into d_next (and trace records into d_trace).
+void cuda_sample(CudaBackend* b, int np, int metrics);
 // The final norm (adding the last down projection) and LM head of rows row0 .. row0 + n - 1
 // of the last cuda_forward_rows, into logits (n, vocab).
 void cuda_forward_head(CudaBackend* b, int row0, int n, float* logits);

@@ -1,6 +1,7 @@
 /*
- * cuda_forward.c — the layers of the CUDA backend over a set of token rows (one prefill
- * chunk of a sequence, or a decode batch of one row per sequence), as kernel launches:
+ * cuda_forward.c — the executor of the CUDA backend's launch plan (cuda_plan.h): the layers
+ * over a set of token rows (prefill chunks, or a decode batch of one row per sequence) and
+ * the sampling of the picks, op by op, as kernel launches:
  *
  *   embed -> per layer: rmsnorm(+ previous down output) -> gemm qkv -> rope + KV append
  *   -> attention (every row over its own positions; last-layer score capture when asked) -> gemm o
@@ -13,7 +14,8 @@
  * order, etx_attn_rows's fixed splits, per-row norms and RoPE), so a request's bits do not
  * depend on its batch, its prefill chunking or on being recomputed after preemption.
  * Everything stays on the device; the launches depend only on host values (row counts),
- * as CUDA graph capture needs for the decode batch.
+ * as CUDA graph capture needs for the decode batch. What runs is the plan's ops and
+ * nothing else, so the cost model, which walks the same plan, sees every launch.
  */
 #include "cuda/cuda_backend.h"
 #include "embed.h"
@@ -22,31 +24,90 @@
 #include "rope.h"
 #include "swiglu.h"
 
-void cuda_forward_rows(CudaBackend* b, const CudaRows* r) {
-    const int n = r->n, dim = b->dim, last = b->n_layers - 1;
+// The weight, input and output of projection w of layer l (the LM head: rows from row0).
+static void gemm_operands(CudaBackend* b, const CudaRows* r, const CudaOp* o, const etx_bf16** w, const etx_bf16** x,
+                          float** y) {
+    const CudaLayer* L = o->layer >= 0 ? &b->layers[o->layer] : NULL;
+    switch ((CudaWeight)o->which) {
+    case CUDA_W_QKV: *w = L->wqkv, *x = b->xb, *y = b->qkv; break;
+    case CUDA_W_O: *w = L->wo, *x = b->att, *y = b->delta; break;
+    case CUDA_W_GATE_UP: *w = L->wgu, *x = b->xb, *y = b->gu; break;
+    case CUDA_W_DOWN: *w = L->wdown, *x = b->hb, *y = b->delta; break;
+    case CUDA_W_LM_HEAD: *w = b->lm_head, *x = b->xb + (size_t)o->row0 * b->dim, *y = r->logits; break;
+    }
+}
+
+void cuda_run_op(CudaBackend* b, const CudaRows* r, const CudaOp* o) {
     void* st = b->stream;
-    etx_embed(b->x, b->emb, r->d_tokens, n, dim, st);
-    for (int l = 0; l < b->n_layers; l++) {
-        const CudaLayer* L = &b->layers[l];
-        const CudaLayer* kv = &r->kv[l];
-        float* scores = l == last ? r->scores : NULL;
-        etx_rmsnorm_residual(b->xb, b->x, l == 0 ? NULL : b->delta, L->attn_norm, n, dim, b->eps, st);
-        etx_gemm_bf16(b->qkv, b->xb, L->wqkv, n, dim, b->qkv_dim, st);
+    const int n = o->n, dim = b->dim;
+    const size_t off = (size_t)o->row0 * dim;
+    switch (o->kind) {
+    case CUDA_OP_EMBED: etx_embed(b->x, b->emb, r->d_tokens, n, dim, st); break;
+    case CUDA_OP_NORM: {
+        const float* w = o->which == CUDA_NORM_FINAL ? b->final_norm
+                         : o->which == CUDA_NORM_ATTN ? b->layers[o->layer].attn_norm
+                                                      : b->layers[o->layer].ffn_norm;
+        etx_rmsnorm_residual(b->xb + off, b->x + off, o->residual ? b->delta + off : NULL, w, n, dim, b->eps, st);
+        break;
+    }
+    case CUDA_OP_GEMM: {
+        const etx_bf16 *w = NULL, *x = NULL;
+        float* y = NULL;
+        int in = 0, out = 0;
+        gemm_operands(b, r, o, &w, &x, &y);
+        cuda_gemm_shape(&b->dims, (CudaWeight)o->which, &in, &out);
+        etx_gemm_bf16(y, x, w, n, in, out, st);
+        break;
+    }
+    case CUDA_OP_ROPE_KV: {
+        const CudaLayer* kv = &r->kv[o->layer];
         etx_rope_kv_append(b->q, kv->k_pool, kv->v_pool, b->qkv, r->d_row_seq, r->d_row_pos, r->d_table, b->inv_freq,
                            n, b->shape, st);
-        etx_attn_rows(b->att, scores, r->d_cap_row, b->cfg.max_seq_len, b->q, kv->k_pool, kv->v_pool, r->d_table,
-                      r->d_row_seq, r->d_row_pos, n, b->cfg.max_seq_len, b->attn_ws, b->attn_ws_rows, b->shape, st);
-        etx_gemm_bf16(b->delta, b->att, L->wo, n, b->q_dim, dim, st);
-        etx_rmsnorm_residual(b->xb, b->x, b->delta, L->ffn_norm, n, dim, b->eps, st);
-        etx_gemm_bf16(b->gu, b->xb, L->wgu, n, dim, 2 * b->hidden, st);
-        etx_swiglu(b->hb, b->gu, n, b->hidden, st);
-        etx_gemm_bf16(b->delta, b->hb, L->wdown, n, b->hidden, dim, st);
+        break;
     }
-    if (r->logits) cuda_forward_head(b, r->head_first, n - r->head_first, r->logits);
+    case CUDA_OP_ATTN: {
+        const CudaLayer* kv = &r->kv[o->layer];
+        etx_attn_rows(b->att, o->capture ? r->scores : NULL, r->d_cap_row, b->cfg.max_seq_len, b->q, kv->k_pool,
+                      kv->v_pool, r->d_table, r->d_row_seq, r->d_row_pos, n, b->cfg.max_seq_len, b->attn_ws,
+                      b->attn_ws_rows, b->shape, st);
+        break;
+    }
+    case CUDA_OP_SWIGLU: etx_swiglu(b->hb, b->gu, n, b->hidden, st); break;
+    case CUDA_OP_VOCAB:
+        etx_vocab_pass(b->logits, n, b->vocab, ETX_TOPK, b->stats, b->cand, NULL, b->vp_scratch, st);
+        break;
+    case CUDA_OP_METRICS:
+        etx_attn_metrics(b->scores, n, b->m->cfg.n_heads, b->cfg.max_seq_len, b->d_n_pos, b->d_window, b->attn,
+                         b->am_scratch, st);
+        break;
+    case CUDA_OP_POLICY: {
+        EtxPolicyArgs a = {.n_seqs = n, .vocab = b->vocab, .logits = b->logits, .stats = b->stats, .cand = b->cand,
+                           .n_cand = b->vocab < ETX_TOPK ? b->vocab : ETX_TOPK, .attn = o->capture ? b->attn : NULL,
+                           .policies = b->d_policies, .states = b->d_states, .stop_ids = NULL, .eos_ids = b->eos_ids,
+                           .n_eos = b->n_eos, .scratch = b->pol_scratch, .tokens = b->d_next, .done = b->d_done,
+                           .trace = b->cfg.trace ? b->d_trace : NULL};
+        etx_policy_step(&a, st);
+        break;
+    }
+    }
+}
+
+void cuda_forward_rows(CudaBackend* b, const CudaRows* r) {
+    CudaOp ops[CUDA_PLAN_OPS(b->n_layers)];
+    const int head_n = r->logits ? r->n - r->head_first : 0;
+    const int n_ops = cuda_plan_forward(&b->dims, r->n, r->scores != NULL, r->head_first, head_n, ops);
+    for (int i = 0; i < n_ops; i++) cuda_run_op(b, r, &ops[i]);
 }
 
 void cuda_forward_head(CudaBackend* b, int row0, int n, float* logits) {
-    const size_t off = (size_t)row0 * b->dim;
-    etx_rmsnorm_residual(b->xb + off, b->x + off, b->delta + off, b->final_norm, n, b->dim, b->eps, b->stream);
-    etx_gemm_bf16(logits, b->xb + off, b->lm_head, n, b->dim, b->vocab, b->stream);
+    CudaOp ops[2];
+    const CudaRows r = {.n = n, .logits = logits};
+    const int n_ops = cuda_plan_head(&b->dims, row0, n, ops);
+    for (int i = 0; i < n_ops; i++) cuda_run_op(b, &r, &ops[i]);
+}
+
+void cuda_sample(CudaBackend* b, int np, int metrics) {
+    CudaOp ops[4];
+    const int n_ops = cuda_plan_sampling(&b->dims, np, metrics, ops);
+    for (int i = 0; i < n_ops; i++) cuda_run_op(b, NULL, &ops[i]);
 }

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "check_main.h"
+#include "tiny_context.h"
 #include "engine/backend.h"
 #include "etx/etx.h"
 
@@ -57,7 +58,7 @@ static Backend_case BC = {"cpu", ETX_DEVICE_CPU, DEFAULT_SIZES};
 
 static etx_model* g_model; // BC.model
 static etx_model* g_tiny;  // the tiny fixture model (multi-step, limits)
-static etx_model* g_tiny_4k; // the same weights with a context of 4096 (long_context_model)
+static etx_model* g_tiny_4k; // the same weights with a context of 4096 (tiny_context.h)
 static int g_vocab;
 static const int32_t BASE[] = {504, 3575, 282, 4649, 314, 253, 1345, 28, 284, 260, 1789, 5248, 30, 1076, 6614, 281};
 #define N_BASE ((int)(sizeof BASE / sizeof BASE[0]))
@@ -393,56 +394,6 @@ START_TEST(engine_batching_options_are_checked) {
 }
 END_TEST
 
-// The tiny model with max_position_embeddings raised to 4096 (RoPE has no length limit;
-// the weights are the fixture's, linked): a directory under /tmp, removed after loading.
-// (before the tests run, so no Check asserts)
-static void long_context_die(const char* what) {
-    perror(what);
-    exit(EXIT_FAILURE);
-}
-
-static etx_model* long_context_model(void) {
-    char dir[] = "/tmp/etx_tiny4k_XXXXXX", path[512], cfg[8192];
-    if (!mkdtemp(dir)) long_context_die("mkdtemp");
-    FILE* f = fopen(TINY "/config.json", "rb");
-    if (!f) long_context_die("fopen");
-    const size_t n = fread(cfg, 1, sizeof cfg - 1, f);
-    fclose(f);
-    cfg[n] = 0;
-    char* at = strstr(cfg, "\"max_position_embeddings\": 128,");
-    if (!at) {
-        fprintf(stderr, "test_batching: %s/config.json has no \"max_position_embeddings\": 128\n", TINY);
-        exit(EXIT_FAILURE);
-    }
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    f = fopen(path, "wb");
-    if (!f) long_context_die("fopen");
-    fwrite(cfg, 1, (size_t)(at - cfg), f);
-    fputs("\"max_position_embeddings\": 4096,", f);
-    fputs(at + strlen("\"max_position_embeddings\": 128,"), f);
-    fclose(f);
-    static const char* linked[] = {"model.safetensors", "tokenizer.json"};
-    char src[512];
-    for (int i = 0; i < 2; i++) {
-        snprintf(path, sizeof path, "%s/%s", dir, linked[i]);
-        snprintf(src, sizeof src, "%s/%s", TINY, linked[i]);
-        if (symlink(src, path) != 0) long_context_die("symlink");
-    }
-    etx_model* m = NULL;
-    etx_status s = etx_model_load(dir, &m);
-    if (s.code != ETX_OK) {
-        fprintf(stderr, "test_batching: the 4096-context tiny model: %s\n", s.message);
-        exit(EXIT_FAILURE);
-    }
-    static const char* made[] = {"model.safetensors", "tokenizer.json", "config.json"};
-    for (int i = 0; i < 3; i++) {
-        snprintf(path, sizeof path, "%s/%s", dir, made[i]);
-        unlink(path);
-    }
-    rmdir(dir);
-    return m;
-}
-
 static etx_model* load_or_die(const char* path) {
     etx_model* m = NULL;
     etx_status s = etx_model_load(path, &m);
@@ -467,7 +418,7 @@ int main(void) {
 #endif
     g_model = load_or_die(BC.model);
     g_tiny = load_or_die(TINY);
-    g_tiny_4k = long_context_model();
+    g_tiny_4k = tiny_model_with_context(TINY, 4096);
     etx_model_info info;
     etx_model_get_info(g_model, &info);
     g_vocab = info.vocab_size;

@@ -1009,6 +1009,8 @@ uint64_t seed_from_env() {
     return 1; // fixed by default, so that CI is reproducible
 }
 
+unsigned long launches_run() { return g_launch_no; }
+
 void launch(dim3 grid, dim3 block, size_t smem_bytes, const void* kernel, void (*fn)(void*), void* ctx) {
     const unsigned long long n = (unsigned long long)block.x * block.y * block.z;
     if (n == 0 || n > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 ||

@@ -175,6 +175,8 @@ unsigned activemask();
 // Block barrier; pred is summed over the block (the return value).
 int syncthreads(int pred);
 void yield(); // __nanosleep: let the other fibers of the block run
+// Kernel launches run so far (valid configurations; a graph replay counts its kernels).
+unsigned long launches_run();
 } // namespace detail
 
 // Bytes of dynamic shared memory of the running launch (16-byte aligned; 0xff-filled at

@@ -1,0 +1,186 @@
+/*
+ * cuda_plan.c — the launch plan of a CUDA backend step and its cost model (cuda_plan.h).
+ * Plain C: builds lists of ops and sums the kernels' own napkin math; launches nothing.
+ */
+#include "cuda/cuda_plan.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "attn_metrics.h"
+#include "embed.h"
+#include "gemm.h"
+#include "model/model.h"
+#include "norm.h"
+#include "policy_step.h"
+#include "rope.h"
+#include "swiglu.h"
+#include "vocab_pass.h"
+
+static CudaOp op(CudaOpKind kind, int layer, int which, int row0, int n) {
+    CudaOp o = {kind, layer, which, row0, n, 0, 0};
+    return o;
+}
+
+int cuda_plan_head(const CudaDims* d, int row0, int n, CudaOp* ops) {
+    (void)d;
+    if (n <= 0) return 0;
+    ops[0] = op(CUDA_OP_NORM, -1, CUDA_NORM_FINAL, row0, n);
+    ops[0].residual = 1; // the last layer's down projection
+    ops[1] = op(CUDA_OP_GEMM, -1, CUDA_W_LM_HEAD, row0, n);
+    return 2;
+}
+
+int cuda_plan_forward(const CudaDims* d, int n, int capture, int head_row0, int head_n, CudaOp* ops) {
+    int k = 0;
+    ops[k++] = op(CUDA_OP_EMBED, -1, 0, 0, n);
+    for (int l = 0; l < d->n_layers; l++) {
+        ops[k] = op(CUDA_OP_NORM, l, CUDA_NORM_ATTN, 0, n);
+        ops[k++].residual = l > 0; // layer 0 starts from the embedding alone
+        ops[k++] = op(CUDA_OP_GEMM, l, CUDA_W_QKV, 0, n);
+        ops[k++] = op(CUDA_OP_ROPE_KV, l, 0, 0, n);
+        ops[k] = op(CUDA_OP_ATTN, l, 0, 0, n);
+        ops[k++].capture = capture && l == d->n_layers - 1;
+        ops[k++] = op(CUDA_OP_GEMM, l, CUDA_W_O, 0, n);
+        ops[k] = op(CUDA_OP_NORM, l, CUDA_NORM_FFN, 0, n);
+        ops[k++].residual = 1;
+        ops[k++] = op(CUDA_OP_GEMM, l, CUDA_W_GATE_UP, 0, n);
+        ops[k++] = op(CUDA_OP_SWIGLU, l, 0, 0, n);
+        ops[k++] = op(CUDA_OP_GEMM, l, CUDA_W_DOWN, 0, n);
+    }
+    k += cuda_plan_head(d, head_row0, head_n, ops + k);
+    return k;
+}
+
+int cuda_plan_sampling(const CudaDims* d, int np, int metrics, CudaOp* ops) {
+    (void)d;
+    int k = 0;
+    if (np <= 0) return 0;
+    ops[k++] = op(CUDA_OP_VOCAB, -1, 0, 0, np);
+    if (metrics) ops[k++] = op(CUDA_OP_METRICS, -1, 0, 0, np);
+    ops[k] = op(CUDA_OP_POLICY, -1, 0, 0, np);
+    ops[k++].capture = metrics; // the policy reads the attention signals
+    
+    return k;
+}
+
+void cuda_gemm_shape(const CudaDims* d, CudaWeight w, int* in, int* out) {
+    switch (w) {
+    case CUDA_W_QKV: *in = d->dim, *out = d->qkv_dim; break;
+    case CUDA_W_O: *in = d->q_dim, *out = d->dim; break;
+    case CUDA_W_GATE_UP: *in = d->dim, *out = 2 * d->hidden; break;
+    case CUDA_W_DOWN: *in = d->hidden, *out = d->dim; break;
+    default: *in = d->dim, *out = d->vocab; break;
+    }
+}
+
+const char* cuda_op_name(const CudaOp* o, char* buf, size_t size) {
+    static const char* gemm[] = {"gemm qkv", "gemm o", "gemm gate/up", "gemm down", "gemm lm head"};
+    static const char* norm[] = {"norm attn", "norm ffn", "norm final"};
+    const char* what = "?";
+    switch (o->kind) {
+    case CUDA_OP_EMBED: what = "embed"; break;
+    case CUDA_OP_NORM: what = norm[o->which]; break;
+    case CUDA_OP_GEMM: what = gemm[o->which]; break;
+    case CUDA_OP_ROPE_KV: what = "rope + kv append"; break;
+    case CUDA_OP_ATTN: what = o->capture ? "attention + capture" : "attention"; break;
+    case CUDA_OP_SWIGLU: what = "swiglu"; break;
+    case CUDA_OP_VOCAB: what = "vocab pass"; break;
+    case CUDA_OP_METRICS: what = "attention metrics"; break;
+    case CUDA_OP_POLICY: what = "policy"; break;
+    }
+    if (o->layer >= 0)
+        snprintf(buf, size, "L%d %s", o->layer, what);
+    else
+        snprintf(buf, size, "%s", what);
+    return buf;
+}
+
+CudaDims cuda_dims_for(const etx_model* m, int max_seq_len, int block_size) {
+    const ModelConfig* c = &m->cfg;
+    CudaDims d;
+    memset(&d, 0, sizeof d);
+    d.dim = c->dim, d.hidden = c->hidden_dim, d.vocab = c->vocab_size, d.n_layers = c->n_layers;
+    d.n_heads = c->n_heads, d.n_kv_heads = c->n_kv_heads, d.hd = c->head_dim;
+    d.hdp = c->head_dim <= 64 ? 64 : 128;
+    d.q_dim = d.n_heads * d.hdp, d.kv_dim = d.n_kv_heads * d.hdp, d.qkv_dim = d.q_dim + 2 * d.kv_dim;
+    d.max_seq_len = max_seq_len, d.block_size = block_size;
+    d.tied = m->w.lm_head == m->w.token_embedding;
+    return d;
+}
+
+// -- cost model
+
+// Datasheet figures (NVIDIA H100 and H200 SXM product briefs): DRAM bandwidth, dense
+// FP32 (CUDA cores) and BF16 (tensor cores, without sparsity) throughput, SMs, L2. The
+// launch cost is an assumption: ~1.5 us per kernel node of a replayed graph.
+const CudaCard cuda_cards[] = {
+    {"h100", "H100 SXM (datasheet: 3.35 TB/s, 67 TFLOP/s f32, 989 TFLOP/s bf16, 132 SMs, 50 MB L2)", 3.35e12,
+     67e12, 989e12, 132, 50e6, 1.5e-6},
+    {"h200", "H200 SXM (datasheet: 4.8 TB/s, 67 TFLOP/s f32, 989 TFLOP/s bf16, 132 SMs, 50 MB L2)", 4.8e12, 67e12,
+     989e12, 132, 50e6, 1.5e-6},
+};
+const int cuda_n_cards = (int)(sizeof cuda_cards / sizeof cuda_cards[0]);
+
+const CudaCard* cuda_card_find(const char* name) {
+    for (int i = 0; i < cuda_n_cards; i++)
+        if (strcmp(cuda_cards[i].name, name) == 0) return &cuda_cards[i];
+    return NULL;
+}
+
+static EtxAttnShape attn_shape(const CudaDims* d) {
+    EtxAttnShape s = {d->n_heads, d->n_kv_heads, d->hdp, d->block_size,
+                      (d->max_seq_len + d->block_size - 1) / d->block_size};
+    return s;
+}
+
+EtxCost cuda_op_cost(const CudaDims* d, const CudaOp* o, int len, const CudaCard* card) {
+    int in = 0, out = 0;
+    switch (o->kind) {
+    case CUDA_OP_EMBED: return etx_embed_cost(o->n, d->dim);
+    case CUDA_OP_NORM: return etx_rmsnorm_cost(o->n, d->dim, o->residual);
+    case CUDA_OP_GEMM: cuda_gemm_shape(d, (CudaWeight)o->which, &in, &out); return etx_gemm_cost(o->n, in, out, card->l2_bytes);
+    case CUDA_OP_ROPE_KV: return etx_rope_kv_append_cost(o->n, attn_shape(d));
+    case CUDA_OP_ATTN: return etx_attn_rows_cost(o->n, len, d->max_seq_len, attn_shape(d), o->capture);
+    case CUDA_OP_SWIGLU: return etx_swiglu_cost(o->n, d->hidden);
+    case CUDA_OP_VOCAB: return etx_vocab_pass_cost(o->n, d->vocab, ETX_TOPK);
+    case CUDA_OP_METRICS: return etx_attn_metrics_cost(o->n, d->n_heads, len, d->max_seq_len);
+    case CUDA_OP_POLICY: return etx_policy_step_cost(o->n);
+    }
+    EtxCost zero = {0, 0, 0, 0, 0, 0};
+    return zero;
+}
+
+double cuda_cost_seconds(const EtxCost* c, const CudaCard* card) {
+    const double t_mem = c->bytes / card->bandwidth;
+    const double t_math = c->flops / (c->tensor ? card->tensor_flops : card->fp32_flops);
+    double fill = c->busy / (2.0 * card->sms); // working blocks per "two per SM"
+    if (fill > 1.0) fill = 1.0;
+    if (fill <= 0.0) fill = 1.0 / (2.0 * card->sms);
+    return c->launches * card->launch_s + (t_mem > t_math ? t_mem : t_math) / fill;
+}
+
+double cuda_floor_bytes(const CudaDims* d, int n, int len) {
+    const double per_layer = (double)d->qkv_dim * d->dim + (double)d->dim * d->q_dim + 3.0 * d->hidden * d->dim;
+    const double weights = (d->n_layers * per_layer + (double)d->vocab * d->dim) * 2;
+    const double kv = 2.0 * d->n_layers * (double)n * len * d->kv_dim * 2;
+    const double logits = 2.0 * n * (double)d->vocab * 4;
+    return weights + kv + logits;
+}
+
+int cuda_predict_decode_step(const CudaDims* d, int n, int len, int metrics, const CudaCard* card,
+                             CudaStepPrediction* out) {
+    if (d->n_layers > 128) return -1;
+    memset(out, 0, sizeof *out);
+    int k = cuda_plan_forward(d, n, metrics, 0, n, out->ops);
+    k += cuda_plan_sampling(d, n, metrics, out->ops + k);
+    out->n_ops = k;
+    for (int i = 0; i < k; i++) {
+        out->cost[i] = cuda_op_cost(d, &out->ops[i], len, card);
+        out->seconds[i] = cuda_cost_seconds(&out->cost[i], card);
+        out->total_s += out->seconds[i];
+        out->launches += out->cost[i].launches;
+    }
+    out->floor_s = cuda_floor_bytes(d, n, len) / card->bandwidth;
+    return 0;
+}

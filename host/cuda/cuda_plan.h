@@ -1,0 +1,130 @@
+/*
+ * cuda_plan.h — the CUDA backend's launch plan, and the cost model that reads it.
+ *
+ * A step is planned once as a list of ops (embedding, per layer the norms, GEMMs, RoPE +
+ * KV append, attention, SwiGLU, then the final norm and LM head; for sampling the
+ * vocabulary pass, the attention metrics and the policy). cuda_forward.c executes exactly
+ * this list, op by op (cuda_run_op); the cost model walks the same list and asks each
+ * kernel's launcher for its napkin math (kernels/cost.h: etx_<op>_cost), so the
+ * prediction cannot drift from what runs: a kernel added to the step is an op here or it
+ * does not run.
+ *
+ * The cost model turns an op's EtxCost into time on a card (a datasheet: bandwidth,
+ * FLOP/s, SMs, L2, launch overhead) as
+ *   t = launches * t_launch + max(bytes / BW, flops / FLOPS) / min(1, busy / (2 SMs)),
+ * i.e. an op is bound by its memory traffic or its arithmetic, and a grid with fewer
+ * working blocks than two per SM gets that fraction of the card. The floor of a decode
+ * step is the bytes it must move (every weight once, the KV cache of every row, the
+ * logits written and read) at the card's bandwidth. Predictions, not measurements:
+ * benchmarks/gpu_check.sh records measured per-op times beside them on a GPU
+ * (`etx bench --plan` prints the table).
+ */
+#ifndef ETX_CUDA_PLAN_H
+#define ETX_CUDA_PLAN_H
+
+#include <stddef.h>
+
+#include "attention.h" // EtxAttnShape
+#include "cost.h"
+
+// The sizes the plan and its costs depend on (cuda_dims_of for a backend; cuda_dims_for a
+// model's configuration without one).
+typedef struct {
+    int dim, hidden, vocab, n_layers;
+    int n_heads, n_kv_heads, hd, hdp; // hdp: head_dim padded to what the kernels take (64, 128)
+    int q_dim, kv_dim, qkv_dim;       // padded: n_heads hdp, n_kv_heads hdp, q_dim + 2 kv_dim
+    int max_seq_len;                  // the configured context (attention splits)
+    int block_size;                   // positions per KV block
+    int tied;                         // 1: the LM head is the embedding table
+} CudaDims;
+
+typedef enum {
+    CUDA_OP_EMBED,   // x = embedding rows of the tokens
+    CUDA_OP_NORM,    // xb = rmsnorm(x (+= delta)) with the layer's or the final norm
+    CUDA_OP_GEMM,    // one projection (CudaWeight)
+    CUDA_OP_ROPE_KV, // RoPE of q and k, k and v appended to the cache
+    CUDA_OP_ATTN,    // attention of every row over its positions (etx_attn_rows)
+    CUDA_OP_SWIGLU,  // hb = silu(gate) * up
+    CUDA_OP_VOCAB,   // statistics and candidates of each pick's logits row
+    CUDA_OP_METRICS, // the entropix attention signals of each pick
+    CUDA_OP_POLICY,  // decide, filter and draw each pick's token
+} CudaOpKind;
+
+typedef enum { CUDA_W_QKV, CUDA_W_O, CUDA_W_GATE_UP, CUDA_W_DOWN, CUDA_W_LM_HEAD } CudaWeight;
+typedef enum { CUDA_NORM_ATTN, CUDA_NORM_FFN, CUDA_NORM_FINAL } CudaNorm;
+
+typedef struct {
+    CudaOpKind kind;
+    int layer;    // the layer, or -1
+    int which;    // CUDA_OP_GEMM: CudaWeight; CUDA_OP_NORM: CudaNorm
+    int row0, n;  // the rows it runs on (sampling ops: picks 0 .. n - 1)
+    int residual; // CUDA_OP_NORM: adds delta into x first (all but layer 0's attention norm)
+    int capture;  // CUDA_OP_ATTN: captures the scores (the last layer's, when asked);
+                  // CUDA_OP_POLICY: reads the attention signals (CUDA_OP_METRICS ran)
+} CudaOp;
+
+// Ops a plan can hold: 9 per layer and a few more.
+#define CUDA_PLAN_OPS(n_layers) (9 * (n_layers) + 8)
+
+// The forward over n rows: embedding and every layer (the last layer's attention
+// capturing scores when `capture`), then when head_n > 0 the final norm and LM head of
+// rows head_row0 .. head_row0 + head_n - 1. Writes the ops to ops (room for
+// CUDA_PLAN_OPS(d->n_layers)); returns how many.
+int cuda_plan_forward(const CudaDims* d, int n, int capture, int head_row0, int head_n, CudaOp* ops);
+// The final norm and LM head alone, of rows row0 .. row0 + n - 1 (after a forward).
+int cuda_plan_head(const CudaDims* d, int row0, int n, CudaOp* ops);
+// Sampling np picks: the vocabulary pass, the attention metrics when `metrics`, the policy.
+int cuda_plan_sampling(const CudaDims* d, int np, int metrics, CudaOp* ops);
+
+// (in, out) of the projection w.
+void cuda_gemm_shape(const CudaDims* d, CudaWeight w, int* in, int* out);
+// A short name of the op ("L3 gemm o", "final norm", "vocab pass").
+const char* cuda_op_name(const CudaOp* op, char* buf, size_t size);
+
+// The sizes of a model's configuration run with max_seq_len and block_size (the
+// backend's own: cuda_dims_of in cuda_backend.h).
+struct etx_model;
+CudaDims cuda_dims_for(const struct etx_model* m, int max_seq_len, int block_size);
+
+// -- cost model
+
+typedef struct {
+    const char* name;    // "h100", ...
+    const char* what;    // the card and the source of its figures
+    double bandwidth;    // DRAM bytes per second
+    double fp32_flops;   // CUDA-core f32 FLOP/s (FMA = 2)
+    double tensor_flops; // dense bf16 tensor-core FLOP/s
+    int sms;             // streaming multiprocessors
+    double l2_bytes;     // L2 cache
+    double launch_s;     // per kernel node of a graph
+} CudaCard;
+
+// The datasheet card of that name ("h100", "h200"), or NULL; cuda_cards lists them.
+const CudaCard* cuda_card_find(const char* name);
+extern const CudaCard cuda_cards[];
+extern const int cuda_n_cards;
+
+// The op's napkin math when every row attends `len` positions.
+EtxCost cuda_op_cost(const CudaDims* d, const CudaOp* op, int len, const CudaCard* card);
+// Predicted seconds of a cost on the card (the formula above).
+double cuda_cost_seconds(const EtxCost* c, const CudaCard* card);
+// Bytes a decode step of n sequences at len positions must move at least: every weight
+// once, K and V of every position of every row, the logits written and read.
+double cuda_floor_bytes(const CudaDims* d, int n, int len);
+
+// One decode step of n sequences at len positions (the forward with the LM head of all
+// n rows, then sampling; metrics: entropix's capture and attention signals): its ops
+// and, summed, predicted seconds and the floor's.
+typedef struct {
+    int n_ops;
+    CudaOp ops[CUDA_PLAN_OPS(128) + CUDA_PLAN_OPS(0)]; // up to 128 layers
+    EtxCost cost[CUDA_PLAN_OPS(128) + CUDA_PLAN_OPS(0)];
+    double seconds[CUDA_PLAN_OPS(128) + CUDA_PLAN_OPS(0)];
+    double total_s, floor_s;
+    int launches;
+} CudaStepPrediction;
+// 0, or -1 when the model has more than 128 layers.
+int cuda_predict_decode_step(const CudaDims* d, int n, int len, int metrics, const CudaCard* card,
+                             CudaStepPrediction* out);
+
+#endif // ETX_CUDA_PLAN_H

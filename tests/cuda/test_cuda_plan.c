@@ -1,0 +1,190 @@
+/*
+ * test_cuda_plan.c — the CUDA backend's launch plan and cost model (host/cuda/cuda_plan.c),
+ * under the SIMT emulator (test_cuda_plan_emu; natively test_cuda_plan_gpu runs the pure
+ * parts and skips the launch count, which only the emulator keeps).
+ *
+ *   1. The plan is what runs: requests through the engine on the CUDA backend (a prompt
+ *      prefilled in one chunk, then decode steps; with and without the entropix capture
+ *      and signals; a context of one attention split and of two) launch exactly the
+ *      kernels the plan's ops say they launch (the emulator counts them), so the cost
+ *      model, which reads the same plan, misses no kernel.
+ *   2. The plan's shape: 1 + 9 per layer + 2 ops for a forward with its LM head, the
+ *      capture only in the last layer's attention, the sampling ops.
+ *   3. The cost model: at batch 1 the GEMMs' bytes are the weights' (each read once), so
+ *      the predicted step is at least the floor; the GEMM FLOPs are 2 x parameters x rows;
+ *      a grid too small to fill the card is slowed by the fraction it fills; the floor
+ *      grows with the KV cache; a model deeper than 128 layers is refused.
+ */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cuda/cuda_plan.h"
+#include "device.h"
+#include "etx/etx.h"
+#include "model/model.h"
+#include "check_main.h"
+#include "tiny_context.h"
+
+#define TINY ETX_FIXTURES "/models/tiny-llama-gqa"
+
+static etx_model* g_tiny; // tiny-llama-gqa with a context of 512
+
+static long long launches_of(const CudaOp* ops, int n, const CudaDims* d, int len) {
+    const CudaCard* card = cuda_card_find("h100");
+    long long k = 0;
+    for (int i = 0; i < n; i++) k += cuda_op_cost(d, &ops[i], len, card).launches;
+    return k;
+}
+
+// One request of n_prompt tokens generating n_gen through the engine on the CUDA
+// backend: the kernels it launched vs what the plan says: the prefill forward (no LM
+// head) and the LM head of its last row, sampling, then per further token a decode
+// forward with its head and sampling.
+static void check_launches(int n_prompt, int n_gen, int ctx, etx_policy_kind kind, int trace) {
+    etx_engine_options o = etx_engine_options_default();
+    o.device = ETX_DEVICE_CUDA;
+    o.max_seq_len = ctx;
+    o.max_batch = 1;
+    o.trace = trace;
+    o.steps_per_sync = 1;
+    etx_engine* e = NULL;
+    etx_status s = etx_engine_create(g_tiny, &o, &e);
+    ck_assert_msg(s.code == ETX_OK, "%s", s.message);
+    int32_t prompt[200];
+    for (int i = 0; i < n_prompt; i++) prompt[i] = 2 + (i * 7) % 300;
+    etx_policy pol = etx_policy_default(kind);
+    if (kind == ETX_POLICY_ENTROPIX) pol.entropix.pause_token = 3;
+    etx_request r = {.prompt = prompt, .n_prompt = n_prompt, .policy = pol, .max_tokens = n_gen, .ignore_eos = 1};
+    int id;
+    ck_assert_int_eq(etx_engine_submit(e, &r, &id).code, ETX_OK);
+    const long long before = etx_dev_kernel_launches();
+    ck_assert_int_eq(etx_engine_run(e).code, ETX_OK);
+    const long long ran = etx_dev_kernel_launches() - before;
+    etx_request_state st;
+    ck_assert_int_eq(etx_engine_request_state(e, id, &st).code, ETX_OK);
+    ck_assert_int_eq(st.n_tokens, n_gen);
+    etx_engine_free(e);
+
+    const CudaDims d = cuda_dims_for(g_tiny, ctx, 64);
+    const int metrics = trace || kind == ETX_POLICY_ENTROPIX;
+    CudaOp ops[CUDA_PLAN_OPS(8)];
+    long long want = 0;
+    int k = cuda_plan_forward(&d, n_prompt, metrics, 0, 0, ops);
+    want += launches_of(ops, k, &d, n_prompt);
+    k = cuda_plan_head(&d, n_prompt - 1, 1, ops);
+    want += launches_of(ops, k, &d, n_prompt);
+    k = cuda_plan_sampling(&d, 1, metrics, ops);
+    want += launches_of(ops, k, &d, n_prompt);
+    for (int t = 1; t < n_gen; t++) {
+        k = cuda_plan_forward(&d, 1, metrics, 0, 1, ops);
+        want += launches_of(ops, k, &d, n_prompt + t);
+        k = cuda_plan_sampling(&d, 1, metrics, ops);
+        want += launches_of(ops, k, &d, n_prompt + t);
+    }
+    ck_assert_msg(ran == want, "prompt %d, %d tokens, ctx %d, policy %d, trace %d: %lld kernels ran, the plan says %lld",
+                  n_prompt, n_gen, ctx, kind, trace, ran, want);
+}
+
+START_TEST(the_plan_is_what_runs) {
+    if (etx_dev_kernel_launches() < 0) {
+        fprintf(stderr, "test_cuda_plan: launches are counted only under the emulator: skipped\n");
+        return;
+    }
+    check_launches(20, 4, 128, ETX_POLICY_GREEDY, 0);   // one split: attention is one kernel
+    check_launches(20, 4, 300, ETX_POLICY_GREEDY, 0);   // two splits: attention + merge
+    check_launches(30, 3, 300, ETX_POLICY_ENTROPIX, 0); // capture and attention signals
+    check_launches(12, 3, 128, ETX_POLICY_SAMPLE, 1);   // tracing: signals for every pick
+}
+END_TEST
+
+static CudaDims llama_1b(void) {
+    // Llama-3.2-1B: dim 2048, hidden 8192, 16 layers, 32 / 8 heads of 64, vocab 128256, tied
+    CudaDims d = {2048, 8192, 128256, 16, 32, 8, 64, 64, 2048, 512, 3072, 4096, 64, 1};
+    return d;
+}
+
+START_TEST(plan_shape) {
+    const CudaDims d = llama_1b();
+    CudaOp ops[CUDA_PLAN_OPS(16)];
+    int n = cuda_plan_forward(&d, 7, 1, 0, 7, ops);
+    ck_assert_int_eq(n, 1 + 9 * 16 + 2);
+    int captures = 0, gemms = 0;
+    for (int i = 0; i < n; i++) {
+        captures += ops[i].kind == CUDA_OP_ATTN && ops[i].capture;
+        gemms += ops[i].kind == CUDA_OP_GEMM;
+        ck_assert_int_eq(ops[i].n, 7);
+    }
+    ck_assert_int_eq(captures, 1);
+    ck_assert(ops[n - 3].kind == CUDA_OP_ATTN || ops[n - 3].kind == CUDA_OP_GEMM); // the layers, then the head
+    ck_assert_int_eq(ops[n - 2].kind, CUDA_OP_NORM);
+    ck_assert_int_eq(ops[n - 2].which, CUDA_NORM_FINAL);
+    ck_assert_int_eq(ops[n - 1].which, CUDA_W_LM_HEAD);
+    ck_assert_int_eq(gemms, 4 * 16 + 1);
+    ck_assert_int_eq(ops[1].residual, 0); // layer 0's first norm reads the embedding alone
+    ck_assert_int_eq(cuda_plan_forward(&d, 7, 0, 0, 0, ops), 1 + 9 * 16);
+    ck_assert_int_eq(cuda_plan_sampling(&d, 3, 1, ops), 3);
+    ck_assert_int_eq(ops[2].capture, 1);
+    ck_assert_int_eq(cuda_plan_sampling(&d, 3, 0, ops), 2);
+    ck_assert_int_eq(ops[1].capture, 0);
+    char name[64];
+    CudaOp g = {CUDA_OP_GEMM, 3, CUDA_W_O, 0, 1, 0, 0};
+    ck_assert_str_eq(cuda_op_name(&g, name, sizeof name), "L3 gemm o");
+}
+END_TEST
+
+START_TEST(cost_model) {
+    const CudaDims d = llama_1b();
+    const CudaCard* h100 = cuda_card_find("h100");
+    ck_assert_ptr_nonnull(h100);
+    ck_assert_ptr_null(cuda_card_find("v100"));
+    static CudaStepPrediction p;
+    ck_assert_int_eq(cuda_predict_decode_step(&d, 1, 512, 1, h100, &p), 0);
+    double gemm_w = 0, gemm_flops = 0;
+    for (int i = 0; i < p.n_ops; i++)
+        if (p.ops[i].kind == CUDA_OP_GEMM) {
+            int in, out;
+            cuda_gemm_shape(&d, (CudaWeight)p.ops[i].which, &in, &out);
+            gemm_w += (double)in * out * 2;
+            gemm_flops += p.cost[i].flops;
+        }
+    const double params = gemm_w / 2;
+    ck_assert_double_eq_tol(gemm_flops, 2.0 * params, 1.0);
+    // the GEMMs move at least their weights; the step takes at least the floor
+    double gemm_bytes = 0;
+    for (int i = 0; i < p.n_ops; i++)
+        if (p.ops[i].kind == CUDA_OP_GEMM) gemm_bytes += p.cost[i].bytes;
+    ck_assert(gemm_bytes >= gemm_w);
+    ck_assert(p.total_s >= p.floor_s);
+    ck_assert(p.floor_s > 0.5e-3 && p.floor_s < 1.0e-3); // ~2.5 GB of bf16 weights at 3.35 TB/s
+    printf("llama-3.2-1b shape, h100, batch 1, 512 positions: predicted %.3f ms, floor %.3f ms (%.0f%%), %d launches\n",
+           p.total_s * 1e3, p.floor_s * 1e3, 100 * p.floor_s / p.total_s, p.launches);
+    // a grid of one working block gets 1 / (2 SMs) of the card
+    EtxCost c = {1e6, 0, 1, 1, 0, 0};
+    ck_assert_double_eq_tol(cuda_cost_seconds(&c, h100), 1e6 / h100->bandwidth * 2 * h100->sms, 1e-12);
+    c.busy = c.ctas = 1000;
+    ck_assert_double_eq_tol(cuda_cost_seconds(&c, h100), 1e6 / h100->bandwidth, 1e-12);
+    c.launches = 2;
+    ck_assert_double_eq_tol(cuda_cost_seconds(&c, h100), 1e6 / h100->bandwidth + 2 * h100->launch_s, 1e-12);
+    // the KV cache adds to the floor
+    ck_assert(cuda_floor_bytes(&d, 8, 4096) > cuda_floor_bytes(&d, 8, 16));
+    CudaDims deep = d;
+    deep.n_layers = 129;
+    ck_assert_int_eq(cuda_predict_decode_step(&deep, 1, 16, 0, h100, &p), -1);
+}
+END_TEST
+
+int main(void) {
+    if (!etx_dev_available()) return CHECK_SKIPPED;
+    g_tiny = tiny_model_with_context(TINY, 512); // contexts past 256: two attention splits
+    Suite* su = suite_create("cuda_plan");
+    TCase* tc = tcase_create("core");
+    tcase_add_test(tc, the_plan_is_what_runs);
+    tcase_add_test(tc, plan_shape);
+    tcase_add_test(tc, cost_model);
+    suite_add_tcase(su, tc);
+    const int rc = check_run_suite_nofork(su);
+    etx_model_free(g_tiny);
+    return rc;
+}
