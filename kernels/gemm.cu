@@ -5,13 +5,15 @@
  * Batch invariance by construction. Each output y[r, o] is summed in one order that
  * depends only on `in`, never on n or on which other rows share the call:
  *   - lane l of the warp that owns column o takes the 8-element pieces l, l + 32, l + 64,
- *     ... of the row (16-byte loads), and accumulates x[r, k] * w[o, k] into its partial
- *     with fmaf, piece after piece, element after element (no reassociation: fmaf is one
- *     correctly rounded operation on the host, the emulator and the device alike);
+ *     ... of the row (16-byte loads), and adds x[r, k] * w[o, k] to its partial, piece
+ *     after piece, element after element. The product of two bf16 values (8 significant
+ *     bits each) is exact in f32, so acc + w x rounds once whether the compiler fuses it
+ *     into an FMA (nvcc) or not (the emulator, -ffp-contract=off): the same bits either
+ *     way, and no reassociation happens (no fast-math);
  *   - the 32 partials go to shared memory and are added in lane order 0..31 by one lane.
  * A row is computed by the same sequence of operations whether it is alone, one of 7 or
  * one of 256 rows, whether it is a decode token or a prefill position, so a request's
- * tokens do not depend on its batch (README, DESIGN §5). Row tiles of R = 1, 4 or 16 rows
+ * tokens do not depend on its batch (README, DESIGN §5). Row tiles of R = 1, 4, 8 or 16 rows
  * (picked by n) only choose how many rows share a weight load; rows past n in the last
  * tile load the tile's last valid row and are not written. When `in` is not a multiple
  * of 8 every call takes a scalar path (lane l on elements l, l + 32, ...): the path too
@@ -36,70 +38,124 @@
 #define GEMM_WARPS 4     // warps per block
 #define GEMM_MAX_TILE 16 // rows per tile, the largest
 
-// Output columns per warp, one after another: 1 unless the matrix has enough columns to
-// fill the GPU with fewer blocks (4 from 16384 columns: the fused gate/up, LM heads). It
-// changes which warp computes a column, never how.
-static int gemm_cols_per_warp(int out) { return out >= 16384 ? 4 : 1; }
+// Output columns per warp, C, computed together (each weight row's pieces loaded side by
+// side, x loaded once for all C): natively 2 at one row, 1 with more (a warp per column
+// keeps enough blocks to fill the GPU); under the emulator, where each column group costs
+// two rounds of fiber switches (__syncwarp), C x R = 16 (R = 1, 4) or 32 (R = 16).
+// C changes which warp computes a column and what it loads alongside, never a column's
+// order of operations.
+#ifdef ETX_SIMT
+#define GEMM_COLS(R) ((R) >= 8 ? 32 / (R) / 2 : 16 / (R))
+#else
+#define GEMM_COLS(R) ((R) == 1 ? 2 : 1)
+#endif
 
 struct alignas(16) gemm_bf16x8 {
     __nv_bfloat16 v[8];
 };
 
-// Block (b, t), warp w: columns o = (b * GEMM_WARPS + w) * cols + c, c < cols,
+// Block (b, t), warp w: columns o = (b * GEMM_WARPS + w) * C + c, c < C (those < out),
 // of rows t * R .. t * R + R - 1 (those < n). VEC: 16-byte loads (in % 8 == 0, aligned).
-// red: per warp, the R x 32 lane partials of one column (row stride 33: the reading lane
-// walks a row while the others walk theirs, on distinct banks).
-template <int R, bool VEC>
+// acc[c][j]: the lane's partial of (column c, row j); red: per warp, the C R x 32 lane
+// partials (row stride 33: the reading lane walks a row while the others walk theirs, on
+// distinct banks); lane c R + j then adds row (c, j) of red in lane order.
+template <int R, int C, bool VEC>
 __global__ void __launch_bounds__(GEMM_WARPS * 32)
     gemm_rows_kernel(float* __restrict__ y, const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
-                     int n, int in, int out, int cols) {
-    __shared__ float red[GEMM_WARPS][R][33];
+                     int n, int in, int out) {
+    __shared__ float red[GEMM_WARPS][C * R][33];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int r0 = blockIdx.y * R;
+    const int r0 = blockIdx.y * R, o0 = (blockIdx.x * GEMM_WARPS + warp) * C;
+    if (o0 >= out) return; // warp-uniform
     const __nv_bfloat16* xr[R];
     for (int j = 0; j < R; j++) xr[j] = x + (size_t)min(r0 + j, n - 1) * in; // past n: the last row again
-    for (int c = 0; c < cols; c++) {
-        const int o = (blockIdx.x * GEMM_WARPS + warp) * cols + c;
-        if (o >= out) break; // warp-uniform
-        const __nv_bfloat16* wr = w + (size_t)o * in;
-        float acc[R];
-        for (int j = 0; j < R; j++) acc[j] = 0.0f;
-        if (VEC) {
-            for (int k = 8 * lane; k < in; k += 8 * 32) {
-                const gemm_bf16x8 w8 = *reinterpret_cast<const gemm_bf16x8*>(wr + k);
-                float wf[8];
-                for (int e = 0; e < 8; e++) wf[e] = __bfloat162float(w8.v[e]);
-                for (int j = 0; j < R; j++) {
-                    const gemm_bf16x8 x8 = *reinterpret_cast<const gemm_bf16x8*>(xr[j] + k);
-                    for (int e = 0; e < 8; e++) acc[j] = fmaf(wf[e], __bfloat162float(x8.v[e]), acc[j]);
-                }
+    const __nv_bfloat16* wr[C];
+    for (int c = 0; c < C; c++) wr[c] = w + (size_t)min(o0 + c, out - 1) * in; // past out: the last column again
+    float acc[C][R];
+    for (int c = 0; c < C; c++)
+        for (int j = 0; j < R; j++) acc[c][j] = 0.0f;
+    if (VEC) {
+        for (int k = 8 * lane; k < in; k += 8 * 32) {
+            float wf[C][8];
+            for (int c = 0; c < C; c++) {
+                const gemm_bf16x8 w8 = *reinterpret_cast<const gemm_bf16x8*>(wr[c] + k);
+                for (int e = 0; e < 8; e++) wf[c][e] = __bfloat162float(w8.v[e]);
             }
-        } else {
-            for (int k = lane; k < in; k += 32) {
-                const float wf = __bfloat162float(wr[k]);
-                for (int j = 0; j < R; j++) acc[j] = fmaf(wf, __bfloat162float(xr[j][k]), acc[j]);
+            for (int j = 0; j < R; j++) {
+                const gemm_bf16x8 x8 = *reinterpret_cast<const gemm_bf16x8*>(xr[j] + k);
+                float xf[8];
+                for (int e = 0; e < 8; e++) xf[e] = __bfloat162float(x8.v[e]);
+                for (int c = 0; c < C; c++)
+                    for (int e = 0; e < 8; e++) acc[c][j] += wf[c][e] * xf[e];
             }
         }
-        for (int j = 0; j < R; j++) red[warp][j][lane] = acc[j];
-        __syncwarp();
-        if (lane < R && r0 + lane < n) {
-            float s = 0.0f;
-            for (int l = 0; l < 32; l++) s += red[warp][lane][l];
-            y[(size_t)(r0 + lane) * out + o] = s;
-        }
-        __syncwarp(); // the next column overwrites red
+    } else {
+        for (int k = lane; k < in; k += 32)
+            for (int j = 0; j < R; j++) {
+                const float xf = __bfloat162float(xr[j][k]);
+                for (int c = 0; c < C; c++) acc[c][j] += __bfloat162float(wr[c][k]) * xf;
+            }
+    }
+    for (int c = 0; c < C; c++)
+        for (int j = 0; j < R; j++) red[warp][c * R + j][lane] = acc[c][j];
+    __syncwarp();
+    const int c = lane / R, j = lane % R;
+    if (lane < C * R && o0 + c < out && r0 + j < n) {
+        float s = 0.0f;
+        for (int l = 0; l < 32; l++) s += red[warp][lane][l];
+        y[(size_t)(r0 + j) * out + o0 + c] = s;
     }
 }
+
+#ifdef ETX_SIMT
+// The emulator's twin of gemm_rows_kernel: a thread per column o of a tile of R rows, doing
+// exactly the warp's operations in exactly its order — for each lane l, the partial over
+// l's pieces (8-element pieces l, l + 32, ... when in % 8 == 0, else elements l, l + 32,
+// ...), then the 32 partials added in lane order — one thread after another, with no
+// __syncwarp (each costs a round of fiber switches under the emulator, which made the
+// engine suites several times slower). test_gemm runs both under the emulator and holds
+// them to the same bits (etx_gemm_use_warp_kernel); natively only the warp kernel exists.
+template <int R>
+__global__ void gemm_twin_kernel(float* __restrict__ y, const __nv_bfloat16* __restrict__ x,
+                                 const __nv_bfloat16* __restrict__ w, int n, int in, int out) {
+    const int o = blockIdx.x * blockDim.x + threadIdx.x, r0 = blockIdx.y * R;
+    if (o >= out) return;
+    const int nr = min(R, n - r0), piece = in % 8 == 0 ? 8 : 1;
+    const __nv_bfloat16* wr = w + (size_t)o * in;
+    float s[R];
+    for (int j = 0; j < R; j++) s[j] = 0.0f;
+    for (int l = 0; l < 32; l++) {
+        float acc[R];
+        for (int j = 0; j < nr; j++) acc[j] = 0.0f;
+        for (int k = piece * l; k < in; k += piece * 32)
+            for (int e = 0; e < piece; e++) {
+                const float wf = __bfloat162float(wr[k + e]);
+                for (int j = 0; j < nr; j++) acc[j] += wf * __bfloat162float(x[(size_t)(r0 + j) * in + k + e]);
+            }
+        for (int j = 0; j < nr; j++) s[j] += acc[j];
+    }
+    for (int j = 0; j < nr; j++) y[(size_t)(r0 + j) * out + o] = s[j];
+}
+static int g_gemm_warp_kernel = 0; // etx_gemm_use_warp_kernel
+#endif
 
 template <int R>
 static void launch_rows(float* y, const __nv_bfloat16* x, const __nv_bfloat16* w, int n, int in, int out, bool vec,
                         cudaStream_t st) {
-    const int cols = gemm_cols_per_warp(out);
-    dim3 grid(etx_ceil_div(out, GEMM_WARPS * cols), etx_ceil_div(n, R));
+#ifdef ETX_SIMT
+    if (!g_gemm_warp_kernel) {
+        ETX_LAUNCH(gemm_twin_kernel<R>, dim3(etx_ceil_div(out, 128), etx_ceil_div(n, R)), 128, 0, st, y, x, w, n, in,
+                   out);
+        CUDA_CHECK_LAUNCH();
+        return;
+    }
+#endif
+    constexpr int C = GEMM_COLS(R);
+    dim3 grid(etx_ceil_div(out, GEMM_WARPS * C), etx_ceil_div(n, R));
     if (vec)
-        ETX_LAUNCH((gemm_rows_kernel<R, true>), grid, GEMM_WARPS * 32, 0, st, y, x, w, n, in, out, cols);
+        ETX_LAUNCH((gemm_rows_kernel<R, C, true>), grid, GEMM_WARPS * 32, 0, st, y, x, w, n, in, out);
     else
-        ETX_LAUNCH((gemm_rows_kernel<R, false>), grid, GEMM_WARPS * 32, 0, st, y, x, w, n, in, out, cols);
+        ETX_LAUNCH((gemm_rows_kernel<R, C, false>), grid, GEMM_WARPS * 32, 0, st, y, x, w, n, in, out);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -110,12 +166,21 @@ extern "C" EtxCost etx_gemm_cost(int n, int in, int out, double l2_bytes) {
     const double w = (double)out * in * 2;
     c.bytes = w * (w > l2_bytes / 2 ? tiles : 1) + (double)n * in * 2 + (double)n * out * 4;
     c.flops = 2.0 * n * in * out;
-    c.ctas = c.busy = (double)etx_ceil_div(out, GEMM_WARPS * gemm_cols_per_warp(out)) * tiles;
+    const int cols = tile == 1 ? GEMM_COLS(1) : tile == 4 ? GEMM_COLS(4) : tile == 8 ? GEMM_COLS(8) : GEMM_COLS(16);
+    c.ctas = c.busy = (double)etx_ceil_div(out, GEMM_WARPS * cols) * tiles;
     c.launches = 1;
     return c;
 }
 
-extern "C" int etx_gemm_tile_rows(int n) { return n <= 1 ? 1 : n <= 4 ? 4 : GEMM_MAX_TILE; }
+extern "C" void etx_gemm_use_warp_kernel(int on) {
+#ifdef ETX_SIMT
+    g_gemm_warp_kernel = on;
+#else
+    (void)on;
+#endif
+}
+
+extern "C" int etx_gemm_tile_rows(int n) { return n <= 1 ? 1 : n <= 4 ? 4 : n <= 8 ? 8 : GEMM_MAX_TILE; }
 
 extern "C" void etx_gemm_bf16(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, void* stream) {
     if (n <= 0 || out <= 0) return;
@@ -141,6 +206,7 @@ extern "C" void etx_gemm_bf16(float* y, const etx_bf16* x, const etx_bf16* w, in
     switch (etx_gemm_tile_rows(n)) {
     case 1: launch_rows<1>(y, xb, wb, n, in, out, vec, st); break;
     case 4: launch_rows<4>(y, xb, wb, n, in, out, vec, st); break;
+    case 8: launch_rows<8>(y, xb, wb, n, in, out, vec, st); break;
     default: launch_rows<GEMM_MAX_TILE>(y, xb, wb, n, in, out, vec, st); break;
     }
 }

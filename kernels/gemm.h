@@ -31,9 +31,15 @@ void etx_gemm_bf16(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in
 // one is read once), x read and y written once, 2 n in out FLOPs on CUDA cores.
 EtxCost etx_gemm_cost(int n, int in, int out, double l2_bytes);
 
-// Rows per tile the kernel uses for a call of n rows (1, 4 or 16): how many rows share a
-// weight load, nothing else (tests: the result of a row does not depend on it).
+// Rows per tile the kernel uses for a call of n rows (1, 4, 8 or 16): how many rows share
+// a weight load, nothing else (tests: the result of a row does not depend on it).
 int etx_gemm_tile_rows(int n);
+
+// Under the emulator etx_gemm_bf16 runs a thread-per-column twin of the warp kernel by
+// default (the same operations in the same order, without the warp's fiber switches);
+// on = 1 runs the warp kernel itself (test_gemm compares the two bit for bit). Natively
+// the warp kernel always runs and this does nothing.
+void etx_gemm_use_warp_kernel(int on);
 
 #ifdef __cplusplus
 }

@@ -6,7 +6,7 @@
  *
  * Inputs: x and W uniform in [-1, 1), rounded to bf16; the twin gets the same values as
  * floats (bf16 -> f32 is exact). Shapes: 1 x 1 x 1; odd sizes everywhere (in not a
- * multiple of 8 takes the scalar path); n below, at and above the tiles of 1, 4 and 16
+ * multiple of 8 takes the scalar path); n below, at and above the tiles of 1, 4, 8 and 16
  * rows; out across blocks of 16 columns; n, in and out all different, so that a
  * transposed operand or a wrong leading dimension cannot pass; in up to 1024; the
  * default model's projections (576 -> 1536). Every value of y is checked, and guard
@@ -29,9 +29,11 @@
  *   keep in <= 1024.
  * Exactness (gemm_matches_cpu): the kernel sums in the order gemm.cu states (lane l of
  *   32 takes the 8-element pieces l, l + 32, ... when in % 8 == 0, else the elements
- *   l, l + 32, ...; fmaf chains; the 32 partials added in lane order), and every step is
- *   one correctly rounded IEEE operation on the host, the emulator and a GPU: so y must
- *   equal that order computed here, bit for bit, on both backends.
+ *   l, l + 32, ...; each product, exact for bf16 inputs, added with one rounding; the 32
+ *   partials added in lane order), and every step is one correctly rounded IEEE operation
+ *   on the host, the emulator and a GPU: so y must equal that order computed here, bit
+ *   for bit, on both backends. Under the emulator both kernels are held to it: the
+ *   thread-per-column twin the engine suites run and the warp kernel itself.
  * Batch invariance (gemm_rows_are_batch_invariant): a row's bits do not depend on the
  *   number of rows in the call nor on its place among them: rows of calls of 1 .. 64 rows
  *   (every tile size, partial last tiles) equal the same rows of one 64-row call.
@@ -164,9 +166,13 @@ START_TEST(gemm_matches_cpu) {
         {13, 257, 67}, {2, 1024, 96}, {17, 40, 300}, {64, 128, 31}, {5, 576, 1536}, {4, 264, 33},
         {16, 64, 17},
     };
-    uint64_t rng = rng_seed(11);
-    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
-        check_shape(&rng, shapes[k][0], shapes[k][1], shapes[k][2]);
+    for (int warp = 0; warp < 2; warp++) { // the emulator's twin, then the warp kernel itself
+        etx_gemm_use_warp_kernel(warp);
+        uint64_t rng = rng_seed(11);
+        for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
+            check_shape(&rng, shapes[k][0], shapes[k][1], shapes[k][2]);
+    }
+    etx_gemm_use_warp_kernel(0);
 }
 END_TEST
 
@@ -174,11 +180,12 @@ END_TEST
 // over all of X, to the bit: every tile size (1, 4, 16) and partial last tiles, both paths
 START_TEST(gemm_rows_are_batch_invariant) {
     static const int ins[] = {576, 100};
-    static const int calls[][2] = {{1, 0}, {1, 23}, {1, 63}, {3, 5}, {4, 0}, {5, 40}, {7, 9}, {16, 16}, {37, 27}};
+    static const int calls[][2] = {{1, 0}, {1, 23}, {1, 63}, {3, 5}, {4, 0}, {5, 40}, {7, 9}, {8, 50}, {16, 16}, {37, 27}};
     const int N = 64, out = 70;
     uint64_t rng = rng_seed(13);
-    for (size_t a = 0; a < sizeof ins / sizeof ins[0]; a++) {
-        const int in = ins[a];
+    for (size_t a = 0; a < 2 * sizeof ins / sizeof ins[0]; a++) {
+        etx_gemm_use_warp_kernel(a % 2); // each shape on the emulator's twin and the warp kernel
+        const int in = ins[a / 2];
         etx_bf16* x = random_bf16(&rng, (size_t)N * in);
         etx_bf16* w = random_bf16(&rng, (size_t)out * in);
         float* all = run_gemm(x, w, N, in, out);
@@ -195,6 +202,7 @@ START_TEST(gemm_rows_are_batch_invariant) {
         }
         free(all), free(x), free(w);
     }
+    etx_gemm_use_warp_kernel(0);
 }
 END_TEST
 
