@@ -68,7 +68,8 @@ typedef struct {
 
 // The shape every kernel derives the same way.
 typedef struct {
-    const float* scores;     // (n_seqs, n_heads, max_ctx)
+    const float* scores;     // (.., n_heads, max_ctx), sequence s at row row[s] (row NULL: s)
+    const int32_t* row;      // (n_seqs) or NULL
     const int32_t* n_pos;    // (n_seqs)
     const int32_t* window;   // (n_seqs) or NULL
     int n_heads, max_ctx;
@@ -85,6 +86,9 @@ __device__ static long am_zero_slots(const AmArgs* a, int seq, int n_pos, int* c
     return window > n_pos ? (long)window - n_pos : 0;
 }
 
+// Sequence seq's row of the scores.
+__device__ static int am_row(const AmArgs& a, int seq) { return a.row ? a.row[seq] : seq; }
+
 // Kernel 1: a warp per head: online max / normaliser over the valid scores (and the zero
 // slots), then the entropy; blockIdx.x = seq * head_blocks + group of AM_WARPS heads.
 __global__ void __launch_bounds__(AM_THREADS) attn_heads_kernel(AmArgs a) {
@@ -94,7 +98,7 @@ __global__ void __launch_bounds__(AM_THREADS) attn_heads_kernel(AmArgs a) {
     if (n_pos <= 0 || h >= a.n_heads) return; // a whole warp leaves together
     int compat;
     const long u = am_zero_slots(&a, seq, n_pos, &compat);
-    const float* s = a.scores + ((size_t)seq * a.n_heads + h) * a.max_ctx;
+    const float* s = a.scores + ((size_t)am_row(a, seq) * a.n_heads + h) * a.max_ctx;
     double m = -INFINITY, z = 0.0, abs_sum = 0.0;
     for (int k = lane; k < n_pos; k += 32) {
         const double x = s[k];
@@ -148,7 +152,7 @@ __global__ void __launch_bounds__(AM_THREADS) attn_agree_kernel(AmArgs a) {
         s_inv_z[h] = a.heads[(size_t)seq * a.n_heads + h].inv_z;
     }
     __syncthreads();
-    const float* base = a.scores + (size_t)seq * a.n_heads * a.max_ctx;
+    const float* base = a.scores + (size_t)am_row(a, seq) * a.n_heads * a.max_ctx;
     const int k = chunk * AM_THREADS + tid;
     double agree = 0.0;
     if (k < n_pos) {
@@ -204,10 +208,11 @@ static size_t am_head_bytes(int n_seqs, int n_heads) {
 
 static int am_chunks(int max_ctx) { return etx_ceil_div(max_ctx > 0 ? max_ctx : 1, AM_THREADS); }
 
-static AmArgs am_args(const float* scores, int n_seqs, int n_heads, int max_ctx, const int32_t* n_pos,
+static AmArgs am_args(const float* scores, const int32_t* row, int n_seqs, int n_heads, int max_ctx,
+                      const int32_t* n_pos,
                       const int32_t* window, void* scratch) {
     AmArgs a;
-    a.scores = scores, a.n_pos = n_pos, a.window = window;
+    a.scores = scores, a.row = row, a.n_pos = n_pos, a.window = window;
     a.n_heads = n_heads, a.max_ctx = max_ctx;
     a.head_blocks = etx_ceil_div(n_heads, AM_WARPS);
     a.chunks = am_chunks(max_ctx);
@@ -220,14 +225,15 @@ extern "C" size_t etx_attn_metrics_scratch_bytes(int n_seqs, int n_heads, int ma
     return am_head_bytes(n_seqs, n_heads) + (size_t)n_seqs * am_chunks(max_ctx) * sizeof(double);
 }
 
-extern "C" void etx_attn_metrics(const float* scores, int n_seqs, int n_heads, int max_ctx, const int32_t* n_pos,
+extern "C" void etx_attn_metrics(const float* scores, const int32_t* score_row, int n_seqs, int n_heads, int max_ctx,
+                                 const int32_t* n_pos,
                                  const int32_t* window, EtxAttnStats* out, void* scratch, void* stream) {
     if (n_seqs <= 0) return;
     if (n_heads > ETX_ATTN_MAX_HEADS) {
         fprintf(stderr, "etx_attn_metrics: %d heads, at most %d supported\n", n_heads, ETX_ATTN_MAX_HEADS);
         exit(EXIT_FAILURE);
     }
-    const AmArgs a = am_args(scores, n_seqs, n_heads, max_ctx, n_pos, window, scratch);
+    const AmArgs a = am_args(scores, score_row, n_seqs, n_heads, max_ctx, n_pos, window, scratch);
     if (n_heads > 0 && max_ctx > 0) {
         ETX_LAUNCH(attn_heads_kernel, n_seqs * a.head_blocks, AM_THREADS, 0, (cudaStream_t)stream, a);
         CUDA_CHECK_LAUNCH();

@@ -28,13 +28,15 @@ typedef struct {
     float interaction;     // mean over heads and slots of |s_h(k)|
 } EtxAttnStats;
 
-// scores: (n_seqs, n_heads, max_ctx) f32, sequence s valid at t < n_pos[s] <= max_ctx
+// scores: (.., n_heads, max_ctx) f32, sequence s's at row score_row[s] (NULL: row s), valid
+// at t < n_pos[s] <= max_ctx
 // (the rest is never read); window: (n_seqs) or NULL (all 0): 0 = corrected, > 0 =
 // compatibility window (metrics.h). out: (n_seqs). n_heads <= ETX_ATTN_MAX_HEADS; a
 // sequence with n_pos <= 0 gets zeros. scratch: etx_attn_metrics_scratch_bytes(n_seqs,
 // n_heads, max_ctx) bytes (40 per head and 8 per 256 positions, per sequence). Device
 // pointers; stream a cudaStream_t (NULL: the default stream).
-void etx_attn_metrics(const float* scores, int n_seqs, int n_heads, int max_ctx, const int32_t* n_pos,
+void etx_attn_metrics(const float* scores, const int32_t* score_row, int n_seqs, int n_heads, int max_ctx,
+                      const int32_t* n_pos,
                       const int32_t* window, EtxAttnStats* out, void* scratch, void* stream);
 size_t etx_attn_metrics_scratch_bytes(int n_seqs, int n_heads, int max_ctx);
 

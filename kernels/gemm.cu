@@ -44,10 +44,11 @@
 // two rounds of fiber switches (__syncwarp), C x R = 16 (R = 1, 4) or 32 (R = 16).
 // C changes which warp computes a column and what it loads alongside, never a column's
 // order of operations.
+#define GEMM_COLS_GPU(R) ((R) == 1 ? 2 : 1)
 #ifdef ETX_SIMT
 #define GEMM_COLS(R) ((R) >= 8 ? 32 / (R) / 2 : 16 / (R))
 #else
-#define GEMM_COLS(R) ((R) == 1 ? 2 : 1)
+#define GEMM_COLS(R) GEMM_COLS_GPU(R)
 #endif
 
 struct alignas(16) gemm_bf16x8 {
@@ -166,7 +167,8 @@ extern "C" EtxCost etx_gemm_cost(int n, int in, int out, double l2_bytes) {
     const double w = (double)out * in * 2;
     c.bytes = w * (w > l2_bytes / 2 ? tiles : 1) + (double)n * in * 2 + (double)n * out * 4;
     c.flops = 2.0 * n * in * out;
-    const int cols = tile == 1 ? GEMM_COLS(1) : tile == 4 ? GEMM_COLS(4) : tile == 8 ? GEMM_COLS(8) : GEMM_COLS(16);
+    // the GPU's grid, whichever build asks (the cost model predicts a GPU)
+    const int cols = GEMM_COLS_GPU(tile);
     c.ctas = c.busy = (double)etx_ceil_div(out, GEMM_WARPS * cols) * tiles;
     c.launches = 1;
     return c;

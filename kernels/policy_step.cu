@@ -109,6 +109,11 @@ __device__ static int pk_best_draw(const float* w, int k, const PolicyDecision* 
     return best < 0 ? 0 : best;
 }
 
+// Sequence s's logits row.
+__device__ static const float* pk_row(const EtxPolicyArgs* a, int s) {
+    return a->logits + (size_t)(a->logit_row ? a->logit_row[s] : s) * a->vocab;
+}
+
 // Token, trace record, done flag (host/cpu/cpu_backend.c after sampler_pick, and
 // host/engine/engine.c's stop checks).
 __device__ static void pk_finish(const EtxPolicyArgs* a, int s, int32_t tok, const PolicyDecision* d) {
@@ -117,7 +122,7 @@ __device__ static void pk_finish(const EtxPolicyArgs* a, int s, int32_t tok, con
     if (a->trace) {
         const PolicyMetrics m = pk_metrics(a, s);
         policy_trace_record(&a->trace[s], st->request_id, st->step, tok,
-                            a->logits[(size_t)s * a->vocab + tok] - a->stats[s].log_z, &m, d);
+                            pk_row(a, s)[tok] - a->stats[s].log_z, &m, d);
     }
     int stop = 0;
     for (int i = 0; i < st->n_stop && !stop; i++) stop = a->stop_ids[st->stop_offset + i] == tok;
@@ -271,7 +276,7 @@ __global__ void __launch_bounds__(PK_SORT_THREADS) policy_fallback_kernel(EtxPol
     const PkPending* pend = &sc.pending[s];
     if (!pend->need_full) return; // the same for the whole block
     const PolicyDecision d = pend->d;
-    const float* row = a.logits + (size_t)s * a.vocab;
+    const float* row = pk_row(&a, s);
     unsigned long long* keys = sc.keys + (size_t)s * sc.pow2;
     for (int i = threadIdx.x; i < sc.pow2; i += blockDim.x)
         keys[i] = i < a.vocab ? etx_cand_key(row[i], i) : ETX_KEY_NONE;

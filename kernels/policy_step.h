@@ -49,7 +49,8 @@ typedef struct {
 typedef struct {
     int n_seqs;
     int vocab;
-    const float* logits;           // (n_seqs, vocab)
+    const float* logits;           // (.., vocab): sequence s's row is logit_row[s], or s
+    const int32_t* logit_row;      // (n_seqs) or NULL (as etx_vocab_pass's row_of)
     const EtxVocabStats* stats;    // (n_seqs) from etx_vocab_pass
     const PolicyCandidate* cand;   // (n_seqs, ETX_TOPK) from etx_vocab_pass
     int n_cand;                    // candidates per row it wrote: min(k, vocab, ETX_TOPK), >= 1

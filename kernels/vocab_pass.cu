@@ -203,7 +203,7 @@ __device__ static void vp_block_merge(VpAcc acc, double* s_m, double* s_z, doubl
 // in scratch and the last block of the sequence to finish merges them (the counter in
 // scratch tells which; fences order the partial results before it).
 __global__ void __launch_bounds__(VP_THREADS)
-    vocab_pass_kernel(const float* logits, int vocab, int split, int n_out, EtxVocabStats* stats,
+    vocab_pass_kernel(const float* logits, const int32_t* row_of, int vocab, int split, int n_out, EtxVocabStats* stats,
                       PolicyCandidate* cand, float* logprob, VpScratch sc) {
     __shared__ unsigned long long s_buf[VP_BUF]; // [0, K): the list, sorted; [K, K + count): staged
     __shared__ double s_m[VP_THREADS], s_z[VP_THREADS], s_c[VP_THREADS], s_m2[VP_THREADS];
@@ -211,7 +211,7 @@ __global__ void __launch_bounds__(VP_THREADS)
     __shared__ unsigned long long s_thresh;
     __shared__ float s_log_z;
     const int tid = threadIdx.x, seq = blockIdx.x / split, part = blockIdx.x % split;
-    const float* row = logits + (size_t)seq * vocab;
+    const float* row = logits + (size_t)(row_of ? row_of[seq] : seq) * vocab;
     const int chunk = (vocab + split - 1) / split;
     const int lo = part * chunk, hi = lo + chunk < vocab ? lo + chunk : vocab;
 
@@ -310,7 +310,8 @@ __global__ void __launch_bounds__(VP_THREADS)
     }
 }
 
-extern "C" void etx_vocab_pass(const float* logits, int n_seqs, int vocab, int k, EtxVocabStats* stats,
+extern "C" void etx_vocab_pass(const float* logits, const int32_t* row_of, int n_seqs, int vocab, int k,
+                               EtxVocabStats* stats,
                                PolicyCandidate* cand, float* logprob, void* scratch, void* stream) {
     if (n_seqs <= 0 || vocab <= 0) return;
     int n_out = k < vocab ? k : vocab;
@@ -321,7 +322,7 @@ extern "C" void etx_vocab_pass(const float* logits, int n_seqs, int vocab, int k
         sc = vp_scratch(scratch, n_seqs);
         CUDA_CHECK(cudaMemsetAsync(sc.done, 0, (size_t)n_seqs * sizeof(int), (cudaStream_t)stream));
     }
-    ETX_LAUNCH(vocab_pass_kernel, n_seqs * split, VP_THREADS, 0, (cudaStream_t)stream, logits, vocab, split, n_out,
+    ETX_LAUNCH(vocab_pass_kernel, n_seqs * split, VP_THREADS, 0, (cudaStream_t)stream, logits, row_of, vocab, split, n_out,
                stats, cand, logprob, sc);
     CUDA_CHECK_LAUNCH();
 }

@@ -54,7 +54,9 @@ static inline ETX_HD uint64_t etx_cand_key(float logit, int32_t id) {
     return ((uint64_t)(~asc) << 32) | (uint32_t)id;
 }
 
-// For each of n_seqs rows of logits (n_seqs, vocab): stats[s], and the n = min(k, vocab,
+// For each of n_seqs sequences, its row of logits (row row_of[s] of (.., vocab), or row s
+// when row_of is NULL: a map lets the rows stay where the forward wrote them, with no
+// copy per sequence): stats[s], and the n = min(k, vocab,
 // ETX_TOPK) most likely tokens in cand[s * ETX_TOPK + j] (j < n; the row stride is always
 // ETX_TOPK) with logprob[s * ETX_TOPK + j] = logit - log_z (logprob may be NULL).
 // k >= 1. scratch: etx_vocab_pass_scratch_bytes(n_seqs) bytes, which lets a small batch
@@ -62,7 +64,7 @@ static inline ETX_HD uint64_t etx_cand_key(float logit, int32_t id) {
 // one block per row. All pointers are device pointers; stream is a cudaStream_t (NULL:
 // the default stream). The results do not depend on the split beyond the order of
 // double additions in the statistics (the candidates are exactly the same).
-void etx_vocab_pass(const float* logits, int n_seqs, int vocab, int k, EtxVocabStats* stats,
+void etx_vocab_pass(const float* logits, const int32_t* row_of, int n_seqs, int vocab, int k, EtxVocabStats* stats,
                     PolicyCandidate* cand, float* logprob, void* scratch, void* stream);
 size_t etx_vocab_pass_scratch_bytes(int n_seqs);
 

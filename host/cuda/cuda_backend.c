@@ -134,7 +134,7 @@ static void cuda_destroy(CudaBackend* b) {
     cuda_free_model(b);
     void* dev[] = {b->x,          b->xb,        b->qkv,       b->q,          b->att,        b->delta,
                    b->gu,         b->hb,        b->attn_ws,   b->d_tokens,   b->d_row_seq,  b->d_row_pos,
-                   b->d_cap_row,  b->d_table,   b->logits,    b->scores,     b->dec_logits, b->dec_scores,
+                   b->d_cap_row,  b->d_table,   b->logits,    b->scores,     b->d_pick_row,
                    b->stats,      b->cand,      b->vp_scratch, b->attn,      b->am_scratch, b->d_n_pos,
                    b->d_window,   b->d_policies, b->d_states, b->pol_scratch, b->d_next,    b->d_done,
                    b->d_trace,    b->d_ring,    b->d_ring_trace};
@@ -143,6 +143,7 @@ static void cuda_destroy(CudaBackend* b) {
     free(b->h_row_seq);
     free(b->h_row_pos);
     free(b->h_cap_row);
+    free(b->h_pick_row);
     free(b->h_table);
     free(b->h_policies);
     free(b->h_states);
@@ -199,10 +200,9 @@ static etx_status alloc_buffers(CudaBackend* b) {
     ETX_TRY(cuda_alloc(b, (void**)&b->d_row_pos, (size_t)rows * 4, "row positions"));
     ETX_TRY(cuda_alloc(b, (void**)&b->d_cap_row, (size_t)rows * 4, "score capture rows"));
     ETX_TRY(cuda_alloc(b, (void**)&b->d_table, mbl * 4, "block tables"));
-    ETX_TRY(cuda_alloc(b, (void**)&b->logits, (size_t)mb * V * 4, "logits"));
-    ETX_TRY(cuda_alloc(b, (void**)&b->dec_logits, (size_t)mb * V * 4, "decode logits staging"));
-    ETX_TRY(cuda_alloc(b, (void**)&b->scores, (size_t)mb * score_row(b) * 4, "attention score capture"));
-    ETX_TRY(cuda_alloc(b, (void**)&b->dec_scores, (size_t)mb * score_row(b) * 4, "decode score staging"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->logits, 2 * (size_t)mb * V * 4, "logits"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->scores, 2 * (size_t)mb * score_row(b) * 4, "attention score capture"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->d_pick_row, (size_t)mb * 4, "pick rows"));
     ETX_TRY(cuda_alloc(b, (void**)&b->stats, (size_t)mb * sizeof(EtxVocabStats), "vocabulary statistics"));
     ETX_TRY(cuda_alloc(b, (void**)&b->cand, (size_t)mb * ETX_TOPK * sizeof(PolicyCandidate), "candidates"));
     ETX_TRY(cuda_alloc(b, &b->vp_scratch, etx_vocab_pass_scratch_bytes(mb), "vocabulary pass scratch"));
@@ -223,6 +223,7 @@ static etx_status alloc_buffers(CudaBackend* b) {
     b->h_row_seq = xcalloc((size_t)rows, 4);
     b->h_row_pos = xcalloc((size_t)rows, 4);
     b->h_cap_row = xcalloc((size_t)rows, 4);
+    b->h_pick_row = xcalloc((size_t)mb, 4);
     b->h_table = xcalloc(mbl, 4);
     b->h_policies = xcalloc((size_t)mb, sizeof(etx_policy));
     b->h_states = xcalloc((size_t)mb, sizeof(EtxSeqState));
@@ -326,7 +327,7 @@ static void run_prefill_group(CudaBackend* b, const BackendStep* s, const int* i
         }
         rows += w->n;
         last_row[k] = rows - 1;
-        if (cap) b->h_cap_row[rows - 1] = p; // the last row's scores: the metrics of the token it samples
+        if (cap) b->h_cap_row[rows - 1] = b->cfg.max_batch + p; // the last row's scores: its token's metrics
         put_table_row(b, k, w);
     }
     etx_dev_upload_on(b->d_tokens, b->h_tokens, (size_t)rows * 4, b->stream);
@@ -340,7 +341,7 @@ static void run_prefill_group(CudaBackend* b, const BackendStep* s, const int* i
     cuda_forward_rows(b, &r);
     for (int k = 0; k < n_chunks; k++) {
         const int p = s->work[idx[k]].pick;
-        if (p >= 0) cuda_forward_head(b, last_row[k], 1, b->logits + (size_t)p * b->vocab);
+        if (p >= 0) cuda_forward_head(b, last_row[k], 1, b->logits + (size_t)(b->cfg.max_batch + p) * b->vocab);
     }
 }
 
@@ -403,13 +404,10 @@ static void forward_decode(CudaBackend* b, const CudaRows* r) {
         cuda_forward_rows(b, r);
 }
 
-// Every decode row as one batch: row r is the r-th decode work. When the rows' picks are
-// p0, p0 + 1, ... in row order (what the engine plans) the LM head and the capture write
-// the picks' rows directly; otherwise (and always for padded batches, whose graphs write
-// fixed buffers) they go to staging and each pick's row is copied. Padding rows (position
-// -1, length 0) write nothing to the cache and attend to nothing.
-static void decode_rows_on_device(CudaBackend* b, const BackendWork* const* rows, int n, int nb, int direct,
-                                  int metrics_any);
+// Every decode row as one batch: row r is the r-th decode work; its logits and scores go
+// to row r of b->logits and b->scores, where the sampling reads them (pick_row). Padding
+// rows (position -1, length 0) write nothing to the cache and attend to nothing.
+static void decode_rows_on_device(CudaBackend* b, int nb, int metrics_any);
 
 // Rows a decode batch of n runs as: n, or in graph mode the next power of two (at most
 // max_batch), so each padded size replays one captured graph.
@@ -427,7 +425,6 @@ static void run_decode(CudaBackend* b, const BackendStep* s, int metrics_any) {
         if (s->work[i].decode) rows[n++] = &s->work[i];
     if (n == 0) return;
     int nb = padded_rows(b, n);
-    int direct = rows[0]->pick >= 0 && !b->pad_decode;
     for (int r = 0; r < nb; r++) {
         const BackendWork* w = r < n ? rows[r] : NULL;
         b->h_tokens[r] = w ? w->tokens[0] : 0;
@@ -435,7 +432,6 @@ static void run_decode(CudaBackend* b, const BackendStep* s, int metrics_any) {
         b->h_row_pos[r] = w ? w->pos0 : -1;
         if (w) {
             put_table_row(b, r, w);
-            if (w->pick != rows[0]->pick + r) direct = 0;
         } else {
             memset(b->h_table + (size_t)r * b->shape.max_blocks, 0, (size_t)b->shape.max_blocks * sizeof(int32_t));
         }
@@ -444,34 +440,20 @@ static void run_decode(CudaBackend* b, const BackendStep* s, int metrics_any) {
     etx_dev_upload_on(b->d_row_seq, b->h_row_seq, (size_t)nb * 4, b->stream);
     etx_dev_upload_on(b->d_row_pos, b->h_row_pos, (size_t)nb * 4, b->stream);
     etx_dev_upload_on(b->d_table, b->h_table, (size_t)nb * b->shape.max_blocks * 4, b->stream);
-    decode_rows_on_device(b, rows, n, nb, direct, metrics_any);
+    decode_rows_on_device(b, nb, metrics_any);
 }
 
-// The forward of the decode rows already on the device (tokens, positions, tables), then
-// each pick's logits (and scores) into its row when they went to staging.
-static void decode_rows_on_device(CudaBackend* b, const BackendWork* const* rows, int n, int nb, int direct,
-                                  int metrics_any) {
-    const int p0 = rows[0]->pick;
+// The forward of the nb decode rows already on the device (tokens, positions, tables):
+// logits and scores into rows 0 .. nb - 1.
+static void decode_rows_on_device(CudaBackend* b, int nb, int metrics_any) {
     // a padded batch's graph always captures the scores (the same launches every step)
-    float* scores = b->pad_decode ? b->dec_scores : !metrics_any ? NULL : direct ? b->scores + p0 * score_row(b)
-                                                                                 : b->dec_scores;
     CudaRows r = {.n = nb, .d_tokens = b->d_tokens, .d_row_seq = b->d_row_seq, .d_row_pos = b->d_row_pos,
-                  .d_table = b->d_table, .kv = b->layers, .scores = scores, .d_cap_row = NULL, .head_first = 0,
-                  .logits = direct ? b->logits + (size_t)p0 * b->vocab : b->dec_logits};
+                  .d_table = b->d_table, .kv = b->layers, .scores = b->pad_decode || metrics_any ? b->scores : NULL,
+                  .d_cap_row = NULL, .head_first = 0, .logits = b->logits};
     if (b->pad_decode)
         forward_decode(b, &r);
     else
         cuda_forward_rows(b, &r);
-    if (direct) return;
-    for (int i = 0; i < n; i++) {
-        const int p = rows[i]->pick;
-        if (p < 0) continue;
-        etx_dev_copy_on(b->logits + (size_t)p * b->vocab, b->dec_logits + (size_t)i * b->vocab, (size_t)b->vocab * 4,
-                        b->stream);
-        if (metrics_any)
-            etx_dev_copy_on(b->scores + p * score_row(b), b->dec_scores + i * score_row(b), score_row(b) * 4,
-                            b->stream);
-    }
 }
 
 static etx_status check_step(CudaBackend* b, const BackendStep* s, int* metrics_any_out) {
@@ -486,9 +468,15 @@ static etx_status check_step(CudaBackend* b, const BackendStep* s, int* metrics_
 static void upload_picks(CudaBackend* b, const BackendStep* s, int metrics_any) {
     const BackendConfig* c = &b->cfg;
     const int np = s->n_picks;
+    int decode_row = 0;
     for (int i = 0; i < s->n_work; i++) {
         const BackendWork* w = &s->work[i];
-        if (w->pick >= 0) b->h_n_pos[w->pick] = w->pos0 + w->n; // positions the pick's token attended
+        if (w->pick >= 0) {
+            b->h_n_pos[w->pick] = w->pos0 + w->n; // positions the pick's token attended
+            // where its logits and scores are: its decode row, or the prefill picks' region
+            b->h_pick_row[w->pick] = w->decode ? decode_row : c->max_batch + w->pick;
+        }
+        decode_row += w->decode;
     }
     for (int p = 0; p < np; p++) {
         const BackendPick* pk = &s->picks[p];
@@ -513,6 +501,7 @@ static void upload_picks(CudaBackend* b, const BackendStep* s, int metrics_any) 
         etx_dev_upload_on(b->d_n_pos, b->h_n_pos, (size_t)np * 4, b->stream);
         etx_dev_upload_on(b->d_window, b->h_window, (size_t)np * 4, b->stream);
     }
+    etx_dev_upload_on(b->d_pick_row, b->h_pick_row, (size_t)np * 4, b->stream);
     etx_dev_upload_on(b->d_policies, b->h_policies, (size_t)np * sizeof(etx_policy), b->stream);
     etx_dev_upload_on(b->d_states, b->h_states, (size_t)np * sizeof(EtxSeqState), b->stream);
 }
@@ -574,9 +563,7 @@ static etx_status cuda_decode_steps(CudaBackend* b, BackendStep* s, int k, int32
         } else {
             etx_advance_rows(b->d_tokens, b->d_row_pos, metrics_any ? b->d_n_pos : NULL, b->d_states,
                              b->d_next, np, b->stream);
-            const BackendWork* rows[c->max_batch];
-            for (int i = 0; i < np; i++) rows[i] = &s->work[i];
-            decode_rows_on_device(b, rows, np, padded_rows(b, np), !b->pad_decode, metrics_any);
+            decode_rows_on_device(b, padded_rows(b, np), metrics_any);
         }
         cuda_sample(b, np, metrics_any);
         etx_dev_copy_on(b->d_ring + (size_t)j * np, b->d_next, (size_t)np * sizeof(int32_t), b->stream);
@@ -628,12 +615,12 @@ static etx_status cuda_logits(CudaBackend* b, const int32_t* ids, int n, int all
             etx_dev_upload_on(b->d_row_pos, b->h_row_pos, (size_t)m * 4, b->stream);
             CudaRows r = {.n = m, .d_tokens = b->d_tokens, .d_row_seq = b->d_row_seq, .d_row_pos = b->d_row_pos,
                           .d_table = b->d_table, .kv = kv, .scores = NULL, .head_first = all_positions ? 0 : m - 1,
-                          .logits = all_positions ? d_all : last ? b->dec_logits : NULL};
+                          .logits = all_positions ? d_all : last ? b->logits : NULL};
             cuda_forward_rows(b, &r);
             if (all_positions)
                 etx_dev_download_on(out + (size_t)pos0 * b->vocab, d_all, (size_t)m * b->vocab * 4, b->stream);
         }
-        if (!all_positions) etx_dev_download_on(out, b->dec_logits, (size_t)b->vocab * 4, b->stream);
+        if (!all_positions) etx_dev_download_on(out, b->logits, (size_t)b->vocab * 4, b->stream);
     }
     etx_dev_free(d_all);
     cuda_free_kv(b, kv);
@@ -646,7 +633,9 @@ etx_status cuda_backend_test_logits(CudaBackend* b, float* out, int n_picks) {
     if (n_picks < 0 || n_picks > b->last_picks)
         return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: %d logits rows asked, the last step had %d picks",
                          n_picks, b->last_picks);
-    etx_dev_download_on(out, b->logits, (size_t)n_picks * b->vocab * 4, b->stream);
+    for (int p = 0; p < n_picks; p++)
+        etx_dev_download_on(out + (size_t)p * b->vocab, b->logits + (size_t)b->h_pick_row[p] * b->vocab,
+                            (size_t)b->vocab * 4, b->stream);
     return etx_ok();
 }
 
@@ -654,7 +643,9 @@ etx_status cuda_backend_test_scores(CudaBackend* b, float* out, int n_picks) {
     if (n_picks < 0 || n_picks > b->last_picks)
         return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: %d score rows asked, the last step had %d picks",
                          n_picks, b->last_picks);
-    etx_dev_download_on(out, b->scores, (size_t)n_picks * score_row(b) * 4, b->stream);
+    for (int p = 0; p < n_picks; p++)
+        etx_dev_download_on(out + (size_t)p * score_row(b), b->scores + (size_t)b->h_pick_row[p] * score_row(b),
+                            score_row(b) * 4, b->stream);
     return etx_ok();
 }
 

@@ -111,10 +111,14 @@ struct Backend {
     int32_t *h_tokens, *h_row_seq, *h_row_pos, *h_cap_row, *h_table; // host staging, same shapes
 
     // sampling, max_batch picks
-    float* logits;               // (max_batch, vocab) row i = pick i
-    float* scores;               // (max_batch, n_heads, max_seq_len) row i = pick i
-    float* dec_logits;           // (max_batch, vocab) decode rows whose picks are not rows 0.. in order
-    float* dec_scores;           // (max_batch, n_heads, max_seq_len) likewise
+    // Logits and captured scores stay where the forward writes them: rows [0, max_batch)
+    // hold the decode batch's rows (row r: decode row r; a captured graph writes there),
+    // rows [max_batch, 2 max_batch) the prefill picks' (pick p: row max_batch + p); the
+    // sampling kernels read pick p at row pick_row[p] (no copy per pick).
+    float* logits;               // (2 max_batch, vocab)
+    float* scores;               // (2 max_batch, n_heads, max_seq_len)
+    int32_t* d_pick_row;         // (max_batch) row of logits and scores of each pick
+    int32_t* h_pick_row;         // (max_batch) host copy, as last uploaded
     EtxVocabStats* stats;        // (max_batch)
     PolicyCandidate* cand;       // (max_batch, ETX_TOPK)
     void* vp_scratch;            // etx_vocab_pass_scratch_bytes(max_batch)

@@ -74,14 +74,15 @@ void cuda_run_op(CudaBackend* b, const CudaRows* r, const CudaOp* o) {
     }
     case CUDA_OP_SWIGLU: etx_swiglu(b->hb, b->gu, n, b->hidden, st); break;
     case CUDA_OP_VOCAB:
-        etx_vocab_pass(b->logits, n, b->vocab, ETX_TOPK, b->stats, b->cand, NULL, b->vp_scratch, st);
+        etx_vocab_pass(b->logits, b->d_pick_row, n, b->vocab, ETX_TOPK, b->stats, b->cand, NULL, b->vp_scratch, st);
         break;
     case CUDA_OP_METRICS:
-        etx_attn_metrics(b->scores, n, b->m->cfg.n_heads, b->cfg.max_seq_len, b->d_n_pos, b->d_window, b->attn,
+        etx_attn_metrics(b->scores, b->d_pick_row, n, b->m->cfg.n_heads, b->cfg.max_seq_len, b->d_n_pos, b->d_window, b->attn,
                          b->am_scratch, st);
         break;
     case CUDA_OP_POLICY: {
-        EtxPolicyArgs a = {.n_seqs = n, .vocab = b->vocab, .logits = b->logits, .stats = b->stats, .cand = b->cand,
+        EtxPolicyArgs a = {.n_seqs = n, .vocab = b->vocab, .logits = b->logits,
+                           .logit_row = b->d_pick_row, .stats = b->stats, .cand = b->cand,
                            .n_cand = b->vocab < ETX_TOPK ? b->vocab : ETX_TOPK, .attn = o->capture ? b->attn : NULL,
                            .policies = b->d_policies, .states = b->d_states, .stop_ids = NULL, .eos_ids = b->eos_ids,
                            .n_eos = b->n_eos, .scratch = b->pol_scratch, .tokens = b->d_next, .done = b->d_done,

@@ -25,6 +25,9 @@
  *     split over several), all -inf, and NaN attention signals: the vocab pass's flag
  *     against logits_nonfinite, and the policy step's fault code, done flag and record
  *     against policy_input_fault (the CPU backend's pick_token).
+ *   - row maps: each sequence's logits and scores read through a row map from a larger
+ *     buffer (NaN in the rows no sequence owns) give, bit for bit, what the contiguous
+ *     rows give: statistics, candidates, tokens (with the fallback), traces, signals.
  */
 #include <check.h>
 #include <math.h>
@@ -128,7 +131,7 @@ static void check_vocab_pass(int n, int k, uint64_t seed, int split) {
     for (int run = 0; run < (split ? 2 : 1); run++) {
         etx_dev_memset(d_cand, 0xff, (size_t)rows * ETX_TOPK * sizeof(PolicyCandidate));
         etx_dev_memset(d_stats, 0xff, rows * sizeof(EtxVocabStats));
-        etx_vocab_pass(d_x, rows, n, k, d_stats, d_cand, d_lp, d_scratch, NULL);
+        etx_vocab_pass(d_x, NULL, rows, n, k, d_stats, d_cand, d_lp, d_scratch, NULL);
     }
     etx_dev_sync();
     EtxVocabStats stats[ROW_KINDS];
@@ -219,7 +222,7 @@ static void check_attn_lengths(int n_heads, int window, int n_seqs, const int32_
     etx_dev_memset(d_scratch, 0xff, scratch_bytes); // stale contents must not matter
     etx_dev_sync();
     const double t0 = now_ms();
-    etx_attn_metrics(d_scores, n_seqs, n_heads, max_ctx, d_pos, window ? d_win : NULL, d_out, d_scratch, NULL);
+    etx_attn_metrics(d_scores, NULL, n_seqs, n_heads, max_ctx, d_pos, window ? d_win : NULL, d_out, d_scratch, NULL);
     etx_dev_sync();
 #ifdef ETX_NATIVE_CUDA
     fprintf(stderr, "%s, attention metrics, %d sequences x %d heads, max_ctx %d, window %d: %.3f ms\n",
@@ -385,7 +388,7 @@ static void check_policy_step(int vocab, int reps, uint64_t seed0) {
     void* d_vp_scratch = etx_dev_malloc(etx_vocab_pass_scratch_bytes(n_seqs));
     etx_dev_sync();
     const double t0 = now_ms();
-    etx_vocab_pass(d_x, n_seqs, vocab, ETX_TOPK, d_stats, d_cand, NULL, d_vp_scratch, NULL);
+    etx_vocab_pass(d_x, NULL, n_seqs, vocab, ETX_TOPK, d_stats, d_cand, NULL, d_vp_scratch, NULL);
     etx_dev_sync();
     const double t_vocab = now_ms() - t0;
     EtxVocabStats* stats = xcalloc_t(n_seqs, sizeof(EtxVocabStats));
@@ -651,7 +654,7 @@ static void check_nonfinite(int n, int split) {
     PolicyCandidate* d_cand = etx_dev_malloc((size_t)n_seqs * ETX_TOPK * sizeof(PolicyCandidate));
     void* d_vp = split ? etx_dev_malloc(etx_vocab_pass_scratch_bytes(n_seqs)) : NULL;
     etx_dev_memset(d_stats, 0xff, n_seqs * sizeof(EtxVocabStats)); // a stale flag must not survive
-    etx_vocab_pass(d_x, n_seqs, n, ETX_TOPK, d_stats, d_cand, NULL, d_vp, NULL);
+    etx_vocab_pass(d_x, NULL, n_seqs, n, ETX_TOPK, d_stats, d_cand, NULL, d_vp, NULL);
     EtxAttnStats* d_attn = dev_put(attn, n_seqs * sizeof(EtxAttnStats));
     etx_policy* d_pol = dev_put(pol, n_seqs * sizeof(etx_policy));
     EtxSeqState* d_st = dev_put(st, n_seqs * sizeof(EtxSeqState));
@@ -721,6 +724,112 @@ START_TEST(test_nonfinite_rows) {
 END_TEST
 
 // ----------------------------------------------------------------------------
+// row maps: sequence s's logits and scores read at row row_of[s] of larger buffers (how
+// the CUDA backend reads the rows where the forward wrote them) give exactly what the
+// same rows give contiguous: statistics, candidates, attention signals, tokens, traces.
+
+enum { RM_SEQS = 5, RM_ROWS = 12 };
+static const int32_t RM_ROW_OF[RM_SEQS] = {10, 3, 7, 0, 11};
+
+// a (RM_ROWS, width) buffer holding row s of src (RM_SEQS, width) at row RM_ROW_OF[s],
+// NaN elsewhere (never read)
+static float* spread_rows(const float* src, size_t width) {
+    float* y = xcalloc_t((size_t)RM_ROWS * width, sizeof(float));
+    for (size_t i = 0; i < (size_t)RM_ROWS * width; i++) y[i] = NAN;
+    for (int s = 0; s < RM_SEQS; s++) memcpy(y + RM_ROW_OF[s] * width, src + s * width, width * sizeof(float));
+    return y;
+}
+
+// the vocabulary pass and the policy over logits (contiguous, or spread with the map)
+static void rm_sample(const float* x, const int32_t* row_of, int vocab, const etx_policy* pol, const EtxSeqState* st,
+                      EtxVocabStats* stats, PolicyCandidate* cand, int32_t* tok, etx_trace_record* trace) {
+    const int n = RM_SEQS, rows = row_of ? RM_ROWS : RM_SEQS;
+    float* d_x = dev_put(x, (size_t)rows * vocab * sizeof(float));
+    int32_t* d_map = row_of ? dev_put(row_of, n * sizeof(int32_t)) : NULL;
+    EtxVocabStats* d_stats = etx_dev_malloc(n * sizeof(EtxVocabStats));
+    PolicyCandidate* d_cand = etx_dev_malloc((size_t)n * ETX_TOPK * sizeof(PolicyCandidate));
+    void* d_vp = etx_dev_malloc(etx_vocab_pass_scratch_bytes(n));
+    etx_vocab_pass(d_x, d_map, n, vocab, ETX_TOPK, d_stats, d_cand, NULL, d_vp, NULL);
+    etx_policy* d_pol = dev_put(pol, n * sizeof(etx_policy));
+    EtxSeqState* d_st = dev_put(st, n * sizeof(EtxSeqState));
+    const int32_t eos = 1;
+    int32_t* d_eos = dev_put(&eos, sizeof eos);
+    void* d_scratch = etx_dev_malloc(etx_policy_scratch_bytes(n, vocab));
+    int32_t* d_tok = etx_dev_malloc(n * sizeof(int32_t));
+    int32_t* d_done = etx_dev_malloc(n * sizeof(int32_t));
+    etx_trace_record* d_trace = etx_dev_malloc(n * sizeof(etx_trace_record));
+    EtxPolicyArgs a = {.n_seqs = n, .vocab = vocab, .logits = d_x, .logit_row = d_map, .stats = d_stats,
+                       .cand = d_cand, .n_cand = ETX_TOPK, .attn = NULL, .policies = d_pol, .states = d_st,
+                       .stop_ids = NULL, .eos_ids = d_eos, .n_eos = 1, .scratch = d_scratch, .tokens = d_tok,
+                       .done = d_done, .trace = d_trace};
+    etx_policy_step(&a, NULL);
+    etx_dev_sync();
+    etx_dev_download(stats, d_stats, n * sizeof(EtxVocabStats));
+    etx_dev_download(cand, d_cand, (size_t)n * ETX_TOPK * sizeof(PolicyCandidate));
+    etx_dev_download(tok, d_tok, n * sizeof(int32_t));
+    etx_dev_download(trace, d_trace, n * sizeof(etx_trace_record));
+    etx_dev_free(d_x), etx_dev_free(d_stats), etx_dev_free(d_cand), etx_dev_free(d_vp), etx_dev_free(d_pol);
+    etx_dev_free(d_st), etx_dev_free(d_eos), etx_dev_free(d_scratch), etx_dev_free(d_tok), etx_dev_free(d_done);
+    etx_dev_free(d_trace);
+    if (d_map) etx_dev_free(d_map);
+}
+
+static void rm_metrics(const float* sc, const int32_t* row_of, int n_heads, int max_ctx, const int32_t* n_pos,
+                       EtxAttnStats* out) {
+    const int n = RM_SEQS, rows = row_of ? RM_ROWS : RM_SEQS;
+    float* d_sc = dev_put(sc, (size_t)rows * n_heads * max_ctx * sizeof(float));
+    int32_t* d_map = row_of ? dev_put(row_of, n * sizeof(int32_t)) : NULL;
+    int32_t* d_pos = dev_put(n_pos, n * sizeof(int32_t));
+    EtxAttnStats* d_out = etx_dev_malloc(n * sizeof(EtxAttnStats));
+    void* d_scratch = etx_dev_malloc(etx_attn_metrics_scratch_bytes(n, n_heads, max_ctx));
+    etx_attn_metrics(d_sc, d_map, n, n_heads, max_ctx, d_pos, NULL, d_out, d_scratch, NULL);
+    etx_dev_sync();
+    etx_dev_download(out, d_out, n * sizeof(EtxAttnStats));
+    etx_dev_free(d_sc), etx_dev_free(d_pos), etx_dev_free(d_out), etx_dev_free(d_scratch);
+    if (d_map) etx_dev_free(d_map);
+}
+
+START_TEST(test_row_maps) {
+    uint64_t rng = rng_seed(808);
+    const int vocab = 1000, n_heads = 9, max_ctx = 40;
+    float* x = xcalloc_t((size_t)RM_SEQS * vocab, sizeof(float));
+    etx_policy pol[RM_SEQS];
+    EtxSeqState st[RM_SEQS];
+    for (int s = 0; s < RM_SEQS; s++) {
+        fill_row(x + (size_t)s * vocab, vocab, ROW_RANDOM, &rng);
+        pol[s] = etx_policy_default(ETX_POLICY_SAMPLE);
+        pol[s].seed = 77 + (uint64_t)s;
+        pol[s].top_k = s % 2 ? 0 : 40; // top_k 0: the fallback kernel reads the whole row
+        st[s] = (EtxSeqState){.key = 500 + (uint64_t)s, .request_id = s, .step = 2, .prev_token = 9,
+                              .pause_token = PAUSE_TOKEN, .max_tokens = 100, .n_prompt = 5, .max_seq_len = 1000};
+    }
+    float* y = spread_rows(x, vocab);
+    EtxVocabStats st_a[RM_SEQS], st_b[RM_SEQS];
+    PolicyCandidate* ca = xcalloc_t((size_t)RM_SEQS * ETX_TOPK, sizeof(PolicyCandidate));
+    PolicyCandidate* cb = xcalloc_t((size_t)RM_SEQS * ETX_TOPK, sizeof(PolicyCandidate));
+    int32_t ta[RM_SEQS], tb[RM_SEQS];
+    etx_trace_record ra[RM_SEQS], rb[RM_SEQS];
+    rm_sample(x, NULL, vocab, pol, st, st_a, ca, ta, ra);
+    rm_sample(y, RM_ROW_OF, vocab, pol, st, st_b, cb, tb, rb);
+    ck_assert_msg(memcmp(st_a, st_b, sizeof st_a) == 0, "vocab pass statistics differ with a row map");
+    ck_assert_msg(memcmp(ca, cb, (size_t)RM_SEQS * ETX_TOPK * sizeof(PolicyCandidate)) == 0,
+                  "candidates differ with a row map");
+    ck_assert_msg(memcmp(ta, tb, sizeof ta) == 0, "tokens differ with a row map");
+    ck_assert_msg(memcmp(ra, rb, sizeof ra) == 0, "trace records differ with a row map");
+    const size_t w = (size_t)n_heads * max_ctx;
+    float* sc = xcalloc_t((size_t)RM_SEQS * w, sizeof(float));
+    for (size_t i = 0; i < (size_t)RM_SEQS * w; i++) sc[i] = (float)(4.0 * rng_frand(&rng));
+    float* sy = spread_rows(sc, w);
+    const int32_t n_pos[RM_SEQS] = {1, 40, 17, 3, 28};
+    EtxAttnStats ma[RM_SEQS], mb[RM_SEQS];
+    rm_metrics(sc, NULL, n_heads, max_ctx, n_pos, ma);
+    rm_metrics(sy, RM_ROW_OF, n_heads, max_ctx, n_pos, mb);
+    ck_assert_msg(memcmp(ma, mb, sizeof ma) == 0, "attention signals differ with a row map");
+    free(x), free(y), free(ca), free(cb), free(sc), free(sy);
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
 
 static Suite* sampling_suite(void) {
     Suite* s = suite_create("sampling_kernels");
@@ -741,6 +850,9 @@ static Suite* sampling_suite(void) {
     suite_add_tcase(s, tc);
     tc = tcase_create("non-finite");
     tcase_add_test(tc, test_nonfinite_rows);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("row maps");
+    tcase_add_test(tc, test_row_maps);
     suite_add_tcase(s, tc);
     return s;
 }
