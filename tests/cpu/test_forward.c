@@ -422,14 +422,25 @@ static double compare_rows(const float* got, const float* ref, int n, int V, con
     return worst;
 }
 
-static void check_hf_model(const char* name) {
+// Every case of fixture `name` (forward/hf/<name>.json) through the model loaded from its
+// Hugging Face directory (gguf NULL) or from the GGUF file fixtures/<gguf>, three ways:
+// prefill, one token at a time through the cache, and decode rows (cpu_forward_decode,
+// the batch-invariant products the engine's decode steps use). Each position's logits
+// within 1e-4 of the row scale of transformers'.
+static void check_reference(const char* name, const char* gguf) {
     char path[1024];
     snprintf(path, sizeof path, "%s/forward/hf/%s.json", ETX_FIXTURES, name);
     cJSON* meta = load_json(path);
-    snprintf(path, sizeof path, "%s/%s", ETX_FIXTURES,
-             cJSON_GetObjectItemCaseSensitive(meta, "model")->valuestring);
     etx_model m;
-    CK_OK(hf_model_load(path, &m));
+    if (gguf) {
+        snprintf(path, sizeof path, "%s/%s", ETX_FIXTURES, gguf);
+        CK_OK(gguf_model_load(path, &m));
+    } else {
+        snprintf(path, sizeof path, "%s/%s", ETX_FIXTURES,
+                 cJSON_GetObjectItemCaseSensitive(meta, "model")->valuestring);
+        CK_OK(hf_model_load(path, &m));
+    }
+    const char* from = gguf ? "gguf" : "hf";
     int V = m.cfg.vocab_size;
     const cJSON* c;
     cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(meta, "cases")) {
@@ -450,18 +461,31 @@ static void check_hf_model(const char* name) {
         CK_OK(build_kv_cache(&kv, &m.cfg, 0));
         CK_OK(build_cpu_run_state_chunked(&s, &m.cfg, 32));
         CK_OK(cpu_forward(&m, &s, &kv, ids, n, got, 1));
-        snprintf(what, sizeof what, "%s, %d tokens, prefill", name, n);
+        snprintf(what, sizeof what, "%s (%s), %d tokens, prefill", name, from, n);
         double w = compare_rows(got, ref, n, V, what);
-        hf_worst_rel = fmax(hf_worst_rel, w);
+        double model_worst = w;
 
-        // decode: one token at a time through the cache
+        // one token at a time through the cache
         kv_cache_reset(&kv);
         for (int i = 0; i < n; i++) CK_OK(cpu_forward(&m, &s, &kv, ids + i, 1, got + (size_t)i * V, 0));
-        snprintf(what, sizeof what, "%s, %d tokens, decode", name, n);
+        snprintf(what, sizeof what, "%s (%s), %d tokens, one at a time", name, from, n);
         w = compare_rows(got, ref, n, V, what);
-        hf_worst_rel = fmax(hf_worst_rel, w);
-        fprintf(stderr, "transformers %s n=%d: worst max|diff|/row scale so far %.3g (absolute %.3g)\n", name, n,
-                hf_worst_rel, hf_worst_abs);
+        model_worst = fmax(model_worst, w);
+
+        // decode rows, one position per step
+        kv_cache_reset(&kv);
+        for (int i = 0; i < n; i++) {
+            CK_OK(kv_cache_reserve(&kv, i + 1));
+            KVSeq sq = kv_seq_of_cache(&kv);
+            CK_OK(cpu_forward_decode(&m, &s, &sq, ids + i, 1, got + (size_t)i * V, NULL));
+            kv.pos++;
+        }
+        snprintf(what, sizeof what, "%s (%s), %d tokens, decode rows", name, from, n);
+        w = compare_rows(got, ref, n, V, what);
+        model_worst = fmax(model_worst, w);
+        hf_worst_rel = fmax(hf_worst_rel, model_worst);
+        fprintf(stderr, "transformers %s (%s) n=%d: max|diff|/row scale %.3g; worst so far %.3g (absolute %.3g)\n",
+                name, from, n, model_worst, hf_worst_rel, hf_worst_abs);
 
         free_cpu_run_state(&s);
         free_kv_cache(&kv);
@@ -471,13 +495,84 @@ static void check_hf_model(const char* name) {
     cJSON_Delete(meta);
 }
 
-START_TEST(test_hf_gqa) { check_hf_model("tiny-llama-gqa"); }
+START_TEST(test_hf_gqa) { check_reference("tiny-llama-gqa", NULL); }
 END_TEST
 
-START_TEST(test_hf_tied_bf16) { check_hf_model("tiny-llama-tied"); }
+START_TEST(test_hf_tied_bf16) { check_reference("tiny-llama-tied", NULL); }
 END_TEST
 
-START_TEST(test_hf_llama3_rope_sharded) { check_hf_model("tiny-llama3-rope"); }
+START_TEST(test_hf_llama3_rope_sharded) { check_reference("tiny-llama3-rope", NULL); }
+END_TEST
+
+// Qwen2 (Q/K/V biases, untied head) and Qwen3 (QK-norm, head_dim 24 != 64/4, tied, bf16),
+// from their Hugging Face directories and from the GGUF files llama.cpp's converter made
+// of the same directories (tests/scripts/gen_qwen_fixtures.py): one reference for both.
+START_TEST(test_hf_qwen2) { check_reference("tiny-qwen2", NULL); }
+END_TEST
+
+START_TEST(test_hf_qwen3) { check_reference("tiny-qwen3", NULL); }
+END_TEST
+
+START_TEST(test_gguf_qwen2) { check_reference("tiny-qwen2", "models/tiny-qwen2.gguf"); }
+END_TEST
+
+START_TEST(test_gguf_qwen3) { check_reference("tiny-qwen3", "models/tiny-qwen3.gguf"); }
+END_TEST
+
+// The test above can fail on the quiet RoPE-layout mistake: the qwen2 GGUF's Q/K rows
+// moved as the Llama loader would un-permute them (interleaved pairs to rotate-half)
+// run without error but miss transformers' logits by far more than the tolerance.
+static void llama_unpermute_rows(float* w, int rows, int cols, int hd) {
+    float* tmp = malloc((size_t)rows * cols * sizeof(float));
+    for (int r = 0; r < rows; r++) {
+        int h = r / hd, k = r % hd, to = h * hd + (k % 2) * (hd / 2) + k / 2;
+        memcpy(tmp + (size_t)to * cols, w + (size_t)r * cols, (size_t)cols * sizeof(float));
+    }
+    memcpy(w, tmp, (size_t)rows * cols * sizeof(float));
+    free(tmp);
+}
+
+START_TEST(test_gguf_qwen2_layout_is_checked) {
+    cJSON* meta = load_json(ETX_FIXTURES "/forward/hf/tiny-qwen2.json");
+    etx_model m;
+    CK_OK(gguf_model_load(ETX_FIXTURES "/models/tiny-qwen2.gguf", &m));
+    const ModelConfig* c = &m.cfg;
+    for (int l = 0; l < c->n_layers; l++) {
+        llama_unpermute_rows(m.w.layers[l].wq, c->n_heads * c->head_dim, c->dim, c->head_dim);
+        llama_unpermute_rows(m.w.layers[l].wk, c->n_kv_heads * c->head_dim, c->dim, c->head_dim);
+        // the biases are rows of the same projections: a loader that moves the rows moves them too
+        llama_unpermute_rows(m.w.layers[l].bq, c->n_heads * c->head_dim, 1, c->head_dim);
+        llama_unpermute_rows(m.w.layers[l].bk, c->n_kv_heads * c->head_dim, 1, c->head_dim);
+    }
+    const cJSON* cs = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(meta, "cases"), 1);
+    int n, V = c->vocab_size;
+    int32_t* ids = json_ids(cJSON_GetObjectItemCaseSensitive(cs, "ids"), &n);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/forward/hf/%s", ETX_FIXTURES,
+             cJSON_GetObjectItemCaseSensitive(cs, "logits")->valuestring);
+    float* ref = load_floats(path, (size_t)n * V);
+    float* got = malloc((size_t)n * V * sizeof(float));
+    KVCache kv;
+    CpuRunState s;
+    CK_OK(build_kv_cache(&kv, c, 0));
+    CK_OK(build_cpu_run_state(&s, c));
+    CK_OK(cpu_forward(&m, &s, &kv, ids, n, got, 1));
+    double worst = 0.0;
+    for (int i = 0; i < n; i++) {
+        double scale = 1.0, diff = 0.0;
+        for (int v = 0; v < V; v++) scale = fmax(scale, fabs(ref[(size_t)i * V + v]));
+        for (int v = 0; v < V; v++) diff = fmax(diff, fabs((double)got[(size_t)i * V + v] - ref[(size_t)i * V + v]));
+        worst = fmax(worst, diff / scale);
+    }
+    fprintf(stderr, "qwen2 GGUF with Llama's Q/K un-permutation: max|diff|/row scale %.3g (tolerance 1e-4)\n", worst);
+    ck_assert_msg(worst > 1e-2, "the wrong RoPE layout gives %.3g of the row scale: the reference test would not see it",
+                  worst);
+    free_cpu_run_state(&s);
+    free_kv_cache(&kv);
+    free(ids), free(ref), free(got);
+    model_free_contents(&m);
+    cJSON_Delete(meta);
+}
 END_TEST
 
 // ----------------------------------------------------------------------------
@@ -686,6 +781,11 @@ static Suite* forward_suite(void) {
     tcase_add_test(tc, test_hf_gqa);
     tcase_add_test(tc, test_hf_tied_bf16);
     tcase_add_test(tc, test_hf_llama3_rope_sharded);
+    tcase_add_test(tc, test_hf_qwen2);
+    tcase_add_test(tc, test_hf_qwen3);
+    tcase_add_test(tc, test_gguf_qwen2);
+    tcase_add_test(tc, test_gguf_qwen3);
+    tcase_add_test(tc, test_gguf_qwen2_layout_is_checked);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("default model");
