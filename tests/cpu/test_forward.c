@@ -1,13 +1,17 @@
 /*
  * test_forward.c — checks the CPU forward pass (cpu_forward.c, cpu_ops.c).
  *
- *   - self-consistency on a small model with hand-made random weights: logits of a whole
- *     sequence = chunked prefill = one token at a time; argument errors leave the cache
- *     untouched; the captured last-layer attention rows are probability distributions;
- *     the llama3 RoPE frequencies follow transformers' formula.
- *   - against Hugging Face transformers: tiny LlamaForCausalLM directories under
- *     fixtures/models/ (written by tests/scripts/gen_hf_fixtures.py), the logits of every
- *     position of several token sequences under fixtures/forward/hf/.
+ *   - self-consistency on a small model with hand-made random weights (plain, with Q/K/V
+ *     biases, with QK-norm): logits of a whole sequence = chunked prefill = one token at
+ *     a time; argument errors leave the cache untouched; the captured last-layer
+ *     attention rows are probability distributions; the llama3 RoPE frequencies follow
+ *     transformers' formula; the per-head RMSNorm and bias ops against direct evaluation.
+ *   - against Hugging Face transformers: tiny LlamaForCausalLM, Qwen2ForCausalLM and
+ *     Qwen3ForCausalLM directories under fixtures/models/ (written by
+ *     tests/scripts/gen_hf_fixtures.py and gen_qwen_fixtures.py), the logits of every
+ *     position of several token sequences under fixtures/forward/hf/; the Qwen ones also
+ *     from the GGUF files llama.cpp's converter made of the same directories, and a check
+ *     that the Llama Q/K row order applied to the Qwen2 GGUF misses them by far.
  *   - the default GGUF model (ETX_DEFAULT_MODEL, SmolLM2-135M-Instruct Q4_1) against
  *     llama.cpp: last-position logits and 32-token greedy continuations of 12 prompts under
  *     fixtures/forward/llamacpp/ (tests/scripts/gen_llamacpp_fixtures.py), with tolerances
@@ -44,9 +48,13 @@ static float* norm_weight(int d) {
     return p;
 }
 
-static void build_random_model(etx_model* m, int llama3) {
+// arch: MODEL_ARCH_QWEN2 adds random Q/K/V biases, MODEL_ARCH_QWEN3 random QK-norm weights
+static void build_random_arch(etx_model* m, int llama3, ModelArch arch) {
     memset(m, 0, sizeof *m);
     ModelConfig* c = &m->cfg;
+    c->arch = arch;
+    c->qkv_bias = arch == MODEL_ARCH_QWEN2;
+    c->qk_norm = arch == MODEL_ARCH_QWEN3;
     c->dim = 48;
     c->hidden_dim = 96;
     c->n_layers = 2;
@@ -79,10 +87,21 @@ static void build_random_model(etx_model* m, int llama3) {
         L->w_gate = rand_tensor((size_t)c->hidden_dim * c->dim, s);
         L->w_up = rand_tensor((size_t)c->hidden_dim * c->dim, s);
         L->w_down = rand_tensor((size_t)c->dim * c->hidden_dim, 1.0f / sqrtf((float)c->hidden_dim));
+        if (c->qkv_bias) {
+            L->bq = rand_tensor((size_t)qd, 0.5f);
+            L->bk = rand_tensor((size_t)kvd, 0.5f);
+            L->bv = rand_tensor((size_t)kvd, 0.5f);
+        }
+        if (c->qk_norm) {
+            L->q_norm = norm_weight(c->head_dim);
+            L->k_norm = norm_weight(c->head_dim);
+        }
     }
     m->w.final_norm = norm_weight(c->dim);
     m->w.lm_head = rand_tensor((size_t)c->vocab_size * c->dim, 1.0f / sqrtf((float)c->dim));
 }
+
+static void build_random_model(etx_model* m, int llama3) { build_random_arch(m, llama3, MODEL_ARCH_LLAMA); }
 
 static void free_random_model(etx_model* m) {
     free(m->w.token_embedding);
@@ -90,6 +109,7 @@ static void free_random_model(etx_model* m) {
         LayerWeights* L = &m->w.layers[l];
         free(L->attn_norm), free(L->ffn_norm), free(L->wq), free(L->wk), free(L->wv), free(L->wo);
         free(L->w_gate), free(L->w_up), free(L->w_down);
+        free(L->bq), free(L->bk), free(L->bv), free(L->q_norm), free(L->k_norm);
     }
     free(m->w.layers);
     free(m->w.final_norm);
@@ -104,9 +124,9 @@ static float max_abs_diff(const float* a, const float* b, size_t n) {
 
 // all-positions logits of ids computed three ways: one call, chunks of 3, token by token;
 // 300 positions, so the cache grows past KV_CACHE_CHUNK on the way
-static void check_consistency(int llama3) {
+static void check_consistency(int llama3, ModelArch arch) {
     etx_model m;
-    build_random_model(&m, llama3);
+    build_random_arch(&m, llama3, arch);
     int V = m.cfg.vocab_size, n = 300;
     int32_t ids[300];
     for (int i = 0; i < n; i++) ids[i] = (i * 37 + 11) % V;
@@ -158,10 +178,46 @@ static void check_consistency(int llama3) {
     free_random_model(&m);
 }
 
-START_TEST(test_consistency_default_rope) { check_consistency(0); }
+START_TEST(test_consistency_default_rope) { check_consistency(0, MODEL_ARCH_LLAMA); }
 END_TEST
 
-START_TEST(test_consistency_llama3_rope) { check_consistency(1); }
+START_TEST(test_consistency_llama3_rope) { check_consistency(1, MODEL_ARCH_LLAMA); }
+END_TEST
+
+START_TEST(test_consistency_qkv_bias) { check_consistency(0, MODEL_ARCH_QWEN2); }
+END_TEST
+
+START_TEST(test_consistency_qk_norm) { check_consistency(0, MODEL_ARCH_QWEN3); }
+END_TEST
+
+// rmsnorm_heads: each head of a row normalised on its own with the shared weight, against
+// a double-precision evaluation; add_bias_rows: every row of a strided block, nothing
+// beyond its d columns.
+START_TEST(test_rmsnorm_heads_and_bias_rows) {
+    enum { H = 5, HD = 12, ROWS = 3, LD = 70 };
+    float x[H * HD], w[HD], orig[H * HD];
+    for (int i = 0; i < H * HD; i++) orig[i] = x[i] = frand() * (float)(1 + i / HD); // heads of different scales
+    for (int j = 0; j < HD; j++) w[j] = 1.0f + 0.3f * frand();
+    const float eps = 1e-6f;
+    rmsnorm_heads(x, w, H, HD, eps);
+    for (int h = 0; h < H; h++) {
+        double ss = 0.0;
+        for (int j = 0; j < HD; j++) ss += (double)orig[h * HD + j] * orig[h * HD + j];
+        double r = 1.0 / sqrt(ss / HD + eps);
+        for (int j = 0; j < HD; j++)
+            ck_assert_msg(fabs(x[h * HD + j] - w[j] * orig[h * HD + j] * r) <= 1e-6 * (1.0 + fabs(x[h * HD + j])),
+                          "head %d element %d: %g vs %g", h, j, x[h * HD + j], w[j] * orig[h * HD + j] * r);
+    }
+    float y[ROWS * LD], b[60], before[ROWS * LD];
+    for (int i = 0; i < ROWS * LD; i++) before[i] = y[i] = frand();
+    for (int i = 0; i < 60; i++) b[i] = frand();
+    add_bias_rows(y, LD, b, ROWS, 60);
+    for (int r = 0; r < ROWS; r++)
+        for (int i = 0; i < LD; i++) {
+            float want = before[r * LD + i] + (i < 60 ? b[i] : 0.0f);
+            ck_assert_float_eq(y[r * LD + i], want);
+        }
+}
 END_TEST
 
 START_TEST(test_bad_tokens) {
@@ -768,6 +824,9 @@ static Suite* forward_suite(void) {
     TCase* tc = tcase_create("synthetic");
     tcase_add_test(tc, test_consistency_default_rope);
     tcase_add_test(tc, test_consistency_llama3_rope);
+    tcase_add_test(tc, test_consistency_qkv_bias);
+    tcase_add_test(tc, test_consistency_qk_norm);
+    tcase_add_test(tc, test_rmsnorm_heads_and_bias_rows);
     tcase_add_test(tc, test_bad_tokens);
     tcase_add_test(tc, test_kv_cache_grows_in_chunks);
     tcase_add_test(tc, test_last_attention_capture);
