@@ -15,6 +15,7 @@
  *   qwen3  Qwen3ForCausalLM: self_attn.q_norm / k_norm (head_dim) on every layer,
  *          head_dim 128 when config.json omits it (transformers' default);
  *          attention_bias true (o_proj bias too) and use_sliding_window true refused.
+ * Any layer_types entry other than full_attention (transformers 5) is refused too.
  */
 #include <cJSON.h>
 #include <math.h>
@@ -112,8 +113,26 @@ static etx_status refuse_true(const Config* c, const char* key, ModelArch arch, 
     return etx_ok();
 }
 
+// transformers 5 configs list each layer's attention kind; only full attention is run.
+static etx_status check_layer_types(const Config* c) {
+    const cJSON* types = cJSON_GetObjectItemCaseSensitive(c->root, "layer_types");
+    if (!types || cJSON_IsNull(types)) return etx_ok();
+    if (!cJSON_IsArray(types)) return etx_error(ETX_ERR_FORMAT, "%s: \"layer_types\" is not a list", c->path);
+    int i = 0;
+    const cJSON* t;
+    cJSON_ArrayForEach(t, types) {
+        if (!str_is(t, "full_attention"))
+            return etx_error(ETX_ERR_UNSUPPORTED,
+                             "%s: \"layer_types\"[%d] is %.64s: only full_attention layers are supported", c->path, i,
+                             cJSON_IsString(t) ? t->valuestring : "not a string");
+        i++;
+    }
+    return etx_ok();
+}
+
 // What the architecture adds to the Llama layer, and the options etx refuses for it.
 static etx_status read_arch_parts(const Config* c, ModelConfig* m) {
+    ETX_TRY(check_layer_types(c));
     switch (m->arch) {
     case MODEL_ARCH_LLAMA:
         ETX_TRY(refuse_true(c, "attention_bias", m->arch, "biases on every attention projection"));
@@ -218,11 +237,19 @@ static etx_status load_tensor(const STCheckpoint* ck, const char* name, uint64_t
     ETX_TRY(st_checkpoint_find(ck, name, &t, &f));
     if (!t) return etx_error(ETX_ERR_FORMAT, "%s: missing tensor %s", ck->dir, name);
     int nd = d1 ? 2 : 1;
-    if (t->n_dims != nd || t->shape[0] != d0 || (d1 && t->shape[1] != d1))
-        return etx_error(ETX_ERR_FORMAT, "%s: tensor %s has shape [%llu%s%llu%s], expected [%llu%s%llu]", f->path, name,
-                         (unsigned long long)(t->n_dims > 0 ? t->shape[0] : 0), t->n_dims > 1 ? ", " : "",
-                         (unsigned long long)(t->n_dims > 1 ? t->shape[1] : 0), t->n_dims > 2 ? ", ..." : "",
-                         (unsigned long long)d0, d1 ? ", " : "", (unsigned long long)d1);
+    if (t->n_dims != nd || t->shape[0] != d0 || (d1 && t->shape[1] != d1)) {
+        // "[a]", "[a, b]" or "[a, b, ...]" (a vector's second size is not printed)
+        char have[64] = "", want[48];
+        if (t->n_dims > 0) snprintf(have, sizeof have, "%llu", (unsigned long long)t->shape[0]);
+        if (t->n_dims > 1)
+            snprintf(have + strlen(have), sizeof have - strlen(have), ", %llu%s", (unsigned long long)t->shape[1],
+                     t->n_dims > 2 ? ", ..." : "");
+        if (d1)
+            snprintf(want, sizeof want, "%llu, %llu", (unsigned long long)d0, (unsigned long long)d1);
+        else
+            snprintf(want, sizeof want, "%llu", (unsigned long long)d0);
+        return etx_error(ETX_ERR_FORMAT, "%s: tensor %s has shape [%s], expected [%s]", f->path, name, have, want);
+    }
     if (t->dtype == ST_OTHER)
         return etx_error(ETX_ERR_UNSUPPORTED, "%s: tensor %s has dtype %s (only F32, F16, BF16)", f->path, name,
                          t->dtype_name);
