@@ -3,7 +3,7 @@
  * dequantization of every ggml type etx reads against gguf-py's dequantize, the GGUF and
  * Hugging Face Llama loaders on the same tiny model (exact agreement, which also checks
  * the Q/K un-permutation against llama.cpp's converter), sharded safetensors with
-  * bf16/f16/f32, tied embeddings and llama3 RoPE scaling (also as GGUF's rope_freqs
+ * bf16/f16/f32, tied embeddings and llama3 RoPE scaling (also as GGUF's rope_freqs
  * tensor), the Qwen2 / Qwen3 fixtures (a missing bias or QK-norm weight, a wrong shape,
  * an unknown model_type, sliding-window options: errors naming the tensor or field),
  * and the default model.
