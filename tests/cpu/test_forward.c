@@ -491,6 +491,9 @@ static void check_reference(const char* name, const char* gguf) {
     if (gguf) {
         snprintf(path, sizeof path, "%s/%s", ETX_FIXTURES, gguf);
         CK_OK(gguf_model_load(path, &m));
+        if (strstr(gguf, "q8_0")) // the quantized products must be what runs
+            for (int l = 0; l < m.cfg.n_layers; l++)
+                ck_assert(m.w.layers[l].wq_q.blocks && m.w.layers[l].wk_q.blocks && m.w.layers[l].wv_q.blocks);
     } else {
         snprintf(path, sizeof path, "%s/%s", ETX_FIXTURES,
                  cJSON_GetObjectItemCaseSensitive(meta, "model")->valuestring);
@@ -573,6 +576,16 @@ START_TEST(test_gguf_qwen2) { check_reference("tiny-qwen2", "models/tiny-qwen2.g
 END_TEST
 
 START_TEST(test_gguf_qwen3) { check_reference("tiny-qwen3", "models/tiny-qwen3.gguf"); }
+END_TEST
+
+// The same converted with --outtype q8_0: matrices in Q8_0 blocks, so one token at a time
+// and decode rows run the quantized products (quant_matrix.h) with the biases and
+// QK-norm around them; the reference is transformers on the same GGUF (its reader
+// dequantizes exactly, to float32), so the tolerance stays 1e-4 of the row scale.
+START_TEST(test_gguf_qwen2_q8_0) { check_reference("tiny-qwen2-q8_0", "models/tiny-qwen2.q8_0.gguf"); }
+END_TEST
+
+START_TEST(test_gguf_qwen3_q8_0) { check_reference("tiny-qwen3-q8_0", "models/tiny-qwen3.q8_0.gguf"); }
 END_TEST
 
 // The test above can fail on the quiet RoPE-layout mistake: the qwen2 GGUF's Q/K rows
@@ -844,6 +857,8 @@ static Suite* forward_suite(void) {
     tcase_add_test(tc, test_hf_qwen3);
     tcase_add_test(tc, test_gguf_qwen2);
     tcase_add_test(tc, test_gguf_qwen3);
+    tcase_add_test(tc, test_gguf_qwen2_q8_0);
+    tcase_add_test(tc, test_gguf_qwen3_q8_0);
     tcase_add_test(tc, test_gguf_qwen2_layout_is_checked);
     suite_add_tcase(s, tc);
 

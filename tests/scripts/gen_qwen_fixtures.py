@@ -39,6 +39,10 @@ run in-process from DIR with its own gguf-py, to models/<model>.gguf (--outtype 
 GGUF holds exactly the values transformers ran, so the same reference logits apply at
 the same tolerance). What the converter does to Q and K (for qwen2/qwen3: nothing, they
 stay in rotate-half order, unlike llama's permutation) is then its decision, not ours.
+Each is also converted with --outtype q8_0 to models/<model>.q8_0.gguf (matrices in Q8_0
+blocks, which etx keeps for its quantized decode products; norms and biases F32), and
+transformers' own GGUF reader (dequantized to float32; needs `pip install gguf
+accelerate`) gives the reference for it: forward/hf/<model>-q8_0.json + .bin, same ids.
 One thing is patched: the converter names the pre-tokenizer by hashing the tokenizer's
 output on a test string and refuses tokenizers it does not know; ours is a Llama-3
 split, so get_vocab_base_pre answers "llama-bpe" (what llama.cpp calls that split).
@@ -60,7 +64,7 @@ import sys
 import numpy as np
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gen_hf_fixtures import LLAMA3_SPLIT, TEXT  # noqa: E402  (the same paragraph and split)
@@ -228,19 +232,52 @@ def reference(cfg, d, tok):
         f.write("\n")
 
 
-def convert_gguf(llama_cpp, d, out):
-    """llama.cpp's convert_hf_to_gguf.py on directory d, float32, in this process."""
-    sys.path.insert(0, llama_cpp)
+def convert_gguf(llama_cpp, d, out, outtype):
+    """llama.cpp's convert_hf_to_gguf.py on directory d (--outtype f32 or q8_0), in this process."""
+    if llama_cpp not in sys.path:
+        sys.path.insert(0, llama_cpp)
     import convert_hf_to_gguf  # noqa: E402  (puts llama.cpp's gguf-py on sys.path itself)
     from conversion.base import TextModel  # noqa: E402
     TextModel.get_vocab_base_pre = lambda self, tokenizer: "llama-bpe"  # see the docstring
     argv = sys.argv
-    sys.argv = ["convert_hf_to_gguf.py", d, "--outtype", "f32", "--outfile", out]
+    sys.argv = ["convert_hf_to_gguf.py", d, "--outtype", outtype, "--outfile", out]
     try:
         convert_hf_to_gguf.main()
     finally:
         sys.argv = argv
     print(f"wrote {out} ({os.path.getsize(out)} bytes)")
+
+
+def gguf_reference(cfg, tok, gguf_name, hf_dir):
+    """transformers on a GGUF file (its own GGUF reader dequantizes to float32), same ids."""
+    kw = {}
+    if cfg["arch"] == "qwen3":
+        # transformers 5.24's GGUF reader maps no qwen3.attention.key_length, so its config
+        # would have Qwen3Config's default head_dim 128 and the weights would not fit: the
+        # hyper-parameters come from the directory the GGUF was converted from, the weights
+        # from the GGUF
+        kw["config"] = AutoConfig.from_pretrained(hf_dir)
+    model = AutoModelForCausalLM.from_pretrained(MODELS, gguf_file=gguf_name, dtype=torch.float32,
+                                                 attn_implementation="eager", **kw)
+    model.eval()
+    check_loaded(model, cfg)
+    name = gguf_name[:-len(".gguf")].replace(".", "-")  # tiny-qwen2.q8_0.gguf -> tiny-qwen2-q8_0
+    cases = []
+    for i, ids in enumerate(sequences(cfg, tok)):
+        with torch.no_grad():
+            logits = model(torch.tensor([ids])).logits[0].to(torch.float32).numpy()
+        fn = f"{name}_{i}.bin"
+        logits.astype("<f4").tofile(os.path.join(OUT, fn))
+        cases.append(dict(ids=ids, logits=fn, shape=list(logits.shape),
+                          max_abs=float(np.abs(logits).max()), std=float(logits.std())))
+        print(f"{name} case {i}: n={len(ids)} max|logit|={np.abs(logits).max():.3f}")
+    meta = dict(model="models/" + gguf_name, generator="tests/scripts/gen_qwen_fixtures.py --llama-cpp",
+                reference=f"transformers {__import__('transformers').__version__} GGUF loader (dequantized to "
+                          f"float32), torch {torch.__version__}, eager attention, CPU",
+                cases=cases)
+    with open(os.path.join(OUT, name + ".json"), "w") as f:
+        json.dump(meta, f, indent=1)
+        f.write("\n")
 
 
 def main():
@@ -253,7 +290,10 @@ def main():
         d, tok = make_model(cfg)
         reference(cfg, d, tok)
         if args.llama_cpp:
-            convert_gguf(os.path.abspath(args.llama_cpp), d, os.path.join(MODELS, cfg["name"] + ".gguf"))
+            convert_gguf(os.path.abspath(args.llama_cpp), d, os.path.join(MODELS, cfg["name"] + ".gguf"), "f32")
+            q8 = cfg["name"] + ".q8_0.gguf"
+            convert_gguf(os.path.abspath(args.llama_cpp), d, os.path.join(MODELS, q8), "q8_0")
+            gguf_reference(cfg, tok, q8, d)
 
 
 if __name__ == "__main__":
