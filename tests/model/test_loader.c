@@ -1092,6 +1092,35 @@ START_TEST(hf_qwen_bad_parts) {
 }
 END_TEST
 
+// model_check_features: a backend that lacks a part the model uses refuses it, naming the
+// backend, the architecture and the part; etx_model_get_info names the architecture.
+START_TEST(model_features_and_info) {
+    etx_model m;
+    etx_model_info info;
+    load_hf_ok(ETX_FIXTURES "/models/tiny-qwen2", &m);
+    CK_OK(model_check_features(&m, MODEL_FEATURE_QKV_BIAS, "test backend"));
+    etx_status st = model_check_features(&m, MODEL_FEATURE_QK_NORM, "test backend");
+    ck_assert_int_eq(st.code, ETX_ERR_UNSUPPORTED);
+    expect_error(st, "test backend: the qwen2 architecture", "biases on the Q/K/V projections");
+    CK_OK(etx_model_get_info(&m, &info));
+    ck_assert_str_eq(info.arch, "qwen2");
+    model_free_contents(&m);
+    load_hf_ok(ETX_FIXTURES "/models/tiny-qwen3", &m);
+    CK_OK(model_check_features(&m, MODEL_FEATURE_QK_NORM, "test backend"));
+    st = model_check_features(&m, MODEL_FEATURE_QKV_BIAS, "test backend");
+    ck_assert_int_eq(st.code, ETX_ERR_UNSUPPORTED);
+    expect_error(st, "qwen3", "QK-norm");
+    CK_OK(etx_model_get_info(&m, &info));
+    ck_assert_str_eq(info.arch, "qwen3");
+    model_free_contents(&m);
+    load_hf_ok(FIX "tiny_hf", &m); // plain Llama: every backend runs it
+    CK_OK(model_check_features(&m, 0, "test backend"));
+    CK_OK(etx_model_get_info(&m, &info));
+    ck_assert_str_eq(info.arch, "llama");
+    model_free_contents(&m);
+}
+END_TEST
+
 // The same for the GGUF files (llama.cpp's converter's names: attn_q.bias, attn_q_norm).
 START_TEST(gguf_qwen_bad_parts) {
     const char* path = tmp_path("bad.gguf");
@@ -1247,6 +1276,7 @@ int main(void) {
     tcase_add_test(tc, hf_bad_shards);
     tcase_add_test(tc, hf_qwen_bad_parts);
     tcase_add_test(tc, gguf_qwen_bad_parts);
+    tcase_add_test(tc, model_features_and_info);
     tcase_add_test(tc, default_model_smollm2);
     suite_add_tcase(s, tc);
     return check_run_suite(s);
