@@ -479,17 +479,17 @@ static double compare_rows(const float* got, const float* ref, int n, int V, con
 }
 
 // Every case of fixture `name` (forward/hf/<name>.json) through the model loaded from its
-// Hugging Face directory (gguf NULL) or from the GGUF file fixtures/<gguf>, three ways:
-// prefill, one token at a time through the cache, and decode rows (cpu_forward_decode,
-// the batch-invariant products the engine's decode steps use). Each position's logits
-// within 1e-4 of the row scale of transformers'.
+// Hugging Face directory (gguf NULL) or from the GGUF file fixtures/models/<gguf>, three
+// ways: prefill, one token at a time through the cache, and decode rows
+// (cpu_forward_decode, the batch-invariant products the engine's decode steps use). Each
+// position's logits within 1e-4 of the row scale of transformers'.
 static void check_reference(const char* name, const char* gguf) {
     char path[1024];
     snprintf(path, sizeof path, "%s/forward/hf/%s.json", ETX_FIXTURES, name);
     cJSON* meta = load_json(path);
     etx_model m;
     if (gguf) {
-        snprintf(path, sizeof path, "%s/%s", ETX_FIXTURES, gguf);
+        snprintf(path, sizeof path, "%s/models/%s", ETX_FIXTURES, gguf);
         CK_OK(gguf_model_load(path, &m));
         if (strstr(gguf, "q8_0")) // the quantized products must be what runs
             for (int l = 0; l < m.cfg.n_layers; l++)
@@ -572,20 +572,20 @@ END_TEST
 START_TEST(test_hf_qwen3) { check_reference("tiny-qwen3", NULL); }
 END_TEST
 
-START_TEST(test_gguf_qwen2) { check_reference("tiny-qwen2", "models/tiny-qwen2.gguf"); }
+START_TEST(test_gguf_qwen2) { check_reference("tiny-qwen2", "tiny-qwen2.gguf"); }
 END_TEST
 
-START_TEST(test_gguf_qwen3) { check_reference("tiny-qwen3", "models/tiny-qwen3.gguf"); }
+START_TEST(test_gguf_qwen3) { check_reference("tiny-qwen3", "tiny-qwen3.gguf"); }
 END_TEST
 
 // The same converted with --outtype q8_0: matrices in Q8_0 blocks, so one token at a time
 // and decode rows run the quantized products (quant_matrix.h) with the biases and
 // QK-norm around them; the reference is transformers on the same GGUF (its reader
 // dequantizes exactly, to float32), so the tolerance stays 1e-4 of the row scale.
-START_TEST(test_gguf_qwen2_q8_0) { check_reference("tiny-qwen2-q8_0", "models/tiny-qwen2.q8_0.gguf"); }
+START_TEST(test_gguf_qwen2_q8_0) { check_reference("tiny-qwen2-q8_0", "tiny-qwen2.q8_0.gguf"); }
 END_TEST
 
-START_TEST(test_gguf_qwen3_q8_0) { check_reference("tiny-qwen3-q8_0", "models/tiny-qwen3.q8_0.gguf"); }
+START_TEST(test_gguf_qwen3_q8_0) { check_reference("tiny-qwen3-q8_0", "tiny-qwen3.q8_0.gguf"); }
 END_TEST
 
 // The test above can fail on the quiet RoPE-layout mistake: the qwen2 GGUF's Q/K rows
