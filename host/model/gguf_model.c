@@ -15,6 +15,8 @@
  * unpermuted (llama.cpp runs those with rotate-half "NEOX" RoPE, Hugging Face's own
  * order), so their rows are taken as they are; so are qwen2's attn_q/k/v.bias (no
  * permutation to undo) and qwen3's attn_q_norm / attn_k_norm (head_dim, one per layer).
+ * A bias tensor the architecture does not have (llama.cpp's graphs would add it) is
+ * refused rather than ignored.
  * Llama 3.1+ files carry their llama3 RoPE scaling as a rope_freqs.weight tensor, which
  * is mapped back to the four llama3 parameters (read_rope_freqs).
  */
@@ -278,11 +280,27 @@ static etx_status load_part(const GGUFFile* f, const ModelConfig* c, const char*
     return load_tensor(f, name, ne0, 0, 0, out, NULL);
 }
 
+// Bias tensors the architecture does not have would be ignored and the model run wrongly:
+// llama.cpp's llama graph, for one, adds any attn_q/k/v/output bias it finds.
+static etx_status refuse_extra_biases(const GGUFFile* f, const ModelConfig* c, int l) {
+    static const char* const biases[] = {"attn_q.bias", "attn_k.bias", "attn_v.bias", "attn_output.bias",
+                                         "ffn_gate.bias", "ffn_up.bias", "ffn_down.bias"};
+    char name[96];
+    for (size_t i = c->qkv_bias ? 3 : 0; i < sizeof biases / sizeof biases[0]; i++) {
+        snprintf(name, sizeof name, "blk.%d.%s", l, biases[i]);
+        if (gguf_find_tensor(f, name))
+            return etx_error(ETX_ERR_UNSUPPORTED, "%s: tensor %s is not part of the %s architecture etx runs", f->path,
+                             name, model_arch_name(c->arch));
+    }
+    return etx_ok();
+}
+
 static etx_status load_layer(const GGUFFile* f, const ModelConfig* c, int l, LayerWeights* L) {
     uint64_t dim = (uint64_t)c->dim, hd = (uint64_t)c->head_dim, ff = (uint64_t)c->hidden_dim;
     uint64_t q = (uint64_t)c->n_heads * hd, kv = (uint64_t)c->n_kv_heads * hd;
     // llama's Q/K rows are permuted in the file; qwen2's and qwen3's are not (see the top)
     uint64_t perm = c->arch == MODEL_ARCH_LLAMA ? hd : 0;
+    ETX_TRY(refuse_extra_biases(f, c, l));
     char name[96];
 #define LOAD(suffix, ne0, ne1, perm, dst, qdst)                            \
     snprintf(name, sizeof name, "blk.%d." suffix ".weight", l);            \

@@ -1134,6 +1134,19 @@ START_TEST(gguf_qwen_bad_parts) {
     size_t k = find_gguf_str(buf, n, "blk.1.attn_v.bias");
     buf[k + 8 + 16] = 'X'; // "blk.1.attn_v.biaX"
     expect_error(load_patched(path, buf, n), "blk.1.attn_v.bias", "qwen2");
+    // the same file relabelled qwen3 (every "qwen2" of the header): its biases are not
+    // part of qwen3 and are refused, not ignored
+    free(buf);
+    buf = slurp(ETX_FIXTURES "/models/tiny-qwen2.gguf", &n);
+    GGUFFile f;
+    CK_OK(gguf_open(ETX_FIXTURES "/models/tiny-qwen2.gguf", &f));
+    const size_t header_end = (size_t)f.data_offset;
+    gguf_close(&f);
+    for (size_t i = 0; i + 5 <= header_end; i++)
+        if (memcmp(buf + i, "qwen2", 5) == 0) buf[i + 4] = '3';
+    etx_status st = load_patched(path, buf, n);
+    ck_assert_int_eq(st.code, ETX_ERR_UNSUPPORTED);
+    expect_error(st, "tensor blk.0.attn_q.bias", "qwen3");
     free(buf);
 
     buf = slurp(ETX_FIXTURES "/models/tiny-qwen3.gguf", &n);
