@@ -11,15 +11,15 @@ Fixed pseudo-random weights (torch.Generator seeds), scaled so activations are O
 logits spread over several units. Models:
 
   tiny-qwen2   Qwen2ForCausalLM: 4 query / 2 KV heads, head_dim 16 = hidden/heads, Q/K/V
-               biases (random, 0.5 scale: large enough that a bias added after RoPE
-               instead of before, or a missing one, is far outside the tolerance), untied
+               biases (random, 0.5 scale: without them the logits move by 2.8, far
+               outside the tolerance), untied
                LM head, rope_theta 1e6, float32; vocab_size 320 over a 300-token tokenizer
                (padded embedding rows, as real Qwen checkpoints have); config.json in the
                layout Qwen2.5 checkpoints ship (top-level rope_theta, use_sliding_window
                false, max_window_layers).
   tiny-qwen3   Qwen3ForCausalLM: 4 query / 2 KV heads, head_dim 24 != hidden/heads (16),
-               q_norm / k_norm weights 1 + 0.3 N(0,1) (so a missing or misplaced QK-norm
-               weight shows), tied embeddings, rope_theta 5e5, saved in bfloat16 (the
+               q_norm / k_norm weights 1 + 0.3 N(0,1) (so the weights matter, not only
+               the normalisation), tied embeddings, rope_theta 5e5, saved in bfloat16 (the
                reference runs in float32 on exactly the bf16 values); config.json as
                transformers 5 writes it (rope_parameters instead of rope_theta).
 
@@ -49,11 +49,13 @@ split, so get_vocab_base_pre answers "llama-bpe" (what llama.cpp calls that spli
 
 Setup that worked (Python 3.11, CPU only):
     python3 -m venv /tmp/hfenv
-    /tmp/hfenv/bin/pip install torch transformers safetensors tokenizers numpy sentencepiece
+    /tmp/hfenv/bin/pip install torch transformers safetensors tokenizers numpy sentencepiece \
+        gguf accelerate
 (the converter imports sentencepiece before it falls back to the BPE vocabulary; its
-gguf-py comes from DIR).
+gguf-py comes from DIR; transformers' GGUF reader needs gguf and accelerate).
 Then, from the repository root:
     /tmp/hfenv/bin/python tests/scripts/gen_qwen_fixtures.py [--llama-cpp DIR]
+With transformers 5.24.0 and torch 2.15.0 a second run rewrites every file bit for bit.
 """
 import argparse
 import json
