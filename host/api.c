@@ -70,11 +70,13 @@ etx_status etx_model_get_info(const etx_model* m, etx_model_info* info) {
     info->tied_embeddings = c->tied_embeddings;
     // Llama 3 tokenizers prepend <|begin_of_text|>; ChatML models (SmolLM2) use no BOS.
     info->add_bos = m->bos_id >= 0 && m->chat == CHAT_LLAMA3;
-    info->arch = "llama";
+    info->arch = model_arch_name(c->arch);
     info->format = m->format ? m->format : "unknown";
     info->chat_template = chat_template_name(m->chat);
     const long long d = c->dim, qd = (long long)c->n_heads * c->head_dim, kvd = (long long)c->n_kv_heads * c->head_dim;
-    const long long layer = d * (qd + 2 * kvd) + qd * d + 3 * d * c->hidden_dim + 2 * d;
+    long long layer = d * (qd + 2 * kvd) + qd * d + 3 * d * c->hidden_dim + 2 * d;
+    if (c->qkv_bias) layer += qd + 2 * kvd;
+    if (c->qk_norm) layer += 2LL * c->head_dim;
     info->n_params = c->n_layers * layer + (long long)c->vocab_size * d * (c->tied_embeddings ? 1 : 2) + d;
     return etx_ok();
 }

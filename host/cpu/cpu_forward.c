@@ -1,7 +1,8 @@
 /*
- * cpu_forward.c — the CPU Llama forward pass: KV cache and run-state lifetimes, and
- * cpu_forward() (embedding → layers of attention + SwiGLU MLP → final norm → LM head),
- * processing long inputs in chunks of CpuRunState.max_chunk tokens.
+ * cpu_forward.c — the CPU forward pass of the Llama, Qwen2 and Qwen3 architectures
+ * (model.h): KV cache and run-state lifetimes, and cpu_forward() (embedding → layers of
+ * attention + SwiGLU MLP → final norm → LM head), processing long inputs in chunks of
+ * CpuRunState.max_chunk tokens.
  */
 #include "cpu/cpu_forward.h"
 
@@ -298,17 +299,27 @@ static etx_status forward_rows(const etx_model* m, CpuRunState* s, const KVSeq* 
     for (int l = 0; l < c->n_layers; l++) {
         const LayerWeights* L = &m->w.layers[l];
 
-        // attention block: x += Wo attn(rope(Wq xn), rope(Wk xn), Wv xn), xn = rmsnorm(x)
+        // attention block: x += Wo attn(rope(Wq xn), rope(Wk xn), Wv xn), xn = rmsnorm(x);
+        // qwen2 adds bq/bk/bv to the projections, qwen3 RMS-norms q and k per head before rope
         #pragma omp parallel for if (par)
         for (int i = 0; i < n; i++)
             rmsnorm(s->xb + (size_t)i * dim, s->x + (size_t)i * dim, L->attn_norm, dim, c->norm_eps);
         linear(s->q, qdim, s->xb, L->wq, &L->wq_q, n, dim, qdim, kind);
         linear(s->knew, kv_dim, s->xb, L->wk, &L->wk_q, n, dim, kv_dim, kind);
         linear(s->vnew, kv_dim, s->xb, L->wv, &L->wv_q, n, dim, kv_dim, kind);
+        if (c->qkv_bias) { // qwen2: Wq xn + bq, ...
+            add_bias_rows(s->q, qdim, L->bq, n, qdim);
+            add_bias_rows(s->knew, kv_dim, L->bk, n, kv_dim);
+            add_bias_rows(s->vnew, kv_dim, L->bv, n, kv_dim);
+        }
         #pragma omp parallel for if (par)
         for (int i = 0; i < n; i++) {
             const float* cs = s->rope_cos + (size_t)i * half;
             const float* sn = s->rope_sin + (size_t)i * half;
+            if (c->qk_norm) { // qwen3: each head of q and k RMS-normed, then rotated
+                rmsnorm_heads(s->q + (size_t)i * qdim, L->q_norm, c->n_heads, hd, c->norm_eps);
+                rmsnorm_heads(s->knew + (size_t)i * kv_dim, L->k_norm, c->n_kv_heads, hd, c->norm_eps);
+            }
             for (int h = 0; h < c->n_heads; h++) rope_apply(s->q + (size_t)i * qdim + (size_t)h * hd, cs, sn, half);
             for (int h = 0; h < c->n_kv_heads; h++)
                 rope_apply(s->knew + (size_t)i * kv_dim + (size_t)h * hd, cs, sn, half);
@@ -425,6 +436,8 @@ long long cpu_decode_weight_bytes(const etx_model* m) {
     for (int l = 0; l < c->n_layers; l++) {
         const LayerWeights* L = &m->w.layers[l];
         t += 2 * (long long)sizeof(float) * dim; // attention and FFN norms
+        if (c->qkv_bias) t += (long long)sizeof(float) * (qd + 2 * kvd);
+        if (c->qk_norm) t += 2 * (long long)sizeof(float) * c->head_dim;
         t += matrix_bytes(&L->wq_q, qd, dim) + matrix_bytes(&L->wk_q, kvd, dim) + matrix_bytes(&L->wv_q, kvd, dim);
         t += matrix_bytes(&L->wo_q, dim, qd);
         t += matrix_bytes(&L->w_gate_q, hid, dim) + matrix_bytes(&L->w_up_q, hid, dim) + matrix_bytes(&L->w_down_q, dim, hid);

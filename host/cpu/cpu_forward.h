@@ -1,10 +1,11 @@
 /*
- * cpu_forward.h — the CPU backend's Llama forward pass: a per-sequence KV cache
- * (KVCache), the scratch buffers of one forward call (CpuRunState), and cpu_forward(),
- * which runs a run of tokens through the model (prefill in chunks, or one decode step),
- * appends their keys/values to the cache and writes logits.
+ * cpu_forward.h — the CPU backend's forward pass (Llama, Qwen2, Qwen3: model.h): a
+ * per-sequence KV cache (KVCache), the scratch buffers of one forward call (CpuRunState),
+ * and cpu_forward(), which runs a run of tokens through the model (prefill in chunks, or
+ * one decode step), appends their keys/values to the cache and writes logits.
  *
- * All arithmetic is float32 and follows transformers' LlamaForCausalLM (eager attention).
+ * All arithmetic is float32 and follows transformers' LlamaForCausalLM, Qwen2ForCausalLM
+ * and Qwen3ForCausalLM (eager attention).
  * Threads: OpenMP over output rows (projections) and heads (attention), with
  * single-threaded OpenBLAS inside; set the count with cpu_set_threads() (cpu_ops.h).
  * Memory per call is bounded by the chunk size, not the context: attention streams the

@@ -1,7 +1,7 @@
 /*
- * cpu_ops.c — float32 ops of the CPU forward pass: RMSNorm, RoPE tables and rotation,
- * softmax, SwiGLU, blocked causal attention of one KV head, linear layers (OpenBLAS /
- * OpenMP), and the thread-count knob.
+ * cpu_ops.c — float32 ops of the CPU forward pass: RMSNorm (rows and heads), bias rows,
+ * RoPE tables and rotation, softmax, SwiGLU, blocked causal attention of one KV head,
+ * linear layers (OpenBLAS / OpenMP), and the thread-count knob.
  * See cpu_ops.h for the math of each.
  */
 #include "cpu/cpu_ops.h"
@@ -44,6 +44,20 @@ void rmsnorm(float* out, const float* x, const float* w, int d, float eps) {
     // transformers: hidden * torch.rsqrt(variance + eps), then weight * hidden
     float r = 1.0f / sqrtf(ss / (float)d + eps);
     for (int i = 0; i < d; i++) out[i] = w[i] * (x[i] * r);
+}
+
+// per-head RMSNorm, each head with the row norm's formula
+void rmsnorm_heads(float* x, const float* w, int n_heads, int hd, float eps) {
+    for (int h = 0; h < n_heads; h++) rmsnorm(x + (size_t)h * hd, x + (size_t)h * hd, w, hd, eps);
+}
+
+// y[r] += b, row by row
+void add_bias_rows(float* y, int ldy, const float* b, int n, int d) {
+    for (int r = 0; r < n; r++) {
+        float* yr = y + (size_t)r * ldy;
+        #pragma omp simd
+        for (int i = 0; i < d; i++) yr[i] += b[i];
+    }
 }
 
 // inv_freq[i] = theta^(-2i/hd), llama3-scaled when configured

@@ -1,8 +1,9 @@
 /*
- * cpu_ops.h — the float32 building blocks of the CPU Llama forward pass (cpu_forward.c):
- * RMSNorm, RoPE (Hugging Face rotate-half convention, with llama3 frequency scaling),
- * softmax, SwiGLU, and the linear layer y = x W^T (OpenBLAS sgemm for several rows, an
- * OpenMP matrix-vector product for one row), plus the thread-count knob.
+ * cpu_ops.h — the float32 building blocks of the CPU forward pass (cpu_forward.c):
+ * RMSNorm (of a row, and of every head of a row: Qwen3's QK-norm), RoPE (Hugging Face
+ * rotate-half convention, with llama3 frequency scaling), softmax, SwiGLU, bias rows
+ * (Qwen2's Q/K/V biases), and the linear layer y = x W^T (OpenBLAS sgemm for several
+ * rows, an OpenMP matrix-vector product for one row), plus the thread-count knob.
  *
  * Threads: one pool, OpenMP's. cpu_set_threads(n) gives OpenMP n threads and OpenBLAS
  * one; multi-row products split the output rows over the OpenMP threads, each calling a
@@ -24,6 +25,14 @@ int cpu_get_threads(void);
 
 // out = x * rsqrt(mean(x^2) + eps) * w       x, w, out: (d); out may alias x
 void rmsnorm(float* out, const float* x, const float* w, int d, float eps);
+
+// Every head of one row: x[h*hd .. (h+1)*hd) <- rmsnorm(that head, w), h < n_heads; the
+// same weight w (hd) for all heads (transformers' Qwen3 q_norm / k_norm on the
+// (.., n_heads, head_dim) view).      x: (n_heads * hd), in place
+void rmsnorm_heads(float* x, const float* w, int n_heads, int hd, float eps);
+
+// y[r * ldy + i] += b[i] for r < n, i < d: a bias on each of n rows.
+void add_bias_rows(float* y, int ldy, const float* b, int n, int d);
 
 // inv_freq[i] = theta^(-2i/head_dim), i < head_dim/2, then llama3 scaling when the config
 // asks for it (as transformers' _compute_llama3_parameters, in float32).

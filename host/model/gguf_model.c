@@ -1,15 +1,22 @@
 /*
- * gguf_model.c — loads a Llama-architecture GGUF file into an etx_model (model.h):
- * hyper-parameters from the llama.* metadata, weights dequantized to float32 (plus the
- * raw blocks of Q8_0/Q4_0/Q4_1 matrices, for decode: quant_matrix.h; a NaN or infinite
- * weight, checked row by row as it is converted, is an error naming tensor and element), and the
+ * gguf_model.c — loads a GGUF file of the llama, qwen2 or qwen3 architecture
+ * (general.architecture) into an etx_model (model.h): hyper-parameters from the
+ * <arch>.* metadata, weights dequantized to float32 (plus the raw blocks of
+ * Q8_0/Q4_0/Q4_1 matrices, for decode: quant_matrix.h; a NaN or infinite weight,
+ * checked row by row as it is converted, is an error naming tensor and element), and the
  * byte-level BPE tokenizer from the tokenizer.ggml.* metadata.
  *
  * GGUF lists dimensions innermost first, so a linear layer's weight (out, in) appears
  * as ne = [in, out] with rows of `in` contiguous elements — the same memory order as
- * model.h wants. llama.cpp's converter permutes the rows of attn_q and attn_k within
- * each head for its interleaved-pair RoPE: stored row 2i + j of a head holds Hugging
- * Face row j * head_dim/2 + i (j = 0, 1). unpermuted_row() undoes it at load.
+ * model.h wants. For llama, llama.cpp's converter (convert_hf_to_gguf.py, LlamaModel)
+ * permutes the rows of attn_q and attn_k within each head for its interleaved-pair RoPE:
+ * stored row 2i + j of a head holds Hugging Face row j * head_dim/2 + i (j = 0, 1).
+ * unpermuted_row() undoes it at load. For qwen2 and qwen3 the converter stores Q and K
+ * unpermuted (llama.cpp runs those with rotate-half "NEOX" RoPE, Hugging Face's own
+ * order), so their rows are taken as they are; so are qwen2's attn_q/k/v.bias (no
+ * permutation to undo) and qwen3's attn_q_norm / attn_k_norm (head_dim, one per layer).
+ * A bias tensor the architecture does not have (llama.cpp's graphs would add it) is
+ * refused rather than ignored.
  * Llama 3.1+ files carry their llama3 RoPE scaling as a rope_freqs.weight tensor, which
  * is mapped back to the four llama3 parameters (read_rope_freqs).
  */
@@ -38,14 +45,36 @@ static etx_status get_int(const GGUFFile* f, const char* key, int64_t def, int* 
     return etx_ok();
 }
 
-static etx_status check_arch(const GGUFFile* f) {
+// The hyper-parameter keys are "<general.architecture>.<name>"; key() spells one.
+typedef struct {
+    char prefix[8]; // "llama", "qwen2" or "qwen3"
+    char buf[96];
+} ArchKeys;
+
+static const char* key(ArchKeys* k, const char* name) {
+    snprintf(k->buf, sizeof k->buf, "%s.%s", k->prefix, name);
+    return k->buf;
+}
+
+static etx_status read_arch(const GGUFFile* f, ModelConfig* c, ArchKeys* k) {
+    static const struct {
+        const char* name;
+        ModelArch arch;
+    } known[] = {{"llama", MODEL_ARCH_LLAMA}, {"qwen2", MODEL_ARCH_QWEN2}, {"qwen3", MODEL_ARCH_QWEN3}};
     const char* arch;
     size_t len;
     ETX_TRY(gguf_get_string(f, "general.architecture", &arch, &len));
-    if (len != 5 || memcmp(arch, "llama", 5) != 0)
-        return etx_error(ETX_ERR_UNSUPPORTED, "%s: general.architecture '%.*s' is not supported (only llama)",
-                         f->path, (int)(len > 64 ? 64 : len), arch);
-    return etx_ok();
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (len == strlen(known[i].name) && memcmp(arch, known[i].name, len) == 0) {
+            c->arch = known[i].arch;
+            c->qkv_bias = c->arch == MODEL_ARCH_QWEN2;
+            c->qk_norm = c->arch == MODEL_ARCH_QWEN3;
+            snprintf(k->prefix, sizeof k->prefix, "%s", known[i].name);
+            return etx_ok();
+        }
+    return etx_error(ETX_ERR_UNSUPPORTED,
+                     "%s: general.architecture '%.*s' is not supported (llama, qwen2 and qwen3 are)", f->path,
+                     (int)(len > 64 ? 64 : len), arch);
 }
 
 // llama3 RoPE scaling is stored in GGUF as rope_freqs.weight: head_dim/2 divisors of the
@@ -114,45 +143,48 @@ static etx_status read_rope_freqs(const GGUFFile* f, const GGUFTensor* t, ModelC
     return etx_ok();
 }
 
-static etx_status read_rope_scaling(const GGUFFile* f, ModelConfig* c) {
+static etx_status read_rope_scaling(const GGUFFile* f, ModelConfig* c, ArchKeys* k) {
     const GGUFTensor* freqs = gguf_find_tensor(f, "rope_freqs.weight");
+    if (freqs && c->arch != MODEL_ARCH_LLAMA)
+        return etx_error(ETX_ERR_UNSUPPORTED, "%s: tensor rope_freqs.weight in a %s file is not supported", f->path,
+                         k->prefix);
     if (freqs) ETX_TRY(read_rope_freqs(f, freqs, c));
-    if (!gguf_find(f, "llama.rope.scaling.type")) return etx_ok();
+    if (!gguf_find(f, key(k, "rope.scaling.type"))) return etx_ok();
     const char* type;
     size_t len;
-    ETX_TRY(gguf_get_string(f, "llama.rope.scaling.type", &type, &len));
+    ETX_TRY(gguf_get_string(f, key(k, "rope.scaling.type"), &type, &len));
     if (len == 4 && memcmp(type, "none", 4) == 0) return etx_ok();
     if (freqs && len == 6 && memcmp(type, "llama3", 6) == 0) return etx_ok();
-    return etx_error(ETX_ERR_UNSUPPORTED, "%s: metadata key llama.rope.scaling.type = '%.*s' is not supported",
-                     f->path, (int)(len > 64 ? 64 : len), type);
+    return etx_error(ETX_ERR_UNSUPPORTED, "%s: metadata key %s = '%.*s' is not supported", f->path,
+                     key(k, "rope.scaling.type"), (int)(len > 64 ? 64 : len), type);
 }
 
-static etx_status read_config(const GGUFFile* f, ModelConfig* c) {
-    ETX_TRY(check_arch(f));
-    ETX_TRY(get_int(f, "llama.embedding_length", -1, &c->dim));
-    ETX_TRY(get_int(f, "llama.feed_forward_length", -1, &c->hidden_dim));
-    ETX_TRY(get_int(f, "llama.block_count", -1, &c->n_layers));
-    ETX_TRY(get_int(f, "llama.attention.head_count", -1, &c->n_heads));
-    ETX_TRY(get_int(f, "llama.attention.head_count_kv", c->n_heads, &c->n_kv_heads));
-    ETX_TRY(get_int(f, "llama.context_length", 2048, &c->max_seq_len));
+static etx_status read_config(const GGUFFile* f, ModelConfig* c, ArchKeys* k) {
+    ETX_TRY(read_arch(f, c, k));
+    ETX_TRY(get_int(f, key(k, "embedding_length"), -1, &c->dim));
+    ETX_TRY(get_int(f, key(k, "feed_forward_length"), -1, &c->hidden_dim));
+    ETX_TRY(get_int(f, key(k, "block_count"), -1, &c->n_layers));
+    ETX_TRY(get_int(f, key(k, "attention.head_count"), -1, &c->n_heads));
+    ETX_TRY(get_int(f, key(k, "attention.head_count_kv"), c->n_heads, &c->n_kv_heads));
+    ETX_TRY(get_int(f, key(k, "context_length"), 2048, &c->max_seq_len));
     int hd_default = c->n_heads > 0 ? c->dim / c->n_heads : 0;
-    ETX_TRY(get_int(f, "llama.attention.key_length", hd_default, &c->head_dim));
+    ETX_TRY(get_int(f, key(k, "attention.key_length"), hd_default, &c->head_dim));
     int vdim, rope_dim;
-    ETX_TRY(get_int(f, "llama.attention.value_length", c->head_dim, &vdim));
-    ETX_TRY(get_int(f, "llama.rope.dimension_count", c->head_dim, &rope_dim));
+    ETX_TRY(get_int(f, key(k, "attention.value_length"), c->head_dim, &vdim));
+    ETX_TRY(get_int(f, key(k, "rope.dimension_count"), c->head_dim, &rope_dim));
     if (vdim != c->head_dim || rope_dim != c->head_dim)
         return etx_error(ETX_ERR_UNSUPPORTED,
                          "%s: key_length %d, value_length %d and rope.dimension_count %d differ (unsupported)",
                          f->path, c->head_dim, vdim, rope_dim);
     double eps, theta;
-    ETX_TRY(gguf_get_float(f, "llama.attention.layer_norm_rms_epsilon", &eps));
-    ETX_TRY(gguf_get_float_or(f, "llama.rope.freq_base", 10000.0, &theta));
+    ETX_TRY(gguf_get_float(f, key(k, "attention.layer_norm_rms_epsilon"), &eps));
+    ETX_TRY(gguf_get_float_or(f, key(k, "rope.freq_base"), 10000.0, &theta));
     if (!(fabs(eps) <= 1.0 && fabs(theta) <= 3.0e38))
         return etx_error(ETX_ERR_FORMAT, "%s: layer_norm_rms_epsilon %g or rope.freq_base %g is out of range", f->path,
                          eps, theta);
     c->norm_eps = (float)eps;
     c->rope_theta = (float)theta;
-    ETX_TRY(read_rope_scaling(f, c));
+    ETX_TRY(read_rope_scaling(f, c, k));
     return etx_ok();
 }
 
@@ -238,16 +270,44 @@ static etx_status load_tensor(const GGUFFile* f, const char* name, uint64_t ne0,
     return etx_ok();
 }
 
+// A vector the architecture adds to the Llama layer (a bias, a QK-norm weight): a missing
+// one is an error that says which part of which architecture wanted it.
+static etx_status load_part(const GGUFFile* f, const ModelConfig* c, const char* name, uint64_t ne0, float** out,
+                            const char* part) {
+    if (!gguf_find_tensor(f, name))
+        return etx_error(ETX_ERR_FORMAT, "%s: missing tensor %s (a %s model has %s)", f->path, name,
+                         model_arch_name(c->arch), part);
+    return load_tensor(f, name, ne0, 0, 0, out, NULL);
+}
+
+// Bias tensors the architecture does not have would be ignored and the model run wrongly:
+// llama.cpp's llama graph, for one, adds any attn_q/k/v/output bias it finds.
+static etx_status refuse_extra_biases(const GGUFFile* f, const ModelConfig* c, int l) {
+    static const char* const biases[] = {"attn_q.bias", "attn_k.bias", "attn_v.bias", "attn_output.bias",
+                                         "ffn_gate.bias", "ffn_up.bias", "ffn_down.bias"};
+    char name[96];
+    for (size_t i = c->qkv_bias ? 3 : 0; i < sizeof biases / sizeof biases[0]; i++) {
+        snprintf(name, sizeof name, "blk.%d.%s", l, biases[i]);
+        if (gguf_find_tensor(f, name))
+            return etx_error(ETX_ERR_UNSUPPORTED, "%s: tensor %s is not part of the %s architecture etx runs", f->path,
+                             name, model_arch_name(c->arch));
+    }
+    return etx_ok();
+}
+
 static etx_status load_layer(const GGUFFile* f, const ModelConfig* c, int l, LayerWeights* L) {
     uint64_t dim = (uint64_t)c->dim, hd = (uint64_t)c->head_dim, ff = (uint64_t)c->hidden_dim;
     uint64_t q = (uint64_t)c->n_heads * hd, kv = (uint64_t)c->n_kv_heads * hd;
+    // llama's Q/K rows are permuted in the file; qwen2's and qwen3's are not (see the top)
+    uint64_t perm = c->arch == MODEL_ARCH_LLAMA ? hd : 0;
+    ETX_TRY(refuse_extra_biases(f, c, l));
     char name[96];
 #define LOAD(suffix, ne0, ne1, perm, dst, qdst)                            \
     snprintf(name, sizeof name, "blk.%d." suffix ".weight", l);            \
     ETX_TRY(load_tensor(f, name, ne0, ne1, perm, dst, qdst))
     LOAD("attn_norm", dim, 0, 0, &L->attn_norm, NULL);
-    LOAD("attn_q", dim, q, hd, &L->wq, &L->wq_q);
-    LOAD("attn_k", dim, kv, hd, &L->wk, &L->wk_q);
+    LOAD("attn_q", dim, q, perm, &L->wq, &L->wq_q);
+    LOAD("attn_k", dim, kv, perm, &L->wk, &L->wk_q);
     LOAD("attn_v", dim, kv, 0, &L->wv, &L->wv_q);
     LOAD("attn_output", q, dim, 0, &L->wo, &L->wo_q);
     LOAD("ffn_norm", dim, 0, 0, &L->ffn_norm, NULL);
@@ -255,6 +315,19 @@ static etx_status load_layer(const GGUFFile* f, const ModelConfig* c, int l, Lay
     LOAD("ffn_up", dim, ff, 0, &L->w_up, &L->w_up_q);
     LOAD("ffn_down", ff, dim, 0, &L->w_down, &L->w_down_q);
 #undef LOAD
+#define LOAD_PART(suffix, ne0, dst, part)                                  \
+    snprintf(name, sizeof name, "blk.%d." suffix, l);                      \
+    ETX_TRY(load_part(f, c, name, ne0, dst, part))
+    if (c->qkv_bias) {
+        LOAD_PART("attn_q.bias", q, &L->bq, "Q/K/V projection biases");
+        LOAD_PART("attn_k.bias", kv, &L->bk, "Q/K/V projection biases");
+        LOAD_PART("attn_v.bias", kv, &L->bv, "Q/K/V projection biases");
+    }
+    if (c->qk_norm) {
+        LOAD_PART("attn_q_norm.weight", hd, &L->q_norm, "per-head Q/K RMSNorm weights of head_dim");
+        LOAD_PART("attn_k_norm.weight", hd, &L->k_norm, "per-head Q/K RMSNorm weights of head_dim");
+    }
+#undef LOAD_PART
     return etx_ok();
 }
 
@@ -404,16 +477,17 @@ static etx_status special_ids(const GGUFFile* f, etx_model* m) {
 // ---------------------------------------------------------------------------
 
 static etx_status load_all(const GGUFFile* f, etx_model* m) {
-    ETX_TRY(read_config(f, &m->cfg));
+    ArchKeys k;
+    ETX_TRY(read_config(f, &m->cfg, &k));
     const GGUFTensor* emb = gguf_find_tensor(f, "token_embd.weight");
     if (!emb) return etx_error(ETX_ERR_FORMAT, "%s: missing tensor token_embd.weight", f->path);
     if (emb->ne[1] > INT32_MAX)
         return etx_error(ETX_ERR_FORMAT, "%s: tensor token_embd.weight has too many rows", f->path);
     m->cfg.vocab_size = (int)emb->ne[1];
     int vocab_key;
-    ETX_TRY(get_int(f, "llama.vocab_size", m->cfg.vocab_size, &vocab_key));
+    ETX_TRY(get_int(f, key(&k, "vocab_size"), m->cfg.vocab_size, &vocab_key));
     if (vocab_key != m->cfg.vocab_size)
-        return etx_error(ETX_ERR_FORMAT, "%s: llama.vocab_size = %d but token_embd.weight has %d rows", f->path,
+        return etx_error(ETX_ERR_FORMAT, "%s: %s = %d but token_embd.weight has %d rows", f->path, key(&k, "vocab_size"),
                          vocab_key, m->cfg.vocab_size);
     ETX_TRY(model_config_validate(&m->cfg, f->path));
     ETX_TRY(load_weights(f, m));

@@ -1,10 +1,21 @@
 /*
- * hf_model.c — loads a Hugging Face Llama directory into an etx_model (model.h):
- * config.json for the hyper-parameters, model.safetensors (or the shards named by
+ * hf_model.c — loads a Hugging Face directory of a Llama, Qwen2 or Qwen3 model into an
+ * etx_model (model.h): config.json for the architecture (model_type, else architectures)
+ * and hyper-parameters, model.safetensors (or the shards named by
  * model.safetensors.index.json) for the weights, converted from bf16/f16/f32 to
  * float32 (a NaN or infinite weight is an error naming the tensor and element), and
  * tokenizer.json for the tokenizer. Safetensors weights are already in
  * the layout model.h wants: nn.Linear (out, in), Q/K rows in rotate-half order.
+ *
+ * Per architecture, as transformers builds the model from the same config:
+ *   llama  LlamaForCausalLM; attention_bias / mlp_bias true (biases on every projection,
+ *          o_proj and the MLP included) are refused rather than ignored.
+ *   qwen2  Qwen2ForCausalLM: q/k/v_proj always have biases (o_proj none);
+ *          use_sliding_window true is refused.
+ *   qwen3  Qwen3ForCausalLM: self_attn.q_norm / k_norm (head_dim) on every layer,
+ *          head_dim 128 when config.json omits it (transformers' default);
+ *          attention_bias true (o_proj bias too) and use_sliding_window true refused.
+ * Any layer_types entry other than full_attention (transformers 5) is refused too.
  */
 #include <cJSON.h>
 #include <math.h>
@@ -57,28 +68,117 @@ static etx_status cfg_float(const Config* c, const cJSON* obj, const char* key, 
 
 static int str_is(const cJSON* v, const char* s) { return cJSON_IsString(v) && strcmp(v->valuestring, s) == 0; }
 
-static etx_status check_arch(const Config* c) {
-    const cJSON* archs = cJSON_GetObjectItemCaseSensitive(c->root, "architectures");
-    const cJSON* a;
-    cJSON_ArrayForEach(a, archs) if (str_is(a, "LlamaForCausalLM")) return etx_ok();
+// The architecture: model_type (what transformers' AutoConfig goes by), else the first
+// known entry of architectures. Anything else is refused, naming both fields.
+static etx_status read_arch(const Config* c, ModelArch* arch) {
+    static const struct {
+        const char* model_type;
+        const char* class_name;
+        ModelArch arch;
+    } known[] = {
+        {"llama", "LlamaForCausalLM", MODEL_ARCH_LLAMA},
+        {"qwen2", "Qwen2ForCausalLM", MODEL_ARCH_QWEN2},
+        {"qwen3", "Qwen3ForCausalLM", MODEL_ARCH_QWEN3},
+    };
+    const size_t n_known = sizeof known / sizeof known[0];
     const cJSON* mt = cJSON_GetObjectItemCaseSensitive(c->root, "model_type");
-    if (str_is(mt, "llama")) return etx_ok();
+    const cJSON* archs = cJSON_GetObjectItemCaseSensitive(c->root, "architectures");
+    for (size_t i = 0; i < n_known; i++)
+        if (str_is(mt, known[i].model_type)) {
+            *arch = known[i].arch;
+            return etx_ok();
+        }
+    const cJSON* a;
+    cJSON_ArrayForEach(a, archs) {
+        for (size_t i = 0; i < n_known; i++)
+            if (str_is(a, known[i].class_name)) {
+                *arch = known[i].arch;
+                return etx_ok();
+            }
+    }
     const cJSON* first = cJSON_IsArray(archs) ? cJSON_GetArrayItem(archs, 0) : NULL;
-    const char* name = cJSON_IsString(first) ? first->valuestring : cJSON_IsString(mt) ? mt->valuestring : "(none)";
-    return etx_error(ETX_ERR_UNSUPPORTED, "%s: architecture %.64s is not supported (only LlamaForCausalLM)", c->path,
-                     name);
+    return etx_error(ETX_ERR_UNSUPPORTED,
+                     "%s: model_type %.64s (architectures %.64s) is not supported: etx runs llama, qwen2 and qwen3 "
+                     "(LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)",
+                     c->path, cJSON_IsString(mt) ? mt->valuestring : "(missing)",
+                     cJSON_IsString(first) ? first->valuestring : "(missing)");
 }
 
-static etx_status read_rope_scaling(const Config* c, ModelConfig* m) {
-    const cJSON* rs = cJSON_GetObjectItemCaseSensitive(c->root, "rope_scaling");
+// A boolean field that must not be true: etx would compute another model.
+static etx_status refuse_true(const Config* c, const char* key, ModelArch arch, const char* why) {
+    const cJSON* v = cJSON_GetObjectItemCaseSensitive(c->root, key);
+    if (cJSON_IsTrue(v))
+        return etx_error(ETX_ERR_UNSUPPORTED, "%s: \"%s\" true is not supported for %s (%s)", c->path, key,
+                         model_arch_name(arch), why);
+    return etx_ok();
+}
+
+// transformers 5 configs list each layer's attention kind; only full attention is run.
+static etx_status check_layer_types(const Config* c) {
+    const cJSON* types = cJSON_GetObjectItemCaseSensitive(c->root, "layer_types");
+    if (!types || cJSON_IsNull(types)) return etx_ok();
+    if (!cJSON_IsArray(types)) return etx_error(ETX_ERR_FORMAT, "%s: \"layer_types\" is not a list", c->path);
+    int i = 0;
+    const cJSON* t;
+    cJSON_ArrayForEach(t, types) {
+        if (!str_is(t, "full_attention"))
+            return etx_error(ETX_ERR_UNSUPPORTED,
+                             "%s: \"layer_types\"[%d] is %.64s: only full_attention layers are supported", c->path, i,
+                             cJSON_IsString(t) ? t->valuestring : "not a string");
+        i++;
+    }
+    return etx_ok();
+}
+
+// What the architecture adds to the Llama layer, and the options etx refuses for it.
+static etx_status read_arch_parts(const Config* c, ModelConfig* m) {
+    ETX_TRY(check_layer_types(c));
+    switch (m->arch) {
+    case MODEL_ARCH_LLAMA:
+        ETX_TRY(refuse_true(c, "attention_bias", m->arch, "biases on every attention projection"));
+        ETX_TRY(refuse_true(c, "mlp_bias", m->arch, "biases on the MLP projections"));
+        break;
+    case MODEL_ARCH_QWEN2:
+        m->qkv_bias = 1; // transformers' Qwen2Attention: q/k/v_proj bias=True, whatever the config says
+        ETX_TRY(refuse_true(c, "use_sliding_window", m->arch, "sliding-window attention"));
+        break;
+    case MODEL_ARCH_QWEN3:
+        m->qk_norm = 1;
+        ETX_TRY(refuse_true(c, "attention_bias", m->arch, "biases on every attention projection, o_proj included"));
+        ETX_TRY(refuse_true(c, "use_sliding_window", m->arch, "sliding-window attention"));
+        break;
+    }
+    return etx_ok();
+}
+
+// RoPE: checkpoints written before transformers 5 give rope_theta and rope_scaling at
+// the top; transformers 5 writes one rope_parameters object holding rope_theta, rope_type
+// and the scaling parameters. Both are read (the top-level fields first), so that a model
+// saved by either loads with its own base rather than the default.
+static etx_status read_rope(const Config* c, ModelConfig* m) {
+    const char* key = "rope_scaling";
+    const cJSON* rs = cJSON_GetObjectItemCaseSensitive(c->root, key);
+    const cJSON* rp = cJSON_GetObjectItemCaseSensitive(c->root, "rope_parameters");
+    if (rp && !cJSON_IsNull(rp) && !cJSON_IsObject(rp))
+        return etx_error(ETX_ERR_FORMAT, "%s: \"rope_parameters\" is not an object", c->path);
+    const cJSON* theta = cJSON_GetObjectItemCaseSensitive(c->root, "rope_theta");
+    if ((!theta || cJSON_IsNull(theta)) && cJSON_IsObject(rp)) {
+        ETX_TRY(cfg_float(c, rp, "rope_theta", 10000.0, &m->rope_theta));
+    } else {
+        ETX_TRY(cfg_float(c, c->root, "rope_theta", 10000.0, &m->rope_theta));
+    }
+    if ((!rs || cJSON_IsNull(rs)) && cJSON_IsObject(rp)) {
+        rs = rp;
+        key = "rope_parameters";
+    }
     if (!rs || cJSON_IsNull(rs)) return etx_ok();
-    if (!cJSON_IsObject(rs)) return etx_error(ETX_ERR_FORMAT, "%s: \"rope_scaling\" is not an object", c->path);
+    if (!cJSON_IsObject(rs)) return etx_error(ETX_ERR_FORMAT, "%s: \"%s\" is not an object", c->path, key);
     const cJSON* type = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
     if (!type) type = cJSON_GetObjectItemCaseSensitive(rs, "type");
     if (str_is(type, "default")) return etx_ok();
     if (!str_is(type, "llama3"))
-        return etx_error(ETX_ERR_UNSUPPORTED, "%s: rope_scaling type %.64s is not supported (only llama3)", c->path,
-                         cJSON_IsString(type) ? type->valuestring : "(missing)");
+        return etx_error(ETX_ERR_UNSUPPORTED, "%s: %s type %.64s is not supported (only default and llama3)", c->path,
+                         key, cJSON_IsString(type) ? type->valuestring : "(missing)");
     m->rope_llama3 = 1;
     ETX_TRY(cfg_float(c, rs, "factor", -1, &m->rope_factor));
     ETX_TRY(cfg_float(c, rs, "low_freq_factor", -1, &m->rope_low_freq_factor));
@@ -88,18 +188,21 @@ static etx_status read_rope_scaling(const Config* c, ModelConfig* m) {
 
 static etx_status read_config(const Config* c, ModelConfig* m) {
     const cJSON* r = c->root;
-    ETX_TRY(check_arch(c));
+    ETX_TRY(read_arch(c, &m->arch));
+    ETX_TRY(read_arch_parts(c, m));
+    const int qwen = m->arch != MODEL_ARCH_LLAMA;
     ETX_TRY(cfg_int(c, r, "hidden_size", -1, &m->dim));
     ETX_TRY(cfg_int(c, r, "intermediate_size", -1, &m->hidden_dim));
     ETX_TRY(cfg_int(c, r, "num_hidden_layers", -1, &m->n_layers));
     ETX_TRY(cfg_int(c, r, "num_attention_heads", -1, &m->n_heads));
     ETX_TRY(cfg_int(c, r, "num_key_value_heads", m->n_heads, &m->n_kv_heads));
-    ETX_TRY(cfg_int(c, r, "head_dim", m->n_heads > 0 ? m->dim / m->n_heads : 0, &m->head_dim));
+    // transformers' defaults when head_dim is absent: Qwen3Config 128, the others dim / n_heads
+    const int hd_default = m->arch == MODEL_ARCH_QWEN3 ? 128 : m->n_heads > 0 ? m->dim / m->n_heads : 0;
+    ETX_TRY(cfg_int(c, r, "head_dim", hd_default, &m->head_dim));
     ETX_TRY(cfg_int(c, r, "vocab_size", -1, &m->vocab_size));
-    ETX_TRY(cfg_int(c, r, "max_position_embeddings", 2048, &m->max_seq_len));
+    ETX_TRY(cfg_int(c, r, "max_position_embeddings", qwen ? 32768 : 2048, &m->max_seq_len));
     ETX_TRY(cfg_float(c, r, "rms_norm_eps", 1e-6, &m->norm_eps));
-    ETX_TRY(cfg_float(c, r, "rope_theta", 10000.0, &m->rope_theta));
-    ETX_TRY(read_rope_scaling(c, m));
+    ETX_TRY(read_rope(c, m));
     const cJSON* tie = cJSON_GetObjectItemCaseSensitive(r, "tie_word_embeddings");
     m->tied_embeddings = cJSON_IsTrue(tie);
     return model_config_validate(m, c->path);
@@ -134,11 +237,19 @@ static etx_status load_tensor(const STCheckpoint* ck, const char* name, uint64_t
     ETX_TRY(st_checkpoint_find(ck, name, &t, &f));
     if (!t) return etx_error(ETX_ERR_FORMAT, "%s: missing tensor %s", ck->dir, name);
     int nd = d1 ? 2 : 1;
-    if (t->n_dims != nd || t->shape[0] != d0 || (d1 && t->shape[1] != d1))
-        return etx_error(ETX_ERR_FORMAT, "%s: tensor %s has shape [%llu%s%llu%s], expected [%llu%s%llu]", f->path, name,
-                         (unsigned long long)(t->n_dims > 0 ? t->shape[0] : 0), t->n_dims > 1 ? ", " : "",
-                         (unsigned long long)(t->n_dims > 1 ? t->shape[1] : 0), t->n_dims > 2 ? ", ..." : "",
-                         (unsigned long long)d0, d1 ? ", " : "", (unsigned long long)d1);
+    if (t->n_dims != nd || t->shape[0] != d0 || (d1 && t->shape[1] != d1)) {
+        // "[a]", "[a, b]" or "[a, b, ...]" (a vector's second size is not printed)
+        char have[64] = "", want[48];
+        if (t->n_dims > 0) snprintf(have, sizeof have, "%llu", (unsigned long long)t->shape[0]);
+        if (t->n_dims > 1)
+            snprintf(have + strlen(have), sizeof have - strlen(have), ", %llu%s", (unsigned long long)t->shape[1],
+                     t->n_dims > 2 ? ", ..." : "");
+        if (d1)
+            snprintf(want, sizeof want, "%llu, %llu", (unsigned long long)d0, (unsigned long long)d1);
+        else
+            snprintf(want, sizeof want, "%llu", (unsigned long long)d0);
+        return etx_error(ETX_ERR_FORMAT, "%s: tensor %s has shape [%s], expected [%s]", f->path, name, have, want);
+    }
     if (t->dtype == ST_OTHER)
         return etx_error(ETX_ERR_UNSUPPORTED, "%s: tensor %s has dtype %s (only F32, F16, BF16)", f->path, name,
                          t->dtype_name);
@@ -148,6 +259,19 @@ static etx_status load_tensor(const STCheckpoint* ck, const char* name, uint64_t
     const size_t bad = model_first_nonfinite(*out, (size_t)t->n_elems);
     if (bad < (size_t)t->n_elems) return model_nonfinite_error(f->path, name, (*out)[bad], bad, (size_t)(d1 ? d1 : d0));
     return etx_ok();
+}
+
+// A vector the architecture adds to the Llama layer (a bias, a QK-norm weight): a missing
+// one is an error that says which part of which architecture wanted it.
+static etx_status load_part(const STCheckpoint* ck, const ModelConfig* c, const char* name, uint64_t d0, float** out,
+                            const char* part) {
+    const STTensor* t;
+    const STFile* f;
+    ETX_TRY(st_checkpoint_find(ck, name, &t, &f));
+    if (!t)
+        return etx_error(ETX_ERR_FORMAT, "%s: missing tensor %s (a %s model has %s)", ck->dir, name,
+                         model_arch_name(c->arch), part);
+    return load_tensor(ck, name, d0, 0, out);
 }
 
 static etx_status load_layer(const STCheckpoint* ck, const ModelConfig* c, int l, LayerWeights* L) {
@@ -167,6 +291,20 @@ static etx_status load_layer(const STCheckpoint* ck, const ModelConfig* c, int l
     LOAD("mlp.up_proj", ff, dim, &L->w_up);
     LOAD("mlp.down_proj", dim, ff, &L->w_down);
 #undef LOAD
+    // the architecture's additions (model.h)
+#define LOAD_PART(suffix, d0, dst, part)                                 \
+    snprintf(name, sizeof name, "model.layers.%d." suffix, l);           \
+    ETX_TRY(load_part(ck, c, name, d0, dst, part))
+    if (c->qkv_bias) {
+        LOAD_PART("self_attn.q_proj.bias", q, &L->bq, "Q/K/V projection biases");
+        LOAD_PART("self_attn.k_proj.bias", kv, &L->bk, "Q/K/V projection biases");
+        LOAD_PART("self_attn.v_proj.bias", kv, &L->bv, "Q/K/V projection biases");
+    }
+    if (c->qk_norm) {
+        LOAD_PART("self_attn.q_norm.weight", hd, &L->q_norm, "per-head Q/K RMSNorm weights of head_dim");
+        LOAD_PART("self_attn.k_norm.weight", hd, &L->k_norm, "per-head Q/K RMSNorm weights of head_dim");
+    }
+#undef LOAD_PART
     return etx_ok();
 }
 

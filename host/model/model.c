@@ -1,7 +1,9 @@
 /*
  * model.c — helpers shared by both loaders: checked allocation of weight buffers,
- * freeing a model's contents, validating hyper-parameters, and picking the special
- * tokens (BOS, EOS, end-of-turn) and chat template from the tokenizer.
+ * freeing a model's contents, validating hyper-parameters, picking the special tokens
+ * (BOS, EOS, end-of-turn) and chat template from the tokenizer; and the one check by
+ * which a backend refuses an architecture part it cannot compute
+ * (model_check_features).
  */
 #include "model/model.h"
 
@@ -50,6 +52,11 @@ void model_free_contents(etx_model* m) {
             free(L->wq);
             free(L->wk);
             free(L->wv);
+            free(L->bq);
+            free(L->bk);
+            free(L->bv);
+            free(L->q_norm);
+            free(L->k_norm);
             free(L->wo);
             free(L->ffn_norm);
             free(L->w_gate);
@@ -84,7 +91,9 @@ static etx_status check_range(const char* source, const char* what, long v, long
 // Bytes of float32 weights a config needs (the CPU backend holds every weight as float32).
 static double model_weight_bytes(const ModelConfig* c) {
     const double d = c->dim, q = (double)c->n_heads * c->head_dim, kv = (double)c->n_kv_heads * c->head_dim;
-    const double layer = 2.0 * d + q * d + 2.0 * kv * d + d * q + 3.0 * d * c->hidden_dim;
+    double layer = 2.0 * d + q * d + 2.0 * kv * d + d * q + 3.0 * d * c->hidden_dim;
+    if (c->qkv_bias) layer += q + 2.0 * kv;
+    if (c->qk_norm) layer += 2.0 * c->head_dim;
     const double embed = (double)c->vocab_size * d * (c->tied_embeddings ? 1.0 : 2.0);
     return 4.0 * (c->n_layers * layer + embed + d);
 }
@@ -133,6 +142,29 @@ etx_status model_config_validate(const ModelConfig* c, const char* source) {
                              c->rope_original_max_pos);
     }
     return model_check_memory(c, source);
+}
+
+const char* model_arch_name(ModelArch a) {
+    switch (a) {
+    case MODEL_ARCH_LLAMA: return "llama";
+    case MODEL_ARCH_QWEN2: return "qwen2";
+    case MODEL_ARCH_QWEN3: return "qwen3";
+    }
+    return "unknown";
+}
+
+etx_status model_check_features(const etx_model* m, unsigned supported, const char* backend) {
+    const ModelConfig* c = &m->cfg;
+    const char* what = NULL;
+    if (c->qkv_bias && !(supported & MODEL_FEATURE_QKV_BIAS))
+        what = "biases on the Q/K/V projections";
+    else if (c->qk_norm && !(supported & MODEL_FEATURE_QK_NORM))
+        what = "per-head RMSNorm of Q and K (QK-norm)";
+    if (!what) return etx_ok();
+    return etx_error(ETX_ERR_UNSUPPORTED,
+                     "%s: the %s architecture of this model uses %s, which this backend does not compute yet; "
+                     "run it with --device cpu",
+                     backend, model_arch_name(c->arch), what);
 }
 
 static void add_eos(etx_model* m, int id) {

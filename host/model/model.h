@@ -1,14 +1,28 @@
 /*
- * model.h — the in-memory Llama model every backend reads: hyper-parameters
- * (ModelConfig), weights (ModelWeights, float32, row-major, Hugging Face layout), and
- * the tokenizer. Loaders (safetensors.c + hf_model.c, gguf.c + gguf_model.c) fill it;
- * the CPU backend (cpu_forward.c) reads it.
+ * model.h — the in-memory model every backend reads: hyper-parameters (ModelConfig),
+ * weights (ModelWeights, float32, row-major, Hugging Face layout), and the tokenizer.
+ * Loaders (safetensors.c + hf_model.c, gguf.c + gguf_model.c) fill it; the CPU backend
+ * (cpu_forward.c) reads it.
+ *
+ * Architectures (ModelArch): one decoder, Llama's (RMSNorm, RoPE, GQA attention, SwiGLU
+ * MLP), with what Qwen adds to it as optional parts that the config switches on:
+ *   - llama: no extras.
+ *   - qwen2 (Qwen2, Qwen2.5, DeepSeek-R1-Distill-Qwen): biases on the Q, K and V
+ *     projections (cfg.qkv_bias; LayerWeights.bq/bk/bv).
+ *   - qwen3: a per-head RMSNorm of Q and of K (weights of head_dim, shared by the heads)
+ *     after the projection and before RoPE (cfg.qk_norm; LayerWeights.q_norm/k_norm),
+ *     head_dim given by the config (may differ from dim / n_heads); biases only when its
+ *     config says attention_bias.
+ * A backend that cannot run one of these parts refuses the model through
+ * model_check_features() rather than computing something else.
  *
  * Layout conventions (both loaders normalise to these):
  *   - a linear layer y = W x stores W as (out, in), row-major, like nn.Linear.weight;
  *   - Q and K projections are in Hugging Face order, i.e. RoPE rotates element i with
- *     element i + head_dim/2 (rotate_half). GGUF files store Q/K permuted for
- *     interleaved-pair RoPE; the GGUF loader un-permutes them.
+ *     element i + head_dim/2 (rotate_half). Llama GGUF files store Q/K permuted for
+ *     interleaved-pair RoPE; the GGUF loader un-permutes them. Qwen2/Qwen3 GGUF files keep
+ *     Hugging Face order (llama.cpp runs them with rotate-half "NEOX" RoPE) and their
+ *     rows, biases included, are taken as they are.
  *   - all weights are float32 (bf16/f16/quantized files are converted at load).
  *     GGUF matrices stored as Q8_0, Q4_0 or Q4_1 also keep their raw blocks (same row
  *     order) in a QuantMatrix twin, which one-token decode streams instead of the float32
@@ -21,7 +35,15 @@
 #include "cpu/quant_matrix.h"
 #include "tokenizer/tokenizer.h"
 
+typedef enum { MODEL_ARCH_LLAMA = 0, MODEL_ARCH_QWEN2, MODEL_ARCH_QWEN3 } ModelArch;
+
+// "llama", "qwen2", "qwen3"
+const char* model_arch_name(ModelArch a);
+
 typedef struct {
+    ModelArch arch;     // which family the loader read (the flags below say what it implies)
+    int qkv_bias;       // 1: Q/K/V projections have biases (bq, bk, bv)
+    int qk_norm;        // 1: per-head RMSNorm of Q and K before RoPE (q_norm, k_norm)
     int dim;            // hidden size (d_model)
     int hidden_dim;     // FFN intermediate size
     int n_layers;
@@ -45,6 +67,11 @@ typedef struct {
     float* wq;        // (n_heads * head_dim, dim)
     float* wk;        // (n_kv_heads * head_dim, dim)
     float* wv;        // (n_kv_heads * head_dim, dim)
+    float* bq;        // (n_heads * head_dim) Q bias, in wq's row order; NULL unless cfg.qkv_bias
+    float* bk;        // (n_kv_heads * head_dim) K bias; NULL unless cfg.qkv_bias
+    float* bv;        // (n_kv_heads * head_dim) V bias; NULL unless cfg.qkv_bias
+    float* q_norm;    // (head_dim) RMSNorm weight of every query head; NULL unless cfg.qk_norm
+    float* k_norm;    // (head_dim) RMSNorm weight of every key head; NULL unless cfg.qk_norm
     float* wo;        // (dim, n_heads * head_dim)
     float* ffn_norm;  // (dim)
     float* w_gate;    // (hidden_dim, dim)
@@ -88,6 +115,14 @@ etx_status model_nonfinite_error(const char* file, const char* tensor, float val
 void model_free_contents(etx_model* m);
 // Checks the config for consistency (positive sizes, GQA divisibility, ...).
 etx_status model_config_validate(const ModelConfig* c, const char* source);
+
+// What a backend can compute beyond the plain Llama layer (MODEL_FEATURE_* bits).
+#define MODEL_FEATURE_QKV_BIAS 1u // Q/K/V projection biases
+#define MODEL_FEATURE_QK_NORM 2u  // per-head RMSNorm of Q and K
+// ETX_ERR_UNSUPPORTED naming the backend, the architecture and the first part of it that
+// the backend cannot compute (not in `supported`), with what to do instead; ok otherwise.
+// Backends call it from their create(), so that a model is refused, never run wrongly.
+etx_status model_check_features(const etx_model* m, unsigned supported, const char* backend);
 // Fills bos/eos/chat from the tokenizer and the given ids (-1 = absent); appends the
 // end-of-turn/end-of-text tokens the tokenizer defines (<|eot_id|>, <|eom_id|>,
 // <|end_of_text|>, <|im_end|>, <|endoftext|>).

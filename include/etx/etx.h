@@ -1,7 +1,7 @@
 /*
  * etx.h — the public C API of etx.
  *
- * etx loads a Llama-architecture model (a Hugging Face directory or a GGUF file),
+ * etx loads a Llama, Qwen2 or Qwen3 model (a Hugging Face directory or a GGUF file),
  * creates an engine on a device, and runs requests through it. An engine holds many
  * requests at once: submit any number, then call etx_engine_step() (one token for
  * every active request) or etx_engine_run() (until all are done), and read each
@@ -66,7 +66,7 @@ typedef struct {
     int eos_ids[8];        // tokens that end a generation (EOS, end-of-turn)
     int tied_embeddings;   // 1 when the LM head is the token embedding
     int add_bos;           // 1 when plain-text prompts should start with BOS (Llama 3 family)
-    const char* arch;      // "llama"
+    const char* arch;      // "llama", "qwen2" or "qwen3"
     const char* format;    // "safetensors" or "gguf"
     const char* chat_template; // "llama3", "chatml" or "none"
     long long n_params;    // parameters (a tied embedding counted once)

@@ -1,13 +1,17 @@
 /*
  * test_forward.c — checks the CPU forward pass (cpu_forward.c, cpu_ops.c).
  *
- *   - self-consistency on a small model with hand-made random weights: logits of a whole
- *     sequence = chunked prefill = one token at a time; argument errors leave the cache
- *     untouched; the captured last-layer attention rows are probability distributions;
- *     the llama3 RoPE frequencies follow transformers' formula.
- *   - against Hugging Face transformers: tiny LlamaForCausalLM directories under
- *     fixtures/models/ (written by tests/scripts/gen_hf_fixtures.py), the logits of every
- *     position of several token sequences under fixtures/forward/hf/.
+ *   - self-consistency on a small model with hand-made random weights (plain, with Q/K/V
+ *     biases, with QK-norm): logits of a whole sequence = chunked prefill = one token at
+ *     a time; argument errors leave the cache untouched; the captured last-layer
+ *     attention rows are probability distributions; the llama3 RoPE frequencies follow
+ *     transformers' formula; the per-head RMSNorm and bias ops against direct evaluation.
+ *   - against Hugging Face transformers: tiny LlamaForCausalLM, Qwen2ForCausalLM and
+ *     Qwen3ForCausalLM directories under fixtures/models/ (written by
+ *     tests/scripts/gen_hf_fixtures.py and gen_qwen_fixtures.py), the logits of every
+ *     position of several token sequences under fixtures/forward/hf/; the Qwen ones also
+ *     from the GGUF files llama.cpp's converter made of the same directories, and a check
+ *     that the Llama Q/K row order applied to the Qwen2 GGUF misses them by far.
  *   - the default GGUF model (ETX_DEFAULT_MODEL, SmolLM2-135M-Instruct Q4_1) against
  *     llama.cpp: last-position logits and 32-token greedy continuations of 12 prompts under
  *     fixtures/forward/llamacpp/ (tests/scripts/gen_llamacpp_fixtures.py), with tolerances
@@ -44,9 +48,13 @@ static float* norm_weight(int d) {
     return p;
 }
 
-static void build_random_model(etx_model* m, int llama3) {
+// arch: MODEL_ARCH_QWEN2 adds random Q/K/V biases, MODEL_ARCH_QWEN3 random QK-norm weights
+static void build_random_arch(etx_model* m, int llama3, ModelArch arch) {
     memset(m, 0, sizeof *m);
     ModelConfig* c = &m->cfg;
+    c->arch = arch;
+    c->qkv_bias = arch == MODEL_ARCH_QWEN2;
+    c->qk_norm = arch == MODEL_ARCH_QWEN3;
     c->dim = 48;
     c->hidden_dim = 96;
     c->n_layers = 2;
@@ -79,10 +87,21 @@ static void build_random_model(etx_model* m, int llama3) {
         L->w_gate = rand_tensor((size_t)c->hidden_dim * c->dim, s);
         L->w_up = rand_tensor((size_t)c->hidden_dim * c->dim, s);
         L->w_down = rand_tensor((size_t)c->dim * c->hidden_dim, 1.0f / sqrtf((float)c->hidden_dim));
+        if (c->qkv_bias) {
+            L->bq = rand_tensor((size_t)qd, 0.5f);
+            L->bk = rand_tensor((size_t)kvd, 0.5f);
+            L->bv = rand_tensor((size_t)kvd, 0.5f);
+        }
+        if (c->qk_norm) {
+            L->q_norm = norm_weight(c->head_dim);
+            L->k_norm = norm_weight(c->head_dim);
+        }
     }
     m->w.final_norm = norm_weight(c->dim);
     m->w.lm_head = rand_tensor((size_t)c->vocab_size * c->dim, 1.0f / sqrtf((float)c->dim));
 }
+
+static void build_random_model(etx_model* m, int llama3) { build_random_arch(m, llama3, MODEL_ARCH_LLAMA); }
 
 static void free_random_model(etx_model* m) {
     free(m->w.token_embedding);
@@ -90,6 +109,7 @@ static void free_random_model(etx_model* m) {
         LayerWeights* L = &m->w.layers[l];
         free(L->attn_norm), free(L->ffn_norm), free(L->wq), free(L->wk), free(L->wv), free(L->wo);
         free(L->w_gate), free(L->w_up), free(L->w_down);
+        free(L->bq), free(L->bk), free(L->bv), free(L->q_norm), free(L->k_norm);
     }
     free(m->w.layers);
     free(m->w.final_norm);
@@ -104,9 +124,9 @@ static float max_abs_diff(const float* a, const float* b, size_t n) {
 
 // all-positions logits of ids computed three ways: one call, chunks of 3, token by token;
 // 300 positions, so the cache grows past KV_CACHE_CHUNK on the way
-static void check_consistency(int llama3) {
+static void check_consistency(int llama3, ModelArch arch) {
     etx_model m;
-    build_random_model(&m, llama3);
+    build_random_arch(&m, llama3, arch);
     int V = m.cfg.vocab_size, n = 300;
     int32_t ids[300];
     for (int i = 0; i < n; i++) ids[i] = (i * 37 + 11) % V;
@@ -158,10 +178,46 @@ static void check_consistency(int llama3) {
     free_random_model(&m);
 }
 
-START_TEST(test_consistency_default_rope) { check_consistency(0); }
+START_TEST(test_consistency_default_rope) { check_consistency(0, MODEL_ARCH_LLAMA); }
 END_TEST
 
-START_TEST(test_consistency_llama3_rope) { check_consistency(1); }
+START_TEST(test_consistency_llama3_rope) { check_consistency(1, MODEL_ARCH_LLAMA); }
+END_TEST
+
+START_TEST(test_consistency_qkv_bias) { check_consistency(0, MODEL_ARCH_QWEN2); }
+END_TEST
+
+START_TEST(test_consistency_qk_norm) { check_consistency(0, MODEL_ARCH_QWEN3); }
+END_TEST
+
+// rmsnorm_heads: each head of a row normalised on its own with the shared weight, against
+// a double-precision evaluation; add_bias_rows: every row of a strided block, nothing
+// beyond its d columns.
+START_TEST(test_rmsnorm_heads_and_bias_rows) {
+    enum { H = 5, HD = 12, ROWS = 3, LD = 70 };
+    float x[H * HD], w[HD], orig[H * HD];
+    for (int i = 0; i < H * HD; i++) orig[i] = x[i] = frand() * (float)(1 + i / HD); // heads of different scales
+    for (int j = 0; j < HD; j++) w[j] = 1.0f + 0.3f * frand();
+    const float eps = 1e-6f;
+    rmsnorm_heads(x, w, H, HD, eps);
+    for (int h = 0; h < H; h++) {
+        double ss = 0.0;
+        for (int j = 0; j < HD; j++) ss += (double)orig[h * HD + j] * orig[h * HD + j];
+        double r = 1.0 / sqrt(ss / HD + eps);
+        for (int j = 0; j < HD; j++)
+            ck_assert_msg(fabs(x[h * HD + j] - w[j] * orig[h * HD + j] * r) <= 1e-6 * (1.0 + fabs(x[h * HD + j])),
+                          "head %d element %d: %g vs %g", h, j, x[h * HD + j], w[j] * orig[h * HD + j] * r);
+    }
+    float y[ROWS * LD], b[60], before[ROWS * LD];
+    for (int i = 0; i < ROWS * LD; i++) before[i] = y[i] = frand();
+    for (int i = 0; i < 60; i++) b[i] = frand();
+    add_bias_rows(y, LD, b, ROWS, 60);
+    for (int r = 0; r < ROWS; r++)
+        for (int i = 0; i < LD; i++) {
+            float want = before[r * LD + i] + (i < 60 ? b[i] : 0.0f);
+            ck_assert_float_eq(y[r * LD + i], want);
+        }
+}
 END_TEST
 
 START_TEST(test_bad_tokens) {
@@ -422,14 +478,28 @@ static double compare_rows(const float* got, const float* ref, int n, int V, con
     return worst;
 }
 
-static void check_hf_model(const char* name) {
+// Every case of fixture `name` (forward/hf/<name>.json) through the model loaded from its
+// Hugging Face directory (gguf NULL) or from the GGUF file fixtures/models/<gguf>, three
+// ways: prefill, one token at a time through the cache, and decode rows
+// (cpu_forward_decode, the batch-invariant products the engine's decode steps use). Each
+// position's logits within 1e-4 of the row scale of transformers'.
+static void check_reference(const char* name, const char* gguf) {
     char path[1024];
     snprintf(path, sizeof path, "%s/forward/hf/%s.json", ETX_FIXTURES, name);
     cJSON* meta = load_json(path);
-    snprintf(path, sizeof path, "%s/%s", ETX_FIXTURES,
-             cJSON_GetObjectItemCaseSensitive(meta, "model")->valuestring);
     etx_model m;
-    CK_OK(hf_model_load(path, &m));
+    if (gguf) {
+        snprintf(path, sizeof path, "%s/models/%s", ETX_FIXTURES, gguf);
+        CK_OK(gguf_model_load(path, &m));
+        if (strstr(gguf, "q8_0")) // the quantized products must be what runs
+            for (int l = 0; l < m.cfg.n_layers; l++)
+                ck_assert(m.w.layers[l].wq_q.blocks && m.w.layers[l].wk_q.blocks && m.w.layers[l].wv_q.blocks);
+    } else {
+        snprintf(path, sizeof path, "%s/%s", ETX_FIXTURES,
+                 cJSON_GetObjectItemCaseSensitive(meta, "model")->valuestring);
+        CK_OK(hf_model_load(path, &m));
+    }
+    const char* from = gguf ? "gguf" : "hf";
     int V = m.cfg.vocab_size;
     const cJSON* c;
     cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(meta, "cases")) {
@@ -450,18 +520,31 @@ static void check_hf_model(const char* name) {
         CK_OK(build_kv_cache(&kv, &m.cfg, 0));
         CK_OK(build_cpu_run_state_chunked(&s, &m.cfg, 32));
         CK_OK(cpu_forward(&m, &s, &kv, ids, n, got, 1));
-        snprintf(what, sizeof what, "%s, %d tokens, prefill", name, n);
+        snprintf(what, sizeof what, "%s (%s), %d tokens, prefill", name, from, n);
         double w = compare_rows(got, ref, n, V, what);
-        hf_worst_rel = fmax(hf_worst_rel, w);
+        double model_worst = w;
 
-        // decode: one token at a time through the cache
+        // one token at a time through the cache
         kv_cache_reset(&kv);
         for (int i = 0; i < n; i++) CK_OK(cpu_forward(&m, &s, &kv, ids + i, 1, got + (size_t)i * V, 0));
-        snprintf(what, sizeof what, "%s, %d tokens, decode", name, n);
+        snprintf(what, sizeof what, "%s (%s), %d tokens, one at a time", name, from, n);
         w = compare_rows(got, ref, n, V, what);
-        hf_worst_rel = fmax(hf_worst_rel, w);
-        fprintf(stderr, "transformers %s n=%d: worst max|diff|/row scale so far %.3g (absolute %.3g)\n", name, n,
-                hf_worst_rel, hf_worst_abs);
+        model_worst = fmax(model_worst, w);
+
+        // decode rows, one position per step
+        kv_cache_reset(&kv);
+        for (int i = 0; i < n; i++) {
+            CK_OK(kv_cache_reserve(&kv, i + 1));
+            KVSeq sq = kv_seq_of_cache(&kv);
+            CK_OK(cpu_forward_decode(&m, &s, &sq, ids + i, 1, got + (size_t)i * V, NULL));
+            kv.pos++;
+        }
+        snprintf(what, sizeof what, "%s (%s), %d tokens, decode rows", name, from, n);
+        w = compare_rows(got, ref, n, V, what);
+        model_worst = fmax(model_worst, w);
+        hf_worst_rel = fmax(hf_worst_rel, model_worst);
+        fprintf(stderr, "transformers %s (%s) n=%d: max|diff|/row scale %.3g; worst so far %.3g (absolute %.3g)\n",
+                name, from, n, model_worst, hf_worst_rel, hf_worst_abs);
 
         free_cpu_run_state(&s);
         free_kv_cache(&kv);
@@ -471,13 +554,94 @@ static void check_hf_model(const char* name) {
     cJSON_Delete(meta);
 }
 
-START_TEST(test_hf_gqa) { check_hf_model("tiny-llama-gqa"); }
+START_TEST(test_hf_gqa) { check_reference("tiny-llama-gqa", NULL); }
 END_TEST
 
-START_TEST(test_hf_tied_bf16) { check_hf_model("tiny-llama-tied"); }
+START_TEST(test_hf_tied_bf16) { check_reference("tiny-llama-tied", NULL); }
 END_TEST
 
-START_TEST(test_hf_llama3_rope_sharded) { check_hf_model("tiny-llama3-rope"); }
+START_TEST(test_hf_llama3_rope_sharded) { check_reference("tiny-llama3-rope", NULL); }
+END_TEST
+
+// Qwen2 (Q/K/V biases, untied head) and Qwen3 (QK-norm, head_dim 24 != 64/4, tied, bf16),
+// from their Hugging Face directories and from the GGUF files llama.cpp's converter made
+// of the same directories (tests/scripts/gen_qwen_fixtures.py): one reference for both.
+START_TEST(test_hf_qwen2) { check_reference("tiny-qwen2", NULL); }
+END_TEST
+
+START_TEST(test_hf_qwen3) { check_reference("tiny-qwen3", NULL); }
+END_TEST
+
+START_TEST(test_gguf_qwen2) { check_reference("tiny-qwen2", "tiny-qwen2.gguf"); }
+END_TEST
+
+START_TEST(test_gguf_qwen3) { check_reference("tiny-qwen3", "tiny-qwen3.gguf"); }
+END_TEST
+
+// The same converted with --outtype q8_0: matrices in Q8_0 blocks, so one token at a time
+// and decode rows run the quantized products (quant_matrix.h) with the biases and
+// QK-norm around them; the reference is transformers on the same GGUF (its reader
+// dequantizes exactly, to float32), so the tolerance stays 1e-4 of the row scale.
+START_TEST(test_gguf_qwen2_q8_0) { check_reference("tiny-qwen2-q8_0", "tiny-qwen2.q8_0.gguf"); }
+END_TEST
+
+START_TEST(test_gguf_qwen3_q8_0) { check_reference("tiny-qwen3-q8_0", "tiny-qwen3.q8_0.gguf"); }
+END_TEST
+
+// The test above can fail on the quiet RoPE-layout mistake: the qwen2 GGUF's Q/K rows
+// moved as the Llama loader would un-permute them (interleaved pairs to rotate-half)
+// run without error but miss transformers' logits by far more than the tolerance.
+static void llama_unpermute_rows(float* w, int rows, int cols, int hd) {
+    float* tmp = malloc((size_t)rows * cols * sizeof(float));
+    for (int r = 0; r < rows; r++) {
+        int h = r / hd, k = r % hd, to = h * hd + (k % 2) * (hd / 2) + k / 2;
+        memcpy(tmp + (size_t)to * cols, w + (size_t)r * cols, (size_t)cols * sizeof(float));
+    }
+    memcpy(w, tmp, (size_t)rows * cols * sizeof(float));
+    free(tmp);
+}
+
+START_TEST(test_gguf_qwen2_layout_is_checked) {
+    cJSON* meta = load_json(ETX_FIXTURES "/forward/hf/tiny-qwen2.json");
+    etx_model m;
+    CK_OK(gguf_model_load(ETX_FIXTURES "/models/tiny-qwen2.gguf", &m));
+    const ModelConfig* c = &m.cfg;
+    for (int l = 0; l < c->n_layers; l++) {
+        llama_unpermute_rows(m.w.layers[l].wq, c->n_heads * c->head_dim, c->dim, c->head_dim);
+        llama_unpermute_rows(m.w.layers[l].wk, c->n_kv_heads * c->head_dim, c->dim, c->head_dim);
+        // the biases are rows of the same projections: a loader that moves the rows moves them too
+        llama_unpermute_rows(m.w.layers[l].bq, c->n_heads * c->head_dim, 1, c->head_dim);
+        llama_unpermute_rows(m.w.layers[l].bk, c->n_kv_heads * c->head_dim, 1, c->head_dim);
+    }
+    const cJSON* cs = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(meta, "cases"), 1);
+    int n, V = c->vocab_size;
+    int32_t* ids = json_ids(cJSON_GetObjectItemCaseSensitive(cs, "ids"), &n);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/forward/hf/%s", ETX_FIXTURES,
+             cJSON_GetObjectItemCaseSensitive(cs, "logits")->valuestring);
+    float* ref = load_floats(path, (size_t)n * V);
+    float* got = malloc((size_t)n * V * sizeof(float));
+    KVCache kv;
+    CpuRunState s;
+    CK_OK(build_kv_cache(&kv, c, 0));
+    CK_OK(build_cpu_run_state(&s, c));
+    CK_OK(cpu_forward(&m, &s, &kv, ids, n, got, 1));
+    double worst = 0.0;
+    for (int i = 0; i < n; i++) {
+        double scale = 1.0, diff = 0.0;
+        for (int v = 0; v < V; v++) scale = fmax(scale, fabs(ref[(size_t)i * V + v]));
+        for (int v = 0; v < V; v++) diff = fmax(diff, fabs((double)got[(size_t)i * V + v] - ref[(size_t)i * V + v]));
+        worst = fmax(worst, diff / scale);
+    }
+    fprintf(stderr, "qwen2 GGUF with Llama's Q/K un-permutation: max|diff|/row scale %.3g (tolerance 1e-4)\n", worst);
+    ck_assert_msg(worst > 1e-2, "the wrong RoPE layout gives %.3g of the row scale: the reference test would not see it",
+                  worst);
+    free_cpu_run_state(&s);
+    free_kv_cache(&kv);
+    free(ids), free(ref), free(got);
+    model_free_contents(&m);
+    cJSON_Delete(meta);
+}
 END_TEST
 
 // ----------------------------------------------------------------------------
@@ -673,6 +837,9 @@ static Suite* forward_suite(void) {
     TCase* tc = tcase_create("synthetic");
     tcase_add_test(tc, test_consistency_default_rope);
     tcase_add_test(tc, test_consistency_llama3_rope);
+    tcase_add_test(tc, test_consistency_qkv_bias);
+    tcase_add_test(tc, test_consistency_qk_norm);
+    tcase_add_test(tc, test_rmsnorm_heads_and_bias_rows);
     tcase_add_test(tc, test_bad_tokens);
     tcase_add_test(tc, test_kv_cache_grows_in_chunks);
     tcase_add_test(tc, test_last_attention_capture);
@@ -686,6 +853,13 @@ static Suite* forward_suite(void) {
     tcase_add_test(tc, test_hf_gqa);
     tcase_add_test(tc, test_hf_tied_bf16);
     tcase_add_test(tc, test_hf_llama3_rope_sharded);
+    tcase_add_test(tc, test_hf_qwen2);
+    tcase_add_test(tc, test_hf_qwen3);
+    tcase_add_test(tc, test_gguf_qwen2);
+    tcase_add_test(tc, test_gguf_qwen3);
+    tcase_add_test(tc, test_gguf_qwen2_q8_0);
+    tcase_add_test(tc, test_gguf_qwen3_q8_0);
+    tcase_add_test(tc, test_gguf_qwen2_layout_is_checked);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("default model");

@@ -532,6 +532,26 @@ START_TEST(test_create_failures) {
 }
 END_TEST
 
+// Qwen2's Q/K/V biases and Qwen3's QK-norm are not on the device yet: create refuses the
+// models (model_check_features) instead of running them as Llama.
+START_TEST(test_create_refuses_qwen_parts) {
+    const char* names[] = {"tiny-qwen2", "tiny-qwen3"};
+    const char* parts[] = {"biases on the Q/K/V projections", "QK-norm"};
+    for (int i = 0; i < 2; i++) {
+        etx_model m;
+        load_fixture(&m, names[i]);
+        CudaBackend* b = (CudaBackend*)&m; // must be reset to NULL on failure
+        BackendConfig cfg = make_cfg(2, 16, 8, 8, 4, 0);
+        etx_status s = ops()->create(&m, &cfg, &b);
+        ck_assert_int_eq(s.code, ETX_ERR_UNSUPPORTED);
+        ck_assert_ptr_null(b);
+        ck_assert_msg(strstr(s.message, parts[i]) && strstr(s.message, names[i] + 5), "message: %s", s.message);
+        fprintf(stderr, "%s: %s\n", names[i], s.message);
+        model_free_contents(&m);
+    }
+}
+END_TEST
+
 // The automatic KV pool on a device (BackendOps.kv_budget through cuda_kv_budget_for,
 // with made-up free memory): bf16 blocks, budget = free - the rest of the plan - the
 // headroom, so a 141 GB card holds every slot at full context; the engine's old rule
@@ -579,6 +599,7 @@ static Suite* cuda_backend_suite(void) {
     Suite* s = suite_create("cuda_backend");
     TCase* tc = tcase_create("core");
     tcase_add_test(tc, test_create_failures);
+    tcase_add_test(tc, test_create_refuses_qwen_parts);
     tcase_add_test(tc, test_logits_fixtures);
     tcase_add_test(tc, test_step_greedy);
     tcase_add_test(tc, test_step_entropix_trace);

@@ -4,7 +4,9 @@
  * Hugging Face Llama loaders on the same tiny model (exact agreement, which also checks
  * the Q/K un-permutation against llama.cpp's converter), sharded safetensors with
  * bf16/f16/f32, tied embeddings and llama3 RoPE scaling (also as GGUF's rope_freqs
- * tensor), and the default model.
+ * tensor), the Qwen2 / Qwen3 fixtures (a missing bias or QK-norm weight, a wrong shape,
+ * an unknown model_type, sliding-window options: errors naming the tensor or field),
+ * and the default model.
  *
  * Corruption tests copy a good fixture to a temporary file, damage it (truncate, flip
  * the magic, push an offset past the end, change a shape, drop a tensor, unknown dtype
@@ -536,10 +538,14 @@ START_TEST(gguf_bad_metadata) {
     // architecture other than llama
     memcpy(buf, orig, n);
     v = kv_value_pos(buf, n, "general.architecture");
-    memcpy(buf + v + 8, "qwen2", 5);
+    memcpy(buf + v + 8, "gemma", 5);
     etx_status st = load_patched(path, buf, n);
-    expect_error(st, "bad.gguf", "qwen2");
+    expect_error(st, "bad.gguf", "'gemma'");
     ck_assert_int_eq(st.code, ETX_ERR_UNSUPPORTED);
+    // a llama file relabelled qwen2: the qwen2.* keys are missing
+    memcpy(buf + v + 8, "qwen2", 5);
+    st = load_patched(path, buf, n);
+    expect_error(st, "bad.gguf", "qwen2.embedding_length");
     // a tokenizer other than byte-level BPE
     memcpy(buf, orig, n);
     v = kv_value_pos(buf, n, "tokenizer.ggml.model");
@@ -739,9 +745,9 @@ static void copy_tiny_sharded(void) {
 // Rewrites tmp/model.safetensors with its header passed through edit().
 typedef void (*HeaderEdit)(cJSON* header);
 
-static void rewrite_header(const char* name, HeaderEdit edit) {
+static void rewrite_header_of(const char* src, const char* name, HeaderEdit edit) {
     size_t n;
-    unsigned char* buf = slurp(FIX "tiny_hf/model.safetensors", &n);
+    unsigned char* buf = slurp(src, &n);
     uint64_t hl = 0;
     for (int i = 7; i >= 0; i--) hl = hl << 8 | buf[i];
     cJSON* h = cJSON_ParseWithLength((const char*)buf + 8, (size_t)hl);
@@ -758,6 +764,10 @@ static void rewrite_header(const char* name, HeaderEdit edit) {
     free(text);
     cJSON_Delete(h);
     free(buf);
+}
+
+static void rewrite_header(const char* name, HeaderEdit edit) {
+    rewrite_header_of(FIX "tiny_hf/model.safetensors", name, edit);
 }
 
 static cJSON* entry(cJSON* h, const char* name) {
@@ -977,6 +987,187 @@ START_TEST(hf_bad_config) {
 }
 END_TEST
 
+// Qwen2 / Qwen3 directories with a part of their architecture missing or malformed, and
+// configurations etx would compute wrongly: errors name the tensor or field.
+static void copy_tiny_qwen(const char* name) {
+    static const char* const files[] = {"config.json", "tokenizer.json", "model.safetensors"};
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/models/%s", ETX_FIXTURES, name);
+    copy_hf_dir(dir, files, 3);
+}
+
+static void edit_drop_k_bias(cJSON* h) { cJSON_DeleteItemFromObject(h, "model.layers.1.self_attn.k_proj.bias"); }
+static void edit_drop_k_norm(cJSON* h) { cJSON_DeleteItemFromObject(h, "model.layers.0.self_attn.k_norm.weight"); }
+static void edit_q_norm_shape(cJSON* h) { // [24] -> [2, 12]: same bytes, not head_dim
+    cJSON* e = entry(h, "model.layers.1.self_attn.q_norm.weight");
+    cJSON_ReplaceItemInObject(e, "shape", cJSON_Parse("[2, 12]"));
+}
+static void edit_q_bias_shape(cJSON* h) { // [64] -> [32, 2]: same bytes, not n_heads * head_dim
+    cJSON* e = entry(h, "model.layers.0.self_attn.q_proj.bias");
+    cJSON_ReplaceItemInObject(e, "shape", cJSON_Parse("[32, 2]"));
+}
+
+static void expect_qwen_error(const char* model, HeaderEdit edit, const char* name1, const char* name2) {
+    char src[256];
+    snprintf(src, sizeof src, "%s/models/%s/model.safetensors", ETX_FIXTURES, model);
+    copy_tiny_qwen(model);
+    rewrite_header_of(src, "model.safetensors", edit);
+    expect_error(load_tmp_hf(), name1, name2);
+}
+
+START_TEST(hf_qwen_bad_parts) {
+    etx_model m;
+    // the fixtures load, as what they are
+    load_hf_ok(ETX_FIXTURES "/models/tiny-qwen2", &m);
+    ck_assert_int_eq(m.cfg.arch, MODEL_ARCH_QWEN2);
+    ck_assert(m.cfg.qkv_bias && !m.cfg.qk_norm && !m.cfg.tied_embeddings);
+    ck_assert_float_eq(m.cfg.rope_theta, 1e6f); // classic top-level rope_theta
+    ck_assert_ptr_nonnull(m.w.layers[1].bv);
+    model_free_contents(&m);
+    load_hf_ok(ETX_FIXTURES "/models/tiny-qwen3", &m);
+    ck_assert_int_eq(m.cfg.arch, MODEL_ARCH_QWEN3);
+    ck_assert(!m.cfg.qkv_bias && m.cfg.qk_norm && m.cfg.tied_embeddings);
+    ck_assert_int_eq(m.cfg.head_dim, 24);      // explicit, != 64 / 4
+    ck_assert_float_eq(m.cfg.rope_theta, 5e5f); // from transformers 5's rope_parameters
+    ck_assert_ptr_null(m.w.layers[0].bq);
+    model_free_contents(&m);
+
+    expect_qwen_error("tiny-qwen2", edit_drop_k_bias, "model.layers.1.self_attn.k_proj.bias", "qwen2");
+    expect_qwen_error("tiny-qwen2", edit_q_bias_shape, "model.layers.0.self_attn.q_proj.bias", "[32, 2]");
+    expect_qwen_error("tiny-qwen3", edit_drop_k_norm, "model.layers.0.self_attn.k_norm.weight", "qwen3");
+    expect_qwen_error("tiny-qwen3", edit_q_norm_shape, "model.layers.1.self_attn.q_norm.weight", "expected [24]");
+
+    // a Llama directory labelled qwen2: no biases
+    copy_tiny_hf();
+    patch_config(FIX "tiny_hf", "model_type", "\"qwen2\"");
+    expect_error(load_tmp_hf(), "model.layers.0.self_attn.q_proj.bias", "Q/K/V projection biases");
+
+    // unknown model_type, and nothing known in architectures either
+    copy_tiny_qwen("tiny-qwen2");
+    char from[256];
+    snprintf(from, sizeof from, "%s/models/tiny-qwen2", ETX_FIXTURES);
+    patch_config(from, "model_type", "\"qwen2_moe\"");
+    etx_status st = load_tmp_hf();
+    ck_assert_int_eq(st.code, ETX_OK); // architectures still says Qwen2ForCausalLM
+    patch_config(from, "architectures", "[\"Qwen2MoeForCausalLM\"]");
+    char cfg[600];
+    snprintf(cfg, sizeof cfg, "%s/config.json", g_tmp);
+    size_t n;
+    unsigned char* buf = slurp(cfg, &n);
+    cJSON* c = cJSON_ParseWithLength((const char*)buf, n);
+    cJSON_ReplaceItemInObject(c, "model_type", cJSON_CreateString("qwen2_moe"));
+    char* text = cJSON_Print(c);
+    write_text("config.json", text);
+    free(text);
+    cJSON_Delete(c);
+    free(buf);
+    st = load_tmp_hf();
+    ck_assert_int_eq(st.code, ETX_ERR_UNSUPPORTED);
+    expect_error(st, "model_type qwen2_moe", "Qwen2MoeForCausalLM");
+
+    // options that would make transformers compute something else
+    patch_config(from, "use_sliding_window", "true");
+    st = load_tmp_hf();
+    ck_assert_int_eq(st.code, ETX_ERR_UNSUPPORTED);
+    expect_error(st, "config.json", "use_sliding_window");
+    patch_config(from, "layer_types", "[\"full_attention\", \"sliding_attention\"]");
+    st = load_tmp_hf();
+    ck_assert_int_eq(st.code, ETX_ERR_UNSUPPORTED);
+    expect_error(st, "layer_types\"[1]", "sliding_attention");
+    copy_tiny_hf();
+    patch_config(FIX "tiny_hf", "attention_bias", "true");
+    st = load_tmp_hf();
+    ck_assert_int_eq(st.code, ETX_ERR_UNSUPPORTED);
+    expect_error(st, "attention_bias", "llama");
+    // transformers 5's rope_parameters: a scaling etx does not run is refused there too
+    copy_tiny_qwen("tiny-qwen3");
+    snprintf(from, sizeof from, "%s/models/tiny-qwen3", ETX_FIXTURES);
+    patch_config(from, "rope_parameters", "{\"rope_type\": \"yarn\", \"rope_theta\": 1e6, \"factor\": 4.0}");
+    st = load_tmp_hf();
+    ck_assert_int_eq(st.code, ETX_ERR_UNSUPPORTED);
+    expect_error(st, "rope_parameters", "yarn");
+    // qwen3 without head_dim: transformers' default 128, which these weights do not have
+    patch_config(from, "head_dim", NULL);
+    expect_error(load_tmp_hf(), "model.layers.0.self_attn.q_proj.weight", "expected [512, 64]");
+}
+END_TEST
+
+// model_check_features: a backend that lacks a part the model uses refuses it, naming the
+// backend, the architecture and the part; etx_model_get_info names the architecture.
+START_TEST(model_features_and_info) {
+    etx_model m;
+    etx_model_info info;
+    load_hf_ok(ETX_FIXTURES "/models/tiny-qwen2", &m);
+    CK_OK(model_check_features(&m, MODEL_FEATURE_QKV_BIAS, "test backend"));
+    etx_status st = model_check_features(&m, MODEL_FEATURE_QK_NORM, "test backend");
+    ck_assert_int_eq(st.code, ETX_ERR_UNSUPPORTED);
+    expect_error(st, "test backend: the qwen2 architecture", "biases on the Q/K/V projections");
+    CK_OK(etx_model_get_info(&m, &info));
+    ck_assert_str_eq(info.arch, "qwen2");
+    model_free_contents(&m);
+    load_hf_ok(ETX_FIXTURES "/models/tiny-qwen3", &m);
+    CK_OK(model_check_features(&m, MODEL_FEATURE_QK_NORM, "test backend"));
+    st = model_check_features(&m, MODEL_FEATURE_QKV_BIAS, "test backend");
+    ck_assert_int_eq(st.code, ETX_ERR_UNSUPPORTED);
+    expect_error(st, "qwen3", "QK-norm");
+    CK_OK(etx_model_get_info(&m, &info));
+    ck_assert_str_eq(info.arch, "qwen3");
+    model_free_contents(&m);
+    load_hf_ok(FIX "tiny_hf", &m); // plain Llama: every backend runs it
+    CK_OK(model_check_features(&m, 0, "test backend"));
+    CK_OK(etx_model_get_info(&m, &info));
+    ck_assert_str_eq(info.arch, "llama");
+    model_free_contents(&m);
+}
+END_TEST
+
+// The same for the GGUF files (llama.cpp's converter's names: attn_q.bias, attn_q_norm).
+START_TEST(gguf_qwen_bad_parts) {
+    const char* path = tmp_path("bad.gguf");
+    size_t n;
+    unsigned char* buf = slurp(ETX_FIXTURES "/models/tiny-qwen2.gguf", &n);
+    etx_model m;
+    load_gguf_ok(ETX_FIXTURES "/models/tiny-qwen2.gguf", &m);
+    ck_assert(m.cfg.arch == MODEL_ARCH_QWEN2 && m.cfg.qkv_bias && !m.cfg.tied_embeddings);
+    ck_assert_float_eq(m.cfg.rope_theta, 1e6f);
+    model_free_contents(&m);
+    size_t k = find_gguf_str(buf, n, "blk.1.attn_v.bias");
+    buf[k + 8 + 16] = 'X'; // "blk.1.attn_v.biaX"
+    expect_error(load_patched(path, buf, n), "blk.1.attn_v.bias", "qwen2");
+    // the same file relabelled qwen3 (every "qwen2" of the header): its biases are not
+    // part of qwen3 and are refused, not ignored
+    free(buf);
+    buf = slurp(ETX_FIXTURES "/models/tiny-qwen2.gguf", &n);
+    GGUFFile f;
+    CK_OK(gguf_open(ETX_FIXTURES "/models/tiny-qwen2.gguf", &f));
+    const size_t header_end = (size_t)f.data_offset;
+    gguf_close(&f);
+    for (size_t i = 0; i + 5 <= header_end; i++)
+        if (memcmp(buf + i, "qwen2", 5) == 0) buf[i + 4] = '3';
+    etx_status st = load_patched(path, buf, n);
+    ck_assert_int_eq(st.code, ETX_ERR_UNSUPPORTED);
+    expect_error(st, "tensor blk.0.attn_q.bias", "qwen3");
+    free(buf);
+
+    buf = slurp(ETX_FIXTURES "/models/tiny-qwen3.gguf", &n);
+    load_gguf_ok(ETX_FIXTURES "/models/tiny-qwen3.gguf", &m);
+    ck_assert(m.cfg.arch == MODEL_ARCH_QWEN3 && m.cfg.qk_norm && m.cfg.tied_embeddings);
+    ck_assert_int_eq(m.cfg.head_dim, 24);
+    model_free_contents(&m);
+    unsigned char* orig = malloc(n);
+    memcpy(orig, buf, n);
+    InfoPos ip = tensor_info_pos(buf, n, "blk.1.attn_q_norm.weight");
+    put_u64(buf + ip.ne, 12); // fits the data, not head_dim
+    expect_error(load_patched(path, buf, n), "blk.1.attn_q_norm.weight", "expected [24, 1]");
+    memcpy(buf, orig, n);
+    k = find_gguf_str(buf, n, "blk.0.attn_k_norm.weight");
+    buf[k + 8 + 12] = 'X'; // "blk.0.attn_kXnorm.weight"
+    expect_error(load_patched(path, buf, n), "blk.0.attn_k_norm.weight", "qwen3");
+    free(orig);
+    free(buf);
+}
+END_TEST
+
 START_TEST(hf_bad_shards) {
     copy_tiny_sharded();
     etx_model m;
@@ -1096,6 +1287,9 @@ int main(void) {
     tcase_add_test(tc, hf_bad_config);
     tcase_add_test(tc, hf_model_too_big_for_memory);
     tcase_add_test(tc, hf_bad_shards);
+    tcase_add_test(tc, hf_qwen_bad_parts);
+    tcase_add_test(tc, gguf_qwen_bad_parts);
+    tcase_add_test(tc, model_features_and_info);
     tcase_add_test(tc, default_model_smollm2);
     suite_add_tcase(s, tc);
     return check_run_suite(s);
