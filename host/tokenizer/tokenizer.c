@@ -1,6 +1,6 @@
 /*
  * tokenizer.c — byte-level BPE encoding that matches Hugging Face `tokenizers` id for id:
- * the vocabulary and merge tables (hash maps), the added-token split, the three
+ * the vocabulary and merge tables (hash maps), the added-token split, the four
  * pre-tokenizers etx knows (PCRE2 regexes), BPE merging by rank with a heap, the
  * tokenizer.json loader and the GGUF pre-tokenizer names.
  *
@@ -8,8 +8,8 @@
  *   1. the text must be valid UTF-8 (an error names the first bad byte offset);
  *   2. special added tokens are cut out of the text, leftmost-longest match first; then
  *      the non-special added tokens are cut out of what is left (tokenizer.json only);
- *   3. each remaining span is pre-tokenized: Llama 3 regex, GPT-2 regex, or (SmolLM) each
- *      \p{N} character alone and the GPT-2 regex on the text between;
+ *   3. each remaining span is pre-tokenized: Llama 3 regex, Qwen2 regex, GPT-2 regex, or
+ *      (SmolLM) each \p{N} character alone and the GPT-2 regex on the text between;
  *   4. each piece's bytes become byte-level symbols (GPT-2's bytes_to_unicode) which are
  *      merged pair by pair, lowest merge rank first, leftmost first among equal ranks.
  *      With ignore_merges (Llama 3), a piece whose whole byte-level form is a vocabulary
@@ -42,6 +42,17 @@ static const char LLAMA3_JSON_REGEX[] =
 // the same, with \s and \S spelled out for PCRE2
 static const char LLAMA3_REGEX[] =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^" WS "\\p{L}\\p{N}]+[\\r\\n]*|"
+    "[" WS "]*[\\r\\n]+|[" WS "]+(?![^" WS "])|[" WS "]+";
+
+// Qwen2's Split regex (tokenizer.json of Qwen2 / Qwen2.5 / Qwen3, and llama.cpp's
+// LLAMA_VOCAB_PRE_TYPE_QWEN2): Llama 3's, except that numbers split into single \p{N}
+// characters instead of runs of up to three.
+static const char QWEN2_JSON_REGEX[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+static const char QWEN2_REGEX[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^" WS "\\p{L}\\p{N}]+[\\r\\n]*|"
     "[" WS "]*[\\r\\n]+|[" WS "]+(?![^" WS "])|[" WS "]+";
 
 static const char GPT2_REGEX[] =
@@ -321,6 +332,7 @@ static etx_status setup_pretok(Tokenizer* t, PretokKind kind) {
     t->pretok = kind;
     switch (kind) {
     case PRETOK_LLAMA3: return compile_regex(LLAMA3_REGEX, &t->re);
+    case PRETOK_QWEN2: return compile_regex(QWEN2_REGEX, &t->re);
     case PRETOK_GPT2: return compile_regex(GPT2_REGEX, &t->re);
     case PRETOK_SMOLLM:
         ETX_TRY(compile_regex(GPT2_REGEX, &t->re));
@@ -479,6 +491,7 @@ etx_status tokenizer_pretok_from_gguf(const char* pre, PretokKind* out) {
     } names[] = {
         {"llama-bpe", PRETOK_LLAMA3}, {"llama3", PRETOK_LLAMA3},     {"llama-v3", PRETOK_LLAMA3},
         {"gpt2", PRETOK_GPT2},        {"smollm", PRETOK_SMOLLM},     {"starcoder", PRETOK_SMOLLM},
+        {"qwen2", PRETOK_QWEN2},
     };
     for (size_t i = 0; pre && i < sizeof names / sizeof names[0]; i++) {
         if (strcmp(pre, names[i].name) == 0) {
@@ -487,7 +500,7 @@ etx_status tokenizer_pretok_from_gguf(const char* pre, PretokKind* out) {
         }
     }
     return etx_error(ETX_ERR_UNSUPPORTED,
-                     "tokenizer.ggml.pre '%s' is not a pre-tokenizer etx knows (llama-bpe, gpt2, smollm)",
+                     "tokenizer.ggml.pre '%s' is not a pre-tokenizer etx knows (llama-bpe, gpt2, smollm, qwen2)",
                      pre ? pre : "(missing)");
 }
 
@@ -522,7 +535,8 @@ static int is_type(const cJSON* o, const char* type) {
     return s && strcmp(s, type) == 0;
 }
 
-// Recognises the three pre-tokenizer shapes etx implements.
+// Recognises the pre-tokenizer shapes etx implements: ByteLevel (GPT-2), Split + ByteLevel
+// with the Llama 3 or the Qwen2 regex, Digits + ByteLevel (SmolLM).
 static etx_status detect_pretok(const cJSON* p, PretokKind* out) {
     if (is_type(p, "ByteLevel")) {
         *out = PRETOK_GPT2;
@@ -535,12 +549,16 @@ static etx_status detect_pretok(const cJSON* p, PretokKind* out) {
         if (is_type(a, "Split") && is_type(b, "ByteLevel")) {
             const char* re = get_str(get_obj(a, "pattern"), "Regex");
             const char* beh = get_str(a, "behavior");
-            if (re && strcmp(re, LLAMA3_JSON_REGEX) == 0 && beh && strcmp(beh, "Isolated") == 0 &&
-                !get_bool(a, "invert", 0)) {
-                *out = PRETOK_LLAMA3;
+            int isolated = beh && strcmp(beh, "Isolated") == 0 && !get_bool(a, "invert", 0);
+            if (re && isolated && (strcmp(re, LLAMA3_JSON_REGEX) == 0 || strcmp(re, QWEN2_JSON_REGEX) == 0)) {
+                *out = strcmp(re, LLAMA3_JSON_REGEX) == 0 ? PRETOK_LLAMA3 : PRETOK_QWEN2;
                 return check_byte_level(b, 0);
             }
-            return etx_error(ETX_ERR_UNSUPPORTED, "pre_tokenizer Split regex '%s' is not the Llama 3 one",
+            if (!isolated)
+                return etx_error(ETX_ERR_UNSUPPORTED,
+                                 "pre_tokenizer Split with behavior '%s'%s is not supported (only Isolated)",
+                                 beh ? beh : "(none)", get_bool(a, "invert", 0) ? " and invert" : "");
+            return etx_error(ETX_ERR_UNSUPPORTED, "pre_tokenizer Split regex '%s' is not the Llama 3 or Qwen2 one",
                              re ? re : "(none)");
         }
         if (is_type(a, "Digits") && get_bool(a, "individual_digits", 0) && is_type(b, "ByteLevel")) {
@@ -550,8 +568,8 @@ static etx_status detect_pretok(const cJSON* p, PretokKind* out) {
     }
     const char* type = get_str(p, "type");
     return etx_error(ETX_ERR_UNSUPPORTED,
-                     "pre_tokenizer of type '%s' is not one etx knows (Llama 3 Split+ByteLevel, GPT-2 ByteLevel, "
-                     "SmolLM Digits+ByteLevel)",
+                     "pre_tokenizer of type '%s' is not one etx knows (Llama 3 or Qwen2 Split+ByteLevel, GPT-2 "
+                     "ByteLevel, SmolLM Digits+ByteLevel)",
                      type ? type : "(none)");
 }
 
