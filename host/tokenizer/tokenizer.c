@@ -6,8 +6,10 @@
  *
  * The pipeline for tokenizer_encode, as in tokenizers' Tokenizer::encode:
  *   1. the text must be valid UTF-8 (an error names the first bad byte offset);
- *   2. special added tokens are cut out of the text, leftmost-longest match first; then
- *      the non-special added tokens are cut out of what is left (tokenizer.json only);
+ *   2. added tokens with normalized=false (all of them from GGUF) are cut out of the text,
+ *      leftmost-longest match first; the spans between are normalized (NFC, when the
+ *      tokenizer.json says so: Qwen2's), then the normalized=true added tokens are cut out
+ *      of them (tokenizer.json only);
  *   3. each remaining span is pre-tokenized: Llama 3 regex, Qwen2 regex, GPT-2 regex, or
  *      (SmolLM) each \p{N} character alone and the GPT-2 regex on the text between;
  *   4. each piece's bytes become byte-level symbols (GPT-2's bytes_to_unicode) which are
@@ -27,6 +29,7 @@
 #include <pcre2.h>
 
 #include "common.h"
+#include "tokenizer/unicode_nfc.h"
 
 // ----------------------------------------------------------------------------
 // the regexes
@@ -131,6 +134,7 @@ struct Tokenizer {
     int* added_by_byte[256]; // added token ids starting with each byte, longest first
     int n_added_by_byte[256];
     int ignore_merges;       // 1: a piece that is a whole vocab token is not merged
+    int nfc;                 // 1: text between normalized=false added tokens is NFC-normalized
     PretokKind pretok;
     pcre2_code* re;          // the pre-tokenizer regex
     pcre2_code* numeric_re;  // \p{N}, for PRETOK_SMOLLM
@@ -592,12 +596,20 @@ static etx_status check_model(const cJSON* model) {
     return etx_ok();
 }
 
-static etx_status check_rest(const cJSON* root) {
+// The normalizer: none, or NFC (Qwen2's); *nfc says which.
+static etx_status check_normalizer(const cJSON* root, int* nfc) {
     const cJSON* norm = get_obj(root, "normalizer");
-    if (norm && !cJSON_IsNull(norm)) {
-        const char* type = get_str(norm, "type");
-        return etx_error(ETX_ERR_UNSUPPORTED, "normalizer '%s' is not supported", type ? type : "?");
+    *nfc = 0;
+    if (!norm || cJSON_IsNull(norm)) return etx_ok();
+    if (is_type(norm, "NFC")) {
+        *nfc = 1;
+        return etx_ok();
     }
+    const char* type = get_str(norm, "type");
+    return etx_error(ETX_ERR_UNSUPPORTED, "normalizer '%s' is not supported (only none or NFC)", type ? type : "?");
+}
+
+static etx_status check_rest(const cJSON* root) {
     const cJSON* dec = get_obj(root, "decoder");
     if (dec && !cJSON_IsNull(dec) && !is_type(dec, "ByteLevel")) {
         const char* type = get_str(dec, "type");
@@ -681,6 +693,8 @@ static etx_status build_from_json(const cJSON* root, Tokenizer* t) {
     const cJSON* model = get_obj(root, "model");
     ETX_TRY(check_model(model));
     ETX_TRY(check_rest(root));
+    int nfc = 0;
+    ETX_TRY(check_normalizer(root, &nfc));
     PretokKind pretok = PRETOK_GPT2;
     ETX_TRY(detect_pretok(get_obj(root, "pre_tokenizer"), &pretok));
     const cJSON* vocab = get_obj(model, "vocab");
@@ -698,6 +712,7 @@ static etx_status build_from_json(const cJSON* root, Tokenizer* t) {
     free(kind);
     ETX_TRY(st);
     ETX_TRY(load_merges(t, get_obj(model, "merges")));
+    t->nfc = nfc;
     return finish_build(t, pretok, get_bool(model, "ignore_merges", 0));
 }
 
@@ -935,8 +950,22 @@ static int match_added(const Tokenizer* t, const char* s, size_t n, int want_kin
     return -1;
 }
 
+static etx_status split_added(const Tokenizer* t, Encoder* e, const char* s, size_t n, int want_kind);
+
+// A span between normalized=false added tokens: normalized (NFC, if the tokenizer has it),
+// then split at the normalized=true added tokens (matched as written: HF normalizes their
+// text first, which changes nothing for the ASCII tokens of the vocabularies etx loads).
+static etx_status normalized_span(const Tokenizer* t, Encoder* e, const char* s, size_t n) {
+    size_t nn = 0;
+    char* norm = t->nfc && n ? utf8_nfc(s, n, &nn) : NULL;
+    if (!norm) return split_added(t, e, s, n, TOK_ADDED_NORM);
+    etx_status st = split_added(t, e, norm, nn, TOK_ADDED_NORM);
+    free(norm);
+    return st;
+}
+
 // Cuts added tokens of want_kind out of s[0..n); spans between go to the next stage
-// (non-special added tokens, then the pre-tokenizer).
+// (normalization and the normalized=true added tokens, then the pre-tokenizer).
 static etx_status split_added(const Tokenizer* t, Encoder* e, const char* s, size_t n, int want_kind) {
     size_t start = 0;
     for (size_t i = 0; i < n;) {
@@ -946,13 +975,13 @@ static etx_status split_added(const Tokenizer* t, Encoder* e, const char* s, siz
             i++;
             continue;
         }
-        if (want_kind == TOK_ADDED_RAW) ETX_TRY(split_added(t, e, s + start, i - start, TOK_ADDED_NORM));
+        if (want_kind == TOK_ADDED_RAW) ETX_TRY(normalized_span(t, e, s + start, i - start));
         else ETX_TRY(pretokenize_span(t, e, s + start, i - start));
         emit(e, id);
         i += len;
         start = i;
     }
-    if (want_kind == TOK_ADDED_RAW) return split_added(t, e, s + start, n - start, TOK_ADDED_NORM);
+    if (want_kind == TOK_ADDED_RAW) return normalized_span(t, e, s + start, n - start);
     return pretokenize_span(t, e, s + start, n - start);
 }
 

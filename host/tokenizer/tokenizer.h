@@ -4,8 +4,9 @@
  * chat templates.
  *
  * Encoding follows Hugging Face `tokenizers`: special (added) tokens are split out of the
- * text first; each remaining span is pre-tokenized with the model's exact regex (PCRE2,
- * Unicode), each piece is mapped to byte-level symbols and merged by BPE rank.
+ * text first; the rest is normalized (NFC, if tokenizer.json asks for it); each remaining
+ * span is pre-tokenized with the model's exact regex (PCRE2, Unicode), each piece is
+ * mapped to byte-level symbols and merged by BPE rank.
  */
 #ifndef ETX_TOKENIZER_H
 #define ETX_TOKENIZER_H
@@ -45,7 +46,9 @@ etx_status tokenizer_build(const TokenizerSpec* spec, Tokenizer** out);
 // ETX_ERR_UNSUPPORTED error naming it.
 etx_status tokenizer_pretok_from_gguf(const char* pre, PretokKind* out);
 // Hugging Face tokenizer.json (model.type == "BPE", byte-level). Picks the pre-tokenizer
-// from the file's pre_tokenizer section; an unknown one is an error.
+// from the file's pre_tokenizer section; an unknown one is an error. The normalizer may be
+// absent or NFC (Qwen2's tokenizer.json); others are an error. A GGUF names no normalizer,
+// and etx applies none there, as llama.cpp and transformers' GGUF loading do.
 etx_status tokenizer_load_json(const char* path, Tokenizer** out);
 void tokenizer_free(Tokenizer* t);
 

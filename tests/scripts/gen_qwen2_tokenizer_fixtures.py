@@ -35,8 +35,10 @@ Writes, under tests/fixtures/tokenizer/qwen2/:
                          vocabulary almost never merges adjacent digits, so this is where
                          the regex's single digits show
     small/tokenizer.json a Qwen2 tokenizer.json cut to the first 4096 ids (bytes and the
-                         first merges) plus the added tokens, renumbered after them: the
-                         tokenizer.json path (Qwen2 regex recognised) on a small file
+                         first merges) plus the added tokens, renumbered after them, with
+                         the NFC normalizer that Qwen2.5's published tokenizer.json has (the
+                         GGUF does not say it, and neither transformers' GGUF loading nor
+                         llama.cpp applies it): the tokenizer.json path on a small file
     expected_small.json  HF `tokenizers` ids of small/tokenizer.json, same strings
     chat.json            conversations rendered with the GGUF's chat template (Qwen2.5)
 """
@@ -82,6 +84,9 @@ EXTRA = [
     # fullwidth "１０" and "２０" are vocabulary tokens that only Llama 3's \p{N}{1,3} reaches:
     # Qwen2's single-digit split must keep them apart
     "２０２４年１０月２０日", "１０ ２０ １０２０ x１０",
+    # text NFC changes (the tokenizer.json path normalizes it; the GGUF path does not)
+    "Vie\u0302\u0323t Nam, Mu\u0308nchen, \u212b \u2126", "\u1100\u1161\u11a8 \u1112\u1161\u11ab",
+    "a\u0301\u0328 a\u0328\u0301 <|im_end|>e\u0301<|im_start|>\u0301",
 ]
 
 
@@ -189,6 +194,7 @@ def small_tokenizer_json(hf_json, n_keep=4096):
         a = dict(a)
         a["id"] = n_keep + k
         added.append(a)
+    j["normalizer"] = {"type": "NFC"}
     j["model"]["vocab"] = vocab
     j["model"]["merges"] = merges
     j["added_tokens"] = added

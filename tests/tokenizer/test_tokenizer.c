@@ -26,6 +26,7 @@
 #include "common.h"
 #include "model/gguf.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/unicode_nfc.h"
 #include "check_etx.h"
 #include "check_main.h"
 
@@ -454,9 +455,9 @@ START_TEST(test_corrupt_json) {
                    ETX_ERR_FORMAT, "no valid id");
     check_bad_json("{" GOOD_PRE ",\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[7]}}",
                    ETX_ERR_FORMAT, "merges entry 0");
-    check_bad_json("{\"normalizer\":{\"type\":\"NFC\"}," GOOD_PRE
+    check_bad_json("{\"normalizer\":{\"type\":\"NFKC\"}," GOOD_PRE
                    ",\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}",
-                   ETX_ERR_UNSUPPORTED, "NFC");
+                   ETX_ERR_UNSUPPORTED, "normalizer 'NFKC' is not supported");
     check_bad_json("", ETX_ERR_FORMAT, "malformed JSON");
     Tokenizer* t = NULL;
     etx_status st = tokenizer_load_json("/nonexistent/dir/tokenizer.json", &t);
@@ -601,6 +602,33 @@ START_TEST(test_speed) {
     free(text);
     cJSON_Delete(corpus);
     tokenizer_free(t);
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
+// NFC (Qwen2's tokenizer.json normalizer) against Python's unicodedata
+
+START_TEST(test_nfc) {
+    cJSON* j = read_json(FIX "nfc.json");
+    const cJSON* cases = cJSON_GetObjectItem(j, "cases");
+    ck_assert_int_ge(cJSON_GetArraySize(cases), 5000);
+    int changed = 0, idx = 0;
+    const cJSON* c;
+    cJSON_ArrayForEach(c, cases) {
+        const char* in = cJSON_GetArrayItem(c, 0)->valuestring;
+        const char* want = cJSON_GetArrayItem(c, 1)->valuestring;
+        size_t n = 0;
+        char* got = utf8_nfc(in, strlen(in), &n);
+        const char* text = got ? got : in;
+        if (!got) n = strlen(in);
+        ck_assert_msg(n == strlen(want) && memcmp(text, want, n) == 0, "nfc.json case %d: NFC differs from Python's",
+                      idx);
+        changed += strcmp(in, want) != 0;
+        free(got);
+        idx++;
+    }
+    ck_assert_int_ge(changed, 1000);
+    cJSON_Delete(j);
 }
 END_TEST
 
@@ -811,6 +839,7 @@ static Suite* tokenizer_suite(void) {
     tcase_add_test(tc, test_utf8_stream);
     tcase_add_test(tc, test_chat_templates);
     tcase_add_test(tc, test_speed);
+    tcase_add_test(tc, test_nfc);
     tcase_add_test(tc, test_qwen2_gguf_corpus);
     tcase_add_test(tc, test_qwen2_model_file);
     tcase_add_test(tc, test_qwen2_tokens);
