@@ -71,7 +71,7 @@ Copyright Alibaba Cloud (Qwen team).
 # Strings with Qwen's own added tokens (special and not) and digit runs, beside corpus.json.
 EXTRA = [
     "<|fim_prefix|>def add(a, b):\n    <|fim_suffix|>\n    return c<|fim_middle|>",
-    "<|repo_name|>etx\n<|file_sep|>host/main.c\nint main(void) { return 0; }",
+    "<|repo_name|>etx\n<|file_sep|>src/main.c\nint main(void) { return 0; }",
     "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": 12345}}\n</tool_call>",
     "<tool_call><tool_call></tool_call>", "<tool_call", "<|vision_start|><|image_pad|><|vision_end|>",
     "<|object_ref_start|>a cat<|object_ref_end|><|box_start|>(10,20),(30,40)<|box_end|>",
