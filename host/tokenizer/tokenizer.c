@@ -953,8 +953,9 @@ static int match_added(const Tokenizer* t, const char* s, size_t n, int want_kin
 static etx_status split_added(const Tokenizer* t, Encoder* e, const char* s, size_t n, int want_kind);
 
 // A span between normalized=false added tokens: normalized (NFC, if the tokenizer has it),
-// then split at the normalized=true added tokens (matched as written: HF normalizes their
-// text first, which changes nothing for the ASCII tokens of the vocabularies etx loads).
+// then split at the normalized=true added tokens. HF matches those against their own
+// normalized text, etx against their text as written: the same for every token already in
+// NFC, as the added tokens of the vocabularies etx loads are.
 static etx_status normalized_span(const Tokenizer* t, Encoder* e, const char* s, size_t n) {
     size_t nn = 0;
     char* norm = t->nfc && n ? utf8_nfc(s, n, &nn) : NULL;

@@ -20,6 +20,10 @@ Usage (from the repository root):
     /tmp/tokvenv/bin/python tests/scripts/gen_qwen2_tokenizer_fixtures.py \
         --gguf models/cache/Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf
 
+    # optional: compare with llama.cpp (any python that has llama_cpp installed)
+    python3 tests/scripts/gen_qwen2_tokenizer_fixtures.py --llamacpp-check \
+        --gguf models/cache/Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf
+
 transformers loads a GGUF only with torch installed; the tokenizer needs none of it, so
 this script stands a stub module in for torch (as gen_tokenizer_fixtures.py does).
 
@@ -41,6 +45,9 @@ Writes, under tests/fixtures/tokenizer/qwen2/:
                          llama.cpp applies it): the tokenizer.json path on a small file
     expected_small.json  HF `tokenizers` ids of small/tokenizer.json, same strings
     chat.json            conversations rendered with the GGUF's chat template (Qwen2.5)
+    llamacpp_crosscheck.txt  (with --llamacpp-check) llama.cpp's ids for the same strings
+                         from the model's GGUF and from tokenizer.gguf, against expected.json
+                         (needs llama_cpp; not read by the C test)
 """
 import argparse
 import io
@@ -231,10 +238,43 @@ def write_json(path, obj):
         f.write("\n")
 
 
+def llamacpp_check(args):
+    """llama.cpp's ids (llama-cpp-python, vocab only) for the committed strings, from the
+    model's GGUF and from the tensor-free fixture, compared with expected.json."""
+    from llama_cpp import Llama
+
+    with open(os.path.join(TOKFIX, "corpus.json"), encoding="utf-8") as f:
+        strings = json.load(f)
+    with open(os.path.join(OUT, "extra.json"), encoding="utf-8") as f:
+        strings += json.load(f)
+    with open(os.path.join(OUT, "expected.json"), encoding="utf-8") as f:
+        expected = json.load(f)["ids"]
+    report = []
+    with tempfile.TemporaryDirectory() as d:
+        with tarfile.open(os.path.join(OUT, "tokenizer.gguf.tar.xz")) as tar:
+            tar.extract("tokenizer.gguf", d)
+        for name, path in (("model GGUF", args.gguf), ("tokenizer.gguf", os.path.join(d, "tokenizer.gguf"))):
+            llm = Llama(model_path=path, vocab_only=True, verbose=False)
+            lines = []
+            for i, (s, want) in enumerate(zip(strings, expected)):
+                got = llm.tokenize(s.encode("utf-8"), add_bos=False, special=True)
+                if got != want:
+                    lines.append(f"DIFF {i} {s!r}\n  hf:        {want}\n  llama.cpp: {got}")
+            head = f"{name}: llama.cpp vs transformers (expected.json), {len(strings)} strings: {len(lines)} differ"
+            print(head)
+            report += [head] + lines
+    with open(os.path.join(OUT, "llamacpp_crosscheck.txt"), "w", encoding="utf-8") as f:
+        f.write("\n".join(report) + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--gguf", default=os.path.join(ROOT, "models", "cache", "Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf"))
+    ap.add_argument("--llamacpp-check", action="store_true", help="only compare llama.cpp with the committed ids")
     args = ap.parse_args()
+    if args.llamacpp_check:
+        llamacpp_check(args)
+        return
     from tokenizers import Tokenizer
 
     os.makedirs(os.path.join(OUT, "small"), exist_ok=True)
