@@ -208,11 +208,14 @@ def small_tokenizer_json(hf_json, n_keep=4096):
     return j
 
 
-def render_chats(template):
+def render_chats(template, other_template=None):
+    """The conversations rendered with template; other_template (the 0.5B model's, whose
+    tools text differs) must render them the same."""
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)  # as transformers renders
     tpl = env.from_string(template)
+    other = env.from_string(other_template) if other_template else None
     convs = [c for c in base.CONVERSATIONS if c] + [
         [{"role": "user", "content": "What is 6*7?"}, {"role": "tool", "content": "42"},
          {"role": "tool", "content": "{\"ok\": true}"}, {"role": "assistant", "content": "42."},
@@ -223,6 +226,8 @@ def render_chats(template):
     for msgs in convs:
         for gen in (True, False):
             text = tpl.render(messages=msgs, add_generation_prompt=gen, tools=None)
+            if other:
+                assert other.render(messages=msgs, add_generation_prompt=gen, tools=None) == text, msgs
             out.append({"template": "qwen2.5", "add_generation_prompt": gen, "messages": msgs, "expected": text})
     try:  # the template fails on an empty conversation; etx refuses it (tested in C)
         tpl.render(messages=[], add_generation_prompt=True)
@@ -270,6 +275,10 @@ def llamacpp_check(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--gguf", default=os.path.join(ROOT, "models", "cache", "Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf"))
+    ap.add_argument("--small-gguf", default=os.path.join(ROOT, "models", "cache",
+                                                         "Qwen2.5-Coder-0.5B-Instruct-AWQ.Q4_K_M.gguf"),
+                    help="the 0.5B model (fetch_eval_model.sh --small), if present: its chat template must "
+                         "render the conversations the same")
     ap.add_argument("--llamacpp-check", action="store_true", help="only compare llama.cpp with the committed ids")
     args = ap.parse_args()
     if args.llamacpp_check:
@@ -312,7 +321,9 @@ def main():
         json.dump(small, f, ensure_ascii=False, separators=(",", ":"))
     write_json(os.path.join(OUT, "expected_small.json"), base.encode_all(Tokenizer.from_file(path), strings))
 
-    write_json(os.path.join(OUT, "chat.json"), render_chats(base.chatml_template(args.gguf)))
+    other = base.chatml_template(args.small_gguf) if os.path.exists(args.small_gguf) else None
+    write_json(os.path.join(OUT, "chat.json"), render_chats(base.chatml_template(args.gguf), other))
+    print("chat: the 0.5B model's template renders the same" if other else "chat: no 0.5B model to compare")
     print("wrote", OUT)
 
 
