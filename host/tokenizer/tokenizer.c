@@ -1,15 +1,17 @@
 /*
  * tokenizer.c — byte-level BPE encoding that matches Hugging Face `tokenizers` id for id:
- * the vocabulary and merge tables (hash maps), the added-token split, the three
+ * the vocabulary and merge tables (hash maps), the added-token split, the four
  * pre-tokenizers etx knows (PCRE2 regexes), BPE merging by rank with a heap, the
  * tokenizer.json loader and the GGUF pre-tokenizer names.
  *
  * The pipeline for tokenizer_encode, as in tokenizers' Tokenizer::encode:
  *   1. the text must be valid UTF-8 (an error names the first bad byte offset);
- *   2. special added tokens are cut out of the text, leftmost-longest match first; then
- *      the non-special added tokens are cut out of what is left (tokenizer.json only);
- *   3. each remaining span is pre-tokenized: Llama 3 regex, GPT-2 regex, or (SmolLM) each
- *      \p{N} character alone and the GPT-2 regex on the text between;
+ *   2. added tokens with normalized=false (all of them from GGUF) are cut out of the text,
+ *      leftmost-longest match first; the spans between are normalized (NFC, when the
+ *      tokenizer.json says so: Qwen2's), then the normalized=true added tokens are cut out
+ *      of them (tokenizer.json only);
+ *   3. each remaining span is pre-tokenized: Llama 3 regex, Qwen2 regex, GPT-2 regex, or
+ *      (SmolLM) each \p{N} character alone and the GPT-2 regex on the text between;
  *   4. each piece's bytes become byte-level symbols (GPT-2's bytes_to_unicode) which are
  *      merged pair by pair, lowest merge rank first, leftmost first among equal ranks.
  *      With ignore_merges (Llama 3), a piece whose whole byte-level form is a vocabulary
@@ -27,6 +29,7 @@
 #include <pcre2.h>
 
 #include "common.h"
+#include "tokenizer/unicode_nfc.h"
 
 // ----------------------------------------------------------------------------
 // the regexes
@@ -42,6 +45,17 @@ static const char LLAMA3_JSON_REGEX[] =
 // the same, with \s and \S spelled out for PCRE2
 static const char LLAMA3_REGEX[] =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^" WS "\\p{L}\\p{N}]+[\\r\\n]*|"
+    "[" WS "]*[\\r\\n]+|[" WS "]+(?![^" WS "])|[" WS "]+";
+
+// Qwen2's Split regex (tokenizer.json of Qwen2 / Qwen2.5 / Qwen3, and llama.cpp's
+// LLAMA_VOCAB_PRE_TYPE_QWEN2): Llama 3's, except that numbers split into single \p{N}
+// characters instead of runs of up to three.
+static const char QWEN2_JSON_REGEX[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+static const char QWEN2_REGEX[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^" WS "\\p{L}\\p{N}]+[\\r\\n]*|"
     "[" WS "]*[\\r\\n]+|[" WS "]+(?![^" WS "])|[" WS "]+";
 
 static const char GPT2_REGEX[] =
@@ -120,6 +134,7 @@ struct Tokenizer {
     int* added_by_byte[256]; // added token ids starting with each byte, longest first
     int n_added_by_byte[256];
     int ignore_merges;       // 1: a piece that is a whole vocab token is not merged
+    int nfc;                 // 1: text between normalized=false added tokens is NFC-normalized
     PretokKind pretok;
     pcre2_code* re;          // the pre-tokenizer regex
     pcre2_code* numeric_re;  // \p{N}, for PRETOK_SMOLLM
@@ -321,6 +336,7 @@ static etx_status setup_pretok(Tokenizer* t, PretokKind kind) {
     t->pretok = kind;
     switch (kind) {
     case PRETOK_LLAMA3: return compile_regex(LLAMA3_REGEX, &t->re);
+    case PRETOK_QWEN2: return compile_regex(QWEN2_REGEX, &t->re);
     case PRETOK_GPT2: return compile_regex(GPT2_REGEX, &t->re);
     case PRETOK_SMOLLM:
         ETX_TRY(compile_regex(GPT2_REGEX, &t->re));
@@ -479,6 +495,7 @@ etx_status tokenizer_pretok_from_gguf(const char* pre, PretokKind* out) {
     } names[] = {
         {"llama-bpe", PRETOK_LLAMA3}, {"llama3", PRETOK_LLAMA3},     {"llama-v3", PRETOK_LLAMA3},
         {"gpt2", PRETOK_GPT2},        {"smollm", PRETOK_SMOLLM},     {"starcoder", PRETOK_SMOLLM},
+        {"qwen2", PRETOK_QWEN2},
     };
     for (size_t i = 0; pre && i < sizeof names / sizeof names[0]; i++) {
         if (strcmp(pre, names[i].name) == 0) {
@@ -487,7 +504,7 @@ etx_status tokenizer_pretok_from_gguf(const char* pre, PretokKind* out) {
         }
     }
     return etx_error(ETX_ERR_UNSUPPORTED,
-                     "tokenizer.ggml.pre '%s' is not a pre-tokenizer etx knows (llama-bpe, gpt2, smollm)",
+                     "tokenizer.ggml.pre '%s' is not a pre-tokenizer etx knows (llama-bpe, gpt2, smollm, qwen2)",
                      pre ? pre : "(missing)");
 }
 
@@ -522,7 +539,8 @@ static int is_type(const cJSON* o, const char* type) {
     return s && strcmp(s, type) == 0;
 }
 
-// Recognises the three pre-tokenizer shapes etx implements.
+// Recognises the pre-tokenizer shapes etx implements: ByteLevel (GPT-2), Split + ByteLevel
+// with the Llama 3 or the Qwen2 regex, Digits + ByteLevel (SmolLM).
 static etx_status detect_pretok(const cJSON* p, PretokKind* out) {
     if (is_type(p, "ByteLevel")) {
         *out = PRETOK_GPT2;
@@ -535,12 +553,16 @@ static etx_status detect_pretok(const cJSON* p, PretokKind* out) {
         if (is_type(a, "Split") && is_type(b, "ByteLevel")) {
             const char* re = get_str(get_obj(a, "pattern"), "Regex");
             const char* beh = get_str(a, "behavior");
-            if (re && strcmp(re, LLAMA3_JSON_REGEX) == 0 && beh && strcmp(beh, "Isolated") == 0 &&
-                !get_bool(a, "invert", 0)) {
-                *out = PRETOK_LLAMA3;
+            int isolated = beh && strcmp(beh, "Isolated") == 0 && !get_bool(a, "invert", 0);
+            if (re && isolated && (strcmp(re, LLAMA3_JSON_REGEX) == 0 || strcmp(re, QWEN2_JSON_REGEX) == 0)) {
+                *out = strcmp(re, LLAMA3_JSON_REGEX) == 0 ? PRETOK_LLAMA3 : PRETOK_QWEN2;
                 return check_byte_level(b, 0);
             }
-            return etx_error(ETX_ERR_UNSUPPORTED, "pre_tokenizer Split regex '%s' is not the Llama 3 one",
+            if (!isolated)
+                return etx_error(ETX_ERR_UNSUPPORTED,
+                                 "pre_tokenizer Split with behavior '%s'%s is not supported (only Isolated)",
+                                 beh ? beh : "(none)", get_bool(a, "invert", 0) ? " and invert" : "");
+            return etx_error(ETX_ERR_UNSUPPORTED, "pre_tokenizer Split regex '%s' is not the Llama 3 or Qwen2 one",
                              re ? re : "(none)");
         }
         if (is_type(a, "Digits") && get_bool(a, "individual_digits", 0) && is_type(b, "ByteLevel")) {
@@ -550,8 +572,8 @@ static etx_status detect_pretok(const cJSON* p, PretokKind* out) {
     }
     const char* type = get_str(p, "type");
     return etx_error(ETX_ERR_UNSUPPORTED,
-                     "pre_tokenizer of type '%s' is not one etx knows (Llama 3 Split+ByteLevel, GPT-2 ByteLevel, "
-                     "SmolLM Digits+ByteLevel)",
+                     "pre_tokenizer of type '%s' is not one etx knows (Llama 3 or Qwen2 Split+ByteLevel, GPT-2 "
+                     "ByteLevel, SmolLM Digits+ByteLevel)",
                      type ? type : "(none)");
 }
 
@@ -574,12 +596,20 @@ static etx_status check_model(const cJSON* model) {
     return etx_ok();
 }
 
-static etx_status check_rest(const cJSON* root) {
+// The normalizer: none, or NFC (Qwen2's); *nfc says which.
+static etx_status check_normalizer(const cJSON* root, int* nfc) {
     const cJSON* norm = get_obj(root, "normalizer");
-    if (norm && !cJSON_IsNull(norm)) {
-        const char* type = get_str(norm, "type");
-        return etx_error(ETX_ERR_UNSUPPORTED, "normalizer '%s' is not supported", type ? type : "?");
+    *nfc = 0;
+    if (!norm || cJSON_IsNull(norm)) return etx_ok();
+    if (is_type(norm, "NFC")) {
+        *nfc = 1;
+        return etx_ok();
     }
+    const char* type = get_str(norm, "type");
+    return etx_error(ETX_ERR_UNSUPPORTED, "normalizer '%s' is not supported (only none or NFC)", type ? type : "?");
+}
+
+static etx_status check_rest(const cJSON* root) {
     const cJSON* dec = get_obj(root, "decoder");
     if (dec && !cJSON_IsNull(dec) && !is_type(dec, "ByteLevel")) {
         const char* type = get_str(dec, "type");
@@ -663,6 +693,8 @@ static etx_status build_from_json(const cJSON* root, Tokenizer* t) {
     const cJSON* model = get_obj(root, "model");
     ETX_TRY(check_model(model));
     ETX_TRY(check_rest(root));
+    int nfc = 0;
+    ETX_TRY(check_normalizer(root, &nfc));
     PretokKind pretok = PRETOK_GPT2;
     ETX_TRY(detect_pretok(get_obj(root, "pre_tokenizer"), &pretok));
     const cJSON* vocab = get_obj(model, "vocab");
@@ -680,6 +712,7 @@ static etx_status build_from_json(const cJSON* root, Tokenizer* t) {
     free(kind);
     ETX_TRY(st);
     ETX_TRY(load_merges(t, get_obj(model, "merges")));
+    t->nfc = nfc;
     return finish_build(t, pretok, get_bool(model, "ignore_merges", 0));
 }
 
@@ -917,8 +950,23 @@ static int match_added(const Tokenizer* t, const char* s, size_t n, int want_kin
     return -1;
 }
 
+static etx_status split_added(const Tokenizer* t, Encoder* e, const char* s, size_t n, int want_kind);
+
+// A span between normalized=false added tokens: normalized (NFC, if the tokenizer has it),
+// then split at the normalized=true added tokens. HF matches those against their own
+// normalized text, etx against their text as written: the same for every token already in
+// NFC, as the added tokens of the vocabularies etx loads are.
+static etx_status normalized_span(const Tokenizer* t, Encoder* e, const char* s, size_t n) {
+    size_t nn = 0;
+    char* norm = t->nfc && n ? utf8_nfc(s, n, &nn) : NULL;
+    if (!norm) return split_added(t, e, s, n, TOK_ADDED_NORM);
+    etx_status st = split_added(t, e, norm, nn, TOK_ADDED_NORM);
+    free(norm);
+    return st;
+}
+
 // Cuts added tokens of want_kind out of s[0..n); spans between go to the next stage
-// (non-special added tokens, then the pre-tokenizer).
+// (normalization and the normalized=true added tokens, then the pre-tokenizer).
 static etx_status split_added(const Tokenizer* t, Encoder* e, const char* s, size_t n, int want_kind) {
     size_t start = 0;
     for (size_t i = 0; i < n;) {
@@ -928,13 +976,13 @@ static etx_status split_added(const Tokenizer* t, Encoder* e, const char* s, siz
             i++;
             continue;
         }
-        if (want_kind == TOK_ADDED_RAW) ETX_TRY(split_added(t, e, s + start, i - start, TOK_ADDED_NORM));
+        if (want_kind == TOK_ADDED_RAW) ETX_TRY(normalized_span(t, e, s + start, i - start));
         else ETX_TRY(pretokenize_span(t, e, s + start, i - start));
         emit(e, id);
         i += len;
         start = i;
     }
-    if (want_kind == TOK_ADDED_RAW) return split_added(t, e, s + start, n - start, TOK_ADDED_NORM);
+    if (want_kind == TOK_ADDED_RAW) return normalized_span(t, e, s + start, n - start);
     return pretokenize_span(t, e, s + start, n - start);
 }
 

@@ -1,11 +1,12 @@
 /*
- * tokenizer.h — byte-level BPE tokenizer (GPT-2 / Llama 3 family), built either from a
+ * tokenizer.h — byte-level BPE tokenizer (GPT-2 / Llama 3 / Qwen2 family), built either from a
  * Hugging Face tokenizer.json or from GGUF metadata, plus streaming UTF-8 decode and
  * chat templates.
  *
  * Encoding follows Hugging Face `tokenizers`: special (added) tokens are split out of the
- * text first; each remaining span is pre-tokenized with the model's exact regex (PCRE2,
- * Unicode), each piece is mapped to byte-level symbols and merged by BPE rank.
+ * text first; the rest is normalized (NFC, if tokenizer.json asks for it); each remaining
+ * span is pre-tokenized with the model's exact regex (PCRE2, Unicode), each piece is
+ * mapped to byte-level symbols and merged by BPE rank.
  */
 #ifndef ETX_TOKENIZER_H
 #define ETX_TOKENIZER_H
@@ -22,6 +23,7 @@ typedef enum {
     PRETOK_LLAMA3 = 0, // Llama 3 regex (contractions, \p{N}{1,3}, ...)
     PRETOK_GPT2,       // GPT-2 regex
     PRETOK_SMOLLM,     // each digit alone, then the GPT-2 regex (SmolLM / StarCoder)
+    PRETOK_QWEN2,      // Qwen2 regex: the Llama 3 one with single digits (\p{N}); Qwen2, Qwen2.5, Qwen3
 } PretokKind;
 
 // What a tokenizer is built from; strings are byte-level encoded as in tokenizer.json
@@ -39,11 +41,14 @@ typedef struct {
 
 etx_status tokenizer_build(const TokenizerSpec* spec, Tokenizer** out);
 // Pre-tokenizer of a GGUF's tokenizer.ggml.pre: "llama-bpe" (also "llama3", "llama-v3") ->
-// PRETOK_LLAMA3, "gpt2" -> PRETOK_GPT2, "smollm" (also "starcoder") -> PRETOK_SMOLLM;
-// anything else (or NULL) is an ETX_ERR_UNSUPPORTED error naming it.
+// PRETOK_LLAMA3, "gpt2" -> PRETOK_GPT2, "smollm" (also "starcoder") -> PRETOK_SMOLLM,
+// "qwen2" (Qwen2, Qwen2.5 and Qwen3 GGUFs) -> PRETOK_QWEN2; anything else (or NULL) is an
+// ETX_ERR_UNSUPPORTED error naming it.
 etx_status tokenizer_pretok_from_gguf(const char* pre, PretokKind* out);
 // Hugging Face tokenizer.json (model.type == "BPE", byte-level). Picks the pre-tokenizer
-// from the file's pre_tokenizer section; an unknown one is an error.
+// from the file's pre_tokenizer section; an unknown one is an error. The normalizer may be
+// absent or NFC (Qwen2's tokenizer.json); others are an error. A GGUF names no normalizer,
+// and etx applies none there, as llama.cpp and transformers' GGUF loading do.
 etx_status tokenizer_load_json(const char* path, Tokenizer** out);
 void tokenizer_free(Tokenizer* t);
 
@@ -84,10 +89,13 @@ size_t utf8_stream_flush(Utf8Stream* s, char* out);
 typedef enum {
     CHAT_NONE = 0,
     CHAT_LLAMA3, // <|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>
-    CHAT_CHATML, // <|im_start|>role\ncontent<|im_end|>\n
+    CHAT_CHATML, // <|im_start|>role\ncontent<|im_end|>\n, SmolLM2's default system message
+    CHAT_QWEN25, // ChatML as Qwen2.5's template writes it: Qwen's default system message, tool turns
 } ChatTemplate;
 
-// Picks a template from the tokenizer's special tokens.
+// Picks a template from the tokenizer's special tokens: Llama 3's header tokens ->
+// CHAT_LLAMA3; ChatML tokens with Qwen2.5's vision and FIM tokens -> CHAT_QWEN25 (but
+// CHAT_NONE with Qwen3's <think>); other ChatML vocabularies -> CHAT_CHATML.
 ChatTemplate chat_template_detect(const Tokenizer* t);
 const char* chat_template_name(ChatTemplate c);
 // Renders messages; *out malloc'ed. CHAT_NONE is an error. The BOS text, if the

@@ -6,21 +6,32 @@
  * with the Llama 3 and SmolLM2 tokenizers, HF ByteLevel decoder output for broken UTF-8, and chat templates
  * rendered by jinja2. Also: building from GGUF-style arrays, error paths of
  * tokenizer.json loading, invalid UTF-8 input, and encoding speed.
+ *
+ * Qwen2 (tests/fixtures/tokenizer/qwen2/, made by tests/scripts/gen_qwen2_tokenizer_fixtures.py):
+ * the tokenizer of the Qwen2.5-Coder-1.5B GGUF, kept as a tensor-free GGUF (unpacked by
+ * CMake into the build tree), against transformers' conversion of that GGUF on the same
+ * corpus plus Qwen's own added tokens; a small Qwen2 tokenizer.json; Qwen2.5's chat
+ * template. The real model file, where models/fetch_eval_model.sh has put it, is checked
+ * too; without it that test says it is skipped.
  */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cJSON.h>
 
 #include "common.h"
+#include "model/gguf.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/unicode_nfc.h"
 #include "check_etx.h"
 #include "check_main.h"
 
 #define FIX ETX_FIXTURES "/tokenizer/"
+#define QWEN2_FIX FIX "qwen2/"
 
 // ----------------------------------------------------------------------------
 // helpers
@@ -78,10 +89,10 @@ static char* stream_decode(const Tokenizer* t, const int32_t* ids, int n, size_t
     return out;
 }
 
-// Encodes every corpus string, compares with HF's ids, and checks that streaming decode
-// gives what HF's decode gives (the string itself, except where the fixture says).
-static void check_corpus(const Tokenizer* t, const char* expected_file) {
-    cJSON* corpus = read_json(FIX "corpus.json");
+// Encodes every string of `corpus` (a JSON array), compares with HF's ids, and checks
+// that streaming decode gives what HF's decode gives (the string itself, except where the
+// fixture says).
+static void check_strings(const Tokenizer* t, const cJSON* corpus, const char* expected_file) {
     cJSON* expected = read_json(expected_file);
     const cJSON* all = cJSON_GetObjectItem(expected, "ids");
     const cJSON* decoded = cJSON_GetObjectItem(expected, "decoded");
@@ -110,8 +121,14 @@ static void check_corpus(const Tokenizer* t, const char* expected_file) {
         free(ids);
         idx++;
     }
-    cJSON_Delete(corpus);
     cJSON_Delete(expected);
+}
+
+// check_strings over corpus.json, the string set every tokenizer is checked on.
+static void check_corpus(const Tokenizer* t, const char* expected_file) {
+    cJSON* corpus = read_json(FIX "corpus.json");
+    check_strings(t, corpus, expected_file);
+    cJSON_Delete(corpus);
 }
 
 // ----------------------------------------------------------------------------
@@ -326,9 +343,11 @@ START_TEST(test_pretok_from_gguf) {
     ck_assert_int_eq(k, PRETOK_GPT2);
     ck_assert_int_eq(tokenizer_pretok_from_gguf("smollm", &k).code, ETX_OK);
     ck_assert_int_eq(k, PRETOK_SMOLLM);
-    etx_status st = tokenizer_pretok_from_gguf("qwen2", &k);
+    ck_assert_int_eq(tokenizer_pretok_from_gguf("qwen2", &k).code, ETX_OK);
+    ck_assert_int_eq(k, PRETOK_QWEN2);
+    etx_status st = tokenizer_pretok_from_gguf("qwen35", &k); // Qwen3.5's, another regex
     ck_assert_int_eq(st.code, ETX_ERR_UNSUPPORTED);
-    ck_assert_msg(strstr(st.message, "qwen2"), "%s", st.message);
+    ck_assert_msg(strstr(st.message, "'qwen35'"), "%s", st.message);
     ck_assert_int_eq(tokenizer_pretok_from_gguf(NULL, &k).code, ETX_ERR_UNSUPPORTED);
 }
 END_TEST
@@ -427,7 +446,7 @@ START_TEST(test_corrupt_json) {
     check_bad_json("{\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
                    "{\"Regex\":\"\\\\w+\"},\"behavior\":\"Isolated\"},{\"type\":\"ByteLevel\",\"use_regex\":false,"
                    "\"add_prefix_space\":false}]},\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}",
-                   ETX_ERR_UNSUPPORTED, "not the Llama 3 one");
+                   ETX_ERR_UNSUPPORTED, "not the Llama 3 or Qwen2 one");
     check_bad_json("{" GOOD_PRE ",\"model\":{\"type\":\"WordPiece\",\"vocab\":{\"a\":0}}}", ETX_ERR_UNSUPPORTED,
                    "WordPiece");
     check_bad_json("{" GOOD_PRE ",\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":2},\"merges\":[]}}",
@@ -436,9 +455,9 @@ START_TEST(test_corrupt_json) {
                    ETX_ERR_FORMAT, "no valid id");
     check_bad_json("{" GOOD_PRE ",\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[7]}}",
                    ETX_ERR_FORMAT, "merges entry 0");
-    check_bad_json("{\"normalizer\":{\"type\":\"NFC\"}," GOOD_PRE
+    check_bad_json("{\"normalizer\":{\"type\":\"NFKC\"}," GOOD_PRE
                    ",\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}",
-                   ETX_ERR_UNSUPPORTED, "NFC");
+                   ETX_ERR_UNSUPPORTED, "normalizer 'NFKC' is not supported");
     check_bad_json("", ETX_ERR_FORMAT, "malformed JSON");
     Tokenizer* t = NULL;
     etx_status st = tokenizer_load_json("/nonexistent/dir/tokenizer.json", &t);
@@ -486,15 +505,19 @@ END_TEST
 // ----------------------------------------------------------------------------
 // chat templates against jinja2
 
-START_TEST(test_chat_templates) {
-    cJSON* cases = read_json(FIX "chat.json");
+// Renders every conversation of a chat fixture and compares with jinja2's text.
+static void check_chat_file(const char* path) {
+    cJSON* cases = read_json(path);
     ck_assert_int_ge(cJSON_GetArraySize(cases), 20);
     const cJSON* c;
     int idx = 0;
     cJSON_ArrayForEach(c, cases) {
         const char* name = cJSON_GetObjectItem(c, "template")->valuestring;
-        ChatTemplate tpl = strcmp(name, "llama3") == 0 ? CHAT_LLAMA3 : CHAT_CHATML;
-        ck_assert_str_eq(chat_template_name(tpl), name);
+        const ChatTemplate known[] = {CHAT_LLAMA3, CHAT_CHATML, CHAT_QWEN25};
+        ChatTemplate tpl = CHAT_NONE;
+        for (int k = 0; k < 3; k++)
+            if (strcmp(chat_template_name(known[k]), name) == 0) tpl = known[k];
+        ck_assert_msg(tpl != CHAT_NONE, "%s: unknown template '%s'", path, name);
         const cJSON* msgs = cJSON_GetObjectItem(c, "messages");
         int n = cJSON_GetArraySize(msgs);
         etx_chat_message m[16];
@@ -507,16 +530,30 @@ START_TEST(test_chat_templates) {
         int gen = cJSON_IsTrue(cJSON_GetObjectItem(c, "add_generation_prompt"));
         CK_OK(chat_template_apply(tpl, m, n, gen, &out));
         const char* want = cJSON_GetObjectItem(c, "expected")->valuestring;
-        ck_assert_msg(strcmp(out, want) == 0, "case %d (%s): got\n%s\nwant\n%s", idx, name, out, want);
+        ck_assert_msg(strcmp(out, want) == 0, "%s case %d (%s): got\n%s\nwant\n%s", path, idx, name, out, want);
         free(out);
         idx++;
     }
     cJSON_Delete(cases);
+}
+
+START_TEST(test_chat_templates) {
+    check_chat_file(FIX "chat.json");
+    check_chat_file(QWEN2_FIX "chat.json");
     char* out = (char*)1;
     ck_assert_int_eq(chat_template_apply(CHAT_NONE, NULL, 0, 1, &out).code, ETX_ERR_UNSUPPORTED);
     ck_assert_ptr_null(out);
     etx_chat_message bad = {"user", NULL};
     ck_assert_int_eq(chat_template_apply(CHAT_CHATML, &bad, 1, 1, &out).code, ETX_ERR_INVALID_ARG);
+    // Qwen2.5's Jinja template fails on no messages and drops roles it does not know: refused
+    etx_status st = chat_template_apply(CHAT_QWEN25, NULL, 0, 1, &out);
+    ck_assert_int_eq(st.code, ETX_ERR_INVALID_ARG);
+    ck_assert_msg(strstr(st.message, "at least one message"), "%s", st.message);
+    etx_chat_message odd[2] = {{"user", "hi"}, {"developer", "be brief"}};
+    st = chat_template_apply(CHAT_QWEN25, odd, 2, 1, &out);
+    ck_assert_int_eq(st.code, ETX_ERR_INVALID_ARG);
+    ck_assert_msg(strstr(st.message, "message 1 has role 'developer'"), "%s", st.message);
+    ck_assert_ptr_null(out);
 }
 END_TEST
 
@@ -568,6 +605,223 @@ START_TEST(test_speed) {
 }
 END_TEST
 
+// ----------------------------------------------------------------------------
+// NFC (Qwen2's tokenizer.json normalizer) against Python's unicodedata
+
+START_TEST(test_nfc) {
+    cJSON* j = read_json(FIX "nfc.json");
+    const cJSON* cases = cJSON_GetObjectItem(j, "cases");
+    ck_assert_int_ge(cJSON_GetArraySize(cases), 5000);
+    int changed = 0, idx = 0;
+    const cJSON* c;
+    cJSON_ArrayForEach(c, cases) {
+        const char* in = cJSON_GetArrayItem(c, 0)->valuestring;
+        const char* want = cJSON_GetArrayItem(c, 1)->valuestring;
+        size_t n = 0;
+        char* got = utf8_nfc(in, strlen(in), &n);
+        const char* text = got ? got : in;
+        if (!got) n = strlen(in);
+        ck_assert_msg(n == strlen(want) && memcmp(text, want, n) == 0, "nfc.json case %d: NFC differs from Python's",
+                      idx);
+        changed += strcmp(in, want) != 0;
+        free(got);
+        idx++;
+    }
+    ck_assert_int_ge(changed, 1000);
+    cJSON_Delete(j);
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
+// Qwen2: a GGUF's tokenizer (the tensor-free fixture and the real model file)
+
+#define QWEN2_GGUF ETX_BUILD_DIR "/fixtures/tokenizer/qwen2/tokenizer.gguf"
+#define QWEN2_MODEL ETX_FIXTURES "/../../models/cache/Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf"
+
+// Builds the tokenizer of an open GGUF as the GGUF loader does (host/model/gguf_model.c):
+// tokens, token types 3 and 4 as special, merges, tokenizer.ggml.pre.
+static etx_status tokenizer_from_gguf(const GGUFFile* f, Tokenizer** out) {
+    const char** toks = NULL;
+    const char** merge_src = NULL;
+    size_t *tok_lens = NULL, *merge_lens = NULL;
+    int32_t* types = NULL;
+    uint64_t n_vocab = 0, n_types = 0, n_merges = 0;
+    char* pre = NULL;
+    etx_status st = gguf_get_string_array(f, "tokenizer.ggml.tokens", &toks, &tok_lens, &n_vocab);
+    if (st.code == ETX_OK) st = gguf_get_int_array(f, "tokenizer.ggml.token_type", &types, &n_types);
+    if (st.code == ETX_OK) st = gguf_get_string_array(f, "tokenizer.ggml.merges", &merge_src, &merge_lens, &n_merges);
+    if (st.code == ETX_OK) st = gguf_get_string_dup(f, "tokenizer.ggml.pre", &pre);
+    TokenizerSpec spec = {0};
+    if (st.code == ETX_OK) st = tokenizer_pretok_from_gguf(pre, &spec.pretok);
+    if (st.code == ETX_OK) {
+        ck_assert_uint_eq(n_types, n_vocab);
+        int* special = xmalloc(n_vocab * sizeof(int));
+        for (uint64_t i = 0; i < n_vocab; i++) special[i] = types[i] == 3 || types[i] == 4;
+        char** merges = xmalloc(n_merges * sizeof(char*)); // NUL-terminated copies
+        for (uint64_t i = 0; i < n_merges; i++) {
+            merges[i] = xmalloc(merge_lens[i] + 1);
+            memcpy(merges[i], merge_src[i], merge_lens[i]);
+            merges[i][merge_lens[i]] = '\0';
+        }
+        spec.n_vocab = (int)n_vocab;
+        spec.tokens = toks;
+        spec.token_lens = tok_lens;
+        spec.special = special;
+        spec.n_merges = (int)n_merges;
+        spec.merges = (const char* const*)merges;
+        st = tokenizer_build(&spec, out);
+        for (uint64_t i = 0; i < n_merges; i++) free(merges[i]);
+        free(merges);
+        free(special);
+    }
+    free(toks);
+    free(tok_lens);
+    free(types);
+    free(merge_src);
+    free(merge_lens);
+    free(pre);
+    return st;
+}
+
+static Tokenizer* load_gguf_tokenizer(const char* path) {
+    GGUFFile f;
+    CK_OK(gguf_open(path, &f));
+    Tokenizer* t = NULL;
+    etx_status st = tokenizer_from_gguf(&f, &t);
+    gguf_close(&f);
+    ck_assert_msg(st.code == ETX_OK, "%s: %s", path, st.message);
+    return t;
+}
+
+// corpus.json followed by the Qwen-specific strings: the strings qwen2/expected*.json cover.
+static cJSON* qwen2_strings(void) {
+    cJSON* all = read_json(FIX "corpus.json");
+    cJSON* extra = read_json(QWEN2_FIX "extra.json");
+    ck_assert_int_ge(cJSON_GetArraySize(extra), 10);
+    const cJSON* s;
+    cJSON_ArrayForEach(s, extra) cJSON_AddItemToArray(all, cJSON_CreateString(s->valuestring));
+    cJSON_Delete(extra);
+    return all;
+}
+
+START_TEST(test_qwen2_gguf_corpus) {
+    Tokenizer* t = load_gguf_tokenizer(QWEN2_GGUF);
+    ck_assert_int_eq(tokenizer_n_vocab(t), 151936);
+    cJSON* strings = qwen2_strings();
+    check_strings(t, strings, QWEN2_FIX "expected.json");
+    cJSON_Delete(strings);
+    tokenizer_free(t);
+}
+END_TEST
+
+// The real model's tokenizer, when the evaluation model has been fetched.
+START_TEST(test_qwen2_model_file) {
+    if (access(QWEN2_MODEL, R_OK) != 0) {
+        fprintf(stderr, "test_qwen2_model_file: %s is absent (models/fetch_eval_model.sh fetches it); skipped\n",
+                QWEN2_MODEL);
+        return;
+    }
+    Tokenizer* t = load_gguf_tokenizer(QWEN2_MODEL);
+    cJSON* strings = qwen2_strings();
+    check_strings(t, strings, QWEN2_FIX "expected.json");
+    cJSON_Delete(strings);
+    ck_assert_int_eq(chat_template_detect(t), CHAT_QWEN25);
+    tokenizer_free(t);
+}
+END_TEST
+
+START_TEST(test_qwen2_tokens) {
+    GGUFFile f;
+    CK_OK(gguf_open(QWEN2_GGUF, &f));
+    Tokenizer* t = NULL;
+    CK_OK(tokenizer_from_gguf(&f, &t));
+    // the ids the GGUF names: EOS is <|im_end|>, BOS (not added) and padding <|endoftext|>
+    int64_t eos, bos, pad;
+    CK_OK(gguf_get_int(&f, "tokenizer.ggml.eos_token_id", &eos));
+    CK_OK(gguf_get_int(&f, "tokenizer.ggml.bos_token_id", &bos));
+    CK_OK(gguf_get_int(&f, "tokenizer.ggml.padding_token_id", &pad));
+    gguf_close(&f);
+    ck_assert_int_eq(eos, 151645);
+    ck_assert_int_eq(bos, 151643);
+    ck_assert_int_eq(pad, 151643);
+    ck_assert_int_eq(tokenizer_find(t, "<|endoftext|>"), 151643);
+    ck_assert_int_eq(tokenizer_find(t, "<|im_start|>"), 151644);
+    ck_assert_int_eq(tokenizer_find(t, "<|im_end|>"), 151645);
+    ck_assert_int_eq(tokenizer_find(t, "<|fim_prefix|>"), 151659);
+    ck_assert_int_eq(tokenizer_find(t, "<|file_sep|>"), 151664);
+    for (int id = 151643; id <= 151664; id++) ck_assert_msg(tokenizer_is_special(t, id), "id %d", id);
+    ck_assert(tokenizer_is_special(t, tokenizer_find(t, "<tool_call>"))); // user-defined: matched verbatim
+    ck_assert(!tokenizer_is_special(t, 151665));                           // [PAD151665]: unused
+    ck_assert(!tokenizer_is_special(t, 9707));
+    size_t len;
+    const char* b = tokenizer_token_bytes(t, 151645, &len);
+    ck_assert(len == strlen("<|im_end|>") && memcmp(b, "<|im_end|>", len) == 0);
+    ck_assert_int_eq(chat_template_detect(t), CHAT_QWEN25);
+    // single digits (Llama 3 takes up to three at a time): "12345" -> 1 2 3 4 5
+    const int digits[] = {16, 17, 18, 19, 20};
+    check_ids(t, "12345", digits, 5);
+    const int chat[] = {151644, 872, 198, 6023, 151645};
+    check_ids(t, "<|im_start|>user\nhi<|im_end|>", chat, 5);
+    tokenizer_free(t);
+}
+END_TEST
+
+// A GGUF naming a pre-tokenizer etx does not know is refused, and the error names it.
+START_TEST(test_qwen2_unknown_pre) {
+    GGUFFile f;
+    CK_OK(gguf_open(QWEN2_GGUF, &f));
+    const GGUFKV* kv = gguf_find(&f, "tokenizer.ggml.pre");
+    ck_assert_ptr_nonnull(kv);
+    ck_assert(kv->str_len == 5 && memcmp(kv->str, "qwen2", 5) == 0);
+    size_t at = (size_t)((const uint8_t*)kv->str - f.map), size = f.size;
+    char* data = xmalloc(size);
+    memcpy(data, f.map, size);
+    gguf_close(&f);
+    memcpy(data + at, "qwen9", 5);
+    char path[] = "/tmp/etx_qwen9_XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    FILE* out = fdopen(fd, "wb");
+    ck_assert_uint_eq(fwrite(data, 1, size, out), size);
+    fclose(out);
+    free(data);
+    CK_OK(gguf_open(path, &f));
+    Tokenizer* t = NULL;
+    etx_status st = tokenizer_from_gguf(&f, &t);
+    gguf_close(&f);
+    remove(path);
+    ck_assert_ptr_null(t);
+    ck_assert_int_eq(st.code, ETX_ERR_UNSUPPORTED);
+    ck_assert_msg(strstr(st.message, "tokenizer.ggml.pre 'qwen9'") && strstr(st.message, "qwen2"), "%s", st.message);
+}
+END_TEST
+
+// Qwen2's regex on the Llama 3 vocabulary, which merges digit runs (Qwen's almost never
+// does): against HF with Llama 3's tokenizer.json given Qwen2's pre-tokenizer.
+START_TEST(test_qwen2_regex_llama3_vocab) {
+    Arrays a;
+    arrays_from_json(FIX "llama3/tokenizer.json", &a);
+    Tokenizer* t = build_from_arrays(&a, "qwen2");
+    cJSON* strings = qwen2_strings();
+    check_strings(t, strings, QWEN2_FIX "expected_llama3_vocab.json");
+    cJSON_Delete(strings);
+    tokenizer_free(t);
+    arrays_free(&a);
+}
+END_TEST
+
+// The tokenizer.json path: Qwen2's Split regex is recognised (a small cut of the vocabulary).
+START_TEST(test_qwen2_json) {
+    Tokenizer* t = load(QWEN2_FIX "small/tokenizer.json");
+    ck_assert_int_eq(tokenizer_n_vocab(t), 4096 + 22);
+    cJSON* strings = qwen2_strings();
+    check_strings(t, strings, QWEN2_FIX "expected_small.json");
+    cJSON_Delete(strings);
+    ck_assert_int_eq(chat_template_detect(t), CHAT_QWEN25);
+    tokenizer_free(t);
+}
+END_TEST
+
 static Suite* tokenizer_suite(void) {
     Suite* s = suite_create("tokenizer");
     TCase* tc = tcase_create("core");
@@ -585,6 +839,13 @@ static Suite* tokenizer_suite(void) {
     tcase_add_test(tc, test_utf8_stream);
     tcase_add_test(tc, test_chat_templates);
     tcase_add_test(tc, test_speed);
+    tcase_add_test(tc, test_nfc);
+    tcase_add_test(tc, test_qwen2_gguf_corpus);
+    tcase_add_test(tc, test_qwen2_model_file);
+    tcase_add_test(tc, test_qwen2_tokens);
+    tcase_add_test(tc, test_qwen2_unknown_pre);
+    tcase_add_test(tc, test_qwen2_regex_llama3_vocab);
+    tcase_add_test(tc, test_qwen2_json);
     suite_add_tcase(s, tc);
     return s;
 }
