@@ -59,7 +59,7 @@ static double plan_bytes(const CudaBackend* b, int tied, double* kv_bytes) {
     *kv_bytes = 2.0 * L * b->cfg.kv_blocks * (double)b->cfg.kv_block_size * b->kv_dim * 2;
     double act = rows * (dim * 4 + dim * 2 + b->qkv_dim * 4.0 + b->q_dim * 6.0 + dim * 4 + b->hidden * 8.0 +
                          b->hidden * 2.0 + 12);
-    act += mb * (double)b->shape.max_blocks * 4;
+    act += mb * (double)b->shape.max_blocks * 4 + mb * (dim * 10.0 + 4); // gathered head rows
     double smp = 2 * mb * V * 4 + 2 * mb * (double)score_row(b) * 4 + mb * ETX_TOPK * sizeof(PolicyCandidate);
     smp += (double)etx_policy_scratch_bytes(b->cfg.max_batch, b->vocab) + etx_vocab_pass_scratch_bytes(b->cfg.max_batch);
     smp += (double)etx_attn_metrics_scratch_bytes(b->cfg.max_batch, b->m->cfg.n_heads, b->cfg.max_seq_len);
@@ -134,7 +134,7 @@ static void cuda_destroy(CudaBackend* b) {
     cuda_free_model(b);
     void* dev[] = {b->x,          b->xb,        b->qkv,       b->q,          b->att,        b->delta,
                    b->gu,         b->hb,        b->attn_ws,   b->d_tokens,   b->d_row_seq,  b->d_row_pos,
-                   b->d_cap_row,  b->d_table,   b->logits,    b->scores,     b->d_pick_row,
+                   b->d_cap_row,  b->d_table,   b->logits,    b->scores,     b->d_pick_row, b->d_head_rows,
                    b->stats,      b->cand,      b->vp_scratch, b->attn,      b->am_scratch, b->d_n_pos,
                    b->d_window,   b->d_policies, b->d_states, b->pol_scratch, b->d_next,    b->d_done,
                    b->d_trace,    b->d_ring,    b->d_ring_trace};
@@ -144,6 +144,7 @@ static void cuda_destroy(CudaBackend* b) {
     free(b->h_row_pos);
     free(b->h_cap_row);
     free(b->h_pick_row);
+    free(b->h_head_rows);
     free(b->h_table);
     free(b->h_policies);
     free(b->h_states);
@@ -186,12 +187,12 @@ static etx_status check_config(const etx_model* m, const BackendConfig* c) {
 static etx_status alloc_buffers(CudaBackend* b) {
     const int rows = b->max_rows, mb = b->cfg.max_batch, dim = b->dim, V = b->vocab;
     const size_t mbl = (size_t)mb * b->shape.max_blocks;
-    ETX_TRY(cuda_alloc(b, (void**)&b->x, (size_t)rows * dim * 4, "residual stream"));
-    ETX_TRY(cuda_alloc(b, (void**)&b->xb, (size_t)rows * dim * 2, "normed activations"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->x, (size_t)(rows + mb) * dim * 4, "residual stream"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->xb, (size_t)(rows + mb) * dim * 2, "normed activations"));
     ETX_TRY(cuda_alloc(b, (void**)&b->qkv, (size_t)rows * b->qkv_dim * 4, "qkv activations"));
     ETX_TRY(cuda_alloc(b, (void**)&b->q, (size_t)rows * b->q_dim * 4, "queries"));
     ETX_TRY(cuda_alloc(b, (void**)&b->att, (size_t)rows * b->q_dim * 2, "attention output"));
-    ETX_TRY(cuda_alloc(b, (void**)&b->delta, (size_t)rows * dim * 4, "projection output"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->delta, (size_t)(rows + mb) * dim * 4, "projection output"));
     ETX_TRY(cuda_alloc(b, (void**)&b->gu, (size_t)rows * 2 * b->hidden * 4, "gate/up activations"));
     ETX_TRY(cuda_alloc(b, (void**)&b->hb, (size_t)rows * b->hidden * 2, "swiglu output"));
     const size_t ws = etx_attn_workspace_bytes(b->attn_ws_rows, b->shape.n_heads, b->hdp, b->cfg.max_seq_len);
@@ -200,6 +201,7 @@ static etx_status alloc_buffers(CudaBackend* b) {
     ETX_TRY(cuda_alloc(b, (void**)&b->d_row_seq, (size_t)rows * 4, "row sequences"));
     ETX_TRY(cuda_alloc(b, (void**)&b->d_row_pos, (size_t)rows * 4, "row positions"));
     ETX_TRY(cuda_alloc(b, (void**)&b->d_cap_row, (size_t)rows * 4, "score capture rows"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->d_head_rows, (size_t)mb * 4, "head rows"));
     ETX_TRY(cuda_alloc(b, (void**)&b->d_table, mbl * 4, "block tables"));
     ETX_TRY(cuda_alloc(b, (void**)&b->logits, 2 * (size_t)mb * V * 4, "logits"));
     ETX_TRY(cuda_alloc(b, (void**)&b->scores, 2 * (size_t)mb * score_row(b) * 4, "attention score capture"));
@@ -225,6 +227,7 @@ static etx_status alloc_buffers(CudaBackend* b) {
     b->h_row_pos = xcalloc((size_t)rows, 4);
     b->h_cap_row = xcalloc((size_t)rows, 4);
     b->h_pick_row = xcalloc((size_t)mb, 4);
+    b->h_head_rows = xcalloc((size_t)mb, 4);
     b->h_table = xcalloc(mbl, 4);
     b->h_policies = xcalloc((size_t)mb, sizeof(etx_policy));
     b->h_states = xcalloc((size_t)mb, sizeof(EtxSeqState));
@@ -310,11 +313,12 @@ static void put_table_row(CudaBackend* b, int row, const BackendWork* w) {
 
 // The step's prefill chunks, packed into groups of at most max_rows rows and
 // min(max_batch, 64) chunks (chunk k of a group uses block table row k): one forward per
-// group, then the final norm and LM head of each sampled chunk's last row into its pick's
-// logits row (its scores captured into the pick's row when it needs metrics).
+// group, then the sampled chunks' last rows gathered and run through the final norm and
+// one LM-head GEMM into rows max_batch + h of the logits (h counting the step's prefill
+// picks; their scores captured into the same rows; pick_row records where).
 static void run_prefill_group(CudaBackend* b, const BackendStep* s, const int* idx, int n_chunks, int metrics_any) {
-    int last_row[64]; // each chunk's last row
-    int rows = 0, capture = 0;
+    const int mb = b->cfg.max_batch, head0 = b->step_heads; // this group's picks: head rows head0 ..
+    int rows = 0, capture = 0, heads = 0;
     for (int k = 0; k < n_chunks; k++) {
         const BackendWork* w = &s->work[idx[k]];
         const int p = w->pick;
@@ -327,10 +331,15 @@ static void run_prefill_group(CudaBackend* b, const BackendStep* s, const int* i
             b->h_cap_row[rows + i] = -1;
         }
         rows += w->n;
-        last_row[k] = rows - 1;
-        if (cap) b->h_cap_row[rows - 1] = b->cfg.max_batch + p; // the last row's scores: its token's metrics
+        if (p >= 0) { // the last row samples: its logits (and scores) go to prefill row mb + head
+            const int row = mb + head0 + heads;
+            b->h_head_rows[heads++] = rows - 1;
+            b->h_pick_row[p] = row;
+            if (cap) b->h_cap_row[rows - 1] = row;
+        }
         put_table_row(b, k, w);
     }
+    b->step_heads += heads;
     etx_dev_upload_on(b->d_tokens, b->h_tokens, (size_t)rows * 4, b->stream);
     etx_dev_upload_on(b->d_row_seq, b->h_row_seq, (size_t)rows * 4, b->stream);
     etx_dev_upload_on(b->d_row_pos, b->h_row_pos, (size_t)rows * 4, b->stream);
@@ -340,13 +349,14 @@ static void run_prefill_group(CudaBackend* b, const BackendStep* s, const int* i
                   .d_table = b->d_table, .kv = b->layers, .scores = capture ? b->scores : NULL,
                   .d_cap_row = b->d_cap_row, .logits = NULL};
     cuda_forward_rows(b, &r);
-    for (int k = 0; k < n_chunks; k++) {
-        const int p = s->work[idx[k]].pick;
-        if (p >= 0) cuda_forward_head(b, last_row[k], 1, b->logits + (size_t)(b->cfg.max_batch + p) * b->vocab);
+    if (heads) {
+        etx_dev_upload_on(b->d_head_rows, b->h_head_rows, (size_t)heads * 4, b->stream);
+        cuda_forward_gathered_head(b, heads, b->logits + (size_t)(mb + head0) * b->vocab);
     }
 }
 
 static void run_prefills(CudaBackend* b, const BackendStep* s, int metrics_any) {
+    b->step_heads = 0;
     const int max_chunks = b->cfg.max_batch < 64 ? b->cfg.max_batch : 64;
     int idx[64], n_chunks = 0, rows = 0;
     for (int i = 0; i < s->n_work; i++) {
@@ -474,8 +484,9 @@ static void upload_picks(CudaBackend* b, const BackendStep* s, int metrics_any) 
         const BackendWork* w = &s->work[i];
         if (w->pick >= 0) {
             b->h_n_pos[w->pick] = w->pos0 + w->n; // positions the pick's token attended
-            // where its logits and scores are: its decode row, or the prefill picks' region
-            b->h_pick_row[w->pick] = w->decode ? decode_row : c->max_batch + w->pick;
+            // where its logits and scores are: its decode row (a prefill pick's row was set
+            // when its group ran: run_prefill_group)
+            if (w->decode) b->h_pick_row[w->pick] = decode_row;
         }
         decode_row += w->decode;
     }

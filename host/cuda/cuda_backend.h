@@ -90,13 +90,14 @@ struct Backend {
     int32_t* eos_ids;            // (n_eos)
     int n_eos;
 
-    // activations, max_rows rows
-    float* x;                    // (max_rows, dim) residual stream
-    etx_bf16* xb;                // (max_rows, dim) normed GEMM input
+    // activations, max_rows rows (x, xb, delta: max_batch more, where the prefill picks'
+    // last rows are gathered for one LM-head GEMM)
+    float* x;                    // (max_rows + max_batch, dim) residual stream
+    etx_bf16* xb;                // (max_rows + max_batch, dim) normed GEMM input
     float* qkv;                  // (max_rows, qkv_dim)
     float* q;                    // (max_rows, q_dim) roped queries
     etx_bf16* att;               // (max_rows, q_dim) attention output
-    float* delta;                // (max_rows, dim) O / down projection output (residual delta)
+    float* delta;                // (max_rows + max_batch, dim) O / down projection output (residual delta)
     float* gu;                   // (max_rows, 2 hidden)
     etx_bf16* hb;                // (max_rows, hidden) swiglu output
     float* attn_ws;              // attention split workspace for attn_ws_rows rows (NULL: one split)
@@ -107,6 +108,9 @@ struct Backend {
     int32_t* d_row_seq;          // (max_rows)
     int32_t* d_row_pos;          // (max_rows)
     int32_t* d_cap_row;          // (max_rows) prefill: each row's score capture row, or -1
+    int32_t* d_head_rows;        // (max_batch) prefill: the rows whose LM head runs (gathered)
+    int32_t* h_head_rows;        // (max_batch) host staging
+    int step_heads;              // prefill picks' head rows used so far in this step
     int32_t* d_table;            // (max_batch, max_blocks)
     int32_t *h_tokens, *h_row_seq, *h_row_pos, *h_cap_row, *h_table; // host staging, same shapes
 
@@ -166,6 +170,9 @@ void cuda_sample(CudaBackend* b, int np, int metrics);
 // The final norm (adding the last down projection) and LM head of rows row0 .. row0 + n - 1
 // of the last cuda_forward_rows, into logits (n, vocab).
 void cuda_forward_head(CudaBackend* b, int row0, int n, float* logits);
+// The same for the n rows listed in d_head_rows (already uploaded), gathered first to
+// rows max_rows .. max_rows + n - 1: one LM-head GEMM for them all.
+void cuda_forward_gathered_head(CudaBackend* b, int n, float* logits);
 
 // Test-only (tests/cuda/test_cuda_backend.c): the logits rows of the last step's picks,
 // (n_picks, vocab), downloaded outside the d2h_bytes count.

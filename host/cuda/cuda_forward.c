@@ -19,6 +19,7 @@
  */
 #include "cuda/cuda_backend.h"
 #include "embed.h"
+#include "gather.h"
 #include "gemm.h"
 #include "norm.h"
 #include "rope.h"
@@ -73,6 +74,7 @@ void cuda_run_op(CudaBackend* b, const CudaRows* r, const CudaOp* o) {
         break;
     }
     case CUDA_OP_SWIGLU: etx_swiglu(b->hb, b->gu, n, b->hidden, st); break;
+    case CUDA_OP_GATHER: etx_gather_rows2(b->x, b->delta, b->d_head_rows, n, o->row0, dim, st); break;
     case CUDA_OP_VOCAB:
         etx_vocab_pass(b->logits, b->d_pick_row, n, b->vocab, ETX_TOPK, b->stats, b->cand, NULL, b->vp_scratch, st);
         break;
@@ -104,6 +106,13 @@ void cuda_forward_head(CudaBackend* b, int row0, int n, float* logits) {
     CudaOp ops[2];
     const CudaRows r = {.n = n, .logits = logits};
     const int n_ops = cuda_plan_head(&b->dims, row0, n, ops);
+    for (int i = 0; i < n_ops; i++) cuda_run_op(b, &r, &ops[i]);
+}
+
+void cuda_forward_gathered_head(CudaBackend* b, int n, float* logits) {
+    CudaOp ops[3];
+    const CudaRows r = {.n = n, .logits = logits};
+    const int n_ops = cuda_plan_gathered_head(&b->dims, b->max_rows, n, ops);
     for (int i = 0; i < n_ops; i++) cuda_run_op(b, &r, &ops[i]);
 }
 

@@ -9,6 +9,7 @@
 
 #include "attn_metrics.h"
 #include "embed.h"
+#include "gather.h"
 #include "gemm.h"
 #include "model/model.h"
 #include "norm.h"
@@ -29,6 +30,12 @@ int cuda_plan_head(const CudaDims* d, int row0, int n, CudaOp* ops) {
     ops[0].residual = 1; // the last layer's down projection
     ops[1] = op(CUDA_OP_GEMM, -1, CUDA_W_LM_HEAD, row0, n);
     return 2;
+}
+
+int cuda_plan_gathered_head(const CudaDims* d, int row0, int n, CudaOp* ops) {
+    if (n <= 0) return 0;
+    ops[0] = op(CUDA_OP_GATHER, -1, 0, row0, n);
+    return 1 + cuda_plan_head(d, row0, n, ops + 1);
 }
 
 int cuda_plan_forward(const CudaDims* d, int n, int capture, int head_row0, int head_n, CudaOp* ops) {
@@ -88,6 +95,7 @@ const char* cuda_op_name(const CudaOp* o, char* buf, size_t size) {
     case CUDA_OP_VOCAB: what = "vocab pass"; break;
     case CUDA_OP_METRICS: what = "attention metrics"; break;
     case CUDA_OP_POLICY: what = "policy"; break;
+    case CUDA_OP_GATHER: what = "gather head rows"; break;
     }
     if (o->layer >= 0)
         snprintf(buf, size, "L%d %s", o->layer, what);
@@ -146,6 +154,7 @@ EtxCost cuda_op_cost(const CudaDims* d, const CudaOp* o, int len, const CudaCard
     case CUDA_OP_VOCAB: return etx_vocab_pass_cost(o->n, d->vocab, ETX_TOPK);
     case CUDA_OP_METRICS: return etx_attn_metrics_cost(o->n, d->n_heads, len, d->max_seq_len);
     case CUDA_OP_POLICY: return etx_policy_step_cost(o->n);
+    case CUDA_OP_GATHER: return etx_gather_rows2_cost(o->n, d->dim);
     }
     EtxCost zero = {0, 0, 0, 0, 0, 0};
     return zero;

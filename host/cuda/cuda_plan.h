@@ -48,6 +48,7 @@ typedef enum {
     CUDA_OP_VOCAB,   // statistics and candidates of each pick's logits row
     CUDA_OP_METRICS, // the entropix attention signals of each pick
     CUDA_OP_POLICY,  // decide, filter and draw each pick's token
+    CUDA_OP_GATHER,  // scattered rows of x and delta copied to rows row0 .. row0 + n - 1
 } CudaOpKind;
 
 typedef enum { CUDA_W_QKV, CUDA_W_O, CUDA_W_GATE_UP, CUDA_W_DOWN, CUDA_W_LM_HEAD } CudaWeight;
@@ -73,6 +74,10 @@ typedef struct {
 int cuda_plan_forward(const CudaDims* d, int n, int capture, int head_row0, int head_n, CudaOp* ops);
 // The final norm and LM head alone, of rows row0 .. row0 + n - 1 (after a forward).
 int cuda_plan_head(const CudaDims* d, int row0, int n, CudaOp* ops);
+// The LM head of n scattered rows (the step's prefill picks' last rows: the backend's
+// head-row list): gathered to rows row0 .. row0 + n - 1, then cuda_plan_head there, so
+// one GEMM over the LM head serves them all.
+int cuda_plan_gathered_head(const CudaDims* d, int row0, int n, CudaOp* ops);
 // Sampling np picks: the vocabulary pass, the attention metrics when `metrics`, the policy.
 int cuda_plan_sampling(const CudaDims* d, int np, int metrics, CudaOp* ops);
 

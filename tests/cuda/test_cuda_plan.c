@@ -40,8 +40,8 @@ static long long launches_of(const CudaOp* ops, int n, const CudaDims* d, int le
 
 // One request of n_prompt tokens generating n_gen through the engine on the CUDA
 // backend: the kernels it launched vs what the plan says: the prefill forward (no LM
-// head) and the LM head of its last row, sampling, then per further token a decode
-// forward with its head and sampling.
+// head) and the LM head of its last row (gathered), sampling, then per further token a
+// decode forward with its head and sampling.
 static void check_launches(int n_prompt, int n_gen, int ctx, etx_policy_kind kind, int trace) {
     etx_engine_options o = etx_engine_options_default();
     o.device = ETX_DEVICE_CUDA;
@@ -73,7 +73,7 @@ static void check_launches(int n_prompt, int n_gen, int ctx, etx_policy_kind kin
     long long want = 0;
     int k = cuda_plan_forward(&d, n_prompt, metrics, 0, 0, ops);
     want += launches_of(ops, k, &d, n_prompt);
-    k = cuda_plan_head(&d, n_prompt - 1, 1, ops);
+    k = cuda_plan_gathered_head(&d, 0, 1, ops);
     want += launches_of(ops, k, &d, n_prompt);
     k = cuda_plan_sampling(&d, 1, metrics, ops);
     want += launches_of(ops, k, &d, n_prompt);

@@ -34,6 +34,7 @@
 #include "cpu/cpu_ops.h"
 #include "device.h"
 #include "embed.h"
+#include "gather.h"
 #include "norm.h"
 #include "rope.h"
 #include "swiglu.h"
@@ -854,6 +855,40 @@ START_TEST(test_layer_chain) {
 }
 END_TEST
 
+// ----------------------------------------------------------------------------
+// gather of rows (the prefill picks' last rows): an exact copy, nothing else written
+
+static void run_gather(int width, int n_src, const int32_t* idx, int n) {
+    const int rows = n_src + n + 2; // two guard rows past the destinations
+    float* a = random_f32((size_t)rows * width, -3.0f, 3.0f);
+    float* b = random_f32((size_t)rows * width, -3.0f, 3.0f);
+    float* d_a = dev_copy(a, (size_t)rows * width * sizeof(float));
+    float* d_b = dev_copy(b, (size_t)rows * width * sizeof(float));
+    int32_t* d_idx = dev_copy(idx, n * sizeof(int32_t));
+    etx_gather_rows2(d_a, d_b, d_idx, n, n_src, width, NULL);
+    float* ga = host_copy(d_a, (size_t)rows * width * sizeof(float));
+    float* gb = host_copy(d_b, (size_t)rows * width * sizeof(float));
+    for (int r = 0; r < rows; r++) {
+        const int from = r >= n_src && r < n_src + n ? idx[r - n_src] : r; // copied, or unchanged
+        EXPECT(memcmp(ga + (size_t)r * width, a + (size_t)from * width, width * sizeof(float)) == 0 &&
+                   memcmp(gb + (size_t)r * width, b + (size_t)from * width, width * sizeof(float)) == 0,
+               "width %d: row %d is not row %d of the input", width, r, from);
+    }
+    etx_dev_free(d_a);
+    etx_dev_free(d_b);
+    etx_dev_free(d_idx);
+    free(a), free(b), free(ga), free(gb);
+}
+
+START_TEST(test_gather_rows) {
+    rng_state = rng_seed(9);
+    static const int32_t idx[] = {7, 0, 3, 3, 9};
+    run_gather(576, 10, idx, 5);  // 16-byte path, a repeated index
+    run_gather(30, 10, idx, 5);   // width % 4 != 0: the scalar path
+    run_gather(2048, 10, idx + 4, 1);
+}
+END_TEST
+
 static Suite* layer_suite(void) {
     Suite* s = suite_create("layer_kernels");
     struct {
@@ -867,7 +902,8 @@ static Suite* layer_suite(void) {
                  {"decode", test_decode_attention},
                  {"prefill", test_prefill_attention},
                  {"rows_invariant", test_attention_rows_are_batch_invariant},
-                 {"chain", test_layer_chain}};
+                 {"chain", test_layer_chain},
+                 {"gather", test_gather_rows}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         TCase* tc = tcase_create(cases[i].name);
         tcase_add_test(tc, cases[i].test);
