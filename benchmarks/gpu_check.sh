@@ -189,6 +189,20 @@ if [ $MODEL_OK = 1 ] && has_time 60 "etx bench"; then
     record "etx bench --device cuda" "$SHAPE, batch 1/8/64/256, L 128, G 64" "exit $BENCH_RC"
     { echo "## etx bench"; echo; cat /tmp/gpu_etx_bench.txt; echo; } >> $BENCH_MD
 fi
+# -- the cost model against the GPU (docs/commands.md, bench --plan): predicted per-op
+#    times of a decode step beside the measured ones (ETX_CUDA_PROFILE=1: each op timed
+#    with events, graphs off), same model, batches 1 and 64, L 128, G 64
+if [ $MODEL_OK = 1 ] && has_time 60 "cost model vs profile"; then
+    PCARD=h100
+    case "$CARD" in *H200*) PCARD=h200 ;; esac
+    timeout "$(limit 30)" /tmp/etx-run bench --plan -m $MODEL --card $PCARD --batch 1,64 -l 128 -g 64 \
+        --policy greedy,entropix > "$OUT/cost_model_plan.md" 2>> "$LOG"; prc=$?
+    ETX_CUDA_PROFILE=1 timeout "$(limit 120)" /tmp/etx-run bench -m $MODEL --device cuda --batch 1,64 -l 128 -g 64 \
+        -r 1 --warmup 0 --policy greedy,entropix > /dev/null 2> "$OUT/cost_model_profile.md"; mrc=$?
+    record "cost model vs profile" "$SHAPE, batch 1 and 64 ($PCARD datasheet)" "plan exit $prc, profile exit $mrc: $OUT/cost_model_{plan,profile}.md"
+    { echo "## cost model (prediction)"; echo; cat "$OUT/cost_model_plan.md"; echo;
+      echo "## per-op profile (measured, ETX_CUDA_PROFILE=1)"; echo; grep '^|\|^\[etx\] CUDA profile' "$OUT/cost_model_profile.md"; echo; } >> $BENCH_MD
+fi
 # the peers compare with the etx bench run above (same batches, L, G, R, both policies)
 # when it finished, and otherwise run etx bench themselves
 ETX_SIDE=(--etx /tmp/etx-run)

@@ -89,6 +89,27 @@ extern "C" void etx_dev_copy_on(void* dst, const void* src, size_t bytes, void* 
     if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, (cudaStream_t)stream));
 }
 
+extern "C" void* etx_dev_event_create(void) {
+    cudaEvent_t e = NULL;
+    CUDA_CHECK(cudaEventCreate(&e));
+    return (void*)e;
+}
+
+extern "C" void etx_dev_event_destroy(void* ev) {
+    if (ev) CUDA_CHECK(cudaEventDestroy((cudaEvent_t)ev));
+}
+
+extern "C" void etx_dev_event_record(void* ev, void* stream) {
+    CUDA_CHECK(cudaEventRecord((cudaEvent_t)ev, (cudaStream_t)stream));
+}
+
+extern "C" float etx_dev_event_ms(void* start, void* end) {
+    float ms = 0.0f;
+    CUDA_CHECK(cudaEventSynchronize((cudaEvent_t)end));
+    CUDA_CHECK(cudaEventElapsedTime(&ms, (cudaEvent_t)start, (cudaEvent_t)end));
+    return ms;
+}
+
 extern "C" void etx_dev_stream_sync(void* stream) {
     CUDA_CHECK(cudaGetLastError());
     CUDA_CHECK(cudaStreamSynchronize((cudaStream_t)stream));

@@ -38,6 +38,12 @@ void etx_dev_copy(void* dst, const void* src, size_t bytes);
 void etx_dev_upload_on(void* dst, const void* src, size_t bytes, void* stream);
 void etx_dev_download_on(void* dst, const void* src, size_t bytes, void* stream);
 void etx_dev_copy_on(void* dst, const void* src, size_t bytes, void* stream);
+// Events, for timing (the emulator's: host wall clock). etx_dev_event_ms waits for `end`
+// and returns the milliseconds between the two records.
+void* etx_dev_event_create(void);
+void etx_dev_event_destroy(void* ev);
+void etx_dev_event_record(void* ev, void* stream);
+float etx_dev_event_ms(void* start, void* end);
 // Waits for everything launched on stream; aborts on a pending launch error.
 void etx_dev_stream_sync(void* stream);
 // Free and total device memory in bytes (the emulator: the host's available and total

@@ -131,6 +131,12 @@ static void cuda_kv_budget(const etx_model* m, const BackendConfig* cfg, double*
 
 static void cuda_destroy(CudaBackend* b) {
     if (!b) return;
+    if (b->prof) {
+        cuda_profile_print(b);
+        etx_dev_event_destroy(b->prof->ev0);
+        etx_dev_event_destroy(b->prof->ev1);
+        free(b->prof);
+    }
     cuda_free_model(b);
     void* dev[] = {b->x,          b->xb,        b->qkv,       b->q,          b->att,        b->delta,
                    b->gu,         b->hb,        b->attn_ws,   b->d_tokens,   b->d_row_seq,  b->d_row_pos,
@@ -266,10 +272,16 @@ static etx_status cuda_create(const etx_model* m, const BackendConfig* cfg, Cuda
     b->stream = etx_dev_stream_create();
     const char* env = getenv("ETX_CUDA_GRAPHS");
     const int graphs_on = env && *env ? atoi(env) != 0 : etx_dev_graphs_available();
-    b->pad_decode = graphs_on;
+    const char* prof = getenv("ETX_CUDA_PROFILE");
+    if (prof && *prof && atoi(prof) != 0) { // per-op timing: synchronous, so no graphs
+        b->prof = xcalloc(1, sizeof(CudaProfile));
+        b->prof->ev0 = etx_dev_event_create();
+        b->prof->ev1 = etx_dev_event_create();
+    }
+    b->pad_decode = graphs_on && !b->prof;
     // natively a graph needs a stream of our own (the legacy default stream cannot be
     // captured); the emulator captures on its NULL stream (placeholder graphs, device.h)
-    b->use_graphs = graphs_on && (etx_dev_graphs_recorded() ? etx_dev_graphs_available() && b->stream != NULL : 1);
+    b->use_graphs = b->pad_decode && (etx_dev_graphs_recorded() ? etx_dev_graphs_available() && b->stream != NULL : 1);
     b->graphs = xcalloc((size_t)cfg->max_batch + 1, sizeof(void*));
     etx_status st = cuda_upload_model(b);
     if (st.code == ETX_OK) st = cuda_alloc_kv(b, b->layers, cfg->kv_blocks);

@@ -60,6 +60,20 @@ typedef struct {
     float* logits;              // NULL (no LM head), or ((n - head_first), vocab)
 } CudaRows;
 
+// ETX_CUDA_PROFILE=1: every op of the plan timed with events (synchronising after each:
+// graphs off), summed per op name over the layers, printed to stderr when the backend is
+// freed, beside nothing else: `etx bench --plan` gives the predictions to set them against.
+typedef struct {
+    char name[64];
+    long long calls;
+    double ms;
+} CudaProfRow;
+typedef struct {
+    CudaProfRow rows[32];
+    int n;
+    void *ev0, *ev1;
+} CudaProfile;
+
 // The CUDA backend's definition of the engine's opaque Backend (engine/backend.h).
 typedef struct Backend CudaBackend;
 struct Backend {
@@ -76,6 +90,7 @@ struct Backend {
     int pad_decode;              // 1: decode batches padded to a power of two (graph mode)
     int use_graphs;              // 1: padded decode batches replay a captured CUDA graph
     int capture_failures;        // captures that failed (then use_graphs = 0)
+    CudaProfile* prof;           // ETX_CUDA_PROFILE=1, else NULL
     void** graphs;               // (max_batch + 1) executable decode graph per padded size, or NULL
     size_t dev_bytes;            // device memory allocated (for messages)
     size_t weight_bytes;         // of which weights a decode step reads (not the embedding
@@ -161,8 +176,12 @@ etx_status cuda_alloc(CudaBackend* b, void** p, size_t bytes, const char* what);
 // cuda_forward.c, the plan's executor: embedding, every layer and (r->logits) the final
 // norm and LM head.
 void cuda_forward_rows(CudaBackend* b, const CudaRows* r);
-// One op of a plan (r: the rows of a forward; NULL for sampling ops).
+// One op of a plan (r: the rows of a forward; NULL for sampling ops), timed when
+// profiling (cuda_run_op runs it; cuda_exec_op is what the plan loops call).
 void cuda_run_op(CudaBackend* b, const CudaRows* r, const CudaOp* op);
+void cuda_exec_op(CudaBackend* b, const CudaRows* r, const CudaOp* op);
+// The profile's table to stderr (nothing without ETX_CUDA_PROFILE=1).
+void cuda_profile_print(const CudaBackend* b);
 // Sampling of the picks 0 .. np - 1 (their logits, scores, policies and states already on
 // the device): the vocabulary pass, the attention metrics when `metrics`, the policy;
 // tokens into d_next (and trace records into d_trace).

@@ -17,7 +17,11 @@
  * as CUDA graph capture needs for the decode batch. What runs is the plan's ops and
  * nothing else, so the cost model, which walks the same plan, sees every launch.
  */
+#include <stdio.h>
+#include <string.h>
+
 #include "cuda/cuda_backend.h"
+#include "device.h"
 #include "embed.h"
 #include "gather.h"
 #include "gemm.h"
@@ -95,29 +99,68 @@ void cuda_run_op(CudaBackend* b, const CudaRows* r, const CudaOp* o) {
     }
 }
 
+void cuda_exec_op(CudaBackend* b, const CudaRows* r, const CudaOp* o) {
+    CudaProfile* p = b->prof;
+    if (!p) {
+        cuda_run_op(b, r, o);
+        return;
+    }
+    etx_dev_event_record(p->ev0, b->stream);
+    cuda_run_op(b, r, o);
+    etx_dev_event_record(p->ev1, b->stream);
+    const float ms = etx_dev_event_ms(p->ev0, p->ev1);
+    char name[64];
+    CudaOp summed = *o;
+    summed.layer = -1;
+    cuda_op_name(&summed, name, sizeof name);
+    int i = 0;
+    while (i < p->n && strcmp(p->rows[i].name, name)) i++;
+    if (i == p->n) {
+        if (p->n == 32) return;
+        snprintf(p->rows[i].name, sizeof p->rows[i].name, "%s", name);
+        p->rows[i].calls = 0, p->rows[i].ms = 0;
+        p->n++;
+    }
+    p->rows[i].calls++;
+    p->rows[i].ms += ms;
+}
+
+void cuda_profile_print(const CudaBackend* b) {
+    const CudaProfile* p = b->prof;
+    if (!p) return;
+    double total = 0;
+    for (int i = 0; i < p->n; i++) total += p->rows[i].ms;
+    fprintf(stderr, "[etx] CUDA profile (ETX_CUDA_PROFILE=1, %s; each op timed alone, graphs off): ops summed over "
+                    "the layers\n| op | calls | total ms | mean us | share |\n|---|---|---|---|---|\n",
+            etx_dev_name());
+    for (int i = 0; i < p->n; i++)
+        fprintf(stderr, "| %s | %lld | %.3f | %.1f | %.1f%% |\n", p->rows[i].name, p->rows[i].calls, p->rows[i].ms,
+                1e3 * p->rows[i].ms / (double)p->rows[i].calls, total > 0 ? 100.0 * p->rows[i].ms / total : 0.0);
+}
+
 void cuda_forward_rows(CudaBackend* b, const CudaRows* r) {
     CudaOp ops[CUDA_PLAN_OPS(b->n_layers)];
     const int head_n = r->logits ? r->n - r->head_first : 0;
     const int n_ops = cuda_plan_forward(&b->dims, r->n, r->scores != NULL, r->head_first, head_n, ops);
-    for (int i = 0; i < n_ops; i++) cuda_run_op(b, r, &ops[i]);
+    for (int i = 0; i < n_ops; i++) cuda_exec_op(b, r, &ops[i]);
 }
 
 void cuda_forward_head(CudaBackend* b, int row0, int n, float* logits) {
     CudaOp ops[2];
     const CudaRows r = {.n = n, .logits = logits};
     const int n_ops = cuda_plan_head(&b->dims, row0, n, ops);
-    for (int i = 0; i < n_ops; i++) cuda_run_op(b, &r, &ops[i]);
+    for (int i = 0; i < n_ops; i++) cuda_exec_op(b, &r, &ops[i]);
 }
 
 void cuda_forward_gathered_head(CudaBackend* b, int n, float* logits) {
     CudaOp ops[3];
     const CudaRows r = {.n = n, .logits = logits};
     const int n_ops = cuda_plan_gathered_head(&b->dims, b->max_rows, n, ops);
-    for (int i = 0; i < n_ops; i++) cuda_run_op(b, &r, &ops[i]);
+    for (int i = 0; i < n_ops; i++) cuda_exec_op(b, &r, &ops[i]);
 }
 
 void cuda_sample(CudaBackend* b, int np, int metrics) {
     CudaOp ops[4];
     const int n_ops = cuda_plan_sampling(&b->dims, np, metrics, ops);
-    for (int i = 0; i < n_ops; i++) cuda_run_op(b, NULL, &ops[i]);
+    for (int i = 0; i < n_ops; i++) cuda_exec_op(b, NULL, &ops[i]);
 }
