@@ -6,7 +6,7 @@
  *   - batch invariance: requests with mixed prompts, lengths and policies (greedy, sample
  *     with several settings, entropix) give the same tokens and the same trace records,
  *     to the bit, at every batch size; and at a context of 4096 (the tiny model with its
- *     context raised; prompts of up to 1100 tokens, so attention runs over several of its
+ *     context raised; prompts of up to 520 tokens, so attention runs over three of its
  *     256-position splits) at batch 1, 7 and 64;
  *   - preemption: a pool too small for the load preempts and recomputes without changing
  *     a token; a request that can never fit fails with a reason, the others finish;
@@ -66,7 +66,7 @@ static const int32_t BASE[] = {504, 3575, 282, 4649, 314, 253, 1345, 28, 284, 26
 #define MAX_TOK 6
 
 typedef struct {
-    int32_t prompt[1100];
+    int32_t prompt[520];
     int n_prompt;
     etx_policy policy;
     int max_tokens;
@@ -204,8 +204,8 @@ START_TEST(batch_invariance) {
 END_TEST
 
 // At a context of 4096, 64 requests at batch 1, 7 and 64: tokens and trace records to the
-// bit. Jobs as make_job's (policies cycling) on the tiny model, three with prompts of 300,
-// 600 and 1100 tokens (prefill chunks and attention splits of 256 positions crossed) and
+// bit. Jobs as make_job's (policies cycling) on the tiny model, two with prompts of 300 and
+// 520 tokens (prefill chunks and attention splits of 256 positions crossed: 3 splits) and
 // one of 250 tokens generating 12 (its decode rows cross the first split boundary).
 #define LONG_N 64
 START_TEST(batch_invariance_at_long_context) {
@@ -214,7 +214,7 @@ START_TEST(batch_invariance_at_long_context) {
     static const int batches[3] = {1, 7, 64};
     for (int i = 0; i < LONG_N; i++) {
         jobs[i] = make_job(i);
-        const int len = i == 0 ? 300 : i == 21 ? 600 : i == 42 ? 1100 : i == 10 ? 250 : jobs[i].n_prompt;
+        const int len = i == 0 ? 520 : i == 21 ? 300 : i == 10 ? 250 : jobs[i].n_prompt;
         if (len > (int)(sizeof jobs[i].prompt / sizeof jobs[i].prompt[0]))
             ck_abort_msg("job %d: prompt of %d tokens does not fit the job", i, len);
         jobs[i].n_prompt = len;
