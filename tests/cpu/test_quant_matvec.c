@@ -2,13 +2,14 @@
  * test_quant_matvec.c — checks the one-token and batched products over compact weights
  * (quant_matrix.c) and the GGUF loader's compact twins (gguf_model.c).
  *
- *   - for Q8_0, Q4_0 and Q4_1 blocks with random scales and codes, rows 1, 7, 33, 577,
- *     cols 32, 64, 576, 1536, and n = 1, 2, 3, 8, 31, 64 inputs (row strides ldx > cols,
- *     ldy > rows):
+ *   - for Q8_0, Q4_0, Q4_1 and Q5_0 blocks with random scales and codes, rows 1, 7, 33,
+ *     577, cols 32, 64, 576, 1536, and for Q4_K, Q5_K and Q6_K super-blocks (random codes,
+ *     6-bit / 8-bit sub-block scales and f16 super-scales) rows 1, 7, 33, 577, cols 256,
+ *     512, 1536, 2816; n = 1, 2, 3, 8, 31, 64 inputs (row strides ldx > cols, ldy > rows):
  *       every row of the batched product (quant_matmat_rows, quant_matmat) equals the
  *       one-token product quant_matvec_rows of that input bit for bit (memcmp);
  *       the plain C twins equal the AVX2 code bit for bit (same weights, same order);
- *       the threaded products on 1 and 2 OpenMP threads give identical bits;
+ *       the threaded products on 1, 2 and 3 OpenMP threads give identical bits;
  *       x's padding (NaN) is never read, y's padding never written;
  *       each value is within the forward error bound of float32 summation of a double
  *       reference on dequantize_row's weights: each product w_i x_i goes through at most
@@ -45,16 +46,22 @@ static uint16_t rand_half(void) {
 
 static int block_bytes(int type) { return ggml_type_info((uint32_t)type)->block_bytes; }
 
-// a (rows, cols) matrix of random blocks of the given type
+static int block_elems(int type) { return ggml_type_info((uint32_t)type)->block_elems; }
+
+// a (rows, cols) matrix of random blocks of the given type: random bytes (codes, the
+// K-quants' sub-block scales and minimums: every bit pattern is a valid one), then valid
+// f16 scales where the format has them (Q4_1, Q4_K, Q5_K: d and m / dmin at bytes 0 and 2;
+// Q6_K: d at byte 208; the others: d at byte 0)
 static QuantMatrix rand_matrix(int type, int rows, int cols) {
-    QuantMatrix q = {type, rows, cols, NULL, (size_t)(cols / 32 * block_bytes(type))};
+    QuantMatrix q = {type, rows, cols, NULL, (size_t)(cols / block_elems(type) * block_bytes(type))};
     uint8_t* b = malloc(q.row_bytes * rows);
     for (size_t i = 0; i < q.row_bytes * rows; i++) b[i] = (uint8_t)rng_next_u32(&rng_state);
-    int halves = type == GGML_TYPE_Q4_1 ? 2 : 1;
+    int halves = type == GGML_TYPE_Q4_1 || type == GGML_TYPE_Q4_K || type == GGML_TYPE_Q5_K ? 2 : 1;
+    int at = type == GGML_TYPE_Q6_K ? 208 : 0;
     for (size_t k = 0; k < q.row_bytes * rows / block_bytes(type); k++)
         for (int h = 0; h < halves; h++) {
             uint16_t v = rand_half();
-            memcpy(b + k * block_bytes(type) + 2 * h, &v, 2);
+            memcpy(b + k * block_bytes(type) + at + 2 * h, &v, 2);
         }
     q.blocks = b;
     return q;
@@ -110,8 +117,8 @@ static void check_shape(int type, int rows, int cols) {
 
     for (int t = 0; t < N_COUNT; t++) {
         int n = N_LIST[t];
-        // batched kernel on this thread, its plain C twin, threaded on 1 and 2 threads
-        for (int variant = 0; variant < 4; variant++) {
+        // batched kernel on this thread, its plain C twin, threaded on 1, 2 and 3 threads
+        for (int variant = 0; variant < 5; variant++) {
             for (size_t i = 0; i < (size_t)N_MAX * ldy; i++) y[i] = Y_SENTINEL;
             if (variant == 0) quant_matmat_rows(y, ldy, x, ldx, n, &q, 0, rows);
             else if (variant == 1) quant_matmat_rows_scalar(y, ldy, x, ldx, n, &q, 0, rows);
@@ -129,8 +136,8 @@ static void check_shape(int type, int rows, int cols) {
                                   tn, rows, cols, n, variant, b, r);
             }
         }
-        if (n == 1) // the matvec wrapper, on 1 and 2 threads
-            for (int nt = 1; nt <= 2; nt++) {
+        if (n == 1) // the matvec wrapper, on 1, 2 and 3 threads
+            for (int nt = 1; nt <= 3; nt++) {
                 omp_set_num_threads(nt);
                 quant_matvec(ys, x, &q);
                 omp_set_num_threads(2);
@@ -142,9 +149,12 @@ static void check_shape(int type, int rows, int cols) {
 }
 
 static void check_type(int type) {
-    static const int rows_list[] = {1, 7, 33, 577}, cols_list[] = {32, 64, 576, 1536};
+    static const int rows_list[] = {1, 7, 33, 577}, cols_list[] = {32, 64, 576, 1536},
+                     kcols_list[] = {256, 512, 1536, 2816};
+    worst_bound_ratio = 0.0;
     for (int c = 0; c < 4; c++)
-        for (int a = 0; a < 4; a++) check_shape(type, rows_list[a], cols_list[c]);
+        for (int a = 0; a < 4; a++)
+            check_shape(type, rows_list[a], block_elems(type) == 256 ? kcols_list[c] : cols_list[c]);
     fprintf(stderr, "%s: worst |compact - double reference| / error bound %.3g\n", ggml_type_info((uint32_t)type)->name,
             worst_bound_ratio);
 }
@@ -156,6 +166,18 @@ START_TEST(test_q4_0) { check_type(GGML_TYPE_Q4_0); }
 END_TEST
 
 START_TEST(test_q4_1) { check_type(GGML_TYPE_Q4_1); }
+END_TEST
+
+START_TEST(test_q5_0) { check_type(GGML_TYPE_Q5_0); }
+END_TEST
+
+START_TEST(test_q4_k) { check_type(GGML_TYPE_Q4_K); }
+END_TEST
+
+START_TEST(test_q5_k) { check_type(GGML_TYPE_Q5_K); }
+END_TEST
+
+START_TEST(test_q6_k) { check_type(GGML_TYPE_Q6_K); }
 END_TEST
 
 // a product big enough to run on several threads: slices agree with one thread exactly
@@ -175,16 +197,18 @@ END_TEST
 // the compact product follows f32_matrix.h's order: equal bits to f32_matvec_rows on the
 // dequantized rows (so a model's float32 and compact decode paths differ only in w)
 START_TEST(test_same_order_as_f32) {
-    static const int types[] = {GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1};
-    for (int t = 0; t < 3; t++) {
-        QuantMatrix q = rand_matrix(types[t], 33, 576);
-        float* w = malloc((size_t)33 * 576 * sizeof(float));
-        float x[576], yq[33], yf[33];
-        for (int i = 0; i < 576; i++) x[i] = rng_frand(&rng_state);
+    static const int types[] = {GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q5_0,
+                                GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K};
+    for (int t = 0; t < 7; t++) {
+        QuantMatrix q = rand_matrix(types[t], 33, 1536);
+        float* w = malloc((size_t)33 * 1536 * sizeof(float));
+        float x[1536], yq[33], yf[33];
+        for (int i = 0; i < 1536; i++) x[i] = rng_frand(&rng_state);
         for (int r = 0; r < 33; r++)
-            dequantize_row((uint32_t)types[t], (const uint8_t*)q.blocks + (size_t)r * q.row_bytes, w + r * 576, 576);
+            dequantize_row((uint32_t)types[t], (const uint8_t*)q.blocks + (size_t)r * q.row_bytes, w + r * 1536,
+                           1536);
         quant_matvec_rows(yq, x, &q, 0, 33);
-        f32_matvec_rows(yf, x, w, 576, 0, 33);
+        f32_matvec_rows(yf, x, w, 1536, 0, 33);
         ck_assert_msg(memcmp(yq, yf, sizeof yq) == 0, "%s: compact and float32 products differ",
                       ggml_type_info((uint32_t)types[t])->name);
         free(q.blocks), free(w);
@@ -288,6 +312,10 @@ int main(void) {
     tcase_add_test(tc, test_q8_0);
     tcase_add_test(tc, test_q4_0);
     tcase_add_test(tc, test_q4_1);
+    tcase_add_test(tc, test_q5_0);
+    tcase_add_test(tc, test_q4_k);
+    tcase_add_test(tc, test_q5_k);
+    tcase_add_test(tc, test_q6_k);
     tcase_add_test(tc, test_threaded_slices);
     tcase_add_test(tc, test_same_order_as_f32);
     suite_add_tcase(su, tc);
