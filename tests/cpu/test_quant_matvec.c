@@ -17,10 +17,13 @@
  *       |y - ref| <= g * sum_i |w_i x_i|, g = (cols/32 + 5) u / (1 - (cols/32 + 5) u),
  *       u = 2^-24 (Higham, Accuracy and Stability, 2nd ed., section 4.2).
  *   - the compact product equals f32_matvec_rows on the dequantized rows bit for bit.
- *   - the default GGUF model: every layer matrix and the LM head have a twin whose
- *     dequantized rows equal the float32 copy bit for bit (so the Q/K un-permute moved
- *     whole rows of blocks correctly), and a decode step with the twins gives the same
- *     logits as without them within 1e-4 of the row scale, with the same argmax.
+ *   - the default GGUF model: every layer matrix and the LM head are held only as their
+ *     blocks (no float32 copy; test_loader checks rows of them against gguf-py, Q/K
+ *     un-permuted), and a decode step with them gives the same logits as the float32
+ *     path on copies made by model_weight_rows within 1e-4 of the row scale, with the
+ *     same argmax; and prefill (every position's logits) and a decode step give the same
+ *     bits on blocks alone as with float32 copies beside them (prefill's arithmetic is
+ *     unchanged by holding only the blocks).
  */
 #include <check.h>
 #include <math.h>
@@ -219,18 +222,19 @@ END_TEST
 // ----------------------------------------------------------------------------
 // the default GGUF model's twins
 
-// dequantized rows of the twin == the float32 copy, bit for bit
+// the matrix is held only as its blocks (no float32 copy), of the expected shape
 static void check_twin(const QuantMatrix* q, const float* W, int rows, int cols, const char* what) {
     ck_assert_msg(q->blocks != NULL, "%s: no compact twin", what);
+    ck_assert_msg(W == NULL, "%s: a float32 copy is kept beside the blocks", what);
     ck_assert_msg(q->rows == rows && q->cols == cols, "%s: twin is %dx%d, expected %dx%d", what, q->rows, q->cols, rows,
                   cols);
-    float* w = malloc((size_t)cols * sizeof(float));
-    for (int r = 0; r < rows; r++) {
-        dequantize_row((uint32_t)q->type, (const uint8_t*)q->blocks + (size_t)r * q->row_bytes, w, (size_t)cols);
-        ck_assert_msg(memcmp(w, W + (size_t)r * cols, (size_t)cols * sizeof(float)) == 0, "%s: row %d differs", what,
-                      r);
-    }
-    free(w);
+}
+
+// a float32 copy of a kept matrix (model_weight_rows), for the float32 path
+static float* dense(const QuantMatrix* q) {
+    float* w = malloc((size_t)q->rows * q->cols * sizeof(float));
+    model_weight_rows(NULL, q, q->cols, 0, q->rows, w);
+    return w;
 }
 
 START_TEST(test_gguf_twins) {
@@ -252,7 +256,8 @@ START_TEST(test_gguf_twins) {
     }
     check_twin(&m.w.lm_head_q, m.w.lm_head, c->vocab_size, dim, "lm_head");
 
-    // decode with the twins vs the float32 path (twins hidden)
+    // decode with the twins vs the float32 path (float32 copies made with
+    // model_weight_rows, twins hidden)
     int V = c->vocab_size;
     int32_t prompt[5] = {1, 504, 3458, 282, 253};
     float* a = malloc((size_t)V * sizeof(float));
@@ -261,12 +266,14 @@ START_TEST(test_gguf_twins) {
     for (int pass = 0; pass < 2; pass++) {
         QuantMatrix saved_head = m.w.lm_head_q;
         QuantMatrix* saved = malloc((size_t)c->n_layers * 7 * sizeof(QuantMatrix));
-        if (pass == 1) { // hide every twin: matmul on the float32 copies
+        if (pass == 1) { // float32 copies, twins hidden: matmul / f32 products
             for (int l = 0; l < c->n_layers; l++) {
                 LayerWeights* L = &m.w.layers[l];
                 QuantMatrix* t[7] = {&L->wq_q, &L->wk_q, &L->wv_q, &L->wo_q, &L->w_gate_q, &L->w_up_q, &L->w_down_q};
-                for (int i = 0; i < 7; i++) saved[l * 7 + i] = *t[i], t[i]->blocks = NULL;
+                float** f[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+                for (int i = 0; i < 7; i++) saved[l * 7 + i] = *t[i], *f[i] = dense(t[i]), t[i]->blocks = NULL;
             }
+            m.w.lm_head = dense(&m.w.lm_head_q);
             m.w.lm_head_q.blocks = NULL;
         }
         KVCache cache;
@@ -281,8 +288,11 @@ START_TEST(test_gguf_twins) {
             for (int l = 0; l < c->n_layers; l++) {
                 LayerWeights* L = &m.w.layers[l];
                 QuantMatrix* t[7] = {&L->wq_q, &L->wk_q, &L->wv_q, &L->wo_q, &L->w_gate_q, &L->w_up_q, &L->w_down_q};
-                for (int i = 0; i < 7; i++) *t[i] = saved[l * 7 + i];
+                float** f[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+                for (int i = 0; i < 7; i++) *t[i] = saved[l * 7 + i], free(*f[i]), *f[i] = NULL;
             }
+            free(m.w.lm_head);
+            m.w.lm_head = m.w.token_embedding;
             m.w.lm_head_q = saved_head;
         }
         free(saved);
@@ -306,6 +316,59 @@ START_TEST(test_gguf_twins) {
 }
 END_TEST
 
+// prefill (a chunk of 40 tokens, every position's logits) on a model that keeps only the
+// blocks dequantizes each matrix into the run state's tile and multiplies with sgemm: the
+// same bits as on the model as the loader used to hold it (float32 copies, made here by
+// model_weight_rows, beside the blocks); the LM head goes through the tile in slices of
+// rows. Then one decode step each: the blocks, bit for bit too.
+START_TEST(test_gguf_prefill_unchanged) {
+    if (access(ETX_DEFAULT_MODEL, R_OK) != 0)
+        ck_abort_msg("default model missing: %s (fetch it with the models/ script)", ETX_DEFAULT_MODEL);
+    etx_model m;
+    CK_OK(gguf_model_load(ETX_DEFAULT_MODEL, &m));
+    const ModelConfig* c = &m.cfg;
+    const int T = 40, V = c->vocab_size;
+    int32_t prompt[41];
+    for (int i = 0; i < T + 1; i++) prompt[i] = (int32_t)(1 + (rng_next_u32(&rng_state) % (uint32_t)(V - 1)));
+    float* out[2];
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) // float32 copies beside the blocks
+            for (int l = 0; l < c->n_layers; l++) {
+                LayerWeights* L = &m.w.layers[l];
+                QuantMatrix* t[7] = {&L->wq_q, &L->wk_q, &L->wv_q, &L->wo_q, &L->w_gate_q, &L->w_up_q, &L->w_down_q};
+                float** f[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+                for (int i = 0; i < 7; i++) *f[i] = dense(t[i]);
+            }
+        if (pass == 1) m.w.lm_head = dense(&m.w.lm_head_q);
+        out[pass] = malloc((size_t)(T + 1) * V * sizeof(float));
+        KVCache cache;
+        CpuRunState s;
+        CK_OK(build_kv_cache(&cache, c, 64));
+        CK_OK(build_cpu_run_state(&s, c));
+        CK_OK(cpu_forward(&m, &s, &cache, prompt, T, out[pass], 1));
+        CK_OK(cpu_forward(&m, &s, &cache, prompt + T, 1, out[pass] + (size_t)T * V, 0));
+        // a prefill tile of the largest layer matrix only for the blocks-only model (the LM
+        // head's, grown for the all-logits chunk, was given back)
+        ck_assert_msg(s.wtmp_len == (pass == 0 ? (size_t)c->hidden_dim * c->dim : 0), "prefill tile of %zu floats",
+                      s.wtmp_len);
+        free_cpu_run_state(&s);
+        free_kv_cache(&cache);
+    }
+    for (int i = 0; i <= T; i++)
+        ck_assert_msg(memcmp(out[0] + (size_t)i * V, out[1] + (size_t)i * V, (size_t)V * sizeof(float)) == 0,
+                      "position %d: logits differ between blocks-only and float32 copies", i);
+    for (int l = 0; l < c->n_layers; l++) {
+        LayerWeights* L = &m.w.layers[l];
+        float** f[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (int i = 0; i < 7; i++) free(*f[i]), *f[i] = NULL;
+    }
+    free(m.w.lm_head);
+    m.w.lm_head = m.w.token_embedding;
+    free(out[0]), free(out[1]);
+    model_free_contents(&m);
+}
+END_TEST
+
 int main(void) {
     Suite* su = suite_create("quant_matvec");
     TCase* tc = tcase_create("kernel");
@@ -321,6 +384,7 @@ int main(void) {
     suite_add_tcase(su, tc);
     TCase* tg = tcase_create("gguf");
     tcase_add_test(tg, test_gguf_twins);
+    tcase_add_test(tg, test_gguf_prefill_unchanged);
     suite_add_tcase(su, tg);
     return check_run_suite(su);
 }
