@@ -76,6 +76,7 @@ etx_status etx_model_get_info(const etx_model* m, etx_model_info* info) {
     const long long d = c->dim, qd = (long long)c->n_heads * c->head_dim, kvd = (long long)c->n_kv_heads * c->head_dim;
     const long long layer = d * (qd + 2 * kvd) + qd * d + 3 * d * c->hidden_dim + 2 * d;
     info->n_params = c->n_layers * layer + (long long)c->vocab_size * d * (c->tied_embeddings ? 1 : 2) + d;
+    info->weight_bytes = model_weight_bytes_held(m);
     return etx_ok();
 }
 
