@@ -24,6 +24,10 @@
  *     same argmax; and prefill (every position's logits) and a decode step give the same
  *     bits on blocks alone as with float32 copies beside them (prefill's arithmetic is
  *     unchanged by holding only the blocks).
+ *   - tiny_kquant.gguf (Q4_K, Q5_K, Q6_K, Q5_0, Q8_0 matrices, a Q4_K_M-like mix): every
+ *     matrix kept in its file type; weights held == the file's tensor data bytes, between
+ *     95% and 100% of the file's size; decode and prefill checked as for the default
+ *     model.
  */
 #include <check.h>
 #include <math.h>
@@ -33,6 +37,7 @@
 
 #include "cpu/cpu_forward.h"
 #include "model/dequant.h"
+#include "model/gguf.h"
 #include "cpu/f32_matrix.h"
 #include "cpu/quant_matrix.h"
 #include "test_rng.h"
@@ -237,15 +242,12 @@ static float* dense(const QuantMatrix* q) {
     return w;
 }
 
-START_TEST(test_gguf_twins) {
-    if (access(ETX_DEFAULT_MODEL, R_OK) != 0)
-        ck_abort_msg("default model missing: %s (fetch it with the models/ script)", ETX_DEFAULT_MODEL);
-    etx_model m;
-    CK_OK(gguf_model_load(ETX_DEFAULT_MODEL, &m));
-    const ModelConfig* c = &m.cfg;
+// every layer matrix and the LM head held only as blocks of the expected shapes
+static void check_all_twins(const etx_model* m) {
+    const ModelConfig* c = &m->cfg;
     int dim = c->dim, q = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim, ff = c->hidden_dim;
     for (int l = 0; l < c->n_layers; l++) {
-        const LayerWeights* L = &m.w.layers[l];
+        const LayerWeights* L = &m->w.layers[l];
         check_twin(&L->wq_q, L->wq, q, dim, "wq");
         check_twin(&L->wk_q, L->wk, kv, dim, "wk");
         check_twin(&L->wv_q, L->wv, kv, dim, "wv");
@@ -254,50 +256,72 @@ START_TEST(test_gguf_twins) {
         check_twin(&L->w_up_q, L->w_up, ff, dim, "w_up");
         check_twin(&L->w_down_q, L->w_down, dim, ff, "w_down");
     }
-    check_twin(&m.w.lm_head_q, m.w.lm_head, c->vocab_size, dim, "lm_head");
+    check_twin(&m->w.lm_head_q, m->w.lm_head, c->vocab_size, dim, "lm_head");
+    check_twin(&m->w.token_embedding_q, m->w.token_embedding, c->vocab_size, dim, "token_embedding");
+}
 
-    // decode with the twins vs the float32 path (float32 copies made with
-    // model_weight_rows, twins hidden)
+// The layer matrices of l as an array of 7 twins / 7 float pointers.
+#define LAYER_TWINS(L) {&(L)->wq_q, &(L)->wk_q, &(L)->wv_q, &(L)->wo_q, &(L)->w_gate_q, &(L)->w_up_q, &(L)->w_down_q}
+#define LAYER_FLOATS(L) {&(L)->wq, &(L)->wk, &(L)->wv, &(L)->wo, &(L)->w_gate, &(L)->w_up, &(L)->w_down}
+
+// Gives every matrix of m a float32 copy (model_weight_rows) beside its blocks: the model
+// as the loader held it before matrices kept only their blocks.
+static void add_float_copies(etx_model* m) {
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        LayerWeights* L = &m->w.layers[l];
+        QuantMatrix* t[7] = LAYER_TWINS(L);
+        float** f[7] = LAYER_FLOATS(L);
+        for (int i = 0; i < 7; i++) *f[i] = dense(t[i]);
+    }
+    m->w.lm_head = dense(&m->w.lm_head_q);
+}
+
+static void drop_float_copies(etx_model* m) {
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        LayerWeights* L = &m->w.layers[l];
+        float** f[7] = LAYER_FLOATS(L);
+        for (int i = 0; i < 7; i++) free(*f[i]), *f[i] = NULL;
+    }
+    free(m->w.lm_head);
+    m->w.lm_head = m->w.token_embedding;
+}
+
+// Hides (hide 1) or restores (hide 0) the blocks of every matrix, saved in saved.
+static void hide_twins(etx_model* m, QuantMatrix* saved, int hide) {
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        LayerWeights* L = &m->w.layers[l];
+        QuantMatrix* t[7] = LAYER_TWINS(L);
+        for (int i = 0; i < 7; i++) {
+            if (hide) saved[l * 7 + i] = *t[i], t[i]->blocks = NULL;
+            else *t[i] = saved[l * 7 + i];
+        }
+    }
+    if (hide) saved[m->cfg.n_layers * 7] = m->w.lm_head_q, m->w.lm_head_q.blocks = NULL;
+    else m->w.lm_head_q = saved[m->cfg.n_layers * 7];
+}
+
+// n decode steps of prompt on the blocks vs the float32 path (float32 copies, blocks
+// hidden): last logits within 1e-4 of the row scale, same argmax, not all identical.
+static void decode_vs_float32(etx_model* m, const int32_t* prompt, int n, const char* what) {
+    const ModelConfig* c = &m->cfg;
     int V = c->vocab_size;
-    int32_t prompt[5] = {1, 504, 3458, 282, 253};
     float* a = malloc((size_t)V * sizeof(float));
     float* b = malloc((size_t)V * sizeof(float));
-    double worst = 0.0, differs = 0.0;
+    QuantMatrix* saved = malloc(((size_t)c->n_layers * 7 + 1) * sizeof(QuantMatrix));
     for (int pass = 0; pass < 2; pass++) {
-        QuantMatrix saved_head = m.w.lm_head_q;
-        QuantMatrix* saved = malloc((size_t)c->n_layers * 7 * sizeof(QuantMatrix));
-        if (pass == 1) { // float32 copies, twins hidden: matmul / f32 products
-            for (int l = 0; l < c->n_layers; l++) {
-                LayerWeights* L = &m.w.layers[l];
-                QuantMatrix* t[7] = {&L->wq_q, &L->wk_q, &L->wv_q, &L->wo_q, &L->w_gate_q, &L->w_up_q, &L->w_down_q};
-                float** f[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-                for (int i = 0; i < 7; i++) saved[l * 7 + i] = *t[i], *f[i] = dense(t[i]), t[i]->blocks = NULL;
-            }
-            m.w.lm_head = dense(&m.w.lm_head_q);
-            m.w.lm_head_q.blocks = NULL;
-        }
+        if (pass == 1) add_float_copies(m), hide_twins(m, saved, 1);
         KVCache cache;
         CpuRunState s;
         CK_OK(build_kv_cache(&cache, c, 64));
         CK_OK(build_cpu_run_state(&s, c));
         float* out = pass == 0 ? a : b;
-        for (int i = 0; i < 5; i++) CK_OK(cpu_forward(&m, &s, &cache, prompt + i, 1, out, 0));
+        for (int i = 0; i < n; i++) CK_OK(cpu_forward(m, &s, &cache, prompt + i, 1, out, 0));
         free_cpu_run_state(&s);
         free_kv_cache(&cache);
-        if (pass == 1) {
-            for (int l = 0; l < c->n_layers; l++) {
-                LayerWeights* L = &m.w.layers[l];
-                QuantMatrix* t[7] = {&L->wq_q, &L->wk_q, &L->wv_q, &L->wo_q, &L->w_gate_q, &L->w_up_q, &L->w_down_q};
-                float** f[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-                for (int i = 0; i < 7; i++) *t[i] = saved[l * 7 + i], free(*f[i]), *f[i] = NULL;
-            }
-            free(m.w.lm_head);
-            m.w.lm_head = m.w.token_embedding;
-            m.w.lm_head_q = saved_head;
-        }
-        free(saved);
+        if (pass == 1) hide_twins(m, saved, 0), drop_float_copies(m);
     }
-    double scale = 1.0;
+    free(saved);
+    double scale = 0.0, worst = 0.0, differs = 0.0;
     int am = 0, bm = 0;
     for (int v = 0; v < V; v++) {
         scale = fmax(scale, fabs(b[v]));
@@ -306,65 +330,109 @@ START_TEST(test_gguf_twins) {
         am = a[v] > a[am] ? v : am;
         bm = b[v] > b[bm] ? v : bm;
     }
-    fprintf(stderr, "decode, 5 steps: max |twins - float32| %.3g (row scale %.3g), %.0f of %d logits differ\n", worst,
-            scale, differs, V);
-    ck_assert_msg(worst <= 1e-4 * scale, "max |diff| %.3g > 1e-4 * %.3g", worst, scale);
-    ck_assert_msg(differs > 0, "the twins gave bit-identical logits: is the compact path used at all?");
+    fprintf(stderr, "%s: decode, %d steps: max |blocks - float32| %.3g (row scale %.3g), %.0f of %d logits differ\n",
+            what, n, worst, scale, differs, V);
+    ck_assert_msg(scale > 0.0, "%s: all logits are zero", what);
+    ck_assert_msg(worst <= 1e-4 * scale, "%s: max |diff| %.3g > 1e-4 * %.3g", what, worst, scale);
+    ck_assert_msg(differs > 0, "%s: the blocks gave bit-identical logits: is the compact path used at all?", what);
     ck_assert_int_eq(am, bm);
     free(a), free(b);
-    model_free_contents(&m);
 }
-END_TEST
 
-// prefill (a chunk of 40 tokens, every position's logits) on a model that keeps only the
-// blocks dequantizes each matrix into the run state's tile and multiplies with sgemm: the
-// same bits as on the model as the loader used to hold it (float32 copies, made here by
-// model_weight_rows, beside the blocks); the LM head goes through the tile in slices of
-// rows. Then one decode step each: the blocks, bit for bit too.
-START_TEST(test_gguf_prefill_unchanged) {
-    if (access(ETX_DEFAULT_MODEL, R_OK) != 0)
-        ck_abort_msg("default model missing: %s (fetch it with the models/ script)", ETX_DEFAULT_MODEL);
-    etx_model m;
-    CK_OK(gguf_model_load(ETX_DEFAULT_MODEL, &m));
-    const ModelConfig* c = &m.cfg;
-    const int T = 40, V = c->vocab_size;
-    int32_t prompt[41];
+// Prefill (a chunk of T tokens, every position's logits) on a model that keeps only the
+// blocks dequantizes each matrix whole into the run state's tile and multiplies with
+// sgemm: the same bits as on the model as the loader used to hold it (float32 copies
+// beside the blocks). Then one decode step each: the blocks, bit for bit too.
+static void prefill_unchanged(etx_model* m, int T, const char* what) {
+    const ModelConfig* c = &m->cfg;
+    const int V = c->vocab_size;
+    int32_t* prompt = malloc((size_t)(T + 1) * sizeof(int32_t));
     for (int i = 0; i < T + 1; i++) prompt[i] = (int32_t)(1 + (rng_next_u32(&rng_state) % (uint32_t)(V - 1)));
     float* out[2];
     for (int pass = 0; pass < 2; pass++) {
-        if (pass == 1) // float32 copies beside the blocks
-            for (int l = 0; l < c->n_layers; l++) {
-                LayerWeights* L = &m.w.layers[l];
-                QuantMatrix* t[7] = {&L->wq_q, &L->wk_q, &L->wv_q, &L->wo_q, &L->w_gate_q, &L->w_up_q, &L->w_down_q};
-                float** f[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-                for (int i = 0; i < 7; i++) *f[i] = dense(t[i]);
-            }
-        if (pass == 1) m.w.lm_head = dense(&m.w.lm_head_q);
+        if (pass == 1) add_float_copies(m);
         out[pass] = malloc((size_t)(T + 1) * V * sizeof(float));
         KVCache cache;
         CpuRunState s;
         CK_OK(build_kv_cache(&cache, c, 64));
         CK_OK(build_cpu_run_state(&s, c));
-        CK_OK(cpu_forward(&m, &s, &cache, prompt, T, out[pass], 1));
-        CK_OK(cpu_forward(&m, &s, &cache, prompt + T, 1, out[pass] + (size_t)T * V, 0));
+        CK_OK(cpu_forward(m, &s, &cache, prompt, T, out[pass], 1));
+        CK_OK(cpu_forward(m, &s, &cache, prompt + T, 1, out[pass] + (size_t)T * V, 0));
         // a prefill tile of the largest layer matrix only for the blocks-only model (the LM
         // head's, grown for the all-logits chunk, was given back)
-        ck_assert_msg(s.wtmp_len == (pass == 0 ? (size_t)c->hidden_dim * c->dim : 0), "prefill tile of %zu floats",
+        size_t qd = (size_t)c->n_heads * c->head_dim, wide = qd > (size_t)c->hidden_dim ? qd : (size_t)c->hidden_dim;
+        ck_assert_msg(s.wtmp_len == (pass == 0 ? wide * c->dim : 0), "%s: prefill tile of %zu floats", what,
                       s.wtmp_len);
         free_cpu_run_state(&s);
         free_kv_cache(&cache);
     }
+    drop_float_copies(m);
     for (int i = 0; i <= T; i++)
         ck_assert_msg(memcmp(out[0] + (size_t)i * V, out[1] + (size_t)i * V, (size_t)V * sizeof(float)) == 0,
-                      "position %d: logits differ between blocks-only and float32 copies", i);
-    for (int l = 0; l < c->n_layers; l++) {
+                      "%s: position %d: logits differ between blocks-only and float32 copies", what, i);
+    free(out[0]), free(out[1]), free(prompt);
+}
+
+START_TEST(test_gguf_twins) {
+    if (access(ETX_DEFAULT_MODEL, R_OK) != 0)
+        ck_abort_msg("default model missing: %s (fetch it with the models/ script)", ETX_DEFAULT_MODEL);
+    etx_model m;
+    CK_OK(gguf_model_load(ETX_DEFAULT_MODEL, &m));
+    check_all_twins(&m);
+    int32_t prompt[5] = {1, 504, 3458, 282, 253};
+    decode_vs_float32(&m, prompt, 5, "SmolLM2 Q4_1");
+    model_free_contents(&m);
+}
+END_TEST
+
+START_TEST(test_gguf_prefill_unchanged) {
+    if (access(ETX_DEFAULT_MODEL, R_OK) != 0)
+        ck_abort_msg("default model missing: %s (fetch it with the models/ script)", ETX_DEFAULT_MODEL);
+    etx_model m;
+    CK_OK(gguf_model_load(ETX_DEFAULT_MODEL, &m));
+    prefill_unchanged(&m, 40, "SmolLM2 Q4_1");
+    model_free_contents(&m);
+}
+END_TEST
+
+// tiny_kquant.gguf (tests/scripts/gen_kquant_fixture.py): Q4_K, Q5_K, Q6_K, Q5_0 and Q8_0
+// matrices, as in a Q4_K_M mix. Every matrix keeps its blocks in its file type; the
+// weights held are exactly the tensor data of the file (norms are F32 there and here, the
+// rest are the file's blocks), which is at most the file's size and, the metadata being
+// small, at least 95% of it; decode on the blocks matches float32, prefill is unchanged.
+#define KQUANT ETX_FIXTURES "/loader/tiny_kquant.gguf"
+
+START_TEST(test_kquant_model) {
+    etx_model m;
+    CK_OK(gguf_model_load(KQUANT, &m));
+    check_all_twins(&m);
+    static const int types[2][7] = {
+        {GGML_TYPE_Q4_K, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K, GGML_TYPE_Q4_K, GGML_TYPE_Q4_K, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K},
+        {GGML_TYPE_Q4_K, GGML_TYPE_Q5_0, GGML_TYPE_Q6_K, GGML_TYPE_Q8_0, GGML_TYPE_Q4_K, GGML_TYPE_Q4_K, GGML_TYPE_Q5_K}};
+    ck_assert_int_eq(m.cfg.n_layers, 2);
+    for (int l = 0; l < 2; l++) {
         LayerWeights* L = &m.w.layers[l];
-        float** f[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-        for (int i = 0; i < 7; i++) free(*f[i]), *f[i] = NULL;
+        QuantMatrix* t[7] = LAYER_TWINS(L);
+        for (int i = 0; i < 7; i++)
+            ck_assert_msg(t[i]->type == types[l][i], "layer %d matrix %d: type %d, expected %d", l, i, t[i]->type,
+                          types[l][i]);
     }
-    free(m.w.lm_head);
-    m.w.lm_head = m.w.token_embedding;
-    free(out[0]), free(out[1]);
+    ck_assert_int_eq(m.w.lm_head_q.type, GGML_TYPE_Q6_K);
+    ck_assert_int_eq(m.w.token_embedding_q.type, GGML_TYPE_Q4_K);
+
+    GGUFFile f;
+    CK_OK(gguf_open(KQUANT, &f));
+    long long data = 0;
+    for (uint64_t i = 0; i < f.n_tensors; i++) data += (long long)f.tensors[i].n_bytes;
+    long long file = (long long)f.size, held = model_weight_bytes_held(&m);
+    gguf_close(&f);
+    fprintf(stderr, "tiny_kquant: weights held %lld bytes, tensor data %lld, file %lld\n", held, data, file);
+    ck_assert_msg(held == data, "held %lld bytes, the file's tensors are %lld", held, data);
+    ck_assert_msg(held <= file && held >= file / 100 * 95, "held %lld bytes vs file %lld", held, file);
+
+    int32_t prompt[6] = {1, 40, 77, 150, 201, 287};
+    decode_vs_float32(&m, prompt, 6, "tiny_kquant");
+    prefill_unchanged(&m, 40, "tiny_kquant");
     model_free_contents(&m);
 }
 END_TEST
@@ -385,6 +453,7 @@ int main(void) {
     TCase* tg = tcase_create("gguf");
     tcase_add_test(tg, test_gguf_twins);
     tcase_add_test(tg, test_gguf_prefill_unchanged);
+    tcase_add_test(tg, test_kquant_model);
     suite_add_tcase(su, tg);
     return check_run_suite(su);
 }
