@@ -66,7 +66,7 @@ int quant_matrix_supported(uint32_t type) {
 // 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K super-block (scales: its 12
 // bytes). Sub-blocks 0..3: low 6 bits of bytes j (scale) and j + 4 (min); 4..7: a nibble
 // of byte j + 4 below the top 2 bits of byte j - 4 (scale) and of byte j (min).
-static void k_scale_min(const uint8_t* scales, int j, int* sc, int* m) {
+static inline void k_scale_min(const uint8_t* scales, int j, int* sc, int* m) {
     if (j < 4) {
         *sc = scales[j] & 63;
         *m = scales[j + 4] & 63;
@@ -362,10 +362,14 @@ static ALWAYS_INLINE void block_k45(const int store, const int five, const uint8
     float d = half_fast(b), dmin = half_fast(b + 2);
     const uint8_t* qs = b + (five ? 48 : 16);
     __m256i qh = five ? _mm256_loadu_si256((const __m256i*)(b + 16)) : _mm256_setzero_si256();
+    float ds[8], dm[8]; // d * sc and dmin * m of the 8 sub-blocks, rounded as dequant.c rounds them
+    for (int j = 0; j < 8; j++) {
+        int sc, m;
+        k_scale_min(b + 4, j, &sc, &m);
+        ds[j] = d * (float)sc;
+        dm[j] = dmin * (float)m;
+    }
     for (int c = 0; c < 4; c++) {
-        int sc0, m0, sc1, m1;
-        k_scale_min(b + 4, 2 * c, &sc0, &m0);
-        k_scale_min(b + 4, 2 * c + 1, &sc1, &m1);
         __m256i v = _mm256_loadu_si256((const __m256i*)(qs + 32 * c));
         __m256i lo = _mm256_and_si256(v, lo_mask), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo_mask);
         if (five) { // bits 2c and 2c + 1 of each qh byte (qh shifted right by 2c so far)
@@ -373,8 +377,8 @@ static ALWAYS_INLINE void block_k45(const int store, const int five, const uint8
             hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4));
             qh = _mm256_srli_epi16(qh, 2);
         }
-        chunk_k45(store, lo, d * (float)sc0, dmin * (float)m0, x + 64 * c, acc, out + 64 * c);
-        chunk_k45(store, hi, d * (float)sc1, dmin * (float)m1, x + 64 * c + 32, acc, out + 64 * c + 32);
+        chunk_k45(store, lo, ds[2 * c], dm[2 * c], x + 64 * c, acc, out + 64 * c);
+        chunk_k45(store, hi, ds[2 * c + 1], dm[2 * c + 1], x + 64 * c + 32, acc, out + 64 * c + 32);
     }
 }
 
