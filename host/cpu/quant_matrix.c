@@ -279,10 +279,10 @@ static inline __attribute__((always_inline)) void dequant_rows_avx2(int type, co
         for (int k = 0; k < nb; k++, b += bsize, w += 32) {
             __m256 q[4];
             BLOCK_DEQUANT_AVX2(type, b, q);
-            _mm256_store_ps(w, q[0]);
-            _mm256_store_ps(w + 8, q[1]);
-            _mm256_store_ps(w + 16, q[2]);
-            _mm256_store_ps(w + 24, q[3]);
+            _mm256_storeu_ps(w, q[0]);
+            _mm256_storeu_ps(w + 8, q[1]);
+            _mm256_storeu_ps(w + 16, q[2]);
+            _mm256_storeu_ps(w + 24, q[3]);
         }
     }
 }
@@ -296,10 +296,10 @@ static inline __attribute__((always_inline)) void dequant_rows_avx2(int type, co
 static ALWAYS_INLINE void emit(const int store, __m256 w0, __m256 w1, __m256 w2, __m256 w3, const float* x,
                                __m256* acc, float* out) {
     if (store) {
-        _mm256_store_ps(out, w0);
-        _mm256_store_ps(out + 8, w1);
-        _mm256_store_ps(out + 16, w2);
-        _mm256_store_ps(out + 24, w3);
+        _mm256_storeu_ps(out, w0);
+        _mm256_storeu_ps(out + 8, w1);
+        _mm256_storeu_ps(out + 16, w2);
+        _mm256_storeu_ps(out + 24, w3);
     } else {
         acc[0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x), acc[0]);
         acc[1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + 8), acc[1]);
@@ -499,6 +499,22 @@ void quant_matmat_rows(float* y, int ldy, const float* x, int ldx, int n, const 
     free(w);
 #else
     quant_matmat_rows_scalar(y, ldy, x, ldx, n, W, r0, r1);
+#endif
+}
+
+// rows [r0, r1) of W as float32, (r1 - r0, cols) at w (any alignment): the AVX2
+// dequantization the batched product uses, otherwise the plain C one; both give
+// dequantize_row's values bit for bit (the tests compare them)
+void quant_dequant_rows(const QuantMatrix* W, int r0, int r1, float* w) {
+#ifdef QM_AVX2
+    dequant_rows(W, r0, r1, w);
+#else
+    const GGMLTypeInfo* ti = ggml_type_info((uint32_t)W->type);
+    int nb = W->cols / ti->block_elems;
+    for (int r = r0; r < r1; r++) {
+        const uint8_t* b = (const uint8_t*)W->blocks + (size_t)r * W->row_bytes;
+        for (int k = 0; k < nb; k++, b += ti->block_bytes, w += ti->block_elems) block_dequant_scalar(W->type, b, w);
+    }
 #endif
 }
 

@@ -55,4 +55,9 @@ void quant_matmat_rows(float* y, int ldy, const float* x, int ldx, int n, const 
 void quant_matmat_rows_scalar(float* y, int ldy, const float* x, int ldx, int n, const QuantMatrix* W, int r0,
                               int r1);
 
+// Rows r0 <= r < r1 of W dequantized to float32 into w ((r1 - r0) * W->cols floats, any
+// alignment), on the calling thread: bit for bit dequantize_row's values (dequant.c), at
+// the speed of the products' own dequantization (AVX2 when compiled for it).
+void quant_dequant_rows(const QuantMatrix* W, int r0, int r1, float* w);
+
 #endif // ETX_QUANT_MATRIX_H

@@ -9,7 +9,6 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "model/dequant.h"
 
 etx_status model_alloc_tensor(float** out, size_t n, const char* name) {
     *out = NULL;
@@ -48,11 +47,9 @@ void model_weight_rows(const float* w, const QuantMatrix* q, int cols, int r0, i
         memcpy(dst, w + (size_t)r0 * cols, (size_t)(r1 - r0) * cols * sizeof(float));
         return;
     }
-    const uint8_t* blocks = q->blocks;
+    // quant_dequant_rows gives dequantize_row's values (test_quant_matvec checks it), faster
 #pragma omp parallel for schedule(static) if ((long)(r1 - r0) * cols >= (1L << 18))
-    for (int r = r0; r < r1; r++)
-        dequantize_row((uint32_t)q->type, blocks + (size_t)r * q->row_bytes, dst + (size_t)(r - r0) * cols,
-                       (size_t)cols);
+    for (int r = r0; r < r1; r++) quant_dequant_rows(q, r, r + 1, dst + (size_t)(r - r0) * cols);
 }
 
 // a matrix of rows x cols held as float32 w and/or blocks q

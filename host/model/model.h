@@ -91,7 +91,8 @@ size_t model_first_nonfinite(const float* x, size_t n);
 etx_status model_nonfinite_error(const char* file, const char* tensor, float value, size_t index, size_t cols);
 // Rows r0 <= r < r1 of a (rows, cols) weight as float32 into dst ((r1 - r0) * cols
 // floats): copied from the float32 array w, or, when w is NULL, dequantized from its kept
-// blocks q with dequantize_row (dequant.c), the values the loader would have stored.
+// blocks q (quant_dequant_rows: dequantize_row's values, the ones the loader would have
+// stored as float32).
 // Rows are spread over the OpenMP threads when there are many; call outside parallel regions.
 void model_weight_rows(const float* w, const QuantMatrix* q, int cols, int r0, int r1, float* dst);
 // Bytes of weights the model holds in memory: float32 arrays plus kept quantized blocks

@@ -16,6 +16,8 @@
  *       cols/32 fused multiply-adds plus 5 additions (f32_matrix.h), so
  *       |y - ref| <= g * sum_i |w_i x_i|, g = (cols/32 + 5) u / (1 - (cols/32 + 5) u),
  *       u = 2^-24 (Higham, Accuracy and Stability, 2nd ed., section 4.2).
+ *   - quant_dequant_rows (rows r0.. into an unaligned buffer) equals dequantize_row bit for
+ *     bit;
  *   - the compact product equals f32_matvec_rows on the dequantized rows bit for bit.
  *   - the default GGUF model: every layer matrix and the LM head are held only as their
  *     blocks (no float32 copy; test_loader checks rows of them against gguf-py, Q/K
@@ -95,6 +97,14 @@ static void check_shape(int type, int rows, int cols) {
     for (int r = 0; r < rows; r++)
         dequantize_row((uint32_t)type, (const uint8_t*)q.blocks + (size_t)r * q.row_bytes, w + (size_t)r * cols,
                        (size_t)cols);
+    // quant_dequant_rows (model_weight_rows' dequantization), from a row offset into an
+    // unaligned buffer: dequantize_row's values bit for bit
+    float* wq = malloc(((size_t)rows * cols + 1) * sizeof(float));
+    int r0 = rows / 3;
+    quant_dequant_rows(&q, r0, rows, wq + 1);
+    ck_assert_msg(memcmp(wq + 1, w + (size_t)r0 * cols, (size_t)(rows - r0) * cols * sizeof(float)) == 0,
+                  "%s %dx%d: quant_dequant_rows differs from dequantize_row", tn, rows, cols);
+    free(wq);
     for (int b = 0; b < N_MAX; b++)
         for (int i = 0; i < ldx; i++) x[(size_t)b * ldx + i] = i < cols ? rng_frand(&rng_state) : NAN;
     size_t row_bytes = (size_t)rows * sizeof(float);
