@@ -201,9 +201,8 @@ typedef enum { ROWS_CHUNK = 0, ROWS_DECODE } RowsKind;
 
 // y = x W^T. A chunk uses sgemm (one token: W's compact twin when it has one, ~6x less
 // memory traffic; W kept only as blocks: dequantized whole into s->wtmp first, so the
-// sgemm sees the same float32 weights); decode rows use the
-// batch-invariant products, row by row identical to the one-token product whatever the
-// number of rows.
+// sgemm sees the same float32 weights); decode rows use the batch-invariant products,
+// row by row identical to the one-token product whatever the number of rows.
 static void linear(CpuRunState* s, float* y, int ldy, const float* x, const float* W, const QuantMatrix* Wq, int n,
                    int in, int out, RowsKind kind) {
     if (kind == ROWS_DECODE) {
