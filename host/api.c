@@ -78,6 +78,7 @@ etx_status etx_model_get_info(const etx_model* m, etx_model_info* info) {
     if (c->qkv_bias) layer += qd + 2 * kvd;
     if (c->qk_norm) layer += 2LL * c->head_dim;
     info->n_params = c->n_layers * layer + (long long)c->vocab_size * d * (c->tied_embeddings ? 1 : 2) + d;
+    info->weight_bytes = model_weight_bytes_held(m);
     return etx_ok();
 }
 

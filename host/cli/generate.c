@@ -8,11 +8,13 @@
  * parameter table of host/policy/policy.c (--low-ent-thresh, --top-k, ...; policy_flags.c, shared
  * with eval), so --help lists every parameter with its default and range. Flags override
  * the file. --trace writes one JSON line per generated token (trace.c); --stats adds the
- * branch mix and metric means.
+ * branch mix and metric means, speeds, and the host memory the weights take beside the
+ * model file's size.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "cli.h"
@@ -207,6 +209,14 @@ static int cmd_generate_run(const char* model, const char* prompt, const char* c
                 (rs.n_tokens - 1) / (decode > 0 ? decode : 1e-9),
                 rs.phase == ETX_REQ_DONE_STOP ? "a stop token" : "the length limit");
         cli_trace_stats_print(&ts, stderr);
+        struct stat fst;
+        const char* mpath = cli_model_path(model);
+        long long file_bytes = stat(mpath, &fst) == 0 && S_ISREG(fst.st_mode) ? (long long)fst.st_size : -1;
+        fprintf(stderr, "etx: model weights in host memory: %.1f MiB (%lld bytes, %.2f bytes per parameter)",
+                info.weight_bytes / 1048576.0, info.weight_bytes,
+                info.n_params ? (double)info.weight_bytes / (double)info.n_params : 0.0);
+        if (file_bytes >= 0) fprintf(stderr, "; model file %.1f MiB", file_bytes / 1048576.0);
+        fputc('\n', stderr);
         etx_engine_stats es;
         etx_engine_get_stats(e, &es);
         if (es.device == ETX_DEVICE_CUDA)

@@ -126,6 +126,7 @@ void free_cpu_run_state(CpuRunState* s) {
     free(s->rope_cos);
     free(s->rope_sin);
     free(s->att);
+    free(s->wtmp);
     memset(s, 0, sizeof *s);
 }
 
@@ -147,6 +148,45 @@ static etx_status reserve_att(CpuRunState* s) {
     return etx_ok();
 }
 
+// Floats of the prefill tile wtmp (CpuRunState) for model m: 0 when every matrix is
+// float32; else the largest layer matrix, or with head (a chunk that wants every row's
+// logits) the LM head's vocab x dim when that is larger and held only as blocks. Each
+// matrix is dequantized whole, so its product is the float32 path's very sgemm call (a
+// tile of rows would change OpenBLAS's blocking, hence the bits).
+static size_t wtmp_floats(const etx_model* m, int head) {
+    const ModelConfig* c = &m->cfg;
+    int kept = 0;
+    for (int l = 0; l < c->n_layers && !kept; l++) {
+        const LayerWeights* L = &m->w.layers[l];
+        kept = !L->wq || !L->wk || !L->wv || !L->wo || !L->w_gate || !L->w_up || !L->w_down;
+    }
+    size_t qd = (size_t)c->n_heads * c->head_dim, wide = qd > (size_t)c->hidden_dim ? qd : (size_t)c->hidden_dim;
+    size_t n = kept ? wide * (size_t)c->dim : 0, n_head = (size_t)c->vocab_size * c->dim;
+    return head && !m->w.lm_head && n_head > n ? n_head : n;
+}
+
+// Makes wtmp at least wtmp_floats(m, head) floats.
+static etx_status reserve_wtmp(CpuRunState* s, const etx_model* m, int head) {
+    size_t n = wtmp_floats(m, head);
+    if (n <= s->wtmp_len) return etx_ok();
+    free(s->wtmp);
+    s->wtmp_len = 0;
+    s->wtmp = malloc(n * sizeof(float));
+    if (!s->wtmp)
+        return etx_error(ETX_ERR_NOMEM, "cpu forward: out of memory for the prefill weight tile (%zu MiB)",
+                         n * sizeof(float) >> 20);
+    s->wtmp_len = n;
+    return etx_ok();
+}
+
+// Gives back a tile grown for the LM head (all-logits prefill) once the call is done.
+static void shrink_wtmp(CpuRunState* s, const etx_model* m) {
+    if (s->wtmp_len <= wtmp_floats(m, 0)) return;
+    free(s->wtmp);
+    s->wtmp = NULL;
+    s->wtmp_len = 0;
+}
+
 // ----------------------------------------------------------------------------
 // forward
 
@@ -161,10 +201,11 @@ static void add_inplace(float* x, const float* y, size_t n) {
 typedef enum { ROWS_CHUNK = 0, ROWS_DECODE } RowsKind;
 
 // y = x W^T. A chunk uses sgemm (one token: W's compact twin when it has one, ~6x less
-// memory traffic); decode rows use the batch-invariant products, row by row identical to
-// the one-token product whatever the number of rows.
-static void linear(float* y, int ldy, const float* x, const float* W, const QuantMatrix* Wq, int n, int in, int out,
-                   RowsKind kind) {
+// memory traffic; W kept only as blocks: dequantized whole into s->wtmp first, so the
+// sgemm sees the same float32 weights); decode rows use the batch-invariant products,
+// row by row identical to the one-token product whatever the number of rows.
+static void linear(CpuRunState* s, float* y, int ldy, const float* x, const float* W, const QuantMatrix* Wq, int n,
+                   int in, int out, RowsKind kind) {
     if (kind == ROWS_DECODE) {
         if (Wq->blocks)
             quant_matmat(y, ldy, x, in, n, Wq);
@@ -172,8 +213,11 @@ static void linear(float* y, int ldy, const float* x, const float* W, const Quan
             f32_matmat(y, ldy, x, in, n, W, out, in);
     } else if (n == 1 && Wq->blocks) {
         quant_matvec(y, x, Wq);
-    } else {
+    } else if (W) {
         matmul(y, ldy, x, W, n, in, out);
+    } else { // reserve_wtmp made the tile large enough for W
+        model_weight_rows(NULL, Wq, in, 0, out, s->wtmp);
+        matmul(y, ldy, x, s->wtmp, n, in, out);
     }
 }
 
@@ -291,7 +335,8 @@ static etx_status forward_rows(const etx_model* m, CpuRunState* s, const KVSeq* 
 
     // embedding: x[i] = token_embedding[tokens[i]]; RoPE tables of each row's position
     for (int i = 0; i < n; i++) {
-        memcpy(s->x + (size_t)i * dim, m->w.token_embedding + (size_t)tokens[i] * dim, (size_t)dim * sizeof(float));
+        model_weight_rows(m->w.token_embedding, &m->w.token_embedding_q, dim, tokens[i], tokens[i] + 1,
+                          s->x + (size_t)i * dim);
         int pos = kind == ROWS_DECODE ? kv[i].pos : kv->pos + i;
         rope_tables(s->rope_cos + (size_t)i * half, s->rope_sin + (size_t)i * half, s->inv_freq, half, pos, 1);
     }
@@ -304,9 +349,9 @@ static etx_status forward_rows(const etx_model* m, CpuRunState* s, const KVSeq* 
         #pragma omp parallel for if (par)
         for (int i = 0; i < n; i++)
             rmsnorm(s->xb + (size_t)i * dim, s->x + (size_t)i * dim, L->attn_norm, dim, c->norm_eps);
-        linear(s->q, qdim, s->xb, L->wq, &L->wq_q, n, dim, qdim, kind);
-        linear(s->knew, kv_dim, s->xb, L->wk, &L->wk_q, n, dim, kv_dim, kind);
-        linear(s->vnew, kv_dim, s->xb, L->wv, &L->wv_q, n, dim, kv_dim, kind);
+        linear(s, s->q, qdim, s->xb, L->wq, &L->wq_q, n, dim, qdim, kind);
+        linear(s, s->knew, kv_dim, s->xb, L->wk, &L->wk_q, n, dim, kv_dim, kind);
+        linear(s, s->vnew, kv_dim, s->xb, L->wv, &L->wv_q, n, dim, kv_dim, kind);
         if (c->qkv_bias) { // qwen2: Wq xn + bq, ...
             add_bias_rows(s->q, qdim, L->bq, n, qdim);
             add_bias_rows(s->knew, kv_dim, L->bk, n, kv_dim);
@@ -331,18 +376,18 @@ static etx_status forward_rows(const etx_model* m, CpuRunState* s, const KVSeq* 
         }
         int last_layer = scores && l == c->n_layers - 1;
         ETX_TRY(attention(c, s, kv, n_kv, l, n, kind, last_layer ? scores : NULL));
-        linear(s->xb, dim, s->att_out, L->wo, &L->wo_q, n, qdim, dim, kind);
+        linear(s, s->xb, dim, s->att_out, L->wo, &L->wo_q, n, qdim, dim, kind);
         add_inplace(s->x, s->xb, (size_t)n * dim);
 
         // MLP block: x += Wdown (silu(Wgate xn) * Wup xn), xn = rmsnorm(x)
         #pragma omp parallel for if (par)
         for (int i = 0; i < n; i++)
             rmsnorm(s->xb + (size_t)i * dim, s->x + (size_t)i * dim, L->ffn_norm, dim, c->norm_eps);
-        linear(s->hb, hidden, s->xb, L->w_gate, &L->w_gate_q, n, dim, hidden, kind);
-        linear(s->hb2, hidden, s->xb, L->w_up, &L->w_up_q, n, dim, hidden, kind);
+        linear(s, s->hb, hidden, s->xb, L->w_gate, &L->w_gate_q, n, dim, hidden, kind);
+        linear(s, s->hb2, hidden, s->xb, L->w_up, &L->w_up_q, n, dim, hidden, kind);
         #pragma omp parallel for if (par)
         for (int i = 0; i < n; i++) swiglu(s->hb + (size_t)i * hidden, s->hb2 + (size_t)i * hidden, hidden);
-        linear(s->xb, dim, s->hb, L->w_down, &L->w_down_q, n, hidden, dim, kind);
+        linear(s, s->xb, dim, s->hb, L->w_down, &L->w_down_q, n, hidden, dim, kind);
         add_inplace(s->x, s->xb, (size_t)n * dim);
     }
 
@@ -352,7 +397,7 @@ static etx_status forward_rows(const etx_model* m, CpuRunState* s, const KVSeq* 
     #pragma omp parallel for if (rows > 1)
     for (int i = first; i < n; i++)
         rmsnorm(s->xb + (size_t)i * dim, s->x + (size_t)i * dim, m->w.final_norm, dim, c->norm_eps);
-    linear(logits, c->vocab_size, s->xb + (size_t)first * dim, m->w.lm_head, &m->w.lm_head_q, rows, dim,
+    linear(s, logits, c->vocab_size, s->xb + (size_t)first * dim, m->w.lm_head, &m->w.lm_head_q, rows, dim,
            c->vocab_size, kind);
     return etx_ok();
 }
@@ -380,6 +425,7 @@ etx_status cpu_forward(const etx_model* m, CpuRunState* s, KVCache* kv, const in
     // all allocation happens before any work, so a failure leaves the cache untouched
     ETX_TRY(kv_cache_reserve(kv, kv->pos + n));
     ETX_TRY(reserve_att(s));
+    ETX_TRY(reserve_wtmp(s, m, logits && all_logits && n > 1));
 
     for (int done = 0; done < n;) {
         int len = n - done < s->max_chunk ? n - done : s->max_chunk;
@@ -401,6 +447,7 @@ etx_status cpu_forward(const etx_model* m, CpuRunState* s, KVCache* kv, const in
         if (capture) s->last_scores_len = kv->pos;
         done += len;
     }
+    shrink_wtmp(s, m);
     return etx_ok();
 }
 
@@ -411,6 +458,7 @@ etx_status cpu_forward_chunk(const etx_model* m, CpuRunState* s, const KVSeq* kv
         return etx_error(ETX_ERR_INVALID_ARG, "cpu forward: a chunk of %d tokens exceeds the run state's %d rows", n,
                          s->max_rows);
     ETX_TRY(reserve_att(s));
+    ETX_TRY(reserve_wtmp(s, m, 0));
     return forward_rows(m, s, kv, tokens, n, ROWS_CHUNK, logits, 0, scores ? &scores : NULL);
 }
 

@@ -83,6 +83,8 @@ typedef struct {
     float* att;       // (att_threads, max(max_chunk, n_heads) * (ATT_BLOCK + 2)) attention scratch
     int att_threads;  // scratch areas in att, one per thread
     int att_rows;     // n_heads
+    float* wtmp;      // (wtmp_len) a chunk's float32 tile of a weight kept as quantized blocks
+    size_t wtmp_len;  // floats in wtmp: the largest such layer matrix (reserve_wtmp), 0: none yet
     // Optional, for attention metrics: when last_attn is non-NULL, cpu_forward writes the
     // last layer's post-softmax attention probabilities of the last token it processes,
     // head after head: last_attn[h * last_attn_len + t], t < last_attn_len = kv->pos after

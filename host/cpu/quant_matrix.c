@@ -1,23 +1,33 @@
 /*
  * quant_matrix.c — decode products over block-quantized weights (see quant_matrix.h):
  * one token (quant_matvec) and a batch of n tokens (quant_matmat) whose rows equal the
- * one-token product bit for bit. Formats (dequant.c): 32 elements per block, element
- * j < 16 from the low nibble of qs[j], element j + 16 from its high nibble (Q8_0: qs[j]
- * itself).
- *   Q4_0  f16 d; u8 qs[16]      w = (nibble - 8) * d
- *   Q4_1  f16 d, m; u8 qs[16]   w = nibble * d + m
- *   Q8_0  f16 d; i8 qs[32]      w = q * d
- * Each w is rounded exactly as dequant.c rounds it (a product, then a sum: no fused
- * multiply-add inside w), then w . x is accumulated in f32_matrix.h's fixed order (32
- * running sums, one per position in the block, advanced by fused multiply-adds, then a
- * fixed reduction tree). Every path here — AVX2 one-token (w kept in registers), AVX2
- * batched (w dequantized once into a small float buffer, then f32_matmat_rows against
- * all n inputs), and the plain C twins — computes the same w and the same order, so all
- * give identical bits; only the summation order differs from the float32 sgemm path.
+ * one-token product bit for bit. Formats (dequant.c has the full layouts):
+ *   Q4_0  f16 d; u8 qs[16]                 w = (nibble - 8) * d
+ *   Q4_1  f16 d, m; u8 qs[16]              w = nibble * d + m
+ *   Q5_0  f16 d; u8 qh[4]; u8 qs[16]       w = ((nibble | bit5 << 4) - 16) * d
+ *   Q8_0  f16 d; i8 qs[32]                 w = q * d
+ * (32 elements per block: element j < 16 from the low nibble of qs[j], element j + 16
+ * from its high nibble, Q8_0: qs[j] itself; Q5_0's fifth bit of element j is bit j of qh)
+ *   Q4_K  f16 d, dmin; u8 scales[12]; u8 qs[128]             w = (d * sc) * q - dmin * m
+ *   Q5_K  f16 d, dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]  the same with 5-bit q
+ *   Q6_K  u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d         w = (d * sc) * (q - 32)
+ * (256 elements per super-block; Q4_K/Q5_K: 8 sub-blocks of 32, each one 32-element
+ * chunk of the row with its own 6-bit scale sc and min m; Q6_K: 16 sub-blocks of 16, so a
+ * 32-element chunk has two scales.)
+ * Each w is rounded exactly as dequant.c rounds it (each product and the difference
+ * rounded on its own: no fused multiply-add inside w; d * sc is formed once per sub-block,
+ * as dequant.c's left-to-right d * sc * q forms it first), then w . x is accumulated in
+ * f32_matrix.h's fixed order (32 running sums, one per position modulo 32 along the row,
+ * advanced by fused multiply-adds, then a fixed reduction tree). A 256-element
+ * super-block is just 8 consecutive 32-element chunks of that order. Every path here —
+ * AVX2 one-token (w kept in registers), AVX2 batched (w dequantized once into a small
+ * float buffer, then f32_matmat_rows against all n inputs), and the plain C twins —
+ * computes the same w and the same order, so all give identical bits; only the
+ * summation order differs from the float32 sgemm path.
  *
- * Memory traffic: a rows x cols product reads rows * cols / 32 blocks (Q4_1: 20 bytes,
- * Q4_0: 18, Q8_0: 34 per 32 weights) once per call, whatever n, plus x (n * cols floats,
- * cache-resident); float32 would read 128 bytes per 32 weights.
+ * Memory traffic: a rows x cols product reads its blocks once per call, whatever n
+ * (bytes per weight: Q8_0 1.06, Q6_K 0.82, Q5_0 0.69, Q5_K 0.69, Q4_1 0.625, Q4_0 0.56,
+ * Q4_K 0.56), plus x (n * cols floats, cache-resident); float32 would read 4.
  */
 #include "cpu/quant_matrix.h"
 
@@ -41,19 +51,79 @@
 #define QM_TILE_ROWS 6
 
 int quant_matrix_supported(uint32_t type) {
-    return type == GGML_TYPE_Q8_0 || type == GGML_TYPE_Q4_0 || type == GGML_TYPE_Q4_1;
+    switch (type) {
+    case GGML_TYPE_Q8_0:
+    case GGML_TYPE_Q4_0:
+    case GGML_TYPE_Q4_1:
+    case GGML_TYPE_Q5_0:
+    case GGML_TYPE_Q4_K:
+    case GGML_TYPE_Q5_K:
+    case GGML_TYPE_Q6_K: return 1;
+    default: return 0;
+    }
 }
 
-static float half_at(const uint8_t* p) {
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return fp16_to_fp32(h);
+// 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K super-block (scales: its 12
+// bytes). Sub-blocks 0..3: low 6 bits of bytes j (scale) and j + 4 (min); 4..7: a nibble
+// of byte j + 4 below the top 2 bits of byte j - 4 (scale) and of byte j (min).
+static inline void k_scale_min(const uint8_t* scales, int j, int* sc, int* m) {
+    if (j < 4) {
+        *sc = scales[j] & 63;
+        *m = scales[j + 4] & 63;
+    } else {
+        *sc = (scales[j + 4] & 0xf) | ((scales[j - 4] >> 6) << 4);
+        *m = (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4);
+    }
+}
+
+static float half_at(const uint8_t* p) { return fp16_to_fp32((uint16_t)(p[0] | (p[1] << 8))); }
+
+// a little-endian 32-bit field read with memcpy, to host order
+static uint32_t le32(uint32_t v) {
+    const uint8_t* p = (const uint8_t*)&v;
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 
 // ---------------------------------------------------------------------------
 // plain C
 
-// the 32 weights of one block, w = q * d (+ m) rounded after each operation
+// Q4_K (qh NULL) and Q5_K: the 256 weights of super-block b, w = (d * sc) * q - dmin * m
+static void block_dequant_k45_scalar(const uint8_t* b, const uint8_t* qh, const uint8_t* qs, float* w) {
+    float d = half_at(b), dmin = half_at(b + 2);
+    for (int j = 0; j < 8; j++) { // sub-block j: chunk j of 32, nibble j % 2 of qs[32 * (j / 2) ..]
+        int sc, m;
+        k_scale_min(b + 4, j, &sc, &m);
+        float ds = d * (float)sc, dm = dmin * (float)m;
+        const uint8_t* q = qs + 32 * (j / 2);
+        for (int l = 0; l < 32; l++) {
+            int v = j % 2 ? q[l] >> 4 : q[l] & 0xf;
+            if (qh) v |= ((qh[l] >> j) & 1) << 4;
+            float p = ds * (float)v; // separate statements: no fused multiply-add
+            w[32 * j + l] = p - dm;
+        }
+    }
+}
+
+// Q6_K: the 256 weights of super-block b, w = (d * sc) * (q - 32); two halves of 128,
+// quarter k (32 weights) of a half from ql[32 * (k % 2) + l] (nibble k / 2) and bits
+// 2k, 2k + 1 of qh[l], sub-block scales 2k (l < 16) and 2k + 1
+static void block_dequant_q6_k_scalar(const uint8_t* b, float* w) {
+    float d = half_at(b + 208);
+    for (int h = 0; h < 2; h++) {
+        const uint8_t* ql = b + 64 * h;
+        const uint8_t* qh = b + 128 + 32 * h;
+        const int8_t* sc = (const int8_t*)(b + 192 + 8 * h);
+        for (int k = 0; k < 4; k++)
+            for (int l = 0; l < 32; l++) {
+                int lo = ql[32 * (k % 2) + l];
+                int q = ((k < 2 ? lo & 0xf : lo >> 4) | (((qh[l] >> (2 * k)) & 3) << 4)) - 32;
+                float ds = d * (float)sc[2 * k + l / 16];
+                w[128 * h + 32 * k + l] = ds * (float)q;
+            }
+    }
+}
+
+// the block_elems weights of one block, each rounded as dequant.c rounds it
 static void block_dequant_scalar(int type, const uint8_t* b, float* w) {
     float d = half_at(b);
     if (type == GGML_TYPE_Q8_0) {
@@ -65,7 +135,7 @@ static void block_dequant_scalar(int type, const uint8_t* b, float* w) {
             w[j] = (float)((qs[j] & 0xf) - 8) * d;
             w[j + 16] = (float)((qs[j] >> 4) - 8) * d;
         }
-    } else { // Q4_1: separate statements, so no compiler may fuse the product and the sum
+    } else if (type == GGML_TYPE_Q4_1) { // separate statements, so no compiler may fuse the product and the sum
         float m = half_at(b + 2);
         const uint8_t* qs = b + 4;
         for (int j = 0; j < 16; j++) {
@@ -73,24 +143,41 @@ static void block_dequant_scalar(int type, const uint8_t* b, float* w) {
             w[j] = p0 + m;
             w[j + 16] = p1 + m;
         }
+    } else if (type == GGML_TYPE_Q5_0) {
+        uint32_t qh;
+        memcpy(&qh, b + 2, 4);
+        qh = le32(qh);
+        const uint8_t* qs = b + 6;
+        for (int j = 0; j < 16; j++) {
+            int lo = (qs[j] & 0xf) | (int)(((qh >> j) & 1) << 4), hi = (qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4);
+            w[j] = (float)(lo - 16) * d;
+            w[j + 16] = (float)(hi - 16) * d;
+        }
+    } else if (type == GGML_TYPE_Q4_K) {
+        block_dequant_k45_scalar(b, NULL, b + 16, w);
+    } else if (type == GGML_TYPE_Q5_K) {
+        block_dequant_k45_scalar(b, b + 16, b + 48, w);
+    } else { // Q6_K
+        block_dequant_q6_k_scalar(b, w);
     }
 }
 
-static int block_size(int type) { return type == GGML_TYPE_Q4_1 ? 20 : type == GGML_TYPE_Q4_0 ? 18 : 34; }
-
 // sum_j w_j x_j over one row of nb blocks, in f32_matrix.h's order
 static float row_dot_scalar(int type, const uint8_t* b, const float* x, int nb) {
-    float s[32] = {0}, w[32];
-    for (int k = 0; k < nb; k++, x += 32, b += block_size(type)) {
+    const GGMLTypeInfo* ti = ggml_type_info((uint32_t)type);
+    const int be = ti->block_elems, bb = ti->block_bytes;
+    float s[32] = {0}, w[256];
+    for (int k = 0; k < nb; k++, x += be, b += bb) {
         block_dequant_scalar(type, b, w);
-        for (int l = 0; l < 32; l++) s[l] = fmaf(w[l], x[l], s[l]);
+        for (int c = 0; c < be; c += 32)
+            for (int l = 0; l < 32; l++) s[l] = fmaf(w[c + l], x[c + l], s[l]);
     }
     return f32_reduce32(s);
 }
 
 // y[r - r0] = dequant(W)[r] . x, plain C
 void quant_matvec_rows_scalar(float* y, const float* x, const QuantMatrix* W, int r0, int r1) {
-    int nb = W->cols / 32;
+    int nb = W->cols / ggml_type_info((uint32_t)W->type)->block_elems;
     for (int r = r0; r < r1; r++)
         y[r - r0] = row_dot_scalar(W->type, (const uint8_t*)W->blocks + (size_t)r * W->row_bytes, x, nb);
 }
@@ -192,18 +279,184 @@ static inline __attribute__((always_inline)) void dequant_rows_avx2(int type, co
         for (int k = 0; k < nb; k++, b += bsize, w += 32) {
             __m256 q[4];
             BLOCK_DEQUANT_AVX2(type, b, q);
-            _mm256_store_ps(w, q[0]);
-            _mm256_store_ps(w + 8, q[1]);
-            _mm256_store_ps(w + 16, q[2]);
-            _mm256_store_ps(w + 24, q[3]);
+            _mm256_storeu_ps(w, q[0]);
+            _mm256_storeu_ps(w + 8, q[1]);
+            _mm256_storeu_ps(w + 16, q[2]);
+            _mm256_storeu_ps(w + 24, q[3]);
         }
     }
 }
 
+// --- Q5_0 and the K-quants: each block is handed out as 32-element chunks of 4 x 8
+// floats; emit() either multiplies a chunk into the 4 running-sum vectors (store 0, the
+// one-token product) or stores it (store 1, the batched product's weight tile).
+
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+static ALWAYS_INLINE void emit(const int store, __m256 w0, __m256 w1, __m256 w2, __m256 w3, const float* x,
+                               __m256* acc, float* out) {
+    if (store) {
+        _mm256_storeu_ps(out, w0);
+        _mm256_storeu_ps(out + 8, w1);
+        _mm256_storeu_ps(out + 16, w2);
+        _mm256_storeu_ps(out + 24, w3);
+    } else {
+        acc[0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x), acc[0]);
+        acc[1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + 8), acc[1]);
+        acc[2] = _mm256_fmadd_ps(w2, _mm256_loadu_ps(x + 16), acc[2]);
+        acc[3] = _mm256_fmadd_ps(w3, _mm256_loadu_ps(x + 24), acc[3]);
+    }
+}
+
+// 32 bytes (unsigned: u 1, signed: u 0) widened to 4 x 8 floats, in order
+static ALWAYS_INLINE void bytes_to_ps(const int u, __m256i v, __m256* f) {
+    __m128i a = _mm256_castsi256_si128(v), b = _mm256_extracti128_si256(v, 1);
+    if (u) {
+        f[0] = u8_to_ps(a);
+        f[1] = u8_to_ps(_mm_srli_si128(a, 8));
+        f[2] = u8_to_ps(b);
+        f[3] = u8_to_ps(_mm_srli_si128(b, 8));
+    } else {
+        f[0] = i8_to_ps(a);
+        f[1] = i8_to_ps(_mm_srli_si128(a, 8));
+        f[2] = i8_to_ps(b);
+        f[3] = i8_to_ps(_mm_srli_si128(b, 8));
+    }
+}
+
+// Q5_0 block (32 weights): w = (q - 16) * d
+static ALWAYS_INLINE void block_q5_0(const int store, const uint8_t* b, const float* x, __m256* acc, float* out) {
+    const __m256i lo_mask = _mm256_set1_epi8(0x0f);
+    uint32_t qh;
+    memcpy(&qh, b + 2, 4);
+    __m128i qs = _mm_loadu_si128((const __m128i*)(b + 6));
+    // elements 0..15: low nibbles, 16..31: high nibbles
+    __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(qs, 4), qs), lo_mask);
+    // fifth bits: byte j of the vector gets byte j / 8 of qh, tested against bit j % 8
+    const __m256i pick = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    __m256i hb = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), pick), bit);
+    hb = _mm256_and_si256(_mm256_cmpeq_epi8(hb, bit), _mm256_set1_epi8(0x10));
+    q = _mm256_sub_epi8(_mm256_or_si256(q, hb), _mm256_set1_epi8(16)); // in [-16, 15]
+    __m256 f[4];
+    bytes_to_ps(0, q, f);
+    __m256 d = _mm256_set1_ps(half_fast(b));
+    emit(store, _mm256_mul_ps(f[0], d), _mm256_mul_ps(f[1], d), _mm256_mul_ps(f[2], d), _mm256_mul_ps(f[3], d), x,
+         acc, out);
+}
+
+// 32 unsigned codes of one Q4_K/Q5_K sub-block: w = ds * q - dm
+static ALWAYS_INLINE void chunk_k45(const int store, __m256i q, float ds, float dm, const float* x, __m256* acc,
+                                    float* out) {
+    __m256 f[4];
+    bytes_to_ps(1, q, f);
+    __m256 vds = _mm256_set1_ps(ds), vdm = _mm256_set1_ps(dm);
+    emit(store, _mm256_sub_ps(_mm256_mul_ps(f[0], vds), vdm), _mm256_sub_ps(_mm256_mul_ps(f[1], vds), vdm),
+         _mm256_sub_ps(_mm256_mul_ps(f[2], vds), vdm), _mm256_sub_ps(_mm256_mul_ps(f[3], vds), vdm), x, acc, out);
+}
+
+// Q4_K (five 0) or Q5_K (five 1) super-block (256 weights)
+static ALWAYS_INLINE void block_k45(const int store, const int five, const uint8_t* b, const float* x, __m256* acc,
+                                    float* out) {
+    const __m256i lo_mask = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
+    float d = half_fast(b), dmin = half_fast(b + 2);
+    const uint8_t* qs = b + (five ? 48 : 16);
+    __m256i qh = five ? _mm256_loadu_si256((const __m256i*)(b + 16)) : _mm256_setzero_si256();
+    float ds[8], dm[8]; // d * sc and dmin * m of the 8 sub-blocks, rounded as dequant.c rounds them
+    for (int j = 0; j < 8; j++) {
+        int sc, m;
+        k_scale_min(b + 4, j, &sc, &m);
+        ds[j] = d * (float)sc;
+        dm[j] = dmin * (float)m;
+    }
+    for (int c = 0; c < 4; c++) {
+        __m256i v = _mm256_loadu_si256((const __m256i*)(qs + 32 * c));
+        __m256i lo = _mm256_and_si256(v, lo_mask), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo_mask);
+        if (five) { // bits 2c and 2c + 1 of each qh byte (qh shifted right by 2c so far)
+            lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh, one), 4));
+            hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4));
+            qh = _mm256_srli_epi16(qh, 2);
+        }
+        chunk_k45(store, lo, ds[2 * c], dm[2 * c], x + 64 * c, acc, out + 64 * c);
+        chunk_k45(store, hi, ds[2 * c + 1], dm[2 * c + 1], x + 64 * c + 32, acc, out + 64 * c + 32);
+    }
+}
+
+// Q6_K super-block (256 weights): w = (d * sc) * (q - 32)
+static ALWAYS_INLINE void block_q6_k(const int store, const uint8_t* b, const float* x, __m256* acc, float* out) {
+    const __m256i lo_mask = _mm256_set1_epi8(0x0f), three = _mm256_set1_epi8(3), c32 = _mm256_set1_epi8(32);
+    float d = half_fast(b + 208);
+    for (int h = 0; h < 2; h++) {
+        const int8_t* sc = (const int8_t*)(b + 192 + 8 * h);
+        __m256i qla = _mm256_loadu_si256((const __m256i*)(b + 64 * h));
+        __m256i qlb = _mm256_loadu_si256((const __m256i*)(b + 64 * h + 32));
+        __m256i qh = _mm256_loadu_si256((const __m256i*)(b + 128 + 32 * h));
+        for (int k = 0; k < 4; k++) {
+            __m256i ql = k % 2 ? qlb : qla;
+            __m256i lo = k < 2 ? _mm256_and_si256(ql, lo_mask) : _mm256_and_si256(_mm256_srli_epi16(ql, 4), lo_mask);
+            __m256i q = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh, three), 4));
+            qh = _mm256_srli_epi16(qh, 2);
+            q = _mm256_sub_epi8(q, c32); // in [-32, 31]
+            __m256 f[4];
+            bytes_to_ps(0, q, f);
+            __m256 da = _mm256_set1_ps(d * (float)sc[2 * k]), db = _mm256_set1_ps(d * (float)sc[2 * k + 1]);
+            int off = 128 * h + 32 * k;
+            emit(store, _mm256_mul_ps(f[0], da), _mm256_mul_ps(f[1], da), _mm256_mul_ps(f[2], db),
+                 _mm256_mul_ps(f[3], db), x + off, acc, out + off);
+        }
+    }
+}
+
+// one block of any of the four types above
+static ALWAYS_INLINE void block_new(const int store, const int type, const uint8_t* b, const float* x, __m256* acc,
+                                    float* out) {
+    if (type == GGML_TYPE_Q5_0) block_q5_0(store, b, x, acc, out);
+    else if (type == GGML_TYPE_Q4_K) block_k45(store, 0, b, x, acc, out);
+    else if (type == GGML_TYPE_Q5_K) block_k45(store, 1, b, x, acc, out);
+    else block_q6_k(store, b, x, acc, out);
+}
+
+// sum_j w_j x_j over one row of nb blocks (Q5_0 and the K-quants), same order as row_dot_avx2
+static ALWAYS_INLINE float row_dot_new(const int type, const uint8_t* b, const float* x, int nb) {
+    const int be = type == GGML_TYPE_Q5_0 ? 32 : 256;
+    const int bb = type == GGML_TYPE_Q5_0 ? 22 : type == GGML_TYPE_Q4_K ? 144 : type == GGML_TYPE_Q5_K ? 176 : 210;
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int k = 0; k < nb; k++, x += be, b += bb) block_new(0, type, b, x, acc, NULL);
+    __m256 a = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// y[r - r0] = dequant(W)[r] . x for one of the four types above
+static void matvec_rows_new(const int type, float* y, const float* x, const QuantMatrix* W, int r0, int r1) {
+    int nb = W->cols / (type == GGML_TYPE_Q5_0 ? 32 : 256);
+    const uint8_t* b = (const uint8_t*)W->blocks + (size_t)r0 * W->row_bytes;
+    for (int r = r0; r < r1; r++, b += W->row_bytes) y[r - r0] = row_dot_new(type, b, x, nb);
+}
+
+// rows [r0, r1) of W (one of the four types above) dequantized into w: (r1 - r0, cols)
+static void dequant_rows_new(const int type, const QuantMatrix* W, int r0, int r1, float* w) {
+    const int be = type == GGML_TYPE_Q5_0 ? 32 : 256;
+    const int bb = type == GGML_TYPE_Q5_0 ? 22 : type == GGML_TYPE_Q4_K ? 144 : type == GGML_TYPE_Q5_K ? 176 : 210;
+    int nb = W->cols / be;
+    for (int r = r0; r < r1; r++) {
+        const uint8_t* b = (const uint8_t*)W->blocks + (size_t)r * W->row_bytes;
+        for (int k = 0; k < nb; k++, b += bb, w += be) block_new(1, type, b, NULL, NULL, w);
+    }
+}
+
 static void dequant_rows(const QuantMatrix* W, int r0, int r1, float* w) {
-    if (W->type == GGML_TYPE_Q4_1) dequant_rows_avx2(GGML_TYPE_Q4_1, W, r0, r1, w);
-    else if (W->type == GGML_TYPE_Q4_0) dequant_rows_avx2(GGML_TYPE_Q4_0, W, r0, r1, w);
-    else dequant_rows_avx2(GGML_TYPE_Q8_0, W, r0, r1, w);
+    switch (W->type) {
+    case GGML_TYPE_Q4_1: dequant_rows_avx2(GGML_TYPE_Q4_1, W, r0, r1, w); break;
+    case GGML_TYPE_Q4_0: dequant_rows_avx2(GGML_TYPE_Q4_0, W, r0, r1, w); break;
+    case GGML_TYPE_Q8_0: dequant_rows_avx2(GGML_TYPE_Q8_0, W, r0, r1, w); break;
+    case GGML_TYPE_Q5_0: dequant_rows_new(GGML_TYPE_Q5_0, W, r0, r1, w); break;
+    case GGML_TYPE_Q4_K: dequant_rows_new(GGML_TYPE_Q4_K, W, r0, r1, w); break;
+    case GGML_TYPE_Q5_K: dequant_rows_new(GGML_TYPE_Q5_K, W, r0, r1, w); break;
+    default: dequant_rows_new(GGML_TYPE_Q6_K, W, r0, r1, w); break;
+    }
 }
 #endif
 
@@ -217,8 +470,12 @@ void quant_matvec_rows(float* y, const float* x, const QuantMatrix* W, int r0, i
         for (int r = r0; r < r1; r++, b += W->row_bytes) y[r - r0] = row_dot_avx2(GGML_TYPE_Q4_1, b, x, nb);
     else if (W->type == GGML_TYPE_Q4_0)
         for (int r = r0; r < r1; r++, b += W->row_bytes) y[r - r0] = row_dot_avx2(GGML_TYPE_Q4_0, b, x, nb);
-    else
+    else if (W->type == GGML_TYPE_Q8_0)
         for (int r = r0; r < r1; r++, b += W->row_bytes) y[r - r0] = row_dot_avx2(GGML_TYPE_Q8_0, b, x, nb);
+    else if (W->type == GGML_TYPE_Q5_0) matvec_rows_new(GGML_TYPE_Q5_0, y, x, W, r0, r1);
+    else if (W->type == GGML_TYPE_Q4_K) matvec_rows_new(GGML_TYPE_Q4_K, y, x, W, r0, r1);
+    else if (W->type == GGML_TYPE_Q5_K) matvec_rows_new(GGML_TYPE_Q5_K, y, x, W, r0, r1);
+    else matvec_rows_new(GGML_TYPE_Q6_K, y, x, W, r0, r1);
 #else
     quant_matvec_rows_scalar(y, x, W, r0, r1);
 #endif
@@ -242,6 +499,22 @@ void quant_matmat_rows(float* y, int ldy, const float* x, int ldx, int n, const 
     free(w);
 #else
     quant_matmat_rows_scalar(y, ldy, x, ldx, n, W, r0, r1);
+#endif
+}
+
+// rows [r0, r1) of W as float32, (r1 - r0, cols) at w (any alignment): the AVX2
+// dequantization the batched product uses, otherwise the plain C one; both give
+// dequantize_row's values bit for bit (the tests compare them)
+void quant_dequant_rows(const QuantMatrix* W, int r0, int r1, float* w) {
+#ifdef QM_AVX2
+    dequant_rows(W, r0, r1, w);
+#else
+    const GGMLTypeInfo* ti = ggml_type_info((uint32_t)W->type);
+    int nb = W->cols / ti->block_elems;
+    for (int r = r0; r < r1; r++) {
+        const uint8_t* b = (const uint8_t*)W->blocks + (size_t)r * W->row_bytes;
+        for (int k = 0; k < nb; k++, b += ti->block_bytes, w += ti->block_elems) block_dequant_scalar(W->type, b, w);
+    }
 #endif
 }
 

@@ -1,18 +1,20 @@
 /*
  * quant_matrix.h — a weight matrix kept in its GGUF block-quantized form (Q8_0, Q4_0,
- * Q4_1), and the decode products that read it directly: one token (quant_matvec) and a
+ * Q4_1, Q5_0, and the K-quants Q4_K, Q5_K, Q6_K of llama.cpp's Q4_K_M / Q5_K_M mixes),
+ * and the decode products that read it directly: one token (quant_matvec) and a
  * batch of n tokens through one pass over the blocks (quant_matmat), whose row b is bit
  * for bit the one-token product of x[b] (batch invariance: a request's tokens do not
  * depend on which requests share its decode step).
  *
  * Decode (one token) is bound by memory traffic: every weight is read once per token.
  * Streaming the compact blocks (Q4_1: 20 bytes per 32 weights, 0.625 B/weight) instead
- * of their float32 expansion (4 B/weight) cuts that traffic ~6x. The GGUF loader keeps
- * such a twin next to each float32 matrix (model.h); prefill keeps using the float32
- * copy with sgemm. Each element is dequantized with exactly dequant.c's float formula
- * and the products are summed in float32 in f32_matrix.h's fixed order, so results
- * equal the float32 path up to the order of summation, and the AVX2 and plain C paths,
- * one token or batched, threaded or not, all give the same bits.
+ * of their float32 expansion (4 B/weight) cuts that traffic ~6x (Q4_K: 144 bytes per 256
+ * weights, ~7x). The GGUF loader keeps such matrices only in this form (model.h); prefill
+ * dequantizes them into float32 one at a time and uses sgemm. Each element is dequantized
+ * with exactly dequant.c's float formula and the products are summed in float32 in
+ * f32_matrix.h's fixed order, so results equal the float32 path up to the order of
+ * summation, and the AVX2 and plain C paths, one token or batched, threaded or not, all
+ * give the same bits.
  */
 #ifndef ETX_QUANT_MATRIX_H
 #define ETX_QUANT_MATRIX_H
@@ -21,10 +23,10 @@
 #include <stdint.h>
 
 typedef struct {
-    int type;         // GGML_TYPE_Q8_0, _Q4_0 or _Q4_1 (dequant.h); 0 with blocks NULL: absent
-    int rows, cols;   // (out, in); cols is a multiple of 32
+    int type;         // a GGML_TYPE_ id quant_matrix_supported accepts; 0 with blocks NULL: absent
+    int rows, cols;   // (out, in); cols is a multiple of the type's block (32, or 256 for K-quants)
     void* blocks;     // rows * row_bytes bytes, row r at r * row_bytes, blocks in GGUF layout
-    size_t row_bytes; // cols / 32 blocks per row
+    size_t row_bytes; // cols / block_elems blocks of block_bytes (dequant.h) per row
 } QuantMatrix;
 
 // 1 when ggml type id `type` can be held as a QuantMatrix.
@@ -52,5 +54,10 @@ void quant_matmat(float* y, int ldy, const float* x, int ldx, int n, const Quant
 void quant_matmat_rows(float* y, int ldy, const float* x, int ldx, int n, const QuantMatrix* W, int r0, int r1);
 void quant_matmat_rows_scalar(float* y, int ldy, const float* x, int ldx, int n, const QuantMatrix* W, int r0,
                               int r1);
+
+// Rows r0 <= r < r1 of W dequantized to float32 into w ((r1 - r0) * W->cols floats, any
+// alignment), on the calling thread: bit for bit dequantize_row's values (dequant.c), at
+// the speed of the products' own dequantization (AVX2 when compiled for it).
+void quant_dequant_rows(const QuantMatrix* W, int r0, int r1, float* w);
 
 #endif // ETX_QUANT_MATRIX_H

@@ -109,7 +109,7 @@ void cuda_kv_budget_for(const etx_model* m, const BackendConfig* cfg, double fre
     c.kv_blocks = 0; // the plan without the pool
     fill_sizes(&b, m, &c);
     double kv = 0;
-    const double rest = plan_bytes(&b, m->w.lm_head == m->w.token_embedding, &kv);
+    const double rest = plan_bytes(&b, m->cfg.tied_embeddings, &kv);
     *block_bytes = 2.0 * b.n_layers * (double)cfg->kv_block_size * b.kv_dim * sizeof(etx_bf16);
     const double budget = free_bytes - rest - cuda_headroom(total_bytes);
     *budget_bytes = budget > 0 ? budget : 0;
@@ -256,7 +256,7 @@ static etx_status cuda_create(const etx_model* m, const BackendConfig* cfg, Cuda
     size_t free_b = 0, total_b = 0;
     etx_dev_mem_info(&free_b, &total_b);
     double kv = 0;
-    const double need = plan_bytes(b, m->w.lm_head == m->w.token_embedding, &kv);
+    const double need = plan_bytes(b, m->cfg.tied_embeddings, &kv);
     const double headroom = cuda_headroom((double)total_b);
     if (need + headroom > (double)free_b) {
         etx_status s = etx_error(ETX_ERR_NOMEM,

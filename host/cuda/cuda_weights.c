@@ -1,6 +1,7 @@
 /*
- * cuda_weights.c — the model on the device for the CUDA backend: f32 weights converted to
- * bf16 on the host (round to nearest even), the fused projections ([wq; wk; wv] and
+ * cuda_weights.c — the model on the device for the CUDA backend: f32 weights (rows of a
+ * matrix kept as quantized blocks come from model_weight_rows) converted to bf16 on the host
+ * (round to nearest even), the fused projections ([wq; wk; wv] and
  * [w_gate; w_up]) with heads padded to the kernels' head_dim (cuda_backend.h), f32 norms,
  * the padded RoPE frequencies, and the per-layer paged K/V pools.
  */
@@ -28,15 +29,20 @@ etx_status cuda_alloc(CudaBackend* b, void** p, size_t bytes, const char* what) 
 // pairs (j, j + hd/2) land on (j', j' + hdp/2)).
 static int pad_index(int j, int hd, int hdp) { return j < hd / 2 ? j : hdp / 2 + j - hd / 2; }
 
-// dst rows [row0 ..) of a (.., cols) bf16 host matrix <- rows of src (rows, cols) f32 * scale;
+// dst rows [row0 ..) of a (.., cols) bf16 host matrix <- rows of src (rows, cols) f32 * scale
+// (src NULL: its rows dequantized from the kept blocks q, model_weight_rows);
 // with heads (hd > 0), source row h * hd + j goes to row0 + h * hdp + pad_index(j).
-static void put_rows(etx_bf16* dst, int row0, const float* src, int rows, int cols, float scale, int hd, int hdp) {
+static void put_rows(etx_bf16* dst, int row0, const float* src, const QuantMatrix* q, int rows, int cols, float scale,
+                     int hd, int hdp) {
+    float* buf = src ? NULL : xmalloc((size_t)cols * sizeof(float));
     for (int r = 0; r < rows; r++) {
         const int to = row0 + (hd > 0 ? (r / hd) * hdp + pad_index(r % hd, hd, hdp) : r);
-        const float* s = src + (size_t)r * cols;
+        const float* s = src ? src + (size_t)r * cols : buf;
+        if (!src) model_weight_rows(NULL, q, cols, r, r + 1, buf);
         etx_bf16* d = dst + (size_t)to * cols;
         for (int c = 0; c < cols; c++) d[c] = etx_bf16_from_f32(s[c] * scale);
     }
+    free(buf);
 }
 
 // Uploads host bf16 (n elements) into new device memory.
@@ -60,22 +66,25 @@ static etx_status upload_layer(CudaBackend* b, const LayerWeights* w, CudaLayer*
     // [wq; wk; wv], (qkv_dim, dim), heads padded; wq scaled so hdp^-0.5 q.k is hd^-0.5 q.k
     memset(tmp, 0, (size_t)b->qkv_dim * dim * sizeof(etx_bf16));
     const float qscale = sqrtf((float)hdp / (float)hd);
-    put_rows(tmp, 0, w->wq, c->n_heads * hd, dim, qscale, hd, hdp);
-    put_rows(tmp, b->q_dim, w->wk, c->n_kv_heads * hd, dim, 1.0f, hd, hdp);
-    put_rows(tmp, b->q_dim + b->kv_dim, w->wv, c->n_kv_heads * hd, dim, 1.0f, hd, hdp);
+    put_rows(tmp, 0, w->wq, &w->wq_q, c->n_heads * hd, dim, qscale, hd, hdp);
+    put_rows(tmp, b->q_dim, w->wk, &w->wk_q, c->n_kv_heads * hd, dim, 1.0f, hd, hdp);
+    put_rows(tmp, b->q_dim + b->kv_dim, w->wv, &w->wv_q, c->n_kv_heads * hd, dim, 1.0f, hd, hdp);
     ETX_TRY(upload_bf16(b, &L->wqkv, tmp, (size_t)b->qkv_dim * dim, "wqkv"));
     // wo (dim, q_dim): column h * hd + j -> h * hdp + pad_index(j)
     memset(tmp, 0, (size_t)dim * b->q_dim * sizeof(etx_bf16));
     const int qd = c->n_heads * hd;
-    for (int r = 0; r < dim; r++)
+    float* row = xmalloc((size_t)qd * sizeof(float));
+    for (int r = 0; r < dim; r++) {
+        model_weight_rows(w->wo, &w->wo_q, qd, r, r + 1, row);
         for (int k = 0; k < qd; k++)
-            tmp[(size_t)r * b->q_dim + (k / hd) * hdp + pad_index(k % hd, hd, hdp)] =
-                etx_bf16_from_f32(w->wo[(size_t)r * qd + k]);
+            tmp[(size_t)r * b->q_dim + (k / hd) * hdp + pad_index(k % hd, hd, hdp)] = etx_bf16_from_f32(row[k]);
+    }
+    free(row);
     ETX_TRY(upload_bf16(b, &L->wo, tmp, (size_t)dim * b->q_dim, "wo"));
-    put_rows(tmp, 0, w->w_gate, hid, dim, 1.0f, 0, 0);
-    put_rows(tmp, hid, w->w_up, hid, dim, 1.0f, 0, 0);
+    put_rows(tmp, 0, w->w_gate, &w->w_gate_q, hid, dim, 1.0f, 0, 0);
+    put_rows(tmp, hid, w->w_up, &w->w_up_q, hid, dim, 1.0f, 0, 0);
     ETX_TRY(upload_bf16(b, &L->wgu, tmp, (size_t)2 * hid * dim, "w_gate_up"));
-    put_rows(tmp, 0, w->w_down, dim, hid, 1.0f, 0, 0);
+    put_rows(tmp, 0, w->w_down, &w->w_down_q, dim, hid, 1.0f, 0, 0);
     ETX_TRY(upload_bf16(b, &L->wdown, tmp, (size_t)dim * hid, "w_down"));
     return etx_ok();
 }
@@ -97,14 +106,14 @@ etx_status cuda_upload_model(CudaBackend* b) {
     etx_status st = etx_ok();
     for (int l = 0; l < b->n_layers && st.code == ETX_OK; l++) st = upload_layer(b, &m->w.layers[l], &b->layers[l], tmp);
     if (st.code == ETX_OK) {
-        put_rows(tmp, 0, m->w.token_embedding, b->vocab, dim, 1.0f, 0, 0);
+        put_rows(tmp, 0, m->w.token_embedding, &m->w.token_embedding_q, b->vocab, dim, 1.0f, 0, 0);
         st = upload_bf16(b, &b->emb, tmp, (size_t)b->vocab * dim, "token_embedding");
     }
     if (st.code == ETX_OK) {
-        if (m->w.lm_head == m->w.token_embedding) {
+        if (c->tied_embeddings) {
             b->lm_head = b->emb; // tied: uploaded once
         } else {
-            put_rows(tmp, 0, m->w.lm_head, b->vocab, dim, 1.0f, 0, 0);
+            put_rows(tmp, 0, m->w.lm_head, &m->w.lm_head_q, b->vocab, dim, 1.0f, 0, 0);
             st = upload_bf16(b, &b->lm_head, tmp, (size_t)b->vocab * dim, "lm_head");
         }
     }

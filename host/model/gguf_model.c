@@ -1,10 +1,11 @@
 /*
  * gguf_model.c — loads a GGUF file of the llama, qwen2 or qwen3 architecture
  * (general.architecture) into an etx_model (model.h): hyper-parameters from the
- * <arch>.* metadata, weights dequantized to float32 (plus the raw blocks of
- * Q8_0/Q4_0/Q4_1 matrices, for decode: quant_matrix.h; a NaN or infinite weight,
- * checked row by row as it is converted, is an error naming tensor and element), and the
- * byte-level BPE tokenizer from the tokenizer.ggml.* metadata.
+ * <arch>.* metadata, weights dequantized to float32 except matrices in a type
+ * quant_matrix.h handles (Q8_0/Q4_0/Q4_1/Q5_0/Q4_K/Q5_K/Q6_K), which keep only their raw
+ * blocks (model.h; a NaN or infinite weight, checked row by row as it is converted, is an
+ * error naming tensor and element), and the byte-level BPE tokenizer from the
+ * tokenizer.ggml.* metadata.
  *
  * GGUF lists dimensions innermost first, so a linear layer's weight (out, in) appears
  * as ne = [in, out] with rows of `in` contiguous elements — the same memory order as
@@ -209,13 +210,15 @@ static etx_status check_shape(const GGUFFile* f, const GGUFTensor* t, uint64_t n
     return etx_ok();
 }
 
-// Copies the raw blocks of a Q8_0/Q4_0/Q4_1 matrix into *q, rows in the same order as
-// the float32 copy (whole rows of blocks moved when head_rows > 0); other types leave
-// *q zeroed.
+// 1 when tensor t of ne0 x rows elements is held as its blocks (keep_blocks), not as float32.
+static int blocks_kept(const GGUFTensor* t, uint64_t ne0, uint64_t rows) {
+    return quant_matrix_supported(t->type) && ne0 <= INT32_MAX && rows <= INT32_MAX;
+}
+
+// Copies the raw blocks of a matrix that blocks_kept accepts into *q, rows in Hugging
+// Face order (whole rows of blocks moved when head_rows > 0).
 static etx_status keep_blocks(const GGUFFile* f, const GGUFTensor* t, uint64_t ne0, uint64_t rows, uint64_t row_bytes,
                               uint64_t head_rows, QuantMatrix* q) {
-    memset(q, 0, sizeof *q);
-    if (!quant_matrix_supported(t->type) || ne0 > INT32_MAX || rows > INT32_MAX) return etx_ok();
     uint8_t* dst = malloc((size_t)(rows * row_bytes));
     if (!dst)
         return etx_error(ETX_ERR_NOMEM, "%s: tensor %s: out of memory for its %llu MiB of quantized blocks", f->path,
@@ -233,40 +236,64 @@ static etx_status keep_blocks(const GGUFFile* f, const GGUFTensor* t, uint64_t n
     return etx_ok();
 }
 
-// Dequantizes tensor `name` of GGUF shape [ne0, ne1] (ne1 = 0: a vector) into a new
-// float32 buffer. head_rows > 0: un-permute rows within heads of that many rows.
-// q != NULL: also keep the raw blocks of a Q8_0/Q4_0/Q4_1 matrix there (keep_blocks).
+// Loads tensor `name` of GGUF shape [ne0, ne1] (ne1 = 0: a vector). head_rows > 0:
+// un-permute rows within heads of that many rows. A matrix (q != NULL) in a type
+// blocks_kept accepts keeps only its raw blocks in *q (*out NULL); anything else is
+// dequantized into a new float32 buffer *out (*q zeroed).
 static etx_status load_tensor(const GGUFFile* f, const char* name, uint64_t ne0, uint64_t ne1, uint64_t head_rows,
                               float** out, QuantMatrix* q) {
     const GGUFTensor* t = gguf_find_tensor(f, name);
     if (!t) return etx_error(ETX_ERR_FORMAT, "%s: missing tensor %s", f->path, name);
     ETX_TRY(check_shape(f, t, ne0, ne1));
     uint64_t rows = ne1 ? ne1 : 1;
-    etx_status st = model_alloc_tensor(out, (size_t)(ne0 * rows), name);
-    if (st.code != ETX_OK) return etx_error_wrap(st, "%s", f->path);
+    *out = NULL;
+    if (q) memset(q, 0, sizeof *q);
+    const int keep = q && blocks_kept(t, ne0, rows);
+    if (!keep) {
+        etx_status st = model_alloc_tensor(out, (size_t)(ne0 * rows), name);
+        if (st.code != ETX_OK) return etx_error_wrap(st, "%s", f->path);
+    }
     const GGMLTypeInfo* ti = ggml_type_info(t->type);
     uint64_t row_bytes = ne0 / (uint64_t)ti->block_elems * (uint64_t)ti->block_bytes;
     const uint8_t* src = t->data;
     float* w = *out;
     // rows are independent: spread big tensors over the OpenMP threads. Each row is
-    // checked for NaN / inf right after its conversion, while it is in cache; bad_row is
-    // the first stored row that has one (rows of the file's order).
+    // checked for NaN / inf right after its conversion, while it is in cache (a kept
+    // matrix's rows are converted into a row buffer of the thread only for the check);
+    // bad_row is the first stored row that has one (rows of the file's order).
     uint64_t bad_row = rows;
-#pragma omp parallel for schedule(static) if (ne0 * rows >= (1u << 20))
-    for (int64_t r = 0; r < (int64_t)rows; r++) {
-        uint64_t dst = head_rows ? unpermuted_row((uint64_t)r, head_rows) : (uint64_t)r;
-        dequantize_row(t->type, src + (uint64_t)r * row_bytes, w + dst * ne0, (size_t)ne0);
-        if (model_first_nonfinite(w + dst * ne0, (size_t)ne0) < ne0) {
-#pragma omp critical(etx_gguf_bad_row)
-            if ((uint64_t)r < bad_row) bad_row = (uint64_t)r;
+    int no_mem = 0;
+#pragma omp parallel if (ne0 * rows >= (1u << 20))
+    {
+        float* row_buf = keep ? malloc((size_t)ne0 * sizeof(float)) : NULL;
+        if (keep && !row_buf) {
+#pragma omp atomic write
+            no_mem = 1;
         }
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < (int64_t)rows; r++) {
+            if (keep && !row_buf) continue;
+            uint64_t dst = head_rows ? unpermuted_row((uint64_t)r, head_rows) : (uint64_t)r;
+            float* y = keep ? row_buf : w + dst * ne0;
+            dequantize_row(t->type, src + (uint64_t)r * row_bytes, y, (size_t)ne0);
+            if (model_first_nonfinite(y, (size_t)ne0) < ne0) {
+#pragma omp critical(etx_gguf_bad_row)
+                if ((uint64_t)r < bad_row) bad_row = (uint64_t)r;
+            }
+        }
+        free(row_buf);
     }
+    if (no_mem) return etx_error(ETX_ERR_NOMEM, "%s: tensor %s: out of memory for a row buffer", f->path, name);
     if (bad_row < rows) { // the element's index in the file's layout (stored row, column)
-        const float* row = w + (head_rows ? unpermuted_row(bad_row, head_rows) : bad_row) * ne0;
+        float* row = keep ? xmalloc((size_t)ne0 * sizeof(float))
+                          : w + (head_rows ? unpermuted_row(bad_row, head_rows) : bad_row) * ne0;
+        if (keep) dequantize_row(t->type, src + bad_row * row_bytes, row, (size_t)ne0);
         const size_t col = model_first_nonfinite(row, (size_t)ne0);
-        return model_nonfinite_error(f->path, name, row[col], (size_t)(bad_row * ne0 + col), (size_t)ne0);
+        etx_status st = model_nonfinite_error(f->path, name, row[col], (size_t)(bad_row * ne0 + col), (size_t)ne0);
+        if (keep) free(row);
+        return st;
     }
-    if (q) return keep_blocks(f, t, ne0, rows, row_bytes, head_rows, q);
+    if (keep) return keep_blocks(f, t, ne0, rows, row_bytes, head_rows, q);
     return etx_ok();
 }
 
@@ -293,6 +320,19 @@ static etx_status refuse_extra_biases(const GGUFFile* f, const ModelConfig* c, i
                              name, model_arch_name(c->arch));
     }
     return etx_ok();
+}
+
+// Bytes of weights load_weights will hold for this file: float32 for tensors it converts,
+// the blocks themselves for matrices it keeps (every 2-D tensor in a kept type; the
+// loader's checks of names and shapes come later).
+static double held_weight_bytes(const GGUFFile* f) {
+    double t = 0.0;
+    for (uint64_t i = 0; i < f->n_tensors; i++) {
+        const GGUFTensor* g = &f->tensors[i];
+        int matrix = g->n_dims == 2 && g->ne[1] > 1;
+        t += matrix && blocks_kept(g, g->ne[0], g->ne[1]) ? (double)g->n_bytes : 4.0 * (double)g->n_elems;
+    }
+    return t;
 }
 
 static etx_status load_layer(const GGUFFile* f, const ModelConfig* c, int l, LayerWeights* L) {
@@ -336,14 +376,13 @@ static etx_status load_weights(const GGUFFile* f, etx_model* m) {
     ModelWeights* w = &m->w;
     uint64_t dim = (uint64_t)c->dim, vocab = (uint64_t)c->vocab_size;
     c->tied_embeddings = gguf_find_tensor(f, "output.weight") == NULL;
-    // the embedding's blocks serve only as the tied LM head's twin
-    ETX_TRY(load_tensor(f, "token_embd.weight", dim, vocab, 0, &w->token_embedding,
-                        c->tied_embeddings ? &w->lm_head_q : NULL));
+    ETX_TRY(load_tensor(f, "token_embd.weight", dim, vocab, 0, &w->token_embedding, &w->token_embedding_q));
     w->layers = xcalloc((size_t)c->n_layers, sizeof(LayerWeights));
     for (int l = 0; l < c->n_layers; l++) ETX_TRY(load_layer(f, c, l, &w->layers[l]));
     ETX_TRY(load_tensor(f, "output_norm.weight", dim, 0, 0, &w->final_norm, NULL));
     if (c->tied_embeddings) {
         w->lm_head = w->token_embedding;
+        w->lm_head_q = w->token_embedding_q; // the same blocks (freed once)
         return etx_ok();
     }
     return load_tensor(f, "output.weight", dim, vocab, 0, &w->lm_head, &w->lm_head_q);
@@ -489,7 +528,7 @@ static etx_status load_all(const GGUFFile* f, etx_model* m) {
     if (vocab_key != m->cfg.vocab_size)
         return etx_error(ETX_ERR_FORMAT, "%s: %s = %d but token_embd.weight has %d rows", f->path, key(&k, "vocab_size"),
                          vocab_key, m->cfg.vocab_size);
-    ETX_TRY(model_config_validate(&m->cfg, f->path));
+    ETX_TRY(model_config_validate_bytes(&m->cfg, f->path, held_weight_bytes(f)));
     ETX_TRY(load_weights(f, m));
     TokArrays a = {0};
     etx_status st = build_tokenizer(f, &a, m);

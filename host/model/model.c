@@ -1,14 +1,16 @@
 /*
  * model.c — helpers shared by both loaders: checked allocation of weight buffers,
- * freeing a model's contents, validating hyper-parameters, picking the special tokens
- * (BOS, EOS, end-of-turn) and chat template from the tokenizer; and the one check by
- * which a backend refuses an architecture part it cannot compute
+ * float32 rows of a weight whichever form it is held in (model_weight_rows) and the
+ * bytes held, freeing a model's contents, validating hyper-parameters, picking the special
+ * tokens (BOS, EOS, end-of-turn) and chat template from the tokenizer; and the one check
+ * by which a backend refuses an architecture part it cannot compute
  * (model_check_features).
  */
 #include "model/model.h"
 
 #include <stdint.h>
 #include <string.h>
+
 
 etx_status model_alloc_tensor(float** out, size_t n, const char* name) {
     *out = NULL;
@@ -42,6 +44,41 @@ etx_status model_nonfinite_error(const char* file, const char* tensor, float v, 
                      file, tensor, what, index, cols ? index / cols : 0, cols ? index % cols : index);
 }
 
+void model_weight_rows(const float* w, const QuantMatrix* q, int cols, int r0, int r1, float* dst) {
+    if (w) {
+        memcpy(dst, w + (size_t)r0 * cols, (size_t)(r1 - r0) * cols * sizeof(float));
+        return;
+    }
+    // quant_dequant_rows gives dequantize_row's values (test_quant_matvec checks it), faster
+#pragma omp parallel for schedule(static) if ((long)(r1 - r0) * cols >= (1L << 18))
+    for (int r = r0; r < r1; r++) quant_dequant_rows(q, r, r + 1, dst + (size_t)(r - r0) * cols);
+}
+
+// a matrix of rows x cols held as float32 w and/or blocks q
+static long long matrix_bytes_held(const float* w, const QuantMatrix* q, long long rows, long long cols) {
+    long long t = w ? rows * cols * (long long)sizeof(float) : 0;
+    return t + (q->blocks ? (long long)q->rows * (long long)q->row_bytes : 0);
+}
+
+long long model_weight_bytes_held(const etx_model* m) {
+    const ModelConfig* c = &m->cfg;
+    const ModelWeights* w = &m->w;
+    const long long dim = c->dim, hid = c->hidden_dim, qd = (long long)c->n_heads * c->head_dim,
+                    kvd = (long long)c->n_kv_heads * c->head_dim, V = c->vocab_size;
+    long long t = w->final_norm ? dim * (long long)sizeof(float) : 0;
+    t += matrix_bytes_held(w->token_embedding, &w->token_embedding_q, V, dim);
+    if (!c->tied_embeddings) t += matrix_bytes_held(w->lm_head, &w->lm_head_q, V, dim);
+    for (int l = 0; w->layers && l < c->n_layers; l++) {
+        const LayerWeights* L = &w->layers[l];
+        t += (L->attn_norm ? dim * (long long)sizeof(float) : 0) + (L->ffn_norm ? dim * (long long)sizeof(float) : 0);
+        t += matrix_bytes_held(L->wq, &L->wq_q, qd, dim) + matrix_bytes_held(L->wk, &L->wk_q, kvd, dim);
+        t += matrix_bytes_held(L->wv, &L->wv_q, kvd, dim) + matrix_bytes_held(L->wo, &L->wo_q, dim, qd);
+        t += matrix_bytes_held(L->w_gate, &L->w_gate_q, hid, dim) + matrix_bytes_held(L->w_up, &L->w_up_q, hid, dim);
+        t += matrix_bytes_held(L->w_down, &L->w_down_q, dim, hid);
+    }
+    return t;
+}
+
 void model_free_contents(etx_model* m) {
     if (!m) return;
     ModelWeights* w = &m->w;
@@ -68,7 +105,8 @@ void model_free_contents(etx_model* m) {
         free(w->layers);
     }
     if (w->lm_head != w->token_embedding) free(w->lm_head);
-    free(w->lm_head_q.blocks);
+    if (w->lm_head_q.blocks != w->token_embedding_q.blocks) free(w->lm_head_q.blocks);
+    free(w->token_embedding_q.blocks);
     free(w->token_embedding);
     free(w->final_norm);
     if (m->tok) tokenizer_free(m->tok);
@@ -101,17 +139,24 @@ static double model_weight_bytes(const ModelConfig* c) {
 // Refuses, before any weight is read, a model whose float32 weights cannot fit in the
 // memory available now: otherwise the allocations may succeed (overcommit) and the
 // process be killed while the weights are converted.
-static etx_status model_check_memory(const ModelConfig* c, const char* source) {
-    const double need = model_weight_bytes(c), avail = available_memory_bytes();
+// need > 0: the bytes the loader will hold instead (quantized blocks kept as they are).
+static etx_status model_check_memory(const ModelConfig* c, const char* source, double need) {
+    const int f32 = need <= 0.0;
+    if (f32) need = model_weight_bytes(c);
+    const double avail = available_memory_bytes();
     if (avail > 0 && need > avail)
-        return etx_error(ETX_ERR_NOMEM,
-                         "%s: the CPU backend holds weights as float32: this model needs %.1f GiB, and %.1f GiB "
-                         "of memory is available",
-                         source, need / (1 << 30), avail / (1 << 30));
+        return etx_error(ETX_ERR_NOMEM, "%s: the CPU backend holds weights as %s: this model needs %.1f GiB, and %.1f GiB "
+                                        "of memory is available",
+                         source, f32 ? "float32" : "float32 or quantized blocks", need / (1 << 30),
+                         avail / (1 << 30));
     return etx_ok();
 }
 
 etx_status model_config_validate(const ModelConfig* c, const char* source) {
+    return model_config_validate_bytes(c, source, 0.0);
+}
+
+etx_status model_config_validate_bytes(const ModelConfig* c, const char* source, double weight_bytes) {
     ETX_TRY(check_range(source, "dim", c->dim, 1, MAX_DIM));
     ETX_TRY(check_range(source, "hidden_dim", c->hidden_dim, 1, MAX_DIM));
     ETX_TRY(check_range(source, "n_layers", c->n_layers, 1, MAX_LAYERS));
@@ -141,7 +186,7 @@ etx_status model_config_validate(const ModelConfig* c, const char* source) {
                              source, c->rope_factor, c->rope_low_freq_factor, c->rope_high_freq_factor,
                              c->rope_original_max_pos);
     }
-    return model_check_memory(c, source);
+    return model_check_memory(c, source, weight_bytes);
 }
 
 const char* model_arch_name(ModelArch a) {

@@ -23,10 +23,14 @@
  *     interleaved-pair RoPE; the GGUF loader un-permutes them. Qwen2/Qwen3 GGUF files keep
  *     Hugging Face order (llama.cpp runs them with rotate-half "NEOX" RoPE) and their
  *     rows, biases included, are taken as they are.
- *   - all weights are float32 (bf16/f16/quantized files are converted at load).
- *     GGUF matrices stored as Q8_0, Q4_0 or Q4_1 also keep their raw blocks (same row
- *     order) in a QuantMatrix twin, which one-token decode streams instead of the float32
- *     copy (quant_matrix.h); blocks == NULL when absent (always, for safetensors).
+ *   - a weight is float32 (bf16/f16 and other quantized files are converted at load),
+ *     except a GGUF matrix stored in a type quant_matrix.h handles (Q8_0, Q4_0, Q4_1,
+ *     Q5_0, Q4_K, Q5_K, Q6_K): it keeps only its raw blocks (same row order) in its
+ *     QuantMatrix twin and its float pointer is NULL, so the weights take about the
+ *     file's size (a 1.5B Q4_K_M model: ~1.1 GB, not 7 GB of float32). Decode streams the
+ *     blocks (quant_matrix.h); whatever needs float32 rows (prefill's sgemm, the
+ *     embedding lookup, the CUDA upload) gets them from model_weight_rows. blocks == NULL
+ *     when absent (always, for safetensors).
  */
 #ifndef ETX_MODEL_H
 #define ETX_MODEL_H
@@ -87,6 +91,7 @@ typedef struct {
     float* final_norm;      // (dim)
     float* lm_head;         // (vocab_size, dim); aliases token_embedding when tied
     QuantMatrix lm_head_q;  // compact twin of lm_head (blocks NULL: none)
+    QuantMatrix token_embedding_q; // compact twin of token_embedding; lm_head_q shares its blocks when tied
 } ModelWeights;
 
 struct etx_model {
@@ -111,10 +116,22 @@ size_t model_first_nonfinite(const float* x, size_t n);
 // The loaders' error for such a tensor: names the file, the tensor, the value and the
 // element (and its row and column in the file's layout, rows of `cols` elements).
 etx_status model_nonfinite_error(const char* file, const char* tensor, float value, size_t index, size_t cols);
+// Rows r0 <= r < r1 of a (rows, cols) weight as float32 into dst ((r1 - r0) * cols
+// floats): copied from the float32 array w, or, when w is NULL, dequantized from its kept
+// blocks q (quant_dequant_rows: dequantize_row's values, the ones the loader would have
+// stored as float32).
+// Rows are spread over the OpenMP threads when there are many; call outside parallel regions.
+void model_weight_rows(const float* w, const QuantMatrix* q, int cols, int r0, int r1, float* dst);
+// Bytes of weights the model holds in memory: float32 arrays plus kept quantized blocks
+// (a tied LM head counted once).
+long long model_weight_bytes_held(const etx_model* m);
 // Frees weights and tokenizer (not the struct itself).
 void model_free_contents(etx_model* m);
 // Checks the config for consistency (positive sizes, GQA divisibility, ...).
 etx_status model_config_validate(const ModelConfig* c, const char* source);
+// The same, with the memory check for weight_bytes bytes of weights instead of the
+// float32 size of every weight (a GGUF file whose matrices keep their blocks).
+etx_status model_config_validate_bytes(const ModelConfig* c, const char* source, double weight_bytes);
 
 // What a backend can compute beyond the plain Llama layer (MODEL_FEATURE_* bits).
 #define MODEL_FEATURE_QKV_BIAS 1u // Q/K/V projection biases

@@ -70,6 +70,8 @@ typedef struct {
     const char* format;    // "safetensors" or "gguf"
     const char* chat_template; // "llama3", "chatml" or "none"
     long long n_params;    // parameters (a tied embedding counted once)
+    long long weight_bytes; // host memory the weights take: float32 arrays plus the quantized
+                            // blocks kept as the GGUF file stores them (a tied head counted once)
 } etx_model_info;
 
 // path: a Hugging Face model directory, or a .gguf file

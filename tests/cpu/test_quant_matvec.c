@@ -2,24 +2,34 @@
  * test_quant_matvec.c — checks the one-token and batched products over compact weights
  * (quant_matrix.c) and the GGUF loader's compact twins (gguf_model.c).
  *
- *   - for Q8_0, Q4_0 and Q4_1 blocks with random scales and codes, rows 1, 7, 33, 577,
- *     cols 32, 64, 576, 1536, and n = 1, 2, 3, 8, 31, 64 inputs (row strides ldx > cols,
- *     ldy > rows):
+ *   - for Q8_0, Q4_0, Q4_1 and Q5_0 blocks with random scales and codes, rows 1, 7, 33,
+ *     577, cols 32, 64, 576, 1536, and for Q4_K, Q5_K and Q6_K super-blocks (random codes,
+ *     6-bit / 8-bit sub-block scales and f16 super-scales) rows 1, 7, 33, 577, cols 256,
+ *     512, 1536, 2816; n = 1, 2, 3, 8, 31, 64 inputs (row strides ldx > cols, ldy > rows):
  *       every row of the batched product (quant_matmat_rows, quant_matmat) equals the
  *       one-token product quant_matvec_rows of that input bit for bit (memcmp);
  *       the plain C twins equal the AVX2 code bit for bit (same weights, same order);
- *       the threaded products on 1 and 2 OpenMP threads give identical bits;
+ *       the threaded products on 1, 2 and 3 OpenMP threads give identical bits;
  *       x's padding (NaN) is never read, y's padding never written;
  *       each value is within the forward error bound of float32 summation of a double
  *       reference on dequantize_row's weights: each product w_i x_i goes through at most
  *       cols/32 fused multiply-adds plus 5 additions (f32_matrix.h), so
  *       |y - ref| <= g * sum_i |w_i x_i|, g = (cols/32 + 5) u / (1 - (cols/32 + 5) u),
  *       u = 2^-24 (Higham, Accuracy and Stability, 2nd ed., section 4.2).
+ *   - quant_dequant_rows (rows r0.. into an unaligned buffer) equals dequantize_row bit for
+ *     bit;
  *   - the compact product equals f32_matvec_rows on the dequantized rows bit for bit.
- *   - the default GGUF model: every layer matrix and the LM head have a twin whose
- *     dequantized rows equal the float32 copy bit for bit (so the Q/K un-permute moved
- *     whole rows of blocks correctly), and a decode step with the twins gives the same
- *     logits as without them within 1e-4 of the row scale, with the same argmax.
+ *   - the default GGUF model: every layer matrix and the LM head are held only as their
+ *     blocks (no float32 copy; test_loader checks rows of them against gguf-py, Q/K
+ *     un-permuted), and a decode step with them gives the same logits as the float32
+ *     path on copies made by model_weight_rows within 1e-4 of the row scale, with the
+ *     same argmax; and prefill (every position's logits) and a decode step give the same
+ *     bits on blocks alone as with float32 copies beside them (prefill's arithmetic is
+ *     unchanged by holding only the blocks).
+ *   - tiny_kquant.gguf (Q4_K, Q5_K, Q6_K, Q5_0, Q8_0 matrices, a Q4_K_M-like mix): every
+ *     matrix kept in its file type; weights held == the file's tensor data bytes, between
+ *     95% and 100% of the file's size; decode and prefill checked as for the default
+ *     model.
  */
 #include <check.h>
 #include <math.h>
@@ -29,6 +39,7 @@
 
 #include "cpu/cpu_forward.h"
 #include "model/dequant.h"
+#include "model/gguf.h"
 #include "cpu/f32_matrix.h"
 #include "cpu/quant_matrix.h"
 #include "test_rng.h"
@@ -45,16 +56,22 @@ static uint16_t rand_half(void) {
 
 static int block_bytes(int type) { return ggml_type_info((uint32_t)type)->block_bytes; }
 
-// a (rows, cols) matrix of random blocks of the given type
+static int block_elems(int type) { return ggml_type_info((uint32_t)type)->block_elems; }
+
+// a (rows, cols) matrix of random blocks of the given type: random bytes (codes, the
+// K-quants' sub-block scales and minimums: every bit pattern is a valid one), then valid
+// f16 scales where the format has them (Q4_1, Q4_K, Q5_K: d and m / dmin at bytes 0 and 2;
+// Q6_K: d at byte 208; the others: d at byte 0)
 static QuantMatrix rand_matrix(int type, int rows, int cols) {
-    QuantMatrix q = {type, rows, cols, NULL, (size_t)(cols / 32 * block_bytes(type))};
+    QuantMatrix q = {type, rows, cols, NULL, (size_t)(cols / block_elems(type) * block_bytes(type))};
     uint8_t* b = malloc(q.row_bytes * rows);
     for (size_t i = 0; i < q.row_bytes * rows; i++) b[i] = (uint8_t)rng_next_u32(&rng_state);
-    int halves = type == GGML_TYPE_Q4_1 ? 2 : 1;
+    int halves = type == GGML_TYPE_Q4_1 || type == GGML_TYPE_Q4_K || type == GGML_TYPE_Q5_K ? 2 : 1;
+    int at = type == GGML_TYPE_Q6_K ? 208 : 0;
     for (size_t k = 0; k < q.row_bytes * rows / block_bytes(type); k++)
         for (int h = 0; h < halves; h++) {
             uint16_t v = rand_half();
-            memcpy(b + k * block_bytes(type) + 2 * h, &v, 2);
+            memcpy(b + k * block_bytes(type) + at + 2 * h, &v, 2);
         }
     q.blocks = b;
     return q;
@@ -80,6 +97,14 @@ static void check_shape(int type, int rows, int cols) {
     for (int r = 0; r < rows; r++)
         dequantize_row((uint32_t)type, (const uint8_t*)q.blocks + (size_t)r * q.row_bytes, w + (size_t)r * cols,
                        (size_t)cols);
+    // quant_dequant_rows (model_weight_rows' dequantization), from a row offset into an
+    // unaligned buffer: dequantize_row's values bit for bit
+    float* wq = malloc(((size_t)rows * cols + 1) * sizeof(float));
+    int r0 = rows / 3;
+    quant_dequant_rows(&q, r0, rows, wq + 1);
+    ck_assert_msg(memcmp(wq + 1, w + (size_t)r0 * cols, (size_t)(rows - r0) * cols * sizeof(float)) == 0,
+                  "%s %dx%d: quant_dequant_rows differs from dequantize_row", tn, rows, cols);
+    free(wq);
     for (int b = 0; b < N_MAX; b++)
         for (int i = 0; i < ldx; i++) x[(size_t)b * ldx + i] = i < cols ? rng_frand(&rng_state) : NAN;
     size_t row_bytes = (size_t)rows * sizeof(float);
@@ -110,8 +135,8 @@ static void check_shape(int type, int rows, int cols) {
 
     for (int t = 0; t < N_COUNT; t++) {
         int n = N_LIST[t];
-        // batched kernel on this thread, its plain C twin, threaded on 1 and 2 threads
-        for (int variant = 0; variant < 4; variant++) {
+        // batched kernel on this thread, its plain C twin, threaded on 1, 2 and 3 threads
+        for (int variant = 0; variant < 5; variant++) {
             for (size_t i = 0; i < (size_t)N_MAX * ldy; i++) y[i] = Y_SENTINEL;
             if (variant == 0) quant_matmat_rows(y, ldy, x, ldx, n, &q, 0, rows);
             else if (variant == 1) quant_matmat_rows_scalar(y, ldy, x, ldx, n, &q, 0, rows);
@@ -129,8 +154,8 @@ static void check_shape(int type, int rows, int cols) {
                                   tn, rows, cols, n, variant, b, r);
             }
         }
-        if (n == 1) // the matvec wrapper, on 1 and 2 threads
-            for (int nt = 1; nt <= 2; nt++) {
+        if (n == 1) // the matvec wrapper, on 1, 2 and 3 threads
+            for (int nt = 1; nt <= 3; nt++) {
                 omp_set_num_threads(nt);
                 quant_matvec(ys, x, &q);
                 omp_set_num_threads(2);
@@ -142,9 +167,12 @@ static void check_shape(int type, int rows, int cols) {
 }
 
 static void check_type(int type) {
-    static const int rows_list[] = {1, 7, 33, 577}, cols_list[] = {32, 64, 576, 1536};
+    static const int rows_list[] = {1, 7, 33, 577}, cols_list[] = {32, 64, 576, 1536},
+                     kcols_list[] = {256, 512, 1536, 2816};
+    worst_bound_ratio = 0.0;
     for (int c = 0; c < 4; c++)
-        for (int a = 0; a < 4; a++) check_shape(type, rows_list[a], cols_list[c]);
+        for (int a = 0; a < 4; a++)
+            check_shape(type, rows_list[a], block_elems(type) == 256 ? kcols_list[c] : cols_list[c]);
     fprintf(stderr, "%s: worst |compact - double reference| / error bound %.3g\n", ggml_type_info((uint32_t)type)->name,
             worst_bound_ratio);
 }
@@ -156,6 +184,18 @@ START_TEST(test_q4_0) { check_type(GGML_TYPE_Q4_0); }
 END_TEST
 
 START_TEST(test_q4_1) { check_type(GGML_TYPE_Q4_1); }
+END_TEST
+
+START_TEST(test_q5_0) { check_type(GGML_TYPE_Q5_0); }
+END_TEST
+
+START_TEST(test_q4_k) { check_type(GGML_TYPE_Q4_K); }
+END_TEST
+
+START_TEST(test_q5_k) { check_type(GGML_TYPE_Q5_K); }
+END_TEST
+
+START_TEST(test_q6_k) { check_type(GGML_TYPE_Q6_K); }
 END_TEST
 
 // a product big enough to run on several threads: slices agree with one thread exactly
@@ -175,16 +215,18 @@ END_TEST
 // the compact product follows f32_matrix.h's order: equal bits to f32_matvec_rows on the
 // dequantized rows (so a model's float32 and compact decode paths differ only in w)
 START_TEST(test_same_order_as_f32) {
-    static const int types[] = {GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1};
-    for (int t = 0; t < 3; t++) {
-        QuantMatrix q = rand_matrix(types[t], 33, 576);
-        float* w = malloc((size_t)33 * 576 * sizeof(float));
-        float x[576], yq[33], yf[33];
-        for (int i = 0; i < 576; i++) x[i] = rng_frand(&rng_state);
+    static const int types[] = {GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q5_0,
+                                GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K};
+    for (int t = 0; t < 7; t++) {
+        QuantMatrix q = rand_matrix(types[t], 33, 1536);
+        float* w = malloc((size_t)33 * 1536 * sizeof(float));
+        float x[1536], yq[33], yf[33];
+        for (int i = 0; i < 1536; i++) x[i] = rng_frand(&rng_state);
         for (int r = 0; r < 33; r++)
-            dequantize_row((uint32_t)types[t], (const uint8_t*)q.blocks + (size_t)r * q.row_bytes, w + r * 576, 576);
+            dequantize_row((uint32_t)types[t], (const uint8_t*)q.blocks + (size_t)r * q.row_bytes, w + r * 1536,
+                           1536);
         quant_matvec_rows(yq, x, &q, 0, 33);
-        f32_matvec_rows(yf, x, w, 576, 0, 33);
+        f32_matvec_rows(yf, x, w, 1536, 0, 33);
         ck_assert_msg(memcmp(yq, yf, sizeof yq) == 0, "%s: compact and float32 products differ",
                       ggml_type_info((uint32_t)types[t])->name);
         free(q.blocks), free(w);
@@ -195,29 +237,27 @@ END_TEST
 // ----------------------------------------------------------------------------
 // the default GGUF model's twins
 
-// dequantized rows of the twin == the float32 copy, bit for bit
+// the matrix is held only as its blocks (no float32 copy), of the expected shape
 static void check_twin(const QuantMatrix* q, const float* W, int rows, int cols, const char* what) {
     ck_assert_msg(q->blocks != NULL, "%s: no compact twin", what);
+    ck_assert_msg(W == NULL, "%s: a float32 copy is kept beside the blocks", what);
     ck_assert_msg(q->rows == rows && q->cols == cols, "%s: twin is %dx%d, expected %dx%d", what, q->rows, q->cols, rows,
                   cols);
-    float* w = malloc((size_t)cols * sizeof(float));
-    for (int r = 0; r < rows; r++) {
-        dequantize_row((uint32_t)q->type, (const uint8_t*)q->blocks + (size_t)r * q->row_bytes, w, (size_t)cols);
-        ck_assert_msg(memcmp(w, W + (size_t)r * cols, (size_t)cols * sizeof(float)) == 0, "%s: row %d differs", what,
-                      r);
-    }
-    free(w);
 }
 
-START_TEST(test_gguf_twins) {
-    if (access(ETX_DEFAULT_MODEL, R_OK) != 0)
-        ck_abort_msg("default model missing: %s (fetch it with the models/ script)", ETX_DEFAULT_MODEL);
-    etx_model m;
-    CK_OK(gguf_model_load(ETX_DEFAULT_MODEL, &m));
-    const ModelConfig* c = &m.cfg;
+// a float32 copy of a kept matrix (model_weight_rows), for the float32 path
+static float* dense(const QuantMatrix* q) {
+    float* w = malloc((size_t)q->rows * q->cols * sizeof(float));
+    model_weight_rows(NULL, q, q->cols, 0, q->rows, w);
+    return w;
+}
+
+// every layer matrix and the LM head held only as blocks of the expected shapes
+static void check_all_twins(const etx_model* m) {
+    const ModelConfig* c = &m->cfg;
     int dim = c->dim, q = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim, ff = c->hidden_dim;
     for (int l = 0; l < c->n_layers; l++) {
-        const LayerWeights* L = &m.w.layers[l];
+        const LayerWeights* L = &m->w.layers[l];
         check_twin(&L->wq_q, L->wq, q, dim, "wq");
         check_twin(&L->wk_q, L->wk, kv, dim, "wk");
         check_twin(&L->wv_q, L->wv, kv, dim, "wv");
@@ -226,44 +266,72 @@ START_TEST(test_gguf_twins) {
         check_twin(&L->w_up_q, L->w_up, ff, dim, "w_up");
         check_twin(&L->w_down_q, L->w_down, dim, ff, "w_down");
     }
-    check_twin(&m.w.lm_head_q, m.w.lm_head, c->vocab_size, dim, "lm_head");
+    check_twin(&m->w.lm_head_q, m->w.lm_head, c->vocab_size, dim, "lm_head");
+    check_twin(&m->w.token_embedding_q, m->w.token_embedding, c->vocab_size, dim, "token_embedding");
+}
 
-    // decode with the twins vs the float32 path (twins hidden)
+// The layer matrices of l as an array of 7 twins / 7 float pointers.
+#define LAYER_TWINS(L) {&(L)->wq_q, &(L)->wk_q, &(L)->wv_q, &(L)->wo_q, &(L)->w_gate_q, &(L)->w_up_q, &(L)->w_down_q}
+#define LAYER_FLOATS(L) {&(L)->wq, &(L)->wk, &(L)->wv, &(L)->wo, &(L)->w_gate, &(L)->w_up, &(L)->w_down}
+
+// Gives every matrix of m a float32 copy (model_weight_rows) beside its blocks: the model
+// as the loader held it before matrices kept only their blocks.
+static void add_float_copies(etx_model* m) {
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        LayerWeights* L = &m->w.layers[l];
+        QuantMatrix* t[7] = LAYER_TWINS(L);
+        float** f[7] = LAYER_FLOATS(L);
+        for (int i = 0; i < 7; i++) *f[i] = dense(t[i]);
+    }
+    m->w.lm_head = dense(&m->w.lm_head_q);
+}
+
+static void drop_float_copies(etx_model* m) {
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        LayerWeights* L = &m->w.layers[l];
+        float** f[7] = LAYER_FLOATS(L);
+        for (int i = 0; i < 7; i++) free(*f[i]), *f[i] = NULL;
+    }
+    free(m->w.lm_head);
+    m->w.lm_head = m->w.token_embedding;
+}
+
+// Hides (hide 1) or restores (hide 0) the blocks of every matrix, saved in saved.
+static void hide_twins(etx_model* m, QuantMatrix* saved, int hide) {
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        LayerWeights* L = &m->w.layers[l];
+        QuantMatrix* t[7] = LAYER_TWINS(L);
+        for (int i = 0; i < 7; i++) {
+            if (hide) saved[l * 7 + i] = *t[i], t[i]->blocks = NULL;
+            else *t[i] = saved[l * 7 + i];
+        }
+    }
+    if (hide) saved[m->cfg.n_layers * 7] = m->w.lm_head_q, m->w.lm_head_q.blocks = NULL;
+    else m->w.lm_head_q = saved[m->cfg.n_layers * 7];
+}
+
+// n decode steps of prompt on the blocks vs the float32 path (float32 copies, blocks
+// hidden): last logits within 1e-4 of the row scale, same argmax, not all identical.
+static void decode_vs_float32(etx_model* m, const int32_t* prompt, int n, const char* what) {
+    const ModelConfig* c = &m->cfg;
     int V = c->vocab_size;
-    int32_t prompt[5] = {1, 504, 3458, 282, 253};
     float* a = malloc((size_t)V * sizeof(float));
     float* b = malloc((size_t)V * sizeof(float));
-    double worst = 0.0, differs = 0.0;
+    QuantMatrix* saved = malloc(((size_t)c->n_layers * 7 + 1) * sizeof(QuantMatrix));
     for (int pass = 0; pass < 2; pass++) {
-        QuantMatrix saved_head = m.w.lm_head_q;
-        QuantMatrix* saved = malloc((size_t)c->n_layers * 7 * sizeof(QuantMatrix));
-        if (pass == 1) { // hide every twin: matmul on the float32 copies
-            for (int l = 0; l < c->n_layers; l++) {
-                LayerWeights* L = &m.w.layers[l];
-                QuantMatrix* t[7] = {&L->wq_q, &L->wk_q, &L->wv_q, &L->wo_q, &L->w_gate_q, &L->w_up_q, &L->w_down_q};
-                for (int i = 0; i < 7; i++) saved[l * 7 + i] = *t[i], t[i]->blocks = NULL;
-            }
-            m.w.lm_head_q.blocks = NULL;
-        }
+        if (pass == 1) add_float_copies(m), hide_twins(m, saved, 1);
         KVCache cache;
         CpuRunState s;
         CK_OK(build_kv_cache(&cache, c, 64));
         CK_OK(build_cpu_run_state(&s, c));
         float* out = pass == 0 ? a : b;
-        for (int i = 0; i < 5; i++) CK_OK(cpu_forward(&m, &s, &cache, prompt + i, 1, out, 0));
+        for (int i = 0; i < n; i++) CK_OK(cpu_forward(m, &s, &cache, prompt + i, 1, out, 0));
         free_cpu_run_state(&s);
         free_kv_cache(&cache);
-        if (pass == 1) {
-            for (int l = 0; l < c->n_layers; l++) {
-                LayerWeights* L = &m.w.layers[l];
-                QuantMatrix* t[7] = {&L->wq_q, &L->wk_q, &L->wv_q, &L->wo_q, &L->w_gate_q, &L->w_up_q, &L->w_down_q};
-                for (int i = 0; i < 7; i++) *t[i] = saved[l * 7 + i];
-            }
-            m.w.lm_head_q = saved_head;
-        }
-        free(saved);
+        if (pass == 1) hide_twins(m, saved, 0), drop_float_copies(m);
     }
-    double scale = 1.0;
+    free(saved);
+    double scale = 0.0, worst = 0.0, differs = 0.0;
     int am = 0, bm = 0;
     for (int v = 0; v < V; v++) {
         scale = fmax(scale, fabs(b[v]));
@@ -272,12 +340,109 @@ START_TEST(test_gguf_twins) {
         am = a[v] > a[am] ? v : am;
         bm = b[v] > b[bm] ? v : bm;
     }
-    fprintf(stderr, "decode, 5 steps: max |twins - float32| %.3g (row scale %.3g), %.0f of %d logits differ\n", worst,
-            scale, differs, V);
-    ck_assert_msg(worst <= 1e-4 * scale, "max |diff| %.3g > 1e-4 * %.3g", worst, scale);
-    ck_assert_msg(differs > 0, "the twins gave bit-identical logits: is the compact path used at all?");
+    fprintf(stderr, "%s: decode, %d steps: max |blocks - float32| %.3g (row scale %.3g), %.0f of %d logits differ\n",
+            what, n, worst, scale, differs, V);
+    ck_assert_msg(scale > 0.0, "%s: all logits are zero", what);
+    ck_assert_msg(worst <= 1e-4 * scale, "%s: max |diff| %.3g > 1e-4 * %.3g", what, worst, scale);
+    ck_assert_msg(differs > 0, "%s: the blocks gave bit-identical logits: is the compact path used at all?", what);
     ck_assert_int_eq(am, bm);
     free(a), free(b);
+}
+
+// Prefill (a chunk of T tokens, every position's logits) on a model that keeps only the
+// blocks dequantizes each matrix whole into the run state's tile and multiplies with
+// sgemm: the same bits as on the model as the loader used to hold it (float32 copies
+// beside the blocks). Then one decode step each: the blocks, bit for bit too.
+static void prefill_unchanged(etx_model* m, int T, const char* what) {
+    const ModelConfig* c = &m->cfg;
+    const int V = c->vocab_size;
+    int32_t* prompt = malloc((size_t)(T + 1) * sizeof(int32_t));
+    for (int i = 0; i < T + 1; i++) prompt[i] = (int32_t)(1 + (rng_next_u32(&rng_state) % (uint32_t)(V - 1)));
+    float* out[2];
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) add_float_copies(m);
+        out[pass] = malloc((size_t)(T + 1) * V * sizeof(float));
+        KVCache cache;
+        CpuRunState s;
+        CK_OK(build_kv_cache(&cache, c, 64));
+        CK_OK(build_cpu_run_state(&s, c));
+        CK_OK(cpu_forward(m, &s, &cache, prompt, T, out[pass], 1));
+        CK_OK(cpu_forward(m, &s, &cache, prompt + T, 1, out[pass] + (size_t)T * V, 0));
+        // a prefill tile of the largest layer matrix only for the blocks-only model (the LM
+        // head's, grown for the all-logits chunk, was given back)
+        size_t qd = (size_t)c->n_heads * c->head_dim, wide = qd > (size_t)c->hidden_dim ? qd : (size_t)c->hidden_dim;
+        ck_assert_msg(s.wtmp_len == (pass == 0 ? wide * c->dim : 0), "%s: prefill tile of %zu floats", what,
+                      s.wtmp_len);
+        free_cpu_run_state(&s);
+        free_kv_cache(&cache);
+    }
+    drop_float_copies(m);
+    for (int i = 0; i <= T; i++)
+        ck_assert_msg(memcmp(out[0] + (size_t)i * V, out[1] + (size_t)i * V, (size_t)V * sizeof(float)) == 0,
+                      "%s: position %d: logits differ between blocks-only and float32 copies", what, i);
+    free(out[0]), free(out[1]), free(prompt);
+}
+
+START_TEST(test_gguf_twins) {
+    if (access(ETX_DEFAULT_MODEL, R_OK) != 0)
+        ck_abort_msg("default model missing: %s (fetch it with the models/ script)", ETX_DEFAULT_MODEL);
+    etx_model m;
+    CK_OK(gguf_model_load(ETX_DEFAULT_MODEL, &m));
+    check_all_twins(&m);
+    int32_t prompt[5] = {1, 504, 3458, 282, 253};
+    decode_vs_float32(&m, prompt, 5, "SmolLM2 Q4_1");
+    model_free_contents(&m);
+}
+END_TEST
+
+START_TEST(test_gguf_prefill_unchanged) {
+    if (access(ETX_DEFAULT_MODEL, R_OK) != 0)
+        ck_abort_msg("default model missing: %s (fetch it with the models/ script)", ETX_DEFAULT_MODEL);
+    etx_model m;
+    CK_OK(gguf_model_load(ETX_DEFAULT_MODEL, &m));
+    prefill_unchanged(&m, 40, "SmolLM2 Q4_1");
+    model_free_contents(&m);
+}
+END_TEST
+
+// tiny_kquant.gguf (tests/scripts/gen_kquant_fixture.py): Q4_K, Q5_K, Q6_K, Q5_0 and Q8_0
+// matrices, as in a Q4_K_M mix. Every matrix keeps its blocks in its file type; the
+// weights held are exactly the tensor data of the file (norms are F32 there and here, the
+// rest are the file's blocks), which is at most the file's size and, the metadata being
+// small, at least 95% of it; decode on the blocks matches float32, prefill is unchanged.
+#define KQUANT ETX_FIXTURES "/loader/tiny_kquant.gguf"
+
+START_TEST(test_kquant_model) {
+    etx_model m;
+    CK_OK(gguf_model_load(KQUANT, &m));
+    check_all_twins(&m);
+    static const int types[2][7] = {
+        {GGML_TYPE_Q4_K, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K, GGML_TYPE_Q4_K, GGML_TYPE_Q4_K, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K},
+        {GGML_TYPE_Q4_K, GGML_TYPE_Q5_0, GGML_TYPE_Q6_K, GGML_TYPE_Q8_0, GGML_TYPE_Q4_K, GGML_TYPE_Q4_K, GGML_TYPE_Q5_K}};
+    ck_assert_int_eq(m.cfg.n_layers, 2);
+    for (int l = 0; l < 2; l++) {
+        LayerWeights* L = &m.w.layers[l];
+        QuantMatrix* t[7] = LAYER_TWINS(L);
+        for (int i = 0; i < 7; i++)
+            ck_assert_msg(t[i]->type == types[l][i], "layer %d matrix %d: type %d, expected %d", l, i, t[i]->type,
+                          types[l][i]);
+    }
+    ck_assert_int_eq(m.w.lm_head_q.type, GGML_TYPE_Q6_K);
+    ck_assert_int_eq(m.w.token_embedding_q.type, GGML_TYPE_Q4_K);
+
+    GGUFFile f;
+    CK_OK(gguf_open(KQUANT, &f));
+    long long data = 0;
+    for (uint64_t i = 0; i < f.n_tensors; i++) data += (long long)f.tensors[i].n_bytes;
+    long long file = (long long)f.size, held = model_weight_bytes_held(&m);
+    gguf_close(&f);
+    fprintf(stderr, "tiny_kquant: weights held %lld bytes, tensor data %lld, file %lld\n", held, data, file);
+    ck_assert_msg(held == data, "held %lld bytes, the file's tensors are %lld", held, data);
+    ck_assert_msg(held <= file && held >= file / 100 * 95, "held %lld bytes vs file %lld", held, file);
+
+    int32_t prompt[6] = {1, 40, 77, 150, 201, 287};
+    decode_vs_float32(&m, prompt, 6, "tiny_kquant");
+    prefill_unchanged(&m, 40, "tiny_kquant");
     model_free_contents(&m);
 }
 END_TEST
@@ -288,11 +453,17 @@ int main(void) {
     tcase_add_test(tc, test_q8_0);
     tcase_add_test(tc, test_q4_0);
     tcase_add_test(tc, test_q4_1);
+    tcase_add_test(tc, test_q5_0);
+    tcase_add_test(tc, test_q4_k);
+    tcase_add_test(tc, test_q5_k);
+    tcase_add_test(tc, test_q6_k);
     tcase_add_test(tc, test_threaded_slices);
     tcase_add_test(tc, test_same_order_as_f32);
     suite_add_tcase(su, tc);
     TCase* tg = tcase_create("gguf");
     tcase_add_test(tg, test_gguf_twins);
+    tcase_add_test(tg, test_gguf_prefill_unchanged);
+    tcase_add_test(tg, test_kquant_model);
     suite_add_tcase(su, tg);
     return check_run_suite(su);
 }

@@ -290,25 +290,40 @@ static void check_tiny_config(const ModelConfig* c) {
 // Calls fn(name, a, b, n) for each weight pair of two models with the same config.
 typedef void (*PairFn)(const char* name, const float* a, const float* b, size_t n);
 
+// fn on one matrix of both models as float32, through model_weight_rows (a GGUF matrix
+// may be held only as its quantized blocks)
+static void matrix_pair(PairFn fn, const char* name, const float* a, const QuantMatrix* qa, const float* b,
+                        const QuantMatrix* qb, size_t rows, size_t cols) {
+    float* da = malloc(rows * cols * sizeof(float));
+    float* db = malloc(rows * cols * sizeof(float));
+    model_weight_rows(a, qa, (int)cols, 0, (int)rows, da);
+    model_weight_rows(b, qb, (int)cols, 0, (int)rows, db);
+    fn(name, da, db, rows * cols);
+    free(da);
+    free(db);
+}
+
 static void for_each_weight(const etx_model* a, const etx_model* b, PairFn fn) {
     const ModelConfig* c = &a->cfg;
     size_t dim = (size_t)c->dim, ff = (size_t)c->hidden_dim, hd = (size_t)c->head_dim;
     size_t q = (size_t)c->n_heads * hd, kv = (size_t)c->n_kv_heads * hd, V = (size_t)c->vocab_size;
-    fn("token_embedding", a->w.token_embedding, b->w.token_embedding, V * dim);
+#define PAIR(name, wa, wb, rows, cols) matrix_pair(fn, name, wa, &wa##_q, wb, &wb##_q, rows, cols)
+    PAIR("token_embedding", a->w.token_embedding, b->w.token_embedding, V, dim);
     fn("final_norm", a->w.final_norm, b->w.final_norm, dim);
-    fn("lm_head", a->w.lm_head, b->w.lm_head, V * dim);
+    PAIR("lm_head", a->w.lm_head, b->w.lm_head, V, dim);
     for (int l = 0; l < c->n_layers; l++) {
         const LayerWeights *x = &a->w.layers[l], *y = &b->w.layers[l];
         fn("attn_norm", x->attn_norm, y->attn_norm, dim);
-        fn("wq", x->wq, y->wq, q * dim);
-        fn("wk", x->wk, y->wk, kv * dim);
-        fn("wv", x->wv, y->wv, kv * dim);
-        fn("wo", x->wo, y->wo, dim * q);
+        PAIR("wq", x->wq, y->wq, q, dim);
+        PAIR("wk", x->wk, y->wk, kv, dim);
+        PAIR("wv", x->wv, y->wv, kv, dim);
+        PAIR("wo", x->wo, y->wo, dim, q);
         fn("ffn_norm", x->ffn_norm, y->ffn_norm, dim);
-        fn("w_gate", x->w_gate, y->w_gate, ff * dim);
-        fn("w_up", x->w_up, y->w_up, ff * dim);
-        fn("w_down", x->w_down, y->w_down, dim * ff);
+        PAIR("w_gate", x->w_gate, y->w_gate, ff, dim);
+        PAIR("w_up", x->w_up, y->w_up, ff, dim);
+        PAIR("w_down", x->w_down, y->w_down, dim, ff);
     }
+#undef PAIR
 }
 
 static void expect_exact(const char* name, const float* a, const float* b, size_t n) {
@@ -345,7 +360,7 @@ START_TEST(gguf_tiny_matches_hf_exactly) {
     ck_assert_int_eq(tokenizer_n_vocab(h.tok), 288);
     // every weight, including the un-permuted Q and K, equals the HF layout exactly
     for_each_weight(&g, &h, expect_exact);
-    ck_assert_ptr_ne(g.w.lm_head, g.w.token_embedding);
+    ck_assert(g.w.lm_head != g.w.token_embedding || g.w.lm_head_q.blocks != g.w.token_embedding_q.blocks);
     model_free_contents(&g);
     model_free_contents(&h);
 }
@@ -1211,19 +1226,22 @@ END_TEST
 // the default model (fetched by CI; skipped when absent)
 
 // Rows (indices in key rows_key) of a weight with row length n equal the reference tensor.
-static void expect_rows(const GGUFFile* f, const char* rows_key, const char* tensor, const float* w, size_t n) {
+static void expect_rows(const GGUFFile* f, const char* rows_key, const char* tensor, const float* w,
+                        const QuantMatrix* q, size_t n) {
     int32_t* rows;
     uint64_t nr;
     ck_assert_int_eq(gguf_get_int_array(f, rows_key, &rows, &nr).code, ETX_OK);
     const GGUFTensor* t = gguf_find_tensor(f, tensor);
     ck_assert_ptr_nonnull(t);
     ck_assert_uint_eq(t->n_elems, nr * n);
+    float* got = malloc(n * sizeof(float));
     for (uint64_t r = 0; r < nr; r++) {
         const float* want = (const float*)t->data + r * n;
         size_t at = 0;
-        ck_assert_msg(float_arrays_equal(w + (size_t)rows[r] * n, want, n, &at), "%s row %d differs at %zu", tensor,
-                      rows[r], at);
+        model_weight_rows(w, q, (int)n, rows[r], rows[r] + 1, got);
+        ck_assert_msg(float_arrays_equal(got, want, n, &at), "%s row %d differs at %zu", tensor, rows[r], at);
     }
+    free(got);
     free(rows);
 }
 
@@ -1255,9 +1273,9 @@ START_TEST(default_model_smollm2) {
     // order) against gguf-py's dequantization
     GGUFFile f;
     CK_OK(gguf_open(FIX "smollm2_rows.gguf", &f));
-    expect_rows(&f, "rows", "token_embd_rows", m.w.token_embedding, 576);
-    expect_rows(&f, "down_rows", "ffn_down_rows", m.w.layers[0].w_down, 1536);
-    expect_rows(&f, "q_rows", "attn_q_hf_rows", m.w.layers[0].wq, 576);
+    expect_rows(&f, "rows", "token_embd_rows", m.w.token_embedding, &m.w.token_embedding_q, 576);
+    expect_rows(&f, "down_rows", "ffn_down_rows", m.w.layers[0].w_down, &m.w.layers[0].w_down_q, 1536);
+    expect_rows(&f, "q_rows", "attn_q_hf_rows", m.w.layers[0].wq, &m.w.layers[0].wq_q, 576);
     gguf_close(&f);
     model_free_contents(&m);
 }
