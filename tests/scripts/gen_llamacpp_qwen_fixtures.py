@@ -30,7 +30,8 @@ Setup: pip install llama-cpp-python==0.3.36 numpy   (compiles llama.cpp; takes m
   - with --f32 (after the run above): the model dequantized to a float32 GGUF by llama.cpp's
     own quantize tool (5.8 GB, written to WORKDIR, not kept), run by llama.cpp with an f32
     KV cache on the same sequences: <model>.f32.topk.bin, and in the JSON how far it is
-    from llama.cpp on the Q4_K_M file (q8k_*): the size of llama.cpp's activation
+    from llama.cpp on the Q4_K_M file (q8k_*, per position q8k_pos_max/mean over the
+    Q4_K_M run's top-K ids): the size of llama.cpp's activation
     quantization and f16 cache together, measured by llama.cpp alone.
 Run from the repository root, with the models at models/cache/:
     python3 tests/scripts/gen_llamacpp_qwen_fixtures.py [1.5b] [0.5b]
@@ -198,6 +199,7 @@ def run_f32(tag, workdir):
     llm = make(dst, type_kv=0)
     blob, off = bytearray(), 0
     dmax, dsum, n, top1, top5 = 0.0, 0.0, 0, 0, 0
+    pos_max, pos_mean = [], []  # per position, over the Q4_K_M run's top-k ids
     for c in meta["cases"]:
         rows = all_rows(llm, c["ids"])
         for r in rows:
@@ -209,6 +211,8 @@ def run_f32(tag, workdir):
             qid = np.frombuffer(ref[off:off + 4 * k], dtype="<i4")
             qval = np.frombuffer(ref[off + 4 * k:off + 8 * k], dtype="<f4")
             d = np.abs(r[qid] - qval)
+            pos_max.append(round(float(d.max()), 5))
+            pos_mean.append(round(float(d.mean()), 5))
             dmax = max(dmax, float(d.max()))
             dsum += float(d.mean())
             n += 1
@@ -220,7 +224,7 @@ def run_f32(tag, workdir):
     meta.update(f32_topk=stem + ".f32.topk.bin",
                 f32_reference="llama.cpp on the model dequantized to F32 by its quantize tool, KV cache f32",
                 q8k_max_diff=round(dmax, 5), q8k_mean_diff=round(dsum / n, 5), q8k_argmax_same=top1,
-                q8k_top5_mean=round(top5 / n, 4))
+                q8k_top5_mean=round(top5 / n, 4), q8k_pos_max=pos_max, q8k_pos_mean=pos_mean)
     print(f"{stem}: llama.cpp F32 vs Q4_K_M over the Q4_K_M top-{k}: max |diff| {dmax:.4f}, mean {dsum / n:.4f}, "
           f"argmax same {top1}/{n}, top-5 shared {top5 / n:.3f}", flush=True)
     with open(os.path.join(OUT, stem + ".json"), "w") as f:
