@@ -1,9 +1,12 @@
 /*
  * test_forward_qwen.c — the CPU forward pass on the evaluation model,
- * Qwen2.5-Coder-1.5B-Instruct Q4_K_M (models/fetch_eval_model.sh), against llama.cpp.
+ * Qwen2.5-Coder-1.5B-Instruct Q4_K_M (models/fetch_eval_model.sh), and its 0.5B sibling
+ * (fetch_eval_model.sh --small), against llama.cpp.
  *
- * The model is 1.1 GB and not in git: where models/cache/ lacks it, each test says so on
- * stderr and passes without checking anything (CI). Where it is present:
+ * The models (1.1 GB, 0.5 GB) are not in git: where models/cache/ lacks one, its test says
+ * so on stderr and passes without checking anything (CI). The 0.5B is compared in the same
+ * way (fixtures qwen25-coder-0.5b.*), its bounds from its own llama.cpp measurements.
+ * Where a model is present:
  *
  * Reference: llama.cpp (llama-cpp-python 0.3.36, CPU, 2 threads) on the same GGUF,
  * recorded by tests/scripts/gen_llamacpp_qwen_fixtures.py under
@@ -52,6 +55,8 @@
 
 #define QWEN15_MODEL ETX_FIXTURES "/../../models/cache/Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf"
 #define QWEN15_FIX ETX_FIXTURES "/forward/llamacpp/qwen25-coder-1.5b"
+#define QWEN05_MODEL ETX_FIXTURES "/../../models/cache/Qwen2.5-Coder-0.5B-Instruct-AWQ.Q4_K_M.gguf"
+#define QWEN05_FIX ETX_FIXTURES "/forward/llamacpp/qwen25-coder-0.5b"
 
 // The one chosen tolerance: against float32 llama.cpp, max |diff| <= F32_REL * row scale
 // (as test_forward.c's transformers references). Everything checked against llama.cpp on
@@ -324,25 +329,40 @@ static int compare_with_llamacpp(const char* model, const char* fix, Tally* t) {
 // llama.cpp does: 453 of 463 top-1, 4.875 of 5 of the top-5 on average.
 // Greedy: the 4 continuations must be llama.cpp's token for token, or part only where
 // llama.cpp's top-2 margin is under twice that position's largest allowed |diff|.
-START_TEST(test_llamacpp_qwen15) {
-    Tally t;
-    if (!compare_with_llamacpp(QWEN15_MODEL, QWEN15_FIX, &t)) return;
+// The checks of both models, once etx's logits are compared (compare_with_llamacpp).
+static void check_tally(const Tally* t) {
     // etx's top-1 and top-5 are float32 llama.cpp's (checked per position), so they agree with
     // llama.cpp's Q4_K_M run exactly where float32 llama.cpp does, but at near-ties
-    ck_assert_msg(abs(t.argmax_same - t.f32_argmax_same_q) <= t.near_ties,
-                  "top-1 same as llama.cpp at %d positions, float32 llama.cpp at %d (near-ties %d)", t.argmax_same,
-                  t.f32_argmax_same_q, t.near_ties);
-    ck_assert_msg(fabs(t.top5_sum - t.f32_top5_sum) <= 5.0 * t.near_ties,
-                  "top-5 shared with llama.cpp %.0f in all, float32 llama.cpp %.0f (near-ties %d)", t.top5_sum,
-                  t.f32_top5_sum, t.near_ties);
-    ck_assert_int_eq(t.gen_compared, 4);
+    ck_assert_msg(abs(t->argmax_same - t->f32_argmax_same_q) <= t->near_ties,
+                  "top-1 same as llama.cpp at %d positions, float32 llama.cpp at %d (near-ties %d)", t->argmax_same,
+                  t->f32_argmax_same_q, t->near_ties);
+    ck_assert_msg(fabs(t->top5_sum - t->f32_top5_sum) <= 5.0 * t->near_ties,
+                  "top-5 shared with llama.cpp %.0f in all, float32 llama.cpp %.0f (near-ties %d)", t->top5_sum,
+                  t->f32_top5_sum, t->near_ties);
+    ck_assert_int_eq(t->gen_compared, 4);
+}
+
+START_TEST(test_llamacpp_qwen15) {
+    Tally t;
+    if (compare_with_llamacpp(QWEN15_MODEL, QWEN15_FIX, &t)) check_tally(&t);
+}
+END_TEST
+
+// The 0.5B sibling (a GGUF of the AWQ checkpoint, also Q4_K_M), the same prompts and checks;
+// its bounds come from its own fixture's llama.cpp measurements.
+START_TEST(test_llamacpp_qwen05) {
+    Tally t;
+    if (compare_with_llamacpp(QWEN05_MODEL, QWEN05_FIX, &t)) check_tally(&t);
 }
 END_TEST
 
 static Suite* forward_qwen_suite(void) {
     Suite* s = suite_create("forward_qwen");
-    TCase* tc = tcase_create("evaluation model");
+    TCase* tc = tcase_create("1.5B");
     tcase_add_test(tc, test_llamacpp_qwen15);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("0.5B");
+    tcase_add_test(tc, test_llamacpp_qwen05);
     suite_add_tcase(s, tc);
     return s;
 }
