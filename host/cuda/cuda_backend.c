@@ -159,7 +159,7 @@ static void cuda_destroy(CudaBackend* b) {
 
 static etx_status check_config(const etx_model* m, const BackendConfig* c) {
     const ModelConfig* mc = &m->cfg;
-    ETX_TRY(model_check_features(m, 0, "CUDA backend")); // Qwen's biases and QK-norm are CPU-only so far (model.h)
+    ETX_TRY(model_check_features(m, MODEL_FEATURE_QKV_BIAS | MODEL_FEATURE_QK_NORM, "CUDA backend"));
     if (c->max_batch < 1 || c->max_seq_len < 1 || c->max_chunk < 1 || c->kv_blocks < 1 || c->kv_block_size < 1)
         return etx_error(ETX_ERR_INVALID_ARG,
                          "CUDA backend: max_batch %d, max_seq_len %d, max_chunk %d, kv_blocks %d, kv_block_size %d "

@@ -147,6 +147,30 @@ START_TEST(test_logits_fixtures) {
 }
 END_TEST
 
+// Qwen2 (Q/K/V biases, head_dim 16) and Qwen3 (QK-norm, explicit head_dim 24): both run
+// with heads padded to 64, so the bias padding, the QK-norm's RMS over the real elements
+// and the q scale moved into q_norm (cuda_weights.c) are all on the path. From the Hugging
+// Face directories and from the f32 GGUFs (stored in the rotate-half layout, loaded
+// without the Llama un-permutation).
+START_TEST(test_logits_qwen) {
+    const char* names[] = {"tiny-qwen2", "tiny-qwen3", "tiny-qwen2.gguf", "tiny-qwen3.gguf"};
+    for (int i = 0; i < 4; i++) {
+        etx_model m;
+        if (strstr(names[i], ".gguf")) {
+            char path[1024];
+            snprintf(path, sizeof path, "%s/models/%s", ETX_FIXTURES, names[i]);
+            CK_OK(gguf_model_load(path, &m));
+        } else {
+            load_fixture(&m, names[i]);
+        }
+        ck_assert_int_eq(m.cfg.qkv_bias, i % 2 == 0);
+        ck_assert_int_eq(m.cfg.qk_norm, i % 2 == 1);
+        check_model_logits(&m, names[i], 21, 8); // 3 chunks, the last partial
+        model_free_contents(&m);
+    }
+}
+END_TEST
+
 START_TEST(test_logits_default_model) {
     if (access(ETX_DEFAULT_MODEL, R_OK) != 0) {
 #ifdef ETX_NATIVE_CUDA // a GPU machine may have no copy of it (no internet there): say so, go on
@@ -532,25 +556,6 @@ START_TEST(test_create_failures) {
 }
 END_TEST
 
-// Qwen2's Q/K/V biases and Qwen3's QK-norm are not on the device yet: create refuses the
-// models (model_check_features) instead of running them as Llama.
-START_TEST(test_create_refuses_qwen_parts) {
-    const char* names[] = {"tiny-qwen2", "tiny-qwen3"};
-    const char* parts[] = {"biases on the Q/K/V projections", "QK-norm"};
-    for (int i = 0; i < 2; i++) {
-        etx_model m;
-        load_fixture(&m, names[i]);
-        CudaBackend* b = (CudaBackend*)&m; // must be reset to NULL on failure
-        BackendConfig cfg = make_cfg(2, 16, 8, 8, 4, 0);
-        etx_status s = ops()->create(&m, &cfg, &b);
-        ck_assert_int_eq(s.code, ETX_ERR_UNSUPPORTED);
-        ck_assert_ptr_null(b);
-        ck_assert_msg(strstr(s.message, parts[i]) && strstr(s.message, names[i] + 5), "message: %s", s.message);
-        fprintf(stderr, "%s: %s\n", names[i], s.message);
-        model_free_contents(&m);
-    }
-}
-END_TEST
 
 // The automatic KV pool on a device (BackendOps.kv_budget through cuda_kv_budget_for,
 // with made-up free memory): bf16 blocks, budget = free - the rest of the plan - the
@@ -599,8 +604,8 @@ static Suite* cuda_backend_suite(void) {
     Suite* s = suite_create("cuda_backend");
     TCase* tc = tcase_create("core");
     tcase_add_test(tc, test_create_failures);
-    tcase_add_test(tc, test_create_refuses_qwen_parts);
     tcase_add_test(tc, test_logits_fixtures);
+    tcase_add_test(tc, test_logits_qwen);
     tcase_add_test(tc, test_step_greedy);
     tcase_add_test(tc, test_step_entropix_trace);
     tcase_add_test(tc, test_step_greedy_trace);
