@@ -25,16 +25,18 @@ __global__ void qkv_prep_kernel(float* __restrict__ qkv, const float* __restrict
                                 const float* __restrict__ q_norm, const float* __restrict__ k_norm, int hd, float eps,
                                 EtxAttnShape sh) {
     const int hdp = sh.head_dim, lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
-    const int n_qk = sh.n_heads + sh.n_kv_heads;
+    const int n_qk = sh.n_heads + sh.n_kv_heads, per_lane = hdp / 32;
     // with a bias every head (v's too); else only the normed q and k heads
     const int n_work = bias ? n_qk + sh.n_kv_heads : n_qk;
     float* row = qkv + (size_t)blockIdx.x * (sh.n_heads + 2 * sh.n_kv_heads) * hdp;
     for (int h = warp; h < n_work; h += n_warps) {
         float* x = row + (size_t)h * hdp;
         const float* b = bias ? bias + (size_t)h * hdp : NULL;
-        float v[QKV_PREP_MAX_PER_LANE];
+        float v[QKV_PREP_MAX_PER_LANE]; // unrolled with a constant bound: registers, not a stack frame
         float ss = 0.0f;
-        for (int i = 0; i < hdp / 32; i++) {
+#pragma unroll
+        for (int i = 0; i < QKV_PREP_MAX_PER_LANE; i++) {
+            if (i >= per_lane) break;
             float a = x[lane + 32 * i];
             if (b) a += b[lane + 32 * i];
             v[i] = a;
@@ -44,9 +46,13 @@ __global__ void qkv_prep_kernel(float* __restrict__ qkv, const float* __restrict
         if (q_norm && h < n_qk) {
             ss = etx_warp_sum(ss);
             const float inv = rsqrtf(ss / (float)hd + eps);
-            for (int i = 0; i < hdp / 32; i++) v[i] = w[lane + 32 * i] * (v[i] * inv);
+#pragma unroll
+            for (int i = 0; i < QKV_PREP_MAX_PER_LANE; i++)
+                if (i < per_lane) v[i] = w[lane + 32 * i] * (v[i] * inv);
         }
-        for (int i = 0; i < hdp / 32; i++) x[lane + 32 * i] = v[i];
+#pragma unroll
+        for (int i = 0; i < QKV_PREP_MAX_PER_LANE; i++)
+            if (i < per_lane) x[lane + 32 * i] = v[i];
     }
 }
 
