@@ -56,6 +56,7 @@ static double plan_bytes(const CudaBackend* b, int tied, double* kv_bytes) {
     const double dim = b->dim, L = b->n_layers, V = b->vocab, rows = b->max_rows, mb = b->cfg.max_batch;
     double w = L * ((double)b->qkv_dim * dim + dim * b->q_dim + 2.0 * b->hidden * dim + dim * b->hidden) * 2;
     w += V * dim * 2 * (tied ? 1 : 2) + L * dim * 8;
+    w += L * ((b->m->cfg.qkv_bias ? b->qkv_dim * 4.0 : 0) + (b->m->cfg.qk_norm ? b->hdp * 8.0 : 0)); // Qwen's, f32
     *kv_bytes = 2.0 * L * b->cfg.kv_blocks * (double)b->cfg.kv_block_size * b->kv_dim * 2;
     double act = rows * (dim * 4 + dim * 2 + b->qkv_dim * 4.0 + b->q_dim * 6.0 + dim * 4 + b->hidden * 8.0 +
                          b->hidden * 2.0 + 12);
