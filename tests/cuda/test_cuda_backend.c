@@ -32,6 +32,7 @@
  *      makes from the traced metrics. With tracing, each pick's captured last-layer scores
  *      match the CPU forward's (LOGIT_TOL of the largest score) and the traced attention
  *      metrics equal host attn_metrics on those scores (rel 1e-5 plus small floors).
+ *      The same plan on tiny-qwen3 (entropix, tracing) and tiny-qwen2 (greedy, padded).
  *      The same plan with decode batches padded to powers of two (ETX_CUDA_GRAPHS=1: the
  *      batches the native CUDA graphs replay, run eagerly by the emulator).
  *   3. d2h_bytes grows by exactly 4 bytes per pick without tracing (the int32 token) and
@@ -476,6 +477,22 @@ START_TEST(test_step_entropix_trace) {
 }
 END_TEST
 
+// The same plan on Qwen: qwen3 (QK-norm) with entropix and tracing (captured scores vs
+// the CPU's), qwen2 (biases) greedy with padded decode batches.
+START_TEST(test_step_qwen) {
+    etx_model m;
+    load_fixture(&m, "tiny-qwen3");
+    etx_policy pol = etx_policy_default(ETX_POLICY_ENTROPIX);
+    pol.seed = 7;
+    run_plan(&m, &pol, 1, 0);
+    model_free_contents(&m);
+    load_fixture(&m, "tiny-qwen2");
+    pol = etx_policy_default(ETX_POLICY_GREEDY);
+    run_plan(&m, &pol, 0, 1);
+    model_free_contents(&m);
+}
+END_TEST
+
 START_TEST(test_step_greedy_trace) {
     etx_model m;
     load_fixture(&m, "tiny-llama-tied");
@@ -614,6 +631,7 @@ static Suite* cuda_backend_suite(void) {
     tcase_add_test(tc, test_step_entropix_trace);
     tcase_add_test(tc, test_step_greedy_trace);
     tcase_add_test(tc, test_step_padded);
+    tcase_add_test(tc, test_step_qwen);
     tcase_add_test(tc, test_step_graph_capture_fails);
     tcase_add_test(tc, test_kv_budget);
     tcase_add_test(tc, test_logits_default_model);
