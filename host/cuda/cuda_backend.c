@@ -56,6 +56,7 @@ static double plan_bytes(const CudaBackend* b, int tied, double* kv_bytes) {
     const double dim = b->dim, L = b->n_layers, V = b->vocab, rows = b->max_rows, mb = b->cfg.max_batch;
     double w = L * ((double)b->qkv_dim * dim + dim * b->q_dim + 2.0 * b->hidden * dim + dim * b->hidden) * 2;
     w += V * dim * 2 * (tied ? 1 : 2) + L * dim * 8;
+    w += L * ((b->m->cfg.qkv_bias ? b->qkv_dim * 4.0 : 0) + (b->m->cfg.qk_norm ? b->hdp * 8.0 : 0)); // Qwen's, f32
     *kv_bytes = 2.0 * L * b->cfg.kv_blocks * (double)b->cfg.kv_block_size * b->kv_dim * 2;
     double act = rows * (dim * 4 + dim * 2 + b->qkv_dim * 4.0 + b->q_dim * 6.0 + dim * 4 + b->hidden * 8.0 +
                          b->hidden * 2.0 + 12);
@@ -166,7 +167,7 @@ static void cuda_destroy(CudaBackend* b) {
 
 static etx_status check_config(const etx_model* m, const BackendConfig* c) {
     const ModelConfig* mc = &m->cfg;
-    ETX_TRY(model_check_features(m, 0, "CUDA backend")); // Qwen's biases and QK-norm are CPU-only so far (model.h)
+    ETX_TRY(model_check_features(m, MODEL_FEATURE_QKV_BIAS | MODEL_FEATURE_QK_NORM, "CUDA backend"));
     if (c->max_batch < 1 || c->max_seq_len < 1 || c->max_chunk < 1 || c->kv_blocks < 1 || c->kv_block_size < 1)
         return etx_error(ETX_ERR_INVALID_ARG,
                          "CUDA backend: max_batch %d, max_seq_len %d, max_chunk %d, kv_blocks %d, kv_block_size %d "

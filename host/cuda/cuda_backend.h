@@ -21,8 +21,10 @@
  * Head padding: the attention kernels take head_dim 64 or 128 only. A model with a smaller
  * (even) head_dim runs with heads padded to hdp = 64 (or 128): in every head, real
  * element j < hd/2 sits at j and j >= hd/2 at hdp/2 + j - hd/2 (so RoPE's rotate-half
- * pairs stay pairs), the padding is zero in wq, wk, wv rows and wo columns, and wq is scaled
- * by sqrt(hdp / hd) so the kernels' scale hdp^-0.5 gives the model's hd^-0.5 scores.
+ * pairs stay pairs), the padding is zero in wq, wk, wv rows and wo columns, and q is scaled
+ * by sqrt(hdp / hd) so the kernels' scale hdp^-0.5 gives the model's hd^-0.5 scores: folded
+ * into wq (and bq), or, for a model with QK-norm (which would undo a scale of its input),
+ * into the q_norm weights (cuda_weights.c has the math).
  */
 #ifndef ETX_CUDA_BACKEND_H
 #define ETX_CUDA_BACKEND_H
@@ -38,7 +40,10 @@
 typedef struct {
     float* attn_norm;  // (dim)
     float* ffn_norm;   // (dim)
-    etx_bf16* wqkv;    // (q_dim + 2 kv_dim, dim): [wq * sqrt(hdp/hd); wk; wv], heads padded
+    etx_bf16* wqkv;    // (q_dim + 2 kv_dim, dim): [wq * qscale; wk; wv], heads padded (cuda_weights.c)
+    float* bqkv;       // (q_dim + 2 kv_dim): [bq * qscale; bk; bv] padded like wqkv; NULL without biases
+    float* q_norm;     // (hdp): q_norm * sqrt(hdp/hd), padded; NULL without QK-norm
+    float* k_norm;     // (hdp): k_norm, padded; NULL without QK-norm
     etx_bf16* wo;      // (dim, q_dim), columns padded
     etx_bf16* wgu;     // (2 hidden, dim): [w_gate; w_up]
     etx_bf16* wdown;   // (dim, hidden)

@@ -3,7 +3,8 @@
  * over a set of token rows (prefill chunks, or a decode batch of one row per sequence) and
  * the sampling of the picks, op by op, as kernel launches:
  *
- *   embed -> per layer: rmsnorm(+ previous down output) -> gemm qkv -> rope + KV append
+ *   embed -> per layer: rmsnorm(+ previous down output) -> gemm qkv
+ *   -> (qwen: + biases, per-head RMSNorm of q and k) -> rope + KV append
  *   -> attention (every row over its own positions; last-layer score capture when asked) -> gemm o
  *   -> rmsnorm(+ o output) -> gemm gate/up -> swiglu -> gemm down
  *   -> final rmsnorm(+ last down output) -> gemm LM head (only the rows that need logits).
@@ -26,6 +27,7 @@
 #include "gather.h"
 #include "gemm.h"
 #include "norm.h"
+#include "qkv_prep.h"
 #include "rope.h"
 #include "swiglu.h"
 
@@ -62,6 +64,11 @@ void cuda_run_op(CudaBackend* b, const CudaRows* r, const CudaOp* o) {
         gemm_operands(b, r, o, &w, &x, &y);
         cuda_gemm_shape(&b->dims, (CudaWeight)o->which, &in, &out);
         etx_gemm_bf16(y, x, w, n, in, out, st);
+        break;
+    }
+    case CUDA_OP_QKV_PREP: {
+        const CudaLayer* L = &b->layers[o->layer];
+        etx_qkv_prep(b->qkv, L->bqkv, L->q_norm, L->k_norm, n, b->hd, b->eps, b->shape, st);
         break;
     }
     case CUDA_OP_ROPE_KV: {

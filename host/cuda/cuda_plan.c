@@ -14,6 +14,7 @@
 #include "model/model.h"
 #include "norm.h"
 #include "policy_step.h"
+#include "qkv_prep.h"
 #include "rope.h"
 #include "swiglu.h"
 #include "vocab_pass.h"
@@ -45,6 +46,7 @@ int cuda_plan_forward(const CudaDims* d, int n, int capture, int head_row0, int 
         ops[k] = op(CUDA_OP_NORM, l, CUDA_NORM_ATTN, 0, n);
         ops[k++].residual = l > 0; // layer 0 starts from the embedding alone
         ops[k++] = op(CUDA_OP_GEMM, l, CUDA_W_QKV, 0, n);
+        if (d->qkv_bias || d->qk_norm) ops[k++] = op(CUDA_OP_QKV_PREP, l, 0, 0, n);
         ops[k++] = op(CUDA_OP_ROPE_KV, l, 0, 0, n);
         ops[k] = op(CUDA_OP_ATTN, l, 0, 0, n);
         ops[k++].capture = capture && l == d->n_layers - 1;
@@ -89,6 +91,7 @@ const char* cuda_op_name(const CudaOp* o, char* buf, size_t size) {
     case CUDA_OP_EMBED: what = "embed"; break;
     case CUDA_OP_NORM: what = norm[o->which]; break;
     case CUDA_OP_GEMM: what = gemm[o->which]; break;
+    case CUDA_OP_QKV_PREP: what = "qkv bias + qk norm"; break;
     case CUDA_OP_ROPE_KV: what = "rope + kv append"; break;
     case CUDA_OP_ATTN: what = o->capture ? "attention + capture" : "attention"; break;
     case CUDA_OP_SWIGLU: what = "swiglu"; break;
@@ -114,6 +117,7 @@ CudaDims cuda_dims_for(const etx_model* m, int max_seq_len, int block_size) {
     d.q_dim = d.n_heads * d.hdp, d.kv_dim = d.n_kv_heads * d.hdp, d.qkv_dim = d.q_dim + 2 * d.kv_dim;
     d.max_seq_len = max_seq_len, d.block_size = block_size;
     d.tied = m->w.lm_head == m->w.token_embedding;
+    d.qkv_bias = c->qkv_bias != 0, d.qk_norm = c->qk_norm != 0;
     return d;
 }
 
@@ -148,6 +152,7 @@ EtxCost cuda_op_cost(const CudaDims* d, const CudaOp* o, int len, const CudaCard
     case CUDA_OP_EMBED: return etx_embed_cost(o->n, d->dim);
     case CUDA_OP_NORM: return etx_rmsnorm_cost(o->n, d->dim, o->residual);
     case CUDA_OP_GEMM: cuda_gemm_shape(d, (CudaWeight)o->which, &in, &out); return etx_gemm_cost(o->n, in, out, card->l2_bytes);
+    case CUDA_OP_QKV_PREP: return etx_qkv_prep_cost(o->n, d->qkv_bias, d->qk_norm, attn_shape(d));
     case CUDA_OP_ROPE_KV: return etx_rope_kv_append_cost(o->n, attn_shape(d));
     case CUDA_OP_ATTN: return etx_attn_rows_cost(o->n, len, d->max_seq_len, attn_shape(d), o->capture);
     case CUDA_OP_SWIGLU: return etx_swiglu_cost(o->n, d->hidden);

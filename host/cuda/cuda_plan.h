@@ -1,8 +1,8 @@
 /*
  * cuda_plan.h — the CUDA backend's launch plan, and the cost model that reads it.
  *
- * A step is planned once as a list of ops (embedding, per layer the norms, GEMMs, RoPE +
- * KV append, attention, SwiGLU, then the final norm and LM head; for sampling the
+ * A step is planned once as a list of ops (embedding, per layer the norms, GEMMs, the
+ * biases and QK-norm of Qwen models, RoPE + KV append, attention, SwiGLU, then the final norm and LM head; for sampling the
  * vocabulary pass, the attention metrics and the policy). cuda_forward.c executes exactly
  * this list, op by op (cuda_run_op); the cost model walks the same list and asks each
  * kernel's launcher for its napkin math (kernels/cost.h: etx_<op>_cost), so the
@@ -36,12 +36,15 @@ typedef struct {
     int max_seq_len;                  // the configured context (attention splits)
     int block_size;                   // positions per KV block
     int tied;                         // 1: the LM head is the embedding table
+    int qkv_bias;                     // 1: Q/K/V projection biases (qwen2)
+    int qk_norm;                      // 1: per-head RMSNorm of q and k before RoPE (qwen3)
 } CudaDims;
 
 typedef enum {
     CUDA_OP_EMBED,   // x = embedding rows of the tokens
     CUDA_OP_NORM,    // xb = rmsnorm(x (+= delta)) with the layer's or the final norm
     CUDA_OP_GEMM,    // one projection (CudaWeight)
+    CUDA_OP_QKV_PREP, // qkv += biases, per-head RMSNorm of q and k (models with either only)
     CUDA_OP_ROPE_KV, // RoPE of q and k, k and v appended to the cache
     CUDA_OP_ATTN,    // attention of every row over its positions (etx_attn_rows)
     CUDA_OP_SWIGLU,  // hb = silu(gate) * up
@@ -64,8 +67,8 @@ typedef struct {
                   // CUDA_OP_POLICY: reads the attention signals (CUDA_OP_METRICS ran)
 } CudaOp;
 
-// Ops a plan can hold: 9 per layer and a few more.
-#define CUDA_PLAN_OPS(n_layers) (9 * (n_layers) + 8)
+// Ops a plan can hold: 9 per layer (10 with biases or QK-norm) and a few more.
+#define CUDA_PLAN_OPS(n_layers) (10 * (n_layers) + 8)
 
 // The forward over n rows: embedding and every layer (the last layer's attention
 // capturing scores when `capture`), then when head_n > 0 the final norm and LM head of

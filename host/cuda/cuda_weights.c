@@ -45,6 +45,13 @@ static void put_rows(etx_bf16* dst, int row0, const float* src, const QuantMatri
     free(buf);
 }
 
+// dst (n_heads heads of hdp, zeroed) <- src (n_heads heads of hd) * scale, element j of a
+// head at pad_index(j).
+static void put_vec(float* dst, const float* src, int n_heads, float scale, int hd, int hdp) {
+    for (int h = 0; h < n_heads; h++)
+        for (int j = 0; j < hd; j++) dst[(size_t)h * hdp + pad_index(j, hd, hdp)] = src[(size_t)h * hd + j] * scale;
+}
+
 // Uploads host bf16 (n elements) into new device memory.
 static etx_status upload_bf16(CudaBackend* b, etx_bf16** out, const etx_bf16* h, size_t n, const char* what) {
     ETX_TRY(cuda_alloc(b, (void**)out, n * sizeof(etx_bf16), what));
@@ -63,13 +70,36 @@ static etx_status upload_layer(CudaBackend* b, const LayerWeights* w, CudaLayer*
     const int dim = b->dim, hid = b->hidden, hd = b->hd, hdp = b->hdp;
     ETX_TRY(upload_f32(b, &L->attn_norm, w->attn_norm, dim, "attn_norm"));
     ETX_TRY(upload_f32(b, &L->ffn_norm, w->ffn_norm, dim, "ffn_norm"));
-    // [wq; wk; wv], (qkv_dim, dim), heads padded; wq scaled so hdp^-0.5 q.k is hd^-0.5 q.k
+    // [wq; wk; wv], (qkv_dim, dim), heads padded; q scaled by s = sqrt(hdp / hd) so that the
+    // kernels' hdp^-0.5 q.k is the model's hd^-0.5 q.k. Without QK-norm, s is folded into
+    // wq and bq: s (Wq x + bq) = (s Wq) x + s bq. With QK-norm it cannot be: the norm of a
+    // head, n(q)_j = w_j q_j / sqrt(sum_i q_i^2 / hd + eps) (the sum over the hd real
+    // elements, padding lanes being zero, hence / hd and not / hdp: etx_qkv_prep), gives
+    // n(s q) = n(q) up to eps, i.e. undoes the scale. So then wq and bq are unscaled and s
+    // goes into the norm's weights: s n(q) = (s w) q / sqrt(...); k is never scaled.
     memset(tmp, 0, (size_t)b->qkv_dim * dim * sizeof(etx_bf16));
-    const float qscale = sqrtf((float)hdp / (float)hd);
+    const float s = sqrtf((float)hdp / (float)hd);
+    const float qscale = c->qk_norm ? 1.0f : s;
     put_rows(tmp, 0, w->wq, &w->wq_q, c->n_heads * hd, dim, qscale, hd, hdp);
     put_rows(tmp, b->q_dim, w->wk, &w->wk_q, c->n_kv_heads * hd, dim, 1.0f, hd, hdp);
     put_rows(tmp, b->q_dim + b->kv_dim, w->wv, &w->wv_q, c->n_kv_heads * hd, dim, 1.0f, hd, hdp);
     ETX_TRY(upload_bf16(b, &L->wqkv, tmp, (size_t)b->qkv_dim * dim, "wqkv"));
+    if (c->qkv_bias) { // [bq * qscale; bk; bv], padded like wqkv's rows
+        float* bias = xcalloc((size_t)b->qkv_dim, sizeof(float));
+        put_vec(bias, w->bq, c->n_heads, qscale, hd, hdp);
+        put_vec(bias + b->q_dim, w->bk, c->n_kv_heads, 1.0f, hd, hdp);
+        put_vec(bias + b->q_dim + b->kv_dim, w->bv, c->n_kv_heads, 1.0f, hd, hdp);
+        etx_status st = upload_f32(b, &L->bqkv, bias, (size_t)b->qkv_dim, "bqkv");
+        free(bias);
+        ETX_TRY(st);
+    }
+    if (c->qk_norm) { // (hdp) each, padding zero; q's carries s (above)
+        float qn[128] = {0}, kn[128] = {0};
+        put_vec(qn, w->q_norm, 1, s, hd, hdp);
+        put_vec(kn, w->k_norm, 1, 1.0f, hd, hdp);
+        ETX_TRY(upload_f32(b, &L->q_norm, qn, (size_t)hdp, "q_norm"));
+        ETX_TRY(upload_f32(b, &L->k_norm, kn, (size_t)hdp, "k_norm"));
+    }
     // wo (dim, q_dim): column h * hd + j -> h * hdp + pad_index(j)
     memset(tmp, 0, (size_t)dim * b->q_dim * sizeof(etx_bf16));
     const int qd = c->n_heads * hd;
@@ -147,6 +177,9 @@ void cuda_free_model(CudaBackend* b) {
             etx_dev_free(L->attn_norm);
             etx_dev_free(L->ffn_norm);
             etx_dev_free(L->wqkv);
+            etx_dev_free(L->bqkv);
+            etx_dev_free(L->q_norm);
+            etx_dev_free(L->k_norm);
             etx_dev_free(L->wo);
             etx_dev_free(L->wgu);
             etx_dev_free(L->wdown);

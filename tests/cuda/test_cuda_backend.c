@@ -5,14 +5,18 @@
  *
  *   1. logits() against the CPU forward (cpu_forward, float32) on the tiny Hugging Face
  *      fixture models (GQA; tied embeddings; llama3 RoPE scaling; head_dim 16 and 48, run
- *      with padded heads) and on the default model (SmolLM2, head_dim 64, a short prompt).
+ *      with padded heads), on tiny Qwen2 (Q/K/V biases, head_dim 16) and Qwen3 (QK-norm,
+ *      head_dim 24) models, from their HF directories and f32 GGUFs (padded heads too),
+ *      and on the default model (SmolLM2, head_dim 64, a short prompt).
  *      Tolerance, per row: max_v |got - want| <= LOGIT_TOL * max_v |want|. The backend
  *      rounds every weight and every GEMM input (normed activations, attention output,
  *      swiglu output) and the K/V cache to bf16 (8 significant bits: relative error up to
  *      2^-9 = 0.2% each); those errors add up over the layers, so a few tenths of a percent
  *      to a few percent of the largest logit is the expected size. Measured (emulator,
  *      printed to stderr): 0.022 (tiny-llama-gqa), 0.021 (tied), 0.016 (llama3 RoPE),
- *      0.0088 (SmolLM2); captured scores 0.014 .. 0.023. LOGIT_TOL = 0.05 is about 2x the
+ *      0.014 (tiny-qwen2), 0.0088 (tiny-qwen3), 0.011 / 0.0083 (their GGUFs), 0.0088
+ *      (SmolLM2); with the sqrt(hdp/hd) q scale left in wq under QK-norm (undone by the
+ *      norm) tiny-qwen3 gives 0.77; captured scores 0.014 .. 0.023. LOGIT_TOL = 0.05 is about 2x the
  *      worst (a real bug, e.g. a missed copy-on-write copy, gives 0.5 and more).
  *   2. step() on a hand-built plan (a prompt in two prefill chunks, other prompts, decode
  *      rows of several sequences with shuffled, non-consecutive block ids, a copy-on-write
@@ -28,6 +32,7 @@
  *      makes from the traced metrics. With tracing, each pick's captured last-layer scores
  *      match the CPU forward's (LOGIT_TOL of the largest score) and the traced attention
  *      metrics equal host attn_metrics on those scores (rel 1e-5 plus small floors).
+ *      The same plan on tiny-qwen3 (entropix, tracing) and tiny-qwen2 (greedy, padded).
  *      The same plan with decode batches padded to powers of two (ETX_CUDA_GRAPHS=1: the
  *      batches the native CUDA graphs replay, run eagerly by the emulator).
  *   3. d2h_bytes grows by exactly 4 bytes per pick without tracing (the int32 token) and
@@ -141,6 +146,30 @@ START_TEST(test_logits_fixtures) {
     for (int i = 0; i < 3; i++) {
         etx_model m;
         load_fixture(&m, names[i]);
+        check_model_logits(&m, names[i], 21, 8); // 3 chunks, the last partial
+        model_free_contents(&m);
+    }
+}
+END_TEST
+
+// Qwen2 (Q/K/V biases, head_dim 16) and Qwen3 (QK-norm, explicit head_dim 24): both run
+// with heads padded to 64, so the bias padding, the QK-norm's RMS over the real elements
+// and the q scale moved into q_norm (cuda_weights.c) are all on the path. From the Hugging
+// Face directories and from the f32 GGUFs (stored in the rotate-half layout, loaded
+// without the Llama un-permutation).
+START_TEST(test_logits_qwen) {
+    const char* names[] = {"tiny-qwen2", "tiny-qwen3", "tiny-qwen2.gguf", "tiny-qwen3.gguf"};
+    for (int i = 0; i < 4; i++) {
+        etx_model m;
+        if (strstr(names[i], ".gguf")) {
+            char path[1024];
+            snprintf(path, sizeof path, "%s/models/%s", ETX_FIXTURES, names[i]);
+            CK_OK(gguf_model_load(path, &m));
+        } else {
+            load_fixture(&m, names[i]);
+        }
+        ck_assert_int_eq(m.cfg.qkv_bias, i % 2 == 0);
+        ck_assert_int_eq(m.cfg.qk_norm, i % 2 == 1);
         check_model_logits(&m, names[i], 21, 8); // 3 chunks, the last partial
         model_free_contents(&m);
     }
@@ -448,6 +477,22 @@ START_TEST(test_step_entropix_trace) {
 }
 END_TEST
 
+// The same plan on Qwen: qwen3 (QK-norm) with entropix and tracing (captured scores vs
+// the CPU's), qwen2 (biases) greedy with padded decode batches.
+START_TEST(test_step_qwen) {
+    etx_model m;
+    load_fixture(&m, "tiny-qwen3");
+    etx_policy pol = etx_policy_default(ETX_POLICY_ENTROPIX);
+    pol.seed = 7;
+    run_plan(&m, &pol, 1, 0);
+    model_free_contents(&m);
+    load_fixture(&m, "tiny-qwen2");
+    pol = etx_policy_default(ETX_POLICY_GREEDY);
+    run_plan(&m, &pol, 0, 1);
+    model_free_contents(&m);
+}
+END_TEST
+
 START_TEST(test_step_greedy_trace) {
     etx_model m;
     load_fixture(&m, "tiny-llama-tied");
@@ -532,25 +577,6 @@ START_TEST(test_create_failures) {
 }
 END_TEST
 
-// Qwen2's Q/K/V biases and Qwen3's QK-norm are not on the device yet: create refuses the
-// models (model_check_features) instead of running them as Llama.
-START_TEST(test_create_refuses_qwen_parts) {
-    const char* names[] = {"tiny-qwen2", "tiny-qwen3"};
-    const char* parts[] = {"biases on the Q/K/V projections", "QK-norm"};
-    for (int i = 0; i < 2; i++) {
-        etx_model m;
-        load_fixture(&m, names[i]);
-        CudaBackend* b = (CudaBackend*)&m; // must be reset to NULL on failure
-        BackendConfig cfg = make_cfg(2, 16, 8, 8, 4, 0);
-        etx_status s = ops()->create(&m, &cfg, &b);
-        ck_assert_int_eq(s.code, ETX_ERR_UNSUPPORTED);
-        ck_assert_ptr_null(b);
-        ck_assert_msg(strstr(s.message, parts[i]) && strstr(s.message, names[i] + 5), "message: %s", s.message);
-        fprintf(stderr, "%s: %s\n", names[i], s.message);
-        model_free_contents(&m);
-    }
-}
-END_TEST
 
 // The automatic KV pool on a device (BackendOps.kv_budget through cuda_kv_budget_for,
 // with made-up free memory): bf16 blocks, budget = free - the rest of the plan - the
@@ -599,12 +625,13 @@ static Suite* cuda_backend_suite(void) {
     Suite* s = suite_create("cuda_backend");
     TCase* tc = tcase_create("core");
     tcase_add_test(tc, test_create_failures);
-    tcase_add_test(tc, test_create_refuses_qwen_parts);
     tcase_add_test(tc, test_logits_fixtures);
+    tcase_add_test(tc, test_logits_qwen);
     tcase_add_test(tc, test_step_greedy);
     tcase_add_test(tc, test_step_entropix_trace);
     tcase_add_test(tc, test_step_greedy_trace);
     tcase_add_test(tc, test_step_padded);
+    tcase_add_test(tc, test_step_qwen);
     tcase_add_test(tc, test_step_graph_capture_fails);
     tcase_add_test(tc, test_kv_budget);
     tcase_add_test(tc, test_logits_default_model);

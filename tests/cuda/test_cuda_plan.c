@@ -7,8 +7,10 @@
  *      prefilled in one chunk, then decode steps; with and without the entropix capture
  *      and signals; a context of one attention split and of two) launch exactly the
  *      kernels the plan's ops say they launch (the emulator counts them), so the cost
- *      model, which reads the same plan, misses no kernel.
- *   2. The plan's shape: 1 + 9 per layer + 2 ops for a forward with its LM head, the
+ *      model, which reads the same plan, misses no kernel; also for tiny Qwen2 (biases)
+ *      and Qwen3 (QK-norm) models, whose plans have the qkv_prep op.
+ *   2. The plan's shape: 1 + 9 per layer + 2 ops for a forward with its LM head (10 per
+ *      layer with biases or QK-norm: qkv_prep between the QKV GEMM and RoPE), the
  *      capture only in the last layer's attention, the sampling ops.
  *   3. The cost model: at batch 1 the GEMMs' bytes are the weights' (each read once), so
  *      the predicted step is at least the floor; the GEMM FLOPs are 2 x parameters x rows;
@@ -29,7 +31,9 @@
 
 #define TINY ETX_FIXTURES "/models/tiny-llama-gqa"
 
-static etx_model* g_tiny; // tiny-llama-gqa with a context of 512
+static etx_model* g_tiny;  // tiny-llama-gqa with a context of 512
+static etx_model* g_qwen2; // tiny-qwen2 (Q/K/V biases), the same
+static etx_model* g_qwen3; // tiny-qwen3 (QK-norm, head_dim 24), the same
 
 static long long launches_of(const CudaOp* ops, int n, const CudaDims* d, int len) {
     const CudaCard* card = cuda_card_find("h100");
@@ -42,7 +46,7 @@ static long long launches_of(const CudaOp* ops, int n, const CudaDims* d, int le
 // backend: the kernels it launched vs what the plan says: the prefill forward (no LM
 // head) and the LM head of its last row (gathered), sampling, then per further token a
 // decode forward with its head and sampling.
-static void check_launches(int n_prompt, int n_gen, int ctx, etx_policy_kind kind, int trace) {
+static void check_launches(etx_model* m, int n_prompt, int n_gen, int ctx, etx_policy_kind kind, int trace) {
     etx_engine_options o = etx_engine_options_default();
     o.device = ETX_DEVICE_CUDA;
     o.max_seq_len = ctx;
@@ -50,10 +54,10 @@ static void check_launches(int n_prompt, int n_gen, int ctx, etx_policy_kind kin
     o.trace = trace;
     o.steps_per_sync = 1;
     etx_engine* e = NULL;
-    etx_status s = etx_engine_create(g_tiny, &o, &e);
+    etx_status s = etx_engine_create(m, &o, &e);
     ck_assert_msg(s.code == ETX_OK, "%s", s.message);
     int32_t prompt[200];
-    for (int i = 0; i < n_prompt; i++) prompt[i] = 2 + (i * 7) % 300;
+    for (int i = 0; i < n_prompt; i++) prompt[i] = 2 + (i * 7) % (m->cfg.vocab_size - 2);
     etx_policy pol = etx_policy_default(kind);
     if (kind == ETX_POLICY_ENTROPIX) pol.entropix.pause_token = 3;
     etx_request r = {.prompt = prompt, .n_prompt = n_prompt, .policy = pol, .max_tokens = n_gen, .ignore_eos = 1};
@@ -67,7 +71,7 @@ static void check_launches(int n_prompt, int n_gen, int ctx, etx_policy_kind kin
     ck_assert_int_eq(st.n_tokens, n_gen);
     etx_engine_free(e);
 
-    const CudaDims d = cuda_dims_for(g_tiny, ctx, 64);
+    const CudaDims d = cuda_dims_for(m, ctx, 64);
     const int metrics = trace || kind == ETX_POLICY_ENTROPIX;
     CudaOp ops[CUDA_PLAN_OPS(8)];
     long long want = 0;
@@ -92,16 +96,20 @@ START_TEST(the_plan_is_what_runs) {
         fprintf(stderr, "test_cuda_plan: launches are counted only under the emulator: skipped\n");
         return;
     }
-    check_launches(20, 4, 128, ETX_POLICY_GREEDY, 0);   // one split: attention is one kernel
-    check_launches(20, 4, 300, ETX_POLICY_GREEDY, 0);   // two splits: attention + merge
-    check_launches(30, 3, 300, ETX_POLICY_ENTROPIX, 0); // capture and attention signals
-    check_launches(12, 3, 128, ETX_POLICY_SAMPLE, 1);   // tracing: signals for every pick
+    check_launches(g_tiny, 20, 4, 128, ETX_POLICY_GREEDY, 0);   // one split: attention is one kernel
+    check_launches(g_tiny, 20, 4, 300, ETX_POLICY_GREEDY, 0);   // two splits: attention + merge
+    check_launches(g_tiny, 30, 3, 300, ETX_POLICY_ENTROPIX, 0); // capture and attention signals
+    check_launches(g_tiny, 12, 3, 128, ETX_POLICY_SAMPLE, 1);   // tracing: signals for every pick
+    // Qwen: the qkv_prep op in every layer (biases; QK-norm)
+    check_launches(g_qwen2, 20, 4, 300, ETX_POLICY_GREEDY, 0);
+    check_launches(g_qwen3, 20, 4, 128, ETX_POLICY_GREEDY, 0);
+    check_launches(g_qwen3, 30, 3, 300, ETX_POLICY_ENTROPIX, 0);
 }
 END_TEST
 
 static CudaDims llama_1b(void) {
     // Llama-3.2-1B: dim 2048, hidden 8192, 16 layers, 32 / 8 heads of 64, vocab 128256, tied
-    CudaDims d = {2048, 8192, 128256, 16, 32, 8, 64, 64, 2048, 512, 3072, 4096, 64, 1};
+    CudaDims d = {2048, 8192, 128256, 16, 32, 8, 64, 64, 2048, 512, 3072, 4096, 64, 1, 0, 0};
     return d;
 }
 
@@ -131,6 +139,25 @@ START_TEST(plan_shape) {
     char name[64];
     CudaOp g = {CUDA_OP_GEMM, 3, CUDA_W_O, 0, 1, 0, 0};
     ck_assert_str_eq(cuda_op_name(&g, name, sizeof name), "L3 gemm o");
+    // a model with biases or QK-norm: one more op per layer, right after the QKV GEMM
+    for (int v = 1; v <= 3; v++) {
+        CudaDims q = d;
+        q.qkv_bias = v & 1, q.qk_norm = (v >> 1) & 1;
+        n = cuda_plan_forward(&q, 7, 1, 0, 7, ops);
+        ck_assert_int_eq(n, 1 + 10 * 16 + 2);
+        int preps = 0;
+        for (int i = 0; i < n; i++)
+            if (ops[i].kind == CUDA_OP_QKV_PREP) {
+                preps++;
+                ck_assert(ops[i - 1].kind == CUDA_OP_GEMM && ops[i - 1].which == CUDA_W_QKV);
+                ck_assert_int_eq(ops[i + 1].kind, CUDA_OP_ROPE_KV);
+                ck_assert_int_eq(ops[i].layer, ops[i - 1].layer);
+                const EtxCost c = cuda_op_cost(&q, &ops[i], 16, cuda_card_find("h100"));
+                ck_assert_int_eq(c.launches, 1);
+                ck_assert(c.bytes > 0);
+            }
+        ck_assert_int_eq(preps, 16);
+    }
 }
 END_TEST
 
@@ -178,6 +205,8 @@ END_TEST
 int main(void) {
     if (!etx_dev_available()) return CHECK_SKIPPED;
     g_tiny = tiny_model_with_context(TINY, 512); // contexts past 256: two attention splits
+    g_qwen2 = tiny_model_with_context(ETX_FIXTURES "/models/tiny-qwen2", 512);
+    g_qwen3 = tiny_model_with_context(ETX_FIXTURES "/models/tiny-qwen3", 512);
     Suite* su = suite_create("cuda_plan");
     TCase* tc = tcase_create("core");
     tcase_add_test(tc, the_plan_is_what_runs);
@@ -186,5 +215,7 @@ int main(void) {
     suite_add_tcase(su, tc);
     const int rc = check_run_suite_nofork(su);
     etx_model_free(g_tiny);
+    etx_model_free(g_qwen2);
+    etx_model_free(g_qwen3);
     return rc;
 }

@@ -1,6 +1,6 @@
 /*
  * test_layer_kernels.c — the kernels of one Llama layer (kernels/embed, norm, rope,
- * swiglu, attention) against their CPU twins (host/cpu/cpu_ops.c where one exists, plain
+ * swiglu, attention) and Qwen's qkv_prep (biases, QK-norm) against their CPU twins (host/cpu/cpu_ops.c where one exists, plain
  * loops here otherwise), under the SIMT emulator (_emu) and on a GPU (_gpu).
  *
  * The kernels read bf16 inputs (embedding, KV cache); the twins get the same values
@@ -19,6 +19,8 @@
  *     errors of a sum random-walk to ~sqrt(n) u = 4e-6; a few ulps of expf are 2e-7).
  *   - RoPE outputs: |got - want| <= ROPE_TOL (|x1| + |x2|) (+ half a bf16 ulp for k):
  *     each of cos/sin may be off by 2 float ulps on a GPU, times the rotated pair.
+ *   - qkv_prep: exact with biases alone; with the QK-norm (hd + 16) 2^-24 relative
+ *     (run_qkv_prep has the derivation).
  *   - attention: scores |got - want| <= 2 hd 2^-24 scale sum_d |q_d k_d| (the worst-case
  *     error of two hd-term float dot products); outputs bf16 as above plus 1e-5 absolute
  *     (they are convex combinations of values in [-1, 1]; score errors of ~1e-6 move
@@ -36,6 +38,7 @@
 #include "embed.h"
 #include "gather.h"
 #include "norm.h"
+#include "qkv_prep.h"
 #include "rope.h"
 #include "swiglu.h"
 #include "check_main.h"
@@ -231,6 +234,107 @@ START_TEST(test_swiglu) {
             free(gu);
             free(out);
         }
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
+// Qwen's biases and per-head QK RMSNorm vs host/cpu/cpu_ops.c add_bias_rows + rmsnorm_heads
+
+// Where element j of a head of hd sits in a padded head of hdp (host/cuda/cuda_weights.c).
+static int pad_at(int j, int hd, int hdp) { return j < hd / 2 ? j : hdp / 2 + j - hd / 2; }
+
+// n rows of qkv with heads of hd real elements padded to hdp (padding zero, as the
+// zero rows of wqkv make it), a padded bias and padded norm weights; the kernel in place
+// vs the twin on the unpadded rows. Biases alone: exact (the same single f32 add). With
+// the norm: |got - want| <= (hd + 16) 2^-24 |want|: the sums of hd squares (positive
+// terms) differ by at most 2 hd u relative between any two orders, rsqrt halves that, and
+// the division, eps add, rsqrtf (2 ulp) and the two products add a few u. Padding lanes
+// must stay exactly 0; row 1 (0 of 1) computed alone must give the same bits (batch invariance).
+static void run_qkv_prep(int n_heads, int n_kv, int hd, int hdp, int n, int with_bias, int with_norm) {
+    const int nh = n_heads + 2 * n_kv, width = nh * hdp, real = nh * hd;
+    const float eps = 1e-6f;
+    float* x = calloc((size_t)n * width, sizeof(float)); // padded rows
+    float* twin = malloc((size_t)n * real * sizeof(float));
+    float* bias = calloc(width, sizeof(float));
+    float* bias_real = random_f32(real, -2.0f, 2.0f);
+    float* qn = calloc(hdp, sizeof(float));
+    float* kn = calloc(hdp, sizeof(float));
+    float* qn_real = random_f32(hd, 0.2f, 2.0f);
+    float* kn_real = random_f32(hd, 0.2f, 2.0f);
+    for (int r = 0; r < n; r++)
+        for (int h = 0; h < nh; h++)
+            for (int j = 0; j < hd; j++) {
+                // heads of very different magnitudes, so the norm matters
+                float v = rng_range(&rng_state, -1.0f, 1.0f) * (float)(1 + (h * 7 + r) % 13);
+                x[(size_t)r * width + h * hdp + pad_at(j, hd, hdp)] = v;
+                twin[(size_t)r * real + h * hd + j] = v;
+            }
+    for (int h = 0; h < nh; h++)
+        for (int j = 0; j < hd; j++) bias[h * hdp + pad_at(j, hd, hdp)] = bias_real[h * hd + j];
+    for (int j = 0; j < hd; j++) qn[pad_at(j, hd, hdp)] = qn_real[j], kn[pad_at(j, hd, hdp)] = kn_real[j];
+    float* d_x = dev_copy(x, (size_t)n * width * sizeof(float));
+    const int alone = n > 1 ? 1 : 0; // this row computed alone as well
+    float* d_x1 = dev_copy(x + (size_t)alone * width, (size_t)width * sizeof(float));
+    float* d_b = dev_copy(bias, width * sizeof(float));
+    float* d_qn = dev_copy(qn, hdp * sizeof(float));
+    float* d_kn = dev_copy(kn, hdp * sizeof(float));
+    EtxAttnShape sh = {n_heads, n_kv, hdp, 16, 1};
+    etx_qkv_prep(d_x, with_bias ? d_b : NULL, with_norm ? d_qn : NULL, with_norm ? d_kn : NULL, n, hd, eps, sh, NULL);
+    etx_qkv_prep(d_x1, with_bias ? d_b : NULL, with_norm ? d_qn : NULL, with_norm ? d_kn : NULL, 1, hd, eps, sh, NULL);
+    float* got = host_copy(d_x, (size_t)n * width * sizeof(float));
+    float* got1 = host_copy(d_x1, (size_t)width * sizeof(float));
+    const int q_dim = n_heads * hd, kv_dim = n_kv * hd;
+    if (with_bias) { // as cpu_forward.c: q, k and v each
+        add_bias_rows(twin, real, bias_real, n, q_dim);
+        add_bias_rows(twin + q_dim, real, bias_real + q_dim, n, kv_dim);
+        add_bias_rows(twin + q_dim + kv_dim, real, bias_real + q_dim + kv_dim, n, kv_dim);
+    }
+    if (with_norm)
+        for (int r = 0; r < n; r++) {
+            rmsnorm_heads(twin + (size_t)r * real, qn_real, n_heads, hd, eps);
+            rmsnorm_heads(twin + (size_t)r * real + q_dim, kn_real, n_kv, hd, eps);
+        }
+    const double rel = with_norm ? (hd + 16) * 0x1p-24 : 0.0;
+    for (int r = 0; r < n; r++)
+        for (int h = 0; h < nh; h++)
+            for (int j = 0; j < hdp; j++) {
+                const int at = r * width + h * hdp + j;
+                const int jr = j < hdp / 2 ? j : j - hdp / 2 + hd / 2; // the real element at j, if any
+                const int is_real = j < hdp / 2 ? j < hd / 2 : j - hdp / 2 < hd / 2;
+                if (!is_real) {
+                    EXPECT(got[at] == 0.0f, "qkv_prep (%d,%d,%d/%d) row %d head %d lane %d: padding %g", n_heads, n_kv,
+                           hd, hdp, r, h, j, got[at]);
+                    continue;
+                }
+                const double want = twin[(size_t)r * real + h * hd + jr];
+                const int normed = with_norm && h < n_heads + n_kv;
+                const double tol = normed ? rel * fabs(want) : 0.0;
+                EXPECT(fabs(got[at] - want) <= tol,
+                       "qkv_prep (%d,%d,%d/%d bias %d norm %d) row %d head %d elem %d: got %.9g, want %.9g (tol %.3g)",
+                       n_heads, n_kv, hd, hdp, with_bias, with_norm, r, h, jr, got[at], want, tol);
+            }
+    EXPECT(memcmp(got1, got + (size_t)alone * width, (size_t)width * sizeof(float)) == 0,
+           "qkv_prep (%d,%d,%d/%d bias %d norm %d): row %d alone differs", n_heads, n_kv, hd, hdp, with_bias, with_norm,
+           alone);
+    etx_dev_free(d_x);
+    etx_dev_free(d_x1);
+    etx_dev_free(d_b);
+    etx_dev_free(d_qn);
+    etx_dev_free(d_kn);
+    free(x), free(twin), free(bias), free(bias_real), free(qn), free(kn), free(qn_real), free(kn_real);
+    free(got), free(got1);
+}
+
+START_TEST(test_qkv_prep) {
+    rng_state = rng_seed(9);
+    for (int mode = 1; mode <= 3; mode++) { // bias, norm, both
+        const int b = mode & 1, nm = (mode >> 1) & 1;
+        run_qkv_prep(4, 2, 24, 64, 5, b, nm);   // tiny-qwen3's head_dim, padded
+        run_qkv_prep(14, 2, 64, 64, 3, b, nm);  // Qwen2.5-0.5B's heads
+        run_qkv_prep(6, 6, 128, 128, 2, b, nm); // Qwen3's head_dim, MHA
+        run_qkv_prep(3, 1, 80, 128, 4, b, nm);  // padded to 128
+        run_qkv_prep(1, 1, 2, 64, 1, b, nm);    // the smallest head
+    }
 }
 END_TEST
 
@@ -897,6 +1001,7 @@ static Suite* layer_suite(void) {
     } cases[] = {{"embed", test_embed},
                  {"rmsnorm", test_rmsnorm},
                  {"swiglu", test_swiglu},
+                 {"qkv_prep", test_qkv_prep},
                  {"rope_append", test_rope_append},
                  {"attention_splits", test_attention_splits},
                  {"decode", test_decode_attention},
