@@ -230,12 +230,24 @@ static inline ETX_HD int policy_draw(const float* w, int k, float u) {
     return k - 1;
 }
 
+// Token confidence (DeepConf): C = -(1/k) sum_{j<k} (logit_j - log Z) over the k =
+// min(ETX_CONFIDENCE_TOP_K, n) most likely candidates (sorted, most likely first), summed
+// in float in candidate order: the same bits wherever cand and log_z are the same.
+static inline ETX_HD float policy_token_confidence(const PolicyCandidate* cand, int n, float log_z) {
+    const int k = n < ETX_CONFIDENCE_TOP_K ? n : ETX_CONFIDENCE_TOP_K;
+    float sum = 0.0f;
+    for (int j = 0; j < k; j++) sum += cand[j].logit - log_z;
+    return k > 0 ? -sum / (float)k : 0.0f;
+}
+
 // The trace record of one picked token: who and when, the token and its log-probability
-// (logit - log Z, computed by the caller), the step's signals and the decision taken.
-// Filled by this one function on the host (host/cpu/cpu_backend.c) and on the device
-// (kernels/policy_step.cu), so both write the same fields the same way.
+// (logit - log Z, computed by the caller), its token confidence (policy_token_confidence),
+// the step's signals and the decision taken. Filled by this one function on the host
+// (host/cpu/cpu_backend.c) and on the device (kernels/policy_step.cu), so both write the
+// same fields the same way.
 static inline ETX_HD void policy_trace_record(etx_trace_record* t, int request_id, int step, int32_t token,
-                                              float logprob, const PolicyMetrics* m, const PolicyDecision* d) {
+                                              float logprob, float confidence, const PolicyMetrics* m,
+                                              const PolicyDecision* d) {
     t->request_id = request_id;
     t->step = step;
     t->token = token;
@@ -251,6 +263,7 @@ static inline ETX_HD void policy_trace_record(etx_trace_record* t, int request_i
     t->top_k = d->top_k;
     t->top_p = d->top_p;
     t->min_p = d->min_p;
+    t->confidence = confidence;
 }
 
 // The trace record of a pick that faulted (no token): who and when, token = the fault's
@@ -272,6 +285,7 @@ static inline ETX_HD void policy_fault_record(etx_trace_record* t, int request_i
     t->top_k = 0;
     t->top_p = 0.0f;
     t->min_p = 0.0f;
+    t->confidence = 0.0f;
 }
 
 #endif // ETX_POLICY_MATH_H

@@ -7,7 +7,7 @@
  *   {"request":0,"step":3,"token":2564,"text":" ...","branch":"adaptive",
  *    "entropy":1.23,"varentropy":2.5,"attn_entropy":3.1,"attn_varentropy":0.2,
  *    "agreement":0.4,"interaction":0.9,"temperature":0.9,"top_k":29,"top_p":0.9,
- *    "min_p":0.03,"logprob":-0.7}
+ *    "min_p":0.03,"logprob":-0.7,"confidence":3.9}
  * "text" is the token's own bytes as a JSON string; bytes that are not valid UTF-8 on
  * their own (a token holding part of a character) become U+FFFD, and then "bytes" gives
  * the raw bytes in hex as well.
@@ -86,6 +86,7 @@ void cli_trace_write(FILE* f, const etx_model* m, const etx_trace_record* r) {
     write_float(f, "top_p", r->top_p);
     write_float(f, "min_p", r->min_p);
     write_float(f, "logprob", r->logprob);
+    write_float(f, "confidence", r->confidence);
     fputs("}\n", f);
 }
 

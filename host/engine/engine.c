@@ -45,6 +45,12 @@ typedef struct {
     int cap_tokens;
     etx_trace_record* trace; // (cap_tokens) one per generated token, when tracing
     char error[ETX_MSG_LEN];
+    // sample groups (etx_engine_submit_samples): the group's prefix is an internal
+    // request (prefix_only, id -1, never sampled) that prefills the prompt but its last
+    // token; its samples wait (held) until it is done, then each forks its block table
+    int group;         // the group's number, or -1 outside a group
+    int prefix_only;   // 1: the group's prefix (invisible to callers)
+    int held;          // 1: a sample waiting for its group's prefix (not scheduled yet)
 } Request;
 
 struct etx_engine {
@@ -67,6 +73,8 @@ struct etx_engine {
     int n_reqs;
     int cap_reqs;
     int next_id;
+    int next_group;    // sample groups submitted so far
+    long n_orders;     // sequences queued so far (each one's scheduling order)
     etx_engine_stats stats;
 };
 
@@ -192,8 +200,9 @@ void etx_engine_free(etx_engine* e) {
     free(e);
 }
 
-etx_status etx_engine_submit(etx_engine* e, const etx_request* req, int* id) {
-    if (id) *id = -1;
+// Checks a request before anything is queued (a bad one changes nothing); *pause gets
+// its resolved pause token (entropix), else -1.
+static etx_status check_request(const etx_engine* e, const etx_request* req, int32_t* pause_out) {
     const int vocab = e->model->cfg.vocab_size;
     if (!req || !req->prompt || req->n_prompt < 1)
         return etx_error(ETX_ERR_INVALID_ARG, "request: the prompt is empty (at least one token is needed)");
@@ -225,9 +234,15 @@ etx_status etx_engine_submit(etx_engine* e, const etx_request* req, int* id) {
             return etx_error(ETX_ERR_INVALID_ARG, "request: pause_token %d is outside the vocabulary (0..%d)", pause,
                              vocab - 1);
     }
+    *pause_out = pause;
+    return etx_ok();
+}
 
+// A new request from req (checked), queued after every other: id, scheduling order,
+// prompt, policy and limits, its sequence waiting with the whole prompt to prefill.
+static Request* add_request(etx_engine* e, const etx_request* req, int32_t pause, int id) {
     Request* r = xcalloc(1, sizeof(Request));
-    r->id = e->next_id++;
+    r->id = id;
     r->phase = ETX_REQ_QUEUED;
     r->n_prompt = req->n_prompt;
     r->prompt = xmalloc((size_t)req->n_prompt * sizeof(int32_t));
@@ -242,8 +257,9 @@ etx_status etx_engine_submit(etx_engine* e, const etx_request* req, int* id) {
     r->ignore_eos = req->ignore_eos;
     r->key = req->key;
     r->pause_token = pause;
+    r->group = -1;
     r->seq.id = r->id;
-    r->seq.order = r->id;
+    r->seq.order = e->n_orders++;
     r->seq.n_prompt = r->n_prompt;
     r->seq.n_known = r->n_prompt;
     r->seq.state = SEQ_WAITING;
@@ -254,7 +270,65 @@ etx_status etx_engine_submit(etx_engine* e, const etx_request* req, int* id) {
         e->seqs = xrealloc(e->seqs, (size_t)e->cap_reqs * sizeof(SchedSeq*));
     }
     e->reqs[e->n_reqs++] = r;
+    return r;
+}
+
+etx_status etx_engine_submit(etx_engine* e, const etx_request* req, int* id) {
+    if (id) *id = -1;
+    int32_t pause = -1;
+    ETX_TRY(check_request(e, req, &pause));
+    Request* r = add_request(e, req, pause, e->next_id++);
     if (id) *id = r->id;
+    return etx_ok();
+}
+
+uint64_t etx_sample_key(uint64_t key, int index) {
+    // splitmix64 of the key offset by the index's own splitmix64: distinct indices give
+    // unrelated streams, and (key, index) pairs collide only by a 64-bit accident
+    uint64_t i = (uint64_t)(uint32_t)index + 0x9E3779B97F4A7C15ull;
+    i = (i ^ (i >> 30)) * 0xBF58476D1CE4E5B9ull;
+    i = (i ^ (i >> 27)) * 0x94D049BB133111EBull;
+    uint64_t z = key + (i ^ (i >> 31)) + 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+etx_status etx_engine_submit_samples(etx_engine* e, const etx_request* req, int n, int* ids) {
+    if (n < 1 || n > ETX_MAX_SAMPLES)
+        return etx_error(ETX_ERR_INVALID_ARG, "request: samples must be 1..%d (got %d)", ETX_MAX_SAMPLES, n);
+    if (!ids) return etx_error(ETX_ERR_INVALID_ARG, "request: no room given for the %d sample ids", n);
+    for (int i = 0; i < n; i++) ids[i] = -1;
+    int32_t pause = -1;
+    ETX_TRY(check_request(e, req, &pause));
+    // one sample at a time must fit the pool: its prompt and first token (the samples
+    // never need to be resident together; those that do not fit wait)
+    const int need = sched_blocks_for(&e->bm, req->n_prompt + 1);
+    if (need > e->bm.n_blocks)
+        return etx_error(ETX_ERR_INVALID_ARG,
+                         "request: the prompt's %d tokens need %d KV blocks of %d positions; the pool holds %d "
+                         "(raise kv_blocks or lower max_seq_len)",
+                         req->n_prompt, need, e->bm.block_size, e->bm.n_blocks);
+    const int group = e->next_group++;
+    const int shared = req->n_prompt - 1; // positions the samples take from the prefix
+    if (shared > 0) {
+        Request* pre = add_request(e, req, pause, -1);
+        pre->group = group;
+        pre->prefix_only = 1;
+        pre->seq.no_sample = 1;
+        pre->seq.n_prompt = pre->seq.n_known = shared;
+    }
+    for (int i = 0; i < n; i++) {
+        etx_request ri = *req;
+        ri.key = etx_sample_key(req->key, i);
+        Request* r = add_request(e, &ri, pause, e->next_id++);
+        r->group = group;
+        r->held = shared > 0;
+        // the prompt's last token is the sample's first decode row (its own random
+        // stream draws from its logits); the positions before it are the prefix's
+        r->seq.n_prompt = shared;
+        ids[i] = r->id;
+    }
     return etx_ok();
 }
 
@@ -408,18 +482,63 @@ static int run_plan(etx_engine* e, int* k_out) {
     return n_picks;
 }
 
+// Removes request index i from e->reqs and frees it (its blocks already released).
+static void drop_request(etx_engine* e, int i) {
+    free_request(e->reqs[i]);
+    memmove(e->reqs + i, e->reqs + i + 1, (size_t)(e->n_reqs - i - 1) * sizeof(Request*));
+    e->n_reqs--;
+}
+
+// After a step, each sample group's prefix that is done hands its positions to its held
+// samples: every one forks the prefix's block table (full blocks shared, the partial last
+// one copied on the sample's first write), its prompt but the last token now computed.
+// Then the prefix lets go of its blocks and disappears. A prefix that failed fails its
+// held samples with its message; one whose samples all ended (cancelled) is dropped.
+static void settle_groups(etx_engine* e) {
+    for (int i = 0; i < e->n_reqs; i++) {
+        Request* pre = e->reqs[i];
+        if (!pre->prefix_only) continue;
+        const int failed = pre->phase == ETX_REQ_FAILED;
+        const int done = !failed && pre->seq.state == SEQ_RUNNING && pre->seq.n_computed == pre->seq.n_prompt;
+        int live = 0;
+        for (int j = 0; j < e->n_reqs; j++) {
+            Request* c = e->reqs[j];
+            live += c->held && c->group == pre->group && !is_finished(c);
+        }
+        if (!failed && !done && live) continue;
+        int forked = 0;
+        for (int j = 0; j < e->n_reqs; j++) {
+            Request* c = e->reqs[j];
+            if (!c->held || c->group != pre->group) continue;
+            c->held = 0;
+            if (is_finished(c)) continue;
+            if (failed) {
+                snprintf(c->error, sizeof c->error, "%s", pre->error);
+                finish(e, c, ETX_REQ_FAILED);
+                continue;
+            }
+            block_table_fork(&e->bm, &pre->seq.table, &c->seq.table);
+            c->seq.n_computed = c->seq.table.n_pos;
+            if (forked++) e->stats.prefill_saved += c->seq.n_computed;
+        }
+        if (!failed) finish(e, pre, ETX_REQ_DONE_STOP);
+        drop_request(e, i--);
+    }
+}
+
 etx_status etx_engine_step(etx_engine* e, int* n_active) {
     int n = 0;
     for (int i = 0; i < e->n_reqs; i++)
-        if (!is_finished(e->reqs[i])) e->seqs[n++] = &e->reqs[i]->seq;
+        if (!is_finished(e->reqs[i]) && !e->reqs[i]->held) e->seqs[n++] = &e->reqs[i]->seq;
     if (n > 0) {
         sched_plan_step(&e->bm, &e->sched, e->seqs, n, &e->plan);
         for (int i = 0; i < e->plan.n_failed; i++) {
             Request* r = (Request*)e->plan.failed[i];
             fail(e, r, etx_error(ETX_ERR_NOMEM,
-                                 "request %d needs %d KV blocks of %d positions for its %d tokens; the pool holds %d "
+                                 "request %d%s needs %d KV blocks of %d positions for its %d tokens; the pool holds %d "
                                  "(raise kv_blocks or lower max_seq_len)",
-                                 r->id, sched_blocks_for(&e->bm, r->seq.n_known + 1), e->bm.block_size,
+                                 r->id, r->prefix_only ? " (the shared prompt of a sample group)" : "",
+                                 sched_blocks_for(&e->bm, r->seq.n_known + 1), e->bm.block_size,
                                  r->seq.n_known + 1, e->bm.n_blocks));
         }
         e->stats.preemptions += e->plan.n_preempted;
@@ -447,9 +566,10 @@ etx_status etx_engine_step(etx_engine* e, int* n_active) {
                 accept_token(e, r, e->picks[i].token, &e->picks[i].trace);
         }
         if (e->plan.n_work) e->stats.steps++;
+        settle_groups(e);
     }
-    int active = 0;
-    for (int i = 0; i < e->n_reqs; i++) active += !is_finished(e->reqs[i]);
+    int active = 0; // the callers' requests (a group's prefix is not one)
+    for (int i = 0; i < e->n_reqs; i++) active += !is_finished(e->reqs[i]) && !e->reqs[i]->prefix_only;
     if (n_active) *n_active = active;
     return etx_ok();
 }
@@ -462,7 +582,7 @@ etx_status etx_engine_run(etx_engine* e) {
 
 static Request* find_request(const etx_engine* e, int id, int* index) {
     for (int i = 0; i < e->n_reqs; i++)
-        if (e->reqs[i]->id == id) {
+        if (e->reqs[i]->id == id && !e->reqs[i]->prefix_only) {
             if (index) *index = i;
             return e->reqs[i];
         }
@@ -503,15 +623,14 @@ etx_status etx_engine_release(etx_engine* e, int id) {
     if (!r) return etx_error(ETX_ERR_STATE, "no request with id %d in this engine", id);
     if (!is_finished(r)) return etx_error(ETX_ERR_STATE, "request %d has not finished; it cannot be released yet", id);
     block_table_release(&e->bm, &r->seq.table);
-    free_request(r);
-    memmove(e->reqs + index, e->reqs + index + 1, (size_t)(e->n_reqs - index - 1) * sizeof(Request*));
-    e->n_reqs--;
+    drop_request(e, index);
     return etx_ok();
 }
 
 etx_status etx_engine_get_stats(const etx_engine* e, etx_engine_stats* stats) {
     *stats = e->stats;
     stats->device = e->opts.device;
+    stats->kv_blocks_used = block_manager_used(&e->bm);
     stats->d2h_bytes = e->ops->d2h_bytes(e->be);
     e->ops->sizes(e->be, &stats->weight_bytes, &stats->kv_bytes_per_position, &stats->device_bytes);
     snprintf(stats->device_name, sizeof stats->device_name, "%s", e->ops->device_name());

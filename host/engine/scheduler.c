@@ -62,7 +62,7 @@ static SchedWork next_work(const SchedConfig* cfg, SchedSeq* s) {
         w.kind = WORK_DECODE;
         w.n = 1;
     }
-    w.sample = w.pos0 + w.n == s->n_known;
+    w.sample = !s->no_sample && w.pos0 + w.n == s->n_known;
     return w;
 }
 
@@ -78,6 +78,18 @@ static void preempt(BlockManager* bm, SchedPlan* p, SchedSeq* s) {
     s->state = SEQ_WAITING;
     s->n_preemptions++;
     push_seq(&p->preempted, &p->n_preempted, &p->cap_preempted, s);
+}
+
+// Waiting sequences newer than `older` that hold blocks (forked samples not yet admitted)
+// give them up, newest first, until need blocks are free; they recompute their positions
+// when admitted, as a preempted sequence does. wait: (n_wait) sorted by order.
+static void drop_waiting_blocks(BlockManager* bm, SchedSeq** wait, int n_wait, long older, int need) {
+    for (int j = n_wait - 1; j >= 0 && need > bm->n_free; j--) {
+        SchedSeq* q = wait[j];
+        if (q->order <= older || q->table.n_ids == 0) continue;
+        block_table_release(bm, &q->table);
+        q->n_computed = 0;
+    }
 }
 
 // Prepares the blocks of w and records its copy-on-write copy (at most one).
@@ -115,6 +127,7 @@ void sched_plan_step(BlockManager* bm, const SchedConfig* cfg, SchedSeq** seqs, 
             continue;
         }
         int need = block_table_blocks_needed(bm, &s->table, w.n);
+        drop_waiting_blocks(bm, wait, n_wait, -1, need); // waiting samples' shared blocks go first
         while (need > bm->n_free && last > i) preempt(bm, p, run[last--]);
         if (need > bm->n_free) { // nothing newer left to take from: this one waits
             preempt(bm, p, s);
@@ -139,7 +152,9 @@ void sched_plan_step(BlockManager* bm, const SchedConfig* cfg, SchedSeq** seqs, 
         }
         SchedWork w = next_work(cfg, s);
         if (tokens + w.n > cfg->max_step_tokens) break;
-        if (block_table_blocks_needed(bm, &s->table, w.n) > bm->n_free) break;
+        const int need = block_table_blocks_needed(bm, &s->table, w.n);
+        drop_waiting_blocks(bm, wait, n_wait, s->order, need);
+        if (need > bm->n_free) break;
         s->state = SEQ_RUNNING;
         prepare(bm, p, w);
         tokens += w.n;

@@ -9,7 +9,9 @@
  *      kept) until the row fits;
  *   2. admission: waiting sequences (preempted ones first, as they are older) join while
  *      there is a batch slot, room in the step's token budget and KV blocks for their
- *      first chunk.
+ *      first chunk. A waiting sequence may already hold blocks (a forked sample sharing
+ *      its group's prefix); when an older sequence needs room, newer waiting ones give
+ *      their blocks up first (they recompute later, bit for bit, like a preempted one).
  * A preempted sequence is recomputed when it is admitted again: its prompt in the same
  * aligned chunks as the first time, then its generated tokens as decode rows whose
  * outputs are discarded ("replay"). Prefill chunks always cover [k*chunk, (k+1)*chunk)
@@ -37,8 +39,11 @@ typedef struct {
     int n_known;     // prompt + generated tokens so far
     int n_computed;  // positions held in the KV cache (== table.n_pos)
     SeqState state;
-    BlockTable table;
+    BlockTable table;    // a waiting sequence may hold blocks too: a forked sample shares
+                         // its group's prefix before it is admitted (engine.c)
     int n_preemptions;
+    int no_sample;   // 1: never sampled (a sample group's shared prefix: its last chunk
+                     // computes positions only; the engine forks it when it is done)
 } SchedSeq;
 
 typedef struct {

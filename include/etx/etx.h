@@ -209,7 +209,13 @@ typedef struct {
     int top_k;
     float top_p;
     float min_p;
+    float confidence;     // token confidence (DeepConf): -(1/k) sum of the log-probabilities
+                          // (model, temperature 1) of the k = ETX_CONFIDENCE_TOP_K most
+                          // likely tokens; large when the mass sits on one token
 } etx_trace_record;
+
+// Tokens in the token confidence of a trace record (DeepConf's k).
+#define ETX_CONFIDENCE_TOP_K 20
 
 // ----------------------------------------------------------------------------
 // engine and requests
@@ -248,9 +254,13 @@ typedef struct {
     long decode_rows;     // decode rows run (generated tokens and recomputed ones)
     long preemptions;     // requests preempted for lack of KV blocks (later recomputed)
     long multi_steps;     // device calls that ran several decode steps between two syncs
+    long prefill_saved;   // prompt positions not computed because a sample group's samples
+                          // share them (etx_engine_submit_samples: N samples of a P-token
+                          // prompt save (N - 1)(P - 1))
     int kv_blocks;        // blocks in the pool
     int kv_block_size;    // positions per block
     int kv_blocks_peak;   // most blocks in use at once
+    int kv_blocks_used;   // blocks in use now (0 once every request has ended)
     int max_batch;
     int steps_per_sync;   // decode steps per host sync in effect (1 on the CPU)
     etx_device device;    // where the steps run: ETX_DEVICE_CPU or ETX_DEVICE_CUDA
@@ -302,6 +312,23 @@ typedef struct {
 // cannot run (prompt longer than the context, bad policy) is rejected here with a
 // message, and nothing already queued is affected.
 etx_status etx_engine_submit(etx_engine* engine, const etx_request* req, int* id);
+// N samples of one request that share its prompt's KV cache: the prompt but its last
+// token is computed once (a prefix the caller does not see), then every sample forks its
+// blocks (full blocks shared, never written; the partial last block copied on the
+// sample's first write) and continues as an ordinary request: its own id (ids[i], n of
+// them), state, trace, cancel and release, scheduled and preempted like any other.
+// Sample i draws from the random stream etx_sample_key(req->key, i), so its tokens depend
+// only on (prompt, policy, seed, key, i), never on n, the batch or other requests; with
+// n = 1 this is one such sample (not the same computation as etx_engine_submit: the
+// prompt's last token is a decode row here). 1 <= n <= ETX_MAX_SAMPLES; a prompt whose
+// first token cannot fit the whole pool is refused here, before anything is queued
+// (ids untouched when n is out of range, else -1 each on a refusal).
+#define ETX_MAX_SAMPLES 4096
+etx_status etx_engine_submit_samples(etx_engine* engine, const etx_request* req, int n, int* ids);
+// The random stream of sample `index` of a request with stream `key` (a 64-bit mix of
+// the two).
+uint64_t etx_sample_key(uint64_t key, int index);
+
 // One scheduler step (continuous batching): every running request advances by one
 // token or, while its prompt is processed, by one prefill chunk; waiting requests are
 // admitted while the batch and the KV pool have room (docs/design.md §2). *n_active

@@ -1,0 +1,357 @@
+/*
+ * test_samples.c — sample groups (etx_engine_submit_samples) on one backend: one suite
+ * built per backend (test_samples_cpu, test_samples_emu: CUDA under the SIMT emulator,
+ * test_samples_gpu), on the tiny fixture model.
+ *   - a sample's tokens and trace records depend only on (prompt, policy, seed, key,
+ *     index): the same to the bit at batch 1, 3 and 16, in a group of 1 or of 4, and
+ *     whether its prompt was shared or recomputed (a pool so tight that waiting samples
+ *     give their shared blocks up and running ones are preempted);
+ *   - samples draw from distinct streams (a group of 4 at temperature 1 is not 4 copies);
+ *   - sharing: N = 8 samples of one prompt compute its P - 1 shared positions once
+ *     (prefill_tokens, prefill_saved) and hold them once (peak blocks below 8 plain
+ *     requests of the same prompt); every block is back in the pool after each run;
+ *   - random cancels while groups wait, prefill and decode in a tight pool: the pool
+ *     empties, the samples not cancelled keep their tokens;
+ *   - bad input (n = 0, too many, no ids, a prompt the pool can never hold) is refused
+ *     before anything is queued; a 1-token prompt needs no shared prefix.
+ * A shared block written by a sharer would change its siblings' tokens, which the
+ * comparisons with the roomy (no sharing lost) and recomputed runs would catch.
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check_main.h"
+#include "tiny_context.h"
+#include "engine/backend.h"
+#include "etx/etx.h"
+
+#define TINY ETX_FIXTURES "/models/tiny-llama-gqa"
+
+#if defined(ETX_TEST_BACKEND_EMU) || defined(ETX_TEST_BACKEND_GPU)
+static const etx_device DEVICE = ETX_DEVICE_CUDA;
+#else
+static const etx_device DEVICE = ETX_DEVICE_CPU;
+#endif
+
+static etx_model* g_tiny;    // contexts of 128
+static etx_model* g_tiny_1k; // the same weights with a context of 1024 (prompts past a CPU prefill chunk)
+
+#define N_GROUPS 6
+#define N_SAMP 4
+#define MAX_TOK 6
+#define MAX_IDS (N_GROUPS * 8)
+
+typedef struct {
+    int32_t prompt[300];
+    int n_prompt;
+    etx_policy policy;
+} Group;
+
+// Group g: prompts of 1, 2, 17, 40, 64 and 200 tokens (no prefix; a one-position prefix;
+// partial blocks; a prefix that ends on a block boundary; one past a CPU prefill chunk),
+// sampling at temperature 1, with filters, and entropix.
+static Group make_group(int g) {
+    static const int lens[N_GROUPS] = {1, 2, 17, 40, 65, 200};
+    Group x;
+    x.n_prompt = lens[g];
+    for (int t = 0; t < x.n_prompt; t++) x.prompt[t] = (int32_t)(2 + (t * 29 + g * 13 + t / 5) % 318);
+    if (g % 3 == 2) {
+        x.policy = etx_policy_default(ETX_POLICY_ENTROPIX);
+        x.policy.entropix.pause_token = 3; // the tiny model's
+    } else {
+        x.policy = etx_policy_default(ETX_POLICY_SAMPLE);
+        if (g % 3 == 1) x.policy.top_k = 40, x.policy.top_p = 0.9f;
+    }
+    x.policy.seed = 77 + (uint64_t)g;
+    return x;
+}
+
+typedef struct {
+    int32_t tokens[MAX_IDS][16];
+    int n[MAX_IDS];
+    etx_trace_record trace[MAX_IDS][16];
+    etx_engine_stats stats;
+} Results;
+
+typedef struct {
+    int max_batch, block, blocks;
+} Spec;
+
+static etx_engine* new_engine(const etx_model* m, int ctx, Spec sp) {
+    etx_engine_options o = etx_engine_options_default();
+    o.device = DEVICE;
+    o.max_seq_len = ctx;
+    o.max_batch = sp.max_batch;
+    o.kv_block_size = sp.block;
+    o.kv_blocks = sp.blocks;
+    o.trace = 1;
+    etx_engine* e = NULL;
+    etx_status s = etx_engine_create(m, &o, &e);
+    ck_assert_msg(s.code == ETX_OK, "%s", s.message);
+    return e;
+}
+
+static etx_request group_request(const Group* g, uint64_t key) {
+    etx_request r = {.prompt = g->prompt, .n_prompt = g->n_prompt, .policy = g->policy, .max_tokens = MAX_TOK,
+                     .ignore_eos = 1, .key = key};
+    return r;
+}
+
+// Collects request ids[i]'s tokens and trace into out slot i; it must have finished.
+static void collect(etx_engine* e, const int* ids, int n, Results* out) {
+    for (int i = 0; i < n; i++) {
+        etx_request_state st;
+        ck_assert_int_eq(etx_engine_request_state(e, ids[i], &st).code, ETX_OK);
+        ck_assert_msg(st.phase == ETX_REQ_DONE_LENGTH, "request %d: phase %d (%s)", ids[i], st.phase, st.error);
+        out->n[i] = st.n_tokens;
+        memcpy(out->tokens[i], st.tokens, (size_t)st.n_tokens * sizeof(int32_t));
+        const etx_trace_record* tr;
+        int nt;
+        ck_assert_int_eq(etx_engine_trace(e, ids[i], &tr, &nt).code, ETX_OK);
+        ck_assert_int_eq(nt, st.n_tokens);
+        memcpy(out->trace[i], tr, (size_t)nt * sizeof *tr);
+    }
+    ck_assert_int_eq(etx_engine_get_stats(e, &out->stats).code, ETX_OK);
+}
+
+// Every group with n samples (slot g * N_SAMP + i holds sample i of group g), key 1000 + g.
+static void run_groups(int n, Spec sp, Results* out) {
+    etx_engine* e = new_engine(g_tiny_1k, 1024, sp);
+    int ids[MAX_IDS];
+    for (int g = 0; g < N_GROUPS; g++) {
+        Group x = make_group(g);
+        etx_request r = group_request(&x, 1000 + (uint64_t)g);
+        etx_status s = etx_engine_submit_samples(e, &r, n, ids + g * N_SAMP);
+        ck_assert_msg(s.code == ETX_OK, "group %d: %s", g, s.message);
+    }
+    ck_assert_int_eq(etx_engine_run(e).code, ETX_OK);
+    // every group's samples in their slots (a group of fewer than N_SAMP leaves gaps)
+    for (int g = 0; g < N_GROUPS; g++) {
+        Results one;
+        collect(e, ids + g * N_SAMP, n, &one);
+        for (int i = 0; i < n; i++) {
+            out->n[g * N_SAMP + i] = one.n[i];
+            memcpy(out->tokens[g * N_SAMP + i], one.tokens[i], sizeof one.tokens[i]);
+            memcpy(out->trace[g * N_SAMP + i], one.trace[i], sizeof one.trace[i]);
+        }
+        out->stats = one.stats;
+    }
+    ck_assert_int_eq(out->stats.kv_blocks_used, 0); // every block back in the pool
+    etx_engine_free(e);
+}
+
+static void assert_same(const Results* a, const Results* b, int n_samp, const char* what) {
+    for (int g = 0; g < N_GROUPS; g++)
+        for (int i = 0; i < n_samp; i++) {
+            const int k = g * N_SAMP + i;
+            ck_assert_msg(a->n[k] == b->n[k], "%s: group %d sample %d: %d vs %d tokens", what, g, i, a->n[k], b->n[k]);
+            for (int t = 0; t < a->n[k]; t++) {
+                ck_assert_msg(a->tokens[k][t] == b->tokens[k][t], "%s: group %d sample %d token %d: %d vs %d", what, g,
+                              i, t, a->tokens[k][t], b->tokens[k][t]);
+                etx_trace_record x = a->trace[k][t], y = b->trace[k][t];
+                x.request_id = y.request_id = 0; // ids differ between engines
+                ck_assert_msg(memcmp(&x, &y, sizeof x) == 0, "%s: group %d sample %d trace record %d differs", what,
+                              g, i, t);
+            }
+        }
+}
+
+START_TEST(samples_are_independent_of_batch_group_size_and_sharing) {
+    static Results b1, b3, b16, single, roomy4, tight;
+    run_groups(N_SAMP, (Spec){1, 16, 0}, &b1);
+    run_groups(N_SAMP, (Spec){3, 16, 0}, &b3);
+    run_groups(N_SAMP, (Spec){16, 16, 0}, &b16);
+    run_groups(1, (Spec){16, 16, 0}, &single);
+    // blocks of 4 positions (the block size is part of the computation on the CPU: a
+    // block is an attention tile), roomy, then a pool of 56: the 200-token prompt alone
+    // holds 50, so waiting samples give their shared blocks up and growing ones are
+    // preempted, then recompute
+    run_groups(N_SAMP, (Spec){16, 4, 0}, &roomy4);
+    run_groups(N_SAMP, (Spec){16, 4, 56}, &tight);
+    assert_same(&b1, &b3, N_SAMP, "batch 3 vs 1");
+    assert_same(&b1, &b16, N_SAMP, "batch 16 vs 1");
+    assert_same(&b1, &single, 1, "sample 0 of 4 vs a group of 1");
+    assert_same(&roomy4, &tight, N_SAMP, "a tight pool (recomputed prefixes) vs a roomy one");
+    ck_assert_int_gt(tight.stats.preemptions, 0);
+    ck_assert_int_le(tight.stats.kv_blocks_peak, 56);
+    // recomputation (of prefixes given up, of preempted samples) shows as extra prefill
+    ck_assert_int_gt(tight.stats.prefill_tokens, roomy4.stats.prefill_tokens);
+    // distinct streams: in every group some two samples differ
+    for (int g = 0; g < N_GROUPS; g++) {
+        if (make_group(g).policy.kind == ETX_POLICY_ENTROPIX) continue; // may argmax throughout
+        int differ = 0;
+        for (int i = 1; i < N_SAMP && !differ; i++)
+            differ = memcmp(b1.tokens[g * N_SAMP], b1.tokens[g * N_SAMP + i], MAX_TOK * sizeof(int32_t)) != 0;
+        ck_assert_msg(differ, "group %d: all %d samples drew the same tokens", g, N_SAMP);
+    }
+    // the trace carries the token confidence: positive, finite
+    for (int t = 0; t < MAX_TOK; t++) {
+        const float c = b1.trace[3 * N_SAMP][t].confidence;
+        ck_assert_msg(c > 0.0f && c < 100.0f, "confidence %g", (double)c);
+    }
+}
+END_TEST
+
+// N = 8 samples of a 100-token prompt at batch 8: the prefix's 99 positions are computed
+// once and held once; 8 plain requests of the same prompt compute and hold them 8 times.
+START_TEST(sharing_computes_and_holds_the_prompt_once) {
+    Group x = make_group(4);
+    x.n_prompt = 100;
+    for (int t = 0; t < x.n_prompt; t++) x.prompt[t] = (int32_t)(2 + (t * 31) % 318);
+    etx_request r = group_request(&x, 9);
+    int ids[8];
+    etx_engine_stats shared, plain;
+    etx_engine* e = new_engine(g_tiny, 128, (Spec){8, 16, 0});
+    ck_assert_int_eq(etx_engine_submit_samples(e, &r, 8, ids).code, ETX_OK);
+    ck_assert_int_eq(etx_engine_run(e).code, ETX_OK);
+    etx_engine_get_stats(e, &shared);
+    etx_engine_free(e);
+    e = new_engine(g_tiny, 128, (Spec){8, 16, 0});
+    for (int i = 0; i < 8; i++) ck_assert_int_eq(etx_engine_submit(e, &r, &ids[i]).code, ETX_OK);
+    ck_assert_int_eq(etx_engine_run(e).code, ETX_OK);
+    etx_engine_get_stats(e, &plain);
+    etx_engine_free(e);
+    ck_assert_int_eq(shared.prefill_tokens, 99);
+    ck_assert_int_eq(shared.prefill_saved, 7 * 99);
+    ck_assert_int_eq(plain.prefill_tokens, 8 * 100);
+    ck_assert_int_eq(plain.prefill_saved, 0);
+    // shared: 6 full blocks of the prefix once (positions 0..95), then per sample its
+    // copied partial block and the block its last generated positions reach (96..105)
+    ck_assert_int_le(shared.kv_blocks_peak, 6 + 8 * 2);
+    // unshared: every request's 7 blocks; the step's token budget (one 128-token chunk and
+    // the decode rows) admits the prompts one per step, so the first finish before the
+    // last arrive, yet at least 5 are resident at once
+    ck_assert_int_ge(plain.kv_blocks_peak, 5 * 7);
+    fprintf(stderr, "test_samples: peak KV blocks for 8 samples of a 100-token prompt: %d shared, %d unshared\n",
+            shared.kv_blocks_peak, plain.kv_blocks_peak);
+    ck_assert_int_eq(shared.kv_blocks_used, 0);
+}
+END_TEST
+
+// Groups submitted over time into a tight pool, samples cancelled at random steps (while
+// held, prefilling or decoding): the pool empties at the end, and every sample not
+// cancelled has the tokens of the roomy, uncancelled run.
+START_TEST(random_cancels_in_a_tight_pool) {
+    static Results ref;
+    run_groups(N_SAMP, (Spec){16, 16, 0}, &ref);
+    uint64_t rng = 12345;
+    for (int round = 0; round < 3; round++) {
+        etx_engine* e = new_engine(g_tiny_1k, 1024, (Spec){5, 16, 18});
+        int ids[MAX_IDS], cancelled[MAX_IDS] = {0}, submitted = 0, active = 1;
+        while (active > 0 || submitted < N_GROUPS) {
+            if (submitted < N_GROUPS && (rng >> 33) % 3 == 0) { // a group now and then
+                Group x = make_group(submitted);
+                etx_request r = group_request(&x, 1000 + (uint64_t)submitted);
+                ck_assert_int_eq(etx_engine_submit_samples(e, &r, N_SAMP, ids + submitted * N_SAMP).code, ETX_OK);
+                submitted++;
+            }
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            const int k = (int)((rng >> 33) % (uint64_t)(submitted * N_SAMP + 1));
+            if (k < submitted * N_SAMP && (rng >> 20) % 4 == 0 && !cancelled[k]) {
+                ck_assert_int_eq(etx_engine_cancel(e, ids[k]).code, ETX_OK);
+                cancelled[k] = 1;
+            }
+            ck_assert_int_eq(etx_engine_step(e, &active).code, ETX_OK);
+            etx_engine_stats st;
+            etx_engine_get_stats(e, &st);
+            ck_assert_int_le(st.kv_blocks_used, 18);
+        }
+        etx_engine_stats st;
+        etx_engine_get_stats(e, &st);
+        ck_assert_int_eq(st.kv_blocks_used, 0);
+        for (int k = 0; k < N_GROUPS * N_SAMP; k++) {
+            etx_request_state rs;
+            ck_assert_int_eq(etx_engine_request_state(e, ids[k], &rs).code, ETX_OK);
+            if (cancelled[k]) {
+                ck_assert(rs.phase == ETX_REQ_DONE_STOP || rs.phase == ETX_REQ_DONE_LENGTH); // or ended before
+                ck_assert_int_le(rs.n_tokens, ref.n[k]);
+                ck_assert_int_eq(memcmp(rs.tokens, ref.tokens[k], (size_t)rs.n_tokens * sizeof(int32_t)), 0);
+                continue;
+            }
+            ck_assert_msg(rs.phase == ETX_REQ_DONE_LENGTH, "round %d sample %d: phase %d (%s)", round, k, rs.phase,
+                          rs.error);
+            ck_assert_int_eq(rs.n_tokens, ref.n[k]);
+            ck_assert_msg(memcmp(rs.tokens, ref.tokens[k], (size_t)rs.n_tokens * sizeof(int32_t)) == 0,
+                          "round %d sample %d: tokens differ from the roomy run", round, k);
+        }
+        etx_engine_free(e);
+    }
+}
+END_TEST
+
+START_TEST(bad_groups_are_refused_and_one_token_prompts_need_no_prefix) {
+    etx_engine* e = new_engine(g_tiny, 128, (Spec){4, 4, 3});
+    Group x = make_group(0);
+    etx_request r = group_request(&x, 5);
+    int ids[8];
+    etx_status s = etx_engine_submit_samples(e, &r, 0, ids);
+    ck_assert_int_eq(s.code, ETX_ERR_INVALID_ARG);
+    ck_assert_msg(strstr(s.message, "samples"), "%s", s.message);
+    ck_assert_int_eq(etx_engine_submit_samples(e, &r, ETX_MAX_SAMPLES + 1, ids).code, ETX_ERR_INVALID_ARG);
+    ck_assert_int_eq(etx_engine_submit_samples(e, &r, 2, NULL).code, ETX_ERR_INVALID_ARG);
+    // 3 blocks of 4 positions: a 20-token prompt can never fit
+    Group big = make_group(3);
+    big.n_prompt = 20;
+    etx_request rb = group_request(&big, 6);
+    s = etx_engine_submit_samples(e, &rb, 2, ids);
+    ck_assert_int_eq(s.code, ETX_ERR_INVALID_ARG);
+    ck_assert_msg(strstr(s.message, "KV blocks"), "%s", s.message);
+    ck_assert_int_eq(ids[0], -1);
+    // nothing was queued by the refusals: a one-token group runs alone
+    ck_assert_int_eq(etx_engine_submit_samples(e, &r, 3, ids).code, ETX_OK);
+    ck_assert_int_eq(etx_engine_run(e).code, ETX_OK);
+    etx_engine_stats st;
+    etx_engine_get_stats(e, &st);
+    // the single prompt token is each sample's decode row, also when a sample is preempted
+    // (2 of the 3 blocks are needed per sample) and replays it
+    ck_assert_int_eq(st.prefill_tokens, 0);
+    ck_assert_int_ge(st.decode_rows, 3 * MAX_TOK);
+    ck_assert_int_gt(st.preemptions, 0);
+    for (int i = 0; i < 3; i++) {
+        etx_request_state rs;
+        ck_assert_int_eq(etx_engine_request_state(e, ids[i], &rs).code, ETX_OK);
+        ck_assert_int_eq(rs.phase, ETX_REQ_DONE_LENGTH);
+        ck_assert_int_eq(etx_engine_release(e, ids[i]).code, ETX_OK);
+    }
+    etx_engine_free(e);
+    // the keys: distinct per index, and a function of (key, index) alone
+    ck_assert(etx_sample_key(5, 0) != etx_sample_key(5, 1));
+    ck_assert(etx_sample_key(5, 0) != etx_sample_key(6, 0));
+    ck_assert(etx_sample_key(5, 3) == etx_sample_key(5, 3));
+}
+END_TEST
+
+static etx_model* load_or_die(const char* path) {
+    etx_model* m = NULL;
+    etx_status s = etx_model_load(path, &m);
+    if (s.code != ETX_OK) {
+        fprintf(stderr, "test_samples: %s\n", s.message);
+        exit(EXIT_FAILURE);
+    }
+    return m;
+}
+
+int main(void) {
+    const BackendOps* ops = NULL;
+    if (backend_pick(DEVICE, &ops).code != ETX_OK) {
+        fprintf(stderr, "test_samples: the backend cannot run here: skipped\n");
+        return CHECK_SKIPPED;
+    }
+    g_tiny = load_or_die(TINY);
+    g_tiny_1k = tiny_model_with_context(TINY, 1024);
+    fprintf(stderr, "test_samples: backend %s\n", ops->name);
+    Suite* su = suite_create("samples");
+    TCase* tc = tcase_create("core");
+    tcase_set_timeout(tc, 1200);
+    tcase_add_test(tc, samples_are_independent_of_batch_group_size_and_sharing);
+    tcase_add_test(tc, sharing_computes_and_holds_the_prompt_once);
+    tcase_add_test(tc, random_cancels_in_a_tight_pool);
+    tcase_add_test(tc, bad_groups_are_refused_and_one_token_prompts_need_no_prefix);
+    suite_add_tcase(su, tc);
+    const int rc = check_run_suite_nofork(su);
+    etx_model_free(g_tiny);
+    etx_model_free(g_tiny_1k);
+    return rc;
+}
