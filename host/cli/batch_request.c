@@ -51,7 +51,7 @@ void batch_slot_decode(Slot* s, const etx_model* m, const int32_t* toks, int upt
 
 // Valid UTF-8 copy of text[0..n) (bad bytes -> U+FFFD), malloc'ed; *len its length
 // (it may hold NUL bytes: a model can generate the byte 0).
-static char* utf8_clean(const char* text, size_t n, size_t* len) {
+char* batch_utf8_clean(const char* text, size_t n, size_t* len) {
     Utf8Stream us = {{0}, 0};
     char* out = xmalloc(UTF8_STREAM_OUT_MAX(n) + 8);
     size_t w = utf8_stream_push(&us, text, n, out);
@@ -63,7 +63,7 @@ static char* utf8_clean(const char* text, size_t n, size_t* len) {
 
 // s[0..n) as a JSON string literal with its quotes, malloc'ed. Unlike cJSON's printer it
 // takes a length, so a NUL byte becomes \u0000 instead of ending the string early.
-static char* json_quote(const char* s, size_t n) {
+char* batch_json_quote(const char* s, size_t n) {
     char* q = xmalloc(6 * n + 3);
     size_t w = 0;
     q[w++] = '"';
@@ -81,42 +81,65 @@ static char* json_quote(const char* s, size_t n) {
     return q;
 }
 
-// The output line of a finished request (with '\n'), malloc'ed; totals updated.
-char* batch_result_line(const EvalArgs* a, const Item* it, int combo, const Slot* s, const etx_request_state* rs,
-                        const etx_trace_record* recs, int n_recs, Totals* t) {
-    const char* finish = rs->phase == ETX_REQ_DONE_LENGTH ? "length" : rs->phase == ETX_REQ_FAILED ? "error" : "stop";
+void batch_sample_view(const Slot* s, const etx_request_state* rs, int n_recs, SampleView* v) {
+    v->finish = rs->phase == ETX_REQ_DONE_LENGTH ? "length" : rs->phase == ETX_REQ_FAILED ? "error" : "stop";
     size_t keep = s->len;
-    if (s->stop_at >= 0) finish = "stop_string", keep = (size_t)s->stop_at;
+    if (s->stop_at >= 0) v->finish = "stop_string", keep = (size_t)s->stop_at;
     // tokens past the one that completed a stop string are not part of the result
-    const int n_tokens = s->stop_tokens > 0 && s->stop_tokens < rs->n_tokens ? s->stop_tokens : rs->n_tokens;
-    if (n_recs > n_tokens) n_recs = n_tokens;
-    size_t completion_len = 0;
-    char* completion = utf8_clean(s->text ? s->text : "", keep, &completion_len);
-    cJSON* o = cJSON_CreateObject();
-    if (combo >= 0) cJSON_AddNumberToObject(o, "combo", combo);
-    cJSON_AddItemToObject(o, "id", cJSON_Duplicate(it->id, 1));
-    char* quoted = json_quote(completion, completion_len);
-    cJSON_AddRawToObject(o, "completion", quoted);
-    free(quoted);
-    cJSON_AddNumberToObject(o, "tokens", n_tokens);
-    cJSON_AddStringToObject(o, "finish", finish);
-    if (rs->phase == ETX_REQ_FAILED) { // in the line, and on stderr with the line's id
-        cJSON_AddStringToObject(o, "error", rs->error);
-        char* id = cJSON_PrintUnformatted(it->id);
-        fprintf(stderr, "etx %s: id %s failed: %s\n", a->command, id ? id : "?", rs->error);
-        cJSON_free(id);
-    }
-    int per[ETX_BRANCH_COUNT] = {0};
-    for (int i = 0; i < n_recs; i++) per[recs[i].branch]++;
+    v->n_tokens = s->stop_tokens > 0 && s->stop_tokens < rs->n_tokens ? s->stop_tokens : rs->n_tokens;
+    v->n_recs = n_recs > v->n_tokens ? v->n_tokens : n_recs;
+    v->completion = batch_utf8_clean(s->text ? s->text : "", keep, &v->completion_len);
+}
+
+void batch_add_branches(cJSON* o, const int* per, Totals* t) {
     cJSON* br = cJSON_AddObjectToObject(o, "branches");
     for (int b = 0; b < ETX_BRANCH_COUNT; b++) {
         if (!per[b]) continue;
         cJSON_AddNumberToObject(br, etx_branch_name((etx_branch)b), per[b]);
         t->branches[b] += per[b];
     }
+}
+
+void batch_report_error(const EvalArgs* a, const Item* it, const char* error) {
+    char* id = cJSON_PrintUnformatted(it->id);
+    fprintf(stderr, "etx %s: id %s failed: %s\n", a->command, id ? id : "?", error);
+    cJSON_free(id);
+}
+
+char* batch_line_of(cJSON* o) {
+    char* js = cJSON_PrintUnformatted(o);
+    size_t n = strlen(js);
+    char* line = xmalloc(n + 2);
+    memcpy(line, js, n);
+    line[n] = '\n', line[n + 1] = '\0';
+    cJSON_free(js);
+    cJSON_Delete(o);
+    return line;
+}
+
+// The output line of a finished request (with '\n'), malloc'ed; totals updated.
+char* batch_result_line(const EvalArgs* a, const Item* it, int combo, const Slot* s, const etx_request_state* rs,
+                        const etx_trace_record* recs, int n_recs, Totals* t) {
+    SampleView v;
+    batch_sample_view(s, rs, n_recs, &v);
+    cJSON* o = cJSON_CreateObject();
+    if (combo >= 0) cJSON_AddNumberToObject(o, "combo", combo);
+    cJSON_AddItemToObject(o, "id", cJSON_Duplicate(it->id, 1));
+    char* quoted = batch_json_quote(v.completion, v.completion_len);
+    cJSON_AddRawToObject(o, "completion", quoted);
+    free(quoted);
+    cJSON_AddNumberToObject(o, "tokens", v.n_tokens);
+    cJSON_AddStringToObject(o, "finish", v.finish);
+    if (rs->phase == ETX_REQ_FAILED) { // in the line, and on stderr with the line's id
+        cJSON_AddStringToObject(o, "error", rs->error);
+        batch_report_error(a, it, rs->error);
+    }
+    int per[ETX_BRANCH_COUNT] = {0};
+    for (int i = 0; i < v.n_recs; i++) per[recs[i].branch]++;
+    batch_add_branches(o, per, t);
     if (it->reference && a->task && strcmp(a->task, "gsm8k") == 0) {
         Gsm8kScore sc;
-        gsm8k_score(completion, it->reference, &sc);
+        gsm8k_score(v.completion, it->reference, &sc);
         cJSON* so = cJSON_AddObjectToObject(o, "score");
         cJSON_AddNumberToObject(so, "strict", sc.strict_ok);
         cJSON_AddNumberToObject(so, "flexible", sc.flexible_ok);
@@ -127,17 +150,10 @@ char* batch_result_line(const EvalArgs* a, const Item* it, int combo, const Slot
         else cJSON_AddNullToObject(ex, "flexible");
         cJSON_AddStringToObject(ex, "reference", sc.reference);
         t->scored++, t->strict += sc.strict_ok, t->flexible += sc.flexible_ok;
+        t->pass1 += sc.flexible_ok, t->passn += sc.flexible_ok;
     }
-    t->tokens += n_tokens;
+    t->tokens += v.n_tokens;
     t->done++;
-    char* js = cJSON_PrintUnformatted(o);
-    size_t n = strlen(js);
-    char* line = xmalloc(n + 2);
-    memcpy(line, js, n);
-    line[n] = '\n', line[n + 1] = '\0';
-    cJSON_free(js);
-    cJSON_Delete(o);
-    free(completion);
-    return line;
+    free(v.completion);
+    return batch_line_of(o);
 }
-

@@ -137,75 +137,131 @@ static int write_ready(Writer* w, int n_mine) {
     return 0;
 }
 
-// Runs br->mine through the engine e, at most --batch at once, filling w->lines[j] (the
-// result line of job j) and writing each finished prefix to w->f when it is set.
-// t[max(combo, 0)] gets each result's counts; busy[max(combo, 0)] the engine time
-// attributed to it. Returns 0, or -1 after reporting.
+// A job in flight: its samples' requests (one, or --samples N of a group).
+typedef struct {
+    int job;    // index in br->mine, -1 = free
+    Slot* s;    // (n) one per sample; s[k].item = job, -1 once that sample has finished
+    int n_left; // samples not finished yet
+} JobSlot;
+
+// Submits job j into js: one request, or a group of n samples sharing the prompt.
+static etx_status submit_job(const BatchRun* br, etx_engine* e, int j, JobSlot* js, int n, int* ids) {
+    const EvalArgs* a = br->a;
+    const BatchJob* jb = &br->mine[j];
+    const Item* it = &br->items[jb->item];
+    etx_request req = {.prompt = it->ids, .n_prompt = it->n_ids, .policy = *jb->policy,
+                       .max_tokens = a->max_tokens, .key = it->rkey};
+    etx_status st = n > 1 ? etx_engine_submit_samples(e, &req, n, ids) : etx_engine_submit(e, &req, ids);
+    if (st.code != ETX_OK) return st;
+    js->job = j;
+    js->n_left = n;
+    for (int k = 0; k < n; k++) js->s[k] = (Slot){.item = j, .req = ids[k], .stop_at = -1};
+    return st;
+}
+
+// The result line of a job whose samples have all finished; releases their requests.
+static char* finish_job(const BatchRun* br, etx_engine* e, JobSlot* js, int n, Totals* t) {
+    const EvalArgs* a = br->a;
+    const BatchJob* jb = &br->mine[js->job];
+    const int c = jb->combo > 0 ? jb->combo : 0;
+    etx_request_state* rs = xcalloc((size_t)n, sizeof *rs);
+    const etx_trace_record** recs = xcalloc((size_t)n, sizeof *recs);
+    int* n_recs = xcalloc((size_t)n, sizeof *n_recs);
+    for (int k = 0; k < n; k++) {
+        etx_engine_request_state(e, js->s[k].req, &rs[k]);
+        etx_engine_trace(e, js->s[k].req, &recs[k], &n_recs[k]);
+    }
+    const Item* it = &br->items[jb->item];
+    char* line = n > 1 ? batch_group_line(a, it, jb->combo, js->s, rs, recs, n_recs, n, &t[c])
+                       : batch_result_line(a, it, jb->combo, &js->s[0], &rs[0], recs[0], n_recs[0], &t[c]);
+    for (int k = 0; k < n; k++) {
+        etx_engine_release(e, js->s[k].req);
+        free(js->s[k].text);
+        js->s[k] = (Slot){.item = -1};
+    }
+    js->job = -1;
+    free(rs);
+    free(recs);
+    free(n_recs);
+    return line;
+}
+
+// Runs br->mine through the engine e, at most --batch requests at once (with --samples N,
+// --batch / N jobs, at least one), filling w->lines[j] (the result line of job j) and
+// writing each finished prefix to w->f when it is set. t[max(combo, 0)] gets each
+// result's counts; busy[max(combo, 0)] the engine time attributed to it. Returns 0, or
+// -1 after reporting.
 static int run_jobs(const BatchRun* br, etx_engine* e, Writer* w, Totals* t, double* busy) {
     const EvalArgs* a = br->a;
     const BatchJob* jobs = br->mine;
     const int n_mine = br->n_mine;
     const int stops = a->task && strcmp(a->task, "gsm8k") == 0;
     const int show = br->par->rank == 0 && (a->progress || isatty(2));
-    Slot* slots = xcalloc((size_t)a->batch, sizeof *slots);
-    for (int i = 0; i < a->batch; i++) slots[i].item = -1;
+    const int n = a->samples > 1 ? a->samples : 1;
+    const int n_slots = a->batch / n > 1 ? a->batch / n : 1;
+    JobSlot* slots = xcalloc((size_t)n_slots, sizeof *slots);
+    int* ids = xcalloc((size_t)n, sizeof *ids);
+    for (int i = 0; i < n_slots; i++) {
+        slots[i].job = -1;
+        slots[i].s = xcalloc((size_t)n, sizeof(Slot));
+    }
     int next = 0, active = 0, rc = 0, jobs_done = 0;
     long tokens = 0;
     const double t0 = etx_now_s();
     double shown = 0;
     while ((next < n_mine || active > 0) && rc == 0) {
-        for (int i = 0; i < a->batch && next < n_mine; i++) {
-            if (slots[i].item >= 0) continue;
-            const BatchJob* jb = &jobs[next];
-            const Item* it = &br->items[jb->item];
-            etx_request req = {.prompt = it->ids, .n_prompt = it->n_ids, .policy = *jb->policy,
-                               .max_tokens = a->max_tokens, .key = it->rkey};
-            etx_status st = etx_engine_submit(e, &req, &slots[i].req);
+        for (int i = 0; i < n_slots && next < n_mine; i++) {
+            if (slots[i].job >= 0) continue;
+            etx_status st = submit_job(br, e, next, &slots[i], n, ids);
             if (st.code != ETX_OK) {
                 cli_error(a->command, st);
                 rc = -1;
                 break;
             }
-            slots[i] = (Slot){.item = next++, .req = slots[i].req, .stop_at = -1};
-            active++;
+            next++;
+            active += n;
         }
         if (rc) break;
         const double ts = etx_now_s();
         etx_status st = etx_engine_step(e, NULL);
         const double dt = etx_now_s() - ts;
         // the step's time, shared equally by the requests in it
-        for (int i = 0; active > 0 && i < a->batch; i++)
-            if (slots[i].item >= 0) busy[jobs[slots[i].item].combo > 0 ? jobs[slots[i].item].combo : 0] += dt / active;
+        for (int i = 0; active > 0 && i < n_slots; i++)
+            if (slots[i].job >= 0) {
+                const int c = jobs[slots[i].job].combo > 0 ? jobs[slots[i].job].combo : 0;
+                busy[c] += dt * slots[i].n_left / active;
+            }
         if (st.code != ETX_OK) {
             cli_error(a->command, st);
             rc = -1;
             break;
         }
-        for (int i = 0; i < a->batch; i++) {
-            Slot* s = &slots[i];
-            if (s->item < 0) continue;
-            etx_request_state rs;
-            etx_engine_request_state(e, s->req, &rs);
-            tokens += rs.n_tokens - s->n_counted;
-            s->n_counted = rs.n_tokens;
-            // a final EOS/end-of-turn token is not part of the text
-            int upto = rs.phase == ETX_REQ_DONE_STOP && s->stop_at < 0 ? rs.n_tokens - 1 : rs.n_tokens;
-            batch_slot_decode(s, br->m, rs.tokens, upto, stops);
-            if (s->stop_at >= 0 && rs.phase == ETX_REQ_RUNNING) {
-                etx_engine_cancel(e, s->req);
+        for (int i = 0; i < n_slots; i++) {
+            JobSlot* js = &slots[i];
+            if (js->job < 0) continue;
+            for (int k = 0; k < n; k++) {
+                Slot* s = &js->s[k];
+                if (s->item < 0) continue;
+                etx_request_state rs;
                 etx_engine_request_state(e, s->req, &rs);
+                tokens += rs.n_tokens - s->n_counted;
+                s->n_counted = rs.n_tokens;
+                // a final EOS/end-of-turn token is not part of the text
+                int upto = rs.phase == ETX_REQ_DONE_STOP && s->stop_at < 0 ? rs.n_tokens - 1 : rs.n_tokens;
+                batch_slot_decode(s, br->m, rs.tokens, upto, stops);
+                if (s->stop_at >= 0 && rs.phase == ETX_REQ_RUNNING) {
+                    etx_engine_cancel(e, s->req);
+                    etx_engine_request_state(e, s->req, &rs);
+                }
+                if (rs.phase == ETX_REQ_RUNNING || rs.phase == ETX_REQ_QUEUED) continue;
+                s->item = -1; // finished (its text and request are kept for the line)
+                js->n_left--;
+                active--;
             }
-            if (rs.phase == ETX_REQ_RUNNING || rs.phase == ETX_REQ_QUEUED) continue;
-            const etx_trace_record* recs = NULL;
-            int n_recs = 0;
-            etx_engine_trace(e, s->req, &recs, &n_recs);
-            const BatchJob* jb = &jobs[s->item];
-            const int c = jb->combo > 0 ? jb->combo : 0;
-            w->lines[s->item] = batch_result_line(a, &br->items[jb->item], jb->combo, s, &rs, recs, n_recs, &t[c]);
-            etx_engine_release(e, s->req);
-            free(s->text);
-            *s = (Slot){.item = -1};
-            active--;
+            if (js->n_left > 0) continue;
+            const int j = js->job;
+            for (int k = 0; k < n; k++) js->s[k].item = j;
+            w->lines[j] = finish_job(br, e, js, n, t);
             jobs_done++;
         }
         if (write_ready(w, n_mine) != 0) {
@@ -218,8 +274,12 @@ static int run_jobs(const BatchRun* br, etx_engine* e, Writer* w, Totals* t, dou
         }
     }
     if (show) fputc('\n', stderr);
-    for (int i = 0; i < a->batch; i++) free(slots[i].text);
+    for (int i = 0; i < n_slots; i++) {
+        for (int k = 0; k < n; k++) free(slots[i].s[k].text);
+        free(slots[i].s);
+    }
     free(slots);
+    free(ids);
     return rc;
 }
 
@@ -329,6 +389,11 @@ int batch_execute(BatchRun* br, Totals* t, double* rate, double* secs) {
     const double t0 = etx_now_s();
     const int ok = run_and_write(br, e, t, busy);
     *secs = etx_now_s() - t0;
+    etx_engine_stats es;
+    if (etx_engine_get_stats(e, &es).code == ETX_OK) { // one engine for every combination: combination 0's
+        t[0].prefill += (double)es.prefill_tokens;
+        t[0].prefill_saved += (double)es.prefill_saved;
+    }
     etx_engine_free(e);
     if (ok) {
         // this run's tokens over this run's engine time (a resumed run does not count the

@@ -99,4 +99,34 @@ void batch_slot_decode(Slot* s, const etx_model* m, const int32_t* toks, int upt
 char* batch_result_line(const EvalArgs* a, const Item* it, int combo, const Slot* s, const etx_request_state* rs,
                         const etx_trace_record* recs, int n_recs, Totals* t);
 
+// What a finished request's result says, shared by the one-request and sample-group lines.
+typedef struct {
+    const char* finish;  // "stop" | "length" | "error" | "stop_string"
+    int n_tokens;        // tokens up to the one that completed a stop string
+    int n_recs;          // trace records of those tokens
+    char* completion;    // valid UTF-8, cut before a stop string (malloc'ed; may hold NUL bytes)
+    size_t completion_len;
+} SampleView;
+void batch_sample_view(const Slot* s, const etx_request_state* rs, int n_recs, SampleView* v);
+// "branches": {name: count} of per[] (zero counts left out), added into t->branches.
+void batch_add_branches(cJSON* o, const int* per, Totals* t);
+// "etx CMD: id ID failed: ERROR" on stderr.
+void batch_report_error(const EvalArgs* a, const Item* it, const char* error);
+// o printed on one line with '\n' (malloc'ed); o is deleted.
+char* batch_line_of(cJSON* o);
+char* batch_utf8_clean(const char* text, size_t n, size_t* len);
+char* batch_json_quote(const char* s, size_t n);
+
+// ----------------------------------------------------------------------------
+// a sample group's result (batch_samples.c)
+
+// The result line of request it's n samples (--samples n, all finished): s, rs, recs and
+// n_recs per sample, in sample order. Each sample's completion, tokens, finish, answers
+// and trace confidence; the vote (a->vote over the flexible and the strict answers, each
+// sample weighed by a->conf_stat of its trace confidence); the top-level completion is
+// the flexible vote's winning sample's (sample 0's when none answered), "tokens" the sum
+// over the samples, "score" the voted answers' and "pass" the samples' pass@1 and pass@n.
+char* batch_group_line(const EvalArgs* a, const Item* it, int combo, const Slot* s, const etx_request_state* rs,
+                       const etx_trace_record* const* recs, const int* n_recs, int n, Totals* t);
+
 #endif // ETX_CLI_BATCH_RUN_H

@@ -17,20 +17,43 @@
  * mpirun each rank runs lines i with i % size == rank and rank 0 writes the merged file
  * (eval_par.c), identical to a one-process run.
  */
+#include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "batch_run.h"
 #include "cli.h"
 
+// The Wilson score interval of k successes in n trials at 95 % (z = 1.96): the interval
+// every accuracy of etx eval is reported with.
+static void wilson95(double k, double n, double* lo, double* hi) {
+    *lo = *hi = 0;
+    if (n <= 0) return;
+    const double z = 1.959964, p = k / n, z2n = z * z / n;
+    const double mid = (p + z2n / 2) / (1 + z2n);
+    const double half = z / (1 + z2n) * sqrt(p * (1 - p) / n + z2n / (4 * n));
+    *lo = mid - half < 0 ? 0 : mid - half;
+    *hi = mid + half > 1 ? 1 : mid + half;
+}
+
 static void summary(const EvalArgs* a, const Totals* t, double secs, int n_skipped, int n_bad) {
     fprintf(stderr, "etx eval: %d requests run, %d already in %s, %d bad lines skipped\n", (int)t->done, n_skipped,
             a->out, n_bad);
-    if (t->scored > 0)
-        fprintf(stderr, "etx eval: accuracy strict %.4f (%d/%d), flexible %.4f (%d/%d)\n", t->strict / t->scored,
-                (int)t->strict, (int)t->scored, t->flexible / t->scored, (int)t->flexible, (int)t->scored);
-    fprintf(stderr, "etx eval: %d tokens in %.1f s (%.1f tok/s)\n", (int)t->tokens, secs,
-            secs > 0 ? t->tokens / secs : 0.0);
+    if (t->scored > 0) {
+        double lo, hi, flo, fhi;
+        wilson95(t->strict, t->scored, &lo, &hi);
+        wilson95(t->flexible, t->scored, &flo, &fhi);
+        fprintf(stderr,
+                "etx eval: accuracy strict %.4f (%d/%d, 95%% CI %.3f-%.3f), flexible %.4f (%d/%d, 95%% CI %.3f-%.3f)%s\n",
+                t->strict / t->scored, (int)t->strict, (int)t->scored, lo, hi, t->flexible / t->scored,
+                (int)t->flexible, (int)t->scored, flo, fhi, a->samples > 1 ? " (voted answers)" : "");
+        if (a->samples > 1)
+            fprintf(stderr, "etx eval: %d samples per request, vote %s: mean pass@1 %.4f, pass@%d %.4f\n", a->samples,
+                    a->vote, t->pass1 / t->scored, a->samples, t->passn / t->scored);
+    }
+    fprintf(stderr, "etx eval: %d tokens generated in %.1f s (%.1f tok/s); %d prompt positions computed, %d shared\n",
+            (int)t->tokens, secs, secs > 0 ? t->tokens / secs : 0.0, (int)t->prefill, (int)t->prefill_saved);
     if (t->tokens <= 0) return;
     fprintf(stderr, "etx eval: branches:");
     for (int b = 0; b < ETX_BRANCH_COUNT; b++)
@@ -39,8 +62,47 @@ static void summary(const EvalArgs* a, const Totals* t, double secs, int n_skipp
     fputc('\n', stderr);
 }
 
+// --summary FILE: the run's totals as one JSON object (what scripts/plot_eval.py draws:
+// accuracy with its interval beside the tokens it cost). Counts this run's requests (a
+// resumed run's earlier lines are not in them). Returns 0, or 1 after reporting.
+static int write_summary(const EvalArgs* a, const char* path, const char* label, const etx_policy* pol,
+                         const Totals* t, double secs) {
+    cJSON* o = cJSON_CreateObject();
+    if (label) cJSON_AddStringToObject(o, "label", label);
+    static const char* kinds[] = {"greedy", "sample", "entropix"};
+    cJSON_AddStringToObject(o, "policy", kinds[pol->kind]);
+    cJSON_AddStringToObject(o, "data", a->data);
+    cJSON_AddNumberToObject(o, "n", t->scored);
+    cJSON_AddNumberToObject(o, "correct", t->flexible);
+    cJSON_AddNumberToObject(o, "accuracy", t->scored > 0 ? t->flexible / t->scored : 0);
+    double lo, hi;
+    wilson95(t->flexible, t->scored, &lo, &hi);
+    cJSON* ci = cJSON_AddArrayToObject(o, "ci95");
+    cJSON_AddItemToArray(ci, cJSON_CreateNumber(lo));
+    cJSON_AddItemToArray(ci, cJSON_CreateNumber(hi));
+    cJSON_AddNumberToObject(o, "strict_correct", t->strict);
+    cJSON_AddNumberToObject(o, "pass1", t->scored > 0 ? t->pass1 / t->scored : 0);
+    cJSON_AddNumberToObject(o, "passn", t->scored > 0 ? t->passn / t->scored : 0);
+    cJSON_AddNumberToObject(o, "requests", t->done);
+    cJSON_AddNumberToObject(o, "tokens_generated", t->tokens);
+    cJSON_AddNumberToObject(o, "prefill_tokens", t->prefill);
+    cJSON_AddNumberToObject(o, "prefill_saved", t->prefill_saved);
+    cJSON_AddNumberToObject(o, "samples", a->samples);
+    cJSON_AddStringToObject(o, "vote", a->samples > 1 ? a->vote : "none");
+    cJSON_AddNumberToObject(o, "seconds", secs);
+    char* js = cJSON_Print(o);
+    cJSON_Delete(o);
+    FILE* f = fopen(path, "wb");
+    int ok = f && fputs(js, f) >= 0 && fputc('\n', f) != EOF;
+    if (f) ok &= fclose(f) == 0;
+    cJSON_free(js);
+    if (!ok) fprintf(stderr, "etx eval: cannot write the summary %s: %s\n", path, strerror(errno));
+    return ok ? 0 : 1;
+}
+
 // The run and its summary on stderr. Returns the exit code.
-static int eval_run(const EvalArgs* a, const EvalPar* par, const etx_policy* policy) {
+static int eval_run(const EvalArgs* a, const EvalPar* par, const etx_policy* policy, const char* summary_path,
+                    const char* label) {
     char run_path[4200];
     snprintf(run_path, sizeof run_path, "%s.run.json", a->out);
     const BatchPlan plan = {.combos = policy, .n_combos = 1, .tagged = 0, .run_path = run_path};
@@ -51,13 +113,16 @@ static int eval_run(const EvalArgs* a, const EvalPar* par, const etx_policy* pol
     int rc = batch_open(&br, a, par, &plan);
     if (rc == 0) rc = batch_execute(&br, &t, NULL, &secs);
     if (rc == 0 && par->rank == 0) summary(a, &t, secs, br.n_skipped, br.n_bad);
+    if (rc == 0 && par->rank == 0 && summary_path) rc = write_summary(a, summary_path, label, policy, &t, secs);
     batch_close(&br);
     return rc;
 }
 
 int cmd_eval(int argc, char** argv) {
-    EvalArgs a = {.command = "eval", .on_bad = "skip", .batch = 8, .max_tokens = 256};
+    EvalArgs a = {.command = "eval", .on_bad = "skip", .batch = 8, .max_tokens = 256, EVAL_SAMPLE_DEFAULTS};
     const char* policy = NULL;
+    const char* summary_path = NULL;
+    const char* label = NULL;
     const char* policy_file = NULL;
     CliOpt fixed[] = {
         {"--model", "-m", OPT_STRING, &a.model, "PATH", "model directory or .gguf (default: $ETX_MODEL, else SmolLM2-135M-Instruct)", 0},
@@ -73,6 +138,11 @@ int cmd_eval(int argc, char** argv) {
         {"--ctx", NULL, OPT_INT, &a.ctx, "N", "context length, prompt + generated (default min(model's, 4096))", 0},
         {"--device", NULL, OPT_STRING, &a.device, "DEV", "auto | cpu | cuda (default auto)", 0},
         CLI_KV_OPTS(&a.kv_blocks, &a.kv_block_size),
+        EVAL_SAMPLE_OPTS(&a),
+        {"--summary", NULL, OPT_STRING, &summary_path, "FILE",
+         "also write the totals as JSON: accuracy with its 95% interval, tokens generated, prefill (for "
+         "scripts/plot_eval.py)", 0},
+        {"--label", NULL, OPT_STRING, &label, "TEXT", "the run's name in --summary (default: none)", 0},
         {"--policy", NULL, OPT_STRING, &policy, "NAME",
          "greedy | sample | entropix (default greedy; sample when a sampling option is given, entropix when an "
          "entropix parameter is)", 0},
@@ -97,7 +167,7 @@ int cmd_eval(int argc, char** argv) {
     if (cli_policy_resolve("eval", &po, policy, policy_file, &pol) != 0) goto done;
     EvalPar par;
     eval_par_init(&par, &argc, &argv);
-    rc = eval_run(&a, &par, &pol);
+    rc = eval_run(&a, &par, &pol, summary_path, label);
     eval_par_finalize(&par);
 done:
     cli_policy_opts_free(&po);

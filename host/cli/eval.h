@@ -63,11 +63,18 @@ void eval_done_free(EvalDone* d);
 char* eval_combo_key(int combo, const char* key);
 
 // The counts of result lines, per combination of a sweep (one for eval).
+// tokens: generated, every sample of a request counted; pass1 / passn: the sum over
+// scored requests of the fraction of their samples that are right (flexible) and of
+// whether any is (with --samples; a single sample's are its score); prefill /
+// prefill_saved: the engine's prompt positions computed and shared (etx_engine_stats;
+// counted in combination 0 of a sweep, whose combinations share one engine).
 typedef struct {
     double tokens, scored, strict, flexible, done;
+    double pass1, passn, prefill, prefill_saved;
     double branches[ETX_BRANCH_COUNT];
 } Totals;
-#define TOTALS_N (5 + ETX_BRANCH_COUNT) // doubles in a Totals, for eval_par_sum
+#define TOTALS_N (9 + ETX_BRANCH_COUNT) // doubles in a Totals, for eval_par_sum
+_Static_assert(sizeof(Totals) == TOTALS_N * sizeof(double), "Totals is summed as a flat array of doubles");
 
 // Adds the counts of the result lines in path[0..good_len) to t[combo] (t[0] for lines
 // without "combo"): tokens, branches, scores, done. Returns 0, or -1 when unreadable.
@@ -87,7 +94,38 @@ typedef struct {
     const char* device;
     int limit, batch, max_tokens, threads, ctx, progress;
     int kv_blocks, kv_block_size; // --kv-blocks, --kv-block-size (0: the engine's default)
+    // N samples per request (batch_samples.c): --samples N (1: one plain request), the vote
+    // over their answers, DeepConf's kept fraction, the group window and tail length of the
+    // trace confidence, and which statistic of it weighs a sample
+    int samples;
+    const char* vote;      // majority | confidence | deepconf (default majority)
+    float eta;             // deepconf: the most confident fraction kept (default 0.1)
+    int conf_window, conf_tail; // default 64 and 64 tokens
+    const char* conf_stat; // mean | lowest_group | bottom10 | tail (default bottom10)
 } EvalArgs;
+
+// The options of N samples per request, for eval and sweep (a: EvalArgs*).
+#define EVAL_SAMPLE_OPTS(a)                                                                                        \
+    {"--samples", NULL, OPT_INT, &(a)->samples, "N",                                                              \
+     "samples per request, 1..4096: the prompt prefilled once and forked N ways, the answers voted (default 1)",  \
+     0},                                                                                                           \
+    {"--vote", NULL, OPT_STRING, &(a)->vote, "METHOD",                                                           \
+     "majority | confidence (weighted by trace confidence) | deepconf (the --eta most confident, weighted); "     \
+     "needs --task gsm8k (default majority)", 0},                                                                 \
+    {"--eta", NULL, OPT_FLOAT, &(a)->eta, "F", "deepconf: fraction of the samples kept, in (0, 1] (default 0.1)", \
+     0},                                                                                                           \
+    {"--conf-window", NULL, OPT_INT, &(a)->conf_window, "N",                                                     \
+     "tokens in a group of the trace confidence's sliding window (default 64)", 0},                               \
+    {"--conf-stat", NULL, OPT_STRING, &(a)->conf_stat, "NAME",                                                   \
+     "the trace confidence that weighs a sample: mean | lowest_group | bottom10 | tail (default bottom10)", 0}
+
+// The TraceConfidence statistic named by --conf-stat: 0 mean, 1 lowest_group, 2 bottom10,
+// 3 tail; -1 for an unknown name (batch_samples.c).
+int eval_conf_stat(const char* name);
+
+// Defaults of the sample options (before parsing).
+#define EVAL_SAMPLE_DEFAULTS .samples = 1, .vote = "majority", .eta = 0.1f, .conf_window = 64, .conf_tail = 64, \
+                             .conf_stat = "bottom10"
 
 // The engine options of a (the CliEngineArgs of cli.h).
 #define EVAL_ENGINE_ARGS(a)                                                                                      \

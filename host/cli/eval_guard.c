@@ -163,6 +163,15 @@ cJSON* eval_fingerprint(const EvalArgs* a, const char* model_path, const etx_pol
     cJSON_AddNumberToObject(fp, "max_tokens", a->max_tokens);
     cJSON_AddNumberToObject(fp, "ctx", a->ctx);
     cJSON_AddStringToObject(fp, "random_keys", FP_KEYS);
+    if (a->samples > 1) { // what a sample group's line holds (absent for one sample: older runs' fingerprints)
+        cJSON* so = cJSON_AddObjectToObject(fp, "samples");
+        cJSON_AddNumberToObject(so, "n", a->samples);
+        cJSON_AddStringToObject(so, "vote", a->vote);
+        cJSON_AddNumberToObject(so, "eta", a->eta);
+        cJSON_AddNumberToObject(so, "conf_window", a->conf_window);
+        cJSON_AddNumberToObject(so, "conf_tail", a->conf_tail);
+        cJSON_AddStringToObject(so, "conf_stat", a->conf_stat);
+    }
     if (n_combos == 1) {
         cJSON_AddItemToObject(fp, "policy", policy_object(&combos[0]));
     } else {

@@ -136,6 +136,12 @@ int eval_done_totals(const char* path, size_t good_len, int n_combos, Totals* t)
                 t[c].scored++;
                 t[c].strict += cJSON_IsNumber(st) ? st->valuedouble : 0;
                 t[c].flexible += cJSON_IsNumber(fl) ? fl->valuedouble : 0;
+                // a sample group's pass@1 and pass@n; a single sample's are its score
+                const cJSON* pa = cJSON_GetObjectItemCaseSensitive(j, "pass");
+                const cJSON* p1 = cJSON_GetObjectItemCaseSensitive(pa, "pass@1");
+                const cJSON* pn = cJSON_GetObjectItemCaseSensitive(pa, "pass@n");
+                t[c].pass1 += cJSON_IsNumber(p1) ? p1->valuedouble : cJSON_IsNumber(fl) ? fl->valuedouble : 0;
+                t[c].passn += cJSON_IsNumber(pn) ? pn->valuedouble : cJSON_IsNumber(fl) ? fl->valuedouble : 0;
             }
             t[c].done++;
         }

@@ -22,6 +22,7 @@
 #include "cli.h"
 #include "common.h"
 #include "eval.h"
+#include "eval/vote.h"
 #include "policy/json_strict.h"
 
 int eval_args_check(const EvalArgs* a) {
@@ -35,6 +36,33 @@ int eval_args_check(const EvalArgs* a) {
     }
     if (a->batch < 1 || a->max_tokens < 1 || a->limit < 0) {
         fprintf(stderr, "etx %s: --batch and --max-tokens must be >= 1, --limit >= 0\n", a->command);
+        return -1;
+    }
+    if (a->samples < 1 || a->samples > ETX_MAX_SAMPLES) {
+        fprintf(stderr, "etx %s: --samples must be 1..%d (got %d)\n", a->command, ETX_MAX_SAMPLES, a->samples);
+        return -1;
+    }
+    VoteMethod vm;
+    if (!vote_parse(a->vote, &vm)) {
+        fprintf(stderr, "etx %s: unknown --vote '%s' (expected majority, confidence or deepconf)\n", a->command, a->vote);
+        return -1;
+    }
+    if (a->samples > 1 && !a->task) {
+        fprintf(stderr, "etx %s: --samples %d votes over extracted answers, which needs a task that extracts them "
+                        "(--task gsm8k)\n", a->command, a->samples);
+        return -1;
+    }
+    if (!(a->eta > 0.0f && a->eta <= 1.0f)) {
+        fprintf(stderr, "etx %s: --eta must be in (0, 1] (got %g)\n", a->command, (double)a->eta);
+        return -1;
+    }
+    if (a->conf_window < 1) {
+        fprintf(stderr, "etx %s: --conf-window must be >= 1 (got %d)\n", a->command, a->conf_window);
+        return -1;
+    }
+    if (eval_conf_stat(a->conf_stat) < 0) {
+        fprintf(stderr, "etx %s: unknown --conf-stat '%s' (expected mean, lowest_group, bottom10 or tail)\n", a->command,
+                a->conf_stat);
         return -1;
     }
     const CliEngineArgs ea = EVAL_ENGINE_ARGS(a);

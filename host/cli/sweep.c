@@ -363,7 +363,7 @@ static int run_sweep(SweepArgs* sa, const Grid* g, const EvalPar* par) {
 }
 
 int cmd_sweep(int argc, char** argv) {
-    SweepArgs sa = {.a = {.command = "sweep", .on_bad = "skip", .batch = 8, .max_tokens = 256}};
+    SweepArgs sa = {.a = {.command = "sweep", .on_bad = "skip", .batch = 8, .max_tokens = 256, EVAL_SAMPLE_DEFAULTS}};
     EvalArgs* a = &sa.a;
     const char* policy_file = NULL;
     CliOpt opts[] = {
@@ -384,6 +384,7 @@ int cmd_sweep(int argc, char** argv) {
         {"--ctx", NULL, OPT_INT, &a->ctx, "N", "context length, prompt + generated (default min(model's, 4096))", 0},
         {"--device", NULL, OPT_STRING, &a->device, "DEV", "auto | cpu | cuda (default auto)", 0},
         CLI_KV_OPTS(&a->kv_blocks, &a->kv_block_size),
+        EVAL_SAMPLE_OPTS(a),
     };
     CliCommand cmd = {"sweep", "[-m MODEL] --data FILE.jsonl --grid GRID.json --out DIR [options]",
                       "Runs every combination of a grid of policy parameters on every request of a JSONL file, all "

@@ -457,6 +457,109 @@ START_TEST(mpirun_two_ranks_equal_one_process) {
 END_TEST
 
 // ----------------------------------------------------------------------------
+// --samples 3: each line holds its 3 samples (completions, tokens summing to the line's,
+// confidence statistics, extracted answers), the vote and pass@k; the file is the same at
+// --batch 1, 3 and 6 and with a pool so small that samples are preempted; the majority
+// vote is the most frequent flexible answer (first sample's on a tie); --summary writes
+// the totals with the prompt positions the samples shared.
+static char* run_samples(const char* name, const char* extra, const char* summary) {
+    char out[300], args[1500];
+    cli_tmp_path(out, sizeof out, name);
+    unlink(out);
+    snprintf(args, sizeof args,
+             "--data '%s' --out '%s' --limit 2 --task gsm8k -n 16 --threads 2 --policy sample --temperature 0.9 "
+             "--samples 3 %s%s%s",
+             SAMPLE, out, extra, summary ? " --summary " : "", summary ? summary : "");
+    run_ok("", args);
+    char* got = cli_read_or_null(out);
+    ck_assert_ptr_nonnull(got);
+    return got;
+}
+
+START_TEST(samples_are_voted_and_batch_invariant) {
+    char sum_path[300];
+    cli_tmp_path(sum_path, sizeof sum_path, "samples_summary.json");
+    char* b6 = run_samples("s_b6.jsonl", "--batch 6", sum_path);
+    char* b1 = run_samples("s_b1.jsonl", "--batch 1", NULL);
+    // blocks of 16 positions (an attention tile on the CPU: the confidences' last bits
+    // follow it), roomy, then a pool of 10 blocks
+    char* b16 = run_samples("s_b16.jsonl", "--batch 6 --ctx 160 --kv-block-size 16", NULL);
+    char* b3 = run_samples("s_b3.jsonl", "--batch 3 --ctx 160 --kv-blocks 10 --kv-block-size 16", NULL);
+    ck_assert_msg(strcmp(b1, b6) == 0, "--samples 3: batch 1 and batch 6 differ");
+    ck_assert_msg(strcmp(b3, b16) == 0, "--samples 3: a pool of 10 blocks and a roomy one differ");
+    ck_assert_int_eq(count_lines(b6), 2);
+    const char* p = b6;
+    for (int i = 0; i < 2; i++) {
+        const char* nl = strchr(p, '\n');
+        cJSON* j = cJSON_ParseWithLength(p, (size_t)(nl - p));
+        ck_assert_ptr_nonnull(j);
+        const cJSON* samples = cJSON_GetObjectItem(j, "samples");
+        ck_assert_int_eq(cJSON_GetArraySize(samples), 3);
+        int sum = 0, distinct = 0;
+        const char* flex[3];
+        for (int k = 0; k < 3; k++) {
+            const cJSON* x = cJSON_GetArrayItem(samples, k);
+            sum += cJSON_GetObjectItem(x, "tokens")->valueint;
+            ck_assert(cJSON_IsString(cJSON_GetObjectItem(x, "completion")));
+            const cJSON* conf = cJSON_GetObjectItem(x, "confidence");
+            ck_assert(cJSON_IsNumber(cJSON_GetObjectItem(conf, "mean")));
+            ck_assert(cJSON_GetObjectItem(conf, "mean")->valuedouble > 0);
+            const cJSON* fx = cJSON_GetObjectItem(cJSON_GetObjectItem(x, "extracted"), "flexible");
+            flex[k] = cJSON_IsString(fx) ? fx->valuestring : "";
+            if (k > 0)
+                distinct += strcmp(cJSON_GetObjectItem(x, "completion")->valuestring,
+                                   cJSON_GetObjectItem(cJSON_GetArrayItem(samples, 0), "completion")->valuestring) != 0;
+        }
+        ck_assert_int_eq(cJSON_GetObjectItem(j, "tokens")->valueint, sum);
+        ck_assert_msg(distinct > 0, "request %d: the 3 samples are identical", i);
+        // the majority answer, first counted sample's on a tie, by hand
+        int best = -1, best_votes = 0;
+        for (int k = 0; k < 3; k++) {
+            if (!flex[k][0]) continue;
+            int votes = 0;
+            for (int m = 0; m < 3; m++) votes += strcmp(flex[k], flex[m]) == 0;
+            if (votes > best_votes) best = k, best_votes = votes;
+        }
+        const cJSON* vote = cJSON_GetObjectItem(j, "vote");
+        ck_assert_str_eq(cJSON_GetObjectItem(vote, "method")->valuestring, "majority");
+        const cJSON* va = cJSON_GetObjectItem(cJSON_GetObjectItem(vote, "flexible"), "answer");
+        if (best < 0) ck_assert(cJSON_IsNull(va));
+        else ck_assert_str_eq(va->valuestring, flex[best]);
+        const cJSON* pass = cJSON_GetObjectItem(j, "pass");
+        ck_assert_int_eq(cJSON_GetObjectItem(pass, "n")->valueint, 3);
+        cJSON_Delete(j);
+        p = nl + 1;
+    }
+    char* sum = cli_read_or_null(sum_path);
+    ck_assert_ptr_nonnull(sum);
+    cJSON* js = cJSON_Parse(sum);
+    ck_assert_int_eq(cJSON_GetObjectItem(js, "n")->valueint, 2);
+    ck_assert_int_eq(cJSON_GetObjectItem(js, "samples")->valueint, 3);
+    ck_assert(cJSON_GetObjectItem(js, "prefill_saved")->valuedouble > 0);
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(js, "ci95")), 2);
+    cJSON_Delete(js);
+    free(sum);
+    // the other votes run over the same samples: their completions are the same
+    char* dc = run_samples("s_dc.jsonl", "--batch 6 --vote deepconf --eta 0.5", NULL);
+    cJSON* a = cJSON_ParseWithLength(b6, (size_t)(strchr(b6, '\n') - b6));
+    cJSON* b = cJSON_ParseWithLength(dc, (size_t)(strchr(dc, '\n') - dc));
+    char* sa = cJSON_PrintUnformatted(cJSON_GetObjectItem(a, "samples"));
+    char* sb = cJSON_PrintUnformatted(cJSON_GetObjectItem(b, "samples"));
+    ck_assert_str_eq(sa, sb);
+    ck_assert_int_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(b, "vote"), "flexible"), "kept")->valueint
+                         <= 2, 1);
+    cJSON_free(sa);
+    cJSON_free(sb);
+    cJSON_Delete(a);
+    cJSON_Delete(b);
+    free(dc);
+    free(b1);
+    free(b3);
+    free(b6);
+    free(b16);
+}
+END_TEST
+
 // the exit-code rule (docs/commands.md, "Exit status") and the KV pool options
 
 // Runs `etx eval ARGS` and checks the exit code and a piece of stderr.
@@ -486,6 +589,12 @@ START_TEST(exit_codes) {
         {"--kv-blocks -5", "--kv-blocks must be >= 1"},
         {"--kv-block-size 1000", "--kv-block-size must be 1..512"},
         {"--device tpu", "unknown device 'tpu'"},
+        {"--task gsm8k --samples 0", "--samples must be 1..4096 (got 0)"},
+        {"--task gsm8k --samples 5000", "--samples must be 1..4096 (got 5000)"},
+        {"--samples 4", "--samples 4 votes over extracted answers, which needs a task"},
+        {"--task gsm8k --samples 4 --vote best", "unknown --vote 'best'"},
+        {"--task gsm8k --samples 4 --vote deepconf --eta 0", "--eta must be in (0, 1]"},
+        {"--task gsm8k --samples 4 --conf-stat median", "unknown --conf-stat 'median'"},
     };
     for (size_t i = 0; i < sizeof before / sizeof before[0]; i++) {
         snprintf(args, sizeof args, "-m /nonexistent/model.gguf --data '%s' --out '%s' %s", SAMPLE, out,
@@ -556,6 +665,7 @@ int main(void) {
     tcase_set_timeout(ex, 600);
     tcase_add_test(ex, exit_codes);
     tcase_add_test(ex, small_kv_pool_same_results);
+    tcase_add_test(ex, samples_are_voted_and_batch_invariant);
     suite_add_tcase(s, ex);
     const int rc = check_run_suite_nofork(s); // the suites start programs: no fork on top of them
     free(g_ref);
