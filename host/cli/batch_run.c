@@ -195,7 +195,7 @@ static int run_jobs(const BatchRun* br, etx_engine* e, Writer* w, Totals* t, dou
     const EvalArgs* a = br->a;
     const BatchJob* jobs = br->mine;
     const int n_mine = br->n_mine;
-    const int stops = a->task && strcmp(a->task, "gsm8k") == 0;
+    const int stops = a->task && strcmp(a->task, "gsm8k") == 0 && !a->no_stop_strings;
     const int show = br->par->rank == 0 && (a->progress || isatty(2));
     const int n = a->samples > 1 ? a->samples : 1;
     const int n_slots = a->batch / n > 1 ? a->batch / n : 1;

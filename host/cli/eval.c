@@ -130,6 +130,8 @@ int cmd_eval(int argc, char** argv) {
         {"--out", "-o", OPT_STRING, &a.out, "FILE", "output JSONL (appended to: ids already there are skipped)", 0},
         {"--task", NULL, OPT_STRING, &a.task, "NAME", "gsm8k: lm-eval's stop strings and GSM8K scoring (default: none)", 0},
         {"--limit", NULL, OPT_INT, &a.limit, "N", "only the first N requests of the file (default: all)", 0},
+        {"--no-stop-strings", NULL, OPT_FLAG, &a.no_stop_strings, NULL,
+         "with --task gsm8k: no stop strings (chat answers run to the end-of-turn token or --max-tokens)", 0},
         {"--batch", NULL, OPT_INT, &a.batch, "N", "requests in the engine at once, 1..4096 (default 8)", 0},
         {"--max-tokens", "-n", OPT_INT, &a.max_tokens, "N", "tokens to generate per request (default 256)", 0},
         {"--on-bad-line", NULL, OPT_STRING, &a.on_bad, "MODE", "skip (report and go on, default) | fail (run nothing)", 0},

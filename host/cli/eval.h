@@ -93,6 +93,8 @@ typedef struct {
     const char* on_bad;  // "skip" | "fail"
     const char* device;
     int limit, batch, max_tokens, threads, ctx, progress;
+    int no_stop_strings; // --no-stop-strings: --task gsm8k scores, but the completion runs to EOS
+                         // or --max-tokens (chat answers have blank lines inside them)
     int kv_blocks, kv_block_size; // --kv-blocks, --kv-block-size (0: the engine's default)
     // N samples per request (batch_samples.c): --samples N (1: one plain request), the vote
     // over their answers, DeepConf's kept fraction, the group window and tail length of the

@@ -160,6 +160,7 @@ cJSON* eval_fingerprint(const EvalArgs* a, const char* model_path, const etx_pol
     else cJSON_AddNullToObject(fp, "data");
     if (a->task) cJSON_AddStringToObject(fp, "task", a->task);
     else cJSON_AddNullToObject(fp, "task");
+    if (a->no_stop_strings) cJSON_AddTrueToObject(fp, "no_stop_strings");
     cJSON_AddNumberToObject(fp, "max_tokens", a->max_tokens);
     cJSON_AddNumberToObject(fp, "ctx", a->ctx);
     cJSON_AddStringToObject(fp, "random_keys", FP_KEYS);

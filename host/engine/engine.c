@@ -23,6 +23,7 @@
 #include "common.h"
 #include "engine/backend.h"
 #include "engine/kv_blocks.h"
+#include "engine/prefix_cache.h"
 #include "engine/scheduler.h"
 #include "model/model.h"
 #include "policy_math.h"
@@ -51,6 +52,11 @@ typedef struct {
     int group;         // the group's number, or -1 outside a group
     int prefix_only;   // 1: the group's prefix (invisible to callers)
     int held;          // 1: a sample waiting for its group's prefix (not scheduled yet)
+    // prompt sharing (prefix_cache.h): the cache entry of the last prompt chunk this
+    // request's blocks are known to hold (-1: none), and the positions that chain covers
+    // (-1: broken, nothing more is recorded for it)
+    int cache_entry;
+    int cache_pos;
 } Request;
 
 struct etx_engine {
@@ -60,6 +66,7 @@ struct etx_engine {
     const BackendOps* ops; // the backend that runs the steps
     Backend* be;
     BlockManager bm;   // the KV pool's blocks (their storage is the backend's)
+    PrefixCache pc;    // prompt chunks kept for later requests
     SchedConfig sched;
     SchedPlan plan;
     SchedSeq** seqs;   // (cap_reqs) unfinished requests' sequences, for the scheduler
@@ -88,6 +95,7 @@ etx_engine_options etx_engine_options_default(void) {
     o.kv_block_size = 0;
     o.kv_blocks = 0;
     o.steps_per_sync = 0;
+    o.prefix_cache = 0;
     return o;
 }
 
@@ -112,6 +120,12 @@ static int auto_kv_blocks(const BackendOps* ops, const etx_model* m, int ctx, co
     return kv_blocks_auto(ctx, o->kv_block_size, o->max_batch, budget, block_bytes);
 }
 
+// The scheduler's reclaim hook: cached prompt blocks no request holds go back first.
+static int engine_reclaim(void* ctx, BlockManager* bm, int need) {
+    etx_engine* e = ctx;
+    return prefix_cache_reclaim(&e->pc, bm, need);
+}
+
 etx_status etx_engine_create(const etx_model* model, const etx_engine_options* opts, etx_engine** out) {
     *out = NULL;
     etx_engine_options o = opts ? *opts : etx_engine_options_default();
@@ -125,6 +139,8 @@ etx_status etx_engine_create(const etx_model* model, const etx_engine_options* o
         return etx_error(ETX_ERR_INVALID_ARG, "kv_block_size must be 1..%d, or 0 for the default (got %d)",
                          ETX_MAX_KV_BLOCK_SIZE, o.kv_block_size);
     if (o.kv_blocks < 0) return etx_error(ETX_ERR_INVALID_ARG, "kv_blocks must be >= 0 (got %d)", o.kv_blocks);
+    if (o.prefix_cache < -1 || o.prefix_cache > 0)
+        return etx_error(ETX_ERR_INVALID_ARG, "prefix_cache must be 0 (on) or -1 (off) (got %d)", o.prefix_cache);
     if (o.steps_per_sync < 0 || o.steps_per_sync > 64)
         return etx_error(ETX_ERR_INVALID_ARG, "steps_per_sync must be 0..64 (got %d)", o.steps_per_sync);
     const ModelConfig* c = &model->cfg;
@@ -156,6 +172,9 @@ etx_status etx_engine_create(const etx_model* model, const etx_engine_options* o
         return s;
     }
     e->ops = ops;
+    build_prefix_cache(&e->pc, o.prefix_cache == 0, ops->prefill_chunk, o.kv_block_size);
+    e->sched.reclaim = engine_reclaim;
+    e->sched.reclaim_ctx = e;
     build_sched_plan(&e->plan);
     const size_t B = (size_t)o.max_batch;
     e->ring_tokens = xmalloc((size_t)o.steps_per_sync * B * sizeof(int32_t));
@@ -195,6 +214,7 @@ void etx_engine_free(etx_engine* e) {
     free(e->ring_tokens);
     free(e->ring_trace);
     e->ops->destroy(e->be);
+    free_prefix_cache(&e->pc, &e->bm);
     free_sched_plan(&e->plan);
     free_block_manager(&e->bm);
     free(e);
@@ -258,6 +278,7 @@ static Request* add_request(etx_engine* e, const etx_request* req, int32_t pause
     r->key = req->key;
     r->pause_token = pause;
     r->group = -1;
+    r->cache_entry = -1;
     r->seq.id = r->id;
     r->seq.order = e->n_orders++;
     r->seq.n_prompt = r->n_prompt;
@@ -526,10 +547,62 @@ static void settle_groups(etx_engine* e) {
     }
 }
 
+// A waiting request takes the prompt chunks the prefix cache holds for it, chunk after
+// chunk from where its blocks end (a fresh or preempted request from position 0), while
+// the next chunk would be a full one of its own prompt: the blocks hold what it would
+// compute (prefix_cache.h). A forked sample (blocks not from chunks) takes none.
+static void take_cached_prefix(etx_engine* e, Request* r) {
+    SchedSeq* q = &r->seq;
+    const int chunk = e->pc.chunk;
+    if (!chunk) return;
+    if (q->table.n_pos == 0) r->cache_entry = -1, r->cache_pos = 0;
+    if (q->n_computed != q->table.n_pos || r->cache_pos != q->n_computed) return;
+    while (q->n_computed + chunk <= q->n_prompt) {
+        const int id = prefix_cache_find(&e->pc, r->cache_entry, r->prompt + q->n_computed);
+        if (id < 0) break;
+        block_table_append_shared(&e->bm, &q->table, e->pc.e[id].blocks, e->pc.per);
+        q->n_computed += chunk;
+        r->cache_entry = id;
+        r->cache_pos += chunk;
+        e->stats.prefill_saved += chunk;
+    }
+}
+
+// After a step: every full, aligned prompt chunk computed in it goes into the prefix
+// cache after its request's chain (the same chunk after the same chain already there is
+// kept as it is; the request's chain follows it).
+static void record_chunks(etx_engine* e) {
+    const int chunk = e->pc.chunk;
+    if (!chunk) return;
+    for (int i = 0; i < e->plan.n_work; i++) {
+        const SchedWork* w = &e->plan.work[i];
+        if (!w->seq || w->kind != WORK_PREFILL || w->n != chunk || w->pos0 % chunk) continue;
+        Request* r = (Request*)w->seq;
+        if (r->cache_pos != w->pos0) continue; // its chain is broken (a forked sample's blocks)
+        const int id = prefix_cache_insert(&e->pc, &e->bm, r->cache_entry, r->prompt + w->pos0,
+                                           r->seq.table.ids + w->pos0 / e->bm.block_size);
+        if (id < 0) {
+            r->cache_pos = -1;
+            continue;
+        }
+        r->cache_entry = id;
+        r->cache_pos += chunk;
+    }
+}
+
+// Blocks the requests hold (the prefix cache's idle blocks left out).
+static int blocks_in_use(const etx_engine* e) {
+    return block_manager_used(&e->bm) - prefix_cache_idle_blocks(&e->pc, &e->bm);
+}
+
 etx_status etx_engine_step(etx_engine* e, int* n_active) {
     int n = 0;
-    for (int i = 0; i < e->n_reqs; i++)
-        if (!is_finished(e->reqs[i]) && !e->reqs[i]->held) e->seqs[n++] = &e->reqs[i]->seq;
+    for (int i = 0; i < e->n_reqs; i++) {
+        Request* r = e->reqs[i];
+        if (is_finished(r) || r->held) continue;
+        if (r->seq.state == SEQ_WAITING) take_cached_prefix(e, r);
+        e->seqs[n++] = &r->seq;
+    }
     if (n > 0) {
         sched_plan_step(&e->bm, &e->sched, e->seqs, n, &e->plan);
         for (int i = 0; i < e->plan.n_failed; i++) {
@@ -546,6 +619,7 @@ etx_status etx_engine_step(etx_engine* e, int* n_active) {
         int k = 1;
         int n_picks = run_plan(e, &k);
         sched_commit(&e->plan);
+        record_chunks(e);
         if (k > 1) // the rows' other k - 1 positions are in the cache too
             for (int i = 0; i < e->plan.n_work; i++) {
                 SchedSeq* q = e->plan.work[i].seq;
@@ -553,7 +627,7 @@ etx_status etx_engine_step(etx_engine* e, int* n_active) {
                 block_table_commit(&q->table, k - 1);
                 q->n_computed += k - 1;
             }
-        int used = e->bm.n_blocks - e->bm.n_free;
+        int used = blocks_in_use(e);
         if (used > e->stats.kv_blocks_peak) e->stats.kv_blocks_peak = used;
         for (int i = 0; i < n_picks; i++) {
             Request* r = e->pick_req[i];
@@ -630,7 +704,8 @@ etx_status etx_engine_release(etx_engine* e, int id) {
 etx_status etx_engine_get_stats(const etx_engine* e, etx_engine_stats* stats) {
     *stats = e->stats;
     stats->device = e->opts.device;
-    stats->kv_blocks_used = block_manager_used(&e->bm);
+    stats->kv_blocks_used = blocks_in_use(e);
+    stats->kv_blocks_cached = prefix_cache_idle_blocks(&e->pc, &e->bm);
     stats->d2h_bytes = e->ops->d2h_bytes(e->be);
     e->ops->sizes(e->be, &stats->weight_bytes, &stats->kv_bytes_per_position, &stats->device_bytes);
     snprintf(stats->device_name, sizeof stats->device_name, "%s", e->ops->device_name());

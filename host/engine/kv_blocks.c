@@ -160,6 +160,17 @@ void block_table_commit(BlockTable* t, int n_new) {
     t->n_pos += n_new;
 }
 
+void block_table_append_shared(BlockManager* bm, BlockTable* t, const int* ids, int n) {
+    table_check(bm, t);
+    ETX_ASSERT(n >= 0 && t->n_pos % bm->block_size == 0 && t->n_ids == t->n_pos / bm->block_size);
+    table_reserve(t, t->n_ids + n);
+    for (int i = 0; i < n; i++) {
+        block_ref(bm, ids[i]);
+        t->ids[t->n_ids++] = ids[i];
+    }
+    t->n_pos += n * bm->block_size;
+}
+
 void block_table_fork(BlockManager* bm, const BlockTable* src, BlockTable* dst) {
     ETX_ASSERT(src != dst && dst->n_ids == 0 && dst->n_pos == 0);
     table_check(bm, src);

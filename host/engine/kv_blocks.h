@@ -92,6 +92,12 @@ void block_table_commit(BlockTable* t, int n_new);
 // and are not shared.
 void block_table_fork(BlockManager* bm, const BlockTable* src, BlockTable* dst);
 
+// Appends n full blocks that hold the next n * block_size positions (another table's or
+// the prefix cache's: one reference taken on each) and advances n_pos past them. t must
+// end on a block boundary with nothing prepared (n_pos a multiple of block_size, n_ids
+// = n_pos / block_size).
+void block_table_append_shared(BlockManager* bm, BlockTable* t, const int* ids, int n);
+
 // Forgets positions >= n_pos (0 <= n_pos <= t->n_pos): keeps the ceil(n_pos / block_size)
 // blocks still needed, unrefs the rest. The kept last block may be shared; the next
 // prepare copies it before writing.

@@ -127,7 +127,8 @@ void sched_plan_step(BlockManager* bm, const SchedConfig* cfg, SchedSeq** seqs, 
             continue;
         }
         int need = block_table_blocks_needed(bm, &s->table, w.n);
-        drop_waiting_blocks(bm, wait, n_wait, -1, need); // waiting samples' shared blocks go first
+        if (need > bm->n_free && cfg->reclaim) cfg->reclaim(cfg->reclaim_ctx, bm, need); // cached blocks go first,
+        drop_waiting_blocks(bm, wait, n_wait, -1, need); // then waiting samples' shared ones
         while (need > bm->n_free && last > i) preempt(bm, p, run[last--]);
         if (need > bm->n_free) { // nothing newer left to take from: this one waits
             preempt(bm, p, s);
@@ -153,6 +154,7 @@ void sched_plan_step(BlockManager* bm, const SchedConfig* cfg, SchedSeq** seqs, 
         SchedWork w = next_work(cfg, s);
         if (tokens + w.n > cfg->max_step_tokens) break;
         const int need = block_table_blocks_needed(bm, &s->table, w.n);
+        if (need > bm->n_free && cfg->reclaim) cfg->reclaim(cfg->reclaim_ctx, bm, need);
         drop_waiting_blocks(bm, wait, n_wait, s->order, need);
         if (need > bm->n_free) break;
         s->state = SEQ_RUNNING;

@@ -50,6 +50,11 @@ typedef struct {
     int max_batch;       // sequences running at once (>= 1)
     int max_step_tokens; // token rows per step, prefill and decode together (>= chunk)
     int chunk;           // prefill chunk length; chunks are aligned to multiples of it
+    // optional: asked for blocks before anything is given up (waiting sequences' shared
+    // blocks, preemption, admission): frees what it can towards `need` free blocks (the
+    // engine's prefix cache, prefix_cache.h)
+    int (*reclaim)(void* ctx, BlockManager* bm, int need);
+    void* reclaim_ctx;
 } SchedConfig;
 
 typedef enum { WORK_PREFILL = 0, WORK_DECODE } WorkKind;

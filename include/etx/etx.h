@@ -245,6 +245,13 @@ typedef struct {
                      // caller that stops requests itself (etx_engine_cancel on a stop
                      // string) may see up to steps_per_sync - 1 tokens past its stop and
                      // should cut there (etx eval does).
+    int prefix_cache; // 0 = on (default), -1 = off. Prompt sharing across requests: the
+                     // KV blocks of every full prefill chunk of a prompt (128 positions
+                     // from position 0 on, whole blocks) are kept after their request,
+                     // and a later request whose prompt starts with the same chunks takes
+                     // them instead of computing them (the same bits it would write). Kept
+                     // blocks are given back, least recently used first, whenever the pool
+                     // runs short; etx_engine_stats.prefill_saved counts what was skipped.
 } etx_engine_options;
 
 // What the engine has done so far (etx_engine_stats).
@@ -254,13 +261,15 @@ typedef struct {
     long decode_rows;     // decode rows run (generated tokens and recomputed ones)
     long preemptions;     // requests preempted for lack of KV blocks (later recomputed)
     long multi_steps;     // device calls that ran several decode steps between two syncs
-    long prefill_saved;   // prompt positions not computed because a sample group's samples
-                          // share them (etx_engine_submit_samples: N samples of a P-token
-                          // prompt save (N - 1)(P - 1))
+    long prefill_saved;   // prompt positions not computed because they were shared: a
+                          // sample group's samples (etx_engine_submit_samples: N samples of a
+                          // P-token prompt save (N - 1)(P - 1)) and prompt chunks taken
+                          // from the prefix cache
     int kv_blocks;        // blocks in the pool
     int kv_block_size;    // positions per block
-    int kv_blocks_peak;   // most blocks in use at once
-    int kv_blocks_used;   // blocks in use now (0 once every request has ended)
+    int kv_blocks_peak;   // most blocks requests held at once
+    int kv_blocks_used;   // blocks requests hold now (0 once every request has ended)
+    int kv_blocks_cached; // blocks only the prefix cache holds now (reclaimable)
     int max_batch;
     int steps_per_sync;   // decode steps per host sync in effect (1 on the CPU)
     etx_device device;    // where the steps run: ETX_DEVICE_CPU or ETX_DEVICE_CUDA

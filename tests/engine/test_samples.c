@@ -13,7 +13,10 @@
  *   - random cancels while groups wait, prefill and decode in a tight pool: the pool
  *     empties, the samples not cancelled keep their tokens;
  *   - bad input (n = 0, too many, no ids, a prompt the pool can never hold) is refused
- *     before anything is queued; a 1-token prompt needs no shared prefix.
+ *     before anything is queued; a 1-token prompt needs no shared prefix;
+ *   - prompt sharing across requests (the prefix cache): requests with a common 300-token
+ *     prefix take its two full chunks from the first one, with the tokens and trace
+ *     records of a run without the cache, also in a pool too small to keep them.
  * A shared block written by a sharer would change its siblings' tokens, which the
  * comparisons with the roomy (no sharing lost) and recomputed runs would catch.
  */
@@ -323,6 +326,61 @@ START_TEST(bad_groups_are_refused_and_one_token_prompts_need_no_prefix) {
 }
 END_TEST
 
+// Prompt sharing across requests (the prefix cache): 10 requests whose prompts share
+// their first 300 tokens (two full 128-token chunks) and differ after, submitted over
+// time at batch 3: tokens and trace records equal a run with the cache off, to the bit;
+// the two shared chunks are computed once (the requests after the first take them); with
+// a pool too small to keep them, cached blocks are given back and the tokens still agree.
+START_TEST(prefix_cache_shares_prompt_chunks_across_requests) {
+    static Results res[3];
+    static int32_t prompts[10][340];
+    etx_engine_stats st[3];
+    const int settings[3][2] = {{0, 0}, {-1, 0}, {0, 30}}; // prefix_cache, kv_blocks (blocks of 16)
+    for (int run = 0; run < 3; run++) {
+        etx_engine_options o = etx_engine_options_default();
+        o.device = DEVICE;
+        o.max_seq_len = 1024;
+        o.max_batch = 3;
+        o.kv_block_size = 16;
+        o.kv_blocks = settings[run][1];
+        o.prefix_cache = settings[run][0];
+        o.trace = 1;
+        etx_engine* e = NULL;
+        ck_assert_int_eq(etx_engine_create(g_tiny_1k, &o, &e).code, ETX_OK);
+        int ids[10], active = 1;
+        for (int i = 0; i < 10 || active > 0; i++) {
+            if (i < 10) { // one more request each step
+                for (int t = 0; t < 340; t++) prompts[i][t] = (int32_t)(2 + (t < 300 ? t * 7 : t * 3 + i * 17) % 318);
+                Group x = make_group(i % 3 == 1 ? 1 : 0);
+                etx_request r = {.prompt = prompts[i], .n_prompt = 300 + 4 * i, .policy = x.policy,
+                                 .max_tokens = MAX_TOK, .ignore_eos = 1, .key = 50 + (uint64_t)i};
+                ck_assert_int_eq(etx_engine_submit(e, &r, &ids[i]).code, ETX_OK);
+            }
+            ck_assert_int_eq(etx_engine_step(e, &active).code, ETX_OK);
+        }
+        collect(e, ids, 10, &res[run]);
+        st[run] = res[run].stats;
+        ck_assert_int_eq(st[run].kv_blocks_used, 0);
+        etx_engine_free(e);
+    }
+    for (int k = 0; k < 10; k++)
+        for (int t = 0; t < MAX_TOK; t++) {
+            ck_assert_msg(res[0].tokens[k][t] == res[1].tokens[k][t], "request %d token %d: cache on vs off", k, t);
+            ck_assert_msg(res[2].tokens[k][t] == res[1].tokens[k][t], "request %d token %d: small pool vs off", k, t);
+            etx_trace_record a = res[0].trace[k][t], b = res[1].trace[k][t];
+            ck_assert_msg(memcmp(&a, &b, sizeof a) == 0, "request %d trace record %d: cache on vs off", k, t);
+        }
+    ck_assert_int_eq(st[1].prefill_saved, 0);
+    ck_assert_int_eq(st[0].prefill_saved, 9 * 256); // every request after the first takes both chunks
+    ck_assert_int_eq(st[0].prefill_tokens + st[0].prefill_saved, st[1].prefill_tokens);
+    ck_assert_int_gt(st[0].kv_blocks_cached, 0);      // kept after the requests ended
+    ck_assert_int_le(st[2].kv_blocks_peak, 30);
+    fprintf(stderr, "test_samples: prefix cache: %ld prompt positions computed (%ld without it), %ld shared; "
+            "small pool %ld shared\n", st[0].prefill_tokens, st[1].prefill_tokens, st[0].prefill_saved,
+            st[2].prefill_saved);
+}
+END_TEST
+
 static etx_model* load_or_die(const char* path) {
     etx_model* m = NULL;
     etx_status s = etx_model_load(path, &m);
@@ -349,6 +407,7 @@ int main(void) {
     tcase_add_test(tc, sharing_computes_and_holds_the_prompt_once);
     tcase_add_test(tc, random_cancels_in_a_tight_pool);
     tcase_add_test(tc, bad_groups_are_refused_and_one_token_prompts_need_no_prefix);
+    tcase_add_test(tc, prefix_cache_shares_prompt_chunks_across_requests);
     suite_add_tcase(su, tc);
     const int rc = check_run_suite_nofork(su);
     etx_model_free(g_tiny);

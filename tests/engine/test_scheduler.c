@@ -51,13 +51,13 @@ static void sim_execute(BlockManager* bm, SchedPlan* p) {
 static int blocks_in_use(const BlockManager* bm) { return bm->n_blocks - bm->n_free; }
 
 START_TEST(config_is_validated) {
-    SchedConfig c = {4, 64, 128};
+    SchedConfig c = {4, 64, 128, NULL, NULL};
     ck_assert_int_eq(sched_config_validate(&c).code, ETX_ERR_INVALID_ARG); // budget below the chunk
-    c = (SchedConfig){0, 256, 128};
+    c = (SchedConfig){0, 256, 128, NULL, NULL};
     ck_assert_int_eq(sched_config_validate(&c).code, ETX_ERR_INVALID_ARG);
-    c = (SchedConfig){4, 256, 0};
+    c = (SchedConfig){4, 256, 0, NULL, NULL};
     ck_assert_int_eq(sched_config_validate(&c).code, ETX_ERR_INVALID_ARG);
-    c = (SchedConfig){4, 256, 128};
+    c = (SchedConfig){4, 256, 128, NULL, NULL};
     ck_assert_int_eq(sched_config_validate(&c).code, ETX_OK);
 }
 END_TEST
@@ -65,7 +65,7 @@ END_TEST
 START_TEST(admission_stops_at_max_batch_in_submission_order) {
     BlockManager bm;
     ck_assert_int_eq(build_block_manager(&bm, 100, 4).code, ETX_OK);
-    SchedConfig cfg = {2, 64, 8};
+    SchedConfig cfg = {2, 64, 8, NULL, NULL};
     Sim x[5];
     SchedSeq* seqs[5];
     for (int i = 0; i < 5; i++) sim_init(&x[i], i, 3, 2), seqs[i] = &x[4 - i].s; // any order in the list
@@ -101,7 +101,7 @@ END_TEST
 START_TEST(prefill_chunks_are_aligned_and_budgeted) {
     BlockManager bm;
     ck_assert_int_eq(build_block_manager(&bm, 1000, 16).code, ETX_OK);
-    SchedConfig cfg = {8, 130, 128}; // room for one chunk and two decode rows a step
+    SchedConfig cfg = {8, 130, 128, NULL, NULL}; // room for one chunk and two decode rows a step
     Sim a, b, c;
     sim_init(&a, 0, 300, 1);
     sim_init(&b, 1, 5, 3);
@@ -144,7 +144,7 @@ END_TEST
 START_TEST(preemption_takes_the_newest_and_replays_exactly) {
     BlockManager bm;
     ck_assert_int_eq(build_block_manager(&bm, 6, 4).code, ETX_OK); // 24 positions in all
-    SchedConfig cfg = {4, 64, 8};
+    SchedConfig cfg = {4, 64, 8, NULL, NULL};
     Sim a, b;
     sim_init(&a, 0, 6, 12); // needs 18 positions in the end (5 blocks)
     sim_init(&b, 1, 5, 2);  // 7 positions (2 blocks)
@@ -183,7 +183,7 @@ END_TEST
 START_TEST(preempted_sequence_recomputes_prompt_then_replays_tokens) {
     BlockManager bm;
     ck_assert_int_eq(build_block_manager(&bm, 5, 2).code, ETX_OK); // 10 positions
-    SchedConfig cfg = {2, 16, 4};
+    SchedConfig cfg = {2, 16, 4, NULL, NULL};
     Sim a, b;
     sim_init(&a, 0, 2, 7); // grows to 9 positions: forces b out
     sim_init(&b, 1, 3, 4);
@@ -214,7 +214,7 @@ END_TEST
 START_TEST(what_never_fits_fails_and_the_rest_runs) {
     BlockManager bm;
     ck_assert_int_eq(build_block_manager(&bm, 4, 4).code, ETX_OK); // 16 positions
-    SchedConfig cfg = {4, 64, 8};
+    SchedConfig cfg = {4, 64, 8, NULL, NULL};
     Sim big, small;
     sim_init(&big, 0, 16, 1); // 16 + 1 positions: 5 blocks
     sim_init(&small, 1, 3, 1);
@@ -245,7 +245,7 @@ START_TEST(random_simulation_loses_nothing) {
 #define RND(n) rng_below(&rng, n)
     BlockManager bm;
     ck_assert_int_eq(build_block_manager(&bm, 40, 8).code, ETX_OK); // 320 positions
-    SchedConfig cfg = {6, 48, 16};
+    SchedConfig cfg = {6, 48, 16, NULL, NULL};
     for (int i = 0; i < N; i++) {
         int n_prompt = 1 + RND(90);
         sim_init(&x[i], i, n_prompt, 1 + RND(60));
