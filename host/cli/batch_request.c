@@ -82,7 +82,10 @@ char* batch_json_quote(const char* s, size_t n) {
 }
 
 void batch_sample_view(const Slot* s, const etx_request_state* rs, int n_recs, SampleView* v) {
-    v->finish = rs->phase == ETX_REQ_DONE_LENGTH ? "length" : rs->phase == ETX_REQ_FAILED ? "error" : "stop";
+    v->finish = rs->phase == ETX_REQ_DONE_LENGTH             ? "length"
+                : rs->phase == ETX_REQ_FAILED                  ? "error"
+                : rs->phase == ETX_REQ_DONE_LOW_CONFIDENCE     ? "low_confidence"
+                                                               : "stop";
     size_t keep = s->len;
     if (s->stop_at >= 0) v->finish = "stop_string", keep = (size_t)s->stop_at;
     // tokens past the one that completed a stop string are not part of the result

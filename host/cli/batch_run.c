@@ -7,6 +7,7 @@
  * them all in job order after the run (job j ran on rank j % size).
  */
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -14,6 +15,7 @@
 #include "batch_run.h"
 #include "cli.h"
 #include "common.h"
+#include "eval/vote.h"
 
 #define BATCH_MAX_JOBS 100000000L
 
@@ -141,22 +143,67 @@ static int write_ready(Writer* w, int n_mine) {
 typedef struct {
     int job;    // index in br->mine, -1 = free
     Slot* s;    // (n) one per sample; s[k].item = job, -1 once that sample has finished
-    int n_left; // samples not finished yet
+    int n_left; // samples submitted and not finished yet
+    int n_sub;  // samples submitted (--online: the warm-up first, then the rest)
+    double threshold; // --online: the stop threshold the warm-up set (NAN before)
 } JobSlot;
 
-// Submits job j into js: one request, or a group of n samples sharing the prompt.
-static etx_status submit_job(const BatchRun* br, etx_engine* e, int j, JobSlot* js, int n, int* ids) {
+// Submits samples first .. first + m - 1 of job j into js (one plain request when the
+// run has one sample), with the online stop threshold when it is set.
+static etx_status submit_samples(const BatchRun* br, etx_engine* e, int j, JobSlot* js, int first, int m, int* ids) {
     const EvalArgs* a = br->a;
     const BatchJob* jb = &br->mine[j];
     const Item* it = &br->items[jb->item];
     etx_request req = {.prompt = it->ids, .n_prompt = it->n_ids, .policy = *jb->policy,
                        .max_tokens = a->max_tokens, .key = it->rkey};
-    etx_status st = n > 1 ? etx_engine_submit_samples(e, &req, n, ids) : etx_engine_submit(e, &req, ids);
+    if (!isnan(js->threshold) && js->threshold > 0) {
+        req.stop_confidence = (float)js->threshold;
+        req.confidence_window = a->conf_window;
+    }
+    etx_status st = a->samples > 1 ? etx_engine_submit_samples_at(e, &req, first, m, ids)
+                                   : etx_engine_submit(e, &req, ids);
     if (st.code != ETX_OK) return st;
     js->job = j;
-    js->n_left = n;
-    for (int k = 0; k < n; k++) js->s[k] = (Slot){.item = j, .req = ids[k], .stop_at = -1};
+    js->n_left += m;
+    js->n_sub = first + m;
+    for (int k = 0; k < m; k++) js->s[first + k] = (Slot){.item = j, .req = ids[k], .stop_at = -1};
     return st;
+}
+
+// Job j into the free slot js: all its samples, or with --online its warm-up ones.
+static etx_status submit_job(const BatchRun* br, etx_engine* e, int j, JobSlot* js, int n, int* ids) {
+    js->n_left = 0;
+    js->threshold = NAN;
+    return submit_samples(br, e, j, js, 0, br->a->online > 0 ? br->a->online : n, ids);
+}
+
+// --online, once the warm-up samples have finished: the threshold at the (1 - eta)
+// percentile of their lowest group confidence (DeepConf: keeping the top eta of traces),
+// then the other samples with it as their stop_confidence. Returns the samples submitted.
+static int submit_online_rest(const BatchRun* br, etx_engine* e, JobSlot* js, int n, int* ids, etx_status* st) {
+    const EvalArgs* a = br->a;
+    const int w = a->online;
+    double* low = xcalloc((size_t)w, sizeof *low);
+    for (int k = 0; k < w; k++) {
+        const etx_trace_record* recs = NULL;
+        int n_recs = 0;
+        etx_engine_trace(e, js->s[k].req, &recs, &n_recs);
+        SampleView v;
+        etx_request_state rs;
+        etx_engine_request_state(e, js->s[k].req, &rs);
+        batch_sample_view(&js->s[k], &rs, n_recs, &v);
+        free(v.completion);
+        float* c = xmalloc((size_t)(v.n_recs ? v.n_recs : 1) * sizeof(float));
+        for (int i = 0; i < v.n_recs; i++) c[i] = recs[i].confidence;
+        TraceConfidence tc;
+        trace_confidence(c, v.n_recs, a->conf_window, a->conf_tail, &tc);
+        free(c);
+        low[k] = isfinite(tc.lowest_group) ? tc.lowest_group : 0.0;
+    }
+    js->threshold = conf_percentile(low, w, 100.0 * (1.0 - (double)a->eta));
+    free(low);
+    *st = submit_samples(br, e, js->job, js, w, n - w, ids);
+    return st->code == ETX_OK ? n - w : 0;
 }
 
 // The result line of a job whose samples have all finished; releases their requests.
@@ -172,7 +219,7 @@ static char* finish_job(const BatchRun* br, etx_engine* e, JobSlot* js, int n, T
         etx_engine_trace(e, js->s[k].req, &recs[k], &n_recs[k]);
     }
     const Item* it = &br->items[jb->item];
-    char* line = n > 1 ? batch_group_line(a, it, jb->combo, js->s, rs, recs, n_recs, n, &t[c])
+    char* line = n > 1 ? batch_group_line(a, it, jb->combo, js->s, rs, recs, n_recs, n, js->threshold, &t[c])
                        : batch_result_line(a, it, jb->combo, &js->s[0], &rs[0], recs[0], n_recs[0], &t[c]);
     for (int k = 0; k < n; k++) {
         etx_engine_release(e, js->s[k].req);
@@ -204,6 +251,7 @@ static int run_jobs(const BatchRun* br, etx_engine* e, Writer* w, Totals* t, dou
     for (int i = 0; i < n_slots; i++) {
         slots[i].job = -1;
         slots[i].s = xcalloc((size_t)n, sizeof(Slot));
+        for (int k = 0; k < n; k++) slots[i].s[k].item = -1;
     }
     int next = 0, active = 0, rc = 0, jobs_done = 0;
     long tokens = 0;
@@ -219,7 +267,7 @@ static int run_jobs(const BatchRun* br, etx_engine* e, Writer* w, Totals* t, dou
                 break;
             }
             next++;
-            active += n;
+            active += slots[i].n_left;
         }
         if (rc) break;
         const double ts = etx_now_s();
@@ -259,6 +307,16 @@ static int run_jobs(const BatchRun* br, etx_engine* e, Writer* w, Totals* t, dou
                 active--;
             }
             if (js->n_left > 0) continue;
+            if (js->n_sub < n) { // --online: the warm-up is done, the rest go with its threshold
+                etx_status so;
+                active += submit_online_rest(br, e, js, n, ids, &so);
+                if (so.code != ETX_OK) {
+                    cli_error(a->command, so);
+                    rc = -1;
+                    break;
+                }
+                continue;
+            }
             const int j = js->job;
             for (int k = 0; k < n; k++) js->s[k].item = j;
             w->lines[j] = finish_job(br, e, js, n, t);

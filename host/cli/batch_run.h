@@ -101,7 +101,7 @@ char* batch_result_line(const EvalArgs* a, const Item* it, int combo, const Slot
 
 // What a finished request's result says, shared by the one-request and sample-group lines.
 typedef struct {
-    const char* finish;  // "stop" | "length" | "error" | "stop_string"
+    const char* finish;  // "stop" | "length" | "error" | "stop_string" | "low_confidence"
     int n_tokens;        // tokens up to the one that completed a stop string
     int n_recs;          // trace records of those tokens
     char* completion;    // valid UTF-8, cut before a stop string (malloc'ed; may hold NUL bytes)
@@ -126,7 +126,9 @@ char* batch_json_quote(const char* s, size_t n);
 // sample weighed by a->conf_stat of its trace confidence); the top-level completion is
 // the flexible vote's winning sample's (sample 0's when none answered), "tokens" the sum
 // over the samples, "score" the voted answers' and "pass" the samples' pass@1 and pass@n.
+// threshold: --online's stop threshold (NAN without): samples that stopped on it, and
+// warm-up samples whose lowest group confidence is below it, do not vote.
 char* batch_group_line(const EvalArgs* a, const Item* it, int combo, const Slot* s, const etx_request_state* rs,
-                       const etx_trace_record* const* recs, const int* n_recs, int n, Totals* t);
+                       const etx_trace_record* const* recs, const int* n_recs, int n, double threshold, Totals* t);
 
 #endif // ETX_CLI_BATCH_RUN_H

@@ -17,11 +17,18 @@
  *    0's), "tokens" (sum over the samples), "finish" (that sample's), "branches" (sum),
  *    "samples": [{"completion", "tokens", "finish", ["error"], "confidence": {"mean",
  *    "lowest_group", "bottom10", "tail"}, "extracted": {"strict", "flexible"}, "correct"}],
- *    "vote": {"method", "eta" (deepconf), "stat", "flexible": {"answer", "votes",
- *    "kept"}, "strict": {...}},
+ *    "vote": {"method", "eta" (deepconf), "stat", ["warmup", "threshold", "stopped"]
+ *    (--online), "flexible": {"answer", "votes", "kept"}, "strict": {...}},
  *    "score": {"strict", "flexible"}, "extracted": {"strict", "flexible", "reference"},
  *    "pass": {"n", "correct", "pass@1", "pass@n"}}
  * "score", "extracted" and "pass" need a reference; "correct" is the flexible answer's.
+ *
+ * --online (DeepConf online): the first --online samples ran alone and set a threshold
+ * (batch_run.c); the others stopped ("finish": "low_confidence") at the first token whose
+ * group confidence fell below it. Stopped samples, and warm-up samples whose lowest group
+ * confidence is below the threshold, do not vote; the rest vote weighted by --conf-stat
+ * (the threshold already kept DeepConf's most confident share). pass@k still counts
+ * every sample's answer as it stands.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -65,7 +72,9 @@ static void add_vote(cJSON* v, const char* key, const char* answer, const VoteRe
 }
 
 char* batch_group_line(const EvalArgs* a, const Item* it, int combo, const Slot* s, const etx_request_state* rs,
-                       const etx_trace_record* const* recs, const int* n_recs, int n, Totals* t) {
+                       const etx_trace_record* const* recs, const int* n_recs, int n, double threshold, Totals* t) {
+    const int online = !isnan(threshold);
+    int n_stopped = 0;
     const int scored = it->reference && a->task && strcmp(a->task, "gsm8k") == 0;
     const int stat = eval_conf_stat(a->conf_stat);
     VoteMethod method = VOTE_MAJORITY;
@@ -95,6 +104,11 @@ char* batch_group_line(const EvalArgs* a, const Item* it, int combo, const Slot*
         gsm8k_score(v[i].completion, it->reference ? it->reference : "", &sc[i]);
         flex[i] = sc[i].has_flexible ? sc[i].flexible : "";
         strict[i] = sc[i].has_strict ? sc[i].strict : "";
+        // --online: a sample stopped for low confidence, or a warm-up sample below the
+        // threshold it helped set, does not vote
+        const int stopped = rs[i].phase == ETX_REQ_DONE_LOW_CONFIDENCE;
+        n_stopped += stopped;
+        if (online && (stopped || !(tc.lowest_group >= threshold))) flex[i] = strict[i] = "";
         correct += scored && sc[i].flexible_ok;
 
         cJSON* o = cJSON_CreateObject();
@@ -122,8 +136,10 @@ char* batch_group_line(const EvalArgs* a, const Item* it, int combo, const Slot*
     }
     char flex_win[GSM8K_ANS_MAX], strict_win[GSM8K_ANS_MAX];
     VoteResult fr, sr;
-    vote_aggregate(method, flex, conf, n, a->eta, flex_win, sizeof flex_win, &fr);
-    vote_aggregate(method, strict, conf, n, a->eta, strict_win, sizeof strict_win, &sr);
+    // online, the threshold did DeepConf's filtering: the kept samples vote weighted
+    const VoteMethod m = online ? VOTE_CONFIDENCE : method;
+    vote_aggregate(m, flex, conf, n, a->eta, flex_win, sizeof flex_win, &fr);
+    vote_aggregate(m, strict, conf, n, a->eta, strict_win, sizeof strict_win, &sr);
     const int w = fr.winner_sample >= 0 ? fr.winner_sample : 0;
 
     cJSON* o = cJSON_CreateObject();
@@ -140,6 +156,11 @@ char* batch_group_line(const EvalArgs* a, const Item* it, int combo, const Slot*
     cJSON_AddStringToObject(vo, "method", vote_name(method));
     if (method == VOTE_DEEPCONF) cJSON_AddNumberToObject(vo, "eta", a->eta);
     if (method != VOTE_MAJORITY) cJSON_AddStringToObject(vo, "stat", CONF_STATS[stat]);
+    if (online) {
+        cJSON_AddNumberToObject(vo, "warmup", a->online);
+        add_conf(vo, "threshold", threshold);
+        cJSON_AddNumberToObject(vo, "stopped", n_stopped);
+    }
     add_vote(vo, "flexible", flex_win, &fr);
     add_vote(vo, "strict", strict_win, &sr);
     if (scored) {

@@ -104,6 +104,7 @@ typedef struct {
     float eta;             // deepconf: the most confident fraction kept (default 0.1)
     int conf_window, conf_tail; // default 64 and 64 tokens
     const char* conf_stat; // mean | lowest_group | bottom10 | tail (default bottom10)
+    int online;            // DeepConf online: warm-up samples per request (0: off)
 } EvalArgs;
 
 // The options of N samples per request, for eval and sweep (a: EvalArgs*).
@@ -119,7 +120,11 @@ typedef struct {
     {"--conf-window", NULL, OPT_INT, &(a)->conf_window, "N",                                                     \
      "tokens in a group of the trace confidence's sliding window (default 64)", 0},                               \
     {"--conf-stat", NULL, OPT_STRING, &(a)->conf_stat, "NAME",                                                   \
-     "the trace confidence that weighs a sample: mean | lowest_group | bottom10 | tail (default bottom10)", 0}
+     "the trace confidence that weighs a sample: mean | lowest_group | bottom10 | tail (default bottom10)", 0},    \
+    {"--online", NULL, OPT_INT, &(a)->online, "N",                                                                \
+     "DeepConf online (--vote deepconf): N warm-up samples set a threshold at the (1 - eta) percentile of their "  \
+     "lowest group confidence; the other samples stop when their group confidence falls below it (default 0: "  \
+     "off)", 0}
 
 // The TraceConfidence statistic named by --conf-stat: 0 mean, 1 lowest_group, 2 bottom10,
 // 3 tail; -1 for an unknown name (batch_samples.c).

@@ -172,6 +172,7 @@ cJSON* eval_fingerprint(const EvalArgs* a, const char* model_path, const etx_pol
         cJSON_AddNumberToObject(so, "conf_window", a->conf_window);
         cJSON_AddNumberToObject(so, "conf_tail", a->conf_tail);
         cJSON_AddStringToObject(so, "conf_stat", a->conf_stat);
+        cJSON_AddNumberToObject(so, "online", a->online);
     }
     if (n_combos == 1) {
         cJSON_AddItemToObject(fp, "policy", policy_object(&combos[0]));

@@ -60,6 +60,11 @@ int eval_args_check(const EvalArgs* a) {
         fprintf(stderr, "etx %s: --conf-window must be >= 1 (got %d)\n", a->command, a->conf_window);
         return -1;
     }
+    if (a->online < 0 || (a->online > 0 && (a->online >= a->samples || vm != VOTE_DEEPCONF))) {
+        fprintf(stderr, "etx %s: --online N needs --vote deepconf and 1 <= N < --samples (got --online %d, --samples "
+                        "%d, --vote %s)\n", a->command, a->online, a->samples, a->vote);
+        return -1;
+    }
     if (eval_conf_stat(a->conf_stat) < 0) {
         fprintf(stderr, "etx %s: unknown --conf-stat '%s' (expected mean, lowest_group, bottom10 or tail)\n", a->command,
                 a->conf_stat);

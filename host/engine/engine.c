@@ -41,6 +41,8 @@ typedef struct {
     int ignore_eos;
     uint64_t key;      // random stream (with policy.seed)
     int32_t pause_token; // entropix: resolved pause token id
+    float stop_confidence; // > 0: ends at the first token whose group confidence is below it
+    int confidence_window;
     int32_t* tokens;   // (cap_tokens) generated so far
     int n_tokens;
     int cap_tokens;
@@ -244,6 +246,14 @@ static etx_status check_request(const etx_engine* e, const etx_request* req, int
             return etx_error(ETX_ERR_INVALID_ARG, "request: stop token %d is outside the vocabulary (0..%d)",
                              req->stop_tokens[i], vocab - 1);
     ETX_TRY(etx_policy_validate(&req->policy));
+    if (!(req->stop_confidence >= 0.0f) || req->stop_confidence > 3.0e38f)
+        return etx_error(ETX_ERR_INVALID_ARG, "request: stop_confidence must be a number >= 0 (got %g)",
+                         (double)req->stop_confidence);
+    if (req->confidence_window < 0)
+        return etx_error(ETX_ERR_INVALID_ARG, "request: confidence_window must be >= 0 (got %d)", req->confidence_window);
+    if (req->stop_confidence > 0.0f && !e->opts.trace)
+        return etx_error(ETX_ERR_INVALID_ARG, "request: stop_confidence reads the trace records' confidences; create "
+                                              "the engine with trace = 1");
     int32_t pause = -1;
     if (req->policy.kind == ETX_POLICY_ENTROPIX) {
         pause = req->policy.entropix.pause_token >= 0 ? req->policy.entropix.pause_token : e->pause_token;
@@ -277,6 +287,8 @@ static Request* add_request(etx_engine* e, const etx_request* req, int32_t pause
     r->ignore_eos = req->ignore_eos;
     r->key = req->key;
     r->pause_token = pause;
+    r->stop_confidence = req->stop_confidence;
+    r->confidence_window = req->confidence_window ? req->confidence_window : ETX_CONFIDENCE_WINDOW;
     r->group = -1;
     r->cache_entry = -1;
     r->seq.id = r->id;
@@ -303,6 +315,14 @@ etx_status etx_engine_submit(etx_engine* e, const etx_request* req, int* id) {
     return etx_ok();
 }
 
+double etx_group_confidence(const float* c, int t, int window) {
+    if (t < 0) return 0.0;
+    const int m = window < 1 ? 1 : (window < t + 1 ? window : t + 1);
+    double sum = 0.0;
+    for (int j = t - m + 1; j <= t; j++) sum += c[j];
+    return sum / m;
+}
+
 uint64_t etx_sample_key(uint64_t key, int index) {
     // splitmix64 of the key offset by the index's own splitmix64: distinct indices give
     // unrelated streams, and (key, index) pairs collide only by a 64-bit accident
@@ -316,8 +336,15 @@ uint64_t etx_sample_key(uint64_t key, int index) {
 }
 
 etx_status etx_engine_submit_samples(etx_engine* e, const etx_request* req, int n, int* ids) {
+    return etx_engine_submit_samples_at(e, req, 0, n, ids);
+}
+
+etx_status etx_engine_submit_samples_at(etx_engine* e, const etx_request* req, int first, int n, int* ids) {
     if (n < 1 || n > ETX_MAX_SAMPLES)
         return etx_error(ETX_ERR_INVALID_ARG, "request: samples must be 1..%d (got %d)", ETX_MAX_SAMPLES, n);
+    if (first < 0 || first > ETX_MAX_SAMPLES - n)
+        return etx_error(ETX_ERR_INVALID_ARG, "request: sample indices %d..%d are outside 0..%d", first, first + n - 1,
+                         ETX_MAX_SAMPLES - 1);
     if (!ids) return etx_error(ETX_ERR_INVALID_ARG, "request: no room given for the %d sample ids", n);
     for (int i = 0; i < n; i++) ids[i] = -1;
     int32_t pause = -1;
@@ -341,7 +368,7 @@ etx_status etx_engine_submit_samples(etx_engine* e, const etx_request* req, int 
     }
     for (int i = 0; i < n; i++) {
         etx_request ri = *req;
-        ri.key = etx_sample_key(req->key, i);
+        ri.key = etx_sample_key(req->key, first + i);
         Request* r = add_request(e, &ri, pause, e->next_id++);
         r->group = group;
         r->held = shared > 0;
@@ -354,7 +381,8 @@ etx_status etx_engine_submit_samples(etx_engine* e, const etx_request* req, int 
 }
 
 static int is_finished(const Request* r) {
-    return r->phase == ETX_REQ_DONE_STOP || r->phase == ETX_REQ_DONE_LENGTH || r->phase == ETX_REQ_FAILED;
+    return r->phase == ETX_REQ_DONE_STOP || r->phase == ETX_REQ_DONE_LENGTH || r->phase == ETX_REQ_FAILED ||
+           r->phase == ETX_REQ_DONE_LOW_CONFIDENCE;
 }
 
 static int is_stop_token(const etx_engine* e, const Request* r, int32_t tok) {
@@ -414,6 +442,14 @@ static void accept_token(etx_engine* e, Request* r, int32_t tok, const etx_trace
     append_token(r, tok, e->opts.trace);
     if (e->opts.trace) r->trace[r->n_tokens - 1] = *rec;
     if (is_stop_token(e, r, tok)) return finish(e, r, ETX_REQ_DONE_STOP);
+    // DeepConf online: the group confidence of the tokens so far. Decided where the
+    // tokens land, so several decode steps per sync end it at the same token as one
+    if (r->stop_confidence > 0.0f) { // etx_group_confidence's sum, read from the records
+        const int t = r->n_tokens - 1, m = r->confidence_window < t + 1 ? r->confidence_window : t + 1;
+        double g = 0.0;
+        for (int j = t - m + 1; j <= t; j++) g += r->trace[j].confidence;
+        if (g / m < r->stop_confidence) return finish(e, r, ETX_REQ_DONE_LOW_CONFIDENCE);
+    }
     // the context is full when the next token would have no position left
     if (r->n_tokens >= r->max_tokens || r->n_prompt + r->n_tokens >= e->max_seq_len)
         return finish(e, r, ETX_REQ_DONE_LENGTH);

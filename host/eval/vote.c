@@ -10,6 +10,8 @@
 
 #include "eval/vote.h"
 
+#include "etx/etx.h"
+
 static int cmp_double(const void* a, const void* b) {
     const double x = *(const double*)a, y = *(const double*)b;
     return (x > y) - (x < y);
@@ -34,20 +36,14 @@ void trace_confidence(const float* c, int n, int window, int tail_n, TraceConfid
     for (int i = n - tail_n; i < n; i++) tail += c[i];
     out->tail = tail / tail_n;
 
-    // G_i over c[max(0, i-window+1) .. i]: a running sum that adds c[i] and drops
-    // c[i-window]; whenever the window has moved by a whole window length it is summed
-    // again from scratch, which bounds the rounding a long running sum would gather.
+    // G_i over c[max(0, i-window+1) .. i], each summed afresh by etx_group_confidence
+    // (O(n window)): the very value the engine's online stop compares with its threshold
+    // (etx_request.stop_confidence), so a threshold set from these statistics stops a
+    // trace exactly when its own statistic would fall below it.
     double* g = malloc((size_t)n * sizeof *g);
-    double lowest = INFINITY, s = 0.0;
+    double lowest = INFINITY;
     for (int i = 0; i < n; i++) {
-        s += c[i];
-        if (i >= window) s -= c[i - window];
-        if ((i + 1) % window == 0) {
-            s = 0.0;
-            for (int j = i - window + 1; j <= i; j++) s += c[j];
-        }
-        const int len = i + 1 < window ? i + 1 : window;
-        const double gi = s / len;
+        const double gi = etx_group_confidence(c, i, window);
         if (gi < lowest) lowest = gi;
         if (g) g[i] = gi;
     }

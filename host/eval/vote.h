@@ -31,8 +31,9 @@ typedef struct {
 } TraceConfidence;
 
 // Fills out from the token confidences c[0..n-1]. window < 1 is taken as 1, tail_n < 1 as
-// 1. Sums are kept in double; the window's running sum is recomputed from scratch once
-// every `window` tokens, so it cannot drift (O(n) all the same). Allocates n doubles.
+// 1. Each G_i is etx_group_confidence(c, i, window) (include/etx/etx.h: a sum in double
+// from the oldest token), the engine's online stop's own value; O(n window). Allocates n
+// doubles.
 void trace_confidence(const float* c, int n, int window, int tail_n, TraceConfidence* out);
 
 typedef enum {

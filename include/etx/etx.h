@@ -300,7 +300,21 @@ typedef struct {
     int ignore_eos;            // 1: only stop_tokens and max_tokens end the request
     uint64_t key;              // the request's random stream: draws depend only on
                                // (policy.seed, key, step), never on the batch around it
+    float stop_confidence;     // > 0: DeepConf's online stop: the request ends
+                               // (ETX_REQ_DONE_LOW_CONFIDENCE) at the first token where its
+                               // group confidence falls below this; 0 = off. The group
+                               // confidence at token t is etx_group_confidence over the trace
+                               // records' confidences. Needs an engine created with trace = 1.
+    int confidence_window;     // tokens in a group (0: ETX_CONFIDENCE_WINDOW)
 } etx_request;
+
+// Tokens in a group of the group confidence when a request leaves it to the engine.
+#define ETX_CONFIDENCE_WINDOW 64
+// Group confidence (DeepConf) at token t of a trace of token confidences c[0..t]: the
+// mean of the last min(window, t + 1) of them (a window that grows to its size, then
+// slides), summed in double from the oldest. The one definition the engine's online stop
+// and the evaluation's trace statistics use.
+double etx_group_confidence(const float* c, int t, int window);
 
 typedef enum {
     ETX_REQ_QUEUED = 0,  // submitted, prompt not yet processed
@@ -308,6 +322,8 @@ typedef enum {
     ETX_REQ_DONE_STOP,   // ended on a stop/EOS token (the stop token is included in tokens)
     ETX_REQ_DONE_LENGTH, // ended after max_tokens
     ETX_REQ_FAILED,      // ended on an error; see etx_request_state.error
+    ETX_REQ_DONE_LOW_CONFIDENCE, // ended because its group confidence fell below
+                         // etx_request.stop_confidence (the token that did it is included)
 } etx_request_phase;
 
 typedef struct {
@@ -334,6 +350,11 @@ etx_status etx_engine_submit(etx_engine* engine, const etx_request* req, int* id
 // (ids untouched when n is out of range, else -1 each on a refusal).
 #define ETX_MAX_SAMPLES 4096
 etx_status etx_engine_submit_samples(etx_engine* engine, const etx_request* req, int n, int* ids);
+// The same for samples first .. first + n - 1 of the request (keys etx_sample_key(key,
+// first + i)): a later group of the same request's samples (DeepConf online: a warm-up
+// group, then the rest with a stop_confidence set from it), each sample the same tokens
+// as in one group of first + n.
+etx_status etx_engine_submit_samples_at(etx_engine* engine, const etx_request* req, int first, int n, int* ids);
 // The random stream of sample `index` of a request with stream `key` (a 64-bit mix of
 // the two).
 uint64_t etx_sample_key(uint64_t key, int index);

@@ -560,6 +560,61 @@ START_TEST(samples_are_voted_and_batch_invariant) {
 }
 END_TEST
 
+// --online 2 of 5 (DeepConf online): the warm-up set a threshold; every sample is the
+// offline run's sample cut where it stopped, the stopped ones ("low_confidence") hold
+// fewer tokens, and the line says the threshold and how many stopped.
+START_TEST(online_deepconf_cuts_samples_short) {
+    const char* common = "--batch 10 --samples 5 --vote deepconf --eta 0.1 --conf-window 8 -n 32";
+    char extra[300];
+    snprintf(extra, sizeof extra, "%s --online 2", common);
+    char* off = run_samples("dc_off.jsonl", common, NULL);
+    char* on = run_samples("dc_on.jsonl", extra, NULL);
+    const char *p = off, *q = on;
+    int stopped = 0, saved = 0;
+    for (int i = 0; i < 2; i++) {
+        const char* nl = strchr(p, '\n');
+        const char* nq = strchr(q, '\n');
+        cJSON* a = cJSON_ParseWithLength(p, (size_t)(nl - p));
+        cJSON* b = cJSON_ParseWithLength(q, (size_t)(nq - q));
+        const cJSON* sa = cJSON_GetObjectItem(a, "samples");
+        const cJSON* sb = cJSON_GetObjectItem(b, "samples");
+        const cJSON* vote = cJSON_GetObjectItem(b, "vote");
+        ck_assert_int_eq(cJSON_GetObjectItem(vote, "warmup")->valueint, 2);
+        ck_assert(cJSON_IsNumber(cJSON_GetObjectItem(vote, "threshold")));
+        int n_low = 0;
+        ck_assert_int_eq(cJSON_GetArraySize(sb), 5);
+        for (int k = 0; k < 5; k++) {
+            const cJSON* x = cJSON_GetArrayItem(sa, k);
+            const cJSON* y = cJSON_GetArrayItem(sb, k);
+            const char* cx = cJSON_GetObjectItem(x, "completion")->valuestring;
+            const char* cy = cJSON_GetObjectItem(y, "completion")->valuestring;
+            const int tx = cJSON_GetObjectItem(x, "tokens")->valueint, ty = cJSON_GetObjectItem(y, "tokens")->valueint;
+            if (!strcmp(cJSON_GetObjectItem(y, "finish")->valuestring, "low_confidence")) {
+                n_low++;
+                ck_assert_int_le(ty, tx);
+                saved += tx - ty;
+                // the text up to its last (possibly partial) character is the offline one's
+                ck_assert(strlen(cy) <= strlen(cx) && strncmp(cx, cy, strlen(cy) > 4 ? strlen(cy) - 4 : 0) == 0);
+            } else {
+                ck_assert_int_eq(ty, tx);
+                ck_assert_str_eq(cy, cx);
+            }
+        }
+        ck_assert_int_eq(cJSON_GetObjectItem(vote, "stopped")->valueint, n_low);
+        for (int k = 0; k < 2; k++) // the warm-up samples never stop
+            ck_assert_str_ne(cJSON_GetObjectItem(cJSON_GetArrayItem(sb, k), "finish")->valuestring, "low_confidence");
+        stopped += n_low;
+        cJSON_Delete(a);
+        cJSON_Delete(b);
+        p = nl + 1, q = nq + 1;
+    }
+    fprintf(stderr, "test_eval: online DeepConf stopped %d of 6 later samples, saving %d tokens\n", stopped, saved);
+    ck_assert_int_gt(stopped, 0); // the threshold near the warm-up's best stops something
+    free(off);
+    free(on);
+}
+END_TEST
+
 // the exit-code rule (docs/commands.md, "Exit status") and the KV pool options
 
 // Runs `etx eval ARGS` and checks the exit code and a piece of stderr.
@@ -595,6 +650,8 @@ START_TEST(exit_codes) {
         {"--task gsm8k --samples 4 --vote best", "unknown --vote 'best'"},
         {"--task gsm8k --samples 4 --vote deepconf --eta 0", "--eta must be in (0, 1]"},
         {"--task gsm8k --samples 4 --conf-stat median", "unknown --conf-stat 'median'"},
+        {"--task gsm8k --samples 4 --online 2", "--online N needs --vote deepconf"},
+        {"--task gsm8k --samples 4 --vote deepconf --online 4", "--online N needs --vote deepconf and 1 <= N < --samples"},
     };
     for (size_t i = 0; i < sizeof before / sizeof before[0]; i++) {
         snprintf(args, sizeof args, "-m /nonexistent/model.gguf --data '%s' --out '%s' %s", SAMPLE, out,
@@ -666,6 +723,7 @@ int main(void) {
     tcase_add_test(ex, exit_codes);
     tcase_add_test(ex, small_kv_pool_same_results);
     tcase_add_test(ex, samples_are_voted_and_batch_invariant);
+    tcase_add_test(ex, online_deepconf_cuts_samples_short);
     suite_add_tcase(s, ex);
     const int rc = check_run_suite_nofork(s); // the suites start programs: no fork on top of them
     free(g_ref);

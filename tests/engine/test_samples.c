@@ -16,7 +16,10 @@
  *     before anything is queued; a 1-token prompt needs no shared prefix;
  *   - prompt sharing across requests (the prefix cache): requests with a common 300-token
  *     prefix take its two full chunks from the first one, with the tokens and trace
- *     records of a run without the cache, also in a pool too small to keep them.
+ *     records of a run without the cache, also in a pool too small to keep them;
+ *   - DeepConf's online stop: a request ends at the first token whose group confidence
+ *     is below its threshold, with the unstopped run's tokens up to there, at one or
+ *     eight decode steps per sync.
  * A shared block written by a sharer would change its siblings' tokens, which the
  * comparisons with the roomy (no sharing lost) and recomputed runs would catch.
  */
@@ -381,6 +384,91 @@ START_TEST(prefix_cache_shares_prompt_chunks_across_requests) {
 }
 END_TEST
 
+// DeepConf online stop (etx_request.stop_confidence): a request ends at the first token
+// whose group confidence (etx_group_confidence over its trace's confidences) is below the
+// threshold; its tokens are the unstopped run's up to there; several decode steps per sync
+// end it at the same token; without tracing the request is refused.
+START_TEST(online_stop_on_group_confidence) {
+    Group x = make_group(3);
+    etx_request r = group_request(&x, 21);
+    r.max_tokens = 12;
+    int ids[4];
+    // the unstopped samples, and the threshold halfway through one's group confidences
+    etx_engine* e = new_engine(g_tiny_1k, 1024, (Spec){4, 16, 0});
+    ck_assert_int_eq(etx_engine_submit_samples(e, &r, 4, ids).code, ETX_OK);
+    ck_assert_int_eq(etx_engine_run(e).code, ETX_OK);
+    static Results full;
+    for (int i = 0; i < 4; i++) {
+        etx_request_state st;
+        const etx_trace_record* tr;
+        int nt;
+        etx_engine_request_state(e, ids[i], &st);
+        etx_engine_trace(e, ids[i], &tr, &nt);
+        full.n[i] = st.n_tokens;
+        memcpy(full.tokens[i], st.tokens, (size_t)st.n_tokens * sizeof(int32_t));
+        memcpy(full.trace[i], tr, (size_t)nt * sizeof *tr);
+    }
+    etx_engine_free(e);
+    float c[16];
+    double g[4][16], lo = 1e30, hi = -1e30;
+    for (int i = 0; i < 4; i++)
+        for (int t = 0; t < full.n[i]; t++) {
+            c[t] = full.trace[i][t].confidence;
+            g[i][t] = etx_group_confidence(c, t, 4);
+            if (g[i][t] < lo) lo = g[i][t];
+            if (g[i][t] > hi) hi = g[i][t];
+        }
+    ck_assert(hi > lo);
+    const float thr = (float)((lo + hi) / 2);
+    for (int sps = 1; sps <= 8; sps += 7) {
+        etx_engine_options o = etx_engine_options_default();
+        o.device = DEVICE;
+        o.max_seq_len = 1024;
+        o.max_batch = 4;
+        o.kv_block_size = 16;
+        o.trace = 1;
+        o.steps_per_sync = sps;
+        ck_assert_int_eq(etx_engine_create(g_tiny_1k, &o, &e).code, ETX_OK);
+        etx_request rs = r;
+        rs.stop_confidence = thr;
+        rs.confidence_window = 4;
+        ck_assert_int_eq(etx_engine_submit_samples(e, &rs, 4, ids).code, ETX_OK);
+        ck_assert_int_eq(etx_engine_run(e).code, ETX_OK);
+        int n_stopped = 0;
+        for (int i = 0; i < 4; i++) {
+            etx_request_state st;
+            etx_engine_request_state(e, ids[i], &st);
+            int want = full.n[i]; // the first token whose group confidence is below the threshold ends it
+            for (int t = 0; t < full.n[i]; t++)
+                if (g[i][t] < (double)thr) {
+                    want = t + 1;
+                    break;
+                }
+            ck_assert_msg(st.n_tokens == want, "steps/sync %d sample %d: %d tokens, want %d", sps, i, st.n_tokens, want);
+            ck_assert_int_eq(memcmp(st.tokens, full.tokens[i], (size_t)want * sizeof(int32_t)), 0);
+            ck_assert_int_eq(st.phase, want < full.n[i] || g[i][want - 1] < (double)thr ? ETX_REQ_DONE_LOW_CONFIDENCE
+                                                                                       : ETX_REQ_DONE_LENGTH);
+            n_stopped += st.phase == ETX_REQ_DONE_LOW_CONFIDENCE;
+        }
+        ck_assert_int_gt(n_stopped, 0);
+        etx_engine_free(e);
+    }
+    // refused without tracing, and for a negative threshold
+    etx_engine_options o = etx_engine_options_default();
+    o.device = DEVICE;
+    o.max_seq_len = 1024;
+    ck_assert_int_eq(etx_engine_create(g_tiny_1k, &o, &e).code, ETX_OK);
+    etx_request rs = r;
+    rs.stop_confidence = 1.0f;
+    etx_status s = etx_engine_submit(e, &rs, &ids[0]);
+    ck_assert_int_eq(s.code, ETX_ERR_INVALID_ARG);
+    ck_assert_msg(strstr(s.message, "trace"), "%s", s.message);
+    rs.stop_confidence = -1.0f;
+    ck_assert_int_eq(etx_engine_submit(e, &rs, &ids[0]).code, ETX_ERR_INVALID_ARG);
+    etx_engine_free(e);
+}
+END_TEST
+
 static etx_model* load_or_die(const char* path) {
     etx_model* m = NULL;
     etx_status s = etx_model_load(path, &m);
@@ -408,6 +496,7 @@ int main(void) {
     tcase_add_test(tc, random_cancels_in_a_tight_pool);
     tcase_add_test(tc, bad_groups_are_refused_and_one_token_prompts_need_no_prefix);
     tcase_add_test(tc, prefix_cache_shares_prompt_chunks_across_requests);
+    tcase_add_test(tc, online_stop_on_group_confidence);
     suite_add_tcase(su, tc);
     const int rc = check_run_suite_nofork(su);
     etx_model_free(g_tiny);
