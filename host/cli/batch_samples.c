@@ -20,8 +20,11 @@
  *    "vote": {"method", "eta" (deepconf), "stat", ["warmup", "threshold", "stopped"]
  *    (--online), "flexible": {"answer", "votes", "kept"}, "strict": {...}},
  *    "score": {"strict", "flexible"}, "extracted": {"strict", "flexible", "reference"},
- *    "pass": {"n", "correct", "pass@1", "pass@n"}}
- * "score", "extracted" and "pass" need a reference; "correct" is the flexible answer's.
+ *    "votes": {"majority", "confidence", "deepconf": {"answer", "correct"}} (every
+ *    method's flexible answer over the same samples), "pass": {"n", "correct", "pass@1",
+ *    "pass@n"}}
+ * "score", "extracted", "votes" and "pass" need a reference; "correct" is the flexible
+ * answer's.
  *
  * --online (DeepConf online): the first --online samples ran alone and set a threshold
  * (batch_run.c); the others stopped ("finish": "low_confidence") at the first token whose
@@ -176,6 +179,19 @@ char* batch_group_line(const EvalArgs* a, const Item* it, int combo, const Slot*
         if (flex_win[0]) cJSON_AddStringToObject(ex, "flexible", flex_win);
         else cJSON_AddNullToObject(ex, "flexible");
         cJSON_AddStringToObject(ex, "reference", ref);
+        // every vote method over the same samples (one sampling run compares them all)
+        cJSON* all = cJSON_AddObjectToObject(o, "votes");
+        for (int vm = 0; vm < 3; vm++) {
+            char win[GSM8K_ANS_MAX];
+            vote_aggregate(online && vm != VOTE_MAJORITY ? VOTE_CONFIDENCE : (VoteMethod)vm, flex, conf, n, a->eta,
+                           win, sizeof win, NULL);
+            const int ok = win[0] && strcmp(win, ref) == 0;
+            cJSON* vo2 = cJSON_AddObjectToObject(all, vote_name((VoteMethod)vm));
+            if (win[0]) cJSON_AddStringToObject(vo2, "answer", win);
+            else cJSON_AddNullToObject(vo2, "answer");
+            cJSON_AddBoolToObject(vo2, "correct", ok);
+            t->vote_ok[vm] += ok;
+        }
         cJSON* po = cJSON_AddObjectToObject(o, "pass");
         cJSON_AddNumberToObject(po, "n", n);
         cJSON_AddNumberToObject(po, "correct", correct);

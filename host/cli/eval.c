@@ -24,6 +24,7 @@
 
 #include "batch_run.h"
 #include "cli.h"
+#include "eval/vote.h"
 
 // The Wilson score interval of k successes in n trials at 95 % (z = 1.96): the interval
 // every accuracy of etx eval is reported with.
@@ -48,9 +49,17 @@ static void summary(const EvalArgs* a, const Totals* t, double secs, int n_skipp
                 "etx eval: accuracy strict %.4f (%d/%d, 95%% CI %.3f-%.3f), flexible %.4f (%d/%d, 95%% CI %.3f-%.3f)%s\n",
                 t->strict / t->scored, (int)t->strict, (int)t->scored, lo, hi, t->flexible / t->scored,
                 (int)t->flexible, (int)t->scored, flo, fhi, a->samples > 1 ? " (voted answers)" : "");
-        if (a->samples > 1)
+        if (a->samples > 1) {
             fprintf(stderr, "etx eval: %d samples per request, vote %s: mean pass@1 %.4f, pass@%d %.4f\n", a->samples,
                     a->vote, t->pass1 / t->scored, a->samples, t->passn / t->scored);
+            fprintf(stderr, "etx eval: every vote over the same samples (flexible):");
+            for (int vm = 0; vm < 3; vm++) {
+                wilson95(t->vote_ok[vm], t->scored, &lo, &hi);
+                fprintf(stderr, " %s %.4f (%d/%d, %.3f-%.3f)", vote_name((VoteMethod)vm), t->vote_ok[vm] / t->scored,
+                        (int)t->vote_ok[vm], (int)t->scored, lo, hi);
+            }
+            fputc('\n', stderr);
+        }
     }
     fprintf(stderr, "etx eval: %d tokens generated in %.1f s (%.1f tok/s); %d prompt positions computed, %d shared\n",
             (int)t->tokens, secs, secs > 0 ? t->tokens / secs : 0.0, (int)t->prefill, (int)t->prefill_saved);
@@ -90,6 +99,17 @@ static int write_summary(const EvalArgs* a, const char* path, const char* label,
     cJSON_AddNumberToObject(o, "samples", a->samples);
     cJSON_AddStringToObject(o, "vote", a->samples > 1 ? a->vote : "none");
     cJSON_AddNumberToObject(o, "seconds", secs);
+    if (a->samples > 1) {
+        cJSON* all = cJSON_AddObjectToObject(o, "votes");
+        for (int vm = 0; vm < 3; vm++) {
+            cJSON* v = cJSON_AddObjectToObject(all, vote_name((VoteMethod)vm));
+            cJSON_AddNumberToObject(v, "correct", t->vote_ok[vm]);
+            wilson95(t->vote_ok[vm], t->scored, &lo, &hi);
+            cJSON* c2 = cJSON_AddArrayToObject(v, "ci95");
+            cJSON_AddItemToArray(c2, cJSON_CreateNumber(lo));
+            cJSON_AddItemToArray(c2, cJSON_CreateNumber(hi));
+        }
+    }
     char* js = cJSON_Print(o);
     cJSON_Delete(o);
     FILE* f = fopen(path, "wb");

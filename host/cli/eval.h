@@ -63,7 +63,8 @@ void eval_done_free(EvalDone* d);
 char* eval_combo_key(int combo, const char* key);
 
 // The counts of result lines, per combination of a sweep (one for eval).
-// tokens: generated, every sample of a request counted; pass1 / passn: the sum over
+// tokens: generated, every sample of a request counted; vote_ok: with --samples, the
+// requests each vote method gets right over the same samples; pass1 / passn: the sum over
 // scored requests of the fraction of their samples that are right (flexible) and of
 // whether any is (with --samples; a single sample's are its score); prefill /
 // prefill_saved: the engine's prompt positions computed and shared (etx_engine_stats;
@@ -71,9 +72,10 @@ char* eval_combo_key(int combo, const char* key);
 typedef struct {
     double tokens, scored, strict, flexible, done;
     double pass1, passn, prefill, prefill_saved;
+    double vote_ok[3];    // with --samples: requests each vote method (VoteMethod order) got right (flexible)
     double branches[ETX_BRANCH_COUNT];
 } Totals;
-#define TOTALS_N (9 + ETX_BRANCH_COUNT) // doubles in a Totals, for eval_par_sum
+#define TOTALS_N (12 + ETX_BRANCH_COUNT) // doubles in a Totals, for eval_par_sum
 _Static_assert(sizeof(Totals) == TOTALS_N * sizeof(double), "Totals is summed as a flat array of doubles");
 
 // Adds the counts of the result lines in path[0..good_len) to t[combo] (t[0] for lines
