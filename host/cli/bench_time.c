@@ -45,6 +45,7 @@ etx_status bench_run(const BenchSetup* bs, int B, etx_policy_kind kind, RunResul
     // --kv-blocks and --kv-block-size replace it
     if (!o.kv_block_size) o.kv_block_size = 64;
     if (!o.kv_blocks) o.kv_blocks = B * ((o.max_seq_len + o.kv_block_size - 1) / o.kv_block_size);
+    o.prefix_cache = -1; // prefill is what is timed: every prompt computed in full
     peak_rss_reset();
     etx_engine* e = NULL;
     ETX_TRY(etx_engine_create(bs->m, &o, &e));

@@ -77,16 +77,19 @@ typedef struct {
     int batch;          // --batch: requests in the engine at once
     int kv_blocks;      // --kv-blocks: blocks in the KV pool
     int kv_block_size;  // --kv-block-size: positions per block
+    int no_prefix_cache; // --no-prefix-cache: prompts never share cached chunks
 } CliEngineArgs;
 
 #define CLI_MAX_BATCH 4096 // the engine's largest max_batch (etx_engine_create)
 
-// The --kv-blocks and --kv-block-size rows of a command's option table.
-#define CLI_KV_OPTS(blocks, block_size)                                                                   \
+// The --kv-blocks, --kv-block-size and --no-prefix-cache rows of a command's option table.
+#define CLI_KV_OPTS(blocks, block_size, no_cache)                                                         \
     {"--kv-blocks", NULL, OPT_INT, (blocks), "N",                                                         \
      "KV cache blocks in the pool (default 0: every batch slot a full context, within min(2 GiB, a "     \
      "quarter of free memory)); fewer blocks preempt and recompute requests, same results", 0},          \
-    {"--kv-block-size", NULL, OPT_INT, (block_size), "N", "positions per KV block, 1..512 (default 0: 64)", 0}
+    {"--kv-block-size", NULL, OPT_INT, (block_size), "N", "positions per KV block, 1..512 (default 0: 64)", 0}, \
+    {"--no-prefix-cache", NULL, OPT_FLAG, (no_cache), NULL,                                                \
+     "do not keep prompt chunks for later requests (same results; every prompt computed in full)", 0}
 
 // Checks the engine options before the model is loaded and fills eo (the rest of eo as
 // etx_engine_options_default): the device name and that it can run here, --threads

@@ -123,6 +123,7 @@ int cli_engine_options(const char* command, const CliEngineArgs* a, etx_engine_o
     eo->max_batch = a->batch;
     eo->kv_blocks = a->kv_blocks;
     eo->kv_block_size = a->kv_block_size;
+    eo->prefix_cache = a->no_prefix_cache ? -1 : 0;
     return 0;
 }
 

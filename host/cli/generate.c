@@ -54,7 +54,7 @@ int cmd_generate(int argc, char** argv) {
         {"--threads", "-t", OPT_INT, &ea.threads, "N", "CPU threads, at most the CPUs (default: all cores)", 0},
         {"--ctx", NULL, OPT_INT, &ea.ctx, "N", "context length, prompt + generated (default min(model's, 4096))", 0},
         {"--device", NULL, OPT_STRING, &ea.device, "DEV", "auto | cpu | cuda (default auto)", 0},
-        CLI_KV_OPTS(&ea.kv_blocks, &ea.kv_block_size),
+        CLI_KV_OPTS(&ea.kv_blocks, &ea.kv_block_size, &ea.no_prefix_cache),
         {"--trace", NULL, OPT_STRING, &trace_path, "FILE",
          "write one JSON line per generated token (metrics, branch, parameters used) to FILE", 0},
         {"--stats", NULL, OPT_FLAG, &stats, NULL,
