@@ -241,13 +241,20 @@ static inline ETX_HD float policy_token_confidence(const PolicyCandidate* cand, 
 }
 
 // The trace record of one picked token: who and when, the token and its log-probability
-// (logit - log Z, computed by the caller), its token confidence (policy_token_confidence),
-// the step's signals and the decision taken. Filled by this one function on the host
+// (logit - log Z, computed by the caller), from the sorted candidates (at least the
+// ETX_CONFIDENCE_TOP_K most likely, or all of a smaller vocabulary) its token confidence
+// (policy_token_confidence) and the ETX_TRACE_TOP most likely tokens with their
+// log-probabilities, the step's signals and the decision taken. Filled by this one function on the host
 // (host/cpu/cpu_backend.c) and on the device (kernels/policy_step.cu), so both write the
 // same fields the same way.
 static inline ETX_HD void policy_trace_record(etx_trace_record* t, int request_id, int step, int32_t token,
-                                              float logprob, float confidence, const PolicyMetrics* m,
-                                              const PolicyDecision* d) {
+                                              float logprob, const PolicyCandidate* cand, int n_cand, float log_z,
+                                              const PolicyMetrics* m, const PolicyDecision* d) {
+    t->confidence = policy_token_confidence(cand, n_cand, log_z);
+    for (int j = 0; j < ETX_TRACE_TOP; j++) {
+        t->top_tokens[j] = j < n_cand ? cand[j].id : -1;
+        t->top_logprobs[j] = j < n_cand ? cand[j].logit - log_z : 0.0f;
+    }
     t->request_id = request_id;
     t->step = step;
     t->token = token;
@@ -263,7 +270,6 @@ static inline ETX_HD void policy_trace_record(etx_trace_record* t, int request_i
     t->top_k = d->top_k;
     t->top_p = d->top_p;
     t->min_p = d->min_p;
-    t->confidence = confidence;
 }
 
 // The trace record of a pick that faulted (no token): who and when, token = the fault's
@@ -286,6 +292,10 @@ static inline ETX_HD void policy_fault_record(etx_trace_record* t, int request_i
     t->top_p = 0.0f;
     t->min_p = 0.0f;
     t->confidence = 0.0f;
+    for (int j = 0; j < ETX_TRACE_TOP; j++) {
+        t->top_tokens[j] = -1;
+        t->top_logprobs[j] = 0.0f;
+    }
 }
 
 #endif // ETX_POLICY_MATH_H

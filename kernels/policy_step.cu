@@ -122,8 +122,7 @@ __device__ static void pk_finish(const EtxPolicyArgs* a, int s, int32_t tok, con
     if (a->trace) {
         const PolicyMetrics m = pk_metrics(a, s);
         policy_trace_record(&a->trace[s], st->request_id, st->step, tok, pk_row(a, s)[tok] - a->stats[s].log_z,
-                            policy_token_confidence(a->cand + (size_t)s * ETX_TOPK, a->n_cand, a->stats[s].log_z),
-                            &m, d);
+                            a->cand + (size_t)s * ETX_TOPK, a->n_cand, a->stats[s].log_z, &m, d);
     }
     int stop = 0;
     for (int i = 0; i < st->n_stop && !stop; i++) stop = a->stop_ids[st->stop_offset + i] == tok;

@@ -183,8 +183,8 @@ static void pick_token(CpuBackend* b, BackendPick* pk, int p) {
     if (!b->cfg.trace) return;
     // the token confidence reads the most likely candidates, as the device's vocabulary pass keeps them
     const int n_cand = sampler_candidates(&b->sampler, logits, ETX_CONFIDENCE_TOP_K);
-    const float conf = policy_token_confidence(b->sampler.cand, n_cand, log_z);
-    policy_trace_record(&pk->trace, pk->request_id, (int)pk->step, tok, logits[tok] - log_z, conf, &m, &d);
+    policy_trace_record(&pk->trace, pk->request_id, (int)pk->step, tok, logits[tok] - log_z, b->sampler.cand, n_cand,
+                        log_z, &m, &d);
 }
 
 static etx_status cpu_step(CpuBackend* b, BackendStep* s) {

@@ -28,7 +28,7 @@
 #include "model/model.h"
 #include "policy_math.h"
 
-typedef struct {
+typedef struct Request {
     SchedSeq seq;      // the scheduler's view: state, KV block table, positions computed
     int id;
     etx_request_phase phase;
@@ -59,6 +59,17 @@ typedef struct {
     // (-1: broken, nothing more is recorded for it)
     int cache_entry;
     int cache_pos;
+    // entropy-triggered branching (etx_branching): a request that forked is `branching`
+    // (not scheduled) while its branches run; a branch is an internal request whose
+    // `parent` takes its tokens, trace and blocks if it scores best
+    etx_branching br;
+    int branching;
+    struct Request* parent; // a branch's request, else NULL
+    int branch_j;           // a branch's index in its fork
+    int fork_step;          // while branching: the step of the fork
+    etx_branch_event* events; // (n_events) the forks so far
+    int n_events, cap_events;
+    int branch_tokens;      // tokens its branches generated, kept and dropped
 } Request;
 
 struct etx_engine {
@@ -125,7 +136,18 @@ static int auto_kv_blocks(const BackendOps* ops, const etx_model* m, int ctx, co
 // The scheduler's reclaim hook: cached prompt blocks no request holds go back first.
 static int engine_reclaim(void* ctx, BlockManager* bm, int need) {
     etx_engine* e = ctx;
-    return prefix_cache_reclaim(&e->pc, bm, need);
+    int freed = prefix_cache_reclaim(&e->pc, bm, need);
+    // then branches that ended and wait for their siblings give their blocks up (the one
+    // kept is recomputed by its request, bit for bit, like a preempted sequence)
+    for (int i = e->n_reqs - 1; i >= 0 && bm->n_free < need; i--) {
+        Request* c = e->reqs[i];
+        if (!c->parent || c->seq.state != SEQ_FINISHED || c->phase == ETX_REQ_FAILED || !c->seq.table.n_ids) continue;
+        const int before = bm->n_free;
+        block_table_release(bm, &c->seq.table);
+        c->seq.n_computed = 0;
+        freed += bm->n_free - before;
+    }
+    return freed;
 }
 
 etx_status etx_engine_create(const etx_model* model, const etx_engine_options* opts, etx_engine** out) {
@@ -195,6 +217,7 @@ etx_status etx_engine_create(const etx_model* model, const etx_engine_options* o
 
 static void free_request(Request* r) {
     if (!r) return;
+    free(r->events);
     free(r->prompt);
     free(r->stop);
     free(r->tokens);
@@ -251,6 +274,20 @@ static etx_status check_request(const etx_engine* e, const etx_request* req, int
                          (double)req->stop_confidence);
     if (req->confidence_window < 0)
         return etx_error(ETX_ERR_INVALID_ARG, "request: confidence_window must be >= 0 (got %d)", req->confidence_window);
+    const etx_branching* bb = &req->branching;
+    if (bb->n_branches != 0) {
+        if (bb->n_branches < 2 || bb->n_branches > ETX_TRACE_TOP)
+            return etx_error(ETX_ERR_INVALID_ARG, "request: branching.n_branches must be 2..%d, or 0 for off (got %d)",
+                             ETX_TRACE_TOP, bb->n_branches);
+        if (bb->lookahead < 1 || bb->max_branch_tokens < 1)
+            return etx_error(ETX_ERR_INVALID_ARG, "request: branching.lookahead and max_branch_tokens must be >= 1 "
+                                                  "(got %d and %d)", bb->lookahead, bb->max_branch_tokens);
+        if (!(bb->entropy >= 0.0f) || !(bb->varentropy >= 0.0f))
+            return etx_error(ETX_ERR_INVALID_ARG, "request: branching thresholds must be numbers >= 0");
+        if (!e->opts.trace)
+            return etx_error(ETX_ERR_INVALID_ARG, "request: branching reads the trace records' signals and candidates; "
+                                                  "create the engine with trace = 1");
+    }
     if (req->stop_confidence > 0.0f && !e->opts.trace)
         return etx_error(ETX_ERR_INVALID_ARG, "request: stop_confidence reads the trace records' confidences; create "
                                               "the engine with trace = 1");
@@ -289,10 +326,11 @@ static Request* add_request(etx_engine* e, const etx_request* req, int32_t pause
     r->pause_token = pause;
     r->stop_confidence = req->stop_confidence;
     r->confidence_window = req->confidence_window ? req->confidence_window : ETX_CONFIDENCE_WINDOW;
+    r->br = req->branching;
     r->group = -1;
     r->cache_entry = -1;
     r->seq.id = r->id;
-    r->seq.order = e->n_orders++;
+    r->seq.order = 8 * e->n_orders++; // room for a fork's branches (order + 1 + j) between requests
     r->seq.n_prompt = r->n_prompt;
     r->seq.n_known = r->n_prompt;
     r->seq.state = SEQ_WAITING;
@@ -397,6 +435,10 @@ static int is_stop_token(const etx_engine* e, const Request* r, int32_t tok) {
 // Ends a request; its KV blocks go back to the pool.
 static void finish(etx_engine* e, Request* r, etx_request_phase phase) {
     r->phase = phase;
+    if (r->parent && phase != ETX_REQ_FAILED) { // a branch keeps its blocks for its request
+        r->seq.state = SEQ_FINISHED;
+        return;
+    }
     sched_finish(&e->bm, &r->seq);
 }
 
@@ -435,6 +477,53 @@ static void fail_pick(etx_engine* e, Request* r, int fault) {
     finish(e, r, ETX_REQ_FAILED);
 }
 
+static Request* add_request(etx_engine* e, const etx_request* req, int32_t pause, int id);
+
+// Entropy-triggered branching: r has just drawn the token of record rec at an uncertain
+// step t. It gives that token back and forks into n_branches branches, branch j taking
+// rec's j-th most likely token as its token t: each shares r's blocks up to position
+// n_known (the draw's token was not written yet; positions a multi-step call computed
+// past it are dropped), continues `lookahead` tokens with its own stream
+// etx_sample_key(key, 0x10000 + 8 fork + j), and waits to be admitted like any sequence.
+static void fork_branches(etx_engine* e, Request* r, const etx_trace_record* rec) {
+    const int t = r->n_tokens - 1;
+    r->n_tokens = t;
+    r->seq.n_known = r->n_prompt + t;
+    if (r->seq.table.n_pos > r->seq.n_known) block_table_truncate(&e->bm, &r->seq.table, r->seq.n_known);
+    r->seq.n_computed = r->seq.table.n_pos;
+    int nb = 0;
+    for (int j = 0; j < r->br.n_branches && rec->top_tokens[j] >= 0; j++) nb++;
+    for (int j = 0; j < nb; j++) {
+        etx_request q = {.prompt = r->prompt, .n_prompt = r->n_prompt, .policy = r->policy,
+                         .max_tokens = t + 1 + r->br.lookahead < r->max_tokens ? t + 1 + r->br.lookahead : r->max_tokens,
+                         .stop_tokens = r->stop, .n_stop = r->n_stop, .ignore_eos = r->ignore_eos,
+                         .key = etx_sample_key(r->key, 0x10000 + 8 * r->n_events + j)};
+        Request* c = add_request(e, &q, r->pause_token, -1);
+        c->parent = r;
+        c->branch_j = j;
+        c->seq.order = r->seq.order + 1 + j; // older than every later request, ordered among themselves
+        c->seq.n_prompt = r->seq.n_prompt;
+        c->cache_pos = -1;           // its blocks are a fork's, not prompt chunks
+        for (int k = 0; k < t; k++) {
+            append_token(c, r->tokens[k], 1);
+            c->trace[k] = r->trace[k];
+        }
+        append_token(c, rec->top_tokens[j], 1);
+        c->trace[t] = *rec;
+        c->trace[t].token = rec->top_tokens[j];
+        c->trace[t].logprob = rec->top_logprobs[j];
+        block_table_fork(&e->bm, &r->seq.table, &c->seq.table);
+        c->seq.n_computed = c->seq.table.n_pos;
+        if (is_stop_token(e, c, rec->top_tokens[j])) finish(e, c, ETX_REQ_DONE_STOP);
+        else if (c->n_tokens >= c->max_tokens) finish(e, c, ETX_REQ_DONE_LENGTH);
+    }
+    block_table_release(&e->bm, &r->seq.table); // the branches hold the blocks now
+    r->seq.n_computed = 0;
+    r->cache_pos = -1;
+    r->branching = 1;
+    r->fork_step = t;
+}
+
 // Takes the next token (and its trace record) into r, then the stop checks; a fault code
 // in place of the token fails r instead.
 static void accept_token(etx_engine* e, Request* r, int32_t tok, const etx_trace_record* rec) {
@@ -442,6 +531,10 @@ static void accept_token(etx_engine* e, Request* r, int32_t tok, const etx_trace
     append_token(r, tok, e->opts.trace);
     if (e->opts.trace) r->trace[r->n_tokens - 1] = *rec;
     if (is_stop_token(e, r, tok)) return finish(e, r, ETX_REQ_DONE_STOP);
+    if (r->br.n_branches && rec->entropy > r->br.entropy && rec->varentropy > r->br.varentropy &&
+        r->branch_tokens + r->br.n_branches * (r->br.lookahead + 1) <= r->br.max_branch_tokens &&
+        r->n_tokens < r->max_tokens && r->n_prompt + r->n_tokens < e->max_seq_len)
+        return fork_branches(e, r, rec);
     // DeepConf online: the group confidence of the tokens so far. Decided where the
     // tokens land, so several decode steps per sync end it at the same token as one
     if (r->stop_confidence > 0.0f) { // etx_group_confidence's sum, read from the records
@@ -626,6 +719,94 @@ static void record_chunks(etx_engine* e) {
     }
 }
 
+// After a step: a request whose branches have all ended keeps the best one (highest mean
+// log-probability of its tokens from the fork on; ties to the more likely candidate):
+// its tokens, trace and blocks become the request's, the fork goes in the request's
+// events, and every branch is dropped. A branch that failed fails its request.
+static void settle_branches(etx_engine* e) {
+    for (int i = 0; i < e->n_reqs; i++) {
+        Request* r = e->reqs[i];
+        if (!r->branching) continue;
+        int live = 0, failed = -1;
+        Request* kids[ETX_TRACE_TOP] = {0};
+        for (int j = 0; j < e->n_reqs; j++) {
+            Request* c = e->reqs[j];
+            if (c->parent != r) continue;
+            kids[c->branch_j] = c;
+            live += !is_finished(c);
+            if (c->phase == ETX_REQ_FAILED) failed = j;
+        }
+        if (is_finished(r)) { // cancelled while its branches ran: they go, nothing is kept
+            for (int j = 0; j < e->n_reqs; j++) {
+                if (e->reqs[j]->parent != r) continue;
+                block_table_release(&e->bm, &e->reqs[j]->seq.table);
+                drop_request(e, j);
+                if (j < i) i--;
+                j--;
+            }
+            r->branching = 0;
+            continue;
+        }
+        if (live && failed < 0) continue;
+        const int t = r->fork_step;
+        etx_branch_event ev;
+        memset(&ev, 0, sizeof ev);
+        ev.step = t;
+        int best = -1;
+        for (int j = 0; j < ETX_TRACE_TOP && kids[j]; j++) {
+            Request* c = kids[j];
+            double sum = 0.0;
+            for (int k = t; k < c->n_tokens; k++) sum += c->trace[k].logprob;
+            ev.candidates[j] = c->tokens[t];
+            ev.tokens[j] = c->n_tokens - t;
+            ev.scores[j] = (float)(sum / (c->n_tokens - t));
+            ev.n_branches = j + 1;
+            r->branch_tokens += c->n_tokens - t;
+            if (best < 0 || ev.scores[j] > ev.scores[best]) best = j;
+        }
+        ev.kept = best;
+        r->branching = 0;
+        if (failed >= 0) {
+            snprintf(r->error, sizeof r->error, "%s", e->reqs[failed]->error);
+            r->phase = ETX_REQ_FAILED;
+            r->seq.state = SEQ_FINISHED;
+        } else {
+            Request* c = kids[best];
+            // the kept branch's tokens, trace and blocks become the request's
+            int32_t* tk = r->tokens;
+            etx_trace_record* tr = r->trace;
+            r->tokens = c->tokens, c->tokens = tk;
+            r->trace = c->trace, c->trace = tr;
+            const int cap = r->cap_tokens;
+            r->cap_tokens = c->cap_tokens, c->cap_tokens = cap;
+            r->n_tokens = c->n_tokens;
+            for (int k = 0; k < r->n_tokens; k++) r->trace[k].request_id = r->id;
+            BlockTable tb = r->seq.table;
+            r->seq.table = c->seq.table, c->seq.table = tb;
+            r->seq.n_known = r->n_prompt + r->n_tokens;
+            if (r->seq.table.n_pos > r->seq.n_known - 1) // positions past a multi-step's end go
+                block_table_truncate(&e->bm, &r->seq.table, r->seq.n_known - 1);
+            r->seq.n_computed = r->seq.table.n_pos;
+            r->seq.state = SEQ_WAITING; // readmitted with its blocks, like a forked sample
+            if (c->phase == ETX_REQ_DONE_STOP) finish(e, r, ETX_REQ_DONE_STOP);
+            else if (r->n_tokens >= r->max_tokens || r->n_prompt + r->n_tokens >= e->max_seq_len)
+                finish(e, r, ETX_REQ_DONE_LENGTH);
+        }
+        if (r->n_events == r->cap_events) {
+            r->cap_events = r->cap_events ? 2 * r->cap_events : 4;
+            r->events = xrealloc(r->events, (size_t)r->cap_events * sizeof *r->events);
+        }
+        r->events[r->n_events++] = ev;
+        for (int j = 0; j < e->n_reqs; j++) {
+            if (e->reqs[j]->parent != r) continue;
+            block_table_release(&e->bm, &e->reqs[j]->seq.table);
+            drop_request(e, j);
+            if (j < i) i--;
+            j--;
+        }
+    }
+}
+
 // Blocks the requests hold (the prefix cache's idle blocks left out).
 static int blocks_in_use(const etx_engine* e) {
     return block_manager_used(&e->bm) - prefix_cache_idle_blocks(&e->pc, &e->bm);
@@ -635,7 +816,7 @@ etx_status etx_engine_step(etx_engine* e, int* n_active) {
     int n = 0;
     for (int i = 0; i < e->n_reqs; i++) {
         Request* r = e->reqs[i];
-        if (is_finished(r) || r->held) continue;
+        if (is_finished(r) || r->held || r->branching) continue;
         if (r->seq.state == SEQ_WAITING) take_cached_prefix(e, r);
         e->seqs[n++] = &r->seq;
     }
@@ -669,7 +850,7 @@ etx_status etx_engine_step(etx_engine* e, int* n_active) {
             Request* r = e->pick_req[i];
             if (is_finished(r)) continue;
             if (k > 1) // step j's token of pick i, in order, until a stop condition ends r
-                for (int j = 0; j < k && !is_finished(r); j++)
+                for (int j = 0; j < k && !is_finished(r) && !r->branching; j++)
                     accept_token(e, r, e->ring_tokens[(size_t)j * n_picks + i],
                                  e->ring_trace ? &e->ring_trace[(size_t)j * n_picks + i] : NULL);
             else
@@ -678,8 +859,10 @@ etx_status etx_engine_step(etx_engine* e, int* n_active) {
         if (e->plan.n_work) e->stats.steps++;
         settle_groups(e);
     }
+    settle_branches(e); // also when nothing ran: branches may all have ended at their fork
     int active = 0; // the callers' requests (a group's prefix is not one)
-    for (int i = 0; i < e->n_reqs; i++) active += !is_finished(e->reqs[i]) && !e->reqs[i]->prefix_only;
+    for (int i = 0; i < e->n_reqs; i++)
+        active += !is_finished(e->reqs[i]) && !e->reqs[i]->prefix_only && !e->reqs[i]->parent;
     if (n_active) *n_active = active;
     return etx_ok();
 }
@@ -692,7 +875,7 @@ etx_status etx_engine_run(etx_engine* e) {
 
 static Request* find_request(const etx_engine* e, int id, int* index) {
     for (int i = 0; i < e->n_reqs; i++)
-        if (e->reqs[i]->id == id && !e->reqs[i]->prefix_only) {
+        if (e->reqs[i]->id == id && !e->reqs[i]->prefix_only && !e->reqs[i]->parent) {
             if (index) *index = i;
             return e->reqs[i];
         }
@@ -717,6 +900,19 @@ etx_status etx_engine_trace(const etx_engine* e, int id, const etx_trace_record*
     if (!r) return etx_error(ETX_ERR_STATE, "no request with id %d in this engine", id);
     *records = r->trace;
     *n = r->n_tokens;
+    return etx_ok();
+}
+
+etx_status etx_engine_branch_events(const etx_engine* e, int id, const etx_branch_event** events, int* n,
+                                    int* n_spent) {
+    *events = NULL;
+    *n = 0;
+    if (n_spent) *n_spent = 0;
+    const Request* r = find_request(e, id, NULL);
+    if (!r) return etx_error(ETX_ERR_STATE, "no request with id %d in this engine", id);
+    *events = r->events;
+    *n = r->n_events;
+    if (n_spent) *n_spent = r->branch_tokens;
     return etx_ok();
 }
 

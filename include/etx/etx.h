@@ -192,6 +192,9 @@ typedef enum {
 } etx_branch;
 const char* etx_branch_name(etx_branch b);
 
+// Candidates a trace record keeps (entropy-triggered branching forks on them).
+#define ETX_TRACE_TOP 4
+
 // One generated token with the signals that chose it (tracing).
 typedef struct {
     int request_id;
@@ -212,6 +215,8 @@ typedef struct {
     float confidence;     // token confidence (DeepConf): -(1/k) sum of the log-probabilities
                           // (model, temperature 1) of the k = ETX_CONFIDENCE_TOP_K most
                           // likely tokens; large when the mass sits on one token
+    int32_t top_tokens[ETX_TRACE_TOP]; // the most likely tokens, most likely first (-1 past
+    float top_logprobs[ETX_TRACE_TOP]; // the vocabulary), and their log-probabilities
 } etx_trace_record;
 
 // Tokens in the token confidence of a trace record (DeepConf's k).
@@ -290,6 +295,26 @@ etx_engine_options etx_engine_options_default(void);
 etx_status etx_engine_create(const etx_model* model, const etx_engine_options* opts, etx_engine** out);
 void etx_engine_free(etx_engine* engine);
 
+// Entropy-triggered branching (entropy-gated branching, EAGer): at a generated token whose
+// entropy H > entropy and varentropy V > varentropy (bits, bits^2, the trace record's),
+// the request does not take its drawn token; it forks into n_branches branches on the
+// most likely tokens (trace record top_tokens), each sharing the request's KV blocks
+// (copy-on-write), each continuing with its own random stream for `lookahead` more tokens
+// (or to a stop); the branch with the highest mean log-probability over its tokens from
+// the fork on (the forced candidate's included) is kept (ties: the more likely
+// candidate), the others are dropped and their blocks freed, and the request continues
+// from the kept branch's last token. A fork happens only while the tokens spent in
+// branches (kept and dropped) stay within max_branch_tokens. Needs tracing (the signals
+// and candidates come from the trace records); the forks are listed by
+// etx_engine_branch_events.
+typedef struct {
+    int n_branches;        // 2..ETX_TRACE_TOP: branches per fork; 0: off
+    float entropy;         // fork when H > this (bits)
+    float varentropy;      // ... and V > this (bits^2)
+    int lookahead;         // tokens each branch generates after its candidate, >= 1
+    int max_branch_tokens; // tokens all of a request's branches may take, >= 1
+} etx_branching;
+
 typedef struct {
     const int32_t* prompt;     // prompt token ids (copied at submit)
     int n_prompt;              // >= 1
@@ -306,6 +331,7 @@ typedef struct {
                                // confidence at token t is etx_group_confidence over the trace
                                // records' confidences. Needs an engine created with trace = 1.
     int confidence_window;     // tokens in a group (0: ETX_CONFIDENCE_WINDOW)
+    etx_branching branching;   // entropy-triggered branching (all zero: off)
 } etx_request;
 
 // Tokens in a group of the group confidence when a request leaves it to the engine.
@@ -369,6 +395,22 @@ etx_status etx_engine_run(etx_engine* engine);
 etx_status etx_engine_request_state(const etx_engine* engine, int id, etx_request_state* state);
 // The trace records of a request so far (engine created with trace = 1; else an error).
 etx_status etx_engine_trace(const etx_engine* engine, int id, const etx_trace_record** records, int* n);
+// One fork of entropy-triggered branching, for the trace of the request's tree.
+typedef struct {
+    int step;                            // the generated token's step where it forked
+    int n_branches;
+    int32_t candidates[ETX_TRACE_TOP];   // branch j's first token
+    float scores[ETX_TRACE_TOP];         // branch j's mean log-probability from the fork on
+    int tokens[ETX_TRACE_TOP];           // tokens branch j generated (its candidate included)
+    int kept;                            // the branch the request continued with
+} etx_branch_event;
+
+// The forks of a request so far, in order (its tree: each fork's branches hang off the
+// token before `step`; the request's own tokens are the kept branches'). *n_spent: the
+// tokens its branches generated, kept and dropped (the compute they cost).
+etx_status etx_engine_branch_events(const etx_engine* engine, int id, const etx_branch_event** events, int* n,
+                                    int* n_spent);
+
 // Ends an unfinished request now, as a stop condition the caller detected (a stop
 // string): its phase becomes ETX_REQ_DONE_STOP, its tokens so far are kept, its KV
 // cache is freed. A finished request is left as it is.

@@ -19,7 +19,10 @@
  *     records of a run without the cache, also in a pool too small to keep them;
  *   - DeepConf's online stop: a request ends at the first token whose group confidence
  *     is below its threshold, with the unstopped run's tokens up to there, at one or
- *     eight decode steps per sync.
+ *     eight decode steps per sync;
+ *   - entropy-triggered branching: forks into branches on the top candidates, keeps the
+ *     branch of best mean log-probability, within the token budget, the same tokens and
+ *     events at any batch, steps per sync and pool size.
  * A shared block written by a sharer would change its siblings' tokens, which the
  * comparisons with the roomy (no sharing lost) and recomputed runs would catch.
  */
@@ -469,6 +472,109 @@ START_TEST(online_stop_on_group_confidence) {
 }
 END_TEST
 
+// Entropy-triggered branching: thresholds of 0 fork at every token the budget allows.
+// Each fork's kept branch is the one with the best mean log-probability, and its
+// candidate is the request's token at the fork step; the budget caps the tokens spent;
+// the tokens, events and trace records are the same at batch 1 and 6, at one or four
+// decode steps per sync, and in a pool small enough to preempt; every block comes back.
+typedef struct {
+    int32_t tokens[MAX_IDS][32];
+    int n[MAX_IDS];
+    etx_branch_event ev[MAX_IDS][16];
+    int n_ev[MAX_IDS], spent[MAX_IDS];
+    etx_engine_stats stats;
+} BranchResults;
+
+static void run_branching(Spec sp, int sps, BranchResults* out) {
+    etx_engine_options o = etx_engine_options_default();
+    o.device = DEVICE;
+    o.max_seq_len = 1024;
+    o.max_batch = sp.max_batch;
+    o.kv_block_size = sp.block;
+    o.kv_blocks = sp.blocks;
+    o.trace = 1;
+    o.steps_per_sync = sps;
+    etx_engine* e = NULL;
+    ck_assert_int_eq(etx_engine_create(g_tiny_1k, &o, &e).code, ETX_OK);
+    int ids[N_GROUPS];
+    for (int g = 0; g < N_GROUPS; g++) {
+        Group x = make_group(g);
+        etx_request r = group_request(&x, 300 + (uint64_t)g);
+        r.max_tokens = 14;
+        r.branching = (etx_branching){.n_branches = 2 + g % 3, .entropy = 0.0f, .varentropy = 0.0f,
+                                      .lookahead = 2 + g % 2, .max_branch_tokens = 20};
+        ck_assert_int_eq(etx_engine_submit(e, &r, &ids[g]).code, ETX_OK);
+    }
+    ck_assert_int_eq(etx_engine_run(e).code, ETX_OK);
+    for (int g = 0; g < N_GROUPS; g++) {
+        etx_request_state st;
+        ck_assert_int_eq(etx_engine_request_state(e, ids[g], &st).code, ETX_OK);
+        ck_assert_msg(st.phase == ETX_REQ_DONE_LENGTH, "request %d: phase %d (%s)", g, st.phase, st.error);
+        out->n[g] = st.n_tokens;
+        memcpy(out->tokens[g], st.tokens, (size_t)st.n_tokens * sizeof(int32_t));
+        const etx_branch_event* ev;
+        ck_assert_int_eq(etx_engine_branch_events(e, ids[g], &ev, &out->n_ev[g], &out->spent[g]).code, ETX_OK);
+        ck_assert_int_le(out->n_ev[g], 16);
+        memcpy(out->ev[g], ev, (size_t)out->n_ev[g] * sizeof *ev);
+        const etx_trace_record* tr;
+        int nt;
+        ck_assert_int_eq(etx_engine_trace(e, ids[g], &tr, &nt).code, ETX_OK);
+        ck_assert_int_eq(nt, st.n_tokens);
+        for (int t = 0; t < nt; t++) {
+            ck_assert_int_eq(tr[t].token, st.tokens[t]);
+            ck_assert_int_eq(tr[t].request_id, ids[g]);
+        }
+    }
+    ck_assert_int_eq(etx_engine_get_stats(e, &out->stats).code, ETX_OK);
+    ck_assert_int_eq(out->stats.kv_blocks_used, 0);
+    etx_engine_free(e);
+}
+
+START_TEST(entropy_branching_keeps_the_best_branch) {
+    static BranchResults b1, b6, multi, tight;
+    run_branching((Spec){1, 16, 0}, 1, &b1);
+    run_branching((Spec){6, 16, 0}, 1, &b6);
+    run_branching((Spec){6, 16, 0}, 4, &multi);
+    run_branching((Spec){6, 4, 0}, 1, &tight); // blocks of 4 (the reference for the tight pool below)
+    static BranchResults tight2;
+    run_branching((Spec){6, 4, 70}, 1, &tight2);
+    const BranchResults* others[3] = {&b6, &multi, NULL};
+    for (int o = 0; o < 2; o++)
+        for (int g = 0; g < N_GROUPS; g++) {
+            ck_assert_int_eq(others[o]->n[g], b1.n[g]);
+            ck_assert_int_eq(memcmp(others[o]->tokens[g], b1.tokens[g], (size_t)b1.n[g] * sizeof(int32_t)), 0);
+            ck_assert_int_eq(others[o]->n_ev[g], b1.n_ev[g]);
+            ck_assert_int_eq(memcmp(others[o]->ev[g], b1.ev[g], (size_t)b1.n_ev[g] * sizeof(etx_branch_event)), 0);
+        }
+    for (int g = 0; g < N_GROUPS; g++) {
+        ck_assert_int_eq(tight2.n[g], tight.n[g]);
+        ck_assert_int_eq(memcmp(tight2.tokens[g], tight.tokens[g], (size_t)tight.n[g] * sizeof(int32_t)), 0);
+    }
+    ck_assert_int_gt(tight2.stats.preemptions, 0);
+    for (int g = 0; g < N_GROUPS; g++) {
+        const Group x = make_group(g);
+        const int nb = 2 + g % 3, m = 2 + g % 2;
+        ck_assert_msg(b1.n_ev[g] >= 1, "request %d never forked", g);
+        ck_assert_int_le(b1.spent[g], 20);                  // the budget
+        ck_assert_int_gt(b1.spent[g] + nb * (m + 1), 20);   // ... and no fork it would have allowed was skipped
+        int spent = 0;
+        for (int k = 0; k < b1.n_ev[g]; k++) {
+            const etx_branch_event* ev = &b1.ev[g][k];
+            ck_assert_int_eq(ev->n_branches, nb);
+            for (int j = 0; j < nb; j++) {
+                spent += ev->tokens[j];
+                ck_assert(ev->scores[j] <= ev->scores[ev->kept]);
+                if (j < ev->kept) ck_assert(ev->scores[j] < ev->scores[ev->kept]); // ties to the more likely
+                for (int i = 0; i < j; i++) ck_assert_int_ne(ev->candidates[i], ev->candidates[j]);
+            }
+            ck_assert_int_eq(b1.tokens[g][ev->step], ev->candidates[ev->kept]); // the kept branch's token
+        }
+        ck_assert_int_eq(spent, b1.spent[g]);
+        (void)x;
+    }
+}
+END_TEST
+
 static etx_model* load_or_die(const char* path) {
     etx_model* m = NULL;
     etx_status s = etx_model_load(path, &m);
@@ -497,6 +603,7 @@ int main(void) {
     tcase_add_test(tc, bad_groups_are_refused_and_one_token_prompts_need_no_prefix);
     tcase_add_test(tc, prefix_cache_shares_prompt_chunks_across_requests);
     tcase_add_test(tc, online_stop_on_group_confidence);
+    tcase_add_test(tc, entropy_branching_keeps_the_best_branch);
     suite_add_tcase(su, tc);
     const int rc = check_run_suite_nofork(su);
     etx_model_free(g_tiny);
