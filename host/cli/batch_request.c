@@ -2,8 +2,9 @@
  * batch_request.c — one request of a batch run (batch_run.h) while it is in flight and
  * when it ends: its tokens decoded to text as they come, the stop strings of --task gsm8k
  * looked for after every token (lm-eval's: the completion ends before the first), and its
- * result line: {"combo" (a sweep's), "id", "completion", "tokens", "finish", ["error"],
- * "branches", and with --task gsm8k and a reference "score" and "extracted"}.
+ * result line: {"combo" (a sweep's), "id", "completion", "tokens", "finish", ["branching":
+ * {"forks", "dropped_tokens"}], ["error"], "branches", and with --task gsm8k and a
+ * reference "score" and "extracted"}. The run's token total counts dropped branches too.
  */
 #include <cJSON.h>
 #include <stdio.h>
@@ -133,6 +134,12 @@ char* batch_result_line(const EvalArgs* a, const Item* it, int combo, const Slot
     free(quoted);
     cJSON_AddNumberToObject(o, "tokens", v.n_tokens);
     cJSON_AddStringToObject(o, "finish", v.finish);
+    if (a->branching.n_branches) { // the forks, and what the branches not kept cost
+        cJSON* bo = cJSON_AddObjectToObject(o, "branching");
+        cJSON_AddNumberToObject(bo, "forks", s->n_forks);
+        cJSON_AddNumberToObject(bo, "dropped_tokens", s->dropped_tokens);
+        t->tokens += s->dropped_tokens;
+    }
     if (rs->phase == ETX_REQ_FAILED) { // in the line, and on stderr with the line's id
         cJSON_AddStringToObject(o, "error", rs->error);
         batch_report_error(a, it, rs->error);

@@ -156,6 +156,7 @@ static etx_status submit_samples(const BatchRun* br, etx_engine* e, int j, JobSl
     const Item* it = &br->items[jb->item];
     etx_request req = {.prompt = it->ids, .n_prompt = it->n_ids, .policy = *jb->policy,
                        .max_tokens = a->max_tokens, .key = it->rkey};
+    req.branching = a->branching;
     if (!isnan(js->threshold) && js->threshold > 0) {
         req.stop_confidence = (float)js->threshold;
         req.confidence_window = a->conf_window;
@@ -217,6 +218,16 @@ static char* finish_job(const BatchRun* br, etx_engine* e, JobSlot* js, int n, T
     for (int k = 0; k < n; k++) {
         etx_engine_request_state(e, js->s[k].req, &rs[k]);
         etx_engine_trace(e, js->s[k].req, &recs[k], &n_recs[k]);
+    }
+    for (int k = 0; k < n; k++) { // branching: the dropped branches' tokens, and the forks
+        const etx_branch_event* ev = NULL;
+        int n_ev = 0, spent = 0;
+        etx_engine_branch_events(e, js->s[k].req, &ev, &n_ev, &spent);
+        js->s[k].n_forks = n_ev;
+        js->s[k].dropped_tokens = 0;
+        for (int x = 0; x < n_ev; x++)
+            for (int j = 0; j < ev[x].n_branches; j++)
+                if (j != ev[x].kept) js->s[k].dropped_tokens += ev[x].tokens[j];
     }
     const Item* it = &br->items[jb->item];
     char* line = n > 1 ? batch_group_line(a, it, jb->combo, js->s, rs, recs, n_recs, n, js->threshold, &t[c])

@@ -90,6 +90,8 @@ typedef struct {
     int n_counted; // tokens already counted for the progress bar
     long stop_at;  // offset of the first stop string, -1 = none
     int stop_tokens; // tokens up to the one that completed the first stop string (0 = none)
+    int n_forks;     // branching, once finished: forks, and tokens of the branches not kept
+    int dropped_tokens;
 } Slot;
 
 // Decodes tokens [s->n_seen, upto) of toks into s->text; stops: look for --task gsm8k's

@@ -93,7 +93,7 @@ char* batch_group_line(const EvalArgs* a, const Item* it, int combo, const Slot*
     int correct = 0;
     for (int i = 0; i < n; i++) {
         batch_sample_view(&s[i], &rs[i], n_recs[i], &v[i]);
-        tokens += v[i].n_tokens;
+        tokens += v[i].n_tokens + s[i].dropped_tokens; // with branching, the branches not kept too
         float* c = xmalloc((size_t)(v[i].n_recs ? v[i].n_recs : 1) * sizeof(float));
         for (int k = 0; k < v[i].n_recs; k++) {
             c[k] = recs[i][k].confidence;

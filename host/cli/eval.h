@@ -108,6 +108,7 @@ typedef struct {
     int conf_window, conf_tail; // default 64 and 64 tokens
     const char* conf_stat; // mean | lowest_group | bottom10 | tail (default bottom10)
     int online;            // DeepConf online: warm-up samples per request (0: off)
+    etx_branching branching; // --branch B --branch-entropy H --branch-varentropy V --lookahead M --branch-budget T
 } EvalArgs;
 
 // The options of N samples per request, for eval and sweep (a: EvalArgs*).
@@ -127,7 +128,16 @@ typedef struct {
     {"--online", NULL, OPT_INT, &(a)->online, "N",                                                                \
      "DeepConf online (--vote deepconf): N warm-up samples set a threshold at the (1 - eta) percentile of their "  \
      "lowest group confidence; the other samples stop when their group confidence falls below it (default 0: "  \
-     "off)", 0}
+     "off)", 0},                                                                                                   \
+    {"--branch", NULL, OPT_INT, &(a)->branching.n_branches, "B",                                                   \
+     "entropy-triggered branching: fork into B (2..4) branches on the most likely tokens where H and V pass the "  \
+     "thresholds, keep the best mean log-probability after the lookahead (default 0: off)", 0},                    \
+    {"--branch-entropy", NULL, OPT_FLOAT, &(a)->branching.entropy, "H", "fork when the entropy exceeds H bits (default 2.5)", 0}, \
+    {"--branch-varentropy", NULL, OPT_FLOAT, &(a)->branching.varentropy, "V",                                     \
+     "... and the varentropy exceeds V bits^2 (default 0)", 0},                                                    \
+    {"--lookahead", NULL, OPT_INT, &(a)->branching.lookahead, "M", "tokens each branch runs before scoring (default 8)", 0}, \
+    {"--branch-budget", NULL, OPT_INT, &(a)->branching.max_branch_tokens, "T",                                    \
+     "tokens all of a request's branches may take (default 256)", 0}
 
 // The TraceConfidence statistic named by --conf-stat: 0 mean, 1 lowest_group, 2 bottom10,
 // 3 tail; -1 for an unknown name (batch_samples.c).
@@ -135,7 +145,8 @@ int eval_conf_stat(const char* name);
 
 // Defaults of the sample options (before parsing).
 #define EVAL_SAMPLE_DEFAULTS .samples = 1, .vote = "majority", .eta = 0.1f, .conf_window = 64, .conf_tail = 64, \
-                             .conf_stat = "bottom10"
+                             .conf_stat = "bottom10",                                                          \
+                             .branching = {.entropy = 2.5f, .lookahead = 8, .max_branch_tokens = 256}
 
 // The engine options of a (the CliEngineArgs of cli.h).
 #define EVAL_ENGINE_ARGS(a)                                                                                      \

@@ -164,6 +164,14 @@ cJSON* eval_fingerprint(const EvalArgs* a, const char* model_path, const etx_pol
     cJSON_AddNumberToObject(fp, "max_tokens", a->max_tokens);
     cJSON_AddNumberToObject(fp, "ctx", a->ctx);
     cJSON_AddStringToObject(fp, "random_keys", FP_KEYS);
+    if (a->branching.n_branches) { // absent without branching: older runs' fingerprints
+        cJSON* bo = cJSON_AddObjectToObject(fp, "branching");
+        cJSON_AddNumberToObject(bo, "n", a->branching.n_branches);
+        cJSON_AddNumberToObject(bo, "entropy", a->branching.entropy);
+        cJSON_AddNumberToObject(bo, "varentropy", a->branching.varentropy);
+        cJSON_AddNumberToObject(bo, "lookahead", a->branching.lookahead);
+        cJSON_AddNumberToObject(bo, "budget", a->branching.max_branch_tokens);
+    }
     if (a->samples > 1) { // what a sample group's line holds (absent for one sample: older runs' fingerprints)
         cJSON* so = cJSON_AddObjectToObject(fp, "samples");
         cJSON_AddNumberToObject(so, "n", a->samples);

@@ -65,6 +65,14 @@ int eval_args_check(const EvalArgs* a) {
                         "%d, --vote %s)\n", a->command, a->online, a->samples, a->vote);
         return -1;
     }
+    const etx_branching* b = &a->branching;
+    if (b->n_branches && (b->n_branches < 2 || b->n_branches > ETX_TRACE_TOP || b->lookahead < 1 ||
+                          b->max_branch_tokens < 1 || !(b->entropy >= 0) || !(b->varentropy >= 0))) {
+        fprintf(stderr, "etx %s: --branch must be 2..%d with --lookahead and --branch-budget >= 1 and thresholds >= 0 "
+                        "(got --branch %d --lookahead %d --branch-budget %d)\n", a->command, ETX_TRACE_TOP,
+                b->n_branches, b->lookahead, b->max_branch_tokens);
+        return -1;
+    }
     if (eval_conf_stat(a->conf_stat) < 0) {
         fprintf(stderr, "etx %s: unknown --conf-stat '%s' (expected mean, lowest_group, bottom10 or tail)\n", a->command,
                 a->conf_stat);

@@ -615,6 +615,35 @@ START_TEST(online_deepconf_cuts_samples_short) {
 }
 END_TEST
 
+// --branch 3 with thresholds of 0 (a fork wherever the budget allows): each line counts
+// its forks and the tokens of the branches it did not keep; the file is the same at
+// --batch 1 and 4.
+START_TEST(branching_lines_are_batch_invariant) {
+    char out[300], args[1500];
+    char* got[2];
+    for (int b = 0; b < 2; b++) {
+        cli_tmp_path(out, sizeof out, b ? "br_b4.jsonl" : "br_b1.jsonl");
+        unlink(out);
+        snprintf(args, sizeof args,
+                 "--data '%s' --out '%s' --limit 2 --task gsm8k -n 16 --threads 2 --policy sample --temperature 0.9 "
+                 "--branch 3 --branch-entropy 0 --lookahead 2 --branch-budget 20 --batch %d",
+                 SAMPLE, out, b ? 4 : 1);
+        run_ok("", args);
+        got[b] = cli_read_or_null(out);
+        ck_assert_ptr_nonnull(got[b]);
+    }
+    ck_assert_msg(strcmp(got[0], got[1]) == 0, "--branch: batch 1 and 4 differ");
+    const char* nl = strchr(got[0], '\n');
+    cJSON* j = cJSON_ParseWithLength(got[0], (size_t)(nl - got[0]));
+    const cJSON* bo = cJSON_GetObjectItem(j, "branching");
+    ck_assert_int_ge(cJSON_GetObjectItem(bo, "forks")->valueint, 1);
+    ck_assert_int_gt(cJSON_GetObjectItem(bo, "dropped_tokens")->valueint, 0);
+    cJSON_Delete(j);
+    free(got[0]);
+    free(got[1]);
+}
+END_TEST
+
 // the exit-code rule (docs/commands.md, "Exit status") and the KV pool options
 
 // Runs `etx eval ARGS` and checks the exit code and a piece of stderr.
@@ -651,6 +680,8 @@ START_TEST(exit_codes) {
         {"--task gsm8k --samples 4 --vote deepconf --eta 0", "--eta must be in (0, 1]"},
         {"--task gsm8k --samples 4 --conf-stat median", "unknown --conf-stat 'median'"},
         {"--task gsm8k --samples 4 --online 2", "--online N needs --vote deepconf"},
+        {"--branch 5", "--branch must be 2..4"},
+        {"--branch 2 --lookahead 0", "--branch must be 2..4 with --lookahead and --branch-budget >= 1"},
         {"--task gsm8k --samples 4 --vote deepconf --online 4", "--online N needs --vote deepconf and 1 <= N < --samples"},
     };
     for (size_t i = 0; i < sizeof before / sizeof before[0]; i++) {
@@ -724,6 +755,7 @@ int main(void) {
     tcase_add_test(ex, small_kv_pool_same_results);
     tcase_add_test(ex, samples_are_voted_and_batch_invariant);
     tcase_add_test(ex, online_deepconf_cuts_samples_short);
+    tcase_add_test(ex, branching_lines_are_batch_invariant);
     suite_add_tcase(s, ex);
     const int rc = check_run_suite_nofork(s); // the suites start programs: no fork on top of them
     free(g_ref);
