@@ -719,6 +719,19 @@ static void record_chunks(etx_engine* e) {
     }
 }
 
+// Frees every branch of r (their blocks back to the pool); returns index i (of r in
+// e->reqs) moved down by the branches removed before it.
+static int drop_branches(etx_engine* e, const Request* r, int i) {
+    for (int j = 0; j < e->n_reqs; j++) {
+        if (e->reqs[j]->parent != r) continue;
+        block_table_release(&e->bm, &e->reqs[j]->seq.table);
+        drop_request(e, j);
+        if (j < i) i--;
+        j--;
+    }
+    return i;
+}
+
 // After a step: a request whose branches have all ended keeps the best one (highest mean
 // log-probability of its tokens from the fork on; ties to the more likely candidate):
 // its tokens, trace and blocks become the request's, the fork goes in the request's
@@ -737,13 +750,7 @@ static void settle_branches(etx_engine* e) {
             if (c->phase == ETX_REQ_FAILED) failed = j;
         }
         if (is_finished(r)) { // cancelled while its branches ran: they go, nothing is kept
-            for (int j = 0; j < e->n_reqs; j++) {
-                if (e->reqs[j]->parent != r) continue;
-                block_table_release(&e->bm, &e->reqs[j]->seq.table);
-                drop_request(e, j);
-                if (j < i) i--;
-                j--;
-            }
+            i = drop_branches(e, r, i);
             r->branching = 0;
             continue;
         }
@@ -797,13 +804,7 @@ static void settle_branches(etx_engine* e) {
             r->events = xrealloc(r->events, (size_t)r->cap_events * sizeof *r->events);
         }
         r->events[r->n_events++] = ev;
-        for (int j = 0; j < e->n_reqs; j++) {
-            if (e->reqs[j]->parent != r) continue;
-            block_table_release(&e->bm, &e->reqs[j]->seq.table);
-            drop_request(e, j);
-            if (j < i) i--;
-            j--;
-        }
+        i = drop_branches(e, r, i);
     }
 }
 
