@@ -276,7 +276,8 @@ START_TEST(random_cancels_in_a_tight_pool) {
             if (cancelled[k]) {
                 ck_assert(rs.phase == ETX_REQ_DONE_STOP || rs.phase == ETX_REQ_DONE_LENGTH); // or ended before
                 ck_assert_int_le(rs.n_tokens, ref.n[k]);
-                ck_assert_int_eq(memcmp(rs.tokens, ref.tokens[k], (size_t)rs.n_tokens * sizeof(int32_t)), 0);
+                if (rs.n_tokens) // cancelled before its first token: no tokens at all
+                    ck_assert_int_eq(memcmp(rs.tokens, ref.tokens[k], (size_t)rs.n_tokens * sizeof(int32_t)), 0);
                 continue;
             }
             ck_assert_msg(rs.phase == ETX_REQ_DONE_LENGTH, "round %d sample %d: phase %d (%s)", round, k, rs.phase,
