@@ -42,14 +42,6 @@
 #include "eval/eval_score.h"
 #include "eval/vote.h"
 
-static const char* const CONF_STATS[] = {"mean", "lowest_group", "bottom10", "tail"};
-
-int eval_conf_stat(const char* name) {
-    for (int i = 0; name && i < 4; i++)
-        if (strcmp(name, CONF_STATS[i]) == 0) return i;
-    return -1;
-}
-
 static double conf_stat_value(const TraceConfidence* c, int stat) {
     switch (stat) {
     case 0: return c->mean;
@@ -158,7 +150,7 @@ char* batch_group_line(const EvalArgs* a, const Item* it, int combo, const Slot*
     cJSON* vo = cJSON_AddObjectToObject(o, "vote");
     cJSON_AddStringToObject(vo, "method", vote_name(method));
     if (method == VOTE_DEEPCONF) cJSON_AddNumberToObject(vo, "eta", a->eta);
-    if (method != VOTE_MAJORITY) cJSON_AddStringToObject(vo, "stat", CONF_STATS[stat]);
+    if (method != VOTE_MAJORITY) cJSON_AddStringToObject(vo, "stat", a->conf_stat);
     if (online) {
         cJSON_AddNumberToObject(vo, "warmup", a->online);
         add_conf(vo, "threshold", threshold);

@@ -140,7 +140,7 @@ typedef struct {
      "tokens all of a request's branches may take (default 256)", 0}
 
 // The TraceConfidence statistic named by --conf-stat: 0 mean, 1 lowest_group, 2 bottom10,
-// 3 tail; -1 for an unknown name (batch_samples.c).
+// 3 tail; -1 for an unknown name (eval_items.c).
 int eval_conf_stat(const char* name);
 
 // Defaults of the sample options (before parsing).

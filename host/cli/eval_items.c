@@ -25,6 +25,13 @@
 #include "eval/vote.h"
 #include "policy/json_strict.h"
 
+int eval_conf_stat(const char* name) {
+    static const char* const names[] = {"mean", "lowest_group", "bottom10", "tail"};
+    for (int i = 0; name && i < 4; i++)
+        if (strcmp(name, names[i]) == 0) return i;
+    return -1;
+}
+
 int eval_args_check(const EvalArgs* a) {
     if (a->task && strcmp(a->task, "gsm8k") != 0) {
         fprintf(stderr, "etx %s: unknown task '%s' (expected gsm8k)\n", a->command, a->task);
