@@ -395,16 +395,6 @@ START_TEST(engine_batching_options_are_checked) {
 }
 END_TEST
 
-static etx_model* load_or_die(const char* path) {
-    etx_model* m = NULL;
-    etx_status s = etx_model_load(path, &m);
-    if (s.code != ETX_OK) {
-        fprintf(stderr, "test_batching: %s (run models/fetch_default_model.sh)\n", s.message);
-        exit(EXIT_FAILURE);
-    }
-    return m;
-}
-
 int main(void) {
     const BackendOps* ops = NULL;
     if (backend_pick(BC.device, &ops).code != ETX_OK) {
@@ -417,8 +407,8 @@ int main(void) {
         BC = (Backend_case){"cuda", ETX_DEVICE_CUDA, TINY_SIZES};
     }
 #endif
-    g_model = load_or_die(BC.model);
-    g_tiny = load_or_die(TINY);
+    g_model = load_model_or_die("test_batching", BC.model, " (run models/fetch_default_model.sh)");
+    g_tiny = load_model_or_die("test_batching", TINY, " (run models/fetch_default_model.sh)");
     g_tiny_4k = tiny_model_with_context(TINY, 4096);
     etx_model_info info;
     etx_model_get_info(g_model, &info);

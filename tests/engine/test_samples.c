@@ -576,23 +576,13 @@ START_TEST(entropy_branching_keeps_the_best_branch) {
 }
 END_TEST
 
-static etx_model* load_or_die(const char* path) {
-    etx_model* m = NULL;
-    etx_status s = etx_model_load(path, &m);
-    if (s.code != ETX_OK) {
-        fprintf(stderr, "test_samples: %s\n", s.message);
-        exit(EXIT_FAILURE);
-    }
-    return m;
-}
-
 int main(void) {
     const BackendOps* ops = NULL;
     if (backend_pick(DEVICE, &ops).code != ETX_OK) {
         fprintf(stderr, "test_samples: the backend cannot run here: skipped\n");
         return CHECK_SKIPPED;
     }
-    g_tiny = load_or_die(TINY);
+    g_tiny = load_model_or_die("test_samples", TINY, "");
     g_tiny_1k = tiny_model_with_context(TINY, 1024);
     fprintf(stderr, "test_samples: backend %s\n", ops->name);
     Suite* su = suite_create("samples");

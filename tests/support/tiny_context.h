@@ -5,7 +5,8 @@
  * of config.json with "max_position_embeddings": 128 replaced. RoPE has no length
  * limit, so the model is the fixture's at every position it had.
  *
- * Call before the tests run (it exits with a message on failure, no Check asserts).
+ * Call before the tests run (it exits with a message on failure, no Check asserts);
+ * load_model_or_die loads any model the same way.
  */
 #ifndef ETX_TESTS_TINY_CONTEXT_H
 #define ETX_TESTS_TINY_CONTEXT_H
@@ -16,6 +17,18 @@
 #include <unistd.h>
 
 #include "etx/etx.h"
+
+// The model at path, or exit with "<who>: <message><hint>" (suites that load their
+// models before any test runs).
+static etx_model* load_model_or_die(const char* who, const char* path, const char* hint) {
+    etx_model* m = NULL;
+    etx_status s = etx_model_load(path, &m);
+    if (s.code != ETX_OK) {
+        fprintf(stderr, "%s: %s%s\n", who, s.message, hint);
+        exit(EXIT_FAILURE);
+    }
+    return m;
+}
 
 static void tiny_context_die(const char* what) {
     perror(what);
