@@ -20,7 +20,7 @@
 
 // The model at path, or exit with "<who>: <message><hint>" (suites that load their
 // models before any test runs).
-static etx_model* load_model_or_die(const char* who, const char* path, const char* hint) {
+static inline etx_model* load_model_or_die(const char* who, const char* path, const char* hint) {
     etx_model* m = NULL;
     etx_status s = etx_model_load(path, &m);
     if (s.code != ETX_OK) {
@@ -30,7 +30,7 @@ static etx_model* load_model_or_die(const char* who, const char* path, const cha
     return m;
 }
 
-static void tiny_context_die(const char* what) {
+static inline void tiny_context_die(const char* what) {
     perror(what);
     exit(EXIT_FAILURE);
 }
@@ -38,7 +38,7 @@ static void tiny_context_die(const char* what) {
 // The Hugging Face fixture directory dir (its config.json must say
 // "max_position_embeddings": 128,) loaded with a context of ctx positions, through a
 // directory under /tmp that is removed once loaded.
-static etx_model* tiny_model_with_context(const char* dir, int ctx) {
+static inline etx_model* tiny_model_with_context(const char* dir, int ctx) {
     static const char* key = "\"max_position_embeddings\": 128,";
     char tmp[] = "/tmp/etx_tinyctx_XXXXXX", path[512], src[512], cfg[8192];
     if (!mkdtemp(tmp)) tiny_context_die("mkdtemp");
