@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages etx builds against, when they are missing: CMake, a C
 # compiler, pkg-config, PCRE2 (tokenizer regex), cJSON (JSON), OpenBLAS (CPU GEMMs),
-# Check (tests), Open MPI (etx eval under mpirun), clang with libFuzzer (the fuzz pass).
+# Check (tests), Open MPI (etx eval under mpirun), libmicrohttpd (etx serve), clang with libFuzzer (the fuzz pass).
 # Runs apt-get as root (directly, or through sudo when available).
 set -euo pipefail
 pkgs=(cmake gcc make pkg-config libpcre2-dev libcjson-dev check libopenblas-dev libopenmpi-dev openmpi-bin)
+# `etx serve`'s HTTP layer
+pkgs+=(libmicrohttpd-dev)
 # the fuzz pass of scripts/test.sh (tests/fuzz): clang, its libFuzzer and sanitizer
 # runtimes (libclang-rt-14-dev) and its OpenMP (libomp-14-dev); Debian bookworm names
 pkgs+=(clang libclang-rt-14-dev libomp-14-dev)

@@ -33,21 +33,26 @@ static void slot_append(Slot* s, const char* b, size_t n) {
 // Decodes tokens [n_seen, upto) one at a time, looking for the stop strings after each:
 // the first token that completes one ends the text (s->stop_tokens), whatever came after
 // it in the same engine step (the engine may run several decode steps per call).
-void batch_slot_decode(Slot* s, const etx_model* m, const int32_t* toks, int upto, int stops) {
+void slot_decode_stops(Slot* s, const etx_model* m, const int32_t* toks, int upto, const char* const* stops,
+                       int n_stops) {
     for (; s->n_seen < upto && s->stop_at < 0; s->n_seen++) {
         size_t from = s->len;
         const char* b;
         size_t n;
         if (etx_token_bytes(m, toks[s->n_seen], &b, &n).code == ETX_OK) slot_append(s, b, n);
-        if (!stops) continue;
-        for (int k = 0; k < GSM8K_N_STOPS; k++) {
-            size_t sl = strlen(GSM8K_STOPS[k]);
+        for (int k = 0; k < n_stops; k++) {
+            size_t sl = strlen(stops[k]);
+            if (sl == 0) continue;
             size_t start = from >= sl ? from - sl + 1 : 0;
-            const char* hit = s->len > start ? memmem(s->text + start, s->len - start, GSM8K_STOPS[k], sl) : NULL;
+            const char* hit = s->len > start ? memmem(s->text + start, s->len - start, stops[k], sl) : NULL;
             if (hit && (s->stop_at < 0 || hit - s->text < s->stop_at)) s->stop_at = hit - s->text;
         }
         if (s->stop_at >= 0) s->stop_tokens = s->n_seen + 1;
     }
+}
+
+void batch_slot_decode(Slot* s, const etx_model* m, const int32_t* toks, int upto, int stops) {
+    slot_decode_stops(s, m, toks, upto, GSM8K_STOPS, stops ? GSM8K_N_STOPS : 0);
 }
 
 // Valid UTF-8 copy of text[0..n) (bad bytes -> U+FFFD), malloc'ed; *len its length

@@ -97,6 +97,10 @@ typedef struct {
 // Decodes tokens [s->n_seen, upto) of toks into s->text; stops: look for --task gsm8k's
 // stop strings after each token.
 void batch_slot_decode(Slot* s, const etx_model* m, const int32_t* toks, int upto, int stops);
+// The same with any stop strings (stops[0..n_stops), empty ones ignored): `etx serve`'s
+// "stop" field.
+void slot_decode_stops(Slot* s, const etx_model* m, const int32_t* toks, int upto, const char* const* stops,
+                       int n_stops);
 // The output line of a finished request (with '\n'), malloc'ed; *t gets its counts.
 char* batch_result_line(const EvalArgs* a, const Item* it, int combo, const Slot* s, const etx_request_state* rs,
                         const etx_trace_record* recs, int n_recs, Totals* t);
