@@ -28,7 +28,7 @@
 #include "cli/batch_run.h"
 #include "etx/etx.h"
 
-#define SERVE_MAX_STOPS 4      // OpenAI's limit on "stop" strings
+#define SERVE_MAX_STOPS 16     // "stop" strings (OpenAI allows 4; lm-eval adds EOS to a task's)
 #define SERVE_MAX_STOP_LEN 256 // bytes per stop string
 #define SERVE_MAX_PROMPTS 64   // prompts in one /v1/completions request
 

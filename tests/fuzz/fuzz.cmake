@@ -40,8 +40,11 @@ elseif(ETX_FUZZ)
   # The few command-line files whose parsers are fuzzed (the data file's requests and
   # the resume scan, host/cli/eval.h), instrumented like the library. cli/common.c holds
   # cli_error, which eval_items.c reports with.
+  # The request parser of `etx serve` (host/serve/serve_req.c) with the error JSON it
+  # answers with (serve_resp.c, which writes text through cli/batch_request.c's helpers).
   add_library(etx_fuzz_cli OBJECT ${CMAKE_SOURCE_DIR}/host/cli/eval_items.c ${CMAKE_SOURCE_DIR}/host/cli/eval_io.c
-                              ${CMAKE_SOURCE_DIR}/host/cli/common.c)
+                              ${CMAKE_SOURCE_DIR}/host/cli/common.c ${CMAKE_SOURCE_DIR}/host/serve/serve_req.c
+                              ${CMAKE_SOURCE_DIR}/host/serve/serve_resp.c ${CMAKE_SOURCE_DIR}/host/cli/batch_request.c)
   target_compile_options(etx_fuzz_cli PRIVATE ${ETX_WARNINGS} -fsanitize=fuzzer-no-link)
   target_link_libraries(etx_fuzz_cli PUBLIC etx_core)
 
@@ -58,7 +61,7 @@ elseif(ETX_FUZZ)
     target_link_options(${name} PRIVATE -fsanitize=fuzzer)
     target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/tests/fuzz ${CMAKE_SOURCE_DIR}/host/cli)
     target_compile_definitions(${name} PRIVATE ETX_FIXTURES="${CMAKE_SOURCE_DIR}/tests/fixtures")
-    target_link_libraries(${name} PRIVATE etx_fuzz_cli etx_core)
+    target_link_libraries(${name} PRIVATE etx_fuzz_cli etx_core Threads::Threads)
     add_dependencies(fuzz_all ${name})
     list(APPEND ETX_FUZZ_NAMES ${name})
   endforeach()

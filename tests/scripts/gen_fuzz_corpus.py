@@ -277,6 +277,9 @@ def gen_json_files(out, blocks):
             write_seed(out, "sweep_grid", json.dumps(b, indent=1))
         elif "id" in b:
             write_seed(out, "eval_jsonl", json.dumps(b) + "\n")
+        elif "prompt" in b or "messages" in b:  # docs/serve.md: a request body (first byte: endpoint)
+            for flags in range(4):
+                write_seed(out, "serve_request", bytes([flags]) + json.dumps(b).encode("utf-8"))
         else:
             write_seed(out, "policy", json.dumps(b, indent=1))
     write_seed(out, "sweep_grid", json.dumps({"policy": "sample", "grid": {"temperature": [0.1, 1, 2], "top_k": [1, 40],
