@@ -28,8 +28,9 @@ static Run run(const char* args, const char* input) { return run_program(ETX_CLI
 #define LLAMA3_TOK ETX_FIXTURES "/tokenizer/llama3/tokenizer.json"
 
 START_TEST(help_everywhere) {
-    const char* cmds[] = {"--help", "generate --help", "tokenize --help", "logits --help", "generate -h", "eval --help", "bench --help"};
-    for (int i = 0; i < 7; i++) {
+    const char* cmds[] = {"--help",      "generate --help", "tokenize --help", "logits --help",
+                          "generate -h", "eval --help",     "bench --help",    "serve --help"};
+    for (int i = 0; i < 8; i++) {
         Run r = run(cmds[i], NULL);
         ck_assert_msg(r.status == 0, "%s: exit %d", cmds[i], r.status);
         ck_assert_msg(strstr(r.out, "usage: etx"), "%s: %s", cmds[i], r.out);
@@ -66,6 +67,11 @@ START_TEST(bad_options_are_named) {
         {"logits --ids '1 x 3' --out /dev/null", "'x 3' is not an integer"},
         {"tokenize --decode --bos", "--bos applies to encoding"},
         {"generate stray", "unexpected argument 'stray'"},
+        {"serve --port 70000", "--port must be 0..65535"},
+        {"serve --max-n 0", "--max-n 1..4096"},
+        {"serve --max-body 10", "--max-body >= 64"},
+        {"serve --policy beam", "unknown policy 'beam'"},
+        {"serve --host localhost-ish", "is not an IPv4 or IPv6 address"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         Run r = run(cases[i].args, NULL);
