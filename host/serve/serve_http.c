@@ -27,6 +27,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -266,6 +267,16 @@ static void on_completed(void* cls, struct MHD_Connection* c, void** con_cls, en
     *con_cls = NULL;
 }
 
+// libmicrohttpd's messages, prefixed; the two it prints when etx ends a connection on
+// purpose (a client gone mid-request) are not errors and are left out.
+static void mhd_log(void* cls, const char* fmt, va_list ap) {
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    if (strstr(msg, "application error generating response") || strstr(msg, "Application reported internal error"))
+        return;
+    fprintf(stderr, "etx serve: libmicrohttpd: %s%s", msg, msg[0] && msg[strlen(msg) - 1] == '\n' ? "" : "\n");
+}
+
 int serve_run(Server* s) {
     // signals are taken by sigwait below: blocked here, before any thread starts
     sigset_t set;
@@ -298,7 +309,7 @@ int serve_run(Server* s) {
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG;
     if (v6) flags |= MHD_USE_IPv6;
     struct MHD_Daemon* d = MHD_start_daemon(
-        flags, (uint16_t)s->cfg.port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
+        flags, (uint16_t)s->cfg.port, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
         v6 ? (struct sockaddr*)&a6 : (struct sockaddr*)&a4, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600, MHD_OPTION_END);
     int rc = 0;
