@@ -402,6 +402,13 @@ static int parse(Err* e, const Server* s, ServeKind kind, const cJSON* root, Ser
     }
     j->logprobs = (int)logprobs;
     if ((rc = get_int(e, root, "max_tokens", j->echo ? 0 : 1, s->cfg.max_tokens, &max_tokens))) return rc;
+    // chat without a limit: what the context leaves after the prompt (OpenAI's chat
+    // default), within --max-tokens; completions keep OpenAI's default of 16
+    if (kind == SERVE_CHAT && !field(root, "max_tokens") && !field(root, "max_completion_tokens")) {
+        const long long room = (long long)s->cfg.ctx - j->n_prompt[0];
+        max_tokens = room < s->cfg.max_tokens ? room : s->cfg.max_tokens;
+        if (max_tokens < 1) max_tokens = 1; // the prompt alone fills the context: refused below
+    }
     j->max_tokens = (int)max_tokens;
     if ((long long)j->n_prompts * j->n > s->cfg.max_n)
         return fail(e, 400, "n", "%d prompts x n %d = %lld choices; at most %d (--max-n)", j->n_prompts, j->n,
