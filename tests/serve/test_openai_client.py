@@ -158,21 +158,50 @@ def test_default_max_tokens_and_routes(server):
 
 
 def test_n_and_seed(server, client):
+    """Choice i of a seeded request is the same whatever n is; the same seed gives the same text."""
     differed = False
-    for i, p in enumerate(PROMPTS[:3]):
+    for i, p in enumerate(PROMPTS[:2]):
         kw = dict(prompt=p, max_tokens=12, temperature=1, seed=100 + i)
         r3 = complete(client, server, n=3, **kw)
+        r3b = complete(client, server, n=3, **kw)
         r1 = complete(client, server, n=1, **kw)
         r1b = complete(client, server, n=1, **kw)
         r2 = complete(client, server, n=2, **kw)
         t3 = [c.text for c in sorted(r3.choices, key=lambda c: c.index)]
         assert [c.index for c in sorted(r3.choices, key=lambda c: c.index)] == [0, 1, 2]
-        assert r1.choices[0].text == r1b.choices[0].text, "same seed, different text"
-        assert t3[0] == r1.choices[0].text, "choice 0 of n=3 %r != n=1 %r" % (t3[0], r1.choices[0].text)
+        assert [c.text for c in sorted(r3b.choices, key=lambda c: c.index)] == t3, "same seed, n=3, different text"
+        assert r1.choices[0].text == r1b.choices[0].text, "same seed, n=1, different text"
         assert [c.text for c in sorted(r2.choices, key=lambda c: c.index)] == t3[:2]
         assert r3.usage.prompt_tokens == r1.usage.prompt_tokens
         differed |= len(set(t3)) > 1
     assert differed, "n=3 at temperature 1 gave identical choices for every prompt"
+
+
+def test_n1_equals_choice0_of_n3(server, client):
+    """The brief's contract: choice 0 of n=3 equals the n=1 result with the same seed.
+    (docs/serve.md documents the opposite for now: a sample group's choice 0 is not the
+    n=1 result; this test fails until one of the two changes.)"""
+    bad = []
+    for i, p in enumerate(PROMPTS[:3]):
+        kw = dict(prompt=p, max_tokens=12, temperature=1, seed=100 + i)
+        t3 = sorted(complete(client, server, n=3, **kw).choices, key=lambda c: c.index)[0].text
+        t1 = complete(client, server, n=1, **kw).choices[0].text
+        if t1 != t3:
+            bad.append("seed %d %r: n=3 choice 0 %r, n=1 %r" % (100 + i, p, t3, t1))
+    assert not bad, "\n".join(bad)
+
+
+def test_seeded_sample_equals_etx_generate(server, client):
+    """n=1 runs as etx generate does: same prompt, policy and seed, same tokens."""
+    for i, p in enumerate(PROMPTS[:2]):
+        r = complete(client, server, prompt=p, max_tokens=12, temperature=0.8, seed=21 + i)
+        ref = run_etx("generate", "-m", MODEL, "-p", p, "-n", 12, "--policy", "sample", "--temperature", 0.8,
+                      "--seed", 21 + i, "--threads", THREADS, "--device", DEVICE).decode()[:-1]
+        assert r.choices[0].text == ref, "seed %d: server %r, etx generate %r" % (21 + i, r.choices[0].text, ref)
+    r = complete(client, server, prompt=PROMPTS[1], max_tokens=12, seed=5, extra_body={"policy": "entropix"})
+    ref = run_etx("generate", "-m", MODEL, "-p", PROMPTS[1], "-n", 12, "--policy", "entropix", "--seed", 5,
+                  "--threads", THREADS, "--device", DEVICE).decode()[:-1]
+    assert r.choices[0].text == ref, "entropix seed 5: server %r, etx generate %r" % (r.choices[0].text, ref)
 
 
 def test_n_usage_counts_every_choice(server, client):
@@ -430,10 +459,9 @@ def test_bad_requests(server):
     _bad(server, {**ok, "max_tokens": 0}, "max_tokens")
     _bad(server, {**ok, "max_tokens": 5000}, "max_tokens")
     _bad(server, {**ok, "max_tokens": "3"}, "max_tokens")
-    _bad(server, {**ok, "stop": ["a", "b", "c", "d", "e"]}, "stop")
+    _bad(server, {**ok, "stop": ["s%d" % i for i in range(17)]}, "stop")  # docs/serve.md: at most 16
     _bad(server, {**ok, "presence_penalty": 0.5}, "presence_penalty")
     _bad(server, {**ok, "best_of": 2}, "best_of")
-    _bad(server, {"prompt": "x"}, "model", also=(404,))  # model is required: it must name the served model
     _bad(server, {"model": M, "max_tokens": 2}, "prompt")
     _bad(server, {**ok, "prompt": [1, "a"]}, "prompt")
     _bad(server, {**ok, "prompt": [10 ** 9]}, "prompt")
@@ -457,6 +485,15 @@ def test_bad_requests(server):
     st, _, body = server.post("/v1/completions", ok)
     assert st == 200, body
     assert not fails, "%d bad requests answered wrongly:\n" % len(fails) + "\n".join(fails)
+
+
+def test_optional_model_and_long_stop_list(server):
+    """docs/serve.md: model may be left out; stop takes up to 16 strings (lm-eval adds EOS to 4)."""
+    st, _, r = server.post("/v1/completions", {"prompt": "Hello", "max_tokens": 2})
+    assert st == 200, r
+    st, _, r = server.post("/v1/completions", {"model": server.name, "prompt": "Hello", "max_tokens": 2,
+                                               "stop": ["s%d" % i for i in range(16)]})
+    assert st == 200, r
 
 
 def test_neutral_unsupported_fields_accepted(server):
@@ -527,7 +564,7 @@ def test_api_key(etx_bin):
 def test_queue_full_429(etx_bin):
     s = Server("--batch", 1, "--max-queue", 1)
     try:
-        body = {"model": s.name, "prompt": "Tell me a story.", "max_tokens": 128, "temperature": 0,
+        body = {"model": s.name, "prompt": "Tell me a story.", "max_tokens": 64, "temperature": 0,
                 "ignore_eos": True}
         barrier = threading.Barrier(6)
 
@@ -545,7 +582,7 @@ def test_queue_full_429(etx_bin):
                 assert any(k.lower() == "retry-after" for k in hdrs), hdrs
                 err_of(r)
             else:
-                assert r["usage"]["completion_tokens"] == 128, r
+                assert r["usage"]["completion_tokens"] == 64, r
         assert statuses.count(200) >= 2, statuses  # batch 1 + queue 1 both served
         st, _, h = s.health()
         assert st == 200 and h["running"] == 0 and h["queued"] == 0, h
@@ -557,7 +594,7 @@ def test_health_counts(etx_bin):
     """/health: running counts requests in the batch (at most --batch), queued those waiting."""
     s = Server("--batch", 2)
     try:
-        body = {"model": s.name, "prompt": "Tell me a story.", "max_tokens": 60, "temperature": 0, "ignore_eos": True}
+        body = {"model": s.name, "prompt": "Tell me a story.", "max_tokens": 40, "temperature": 0, "ignore_eos": True}
         samples = []
         with cf.ThreadPoolExecutor(4) as ex:
             futs = [ex.submit(s.post, "/v1/completions", body, timeout=300) for _ in range(4)]
@@ -634,38 +671,43 @@ def test_disconnect_while_queued(etx_bin):
     """A waiting request whose client hangs up leaves the queue at once, not when its turn comes."""
     s = Server("--batch", 1)
     try:
-        long_body = {"model": s.name, "prompt": "Tell me a story.", "max_tokens": 300, "temperature": 0,
-                     "ignore_eos": True}
-        with cf.ThreadPoolExecutor(1) as ex:
-            fut = ex.submit(s.post, "/v1/completions", long_body, timeout=300)
-            body = json.dumps(dict(long_body, prompt="Another story.")).encode()
+        def send(prompt):
+            body = json.dumps({"model": s.name, "prompt": prompt, "max_tokens": 2000, "temperature": 0,
+                               "ignore_eos": True}).encode()
             sock = socket.create_connection((s.host, s.port))
             sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                          b"Content-Length: %d\r\n\r\n" % len(body) + body)
-            t0 = time.time()
-            h = None
-            while time.time() - t0 < 20:
-                _, _, h = s.health()
-                if h["running"] + h["queued"] >= 2:
-                    break
-                time.sleep(0.05)
-            assert h["running"] + h["queued"] >= 2, h
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return sock
+
+        def hang_up(sock):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
             sock.close()
-            t1 = time.time()
-            samples = []
-            while time.time() - t1 < 5 and not fut.done():
-                _, _, h = s.health()
-                samples.append((round(time.time() - t1, 2), h["running"], h["queued"]))
-                if h["running"] + h["queued"] <= 1:
-                    break
-                time.sleep(0.1)
-            done_first = fut.done()
-            st, _, r = fut.result(timeout=300)
-        assert st == 200 and r["usage"]["completion_tokens"] == 300, r
-        assert not done_first, "the running request finished before the check: make it longer"
-        assert samples and samples[-1][1] + samples[-1][2] <= 1, \
-            "the hung-up request still counted 5 s later (t, running, queued): %s" % samples
+
+        a = send("Tell me a story.")  # runs (batch 1)
+        b = send("Another story.")    # waits
+        t0 = time.time()
+        h = None
+        while time.time() - t0 < 20:
+            _, _, h = s.health()
+            if h["running"] + h["queued"] >= 2:
+                break
+            time.sleep(0.05)
+        assert h["running"] + h["queued"] >= 2, h
+        hang_up(b)
+        t1 = time.time()
+        samples = []
+        while time.time() - t1 < 5:
+            _, _, h = s.health()
+            samples.append((round(time.time() - t1, 2), h["running"], h["queued"]))
+            if h["running"] + h["queued"] <= 1:
+                break
+            time.sleep(0.1)
+        a_running = samples[-1][1] + samples[-1][2] >= 1
+        hang_up(a)
+        assert samples[-1][1] + samples[-1][2] <= 1, \
+            "the hung-up waiting request still counted 5 s later (t, running, queued): %s" % samples
+        assert a_running, "the running request (2000 tokens) ended before the check: %s" % samples
+        _wait_idle(s)
     finally:
         assert s.stop() == 0, s.log_text()
 
@@ -673,11 +715,11 @@ def test_disconnect_while_queued(etx_bin):
 def test_drain_on_sigterm(etx_bin):
     s = Server("--batch", 2)
     try:
-        body = {"model": s.name, "prompt": "Count slowly.", "max_tokens": 200, "temperature": 0,
+        body = {"model": s.name, "prompt": "Count slowly.", "max_tokens": 120, "temperature": 0,
                 "ignore_eos": True}
         def streamed():
             conn = http.client.HTTPConnection(s.host, s.port, timeout=300)
-            conn.request("POST", "/v1/completions", json.dumps(dict(body, stream=True, max_tokens=100)),
+            conn.request("POST", "/v1/completions", json.dumps(dict(body, stream=True, max_tokens=60)),
                          {"Content-Type": "application/json"})
             resp = conn.getresponse()
             text, done, finish = [], False, None
@@ -712,12 +754,14 @@ def test_drain_on_sigterm(etx_bin):
                 try:
                     st, _, h = s.health()
                     assert st == 503 and h.get("status") == "draining", (st, h)
+                    st, _, r = s.post("/v1/completions", {"model": s.name, "prompt": "late", "max_tokens": 1})
+                    assert st == 503, ("a new request while draining", st, r)
                 except (ConnectionError, OSError):
                     pass  # stopped listening: allowed
             st, _, r = fut.result(timeout=300)
             sst, stext, sdone, sfinish = sfut.result(timeout=300)
         assert st == 200, (st, r)
-        assert r["usage"]["completion_tokens"] == 200 and r["choices"][0]["finish_reason"] == "length", r
+        assert r["usage"]["completion_tokens"] == 120 and r["choices"][0]["finish_reason"] == "length", r
         assert sst == 200 and sdone and sfinish == "length" and stext, (sst, sdone, sfinish, stext)
         rc = s.wait(60)
         assert rc == 0, "exit status %s after SIGTERM\n%s" % (rc, s.log_text())
