@@ -939,6 +939,13 @@ etx_status etx_engine_get_stats(const etx_engine* e, etx_engine_stats* stats) {
     stats->device = e->opts.device;
     stats->kv_blocks_used = blocks_in_use(e);
     stats->kv_blocks_cached = prefix_cache_idle_blocks(&e->pc, &e->bm);
+    stats->requests_running = stats->requests_waiting = 0;
+    for (int i = 0; i < e->n_reqs; i++) {
+        const Request* r = e->reqs[i];
+        if (is_finished(r)) continue;
+        if (r->seq.state == SEQ_RUNNING) stats->requests_running++;
+        else stats->requests_waiting++;
+    }
     stats->d2h_bytes = e->ops->d2h_bytes(e->be);
     e->ops->sizes(e->be, &stats->weight_bytes, &stats->kv_bytes_per_position, &stats->device_bytes);
     snprintf(stats->device_name, sizeof stats->device_name, "%s", e->ops->device_name());

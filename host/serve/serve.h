@@ -120,8 +120,11 @@ typedef struct {
     ServeJob* queue_head;  // jobs waiting for the engine thread
     ServeJob* queue_tail;
     int pending;           // engine requests admitted and not finished (queue included)
-    int running, queued;   // engine requests running / waiting (for /health)
-    int kv_blocks_used;    // engine stats after the last step (for /health)
+    int submitted;         // choices submitted to the engine and not yet released
+    int queued;            // choices in the queue, not yet submitted
+    int eng_running;       // the engine's requests_running / requests_waiting and
+    int eng_waiting;       // kv_blocks_used after the last step (for /health)
+    int kv_blocks_used;
     int jobs;              // jobs alive (either side holds them)
     int draining;          // SIGINT/SIGTERM: new requests refused (503)
     int stop;              // the engine thread exits once idle

@@ -143,7 +143,7 @@ static void start_job(Server* s, ServeJob* j) {
         } else if (j->max_tokens == 0) {
             finish_locked(s, j, ch, "length");
         } else {
-            s->running++;
+            s->submitted++;
         }
     }
     pthread_mutex_unlock(&s->mu);
@@ -171,7 +171,7 @@ static void release_choice(Server* s, ServeChoice* c, int cancel) {
     etx_engine_release(s->e, c->req);
     c->req = -1;
     pthread_mutex_lock(&s->mu);
-    s->running--;
+    s->submitted--;
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -285,10 +285,13 @@ void* serve_engine_main(void* arg) {
                         if (!j->choices[c].done && j->choices[c].req >= 0) update_choice(s, j, &j->choices[c]);
         }
         etx_engine_stats es;
-        int used = etx_engine_get_stats(s->e, &es).code == ETX_OK ? es.kv_blocks_used : 0;
+        memset(&es, 0, sizeof es);
+        etx_engine_get_stats(s->e, &es);
         // jobs whose choices all ended leave the engine side
         pthread_mutex_lock(&s->mu);
-        s->kv_blocks_used = used;
+        s->kv_blocks_used = es.kv_blocks_used;
+        s->eng_running = es.requests_running;
+        s->eng_waiting = es.requests_waiting;
         for (ServeJob** pj = &running; *pj;) {
             ServeJob* j = *pj;
             if (j->n_done < j->n_choices) {

@@ -6,7 +6,9 @@
  * on the job's condition variable, and looks at its socket every 100 ms so that a client
  * that went away cancels its job (its engine requests end, its KV blocks are freed).
  *
- *   GET  /health               {"status": "ok"|"draining", "running", "queued", "kv_blocks_used"}
+ *   GET  /health               {"status": "ok"|"draining", "running", "queued", "kv_blocks_used"}:
+ *                              the engine's requests in the batch, waiting (the server's
+ *                              queue included), and the KV blocks requests hold
  *   GET  /v1/models            the one model
  *   POST /v1/completions       serve_req.c / serve_resp.c
  *   POST /v1/chat/completions
@@ -111,7 +113,7 @@ static enum MHD_Result health(Server* s, struct MHD_Connection* c) {
     char* t = xmalloc(256);
     pthread_mutex_lock(&s->mu);
     snprintf(t, 256, "{\"status\":\"%s\",\"running\":%d,\"queued\":%d,\"kv_blocks_used\":%d}",
-             s->draining ? "draining" : "ok", s->running, s->queued, s->kv_blocks_used);
+             s->draining ? "draining" : "ok", s->eng_running, s->queued + s->eng_waiting, s->kv_blocks_used);
     const int draining = s->draining;
     pthread_mutex_unlock(&s->mu);
     return send_json(c, draining ? 503 : 200, t);

@@ -275,6 +275,10 @@ typedef struct {
     int kv_blocks_peak;   // most blocks requests held at once
     int kv_blocks_used;   // blocks requests hold now (0 once every request has ended)
     int kv_blocks_cached; // blocks only the prefix cache holds now (reclaimable)
+    int requests_running; // unfinished requests in the batch now (admitted, holding their
+                          // slot; a sample group's internal prefix counts while it runs)
+    int requests_waiting; // unfinished requests waiting for admission (queued, preempted,
+                          // held samples)
     int max_batch;
     int steps_per_sync;   // decode steps per host sync in effect (1 on the CPU)
     etx_device device;    // where the steps run: ETX_DEVICE_CPU or ETX_DEVICE_CUDA
