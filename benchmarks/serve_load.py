@@ -367,6 +367,22 @@ def commit():
         return "unknown"
 
 
+def bench_baseline(args):
+    """Offline decode tokens/s at the server's batch (etx bench, 32-token prompts, 32
+    generated, greedy and entropix), measured here before the load: the served rate's
+    baseline, on the same machine in the same script. {policy: tok/s}, or None."""
+    cmd = [args.etx, "bench", "-m", args.model, "-b", str(args.batch), "-l", "32", "-g", "32", "--policy",
+           "greedy,entropix", "-r", "1", "--warmup", "1", "--quick-probe", "--json", "-"]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        return {x["policy"]: x["decode_tok_s"] for x in json.loads(r.stdout)["results"]}
+    except (OSError, subprocess.TimeoutExpired, ValueError, KeyError) as e:
+        print("serve_load: no offline baseline (%s)" % e, file=sys.stderr)
+        return None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", help="attach to a running server (http://HOST:PORT) instead of starting one")
@@ -387,7 +403,10 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", help="markdown file (default benchmarks/results/serve-load-<model>-<date>.md)")
     ap.add_argument("--no-write", action="store_true", help="print the table, write no file")
+    ap.add_argument("--no-baseline", action="store_true",
+                    help="skip the offline baseline (etx bench at --batch, greedy and entropix, before the load)")
     args = ap.parse_args()
+    baseline = None if args.url or args.no_baseline else bench_baseline(args)
 
     headers = {"Authorization": "Bearer " + args.api_key} if args.api_key else {}
     proc = None
@@ -465,6 +484,12 @@ def main():
         ("generated tokens", "%d" % stats.gen_tokens),
         ("generated tokens/s", "%.1f" % (stats.gen_tokens / wall if wall else 0)),
         ("prompt tokens", "%d" % stats.prompt_tokens),
+    ]
+    if baseline:
+        for pol, tok_s in sorted(baseline.items()):
+            rows.append(("offline decode tokens/s, %s at batch %d (etx bench, same script); served / offline" % (
+                pol, args.batch), "%.1f; %.2f" % (tok_s, (stats.gen_tokens / wall if wall else 0) / tok_s)))
+    rows += [
         ("latency p50 / p90 / p99 (s)", "%.2f / %.2f / %.2f" % (pct(stats.lat, 50), pct(stats.lat, 90), pct(stats.lat, 99))),
         ("stream latency p50 / p99 (s)", "%.2f / %.2f" % (pct(stats.lat_stream, 50), pct(stats.lat_stream, 99))),
         ("time to first token p50 / p99 (s, streams)", "%.2f / %.2f" % (pct(stats.ttft, 50), pct(stats.ttft, 99))),
