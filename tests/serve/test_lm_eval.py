@@ -24,6 +24,7 @@ from conftest import DEVICE, MODEL, ROOT, THREADS, Server, run_etx
 HERE = os.path.dirname(os.path.abspath(__file__))
 TASK_DIR = os.path.join(HERE, "lmeval_task")
 FIXTURE = os.path.join(HERE, "gsm8k_fixture.jsonl")
+LM_EVAL_SEED = 1234  # lm-eval's own default, given explicitly: the etx-fields test repeats its requests
 CHAT_INSTRUCTION = "\nSolve the problem step by step, then give the final answer on its own line as \"#### <number>\"."
 
 
@@ -59,14 +60,14 @@ def etx_eval(tmp_path, name, rows, n):
     return {r["id"]: r for r in res}
 
 
-def lm_eval(tmp_path, server, kind, task):
-    outdir = tmp_path / ("lm-" + task)
+def lm_eval(tmp_path, server, kind, task, gen="temperature=0", expect_ok=True, tag="", limit=None):
+    outdir = tmp_path / ("lm-" + task + tag)
     endpoint = "/v1/completions" if kind == "local-completions" else "/v1/chat/completions"
     model_args = ("model=%s,base_url=%s%s,tokenizer_backend=None,tokenized_requests=False,num_concurrent=4,"
-                  "max_retries=1" % (server.name, server.url, endpoint))
+                  "max_retries=1,seed=%d" % (server.name, server.url, endpoint, LM_EVAL_SEED))
     cmd = [sys.executable, "-m", "lm_eval", "--model", kind, "--model_args", model_args,
-           "--include_path", TASK_DIR, "--tasks", task, "--gen_kwargs", "temperature=0",
-           "--log_samples", "--output_path", str(outdir)]
+           "--include_path", TASK_DIR, "--tasks", task, "--gen_kwargs", gen,
+           "--log_samples", "--output_path", str(outdir)] + (["--limit", str(limit)] if limit else [])
     if kind == "local-chat-completions":
         cmd.append("--apply_chat_template")
     env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
@@ -75,6 +76,8 @@ def lm_eval(tmp_path, server, kind, task):
     # the task's data_files path is relative to the repository root
     p = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
     log = p.stdout.decode("utf-8", "replace")
+    if not expect_ok:
+        return None, None, (p.returncode, log)
     assert p.returncode == 0, "lm_eval exited %d:\n%s" % (p.returncode, log[-6000:])
     assert "Retrying" not in log and "API request failed" not in log, log[-6000:]
     samples = glob.glob(str(outdir / "*" / ("samples_%s_2*.jsonl" % task)))
@@ -136,3 +139,40 @@ def test_lm_eval_chat_equals_etx_eval(server, tmp_path):
         arg = arg[0] if isinstance(arg, list) else arg
         r["arguments"]["gen_args_0"]["arg_0"] = json.dumps(json.loads(arg), ensure_ascii=False)
     compare(recs, agg, ref, prompts)
+
+
+def test_lm_eval_passes_etx_fields(server, tmp_path):
+    """--gen_kwargs fields lm-eval does not know go into the request body (docs/serve.md,
+    the README's lm-eval line): an unknown policy makes every request fail with the
+    server's 400 naming 'policy'; with policy=entropix each completion is exactly what the
+    same request sent directly with "policy": "entropix" returns, and at least one differs
+    from greedy (so the policy was applied, not dropped)."""
+    rc, log = lm_eval(tmp_path, server, "local-completions", "etx_serve_gsm8k", gen="temperature=0,policy=bogus",
+                      expect_ok=False, tag="-bogus", limit=1)[2]
+    assert rc != 0, "lm-eval with policy=bogus succeeded:\n" + log[-3000:]
+    assert "policy" in log and "400" in log, log[-3000:]
+    recs, _, _ = lm_eval(tmp_path, server, "local-completions", "etx_serve_gsm8k", gen="temperature=0,policy=entropix",
+                         tag="-entropix", limit=3)
+    n = max_gen_toks()
+    with open(os.path.join(TASK_DIR, "etx_serve_gsm8k.yaml")) as f:
+        until = yaml.safe_load(f)["generation_kwargs"]["until"]
+    import urllib.request
+
+    def direct(prompt, **extra):
+        body = dict(model=server.name, prompt=prompt, max_tokens=n, temperature=0, stop=until, seed=LM_EVAL_SEED, **extra)
+        req = urllib.request.Request(server.url + "/v1/completions", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=300) as r:
+            return json.loads(r.read())["choices"][0]["text"]
+
+    differs = 0
+    seen = set()
+    for r in recs:
+        if r["doc_id"] in seen:  # one record per filter
+            continue
+        seen.add(r["doc_id"])
+        prompt = r["arguments"]["gen_args_0"]["arg_0"]
+        want = direct(prompt, policy="entropix")
+        assert r["resps"][0][0] == want, "doc %d: lm-eval %r, direct entropix request %r" % (r["doc_id"], r["resps"][0][0], want)
+        differs += want != direct(prompt)
+    assert seen and differs > 0, "entropix gave the greedy text on every problem: the policy may not have been applied"
