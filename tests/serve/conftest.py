@@ -40,9 +40,9 @@ READY_RE = re.compile(r"etx serve: listening on http://([^\s:/]+|\[[^\]]+\]):(\d
 class Server:
     """An `etx serve` process on a free port; stderr is collected in self.log."""
 
-    def __init__(self, *args, name=None):
-        self.cmd = [ETX, "serve", "-m", MODEL, "--host", "127.0.0.1", "--port", "0",
-                    "--threads", THREADS, "--device", DEVICE, *map(str, args)]
+    def __init__(self, *args, name=None, etx=None, device=None):
+        self.cmd = [etx or ETX, "serve", "-m", MODEL, "--host", "127.0.0.1", "--port", "0",
+                    "--threads", THREADS, "--device", device or DEVICE, *map(str, args)]
         if name is not None:
             self.cmd += ["--model-name", name]
         self.log = []

@@ -3,7 +3,8 @@
 #
 # Creates (or reuses) a virtual environment in BUILD_DIR/serve-venv with the pinned packages
 # of tests/serve/requirements.txt (openai, lm-eval[api], pytest and their dependencies),
-# then runs tests/serve/test_openai_client.py and tests/serve/test_lm_eval.py with pytest
+# then runs tests/serve/test_openai_client.py, test_lm_eval.py and test_emulated_cuda.py
+# (BUILD_DIR/etx_emu --device cuda, when the build has it) with pytest
 # against BUILD_DIR/etx and the default model ($ETX_MODEL, else
 # models/cache/SmolLM2-135M-Instruct.Q4_1.gguf).
 #
@@ -67,12 +68,14 @@ if [ "$want" != "$have" ] || [ ! -x "$venv/bin/python" ]; then
 fi
 
 export ETX_BIN="$etx" ETX_MODEL="$model"
+# the CUDA backend under the SIMT emulator, where the build has it (test_emulated_cuda.py)
+[ -x "$build/etx_emu" ] && export ETX_EMU_BIN="$build/etx_emu"
 export HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_EVALUATE_OFFLINE=1
 export PYTHONDONTWRITEBYTECODE=1
 cd "$here" || exit 1
 start=$(date +%s)
 "$venv/bin/python" -m pytest -p no:cacheprovider -v -rfE --durations=0 \
-  --basetemp="$build/serve-tests-tmp" test_openai_client.py test_lm_eval.py
+  --basetemp="$build/serve-tests-tmp" test_openai_client.py test_lm_eval.py test_emulated_cuda.py
 rc=$?
 echo "test_serve: pytest exit $rc after $(( $(date +%s) - start )) s"
 exit $rc
