@@ -7,7 +7,9 @@
  * signals (host/policy/metrics.c: entropy and varentropy of the logits, the last layer's
  * attention metrics), the policy's decision (hostdev/policy_math.h, the same header the
  * CUDA policy kernel compiles) and the draw (host/policy/sampler.c); a pick whose logits or
- * signals are not finite gets a fault code instead of a token (pick_token). The backend owns the
+ * signals are not finite gets a fault code instead of a token (pick_token). The picks run in
+ * parallel over OpenMP threads, each with its own sampler scratch; a pick's arithmetic is
+ * all on one thread, so nothing depends on the spread. The backend owns the
  * float32 K/V pool for the engine's blocks, the scratch of one forward call, and one row
  * of logits (and last-layer scores) per pick.
  *
@@ -15,6 +17,7 @@
  * tokens the next one's inputs; on the CPU nothing is saved by it (there is no
  * synchronisation to amortise), so the default is one step per call.
  */
+#include <omp.h>
 #include <string.h>
 
 #include "common.h"
@@ -35,11 +38,12 @@ struct Backend {
     BackendConfig cfg;
     KVPool pool;          // K/V storage of the engine's blocks, float32
     CpuRunState run;      // scratch of one forward call (chunks of cfg.max_chunk, max_batch rows)
-    Sampler sampler;
+    int n_pickers;        // threads the policy picks of a step are spread over
+    Sampler* samplers;    // (n_pickers) candidate and weight scratch, one per picking thread
+    float** scratches;    // (n_pickers) ((n_heads + 1) * max_seq_len) each, for attn_metrics
     float* logits;        // (max_batch, vocab) prefill picks' logits, row i = pick i
     const float** pick_logits; // (max_batch) where pick i's logits are (logits or dec_logits)
     float* scores;        // (max_batch, n_heads, max_seq_len) row i = pick i's last-layer scores
-    float* scratch;       // ((n_heads + 1) * max_seq_len) for attn_metrics
     int* pick_pos;        // (max_batch) positions pick i's token attended (its work's pos0 + n)
     int32_t* row_tokens;  // (max_batch) a decode batch's inputs
     KVSeq* row_kv;        // (max_batch)
@@ -57,10 +61,12 @@ static void cpu_destroy(CpuBackend* b) {
     if (!b) return;
     free_kv_pool(&b->pool);
     free_cpu_run_state(&b->run);
-    free_sampler(&b->sampler);
+    for (int t = 0; b->samplers && t < b->n_pickers; t++) free_sampler(&b->samplers[t]);
+    for (int t = 0; b->scratches && t < b->n_pickers; t++) free(b->scratches[t]);
+    free(b->samplers);
+    free(b->scratches);
     free(b->logits);
     free(b->scores);
-    free(b->scratch);
     free(b->pick_pos);
     free(b->row_tokens);
     free(b->row_kv);
@@ -90,10 +96,19 @@ static etx_status cpu_create(const etx_model* m, const BackendConfig* cfg, CpuBa
     }
     const size_t B = (size_t)cfg->max_batch, V = (size_t)c->vocab_size, nh = (size_t)c->n_heads,
                  ctx = (size_t)cfg->max_seq_len;
-    build_sampler(&b->sampler, c->vocab_size);
+    // one sampler and scratch per OpenMP thread: a step's picks run in parallel, each
+    // pick's arithmetic alone on its thread, so its token and trace do not depend on how
+    // the picks were spread
+    b->n_pickers = omp_get_max_threads() > (int)B ? (int)B : omp_get_max_threads();
+    if (b->n_pickers < 1) b->n_pickers = 1;
+    b->samplers = xcalloc((size_t)b->n_pickers, sizeof *b->samplers);
+    b->scratches = xcalloc((size_t)b->n_pickers, sizeof *b->scratches);
+    for (int t = 0; t < b->n_pickers; t++) {
+        build_sampler(&b->samplers[t], c->vocab_size);
+        b->scratches[t] = xmalloc((nh + 1) * ctx * sizeof(float));
+    }
     b->logits = xmalloc(B * V * sizeof(float));
     b->scores = xmalloc(B * nh * ctx * sizeof(float));
-    b->scratch = xmalloc((nh + 1) * ctx * sizeof(float));
     b->pick_pos = xmalloc(B * sizeof(int));
     b->row_tokens = xmalloc(B * sizeof(int32_t));
     b->row_kv = xmalloc(B * sizeof(KVSeq));
@@ -153,7 +168,7 @@ static etx_status run_works(CpuBackend* b, const BackendStep* s) {
 // The policy picks pick p's next token from its row of logits (and scores). Inputs that
 // are not finite (policy_input_fault: a NaN or infinite logit, or a signal the policy reads)
 // give no token: pk->token = policy_fault_token(fault), which the engine reports.
-static void pick_token(CpuBackend* b, BackendPick* pk, int p) {
+static void pick_token(CpuBackend* b, BackendPick* pk, int p, Sampler* sampler, float* scratch) {
     const ModelConfig* c = &b->m->cfg;
     const float* logits = b->pick_logits[p];
     const float* scores = b->scores + (size_t)p * c->n_heads * b->cfg.max_seq_len;
@@ -165,7 +180,7 @@ static void pick_token(CpuBackend* b, BackendPick* pk, int p) {
     if (!bad_logits && needs_metrics(b, pk)) {
         LogitMetrics lm = logit_metrics(logits, c->vocab_size);
         const int window = is_entropix ? pk->policy->entropix.attn_window : 0;
-        AttnMetrics am = attn_metrics(scores, c->n_heads, b->pick_pos[p], window, b->scratch);
+        AttnMetrics am = attn_metrics(scores, c->n_heads, b->pick_pos[p], window, scratch);
         log_z = lm.log_z;
         m = (PolicyMetrics){lm.entropy, lm.varentropy, am.attn_entropy, am.attn_varentropy, am.agreement,
                             am.interaction};
@@ -178,12 +193,12 @@ static void pick_token(CpuBackend* b, BackendPick* pk, int p) {
     }
     const PolicyDecision d = is_entropix ? entropix_decide(&pk->policy->entropix, &m, pk->prev_token, pk->pause_token)
                                          : policy_decision_simple(pk->policy);
-    const int32_t tok = sampler_pick(&b->sampler, logits, &d, pk->policy->seed, pk->key, pk->step);
+    const int32_t tok = sampler_pick(sampler, logits, &d, pk->policy->seed, pk->key, pk->step);
     pk->token = tok;
     if (!b->cfg.trace) return;
     // the token confidence reads the most likely candidates, as the device's vocabulary pass keeps them
-    const int n_cand = sampler_candidates(&b->sampler, logits, ETX_CONFIDENCE_TOP_K);
-    policy_trace_record(&pk->trace, pk->request_id, (int)pk->step, tok, logits[tok] - log_z, b->sampler.cand, n_cand,
+    const int n_cand = sampler_candidates(sampler, logits, ETX_CONFIDENCE_TOP_K);
+    policy_trace_record(&pk->trace, pk->request_id, (int)pk->step, tok, logits[tok] - log_z, sampler->cand, n_cand,
                         log_z, &m, &d);
 }
 
@@ -191,7 +206,14 @@ static etx_status cpu_step(CpuBackend* b, BackendStep* s) {
     ETX_TRY(backend_check_step("CPU backend", &b->cfg, b->m->cfg.vocab_size, s));
     for (int i = 0; i < s->n_copies; i++) kv_pool_copy_block(&b->pool, s->copies[i].src, s->copies[i].dst);
     ETX_TRY(run_works(b, s));
-    for (int p = 0; p < s->n_picks; p++) pick_token(b, &s->picks[p], p);
+    // the picks in parallel (a vocabulary-wide pass or sort each): pick p on whichever
+    // thread, with that thread's scratch
+    const int np = s->n_picks, nt = np < b->n_pickers ? np : b->n_pickers;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
+    for (int p = 0; p < np; p++) {
+        const int t = omp_get_thread_num();
+        pick_token(b, &s->picks[p], p, &b->samplers[t], b->scratches[t]);
+    }
     return etx_ok();
 }
 
