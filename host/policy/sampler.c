@@ -5,19 +5,23 @@
 #include "policy/sampler.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "common.h"
 
 void build_sampler(Sampler* s, int vocab_size) {
     s->vocab_size = vocab_size;
     s->cand = xmalloc((size_t)vocab_size * sizeof(PolicyCandidate));
+    s->tmp = xmalloc((size_t)vocab_size * sizeof(PolicyCandidate));
     s->w = xmalloc((size_t)vocab_size * sizeof(float));
 }
 
 void free_sampler(Sampler* s) {
     free(s->cand);
+    free(s->tmp);
     free(s->w);
     s->cand = NULL;
+    s->tmp = NULL;
     s->w = NULL;
 }
 
@@ -31,6 +35,32 @@ int32_t sample_argmax(const float* logits, int n) {
 // a before b in candidate order: larger logit first, then smaller id
 static int cand_before(PolicyCandidate a, PolicyCandidate b) {
     return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+}
+
+// The radix key of a logit: ascending key = descending logit. The float's bits made
+// order-preserving as unsigned (negatives flipped, positives' sign bit set), -0 as +0,
+// then complemented.
+static uint32_t desc_key(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if (u == 0x80000000u) u = 0; // -0 == +0: the comparison calls them equal
+    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    return ~u;
+}
+
+void sampler_sort_all(PolicyCandidate* c, PolicyCandidate* tmp, int n) {
+    PolicyCandidate *src = c, *dst = tmp;
+    for (int shift = 0; shift < 32; shift += 8) {
+        int count[257] = {0};
+        for (int i = 0; i < n; i++) count[((desc_key(src[i].logit) >> shift) & 0xFF) + 1]++;
+        if (count[((desc_key(src[0].logit) >> shift) & 0xFF) + 1] == n) continue; // one bucket: nothing moves
+        for (int b = 0; b < 256; b++) count[b + 1] += count[b];
+        for (int i = 0; i < n; i++) dst[count[(desc_key(src[i].logit) >> shift) & 0xFF]++] = src[i];
+        PolicyCandidate* t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != c) memcpy(c, src, (size_t)n * sizeof *c);
 }
 
 static int cmp_cand(const void* x, const void* y) {
@@ -58,7 +88,7 @@ int sampler_candidates(Sampler* s, const float* logits, int limit) {
     PolicyCandidate* c = s->cand;
     if (limit <= 0 || limit >= n) {
         for (int i = 0; i < n; i++) c[i] = (PolicyCandidate){logits[i], i};
-        qsort(c, (size_t)n, sizeof *c, cmp_cand);
+        sampler_sort_all(c, s->tmp, n);
         return n;
     }
     // keep the `limit` best in a heap rooted at the worst of them: O(n log limit)

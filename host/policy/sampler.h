@@ -19,11 +19,20 @@
 typedef struct {
     int vocab_size;
     PolicyCandidate* cand; // (vocab_size) candidates, most likely first
+    PolicyCandidate* tmp;  // (vocab_size) the radix sort's other buffer
     float* w;              // (vocab_size) filter weights of the kept candidates
 } Sampler;
 
 void build_sampler(Sampler* s, int vocab_size);
 void free_sampler(Sampler* s);
+
+// Sorts c[0..n) into candidate order (larger logit first, then smaller id; -0 and +0
+// equal), c given in ascending id order, with tmp (n entries) as scratch: a stable
+// least-significant-digit radix sort on the logits' bits, O(n) (a whole-vocabulary sort
+// per sampled row is the CPU's cost of sampling without top-k). The same order as
+// qsort with the candidate comparison, which the tests check it against. Logits must
+// not be NaN (the policy never sorts a row that has one).
+void sampler_sort_all(PolicyCandidate* c, PolicyCandidate* tmp, int n);
 
 // argmax of logits; ties go to the lowest id.
 int32_t sample_argmax(const float* logits, int n);

@@ -1,7 +1,8 @@
 /*
  * test_sampler.c — the CPU sampler: Philox known-answer vectors, argmax ties, each filter
  * (temperature, top-k, top-p, min-p) against hand-computed distributions with a
- * chi-square test on many draws, determinism of seeded draws.
+ * chi-square test on many draws, determinism of seeded draws, the whole-row radix sort
+ * against qsort's order.
  */
 #include <check.h>
 #include <math.h>
@@ -71,6 +72,49 @@ START_TEST(argmax_ties_and_greedy) {
     ck_assert_int_eq(sampler_candidates(&s, z, 4), 4);
     for (int i = 0; i < 4; i++) ck_assert_int_eq(s.cand[i].id, order[i]);
     free_sampler(&s);
+}
+END_TEST
+
+// The reference order of candidates (sampler.h): larger logit first, then smaller id.
+static int ref_cmp(const void* x, const void* y) {
+    const PolicyCandidate *a = x, *b = y;
+    if (a->logit > b->logit) return -1;
+    if (a->logit < b->logit) return 1;
+    return (a->id > b->id) - (a->id < b->id);
+}
+
+// The radix sort of a whole row gives exactly qsort's candidate order: rows with many
+// ties, both zeros, infinities, subnormals, negatives, and a vocabulary-sized row.
+START_TEST(radix_sort_matches_the_comparison_sort) {
+    const int sizes[] = {1, 2, 7, 300, 49152};
+    unsigned seed = 12345;
+    for (int si = 0; si < 5; si++) {
+        const int n = sizes[si];
+        for (int round = 0; round < 4; round++) {
+            PolicyCandidate* a = malloc((size_t)n * sizeof *a);
+            PolicyCandidate* b = malloc((size_t)n * sizeof *b);
+            PolicyCandidate* tmp = malloc((size_t)n * sizeof *tmp);
+            for (int i = 0; i < n; i++) {
+                seed = seed * 1103515245u + 12345u;
+                const unsigned r = (seed >> 8) % 1000;
+                float v;
+                if (round == 0) v = (float)(r % 7) - 3.0f; // heavy ties
+                else if (r < 20) v = r < 10 ? 0.0f : -0.0f;
+                else if (r < 30) v = r < 25 ? INFINITY : -INFINITY;
+                else if (r < 40) v = (r < 35 ? 1e-42f : -1e-42f); // subnormals
+                else v = ((float)((seed >> 4) % 200001) - 100000.0f) / 997.0f;
+                a[i] = b[i] = (PolicyCandidate){v, i};
+            }
+            sampler_sort_all(a, tmp, n);
+            qsort(b, (size_t)n, sizeof *b, ref_cmp);
+            for (int i = 0; i < n; i++)
+                ck_assert_msg(a[i].id == b[i].id, "n %d round %d: position %d holds id %d (%g), qsort id %d (%g)", n,
+                              round, i, a[i].id, (double)a[i].logit, b[i].id, (double)b[i].logit);
+            free(a);
+            free(b);
+            free(tmp);
+        }
+    }
 }
 END_TEST
 
@@ -244,6 +288,7 @@ int main(void) {
     tcase_add_test(tc, philox_known_answers);
     tcase_add_test(tc, uniform_range_and_independence);
     tcase_add_test(tc, argmax_ties_and_greedy);
+    tcase_add_test(tc, radix_sort_matches_the_comparison_sort);
     tcase_add_test(tc, sample_plain_and_temperature);
     tcase_add_test(tc, sample_top_k);
     tcase_add_test(tc, sample_top_p_smallest_set_reaching_p);
