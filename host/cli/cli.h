@@ -104,6 +104,9 @@ int cli_engine_check_model(const char* command, const etx_model* m, const etx_en
 // A policy against the model: entropix's pause token inside the vocabulary, or (-1) the
 // model's own single token for " ...". 0, or -1 after printing (exit 2).
 int cli_policy_check_model(const char* command, const etx_model* m, const etx_policy* p);
+// The same check without printing (`etx serve` answers it with a 400): 0, or -1 with the
+// message in msg, the pause token's option or field named as `name`.
+int cli_policy_model_error(const etx_model* m, const etx_policy* p, const char* name, char* msg, size_t cap);
 // A prompt of n tokens against the context of eo (--ctx, else the model's default): one
 // position must stay free for generation. 0, or -1 after printing (exit 2).
 int cli_prompt_check(const char* command, const etx_model* m, const etx_engine_options* eo, int n);

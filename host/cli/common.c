@@ -164,14 +164,14 @@ int cli_engine_check_model(const char* command, const etx_model* m, const etx_en
     return 0;
 }
 
-int cli_policy_check_model(const char* command, const etx_model* m, const etx_policy* p) {
+int cli_policy_model_error(const etx_model* m, const etx_policy* p, const char* name, char* msg, size_t cap) {
     if (p->kind != ETX_POLICY_ENTROPIX) return 0;
     etx_model_info info;
     etx_model_get_info(m, &info);
     const int pause = p->entropix.pause_token;
     if (pause >= info.vocab_size) {
-        say(command, "the entropix pause_token %d (--pause-token) is outside the vocabulary (0..%d)\n", pause,
-            info.vocab_size - 1);
+        snprintf(msg, cap, "the entropix pause_token %d (%s) is outside the vocabulary (0..%d)", pause, name,
+                 info.vocab_size - 1);
         return -1;
     }
     if (pause >= 0) return 0;
@@ -181,7 +181,14 @@ int cli_policy_check_model(const char* command, const etx_model* m, const etx_po
     const int found = etx_tokenize(m, " ...", 4, 0, &ids, &n).code == ETX_OK && n == 1;
     free(ids);
     if (found) return 0;
-    say(command, "the model has no single token for \" ...\", the entropix pause token; give --pause-token ID\n");
+    snprintf(msg, cap, "the model has no single token for \" ...\", the entropix pause token; give %s ID", name);
+    return -1;
+}
+
+int cli_policy_check_model(const char* command, const etx_model* m, const etx_policy* p) {
+    char msg[256];
+    if (cli_policy_model_error(m, p, "--pause-token", msg, sizeof msg) == 0) return 0;
+    say(command, "%s\n", msg);
     return -1;
 }
 

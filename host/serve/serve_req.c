@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/cli.h"
 #include "common.h"
 #include "policy/policy.h"
 #include "serve.h"
@@ -273,22 +274,6 @@ static int load_named_policy(Err* e, const Server* s, const char* name, etx_poli
     return 0;
 }
 
-// The entropix pause token against the model (as `etx generate` checks it).
-static int check_pause(Err* e, const Server* s, const etx_policy* p) {
-    if (p->kind != ETX_POLICY_ENTROPIX) return 0;
-    const int pause = p->entropix.pause_token;
-    if (pause >= s->info.vocab_size)
-        return fail(e, 400, "policy_params", "the entropix pause_token %d is outside the vocabulary", pause);
-    if (pause >= 0) return 0;
-    int32_t* ids = NULL;
-    int n = 0;
-    const int found = etx_tokenize(s->m, " ...", 4, 0, &ids, &n).code == ETX_OK && n == 1;
-    free(ids);
-    return found ? 0
-                 : fail(e, 400, "policy_params",
-                        "the model has no single token for \" ...\", the entropix pause token; give pause_token");
-}
-
 static int parse_policy(Err* e, const Server* s, const cJSON* root, ServeJob* j) {
     double temp = 0, top_p = 1;
     int has_temp = 0, has_top_p = 0, rc;
@@ -350,7 +335,10 @@ static int parse_policy(Err* e, const Server* s, const cJSON* root, ServeJob* j)
     }
     st = etx_policy_validate(&p);
     if (st.code != ETX_OK) return fail(e, 400, "policy", "the policy: %s", st.message);
-    if ((rc = check_pause(e, s, &p))) return rc;
+    // the entropix pause token against the model, as `etx generate` checks it
+    char why[256];
+    if (cli_policy_model_error(s->m, &p, "policy_params.pause_token", why, sizeof why) != 0)
+        return fail(e, 400, "policy_params", "%s", why);
     j->policy = p;
     return 0;
 }
