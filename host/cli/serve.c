@@ -108,17 +108,19 @@ int cmd_serve(int argc, char** argv) {
     s.m = m;
     etx_model_get_info(m, &s.info);
     model_name = name ? xstrdup(name) : default_model_name(path);
-    const int ctx = eo.max_seq_len ? eo.max_seq_len : etx_default_context(m);
-    s.cfg = (ServeConfig){.host = host, .port = port, .api_key = api_key, .model_name = model_name,
-                          .max_batch = eo.max_batch ? eo.max_batch : 32, .max_queue = max_queue,
-                          .max_body = (size_t)max_body, .max_tokens = max_tokens ? max_tokens : ctx,
-                          .max_n = max_n, .ctx = ctx, .policy_dir = policy_dir, .policy = pol, .drain_s = drain};
     etx_status st = etx_engine_create(m, &eo, &s.e);
     if (st.code != ETX_OK) {
         cli_error("serve", st);
         rc = CLI_EXIT_FAILED;
         goto done;
     }
+    etx_engine_stats es;
+    etx_engine_get_stats(s.e, &es); // the batch the engine took (--batch, else its default)
+    const int ctx = eo.max_seq_len ? eo.max_seq_len : etx_default_context(m);
+    s.cfg = (ServeConfig){.host = host, .port = port, .api_key = api_key, .model_name = model_name,
+                          .max_batch = es.max_batch, .max_queue = max_queue, .max_body = (size_t)max_body,
+                          .max_tokens = max_tokens ? max_tokens : ctx, .max_n = max_n, .ctx = ctx,
+                          .policy_dir = policy_dir, .policy = pol, .drain_s = drain};
     pthread_mutex_init(&s.mu, NULL);
     pthread_cond_init(&s.work, NULL);
     s.next_key = (uint64_t)(etx_now_s() * 1e6);

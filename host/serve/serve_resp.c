@@ -340,10 +340,10 @@ int serve_stream_events(const Server* s, ServeJob* j, char** buf, size_t* len) {
         ServeChoice* c = &j->choices[idx];
         if (c->closed) continue;
         const size_t safe = stream_safe(j, c);
-        int upto = c->tokens_sent; // tokens wholly inside what is sent
-        const int limit = c->done ? c->n_out : c->n_tokens;
-        while (upto < limit && c->ends[upto] <= safe) upto++;
-        if (c->done) upto = c->n_out;
+        // tokens whose log-probabilities go out: all of the output once done, before that
+        // those wholly inside what is sent
+        int upto = c->done ? c->n_out : c->tokens_sent;
+        while (!c->done && upto < c->n_tokens && c->ends[upto] <= safe) upto++;
         if (safe == c->sent && upto == c->tokens_sent && !c->done && (c->started || !chat)) {
             open = 1;
             continue;

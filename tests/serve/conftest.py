@@ -139,9 +139,10 @@ def start_server(*args, **kw):
     return Server(*args, **kw)
 
 
-def run_etx(*args, timeout=300):
-    """Runs an etx subcommand; returns stdout (bytes). Fails the test on a non-zero exit."""
-    cmd = [ETX, *map(str, args)]
+def run_etx(*args, timeout=300, etx=None):
+    """Runs an etx subcommand (of `etx`, default ETX_BIN); returns stdout (bytes). Fails the
+    test on a non-zero exit."""
+    cmd = [etx or ETX, *map(str, args)]
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
     if p.returncode != 0:
         raise AssertionError("%s exited %d:\n%s" % (" ".join(cmd), p.returncode,
@@ -149,16 +150,16 @@ def run_etx(*args, timeout=300):
     return p.stdout
 
 
-def etx_generate(prompt=None, chat=None, system=None, n=16, extra=()):
+def etx_generate(prompt=None, chat=None, system=None, n=16, extra=(), etx=None, device=None, timeout=300):
     """`etx generate` greedy text (it prints the continuation and then one newline)."""
-    args = ["generate", "-m", MODEL, "-n", n, "--policy", "greedy", "--threads", THREADS, "--device", DEVICE]
+    args = ["generate", "-m", MODEL, "-n", n, "--policy", "greedy", "--threads", THREADS, "--device", device or DEVICE]
     if prompt is not None:
         args += ["-p", prompt]
     if chat is not None:
         args += ["--chat", chat]
     if system is not None:
         args += ["--system", system]
-    out = run_etx(*args, *extra).decode("utf-8")
+    out = run_etx(*args, *extra, timeout=timeout, etx=etx).decode("utf-8")
     assert out.endswith("\n"), repr(out)
     return out[:-1]
 

@@ -9,11 +9,10 @@ on the CPU (a context of 64, 6 tokens)."""
 import json
 import math
 import os
-import subprocess
 
 import pytest
 
-from conftest import MODEL, THREADS, Server
+from conftest import Server, etx_generate
 
 EMU = os.environ.get("ETX_EMU_BIN", "")
 pytestmark = pytest.mark.skipif(not (EMU and os.access(EMU, os.X_OK)), reason="no etx_emu in this build")
@@ -35,11 +34,7 @@ def post(server, body):
 
 
 def test_emulated_cuda_greedy_logprobs_stream_and_n(emu_server):
-    p = subprocess.run([EMU, "generate", "-m", MODEL, "-p", PROMPT, "-n", str(N), "--policy", "greedy", "--threads",
-                        THREADS, "--device", "cuda", "--ctx", "64"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       timeout=600)
-    assert p.returncode == 0, p.stderr.decode()
-    ref = p.stdout.decode()[:-1]
+    ref = etx_generate(prompt=PROMPT, n=N, extra=("--ctx", 64), etx=EMU, device="cuda", timeout=600)
     r = post(emu_server, {"prompt": PROMPT, "max_tokens": N, "temperature": 0, "logprobs": 2})
     c = r["choices"][0]
     assert c["text"] == ref, "serve %r, generate %r" % (c["text"], ref)
