@@ -111,7 +111,7 @@ int main(int argc, char** argv) {
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
             int rows = shapes[s][0], cols = shapes[s][1];
             // the weights: Q4_1 blocks with finite scales, or float32
-            QuantMatrix q = {GGML_TYPE_Q4_1, rows, cols, NULL, (size_t)(cols / 32 * 20)};
+            QuantMatrix q = {GGML_TYPE_Q4_1, rows, cols, NULL, (size_t)(cols / 32 * 20), 0};
             float* W = NULL;
             double wbytes;
             if (kind == 0) {

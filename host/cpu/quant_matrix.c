@@ -63,6 +63,16 @@ int quant_matrix_supported(uint32_t type) {
     }
 }
 
+int quant_matrix_q8_capable(int type) {
+    return type == GGML_TYPE_Q4_K || type == GGML_TYPE_Q5_K || type == GGML_TYPE_Q6_K;
+}
+
+int quant_matrix_act_q8_default(int type) {
+    const char* e = getenv("ETX_EXACT_PRODUCTS");
+    if (e && *e && strcmp(e, "0") != 0) return 0;
+    return quant_matrix_q8_capable(type);
+}
+
 // 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K super-block (scales: its 12
 // bytes). Sub-blocks 0..3: low 6 bits of bytes j (scale) and j + 4 (min); 4..7: a nibble
 // of byte j + 4 below the top 2 bits of byte j - 4 (scale) and of byte j (min).
@@ -175,17 +185,127 @@ static float row_dot_scalar(int type, const uint8_t* b, const float* x, int nb) 
     return f32_reduce32(s);
 }
 
-// y[r - r0] = dequant(W)[r] . x, plain C
-void quant_matvec_rows_scalar(float* y, const float* x, const QuantMatrix* W, int r0, int r1) {
+// y[r - r0] = dequant(W)[r] . x, plain C, float32 x
+static void matvec_rows_exact_scalar(float* y, const float* x, const QuantMatrix* W, int r0, int r1) {
     int nb = W->cols / ggml_type_info((uint32_t)W->type)->block_elems;
     for (int r = r0; r < r1; r++)
         y[r - r0] = row_dot_scalar(W->type, (const uint8_t*)W->blocks + (size_t)r * W->row_bytes, x, nb);
 }
 
-// y[b * ldy + r - r0] = dequant(W)[r] . x[b], plain C
-void quant_matmat_rows_scalar(float* y, int ldy, const float* x, int ldx, int n, const QuantMatrix* W, int r0,
-                              int r1) {
-    for (int b = 0; b < n; b++) quant_matvec_rows_scalar(y + (size_t)b * ldy, x + (size_t)b * ldx, W, r0, r1);
+// y[b * ldy + r - r0] = dequant(W)[r] . x[b], plain C, float32 x
+static void matmat_rows_exact_scalar(float* y, int ldy, const float* x, int ldx, int n, const QuantMatrix* W, int r0,
+                                     int r1) {
+    for (int b = 0; b < n; b++) matvec_rows_exact_scalar(y + (size_t)b * ldy, x + (size_t)b * ldx, W, r0, r1);
+}
+
+// ---------------------------------------------------------------------------
+// 8-bit activations (act_q8): plain C. A super-block's contribution to w . x^ (x^ = d_a q)
+// is formed from exact integer sums, then four float32 operations in this order:
+//   Q4_K / Q5_K: s1 = sum_j sc_j sum_{l<32} code q, s2 = sum_j m_j (bsums of sub-block j)
+//                v = (d * (float)s1) - (dmin * (float)s2);  block = d_a * v
+//   Q6_K:        s = sum_g sc_g (sum_{l<16} code q - 32 bsums[g])  (code = q6 + 32 in 0..63)
+//                block = d_a * (d * (float)s)
+// and a row's blocks are added left to right into one float32 sum. |s1| < 2^26 and |s| <
+// 2^29, so the int32 sums never overflow; (float)s1 may round above 2^24, the same way in
+// every path.
+
+void quant_act_row(const float* x, int cols, QuantAct* a) {
+    for (int k = 0; k < cols / QACT_BLOCK; k++, x += QACT_BLOCK, a++) {
+        float amax = 0.0f;
+        int finite = 1;
+        for (int i = 0; i < QACT_BLOCK; i++) {
+            float v = fabsf(x[i]);
+            if (!(v <= 3.4028235e38f)) finite = 0; // NaN or inf
+            else if (v > amax) amax = v;
+        }
+        memset(a->bsums, 0, sizeof a->bsums);
+        if (!finite || amax == 0.0f) { // all zero codes; a NaN scale makes every product NaN
+            a->d = finite ? 0.0f : NAN;
+            memset(a->q, 0, sizeof a->q);
+            continue;
+        }
+        float id = 127.0f / amax;
+        a->d = amax / 127.0f;
+        for (int i = 0; i < QACT_BLOCK; i++) {
+            float r = nearbyintf(x[i] * id);
+            int q = r > 127.0f ? 127 : r < -127.0f ? -127 : (int)r;
+            a->q[i] = (int8_t)q;
+            a->bsums[i / 16] = (int16_t)(a->bsums[i / 16] + q);
+        }
+    }
+}
+
+// the codes of one Q4_K / Q5_K (qh non-NULL) super-block, element order, in 0..31
+static void codes_k45(const uint8_t* qh, const uint8_t* qs, uint8_t* c) {
+    for (int j = 0; j < 8; j++) {
+        const uint8_t* q = qs + 32 * (j / 2);
+        for (int l = 0; l < 32; l++) {
+            int v = j % 2 ? q[l] >> 4 : q[l] & 0xf;
+            if (qh) v |= ((qh[l] >> j) & 1) << 4;
+            c[32 * j + l] = (uint8_t)v;
+        }
+    }
+}
+
+// one super-block of W against one QuantAct block, plain C (the formulas above)
+static float block_dot_q8_scalar(int type, const uint8_t* b, const QuantAct* a) {
+    uint8_t c[256];
+    if (type == GGML_TYPE_Q6_K) {
+        for (int h = 0; h < 2; h++) {
+            const uint8_t* ql = b + 64 * h;
+            const uint8_t* qh = b + 128 + 32 * h;
+            for (int k = 0; k < 4; k++)
+                for (int l = 0; l < 32; l++) {
+                    int lo = ql[32 * (k % 2) + l];
+                    c[128 * h + 32 * k + l] = (uint8_t)((k < 2 ? lo & 0xf : lo >> 4) | (((qh[l] >> (2 * k)) & 3) << 4));
+                }
+        }
+        const int8_t* sc = (const int8_t*)(b + 192);
+        int32_t s = 0;
+        for (int g = 0; g < 16; g++) {
+            int32_t t = 0;
+            for (int l = 0; l < 16; l++) t += (int32_t)c[16 * g + l] * a->q[16 * g + l];
+            s += (int32_t)sc[g] * (t - 32 * (int32_t)a->bsums[g]);
+        }
+        float v = half_at(b + 208) * (float)s;
+        return a->d * v;
+    }
+    codes_k45(type == GGML_TYPE_Q5_K ? b + 16 : NULL, b + (type == GGML_TYPE_Q5_K ? 48 : 16), c);
+    int32_t s1 = 0, s2 = 0;
+    for (int j = 0; j < 8; j++) {
+        int sc, m;
+        k_scale_min(b + 4, j, &sc, &m);
+        int32_t t = 0;
+        for (int l = 0; l < 32; l++) t += (int32_t)c[32 * j + l] * a->q[32 * j + l];
+        s1 += sc * t;
+        s2 += m * ((int32_t)a->bsums[2 * j] + a->bsums[2 * j + 1]);
+    }
+    float p1 = half_at(b) * (float)s1, p2 = half_at(b + 2) * (float)s2;
+    float v = p1 - p2;
+    return a->d * v;
+}
+
+// rows r0 <= r < r1 of W against n quantized inputs (act: n rows of nb blocks), plain C
+static void matmat_rows_q8_scalar(float* y, int ldy, const QuantAct* act, int n, const QuantMatrix* W, int r0,
+                                  int r1) {
+    const int nb = W->cols / QACT_BLOCK, bb = ggml_type_info((uint32_t)W->type)->block_bytes;
+    for (int r = r0; r < r1; r++) {
+        const uint8_t* row = (const uint8_t*)W->blocks + (size_t)r * W->row_bytes;
+        for (int b = 0; b < n; b++) {
+            const QuantAct* a = act + (size_t)b * nb;
+            float acc = 0.0f;
+            for (int k = 0; k < nb; k++) acc += block_dot_q8_scalar(W->type, row + (size_t)k * bb, a + k);
+            y[(size_t)b * ldy + r - r0] = acc;
+        }
+    }
+}
+
+// n inputs (x: (n, ldx)) quantized into a new array of n * cols / 256 blocks; NULL when out of memory
+static QuantAct* quantize_inputs(const float* x, int ldx, int n, int cols) {
+    QuantAct* act = malloc((size_t)n * (cols / QACT_BLOCK) * sizeof(QuantAct));
+    if (act)
+        for (int b = 0; b < n; b++) quant_act_row(x + (size_t)b * ldx, cols, act + (size_t)b * (cols / QACT_BLOCK));
+    return act;
 }
 
 // ---------------------------------------------------------------------------
@@ -460,8 +580,269 @@ static void dequant_rows(const QuantMatrix* W, int r0, int r1, float* w) {
 }
 #endif
 
-// y[r - r0] = dequant(W)[r] . x on this thread
+#ifdef QM_AVX2
+// --- 8-bit activations (act_q8): the integer sums with vpmaddubsw (unsigned codes x
+// signed q, pairs added into int16: at most 2 * 63 * 127 = 16002, never saturating) and
+// vpmaddwd (the int16 pair sums times the sub-block scale, pairs added into int32); the
+// float formulas are block_dot_q8_scalar's, so the bits are the same.
+
+static ALWAYS_INLINE int32_t hsum_i32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+
+// Q4_K (five 0) / Q5_K (five 1) super-block b against a
+static ALWAYS_INLINE float block_dot_q8_k45(const int five, const uint8_t* b, const QuantAct* a) {
+    const __m256i lo_mask = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
+    const uint8_t* qs = b + (five ? 48 : 16);
+    __m256i qh = five ? _mm256_loadu_si256((const __m256i*)(b + 16)) : _mm256_setzero_si256();
+    int sc[8], m[8];
+    for (int j = 0; j < 8; j++) k_scale_min(b + 4, j, &sc[j], &m[j]);
+    __m256i acc = _mm256_setzero_si256();
+    for (int c = 0; c < 4; c++) {
+        __m256i v = _mm256_loadu_si256((const __m256i*)(qs + 32 * c));
+        __m256i lo = _mm256_and_si256(v, lo_mask), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo_mask);
+        if (five) {
+            lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh, one), 4));
+            hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4));
+            qh = _mm256_srli_epi16(qh, 2);
+        }
+        __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i*)(a->q + 64 * c)));
+        __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i*)(a->q + 64 * c + 32)));
+        plo = _mm256_madd_epi16(plo, _mm256_set1_epi16((short)sc[2 * c]));
+        phi = _mm256_madd_epi16(phi, _mm256_set1_epi16((short)sc[2 * c + 1]));
+        acc = _mm256_add_epi32(acc, _mm256_add_epi32(plo, phi));
+    }
+    int32_t s1 = hsum_i32(acc), s2 = 0;
+    for (int j = 0; j < 8; j++) s2 += m[j] * ((int32_t)a->bsums[2 * j] + a->bsums[2 * j + 1]);
+    float p1 = half_fast(b) * (float)s1, p2 = half_fast(b + 2) * (float)s2;
+    float v = p1 - p2;
+    return a->d * v;
+}
+
+// Q6_K super-block b against a
+static ALWAYS_INLINE float block_dot_q8_q6_k(const uint8_t* b, const QuantAct* a) {
+    const __m256i lo_mask = _mm256_set1_epi8(0x0f), three = _mm256_set1_epi8(3);
+    const int8_t* sc = (const int8_t*)(b + 192);
+    __m256i acc = _mm256_setzero_si256();
+    for (int h = 0; h < 2; h++) {
+        __m256i qla = _mm256_loadu_si256((const __m256i*)(b + 64 * h));
+        __m256i qlb = _mm256_loadu_si256((const __m256i*)(b + 64 * h + 32));
+        __m256i qh = _mm256_loadu_si256((const __m256i*)(b + 128 + 32 * h));
+        for (int k = 0; k < 4; k++) {
+            __m256i ql = k % 2 ? qlb : qla;
+            __m256i lo = k < 2 ? _mm256_and_si256(ql, lo_mask) : _mm256_and_si256(_mm256_srli_epi16(ql, 4), lo_mask);
+            __m256i u = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh, three), 4)); // 0..63
+            qh = _mm256_srli_epi16(qh, 2);
+            __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i*)(a->q + 128 * h + 32 * k)));
+            // elements 0..15 of the chunk (low lane) have scale group 8h + 2k, 16..31 the next
+            __m256i scv = _mm256_set_m128i(_mm_set1_epi16(sc[8 * h + 2 * k + 1]), _mm_set1_epi16(sc[8 * h + 2 * k]));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, scv));
+        }
+    }
+    int32_t s = hsum_i32(acc), off = 0;
+    for (int g = 0; g < 16; g++) off += (int32_t)sc[g] * a->bsums[g];
+    s -= 32 * off;
+    float v = half_fast(b + 208) * (float)s;
+    return a->d * v;
+}
+
+// --- the batched product: each weight row is unpacked once into UnpackedBlocks (codes as
+// bytes, the sub-block scales as the int16 vectors vpmaddwd takes), then swept against
+// the inputs four at a time, each code chunk loaded once for the four. Same integer sums,
+// same float formulas, so row b equals the one-token product of input b bit for bit.
+typedef struct {
+    uint8_t codes[256] __attribute__((aligned(32))); // element order, 0..31 (Q4_K/Q5_K) or 0..63 (Q6_K)
+    __m256i sc[8];  // chunk c (elements 32c..32c+31): the int16 scale of each vpmaddubsw lane's group
+    __m256i mins;   // int16 per 16-element group g: Q4_K/Q5_K m_(g/2); Q6_K 32 sc_g (its -32 offset)
+    float d, dmin;  // super-block scale and min scale (dmin unused for Q6_K)
+} UnpackedBlock;
+
+static ALWAYS_INLINE void unpack_block(const int type, const uint8_t* b, UnpackedBlock* u) {
+    const __m256i lo_mask = _mm256_set1_epi8(0x0f);
+    if (type == GGML_TYPE_Q6_K) {
+        const __m256i three = _mm256_set1_epi8(3);
+        const int8_t* sc = (const int8_t*)(b + 192);
+        for (int h = 0; h < 2; h++) {
+            __m256i qla = _mm256_loadu_si256((const __m256i*)(b + 64 * h));
+            __m256i qlb = _mm256_loadu_si256((const __m256i*)(b + 64 * h + 32));
+            __m256i qh = _mm256_loadu_si256((const __m256i*)(b + 128 + 32 * h));
+            for (int k = 0; k < 4; k++) {
+                __m256i ql = k % 2 ? qlb : qla;
+                __m256i lo = k < 2 ? _mm256_and_si256(ql, lo_mask) : _mm256_and_si256(_mm256_srli_epi16(ql, 4), lo_mask);
+                _mm256_store_si256((__m256i*)(u->codes + 128 * h + 32 * k),
+                                   _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh, three), 4)));
+                qh = _mm256_srli_epi16(qh, 2);
+                int g = 8 * h + 2 * k;
+                u->sc[4 * h + k] = _mm256_set_m128i(_mm_set1_epi16(sc[g + 1]), _mm_set1_epi16(sc[g]));
+            }
+        }
+        int16_t m[16];
+        for (int g = 0; g < 16; g++) m[g] = (int16_t)(32 * sc[g]);
+        u->mins = _mm256_loadu_si256((const __m256i*)m);
+        u->d = half_fast(b + 208);
+        u->dmin = 0.0f;
+        return;
+    }
+    const int five = type == GGML_TYPE_Q5_K;
+    const __m256i one = _mm256_set1_epi8(1);
+    const uint8_t* qs = b + (five ? 48 : 16);
+    __m256i qh = five ? _mm256_loadu_si256((const __m256i*)(b + 16)) : _mm256_setzero_si256();
+    int16_t m[16];
+    for (int j = 0; j < 8; j++) {
+        int sc, mj;
+        k_scale_min(b + 4, j, &sc, &mj);
+        u->sc[j] = _mm256_set1_epi16((short)sc);
+        m[2 * j] = m[2 * j + 1] = (int16_t)mj;
+    }
+    u->mins = _mm256_loadu_si256((const __m256i*)m);
+    for (int c = 0; c < 4; c++) {
+        __m256i v = _mm256_loadu_si256((const __m256i*)(qs + 32 * c));
+        __m256i lo = _mm256_and_si256(v, lo_mask), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo_mask);
+        if (five) {
+            lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh, one), 4));
+            hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4));
+            qh = _mm256_srli_epi16(qh, 2);
+        }
+        _mm256_store_si256((__m256i*)(u->codes + 64 * c), lo);
+        _mm256_store_si256((__m256i*)(u->codes + 64 * c + 32), hi);
+    }
+    u->d = half_fast(b);
+    u->dmin = half_fast(b + 2);
+}
+
+// block_dot_q8_scalar's float formulas from the exact sums s1 (codes x q x scales) and s2
+// (mins x bsums)
+static ALWAYS_INLINE float block_value(const int type, const UnpackedBlock* u, int32_t s1, int32_t s2, float ad) {
+    if (type == GGML_TYPE_Q6_K) {
+        float v = u->d * (float)(s1 - s2);
+        return ad * v;
+    }
+    float p1 = u->d * (float)s1, p2 = u->dmin * (float)s2;
+    float v = p1 - p2;
+    return ad * v;
+}
+
+// NI (1..4) inputs against one unpacked block: their contributions added to acc[0..NI)
+static ALWAYS_INLINE void block_dot_unpacked(const int type, const int NI, const UnpackedBlock* u,
+                                            const QuantAct* const* a, float* acc) {
+    __m256i s[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+    for (int c = 0; c < 8; c++) {
+        __m256i codes = _mm256_load_si256((const __m256i*)(u->codes + 32 * c));
+        for (int i = 0; i < NI; i++) {
+            __m256i p = _mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i*)(a[i]->q + 32 * c)));
+            s[i] = _mm256_add_epi32(s[i], _mm256_madd_epi16(p, u->sc[c]));
+        }
+    }
+    for (int i = 0; i < NI; i++) {
+        int32_t s2 = hsum_i32(_mm256_madd_epi16(u->mins, _mm256_loadu_si256((const __m256i*)a[i]->bsums)));
+        acc[i] += block_value(type, u, hsum_i32(s[i]), s2, a[i]->d);
+    }
+}
+
+// rows r0 <= r < r1 of W (type fixed at compile time) against n quantized inputs: one
+// input through the one-token kernels, more through the unpacked rows (u: nb blocks)
+static ALWAYS_INLINE void matmat_rows_q8_type(const int type, float* y, int ldy, const QuantAct* act, int n,
+                                              const QuantMatrix* W, int r0, int r1, UnpackedBlock* u) {
+    const int nb = W->cols / QACT_BLOCK, bb = type == GGML_TYPE_Q4_K ? 144 : type == GGML_TYPE_Q5_K ? 176 : 210;
+    for (int r = r0; r < r1; r++) {
+        const uint8_t* row = (const uint8_t*)W->blocks + (size_t)r * W->row_bytes;
+        if (n == 1) {
+            float acc = 0.0f;
+            for (int k = 0; k < nb; k++) {
+                const uint8_t* blk = row + (size_t)k * bb;
+                acc += type == GGML_TYPE_Q6_K ? block_dot_q8_q6_k(blk, act + k)
+                                              : block_dot_q8_k45(type == GGML_TYPE_Q5_K, blk, act + k);
+            }
+            y[r - r0] = acc;
+            continue;
+        }
+        for (int k = 0; k < nb; k++) unpack_block(type, row + (size_t)k * bb, u + k);
+        for (int b0 = 0; b0 < n; b0 += 4) {
+            const int ni = n - b0 < 4 ? n - b0 : 4;
+            float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            for (int k = 0; k < nb; k++) {
+                const QuantAct* a[4];
+                for (int i = 0; i < ni; i++) a[i] = act + (size_t)(b0 + i) * nb + k;
+                if (ni == 4) block_dot_unpacked(type, 4, u + k, a, acc);
+                else if (ni == 3) block_dot_unpacked(type, 3, u + k, a, acc);
+                else if (ni == 2) block_dot_unpacked(type, 2, u + k, a, acc);
+                else block_dot_unpacked(type, 1, u + k, a, acc);
+            }
+            for (int i = 0; i < ni; i++) y[(size_t)(b0 + i) * ldy + r - r0] = acc[i];
+        }
+    }
+}
+#endif
+
+// rows r0 <= r < r1 of a q8-capable W against n quantized inputs (act: n * cols / 256
+// blocks): AVX2 when compiled for it, otherwise the plain C twin (the same bits)
+static void matmat_rows_q8(float* y, int ldy, const QuantAct* act, int n, const QuantMatrix* W, int r0, int r1) {
+#ifdef QM_AVX2
+    UnpackedBlock* u = n > 1 ? aligned_alloc(32, (size_t)(W->cols / QACT_BLOCK) * sizeof(UnpackedBlock)) : NULL;
+    if (n > 1 && !u) { // no memory for the unpacked row: the one-token kernel per input, the same bits
+        for (int b = 0; b < n; b++)
+            matmat_rows_q8(y + (size_t)b * ldy, ldy, act + (size_t)b * (W->cols / QACT_BLOCK), 1, W, r0, r1);
+        return;
+    }
+    if (W->type == GGML_TYPE_Q4_K) matmat_rows_q8_type(GGML_TYPE_Q4_K, y, ldy, act, n, W, r0, r1, u);
+    else if (W->type == GGML_TYPE_Q5_K) matmat_rows_q8_type(GGML_TYPE_Q5_K, y, ldy, act, n, W, r0, r1, u);
+    else matmat_rows_q8_type(GGML_TYPE_Q6_K, y, ldy, act, n, W, r0, r1, u);
+    free(u);
+#else
+    matmat_rows_q8_scalar(y, ldy, act, n, W, r0, r1);
+#endif
+}
+
+static int uses_q8(const QuantMatrix* W) { return W->act_q8 && quant_matrix_q8_capable(W->type); }
+
+static void matvec_rows_exact(float* y, const float* x, const QuantMatrix* W, int r0, int r1);
+static void matmat_rows_exact(float* y, int ldy, const float* x, int ldx, int n, const QuantMatrix* W, int r0, int r1);
+
+// The public per-thread products: 8-bit activations when W asks for them (the inputs
+// quantized here, on this thread), otherwise the float32 ones. Out of memory for the
+// quantized inputs: y is NaN (never silently the other arithmetic).
+
 void quant_matvec_rows(float* y, const float* x, const QuantMatrix* W, int r0, int r1) {
+    quant_matmat_rows(y, 0, x, 0, 1, W, r0, r1);
+}
+
+void quant_matmat_rows(float* y, int ldy, const float* x, int ldx, int n, const QuantMatrix* W, int r0, int r1) {
+    if (!uses_q8(W)) {
+        if (n == 1) matvec_rows_exact(y, x, W, r0, r1);
+        else matmat_rows_exact(y, ldy, x, ldx, n, W, r0, r1);
+        return;
+    }
+    QuantAct* act = quantize_inputs(x, ldx, n, W->cols);
+    if (act) matmat_rows_q8(y, ldy, act, n, W, r0, r1);
+    else
+        for (int b = 0; b < n; b++)
+            for (int r = r0; r < r1; r++) y[(size_t)b * ldy + r - r0] = NAN;
+    free(act);
+}
+
+void quant_matvec_rows_scalar(float* y, const float* x, const QuantMatrix* W, int r0, int r1) {
+    quant_matmat_rows_scalar(y, 0, x, 0, 1, W, r0, r1);
+}
+
+void quant_matmat_rows_scalar(float* y, int ldy, const float* x, int ldx, int n, const QuantMatrix* W, int r0,
+                              int r1) {
+    if (!uses_q8(W)) {
+        matmat_rows_exact_scalar(y, ldy, x, ldx, n, W, r0, r1);
+        return;
+    }
+    QuantAct* act = quantize_inputs(x, ldx, n, W->cols);
+    if (act) matmat_rows_q8_scalar(y, ldy, act, n, W, r0, r1);
+    else
+        for (int b = 0; b < n; b++)
+            for (int r = r0; r < r1; r++) y[(size_t)b * ldy + r - r0] = NAN;
+    free(act);
+}
+
+// y[r - r0] = dequant(W)[r] . x on this thread, float32 x
+static void matvec_rows_exact(float* y, const float* x, const QuantMatrix* W, int r0, int r1) {
 #ifdef QM_AVX2
     int nb = W->cols / 32;
     const uint8_t* b = (const uint8_t*)W->blocks + (size_t)r0 * W->row_bytes;
@@ -477,18 +858,18 @@ void quant_matvec_rows(float* y, const float* x, const QuantMatrix* W, int r0, i
     else if (W->type == GGML_TYPE_Q5_K) matvec_rows_new(GGML_TYPE_Q5_K, y, x, W, r0, r1);
     else matvec_rows_new(GGML_TYPE_Q6_K, y, x, W, r0, r1);
 #else
-    quant_matvec_rows_scalar(y, x, W, r0, r1);
+    matvec_rows_exact_scalar(y, x, W, r0, r1);
 #endif
 }
 
 // y[b * ldy + r - r0] = dequant(W)[r] . x[b] on this thread: QM_TILE_ROWS rows at a time
 // are dequantized once into a float buffer, then multiplied with all n inputs by
-// f32_matmat_rows (same w, same order as quant_matvec_rows)
-void quant_matmat_rows(float* y, int ldy, const float* x, int ldx, int n, const QuantMatrix* W, int r0, int r1) {
+// f32_matmat_rows (same w, same order as matvec_rows_exact); float32 x
+static void matmat_rows_exact(float* y, int ldy, const float* x, int ldx, int n, const QuantMatrix* W, int r0, int r1) {
 #ifdef QM_AVX2
     float* w = n > 1 ? aligned_alloc(32, (size_t)QM_TILE_ROWS * W->cols * sizeof(float)) : NULL;
     if (!w) { // one input (or no memory): the one-token kernel per input gives the same bits
-        for (int b = 0; b < n; b++) quant_matvec_rows(y + (size_t)b * ldy, x + (size_t)b * ldx, W, r0, r1);
+        for (int b = 0; b < n; b++) matvec_rows_exact(y + (size_t)b * ldy, x + (size_t)b * ldx, W, r0, r1);
         return;
     }
     for (int t0 = r0; t0 < r1; t0 += QM_TILE_ROWS) {
@@ -498,7 +879,7 @@ void quant_matmat_rows(float* y, int ldy, const float* x, int ldx, int n, const 
     }
     free(w);
 #else
-    quant_matmat_rows_scalar(y, ldy, x, ldx, n, W, r0, r1);
+    matmat_rows_exact_scalar(y, ldy, x, ldx, n, W, r0, r1);
 #endif
 }
 
@@ -524,13 +905,30 @@ void quant_dequant_rows(const QuantMatrix* W, int r0, int r1, float* w) {
 
 void quant_matmat(float* y, int ldy, const float* x, int ldx, int n, const QuantMatrix* W) {
     long work = (long)n * W->rows * W->cols;
+    const int q8 = uses_q8(W), nb = W->cols / QACT_BLOCK;
+    // 8-bit activations: each input quantized once (by the threads, one input each in
+    // turn), then every thread's slice of rows reads them all
+    QuantAct* act = q8 ? malloc((size_t)n * nb * sizeof(QuantAct)) : NULL;
+    if (q8 && !act) {
+        for (int b = 0; b < n; b++)
+            for (int r = 0; r < W->rows; r++) y[(size_t)b * ldy + r] = NAN;
+        return;
+    }
     #pragma omp parallel if (work >= QMATVEC_PARALLEL_MIN)
     {
+        if (q8) {
+            #pragma omp for schedule(static)
+            for (int b = 0; b < n; b++) quant_act_row(x + (size_t)b * ldx, W->cols, act + (size_t)b * nb);
+        }
         int nt = omp_get_num_threads(), t = omp_get_thread_num();
         int per = ((W->rows + nt - 1) / nt + 15) / 16 * 16;
         int r0 = t * per, r1 = r0 + per < W->rows ? r0 + per : W->rows;
-        if (r0 < r1) quant_matmat_rows(y + r0, ldy, x, ldx, n, W, r0, r1);
+        if (r0 < r1) {
+            if (q8) matmat_rows_q8(y + r0, ldy, act, n, W, r0, r1);
+            else quant_matmat_rows(y + r0, ldy, x, ldx, n, W, r0, r1);
+        }
     }
+    free(act);
 }
 
 void quant_matvec(float* y, const float* x, const QuantMatrix* W) { quant_matmat(y, W->rows, x, W->cols, 1, W); }

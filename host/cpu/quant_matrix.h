@@ -15,6 +15,21 @@
  * f32_matrix.h's fixed order, so results equal the float32 path up to the order of
  * summation, and the AVX2 and plain C paths, one token or batched, threaded or not, all
  * give the same bits.
+ *
+ * 8-bit activations (act_q8, the loader's default for the K-quants): float32 products
+ * over K-quant blocks run at ~0.75 vector micro-ops per weight (unpack, convert, scale,
+ * FMA) and are compute-bound far below the memory floor (2.7x slower than llama.cpp per
+ * token on Qwen2.5-1.5B Q4_K_M, benchmarks/results/kquant-decode-qwen15-2026-12-03.md).
+ * With act_q8 set, each 256-element block of x is first rounded to d * q (q an int8 in
+ * [-127, 127], d = max|x| / 127: QuantAct), and a super-block's dot product is formed
+ * from exact integer sums (codes x q through vpmaddubsw, times the 6/8-bit sub-block
+ * scales) and four float32 operations per block in a fixed order (see quant_matrix.c).
+ * Integer sums are exact in any order, so AVX2 and plain C, one token or batched, threaded
+ * or not, still give the same bits (batch invariance holds); the price is the rounding of
+ * x: |x_i - d q_i| <= d / 2, i.e. |y - y_f32| <= sum_blocks d_b / 2 * sum_{i in b} |w_i|
+ * plus float32 rounding (test_quant_matvec checks that bound). The other types keep the
+ * float32 contract above. ETX_EXACT_PRODUCTS=1 in the environment makes the loader keep
+ * the float32 products for every type.
  */
 #ifndef ETX_QUANT_MATRIX_H
 #define ETX_QUANT_MATRIX_H
@@ -27,10 +42,30 @@ typedef struct {
     int rows, cols;   // (out, in); cols is a multiple of the type's block (32, or 256 for K-quants)
     void* blocks;     // rows * row_bytes bytes, row r at r * row_bytes, blocks in GGUF layout
     size_t row_bytes; // cols / block_elems blocks of block_bytes (dequant.h) per row
+    int act_q8;       // 1 (K-quants only): products round x to QuantAct blocks first; 0: float32 x
 } QuantMatrix;
 
 // 1 when ggml type id `type` can be held as a QuantMatrix.
 int quant_matrix_supported(uint32_t type);
+
+// 1 when the products over `type` take 8-bit activations (Q4_K, Q5_K, Q6_K).
+int quant_matrix_q8_capable(int type);
+// act_q8 the loader gives a matrix of `type`: quant_matrix_q8_capable, unless
+// ETX_EXACT_PRODUCTS is set to a value other than "0" in the environment.
+int quant_matrix_act_q8_default(int type);
+
+// One block of 256 activations in 8 bits: x_i ~ d * q[i].
+#define QACT_BLOCK 256
+typedef struct {
+    float d;           // max |x| / 127 over the block (0 for a zero block); NaN if it holds a NaN or inf
+    int16_t bsums[16]; // bsums[g] = sum of q[16 g .. 16 g + 15]
+    int8_t q[QACT_BLOCK];
+} QuantAct;
+
+// x[0 .. cols) (cols a multiple of 256) into cols / 256 blocks at a: q[i] = x[i] * (127 /
+// max|x|) rounded to nearest (ties to even), so |x[i] - d q[i]| <= d / 2 up to the
+// rounding of d and of the product.
+void quant_act_row(const float* x, int cols, QuantAct* a);
 
 // y[r] = sum_i dequant(W)[r, i] * x[i], r < W->rows: rows split over the OpenMP threads,
 // each running quant_matvec_rows. Call outside parallel regions.

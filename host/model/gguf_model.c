@@ -233,6 +233,7 @@ static etx_status keep_blocks(const GGUFFile* f, const GGUFTensor* t, uint64_t n
     q->cols = (int)ne0;
     q->blocks = dst;
     q->row_bytes = (size_t)row_bytes;
+    q->act_q8 = quant_matrix_act_q8_default(q->type); // K-quants: 8-bit activations (quant_matrix.h)
     return etx_ok();
 }
 

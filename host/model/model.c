@@ -55,6 +55,17 @@ void model_weight_rows(const float* w, const QuantMatrix* q, int cols, int r0, i
 }
 
 // a matrix of rows x cols held as float32 w and/or blocks q
+void model_set_act_q8(etx_model* m, int on) {
+    ModelWeights* w = &m->w;
+    for (int l = 0; w->layers && l < m->cfg.n_layers; l++) {
+        LayerWeights* L = &w->layers[l];
+        QuantMatrix* q[] = {&L->wq_q, &L->wk_q, &L->wv_q, &L->wo_q, &L->w_gate_q, &L->w_up_q, &L->w_down_q};
+        for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) q[i]->act_q8 = on && quant_matrix_q8_capable(q[i]->type);
+    }
+    w->lm_head_q.act_q8 = on && quant_matrix_q8_capable(w->lm_head_q.type);
+    w->token_embedding_q.act_q8 = on && quant_matrix_q8_capable(w->token_embedding_q.type);
+}
+
 static long long matrix_bytes_held(const float* w, const QuantMatrix* q, long long rows, long long cols) {
     long long t = w ? rows * cols * (long long)sizeof(float) : 0;
     return t + (q->blocks ? (long long)q->rows * (long long)q->row_bytes : 0);

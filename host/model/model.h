@@ -122,6 +122,10 @@ etx_status model_nonfinite_error(const char* file, const char* tensor, float val
 // stored as float32).
 // Rows are spread over the OpenMP threads when there are many; call outside parallel regions.
 void model_weight_rows(const float* w, const QuantMatrix* q, int cols, int r0, int r1, float* dst);
+
+// Sets act_q8 (quant_matrix.h) on every compact matrix of m whose type allows it: on = 1
+// the K-quant products take 8-bit activations (the loader's default), 0 float32 ones.
+void model_set_act_q8(etx_model* m, int on);
 // Bytes of weights the model holds in memory: float32 arrays plus kept quantized blocks
 // (a tied LM head counted once).
 long long model_weight_bytes_held(const etx_model* m);
