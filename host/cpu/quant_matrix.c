@@ -199,15 +199,20 @@ static void matmat_rows_exact_scalar(float* y, int ldy, const float* x, int ldx,
 }
 
 // ---------------------------------------------------------------------------
-// 8-bit activations (act_q8): plain C. A super-block's contribution to w . x^ (x^ = d_a q)
-// is formed from exact integer sums, then four float32 operations in this order:
-//   Q4_K / Q5_K: s1 = sum_j sc_j sum_{l<32} code q, s2 = sum_j m_j (bsums of sub-block j)
-//                v = (d * (float)s1) - (dmin * (float)s2);  block = d_a * v
-//   Q6_K:        s = sum_g sc_g (sum_{l<16} code q - 32 bsums[g])  (code = q6 + 32 in 0..63)
-//                block = d_a * (d * (float)s)
-// and a row's blocks are added left to right into one float32 sum. |s1| < 2^26 and |s| <
-// 2^29, so the int32 sums never overflow; (float)s1 may round above 2^24, the same way in
-// every path.
+// 8-bit activations (act_q8): plain C. The integer sums are split into 8 lanes, lane j
+// holding the elements 4j..4j+3 of every 32-element chunk of a super-block (the int32
+// lanes of the AVX2 code's vpmaddwd, so both compute the same sums):
+//   s1[j] = sum over the lane's elements of scale * code * q  (scale: Q4_K/Q5_K the
+//           sub-block's 6-bit sc, Q6_K the 16-element group's 8-bit sc; code: 0..31 or
+//           0..63, Q6_K's code is its q6 + 32)
+//   s2[j] = mins[2j] bsums[2j] + mins[2j+1] bsums[2j+1]  (mins per 16-element group g:
+//           Q4_K/Q5_K m of sub-block g / 2, Q6_K 32 sc_g, its -32 offset)
+// then per lane four float32 operations in this order:
+//   Q4_K / Q5_K: v = (d * (float)s1[j]) - (dmin * (float)s2[j]);  acc[j] += d_a * v
+//   Q6_K:        v = d * (float)(s1[j] - s2[j]);                  acc[j] += d_a * v
+// over a row's blocks left to right, and the row's value is the 8 lanes added in a fixed
+// tree ((0+4) + (2+6)) + ((1+5) + (3+7)). The sums are exact (|s1[j]| < 2^26), so only
+// the float32 operations round, the same way in every path.
 
 void quant_act_row(const float* x, int cols, QuantAct* a) {
     for (int k = 0; k < cols / QACT_BLOCK; k++, x += QACT_BLOCK, a++) {
@@ -247,9 +252,22 @@ static void codes_k45(const uint8_t* qh, const uint8_t* qs, uint8_t* c) {
     }
 }
 
-// one super-block of W against one QuantAct block, plain C (the formulas above)
-static float block_dot_q8_scalar(int type, const uint8_t* b, const QuantAct* a) {
+// the int16 scale of each element's group and the mins of the 16 groups of one Q4_K /
+// Q5_K / Q6_K super-block, as the formulas above take them
+static void block_scales(int type, const uint8_t* b, int16_t* scale, int16_t* mins) {
+    for (int g = 0; g < 16; g++) {
+        int sc, m;
+        if (type == GGML_TYPE_Q6_K) sc = (int8_t)b[192 + g], m = 32 * sc;
+        else k_scale_min(b + 4, g / 2, &sc, &m);
+        for (int l = 0; l < 16; l++) scale[16 * g + l] = (int16_t)sc;
+        mins[g] = (int16_t)m;
+    }
+}
+
+// one super-block of W against one QuantAct block, added to the 8 lane sums acc (plain C)
+static void block_lanes_q8_scalar(int type, const uint8_t* b, const QuantAct* a, float* acc) {
     uint8_t c[256];
+    int16_t scale[256], mins[16];
     if (type == GGML_TYPE_Q6_K) {
         for (int h = 0; h < 2; h++) {
             const uint8_t* ql = b + 64 * h;
@@ -260,29 +278,36 @@ static float block_dot_q8_scalar(int type, const uint8_t* b, const QuantAct* a) 
                     c[128 * h + 32 * k + l] = (uint8_t)((k < 2 ? lo & 0xf : lo >> 4) | (((qh[l] >> (2 * k)) & 3) << 4));
                 }
         }
-        const int8_t* sc = (const int8_t*)(b + 192);
-        int32_t s = 0;
-        for (int g = 0; g < 16; g++) {
-            int32_t t = 0;
-            for (int l = 0; l < 16; l++) t += (int32_t)c[16 * g + l] * a->q[16 * g + l];
-            s += (int32_t)sc[g] * (t - 32 * (int32_t)a->bsums[g]);
-        }
-        float v = half_at(b + 208) * (float)s;
-        return a->d * v;
+    } else {
+        codes_k45(type == GGML_TYPE_Q5_K ? b + 16 : NULL, b + (type == GGML_TYPE_Q5_K ? 48 : 16), c);
     }
-    codes_k45(type == GGML_TYPE_Q5_K ? b + 16 : NULL, b + (type == GGML_TYPE_Q5_K ? 48 : 16), c);
-    int32_t s1 = 0, s2 = 0;
+    block_scales(type, b, scale, mins);
+    const float d = type == GGML_TYPE_Q6_K ? half_at(b + 208) : half_at(b), dmin = half_at(b + 2);
     for (int j = 0; j < 8; j++) {
-        int sc, m;
-        k_scale_min(b + 4, j, &sc, &m);
-        int32_t t = 0;
-        for (int l = 0; l < 32; l++) t += (int32_t)c[32 * j + l] * a->q[32 * j + l];
-        s1 += sc * t;
-        s2 += m * ((int32_t)a->bsums[2 * j] + a->bsums[2 * j + 1]);
+        int32_t s1 = 0;
+        for (int ch = 0; ch < 8; ch++)
+            for (int e = 4 * j; e < 4 * j + 4; e++) {
+                int i = 32 * ch + e;
+                s1 += (int32_t)scale[i] * ((int32_t)c[i] * a->q[i]);
+            }
+        int32_t s2 = (int32_t)mins[2 * j] * a->bsums[2 * j] + (int32_t)mins[2 * j + 1] * a->bsums[2 * j + 1];
+        float v;
+        if (type == GGML_TYPE_Q6_K) {
+            v = d * (float)(s1 - s2);
+        } else {
+            float p1 = d * (float)s1, p2 = dmin * (float)s2;
+            v = p1 - p2;
+        }
+        float t = a->d * v;
+        acc[j] += t;
     }
-    float p1 = half_at(b) * (float)s1, p2 = half_at(b + 2) * (float)s2;
-    float v = p1 - p2;
-    return a->d * v;
+}
+
+// the fixed reduction of the 8 lanes (the AVX2 code's horizontal sum)
+static float reduce8_scalar(const float* a) {
+    float b0 = a[0] + a[4], b1 = a[1] + a[5], b2 = a[2] + a[6], b3 = a[3] + a[7];
+    float c0 = b0 + b2, c1 = b1 + b3;
+    return c0 + c1;
 }
 
 // rows r0 <= r < r1 of W against n quantized inputs (act: n rows of nb blocks), plain C
@@ -293,9 +318,9 @@ static void matmat_rows_q8_scalar(float* y, int ldy, const QuantAct* act, int n,
         const uint8_t* row = (const uint8_t*)W->blocks + (size_t)r * W->row_bytes;
         for (int b = 0; b < n; b++) {
             const QuantAct* a = act + (size_t)b * nb;
-            float acc = 0.0f;
-            for (int k = 0; k < nb; k++) acc += block_dot_q8_scalar(W->type, row + (size_t)k * bb, a + k);
-            y[(size_t)b * ldy + r - r0] = acc;
+            float acc[8] = {0};
+            for (int k = 0; k < nb; k++) block_lanes_q8_scalar(W->type, row + (size_t)k * bb, a + k, acc);
+            y[(size_t)b * ldy + r - r0] = reduce8_scalar(acc);
         }
     }
 }
@@ -581,26 +606,67 @@ static void dequant_rows(const QuantMatrix* W, int r0, int r1, float* w) {
 #endif
 
 #ifdef QM_AVX2
-// --- 8-bit activations (act_q8): the integer sums with vpmaddubsw (unsigned codes x
+// --- 8-bit activations (act_q8): the integer lane sums with vpmaddubsw (unsigned codes x
 // signed q, pairs added into int16: at most 2 * 63 * 127 = 16002, never saturating) and
-// vpmaddwd (the int16 pair sums times the sub-block scale, pairs added into int32); the
-// float formulas are block_dot_q8_scalar's, so the bits are the same.
+// vpmaddwd (the int16 pair sums times the group's scale, pairs added into int32: int32
+// lane j holds bytes 4j..4j+3 of each chunk, as block_lanes_q8_scalar splits them); the
+// float formulas are the plain C ones lane by lane, so the bits are the same.
 
-static ALWAYS_INLINE int32_t hsum_i32(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-    return _mm_cvtsi128_si32(s);
+// the 8 scales and 8 mins of a Q4_K / Q5_K super-block (6 bits each, packed in its 12
+// bytes at b + 4) as bytes sm[0..7] and sm[8..15]: k_scale_min's values, by word masks
+static ALWAYS_INLINE void k45_scales(const uint8_t* b, uint8_t* sm) {
+    uint32_t u[4];
+    memcpy(u, b + 4, 12);
+    const uint32_t m6 = 0x3f3f3f3f, m4 = 0x0f0f0f0f, m2 = 0x03030303;
+    u[3] = ((u[2] >> 4) & m4) | (((u[1] >> 6) & m2) << 4); // mins 4..7
+    uint32_t mins03 = u[1] & m6;                           // mins 0..3
+    u[1] = (u[2] & m4) | (((u[0] >> 6) & m2) << 4);        // scales 4..7
+    u[2] = mins03;
+    u[0] &= m6;                                            // scales 0..3
+    memcpy(sm, u, 16);
 }
 
-// Q4_K (five 0) / Q5_K (five 1) super-block b against a
-static ALWAYS_INLINE float block_dot_q8_k45(const int five, const uint8_t* b, const QuantAct* a) {
+// int16 per 16-element group: m of sub-block g / 2 (bytes m[0..7])
+static ALWAYS_INLINE __m256i k45_mins(const uint8_t* m) {
+    __m128i m8 = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i*)m));
+    return _mm256_set_m128i(_mm_unpackhi_epi16(m8, m8), _mm_unpacklo_epi16(m8, m8));
+}
+
+// int16 per 16-element group: 32 sc_g of a Q6_K super-block
+static ALWAYS_INLINE __m256i q6_mins(const uint8_t* b) {
+    return _mm256_slli_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(b + 192))), 5);
+}
+
+// acc += d_a * v lane by lane, v from the lane sums s1, s2 (the plain C formulas)
+static ALWAYS_INLINE __m256 lanes_add(const int type, __m256i s1, __m256i s2, float d, float dmin, float ad,
+                                      __m256 acc) {
+    __m256 v;
+    if (type == GGML_TYPE_Q6_K) {
+        v = _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_sub_epi32(s1, s2)));
+    } else {
+        __m256 p1 = _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s1));
+        __m256 p2 = _mm256_mul_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(s2));
+        v = _mm256_sub_ps(p1, p2);
+    }
+    return _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(ad), v));
+}
+
+// reduce8_scalar's tree
+static ALWAYS_INLINE float reduce8(__m256 a) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// Q4_K (five 0) / Q5_K (five 1) super-block b against a, added to the lanes of acc
+static ALWAYS_INLINE __m256 block_q8_k45(const int five, const uint8_t* b, const QuantAct* a, __m256 acc) {
     const __m256i lo_mask = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
     const uint8_t* qs = b + (five ? 48 : 16);
     __m256i qh = five ? _mm256_loadu_si256((const __m256i*)(b + 16)) : _mm256_setzero_si256();
-    int sc[8], m[8];
-    for (int j = 0; j < 8; j++) k_scale_min(b + 4, j, &sc[j], &m[j]);
-    __m256i acc = _mm256_setzero_si256();
+    uint8_t sm[16];
+    k45_scales(b, sm);
+    __m256i s1 = _mm256_setzero_si256();
     for (int c = 0; c < 4; c++) {
         __m256i v = _mm256_loadu_si256((const __m256i*)(qs + 32 * c));
         __m256i lo = _mm256_and_si256(v, lo_mask), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo_mask);
@@ -611,22 +677,19 @@ static ALWAYS_INLINE float block_dot_q8_k45(const int five, const uint8_t* b, co
         }
         __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i*)(a->q + 64 * c)));
         __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i*)(a->q + 64 * c + 32)));
-        plo = _mm256_madd_epi16(plo, _mm256_set1_epi16((short)sc[2 * c]));
-        phi = _mm256_madd_epi16(phi, _mm256_set1_epi16((short)sc[2 * c + 1]));
-        acc = _mm256_add_epi32(acc, _mm256_add_epi32(plo, phi));
+        plo = _mm256_madd_epi16(plo, _mm256_set1_epi16(sm[2 * c]));
+        phi = _mm256_madd_epi16(phi, _mm256_set1_epi16(sm[2 * c + 1]));
+        s1 = _mm256_add_epi32(s1, _mm256_add_epi32(plo, phi));
     }
-    int32_t s1 = hsum_i32(acc), s2 = 0;
-    for (int j = 0; j < 8; j++) s2 += m[j] * ((int32_t)a->bsums[2 * j] + a->bsums[2 * j + 1]);
-    float p1 = half_fast(b) * (float)s1, p2 = half_fast(b + 2) * (float)s2;
-    float v = p1 - p2;
-    return a->d * v;
+    __m256i s2 = _mm256_madd_epi16(k45_mins(sm + 8), _mm256_loadu_si256((const __m256i*)a->bsums));
+    return lanes_add(GGML_TYPE_Q4_K, s1, s2, half_fast(b), half_fast(b + 2), a->d, acc);
 }
 
-// Q6_K super-block b against a
-static ALWAYS_INLINE float block_dot_q8_q6_k(const uint8_t* b, const QuantAct* a) {
+// Q6_K super-block b against a, added to the lanes of acc
+static ALWAYS_INLINE __m256 block_q8_q6_k(const uint8_t* b, const QuantAct* a, __m256 acc) {
     const __m256i lo_mask = _mm256_set1_epi8(0x0f), three = _mm256_set1_epi8(3);
     const int8_t* sc = (const int8_t*)(b + 192);
-    __m256i acc = _mm256_setzero_si256();
+    __m256i s1 = _mm256_setzero_si256();
     for (int h = 0; h < 2; h++) {
         __m256i qla = _mm256_loadu_si256((const __m256i*)(b + 64 * h));
         __m256i qlb = _mm256_loadu_si256((const __m256i*)(b + 64 * h + 32));
@@ -639,20 +702,17 @@ static ALWAYS_INLINE float block_dot_q8_q6_k(const uint8_t* b, const QuantAct* a
             __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i*)(a->q + 128 * h + 32 * k)));
             // elements 0..15 of the chunk (low lane) have scale group 8h + 2k, 16..31 the next
             __m256i scv = _mm256_set_m128i(_mm_set1_epi16(sc[8 * h + 2 * k + 1]), _mm_set1_epi16(sc[8 * h + 2 * k]));
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, scv));
+            s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(p, scv));
         }
     }
-    int32_t s = hsum_i32(acc), off = 0;
-    for (int g = 0; g < 16; g++) off += (int32_t)sc[g] * a->bsums[g];
-    s -= 32 * off;
-    float v = half_fast(b + 208) * (float)s;
-    return a->d * v;
+    __m256i s2 = _mm256_madd_epi16(q6_mins(b), _mm256_loadu_si256((const __m256i*)a->bsums));
+    return lanes_add(GGML_TYPE_Q6_K, s1, s2, half_fast(b + 208), 0.0f, a->d, acc);
 }
 
 // --- the batched product: each weight row is unpacked once into UnpackedBlocks (codes as
-// bytes, the sub-block scales as the int16 vectors vpmaddwd takes), then swept against
-// the inputs four at a time, each code chunk loaded once for the four. Same integer sums,
-// same float formulas, so row b equals the one-token product of input b bit for bit.
+// bytes, the group scales as the int16 vectors vpmaddwd takes), then swept against the
+// inputs four at a time, each code chunk loaded once for the four. Same lane sums, same
+// float formulas, so row b equals the one-token product of input b bit for bit.
 typedef struct {
     uint8_t codes[256] __attribute__((aligned(32))); // element order, 0..31 (Q4_K/Q5_K) or 0..63 (Q6_K)
     __m256i sc[8];  // chunk c (elements 32c..32c+31): the int16 scale of each vpmaddubsw lane's group
@@ -679,9 +739,7 @@ static ALWAYS_INLINE void unpack_block(const int type, const uint8_t* b, Unpacke
                 u->sc[4 * h + k] = _mm256_set_m128i(_mm_set1_epi16(sc[g + 1]), _mm_set1_epi16(sc[g]));
             }
         }
-        int16_t m[16];
-        for (int g = 0; g < 16; g++) m[g] = (int16_t)(32 * sc[g]);
-        u->mins = _mm256_loadu_si256((const __m256i*)m);
+        u->mins = q6_mins(b);
         u->d = half_fast(b + 208);
         u->dmin = 0.0f;
         return;
@@ -690,14 +748,10 @@ static ALWAYS_INLINE void unpack_block(const int type, const uint8_t* b, Unpacke
     const __m256i one = _mm256_set1_epi8(1);
     const uint8_t* qs = b + (five ? 48 : 16);
     __m256i qh = five ? _mm256_loadu_si256((const __m256i*)(b + 16)) : _mm256_setzero_si256();
-    int16_t m[16];
-    for (int j = 0; j < 8; j++) {
-        int sc, mj;
-        k_scale_min(b + 4, j, &sc, &mj);
-        u->sc[j] = _mm256_set1_epi16((short)sc);
-        m[2 * j] = m[2 * j + 1] = (int16_t)mj;
-    }
-    u->mins = _mm256_loadu_si256((const __m256i*)m);
+    uint8_t sm[16];
+    k45_scales(b, sm);
+    for (int j = 0; j < 8; j++) u->sc[j] = _mm256_set1_epi16(sm[j]);
+    u->mins = k45_mins(sm + 8);
     for (int c = 0; c < 4; c++) {
         __m256i v = _mm256_loadu_si256((const __m256i*)(qs + 32 * c));
         __m256i lo = _mm256_and_si256(v, lo_mask), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo_mask);
@@ -713,21 +767,9 @@ static ALWAYS_INLINE void unpack_block(const int type, const uint8_t* b, Unpacke
     u->dmin = half_fast(b + 2);
 }
 
-// block_dot_q8_scalar's float formulas from the exact sums s1 (codes x q x scales) and s2
-// (mins x bsums)
-static ALWAYS_INLINE float block_value(const int type, const UnpackedBlock* u, int32_t s1, int32_t s2, float ad) {
-    if (type == GGML_TYPE_Q6_K) {
-        float v = u->d * (float)(s1 - s2);
-        return ad * v;
-    }
-    float p1 = u->d * (float)s1, p2 = u->dmin * (float)s2;
-    float v = p1 - p2;
-    return ad * v;
-}
-
-// NI (1..4) inputs against one unpacked block: their contributions added to acc[0..NI)
-static ALWAYS_INLINE void block_dot_unpacked(const int type, const int NI, const UnpackedBlock* u,
-                                            const QuantAct* const* a, float* acc) {
+// NI (1..4) inputs against one unpacked block, added to their lane sums acc[0..NI)
+static ALWAYS_INLINE void block_unpacked(const int type, const int NI, const UnpackedBlock* u,
+                                         const QuantAct* const* a, __m256* acc) {
     __m256i s[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
     for (int c = 0; c < 8; c++) {
         __m256i codes = _mm256_load_si256((const __m256i*)(u->codes + 32 * c));
@@ -737,8 +779,8 @@ static ALWAYS_INLINE void block_dot_unpacked(const int type, const int NI, const
         }
     }
     for (int i = 0; i < NI; i++) {
-        int32_t s2 = hsum_i32(_mm256_madd_epi16(u->mins, _mm256_loadu_si256((const __m256i*)a[i]->bsums)));
-        acc[i] += block_value(type, u, hsum_i32(s[i]), s2, a[i]->d);
+        __m256i s2 = _mm256_madd_epi16(u->mins, _mm256_loadu_si256((const __m256i*)a[i]->bsums));
+        acc[i] = lanes_add(type, s[i], s2, u->d, u->dmin, a[i]->d, acc[i]);
     }
 }
 
@@ -750,28 +792,28 @@ static ALWAYS_INLINE void matmat_rows_q8_type(const int type, float* y, int ldy,
     for (int r = r0; r < r1; r++) {
         const uint8_t* row = (const uint8_t*)W->blocks + (size_t)r * W->row_bytes;
         if (n == 1) {
-            float acc = 0.0f;
+            __m256 acc = _mm256_setzero_ps();
             for (int k = 0; k < nb; k++) {
                 const uint8_t* blk = row + (size_t)k * bb;
-                acc += type == GGML_TYPE_Q6_K ? block_dot_q8_q6_k(blk, act + k)
-                                              : block_dot_q8_k45(type == GGML_TYPE_Q5_K, blk, act + k);
+                acc = type == GGML_TYPE_Q6_K ? block_q8_q6_k(blk, act + k, acc)
+                                             : block_q8_k45(type == GGML_TYPE_Q5_K, blk, act + k, acc);
             }
-            y[r - r0] = acc;
+            y[r - r0] = reduce8(acc);
             continue;
         }
         for (int k = 0; k < nb; k++) unpack_block(type, row + (size_t)k * bb, u + k);
         for (int b0 = 0; b0 < n; b0 += 4) {
             const int ni = n - b0 < 4 ? n - b0 : 4;
-            float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
             for (int k = 0; k < nb; k++) {
                 const QuantAct* a[4];
                 for (int i = 0; i < ni; i++) a[i] = act + (size_t)(b0 + i) * nb + k;
-                if (ni == 4) block_dot_unpacked(type, 4, u + k, a, acc);
-                else if (ni == 3) block_dot_unpacked(type, 3, u + k, a, acc);
-                else if (ni == 2) block_dot_unpacked(type, 2, u + k, a, acc);
-                else block_dot_unpacked(type, 1, u + k, a, acc);
+                if (ni == 4) block_unpacked(type, 4, u + k, a, acc);
+                else if (ni == 3) block_unpacked(type, 3, u + k, a, acc);
+                else if (ni == 2) block_unpacked(type, 2, u + k, a, acc);
+                else block_unpacked(type, 1, u + k, a, acc);
             }
-            for (int i = 0; i < ni; i++) y[(size_t)(b0 + i) * ldy + r - r0] = acc[i];
+            for (int i = 0; i < ni; i++) y[(size_t)(b0 + i) * ldy + r - r0] = reduce8(acc[i]);
         }
     }
 }

@@ -23,7 +23,8 @@
  * With act_q8 set, each 256-element block of x is first rounded to d * q (q an int8 in
  * [-127, 127], d = max|x| / 127: QuantAct), and a super-block's dot product is formed
  * from exact integer sums (codes x q through vpmaddubsw, times the 6/8-bit sub-block
- * scales) and four float32 operations per block in a fixed order (see quant_matrix.c).
+ * scales) in 8 lanes, each lane then taking four float32 operations per block in a fixed
+ * order, the lanes added in a fixed tree at the end of the row (see quant_matrix.c).
  * Integer sums are exact in any order, so AVX2 and plain C, one token or batched, threaded
  * or not, still give the same bits (batch invariance holds); the price is the rounding of
  * x: |x_i - d q_i| <= d / 2, i.e. |y - y_f32| <= sum_blocks d_b / 2 * sum_{i in b} |w_i|

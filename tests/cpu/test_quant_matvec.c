@@ -116,10 +116,11 @@ static void exact_kquant(int type, const uint8_t* b, double* a, double* m) {
 
 // y (the one-token product of x on q, act_q8 set) against:
 //   - the double reference on x rounded as quant_act_row rounds it: sum_i w_i d_b q_i over
-//     the exact weights. Each super-block's value is four float32 operations on exact
-//     integer sums (the conversion of s1 counts as one), then nb blocks are added in
-//     float32: |y - ref| <= g * S, g = (nb + 4) u / (1 - (nb + 4) u), S = sum_i (|a_i| +
-//     |m_i|) |d_b q_i| (Higham 3.1 on each block's value and the running sum).
+//     the exact weights. Each of 8 lanes takes, per super-block, four float32 operations
+//     on exact integer sums of its elements (the conversion counts as one) and one
+//     addition to its running sum; the 8 lanes are then added in a tree of depth 3. So
+//     every term goes through at most nb + 4 + 3 roundings: |y - ref| <= g * S,
+//     g = (nb + 7) u / (1 - (nb + 7) u), S = sum_i (|a_i| + |m_i|) |d_b q_i| (Higham 3.1).
 //   - the float32-activation product yf = w . x within its own bound gf * sum |w_i x_i|
 //     (dequant.c's weights w, check_shape's g): the rounding of x moves the product by at
 //     most sum_b (d_b / 2) (1 + 2^-20) sum_{i in b} |w_i| (|x_i - d_b q_i| <= d_b / 2 up to
@@ -133,7 +134,7 @@ static void check_q8_reference(const QuantMatrix* q, const float* w, const float
     quant_act_row(x, cols, act);
     double* a = malloc(256 * sizeof(double));
     double* m = malloc(256 * sizeof(double));
-    double g = (double)(nb + 4) * 0x1p-24, gf = (double)(cols / 32 + 5) * 0x1p-24;
+    double g = (double)(nb + 7) * 0x1p-24, gf = (double)(cols / 32 + 5) * 0x1p-24;
     g = g / (1.0 - g), gf = gf / (1.0 - gf);
     for (int r = 0; r < q->rows; r++) {
         double ref = 0.0, S = 0.0, F = 0.0, yf = 0.0, shift = 0.0;
