@@ -197,6 +197,12 @@ double available_memory_bytes(void) {
     return kib < 0 ? -1.0 : kib * 1024.0;
 }
 
+double etx_cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 double etx_now_s(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);

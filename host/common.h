@@ -69,6 +69,8 @@ double available_memory_bytes(void);
 
 // Seconds on the monotonic clock (for timing; the origin is arbitrary).
 double etx_now_s(void);
+// CPU seconds used so far by every thread of this process (CLOCK_PROCESS_CPUTIME_ID).
+double etx_cpu_s(void);
 
 // qsort comparator of doubles, ascending (medians of timings).
 int etx_cmp_double(const void* a, const void* b);

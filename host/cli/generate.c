@@ -158,13 +158,13 @@ static int cmd_generate_run(const char* model, const char* prompt, const char* c
     int printed = 0, active = 1, traced = 0;
     CliTraceStats ts;
     memset(&ts, 0, sizeof ts);
-    double t0 = etx_now_s(), t_first = 0.0;
+    double t0 = etx_now_s(), t_first = 0.0, cpu_first = 0.0;
     etx_request_state rs;
     while (active) {
         st = etx_engine_step(e, &active);
         if (st.code != ETX_OK) goto done;
         etx_engine_request_state(e, id, &rs);
-        if (printed == 0 && rs.n_tokens > 0) t_first = etx_now_s();
+        if (printed == 0 && rs.n_tokens > 0) t_first = etx_now_s(), cpu_first = etx_cpu_s();
         int upto = rs.n_tokens;
         // a final stop token (EOS, end of turn) is not part of the text
         if (rs.phase == ETX_REQ_DONE_STOP) upto--;
@@ -201,12 +201,14 @@ static int cmd_generate_run(const char* model, const char* prompt, const char* c
         goto done;
     }
     if (stats) {
-        double t1 = etx_now_s();
+        double t1 = etx_now_s(), cpu = etx_cpu_s() - cpu_first;
         double prefill = t_first - t0, decode = t1 - t_first;
+        // the CPU time of the decode steps (all threads): on a shared machine a fairer
+        // measure of the work per token than the wall clock
         fprintf(stderr, "etx: prompt %d tokens in %.3f s (%.1f tok/s); generated %d tokens, %d after the first in "
-                        "%.3f s (%.2f tok/s); stopped by %s\n",
+                        "%.3f s (%.2f tok/s, %.4f CPU s per token); stopped by %s\n",
                 n_ids, prefill, n_ids / (prefill > 0 ? prefill : 1e-9), rs.n_tokens, rs.n_tokens - 1, decode,
-                (rs.n_tokens - 1) / (decode > 0 ? decode : 1e-9),
+                (rs.n_tokens - 1) / (decode > 0 ? decode : 1e-9), rs.n_tokens > 1 ? cpu / (rs.n_tokens - 1) : 0.0,
                 rs.phase == ETX_REQ_DONE_STOP ? "a stop token" : "the length limit");
         cli_trace_stats_print(&ts, stderr);
         struct stat fst;
