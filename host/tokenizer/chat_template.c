@@ -22,6 +22,19 @@
  *   \n<tool_response>\n ... \n</tool_response>. The Jinja template silently drops
  *   messages of any other role and fails on an empty conversation; etx refuses both
  *   with an error instead of losing a message.
+ * CHAT_QWEN3: Qwen3's template (tests/fixtures/tokenizer/qwen3/chat_template.jinja),
+ *   without tools and with thinking on (enable_thinking undefined, the template's
+ *   default): no default system message (a first system message is written first); user
+ *   and later system messages as ChatML; tool turns as Qwen2.5's. An assistant message
+ *   holding "</think>" is split: its content is what follows the last "</think>"
+ *   (leading newlines dropped), its reasoning what precedes the first "</think>" after
+ *   the last "<think>" before it (newlines trimmed). Assistant messages up to the last
+ *   real user query (a user message that is not a whole <tool_response> block) are
+ *   written with their content only; later ones (the agent's turns since that query)
+ *   keep their reasoning as "<think>\nR\n</think>\n\n" before the content, and the
+ *   last message, when it is the assistant's, always gets that block (empty when it has
+ *   no reasoning). The generation prompt is "<|im_start|>assistant\n". Empty
+ *   conversations and other roles are refused, as for Qwen2.5.
  */
 #include "tokenizer/tokenizer.h"
 
@@ -107,6 +120,8 @@ static void render_chatml(Buf* b, const etx_chat_message* msgs, int n, int add_g
 
 static int is_role(const etx_chat_message* m, const char* role) { return strcmp(m->role, role) == 0; }
 
+static void render_tool_turn(Buf* b, const etx_chat_message* msgs, int n, int i);
+
 static void render_qwen25(Buf* b, const etx_chat_message* msgs, int n, int add_generation_prompt) {
     int first_is_system = is_role(&msgs[0], "system");
     if (first_is_system) {
@@ -118,14 +133,10 @@ static void render_qwen25(Buf* b, const etx_chat_message* msgs, int n, int add_g
     }
     for (int i = first_is_system; i < n; i++) {
         if (is_role(&msgs[i], "tool")) {
-            if (i == 0 || !is_role(&msgs[i - 1], "tool")) buf_str(b, "<|im_start|>user");
-            buf_str(b, "\n<tool_response>\n");
-            buf_str(b, msgs[i].content);
-            buf_str(b, "\n</tool_response>");
-            if (i == n - 1 || !is_role(&msgs[i + 1], "tool")) buf_str(b, "<|im_end|>\n");
+            render_tool_turn(b, msgs, n, i);
             continue;
         }
-        buf_str(b, "<|im_start|>"); // user, assistant, system (checked by qwen25_check)
+        buf_str(b, "<|im_start|>"); // user, assistant, system (checked by qwen_check)
         buf_str(b, msgs[i].role);
         buf_str(b, "\n");
         buf_str(b, msgs[i].content);
@@ -134,33 +145,121 @@ static void render_qwen25(Buf* b, const etx_chat_message* msgs, int n, int add_g
     if (add_generation_prompt) buf_str(b, "<|im_start|>assistant\n");
 }
 
-// What Qwen2.5's template cannot render: no messages at all, or a role it would drop.
-static etx_status qwen25_check(const etx_chat_message* msgs, int n) {
-    if (n == 0) return etx_error(ETX_ERR_INVALID_ARG, "chat: the qwen2.5 template needs at least one message");
+// Appends s[0, n) without the newlines at its start (lstrip) and / or end (rstrip).
+static void buf_strip_nl(Buf* b, const char* s, size_t n, int lstrip, int rstrip) {
+    while (lstrip && n > 0 && *s == '\n') s++, n--;
+    while (rstrip && n > 0 && s[n - 1] == '\n') n--;
+    buf_add(b, s, n);
+}
+
+// Start of the last occurrence of pat in s[0, n), or NULL.
+static const char* find_last(const char* s, size_t n, const char* pat) {
+    size_t k = strlen(pat);
+    for (size_t i = n >= k ? n - k + 1 : 0; i-- > 0;)
+        if (memcmp(s + i, pat, k) == 0) return s + i;
+    return NULL;
+}
+
+static int is_tool_response(const char* c) {
+    static const char open[] = "<tool_response>", close[] = "</tool_response>";
+    size_t n = strlen(c);
+    return n >= sizeof open - 1 && n >= sizeof close - 1 && memcmp(c, open, sizeof open - 1) == 0 &&
+           memcmp(c + n - (sizeof close - 1), close, sizeof close - 1) == 0;
+}
+
+// A tool message at i: a run of them is one user turn, each wrapped in <tool_response>.
+static void render_tool_turn(Buf* b, const etx_chat_message* msgs, int n, int i) {
+    if (i == 0 || !is_role(&msgs[i - 1], "tool")) buf_str(b, "<|im_start|>user");
+    buf_str(b, "\n<tool_response>\n");
+    buf_str(b, msgs[i].content);
+    buf_str(b, "\n</tool_response>");
+    if (i == n - 1 || !is_role(&msgs[i + 1], "tool")) buf_str(b, "<|im_end|>\n");
+}
+
+static void render_qwen3(Buf* b, const etx_chat_message* msgs, int n, int add_generation_prompt) {
+    if (is_role(&msgs[0], "system")) {
+        buf_str(b, "<|im_start|>system\n");
+        buf_str(b, msgs[0].content);
+        buf_str(b, "<|im_end|>\n");
+    }
+    int last_query = n - 1; // the last user message that is not a tool result
+    for (int i = n - 1; i >= 0; i--)
+        if (is_role(&msgs[i], "user") && !is_tool_response(msgs[i].content)) {
+            last_query = i;
+            break;
+        }
+    for (int i = 0; i < n; i++) {
+        const char* c = msgs[i].content;
+        if (is_role(&msgs[i], "user") || (is_role(&msgs[i], "system") && i > 0)) {
+            buf_str(b, "<|im_start|>");
+            buf_str(b, msgs[i].role);
+            buf_str(b, "\n");
+            buf_str(b, c);
+            buf_str(b, "<|im_end|>\n");
+        } else if (is_role(&msgs[i], "tool")) {
+            render_tool_turn(b, msgs, n, i);
+        } else if (is_role(&msgs[i], "assistant")) {
+            size_t len = strlen(c);
+            const char* content = c; // [content, content + clen): after the last </think>
+            size_t clen = len;
+            const char* r = c; // [r, r + rlen): the reasoning
+            size_t rlen = 0;
+            const char* close = strstr(c, "</think>");
+            if (close) {
+                const char* last_close = find_last(c, len, "</think>");
+                content = last_close + 8, clen = (size_t)(c + len - content);
+                while (clen > 0 && *content == '\n') content++, clen--;
+                size_t before = (size_t)(close - c); // before the first </think>, trailing newlines off
+                while (before > 0 && c[before - 1] == '\n') before--;
+                const char* open = find_last(c, before, "<think>");
+                r = open ? open + 7 : c;
+                rlen = (size_t)(c + before - r);
+                while (rlen > 0 && *r == '\n') r++, rlen--;
+            }
+            buf_str(b, "<|im_start|>assistant\n");
+            if (i > last_query && (i == n - 1 || rlen > 0)) {
+                buf_str(b, "<think>\n");
+                buf_strip_nl(b, r, rlen, 1, 1);
+                buf_str(b, "\n</think>\n\n");
+                buf_strip_nl(b, content, clen, 1, 0);
+            } else {
+                buf_add(b, content, clen);
+            }
+            buf_str(b, "<|im_end|>\n");
+        }
+    }
+    if (add_generation_prompt) buf_str(b, "<|im_start|>assistant\n");
+}
+
+// What the Qwen2.5 / Qwen3 templates cannot render: no messages at all, or a role they
+// would drop.
+static etx_status qwen_check(const etx_chat_message* msgs, int n, const char* name) {
+    if (n == 0) return etx_error(ETX_ERR_INVALID_ARG, "chat: the %s template needs at least one message", name);
     for (int i = 0; i < n; i++)
         if (!is_role(&msgs[i], "system") && !is_role(&msgs[i], "user") && !is_role(&msgs[i], "assistant") &&
             !is_role(&msgs[i], "tool"))
             return etx_error(ETX_ERR_INVALID_ARG,
-                             "chat: message %d has role '%s', which the qwen2.5 template does not render "
+                             "chat: message %d has role '%s', which the %s template does not render "
                              "(system, user, assistant, tool)",
-                             i, msgs[i].role);
+                             i, msgs[i].role, name);
     return etx_ok();
 }
 
 etx_status chat_template_apply(ChatTemplate c, const etx_chat_message* msgs, int n, int add_generation_prompt,
                                char** out) {
     *out = NULL;
-    if (c != CHAT_LLAMA3 && c != CHAT_CHATML && c != CHAT_QWEN25)
+    if (c != CHAT_LLAMA3 && c != CHAT_CHATML && c != CHAT_QWEN25 && c != CHAT_QWEN3)
         return etx_error(ETX_ERR_UNSUPPORTED, "chat template '%s' cannot render messages", chat_template_name(c));
     if (n < 0 || (n > 0 && !msgs)) return etx_error(ETX_ERR_INVALID_ARG, "chat: bad message array (n = %d)", n);
     for (int i = 0; i < n; i++)
         if (!msgs[i].role || !msgs[i].content)
             return etx_error(ETX_ERR_INVALID_ARG, "chat: message %d has no %s", i, msgs[i].role ? "content" : "role");
-    if (c == CHAT_QWEN25) ETX_TRY(qwen25_check(msgs, n));
+    if (c == CHAT_QWEN25 || c == CHAT_QWEN3) ETX_TRY(qwen_check(msgs, n, chat_template_name(c)));
     Buf b = {0};
     buf_add(&b, "", 0);
     if (c == CHAT_LLAMA3) render_llama3(&b, msgs, n, add_generation_prompt);
     else if (c == CHAT_QWEN25) render_qwen25(&b, msgs, n, add_generation_prompt);
+    else if (c == CHAT_QWEN3) render_qwen3(&b, msgs, n, add_generation_prompt);
     else render_chatml(&b, msgs, n, add_generation_prompt);
     *out = b.s;
     return etx_ok();
@@ -172,9 +271,9 @@ ChatTemplate chat_template_detect(const Tokenizer* t) {
         return CHAT_LLAMA3;
     int chatml = tokenizer_find(t, "<|im_start|>") >= 0 && tokenizer_find(t, "<|im_end|>") >= 0;
     // Qwen2.5's vocabulary (also Qwen2.5-Coder's) has the vision and FIM tokens; Qwen3's adds
-    // <think>, and its template (thinking, no default system message) is not one etx renders.
+    // <think> and </think> (its template: reasoning blocks, no default system message).
     if (chatml && tokenizer_find(t, "<|object_ref_start|>") >= 0 && tokenizer_find(t, "<|fim_prefix|>") >= 0)
-        return tokenizer_find(t, "<think>") >= 0 ? CHAT_NONE : CHAT_QWEN25;
+        return tokenizer_find(t, "<think>") >= 0 && tokenizer_find(t, "</think>") >= 0 ? CHAT_QWEN3 : CHAT_QWEN25;
     if (chatml) return CHAT_CHATML;
     return CHAT_NONE;
 }
@@ -184,6 +283,7 @@ const char* chat_template_name(ChatTemplate c) {
     case CHAT_LLAMA3: return "llama3";
     case CHAT_CHATML: return "chatml";
     case CHAT_QWEN25: return "qwen2.5";
+    case CHAT_QWEN3: return "qwen3";
     case CHAT_NONE: return "none";
     }
     return "none";

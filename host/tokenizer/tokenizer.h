@@ -91,11 +91,13 @@ typedef enum {
     CHAT_LLAMA3, // <|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>
     CHAT_CHATML, // <|im_start|>role\ncontent<|im_end|>\n, SmolLM2's default system message
     CHAT_QWEN25, // ChatML as Qwen2.5's template writes it: Qwen's default system message, tool turns
+    CHAT_QWEN3,  // Qwen3's: no default system message, <think> reasoning blocks after the last query
 } ChatTemplate;
 
 // Picks a template from the tokenizer's special tokens: Llama 3's header tokens ->
-// CHAT_LLAMA3; ChatML tokens with Qwen2.5's vision and FIM tokens -> CHAT_QWEN25 (but
-// CHAT_NONE with Qwen3's <think>); other ChatML vocabularies -> CHAT_CHATML.
+// CHAT_LLAMA3; ChatML tokens with Qwen2.5's vision and FIM tokens -> CHAT_QWEN25, or
+// CHAT_QWEN3 when Qwen3's <think> and </think> are there too; other ChatML vocabularies ->
+// CHAT_CHATML.
 ChatTemplate chat_template_detect(const Tokenizer* t);
 const char* chat_template_name(ChatTemplate c);
 // Renders messages; *out malloc'ed. CHAT_NONE is an error. The BOS text, if the

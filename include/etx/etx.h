@@ -68,7 +68,7 @@ typedef struct {
     int add_bos;           // 1 when plain-text prompts should start with BOS (Llama 3 family)
     const char* arch;      // "llama", "qwen2" or "qwen3"
     const char* format;    // "safetensors" or "gguf"
-    const char* chat_template; // "llama3", "chatml" or "none"
+    const char* chat_template; // "llama3", "chatml", "qwen2.5", "qwen3" or "none"
     long long n_params;    // parameters (a tied embedding counted once)
     long long weight_bytes; // host memory the weights take: float32 arrays plus the quantized
                             // blocks kept as the GGUF file stores them (a tied head counted once)

@@ -32,6 +32,7 @@
 
 #define FIX ETX_FIXTURES "/tokenizer/"
 #define QWEN2_FIX FIX "qwen2/"
+#define QWEN3_FIX FIX "qwen3/"
 
 // ----------------------------------------------------------------------------
 // helpers
@@ -513,9 +514,9 @@ static void check_chat_file(const char* path) {
     int idx = 0;
     cJSON_ArrayForEach(c, cases) {
         const char* name = cJSON_GetObjectItem(c, "template")->valuestring;
-        const ChatTemplate known[] = {CHAT_LLAMA3, CHAT_CHATML, CHAT_QWEN25};
+        const ChatTemplate known[] = {CHAT_LLAMA3, CHAT_CHATML, CHAT_QWEN25, CHAT_QWEN3};
         ChatTemplate tpl = CHAT_NONE;
-        for (int k = 0; k < 3; k++)
+        for (int k = 0; k < 4; k++)
             if (strcmp(chat_template_name(known[k]), name) == 0) tpl = known[k];
         ck_assert_msg(tpl != CHAT_NONE, "%s: unknown template '%s'", path, name);
         const cJSON* msgs = cJSON_GetObjectItem(c, "messages");
@@ -540,6 +541,7 @@ static void check_chat_file(const char* path) {
 START_TEST(test_chat_templates) {
     check_chat_file(FIX "chat.json");
     check_chat_file(QWEN2_FIX "chat.json");
+    check_chat_file(QWEN3_FIX "chat.json");
     char* out = (char*)1;
     ck_assert_int_eq(chat_template_apply(CHAT_NONE, NULL, 0, 1, &out).code, ETX_ERR_UNSUPPORTED);
     ck_assert_ptr_null(out);
@@ -554,6 +556,37 @@ START_TEST(test_chat_templates) {
     ck_assert_int_eq(st.code, ETX_ERR_INVALID_ARG);
     ck_assert_msg(strstr(st.message, "message 1 has role 'developer'"), "%s", st.message);
     ck_assert_ptr_null(out);
+    // Qwen3's the same (its Jinja fails on messages[0] of nothing, drops other roles)
+    st = chat_template_apply(CHAT_QWEN3, NULL, 0, 1, &out);
+    ck_assert_int_eq(st.code, ETX_ERR_INVALID_ARG);
+    ck_assert_msg(strstr(st.message, "the qwen3 template needs at least one message"), "%s", st.message);
+    st = chat_template_apply(CHAT_QWEN3, odd, 2, 1, &out);
+    ck_assert_int_eq(st.code, ETX_ERR_INVALID_ARG);
+    ck_assert_ptr_null(out);
+}
+END_TEST
+
+// chat_template_detect on vocabularies of special tokens only: ChatML alone, with Qwen2.5's
+// vision and FIM tokens, with Qwen3's <think> pair too (one of the pair is not enough)
+static ChatTemplate detect_of(const char* const* toks, int n) {
+    size_t lens[8];
+    int special[8];
+    for (int i = 0; i < n; i++) lens[i] = strlen(toks[i]), special[i] = 1;
+    TokenizerSpec spec = {.n_vocab = n, .tokens = toks, .token_lens = lens, .special = special, .pretok = PRETOK_GPT2};
+    Tokenizer* t = NULL;
+    CK_OK(tokenizer_build(&spec, &t));
+    ChatTemplate c = chat_template_detect(t);
+    tokenizer_free(t);
+    return c;
+}
+
+START_TEST(test_chat_detect) {
+    const char* v[] = {"<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|fim_prefix|>", "<think>", "</think>"};
+    ck_assert_int_eq(detect_of(v, 2), CHAT_CHATML);
+    ck_assert_int_eq(detect_of(v, 4), CHAT_QWEN25);
+    ck_assert_int_eq(detect_of(v, 5), CHAT_QWEN25);
+    ck_assert_int_eq(detect_of(v, 6), CHAT_QWEN3);
+    ck_assert_str_eq(chat_template_name(CHAT_QWEN3), "qwen3");
 }
 END_TEST
 
@@ -838,6 +871,7 @@ static Suite* tokenizer_suite(void) {
     tcase_add_test(tc, test_corrupt_json);
     tcase_add_test(tc, test_utf8_stream);
     tcase_add_test(tc, test_chat_templates);
+    tcase_add_test(tc, test_chat_detect);
     tcase_add_test(tc, test_speed);
     tcase_add_test(tc, test_nfc);
     tcase_add_test(tc, test_qwen2_gguf_corpus);
