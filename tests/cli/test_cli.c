@@ -187,6 +187,10 @@ START_TEST(generate_runs_and_checks_the_context) {
     ck_assert_msg(r.status == 0, "%s", r.err);
     ck_assert_int_gt(strlen(r.out), 1);
     ck_assert_ptr_nonnull(strstr(r.err, "tok/s"));
+    // the decode steps' CPU time per token (5 tokens after the first): a positive number
+    const char* cpu = strstr(r.err, "tok/s, ");
+    double cpu_s = -1.0;
+    ck_assert_msg(cpu && sscanf(cpu, "tok/s, %lf CPU s per token", &cpu_s) == 1 && cpu_s > 0.0, "%s", r.err);
     free_run(&r);
     r = run("generate --chat 'Say hi.' -n 4 --policy sample --temperature 0.7 --top-k 40 --top-p 0.9 --min-p 0.05 "
             "--seed 3",
