@@ -22,15 +22,11 @@
 #include "cpu/cpu_ops.h"
 #include "model/dequant.h"
 #include "cpu/quant_matrix.h"
+#include "test_rng.h" // the suites' xorshift stream (tests/support)
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-static uint32_t next_u32(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 32);
-}
-static float frand(void) { return (float)(next_u32() * (1.0 / 4294967296.0)) * 2.0f - 1.0f; }
+static uint32_t next_u32(void) { return rng_next_u32(&rng_state); }
+static float frand(void) { return rng_frand(&rng_state); }
 
 // a (rows, cols) matrix of random blocks of `type`, with f16 scales about 2^-7
 static QuantMatrix rand_matrix(int type, int rows, int cols) {

@@ -27,15 +27,11 @@
 #include "model/dequant.h"
 #include "cpu/f32_matrix.h"
 #include "cpu/quant_matrix.h"
+#include "test_rng.h" // the suites' xorshift stream (tests/support)
 
 static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
-static uint32_t next_u32(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 32);
-}
-static float frand(void) { return (float)(next_u32() * (1.0 / 4294967296.0)) * 2.0f - 1.0f; }
+static uint32_t next_u32(void) { return rng_next_u32(&rng_state); }
+static float frand(void) { return rng_frand(&rng_state); }
 
 // what one timed call runs
 typedef enum { Q_BATCH, Q_SEPARATE, F_BATCH, F_SEPARATE, F_BLAS } Op;
