@@ -28,6 +28,15 @@
  * Memory traffic: a rows x cols product reads its blocks once per call, whatever n
  * (bytes per weight: Q8_0 1.06, Q6_K 0.82, Q5_0 0.69, Q5_K 0.69, Q4_1 0.625, Q4_0 0.56,
  * Q4_K 0.56), plus x (n * cols floats, cache-resident); float32 would read 4.
+ *
+ * K-quants with act_q8 (the loader's default, quant_matrix.h) take the other arithmetic
+ * of the "8-bit activations" sections below: x rounded to QuantAct blocks once per call
+ * (1.14 bytes per input value), exact integer sums, a fixed float formula per lane. Napkin
+ * math on AVX2: 32 weight-input products cost one vpmaddubsw, one vpmaddwd and one add
+ * (plus the unpacking of the codes, shared by four inputs in the batched product), against
+ * four FMAs and the float dequantization on the float32 path; one thread reaches ~15 G
+ * weights/s for one token and ~25 G for a batch (benchmarks/cpu_kquant.c), still
+ * compute-bound on two cores (~0.56 bytes per weight at 15 G/s is 8.4 GB/s per core).
  */
 #include "cpu/quant_matrix.h"
 
