@@ -28,7 +28,9 @@ def main():
     for name in ("greedy", "entropix", "sample"):
         p = os.path.join(d, name + ".jsonl")
         if os.path.exists(p):
-            runs[name] = {r["id"]: r for r in map(json.loads, open(p))}
+            rows = {r["id"]: r for r in map(json.loads, open(p))}
+            if rows:
+                runs[name] = rows
     common = sorted(set.intersection(*(set(r) for r in runs.values())), key=str) if runs else []
     print("| run | problems | correct (flexible) | accuracy (95 % Wilson) | strict | tokens | per problem | finish stop / length | wall s |")
     print("|---|---:|---:|---:|---:|---:|---:|---|---:|")
