@@ -499,6 +499,33 @@ static ALWAYS_INLINE void block_q5_0(const int store, const uint8_t* b, const fl
          acc, out);
 }
 
+// chunk c (0..3) of a Q4_K (five 0) / Q5_K super-block's codes as bytes: *lo the 32 codes
+// of sub-block 2c, *hi of 2c + 1; Q5_K's fifth bits come from *qh (its 32 qh bytes,
+// shifted on by 2 for the next chunk)
+static ALWAYS_INLINE void k45_codes(const int five, const uint8_t* qs, int c, __m256i* qh, __m256i* lo, __m256i* hi) {
+    const __m256i lo_mask = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
+    __m256i v = _mm256_loadu_si256((const __m256i*)(qs + 32 * c));
+    *lo = _mm256_and_si256(v, lo_mask);
+    *hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo_mask);
+    if (five) {
+        *lo = _mm256_or_si256(*lo, _mm256_slli_epi16(_mm256_and_si256(*qh, one), 4));
+        *hi = _mm256_or_si256(*hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(*qh, 1), one), 4));
+        *qh = _mm256_srli_epi16(*qh, 2);
+    }
+}
+
+// quarter k (0..3) of one half of a Q6_K super-block: its 32 codes q6 + 32 in 0..63 as
+// bytes, from the half's ql bytes (qla: 0..31, qlb: 32..63) and *qh (its 32 qh bytes,
+// shifted on by 2 for the next quarter)
+static ALWAYS_INLINE __m256i q6_codes(__m256i qla, __m256i qlb, __m256i* qh, int k) {
+    const __m256i lo_mask = _mm256_set1_epi8(0x0f), three = _mm256_set1_epi8(3);
+    __m256i ql = k % 2 ? qlb : qla;
+    __m256i lo = k < 2 ? _mm256_and_si256(ql, lo_mask) : _mm256_and_si256(_mm256_srli_epi16(ql, 4), lo_mask);
+    __m256i u = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(*qh, three), 4));
+    *qh = _mm256_srli_epi16(*qh, 2);
+    return u;
+}
+
 // 32 unsigned codes of one Q4_K/Q5_K sub-block: w = ds * q - dm
 static ALWAYS_INLINE void chunk_k45(const int store, __m256i q, float ds, float dm, const float* x, __m256* acc,
                                     float* out) {
@@ -512,7 +539,6 @@ static ALWAYS_INLINE void chunk_k45(const int store, __m256i q, float ds, float 
 // Q4_K (five 0) or Q5_K (five 1) super-block (256 weights)
 static ALWAYS_INLINE void block_k45(const int store, const int five, const uint8_t* b, const float* x, __m256* acc,
                                     float* out) {
-    const __m256i lo_mask = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
     float d = half_fast(b), dmin = half_fast(b + 2);
     const uint8_t* qs = b + (five ? 48 : 16);
     __m256i qh = five ? _mm256_loadu_si256((const __m256i*)(b + 16)) : _mm256_setzero_si256();
@@ -524,13 +550,8 @@ static ALWAYS_INLINE void block_k45(const int store, const int five, const uint8
         dm[j] = dmin * (float)m;
     }
     for (int c = 0; c < 4; c++) {
-        __m256i v = _mm256_loadu_si256((const __m256i*)(qs + 32 * c));
-        __m256i lo = _mm256_and_si256(v, lo_mask), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo_mask);
-        if (five) { // bits 2c and 2c + 1 of each qh byte (qh shifted right by 2c so far)
-            lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh, one), 4));
-            hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4));
-            qh = _mm256_srli_epi16(qh, 2);
-        }
+        __m256i lo, hi;
+        k45_codes(five, qs, c, &qh, &lo, &hi);
         chunk_k45(store, lo, ds[2 * c], dm[2 * c], x + 64 * c, acc, out + 64 * c);
         chunk_k45(store, hi, ds[2 * c + 1], dm[2 * c + 1], x + 64 * c + 32, acc, out + 64 * c + 32);
     }
@@ -538,7 +559,7 @@ static ALWAYS_INLINE void block_k45(const int store, const int five, const uint8
 
 // Q6_K super-block (256 weights): w = (d * sc) * (q - 32)
 static ALWAYS_INLINE void block_q6_k(const int store, const uint8_t* b, const float* x, __m256* acc, float* out) {
-    const __m256i lo_mask = _mm256_set1_epi8(0x0f), three = _mm256_set1_epi8(3), c32 = _mm256_set1_epi8(32);
+    const __m256i c32 = _mm256_set1_epi8(32);
     float d = half_fast(b + 208);
     for (int h = 0; h < 2; h++) {
         const int8_t* sc = (const int8_t*)(b + 192 + 8 * h);
@@ -546,11 +567,7 @@ static ALWAYS_INLINE void block_q6_k(const int store, const uint8_t* b, const fl
         __m256i qlb = _mm256_loadu_si256((const __m256i*)(b + 64 * h + 32));
         __m256i qh = _mm256_loadu_si256((const __m256i*)(b + 128 + 32 * h));
         for (int k = 0; k < 4; k++) {
-            __m256i ql = k % 2 ? qlb : qla;
-            __m256i lo = k < 2 ? _mm256_and_si256(ql, lo_mask) : _mm256_and_si256(_mm256_srli_epi16(ql, 4), lo_mask);
-            __m256i q = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh, three), 4));
-            qh = _mm256_srli_epi16(qh, 2);
-            q = _mm256_sub_epi8(q, c32); // in [-32, 31]
+            __m256i q = _mm256_sub_epi8(q6_codes(qla, qlb, &qh, k), c32); // in [-32, 31]
             __m256 f[4];
             bytes_to_ps(0, q, f);
             __m256 da = _mm256_set1_ps(d * (float)sc[2 * k]), db = _mm256_set1_ps(d * (float)sc[2 * k + 1]);
@@ -670,20 +687,14 @@ static ALWAYS_INLINE float reduce8(__m256 a) {
 
 // Q4_K (five 0) / Q5_K (five 1) super-block b against a, added to the lanes of acc
 static ALWAYS_INLINE __m256 block_q8_k45(const int five, const uint8_t* b, const QuantAct* a, __m256 acc) {
-    const __m256i lo_mask = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
     const uint8_t* qs = b + (five ? 48 : 16);
     __m256i qh = five ? _mm256_loadu_si256((const __m256i*)(b + 16)) : _mm256_setzero_si256();
     uint8_t sm[16];
     k45_scales(b, sm);
     __m256i s1 = _mm256_setzero_si256();
     for (int c = 0; c < 4; c++) {
-        __m256i v = _mm256_loadu_si256((const __m256i*)(qs + 32 * c));
-        __m256i lo = _mm256_and_si256(v, lo_mask), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo_mask);
-        if (five) {
-            lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh, one), 4));
-            hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4));
-            qh = _mm256_srli_epi16(qh, 2);
-        }
+        __m256i lo, hi;
+        k45_codes(five, qs, c, &qh, &lo, &hi);
         __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i*)(a->q + 64 * c)));
         __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i*)(a->q + 64 * c + 32)));
         plo = _mm256_madd_epi16(plo, _mm256_set1_epi16(sm[2 * c]));
@@ -696,7 +707,6 @@ static ALWAYS_INLINE __m256 block_q8_k45(const int five, const uint8_t* b, const
 
 // Q6_K super-block b against a, added to the lanes of acc
 static ALWAYS_INLINE __m256 block_q8_q6_k(const uint8_t* b, const QuantAct* a, __m256 acc) {
-    const __m256i lo_mask = _mm256_set1_epi8(0x0f), three = _mm256_set1_epi8(3);
     const int8_t* sc = (const int8_t*)(b + 192);
     __m256i s1 = _mm256_setzero_si256();
     for (int h = 0; h < 2; h++) {
@@ -704,10 +714,7 @@ static ALWAYS_INLINE __m256 block_q8_q6_k(const uint8_t* b, const QuantAct* a, _
         __m256i qlb = _mm256_loadu_si256((const __m256i*)(b + 64 * h + 32));
         __m256i qh = _mm256_loadu_si256((const __m256i*)(b + 128 + 32 * h));
         for (int k = 0; k < 4; k++) {
-            __m256i ql = k % 2 ? qlb : qla;
-            __m256i lo = k < 2 ? _mm256_and_si256(ql, lo_mask) : _mm256_and_si256(_mm256_srli_epi16(ql, 4), lo_mask);
-            __m256i u = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh, three), 4)); // 0..63
-            qh = _mm256_srli_epi16(qh, 2);
+            __m256i u = q6_codes(qla, qlb, &qh, k); // 0..63
             __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i*)(a->q + 128 * h + 32 * k)));
             // elements 0..15 of the chunk (low lane) have scale group 8h + 2k, 16..31 the next
             __m256i scv = _mm256_set_m128i(_mm_set1_epi16(sc[8 * h + 2 * k + 1]), _mm_set1_epi16(sc[8 * h + 2 * k]));
@@ -730,20 +737,14 @@ typedef struct {
 } UnpackedBlock;
 
 static ALWAYS_INLINE void unpack_block(const int type, const uint8_t* b, UnpackedBlock* u) {
-    const __m256i lo_mask = _mm256_set1_epi8(0x0f);
     if (type == GGML_TYPE_Q6_K) {
-        const __m256i three = _mm256_set1_epi8(3);
         const int8_t* sc = (const int8_t*)(b + 192);
         for (int h = 0; h < 2; h++) {
             __m256i qla = _mm256_loadu_si256((const __m256i*)(b + 64 * h));
             __m256i qlb = _mm256_loadu_si256((const __m256i*)(b + 64 * h + 32));
             __m256i qh = _mm256_loadu_si256((const __m256i*)(b + 128 + 32 * h));
             for (int k = 0; k < 4; k++) {
-                __m256i ql = k % 2 ? qlb : qla;
-                __m256i lo = k < 2 ? _mm256_and_si256(ql, lo_mask) : _mm256_and_si256(_mm256_srli_epi16(ql, 4), lo_mask);
-                _mm256_store_si256((__m256i*)(u->codes + 128 * h + 32 * k),
-                                   _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh, three), 4)));
-                qh = _mm256_srli_epi16(qh, 2);
+                _mm256_store_si256((__m256i*)(u->codes + 128 * h + 32 * k), q6_codes(qla, qlb, &qh, k));
                 int g = 8 * h + 2 * k;
                 u->sc[4 * h + k] = _mm256_set_m128i(_mm_set1_epi16(sc[g + 1]), _mm_set1_epi16(sc[g]));
             }
@@ -754,7 +755,6 @@ static ALWAYS_INLINE void unpack_block(const int type, const uint8_t* b, Unpacke
         return;
     }
     const int five = type == GGML_TYPE_Q5_K;
-    const __m256i one = _mm256_set1_epi8(1);
     const uint8_t* qs = b + (five ? 48 : 16);
     __m256i qh = five ? _mm256_loadu_si256((const __m256i*)(b + 16)) : _mm256_setzero_si256();
     uint8_t sm[16];
@@ -762,13 +762,8 @@ static ALWAYS_INLINE void unpack_block(const int type, const uint8_t* b, Unpacke
     for (int j = 0; j < 8; j++) u->sc[j] = _mm256_set1_epi16(sm[j]);
     u->mins = k45_mins(sm + 8);
     for (int c = 0; c < 4; c++) {
-        __m256i v = _mm256_loadu_si256((const __m256i*)(qs + 32 * c));
-        __m256i lo = _mm256_and_si256(v, lo_mask), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo_mask);
-        if (five) {
-            lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh, one), 4));
-            hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4));
-            qh = _mm256_srli_epi16(qh, 2);
-        }
+        __m256i lo, hi;
+        k45_codes(five, qs, c, &qh, &lo, &hi);
         _mm256_store_si256((__m256i*)(u->codes + 64 * c), lo);
         _mm256_store_si256((__m256i*)(u->codes + 64 * c + 32), hi);
     }
@@ -856,22 +851,30 @@ static void matmat_rows_exact(float* y, int ldy, const float* x, int ldx, int n,
 // quantized here, on this thread), otherwise the float32 ones. Out of memory for the
 // quantized inputs: y is NaN (never silently the other arithmetic).
 
+// y rows r0..r1 of n outputs set to NaN (no memory for the quantized inputs)
+static void fill_nan(float* y, int ldy, int n, int r0, int r1) {
+    for (int b = 0; b < n; b++)
+        for (int r = r0; r < r1; r++) y[(size_t)b * ldy + r - r0] = NAN;
+}
+
+// the inputs quantized on this thread, then the AVX2 (scalar 0) or plain C (scalar 1) product
+static void matmat_rows_q8_of_x(float* y, int ldy, const float* x, int ldx, int n, const QuantMatrix* W, int r0,
+                                int r1, int scalar) {
+    QuantAct* act = quantize_inputs(x, ldx, n, W->cols);
+    if (!act) fill_nan(y, ldy, n, r0, r1);
+    else if (scalar) matmat_rows_q8_scalar(y, ldy, act, n, W, r0, r1);
+    else matmat_rows_q8(y, ldy, act, n, W, r0, r1);
+    free(act);
+}
+
 void quant_matvec_rows(float* y, const float* x, const QuantMatrix* W, int r0, int r1) {
     quant_matmat_rows(y, 0, x, 0, 1, W, r0, r1);
 }
 
 void quant_matmat_rows(float* y, int ldy, const float* x, int ldx, int n, const QuantMatrix* W, int r0, int r1) {
-    if (!uses_q8(W)) {
-        if (n == 1) matvec_rows_exact(y, x, W, r0, r1);
-        else matmat_rows_exact(y, ldy, x, ldx, n, W, r0, r1);
-        return;
-    }
-    QuantAct* act = quantize_inputs(x, ldx, n, W->cols);
-    if (act) matmat_rows_q8(y, ldy, act, n, W, r0, r1);
-    else
-        for (int b = 0; b < n; b++)
-            for (int r = r0; r < r1; r++) y[(size_t)b * ldy + r - r0] = NAN;
-    free(act);
+    if (uses_q8(W)) matmat_rows_q8_of_x(y, ldy, x, ldx, n, W, r0, r1, 0);
+    else if (n == 1) matvec_rows_exact(y, x, W, r0, r1);
+    else matmat_rows_exact(y, ldy, x, ldx, n, W, r0, r1);
 }
 
 void quant_matvec_rows_scalar(float* y, const float* x, const QuantMatrix* W, int r0, int r1) {
@@ -880,16 +883,8 @@ void quant_matvec_rows_scalar(float* y, const float* x, const QuantMatrix* W, in
 
 void quant_matmat_rows_scalar(float* y, int ldy, const float* x, int ldx, int n, const QuantMatrix* W, int r0,
                               int r1) {
-    if (!uses_q8(W)) {
-        matmat_rows_exact_scalar(y, ldy, x, ldx, n, W, r0, r1);
-        return;
-    }
-    QuantAct* act = quantize_inputs(x, ldx, n, W->cols);
-    if (act) matmat_rows_q8_scalar(y, ldy, act, n, W, r0, r1);
-    else
-        for (int b = 0; b < n; b++)
-            for (int r = r0; r < r1; r++) y[(size_t)b * ldy + r - r0] = NAN;
-    free(act);
+    if (uses_q8(W)) matmat_rows_q8_of_x(y, ldy, x, ldx, n, W, r0, r1, 1);
+    else matmat_rows_exact_scalar(y, ldy, x, ldx, n, W, r0, r1);
 }
 
 // y[r - r0] = dequant(W)[r] . x on this thread, float32 x
@@ -961,8 +956,7 @@ void quant_matmat(float* y, int ldy, const float* x, int ldx, int n, const Quant
     // turn), then every thread's slice of rows reads them all
     QuantAct* act = q8 ? malloc((size_t)n * nb * sizeof(QuantAct)) : NULL;
     if (q8 && !act) {
-        for (int b = 0; b < n; b++)
-            for (int r = 0; r < W->rows; r++) y[(size_t)b * ldy + r] = NAN;
+        fill_nan(y, ldy, n, 0, W->rows);
         return;
     }
     #pragma omp parallel if (work >= QMATVEC_PARALLEL_MIN)
