@@ -5,8 +5,10 @@
  *   - entropix_decide: the entropix v1 decision tree (docs/entropix.md §2, with the JAX
  *     thresholds of §6.10), from the step's metrics to a branch and the temperature / top-k /
  *     top-p / min-p / number of draws that branch uses;
- *   - policy_filter + policy_draw: the filters and one categorical draw over candidates
- *     sorted by logit, most likely first;
+ *   - policy_decision_simple: the greedy and sample decisions, with the sample policy's
+ *     top-nσ floor and entropy-based temperature (EDT) from the row's statistics;
+ *   - policy_logit_floor + policy_filter + policy_draw: the filters and one categorical
+ *     draw over candidates sorted by logit, most likely first;
  *   - policy_input_fault: whether a pick's inputs (its logits, the signals its policy
  *     reads) are finite; when they are not, no token is picked and the token slot carries
  *     a negative fault code (policy_fault_token) that the engine turns into a request error.
@@ -30,7 +32,7 @@
 #include "exact_math.h"
 #include "philox.h"
 
-// The signals of one step (docs/entropix.md §1).
+// The signals of one step (docs/entropix.md §1), and the two row statistics top-nσ reads.
 typedef struct {
     float entropy;         // H, bits
     float varentropy;      // V, bits^2
@@ -38,6 +40,8 @@ typedef struct {
     float attn_varentropy; // A_V
     float agreement;       // AG
     float interaction;     // IS
+    float logit_max;       // the row's largest logit
+    float logit_sigma;     // population standard deviation of the row's finite logits
 } PolicyMetrics;
 
 // What to do at one step.
@@ -49,6 +53,7 @@ typedef struct {
     int top_k;            // 0 = off
     float top_p;          // 1 = off
     float min_p;          // 0 = off
+    float min_logit;      // top-nσ: candidates below this logit are dropped first; -inf = off
     int n_samples;        // draws; with more than one, the most likely draw wins
 } PolicyDecision;
 
@@ -89,18 +94,43 @@ static inline ETX_HD int32_t policy_fault_token(int fault) { return -(int32_t)fa
 // The fault a token slot carries: 0 for a token id.
 static inline ETX_HD int policy_token_fault(int32_t token) { return token < 0 ? (int)-token : POLICY_FAULT_NONE; }
 
+// Which signals a policy reads, as a mask: the entropix tree reads all of them, the
+// sample policy's top-nσ and EDT read the logits' statistics, greedy and plain sampling
+// nothing beyond the logits.
+#define POLICY_USES_LOGIT_SIGNALS 1 // entropy, varentropy, max, sigma
+#define POLICY_USES_ATTN_SIGNALS 2  // the last layer's attention signals
+static inline ETX_HD int policy_signals_used(const etx_policy* p) {
+    if (p->kind == ETX_POLICY_ENTROPIX) return POLICY_USES_LOGIT_SIGNALS | POLICY_USES_ATTN_SIGNALS;
+    if (p->kind == ETX_POLICY_SAMPLE && (p->top_n_sigma > 0.0f || p->edt_theta > 0.0f)) return POLICY_USES_LOGIT_SIGNALS;
+    return 0;
+}
+
 // The decision of a greedy or sample policy (entropix decisions come from entropix_decide):
-// the policy's own filters, argmax for greedy, one draw for sample.
-static inline ETX_HD PolicyDecision policy_decision_simple(const etx_policy* p) {
+// the policy's own filters, argmax for greedy, one draw for sample. m: the step's signals
+// (read only by the sample policy's top-nσ and EDT: policy_signals_used).
+//   top-nσ: min_logit = max - n σ (float, in this order), candidates below it dropped
+//           before the other filters (a prefix of the sorted list, never empty);
+//   EDT:    T = T0 N^(θ / H) = T0 e^(θ ln N / H), H = entropy (bits) * ln 2 in nats,
+//           etx_logf / etx_expf so both backends get the same bits; H = 0 gives T = 0,
+//           held at 1e-6 (argmax in effect), and T <= T0 always (N < 1).
+static inline ETX_HD PolicyDecision policy_decision_simple(const etx_policy* p, const PolicyMetrics* m) {
     PolicyDecision d;
-    d.branch = p->kind == ETX_POLICY_SAMPLE ? ETX_BRANCH_SAMPLE : ETX_BRANCH_GREEDY;
+    const int sample = p->kind == ETX_POLICY_SAMPLE;
+    d.branch = sample ? ETX_BRANCH_SAMPLE : ETX_BRANCH_GREEDY;
     d.forced_token = -1;
-    d.argmax = p->kind != ETX_POLICY_SAMPLE;
+    d.argmax = !sample;
     d.temperature = p->temperature;
     d.top_k = p->top_k;
     d.top_p = p->top_p;
     d.min_p = p->min_p;
+    d.min_logit = -INFINITY;
     d.n_samples = 1;
+    if (sample && p->top_n_sigma > 0.0f) d.min_logit = m->logit_max - p->top_n_sigma * m->logit_sigma;
+    if (sample && p->edt_theta > 0.0f) {
+        const float h_nats = m->entropy * 0.693147182f;
+        d.temperature = p->temperature * etx_expf(p->edt_theta * etx_logf(p->edt_base) / h_nats);
+        if (!(d.temperature > 1e-6f)) d.temperature = 1e-6f;
+    }
     return d;
 }
 
@@ -131,6 +161,7 @@ static inline ETX_HD PolicyDecision entropix_decide(const etx_entropix_params* p
     d.top_k = p->top_k;
     d.top_p = p->top_p;
     d.min_p = p->min_p;
+    d.min_logit = -INFINITY;
     d.n_samples = 1;
     if (H < p->low_ent_thresh && V < p->low_vent_thresh) {
         d.branch = ETX_BRANCH_ARGMAX;
@@ -171,16 +202,33 @@ static inline ETX_HD PolicyDecision entropix_decide(const etx_entropix_params* p
 
 // Whether a pick may go ahead: logits_nonfinite is 1 when any logit of the row is NaN or
 // +-inf (each backend scans its row: the CPU in pick_token, the device in the vocabulary
-// pass); m: the step's signals; uses_metrics: 1 when the policy reads them (entropix).
-// The greedy and sample policies read only the logits, so only they are checked then.
-static inline ETX_HD int policy_input_fault(int logits_nonfinite, const PolicyMetrics* m, int uses_metrics) {
+// pass); m: the step's signals; uses: the signals the policy reads (policy_signals_used),
+// only those are checked (greedy and plain sampling read only the logits).
+static inline ETX_HD int policy_input_fault(int logits_nonfinite, const PolicyMetrics* m, int uses) {
     if (logits_nonfinite) return POLICY_FAULT_LOGITS;
-    if (!uses_metrics) return POLICY_FAULT_NONE;
-    if (!policy_finite(m->entropy) || !policy_finite(m->varentropy)) return POLICY_FAULT_LOGIT_SIGNALS;
+    if ((uses & POLICY_USES_LOGIT_SIGNALS) &&
+        (!policy_finite(m->entropy) || !policy_finite(m->varentropy) || !policy_finite(m->logit_max) ||
+         !policy_finite(m->logit_sigma)))
+        return POLICY_FAULT_LOGIT_SIGNALS;
+    if (!(uses & POLICY_USES_ATTN_SIGNALS)) return POLICY_FAULT_NONE;
     if (!policy_finite(m->attn_entropy) || !policy_finite(m->attn_varentropy) || !policy_finite(m->agreement) ||
         !policy_finite(m->interaction))
         return POLICY_FAULT_ATTN_SIGNALS;
     return POLICY_FAULT_NONE;
+}
+
+// How many of the n sorted candidates top-nσ keeps: the prefix whose logits are >=
+// min_logit, at least 1 (min_logit = -inf: all n). Candidates are sorted, so this is the
+// first index below the floor, found by bisection.
+static inline ETX_HD int policy_logit_floor(const PolicyCandidate* c, int n, float min_logit) {
+    if (n <= 1 || !(c[n - 1].logit < min_logit)) return n;
+    int lo = 1, hi = n - 1; // c[lo - 1] passes (or lo = 1); c[hi] fails
+    while (lo < hi) {
+        const int mid = lo + (hi - lo) / 2;
+        if (c[mid].logit < min_logit) hi = mid;
+        else lo = mid + 1;
+    }
+    return lo;
 }
 
 // Weights w[i] = exp((logit_i - logit_0) / T) of the candidates the filters keep; returns

@@ -5,7 +5,8 @@
  *
  * Math (one line): token = -fault if the inputs are not finite, else forced | argmax |
  * cand[min_j draw_j], draw_j = inverse CDF of the filtered weights e^{(x_i - x_0)/T} at
- * Philox(seed; step, j, key) (policy_math.h).
+ * Philox(seed; step, j, key) (policy_math.h); the filters: top-nσ's floor x_i >= max -
+ * n sigma, top-k, top-p, min-p.
  *
  * Non-finite inputs: the vocab pass's nonfinite flag and, for entropix, the signals go
  * through policy_input_fault (policy_math.h), as on the CPU; a fault writes its negative
@@ -20,7 +21,7 @@
  * weights and sums run over the same prefix, so the float arithmetic is identical.
  *
  * Kernel 2, policy_fallback_kernel, a block per sequence that needs the whole row
- * (top_k <= 0 or K < top_k < vocab): keys (vocab_pass.h: etx_cand_key) bitonic-sorted in
+ * (top_k <= 0 or K < top_k < vocab, and no top-nσ floor inside the top-K list): keys (vocab_pass.h: etx_cand_key) bitonic-sorted in
  * global scratch, then policy_filter + policy_draw over the full sorted row, as
  * sampler_pick does over its qsort (the weights by the block, the order-dependent sums
  * by one thread, see pk_sum). Cost for a 128256 vocabulary (2^17 keys, 1 MiB): a
@@ -85,9 +86,10 @@ extern "C" size_t etx_policy_scratch_bytes(int n_seqs, int vocab) {
            pk_align((size_t)n_seqs * pk_pow2(vocab) * sizeof(unsigned long long)) + (size_t)n_seqs * vocab * sizeof(float);
 }
 
-// The step's signals as engine.c's step_metrics gives them.
+// The step's signals as cpu_backend.c's pick_token gives them.
 __device__ static PolicyMetrics pk_metrics(const EtxPolicyArgs* a, int s) {
-    PolicyMetrics m = {a->stats[s].entropy, a->stats[s].varentropy, 0.0f, 0.0f, 0.0f, 0.0f};
+    PolicyMetrics m = {a->stats[s].entropy, a->stats[s].varentropy, 0.0f, 0.0f, 0.0f, 0.0f,
+                       a->stats[s].max, a->stats[s].sigma};
     if (a->attn) {
         m.attn_entropy = a->attn[s].attn_entropy;
         m.attn_varentropy = a->attn[s].attn_varentropy;
@@ -157,22 +159,24 @@ __global__ void policy_kernel(EtxPolicyArgs a, PkScratch sc) {
     pend->need_full = 0;
     const int is_entropix = pol->kind == ETX_POLICY_ENTROPIX;
     const PolicyMetrics m = pk_metrics(&a, s);
-    const int fault = policy_input_fault(a.stats[s].nonfinite, &m, is_entropix);
+    const int fault = policy_input_fault(a.stats[s].nonfinite, &m, policy_signals_used(pol));
     if (fault) return pk_fault(&a, s, fault);
-    const PolicyDecision d =
-        is_entropix ? entropix_decide(&pol->entropix, &m, st->prev_token, st->pause_token) : policy_decision_simple(pol);
+    const PolicyDecision d = is_entropix ? entropix_decide(&pol->entropix, &m, st->prev_token, st->pause_token)
+                                         : policy_decision_simple(pol, &m);
     pend->d = d;
     const PolicyCandidate* c = a.cand + (size_t)s * ETX_TOPK;
     if (d.forced_token >= 0) return pk_finish(&a, s, d.forced_token, &d);
     if (d.argmax) return pk_finish(&a, s, c[0].id, &d); // sample_argmax: largest, lowest id
-    // sampler_candidates(limit = top_k): all tokens when top_k <= 0 or >= vocab
+    // sampler_candidates(limit = top_k): all tokens when top_k <= 0 or >= vocab; unless
+    // top-nσ's floor ends the kept prefix inside the list (its last candidate is below the
+    // floor), which then holds every token the CPU's filter would weigh
     const int need = (d.top_k <= 0 || d.top_k >= a.vocab) ? a.vocab : d.top_k;
-    if (need > a.n_cand) {
+    if (need > a.n_cand && !(a.n_cand > 0 && c[a.n_cand - 1].logit < d.min_logit)) {
         pend->need_full = 1;
         return;
     }
     float w[ETX_TOPK];
-    const int k = policy_filter(c, a.n_cand, d.temperature, d.top_k, d.top_p, d.min_p, w);
+    const int k = policy_filter(c, policy_logit_floor(c, a.n_cand, d.min_logit), d.temperature, d.top_k, d.top_p, d.min_p, w);
     pk_finish(&a, s, c[pk_best_draw(w, k, &d, pol, st)].id, &d);
 }
 
@@ -283,11 +287,21 @@ __global__ void __launch_bounds__(PK_SORT_THREADS) policy_fallback_kernel(EtxPol
     __syncthreads();
     pk_sort(keys, sc.pow2); // keys[i]: the i-th candidate in sampler_candidates' order
 
+    // top-nσ's floor (policy_logit_floor's bisection, by every thread alike), then
     // policy_filter: top-k cut, weights, top-p prefix, min-p prefix
     int k = a.vocab;
+    const float x0 = row[(uint32_t)keys[0]];
+    if (k > 1 && row[(uint32_t)keys[k - 1]] < d.min_logit) {
+        int lo = 1, hi = k - 1;
+        while (lo < hi) {
+            const int mid = lo + (hi - lo) / 2;
+            if (row[(uint32_t)keys[mid]] < d.min_logit) hi = mid;
+            else lo = mid + 1;
+        }
+        k = lo;
+    }
     if (d.top_k > 0 && d.top_k < k) k = d.top_k;
     const float inv_t = 1.0f / d.temperature;
-    const float x0 = row[(uint32_t)keys[0]];
     float* w = sc.w + (size_t)s * a.vocab;
     for (int i = threadIdx.x; i < k; i += blockDim.x) w[i] = etx_expf((row[(uint32_t)keys[i]] - x0) * inv_t);
     __syncthreads();

@@ -3,16 +3,17 @@
  * candidates (vocab_pass.h).
  *
  * Math (one line): m = max x, log Z = m + ln sum e^{x-m}, H = (log Z - E_p[x]) / ln 2,
- * V = Var_p[x] / ln^2 2 with p = softmax(x); candidates = the first K of the row sorted
- * by (x desc, id asc); nonfinite = OR_i [x_i is NaN or +-inf].
+ * V = Var_p[x] / ln^2 2 with p = softmax(x), sigma = sqrt(mean_i (x_i - mean x)^2) over
+ * the finite x; candidates = the first K of the row sorted by (x desc, id asc);
+ * nonfinite = OR_i [x_i is NaN or +-inf].
  *
  * The nonfinite flag costs one bit test per logit and a shared OR per block (each part's
  * flag in scratch when a row is split); it travels in EtxVocabStats to the policy step,
  * which turns it into the pick's fault code in the token slot (no extra copy to the host).
  *
  * Memory traffic: the row is read once (4 vocab bytes per sequence) and the n kept
- * candidates' logits a second time (K floats, from cache); writes are 16 + 12 K bytes
- * per sequence, plus, when a row is split over G blocks, G (32 + 8 K) bytes of partial
+ * candidates' logits a second time (K floats, from cache); writes are 24 + 12 K bytes
+ * per sequence, plus, when a row is split over G blocks, G (56 + 8 K) bytes of partial
  * results written and read back once. Blocks of VP_THREADS; one per sequence, or G per
  * sequence for small batches (vp_split), the last of them merging the G parts.
  *
@@ -20,7 +21,9 @@
  * double — weights e^{x - max}, mean relative to the running max, Welford updates,
  * rescaled when the max grows — and the block merges them Chan-style as
  * host/policy/metrics.c does for its blocks, so the result is logit_metrics' up to the order of
- * double additions.
+ * double additions. The plain moments behind sigma: each thread sums x - r and (x - r)^2
+ * from its first finite logit r (no division per logit), turned into (count, mean, M2)
+ * before the same Chan merges with count weights.
  *
  * Top-K: a shared list of the K best keys so far (vocab_pass.h: etx_cand_key) and a
  * threshold (the K-th key); a logit that beats the threshold is appended to a staging
@@ -49,10 +52,40 @@
 #define VP_TARGET_BLOCKS 256                  // blocks a launch aims for (H100: 132 SMs)
 
 // Softmax statistics of a set of logits: m = max, z = sum e^{x-m}, c = mean - m,
-// m2 = sum e^{x-m} (x - mean)^2 (metrics.c's LogitAcc).
+// m2 = sum e^{x-m} (x - mean)^2, and the plain moments of the finite logits: n = count,
+// mu = mean, s2 = sum (x - mu)^2 (metrics.c's LogitAcc).
 struct VpAcc {
     double m, z, c, m2;
+    double n, mu, s2;
 };
+
+// A thread's plain sums: r = its first finite logit, n, s1 = sum (x - r), q = sum (x - r)^2.
+struct VpPlain {
+    double r, n, s1, q;
+};
+
+// Adds one logit to the plain sums (-inf is not counted).
+__device__ static void vp_add_plain(VpPlain* p, float xf) {
+    if (xf == -INFINITY) return;
+    const double x = (double)xf;
+    if (p->n == 0.0) p->r = x;
+    const double y = x - p->r;
+    p->n += 1.0;
+    p->s1 += y;
+    p->q += y * y;
+}
+
+// The plain sums as VpAcc's moments: mu = r + s1 / n, s2 = q - s1^2 / n (>= 0).
+__device__ static void vp_plain_to_acc(const VpPlain* p, VpAcc* a) {
+    a->n = p->n;
+    if (p->n == 0.0) {
+        a->mu = 0.0, a->s2 = 0.0;
+        return;
+    }
+    a->mu = p->r + p->s1 / p->n;
+    const double s2 = p->q - p->s1 * (p->s1 / p->n);
+    a->s2 = s2 > 0.0 ? s2 : 0.0;
+}
 
 // Adds one logit (-inf and logits whose weight underflows contribute nothing).
 __device__ static void vp_add(VpAcc* a, float xf) {
@@ -77,10 +110,16 @@ __device__ static void vp_add(VpAcc* a, float xf) {
 
 // Merges b into a (metrics.c:acc_merge).
 __device__ static void vp_merge(VpAcc* a, const VpAcc* b) {
-    if (b->z == 0.0) return;
-    if (a->z == 0.0) {
+    if (b->n == 0.0) return; // no finite logit (then z = 0 too)
+    if (a->n == 0.0) {
         *a = *b;
         return;
+    }
+    {   // plain moments: d = mu_b - mu_a, mu = mu_a + d nb / n, s2 = s2a + s2b + d^2 na nb / n
+        const double n = a->n + b->n, d = b->mu - a->mu;
+        a->mu += d * (b->n / n);
+        a->s2 += b->s2 + d * d * (a->n * (b->n / n));
+        a->n = n;
     }
     const double M = a->m > b->m ? a->m : b->m;
     const double sa = exp(a->m - M), sb = exp(b->m - M);
@@ -185,16 +224,31 @@ static int vp_split(int n_seqs, int vocab) {
     return g < 1 ? 1 : g;
 }
 
-// Block-merges the per-thread statistics; the result is in s_*[0] (ends with a barrier).
-__device__ static void vp_block_merge(VpAcc acc, double* s_m, double* s_z, double* s_c, double* s_m2) {
-    const int tid = threadIdx.x;
-    s_m[tid] = acc.m, s_z[tid] = acc.z, s_c[tid] = acc.c, s_m2[tid] = acc.m2;
+// The block's per-thread statistics in shared memory, one array per field.
+struct VpShared {
+    double m[VP_THREADS], z[VP_THREADS], c[VP_THREADS], m2[VP_THREADS];
+    double n[VP_THREADS], mu[VP_THREADS], s2[VP_THREADS];
+};
+
+__device__ static VpAcc vp_load(const VpShared* s, int i) {
+    VpAcc a = {s->m[i], s->z[i], s->c[i], s->m2[i], s->n[i], s->mu[i], s->s2[i]};
+    return a;
+}
+
+__device__ static void vp_store(VpShared* s, int i, const VpAcc* a) {
+    s->m[i] = a->m, s->z[i] = a->z, s->c[i] = a->c, s->m2[i] = a->m2;
+    s->n[i] = a->n, s->mu[i] = a->mu, s->s2[i] = a->s2;
+}
+
+// Block-merges the per-thread statistics; the result is in s[0] (ends with a barrier).
+__device__ static void vp_block_merge(VpAcc acc, VpShared* s) {
+    vp_store(s, threadIdx.x, &acc);
     __syncthreads();
     etx_block_tree<VP_THREADS>([&](int dst, int src) {
-        VpAcc a = {s_m[dst], s_z[dst], s_c[dst], s_m2[dst]};
-        const VpAcc b = {s_m[src], s_z[src], s_c[src], s_m2[src]};
+        VpAcc a = vp_load(s, dst);
+        const VpAcc b = vp_load(s, src);
         vp_merge(&a, &b);
-        s_m[dst] = a.m, s_z[dst] = a.z, s_c[dst] = a.c, s_m2[dst] = a.m2;
+        vp_store(s, dst, &a);
     });
 }
 
@@ -206,7 +260,7 @@ __global__ void __launch_bounds__(VP_THREADS)
     vocab_pass_kernel(const float* logits, const int32_t* row_of, int vocab, int split, int n_out, EtxVocabStats* stats,
                       PolicyCandidate* cand, float* logprob, VpScratch sc) {
     __shared__ unsigned long long s_buf[VP_BUF]; // [0, K): the list, sorted; [K, K + count): staged
-    __shared__ double s_m[VP_THREADS], s_z[VP_THREADS], s_c[VP_THREADS], s_m2[VP_THREADS];
+    __shared__ VpShared s_acc;
     __shared__ int s_count, s_last, s_bad;
     __shared__ unsigned long long s_thresh;
     __shared__ float s_log_z;
@@ -223,7 +277,8 @@ __global__ void __launch_bounds__(VP_THREADS)
     }
     __syncthreads();
 
-    VpAcc acc = {-INFINITY, 0.0, 0.0, 0.0};
+    VpAcc acc = {-INFINITY, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+    VpPlain plain = {0.0, 0.0, 0.0, 0.0};
     int bad = 0; // this thread saw a NaN or infinite logit
     for (int base = lo; base < hi; base += VP_TILE) {
         for (int it = 0; it < VP_ITEMS; it++) {
@@ -232,6 +287,7 @@ __global__ void __launch_bounds__(VP_THREADS)
             const float x = row[i];
             bad |= vp_nonfinite(x);
             vp_add(&acc, x);
+            vp_add_plain(&plain, x);
             const unsigned long long key = etx_cand_key(x, i);
             if (key < s_thresh) s_buf[ETX_TOPK + atomicAdd(&s_count, 1)] = key;
         }
@@ -242,7 +298,8 @@ __global__ void __launch_bounds__(VP_THREADS)
     }
     if (bad) s_bad = 1; // every writer writes the same value; read after the merge's barriers
     if (s_count > 0) vp_merge_list(s_buf, s_count, &s_count, &s_thresh);
-    vp_block_merge(acc, s_m, s_z, s_c, s_m2);
+    vp_plain_to_acc(&plain, &acc);
+    vp_block_merge(acc, &s_acc);
 
     if (split > 1) {
         // publish this block's part; the last block of the sequence merges them all
@@ -250,7 +307,9 @@ __global__ void __launch_bounds__(VP_THREADS)
         for (int j = tid; j < ETX_TOPK; j += blockDim.x) my_keys[j] = s_buf[j];
         if (tid == 0) {
             volatile VpAcc* my_part = sc.part + (size_t)seq * VP_MAX_SPLIT + part;
-            my_part->m = s_m[0], my_part->z = s_z[0], my_part->c = s_c[0], my_part->m2 = s_m2[0];
+            const VpAcc mine = vp_load(&s_acc, 0);
+            my_part->m = mine.m, my_part->z = mine.z, my_part->c = mine.c, my_part->m2 = mine.m2;
+            my_part->n = mine.n, my_part->mu = mine.mu, my_part->s2 = mine.s2;
             ((volatile int*)sc.bad)[(size_t)seq * VP_MAX_SPLIT + part] = s_bad;
         }
         __threadfence();
@@ -266,12 +325,12 @@ __global__ void __launch_bounds__(VP_THREADS)
         for (int j = tid; j < n; j += blockDim.x) s_buf[j] = j < live ? all_keys[j] : ETX_KEY_NONE;
         if (tid == 0) {
             const volatile VpAcc* parts = sc.part + (size_t)seq * VP_MAX_SPLIT;
-            VpAcc a = {parts[0].m, parts[0].z, parts[0].c, parts[0].m2};
+            VpAcc a = {parts[0].m, parts[0].z, parts[0].c, parts[0].m2, parts[0].n, parts[0].mu, parts[0].s2};
             for (int g = 1; g < split; g++) {
-                const VpAcc b = {parts[g].m, parts[g].z, parts[g].c, parts[g].m2};
+                const VpAcc b = {parts[g].m, parts[g].z, parts[g].c, parts[g].m2, parts[g].n, parts[g].mu, parts[g].s2};
                 vp_merge(&a, &b);
             }
-            s_m[0] = a.m, s_z[0] = a.z, s_c[0] = a.c, s_m2[0] = a.m2;
+            vp_store(&s_acc, 0, &a);
             const volatile int* bads = sc.bad + (size_t)seq * VP_MAX_SPLIT;
             int any = 0;
             for (int g = 0; g < split; g++) any |= bads[g];
@@ -283,16 +342,18 @@ __global__ void __launch_bounds__(VP_THREADS)
 
     if (tid == 0) {
         EtxVocabStats r;
-        const double z = s_z[0];
-        r.max = (float)s_m[0];
+        const VpAcc a = vp_load(&s_acc, 0);
+        const double z = a.z;
+        r.max = (float)a.m;
         if (z == 0.0) { // no finite logit
-            r.log_z = -INFINITY, r.entropy = 0.0f, r.varentropy = 0.0f;
+            r.log_z = -INFINITY, r.entropy = 0.0f, r.varentropy = 0.0f, r.sigma = 0.0f;
         } else {
-            double h = log(z) - s_c[0];
+            double h = log(z) - a.c;
             if (h < 0.0) h = 0.0;
             r.entropy = (float)(h / VP_LN2);
-            r.varentropy = (float)(s_m2[0] / z / (VP_LN2 * VP_LN2));
-            r.log_z = (float)(s_m[0] + log(z));
+            r.varentropy = (float)(a.m2 / z / (VP_LN2 * VP_LN2));
+            r.log_z = (float)(a.m + log(z));
+            r.sigma = (float)sqrt(a.s2 / a.n);
         }
         r.nonfinite = s_bad;
         stats[seq] = r;
@@ -330,9 +391,9 @@ extern "C" void etx_vocab_pass(const float* logits, const int32_t* row_of, int n
 extern "C" EtxCost etx_vocab_pass_cost(int n_seqs, int vocab, int k) {
     const int split = vp_split(n_seqs, vocab);
     EtxCost c = {0, 0, 0, 0, 1, 0};
-    c.bytes = (double)n_seqs * vocab * 4 + (double)n_seqs * (16 + 12.0 * k);
-    if (split > 1) c.bytes += 2.0 * n_seqs * split * (32 + 8.0 * k);
-    c.flops = 10.0 * n_seqs * vocab;
+    c.bytes = (double)n_seqs * vocab * 4 + (double)n_seqs * (sizeof(EtxVocabStats) + 12.0 * k);
+    if (split > 1) c.bytes += 2.0 * n_seqs * split * (sizeof(VpAcc) + 8.0 * k);
+    c.flops = 14.0 * n_seqs * vocab;
     c.ctas = c.busy = (double)n_seqs * split;
     return c;
 }

@@ -28,7 +28,7 @@ extern "C" {
 // Compile-time cap on the candidates kept per row (the runtime k is <= this).
 #define ETX_TOPK 128
 
-// The statistics of one row: the twin of LogitMetrics plus the max, and the twin of
+// The statistics of one row: the twin of LogitMetrics, and the twin of
 // logits_nonfinite (host/policy/metrics.h). With a NaN or +inf logit the statistics are
 // not meaningful (the policy step faults the pick on the flag before reading them).
 typedef struct {
@@ -36,6 +36,7 @@ typedef struct {
     float log_z;       // logsumexp(logits), nats (-inf when no logit is finite)
     float entropy;     // H, bits
     float varentropy;  // V, bits^2
+    float sigma;       // population standard deviation of the finite logits (top-nσ)
     int32_t nonfinite; // 1 when some logit of the row is NaN or +-inf, else 0
 } EtxVocabStats;
 
@@ -69,7 +70,7 @@ void etx_vocab_pass(const float* logits, const int32_t* row_of, int n_seqs, int 
 size_t etx_vocab_pass_scratch_bytes(int n_seqs);
 
 // The napkin math of etx_vocab_pass with scratch (cost.h): each row read once, the
-// statistics and k candidates written, a split row's parts written and read back; ~10
+// statistics and k candidates written, a split row's parts written and read back; ~14
 // FLOPs per logit (in double: the FP64 rate is not modelled).
 EtxCost etx_vocab_pass_cost(int n_seqs, int vocab, int k);
 

@@ -123,8 +123,9 @@ static etx_status cpu_create(const etx_model* m, const BackendConfig* cfg, CpuBa
     return etx_ok();
 }
 
+// Whether pick p needs the last layer's attention scores (for the attention signals).
 static int needs_metrics(const CpuBackend* b, const BackendPick* p) {
-    return p->policy->kind == ETX_POLICY_ENTROPIX || b->cfg.trace;
+    return (policy_signals_used(p->policy) & POLICY_USES_ATTN_SIGNALS) || b->cfg.trace;
 }
 
 static KVSeq kv_view(const CpuBackend* b, const BackendWork* w) {
@@ -173,26 +174,30 @@ static void pick_token(CpuBackend* b, BackendPick* pk, int p, Sampler* sampler, 
     const float* logits = b->pick_logits[p];
     const float* scores = b->scores + (size_t)p * c->n_heads * b->cfg.max_seq_len;
     const int is_entropix = pk->policy->kind == ETX_POLICY_ENTROPIX;
-    PolicyMetrics m = {0, 0, 0, 0, 0, 0};
+    const int uses = policy_signals_used(pk->policy);
+    PolicyMetrics m = {0, 0, 0, 0, 0, 0, 0, 0};
     float log_z = 0.0f;
     memset(&pk->trace, 0, sizeof pk->trace);
     const int bad_logits = logits_nonfinite(logits, c->vocab_size);
-    if (!bad_logits && needs_metrics(b, pk)) {
+    if (!bad_logits && (uses || b->cfg.trace)) {
         LogitMetrics lm = logit_metrics(logits, c->vocab_size);
+        log_z = lm.log_z;
+        m.entropy = lm.entropy, m.varentropy = lm.varentropy, m.logit_max = lm.max, m.logit_sigma = lm.sigma;
+    }
+    if (!bad_logits && needs_metrics(b, pk)) {
         const int window = is_entropix ? pk->policy->entropix.attn_window : 0;
         AttnMetrics am = attn_metrics(scores, c->n_heads, b->pick_pos[p], window, scratch);
-        log_z = lm.log_z;
-        m = (PolicyMetrics){lm.entropy, lm.varentropy, am.attn_entropy, am.attn_varentropy, am.agreement,
-                            am.interaction};
+        m.attn_entropy = am.attn_entropy, m.attn_varentropy = am.attn_varentropy, m.agreement = am.agreement;
+        m.interaction = am.interaction;
     }
-    const int fault = policy_input_fault(bad_logits, &m, is_entropix);
+    const int fault = policy_input_fault(bad_logits, &m, uses);
     if (fault) { // nothing is sorted or drawn from a row that is not all numbers
         pk->token = policy_fault_token(fault);
         if (b->cfg.trace) policy_fault_record(&pk->trace, pk->request_id, (int)pk->step, fault);
         return;
     }
     const PolicyDecision d = is_entropix ? entropix_decide(&pk->policy->entropix, &m, pk->prev_token, pk->pause_token)
-                                         : policy_decision_simple(pk->policy);
+                                         : policy_decision_simple(pk->policy, &m);
     const int32_t tok = sampler_pick(sampler, logits, &d, pk->policy->seed, pk->key, pk->step);
     pk->token = tok;
     if (!b->cfg.trace) return;

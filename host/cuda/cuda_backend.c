@@ -299,8 +299,10 @@ static etx_status cuda_create(const etx_model* m, const BackendConfig* cfg, Cuda
 // ----------------------------------------------------------------------------
 // step
 
+// Whether pick p needs the attention signals (the logits' statistics come from the
+// vocabulary pass, which every pick has).
 static int needs_metrics(const CudaBackend* b, const BackendPick* p) {
-    return b->cfg.trace || p->policy->kind == ETX_POLICY_ENTROPIX;
+    return b->cfg.trace || (policy_signals_used(p->policy) & POLICY_USES_ATTN_SIGNALS);
 }
 
 static void copy_blocks(CudaBackend* b, const BlockCopy* cp, int n) {

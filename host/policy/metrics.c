@@ -27,8 +27,11 @@
 // Statistics of a set of logits under weights w_i = e^{x_i - m}, centred on the max:
 // m = max, z = sum w, c = mean - m with mean = sum w x / z, m2 = sum w (x - mean)^2.
 // Centring keeps the mean exact for equal logits, whatever their magnitude.
+// Beside them the plain moments of the finite logits (top-nσ's sigma): n = count,
+// mu = mean, s2 = sum (x - mu)^2, merged the same way with count weights.
 typedef struct {
     double m, z, c, m2;
+    double n, mu, s2;
 } LogitAcc;
 
 // Logits per block: a block's statistics are computed directly (its weights kept in L1),
@@ -37,10 +40,17 @@ typedef struct {
 
 // Statistics of one block x[0..n) (m = -inf, z = 0 when it has no finite logit):
 // c = sum e (x - m) / z, m2 = sum e ((x - m) - c)^2, e = e^{x - m}.
+// The plain moments in two passes over the block: mu = sum x / n, then s2.
 static LogitAcc block_stats(const float* x, int n) {
-    LogitAcc b = {-INFINITY, 0.0, 0.0, 0.0};
+    LogitAcc b = {-INFINITY, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
     for (int i = 0; i < n; i++) b.m = x[i] > b.m ? x[i] : b.m;
     if (b.m == -INFINITY) return b;
+    double sum = 0.0;
+    for (int i = 0; i < n; i++)
+        if (x[i] != -INFINITY) b.n += 1.0, sum += (double)x[i];
+    b.mu = sum / b.n;
+    for (int i = 0; i < n; i++)
+        if (x[i] != -INFINITY) b.s2 += ((double)x[i] - b.mu) * ((double)x[i] - b.mu);
     double e[LOGIT_BLOCK], s = 0.0;
     for (int i = 0; i < n; i++) {
         e[i] = exp((double)x[i] - b.m); // 0 for -inf
@@ -60,10 +70,16 @@ static LogitAcc block_stats(const float* x, int n) {
 // zb = b.z e^{b.m - M}; with d = mean_b - mean_a, mean = mean_a + d zb / z,
 // m2 = a.m2' + b.m2' + d^2 za zb / z (the m2 rescaled like the weights).
 static void acc_merge(LogitAcc* a, const LogitAcc* b) {
-    if (b->z == 0.0) return;
-    if (a->z == 0.0) {
+    if (b->n == 0.0) return; // no finite logit (then z = 0 too)
+    if (a->n == 0.0) {
         *a = *b;
         return;
+    }
+    {   // plain moments: d = mu_b - mu_a, mu = mu_a + d nb / n, s2 = s2a + s2b + d^2 na nb / n
+        const double n = a->n + b->n, d = b->mu - a->mu;
+        a->mu += d * (b->n / n);
+        a->s2 += b->s2 + d * d * (a->n * (b->n / n));
+        a->n = n;
     }
     double M = a->m > b->m ? a->m : b->m;
     double sa = exp(a->m - M), sb = exp(b->m - M); // one of them is 1
@@ -84,13 +100,15 @@ static void acc_merge(LogitAcc* a, const LogitAcc* b) {
 
 // H = log Z - E_p[x] (nats) = ln z - c;  V = Var_p[x] = m2 / z (nats^2);  log Z = m + ln z
 LogitMetrics logit_metrics(const float* logits, int n) {
-    LogitAcc a = {-INFINITY, 0.0, 0.0, 0.0};
+    LogitAcc a = {-INFINITY, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
     for (int i0 = 0; i0 < n; i0 += LOGIT_BLOCK) {
         LogitAcc b = block_stats(logits + i0, n - i0 < LOGIT_BLOCK ? n - i0 : LOGIT_BLOCK);
         acc_merge(&a, &b);
     }
-    LogitMetrics r = {0.0f, 0.0f, -INFINITY};
+    LogitMetrics r = {0.0f, 0.0f, -INFINITY, -INFINITY, 0.0f};
     if (a.z == 0.0) return r; // no finite logit: nothing to measure
+    r.max = (float)a.m;
+    r.sigma = (float)sqrt(a.s2 / a.n);
     double h = log(a.z) - a.c;
     if (h < 0.0) h = 0.0; // rounding only: entropy is non-negative
     r.entropy = (float)(h / LN2);

@@ -12,13 +12,16 @@
 // Entropy H (bits) and varentropy V (bits^2) of softmax(logits) at temperature 1, in one
 // numerically safe pass (online max / normaliser / first and second moments, merged
 // Welford-style); -inf logits contribute nothing; also returns log Z (natural log of the
-// normaliser, including the max) so callers get log p_i = logits[i] - log_z.
-// No finite logit (n == 0, all -inf): entropy 0, varentropy 0, log_z -inf. Logits must
-// not be +inf or NaN.
+// normaliser, including the max) so callers get log p_i = logits[i] - log_z, and the max
+// and the plain (unweighted) standard deviation of the finite logits, which top-nσ reads.
+// No finite logit (n == 0, all -inf): entropy 0, varentropy 0, log_z -inf, max -inf,
+// sigma 0. Logits must not be +inf or NaN.
 typedef struct {
     float entropy;    // bits
     float varentropy; // bits^2
     float log_z;      // logsumexp(logits), nats
+    float max;        // the largest logit
+    float sigma;      // sqrt(mean (x - mean x)^2) over the finite logits
 } LogitMetrics;
 LogitMetrics logit_metrics(const float* logits, int n);
 

@@ -6,7 +6,8 @@
  * Kinds and where their parameters live:
  *   greedy    seed only (argmax needs nothing; the top-level sampling fields keep the
  *             sample defaults and are validated but unused);
- *   sample    temperature, top_k, top_p, min_p, seed: the top-level fields;
+ *   sample    temperature, top_k, top_p, min_p, top_n_sigma, edt_theta, edt_base, seed:
+ *             the top-level fields;
  *   entropix  temperature, top_k, top_p, min_p name the base values of
  *             etx_entropix_params (T0, ...), plus every other field of it, and seed.
  *             The top-level temperature/top_k/top_p/min_p are not used by entropix and
@@ -43,6 +44,14 @@ const PolicyParam policy_params[] = {
      "keep the smallest set of most likely tokens whose mass reaches P (1 = off)"},
     {"min_p", PARAM_FLOAT, TOP(min_p), ENT(min_p), 0, 1, PARAM_HI_OPEN, 0, 0.03,
      "drop tokens below M times the top probability (0 = off)"},
+    // sample only (the entropix default column repeats the sample one: docs/entropix.md §3
+    // lists one default per row)
+    {"top_n_sigma", PARAM_FLOAT, TOP(top_n_sigma), NONE, 0, INF, 0, 0, 0,
+     "sample: keep tokens with logit >= max - N sigma of the row's logits (0 = off)"},
+    {"edt_theta", PARAM_FLOAT, TOP(edt_theta), NONE, 0, INF, 0, 0, 0,
+     "sample: entropy-based temperature T = temperature edt_base^(this / H), H in nats (0 = off)"},
+    {"edt_base", PARAM_FLOAT, TOP(edt_base), NONE, 0, 1, PARAM_LO_OPEN | PARAM_HI_OPEN, 0.8, 0.8,
+     "sample: N of the entropy-based temperature"},
     {"low_ent_thresh", PARAM_FLOAT, NONE, ENT(low_ent_thresh), 0, INF, 0, 0, 0.1,
      "LELV (argmax) when H < this and V < low_vent_thresh (bits)"},
     {"low_vent_thresh", PARAM_FLOAT, NONE, ENT(low_vent_thresh), 0, INF, 0, 0, 0.1,
@@ -268,6 +277,9 @@ etx_status etx_policy_set(etx_policy* pol, const char* name, double value) {
     if (!policy_param_applies(p, kind)) {
         if (p->off_sample < 0)
             return etx_error(ETX_ERR_INVALID_ARG, "policy: %s is an entropix parameter; the policy is %s", name,
+                             policy_kind_name(kind));
+        if (p->off_entropix < 0)
+            return etx_error(ETX_ERR_INVALID_ARG, "policy: %s is a sample parameter; the policy is %s", name,
                              policy_kind_name(kind));
         return etx_error(ETX_ERR_INVALID_ARG, "policy: %s does not apply to the %s policy (only seed does)", name,
                          policy_kind_name(kind));

@@ -109,7 +109,7 @@ int32_t sampler_pick(Sampler* s, const float* logits, const PolicyDecision* d, u
                      uint32_t step) {
     if (d->forced_token >= 0) return d->forced_token;
     if (d->argmax) return sample_argmax(logits, s->vocab_size);
-    const int n = sampler_candidates(s, logits, d->top_k);
+    const int n = policy_logit_floor(s->cand, sampler_candidates(s, logits, d->top_k), d->min_logit);
     const int k = policy_filter(s->cand, n, d->temperature, d->top_k, d->top_p, d->min_p, s->w);
     int best = -1;
     for (int j = 0; j < d->n_samples; j++) {

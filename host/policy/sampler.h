@@ -43,7 +43,7 @@ int sampler_candidates(Sampler* s, const float* logits, int limit);
 
 // The token for decision d at generation step `step`: the forced token, the argmax, or the
 // best (highest log-probability; on equal logits the lower id) of d->n_samples draws
-// from the filtered candidates.
+// from the filtered candidates (top-nσ's floor, then policy_filter's).
 int32_t sampler_pick(Sampler* s, const float* logits, const PolicyDecision* d, uint64_t seed, uint64_t key,
                      uint32_t step);
 

@@ -160,17 +160,26 @@ typedef struct {
     int top_k;         // 0 = off
     float top_p;       // in (0, 1]; 1 = off
     float min_p;       // in [0, 1); 0 = off
+    // Two baselines of the literature, sample only (docs/policies.md):
+    float top_n_sigma; // top-nσ (arXiv 2411.07641): keep the tokens whose logit is at least
+                       // max - n σ, σ the standard deviation of the row's logits (before the
+                       // temperature, so the cut does not depend on it); >= 0, 0 = off
+    float edt_theta;   // EDT, entropy-based dynamic temperature (arXiv 2403.14541):
+                       // T = temperature N^(θ / H), H the entropy of the model's
+                       // distribution in nats; θ >= 0, 0 = off
+    float edt_base;    // N, in (0, 1); 0.8 (the paper's)
     uint64_t seed;
     etx_entropix_params entropix; // entropix only
 } etx_policy;
 
-// Defaults: greedy; for sample, temperature 1, top-k 0, top-p 1, min-p 0, seed 0; the
-// entropix parameters at the reference's values.
+// Defaults: greedy; for sample, temperature 1, top-k 0, top-p 1, min-p 0, top-nσ off, EDT
+// off (N 0.8), seed 0; the entropix parameters at the reference's values.
 etx_policy etx_policy_default(etx_policy_kind kind);
 etx_status etx_policy_validate(const etx_policy* policy);
 // Sets one parameter by name: "temperature", "top_k", "top_p", "min_p", "seed" (the
-// kind's own sampling values: entropix's base values for entropix) or any field of
-// etx_entropix_params. Unknown names and out-of-range values are errors naming them.
+// kind's own sampling values: entropix's base values for entropix), "top_n_sigma",
+// "edt_theta", "edt_base" (sample only) or any field of etx_entropix_params. Unknown
+// names, out-of-range values and a parameter of another kind are errors naming them.
 etx_status etx_policy_set(etx_policy* policy, const char* name, double value);
 // Reads a JSON policy file: {"policy": "entropix", "seed": 1, "temperature": 0.7, ...};
 // keys as in etx_policy_set. Starts from the defaults of its "policy" kind (or of

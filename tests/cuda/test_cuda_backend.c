@@ -277,7 +277,9 @@ static double check_scores(const Harness* h, const float* dev, const BackendPick
 }
 
 static PolicyMetrics trace_metrics(const etx_trace_record* t) {
-    PolicyMetrics m = {t->entropy, t->varentropy, t->attn_entropy, t->attn_varentropy, t->agreement, t->interaction};
+    // the trace keeps no logit max or sigma: callers decide greedy or entropix picks only
+    PolicyMetrics m = {t->entropy,  t->varentropy, t->attn_entropy, t->attn_varentropy, t->agreement, t->interaction,
+                       0.0f,        0.0f};
     return m;
 }
 

@@ -4,7 +4,7 @@
  * test_batching_gpu: CUDA on a GPU, exit 77 without one), so every backend is held to the
  * same contract:
  *   - batch invariance: requests with mixed prompts, lengths and policies (greedy, sample
- *     with several settings, entropix) give the same tokens and the same trace records,
+ *     with several settings, top-nσ with the entropy-based temperature among them, entropix) give the same tokens and the same trace records,
  *     to the bit, at every batch size; and at a context of 4096 (the tiny model with its
  *     context raised; prompts of up to 520 tokens, so attention runs over three of its
  *     256-position splits) at batch 1, 7 and 64;
@@ -90,7 +90,12 @@ static Job make_job(int i) {
         break;
     case 2:
         j.policy = etx_policy_default(ETX_POLICY_SAMPLE);
-        j.policy.min_p = 0.05f;
+        if (i % 8 == 6) { // the baselines that read the row's statistics
+            j.policy.top_n_sigma = 1.5f;
+            j.policy.edt_theta = 0.8f;
+        } else {
+            j.policy.min_p = 0.05f;
+        }
         break;
     default:
         j.policy = etx_policy_default(ETX_POLICY_ENTROPIX);

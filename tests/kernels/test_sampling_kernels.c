@@ -153,6 +153,8 @@ static void check_vocab_pass(int n, int k, uint64_t seed, int split) {
         check_close("entropy", r, stats[r].entropy, lm.entropy, VP_REL, VP_FLOOR);
         check_close("varentropy", r, stats[r].varentropy, lm.varentropy, VP_REL, VP_FLOOR);
         check_close("log_z", r, stats[r].log_z, lm.log_z, VP_REL, VP_FLOOR);
+        check_close("sigma", r, stats[r].sigma, lm.sigma, VP_REL, VP_FLOOR);
+        ck_assert_msg(lm.max == mx, "logit_metrics max (n %d, row %d): %g, want %g", n, r, lm.max, mx);
         const int nc = sampler_candidates(&smp, row, n_out);
         ck_assert_int_eq(nc, n_out);
         for (int j = 0; j < n_out; j++) {
@@ -288,8 +290,12 @@ END_TEST
 // policy step
 
 // The policy settings the test cycles through; *_FB ones need the exact fallback.
+// PC_SAMPLE_NSIGMA: top-nσ with n 0.5 and top_k 0 (its floor ends the kept prefix inside
+// the top-K list: no fallback); _NSIGMA_FB: n 3 keeps several hundred tokens of a random
+// row; _EDT: the entropy-based temperature with top_k 40 and top-nσ 1.
 enum { PC_GREEDY, PC_SAMPLE_PLAIN_FB, PC_SAMPLE_K40, PC_SAMPLE_TOP_P_FB, PC_SAMPLE_MIN_P_FB, PC_SAMPLE_K200_FB,
-       PC_SAMPLE_KCAP_ALL, PC_SAMPLE_K5_HOT, PC_SAMPLE_K_VOCAB_FB, PC_ENTROPIX_DEFAULT, PC_ENTROPIX_ARGMAX,
+       PC_SAMPLE_KCAP_ALL, PC_SAMPLE_K5_HOT, PC_SAMPLE_K_VOCAB_FB, PC_SAMPLE_NSIGMA, PC_SAMPLE_NSIGMA_FB,
+       PC_SAMPLE_EDT, PC_ENTROPIX_DEFAULT, PC_ENTROPIX_ARGMAX,
        PC_ENTROPIX_PAUSE, PC_ENTROPIX_HELV, PC_ENTROPIX_LEHV, PC_ENTROPIX_HEHV, PC_ENTROPIX_ADAPTIVE,
        PC_ENTROPIX_HEHV_K0_FB, PC_COUNT };
 
@@ -308,6 +314,9 @@ static etx_policy make_policy(int pc, int vocab, uint64_t seed) {
     case PC_SAMPLE_KCAP_ALL: p.temperature = 0.5f, p.top_k = ETX_TOPK, p.top_p = 0.95f, p.min_p = 0.02f; break;
     case PC_SAMPLE_K5_HOT: p.temperature = 2.0f, p.top_k = 5, p.top_p = 0.5f; break;
     case PC_SAMPLE_K_VOCAB_FB: p.temperature = 0.9f, p.top_k = vocab + 5; break;
+    case PC_SAMPLE_NSIGMA: p.top_n_sigma = 0.5f; break;
+    case PC_SAMPLE_NSIGMA_FB: p.temperature = 1.5f, p.top_n_sigma = 3.0f, p.top_p = 0.95f; break;
+    case PC_SAMPLE_EDT: p.temperature = 1.2f, p.top_k = 40, p.edt_theta = 1.0f, p.top_n_sigma = 1.0f; break;
     default: {
         p = etx_policy_default(ETX_POLICY_ENTROPIX);
         e = &p.entropix;
@@ -424,11 +433,12 @@ static void check_policy_step(int vocab, int reps, uint64_t seed0) {
     for (int s = 0; s < n_seqs; s++) {
         const int pc = s % PC_COUNT;
         const PolicyMetrics m = {stats[s].entropy,        stats[s].varentropy, attn[s].attn_entropy,
-                                 attn[s].attn_varentropy, attn[s].agreement,  attn[s].interaction};
+                                 attn[s].attn_varentropy, attn[s].agreement,  attn[s].interaction,
+                                 stats[s].max,            stats[s].sigma};
         want_m[s] = m;
         want_d[s] = pol[s].kind == ETX_POLICY_ENTROPIX
                         ? entropix_decide(&pol[s].entropix, &m, st[s].prev_token, st[s].pause_token)
-                        : policy_decision_simple(&pol[s]);
+                        : policy_decision_simple(&pol[s], &m);
         if (forced_branch(pc) >= 0)
             ck_assert_msg((int)want_d[s].branch == forced_branch(pc), "setting %d reached branch %d", pc,
                           (int)want_d[s].branch);
@@ -688,8 +698,9 @@ static void check_nonfinite(int n, int split) {
                       stats[s].nonfinite, flag);
         const int is_entropix = pol[s].kind == ETX_POLICY_ENTROPIX;
         const PolicyMetrics m = {stats[s].entropy, stats[s].varentropy, attn[s].attn_entropy,
-                                 attn[s].attn_varentropy, attn[s].agreement, attn[s].interaction};
-        const int fault = policy_input_fault(flag, &m, is_entropix);
+                                 attn[s].attn_varentropy, attn[s].agreement, attn[s].interaction,
+                                 stats[s].max, stats[s].sigma};
+        const int fault = policy_input_fault(flag, &m, policy_signals_used(&pol[s]));
         if (fault) {
             faults++;
             etx_trace_record w;
@@ -701,7 +712,7 @@ static void check_nonfinite(int n, int split) {
         } else {
             const PolicyDecision d = is_entropix ? entropix_decide(&pol[s].entropix, &m, st[s].prev_token,
                                                                    st[s].pause_token)
-                                                 : policy_decision_simple(&pol[s]);
+                                                 : policy_decision_simple(&pol[s], &m);
             const int32_t want = sampler_pick(&smp, row, &d, pol[s].seed, st[s].key, (uint32_t)st[s].step);
             ck_assert_msg(tok[s] == want, "n %d row %d: token %d, sampler_pick %d", n, s, tok[s], want);
         }

@@ -2,7 +2,8 @@
  * test_metrics.c — checks the entropix metrics (host/policy/metrics.c) and the forward pass's
  * last-layer score capture (CpuRunState.last_scores, cpu_forward.c).
  *
- *   - logit_metrics and attn_metrics against fixtures/metrics/metrics.json, written by
+ *   - logit_metrics (with the max and sigma top-nσ reads) and attn_metrics against
+ *     fixtures/metrics/metrics.json, written by
  *     tests/scripts/gen_metrics_fixtures.py from a numpy float64 brute force (attention
  *     in compatibility mode there materialises the window's zero scores). Large inputs
  *     come from a generator reimplemented here bit for bit (gen_values).
@@ -126,6 +127,9 @@ START_TEST(test_logit_fixtures) {
         check_close("entropy", name, r.entropy, jnum(c, "entropy"), 1e-6);
         check_close("varentropy", name, r.varentropy, jnum(c, "varentropy"), 1e-6);
         check_close("log_z", name, r.log_z, jnum(c, "log_z"), 1e-6);
+        // top-nσ's inputs: the max exactly, sigma as the other float32 outputs
+        ck_assert_msg((double)r.max == jnum(c, "max"), "%s: max %.9g, want %.9g", name, r.max, jnum(c, "max"));
+        check_close("sigma", name, r.sigma, jnum(c, "sigma"), 1e-6);
         ck_assert_msg(r.entropy >= 0.0f && r.varentropy >= 0.0f, "%s: negative", name);
         free(x);
         count++;
@@ -196,9 +200,11 @@ END_TEST
 START_TEST(test_logit_edges) {
     LogitMetrics r = logit_metrics(NULL, 0);
     ck_assert(r.entropy == 0.0f && r.varentropy == 0.0f && r.log_z == -INFINITY);
+    ck_assert(r.max == -INFINITY && r.sigma == 0.0f);
     float ninf[3] = {-INFINITY, -INFINITY, -INFINITY};
     r = logit_metrics(ninf, 3);
     ck_assert(r.entropy == 0.0f && r.varentropy == 0.0f && r.log_z == -INFINITY);
+    ck_assert(r.max == -INFINITY && r.sigma == 0.0f);
     // uniform: exactly log2 n and 0, whatever the value
     float* x = malloc(49152 * sizeof(float));
     for (int i = 0; i < 49152; i++) x[i] = -FLT_MAX;
@@ -214,6 +220,7 @@ START_TEST(test_logit_edges) {
     check_close("entropy", "shifted", b.entropy, a.entropy, 1e-6);
     check_close("varentropy", "shifted", b.varentropy, a.varentropy, 1e-6);
     check_close("log_z", "shifted", b.log_z, a.log_z + 1024.0, 1e-6);
+    check_close("sigma", "shifted", b.sigma, a.sigma, 1e-6);
     // order does not matter: maximum first or last
     float up[4] = {-3.0f, 0.0f, 1.0f, 9.0f}, down[4] = {9.0f, 1.0f, 0.0f, -3.0f};
     a = logit_metrics(up, 4), b = logit_metrics(down, 4);

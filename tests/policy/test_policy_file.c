@@ -240,9 +240,11 @@ START_TEST(json_custom_round_trip) {
     ck_assert_msg(st.code == ETX_OK, "%s", st.message);
     ck_assert_int_eq(p.kind, ETX_POLICY_ENTROPIX);
     etx_policy d = etx_policy_default(ETX_POLICY_ENTROPIX);
-    int n = 0;
+    int n = 0, n_entropix = 0;
     for (int i = 0; i < policy_n_params; i++) {
         const PolicyParam* q = &policy_params[i];
+        if (!policy_param_applies(q, ETX_POLICY_ENTROPIX)) continue; // sample only: sample.json below
+        n_entropix++;
         const cJSON* v = cJSON_GetObjectItemCaseSensitive(root, q->name);
         ck_assert_msg(v != NULL, "custom.json lacks %s", q->name);
         double want = q->type == PARAM_FLOAT ? (double)(float)v->valuedouble : v->valuedouble;
@@ -251,7 +253,8 @@ START_TEST(json_custom_round_trip) {
                       q->name);
         n++;
     }
-    ck_assert_int_eq(n, policy_n_params);
+    ck_assert_int_eq(n, n_entropix);
+    ck_assert_int_eq(n_entropix, policy_n_params - 3); // all but top_n_sigma, edt_theta, edt_base
     ck_assert_uint_eq(p.seed, 1234567890123ull);
     cJSON_Delete(root);
     free(text);
@@ -264,6 +267,9 @@ START_TEST(json_custom_round_trip) {
     ck_assert_int_eq(s.top_k, 0);
     ck_assert_float_eq(s.top_p, 0.9f);
     ck_assert_float_eq(s.min_p, 0.05f);
+    ck_assert_float_eq(s.top_n_sigma, 1.5f);
+    ck_assert_float_eq(s.edt_theta, 0.6f);
+    ck_assert_float_eq(s.edt_base, 0.7f);
     ck_assert_uint_eq(s.seed, 7);
 }
 END_TEST
@@ -317,6 +323,9 @@ START_TEST(json_errors) {
     expect_file_error("range6.json", "{\"policy\": \"entropix\", \"pause_token\": -5}", "pause_token", "-1..");
     expect_file_error("range7.json", "{\"policy\": \"entropix\", \"min_p\": 1}", "min_p", "[0, 1)");
     expect_file_error("seed.json", "{\"seed\": 1e300}", "seed", NULL);
+    expect_file_error("kind1.json", "{\"policy\": \"entropix\", \"top_n_sigma\": 1}", "top_n_sigma",
+                      "is a sample parameter; the policy is entropix");
+    expect_file_error("range8.json", "{\"policy\": \"sample\", \"edt_base\": 1}", "edt_base", "(0, 1)");
     expect_file_error("malformed.json", "{\"policy\": \"entropix\",\n \"top_k\": 27,,}", "malformed JSON at byte", "line 2");
     expect_file_error("malformed2.json", "{\"policy\": \"entropix\"", "malformed JSON", NULL);
     expect_file_error("trailing.json", "{\"top_k\": 3} x", "malformed JSON", "after the value");

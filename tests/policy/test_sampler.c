@@ -1,6 +1,7 @@
 /*
  * test_sampler.c — the CPU sampler: Philox known-answer vectors, argmax ties, each filter
- * (temperature, top-k, top-p, min-p) against hand-computed distributions with a
+ * (temperature, top-k, top-p, min-p, top-nσ, the entropy-based temperature) against
+ * hand-computed distributions with a
  * chi-square test on many draws, determinism of seeded draws, the whole-row radix sort
  * against qsort's order.
  */
@@ -10,8 +11,19 @@
 #include <string.h>
 
 #include "philox.h"
+#include "policy/metrics.h"
 #include "policy/sampler.h"
 #include "check_main.h"
+
+// The signals a plain sample or greedy decision does not read.
+static const PolicyMetrics no_signals;
+
+// The row's signals as the CPU backend gives them to the sample policy (logit_metrics).
+static PolicyMetrics row_signals(const float* z, int n) {
+    const LogitMetrics lm = logit_metrics(z, n);
+    const PolicyMetrics m = {lm.entropy, lm.varentropy, 0, 0, 0, 0, lm.max, lm.sigma};
+    return m;
+}
 
 // Known-answer vectors of Philox4x32-10 from the Random123 distribution (kat_vectors).
 START_TEST(philox_known_answers) {
@@ -61,7 +73,7 @@ START_TEST(argmax_ties_and_greedy) {
     Sampler s;
     build_sampler(&s, 6);
     etx_policy g = etx_policy_default(ETX_POLICY_GREEDY);
-    PolicyDecision d = policy_decision_simple(&g);
+    PolicyDecision d = policy_decision_simple(&g, &no_signals);
     ck_assert_int_eq(sampler_pick(&s, z, &d, 0, 0, 0), 1);
     // candidates: sorted by logit, ties by id, -inf last; the top-2 heap agrees
     ck_assert_int_eq(sampler_candidates(&s, z, 0), 6);
@@ -125,7 +137,8 @@ static void check_distribution(const float* z, int vocab, etx_policy pol, const 
     Sampler s;
     build_sampler(&s, vocab);
     int* count = calloc((size_t)vocab, sizeof(int));
-    PolicyDecision d = policy_decision_simple(&pol);
+    const PolicyMetrics m = row_signals(z, vocab);
+    PolicyDecision d = policy_decision_simple(&pol, &m);
     for (int i = 0; i < n; i++) {
         int32_t t = sampler_pick(&s, z, &d, pol.seed, 11, (uint32_t)i);
         ck_assert(t >= 0 && t < vocab);
@@ -181,6 +194,56 @@ START_TEST(sample_top_k) {
 }
 END_TEST
 
+// top-nσ: the floor max - n sigma of the logits (sigma over the five, unweighted) placed
+// between the third and fourth logit keeps three; a hotter temperature does not change
+// which (the cut is on the raw logits), only their weights.
+START_TEST(sample_top_n_sigma) {
+    float z[5];
+    logits_of(P5, 5, z);
+    double mean = 0.0, var = 0.0;
+    for (int i = 0; i < 5; i++) mean += z[i] / 5.0;
+    for (int i = 0; i < 5; i++) var += (z[i] - mean) * (z[i] - mean) / 5.0;
+    const double sigma = sqrt(var), mid = 0.5 * ((double)z[2] + (double)z[3]);
+    etx_policy pol = etx_policy_default(ETX_POLICY_SAMPLE);
+    pol.seed = 9;
+    pol.top_n_sigma = (float)(((double)z[0] - mid) / sigma);
+    const double e[5] = {0.4 / 0.85, 0.3 / 0.85, 0.15 / 0.85, 0, 0};
+    check_distribution(z, 5, pol, e, 40000);
+    pol.temperature = 3.0f;
+    double e3[5] = {0}, sum = 0.0;
+    for (int i = 0; i < 3; i++) sum += e3[i] = pow(P5[i], 1.0 / 3.0);
+    for (int i = 0; i < 3; i++) e3[i] /= sum;
+    check_distribution(z, 5, pol, e3, 40000);
+    // a tiny n keeps the max alone
+    pol.top_n_sigma = 1e-3f;
+    Sampler s;
+    build_sampler(&s, 5);
+    const PolicyMetrics m = row_signals(z, 5);
+    const PolicyDecision d = policy_decision_simple(&pol, &m);
+    for (uint32_t i = 0; i < 500; i++) ck_assert_int_eq(sampler_pick(&s, z, &d, pol.seed, 3, i), 0);
+    free_sampler(&s);
+}
+END_TEST
+
+// EDT: T = T0 N^(θ / H), H the entropy of the five in nats; the draws follow
+// softmax(z / T) for that T.
+START_TEST(sample_entropy_based_temperature) {
+    float z[5];
+    logits_of(P5, 5, z);
+    double h = 0.0;
+    for (int i = 0; i < 5; i++) h -= P5[i] * log(P5[i]);
+    etx_policy pol = etx_policy_default(ETX_POLICY_SAMPLE);
+    pol.seed = 77;
+    pol.temperature = 1.5f;
+    pol.edt_theta = 1.2f;
+    const double t = 1.5 * pow(0.8, 1.2 / h);
+    double e[5], sum = 0.0;
+    for (int i = 0; i < 5; i++) sum += e[i] = pow(P5[i], 1.0 / t);
+    for (int i = 0; i < 5; i++) e[i] /= sum;
+    check_distribution(z, 5, pol, e, 40000);
+}
+END_TEST
+
 START_TEST(sample_top_p_smallest_set_reaching_p) {
     float z[5];
     logits_of(P5, 5, z);
@@ -197,7 +260,7 @@ START_TEST(sample_top_p_smallest_set_reaching_p) {
     pol.top_p = 0.1f;
     Sampler s;
     build_sampler(&s, 5);
-    PolicyDecision d = policy_decision_simple(&pol);
+    PolicyDecision d = policy_decision_simple(&pol, &no_signals);
     for (int i = 0; i < 100; i++) ck_assert_int_eq(sampler_pick(&s, z, &d, 9, 0, (uint32_t)i), 0);
     free_sampler(&s);
 }
@@ -237,7 +300,7 @@ START_TEST(sample_handles_neg_inf_and_huge_logits) {
     etx_policy pol = etx_policy_default(ETX_POLICY_SAMPLE);
     Sampler s;
     build_sampler(&s, 4);
-    PolicyDecision d = policy_decision_simple(&pol);
+    PolicyDecision d = policy_decision_simple(&pol, &no_signals);
     for (int i = 0; i < 200; i++) {
         int32_t t = sampler_pick(&s, z, &d, 0, 0, (uint32_t)i);
         ck_assert(t == 1 || t == 2);
@@ -254,7 +317,7 @@ START_TEST(seeded_draws_repeat) {
     Sampler s;
     build_sampler(&s, 5);
     int a[64], diff = 0;
-    PolicyDecision d = policy_decision_simple(&pol);
+    PolicyDecision d = policy_decision_simple(&pol, &no_signals);
     for (int i = 0; i < 64; i++) a[i] = sampler_pick(&s, z, &d, 1234, 5, (uint32_t)i);
     for (int i = 0; i < 64; i++) ck_assert_int_eq(a[i], sampler_pick(&s, z, &d, 1234, 5, (uint32_t)i));
     for (int i = 0; i < 64; i++) diff += a[i] != sampler_pick(&s, z, &d, 1235, 5, (uint32_t)i);
@@ -292,6 +355,8 @@ int main(void) {
     tcase_add_test(tc, sample_plain_and_temperature);
     tcase_add_test(tc, sample_top_k);
     tcase_add_test(tc, sample_top_p_smallest_set_reaching_p);
+    tcase_add_test(tc, sample_top_n_sigma);
+    tcase_add_test(tc, sample_entropy_based_temperature);
     tcase_add_test(tc, sample_min_p);
     tcase_add_test(tc, sample_filters_combined);
     tcase_add_test(tc, sample_handles_neg_inf_and_huge_logits);

@@ -78,13 +78,24 @@ def logit_expect(x32):
     return float(h), float(v), float(lse)
 
 
+def logit_plain(x32):
+    """The max and the population standard deviation of the finite logits (top-nσ's sigma)."""
+    x = x32.astype(np.float64)
+    fin = x[np.isfinite(x)]
+    if fin.size == 0:
+        return float("-inf"), 0.0
+    return float(np.max(fin)), float(np.std(fin))
+
+
 def logit_cases():
     cases = []
 
     def add_values(name, vals):
         x = np.array(vals, dtype=np.float32)
         h, v, lz = logit_expect(x)
-        cases.append({"name": name, "values": [fnum(t) for t in x], "entropy": h, "varentropy": v, "log_z": lz})
+        mx, sd = logit_plain(x)
+        cases.append({"name": name, "values": [fnum(t) for t in x], "entropy": h, "varentropy": v, "log_z": lz,
+                      "max": mx, "sigma": sd})
 
     def add_gen(name, seed, n, scale, offset=0.0, edits=None):
         x = gen_values(seed, n, scale, offset)
@@ -94,7 +105,8 @@ def logit_cases():
                 x[i] = np.float32(val)
             case["edits"] = [[i, fnum(np.float32(val))] for i, val in edits]
         h, v, lz = logit_expect(x)
-        case.update({"entropy": h, "varentropy": v, "log_z": lz})
+        mx, sd = logit_plain(x)
+        case.update({"entropy": h, "varentropy": v, "log_z": lz, "max": mx, "sigma": sd})
         cases.append(case)
 
     inf = float("inf")
