@@ -164,8 +164,12 @@ int policy_param_applies(const PolicyParam* p, etx_policy_kind kind) {
     return 0;
 }
 
+// Where the parameter lives for this kind; a parameter of the other kind only (an
+// entropix field under sample, a sample field under entropix) is read where it is, so
+// that reading any parameter of any policy stays inside the struct.
 static int offset_of(const PolicyParam* p, etx_policy_kind kind) {
-    return kind == ETX_POLICY_ENTROPIX ? p->off_entropix : p->off_sample;
+    const int off = kind == ETX_POLICY_ENTROPIX ? p->off_entropix : p->off_sample;
+    return off >= 0 ? off : (p->off_sample >= 0 ? p->off_sample : p->off_entropix);
 }
 
 static double lo_of(const PolicyParam* p, etx_policy_kind kind) {
