@@ -21,8 +21,9 @@
  * weights and sums run over the same prefix, so the float arithmetic is identical.
  *
  * Kernel 2, policy_fallback_kernel, a block per sequence that needs the whole row
- * (top_k <= 0 or K < top_k < vocab, and no top-nσ floor inside the top-K list): keys (vocab_pass.h: etx_cand_key) bitonic-sorted in
- * global scratch, then policy_filter + policy_draw over the full sorted row, as
+ * (top_k <= 0 or K < top_k < vocab, and no top-nσ floor inside the top-K list): keys
+ * (vocab_pass.h: etx_cand_key) bitonic-sorted in global scratch, then top-nσ's floor,
+ * policy_filter + policy_draw over the full sorted row, as
  * sampler_pick does over its qsort (the weights by the block, the order-dependent sums
  * by one thread, see pk_sum). Cost for a 128256 vocabulary (2^17 keys, 1 MiB): a
  * bitonic network whose strides below 4096 run in shared memory, 21 passes over the
@@ -176,7 +177,8 @@ __global__ void policy_kernel(EtxPolicyArgs a, PkScratch sc) {
         return;
     }
     float w[ETX_TOPK];
-    const int k = policy_filter(c, policy_logit_floor(c, a.n_cand, d.min_logit), d.temperature, d.top_k, d.top_p, d.min_p, w);
+    const int kept = policy_logit_floor(c, a.n_cand, d.min_logit);
+    const int k = policy_filter(c, kept, d.temperature, d.top_k, d.top_p, d.min_p, w);
     pk_finish(&a, s, c[pk_best_draw(w, k, &d, pol, st)].id, &d);
 }
 
@@ -287,7 +289,8 @@ __global__ void __launch_bounds__(PK_SORT_THREADS) policy_fallback_kernel(EtxPol
     __syncthreads();
     pk_sort(keys, sc.pow2); // keys[i]: the i-th candidate in sampler_candidates' order
 
-    // top-nσ's floor (policy_logit_floor's bisection, by every thread alike), then
+    // top-nσ's floor: policy_logit_floor's bisection, over the sorted keys' logits instead
+    // of a candidate array (by every thread alike), then
     // policy_filter: top-k cut, weights, top-p prefix, min-p prefix
     int k = a.vocab;
     const float x0 = row[(uint32_t)keys[0]];

@@ -40,14 +40,15 @@ typedef struct {
 
 // Statistics of one block x[0..n) (m = -inf, z = 0 when it has no finite logit):
 // c = sum e (x - m) / z, m2 = sum e ((x - m) - c)^2, e = e^{x - m}.
-// The plain moments in two passes over the block: mu = sum x / n, then s2.
+// The plain moments: count and sum beside the max, mu = sum / n, then s2 in a second pass.
 static LogitAcc block_stats(const float* x, int n) {
     LogitAcc b = {-INFINITY, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
-    for (int i = 0; i < n; i++) b.m = x[i] > b.m ? x[i] : b.m;
-    if (b.m == -INFINITY) return b;
     double sum = 0.0;
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
+        b.m = x[i] > b.m ? x[i] : b.m;
         if (x[i] != -INFINITY) b.n += 1.0, sum += (double)x[i];
+    }
+    if (b.m == -INFINITY) return b;
     b.mu = sum / b.n;
     for (int i = 0; i < n; i++)
         if (x[i] != -INFINITY) b.s2 += ((double)x[i] - b.mu) * ((double)x[i] - b.mu);
