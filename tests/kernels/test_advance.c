@@ -11,6 +11,7 @@
 
 #include "advance.h"
 #include "device.h"
+#include "check_device.h"
 #include "check_main.h"
 #include "test_rng.h"
 
@@ -78,7 +79,8 @@ START_TEST(advance_matches_its_twin) {
 END_TEST
 
 int main(void) {
-    if (!etx_dev_available()) {
+    char dev_name[256];
+    if (!check_device_present(dev_name, sizeof dev_name)) { // asked in a child: see check_device.h
         fprintf(stderr, "test_advance: no CUDA device: skipped\n");
         return CHECK_SKIPPED;
     }

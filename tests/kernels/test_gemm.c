@@ -53,6 +53,7 @@
 #include "cpu/f32_matrix.h"
 #include "device.h"
 #include "gemm.h"
+#include "check_device.h"
 #include "check_main.h"
 #include "test_rng.h"
 
@@ -246,7 +247,8 @@ static Suite* gemm_suite(void) {
 }
 
 int main(void) {
-    if (!etx_dev_available()) {
+    char dev_name[256];
+    if (!check_device_present(dev_name, sizeof dev_name)) { // asked in a child: see check_device.h
         fprintf(stderr, "test_gemm: no CUDA device: skipped\n");
         return CHECK_SKIPPED;
     }

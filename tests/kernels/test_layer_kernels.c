@@ -41,6 +41,7 @@
 #include "qkv_prep.h"
 #include "rope.h"
 #include "swiglu.h"
+#include "check_device.h"
 #include "check_main.h"
 #include "test_rng.h"
 
@@ -1018,6 +1019,7 @@ static Suite* layer_suite(void) {
 }
 
 int main(void) {
-    if (!etx_dev_available()) return CHECK_SKIPPED; // no GPU: skipped
+    char dev_name[256];
+    if (!check_device_present(dev_name, sizeof dev_name)) return CHECK_SKIPPED; // no GPU (asked in a child)
     return check_run_suite(layer_suite());
 }

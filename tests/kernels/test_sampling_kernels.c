@@ -42,6 +42,7 @@
 #include "policy_step.h"
 #include "policy/sampler.h"
 #include "vocab_pass.h"
+#include "check_device.h"
 #include "check_main.h"
 #include "test_rng.h"
 
@@ -869,7 +870,8 @@ static Suite* sampling_suite(void) {
 }
 
 int main(void) {
-    if (!etx_dev_available()) {
+    char dev_name[256];
+    if (!check_device_present(dev_name, sizeof dev_name)) { // asked in a child: see check_device.h
         printf("test_sampling_kernels: no device (%s); skipped\n", "etx_dev_available() == 0");
         return CHECK_SKIPPED;
     }

@@ -87,7 +87,8 @@ void selftest_math(const float* x, const float* p, const float* y, int n, float*
 float selftest_barrier_rounds(int block, int rounds, int* out);
 
 // Returns the cudaError_t of cudaGetLastError after a launch with 2048 threads per block
-// (cudaErrorInvalidConfiguration = 9) and after a second, valid launch (0).
+// (cudaErrorInvalidValue = 1 on an H200 with CUDA 13.0; older runtimes documented
+// cudaErrorInvalidConfiguration = 9) and after a second, valid launch (0).
 int selftest_bad_launch(int* second_error);
 
 // Bugs the emulator must report (abort): not for the GPU.

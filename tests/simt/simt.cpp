@@ -185,6 +185,21 @@ size_t g_dyn_shadow_len = 0;
 
 cudaError_t g_last_error = cudaSuccess;
 
+// -- the driver and fork() ------------------------------------------------------
+// A CUDA driver, once initialised, does not survive fork(): in the child every runtime call
+// fails with cudaErrorInitializationError. Seen on the first GPU run (H200, CUDA 13.0,
+// driver 580): the kernel suites' main() asked for the device count, Check forked a process
+// per test, and every test of six suites failed. The emulator keeps the process that first
+// called it and fails the same way in any other, so a suite that touches the device before
+// it forks fails here, not on the first GPU it meets. (exec() starts afresh, as CUDA does.)
+pid_t g_driver_pid = 0;
+
+bool driver_lost() {
+    const pid_t me = getpid();
+    if (g_driver_pid == 0) g_driver_pid = me;
+    return g_driver_pid != me;
+}
+
 // -- context switching --------------------------------------------------------
 
 #ifndef SIMT_USE_UCONTEXT
@@ -1012,8 +1027,24 @@ uint64_t seed_from_env() {
 unsigned long launches_run() { return g_launch_no; }
 
 void launch(dim3 grid, dim3 block, size_t smem_bytes, const void* kernel, void (*fn)(void*), void* ctx) {
+    if (driver_lost()) {
+        fprintf(stderr, "simt: kernel launched in a process forked after the device was initialised "
+                        "(cudaErrorInitializationError)\n");
+        g_last_error = cudaErrorInitializationError;
+        return;
+    }
     const unsigned long long n = (unsigned long long)block.x * block.y * block.z;
-    if (n == 0 || n > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 ||
+    // More than 1024 threads per block (or a block dimension past its limit): the H200 with
+    // CUDA 13.0 answered cudaErrorInvalidValue from cudaLaunchKernel (not the
+    // cudaErrorInvalidConfiguration older runtimes gave), so the emulator does too.
+    if (n > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64) {
+        fprintf(stderr, "simt: invalid launch: block (%u,%u,%u), more than 1024 threads per block or a dimension "
+                        "past its limit (cudaErrorInvalidValue)\n", block.x, block.y, block.z);
+        g_last_error = cudaErrorInvalidValue;
+        return;
+    }
+    // The rest not yet seen on hardware: the runtime's documented cudaErrorInvalidConfiguration.
+    if (n == 0 || grid.x == 0 || grid.y == 0 ||
         grid.z == 0 || grid.x > 0x7fffffffu || grid.y > 65535 || grid.z > 65535 || smem_bytes > 227 * 1024) {
         fprintf(stderr,
                 "simt: invalid launch configuration: grid (%u,%u,%u), block (%u,%u,%u), %zu bytes of dynamic "
@@ -1171,6 +1202,7 @@ const char* cudaGetErrorName(cudaError_t err) {
     case cudaSuccess: return "cudaSuccess";
     case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
     case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInitializationError: return "cudaErrorInitializationError";
     case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
     case cudaErrorNoDevice: return "cudaErrorNoDevice";
@@ -1187,6 +1219,7 @@ const char* cudaGetErrorString(cudaError_t err) {
     case cudaSuccess: return "no error";
     case cudaErrorInvalidValue: return "invalid argument";
     case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInitializationError: return "initialization error";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
@@ -1210,6 +1243,12 @@ static cudaError_t fail_with(cudaError_t e) {
     g_last_error = e;
     return e;
 }
+
+// Every entry point that touches the device starts with this (see driver_lost).
+#define SIMT_DRIVER_OR_FAIL()                                                                      \
+    do {                                                                                           \
+        if (simt::detail::driver_lost()) return fail_with(cudaErrorInitializationError);           \
+    } while (0)
 
 // -- stream capture -----------------------------------------------------------------
 // A stream is a record of its capture state; a graph a list of nodes (closures) that
@@ -1277,6 +1316,7 @@ void record_launch(cudaStream_t stream, const void* kernel, std::function<void()
 } // namespace simt
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode) {
+    SIMT_DRIVER_OR_FAIL();
     if (!stream) return fail_with(cudaErrorStreamCaptureUnsupported); // the legacy stream
     if (stream->capturing) return fail_with(cudaErrorIllegalState);
     stream->capturing = true;
@@ -1322,6 +1362,7 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsig
 }
 
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
+    SIMT_DRIVER_OR_FAIL();
     if (!exec) return fail_with(cudaErrorInvalidValue);
     if (stream && stream->capturing) { // a graph launched into a capture: its nodes join it
         for (const auto& node : exec->nodes) stream->graph->nodes.push_back(node);
@@ -1342,6 +1383,7 @@ cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
 }
 
 cudaError_t cudaMalloc(void** ptr, size_t size) {
+    SIMT_DRIVER_OR_FAIL();
     if (!ptr) return fail_with(cudaErrorInvalidValue);
     if (forbidden_in_capture("cudaMalloc")) {
         *ptr = nullptr;
@@ -1367,6 +1409,7 @@ cudaError_t cudaMallocHost(void** ptr, size_t size) {
 }
 
 cudaError_t cudaFree(void* ptr) {
+    SIMT_DRIVER_OR_FAIL();
     if (forbidden_in_capture("cudaFree")) return cudaErrorStreamCaptureUnsupported;
     free(ptr);
     return cudaSuccess;
@@ -1390,12 +1433,14 @@ static cudaError_t set_now(void* ptr, int value, size_t count) {
 }
 
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind) {
+    SIMT_DRIVER_OR_FAIL();
     if (forbidden_in_capture("cudaMemcpy")) return cudaErrorStreamCaptureUnsupported;
     return copy_now(dst, src, count);
 }
 
 // On a stream being captured: a node of the graph (the source is read when it runs).
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind, cudaStream_t stream) {
+    SIMT_DRIVER_OR_FAIL();
     if (stream && stream->capturing) {
         if (stream->invalidated) return fail_with(cudaErrorStreamCaptureInvalidated);
         stream->graph->nodes.push_back([=]() { (void)copy_now(dst, src, count); });
@@ -1405,11 +1450,13 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpy
 }
 
 cudaError_t cudaMemset(void* ptr, int value, size_t count) {
+    SIMT_DRIVER_OR_FAIL();
     if (forbidden_in_capture("cudaMemset")) return cudaErrorStreamCaptureUnsupported;
     return set_now(ptr, value, count);
 }
 
 cudaError_t cudaMemsetAsync(void* ptr, int value, size_t count, cudaStream_t stream) {
+    SIMT_DRIVER_OR_FAIL();
     if (stream && stream->capturing) {
         if (stream->invalidated) return fail_with(cudaErrorStreamCaptureInvalidated);
         stream->graph->nodes.push_back([=]() { (void)set_now(ptr, value, count); });
@@ -1419,16 +1466,19 @@ cudaError_t cudaMemsetAsync(void* ptr, int value, size_t count, cudaStream_t str
 }
 
 cudaError_t cudaDeviceSynchronize(void) {
+    SIMT_DRIVER_OR_FAIL();
     if (forbidden_in_capture("cudaDeviceSynchronize")) return cudaErrorStreamCaptureUnsupported;
     return cudaSuccess;
 }
 
 cudaError_t cudaStreamSynchronize(cudaStream_t) {
+    SIMT_DRIVER_OR_FAIL();
     if (forbidden_in_capture("cudaStreamSynchronize")) return cudaErrorStreamCaptureUnsupported;
     return cudaSuccess;
 }
 
 cudaError_t cudaStreamCreate(cudaStream_t* stream) {
+    SIMT_DRIVER_OR_FAIL();
     if (!stream) return fail_with(cudaErrorInvalidValue);
     *stream = new CUstream_st{false, false, cudaStreamCaptureModeGlobal, nullptr};
     return cudaSuccess;
@@ -1445,16 +1495,21 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
 }
 
 cudaError_t cudaGetDeviceCount(int* count) {
+    SIMT_DRIVER_OR_FAIL();
     *count = 1;
     return cudaSuccess;
 }
 
 cudaError_t cudaGetDevice(int* device) {
+    SIMT_DRIVER_OR_FAIL();
     *device = 0;
     return cudaSuccess;
 }
 
-cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : fail_with(cudaErrorInvalidDevice); }
+cudaError_t cudaSetDevice(int device) {
+    SIMT_DRIVER_OR_FAIL();
+    return device == 0 ? cudaSuccess : fail_with(cudaErrorInvalidDevice);
+}
 
 // Multiprocessor count: SIMT_SM_COUNT, else 132 (an H100 SXM), so launchers that size
 // their grids by it take the same code paths as on the GPU.
@@ -1467,6 +1522,7 @@ static int sm_count() {
 }
 
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int device) {
+    SIMT_DRIVER_OR_FAIL();
     if (device != 0) return fail_with(cudaErrorInvalidDevice);
     memset(p, 0, sizeof *p);
     snprintf(p->name, sizeof p->name, "SIMT emulator");
@@ -1492,6 +1548,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int device) {
 }
 
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
+    SIMT_DRIVER_OR_FAIL();
     cudaDeviceProp p;
     cudaError_t e = cudaGetDeviceProperties(&p, device);
     if (e != cudaSuccess) return e;
@@ -1513,6 +1570,7 @@ struct CUevent_st {
 };
 
 cudaError_t cudaEventCreate(cudaEvent_t* event) {
+    SIMT_DRIVER_OR_FAIL();
     *event = new CUevent_st{0.0};
     return cudaSuccess;
 }
