@@ -229,6 +229,13 @@ static char* finish_job(const BatchRun* br, etx_engine* e, JobSlot* js, int n, T
             for (int j = 0; j < ev[x].n_branches; j++)
                 if (j != ev[x].kept) js->s[k].dropped_tokens += ev[x].tokens[j];
     }
+    if (br->plan.on_trace)
+        for (int k = 0; k < n; k++) { // the records up to a stop string, as the result line counts them
+            SampleView v;
+            batch_sample_view(&js->s[k], &rs[k], n_recs[k], &v);
+            free(v.completion);
+            br->plan.on_trace(br->plan.on_trace_ctx, recs[k], v.n_recs);
+        }
     const Item* it = &br->items[jb->item];
     char* line = n > 1 ? batch_group_line(a, it, jb->combo, js->s, rs, recs, n_recs, n, js->threshold, &t[c])
                        : batch_result_line(a, it, jb->combo, &js->s[0], &rs[0], recs[0], n_recs[0], &t[c]);

@@ -33,7 +33,12 @@ typedef struct {
     int tagged;               // 1: a sweep's lines: "combo": c first, resume keys name the
                               // combination; 0: eval's lines (n_combos must be 1)
     const char* run_path;     // where the run's fingerprint lives (eval: OUT.run.json,
-                              // sweep: DIR/run.json)
+                              // sweep: DIR/run.json); NULL: none (etx calibrate)
+    // Called with each finished sample's trace records (up to a stop string), in the order
+    // the jobs finish, before the request is released: `etx calibrate` collects the signals
+    // through it. NULL: not called.
+    void (*on_trace)(void* ctx, const etx_trace_record* recs, int n_recs);
+    void* on_trace_ctx;
 } BatchPlan;
 
 // One request to run: a data line under a combination.

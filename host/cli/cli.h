@@ -164,6 +164,7 @@ int cli_policy_resolve(const char* command, const CliPolicyOpts* po, const char*
 int cmd_generate(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
 int cmd_sweep(int argc, char** argv);
+int cmd_calibrate(int argc, char** argv);
 int cmd_tokenize(int argc, char** argv);
 int cmd_logits(int argc, char** argv);
 int cmd_bench(int argc, char** argv);

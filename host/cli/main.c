@@ -16,6 +16,7 @@ static void usage(FILE* f) {
             "  logits     write the logits of a prompt to a float32 file, print the top 5\n"
             "  eval       run a JSONL file of requests (GSM8K scoring, resume, mpirun data-parallel)\n"
             "  sweep      a grid of policy parameters x a JSONL file of requests -> results per combination\n"
+            "  calibrate  the signals' quantiles on a JSONL file -> an entropix policy file with thresholds placed there\n"
             "  bench      prefill/decode speed per batch size and policy, against the hardware's floor\n"
             "  serve      an OpenAI-compatible HTTP server (completions, chat, streaming) over one batched engine\n");
 }
@@ -39,6 +40,7 @@ int main(int argc, char** argv) {
     if (strcmp(c, "logits") == 0) return cmd_logits(argc - 1, argv + 1);
     if (strcmp(c, "eval") == 0) return cmd_eval(argc - 1, argv + 1);
     if (strcmp(c, "sweep") == 0) return cmd_sweep(argc - 1, argv + 1);
+    if (strcmp(c, "calibrate") == 0) return cmd_calibrate(argc - 1, argv + 1);
     if (strcmp(c, "bench") == 0) return cmd_bench(argc - 1, argv + 1);
     if (strcmp(c, "serve") == 0) return cmd_serve(argc - 1, argv + 1);
     fprintf(stderr, "etx: unknown command '%s'\n\n", c);

@@ -4,7 +4,8 @@
  *     {"policy": "entropix", "seed": 7, "temperature": 0.7, "low_ent_thresh": 0.2}
  *
  * "policy" picks the kind (greedy, sample, entropix; absent: the caller's kind) and the
- * file starts from that kind's defaults; every other key is a parameter of the table in
+ * file starts from that kind's defaults; "calibration" (written by `etx calibrate`: what
+ * the thresholds were measured on) is skipped; every other key is a parameter of the table in
  * policy.c, set through etx_policy_set so the same ranges apply as on the command line.
  * Every mistake is an error that names the file and the key: an unknown key (with the
  * closest known name), a duplicate, a string or boolean where a number belongs, a
@@ -48,7 +49,9 @@ static etx_status load(const char* path, const cJSON* root, etx_policy* out) {
     }
     etx_policy pol = etx_policy_default(kind);
     for (const cJSON* v = root->child; v; v = v->next) {
-        if (strcmp(v->string, "policy") == 0) continue;
+        // "calibration": where `etx calibrate` measured the thresholds (any JSON value;
+        // provenance for the reader, not a parameter)
+        if (strcmp(v->string, "policy") == 0 || strcmp(v->string, "calibration") == 0) continue;
         const PolicyParam* p = policy_param_find(v->string);
         if (!p) {
             const char* s = policy_param_suggest(v->string);
