@@ -47,7 +47,10 @@ COMMIT=${ETX_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || cat gpu-bundle/
 say "card ${CARD:-none} (sm_${CAP:-?}), driver ${DRIVER:-?}, commit $COMMIT, $(date -u +%Y-%m-%dT%H:%MZ)"
 [ -z "$CARD" ] && { say "no GPU found (nvidia-smi)"; exit 1; }
 
-# -- build
+# -- build (a packed bundle, as carried to a lent machine, is unpacked first)
+if [ -f build-gpu-carry/bundle.tar.xz ] && [ ! -x gpu-bundle/etx ]; then
+    tar -xJf build-gpu-carry/bundle.tar.xz && say "unpacked build-gpu-carry/bundle.tar.xz"
+fi
 BUILD=gpu-bundle
 RUNENV=()
 if pkg-config --exists libpcre2-8 libcjson openblas check 2>/dev/null; then
@@ -88,7 +91,7 @@ chmod +x /tmp/etx-run
 
 # -- GPU tests (native variants of the emulated kernel suites)
 for t in test_selftest_gpu test_exact_math_gpu test_gemm_gpu test_layer_kernels_gpu test_sampling_kernels_gpu \
-         test_cuda_backend_gpu test_engine_gpu; do
+         test_cuda_backend_gpu test_advance_gpu test_engine_gpu test_nonfinite_gpu test_samples_gpu; do
     [ -x "$BUILD/$t" ] || { record "$t" "not built" SKIP; continue; }
     has_time 20 "$t" || continue
     ( cd $BUILD && timeout "$(limit 150)" "${RUNENV[@]}" ./$t >> "$LOG" 2>&1 ); rc=$?
