@@ -131,7 +131,8 @@ static void report(FILE* f, const char* model, const char* data, const Samples* 
 }
 
 // An SVG of the signals' histograms: one panel each, 40 bins between the 0.5 % and
-// 99.5 % quantiles (the rest clipped into the end bins), the calibrated thresholds
+// 99.5 % quantiles (the rest clipped into the end bins; a log axis for a positive signal
+// spread over more than three decades), the calibrated thresholds
 // drawn on the entropy and varentropy panels. Closes f. Returns 0, or -1 (errno) when it
 // cannot be written.
 static int write_svg(FILE* f, const Samples* s, float* const* sorted, const float thr[CALIB_N_THRESH]) {
@@ -143,16 +144,21 @@ static int write_svg(FILE* f, const Samples* s, float* const* sorted, const floa
     for (int k = 0; k < N_SIG; k++) {
         const int x0 = (k % COLS) * W + PAD, y0 = (k / COLS) * H + 20, pw = W - 2 * PAD, ph = H - 50;
         const double lo = calib_quantile(sorted[k], s->n, 0.005), hi = calib_quantile(sorted[k], s->n, 0.995);
-        const double span = hi > lo ? hi - lo : 1.0;
+        // a positive signal spread over more than three decades (a near-certain model's
+        // entropy) is drawn on a log axis: linear, it would be one bar at 0
+        const int logx = lo > 0 && hi > 1000 * lo;
+#define AXIS(v) (logx ? log10((v) > lo ? (v) : lo) : (v))
+        const double a0 = AXIS(lo), a1 = AXIS(hi);
+        const double span = a1 > a0 ? a1 - a0 : 1.0;
         double count[BINS] = {0}, top = 1;
         for (size_t i = 0; i < s->n; i++) {
-            int b = (int)floor((sorted[k][i] - lo) / span * BINS);
+            int b = (int)floor((AXIS((double)sorted[k][i]) - a0) / span * BINS);
             b = b < 0 ? 0 : b >= BINS ? BINS - 1 : b;
             count[b] += 1;
         }
         for (int b = 0; b < BINS; b++) top = count[b] > top ? count[b] : top;
-        fprintf(f, "<text x=\"%d\" y=\"%d\">%s%s%s (%zu tokens)</text>\n", x0, y0 - 6, sig_names[k],
-                sig_units[k][0] ? ", " : "", sig_units[k], s->n);
+        fprintf(f, "<text x=\"%d\" y=\"%d\">%s%s%s (%zu tokens%s)</text>\n", x0, y0 - 6, sig_names[k],
+                sig_units[k][0] ? ", " : "", sig_units[k], s->n, logx ? ", log axis" : "");
         fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#888\"/>\n", x0, y0, pw,
                 ph);
         for (int b = 0; b < BINS; b++) {
@@ -165,11 +171,14 @@ static int write_svg(FILE* f, const Samples* s, float* const* sorted, const floa
         for (int i = 0; i < CALIB_N_THRESH && k < 2; i++) {
             if (calib_thresholds[i].signal != k) continue;
             const double t = thr[i] < lo ? lo : thr[i] > hi ? hi : thr[i];
-            const double x = x0 + pw * (t - lo) / span;
+            const double x = x0 + pw * (AXIS(t) - a0) / span;
             fprintf(f, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#c44e52\"/>\n", x, y0, x, y0 + ph);
-            fprintf(f, "<text x=\"%.1f\" y=\"%d\" fill=\"#c44e52\" font-size=\"9\">%s</text>\n", x + 2,
-                    y0 + 10 + 10 * i, calib_thresholds[i].name);
+            const int right = x > x0 + pw - 80; // near the right edge: the label to the left of the line
+            fprintf(f, "<text x=\"%.1f\" y=\"%d\" fill=\"#c44e52\" font-size=\"9\"%s>%s</text>\n",
+                    right ? x - 2 : x + 2, y0 + 10 + 10 * i, right ? " text-anchor=\"end\"" : "",
+                    calib_thresholds[i].name);
         }
+#undef AXIS
     }
     fprintf(f, "</svg>\n");
     return fclose(f) == 0 ? 0 : -1;
