@@ -1,7 +1,7 @@
 """The tables of gsm8k-200-qwen15-cpu-2026-12-04.md from the runs' etx eval result files.
 
-usage: python3 table.py DIR   (DIR holds greedy.jsonl, entropix.jsonl, sample.jsonl and
-       their *_summary.json; the ones present are tabulated)
+usage: python3 table.py DIR   (DIR holds greedy.jsonl, entropix.jsonl, sample.jsonl,
+       entropix_calibrated.jsonl and their *_summary.json; the ones present are tabulated)
 Accuracy: flexible scoring (the last number of the completion) and strict ("#### N"),
 95 % Wilson intervals; the comparison rows use the problems every run completed.
 """
@@ -25,7 +25,7 @@ def wilson(k, n, z=1.959964):
 def main():
     d = sys.argv[1]
     runs = {}
-    for name in ("greedy", "entropix", "sample"):
+    for name in ("greedy", "entropix", "sample", "entropix_calibrated"):
         p = os.path.join(d, name + ".jsonl")
         if os.path.exists(p):
             rows = {r["id"]: r for r in map(json.loads, open(p))}
@@ -71,7 +71,7 @@ def main():
             for k, v in (r.get("branches") or {}).items():
                 mix[k] += v
         tot = sum(mix.values())
-        if name == "entropix" and tot:
+        if name.startswith("entropix") and tot:
             print(f"\n{name} branch mix over {tot} tokens: " +
                   ", ".join(f"{k} {100 * v / tot:.1f} %" for k, v in mix.most_common()))
 
