@@ -40,7 +40,40 @@ extern "C" int etx_dev_available(void) {
 extern "C" const char* etx_dev_name(void) {
     static char name[256];
     cudaDeviceProp prop;
-    if (!etx_dev_available() || cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return "no device";
+    int cur = 0;
+    if (!etx_dev_available() || cudaGetDevice(&cur) != cudaSuccess || cudaGetDeviceProperties(&prop, cur) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return "no device";
+    }
+    snprintf(name, sizeof name, "%s", prop.name);
+    return name;
+}
+
+extern "C" int etx_dev_count(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
+
+extern "C" int etx_dev_select(int index) {
+    if (index < 0 || index >= etx_dev_count()) return -1;
+    if (cudaSetDevice(index) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return -1;
+    }
+    return 0;
+}
+
+extern "C" const char* etx_dev_name_of(int index) {
+    static char name[256];
+    cudaDeviceProp prop;
+    if (index < 0 || index >= etx_dev_count() || cudaGetDeviceProperties(&prop, index) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return "";
+    }
     snprintf(name, sizeof name, "%s", prop.name);
     return name;
 }

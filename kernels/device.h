@@ -19,8 +19,16 @@ extern "C" {
 
 // 1 when kernels can run: a GPU is present (native build) or always (emulator).
 int etx_dev_available(void);
-// The device's name: the GPU's, or "SIMT emulator".
+// The current device's name: the GPU's, or "SIMT emulator".
 const char* etx_dev_name(void);
+// CUDA devices this process sees (CUDA_VISIBLE_DEVICES applies; the emulator:
+// SIMT_DEVICE_COUNT, default 1); 0 when there is none.
+int etx_dev_count(void);
+// Makes device `index` current for the calling host thread (cudaSetDevice): the calls of
+// this API then act on it. 0, or -1 when there is no such device.
+int etx_dev_select(int index);
+// The name of device `index` ("" when there is no such device).
+const char* etx_dev_name_of(int index);
 // Device memory of `bytes` bytes (NULL when out of memory; bytes == 0 gives NULL).
 void* etx_dev_malloc(size_t bytes);
 void etx_dev_free(void* p);

@@ -78,7 +78,16 @@ typedef struct {
     int kv_blocks;      // --kv-blocks: blocks in the KV pool
     int kv_block_size;  // --kv-block-size: positions per block
     int no_prefix_cache; // --no-prefix-cache: prompts never share cached chunks
+    const char* gpu;    // --gpu N (NULL: by node-local rank, see cli_engine_options)
+    int share_gpus;     // --share-gpus: more ranks on a node than GPUs is allowed
 } CliEngineArgs;
+
+// The --gpu and --share-gpus rows of a command's option table.
+#define CLI_GPU_OPTS(gpu, share)                                                                              \
+    {"--gpu", NULL, OPT_STRING, (gpu), "N",                                                                   \
+     "CUDA device to run on (default: the node-local rank under mpirun/srun modulo the GPUs, else 0)", 0},    \
+    {"--share-gpus", NULL, OPT_FLAG, (share), NULL,                                                           \
+     "allow more ranks on a node than it has GPUs (they then share devices)", 0}
 
 #define CLI_MAX_BATCH 4096 // the engine's largest max_batch (etx_engine_create)
 
@@ -94,7 +103,12 @@ typedef struct {
 // Checks the engine options before the model is loaded and fills eo (the rest of eo as
 // etx_engine_options_default): the device name and that it can run here, --threads
 // (cli_check_threads), --ctx 0 or >= 2, --batch 0..CLI_MAX_BATCH, --kv-blocks >= 0,
-// --kv-block-size 0..512. 0, or -1 after printing "etx COMMAND: ..." (exit 2).
+// --kv-block-size 0..512, and on CUDA the GPU: --gpu N (0 .. GPUs - 1), else the
+// node-local rank (Open MPI's OMPI_COMM_WORLD_LOCAL_RANK/SIZE, MPICH's
+// MPI_LOCALRANKID/MPI_LOCALNRANKS, Slurm's SLURM_LOCALID/SLURM_NTASKS_PER_NODE) modulo the
+// GPUs, refusing more ranks on a node than GPUs unless --share-gpus; under a launcher, or
+// with --gpu, each rank says on stderr which device it runs on. --gpu with a run on the
+// CPU is refused. 0, or -1 after printing "etx COMMAND: ..." (exit 2).
 int cli_engine_options(const char* command, const CliEngineArgs* a, etx_engine_options* eo);
 // After the model is loaded, before the engine is created: --ctx within the model's
 // context, and a pool given by --kv-blocks that holds one full context (a request that

@@ -89,6 +89,54 @@ int cli_check_threads(const char* command, int threads) {
     return -1;
 }
 
+// The node-local rank and the ranks on this node, from the launcher's environment (Open
+// MPI, MPICH/Hydra, Slurm's srun); 0 of 1 without one.
+static void local_rank(int* rank, int* size) {
+    static const char* vars[][2] = {{"OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"},
+                                    {"MPI_LOCALRANKID", "MPI_LOCALNRANKS"},
+                                    {"SLURM_LOCALID", "SLURM_NTASKS_PER_NODE"}};
+    *rank = 0, *size = 1;
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char* r = getenv(vars[i][0]);
+        if (!r || !*r) continue;
+        const char* s = getenv(vars[i][1]);
+        *rank = atoi(r);
+        *size = s && atoi(s) > 0 ? atoi(s) : *rank + 1;
+        if (*rank < 0) *rank = 0;
+        if (*size <= *rank) *size = *rank + 1;
+        return;
+    }
+}
+
+// The CUDA device of this process (cli_engine_options, cli.h). 0, or -1 after printing.
+static int pick_gpu(const char* command, const CliEngineArgs* a, const BackendOps* ops, int* gpu) {
+    const int n = ops->device_count ? ops->device_count() : 1;
+    int lr, ls;
+    local_rank(&lr, &ls);
+    if (a->gpu) {
+        char* end = NULL;
+        errno = 0;
+        const long v = strtol(a->gpu, &end, 10);
+        if (end == a->gpu || *end || errno || v < 0 || v >= n) {
+            say(command, "--gpu %s: this process sees %d CUDA device%s (0..%d)\n", a->gpu, n, n == 1 ? "" : "s",
+                n - 1);
+            return -1;
+        }
+        *gpu = (int)v;
+    } else {
+        if (ls > n && !a->share_gpus) {
+            say(command, "%d ranks on this node but %d CUDA device%s: each rank would not have its own GPU; run "
+                         "fewer ranks per node, or allow sharing with --share-gpus\n", ls, n, n == 1 ? "" : "s");
+            return -1;
+        }
+        *gpu = lr % n;
+    }
+    if (ls > 1 || a->gpu)
+        fprintf(stderr, "etx %s: rank %d of %d on this node runs on cuda:%d (%s)\n", command, lr, ls, *gpu,
+                ops->device_name_of ? ops->device_name_of(*gpu) : "");
+    return 0;
+}
+
 int cli_engine_options(const char* command, const CliEngineArgs* a, etx_engine_options* eo) {
     *eo = etx_engine_options_default();
     if (cli_parse_device(a->device, &eo->device) != 0) return -1;
@@ -97,6 +145,12 @@ int cli_engine_options(const char* command, const CliEngineArgs* a, etx_engine_o
     etx_status st = backend_pick(eo->device, &ops);
     if (st.code != ETX_OK) {
         say(command, "%s\n", st.message);
+        return -1;
+    }
+    if (ops->device == ETX_DEVICE_CUDA) {
+        if (pick_gpu(command, a, ops, &eo->gpu) != 0) return -1;
+    } else if (a->gpu) {
+        say(command, "--gpu %s asks for a CUDA device, but this run is on the %s (--device)\n", a->gpu, ops->name);
         return -1;
     }
     if (cli_check_threads(command, a->threads) != 0) return -1;

@@ -132,6 +132,7 @@ static void cuda_kv_budget(const etx_model* m, const BackendConfig* cfg, double*
 
 static void cuda_destroy(CudaBackend* b) {
     if (!b) return;
+    (void)etx_dev_select(b->gpu); // the caller's thread may not be the one that created b
     if (b->prof) {
         cuda_profile_print(b);
         etx_dev_event_destroy(b->prof->ev0);
@@ -249,8 +250,11 @@ static etx_status cuda_create(const etx_model* m, const BackendConfig* cfg, Cuda
     if (!etx_dev_available())
         return etx_error(ETX_ERR_UNSUPPORTED,
                          "CUDA backend: no CUDA device found (no GPU, or no driver); use --device cpu");
+    if (etx_dev_select(cfg->gpu) != 0)
+        return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: no device %d (%d visible)", cfg->gpu, etx_dev_count());
     ETX_TRY(check_config(m, cfg));
     CudaBackend* b = xcalloc(1, sizeof(CudaBackend));
+    b->gpu = cfg->gpu;
     fill_sizes(b, m, cfg);
 
     // refuse what cannot fit (with the headroom kept free) before asking for any of it
@@ -534,6 +538,7 @@ static void upload_picks(CudaBackend* b, const BackendStep* s, int metrics_any) 
 }
 
 static etx_status cuda_step(CudaBackend* b, BackendStep* s) {
+    (void)etx_dev_select(b->gpu); // the caller's thread may not be the one that created b
     int metrics_any = 0;
     ETX_TRY(check_step(b, s, &metrics_any));
     const BackendConfig* c = &b->cfg;
@@ -566,6 +571,7 @@ static etx_status cuda_step(CudaBackend* b, BackendStep* s) {
 // when cfg.trace (else unused).
 static etx_status cuda_decode_steps(CudaBackend* b, BackendStep* s, int k, int32_t* tokens,
                                     etx_trace_record* trace) {
+    (void)etx_dev_select(b->gpu);
     const BackendConfig* c = &b->cfg;
     ETX_TRY(backend_check_decode_steps("CUDA backend", c, s, k));
     int metrics_any = 0;
@@ -613,6 +619,7 @@ static etx_status cuda_decode_steps(CudaBackend* b, BackendStep* s, int k, int32
 // max_chunk rows
 
 static etx_status cuda_logits(CudaBackend* b, const int32_t* ids, int n, int all_positions, float* out) {
+    (void)etx_dev_select(b->gpu); // the caller's thread may not be the one that created b
     const BackendConfig* c = &b->cfg;
     if (n < 1 || n > c->max_seq_len)
         return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: logits of %d tokens (1 .. max_seq_len %d)", n,
@@ -693,6 +700,9 @@ static const BackendOps cuda_ops = {
     .steps_per_sync = CUDA_STEPS_PER_SYNC,
     .available = etx_dev_available,
     .device_name = etx_dev_name,
+    .device_count = etx_dev_count,
+    .select_device = etx_dev_select,
+    .device_name_of = etx_dev_name_of,
     .create = cuda_create,
     .destroy = cuda_destroy,
     .step = cuda_step,

@@ -82,6 +82,7 @@ typedef struct {
 // The CUDA backend's definition of the engine's opaque Backend (engine/backend.h).
 typedef struct Backend CudaBackend;
 struct Backend {
+    int gpu; // the device (cudaSetDevice index), made current at every entry point
     const etx_model* m;
     BackendConfig cfg;
     int dim, hidden, vocab, n_layers;

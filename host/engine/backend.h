@@ -37,6 +37,7 @@ typedef struct {
     int kv_block_size; // positions per block
     int trace;         // 1: fill BackendPick.trace
     int n_threads;     // host threads (CPU backend; 0 = every core)
+    int gpu;           // the device (CUDA backend), already checked against device_count
 } BackendConfig;
 
 // One piece of a step, as the scheduler planned it (scheduler.h): n tokens of one
@@ -87,6 +88,11 @@ typedef struct {
     int (*available)(void);
     // the device's name, for messages and --stats
     const char* (*device_name)(void);
+    // devices of this kind visible, and making one current for the calling thread (0, or
+    // -1 when there is no such device); NULL on the CPU (one device)
+    int (*device_count)(void);
+    int (*select_device)(int index);
+    const char* (*device_name_of)(int index);
     etx_status (*create)(const etx_model* m, const BackendConfig* cfg, Backend** out);
     void (*destroy)(Backend* b);
     // runs the step: copies, prefill chunks, the decode batch, then for every pick the

@@ -98,6 +98,22 @@ struct etx_engine {
     etx_engine_stats stats;
 };
 
+// options.gpu against the backend's devices, made current (the KV pool is sized from its
+// free memory before the backend is created). The CPU has one device: gpu must be 0.
+static etx_status engine_select_device(const BackendOps* ops, int gpu) {
+    const int n = ops->device_count ? ops->device_count() : 1;
+    if (gpu < 0 || gpu >= n) {
+        if (!ops->device_count)
+            return etx_error(ETX_ERR_INVALID_ARG, "gpu %d: the %s backend has no devices to choose from (gpu must be 0)",
+                             gpu, ops->name);
+        return etx_error(ETX_ERR_INVALID_ARG, "gpu %d: %d CUDA device%s visible (0..%d)", gpu, n, n == 1 ? " is" : "s are",
+                         n - 1);
+    }
+    if (ops->select_device && ops->select_device(gpu) != 0)
+        return etx_error(ETX_ERR_UNSUPPORTED, "gpu %d: the device cannot be made current", gpu);
+    return etx_ok();
+}
+
 etx_engine_options etx_engine_options_default(void) {
     etx_engine_options o;
     o.device = ETX_DEVICE_AUTO;
@@ -109,6 +125,7 @@ etx_engine_options etx_engine_options_default(void) {
     o.kv_blocks = 0;
     o.steps_per_sync = 0;
     o.prefix_cache = 0;
+    o.gpu = 0;
     return o;
 }
 
@@ -127,7 +144,7 @@ static int32_t find_pause_token(const etx_model* m) {
 // f32 blocks in host RAM on the CPU, bf16 blocks in the device's free memory on CUDA),
 // never below two contexts (kv_blocks_auto).
 static int auto_kv_blocks(const BackendOps* ops, const etx_model* m, int ctx, const etx_engine_options* o) {
-    BackendConfig bc = {o->max_batch, ctx, ops->prefill_chunk, 0, o->kv_block_size, o->trace, o->n_threads};
+    BackendConfig bc = {o->max_batch, ctx, ops->prefill_chunk, 0, o->kv_block_size, o->trace, o->n_threads, o->gpu};
     double block_bytes = 0, budget = 0;
     ops->kv_budget(m, &bc, &block_bytes, &budget);
     return kv_blocks_auto(ctx, o->kv_block_size, o->max_batch, budget, block_bytes);
@@ -167,6 +184,7 @@ etx_status etx_engine_create(const etx_model* model, const etx_engine_options* o
         return etx_error(ETX_ERR_INVALID_ARG, "prefix_cache must be 0 (on) or -1 (off) (got %d)", o.prefix_cache);
     if (o.steps_per_sync < 0 || o.steps_per_sync > 64)
         return etx_error(ETX_ERR_INVALID_ARG, "steps_per_sync must be 0..64 (got %d)", o.steps_per_sync);
+    ETX_TRY(engine_select_device(ops, o.gpu));
     const ModelConfig* c = &model->cfg;
     const int model_ctx = c->max_seq_len;
     int ctx = o.max_seq_len ? o.max_seq_len : etx_default_context(model);
@@ -188,7 +206,7 @@ etx_status etx_engine_create(const etx_model* model, const etx_engine_options* o
     etx_status s = sched_config_validate(&e->sched);
     if (s.code == ETX_OK) s = build_block_manager(&e->bm, o.kv_blocks, o.kv_block_size);
     // the backend holds the KV storage, activations and logits
-    BackendConfig bc = {o.max_batch, ctx, ops->prefill_chunk, o.kv_blocks, o.kv_block_size, o.trace, o.n_threads};
+    BackendConfig bc = {o.max_batch, ctx, ops->prefill_chunk, o.kv_blocks, o.kv_block_size, o.trace, o.n_threads, o.gpu};
     if (s.code == ETX_OK) s = ops->create(model, &bc, &e->be);
     if (s.code != ETX_OK) {
         free_block_manager(&e->bm);

@@ -266,6 +266,9 @@ typedef struct {
                      // them instead of computing them (the same bits it would write). Kept
                      // blocks are given back, least recently used first, whenever the pool
                      // runs short; etx_engine_stats.prefill_saved counts what was skipped.
+    int gpu;         // CUDA: the device to run on, 0 .. (visible devices - 1); default 0.
+                     // The engine makes it current on the threads that call it. `etx`
+                     // picks it per rank under mpirun/srun (docs/commands.md, --gpu).
 } etx_engine_options;
 
 // What the engine has done so far (etx_engine_stats).

@@ -1494,21 +1494,36 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
     return cudaSuccess;
 }
 
+// Emulated devices: SIMT_DEVICE_COUNT (1..64, default 1), so that the code choosing a
+// device per rank or per engine can be tested without GPUs. They share the host's memory
+// and run the same way; cudaSetDevice only records the calling thread's choice, and every
+// check of a device index is CUDA's.
+static int device_count() {
+    if (const char* e = getenv("SIMT_DEVICE_COUNT")) {
+        const int v = atoi(e);
+        if (v >= 1 && v <= 64) return v;
+    }
+    return 1;
+}
+static thread_local int t_device = 0;
+
 cudaError_t cudaGetDeviceCount(int* count) {
     SIMT_DRIVER_OR_FAIL();
-    *count = 1;
+    *count = device_count();
     return cudaSuccess;
 }
 
 cudaError_t cudaGetDevice(int* device) {
     SIMT_DRIVER_OR_FAIL();
-    *device = 0;
+    *device = t_device;
     return cudaSuccess;
 }
 
 cudaError_t cudaSetDevice(int device) {
     SIMT_DRIVER_OR_FAIL();
-    return device == 0 ? cudaSuccess : fail_with(cudaErrorInvalidDevice);
+    if (device < 0 || device >= device_count()) return fail_with(cudaErrorInvalidDevice);
+    t_device = device;
+    return cudaSuccess;
 }
 
 // Multiprocessor count: SIMT_SM_COUNT, else 132 (an H100 SXM), so launchers that size
@@ -1523,9 +1538,12 @@ static int sm_count() {
 
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int device) {
     SIMT_DRIVER_OR_FAIL();
-    if (device != 0) return fail_with(cudaErrorInvalidDevice);
+    if (device < 0 || device >= device_count()) return fail_with(cudaErrorInvalidDevice);
     memset(p, 0, sizeof *p);
-    snprintf(p->name, sizeof p->name, "SIMT emulator");
+    // device 0 keeps the plain name; the others say which they are, so that a test can see
+    // which device a program ended up on (etx generate --stats prints the current one)
+    if (device == 0) snprintf(p->name, sizeof p->name, "SIMT emulator");
+    else snprintf(p->name, sizeof p->name, "SIMT emulator (device %d)", device);
     p->totalGlobalMem = (size_t)80 << 30;
     p->sharedMemPerBlock = 48 * 1024;
     p->sharedMemPerBlockOptin = 227 * 1024;

@@ -1,0 +1,167 @@
+/*
+ * test_gpu_select.c — which GPU each process runs on (issue "Multi-GPU", part 1), with
+ * several emulated devices (SIMT_DEVICE_COUNT) and the emulated-CUDA etx (etx_emu), on the
+ * tiny fixture model:
+ *   - --gpu N runs on device N (the engine's current device, as --stats reports it);
+ *   - under a launcher each rank takes its node-local rank modulo the devices and says so
+ *     (the local-rank variables faked, then a real `mpirun -np 2`, whose merged output
+ *     equals one process's);
+ *   - refused before the model is loaded (exit 2): --gpu past the devices, --gpu that is
+ *     not a number, --gpu on the CPU, more ranks on a node than devices without
+ *     --share-gpus (which allows it).
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+#include "cli_run.h"
+
+#define MODEL ETX_FIXTURES "/models/tiny-llama-gqa"
+#define SAMPLE ETX_FIXTURES "/eval/gsm8k_sample.jsonl"
+
+#ifdef ETX_CLI_EMU
+// etx_emu with environment env (a shell fragment of VAR=value words) and args.
+static Run emu(const char* env, const char* args) {
+    char prefix[512];
+    snprintf(prefix, sizeof prefix, "env %s", env);
+    return run_prefixed(prefix, ETX_CLI_EMU, args, NULL);
+}
+
+static void expect(Run r, int status, const char* says) {
+    ck_assert_msg(r.status == status, "exit %d, want %d\n%s", r.status, status, r.err);
+    ck_assert_msg(strstr(r.err, says) != NULL, "stderr does not say '%s':\n%s", says, r.err);
+    free_run(&r);
+}
+#endif
+
+START_TEST(gpu_flag_picks_the_device) {
+#ifdef ETX_CLI_EMU
+    const char* gen = "generate -m '" MODEL "' --device cuda -p 'Hello there' -n 3 --threads 1 --stats";
+    char args[1024];
+    snprintf(args, sizeof args, "%s --gpu 2", gen);
+    Run r = emu("SIMT_DEVICE_COUNT=3", args);
+    ck_assert_msg(r.status == 0, "exit %d\n%s", r.status, r.err);
+    ck_assert_msg(strstr(r.err, "runs on cuda:2") && strstr(r.err, "device SIMT emulator (device 2)"),
+                  "not on device 2:\n%s", r.err);
+    char* on2 = xstrdup(r.out);
+    free_run(&r);
+    // the same tokens as on device 0 (the devices are the same hardware)
+    r = emu("SIMT_DEVICE_COUNT=3", gen);
+    ck_assert_msg(r.status == 0, "exit %d\n%s", r.status, r.err);
+    ck_assert_str_eq(r.out, on2);
+    ck_assert_msg(!strstr(r.err, "runs on cuda:"), "a plain run names its device:\n%s", r.err); // nothing to say
+    free_run(&r);
+    free(on2);
+#else
+    fprintf(stderr, "test_gpu_select: no etx_emu in this build: skipped\n");
+#endif
+}
+END_TEST
+
+START_TEST(node_local_rank_picks_the_device) {
+#ifdef ETX_CLI_EMU
+    const char* gen = "generate -m '" MODEL "' --device cuda -p 'Hello' -n 2 --threads 1";
+    static const struct {
+        const char* env;
+        const char* says;
+    } ok[] = {
+        {"SIMT_DEVICE_COUNT=2 OMPI_COMM_WORLD_LOCAL_RANK=1 OMPI_COMM_WORLD_LOCAL_SIZE=2",
+         "rank 1 of 2 on this node runs on cuda:1"},
+        {"SIMT_DEVICE_COUNT=4 MPI_LOCALRANKID=2 MPI_LOCALNRANKS=3", "rank 2 of 3 on this node runs on cuda:2"},
+        {"SIMT_DEVICE_COUNT=2 SLURM_LOCALID=0 SLURM_NTASKS_PER_NODE=2", "rank 0 of 2 on this node runs on cuda:0"},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) expect(emu(ok[i].env, gen), 0, ok[i].says);
+    // more ranks than devices: refused, unless sharing is allowed (rank 3 -> 3 % 2)
+    expect(emu("SIMT_DEVICE_COUNT=2 OMPI_COMM_WORLD_LOCAL_RANK=3 OMPI_COMM_WORLD_LOCAL_SIZE=4", gen), 2,
+           "4 ranks on this node but 2 CUDA devices");
+    char args[1024];
+    snprintf(args, sizeof args, "%s --share-gpus", gen);
+    expect(emu("SIMT_DEVICE_COUNT=2 OMPI_COMM_WORLD_LOCAL_RANK=3 OMPI_COMM_WORLD_LOCAL_SIZE=4", args), 0,
+           "rank 3 of 4 on this node runs on cuda:1");
+    // --gpu wins over the rank
+    snprintf(args, sizeof args, "%s --gpu 0", gen);
+    expect(emu("SIMT_DEVICE_COUNT=2 OMPI_COMM_WORLD_LOCAL_RANK=1 OMPI_COMM_WORLD_LOCAL_SIZE=2", args), 0,
+           "rank 1 of 2 on this node runs on cuda:0");
+#endif
+}
+END_TEST
+
+START_TEST(bad_gpu_refused_before_loading) {
+#ifdef ETX_CLI_EMU
+    // a model path that does not exist: a refusal that names the GPU came before the load
+    const char* gen = "generate -m /nonexistent/model --device cuda -p hi -n 2";
+    char args[1024];
+    snprintf(args, sizeof args, "%s --gpu 2", gen);
+    expect(emu("SIMT_DEVICE_COUNT=2", args), 2, "--gpu 2: this process sees 2 CUDA devices (0..1)");
+    snprintf(args, sizeof args, "%s --gpu one", gen);
+    expect(emu("SIMT_DEVICE_COUNT=2", args), 2, "--gpu one: this process sees 2 CUDA devices");
+    snprintf(args, sizeof args, "%s --gpu -1", gen);
+    expect(emu("SIMT_DEVICE_COUNT=2", args), 2, "--gpu -1");
+    expect(emu("SIMT_DEVICE_COUNT=1", "eval --data '" SAMPLE "' --out /tmp/never.jsonl -m /nonexistent/model "
+                                      "--device cpu --gpu 0"),
+           2, "--gpu 0 asks for a CUDA device, but this run is on the cpu");
+#endif
+    // the CPU-only etx refuses it too
+    Run r = run_program(ETX_CLI, "generate -m /nonexistent/model --device cpu -p hi --gpu 1", NULL);
+    ck_assert_msg(r.status == 2 && strstr(r.err, "asks for a CUDA device"), "exit %d\n%s", r.status, r.err);
+    free_run(&r);
+}
+END_TEST
+
+START_TEST(mpirun_ranks_take_their_own_devices) {
+#ifdef ETX_CLI_EMU
+    if (system("command -v mpirun > /dev/null 2>&1") != 0) {
+        fprintf(stderr, "test_gpu_select: SKIPPED mpirun_ranks_take_their_own_devices: mpirun is not installed\n");
+        return;
+    }
+    char data[300], one[300], two[300], common[800], args[1200];
+    cli_tmp_path(data, sizeof data, "short.jsonl"); // prompts that fit the tiny model's 128 positions
+    cli_write_text(data, "{\"id\": 1, \"prompt\": \"One apple and two pears\"}\n"
+                         "{\"id\": 2, \"prompt\": \"The capital of France\"}\n"
+                         "{\"id\": 3, \"prompt\": \"Seven times six is\"}\n"
+                         "{\"id\": 4, \"prompt\": \"Once upon a time\"}\n");
+    cli_tmp_path(one, sizeof one, "one.jsonl");
+    cli_tmp_path(two, sizeof two, "two.jsonl");
+    snprintf(common, sizeof common, "eval -m '" MODEL "' --device cuda --data '%s' -n 4 --threads 1", data);
+    snprintf(args, sizeof args, "%s --out '%s'", common, one);
+    Run r = emu("SIMT_DEVICE_COUNT=2", args);
+    ck_assert_msg(r.status == 0, "exit %d\n%s", r.status, r.err);
+    free_run(&r);
+    snprintf(args, sizeof args, "%s --out '%s'", common, two);
+    r = run_prefixed("OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 SIMT_DEVICE_COUNT=2 "
+                     "ASAN_OPTIONS=detect_leaks=0 mpirun --allow-run-as-root --oversubscribe -x ASAN_OPTIONS "
+                     "-x SIMT_DEVICE_COUNT -np 2",
+                     ETX_CLI_EMU, args, NULL);
+    ck_assert_msg(r.status == 0, "mpirun: exit %d\n%s", r.status, r.err);
+    ck_assert_msg(strstr(r.err, "rank 0 of 2 on this node runs on cuda:0") &&
+                      strstr(r.err, "rank 1 of 2 on this node runs on cuda:1"),
+                  "the ranks do not say their devices:\n%s", r.err);
+    free_run(&r);
+    char* a = cli_slurp(one);
+    char* b = cli_slurp(two);
+    int lines = 0;
+    for (const char* c = a; *c; c++) lines += *c == '\n';
+    ck_assert_int_eq(lines, 4);
+    ck_assert_str_eq(a, b); // the merged file is one process's
+    free(a), free(b);
+#endif
+}
+END_TEST
+
+int main(void) {
+    if (cli_run_setup("/tmp/etx_test_gpu_select_XXXXXX") != 0) return EXIT_FAILURE;
+    Suite* s = suite_create("gpu_select");
+    TCase* tc = tcase_create("gpu_select");
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, gpu_flag_picks_the_device);
+    tcase_add_test(tc, node_local_rank_picks_the_device);
+    tcase_add_test(tc, bad_gpu_refused_before_loading);
+    tcase_add_test(tc, mpirun_ranks_take_their_own_devices);
+    suite_add_tcase(s, tc);
+    const int rc = check_run_suite(s);
+    cli_run_cleanup();
+    return rc;
+}
