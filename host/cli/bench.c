@@ -105,13 +105,14 @@ static int parse_policies(const char* s, etx_policy_kind* out) {
 // fails before minutes of work, and a failed run leaves an earlier FILE as it was.
 // Returns CLI_CONTINUE to go on, else the exit code (0 after --help, 2 after an error).
 static int bench_parse(int argc, char** argv, BenchConfig* c) {
-    const char *model = NULL, *device = NULL, *batch_s = NULL, *policy_s = "greedy,entropix";
-    int steps_per_sync = 0, kv_blocks = 0, kv_block_size = 0;
+    const char *model = NULL, *device = NULL, *batch_s = NULL, *policy_s = "greedy,entropix", *gpu = NULL;
+    int steps_per_sync = 0, kv_blocks = 0, kv_block_size = 0, share_gpus = 0;
     memset(c, 0, sizeof *c);
     c->L = 128, c->G = 64, c->repeats = 3, c->warmup = 1;
     CliOpt opts[] = {
         {"--model", "-m", OPT_STRING, &model, "PATH", "model directory or .gguf (default: the default model)", 0},
         {"--device", NULL, OPT_STRING, &device, "DEV", "auto | cpu | cuda (default auto)", 0},
+        CLI_GPU_OPTS(&gpu, &share_gpus),
         {"--batch", "-b", OPT_STRING, &batch_s, "1,8,..", "batch sizes (default 1,8,64,256 on CUDA, 1,8,32 on the CPU)", 0},
         {"--prompt-len", "-l", OPT_INT, &c->L, "L", "prompt tokens per request (default 128)", 0},
         {"--gen-len", "-g", OPT_INT, &c->G, "G", "generated tokens per request, >= 2 (default 64)", 0},
@@ -154,8 +155,9 @@ static int bench_parse(int argc, char** argv, BenchConfig* c) {
         fprintf(stderr, "etx bench: --plan takes no --json, and --model or --shape, not both\n");
         return 2;
     }
+    // (the hardware probe runs after an engine on the chosen GPU made it current)
     const CliEngineArgs ea = {.device = device, .threads = c->threads, .kv_blocks = kv_blocks,
-                              .kv_block_size = kv_block_size};
+                              .kv_block_size = kv_block_size, .gpu = gpu, .share_gpus = share_gpus};
     if (cli_engine_options("bench", &ea, &c->eo) != 0) return 2;
     if (c->L < 1 || c->G < 2 || c->repeats < 1 || c->repeats > BENCH_MAX_REPEATS || c->warmup < 0 || c->warmup > 10 ||
         steps_per_sync < 0 || steps_per_sync > 64) {
