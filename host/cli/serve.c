@@ -8,6 +8,8 @@
  * parameter): they set the policy of a request that names none and gives no temperature,
  * OpenAI's default of sampling at temperature 1 when none is given.
  */
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,11 +32,28 @@ static char* default_model_name(const char* path) {
     return name;
 }
 
+// Until the server runs: a SIGINT or SIGTERM ends the process as its default action
+// would (sigwait is a cancellation point, so cmd_serve can stop this thread).
+static void* load_watch(void* arg) {
+    const sigset_t* set = arg;
+    int sig = 0;
+    if (sigwait(set, &sig) != 0) return NULL;
+    signal(sig, SIG_DFL);
+    sigset_t one;
+    sigemptyset(&one);
+    sigaddset(&one, sig);
+    pthread_sigmask(SIG_UNBLOCK, &one, NULL);
+    raise(sig);
+    return NULL;
+}
+
 int cmd_serve(int argc, char** argv) {
     const char *model = NULL, *name = NULL, *host = "127.0.0.1", *api_key = NULL, *policy = NULL;
     const char *policy_file = NULL, *policy_dir = NULL;
     int port = 8000, max_queue = 256, max_body = 1 << 20, max_tokens = 0, max_n = 16, drain = 60;
     CliEngineArgs ea = {0};
+    pthread_t watcher;
+    int watching = 0; // load_watch runs
     CliOpt fixed[] = {
         {"--model", "-m", OPT_STRING, &model, "PATH", "model directory or .gguf (default: $ETX_MODEL, else SmolLM2-135M-Instruct)", 0},
         {"--model-name", NULL, OPT_STRING, &name, "NAME",
@@ -99,6 +118,17 @@ int cmd_serve(int argc, char** argv) {
     etx_engine_options eo;
     if (cli_engine_options("serve", &ea, &eo) != 0) goto done;
     eo.trace = 1;
+    // SIGINT and SIGTERM are blocked from here on, so that every thread started from now
+    // inherits the mask: OpenMP's workers start during the model load, and one of them
+    // taking a SIGINT would kill the server instead of letting serve_run drain it (a CI
+    // run saw exit status -2). Until the server runs, a watcher thread acts on them as the
+    // default action would.
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    watching = pthread_create(&watcher, NULL, load_watch, &sigs) == 0;
     const char* path = cli_model_path(model);
     m = cli_load_model(path, &rc);
     if (!m) goto done;
@@ -125,11 +155,20 @@ int cmd_serve(int argc, char** argv) {
     pthread_mutex_init(&s.mu, NULL);
     pthread_cond_init(&s.work, NULL);
     s.next_key = (uint64_t)(etx_now_s() * 1e6);
+    if (watching) { // from here serve_run takes the signals (a pending one stays pending)
+        pthread_cancel(watcher);
+        pthread_join(watcher, NULL);
+        watching = 0;
+    }
     rc = serve_run(&s);
     pthread_cond_destroy(&s.work);
     pthread_mutex_destroy(&s.mu);
     etx_engine_free(s.e);
 done:
+    if (watching) {
+        pthread_cancel(watcher);
+        pthread_join(watcher, NULL);
+    }
     etx_model_free(m);
     free(model_name);
     cli_policy_opts_free(&po);

@@ -112,7 +112,6 @@ static etx_status echo_logprobs(Server* s, const int32_t* ids, int n, int k, Ser
 static void start_job(Server* s, ServeJob* j) {
     pthread_mutex_lock(&s->mu);
     const int cancelled = j->cancelled;
-    s->queued -= j->n_choices;
     pthread_mutex_unlock(&s->mu);
     etx_status st = etx_ok();
     ServeEcho* echo = NULL;
@@ -130,7 +129,16 @@ static void start_job(Server* s, ServeJob* j) {
             for (int i = 0; i < j->n; i++) j->choices[p * j->n + i].req = ids[i];
         free(ids);
     }
+    // the job leaves "queued" as the engine's counts take it in, in one step under the
+    // lock: /health never sees it in neither (a CI run under load once read 0 running and
+    // 0 queued between the two, while the job's first step ran)
+    etx_engine_stats es;
+    memset(&es, 0, sizeof es);
+    etx_engine_get_stats(s->e, &es);
     pthread_mutex_lock(&s->mu);
+    s->queued -= j->n_choices;
+    s->eng_running = es.requests_running;
+    s->eng_waiting = es.requests_waiting;
     j->echo_lp = echo;
     for (int c = 0; c < j->n_choices; c++) {
         ServeChoice* ch = &j->choices[c];
