@@ -38,15 +38,13 @@ extern "C" int etx_dev_available(void) {
 }
 
 extern "C" const char* etx_dev_name(void) {
-    static char name[256];
-    cudaDeviceProp prop;
     int cur = 0;
-    if (!etx_dev_available() || cudaGetDevice(&cur) != cudaSuccess || cudaGetDeviceProperties(&prop, cur) != cudaSuccess) {
+    if (!etx_dev_available() || cudaGetDevice(&cur) != cudaSuccess) {
         (void)cudaGetLastError();
         return "no device";
     }
-    snprintf(name, sizeof name, "%s", prop.name);
-    return name;
+    const char* name = etx_dev_name_of(cur);
+    return name[0] ? name : "no device";
 }
 
 extern "C" int etx_dev_count(void) {
@@ -58,8 +56,9 @@ extern "C" int etx_dev_count(void) {
     return n;
 }
 
+// cudaSetDevice checks the index itself (cudaErrorInvalidDevice): no device count asked
+// here, as the backend calls this at every step.
 extern "C" int etx_dev_select(int index) {
-    if (index < 0 || index >= etx_dev_count()) return -1;
     if (cudaSetDevice(index) != cudaSuccess) {
         (void)cudaGetLastError();
         return -1;
@@ -70,7 +69,7 @@ extern "C" int etx_dev_select(int index) {
 extern "C" const char* etx_dev_name_of(int index) {
     static char name[256];
     cudaDeviceProp prop;
-    if (index < 0 || index >= etx_dev_count() || cudaGetDeviceProperties(&prop, index) != cudaSuccess) {
+    if (cudaGetDeviceProperties(&prop, index) != cudaSuccess) { // checks the index
         (void)cudaGetLastError();
         return "";
     }
