@@ -42,10 +42,9 @@ static const char* sig_units[N_SIG] = {"bits", "bits^2", "bits", "bits^2", "", "
 static const double table_q[] = {0.01, 0.05, 0.10, 0.25, 0.50, 0.75, 0.90, 0.95, 0.99};
 #define N_TABLE_Q ((int)(sizeof table_q / sizeof table_q[0]))
 
-// Every finite token's signals, appended as the requests finish.
+// Every finite token's signals, appended as the requests finish (token i's are v[k][i]).
 typedef struct {
-    float* v[N_SIG];      // (n) each signal
-    PolicyMetrics* m;     // (n) the six the tree reads, for the branch mix
+    float* v[N_SIG];      // (n) each signal, in sig_names order
     size_t n, cap;
     long skipped;         // records with a non-finite signal
     long requests;
@@ -66,12 +65,8 @@ static void collect(void* ctx, const etx_trace_record* r, int n) {
         if (s->n == s->cap) {
             s->cap = s->cap ? 2 * s->cap : 4096;
             for (int k = 0; k < N_SIG; k++) s->v[k] = xrealloc(s->v[k], s->cap * sizeof(float));
-            s->m = xrealloc(s->m, s->cap * sizeof *s->m);
         }
         for (int k = 0; k < N_SIG; k++) s->v[k][s->n] = x[k];
-        s->m[s->n] = (PolicyMetrics){.entropy = x[0], .varentropy = x[1], .attn_entropy = x[2],
-                                     .attn_varentropy = x[3], .agreement = x[4], .interaction = x[5],
-                                     .logit_max = 0, .logit_sigma = 0};
         s->n++;
     }
 }
@@ -80,7 +75,12 @@ static void collect(void* ctx, const etx_trace_record* r, int n) {
 // the previous token is taken to be another one).
 static void branch_mix(const Samples* s, const etx_entropix_params* p, double out[ETX_BRANCH_COUNT]) {
     for (int b = 0; b < ETX_BRANCH_COUNT; b++) out[b] = 0;
-    for (size_t i = 0; i < s->n; i++) out[entropix_decide(p, &s->m[i], -1, 0).branch] += 1;
+    for (size_t i = 0; i < s->n; i++) {
+        const PolicyMetrics m = {.entropy = s->v[0][i], .varentropy = s->v[1][i], .attn_entropy = s->v[2][i],
+                                 .attn_varentropy = s->v[3][i], .agreement = s->v[4][i], .interaction = s->v[5][i],
+                                 .logit_max = 0, .logit_sigma = 0};
+        out[entropix_decide(p, &m, -1, 0).branch] += 1;
+    }
     for (int b = 0; b < ETX_BRANCH_COUNT; b++) out[b] = s->n ? 100.0 * out[b] / (double)s->n : 0;
 }
 
@@ -249,6 +249,8 @@ int cmd_calibrate(int argc, char** argv) {
     const char* paths[3] = {NULL, NULL, NULL}; // --out, --table, --plot
     int created[3] = {0, 0, 0};                // made empty by the check before the run
     FILE* files[3] = {NULL, NULL, NULL};
+    char* text = NULL; // the report
+    size_t text_len = 0;
     int rc = cli_parse(&cmd, argc, argv);
     if (rc != CLI_CONTINUE) goto done;
     rc = CLI_EXIT_REFUSED;
@@ -318,7 +320,16 @@ int cmd_calibrate(int argc, char** argv) {
         }
     }
     const char* model = cli_model_path(a.model);
-    report(stdout, model, a.data, &s, sorted, q, thr, &def, &cal);
+    // the report is built once: stdout and --table get the same text
+    FILE* mem = open_memstream(&text, &text_len);
+    if (!mem) {
+        fprintf(stderr, "etx calibrate: out of memory for the report\n");
+        rc = CLI_EXIT_FAILED;
+        goto done;
+    }
+    report(mem, model, a.data, &s, sorted, q, thr, &def, &cal);
+    fclose(mem);
+    fwrite(text, 1, text_len, stdout);
     fflush(stdout);
     for (int i = 0; i < 3; i++)
         if (paths[i] && !(files[i] = fopen(paths[i], "wb"))) {
@@ -327,8 +338,12 @@ int cmd_calibrate(int argc, char** argv) {
             goto done;
         }
     rc = 0;
-    if (files[1]) report(files[1], model, a.data, &s, sorted, q, thr, &def, &cal);
-    if (files[1] && fclose(files[1]) != 0) {
+    int table_ok = 1;
+    if (files[1]) {
+        table_ok = fwrite(text, 1, text_len, files[1]) == text_len;
+        table_ok &= fclose(files[1]) == 0;
+    }
+    if (!table_ok) {
         fprintf(stderr, "etx calibrate: cannot write %s: %s\n", table, strerror(errno));
         rc = CLI_EXIT_FAILED;
     }
@@ -346,12 +361,12 @@ int cmd_calibrate(int argc, char** argv) {
     }
     files[0] = NULL;
 done:
+    free(text);
     for (int i = 0; i < 3; i++) {
         if (files[i]) fclose(files[i]); // still open: not written
         if (rc != 0 && created[i]) remove(paths[i]);
     }
     for (int k = 0; k < N_SIG; k++) free(s.v[k]), free(sorted[k]);
-    free(s.m);
     cli_policy_opts_free(&po);
     return rc;
 }
