@@ -280,7 +280,9 @@ static void mhd_log(void* cls, const char* fmt, va_list ap) {
 }
 
 int serve_run(Server* s) {
-    // signals are taken by sigwait below: blocked here, before any thread starts
+    // signals are taken by sigwait below: blocked in this thread, so the threads started
+    // here inherit it (cmd_serve blocks them earlier still, before the model load starts
+    // OpenMP's workers; this keeps serve_run right for any caller)
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
