@@ -31,6 +31,7 @@
  * tests/kernels/test_gemm.c gemm_matches_cpu, gemm_rows_are_batch_invariant (docs/ops.md).
  */
 #include <stdint.h>
+#include <string.h>
 
 #include "cuda_common.cuh"
 #include "gemm.h"
@@ -160,7 +161,31 @@ static void launch_rows(float* y, const __nv_bfloat16* x, const __nv_bfloat16* w
     CUDA_CHECK_LAUNCH();
 }
 
+// The path of a call with in % 8 == 0: tensor cores (gemm_tc.cu) or this file's kernel.
+// g_gemm_path: -1 auto (ETX_GEMM, then the device), 0 CUDA cores, 1 tensor cores.
+static int g_gemm_path = -1;
+extern "C" void etx_gemm_force_path(int path) { g_gemm_path = path < 0 ? -1 : path > 0; }
+
+// ETX_GEMM=cuda-cores | tensor-cores | auto (unset): read once per process.
+static int gemm_env_path(void) {
+    static int env = -2;
+    if (env == -2) {
+        const char* e = getenv("ETX_GEMM");
+        if (!e || !*e || strcmp(e, "auto") == 0) env = -1;
+        else if (strcmp(e, "cuda-cores") == 0) env = 0;
+        else if (strcmp(e, "tensor-cores") == 0) env = 1;
+        else {
+            fprintf(stderr, "[etx] ETX_GEMM=%s: expected cuda-cores, tensor-cores or auto\n", e);
+            exit(EXIT_FAILURE);
+        }
+    }
+    return env;
+}
+
 extern "C" EtxCost etx_gemm_cost(int n, int in, int out, double l2_bytes) {
+    // the path etx_gemm_bf16 takes on a card of sm_80 or later (every card the model knows)
+    if (in % 8 == 0 && (g_gemm_path >= 0 ? g_gemm_path : gemm_env_path()) != 0)
+        return etx_gemm_tc_cost(n, in, out, l2_bytes);
     EtxCost c = {0, 0, 0, 0, 0, 0};
     if (n <= 0 || out <= 0) return c;
     const int tile = etx_gemm_tile_rows(n), tiles = etx_ceil_div(n, tile);
@@ -177,8 +202,32 @@ extern "C" EtxCost etx_gemm_cost(int n, int in, int out, double l2_bytes) {
 extern "C" void etx_gemm_use_warp_kernel(int on) {
 #ifdef ETX_SIMT
     g_gemm_warp_kernel = on;
+    etx_gemm_tc_use_warp_kernel(on);
 #else
     (void)on;
+#endif
+}
+
+extern "C" int etx_gemm_uses_tensor_cores(void) {
+    const int want = g_gemm_path >= 0 ? g_gemm_path : gemm_env_path(); // -1: auto
+    if (want == 0) return 0;
+#ifdef ETX_SIMT
+    return 1; // the emulator has mma.sync
+#else
+    // sm_80 or later has mma.sync m16n8k16 with bf16; asked per device (cached), since a
+    // process may drive several
+    static int cc_major[64];
+    int dev = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    if (dev < 0 || dev >= 64) return 0;
+    if (!cc_major[dev]) CUDA_CHECK(cudaDeviceGetAttribute(&cc_major[dev], cudaDevAttrComputeCapabilityMajor, dev));
+    if (cc_major[dev] >= 8) return 1;
+    if (want == 1 && g_gemm_path < 0) { // asked for by ETX_GEMM, and impossible
+        fprintf(stderr, "[etx] ETX_GEMM=tensor-cores: device %d is sm_%d0 (mma.sync bf16 needs sm_80)\n", dev,
+                cc_major[dev]);
+        exit(EXIT_FAILURE);
+    }
+    return 0;
 #endif
 }
 
@@ -204,6 +253,10 @@ extern "C" void etx_gemm_bf16(float* y, const etx_bf16* x, const etx_bf16* w, in
         fprintf(stderr, "[etx] etx_gemm_bf16: x %p or w %p not 16-byte aligned (in %d)\n", (const void*)x,
                 (const void*)w, in);
         abort();
+    }
+    if (vec && etx_gemm_uses_tensor_cores()) {
+        etx_gemm_tc_bf16(y, x, w, n, in, out, stream);
+        return;
     }
     switch (etx_gemm_tile_rows(n)) {
     case 1: launch_rows<1>(y, xb, wb, n, in, out, vec, st); break;

@@ -384,6 +384,7 @@ const char* op_name(int op) {
     case W_VOTE: return "__ballot_sync/__any_sync/__all_sync";
     case W_MATCH: return "__match_any_sync";
     case W_REDUCE: return "__reduce_*_sync";
+    case W_MMA: return "mma.sync.m16n8k16";
     default: return "?";
     }
 }
@@ -542,6 +543,47 @@ bool try_complete(unsigned w, unsigned mask) {
             }
         }
         for (unsigned m = need; m; m &= m - 1) lanes[__builtin_ctz(m)]->wres = acc;
+        break;
+    }
+    case W_MMA: {
+        // .aligned: all 32 lanes take part (none exited, none of a partial warp)
+        if (need != 0xffffffffu) {
+            char buf[200];
+            snprintf(buf, sizeof buf, "warp %u: mma.sync with lanes 0x%08x only (every lane of the warp must execute it)",
+                     w, need);
+            fail(buf, true);
+        }
+        float A[16][16], B[16][8], D[16][8];
+        const auto lo = [](uint32_t r) { return bitcast<float>(r << 16); };        // bf16 in the low half
+        const auto hi = [](uint32_t r) { return bitcast<float>(r & 0xffff0000u); }; // ... in the high half
+        for (unsigned l = 0; l < 32; l++) {
+            const MmaLane* op = (const MmaLane*)(uintptr_t)lanes[l]->wval;
+            const unsigned g = l / 4, t = l % 4;
+            for (int r = 0; r < 4; r++) {
+                const unsigned row = g + 8 * (r & 1), col = 2 * t + 8 * (r >> 1);
+                A[row][col] = lo(op->a[r]);
+                A[row][col + 1] = hi(op->a[r]);
+            }
+            for (int r = 0; r < 2; r++) {
+                B[2 * t + 8 * r][g] = lo(op->b[r]);
+                B[2 * t + 8 * r + 1][g] = hi(op->b[r]);
+            }
+            for (int r = 0; r < 4; r++) D[g + 8 * (r >> 1)][2 * t + (r & 1)] = op->c[r];
+        }
+        for (int m = 0; m < 16; m++)
+            for (int n = 0; n < 8; n++) {
+                float acc = D[m][n];
+                for (int k = 0; k < 16; k++) {
+                    const float p = A[m][k] * B[k][n]; // exact
+                    acc = acc + p;
+                }
+                D[m][n] = acc;
+            }
+        for (unsigned l = 0; l < 32; l++) { // every C read above, so d may be c
+            const MmaLane* op = (const MmaLane*)(uintptr_t)lanes[l]->wval;
+            const unsigned g = l / 4, t = l % 4;
+            for (int r = 0; r < 4; r++) op->d[r] = D[g + 8 * (r >> 1)][2 * t + (r & 1)];
+        }
         break;
     }
     default: break;

@@ -164,7 +164,7 @@ bool capturing(cudaStream_t stream);
 void record_launch(cudaStream_t stream, const void* kernel, std::function<void()> run);
 
 // Warp-intrinsic kinds (lanes of one op must agree on the kind and the mask).
-enum WarpOp { W_NONE = 0, W_SYNC, W_SHFL_IDX, W_SHFL_UP, W_SHFL_DOWN, W_SHFL_XOR, W_VOTE, W_MATCH, W_REDUCE };
+enum WarpOp { W_NONE = 0, W_SYNC, W_SHFL_IDX, W_SHFL_UP, W_SHFL_DOWN, W_SHFL_XOR, W_VOTE, W_MATCH, W_REDUCE, W_MMA };
 enum ReduceOp { R_ADD = 0, R_MIN, R_MAX, R_AND, R_OR, R_XOR };
 // The calling lane joins warp op `op` with `mask`, contributing `value`; returns its
 // result (shuffle: the source lane's value; vote: the ballot of the group; match: the
@@ -307,6 +307,35 @@ static inline int __reduce_min_sync(unsigned mask, int v) {
 }
 static inline int __reduce_max_sync(unsigned mask, int v) {
     return (int)(__reduce_max_sync(mask, (unsigned)v ^ 0x80000000u) ^ 0x80000000u);
+}
+
+// ----------------------------------------------------------------------------
+// tensor cores: mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32
+
+namespace simt {
+// One lane's operands of the warp's D (16x8) = A (16x16) . B (16x8) + C, in PTX's fragment
+// layout (groupID g = lane / 4, t = lane % 4; each 32-bit register holds two bf16, the
+// lower column or row in the low half):
+//   a[0] A[g][2t..2t+1]     a[1] A[g+8][2t..2t+1]   a[2] A[g][2t+8..2t+9]   a[3] A[g+8][2t+8..2t+9]
+//   b[0] B[2t..2t+1][g]     b[1] B[2t+8..2t+9][g]
+//   c/d[0..1] C[g][2t..2t+1]                         c/d[2..3] C[g+8][2t..2t+1]
+struct MmaLane {
+    const uint32_t* a;
+    const uint32_t* b;
+    const float* c;
+    float* d;
+};
+} // namespace simt
+
+// The emulated instruction: every lane of the warp must call it (the .aligned form), with
+// the full mask. Each D[m][n] is C[m][n] plus the 16 products A[m][k] B[k][n] added one
+// at a time in k order 0..15, each addition rounded to nearest f32 (a product of two
+// bf16 is exact in f32). A GPU's tensor core adds them in an order and with a rounding of
+// its own (not specified by NVIDIA), so emulated and native D agree within the bound
+// kernels/gemm_tc.cu derives, not bit for bit. d may be c.
+static inline void simt_mma_bf16_m16n8k16(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
+    ::simt::MmaLane lane = {a, b, c, d};
+    (void)::simt::detail::warp_op(::simt::detail::W_MMA, 0xffffffffu, (uint64_t)(uintptr_t)&lane, 0, 32);
 }
 
 // ----------------------------------------------------------------------------

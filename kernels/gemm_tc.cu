@@ -1,0 +1,228 @@
+/*
+ * gemm_tc.cu — y (n, out) f32 = x (n, in) bf16 · W^T, W (out, in) bf16, on tensor cores
+ * (mma.sync m16n8k16, bf16 in, f32 accumulate; sm_80 and later): the projections of the
+ * CUDA backend when in % 8 == 0 (gemm.cu dispatches; gemm.h says when).
+ *
+ * Math: y[r, o] = sum_k w[o, k] x[r, k]. The weights are the mma's A operand (16 output
+ * columns x 16 k, row-major as W is stored) and the rows of x its B operand (16 k x 8
+ * rows, "col" = x's rows as stored): the "swap AB" form of a skinny GEMM, so a batch of
+ * one row wastes 7 of the mma's 8 columns but reads every weight once, which is what the
+ * decode step pays for.
+ *
+ * Batch invariance by construction. Each output's sum has one shape, fixed by `in` alone:
+ *   - k runs in chunks of 32 (chunk c = k 32c .. 32c + 31; past `in` the values are 0);
+ *     the block's 8 warps split the chunks, warp w taking c = w, w + 8, w + 16, ... in
+ *     order, each chunk two mma's, each adding 16 products to the warp's accumulator;
+ *   - the 8 warp partials are added in warp order 0..7 by one thread.
+ *   Which rows share the mma's 8 columns, how many tiles a block has (MT x NT below) and
+ *   where a row sits in them change nothing in that sequence: the tensor core computes
+ *   each D[m][n] from row m of A, column n of B and C[m][n] alone. So a row's bits do not
+ *   depend on n or on the other rows (tests/kernels/test_gemm.c holds that on the GPU).
+ * What the GPU's tensor core does inside one mma (the order and the rounding of its 16
+ * additions) is not specified by NVIDIA; measurements (Fasi, Higham, Mikaitis, Pranesh,
+ * "Numerical behavior of NVIDIA tensor cores", PeerJ CS 2021) found exact products and
+ * additions that truncate rather than round. So the kernel and its CPU twin agree within
+ * a bound on a GPU (test_gemm.c derives it), and bit for bit under the emulator, whose
+ * mma adds the 16 products one by one in k order, rounding to nearest (simt.h).
+ *
+ * The k order inside a chunk. Lane (g, t) (g = lane / 4, t = lane % 4) loads 16 bytes —
+ * k 32c + 8t .. 32c + 8t + 7 — of each weight row it serves (g and g + 8 of the tile) and
+ * of each x row (g of the n-tile), and gives the first 4 to the chunk's first mma and the
+ * last 4 to its second. The mma's logical k (PTX's fragment layout: lane (g, t) holds k
+ * 2t, 2t + 1, 2t + 8, 2t + 9) therefore maps to memory k as, for mma s in {0, 1}:
+ *   logical 2t + e      -> 32c + 8t + 4s + e        (e in {0, 1})
+ *   logical 8 + 2t + e  -> 32c + 8t + 4s + 2 + e
+ * A and B take the same map, so each product pairs w[o, k] with x[r, k]; the emulator's
+ * twin below and test_gemm's stated order follow the map.
+ *
+ * Traffic: W is read once per n-tile group of 8 NT rows (at n <= 8 once: the decode
+ * floor), x once per group of 16 MT columns (from L2), y written once; each warp's 16-byte
+ * loads of one chunk land on 16 B x (2 MT + NT) rows, full 32-byte sectors per pair of
+ * lanes. The next chunk's loads are issued before the current chunk's mma's (two chunks
+ * in flight per warp, 24 KB per block at n <= 8). No shared-memory staging: each block's
+ * warps read disjoint k ranges, so nothing in a block is read twice; across blocks x and W
+ * tiles are re-read from L2 (the cost at large n: 2 (MT 16 + NT 8) bytes per 16 MT 8 NT
+ * multiply-adds of a chunk's k, 16 FLOP/byte from L2 at MT = 2, NT = 4).
+ *
+ * Twin: host/cpu/f32_matrix.c f32_matmat (tolerance), and under the emulator
+ * gemm_tc_twin_kernel below (the same operations in the same order, a thread per output;
+ * the engine suites run it, test_gemm holds the warp kernel to it bit for bit).
+ */
+#include <stdint.h>
+
+#include "cuda_common.cuh"
+#include "gemm.h"
+
+#define TC_WARPS 8 // warps per block = ways the k chunks are split; fixed (batch invariance)
+#define TC_CHUNK 32
+
+// D (4 f32 per lane) += A (16x16) . B (16x8), fragments as PTX's m16n8k16 layout (simt.h
+// spells it out).
+static __device__ __forceinline__ void mma_16816(float d[4], const uint32_t a[4], const uint32_t b[2]) {
+#ifdef ETX_SIMT
+    simt_mma_bf16_m16n8k16(d, a, b, d);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+    __trap(); // never launched: etx_gemm_tc_available() is 0 below sm_80
+#else
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+
+// 8 bf16 as 4 registers of 2: .x = k 0,1; .y = k 2,3; .z = k 4,5; .w = k 6,7.
+struct alignas(16) tc_u32x4 {
+    uint32_t x, y, z, w;
+};
+
+static __device__ __forceinline__ tc_u32x4 tc_load(const __nv_bfloat16* p, bool ok) {
+    if (!ok) return tc_u32x4{0, 0, 0, 0};
+    return *reinterpret_cast<const tc_u32x4*>(p);
+}
+
+// Block (bx, by): columns o0 = 16 MT bx .. + 16 MT - 1, rows r0 = 8 NT by .. + 8 NT - 1.
+// Lane (g, t) loads weight rows o0 + 16 i + g and o0 + 16 i + g + 8 (i < MT) and x rows
+// r0 + 8 j + g (j < NT), clamped to the last valid one (not written). part: the warps'
+// partial tiles, element (row jr, column m) at jr * 16 MT + m.
+template <int MT, int NT>
+__global__ void __launch_bounds__(TC_WARPS * 32)
+    gemm_tc_kernel(float* __restrict__ y, const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
+                   int n, int in, int out) {
+    constexpr int TM = 16 * MT, TN = 8 * NT;
+    __shared__ float part[TC_WARPS][TN * TM];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int o0 = blockIdx.x * TM, r0 = blockIdx.y * TN;
+    const __nv_bfloat16* wa[MT][2];
+    for (int i = 0; i < MT; i++)
+        for (int h = 0; h < 2; h++) wa[i][h] = w + (size_t)min(o0 + 16 * i + 8 * h + g, out - 1) * in + 8 * t;
+    const __nv_bfloat16* xb[NT];
+    for (int j = 0; j < NT; j++) xb[j] = x + (size_t)min(r0 + 8 * j + g, n - 1) * in + 8 * t;
+    float acc[MT][NT][4];
+    for (int i = 0; i < MT; i++)
+        for (int j = 0; j < NT; j++)
+            for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f;
+
+    const int chunks = (in + TC_CHUNK - 1) / TC_CHUNK;
+    tc_u32x4 av[MT][2], bv[NT], an[MT][2], bn[NT];
+    int c = warp;
+    {
+        const int k = TC_CHUNK * c;
+        const bool ok = c < chunks && k + 8 * t < in; // in % 8 == 0: a lane's 8 are all in or all out
+        for (int i = 0; i < MT; i++)
+            for (int h = 0; h < 2; h++) av[i][h] = tc_load(wa[i][h] + k, ok);
+        for (int j = 0; j < NT; j++) bv[j] = tc_load(xb[j] + k, ok);
+    }
+    for (; c < chunks; c += TC_WARPS) {
+        // the next chunk's loads first: two chunks in flight
+        const int kn = TC_CHUNK * (c + TC_WARPS);
+        const bool okn = c + TC_WARPS < chunks && kn + 8 * t < in;
+        for (int i = 0; i < MT; i++)
+            for (int h = 0; h < 2; h++) an[i][h] = tc_load(wa[i][h] + kn, okn);
+        for (int j = 0; j < NT; j++) bn[j] = tc_load(xb[j] + kn, okn);
+        for (int i = 0; i < MT; i++) {
+            const uint32_t a0[4] = {av[i][0].x, av[i][1].x, av[i][0].y, av[i][1].y}; // memory k 8t + 0..3
+            const uint32_t a1[4] = {av[i][0].z, av[i][1].z, av[i][0].w, av[i][1].w}; // memory k 8t + 4..7
+            for (int j = 0; j < NT; j++) {
+                const uint32_t b0[2] = {bv[j].x, bv[j].y}, b1[2] = {bv[j].z, bv[j].w};
+                mma_16816(acc[i][j], a0, b0);
+                mma_16816(acc[i][j], a1, b1);
+            }
+        }
+        for (int i = 0; i < MT; i++)
+            for (int h = 0; h < 2; h++) av[i][h] = an[i][h];
+        for (int j = 0; j < NT; j++) bv[j] = bn[j];
+    }
+    // C fragment: acc[i][j][e] is column 16 i + g + 8 (e / 2), row 8 j + 2 t + e % 2
+    for (int i = 0; i < MT; i++)
+        for (int j = 0; j < NT; j++)
+            for (int e = 0; e < 4; e++) part[warp][(8 * j + 2 * t + e % 2) * TM + 16 * i + g + 8 * (e / 2)] = acc[i][j][e];
+    __syncthreads();
+    for (int q = threadIdx.x; q < TN * TM; q += TC_WARPS * 32) {
+        const int jr = q / TM, m = q % TM;
+        if (r0 + jr >= n || o0 + m >= out) continue;
+        float s = 0.0f;
+        for (int v = 0; v < TC_WARPS; v++) s += part[v][q];
+        y[(size_t)(r0 + jr) * out + o0 + m] = s;
+    }
+}
+
+#ifdef ETX_SIMT
+// The emulator's twin of gemm_tc_kernel: a thread per output (o, r), doing the warp
+// kernel's additions in its order (warp w's chunks w, w + 8, ...; in each chunk the
+// emulated mma's 16 logical k of mma 0 then of mma 1, mapped to memory k as stated above;
+// then the 8 partials in warp order), with no fiber switch per mma.
+__global__ void gemm_tc_twin_kernel(float* __restrict__ y, const __nv_bfloat16* __restrict__ x,
+                                    const __nv_bfloat16* __restrict__ w, int n, int in, int out) {
+    const int o = blockIdx.x * blockDim.x + threadIdx.x;
+    if (o >= out) return;
+    const __nv_bfloat16* wr = w + (size_t)o * in;
+    const int chunks = (in + TC_CHUNK - 1) / TC_CHUNK;
+    for (int r = blockIdx.y; r < n; r += gridDim.y) {
+        const __nv_bfloat16* xr = x + (size_t)r * in;
+        float s = 0.0f;
+        for (int v = 0; v < TC_WARPS; v++) {
+            float acc = 0.0f;
+            for (int c = v; c < chunks; c += TC_WARPS)
+                for (int m = 0; m < 2; m++)
+                    for (int kk = 0; kk < 16; kk++) {
+                        const int t = (kk % 8) / 2, e = kk % 2;
+                        const int k = TC_CHUNK * c + 8 * t + 4 * m + 2 * (kk / 8) + e;
+                        const float p = k < in ? __bfloat162float(wr[k]) * __bfloat162float(xr[k]) : 0.0f;
+                        acc = acc + p;
+                    }
+            s += acc;
+        }
+        y[(size_t)r * out + o] = s;
+    }
+}
+static int g_tc_warp_kernel = 0; // etx_gemm_use_warp_kernel (gemm.cu) sets both kernels' switch
+extern "C" void etx_gemm_tc_use_warp_kernel(int on) { g_tc_warp_kernel = on; }
+#endif
+
+// Tiles per block by n: one 16 x 8 tile up to 8 rows (the decode batch; every weight
+// read once), 16 x 16 up to 16, then 32 x 32. Only which rows share a block changes.
+extern "C" int etx_gemm_tc_tile_rows(int n) { return n <= 8 ? 8 : n <= 16 ? 16 : 32; }
+static int tc_tile_cols(int n) { return n <= 16 ? 16 : 32; }
+
+template <int MT, int NT>
+static void launch_tc(float* y, const __nv_bfloat16* x, const __nv_bfloat16* w, int n, int in, int out,
+                      cudaStream_t st) {
+    dim3 grid(etx_ceil_div(out, 16 * MT), etx_ceil_div(n, 8 * NT));
+    ETX_LAUNCH((gemm_tc_kernel<MT, NT>), grid, TC_WARPS * 32, 0, st, y, x, w, n, in, out);
+    CUDA_CHECK_LAUNCH();
+}
+
+extern "C" void etx_gemm_tc_bf16(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out,
+                                 void* stream) {
+    cudaStream_t st = (cudaStream_t)stream;
+    const __nv_bfloat16* xb = reinterpret_cast<const __nv_bfloat16*>(x);
+    const __nv_bfloat16* wb = reinterpret_cast<const __nv_bfloat16*>(w);
+#ifdef ETX_SIMT
+    if (!g_tc_warp_kernel) {
+        ETX_LAUNCH(gemm_tc_twin_kernel, dim3(etx_ceil_div(out, 128), min(n, 65535)), 128, 0, st, y, xb, wb, n, in, out);
+        CUDA_CHECK_LAUNCH();
+        return;
+    }
+#endif
+    switch (etx_gemm_tc_tile_rows(n)) {
+    case 8: launch_tc<1, 1>(y, xb, wb, n, in, out, st); break;
+    case 16: launch_tc<1, 2>(y, xb, wb, n, in, out, st); break;
+    default: launch_tc<2, 4>(y, xb, wb, n, in, out, st); break;
+    }
+}
+
+extern "C" EtxCost etx_gemm_tc_cost(int n, int in, int out, double l2_bytes) {
+    EtxCost c = {0, 0, 0, 0, 0, 0};
+    if (n <= 0 || out <= 0) return c;
+    const int rows = etx_gemm_tc_tile_rows(n), cols = tc_tile_cols(n), tiles = etx_ceil_div(n, rows);
+    const double wbytes = (double)out * in * 2;
+    // W once per n-tile group when it does not stay in L2 (else once); x and y once
+    c.bytes = wbytes * (wbytes > l2_bytes / 2 ? tiles : 1) + (double)n * in * 2 + (double)n * out * 4;
+    // the mma's work, padded columns included (8 per n-tile, 16 per m-tile)
+    c.flops = 2.0 * (double)etx_ceil_div(n, 8) * 8 * in * ((double)etx_ceil_div(out, 16) * 16);
+    c.ctas = c.busy = (double)etx_ceil_div(out, cols) * tiles;
+    c.launches = 1;
+    c.tensor = 1;
+    return c;
+}
