@@ -16,6 +16,11 @@
 # machine by benchmarks/gpu_prepare.sh (the programs and the shared libraries they need),
 # since a machine with no internet cannot install them.
 # GPU_CHECK_TINY=1 runs everything on a 2-layer model of the same architecture (smoke run).
+# Stages: GPU_CHECK_STAGES (comma-separated; default all) picks among tests, logits,
+# invariance, bench, gemm_ab (etx bench with ETX_GEMM=cuda-cores beside tensor-cores, same
+# script), profile (cost model vs per-op times), ncu (Nsight Compute on the vocabulary pass,
+# attention and the GEMMs of a short generate), peers, sanitizer; GPU_CHECK_TESTS replaces
+# the list of native suites the tests stage runs.
 # Budget: GPU_CHECK_BUDGET seconds in all (default 540, inside a 10-minute call): every
 # stage gets at most its own limit and what is left of the budget (less a reserve for the
 # table), in order of importance; a stage with too little time left is recorded as
@@ -36,6 +41,8 @@ limit() { local left=$(( T0 + BUDGET - 10 - $(date +%s) )); [ "$left" -lt "$1" ]
 has_time() { [ "$(limit "$1")" -ge "$1" ] && return 0; record "$2" "not run" "SKIP (budget: $(limit 100000) s left)"; return 1; }
 status=()
 record() { status+=("| $1 | $2 | $3 |"); }
+STAGES=",${GPU_CHECK_STAGES:-tests,logits,invariance,bench,gemm_ab,profile,ncu,peers,sanitizer},"
+want() { [[ "$STAGES" == *",$1,"* ]]; }
 
 # -- the card, the driver, the commit
 CARD=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
@@ -90,8 +97,10 @@ EOS
 chmod +x /tmp/etx-run
 
 # -- GPU tests (native variants of the emulated kernel suites)
-for t in test_selftest_gpu test_exact_math_gpu test_gemm_gpu test_layer_kernels_gpu test_sampling_kernels_gpu \
-         test_cuda_backend_gpu test_advance_gpu test_engine_gpu test_nonfinite_gpu test_samples_gpu; do
+TESTS=${GPU_CHECK_TESTS:-test_selftest_gpu test_exact_math_gpu test_gemm_gpu test_layer_kernels_gpu test_sampling_kernels_gpu
+         test_cuda_backend_gpu test_advance_gpu test_engine_gpu test_nonfinite_gpu test_samples_gpu}
+want tests || TESTS=
+for t in $TESTS; do
     [ -x "$BUILD/$t" ] || { record "$t" "not built" SKIP; continue; }
     has_time 20 "$t" || continue
     ( cd $BUILD && timeout "$(limit 150)" "${RUNENV[@]}" ./$t >> "$LOG" 2>&1 ); rc=$?
@@ -155,14 +164,14 @@ EOP
     fi
     say "batch invariance vs --batch 1: $r"; record "batch invariance: eval --batch 1 vs 8 vs mpirun" "$2, greedy + entropix, ctx 4096, prompts to ~1500 tokens" "$r"
 }
-if [ -f "$DEFAULT_MODEL" ]; then
+if want invariance && [ -f "$DEFAULT_MODEL" ]; then
     has_time 90 "batch invariance: eval --batch 1 vs 8 vs mpirun" && invariance_stage "$DEFAULT_MODEL" "default model"
     INV_DONE=1
 else
     INV_DONE=0
 fi
 t=test_batching_gpu
-if [ -x "$BUILD/$t" ] && has_time 20 "$t"; then
+if want tests && [ -x "$BUILD/$t" ] && has_time 20 "$t"; then
     ( cd $BUILD && timeout "$(limit 150)" "${RUNENV[@]}" ./$t >> "$LOG" 2>&1 ); rc=$?
     case $rc in 0) r=ok ;; 77) r=SKIP ;; *) r="FAIL ($rc)" ;; esac
     say "$t: $r"; record "$t" "native: batch invariance suite" "$r"
@@ -177,9 +186,9 @@ TINY=$([ "${GPU_CHECK_TINY:-0}" = 1 ] && echo --tiny)
 SHAPE=$([ -n "$TINY" ] && echo "tiny 2-layer Llama 3" || echo "Llama-3.2-1B shape")
 if has_time 60 "logits vs transformers" && timeout "$(limit 150)" python3 tests/scripts/gpu_llama1b.py make $MODEL $TINY >> "$LOG" 2>&1; then
     MODEL_OK=1
-    timeout "$(limit 150)" python3 tests/scripts/gpu_llama1b.py compare $MODEL /tmp/etx-run 2>&1 | tee -a "$LOG" | tail -1 > /tmp/gpu_cmp.txt
-    cmp=$(cat /tmp/gpu_cmp.txt)
-    record "logits vs transformers (bf16)" "$SHAPE, random weights" "${cmp#gpu_llama1b: }"
+    want logits && timeout "$(limit 150)" python3 tests/scripts/gpu_llama1b.py compare $MODEL /tmp/etx-run 2>&1 | tee -a "$LOG" | tail -1 > /tmp/gpu_cmp.txt
+    cmp=$(cat /tmp/gpu_cmp.txt 2>/dev/null)
+    want logits && record "logits vs transformers (bf16)" "$SHAPE, random weights" "${cmp#gpu_llama1b: }"
     # generation end to end, entropix, with the device->host byte count
     timeout "$(limit 60)" /tmp/etx-run generate -m $MODEL --device cuda -p "The capital of France is" -n 32 --policy entropix --stats \
         > /dev/null 2> /tmp/gpu_gen.txt; rc=$?
@@ -190,7 +199,7 @@ else
     record "logits vs transformers" "model creation" FAIL
 fi
 
-if [ $INV_DONE = 0 ]; then
+if want invariance && [ $INV_DONE = 0 ]; then
     if [ $MODEL_OK = 1 ]; then
         has_time 90 "batch invariance: eval --batch 1 vs 8 vs mpirun" && invariance_stage $MODEL "$SHAPE random model (no $DEFAULT_MODEL here)"
     else
@@ -202,7 +211,7 @@ fi
 BENCH_MD=/tmp/gpu_bench.md
 : > $BENCH_MD
 [ $MODEL_OK = 1 ] || record "benchmarks (etx bench, peers)" "not run" "SKIP: no model (see the logits row)"
-if [ $MODEL_OK = 1 ] && has_time 60 "etx bench"; then
+if want bench && [ $MODEL_OK = 1 ] && has_time 60 "etx bench"; then
     # 240 s: at batch 256 the prefill (32768 tokens per run on CUDA-core GEMMs) took the first
     # H200 run past 150 s
     timeout "$(limit 240)" /tmp/etx-run bench -m $MODEL --device cuda --batch 1,8,64,256 -l 128 -g 64 -r 3 \
@@ -214,7 +223,39 @@ fi
 # -- the cost model against the GPU (docs/commands.md, bench --plan): predicted per-op
 #    times of a decode step beside the measured ones (ETX_CUDA_PROFILE=1: each op timed
 #    with events, graphs off), same model, batches 1 and 64, L 128, G 64
-if [ $MODEL_OK = 1 ] && has_time 60 "cost model vs profile"; then
+# -- the GEMM paths side by side (kernels/gemm.h, ETX_GEMM): the same bench, greedy, on
+#    CUDA cores then tensor cores, in this script (a ratio, not two sessions' numbers)
+if want gemm_ab && [ $MODEL_OK = 1 ] && has_time 60 "gemm paths"; then
+    { echo "## GEMM paths: ETX_GEMM=cuda-cores vs tensor-cores (etx bench, greedy, -r 1)"; echo; } >> $BENCH_MD
+    for path in tensor-cores cuda-cores; do
+        has_time 30 "gemm path $path" || continue
+        bs=1,8,64,256; [ $path = cuda-cores ] && bs=1,8,64 # CUDA-core prefill at 256 rows is slow
+        ETX_GEMM=$path timeout "$(limit 150)" /tmp/etx-run bench -m $MODEL --device cuda --batch $bs -l 128 -g 64 -r 1 \
+            --policy greedy --json "$OUT/etx_bench_$path.json" > /tmp/gpu_bench_$path.txt 2>> "$LOG"; rc=$?
+        cat /tmp/gpu_bench_$path.txt >> "$LOG"
+        record "etx bench, ETX_GEMM=$path" "$SHAPE, batch $bs, L 128, G 64, greedy" "exit $rc"
+        { echo "### ETX_GEMM=$path"; echo; cat /tmp/gpu_bench_$path.txt; echo; } >> $BENCH_MD
+    done
+fi
+# -- Nsight Compute on one short generate: the vocabulary pass, attention and GEMM
+#    kernels' own times and limiters (graphs off so each launch is its own kernel)
+if want ncu && [ $MODEL_OK = 1 ] && command -v ncu > /dev/null && has_time 60 "ncu"; then
+    # the vocabulary pass of the prefill and of 3 decode steps; then attention and the
+    # GEMMs of a decode step (past the prefill's 16 layers)
+    n=0
+    for sel in "vocab_pass_kernel:0:4" "attn_rows|attn_merge|gemm_tc_kernel:110:12"; do
+        n=$((n + 1))
+        has_time 30 "ncu $n" || continue
+        IFS=: read -r re skip count <<< "$sel"
+        ETX_CUDA_GRAPHS=0 timeout "$(limit 90)" "${RUNENV[@]}" ncu --clock-control none \
+            --kernel-name regex:"$re" --launch-skip "$skip" --launch-count "$count" \
+            --section SpeedOfLight --section LaunchStats --section Occupancy --section WarpStateStats \
+            "$ETX" generate -m $MODEL --device cuda -p "The capital of France is" -n 8 --policy entropix \
+            > "$OUT/ncu_generate_$n.txt" 2>&1; rc=$?
+        record "ncu $n: $re" "generate -n 8, entropix, graphs off, skip $skip, count $count" "exit $rc: ncu_generate_$n.txt"
+    done
+fi
+if want profile && [ $MODEL_OK = 1 ] && has_time 60 "cost model vs profile"; then
     PCARD=h100
     case "$CARD" in *H200*) PCARD=h200 ;; esac
     timeout "$(limit 30)" /tmp/etx-run bench --plan -m $MODEL --card $PCARD --batch 1,64 -l 128 -g 64 \
@@ -230,7 +271,7 @@ fi
 ETX_SIDE=(--etx /tmp/etx-run)
 [ "${BENCH_RC:-1}" = 0 ] && [ -f "$OUT/etx_bench_gpu.json" ] && ETX_SIDE=(--etx-json "$OUT/etx_bench_gpu.json")
 for peer in hf_generate entropix_ref; do
-    [ $MODEL_OK = 1 ] || break
+    [ $MODEL_OK = 1 ] && want peers || break
     has_time 60 "peer $peer" || continue
     # the peer's own numbers, etx's beside them, the ratios last
     PYTHONUNBUFFERED=1 timeout "$(limit 150)" python3 benchmarks/peers/$peer.py --model $MODEL --device cuda \
@@ -240,7 +281,7 @@ for peer in hf_generate entropix_ref; do
 done
 
 # -- last: the kernel suites under compute-sanitizer (slow; what time is left)
-if command -v compute-sanitizer > /dev/null; then
+if want sanitizer && command -v compute-sanitizer > /dev/null; then
     # memcheck on the quick suites; racecheck on those whose kernels share memory
     # (attention, vocabulary pass, policy)
     for run in memcheck:test_selftest_gpu memcheck:test_layer_kernels_gpu racecheck:test_layer_kernels_gpu \
