@@ -136,12 +136,13 @@ EOP
             out=/tmp/gpu_inv_${pol}_$run.jsonl
             rm -f $out $out.run.json
             case $run in
-            b1) pre=(); b=1 ;;
-            b8) pre=(); b=8 ;;
-            mpi) pre=(mpirun --allow-run-as-root --oversubscribe -np 2); b=8 ;;
+            b1) pre=(); post=(); b=1 ;;
+            b8) pre=(); post=(); b=8 ;;
+            # two ranks on the lent machine's one GPU: --share-gpus says that is meant
+            mpi) pre=(mpirun --allow-run-as-root --oversubscribe -np 2); post=(--share-gpus); b=8 ;;
             esac
             timeout "$(limit 120)" "${pre[@]}" /tmp/etx-run eval -m "$1" --data $INV_DATA --out $out \
-                --batch $b --ctx 4096 -n 64 --policy $pol --device cuda >> "$LOG" 2>&1 || inv_rc=$?
+                --batch $b --ctx 4096 -n 64 --policy $pol --device cuda "${post[@]}" >> "$LOG" 2>&1 || inv_rc=$?
         done
     done
     if [ $inv_rc != 0 ]; then
@@ -243,13 +244,15 @@ if want ncu && [ $MODEL_OK = 1 ] && command -v ncu > /dev/null && has_time 60 "n
     # the vocabulary pass of the prefill and of 3 decode steps; then attention and the
     # GEMMs of a decode step (past the prefill's 16 layers)
     n=0
-    for sel in "vocab_pass_kernel:0:4" "attn_rows|attn_merge|gemm_tc_kernel:110:12"; do
+    for sel in "vocab_pass_kernel:0:4" "attn_rows|attn_merge|gemm_tc_kernel:110:12" "vocab_pass_kernel:2:1:full"; do
         n=$((n + 1))
         has_time 30 "ncu $n" || continue
-        IFS=: read -r re skip count <<< "$sel"
+        IFS=: read -r re skip count how <<< "$sel"
+        # "full": where the time goes inside the kernel (instruction mix, stalls by source line)
+        sections=(--section SpeedOfLight --section LaunchStats --section Occupancy --section WarpStateStats)
+        [ "$how" = full ] && sections+=(--section InstructionStats --section SourceCounters --section ComputeWorkloadAnalysis)
         ETX_CUDA_GRAPHS=0 timeout "$(limit 90)" "${RUNENV[@]}" ncu --clock-control none \
-            --kernel-name regex:"$re" --launch-skip "$skip" --launch-count "$count" \
-            --section SpeedOfLight --section LaunchStats --section Occupancy --section WarpStateStats \
+            --kernel-name regex:"$re" --launch-skip "$skip" --launch-count "$count" "${sections[@]}" \
             "$ETX" generate -m $MODEL --device cuda -p "The capital of France is" -n 8 --policy entropix \
             > "$OUT/ncu_generate_$n.txt" 2>&1; rc=$?
         record "ncu $n: $re" "generate -n 8, entropix, graphs off, skip $skip, count $count" "exit $rc: ncu_generate_$n.txt"

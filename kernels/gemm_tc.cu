@@ -38,8 +38,9 @@
  * Traffic: W is read once per n-tile group of 8 NT rows (at n <= 8 once: the decode
  * floor), x once per group of 16 MT columns (from L2), y written once; each warp's 16-byte
  * loads of one chunk land on 16 B x (2 MT + NT) rows, full 32-byte sectors per pair of
- * lanes. The next chunk's loads are issued before the current chunk's mma's (two chunks
- * in flight per warp, 24 KB per block at n <= 8). No shared-memory staging: each block's
+ * lanes. A warp issues the loads of D of its chunks at once, then their mma's (D = 8 at
+ * n <= 8: 8 x 48 B per lane, 96 KB per block in flight, enough to cover DRAM latency with
+ * one block per SM as the down projection has at batch 1). No shared-memory staging: each block's
  * warps read disjoint k ranges, so nothing in a block is read twice; across blocks x and W
  * tiles are re-read from L2 (the cost at large n: 2 (MT 16 + NT 8) bytes per 16 MT 8 NT
  * multiply-adds of a chunk's k, 16 FLOP/byte from L2 at MT = 2, NT = 4).
@@ -103,35 +104,31 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
         for (int j = 0; j < NT; j++)
             for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f;
 
+    // D chunks' loads issued together, then their mma's in chunk order (the order of the
+    // sum is the same for every D; D only sets how many loads are in flight per warp)
+    constexpr int D = MT * NT == 1 ? 8 : MT * NT == 2 ? 4 : 2;
     const int chunks = (in + TC_CHUNK - 1) / TC_CHUNK;
-    tc_u32x4 av[MT][2], bv[NT], an[MT][2], bn[NT];
-    int c = warp;
-    {
-        const int k = TC_CHUNK * c;
-        const bool ok = c < chunks && k + 8 * t < in; // in % 8 == 0: a lane's 8 are all in or all out
-        for (int i = 0; i < MT; i++)
-            for (int h = 0; h < 2; h++) av[i][h] = tc_load(wa[i][h] + k, ok);
-        for (int j = 0; j < NT; j++) bv[j] = tc_load(xb[j] + k, ok);
-    }
-    for (; c < chunks; c += TC_WARPS) {
-        // the next chunk's loads first: two chunks in flight
-        const int kn = TC_CHUNK * (c + TC_WARPS);
-        const bool okn = c + TC_WARPS < chunks && kn + 8 * t < in;
-        for (int i = 0; i < MT; i++)
-            for (int h = 0; h < 2; h++) an[i][h] = tc_load(wa[i][h] + kn, okn);
-        for (int j = 0; j < NT; j++) bn[j] = tc_load(xb[j] + kn, okn);
-        for (int i = 0; i < MT; i++) {
-            const uint32_t a0[4] = {av[i][0].x, av[i][1].x, av[i][0].y, av[i][1].y}; // memory k 8t + 0..3
-            const uint32_t a1[4] = {av[i][0].z, av[i][1].z, av[i][0].w, av[i][1].w}; // memory k 8t + 4..7
-            for (int j = 0; j < NT; j++) {
-                const uint32_t b0[2] = {bv[j].x, bv[j].y}, b1[2] = {bv[j].z, bv[j].w};
-                mma_16816(acc[i][j], a0, b0);
-                mma_16816(acc[i][j], a1, b1);
+    for (int c0 = warp; c0 < chunks; c0 += D * TC_WARPS) {
+        tc_u32x4 av[D][MT][2], bv[D][NT];
+        for (int u = 0; u < D; u++) {
+            const int c = c0 + u * TC_WARPS, k = TC_CHUNK * c;
+            const bool ok = c < chunks && k + 8 * t < in; // in % 8 == 0: a lane's 8 are all in or all out
+            for (int i = 0; i < MT; i++)
+                for (int h = 0; h < 2; h++) av[u][i][h] = tc_load(wa[i][h] + k, ok);
+            for (int j = 0; j < NT; j++) bv[u][j] = tc_load(xb[j] + k, ok);
+        }
+        for (int u = 0; u < D; u++) {
+            if (c0 + u * TC_WARPS >= chunks) break; // warp-uniform
+            for (int i = 0; i < MT; i++) {
+                const uint32_t a0[4] = {av[u][i][0].x, av[u][i][1].x, av[u][i][0].y, av[u][i][1].y}; // k 8t + 0..3
+                const uint32_t a1[4] = {av[u][i][0].z, av[u][i][1].z, av[u][i][0].w, av[u][i][1].w}; // k 8t + 4..7
+                for (int j = 0; j < NT; j++) {
+                    const uint32_t b0[2] = {bv[u][j].x, bv[u][j].y}, b1[2] = {bv[u][j].z, bv[u][j].w};
+                    mma_16816(acc[i][j], a0, b0);
+                    mma_16816(acc[i][j], a1, b1);
+                }
             }
         }
-        for (int i = 0; i < MT; i++)
-            for (int h = 0; h < 2; h++) av[i][h] = an[i][h];
-        for (int j = 0; j < NT; j++) bv[j] = bn[j];
     }
     // C fragment: acc[i][j][e] is column 16 i + g + 8 (e / 2), row 8 j + 2 t + e % 2
     for (int i = 0; i < MT; i++)
