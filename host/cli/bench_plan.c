@@ -14,6 +14,7 @@
 
 #ifdef ETX_HAVE_CUDA
 #include "cuda/cuda_plan.h"
+#include "gemm.h"
 #include "model/model.h"
 
 // Model shapes the plan can be printed for without the model file (published configs).
@@ -115,9 +116,14 @@ int bench_plan(const BenchConfig* c) {
            "generated; rows at the last position)\ncard %s; launch %.1f us per kernel\n",
            what, d.dim, d.hidden, d.n_layers, d.n_heads, d.n_kv_heads, d.hd, d.vocab, d.tied ? ", tied" : "", ctx,
            c->L, c->G, card->what, card->launch_s * 1e6);
+    // the GEMM path the model assumes (kernels/gemm.h: ETX_GEMM, else tensor cores)
+    const int tc = etx_gemm_cost(1, 8, 16, 0).tensor;
     printf("time per op = launches x launch + max(bytes / bandwidth, FLOPs / rate) / min(1, working blocks / (2 x "
-           "SMs)); the GEMMs run on CUDA cores (fp32 FMA); floor = every weight once + the KV cache + the logits "
-           "written and read, at the bandwidth\n");
+           "SMs)); the GEMMs run on %s; floor = every weight once + the KV cache + the logits written and read, at "
+           "the bandwidth\n",
+           tc ? "tensor cores (mma.sync, rated at the datasheet's dense bf16 FLOP/s, which etx's kernel does not "
+                "reach: about 14% of it at 4096^3 on an H200, so GEMM-bound rows are optimistic)"
+              : "CUDA cores (fp32 FMA; ETX_GEMM=cuda-cores)");
     static CudaStepPrediction p;
     for (int bi = 0; bi < n_batches; bi++)
         for (int k = 0; k < c->n_kinds; k++) {
