@@ -110,7 +110,7 @@ done
 # -- batch invariance on the GPU (docs/design.md §5: by construction, tested under the
 #    emulator): the same 16 greedy and 16 entropix requests through etx eval on the default
 #    model at --batch 1, --batch 8 and (when mpirun is there) mpirun -np 2 --batch 8, all
-#    at --ctx 4096 with prompts of up to ~1500 tokens (several attention splits of 256),
+#    at --ctx 4096 with prompts of up to ~1500 tokens (many 64-position attention splits),
 #    tokens and completions compared line by line with --batch 1; then the native suite
 DEFAULT_MODEL=models/cache/SmolLM2-135M-Instruct.Q4_1.gguf
 INV_DATA=/tmp/gpu_inv_data.jsonl

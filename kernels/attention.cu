@@ -7,9 +7,15 @@
  * on the prefill chunking, or on whether it is decoded or recomputed (DESIGN §5).
  *
  * Splits: positions [i * L, (i + 1) * L) form split i, L = etx_attn_split_len(max_seq_len),
- * a function of the configured context alone (at least 256 positions, more when the
- * context would need over ETX_ATTN_MAX_SPLITS splits). A split past a row's position
- * does no work; the merge adds the splits' partial sums in split order.
+ * a function of the configured context alone (at least 32 positions, one tile; more when
+ * the context would need over ETX_ATTN_MAX_SPLITS splits). A block per (KV head, row)
+ * and Z blocks per row along z, block z taking the row's splits z, z + Z, ... up to the
+ * row's last non-empty one: Z = min(splits, ceil(2 SMs / (KV heads x rows))), so a batch
+ * of one still fills the GPU (at 192 positions, 6 splits x 8 KV heads = 48 blocks instead
+ * of the 8 that one 256-position split gave) and a large batch gets a block per row. Z
+ * changes which block computes a split, never what the split sums, so a row's bits do
+ * not depend on it. The merge adds the row's non-empty splits' partial sums in split
+ * order (a split past the row's position would add nothing).
  *
  * Each block streams its split's keys in tiles of ATT_TILE = 32 positions: a tile of K
  * and V of one KV head is gathered from the pools (block table lookups) into shared
@@ -201,83 +207,93 @@ __global__ void __launch_bounds__(ATT_THREADS)
     __shared__ __align__(16) float s_s[ETX_ATTN_MAX_GROUP][ATT_TILE];
     __shared__ float m_s[ETX_ATTN_MAX_GROUP], l_s[ETX_ATTN_MAX_GROUP], alpha_s[ETX_ATTN_MAX_GROUP];
 
-    int kvh = blockIdx.x, r = blockIdx.y, split = blockIdx.z, tid = threadIdx.x;
+    int kvh = blockIdx.x, r = blockIdx.y, tid = threadIdx.x;
     int G = sh.n_heads / sh.n_kv_heads, kv_dim = sh.n_kv_heads * HD, bs = sh.block_size;
     int len = row_pos[r] + 1; // 0: a padding row
-    int t0 = split * split_len;
-    int t1 = min(len, t0 + split_len);
+    // the row's non-empty splits (one, possibly empty, when the context is one split)
+    int n_used = n_splits == 1 ? 1 : min(n_splits, (len + split_len - 1) / split_len);
     const int32_t* table = block_table + (size_t)row_seq[r] * sh.max_blocks;
     size_t head0 = (size_t)r * sh.n_heads + (size_t)kvh * G; // first query head of the group
     int cap = !scores ? -1 : cap_row ? cap_row[r] : r;
     float* capture = cap >= 0 ? scores + ((size_t)cap * sh.n_heads + (size_t)kvh * G) * max_ctx : NULL;
 
     for (int e = tid; e < G * HD; e += ATT_THREADS) q_s[e / HD][e % HD] = q[head0 * HD + e];
-    if (tid < G) {
-        m_s[tid] = -INFINITY;
-        l_s[tid] = 0.0f;
-    }
-    float acc[ACC];
-    ATT_UNROLL
-    for (int j = 0; j < ACC; j++) acc[j] = 0.0f;
-    __syncthreads();
+    // block z takes splits z, z + gridDim.z, ...: which block runs a split changes nothing
+    // in its sums (its positions are fixed), so gridDim.z is free to follow the batch
+    for (int split = blockIdx.z; split < n_used; split += gridDim.z) {
+        int t0 = split * split_len;
+        int t1 = min(len, t0 + split_len);
+        if (tid < G) {
+            m_s[tid] = -INFINITY;
+            l_s[tid] = 0.0f;
+        }
+        float acc[ACC];
+        ATT_UNROLL
+        for (int j = 0; j < ACC; j++) acc[j] = 0.0f;
+        __syncthreads();
 
-    for (int tb = t0; tb < t1; tb += ATT_TILE) {
-        int nt = min(ATT_TILE, t1 - tb);
-        load_kv_tile<HD>(k_s, v_s, k_pool, v_pool, table, bs, kv_dim, kvh, tb, nt);
-        __syncthreads();
-        tile_scores<HD, ETX_ATTN_MAX_GROUP>(s_s, q_s, k_s, G, nt, scale, tb, capture, (size_t)max_ctx);
-        __syncthreads();
-        softmax_update<ATT_TILE>(s_s, m_s, l_s, alpha_s, G);
-        __syncthreads();
-        tile_values<HD, ACC>(acc, s_s, v_s, alpha_s, G);
-        __syncthreads(); // the next tile overwrites k_s, v_s, s_s
-    }
+        for (int tb = t0; tb < t1; tb += ATT_TILE) {
+            int nt = min(ATT_TILE, t1 - tb);
+            load_kv_tile<HD>(k_s, v_s, k_pool, v_pool, table, bs, kv_dim, kvh, tb, nt);
+            __syncthreads();
+            tile_scores<HD, ETX_ATTN_MAX_GROUP>(s_s, q_s, k_s, G, nt, scale, tb, capture, (size_t)max_ctx);
+            __syncthreads();
+            softmax_update<ATT_TILE>(s_s, m_s, l_s, alpha_s, G);
+            __syncthreads();
+            tile_values<HD, ACC>(acc, s_s, v_s, alpha_s, G);
+            __syncthreads(); // the next tile overwrites k_s, v_s, s_s
+        }
 
-    if (n_splits == 1) {
+        if (n_splits == 1) {
+            ATT_UNROLL
+            for (int j = 0; j < ACC; j++) {
+                int e = tid + j * ATT_THREADS;
+                if (e < G * HD) {
+                    float l = l_s[e / HD];
+                    out[head0 * HD + e] = __float2bfloat16(l > 0.0f ? acc[j] / l : 0.0f);
+                }
+            }
+            return;
+        }
+        size_t n_hs = (size_t)gridDim.y * sh.n_heads * n_splits; // entries of ws_m
+        float* ws_m = ws;
+        float* ws_l = ws + n_hs;
+        float* ws_acc = ws + 2 * n_hs;
+        if (tid < G) {
+            size_t hs = (head0 + tid) * n_splits + split;
+            ws_m[hs] = m_s[tid];
+            ws_l[hs] = l_s[tid];
+        }
         ATT_UNROLL
         for (int j = 0; j < ACC; j++) {
             int e = tid + j * ATT_THREADS;
             if (e < G * HD) {
-                float l = l_s[e / HD];
-                out[head0 * HD + e] = __float2bfloat16(l > 0.0f ? acc[j] / l : 0.0f);
+                size_t hs = (head0 + e / HD) * n_splits + split;
+                ws_acc[hs * HD + e % HD] = acc[j];
             }
         }
-        return;
-    }
-    size_t n_hs = (size_t)gridDim.y * sh.n_heads * n_splits; // entries of ws_m
-    float* ws_m = ws;
-    float* ws_l = ws + n_hs;
-    float* ws_acc = ws + 2 * n_hs;
-    if (tid < G) {
-        size_t hs = (head0 + tid) * n_splits + split;
-        ws_m[hs] = m_s[tid];
-        ws_l[hs] = l_s[tid];
-    }
-    ATT_UNROLL
-    for (int j = 0; j < ACC; j++) {
-        int e = tid + j * ATT_THREADS;
-        if (e < G * HD) {
-            size_t hs = (head0 + e / HD) * n_splits + split;
-            ws_acc[hs * HD + e % HD] = acc[j];
-        }
+        __syncthreads(); // the next split resets m_s, l_s (read above by threads < G)
     }
 }
 
 // Block (h, r), thread d: out[r, h, d] = bf16(sum_i acc_i[d] e^(m_i - M) / sum_i l_i e^(m_i - M)),
 // M = max_i m_i over the splits, both sums in split order (empty splits: m = -inf, l = 0,
 // contribute nothing). Traffic: n_splits * (HD + 2) floats read per head, HD bf16 written.
-__global__ void attn_merge_kernel(__nv_bfloat16* __restrict__ out, const float* __restrict__ ws, int n_heads,
-                                  int n_splits, int hd) {
+__global__ void attn_merge_kernel(__nv_bfloat16* __restrict__ out, const float* __restrict__ ws,
+                                  const int32_t* __restrict__ row_pos, int n_heads, int n_splits, int split_len, int hd) {
     int h = blockIdx.x, r = blockIdx.y, d = threadIdx.x;
     size_t n_hs = (size_t)gridDim.y * n_heads * n_splits;
     size_t hs0 = ((size_t)r * n_heads + h) * n_splits;
     const float* ws_m = ws + hs0;
     const float* ws_l = ws + n_hs + hs0;
     const float* ws_acc = ws + 2 * n_hs + hs0 * hd;
+    // the splits attn_rows_kernel wrote for this row (the rest would be empty: m = -inf,
+    // l = 0, nothing added)
+    const int n_used = min(n_splits, (row_pos[r] + 1 + split_len - 1) / split_len);
     float M = -INFINITY;
-    for (int i = 0; i < n_splits; i++) M = fmaxf(M, ws_m[i]);
+    for (int i = 0; i < n_used; i++) M = fmaxf(M, ws_m[i]);
     float L = 0.0f, o = 0.0f;
-    for (int i = 0; i < n_splits; i++) {
+    for (int i = 0; i < n_used; i++) {
         if (ws_l[i] == 0.0f) continue;
         float w = expf(ws_m[i] - M);
         L += ws_l[i] * w;
@@ -315,11 +331,23 @@ extern "C" EtxCost etx_attn_rows_cost(int n_rows, int len, int max_seq_len, EtxA
     if (n_splits > 1) c.bytes += 2.0 * n_rows * sh.n_heads * n_splits * (sh.head_dim + 2) * 4;
     if (capture) c.bytes += pos * sh.n_heads * 4;
     c.flops = 4.0 * pos * q_dim;
-    c.ctas = (double)sh.n_kv_heads * n_rows * n_splits + (n_splits > 1 ? (double)sh.n_heads * n_rows : 0);
+    // blocks: the row's non-empty splits, spread over Z blocks per row (every split's
+    // block busy when Z covers them; at large batches one block walks them all)
     c.busy = (double)sh.n_kv_heads * n_rows * etx_ceil_div(len > 0 ? len : 1, split) +
              (n_splits > 1 ? (double)sh.n_heads * n_rows : 0);
+    c.ctas = c.busy;
     c.launches = n_splits > 1 ? 2 : 1;
     return c;
+}
+
+// The current device's SM count (cached per device): sizes the grid, never the sums.
+static int attn_sm_count(void) {
+    static int sms[64];
+    int dev = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    if (dev < 0 || dev >= 64) return 132;
+    if (!sms[dev]) CUDA_CHECK(cudaDeviceGetAttribute(&sms[dev], cudaDevAttrMultiProcessorCount, dev));
+    return sms[dev];
 }
 
 static float attn_scale(int hd) { return (float)pow((double)hd, -0.5); } // as host/cpu/cpu_forward.c
@@ -359,7 +387,10 @@ extern "C" void etx_attn_rows(etx_bf16* out, float* scores, const int32_t* cap_r
         float* sc = scores && !cap_row ? scores + (size_t)r0 * sh.n_heads * max_ctx : scores;
         const int32_t* cr = cap_row ? cap_row + r0 : NULL;
         const float* qs = q + (size_t)r0 * q_dim;
-        dim3 grid(sh.n_kv_heads, n, n_splits);
+        // blocks per row: enough to fill the GPU at small batches (each loops over the
+        // splits z, z + Z, ...), one when the rows alone fill it
+        const int Z = min(n_splits, max(1, etx_ceil_div(2 * attn_sm_count(), sh.n_kv_heads * n)));
+        dim3 grid(sh.n_kv_heads, n, Z);
         if (sh.head_dim == 64)
             ETX_LAUNCH(attn_rows_kernel<64>, grid, ATT_THREADS, 0, st, o, sc, cr, max_ctx, workspace, qs, kp, vp,
                        block_table, row_seq + r0, row_pos + r0, sh, split_len, n_splits, scale);
@@ -368,8 +399,8 @@ extern "C" void etx_attn_rows(etx_bf16* out, float* scores, const int32_t* cap_r
                        block_table, row_seq + r0, row_pos + r0, sh, split_len, n_splits, scale);
         CUDA_CHECK_LAUNCH();
         if (n_splits > 1) {
-            ETX_LAUNCH(attn_merge_kernel, dim3(sh.n_heads, n), sh.head_dim, 0, st, o, workspace, sh.n_heads, n_splits,
-                       sh.head_dim);
+            ETX_LAUNCH(attn_merge_kernel, dim3(sh.n_heads, n), sh.head_dim, 0, st, o, workspace, row_pos + r0,
+                       sh.n_heads, n_splits, split_len, sh.head_dim);
             CUDA_CHECK_LAUNCH();
         }
     }

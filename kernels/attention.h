@@ -36,7 +36,7 @@ typedef struct {
     int max_blocks; // columns of the block table
 } EtxAttnShape;
 
-#define ETX_ATTN_MIN_SPLIT 256 // positions per split, at least
+#define ETX_ATTN_MIN_SPLIT 32 // positions per split, at least (one tile)
 
 // Positions per split for a configured context of max_seq_len: ETX_ATTN_MIN_SPLIT, or the
 // smallest multiple of 32 that cuts max_seq_len into at most ETX_ATTN_MAX_SPLITS splits.

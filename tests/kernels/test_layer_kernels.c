@@ -704,8 +704,8 @@ START_TEST(test_decode_attention) {
                 run_decode(HEADS[hi][0], HEADS[hi][1], hd, bs, lens, 6, 1000, 2, 1);
             }
     // a context of one split (no workspace, no merge)
-    static const int short_lens[] = {1, 33, 200, 256};
-    run_decode(9, 3, 64, 16, short_lens, 4, 256, 0, 0);
+    static const int short_lens[] = {1, 17, 31, 32};
+    run_decode(9, 3, 64, 16, short_lens, 4, 32, 0, 0);
     // 17 sequences of random lengths, two of them empty (padding slots of a batch)
     int many[17];
     for (int s = 0; s < 17; s++) many[s] = 1 + rng_below(&rng_state, 600);
@@ -716,19 +716,24 @@ START_TEST(test_decode_attention) {
 END_TEST
 
 START_TEST(test_attention_splits) {
-    // fixed by the context alone: the minimum until 64 splits would not hold it
+    // fixed by the context alone: the minimum (one 32-position tile) until 64 splits
+    // would not hold it, then the fewest tile multiples that do
+    ck_assert_int_eq(ETX_ATTN_MIN_SPLIT, 32);
     ck_assert_int_eq(etx_attn_split_len(1), ETX_ATTN_MIN_SPLIT);
-    ck_assert_int_eq(etx_attn_n_splits(256), 1);
-    ck_assert_int_eq(etx_attn_n_splits(257), 2);
-    ck_assert_int_eq(etx_attn_split_len(4096), 256);
-    ck_assert_int_eq(etx_attn_n_splits(4096), 16);
-    ck_assert_int_eq(etx_attn_split_len(64 * 256), 256);
+    ck_assert_int_eq(etx_attn_n_splits(32), 1);
+    ck_assert_int_eq(etx_attn_n_splits(33), 2);
+    ck_assert_int_eq(etx_attn_split_len(2048), 32);
+    ck_assert_int_eq(etx_attn_n_splits(2048), 64);
+    ck_assert_int_eq(etx_attn_split_len(2049), 64); // ceil(2049 / 64) = 33 -> a tile multiple
+    ck_assert_int_eq(etx_attn_n_splits(2049), 33);
+    ck_assert_int_eq(etx_attn_split_len(4096), 64);
+    ck_assert_int_eq(etx_attn_n_splits(4096), 64);
     ck_assert_int_eq(etx_attn_split_len(64 * 256 + 1), 288); // ceil(16385 / 64) = 257 -> a tile multiple
     ck_assert_int_eq(etx_attn_n_splits(64 * 256 + 1), 57);
     ck_assert_int_le(etx_attn_n_splits(1 << 20), ETX_ATTN_MAX_SPLITS);
     ck_assert_int_le(etx_attn_n_splits(131072), ETX_ATTN_MAX_SPLITS);
-    ck_assert_uint_eq(etx_attn_workspace_bytes(2, 8, 64, 256), 0);
-    ck_assert_uint_eq(etx_attn_workspace_bytes(2, 8, 64, 700), (size_t)2 * 8 * 3 * 66 * sizeof(float));
+    ck_assert_uint_eq(etx_attn_workspace_bytes(2, 8, 64, 32), 0);
+    ck_assert_uint_eq(etx_attn_workspace_bytes(2, 8, 64, 70), (size_t)2 * 8 * 3 * 66 * sizeof(float));
 }
 END_TEST
 
