@@ -14,8 +14,19 @@
  * Memory traffic: the row is read once (4 vocab bytes per sequence) and the n kept
  * candidates' logits a second time (K floats, from cache); writes are 24 + 12 K bytes
  * per sequence, plus, when a row is split over G blocks, G (56 + 8 K) bytes of partial
- * results written and read back once. Blocks of VP_THREADS; one per sequence, or G per
- * sequence for small batches (vp_split), the last of them merging the G parts.
+ * results written and read back once (the keys up to 8 times, from L2, by the final
+ * selection). Blocks of VP_THREADS; one per sequence, or G per sequence for small
+ * batches (vp_split: about VP_TARGET_BLOCKS blocks in all, chunks of at least 2048
+ * logits, at most 64 blocks per row), the last of them merging the G parts.
+ *
+ * Why so many blocks: on an H200 the pass took 140 us for one row of 128256 when it ran
+ * 16 blocks. ncu counted 2.96 M warp-instructions at IPC 1.08 on 16 of 132 SMs, and FP64
+ * was 7 % of them; most went to bitonic sorts of the 2048-key buffer
+ * (benchmarks/results/gpu-tc-h200-2026-12-04.md). Now a chunk of at most 2048 logits
+ * keeps all its keys in the buffer and takes its top K with one radix select. That is
+ * 8 bits a pass and stops early once the K-th key's bin is whole, so the buffer is never
+ * sorted. The last block of a split row radix-selects the top K of the parts' G x K keys
+ * in the same way, and merges the parts' statistics as a tree over 64 slots.
  *
  * Statistics: each thread keeps (max, normaliser, mean, M2) of its logits online in
  * double — weights e^{x - max}, mean relative to the running max, Welford updates,
@@ -25,12 +36,13 @@
  * from its first finite logit r (no division per logit), turned into (count, mean, M2)
  * before the same Chan merges with count weights.
  *
- * Top-K: a shared list of the K best keys so far (vocab_pass.h: etx_cand_key) and a
- * threshold (the K-th key); a logit that beats the threshold is appended to a staging
- * area with a shared atomic; when the staging area may not hold another tile, list and
- * staging are bitonic-sorted together and the first K kept. On a random row the
- * threshold rises fast and merges are rare; a row in increasing order merges every tile
- * (still exact).
+ * Top-K, chunks of more than 2048 logits (large batches: one block per row): a shared
+ * list of the K best keys so far (vocab_pass.h: etx_cand_key) and a threshold (the K-th
+ * key); a logit that beats the threshold is appended to a staging area with a shared
+ * atomic; when the staging area may not hold another tile, list and staging are
+ * bitonic-sorted together and the first K kept. On a random row the threshold rises fast
+ * and merges are rare; a row in increasing order merges every tile (still exact).
+ * Chunks of at most 2048 logits: every key in the buffer, one radix select (above).
  *
  * Twin: host/policy/metrics.c logit_metrics + host/policy/sampler.c sampler_candidates;
  * tests: tests/kernels/test_sampling_kernels.c test_vocab_pass_small, _large (docs/ops.md).
@@ -47,8 +59,8 @@
 #define VP_BUF 2048                           // list + staging, a power of two
 #define VP_STAGE (VP_BUF - ETX_TOPK)          // staging slots
 #define VP_LN2 0.69314718055994530942
-#define VP_MAX_SPLIT 16                       // blocks per sequence at most (16 K keys = VP_BUF)
-#define VP_MIN_CHUNK 8192                     // logits per block at least
+#define VP_MAX_SPLIT 64                       // blocks per sequence at most
+#define VP_MIN_CHUNK 2048                     // logits per block at least (= VP_BUF: one buffer)
 #define VP_TARGET_BLOCKS 256                  // blocks a launch aims for (H100: 132 SMs)
 
 // Softmax statistics of a set of logits: m = max, z = sum e^{x-m}, c = mean - m,
@@ -174,14 +186,101 @@ __device__ static void vp_merge_list(unsigned long long* buf, int count, int* s_
     __syncthreads();
 }
 
+// The k smallest keys among get(0 .. n - 1) (ETX_KEY_NONE entries are not keys): returns
+// T such that they are exactly the keys <= T (ETX_KEY_NONE when there are at most k).
+// A radix select, 8 bits a pass from the top: each pass histograms the keys that share
+// the bits fixed so far, a block scan finds the bin holding the k-th, and the search
+// stops early once that whole bin is in. Keys are distinct (the id is in the low word),
+// so the k-th is unique. Every thread calls it (VP_THREADS of them); ends with a barrier.
+// Cost: per pass one read of the keys and 3 barriers; at most 8 passes.
+// The shared memory of the selection (the kernel's: a function template's own static
+// __shared__ would have internal linkage under the emulator, outside the section it
+// swaps per block).
+struct VpSelShared {
+    unsigned hist[256];
+    unsigned wsum[VP_THREADS / 32];
+    unsigned digit, rank, total;
+    int n;
+};
+
+template <class Get>
+__device__ static unsigned long long vp_radix_select(int n, int k, Get get, VpSelShared* sh) {
+    unsigned* s_hist = sh->hist;
+    unsigned* s_wsum = sh->wsum;
+    unsigned& s_digit = sh->digit;
+    unsigned& s_rank = sh->rank;
+    unsigned& s_total = sh->total;
+    const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+    unsigned long long prefix = 0, mask = 0;
+    unsigned rank = (unsigned)k;
+    for (int shift = 56; shift >= 0; shift -= 8) {
+        s_hist[tid] = 0; // VP_THREADS == 256 bins
+        __syncthreads();
+        for (int i = tid; i < n; i += VP_THREADS) {
+            const unsigned long long key = get(i);
+            if (key != ETX_KEY_NONE && (key & mask) == prefix) atomicAdd(&s_hist[(key >> shift) & 255], 1u);
+        }
+        __syncthreads();
+        // inclusive scan of the bins, thread t on bin t
+        const unsigned h = s_hist[tid];
+        unsigned incl = h;
+        for (int o = 1; o < 32; o <<= 1) {
+            const unsigned v = __shfl_up_sync(0xffffffffu, incl, o);
+            if (lane >= o) incl += v;
+        }
+        if (lane == 31) s_wsum[warp] = incl;
+        __syncthreads();
+        for (int w = 0; w < warp; w++) incl += s_wsum[w];
+        if (shift == 56 && tid == VP_THREADS - 1) s_total = incl;
+        const unsigned excl = incl - h;
+        if (excl < rank && rank <= incl) { // one thread, when rank <= the keys left
+            s_digit = (unsigned)tid;
+            s_rank = rank - excl;
+        }
+        __syncthreads();
+        if (s_total <= (unsigned)k) return ETX_KEY_NONE; // at most k keys: all of them
+        const unsigned d = s_digit;
+        rank = s_rank;
+        const unsigned in_bin = s_hist[d];
+        prefix |= (unsigned long long)d << shift;
+        mask |= 0xFFull << shift;
+        __syncthreads(); // everyone has read the bins before the next pass clears them
+        if (in_bin == rank) return prefix | ~mask; // the whole bin is in: every key with these top bits
+    }
+    return prefix;
+}
+
+// The keys <= T of get(0 .. n - 1) (at most ETX_TOPK of them, ETX_KEY_NONE skipped) sorted
+// into list[0 .. ETX_TOPK), the rest ETX_KEY_NONE. Every thread calls it; ends with a
+// barrier.
+template <class Get>
+__device__ static void vp_compact_sorted(int n, unsigned long long T, Get get, unsigned long long* list,
+                                         VpSelShared* sh) {
+    int& s_n = sh->n;
+    if (threadIdx.x == 0) s_n = 0;
+    __syncthreads();
+    for (int i = threadIdx.x; i < n; i += VP_THREADS) {
+        const unsigned long long key = get(i);
+        if (key != ETX_KEY_NONE && key <= T) list[atomicAdd(&s_n, 1)] = key;
+    }
+    __syncthreads();
+    for (int i = s_n + threadIdx.x; i < ETX_TOPK; i += VP_THREADS) list[i] = ETX_KEY_NONE;
+    __syncthreads();
+    vp_bitonic(list, ETX_TOPK);
+}
+
 // Scratch of the split pass: per sequence a counter of finished blocks, then each
-// block's statistics and sorted list (vocab_pass.h: etx_vocab_pass_scratch_bytes).
+// block's statistics and sorted list, part p of sequence s at s * split + p
+// (vocab_pass.h: etx_vocab_pass_scratch_bytes). n_seqs * split <= vp_parts(n_seqs).
 typedef struct {
     int* done;                // (n_seqs) blocks finished; zeroed by the launcher
-    VpAcc* part;              // (n_seqs, VP_MAX_SPLIT)
-    int* bad;                 // (n_seqs, VP_MAX_SPLIT) each part's nonfinite flag
-    unsigned long long* keys; // (n_seqs, VP_MAX_SPLIT, ETX_TOPK)
+    VpAcc* part;              // (n_seqs * split)
+    int* bad;                 // (n_seqs * split) each part's nonfinite flag
+    unsigned long long* keys; // (n_seqs * split, ETX_TOPK)
 } VpScratch;
+
+// Parts of a split launch at most: split <= VP_TARGET_BLOCKS / n_seqs when it is above 1.
+static size_t vp_parts(int n_seqs) { return (size_t)(n_seqs > VP_TARGET_BLOCKS ? n_seqs : VP_TARGET_BLOCKS); }
 
 static size_t vp_align(size_t n) { return (n + 255) & ~(size_t)255; }
 
@@ -191,17 +290,16 @@ static VpScratch vp_scratch(void* base, int n_seqs) {
     s.done = (int*)p;
     p += vp_align((size_t)n_seqs * sizeof(int));
     s.part = (VpAcc*)p;
-    p += vp_align((size_t)n_seqs * VP_MAX_SPLIT * sizeof(VpAcc));
+    p += vp_align(vp_parts(n_seqs) * sizeof(VpAcc));
     s.bad = (int*)p;
-    p += vp_align((size_t)n_seqs * VP_MAX_SPLIT * sizeof(int));
+    p += vp_align(vp_parts(n_seqs) * sizeof(int));
     s.keys = (unsigned long long*)p;
     return s;
 }
 
 extern "C" size_t etx_vocab_pass_scratch_bytes(int n_seqs) {
-    return vp_align((size_t)n_seqs * sizeof(int)) + vp_align((size_t)n_seqs * VP_MAX_SPLIT * sizeof(VpAcc)) +
-           vp_align((size_t)n_seqs * VP_MAX_SPLIT * sizeof(int)) +
-           (size_t)n_seqs * VP_MAX_SPLIT * ETX_TOPK * sizeof(unsigned long long);
+    return vp_align((size_t)n_seqs * sizeof(int)) + vp_align(vp_parts(n_seqs) * sizeof(VpAcc)) +
+           vp_align(vp_parts(n_seqs) * sizeof(int)) + vp_parts(n_seqs) * ETX_TOPK * sizeof(unsigned long long);
 }
 
 // 1 when x is NaN or +-inf: its exponent bits all ones (logits_nonfinite's test).
@@ -260,6 +358,8 @@ __global__ void __launch_bounds__(VP_THREADS)
     vocab_pass_kernel(const float* logits, const int32_t* row_of, int vocab, int split, int n_out, EtxVocabStats* stats,
                       PolicyCandidate* cand, float* logprob, VpScratch sc) {
     __shared__ unsigned long long s_buf[VP_BUF]; // [0, K): the list, sorted; [K, K + count): staged
+    __shared__ unsigned long long s_sel[ETX_TOPK]; // a selection being sorted
+    __shared__ VpSelShared s_select;
     __shared__ VpShared s_acc;
     __shared__ int s_count, s_last, s_bad;
     __shared__ unsigned long long s_thresh;
@@ -268,6 +368,9 @@ __global__ void __launch_bounds__(VP_THREADS)
     const float* row = logits + (size_t)(row_of ? row_of[seq] : seq) * vocab;
     const int chunk = (vocab + split - 1) / split;
     const int lo = part * chunk, hi = lo + chunk < vocab ? lo + chunk : vocab;
+    // a chunk that fits the buffer keeps every key and selects its top K once (a radix
+    // select: no sorts of the buffer); a longer one streams through the threshold list
+    const bool whole = hi - lo <= VP_BUF;
 
     for (int i = tid; i < ETX_TOPK; i += blockDim.x) s_buf[i] = ETX_KEY_NONE;
     if (tid == 0) {
@@ -289,12 +392,23 @@ __global__ void __launch_bounds__(VP_THREADS)
             vp_add(&acc, x);
             vp_add_plain(&plain, x);
             const unsigned long long key = etx_cand_key(x, i);
-            if (key < s_thresh) s_buf[ETX_TOPK + atomicAdd(&s_count, 1)] = key;
+            if (whole) s_buf[i - lo] = key;
+            else if (key < s_thresh) s_buf[ETX_TOPK + atomicAdd(&s_count, 1)] = key;
         }
+        if (whole) continue; // no staging: nothing to merge
         __syncthreads();
         const int count = s_count;
         __syncthreads(); // everyone has read count before the next tile appends
         if (count > VP_STAGE - VP_TILE) vp_merge_list(s_buf, count, &s_count, &s_thresh);
+    }
+    if (whole) {
+        __syncthreads(); // every key in s_buf
+        const int n = hi - lo;
+        auto get = [&](int i) { return s_buf[i]; };
+        const unsigned long long T = vp_radix_select(n, ETX_TOPK, get, &s_select);
+        vp_compact_sorted(n, T, get, s_sel, &s_select);
+        for (int j = tid; j < ETX_TOPK; j += blockDim.x) s_buf[j] = s_sel[j];
+        __syncthreads();
     }
     if (bad) s_bad = 1; // every writer writes the same value; read after the merge's barriers
     if (s_count > 0) vp_merge_list(s_buf, s_count, &s_count, &s_thresh);
@@ -303,14 +417,14 @@ __global__ void __launch_bounds__(VP_THREADS)
 
     if (split > 1) {
         // publish this block's part; the last block of the sequence merges them all
-        volatile unsigned long long* my_keys = sc.keys + ((size_t)seq * VP_MAX_SPLIT + part) * ETX_TOPK;
+        volatile unsigned long long* my_keys = sc.keys + ((size_t)seq * split + part) * ETX_TOPK;
         for (int j = tid; j < ETX_TOPK; j += blockDim.x) my_keys[j] = s_buf[j];
         if (tid == 0) {
-            volatile VpAcc* my_part = sc.part + (size_t)seq * VP_MAX_SPLIT + part;
+            volatile VpAcc* my_part = sc.part + (size_t)seq * split + part;
             const VpAcc mine = vp_load(&s_acc, 0);
             my_part->m = mine.m, my_part->z = mine.z, my_part->c = mine.c, my_part->m2 = mine.m2;
             my_part->n = mine.n, my_part->mu = mine.mu, my_part->s2 = mine.s2;
-            ((volatile int*)sc.bad)[(size_t)seq * VP_MAX_SPLIT + part] = s_bad;
+            ((volatile int*)sc.bad)[(size_t)seq * split + part] = s_bad;
         }
         __threadfence();
         __syncthreads();
@@ -318,26 +432,35 @@ __global__ void __launch_bounds__(VP_THREADS)
         __syncthreads();
         if (!s_last) return; // the same for the whole block
         __threadfence();
-        const volatile unsigned long long* all_keys = sc.keys + (size_t)seq * VP_MAX_SPLIT * ETX_TOPK;
+        // the top K of the parts' lists: a radix select over split x K keys (the lists stay
+        // in scratch, read through L2 once per pass), then the K sorted into s_buf
+        const volatile unsigned long long* all_keys = sc.keys + (size_t)seq * split * ETX_TOPK;
         const int live = split * ETX_TOPK;
-        int n = 1;
-        while (n < live) n <<= 1;
-        for (int j = tid; j < n; j += blockDim.x) s_buf[j] = j < live ? all_keys[j] : ETX_KEY_NONE;
+        auto get = [&](int i) { return (unsigned long long)all_keys[i]; };
+        const unsigned long long T = vp_radix_select(live, ETX_TOPK, get, &s_select);
+        vp_compact_sorted(live, T, get, s_sel, &s_select);
+        for (int j = tid; j < ETX_TOPK; j += blockDim.x) s_buf[j] = s_sel[j];
+        // the statistics: a tree over VP_MAX_SPLIT slots (parts past split are empty), an
+        // order fixed by split
+        VpAcc a = {-INFINITY, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+        if (tid < split) {
+            const volatile VpAcc* pg = sc.part + (size_t)seq * split + tid;
+            a = VpAcc{pg->m, pg->z, pg->c, pg->m2, pg->n, pg->mu, pg->s2};
+        }
+        if (tid < VP_MAX_SPLIT) vp_store(&s_acc, tid, &a);
         if (tid == 0) {
-            const volatile VpAcc* parts = sc.part + (size_t)seq * VP_MAX_SPLIT;
-            VpAcc a = {parts[0].m, parts[0].z, parts[0].c, parts[0].m2, parts[0].n, parts[0].mu, parts[0].s2};
-            for (int g = 1; g < split; g++) {
-                const VpAcc b = {parts[g].m, parts[g].z, parts[g].c, parts[g].m2, parts[g].n, parts[g].mu, parts[g].s2};
-                vp_merge(&a, &b);
-            }
-            vp_store(&s_acc, 0, &a);
-            const volatile int* bads = sc.bad + (size_t)seq * VP_MAX_SPLIT;
+            const volatile int* bads = sc.bad + (size_t)seq * split;
             int any = 0;
             for (int g = 0; g < split; g++) any |= bads[g];
             s_bad = any;
         }
         __syncthreads();
-        vp_bitonic(s_buf, n);
+        etx_block_tree<VP_MAX_SPLIT>([&](int dst, int src) {
+            VpAcc x = vp_load(&s_acc, dst);
+            const VpAcc y = vp_load(&s_acc, src);
+            vp_merge(&x, &y);
+            vp_store(&s_acc, dst, &x);
+        });
     }
 
     if (tid == 0) {

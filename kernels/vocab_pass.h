@@ -61,7 +61,7 @@ static inline ETX_HD uint64_t etx_cand_key(float logit, int32_t id) {
 // ETX_TOPK) most likely tokens in cand[s * ETX_TOPK + j] (j < n; the row stride is always
 // ETX_TOPK) with logprob[s * ETX_TOPK + j] = logit - log_z (logprob may be NULL).
 // k >= 1. scratch: etx_vocab_pass_scratch_bytes(n_seqs) bytes, which lets a small batch
-// spread each row over several blocks (up to 16, merged by the last to finish); NULL:
+// spread each row over several blocks (up to 64, merged by the last to finish); NULL:
 // one block per row. All pointers are device pointers; stream is a cudaStream_t (NULL:
 // the default stream). The results do not depend on the split beyond the order of
 // double additions in the statistics (the candidates are exactly the same).

@@ -9,7 +9,9 @@
  *     with the tolerance of tests/policy/test_metrics.c, see VP_* below) and sampler_candidates
  *     (the same ids and logits in the same order, for k = ETX_TOPK and runtime k = 27, 64);
  *     log-probabilities equal logit - log Z exactly; one block per row, and rows split
- *     over 4 and 6 blocks (run twice on the same scratch).
+ *     over 16 blocks (chunks of 2000, kept whole and radix-selected; chunks of 3072,
+ *     streamed through the threshold list) and over 63 blocks (3 rows of 128256), each
+ *     split run twice on the same scratch.
  *   - attention metrics: random scores, 9 and 32 heads, 1, 7 and 300 valid positions
  *     (NaN beyond them: they must never be read), window 0 and 4096, against attn_metrics.
  *   - policy step: for greedy, sample (temperature / top_k / top_p / min_p settings,
@@ -119,8 +121,7 @@ static void fill_row(float* x, int n, int kind, uint64_t* rng) {
 // Runs the vocab pass on ROW_KINDS rows of n logits with runtime k and checks them;
 // split: with scratch (rows of 16384+ logits are spread over several blocks), run twice
 // on the same scratch (its counters must be reset); else one block per row.
-static void check_vocab_pass(int n, int k, uint64_t seed, int split) {
-    const int rows = ROW_KINDS;
+static void check_vocab_pass_rows(int rows, int n, int k, uint64_t seed, int split) {
     uint64_t rng = rng_seed(seed);
     float* x = xcalloc_t((size_t)rows * n, sizeof(float));
     for (int r = 0; r < rows; r++) fill_row(x + (size_t)r * n, n, r, &rng);
@@ -184,6 +185,10 @@ static void check_vocab_pass(int n, int k, uint64_t seed, int split) {
     if (d_scratch) etx_dev_free(d_scratch);
 }
 
+static void check_vocab_pass(int n, int k, uint64_t seed, int split) {
+    check_vocab_pass_rows(ROW_KINDS, n, k, seed, split);
+}
+
 START_TEST(test_vocab_pass_small) {
     check_vocab_pass(100, ETX_TOPK, 11, 0); // the whole row fits the list
     check_vocab_pass(1000, ETX_TOPK, 12, 0);
@@ -193,9 +198,12 @@ END_TEST
 
 START_TEST(test_vocab_pass_large) {
     check_vocab_pass(32000, ETX_TOPK, 21, 0); // one block per row
-    check_vocab_pass(32000, ETX_TOPK, 23, 1); // 4 blocks per row
-    check_vocab_pass(49152, ETX_TOPK, 22, 1); // 6 blocks per row
+    check_vocab_pass(32000, ETX_TOPK, 23, 1); // 16 blocks per row, each chunk whole in the buffer
+    check_vocab_pass(49152, ETX_TOPK, 22, 1); // 16 blocks per row, chunks of 3072 streamed
     check_vocab_pass(49152, 64, 24, 0);
+    // a batch of 3 rows of Llama 3's vocabulary: 63 blocks per row (the most a small batch
+    // gets), the last one selecting the top K of 63 x 128 keys
+    check_vocab_pass_rows(3, 128256, ETX_TOPK, 25, 1);
 }
 END_TEST
 
