@@ -20,7 +20,8 @@
 # invariance, bench, gemm_ab (etx bench with ETX_GEMM=cuda-cores beside tensor-cores, same
 # script), profile (cost model vs per-op times), ncu (Nsight Compute on the vocabulary pass,
 # attention and the GEMMs of a short generate), peers, sanitizer; GPU_CHECK_TESTS replaces
-# the list of native suites the tests stage runs.
+# the list of native suites the tests stage runs; GPU_CHECK_GEMM_PATHS the ETX_GEMM values
+# gemm_ab runs (default "tensor-cores cuda-cores").
 # Budget: GPU_CHECK_BUDGET seconds in all (default 540, inside a 10-minute call): every
 # stage gets at most its own limit and what is left of the budget (less a reserve for the
 # table), in order of importance; a stage with too little time left is recorded as
@@ -228,7 +229,7 @@ fi
 #    CUDA cores then tensor cores, in this script (a ratio, not two sessions' numbers)
 if want gemm_ab && [ $MODEL_OK = 1 ] && has_time 60 "gemm paths"; then
     { echo "## GEMM paths: ETX_GEMM=cuda-cores vs tensor-cores (etx bench, greedy, -r 1)"; echo; } >> $BENCH_MD
-    for path in tensor-cores cuda-cores; do
+    for path in ${GPU_CHECK_GEMM_PATHS:-tensor-cores cuda-cores}; do
         has_time 30 "gemm path $path" || continue
         bs=1,8,64,256; [ $path = cuda-cores ] && bs=1,8,64 # CUDA-core prefill at 256 rows is slow
         ETX_GEMM=$path timeout "$(limit 150)" /tmp/etx-run bench -m $MODEL --device cuda --batch $bs -l 128 -g 64 -r 1 \
