@@ -245,7 +245,8 @@ if want ncu && [ $MODEL_OK = 1 ] && command -v ncu > /dev/null && has_time 60 "n
     # the vocabulary pass of the prefill and of 3 decode steps; then attention and the
     # GEMMs of a decode step (past the prefill's 16 layers)
     n=0
-    for sel in "vocab_pass_kernel:0:4" "attn_rows|attn_merge|gemm_tc_kernel:110:12" "vocab_pass_kernel:2:1:full"; do
+    # GPU_CHECK_NCU: the selections, space-separated REGEX:SKIP:COUNT[:full]
+    for sel in ${GPU_CHECK_NCU:-"vocab_pass_kernel:0:4" "attn_rows|attn_merge|gemm_tc_kernel:110:12" "vocab_pass_kernel:2:1:full"}; do
         n=$((n + 1))
         has_time 30 "ncu $n" || continue
         IFS=: read -r re skip count how <<< "$sel"
