@@ -139,7 +139,7 @@ static void check_vocab_pass_rows(int rows, int n, int k, uint64_t seed, int spl
     EtxVocabStats stats[ROW_KINDS];
     PolicyCandidate* cand = xcalloc_t((size_t)rows * ETX_TOPK, sizeof(PolicyCandidate));
     float* lp = xcalloc_t((size_t)rows * ETX_TOPK, sizeof(float));
-    etx_dev_download(stats, d_stats, sizeof stats);
+    etx_dev_download(stats, d_stats, (size_t)rows * sizeof(EtxVocabStats)); // rows <= ROW_KINDS
     etx_dev_download(cand, d_cand, (size_t)rows * ETX_TOPK * sizeof(PolicyCandidate));
     etx_dev_download(lp, d_lp, (size_t)rows * ETX_TOPK * sizeof(float));
 

@@ -45,6 +45,7 @@
 
 #include <chrono>
 #include <dlfcn.h>
+#include <map>
 #include <mutex>
 #include <set>
 #include <string>
@@ -1424,6 +1425,47 @@ cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
     return cudaSuccess;
 }
 
+// Device allocations, as the driver knows them: a copy or memset whose device side is not
+// inside one allocation fails with cudaErrorInvalidValue, as on a GPU (the first H200 run
+// of a new test found a download of more rows than were allocated, which the emulator's
+// plain memmove had let pass). Pinned host memory (cudaMallocHost) is registered too, so a
+// copy from or to it is checked on the side its kind names. Symbols (cudaGetSymbolAddress)
+// are not registered: no kernel file copies to or from one.
+namespace {
+std::mutex g_alloc_mu;
+std::map<uintptr_t, size_t> g_allocs; // base -> bytes
+
+void alloc_add(void* p, size_t n) {
+    std::lock_guard<std::mutex> lock(g_alloc_mu);
+    g_allocs[(uintptr_t)p] = n;
+}
+void alloc_remove(void* p) {
+    std::lock_guard<std::mutex> lock(g_alloc_mu);
+    g_allocs.erase((uintptr_t)p);
+}
+// Whether [p, p + n) lies inside one allocation.
+bool alloc_covers(const void* p, size_t n) {
+    std::lock_guard<std::mutex> lock(g_alloc_mu);
+    auto it = g_allocs.upper_bound((uintptr_t)p);
+    if (it == g_allocs.begin()) return false;
+    --it;
+    const uintptr_t a = (uintptr_t)p;
+    return a >= it->first && a - it->first <= it->second && n <= it->second - (a - it->first);
+}
+// The device sides of a copy of `count` bytes of kind `kind` (cudaMemcpyDefault: every
+// side that starts inside an allocation) fit their allocations.
+bool copy_in_bounds(void* dst, const void* src, size_t count, cudaMemcpyKind kind) {
+    if (!count) return true;
+    const bool dst_dev = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice ||
+                         (kind == cudaMemcpyDefault && alloc_covers(dst, 1));
+    const bool src_dev = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice ||
+                         (kind == cudaMemcpyDefault && alloc_covers(src, 1));
+    if (dst_dev && !alloc_covers(dst, count)) return false;
+    if (src_dev && !alloc_covers(src, count)) return false;
+    return true;
+}
+} // namespace
+
 cudaError_t cudaMalloc(void** ptr, size_t size) {
     SIMT_DRIVER_OR_FAIL();
     if (!ptr) return fail_with(cudaErrorInvalidValue);
@@ -1437,6 +1479,7 @@ cudaError_t cudaMalloc(void** ptr, size_t size) {
     // runs past the end is caught by AddressSanitizer
     void* p = nullptr;
     if (posix_memalign(&p, 256, size) != 0) return fail_with(cudaErrorMemoryAllocation);
+    alloc_add(p, size);
     *ptr = p;
     return cudaSuccess;
 }
@@ -1453,6 +1496,7 @@ cudaError_t cudaMallocHost(void** ptr, size_t size) {
 cudaError_t cudaFree(void* ptr) {
     SIMT_DRIVER_OR_FAIL();
     if (forbidden_in_capture("cudaFree")) return cudaErrorStreamCaptureUnsupported;
+    if (ptr) alloc_remove(ptr);
     free(ptr);
     return cudaSuccess;
 }
@@ -1474,15 +1518,17 @@ static cudaError_t set_now(void* ptr, int value, size_t count) {
     return cudaSuccess;
 }
 
-cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind) {
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind kind) {
     SIMT_DRIVER_OR_FAIL();
     if (forbidden_in_capture("cudaMemcpy")) return cudaErrorStreamCaptureUnsupported;
+    if (!copy_in_bounds(dst, src, count, kind)) return fail_with(cudaErrorInvalidValue);
     return copy_now(dst, src, count);
 }
 
 // On a stream being captured: a node of the graph (the source is read when it runs).
-cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind, cudaStream_t stream) {
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind kind, cudaStream_t stream) {
     SIMT_DRIVER_OR_FAIL();
+    if (!copy_in_bounds(dst, src, count, kind)) return fail_with(cudaErrorInvalidValue);
     if (stream && stream->capturing) {
         if (stream->invalidated) return fail_with(cudaErrorStreamCaptureInvalidated);
         stream->graph->nodes.push_back([=]() { (void)copy_now(dst, src, count); });
@@ -1494,11 +1540,13 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpy
 cudaError_t cudaMemset(void* ptr, int value, size_t count) {
     SIMT_DRIVER_OR_FAIL();
     if (forbidden_in_capture("cudaMemset")) return cudaErrorStreamCaptureUnsupported;
+    if (count && !alloc_covers(ptr, count)) return fail_with(cudaErrorInvalidValue);
     return set_now(ptr, value, count);
 }
 
 cudaError_t cudaMemsetAsync(void* ptr, int value, size_t count, cudaStream_t stream) {
     SIMT_DRIVER_OR_FAIL();
+    if (count && !alloc_covers(ptr, count)) return fail_with(cudaErrorInvalidValue);
     if (stream && stream->capturing) {
         if (stream->invalidated) return fail_with(cudaErrorStreamCaptureInvalidated);
         stream->graph->nodes.push_back([=]() { (void)set_now(ptr, value, count); });
