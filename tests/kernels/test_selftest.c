@@ -23,6 +23,9 @@
  *     Programming Guide's ulp bounds (+1 for the reference's rounding) of double results;
  *     fmaxf fminf fabsf, bit casts, min/max overloads exactly;
  *   - launch errors (2048 threads per block) reported by cudaGetLastError;
+ *   - copies and memsets that leave their allocation fail with cudaErrorInvalidValue;
+ *   - one mma.sync m16n8k16 (bf16, f32 accumulate) in PTX's fragment layout, on small
+ *     integers (exact in any order of addition), against A B + C;
  *   - a __syncthreads round over 256 threads: its cost, printed (not asserted: the CI
  *     machine is shared);
  *   - emulator only, in a child process whose stderr is read back: a divergent
@@ -697,6 +700,53 @@ START_TEST(test_bad_launch) {
 }
 END_TEST
 
+// A copy or memset that leaves its allocation fails with cudaErrorInvalidValue (1) on the
+// GPU and in the emulator (an H200 run found a test downloading more rows than it had
+// allocated, which the emulator's plain memmove let pass).
+START_TEST(test_copy_bounds) {
+    int e[4];
+    selftest_copy_bounds(e);
+    ck_assert_msg(e[0] == 1 && e[1] == 1 && e[2] == 1, "past the allocation: D2H %d, H2D %d, memset %d, want 1", e[0],
+                  e[1], e[2]);
+    ck_assert_int_eq(e[3], 0);
+}
+END_TEST
+
+// mma.sync m16n8k16 with small integers (every product and sum exact in f32, so every
+// order of addition gives the same bits): D = A B + C in PTX's fragment layout, on the GPU
+// and in the emulator. A wrong layout would move whole products.
+START_TEST(test_mma_layout) {
+    uint16_t a[16 * 16], bt[8 * 16];
+    float c[16 * 8], d[16 * 8];
+    uint64_t rng = 0x1234;
+    float af[16][16], bf[16][8];
+    for (int i = 0; i < 16 * 16; i++) {
+        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+        const float v = (float)((int)(rng >> 60) - 8); // -8 .. 7, exact in bf16
+        uint32_t u;
+        memcpy(&u, &v, 4);
+        a[i] = (uint16_t)(u >> 16);
+        af[i / 16][i % 16] = v;
+    }
+    for (int i = 0; i < 8 * 16; i++) { // bt[n][k] = B[k][n]
+        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+        const float v = (float)((int)(rng >> 60) - 8);
+        uint32_t u;
+        memcpy(&u, &v, 4);
+        bt[i] = (uint16_t)(u >> 16);
+        bf[i % 16][i / 16] = v;
+    }
+    for (int i = 0; i < 16 * 8; i++) c[i] = (float)(i % 13) - 6.0f;
+    selftest_mma(a, bt, c, d);
+    for (int m = 0; m < 16; m++)
+        for (int n = 0; n < 8; n++) {
+            float want = c[m * 8 + n];
+            for (int k = 0; k < 16; k++) want += af[m][k] * bf[k][n];
+            ck_assert_msg(d[m * 8 + n] == want, "D[%d][%d] = %g, want %g", m, n, d[m * 8 + n], want);
+        }
+}
+END_TEST
+
 // The driver does not survive fork(): once this process has used the device, a forked
 // child's allocation fails (cudaErrorInitializationError), on the GPU and in the emulator.
 // The reason the suites ask for the device in a child (check_device.h).
@@ -1168,6 +1218,8 @@ static Suite* selftest_suite(void) {
     tcase_add_test(tc, test_bf16);
     tcase_add_test(tc, test_math);
     tcase_add_test(tc, test_bad_launch);
+    tcase_add_test(tc, test_copy_bounds);
+    tcase_add_test(tc, test_mma_layout);
     tcase_add_test(tc, test_fork_after_init);
     tcase_add_test(tc, test_barrier_rounds);
     tcase_add_test(tc, test_block_and_thread_order);

@@ -374,6 +374,61 @@ extern "C" int selftest_bad_launch(int* second_error) {
     return first;
 }
 
+extern "C" void selftest_copy_bounds(int* out) {
+    void* d = NULL;
+    char host[80] = {0};
+    CUDA_CHECK(cudaMalloc(&d, 64));
+    out[0] = (int)cudaMemcpy(host, d, 68, cudaMemcpyDeviceToHost);
+    (void)cudaGetLastError(); // the failed call's error, cleared
+    out[1] = (int)cudaMemcpy(d, host, 68, cudaMemcpyHostToDevice);
+    (void)cudaGetLastError();
+    out[2] = (int)cudaMemset(d, 0, 68);
+    (void)cudaGetLastError();
+    out[3] = (int)cudaMemcpy(host, d, 64, cudaMemcpyDeviceToHost);
+    CUDA_CHECK(cudaFree(d));
+}
+
+// Lane (g, t) = (lane / 4, lane % 4) loads its fragments in PTX's layout (simt.h) and the
+// warp runs one mma: what gemm_tc.cu relies on, checked against the hardware.
+__global__ void mma_kernel(const uint32_t* a, const uint32_t* bt, const float* c, float* d) {
+    const int lane = threadIdx.x, g = lane / 4, t = lane % 4;
+    // a, bt: rows of 16 bf16 = 8 words; word w of row r holds columns 2w, 2w + 1
+    const uint32_t af[4] = {a[g * 8 + t], a[(g + 8) * 8 + t], a[g * 8 + t + 4], a[(g + 8) * 8 + t + 4]};
+    const uint32_t bf[2] = {bt[g * 8 + t], bt[g * 8 + t + 4]};
+    float acc[4] = {c[g * 8 + 2 * t], c[g * 8 + 2 * t + 1], c[(g + 8) * 8 + 2 * t], c[(g + 8) * 8 + 2 * t + 1]};
+#ifdef ETX_SIMT
+    simt_mma_bf16_m16n8k16(acc, af, bf, acc);
+#else
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
+                 : "r"(af[0]), "r"(af[1]), "r"(af[2]), "r"(af[3]), "r"(bf[0]), "r"(bf[1]));
+#endif
+    d[g * 8 + 2 * t] = acc[0];
+    d[g * 8 + 2 * t + 1] = acc[1];
+    d[(g + 8) * 8 + 2 * t] = acc[2];
+    d[(g + 8) * 8 + 2 * t + 1] = acc[3];
+}
+
+extern "C" void selftest_mma(const uint16_t* a, const uint16_t* bt, const float* c, float* d) {
+    uint32_t *da, *db;
+    float *dc, *dd;
+    CUDA_CHECK(cudaMalloc((void**)&da, 16 * 16 * 2));
+    CUDA_CHECK(cudaMalloc((void**)&db, 8 * 16 * 2));
+    CUDA_CHECK(cudaMalloc((void**)&dc, 16 * 8 * 4));
+    CUDA_CHECK(cudaMalloc((void**)&dd, 16 * 8 * 4));
+    CUDA_CHECK(cudaMemcpy(da, a, 16 * 16 * 2, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(db, bt, 8 * 16 * 2, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(dc, c, 16 * 8 * 4, cudaMemcpyHostToDevice));
+    ETX_LAUNCH(mma_kernel, 1, 32, 0, 0, da, db, dc, dd);
+    CUDA_CHECK(cudaGetLastError());
+    CUDA_CHECK(cudaMemcpy(d, dd, 16 * 8 * 4, cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaFree(da));
+    CUDA_CHECK(cudaFree(db));
+    CUDA_CHECK(cudaFree(dc));
+    CUDA_CHECK(cudaFree(dd));
+}
+
 // ----------------------------------------------------------------------------
 // bugs the emulator reports
 

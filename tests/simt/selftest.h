@@ -8,6 +8,8 @@
 #ifndef ETX_SELFTEST_H
 #define ETX_SELFTEST_H
 
+#include <stdint.h>
+
 #include <stddef.h>
 
 #ifdef __cplusplus
@@ -90,6 +92,15 @@ float selftest_barrier_rounds(int block, int rounds, int* out);
 // (cudaErrorInvalidValue = 1 on an H200 with CUDA 13.0; older runtimes documented
 // cudaErrorInvalidConfiguration = 9) and after a second, valid launch (0).
 int selftest_bad_launch(int* second_error);
+
+// Copies and memsets past an allocation: the cudaError_t of a device-to-host copy of
+// 64 + 4 bytes from a 64-byte allocation, of a host-to-device copy of 68 bytes into it, of
+// a memset of 68 bytes, and of a valid 64-byte copy, in out[0..3] (1, 1, 1, 0 on a GPU).
+void selftest_copy_bounds(int* out);
+
+// One mma.sync m16n8k16 (bf16 in, f32 accumulate) by one warp: A (16 x 16, row-major) and
+// B (16 x 8, stored as B^T: 8 rows of 16) bf16, C (16 x 8) f32 added; D (16 x 8) out.
+void selftest_mma(const uint16_t* a, const uint16_t* bt, const float* c, float* d);
 
 // Bugs the emulator must report (abort): not for the GPU.
 // mode 0: threads < 16 of a 64-thread block wait at __syncthreads, the others return;
