@@ -53,24 +53,10 @@
 
 #include "cuda_common.cuh"
 #include "gemm.h"
+#include "mma.cuh"
 
 #define TC_WARPS 8 // warps per block = ways the k chunks are split; fixed (batch invariance)
 #define TC_CHUNK 32
-
-// D (4 f32 per lane) += A (16x16) . B (16x8), fragments as PTX's m16n8k16 layout (simt.h
-// spells it out).
-static __device__ __forceinline__ void mma_16816(float d[4], const uint32_t a[4], const uint32_t b[2]) {
-#ifdef ETX_SIMT
-    simt_mma_bf16_m16n8k16(d, a, b, d);
-#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-    __trap(); // never launched: etx_gemm_tc_available() is 0 below sm_80
-#else
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#endif
-}
 
 // 8 bf16 as 4 registers of 2: .x = k 0,1; .y = k 2,3; .z = k 4,5; .w = k 6,7.
 struct alignas(16) tc_u32x4 {
@@ -124,8 +110,8 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
                 const uint32_t a1[4] = {av[u][i][0].z, av[u][i][1].z, av[u][i][0].w, av[u][i][1].w}; // k 8t + 4..7
                 for (int j = 0; j < NT; j++) {
                     const uint32_t b0[2] = {bv[u][j].x, bv[u][j].y}, b1[2] = {bv[u][j].z, bv[u][j].w};
-                    mma_16816(acc[i][j], a0, b0);
-                    mma_16816(acc[i][j], a1, b1);
+                    etx_mma_bf16_16816(acc[i][j], a0, b0);
+                    etx_mma_bf16_16816(acc[i][j], a1, b1);
                 }
             }
         }

@@ -5,6 +5,7 @@
  * tests/kernels/test_selftest.c, natively and under the emulator.
  */
 #include "cuda_common.cuh"
+#include "mma.cuh"
 #include "reduce.cuh"
 
 #include "selftest.h"
@@ -396,14 +397,7 @@ __global__ void mma_kernel(const uint32_t* a, const uint32_t* bt, const float* c
     const uint32_t af[4] = {a[g * 8 + t], a[(g + 8) * 8 + t], a[g * 8 + t + 4], a[(g + 8) * 8 + t + 4]};
     const uint32_t bf[2] = {bt[g * 8 + t], bt[g * 8 + t + 4]};
     float acc[4] = {c[g * 8 + 2 * t], c[g * 8 + 2 * t + 1], c[(g + 8) * 8 + 2 * t], c[(g + 8) * 8 + 2 * t + 1]};
-#ifdef ETX_SIMT
-    simt_mma_bf16_m16n8k16(acc, af, bf, acc);
-#else
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
-                 : "r"(af[0]), "r"(af[1]), "r"(af[2]), "r"(af[3]), "r"(bf[0]), "r"(bf[1]));
-#endif
+    etx_mma_bf16_16816(acc, af, bf); // kernels/mma.cuh, what gemm_tc.cu runs
     d[g * 8 + 2 * t] = acc[0];
     d[g * 8 + 2 * t + 1] = acc[1];
     d[(g + 8) * 8 + 2 * t] = acc[2];
