@@ -44,6 +44,9 @@
  * warps read disjoint k ranges, so nothing in a block is read twice; across blocks x and W
  * tiles are re-read from L2 (the cost at large n: 2 (MT 16 + NT 8) bytes per 16 MT 8 NT
  * multiply-adds of a chunk's k, 16 FLOP/byte from L2 at MT = 2, NT = 4).
+ * Measured on an H200 (benchmarks/results/gpu-tc-h200-2026-12-04.md): 142 TFLOP/s at
+ * 4096^3 (cuBLAS ~790, the CUDA-core kernel 13); at batch 1 a Llama-3.2-1B layer's four
+ * GEMMs take 44 us against 25 us at the card's bandwidth.
  *
  * Twin: host/cpu/f32_matrix.c f32_matmat (tolerance), and under the emulator
  * gemm_tc_twin_kernel below (the same operations in the same order, a thread per output;
