@@ -57,8 +57,9 @@ size_t etx_attn_workspace_bytes(int n_rows, int n_heads, int head_dim, int max_s
 // A decode batch (a row per sequence) and a prefill chunk (a row per position) are the
 // same call; each row is summed in the same order whatever the other rows are.
 // q: (n_rows, n_heads, head_dim) f32; out: (n_rows, n_heads * head_dim) bf16; row_pos[r] <
-// max_seq_len. The context is cut at fixed positions (etx_attn_split_len), a block per
-// (KV head, row, split), and a second kernel merges the splits through `workspace`, which
+// max_seq_len. The context is cut at fixed positions (etx_attn_split_len); each (KV head,
+// row) gets up to 2 x SMs / (KV heads x rows) blocks (at least one), each looping over
+// some of the row's non-empty splits, and a second kernel merges the splits through `workspace`, which
 // holds ws_rows rows (etx_attn_workspace_bytes(ws_rows, ...); NULL with one split): more
 // rows run as several launches of ws_rows.
 // scores (may be NULL): (capture rows, n_heads, max_ctx) f32; row r's pre-softmax scores
