@@ -8,7 +8,9 @@
  *     equals one process's);
  *   - refused before the model is loaded (exit 2): --gpu past the devices, --gpu that is
  *     not a number, --gpu on the CPU, more ranks on a node than devices without
- *     --share-gpus (which allows it).
+ *     --share-gpus (which allows it);
+ *   - the GEMM path by ETX_GEMM (kernels/gemm.h): cuda-cores, tensor-cores and auto run;
+ *     any other value is an error that names the variable and the values it takes.
  */
 #include <check.h>
 #include <stdio.h>
@@ -111,6 +113,20 @@ START_TEST(bad_gpu_refused_before_loading) {
 }
 END_TEST
 
+START_TEST(gemm_path_env) {
+#ifdef ETX_CLI_EMU
+    const char* gen = "generate -m '" MODEL "' --device cuda -p 'Hello' -n 2 --threads 1";
+    static const char* ok[] = {"ETX_GEMM=cuda-cores", "ETX_GEMM=tensor-cores", "ETX_GEMM=auto"};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        Run r = emu(ok[i], gen);
+        ck_assert_msg(r.status == 0, "%s: exit %d\n%s", ok[i], r.status, r.err);
+        free_run(&r);
+    }
+    expect(emu("ETX_GEMM=tensor", gen), 1, "ETX_GEMM=tensor: expected cuda-cores, tensor-cores or auto");
+#endif
+}
+END_TEST
+
 START_TEST(mpirun_ranks_take_their_own_devices) {
 #ifdef ETX_CLI_EMU
     if (system("command -v mpirun > /dev/null 2>&1") != 0) {
@@ -159,6 +175,7 @@ int main(void) {
     tcase_add_test(tc, gpu_flag_picks_the_device);
     tcase_add_test(tc, node_local_rank_picks_the_device);
     tcase_add_test(tc, bad_gpu_refused_before_loading);
+    tcase_add_test(tc, gemm_path_env);
     tcase_add_test(tc, mpirun_ranks_take_their_own_devices);
     suite_add_tcase(s, tc);
     const int rc = check_run_suite(s);
