@@ -1045,6 +1045,20 @@ static void child_dynamic_race(int mode) {
     etx_dev_sync();
 }
 
+static void child_escaped_shared(int unused) {
+    (void)unused;
+    setenv("SIMT_RACECHECK", "1", 1); // the check rides on the race detector's hooks
+    int* d = dev_alloc(64 * sizeof(int));
+    selftest_escaped_shared(d);
+    etx_dev_sync();
+}
+
+START_TEST(test_escaped_shared_aborts) {
+    const char* needles[] = {"outside the emulator's shared-memory section", "function template", "SIMT_SEED="};
+    expect_abort(child_escaped_shared, 0, needles, 3);
+}
+END_TEST
+
 START_TEST(test_race_softmax_war_aborts) {
     // the pattern of kernels/attention.cu softmax_update without the __syncwarp: lane 0
     // overwrites the running max that the other lanes read, ordered only by shuffles
@@ -1236,6 +1250,7 @@ static Suite* selftest_suite(void) {
     tcase_add_test(tc, test_sanitized_code_on_fibers);
     tcase_add_test(tc, test_dynamic_smem_unwritten);
     tcase_add_test(tc, test_race_softmax_war_aborts);
+    tcase_add_test(tc, test_escaped_shared_aborts);
     tcase_add_test(tc, test_race_softmax_syncwarp_passes);
     tcase_add_test(tc, test_race_cross_warp);
     tcase_add_test(tc, test_race_dynamic_smem);

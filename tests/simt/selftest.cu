@@ -630,6 +630,25 @@ extern "C" void selftest_dynamic_race(int mode, int* out) {
     CUDA_CHECK_LAUNCH();
 }
 
+// The bug kernels/vocab_pass.cu first had: the template's static lands outside the
+// section, so resident blocks would share it. Emulator only (a GPU has no such problem).
+template <class Get>
+__device__ static int escaped_sum(Get get) {
+    __shared__ int s[32];
+    s[threadIdx.x] = get(threadIdx.x);
+    __syncthreads();
+    return s[(threadIdx.x + 1) % 32];
+}
+
+__global__ void escaped_shared_kernel(int* out) {
+    out[threadIdx.x] = escaped_sum([&](int i) { return 3 * i; });
+}
+
+extern "C" void selftest_escaped_shared(int* out) {
+    ETX_LAUNCH(escaped_shared_kernel, 2, 32, 0, 0, out);
+    CUDA_CHECK_LAUNCH();
+}
+
 // ----------------------------------------------------------------------------
 // stream capture and graphs (issue 14)
 

@@ -141,6 +141,11 @@ void selftest_cross_warp(int mode, int* out);
 // __syncwarp. out (32): out[t] = 10 * (t ^ 1).
 void selftest_dynamic_race(int mode, int* out);
 
+// A __shared__ array declared in a function template instantiated with a lambda (internal
+// linkage: the compiler puts it in .bss, outside the section the emulator swaps per block);
+// the emulator must abort ("outside the emulator's shared-memory section"). out (32).
+void selftest_escaped_shared(int* out);
+
 // Stream capture. x, y: one int each of device memory (x = 0 at the start). r (6):
 // x after the capture (1), x after two graph launches (3), y (3), and the errors of
 // BeginCapture, EndCapture, Instantiate (0).

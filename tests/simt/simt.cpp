@@ -179,6 +179,8 @@ bool g_race_active = false; // the running block is checked (its race_on)
 uintptr_t g_sec_lo = 0;   // the simt_shared section
 size_t g_sec_len = 0;
 Shadow* g_sec_shadow = nullptr;
+uintptr_t g_static_lo = 0; // the kernel files' static storage outside simt_shared (simt_shared.ld)
+size_t g_static_len = 0;
 uintptr_t g_dyn_lo = 0;   // the running block's dynamic shared memory
 size_t g_dyn_len = 0;
 Shadow* g_dyn_shadow = nullptr;
@@ -1011,16 +1013,38 @@ __attribute__((noinline)) void race_check(Shadow* sh, size_t off, size_t n, size
 
 } // namespace
 
+// A kernel touched its file's static storage outside the shared section (host-side
+// variables of the launchers, which a GPU kernel cannot see either, or a __shared__
+// variable the compiler put in plain .bss): one in a function template instantiated
+// with a lambda has internal linkage and lands in .bss, where every resident block would
+// share it (the first vocabulary-pass radix select had this bug).
+[[noreturn]] __attribute__((noinline)) void report_escaped_static(uintptr_t a, bool write, const void* pc) {
+    const Fiber* f = (const Fiber*)g_thread;
+    char buf[640];
+    snprintf(buf, sizeof buf,
+             "thread %u %s static storage at 0x%zx, outside the emulator's shared-memory section: a __shared__ "
+             "variable the compiler did not place in section simt_shared (one in a function template instantiated "
+             "with a lambda has internal linkage: declare it in the kernel and pass a pointer, kernels/README.md), "
+             "or a host-side static of the kernel file, which a GPU kernel cannot see\n    thread %u: %s\n"
+             "  (`nm -C` on the binary names the variable at that address)",
+             f ? f->t.linear : 0u, write ? "writes" : "reads", (size_t)a, f ? f->t.linear : 0u,
+             describe_pc(pc).c_str());
+    fail(buf, false);
+}
+
 // One access of n bytes at a by the running thread (called for every load and store of
 // the instrumented kernel files that the compiler could not prove in bounds: not those of
-// __shared__ scalars or constant indices): shared memory goes to race_check, the rest
-// (global memory, the stack) returns at once.
+// __shared__ scalars or constant indices): shared memory goes to race_check, static
+// storage outside the section is reported, the rest (global memory, the stack) returns at
+// once.
 static inline void race_access(uintptr_t a, size_t n, bool write, const void* pc) {
     if (!g_race_active) return; // not a checked block, or outside a kernel
     if (__builtin_expect(a - g_sec_lo < g_sec_len, 0))
         race_check(g_sec_shadow, a - g_sec_lo, n, g_sec_len, false, write, pc);
     else if (__builtin_expect(a - g_dyn_lo < g_dyn_len, 0))
         race_check(g_dyn_shadow, a - g_dyn_lo, n, g_dyn_len, true, write, pc);
+    else if (__builtin_expect(a - g_static_lo < g_static_len, 0))
+        report_escaped_static(a, write, pc);
 }
 } // namespace detail
 } // namespace simt
@@ -1028,6 +1052,9 @@ static inline void race_access(uintptr_t a, size_t n, bool write, const void* pc
 // The section's bounds (null when no object file has a __shared__ variable).
 extern "C" char __start_simt_shared[] __attribute__((weak));
 extern "C" char __stop_simt_shared[] __attribute__((weak));
+// The emulated kernel files' other static storage (simt_shared.ld; null without it).
+extern "C" char __start_simt_kernel_statics[] __attribute__((weak));
+extern "C" char __stop_simt_kernel_statics[] __attribute__((weak));
 
 namespace simt {
 namespace detail {
@@ -1045,6 +1072,11 @@ void race_setup() {
         g_sec_lo = lo;
         g_sec_len = (size_t)(hi - lo);
         g_sec_shadow = (Shadow*)calloc(g_sec_len / kGranule + 1, sizeof(Shadow));
+    }
+    const uintptr_t slo = (uintptr_t)__start_simt_kernel_statics, shi = (uintptr_t)__stop_simt_kernel_statics;
+    if (slo && shi > slo) {
+        g_static_lo = slo;
+        g_static_len = (size_t)(shi - slo);
     }
 }
 
