@@ -41,6 +41,7 @@
 
 #include "attention.h"
 #include "cuda_common.cuh"
+#include "device.h"
 #include "reduce.cuh"
 
 #define ATT_TILE 32 // keys per tile (= warp size: lane t owns key t in the softmax update)
@@ -182,13 +183,21 @@ __device__ void softmax_update(float (*s_s)[LD], float* m_s, float* l_s, float* 
 // ----------------------------------------------------------------------------
 // rows
 
-// Block (kvh, r, split): the G = n_heads / n_kv_heads query heads of KV head kvh of row
-// r (block table row row_seq[r], position row_pos[r]; len = row_pos[r] + 1, 0 for a
-// padding row) against positions [t0, t1) = [split * L, min(len, (split + 1) * L)).
+// The splits a row of len positions uses (0 for a padding row), the same for the split
+// kernel and the merge; with one split in the context, that one (possibly empty), whose
+// block writes the output directly.
+__device__ static int attn_row_splits(int len, int split_len, int n_splits) {
+    return n_splits == 1 ? 1 : min(n_splits, (len + split_len - 1) / split_len);
+}
+
+// Block (kvh, r, z): the G = n_heads / n_kv_heads query heads of KV head kvh of row r
+// (block table row row_seq[r], position row_pos[r]; len = row_pos[r] + 1, 0 for a
+// padding row), for each split s = z, z + gridDim.z, ... of the row's splits, against
+// positions [t0, t1) = [s * L, min(len, (s + 1) * L)).
 //   n_splits == 1: out[r, h] = bf16(acc / l)
 //   else: ws_m/ws_l (n_rows, n_heads, n_splits), ws_acc (n_rows, n_heads, n_splits, HD) get
-//   the split's max, sum and unnormalised acc = sum_t exp(score_t - m) v_t (m = -inf,
-//   l = 0, acc = 0 for a split past the row's position).
+//   the split's max, sum and unnormalised acc = sum_t exp(score_t - m) v_t (splits past
+//   the row's position are neither written nor read).
 // capture (NULL: none): row r's scores go to capture row cap_row[r] (cap_row NULL: r;
 // -1: none) of (.., n_heads, max_ctx).
 // Traffic: every K/V row of the split read once (2 * HD * 2 bytes per position), q read
@@ -210,8 +219,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
     int kvh = blockIdx.x, r = blockIdx.y, tid = threadIdx.x;
     int G = sh.n_heads / sh.n_kv_heads, kv_dim = sh.n_kv_heads * HD, bs = sh.block_size;
     int len = row_pos[r] + 1; // 0: a padding row
-    // the row's non-empty splits (one, possibly empty, when the context is one split)
-    int n_used = n_splits == 1 ? 1 : min(n_splits, (len + split_len - 1) / split_len);
+    const int n_used = attn_row_splits(len, split_len, n_splits);
     const int32_t* table = block_table + (size_t)row_seq[r] * sh.max_blocks;
     size_t head0 = (size_t)r * sh.n_heads + (size_t)kvh * G; // first query head of the group
     int cap = !scores ? -1 : cap_row ? cap_row[r] : r;
@@ -287,9 +295,7 @@ __global__ void attn_merge_kernel(__nv_bfloat16* __restrict__ out, const float* 
     const float* ws_m = ws + hs0;
     const float* ws_l = ws + n_hs + hs0;
     const float* ws_acc = ws + 2 * n_hs + hs0 * hd;
-    // the splits attn_rows_kernel wrote for this row (the rest would be empty: m = -inf,
-    // l = 0, nothing added)
-    const int n_used = min(n_splits, (row_pos[r] + 1 + split_len - 1) / split_len);
+    const int n_used = attn_row_splits(row_pos[r] + 1, split_len, n_splits); // those attn_rows_kernel wrote
     float M = -INFINITY;
     for (int i = 0; i < n_used; i++) M = fmaxf(M, ws_m[i]);
     float L = 0.0f, o = 0.0f;
@@ -340,16 +346,6 @@ extern "C" EtxCost etx_attn_rows_cost(int n_rows, int len, int max_seq_len, EtxA
     return c;
 }
 
-// The current device's SM count (cached per device): sizes the grid, never the sums.
-static int attn_sm_count(void) {
-    static int sms[64];
-    int dev = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    if (dev < 0 || dev >= 64) return 132;
-    if (!sms[dev]) CUDA_CHECK(cudaDeviceGetAttribute(&sms[dev], cudaDevAttrMultiProcessorCount, dev));
-    return sms[dev];
-}
-
 static float attn_scale(int hd) { return (float)pow((double)hd, -0.5); } // as host/cpu/cpu_forward.c
 
 static void check_shape(EtxAttnShape sh, const char* who) {
@@ -389,7 +385,7 @@ extern "C" void etx_attn_rows(etx_bf16* out, float* scores, const int32_t* cap_r
         const float* qs = q + (size_t)r0 * q_dim;
         // blocks per row: enough to fill the GPU at small batches (each loops over the
         // splits z, z + Z, ...), one when the rows alone fill it
-        const int Z = min(n_splits, max(1, etx_ceil_div(2 * attn_sm_count(), sh.n_kv_heads * n)));
+        const int Z = min(n_splits, max(1, etx_ceil_div(2 * etx_dev_sm_count(), sh.n_kv_heads * n)));
         dim3 grid(sh.n_kv_heads, n, Z);
         if (sh.head_dim == 64)
             ETX_LAUNCH(attn_rows_kernel<64>, grid, ATT_THREADS, 0, st, o, sc, cr, max_ctx, workspace, qs, kp, vp,

@@ -66,6 +66,27 @@ extern "C" int etx_dev_select(int index) {
     return 0;
 }
 
+// Attribute `attr` of the current device, cached per device index in cache[64] (0: not
+// asked yet; devices past 64 are asked every time).
+static int dev_attr_cached(int* cache, cudaDeviceAttr attr) {
+    int dev = 0, v = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    if (dev >= 0 && dev < 64 && cache[dev]) return cache[dev];
+    CUDA_CHECK(cudaDeviceGetAttribute(&v, attr, dev));
+    if (dev >= 0 && dev < 64) cache[dev] = v;
+    return v;
+}
+
+extern "C" int etx_dev_sm_count(void) {
+    static int cache[64];
+    return dev_attr_cached(cache, cudaDevAttrMultiProcessorCount);
+}
+
+extern "C" int etx_dev_cc_major(void) {
+    static int cache[64];
+    return dev_attr_cached(cache, cudaDevAttrComputeCapabilityMajor);
+}
+
 extern "C" const char* etx_dev_name_of(int index) {
     static char name[256];
     cudaDeviceProp prop;

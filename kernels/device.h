@@ -29,6 +29,10 @@ int etx_dev_count(void);
 int etx_dev_select(int index);
 // The name of device `index` ("" when there is no such device).
 const char* etx_dev_name_of(int index);
+// The current device's multiprocessor count and compute capability major version,
+// asked once per device and cached (launchers size grids and pick kernels per call).
+int etx_dev_sm_count(void);
+int etx_dev_cc_major(void);
 // Device memory of `bytes` bytes (NULL when out of memory; bytes == 0 gives NULL).
 void* etx_dev_malloc(size_t bytes);
 void etx_dev_free(void* p);

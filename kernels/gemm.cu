@@ -34,6 +34,7 @@
 #include <string.h>
 
 #include "cuda_common.cuh"
+#include "device.h"
 #include "gemm.h"
 
 #define GEMM_WARPS 4     // warps per block
@@ -182,9 +183,12 @@ static int gemm_env_path(void) {
     return env;
 }
 
+// The path asked for: etx_gemm_force_path's, else ETX_GEMM's (-1: auto).
+static int gemm_wanted_path(void) { return g_gemm_path >= 0 ? g_gemm_path : gemm_env_path(); }
+
 extern "C" EtxCost etx_gemm_cost(int n, int in, int out, double l2_bytes) {
     // the path etx_gemm_bf16 takes on a card of sm_80 or later (every card the model knows)
-    if (in % 8 == 0 && (g_gemm_path >= 0 ? g_gemm_path : gemm_env_path()) != 0)
+    if (in % 8 == 0 && gemm_wanted_path() != 0)
         return etx_gemm_tc_cost(n, in, out, l2_bytes);
     EtxCost c = {0, 0, 0, 0, 0, 0};
     if (n <= 0 || out <= 0) return c;
@@ -209,22 +213,17 @@ extern "C" void etx_gemm_use_warp_kernel(int on) {
 }
 
 extern "C" int etx_gemm_uses_tensor_cores(void) {
-    const int want = g_gemm_path >= 0 ? g_gemm_path : gemm_env_path(); // -1: auto
+    const int want = gemm_wanted_path(); // -1: auto
     if (want == 0) return 0;
 #ifdef ETX_SIMT
     return 1; // the emulator has mma.sync
 #else
-    // sm_80 or later has mma.sync m16n8k16 with bf16; asked per device (cached), since a
-    // process may drive several
-    static int cc_major[64];
-    int dev = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    if (dev < 0 || dev >= 64) return 0;
-    if (!cc_major[dev]) CUDA_CHECK(cudaDeviceGetAttribute(&cc_major[dev], cudaDevAttrComputeCapabilityMajor, dev));
-    if (cc_major[dev] >= 8) return 1;
+    // sm_80 or later has mma.sync m16n8k16 with bf16; asked per device, since a process
+    // may drive several
+    const int major = etx_dev_cc_major();
+    if (major >= 8) return 1;
     if (want == 1 && g_gemm_path < 0) { // asked for by ETX_GEMM, and impossible
-        fprintf(stderr, "[etx] ETX_GEMM=tensor-cores: device %d is sm_%d0 (mma.sync bf16 needs sm_80)\n", dev,
-                cc_major[dev]);
+        fprintf(stderr, "[etx] ETX_GEMM=tensor-cores: the device is sm_%d0 (mma.sync bf16 needs sm_80)\n", major);
         exit(EXIT_FAILURE);
     }
     return 0;

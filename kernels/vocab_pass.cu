@@ -26,7 +26,8 @@
  * keeps all its keys in the buffer and takes its top K with one radix select. That is
  * 8 bits a pass and stops early once the K-th key's bin is whole, so the buffer is never
  * sorted. The last block of a split row radix-selects the top K of the parts' G x K keys
- * in the same way, and merges the parts' statistics as a tree over 64 slots.
+ * in the same way, and merges the parts' statistics with the block merge a block uses
+ * for its own threads.
  *
  * Statistics: each thread keeps (max, normaliser, mean, M2) of its logits online in
  * double — weights e^{x - max}, mean relative to the running max, Welford updates,
@@ -186,13 +187,6 @@ __device__ static void vp_merge_list(unsigned long long* buf, int count, int* s_
     __syncthreads();
 }
 
-// The k smallest keys among get(0 .. n - 1) (ETX_KEY_NONE entries are not keys): returns
-// T such that they are exactly the keys <= T (ETX_KEY_NONE when there are at most k).
-// A radix select, 8 bits a pass from the top: each pass histograms the keys that share
-// the bits fixed so far, a block scan finds the bin holding the k-th, and the search
-// stops early once that whole bin is in. Keys are distinct (the id is in the low word),
-// so the k-th is unique. Every thread calls it (VP_THREADS of them); ends with a barrier.
-// Cost: per pass one read of the keys and 3 barriers; at most 8 passes.
 // The shared memory of the selection (the kernel's: a function template's own static
 // __shared__ would have internal linkage under the emulator, outside the section it
 // swaps per block).
@@ -203,6 +197,13 @@ struct VpSelShared {
     int n;
 };
 
+// The k smallest keys among get(0 .. n - 1) (ETX_KEY_NONE entries are not keys): returns
+// T such that they are exactly the keys <= T (ETX_KEY_NONE when there are at most k).
+// A radix select, 8 bits a pass from the top: each pass histograms the keys that share
+// the bits fixed so far, a block scan finds the bin holding the k-th, and the search
+// stops early once that whole bin is in. Keys are distinct (the id is in the low word),
+// so the k-th is unique. Every thread calls it (VP_THREADS of them); ends with a barrier.
+// Cost: per pass one read of the keys and 3 barriers; at most 8 passes.
 template <class Get>
 __device__ static unsigned long long vp_radix_select(int n, int k, Get get, VpSelShared* sh) {
     unsigned* s_hist = sh->hist;
@@ -250,23 +251,27 @@ __device__ static unsigned long long vp_radix_select(int n, int k, Get get, VpSe
     return prefix;
 }
 
-// The keys <= T of get(0 .. n - 1) (at most ETX_TOPK of them, ETX_KEY_NONE skipped) sorted
-// into list[0 .. ETX_TOPK), the rest ETX_KEY_NONE. Every thread calls it; ends with a
-// barrier.
+// The ETX_TOPK smallest keys of get(0 .. n - 1) (ETX_KEY_NONE skipped), sorted, into
+// list[0 .. ETX_TOPK) (ETX_KEY_NONE after the last): a radix select, the keys <= its
+// threshold gathered into sel and sorted there, then copied (get may read list, so the
+// gathering cannot write it). Every thread calls it; ends with a barrier.
 template <class Get>
-__device__ static void vp_compact_sorted(int n, unsigned long long T, Get get, unsigned long long* list,
-                                         VpSelShared* sh) {
+__device__ static void vp_top_keys(int n, Get get, unsigned long long* sel, unsigned long long* list,
+                                   VpSelShared* sh) {
+    const unsigned long long T = vp_radix_select(n, ETX_TOPK, get, sh);
     int& s_n = sh->n;
     if (threadIdx.x == 0) s_n = 0;
     __syncthreads();
     for (int i = threadIdx.x; i < n; i += VP_THREADS) {
         const unsigned long long key = get(i);
-        if (key != ETX_KEY_NONE && key <= T) list[atomicAdd(&s_n, 1)] = key;
+        if (key != ETX_KEY_NONE && key <= T) sel[atomicAdd(&s_n, 1)] = key;
     }
     __syncthreads();
-    for (int i = s_n + threadIdx.x; i < ETX_TOPK; i += VP_THREADS) list[i] = ETX_KEY_NONE;
+    for (int i = s_n + threadIdx.x; i < ETX_TOPK; i += VP_THREADS) sel[i] = ETX_KEY_NONE;
     __syncthreads();
-    vp_bitonic(list, ETX_TOPK);
+    vp_bitonic(sel, ETX_TOPK);
+    for (int i = threadIdx.x; i < ETX_TOPK; i += VP_THREADS) list[i] = sel[i];
+    __syncthreads();
 }
 
 // Scratch of the split pass: per sequence a counter of finished blocks, then each
@@ -403,12 +408,7 @@ __global__ void __launch_bounds__(VP_THREADS)
     }
     if (whole) {
         __syncthreads(); // every key in s_buf
-        const int n = hi - lo;
-        auto get = [&](int i) { return s_buf[i]; };
-        const unsigned long long T = vp_radix_select(n, ETX_TOPK, get, &s_select);
-        vp_compact_sorted(n, T, get, s_sel, &s_select);
-        for (int j = tid; j < ETX_TOPK; j += blockDim.x) s_buf[j] = s_sel[j];
-        __syncthreads();
+        vp_top_keys(hi - lo, [&](int i) { return s_buf[i]; }, s_sel, s_buf, &s_select);
     }
     if (bad) s_bad = 1; // every writer writes the same value; read after the merge's barriers
     if (s_count > 0) vp_merge_list(s_buf, s_count, &s_count, &s_thresh);
@@ -436,31 +436,21 @@ __global__ void __launch_bounds__(VP_THREADS)
         // in scratch, read through L2 once per pass), then the K sorted into s_buf
         const volatile unsigned long long* all_keys = sc.keys + (size_t)seq * split * ETX_TOPK;
         const int live = split * ETX_TOPK;
-        auto get = [&](int i) { return (unsigned long long)all_keys[i]; };
-        const unsigned long long T = vp_radix_select(live, ETX_TOPK, get, &s_select);
-        vp_compact_sorted(live, T, get, s_sel, &s_select);
-        for (int j = tid; j < ETX_TOPK; j += blockDim.x) s_buf[j] = s_sel[j];
-        // the statistics: a tree over VP_MAX_SPLIT slots (parts past split are empty), an
-        // order fixed by split
+        vp_top_keys(live, [&](int i) { return (unsigned long long)all_keys[i]; }, s_sel, s_buf, &s_select);
+        // the statistics: part p in thread p (the others empty), then the block merge of a
+        // block's own logits: a tree whose order split alone fixes
         VpAcc a = {-INFINITY, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
         if (tid < split) {
             const volatile VpAcc* pg = sc.part + (size_t)seq * split + tid;
             a = VpAcc{pg->m, pg->z, pg->c, pg->m2, pg->n, pg->mu, pg->s2};
         }
-        if (tid < VP_MAX_SPLIT) vp_store(&s_acc, tid, &a);
         if (tid == 0) {
             const volatile int* bads = sc.bad + (size_t)seq * split;
             int any = 0;
             for (int g = 0; g < split; g++) any |= bads[g];
             s_bad = any;
         }
-        __syncthreads();
-        etx_block_tree<VP_MAX_SPLIT>([&](int dst, int src) {
-            VpAcc x = vp_load(&s_acc, dst);
-            const VpAcc y = vp_load(&s_acc, src);
-            vp_merge(&x, &y);
-            vp_store(&s_acc, dst, &x);
-        });
+        vp_block_merge(a, &s_acc); // its barriers also publish s_bad
     }
 
     if (tid == 0) {
