@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -117,6 +118,31 @@ typedef struct {
     int n_written;  // lines already written (one process: written as a prefix completes)
     FILE* f;        // the output file (one process), else NULL
 } Writer;
+
+// What the engines of one process share (--gpus: one engine per device, each in its own
+// thread, job j of this rank on engine j % n_lanes). Everything here is guarded by mu.
+typedef struct {
+    pthread_mutex_t mu;
+    Writer* w;
+    int jobs_done;   // finished jobs, every engine
+    long tokens;     // generated tokens so far, every engine
+    int failed;      // an engine failed: the others stop at their next step
+    int show;        // print the progress line
+    double t0, shown;
+} Shared;
+
+// One engine's share of the run.
+typedef struct {
+    const BatchRun* br;
+    Shared* sh;
+    int lane, n_lanes; // this engine runs jobs lane, lane + n_lanes, ... of br->mine
+    int gpu;           // its device (etx_engine_options.gpu)
+    etx_engine* e;
+    Totals* t;         // (n_combos) this engine's counts
+    double* busy;      // (n_combos) this engine's time per combination
+    double prefill, prefill_saved; // the engine's stats once it is freed
+    int rc;            // 0, or -1 after reporting
+} Lane;
 
 // "[=====     ] 12/20 requests  85.3 tok/s  ETA 0:42" (tokens: generated so far, all requests)
 static void progress(int done, long tokens, int total, double t0) {
@@ -256,12 +282,16 @@ static char* finish_job(const BatchRun* br, etx_engine* e, JobSlot* js, int n, T
 // writing each finished prefix to w->f when it is set. t[max(combo, 0)] gets each
 // result's counts; busy[max(combo, 0)] the engine time attributed to it. Returns 0, or
 // -1 after reporting.
-static int run_jobs(const BatchRun* br, etx_engine* e, Writer* w, Totals* t, double* busy) {
+static int run_jobs(Lane* ln) {
+    const BatchRun* br = ln->br;
+    Shared* sh = ln->sh;
+    etx_engine* e = ln->e;
+    Totals* t = ln->t;
+    double* busy = ln->busy;
     const EvalArgs* a = br->a;
     const BatchJob* jobs = br->mine;
     const int n_mine = br->n_mine;
     const int stops = a->task && strcmp(a->task, "gsm8k") == 0 && !a->no_stop_strings;
-    const int show = br->par->rank == 0 && (a->progress || isatty(2));
     const int n = a->samples > 1 ? a->samples : 1;
     const int n_slots = a->batch / n > 1 ? a->batch / n : 1;
     JobSlot* slots = xcalloc((size_t)n_slots, sizeof *slots);
@@ -271,11 +301,12 @@ static int run_jobs(const BatchRun* br, etx_engine* e, Writer* w, Totals* t, dou
         slots[i].s = xcalloc((size_t)n, sizeof(Slot));
         for (int k = 0; k < n; k++) slots[i].s[k].item = -1;
     }
-    int next = 0, active = 0, rc = 0, jobs_done = 0;
-    long tokens = 0;
-    const double t0 = etx_now_s();
-    double shown = 0;
+    int next = ln->lane, active = 0, rc = 0; // next: this engine's next job
     while ((next < n_mine || active > 0) && rc == 0) {
+        pthread_mutex_lock(&sh->mu);
+        const int stop = sh->failed;
+        pthread_mutex_unlock(&sh->mu);
+        if (stop) break; // another engine failed: the run ends (the lines written stay)
         for (int i = 0; i < n_slots && next < n_mine; i++) {
             if (slots[i].job >= 0) continue;
             etx_status st = submit_job(br, e, next, &slots[i], n, ids);
@@ -284,7 +315,7 @@ static int run_jobs(const BatchRun* br, etx_engine* e, Writer* w, Totals* t, dou
                 rc = -1;
                 break;
             }
-            next++;
+            next += ln->n_lanes;
             active += slots[i].n_left;
         }
         if (rc) break;
@@ -302,6 +333,8 @@ static int run_jobs(const BatchRun* br, etx_engine* e, Writer* w, Totals* t, dou
             rc = -1;
             break;
         }
+        long new_tokens = 0;
+        int new_done = 0;
         for (int i = 0; i < n_slots; i++) {
             JobSlot* js = &slots[i];
             if (js->job < 0) continue;
@@ -310,7 +343,7 @@ static int run_jobs(const BatchRun* br, etx_engine* e, Writer* w, Totals* t, dou
                 if (s->item < 0) continue;
                 etx_request_state rs;
                 etx_engine_request_state(e, s->req, &rs);
-                tokens += rs.n_tokens - s->n_counted;
+                new_tokens += rs.n_tokens - s->n_counted;
                 s->n_counted = rs.n_tokens;
                 // a final EOS/end-of-turn token is not part of the text
                 int upto = rs.phase == ETX_REQ_DONE_STOP && s->stop_at < 0 ? rs.n_tokens - 1 : rs.n_tokens;
@@ -337,19 +370,30 @@ static int run_jobs(const BatchRun* br, etx_engine* e, Writer* w, Totals* t, dou
             }
             const int j = js->job;
             for (int k = 0; k < n; k++) js->s[k].item = j;
-            w->lines[j] = finish_job(br, e, js, n, t);
-            jobs_done++;
+            pthread_mutex_lock(&sh->mu); // (plan.on_trace sees one job at a time)
+            sh->w->lines[j] = finish_job(br, e, js, n, t);
+            pthread_mutex_unlock(&sh->mu);
+            new_done++;
         }
-        if (write_ready(w, n_mine) != 0) {
+        pthread_mutex_lock(&sh->mu);
+        sh->tokens += new_tokens;
+        sh->jobs_done += new_done;
+        if (rc == 0 && write_ready(sh->w, n_mine) != 0) {
             fprintf(stderr, "etx %s: writing %s failed: %s\n", a->command, a->out, strerror(errno));
             rc = -1;
         }
-        if (show && (etx_now_s() - shown > 0.25 || (next == n_mine && active == 0))) {
-            progress(jobs_done, tokens, n_mine, t0);
-            shown = etx_now_s();
+        if (sh->show && (etx_now_s() - sh->shown > 0.25 || sh->jobs_done == n_mine)) {
+            progress(sh->jobs_done, sh->tokens, n_mine, sh->t0);
+            sh->shown = etx_now_s();
         }
+        if (rc) sh->failed = 1;
+        pthread_mutex_unlock(&sh->mu);
     }
-    if (show) fputc('\n', stderr);
+    if (rc) {
+        pthread_mutex_lock(&sh->mu);
+        sh->failed = 1;
+        pthread_mutex_unlock(&sh->mu);
+    }
     for (int i = 0; i < n_slots; i++) {
         for (int k = 0; k < n; k++) free(slots[i].s[k].text);
         free(slots[i].s);
@@ -424,12 +468,43 @@ static int gather_and_write(const BatchRun* br, char* const* lines) {
     return eval_par_all_ok(par, ok);
 }
 
-// Runs this rank's jobs and writes the output (see the header comment). 1 when every
-// rank succeeded.
-static int run_and_write(const BatchRun* br, etx_engine* e, Totals* t, double* busy) {
+// One engine's thread: creates its engine on its device, runs its jobs, frees it.
+static void* lane_main(void* arg) {
+    Lane* ln = arg;
+    const BatchRun* br = ln->br;
+    etx_engine_options eo = br->eo;
+    eo.gpu = ln->gpu;
+    etx_status st = etx_engine_create(br->m, &eo, &ln->e);
+    if (st.code != ETX_OK) {
+        cli_error(br->a->command, st);
+        pthread_mutex_lock(&ln->sh->mu);
+        ln->sh->failed = 1;
+        pthread_mutex_unlock(&ln->sh->mu);
+        ln->rc = -1;
+        etx_engine_free(ln->e);
+        ln->e = NULL;
+        return NULL;
+    }
+    ln->rc = run_jobs(ln);
+    etx_engine_stats es;
+    if (etx_engine_get_stats(ln->e, &es).code == ETX_OK) {
+        ln->prefill = (double)es.prefill_tokens;
+        ln->prefill_saved = (double)es.prefill_saved;
+    }
+    etx_engine_free(ln->e);
+    ln->e = NULL;
+    return NULL;
+}
+
+// Runs this rank's jobs on its engines (one per device of --gpus, each in a thread of its
+// own; one engine runs in this thread) and writes the output (see the header comment):
+// lanes[d] gets engine d's counts. 1 when every rank succeeded.
+static int run_and_write(const BatchRun* br, Lane* lanes, int n_lanes) {
     const EvalArgs* a = br->a;
     Writer w = {0};
     w.lines = xcalloc((size_t)br->n_mine + 1, sizeof(char*));
+    Shared sh = {.w = &w, .show = br->par->rank == 0 && (a->progress || isatty(2)), .t0 = etx_now_s()};
+    pthread_mutex_init(&sh.mu, NULL);
     int ok = 1;
     if (!br->par->mpi) {
         w.f = open_output(a->out, &br->done);
@@ -439,11 +514,30 @@ static int run_and_write(const BatchRun* br, etx_engine* e, Totals* t, double* b
         }
     }
     if (ok) {
-        ok = run_jobs(br, e, &w, t, busy) == 0;
+        pthread_t* th = xcalloc((size_t)n_lanes, sizeof *th);
+        int* started = xcalloc((size_t)n_lanes, sizeof *started);
+        for (int d = 0; d < n_lanes; d++) lanes[d].sh = &sh;
+        for (int d = 1; d < n_lanes; d++) {
+            started[d] = pthread_create(&th[d], NULL, lane_main, &lanes[d]) == 0;
+            if (!started[d]) {
+                fprintf(stderr, "etx %s: cannot start the thread of the engine on cuda:%d\n", a->command,
+                        lanes[d].gpu);
+                lanes[d].rc = -1;
+                sh.failed = 1; // (no other thread reads it yet without the lock: they start after)
+            }
+        }
+        lane_main(&lanes[0]);
+        for (int d = 1; d < n_lanes; d++)
+            if (started[d]) pthread_join(th[d], NULL);
+        free(th);
+        free(started);
+        if (sh.show) fputc('\n', stderr);
+        for (int d = 0; d < n_lanes; d++) ok &= lanes[d].rc == 0;
         if (w.f) ok &= fclose(w.f) == 0;
         ok = eval_par_all_ok(br->par, ok);
         if (ok && br->par->mpi) ok = gather_and_write(br, w.lines);
     }
+    pthread_mutex_destroy(&sh.mu);
     for (int i = 0; i < br->n_mine; i++) free(w.lines[i]);
     free(w.lines);
     return ok;
@@ -452,33 +546,40 @@ static int run_and_write(const BatchRun* br, etx_engine* e, Totals* t, double* b
 int batch_execute(BatchRun* br, Totals* t, double* rate, double* secs) {
     const EvalPar* par = br->par;
     const int n_combos = br->plan.n_combos;
-    etx_engine* e = NULL;
-    etx_status st = etx_engine_create(br->m, &br->eo, &e);
-    if (!eval_par_all_ok(par, st.code == ETX_OK)) {
-        if (st.code != ETX_OK) cli_error(br->a->command, st);
-        etx_engine_free(e);
-        return 1;
+    const CliEngineArgs ea = EVAL_ENGINE_ARGS(br->a);
+    int gpus[CLI_MAX_GPUS];
+    const int n_lanes = cli_engine_gpus(&ea, &br->eo, gpus);
+    if (br->a->gpus && par->rank == 0) cli_say_gpus(br->a->command, gpus, n_lanes);
+    Lane* lanes = xcalloc((size_t)n_lanes, sizeof *lanes);
+    for (int d = 0; d < n_lanes; d++) {
+        lanes[d] = (Lane){.br = br, .lane = d, .n_lanes = n_lanes, .gpu = gpus[d]};
+        lanes[d].t = xcalloc((size_t)n_combos, sizeof(Totals));
+        lanes[d].busy = xcalloc((size_t)n_combos, sizeof(double));
     }
-    double* busy = xcalloc((size_t)n_combos, sizeof(double));
-    double* before = xcalloc((size_t)n_combos, sizeof(double)); // tokens of lines an earlier run wrote
-    for (int c = 0; c < n_combos; c++) before[c] = t[c].tokens;
     const double t0 = etx_now_s();
-    const int ok = run_and_write(br, e, t, busy);
+    const int ok = run_and_write(br, lanes, n_lanes);
     *secs = etx_now_s() - t0;
-    etx_engine_stats es;
-    if (etx_engine_get_stats(e, &es).code == ETX_OK) { // one engine for every combination: combination 0's
-        t[0].prefill += (double)es.prefill_tokens;
-        t[0].prefill_saved += (double)es.prefill_saved;
+    // the engines' counts, in device order; one engine for every combination: the
+    // prefill counts are combination 0's. Each engine's rate is its tokens over its
+    // engine time; the engines (and the ranks) run side by side, so their rates add up.
+    for (int c = 0; rate && c < n_combos; c++) rate[c] = 0;
+    for (int d = 0; d < n_lanes; d++) {
+        const Lane* ln = &lanes[d];
+        for (int c = 0; c < n_combos; c++) {
+            double* dst = (double*)&t[c];
+            const double* src = (const double*)&ln->t[c];
+            for (int k = 0; k < TOTALS_N; k++) dst[k] += src[k];
+            if (rate && ln->busy[c] > 0) rate[c] += ln->t[c].tokens / ln->busy[c];
+        }
+        t[0].prefill += ln->prefill;
+        t[0].prefill_saved += ln->prefill_saved;
+        free(ln->t);
+        free(ln->busy);
     }
-    etx_engine_free(e);
+    free(lanes);
     if (ok) {
-        // this run's tokens over this run's engine time (a resumed run does not count the
-        // earlier run's tokens); the ranks run side by side, so their rates add up
-        for (int c = 0; rate && c < n_combos; c++) rate[c] = busy[c] > 0 ? (t[c].tokens - before[c]) / busy[c] : 0;
         eval_par_sum(par, (double*)t, n_combos * TOTALS_N);
         if (rate) eval_par_sum(par, rate, n_combos);
     }
-    free(busy);
-    free(before);
     return ok ? 0 : 1;
 }

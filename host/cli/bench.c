@@ -113,6 +113,7 @@ static int bench_parse(int argc, char** argv, BenchConfig* c) {
         {"--model", "-m", OPT_STRING, &model, "PATH", "model directory or .gguf (default: the default model)", 0},
         {"--device", NULL, OPT_STRING, &device, "DEV", "auto | cpu | cuda (default auto)", 0},
         CLI_GPU_OPTS(&gpu, &share_gpus),
+        CLI_GPUS_OPT(&c->gpus_arg),
         {"--batch", "-b", OPT_STRING, &batch_s, "1,8,..", "batch sizes (default 1,8,64,256 on CUDA, 1,8,32 on the CPU)", 0},
         {"--prompt-len", "-l", OPT_INT, &c->L, "L", "prompt tokens per request (default 128)", 0},
         {"--gen-len", "-g", OPT_INT, &c->G, "G", "generated tokens per request, >= 2 (default 64)", 0},
@@ -157,8 +158,14 @@ static int bench_parse(int argc, char** argv, BenchConfig* c) {
     }
     // (the hardware probe runs after an engine on the chosen GPU made it current)
     const CliEngineArgs ea = {.device = device, .threads = c->threads, .kv_blocks = kv_blocks,
-                              .kv_block_size = kv_block_size, .gpu = gpu, .share_gpus = share_gpus};
+                              .kv_block_size = kv_block_size, .gpu = gpu, .share_gpus = share_gpus,
+                              .gpus = c->gpus_arg};
     if (cli_engine_options("bench", &ea, &c->eo) != 0) return 2;
+    c->n_gpus = cli_engine_gpus(&ea, &c->eo, c->gpus);
+    if (c->gpus_arg && c->plan) {
+        fprintf(stderr, "etx bench: --plan predicts one device; leave --gpus out\n");
+        return 2;
+    }
     if (c->L < 1 || c->G < 2 || c->repeats < 1 || c->repeats > BENCH_MAX_REPEATS || c->warmup < 0 || c->warmup > 10 ||
         steps_per_sync < 0 || steps_per_sync > 64) {
         fprintf(stderr, "etx bench: need --prompt-len >= 1, --gen-len >= 2, --repeats 1..%d, --warmup 0..10, "
@@ -267,6 +274,9 @@ static cJSON* json_report(const BenchConfig* c, const etx_model_info* mi, int th
     cJSON_AddNumberToObject(o, "repeats", c->repeats);
     cJSON_AddNumberToObject(o, "warmup", c->warmup);
     cJSON_AddNumberToObject(o, "steps_per_sync", rows[0].stats.steps_per_sync);
+    cJSON* g = cJSON_AddArrayToObject(o, "gpus"); // the devices timed at once (CUDA; [] on the CPU)
+    for (int i = 0; rows[0].stats.device == ETX_DEVICE_CUDA && i < c->n_gpus; i++)
+        cJSON_AddItemToArray(g, cJSON_CreateNumber(c->gpus[i]));
     cJSON* h = cJSON_AddObjectToObject(o, "hardware");
     cJSON_AddNumberToObject(h, "mem_bandwidth_bytes_s", hw->mem_bandwidth);
     cJSON_AddStringToObject(h, "bandwidth_method", hw->bandwidth_method);
@@ -279,6 +289,7 @@ static cJSON* json_report(const BenchConfig* c, const etx_model_info* mi, int th
         const BenchRow* r = &rows[i];
         cJSON* x = cJSON_CreateObject();
         cJSON_AddNumberToObject(x, "batch", r->batch);
+        cJSON_AddNumberToObject(x, "n_gpus", r->n_gpus);
         cJSON_AddStringToObject(x, "policy", kind_name(r->kind));
         cJSON_AddNumberToObject(x, "prefill_tok_s", r->prefill_tok_s);
         cJSON_AddNumberToObject(x, "decode_tok_s", r->decode_tok_s);
@@ -308,6 +319,9 @@ static void print_intro(FILE* tf, const BenchConfig* c, const etx_model_info* mi
     else
         fprintf(tf, "etx bench: %s (%.1f M parameters), device cpu, %d threads", c->model_path, mi->n_params / 1e6,
                 cpu_threads);
+    if (c->n_gpus > 1)
+        fprintf(tf, "\n%d devices at once, an engine each with `batch` requests: tok/s summed over them, ms/token "
+                    "the slowest device's, the floors per device", c->n_gpus);
     fprintf(tf, "\nprompt %d tokens, %d generated per request (EOS ignored); median of %d runs after %d warm-up\n",
             c->L, c->G, c->repeats, c->warmup);
     fprintf(tf, "hardware: %.1f GB/s (%s), %.1f GFLOP/s (%s)\n", hw->mem_bandwidth / 1e9, hw->bandwidth_method,
@@ -355,7 +369,8 @@ int cmd_bench(int argc, char** argv) {
     }
     etx_model_info mi;
     etx_model_get_info(m, &mi);
-    BenchSetup bs = {m, c.eo, c.L, c.G, mi.vocab_size};
+    BenchSetup bs = {m, c.eo, c.L, c.G, mi.vocab_size, c.gpus, c.n_gpus};
+    if (c.gpus_arg) cli_say_gpus("bench", c.gpus, c.n_gpus);
     BenchRow* rows = NULL;
     etx_engine_stats probe;
     etx_hw_limits hw;

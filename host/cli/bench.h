@@ -33,6 +33,9 @@ typedef struct {
     int plan;            // --plan: print the CUDA cost model's prediction, run nothing
     const char* card;    // --card (plan): a datasheet card, default h100
     const char* shape;   // --shape (plan): a named model shape instead of --model
+    int gpus[64];        // --gpus: the devices (CLI_MAX_GPUS), one engine each; else eo.gpu
+    int n_gpus;
+    const char* gpus_arg; // --gpus as given (NULL: one device)
 } BenchConfig;
 
 // What every run of one bench shares.
@@ -40,6 +43,8 @@ typedef struct {
     const etx_model* m;
     etx_engine_options eo;
     int L, G, vocab;
+    const int* gpus;     // (n_gpus) --gpus: the devices, one engine each, all timed together
+    int n_gpus;          // 1 without --gpus
 } BenchSetup;
 
 // One run of B requests.
@@ -55,12 +60,16 @@ typedef struct {
     etx_policy_kind kind;
     double prefill_tok_s, decode_tok_s, ms_per_token;
     long long peak_rss, device_bytes;
+    int n_gpus;          // devices it ran on at once (--gpus), each with `batch` requests; the
+                         // tok/s are their sum, ms/token and the floors per device
     double policy_share; // NAN: no greedy baseline
     double decode_floor_ms, decode_floor_fraction, prefill_flops, prefill_peak_fraction;
     etx_engine_stats stats;
 } BenchRow;
 
-// One run of B requests with policy kind (bench.c's header comment).
+// One run of B requests with policy kind (bench.c's header comment); with n_gpus > 1, B
+// requests on each device at once, an engine per device in a thread of its own, started
+// together after every engine is created: t_first and t_end are the slowest device's.
 etx_status bench_run(const BenchSetup* bs, int B, etx_policy_kind kind, RunResult* r);
 
 // The rows of batch size B, one per policy of c (rows[0..c->n_kinds)): c->warmup untimed

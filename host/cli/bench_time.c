@@ -5,6 +5,8 @@
  * share. The formulas are in bench.c's header comment.
  */
 #include <math.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,8 +38,16 @@ static long long peak_rss_bytes(void) {
     return kb * 1024;
 }
 
-etx_status bench_run(const BenchSetup* bs, int B, etx_policy_kind kind, RunResult* r) {
+// The engines of a --gpus run wait here once created, so that their clocks start together.
+typedef struct {
+    pthread_barrier_t* start; // NULL: one engine
+    int failed;               // an engine could not be created (the others then stop at once)
+} BenchSync;
+
+// One engine of a run, on device gpu.
+static etx_status run_on(const BenchSetup* bs, int gpu, int B, etx_policy_kind kind, BenchSync* sync, RunResult* r) {
     etx_engine_options o = bs->eo;
+    o.gpu = gpu;
     o.max_batch = B;
     o.max_seq_len = bs->L + bs->G;
     // a pool holding every request whole: the automatic size is capped (2 GiB, sized for
@@ -46,9 +56,18 @@ etx_status bench_run(const BenchSetup* bs, int B, etx_policy_kind kind, RunResul
     if (!o.kv_block_size) o.kv_block_size = 64;
     if (!o.kv_blocks) o.kv_blocks = B * ((o.max_seq_len + o.kv_block_size - 1) / o.kv_block_size);
     o.prefix_cache = -1; // prefill is what is timed: every prompt computed in full
-    peak_rss_reset();
     etx_engine* e = NULL;
-    ETX_TRY(etx_engine_create(bs->m, &o, &e));
+    etx_status cs = etx_engine_create(bs->m, &o, &e);
+    if (sync->start) { // every engine created (or failed) before any clock starts
+        if (cs.code != ETX_OK) __atomic_store_n(&sync->failed, 1, __ATOMIC_SEQ_CST);
+        pthread_barrier_wait(sync->start);
+        if (cs.code == ETX_OK && __atomic_load_n(&sync->failed, __ATOMIC_SEQ_CST))
+            cs = etx_error(ETX_ERR_STATE, "another device's engine could not be created");
+    }
+    if (cs.code != ETX_OK) {
+        etx_engine_free(e);
+        return cs;
+    }
     const int base = bs->vocab > 2000 ? 1000 : 0;
     int32_t* prompt = malloc((size_t)bs->L * sizeof(int32_t));
     int* ids = malloc((size_t)B * sizeof(int));
@@ -81,10 +100,65 @@ etx_status bench_run(const BenchSetup* bs, int B, etx_policy_kind kind, RunResul
                           st.error[0] ? ": " : "", st.error);
     }
     if (s.code == ETX_OK) etx_engine_get_stats(e, &r->stats);
-    r->peak_rss = peak_rss_bytes();
     free(prompt);
     free(ids);
     etx_engine_free(e);
+    return s;
+}
+
+typedef struct {
+    const BenchSetup* bs;
+    int gpu, B;
+    etx_policy_kind kind;
+    BenchSync* sync;
+    RunResult r;
+    etx_status s;
+} BenchLane;
+
+static void* lane_main(void* arg) {
+    BenchLane* ln = arg;
+    ln->s = run_on(ln->bs, ln->gpu, ln->B, ln->kind, ln->sync, &ln->r);
+    return NULL;
+}
+
+etx_status bench_run(const BenchSetup* bs, int B, etx_policy_kind kind, RunResult* r) {
+    peak_rss_reset();
+    BenchSync sync = {0};
+    etx_status s = etx_ok();
+    if (bs->n_gpus <= 1) {
+        s = run_on(bs, bs->eo.gpu, B, kind, &sync, r);
+    } else {
+        const int n = bs->n_gpus;
+        pthread_barrier_t start;
+        pthread_barrier_init(&start, NULL, (unsigned)n);
+        sync.start = &start;
+        BenchLane* lanes = calloc((size_t)n, sizeof *lanes);
+        pthread_t* th = calloc((size_t)n, sizeof *th);
+        if (!lanes || !th) abort();
+        int started = 0;
+        for (int d = 0; d < n; d++) {
+            lanes[d] = (BenchLane){.bs = bs, .gpu = bs->gpus[d], .B = B, .kind = kind, .sync = &sync};
+            if (pthread_create(&th[d], NULL, lane_main, &lanes[d]) != 0) break;
+            started++;
+        }
+        if (started < n) { // the barrier can never fill: the ones started are stuck in it
+            fprintf(stderr, "etx bench: cannot start the threads of %d engines\n", n);
+            abort();
+        }
+        for (int d = 0; d < n; d++) pthread_join(th[d], NULL);
+        pthread_barrier_destroy(&start);
+        *r = lanes[0].r;
+        for (int d = 0; d < n && s.code == ETX_OK; d++) {
+            s = lanes[d].s;
+            if (s.code != ETX_OK) break;
+            if (lanes[d].r.t_first > r->t_first) r->t_first = lanes[d].r.t_first;
+            if (lanes[d].r.t_end > r->t_end) r->t_end = lanes[d].r.t_end;
+            if (d > 0) r->stats.device_bytes += lanes[d].r.stats.device_bytes; // held on every device
+        }
+        free(lanes);
+        free(th);
+    }
+    r->peak_rss = peak_rss_bytes();
     return s;
 }
 
@@ -122,8 +196,9 @@ etx_status bench_time_batch(const BenchSetup* bs, const BenchConfig* c, const et
         row->kind = c->kinds[k];
         row->ms_per_token = median(ms[k], c->repeats);
         const double t_first = median(pre[k], c->repeats);
-        row->decode_tok_s = 1e3 * B / row->ms_per_token;
-        row->prefill_tok_s = (double)B * L / t_first;
+        const int D = bs->n_gpus > 1 ? bs->n_gpus : 1; // devices, each running B requests
+        row->decode_tok_s = 1e3 * B * D / row->ms_per_token;
+        row->prefill_tok_s = (double)B * D * L / t_first;
         row->peak_rss = rss[k];
         row->device_bytes = row->stats.device_bytes;
         const double bytes = (double)row->stats.weight_bytes +
@@ -132,6 +207,7 @@ etx_status bench_time_batch(const BenchSetup* bs, const BenchConfig* c, const et
         row->decode_floor_fraction = row->decode_floor_ms / row->ms_per_token;
         row->prefill_flops = prefill_flops(mi, B, L);
         row->prefill_peak_fraction = hw->gemm_flops > 0 ? row->prefill_flops / hw->gemm_flops / t_first : NAN;
+        row->n_gpus = D; // (the floors and fractions are per device: each runs B rows)
         if (c->kinds[k] == ETX_POLICY_GREEDY) greedy_ms = row->ms_per_token;
     }
     for (int k = 0; k < n_kinds; k++)

@@ -80,7 +80,10 @@ typedef struct {
     int no_prefix_cache; // --no-prefix-cache: prompts never share cached chunks
     const char* gpu;    // --gpu N (NULL: by node-local rank, see cli_engine_options)
     int share_gpus;     // --share-gpus: more ranks on a node than GPUs is allowed
+    const char* gpus;   // --gpus LIST|all: one engine per listed device (eval, sweep, bench)
 } CliEngineArgs;
+
+#define CLI_MAX_GPUS 64 // devices one process may list in --gpus
 
 // The --gpu and --share-gpus rows of a command's option table.
 #define CLI_GPU_OPTS(gpu, share)                                                                              \
@@ -88,6 +91,12 @@ typedef struct {
      "CUDA device to run on (default: the node-local rank under mpirun/srun modulo the GPUs, else 0)", 0},    \
     {"--share-gpus", NULL, OPT_FLAG, (share), NULL,                                                           \
      "allow more ranks on a node than it has GPUs (they then share devices)", 0}
+
+// The --gpus row (eval, sweep, bench: the commands whose requests can be spread).
+#define CLI_GPUS_OPT(gpus)                                                                                      \
+    {"--gpus", NULL, OPT_STRING, (gpus), "LIST",                                                              \
+     "several CUDA devices in this process: 'all' or ids like 0,1,2,3; one engine per device, the requests "  \
+     "spread over them, the output the same bytes as one device's", 0}
 
 #define CLI_MAX_BATCH 4096 // the engine's largest max_batch (etx_engine_create)
 
@@ -108,8 +117,18 @@ typedef struct {
 // MPI_LOCALRANKID/MPI_LOCALNRANKS, Slurm's SLURM_LOCALID/SLURM_NTASKS_PER_NODE) modulo the
 // GPUs, refusing more ranks on a node than GPUs unless --share-gpus; under a launcher, or
 // with --gpu, each rank says on stderr which device it runs on. --gpu with a run on the
-// CPU is refused. 0, or -1 after printing "etx COMMAND: ..." (exit 2).
+// CPU is refused. --gpus (several devices in one process, see cli_engine_gpus) is checked
+// here too: not with --gpu, not on the CPU, not under a launcher with several ranks on the
+// node, every id listed once and present; eo->gpu is then its first device.
+// 0, or -1 after printing "etx COMMAND: ..." (exit 2).
 int cli_engine_options(const char* command, const CliEngineArgs* a, etx_engine_options* eo);
+// The devices a run's engines take, in order, into list (CLI_MAX_GPUS entries): those
+// of --gpus ('all': every visible one), else the one of eo->gpu. The count (>= 1); call
+// after cli_engine_options succeeded (the list is then known to be good).
+int cli_engine_gpus(const CliEngineArgs* a, const etx_engine_options* eo, int* list);
+// "etx COMMAND: N engines, on cuda:0 (NAME), cuda:1 (NAME)" on stderr (a --gpus run says
+// where its engines run).
+void cli_say_gpus(const char* command, const int* list, int n);
 // After the model is loaded, before the engine is created: --ctx within the model's
 // context, and a pool given by --kv-blocks that holds one full context (a request that
 // cannot fit could never run) and, on the CPU, fits in the memory available. 0, or -1

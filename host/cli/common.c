@@ -137,6 +137,87 @@ static int pick_gpu(const char* command, const CliEngineArgs* a, const BackendOp
     return 0;
 }
 
+// --gpus: "all", or distinct device ids separated by commas, each below n. The count
+// into list, or -1 after printing (command NULL: silently).
+static int parse_gpus(const char* command, const char* s, int n, int* list) {
+    if (strcmp(s, "all") == 0) {
+        const int k = n < CLI_MAX_GPUS ? n : CLI_MAX_GPUS;
+        for (int i = 0; i < k; i++) list[i] = i;
+        return k;
+    }
+    int k = 0;
+    const char* p = s;
+    while (1) {
+        char* end = NULL;
+        errno = 0;
+        const long v = strtol(p, &end, 10);
+        if (end == p || errno || (*end && *end != ',') || *p == '-' || *p == '+' || *p == ' ') {
+            say(command, "--gpus '%s': expected 'all' or device ids separated by commas, like 0,1,2,3\n", s);
+            return -1;
+        }
+        if (v >= n) {
+            say(command, "--gpus %s: device %ld is not there; this process sees %d CUDA device%s (0..%d)\n", s, v, n,
+                n == 1 ? "" : "s", n - 1);
+            return -1;
+        }
+        for (int i = 0; i < k; i++)
+            if (list[i] == v) {
+                say(command, "--gpus %s: device %ld is listed twice\n", s, v);
+                return -1;
+            }
+        if (k == CLI_MAX_GPUS) {
+            say(command, "--gpus %s: at most %d devices\n", s, CLI_MAX_GPUS);
+            return -1;
+        }
+        list[k++] = (int)v;
+        if (!*end) break;
+        p = end + 1;
+    }
+    return k;
+}
+
+// The --gpus checks of cli_engine_options (cli.h); the devices into list. The count, or -1
+// after printing.
+static int check_gpus(const char* command, const CliEngineArgs* a, const BackendOps* ops, int* list) {
+    if (ops->device != ETX_DEVICE_CUDA) {
+        say(command, "--gpus %s asks for CUDA devices, but this run is on the %s (--device)\n", a->gpus, ops->name);
+        return -1;
+    }
+    if (a->gpu) {
+        say(command, "--gpu %s and --gpus %s: give one of them (--gpu: one device; --gpus: several, one engine "
+                     "each)\n", a->gpu, a->gpus);
+        return -1;
+    }
+    int lr, ls;
+    local_rank(&lr, &ls);
+    if (ls > 1) {
+        say(command, "--gpus runs several devices in one process, but %d ranks run on this node; under mpirun/srun "
+                     "each rank takes one device (leave --gpus out), or run one rank per node with --gpus\n", ls);
+        return -1;
+    }
+    const int n = ops->device_count ? ops->device_count() : 1;
+    return parse_gpus(command, a->gpus, n, list);
+}
+
+void cli_say_gpus(const char* command, const int* list, int n) {
+    const BackendOps* ops = etx_cuda_backend();
+    fprintf(stderr, "etx %s: %d engine%s, on", command, n, n == 1 ? "" : "s");
+    for (int i = 0; i < n; i++)
+        fprintf(stderr, "%s cuda:%d (%s)", i ? "," : "", list[i],
+                ops && ops->device_name_of ? ops->device_name_of(list[i]) : "");
+    fputc('\n', stderr);
+}
+
+int cli_engine_gpus(const CliEngineArgs* a, const etx_engine_options* eo, int* list) {
+    const BackendOps* ops = NULL;
+    if (a->gpus && backend_pick(eo->device, &ops).code == ETX_OK && ops->device_count) {
+        const int k = parse_gpus(NULL, a->gpus, ops->device_count(), list);
+        if (k >= 1) return k;
+    }
+    list[0] = eo->gpu;
+    return 1;
+}
+
 int cli_engine_options(const char* command, const CliEngineArgs* a, etx_engine_options* eo) {
     *eo = etx_engine_options_default();
     if (cli_parse_device(a->device, &eo->device) != 0) return -1;
@@ -147,7 +228,12 @@ int cli_engine_options(const char* command, const CliEngineArgs* a, etx_engine_o
         say(command, "%s\n", st.message);
         return -1;
     }
-    if (ops->device == ETX_DEVICE_CUDA) {
+    if (a->gpus) {
+        int list[CLI_MAX_GPUS];
+        const int k = check_gpus(command, a, ops, list);
+        if (k < 1) return -1;
+        eo->gpu = list[0];
+    } else if (ops->device == ETX_DEVICE_CUDA) {
         if (pick_gpu(command, a, ops, &eo->gpu) != 0) return -1;
     } else if (a->gpu) {
         say(command, "--gpu %s asks for a CUDA device, but this run is on the %s (--device)\n", a->gpu, ops->name);

@@ -161,6 +161,7 @@ int cmd_eval(int argc, char** argv) {
         {"--device", NULL, OPT_STRING, &a.device, "DEV", "auto | cpu | cuda (default auto)", 0},
         CLI_KV_OPTS(&a.kv_blocks, &a.kv_block_size, &a.no_prefix_cache),
         CLI_GPU_OPTS(&a.gpu, &a.share_gpus),
+        CLI_GPUS_OPT(&a.gpus),
         EVAL_SAMPLE_OPTS(&a),
         {"--summary", NULL, OPT_STRING, &summary_path, "FILE",
          "also write the totals as JSON: accuracy with its 95% interval, tokens generated, prefill (for "

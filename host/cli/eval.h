@@ -101,6 +101,7 @@ typedef struct {
     int no_prefix_cache;          // --no-prefix-cache
     const char* gpu;              // --gpu N (NULL: by node-local rank)
     int share_gpus;               // --share-gpus
+    const char* gpus;             // --gpus LIST|all (NULL: one device)
     // N samples per request (batch_samples.c): --samples N (1: one plain request), the vote
     // over their answers, DeepConf's kept fraction, the group window and tail length of the
     // trace confidence, and which statistic of it weighs a sample
@@ -154,7 +155,8 @@ int eval_conf_stat(const char* name);
 #define EVAL_ENGINE_ARGS(a)                                                                                      \
     ((CliEngineArgs){.device = (a)->device, .threads = (a)->threads, .ctx = (a)->ctx, .batch = (a)->batch,    \
                      .kv_blocks = (a)->kv_blocks, .kv_block_size = (a)->kv_block_size,                        \
-                     .no_prefix_cache = (a)->no_prefix_cache, .gpu = (a)->gpu, .share_gpus = (a)->share_gpus})
+                     .no_prefix_cache = (a)->no_prefix_cache, .gpu = (a)->gpu, .share_gpus = (a)->share_gpus,   \
+                     .gpus = (a)->gpus})
 
 // Checks --task, --on-bad-line, --batch, --max-tokens, --limit, the engine options
 // (cli_engine_options: device, threads, context, KV pool) and that --data is a regular

@@ -9,6 +9,9 @@
  *   - refused before the model is loaded (exit 2): --gpu past the devices, --gpu that is
  *     not a number, --gpu on the CPU, more ranks on a node than devices without
  *     --share-gpus (which allows it);
+ *   - --gpus (part 2): one engine per listed device in one process; eval and sweep write
+ *     the same bytes as one device, bench sums the devices' rows; bad lists, --gpus with
+ *     --gpu, on the CPU or under several local ranks refused before the model loads;
  *   - the GEMM path by ETX_GEMM (kernels/gemm.h): cuda-cores, tensor-cores and auto run;
  *     any other value is an error that names the variable and the values it takes.
  */
@@ -113,6 +116,127 @@ START_TEST(bad_gpu_refused_before_loading) {
 }
 END_TEST
 
+// --gpus (part 2): one engine per listed device in one process; eval's and sweep's output
+// byte-identical to one device's (job j runs on engine j % devices, lines merged in job
+// order), bench's rows summed over the devices.
+START_TEST(gpus_spread_requests_same_bytes) {
+#ifdef ETX_CLI_EMU
+    char data[300], one[300], three[300], common[800], args[2400];
+    cli_tmp_path(data, sizeof data, "gpus.jsonl"); // 7 prompts: engines 0 and 1 get three, engine 2 one
+    cli_write_text(data, "{\"id\": 1, \"prompt\": \"One apple and two pears\"}\n"
+                         "{\"id\": 2, \"prompt\": \"The capital of France\"}\n"
+                         "{\"id\": 3, \"prompt\": \"Seven times six is\"}\n"
+                         "{\"id\": 4, \"prompt\": \"Once upon a time\"}\n"
+                         "{\"id\": 5, \"prompt\": \"Rain in Spain\"}\n"
+                         "{\"id\": 6, \"prompt\": \"Two plus two\"}\n"
+                         "{\"id\": 7, \"prompt\": \"Hello\"}\n");
+    cli_tmp_path(one, sizeof one, "gpus_one.jsonl");
+    cli_tmp_path(three, sizeof three, "gpus_three.jsonl");
+    snprintf(common, sizeof common,
+             "eval -m '" MODEL "' --device cuda --data '%s' -n 5 --threads 1 --batch 2 --policy sample --seed 7",
+             data);
+    snprintf(args, sizeof args, "%s --out '%s'", common, one);
+    Run r = emu("SIMT_DEVICE_COUNT=3", args);
+    ck_assert_msg(r.status == 0, "exit %d\n%s", r.status, r.err);
+    free_run(&r);
+    snprintf(args, sizeof args, "%s --out '%s' --gpus all", common, three);
+    r = emu("SIMT_DEVICE_COUNT=3", args);
+    ck_assert_msg(r.status == 0, "exit %d\n%s", r.status, r.err);
+    ck_assert_msg(strstr(r.err, "3 engines, on cuda:0 (SIMT emulator), cuda:1 (SIMT emulator (device 1)), cuda:2 "
+                                "(SIMT emulator (device 2))"),
+                  "the engines are not named:\n%s", r.err);
+    ck_assert_msg(strstr(r.err, "7 requests run"), "not every request ran:\n%s", r.err);
+    free_run(&r);
+    char* a = cli_slurp(one);
+    char* b = cli_slurp(three);
+    int lines = 0;
+    for (const char* c = a; *c; c++) lines += *c == '\n';
+    ck_assert_int_eq(lines, 7);
+    ck_assert_str_eq(a, b);
+    free(b);
+    // a subset in another order (2,0): the same bytes again
+    snprintf(args, sizeof args, "%s --out '%s' --gpus 2,0", common, three);
+    remove(three);
+    r = emu("SIMT_DEVICE_COUNT=3", args);
+    ck_assert_msg(r.status == 0, "exit %d\n%s", r.status, r.err);
+    ck_assert_msg(strstr(r.err, "2 engines, on cuda:2 (SIMT emulator (device 2)), cuda:0"), "%s", r.err);
+    free_run(&r);
+    b = cli_slurp(three);
+    ck_assert_str_eq(a, b);
+    free(a), free(b);
+    // a sweep over two devices: its lines equal one device's
+    char dir1[300], dir2[300], grid[300], sw[900];
+    cli_tmp_path(dir1, sizeof dir1, "sweep1");
+    cli_tmp_path(dir2, sizeof dir2, "sweep2");
+    cli_tmp_path(grid, sizeof grid, "grid.json");
+    cli_write_text(grid, "{\"policy\": \"sample\", \"grid\": {\"temperature\": [0.5, 1.0]}}");
+    snprintf(sw, sizeof sw, "sweep -m '" MODEL "' --device cuda -n 3 --threads 1 --batch 3 --grid '%s'", grid);
+    snprintf(args, sizeof args, "%s --data '%s' --out '%s'", sw, data, dir1);
+    r = emu("SIMT_DEVICE_COUNT=2", args);
+    ck_assert_msg(r.status == 0, "exit %d\n%s", r.status, r.err);
+    free_run(&r);
+    snprintf(args, sizeof args, "%s --data '%s' --out '%s' --gpus 0,1", sw, data, dir2);
+    r = emu("SIMT_DEVICE_COUNT=2", args);
+    ck_assert_msg(r.status == 0, "exit %d\n%s", r.status, r.err);
+    free_run(&r);
+    char p1[400], p2[400];
+    snprintf(p1, sizeof p1, "%s/completions.jsonl", dir1);
+    snprintf(p2, sizeof p2, "%s/completions.jsonl", dir2);
+    a = cli_slurp(p1);
+    b = cli_slurp(p2);
+    ck_assert_msg(a && b && strlen(a) > 0, "no sweep results");
+    ck_assert_str_eq(a, b);
+    free(a), free(b);
+    // bench: every device runs `batch` requests at once; the JSON lists them
+    char bj[300];
+    cli_tmp_path(bj, sizeof bj, "gpus_bench.json");
+    snprintf(args, sizeof args,
+             "bench -m '" MODEL "' --device cuda --gpus 1,0 -b 2 -l 6 -g 3 -r 1 --warmup 0 --quick-probe "
+             "--policy greedy --json '%s'", bj);
+    r = emu("SIMT_DEVICE_COUNT=2", args);
+    ck_assert_msg(r.status == 0, "exit %d\n%s", r.status, r.err);
+    free_run(&r);
+    char* j = cli_slurp(bj);
+    ck_assert_msg(j && strstr(j, "\"n_gpus\":\t2") && strstr(j, "\"gpus\":\t[1, 0]"), "%s", j ? j : "(none)");
+    free(j);
+#endif
+}
+END_TEST
+
+START_TEST(bad_gpus_refused_before_loading) {
+#ifdef ETX_CLI_EMU
+    const char* ev = "eval --data '" SAMPLE "' --out /tmp/never.jsonl -m /nonexistent/model --device cuda";
+    static const struct {
+        const char* env;
+        const char* flags;
+        const char* says;
+    } bad[] = {
+        {"SIMT_DEVICE_COUNT=2", "--gpus 0,2", "--gpus 0,2: device 2 is not there; this process sees 2 CUDA devices"},
+        {"SIMT_DEVICE_COUNT=2", "--gpus 1,1", "--gpus 1,1: device 1 is listed twice"},
+        {"SIMT_DEVICE_COUNT=2", "--gpus zero", "--gpus 'zero': expected 'all' or device ids"},
+        {"SIMT_DEVICE_COUNT=2", "--gpus 0,", "--gpus '0,': expected 'all' or device ids"},
+        {"SIMT_DEVICE_COUNT=2", "--gpus -1", "--gpus '-1': expected"},
+        {"SIMT_DEVICE_COUNT=2", "--gpus 0,1 --gpu 1", "--gpu 1 and --gpus 0,1: give one of them"},
+        {"SIMT_DEVICE_COUNT=2 OMPI_COMM_WORLD_LOCAL_RANK=0 OMPI_COMM_WORLD_LOCAL_SIZE=2", "--gpus all",
+         "--gpus runs several devices in one process, but 2 ranks run on this node"},
+    };
+    char args[1200];
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(args, sizeof args, "%s %s", ev, bad[i].flags);
+        expect(emu(bad[i].env, args), 2, bad[i].says);
+    }
+    expect(emu("SIMT_DEVICE_COUNT=2", "eval --data '" SAMPLE "' --out /tmp/never.jsonl -m /nonexistent/model "
+                                      "--device cpu --gpus all"),
+           2, "--gpus all asks for CUDA devices, but this run is on the cpu");
+    expect(emu("SIMT_DEVICE_COUNT=2", "bench -m /nonexistent/model --device cuda --gpus 0,5"), 2,
+           "device 5 is not there");
+#endif
+    Run r = run_program(ETX_CLI, "eval --data '" SAMPLE "' --out /tmp/never.jsonl -m /nonexistent/model --device cpu --gpus 0", NULL);
+    ck_assert_msg(r.status == 2 && strstr(r.err, "asks for CUDA devices"), "exit %d\n%s", r.status, r.err);
+    free_run(&r);
+}
+END_TEST
+
 START_TEST(gemm_path_env) {
 #ifdef ETX_CLI_EMU
     const char* gen = "generate -m '" MODEL "' --device cuda -p 'Hello' -n 2 --threads 1";
@@ -175,6 +299,8 @@ int main(void) {
     tcase_add_test(tc, gpu_flag_picks_the_device);
     tcase_add_test(tc, node_local_rank_picks_the_device);
     tcase_add_test(tc, bad_gpu_refused_before_loading);
+    tcase_add_test(tc, gpus_spread_requests_same_bytes);
+    tcase_add_test(tc, bad_gpus_refused_before_loading);
     tcase_add_test(tc, gemm_path_env);
     tcase_add_test(tc, mpirun_ranks_take_their_own_devices);
     suite_add_tcase(s, tc);
