@@ -117,6 +117,17 @@ __device__ static const float* pk_row(const EtxPolicyArgs* a, int s) {
     return a->logits + (size_t)(a->logit_row ? a->logit_row[s] : s) * a->vocab;
 }
 
+// The logit of token tok of sequence s: from its row when rows are given, else (tensor
+// parallelism) from the candidates, or the pause token's from pause_logit.
+__device__ static float pk_token_logit(const EtxPolicyArgs* a, int s, int32_t tok) {
+    if (a->logits) return pk_row(a, s)[tok];
+    const PolicyCandidate* c = a->cand + (size_t)s * ETX_TOPK;
+    for (int j = 0; j < a->n_cand; j++)
+        if (c[j].id == tok) return c[j].logit;
+    if (a->pause_logit && tok == a->states[s].pause_token) return a->pause_logit[s];
+    return NAN; // not reached: a draw outside the candidates needs the rows (the fallback)
+}
+
 // Token, trace record, done flag (host/cpu/cpu_backend.c after sampler_pick, and
 // host/engine/engine.c's stop checks).
 __device__ static void pk_finish(const EtxPolicyArgs* a, int s, int32_t tok, const PolicyDecision* d) {
@@ -124,7 +135,7 @@ __device__ static void pk_finish(const EtxPolicyArgs* a, int s, int32_t tok, con
     a->tokens[s] = tok;
     if (a->trace) {
         const PolicyMetrics m = pk_metrics(a, s);
-        policy_trace_record(&a->trace[s], st->request_id, st->step, tok, pk_row(a, s)[tok] - a->stats[s].log_z,
+        policy_trace_record(&a->trace[s], st->request_id, st->step, tok, pk_token_logit(a, s, tok) - a->stats[s].log_z,
                             a->cand + (size_t)s * ETX_TOPK, a->n_cand, a->stats[s].log_z, &m, d);
     }
     int stop = 0;

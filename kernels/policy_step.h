@@ -69,6 +69,11 @@ typedef struct {
     int32_t* done;                 // (n_seqs) out: 0, ETX_REQ_DONE_STOP, ETX_REQ_DONE_LENGTH or
                                    // ETX_REQ_FAILED (a fault)
     etx_trace_record* trace;       // (n_seqs) out, or NULL: no trace
+    // Tensor parallelism, where no device holds whole rows: logits may be NULL when no
+    // sequence needs the exact fallback (the caller knows: policy_may_need_full_row), and
+    // the trace's token logit then comes from the candidates, or for an entropix pause
+    // token outside them from pause_logit (n_seqs; NULL otherwise).
+    const float* pause_logit;
 } EtxPolicyArgs;
 
 // Scratch the step needs: per sequence a pending decision, and for the fallback a

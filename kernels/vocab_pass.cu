@@ -359,9 +359,43 @@ __device__ static void vp_block_merge(VpAcc acc, VpShared* s) {
 // scans its chunk of the row. With split > 1 each block leaves its statistics and list
 // in scratch and the last block of the sequence to finish merges them (the counter in
 // scratch tells which; fences order the partial results before it).
+// The statistics of a merged accumulator (thread 0 writes them).
+__device__ static EtxVocabStats vp_stats_of(const VpAcc& a, int bad) {
+    EtxVocabStats r;
+    const double z = a.z;
+    r.max = (float)a.m;
+    if (z == 0.0) { // no finite logit
+        r.log_z = -INFINITY, r.entropy = 0.0f, r.varentropy = 0.0f, r.sigma = 0.0f;
+    } else {
+        double h = log(z) - a.c;
+        if (h < 0.0) h = 0.0;
+        r.entropy = (float)(h / VP_LN2);
+        r.varentropy = (float)(a.m2 / z / (VP_LN2 * VP_LN2));
+        r.log_z = (float)(a.m + log(z));
+        r.sigma = (float)sqrt(a.s2 / a.n);
+    }
+    r.nonfinite = bad;
+    return r;
+}
+
+// The logit a candidate key holds (etx_cand_key's inverse; -0 comes back as +0).
+__device__ static float vp_key_logit(unsigned long long key) {
+    const uint32_t asc = ~(uint32_t)(key >> 32);
+    union {
+        float f;
+        uint32_t u;
+    } v;
+    v.u = (asc & 0x80000000u) ? (asc & 0x7fffffffu) : ~asc;
+    return v.f;
+}
+
+// id0: the vocabulary id of the row's first logit (a tensor-parallel shard's slice; 0
+// otherwise). part_out: NULL, or a shard's pass: the merged statistics and sorted keys
+// of each row go there (etx_vocab_merge finishes them) instead of stats and cand.
 __global__ void __launch_bounds__(VP_THREADS)
     vocab_pass_kernel(const float* logits, const int32_t* row_of, int vocab, int split, int n_out, EtxVocabStats* stats,
-                      PolicyCandidate* cand, float* logprob, VpScratch sc) {
+                      PolicyCandidate* cand, float* logprob, VpScratch sc, int id0, const int32_t* extra_id,
+                      EtxVocabPart* part_out) {
     __shared__ unsigned long long s_buf[VP_BUF]; // [0, K): the list, sorted; [K, K + count): staged
     __shared__ unsigned long long s_sel[ETX_TOPK]; // a selection being sorted
     __shared__ VpSelShared s_select;
@@ -396,7 +430,7 @@ __global__ void __launch_bounds__(VP_THREADS)
             bad |= vp_nonfinite(x);
             vp_add(&acc, x);
             vp_add_plain(&plain, x);
-            const unsigned long long key = etx_cand_key(x, i);
+            const unsigned long long key = etx_cand_key(x, id0 + i);
             if (whole) s_buf[i - lo] = key;
             else if (key < s_thresh) s_buf[ETX_TOPK + atomicAdd(&s_count, 1)] = key;
         }
@@ -453,29 +487,28 @@ __global__ void __launch_bounds__(VP_THREADS)
         vp_block_merge(a, &s_acc); // its barriers also publish s_bad
     }
 
-    if (tid == 0) {
-        EtxVocabStats r;
-        const VpAcc a = vp_load(&s_acc, 0);
-        const double z = a.z;
-        r.max = (float)a.m;
-        if (z == 0.0) { // no finite logit
-            r.log_z = -INFINITY, r.entropy = 0.0f, r.varentropy = 0.0f, r.sigma = 0.0f;
-        } else {
-            double h = log(z) - a.c;
-            if (h < 0.0) h = 0.0;
-            r.entropy = (float)(h / VP_LN2);
-            r.varentropy = (float)(a.m2 / z / (VP_LN2 * VP_LN2));
-            r.log_z = (float)(a.m + log(z));
-            r.sigma = (float)sqrt(a.s2 / a.n);
+    if (part_out) { // a shard's part: statistics and keys, for etx_vocab_merge
+        EtxVocabPart* po = part_out + seq;
+        for (int j = tid; j < ETX_TOPK; j += blockDim.x) po->keys[j] = s_buf[j];
+        if (tid == 0) {
+            const VpAcc a = vp_load(&s_acc, 0);
+            po->m = a.m, po->z = a.z, po->c = a.c, po->m2 = a.m2, po->n = a.n, po->mu = a.mu, po->s2 = a.s2;
+            po->nonfinite = s_bad;
+            const int xid = extra_id ? extra_id[seq] - id0 : -1;
+            po->has_extra = xid >= 0 && xid < vocab;
+            po->extra = po->has_extra ? row[xid] : 0.0f;
         }
-        r.nonfinite = s_bad;
+        return;
+    }
+    if (tid == 0) {
+        const EtxVocabStats r = vp_stats_of(vp_load(&s_acc, 0), s_bad);
         stats[seq] = r;
         s_log_z = r.log_z;
     }
     __syncthreads();
 
     for (int j = tid; j < n_out; j += blockDim.x) {
-        const int32_t id = (int32_t)(uint32_t)s_buf[j];
+        const int32_t id = (int32_t)(uint32_t)s_buf[j]; // (id0 is 0 here)
         PolicyCandidate c;
         c.logit = row[id];
         c.id = id;
@@ -497,7 +530,81 @@ extern "C" void etx_vocab_pass(const float* logits, const int32_t* row_of, int n
         CUDA_CHECK(cudaMemsetAsync(sc.done, 0, (size_t)n_seqs * sizeof(int), (cudaStream_t)stream));
     }
     ETX_LAUNCH(vocab_pass_kernel, n_seqs * split, VP_THREADS, 0, (cudaStream_t)stream, logits, row_of, vocab, split, n_out,
-               stats, cand, logprob, sc);
+               stats, cand, logprob, sc, 0, (const int32_t*)NULL, (EtxVocabPart*)NULL);
+    CUDA_CHECK_LAUNCH();
+}
+
+extern "C" void etx_vocab_pass_part(const float* logits, const int32_t* row_of, int n_seqs, int vocab, int id0,
+                                    const int32_t* extra_id, EtxVocabPart* parts, void* scratch, void* stream) {
+    if (n_seqs <= 0 || vocab <= 0) return;
+    const int split = scratch ? vp_split(n_seqs, vocab) : 1;
+    VpScratch sc = {NULL, NULL, NULL, NULL};
+    if (split > 1) {
+        sc = vp_scratch(scratch, n_seqs);
+        CUDA_CHECK(cudaMemsetAsync(sc.done, 0, (size_t)n_seqs * sizeof(int), (cudaStream_t)stream));
+    }
+    ETX_LAUNCH(vocab_pass_kernel, n_seqs * split, VP_THREADS, 0, (cudaStream_t)stream, logits, row_of, vocab, split,
+               ETX_TOPK, (EtxVocabStats*)NULL, (PolicyCandidate*)NULL, (float*)NULL, sc, id0, extra_id, parts);
+    CUDA_CHECK_LAUNCH();
+}
+
+// One block per sequence: the shards' parts merged in shard order (thread s holds part s,
+// the block tree fixes the order), the top K of their n_shards x K keys by the same radix
+// select, then the statistics and candidates as etx_vocab_pass writes them (each
+// candidate's logit from its key).
+__global__ void __launch_bounds__(VP_THREADS)
+    vocab_merge_kernel(const EtxVocabPart* parts, int n_shards, int n_seqs, int n_out, EtxVocabStats* stats,
+                       PolicyCandidate* cand, float* logprob, float* extra) {
+    __shared__ unsigned long long s_buf[ETX_TOPK];
+    __shared__ unsigned long long s_sel[ETX_TOPK];
+    __shared__ VpSelShared s_select;
+    __shared__ VpShared s_acc;
+    __shared__ int s_bad;
+    __shared__ float s_log_z;
+    const int tid = threadIdx.x, seq = blockIdx.x;
+    VpAcc a = {-INFINITY, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+    if (tid < n_shards) {
+        const EtxVocabPart* p = parts + (size_t)tid * n_seqs + seq;
+        a = VpAcc{p->m, p->z, p->c, p->m2, p->n, p->mu, p->s2};
+    }
+    if (tid == 0) {
+        int any = 0;
+        float x = NAN;
+        for (int g = 0; g < n_shards; g++) {
+            const EtxVocabPart* p = parts + (size_t)g * n_seqs + seq;
+            any |= p->nonfinite;
+            if (p->has_extra) x = p->extra;
+        }
+        s_bad = any;
+        if (extra) extra[seq] = x;
+    }
+    vp_block_merge(a, &s_acc); // its barriers also publish s_bad
+    vp_top_keys(n_shards * ETX_TOPK,
+                [&](int i) { return parts[(size_t)(i / ETX_TOPK) * n_seqs + seq].keys[i % ETX_TOPK]; }, s_sel, s_buf,
+                &s_select);
+    if (tid == 0) {
+        const EtxVocabStats r = vp_stats_of(vp_load(&s_acc, 0), s_bad);
+        stats[seq] = r;
+        s_log_z = r.log_z;
+    }
+    __syncthreads();
+    for (int j = tid; j < n_out; j += blockDim.x) {
+        PolicyCandidate c;
+        c.logit = vp_key_logit(s_buf[j]);
+        c.id = (int32_t)(uint32_t)s_buf[j];
+        cand[(size_t)seq * ETX_TOPK + j] = c;
+        if (logprob) logprob[(size_t)seq * ETX_TOPK + j] = c.logit - s_log_z;
+    }
+}
+
+extern "C" void etx_vocab_merge(const EtxVocabPart* parts, int n_shards, int n_seqs, int vocab, int k,
+                                EtxVocabStats* stats, PolicyCandidate* cand, float* logprob, float* extra,
+                                void* stream) {
+    if (n_seqs <= 0 || vocab <= 0) return;
+    int n_out = k < vocab ? k : vocab;
+    if (n_out > ETX_TOPK) n_out = ETX_TOPK;
+    ETX_LAUNCH(vocab_merge_kernel, n_seqs, VP_THREADS, 0, (cudaStream_t)stream, parts, n_shards, n_seqs, n_out, stats,
+               cand, logprob, extra);
     CUDA_CHECK_LAUNCH();
 }
 

@@ -69,6 +69,32 @@ void etx_vocab_pass(const float* logits, const int32_t* row_of, int n_seqs, int 
                     PolicyCandidate* cand, float* logprob, void* scratch, void* stream);
 size_t etx_vocab_pass_scratch_bytes(int n_seqs);
 
+// Tensor parallelism: the LM head split by vocabulary, each shard holding logits
+// id0 .. id0 + vocab - 1 of every row. A shard's pass leaves per row its part: the
+// softmax statistics of its slice as mergeable moments (max m, normaliser z = sum
+// e^{x-m}, c = E_p[x] - m, m2 = sum e^{x-m} (x - E_p x)^2, and the plain count, mean and
+// sum of squared deviations behind sigma), its nonfinite flag and its top K keys
+// (etx_cand_key with the global id), sorted. 1,096 bytes a row: what crosses devices.
+// extra: the logit of one more id per row, when it falls in the slice (the entropix
+// pause token, which a trace record reads even when it is not a candidate).
+typedef struct {
+    double m, z, c, m2, n, mu, s2;
+    int32_t nonfinite, has_extra;
+    float extra;
+    int32_t pad;
+    uint64_t keys[ETX_TOPK];
+} EtxVocabPart;
+// A shard's pass over its slice (row_of, scratch as etx_vocab_pass), parts[s] per row;
+// extra_id: (n_seqs) global ids whose logit to keep (-1: none), or NULL.
+void etx_vocab_pass_part(const float* logits, const int32_t* row_of, int n_seqs, int vocab, int id0,
+                         const int32_t* extra_id, EtxVocabPart* parts, void* scratch, void* stream);
+// The shards' parts, (n_shards, n_seqs) shard-major, merged into what etx_vocab_pass gives
+// over the whole rows of `vocab` logits: the same candidates, and the statistics up to
+// the order of double additions (the parts are merged in shard order). extra: (n_seqs)
+// the extra id's logit (NaN when no shard had it), or NULL.
+void etx_vocab_merge(const EtxVocabPart* parts, int n_shards, int n_seqs, int vocab, int k, EtxVocabStats* stats,
+                     PolicyCandidate* cand, float* logprob, float* extra, void* stream);
+
 // The napkin math of etx_vocab_pass with scratch (cost.h): each row read once, the
 // statistics and k candidates written, a split row's parts written and read back; ~14
 // FLOPs per logit (in double: the FP64 rate is not modelled).

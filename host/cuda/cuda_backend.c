@@ -47,7 +47,8 @@
 // Decode steps per host synchronisation when the engine options leave it open.
 #define CUDA_STEPS_PER_SYNC 8
 
-static size_t score_row(const CudaBackend* b) { return (size_t)b->m->cfg.n_heads * b->cfg.max_seq_len; }
+// Floats of one row of b->scores: this shard's heads over the context.
+static size_t score_row(const CudaBackend* b) { return (size_t)b->shape.n_heads * b->cfg.max_seq_len; }
 
 // Bytes create() will ask for: weights, K/V pools, activations (with the attention split
 // workspace) and sampling buffers (double, so an absurd configuration cannot overflow). create() also
@@ -55,14 +56,20 @@ static size_t score_row(const CudaBackend* b) { return (size_t)b->m->cfg.n_heads
 static double plan_bytes(const CudaBackend* b, int tied, double* kv_bytes) {
     const double dim = b->dim, L = b->n_layers, V = b->vocab, rows = b->max_rows, mb = b->cfg.max_batch;
     double w = L * ((double)b->qkv_dim * dim + dim * b->q_dim + 2.0 * b->hidden * dim + dim * b->hidden) * 2;
-    w += V * dim * 2 * (tied ? 1 : 2) + L * dim * 8;
+    w += (double)b->vocab_all * dim * 2 + (tied && b->tp == 1 ? 0.0 : V * dim * 2) + L * dim * 8;
     w += L * ((b->m->cfg.qkv_bias ? b->qkv_dim * 4.0 : 0) + (b->m->cfg.qk_norm ? b->hdp * 8.0 : 0)); // Qwen's, f32
     *kv_bytes = 2.0 * L * b->cfg.kv_blocks * (double)b->cfg.kv_block_size * b->kv_dim * 2;
     double act = rows * (dim * 4 + dim * 2 + b->qkv_dim * 4.0 + b->q_dim * 6.0 + dim * 4 + b->hidden * 8.0 +
                          b->hidden * 2.0 + 12);
     act += mb * (double)b->shape.max_blocks * 4 + mb * (dim * 10.0 + 4); // gathered head rows
     double smp = 2 * mb * V * 4 + 2 * mb * (double)score_row(b) * 4 + mb * ETX_TOPK * sizeof(PolicyCandidate);
-    smp += (double)etx_policy_scratch_bytes(b->cfg.max_batch, b->vocab) + etx_vocab_pass_scratch_bytes(b->cfg.max_batch);
+    smp += (double)etx_policy_scratch_bytes(b->cfg.max_batch, b->vocab_all) + etx_vocab_pass_scratch_bytes(b->cfg.max_batch);
+    if (b->tp > 1) { // cuda_tp.c's: parts, and on shard 0 the gathered parts, score rows and logits rows
+        smp += mb * (sizeof(EtxVocabPart) + 8.0);
+        if (b->shard == 0)
+            smp += mb * (b->tp * (double)sizeof(EtxVocabPart) + (double)b->m->cfg.n_heads * b->cfg.max_seq_len * 4 +
+                         (double)b->vocab_all * 4 + 4);
+    }
     smp += (double)etx_attn_metrics_scratch_bytes(b->cfg.max_batch, b->m->cfg.n_heads, b->cfg.max_seq_len);
     smp += mb * (sizeof(etx_policy) + sizeof(EtxSeqState) + sizeof(etx_trace_record) + 64);
     act += (double)etx_attn_workspace_bytes(b->attn_ws_rows, b->shape.n_heads, b->hdp, b->cfg.max_seq_len);
@@ -79,18 +86,29 @@ static double cuda_headroom(double total_bytes) {
 }
 
 // The sizes create() derives from the model and the configuration (no allocation).
+// A tensor-parallel shard (b->shard of cfg->tp, which check_config found to divide the
+// head counts and the hidden size) takes its share of heads and hidden units, and
+// ceil(vocab / tp) ids of the LM head (the last shard the rest).
 static void fill_sizes(CudaBackend* b, const etx_model* m, const BackendConfig* cfg) {
     const ModelConfig* mc = &m->cfg;
+    const int tp = cfg->tp > 1 ? cfg->tp : 1, sh = b->shard;
     b->m = m;
     b->cfg = *cfg;
+    b->cfg.tp = tp;
+    b->tp = tp;
     b->dim = mc->dim;
-    b->hidden = mc->hidden_dim;
-    b->vocab = mc->vocab_size;
+    const int nh = mc->n_heads / tp, nkv = mc->n_kv_heads / tp;
+    b->hidden = mc->hidden_dim / tp;
+    b->vocab_all = mc->vocab_size;
+    const int per = (mc->vocab_size + tp - 1) / tp;
+    b->vocab0 = sh * per;
+    b->vocab = (sh == tp - 1 ? mc->vocab_size : (sh + 1) * per) - b->vocab0;
+    b->h0 = sh * nh, b->kvh0 = sh * nkv, b->f0 = sh * b->hidden;
     b->n_layers = mc->n_layers;
     b->hd = mc->head_dim;
     b->hdp = mc->head_dim <= 64 ? 64 : 128;
-    b->q_dim = mc->n_heads * b->hdp;
-    b->kv_dim = mc->n_kv_heads * b->hdp;
+    b->q_dim = nh * b->hdp;
+    b->kv_dim = nkv * b->hdp;
     b->qkv_dim = b->q_dim + 2 * b->kv_dim;
     b->max_rows = cfg->max_batch > cfg->max_chunk ? cfg->max_batch : cfg->max_chunk;
     // attention rows per launch: a whole decode batch, and prefill rows in slices of this
@@ -98,7 +116,13 @@ static void fill_sizes(CudaBackend* b, const etx_model* m, const BackendConfig* 
     if (b->attn_ws_rows < cfg->max_batch) b->attn_ws_rows = cfg->max_batch;
     b->eps = mc->norm_eps;
     b->dims = cuda_dims_for(m, cfg->max_seq_len, cfg->kv_block_size);
-    b->shape = (EtxAttnShape){mc->n_heads, mc->n_kv_heads, b->hdp, cfg->kv_block_size,
+    if (tp > 1) { // the shard's sizes (the plan's GEMM shapes, the LM head's rows)
+        b->dims.hidden = b->hidden, b->dims.vocab = b->vocab;
+        b->dims.n_heads = nh, b->dims.n_kv_heads = nkv;
+        b->dims.q_dim = b->q_dim, b->dims.kv_dim = b->kv_dim, b->dims.qkv_dim = b->qkv_dim;
+        b->dims.tied = 0;
+    }
+    b->shape = (EtxAttnShape){nh, nkv, b->hdp, cfg->kv_block_size,
                               (cfg->max_seq_len + cfg->kv_block_size - 1) / cfg->kv_block_size};
 }
 
@@ -130,7 +154,7 @@ static void cuda_kv_budget(const etx_model* m, const BackendConfig* cfg, double*
     }
 }
 
-static void cuda_destroy(CudaBackend* b) {
+void cuda_destroy_shard(CudaBackend* b) {
     if (!b) return;
     (void)etx_dev_select(b->gpu); // the caller's thread may not be the one that created b
     if (b->prof) {
@@ -145,7 +169,8 @@ static void cuda_destroy(CudaBackend* b) {
                    b->d_cap_row,  b->d_table,   b->logits,    b->scores,     b->d_pick_row, b->d_head_rows,
                    b->stats,      b->cand,      b->vp_scratch, b->attn,      b->am_scratch, b->d_n_pos,
                    b->d_window,   b->d_policies, b->d_states, b->pol_scratch, b->d_next,    b->d_done,
-                   b->d_trace,    b->d_ring,    b->d_ring_trace};
+                   b->d_trace,    b->d_ring,    b->d_ring_trace, b->tp_part, b->tp_parts, b->tp_scores,
+                   b->tp_logits,  b->tp_pause_logit, b->d_pause};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) etx_dev_free(dev[i]);
     free(b->h_tokens);
     free(b->h_row_seq);
@@ -159,6 +184,7 @@ static void cuda_destroy(CudaBackend* b) {
     free(b->h_n_pos);
     free(b->h_window);
     free(b->h_next);
+    free(b->h_pause);
     if (b->graphs)
         for (int i = 0; i <= b->cfg.max_batch; i++) etx_dev_graph_destroy(b->graphs[i]);
     free(b->graphs);
@@ -166,9 +192,20 @@ static void cuda_destroy(CudaBackend* b) {
     free(b);
 }
 
+static void cuda_destroy(CudaBackend* b) {
+    if (b && b->shards) cuda_tp_destroy(b);
+    else cuda_destroy_shard(b);
+}
+
 static etx_status check_config(const etx_model* m, const BackendConfig* c) {
     const ModelConfig* mc = &m->cfg;
     ETX_TRY(model_check_features(m, MODEL_FEATURE_QKV_BIAS | MODEL_FEATURE_QK_NORM, "CUDA backend"));
+    const int tp = c->tp > 1 ? c->tp : 1;
+    if (mc->n_heads % tp || mc->n_kv_heads % tp || mc->hidden_dim % tp)
+        return etx_error(ETX_ERR_INVALID_ARG,
+                         "tensor parallelism %d does not divide the model: %d query heads, %d KV heads and %d hidden "
+                         "units must each split evenly across the devices",
+                         tp, mc->n_heads, mc->n_kv_heads, mc->hidden_dim);
     if (c->max_batch < 1 || c->max_seq_len < 1 || c->max_chunk < 1 || c->kv_blocks < 1 || c->kv_block_size < 1)
         return etx_error(ETX_ERR_INVALID_ARG,
                          "CUDA backend: max_batch %d, max_seq_len %d, max_chunk %d, kv_blocks %d, kv_block_size %d "
@@ -211,7 +248,7 @@ static etx_status alloc_buffers(CudaBackend* b) {
     ETX_TRY(cuda_alloc(b, (void**)&b->d_cap_row, (size_t)rows * 4, "score capture rows"));
     ETX_TRY(cuda_alloc(b, (void**)&b->d_head_rows, (size_t)mb * 4, "head rows"));
     ETX_TRY(cuda_alloc(b, (void**)&b->d_table, mbl * 4, "block tables"));
-    ETX_TRY(cuda_alloc(b, (void**)&b->logits, 2 * (size_t)mb * V * 4, "logits"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->logits, 2 * (size_t)mb * V * 4, "logits")); // (this shard's ids)
     ETX_TRY(cuda_alloc(b, (void**)&b->scores, 2 * (size_t)mb * score_row(b) * 4, "attention score capture"));
     ETX_TRY(cuda_alloc(b, (void**)&b->d_pick_row, (size_t)mb * 4, "pick rows"));
     ETX_TRY(cuda_alloc(b, (void**)&b->stats, (size_t)mb * sizeof(EtxVocabStats), "vocabulary statistics"));
@@ -225,7 +262,12 @@ static etx_status alloc_buffers(CudaBackend* b) {
     ETX_TRY(cuda_alloc(b, (void**)&b->d_window, (size_t)mb * 4, "metric windows"));
     ETX_TRY(cuda_alloc(b, (void**)&b->d_policies, (size_t)mb * sizeof(etx_policy), "policies"));
     ETX_TRY(cuda_alloc(b, (void**)&b->d_states, (size_t)mb * sizeof(EtxSeqState), "sequence states"));
-    ETX_TRY(cuda_alloc(b, &b->pol_scratch, etx_policy_scratch_bytes(mb, V), "policy scratch"));
+    ETX_TRY(cuda_alloc(b, &b->pol_scratch, etx_policy_scratch_bytes(mb, b->vocab_all), "policy scratch"));
+    if (b->tp > 1) {
+        ETX_TRY(cuda_alloc(b, (void**)&b->tp_part, (size_t)mb * sizeof(EtxVocabPart), "vocabulary pass parts"));
+        ETX_TRY(cuda_alloc(b, (void**)&b->d_pause, (size_t)mb * 4, "pause tokens"));
+        b->h_pause = xcalloc((size_t)mb, 4);
+    }
     ETX_TRY(cuda_alloc(b, (void**)&b->d_next, (size_t)mb * 4, "sampled tokens"));
     ETX_TRY(cuda_alloc(b, (void**)&b->d_done, (size_t)mb * 4, "done flags"));
     if (b->cfg.trace)
@@ -245,16 +287,18 @@ static etx_status alloc_buffers(CudaBackend* b) {
     return etx_ok();
 }
 
-static etx_status cuda_create(const etx_model* m, const BackendConfig* cfg, CudaBackend** out) {
+etx_status cuda_create_shard(const etx_model* m, const BackendConfig* cfg, int shard, CudaBackend** out) {
     *out = NULL;
     if (!etx_dev_available())
         return etx_error(ETX_ERR_UNSUPPORTED,
                          "CUDA backend: no CUDA device found (no GPU, or no driver); use --device cpu");
-    if (etx_dev_select(cfg->gpu) != 0)
-        return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: no device %d (%d visible)", cfg->gpu, etx_dev_count());
+    const int gpu = cfg->gpu + shard;
+    if (etx_dev_select(gpu) != 0)
+        return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: no device %d (%d visible)", gpu, etx_dev_count());
     ETX_TRY(check_config(m, cfg));
     CudaBackend* b = xcalloc(1, sizeof(CudaBackend));
-    b->gpu = cfg->gpu;
+    b->gpu = gpu;
+    b->shard = shard;
     fill_sizes(b, m, cfg);
 
     // refuse what cannot fit (with the headroom kept free) before asking for any of it
@@ -276,7 +320,9 @@ static etx_status cuda_create(const etx_model* m, const BackendConfig* cfg, Cuda
     }
     b->stream = etx_dev_stream_create();
     const char* env = getenv("ETX_CUDA_GRAPHS");
-    const int graphs_on = env && *env ? atoi(env) != 0 : etx_dev_graphs_available();
+    // tensor parallelism runs eagerly: its step interleaves the shards' launches with
+    // collectives across devices, which one stream's graph cannot hold (cuda_tp.c)
+    const int graphs_on = b->tp > 1 ? 0 : env && *env ? atoi(env) != 0 : etx_dev_graphs_available();
     const char* prof = getenv("ETX_CUDA_PROFILE");
     if (prof && *prof && atoi(prof) != 0) { // per-op timing: synchronous, so no graphs
         b->prof = xcalloc(1, sizeof(CudaProfile));
@@ -292,12 +338,17 @@ static etx_status cuda_create(const etx_model* m, const BackendConfig* cfg, Cuda
     if (st.code == ETX_OK) st = cuda_alloc_kv(b, b->layers, cfg->kv_blocks);
     if (st.code == ETX_OK) st = alloc_buffers(b);
     if (st.code != ETX_OK) {
-        cuda_destroy(b);
+        cuda_destroy_shard(b);
         return st;
     }
     etx_dev_sync();
     *out = b;
     return etx_ok();
+}
+
+static etx_status cuda_create(const etx_model* m, const BackendConfig* cfg, CudaBackend** out) {
+    if (cfg->tp > 1) return cuda_tp_create(m, cfg, out);
+    return cuda_create_shard(m, cfg, 0, out);
 }
 
 // ----------------------------------------------------------------------------
@@ -309,7 +360,7 @@ static int needs_metrics(const CudaBackend* b, const BackendPick* p) {
     return b->cfg.trace || (policy_signals_used(p->policy) & POLICY_USES_ATTN_SIGNALS);
 }
 
-static void copy_blocks(CudaBackend* b, const BlockCopy* cp, int n) {
+static void copy_blocks_of(CudaBackend* b, const BlockCopy* cp, int n) {
     const size_t blk = (size_t)b->cfg.kv_block_size * b->kv_dim;
     for (int i = 0; i < n; i++)
         for (int l = 0; l < b->n_layers; l++) {
@@ -319,6 +370,16 @@ static void copy_blocks(CudaBackend* b, const BlockCopy* cp, int n) {
             etx_dev_copy_on(L->v_pool + cp[i].dst * blk, L->v_pool + cp[i].src * blk, blk * sizeof(etx_bf16),
                             b->stream);
         }
+}
+
+// The copy-on-write block copies, in every shard's pools.
+static void copy_blocks(CudaBackend* b, const BlockCopy* cp, int n) {
+    if (!b->shards) return copy_blocks_of(b, cp, n);
+    for (int s = 0; s < b->tp; s++) {
+        (void)etx_dev_select(b->shards[s]->gpu);
+        copy_blocks_of(b->shards[s], cp, n);
+    }
+    (void)etx_dev_select(b->gpu);
 }
 
 // The block table row `row` (host staging) from a work's ids (those past max_seq_len,
@@ -359,17 +420,17 @@ static void run_prefill_group(CudaBackend* b, const BackendStep* s, const int* i
         put_table_row(b, k, w);
     }
     b->step_heads += heads;
-    etx_dev_upload_on(b->d_tokens, b->h_tokens, (size_t)rows * 4, b->stream);
-    etx_dev_upload_on(b->d_row_seq, b->h_row_seq, (size_t)rows * 4, b->stream);
-    etx_dev_upload_on(b->d_row_pos, b->h_row_pos, (size_t)rows * 4, b->stream);
-    if (capture) etx_dev_upload_on(b->d_cap_row, b->h_cap_row, (size_t)rows * 4, b->stream);
-    etx_dev_upload_on(b->d_table, b->h_table, (size_t)n_chunks * b->shape.max_blocks * 4, b->stream);
+    cuda_up(b, b->d_tokens, b->h_tokens, (size_t)rows * 4);
+    cuda_up(b, b->d_row_seq, b->h_row_seq, (size_t)rows * 4);
+    cuda_up(b, b->d_row_pos, b->h_row_pos, (size_t)rows * 4);
+    if (capture) cuda_up(b, b->d_cap_row, b->h_cap_row, (size_t)rows * 4);
+    cuda_up(b, b->d_table, b->h_table, (size_t)n_chunks * b->shape.max_blocks * 4);
     CudaRows r = {.n = rows, .d_tokens = b->d_tokens, .d_row_seq = b->d_row_seq, .d_row_pos = b->d_row_pos,
                   .d_table = b->d_table, .kv = b->layers, .scores = capture ? b->scores : NULL,
                   .d_cap_row = b->d_cap_row, .logits = NULL};
     cuda_forward_rows(b, &r);
     if (heads) {
-        etx_dev_upload_on(b->d_head_rows, b->h_head_rows, (size_t)heads * 4, b->stream);
+        cuda_up(b, b->d_head_rows, b->h_head_rows, (size_t)heads * 4);
         cuda_forward_gathered_head(b, heads, b->logits + (size_t)(mb + head0) * b->vocab);
     }
 }
@@ -466,10 +527,10 @@ static void run_decode(CudaBackend* b, const BackendStep* s, int metrics_any) {
             memset(b->h_table + (size_t)r * b->shape.max_blocks, 0, (size_t)b->shape.max_blocks * sizeof(int32_t));
         }
     }
-    etx_dev_upload_on(b->d_tokens, b->h_tokens, (size_t)nb * 4, b->stream);
-    etx_dev_upload_on(b->d_row_seq, b->h_row_seq, (size_t)nb * 4, b->stream);
-    etx_dev_upload_on(b->d_row_pos, b->h_row_pos, (size_t)nb * 4, b->stream);
-    etx_dev_upload_on(b->d_table, b->h_table, (size_t)nb * b->shape.max_blocks * 4, b->stream);
+    cuda_up(b, b->d_tokens, b->h_tokens, (size_t)nb * 4);
+    cuda_up(b, b->d_row_seq, b->h_row_seq, (size_t)nb * 4);
+    cuda_up(b, b->d_row_pos, b->h_row_pos, (size_t)nb * 4);
+    cuda_up(b, b->d_table, b->h_table, (size_t)nb * b->shape.max_blocks * 4);
     decode_rows_on_device(b, nb, metrics_any);
 }
 
@@ -487,7 +548,7 @@ static void decode_rows_on_device(CudaBackend* b, int nb, int metrics_any) {
 }
 
 static etx_status check_step(CudaBackend* b, const BackendStep* s, int* metrics_any_out) {
-    ETX_TRY(backend_check_step("CUDA backend", &b->cfg, b->vocab, s));
+    ETX_TRY(backend_check_step("CUDA backend", &b->cfg, b->vocab_all, s));
     int metrics_any = 0;
     for (int p = 0; p < s->n_picks; p++) metrics_any |= needs_metrics(b, &s->picks[p]);
     *metrics_any_out = metrics_any;
@@ -527,14 +588,16 @@ static void upload_picks(CudaBackend* b, const BackendStep* s, int metrics_any) 
         st->n_prompt = n_pos - (int32_t)pk->step;
         st->max_seq_len = c->max_seq_len;
         if (!needs_metrics(b, pk)) b->h_n_pos[p] = 0; // zeros, as engine.c without metrics
+        if (b->h_pause) b->h_pause[p] = pk->policy->kind == ETX_POLICY_ENTROPIX ? pk->pause_token : -1;
     }
+    if (b->h_pause) cuda_up(b, b->d_pause, b->h_pause, (size_t)np * 4);
     if (metrics_any) {
-        etx_dev_upload_on(b->d_n_pos, b->h_n_pos, (size_t)np * 4, b->stream);
-        etx_dev_upload_on(b->d_window, b->h_window, (size_t)np * 4, b->stream);
+        cuda_up(b, b->d_n_pos, b->h_n_pos, (size_t)np * 4);
+        cuda_up(b, b->d_window, b->h_window, (size_t)np * 4);
     }
-    etx_dev_upload_on(b->d_pick_row, b->h_pick_row, (size_t)np * 4, b->stream);
-    etx_dev_upload_on(b->d_policies, b->h_policies, (size_t)np * sizeof(etx_policy), b->stream);
-    etx_dev_upload_on(b->d_states, b->h_states, (size_t)np * sizeof(EtxSeqState), b->stream);
+    cuda_up(b, b->d_pick_row, b->h_pick_row, (size_t)np * 4);
+    cuda_up(b, b->d_policies, b->h_policies, (size_t)np * sizeof(etx_policy));
+    cuda_up(b, b->d_states, b->h_states, (size_t)np * sizeof(EtxSeqState));
 }
 
 static etx_status cuda_step(CudaBackend* b, BackendStep* s) {
@@ -594,11 +657,17 @@ static etx_status cuda_decode_steps(CudaBackend* b, BackendStep* s, int k, int32
             run_decode(b, s, metrics_any);
             upload_picks(b, s, metrics_any);
         } else {
-            etx_advance_rows(b->d_tokens, b->d_row_pos, metrics_any ? b->d_n_pos : NULL, b->d_states,
-                             b->d_next, np, b->stream);
+            for (int sh = 0; sh < b->tp; sh++) { // every shard's rows advance (tp 1: b's)
+                CudaBackend* x = b->shards ? b->shards[sh] : b;
+                (void)etx_dev_select(x->gpu);
+                etx_advance_rows(x->d_tokens, x->d_row_pos, metrics_any ? x->d_n_pos : NULL, x->d_states,
+                                 x->d_next, np, x->stream);
+            }
+            (void)etx_dev_select(b->gpu);
             decode_rows_on_device(b, padded_rows(b, np), metrics_any);
         }
         cuda_sample(b, np, metrics_any);
+        if (b->shards) cuda_tp_share_next(b, np); // the next inputs on every shard
         etx_dev_copy_on(b->d_ring + (size_t)j * np, b->d_next, (size_t)np * sizeof(int32_t), b->stream);
         if (c->trace)
             etx_dev_copy_on(b->d_ring_trace + (size_t)j * np, b->d_trace, (size_t)np * sizeof(etx_trace_record),
@@ -625,41 +694,64 @@ static etx_status cuda_logits(CudaBackend* b, const int32_t* ids, int n, int all
         return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: logits of %d tokens (1 .. max_seq_len %d)", n,
                          c->max_seq_len);
     for (int i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= b->vocab)
-            return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: token %d out of range (vocab %d)", ids[i], b->vocab);
-    const size_t bytes0 = b->dev_bytes;
+        if (ids[i] < 0 || ids[i] >= b->vocab_all)
+            return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: token %d out of range (vocab %d)", ids[i],
+                             b->vocab_all);
     const int n_blocks = (n + c->kv_block_size - 1) / c->kv_block_size;
-    CudaLayer* kv = xcalloc((size_t)b->n_layers, sizeof(CudaLayer));
-    float* d_all = NULL;
-    etx_status st = cuda_alloc_kv(b, kv, n_blocks);
-    if (st.code == ETX_OK && all_positions)
-        st = cuda_alloc(b, (void**)&d_all, (size_t)c->max_chunk * b->vocab * 4, "logits of a chunk");
+    const int tp = b->tp;
+    // every shard's private K/V blocks (tmp_kv) and chunk logits (tmp_all), for the call
+    etx_status st = etx_ok();
+    size_t bytes0[64];
+    for (int s = 0; s < tp; s++) {
+        CudaBackend* x = b->shards ? b->shards[s] : b;
+        (void)etx_dev_select(x->gpu);
+        bytes0[s] = x->dev_bytes;
+        x->tmp_kv = xcalloc((size_t)x->n_layers, sizeof(CudaLayer));
+        if (st.code == ETX_OK) st = cuda_alloc_kv(x, x->tmp_kv, n_blocks);
+        if (st.code == ETX_OK && all_positions)
+            st = cuda_alloc(x, (void**)&x->tmp_all, (size_t)c->max_chunk * x->vocab * 4, "logits of a chunk");
+    }
+    (void)etx_dev_select(b->gpu);
     if (st.code == ETX_OK) {
         memset(b->h_table, 0, (size_t)b->shape.max_blocks * 4);
         for (int k = 0; k < n_blocks; k++) b->h_table[k] = k;
-        etx_dev_upload_on(b->d_table, b->h_table, (size_t)b->shape.max_blocks * 4, b->stream);
+        cuda_up(b, b->d_table, b->h_table, (size_t)b->shape.max_blocks * 4);
         for (int pos0 = 0; pos0 < n; pos0 += c->max_chunk) {
             const int m = n - pos0 < c->max_chunk ? n - pos0 : c->max_chunk, last = pos0 + m == n;
             for (int i = 0; i < m; i++) {
                 b->h_row_seq[i] = 0;
                 b->h_row_pos[i] = pos0 + i;
             }
-            etx_dev_upload_on(b->d_tokens, ids + pos0, (size_t)m * 4, b->stream);
-            etx_dev_upload_on(b->d_row_seq, b->h_row_seq, (size_t)m * 4, b->stream);
-            etx_dev_upload_on(b->d_row_pos, b->h_row_pos, (size_t)m * 4, b->stream);
+            cuda_up(b, b->d_tokens, ids + pos0, (size_t)m * 4);
+            cuda_up(b, b->d_row_seq, b->h_row_seq, (size_t)m * 4);
+            cuda_up(b, b->d_row_pos, b->h_row_pos, (size_t)m * 4);
             CudaRows r = {.n = m, .d_tokens = b->d_tokens, .d_row_seq = b->d_row_seq, .d_row_pos = b->d_row_pos,
-                          .d_table = b->d_table, .kv = kv, .scores = NULL, .head_first = all_positions ? 0 : m - 1,
-                          .logits = all_positions ? d_all : last ? b->logits : NULL};
+                          .d_table = b->d_table, .kv = b->tmp_kv, .scores = NULL, .head_first = all_positions ? 0 : m - 1,
+                          .logits = all_positions ? b->tmp_all : last ? b->logits : NULL};
             cuda_forward_rows(b, &r);
-            if (all_positions)
-                etx_dev_download_on(out + (size_t)pos0 * b->vocab, d_all, (size_t)m * b->vocab * 4, b->stream);
+            if (all_positions) {
+                if (b->shards)
+                    for (int i = 0; i < m; i++) cuda_tp_download_row(b, b->tmp_all, i, out + (size_t)(pos0 + i) * b->vocab_all);
+                else
+                    etx_dev_download_on(out + (size_t)pos0 * b->vocab, b->tmp_all, (size_t)m * b->vocab * 4, b->stream);
+            }
         }
-        if (!all_positions) etx_dev_download_on(out, b->logits, (size_t)b->vocab * 4, b->stream);
+        if (!all_positions) {
+            if (b->shards) cuda_tp_download_row(b, b->logits, 0, out);
+            else etx_dev_download_on(out, b->logits, (size_t)b->vocab * 4, b->stream);
+        }
     }
-    etx_dev_free(d_all);
-    cuda_free_kv(b, kv);
-    free(kv);
-    b->dev_bytes = bytes0;
+    for (int s = 0; s < tp; s++) {
+        CudaBackend* x = b->shards ? b->shards[s] : b;
+        (void)etx_dev_select(x->gpu);
+        etx_dev_free(x->tmp_all);
+        x->tmp_all = NULL;
+        cuda_free_kv(x, x->tmp_kv);
+        free(x->tmp_kv);
+        x->tmp_kv = NULL;
+        x->dev_bytes = bytes0[s];
+    }
+    (void)etx_dev_select(b->gpu);
     return st;
 }
 
@@ -667,9 +759,12 @@ etx_status cuda_backend_test_logits(CudaBackend* b, float* out, int n_picks) {
     if (n_picks < 0 || n_picks > b->last_picks)
         return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: %d logits rows asked, the last step had %d picks",
                          n_picks, b->last_picks);
-    for (int p = 0; p < n_picks; p++)
-        etx_dev_download_on(out + (size_t)p * b->vocab, b->logits + (size_t)b->h_pick_row[p] * b->vocab,
-                            (size_t)b->vocab * 4, b->stream);
+    for (int p = 0; p < n_picks; p++) {
+        if (b->shards) cuda_tp_download_row(b, b->logits, b->h_pick_row[p], out + (size_t)p * b->vocab_all);
+        else
+            etx_dev_download_on(out + (size_t)p * b->vocab, b->logits + (size_t)b->h_pick_row[p] * b->vocab,
+                                (size_t)b->vocab * 4, b->stream);
+    }
     return etx_ok();
 }
 
@@ -677,9 +772,16 @@ etx_status cuda_backend_test_scores(CudaBackend* b, float* out, int n_picks) {
     if (n_picks < 0 || n_picks > b->last_picks)
         return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: %d score rows asked, the last step had %d picks",
                          n_picks, b->last_picks);
+    // (n_heads, max_seq_len) per pick: every shard's heads in order
+    const size_t whole = (size_t)b->m->cfg.n_heads * b->cfg.max_seq_len;
     for (int p = 0; p < n_picks; p++)
-        etx_dev_download_on(out + (size_t)p * score_row(b), b->scores + (size_t)b->h_pick_row[p] * score_row(b),
-                            score_row(b) * 4, b->stream);
+        for (int s = 0; s < b->tp; s++) {
+            CudaBackend* x = b->shards ? b->shards[s] : b;
+            (void)etx_dev_select(x->gpu);
+            etx_dev_download_on(out + p * whole + (size_t)s * score_row(x), x->scores + (size_t)b->h_pick_row[p] * score_row(x),
+                                score_row(x) * 4, x->stream);
+        }
+    (void)etx_dev_select(b->gpu);
     return etx_ok();
 }
 

@@ -167,7 +167,52 @@ struct Backend {
 
     int last_picks;              // picks of the last step (rows of logits the test accessor reads)
     long long d2h;               // bytes step() copied device -> host
+
+    // tensor parallelism (cuda_tp.c). This backend is shard `shard` of `tp` (1: the whole
+    // model): query heads h0 .. h0 + shape.n_heads - 1, KV heads kvh0 .., hidden units
+    // f0 .. f0 + hidden - 1 and the LM head's rows vocab0 .. vocab0 + vocab - 1 (the sizes
+    // above are the shard's). Shard 0 is the backend the engine holds; it drives the others.
+    int tp, shard;
+    int vocab_all;               // the model's vocabulary (token ids, the embedding table)
+    int vocab0, h0, kvh0, f0;
+    CudaBackend** shards;        // (tp) shard 0 with tp > 1: every shard, shards[0] == this; else NULL
+    struct EtxComm* comm;        // shard 0 with tp > 1
+    EtxVocabPart* tp_part;       // (max_batch) tp > 1: this shard's vocabulary-pass parts
+    EtxVocabPart* tp_parts;      // (tp, max_batch) shard 0: every shard's, gathered
+    float* tp_scores;            // (max_batch, n_heads, max_seq_len) shard 0: the picks' whole score rows
+    float* tp_logits;            // (max_batch, vocab_all) shard 0: the picks' whole rows (exact fallback only)
+    float* tp_pause_logit;       // (max_batch) shard 0: each pick's pause-token logit
+    int32_t* d_pause;            // (max_batch) tp > 1: each pick's pause token (-1: none)
+    int32_t* h_pause;            // (max_batch) host staging
+    CudaLayer* tmp_kv;           // logits(): this shard's private K/V blocks during the call
+    float* tmp_all;              // logits(): this shard's logits of a chunk's positions
 };
+
+// cuda_backend.c: one shard of a model (tp == 1: the whole of it) on device cfg->gpu +
+// shard, with its own stream, weights, K/V pools and buffers.
+etx_status cuda_create_shard(const etx_model* m, const BackendConfig* cfg, int shard, CudaBackend** out);
+void cuda_destroy_shard(CudaBackend* b);
+
+// cuda_tp.c, tensor parallelism (cfg->tp > 1): the shards, the communicator and shard 0's
+// gathering buffers; shard 0 returned. Everything else here works on any backend, tp 1
+// included (then it is the plain single-device path).
+etx_status cuda_tp_create(const etx_model* m, const BackendConfig* cfg, CudaBackend** out);
+void cuda_tp_destroy(CudaBackend* b);
+// Host bytes to the device buffer dst of b (one of its row, table or pick buffers), and
+// to the same buffer of every other shard.
+void cuda_up(CudaBackend* b, void* dst, const void* src, size_t bytes);
+// Runs ops over r: on every shard in turn, op by op, the partial outputs of the O and
+// down projections all-reduced after their GEMMs (tp 1: cuda_exec_op on b).
+void cuda_run_ops(CudaBackend* b, const CudaRows* r, const CudaOp* ops, int n_ops);
+// Sampling with tp > 1 (cuda_sample's): each shard's vocabulary pass over its slice, the
+// parts merged on shard 0, the picks' score rows gathered there for the metrics, their
+// whole logits rows only when a policy may need the exact fallback, then the policy.
+void cuda_tp_sample(CudaBackend* b, int np, int metrics);
+// d_next of shard 0 to every other shard (a multi-step call's next inputs).
+void cuda_tp_share_next(CudaBackend* b, int np);
+// Row `row` of the logits buffer `which` (b->logits or b->tmp_all) of every shard,
+// assembled into out (vocab_all floats).
+void cuda_tp_download_row(CudaBackend* b, const float* which, int row, float* out);
 
 // cuda_weights.c: uploads the model (weights, norms, RoPE frequencies); counts bytes in
 // b->dev_bytes. Needs b's sizes filled. Fails with ETX_ERR_NOMEM naming the tensor.

@@ -149,24 +149,28 @@ void cuda_forward_rows(CudaBackend* b, const CudaRows* r) {
     CudaOp ops[CUDA_PLAN_OPS(b->n_layers)];
     const int head_n = r->logits ? r->n - r->head_first : 0;
     const int n_ops = cuda_plan_forward(&b->dims, r->n, r->scores != NULL, r->head_first, head_n, ops);
-    for (int i = 0; i < n_ops; i++) cuda_exec_op(b, r, &ops[i]);
+    cuda_run_ops(b, r, ops, n_ops);
 }
 
 void cuda_forward_head(CudaBackend* b, int row0, int n, float* logits) {
     CudaOp ops[2];
     const CudaRows r = {.n = n, .logits = logits};
     const int n_ops = cuda_plan_head(&b->dims, row0, n, ops);
-    for (int i = 0; i < n_ops; i++) cuda_exec_op(b, &r, &ops[i]);
+    cuda_run_ops(b, &r, ops, n_ops);
 }
 
 void cuda_forward_gathered_head(CudaBackend* b, int n, float* logits) {
     CudaOp ops[3];
     const CudaRows r = {.n = n, .logits = logits};
     const int n_ops = cuda_plan_gathered_head(&b->dims, b->max_rows, n, ops);
-    for (int i = 0; i < n_ops; i++) cuda_exec_op(b, &r, &ops[i]);
+    cuda_run_ops(b, &r, ops, n_ops);
 }
 
 void cuda_sample(CudaBackend* b, int np, int metrics) {
+    if (b->shards) { // tensor parallelism: the shards' parts merged first (cuda_tp.c)
+        cuda_tp_sample(b, np, metrics);
+        return;
+    }
     CudaOp ops[4];
     const int n_ops = cuda_plan_sampling(&b->dims, np, metrics, ops);
     for (int i = 0; i < n_ops; i++) cuda_exec_op(b, NULL, &ops[i]);

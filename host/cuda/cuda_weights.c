@@ -29,16 +29,18 @@ etx_status cuda_alloc(CudaBackend* b, void** p, size_t bytes, const char* what) 
 // pairs (j, j + hd/2) land on (j', j' + hdp/2)).
 static int pad_index(int j, int hd, int hdp) { return j < hd / 2 ? j : hdp / 2 + j - hd / 2; }
 
-// dst rows [row0 ..) of a (.., cols) bf16 host matrix <- rows of src (rows, cols) f32 * scale
-// (src NULL: its rows dequantized from the kept blocks q, model_weight_rows);
-// with heads (hd > 0), source row h * hd + j goes to row0 + h * hdp + pad_index(j).
-static void put_rows(etx_bf16* dst, int row0, const float* src, const QuantMatrix* q, int rows, int cols, float scale,
-                     int hd, int hdp) {
+// dst rows [row0 ..) of a (.., cols) bf16 host matrix <- rows from0 .. from0 + rows - 1 of
+// src (.., cols) f32 * scale (src NULL: its rows dequantized from the kept blocks q,
+// model_weight_rows); with heads (hd > 0), row h * hd + j of the slice goes to
+// row0 + h * hdp + pad_index(j). A tensor-parallel shard takes its heads, hidden units
+// or vocabulary ids as such a slice (from0 > 0).
+static void put_rows(etx_bf16* dst, int row0, const float* src, const QuantMatrix* q, int from0, int rows, int cols,
+                     float scale, int hd, int hdp) {
     float* buf = src ? NULL : xmalloc((size_t)cols * sizeof(float));
     for (int r = 0; r < rows; r++) {
         const int to = row0 + (hd > 0 ? (r / hd) * hdp + pad_index(r % hd, hd, hdp) : r);
-        const float* s = src ? src + (size_t)r * cols : buf;
-        if (!src) model_weight_rows(NULL, q, cols, r, r + 1, buf);
+        const float* s = src ? src + (size_t)(from0 + r) * cols : buf;
+        if (!src) model_weight_rows(NULL, q, cols, from0 + r, from0 + r + 1, buf);
         etx_bf16* d = dst + (size_t)to * cols;
         for (int c = 0; c < cols; c++) d[c] = etx_bf16_from_f32(s[c] * scale);
     }
@@ -78,17 +80,19 @@ static etx_status upload_layer(CudaBackend* b, const LayerWeights* w, CudaLayer*
     // n(s q) = n(q) up to eps, i.e. undoes the scale. So then wq and bq are unscaled and s
     // goes into the norm's weights: s n(q) = (s w) q / sqrt(...); k is never scaled.
     memset(tmp, 0, (size_t)b->qkv_dim * dim * sizeof(etx_bf16));
+    // (a tensor-parallel shard: its heads h0 .. h0 + nh - 1 and KV heads kvh0 .. + nkv - 1)
+    const int nh = b->shape.n_heads, nkv = b->shape.n_kv_heads;
     const float s = sqrtf((float)hdp / (float)hd);
     const float qscale = c->qk_norm ? 1.0f : s;
-    put_rows(tmp, 0, w->wq, &w->wq_q, c->n_heads * hd, dim, qscale, hd, hdp);
-    put_rows(tmp, b->q_dim, w->wk, &w->wk_q, c->n_kv_heads * hd, dim, 1.0f, hd, hdp);
-    put_rows(tmp, b->q_dim + b->kv_dim, w->wv, &w->wv_q, c->n_kv_heads * hd, dim, 1.0f, hd, hdp);
+    put_rows(tmp, 0, w->wq, &w->wq_q, b->h0 * hd, nh * hd, dim, qscale, hd, hdp);
+    put_rows(tmp, b->q_dim, w->wk, &w->wk_q, b->kvh0 * hd, nkv * hd, dim, 1.0f, hd, hdp);
+    put_rows(tmp, b->q_dim + b->kv_dim, w->wv, &w->wv_q, b->kvh0 * hd, nkv * hd, dim, 1.0f, hd, hdp);
     ETX_TRY(upload_bf16(b, &L->wqkv, tmp, (size_t)b->qkv_dim * dim, "wqkv"));
     if (c->qkv_bias) { // [bq * qscale; bk; bv], padded like wqkv's rows
         float* bias = xcalloc((size_t)b->qkv_dim, sizeof(float));
-        put_vec(bias, w->bq, c->n_heads, qscale, hd, hdp);
-        put_vec(bias + b->q_dim, w->bk, c->n_kv_heads, 1.0f, hd, hdp);
-        put_vec(bias + b->q_dim + b->kv_dim, w->bv, c->n_kv_heads, 1.0f, hd, hdp);
+        put_vec(bias, w->bq + (size_t)b->h0 * hd, nh, qscale, hd, hdp);
+        put_vec(bias + b->q_dim, w->bk + (size_t)b->kvh0 * hd, nkv, 1.0f, hd, hdp);
+        put_vec(bias + b->q_dim + b->kv_dim, w->bv + (size_t)b->kvh0 * hd, nkv, 1.0f, hd, hdp);
         etx_status st = upload_f32(b, &L->bqkv, bias, (size_t)b->qkv_dim, "bqkv");
         free(bias);
         ETX_TRY(st);
@@ -100,21 +104,26 @@ static etx_status upload_layer(CudaBackend* b, const LayerWeights* w, CudaLayer*
         ETX_TRY(upload_f32(b, &L->q_norm, qn, (size_t)hdp, "q_norm"));
         ETX_TRY(upload_f32(b, &L->k_norm, kn, (size_t)hdp, "k_norm"));
     }
-    // wo (dim, q_dim): column h * hd + j -> h * hdp + pad_index(j)
+    // wo (dim, q_dim): column h * hd + j -> h * hdp + pad_index(j) (a shard: the columns of
+    // its heads, so its product is a partial sum over them, all-reduced across shards)
     memset(tmp, 0, (size_t)dim * b->q_dim * sizeof(etx_bf16));
-    const int qd = c->n_heads * hd;
-    float* row = xmalloc((size_t)qd * sizeof(float));
+    const int qd = c->n_heads * hd, k0 = b->h0 * hd, kn = nh * hd;
+    float* row = xmalloc((size_t)(qd > c->hidden_dim ? qd : c->hidden_dim) * sizeof(float));
     for (int r = 0; r < dim; r++) {
         model_weight_rows(w->wo, &w->wo_q, qd, r, r + 1, row);
-        for (int k = 0; k < qd; k++)
-            tmp[(size_t)r * b->q_dim + (k / hd) * hdp + pad_index(k % hd, hd, hdp)] = etx_bf16_from_f32(row[k]);
+        for (int k = 0; k < kn; k++)
+            tmp[(size_t)r * b->q_dim + (k / hd) * hdp + pad_index(k % hd, hd, hdp)] = etx_bf16_from_f32(row[k0 + k]);
+    }
+    ETX_TRY(upload_bf16(b, &L->wo, tmp, (size_t)dim * b->q_dim, "wo"));
+    // [w_gate; w_up] rows and w_down columns of the shard's hidden units f0 .. f0 + hid - 1
+    put_rows(tmp, 0, w->w_gate, &w->w_gate_q, b->f0, hid, dim, 1.0f, 0, 0);
+    put_rows(tmp, hid, w->w_up, &w->w_up_q, b->f0, hid, dim, 1.0f, 0, 0);
+    ETX_TRY(upload_bf16(b, &L->wgu, tmp, (size_t)2 * hid * dim, "w_gate_up"));
+    for (int r = 0; r < dim; r++) {
+        model_weight_rows(w->w_down, &w->w_down_q, c->hidden_dim, r, r + 1, row);
+        for (int k = 0; k < hid; k++) tmp[(size_t)r * hid + k] = etx_bf16_from_f32(row[b->f0 + k]);
     }
     free(row);
-    ETX_TRY(upload_bf16(b, &L->wo, tmp, (size_t)dim * b->q_dim, "wo"));
-    put_rows(tmp, 0, w->w_gate, &w->w_gate_q, hid, dim, 1.0f, 0, 0);
-    put_rows(tmp, hid, w->w_up, &w->w_up_q, hid, dim, 1.0f, 0, 0);
-    ETX_TRY(upload_bf16(b, &L->wgu, tmp, (size_t)2 * hid * dim, "w_gate_up"));
-    put_rows(tmp, 0, w->w_down, &w->w_down_q, dim, hid, 1.0f, 0, 0);
     ETX_TRY(upload_bf16(b, &L->wdown, tmp, (size_t)dim * hid, "w_down"));
     return etx_ok();
 }
@@ -126,7 +135,7 @@ etx_status cuda_upload_model(CudaBackend* b) {
     const size_t bytes0 = b->dev_bytes;
     b->layers = xcalloc((size_t)b->n_layers, sizeof(CudaLayer));
     // one host staging buffer as large as the largest matrix
-    size_t big = (size_t)b->vocab * dim;
+    size_t big = (size_t)b->vocab_all * dim;
     const size_t per_layer[4] = {(size_t)b->qkv_dim * dim, (size_t)dim * b->q_dim, (size_t)2 * b->hidden * dim,
                                  (size_t)dim * b->hidden};
     for (int i = 0; i < 4; i++)
@@ -136,21 +145,25 @@ etx_status cuda_upload_model(CudaBackend* b) {
     etx_status st = etx_ok();
     for (int l = 0; l < b->n_layers && st.code == ETX_OK; l++) st = upload_layer(b, &m->w.layers[l], &b->layers[l], tmp);
     if (st.code == ETX_OK) {
-        put_rows(tmp, 0, m->w.token_embedding, &m->w.token_embedding_q, b->vocab, dim, 1.0f, 0, 0);
-        st = upload_bf16(b, &b->emb, tmp, (size_t)b->vocab * dim, "token_embedding");
+        // every shard holds the whole table (a lookup reads a few rows)
+        put_rows(tmp, 0, m->w.token_embedding, &m->w.token_embedding_q, 0, b->vocab_all, dim, 1.0f, 0, 0);
+        st = upload_bf16(b, &b->emb, tmp, (size_t)b->vocab_all * dim, "token_embedding");
     }
     if (st.code == ETX_OK) {
-        if (c->tied_embeddings) {
+        if (c->tied_embeddings && b->tp == 1) {
             b->lm_head = b->emb; // tied: uploaded once
-        } else {
-            put_rows(tmp, 0, m->w.lm_head, &m->w.lm_head_q, b->vocab, dim, 1.0f, 0, 0);
+        } else { // untied, or a shard's rows vocab0 .. vocab0 + vocab - 1
+            const float* src = c->tied_embeddings ? m->w.token_embedding : m->w.lm_head;
+            const QuantMatrix* q = c->tied_embeddings ? &m->w.token_embedding_q : &m->w.lm_head_q;
+            put_rows(tmp, 0, src, q, b->vocab0, b->vocab, dim, 1.0f, 0, 0);
             st = upload_bf16(b, &b->lm_head, tmp, (size_t)b->vocab * dim, "lm_head");
         }
     }
     free(tmp);
     if (st.code == ETX_OK) st = upload_f32(b, &b->final_norm, m->w.final_norm, dim, "final_norm");
-    // what a decode step reads: everything so far but an untied embedding table
-    b->weight_bytes = b->dev_bytes - bytes0 - (b->lm_head != b->emb ? (size_t)b->vocab * dim * sizeof(etx_bf16) : 0);
+    // what a decode step reads: everything so far but an embedding table that is not the LM head
+    b->weight_bytes =
+        b->dev_bytes - bytes0 - (b->lm_head != b->emb ? (size_t)b->vocab_all * dim * sizeof(etx_bf16) : 0);
     if (st.code == ETX_OK) { // RoPE frequencies of the real pairs at the padded pairs' slots
         float* f = xcalloc((size_t)b->hd / 2, sizeof(float));
         float* fp = xcalloc((size_t)b->hdp / 2, sizeof(float));

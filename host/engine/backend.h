@@ -38,6 +38,8 @@ typedef struct {
     int trace;         // 1: fill BackendPick.trace
     int n_threads;     // host threads (CPU backend; 0 = every core)
     int gpu;           // the device (CUDA backend), already checked against device_count
+    int tp;            // tensor-parallel shards (CUDA backend) on devices gpu .. gpu + tp - 1;
+                       // 0 or 1: none
 } BackendConfig;
 
 // One piece of a step, as the scheduler planned it (scheduler.h): n tokens of one

@@ -126,6 +126,7 @@ etx_engine_options etx_engine_options_default(void) {
     o.steps_per_sync = 0;
     o.prefix_cache = 0;
     o.gpu = 0;
+    o.tp = 0;
     return o;
 }
 
@@ -144,7 +145,8 @@ static int32_t find_pause_token(const etx_model* m) {
 // f32 blocks in host RAM on the CPU, bf16 blocks in the device's free memory on CUDA),
 // never below two contexts (kv_blocks_auto).
 static int auto_kv_blocks(const BackendOps* ops, const etx_model* m, int ctx, const etx_engine_options* o) {
-    BackendConfig bc = {o->max_batch, ctx, ops->prefill_chunk, 0, o->kv_block_size, o->trace, o->n_threads, o->gpu};
+    BackendConfig bc = {o->max_batch, ctx,         ops->prefill_chunk, 0, o->kv_block_size,
+                        o->trace,     o->n_threads, o->gpu,             o->tp > 1 ? o->tp : 1};
     double block_bytes = 0, budget = 0;
     ops->kv_budget(m, &bc, &block_bytes, &budget);
     return kv_blocks_auto(ctx, o->kv_block_size, o->max_batch, budget, block_bytes);
@@ -184,6 +186,17 @@ etx_status etx_engine_create(const etx_model* model, const etx_engine_options* o
         return etx_error(ETX_ERR_INVALID_ARG, "prefix_cache must be 0 (on) or -1 (off) (got %d)", o.prefix_cache);
     if (o.steps_per_sync < 0 || o.steps_per_sync > 64)
         return etx_error(ETX_ERR_INVALID_ARG, "steps_per_sync must be 0..64 (got %d)", o.steps_per_sync);
+    if (o.tp < 0 || o.tp > 64) return etx_error(ETX_ERR_INVALID_ARG, "tp must be 0..64 (got %d)", o.tp);
+    if (o.tp > 1 && ops->device != ETX_DEVICE_CUDA)
+        return etx_error(ETX_ERR_INVALID_ARG,
+                         "tensor parallelism (tp %d) splits a model across CUDA devices; the %s backend runs on one",
+                         o.tp, ops->name);
+    if (o.tp > 1) { // its devices gpu .. gpu + tp - 1
+        const int n = ops->device_count ? ops->device_count() : 1;
+        if (o.gpu < 0 || o.gpu + o.tp > n)
+            return etx_error(ETX_ERR_INVALID_ARG, "tp %d from gpu %d needs devices %d..%d, but %d CUDA device%s visible",
+                             o.tp, o.gpu, o.gpu, o.gpu + o.tp - 1, n, n == 1 ? " is" : "s are");
+    }
     ETX_TRY(engine_select_device(ops, o.gpu));
     const ModelConfig* c = &model->cfg;
     const int model_ctx = c->max_seq_len;
@@ -206,7 +219,8 @@ etx_status etx_engine_create(const etx_model* model, const etx_engine_options* o
     etx_status s = sched_config_validate(&e->sched);
     if (s.code == ETX_OK) s = build_block_manager(&e->bm, o.kv_blocks, o.kv_block_size);
     // the backend holds the KV storage, activations and logits
-    BackendConfig bc = {o.max_batch, ctx, ops->prefill_chunk, o.kv_blocks, o.kv_block_size, o.trace, o.n_threads, o.gpu};
+    BackendConfig bc = {o.max_batch, ctx,     ops->prefill_chunk, o.kv_blocks, o.kv_block_size,
+                        o.trace,     o.n_threads, o.gpu,             o.tp > 1 ? o.tp : 1};
     if (s.code == ETX_OK) s = ops->create(model, &bc, &e->be);
     if (s.code != ETX_OK) {
         free_block_manager(&e->bm);

@@ -269,6 +269,10 @@ typedef struct {
     int gpu;         // CUDA: the device to run on, 0 .. (visible devices - 1); default 0.
                      // The engine makes it current on the threads that call it. `etx`
                      // picks it per rank under mpirun/srun (docs/commands.md, --gpu).
+    int tp;          // CUDA: tensor parallelism over devices gpu .. gpu + tp - 1 (attention
+                     // heads, MLP units and the LM head's vocabulary split across them;
+                     // docs/design.md, "Tensor parallelism"); 0 or 1 = one device.
+                     // Needs NCCL natively; the SIMT emulator runs it with emulated devices.
 } etx_engine_options;
 
 // What the engine has done so far (etx_engine_stats).

@@ -563,6 +563,10 @@ END_TEST
 START_TEST(test_hf_llama3_rope_sharded) { check_reference("tiny-llama3-rope", NULL); }
 END_TEST
 
+// 8 query / 4 KV heads, vocabulary 330: the tensor-parallel tests' model (tests/cuda/test_tp.c)
+START_TEST(test_hf_tp_model) { check_reference("tiny-llama-tp", NULL); }
+END_TEST
+
 // Qwen2 (Q/K/V biases, untied head) and Qwen3 (QK-norm, head_dim 24 != 64/4, tied, bf16),
 // from their Hugging Face directories and from the GGUF files llama.cpp's converter made
 // of the same directories (tests/scripts/gen_qwen_fixtures.py): one reference for both.
@@ -853,6 +857,7 @@ static Suite* forward_suite(void) {
     tcase_add_test(tc, test_hf_gqa);
     tcase_add_test(tc, test_hf_tied_bf16);
     tcase_add_test(tc, test_hf_llama3_rope_sharded);
+    tcase_add_test(tc, test_hf_tp_model);
     tcase_add_test(tc, test_hf_qwen2);
     tcase_add_test(tc, test_hf_qwen3);
     tcase_add_test(tc, test_gguf_qwen2);

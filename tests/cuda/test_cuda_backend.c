@@ -94,7 +94,7 @@ static int32_t argmax(const float* x, int n) {
 }
 
 static BackendConfig make_cfg(int max_batch, int max_seq_len, int max_chunk, int kv_blocks, int bs, int trace) {
-    BackendConfig c = {max_batch, max_seq_len, max_chunk, kv_blocks, bs, trace, 0, 0};
+    BackendConfig c = {max_batch, max_seq_len, max_chunk, kv_blocks, bs, trace, 0, 0, 1};
     return c;
 }
 

@@ -13,6 +13,11 @@ are O(1) and logits spread over several units. Models:
   tiny-llama3-rope   rope_scaling llama3 (factor 8, low 1, high 4, original 32),
                      head_dim 48 != hidden/heads, float32 sharded into 2 files with
                      model.safetensors.index.json; sequences run past position 32
+  tiny-llama-tp      8 query / 4 KV heads, 192 hidden units, vocabulary 330: splits
+                     evenly over 2 and 4 tensor-parallel shards but for the LM head
+                     (83 + 83 + 83 + 81 ids), for tests/cuda/test_tp.c
+
+`--only NAME` builds that model alone (the others' files stay as committed).
 
 Each directory also gets a tokenizer.json: a byte-level BPE (Llama-3 style pre-tokenizer
 regex, byte-level alphabet, Llama-3 special tokens) trained with the `tokenizers` library
@@ -86,6 +91,10 @@ CONFIGS = [
          rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
                            original_max_position_embeddings=32),
          dtype="float32", shard="800KB", lengths=[16, 40, 70]),
+    dict(name="tiny-llama-tp", seed=4, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
+         num_attention_heads=8, num_key_value_heads=4, head_dim=16, vocab_size=330,
+         tie_word_embeddings=False, rope_theta=10000.0, rms_norm_eps=1e-5, max_position_embeddings=128,
+         rope_scaling=None, dtype="float32", shard=None, lengths=[12, 30]),
 ]
 
 
@@ -185,7 +194,10 @@ def sequences(cfg, tok):
 def main():
     torch.set_num_threads(2)
     os.makedirs(OUT, exist_ok=True)
+    only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
     for cfg in CONFIGS:
+        if only and cfg["name"] != only:
+            continue
         d, tok = make_model(cfg)
         model = LlamaForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="eager")
         model.eval()

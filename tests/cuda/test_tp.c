@@ -1,0 +1,364 @@
+/*
+ * test_tp.c — tensor parallelism (--tp, host/cuda/cuda_tp.c) under the SIMT emulator with
+ * four emulated devices (SIMT_DEVICE_COUNT=4, set in main; the communicator sums in shard
+ * order), and natively where the machine has enough GPUs (a test needing N devices says
+ * it is skipped when fewer are visible: the lent machines have one).
+ *
+ * Model: tests/fixtures/models/tiny-llama-tp (8 query / 4 KV heads, 192 hidden units,
+ * vocabulary 330: TP 2 and 4 split the heads and units evenly and the LM head 165 + 165
+ * and 83 + 83 + 83 + 81), whose transformers logits tests/cpu/test_forward.c checks.
+ *
+ *   1. logits() with TP 1, 2 and 4 against the CPU float32 forward (LOGIT_TOL, as
+ *      test_cuda_backend.c: the bf16 rounding of weights and activations), and TP 2 and
+ *      4 against TP 1 within TP_TOL = 0.01 of the row's largest logit. Why that bound:
+ *      a shard computes the same products over fewer terms and the all-reduce adds the
+ *      shards' partial sums, so the residual stream differs from TP 1's by float rounding
+ *      (~1e-7 relative); where that moves a value across a bf16 rounding boundary, the
+ *      rounded GEMM input changes by one bf16 ulp (2^-8 relative) in that element, which
+ *      moves the logits by about 1e-3 of their scale (test_cuda_backend.c measured the
+ *      same effect between its decode and prefill paths: STEP_TOL 0.01). A wrong slice
+ *      (a head or unit on the wrong shard, a missed all-reduce) moves them by tens of
+ *      percent.
+ *   2. The vocabulary pass split by vocabulary (etx_vocab_pass_part on each shard's slice,
+ *      etx_vocab_merge of the parts) against etx_vocab_pass over the whole rows: the
+ *      same candidates bit for bit (ids and logits), the same max and nonfinite flag, the
+ *      statistics within 2e-6 relative (the same moments merged in another order of
+ *      double additions, then rounded to float: a float ulp is 6e-8 relative; 2e-6 allows
+ *      a few ulps where log Z and E_p[x] cancel in the entropy), and the pause token's
+ *      logit from whichever shard holds it. Rows with ties, -inf, a NaN, a row longer than
+ *      one block's chunk (the split pass inside a shard), 1..4 shards.
+ *   3. The engine with TP 1, 2 and 4 (decode several steps per sync, so the tokens go back
+ *      to every shard on the device): greedy tokens equal TP 1's on these prompts (the
+ *      margins allow it: the test prints the smallest top-1 / top-2 gap it crossed);
+ *      entropix with tracing runs and traces finite signals; a sample policy with
+ *      top_k 0 (the exact fallback, which gathers whole rows) draws the same tokens as
+ *      TP 1 on these prompts.
+ *   4. Refused with a message: TP not dividing the heads (tiny-llama-gqa has 2 KV heads:
+ *      TP 4), more devices than visible, TP on the CPU backend.
+ */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu/cpu_forward.h"
+#include "cuda/cuda_backend.h"
+#include "device.h"
+#include "vocab_pass.h"
+#include "check_etx.h"
+#include "check_device.h"
+#include "check_main.h"
+#include "test_rng.h"
+
+#define LOGIT_TOL 0.05 // of the row's max |logit|, backend vs float32 CPU (test_cuda_backend.c)
+#define TP_TOL 0.01    // of the row's max |logit|, TP N vs TP 1 (header comment)
+#define STAT_TOL 2e-6  // relative, merged statistics vs the whole-row pass (header comment)
+
+#define TP_MODEL ETX_FIXTURES "/models/tiny-llama-tp"
+
+static const BackendOps* ops(void) {
+    const BackendOps* o = etx_cuda_backend();
+    ck_assert_msg(o != NULL, "no CUDA backend registered");
+    return o;
+}
+
+// 1 when n devices are visible; else says the test is skipped (natively, on a smaller machine).
+static int have_devices(const char* test, int n) {
+    if (etx_dev_count() >= n) return 1;
+    fprintf(stderr, "test_tp: %s SKIPPED: needs %d devices, %d visible\n", test, n, etx_dev_count());
+    return 0;
+}
+
+static uint64_t rng_state = 0x243F6A8885A308D3ull;
+
+// max over rows of max_v |a - b| / max_v |b|
+static double rel_diff(const float* a, const float* b, int rows, int vocab) {
+    double worst = 0;
+    for (int r = 0; r < rows; r++) {
+        double d = 0, s = 0;
+        for (int v = 0; v < vocab; v++) {
+            const size_t i = (size_t)r * vocab + v;
+            ck_assert_msg(isfinite(a[i]), "row %d logit %d not finite", r, v);
+            d = fmax(d, fabs((double)a[i] - b[i]));
+            s = fmax(s, fabs((double)b[i]));
+        }
+        worst = fmax(worst, d / fmax(s, 1e-30));
+    }
+    return worst;
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. logits
+
+START_TEST(test_tp_logits) {
+    if (!have_devices("test_tp_logits", 4)) return;
+    etx_model m;
+    CK_OK(hf_model_load(TP_MODEL, &m));
+    const int V = m.cfg.vocab_size, n = 21;
+    int32_t ids[21];
+    for (int i = 0; i < n; i++) ids[i] = rng_below(&rng_state, V);
+    float* want = malloc((size_t)n * V * sizeof(float));
+    KVCache kv;
+    CpuRunState s;
+    CK_OK(build_kv_cache(&kv, &m.cfg, n));
+    CK_OK(build_cpu_run_state(&s, &m.cfg));
+    CK_OK(cpu_forward(&m, &s, &kv, ids, n, want, 1));
+    free_cpu_run_state(&s);
+    free_kv_cache(&kv);
+    float* got[5] = {0};
+    float* last = malloc((size_t)V * sizeof(float));
+    const int tps[] = {1, 2, 4};
+    for (int t = 0; t < 3; t++) {
+        const int tp = tps[t];
+        BackendConfig cfg = {2, n + 8, 8, 4, 16, 0, 0, 0, tp}; // chunks of 8: three, the last partial
+        CudaBackend* b;
+        CK_OK(ops()->create(&m, &cfg, &b));
+        ck_assert_int_eq(b->tp, tp);
+        got[tp] = malloc((size_t)n * V * sizeof(float));
+        CK_OK(ops()->logits(b, ids, n, 1, got[tp]));
+        CK_OK(ops()->logits(b, ids, n, 0, last));
+        const double vs_cpu = rel_diff(got[tp], want, n, V);
+        const double lst = rel_diff(last, got[tp] + (size_t)(n - 1) * V, 1, V);
+        fprintf(stderr, "TP %d logits vs CPU float32: %.4g of the largest logit", tp, vs_cpu);
+        ck_assert_msg(vs_cpu <= LOGIT_TOL, "TP %d: %.4g > %.3g", tp, vs_cpu, LOGIT_TOL);
+        ck_assert_msg(lst == 0.0, "TP %d: the last position's logits differ between the two calls (%g)", tp, lst);
+        if (tp > 1) {
+            const double vs1 = rel_diff(got[tp], got[1], n, V);
+            fprintf(stderr, "; vs TP 1: %.4g", vs1);
+            ck_assert_msg(vs1 <= TP_TOL, "TP %d vs TP 1: %.4g > %.3g", tp, vs1, TP_TOL);
+        }
+        fputc('\n', stderr);
+        ops()->destroy(b);
+    }
+    for (int i = 0; i < 5; i++) free(got[i]);
+    free(want), free(last);
+    model_free_contents(&m);
+}
+END_TEST
+
+// ---------------------------------------------------------------------------------------
+// 2. the vocabulary pass, split by vocabulary and merged
+
+static void check_merge(int n_seqs, int vocab, int tp, int with_scratch) {
+    float* rows = malloc((size_t)n_seqs * vocab * sizeof(float));
+    int32_t extra[8];
+    for (int r = 0; r < n_seqs; r++) {
+        for (int v = 0; v < vocab; v++) {
+            float x = 6.0f * (float)(rng_uniform(&rng_state) - 0.5);
+            if (r % 3 == 1) x = (float)(rng_below(&rng_state, 8)) - 4.0f; // many ties
+            rows[(size_t)r * vocab + v] = x;
+        }
+        if (r % 4 == 2) rows[(size_t)r * vocab + vocab / 3] = -INFINITY;
+        extra[r] = r % 2 ? (int32_t)rng_below(&rng_state, vocab) : -1;
+    }
+    if (n_seqs > 3) rows[3 * (size_t)vocab + vocab - 1] = NAN; // the last shard's last id
+    float* d_rows = etx_dev_malloc((size_t)n_seqs * vocab * sizeof(float));
+    etx_dev_upload(d_rows, rows, (size_t)n_seqs * vocab * sizeof(float));
+    EtxVocabStats* d_sa = etx_dev_malloc((size_t)n_seqs * sizeof(EtxVocabStats));
+    EtxVocabStats* d_sb = etx_dev_malloc((size_t)n_seqs * sizeof(EtxVocabStats));
+    PolicyCandidate* d_ca = etx_dev_malloc((size_t)n_seqs * ETX_TOPK * sizeof(PolicyCandidate));
+    PolicyCandidate* d_cb = etx_dev_malloc((size_t)n_seqs * ETX_TOPK * sizeof(PolicyCandidate));
+    etx_dev_memset(d_ca, 0, (size_t)n_seqs * ETX_TOPK * sizeof(PolicyCandidate));
+    etx_dev_memset(d_cb, 0, (size_t)n_seqs * ETX_TOPK * sizeof(PolicyCandidate));
+    float* d_extra = etx_dev_malloc((size_t)n_seqs * sizeof(float));
+    int32_t* d_extra_id = etx_dev_malloc((size_t)n_seqs * sizeof(int32_t));
+    etx_dev_upload(d_extra_id, extra, (size_t)n_seqs * sizeof(int32_t));
+    void* scratch = etx_dev_malloc(etx_vocab_pass_scratch_bytes(n_seqs));
+    etx_vocab_pass(d_rows, NULL, n_seqs, vocab, ETX_TOPK, d_sa, d_ca, NULL, scratch, NULL);
+    // each shard's slice in a buffer of its own (its rows hold its ids only)
+    EtxVocabPart* d_parts = etx_dev_malloc((size_t)tp * n_seqs * sizeof(EtxVocabPart));
+    const int per = (vocab + tp - 1) / tp;
+    for (int s = 0; s < tp; s++) {
+        const int v0 = s * per, vn = (s == tp - 1 ? vocab : v0 + per) - v0;
+        float* slice = malloc((size_t)n_seqs * vn * sizeof(float));
+        for (int r = 0; r < n_seqs; r++) memcpy(slice + (size_t)r * vn, rows + (size_t)r * vocab + v0, vn * sizeof(float));
+        float* d_slice = etx_dev_malloc((size_t)n_seqs * vn * sizeof(float));
+        etx_dev_upload(d_slice, slice, (size_t)n_seqs * vn * sizeof(float));
+        etx_vocab_pass_part(d_slice, NULL, n_seqs, vn, v0, d_extra_id, d_parts + (size_t)s * n_seqs,
+                            with_scratch ? scratch : NULL, NULL);
+        etx_dev_sync();
+        etx_dev_free(d_slice);
+        free(slice);
+    }
+    etx_vocab_merge(d_parts, tp, n_seqs, vocab, ETX_TOPK, d_sb, d_cb, NULL, d_extra, NULL);
+    EtxVocabStats* sa = malloc((size_t)n_seqs * sizeof(EtxVocabStats));
+    EtxVocabStats* sb = malloc((size_t)n_seqs * sizeof(EtxVocabStats));
+    PolicyCandidate* ca = malloc((size_t)n_seqs * ETX_TOPK * sizeof(PolicyCandidate));
+    PolicyCandidate* cb = malloc((size_t)n_seqs * ETX_TOPK * sizeof(PolicyCandidate));
+    float xs[8];
+    etx_dev_download(sa, d_sa, (size_t)n_seqs * sizeof(EtxVocabStats));
+    etx_dev_download(sb, d_sb, (size_t)n_seqs * sizeof(EtxVocabStats));
+    etx_dev_download(ca, d_ca, (size_t)n_seqs * ETX_TOPK * sizeof(PolicyCandidate));
+    etx_dev_download(cb, d_cb, (size_t)n_seqs * ETX_TOPK * sizeof(PolicyCandidate));
+    etx_dev_download(xs, d_extra, (size_t)n_seqs * sizeof(float));
+    const int n_out = vocab < ETX_TOPK ? vocab : ETX_TOPK;
+    for (int r = 0; r < n_seqs; r++) {
+        const EtxVocabStats *a = &sa[r], *b = &sb[r];
+        ck_assert_msg(a->nonfinite == b->nonfinite, "row %d: nonfinite %d vs %d", r, a->nonfinite, b->nonfinite);
+        if (extra[r] >= 0) {
+            const float want = rows[(size_t)r * vocab + extra[r]];
+            ck_assert_msg(memcmp(&xs[r], &want, sizeof want) == 0 || (isnan(want) && isnan(xs[r])),
+                          "row %d: pause logit %g, want %g", r, xs[r], want);
+        } else {
+            ck_assert_msg(isnan(xs[r]), "row %d: an extra logit %g with no id asked", r, xs[r]);
+        }
+        if (a->nonfinite) continue; // (the statistics are not meaningful there)
+        ck_assert_msg(a->max == b->max, "row %d: max %g vs %g", r, a->max, b->max);
+        const float pa[4] = {a->log_z, a->entropy, a->varentropy, a->sigma};
+        const float pb[4] = {b->log_z, b->entropy, b->varentropy, b->sigma};
+        for (int k = 0; k < 4; k++)
+            ck_assert_msg(fabs((double)pa[k] - pb[k]) <= STAT_TOL * fmax(fabs((double)pa[k]), 1.0),
+                          "row %d (tp %d, vocab %d) statistic %d: %.9g vs %.9g", r, tp, vocab, k, pa[k], pb[k]);
+        for (int j = 0; j < n_out; j++) {
+            const PolicyCandidate *x = &ca[(size_t)r * ETX_TOPK + j], *y = &cb[(size_t)r * ETX_TOPK + j];
+            ck_assert_msg(x->id == y->id && x->logit == y->logit, "row %d (tp %d) candidate %d: %d (%g) vs %d (%g)",
+                          r, tp, j, x->id, x->logit, y->id, y->logit);
+        }
+    }
+    void* dev[] = {d_rows, d_sa, d_sb, d_ca, d_cb, d_extra, d_extra_id, scratch, d_parts};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) etx_dev_free(dev[i]);
+    free(rows), free(sa), free(sb), free(ca), free(cb);
+}
+
+START_TEST(test_vocab_merge) {
+    for (int tp = 1; tp <= 4; tp++) {
+        check_merge(5, 330, tp, 1);    // the model's vocabulary: 83 + 83 + 83 + 81
+        check_merge(2, 100, tp, 0);    // fewer ids than candidates
+        check_merge(3, 20000, tp, 1);  // slices longer than a block's chunk: split inside a shard
+    }
+    check_merge(4, 9000, 3, 0);        // one block per row, the streaming top-K
+}
+END_TEST
+
+// ---------------------------------------------------------------------------------------
+// 3. the engine
+
+#define N_PROMPTS 3
+#define N_GEN 10
+
+// Runs the prompts through an engine with tp shards and policy p; tokens[i][..N_GEN].
+static void run_engine(const etx_model* m, int tp, const etx_policy* p, int32_t tokens[N_PROMPTS][N_GEN],
+                       float* min_trace_entropy) {
+    etx_engine_options o = etx_engine_options_default();
+    o.device = ETX_DEVICE_CUDA;
+    o.tp = tp;
+    o.max_batch = 4;
+    o.max_seq_len = 64;
+    o.trace = 1;
+    o.steps_per_sync = 4; // decode steps between syncs: the tokens travel to the shards on the device
+    etx_engine* e = NULL;
+    CK_OK(etx_engine_create(m, &o, &e));
+    int ids[N_PROMPTS];
+    for (int i = 0; i < N_PROMPTS; i++) {
+        int32_t prompt[20];
+        const int n = 6 + 5 * i;
+        for (int k = 0; k < n; k++) prompt[k] = (int32_t)((37 * k + 101 * i + 3) % m->cfg.vocab_size);
+        etx_request q = {.prompt = prompt, .n_prompt = n, .policy = *p, .max_tokens = N_GEN, .ignore_eos = 1,
+                         .key = (uint64_t)(i + 1)};
+        CK_OK(etx_engine_submit(e, &q, &ids[i]));
+    }
+    int active = 1;
+    while (active) CK_OK(etx_engine_step(e, &active));
+    *min_trace_entropy = INFINITY;
+    for (int i = 0; i < N_PROMPTS; i++) {
+        etx_request_state st;
+        CK_OK(etx_engine_request_state(e, ids[i], &st));
+        ck_assert_msg(st.n_tokens == N_GEN, "tp %d request %d: %d tokens (%s)", tp, i, st.n_tokens, st.error);
+        memcpy(tokens[i], st.tokens, N_GEN * sizeof(int32_t));
+        const etx_trace_record* recs = NULL;
+        int n_recs = 0;
+        CK_OK(etx_engine_trace(e, ids[i], &recs, &n_recs));
+        ck_assert_int_eq(n_recs, N_GEN);
+        for (int k = 0; k < n_recs; k++) {
+            ck_assert_msg(isfinite(recs[k].entropy) && isfinite(recs[k].varentropy) && isfinite(recs[k].logprob),
+                          "tp %d request %d token %d: a traced signal is not finite", tp, i, k);
+            ck_assert_msg(recs[k].token == tokens[i][k], "tp %d: the trace's token is not the request's", tp);
+            if (recs[k].entropy < *min_trace_entropy) *min_trace_entropy = recs[k].entropy;
+        }
+    }
+    etx_engine_free(e);
+}
+
+START_TEST(test_tp_engine) {
+    if (!have_devices("test_tp_engine", 4)) return;
+    etx_model m;
+    CK_OK(hf_model_load(TP_MODEL, &m));
+    const etx_policy_kind kinds[] = {ETX_POLICY_GREEDY, ETX_POLICY_ENTROPIX, ETX_POLICY_SAMPLE};
+    for (int k = 0; k < 3; k++) {
+        etx_policy p = etx_policy_default(kinds[k]);
+        if (kinds[k] == ETX_POLICY_SAMPLE) p.top_k = 0, p.top_p = 1.0f, p.seed = 11; // the exact fallback
+        if (kinds[k] == ETX_POLICY_ENTROPIX) p.entropix.pause_token = 7, p.seed = 5;
+        int32_t want[N_PROMPTS][N_GEN], got[N_PROMPTS][N_GEN];
+        float h = 0;
+        run_engine(&m, 1, &p, want, &h);
+        for (int tp = 2; tp <= 4; tp += 2) {
+            run_engine(&m, tp, &p, got, &h);
+            if (kinds[k] == ETX_POLICY_ENTROPIX) continue; // (runs and traces; its sampled branches
+                                                           // are not compared: a threshold may flip)
+            for (int i = 0; i < N_PROMPTS; i++)
+                for (int j = 0; j < N_GEN; j++)
+                    ck_assert_msg(got[i][j] == want[i][j], "policy %d, tp %d, request %d token %d: %d vs TP 1's %d",
+                                  kinds[k], tp, i, j, got[i][j], want[i][j]);
+        }
+    }
+    model_free_contents(&m);
+}
+END_TEST
+
+// ---------------------------------------------------------------------------------------
+// 4. refusals
+
+START_TEST(test_tp_refused) {
+    if (!have_devices("test_tp_refused", 2)) return;
+    etx_model m;
+    CK_OK(hf_model_load(ETX_FIXTURES "/models/tiny-llama-gqa", &m)); // 4 query, 2 KV heads
+    etx_engine_options o = etx_engine_options_default();
+    o.device = ETX_DEVICE_CUDA;
+    o.max_batch = 2;
+    o.max_seq_len = 32;
+    o.tp = 4;
+    etx_engine* e = NULL;
+    etx_status st = etx_engine_create(&m, &o, &e);
+    if (etx_dev_count() >= 4) {
+        ck_assert_msg(st.code != ETX_OK && strstr(st.message, "tensor parallelism 4 does not divide the model") &&
+                          strstr(st.message, "2 KV heads"),
+                      "%s", st.message);
+    }
+    o.tp = etx_dev_count() + 1;
+    st = etx_engine_create(&m, &o, &e);
+    ck_assert_msg(st.code != ETX_OK && strstr(st.message, "CUDA device"), "%s", st.message);
+    o.tp = 2;
+    o.gpu = etx_dev_count() - 1; // devices gpu, gpu + 1: one past the last
+    st = etx_engine_create(&m, &o, &e);
+    ck_assert_msg(st.code != ETX_OK && strstr(st.message, "needs devices"), "%s", st.message);
+    o.gpu = 0;
+    o.device = ETX_DEVICE_CPU;
+    st = etx_engine_create(&m, &o, &e);
+    ck_assert_msg(st.code != ETX_OK && strstr(st.message, "splits a model across CUDA devices"), "%s", st.message);
+    model_free_contents(&m);
+}
+END_TEST
+
+static Suite* tp_suite(void) {
+    Suite* s = suite_create("tp");
+    TCase* tc = tcase_create("tp");
+    tcase_add_test(tc, test_tp_logits);
+    tcase_add_test(tc, test_vocab_merge);
+    tcase_add_test(tc, test_tp_engine);
+    tcase_add_test(tc, test_tp_refused);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) {
+#ifdef ETX_SIMT
+    setenv("SIMT_DEVICE_COUNT", "4", 0); // four emulated devices (unless the caller says otherwise)
+#endif
+    char dev_name[256];
+    if (!check_device_present(dev_name, sizeof dev_name)) { // asked in a child: see check_device.h
+        fprintf(stderr, "no CUDA device: skipped\n");
+        return CHECK_SKIPPED;
+    }
+    return check_run_suite(tp_suite());
+}
