@@ -106,13 +106,13 @@ static int parse_policies(const char* s, etx_policy_kind* out) {
 // Returns CLI_CONTINUE to go on, else the exit code (0 after --help, 2 after an error).
 static int bench_parse(int argc, char** argv, BenchConfig* c) {
     const char *model = NULL, *device = NULL, *batch_s = NULL, *policy_s = "greedy,entropix", *gpu = NULL;
-    int steps_per_sync = 0, kv_blocks = 0, kv_block_size = 0, share_gpus = 0;
+    int steps_per_sync = 0, kv_blocks = 0, kv_block_size = 0, share_gpus = 0, tp = 0;
     memset(c, 0, sizeof *c);
     c->L = 128, c->G = 64, c->repeats = 3, c->warmup = 1;
     CliOpt opts[] = {
         {"--model", "-m", OPT_STRING, &model, "PATH", "model directory or .gguf (default: the default model)", 0},
         {"--device", NULL, OPT_STRING, &device, "DEV", "auto | cpu | cuda (default auto)", 0},
-        CLI_GPU_OPTS(&gpu, &share_gpus),
+        CLI_GPU_OPTS(&gpu, &share_gpus, &tp),
         CLI_GPUS_OPT(&c->gpus_arg),
         {"--batch", "-b", OPT_STRING, &batch_s, "1,8,..", "batch sizes (default 1,8,64,256 on CUDA, 1,8,32 on the CPU)", 0},
         {"--prompt-len", "-l", OPT_INT, &c->L, "L", "prompt tokens per request (default 128)", 0},
@@ -159,7 +159,7 @@ static int bench_parse(int argc, char** argv, BenchConfig* c) {
     // (the hardware probe runs after an engine on the chosen GPU made it current)
     const CliEngineArgs ea = {.device = device, .threads = c->threads, .kv_blocks = kv_blocks,
                               .kv_block_size = kv_block_size, .gpu = gpu, .share_gpus = share_gpus,
-                              .gpus = c->gpus_arg};
+                              .gpus = c->gpus_arg, .tp = tp};
     if (cli_engine_options("bench", &ea, &c->eo) != 0) return 2;
     c->n_gpus = cli_engine_gpus(&ea, &c->eo, c->gpus);
     if (c->gpus_arg && c->plan) {

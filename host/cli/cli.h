@@ -81,16 +81,20 @@ typedef struct {
     const char* gpu;    // --gpu N (NULL: by node-local rank, see cli_engine_options)
     int share_gpus;     // --share-gpus: more ranks on a node than GPUs is allowed
     const char* gpus;   // --gpus LIST|all: one engine per listed device (eval, sweep, bench)
+    int tp;             // --tp N: tensor parallelism over N devices (0: one device)
 } CliEngineArgs;
 
 #define CLI_MAX_GPUS 64 // devices one process may list in --gpus
 
-// The --gpu and --share-gpus rows of a command's option table.
-#define CLI_GPU_OPTS(gpu, share)                                                                              \
+// The --gpu, --share-gpus and --tp rows of a command's option table.
+#define CLI_GPU_OPTS(gpu, share, tp)                                                                          \
     {"--gpu", NULL, OPT_STRING, (gpu), "N",                                                                   \
      "CUDA device to run on (default: the node-local rank under mpirun/srun modulo the GPUs, else 0)", 0},    \
     {"--share-gpus", NULL, OPT_FLAG, (share), NULL,                                                           \
-     "allow more ranks on a node than it has GPUs (they then share devices)", 0}
+     "allow more ranks on a node than it has GPUs (they then share devices)", 0},                             \
+    {"--tp", NULL, OPT_INT, (tp), "N",                                                                        \
+     "tensor parallelism: the model split across N GPUs (--gpu's and the next N - 1; under mpirun/srun "      \
+     "node-local rank r takes r N .. r N + N - 1); default 1", 0}
 
 // The --gpus row (eval, sweep, bench: the commands whose requests can be spread).
 #define CLI_GPUS_OPT(gpus)                                                                                      \

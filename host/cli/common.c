@@ -108,9 +108,11 @@ static void local_rank(int* rank, int* size) {
     }
 }
 
-// The CUDA device of this process (cli_engine_options, cli.h). 0, or -1 after printing.
+// The CUDA device of this process (cli_engine_options, cli.h): with --tp N the first of
+// its N devices (a rank r N .. r N + N - 1). 0, or -1 after printing.
 static int pick_gpu(const char* command, const CliEngineArgs* a, const BackendOps* ops, int* gpu) {
     const int n = ops->device_count ? ops->device_count() : 1;
+    const int tp = a->tp > 1 ? a->tp : 1;
     int lr, ls;
     local_rank(&lr, &ls);
     if (a->gpu) {
@@ -124,16 +126,31 @@ static int pick_gpu(const char* command, const CliEngineArgs* a, const BackendOp
         }
         *gpu = (int)v;
     } else {
-        if (ls > n && !a->share_gpus) {
-            say(command, "%d ranks on this node but %d CUDA device%s: each rank would not have its own GPU; run "
-                         "fewer ranks per node, or allow sharing with --share-gpus\n", ls, n, n == 1 ? "" : "s");
+        const int groups = n / tp; // ranks that can each have tp devices of their own
+        if (ls > 1 && ls > groups && !a->share_gpus) {
+            if (tp > 1)
+                say(command, "%d ranks on this node with --tp %d need %d CUDA devices, but there are %d; run fewer "
+                             "ranks per node, or allow sharing with --share-gpus\n", ls, tp, ls * tp, n);
+            else
+                say(command, "%d ranks on this node but %d CUDA device%s: each rank would not have its own GPU; run "
+                             "fewer ranks per node, or allow sharing with --share-gpus\n", ls, n, n == 1 ? "" : "s");
             return -1;
         }
-        *gpu = lr % n;
+        *gpu = groups > 0 ? (lr % groups) * tp : 0;
     }
-    if (ls > 1 || a->gpu)
-        fprintf(stderr, "etx %s: rank %d of %d on this node runs on cuda:%d (%s)\n", command, lr, ls, *gpu,
-                ops->device_name_of ? ops->device_name_of(*gpu) : "");
+    if (*gpu + tp > n) {
+        say(command, "--tp %d from cuda:%d needs devices %d..%d, but this process sees %d CUDA device%s (0..%d)\n", tp,
+            *gpu, *gpu, *gpu + tp - 1, n, n == 1 ? "" : "s", n - 1);
+        return -1;
+    }
+    if (ls > 1 || a->gpu || tp > 1) {
+        if (tp > 1)
+            fprintf(stderr, "etx %s: rank %d of %d on this node runs on cuda:%d..%d (%s; --tp %d)\n", command, lr, ls,
+                    *gpu, *gpu + tp - 1, ops->device_name_of ? ops->device_name_of(*gpu) : "", tp);
+        else
+            fprintf(stderr, "etx %s: rank %d of %d on this node runs on cuda:%d (%s)\n", command, lr, ls, *gpu,
+                    ops->device_name_of ? ops->device_name_of(*gpu) : "");
+    }
     return 0;
 }
 
@@ -228,6 +245,21 @@ int cli_engine_options(const char* command, const CliEngineArgs* a, etx_engine_o
         say(command, "%s\n", st.message);
         return -1;
     }
+    if (a->tp < 0 || a->tp > 64) {
+        say(command, "--tp must be 1..64 (got %d)\n", a->tp);
+        return -1;
+    }
+    if (a->tp > 1 && ops->device != ETX_DEVICE_CUDA) {
+        say(command, "--tp %d splits the model across CUDA devices, but this run is on the %s (--device)\n", a->tp,
+            ops->name);
+        return -1;
+    }
+    if (a->tp > 1 && a->gpus) {
+        say(command, "--tp with --gpus is not supported: --gpus runs one whole model per device; for several "
+                     "tensor-parallel engines on a node use one rank each (mpirun -np R etx ... --tp N)\n");
+        return -1;
+    }
+    eo->tp = a->tp > 1 ? a->tp : 0;
     if (a->gpus) {
         int list[CLI_MAX_GPUS];
         const int k = check_gpus(command, a, ops, list);
@@ -275,6 +307,11 @@ static int context_of(const etx_model* m, const etx_engine_options* eo) {
 int cli_engine_check_model(const char* command, const etx_model* m, const etx_engine_options* eo) {
     etx_model_info info;
     etx_model_get_info(m, &info);
+    if (eo->tp > 1 && (info.n_heads % eo->tp || info.n_kv_heads % eo->tp || info.hidden_dim % eo->tp)) {
+        say(command, "--tp %d does not divide the model: its %d query heads, %d KV heads and %d hidden units must "
+                     "each split evenly across the devices\n", eo->tp, info.n_heads, info.n_kv_heads, info.hidden_dim);
+        return -1;
+    }
     const int ctx = context_of(m, eo);
     if (ctx > info.max_seq_len) {
         say(command, "--ctx %d exceeds the model's context of %d tokens\n", ctx, info.max_seq_len);

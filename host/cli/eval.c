@@ -160,7 +160,7 @@ int cmd_eval(int argc, char** argv) {
         {"--ctx", NULL, OPT_INT, &a.ctx, "N", "context length, prompt + generated (default min(model's, 4096))", 0},
         {"--device", NULL, OPT_STRING, &a.device, "DEV", "auto | cpu | cuda (default auto)", 0},
         CLI_KV_OPTS(&a.kv_blocks, &a.kv_block_size, &a.no_prefix_cache),
-        CLI_GPU_OPTS(&a.gpu, &a.share_gpus),
+        CLI_GPU_OPTS(&a.gpu, &a.share_gpus, &a.tp),
         CLI_GPUS_OPT(&a.gpus),
         EVAL_SAMPLE_OPTS(&a),
         {"--summary", NULL, OPT_STRING, &summary_path, "FILE",

@@ -102,6 +102,7 @@ typedef struct {
     const char* gpu;              // --gpu N (NULL: by node-local rank)
     int share_gpus;               // --share-gpus
     const char* gpus;             // --gpus LIST|all (NULL: one device)
+    int tp;                       // --tp N (0: one device)
     // N samples per request (batch_samples.c): --samples N (1: one plain request), the vote
     // over their answers, DeepConf's kept fraction, the group window and tail length of the
     // trace confidence, and which statistic of it weighs a sample
@@ -156,7 +157,7 @@ int eval_conf_stat(const char* name);
     ((CliEngineArgs){.device = (a)->device, .threads = (a)->threads, .ctx = (a)->ctx, .batch = (a)->batch,    \
                      .kv_blocks = (a)->kv_blocks, .kv_block_size = (a)->kv_block_size,                        \
                      .no_prefix_cache = (a)->no_prefix_cache, .gpu = (a)->gpu, .share_gpus = (a)->share_gpus,   \
-                     .gpus = (a)->gpus})
+                     .gpus = (a)->gpus, .tp = (a)->tp})
 
 // Checks --task, --on-bad-line, --batch, --max-tokens, --limit, the engine options
 // (cli_engine_options: device, threads, context, KV pool) and that --data is a regular

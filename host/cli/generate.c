@@ -55,7 +55,7 @@ int cmd_generate(int argc, char** argv) {
         {"--ctx", NULL, OPT_INT, &ea.ctx, "N", "context length, prompt + generated (default min(model's, 4096))", 0},
         {"--device", NULL, OPT_STRING, &ea.device, "DEV", "auto | cpu | cuda (default auto)", 0},
         CLI_KV_OPTS(&ea.kv_blocks, &ea.kv_block_size, &ea.no_prefix_cache),
-        CLI_GPU_OPTS(&ea.gpu, &ea.share_gpus),
+        CLI_GPU_OPTS(&ea.gpu, &ea.share_gpus, &ea.tp),
         {"--trace", NULL, OPT_STRING, &trace_path, "FILE",
          "write one JSON line per generated token (metrics, branch, parameters used) to FILE", 0},
         {"--stats", NULL, OPT_FLAG, &stats, NULL,

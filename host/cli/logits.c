@@ -29,7 +29,7 @@ static void print_token(const etx_model* m, int32_t id, float lp, const char* la
 
 int cmd_logits(int argc, char** argv) {
     const char *model = NULL, *prompt = NULL, *ids_text = NULL, *out_path = NULL, *device = NULL, *gpu = NULL;
-    int share_gpus = 0;
+    int share_gpus = 0, tp = 0;
     int all = 0, bos = 0, no_bos = 0, threads = 0;
     CliOpt opts[] = {
         {"--model", "-m", OPT_STRING, &model, "PATH", "model directory or .gguf (default: the default model)", 0},
@@ -41,7 +41,7 @@ int cmd_logits(int argc, char** argv) {
         {"--no-bos", NULL, OPT_FLAG, &no_bos, NULL, "never prepend BOS to a -p prompt", 0},
         {"--threads", "-t", OPT_INT, &threads, "N", "CPU threads (default: all cores)", 0},
         {"--device", NULL, OPT_STRING, &device, "DEV", "auto | cpu | cuda (default auto)", 0},
-        CLI_GPU_OPTS(&gpu, &share_gpus),
+        CLI_GPU_OPTS(&gpu, &share_gpus, &tp),
     };
     CliCommand cmd = {"logits", "-m MODEL (-p TEXT | --ids \"1 2 3\") --out FILE [--all]",
                       "Writes the logits of the last position (every position with --all) as little-endian float32 "
@@ -66,7 +66,7 @@ int cmd_logits(int argc, char** argv) {
         return 2;
     }
     etx_engine_options eo;
-    const CliEngineArgs ea = {.device = device, .threads = threads, .gpu = gpu, .share_gpus = share_gpus};
+    const CliEngineArgs ea = {.device = device, .threads = threads, .gpu = gpu, .share_gpus = share_gpus, .tp = tp};
     if (cli_engine_options("logits", &ea, &eo) != 0) return 2;
     int32_t* ids = NULL;
     int n = 0;

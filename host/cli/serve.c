@@ -80,7 +80,7 @@ int cmd_serve(int argc, char** argv) {
         {"--ctx", NULL, OPT_INT, &ea.ctx, "N", "context length, prompt + generated (default min(model's, 4096))", 0},
         {"--device", NULL, OPT_STRING, &ea.device, "DEV", "auto | cpu | cuda (default auto)", 0},
         CLI_KV_OPTS(&ea.kv_blocks, &ea.kv_block_size, &ea.no_prefix_cache),
-        CLI_GPU_OPTS(&ea.gpu, &ea.share_gpus),
+        CLI_GPU_OPTS(&ea.gpu, &ea.share_gpus, &ea.tp),
     };
     const int n_fixed = (int)(sizeof fixed / sizeof fixed[0]);
     CliPolicyOpts po;

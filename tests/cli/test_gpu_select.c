@@ -12,6 +12,9 @@
  *   - --gpus (part 2): one engine per listed device in one process; eval and sweep write
  *     the same bytes as one device, bench sums the devices' rows; bad lists, --gpus with
  *     --gpu, on the CPU or under several local ranks refused before the model loads;
+ *   - --tp (part 3): greedy tokens with --tp 2 and 4 equal one device's on the
+ *     tensor-parallel fixture; a rank takes its group of devices; --tp not dividing the
+ *     heads, past the devices, on the CPU or with --gpus refused (exit 2);
  *   - the GEMM path by ETX_GEMM (kernels/gemm.h): cuda-cores, tensor-cores and auto run;
  *     any other value is an error that names the variable and the values it takes.
  */
@@ -237,6 +240,55 @@ START_TEST(bad_gpus_refused_before_loading) {
 }
 END_TEST
 
+// --tp (parts 3 and 5): the model split across devices from the command line; greedy
+// tokens equal one device's on the tensor-parallel fixture; ranks take groups of devices;
+// refusals before any engine runs.
+START_TEST(tp_from_the_command_line) {
+#ifdef ETX_CLI_EMU
+    const char* gen = "generate -m '" ETX_FIXTURES "/models/tiny-llama-tp' --device cuda -p 'Hello there' -n 6 "
+                      "--threads 1 --policy greedy";
+    char args[1024];
+    Run r = emu("SIMT_DEVICE_COUNT=4", gen);
+    ck_assert_msg(r.status == 0, "exit %d\n%s", r.status, r.err);
+    char* one = xstrdup(r.out);
+    free_run(&r);
+    snprintf(args, sizeof args, "%s --tp 2", gen);
+    r = emu("SIMT_DEVICE_COUNT=4", args);
+    ck_assert_msg(r.status == 0, "exit %d\n%s", r.status, r.err);
+    ck_assert_msg(strstr(r.err, "runs on cuda:0..1") && strstr(r.err, "--tp 2"), "%s", r.err);
+    ck_assert_str_eq(r.out, one);
+    free_run(&r);
+    snprintf(args, sizeof args, "%s --tp 4", gen);
+    r = emu("SIMT_DEVICE_COUNT=4", args);
+    ck_assert_msg(r.status == 0, "exit %d\n%s", r.status, r.err);
+    ck_assert_str_eq(r.out, one);
+    free_run(&r);
+    free(one);
+    // two ranks on a node of 4 devices, --tp 2: rank 1 takes devices 2 and 3
+    snprintf(args, sizeof args, "%s --tp 2", gen);
+    expect(emu("SIMT_DEVICE_COUNT=4 OMPI_COMM_WORLD_LOCAL_RANK=1 OMPI_COMM_WORLD_LOCAL_SIZE=2", args), 0,
+           "rank 1 of 2 on this node runs on cuda:2..3");
+    // refused (exit 2)
+    expect(emu("SIMT_DEVICE_COUNT=4 OMPI_COMM_WORLD_LOCAL_RANK=0 OMPI_COMM_WORLD_LOCAL_SIZE=3", args), 2,
+           "3 ranks on this node with --tp 2 need 6 CUDA devices, but there are 4");
+    snprintf(args, sizeof args, "%s --tp 3", gen);
+    expect(emu("SIMT_DEVICE_COUNT=4", args), 2, "--tp 3 does not divide the model: its 8 query heads, 4 KV heads");
+    snprintf(args, sizeof args, "%s --tp 2 --gpu 3", gen);
+    expect(emu("SIMT_DEVICE_COUNT=4", args), 2, "--tp 2 from cuda:3 needs devices 3..4, but this process sees 4");
+    // before the model is read: a path that does not exist is never reached
+    expect(emu("SIMT_DEVICE_COUNT=2", "generate -m /nonexistent/model --device cuda -p hi --tp 4"), 2,
+           "--tp 4 from cuda:0 needs devices 0..3, but this process sees 2");
+    expect(emu("SIMT_DEVICE_COUNT=2", "generate -m /nonexistent/model --device cpu -p hi --tp 2"), 2,
+           "--tp 2 splits the model across CUDA devices, but this run is on the cpu");
+    expect(emu("SIMT_DEVICE_COUNT=2", "eval --data '" SAMPLE "' --out /tmp/never.jsonl -m /nonexistent/model "
+                                      "--device cuda --tp 2 --gpus all"),
+           2, "--tp with --gpus is not supported");
+    expect(emu("SIMT_DEVICE_COUNT=2", "generate -m /nonexistent/model --device cuda -p hi --tp 100"), 2,
+           "--tp must be 1..64");
+#endif
+}
+END_TEST
+
 START_TEST(gemm_path_env) {
 #ifdef ETX_CLI_EMU
     const char* gen = "generate -m '" MODEL "' --device cuda -p 'Hello' -n 2 --threads 1";
@@ -301,6 +353,7 @@ int main(void) {
     tcase_add_test(tc, bad_gpu_refused_before_loading);
     tcase_add_test(tc, gpus_spread_requests_same_bytes);
     tcase_add_test(tc, bad_gpus_refused_before_loading);
+    tcase_add_test(tc, tp_from_the_command_line);
     tcase_add_test(tc, gemm_path_env);
     tcase_add_test(tc, mpirun_ranks_take_their_own_devices);
     suite_add_tcase(s, tc);
