@@ -17,7 +17,7 @@
 # since a machine with no internet cannot install them.
 # GPU_CHECK_TINY=1 runs everything on a 2-layer model of the same architecture (smoke run).
 # Stages: GPU_CHECK_STAGES (comma-separated; default all) picks among tests, logits,
-# invariance, bench, gemm_ab (etx bench with ETX_GEMM=cuda-cores beside tensor-cores, same
+# invariance, multigpu (--tp 2 and --gpus all, 2+ GPUs only), bench, gemm_ab (etx bench with ETX_GEMM=cuda-cores beside tensor-cores, same
 # script), profile (cost model vs per-op times), ncu (Nsight Compute on the vocabulary pass,
 # attention and the GEMMs of a short generate), peers, sanitizer; GPU_CHECK_TESTS replaces
 # the list of native suites the tests stage runs; GPU_CHECK_GEMM_PATHS the ETX_GEMM values
@@ -42,7 +42,7 @@ limit() { local left=$(( T0 + BUDGET - 10 - $(date +%s) )); [ "$left" -lt "$1" ]
 has_time() { [ "$(limit "$1")" -ge "$1" ] && return 0; record "$2" "not run" "SKIP (budget: $(limit 100000) s left)"; return 1; }
 status=()
 record() { status+=("| $1 | $2 | $3 |"); }
-STAGES=",${GPU_CHECK_STAGES:-tests,logits,invariance,bench,gemm_ab,profile,ncu,peers,sanitizer},"
+STAGES=",${GPU_CHECK_STAGES:-tests,logits,invariance,multigpu,bench,gemm_ab,profile,ncu,peers,sanitizer},"
 want() { [[ "$STAGES" == *",$1,"* ]]; }
 
 # -- the card, the driver, the commit
@@ -99,7 +99,7 @@ chmod +x /tmp/etx-run
 
 # -- GPU tests (native variants of the emulated kernel suites)
 TESTS=${GPU_CHECK_TESTS:-test_selftest_gpu test_exact_math_gpu test_gemm_gpu test_layer_kernels_gpu test_sampling_kernels_gpu
-         test_cuda_backend_gpu test_advance_gpu test_engine_gpu test_nonfinite_gpu test_samples_gpu}
+         test_cuda_backend_gpu test_advance_gpu test_engine_gpu test_nonfinite_gpu test_samples_gpu test_tp_gpu}
 want tests || TESTS=
 for t in $TESTS; do
     [ -x "$BUILD/$t" ] || { record "$t" "not built" SKIP; continue; }
@@ -206,6 +206,30 @@ if want invariance && [ $INV_DONE = 0 ]; then
         has_time 90 "batch invariance: eval --batch 1 vs 8 vs mpirun" && invariance_stage $MODEL "$SHAPE random model (no $DEFAULT_MODEL here)"
     else
         record "batch invariance: eval --batch 1 vs 8 vs mpirun" "no model" "SKIP: no $DEFAULT_MODEL and no random model"
+    fi
+fi
+
+# -- several GPUs (issue "Multi-GPU"): --gpus and --tp on the random model (32/8 heads: TP 2, 4, 8 divide it), only where the
+#    machine has 2 or more GPUs (the lent machines have had one: then recorded as skipped,
+#    nothing claimed). --tp 2 greedy tokens against one device's; --gpus all output
+#    byte-identical to one device's. test_tp_gpu (tests stage) skips itself likewise.
+NGPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | wc -l)
+if want multigpu; then
+    if [ "$NGPU" -lt 2 ]; then
+        record "several GPUs: --tp 2, --gpus all" "$NGPU GPU" "SKIP: needs 2 GPUs (NCCL path not exercised here)"
+    elif [ $MODEL_OK != 1 ]; then
+        record "several GPUs: --tp 2, --gpus all" "$NGPU GPUs" "SKIP: no model (see the logits row)"
+    elif has_time 60 "several GPUs: --tp 2, --gpus all"; then
+        cp tests/fixtures/eval/gsm8k_sample.jsonl /tmp/gpu_mg.jsonl
+        mg() { timeout "$(limit 60)" /tmp/etx-run eval -m "$MODEL" --device cuda --data /tmp/gpu_mg.jsonl -n 48 \
+               --policy greedy --batch 8 "$@" >> "$LOG" 2>&1; }
+        rm -f /tmp/gpu_mg_*.jsonl
+        mg --out /tmp/gpu_mg_one.jsonl; r1=$?
+        mg --out /tmp/gpu_mg_tp2.jsonl --tp 2; r2=$?
+        mg --out /tmp/gpu_mg_all.jsonl --gpus all; r3=$?
+        same() { cmp -s /tmp/gpu_mg_one.jsonl "$1" && echo identical || echo DIFFER; }
+        r="exits $r1/$r2/$r3; --tp 2 vs one device: $(same /tmp/gpu_mg_tp2.jsonl) (greedy; equal where margins allow); --gpus all: $(same /tmp/gpu_mg_all.jsonl)"
+        say "several GPUs: $r"; record "several GPUs: --tp 2, --gpus all" "$NGPU GPUs, $SHAPE random model, the 5 sample prompts" "$r"
     fi
 fi
 

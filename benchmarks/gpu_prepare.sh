@@ -14,7 +14,8 @@ set -eu
 cd "$(dirname "$0")/.."
 ARCH=${1:-90}
 PROGRAMS="etx test_selftest_gpu test_exact_math_gpu test_gemm_gpu test_layer_kernels_gpu test_sampling_kernels_gpu
-          test_cuda_backend_gpu test_advance_gpu test_batching_gpu test_engine_gpu test_nonfinite_gpu test_samples_gpu"
+          test_cuda_backend_gpu test_advance_gpu test_batching_gpu test_engine_gpu test_nonfinite_gpu test_samples_gpu
+          test_tp_gpu"
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DETX_NATIVE=OFF -DCMAKE_CUDA_ARCHITECTURES="$ARCH" > /dev/null
 cmake --build build-gpu -j"$(nproc)" --target $PROGRAMS
 rm -rf gpu-bundle
