@@ -22,6 +22,15 @@ static int file_has_gguf_magic(const char* path) {
     return n == 4 && memcmp(magic, "GGUF", 4) == 0;
 }
 
+etx_status model_read_config(const char* path, ModelConfig* out) {
+    struct stat st;
+    if (!path || stat(path, &st) != 0) return etx_error(ETX_ERR_IO, "cannot open model %s", path ? path : "(none)");
+    if (S_ISDIR(st.st_mode)) return hf_model_read_config(path, out);
+    if (file_has_gguf_magic(path)) return gguf_model_read_config(path, out);
+    return etx_error(ETX_ERR_FORMAT, "%s is neither a Hugging Face model directory nor a GGUF file (no GGUF magic)",
+                     path);
+}
+
 etx_status etx_model_load(const char* path, etx_model** out) {
     *out = NULL;
     if (!path || !*path) return etx_error(ETX_ERR_INVALID_ARG, "no model path given");

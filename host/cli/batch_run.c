@@ -58,6 +58,8 @@ int batch_open(BatchRun* br, const EvalArgs* a, const EvalPar* par, const BatchP
         cJSON_Delete(fp);
     }
     if (!eval_par_all_ok(par, rc == 0)) return rc ? rc : 2;
+    if (!eval_par_all_ok(par, cli_tp_check_model_path(rank0 ? a->command : NULL, cli_model_path(a->model), &br->eo) == 0))
+        return 2;
     int load_rc = 0;
     br->m = cli_load_model(cli_model_path(a->model), &load_rc);
     if (!eval_par_all_ok(par, br->m != NULL)) return br->m ? 1 : load_rc;

@@ -362,7 +362,9 @@ int cmd_bench(int argc, char** argv) {
     if (pr != CLI_CONTINUE) return pr;
     if (c.plan) return bench_plan(&c);
     int rc = 1;
-    etx_model* m = cli_load_model(c.model_path, &rc);
+    etx_model* m = NULL;
+    if (cli_tp_check_model_path("bench", c.model_path, &c.eo) != 0) rc = CLI_EXIT_REFUSED;
+    else m = cli_load_model(c.model_path, &rc);
     if (!m) {
         if (c.json) fclose(c.json), remove(c.json_tmp);
         return rc;

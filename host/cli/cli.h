@@ -133,6 +133,11 @@ int cli_engine_gpus(const CliEngineArgs* a, const etx_engine_options* eo, int* l
 // "etx COMMAND: N engines, on cuda:0 (NAME), cuda:1 (NAME)" on stderr (a --gpus run says
 // where its engines run).
 void cli_say_gpus(const char* command, const int* list, int n);
+// Before the model is loaded: with --tp N (eo->tp > 1), N must divide the model's query
+// heads, KV heads and hidden size, read from its configuration alone (config.json, the
+// GGUF metadata). 0 (also when the configuration cannot be read: the load reports that),
+// or -1 after printing (exit 2).
+int cli_tp_check_model_path(const char* command, const char* path, const etx_engine_options* eo);
 // After the model is loaded, before the engine is created: --ctx within the model's
 // context, and a pool given by --kv-blocks that holds one full context (a request that
 // cannot fit could never run) and, on the CPU, fits in the memory available. 0, or -1

@@ -16,6 +16,7 @@
 #include "cli.h"
 #include "common.h"
 #include "engine/backend.h"
+#include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
 const char* cli_model_path(const char* given) {
@@ -304,14 +305,24 @@ static int context_of(const etx_model* m, const etx_engine_options* eo) {
     return eo->max_seq_len > 0 ? eo->max_seq_len : etx_default_context(m);
 }
 
+static int tp_divides(const char* command, int tp, int n_heads, int n_kv_heads, int hidden) {
+    if (tp <= 1 || (n_heads % tp == 0 && n_kv_heads % tp == 0 && hidden % tp == 0)) return 0;
+    say(command, "--tp %d does not divide the model: its %d query heads, %d KV heads and %d hidden units must each "
+                 "split evenly across the devices\n", tp, n_heads, n_kv_heads, hidden);
+    return -1;
+}
+
+int cli_tp_check_model_path(const char* command, const char* path, const etx_engine_options* eo) {
+    if (eo->tp <= 1) return 0;
+    ModelConfig c;
+    if (model_read_config(path, &c).code != ETX_OK) return 0;
+    return tp_divides(command, eo->tp, c.n_heads, c.n_kv_heads, c.hidden_dim);
+}
+
 int cli_engine_check_model(const char* command, const etx_model* m, const etx_engine_options* eo) {
     etx_model_info info;
     etx_model_get_info(m, &info);
-    if (eo->tp > 1 && (info.n_heads % eo->tp || info.n_kv_heads % eo->tp || info.hidden_dim % eo->tp)) {
-        say(command, "--tp %d does not divide the model: its %d query heads, %d KV heads and %d hidden units must "
-                     "each split evenly across the devices\n", eo->tp, info.n_heads, info.n_kv_heads, info.hidden_dim);
-        return -1;
-    }
+    if (tp_divides(command, eo->tp, info.n_heads, info.n_kv_heads, info.hidden_dim) != 0) return -1;
     const int ctx = context_of(m, eo);
     if (ctx > info.max_seq_len) {
         say(command, "--ctx %d exceeds the model's context of %d tokens\n", ctx, info.max_seq_len);

@@ -113,7 +113,9 @@ static int cmd_generate_run(const char* model, const char* prompt, const char* c
     }
 
     int rc = 1;
-    etx_model* m = cli_load_model(cli_model_path(model), &rc);
+    etx_model* m = NULL;
+    if (cli_tp_check_model_path("generate", cli_model_path(model), &eo) != 0) rc = CLI_EXIT_REFUSED;
+    else m = cli_load_model(cli_model_path(model), &rc);
     if (!m) {
         if (trace) fclose(trace);
         return rc;

@@ -83,6 +83,7 @@ int cmd_logits(int argc, char** argv) {
         return 2;
     }
     int rc = 1;
+    if (cli_tp_check_model_path("logits", cli_model_path(model), &eo) != 0) return free(ids), CLI_EXIT_REFUSED;
     etx_model* m = cli_load_model(cli_model_path(model), &rc);
     if (!m) return free(ids), rc;
     etx_model_info info;

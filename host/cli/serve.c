@@ -130,6 +130,8 @@ int cmd_serve(int argc, char** argv) {
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     watching = pthread_create(&watcher, NULL, load_watch, &sigs) == 0;
     const char* path = cli_model_path(model);
+    rc = CLI_EXIT_REFUSED;
+    if (cli_tp_check_model_path("serve", path, &eo) != 0) goto done;
     m = cli_load_model(path, &rc);
     if (!m) goto done;
     rc = CLI_EXIT_REFUSED;

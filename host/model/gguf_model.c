@@ -552,3 +552,14 @@ etx_status gguf_model_load(const char* path, etx_model* m) {
     m->format = "gguf"; // m->path is the caller's (etx_model_load sets it)
     return etx_ok();
 }
+
+etx_status gguf_model_read_config(const char* path, ModelConfig* out) {
+    GGUFFile f;
+    ETX_TRY(gguf_open(path, &f));
+    ArchKeys k;
+    memset(&k, 0, sizeof k);
+    memset(out, 0, sizeof *out);
+    etx_status st = read_config(&f, out, &k);
+    gguf_close(&f);
+    return st;
+}

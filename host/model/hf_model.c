@@ -388,3 +388,12 @@ etx_status hf_model_load(const char* dir, etx_model* m) {
     m->format = "safetensors"; // m->path is the caller's (etx_model_load sets it)
     return etx_ok();
 }
+
+etx_status hf_model_read_config(const char* dir, ModelConfig* out) {
+    etx_model tmp;
+    memset(&tmp, 0, sizeof tmp);
+    int bos = -1, eos[8] = {0}, n_eos = 0;
+    ETX_TRY(parse_config(dir, &tmp, &bos, eos, &n_eos));
+    *out = tmp.cfg;
+    return etx_ok();
+}

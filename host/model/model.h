@@ -153,5 +153,10 @@ void model_set_special_tokens(etx_model* m, int bos_id, const int* eos_ids, int 
 // leaving *m freed.
 etx_status hf_model_load(const char* dir, etx_model* m);     // hf_model.c
 etx_status gguf_model_load(const char* path, etx_model* m);  // gguf_model.c
+// The configuration alone (config.json, or the GGUF metadata), no weights read: what a
+// command checks before it loads a model (--tp against the head counts).
+etx_status hf_model_read_config(const char* dir, ModelConfig* out);     // hf_model.c
+etx_status gguf_model_read_config(const char* path, ModelConfig* out);  // gguf_model.c
+etx_status model_read_config(const char* path, ModelConfig* out);       // api.c: by the path's kind
 
 #endif // ETX_MODEL_H

@@ -14,7 +14,8 @@
  *     --gpu, on the CPU or under several local ranks refused before the model loads;
  *   - --tp (part 3): greedy tokens with --tp 2 and 4 equal one device's on the
  *     tensor-parallel fixture; a rank takes its group of devices; --tp not dividing the
- *     heads, past the devices, on the CPU or with --gpus refused (exit 2);
+ *     heads (read from the configuration before the model loads), past the devices, on
+ *     the CPU or with --gpus refused (exit 2);
  *   - the GEMM path by ETX_GEMM (kernels/gemm.h): cuda-cores, tensor-cores and auto run;
  *     any other value is an error that names the variable and the values it takes.
  */
