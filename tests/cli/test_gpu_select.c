@@ -276,6 +276,10 @@ START_TEST(tp_from_the_command_line) {
     expect(emu("SIMT_DEVICE_COUNT=4", args), 2, "--tp 3 does not divide the model: its 8 query heads, 4 KV heads");
     snprintf(args, sizeof args, "%s --tp 2 --gpu 3", gen);
     expect(emu("SIMT_DEVICE_COUNT=4", args), 2, "--tp 2 from cuda:3 needs devices 3..4, but this process sees 4");
+    // the same from a GGUF file's metadata (tiny-qwen3: 4 query, 2 KV heads)
+    expect(emu("SIMT_DEVICE_COUNT=4", "generate -m '" ETX_FIXTURES "/models/tiny-qwen3.gguf' --device cuda -p hi "
+                                      "--tp 4"),
+           2, "--tp 4 does not divide the model: its 4 query heads, 2 KV heads and 128 hidden units");
     // before the model is read: a path that does not exist is never reached
     expect(emu("SIMT_DEVICE_COUNT=2", "generate -m /nonexistent/model --device cuda -p hi --tp 4"), 2,
            "--tp 4 from cuda:0 needs devices 0..3, but this process sees 2");
