@@ -75,8 +75,15 @@ typedef struct {
     int n_heads, max_ctx;
     int head_blocks;         // blocks per sequence in kernel 1 (AM_WARPS heads each)
     int chunks;              // blocks per sequence in kernel 2 (AM_THREADS positions each)
-    AmHead* heads;           // scratch (n_seqs, n_heads)
-    double* agree;           // scratch (n_seqs, chunks)
+    AmHead* heads;           // scratch (n_seqs, n_heads); kernel 3: (shards, n_seqs, n_heads)
+    double* agree;           // scratch (n_seqs, chunks); kernel 3: (shards, n_seqs, chunks)
+    // Tensor parallelism (etx_attn_metrics_psum / _dev / _merge): n_heads are a shard's,
+    // of n_heads_all in all. psum: kernel 2 writes sum_h P_hk (n_seqs, max_ctx) instead of
+    // the deviations; mean: kernel 2 takes the all-reduced sums from there. One device:
+    // shards 1, n_heads_all = n_heads, psum = mean = NULL.
+    int n_heads_all, shards;
+    double* psum;
+    const double* mean;
 } AmArgs;
 
 // Zero slots of sequence seq (window mode with n_pos < window), and whether it is window mode.
@@ -157,10 +164,20 @@ __global__ void __launch_bounds__(AM_THREADS) attn_agree_kernel(AmArgs a) {
     double agree = 0.0;
     if (k < n_pos) {
         double mean = 0.0;
-        for (int h = 0; h < a.n_heads; h++) mean += am_prob(base[(size_t)h * a.max_ctx + k], s_m[h], s_inv_z[h]);
-        mean /= a.n_heads;
+        if (a.mean) { // a shard: the sum over every shard's heads, all-reduced
+            mean = a.mean[(size_t)seq * a.max_ctx + k] / a.n_heads_all;
+        } else {
+            for (int h = 0; h < a.n_heads; h++) mean += am_prob(base[(size_t)h * a.max_ctx + k], s_m[h], s_inv_z[h]);
+            if (a.psum) { // a shard's first half: its heads' sum, nothing else
+                a.psum[(size_t)seq * a.max_ctx + k] = mean;
+                return;
+            }
+            mean /= a.n_heads;
+        }
         for (int h = 0; h < a.n_heads; h++)
             agree += fabs((double)am_prob(base[(size_t)h * a.max_ctx + k], s_m[h], s_inv_z[h]) - mean);
+    } else if (a.psum) {
+        return; // (the same for every thread past n_pos: no barrier below is reached by some only)
     }
     s_red[tid] = agree;
     __syncthreads();
@@ -180,25 +197,30 @@ __global__ void attn_final_kernel(AmArgs a, int n_seqs, EtxAttnStats* out) {
     }
     int compat;
     const long u = am_zero_slots(&a, seq, n_pos, &compat);
-    const AmHead* hd = a.heads + (size_t)seq * n_heads;
+    // head g = shard sh's head h (sh * n_heads + h): with one shard, head h of this sequence
+    const int n_all = n_heads * a.shards;
+#define AM_HEAD(g) a.heads[((size_t)((g) / n_heads) * n_seqs + seq) * n_heads + (g) % n_heads]
     double ag = 0.0, abs_sum = 0.0, ent_mean = 0.0, ent_var = 0.0, p0_mean = 0.0;
-    for (int c = 0; c < a.chunks && c * AM_THREADS < n_pos; c++) ag += a.agree[(size_t)seq * a.chunks + c];
-    for (int h = 0; h < n_heads; h++) {
-        abs_sum += hd[h].abs_sum;
-        ent_mean += hd[h].ent;
-        p0_mean += hd[h].p0;
+    for (int sh = 0; sh < a.shards; sh++)
+        for (int c = 0; c < a.chunks && c * AM_THREADS < n_pos; c++)
+            ag += a.agree[((size_t)sh * n_seqs + seq) * a.chunks + c];
+    for (int g = 0; g < n_all; g++) {
+        abs_sum += AM_HEAD(g).abs_sum;
+        ent_mean += AM_HEAD(g).ent;
+        p0_mean += AM_HEAD(g).p0;
     }
-    ent_mean /= n_heads;
-    p0_mean /= n_heads;
-    for (int h = 0; h < n_heads; h++) {
-        ent_var += (hd[h].ent - ent_mean) * (hd[h].ent - ent_mean);
-        if (u > 0) ag += (double)u * fabs(hd[h].p0 - p0_mean); // u equal terms per head
+    ent_mean /= n_all;
+    p0_mean /= n_all;
+    for (int g = 0; g < n_all; g++) {
+        ent_var += (AM_HEAD(g).ent - ent_mean) * (AM_HEAD(g).ent - ent_mean);
+        if (u > 0) ag += (double)u * fabs(AM_HEAD(g).p0 - p0_mean); // u equal terms per head
     }
+#undef AM_HEAD
     const double slots = (double)n_pos + (double)u;
     r.attn_entropy = (float)ent_mean;
-    r.attn_varentropy = (float)(ent_var / n_heads);
-    r.agreement = (float)(ag / ((double)n_heads * slots));
-    r.interaction = (float)(abs_sum / ((double)n_heads * slots));
+    r.attn_varentropy = (float)(ent_var / n_all);
+    r.agreement = (float)(ag / ((double)n_all * slots));
+    r.interaction = (float)(abs_sum / ((double)n_all * slots));
     out[seq] = r;
 }
 
@@ -218,6 +240,9 @@ static AmArgs am_args(const float* scores, const int32_t* row, int n_seqs, int n
     a.chunks = am_chunks(max_ctx);
     a.heads = (AmHead*)scratch;
     a.agree = (double*)((char*)scratch + am_head_bytes(n_seqs, n_heads));
+    a.n_heads_all = n_heads, a.shards = 1;
+    a.psum = NULL;
+    a.mean = NULL;
     return a;
 }
 
@@ -240,6 +265,53 @@ extern "C" void etx_attn_metrics(const float* scores, const int32_t* score_row, 
         ETX_LAUNCH(attn_agree_kernel, n_seqs * a.chunks, AM_THREADS, 0, (cudaStream_t)stream, a);
         CUDA_CHECK_LAUNCH();
     }
+    ETX_LAUNCH(attn_final_kernel, etx_ceil_div(n_seqs, 64), 64, 0, (cudaStream_t)stream, a, n_seqs, out);
+    CUDA_CHECK_LAUNCH();
+}
+
+// -- tensor parallelism: the heads split across shards (attn_metrics.h)
+
+extern "C" size_t etx_attn_metrics_part_bytes(int n_seqs, int n_heads, int max_ctx, size_t* heads_bytes,
+                                              size_t* psum_bytes, size_t* dev_bytes) {
+    *heads_bytes = (size_t)n_seqs * n_heads * sizeof(AmHead);
+    *psum_bytes = (size_t)n_seqs * (max_ctx > 0 ? max_ctx : 1) * sizeof(double);
+    *dev_bytes = (size_t)n_seqs * am_chunks(max_ctx) * sizeof(double);
+    return *heads_bytes + *psum_bytes + *dev_bytes;
+}
+
+extern "C" void etx_attn_metrics_psum(const float* scores, const int32_t* score_row, int n_seqs, int n_heads,
+                                      int max_ctx, const int32_t* n_pos, const int32_t* window, void* heads,
+                                      double* psum, void* stream) {
+    if (n_seqs <= 0 || n_heads <= 0 || max_ctx <= 0) return;
+    AmArgs a = am_args(scores, score_row, n_seqs, n_heads, max_ctx, n_pos, window, heads);
+    a.agree = NULL;
+    a.psum = psum;
+    ETX_LAUNCH(attn_heads_kernel, n_seqs * a.head_blocks, AM_THREADS, 0, (cudaStream_t)stream, a);
+    CUDA_CHECK_LAUNCH();
+    ETX_LAUNCH(attn_agree_kernel, n_seqs * a.chunks, AM_THREADS, 0, (cudaStream_t)stream, a);
+    CUDA_CHECK_LAUNCH();
+}
+
+extern "C" void etx_attn_metrics_dev(const float* scores, const int32_t* score_row, int n_seqs, int n_heads,
+                                     int n_heads_all, int max_ctx, const int32_t* n_pos, const int32_t* window,
+                                     const void* heads, const double* psum, double* dev, void* stream) {
+    if (n_seqs <= 0 || n_heads <= 0 || max_ctx <= 0) return;
+    AmArgs a = am_args(scores, score_row, n_seqs, n_heads, max_ctx, n_pos, window, (void*)heads);
+    a.agree = dev;
+    a.mean = psum;
+    a.n_heads_all = n_heads_all;
+    ETX_LAUNCH(attn_agree_kernel, n_seqs * a.chunks, AM_THREADS, 0, (cudaStream_t)stream, a);
+    CUDA_CHECK_LAUNCH();
+}
+
+extern "C" void etx_attn_metrics_merge(int n_seqs, int shards, int n_heads, int max_ctx, const int32_t* n_pos,
+                                       const int32_t* window, const void* heads, const double* dev, EtxAttnStats* out,
+                                       void* stream) {
+    if (n_seqs <= 0) return;
+    AmArgs a = am_args(NULL, NULL, n_seqs, n_heads, max_ctx, n_pos, window, (void*)heads);
+    a.agree = (double*)dev;
+    a.shards = shards;
+    a.n_heads_all = n_heads * shards;
     ETX_LAUNCH(attn_final_kernel, etx_ceil_div(n_seqs, 64), 64, 0, (cudaStream_t)stream, a, n_seqs, out);
     CUDA_CHECK_LAUNCH();
 }

@@ -66,9 +66,10 @@ static double plan_bytes(const CudaBackend* b, int tied, double* kv_bytes) {
     smp += (double)etx_policy_scratch_bytes(b->cfg.max_batch, b->vocab_all) + etx_vocab_pass_scratch_bytes(b->cfg.max_batch);
     if (b->tp > 1) { // cuda_tp.c's: parts, and on shard 0 the gathered parts, score rows and logits rows
         smp += mb * (sizeof(EtxVocabPart) + 8.0);
+        size_t hb = 0, pb = 0, db = 0;
+        smp += (double)etx_attn_metrics_part_bytes(b->cfg.max_batch, b->shape.n_heads, b->cfg.max_seq_len, &hb, &pb, &db);
         if (b->shard == 0)
-            smp += mb * (b->tp * (double)sizeof(EtxVocabPart) + (double)b->m->cfg.n_heads * b->cfg.max_seq_len * 4 +
-                         (double)b->vocab_all * 4 + 4);
+            smp += b->tp * (double)(hb + db) + mb * (b->tp * (double)sizeof(EtxVocabPart) + (double)b->vocab_all * 4 + 4);
     }
     smp += (double)etx_attn_metrics_scratch_bytes(b->cfg.max_batch, b->m->cfg.n_heads, b->cfg.max_seq_len);
     smp += mb * (sizeof(etx_policy) + sizeof(EtxSeqState) + sizeof(etx_trace_record) + 64);
@@ -169,8 +170,9 @@ void cuda_destroy_shard(CudaBackend* b) {
                    b->d_cap_row,  b->d_table,   b->logits,    b->scores,     b->d_pick_row, b->d_head_rows,
                    b->stats,      b->cand,      b->vp_scratch, b->attn,      b->am_scratch, b->d_n_pos,
                    b->d_window,   b->d_policies, b->d_states, b->pol_scratch, b->d_next,    b->d_done,
-                   b->d_trace,    b->d_ring,    b->d_ring_trace, b->tp_part, b->tp_parts, b->tp_scores,
-                   b->tp_logits,  b->tp_pause_logit, b->d_pause};
+                   b->d_trace,    b->d_ring,    b->d_ring_trace, b->tp_part, b->tp_parts,
+                   b->tp_logits,  b->tp_pause_logit, b->d_pause, b->am_heads, b->am_psum, b->am_dev,
+                   b->am_heads_all, b->am_dev_all};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) etx_dev_free(dev[i]);
     free(b->h_tokens);
     free(b->h_row_seq);
@@ -266,6 +268,11 @@ static etx_status alloc_buffers(CudaBackend* b) {
     if (b->tp > 1) {
         ETX_TRY(cuda_alloc(b, (void**)&b->tp_part, (size_t)mb * sizeof(EtxVocabPart), "vocabulary pass parts"));
         ETX_TRY(cuda_alloc(b, (void**)&b->d_pause, (size_t)mb * 4, "pause tokens"));
+        size_t hb = 0, pb = 0, db = 0;
+        etx_attn_metrics_part_bytes(mb, b->shape.n_heads, b->cfg.max_seq_len, &hb, &pb, &db);
+        ETX_TRY(cuda_alloc(b, &b->am_heads, hb, "attention-signal head records"));
+        ETX_TRY(cuda_alloc(b, (void**)&b->am_psum, pb, "attention-signal position sums"));
+        ETX_TRY(cuda_alloc(b, (void**)&b->am_dev, db, "attention-signal deviations"));
         b->h_pause = xcalloc((size_t)mb, 4);
     }
     ETX_TRY(cuda_alloc(b, (void**)&b->d_next, (size_t)mb * 4, "sampled tokens"));

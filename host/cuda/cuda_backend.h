@@ -179,7 +179,11 @@ struct Backend {
     struct EtxComm* comm;        // shard 0 with tp > 1
     EtxVocabPart* tp_part;       // (max_batch) tp > 1: this shard's vocabulary-pass parts
     EtxVocabPart* tp_parts;      // (tp, max_batch) shard 0: every shard's, gathered
-    float* tp_scores;            // (max_batch, n_heads, max_seq_len) shard 0: the picks' whole score rows
+    void* am_heads;              // tp > 1: this shard's attention-signal records of its heads (attn_metrics.h)
+    double* am_psum;             // tp > 1: (max_batch, max_seq_len) per position sum of P over heads
+    double* am_dev;              // tp > 1: (max_batch, chunks) per chunk sum of |P - mean| over its heads
+    void* am_heads_all;          // shard 0: every shard's records, shard-major
+    double* am_dev_all;          // shard 0: every shard's chunk sums, shard-major
     float* tp_logits;            // (max_batch, vocab_all) shard 0: the picks' whole rows (exact fallback only)
     float* tp_pause_logit;       // (max_batch) shard 0: each pick's pause-token logit
     int32_t* d_pause;            // (max_batch) tp > 1: each pick's pause token (-1: none)
@@ -205,8 +209,8 @@ void cuda_up(CudaBackend* b, void* dst, const void* src, size_t bytes);
 // down projections all-reduced after their GEMMs (tp 1: cuda_exec_op on b).
 void cuda_run_ops(CudaBackend* b, const CudaRows* r, const CudaOp* ops, int n_ops);
 // Sampling with tp > 1 (cuda_sample's): each shard's vocabulary pass over its slice, the
-// parts merged on shard 0, the picks' score rows gathered there for the metrics, their
-// whole logits rows only when a policy may need the exact fallback, then the policy.
+// parts merged on shard 0, the attention signals merged across the head shards, the
+// picks' whole logits rows only when a policy may need the exact fallback, then the policy.
 void cuda_tp_sample(CudaBackend* b, int np, int metrics);
 // d_next of shard 0 to every other shard (a multi-step call's next inputs).
 void cuda_tp_share_next(CudaBackend* b, int np);

@@ -41,6 +41,14 @@ void etx_comm_allreduce_sum(EtxComm* c, float* const* bufs, size_t count) {
     }
 }
 
+void etx_comm_allreduce_sum_f64(EtxComm* c, double* const* bufs, size_t count) {
+    for (size_t i = 0; i < count; i++) {
+        double s = bufs[0][i];
+        for (int k = 1; k < c->n; k++) s += bufs[k][i];
+        for (int k = 0; k < c->n; k++) bufs[k][i] = s;
+    }
+}
+
 void etx_comm_copy(EtxComm* c, const EtxCommCopy* x, int n) {
     (void)c;
     for (int i = 0; i < n; i++)
@@ -150,6 +158,13 @@ void etx_comm_allreduce_sum(EtxComm* c, float* const* bufs, size_t count) {
     NCCL_CHECK(nccl.GroupEnd());
 }
 
+void etx_comm_allreduce_sum_f64(EtxComm* c, double* const* bufs, size_t count) {
+    NCCL_CHECK(nccl.GroupStart());
+    for (int s = 0; s < c->n; s++)
+        NCCL_CHECK(nccl.AllReduce(bufs[s], bufs[s], count, ncclDouble, ncclSum, c->comms[s], c->streams[s]));
+    NCCL_CHECK(nccl.GroupEnd());
+}
+
 void etx_comm_copy(EtxComm* c, const EtxCommCopy* x, int n) {
     // copies within a shard: on its stream, before the group (ordered with its kernels)
     for (int i = 0; i < n; i++)
@@ -189,5 +204,6 @@ const char* etx_comm_name(const EtxComm* c) {
     return "none";
 }
 void etx_comm_allreduce_sum(EtxComm* c, float* const* bufs, size_t count) { (void)c, (void)bufs, (void)count; }
+void etx_comm_allreduce_sum_f64(EtxComm* c, double* const* bufs, size_t count) { (void)c, (void)bufs, (void)count; }
 void etx_comm_copy(EtxComm* c, const EtxCommCopy* x, int n) { (void)c, (void)x, (void)n; }
 #endif

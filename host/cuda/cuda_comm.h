@@ -5,11 +5,12 @@
  *
  *   allreduce_sum: every shard's buffer replaced by the element-wise sum over the shards
  *                  (the partial outputs of the O and down projections, which split their
- *                  input columns across the shards);
+ *                  input columns across the shards; in double, the attention signals'
+ *                  per-position sums of probability over each shard's heads);
  *   copy:          point-to-point copies between shards, in one group (the vocabulary
- *                  pass's per-shard statistics and candidates to shard 0, the picks' score
- *                  rows and, for the rare exact fallback, their logits slices; the sampled
- *                  tokens back to every shard).
+ *                  pass's per-shard statistics and candidates and the attention signals'
+ *                  per-head records to shard 0, for the rare exact fallback the picks'
+ *                  logits slices; the sampled tokens back to every shard).
  *
  * Two implementations behind one interface:
  *   - NCCL (natively, when etx is built with it: ETX_HAVE_NCCL): one communicator per
@@ -47,6 +48,8 @@ void etx_comm_free(EtxComm* c);
 const char* etx_comm_name(const EtxComm* c);
 // bufs[s] (count floats on shard s) <- sum over the shards, on every shard.
 void etx_comm_allreduce_sum(EtxComm* c, float* const* bufs, size_t count);
+// The same in double (the attention signals' per-position sums).
+void etx_comm_allreduce_sum_f64(EtxComm* c, double* const* bufs, size_t count);
 // The n copies, in one group; regions must not overlap.
 void etx_comm_copy(EtxComm* c, const EtxCommCopy* x, int n);
 

@@ -20,13 +20,12 @@
  * statistics up to the order of double additions). The policy runs once, on shard 0; in
  * a multi-step call its tokens are copied to every shard for the next step's inputs.
  * What does cross whole:
- *   - the picks' last-layer attention score rows (their heads over the context, from each
- *     shard into shard 0's (n_heads, max_seq_len) row), for picks that need the attention
- *     signals (entropix, or tracing). Merging the metrics as moments across head shards, as
- *     the vocabulary pass does, is left: the agreement term needs the mean attention
- *     over all heads first, a second round trip;
  *   - a pick's whole logits row, only when its policy may need the exact fallback
  *     (policy_may_need_full_row: top_k 0 or above the K candidates).
+ * The attention signals merge the same way across head shards (attn_metrics.h): the
+ * agreement needs the mean attention over all heads at each position, so each shard's
+ * per-position sums of P are all-reduced first (8 bytes a position), then each shard's
+ * deviations from that mean and its heads' records (40 bytes a head) go to shard 0.
  *
  * Departures, said here and in docs/design.md: the step runs eagerly (no CUDA graphs: its
  * launches interleave devices and collectives); the launch plan's sampling ops are not
@@ -70,9 +69,11 @@ etx_status cuda_tp_create(const etx_model* m, const BackendConfig* cfg, CudaBack
         (void)etx_dev_select(b->gpu);
         const size_t mb = (size_t)cfg->max_batch;
         st = cuda_alloc(b, (void**)&b->tp_parts, (size_t)tp * mb * sizeof(EtxVocabPart), "gathered vocabulary parts");
+        size_t hb = 0, pb = 0, db = 0;
+        etx_attn_metrics_part_bytes(cfg->max_batch, b->shape.n_heads, cfg->max_seq_len, &hb, &pb, &db);
+        if (st.code == ETX_OK) st = cuda_alloc(b, &b->am_heads_all, (size_t)tp * hb, "gathered attention records");
         if (st.code == ETX_OK)
-            st = cuda_alloc(b, (void**)&b->tp_scores, mb * m->cfg.n_heads * (size_t)cfg->max_seq_len * 4,
-                            "gathered score rows");
+            st = cuda_alloc(b, (void**)&b->am_dev_all, (size_t)tp * db, "gathered attention deviations");
         if (st.code == ETX_OK)
             st = cuda_alloc(b, (void**)&b->tp_logits, mb * (size_t)b->vocab_all * 4, "gathered logits rows");
         if (st.code == ETX_OK) st = cuda_alloc(b, (void**)&b->tp_pause_logit, mb * 4, "pause-token logits");
@@ -203,20 +204,35 @@ void cuda_tp_sample(CudaBackend* b, int np, int metrics) {
     etx_comm_copy(b->comm, cp, tp);
     (void)etx_dev_select(b->gpu);
     etx_vocab_merge(b->tp_parts, tp, np, b->vocab_all, ETX_TOPK, b->stats, b->cand, NULL, b->tp_pause_logit, b->stream);
-    // 2. the attention signals from the picks' whole score rows (their heads from each shard)
-    const int H = b->m->cfg.n_heads, msl = b->cfg.max_seq_len;
+    // 2. the attention signals, the heads split across the shards (attn_metrics.h): each
+    //    shard's per-position sums of P all-reduced, then its deviations from their mean,
+    //    then its head records and chunk sums merged on shard 0; the scores stay put
+    const int H = b->m->cfg.n_heads, Hl = b->shape.n_heads, msl = b->cfg.max_seq_len;
     if (metrics) {
+        double* bufs[64];
+        for (int s = 0; s < tp; s++) {
+            CudaBackend* x = b->shards[s];
+            (void)etx_dev_select(x->gpu);
+            etx_attn_metrics_psum(x->scores, x->d_pick_row, np, Hl, msl, x->d_n_pos, x->d_window, x->am_heads,
+                                  x->am_psum, x->stream);
+            bufs[s] = x->am_psum;
+        }
+        etx_comm_allreduce_sum_f64(b->comm, bufs, (size_t)np * msl);
+        size_t hb = 0, pb = 0, db = 0;
+        etx_attn_metrics_part_bytes(np, Hl, msl, &hb, &pb, &db);
         int n = 0;
-        for (int p = 0; p < np; p++)
-            for (int s = 0; s < tp; s++) {
-                CudaBackend* x = b->shards[s];
-                const size_t row = (size_t)x->shape.n_heads * msl;
-                cp[n++] = (EtxCommCopy){s, 0, x->scores + (size_t)b->h_pick_row[p] * row,
-                                        b->tp_scores + ((size_t)p * H + (size_t)x->h0) * msl, row * sizeof(float)};
-            }
+        for (int s = 0; s < tp; s++) {
+            CudaBackend* x = b->shards[s];
+            (void)etx_dev_select(x->gpu);
+            etx_attn_metrics_dev(x->scores, x->d_pick_row, np, Hl, H, msl, x->d_n_pos, x->d_window, x->am_heads,
+                                 x->am_psum, x->am_dev, x->stream);
+            cp[n++] = (EtxCommCopy){s, 0, x->am_heads, (char*)b->am_heads_all + (size_t)s * hb, hb};
+            cp[n++] = (EtxCommCopy){s, 0, x->am_dev, (char*)b->am_dev_all + (size_t)s * db, db};
+        }
         etx_comm_copy(b->comm, cp, n);
         (void)etx_dev_select(b->gpu);
-        etx_attn_metrics(b->tp_scores, NULL, np, H, msl, b->d_n_pos, b->d_window, b->attn, b->am_scratch, b->stream);
+        etx_attn_metrics_merge(np, tp, Hl, msl, b->d_n_pos, b->d_window, b->am_heads_all, b->am_dev_all, b->attn,
+                               b->stream);
     }
     // 3. whole logits rows, only for a policy that may need the exact fallback
     int full = 0;

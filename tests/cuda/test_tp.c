@@ -26,7 +26,10 @@
  *      double additions, then rounded to float: a float ulp is 6e-8 relative; 2e-6 allows
  *      a few ulps where log Z and E_p[x] cancel in the entropy), and the pause token's
  *      logit from whichever shard holds it. Rows with ties, -inf, a NaN, a row longer than
- *      one block's chunk (the split pass inside a shard), 1..4 shards.
+ *      one block's chunk (the split pass inside a shard), 1..4 shards. Likewise the
+ *      attention signals with the heads split (etx_attn_metrics_psum / _dev / _merge)
+ *      against etx_attn_metrics: entropy, varentropy and interaction the same bits, the
+ *      agreement within 1e-6 relative (test_attn_metrics_merge).
  *   3. The engine with TP 1, 2 and 4 (decode several steps per sync, so the tokens go back
  *      to every shard on the device): greedy tokens equal TP 1's on these prompts (the
  *      margins allow it: the test prints the smallest top-1 / top-2 gap it crossed);
@@ -45,6 +48,7 @@
 #include "cpu/cpu_forward.h"
 #include "cuda/cuda_backend.h"
 #include "device.h"
+#include "attn_metrics.h"
 #include "vocab_pass.h"
 #include "check_etx.h"
 #include "check_device.h"
@@ -231,6 +235,90 @@ START_TEST(test_vocab_merge) {
 }
 END_TEST
 
+// The attention signals with the heads split across shards (etx_attn_metrics_psum / _dev /
+// _merge, the per-position sums all-reduced here on the host in shard order, as the
+// emulated communicator does) against etx_attn_metrics over the whole rows: entropy, its
+// variance over heads and the interaction the same bits (the same per-head records, summed
+// in head order), the agreement within AG_TOL relative (the mean over heads is summed per
+// shard first: another order of double additions, then rounded to float).
+#define AG_TOL 1e-6
+static void check_attn_merge(int tp) {
+    enum { S = 3, H = 8, MSL = 600 };
+    const int n_pos[S] = {600, 300, 7}, window[S] = {0, 0, 512}; // the last in the reference's window mode
+    const int Hl = H / tp;
+    float* scores = malloc((size_t)S * H * MSL * sizeof(float));
+    for (size_t i = 0; i < (size_t)S * H * MSL; i++) scores[i] = 4.0f * (float)(rng_uniform(&rng_state) - 0.5);
+    int32_t* d_n_pos = etx_dev_malloc(S * sizeof(int32_t));
+    int32_t* d_window = etx_dev_malloc(S * sizeof(int32_t));
+    etx_dev_upload(d_n_pos, n_pos, sizeof n_pos);
+    etx_dev_upload(d_window, window, sizeof window);
+    float* d_all = etx_dev_malloc((size_t)S * H * MSL * sizeof(float));
+    etx_dev_upload(d_all, scores, (size_t)S * H * MSL * sizeof(float));
+    EtxAttnStats* d_want = etx_dev_malloc(S * sizeof(EtxAttnStats));
+    EtxAttnStats* d_got = etx_dev_malloc(S * sizeof(EtxAttnStats));
+    void* scratch = etx_dev_malloc(etx_attn_metrics_scratch_bytes(S, H, MSL));
+    etx_attn_metrics(d_all, NULL, S, H, MSL, d_n_pos, d_window, d_want, scratch, NULL);
+    size_t hb = 0, pb = 0, db = 0;
+    etx_attn_metrics_part_bytes(S, Hl, MSL, &hb, &pb, &db);
+    char* heads_all = etx_dev_malloc((size_t)tp * hb);
+    char* dev_all = etx_dev_malloc((size_t)tp * db);
+    float* d_sh[4];
+    void* d_heads[4];
+    double* d_psum[4];
+    double* d_dev[4];
+    double* sum = calloc(pb / sizeof(double), sizeof(double));
+    double* part = malloc(pb);
+    for (int s = 0; s < tp; s++) { // shard s: heads s Hl .. of every row, then its sums
+        float* sl = malloc((size_t)S * Hl * MSL * sizeof(float));
+        for (int r = 0; r < S; r++)
+            memcpy(sl + (size_t)r * Hl * MSL, scores + ((size_t)r * H + (size_t)s * Hl) * MSL, (size_t)Hl * MSL * 4);
+        d_sh[s] = etx_dev_malloc((size_t)S * Hl * MSL * sizeof(float));
+        etx_dev_upload(d_sh[s], sl, (size_t)S * Hl * MSL * sizeof(float));
+        free(sl);
+        d_heads[s] = etx_dev_malloc(hb);
+        d_psum[s] = etx_dev_malloc(pb);
+        d_dev[s] = etx_dev_malloc(db);
+        etx_dev_memset(d_psum[s], 0, pb); // (positions past n_pos are never written or read)
+        etx_attn_metrics_psum(d_sh[s], NULL, S, Hl, MSL, d_n_pos, d_window, d_heads[s], d_psum[s], NULL);
+        etx_dev_download(part, d_psum[s], pb);
+        for (size_t i = 0; i < pb / sizeof(double); i++) sum[i] = s ? sum[i] + part[i] : part[i];
+    }
+    for (int s = 0; s < tp; s++) {
+        etx_dev_upload(d_psum[s], sum, pb);
+        etx_attn_metrics_dev(d_sh[s], NULL, S, Hl, H, MSL, d_n_pos, d_window, d_heads[s], d_psum[s], d_dev[s], NULL);
+        etx_dev_copy(heads_all + (size_t)s * hb, d_heads[s], hb);
+        etx_dev_copy(dev_all + (size_t)s * db, d_dev[s], db);
+    }
+    etx_attn_metrics_merge(S, tp, Hl, MSL, d_n_pos, d_window, heads_all, (const double*)dev_all, d_got, NULL);
+    EtxAttnStats want[S], got[S];
+    etx_dev_download(want, d_want, sizeof want);
+    etx_dev_download(got, d_got, sizeof got);
+    for (int r = 0; r < S; r++) {
+        ck_assert_msg(want[r].attn_entropy == got[r].attn_entropy && want[r].attn_varentropy == got[r].attn_varentropy &&
+                          want[r].interaction == got[r].interaction,
+                      "tp %d row %d: entropy %.9g / %.9g, varentropy %.9g / %.9g, interaction %.9g / %.9g", tp, r,
+                      want[r].attn_entropy, got[r].attn_entropy, want[r].attn_varentropy, got[r].attn_varentropy,
+                      want[r].interaction, got[r].interaction);
+        ck_assert_msg(fabs((double)want[r].agreement - got[r].agreement) <= AG_TOL * fabs((double)want[r].agreement),
+                      "tp %d row %d: agreement %.9g vs %.9g", tp, r, want[r].agreement, got[r].agreement);
+        ck_assert_msg(want[r].agreement > 0 && want[r].attn_entropy > 0, "row %d: degenerate signals", r);
+    }
+    for (int s = 0; s < tp; s++) {
+        etx_dev_free(d_sh[s]);
+        etx_dev_free(d_heads[s]);
+        etx_dev_free(d_psum[s]);
+        etx_dev_free(d_dev[s]);
+    }
+    void* dev[] = {d_n_pos, d_window, d_all, d_want, d_got, scratch, heads_all, dev_all};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) etx_dev_free(dev[i]);
+    free(scores), free(sum), free(part);
+}
+
+START_TEST(test_attn_metrics_merge) {
+    for (int tp = 1; tp <= 4; tp *= 2) check_attn_merge(tp);
+}
+END_TEST
+
 // ---------------------------------------------------------------------------------------
 // 3. the engine
 
@@ -345,6 +433,7 @@ static Suite* tp_suite(void) {
     TCase* tc = tcase_create("tp");
     tcase_add_test(tc, test_tp_logits);
     tcase_add_test(tc, test_vocab_merge);
+    tcase_add_test(tc, test_attn_metrics_merge);
     tcase_add_test(tc, test_tp_engine);
     tcase_add_test(tc, test_tp_refused);
     suite_add_tcase(s, tc);
