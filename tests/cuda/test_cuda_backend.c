@@ -55,6 +55,7 @@
 #include "policy/sampler.h"
 #include "check_etx.h"
 #include "check_device.h"
+#include "check_logits.h"
 #include "check_main.h"
 #include "test_rng.h"
 
@@ -70,21 +71,6 @@ static const BackendOps* ops(void) {
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull; // test_rng.h
 static int32_t rand_token(int vocab) { return rng_below(&rng_state, vocab); }
 
-// max over rows of max_v |a - b| / max_v |b|
-static double rel_diff(const float* a, const float* b, int rows, int vocab) {
-    double worst = 0;
-    for (int r = 0; r < rows; r++) {
-        double d = 0, s = 0;
-        for (int v = 0; v < vocab; v++) {
-            const size_t i = (size_t)r * vocab + v;
-            ck_assert_msg(isfinite(a[i]), "row %d logit %d not finite", r, v);
-            d = fmax(d, fabs((double)a[i] - b[i]));
-            s = fmax(s, fabs((double)b[i]));
-        }
-        worst = fmax(worst, d / fmax(s, 1e-30));
-    }
-    return worst;
-}
 
 static int32_t argmax(const float* x, int n) {
     int32_t best = 0;
