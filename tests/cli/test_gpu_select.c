@@ -5,7 +5,7 @@
  *   - --gpu N runs on device N (the engine's current device, as --stats reports it);
  *   - under a launcher each rank takes its node-local rank modulo the devices and says so
  *     (the local-rank variables faked, then a real `mpirun -np 2`, whose merged output
- *     equals one process's);
+ *     equals one process's; and 2 ranks x --tp 2 on 4 devices, equal to one device);
  *   - refused before the model is loaded (exit 2): --gpu past the devices, --gpu that is
  *     not a number, --gpu on the CPU, more ranks on a node than devices without
  *     --share-gpus (which allows it);
@@ -314,7 +314,7 @@ START_TEST(mpirun_ranks_take_their_own_devices) {
         fprintf(stderr, "test_gpu_select: SKIPPED mpirun_ranks_take_their_own_devices: mpirun is not installed\n");
         return;
     }
-    char data[300], one[300], two[300], common[800], args[1200];
+    char data[300], one[300], two[300], common[800], args[2400];
     cli_tmp_path(data, sizeof data, "short.jsonl"); // prompts that fit the tiny model's 128 positions
     cli_write_text(data, "{\"id\": 1, \"prompt\": \"One apple and two pears\"}\n"
                          "{\"id\": 2, \"prompt\": \"The capital of France\"}\n"
@@ -343,6 +343,33 @@ START_TEST(mpirun_ranks_take_their_own_devices) {
     for (const char* c = a; *c; c++) lines += *c == '\n';
     ck_assert_int_eq(lines, 4);
     ck_assert_str_eq(a, b); // the merged file is one process's
+    free(a), free(b);
+    // data parallel over tensor parallel: 2 ranks x --tp 2 on 4 devices, the tensor-parallel
+    // fixture; rank 1 takes devices 2 and 3, and the merged greedy output equals one
+    // process on one device (the margins allow it on these prompts)
+    char tp1[300], tp4[300];
+    cli_tmp_path(tp1, sizeof tp1, "tp_one.jsonl");
+    cli_tmp_path(tp4, sizeof tp4, "tp_mpirun.jsonl");
+    snprintf(common, sizeof common,
+             "eval -m '" ETX_FIXTURES "/models/tiny-llama-tp' --device cuda --data '%s' -n 4 --threads 1 "
+             "--policy greedy", data);
+    snprintf(args, sizeof args, "%s --out '%s'", common, tp1);
+    r = emu("SIMT_DEVICE_COUNT=4", args);
+    ck_assert_msg(r.status == 0, "exit %d\n%s", r.status, r.err);
+    free_run(&r);
+    snprintf(args, sizeof args, "%s --out '%s' --tp 2", common, tp4);
+    r = run_prefixed("OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 SIMT_DEVICE_COUNT=4 "
+                     "ASAN_OPTIONS=detect_leaks=0 mpirun --allow-run-as-root --oversubscribe -x ASAN_OPTIONS "
+                     "-x SIMT_DEVICE_COUNT -np 2",
+                     ETX_CLI_EMU, args, NULL);
+    ck_assert_msg(r.status == 0, "mpirun --tp 2: exit %d\n%s", r.status, r.err);
+    ck_assert_msg(strstr(r.err, "rank 0 of 2 on this node runs on cuda:0..1") &&
+                      strstr(r.err, "rank 1 of 2 on this node runs on cuda:2..3"),
+                  "the ranks do not say their devices:\n%s", r.err);
+    free_run(&r);
+    a = cli_slurp(tp1);
+    b = cli_slurp(tp4);
+    ck_assert_str_eq(a, b);
     free(a), free(b);
 #endif
 }
