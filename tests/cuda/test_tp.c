@@ -34,8 +34,8 @@
  *      to every shard on the device): greedy tokens equal TP 1's on these prompts. That
  *      is observed, not guaranteed: the test prints the smallest top-1 / top-2
  *      log-probability gap of TP 1's tokens (0.035 on the emulator), below the worst case
- *      the logits may move (TP_TOL of a largest logit of ~11, 0.11), above what they moved
- *      (0.003 of it, ~0.035 at most, and far less at most positions);
+ *      the logits may move (TP_TOL of a largest logit of ~11, 0.11) and about the largest
+ *      move test 1 saw (0.003 of it, 0.034); at these tokens the top two did not swap;
  *      entropix with tracing runs and traces finite signals; a sample policy with
  *      top_k 0 (the exact fallback, which gathers whole rows) draws the same tokens as
  *      TP 1 on these prompts.
