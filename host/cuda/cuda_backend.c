@@ -796,9 +796,12 @@ static long long cuda_d2h_bytes(const CudaBackend* b) { return b->d2h; }
 
 static void cuda_sizes(const CudaBackend* b, long long* weight_bytes, long long* kv_bytes_per_position,
                        long long* device_bytes) {
+    // (tensor parallelism: the weights and K/V of one device, shard 0's, which is what a
+    // device's bandwidth floor reads; the memory held summed over every device)
     *weight_bytes = (long long)b->weight_bytes;
     *kv_bytes_per_position = 2LL * b->n_layers * b->kv_dim * (long long)sizeof(etx_bf16);
-    *device_bytes = (long long)b->dev_bytes;
+    *device_bytes = 0;
+    for (int s = 0; s < b->tp; s++) *device_bytes += (long long)(b->shards ? b->shards[s] : b)->dev_bytes;
 }
 
 static const BackendOps cuda_ops = {

@@ -306,7 +306,9 @@ typedef struct {
                                      // else float32; CUDA: the bf16 uploads), embedding
                                      // rows excluded (a tied LM head counted once)
     long long kv_bytes_per_position; // K and V bytes one position holds, all layers
-    long long device_bytes;          // device memory the engine holds (CUDA; 0 on the CPU)
+                                     // (tensor parallelism: both per device, shard 0's)
+    long long device_bytes;          // device memory the engine holds (CUDA, every device
+                                     // of a tensor-parallel engine summed; 0 on the CPU)
 } etx_engine_stats;
 
 typedef struct etx_engine etx_engine;

@@ -108,6 +108,12 @@ START_TEST(test_tp_logits) {
         CudaBackend* b;
         CK_OK(ops()->create(&m, &cfg, &b));
         ck_assert_int_eq(b->tp, tp);
+        // the memory held: every shard's, summed (each shard holds the replicated table)
+        long long wb = 0, kvb = 0, dev = 0, sum = 0;
+        ops()->sizes(b, &wb, &kvb, &dev);
+        for (int s = 0; s < tp; s++) sum += (long long)(b->shards ? b->shards[s] : b)->dev_bytes;
+        ck_assert_msg(dev == sum && (tp == 1 || dev > (long long)b->dev_bytes), "tp %d: device bytes %lld, shards %lld",
+                      tp, dev, sum);
         got[tp] = malloc((size_t)n * V * sizeof(float));
         CK_OK(ops()->logits(b, ids, n, 1, got[tp]));
         CK_OK(ops()->logits(b, ids, n, 0, last));
