@@ -233,6 +233,7 @@ int cmd_calibrate(int argc, char** argv) {
         {"--device", NULL, OPT_STRING, &a.device, "DEV", "auto | cpu | cuda (default auto)", 0},
         CLI_KV_OPTS(&a.kv_blocks, &a.kv_block_size, &a.no_prefix_cache),
         CLI_GPU_OPTS(&a.gpu, &a.share_gpus, &a.tp),
+        CLI_GPUS_OPT(&a.gpus),
         {"--policy", NULL, OPT_STRING, &policy, "NAME",
          "the policy that generates while the signals are measured: greedy | sample | entropix (default greedy)", 0},
         {"--policy-file", NULL, OPT_STRING, &policy_file, "FILE", "JSON policy that generates; flags override it", 0},

@@ -80,7 +80,7 @@ typedef struct {
     int no_prefix_cache; // --no-prefix-cache: prompts never share cached chunks
     const char* gpu;    // --gpu N (NULL: by node-local rank, see cli_engine_options)
     int share_gpus;     // --share-gpus: more ranks on a node than GPUs is allowed
-    const char* gpus;   // --gpus LIST|all: one engine per listed device (eval, sweep, bench)
+    const char* gpus;   // --gpus LIST|all: one engine per listed device (eval, sweep, calibrate, bench)
     int tp;             // --tp N: tensor parallelism over N devices (0: one device)
 } CliEngineArgs;
 
@@ -96,7 +96,7 @@ typedef struct {
      "tensor parallelism: the model split across N GPUs (--gpu's and the next N - 1; under mpirun/srun "      \
      "node-local rank r takes r N .. r N + N - 1); default 1", 0}
 
-// The --gpus row (eval, sweep, bench: the commands whose requests can be spread).
+// The --gpus row (eval, sweep, calibrate, bench: the commands whose requests can be spread).
 #define CLI_GPUS_OPT(gpus)                                                                                      \
     {"--gpus", NULL, OPT_STRING, (gpus), "LIST",                                                              \
      "several CUDA devices in this process: 'all' or ids like 0,1,2,3; one engine per device, the requests "  \

@@ -9,8 +9,8 @@
  *   - refused before the model is loaded (exit 2): --gpu past the devices, --gpu that is
  *     not a number, --gpu on the CPU, more ranks on a node than devices without
  *     --share-gpus (which allows it);
- *   - --gpus (part 2): one engine per listed device in one process; eval and sweep write
- *     the same bytes as one device, bench sums the devices' rows; bad lists, --gpus with
+ *   - --gpus (part 2): one engine per listed device in one process; eval, sweep and
+ *     calibrate write the same bytes as one device, bench sums the devices' rows; bad lists, --gpus with
  *     --gpu, on the CPU or under several local ranks refused before the model loads;
  *   - --tp (part 3): greedy tokens with --tp 2 and 4 equal one device's on the
  *     tensor-parallel fixture; a rank takes its group of devices; --tp not dividing the
@@ -191,6 +191,29 @@ START_TEST(gpus_spread_requests_same_bytes) {
     ck_assert_msg(a && b && strlen(a) > 0, "no sweep results");
     ck_assert_str_eq(a, b);
     free(a), free(b);
+    // calibrate: the signals collected on two engines give the same policy file and table
+    char c1[300], c2[300], t1[300], t2[300], cal[1600];
+    cli_tmp_path(c1, sizeof c1, "cal1.json");
+    cli_tmp_path(c2, sizeof c2, "cal2.json");
+    cli_tmp_path(t1, sizeof t1, "cal1.md");
+    cli_tmp_path(t2, sizeof t2, "cal2.md");
+    snprintf(cal, sizeof cal, "calibrate -m '" MODEL "' --device cuda --data '%s' -n 5 --threads 1 --batch 2", data);
+    snprintf(args, sizeof args, "%s --out '%s' --table '%s'", cal, c1, t1);
+    r = emu("SIMT_DEVICE_COUNT=2", args);
+    ck_assert_msg(r.status == 0, "exit %d\n%s", r.status, r.err);
+    free_run(&r);
+    snprintf(args, sizeof args, "%s --out '%s' --table '%s' --gpus all", cal, c2, t2);
+    r = emu("SIMT_DEVICE_COUNT=2", args);
+    ck_assert_msg(r.status == 0, "exit %d\n%s", r.status, r.err);
+    free_run(&r);
+    const char* pairs[2][2] = {{c1, c2}, {t1, t2}};
+    for (int i = 0; i < 2; i++) {
+        a = cli_slurp(pairs[i][0]);
+        b = cli_slurp(pairs[i][1]);
+        ck_assert_msg(a && b && strlen(a) > 0, "calibrate wrote nothing");
+        ck_assert_str_eq(a, b);
+        free(a), free(b);
+    }
     // bench: every device runs `batch` requests at once; the JSON lists them
     char bj[300];
     cli_tmp_path(bj, sizeof bj, "gpus_bench.json");
