@@ -389,6 +389,28 @@ __device__ static float vp_key_logit(unsigned long long key) {
     return v.f;
 }
 
+// The end of a pass over a row: thread 0 writes the statistics of the merged acc, then
+// every thread writes candidates j < n_out from the sorted keys, logit_of(j) their logits,
+// with their log-probabilities when logprob is set. Every thread calls it (one barrier).
+template <class LogitOf>
+__device__ static void vp_write_row(const VpShared* s_acc, int bad, const unsigned long long* keys, int n_out,
+                                    int seq, EtxVocabStats* stats, PolicyCandidate* cand, float* logprob,
+                                    float* s_log_z, LogitOf logit_of) {
+    if (threadIdx.x == 0) {
+        const EtxVocabStats r = vp_stats_of(vp_load(s_acc, 0), bad);
+        stats[seq] = r;
+        *s_log_z = r.log_z;
+    }
+    __syncthreads();
+    for (int j = threadIdx.x; j < n_out; j += blockDim.x) {
+        PolicyCandidate c;
+        c.logit = logit_of(j);
+        c.id = (int32_t)(uint32_t)keys[j];
+        cand[(size_t)seq * ETX_TOPK + j] = c;
+        if (logprob) logprob[(size_t)seq * ETX_TOPK + j] = c.logit - *s_log_z;
+    }
+}
+
 // id0: the vocabulary id of the row's first logit (a tensor-parallel shard's slice; 0
 // otherwise). part_out: NULL, or a shard's pass: the merged statistics and sorted keys
 // of each row go there (etx_vocab_merge finishes them) instead of stats and cand.
@@ -500,21 +522,9 @@ __global__ void __launch_bounds__(VP_THREADS)
         }
         return;
     }
-    if (tid == 0) {
-        const EtxVocabStats r = vp_stats_of(vp_load(&s_acc, 0), s_bad);
-        stats[seq] = r;
-        s_log_z = r.log_z;
-    }
-    __syncthreads();
-
-    for (int j = tid; j < n_out; j += blockDim.x) {
-        const int32_t id = (int32_t)(uint32_t)s_buf[j]; // (id0 is 0 here)
-        PolicyCandidate c;
-        c.logit = row[id];
-        c.id = id;
-        cand[(size_t)seq * ETX_TOPK + j] = c;
-        if (logprob) logprob[(size_t)seq * ETX_TOPK + j] = c.logit - s_log_z;
-    }
+    // (id0 is 0 here: a key's id indexes the row)
+    vp_write_row(&s_acc, s_bad, s_buf, n_out, seq, stats, cand, logprob, &s_log_z,
+                 [&](int j) { return row[(uint32_t)s_buf[j]]; });
 }
 
 extern "C" void etx_vocab_pass(const float* logits, const int32_t* row_of, int n_seqs, int vocab, int k,
@@ -582,19 +592,8 @@ __global__ void __launch_bounds__(VP_THREADS)
     vp_top_keys(n_shards * ETX_TOPK,
                 [&](int i) { return parts[(size_t)(i / ETX_TOPK) * n_seqs + seq].keys[i % ETX_TOPK]; }, s_sel, s_buf,
                 &s_select);
-    if (tid == 0) {
-        const EtxVocabStats r = vp_stats_of(vp_load(&s_acc, 0), s_bad);
-        stats[seq] = r;
-        s_log_z = r.log_z;
-    }
-    __syncthreads();
-    for (int j = tid; j < n_out; j += blockDim.x) {
-        PolicyCandidate c;
-        c.logit = vp_key_logit(s_buf[j]);
-        c.id = (int32_t)(uint32_t)s_buf[j];
-        cand[(size_t)seq * ETX_TOPK + j] = c;
-        if (logprob) logprob[(size_t)seq * ETX_TOPK + j] = c.logit - s_log_z;
-    }
+    vp_write_row(&s_acc, s_bad, s_buf, n_out, seq, stats, cand, logprob, &s_log_z,
+                 [&](int j) { return vp_key_logit(s_buf[j]); });
 }
 
 extern "C" void etx_vocab_merge(const EtxVocabPart* parts, int n_shards, int n_seqs, int vocab, int k,
