@@ -388,10 +388,9 @@ static int run_jobs(Lane* ln) {
             progress(sh->jobs_done, sh->tokens, n_mine, sh->t0);
             sh->shown = etx_now_s();
         }
-        if (rc) sh->failed = 1;
         pthread_mutex_unlock(&sh->mu);
     }
-    if (rc) {
+    if (rc) { // (every way out of the loop with an error passes here)
         pthread_mutex_lock(&sh->mu);
         sh->failed = 1;
         pthread_mutex_unlock(&sh->mu);

@@ -367,24 +367,21 @@ static int needs_metrics(const CudaBackend* b, const BackendPick* p) {
     return b->cfg.trace || (policy_signals_used(p->policy) & POLICY_USES_ATTN_SIGNALS);
 }
 
-static void copy_blocks_of(CudaBackend* b, const BlockCopy* cp, int n) {
-    const size_t blk = (size_t)b->cfg.kv_block_size * b->kv_dim;
-    for (int i = 0; i < n; i++)
-        for (int l = 0; l < b->n_layers; l++) {
-            CudaLayer* L = &b->layers[l];
-            etx_dev_copy_on(L->k_pool + cp[i].dst * blk, L->k_pool + cp[i].src * blk, blk * sizeof(etx_bf16),
-                            b->stream);
-            etx_dev_copy_on(L->v_pool + cp[i].dst * blk, L->v_pool + cp[i].src * blk, blk * sizeof(etx_bf16),
-                            b->stream);
-        }
-}
-
-// The copy-on-write block copies, in every shard's pools.
+// The copy-on-write block copies, in every shard's pools (tp 1: b's).
 static void copy_blocks(CudaBackend* b, const BlockCopy* cp, int n) {
-    if (!b->shards) return copy_blocks_of(b, cp, n);
+    if (n == 0) return;
     for (int s = 0; s < b->tp; s++) {
-        (void)etx_dev_select(b->shards[s]->gpu);
-        copy_blocks_of(b->shards[s], cp, n);
+        CudaBackend* x = cuda_shard(b, s);
+        (void)etx_dev_select(x->gpu);
+        const size_t blk = (size_t)x->cfg.kv_block_size * x->kv_dim;
+        for (int i = 0; i < n; i++)
+            for (int l = 0; l < x->n_layers; l++) {
+                CudaLayer* L = &x->layers[l];
+                etx_dev_copy_on(L->k_pool + cp[i].dst * blk, L->k_pool + cp[i].src * blk, blk * sizeof(etx_bf16),
+                                x->stream);
+                etx_dev_copy_on(L->v_pool + cp[i].dst * blk, L->v_pool + cp[i].src * blk, blk * sizeof(etx_bf16),
+                                x->stream);
+            }
     }
     (void)etx_dev_select(b->gpu);
 }
@@ -665,7 +662,7 @@ static etx_status cuda_decode_steps(CudaBackend* b, BackendStep* s, int k, int32
             upload_picks(b, s, metrics_any);
         } else {
             for (int sh = 0; sh < b->tp; sh++) { // every shard's rows advance (tp 1: b's)
-                CudaBackend* x = b->shards ? b->shards[sh] : b;
+                CudaBackend* x = cuda_shard(b, sh);
                 (void)etx_dev_select(x->gpu);
                 etx_advance_rows(x->d_tokens, x->d_row_pos, metrics_any ? x->d_n_pos : NULL, x->d_states,
                                  x->d_next, np, x->stream);
@@ -710,7 +707,7 @@ static etx_status cuda_logits(CudaBackend* b, const int32_t* ids, int n, int all
     etx_status st = etx_ok();
     size_t bytes0[64];
     for (int s = 0; s < tp; s++) {
-        CudaBackend* x = b->shards ? b->shards[s] : b;
+        CudaBackend* x = cuda_shard(b, s);
         (void)etx_dev_select(x->gpu);
         bytes0[s] = x->dev_bytes;
         x->tmp_kv = xcalloc((size_t)x->n_layers, sizeof(CudaLayer));
@@ -749,7 +746,7 @@ static etx_status cuda_logits(CudaBackend* b, const int32_t* ids, int n, int all
         }
     }
     for (int s = 0; s < tp; s++) {
-        CudaBackend* x = b->shards ? b->shards[s] : b;
+        CudaBackend* x = cuda_shard(b, s);
         (void)etx_dev_select(x->gpu);
         etx_dev_free(x->tmp_all);
         x->tmp_all = NULL;
@@ -783,7 +780,7 @@ etx_status cuda_backend_test_scores(CudaBackend* b, float* out, int n_picks) {
     const size_t whole = (size_t)b->m->cfg.n_heads * b->cfg.max_seq_len;
     for (int p = 0; p < n_picks; p++)
         for (int s = 0; s < b->tp; s++) {
-            CudaBackend* x = b->shards ? b->shards[s] : b;
+            CudaBackend* x = cuda_shard(b, s);
             (void)etx_dev_select(x->gpu);
             etx_dev_download_on(out + p * whole + (size_t)s * score_row(x), x->scores + (size_t)b->h_pick_row[p] * score_row(x),
                                 score_row(x) * 4, x->stream);

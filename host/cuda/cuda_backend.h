@@ -192,6 +192,9 @@ struct Backend {
     float* tmp_all;              // logits(): this shard's logits of a chunk's positions
 };
 
+// Shard s of b (b itself when b is not tensor-parallel: tp 1, s 0).
+static inline CudaBackend* cuda_shard(CudaBackend* b, int s) { return b->shards ? b->shards[s] : b; }
+
 // cuda_backend.c: one shard of a model (tp == 1: the whole of it) on device cfg->gpu +
 // shard, with its own stream, weights, K/V pools and buffers.
 etx_status cuda_create_shard(const etx_model* m, const BackendConfig* cfg, int shard, CudaBackend** out);

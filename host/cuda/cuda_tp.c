@@ -38,8 +38,6 @@
 #include "cuda/cuda_comm.h"
 #include "device.h"
 
-static CudaBackend* shard_of(CudaBackend* b, int s) { return b->shards ? b->shards[s] : b; }
-
 void cuda_tp_destroy(CudaBackend* b) {
     if (!b) return;
     CudaBackend** shards = b->shards;
@@ -126,7 +124,7 @@ static void* xlate(const CudaBackend* b, const CudaBackend* x, const void* p) {
 
 void cuda_up(CudaBackend* b, void* dst, const void* src, size_t bytes) {
     for (int s = 0; s < b->tp; s++) {
-        CudaBackend* x = shard_of(b, s);
+        CudaBackend* x = cuda_shard(b, s);
         if (x != b) (void)etx_dev_select(x->gpu);
         etx_dev_upload_on(xlate(b, x, dst), src, bytes, x->stream);
     }
@@ -268,7 +266,7 @@ void cuda_tp_share_next(CudaBackend* b, int np) {
 
 void cuda_tp_download_row(CudaBackend* b, const float* which, int row, float* out) {
     for (int s = 0; s < b->tp; s++) {
-        CudaBackend* x = shard_of(b, s);
+        CudaBackend* x = cuda_shard(b, s);
         (void)etx_dev_select(x->gpu);
         const float* src = which == b->tmp_all ? x->tmp_all : x->logits;
         etx_dev_download_on(out + x->vocab0, src + (size_t)row * x->vocab, (size_t)x->vocab * 4, x->stream);
