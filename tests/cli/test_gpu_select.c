@@ -44,6 +44,32 @@ static void expect(Run r, int status, const char* says) {
     ck_assert_msg(strstr(r.err, says) != NULL, "stderr does not say '%s':\n%s", says, r.err);
     free_run(&r);
 }
+
+// etx_emu with env and args, which must exit 0.
+static void emu_ok(const char* env, const char* args) {
+    Run r = emu(env, args);
+    ck_assert_msg(r.status == 0, "exit %d\n%s", r.status, r.err);
+    free_run(&r);
+}
+
+// The two files hold the same bytes, and not none.
+static void same_files(const char* p, const char* q) {
+    char* a = cli_slurp(p);
+    char* b = cli_slurp(q);
+    ck_assert_msg(a && b && strlen(a) > 0, "%s: nothing written", p);
+    ck_assert_str_eq(a, b);
+    free(a), free(b);
+}
+
+// etx_emu under `mpirun -np 2` with `devices` emulated devices on the node.
+static Run mpirun_emu(int devices, const char* args) {
+    char prefix[512];
+    snprintf(prefix, sizeof prefix,
+             "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 SIMT_DEVICE_COUNT=%d "
+             "ASAN_OPTIONS=detect_leaks=0 mpirun --allow-run-as-root --oversubscribe -x ASAN_OPTIONS "
+             "-x SIMT_DEVICE_COUNT -np 2", devices);
+    return run_prefixed(prefix, ETX_CLI_EMU, args, NULL);
+}
 #endif
 
 START_TEST(gpu_flag_picks_the_device) {
@@ -140,11 +166,9 @@ START_TEST(gpus_spread_requests_same_bytes) {
              "eval -m '" MODEL "' --device cuda --data '%s' -n 5 --threads 1 --batch 2 --policy sample --seed 7",
              data);
     snprintf(args, sizeof args, "%s --out '%s'", common, one);
-    Run r = emu("SIMT_DEVICE_COUNT=3", args);
-    ck_assert_msg(r.status == 0, "exit %d\n%s", r.status, r.err);
-    free_run(&r);
+    emu_ok("SIMT_DEVICE_COUNT=3", args);
     snprintf(args, sizeof args, "%s --out '%s' --gpus all", common, three);
-    r = emu("SIMT_DEVICE_COUNT=3", args);
+    Run r = emu("SIMT_DEVICE_COUNT=3", args);
     ck_assert_msg(r.status == 0, "exit %d\n%s", r.status, r.err);
     ck_assert_msg(strstr(r.err, "3 engines, on cuda:0 (SIMT emulator), cuda:1 (SIMT emulator (device 1)), cuda:2 "
                                 "(SIMT emulator (device 2))"),
@@ -152,12 +176,11 @@ START_TEST(gpus_spread_requests_same_bytes) {
     ck_assert_msg(strstr(r.err, "7 requests run"), "not every request ran:\n%s", r.err);
     free_run(&r);
     char* a = cli_slurp(one);
-    char* b = cli_slurp(three);
     int lines = 0;
     for (const char* c = a; *c; c++) lines += *c == '\n';
     ck_assert_int_eq(lines, 7);
-    ck_assert_str_eq(a, b);
-    free(b);
+    free(a);
+    same_files(one, three);
     // a subset in another order (2,0): the same bytes again
     snprintf(args, sizeof args, "%s --out '%s' --gpus 2,0", common, three);
     remove(three);
@@ -165,9 +188,7 @@ START_TEST(gpus_spread_requests_same_bytes) {
     ck_assert_msg(r.status == 0, "exit %d\n%s", r.status, r.err);
     ck_assert_msg(strstr(r.err, "2 engines, on cuda:2 (SIMT emulator (device 2)), cuda:0"), "%s", r.err);
     free_run(&r);
-    b = cli_slurp(three);
-    ck_assert_str_eq(a, b);
-    free(a), free(b);
+    same_files(one, three);
     // a sweep over two devices: its lines equal one device's
     char dir1[300], dir2[300], grid[300], sw[900];
     cli_tmp_path(dir1, sizeof dir1, "sweep1");
@@ -176,21 +197,13 @@ START_TEST(gpus_spread_requests_same_bytes) {
     cli_write_text(grid, "{\"policy\": \"sample\", \"grid\": {\"temperature\": [0.5, 1.0]}}");
     snprintf(sw, sizeof sw, "sweep -m '" MODEL "' --device cuda -n 3 --threads 1 --batch 3 --grid '%s'", grid);
     snprintf(args, sizeof args, "%s --data '%s' --out '%s'", sw, data, dir1);
-    r = emu("SIMT_DEVICE_COUNT=2", args);
-    ck_assert_msg(r.status == 0, "exit %d\n%s", r.status, r.err);
-    free_run(&r);
+    emu_ok("SIMT_DEVICE_COUNT=2", args);
     snprintf(args, sizeof args, "%s --data '%s' --out '%s' --gpus 0,1", sw, data, dir2);
-    r = emu("SIMT_DEVICE_COUNT=2", args);
-    ck_assert_msg(r.status == 0, "exit %d\n%s", r.status, r.err);
-    free_run(&r);
+    emu_ok("SIMT_DEVICE_COUNT=2", args);
     char p1[400], p2[400];
     snprintf(p1, sizeof p1, "%s/completions.jsonl", dir1);
     snprintf(p2, sizeof p2, "%s/completions.jsonl", dir2);
-    a = cli_slurp(p1);
-    b = cli_slurp(p2);
-    ck_assert_msg(a && b && strlen(a) > 0, "no sweep results");
-    ck_assert_str_eq(a, b);
-    free(a), free(b);
+    same_files(p1, p2);
     // calibrate: the signals collected on two engines give the same policy file and table
     char c1[300], c2[300], t1[300], t2[300], cal[1600];
     cli_tmp_path(c1, sizeof c1, "cal1.json");
@@ -199,30 +212,18 @@ START_TEST(gpus_spread_requests_same_bytes) {
     cli_tmp_path(t2, sizeof t2, "cal2.md");
     snprintf(cal, sizeof cal, "calibrate -m '" MODEL "' --device cuda --data '%s' -n 5 --threads 1 --batch 2", data);
     snprintf(args, sizeof args, "%s --out '%s' --table '%s'", cal, c1, t1);
-    r = emu("SIMT_DEVICE_COUNT=2", args);
-    ck_assert_msg(r.status == 0, "exit %d\n%s", r.status, r.err);
-    free_run(&r);
+    emu_ok("SIMT_DEVICE_COUNT=2", args);
     snprintf(args, sizeof args, "%s --out '%s' --table '%s' --gpus all", cal, c2, t2);
-    r = emu("SIMT_DEVICE_COUNT=2", args);
-    ck_assert_msg(r.status == 0, "exit %d\n%s", r.status, r.err);
-    free_run(&r);
-    const char* pairs[2][2] = {{c1, c2}, {t1, t2}};
-    for (int i = 0; i < 2; i++) {
-        a = cli_slurp(pairs[i][0]);
-        b = cli_slurp(pairs[i][1]);
-        ck_assert_msg(a && b && strlen(a) > 0, "calibrate wrote nothing");
-        ck_assert_str_eq(a, b);
-        free(a), free(b);
-    }
+    emu_ok("SIMT_DEVICE_COUNT=2", args);
+    same_files(c1, c2);
+    same_files(t1, t2);
     // bench: every device runs `batch` requests at once; the JSON lists them
     char bj[300];
     cli_tmp_path(bj, sizeof bj, "gpus_bench.json");
     snprintf(args, sizeof args,
              "bench -m '" MODEL "' --device cuda --gpus 1,0 -b 2 -l 6 -g 3 -r 1 --warmup 0 --quick-probe "
              "--policy greedy --json '%s'", bj);
-    r = emu("SIMT_DEVICE_COUNT=2", args);
-    ck_assert_msg(r.status == 0, "exit %d\n%s", r.status, r.err);
-    free_run(&r);
+    emu_ok("SIMT_DEVICE_COUNT=2", args);
     char* j = cli_slurp(bj);
     ck_assert_msg(j && strstr(j, "\"n_gpus\":\t2") && strstr(j, "\"gpus\":\t[1, 0]"), "%s", j ? j : "(none)");
     free(j);
@@ -347,26 +348,20 @@ START_TEST(mpirun_ranks_take_their_own_devices) {
     cli_tmp_path(two, sizeof two, "two.jsonl");
     snprintf(common, sizeof common, "eval -m '" MODEL "' --device cuda --data '%s' -n 4 --threads 1", data);
     snprintf(args, sizeof args, "%s --out '%s'", common, one);
-    Run r = emu("SIMT_DEVICE_COUNT=2", args);
-    ck_assert_msg(r.status == 0, "exit %d\n%s", r.status, r.err);
-    free_run(&r);
+    emu_ok("SIMT_DEVICE_COUNT=2", args);
     snprintf(args, sizeof args, "%s --out '%s'", common, two);
-    r = run_prefixed("OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 SIMT_DEVICE_COUNT=2 "
-                     "ASAN_OPTIONS=detect_leaks=0 mpirun --allow-run-as-root --oversubscribe -x ASAN_OPTIONS "
-                     "-x SIMT_DEVICE_COUNT -np 2",
-                     ETX_CLI_EMU, args, NULL);
+    Run r = mpirun_emu(2, args);
     ck_assert_msg(r.status == 0, "mpirun: exit %d\n%s", r.status, r.err);
     ck_assert_msg(strstr(r.err, "rank 0 of 2 on this node runs on cuda:0") &&
                       strstr(r.err, "rank 1 of 2 on this node runs on cuda:1"),
                   "the ranks do not say their devices:\n%s", r.err);
     free_run(&r);
     char* a = cli_slurp(one);
-    char* b = cli_slurp(two);
     int lines = 0;
     for (const char* c = a; *c; c++) lines += *c == '\n';
     ck_assert_int_eq(lines, 4);
-    ck_assert_str_eq(a, b); // the merged file is one process's
-    free(a), free(b);
+    free(a);
+    same_files(one, two); // the merged file is one process's
     // data parallel over tensor parallel: 2 ranks x --tp 2 on 4 devices, the tensor-parallel
     // fixture; rank 1 takes devices 2 and 3, and the merged greedy output equals one
     // process on one device (the margins allow it on these prompts)
@@ -377,23 +372,15 @@ START_TEST(mpirun_ranks_take_their_own_devices) {
              "eval -m '" ETX_FIXTURES "/models/tiny-llama-tp' --device cuda --data '%s' -n 4 --threads 1 "
              "--policy greedy", data);
     snprintf(args, sizeof args, "%s --out '%s'", common, tp1);
-    r = emu("SIMT_DEVICE_COUNT=4", args);
-    ck_assert_msg(r.status == 0, "exit %d\n%s", r.status, r.err);
-    free_run(&r);
+    emu_ok("SIMT_DEVICE_COUNT=4", args);
     snprintf(args, sizeof args, "%s --out '%s' --tp 2", common, tp4);
-    r = run_prefixed("OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 SIMT_DEVICE_COUNT=4 "
-                     "ASAN_OPTIONS=detect_leaks=0 mpirun --allow-run-as-root --oversubscribe -x ASAN_OPTIONS "
-                     "-x SIMT_DEVICE_COUNT -np 2",
-                     ETX_CLI_EMU, args, NULL);
+    r = mpirun_emu(4, args);
     ck_assert_msg(r.status == 0, "mpirun --tp 2: exit %d\n%s", r.status, r.err);
     ck_assert_msg(strstr(r.err, "rank 0 of 2 on this node runs on cuda:0..1") &&
                       strstr(r.err, "rank 1 of 2 on this node runs on cuda:2..3"),
                   "the ranks do not say their devices:\n%s", r.err);
     free_run(&r);
-    a = cli_slurp(tp1);
-    b = cli_slurp(tp4);
-    ck_assert_str_eq(a, b);
-    free(a), free(b);
+    same_files(tp1, tp4);
 #endif
 }
 END_TEST

@@ -94,13 +94,7 @@ static double check_model_logits(const etx_model* m, const char* name, int n, in
     float* want = malloc((size_t)n * V * sizeof(float));
     float* got = malloc((size_t)n * V * sizeof(float));
     float* last = malloc((size_t)V * sizeof(float));
-    KVCache kv;
-    CpuRunState s;
-    CK_OK(build_kv_cache(&kv, &m->cfg, n));
-    CK_OK(build_cpu_run_state(&s, &m->cfg));
-    CK_OK(cpu_forward(m, &s, &kv, ids, n, want, 1));
-    free_cpu_run_state(&s);
-    free_kv_cache(&kv);
+    cpu_reference_logits(m, ids, n, want);
 
     CudaBackend* b;
     BackendConfig cfg = make_cfg(2, n + 8, max_chunk, 4, 16, 0);

@@ -92,13 +92,7 @@ START_TEST(test_tp_logits) {
     int32_t ids[21];
     for (int i = 0; i < n; i++) ids[i] = rng_below(&rng_state, V);
     float* want = malloc((size_t)n * V * sizeof(float));
-    KVCache kv;
-    CpuRunState s;
-    CK_OK(build_kv_cache(&kv, &m.cfg, n));
-    CK_OK(build_cpu_run_state(&s, &m.cfg));
-    CK_OK(cpu_forward(&m, &s, &kv, ids, n, want, 1));
-    free_cpu_run_state(&s);
-    free_kv_cache(&kv);
+    cpu_reference_logits(&m, ids, n, want);
     float* got[5] = {0};
     float* last = malloc((size_t)V * sizeof(float));
     const int tps[] = {1, 2, 4};

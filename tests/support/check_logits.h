@@ -1,7 +1,9 @@
 /*
- * check_logits.h — the logits comparison the device suites share: the largest difference
- * in a row relative to the row's largest |logit|, worst over the rows (every compared
- * logit must be finite). test_cuda_backend.c and test_tp.c state their tolerances in it.
+ * check_logits.h — what the device suites share to check logits: the reference (the CPU
+ * float32 forward, host/cpu/cpu_forward.h, itself checked against transformers by
+ * tests/cpu/test_forward.c) and the comparison, the largest difference in a row relative
+ * to the row's largest |logit|, worst over the rows (every compared logit must be finite).
+ * test_cuda_backend.c and test_tp.c state their tolerances in it.
  */
 #ifndef ETX_TESTS_CHECK_LOGITS_H
 #define ETX_TESTS_CHECK_LOGITS_H
@@ -9,6 +11,20 @@
 #include <check.h>
 #include <math.h>
 #include <stddef.h>
+
+#include "check_etx.h"
+#include "cpu/cpu_forward.h"
+
+// want (n, vocab) <- the CPU float32 forward's logits of every position of ids[0..n)
+static inline void cpu_reference_logits(const etx_model* m, const int32_t* ids, int n, float* want) {
+    KVCache kv;
+    CpuRunState s;
+    CK_OK(build_kv_cache(&kv, &m->cfg, n));
+    CK_OK(build_cpu_run_state(&s, &m->cfg));
+    CK_OK(cpu_forward(m, &s, &kv, ids, n, want, 1));
+    free_cpu_run_state(&s);
+    free_kv_cache(&kv);
+}
 
 // max over rows of max_v |a - b| / max_v |b|
 static inline double rel_diff(const float* a, const float* b, int rows, int vocab) {
