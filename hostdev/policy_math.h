@@ -5,6 +5,7 @@
  *   - entropix_decide: the entropix v1 decision tree (docs/entropix.md §2, with the JAX
  *     thresholds of §6.10), from the step's metrics to a branch and the temperature / top-k /
  *     top-p / min-p / number of draws that branch uses;
+ *   - (the learned policy's decision is policy_learned.h, on top of this file)
  *   - policy_decision_simple: the greedy and sample decisions, with the sample policy's
  *     top-nσ floor and entropy-based temperature (EDT) from the row's statistics;
  *   - policy_logit_floor + policy_filter + policy_draw: the filters and one categorical
@@ -55,6 +56,8 @@ typedef struct {
     float min_p;          // 0 = off
     float min_logit;      // top-nσ: candidates below this logit are dropped first; -inf = off
     int n_samples;        // draws; with more than one, the most likely draw wins
+    int action;           // learned policy: the action taken (policy_learned.h); -1 otherwise
+    float action_logprob; // learned policy: its log-probability; 0 otherwise
 } PolicyDecision;
 
 // A token and its logit; policy_filter expects them sorted by logit, descending, ties by
@@ -100,9 +103,16 @@ static inline ETX_HD int policy_token_fault(int32_t token) { return token < 0 ? 
 #define POLICY_USES_LOGIT_SIGNALS 1 // entropy, varentropy, max, sigma
 #define POLICY_USES_ATTN_SIGNALS 2  // the last layer's attention signals
 static inline ETX_HD int policy_signals_used(const etx_policy* p) {
-    if (p->kind == ETX_POLICY_ENTROPIX) return POLICY_USES_LOGIT_SIGNALS | POLICY_USES_ATTN_SIGNALS;
+    if (p->kind == ETX_POLICY_ENTROPIX || p->kind == ETX_POLICY_LEARNED)
+        return POLICY_USES_LOGIT_SIGNALS | POLICY_USES_ATTN_SIGNALS;
     if (p->kind == ETX_POLICY_SAMPLE && (p->top_n_sigma > 0.0f || p->edt_theta > 0.0f)) return POLICY_USES_LOGIT_SIGNALS;
     return 0;
+}
+
+// The window of a pick's attention signals: entropix's attn_window for the policies that
+// read them by entropix's definitions (entropix, learned), 0 (the valid positions) otherwise.
+static inline ETX_HD int policy_attn_window(const etx_policy* p) {
+    return p->kind == ETX_POLICY_ENTROPIX || p->kind == ETX_POLICY_LEARNED ? p->entropix.attn_window : 0;
 }
 
 // The decision of a greedy or sample policy (entropix decisions come from entropix_decide):
@@ -125,6 +135,8 @@ static inline ETX_HD PolicyDecision policy_decision_simple(const etx_policy* p, 
     d.min_p = p->min_p;
     d.min_logit = -INFINITY;
     d.n_samples = 1;
+    d.action = -1;
+    d.action_logprob = 0.0f;
     if (sample && p->top_n_sigma > 0.0f) d.min_logit = m->logit_max - p->top_n_sigma * m->logit_sigma;
     if (sample && p->edt_theta > 0.0f) {
         const float h_nats = m->entropy * 0.693147182f;
@@ -132,6 +144,23 @@ static inline ETX_HD PolicyDecision policy_decision_simple(const etx_policy* p, 
         if (!(d.temperature > 1e-6f)) d.temperature = 1e-6f;
     }
     return d;
+}
+
+// Entropix's adaptive branch into d (the rest of d as the caller set it): T = T0 (1 + a
+// (H+V) + b (A_H+A_V) - c AG), top_p, top_k, min_p from the signals (see entropix_decide),
+// best of n_adaptive_samples draws. Also the learned policy's adaptive action.
+static inline ETX_HD void entropix_adaptive(const etx_entropix_params* p, const PolicyMetrics* m, PolicyDecision* d) {
+    const float H = m->entropy, V = m->varentropy;
+    const float AH = m->attn_entropy, AV = m->attn_varentropy, AG = m->agreement, IS = m->interaction;
+    d->branch = ETX_BRANCH_ADAPTIVE;
+    const float u_logits = H + V, u_attn = AH + AV;
+    d->temperature = p->temperature *
+                     (1.0f + p->ada_temp_logits * u_logits + p->ada_temp_attn * u_attn - p->ada_temp_agree * AG);
+    d->top_p = policy_clampf(p->top_p * (1.0f + p->ada_top_p * AV), 0.1f, 1.0f);
+    d->top_k = policy_float_to_int(rintf((float)p->top_k * (1.0f + p->ada_top_k_int * IS - p->ada_top_k_agree * AG)),
+                                   1, 100);
+    d->min_p = policy_clampf(p->min_p * (1.0f - p->ada_min_p * u_logits), 0.01f, 0.5f);
+    d->n_samples = p->n_adaptive_samples;
 }
 
 // Entropix v1 (docs/entropix.md §2). First matching branch wins:
@@ -163,6 +192,8 @@ static inline ETX_HD PolicyDecision entropix_decide(const etx_entropix_params* p
     d.min_p = p->min_p;
     d.min_logit = -INFINITY;
     d.n_samples = 1;
+    d.action = -1;
+    d.action_logprob = 0.0f;
     if (H < p->low_ent_thresh && V < p->low_vent_thresh) {
         d.branch = ETX_BRANCH_ARGMAX;
         d.argmax = 1;
@@ -186,15 +217,7 @@ static inline ETX_HD PolicyDecision entropix_decide(const etx_entropix_params* p
         d.temperature = fmaxf(2.0f, p->temperature * (p->hehv_attn_vent_offset + p->hehv_attn_vent_coef * AV));
         d.top_p = fmaxf(0.5f, p->top_p - p->hehv_attn_ent_coef * AH);
     } else {
-        d.branch = ETX_BRANCH_ADAPTIVE;
-        const float u_logits = H + V, u_attn = AH + AV;
-        d.temperature = p->temperature *
-                        (1.0f + p->ada_temp_logits * u_logits + p->ada_temp_attn * u_attn - p->ada_temp_agree * AG);
-        d.top_p = policy_clampf(p->top_p * (1.0f + p->ada_top_p * AV), 0.1f, 1.0f);
-        d.top_k = policy_float_to_int(rintf((float)p->top_k * (1.0f + p->ada_top_k_int * IS - p->ada_top_k_agree * AG)),
-                                      1, 100);
-        d.min_p = policy_clampf(p->min_p * (1.0f - p->ada_min_p * u_logits), 0.01f, 0.5f);
-        d.n_samples = p->n_adaptive_samples;
+        entropix_adaptive(p, m, &d);
     }
     if (!(d.temperature > 1e-6f)) d.temperature = 1e-6f;
     return d;
@@ -318,6 +341,8 @@ static inline ETX_HD void policy_trace_record(etx_trace_record* t, int request_i
     t->top_k = d->top_k;
     t->top_p = d->top_p;
     t->min_p = d->min_p;
+    t->action = d->action;
+    t->action_logprob = d->action_logprob;
 }
 
 // The trace record of a pick that faulted (no token): who and when, token = the fault's
@@ -340,6 +365,8 @@ static inline ETX_HD void policy_fault_record(etx_trace_record* t, int request_i
     t->top_p = 0.0f;
     t->min_p = 0.0f;
     t->confidence = 0.0f;
+    t->action = -1;
+    t->action_logprob = 0.0f;
     for (int j = 0; j < ETX_TRACE_TOP; j++) {
         t->top_tokens[j] = -1;
         t->top_logprobs[j] = 0.0f;

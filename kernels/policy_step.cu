@@ -169,14 +169,19 @@ __global__ void policy_kernel(EtxPolicyArgs a, PkScratch sc) {
     const EtxSeqState* st = &a.states[s];
     PkPending* pend = &sc.pending[s];
     pend->need_full = 0;
-    const int is_entropix = pol->kind == ETX_POLICY_ENTROPIX;
     const PolicyMetrics m = pk_metrics(&a, s);
     const int fault = policy_input_fault(a.stats[s].nonfinite, &m, policy_signals_used(pol));
     if (fault) return pk_fault(&a, s, fault);
-    const PolicyDecision d = is_entropix ? entropix_decide(&pol->entropix, &m, st->prev_token, st->pause_token)
-                                         : policy_decision_simple(pol, &m);
-    pend->d = d;
     const PolicyCandidate* c = a.cand + (size_t)s * ETX_TOPK;
+    PolicyDecision d;
+    if (pol->kind == ETX_POLICY_LEARNED) // the features from the same candidates the CPU sorts
+        d = learned_decide(pol, &a.nets[pol->learned - 1], &m, c, a.n_cand, a.stats[s].log_z, st->key,
+                           (uint32_t)st->step, st->prev_token, st->pause_token);
+    else if (pol->kind == ETX_POLICY_ENTROPIX)
+        d = entropix_decide(&pol->entropix, &m, st->prev_token, st->pause_token);
+    else
+        d = policy_decision_simple(pol, &m);
+    pend->d = d;
     if (d.forced_token >= 0) return pk_finish(&a, s, d.forced_token, &d);
     if (d.argmax) return pk_finish(&a, s, c[0].id, &d); // sample_argmax: largest, lowest id
     // sampler_candidates(limit = top_k): all tokens when top_k <= 0 or >= vocab; unless

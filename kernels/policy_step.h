@@ -23,7 +23,7 @@
 
 #include "attn_metrics.h"
 #include "etx/etx.h"
-#include "policy_math.h"
+#include "policy_learned.h"
 #include "vocab_pass.h"
 
 #ifdef __cplusplus
@@ -74,6 +74,8 @@ typedef struct {
     // the trace's token logit then comes from the candidates, or for an entropix pause
     // token outside them from pause_logit (n_seqs; NULL otherwise).
     const float* pause_logit;
+    const etx_learned_net* nets;   // the learned policies' networks (id i at i - 1), or NULL
+                                   // when no sequence has a learned policy
 } EtxPolicyArgs;
 
 // Scratch the step needs: per sequence a pending decision, and for the fallback a

@@ -7,6 +7,8 @@
  * reference "score" and "extracted"}. The run's token total counts dropped branches too.
  */
 #include <cJSON.h>
+#include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,6 +111,79 @@ void batch_add_branches(cJSON* o, const int* per, Totals* t) {
     }
 }
 
+// ----------------------------------------------------------------------------
+// --trace: the per-token records of a result, as columns
+
+typedef struct {
+    char* p;
+    size_t n, cap;
+} TraceBuf;
+
+static void tb_put(TraceBuf* b, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+static void tb_put(TraceBuf* b, const char* fmt, ...) {
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        const int w = vsnprintf(b->p + b->n, b->cap - b->n, fmt, ap);
+        va_end(ap);
+        if (w >= 0 && (size_t)w < b->cap - b->n) {
+            b->n += (size_t)w;
+            return;
+        }
+        b->cap = 2 * b->cap + (w > 0 ? (size_t)w : 64);
+        b->p = xrealloc(b->p, b->cap);
+    }
+}
+
+static void tb_float(TraceBuf* b, float v) {
+    if (isfinite(v)) tb_put(b, "%.7g", (double)v);
+    else tb_put(b, "null");
+}
+
+// One column: "name":[v_0,...]; field(r) the float of record r.
+#define TB_COLUMN(b, name, recs, n, expr)                                                                     \
+    do {                                                                                                      \
+        tb_put(b, ",\"%s\":[", name);                                                                        \
+        for (int i_ = 0; i_ < (n); i_++) {                                                                    \
+            const etx_trace_record* r = &(recs)[i_];                                                          \
+            if (i_) tb_put(b, ",");                                                                           \
+            tb_float(b, (expr));                                                                              \
+        }                                                                                                     \
+        tb_put(b, "]");                                                                                       \
+    } while (0)
+
+char* batch_trace_json(const etx_trace_record* recs, int n) {
+    TraceBuf b = {xmalloc(4096), 0, 4096};
+    tb_put(&b, "{\"token\":[");
+    for (int i = 0; i < n; i++) tb_put(&b, "%s%d", i ? "," : "", (int)recs[i].token);
+    tb_put(&b, "],\"branch\":[");
+    for (int i = 0; i < n; i++) tb_put(&b, "%s\"%s\"", i ? "," : "", etx_branch_name(recs[i].branch));
+    tb_put(&b, "],\"action\":[");
+    for (int i = 0; i < n; i++) tb_put(&b, "%s%d", i ? "," : "", recs[i].action);
+    tb_put(&b, "]");
+    TB_COLUMN(&b, "action_logprob", recs, n, r->action_logprob);
+    TB_COLUMN(&b, "logprob", recs, n, r->logprob);
+    TB_COLUMN(&b, "entropy", recs, n, r->entropy);
+    TB_COLUMN(&b, "varentropy", recs, n, r->varentropy);
+    TB_COLUMN(&b, "attn_entropy", recs, n, r->attn_entropy);
+    TB_COLUMN(&b, "attn_varentropy", recs, n, r->attn_varentropy);
+    TB_COLUMN(&b, "agreement", recs, n, r->agreement);
+    TB_COLUMN(&b, "interaction", recs, n, r->interaction);
+    TB_COLUMN(&b, "confidence", recs, n, r->confidence);
+    TB_COLUMN(&b, "temperature", recs, n, r->temperature);
+    tb_put(&b, ",\"top_logprobs\":[");
+    for (int i = 0; i < n; i++) {
+        tb_put(&b, "%s[", i ? "," : "");
+        for (int j = 0; j < ETX_TRACE_TOP; j++) {
+            if (j) tb_put(&b, ",");
+            tb_float(&b, recs[i].top_logprobs[j]);
+        }
+        tb_put(&b, "]");
+    }
+    tb_put(&b, "]}");
+    return b.p;
+}
+
 void batch_report_error(const EvalArgs* a, const Item* it, const char* error) {
     char* id = cJSON_PrintUnformatted(it->id);
     fprintf(stderr, "etx %s: id %s failed: %s\n", a->command, id ? id : "?", error);
@@ -152,6 +227,11 @@ char* batch_result_line(const EvalArgs* a, const Item* it, int combo, const Slot
     int per[ETX_BRANCH_COUNT] = {0};
     for (int i = 0; i < v.n_recs; i++) per[recs[i].branch]++;
     batch_add_branches(o, per, t);
+    if (a->trace) {
+        char* tr = batch_trace_json(recs, v.n_recs);
+        cJSON_AddRawToObject(o, "trace", tr);
+        free(tr);
+    }
     if (it->reference && a->task && strcmp(a->task, "gsm8k") == 0) {
         Gsm8kScore sc;
         gsm8k_score(v.completion, it->reference, &sc);

@@ -121,6 +121,10 @@ typedef struct {
 void batch_sample_view(const Slot* s, const etx_request_state* rs, int n_recs, SampleView* v);
 // "branches": {name: count} of per[] (zero counts left out), added into t->branches.
 void batch_add_branches(cJSON* o, const int* per, Totals* t);
+// --trace: the records as one JSON object of columns (token, branch, action,
+// action_logprob, logprob, the six signals, confidence, temperature, top_logprobs; a
+// value that is not finite as null), malloc'ed.
+char* batch_trace_json(const etx_trace_record* recs, int n);
 // "etx CMD: id ID failed: ERROR" on stderr.
 void batch_report_error(const EvalArgs* a, const Item* it, const char* error);
 // o printed on one line with '\n' (malloc'ed); o is deleted.

@@ -127,6 +127,11 @@ char* batch_group_line(const EvalArgs* a, const Item* it, int combo, const Slot*
         if (flex[i][0]) cJSON_AddStringToObject(ex, "flexible", flex[i]);
         else cJSON_AddNullToObject(ex, "flexible");
         if (scored) cJSON_AddBoolToObject(o, "correct", sc[i].flexible_ok);
+        if (a->trace) {
+            char* tr = batch_trace_json(recs[i], v[i].n_recs);
+            cJSON_AddRawToObject(o, "trace", tr);
+            free(tr);
+        }
         cJSON_AddItemToArray(samples, o);
     }
     char flex_win[GSM8K_ANS_MAX], strict_win[GSM8K_ANS_MAX];

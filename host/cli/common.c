@@ -17,6 +17,7 @@
 #include "common.h"
 #include "engine/backend.h"
 #include "model/model.h"
+#include "policy/learned.h"
 #include "tokenizer/tokenizer.h"
 
 const char* cli_model_path(const char* given) {
@@ -353,7 +354,10 @@ int cli_engine_check_model(const char* command, const etx_model* m, const etx_en
 }
 
 int cli_policy_model_error(const etx_model* m, const etx_policy* p, const char* name, char* msg, size_t cap) {
-    if (p->kind != ETX_POLICY_ENTROPIX) return 0;
+    if (p->kind != ETX_POLICY_ENTROPIX && p->kind != ETX_POLICY_LEARNED) return 0;
+    // a learned network without a pause action never inserts one (engine.c)
+    const etx_learned_net* net = p->kind == ETX_POLICY_LEARNED ? etx_learned_get(p->learned) : NULL;
+    if (p->kind == ETX_POLICY_LEARNED && (!net || !learned_has_pause(net))) return 0;
     etx_model_info info;
     etx_model_get_info(m, &info);
     const int pause = p->entropix.pause_token;

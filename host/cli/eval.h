@@ -113,6 +113,7 @@ typedef struct {
     const char* conf_stat; // mean | lowest_group | bottom10 | tail (default bottom10)
     int online;            // DeepConf online: warm-up samples per request (0: off)
     etx_branching branching; // --branch B --branch-entropy H --branch-varentropy V --lookahead M --branch-budget T
+    int trace;               // --trace: each result (each sample) carries its per-token records
 } EvalArgs;
 
 // The options of N samples per request, for eval and sweep (a: EvalArgs*).
@@ -141,7 +142,10 @@ typedef struct {
      "... and the varentropy exceeds V bits^2 (default 0)", 0},                                                    \
     {"--lookahead", NULL, OPT_INT, &(a)->branching.lookahead, "M", "tokens each branch runs before scoring (default 8)", 0}, \
     {"--branch-budget", NULL, OPT_INT, &(a)->branching.max_branch_tokens, "T",                                    \
-     "tokens all of a request's branches may take (default 256)", 0}
+     "tokens all of a request's branches may take (default 256)", 0},                                              \
+    {"--trace", NULL, OPT_FLAG, &(a)->trace, NULL,                                                                 \
+     "each result line (each sample) carries its tokens' signals and actions as columns, \"trace\" "              \
+     "(scripts/train_policy.py reads them)", 0}
 
 // The TraceConfidence statistic named by --conf-stat: 0 mean, 1 lowest_group, 2 bottom10,
 // 3 tail; -1 for an unknown name (eval_items.c).

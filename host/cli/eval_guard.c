@@ -33,6 +33,7 @@
 #include "cli.h"
 #include "common.h"
 #include "eval.h"
+#include "policy/learned.h"
 #include "policy/policy.h"
 
 #define FP_FORMAT "etx run fingerprint 1"
@@ -145,6 +146,12 @@ static cJSON* policy_object(const etx_policy* pol) {
             cJSON_AddNumberToObject(o, p->name, policy_param_get(pol, p));
         }
     }
+    const etx_learned_net* net = pol->kind == ETX_POLICY_LEARNED ? etx_learned_get(pol->learned) : NULL;
+    if (net) { // the network by its bytes' hash (the id is this process's)
+        char buf[32];
+        snprintf(buf, sizeof buf, "%016llx", (unsigned long long)learned_hash(net));
+        cJSON_AddStringToObject(o, "learned_network", buf);
+    }
     return o;
 }
 
@@ -182,6 +189,7 @@ cJSON* eval_fingerprint(const EvalArgs* a, const char* model_path, const etx_pol
         cJSON_AddStringToObject(so, "conf_stat", a->conf_stat);
         cJSON_AddNumberToObject(so, "online", a->online);
     }
+    if (a->trace) cJSON_AddTrueToObject(fp, "trace"); // (absent without: older runs' fingerprints)
     if (n_combos == 1) {
         cJSON_AddItemToObject(fp, "policy", policy_object(&combos[0]));
     } else {

@@ -109,7 +109,13 @@ int cli_policy_resolve(const char* command, const CliPolicyOpts* po, const char*
     if (policy) {
         kind = policy_kind_parse(policy);
         if (kind < 0) {
-            fprintf(stderr, "etx %s: unknown policy '%s' (expected greedy, sample or entropix)\n", command, policy);
+            fprintf(stderr, "etx %s: unknown policy '%s' (expected greedy, sample, entropix or learned)\n", command,
+                    policy);
+            return -1;
+        }
+        if (kind == ETX_POLICY_LEARNED && !policy_file) {
+            fprintf(stderr, "etx %s: --policy learned needs --policy-file FILE, the file holding its network "
+                            "(scripts/train_policy.py writes one)\n", command);
             return -1;
         }
     }

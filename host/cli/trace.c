@@ -8,6 +8,8 @@
  *    "entropy":1.23,"varentropy":2.5,"attn_entropy":3.1,"attn_varentropy":0.2,
  *    "agreement":0.4,"interaction":0.9,"temperature":0.9,"top_k":29,"top_p":0.9,
  *    "min_p":0.03,"logprob":-0.7,"confidence":3.9}
+ * and, under a learned policy, "action" (its index in the policy's action set) and
+ * "action_logprob" (its log-probability under the network).
  * "text" is the token's own bytes as a JSON string; bytes that are not valid UTF-8 on
  * their own (a token holding part of a character) become U+FFFD, and then "bytes" gives
  * the raw bytes in hex as well.
@@ -87,6 +89,10 @@ void cli_trace_write(FILE* f, const etx_model* m, const etx_trace_record* r) {
     write_float(f, "min_p", r->min_p);
     write_float(f, "logprob", r->logprob);
     write_float(f, "confidence", r->confidence);
+    if (r->action >= 0) { // a learned policy's action, by index in its set
+        fprintf(f, ",\"action\":%d", r->action);
+        write_float(f, "action_logprob", r->action_logprob);
+    }
     fputs("}\n", f);
 }
 

@@ -27,7 +27,7 @@
 #include "engine/backend.h"
 #include "policy/metrics.h"
 #include "policy/sampler.h"
-#include "policy_math.h"
+#include "policy_learned.h"
 
 _Static_assert(ETX_MAX_KV_BLOCK_SIZE <= ATT_BLOCK, "cpu_forward reads a KV block as one attention tile at most");
 
@@ -185,7 +185,7 @@ static void pick_token(CpuBackend* b, BackendPick* pk, int p, Sampler* sampler, 
         m.entropy = lm.entropy, m.varentropy = lm.varentropy, m.logit_max = lm.max, m.logit_sigma = lm.sigma;
     }
     if (!bad_logits && needs_metrics(b, pk)) {
-        const int window = is_entropix ? pk->policy->entropix.attn_window : 0;
+        const int window = policy_attn_window(pk->policy);
         AttnMetrics am = attn_metrics(scores, c->n_heads, b->pick_pos[p], window, scratch);
         m.attn_entropy = am.attn_entropy, m.attn_varentropy = am.attn_varentropy, m.agreement = am.agreement;
         m.interaction = am.interaction;
@@ -196,8 +196,16 @@ static void pick_token(CpuBackend* b, BackendPick* pk, int p, Sampler* sampler, 
         if (b->cfg.trace) policy_fault_record(&pk->trace, pk->request_id, (int)pk->step, fault);
         return;
     }
-    const PolicyDecision d = is_entropix ? entropix_decide(&pk->policy->entropix, &m, pk->prev_token, pk->pause_token)
-                                         : policy_decision_simple(pk->policy, &m);
+    PolicyDecision d;
+    if (pk->policy->kind == ETX_POLICY_LEARNED) {
+        // the features read the most likely candidates, as the device's vocabulary pass keeps them
+        const int n_cand = sampler_candidates(sampler, logits, ETX_CONFIDENCE_TOP_K);
+        d = learned_decide(pk->policy, etx_learned_get(pk->policy->learned), &m, sampler->cand, n_cand, log_z, pk->key,
+                           pk->step, pk->prev_token, pk->pause_token);
+    } else {
+        d = is_entropix ? entropix_decide(&pk->policy->entropix, &m, pk->prev_token, pk->pause_token)
+                        : policy_decision_simple(pk->policy, &m);
+    }
     const int32_t tok = sampler_pick(sampler, logits, &d, pk->policy->seed, pk->key, pk->step);
     pk->token = tok;
     if (!b->cfg.trace) return;

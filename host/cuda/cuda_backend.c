@@ -169,7 +169,7 @@ void cuda_destroy_shard(CudaBackend* b) {
                    b->gu,         b->hb,        b->attn_ws,   b->d_tokens,   b->d_row_seq,  b->d_row_pos,
                    b->d_cap_row,  b->d_table,   b->logits,    b->scores,     b->d_pick_row, b->d_head_rows,
                    b->stats,      b->cand,      b->vp_scratch, b->attn,      b->am_scratch, b->d_n_pos,
-                   b->d_window,   b->d_policies, b->d_states, b->pol_scratch, b->d_next,    b->d_done,
+                   b->d_window,   b->d_policies, b->d_nets, b->d_states, b->pol_scratch, b->d_next,    b->d_done,
                    b->d_trace,    b->d_ring,    b->d_ring_trace, b->tp_part, b->tp_parts,
                    b->tp_logits,  b->tp_pause_logit, b->d_pause, b->am_heads, b->am_psum, b->am_dev,
                    b->am_heads_all, b->am_dev_all};
@@ -263,6 +263,7 @@ static etx_status alloc_buffers(CudaBackend* b) {
     ETX_TRY(cuda_alloc(b, (void**)&b->d_n_pos, (size_t)mb * 4, "metric lengths"));
     ETX_TRY(cuda_alloc(b, (void**)&b->d_window, (size_t)mb * 4, "metric windows"));
     ETX_TRY(cuda_alloc(b, (void**)&b->d_policies, (size_t)mb * sizeof(etx_policy), "policies"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->d_nets, CUDA_MAX_NETS * sizeof(etx_learned_net), "learned networks"));
     ETX_TRY(cuda_alloc(b, (void**)&b->d_states, (size_t)mb * sizeof(EtxSeqState), "sequence states"));
     ETX_TRY(cuda_alloc(b, &b->pol_scratch, etx_policy_scratch_bytes(mb, b->vocab_all), "policy scratch"));
     if (b->tp > 1) {
@@ -554,7 +555,18 @@ static void decode_rows_on_device(CudaBackend* b, int nb, int metrics_any) {
 static etx_status check_step(CudaBackend* b, const BackendStep* s, int* metrics_any_out) {
     ETX_TRY(backend_check_step("CUDA backend", &b->cfg, b->vocab_all, s));
     int metrics_any = 0;
-    for (int p = 0; p < s->n_picks; p++) metrics_any |= needs_metrics(b, &s->picks[p]);
+    for (int p = 0; p < s->n_picks; p++) {
+        metrics_any |= needs_metrics(b, &s->picks[p]);
+        const etx_policy* pol = s->picks[p].policy;
+        if (pol->kind != ETX_POLICY_LEARNED) continue;
+        if (pol->learned < 1 || pol->learned > CUDA_MAX_NETS || !etx_learned_get(pol->learned))
+            return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: learned network %u (the backend holds ids 1..%d)",
+                             (unsigned)pol->learned, CUDA_MAX_NETS);
+        // networks registered since the last upload (the registry only grows; ids are stable)
+        for (; b->nets_up < pol->learned; b->nets_up++)
+            etx_dev_upload_on(b->d_nets + b->nets_up, etx_learned_get(b->nets_up + 1), sizeof(etx_learned_net),
+                              b->stream);
+    }
     *metrics_any_out = metrics_any;
     return etx_ok();
 }
@@ -578,7 +590,7 @@ static void upload_picks(CudaBackend* b, const BackendStep* s, int metrics_any) 
         const BackendPick* pk = &s->picks[p];
         const int n_pos = b->h_n_pos[p];
         b->h_policies[p] = *pk->policy;
-        b->h_window[p] = pk->policy->kind == ETX_POLICY_ENTROPIX ? pk->policy->entropix.attn_window : 0;
+        b->h_window[p] = policy_attn_window(pk->policy);
         EtxSeqState* st = &b->h_states[p];
         memset(st, 0, sizeof *st);
         st->key = pk->key;
@@ -592,7 +604,7 @@ static void upload_picks(CudaBackend* b, const BackendStep* s, int metrics_any) 
         st->n_prompt = n_pos - (int32_t)pk->step;
         st->max_seq_len = c->max_seq_len;
         if (!needs_metrics(b, pk)) b->h_n_pos[p] = 0; // zeros, as engine.c without metrics
-        if (b->h_pause) b->h_pause[p] = pk->policy->kind == ETX_POLICY_ENTROPIX ? pk->pause_token : -1;
+        if (b->h_pause) b->h_pause[p] = pk->pause_token; // -1 unless entropix or learned (engine.c)
     }
     if (b->h_pause) cuda_up(b, b->d_pause, b->h_pause, (size_t)np * 4);
     if (metrics_any) {

@@ -37,6 +37,10 @@
 #include "policy_step.h"
 #include "vocab_pass.h"
 
+// Learned policy networks one backend holds (etx_learned_register ids 1..CUDA_MAX_NETS):
+// a fixed table, so the policy kernel's pointer never moves (~23 KB each).
+#define CUDA_MAX_NETS 16
+
 typedef struct {
     float* attn_norm;  // (dim)
     float* ffn_norm;   // (dim)
@@ -152,6 +156,8 @@ struct Backend {
     int32_t* d_n_pos;            // (max_batch) positions of each pick's capture (0: no metrics)
     int32_t* d_window;           // (max_batch)
     etx_policy* d_policies;      // (max_batch)
+    etx_learned_net* d_nets;     // (CUDA_MAX_NETS) the learned policies' networks, id i at i - 1
+    uint32_t nets_up;            // networks uploaded so far (ids 1 .. nets_up)
     EtxSeqState* d_states;       // (max_batch)
     void* pol_scratch;           // etx_policy_scratch_bytes(max_batch, vocab)
     int32_t* d_next;             // (max_batch) sampled tokens

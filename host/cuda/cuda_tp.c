@@ -182,6 +182,17 @@ static int policy_may_need_full_row(const etx_policy* p, int vocab) {
     case ETX_POLICY_ENTROPIX:
         k = p->entropix.top_k <= 0 ? 0 : p->entropix.top_k + (p->entropix.top_k + 1) / 2;
         break;
+    case ETX_POLICY_LEARNED: { // its widest action: a sample action's top_k, adaptive's 100
+        const etx_learned_net* net = etx_learned_get(p->learned);
+        if (!net) return 1;
+        for (int j = 0; j < net->n_actions; j++) {
+            const etx_learned_action* a = &net->actions[j];
+            if (a->kind == ETX_ACTION_SAMPLE && a->top_k <= 0) return vocab > ETX_TOPK;
+            const int kj = a->kind == ETX_ACTION_SAMPLE ? a->top_k : a->kind == ETX_ACTION_ADAPTIVE ? 100 : 1;
+            if (kj > k) k = kj;
+        }
+        break;
+    }
     default: return 1;
     }
     if (vocab <= ETX_TOPK) return 0; // every id is a candidate
@@ -253,7 +264,8 @@ void cuda_tp_sample(CudaBackend* b, int np, int metrics) {
                        .n_cand = b->vocab_all < ETX_TOPK ? b->vocab_all : ETX_TOPK, .attn = metrics ? b->attn : NULL,
                        .policies = b->d_policies, .states = b->d_states, .stop_ids = NULL, .eos_ids = b->eos_ids,
                        .n_eos = b->n_eos, .scratch = b->pol_scratch, .tokens = b->d_next, .done = b->d_done,
-                       .trace = b->cfg.trace ? b->d_trace : NULL, .pause_logit = b->tp_pause_logit};
+                       .trace = b->cfg.trace ? b->d_trace : NULL, .pause_logit = b->tp_pause_logit,
+                       .nets = b->d_nets};
     etx_policy_step(&a, b->stream);
 }
 

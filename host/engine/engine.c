@@ -26,6 +26,7 @@
 #include "engine/prefix_cache.h"
 #include "engine/scheduler.h"
 #include "model/model.h"
+#include "policy/learned.h"
 #include "policy_math.h"
 
 typedef struct Request {
@@ -324,9 +325,13 @@ static etx_status check_request(const etx_engine* e, const etx_request* req, int
         return etx_error(ETX_ERR_INVALID_ARG, "request: stop_confidence reads the trace records' confidences; create "
                                               "the engine with trace = 1");
     int32_t pause = -1;
-    if (req->policy.kind == ETX_POLICY_ENTROPIX) {
+    if (req->policy.kind == ETX_POLICY_ENTROPIX || req->policy.kind == ETX_POLICY_LEARNED) {
         pause = req->policy.entropix.pause_token >= 0 ? req->policy.entropix.pause_token : e->pause_token;
-        if (pause < 0)
+        // a learned network without a pause action needs no pause token (its feature
+        // "after a pause" is then 0 throughout)
+        const etx_learned_net* net = etx_learned_get(req->policy.learned);
+        if (req->policy.kind == ETX_POLICY_LEARNED && pause < 0 && net && !learned_has_pause(net)) pause = -1;
+        else if (pause < 0)
             return etx_error(ETX_ERR_INVALID_ARG, "request: the model has no single token for \" ...\"; set the "
                                                   "entropix pause_token explicitly");
         if (pause >= vocab)

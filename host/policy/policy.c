@@ -12,6 +12,8 @@
  *             etx_entropix_params (T0, ...), plus every other field of it, and seed.
  *             The top-level temperature/top_k/top_p/min_p are not used by entropix and
  *             keep the sample defaults (they are not mirrored).
+ *   learned   the entropix rows (its adaptive action and pause token read them) and seed;
+ *             the network itself is etx_policy.learned, an id of host/policy/learned.c.
  * Defaults are the reference entropix v1 values (docs/entropix.md §3, which
  * tests/policy/test_param_docs.c keeps equal to this table).
  */
@@ -157,8 +159,14 @@ const char* policy_param_suggest(const char* name) {
     return best_d <= limit ? best : NULL;
 }
 
+// The learned policy reads the entropix parameters (its adaptive action, pause token).
+static etx_policy_kind table_kind(etx_policy_kind kind) {
+    return kind == ETX_POLICY_LEARNED ? ETX_POLICY_ENTROPIX : kind;
+}
+
 int policy_param_applies(const PolicyParam* p, etx_policy_kind kind) {
     if (p->flags & PARAM_ALL_KINDS) return 1;
+    kind = table_kind(kind);
     if (kind == ETX_POLICY_SAMPLE) return p->off_sample >= 0;
     if (kind == ETX_POLICY_ENTROPIX) return p->off_entropix >= 0;
     return 0;
@@ -168,12 +176,13 @@ int policy_param_applies(const PolicyParam* p, etx_policy_kind kind) {
 // entropix field under sample, a sample field under entropix) is read where it is, so
 // that reading any parameter of any policy stays inside the struct.
 static int offset_of(const PolicyParam* p, etx_policy_kind kind) {
+    kind = table_kind(kind);
     const int off = kind == ETX_POLICY_ENTROPIX ? p->off_entropix : p->off_sample;
     return off >= 0 ? off : (p->off_sample >= 0 ? p->off_sample : p->off_entropix);
 }
 
 static double lo_of(const PolicyParam* p, etx_policy_kind kind) {
-    return (p->flags & PARAM_ZERO_OFF) && kind != ETX_POLICY_ENTROPIX ? 0.0 : p->lo;
+    return (p->flags & PARAM_ZERO_OFF) && table_kind(kind) != ETX_POLICY_ENTROPIX ? 0.0 : p->lo;
 }
 
 void policy_param_range(const PolicyParam* p, etx_policy_kind kind, char* buf, size_t cap) {
@@ -218,6 +227,7 @@ int policy_kind_parse(const char* s) {
     if (strcmp(s, "greedy") == 0) return ETX_POLICY_GREEDY;
     if (strcmp(s, "sample") == 0) return ETX_POLICY_SAMPLE;
     if (strcmp(s, "entropix") == 0) return ETX_POLICY_ENTROPIX;
+    if (strcmp(s, "learned") == 0) return ETX_POLICY_LEARNED;
     return -1;
 }
 
@@ -226,6 +236,7 @@ const char* policy_kind_name(etx_policy_kind kind) {
     case ETX_POLICY_GREEDY: return "greedy";
     case ETX_POLICY_SAMPLE: return "sample";
     case ETX_POLICY_ENTROPIX: return "entropix";
+    case ETX_POLICY_LEARNED: return "learned";
     }
     return "unknown";
 }
@@ -255,8 +266,16 @@ etx_policy etx_policy_default(etx_policy_kind kind) {
 
 etx_status etx_policy_validate(const etx_policy* pol) {
     const etx_policy_kind kind = pol->kind;
-    if (kind != ETX_POLICY_GREEDY && kind != ETX_POLICY_SAMPLE && kind != ETX_POLICY_ENTROPIX)
+    if (kind != ETX_POLICY_GREEDY && kind != ETX_POLICY_SAMPLE && kind != ETX_POLICY_ENTROPIX &&
+        kind != ETX_POLICY_LEARNED)
         return etx_error(ETX_ERR_INVALID_ARG, "policy: unknown kind %d", (int)kind);
+    if (kind == ETX_POLICY_LEARNED && !etx_learned_get(pol->learned))
+        return etx_error(ETX_ERR_INVALID_ARG, "policy: a learned policy needs a network (a policy file's \"learned\" "
+                                              "object, or etx_learned_register); id %u is not registered",
+                         (unsigned)pol->learned);
+    if (kind != ETX_POLICY_LEARNED && pol->learned != 0)
+        return etx_error(ETX_ERR_INVALID_ARG, "policy: a %s policy has no network (learned id %u)",
+                         policy_kind_name(kind), (unsigned)pol->learned);
     for (int i = 0; i < policy_n_params; i++) {
         const PolicyParam* p = &policy_params[i];
         // greedy: the top-level sampling fields are checked as for sample (unused, but a
@@ -280,7 +299,7 @@ etx_status etx_policy_set(etx_policy* pol, const char* name, double value) {
     const etx_policy_kind kind = pol->kind;
     if (!policy_param_applies(p, kind)) {
         if (p->off_sample < 0)
-            return etx_error(ETX_ERR_INVALID_ARG, "policy: %s is an entropix parameter; the policy is %s", name,
+            return etx_error(ETX_ERR_INVALID_ARG, "policy: %s is an entropix (and learned) parameter; the policy is %s", name,
                              policy_kind_name(kind));
         if (p->off_entropix < 0)
             return etx_error(ETX_ERR_INVALID_ARG, "policy: %s is a sample parameter; the policy is %s", name,

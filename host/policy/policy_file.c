@@ -3,9 +3,11 @@
  *
  *     {"policy": "entropix", "seed": 7, "temperature": 0.7, "low_ent_thresh": 0.2}
  *
- * "policy" picks the kind (greedy, sample, entropix; absent: the caller's kind) and the
- * file starts from that kind's defaults; "calibration" (written by `etx calibrate`: what
- * the thresholds were measured on) is skipped; every other key is a parameter of the table in
+ * "policy" picks the kind (greedy, sample, entropix, learned; absent: the caller's kind)
+ * and the file starts from that kind's defaults; "calibration" (written by `etx
+ * calibrate`: what the thresholds were measured on) and "training" (written by
+ * scripts/train_policy.py) are skipped; "learned" is a learned policy's network
+ * (host/policy/learned.h: read, checked and registered); every other key is a parameter of the table in
  * policy.c, set through etx_policy_set so the same ranges apply as on the command line.
  * Every mistake is an error that names the file and the key: an unknown key (with the
  * closest known name), a duplicate, a string or boolean where a number belongs, a
@@ -19,6 +21,7 @@
 
 #include "common.h"
 #include "policy/json_strict.h"
+#include "policy/learned.h"
 #include "policy/policy.h"
 
 // "policy: X must be ..." from etx_policy_set, re-prefixed with the file.
@@ -39,19 +42,36 @@ static etx_status load(const char* path, const cJSON* root, etx_policy* out) {
     const cJSON* k = cJSON_GetObjectItemCaseSensitive(root, "policy");
     if (k) {
         if (!cJSON_IsString(k))
-            return etx_error(ETX_ERR_FORMAT, "policy file %s: 'policy' must be a string (greedy, sample or entropix), got %s",
+            return etx_error(ETX_ERR_FORMAT,
+                             "policy file %s: 'policy' must be a string (greedy, sample, entropix or learned), got %s",
                              path, json_type_name(k));
         int kk = policy_kind_parse(k->valuestring);
         if (kk < 0)
             return etx_error(ETX_ERR_INVALID_ARG,
-                             "policy file %s: 'policy' is '%s'; expected greedy, sample or entropix", path, k->valuestring);
+                             "policy file %s: 'policy' is '%s'; expected greedy, sample, entropix or learned", path,
+                             k->valuestring);
         kind = (etx_policy_kind)kk;
     }
     etx_policy pol = etx_policy_default(kind);
     for (const cJSON* v = root->child; v; v = v->next) {
         // "calibration": where `etx calibrate` measured the thresholds (any JSON value;
         // provenance for the reader, not a parameter)
-        if (strcmp(v->string, "policy") == 0 || strcmp(v->string, "calibration") == 0) continue;
+        if (strcmp(v->string, "policy") == 0 || strcmp(v->string, "calibration") == 0 ||
+            strcmp(v->string, "training") == 0)
+            continue;
+        if (strcmp(v->string, "learned") == 0) {
+            if (kind != ETX_POLICY_LEARNED)
+                return etx_error(ETX_ERR_INVALID_ARG, "policy file %s: 'learned' (a network) belongs to a learned "
+                                                      "policy; this one is %s", path, policy_kind_name(kind));
+            char where[300];
+            snprintf(where, sizeof where, "policy file %s", path);
+            etx_learned_net* net = xmalloc(sizeof *net);
+            etx_status st = learned_from_json(v, where, net);
+            if (st.code == ETX_OK) st = etx_learned_register(net, &pol.learned);
+            free(net);
+            if (st.code != ETX_OK) return st;
+            continue;
+        }
         const PolicyParam* p = policy_param_find(v->string);
         if (!p) {
             const char* s = policy_param_suggest(v->string);
@@ -66,6 +86,9 @@ static etx_status load(const char* path, const cJSON* root, etx_policy* out) {
         etx_status st = etx_policy_set(&pol, v->string, v->valuedouble);
         if (st.code != ETX_OK) return file_error(path, st);
     }
+    if (kind == ETX_POLICY_LEARNED && pol.learned == 0)
+        return etx_error(ETX_ERR_FORMAT, "policy file %s: a learned policy needs its network, the 'learned' object "
+                                         "(scripts/train_policy.py writes one)", path);
     etx_status st = etx_policy_validate(&pol);
     if (st.code != ETX_OK) return file_error(path, st);
     *out = pol;

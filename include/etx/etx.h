@@ -111,6 +111,7 @@ typedef enum {
     ETX_POLICY_GREEDY = 0,   // argmax
     ETX_POLICY_SAMPLE = 1,   // temperature, then top-k, top-p, min-p filters, then a draw
     ETX_POLICY_ENTROPIX = 2, // entropix v1: four quadrants + adaptive best-of-N (docs/entropix.md)
+    ETX_POLICY_LEARNED = 3,  // a small network from the step's signals to an action (etx_learned_net)
 } etx_policy_kind;
 
 // The entropix v1 parameters (docs/entropix.md §3, names as in the reference's
@@ -154,6 +155,63 @@ typedef struct {
                       // scoring 0 (4096 reproduces published thresholds)
 } etx_entropix_params;
 
+// The learned policy (docs/policies.md, "learned"): a feed-forward network from a fixed
+// feature vector of the step to logits over a small set of actions; the action is drawn
+// from their softmax (or the most likely one taken) and the token picked as the action
+// says. The features, in this order (each normalised as (x - mean) / scale, then clamped
+// to [-ETX_LEARNED_CLIP, ETX_LEARNED_CLIP]):
+//   0 H, 1 V, 2 A_H, 3 A_V, 4 AG, 5 IS (the entropix signals of the step),
+//   6..9 the log-probabilities of the 4 most likely tokens (0 past the vocabulary),
+//   10 the token confidence (-mean log-probability of the 20 most likely tokens),
+//   11 ln(1 + step), 12 1 when the previous token is the pause token, else 0.
+#define ETX_LEARNED_FEATURES 13
+#define ETX_LEARNED_MAX_HIDDEN 64 // units per hidden layer
+#define ETX_LEARNED_MAX_LAYERS 2  // hidden layers (0, 1 or 2), ReLU
+#define ETX_LEARNED_MAX_ACTIONS 8
+#define ETX_LEARNED_CLIP 10.0f
+// weights and biases of every layer, packed: hidden layers (out, in) row-major then the
+// bias, then the output layer's
+#define ETX_LEARNED_MAX_WEIGHTS                                                                     \
+    (ETX_LEARNED_MAX_HIDDEN * (ETX_LEARNED_FEATURES + 1) + ETX_LEARNED_MAX_HIDDEN * (ETX_LEARNED_MAX_HIDDEN + 1) + \
+     ETX_LEARNED_MAX_ACTIONS * (ETX_LEARNED_MAX_HIDDEN + 1))
+
+typedef enum {
+    ETX_ACTION_ARGMAX = 0,   // the most likely token
+    ETX_ACTION_SAMPLE = 1,   // one draw at the action's temperature, top-k, top-p, min-p
+    ETX_ACTION_PAUSE = 2,    // the pause token (never twice in a row: masked after one)
+    ETX_ACTION_ADAPTIVE = 3, // entropix's adaptive branch (best of n_adaptive_samples)
+    ETX_ACTION_KIND_COUNT
+} etx_action_kind;
+
+typedef struct {
+    etx_action_kind kind;
+    float temperature; // sample: > 0
+    int top_k;         // sample: 0 = off
+    float top_p;       // sample: (0, 1]
+    float min_p;       // sample: [0, 1)
+} etx_learned_action;
+
+typedef struct {
+    int n_actions;                // 2..ETX_LEARNED_MAX_ACTIONS
+    etx_learned_action actions[ETX_LEARNED_MAX_ACTIONS];
+    int n_layers;                 // hidden layers, 0..ETX_LEARNED_MAX_LAYERS
+    int hidden[ETX_LEARNED_MAX_LAYERS]; // units of each, 1..ETX_LEARNED_MAX_HIDDEN
+    int choose_argmax;            // 1: the most likely action (lowest index on ties); 0: drawn
+    float mean[ETX_LEARNED_FEATURES];
+    float scale[ETX_LEARNED_FEATURES]; // > 0
+    float w[ETX_LEARNED_MAX_WEIGHTS];  // (see ETX_LEARNED_MAX_WEIGHTS) unused tail zero
+} etx_learned_net;
+
+// Registers a network (checked: counts, finite weights, positive scales, valid actions)
+// for the life of the process and gives its id (>= 1); the same network registered twice
+// gets the same id. A learned policy names its network by id (etx_policy.learned), so
+// policies stay plain values. Thread-safe.
+etx_status etx_learned_register(const etx_learned_net* net, uint32_t* id);
+// The network of an id, or NULL when none has it.
+const etx_learned_net* etx_learned_get(uint32_t id);
+// Networks registered so far (ids 1..count).
+uint32_t etx_learned_count(void);
+
 typedef struct {
     etx_policy_kind kind;
     float temperature; // > 0; sample only
@@ -169,7 +227,8 @@ typedef struct {
                        // distribution in nats; θ >= 0, 0 = off
     float edt_base;    // N, in (0, 1); 0.8 (the paper's)
     uint64_t seed;
-    etx_entropix_params entropix; // entropix only
+    etx_entropix_params entropix; // entropix; learned: its adaptive action and pause token
+    uint32_t learned;             // learned: the network's id (etx_learned_register); 0 otherwise
 } etx_policy;
 
 // Defaults: greedy; for sample, temperature 1, top-k 0, top-p 1, min-p 0, top-nσ off, EDT
@@ -226,6 +285,8 @@ typedef struct {
                           // likely tokens; large when the mass sits on one token
     int32_t top_tokens[ETX_TRACE_TOP]; // the most likely tokens, most likely first (-1 past
     float top_logprobs[ETX_TRACE_TOP]; // the vocabulary), and their log-probabilities
+    int action;           // learned policy: the action taken (index in its set); -1 otherwise
+    float action_logprob; // learned policy: its log-probability under the network; 0 otherwise
 } etx_trace_record;
 
 // Tokens in the token confidence of a trace record (DeepConf's k).

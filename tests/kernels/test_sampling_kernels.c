@@ -42,6 +42,7 @@
 #include "device.h"
 #include "policy/metrics.h"
 #include "policy_step.h"
+#include "policy_learned.h"
 #include "policy/sampler.h"
 #include "vocab_pass.h"
 #include "check_device.h"
@@ -309,9 +310,40 @@ enum { PC_GREEDY, PC_SAMPLE_PLAIN_FB, PC_SAMPLE_K40, PC_SAMPLE_TOP_P_FB, PC_SAMP
        PC_SAMPLE_KCAP_ALL, PC_SAMPLE_K5_HOT, PC_SAMPLE_K_VOCAB_FB, PC_SAMPLE_NSIGMA, PC_SAMPLE_NSIGMA_FB,
        PC_SAMPLE_EDT, PC_ENTROPIX_DEFAULT, PC_ENTROPIX_ARGMAX,
        PC_ENTROPIX_PAUSE, PC_ENTROPIX_HELV, PC_ENTROPIX_LEHV, PC_ENTROPIX_HEHV, PC_ENTROPIX_ADAPTIVE,
-       PC_ENTROPIX_HEHV_K0_FB, PC_COUNT };
+       PC_ENTROPIX_HEHV_K0_FB, PC_LEARNED_DRAW, PC_LEARNED_AFTER_PAUSE, PC_LEARNED_ARGMAX_FB, PC_COUNT };
 
 #define PAUSE_TOKEN 7
+
+// A learned network with random weights (registered: its id), the features' rough
+// scales as mean / scale so that every action has a fair share: 2 hidden layers of 64 and
+// the four action kinds, drawn (PC_LEARNED_DRAW, _AFTER_PAUSE); one hidden layer, the
+// most likely action, and a sample action with top_k 0 that needs the fallback
+// (PC_LEARNED_ARGMAX_FB).
+static uint32_t learned_net(int argmax_fb) {
+    static uint32_t ids[2];
+    if (ids[argmax_fb]) return ids[argmax_fb];
+    etx_learned_net* n = xcalloc_t(1, sizeof *n);
+    uint64_t rng = rng_seed(argmax_fb ? 77 : 78);
+    n->n_layers = argmax_fb ? 1 : 2;
+    n->hidden[0] = argmax_fb ? 9 : 64;
+    n->hidden[1] = 64;
+    n->choose_argmax = argmax_fb;
+    n->n_actions = 4;
+    n->actions[0] = (etx_learned_action){.kind = ETX_ACTION_ARGMAX};
+    n->actions[1] = (etx_learned_action){.kind = ETX_ACTION_SAMPLE, .temperature = 0.8f, .top_k = argmax_fb ? 0 : 40,
+                                         .top_p = 0.9f, .min_p = 0.0f};
+    n->actions[2] = (etx_learned_action){.kind = argmax_fb ? ETX_ACTION_SAMPLE : ETX_ACTION_PAUSE,
+                                         .temperature = 1.5f, .top_k = 3, .top_p = 1.0f, .min_p = 0.0f};
+    n->actions[3] = (etx_learned_action){.kind = ETX_ACTION_ADAPTIVE};
+    const float mean[ETX_LEARNED_FEATURES] = {5, 10, 2, 1, 0.5f, 2.5f, -3, -4, -5, -6, 7, 7, 0.5f};
+    const float scale[ETX_LEARNED_FEATURES] = {2, 10, 1, 0.5f, 0.3f, 1.5f, 2, 2, 2, 2, 2, 1, 0.5f};
+    memcpy(n->mean, mean, sizeof mean);
+    memcpy(n->scale, scale, sizeof scale);
+    for (int i = 0; i < ETX_LEARNED_MAX_WEIGHTS; i++) n->w[i] = (float)(rng_uniform(&rng) - 0.5);
+    ck_assert_int_eq(etx_learned_register(n, &ids[argmax_fb]).code, ETX_OK);
+    free(n);
+    return ids[argmax_fb];
+}
 
 static etx_policy make_policy(int pc, int vocab, uint64_t seed) {
     etx_policy p = etx_policy_default(ETX_POLICY_SAMPLE);
@@ -329,6 +361,13 @@ static etx_policy make_policy(int pc, int vocab, uint64_t seed) {
     case PC_SAMPLE_NSIGMA: p.top_n_sigma = 0.5f; break;
     case PC_SAMPLE_NSIGMA_FB: p.temperature = 1.5f, p.top_n_sigma = 3.0f, p.top_p = 0.95f; break;
     case PC_SAMPLE_EDT: p.temperature = 1.2f, p.top_k = 40, p.edt_theta = 1.0f, p.top_n_sigma = 1.0f; break;
+    case PC_LEARNED_DRAW:
+    case PC_LEARNED_AFTER_PAUSE:
+    case PC_LEARNED_ARGMAX_FB:
+        p = etx_policy_default(ETX_POLICY_LEARNED);
+        p.learned = learned_net(pc == PC_LEARNED_ARGMAX_FB);
+        p.entropix.pause_token = PAUSE_TOKEN;
+        break;
     default: {
         p = etx_policy_default(ETX_POLICY_ENTROPIX);
         e = &p.entropix;
@@ -429,7 +468,8 @@ static void check_policy_step(int vocab, int reps, uint64_t seed0) {
         st[s].key = rng_next_u64(&rng);
         st[s].request_id = 100 + s;
         st[s].step = (int32_t)(rng_next_u64(&rng) % 5000);
-        st[s].prev_token = pc == PC_ENTROPIX_HELV ? PAUSE_TOKEN : (int32_t)(PAUSE_TOKEN + 1 + s % 50);
+        st[s].prev_token = pc == PC_ENTROPIX_HELV || pc == PC_LEARNED_AFTER_PAUSE ? PAUSE_TOKEN
+                                                                                  : (int32_t)(PAUSE_TOKEN + 1 + s % 50);
         st[s].pause_token = PAUSE_TOKEN;
         st[s].max_tokens = 1 << 20;
         st[s].n_prompt = 10;
@@ -442,15 +482,24 @@ static void check_policy_step(int vocab, int reps, uint64_t seed0) {
     int32_t* want_tok = xcalloc_t(n_seqs, sizeof(int32_t));
     PolicyDecision* want_d = xcalloc_t(n_seqs, sizeof(PolicyDecision));
     PolicyMetrics* want_m = xcalloc_t(n_seqs, sizeof(PolicyMetrics));
+    int learned_actions[3][ETX_LEARNED_MAX_ACTIONS] = {{0}}; // per learned setting, how often each action
     for (int s = 0; s < n_seqs; s++) {
         const int pc = s % PC_COUNT;
         const PolicyMetrics m = {stats[s].entropy,        stats[s].varentropy, attn[s].attn_entropy,
                                  attn[s].attn_varentropy, attn[s].agreement,  attn[s].interaction,
                                  stats[s].max,            stats[s].sigma};
         want_m[s] = m;
-        want_d[s] = pol[s].kind == ETX_POLICY_ENTROPIX
-                        ? entropix_decide(&pol[s].entropix, &m, st[s].prev_token, st[s].pause_token)
-                        : policy_decision_simple(&pol[s], &m);
+        if (pol[s].kind == ETX_POLICY_LEARNED) { // the features from the CPU's own sort
+            const int n_cand = sampler_candidates(&smp, x + (size_t)s * vocab, ETX_CONFIDENCE_TOP_K);
+            want_d[s] = learned_decide(&pol[s], etx_learned_get(pol[s].learned), &m, smp.cand, n_cand, stats[s].log_z,
+                                       st[s].key, (uint32_t)st[s].step, st[s].prev_token, st[s].pause_token);
+            learned_actions[pc - PC_LEARNED_DRAW][want_d[s].action]++;
+            if (pc == PC_LEARNED_AFTER_PAUSE) ck_assert_int_ne(want_d[s].branch, ETX_BRANCH_PAUSE);
+        } else {
+            want_d[s] = pol[s].kind == ETX_POLICY_ENTROPIX
+                            ? entropix_decide(&pol[s].entropix, &m, st[s].prev_token, st[s].pause_token)
+                            : policy_decision_simple(&pol[s], &m);
+        }
         if (forced_branch(pc) >= 0)
             ck_assert_msg((int)want_d[s].branch == forced_branch(pc), "setting %d reached branch %d", pc,
                           (int)want_d[s].branch);
@@ -501,10 +550,14 @@ static void check_policy_step(int vocab, int reps, uint64_t seed0) {
     etx_trace_record* d_trace = etx_dev_malloc(n_seqs * sizeof(etx_trace_record));
     etx_dev_memset(d_scratch, 0xab, scratch_bytes); // stale contents must not matter
     etx_dev_memset(d_tok, 0xff, n_seqs * sizeof(int32_t));
+    // the registered networks, id i at i - 1 (as the CUDA backend uploads them)
+    const uint32_t n_nets = etx_learned_count();
+    etx_learned_net* d_nets = etx_dev_malloc(n_nets * sizeof(etx_learned_net));
+    for (uint32_t i = 0; i < n_nets; i++) etx_dev_upload(d_nets + i, etx_learned_get(i + 1), sizeof(etx_learned_net));
     EtxPolicyArgs a = {.n_seqs = n_seqs, .vocab = vocab, .logits = d_x, .stats = d_stats, .cand = d_cand,
                        .n_cand = vocab < ETX_TOPK ? vocab : ETX_TOPK, .attn = d_attn, .policies = d_pol,
                        .states = d_st, .stop_ids = d_stop, .eos_ids = d_eos, .n_eos = n_eos,
-                       .scratch = d_scratch, .tokens = d_tok, .done = d_done, .trace = d_trace};
+                       .scratch = d_scratch, .tokens = d_tok, .done = d_done, .trace = d_trace, .nets = d_nets};
     etx_dev_sync();
     const double t1 = now_ms();
     etx_policy_step(&a, NULL);
@@ -548,6 +601,8 @@ static void check_policy_step(int vocab, int reps, uint64_t seed0) {
         w.top_k = d->top_k;
         w.top_p = d->top_p;
         w.min_p = d->min_p;
+        w.action = d->action;
+        w.action_logprob = d->action_logprob;
         const etx_trace_record* got = &trace[s];
         const etx_trace_record* want = &w;
         CK_FIELD_EQ(request_id);
@@ -565,6 +620,8 @@ static void check_policy_step(int vocab, int reps, uint64_t seed0) {
         CK_FIELD_EQ(top_k);
         CK_FIELD_EQ(top_p);
         CK_FIELD_EQ(min_p);
+        CK_FIELD_EQ(action);
+        CK_FIELD_EQ(action_logprob);
     }
 #ifdef ETX_NATIVE_CUDA
     fprintf(stderr, "%s, vocab %d, %d sequences (%d through the fallback): vocab pass %.3f ms, policy step %.3f ms\n",
@@ -578,6 +635,14 @@ static void check_policy_step(int vocab, int reps, uint64_t seed0) {
     ck_assert_int_gt(outcomes[ETX_REQ_DONE_LENGTH], 0);
     if (vocab > ETX_TOPK) ck_assert_int_ge(fallbacks, 6 * reps);
     if (reps >= 8) ck_assert_int_eq(adaptive_top_k, 100); // the clip's top, served by the list
+    if (reps >= 8) { // the learned settings took more than one action each; never a pause after one
+        for (int k = 0; k < 3; k++) {
+            int kinds = 0;
+            for (int j = 0; j < ETX_LEARNED_MAX_ACTIONS; j++) kinds += learned_actions[k][j] > 0;
+            ck_assert_msg(kinds >= 2, "learned setting %d took one action only", k);
+        }
+        ck_assert_int_eq(learned_actions[PC_LEARNED_AFTER_PAUSE - PC_LEARNED_DRAW][2], 0);
+    }
 
     // without a trace pointer: the same tokens, nothing else needed
     a.trace = NULL;
@@ -613,6 +678,7 @@ static void check_policy_step(int vocab, int reps, uint64_t seed0) {
     etx_dev_free(d_done);
     etx_dev_free(d_trace);
     etx_dev_free(d_vp_scratch);
+    etx_dev_free(d_nets);
 }
 
 START_TEST(test_policy_vocab_1000) { check_policy_step(1000, 24, 501); }

@@ -231,7 +231,7 @@ START_TEST(best_of_n_distribution) {
     for (int i = 0; i < 4; i++) z[i] = (float)log(p[i]);
     Sampler s;
     build_sampler(&s, 4);
-    PolicyDecision d = {ETX_BRANCH_ADAPTIVE, -1, 0, 1.0f, 0, 1.0f, 0.0f, -INFINITY, 5};
+    PolicyDecision d = {ETX_BRANCH_ADAPTIVE, -1, 0, 1.0f, 0, 1.0f, 0.0f, -INFINITY, 5, -1, 0.0f};
     int count[4] = {0};
     const int n = 40000;
     for (int t = 0; t < n; t++) count[sampler_pick(&s, z, &d, 17, 3, (uint32_t)t)]++;
