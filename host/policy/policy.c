@@ -299,7 +299,7 @@ etx_status etx_policy_set(etx_policy* pol, const char* name, double value) {
     const etx_policy_kind kind = pol->kind;
     if (!policy_param_applies(p, kind)) {
         if (p->off_sample < 0)
-            return etx_error(ETX_ERR_INVALID_ARG, "policy: %s is an entropix (and learned) parameter; the policy is %s", name,
+            return etx_error(ETX_ERR_INVALID_ARG, "policy: %s is an entropix parameter (a learned policy reads it too); the policy is %s", name,
                              policy_kind_name(kind));
         if (p->off_entropix < 0)
             return etx_error(ETX_ERR_INVALID_ARG, "policy: %s is a sample parameter; the policy is %s", name,

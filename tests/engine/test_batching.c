@@ -4,7 +4,8 @@
  * test_batching_gpu: CUDA on a GPU, exit 77 without one), so every backend is held to the
  * same contract:
  *   - batch invariance: requests with mixed prompts, lengths and policies (greedy, sample
- *     with several settings, top-nσ with the entropy-based temperature among them, entropix) give the same tokens and the same trace records,
+ *     with several settings, top-nσ with the entropy-based temperature among them, entropix,
+ *     a learned network) give the same tokens and the same trace records,
  *     to the bit, at every batch size; and at a context of 4096 (the tiny model with its
  *     context raised; prompts of up to 520 tokens, so attention runs over three of its
  *     256-position splits) at batch 1, 7 and 64;
@@ -73,6 +74,29 @@ typedef struct {
     int ignore_eos;
 } Job;
 
+// A learned policy's network with fixed pseudo-random weights and all four action kinds
+// (registered once; its id).
+static uint32_t learned_net(void) {
+    static uint32_t id;
+    if (id) return id;
+    static etx_learned_net n;
+    n.n_actions = 4;
+    n.actions[0] = (etx_learned_action){.kind = ETX_ACTION_ARGMAX};
+    n.actions[1] = (etx_learned_action){.kind = ETX_ACTION_SAMPLE, .temperature = 0.9f, .top_k = 20, .top_p = 0.95f};
+    n.actions[2] = (etx_learned_action){.kind = ETX_ACTION_PAUSE};
+    n.actions[3] = (etx_learned_action){.kind = ETX_ACTION_ADAPTIVE};
+    n.n_layers = 1;
+    n.hidden[0] = 16;
+    for (int i = 0; i < ETX_LEARNED_FEATURES; i++) n.mean[i] = 0.0f, n.scale[i] = 4.0f;
+    uint32_t x = 12345u;
+    for (int i = 0; i < ETX_LEARNED_MAX_WEIGHTS; i++) {
+        x = x * 1664525u + 1013904223u;
+        n.w[i] = (float)(x >> 8) / 16777216.0f - 0.5f;
+    }
+    ck_assert_int_eq(etx_learned_register(&n, &id).code, ETX_OK);
+    return id;
+}
+
 // Job i: a prompt of varying length (job 5 a long one), and a policy that cycles through
 // greedy, sampling with several settings and entropix.
 static Job make_job(int i) {
@@ -98,8 +122,9 @@ static Job make_job(int i) {
         }
         break;
     default:
-        j.policy = etx_policy_default(ETX_POLICY_ENTROPIX);
+        j.policy = etx_policy_default(i % 8 == 7 ? ETX_POLICY_LEARNED : ETX_POLICY_ENTROPIX);
         j.policy.entropix.pause_token = BC.pause_token;
+        if (i % 8 == 7) j.policy.learned = learned_net();
         break;
     }
     j.policy.seed = 1000 + (uint64_t)i;
@@ -224,7 +249,8 @@ START_TEST(batch_invariance_at_long_context) {
             ck_abort_msg("job %d: prompt of %d tokens does not fit the job", i, len);
         jobs[i].n_prompt = len;
         for (int t = 0; t < len; t++) jobs[i].prompt[t] = (int32_t)(2 + (t * 37 + i * 11 + t / 7) % 318);
-        if (jobs[i].policy.kind == ETX_POLICY_ENTROPIX) jobs[i].policy.entropix.pause_token = 3; // the tiny model's
+        if (jobs[i].policy.kind == ETX_POLICY_ENTROPIX || jobs[i].policy.kind == ETX_POLICY_LEARNED)
+            jobs[i].policy.entropix.pause_token = 3; // the tiny model's
         if (i == 10) {
             jobs[i].max_tokens = 12;
             jobs[i].ignore_eos = 1;
@@ -295,7 +321,7 @@ static void simple_jobs(Job* jobs, int n, int vocab, etx_policy_kind kind, int m
             jobs[i].prompt[t] = (int32_t)((7 + i * 31 + t * 13) % (vocab - 2) + 2);
         jobs[i].policy = etx_policy_default(kind);
         jobs[i].policy.seed = 11;
-        if (kind == ETX_POLICY_ENTROPIX) jobs[i].policy.entropix.pause_token = 3;
+        if (kind == ETX_POLICY_ENTROPIX || kind == ETX_POLICY_LEARNED) jobs[i].policy.entropix.pause_token = 3;
         jobs[i].max_tokens = max_tokens;
         jobs[i].ignore_eos = 1;
     }

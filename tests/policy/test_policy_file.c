@@ -15,6 +15,7 @@
 
 #include "common.h"
 #include "policy/json_strict.h"
+#include "policy/learned.h"
 #include "policy/policy.h"
 #include "check_etx.h"
 #include "check_main.h"
@@ -334,7 +335,7 @@ START_TEST(json_errors) {
                       "in top_k at byte 35 (line 2, column 13)");
     expect_file_error("empty.json", "", "malformed JSON", "byte 0");
     expect_file_error("array.json", "[1, 2]", "expected a JSON object", "an array");
-    expect_file_error("kind.json", "{\"policy\": \"beam\"}", "'policy' is 'beam'", "greedy, sample or entropix");
+    expect_file_error("kind.json", "{\"policy\": \"beam\"}", "'policy' is 'beam'", "greedy, sample, entropix or learned");
     expect_file_error("kind2.json", "{\"policy\": 2}", "'policy' must be a string", NULL);
     expect_file_error("dup.json", "{\"policy\": \"entropix\", \"top_k\": 3, \"top_k\": 4}", "'top_k' appears twice",
                       NULL);
@@ -401,6 +402,161 @@ START_TEST(json_kind_from_caller) {
 }
 END_TEST
 
+// ----------------------------------------------------------------------------
+// learned policies: the "learned" object
+
+#define FEATS                                                                                                     \
+    "[\"entropy\",\"varentropy\",\"attn_entropy\",\"attn_varentropy\",\"agreement\",\"interaction\","            \
+    "\"top_logprob_0\",\"top_logprob_1\",\"top_logprob_2\",\"top_logprob_3\",\"confidence\",\"log_step\","         \
+    "\"after_pause\"]"
+#define ONES13 "[1,1,1,1,1,1,1,1,1,1,1,1,1]"
+#define ZEROS13 "[0,0,0,0,0,0,0,0,0,0,0,0,0]"
+#define ROW13 "[0.5,-0.25,0,0,0,0,0,0,0,0,0,0,1]"
+// one hidden layer of 2 units, 3 actions
+#define LAYERS_OK "[{\"weight\":[" ROW13 "," ROW13 "],\"bias\":[0.1,0.2]},{\"weight\":[[1,2],[3,4],[5,6]],\"bias\":[0,0,1]}]"
+#define ACTIONS_OK "[{\"kind\":\"argmax\"},{\"kind\":\"sample\",\"temperature\":0.7,\"top_p\":0.95},{\"kind\":\"adaptive\"}]"
+
+// A learned policy file from its parts (any part may be broken by the caller).
+static const char* learned_text(const char* feats, const char* mean, const char* scale, const char* layers,
+                                const char* actions, const char* extra) {
+    static char buf[4096];
+    snprintf(buf, sizeof buf,
+             "{\"policy\": \"learned\", \"seed\": 9%s, \"learned\": {\"features\": %s, \"mean\": %s, "
+             "\"scale\": %s, \"layers\": %s, \"actions\": %s}}",
+             extra, feats, mean, scale, layers, actions);
+    return buf;
+}
+
+START_TEST(json_learned) {
+    const char* path = write_tmp("learned.json", learned_text(FEATS, ZEROS13, ONES13, LAYERS_OK, ACTIONS_OK,
+                                                              ", \"training\": {\"anything\": [1]}, \"top_k\": 30"));
+    etx_policy p = etx_policy_default(ETX_POLICY_GREEDY);
+    CK_OK(etx_policy_load_json(path, &p));
+    ck_assert_int_eq(p.kind, ETX_POLICY_LEARNED);
+    ck_assert_uint_eq(p.seed, 9);
+    ck_assert_int_eq(p.entropix.top_k, 30); // the entropix rows: the adaptive action's
+    const etx_learned_net* n = etx_learned_get(p.learned);
+    ck_assert_ptr_nonnull(n);
+    ck_assert_int_eq(n->n_actions, 3);
+    ck_assert_int_eq(n->n_layers, 1);
+    ck_assert_int_eq(n->hidden[0], 2);
+    ck_assert_int_eq(n->choose_argmax, 0);
+    ck_assert_int_eq(n->actions[1].kind, ETX_ACTION_SAMPLE);
+    ck_assert_float_eq(n->actions[1].temperature, 0.7f);
+    ck_assert_float_eq(n->actions[1].top_p, 0.95f);
+    ck_assert_int_eq(n->actions[1].top_k, 0);
+    // packed: hidden (2 x 13) then its bias, then the output (3 x 2) then its bias
+    ck_assert_float_eq(n->w[0], 0.5f);
+    ck_assert_float_eq(n->w[1], -0.25f);
+    ck_assert_float_eq(n->w[12], 1.0f);
+    ck_assert_float_eq(n->w[26], 0.1f);
+    ck_assert_float_eq(n->w[28], 1.0f);
+    ck_assert_float_eq(n->w[33], 6.0f);
+    ck_assert_float_eq(n->w[36], 1.0f);
+    ck_assert_float_eq(n->w[37], 0.0f); // the unused tail stays zero
+    // the same network again: the same id; another one: a new id
+    etx_policy q = etx_policy_default(ETX_POLICY_GREEDY);
+    CK_OK(etx_policy_load_json(path, &q));
+    ck_assert_uint_eq(q.learned, p.learned);
+    remove(path);
+    path = write_tmp("learned2.json",
+                     learned_text(FEATS, ZEROS13, ONES13, LAYERS_OK, ACTIONS_OK, ", \"top_p\": 0.8"));
+    CK_OK(etx_policy_load_json(path, &q));
+    ck_assert_uint_eq(q.learned, p.learned); // top_p is a policy parameter, not the network's
+    remove(path);
+    path = write_tmp("learned3.json", learned_text(FEATS, ZEROS13, ONES13, LAYERS_OK, ACTIONS_OK ", \"choose\": \"argmax\"", ""));
+    CK_OK(etx_policy_load_json(path, &q));
+    ck_assert_uint_ne(q.learned, p.learned);
+    ck_assert_int_eq(etx_learned_get(q.learned)->choose_argmax, 1);
+    remove(path);
+    // a policy of another kind with a network id, or a learned one without: refused
+    etx_policy bad = etx_policy_default(ETX_POLICY_LEARNED);
+    etx_status st = etx_policy_validate(&bad);
+    ck_assert_int_ne(st.code, ETX_OK);
+    assert_contains(st.message, "needs a network");
+    bad = etx_policy_default(ETX_POLICY_SAMPLE);
+    bad.learned = p.learned;
+    ck_assert_int_ne(etx_policy_validate(&bad).code, ETX_OK);
+}
+END_TEST
+
+START_TEST(json_learned_errors) {
+    expect_file_error("l_none.json", "{\"policy\": \"learned\"}", "needs its network", NULL);
+    expect_file_error("l_kind.json", "{\"policy\": \"entropix\", \"learned\": {}}", "'learned'",
+                      "this one is entropix");
+    expect_file_error("l_feat.json", learned_text("[\"entropy\"]", ZEROS13, ONES13, LAYERS_OK, ACTIONS_OK, ""),
+                      "learned.features", "13 feature names");
+    char feats[600];
+    snprintf(feats, sizeof feats, "%s", FEATS);
+    memcpy(strstr(feats, "confidence"), "confidenze", 10);
+    expect_file_error("l_feat2.json", learned_text(feats, ZEROS13, ONES13, LAYERS_OK, ACTIONS_OK, ""),
+                      "learned.features[10] is 'confidenze'", "reads 'confidence'");
+    expect_file_error("l_mean.json", learned_text(FEATS, "[0,0]", ONES13, LAYERS_OK, ACTIONS_OK, ""),
+                      "learned.mean has 2 numbers", "expected 13");
+    expect_file_error("l_scale.json",
+                      learned_text(FEATS, ZEROS13, "[1,1,1,1,1,1,1,1,1,1,1,0,1]", LAYERS_OK, ACTIONS_OK, ""),
+                      "learned.scale[11] (log_step) is 0", "> 0");
+    expect_file_error("l_str.json",
+                      learned_text(FEATS, "[0,0,0,0,0,0,0,0,0,0,0,0,\"0\"]", ONES13, LAYERS_OK, ACTIONS_OK, ""),
+                      "learned.mean[12] must be a number", "a string");
+    expect_file_error("l_big.json",
+                      learned_text(FEATS, "[0,0,0,0,0,0,0,0,0,0,0,0,1e300]", ONES13, LAYERS_OK, ACTIONS_OK, ""),
+                      "learned.mean[12]", "beyond a float");
+    expect_file_error("l_out.json",
+                      learned_text(FEATS, ZEROS13, ONES13, "[{\"weight\":[" ROW13 "],\"bias\":[0]}]", ACTIONS_OK, ""),
+                      "learned.layers[0] (the output) has 1 rows", "one per action");
+    expect_file_error("l_row.json",
+                      learned_text(FEATS, ZEROS13, ONES13,
+                                   "[{\"weight\":[" ROW13 ",[1,2]],\"bias\":[0.1,0.2]},{\"weight\":[[1,2],[3,4],[5,6]],"
+                                   "\"bias\":[0,0,1]}]",
+                                   ACTIONS_OK, ""),
+                      "learned.layers[0].weight[1] has 2 numbers", "expected 13");
+    expect_file_error("l_bias.json",
+                      learned_text(FEATS, ZEROS13, ONES13,
+                                   "[{\"weight\":[" ROW13 "," ROW13 "],\"bias\":[0.1]},{\"weight\":[[1,2],[3,4],[5,6]],"
+                                   "\"bias\":[0,0,1]}]",
+                                   ACTIONS_OK, ""),
+                      "learned.layers[0].bias has 1 numbers", "expected 2");
+    expect_file_error("l_deep.json",
+                      learned_text(FEATS, ZEROS13, ONES13, "[{\"weight\":[],\"bias\":[]},{},{},{}]", ACTIONS_OK, ""),
+                      "learned.layers has 4 layers", "1..3");
+    expect_file_error("l_lkey.json",
+                      learned_text(FEATS, ZEROS13, ONES13, "[{\"weight\":[[1]],\"bias\":[0],\"act\":1}]", ACTIONS_OK,
+                                   ""),
+                      "learned.layers[0]: unknown key 'act'", NULL);
+    expect_file_error("l_akind.json",
+                      learned_text(FEATS, ZEROS13, ONES13, LAYERS_OK,
+                                   "[{\"kind\":\"argmax\"},{\"kind\":\"beam\"},{\"kind\":\"adaptive\"}]", ""),
+                      "learned.actions[1].kind is 'beam'", "argmax, sample, pause or adaptive");
+    expect_file_error("l_atemp.json",
+                      learned_text(FEATS, ZEROS13, ONES13, LAYERS_OK,
+                                   "[{\"kind\":\"argmax\"},{\"kind\":\"sample\",\"temperature\":0},{\"kind\":\"adaptive\"}]",
+                                   ""),
+                      "learned.actions[1].temperature is 0", "> 0");
+    expect_file_error("l_atopk.json",
+                      learned_text(FEATS, ZEROS13, ONES13, LAYERS_OK,
+                                   "[{\"kind\":\"argmax\"},{\"kind\":\"sample\",\"top_k\":2.5},{\"kind\":\"adaptive\"}]",
+                                   ""),
+                      "learned.actions[1].top_k is 2.5", "integer");
+    expect_file_error("l_akey.json",
+                      learned_text(FEATS, ZEROS13, ONES13, LAYERS_OK,
+                                   "[{\"kind\":\"argmax\",\"temperature\":1},{\"kind\":\"sample\"},{\"kind\":\"adaptive\"}]",
+                                   ""),
+                      "learned.actions[0]: unknown key 'temperature'", "only a sample action");
+    expect_file_error("l_one.json",
+                      learned_text(FEATS, ZEROS13, ONES13, "[{\"weight\":[" ROW13 "],\"bias\":[0]}]",
+                                   "[{\"kind\":\"argmax\"}]", ""),
+                      "learned.actions has 1 actions", "2..8");
+    expect_file_error("l_pause.json",
+                      learned_text(FEATS, ZEROS13, ONES13,
+                                   "[{\"weight\":[" ROW13 "," ROW13 "],\"bias\":[0,0]}]",
+                                   "[{\"kind\":\"pause\"},{\"kind\":\"pause\"}]", ""),
+                      "every action is a pause", NULL);
+    expect_file_error("l_key.json", learned_text(FEATS, ZEROS13, ONES13, LAYERS_OK, ACTIONS_OK, ", \"learnd\": 1"),
+                      "unknown key 'learnd'", NULL);
+}
+END_TEST
+
 START_TEST(branch_names) {
     const char* want[ETX_BRANCH_COUNT] = {"greedy", "sample", "argmax", "pause", "helv", "lehv", "hehv", "adaptive"};
     for (int b = 0; b < ETX_BRANCH_COUNT; b++) ck_assert_str_eq(etx_branch_name((etx_branch)b), want[b]);
@@ -418,6 +574,8 @@ int main(void) {
     tcase_add_test(tc, validate_catches_direct_writes);
     tcase_add_test(tc, json_reference_fixture_is_the_default);
     tcase_add_test(tc, json_custom_round_trip);
+    tcase_add_test(tc, json_learned);
+    tcase_add_test(tc, json_learned_errors);
     tcase_add_test(tc, json_errors);
     tcase_add_test(tc, json_nul_located);
     tcase_add_test(tc, json_kind_from_caller);
