@@ -16,6 +16,8 @@ for p in "${pkgs[@]}"; do
 done
 # python3 with pip fetches the default model; it may come from elsewhere (pyenv)
 python3 -m pip --version >/dev/null 2>&1 || todo+=(python3 python3-pip)
+# numpy: scripts/train_policy.py and its loop test (tests/scripts/test_train_loop.sh)
+python3 -c "import numpy" >/dev/null 2>&1 || todo+=(python3-numpy)
 if [ ${#todo[@]} -eq 0 ]; then
   echo "build dependencies present"
   exit 0

@@ -38,11 +38,11 @@ file. Three commands:
          frequencies under the network against those recorded (a sanity check that the
          features computed here are the ones etx computes).
 
-Features are computed from the trace columns exactly as etx computes them
-(hostdev/policy_learned.h), in float32 where etx uses float, with one approximation:
-"after a pause" is read as "the previous step's action was a pause", which differs from
-etx's "the previous token is the pause token" only where the model itself drew the
-pause token.
+Features are computed from the trace columns as etx computes them
+(hostdev/policy_learned.h), in float32 where etx uses float (the trace's values are
+printed with 7 significant digits, so the network's log-probabilities agree with etx's
+to about 1e-6, which `check --max-diff` verifies); "after a pause" is the trace's own
+after_pause column.
 
 Needs numpy only (the network is at most two hidden layers of 64 ReLU units; its
 gradients are written out by hand).
@@ -185,9 +185,10 @@ def features_of(tr):
     X[:, 6:10] = tl.reshape(n, 4)
     X[:, 10] = np.array([np.nan if v is None else v for v in tr["confidence"]], np.float32)
     X[:, 11] = np.log(np.float32(1.0) + np.arange(n, dtype=np.float32))
-    prev_pause = np.zeros(n, np.float32)
-    prev_pause[1:] = [b == "pause" for b in tr["branch"][:-1]]
-    X[:, 12] = prev_pause
+    if "after_pause" in tr:  # etx's own flag: the previous token is the pause token
+        X[:, 12] = np.array(tr["after_pause"], np.float32)
+    else:  # an older trace: the previous step's action was a pause (misses a drawn pause token)
+        X[:, 12] = [0.0] + [b == "pause" for b in tr["branch"][:-1]]
     return X
 
 
@@ -199,8 +200,15 @@ def load_results(paths):
             for ln, line in enumerate(f, 1):
                 if not line.strip():
                     continue
-                r = json.loads(line)
-                group = r.get("samples") or [dict(r, correct=bool(r.get("score", {}).get("flexible")))]
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError as e:
+                    die(f"{path}:{ln}: not a JSON line ({e.msg} at column {e.colno}): a torn or foreign file")
+                if not isinstance(r, dict) or "id" not in r:
+                    die(f"{path}:{ln}: not a result line of etx eval or etx sweep (no \"id\")")
+                if "samples" not in r and "score" not in r:
+                    die(f"{path}:{ln}: no score (run etx eval with --task gsm8k and references)")
+                group = r.get("samples") or [dict(r, correct=bool(r["score"].get("flexible")))]
                 for s in group:
                     tr = s.get("trace")
                     if tr is None:
@@ -368,11 +376,19 @@ def cmd_init(args):
     actions = parse_actions(args.actions)
     net = {"mean": np.zeros(N_FEAT), "scale": np.ones(N_FEAT),
            "W": [np.zeros((len(actions), N_FEAT))], "b": [np.zeros(len(actions))]}
-    out = policy_file(net, actions, "sample", args.seed, {"method": "init (uniform over the actions)"})
+    how = "init (uniform over the actions)"
+    if args.random > 0:  # state-dependent probabilities (tests: the features matter)
+        rng = np.random.default_rng(args.seed)
+        net["W"] = [rng.normal(0.0, args.random, (len(actions), N_FEAT))]
+        net["b"] = [rng.normal(0.0, args.random, len(actions))]
+        net["scale"] = np.full(N_FEAT, 4.0)
+        how = f"init (random weights, N(0, {args.random}))"
+    out = policy_file(net, actions, "sample", args.seed, {"method": how})
     with open(args.out, "w") as f:
         json.dump(out, f, indent=1)
         f.write("\n")
-    print(f"wrote {args.out}: {len(actions)} actions, each with probability 1/{len(actions)}")
+    print(f"wrote {args.out}: {len(actions)} actions, " +
+          ("random weights" if args.random > 0 else f"each with probability 1/{len(actions)}"))
 
 
 def cmd_check(args):
@@ -408,6 +424,8 @@ def main():
     p.add_argument("--actions", default="argmax,sample:0.7,adaptive",
                    help="comma-separated: argmax, sample:T[:TOP_P], adaptive, pause (default %(default)s)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--random", type=float, default=0.0,
+                   help="random weights of this standard deviation instead of zeros (default 0: uniform)")
     p.add_argument("--out", required=True)
     p = sub.add_parser("train", help="fit a network to etx eval --trace results")
     p.add_argument("--results", nargs="+", required=True, help="etx eval --trace --task gsm8k result files")

@@ -152,7 +152,7 @@ static void tb_float(TraceBuf* b, float v) {
         tb_put(b, "]");                                                                                       \
     } while (0)
 
-char* batch_trace_json(const etx_trace_record* recs, int n) {
+char* batch_trace_json(const etx_trace_record* recs, int n, int32_t prev0, int32_t pause) {
     TraceBuf b = {xmalloc(4096), 0, 4096};
     tb_put(&b, "{\"token\":[");
     for (int i = 0; i < n; i++) tb_put(&b, "%s%d", i ? "," : "", (int)recs[i].token);
@@ -160,6 +160,11 @@ char* batch_trace_json(const etx_trace_record* recs, int n) {
     for (int i = 0; i < n; i++) tb_put(&b, "%s\"%s\"", i ? "," : "", etx_branch_name(recs[i].branch));
     tb_put(&b, "],\"action\":[");
     for (int i = 0; i < n; i++) tb_put(&b, "%s%d", i ? "," : "", recs[i].action);
+    tb_put(&b, "],\"after_pause\":[");
+    for (int i = 0; i < n; i++) { // the learned policy's feature 12 (hostdev/policy_learned.h)
+        const int32_t prev = i ? recs[i - 1].token : prev0;
+        tb_put(&b, "%s%d", i ? "," : "", pause >= 0 && prev == pause);
+    }
     tb_put(&b, "]");
     TB_COLUMN(&b, "action_logprob", recs, n, r->action_logprob);
     TB_COLUMN(&b, "logprob", recs, n, r->logprob);
@@ -202,8 +207,9 @@ char* batch_line_of(cJSON* o) {
 }
 
 // The output line of a finished request (with '\n'), malloc'ed; totals updated.
-char* batch_result_line(const EvalArgs* a, const Item* it, int combo, const Slot* s, const etx_request_state* rs,
-                        const etx_trace_record* recs, int n_recs, Totals* t) {
+char* batch_result_line(const EvalArgs* a, const Item* it, const BatchJob* jb, const Slot* s,
+                        const etx_request_state* rs, const etx_trace_record* recs, int n_recs, Totals* t) {
+    const int combo = jb->combo;
     SampleView v;
     batch_sample_view(s, rs, n_recs, &v);
     cJSON* o = cJSON_CreateObject();
@@ -228,7 +234,7 @@ char* batch_result_line(const EvalArgs* a, const Item* it, int combo, const Slot
     for (int i = 0; i < v.n_recs; i++) per[recs[i].branch]++;
     batch_add_branches(o, per, t);
     if (a->trace) {
-        char* tr = batch_trace_json(recs, v.n_recs);
+        char* tr = batch_trace_json(recs, v.n_recs, it->ids[it->n_ids - 1], jb->pause);
         cJSON_AddRawToObject(o, "trace", tr);
         free(tr);
     }

@@ -85,6 +85,8 @@ int batch_open(BatchRun* br, const EvalArgs* a, const EvalPar* par, const BatchP
     }
     // the pending jobs (not in the output yet), combination-major, and this rank's share
     br->mine = xcalloc((size_t)br->n_total / (size_t)par->size + 1, sizeof *br->mine);
+    int32_t* pause = xcalloc((size_t)plan->n_combos, sizeof *pause);
+    for (int c = 0; c < plan->n_combos; c++) pause[c] = cli_pause_token(br->m, &plan->combos[c]);
     for (int c = 0; c < plan->n_combos; c++)
         for (int i = 0; i < br->n_items; i++) {
             char* key = plan->tagged ? eval_combo_key(c, br->items[i].key) : br->items[i].key;
@@ -95,8 +97,10 @@ int batch_open(BatchRun* br, const EvalArgs* a, const EvalPar* par, const BatchP
                 continue;
             }
             if (br->n_pending++ % par->size != par->rank) continue;
-            br->mine[br->n_mine++] = (BatchJob){.item = i, .combo = plan->tagged ? c : -1, .policy = &plan->combos[c]};
+            br->mine[br->n_mine++] = (BatchJob){.item = i, .combo = plan->tagged ? c : -1, .policy = &plan->combos[c],
+                                                .pause = pause[c]};
         }
+    free(pause);
     br->opened = 1;
     return 0;
 }
@@ -265,8 +269,8 @@ static char* finish_job(const BatchRun* br, etx_engine* e, JobSlot* js, int n, T
             br->plan.on_trace(br->plan.on_trace_ctx, recs[k], v.n_recs);
         }
     const Item* it = &br->items[jb->item];
-    char* line = n > 1 ? batch_group_line(a, it, jb->combo, js->s, rs, recs, n_recs, n, js->threshold, &t[c])
-                       : batch_result_line(a, it, jb->combo, &js->s[0], &rs[0], recs[0], n_recs[0], &t[c]);
+    char* line = n > 1 ? batch_group_line(a, it, jb, js->s, rs, recs, n_recs, n, js->threshold, &t[c])
+                       : batch_result_line(a, it, jb, &js->s[0], &rs[0], recs[0], n_recs[0], &t[c]);
     for (int k = 0; k < n; k++) {
         etx_engine_release(e, js->s[k].req);
         free(js->s[k].text);

@@ -46,6 +46,7 @@ typedef struct {
     int item;  // index in the items
     int combo; // the combination; -1 for an untagged (eval) run
     const etx_policy* policy;
+    int32_t pause; // the pause token the engine resolves for it (cli_pause_token), or -1
 } BatchJob;
 
 // A run between batch_open and batch_close.
@@ -107,8 +108,8 @@ void batch_slot_decode(Slot* s, const etx_model* m, const int32_t* toks, int upt
 void slot_decode_stops(Slot* s, const etx_model* m, const int32_t* toks, int upto, const char* const* stops,
                        int n_stops);
 // The output line of a finished request (with '\n'), malloc'ed; *t gets its counts.
-char* batch_result_line(const EvalArgs* a, const Item* it, int combo, const Slot* s, const etx_request_state* rs,
-                        const etx_trace_record* recs, int n_recs, Totals* t);
+char* batch_result_line(const EvalArgs* a, const Item* it, const BatchJob* jb, const Slot* s,
+                        const etx_request_state* rs, const etx_trace_record* recs, int n_recs, Totals* t);
 
 // What a finished request's result says, shared by the one-request and sample-group lines.
 typedef struct {
@@ -122,9 +123,10 @@ void batch_sample_view(const Slot* s, const etx_request_state* rs, int n_recs, S
 // "branches": {name: count} of per[] (zero counts left out), added into t->branches.
 void batch_add_branches(cJSON* o, const int* per, Totals* t);
 // --trace: the records as one JSON object of columns (token, branch, action,
-// action_logprob, logprob, the six signals, confidence, temperature, top_logprobs; a
-// value that is not finite as null), malloc'ed.
-char* batch_trace_json(const etx_trace_record* recs, int n);
+// action_logprob, after_pause, logprob, the six signals, confidence, temperature,
+// top_logprobs; a value that is not finite as null), malloc'ed. after_pause[i]: 1 when
+// the token before record i (prev0, the prompt's last, for the first) is pause (-1: none).
+char* batch_trace_json(const etx_trace_record* recs, int n, int32_t prev0, int32_t pause);
 // "etx CMD: id ID failed: ERROR" on stderr.
 void batch_report_error(const EvalArgs* a, const Item* it, const char* error);
 // o printed on one line with '\n' (malloc'ed); o is deleted.
@@ -143,7 +145,8 @@ char* batch_json_quote(const char* s, size_t n);
 // over the samples, "score" the voted answers' and "pass" the samples' pass@1 and pass@n.
 // threshold: --online's stop threshold (NAN without): samples that stopped on it, and
 // warm-up samples whose lowest group confidence is below it, do not vote.
-char* batch_group_line(const EvalArgs* a, const Item* it, int combo, const Slot* s, const etx_request_state* rs,
-                       const etx_trace_record* const* recs, const int* n_recs, int n, double threshold, Totals* t);
+char* batch_group_line(const EvalArgs* a, const Item* it, const BatchJob* jb, const Slot* s,
+                       const etx_request_state* rs, const etx_trace_record* const* recs, const int* n_recs, int n,
+                       double threshold, Totals* t);
 
 #endif // ETX_CLI_BATCH_RUN_H

@@ -66,8 +66,9 @@ static void add_vote(cJSON* v, const char* key, const char* answer, const VoteRe
     cJSON_AddNumberToObject(o, "kept", r->n_kept);
 }
 
-char* batch_group_line(const EvalArgs* a, const Item* it, int combo, const Slot* s, const etx_request_state* rs,
+char* batch_group_line(const EvalArgs* a, const Item* it, const BatchJob* jb, const Slot* s, const etx_request_state* rs,
                        const etx_trace_record* const* recs, const int* n_recs, int n, double threshold, Totals* t) {
+    const int combo = jb->combo;
     const int online = !isnan(threshold);
     int n_stopped = 0;
     const int scored = it->reference && a->task && strcmp(a->task, "gsm8k") == 0;
@@ -128,7 +129,7 @@ char* batch_group_line(const EvalArgs* a, const Item* it, int combo, const Slot*
         else cJSON_AddNullToObject(ex, "flexible");
         if (scored) cJSON_AddBoolToObject(o, "correct", sc[i].flexible_ok);
         if (a->trace) {
-            char* tr = batch_trace_json(recs[i], v[i].n_recs);
+            char* tr = batch_trace_json(recs[i], v[i].n_recs, it->ids[it->n_ids - 1], jb->pause);
             cJSON_AddRawToObject(o, "trace", tr);
             free(tr);
         }

@@ -149,6 +149,10 @@ int cli_policy_check_model(const char* command, const etx_model* m, const etx_po
 // The same check without printing (`etx serve` answers it with a 400): 0, or -1 with the
 // message in msg, the pause token's option or field named as `name`.
 int cli_policy_model_error(const etx_model* m, const etx_policy* p, const char* name, char* msg, size_t cap);
+// The pause token the engine resolves for p on m (engine.c): entropix's and a learned
+// policy's pause_token, or the model's single token for " ..."; -1 for other kinds or
+// when the model has none.
+int32_t cli_pause_token(const etx_model* m, const etx_policy* p);
 // A prompt of n tokens against the context of eo (--ctx, else the model's default): one
 // position must stay free for generation. 0, or -1 after printing (exit 2).
 int cli_prompt_check(const char* command, const etx_model* m, const etx_engine_options* eo, int n);

@@ -377,6 +377,17 @@ int cli_policy_model_error(const etx_model* m, const etx_policy* p, const char* 
     return -1;
 }
 
+int32_t cli_pause_token(const etx_model* m, const etx_policy* p) {
+    if (p->kind != ETX_POLICY_ENTROPIX && p->kind != ETX_POLICY_LEARNED) return -1;
+    if (p->entropix.pause_token >= 0) return p->entropix.pause_token;
+    int32_t* ids = NULL;
+    int n = 0;
+    const int found = etx_tokenize(m, " ...", 4, 0, &ids, &n).code == ETX_OK && n == 1;
+    const int32_t id = found ? ids[0] : -1;
+    free(ids);
+    return id;
+}
+
 int cli_policy_check_model(const char* command, const etx_model* m, const etx_policy* p) {
     char msg[256];
     if (cli_policy_model_error(m, p, "--pause-token", msg, sizeof msg) == 0) return 0;
