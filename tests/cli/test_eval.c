@@ -266,6 +266,9 @@ START_TEST(resume_of_another_run_is_refused) {
     snprintf(args, sizeof args, "--data '%s' --out '%s' --limit 2 --task gsm8k -n 24 --threads 2 --policy sample",
              SAMPLE, out);
     expect_refused(args, 2, "policy.kind was \"greedy\", now \"sample\"", out);
+    // --trace changes what a line holds: lines with and without it are not one run
+    snprintf(args, sizeof args, "--data '%s' --out '%s' --limit 2 --trace " COMMON, SAMPLE, out);
+    expect_refused(args, 2, "trace", out);
     cli_tmp_path(data, sizeof data, "edited.jsonl");
     char* sample = NULL;
     ck_assert_int_eq(etx_read_file(SAMPLE, &sample, NULL).code, ETX_OK);
