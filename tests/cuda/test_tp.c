@@ -353,6 +353,8 @@ static void run_engine(const etx_model* m, int tp, const etx_policy* p, int32_t 
             ck_assert_msg(isfinite(recs[k].entropy) && isfinite(recs[k].varentropy) && isfinite(recs[k].logprob),
                           "tp %d request %d token %d: a traced signal is not finite", tp, i, k);
             ck_assert_msg(recs[k].token == tokens[i][k], "tp %d: the trace's token is not the request's", tp);
+            if (p->kind == ETX_POLICY_LEARNED)
+                ck_assert_msg(recs[k].action >= 0 && recs[k].action < 3, "tp %d: action %d", tp, recs[k].action);
             const float gap = recs[k].top_logprobs[0] - recs[k].top_logprobs[1];
             if (gap < *min_gap) *min_gap = gap;
         }
@@ -360,13 +362,33 @@ static void run_engine(const etx_model* m, int tp, const etx_policy* p, int32_t 
     etx_engine_free(e);
 }
 
+// A learned network (argmax; a draw with top_k 0, which needs whole rows under TP;
+// adaptive) with fixed pseudo-random weights.
+static uint32_t tp_learned_net(void) {
+    static etx_learned_net n;
+    n.n_actions = 3;
+    n.actions[0] = (etx_learned_action){.kind = ETX_ACTION_ARGMAX};
+    n.actions[1] = (etx_learned_action){.kind = ETX_ACTION_SAMPLE, .temperature = 1.0f, .top_k = 0, .top_p = 1.0f};
+    n.actions[2] = (etx_learned_action){.kind = ETX_ACTION_ADAPTIVE};
+    for (int i = 0; i < ETX_LEARNED_FEATURES; i++) n.scale[i] = 3.0f;
+    uint32_t x = 99u;
+    for (int i = 0; i < ETX_LEARNED_MAX_WEIGHTS; i++) {
+        x = x * 1664525u + 1013904223u;
+        n.w[i] = (float)(x >> 8) / 16777216.0f - 0.5f;
+    }
+    uint32_t id = 0;
+    CK_OK(etx_learned_register(&n, &id));
+    return id;
+}
+
 START_TEST(test_tp_engine) {
     if (!have_devices("test_tp_engine", 4)) return;
     etx_model m;
     CK_OK(hf_model_load(TP_MODEL, &m));
-    const etx_policy_kind kinds[] = {ETX_POLICY_GREEDY, ETX_POLICY_ENTROPIX, ETX_POLICY_SAMPLE};
-    for (int k = 0; k < 3; k++) {
+    const etx_policy_kind kinds[] = {ETX_POLICY_GREEDY, ETX_POLICY_ENTROPIX, ETX_POLICY_SAMPLE, ETX_POLICY_LEARNED};
+    for (int k = 0; k < 4; k++) {
         etx_policy p = etx_policy_default(kinds[k]);
+        if (kinds[k] == ETX_POLICY_LEARNED) p.learned = tp_learned_net(), p.entropix.pause_token = 7, p.seed = 3;
         if (kinds[k] == ETX_POLICY_SAMPLE) p.top_k = 0, p.top_p = 1.0f, p.seed = 11; // the exact fallback
         if (kinds[k] == ETX_POLICY_ENTROPIX) p.entropix.pause_token = 7, p.seed = 5;
         int32_t want[N_PROMPTS][N_GEN], got[N_PROMPTS][N_GEN];
@@ -377,8 +399,9 @@ START_TEST(test_tp_engine) {
                     N_PROMPTS * N_GEN, gap1);
         for (int tp = 2; tp <= 4; tp += 2) {
             run_engine(&m, tp, &p, got, &gap);
-            if (kinds[k] == ETX_POLICY_ENTROPIX) continue; // (runs and traces; its sampled branches
-                                                           // are not compared: a threshold may flip)
+            if (kinds[k] == ETX_POLICY_ENTROPIX || kinds[k] == ETX_POLICY_LEARNED)
+                continue; // (runs and traces; its sampled branches are not compared: a threshold, or
+                          // the network's choice, may flip)
             for (int i = 0; i < N_PROMPTS; i++)
                 for (int j = 0; j < N_GEN; j++)
                     ck_assert_msg(got[i][j] == want[i][j], "policy %d, tp %d, request %d token %d: %d vs TP 1's %d",
