@@ -25,6 +25,7 @@
 #include "batch_run.h"
 #include "cli.h"
 #include "eval/vote.h"
+#include "policy/policy.h"
 
 // The Wilson score interval of k successes in n trials at 95 % (z = 1.96): the interval
 // every accuracy of etx eval is reported with.
@@ -78,8 +79,7 @@ static int write_summary(const EvalArgs* a, const char* path, const char* label,
                          const Totals* t, double secs) {
     cJSON* o = cJSON_CreateObject();
     if (label) cJSON_AddStringToObject(o, "label", label);
-    static const char* kinds[] = {"greedy", "sample", "entropix"};
-    cJSON_AddStringToObject(o, "policy", kinds[pol->kind]);
+    cJSON_AddStringToObject(o, "policy", policy_kind_name(pol->kind));
     cJSON_AddStringToObject(o, "data", a->data);
     cJSON_AddNumberToObject(o, "n", t->scored);
     cJSON_AddNumberToObject(o, "correct", t->flexible);
