@@ -196,12 +196,20 @@ static void pick_token(CpuBackend* b, BackendPick* pk, int p, Sampler* sampler, 
         if (b->cfg.trace) policy_fault_record(&pk->trace, pk->request_id, (int)pk->step, fault);
         return;
     }
+    // the most likely candidates, as the device's vocabulary pass keeps them: the learned
+    // policy's features and the trace's confidence and top tokens read them (gathered once,
+    // and kept aside: sampler_pick reuses the sampler's list)
+    const int learned = pk->policy->kind == ETX_POLICY_LEARNED;
+    PolicyCandidate top[ETX_CONFIDENCE_TOP_K];
+    int n_top = 0;
+    if (learned || b->cfg.trace) {
+        n_top = sampler_candidates(sampler, logits, ETX_CONFIDENCE_TOP_K);
+        memcpy(top, sampler->cand, (size_t)n_top * sizeof top[0]);
+    }
     PolicyDecision d;
-    if (pk->policy->kind == ETX_POLICY_LEARNED) {
-        // the features read the most likely candidates, as the device's vocabulary pass keeps them
-        const int n_cand = sampler_candidates(sampler, logits, ETX_CONFIDENCE_TOP_K);
-        d = learned_decide(pk->policy, etx_learned_get(pk->policy->learned), &m, sampler->cand, n_cand, log_z, pk->key,
-                           pk->step, pk->prev_token, pk->pause_token);
+    if (learned) {
+        d = learned_decide(pk->policy, etx_learned_get(pk->policy->learned), &m, top, n_top, log_z, pk->key, pk->step,
+                           pk->prev_token, pk->pause_token);
     } else {
         d = is_entropix ? entropix_decide(&pk->policy->entropix, &m, pk->prev_token, pk->pause_token)
                         : policy_decision_simple(pk->policy, &m);
@@ -209,10 +217,8 @@ static void pick_token(CpuBackend* b, BackendPick* pk, int p, Sampler* sampler, 
     const int32_t tok = sampler_pick(sampler, logits, &d, pk->policy->seed, pk->key, pk->step);
     pk->token = tok;
     if (!b->cfg.trace) return;
-    // the token confidence reads the most likely candidates, as the device's vocabulary pass keeps them
-    const int n_cand = sampler_candidates(sampler, logits, ETX_CONFIDENCE_TOP_K);
-    policy_trace_record(&pk->trace, pk->request_id, (int)pk->step, tok, logits[tok] - log_z, sampler->cand, n_cand,
-                        log_z, &m, &d);
+    policy_trace_record(&pk->trace, pk->request_id, (int)pk->step, tok, logits[tok] - log_z, top, n_top, log_z, &m,
+                        &d);
 }
 
 static etx_status cpu_step(CpuBackend* b, BackendStep* s) {
