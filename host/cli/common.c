@@ -353,6 +353,17 @@ int cli_engine_check_model(const char* command, const etx_model* m, const etx_en
     return 0;
 }
 
+int32_t cli_pause_token(const etx_model* m, const etx_policy* p) {
+    if (p->kind != ETX_POLICY_ENTROPIX && p->kind != ETX_POLICY_LEARNED) return -1;
+    if (p->entropix.pause_token >= 0) return p->entropix.pause_token;
+    int32_t* ids = NULL;
+    int n = 0;
+    const int found = etx_tokenize(m, " ...", 4, 0, &ids, &n).code == ETX_OK && n == 1;
+    const int32_t id = found ? ids[0] : -1;
+    free(ids);
+    return id;
+}
+
 int cli_policy_model_error(const etx_model* m, const etx_policy* p, const char* name, char* msg, size_t cap) {
     if (p->kind != ETX_POLICY_ENTROPIX && p->kind != ETX_POLICY_LEARNED) return 0;
     // a learned network without a pause action never inserts one (engine.c)
@@ -366,26 +377,10 @@ int cli_policy_model_error(const etx_model* m, const etx_policy* p, const char* 
                  info.vocab_size - 1);
         return -1;
     }
-    if (pause >= 0) return 0;
     // -1: the model's single token for " ..." (what the engine looks up)
-    int32_t* ids = NULL;
-    int n = 0;
-    const int found = etx_tokenize(m, " ...", 4, 0, &ids, &n).code == ETX_OK && n == 1;
-    free(ids);
-    if (found) return 0;
+    if (cli_pause_token(m, p) >= 0) return 0;
     snprintf(msg, cap, "the model has no single token for \" ...\", the entropix pause token; give %s ID", name);
     return -1;
-}
-
-int32_t cli_pause_token(const etx_model* m, const etx_policy* p) {
-    if (p->kind != ETX_POLICY_ENTROPIX && p->kind != ETX_POLICY_LEARNED) return -1;
-    if (p->entropix.pause_token >= 0) return p->entropix.pause_token;
-    int32_t* ids = NULL;
-    int n = 0;
-    const int found = etx_tokenize(m, " ...", 4, 0, &ids, &n).code == ETX_OK && n == 1;
-    const int32_t id = found ? ids[0] : -1;
-    free(ids);
-    return id;
 }
 
 int cli_policy_check_model(const char* command, const etx_model* m, const etx_policy* p) {

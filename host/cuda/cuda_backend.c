@@ -562,10 +562,6 @@ static etx_status check_step(CudaBackend* b, const BackendStep* s, int* metrics_
         if (pol->learned < 1 || pol->learned > CUDA_MAX_NETS || !etx_learned_get(pol->learned))
             return etx_error(ETX_ERR_INVALID_ARG, "CUDA backend: learned network %u (the backend holds ids 1..%d)",
                              (unsigned)pol->learned, CUDA_MAX_NETS);
-        // networks registered since the last upload (the registry only grows; ids are stable)
-        for (; b->nets_up < pol->learned; b->nets_up++)
-            etx_dev_upload_on(b->d_nets + b->nets_up, etx_learned_get(b->nets_up + 1), sizeof(etx_learned_net),
-                              b->stream);
     }
     *metrics_any_out = metrics_any;
     return etx_ok();
@@ -590,6 +586,11 @@ static void upload_picks(CudaBackend* b, const BackendStep* s, int metrics_any) 
         const BackendPick* pk = &s->picks[p];
         const int n_pos = b->h_n_pos[p];
         b->h_policies[p] = *pk->policy;
+        // a learned policy's network, and any registered before it, once (the registry only
+        // grows and ids are stable; check_step bounded the id)
+        for (; pk->policy->kind == ETX_POLICY_LEARNED && b->nets_up < pk->policy->learned; b->nets_up++)
+            etx_dev_upload_on(b->d_nets + b->nets_up, etx_learned_get(b->nets_up + 1), sizeof(etx_learned_net),
+                              b->stream);
         b->h_window[p] = policy_attn_window(pk->policy);
         EtxSeqState* st = &b->h_states[p];
         memset(st, 0, sizeof *st);

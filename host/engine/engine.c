@@ -330,8 +330,8 @@ static etx_status check_request(const etx_engine* e, const etx_request* req, int
         // a learned network without a pause action needs no pause token (its feature
         // "after a pause" is then 0 throughout)
         const etx_learned_net* net = etx_learned_get(req->policy.learned);
-        if (req->policy.kind == ETX_POLICY_LEARNED && pause < 0 && net && !learned_has_pause(net)) pause = -1;
-        else if (pause < 0)
+        const int needs_pause = req->policy.kind == ETX_POLICY_ENTROPIX || !net || learned_has_pause(net);
+        if (pause < 0 && needs_pause)
             return etx_error(ETX_ERR_INVALID_ARG, "request: the model has no single token for \" ...\"; set the "
                                                   "entropix pause_token explicitly");
         if (pause >= vocab)

@@ -28,15 +28,12 @@ const char* learned_action_name(etx_action_kind kind) {
     return (int)kind >= 0 && kind < ETX_ACTION_KIND_COUNT ? action_names[kind] : "unknown";
 }
 
-// Weights the layers of net take (hidden layers, then the output layer), or -1 when a
-// count is out of range.
+// Weights the layers of net take (hidden layers, then the output layer); its counts must
+// already be in range (learned_check checks them before calling it).
 static long weight_count(const etx_learned_net* net) {
-    if (net->n_layers < 0 || net->n_layers > ETX_LEARNED_MAX_LAYERS) return -1;
-    if (net->n_actions < 2 || net->n_actions > ETX_LEARNED_MAX_ACTIONS) return -1;
     long n = 0;
     int n_in = ETX_LEARNED_FEATURES;
     for (int l = 0; l < net->n_layers; l++) {
-        if (net->hidden[l] < 1 || net->hidden[l] > ETX_LEARNED_MAX_HIDDEN) return -1;
         n += (long)net->hidden[l] * (n_in + 1);
         n_in = net->hidden[l];
     }
