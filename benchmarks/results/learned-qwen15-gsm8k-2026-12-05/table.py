@@ -11,29 +11,24 @@ on the problems where exactly one of the two runs is right.
 """
 import collections
 import json
-import math
 import os
 import sys
 
 NAMES = ("greedy", "sample", "entropix", "entropix_calibrated", "learned")
 
 
-def wilson(k, n, z=1.959964):
-    if n == 0:
-        return (0.0, 0.0)
-    p = k / n
-    d = 1 + z * z / n
-    m = (p + z * z / (2 * n)) / d
-    h = z / d * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, m - h), min(1.0, m + h)
+def _older_table():
+    """wilson() and sign_p() of the older report's table.py (the same statistics)."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "gsm8k-200-qwen15-2026-12-04", "table.py")
+    spec = importlib.util.spec_from_file_location("table_2026_12_04", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
-def sign_p(a, b):
-    n = a + b
-    if n == 0:
-        return 1.0
-    k = min(a, b)
-    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
+_old = _older_table()
+wilson, sign_p = _old.wilson, _old.sign_p
 
 
 def main():
