@@ -169,9 +169,13 @@ static cJSON* trace_json(const Server* s, const etx_trace_record* r) {
 
 static cJSON* etx_json(const Server* s, const ServeJob* j, const ServeChoice* c) {
     cJSON* o = cJSON_CreateObject();
+    // branches count every generated token, the stop token and the tokens past a stop
+    // string included, so that they add up to usage.completion_tokens (the policy chose
+    // each of them); the trace keeps to the output tokens
     int per[ETX_BRANCH_COUNT] = {0};
+    const int n_gen = c->n_tokens < c->n_recs ? c->n_tokens : c->n_recs;
+    for (int i = 0; i < n_gen; i++) per[c->recs[i].branch]++;
     const int n = c->n_out < c->n_recs ? c->n_out : c->n_recs;
-    for (int i = 0; i < n; i++) per[c->recs[i].branch]++;
     cJSON* b = cJSON_AddObjectToObject(o, "branches");
     for (int k = 0; k < ETX_BRANCH_COUNT; k++)
         if (per[k]) cJSON_AddNumberToObject(b, etx_branch_name((etx_branch)k), per[k]);
