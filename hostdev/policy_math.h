@@ -97,14 +97,15 @@ static inline ETX_HD int32_t policy_fault_token(int fault) { return -(int32_t)fa
 // The fault a token slot carries: 0 for a token id.
 static inline ETX_HD int policy_token_fault(int32_t token) { return token < 0 ? (int)-token : POLICY_FAULT_NONE; }
 
-// Which signals a policy reads, as a mask: the entropix tree reads all of them, the
-// sample policy's top-nσ and EDT read the logits' statistics, greedy and plain sampling
-// nothing beyond the logits.
+// Which signals a policy reads, as a mask: the entropix tree reads all of them, dslider
+// and the sample policy's top-nσ and EDT the logits' statistics, greedy and plain
+// sampling nothing beyond the logits.
 #define POLICY_USES_LOGIT_SIGNALS 1 // entropy, varentropy, max, sigma
 #define POLICY_USES_ATTN_SIGNALS 2  // the last layer's attention signals
 static inline ETX_HD int policy_signals_used(const etx_policy* p) {
     if (p->kind == ETX_POLICY_ENTROPIX || p->kind == ETX_POLICY_LEARNED)
         return POLICY_USES_LOGIT_SIGNALS | POLICY_USES_ATTN_SIGNALS;
+    if (p->kind == ETX_POLICY_DSLIDER) return POLICY_USES_LOGIT_SIGNALS; // its naked entropy, varentropy
     if (p->kind == ETX_POLICY_SAMPLE && (p->top_n_sigma > 0.0f || p->edt_theta > 0.0f)) return POLICY_USES_LOGIT_SIGNALS;
     return 0;
 }

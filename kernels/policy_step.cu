@@ -15,7 +15,10 @@
  *
  * Kernel 1, policy_kernel, a thread per sequence: reads its metrics (16 + 16 bytes),
  * policy and state, and up to ETX_TOPK candidates (8 bytes each) — all from the vocab
- * pass, so a step costs O(K) per sequence. Candidates mirror sampler_pick: it gathers
+ * pass, so a step costs O(K) per sequence. A dslider sequence also reads and rewrites its
+ * DSliderState (~300 bytes) and runs its Dirichlet fit in that thread (~0.3 Mflop:
+ * policy_dslider.h), the one heavy decision; it never needs the fallback (its token is
+ * one of the candidates). Candidates mirror sampler_pick: it gathers
  * the top_k best (all of them when top_k <= 0 or >= vocab) and filters that list; the
  * first top_k of the top-K list are the same tokens in the same order, and the filter's
  * weights and sums run over the same prefix, so the float arithmetic is identical.
@@ -174,7 +177,9 @@ __global__ void policy_kernel(EtxPolicyArgs a, PkScratch sc) {
     if (fault) return pk_fault(&a, s, fault);
     const PolicyCandidate* c = a.cand + (size_t)s * ETX_TOPK;
     PolicyDecision d;
-    if (pol->kind == ETX_POLICY_LEARNED) // the features from the same candidates the CPU sorts
+    if (pol->kind == ETX_POLICY_DSLIDER) // the token in forced_token; the state updated in place
+        d = dslider_decide(pol, &a.ds[s], &m, c, a.n_cand, a.stats[s].log_z, st->key, (uint32_t)st->step);
+    else if (pol->kind == ETX_POLICY_LEARNED) // the features from the same candidates the CPU sorts
         d = learned_decide(pol, &a.nets[pol->learned - 1], &m, c, a.n_cand, a.stats[s].log_z, st->key,
                            (uint32_t)st->step, st->prev_token, st->pause_token);
     else if (pol->kind == ETX_POLICY_ENTROPIX)

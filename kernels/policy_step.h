@@ -23,6 +23,7 @@
 
 #include "attn_metrics.h"
 #include "etx/etx.h"
+#include "policy_dslider.h"
 #include "policy_learned.h"
 #include "vocab_pass.h"
 
@@ -76,6 +77,8 @@ typedef struct {
     const float* pause_logit;
     const etx_learned_net* nets;   // the learned policies' networks (id i at i - 1), or NULL
                                    // when no sequence has a learned policy
+    DSliderState* ds;              // (n_seqs) dslider states, read and updated in place, or
+                                   // NULL when no sequence has a dslider policy
 } EtxPolicyArgs;
 
 // Scratch the step needs: per sequence a pending decision, and for the fallback a

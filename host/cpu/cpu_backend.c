@@ -27,6 +27,7 @@
 #include "engine/backend.h"
 #include "policy/metrics.h"
 #include "policy/sampler.h"
+#include "policy_dslider.h"
 #include "policy_learned.h"
 
 _Static_assert(ETX_MAX_KV_BLOCK_SIZE <= ATT_BLOCK, "cpu_forward reads a KV block as one attention tile at most");
@@ -200,14 +201,17 @@ static void pick_token(CpuBackend* b, BackendPick* pk, int p, Sampler* sampler, 
     // policy's features and the trace's confidence and top tokens read them (gathered once,
     // and kept aside: sampler_pick reuses the sampler's list)
     const int learned = pk->policy->kind == ETX_POLICY_LEARNED;
-    PolicyCandidate top[ETX_CONFIDENCE_TOP_K];
+    const int dslider = pk->policy->kind == ETX_POLICY_DSLIDER;
+    PolicyCandidate top[ETX_DSLIDER_CANDIDATES]; // dslider reads 128, the rest 20
     int n_top = 0;
-    if (learned || b->cfg.trace) {
-        n_top = sampler_candidates(sampler, logits, ETX_CONFIDENCE_TOP_K);
+    if (learned || dslider || b->cfg.trace) {
+        n_top = sampler_candidates(sampler, logits, dslider ? ETX_DSLIDER_CANDIDATES : ETX_CONFIDENCE_TOP_K);
         memcpy(top, sampler->cand, (size_t)n_top * sizeof top[0]);
     }
     PolicyDecision d;
-    if (learned) {
+    if (dslider) { // the token comes with the decision (forced_token), the state updated
+        d = dslider_decide(pk->policy, pk->dslider, &m, top, n_top, log_z, pk->key, pk->step);
+    } else if (learned) {
         d = learned_decide(pk->policy, etx_learned_get(pk->policy->learned), &m, top, n_top, log_z, pk->key, pk->step,
                            pk->prev_token, pk->pause_token);
     } else {

@@ -72,7 +72,7 @@ static double plan_bytes(const CudaBackend* b, int tied, double* kv_bytes) {
             smp += b->tp * (double)(hb + db) + mb * (b->tp * (double)sizeof(EtxVocabPart) + (double)b->vocab_all * 4 + 4);
     }
     smp += (double)etx_attn_metrics_scratch_bytes(b->cfg.max_batch, b->m->cfg.n_heads, b->cfg.max_seq_len);
-    smp += mb * (sizeof(etx_policy) + sizeof(EtxSeqState) + sizeof(etx_trace_record) + 64);
+    smp += mb * (sizeof(etx_policy) + sizeof(EtxSeqState) + sizeof(DSliderState) + sizeof(etx_trace_record) + 64);
     act += (double)etx_attn_workspace_bytes(b->attn_ws_rows, b->shape.n_heads, b->hdp, b->cfg.max_seq_len);
     return w + *kv_bytes + act + smp;
 }
@@ -169,7 +169,7 @@ void cuda_destroy_shard(CudaBackend* b) {
                    b->gu,         b->hb,        b->attn_ws,   b->d_tokens,   b->d_row_seq,  b->d_row_pos,
                    b->d_cap_row,  b->d_table,   b->logits,    b->scores,     b->d_pick_row, b->d_head_rows,
                    b->stats,      b->cand,      b->vp_scratch, b->attn,      b->am_scratch, b->d_n_pos,
-                   b->d_window,   b->d_policies, b->d_nets, b->d_states, b->pol_scratch, b->d_next,    b->d_done,
+                   b->d_window,   b->d_policies, b->d_nets, b->d_states, b->d_ds, b->pol_scratch, b->d_next,    b->d_done,
                    b->d_trace,    b->d_ring,    b->d_ring_trace, b->tp_part, b->tp_parts,
                    b->tp_logits,  b->tp_pause_logit, b->d_pause, b->am_heads, b->am_psum, b->am_dev,
                    b->am_heads_all, b->am_dev_all};
@@ -183,6 +183,7 @@ void cuda_destroy_shard(CudaBackend* b) {
     free(b->h_table);
     free(b->h_policies);
     free(b->h_states);
+    free(b->h_ds);
     free(b->h_n_pos);
     free(b->h_window);
     free(b->h_next);
@@ -265,6 +266,7 @@ static etx_status alloc_buffers(CudaBackend* b) {
     ETX_TRY(cuda_alloc(b, (void**)&b->d_policies, (size_t)mb * sizeof(etx_policy), "policies"));
     ETX_TRY(cuda_alloc(b, (void**)&b->d_nets, CUDA_MAX_NETS * sizeof(etx_learned_net), "learned networks"));
     ETX_TRY(cuda_alloc(b, (void**)&b->d_states, (size_t)mb * sizeof(EtxSeqState), "sequence states"));
+    ETX_TRY(cuda_alloc(b, (void**)&b->d_ds, (size_t)mb * sizeof(DSliderState), "dslider states"));
     ETX_TRY(cuda_alloc(b, &b->pol_scratch, etx_policy_scratch_bytes(mb, b->vocab_all), "policy scratch"));
     if (b->tp > 1) {
         ETX_TRY(cuda_alloc(b, (void**)&b->tp_part, (size_t)mb * sizeof(EtxVocabPart), "vocabulary pass parts"));
@@ -289,6 +291,7 @@ static etx_status alloc_buffers(CudaBackend* b) {
     b->h_table = xcalloc(mbl, 4);
     b->h_policies = xcalloc((size_t)mb, sizeof(etx_policy));
     b->h_states = xcalloc((size_t)mb, sizeof(EtxSeqState));
+    b->h_ds = xcalloc((size_t)mb, sizeof(DSliderState));
     b->h_n_pos = xcalloc((size_t)mb, 4);
     b->h_window = xcalloc((size_t)mb, 4);
     b->h_next = xcalloc((size_t)mb, 4);
@@ -571,7 +574,7 @@ static etx_status check_step(CudaBackend* b, const BackendStep* s, int* metrics_
 static void upload_picks(CudaBackend* b, const BackendStep* s, int metrics_any) {
     const BackendConfig* c = &b->cfg;
     const int np = s->n_picks;
-    int decode_row = 0;
+    int decode_row = 0, ds_any = 0;
     for (int i = 0; i < s->n_work; i++) {
         const BackendWork* w = &s->work[i];
         if (w->pick >= 0) {
@@ -606,7 +609,10 @@ static void upload_picks(CudaBackend* b, const BackendStep* s, int metrics_any) 
         st->max_seq_len = c->max_seq_len;
         if (!needs_metrics(b, pk)) b->h_n_pos[p] = 0; // zeros, as engine.c without metrics
         if (b->h_pause) b->h_pause[p] = pk->pause_token; // -1 unless entropix or learned (engine.c)
+        if (pk->dslider) b->h_ds[p] = *pk->dslider, ds_any = 1;
     }
+    b->ds_any = ds_any;
+    if (ds_any) cuda_up(b, b->d_ds, b->h_ds, (size_t)np * sizeof(DSliderState));
     if (b->h_pause) cuda_up(b, b->d_pause, b->h_pause, (size_t)np * 4);
     if (metrics_any) {
         cuda_up(b, b->d_n_pos, b->h_n_pos, (size_t)np * 4);
@@ -615,6 +621,17 @@ static void upload_picks(CudaBackend* b, const BackendStep* s, int metrics_any) 
     cuda_up(b, b->d_pick_row, b->h_pick_row, (size_t)np * 4);
     cuda_up(b, b->d_policies, b->h_policies, (size_t)np * sizeof(etx_policy));
     cuda_up(b, b->d_states, b->h_states, (size_t)np * sizeof(EtxSeqState));
+}
+
+// The dslider picks' states back to the engine's requests after the policy ran (nothing
+// to copy when no pick has one).
+static void download_dslider(CudaBackend* b, BackendStep* s) {
+    if (!b->ds_any) return;
+    const int np = s->n_picks;
+    etx_dev_download_on(b->h_ds, b->d_ds, (size_t)np * sizeof(DSliderState), b->stream);
+    b->d2h += (long long)np * (long long)sizeof(DSliderState);
+    for (int p = 0; p < np; p++)
+        if (s->picks[p].dslider) *s->picks[p].dslider = b->h_ds[p];
 }
 
 static etx_status cuda_step(CudaBackend* b, BackendStep* s) {
@@ -635,6 +652,7 @@ static etx_status cuda_step(CudaBackend* b, BackendStep* s) {
     etx_dev_download_on(b->h_next, b->d_next, (size_t)np * 4, b->stream);
     b->d2h += (long long)np * 4;
     for (int p = 0; p < np; p++) s->picks[p].token = b->h_next[p];
+    download_dslider(b, s);
     if (c->trace) {
         etx_trace_record tr[np];
         etx_dev_download_on(tr, b->d_trace, (size_t)np * sizeof(etx_trace_record), b->stream);
@@ -697,6 +715,7 @@ static etx_status cuda_decode_steps(CudaBackend* b, BackendStep* s, int k, int32
         etx_dev_download_on(trace, b->d_ring_trace, (size_t)k * np * sizeof(etx_trace_record), b->stream);
         b->d2h += (long long)k * np * (long long)sizeof(etx_trace_record);
     }
+    download_dslider(b, s); // the states after the k-th step
     return etx_ok();
 }
 

@@ -159,6 +159,9 @@ struct Backend {
     etx_learned_net* d_nets;     // (CUDA_MAX_NETS) the learned policies' networks, id i at i - 1
     uint32_t nets_up;            // networks uploaded so far (ids 1 .. nets_up)
     EtxSeqState* d_states;       // (max_batch)
+    DSliderState* d_ds;          // (max_batch) the dslider picks' states (BackendPick.dslider)
+    DSliderState* h_ds;          // (max_batch) host staging
+    int ds_any;                  // 1: the last upload_picks had a dslider pick
     void* pol_scratch;           // etx_policy_scratch_bytes(max_batch, vocab)
     int32_t* d_next;             // (max_batch) sampled tokens
     int32_t* d_done;             // (max_batch) done flags (not downloaded)

@@ -99,7 +99,7 @@ void cuda_run_op(CudaBackend* b, const CudaRows* r, const CudaOp* o) {
                            .n_cand = b->vocab < ETX_TOPK ? b->vocab : ETX_TOPK, .attn = o->capture ? b->attn : NULL,
                            .policies = b->d_policies, .states = b->d_states, .stop_ids = NULL, .eos_ids = b->eos_ids,
                            .n_eos = b->n_eos, .scratch = b->pol_scratch, .tokens = b->d_next, .done = b->d_done,
-                           .trace = b->cfg.trace ? b->d_trace : NULL, .nets = b->d_nets};
+                           .trace = b->cfg.trace ? b->d_trace : NULL, .nets = b->d_nets, .ds = b->d_ds};
         etx_policy_step(&a, st);
         break;
     }

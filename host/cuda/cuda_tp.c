@@ -106,6 +106,7 @@ static void* xlate(const CudaBackend* b, const CudaBackend* x, const void* p) {
     TP_FIELD(d_window)
     TP_FIELD(d_policies)
     TP_FIELD(d_states)
+    TP_FIELD(d_ds)
     TP_FIELD(d_pause)
     TP_FIELD(scores)
     TP_FIELD(layers)
@@ -193,6 +194,7 @@ static int policy_may_need_full_row(const etx_policy* p, int vocab) {
         }
         break;
     }
+    case ETX_POLICY_DSLIDER: return 0; // its token is always one of the candidates
     default: return 1;
     }
     if (vocab <= ETX_TOPK) return 0; // every id is a candidate
@@ -265,7 +267,7 @@ void cuda_tp_sample(CudaBackend* b, int np, int metrics) {
                        .policies = b->d_policies, .states = b->d_states, .stop_ids = NULL, .eos_ids = b->eos_ids,
                        .n_eos = b->n_eos, .scratch = b->pol_scratch, .tokens = b->d_next, .done = b->d_done,
                        .trace = b->cfg.trace ? b->d_trace : NULL, .pause_logit = b->tp_pause_logit,
-                       .nets = b->d_nets};
+                       .nets = b->d_nets, .ds = b->d_ds};
     etx_policy_step(&a, b->stream);
 }
 

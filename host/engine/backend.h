@@ -23,6 +23,7 @@
 #include "etx/etx.h"
 #include "engine/kv_blocks.h"
 #include "model/model.h"
+#include "policy_dslider.h"
 
 // Positions per KV block, on every backend: at most the CPU's attention tile
 // (host/cpu/cpu_ops.h ATT_BLOCK); the CUDA kernels take any size up to it.
@@ -62,6 +63,8 @@ typedef struct {
     int32_t prev_token;     // last token (prompt's last at step 0)
     int32_t pause_token;    // entropix pause token (resolved), or -1
     int request_id;         // for the trace record
+    DSliderState* dslider;  // dslider: the request's state, updated in place by the pick
+                            // (by the last of decode_steps' k picks); NULL otherwise
     int32_t token;          // out: the next token, or < 0: no token, the pick's logits or the
                             // signals its policy reads were not finite (-token is the
                             // PolicyFault, hostdev/policy_math.h); the engine fails the request

@@ -27,6 +27,7 @@
 #include "engine/scheduler.h"
 #include "model/model.h"
 #include "policy/learned.h"
+#include "policy_dslider.h"
 #include "policy_math.h"
 
 typedef struct Request {
@@ -42,6 +43,7 @@ typedef struct Request {
     int ignore_eos;
     uint64_t key;      // random stream (with policy.seed)
     int32_t pause_token; // entropix: resolved pause token id
+    DSliderState ds;   // dslider: the state after the last accepted token (zero before the first)
     float stop_confidence; // > 0: ends at the first token whose group confidence is below it
     int confidence_window;
     int32_t* tokens;   // (cap_tokens) generated so far
@@ -320,6 +322,11 @@ static etx_status check_request(const etx_engine* e, const etx_request* req, int
         if (!e->opts.trace)
             return etx_error(ETX_ERR_INVALID_ARG, "request: branching reads the trace records' signals and candidates; "
                                                   "create the engine with trace = 1");
+        // a fork gives a token back and its branches continue from there: dslider's state
+        // (its EMAs after that token) would have to be rewound and copied per branch
+        if (req->policy.kind == ETX_POLICY_DSLIDER)
+            return etx_error(ETX_ERR_INVALID_ARG, "request: branching does not apply to the dslider policy (its "
+                                                  "per-request state cannot follow a fork)");
     }
     if (req->stop_confidence > 0.0f && !e->opts.trace)
         return etx_error(ETX_ERR_INVALID_ARG, "request: stop_confidence reads the trace records' confidences; create "
@@ -646,6 +653,7 @@ static int run_plan(etx_engine* e, int* k_out) {
         p->prev_token = r->n_tokens > 0 ? r->tokens[r->n_tokens - 1] : r->prompt[r->n_prompt - 1];
         p->pause_token = r->pause_token;
         p->request_id = r->id;
+        p->dslider = r->policy.kind == ETX_POLICY_DSLIDER ? &r->ds : NULL;
         e->pick_req[n_picks++] = r;
     }
     BackendStep st = {plan->copies, plan->n_copies, e->works, plan->n_work, e->picks, n_picks};

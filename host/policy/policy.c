@@ -14,6 +14,8 @@
  *             keep the sample defaults (they are not mirrored).
  *   learned   the entropix rows (its adaptive action and pause token read them) and seed;
  *             the network itself is etx_policy.learned, an id of host/policy/learned.c.
+ *   dslider   its own rows (PARAM_DSLIDER: etx_dslider_params, the reference's
+ *             DEFAULT_DS_CONFIG) and seed.
  * Defaults are the reference entropix v1 values (docs/entropix.md §3, which
  * tests/policy/test_param_docs.c keeps equal to this table).
  */
@@ -29,6 +31,7 @@
 
 #define TOP(f) ((int)offsetof(etx_policy, f))
 #define ENT(f) ((int)offsetof(etx_policy, entropix.f))
+#define DS(f) ((int)offsetof(etx_policy, dslider.f))
 #define ANY (-FLT_MAX)
 #define INF FLT_MAX
 #define NONE (-1)
@@ -110,6 +113,119 @@ const PolicyParam policy_params[] = {
      "token HELV inserts; -1 = the model's \" ...\" token (Llama 3: 2564)"},
     {"attn_window", PARAM_INT, NONE, ENT(attn_window), 0, 16777216, 0, 0, 0,
      "attention metrics over: 0 = the valid positions; N = the reference's N slots (4096)"},
+    // dslider (PARAM_DSLIDER: the second offset and default are dslider's, etx_dslider_params)
+    {"support", PARAM_INT, NONE, DS(support), 1, ETX_DSLIDER_MAX_SUPPORT, PARAM_DSLIDER, 0, 32,
+     "dslider: ranks the Dirichlet lives on (the most likely tokens of the step, >= outlier_topk)"},
+    {"outlier_topk", PARAM_INT, NONE, DS(outlier_topk), 1, ETX_DSLIDER_MAX_SUPPORT, PARAM_DSLIDER, 0, 6,
+     "dslider: tokens of the inlier path (argmax or entropy-matched draw)"},
+    {"dirichlet_wild", PARAM_INT, NONE, DS(dirichlet_wild), 0, 1, PARAM_DSLIDER, 0, 1,
+     "dslider: 1 = draw from the Dirichlet, 0 = use its mean"},
+    {"noise_floor", PARAM_FLOAT, NONE, DS(noise_floor), ANY, 0, PARAM_DSLIDER, 0, -12,
+     "dslider: log-probabilities (nats) below this count as ln(1e-8)"},
+    {"emwa_logp_base", PARAM_FLOAT, NONE, DS(emwa_logp_base), 0, INF, PARAM_DSLIDER | PARAM_LO_OPEN, 0, 4,
+     "dslider: support EMA weight c = base^(-exp_factor / KL)"},
+    {"emwa_logp_exp_factor", PARAM_FLOAT, NONE, DS(emwa_logp_exp_factor), ANY, INF, PARAM_DSLIDER, 0, 3,
+     "dslider: exponent of the support EMA weight"},
+    {"emwa_temp_coeff", PARAM_FLOAT, NONE, DS(emwa_temp_coeff), 0, 1, PARAM_DSLIDER, 0, 0.7,
+     "dslider: EMA weight of the new value of the outlier temperature"},
+    {"emwa_dir_ent_coeff", PARAM_FLOAT, NONE, DS(emwa_dir_ent_coeff), 0, 1, PARAM_DSLIDER, 0, 0.7,
+     "dslider: EMA weight of the new value of the Dirichlet's negative log-likelihood"},
+    {"emwa_ent_scaffold_coeff", PARAM_FLOAT, NONE, DS(emwa_ent_scaffold_coeff), 0, 1, PARAM_DSLIDER, 0, 0.7,
+     "dslider: EMA weight of the new value of the mix's entropy"},
+    {"emwa_varent_scaffold_coeff", PARAM_FLOAT, NONE, DS(emwa_varent_scaffold_coeff), 0, 1, PARAM_DSLIDER, 0, 0.7,
+     "dslider: EMA weight of the new value of the mix's varentropy"},
+    {"emwa_ent_naked_coeff", PARAM_FLOAT, NONE, DS(emwa_ent_naked_coeff), 0, 1, PARAM_DSLIDER, 0, 0.7,
+     "dslider: EMA weight of the new value of the model's entropy"},
+    {"emwa_varent_naked_coeff", PARAM_FLOAT, NONE, DS(emwa_varent_naked_coeff), 0, 1, PARAM_DSLIDER, 0, 0.7,
+     "dslider: EMA weight of the new value of the model's varentropy"},
+    {"emwa_topk_ent_naked_coeff", PARAM_FLOAT, NONE, DS(emwa_topk_ent_naked_coeff), 0, 1, PARAM_DSLIDER, 0, 0.7,
+     "dslider: EMA weight of the new value of the top-k entropy"},
+    {"token_cross_ent_scaffold_coeff", PARAM_FLOAT, NONE, DS(token_cross_ent_scaffold_coeff), 0, 1, PARAM_DSLIDER, 0, 0.65,
+     "dslider: EMA weight of the new value of the token's surprisal under the mix"},
+    {"token_cross_ent_naked_coeff", PARAM_FLOAT, NONE, DS(token_cross_ent_naked_coeff), 0, 1, PARAM_DSLIDER, 0, 0.65,
+     "dslider: EMA weight of the new value of the token's surprisal under the model"},
+    {"token_cross_var_scaffold_coeff", PARAM_FLOAT, NONE, DS(token_cross_var_scaffold_coeff), 0, 1, PARAM_DSLIDER, 0, 0.75,
+     "dslider: EMA weight of the new value of the mix surprisal's squared deviation"},
+    {"token_cross_var_naked_coeff", PARAM_FLOAT, NONE, DS(token_cross_var_naked_coeff), 0, 1, PARAM_DSLIDER, 0, 0.65,
+     "dslider: EMA weight of the new value of the model surprisal's squared deviation"},
+    {"perturb_base_coeff", PARAM_FLOAT, NONE, DS(perturb_base_coeff), 0, INF, PARAM_DSLIDER | PARAM_LO_OPEN, 0, 10,
+     "dslider: Dirichlet weight in the mix 1 - base^(-exp / KL)"},
+    {"perturb_exp_coeff", PARAM_FLOAT, NONE, DS(perturb_exp_coeff), ANY, INF, PARAM_DSLIDER, 0, 1,
+     "dslider: exponent of the Dirichlet's weight in the mix"},
+    {"outlier_bilinear_00", PARAM_FLOAT, NONE, DS(outlier_bilinear[0]), ANY, INF, PARAM_DSLIDER, 0, 1.3,
+     "dslider outlier score: B[0][0], E_0 (tc_scaffold) times sigma_0"},
+    {"outlier_bilinear_01", PARAM_FLOAT, NONE, DS(outlier_bilinear[1]), ANY, INF, PARAM_DSLIDER, 0, 1.3,
+     "dslider outlier score: B[0][1], E_0 (tc_scaffold) times sigma_1"},
+    {"outlier_bilinear_02", PARAM_FLOAT, NONE, DS(outlier_bilinear[2]), ANY, INF, PARAM_DSLIDER, 0, 1.3,
+     "dslider outlier score: B[0][2], E_0 (tc_scaffold) times sigma_2"},
+    {"outlier_bilinear_03", PARAM_FLOAT, NONE, DS(outlier_bilinear[3]), ANY, INF, PARAM_DSLIDER, 0, 1.3,
+     "dslider outlier score: B[0][3], E_0 (tc_scaffold) times sigma_3"},
+    {"outlier_bilinear_10", PARAM_FLOAT, NONE, DS(outlier_bilinear[4]), ANY, INF, PARAM_DSLIDER, 0, 1.3,
+     "dslider outlier score: B[1][0], E_1 (tc_naked) times sigma_0"},
+    {"outlier_bilinear_11", PARAM_FLOAT, NONE, DS(outlier_bilinear[5]), ANY, INF, PARAM_DSLIDER, 0, 1.3,
+     "dslider outlier score: B[1][1], E_1 (tc_naked) times sigma_1"},
+    {"outlier_bilinear_12", PARAM_FLOAT, NONE, DS(outlier_bilinear[6]), ANY, INF, PARAM_DSLIDER, 0, 1.3,
+     "dslider outlier score: B[1][2], E_1 (tc_naked) times sigma_2"},
+    {"outlier_bilinear_13", PARAM_FLOAT, NONE, DS(outlier_bilinear[7]), ANY, INF, PARAM_DSLIDER, 0, 1.3,
+     "dslider outlier score: B[1][3], E_1 (tc_naked) times sigma_3"},
+    {"outlier_bilinear_20", PARAM_FLOAT, NONE, DS(outlier_bilinear[8]), ANY, INF, PARAM_DSLIDER, 0, 1.3,
+     "dslider outlier score: B[2][0], E_2 (ent_scaffold) times sigma_0"},
+    {"outlier_bilinear_21", PARAM_FLOAT, NONE, DS(outlier_bilinear[9]), ANY, INF, PARAM_DSLIDER, 0, 1.3,
+     "dslider outlier score: B[2][1], E_2 (ent_scaffold) times sigma_1"},
+    {"outlier_bilinear_22", PARAM_FLOAT, NONE, DS(outlier_bilinear[10]), ANY, INF, PARAM_DSLIDER, 0, 1.3,
+     "dslider outlier score: B[2][2], E_2 (ent_scaffold) times sigma_2"},
+    {"outlier_bilinear_23", PARAM_FLOAT, NONE, DS(outlier_bilinear[11]), ANY, INF, PARAM_DSLIDER, 0, 1.3,
+     "dslider outlier score: B[2][3], E_2 (ent_scaffold) times sigma_3"},
+    {"outlier_bilinear_30", PARAM_FLOAT, NONE, DS(outlier_bilinear[12]), ANY, INF, PARAM_DSLIDER, 0, 1.3,
+     "dslider outlier score: B[3][0], E_3 (ent_naked) times sigma_0"},
+    {"outlier_bilinear_31", PARAM_FLOAT, NONE, DS(outlier_bilinear[13]), ANY, INF, PARAM_DSLIDER, 0, 1.3,
+     "dslider outlier score: B[3][1], E_3 (ent_naked) times sigma_1"},
+    {"outlier_bilinear_32", PARAM_FLOAT, NONE, DS(outlier_bilinear[14]), ANY, INF, PARAM_DSLIDER, 0, 1.3,
+     "dslider outlier score: B[3][2], E_3 (ent_naked) times sigma_2"},
+    {"outlier_bilinear_33", PARAM_FLOAT, NONE, DS(outlier_bilinear[15]), ANY, INF, PARAM_DSLIDER, 0, 1.3,
+     "dslider outlier score: B[3][3], E_3 (ent_naked) times sigma_3"},
+    {"outlier_linear_state_ent_0", PARAM_FLOAT, NONE, DS(outlier_linear_state_ent[0]), ANY, INF, PARAM_DSLIDER, 0, 0.8,
+     "dslider outlier score: coefficient of E_0 (tc_scaffold)"},
+    {"outlier_linear_state_ent_1", PARAM_FLOAT, NONE, DS(outlier_linear_state_ent[1]), ANY, INF, PARAM_DSLIDER, 0, 0.8,
+     "dslider outlier score: coefficient of E_1 (tc_naked)"},
+    {"outlier_linear_state_ent_2", PARAM_FLOAT, NONE, DS(outlier_linear_state_ent[2]), ANY, INF, PARAM_DSLIDER, 0, 0.8,
+     "dslider outlier score: coefficient of E_2 (ent_scaffold)"},
+    {"outlier_linear_state_ent_3", PARAM_FLOAT, NONE, DS(outlier_linear_state_ent[3]), ANY, INF, PARAM_DSLIDER, 0, 0.8,
+     "dslider outlier score: coefficient of E_3 (ent_naked)"},
+    {"outlier_linear_state_std_0", PARAM_FLOAT, NONE, DS(outlier_linear_state_std[0]), ANY, INF, PARAM_DSLIDER, 0, 0.8,
+     "dslider outlier score: coefficient of sigma_0 (tc_scaffold)"},
+    {"outlier_linear_state_std_1", PARAM_FLOAT, NONE, DS(outlier_linear_state_std[1]), ANY, INF, PARAM_DSLIDER, 0, 0.8,
+     "dslider outlier score: coefficient of sigma_1 (tc_naked)"},
+    {"outlier_linear_state_std_2", PARAM_FLOAT, NONE, DS(outlier_linear_state_std[2]), ANY, INF, PARAM_DSLIDER, 0, 0.8,
+     "dslider outlier score: coefficient of sigma_2 (ent_scaffold)"},
+    {"outlier_linear_state_std_3", PARAM_FLOAT, NONE, DS(outlier_linear_state_std[3]), ANY, INF, PARAM_DSLIDER, 0, 0.8,
+     "dslider outlier score: coefficient of sigma_3 (ent_naked)"},
+    {"outlier_linear_naked_ent", PARAM_FLOAT, NONE, DS(outlier_linear_naked_ent), ANY, INF, PARAM_DSLIDER, 0, 1.2,
+     "dslider outlier score: coefficient of the step's entropy (nats)"},
+    {"outlier_linear_naked_varent", PARAM_FLOAT, NONE, DS(outlier_linear_naked_varent), ANY, INF, PARAM_DSLIDER, 0, 1.2,
+     "dslider outlier score: coefficient of the step's varentropy"},
+    {"outlier_bias", PARAM_FLOAT, NONE, DS(outlier_bias), ANY, INF, PARAM_DSLIDER, 0, 0,
+     "dslider outlier score: bias; the step is an outlier when the score > 0"},
+    {"argmax_weight", PARAM_FLOAT, NONE, DS(argmax_weight), ANY, INF, PARAM_DSLIDER, 0, 0.1,
+     "dslider inlier: argmax when the top-k entropy < weight EMA + bias"},
+    {"argmax_bias", PARAM_FLOAT, NONE, DS(argmax_bias), ANY, INF, PARAM_DSLIDER, 0, 1.2,
+     "dslider inlier: bias of the argmax test"},
+    {"dirichlet_weight", PARAM_FLOAT, NONE, DS(dirichlet_weight), ANY, INF, PARAM_DSLIDER, 0, 0.1,
+     "dslider outlier: the mix's argmax when -loglik < weight EMA + bias"},
+    {"dirichlet_bias", PARAM_FLOAT, NONE, DS(dirichlet_bias), ANY, INF, PARAM_DSLIDER, 0, 1.2,
+     "dslider outlier: bias of the Dirichlet test"},
+    {"target_entropy_linear_0", PARAM_FLOAT, NONE, DS(target_entropy_linear[0]), ANY, INF, PARAM_DSLIDER, 0, 1,
+     "dslider outlier target entropy: coefficient of E_0 (tc_scaffold)"},
+    {"target_entropy_linear_1", PARAM_FLOAT, NONE, DS(target_entropy_linear[1]), ANY, INF, PARAM_DSLIDER, 0, 1,
+     "dslider outlier target entropy: coefficient of E_1 (tc_naked)"},
+    {"target_entropy_linear_2", PARAM_FLOAT, NONE, DS(target_entropy_linear[2]), ANY, INF, PARAM_DSLIDER, 0, 1,
+     "dslider outlier target entropy: coefficient of E_2 (ent_scaffold)"},
+    {"target_entropy_linear_3", PARAM_FLOAT, NONE, DS(target_entropy_linear[3]), ANY, INF, PARAM_DSLIDER, 0, 1,
+     "dslider outlier target entropy: coefficient of E_3 (ent_naked)"},
+    {"target_entropy_inv_temp", PARAM_FLOAT, NONE, DS(target_entropy_inv_temp), ANY, INF, PARAM_DSLIDER, 0, 8,
+     "dslider outlier target entropy: coefficient of 1 / EMA(T)"},
+    {"target_entropy_bias", PARAM_FLOAT, NONE, DS(target_entropy_bias), ANY, INF, PARAM_DSLIDER, 0, 0,
+     "dslider outlier target entropy: bias"},
 };
 const int policy_n_params = (int)(sizeof policy_params / sizeof policy_params[0]);
 
@@ -166,6 +282,7 @@ static etx_policy_kind table_kind(etx_policy_kind kind) {
 
 int policy_param_applies(const PolicyParam* p, etx_policy_kind kind) {
     if (p->flags & PARAM_ALL_KINDS) return 1;
+    if (p->flags & PARAM_DSLIDER) return kind == ETX_POLICY_DSLIDER;
     kind = table_kind(kind);
     if (kind == ETX_POLICY_SAMPLE) return p->off_sample >= 0;
     if (kind == ETX_POLICY_ENTROPIX) return p->off_entropix >= 0;
@@ -228,6 +345,7 @@ int policy_kind_parse(const char* s) {
     if (strcmp(s, "sample") == 0) return ETX_POLICY_SAMPLE;
     if (strcmp(s, "entropix") == 0) return ETX_POLICY_ENTROPIX;
     if (strcmp(s, "learned") == 0) return ETX_POLICY_LEARNED;
+    if (strcmp(s, "dslider") == 0) return ETX_POLICY_DSLIDER;
     return -1;
 }
 
@@ -237,6 +355,7 @@ const char* policy_kind_name(etx_policy_kind kind) {
     case ETX_POLICY_SAMPLE: return "sample";
     case ETX_POLICY_ENTROPIX: return "entropix";
     case ETX_POLICY_LEARNED: return "learned";
+    case ETX_POLICY_DSLIDER: return "dslider";
     }
     return "unknown";
 }
@@ -267,7 +386,7 @@ etx_policy etx_policy_default(etx_policy_kind kind) {
 etx_status etx_policy_validate(const etx_policy* pol) {
     const etx_policy_kind kind = pol->kind;
     if (kind != ETX_POLICY_GREEDY && kind != ETX_POLICY_SAMPLE && kind != ETX_POLICY_ENTROPIX &&
-        kind != ETX_POLICY_LEARNED)
+        kind != ETX_POLICY_LEARNED && kind != ETX_POLICY_DSLIDER)
         return etx_error(ETX_ERR_INVALID_ARG, "policy: unknown kind %d", (int)kind);
     if (kind == ETX_POLICY_LEARNED && !etx_learned_get(pol->learned))
         return etx_error(ETX_ERR_INVALID_ARG, "policy: a learned policy needs a network (a policy file's \"learned\" "
@@ -286,6 +405,11 @@ etx_status etx_policy_validate(const etx_policy* pol) {
         const double v = p->type == PARAM_INT ? (double)*(const int*)base : (double)*(const float*)base;
         if (!in_range(p, k, v)) return range_error(p, k, v);
     }
+    if (kind == ETX_POLICY_DSLIDER && pol->dslider.outlier_topk > pol->dslider.support)
+        return etx_error(ETX_ERR_INVALID_ARG,
+                         "policy: dslider's outlier_topk (%d) must not exceed its support (%d): the inlier path's "
+                         "tokens are part of the support",
+                         pol->dslider.outlier_topk, pol->dslider.support);
     return etx_ok();
 }
 
@@ -298,6 +422,12 @@ etx_status etx_policy_set(etx_policy* pol, const char* name, double value) {
     }
     const etx_policy_kind kind = pol->kind;
     if (!policy_param_applies(p, kind)) {
+        if (p->flags & PARAM_DSLIDER)
+            return etx_error(ETX_ERR_INVALID_ARG, "policy: %s is a dslider parameter; the policy is %s", name,
+                             policy_kind_name(kind));
+        if (kind == ETX_POLICY_DSLIDER)
+            return etx_error(ETX_ERR_INVALID_ARG, "policy: %s does not apply to the dslider policy (its parameters "
+                                                  "and seed do)", name);
         if (p->off_sample < 0)
             return etx_error(ETX_ERR_INVALID_ARG, "policy: %s is an entropix parameter (a learned policy reads it too); the policy is %s", name,
                              policy_kind_name(kind));
@@ -327,6 +457,9 @@ const char* etx_branch_name(etx_branch b) {
     case ETX_BRANCH_LEHV: return "lehv";
     case ETX_BRANCH_HEHV: return "hehv";
     case ETX_BRANCH_ADAPTIVE: return "adaptive";
+    case ETX_BRANCH_INLIER: return "inlier";
+    case ETX_BRANCH_DIRICHLET: return "dirichlet";
+    case ETX_BRANCH_OUTLIER: return "outlier";
     case ETX_BRANCH_COUNT: break;
     }
     return "unknown";

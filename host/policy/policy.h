@@ -20,12 +20,15 @@ typedef enum { PARAM_INT, PARAM_FLOAT, PARAM_U64 } ParamType;
 #define PARAM_LO_OPEN 1     // value > lo (else >= lo)
 #define PARAM_HI_OPEN 2     // value < hi (else <= hi)
 #define PARAM_ZERO_OFF 4    // the sample kind also accepts 0 (= filter off)
+#define PARAM_DSLIDER 16    // a dslider parameter: off_entropix / def_entropix are dslider's
+                            // (etx_dslider_params), and it applies to no other kind
 
 typedef struct {
     const char* name;    // "low_ent_thresh"; CLI flag: "--low-ent-thresh"
     ParamType type;      // int, float or u64 field
     int off_sample;      // byte offset in etx_policy for greedy/sample, -1: not theirs
-    int off_entropix;    // byte offset in etx_policy for entropix, -1: not entropix's
+    int off_entropix;    // byte offset in etx_policy for entropix (dslider with PARAM_DSLIDER),
+                         // -1: not entropix's
     double lo, hi;       // range (floats: hi = FLT_MAX means "any finite value")
     int flags;           // PARAM_*
     double def_sample;   // default for sample (and greedy, where it applies)
@@ -46,7 +49,7 @@ int policy_param_applies(const PolicyParam* p, etx_policy_kind kind);
 void policy_param_range(const PolicyParam* p, etx_policy_kind kind, char* buf, size_t cap);
 // The current value of a row in a policy (as a double).
 double policy_param_get(const etx_policy* pol, const PolicyParam* p);
-// "greedy" | "sample" | "entropix" -> kind; -1 for anything else.
+// "greedy" | "sample" | "entropix" | "learned" | "dslider" -> kind; -1 for anything else.
 int policy_kind_parse(const char* s);
 const char* policy_kind_name(etx_policy_kind kind);
 

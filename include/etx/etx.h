@@ -112,6 +112,7 @@ typedef enum {
     ETX_POLICY_SAMPLE = 1,   // temperature, then top-k, top-p, min-p filters, then a draw
     ETX_POLICY_ENTROPIX = 2, // entropix v1: four quadrants + adaptive best-of-N (docs/entropix.md)
     ETX_POLICY_LEARNED = 3,  // a small network from the step's signals to an action (etx_learned_net)
+    ETX_POLICY_DSLIDER = 4,  // entropix's adaptive Dirichlet sampler, corrected (etx_dslider_params)
 } etx_policy_kind;
 
 // The entropix v1 parameters (docs/entropix.md §3, names as in the reference's
@@ -212,6 +213,50 @@ const etx_learned_net* etx_learned_get(uint32_t id);
 // Networks registered so far (ids 1..count).
 uint32_t etx_learned_count(void);
 
+// The dslider parameters (docs/policies.md, "dslider"; entropix-spec §3): names and
+// defaults as the reference's DEFAULT_DS_CONFIG (main 0a7f7bb), nested names flattened
+// (outlier_threshold.bilinear[i][j] -> outlier_bilinear[4 i + j]). The reference runs over
+// the whole vocabulary; etx runs over the step's ETX_DSLIDER_CANDIDATES most likely tokens
+// and keeps its Dirichlet on the `support` most likely of them, by rank (policy_dslider.h
+// says why). Entropies in nats. E = (token cross-entropy scaffold, naked, entropy
+// scaffold, naked), Σ = the square roots of the matching variances, all EMAs before the
+// step; H, V the step's entropy and varentropy.
+#define ETX_DSLIDER_MAX_SUPPORT 32
+typedef struct {
+    int support;                          // 32   ranks the Dirichlet lives on (outlier_topk..32)
+    int outlier_topk;                     // 6    the inlier path's top-k
+    int dirichlet_wild;                   // 1    1: draw from the Dirichlet; 0: its mean
+    float noise_floor;                    // -12  log-probabilities below this count as ln(1e-8)
+    float emwa_logp_base;                 // 4    the support EMA's weight c = base^(-exp / KL)
+    float emwa_logp_exp_factor;           // 3
+    float emwa_temp_coeff;                // 0.7  EMA weights of the new value
+    float emwa_dir_ent_coeff;             // 0.7
+    float emwa_ent_scaffold_coeff;        // 0.7
+    float emwa_varent_scaffold_coeff;     // 0.7
+    float emwa_ent_naked_coeff;           // 0.7
+    float emwa_varent_naked_coeff;        // 0.7
+    float emwa_topk_ent_naked_coeff;      // 0.7
+    float token_cross_ent_scaffold_coeff; // 0.65
+    float token_cross_ent_naked_coeff;    // 0.65
+    float token_cross_var_scaffold_coeff; // 0.75
+    float token_cross_var_naked_coeff;    // 0.65
+    float perturb_base_coeff;             // 10   the Dirichlet's weight in the mix: 1 - base^(-exp / KL)
+    float perturb_exp_coeff;              // 1
+    float outlier_bilinear[16];           // 1.3  outlier score: E^T B Σ + a.E + b.Σ + c H + d V + bias > 0
+    float outlier_linear_state_ent[4];    // 0.8  a
+    float outlier_linear_state_std[4];    // 0.8  b
+    float outlier_linear_naked_ent;       // 1.2  c
+    float outlier_linear_naked_varent;    // 1.2  d
+    float outlier_bias;                   // 0
+    float argmax_weight;                  // 0.1  inlier argmax when H_topk < weight EMA(H_topk) + bias
+    float argmax_bias;                    // 1.2
+    float dirichlet_weight;               // 0.1  outlier: the mix's argmax when -loglik < weight EMA + bias
+    float dirichlet_bias;                 // 1.2
+    float target_entropy_linear[4];       // 1    outlier temperature target: l.E + inv_temp / EMA(T) + bias
+    float target_entropy_inv_temp;        // 8
+    float target_entropy_bias;            // 0
+} etx_dslider_params;
+
 typedef struct {
     etx_policy_kind kind;
     float temperature; // > 0; sample only
@@ -229,6 +274,7 @@ typedef struct {
     uint64_t seed;
     etx_entropix_params entropix; // entropix; learned: its adaptive action and pause token
     uint32_t learned;             // learned: the network's id (etx_learned_register); 0 otherwise
+    etx_dslider_params dslider;   // dslider
 } etx_policy;
 
 // Defaults: greedy; for sample, temperature 1, top-k 0, top-p 1, min-p 0, top-nσ off, EDT
@@ -256,6 +302,9 @@ typedef enum {
     ETX_BRANCH_LEHV,         // entropix LEHV: low entropy, high varentropy
     ETX_BRANCH_HEHV,         // entropix HEHV: high entropy, high varentropy
     ETX_BRANCH_ADAPTIVE,     // entropix middle ground: best of N
+    ETX_BRANCH_INLIER,       // dslider inlier: a draw from the top-k at the entropy-matched T
+    ETX_BRANCH_DIRICHLET,    // dslider outlier, Dirichlet trusted: the mix's most likely token
+    ETX_BRANCH_OUTLIER,      // dslider outlier: a draw from the Dirichlet sample
     ETX_BRANCH_COUNT
 } etx_branch;
 const char* etx_branch_name(etx_branch b);

@@ -42,6 +42,7 @@
 #include "device.h"
 #include "policy/metrics.h"
 #include "policy_step.h"
+#include "policy_dslider.h"
 #include "policy_learned.h"
 #include "policy/sampler.h"
 #include "vocab_pass.h"
@@ -697,6 +698,153 @@ START_TEST(test_policy_vocab_128256) { check_policy_step(128256, 1, 505); } // L
 END_TEST
 
 // ----------------------------------------------------------------------------
+// dslider: a policy with state
+
+// DS_SETTINGS settings of the dslider policy, chosen so that each path runs: the
+// reference's coefficients (outlier nearly always), the inlier path (outlier score pushed
+// below 0: argmax or the entropy-matched draw), the outlier path with the Dirichlet
+// trusted (the mix's argmax) or never (a draw from the Dirichlet sample), the Dirichlet's
+// mean instead of a draw, and a small support.
+enum { DS_DEFAULT, DS_INLIER, DS_TRUST, DS_DRAW, DS_MEAN, DS_SMALL, DS_SETTINGS };
+
+static etx_policy dslider_setting(int k, uint64_t seed) {
+    etx_policy p = etx_policy_default(ETX_POLICY_DSLIDER);
+    p.seed = seed;
+    etx_dslider_params* d = &p.dslider;
+    switch (k) {
+    case DS_INLIER: d->outlier_bias = -1e6f, d->argmax_bias = 0.9f; break;
+    case DS_TRUST: d->dirichlet_bias = 1e6f; break;
+    case DS_DRAW: d->dirichlet_bias = -1e6f; break;
+    case DS_MEAN: d->dirichlet_wild = 0, d->dirichlet_bias = -1e6f; break;
+    case DS_SMALL: d->support = 8, d->outlier_topk = 3, d->target_entropy_inv_temp = 1.0f; break;
+    default: break;
+    }
+    return p;
+}
+
+// n_seqs sequences (setting s % DS_SETTINGS) run `steps` steps, each on fresh random rows:
+// the device's token, trace record and state after every step against the CPU's
+// dslider_decide + policy_trace_record on its own sorted candidates, bit for bit; the
+// states carried across steps on both sides (the device's never leave it).
+static void check_dslider(int vocab, int reps, int steps, uint64_t seed0) {
+    const int n_seqs = DS_SETTINGS * reps;
+    uint64_t rng = rng_seed(seed0);
+    etx_policy* pol = xcalloc_t(n_seqs, sizeof(etx_policy));
+    EtxSeqState* st = xcalloc_t(n_seqs, sizeof(EtxSeqState));
+    DSliderState* want_ds = xcalloc_t(n_seqs, sizeof(DSliderState));
+    DSliderState* got_ds = xcalloc_t(n_seqs, sizeof(DSliderState));
+    for (int s = 0; s < n_seqs; s++) {
+        pol[s] = dslider_setting(s % DS_SETTINGS, rng_next_u64(&rng));
+        ck_assert_int_eq(etx_policy_validate(&pol[s]).code, ETX_OK);
+        st[s] = (EtxSeqState){.key = rng_next_u64(&rng), .request_id = 300 + s, .step = 0, .prev_token = 1,
+                              .pause_token = -1, .max_tokens = 1 << 20, .n_prompt = 10, .max_seq_len = 1 << 20};
+    }
+    float* x = xcalloc_t((size_t)n_seqs * vocab, sizeof(float));
+    float* d_x = etx_dev_malloc((size_t)n_seqs * vocab * sizeof(float));
+    EtxVocabStats* d_stats = etx_dev_malloc(n_seqs * sizeof(EtxVocabStats));
+    PolicyCandidate* d_cand = etx_dev_malloc((size_t)n_seqs * ETX_TOPK * sizeof(PolicyCandidate));
+    void* d_vp_scratch = etx_dev_malloc(etx_vocab_pass_scratch_bytes(n_seqs));
+    etx_policy* d_pol = dev_put(pol, n_seqs * sizeof(etx_policy));
+    EtxSeqState* d_st = etx_dev_malloc(n_seqs * sizeof(EtxSeqState));
+    DSliderState* d_ds = dev_put(want_ds, n_seqs * sizeof(DSliderState)); // zero: not initialised
+    const int32_t eos = vocab - 1;
+    int32_t* d_eos = dev_put(&eos, sizeof eos);
+    void* d_scratch = etx_dev_malloc(etx_policy_scratch_bytes(n_seqs, vocab));
+    int32_t* d_tok = etx_dev_malloc(n_seqs * sizeof(int32_t));
+    int32_t* d_done = etx_dev_malloc(n_seqs * sizeof(int32_t));
+    etx_trace_record* d_trace = etx_dev_malloc(n_seqs * sizeof(etx_trace_record));
+    EtxVocabStats* stats = xcalloc_t(n_seqs, sizeof(EtxVocabStats));
+    int32_t* tok = xcalloc_t(n_seqs, sizeof(int32_t));
+    etx_trace_record* trace = xcalloc_t(n_seqs, sizeof(etx_trace_record));
+    Sampler smp;
+    build_sampler(&smp, vocab);
+    int branches[DS_SETTINGS][ETX_BRANCH_COUNT] = {{0}};
+    for (int t = 0; t < steps; t++) {
+        for (int s = 0; s < n_seqs; s++) {
+            // peaked rows now and then, so the inlier setting meets low top-k entropies
+            const int kind = (s + t) % 4 == 3 ? ROW_PEAKED : (s + t) % 4 == 2 ? ROW_TIES : ROW_RANDOM;
+            fill_row(x + (size_t)s * vocab, vocab, kind, &rng);
+            st[s].step = t;
+        }
+        etx_dev_upload(d_x, x, (size_t)n_seqs * vocab * sizeof(float));
+        etx_dev_upload(d_st, st, n_seqs * sizeof(EtxSeqState));
+        etx_vocab_pass(d_x, NULL, n_seqs, vocab, ETX_TOPK, d_stats, d_cand, NULL, d_vp_scratch, NULL);
+        EtxPolicyArgs a = {.n_seqs = n_seqs, .vocab = vocab, .logits = d_x, .stats = d_stats, .cand = d_cand,
+                           .n_cand = vocab < ETX_TOPK ? vocab : ETX_TOPK, .attn = NULL, .policies = d_pol,
+                           .states = d_st, .stop_ids = NULL, .eos_ids = d_eos, .n_eos = 1, .scratch = d_scratch,
+                           .tokens = d_tok, .done = d_done, .trace = d_trace, .ds = d_ds};
+        etx_policy_step(&a, NULL);
+        etx_dev_sync();
+        etx_dev_download(stats, d_stats, n_seqs * sizeof(EtxVocabStats));
+        etx_dev_download(tok, d_tok, n_seqs * sizeof(int32_t));
+        etx_dev_download(trace, d_trace, n_seqs * sizeof(etx_trace_record));
+        etx_dev_download(got_ds, d_ds, n_seqs * sizeof(DSliderState));
+        for (int s = 0; s < n_seqs; s++) {
+            const float* row = x + (size_t)s * vocab;
+            const PolicyMetrics m = {stats[s].entropy, stats[s].varentropy, 0, 0, 0, 0, stats[s].max, stats[s].sigma};
+            const int n_cand = sampler_candidates(&smp, row, ETX_DSLIDER_CANDIDATES);
+            const PolicyDecision d = dslider_decide(&pol[s], &want_ds[s], &m, smp.cand, n_cand, stats[s].log_z,
+                                                    st[s].key, (uint32_t)t);
+            ck_assert_int_ge(d.forced_token, 0);
+            branches[s % DS_SETTINGS][d.branch]++;
+            etx_trace_record w;
+            memset(&w, 0, sizeof w);
+            policy_trace_record(&w, st[s].request_id, t, d.forced_token, row[d.forced_token] - stats[s].log_z,
+                                smp.cand, n_cand, stats[s].log_z, &m, &d);
+            ck_assert_msg(tok[s] == d.forced_token, "dslider seq %d (setting %d, vocab %d) step %d: token %d, CPU %d",
+                          s, s % DS_SETTINGS, vocab, t, tok[s], d.forced_token);
+            ck_assert_msg(memcmp(&got_ds[s], &want_ds[s], sizeof(DSliderState)) == 0,
+                          "dslider seq %d (setting %d, vocab %d) step %d: the device's state differs from the CPU's "
+                          "(EMA of T %.9g vs %.9g, alpha[0] %.9g vs %.9g)",
+                          s, s % DS_SETTINGS, vocab, t, (double)got_ds[s].temp, (double)want_ds[s].temp,
+                          (double)got_ds[s].alpha[0], (double)want_ds[s].alpha[0]);
+            const etx_trace_record* got = &trace[s];
+            const etx_trace_record* want = &w;
+            const int pc = s % DS_SETTINGS; // (CK_FIELD_EQ names the setting)
+            CK_FIELD_EQ(token);
+            CK_FIELD_EQ(logprob);
+            CK_FIELD_EQ(branch);
+            CK_FIELD_EQ(temperature);
+            CK_FIELD_EQ(top_k);
+            CK_FIELD_EQ(confidence);
+            CK_FIELD_EQ(action);
+            // the state is a state: finite, initialised, alpha in its bounds
+            ck_assert_int_eq(want_ds[s].initialized, 1);
+            ck_assert(isfinite(want_ds[s].temp) && isfinite(want_ds[s].dir_ent) && isfinite(want_ds[s].tc_var_naked));
+            for (int i = 0; i < pol[s].dslider.support && i < n_cand; i++)
+                ck_assert(want_ds[s].alpha[i] >= DS_MIN_ALPHA && want_ds[s].alpha[i] <= DS_MAX_ALPHA);
+        }
+    }
+    // each setting took the path it is named after
+    ck_assert_int_gt(branches[DS_INLIER][ETX_BRANCH_INLIER] + branches[DS_INLIER][ETX_BRANCH_ARGMAX], 0);
+    ck_assert_int_eq(branches[DS_INLIER][ETX_BRANCH_OUTLIER] + branches[DS_INLIER][ETX_BRANCH_DIRICHLET], 0);
+    ck_assert_int_eq(branches[DS_TRUST][ETX_BRANCH_DIRICHLET], steps * reps);
+    ck_assert_int_eq(branches[DS_DRAW][ETX_BRANCH_OUTLIER], steps * reps);
+    ck_assert_int_eq(branches[DS_MEAN][ETX_BRANCH_OUTLIER], steps * reps);
+    if (reps * steps >= 12) ck_assert_int_gt(branches[DS_INLIER][ETX_BRANCH_INLIER], 0);
+    free_sampler(&smp);
+    free(pol);
+    free(st);
+    free(want_ds);
+    free(got_ds);
+    free(x);
+    free(stats);
+    free(tok);
+    free(trace);
+    void* dev[] = {d_x, d_stats, d_cand, d_vp_scratch, d_pol, d_st, d_ds, d_eos, d_scratch, d_tok, d_done, d_trace};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) etx_dev_free(dev[i]);
+}
+
+START_TEST(test_policy_dslider) {
+    check_dslider(1000, 3, 6, 601);
+    check_dslider(50, 2, 4, 602); // fewer tokens than the candidate list
+}
+END_TEST
+
+START_TEST(test_policy_dslider_128256) { check_dslider(128256, 1, 3, 603); }
+END_TEST
+
+// ----------------------------------------------------------------------------
 // non-finite logits and signals
 
 // Rows of n logits, each with its own damage (none; NaN, +inf or -inf early, in the
@@ -936,6 +1084,8 @@ static Suite* sampling_suite(void) {
     tcase_add_test(tc, test_policy_vocab_4096);
     tcase_add_test(tc, test_policy_vocab_32000);
     tcase_add_test(tc, test_policy_vocab_128256);
+    tcase_add_test(tc, test_policy_dslider);
+    tcase_add_test(tc, test_policy_dslider_128256);
     suite_add_tcase(s, tc);
     tc = tcase_create("non-finite");
     tcase_add_test(tc, test_nonfinite_rows);
