@@ -86,7 +86,7 @@ static void branch_mix(const Samples* s, const etx_entropix_params* p, double ou
 
 static void print_mix(FILE* f, const char* label, const double mix[ETX_BRANCH_COUNT]) {
     fprintf(f, "| %s |", label);
-    for (int b = ETX_BRANCH_ARGMAX; b < ETX_BRANCH_COUNT; b++) fprintf(f, " %.1f %% |", mix[b]);
+    for (int b = ETX_BRANCH_ARGMAX; b <= ETX_BRANCH_ADAPTIVE; b++) // entropix's branches fprintf(f, " %.1f %% |", mix[b]);
     fputc('\n', f);
 }
 
@@ -122,9 +122,9 @@ static void report(FILE* f, const char* model, const char* data, const Samples* 
     branch_mix(s, &def->entropix, mix_def);
     branch_mix(s, &cal->entropix, mix_cal);
     fprintf(f, "\nBranches these tokens would take (the decision replayed on their signals):\n\n| thresholds |");
-    for (int b = ETX_BRANCH_ARGMAX; b < ETX_BRANCH_COUNT; b++) fprintf(f, " %s |", etx_branch_name((etx_branch)b));
+    for (int b = ETX_BRANCH_ARGMAX; b <= ETX_BRANCH_ADAPTIVE; b++) // entropix's branches fprintf(f, " %s |", etx_branch_name((etx_branch)b));
     fprintf(f, "\n|---|");
-    for (int b = ETX_BRANCH_ARGMAX; b < ETX_BRANCH_COUNT; b++) fprintf(f, "---:|");
+    for (int b = ETX_BRANCH_ARGMAX; b <= ETX_BRANCH_ADAPTIVE; b++) // entropix's branches fprintf(f, "---:|");
     fputc('\n', f);
     print_mix(f, "v1 defaults", mix_def);
     print_mix(f, "calibrated", mix_cal);

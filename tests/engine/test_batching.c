@@ -98,7 +98,7 @@ static uint32_t learned_net(void) {
 }
 
 // Job i: a prompt of varying length (job 5 a long one), and a policy that cycles through
-// greedy, sampling with several settings and entropix.
+// greedy, sampling with several settings, entropix, learned and dslider.
 static Job make_job(int i) {
     Job j;
     j.ignore_eos = 0;
@@ -114,7 +114,10 @@ static Job make_job(int i) {
         break;
     case 2:
         j.policy = etx_policy_default(ETX_POLICY_SAMPLE);
-        if (i % 8 == 6) { // the baselines that read the row's statistics
+        if (i % 8 == 2 && i >= 8) { // dslider: a state carried from step to step
+            j.policy = etx_policy_default(ETX_POLICY_DSLIDER);
+            j.policy.dslider.dirichlet_bias = i % 16 == 10 ? 1.2f : -1e6f;
+        } else if (i % 8 == 6) { // the baselines that read the row's statistics
             j.policy.top_n_sigma = 1.5f;
             j.policy.edt_theta = 0.8f;
         } else {
@@ -337,6 +340,11 @@ START_TEST(several_steps_per_sync_change_nothing) {
     static Job jobs[6];
     static Results one, eight;
     tiny_jobs(jobs, 6, 24);
+    for (int i = 4; i < 6; i++) { // two dslider requests: their state lives on the device for k steps
+        jobs[i].policy = etx_policy_default(ETX_POLICY_DSLIDER);
+        jobs[i].policy.seed = 11 + (uint64_t)i;
+        jobs[i].policy.dslider.support = 8 * i - 24;
+    }
     int32_t stop_id = -1;
     for (int stop = 0; stop < 2; stop++) {
         // second round: request 0's 6th token of the first round becomes a stop id, so some

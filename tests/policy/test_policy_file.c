@@ -90,16 +90,28 @@ START_TEST(defaults_are_the_reference) {
 END_TEST
 
 START_TEST(table_is_consistent) {
-    // one row per name, every field of etx_entropix_params covered exactly once
-    size_t covered = 0;
+    // one row per name, every field of etx_entropix_params and of etx_dslider_params
+    // covered exactly once (a dslider row lives in etx_dslider_params, an entropix row in
+    // etx_entropix_params)
+    size_t covered = 0, covered_ds = 0;
+    const int ent0 = (int)offsetof(etx_policy, entropix), ds0 = (int)offsetof(etx_policy, dslider);
     for (int i = 0; i < policy_n_params; i++) {
         const PolicyParam* p = &policy_params[i];
         ck_assert_ptr_eq(policy_param_find(p->name), p);
         ck_assert(p->help && *p->help);
-        if (p->off_entropix >= (int)offsetof(etx_policy, entropix))
-            covered += p->type == PARAM_FLOAT ? sizeof(float) : sizeof(int);
+        const size_t size = p->type == PARAM_FLOAT ? sizeof(float) : sizeof(int);
+        if (p->flags & PARAM_DSLIDER) {
+            ck_assert_int_lt(p->off_sample, 0);
+            ck_assert_int_ge(p->off_entropix, ds0);
+            ck_assert_int_le(p->off_entropix + (int)size, ds0 + (int)sizeof(etx_dslider_params));
+            covered_ds += size;
+        } else if (p->off_entropix >= ent0) {
+            ck_assert_int_le(p->off_entropix + (int)size, ent0 + (int)sizeof(etx_entropix_params));
+            covered += size;
+        }
     }
     ck_assert_uint_eq(covered, sizeof(etx_entropix_params));
+    ck_assert_uint_eq(covered_ds, sizeof(etx_dslider_params));
     ck_assert_ptr_null(policy_param_find("nope"));
 }
 END_TEST
@@ -255,7 +267,11 @@ START_TEST(json_custom_round_trip) {
         n++;
     }
     ck_assert_int_eq(n, n_entropix);
-    ck_assert_int_eq(n_entropix, policy_n_params - 3); // all but top_n_sigma, edt_theta, edt_base
+    int n_dslider = 0;
+    for (int i = 0; i < policy_n_params; i++) n_dslider += (policy_params[i].flags & PARAM_DSLIDER) != 0;
+    ck_assert_int_eq(n_dslider, 56);
+    // all but top_n_sigma, edt_theta, edt_base and dslider's
+    ck_assert_int_eq(n_entropix, policy_n_params - 3 - n_dslider);
     ck_assert_uint_eq(p.seed, 1234567890123ull);
     cJSON_Delete(root);
     free(text);
@@ -557,8 +573,48 @@ START_TEST(json_learned_errors) {
 }
 END_TEST
 
+// A dslider policy file: the kind, its parameters by name (flattened arrays included),
+// defaults for the rest; the other kinds' parameters, a range error, outlier_topk above
+// the support are errors naming the key.
+START_TEST(json_dslider) {
+    const char* path = write_tmp("dslider.json", "{\"policy\": \"dslider\", \"seed\": 5, \"support\": 16, "
+                                                 "\"outlier_bilinear_21\": -0.5, \"target_entropy_linear_3\": 0.25, "
+                                                 "\"dirichlet_wild\": 0, \"noise_floor\": -9}");
+    etx_policy p = etx_policy_default(ETX_POLICY_GREEDY);
+    CK_OK(etx_policy_load_json(path, &p));
+    remove(path);
+    const etx_policy d = etx_policy_default(ETX_POLICY_DSLIDER);
+    ck_assert_int_eq(p.kind, ETX_POLICY_DSLIDER);
+    ck_assert_uint_eq(p.seed, 5);
+    ck_assert_int_eq(p.dslider.support, 16);
+    ck_assert_float_eq(p.dslider.outlier_bilinear[9], -0.5f);
+    ck_assert_float_eq(p.dslider.outlier_bilinear[6], 1.3f);
+    ck_assert_float_eq(p.dslider.target_entropy_linear[3], 0.25f);
+    ck_assert_int_eq(p.dslider.dirichlet_wild, 0);
+    ck_assert_float_eq(p.dslider.noise_floor, -9.0f);
+    ck_assert_float_eq(p.dslider.emwa_logp_base, 4.0f); // the reference's defaults for the rest
+    ck_assert_float_eq(d.dslider.token_cross_var_scaffold_coeff, 0.75f);
+    ck_assert_int_eq(d.dslider.outlier_topk, 6);
+    ck_assert_float_eq(d.dslider.target_entropy_inv_temp, 8.0f);
+    CK_OK(etx_policy_validate(&d));
+    expect_file_error("ds_ent.json", "{\"policy\": \"dslider\", \"low_ent_thresh\": 0.2}", "low_ent_thresh",
+                      "does not apply to the dslider policy");
+    expect_file_error("ds_range.json", "{\"policy\": \"dslider\", \"emwa_temp_coeff\": 1.5}", "emwa_temp_coeff",
+                      "[0, 1]");
+    expect_file_error("ds_support.json", "{\"policy\": \"dslider\", \"support\": 4}", "outlier_topk",
+                      "support");
+    expect_file_error("ds_int.json", "{\"policy\": \"dslider\", \"support\": 40}", "support", "1..32");
+    // a dslider parameter under another kind
+    etx_policy e = etx_policy_default(ETX_POLICY_ENTROPIX);
+    etx_status st = etx_policy_set(&e, "outlier_bias", 1.0);
+    ck_assert_int_ne(st.code, ETX_OK);
+    ck_assert_msg(strstr(st.message, "is a dslider parameter") != NULL, "%s", st.message);
+}
+END_TEST
+
 START_TEST(branch_names) {
-    const char* want[ETX_BRANCH_COUNT] = {"greedy", "sample", "argmax", "pause", "helv", "lehv", "hehv", "adaptive"};
+    const char* want[ETX_BRANCH_COUNT] = {"greedy", "sample",   "argmax",    "pause",  "helv", "lehv",
+                                          "hehv",   "adaptive", "inlier", "dirichlet", "outlier"};
     for (int b = 0; b < ETX_BRANCH_COUNT; b++) ck_assert_str_eq(etx_branch_name((etx_branch)b), want[b]);
     ck_assert_str_eq(etx_branch_name(ETX_BRANCH_COUNT), "unknown");
 }
@@ -579,6 +635,7 @@ int main(void) {
     tcase_add_test(tc, json_errors);
     tcase_add_test(tc, json_nul_located);
     tcase_add_test(tc, json_kind_from_caller);
+    tcase_add_test(tc, json_dslider);
     tcase_add_test(tc, branch_names);
     suite_add_tcase(s, tc);
     return check_run_suite(s);
