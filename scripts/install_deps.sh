@@ -28,3 +28,9 @@ sudo=""
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq "${todo[@]}"
+# Debian's python3-numpy serves /usr/bin/python3 only: a python3 first on PATH from
+# elsewhere (pyenv) still lacks it, and gets it from PyPI
+if ! python3 -c "import numpy" >/dev/null 2>&1; then
+  echo "installing numpy for $(command -v python3) from PyPI"
+  python3 -m pip install -q numpy
+fi

@@ -197,7 +197,8 @@ def main():
         parts.append("// case %d: %s" % (k, name))
         parts.append(c_array("fix_fit_alpha_%d" % k, a, ctype="float"))
         parts.append(c_array("fix_fit_t_%d" % k, t, ctype="float"))
-    parts.append("typedef struct {\n    const char* name;\n    int n;\n    const float* alpha;\n    const float* t;\n} FixFitCase;")
+    parts.append("typedef struct {\n    const char* name;\n    int n;\n    const float* alpha;\n"
+                 "    const float* t;\n} FixFitCase;")
     parts.append("static const FixFitCase fix_fit_cases[] = {")
     for k, (name, a, t) in enumerate(dc):
         parts.append('    {"%s", %d, fix_fit_alpha_%d, fix_fit_t_%d},' % (name, len(a), k, k))
@@ -210,7 +211,8 @@ def main():
         parts.append("// case %d: %s" % (k, name))
         parts.append(c_array("fix_ll_alpha_%d" % k, a, ctype="float"))
         parts.append(c_array("fix_ll_lp_%d" % k, lp, ctype="float"))
-    parts.append("typedef struct {\n    const char* name;\n    int n;\n    const float* alpha;\n    const float* lp;\n    double loglik;\n} FixLoglikCase;")
+    parts.append("typedef struct {\n    const char* name;\n    int n;\n    const float* alpha;\n"
+                 "    const float* lp;\n    double loglik;\n} FixLoglikCase;")
     parts.append("static const FixLoglikCase fix_ll_cases[] = {")
     for k, (name, a, lp, ll) in enumerate(lc):
         parts.append('    {"%s", %d, fix_ll_alpha_%d, fix_ll_lp_%d, %s},' % (name, len(a), k, k, g(ll)))
@@ -225,7 +227,8 @@ def main():
         if name not in vec_names:
             vec_names.append(name)
             parts.append(c_array("fix_tt_x_%s" % name, x, ctype="float"))
-    parts.append("typedef struct {\n    const char* name;\n    int n;\n    const float* x;\n    float target;\n    double T;\n} FixTempCase;")
+    parts.append("typedef struct {\n    const char* name;\n    int n;\n    const float* x;\n"
+                 "    float target;\n    double T;\n} FixTempCase;")
     parts.append("static const FixTempCase fix_tt_cases[] = {")
     for name, x, target, T in tc:
         parts.append('    {"%s", %d, fix_tt_x_%s, %sf, %s},' % (name, len(x), name, "%.9g" % target, g(T)))
