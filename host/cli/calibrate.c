@@ -84,9 +84,11 @@ static void branch_mix(const Samples* s, const etx_entropix_params* p, double ou
     for (int b = 0; b < ETX_BRANCH_COUNT; b++) out[b] = s->n ? 100.0 * out[b] / (double)s->n : 0;
 }
 
+// The table's columns: entropix's branches, ETX_BRANCH_ARGMAX .. ETX_BRANCH_ADAPTIVE (the
+// greedy, sample and dslider branches never come out of the v1 tree).
 static void print_mix(FILE* f, const char* label, const double mix[ETX_BRANCH_COUNT]) {
     fprintf(f, "| %s |", label);
-    for (int b = ETX_BRANCH_ARGMAX; b <= ETX_BRANCH_ADAPTIVE; b++) // entropix's branches fprintf(f, " %.1f %% |", mix[b]);
+    for (int b = ETX_BRANCH_ARGMAX; b <= ETX_BRANCH_ADAPTIVE; b++) fprintf(f, " %.1f %% |", mix[b]);
     fputc('\n', f);
 }
 
@@ -122,9 +124,9 @@ static void report(FILE* f, const char* model, const char* data, const Samples* 
     branch_mix(s, &def->entropix, mix_def);
     branch_mix(s, &cal->entropix, mix_cal);
     fprintf(f, "\nBranches these tokens would take (the decision replayed on their signals):\n\n| thresholds |");
-    for (int b = ETX_BRANCH_ARGMAX; b <= ETX_BRANCH_ADAPTIVE; b++) // entropix's branches fprintf(f, " %s |", etx_branch_name((etx_branch)b));
+    for (int b = ETX_BRANCH_ARGMAX; b <= ETX_BRANCH_ADAPTIVE; b++) fprintf(f, " %s |", etx_branch_name((etx_branch)b));
     fprintf(f, "\n|---|");
-    for (int b = ETX_BRANCH_ARGMAX; b <= ETX_BRANCH_ADAPTIVE; b++) // entropix's branches fprintf(f, "---:|");
+    for (int b = ETX_BRANCH_ARGMAX; b <= ETX_BRANCH_ADAPTIVE; b++) fprintf(f, "---:|");
     fputc('\n', f);
     print_mix(f, "v1 defaults", mix_def);
     print_mix(f, "calibrated", mix_cal);

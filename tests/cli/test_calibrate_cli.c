@@ -63,6 +63,12 @@ START_TEST(report_policy_file_and_plot) {
                                   "med_ent_thresh", "high_ent_thresh", "high_vent_thresh", "| calibrated |"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         ck_assert_msg(strstr(r.out, names[i]) != NULL, "the report lacks %s:\n%s", names[i], r.out);
+    // the branch table: entropix's branches as columns, a row of percentages per threshold set
+    ck_assert_msg(strstr(r.out, "| thresholds | argmax | pause | helv | lehv | hehv | adaptive |\n|---|---:|---:|---:|"
+                                "---:|---:|---:|\n| v1 defaults | ") != NULL,
+                  "the branch table is malformed:\n%s", r.out);
+    ck_assert_msg(strstr(r.out, " % |\n| calibrated | ") != NULL && strstr(r.out, "inlier") == NULL,
+                  "the branch table is malformed:\n%s", r.out);
     char* md = cli_slurp(table);
     ck_assert_str_eq(md, r.out); // --table is the report
     free(md);
