@@ -168,8 +168,8 @@ int cmd_eval(int argc, char** argv) {
          "scripts/plot_eval.py)", 0},
         {"--label", NULL, OPT_STRING, &label, "TEXT", "the run's name in --summary (default: none)", 0},
         {"--policy", NULL, OPT_STRING, &policy, "NAME",
-         "greedy | sample | entropix | learned (its --policy-file) (default greedy; sample when a sampling option is given, entropix when an "
-         "entropix parameter is)", 0},
+         "greedy | sample | entropix | learned (its --policy-file) | dslider (default greedy; sample when a sampling option is "
+         "given, entropix when an entropix parameter is, dslider when a dslider parameter is)", 0},
         {"--policy-file", NULL, OPT_STRING, &policy_file, "FILE",
          "JSON policy {\"policy\": \"entropix\", \"<parameter>\": value, ...}; flags override it", 0},
     };

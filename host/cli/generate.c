@@ -44,8 +44,8 @@ int cmd_generate(int argc, char** argv) {
         {"--system", NULL, OPT_STRING, &system, "TEXT", "system message for --chat", 0},
         {"--max-tokens", "-n", OPT_INT, &n, "N", "tokens to generate (default 256)", 0},
         {"--policy", NULL, OPT_STRING, &policy, "NAME",
-         "greedy | sample | entropix | learned (its --policy-file) (default greedy; sample when a sampling option is given, entropix when an "
-         "entropix parameter is)", 0},
+         "greedy | sample | entropix | learned (its --policy-file) | dslider (default greedy; sample when a sampling option is "
+         "given, entropix when an entropix parameter is, dslider when a dslider parameter is)", 0},
         {"--policy-file", NULL, OPT_STRING, &policy_file, "FILE",
          "JSON policy {\"policy\": \"entropix\", \"<parameter>\": value, ...}; flags override it", 0},
         {"--bos", NULL, OPT_FLAG, &bos, NULL, "start a -p prompt with BOS (default: as the model's tokenizer does)", 0},

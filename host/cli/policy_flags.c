@@ -97,19 +97,23 @@ void cli_policy_opts_free(CliPolicyOpts* po) {
 int cli_policy_resolve(const char* command, const CliPolicyOpts* po, const char* policy, const char* policy_file,
                        etx_policy* out) {
     // which kind: --policy, else the file's, else guessed from the flags given
-    int sampling_opt = 0, entropix_opt = 0;
+    int sampling_opt = 0, entropix_opt = 0, dslider_opt = 0;
     for (int i = 0; i < po->n_opts; i++) {
         if (po->row_of[i] < 0 || !po->opts[i].seen) continue;
         const PolicyParam* p = &policy_params[po->row_of[i]];
         if (p->type == PARAM_U64) continue; // the seed goes with any kind
-        if (p->off_sample >= 0) sampling_opt = 1;
+        if (p->flags & PARAM_DSLIDER) dslider_opt = 1;
+        else if (p->off_sample >= 0) sampling_opt = 1;
         else entropix_opt = 1;
     }
-    int kind = entropix_opt ? ETX_POLICY_ENTROPIX : sampling_opt ? ETX_POLICY_SAMPLE : ETX_POLICY_GREEDY;
+    int kind = dslider_opt    ? ETX_POLICY_DSLIDER
+               : entropix_opt ? ETX_POLICY_ENTROPIX
+               : sampling_opt ? ETX_POLICY_SAMPLE
+                              : ETX_POLICY_GREEDY;
     if (policy) {
         kind = policy_kind_parse(policy);
         if (kind < 0) {
-            fprintf(stderr, "etx %s: unknown policy '%s' (expected greedy, sample, entropix or learned)\n", command,
+            fprintf(stderr, "etx %s: unknown policy '%s' (expected greedy, sample, entropix, learned or dslider)\n", command,
                     policy);
             return -1;
         }

@@ -43,12 +43,12 @@ static etx_status load(const char* path, const cJSON* root, etx_policy* out) {
     if (k) {
         if (!cJSON_IsString(k))
             return etx_error(ETX_ERR_FORMAT,
-                             "policy file %s: 'policy' must be a string (greedy, sample, entropix or learned), got %s",
+                             "policy file %s: 'policy' must be a string (greedy, sample, entropix, learned or dslider), got %s",
                              path, json_type_name(k));
         int kk = policy_kind_parse(k->valuestring);
         if (kk < 0)
             return etx_error(ETX_ERR_INVALID_ARG,
-                             "policy file %s: 'policy' is '%s'; expected greedy, sample, entropix or learned", path,
+                             "policy file %s: 'policy' is '%s'; expected greedy, sample, entropix, learned or dslider", path,
                              k->valuestring);
         kind = (etx_policy_kind)kk;
     }

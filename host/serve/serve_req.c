@@ -288,7 +288,9 @@ static int parse_policy(Err* e, const Server* s, const cJSON* root, ServeJob* j)
     }
     if (name) {
         int kind = cJSON_IsString(name) ? policy_kind_parse(name->valuestring) : -1;
-        if (kind < 0) return fail(e, 400, "policy", "'policy' must be \"greedy\", \"sample\" or \"entropix\"");
+        if (kind < 0 || (kind == ETX_POLICY_LEARNED && !file))
+            return fail(e, 400, "policy", "'policy' must be \"greedy\", \"sample\", \"entropix\" or \"dslider\" (a "
+                                          "learned policy comes with its network in a 'policy_file')");
         if (file && (int)p.kind != kind)
             return fail(e, 400, "policy", "'policy' is %s but 'policy_file' holds a %s policy", name->valuestring,
                         policy_kind_name(p.kind));

@@ -87,7 +87,7 @@ START_TEST(csv_rows_and_completions_in_order) {
     reference();
     const char* header = "combo,temperature,low_ent_thresh,n,accuracy_strict,accuracy_flexible,mean_tokens,"
                          "tokens_per_s,branch_greedy,branch_sample,branch_argmax,branch_pause,branch_helv,"
-                         "branch_lehv,branch_hehv,branch_adaptive\n";
+                         "branch_lehv,branch_hehv,branch_adaptive,branch_inlier,branch_dirichlet,branch_outlier\n";
     ck_assert(strncmp(g_ref_csv, header, strlen(header)) == 0);
     const char* want[4] = {"0,0.5,0.1,2,", "1,0.5,0.3,2,", "2,1,0.1,2,", "3,1,0.3,2,"};
     const char* p = g_ref_csv + strlen(header);
@@ -97,7 +97,7 @@ START_TEST(csv_rows_and_completions_in_order) {
         const char* nl = strchr(p, '\n');
         ck_assert_ptr_nonnull(nl);
         for (const char* q = p; q < nl; q++) commas += *q == ',';
-        ck_assert_int_eq(commas, 15);
+        ck_assert_int_eq(commas, 18);
         // branch shares of an entropix run add up to 1
         double sum = 0;
         const char* q = p;

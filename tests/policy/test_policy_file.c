@@ -351,7 +351,7 @@ START_TEST(json_errors) {
                       "in top_k at byte 35 (line 2, column 13)");
     expect_file_error("empty.json", "", "malformed JSON", "byte 0");
     expect_file_error("array.json", "[1, 2]", "expected a JSON object", "an array");
-    expect_file_error("kind.json", "{\"policy\": \"beam\"}", "'policy' is 'beam'", "greedy, sample, entropix or learned");
+    expect_file_error("kind.json", "{\"policy\": \"beam\"}", "'policy' is 'beam'", "greedy, sample, entropix, learned or dslider");
     expect_file_error("kind2.json", "{\"policy\": 2}", "'policy' must be a string", NULL);
     expect_file_error("dup.json", "{\"policy\": \"entropix\", \"top_k\": 3, \"top_k\": 4}", "'top_k' appears twice",
                       NULL);
