@@ -75,7 +75,7 @@
 #define DS_FIT_ITERS 140
 #define DS_TUNE_ITERS 10
 // Philox counter word 1 of the draws: the token's draw is 0; each Gamma draw of support
-// rank i takes words DS_GAMMA_DRAW + 1024 i + n, n < DS_GAMMA_UNIFORMS (far from the
+// rank i takes words DS_GAMMA_DRAW + DS_GAMMA_UNIFORMS i + n, n < DS_GAMMA_UNIFORMS (far from the
 // learned policy's 0x80000000 and from best-of-N's 0..63).
 #define DS_GAMMA_DRAW 0x40000000u
 #define DS_GAMMA_UNIFORMS 1024
@@ -301,7 +301,7 @@ static inline ETX_HD float ds_dirichlet_loglik(const float* lp, const float* alp
 
 // One uniform in (0, 1) of rank i's Gamma draw n (never 0, so its logarithm is finite).
 static inline ETX_HD float ds_uniform(uint64_t seed, uint64_t key, uint32_t step, int i, int n) {
-    const float u = philox_uniform(seed, key, step, DS_GAMMA_DRAW + 1024u * (uint32_t)i + (uint32_t)n);
+    const float u = philox_uniform(seed, key, step, DS_GAMMA_DRAW + (uint32_t)DS_GAMMA_UNIFORMS * (uint32_t)i + (uint32_t)n);
     return u > 0.0f ? u : 0.5f / 16777216.0f;
 }
 

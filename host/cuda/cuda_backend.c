@@ -611,7 +611,6 @@ static void upload_picks(CudaBackend* b, const BackendStep* s, int metrics_any) 
         if (b->h_pause) b->h_pause[p] = pk->pause_token; // -1 unless entropix or learned (engine.c)
         if (pk->dslider) b->h_ds[p] = *pk->dslider, ds_any = 1;
     }
-    b->ds_any = ds_any;
     if (ds_any) cuda_up(b, b->d_ds, b->h_ds, (size_t)np * sizeof(DSliderState));
     if (b->h_pause) cuda_up(b, b->d_pause, b->h_pause, (size_t)np * 4);
     if (metrics_any) {
@@ -624,10 +623,12 @@ static void upload_picks(CudaBackend* b, const BackendStep* s, int metrics_any) 
 }
 
 // The dslider picks' states back to the engine's requests after the policy ran (nothing
-// to copy when no pick has one).
+// to copy when no pick has one: then upload_picks uploaded none either).
 static void download_dslider(CudaBackend* b, BackendStep* s) {
-    if (!b->ds_any) return;
     const int np = s->n_picks;
+    int any = 0;
+    for (int p = 0; p < np; p++) any |= s->picks[p].dslider != NULL;
+    if (!any) return;
     etx_dev_download_on(b->h_ds, b->d_ds, (size_t)np * sizeof(DSliderState), b->stream);
     b->d2h += (long long)np * (long long)sizeof(DSliderState);
     for (int p = 0; p < np; p++)

@@ -161,7 +161,6 @@ struct Backend {
     EtxSeqState* d_states;       // (max_batch)
     DSliderState* d_ds;          // (max_batch) the dslider picks' states (BackendPick.dslider)
     DSliderState* h_ds;          // (max_batch) host staging
-    int ds_any;                  // 1: the last upload_picks had a dslider pick
     void* pol_scratch;           // etx_policy_scratch_bytes(max_batch, vocab)
     int32_t* d_next;             // (max_batch) sampled tokens
     int32_t* d_done;             // (max_batch) done flags (not downloaded)
