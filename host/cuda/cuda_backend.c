@@ -28,6 +28,7 @@
 #include "cuda/cuda_backend.h"
 #include "device.h"
 #include "gemm.h"
+#include "kv_copy.h"
 
 #ifdef ETX_SIMT
 #define CUDA_BACKEND_NAME "cuda (SIMT emulator)"
@@ -172,7 +173,7 @@ void cuda_destroy_shard(CudaBackend* b) {
                    b->d_window,   b->d_policies, b->d_nets, b->d_states, b->d_ds, b->pol_scratch, b->d_next,    b->d_done,
                    b->d_trace,    b->d_ring,    b->d_ring_trace, b->tp_part, b->tp_parts,
                    b->tp_logits,  b->tp_pause_logit, b->d_pause, b->am_heads, b->am_psum, b->am_dev,
-                   b->am_heads_all, b->am_dev_all};
+                   b->am_heads_all, b->am_dev_all, b->d_kv_pools, b->d_copies};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) etx_dev_free(dev[i]);
     free(b->h_tokens);
     free(b->h_row_seq);
@@ -184,6 +185,7 @@ void cuda_destroy_shard(CudaBackend* b) {
     free(b->h_policies);
     free(b->h_states);
     free(b->h_ds);
+    free(b->h_copies);
     free(b->h_n_pos);
     free(b->h_window);
     free(b->h_next);
@@ -229,6 +231,18 @@ static etx_status check_config(const etx_model* m, const BackendConfig* c) {
         return etx_error(ETX_ERR_UNSUPPORTED, "CUDA backend: %d heads (the attention metrics take at most %d)",
                          mc->n_heads, ETX_ATTN_MAX_HEADS);
     if (m->n_eos > 8) return etx_error(ETX_ERR_UNSUPPORTED, "CUDA backend: %d EOS ids (at most 8)", m->n_eos);
+    return etx_ok();
+}
+
+// The device table of every layer's K and V pool (etx_kv_copy_blocks reads it), after
+// cuda_alloc_kv: K of layer l at 2l, V at 2l + 1.
+static etx_status alloc_pool_table(CudaBackend* b) {
+    const size_t bytes = (size_t)2 * b->n_layers * sizeof(etx_bf16*);
+    ETX_TRY(cuda_alloc(b, (void**)&b->d_kv_pools, bytes, "K/V pool table"));
+    etx_bf16** h = xcalloc((size_t)2 * b->n_layers, sizeof(etx_bf16*));
+    for (int l = 0; l < b->n_layers; l++) h[2 * l] = b->layers[l].k_pool, h[2 * l + 1] = b->layers[l].v_pool;
+    etx_dev_upload_on(b->d_kv_pools, h, bytes, b->stream); // this shard's own pools
+    free(h);
     return etx_ok();
 }
 
@@ -347,6 +361,7 @@ etx_status cuda_create_shard(const etx_model* m, const BackendConfig* cfg, int s
     b->graphs = xcalloc((size_t)cfg->max_batch + 1, sizeof(void*));
     etx_status st = cuda_upload_model(b);
     if (st.code == ETX_OK) st = cuda_alloc_kv(b, b->layers, cfg->kv_blocks);
+    if (st.code == ETX_OK) st = alloc_pool_table(b);
     if (st.code == ETX_OK) st = alloc_buffers(b);
     if (st.code != ETX_OK) {
         cuda_destroy_shard(b);
@@ -371,23 +386,35 @@ static int needs_metrics(const CudaBackend* b, const BackendPick* p) {
     return b->cfg.trace || (policy_signals_used(p->policy) & POLICY_USES_ATTN_SIGNALS);
 }
 
-// The copy-on-write block copies, in every shard's pools (tp 1: b's).
-static void copy_blocks(CudaBackend* b, const BlockCopy* cp, int n) {
-    if (n == 0) return;
-    for (int s = 0; s < b->tp; s++) {
+// The copy-on-write block copies, in every shard's pools (tp 1: b's): one launch per
+// shard copies each block in every layer's K and V pool (kernels/kv_copy.cu), the pairs
+// uploaded first. The block manager's copies go into fresh, distinct blocks, which the
+// kernel's parallel copies need (kv_copy.h).
+static etx_status copy_blocks(CudaBackend* b, const BlockCopy* cp, int n) {
+    if (n == 0) return etx_ok();
+    etx_status st = etx_ok();
+    for (int s = 0; s < b->tp && st.code == ETX_OK; s++) {
         CudaBackend* x = cuda_shard(b, s);
         (void)etx_dev_select(x->gpu);
-        const size_t blk = (size_t)x->cfg.kv_block_size * x->kv_dim;
-        for (int i = 0; i < n; i++)
-            for (int l = 0; l < x->n_layers; l++) {
-                CudaLayer* L = &x->layers[l];
-                etx_dev_copy_on(L->k_pool + cp[i].dst * blk, L->k_pool + cp[i].src * blk, blk * sizeof(etx_bf16),
-                                x->stream);
-                etx_dev_copy_on(L->v_pool + cp[i].dst * blk, L->v_pool + cp[i].src * blk, blk * sizeof(etx_bf16),
-                                x->stream);
+        if (n > x->copies_cap) { // grown on demand: a step has at most one copy per work
+            etx_dev_free(x->d_copies);
+            free(x->h_copies);
+            x->copies_cap = 0;
+            x->h_copies = xcalloc((size_t)n * 2, sizeof(int32_t));
+            x->d_copies = etx_dev_malloc((size_t)n * 2 * sizeof(int32_t));
+            if (!x->d_copies) {
+                st = etx_error(ETX_ERR_NOMEM, "CUDA backend: no device memory for %d copy-on-write block copies", n);
+                break;
             }
+            x->copies_cap = n;
+        }
+        for (int i = 0; i < n; i++) x->h_copies[2 * i] = cp[i].src, x->h_copies[2 * i + 1] = cp[i].dst;
+        etx_dev_upload_on(x->d_copies, x->h_copies, (size_t)n * 2 * sizeof(int32_t), x->stream);
+        etx_kv_copy_blocks(x->d_kv_pools, 2 * x->n_layers, x->d_copies, n,
+                           (size_t)x->cfg.kv_block_size * x->kv_dim, x->stream);
     }
     (void)etx_dev_select(b->gpu);
+    return st;
 }
 
 // The block table row `row` (host staging) from a work's ids (those past max_seq_len,
@@ -640,7 +667,7 @@ static etx_status cuda_step(CudaBackend* b, BackendStep* s) {
     int metrics_any = 0;
     ETX_TRY(check_step(b, s, &metrics_any));
     const BackendConfig* c = &b->cfg;
-    copy_blocks(b, s->copies, s->n_copies);
+    ETX_TRY(copy_blocks(b, s->copies, s->n_copies));
     run_prefills(b, s, metrics_any);
     run_decode(b, s, metrics_any);
     b->last_picks = s->n_picks;
@@ -687,7 +714,7 @@ static etx_status cuda_decode_steps(CudaBackend* b, BackendStep* s, int k, int32
         b->ring_steps = k;
     }
     const int np = s->n_picks;
-    copy_blocks(b, s->copies, s->n_copies);
+    ETX_TRY(copy_blocks(b, s->copies, s->n_copies));
     for (int j = 0; j < k; j++) {
         if (j == 0) {
             run_decode(b, s, metrics_any);

@@ -137,6 +137,10 @@ struct Backend {
     int32_t* h_head_rows;        // (max_batch) host staging
     int step_heads;              // prefill picks' head rows used so far in this step
     int32_t* d_table;            // (max_batch, max_blocks)
+    etx_bf16** d_kv_pools;       // (2 n_layers) device: layer l's K pool at 2l, its V pool at 2l + 1
+    int32_t* d_copies;           // (copies_cap, 2) copy-on-write (src, dst) block pairs of a step
+    int32_t* h_copies;           // (copies_cap, 2) host staging
+    int copies_cap;              // pairs the two hold (grown on demand)
     int32_t *h_tokens, *h_row_seq, *h_row_pos, *h_cap_row, *h_table; // host staging, same shapes
 
     // sampling, max_batch picks

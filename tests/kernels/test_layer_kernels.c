@@ -37,6 +37,7 @@
 #include "device.h"
 #include "embed.h"
 #include "gather.h"
+#include "kv_copy.h"
 #include "norm.h"
 #include "qkv_prep.h"
 #include "rope.h"
@@ -999,6 +1000,55 @@ START_TEST(test_gather_rows) {
 }
 END_TEST
 
+// ----------------------------------------------------------------------------
+// copy-on-write block copies: every pool gets the same copies, bit for bit; the twin is a
+// memcpy of each block in each pool, and every block not a destination stays unchanged
+
+static void run_kv_copy(int n_pools, int n_blocks, size_t block_elems, const int32_t* pairs, int n) {
+    const size_t pool_elems = (size_t)n_blocks * block_elems;
+    etx_bf16** pools = calloc((size_t)n_pools, sizeof *pools);   // host contents
+    etx_bf16** want = calloc((size_t)n_pools, sizeof *want);     // the twin's result
+    etx_bf16** d_pools = calloc((size_t)n_pools, sizeof *d_pools); // device pools
+    for (int p = 0; p < n_pools; p++) {
+        pools[p] = malloc(pool_elems * sizeof(etx_bf16));
+        for (size_t e = 0; e < pool_elems; e++) pools[p][e] = (etx_bf16)(rng_next_u32(&rng_state) >> 16);
+        want[p] = malloc(pool_elems * sizeof(etx_bf16));
+        memcpy(want[p], pools[p], pool_elems * sizeof(etx_bf16));
+        for (int i = 0; i < n; i++) // the twin: one memcpy per block per pool, in order
+            memcpy(want[p] + (size_t)pairs[2 * i + 1] * block_elems, want[p] + (size_t)pairs[2 * i] * block_elems,
+                   block_elems * sizeof(etx_bf16));
+        d_pools[p] = dev_copy(pools[p], pool_elems * sizeof(etx_bf16));
+    }
+    etx_bf16** d_table = dev_copy(d_pools, (size_t)n_pools * sizeof *d_pools);
+    const int32_t none[2] = {0, 0};
+    int32_t* d_pairs = dev_copy(n ? pairs : none, (size_t)(n ? n : 1) * 2 * sizeof(int32_t));
+    etx_kv_copy_blocks(d_table, n_pools, d_pairs, n, block_elems, NULL);
+    for (int p = 0; p < n_pools; p++) {
+        etx_bf16* got = host_copy(d_pools[p], pool_elems * sizeof(etx_bf16));
+        for (int k = 0; k < n_blocks; k++)
+            EXPECT(memcmp(got + (size_t)k * block_elems, want[p] + (size_t)k * block_elems,
+                          block_elems * sizeof(etx_bf16)) == 0,
+                   "pools %d, block of %zu values: pool %d block %d differs from the twin's", n_pools, block_elems, p,
+                   k);
+        free(got);
+        etx_dev_free(d_pools[p]);
+        free(pools[p]), free(want[p]);
+    }
+    etx_dev_free(d_table);
+    etx_dev_free(d_pairs);
+    free(pools), free(want), free(d_pools);
+}
+
+START_TEST(test_kv_copy_blocks) {
+    rng_state = rng_seed(11);
+    static const int32_t pairs[] = {2, 5, 0, 7, 2, 4}; // block 2 copied twice (a fork's siblings)
+    run_kv_copy(6, 9, 8 * 64, pairs, 3);   // 16-byte path: 8 positions x 64 values per block
+    run_kv_copy(4, 9, 3 * 5, pairs, 3);    // block_elems % 8 != 0: the scalar path
+    run_kv_copy(2, 9, 64 * 512, pairs + 2, 2); // a Llama-3.2-1B-sized block (64 positions x 8 heads x 64)
+    run_kv_copy(3, 4, 8 * 64, pairs, 0);   // no copies: nothing changes
+}
+END_TEST
+
 static Suite* layer_suite(void) {
     Suite* s = suite_create("layer_kernels");
     struct {
@@ -1014,7 +1064,8 @@ static Suite* layer_suite(void) {
                  {"prefill", test_prefill_attention},
                  {"rows_invariant", test_attention_rows_are_batch_invariant},
                  {"chain", test_layer_chain},
-                 {"gather", test_gather_rows}};
+                 {"gather", test_gather_rows},
+                 {"kv_copy", test_kv_copy_blocks}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         TCase* tc = tcase_create(cases[i].name);
         tcase_add_test(tc, cases[i].test);
