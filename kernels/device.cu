@@ -112,6 +112,20 @@ extern "C" void etx_dev_free(void* p) {
     if (p) CUDA_CHECK(cudaFree(p));
 }
 
+extern "C" void* etx_dev_host_alloc(size_t bytes) {
+    void* p = NULL;
+    if (bytes == 0) return NULL;
+    if (cudaMallocHost(&p, bytes) != cudaSuccess) {
+        (void)cudaGetLastError(); // the caller falls back to pageable memory
+        return NULL;
+    }
+    return p;
+}
+
+extern "C" void etx_dev_host_free(void* p) {
+    if (p) CUDA_CHECK(cudaFreeHost(p));
+}
+
 extern "C" void etx_dev_upload(void* dst, const void* src, size_t bytes) {
     if (bytes) CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
 }

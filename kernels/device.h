@@ -36,6 +36,11 @@ int etx_dev_cc_major(void);
 // Device memory of `bytes` bytes (NULL when out of memory; bytes == 0 gives NULL).
 void* etx_dev_malloc(size_t bytes);
 void etx_dev_free(void* p);
+// Page-locked (pinned) host memory of `bytes` bytes (cudaMallocHost; NULL when it cannot
+// be had): an etx_dev_upload_on from it is truly asynchronous, so its bytes must stay
+// unchanged until the stream is synchronised (the emulator checks: tests/simt/simt.cpp).
+void* etx_dev_host_alloc(size_t bytes);
+void etx_dev_host_free(void* p);
 // host src -> device dst
 void etx_dev_upload(void* dst, const void* src, size_t bytes);
 // device src -> host dst
@@ -44,8 +49,9 @@ void etx_dev_memset(void* p, int value, size_t bytes);
 // device src -> device dst (regions must not overlap)
 void etx_dev_copy(void* dst, const void* src, size_t bytes);
 // The same on `stream`, ordered with its launches explicitly (the calls above use the
-// legacy default stream): upload and copy are asynchronous (an upload's host buffer may
-// be reused when the call returns: pageable memory is staged), download waits for the
+// legacy default stream): upload and copy are asynchronous (an upload's pageable host
+// buffer may be reused when the call returns, as CUDA stages it first; a pinned one, from
+// etx_dev_host_alloc, only after the stream is synchronised), download waits for the
 // stream, so dst is ready when it returns.
 void etx_dev_upload_on(void* dst, const void* src, size_t bytes, void* stream);
 void etx_dev_download_on(void* dst, const void* src, size_t bytes, void* stream);

@@ -360,16 +360,17 @@ extern "C" void etx_policy_step(const EtxPolicyArgs* a, void* stream) {
     const PkScratch sc = pk_scratch(a->scratch, a->n_seqs, a->vocab);
     ETX_LAUNCH(policy_kernel, etx_ceil_div(a->n_seqs, PK_THREADS), PK_THREADS, 0, (cudaStream_t)stream, args, sc);
     CUDA_CHECK_LAUNCH();
+    if (a->no_fallback) return; // every pick stays within its candidates (the caller's bound)
     ETX_LAUNCH(policy_fallback_kernel, a->n_seqs, PK_SORT_THREADS, 0, (cudaStream_t)stream, args, sc);
     CUDA_CHECK_LAUNCH();
 }
 
-extern "C" EtxCost etx_policy_step_cost(int n_seqs) {
-    EtxCost c = {0, 0, 0, 0, 2, 0};
+extern "C" EtxCost etx_policy_step_cost(int n_seqs, int fallback) {
+    EtxCost c = {0, 0, 0, 0, 1 + (fallback != 0), 0};
     c.bytes = (double)n_seqs * (ETX_TOPK * 12.0 + sizeof(EtxVocabStats) + sizeof(etx_policy) + 2 * sizeof(EtxSeqState) +
                                 sizeof(etx_trace_record) + 8);
     c.flops = (double)n_seqs * ETX_TOPK * 20.0;
-    c.ctas = (double)etx_ceil_div(n_seqs, PK_THREADS) + n_seqs;
+    c.ctas = (double)etx_ceil_div(n_seqs, PK_THREADS) + (fallback ? n_seqs : 0);
     c.busy = (double)etx_ceil_div(n_seqs, PK_THREADS);
     return c;
 }

@@ -79,6 +79,10 @@ typedef struct {
                                    // when no sequence has a learned policy
     DSliderState* ds;              // (n_seqs) dslider states, read and updated in place, or
                                    // NULL when no sequence has a dslider policy
+    int no_fallback;               // 1: no sequence can need the exact fallback (the caller
+                                   // knows: every policy keeps its draw within the ETX_TOPK
+                                   // candidates, host/cuda's cuda_policy_may_need_full_row),
+                                   // so kernel 2 is not launched
 } EtxPolicyArgs;
 
 // Scratch the step needs: per sequence a pending decision, and for the fallback a
@@ -86,15 +90,17 @@ typedef struct {
 // weights (4 vocab bytes): about 1.5 MiB per sequence at a 128256 vocabulary.
 size_t etx_policy_scratch_bytes(int n_seqs, int vocab);
 
-// Runs the step: the policy kernel (a thread per sequence), then the fallback kernel
-// (a block per sequence; blocks of sequences that did not need it return at once).
+// Runs the step: the policy kernel (a thread per sequence), then, unless a->no_fallback,
+// the fallback kernel (a block per sequence; blocks of sequences that did not need it
+// return at once).
 // a is read on the host; its pointers are device pointers. stream: a cudaStream_t.
 void etx_policy_step(const EtxPolicyArgs* a, void* stream);
 
 // The napkin math of etx_policy_step (cost.h) when no sequence needs the fallback sort:
 // per sequence its candidates, statistics, policy and state read, token (and trace)
-// written; the fallback kernel launches a block per sequence that exits at once.
-EtxCost etx_policy_step_cost(int n_seqs);
+// written; with `fallback` (the kernel is launched: no_fallback 0) a block per sequence
+// that exits at once.
+EtxCost etx_policy_step_cost(int n_seqs, int fallback);
 
 #ifdef __cplusplus
 }

@@ -186,13 +186,17 @@ void cuda_destroy_shard(CudaBackend* b) {
     free(b->h_states);
     free(b->h_ds);
     free(b->h_copies);
+    cuda_stage_free(b);
     free(b->h_n_pos);
     free(b->h_window);
     free(b->h_next);
     free(b->h_pause);
     if (b->graphs)
         for (int i = 0; i <= b->cfg.max_batch; i++) etx_dev_graph_destroy(b->graphs[i]);
+    if (b->sample_graphs)
+        for (int i = 0; i < 4 * (b->cfg.max_batch + 1); i++) etx_dev_graph_destroy(b->sample_graphs[i]);
     free(b->graphs);
+    free(b->sample_graphs);
     etx_dev_stream_destroy(b->stream);
     free(b);
 }
@@ -359,9 +363,11 @@ etx_status cuda_create_shard(const etx_model* m, const BackendConfig* cfg, int s
     // captured); the emulator captures on its NULL stream (placeholder graphs, device.h)
     b->use_graphs = b->pad_decode && (etx_dev_graphs_recorded() ? etx_dev_graphs_available() && b->stream != NULL : 1);
     b->graphs = xcalloc((size_t)cfg->max_batch + 1, sizeof(void*));
+    b->sample_graphs = xcalloc(4 * ((size_t)cfg->max_batch + 1), sizeof(void*));
     etx_status st = cuda_upload_model(b);
     if (st.code == ETX_OK) st = cuda_alloc_kv(b, b->layers, cfg->kv_blocks);
     if (st.code == ETX_OK) st = alloc_pool_table(b);
+    if (st.code == ETX_OK) cuda_stage_create(b); // none for a shard, or without pinned memory
     if (st.code == ETX_OK) st = alloc_buffers(b);
     if (st.code != ETX_OK) {
         cuda_destroy_shard(b);
@@ -409,7 +415,7 @@ static etx_status copy_blocks(CudaBackend* b, const BlockCopy* cp, int n) {
             x->copies_cap = n;
         }
         for (int i = 0; i < n; i++) x->h_copies[2 * i] = cp[i].src, x->h_copies[2 * i + 1] = cp[i].dst;
-        etx_dev_upload_on(x->d_copies, x->h_copies, (size_t)n * 2 * sizeof(int32_t), x->stream);
+        cuda_stage_up(x, x->d_copies, x->h_copies, (size_t)n * 2 * sizeof(int32_t)); // pageable for shards
         etx_kv_copy_blocks(x->d_kv_pools, 2 * x->n_layers, x->d_copies, n,
                            (size_t)x->cfg.kv_block_size * x->kv_dim, x->stream);
     }
@@ -492,13 +498,20 @@ static void run_prefills(CudaBackend* b, const BackendStep* s, int metrics_any) 
 // load one inside a capture before driver 12.3) and cuBLAS has set itself up before
 // anything is recorded. A failure inside the capture (a launch, cuBLAS) ends it with no
 // graph (device.h): then the backend says so once and runs without graphs from now on.
-static void capture_decode_graph(CudaBackend* b, const CudaRows* r, void** g) {
+// The decode batch's launches: the forward of its r->n rows, then with ns > 0 the
+// sampling of its ns (= r->n, padded) picks.
+static void decode_launches(CudaBackend* b, const CudaRows* r, int ns, int metrics) {
+    cuda_forward_rows(b, r);
+    if (ns) cuda_sample(b, ns, metrics);
+}
+
+static void capture_decode_graph(CudaBackend* b, const CudaRows* r, int ns, int metrics, void** g) {
     if (!etx_dev_capture_begin(b->stream)) {
         fprintf(stderr, "[etx] CUDA backend: cannot capture on this stream; running without graphs\n");
         b->use_graphs = 0;
         return;
     }
-    cuda_forward_rows(b, r); // natively recorded, not run (the emulator runs it again)
+    decode_launches(b, r, ns, metrics); // natively recorded, not run (the emulator runs it again)
     *g = etx_dev_capture_end(b->stream);
     if (!*g) {
         fprintf(stderr, "[etx] CUDA backend: capturing the decode graph of %d rows failed (%s); running without "
@@ -509,31 +522,32 @@ static void capture_decode_graph(CudaBackend* b, const CudaRows* r, void** g) {
     }
 }
 
-// The decode batch's launches: replayed from the graph of its padded size, or run
-// directly. The first batch of each padded size runs directly (the warm-up; it computes
-// this step's result) and is then captured for the next ones. The emulator's graphs are
-// placeholders (etx_dev_graphs_recorded() == 0): replaying one runs the launches again.
-static void forward_decode(CudaBackend* b, const CudaRows* r) {
+// The decode batch's launches (decode_launches): replayed from the graph of its padded
+// size (with its sampling: of that size, metrics and fallback), or run directly. The
+// first batch of each kind runs directly (the warm-up; it computes this step's result)
+// and is then captured for the next ones. The emulator's graphs are placeholders
+// (etx_dev_graphs_recorded() == 0): replaying one runs the launches again.
+static void forward_decode(CudaBackend* b, const CudaRows* r, int ns, int metrics) {
     if (!b->use_graphs) {
-        cuda_forward_rows(b, r);
+        decode_launches(b, r, ns, metrics);
         return;
     }
-    void** g = &b->graphs[r->n];
+    void** g = ns ? &b->sample_graphs[4 * r->n + 2 * (metrics != 0) + (b->fallback != 0)] : &b->graphs[r->n];
     if (!*g) {
-        cuda_forward_rows(b, r); // the warm-up, outside any capture
-        capture_decode_graph(b, r, g);
+        decode_launches(b, r, ns, metrics); // the warm-up, outside any capture
+        capture_decode_graph(b, r, ns, metrics, g);
         return;
     }
     if (etx_dev_graphs_recorded())
         etx_dev_graph_launch(*g, b->stream);
     else
-        cuda_forward_rows(b, r);
+        decode_launches(b, r, ns, metrics);
 }
 
 // Every decode row as one batch: row r is the r-th decode work; its logits and scores go
 // to row r of b->logits and b->scores, where the sampling reads them (pick_row). Padding
 // rows (position -1, length 0) write nothing to the cache and attend to nothing.
-static void decode_rows_on_device(CudaBackend* b, int nb, int metrics_any);
+static void decode_rows_on_device(CudaBackend* b, int nb, int metrics_any, int ns);
 
 // Rows a decode batch of n runs as: n, or in graph mode the next power of two (at most
 // max_batch), so each padded size replays one captured graph.
@@ -544,7 +558,22 @@ static int padded_rows(const CudaBackend* b, int n) {
     return nb < b->cfg.max_batch ? nb : b->cfg.max_batch;
 }
 
-static void run_decode(CudaBackend* b, const BackendStep* s, int metrics_any) {
+// Whether this step's sampling joins the decode graph (the header's "Decode graphs"):
+// graph mode, a decode-only step whose pick p is decode row p, no dslider pick.
+static int sampling_in_graph(const CudaBackend* b, const BackendStep* s) {
+    if (!b->use_graphs || s->n_picks == 0) return 0;
+    int row = 0;
+    for (int i = 0; i < s->n_work; i++, row++)
+        if (!s->work[i].decode || s->work[i].pick != row) return 0;
+    if (row != s->n_picks) return 0;
+    for (int p = 0; p < s->n_picks; p++)
+        if (s->picks[p].dslider) return 0;
+    return 1;
+}
+
+// The step's decode rows (padded in graph mode) forward, and with `sample` (see
+// sampling_in_graph) the sampling of their padded picks in the same graph.
+static void run_decode(CudaBackend* b, const BackendStep* s, int metrics_any, int sample) {
     const BackendWork* rows[b->cfg.max_batch];
     int n = 0;
     for (int i = 0; i < s->n_work; i++)
@@ -566,20 +595,21 @@ static void run_decode(CudaBackend* b, const BackendStep* s, int metrics_any) {
     cuda_up(b, b->d_row_seq, b->h_row_seq, (size_t)nb * 4);
     cuda_up(b, b->d_row_pos, b->h_row_pos, (size_t)nb * 4);
     cuda_up(b, b->d_table, b->h_table, (size_t)nb * b->shape.max_blocks * 4);
-    decode_rows_on_device(b, nb, metrics_any);
+    decode_rows_on_device(b, nb, metrics_any, sample ? nb : 0);
 }
 
 // The forward of the nb decode rows already on the device (tokens, positions, tables):
-// logits and scores into rows 0 .. nb - 1.
-static void decode_rows_on_device(CudaBackend* b, int nb, int metrics_any) {
+// logits and scores into rows 0 .. nb - 1; then with ns > 0 (= nb) the sampling of the
+// ns picks uploaded for them (upload_picks padded to ns).
+static void decode_rows_on_device(CudaBackend* b, int nb, int metrics_any, int ns) {
     // a padded batch's graph always captures the scores (the same launches every step)
     CudaRows r = {.n = nb, .d_tokens = b->d_tokens, .d_row_seq = b->d_row_seq, .d_row_pos = b->d_row_pos,
                   .d_table = b->d_table, .kv = b->layers, .scores = b->pad_decode || metrics_any ? b->scores : NULL,
                   .d_cap_row = NULL, .head_first = 0, .logits = b->logits};
     if (b->pad_decode)
-        forward_decode(b, &r);
+        forward_decode(b, &r, ns, metrics_any);
     else
-        cuda_forward_rows(b, &r);
+        decode_launches(b, &r, ns, metrics_any);
 }
 
 static etx_status check_step(CudaBackend* b, const BackendStep* s, int* metrics_any_out) {
@@ -597,8 +627,10 @@ static etx_status check_step(CudaBackend* b, const BackendStep* s, int* metrics_
     return etx_ok();
 }
 
-// The picks' policies and states to the device (positions each pick attended, from the works).
-static void upload_picks(CudaBackend* b, const BackendStep* s, int metrics_any) {
+// The picks' policies and states to the device (positions each pick attended, from the
+// works), padded to n_up picks: a graph's sampling of a padded decode batch runs greedy
+// picks on the padding rows (sampling_in_graph), whose tokens are never read.
+static void upload_picks(CudaBackend* b, const BackendStep* s, int metrics_any, int n_up) {
     const BackendConfig* c = &b->cfg;
     const int np = s->n_picks;
     int decode_row = 0, ds_any = 0;
@@ -612,10 +644,12 @@ static void upload_picks(CudaBackend* b, const BackendStep* s, int metrics_any) 
         }
         decode_row += w->decode;
     }
+    b->fallback = 0;
     for (int p = 0; p < np; p++) {
         const BackendPick* pk = &s->picks[p];
         const int n_pos = b->h_n_pos[p];
         b->h_policies[p] = *pk->policy;
+        b->fallback |= cuda_policy_may_need_full_row(pk->policy, b->vocab_all);
         // a learned policy's network, and any registered before it, once (the registry only
         // grows and ids are stable; check_step bounded the id)
         for (; pk->policy->kind == ETX_POLICY_LEARNED && b->nets_up < pk->policy->learned; b->nets_up++)
@@ -638,15 +672,27 @@ static void upload_picks(CudaBackend* b, const BackendStep* s, int metrics_any) 
         if (b->h_pause) b->h_pause[p] = pk->pause_token; // -1 unless entropix or learned (engine.c)
         if (pk->dslider) b->h_ds[p] = *pk->dslider, ds_any = 1;
     }
-    if (ds_any) cuda_up(b, b->d_ds, b->h_ds, (size_t)np * sizeof(DSliderState));
-    if (b->h_pause) cuda_up(b, b->d_pause, b->h_pause, (size_t)np * 4);
-    if (metrics_any) {
-        cuda_up(b, b->d_n_pos, b->h_n_pos, (size_t)np * 4);
-        cuda_up(b, b->d_window, b->h_window, (size_t)np * 4);
+    for (int p = np; p < n_up; p++) { // padding: greedy over padding row p, no signals
+        b->h_policies[p] = etx_policy_default(ETX_POLICY_GREEDY);
+        EtxSeqState* st = &b->h_states[p];
+        memset(st, 0, sizeof *st);
+        st->prev_token = st->pause_token = -1;
+        st->max_tokens = INT32_MAX;
+        st->max_seq_len = c->max_seq_len;
+        b->h_pick_row[p] = p;
+        b->h_n_pos[p] = 0;
+        b->h_window[p] = 0;
+        if (b->h_pause) b->h_pause[p] = -1;
     }
-    cuda_up(b, b->d_pick_row, b->h_pick_row, (size_t)np * 4);
-    cuda_up(b, b->d_policies, b->h_policies, (size_t)np * sizeof(etx_policy));
-    cuda_up(b, b->d_states, b->h_states, (size_t)np * sizeof(EtxSeqState));
+    if (ds_any) cuda_up(b, b->d_ds, b->h_ds, (size_t)np * sizeof(DSliderState));
+    if (b->h_pause) cuda_up(b, b->d_pause, b->h_pause, (size_t)n_up * 4);
+    if (metrics_any) {
+        cuda_up(b, b->d_n_pos, b->h_n_pos, (size_t)n_up * 4);
+        cuda_up(b, b->d_window, b->h_window, (size_t)n_up * 4);
+    }
+    cuda_up(b, b->d_pick_row, b->h_pick_row, (size_t)n_up * 4);
+    cuda_up(b, b->d_policies, b->h_policies, (size_t)n_up * sizeof(etx_policy));
+    cuda_up(b, b->d_states, b->h_states, (size_t)n_up * sizeof(EtxSeqState));
 }
 
 // The dslider picks' states back to the engine's requests after the policy ran (nothing
@@ -669,15 +715,19 @@ static etx_status cuda_step(CudaBackend* b, BackendStep* s) {
     const BackendConfig* c = &b->cfg;
     ETX_TRY(copy_blocks(b, s->copies, s->n_copies));
     run_prefills(b, s, metrics_any);
-    run_decode(b, s, metrics_any);
-    b->last_picks = s->n_picks;
-    if (s->n_picks == 0) return etx_ok();
-    const int np = s->n_picks;
-    upload_picks(b, s, metrics_any);
-    cuda_sample(b, np, metrics_any);
+    const int np = s->n_picks, in_graph = sampling_in_graph(b, s);
+    // the picks before the decode forward, so the forward and the sampling are queued
+    // back to back (a prefill pick's row was set when its group ran)
+    if (np) upload_picks(b, s, metrics_any, in_graph ? padded_rows(b, np) : np);
+    run_decode(b, s, metrics_any, in_graph);
+    b->last_picks = np;
+    if (np == 0) return etx_ok();
+    if (!in_graph) cuda_sample(b, np, metrics_any);
 
-    // what comes back: the tokens (and the trace records)
+    // what comes back: the tokens (and the trace records); the download waits for the
+    // stream, so every staged upload has been read
     etx_dev_download_on(b->h_next, b->d_next, (size_t)np * 4, b->stream);
+    cuda_stage_synced(b);
     b->d2h += (long long)np * 4;
     for (int p = 0; p < np; p++) s->picks[p].token = b->h_next[p];
     download_dslider(b, s);
@@ -713,12 +763,12 @@ static etx_status cuda_decode_steps(CudaBackend* b, BackendStep* s, int k, int32
             return etx_error(ETX_ERR_NOMEM, "CUDA backend: no device memory for %d steps' tokens", k);
         b->ring_steps = k;
     }
-    const int np = s->n_picks;
+    const int np = s->n_picks, in_graph = sampling_in_graph(b, s), nb = padded_rows(b, np);
     ETX_TRY(copy_blocks(b, s->copies, s->n_copies));
     for (int j = 0; j < k; j++) {
         if (j == 0) {
-            run_decode(b, s, metrics_any);
-            upload_picks(b, s, metrics_any);
+            upload_picks(b, s, metrics_any, in_graph ? nb : np); // before the forward: see cuda_step
+            run_decode(b, s, metrics_any, in_graph);
         } else {
             for (int sh = 0; sh < b->tp; sh++) { // every shard's rows advance (tp 1: b's)
                 CudaBackend* x = cuda_shard(b, sh);
@@ -727,9 +777,9 @@ static etx_status cuda_decode_steps(CudaBackend* b, BackendStep* s, int k, int32
                                  x->d_next, np, x->stream);
             }
             (void)etx_dev_select(b->gpu);
-            decode_rows_on_device(b, padded_rows(b, np), metrics_any);
+            decode_rows_on_device(b, nb, metrics_any, in_graph ? nb : 0);
         }
-        cuda_sample(b, np, metrics_any);
+        if (!in_graph) cuda_sample(b, np, metrics_any);
         if (b->shards) cuda_tp_share_next(b, np); // the next inputs on every shard
         etx_dev_copy_on(b->d_ring + (size_t)j * np, b->d_next, (size_t)np * sizeof(int32_t), b->stream);
         if (c->trace)
@@ -738,6 +788,7 @@ static etx_status cuda_decode_steps(CudaBackend* b, BackendStep* s, int k, int32
     }
     b->last_picks = np;
     etx_dev_download_on(tokens, b->d_ring, (size_t)k * np * sizeof(int32_t), b->stream);
+    cuda_stage_synced(b); // the download waited for the stream
     b->d2h += (long long)k * np * 4;
     if (c->trace) {
         etx_dev_download_on(trace, b->d_ring_trace, (size_t)k * np * sizeof(etx_trace_record), b->stream);

@@ -13,6 +13,12 @@
  * The first batch of a size runs eagerly first (the warm-up: kernels loaded, cuBLAS set
  * up, outside any capture), then is captured; a failure inside a capture ends it without
  * a graph, and the backend says so once and runs eagerly from then on.
+ * A decode-only step whose pick p is decode row p (the steady state, and every
+ * multi-step call) puts the sampling of its picks (vocabulary pass, attention signals,
+ * policy) into the same graph, padded to the same size with greedy picks on the padding
+ * rows, whose tokens nobody reads: one graph launch per step instead of one plus 3-4
+ * kernel launches. Not for dslider picks, whose state update in place must run once
+ * (the emulator's capture runs the launches a second time).
  * ETX_CUDA_GRAPHS=0 in the environment turns graphs off; under the emulator
  * ETX_CUDA_GRAPHS=1 turns them on: the emulator's capture runs the launches and its
  * graphs are placeholders replayed by running them again (kernels/device.h), which is
@@ -102,6 +108,8 @@ struct Backend {
     int capture_failures;        // captures that failed (then use_graphs = 0)
     CudaProfile* prof;           // ETX_CUDA_PROFILE=1, else NULL
     void** graphs;               // (max_batch + 1) executable decode graph per padded size, or NULL
+    void** sample_graphs;        // ((max_batch + 1) * 4) the same with the sampling of its picks:
+                                 // slot 4 size + 2 metrics + fallback (sampling_in_graph)
     size_t dev_bytes;            // device memory allocated (for messages)
     size_t weight_bytes;         // of which weights a decode step reads (not the embedding
                                  // table unless it is the tied LM head)
@@ -142,6 +150,9 @@ struct Backend {
     int32_t* h_copies;           // (copies_cap, 2) host staging
     int copies_cap;              // pairs the two hold (grown on demand)
     int32_t *h_tokens, *h_row_seq, *h_row_pos, *h_cap_row, *h_table; // host staging, same shapes
+    unsigned char* stage;        // (stage_cap) pinned arena the uploads are sent from (cuda_stage.c); NULL: pageable
+    size_t stage_cap, stage_used; // its bytes, and those queued since the stream last synchronised
+    long long stage_waits;       // times a full arena waited for the stream
 
     // sampling, max_batch picks
     // Logits and captured scores stay where the forward writes them: rows [0, max_batch)
@@ -172,6 +183,7 @@ struct Backend {
     etx_policy* h_policies;      // (max_batch) host staging
     EtxSeqState* h_states;       // (max_batch)
     int32_t *h_n_pos, *h_window, *h_next; // (max_batch)
+    int fallback;                // 1: a pick of the step may need the policy's exact fallback
 
     int32_t* d_ring;             // (ring_steps, max_batch) tokens of a multi-step call, step-major
     etx_trace_record* d_ring_trace; // (ring_steps, max_batch) their trace records (cfg.trace)
@@ -212,13 +224,29 @@ static inline CudaBackend* cuda_shard(CudaBackend* b, int s) { return b->shards 
 etx_status cuda_create_shard(const etx_model* m, const BackendConfig* cfg, int shard, CudaBackend** out);
 void cuda_destroy_shard(CudaBackend* b);
 
+// Whether policy p may draw beyond the ETX_TOPK candidates of the vocabulary pass, so
+// that its pick may need the policy step's exact fallback over the whole row (top_k 0
+// or above ETX_TOPK, on a vocabulary larger than ETX_TOPK); conservative: 1 when unsure.
+// cuda_tp.c; the backend launches the fallback kernel only when some pick may.
+int cuda_policy_may_need_full_row(const etx_policy* p, int vocab);
+
+// cuda_stage.c: the pinned staging arena of the per-step uploads (tp 1; else, or without
+// pinned memory, uploads stay pageable). cuda_stage_up copies src into the arena and sends
+// it from there on b's stream; cuda_stage_synced says the stream has just been
+// synchronised, so the whole arena may be reused.
+void cuda_stage_create(CudaBackend* b);
+void cuda_stage_free(CudaBackend* b);
+void cuda_stage_up(CudaBackend* b, void* dst, const void* src, size_t bytes);
+void cuda_stage_synced(CudaBackend* b);
+
 // cuda_tp.c, tensor parallelism (cfg->tp > 1): the shards, the communicator and shard 0's
 // gathering buffers; shard 0 returned. Everything else here works on any backend, tp 1
 // included (then it is the plain single-device path).
 etx_status cuda_tp_create(const etx_model* m, const BackendConfig* cfg, CudaBackend** out);
 void cuda_tp_destroy(CudaBackend* b);
 // Host bytes to the device buffer dst of b (one of its row, table or pick buffers), and
-// to the same buffer of every other shard.
+// to the same buffer of every other shard; asynchronous (src may be reused at once: tp 1
+// sends a copy from the staging arena, shards copy from pageable memory).
 void cuda_up(CudaBackend* b, void* dst, const void* src, size_t bytes);
 // Runs ops over r: on every shard in turn, op by op, the partial outputs of the O and
 // down projections all-reduced after their GEMMs (tp 1: cuda_exec_op on b).

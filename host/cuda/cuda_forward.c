@@ -99,7 +99,8 @@ void cuda_run_op(CudaBackend* b, const CudaRows* r, const CudaOp* o) {
                            .n_cand = b->vocab < ETX_TOPK ? b->vocab : ETX_TOPK, .attn = o->capture ? b->attn : NULL,
                            .policies = b->d_policies, .states = b->d_states, .stop_ids = NULL, .eos_ids = b->eos_ids,
                            .n_eos = b->n_eos, .scratch = b->pol_scratch, .tokens = b->d_next, .done = b->d_done,
-                           .trace = b->cfg.trace ? b->d_trace : NULL, .nets = b->d_nets, .ds = b->d_ds};
+                           .trace = b->cfg.trace ? b->d_trace : NULL, .nets = b->d_nets, .ds = b->d_ds,
+                           .no_fallback = !o->which};
         etx_policy_step(&a, st);
         break;
     }
@@ -143,6 +144,8 @@ void cuda_profile_print(const CudaBackend* b) {
     for (int i = 0; i < p->n; i++)
         fprintf(stderr, "| %s | %lld | %.3f | %.1f | %.1f%% |\n", p->rows[i].name, p->rows[i].calls, p->rows[i].ms,
                 1e3 * p->rows[i].ms / (double)p->rows[i].calls, total > 0 ? 100.0 * p->rows[i].ms / total : 0.0);
+    fprintf(stderr, "[etx] uploads: %s (%.0f KiB), which waited for the stream %lld times when full\n",
+            b->stage ? "pinned staging arena" : "pageable (no arena)", (double)b->stage_cap / 1024.0, b->stage_waits);
 }
 
 void cuda_forward_rows(CudaBackend* b, const CudaRows* r) {
@@ -172,6 +175,6 @@ void cuda_sample(CudaBackend* b, int np, int metrics) {
         return;
     }
     CudaOp ops[4];
-    const int n_ops = cuda_plan_sampling(&b->dims, np, metrics, ops);
+    const int n_ops = cuda_plan_sampling(&b->dims, np, metrics, b->fallback, ops);
     for (int i = 0; i < n_ops; i++) cuda_exec_op(b, NULL, &ops[i]);
 }

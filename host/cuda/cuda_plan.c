@@ -61,13 +61,13 @@ int cuda_plan_forward(const CudaDims* d, int n, int capture, int head_row0, int 
     return k;
 }
 
-int cuda_plan_sampling(const CudaDims* d, int np, int metrics, CudaOp* ops) {
+int cuda_plan_sampling(const CudaDims* d, int np, int metrics, int fallback, CudaOp* ops) {
     (void)d;
     int k = 0;
     if (np <= 0) return 0;
     ops[k++] = op(CUDA_OP_VOCAB, -1, 0, 0, np);
     if (metrics) ops[k++] = op(CUDA_OP_METRICS, -1, 0, 0, np);
-    ops[k] = op(CUDA_OP_POLICY, -1, 0, 0, np);
+    ops[k] = op(CUDA_OP_POLICY, -1, fallback != 0, 0, np);
     ops[k++].capture = metrics; // the policy reads the attention signals
     
     return k;
@@ -158,7 +158,7 @@ EtxCost cuda_op_cost(const CudaDims* d, const CudaOp* o, int len, const CudaCard
     case CUDA_OP_SWIGLU: return etx_swiglu_cost(o->n, d->hidden);
     case CUDA_OP_VOCAB: return etx_vocab_pass_cost(o->n, d->vocab, ETX_TOPK);
     case CUDA_OP_METRICS: return etx_attn_metrics_cost(o->n, d->n_heads, len, d->max_seq_len);
-    case CUDA_OP_POLICY: return etx_policy_step_cost(o->n);
+    case CUDA_OP_POLICY: return etx_policy_step_cost(o->n, o->which);
     case CUDA_OP_GATHER: return etx_gather_rows2_cost(o->n, d->dim);
     }
     EtxCost zero = {0, 0, 0, 0, 0, 0};
@@ -187,7 +187,7 @@ int cuda_predict_decode_step(const CudaDims* d, int n, int len, int metrics, con
     if (d->n_layers > 128) return -1;
     memset(out, 0, sizeof *out);
     int k = cuda_plan_forward(d, n, metrics, 0, n, out->ops);
-    k += cuda_plan_sampling(d, n, metrics, out->ops + k);
+    k += cuda_plan_sampling(d, n, metrics, 0, out->ops + k); // greedy / entropix: within the candidates
     out->n_ops = k;
     for (int i = 0; i < k; i++) {
         out->cost[i] = cuda_op_cost(d, &out->ops[i], len, card);

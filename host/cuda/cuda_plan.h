@@ -60,7 +60,8 @@ typedef enum { CUDA_NORM_ATTN, CUDA_NORM_FFN, CUDA_NORM_FINAL } CudaNorm;
 typedef struct {
     CudaOpKind kind;
     int layer;    // the layer, or -1
-    int which;    // CUDA_OP_GEMM: CudaWeight; CUDA_OP_NORM: CudaNorm
+    int which;    // CUDA_OP_GEMM: CudaWeight; CUDA_OP_NORM: CudaNorm; CUDA_OP_POLICY: 1 when
+                  // the exact fallback kernel is launched (some pick may need it)
     int row0, n;  // the rows it runs on (sampling ops: picks 0 .. n - 1)
     int residual; // CUDA_OP_NORM: adds delta into x first (all but layer 0's attention norm)
     int capture;  // CUDA_OP_ATTN: captures the scores (the last layer's, when asked);
@@ -81,8 +82,10 @@ int cuda_plan_head(const CudaDims* d, int row0, int n, CudaOp* ops);
 // head-row list): gathered to rows row0 .. row0 + n - 1, then cuda_plan_head there, so
 // one GEMM over the LM head serves them all.
 int cuda_plan_gathered_head(const CudaDims* d, int row0, int n, CudaOp* ops);
-// Sampling np picks: the vocabulary pass, the attention metrics when `metrics`, the policy.
-int cuda_plan_sampling(const CudaDims* d, int np, int metrics, CudaOp* ops);
+// Sampling np picks: the vocabulary pass, the attention metrics when `metrics`, the policy
+// (with its fallback kernel when `fallback`: some pick's policy may draw beyond the
+// candidates, cuda_policy_may_need_full_row).
+int cuda_plan_sampling(const CudaDims* d, int np, int metrics, int fallback, CudaOp* ops);
 
 // (in, out) of the projection w.
 void cuda_gemm_shape(const CudaDims* d, CudaWeight w, int* in, int* out);

@@ -21,7 +21,7 @@
  * a multi-step call its tokens are copied to every shard for the next step's inputs.
  * What does cross whole:
  *   - a pick's whole logits row, only when its policy may need the exact fallback
- *     (policy_may_need_full_row: top_k 0 or above the K candidates).
+ *     (cuda_policy_may_need_full_row: top_k 0 or above the K candidates).
  * The attention signals merge the same way across head shards (attn_metrics.h): the
  * agreement needs the mean attention over all heads at each position, so each shard's
  * per-position sums of P are all-reduced first (8 bytes a position), then each shard's
@@ -124,6 +124,12 @@ static void* xlate(const CudaBackend* b, const CudaBackend* x, const void* p) {
 }
 
 void cuda_up(CudaBackend* b, void* dst, const void* src, size_t bytes) {
+    if (!b->shards) { // one device: through its pinned staging arena (cuda_stage.c)
+        cuda_stage_up(b, dst, src, bytes);
+        return;
+    }
+    // shards: from the pageable source, which CUDA reads before each call returns (the
+    // arena's reuse rule would need every shard's stream synchronised; left)
     for (int s = 0; s < b->tp; s++) {
         CudaBackend* x = cuda_shard(b, s);
         if (x != b) (void)etx_dev_select(x->gpu);
@@ -175,7 +181,7 @@ void cuda_run_ops(CudaBackend* b, const CudaRows* r, const CudaOp* ops, int n_op
 // kernel's exact fallback: a decision's top_k is 0 or beyond the ETX_TOPK candidates;
 // kernels/policy_step.cu). Conservative: entropix's widest cut is 1.5 top_k (its HEHV
 // branch) and its adaptive one at most 100.
-static int policy_may_need_full_row(const etx_policy* p, int vocab) {
+int cuda_policy_may_need_full_row(const etx_policy* p, int vocab) {
     int k = 0;
     switch (p->kind) {
     case ETX_POLICY_GREEDY: return 0;
@@ -247,7 +253,7 @@ void cuda_tp_sample(CudaBackend* b, int np, int metrics) {
     }
     // 3. whole logits rows, only for a policy that may need the exact fallback
     int full = 0;
-    for (int p = 0; p < np && !full; p++) full = policy_may_need_full_row(&b->h_policies[p], b->vocab_all);
+    for (int p = 0; p < np && !full; p++) full = cuda_policy_may_need_full_row(&b->h_policies[p], b->vocab_all);
     if (full) {
         int n = 0;
         for (int p = 0; p < np; p++)
@@ -267,7 +273,7 @@ void cuda_tp_sample(CudaBackend* b, int np, int metrics) {
                        .policies = b->d_policies, .states = b->d_states, .stop_ids = NULL, .eos_ids = b->eos_ids,
                        .n_eos = b->n_eos, .scratch = b->pol_scratch, .tokens = b->d_next, .done = b->d_done,
                        .trace = b->cfg.trace ? b->d_trace : NULL, .pause_logit = b->tp_pause_logit,
-                       .nets = b->d_nets, .ds = b->d_ds};
+                       .nets = b->d_nets, .ds = b->d_ds, .no_fallback = !full};
     etx_policy_step(&a, b->stream);
 }
 

@@ -512,6 +512,84 @@ START_TEST(test_step_graph_capture_fails) {
 }
 END_TEST
 
+// The engine on this backend with graphs (ETX_CUDA_GRAPHS=1: padded decode batches,
+// and a decode-only step's sampling inside the graph over greedy padding picks) and
+// without: the same tokens and trace records, bit for bit. Five requests of five
+// policies end at different lengths, so the decode-only steps run 5 picks with dslider
+// (sampling kept out of the graph), then 4 picks (fallback kernel: sampling with top_k
+// 0), 3 (padded to 4), then 2 without the fallback; through one-step calls and
+// multi-step ones, with and without tracing (which turns the attention signals on for
+// every pick). A padding pick that reached a real pick's policy or state changes a token
+// or a record here. (The emulator's graphs run their launches again rather than replay
+// a recording, device.h: a graph keyed too coarsely is not caught by this test.)
+enum { GR_REQS = 5, GR_MAX = 14 };
+static const int gr_len[GR_REQS] = {14, 14, 10, 8, 4};
+
+static void run_engine_graphs(const etx_model* m, int graphs, int steps_per_sync, int trace,
+                              int32_t tokens[GR_REQS][GR_MAX], etx_trace_record recs[GR_REQS][GR_MAX]) {
+    setenv("ETX_CUDA_GRAPHS", graphs ? "1" : "0", 1);
+    etx_engine_options o = etx_engine_options_default();
+    o.device = ETX_DEVICE_CUDA;
+    o.max_seq_len = 64;
+    o.max_batch = 8;
+    o.trace = trace;
+    o.steps_per_sync = steps_per_sync;
+    etx_engine* e = NULL;
+    CK_OK(etx_engine_create(m, &o, &e));
+    unsetenv("ETX_CUDA_GRAPHS");
+    etx_policy pols[GR_REQS] = {etx_policy_default(ETX_POLICY_GREEDY), etx_policy_default(ETX_POLICY_SAMPLE),
+                                etx_policy_default(ETX_POLICY_SAMPLE), etx_policy_default(ETX_POLICY_ENTROPIX),
+                                etx_policy_default(ETX_POLICY_DSLIDER)};
+    pols[1].top_k = 20, pols[1].temperature = 0.9f;
+    pols[2].top_k = 0; // beyond the candidates: the fallback kernel
+    pols[3].entropix.pause_token = 3;
+    int ids[GR_REQS];
+    for (int r = 0; r < GR_REQS; r++) {
+        int32_t prompt[12];
+        for (int i = 0; i < 5 + r; i++) prompt[i] = 2 + (i * 11 + r * 5) % (m->cfg.vocab_size - 2);
+        pols[r].seed = 40 + r;
+        etx_request q = {.prompt = prompt, .n_prompt = 5 + r, .policy = pols[r], .max_tokens = gr_len[r],
+                         .ignore_eos = 1};
+        CK_OK(etx_engine_submit(e, &q, &ids[r]));
+    }
+    CK_OK(etx_engine_run(e));
+    for (int r = 0; r < GR_REQS; r++) {
+        etx_request_state st;
+        CK_OK(etx_engine_request_state(e, ids[r], &st));
+        ck_assert_int_eq(st.n_tokens, gr_len[r]);
+        memcpy(tokens[r], st.tokens, (size_t)gr_len[r] * sizeof(int32_t));
+        if (!trace) continue;
+        const etx_trace_record* tr = NULL;
+        int n = 0;
+        CK_OK(etx_engine_trace(e, ids[r], &tr, &n));
+        ck_assert_int_eq(n, gr_len[r]);
+        memcpy(recs[r], tr, (size_t)n * sizeof *tr);
+    }
+    etx_engine_free(e);
+}
+
+START_TEST(test_engine_graphs_same_tokens) {
+    etx_model m;
+    load_fixture(&m, "tiny-llama-gqa");
+    static int32_t t0[GR_REQS][GR_MAX], t1[GR_REQS][GR_MAX];
+    static etx_trace_record r0[GR_REQS][GR_MAX], r1[GR_REQS][GR_MAX];
+    for (int trace = 0; trace <= 1; trace++)
+        for (int sps = 1; sps <= 4; sps += 3) { // one step per call, and 4
+            run_engine_graphs(&m, 0, sps, trace, t0, r0);
+            run_engine_graphs(&m, 1, sps, trace, t1, r1);
+            for (int r = 0; r < GR_REQS; r++)
+                for (int i = 0; i < gr_len[r]; i++) {
+                    ck_assert_msg(t0[r][i] == t1[r][i],
+                                  "trace %d, steps_per_sync %d: request %d token %d: %d without graphs, %d with", trace,
+                                  sps, r, i, t0[r][i], t1[r][i]);
+                    ck_assert_msg(!trace || memcmp(&r0[r][i], &r1[r][i], sizeof r0[r][i]) == 0,
+                                  "steps_per_sync %d: request %d token %d: the trace records differ", sps, r, i);
+                }
+        }
+    model_free_contents(&m);
+}
+END_TEST
+
 // ----------------------------------------------------------------------------
 // 4. clean failures, registration
 
@@ -616,6 +694,7 @@ static Suite* cuda_backend_suite(void) {
     tcase_add_test(tc, test_step_padded);
     tcase_add_test(tc, test_step_qwen);
     tcase_add_test(tc, test_step_graph_capture_fails);
+    tcase_add_test(tc, test_engine_graphs_same_tokens);
     tcase_add_test(tc, test_kv_budget);
     tcase_add_test(tc, test_logits_default_model);
     suite_add_tcase(s, tc);

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cuda/cuda_backend.h"
 #include "cuda/cuda_plan.h"
 #include "device.h"
 #include "gemm.h"
@@ -74,18 +75,20 @@ static void check_launches(etx_model* m, int n_prompt, int n_gen, int ctx, etx_p
 
     const CudaDims d = cuda_dims_for(m, ctx, 64);
     const int metrics = trace || kind == ETX_POLICY_ENTROPIX;
+    // the fallback kernel runs only for a policy that may draw beyond the candidates
+    const int fallback = cuda_policy_may_need_full_row(&pol, m->cfg.vocab_size);
     CudaOp ops[CUDA_PLAN_OPS(8)];
     long long want = 0;
     int k = cuda_plan_forward(&d, n_prompt, metrics, 0, 0, ops);
     want += launches_of(ops, k, &d, n_prompt);
     k = cuda_plan_gathered_head(&d, 0, 1, ops);
     want += launches_of(ops, k, &d, n_prompt);
-    k = cuda_plan_sampling(&d, 1, metrics, ops);
+    k = cuda_plan_sampling(&d, 1, metrics, fallback, ops);
     want += launches_of(ops, k, &d, n_prompt);
     for (int t = 1; t < n_gen; t++) {
         k = cuda_plan_forward(&d, 1, metrics, 0, 1, ops);
         want += launches_of(ops, k, &d, n_prompt + t);
-        k = cuda_plan_sampling(&d, 1, metrics, ops);
+        k = cuda_plan_sampling(&d, 1, metrics, fallback, ops);
         want += launches_of(ops, k, &d, n_prompt + t);
     }
     ck_assert_msg(ran == want, "prompt %d, %d tokens, ctx %d, policy %d, trace %d: %lld kernels ran, the plan says %lld",
@@ -133,10 +136,14 @@ START_TEST(plan_shape) {
     ck_assert_int_eq(gemms, 4 * 16 + 1);
     ck_assert_int_eq(ops[1].residual, 0); // layer 0's first norm reads the embedding alone
     ck_assert_int_eq(cuda_plan_forward(&d, 7, 0, 0, 0, ops), 1 + 9 * 16);
-    ck_assert_int_eq(cuda_plan_sampling(&d, 3, 1, ops), 3);
+    ck_assert_int_eq(cuda_plan_sampling(&d, 3, 1, 0, ops), 3);
     ck_assert_int_eq(ops[2].capture, 1);
-    ck_assert_int_eq(cuda_plan_sampling(&d, 3, 0, ops), 2);
+    ck_assert_int_eq(cuda_plan_sampling(&d, 3, 0, 0, ops), 2);
     ck_assert_int_eq(ops[1].capture, 0);
+    // the policy's fallback kernel: launched only when some pick may need it
+    ck_assert_int_eq(cuda_op_cost(&d, &ops[1], 16, cuda_card_find("h100")).launches, 1);
+    ck_assert_int_eq(cuda_plan_sampling(&d, 3, 0, 1, ops), 2);
+    ck_assert_int_eq(cuda_op_cost(&d, &ops[1], 16, cuda_card_find("h100")).launches, 2);
     char name[64];
     CudaOp g = {CUDA_OP_GEMM, 3, CUDA_W_O, 0, 1, 0, 0};
     ck_assert_str_eq(cuda_op_name(&g, name, sizeof name), "L3 gemm o");

@@ -1130,6 +1130,45 @@ START_TEST(test_capture_replay) {
 }
 END_TEST
 
+// -- pinned staging: a source rewritten before its stream is synchronised aborts
+
+static void child_pinned_rewrite(int unused) {
+    (void)unused;
+    unsigned char* buf = etx_dev_host_alloc(64);
+    ck_assert_ptr_nonnull(buf);
+    memset(buf, 7, 64);
+    unsigned char* d = dev_alloc(64);
+    etx_dev_upload_on(d, buf + 16, 32, NULL);
+    buf[20] ^= 1;                // the host reuses the buffer while the copy may be pending
+    etx_dev_stream_sync(NULL);   // on a GPU the device may have read the new byte
+}
+
+START_TEST(test_pinned_rewrite_aborts) {
+    const char* needles[] = {"was rewritten before cudaStreamSynchronize", "asynchronous copy",
+                             "had not been synchronised"};
+    expect_abort(child_pinned_rewrite, 0, needles, 3);
+}
+END_TEST
+
+START_TEST(test_pinned_reuse_after_sync_passes) {
+    unsigned char* buf = etx_dev_host_alloc(64);
+    ck_assert_ptr_nonnull(buf);
+    unsigned char* d = dev_alloc(64);
+    unsigned char got[64];
+    for (int round = 0; round < 3; round++) { // the staging pattern: fill, send, sync, reuse
+        memset(buf, round + 1, 64);
+        etx_dev_upload_on(d, buf, 64, NULL);
+        etx_dev_stream_sync(NULL);
+        etx_dev_download(got, d, 64);
+        for (int i = 0; i < 64; i++) ck_assert_int_eq(got[i], round + 1);
+    }
+    memset(buf, 9, 64); // a pending copy settled by cudaFreeHost is fine when untouched
+    etx_dev_upload_on(d, buf, 64, NULL);
+    etx_dev_host_free(buf);
+    etx_dev_free(d);
+}
+END_TEST
+
 START_TEST(test_capture_forbidden_calls) {
     static const char* what[] = {"cudaMalloc", "cudaFree", "cudaMemcpy", "cudaMemset", "cudaDeviceSynchronize",
                                  "cudaStreamSynchronize", "a kernel's first launch", "nothing forbidden"};
@@ -1256,6 +1295,8 @@ static Suite* selftest_suite(void) {
     tcase_add_test(tc, test_race_dynamic_smem);
     tcase_add_test(tc, test_capture_replay);
     tcase_add_test(tc, test_capture_forbidden_calls);
+    tcase_add_test(tc, test_pinned_rewrite_aborts);
+    tcase_add_test(tc, test_pinned_reuse_after_sync_passes);
     tcase_add_test(tc, test_math_perturbed);
     suite_add_tcase(s, tc);
 #endif

@@ -1496,6 +1496,69 @@ bool copy_in_bounds(void* dst, const void* src, size_t count, cudaMemcpyKind kin
     if (src_dev && !alloc_covers(src, count)) return false;
     return true;
 }
+
+// Asynchronous copies out of pinned host memory. On a GPU such a copy reads its source
+// whenever the stream reaches it, which may be long after cudaMemcpyAsync returned (the
+// host runs ahead of the device), so the host may not rewrite the source until the stream
+// has been synchronised. The emulator copies at once, which would hide a host that
+// rewrites a staging buffer too early; so it remembers each such source with a hash of
+// its bytes, and when the stream (or the device) is synchronised, or the memory freed,
+// checks that the bytes are still the ones it copied. A changed source aborts, naming the
+// copy. (A copy from pageable memory needs no such record: CUDA reads it before
+// cudaMemcpyAsync returns.)
+std::map<uintptr_t, size_t> g_pinned; // cudaMallocHost allocations: base -> bytes
+struct PinnedRead {
+    const void* src;
+    size_t bytes;
+    uint64_t hash;
+    cudaStream_t stream;
+    void* dst;
+};
+std::vector<PinnedRead> g_pinned_reads; // copies not yet synchronised
+
+uint64_t bytes_hash(const void* p, size_t n) { // FNV-1a, 64-bit
+    uint64_t h = 1469598103934665603ull;
+    const unsigned char* c = (const unsigned char*)p;
+    for (size_t i = 0; i < n; i++) h = (h ^ c[i]) * 1099511628211ull;
+    return h;
+}
+
+bool pinned_covers(const void* p, size_t n) {
+    std::lock_guard<std::mutex> lock(g_alloc_mu);
+    auto it = g_pinned.upper_bound((uintptr_t)p);
+    if (it == g_pinned.begin()) return false;
+    --it;
+    const uintptr_t a = (uintptr_t)p;
+    return a >= it->first && a - it->first < it->second && n <= it->second - (a - it->first);
+}
+
+void pinned_read_add(const void* src, size_t n, cudaStream_t stream, void* dst) {
+    if (!n || !pinned_covers(src, n)) return;
+    std::lock_guard<std::mutex> lock(g_alloc_mu);
+    g_pinned_reads.push_back(PinnedRead{src, n, bytes_hash(src, n), stream, dst});
+}
+
+// Checks and forgets the records that `which` selects; aborts on a rewritten source.
+template <class Pred> void pinned_reads_settle(const char* when, Pred which) {
+    std::lock_guard<std::mutex> lock(g_alloc_mu);
+    std::vector<PinnedRead> keep;
+    for (const PinnedRead& r : g_pinned_reads) {
+        if (!which(r)) {
+            keep.push_back(r);
+            continue;
+        }
+        if (bytes_hash(r.src, r.bytes) != r.hash) {
+            fprintf(stderr,
+                    "simt: pinned host memory at %p (%zu bytes) was rewritten before %s, but it is the source of "
+                    "an asynchronous copy to %p on stream %p that had not been synchronised: on a GPU the copy "
+                    "may read the new bytes. Keep a staging buffer untouched until its stream is synchronised "
+                    "(host/cuda/cuda_stage.c).\n",
+                    r.src, r.bytes, when, r.dst, (void*)r.stream);
+            abort();
+        }
+    }
+    g_pinned_reads.swap(keep);
+}
 } // namespace
 
 cudaError_t cudaMalloc(void** ptr, size_t size) {
@@ -1522,7 +1585,12 @@ cudaError_t cudaMallocHost(void** ptr, size_t size) {
         *ptr = nullptr;
         return cudaErrorStreamCaptureUnsupported;
     }
-    return cudaMalloc(ptr, size);
+    const cudaError_t e = cudaMalloc(ptr, size);
+    if (e == cudaSuccess && *ptr) {
+        std::lock_guard<std::mutex> lock(g_alloc_mu);
+        g_pinned[(uintptr_t)*ptr] = size;
+    }
+    return e;
 }
 
 cudaError_t cudaFree(void* ptr) {
@@ -1535,6 +1603,19 @@ cudaError_t cudaFree(void* ptr) {
 
 cudaError_t cudaFreeHost(void* ptr) {
     if (forbidden_in_capture("cudaFreeHost")) return cudaErrorStreamCaptureUnsupported;
+    if (ptr) {
+        // cudaFreeHost waits for the device first: every copy out of it is settled here
+        size_t bytes = 0;
+        {
+            std::lock_guard<std::mutex> lock(g_alloc_mu);
+            auto it = g_pinned.find((uintptr_t)ptr);
+            if (it != g_pinned.end()) bytes = it->second, g_pinned.erase(it);
+        }
+        const uintptr_t a = (uintptr_t)ptr;
+        pinned_reads_settle("cudaFreeHost", [&](const PinnedRead& r) {
+            return (uintptr_t)r.src >= a && (uintptr_t)r.src < a + bytes;
+        });
+    }
     return cudaFree(ptr);
 }
 
@@ -1566,6 +1647,7 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpy
         stream->graph->nodes.push_back([=]() { (void)copy_now(dst, src, count); });
         return cudaSuccess;
     }
+    if (kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDefault) pinned_read_add(src, count, stream, dst);
     return copy_now(dst, src, count);
 }
 
@@ -1590,12 +1672,14 @@ cudaError_t cudaMemsetAsync(void* ptr, int value, size_t count, cudaStream_t str
 cudaError_t cudaDeviceSynchronize(void) {
     SIMT_DRIVER_OR_FAIL();
     if (forbidden_in_capture("cudaDeviceSynchronize")) return cudaErrorStreamCaptureUnsupported;
+    pinned_reads_settle("cudaDeviceSynchronize", [](const PinnedRead&) { return true; });
     return cudaSuccess;
 }
 
-cudaError_t cudaStreamSynchronize(cudaStream_t) {
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
     SIMT_DRIVER_OR_FAIL();
     if (forbidden_in_capture("cudaStreamSynchronize")) return cudaErrorStreamCaptureUnsupported;
+    pinned_reads_settle("cudaStreamSynchronize", [&](const PinnedRead& r) { return r.stream == stream; });
     return cudaSuccess;
 }
 
@@ -1610,6 +1694,7 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned) { return c
 
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
     if (stream) {
+        pinned_reads_settle("cudaStreamDestroy", [&](const PinnedRead& r) { return r.stream == stream; });
         delete stream->graph;
         delete stream;
     }
