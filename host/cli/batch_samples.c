@@ -101,8 +101,10 @@ char* batch_group_line(const EvalArgs* a, const Item* it, const BatchJob* jb, co
         flex[i] = sc[i].has_flexible ? sc[i].flexible : "";
         strict[i] = sc[i].has_strict ? sc[i].strict : "";
         // --online: a sample stopped for low confidence, or a warm-up sample below the
-        // threshold it helped set, does not vote
-        const int stopped = rs[i].phase == ETX_REQ_DONE_LOW_CONFIDENCE;
+        // threshold it helped set, does not vote. A sample that completed a stop string
+        // first has its whole answer (the tokens after it, where the stop may have come
+        // during a multi-step call, are not part of it): it is not stopped
+        const int stopped = strcmp(v[i].finish, "low_confidence") == 0;
         n_stopped += stopped;
         if (online && (stopped || !(tc.lowest_group >= threshold))) flex[i] = strict[i] = "";
         correct += scored && sc[i].flexible_ok;

@@ -579,10 +579,11 @@ static void accept_token(etx_engine* e, Request* r, int32_t tok, const etx_trace
         r->branch_tokens + r->br.n_branches * (r->br.lookahead + 1) <= r->br.max_branch_tokens &&
         r->n_tokens < r->max_tokens && r->n_prompt + r->n_tokens < e->max_seq_len)
         return fork_branches(e, r, rec);
-    // DeepConf online: the group confidence of the tokens so far. Decided where the
-    // tokens land, so several decode steps per sync end it at the same token as one
-    if (r->stop_confidence > 0.0f) { // etx_group_confidence's sum, read from the records
-        const int t = r->n_tokens - 1, m = r->confidence_window < t + 1 ? r->confidence_window : t + 1;
+    // DeepConf online: the group confidence of the last window of tokens, once there is a
+    // full one. Decided where the tokens land, so several decode steps per sync end it at
+    // the same token as one
+    if (r->stop_confidence > 0.0f && r->n_tokens >= r->confidence_window) { // etx_group_confidence's sum
+        const int t = r->n_tokens - 1, m = r->confidence_window;
         double g = 0.0;
         for (int j = t - m + 1; j <= t; j++) g += r->trace[j].confidence;
         if (g / m < r->stop_confidence) return finish(e, r, ETX_REQ_DONE_LOW_CONFIDENCE);

@@ -36,27 +36,29 @@ void trace_confidence(const float* c, int n, int window, int tail_n, TraceConfid
     for (int i = n - tail_n; i < n; i++) tail += c[i];
     out->tail = tail / tail_n;
 
-    // G_i over c[max(0, i-window+1) .. i], each summed afresh by etx_group_confidence
-    // (O(n window)): the very value the engine's online stop compares with its threshold
-    // (etx_request.stop_confidence), so a threshold set from these statistics stops a
-    // trace exactly when its own statistic would fall below it.
-    double* g = malloc((size_t)n * sizeof *g);
+    // G_i over the full windows c[i-window+1 .. i], i = window-1 .. n-1 (or the one group
+    // c[0 .. n-1] of a trace shorter than the window), each summed afresh by
+    // etx_group_confidence (O(n window)): the very value the engine's online stop compares
+    // with its threshold (etx_request.stop_confidence), so a threshold set from these
+    // statistics stops a trace exactly when its own statistic would fall below it.
+    const int first = window <= n ? window - 1 : n - 1, n_groups = n - first;
+    double* g = malloc((size_t)n_groups * sizeof *g);
     double lowest = INFINITY;
-    for (int i = 0; i < n; i++) {
+    for (int i = first; i < n; i++) {
         const double gi = etx_group_confidence(c, i, window);
         if (gi < lowest) lowest = gi;
-        if (g) g[i] = gi;
+        if (g) g[i - first] = gi;
     }
     out->lowest_group = lowest;
 
-    // bottom 10%: the n/10 smallest G_i (at least one), averaged. Without memory for the
-    // G_i, the smallest one stands in (the bottom "10%" of a single value).
+    // bottom 10%: the n_groups/10 smallest G_i (at least one), averaged. Without memory
+    // for the G_i, the smallest one stands in (the bottom "10%" of a single value).
     if (!g) {
         out->bottom10_group = lowest;
         return;
     }
-    qsort(g, (size_t)n, sizeof *g, cmp_double);
-    int m = n / 10;
+    qsort(g, (size_t)n_groups, sizeof *g, cmp_double);
+    int m = n_groups / 10;
     if (m < 1) m = 1;
     double b = 0.0;
     for (int i = 0; i < m; i++) b += g[i];

@@ -18,15 +18,16 @@
 #include <stddef.h>
 
 // A trace's confidence, summarised five ways from its token confidences c[0..n-1].
-// Group confidence G_i is the mean of c over the `window` tokens ending at token i; for
-// i < window-1 there are not yet `window` tokens, so G_i is the mean of c[0..i] (a window
-// that grows to full size, then slides). An empty trace (n == 0) is the least confident
-// of all: its four statistics are -INFINITY, so every ranking and every vote puts it last.
+// Group confidence G_i is the mean of c over the `window` tokens ending at token i, for
+// the full windows i = window-1 .. n-1 (DeepConf's groups); a trace shorter than the
+// window has one group, the mean of all its tokens. An empty trace (n == 0) is the least
+// confident of all: its four statistics are -INFINITY, so every ranking and every vote
+// puts it last.
 typedef struct {
     double mean;            // mean of c[0..n-1]
     double lowest_group;    // min_i G_i
     double tail;            // mean of the last min(tail_n, n) tokens
-    double bottom10_group;  // mean of the lowest 10% of the G_i (n/10 of them, at least one)
+    double bottom10_group;  // mean of the lowest 10% of the G_i (a tenth of them, at least one)
     int n_tokens;           // n
 } TraceConfidence;
 

@@ -458,10 +458,11 @@ typedef struct {
     uint64_t key;              // the request's random stream: draws depend only on
                                // (policy.seed, key, step), never on the batch around it
     float stop_confidence;     // > 0: DeepConf's online stop: the request ends
-                               // (ETX_REQ_DONE_LOW_CONFIDENCE) at the first token where its
-                               // group confidence falls below this; 0 = off. The group
-                               // confidence at token t is etx_group_confidence over the trace
-                               // records' confidences. Needs an engine created with trace = 1.
+                               // (ETX_REQ_DONE_LOW_CONFIDENCE) at the first token t >=
+                               // window - 1 (a full group ends there) whose group confidence
+                               // falls below this; 0 = off. The group confidence at token t
+                               // is etx_group_confidence over the trace records'
+                               // confidences. Needs an engine created with trace = 1.
     int confidence_window;     // tokens in a group (0: ETX_CONFIDENCE_WINDOW)
     etx_branching branching;   // entropy-triggered branching (all zero: off)
 } etx_request;
@@ -469,9 +470,12 @@ typedef struct {
 // Tokens in a group of the group confidence when a request leaves it to the engine.
 #define ETX_CONFIDENCE_WINDOW 64
 // Group confidence (DeepConf) at token t of a trace of token confidences c[0..t]: the
-// mean of the last min(window, t + 1) of them (a window that grows to its size, then
-// slides), summed in double from the oldest. The one definition the engine's online stop
-// and the evaluation's trace statistics use.
+// mean of the last min(window, t + 1) of them, summed in double from the oldest. The
+// groups that count are the full ones, t >= window - 1 (a trace shorter than the window
+// is one group: t = its last token), as in DeepConf's reference: the engine's online
+// stop checks them and the evaluation's trace statistics are made of them. (Partial
+// groups at the start would make the first tokens, which every sample of a prompt
+// shares, each sample's lowest group.)
 double etx_group_confidence(const float* c, int t, int window);
 
 typedef enum {

@@ -567,7 +567,7 @@ END_TEST
 // offline run's sample cut where it stopped, the stopped ones ("low_confidence") hold
 // fewer tokens, and the line says the threshold and how many stopped.
 START_TEST(online_deepconf_cuts_samples_short) {
-    const char* common = "--batch 10 --samples 5 --vote deepconf --eta 0.1 --conf-window 8 -n 32";
+    const char* common = "--batch 10 --samples 5 --vote deepconf --eta 0.1 --conf-window 4 -n 32";
     char extra[300];
     snprintf(extra, sizeof extra, "%s --online 2", common);
     char* off = run_samples("dc_off.jsonl", common, NULL);

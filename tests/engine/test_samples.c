@@ -389,9 +389,11 @@ START_TEST(prefix_cache_shares_prompt_chunks_across_requests) {
 END_TEST
 
 // DeepConf online stop (etx_request.stop_confidence): a request ends at the first token
-// whose group confidence (etx_group_confidence over its trace's confidences) is below the
-// threshold; its tokens are the unstopped run's up to there; several decode steps per sync
-// end it at the same token; without tracing the request is refused.
+// that ends a full group (t >= window - 1) whose group confidence (etx_group_confidence
+// over its trace's confidences) is below the threshold; its tokens are the unstopped
+// run's up to there; several decode steps per sync end it at the same token; without
+// tracing the request is refused. The threshold is set between the lowest partial group
+// and the lowest full one when the two differ, so a stop on a partial group would fail.
 START_TEST(online_stop_on_group_confidence) {
     Group x = make_group(3);
     etx_request r = group_request(&x, 21);
@@ -413,50 +415,68 @@ START_TEST(online_stop_on_group_confidence) {
         memcpy(full.trace[i], tr, (size_t)nt * sizeof *tr);
     }
     etx_engine_free(e);
+    enum { W = 4 };
     float c[16];
-    double g[4][16], lo = 1e30, hi = -1e30;
+    double g[4][16], lo = 1e30, hi = -1e30, lo_partial = 1e30;
     for (int i = 0; i < 4; i++)
         for (int t = 0; t < full.n[i]; t++) {
             c[t] = full.trace[i][t].confidence;
-            g[i][t] = etx_group_confidence(c, t, 4);
+            g[i][t] = etx_group_confidence(c, t, W);
+            if (t < W - 1) { // partial: no group
+                if (g[i][t] < lo_partial) lo_partial = g[i][t];
+                continue;
+            }
             if (g[i][t] < lo) lo = g[i][t];
             if (g[i][t] > hi) hi = g[i][t];
         }
     ck_assert(hi > lo);
-    const float thr = (float)((lo + hi) / 2);
-    for (int sps = 1; sps <= 8; sps += 7) {
-        etx_engine_options o = etx_engine_options_default();
-        o.device = DEVICE;
-        o.max_seq_len = 1024;
-        o.max_batch = 4;
-        o.kv_block_size = 16;
-        o.trace = 1;
-        o.steps_per_sync = sps;
-        ck_assert_int_eq(etx_engine_create(g_tiny_1k, &o, &e).code, ETX_OK);
-        etx_request rs = r;
-        rs.stop_confidence = thr;
-        rs.confidence_window = 4;
-        ck_assert_int_eq(etx_engine_submit_samples(e, &rs, 4, ids).code, ETX_OK);
-        ck_assert_int_eq(etx_engine_run(e).code, ETX_OK);
-        int n_stopped = 0;
-        for (int i = 0; i < 4; i++) {
-            etx_request_state st;
-            etx_engine_request_state(e, ids[i], &st);
-            int want = full.n[i]; // the first token whose group confidence is below the threshold ends it
-            for (int t = 0; t < full.n[i]; t++)
-                if (g[i][t] < (double)thr) {
-                    want = t + 1;
-                    break;
-                }
-            ck_assert_msg(st.n_tokens == want, "steps/sync %d sample %d: %d tokens, want %d", sps, i, st.n_tokens, want);
-            ck_assert_int_eq(memcmp(st.tokens, full.tokens[i], (size_t)want * sizeof(int32_t)), 0);
-            ck_assert_int_eq(st.phase, want < full.n[i] || g[i][want - 1] < (double)thr ? ETX_REQ_DONE_LOW_CONFIDENCE
-                                                                                       : ETX_REQ_DONE_LENGTH);
-            n_stopped += st.phase == ETX_REQ_DONE_LOW_CONFIDENCE;
+    // halfway between the lowest and highest full group; lower still when a partial group
+    // sits below the lowest full one, so that only a (wrong) partial-group stop would fire
+    // halfway between the lowest and highest full group (some samples stop); and when a
+    // partial group sits below every full one, between the two (none may stop: a stop on
+    // a partial group would)
+    const float thrs[2] = {(float)((lo + hi) / 2), (float)((lo_partial + lo) / 2)};
+    const int n_thr = lo_partial < lo && thrs[1] > 0.0f && (double)thrs[1] < lo ? 2 : 1;
+    fprintf(stderr, "test_samples: online stop: full groups %.4g .. %.4g, lowest partial one %.4g: %d threshold(s)\n",
+            lo, hi, lo_partial, n_thr);
+    for (int k = 0; k < n_thr; k++)
+        for (int sps = 1; sps <= 8; sps += 7) {
+            const float thr = thrs[k];
+            etx_engine_options o = etx_engine_options_default();
+            o.device = DEVICE;
+            o.max_seq_len = 1024;
+            o.max_batch = 4;
+            o.kv_block_size = 16;
+            o.trace = 1;
+            o.steps_per_sync = sps;
+            ck_assert_int_eq(etx_engine_create(g_tiny_1k, &o, &e).code, ETX_OK);
+            etx_request rs = r;
+            rs.stop_confidence = thr;
+            rs.confidence_window = W;
+            ck_assert_int_eq(etx_engine_submit_samples(e, &rs, 4, ids).code, ETX_OK);
+            ck_assert_int_eq(etx_engine_run(e).code, ETX_OK);
+            int n_stopped = 0;
+            for (int i = 0; i < 4; i++) {
+                etx_request_state st;
+                etx_engine_request_state(e, ids[i], &st);
+                int want = full.n[i]; // the first full group below the threshold ends it
+                for (int t = W - 1; t < full.n[i]; t++)
+                    if (g[i][t] < (double)thr) {
+                        want = t + 1;
+                        break;
+                    }
+                ck_assert_msg(st.n_tokens == want, "threshold %g, steps/sync %d sample %d: %d tokens, want %d",
+                              (double)thr, sps, i, st.n_tokens, want);
+                ck_assert_int_eq(memcmp(st.tokens, full.tokens[i], (size_t)want * sizeof(int32_t)), 0);
+                ck_assert_int_eq(st.phase, want < full.n[i] || g[i][want - 1] < (double)thr
+                                               ? ETX_REQ_DONE_LOW_CONFIDENCE
+                                               : ETX_REQ_DONE_LENGTH);
+                n_stopped += st.phase == ETX_REQ_DONE_LOW_CONFIDENCE;
+            }
+            if (k == 0) ck_assert_int_gt(n_stopped, 0);
+            else ck_assert_int_eq(n_stopped, 0);
+            etx_engine_free(e);
         }
-        ck_assert_int_gt(n_stopped, 0);
-        etx_engine_free(e);
-    }
     // refused without tracing, and for a negative threshold
     etx_engine_options o = etx_engine_options_default();
     o.device = DEVICE;

@@ -1,6 +1,7 @@
 /*
- * test_vote.c — host/eval/vote.c against hand-computed values: trace confidence (the
- * growing-then-sliding group window, lowest group, bottom 10%, tail, the empty trace),
+ * test_vote.c — host/eval/vote.c against hand-computed values: trace confidence (groups
+ * over full windows only, as DeepConf's reference, one group for a trace shorter than the
+ * window; lowest group, bottom 10%, tail, the empty trace),
  * majority / confidence / DeepConf votes (ties to the first occurrence, unanswered samples
  * ignored, weights flipping a majority, the eta filter), pass@k against its closed form,
  * and numpy.percentile's linear method.
@@ -21,39 +22,51 @@ static int cmp_double(const void* a, const void* b) {
 
 // ---- trace confidence ----
 
-START_TEST(trace_growing_then_sliding) {
-    // window 3: G = 1, (1+2)/2, (1+2+3)/3, (2+3+4)/3, (3+4+5)/3, (4+5+6)/3
-    //             = 1, 1.5, 2, 3, 4, 5
+START_TEST(trace_full_windows) {
+    // window 3: the full groups end at tokens 2..5: (1+2+3)/3, (2+3+4)/3, (3+4+5)/3,
+    // (4+5+6)/3 = 2, 3, 4, 5 (the partial means 1 and 1.5 at tokens 0 and 1 are no groups)
     const float c[] = {1, 2, 3, 4, 5, 6};
     TraceConfidence t;
     trace_confidence(c, 6, 3, 2, &t);
     ck_assert_int_eq(t.n_tokens, 6);
     ck_assert_double_eq_tol(t.mean, 3.5, EPS);
-    ck_assert_double_eq_tol(t.lowest_group, 1.0, EPS);  // G_0, a window of one token
+    ck_assert_double_eq_tol(t.lowest_group, 2.0, EPS);
     ck_assert_double_eq_tol(t.tail, 5.5, EPS);           // (5 + 6) / 2
-    ck_assert_double_eq_tol(t.bottom10_group, 1.0, EPS); // 6/10 = 0 -> at least one: min G
+    ck_assert_double_eq_tol(t.bottom10_group, 2.0, EPS); // 4/10 = 0 -> at least one: min G
 }
 END_TEST
 
-START_TEST(trace_lowest_group_in_growing_part) {
-    // window 3: G = 10, (10+1)/2 = 5.5, 21/3 = 7, 21/3 = 7, 30/3 = 10. Only full windows
-    // would give 7: the growing window sees the dip at token 1 first.
+START_TEST(trace_early_dip_counts_in_full_windows_only) {
+    // window 3: groups 21/3 = 7, 21/3 = 7, 30/3 = 10. A partial window at token 1 would
+    // give (10+1)/2 = 5.5: the first tokens, which every sample of a prompt shares, would
+    // then be each sample's lowest group (DeepConf's reference has no partial groups)
     const float c[] = {10, 1, 10, 10, 10};
     TraceConfidence t;
     trace_confidence(c, 5, 3, 5, &t);
-    ck_assert_double_eq_tol(t.lowest_group, 5.5, EPS);
+    ck_assert_double_eq_tol(t.lowest_group, 7.0, EPS);
     ck_assert_double_eq_tol(t.mean, 41.0 / 5, EPS);
     ck_assert_double_eq_tol(t.tail, 41.0 / 5, EPS);
 }
 END_TEST
 
+START_TEST(trace_shorter_than_window_is_one_group) {
+    const float c[] = {4, 1, 7};
+    TraceConfidence t;
+    trace_confidence(c, 3, 64, 64, &t);
+    ck_assert_double_eq_tol(t.lowest_group, 4.0, EPS); // the mean of all three
+    ck_assert_double_eq_tol(t.bottom10_group, 4.0, EPS);
+    trace_confidence(c, 3, 3, 3, &t); // exactly one full window
+    ck_assert_double_eq_tol(t.lowest_group, 4.0, EPS);
+}
+END_TEST
+
 START_TEST(trace_lowest_group_in_sliding_part) {
-    // window 2: G = 4, 4, 4, 4, (4+0)/2 = 2, (0+2)/2 = 1, (2+4)/2 = 3, 4, 4, 4
+    // window 2: G_1.. = 4, 4, 4, (4+0)/2 = 2, (0+2)/2 = 1, (2+4)/2 = 3, 4, 4, 4
     const float c[] = {4, 4, 4, 4, 0, 2, 4, 4, 4, 4};
     TraceConfidence t;
     trace_confidence(c, 10, 2, 100, &t);                 // tail_n > n: the whole trace
     ck_assert_double_eq_tol(t.lowest_group, 1.0, EPS);
-    ck_assert_double_eq_tol(t.bottom10_group, 1.0, EPS); // 10/10 = 1 group: the lowest
+    ck_assert_double_eq_tol(t.bottom10_group, 1.0, EPS); // 9/10 = 0 -> at least one: the lowest
     ck_assert_double_eq_tol(t.mean, 3.4, EPS);
     ck_assert_double_eq_tol(t.tail, 3.4, EPS);
 }
@@ -84,28 +97,27 @@ START_TEST(trace_window_below_one_is_one) {
 END_TEST
 
 START_TEST(trace_long_matches_direct_sums) {
-    // 100000 tokens, window 64: every G_i summed directly agrees with the running sum
-    enum { N = 100000, W = 64 };
+    // 100000 tokens, window 64: every full-window G_i summed directly agrees
+    enum { N = 100000, W = 64, G = N - W + 1 };
     float* c = malloc(N * sizeof *c);
-    double* g = malloc(N * sizeof *g);
+    double* g = malloc(G * sizeof *g);
     for (int i = 0; i < N; i++) c[i] = 3.0f + 0.1f * (float)(i % 7) + 0.013f * (float)(i % 11);
     for (int i = 77700; i <= 77720; i++) c[i] = 0.1f; // a dip: its windows are the lowest
     double lowest = INFINITY;
-    for (int i = 0; i < N; i++) {
-        const int a = i - W + 1 > 0 ? i - W + 1 : 0;
+    for (int i = W - 1; i < N; i++) {
         double s = 0;
-        for (int j = a; j <= i; j++) s += c[j];
-        g[i] = s / (i - a + 1);
-        if (g[i] < lowest) lowest = g[i];
+        for (int j = i - W + 1; j <= i; j++) s += c[j];
+        g[i - (W - 1)] = s / W;
+        if (s / W < lowest) lowest = s / W;
     }
     TraceConfidence t;
     trace_confidence(c, N, W, 2048, &t);
     ck_assert_double_eq_tol(t.lowest_group, lowest, 1e-12);
     // the lowest tenth of the directly summed G_i
-    qsort(g, N, sizeof *g, cmp_double);
+    qsort(g, G, sizeof *g, cmp_double);
     double bottom = 0;
-    for (int k = 0; k < N / 10; k++) bottom += g[k];
-    ck_assert_double_eq_tol(t.bottom10_group, bottom / (N / 10), 1e-12);
+    for (int k = 0; k < G / 10; k++) bottom += g[k];
+    ck_assert_double_eq_tol(t.bottom10_group, bottom / (G / 10), 1e-12);
     ck_assert_double_eq(g[0], lowest);
     ck_assert(lowest < 2.5); // the dip, not G_0 = 3
     free(c);
@@ -362,8 +374,9 @@ END_TEST
 static Suite* vote_suite(void) {
     Suite* s = suite_create("vote");
     TCase* tc = tcase_create("core");
-    tcase_add_test(tc, trace_growing_then_sliding);
-    tcase_add_test(tc, trace_lowest_group_in_growing_part);
+    tcase_add_test(tc, trace_full_windows);
+    tcase_add_test(tc, trace_early_dip_counts_in_full_windows_only);
+    tcase_add_test(tc, trace_shorter_than_window_is_one_group);
     tcase_add_test(tc, trace_lowest_group_in_sliding_part);
     tcase_add_test(tc, trace_bottom10_averages_lowest_tenth);
     tcase_add_test(tc, trace_window_below_one_is_one);
