@@ -39,9 +39,10 @@ file. Three commands:
          features computed here are the ones etx computes).
 
 Features are computed from the trace columns as etx computes them
-(hostdev/policy_learned.h), in float32 where etx uses float (the trace's values are
-printed with 7 significant digits, so the network's log-probabilities agree with etx's
-to about 1e-6, which `check --max-diff` verifies); "after a pause" is the trace's own
+(hostdev/policy_learned.h), in float32 where etx uses float (the trace prints each float
+with 9 significant digits, which reads back exactly; numpy's sums run in another order,
+so the network's log-probabilities agree with etx's to about 1e-6, which `check
+--max-diff` verifies); "after a pause" is the trace's own
 after_pause column.
 
 Needs numpy only (the network is at most two hidden layers of 64 ReLU units; its

@@ -136,7 +136,7 @@ static void tb_put(TraceBuf* b, const char* fmt, ...) {
 }
 
 static void tb_float(TraceBuf* b, float v) {
-    if (isfinite(v)) tb_put(b, "%.7g", (double)v);
+    if (isfinite(v)) tb_put(b, "%.9g", (double)v); // 9 digits: the float's exact value reads back
     else tb_put(b, "null");
 }
 
