@@ -8,9 +8,12 @@
  * etx_dev_capture_end ends the capture with no graph; otherwise it returns 0 and the
  * check aborts as before.
  *
- * The emulator cannot record launches: there a capture runs them at once, inside the same
- * error scope, and its "graph" is a placeholder that the caller replays by running the
- * work again (etx_dev_graphs_recorded() == 0).
+ * Streams and graphs are the runtime's in both builds: the emulator's stream capture
+ * records the launches (ETX_LAUNCH copies their arguments), copies and memsets without
+ * running them, and cudaGraphLaunch replays the recording, as a GPU does. (Until
+ * 2026-12-05 an emulated capture ran the launches at once and handed back a placeholder
+ * that the caller replayed by running its work again: a graph that baked in a stale
+ * host value, or was looked up under too coarse a key, passed there.)
  *
  * Twin: the emulator's runtime (tests/simt/simt.cpp); tested through every kernel suite,
  * padded batches and graphs by tests/cuda/test_cuda_backend.c test_step_padded, capture
@@ -199,16 +202,12 @@ extern "C" void etx_dev_mem_info(size_t* free_bytes, size_t* total_bytes) {
 }
 
 extern "C" void* etx_dev_stream_create(void) {
-#ifdef ETX_SIMT
-    return NULL;
-#else
     cudaStream_t s = NULL;
     if (!etx_dev_available() || cudaStreamCreate(&s) != cudaSuccess) {
         (void)cudaGetLastError();
         return NULL;
     }
     return (void*)s;
-#endif
 }
 
 extern "C" void etx_dev_stream_destroy(void* stream) {
@@ -228,14 +227,6 @@ extern "C" long long etx_dev_kernel_launches(void) {
     return (long long)simt::detail::launches_run();
 #else
     return -1;
-#endif
-}
-
-extern "C" int etx_dev_graphs_recorded(void) {
-#ifdef ETX_SIMT
-    return 0;
-#else
-    return 1;
 #endif
 }
 
@@ -269,11 +260,6 @@ static void capture_scope_open(void) {
 }
 
 extern "C" int etx_dev_capture_begin(void* stream) {
-#ifdef ETX_SIMT
-    (void)stream;
-    capture_scope_open();
-    return 1;
-#else
     if (!stream) return 0; // the legacy default stream cannot be captured
     if (cudaStreamBeginCapture((cudaStream_t)stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
         (void)cudaGetLastError();
@@ -281,19 +267,10 @@ extern "C" int etx_dev_capture_begin(void* stream) {
     }
     capture_scope_open();
     return 1;
-#endif
 }
-
-#ifdef ETX_SIMT
-static int emulated_graph; // the placeholder every emulated capture hands back
-#endif
 
 extern "C" void* etx_dev_capture_end(void* stream) {
     capture_open = 0;
-#ifdef ETX_SIMT
-    (void)stream;
-    return capture_failed ? NULL : (void*)&emulated_graph;
-#else
     // always end the capture (the stream stays in capture mode otherwise), then drop the
     // graph, partial or not, unless nothing failed
     cudaGraph_t g = NULL;
@@ -314,26 +291,14 @@ extern "C" void* etx_dev_capture_end(void* stream) {
         return NULL;
     }
     return (void*)exec;
-#endif
 }
 
 extern "C" void etx_dev_graph_launch(void* graph, void* stream) {
-#ifdef ETX_SIMT
-    (void)graph;
-    (void)stream;
-    fprintf(stderr, "[etx] etx_dev_graph_launch: the SIMT emulator has no graphs\n");
-    abort();
-#else
     CUDA_CHECK(cudaGraphLaunch((cudaGraphExec_t)graph, (cudaStream_t)stream));
-#endif
 }
 
 extern "C" void etx_dev_graph_destroy(void* graph) {
-#ifndef ETX_SIMT
     if (graph) CUDA_CHECK(cudaGraphExecDestroy((cudaGraphExec_t)graph));
-#else
-    (void)graph; // the placeholder
-#endif
 }
 
 extern "C" void etx_dev_sync(void) {

@@ -67,19 +67,17 @@ void etx_dev_stream_sync(void* stream);
 // Free and total device memory in bytes (the emulator: the host's available and total
 // physical memory), so a caller can refuse a plan that cannot fit before allocating it.
 void etx_dev_mem_info(size_t* free_bytes, size_t* total_bytes);
-// Streams and CUDA graphs, natively. The emulator runs every launch at once: its stream
-// is NULL (the default stream) and etx_dev_graphs_available() == 0 (nothing picks graphs
-// by default), but a caller may still capture (below).
-void* etx_dev_stream_create(void); // NULL: the default stream (emulator, or creation failed)
+// Streams and CUDA graphs, the same in both builds: a capture records launches, copies
+// and memsets without running them and etx_dev_graph_launch replays the recording (the
+// emulator's runtime too: tests/simt/simt.cpp). etx_dev_graphs_available() says whether
+// graphs should be on by default: 1 on a GPU; 0 under the emulator, which replays a graph
+// no faster than it runs the launches (ETX_CUDA_GRAPHS=1 still turns them on there).
+void* etx_dev_stream_create(void); // NULL: creation failed (then the default stream)
 void etx_dev_stream_destroy(void* stream);
 int etx_dev_graphs_available(void);
 // Kernel launches run so far under the emulator (tests compare them with the launch
 // plan); -1 natively (not counted).
 long long etx_dev_kernel_launches(void);
-// 1 when a capture records launches without running them and etx_dev_graph_launch
-// replays them (natively); 0 under the emulator, whose capture runs the launches at once
-// and returns a placeholder graph: the caller replays it by running the work again.
-int etx_dev_graphs_recorded(void);
 // Starts capturing the launches made on stream (natively not the default stream) into a
 // graph: they are recorded, not run. 1 when capture started. Until etx_dev_capture_end a
 // failing runtime or cuBLAS call inside it does not abort: the first failure is kept and
@@ -97,7 +95,7 @@ void etx_dev_test_fail_next_capture(void);
 // Records a failure of `what` inside an open capture and returns 1; returns 0 when no
 // capture is open (the caller aborts). Used by CUDA_CHECK (cuda_common.cuh) and the GEMM.
 int etx_dev_note_error(const char* what, const char* file, int line, const char* why);
-// Runs an executable graph on stream (natively; the emulator's placeholder cannot run).
+// Runs an executable graph on stream.
 void etx_dev_graph_launch(void* graph, void* stream);
 void etx_dev_graph_destroy(void* graph);
 // Waits for every launched kernel and copy, and aborts on a pending launch error.

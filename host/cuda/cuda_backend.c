@@ -359,9 +359,8 @@ etx_status cuda_create_shard(const etx_model* m, const BackendConfig* cfg, int s
         b->prof->ev1 = etx_dev_event_create();
     }
     b->pad_decode = graphs_on && !b->prof;
-    // natively a graph needs a stream of our own (the legacy default stream cannot be
-    // captured); the emulator captures on its NULL stream (placeholder graphs, device.h)
-    b->use_graphs = b->pad_decode && (etx_dev_graphs_recorded() ? etx_dev_graphs_available() && b->stream != NULL : 1);
+    // a graph needs a stream of our own (the legacy default stream cannot be captured)
+    b->use_graphs = b->pad_decode && b->stream != NULL;
     b->graphs = xcalloc((size_t)cfg->max_batch + 1, sizeof(void*));
     b->sample_graphs = xcalloc(4 * ((size_t)cfg->max_batch + 1), sizeof(void*));
     etx_status st = cuda_upload_model(b);
@@ -511,7 +510,7 @@ static void capture_decode_graph(CudaBackend* b, const CudaRows* r, int ns, int 
         b->use_graphs = 0;
         return;
     }
-    decode_launches(b, r, ns, metrics); // natively recorded, not run (the emulator runs it again)
+    decode_launches(b, r, ns, metrics); // recorded, not run
     *g = etx_dev_capture_end(b->stream);
     if (!*g) {
         fprintf(stderr, "[etx] CUDA backend: capturing the decode graph of %d rows failed (%s); running without "
@@ -525,8 +524,8 @@ static void capture_decode_graph(CudaBackend* b, const CudaRows* r, int ns, int 
 // The decode batch's launches (decode_launches): replayed from the graph of its padded
 // size (with its sampling: of that size, metrics and fallback), or run directly. The
 // first batch of each kind runs directly (the warm-up; it computes this step's result)
-// and is then captured for the next ones. The emulator's graphs are placeholders
-// (etx_dev_graphs_recorded() == 0): replaying one runs the launches again.
+// and is then captured for the next ones (recorded, not run: natively and under the
+// emulator alike).
 static void forward_decode(CudaBackend* b, const CudaRows* r, int ns, int metrics) {
     if (!b->use_graphs) {
         decode_launches(b, r, ns, metrics);
@@ -538,10 +537,7 @@ static void forward_decode(CudaBackend* b, const CudaRows* r, int ns, int metric
         capture_decode_graph(b, r, ns, metrics, g);
         return;
     }
-    if (etx_dev_graphs_recorded())
-        etx_dev_graph_launch(*g, b->stream);
-    else
-        decode_launches(b, r, ns, metrics);
+    etx_dev_graph_launch(*g, b->stream);
 }
 
 // Every decode row as one batch: row r is the r-th decode work; its logits and scores go
@@ -559,16 +555,13 @@ static int padded_rows(const CudaBackend* b, int n) {
 }
 
 // Whether this step's sampling joins the decode graph (the header's "Decode graphs"):
-// graph mode, a decode-only step whose pick p is decode row p, no dslider pick.
+// graph mode, and a decode-only step whose pick p is decode row p.
 static int sampling_in_graph(const CudaBackend* b, const BackendStep* s) {
     if (!b->use_graphs || s->n_picks == 0) return 0;
     int row = 0;
     for (int i = 0; i < s->n_work; i++, row++)
         if (!s->work[i].decode || s->work[i].pick != row) return 0;
-    if (row != s->n_picks) return 0;
-    for (int p = 0; p < s->n_picks; p++)
-        if (s->picks[p].dslider) return 0;
-    return 1;
+    return row == s->n_picks;
 }
 
 // The step's decode rows (padded in graph mode) forward, and with `sample` (see

@@ -17,12 +17,11 @@
  * multi-step call) puts the sampling of its picks (vocabulary pass, attention signals,
  * policy) into the same graph, padded to the same size with greedy picks on the padding
  * rows, whose tokens nobody reads: one graph launch per step instead of one plus 3-4
- * kernel launches. Not for dslider picks, whose state update in place must run once
- * (the emulator's capture runs the launches a second time).
+ * kernel launches.
  * ETX_CUDA_GRAPHS=0 in the environment turns graphs off; under the emulator
- * ETX_CUDA_GRAPHS=1 turns them on: the emulator's capture runs the launches and its
- * graphs are placeholders replayed by running them again (kernels/device.h), which is
- * how the tests cover the padding, the warm-up and a failed capture.
+ * ETX_CUDA_GRAPHS=1 turns them on: the emulator's capture records and its graph launch
+ * replays the recording, as natively (kernels/device.h), which is how the tests cover
+ * the padding, the warm-up, the sampling inside the graph and a failed capture.
  *
  * Head padding: the attention kernels take head_dim 64 or 128 only. A model with a smaller
  * (even) head_dim runs with heads padded to hdp = 64 (or 128): in every head, real

@@ -34,7 +34,7 @@
  *      metrics equal host attn_metrics on those scores (rel 1e-5 plus small floors).
  *      The same plan on tiny-qwen3 (entropix, tracing) and tiny-qwen2 (greedy, padded).
  *      The same plan with decode batches padded to powers of two (ETX_CUDA_GRAPHS=1: the
- *      batches the native CUDA graphs replay, run eagerly by the emulator).
+ *      batches the CUDA graphs replay, recorded and replayed by the emulator as by a GPU).
  *   3. d2h_bytes grows by exactly 4 bytes per pick without tracing (the int32 token) and
  *      by 4 + sizeof(etx_trace_record) per pick with it.
  *   4. create fails cleanly, with a message, for a K/V pool that cannot fit and for an
@@ -427,7 +427,7 @@ static void run_plan(const etx_model* m, const etx_policy* pol, int trace, int p
             h.worst, h.worst_scores, h.d2h);
     ck_assert_int_eq(h.n_checked, 10);
     // graphs: captured and kept (use_graphs stays on), or after a failed capture none
-    if (pad == 1 && (etx_dev_graphs_available() || !etx_dev_graphs_recorded())) {
+    if (pad == 1) {
         ck_assert_int_eq(h.b->use_graphs, 1);
         ck_assert_int_eq(h.b->capture_failures, 0);
         ck_assert_ptr_nonnull(h.b->graphs[4]); // steps 3 and 4: 4 padded rows, captured once
@@ -514,16 +514,17 @@ END_TEST
 
 // The engine on this backend with graphs (ETX_CUDA_GRAPHS=1: padded decode batches,
 // and a decode-only step's sampling inside the graph over greedy padding picks) and
-// without: the same tokens and trace records, bit for bit. Five requests of five
-// policies end at different lengths, so the decode-only steps run 5 picks with dslider
-// (sampling kept out of the graph), then 4 picks (fallback kernel: sampling with top_k
-// 0), 3 (padded to 4), then 2 without the fallback; through one-step calls and
+// without: the same tokens and trace records, bit for bit, through one-step calls and
 // multi-step ones, with and without tracing (which turns the attention signals on for
-// every pick). A padding pick that reached a real pick's policy or state changes a token
-// or a record here. (The emulator's graphs run their launches again rather than replay
-// a recording, device.h: a graph keyed too coarsely is not caught by this test.)
-enum { GR_REQS = 5, GR_MAX = 14 };
-static const int gr_len[GR_REQS] = {14, 14, 10, 8, 4};
+// every pick). Greedy, sampling with top_k 20 and dslider start alone: 3 picks padded to
+// 4, no attention signals, no fallback kernel. Sampling with top_k 0 (the fallback
+// kernel) and entropix (the signals) join after a few steps: 5 picks padded to 8; then,
+// as requests end, 4 picks and 3 padded to 4 with the fallback, and 2. The emulator
+// records and replays graphs as a GPU does (device.h), so a padding pick that reached a
+// real pick's policy or state, or a 4-row graph of the first phase replayed where the
+// fallback or the signals are needed (a key too coarse), changes a token or a record.
+enum { GR_REQS = 5, GR_MAX = 16 };
+static const int gr_len[GR_REQS] = {16, 16, 6, 10, 8}; // greedy, top_k 20, dslider | top_k 0, entropix
 
 static void run_engine_graphs(const etx_model* m, int graphs, int steps_per_sync, int trace,
                               int32_t tokens[GR_REQS][GR_MAX], etx_trace_record recs[GR_REQS][GR_MAX]) {
@@ -538,13 +539,18 @@ static void run_engine_graphs(const etx_model* m, int graphs, int steps_per_sync
     CK_OK(etx_engine_create(m, &o, &e));
     unsetenv("ETX_CUDA_GRAPHS");
     etx_policy pols[GR_REQS] = {etx_policy_default(ETX_POLICY_GREEDY), etx_policy_default(ETX_POLICY_SAMPLE),
-                                etx_policy_default(ETX_POLICY_SAMPLE), etx_policy_default(ETX_POLICY_ENTROPIX),
-                                etx_policy_default(ETX_POLICY_DSLIDER)};
+                                etx_policy_default(ETX_POLICY_DSLIDER), etx_policy_default(ETX_POLICY_SAMPLE),
+                                etx_policy_default(ETX_POLICY_ENTROPIX)};
     pols[1].top_k = 20, pols[1].temperature = 0.9f;
-    pols[2].top_k = 0; // beyond the candidates: the fallback kernel
-    pols[3].entropix.pause_token = 3;
+    pols[3].top_k = 0; // beyond the candidates: the fallback kernel
+    pols[4].entropix.pause_token = 3;
     int ids[GR_REQS];
     for (int r = 0; r < GR_REQS; r++) {
+        if (r == 3) // the first three alone for a few steps (prefill, then decode-only steps)
+            for (int k = 0; k < 3; k++) {
+                int active = 0;
+                CK_OK(etx_engine_step(e, &active));
+            }
         int32_t prompt[12];
         for (int i = 0; i < 5 + r; i++) prompt[i] = 2 + (i * 11 + r * 5) % (m->cfg.vocab_size - 2);
         pols[r].seed = 40 + r;

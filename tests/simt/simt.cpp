@@ -1101,13 +1101,9 @@ uint64_t seed_from_env() {
 
 unsigned long launches_run() { return g_launch_no; }
 
-void launch(dim3 grid, dim3 block, size_t smem_bytes, const void* kernel, void (*fn)(void*), void* ctx) {
-    if (driver_lost()) {
-        fprintf(stderr, "simt: kernel launched in a process forked after the device was initialised "
-                        "(cudaErrorInitializationError)\n");
-        g_last_error = cudaErrorInitializationError;
-        return;
-    }
+// Whether a launch's configuration is one the runtime accepts; if not, says why on stderr
+// and sets the error the runtime would (at launch, or at a launch recorded by a capture).
+static bool launch_config_ok(dim3 grid, dim3 block, size_t smem_bytes) {
     const unsigned long long n = (unsigned long long)block.x * block.y * block.z;
     // More than 1024 threads per block (or a block dimension past its limit): the H200 with
     // CUDA 13.0 answered cudaErrorInvalidValue from cudaLaunchKernel (not the
@@ -1116,7 +1112,7 @@ void launch(dim3 grid, dim3 block, size_t smem_bytes, const void* kernel, void (
         fprintf(stderr, "simt: invalid launch: block (%u,%u,%u), more than 1024 threads per block or a dimension "
                         "past its limit (cudaErrorInvalidValue)\n", block.x, block.y, block.z);
         g_last_error = cudaErrorInvalidValue;
-        return;
+        return false;
     }
     // The rest not yet seen on hardware: the runtime's documented cudaErrorInvalidConfiguration.
     if (n == 0 || grid.x == 0 || grid.y == 0 ||
@@ -1126,8 +1122,19 @@ void launch(dim3 grid, dim3 block, size_t smem_bytes, const void* kernel, void (
                 "shared memory (cudaErrorInvalidConfiguration)\n",
                 grid.x, grid.y, grid.z, block.x, block.y, block.z, smem_bytes);
         g_last_error = cudaErrorInvalidConfiguration;
+        return false;
+    }
+    return true;
+}
+
+void launch(dim3 grid, dim3 block, size_t smem_bytes, const void* kernel, void (*fn)(void*), void* ctx) {
+    if (driver_lost()) {
+        fprintf(stderr, "simt: kernel launched in a process forked after the device was initialised "
+                        "(cudaErrorInitializationError)\n");
+        g_last_error = cudaErrorInitializationError;
         return;
     }
+    if (!launch_config_ok(grid, block, smem_bytes)) return;
     if (t_in_launch) {
         fprintf(stderr, "simt: a kernel launched a kernel (dynamic parallelism is not emulated)\n");
         abort();
@@ -1142,6 +1149,7 @@ void launch(dim3 grid, dim3 block, size_t smem_bytes, const void* kernel, void (
     if (g_launch_no == 1) g_seed = seed_from_env();
     g_rng = g_seed * 0x2545f4914f6cdd1dull + g_launch_no; // each launch its own stream
     race_setup();
+    const unsigned long long n = (unsigned long long)block.x * block.y * block.z;
     const unsigned long long n_blocks = (unsigned long long)grid.x * grid.y * grid.z;
     const unsigned n_slots = (unsigned)std::min<unsigned long long>(resident_blocks(), n_blocks);
     ensure_fibers((unsigned)n * n_slots);
@@ -1366,9 +1374,16 @@ namespace detail {
 
 bool capturing(cudaStream_t stream) { return stream && stream->capturing; }
 
-void record_launch(cudaStream_t stream, const void* kernel, std::function<void()> run) {
+void record_launch(cudaStream_t stream, const void* kernel, dim3 grid, dim3 block, size_t smem_bytes,
+                   std::function<void()> run) {
     if (stream->invalidated) {
         g_last_error = cudaErrorStreamCaptureInvalidated;
+        return;
+    }
+    // a bad configuration fails the launch call itself, as cudaLaunchKernel does during a
+    // capture (the capture then invalidated), not only when the graph runs
+    if (!launch_config_ok(grid, block, smem_bytes)) {
+        stream->invalidated = true;
         return;
     }
     if (kernel && !g_loaded.count(kernel)) {

@@ -161,7 +161,8 @@ void launch(dim3 grid, dim3 block, size_t smem_bytes, const void* kernel, void (
 // Stream capture: whether a launch on `stream` is to be recorded instead of run, and the
 // recording (a launch on a stream that is being captured becomes a node of its graph).
 bool capturing(cudaStream_t stream);
-void record_launch(cudaStream_t stream, const void* kernel, std::function<void()> run);
+void record_launch(cudaStream_t stream, const void* kernel, dim3 grid, dim3 block, size_t smem_bytes,
+                   std::function<void()> run);
 
 // Warp-intrinsic kinds (lanes of one op must agree on the kind and the mask).
 enum WarpOp { W_NONE = 0, W_SYNC, W_SHFL_IDX, W_SHFL_UP, W_SHFL_DOWN, W_SHFL_XOR, W_VOTE, W_MATCH, W_REDUCE, W_MMA };
@@ -192,7 +193,7 @@ void launch(dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream, const
     using Fn = typename std::remove_reference<F>::type;
     if (stream && detail::capturing(stream)) {
         Fn copy = fn;
-        detail::record_launch(stream, kernel, [=]() mutable {
+        detail::record_launch(stream, kernel, grid, block, smem_bytes, [=]() mutable {
             detail::launch(grid, block, smem_bytes, kernel, &invoke_fn<Fn>, (void*)&copy);
         });
         return;
