@@ -1490,15 +1490,16 @@ void alloc_remove(void* p) {
     std::lock_guard<std::mutex> lock(g_alloc_mu);
     g_allocs.erase((uintptr_t)p);
 }
-// Whether [p, p + n) lies inside one allocation.
-bool alloc_covers(const void* p, size_t n) {
+// Whether [p, p + n) lies inside one allocation of m (base -> bytes).
+bool map_covers(const std::map<uintptr_t, size_t>& m, const void* p, size_t n) {
     std::lock_guard<std::mutex> lock(g_alloc_mu);
-    auto it = g_allocs.upper_bound((uintptr_t)p);
-    if (it == g_allocs.begin()) return false;
+    auto it = m.upper_bound((uintptr_t)p);
+    if (it == m.begin()) return false;
     --it;
     const uintptr_t a = (uintptr_t)p;
     return a >= it->first && a - it->first <= it->second && n <= it->second - (a - it->first);
 }
+bool alloc_covers(const void* p, size_t n) { return map_covers(g_allocs, p, n); }
 // The device sides of a copy of `count` bytes of kind `kind` (cudaMemcpyDefault: every
 // side that starts inside an allocation) fit their allocations.
 bool copy_in_bounds(void* dst, const void* src, size_t count, cudaMemcpyKind kind) {
@@ -1538,17 +1539,8 @@ uint64_t bytes_hash(const void* p, size_t n) { // FNV-1a, 64-bit
     return h;
 }
 
-bool pinned_covers(const void* p, size_t n) {
-    std::lock_guard<std::mutex> lock(g_alloc_mu);
-    auto it = g_pinned.upper_bound((uintptr_t)p);
-    if (it == g_pinned.begin()) return false;
-    --it;
-    const uintptr_t a = (uintptr_t)p;
-    return a >= it->first && a - it->first < it->second && n <= it->second - (a - it->first);
-}
-
 void pinned_read_add(const void* src, size_t n, cudaStream_t stream, void* dst) {
-    if (!n || !pinned_covers(src, n)) return;
+    if (!n || !map_covers(g_pinned, src, n)) return;
     std::lock_guard<std::mutex> lock(g_alloc_mu);
     g_pinned_reads.push_back(PinnedRead{src, n, bytes_hash(src, n), stream, dst});
 }
