@@ -492,11 +492,6 @@ static void run_prefills(CudaBackend* b, const BackendStep* s, int metrics_any) 
     if (n_chunks) run_prefill_group(b, s, idx, n_chunks, metrics_any);
 }
 
-// Captures the decode forward of r->n padded rows as a graph into *g. The launches were
-// just run eagerly (the warm-up), so every kernel module is loaded (lazy loading cannot
-// load one inside a capture before driver 12.3) and cuBLAS has set itself up before
-// anything is recorded. A failure inside the capture (a launch, cuBLAS) ends it with no
-// graph (device.h): then the backend says so once and runs without graphs from now on.
 // The decode batch's launches: the forward of its r->n rows, then with ns > 0 the
 // sampling of its ns (= r->n, padded) picks.
 static void decode_launches(CudaBackend* b, const CudaRows* r, int ns, int metrics) {
@@ -504,6 +499,11 @@ static void decode_launches(CudaBackend* b, const CudaRows* r, int ns, int metri
     if (ns) cuda_sample(b, ns, metrics);
 }
 
+// Captures the decode launches of r->n padded rows (decode_launches) as a graph into
+// *g. The launches were just run eagerly (the warm-up), so every kernel module is loaded
+// (lazy loading cannot load one inside a capture before driver 12.3) and cuBLAS has set
+// itself up before anything is recorded. A failure inside the capture (a launch, cuBLAS) ends it with no
+// graph (device.h): then the backend says so once and runs without graphs from now on.
 static void capture_decode_graph(CudaBackend* b, const CudaRows* r, int ns, int metrics, void** g) {
     if (!etx_dev_capture_begin(b->stream)) {
         fprintf(stderr, "[etx] CUDA backend: cannot capture on this stream; running without graphs\n");
