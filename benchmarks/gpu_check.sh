@@ -18,7 +18,8 @@
 # GPU_CHECK_TINY=1 runs everything on a 2-layer model of the same architecture (smoke run).
 # Stages: GPU_CHECK_STAGES (comma-separated; default all) picks among tests, logits,
 # invariance, multigpu (--tp 2 and --gpus all, 2+ GPUs only), bench, gemm_ab (etx bench with ETX_GEMM=cuda-cores beside tensor-cores, same
-# script), profile (cost model vs per-op times), ncu (Nsight Compute on the vocabulary pass,
+# script), graphs_ab (etx bench with ETX_CUDA_GRAPHS=0 beside the default: what the decode
+# graphs, with the sampling inside them, buy), profile (cost model vs per-op times), ncu (Nsight Compute on the vocabulary pass,
 # attention and the GEMMs of a short generate), peers, sanitizer; GPU_CHECK_TESTS replaces
 # the list of native suites the tests stage runs; GPU_CHECK_GEMM_PATHS the ETX_GEMM values
 # gemm_ab runs (default "tensor-cores cuda-cores").
@@ -42,7 +43,7 @@ limit() { local left=$(( T0 + BUDGET - 10 - $(date +%s) )); [ "$left" -lt "$1" ]
 has_time() { [ "$(limit "$1")" -ge "$1" ] && return 0; record "$2" "not run" "SKIP (budget: $(limit 100000) s left)"; return 1; }
 status=()
 record() { status+=("| $1 | $2 | $3 |"); }
-STAGES=",${GPU_CHECK_STAGES:-tests,logits,invariance,multigpu,bench,gemm_ab,profile,ncu,peers,sanitizer},"
+STAGES=",${GPU_CHECK_STAGES:-tests,logits,invariance,multigpu,bench,gemm_ab,graphs_ab,profile,ncu,peers,sanitizer},"
 want() { [[ "$STAGES" == *",$1,"* ]]; }
 
 # -- the card, the driver, the commit
@@ -261,6 +262,20 @@ if want gemm_ab && [ $MODEL_OK = 1 ] && has_time 60 "gemm paths"; then
         cat /tmp/gpu_bench_$path.txt >> "$LOG"
         record "etx bench, ETX_GEMM=$path" "$SHAPE, batch $bs, L 128, G 64, greedy" "exit $rc"
         { echo "### ETX_GEMM=$path"; echo; cat /tmp/gpu_bench_$path.txt; echo; } >> $BENCH_MD
+    done
+fi
+# -- decode graphs on and off (host/cuda/cuda_backend.h "Decode graphs": padded decode
+#    batches captured with their sampling), the same bench in this script, entropix too
+#    (its signals are in the graph)
+if want graphs_ab && [ $MODEL_OK = 1 ] && has_time 60 "graphs on/off"; then
+    { echo "## Decode graphs: ETX_CUDA_GRAPHS=1 (default) vs 0 (etx bench, -r 1)"; echo; } >> $BENCH_MD
+    for g in 1 0; do
+        has_time 30 "graphs $g" || continue
+        ETX_CUDA_GRAPHS=$g timeout "$(limit 150)" /tmp/etx-run bench -m $MODEL --device cuda --batch 1,8,64 -l 128 -g 64 -r 1 \
+            --policy greedy,entropix --json "$OUT/etx_bench_graphs$g.json" > /tmp/gpu_bench_graphs$g.txt 2>> "$LOG"; rc=$?
+        cat /tmp/gpu_bench_graphs$g.txt >> "$LOG"
+        record "etx bench, ETX_CUDA_GRAPHS=$g" "$SHAPE, batch 1/8/64, L 128, G 64, greedy and entropix" "exit $rc"
+        { echo "### ETX_CUDA_GRAPHS=$g"; echo; cat /tmp/gpu_bench_graphs$g.txt; echo; } >> $BENCH_MD
     done
 fi
 # -- Nsight Compute on one short generate: the vocabulary pass, attention and GEMM
