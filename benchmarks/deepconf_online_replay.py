@@ -41,6 +41,8 @@ import sys
 
 import numpy as np
 
+from eval_stats import wilson  # benchmarks/eval_stats.py, beside this script
+
 
 def percentile(values, pct):
     """numpy's linear percentile (host/eval/vote.c conf_percentile)."""
@@ -135,16 +137,6 @@ def replay(line, warmup, eta, window, stat):
         "correct": winner is not None and winner == ref,
         "uncertain": uncertain,
     }
-
-
-def wilson(k, n, z=1.959964):
-    if n == 0:
-        return (0.0, 0.0)
-    p = k / n
-    d = 1 + z * z / n
-    m = (p + z * z / (2 * n)) / d
-    h = z / d * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (max(0.0, m - h), min(1.0, m + h))
 
 
 def main():

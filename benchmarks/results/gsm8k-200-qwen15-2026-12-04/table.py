@@ -7,19 +7,11 @@ Accuracy: flexible scoring (the last number of the completion) and strict ("####
 """
 import collections
 import json
-import math
 import os
 import sys
 
-
-def wilson(k, n, z=1.959964):
-    if n == 0:
-        return (0.0, 0.0)
-    p = k / n
-    d = 1 + z * z / n
-    m = (p + z * z / (2 * n)) / d
-    h = z / d * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, m - h), min(1.0, m + h)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+from eval_stats import sign_p, wilson  # noqa: E402  (benchmarks/eval_stats.py)
 
 
 def main():
@@ -74,16 +66,6 @@ def main():
         if name.startswith("entropix") and tot:
             print(f"\n{name} branch mix over {tot} tokens: " +
                   ", ".join(f"{k} {100 * v / tot:.1f} %" for k, v in mix.most_common()))
-
-
-def sign_p(a, b):
-    """Two-sided exact binomial (sign) test of a vs b discordant pairs."""
-    n = a + b
-    if n == 0:
-        return 1.0
-    k = min(a, b)
-    p = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
-    return min(1.0, 2 * p)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
-import json, math, sys
-def wil(k,n,z=1.959964):
-    if n==0: return (0,0)
-    p=k/n; d=1+z*z/n; m=(p+z*z/(2*n))/d; h=z/d*math.sqrt(p*(1-p)/n+z*z/(4*n*n)); return max(0,m-h),min(1,m+h)
+import json, os, sys
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
+from eval_stats import wilson as wil  # benchmarks/eval_stats.py
 L={n:[json.loads(l) for l in open(f'/tmp/res/q05_{n}.jsonl')] for n in ['greedy','entropix','branch','sc8']}
 k=len(L['sc8'])
 print('problems compared (first k):',k)

@@ -14,21 +14,10 @@ import json
 import os
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+from eval_stats import sign_p, wilson  # noqa: E402  (benchmarks/eval_stats.py)
+
 NAMES = ("greedy", "sample", "entropix", "entropix_calibrated", "learned")
-
-
-def _older_table():
-    """wilson() and sign_p() of the older report's table.py (the same statistics)."""
-    import importlib.util
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "gsm8k-200-qwen15-2026-12-04", "table.py")
-    spec = importlib.util.spec_from_file_location("table_2026_12_04", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-_old = _older_table()
-wilson, sign_p = _old.wilson, _old.sign_p
 
 
 def main():
