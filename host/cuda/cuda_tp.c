@@ -251,9 +251,9 @@ void cuda_tp_sample(CudaBackend* b, int np, int metrics) {
         etx_attn_metrics_merge(np, tp, Hl, msl, b->d_n_pos, b->d_window, b->am_heads_all, b->am_dev_all, b->attn,
                                b->stream);
     }
-    // 3. whole logits rows, only for a policy that may need the exact fallback
-    int full = 0;
-    for (int p = 0; p < np && !full; p++) full = cuda_policy_may_need_full_row(&b->h_policies[p], b->vocab_all);
+    // 3. whole logits rows, only for a policy that may need the exact fallback (upload_picks
+    // asked cuda_policy_may_need_full_row of every pick)
+    const int full = b->fallback;
     if (full) {
         int n = 0;
         for (int p = 0; p < np; p++)
