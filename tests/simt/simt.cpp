@@ -1517,32 +1517,24 @@ bool copy_in_bounds(void* dst, const void* src, size_t count, cudaMemcpyKind kin
 // whenever the stream reaches it, which may be long after cudaMemcpyAsync returned (the
 // host runs ahead of the device), so the host may not rewrite the source until the stream
 // has been synchronised. The emulator copies at once, which would hide a host that
-// rewrites a staging buffer too early; so it remembers each such source with a hash of
-// its bytes, and when the stream (or the device) is synchronised, or the memory freed,
-// checks that the bytes are still the ones it copied. A changed source aborts, naming the
-// copy. (A copy from pageable memory needs no such record: CUDA reads it before
-// cudaMemcpyAsync returns.)
+// rewrites a staging buffer too early; so it keeps a copy of each such source's bytes,
+// and when the stream (or the device) is synchronised, or the memory freed, checks that
+// the source still holds them. A changed source aborts, naming the copy. (A copy from
+// pageable memory needs no such record: CUDA reads it before cudaMemcpyAsync returns.)
 std::map<uintptr_t, size_t> g_pinned; // cudaMallocHost allocations: base -> bytes
 struct PinnedRead {
     const void* src;
-    size_t bytes;
-    uint64_t hash;
+    std::vector<unsigned char> bytes_then; // the source's bytes as they were copied
     cudaStream_t stream;
     void* dst;
 };
 std::vector<PinnedRead> g_pinned_reads; // copies not yet synchronised
 
-uint64_t bytes_hash(const void* p, size_t n) { // FNV-1a, 64-bit
-    uint64_t h = 1469598103934665603ull;
-    const unsigned char* c = (const unsigned char*)p;
-    for (size_t i = 0; i < n; i++) h = (h ^ c[i]) * 1099511628211ull;
-    return h;
-}
-
 void pinned_read_add(const void* src, size_t n, cudaStream_t stream, void* dst) {
     if (!n || !map_covers(g_pinned, src, n)) return;
     std::lock_guard<std::mutex> lock(g_alloc_mu);
-    g_pinned_reads.push_back(PinnedRead{src, n, bytes_hash(src, n), stream, dst});
+    const unsigned char* c = (const unsigned char*)src;
+    g_pinned_reads.push_back(PinnedRead{src, std::vector<unsigned char>(c, c + n), stream, dst});
 }
 
 // Checks and forgets the records that `which` selects; aborts on a rewritten source.
@@ -1554,13 +1546,13 @@ template <class Pred> void pinned_reads_settle(const char* when, Pred which) {
             keep.push_back(r);
             continue;
         }
-        if (bytes_hash(r.src, r.bytes) != r.hash) {
+        if (memcmp(r.src, r.bytes_then.data(), r.bytes_then.size()) != 0) {
             fprintf(stderr,
                     "simt: pinned host memory at %p (%zu bytes) was rewritten before %s, but it is the source of "
                     "an asynchronous copy to %p on stream %p that had not been synchronised: on a GPU the copy "
                     "may read the new bytes. Keep a staging buffer untouched until its stream is synchronised "
                     "(host/cuda/cuda_stage.c).\n",
-                    r.src, r.bytes, when, r.dst, (void*)r.stream);
+                    r.src, r.bytes_then.size(), when, r.dst, (void*)r.stream);
             abort();
         }
     }
