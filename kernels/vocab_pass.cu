@@ -29,19 +29,27 @@
  * in the same way, and merges the parts' statistics with the block merge a block uses
  * for its own threads.
  *
- * Statistics: each thread keeps (max, normaliser, mean, M2) of its logits online in
- * double — weights e^{x - max}, mean relative to the running max, Welford updates,
- * rescaled when the max grows — and the block merges them Chan-style as
- * host/policy/metrics.c does for its blocks, so the result is logit_metrics' up to the order of
- * double additions. The plain moments behind sigma: each thread sums x - r and (x - r)^2
- * from its first finite logit r (no division per logit), turned into (count, mean, M2)
- * before the same Chan merges with count weights.
+ * Statistics, in f32 where the logits are, merged in double: the row is cut into
+ * segments of VP_SEG = 256 logits at multiples of 256 (a split row's chunks are
+ * multiples of it, vp_chunk). A warp reads a segment, 8 logits a lane, and computes its
+ * softmax moments in f32 (max, then z = ones + sum e^{x-max}, mean and M2 about it by a
+ * second pass; vp_segment) and its plain moments for sigma likewise; the segment becomes
+ * a double (max, z, c, M2, n, mu, s2) and is merged Chan-style into the warp's double
+ * accumulator, and the warps' accumulators are merged in a block tree, as
+ * host/policy/metrics.c merges its blocks. Why: the earlier pass did a double exp and a
+ * Welford update per logit, which is slow on cards with 1/64-rate FP64 (L4, L40S, RTX;
+ * 7 % of the instructions on an H200). Now a double merge is paid per 256 logits. Why
+ * not f32 per thread: a thread's logits depend on the split, the split on the batch, so
+ * f32 sums over them would make the signals depend on the batch by f32 rounding; a
+ * segment holds the same logits at any batch, so the batch moves only the order of
+ * double merges, as before. Accuracy: 256-term f32 sums of one sign, a few 1e-7
+ * relative (test: 1e-5 relative against the double CPU twin, as before).
  *
  * Top-K, chunks of more than 2048 logits (large batches: one block per row): a shared
  * list of the K best keys so far (vocab_pass.h: etx_cand_key) and a threshold (the K-th
- * key); a logit that beats the threshold is appended to a staging area with a shared
- * atomic; when the staging area may not hold another tile, list and staging are
- * bitonic-sorted together and the first K kept. On a random row the threshold rises fast
+ * key); the logits that beat the threshold are appended to a staging area, one shared
+ * atomic per warp (a ballot places each lane's); when it may not hold another half
+ * tile, list and staging are bitonic-sorted together and the first K kept. On a random row the threshold rises fast
  * and merges are rare; a row in increasing order merges every tile (still exact).
  * Chunks of at most 2048 logits: every key in the buffer, one radix select (above).
  *
@@ -55,8 +63,11 @@
 #include <math.h>
 
 #define VP_THREADS 256
-#define VP_ITEMS 4                            // logits per thread per tile
-#define VP_TILE (VP_THREADS * VP_ITEMS)       // logits per tile
+#define VP_WARPS (VP_THREADS / 32)
+#define VP_SEG_ITEMS 8                        // logits per lane per segment
+#define VP_SEG (32 * VP_SEG_ITEMS)            // logits per segment (one warp's, f32 statistics)
+#define VP_TILE (VP_WARPS * VP_SEG)           // logits per tile: a segment per warp
+#define VP_HALF (VP_TILE / 2)                 // keys staged at most between two staging checks
 #define VP_BUF 2048                           // list + staging, a power of two
 #define VP_STAGE (VP_BUF - ETX_TOPK)          // staging slots
 #define VP_LN2 0.69314718055994530942
@@ -72,53 +83,83 @@ struct VpAcc {
     double n, mu, s2;
 };
 
-// A thread's plain sums: r = its first finite logit, n, s1 = sum (x - r), q = sum (x - r)^2.
-struct VpPlain {
-    double r, n, s1, q;
-};
-
-// Adds one logit to the plain sums (-inf is not counted).
-__device__ static void vp_add_plain(VpPlain* p, float xf) {
-    if (xf == -INFINITY) return;
-    const double x = (double)xf;
-    if (p->n == 0.0) p->r = x;
-    const double y = x - p->r;
-    p->n += 1.0;
-    p->s1 += y;
-    p->q += y * y;
-}
-
-// The plain sums as VpAcc's moments: mu = r + s1 / n, s2 = q - s1^2 / n (>= 0).
-__device__ static void vp_plain_to_acc(const VpPlain* p, VpAcc* a) {
-    a->n = p->n;
-    if (p->n == 0.0) {
-        a->mu = 0.0, a->s2 = 0.0;
-        return;
+// Sums a and b over the warp, every lane getting the same bits: an xor butterfly in
+// which lane i and lane i ^ o add the same two values (IEEE addition commutes). The two
+// floats travel as one 64-bit shuffle (two shuffles on the GPU, one emulated warp op).
+__device__ static void vp_warp_sum2(float* a, float* b) {
+    for (int o = 16; o > 0; o >>= 1) {
+        const unsigned long long mine = ((unsigned long long)__float_as_uint(*b) << 32) | __float_as_uint(*a);
+        const unsigned long long other = __shfl_xor_sync(0xffffffffu, mine, o);
+        *a += __uint_as_float((unsigned)other);
+        *b += __uint_as_float((unsigned)(other >> 32));
     }
-    a->mu = p->r + p->s1 / p->n;
-    const double s2 = p->q - p->s1 * (p->s1 / p->n);
-    a->s2 = s2 > 0.0 ? s2 : 0.0;
 }
 
-// Adds one logit (-inf and logits whose weight underflows contribute nothing).
-__device__ static void vp_add(VpAcc* a, float xf) {
-    const double x = (double)xf;
-    if (x > a->m) {
-        if (a->z > 0.0) {
-            const double sc = exp(a->m - x);
-            a->z *= sc;
-            a->m2 *= sc;
-            a->c += a->m - x;
+// One segment's statistics, in f32, as a VpAcc in double (every lane returns the same).
+// A segment is VP_SEG consecutive logits of the row starting at a multiple of VP_SEG;
+// lane l holds xs[j] = logit VP_SEG s + 32 j + l (-inf past the chunk's end).
+//   softmax part: m = max (NaN ignored, as vp_merge's comparisons do), y = x - m,
+//     z = (number of y == 0) + sum_{y<0} e^y; c = sum e^y y / z; m2 = sum e^y (y - c)^2.
+//     The ones are counted, not summed in f32, so z - 1 keeps its relative precision
+//     for a peaked row (H ~ 1e-13 bits: the test's ROW_VERY_PEAKED); m2 is a second
+//     pass about c rounded to float, corrected in double by z (c - c_f)^2.
+//   plain part (sigma): n = count of x != -inf; mu, s2 by a second pass about the f32
+//     mean mu_f: D = sum (x - mu_f), Q = sum (x - mu_f)^2, mu = mu_f + D/n, s2 = Q - D^2/n.
+// Error: every f32 sum is over 256 terms of one sign (or about their mean), so a
+// relative error of a few 1e-7; the double merges that follow add none that matters.
+__device__ static VpAcc vp_segment(const float* xs) {
+    float m = -INFINITY;
+    for (int j = 0; j < VP_SEG_ITEMS; j++) m = fmaxf(m, xs[j]);
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    m = __shfl_sync(0xffffffffu, m, 0); // fmaxf(+0, -0) may pick either: lane 0's for all
+    float rest = 0.0f, s1 = 0.0f, sumx = 0.0f, counts = 0.0f;
+    for (int j = 0; j < VP_SEG_ITEMS; j++) {
+        const float x = xs[j];
+        if (x == -INFINITY) continue;
+        sumx += x;
+        counts += 512.0f; // n in units of 512, the ones below it: exact in a float (< 2^24)
+        if (m == -INFINITY) continue; // only NaNs so far: no softmax part (vp_merge's rule)
+        const float y = x - m;
+        if (y == 0.0f) {
+            counts += 1.0f;
+        } else {
+            const float w = expf(y); // y NaN (x NaN, or m = +inf) poisons z, as in the CPU twin
+            rest += w;
+            s1 += w * y;
         }
-        a->m = x;
     }
-    if (a->m == -INFINITY) return;
-    const double y = x - a->m, w = exp(y);
-    if (w == 0.0) return;
-    a->z += w;
-    const double d = y - a->c;
-    a->c += d * w / a->z;
-    a->m2 += w * d * (y - a->c);
+    vp_warp_sum2(&rest, &s1);
+    vp_warp_sum2(&sumx, &counts);
+    const int n = (int)counts / 512, ones = (int)counts % 512;
+    VpAcc a;
+    a.m = (double)m;
+    a.z = (double)ones + (double)rest;
+    a.c = a.z > 0.0 ? (double)s1 / a.z : 0.0;
+    a.n = (double)n;
+    const float cf = (float)a.c, muf = n > 0 ? sumx / (float)n : 0.0f;
+    float q = 0.0f, d = 0.0f, qq = 0.0f, unused = 0.0f;
+    for (int j = 0; j < VP_SEG_ITEMS; j++) {
+        const float x = xs[j];
+        if (x == -INFINITY) continue;
+        d += x - muf;
+        qq += (x - muf) * (x - muf);
+        if (m == -INFINITY) continue;
+        const float y = x - m, w = y == 0.0f ? 1.0f : expf(y);
+        q += w * (y - cf) * (y - cf);
+    }
+    vp_warp_sum2(&q, &d);
+    vp_warp_sum2(&qq, &unused);
+    const double dc = a.c - (double)cf;
+    a.m2 = a.z > 0.0 ? (double)q - a.z * dc * dc : 0.0;
+    if (a.m2 < 0.0) a.m2 = 0.0;
+    if (n > 0) {
+        a.mu = (double)muf + (double)d / n;
+        a.s2 = (double)qq - (double)d * ((double)d / n);
+        if (a.s2 < 0.0) a.s2 = 0.0;
+    } else {
+        a.mu = 0.0, a.s2 = 0.0;
+    }
+    return a;
 }
 
 // Merges b into a (metrics.c:acc_merge).
@@ -327,6 +368,15 @@ static int vp_split(int n_seqs, int vocab) {
     return g < 1 ? 1 : g;
 }
 
+// Logits per block of a split row: a multiple of VP_SEG, so that every segment starts
+// at the same place of the row whatever the split, and so holds the same logits: only
+// the double merges of the segments depend on the batch (see the header). The last
+// blocks may get fewer logits, or none.
+static __host__ __device__ int vp_chunk(int vocab, int split) {
+    const int c = (vocab + split - 1) / split;
+    return (c + VP_SEG - 1) / VP_SEG * VP_SEG;
+}
+
 // The block's per-thread statistics in shared memory, one array per field.
 struct VpShared {
     double m[VP_THREADS], z[VP_THREADS], c[VP_THREADS], m2[VP_THREADS];
@@ -427,8 +477,8 @@ __global__ void __launch_bounds__(VP_THREADS)
     __shared__ float s_log_z;
     const int tid = threadIdx.x, seq = blockIdx.x / split, part = blockIdx.x % split;
     const float* row = logits + (size_t)(row_of ? row_of[seq] : seq) * vocab;
-    const int chunk = (vocab + split - 1) / split;
-    const int lo = part * chunk, hi = lo + chunk < vocab ? lo + chunk : vocab;
+    const int chunk = vp_chunk(vocab, split);
+    const int lo = part * chunk < vocab ? part * chunk : vocab, hi = lo + chunk < vocab ? lo + chunk : vocab;
     // a chunk that fits the buffer keeps every key and selects its top K once (a radix
     // select: no sorts of the buffer); a longer one streams through the threshold list
     const bool whole = hi - lo <= VP_BUF;
@@ -441,26 +491,40 @@ __global__ void __launch_bounds__(VP_THREADS)
     }
     __syncthreads();
 
-    VpAcc acc = {-INFINITY, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
-    VpPlain plain = {0.0, 0.0, 0.0, 0.0};
+    // this warp's statistics, merged in double one segment at a time (every lane the same)
+    VpAcc wacc = {-INFINITY, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+    const int lane = tid % 32, warp = tid / 32;
     int bad = 0; // this thread saw a NaN or infinite logit
     for (int base = lo; base < hi; base += VP_TILE) {
-        for (int it = 0; it < VP_ITEMS; it++) {
-            const int i = base + it * VP_THREADS + tid;
-            if (i >= hi) break;
-            const float x = row[i];
-            bad |= vp_nonfinite(x);
-            vp_add(&acc, x);
-            vp_add_plain(&plain, x);
-            const unsigned long long key = etx_cand_key(x, id0 + i);
-            if (whole) s_buf[i - lo] = key;
-            else if (key < s_thresh) s_buf[ETX_TOPK + atomicAdd(&s_count, 1)] = key;
+        const int seg = base + warp * VP_SEG; // this warp's segment (lo is a multiple of VP_SEG)
+        float xs[VP_SEG_ITEMS];
+        for (int h = 0; h < 2; h++) { // two halves, the staging area checked after each
+            for (int j = h * (VP_SEG_ITEMS / 2); j < (h + 1) * (VP_SEG_ITEMS / 2); j++) {
+                const int i = seg + 32 * j + lane;
+                const float x = i < hi ? row[i] : -INFINITY;
+                xs[j] = x;
+                bad |= vp_nonfinite(x) & (i < hi);
+                const unsigned long long key = i < hi ? etx_cand_key(x, id0 + i) : ETX_KEY_NONE;
+                if (whole) {
+                    if (i < hi) s_buf[i - lo] = key;
+                    continue;
+                }
+                // staged by warp: one shared atomic per warp for the keys under the threshold
+                const bool take = key < s_thresh;
+                const unsigned ballot = __ballot_sync(0xffffffffu, take);
+                int at = 0;
+                if (lane == 0 && ballot) at = atomicAdd(&s_count, __popc(ballot));
+                at = __shfl_sync(0xffffffffu, at, 0);
+                if (take) s_buf[ETX_TOPK + at + __popc(ballot & ((1u << lane) - 1u))] = key;
+            }
+            if (whole) continue; // no staging: nothing to merge
+            __syncthreads();
+            const int count = s_count;
+            __syncthreads(); // everyone has read count before the next half appends
+            if (count > VP_STAGE - VP_HALF) vp_merge_list(s_buf, count, &s_count, &s_thresh);
         }
-        if (whole) continue; // no staging: nothing to merge
-        __syncthreads();
-        const int count = s_count;
-        __syncthreads(); // everyone has read count before the next tile appends
-        if (count > VP_STAGE - VP_TILE) vp_merge_list(s_buf, count, &s_count, &s_thresh);
+        const VpAcc sa = vp_segment(xs);
+        vp_merge(&wacc, &sa);
     }
     if (whole) {
         __syncthreads(); // every key in s_buf
@@ -468,8 +532,9 @@ __global__ void __launch_bounds__(VP_THREADS)
     }
     if (bad) s_bad = 1; // every writer writes the same value; read after the merge's barriers
     if (s_count > 0) vp_merge_list(s_buf, s_count, &s_count, &s_thresh);
-    vp_plain_to_acc(&plain, &acc);
-    vp_block_merge(acc, &s_acc);
+    // the warps' statistics, warp w's in slot 32 w (the other slots empty), tree-merged
+    const VpAcc empty = {-INFINITY, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+    vp_block_merge(lane == 0 ? wacc : empty, &s_acc);
 
     if (split > 1) {
         // publish this block's part; the last block of the sequence merges them all

@@ -11,7 +11,8 @@
  *     log-probabilities equal logit - log Z exactly; one block per row, and rows split
  *     over 16 blocks (chunks of 2000, kept whole and radix-selected; chunks of 3072,
  *     streamed through the threshold list) and over 63 blocks (3 rows of 128256), each
- *     split run twice on the same scratch.
+ *     split run twice on the same scratch. The statistics of rows of 50000 logits are the
+ *     same floats alone, in a batch of 64 and in one block (test_vocab_pass_batch_invariant).
  *   - attention metrics: random scores, 9 and 32 heads, 1, 7 and 300 valid positions
  *     (NaN beyond them: they must never be read), window 0 and 4096, against attn_metrics.
  *   - policy step: for greedy, sample (temperature / top_k / top_p / min_p settings,
@@ -206,6 +207,61 @@ START_TEST(test_vocab_pass_large) {
     // a batch of 3 rows of Llama 3's vocabulary: 63 blocks per row (the most a small batch
     // gets), the last one selecting the top K of 63 x 128 keys
     check_vocab_pass_rows(3, 128256, ETX_TOPK, 25, 1);
+}
+END_TEST
+
+// The statistics do not depend on the batch: the device sums aligned 256-logit segments
+// in f32 and merges them in double (kernels/vocab_pass.cu, "Statistics"), so a batch
+// that splits a row over another number of blocks only reorders double merges, which
+// round to the same floats. Rows of 50000 logits (no split is a multiple of 256):
+// alone (25 blocks), in a batch of 64 (4 blocks each) and without scratch (1 block).
+// ROW_VERY_PEAKED is left out of the bitwise check: its entropy (~1e-13 bits) is
+// log(1 + 1e-15) - c, whose double rounding moves it by percents (see VP_FLOOR); it is
+// checked within VP_FLOOR instead. Catches segments that follow the chunk instead of the
+// row (their f32 sums then differ by a few 1e-7: float ulps).
+START_TEST(test_vocab_pass_batch_invariant) {
+    enum { N = 50000, BATCH = 64 };
+    uint64_t rng = rng_seed(31);
+    float* x = xcalloc_t((size_t)BATCH * N, sizeof(float));
+    for (int r = 0; r < BATCH; r++) fill_row(x + (size_t)r * N, N, r % ROW_KINDS, &rng);
+    float* d_x = dev_put(x, (size_t)BATCH * N * sizeof(float));
+    EtxVocabStats* d_stats = etx_dev_malloc(BATCH * sizeof(EtxVocabStats));
+    PolicyCandidate* d_cand = etx_dev_malloc((size_t)BATCH * ETX_TOPK * sizeof(PolicyCandidate));
+    void* d_scratch = etx_dev_malloc(etx_vocab_pass_scratch_bytes(BATCH));
+    EtxVocabStats st[3][BATCH];
+    for (int run = 0; run < 3; run++) {
+        const int rows = run == 0 ? ROW_KINDS : BATCH; // run 0: the first rows alone (one launch each)
+        if (run == 0) {
+            for (int r = 0; r < rows; r++)
+                etx_vocab_pass(d_x + (size_t)r * N, NULL, 1, N, ETX_TOPK, d_stats + r, d_cand, NULL, d_scratch, NULL);
+        } else {
+            etx_vocab_pass(d_x, NULL, rows, N, ETX_TOPK, d_stats, d_cand, NULL, run == 1 ? d_scratch : NULL, NULL);
+        }
+        etx_dev_sync();
+        etx_dev_download(st[run], d_stats, rows * sizeof(EtxVocabStats));
+    }
+    for (int r = 0; r < ROW_KINDS; r++) {
+        for (int run = 1; run < 3; run++) {
+            const EtxVocabStats *a = &st[0][r], *b = &st[run][r];
+            ck_assert_msg(a->max == b->max && a->nonfinite == b->nonfinite, "row %d run %d: max or flag", r, run);
+            if (r == ROW_VERY_PEAKED) {
+                ck_assert(fabs(a->entropy - b->entropy) <= VP_FLOOR && fabs(a->varentropy - b->varentropy) <= VP_FLOOR);
+                continue;
+            }
+            ck_assert_msg(memcmp(&a->entropy, &b->entropy, sizeof(float)) == 0 &&
+                              memcmp(&a->varentropy, &b->varentropy, sizeof(float)) == 0 &&
+                              memcmp(&a->log_z, &b->log_z, sizeof(float)) == 0 &&
+                              memcmp(&a->sigma, &b->sigma, sizeof(float)) == 0,
+                          "row %d: alone H %.9g V %.9g log Z %.9g sigma %.9g; run %d (%s): %.9g %.9g %.9g %.9g", r,
+                          a->entropy, a->varentropy, a->log_z, a->sigma, run, run == 1 ? "batch 64" : "one block",
+                          b->entropy, b->varentropy, b->log_z, b->sigma);
+        }
+    }
+    free(x);
+    etx_dev_free(d_x);
+    etx_dev_free(d_stats);
+    etx_dev_free(d_cand);
+    etx_dev_free(d_scratch);
 }
 END_TEST
 
@@ -1073,6 +1129,7 @@ static Suite* sampling_suite(void) {
     TCase* tc = tcase_create("vocab pass");
     tcase_add_test(tc, test_vocab_pass_small);
     tcase_add_test(tc, test_vocab_pass_large);
+    tcase_add_test(tc, test_vocab_pass_batch_invariant);
     suite_add_tcase(s, tc);
     tc = tcase_create("attention metrics");
     tcase_add_test(tc, test_attn_metrics);
