@@ -146,7 +146,7 @@ typedef struct {
     etx_engine* e;
     Totals* t;         // (n_combos) this engine's counts
     double* busy;      // (n_combos) this engine's time per combination
-    double prefill, prefill_saved; // the engine's stats once it is freed
+    double prefill, prefill_saved, kv_peak; // the engine's stats once it is freed (kv_peak: positions)
     int rc;            // 0, or -1 after reporting
 } Lane;
 
@@ -495,6 +495,7 @@ static void* lane_main(void* arg) {
     if (etx_engine_get_stats(ln->e, &es).code == ETX_OK) {
         ln->prefill = (double)es.prefill_tokens;
         ln->prefill_saved = (double)es.prefill_saved;
+        ln->kv_peak = (double)es.kv_blocks_peak * es.kv_block_size;
     }
     etx_engine_free(ln->e);
     ln->e = NULL;
@@ -578,6 +579,7 @@ int batch_execute(BatchRun* br, Totals* t, double* rate, double* secs) {
         }
         t[0].prefill += ln->prefill;
         t[0].prefill_saved += ln->prefill_saved;
+        t[0].kv_peak_positions += ln->kv_peak;
         free(ln->t);
         free(ln->busy);
     }

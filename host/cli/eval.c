@@ -62,8 +62,11 @@ static void summary(const EvalArgs* a, const Totals* t, double secs, int n_skipp
             fputc('\n', stderr);
         }
     }
-    fprintf(stderr, "etx eval: %d tokens generated in %.1f s (%.1f tok/s); %d prompt positions computed, %d shared\n",
-            (int)t->tokens, secs, secs > 0 ? t->tokens / secs : 0.0, (int)t->prefill, (int)t->prefill_saved);
+    fprintf(stderr,
+            "etx eval: %d tokens generated in %.1f s (%.1f tok/s); %d prompt positions computed, %d shared; "
+            "KV cache at its peak: %d positions held\n",
+            (int)t->tokens, secs, secs > 0 ? t->tokens / secs : 0.0, (int)t->prefill, (int)t->prefill_saved,
+            (int)t->kv_peak_positions);
     if (t->tokens <= 0) return;
     fprintf(stderr, "etx eval: branches:");
     for (int b = 0; b < ETX_BRANCH_COUNT; b++)
@@ -96,6 +99,7 @@ static int write_summary(const EvalArgs* a, const char* path, const char* label,
     cJSON_AddNumberToObject(o, "tokens_generated", t->tokens);
     cJSON_AddNumberToObject(o, "prefill_tokens", t->prefill);
     cJSON_AddNumberToObject(o, "prefill_saved", t->prefill_saved);
+    cJSON_AddNumberToObject(o, "kv_peak_positions", t->kv_peak_positions);
     cJSON_AddNumberToObject(o, "samples", a->samples);
     cJSON_AddStringToObject(o, "vote", a->samples > 1 ? a->vote : "none");
     cJSON_AddNumberToObject(o, "seconds", secs);

@@ -68,14 +68,16 @@ char* eval_combo_key(int combo, const char* key);
 // scored requests of the fraction of their samples that are right (flexible) and of
 // whether any is (with --samples; a single sample's are its score); prefill /
 // prefill_saved: the engine's prompt positions computed and shared (etx_engine_stats;
-// counted in combination 0 of a sweep, whose combinations share one engine).
+// counted in combination 0 of a sweep, whose combinations share one engine);
+// kv_peak_positions: the KV cache positions held at the engine's peak (kv_blocks_peak x
+// kv_block_size), summed over the run's engines (each its own pool), combination 0 too.
 typedef struct {
     double tokens, scored, strict, flexible, done;
-    double pass1, passn, prefill, prefill_saved;
+    double pass1, passn, prefill, prefill_saved, kv_peak_positions;
     double vote_ok[3];    // with --samples: requests each vote method (VoteMethod order) got right (flexible)
     double branches[ETX_BRANCH_COUNT];
 } Totals;
-#define TOTALS_N (12 + ETX_BRANCH_COUNT) // doubles in a Totals, for eval_par_sum
+#define TOTALS_N (13 + ETX_BRANCH_COUNT) // doubles in a Totals, for eval_par_sum
 _Static_assert(sizeof(Totals) == TOTALS_N * sizeof(double), "Totals is summed as a flat array of doubles");
 
 // Adds the counts of the result lines in path[0..good_len) to t[combo] (t[0] for lines

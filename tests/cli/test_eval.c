@@ -539,6 +539,8 @@ START_TEST(samples_are_voted_and_batch_invariant) {
     ck_assert_int_eq(cJSON_GetObjectItem(js, "n")->valueint, 2);
     ck_assert_int_eq(cJSON_GetObjectItem(js, "samples")->valueint, 3);
     ck_assert(cJSON_GetObjectItem(js, "prefill_saved")->valuedouble > 0);
+    // the KV positions held at the peak (test_samples checks that samples hold a prompt once)
+    ck_assert(cJSON_GetObjectItem(js, "kv_peak_positions")->valuedouble > 0);
     ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(js, "ci95")), 2);
     cJSON_Delete(js);
     free(sum);
