@@ -3,8 +3,14 @@
  * when it ends: its tokens decoded to text as they come, the stop strings of --task gsm8k
  * looked for after every token (lm-eval's: the completion ends before the first), and its
  * result line: {"combo" (a sweep's), "id", "completion", "tokens", "finish", ["branching":
- * {"forks", "dropped_tokens"}], ["error"], "branches", and with --task gsm8k and a
+ * {"forks", "dropped_tokens", "tree"}], ["error"], "branches", and with --task gsm8k and a
  * reference "score" and "extracted"}. The run's token total counts dropped branches too.
+ * The tree (entropy-triggered branching): one entry per fork, in order, {"step", "kept",
+ * "branches": [{"token", "score", "tokens"}]}: at generated token `step` the request forked
+ * into branches starting with `token` (the most likely candidates, best first), each ran
+ * `tokens` tokens and scored its mean log-probability `score`; the completion continues
+ * with branch `kept`, so every fork hangs off the completion's own tokens (its parent is
+ * the kept path up to `step`).
  */
 #include <cJSON.h>
 #include <math.h>
@@ -206,6 +212,30 @@ char* batch_line_of(cJSON* o) {
     return line;
 }
 
+// The "branching" object of a finished request with entropy-triggered branching: its
+// forks, the tokens of the branches it did not keep, and its tree (the file comment).
+void batch_add_branching(cJSON* o, const Slot* s) {
+    cJSON* bo = cJSON_AddObjectToObject(o, "branching");
+    cJSON_AddNumberToObject(bo, "forks", s->n_forks);
+    cJSON_AddNumberToObject(bo, "dropped_tokens", s->dropped_tokens);
+    cJSON* tree = cJSON_AddArrayToObject(bo, "tree");
+    for (int f = 0; f < s->n_forks; f++) {
+        const etx_branch_event* ev = &s->forks[f];
+        cJSON* fo = cJSON_CreateObject();
+        cJSON_AddNumberToObject(fo, "step", ev->step);
+        cJSON_AddNumberToObject(fo, "kept", ev->kept);
+        cJSON* brs = cJSON_AddArrayToObject(fo, "branches");
+        for (int j = 0; j < ev->n_branches; j++) {
+            cJSON* bj = cJSON_CreateObject();
+            cJSON_AddNumberToObject(bj, "token", ev->candidates[j]);
+            cJSON_AddNumberToObject(bj, "score", ev->scores[j]);
+            cJSON_AddNumberToObject(bj, "tokens", ev->tokens[j]);
+            cJSON_AddItemToArray(brs, bj);
+        }
+        cJSON_AddItemToArray(tree, fo);
+    }
+}
+
 // The output line of a finished request (with '\n'), malloc'ed; totals updated.
 char* batch_result_line(const EvalArgs* a, const Item* it, const BatchJob* jb, const Slot* s,
                         const etx_request_state* rs, const etx_trace_record* recs, int n_recs, Totals* t) {
@@ -221,9 +251,7 @@ char* batch_result_line(const EvalArgs* a, const Item* it, const BatchJob* jb, c
     cJSON_AddNumberToObject(o, "tokens", v.n_tokens);
     cJSON_AddStringToObject(o, "finish", v.finish);
     if (a->branching.n_branches) { // the forks, and what the branches not kept cost
-        cJSON* bo = cJSON_AddObjectToObject(o, "branching");
-        cJSON_AddNumberToObject(bo, "forks", s->n_forks);
-        cJSON_AddNumberToObject(bo, "dropped_tokens", s->dropped_tokens);
+        batch_add_branching(o, s);
         t->tokens += s->dropped_tokens;
     }
     if (rs->phase == ETX_REQ_FAILED) { // in the line, and on stderr with the line's id

@@ -256,6 +256,7 @@ static char* finish_job(const BatchRun* br, etx_engine* e, JobSlot* js, int n, T
         int n_ev = 0, spent = 0;
         etx_engine_branch_events(e, js->s[k].req, &ev, &n_ev, &spent);
         js->s[k].n_forks = n_ev;
+        js->s[k].forks = ev;
         js->s[k].dropped_tokens = 0;
         for (int x = 0; x < n_ev; x++)
             for (int j = 0; j < ev[x].n_branches; j++)

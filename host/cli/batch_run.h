@@ -98,8 +98,11 @@ typedef struct {
     int stop_tokens; // tokens up to the one that completed the first stop string (0 = none)
     int n_forks;     // branching, once finished: forks, and tokens of the branches not kept
     int dropped_tokens;
+    const etx_branch_event* forks; // (n_forks) the engine's, borrowed until the request is released
 } Slot;
 
+// Adds o's "branching" object: {"forks", "dropped_tokens", "tree"} (batch_request.c).
+void batch_add_branching(cJSON* o, const Slot* s);
 // Decodes tokens [s->n_seen, upto) of toks into s->text; stops: look for --task gsm8k's
 // stop strings after each token.
 void batch_slot_decode(Slot* s, const etx_model* m, const int32_t* toks, int upto, int stops);

@@ -130,6 +130,7 @@ char* batch_group_line(const EvalArgs* a, const Item* it, const BatchJob* jb, co
         if (flex[i][0]) cJSON_AddStringToObject(ex, "flexible", flex[i]);
         else cJSON_AddNullToObject(ex, "flexible");
         if (scored) cJSON_AddBoolToObject(o, "correct", sc[i].flexible_ok);
+        if (a->branching.n_branches) batch_add_branching(o, &s[i]);
         if (a->trace) {
             char* tr = batch_trace_json(recs[i], v[i].n_recs, it->ids[it->n_ids - 1], jb->pause);
             cJSON_AddRawToObject(o, "trace", tr);

@@ -621,8 +621,8 @@ START_TEST(online_deepconf_cuts_samples_short) {
 END_TEST
 
 // --branch 3 with thresholds of 0 (a fork wherever the budget allows): each line counts
-// its forks and the tokens of the branches it did not keep; the file is the same at
-// --batch 1 and 4.
+// its forks and the tokens of the branches it did not keep, and holds the tree of its
+// forks; the file is the same at --batch 1 and 4.
 START_TEST(branching_lines_are_batch_invariant) {
     char out[300], args[1500];
     char* got[2];
@@ -643,6 +643,34 @@ START_TEST(branching_lines_are_batch_invariant) {
     const cJSON* bo = cJSON_GetObjectItem(j, "branching");
     ck_assert_int_ge(cJSON_GetObjectItem(bo, "forks")->valueint, 1);
     ck_assert_int_gt(cJSON_GetObjectItem(bo, "dropped_tokens")->valueint, 0);
+    // the tree: one entry per fork, in step order, 3 branches on distinct first tokens,
+    // each at most 1 + the lookahead long; the tokens of the branches not kept add up to
+    // dropped_tokens, and every fork lies within the completion's tokens
+    const cJSON* tree = cJSON_GetObjectItem(bo, "tree");
+    ck_assert_int_eq(cJSON_GetArraySize(tree), cJSON_GetObjectItem(bo, "forks")->valueint);
+    int dropped = 0, last_step = -1;
+    const int n_tokens = cJSON_GetObjectItem(j, "tokens")->valueint;
+    for (int f = 0; f < cJSON_GetArraySize(tree); f++) {
+        const cJSON* fo = cJSON_GetArrayItem(tree, f);
+        const int step = cJSON_GetObjectItem(fo, "step")->valueint, kept = cJSON_GetObjectItem(fo, "kept")->valueint;
+        ck_assert_int_gt(step, last_step);
+        ck_assert_int_lt(step, n_tokens);
+        last_step = step;
+        const cJSON* brs = cJSON_GetObjectItem(fo, "branches");
+        ck_assert_int_eq(cJSON_GetArraySize(brs), 3);
+        ck_assert(kept >= 0 && kept < 3);
+        for (int b = 0; b < 3; b++) {
+            const cJSON* bj = cJSON_GetArrayItem(brs, b);
+            const int nt = cJSON_GetObjectItem(bj, "tokens")->valueint;
+            ck_assert(nt >= 1 && nt <= 3); // the candidate, then up to the lookahead
+            ck_assert(cJSON_GetObjectItem(bj, "score")->valuedouble <= 0.0); // a mean log-probability
+            for (int c = 0; c < b; c++)
+                ck_assert_int_ne(cJSON_GetObjectItem(bj, "token")->valueint,
+                                 cJSON_GetObjectItem(cJSON_GetArrayItem(brs, c), "token")->valueint);
+            if (b != kept) dropped += nt;
+        }
+    }
+    ck_assert_int_eq(dropped, cJSON_GetObjectItem(bo, "dropped_tokens")->valueint);
     cJSON_Delete(j);
     free(got[0]);
     free(got[1]);
