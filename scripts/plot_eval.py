@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 
 REQUIRED = ("accuracy", "ci95", "tokens_generated")
 
@@ -68,14 +69,19 @@ def main():
                     fontsize=8)
     if args.logx:
         ax.set_xscale("log")
-        # a tick at each point: the default minor labels (2x10^5, ...) overlap
-        ax.set_xticks(sorted({p["x"] for p in points}))
+        # a tick at each point, skipping any within 30 % of the last one kept (their labels
+        # would overlap): the default minor labels (2x10^5, ...) overlap too
+        ticks = []
+        for x in sorted({p["x"] for p in points}):
+            if not ticks or x >= 1.3 * ticks[-1]:
+                ticks.append(x)
+        ax.set_xticks(ticks)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
     ax.margins(x=0.12, y=0.08)  # room for the labels of the outermost points
     ax.set_xlabel("tokens generated" if args.x == "generated" else "tokens prefilled + generated")
     ax.set_ylabel("accuracy (error bar: 95% interval)")
-    ax.set_title(args.title)
+    ax.set_title("\n".join(textwrap.wrap(args.title, 60)), fontsize=10)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(args.out, dpi=120)

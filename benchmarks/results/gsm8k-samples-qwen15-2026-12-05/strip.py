@@ -1,6 +1,7 @@
 """Keeps only what this directory's tables and the DeepConf online replay read from an
-`etx eval --samples N --trace` result file: every field of each line, but of each
-sample's trace only its "confidence" column (the other columns are 90 % of the bytes).
+`etx eval [--samples N] --trace` result file: every field of each line, but of each
+trace (each sample's, or a single-sample line's own) only its "confidence" column (the
+other columns are 90 % of the bytes).
 The stripped lines still carry their "id", so `etx eval` resumes from them.
 
 usage: python3 strip.py IN.jsonl OUT.jsonl
@@ -13,7 +14,7 @@ with open(sys.argv[1]) as f, open(sys.argv[2], "w") as out:
         if not line.strip():
             continue
         r = json.loads(line)
-        for s in r.get("samples", []):
+        for s in r.get("samples", []) + [r]:  # each sample's trace, or a single line's
             if "trace" in s:
                 s["trace"] = {"confidence": s["trace"]["confidence"]}
         out.write(json.dumps(r, separators=(",", ":")) + "\n")

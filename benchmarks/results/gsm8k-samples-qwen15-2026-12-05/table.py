@@ -106,12 +106,12 @@ def main():
         lo, hi = wilson(c, n)
         cmp = []
         for b in ("greedy", "majority"):
-            B = base[b]
-            if C is B:
+            ref = base[b]
+            if C is ref:
                 cmp.append("-")
                 continue
-            up = sum(C[i] and not B[i] for i in ids)
-            down = sum(B[i] and not C[i] for i in ids)
+            up = sum(C[i] and not ref[i] for i in ids)
+            down = sum(ref[i] and not C[i] for i in ids)
             cmp.append(f"+{up} / -{down} ({sign_p(up, down):.2f})")
         print(f"| {name} | {c}/{n} | {c / n:.3f} ({lo:.3f}-{hi:.3f}) | {t:,} | {t / n:.0f} | "
               f"{cmp[0]} | {cmp[1]} |")
@@ -132,7 +132,7 @@ def main():
         print(f"DeepConf online eta {eta}: {sum(x['stopped'] for x in rep)} of {4 * n} later samples "
               f"stopped; {sum(x['uncertain'] for x in rep)} stops within 1e-6 of the threshold.")
     if have_branch:
-        br = [B[i]["branching"] for i in ids]
+        br = [B[i]["branching"] for i in ids]  # B: the branching run's lines
         print(f"Branching: {sum(x['forks'] for x in br)} forks in {sum(x['forks'] > 0 for x in br)} "
               f"problems; {sum(x['dropped_tokens'] for x in br):,} tokens in branches dropped.")
 
