@@ -14,7 +14,8 @@ The rules, as host/cli/batch_run.c (submit_online_rest), host/engine/engine.c
 (accept_token) and host/cli/batch_samples.c apply them:
 
 - threshold: numpy's linear percentile at 100 (1 - E) of the warm-up samples' lowest
-  group confidence (a non-finite one counts as 0), then rounded to float32
+  group confidence (a non-finite one counts as 0), E being --eta as a float32 (etx parses
+  it into a float), then rounded to float32
   (etx_request.stop_confidence is a float);
 - a later sample stops at the first token t >= window - 1 (a full group ends there), not
   its end-of-turn token, whose group confidence G_t = mean of c[t - window + 1 .. t]
@@ -94,7 +95,9 @@ def replay(line, warmup, eta, window, stat):
     for s in samples[:warmup]:
         v = s["confidence"]["lowest_group"]
         lows.append(v if v is not None and math.isfinite(v) else 0.0)
-    thr = float(np.float32(percentile(lows, 100.0 * (1.0 - eta))))
+    # etx holds --eta as a float (EvalArgs.eta): 0.9 is 0.89999997..., which moves the
+    # percentile's interpolation and so the threshold by an ulp against the double 0.9
+    thr = float(np.float32(percentile(lows, 100.0 * (1.0 - float(np.float32(eta))))))
     answers, weights, tokens, stops, uncertain = [], [], [], [], 0
     for k, s in enumerate(samples):
         ans = s["extracted"]["flexible"] or ""
