@@ -110,11 +110,12 @@ __device__ static void vp_warp_sum2(float* a, float* b) {
 __device__ static VpAcc vp_segment(const float* xs) {
     float m = -INFINITY;
     for (int j = 0; j < VP_SEG_ITEMS; j++) m = fmaxf(m, xs[j]);
-    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-    m = __shfl_sync(0xffffffffu, m, 0); // fmaxf(+0, -0) may pick either: lane 0's for all
+    m = __shfl_sync(0xffffffffu, etx_warp_max(m), 0); // fmaxf(+0, -0) may pick either: lane 0's for all
     float rest = 0.0f, s1 = 0.0f, sumx = 0.0f, counts = 0.0f;
+    float ws[VP_SEG_ITEMS]; // e^y of each logit, for the second pass (1 at y = 0)
     for (int j = 0; j < VP_SEG_ITEMS; j++) {
         const float x = xs[j];
+        ws[j] = 1.0f;
         if (x == -INFINITY) continue;
         sumx += x;
         counts += 512.0f; // n in units of 512, the ones below it: exact in a float (< 2^24)
@@ -124,6 +125,7 @@ __device__ static VpAcc vp_segment(const float* xs) {
             counts += 1.0f;
         } else {
             const float w = expf(y); // y NaN (x NaN, or m = +inf) poisons z, as in the CPU twin
+            ws[j] = w;
             rest += w;
             s1 += w * y;
         }
@@ -137,18 +139,18 @@ __device__ static VpAcc vp_segment(const float* xs) {
     a.c = a.z > 0.0 ? (double)s1 / a.z : 0.0;
     a.n = (double)n;
     const float cf = (float)a.c, muf = n > 0 ? sumx / (float)n : 0.0f;
-    float q = 0.0f, d = 0.0f, qq = 0.0f, unused = 0.0f;
+    float q = 0.0f, d = 0.0f, qq = 0.0f;
     for (int j = 0; j < VP_SEG_ITEMS; j++) {
         const float x = xs[j];
         if (x == -INFINITY) continue;
         d += x - muf;
         qq += (x - muf) * (x - muf);
         if (m == -INFINITY) continue;
-        const float y = x - m, w = y == 0.0f ? 1.0f : expf(y);
-        q += w * (y - cf) * (y - cf);
+        const float y = x - m;
+        q += ws[j] * (y - cf) * (y - cf);
     }
     vp_warp_sum2(&q, &d);
-    vp_warp_sum2(&qq, &unused);
+    qq = etx_warp_sum(qq); // the same xor butterfly: every lane the same bits
     const double dc = a.c - (double)cf;
     a.m2 = a.z > 0.0 ? (double)q - a.z * dc * dc : 0.0;
     if (a.m2 < 0.0) a.m2 = 0.0;

@@ -80,8 +80,8 @@ def main():
                  "deepconf": "8 samples, DeepConf offline (eta 0.5)"}[vote]
         add(label, {i: r["votes"][vote]["correct"] for i, r in sc8.items()}, sc8_tokens,
             "sample", 8, vote)
-    for eta in (0.9, 0.5, 0.1):
-        rep = {i: replay(r, 4, eta, 64, "bottom10") for i, r in sc8.items()}
+    replays = {eta: {i: replay(r, 4, eta, 64, "bottom10") for i, r in sc8.items()} for eta in (0.9, 0.5, 0.1)}
+    for eta, rep in replays.items():
         add(f"DeepConf online, eta {eta}", {i: x["correct"] for i, x in rep.items()},
             {i: x["tokens"] for i, x in rep.items()}, "sample", 8, "deepconf-online")
     have_branch = os.path.exists(a.branch)
@@ -127,8 +127,8 @@ def main():
     pn = sum(r["pass"]["pass@n"] for r in sc8.values())
     print(f"\n8 samples: pass@1 (the mean over samples) {p1:.2f}/{n} = {p1 / n:.3f}; "
           f"pass@8 (any sample right) {pn}/{n} = {pn / n:.3f}.")
-    for eta in (0.9, 0.5, 0.1):
-        rep = [replay(r, 4, eta, 64, "bottom10") for r in sc8.values()]
+    for eta, rep in replays.items():
+        rep = list(rep.values())
         print(f"DeepConf online eta {eta}: {sum(x['stopped'] for x in rep)} of {4 * n} later samples "
               f"stopped; {sum(x['uncertain'] for x in rep)} stops within 1e-6 of the threshold.")
     if have_branch:
