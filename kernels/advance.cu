@@ -16,6 +16,7 @@
 
 __global__ void advance_rows_kernel(int32_t* tokens, int32_t* row_pos, int32_t* n_pos, EtxSeqState* states,
                                     const int32_t* next, int n) {
+    ETX_PDL_ENTRY();
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     const int32_t t = next[i] >= 0 ? next[i] : 0;

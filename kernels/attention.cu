@@ -209,6 +209,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
                      const __nv_bfloat16* __restrict__ k_pool, const __nv_bfloat16* __restrict__ v_pool,
                      const int32_t* __restrict__ block_table, const int32_t* __restrict__ row_seq,
                      const int32_t* __restrict__ row_pos, EtxAttnShape sh, int split_len, int n_splits, float scale) {
+    ETX_PDL_ENTRY();
     constexpr int ACC = ETX_ATTN_MAX_GROUP * HD / ATT_THREADS; // accumulators per thread
     __shared__ __align__(16) float q_s[ETX_ATTN_MAX_GROUP][HD];
     __shared__ __align__(16) float k_s[ATT_TILE][K_LD(HD)];
@@ -289,6 +290,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
 // contribute nothing). Traffic: n_splits * (HD + 2) floats read per head, HD bf16 written.
 __global__ void attn_merge_kernel(__nv_bfloat16* __restrict__ out, const float* __restrict__ ws,
                                   const int32_t* __restrict__ row_pos, int n_heads, int n_splits, int split_len, int hd) {
+    ETX_PDL_ENTRY();
     int h = blockIdx.x, r = blockIdx.y, d = threadIdx.x;
     size_t n_hs = (size_t)gridDim.y * n_heads * n_splits;
     size_t hs0 = ((size_t)r * n_heads + h) * n_splits;

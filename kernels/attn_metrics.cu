@@ -99,6 +99,7 @@ __device__ static int am_row(const AmArgs& a, int seq) { return a.row ? a.row[se
 // Kernel 1: a warp per head: online max / normaliser over the valid scores (and the zero
 // slots), then the entropy; blockIdx.x = seq * head_blocks + group of AM_WARPS heads.
 __global__ void __launch_bounds__(AM_THREADS) attn_heads_kernel(AmArgs a) {
+    ETX_PDL_ENTRY();
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int seq = blockIdx.x / a.head_blocks, h = (blockIdx.x % a.head_blocks) * AM_WARPS + warp;
     const int n_pos = a.n_pos[seq];
@@ -149,6 +150,7 @@ __global__ void __launch_bounds__(AM_THREADS) attn_heads_kernel(AmArgs a) {
 // Kernel 2: a thread per position, sum over heads of |P_hk - mean_h P_hk| for a chunk of
 // AM_THREADS positions; blockIdx.x = seq * chunks + chunk.
 __global__ void __launch_bounds__(AM_THREADS) attn_agree_kernel(AmArgs a) {
+    ETX_PDL_ENTRY();
     __shared__ double s_m[ETX_ATTN_MAX_HEADS], s_inv_z[ETX_ATTN_MAX_HEADS];
     __shared__ double s_red[AM_THREADS];
     const int tid = threadIdx.x, seq = blockIdx.x / a.chunks, chunk = blockIdx.x % a.chunks;
@@ -187,6 +189,7 @@ __global__ void __launch_bounds__(AM_THREADS) attn_agree_kernel(AmArgs a) {
 
 // Kernel 3: a thread per sequence: the means over heads and slots.
 __global__ void attn_final_kernel(AmArgs a, int n_seqs, EtxAttnStats* out) {
+    ETX_PDL_ENTRY();
     const int seq = blockIdx.x * blockDim.x + threadIdx.x;
     if (seq >= n_seqs) return;
     const int n_pos = a.n_pos[seq], n_heads = a.n_heads;

@@ -5,11 +5,30 @@
  *
  *     ETX_LAUNCH(my_kernel, grid, block, smem_bytes, stream, arg1, arg2, ...);
  *
- * nvcc: my_kernel<<<grid, block, smem_bytes, stream>>>(args...). Emulator: the blocks
- * run on the calling thread (in a seeded random order, a few interleaved), the threads of
- * a block as fibers; on a stream being captured the launch is recorded into the graph. A
+ * nvcc: cudaLaunchKernelEx of my_kernel(args...) on the stream, with programmatic
+ * dependent launch (PDL) allowed on sm_90 and later (below). Emulator: the blocks run on
+ * the calling thread (in a seeded random order, a few interleaved), the threads of a
+ * block as fibers; on a stream being captured the launch is recorded into the graph. A
  * template kernel with several parameters needs parentheses or an alias, since the macro
  * splits on commas: ETX_LAUNCH((my_kernel<64, float>), ...).
+ *
+ * Programmatic dependent launch. Every kernel launched with ETX_LAUNCH begins with
+ *
+ *     ETX_PDL_ENTRY();   // first statement: nothing before it reads or writes device memory
+ *
+ * which waits until the grid launched before it on the stream has finished and its writes
+ * are visible (griddepcontrol.wait), then lets the next grid be launched
+ * (griddepcontrol.launch_dependents). With PDL allowed, the hardware launches a kernel
+ * once every block of the previous one has started, so its launch and block setup overlap
+ * the previous kernel's last wave instead of following it (about one launch gap per
+ * kernel node of a decode step's graph; the cost model's `pdl_launch_s`). The cost of
+ * forgetting the entry is a data race on real hardware, so the emulator makes it an
+ * error: a thread of an ETX_LAUNCH kernel that returns without ETX_PDL_ENTRY, or that
+ * loads or stores device memory (a cudaMalloc allocation) before it, aborts the launch
+ * with the kernel's name (tests/simt/simt.cpp, "grid dependencies"; the loads and stores
+ * are seen in the kernel files the race detector instruments, which CMakeLists.txt makes
+ * every kernel file). ETX_PDL=0 in the environment launches without the attribute (then
+ * ETX_PDL_ENTRY does nothing): the A/B switch of benchmarks/gpu_check.sh.
  */
 #ifndef ETX_CUDA_COMMON_CUH
 #define ETX_CUDA_COMMON_CUH
@@ -22,13 +41,47 @@
 // The arguments are captured by value (a launch recorded by stream capture runs later,
 // at cudaGraphLaunch); the kernel's address identifies it for the lazy-loading rule.
 #define ETX_LAUNCH(kernel, grid, block, smem, stream, ...)                                          \
-    simt::launch((grid), (block), (smem), (cudaStream_t)(stream), reinterpret_cast<const void*>(&kernel), \
+    simt::launch((grid), (block), (smem), (cudaStream_t)(stream), reinterpret_cast<const void*>(&kernel), #kernel, \
                  [=]() { kernel(__VA_ARGS__); })
+#define ETX_PDL_ENTRY() simt::grid_dependency_entry()
 #else
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+
+#include <utility>
+
+// 1 when launches on the current device may use programmatic dependent launch: sm_90 or
+// later and ETX_PDL is not 0 (kernels/device.cu).
+extern "C" int etx_dev_pdl_enabled(void);
+
+// The launch behind ETX_LAUNCH: the kernel's parameters converted as <<<>>> converts
+// them (cudaLaunchKernelEx's template), errors left for CUDA_CHECK_LAUNCH
+// (cudaGetLastError) as with <<<>>>.
+template <typename... Params, typename... Args>
+static inline void etx_launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+                                     cudaStream_t stream, Args&&... args) {
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream;
+    cfg.attrs = attr;
+    cfg.numAttrs = etx_dev_pdl_enabled() ? 1 : 0;
+    (void)cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+}
 #define ETX_LAUNCH(kernel, grid, block, smem, stream, ...) \
-    kernel<<<(grid), (block), (smem), (stream)>>>(__VA_ARGS__)
+    etx_launch_kernel(kernel, dim3(grid), dim3(block), (size_t)(smem), (cudaStream_t)(stream), __VA_ARGS__)
+
+// griddepcontrol is PTX ISA 7.8, sm_90; on older targets (and without PDL) the kernel
+// simply starts after the previous one, as always.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define ETX_PDL_ENTRY() asm volatile("griddepcontrol.wait;\n\tgriddepcontrol.launch_dependents;" ::: "memory")
+#else
+#define ETX_PDL_ENTRY() ((void)0)
+#endif
 #endif
 
 #ifndef ETX_SIMT

@@ -23,6 +23,8 @@
 
 #include "device.h"
 
+#include <string.h>
+
 #ifdef ETX_SIMT
 #include <unistd.h>
 #endif
@@ -88,6 +90,22 @@ extern "C" int etx_dev_sm_count(void) {
 extern "C" int etx_dev_cc_major(void) {
     static int cache[64];
     return dev_attr_cached(cache, cudaDevAttrComputeCapabilityMajor);
+}
+
+// Programmatic dependent launch (kernels/cuda_common.cuh): sm_90 and later, unless
+// ETX_PDL=0. The emulator answers as an sm_90 device would (it checks every ETX_LAUNCH
+// kernel's ETX_PDL_ENTRY whatever this says).
+extern "C" int etx_dev_pdl_enabled(void) {
+    static int env = -1;
+    if (env < 0) {
+        const char* e = getenv("ETX_PDL");
+        env = !(e && strcmp(e, "0") == 0);
+    }
+#ifdef ETX_SIMT
+    return env;
+#else
+    return env && etx_dev_cc_major() >= 9;
+#endif
 }
 
 extern "C" const char* etx_dev_name_of(int index) {

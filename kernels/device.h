@@ -33,6 +33,9 @@ const char* etx_dev_name_of(int index);
 // asked once per device and cached (launchers size grids and pick kernels per call).
 int etx_dev_sm_count(void);
 int etx_dev_cc_major(void);
+// 1 when kernels launch with programmatic dependent launch on the current device (sm_90
+// or later, ETX_PDL not 0): kernels/cuda_common.cuh.
+int etx_dev_pdl_enabled(void);
 // Device memory of `bytes` bytes (NULL when out of memory; bytes == 0 gives NULL).
 void* etx_dev_malloc(size_t bytes);
 void etx_dev_free(void* p);

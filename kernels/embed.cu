@@ -18,6 +18,7 @@ struct alignas(4) bf16x2 {
 template <bool PAIRS>
 __global__ void embed_kernel(float* __restrict__ x, const __nv_bfloat16* __restrict__ emb,
                              const int32_t* __restrict__ tok, int dim) {
+    ETX_PDL_ENTRY();
     int r = blockIdx.x;
     const __nv_bfloat16* src = emb + (size_t)tok[r] * dim;
     float* dst = x + (size_t)r * dim;

@@ -17,6 +17,7 @@
 
 __global__ void exact_math_kernel(const float* __restrict__ x, float* __restrict__ exp_out,
                                   float* __restrict__ log_out, int n) {
+    ETX_PDL_ENTRY();
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     exp_out[i] = etx_expf(x[i]);

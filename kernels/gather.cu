@@ -23,6 +23,7 @@ struct alignas(16) gather_f32x4 {
 template <bool VEC>
 __global__ void gather_rows2_kernel(float* __restrict__ a, float* __restrict__ b, const int32_t* __restrict__ idx,
                                     int dst_row0, int width) {
+    ETX_PDL_ENTRY();
     const int i = blockIdx.x;
     const size_t src = (size_t)idx[i] * width, dst = (size_t)(dst_row0 + i) * width;
     if (VEC) {

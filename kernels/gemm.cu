@@ -36,6 +36,7 @@
 #include "cuda_common.cuh"
 #include "device.h"
 #include "gemm.h"
+#include "swiglu.h"
 
 #define GEMM_WARPS 4     // warps per block
 #define GEMM_MAX_TILE 16 // rows per tile, the largest
@@ -66,6 +67,7 @@ template <int R, int C, bool VEC>
 __global__ void __launch_bounds__(GEMM_WARPS * 32)
     gemm_rows_kernel(float* __restrict__ y, const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
                      int n, int in, int out) {
+    ETX_PDL_ENTRY();
     __shared__ float red[GEMM_WARPS][C * R][33];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int r0 = blockIdx.y * R, o0 = (blockIdx.x * GEMM_WARPS + warp) * C;
@@ -121,6 +123,7 @@ __global__ void __launch_bounds__(GEMM_WARPS * 32)
 template <int R>
 __global__ void gemm_twin_kernel(float* __restrict__ y, const __nv_bfloat16* __restrict__ x,
                                  const __nv_bfloat16* __restrict__ w, int n, int in, int out) {
+    ETX_PDL_ENTRY();
     const int o = blockIdx.x * blockDim.x + threadIdx.x, r0 = blockIdx.y * R;
     if (o >= out) return;
     const int nr = min(R, n - r0), piece = in % 8 == 0 ? 8 : 1;
@@ -263,4 +266,42 @@ extern "C" void etx_gemm_bf16(float* y, const etx_bf16* x, const etx_bf16* w, in
     case 8: launch_rows<8>(y, xb, wb, n, in, out, vec, st); break;
     default: launch_rows<GEMM_MAX_TILE>(y, xb, wb, n, in, out, vec, st); break;
     }
+}
+
+// The gate/up projection with SwiGLU: one tensor-core launch with the epilogue, or (the
+// CUDA-core path) the plain GEMM into scratch and etx_swiglu after it. Either way each sum
+// and the product are the ones etx_gemm_bf16 + etx_swiglu give on that path.
+extern "C" int etx_gemm_swiglu_needs_scratch(int in) { return !(in % 8 == 0 && etx_gemm_uses_tensor_cores()); }
+
+extern "C" void etx_gemm_bf16_swiglu(etx_bf16* h, const etx_bf16* x, const etx_bf16* w, int n, int in, int out,
+                                     float* scratch, void* stream) {
+    if (n <= 0 || out <= 0) return;
+    if (out % 2 != 0) {
+        fprintf(stderr, "[etx] etx_gemm_bf16_swiglu: %d columns (gate/up pairs need an even count)\n", out);
+        abort();
+    }
+    if (!etx_gemm_swiglu_needs_scratch(in) && in > 0) {
+        if (((uintptr_t)x % 16) != 0 || ((uintptr_t)w % 16) != 0) {
+            fprintf(stderr, "[etx] etx_gemm_bf16_swiglu: x %p or w %p not 16-byte aligned (in %d)\n",
+                    (const void*)x, (const void*)w, in);
+            abort();
+        }
+        etx_gemm_tc_bf16_swiglu(h, x, w, n, in, out, stream);
+        return;
+    }
+    if (!scratch) {
+        fprintf(stderr, "[etx] etx_gemm_bf16_swiglu: the CUDA-core path (in %d) needs a scratch of %d x %d floats "
+                        "and got none\n", in, n, out);
+        abort();
+    }
+    etx_gemm_bf16(scratch, x, w, n, in, out, stream);
+    etx_swiglu(h, scratch, n, out / 2, stream);
+}
+
+extern "C" EtxCost etx_gemm_swiglu_cost(int n, int in, int out, double l2_bytes) {
+    if (in % 8 == 0 && gemm_wanted_path() != 0) return etx_gemm_tc_swiglu_cost(n, in, out, l2_bytes);
+    EtxCost c = etx_gemm_cost(n, in, out, l2_bytes);
+    const EtxCost a = etx_swiglu_cost(n, out / 2);
+    c.bytes += a.bytes, c.flops += a.flops, c.ctas += a.ctas, c.busy += a.busy, c.launches += a.launches;
+    return c;
 }

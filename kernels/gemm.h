@@ -31,6 +31,21 @@ void etx_gemm_bf16(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in
 // one is read once), x read and y written once, 2 n in out FLOPs on CUDA cores.
 EtxCost etx_gemm_cost(int n, int in, int out, double l2_bytes);
 
+// The MLP's gate/up projection with SwiGLU applied to its output, w's rows interleaving
+// the units' gate and up rows (row 2u: gate of unit u, 2u + 1: its up; out = 2 hidden):
+//   h[r, u] = bf16(silu(y[r, 2u]) * y[r, 2u + 1]),  y = x · W^T summed as etx_gemm_bf16 sums it,
+// h: (n, out / 2) bf16. The same bits as etx_gemm_bf16 into f32 then etx_swiglu. On tensor
+// cores one launch (the product is the kernel's epilogue, y never reaches memory); on the
+// CUDA-core path (etx_gemm_swiglu_needs_scratch) y goes to scratch, (n, out) f32, and
+// etx_swiglu runs after. out must be even.
+void etx_gemm_bf16_swiglu(etx_bf16* h, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, float* scratch,
+                          void* stream);
+// Whether etx_gemm_bf16_swiglu of that `in` takes the CUDA-core path and needs its scratch.
+int etx_gemm_swiglu_needs_scratch(int in);
+// Its napkin math: the GEMM's, with h written as bf16 (tensor cores), or the GEMM's plus
+// etx_swiglu's (CUDA cores: two launches).
+EtxCost etx_gemm_swiglu_cost(int n, int in, int out, double l2_bytes);
+
 // Rows per tile the kernel uses for a call of n rows (1, 4, 8 or 16): how many rows share
 // a weight load, nothing else (tests: the result of a row does not depend on it).
 int etx_gemm_tile_rows(int n);
@@ -49,9 +64,14 @@ void etx_gemm_force_path(int path);
 // output sums its k in chunks of 32 split over 8 warps (warp w: chunks w, w + 8, ...),
 // two mma.sync m16n8k16 per chunk, then the 8 warp sums in warp order: fixed by `in`.
 void etx_gemm_tc_bf16(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, void* stream);
-// Its napkin math: W once per group of etx_gemm_tc_tile_rows(n) rows (once when it stays
-// in L2), x and y once, the mma's FLOPs (padded to 16 columns x 8 rows) on tensor cores.
+// The same with the SwiGLU epilogue (etx_gemm_bf16_swiglu's tensor-core path).
+void etx_gemm_tc_bf16_swiglu(etx_bf16* h, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, void* stream);
+// Its napkin math: W once from DRAM when n <= out (blocks launched row tiles first; else W
+// once per group of etx_gemm_tc_tile_rows(n) rows unless it stays in L2), x once unless
+// the launch order sweeps it and it misses L2, y once, the mma's FLOPs (padded to 16
+// columns x 8 rows) on tensor cores; _swiglu_: h written as bf16 instead of y.
 EtxCost etx_gemm_tc_cost(int n, int in, int out, double l2_bytes);
+EtxCost etx_gemm_tc_swiglu_cost(int n, int in, int out, double l2_bytes);
 // Rows per block of the tensor-core kernel (8, 16 or 32): which rows share a block only.
 int etx_gemm_tc_tile_rows(int n);
 #ifdef ETX_SIMT

@@ -3,7 +3,10 @@
  * (mma.sync m16n8k16, bf16 in, f32 accumulate; sm_80 and later): the projections of the
  * CUDA backend when in % 8 == 0 (gemm.cu dispatches; gemm.h says when).
  *
- * Math: y[r, o] = sum_k w[o, k] x[r, k]. The weights are the mma's A operand (16 output
+ * Math: y[r, o] = sum_k w[o, k] x[r, k]. Epilogues: y stored (f32), or, for the MLP's
+ * gate/up projection whose weight rows interleave gate and up units (2u, 2u + 1),
+ * h[r, u] = bf16(silu(y[r, 2u]) y[r, 2u + 1]) (swiglu.cuh): the f32 gate/up activations
+ * never reach memory and the stand-alone SwiGLU launch goes (issue 15 item 6). The weights are the mma's A operand (16 output
  * columns x 16 k, row-major as W is stored) and the rows of x its B operand (16 k x 8
  * rows, "col" = x's rows as stored): the "swap AB" form of a skinny GEMM, so a batch of
  * one row wastes 7 of the mma's 8 columns but reads every weight once, which is what the
@@ -35,8 +38,13 @@
  * A and B take the same map, so each product pairs w[o, k] with x[r, k]; the emulator's
  * twin below and test_gemm's stated order follow the map.
  *
- * Traffic: W is read once per n-tile group of 8 NT rows (at n <= 8 once: the decode
- * floor), x once per group of 16 MT columns (from L2), y written once; each warp's 16-byte
+ * Traffic: the blocks are launched row tiles first when x is smaller than W (n <= out:
+ * decode and small prefill chunks), so the blocks sharing a weight tile run together: W
+ * comes from DRAM once (at any n up to out, not once per row tile as in column-first
+ * order, which at batch 256 re-read the 67 MB gate/up matrix 8 times, more than L2 holds)
+ * and x (n x in bf16, <= 4 MB at batch 256 of 8192) is re-read from L2; when x is larger,
+ * column tiles first, x once and W re-read per row tile. y written once (f32, or bf16
+ * for one of each two columns with the SwiGLU epilogue). Each warp's 16-byte
  * loads of one chunk land on 16 B x (2 MT + NT) rows, full 32-byte sectors per pair of
  * lanes. A warp issues the loads of D of its chunks at once, then their mma's (D = 8 at
  * n <= 8: 8 x 48 B per lane, 96 KB per block in flight, enough to cover DRAM latency with
@@ -57,6 +65,7 @@
 #include "cuda_common.cuh"
 #include "gemm.h"
 #include "mma.cuh"
+#include "swiglu.cuh"
 
 #define TC_WARPS 8 // warps per block = ways the k chunks are split; fixed (batch invariance)
 #define TC_CHUNK 32
@@ -71,18 +80,23 @@ static __device__ __forceinline__ tc_u32x4 tc_load(const __nv_bfloat16* p, bool 
     return *reinterpret_cast<const tc_u32x4*>(p);
 }
 
-// Block (bx, by): columns o0 = 16 MT bx .. + 16 MT - 1, rows r0 = 8 NT by .. + 8 NT - 1.
-// Lane (g, t) loads weight rows o0 + 16 i + g and o0 + 16 i + g + 8 (i < MT) and x rows
-// r0 + 8 j + g (j < NT), clamped to the last valid one (not written). part: the warps'
-// partial tiles, element (row jr, column m) at jr * 16 MT + m.
-template <int MT, int NT>
+// Block tile (bc, br): columns o0 = 16 MT bc .. + 16 MT - 1, rows r0 = 8 NT br .. + 8 NT - 1;
+// rows_fast: (bc, br) = (blockIdx.y, blockIdx.x), the row tiles of a column block launched
+// one after another (decode: each weight tile is read from DRAM once and the others hit
+// L2), else (blockIdx.x, blockIdx.y). Lane (g, t) loads weight rows o0 + 16 i + g and
+// o0 + 16 i + g + 8 (i < MT) and x rows r0 + 8 j + g (j < NT), clamped to the last valid
+// one (not written). part: the warps' partial tiles, element (row jr, column m) at
+// jr * 16 MT + m. SWIGLU: y is h, bf16 (n, out / 2), and the epilogue writes
+// h[r, o / 2] = silu_mul(y[r, o], y[r, o + 1]) for even o (W's rows interleave gate and up).
+template <int MT, int NT, bool SWIGLU>
 __global__ void __launch_bounds__(TC_WARPS * 32)
-    gemm_tc_kernel(float* __restrict__ y, const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
-                   int n, int in, int out) {
+    gemm_tc_kernel(void* __restrict__ y, const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
+                   int n, int in, int out, int rows_fast) {
+    ETX_PDL_ENTRY();
     constexpr int TM = 16 * MT, TN = 8 * NT;
     __shared__ float part[TC_WARPS][TN * TM];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    const int o0 = blockIdx.x * TM, r0 = blockIdx.y * TN;
+    const int o0 = (rows_fast ? blockIdx.y : blockIdx.x) * TM, r0 = (rows_fast ? blockIdx.x : blockIdx.y) * TN;
     const __nv_bfloat16* wa[MT][2];
     for (int i = 0; i < MT; i++)
         for (int h = 0; h < 2; h++) wa[i][h] = w + (size_t)min(o0 + 16 * i + 8 * h + g, out - 1) * in + 8 * t;
@@ -124,12 +138,23 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
         for (int j = 0; j < NT; j++)
             for (int e = 0; e < 4; e++) part[warp][(8 * j + 2 * t + e % 2) * TM + 16 * i + g + 8 * (e / 2)] = acc[i][j][e];
     __syncthreads();
-    for (int q = threadIdx.x; q < TN * TM; q += TC_WARPS * 32) {
-        const int jr = q / TM, m = q % TM;
-        if (r0 + jr >= n || o0 + m >= out) continue;
-        float s = 0.0f;
-        for (int v = 0; v < TC_WARPS; v++) s += part[v][q];
-        y[(size_t)(r0 + jr) * out + o0 + m] = s;
+    if (SWIGLU) { // a thread per (row, unit): both sums in warp order, then the product
+        for (int q = threadIdx.x; q < TN * TM / 2; q += TC_WARPS * 32) {
+            const int jr = q / (TM / 2), m = 2 * (q % (TM / 2));
+            if (r0 + jr >= n || o0 + m >= out) continue; // out is even: o0 + m + 1 < out too
+            float gate = 0.0f, up = 0.0f;
+            for (int v = 0; v < TC_WARPS; v++) gate += part[v][jr * TM + m];
+            for (int v = 0; v < TC_WARPS; v++) up += part[v][jr * TM + m + 1];
+            static_cast<__nv_bfloat16*>(y)[(size_t)(r0 + jr) * (out / 2) + (o0 + m) / 2] = etx_silu_mul_bf16(gate, up);
+        }
+    } else {
+        for (int q = threadIdx.x; q < TN * TM; q += TC_WARPS * 32) {
+            const int jr = q / TM, m = q % TM;
+            if (r0 + jr >= n || o0 + m >= out) continue;
+            float s = 0.0f;
+            for (int v = 0; v < TC_WARPS; v++) s += part[v][q];
+            static_cast<float*>(y)[(size_t)(r0 + jr) * out + o0 + m] = s;
+        }
     }
 }
 
@@ -138,28 +163,39 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
 // kernel's additions in its order (warp w's chunks w, w + 8, ...; in each chunk the
 // emulated mma's 16 logical k of mma 0 then of mma 1, mapped to memory k as stated above;
 // then the 8 partials in warp order), with no fiber switch per mma.
-__global__ void gemm_tc_twin_kernel(float* __restrict__ y, const __nv_bfloat16* __restrict__ x,
-                                    const __nv_bfloat16* __restrict__ w, int n, int in, int out) {
-    const int o = blockIdx.x * blockDim.x + threadIdx.x;
-    if (o >= out) return;
-    const __nv_bfloat16* wr = w + (size_t)o * in;
+static __device__ float tc_twin_sum(const __nv_bfloat16* wr, const __nv_bfloat16* xr, int in) {
     const int chunks = (in + TC_CHUNK - 1) / TC_CHUNK;
+    float s = 0.0f;
+    for (int v = 0; v < TC_WARPS; v++) {
+        float acc = 0.0f;
+        for (int c = v; c < chunks; c += TC_WARPS)
+            for (int m = 0; m < 2; m++)
+                for (int kk = 0; kk < 16; kk++) {
+                    const int t = (kk % 8) / 2, e = kk % 2;
+                    const int k = TC_CHUNK * c + 8 * t + 4 * m + 2 * (kk / 8) + e;
+                    const float p = k < in ? __bfloat162float(wr[k]) * __bfloat162float(xr[k]) : 0.0f;
+                    acc = acc + p;
+                }
+        s += acc;
+    }
+    return s;
+}
+
+// SWIGLU: a thread per unit u (columns 2u, 2u + 1), the epilogue of the warp kernel.
+template <bool SWIGLU>
+__global__ void gemm_tc_twin_kernel(void* __restrict__ y, const __nv_bfloat16* __restrict__ x,
+                                    const __nv_bfloat16* __restrict__ w, int n, int in, int out) {
+    ETX_PDL_ENTRY();
+    const int o = (blockIdx.x * blockDim.x + threadIdx.x) * (SWIGLU ? 2 : 1);
+    if (o >= out) return;
     for (int r = blockIdx.y; r < n; r += gridDim.y) {
         const __nv_bfloat16* xr = x + (size_t)r * in;
-        float s = 0.0f;
-        for (int v = 0; v < TC_WARPS; v++) {
-            float acc = 0.0f;
-            for (int c = v; c < chunks; c += TC_WARPS)
-                for (int m = 0; m < 2; m++)
-                    for (int kk = 0; kk < 16; kk++) {
-                        const int t = (kk % 8) / 2, e = kk % 2;
-                        const int k = TC_CHUNK * c + 8 * t + 4 * m + 2 * (kk / 8) + e;
-                        const float p = k < in ? __bfloat162float(wr[k]) * __bfloat162float(xr[k]) : 0.0f;
-                        acc = acc + p;
-                    }
-            s += acc;
-        }
-        y[(size_t)r * out + o] = s;
+        const float s = tc_twin_sum(w + (size_t)o * in, xr, in);
+        if (SWIGLU)
+            static_cast<__nv_bfloat16*>(y)[(size_t)r * (out / 2) + o / 2] =
+                etx_silu_mul_bf16(s, tc_twin_sum(w + (size_t)(o + 1) * in, xr, in));
+        else
+            static_cast<float*>(y)[(size_t)r * out + o] = s;
     }
 }
 static int g_tc_warp_kernel = 0; // etx_gemm_use_warp_kernel (gemm.cu) sets both kernels' switch
@@ -171,44 +207,81 @@ extern "C" void etx_gemm_tc_use_warp_kernel(int on) { g_tc_warp_kernel = on; }
 extern "C" int etx_gemm_tc_tile_rows(int n) { return n <= 8 ? 8 : n <= 16 ? 16 : 32; }
 static int tc_tile_cols(int n) { return n <= 16 ? 16 : 32; }
 
-template <int MT, int NT>
-static void launch_tc(float* y, const __nv_bfloat16* x, const __nv_bfloat16* w, int n, int in, int out,
+// Which operand the launch order sweeps: the row tiles of a column block launched
+// together (rows fastest) when x is the smaller of x and W, so W streams from DRAM once
+// and x is re-read from L2 (decode; small prefill chunks); else the column tiles of a row
+// block (large prefill chunks: W re-read, x once). Launch order only: no output changes.
+static int tc_rows_fast(int n, int out) { return n <= out; }
+
+template <int MT, int NT, bool SWIGLU>
+static void launch_tc(void* y, const __nv_bfloat16* x, const __nv_bfloat16* w, int n, int in, int out,
                       cudaStream_t st) {
-    dim3 grid(etx_ceil_div(out, 16 * MT), etx_ceil_div(n, 8 * NT));
-    ETX_LAUNCH((gemm_tc_kernel<MT, NT>), grid, TC_WARPS * 32, 0, st, y, x, w, n, in, out);
+    const int tiles_c = etx_ceil_div(out, 16 * MT), tiles_r = etx_ceil_div(n, 8 * NT), rows_fast = tc_rows_fast(n, out);
+    if ((rows_fast ? tiles_c : tiles_r) > 65535) { // gridDim.y
+        fprintf(stderr, "[etx] etx_gemm_tc: %d rows x %d columns (at most 65535 tiles in gridDim.y)\n", n, out);
+        abort();
+    }
+    const dim3 grid = rows_fast ? dim3(tiles_r, tiles_c) : dim3(tiles_c, tiles_r);
+    ETX_LAUNCH((gemm_tc_kernel<MT, NT, SWIGLU>), grid, TC_WARPS * 32, 0, st, y, x, w, n, in, out, rows_fast);
     CUDA_CHECK_LAUNCH();
 }
 
-extern "C" void etx_gemm_tc_bf16(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out,
-                                 void* stream) {
+template <bool SWIGLU>
+static void gemm_tc_run(void* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, void* stream) {
     cudaStream_t st = (cudaStream_t)stream;
     const __nv_bfloat16* xb = reinterpret_cast<const __nv_bfloat16*>(x);
     const __nv_bfloat16* wb = reinterpret_cast<const __nv_bfloat16*>(w);
 #ifdef ETX_SIMT
     if (!g_tc_warp_kernel) {
-        ETX_LAUNCH(gemm_tc_twin_kernel, dim3(etx_ceil_div(out, 128), min(n, 65535)), 128, 0, st, y, xb, wb, n, in, out);
+        const int per = SWIGLU ? 2 : 1; // columns per thread
+        ETX_LAUNCH(gemm_tc_twin_kernel<SWIGLU>, dim3(etx_ceil_div(out, 128 * per), min(n, 65535)), 128, 0, st, y, xb,
+                   wb, n, in, out);
         CUDA_CHECK_LAUNCH();
         return;
     }
 #endif
     switch (etx_gemm_tc_tile_rows(n)) {
-    case 8: launch_tc<1, 1>(y, xb, wb, n, in, out, st); break;
-    case 16: launch_tc<1, 2>(y, xb, wb, n, in, out, st); break;
-    default: launch_tc<2, 4>(y, xb, wb, n, in, out, st); break;
+    case 8: launch_tc<1, 1, SWIGLU>(y, xb, wb, n, in, out, st); break;
+    case 16: launch_tc<1, 2, SWIGLU>(y, xb, wb, n, in, out, st); break;
+    default: launch_tc<2, 4, SWIGLU>(y, xb, wb, n, in, out, st); break;
     }
 }
 
-extern "C" EtxCost etx_gemm_tc_cost(int n, int in, int out, double l2_bytes) {
+extern "C" void etx_gemm_tc_bf16(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out,
+                                 void* stream) {
+    gemm_tc_run<false>(y, x, w, n, in, out, stream);
+}
+
+extern "C" void etx_gemm_tc_bf16_swiglu(etx_bf16* h, const etx_bf16* x, const etx_bf16* w, int n, int in, int out,
+                                        void* stream) {
+    gemm_tc_run<true>(h, x, w, n, in, out, stream);
+}
+
+// The napkin math of one tensor-core call; y_bytes_per_out: bytes written per output (4
+// for f32, 1 for the SwiGLU epilogue's one bf16 per two columns).
+static EtxCost tc_cost(int n, int in, int out, double l2_bytes, double y_bytes_per_out) {
     EtxCost c = {0, 0, 0, 0, 0, 0};
     if (n <= 0 || out <= 0) return c;
-    const int rows = etx_gemm_tc_tile_rows(n), cols = tc_tile_cols(n), tiles = etx_ceil_div(n, rows);
-    const double wbytes = (double)out * in * 2;
-    // W once per n-tile group when it does not stay in L2 (else once); x and y once
-    c.bytes = wbytes * (wbytes > l2_bytes / 2 ? tiles : 1) + (double)n * in * 2 + (double)n * out * 4;
+    const int rows = etx_gemm_tc_tile_rows(n), cols = tc_tile_cols(n);
+    const int tiles_r = etx_ceil_div(n, rows), tiles_c = etx_ceil_div(out, cols);
+    const double wbytes = (double)out * in * 2, xbytes = (double)n * in * 2;
+    // the operand the launch order sweeps is re-read once per tile of the other: from L2
+    // when it fits in half of it, else from DRAM; the other is read once
+    if (tc_rows_fast(n, out))
+        c.bytes = wbytes + xbytes * (xbytes > l2_bytes / 2 ? tiles_c : 1);
+    else
+        c.bytes = xbytes + wbytes * (wbytes > l2_bytes / 2 ? tiles_r : 1);
+    c.bytes += (double)n * out * y_bytes_per_out;
     // the mma's work, padded columns included (8 per n-tile, 16 per m-tile)
     c.flops = 2.0 * (double)etx_ceil_div(n, 8) * 8 * in * ((double)etx_ceil_div(out, 16) * 16);
-    c.ctas = c.busy = (double)etx_ceil_div(out, cols) * tiles;
+    c.ctas = c.busy = (double)tiles_c * tiles_r;
     c.launches = 1;
     c.tensor = 1;
     return c;
+}
+
+extern "C" EtxCost etx_gemm_tc_cost(int n, int in, int out, double l2_bytes) { return tc_cost(n, in, out, l2_bytes, 4); }
+
+extern "C" EtxCost etx_gemm_tc_swiglu_cost(int n, int in, int out, double l2_bytes) {
+    return tc_cost(n, in, out, l2_bytes, 1); // bf16 per two columns
 }

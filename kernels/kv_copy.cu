@@ -27,6 +27,7 @@ struct alignas(16) kv_copy_word {
 template <bool VEC>
 __global__ void kv_copy_blocks_kernel(etx_bf16* const* __restrict__ pools, const int32_t* __restrict__ pairs,
                                       size_t block_elems) {
+    ETX_PDL_ENTRY();
     etx_bf16* pool = pools[blockIdx.x];
     const int i = blockIdx.y;
     const etx_bf16* src = pool + (size_t)pairs[2 * i] * block_elems;

@@ -28,6 +28,7 @@ template <bool VEC>
 __global__ void rmsnorm_residual_kernel(__nv_bfloat16* __restrict__ out, float* __restrict__ x,
                                         const float* __restrict__ delta, const float* __restrict__ w, int dim,
                                         float eps) {
+    ETX_PDL_ENTRY();
     __shared__ float red[32];
     int r = blockIdx.x;
     float* xr = x + (size_t)r * dim;

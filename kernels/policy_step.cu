@@ -166,6 +166,7 @@ __device__ static void pk_fault(const EtxPolicyArgs* a, int s, int fault) {
 
 // Kernel 1: a thread per sequence.
 __global__ void policy_kernel(EtxPolicyArgs a, PkScratch sc) {
+    ETX_PDL_ENTRY();
     const int s = blockIdx.x * blockDim.x + threadIdx.x;
     if (s >= a.n_seqs) return;
     const etx_policy* pol = &a.policies[s];
@@ -299,6 +300,7 @@ __device__ static int pk_scan(const float* w, int k, float target, int strict) {
 
 // Kernel 2: a block per sequence; only the sequences kernel 1 left pending work.
 __global__ void __launch_bounds__(PK_SORT_THREADS) policy_fallback_kernel(EtxPolicyArgs a, PkScratch sc) {
+    ETX_PDL_ENTRY();
     const int s = blockIdx.x;
     const PkPending* pend = &sc.pending[s];
     if (!pend->need_full) return; // the same for the whole block

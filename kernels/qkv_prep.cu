@@ -24,6 +24,7 @@
 __global__ void qkv_prep_kernel(float* __restrict__ qkv, const float* __restrict__ bias,
                                 const float* __restrict__ q_norm, const float* __restrict__ k_norm, int hd, float eps,
                                 EtxAttnShape sh) {
+    ETX_PDL_ENTRY();
     const int hdp = sh.head_dim, lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
     const int n_qk = sh.n_heads + sh.n_kv_heads, per_lane = hdp / 32;
     // with a bias every head (v's too); else only the normed q and k heads

@@ -23,6 +23,7 @@ __global__ void rope_kv_append_kernel(float* __restrict__ q_out, __nv_bfloat16* 
                                       const int32_t* __restrict__ row_seq, const int32_t* __restrict__ row_pos,
                                       const int32_t* __restrict__ block_table, const float* __restrict__ inv_freq,
                                       EtxAttnShape sh) {
+    ETX_PDL_ENTRY();
     int r = blockIdx.x;
     int hd = sh.head_dim, half = hd / 2;
     int q_dim = sh.n_heads * hd, kv_dim = sh.n_kv_heads * hd;

@@ -1,25 +1,30 @@
 /*
- * swiglu.cu — out[r, i] = bf16(silu(gate[r, i]) * up[r, i]), silu(g) = g / (1 + exp(-g)).
+ * swiglu.cu — out[r, u] = bf16(silu(g) * up), g = gu[r, 2u], up = gu[r, 2u + 1],
+ * silu(g) = g / (1 + exp(-g)): the gate/up projection's activation when that projection
+ * runs on CUDA cores (etx_gemm_bf16_swiglu's two-launch path; on tensor cores the GEMM
+ * applies the same expression, swiglu.cuh, in its epilogue and this kernel does not run).
+ * gu's rows interleave gate and up unit by unit, as the backend stores w_gate / w_up.
  *
- * Grid (column blocks, rows): consecutive threads on consecutive columns of one row
- * (coalesced gate and up reads, no index division). Traffic: n_rows * hidden * (8 read +
- * 2 written) bytes.
+ * Grid (column blocks, rows): consecutive threads on consecutive units of one row (each
+ * reads one 8-byte (gate, up) pair, coalesced; no index division). Traffic: n_rows *
+ * hidden * (8 read + 2 written) bytes.
  *
  * Twin: host/cpu/cpu_ops.c swiglu; test: tests/kernels/test_layer_kernels.c test_swiglu
  * (docs/ops.md).
  */
 #include "cuda_common.cuh"
+#include "swiglu.cuh"
 #include "swiglu.h"
 
 #define SWIGLU_THREADS 256
 
-// block (b, r), thread x: column i = b * blockDim.x + x of row r
+// block (b, r), thread x: unit i = b * blockDim.x + x of row r
 __global__ void swiglu_kernel(__nv_bfloat16* __restrict__ out, const float* __restrict__ gu, int hidden) {
+    ETX_PDL_ENTRY();
     int r = blockIdx.y, i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= hidden) return;
-    const float* row = gu + (size_t)r * 2 * hidden;
-    float g = row[i], u = row[hidden + i];
-    out[(size_t)r * hidden + i] = __float2bfloat16(g / (1.0f + expf(-g)) * u);
+    const float* pair = gu + (size_t)r * 2 * hidden + 2 * (size_t)i;
+    out[(size_t)r * hidden + i] = etx_silu_mul_bf16(pair[0], pair[1]);
 }
 
 extern "C" void etx_swiglu(etx_bf16* out, const float* gu, int n_rows, int hidden, void* stream) {

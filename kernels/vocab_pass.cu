@@ -470,6 +470,7 @@ __global__ void __launch_bounds__(VP_THREADS)
     vocab_pass_kernel(const float* logits, const int32_t* row_of, int vocab, int split, int n_out, EtxVocabStats* stats,
                       PolicyCandidate* cand, float* logprob, VpScratch sc, int id0, const int32_t* extra_id,
                       EtxVocabPart* part_out) {
+    ETX_PDL_ENTRY();
     __shared__ unsigned long long s_buf[VP_BUF]; // [0, K): the list, sorted; [K, K + count): staged
     __shared__ unsigned long long s_sel[ETX_TOPK]; // a selection being sorted
     __shared__ VpSelShared s_select;
@@ -632,6 +633,7 @@ extern "C" void etx_vocab_pass_part(const float* logits, const int32_t* row_of, 
 __global__ void __launch_bounds__(VP_THREADS)
     vocab_merge_kernel(const EtxVocabPart* parts, int n_shards, int n_seqs, int n_out, EtxVocabStats* stats,
                        PolicyCandidate* cand, float* logprob, float* extra) {
+    ETX_PDL_ENTRY();
     __shared__ unsigned long long s_buf[ETX_TOPK];
     __shared__ unsigned long long s_sel[ETX_TOPK];
     __shared__ VpSelShared s_select;

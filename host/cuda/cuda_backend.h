@@ -54,7 +54,7 @@ typedef struct {
     float* q_norm;     // (hdp): q_norm * sqrt(hdp/hd), padded; NULL without QK-norm
     float* k_norm;     // (hdp): k_norm, padded; NULL without QK-norm
     etx_bf16* wo;      // (dim, q_dim), columns padded
-    etx_bf16* wgu;     // (2 hidden, dim): [w_gate; w_up]
+    etx_bf16* wgu;     // (2 hidden, dim): w_gate and w_up rows interleaved (2u: gate u, 2u + 1: up u)
     etx_bf16* wdown;   // (dim, hidden)
     etx_bf16* k_pool;  // (kv_blocks, block_size, n_kv_heads, hdp)
     etx_bf16* v_pool;  // (kv_blocks, block_size, n_kv_heads, hdp)
@@ -130,7 +130,7 @@ struct Backend {
     float* q;                    // (max_rows, q_dim) roped queries
     etx_bf16* att;               // (max_rows, q_dim) attention output
     float* delta;                // (max_rows + max_batch, dim) O / down projection output (residual delta)
-    float* gu;                   // (max_rows, 2 hidden)
+    float* gu;                   // (max_rows, 2 hidden), only on the CUDA-core GEMM path (else NULL)
     etx_bf16* hb;                // (max_rows, hidden) swiglu output
     float* attn_ws;              // attention split workspace for attn_ws_rows rows (NULL: one split)
     int attn_ws_rows;            // rows per attention launch (prefill rows beyond run as more launches)

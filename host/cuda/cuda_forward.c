@@ -6,7 +6,7 @@
  *   embed -> per layer: rmsnorm(+ previous down output) -> gemm qkv
  *   -> (qwen: + biases, per-head RMSNorm of q and k) -> rope + KV append
  *   -> attention (every row over its own positions; last-layer score capture when asked) -> gemm o
- *   -> rmsnorm(+ o output) -> gemm gate/up -> swiglu -> gemm down
+ *   -> rmsnorm(+ o output) -> gemm gate/up with SwiGLU as its epilogue -> gemm down
  *   -> final rmsnorm(+ last down output) -> gemm LM head (only the rows that need logits).
  *
  * A step's prefill chunks of several sequences run as one set of rows (one GEMM per
@@ -29,7 +29,6 @@
 #include "norm.h"
 #include "qkv_prep.h"
 #include "rope.h"
-#include "swiglu.h"
 
 // The weight, input and output of projection w of layer l (the LM head: rows from row0).
 static void gemm_operands(CudaBackend* b, const CudaRows* r, const CudaOp* o, const etx_bf16** w, const etx_bf16** x,
@@ -38,7 +37,7 @@ static void gemm_operands(CudaBackend* b, const CudaRows* r, const CudaOp* o, co
     switch ((CudaWeight)o->which) {
     case CUDA_W_QKV: *w = L->wqkv, *x = b->xb, *y = b->qkv; break;
     case CUDA_W_O: *w = L->wo, *x = b->att, *y = b->delta; break;
-    case CUDA_W_GATE_UP: *w = L->wgu, *x = b->xb, *y = b->gu; break;
+    case CUDA_W_GATE_UP: *w = L->wgu, *x = b->xb, *y = NULL; break; // etx_gemm_bf16_swiglu into hb
     case CUDA_W_DOWN: *w = L->wdown, *x = b->hb, *y = b->delta; break;
     case CUDA_W_LM_HEAD: *w = b->lm_head, *x = b->xb + (size_t)o->row0 * b->dim, *y = r->logits; break;
     }
@@ -63,7 +62,10 @@ void cuda_run_op(CudaBackend* b, const CudaRows* r, const CudaOp* o) {
         int in = 0, out = 0;
         gemm_operands(b, r, o, &w, &x, &y);
         cuda_gemm_shape(&b->dims, (CudaWeight)o->which, &in, &out);
-        etx_gemm_bf16(y, x, w, n, in, out, st);
+        if (o->which == CUDA_W_GATE_UP) // SwiGLU in the GEMM's epilogue: hb = silu(gate) * up
+            etx_gemm_bf16_swiglu(b->hb, x, w, n, in, out, b->gu, st);
+        else
+            etx_gemm_bf16(y, x, w, n, in, out, st);
         break;
     }
     case CUDA_OP_QKV_PREP: {
@@ -84,7 +86,6 @@ void cuda_run_op(CudaBackend* b, const CudaRows* r, const CudaOp* o) {
                       b->attn_ws_rows, b->shape, st);
         break;
     }
-    case CUDA_OP_SWIGLU: etx_swiglu(b->hb, b->gu, n, b->hidden, st); break;
     case CUDA_OP_GATHER: etx_gather_rows2(b->x, b->delta, b->d_head_rows, n, o->row0, dim, st); break;
     case CUDA_OP_VOCAB:
         etx_vocab_pass(b->logits, b->d_pick_row, n, b->vocab, ETX_TOPK, b->stats, b->cand, NULL, b->vp_scratch, st);

@@ -16,7 +16,6 @@
 #include "policy_step.h"
 #include "qkv_prep.h"
 #include "rope.h"
-#include "swiglu.h"
 #include "vocab_pass.h"
 
 static CudaOp op(CudaOpKind kind, int layer, int which, int row0, int n) {
@@ -54,7 +53,6 @@ int cuda_plan_forward(const CudaDims* d, int n, int capture, int head_row0, int 
         ops[k] = op(CUDA_OP_NORM, l, CUDA_NORM_FFN, 0, n);
         ops[k++].residual = 1;
         ops[k++] = op(CUDA_OP_GEMM, l, CUDA_W_GATE_UP, 0, n);
-        ops[k++] = op(CUDA_OP_SWIGLU, l, 0, 0, n);
         ops[k++] = op(CUDA_OP_GEMM, l, CUDA_W_DOWN, 0, n);
     }
     k += cuda_plan_head(d, head_row0, head_n, ops + k);
@@ -84,7 +82,7 @@ void cuda_gemm_shape(const CudaDims* d, CudaWeight w, int* in, int* out) {
 }
 
 const char* cuda_op_name(const CudaOp* o, char* buf, size_t size) {
-    static const char* gemm[] = {"gemm qkv", "gemm o", "gemm gate/up", "gemm down", "gemm lm head"};
+    static const char* gemm[] = {"gemm qkv", "gemm o", "gemm gate/up + swiglu", "gemm down", "gemm lm head"};
     static const char* norm[] = {"norm attn", "norm ffn", "norm final"};
     const char* what = "?";
     switch (o->kind) {
@@ -94,7 +92,6 @@ const char* cuda_op_name(const CudaOp* o, char* buf, size_t size) {
     case CUDA_OP_QKV_PREP: what = "qkv bias + qk norm"; break;
     case CUDA_OP_ROPE_KV: what = "rope + kv append"; break;
     case CUDA_OP_ATTN: what = o->capture ? "attention + capture" : "attention"; break;
-    case CUDA_OP_SWIGLU: what = "swiglu"; break;
     case CUDA_OP_VOCAB: what = "vocab pass"; break;
     case CUDA_OP_METRICS: what = "attention metrics"; break;
     case CUDA_OP_POLICY: what = "policy"; break;
@@ -151,11 +148,13 @@ EtxCost cuda_op_cost(const CudaDims* d, const CudaOp* o, int len, const CudaCard
     switch (o->kind) {
     case CUDA_OP_EMBED: return etx_embed_cost(o->n, d->dim);
     case CUDA_OP_NORM: return etx_rmsnorm_cost(o->n, d->dim, o->residual);
-    case CUDA_OP_GEMM: cuda_gemm_shape(d, (CudaWeight)o->which, &in, &out); return etx_gemm_cost(o->n, in, out, card->l2_bytes);
+    case CUDA_OP_GEMM:
+        cuda_gemm_shape(d, (CudaWeight)o->which, &in, &out);
+        if (o->which == CUDA_W_GATE_UP) return etx_gemm_swiglu_cost(o->n, in, out, card->l2_bytes);
+        return etx_gemm_cost(o->n, in, out, card->l2_bytes);
     case CUDA_OP_QKV_PREP: return etx_qkv_prep_cost(o->n, d->qkv_bias, d->qk_norm, attn_shape(d));
     case CUDA_OP_ROPE_KV: return etx_rope_kv_append_cost(o->n, attn_shape(d));
     case CUDA_OP_ATTN: return etx_attn_rows_cost(o->n, len, d->max_seq_len, attn_shape(d), o->capture);
-    case CUDA_OP_SWIGLU: return etx_swiglu_cost(o->n, d->hidden);
     case CUDA_OP_VOCAB: return etx_vocab_pass_cost(o->n, d->vocab, ETX_TOPK);
     case CUDA_OP_METRICS: return etx_attn_metrics_cost(o->n, d->n_heads, len, d->max_seq_len);
     case CUDA_OP_POLICY: return etx_policy_step_cost(o->n, o->which);

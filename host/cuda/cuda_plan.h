@@ -43,11 +43,10 @@ typedef struct {
 typedef enum {
     CUDA_OP_EMBED,   // x = embedding rows of the tokens
     CUDA_OP_NORM,    // xb = rmsnorm(x (+= delta)) with the layer's or the final norm
-    CUDA_OP_GEMM,    // one projection (CudaWeight)
+    CUDA_OP_GEMM,    // one projection (CudaWeight); gate/up with SwiGLU: hb = silu(gate) * up
     CUDA_OP_QKV_PREP, // qkv += biases, per-head RMSNorm of q and k (models with either only)
     CUDA_OP_ROPE_KV, // RoPE of q and k, k and v appended to the cache
     CUDA_OP_ATTN,    // attention of every row over its positions (etx_attn_rows)
-    CUDA_OP_SWIGLU,  // hb = silu(gate) * up
     CUDA_OP_VOCAB,   // statistics and candidates of each pick's logits row
     CUDA_OP_METRICS, // the entropix attention signals of each pick
     CUDA_OP_POLICY,  // decide, filter and draw each pick's token

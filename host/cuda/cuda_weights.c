@@ -115,10 +115,19 @@ static etx_status upload_layer(CudaBackend* b, const LayerWeights* w, CudaLayer*
             tmp[(size_t)r * b->q_dim + (k / hd) * hdp + pad_index(k % hd, hd, hdp)] = etx_bf16_from_f32(row[k0 + k]);
     }
     ETX_TRY(upload_bf16(b, &L->wo, tmp, (size_t)dim * b->q_dim, "wo"));
-    // [w_gate; w_up] rows and w_down columns of the shard's hidden units f0 .. f0 + hid - 1
+    // w_gate and w_up rows and w_down columns of the shard's hidden units f0 .. f0 + hid - 1;
+    // gate and up interleaved unit by unit (row 2u: gate of unit u, 2u + 1: its up), the
+    // layout etx_gemm_bf16_swiglu pairs in its epilogue
     put_rows(tmp, 0, w->w_gate, &w->w_gate_q, b->f0, hid, dim, 1.0f, 0, 0);
     put_rows(tmp, hid, w->w_up, &w->w_up_q, b->f0, hid, dim, 1.0f, 0, 0);
-    ETX_TRY(upload_bf16(b, &L->wgu, tmp, (size_t)2 * hid * dim, "w_gate_up"));
+    etx_bf16* pairs = xmalloc((size_t)2 * hid * dim * sizeof(etx_bf16));
+    for (int u = 0; u < hid; u++) {
+        memcpy(pairs + (size_t)(2 * u) * dim, tmp + (size_t)u * dim, (size_t)dim * sizeof(etx_bf16));
+        memcpy(pairs + (size_t)(2 * u + 1) * dim, tmp + (size_t)(hid + u) * dim, (size_t)dim * sizeof(etx_bf16));
+    }
+    etx_status gu_st = upload_bf16(b, &L->wgu, pairs, (size_t)2 * hid * dim, "w_gate_up");
+    free(pairs);
+    ETX_TRY(gu_st);
     for (int r = 0; r < dim; r++) {
         model_weight_rows(w->w_down, &w->w_down_q, c->hidden_dim, r, r + 1, row);
         for (int k = 0; k < hid; k++) tmp[(size_t)r * hid + k] = etx_bf16_from_f32(row[b->f0 + k]);

@@ -69,6 +69,7 @@
 #include "cpu/f32_matrix.h"
 #include "device.h"
 #include "gemm.h"
+#include "swiglu.h"
 #include "check_device.h"
 #include "check_main.h"
 #include "test_rng.h"
@@ -268,6 +269,83 @@ START_TEST(gemm_rows_are_batch_invariant) {
 }
 END_TEST
 
+// h (n, out / 2) bf16 of etx_gemm_bf16_swiglu (scratch given when its path needs one)
+static etx_bf16* run_gemm_swiglu(const etx_bf16* x, const etx_bf16* w, int n, int in, int out) {
+    const size_t nh = (size_t)n * (out / 2);
+    etx_bf16* h = malloc((nh + N_GUARD) * sizeof *h);
+    ck_assert_ptr_nonnull(h);
+    for (size_t i = 0; i < nh + N_GUARD; i++) h[i] = (etx_bf16)0xA5A5;
+    etx_bf16* dx = dev_copy_of(x, (size_t)n * in * sizeof *x);
+    etx_bf16* dw = dev_copy_of(w, (size_t)out * in * sizeof *w);
+    etx_bf16* dh = dev_copy_of(h, (nh + N_GUARD) * sizeof *h);
+    float* scratch = etx_gemm_swiglu_needs_scratch(in) ? dev_alloc((size_t)n * out * sizeof(float)) : NULL;
+    etx_gemm_bf16_swiglu(dh, dx, dw, n, in, out, scratch, NULL);
+    etx_dev_sync();
+    etx_dev_download(h, dh, (nh + N_GUARD) * sizeof *h);
+    for (int g = 0; g < N_GUARD; g++)
+        ck_assert_msg(h[nh + g] == (etx_bf16)0xA5A5, "n %d in %d out %d: guard %d past h overwritten", n, in, out, g);
+    etx_dev_free(dx), etx_dev_free(dw), etx_dev_free(dh);
+    if (scratch) etx_dev_free(scratch);
+    return h;
+}
+
+// The gate/up projection with SwiGLU as its epilogue (etx_gemm_bf16_swiglu), on both paths
+// and (emulator) both the twin and the warp kernel: every unit's bf16 equals, to the bit,
+// etx_gemm_bf16 into f32 followed by the stand-alone etx_swiglu, which test_layer_kernels
+// holds to the CPU; it is near silu(g) u of the CPU's f32 product (bf16 rounding and the
+// device's expf); and a row's bits do not depend on the call's other rows.
+START_TEST(gemm_swiglu_epilogue) {
+    static const int shapes[][3] = {
+        // n, in, out (even: gate/up pairs)
+        {1, 64, 32}, {5, 96, 130}, {17, 40, 300}, {40, 1032, 70}, {64, 128, 30}, {3, 17, 10}, {9, 2048, 64},
+    };
+    for (int path = 0; path < 2; path++) {
+        etx_gemm_force_path(path);
+        if (path == 1 && !etx_gemm_uses_tensor_cores()) continue;
+        for (int warp = 0; warp < 2; warp++) {
+            etx_gemm_use_warp_kernel(warp);
+            uint64_t rng = rng_seed(17);
+            for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+                const int n = shapes[k][0], in = shapes[k][1], out = shapes[k][2], hid = out / 2;
+                etx_bf16* x = random_bf16(&rng, (size_t)n * in);
+                etx_bf16* w = random_bf16(&rng, (size_t)out * in);
+                etx_bf16* h = run_gemm_swiglu(x, w, n, in, out);
+                // the two-launch reference: y in f32, then etx_swiglu over the interleaved pairs
+                float* y = run_gemm(x, w, n, in, out);
+                float* dy = dev_copy_of(y, (size_t)n * out * sizeof *y);
+                etx_bf16* dref = dev_alloc((size_t)n * hid * sizeof(etx_bf16));
+                etx_swiglu(dref, dy, n, hid, NULL);
+                etx_dev_sync();
+                etx_bf16* ref = malloc((size_t)n * hid * sizeof *ref);
+                ck_assert_ptr_nonnull(ref);
+                etx_dev_download(ref, dref, (size_t)n * hid * sizeof *ref);
+                for (int i = 0; i < n * hid; i++) {
+                    if (h[i] != ref[i])
+                        ck_abort_msg("n %d in %d out %d (%s, %s): h[%d, %d] = 0x%04x, gemm + swiglu give 0x%04x", n, in,
+                                     out, takes_tc(in) ? "tensor cores" : "CUDA cores", warp ? "warp kernel" : "twin",
+                                     i / hid, i % hid, h[i], ref[i]);
+                    const float g = y[(size_t)(i / hid) * out + 2 * (i % hid)], u = y[(size_t)(i / hid) * out + 2 * (i % hid) + 1];
+                    const double want = (double)g / (1.0 + exp(-(double)g)) * u, got = etx_bf16_to_f32(h[i]);
+                    ck_assert_msg(fabs(got - want) <= 0x1p-7 * fabs(want) + 1e-30,
+                                  "n %d in %d out %d: h[%d] = %.7g, silu(g) u = %.7g", n, in, out, i, got, want);
+                }
+                // batch invariance: rows 1 .. n - 1 alone give the same bits
+                if (n > 1) {
+                    etx_bf16* part = run_gemm_swiglu(x + in, w, n - 1, in, out);
+                    ck_assert_msg(memcmp(part, h + hid, (size_t)(n - 1) * hid * sizeof *part) == 0,
+                                  "n %d in %d out %d: rows 1.. alone differ from the same rows in the call", n, in, out);
+                    free(part);
+                }
+                etx_dev_free(dy), etx_dev_free(dref);
+                free(x), free(w), free(h), free(y), free(ref);
+            }
+        }
+    }
+    etx_gemm_use_warp_kernel(0);
+    etx_gemm_force_path(-1);
+}
+END_TEST
+
 START_TEST(gemm_edge_cases) {
     uint64_t rng = rng_seed(12);
     const int n = 3, in = 16, out = 5;
@@ -301,6 +379,7 @@ static Suite* gemm_suite(void) {
     TCase* tc = tcase_create("core");
     tcase_add_test(tc, gemm_matches_cpu);
     tcase_add_test(tc, gemm_rows_are_batch_invariant);
+    tcase_add_test(tc, gemm_swiglu_epilogue);
     tcase_add_test(tc, gemm_edge_cases);
     tcase_add_test_raise_signal(tc, gemm_row_limit, SIGABRT);
     suite_add_tcase(s, tc);

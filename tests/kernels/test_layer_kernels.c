@@ -224,12 +224,17 @@ START_TEST(test_swiglu) {
             etx_dev_memset(d_out, 0xA5, (no + 8) * 2);
             etx_swiglu(d_out, d_gu, n, hidden, NULL);
             uint16_t* out = host_copy(d_out, (no + 8) * 2);
+            float* g = malloc((size_t)hidden * sizeof(float));
+            float* u = malloc((size_t)hidden * sizeof(float));
             for (int r = 0; r < n; r++) {
-                float* g = gu + (size_t)r * 2 * hidden;
-                swiglu(g, g + hidden, hidden); // in place: g <- silu(g) * u
+                const float* pairs = gu + (size_t)r * 2 * hidden; // unit i: gate 2i, up 2i + 1
+                for (int i = 0; i < hidden; i++) g[i] = pairs[2 * i], u[i] = pairs[2 * i + 1];
+                swiglu(g, u, hidden); // in place: g <- silu(g) * u
                 for (int i = 0; i < hidden; i++)
                     check_bf16("swiglu", r * hidden + i, out[(size_t)r * hidden + i], g[i], 0.0);
             }
+            free(g);
+            free(u);
             for (int i = 0; i < 8; i++) EXPECT(out[no + i] == GUARD_BF16, "guard %d after out overwritten", i);
             etx_dev_free(d_gu);
             etx_dev_free(d_out);

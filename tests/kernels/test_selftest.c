@@ -962,6 +962,26 @@ START_TEST(test_divergent_syncthreads_aborts) {
 }
 END_TEST
 
+static void child_grid_dependency(int mode) {
+    int* d = dev_alloc(64 * sizeof(int));
+    selftest_grid_dependency(mode, d);
+    etx_dev_sync();
+}
+
+// The rule that makes programmatic dependent launch safe on sm_90 (kernels/cuda_common.cuh):
+// no device memory touched before ETX_PDL_ENTRY, and no thread without it. A serial
+// emulator can never show the race itself, so it checks the rule.
+START_TEST(test_grid_dependency_rule_aborts) {
+    const char* reads[] = {"grid dependencies: thread 0 of kernel", "grid_dependency_kernel",
+                           "reads device memory", "before ETX_PDL_ENTRY()"};
+    expect_abort(child_grid_dependency, 0, reads, 4);
+    const char* writes[] = {"grid dependencies: thread 5 of kernel", "writes device memory"};
+    expect_abort(child_grid_dependency, 1, writes, 2);
+    const char* missing[] = {"grid dependencies: thread ", "returned without ETX_PDL_ENTRY()"};
+    expect_abort(child_grid_dependency, 2, missing, 2);
+}
+END_TEST
+
 START_TEST(test_deadlock_aborts) {
     const char* needles[] = {"deadlock", "in block (0,0,0)", "threads waiting at __syncthreads: 0\n",
                              "lanes 0xfffffffe wait at __syncwarp(mask 0xffffffff), for lanes 0x00000001"};
@@ -1283,6 +1303,7 @@ static Suite* selftest_suite(void) {
     tc = tcase_create("emulator checks");
     tcase_add_test(tc, test_divergent_syncthreads_aborts);
     tcase_add_test(tc, test_deadlock_aborts);
+    tcase_add_test(tc, test_grid_dependency_rule_aborts);
     tcase_add_test(tc, test_mismatched_warp_ops_abort);
     tcase_add_test(tc, test_shfl_outside_mask_strict_aborts);
     tcase_add_test(tc, test_shfl_outside_mask_poison);

@@ -18,6 +18,7 @@
 // sums[b] = sum x[256b + t], tree reduction in static shared memory (256 floats read once,
 // log2(256) barrier rounds); a __shared__ scalar broadcasts the total to every thread.
 __global__ void block_sum_static_kernel(const float* __restrict__ x, int n, float* sums, float* all) {
+    ETX_PDL_ENTRY();
     __shared__ float s[256];
     __shared__ float s_total;
     const int t = threadIdx.x;
@@ -38,6 +39,7 @@ __global__ void block_sum_static_kernel(const float* __restrict__ x, int n, floa
 
 // The same over blockDim.x threads, through dynamic shared memory (blockDim.x floats).
 __global__ void block_sum_dynamic_kernel(const float* __restrict__ x, int n, float* sums) {
+    ETX_PDL_ENTRY();
     ETX_DYNAMIC_SMEM(float, s);
     const int t = threadIdx.x;
     const int i = blockIdx.x * blockDim.x + t;
@@ -65,6 +67,7 @@ extern "C" void selftest_block_sum_dynamic(const float* x, int n, int n_blocks, 
 // every type)
 
 __global__ void shuffles_kernel(const int* __restrict__ in, long long* out) {
+    ETX_PDL_ENTRY();
     const int g = blockIdx.x * blockDim.x + threadIdx.x;
     const int lane = threadIdx.x & 31;
     const int v = in[g];
@@ -123,6 +126,7 @@ extern "C" void selftest_shuffles(const int* in, int n_blocks, long long* out) {
 // votes and bit intrinsics
 
 __global__ void votes_kernel(const int* __restrict__ in, unsigned* out) {
+    ETX_PDL_ENTRY();
     const int g = blockIdx.x * blockDim.x + threadIdx.x;
     const int lane = threadIdx.x & 31;
     const int v = in[g];
@@ -159,6 +163,7 @@ extern "C" void selftest_votes(const int* in, int n_blocks, unsigned* out) {
 // a partial warp: 100 threads, the last warp has 4 lanes
 
 __global__ void partial_warp_kernel(const int* __restrict__ in, int* isum, float* fsum, unsigned* lanes) {
+    ETX_PDL_ENTRY();
     __shared__ int s_i[4];
     __shared__ float s_f[4];
     const int t = threadIdx.x, lane = t & 31, w = t >> 5;
@@ -192,6 +197,7 @@ extern "C" void selftest_partial_warp(const int* in, int n_blocks, int* isum, fl
 // a 3D block and a 2D grid
 
 __global__ void block3d_kernel(int* out) {
+    ETX_PDL_ENTRY();
     const int linear = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
     const int n = blockDim.x * blockDim.y * blockDim.z;
     int* o = out + ((size_t)blockIdx.x * n + linear) * 4;
@@ -207,6 +213,7 @@ extern "C" void selftest_block3d(int n_blocks, int* out) {
 }
 
 __global__ void grid2d_kernel(int* out, int* meta) {
+    ETX_PDL_ENTRY();
     const int x = blockIdx.x * blockDim.x + threadIdx.x;
     const int y = blockIdx.y * blockDim.y + threadIdx.y;
     out[y * (gridDim.x * blockDim.x) + x] = 1000 * y + x;
@@ -227,6 +234,7 @@ extern "C" void selftest_grid2d(int* out, int* meta) {
 // atomics
 
 __global__ void atomics_kernel(const int* __restrict__ in, SelftestAtomics* a, int* slots, int* exch_old) {
+    ETX_PDL_ENTRY();
     const int g = blockIdx.x * blockDim.x + threadIdx.x;
     const int v = in[g];
     atomicAdd(&a->isum, v);
@@ -270,6 +278,7 @@ extern "C" void selftest_atomics(const int* in, int n_blocks, SelftestAtomics* a
 
 __global__ void bf16_kernel(const float* __restrict__ in, int n, unsigned short* rn, unsigned short* def,
                             float* back, unsigned short* pair_bits, float* pair_back) {
+    ETX_PDL_ENTRY();
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     const __nv_bfloat16 h = __float2bfloat16_rn(in[i]);
@@ -300,6 +309,7 @@ static __device__ __forceinline__ float square(float v) { return v * v; }
 
 __global__ void __launch_bounds__(128) math_kernel(const float* __restrict__ x, const float* __restrict__ p,
                                                    const float* __restrict__ y, int n, float* __restrict__ out) {
+    ETX_PDL_ENTRY();
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     const float a = x[i], b = p[i], c = y[i];
@@ -332,6 +342,7 @@ extern "C" void selftest_math(const float* x, const float* p, const float* y, in
 // barrier cost, launch errors
 
 __global__ void barrier_rounds_kernel(int rounds, int* out) {
+    ETX_PDL_ENTRY();
     __shared__ int s[1024];
     const int t = threadIdx.x;
     s[t] = 0;
@@ -364,6 +375,7 @@ extern "C" float selftest_barrier_rounds(int block, int rounds, int* out) {
 }
 
 __global__ void noop_kernel(int* out) {
+    ETX_PDL_ENTRY();
     if (out && threadIdx.x == 0) out[0] = 1;
 }
 
@@ -392,6 +404,7 @@ extern "C" void selftest_copy_bounds(int* out) {
 // Lane (g, t) = (lane / 4, lane % 4) loads its fragments in PTX's layout (simt.h) and the
 // warp runs one mma: what gemm_tc.cu relies on, checked against the hardware.
 __global__ void mma_kernel(const uint32_t* a, const uint32_t* bt, const float* c, float* d) {
+    ETX_PDL_ENTRY();
     const int lane = threadIdx.x, g = lane / 4, t = lane % 4;
     // a, bt: rows of 16 bf16 = 8 words; word w of row r holds columns 2w, 2w + 1
     const uint32_t af[4] = {a[g * 8 + t], a[(g + 8) * 8 + t], a[g * 8 + t + 4], a[(g + 8) * 8 + t + 4]};
@@ -427,6 +440,7 @@ extern "C" void selftest_mma(const uint16_t* a, const uint16_t* bt, const float*
 // bugs the emulator reports
 
 __global__ void divergent_syncthreads_kernel(int mode, int* out) {
+    ETX_PDL_ENTRY();
     if (mode == 0) {
         if (threadIdx.x < 16) __syncthreads();
     } else {
@@ -441,7 +455,28 @@ extern "C" void selftest_divergent_syncthreads(int mode, int* out) {
     CUDA_CHECK_LAUNCH();
 }
 
+// mode 0: thread 0 reads out[0] before ETX_PDL_ENTRY; mode 1: thread 5 stores out[5]
+// before it; mode 2: threads >= 32 return without the entry (the others have it).
+__global__ void grid_dependency_kernel(int mode, int* out) {
+    if (mode == 0 && threadIdx.x == 0) {
+        const int v = out[0]; // the bug: the previous kernel may still be writing out
+        ETX_PDL_ENTRY();
+        out[1] = v;
+        return;
+    }
+    if (mode == 1 && threadIdx.x == 5) out[5] = 1; // the bug, as a store
+    if (mode == 2 && threadIdx.x >= 32) return;   // the bug: no entry at all
+    ETX_PDL_ENTRY();
+    out[threadIdx.x] = 2;
+}
+
+extern "C" void selftest_grid_dependency(int mode, int* out) {
+    ETX_LAUNCH(grid_dependency_kernel, 1, 64, 0, 0, mode, out);
+    CUDA_CHECK_LAUNCH();
+}
+
 __global__ void mismatched_warp_ops_kernel(int* out) {
+    ETX_PDL_ENTRY();
     const int lane = threadIdx.x & 31;
     if (lane < 16) out[threadIdx.x] = __shfl_xor_sync(FULL, lane, 1);
     else out[threadIdx.x] = (int)__ballot_sync(FULL, 1);
@@ -453,6 +488,7 @@ extern "C" void selftest_mismatched_warp_ops(int* out) {
 }
 
 __global__ void deadlock_kernel(int* out) {
+    ETX_PDL_ENTRY();
     if (threadIdx.x == 0) __syncthreads();
     else __syncwarp(FULL);
     out[threadIdx.x] = 1;
@@ -464,6 +500,7 @@ extern "C" void selftest_deadlock(int* out) {
 }
 
 __global__ void shfl_outside_mask_kernel(int* out) {
+    ETX_PDL_ENTRY();
     const int t = threadIdx.x;
     int v = t;
     if (t >= 32) v = __shfl_down_sync(0xffu, v, 16);
@@ -476,6 +513,7 @@ extern "C" void selftest_shfl_outside_mask(int* out) {
 }
 
 __global__ void dynamic_smem_unwritten_kernel(int n, unsigned* out) {
+    ETX_PDL_ENTRY();
     ETX_DYNAMIC_SMEM(unsigned, s);
     for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = s[i];
 }
@@ -487,6 +525,7 @@ extern "C" void selftest_dynamic_smem_unwritten(int n, unsigned* out) {
 
 #ifdef ETX_SIMT
 __global__ void call_on_fibers_kernel(void (*fn)(int)) {
+    ETX_PDL_ENTRY();
     fn((int)threadIdx.x);
     __syncthreads();
     fn((int)threadIdx.x + 1000);
@@ -505,6 +544,7 @@ extern "C" void selftest_call_on_fibers(void (*fn)(int tid), int block) {
 // blocks started. Every thread takes a ticket of its block: torder[blockIdx.x * blockDim.x
 // + ticket] = threadIdx.x, the order in which the block's threads got there.
 __global__ void order_kernel(int* order, int* ticket, int* torder, int* tickets) {
+    ETX_PDL_ENTRY();
     if (threadIdx.x == 0) order[atomicAdd(ticket, 1)] = blockIdx.x;
     torder[blockIdx.x * blockDim.x + atomicAdd(&tickets[blockIdx.x], 1)] = threadIdx.x;
 }
@@ -518,6 +558,7 @@ extern "C" void selftest_order(int n_blocks, int block, int* order, int* ticket,
 // without any synchronisation between blocks). out[b] = out[b - 1] + 1 holds only when
 // block b - 1 ran first. The fix (mode 1): each block computes its own value.
 __global__ void block_chain_kernel(int mode, int* out) {
+    ETX_PDL_ENTRY();
     const int b = blockIdx.x;
     if (threadIdx.x != 0) return;
     if (mode == 0) out[b] = b == 0 ? 1 : out[b - 1] + 1;
@@ -533,6 +574,7 @@ extern "C" void selftest_block_chain(int mode, int n_blocks, int* out) {
 // across `rounds` barriers and counts the rounds where it found something else
 // (bad[b]); a global counter of running blocks records the most seen at once (*max_live).
 __global__ void resident_kernel(int rounds, int* live, int* max_live, int* bad) {
+    ETX_PDL_ENTRY();
     __shared__ int s_id;
     __shared__ int s_arr[64];
     const int t = threadIdx.x;
@@ -568,6 +610,7 @@ extern "C" void selftest_resident(int n_blocks, int rounds, int* live, int* max_
 // reads: a write-after-read hazard (shuffles do not order memory; only __syncwarp does).
 // Mode 1 has the __syncwarp. out (rows): the new max; sums (rows): the new sum.
 __global__ void softmax_war_kernel(int mode, const float* __restrict__ x, int rows, float* out, float* sums) {
+    ETX_PDL_ENTRY();
     __shared__ float s_s[4][32];
     __shared__ float m_s[4], l_s[4];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -603,6 +646,7 @@ extern "C" void selftest_softmax_war(int mode, const float* x, int rows, float* 
 // __syncthreads between (read after write, or write after read, across warps), mode 1
 // with it. out (64): out[t] = t + 32 for t < 32, t - 32 for the others.
 __global__ void cross_warp_kernel(int mode, int* out) {
+    ETX_PDL_ENTRY();
     __shared__ int s[64];
     const int t = threadIdx.x;
     s[t] = t;
@@ -618,6 +662,7 @@ extern "C" void selftest_cross_warp(int mode, int* out) {
 // The same within one warp, through dynamic shared memory: lane t reads lane t ^ 1's slot,
 // mode 0 with no ordering, mode 1 after a __syncwarp.
 __global__ void dynamic_race_kernel(int mode, int* out) {
+    ETX_PDL_ENTRY();
     ETX_DYNAMIC_SMEM(int, s);
     const int t = threadIdx.x;
     s[t] = 10 * t;
@@ -641,6 +686,7 @@ __device__ static int escaped_sum(Get get) {
 }
 
 __global__ void escaped_shared_kernel(int* out) {
+    ETX_PDL_ENTRY();
     out[threadIdx.x] = escaped_sum([&](int i) { return 3 * i; });
 }
 
@@ -653,11 +699,13 @@ extern "C" void selftest_escaped_shared(int* out) {
 // stream capture and graphs (issue 14)
 
 __global__ void add_one_kernel(int* x, int n) {
+    ETX_PDL_ENTRY();
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] += 1;
 }
 
 __global__ void never_launched_kernel(int* x) {
+    ETX_PDL_ENTRY();
     if (threadIdx.x == 0) x[0] = 42;
 }
 
@@ -733,6 +781,7 @@ extern "C" void selftest_capture_forbidden(int what, int* x, int* r) {
 // device math (issue 14): expf, logf, sinf and __expf of n inputs: out (n, 4)
 
 __global__ void math_raw_kernel(const float* __restrict__ x, int n, float* out) {
+    ETX_PDL_ENTRY();
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     out[4 * i] = expf(x[i]);

@@ -106,6 +106,10 @@ void selftest_mma(const uint16_t* a, const uint16_t* bt, const float* c, float* 
 // mode 0: threads < 16 of a 64-thread block wait at __syncthreads, the others return;
 // mode 1: threads < 32 return, the others then wait at __syncthreads.
 void selftest_divergent_syncthreads(int mode, int* out);
+// A 64-thread kernel that breaks the grid-dependency rule (kernels/cuda_common.cuh):
+// mode 0 reads device memory (out[0]) before ETX_PDL_ENTRY, mode 1 writes it (out[5]),
+// mode 2 has half its threads return without the entry. out: 64 ints.
+void selftest_grid_dependency(int mode, int* out);
 // Lanes < 16 of a warp call __shfl_xor_sync, lanes >= 16 __ballot_sync, both with the full mask.
 void selftest_mismatched_warp_ops(int* out);
 // Lane 0 of a warp waits at __syncthreads while lanes 1..31 wait at __syncwarp for it.

@@ -73,6 +73,7 @@ uint3 g_block_idx = {0, 0, 0};
 dim3 g_block_dim;
 dim3 g_grid_dim;
 unsigned char* g_dyn_smem = nullptr;
+const char* g_launch_name = nullptr;
 
 namespace {
 
@@ -176,6 +177,7 @@ struct Shadow {
 int g_race_mode = 1;      // 0 off, 1 on (__syncwarp orders), 2 on (every warp intrinsic orders)
 unsigned g_race_blocks = 2; // blocks checked per launch (SIMT_RACE_BLOCKS; 0: all)
 bool g_race_active = false; // the running block is checked (its race_on)
+bool g_dep_check = false;   // the running launch is an ETX_LAUNCH: ETX_PDL_ENTRY is required
 uintptr_t g_sec_lo = 0;   // the simt_shared section
 size_t g_sec_len = 0;
 Shadow* g_sec_shadow = nullptr;
@@ -622,7 +624,27 @@ void recheck_warp(unsigned w) {
 // -- fibers -------------------------------------------------------------------
 
 // The thread returned from the kernel: bookkeeping, then park until the next block.
+// -- grid dependencies ------------------------------------------------------------
+// Natively every ETX_LAUNCH kernel may be launched with programmatic dependent launch
+// (kernels/cuda_common.cuh): it can start while the kernel before it on the stream is still
+// running, and only its ETX_PDL_ENTRY (griddepcontrol.wait) orders it after that kernel's
+// writes. A load or store of device memory before the entry, or a thread with no entry at
+// all, is a race there that no test of a serial emulator would see; here both abort. The
+// loads and stores are those of the instrumented kernel files (race_access below).
+
+// The running kernel's name as its ETX_LAUNCH spells it, for messages.
+const char* g_kernel_name = nullptr;
+std::string kernel_name() { return g_kernel_name ? g_kernel_name : "(unnamed kernel)"; }
+
+[[noreturn]] __attribute__((noinline)) void report_no_entry(const Fiber* f) {
+    fail("grid dependencies: thread " + std::to_string(f->t.linear) + " of kernel " + kernel_name() +
+             " returned without ETX_PDL_ENTRY(): launched with programmatic dependent launch on sm_90, a kernel "
+             "must begin with it (kernels/cuda_common.cuh)",
+         false);
+}
+
 void fiber_exit(Fiber* f) {
+    if (g_dep_check && !f->t.dep_entered) report_no_entry(f);
     f->state = EXITED;
     g_blk->n_exited++;
     const unsigned w = f->t.linear >> 5;
@@ -730,6 +752,7 @@ void start_block(Block* b, unsigned long long linear, size_t nth) {
         f->state = RUNNABLE;
         f->t.linear = i;
         f->t.tid = uint3{i % bx, (i / bx) % by, i / (bx * by)};
+        f->t.dep_entered = false;
         f->wop = W_NONE;
         f->wsync_time = 0;
         f->wsync_mask = 0;
@@ -1037,7 +1060,26 @@ __attribute__((noinline)) void race_check(Shadow* sh, size_t off, size_t n, size
 // __shared__ scalars or constant indices): shared memory goes to race_check, static
 // storage outside the section is reported, the rest (global memory, the stack) returns at
 // once.
+bool device_address(uintptr_t a); // inside a cudaMalloc allocation (below)
+
+[[noreturn]] __attribute__((noinline)) void report_before_entry(uintptr_t a, bool write, const void* pc) {
+    const Fiber* f = (const Fiber*)g_thread;
+    char buf[640];
+    snprintf(buf, sizeof buf,
+             "grid dependencies: thread %u of kernel %s %s device memory at 0x%zx before ETX_PDL_ENTRY(): on "
+             "sm_90 the kernel may run while the previous kernel on the stream still writes (programmatic "
+             "dependent launch), so nothing may touch device memory before the entry "
+             "(kernels/cuda_common.cuh)\n    thread %u: %s",
+             f->t.linear, kernel_name().c_str(), write ? "writes" : "reads", (size_t)a, f->t.linear,
+             describe_pc(pc).c_str());
+    fail(buf, false);
+}
+
 static inline void race_access(uintptr_t a, size_t n, bool write, const void* pc) {
+    // before the grid-dependency entry: only the stack, the launch's arguments and shared
+    // memory may be touched (checked in every block; after the entry this is one branch)
+    if (__builtin_expect(g_dep_check && g_thread && !g_thread->dep_entered, 0) && device_address(a))
+        report_before_entry(a, write, pc);
     if (!g_race_active) return; // not a checked block, or outside a kernel
     if (__builtin_expect(a - g_sec_lo < g_sec_len, 0))
         race_check(g_sec_shadow, a - g_sec_lo, n, g_sec_len, false, write, pc);
@@ -1173,6 +1215,9 @@ void launch(dim3 grid, dim3 block, size_t smem_bytes, const void* kernel, void (
         }
     }
     race_launch_begin(smem_bytes);
+    g_kernel_name = g_launch_name;
+    g_launch_name = nullptr;
+    g_dep_check = kernel != nullptr; // ETX_LAUNCH passes its kernel; anonymous launches are not checked
     g_fn = fn;
     g_ctx = ctx;
     g_grid_dim = grid;
@@ -1188,6 +1233,7 @@ void launch(dim3 grid, dim3 block, size_t smem_bytes, const void* kernel, void (
     }
     g_blk = nullptr;
     g_race_active = false;
+    g_dep_check = false;
     g_smem_owner = nullptr;
     g_dyn_smem = nullptr;
     g_dyn_lo = 0;
@@ -1500,6 +1546,9 @@ bool map_covers(const std::map<uintptr_t, size_t>& m, const void* p, size_t n) {
     return a >= it->first && a - it->first <= it->second && n <= it->second - (a - it->first);
 }
 bool alloc_covers(const void* p, size_t n) { return map_covers(g_allocs, p, n); }
+} // namespace
+bool simt::detail::device_address(uintptr_t a) { return alloc_covers((const void*)a, 1); }
+namespace {
 // The device sides of a copy of `count` bytes of kind `kind` (cudaMemcpyDefault: every
 // side that starts inside an allocation) fit their allocations.
 bool copy_in_bounds(void* dst, const void* src, size_t count, cudaMemcpyKind kind) {

@@ -4,7 +4,7 @@
  * CPU, in CI machines that have no GPU. kernels/README.md lists the subset and its rules.
  *
  * Execution model (tests/simt/simt.cpp):
- *   - simt::launch(grid, block, smem, stream, kernel, fn) runs the blocks in a seeded
+ *   - simt::launch(grid, block, smem, stream, kernel, name, fn) runs the blocks in a seeded
  *     random order (SIMT_SEED), several of them resident at once (SIMT_RESIDENT, default
  *     3) and interleaved at __syncthreads: after a barrier completes, the scheduler may
  *     switch to another resident block. The threads of a block run as fibers (own stacks,
@@ -140,8 +140,9 @@ namespace simt {
 
 // One emulated thread (a fiber). Only the first fields are read by kernels.
 struct Thread {
-    uint3 tid;       // threadIdx
-    unsigned linear; // x + y*bx + z*bx*by
+    uint3 tid;        // threadIdx
+    unsigned linear;  // x + y*bx + z*bx*by
+    bool dep_entered; // has run ETX_PDL_ENTRY (grid_dependency_entry) in this block
 };
 
 namespace detail {
@@ -150,6 +151,7 @@ extern uint3 g_block_idx; // blockIdx of the running block
 extern dim3 g_block_dim;  // blockDim of the launch
 extern dim3 g_grid_dim;   // gridDim of the launch
 extern unsigned char* g_dyn_smem;
+extern const char* g_launch_name; // the next launch's kernel name (ETX_LAUNCH's spelling), or null
 static inline const uint3& thread_idx() { return g_thread->tid; }
 static inline const uint3& block_idx() { return g_block_idx; }
 static inline const dim3& block_dim() { return g_block_dim; }
@@ -180,6 +182,12 @@ void yield(); // __nanosleep: let the other fibers of the block run
 unsigned long launches_run();
 } // namespace detail
 
+// ETX_PDL_ENTRY(): the emulated griddepcontrol.wait + launch_dependents. Launches run one
+// after another here, so there is nothing to wait for; what the emulator checks is that
+// the entry is there and first (simt.cpp, "grid dependencies"): a thread of an ETX_LAUNCH
+// kernel that returns without it, or that touches device memory before it, aborts.
+static inline void grid_dependency_entry() { detail::g_thread->dep_entered = true; }
+
 // Bytes of dynamic shared memory of the running launch (16-byte aligned; 0xff-filled at
 // every block start).
 static inline void* dynamic_smem() { return detail::g_dyn_smem; }
@@ -188,20 +196,24 @@ template <class F> static void invoke_fn(void* ctx) { (*static_cast<F*>(ctx))();
 
 // Runs fn() as every thread of a grid of blocks (what ETX_LAUNCH becomes). On a stream
 // that is being captured, a copy of fn is recorded instead and runs at cudaGraphLaunch.
+// `name`: the kernel's name as written at the launch (messages), or null.
 template <class F>
-void launch(dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream, const void* kernel, F&& fn) {
+void launch(dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream, const void* kernel, const char* name,
+            F&& fn) {
     using Fn = typename std::remove_reference<F>::type;
     if (stream && detail::capturing(stream)) {
         Fn copy = fn;
         detail::record_launch(stream, kernel, grid, block, smem_bytes, [=]() mutable {
+            detail::g_launch_name = name;
             detail::launch(grid, block, smem_bytes, kernel, &invoke_fn<Fn>, (void*)&copy);
         });
         return;
     }
+    detail::g_launch_name = name;
     detail::launch(grid, block, smem_bytes, kernel, &invoke_fn<Fn>, (void*)&fn);
 }
 template <class F> void launch(dim3 grid, dim3 block, size_t smem_bytes, F&& fn) {
-    launch(grid, block, smem_bytes, (cudaStream_t)0, nullptr, std::forward<F>(fn));
+    launch(grid, block, smem_bytes, (cudaStream_t)0, nullptr, nullptr, std::forward<F>(fn));
 }
 
 template <class To, class From> static inline To bitcast(const From& v) {
