@@ -7,8 +7,10 @@
  * SMs), so a GPU run can check the model kernel by kernel.
  *
  * Conventions: bytes count first touches from DRAM (re-reads that the kernel's note says
- * come from L1/L2 are not counted; a re-read the note says may miss L2 is); an FMA is 2
- * FLOPs; `tensor` says whether the FLOPs run on tensor cores (else fp32 CUDA cores).
+ * come from L1/L2 are not counted; a re-read the note says may miss L2 is); l2 counts
+ * every load the SMs issue to L2 (a kernel states it where that traffic can bound it); an
+ * FMA is 2 FLOPs; `tensor` says whether the FLOPs run on tensor cores (else fp32 CUDA
+ * cores).
  */
 #ifndef ETX_KERNELS_COST_H
 #define ETX_KERNELS_COST_H
@@ -20,6 +22,9 @@ typedef struct {
     double busy;    // ... of which have work (the rest exit at once)
     int launches;   // kernel launches
     int tensor;     // 1: the FLOPs are tensor-core work
+    double l2;      // bytes the SMs load from and store to L2, re-reads included (0: not
+                    // stated; the kernels whose inner loop reads operands straight from
+                    // L2, the GEMMs, state it, since at large batch it bounds them)
 } EtxCost;
 
 #endif // ETX_KERNELS_COST_H

@@ -260,7 +260,7 @@ extern "C" void etx_gemm_tc_bf16_swiglu(etx_bf16* h, const etx_bf16* x, const et
 // The napkin math of one tensor-core call; y_bytes_per_out: bytes written per output (4
 // for f32, 1 for the SwiGLU epilogue's one bf16 per two columns).
 static EtxCost tc_cost(int n, int in, int out, double l2_bytes, double y_bytes_per_out) {
-    EtxCost c = {0, 0, 0, 0, 0, 0};
+    EtxCost c = {0, 0, 0, 0, 0, 0, 0};
     if (n <= 0 || out <= 0) return c;
     const int rows = etx_gemm_tc_tile_rows(n), cols = tc_tile_cols(n);
     const int tiles_r = etx_ceil_div(n, rows), tiles_c = etx_ceil_div(out, cols);
@@ -277,6 +277,10 @@ static EtxCost tc_cost(int n, int in, int out, double l2_bytes, double y_bytes_p
     c.ctas = c.busy = (double)tiles_c * tiles_r;
     c.launches = 1;
     c.tensor = 1;
+    // L2: each block loads its weight tile's rows (cols of them) and its x rows (at most n
+    // distinct: rows past n repeat the last one, which the lanes' loads coalesce) over all
+    // of k; nothing is staged or shared between warps, so that is the block's whole traffic
+    c.l2 = (double)tiles_c * tiles_r * cols * in * 2 + (double)tiles_c * n * in * 2;
     return c;
 }
 

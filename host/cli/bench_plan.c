@@ -72,6 +72,7 @@ static void print_step(FILE* f, const CudaStepPrediction* p, const CudaCard* car
         rows[r].count++;
         rows[r].c.bytes += p->cost[i].bytes;
         rows[r].c.flops += p->cost[i].flops;
+        rows[r].c.l2 += p->cost[i].l2;
         rows[r].c.launches += p->cost[i].launches;
         rows[r].s += p->seconds[i];
     }
@@ -79,10 +80,12 @@ static void print_step(FILE* f, const CudaStepPrediction* p, const CudaCard* car
                "= %.0f%% of the floor, %d kernel launches\n",
             batch, len, metrics ? "entropix (capture + attention signals)" : "greedy", p->total_s * 1e3,
             p->total_s * 1e3 / batch, p->floor_s * 1e3, 100.0 * p->floor_s / p->total_s, p->launches);
-    fprintf(f, "| op | ops | launches | MB moved | GFLOP | predicted us | share |\n|---|---|---|---|---|---|---|\n");
+    fprintf(f, "| op | ops | launches | MB moved | L2 MB | GFLOP | predicted us | share |\n"
+               "|---|---|---|---|---|---|---|---|\n");
     for (int r = 0; r < n_rows; r++)
-        fprintf(f, "| %s | %d | %d | %.2f | %.3f | %.1f | %.1f%% |\n", rows[r].name, rows[r].count, rows[r].c.launches,
-                rows[r].c.bytes / 1e6, rows[r].c.flops / 1e9, rows[r].s * 1e6, 100.0 * rows[r].s / p->total_s);
+        fprintf(f, "| %s | %d | %d | %.2f | %.1f | %.3f | %.1f | %.1f%% |\n", rows[r].name, rows[r].count,
+                rows[r].c.launches, rows[r].c.bytes / 1e6, rows[r].c.l2 / 1e6, rows[r].c.flops / 1e9, rows[r].s * 1e6,
+                100.0 * rows[r].s / p->total_s);
     (void)card;
 }
 
@@ -113,16 +116,19 @@ int bench_plan(const BenchConfig* c) {
     const int n_batches = c->n_batches ? c->n_batches : 4;
     printf("# etx CUDA cost model: a prediction, not a measurement\n\n");
     printf("model %s (dim %d, hidden %d, %d layers, %d/%d heads of %d, vocab %d%s), context %d (prompt %d + %d "
-           "generated; rows at the last position)\ncard %s; launch %.1f us per kernel\n",
+           "generated; rows at the last position)\ncard %s; launch %.1f us per kernel (%s; assumed, not "
+           "measured)\n",
            what, d.dim, d.hidden, d.n_layers, d.n_heads, d.n_kv_heads, d.hd, d.vocab, d.tied ? ", tied" : "", ctx,
-           c->L, c->G, card->what, card->launch_s * 1e6);
+           c->L, c->G, card->what, cuda_card_launch_s(card) * 1e6,
+           cuda_card_launch_s(card) < card->launch_s ? "programmatic dependent launch; ETX_PDL=0: without"
+                                                     : "without programmatic dependent launch (ETX_PDL=0)");
     // the GEMM path the model assumes (kernels/gemm.h: ETX_GEMM, else tensor cores)
     const int tc = etx_gemm_cost(1, 8, 16, 0).tensor;
-    printf("time per op = launches x launch + max(bytes / bandwidth, FLOPs / rate) / min(1, working blocks / (2 x "
-           "SMs)); the GEMMs run on %s; floor = every weight once + the KV cache + the logits written and read, at "
-           "the bandwidth\n",
-           tc ? "tensor cores (mma.sync, rated at the datasheet's dense bf16 FLOP/s, which etx's kernel does not "
-                "reach: about 14% of it at 4096^3 on an H200, so GEMM-bound rows are optimistic)"
+    printf("time per op = launches x launch + max(DRAM bytes / bandwidth, L2 bytes / L2 bandwidth, FLOPs / rate) / "
+           "min(1, working blocks / (2 x SMs)); the GEMMs run on %s; floor = every weight once + the KV cache + the "
+           "logits written and read, at the bandwidth\n",
+           tc ? "tensor cores (mma.sync with operands loaded from L2, 16 FLOPs per L2 byte at large batch: bound by "
+                "L2 there, not by the datasheet's FLOP/s)"
               : "CUDA cores (fp32 FMA; ETX_GEMM=cuda-cores)");
     static CudaStepPrediction p;
     for (int bi = 0; bi < n_batches; bi++)

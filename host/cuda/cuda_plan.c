@@ -5,6 +5,7 @@
 #include "cuda/cuda_plan.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "attn_metrics.h"
@@ -121,13 +122,26 @@ CudaDims cuda_dims_for(const etx_model* m, int max_seq_len, int block_size) {
 // -- cost model
 
 // Datasheet figures (NVIDIA H100 and H200 SXM product briefs): DRAM bandwidth, dense
-// FP32 (CUDA cores) and BF16 (tensor cores, without sparsity) throughput, SMs, L2. The
-// launch cost is an assumption: ~1.5 us per kernel node of a replayed graph.
+// FP32 (CUDA cores) and BF16 (tensor cores, without sparsity) throughput, SMs, L2.
+// Two figures are not on a datasheet:
+//   - the L2 load bandwidth, 8.9 TB/s: calibrated from etx's own tensor-core GEMM on an
+//     H200 (142 TFLOP/s at 4096^3, benchmarks/results/gpu-tc-h200-2026-12-04.md, where
+//     the kernel loads 1 byte from L2 per 16 FLOPs: gemm_tc.cu); the H100 has the same
+//     GH100 L2 and is given the same figure (an assumption);
+//   - the launch cost: ~1.5 us per kernel node of a replayed graph (an assumption that
+//     session 9's H200 profile agrees with in size), and 0.7 us with programmatic
+//     dependent launch, whose launch and block setup overlap the previous kernel's tail
+//     (an assumption: benchmarks/gpu_check.sh's bench stage measures ETX_PDL=0 beside the
+//     default, which settles it).
 const CudaCard cuda_cards[] = {
-    {"h100", "H100 SXM (datasheet: 3.35 TB/s, 67 TFLOP/s f32, 989 TFLOP/s bf16, 132 SMs, 50 MB L2)", 3.35e12,
-     67e12, 989e12, 132, 50e6, 1.5e-6},
-    {"h200", "H200 SXM (datasheet: 4.8 TB/s, 67 TFLOP/s f32, 989 TFLOP/s bf16, 132 SMs, 50 MB L2)", 4.8e12, 67e12,
-     989e12, 132, 50e6, 1.5e-6},
+    {"h100",
+     "H100 SXM (datasheet: 3.35 TB/s, 67 TFLOP/s f32, 989 TFLOP/s bf16, 132 SMs, 50 MB L2; L2 loads 8.9 TB/s, "
+     "calibrated on an H200)",
+     3.35e12, 67e12, 989e12, 132, 50e6, 8.9e12, 1.5e-6, 0.7e-6},
+    {"h200",
+     "H200 SXM (datasheet: 4.8 TB/s, 67 TFLOP/s f32, 989 TFLOP/s bf16, 132 SMs, 50 MB L2; L2 loads 8.9 TB/s, "
+     "calibrated)",
+     4.8e12, 67e12, 989e12, 132, 50e6, 8.9e12, 1.5e-6, 0.7e-6},
 };
 const int cuda_n_cards = (int)(sizeof cuda_cards / sizeof cuda_cards[0]);
 
@@ -160,17 +174,24 @@ EtxCost cuda_op_cost(const CudaDims* d, const CudaOp* o, int len, const CudaCard
     case CUDA_OP_POLICY: return etx_policy_step_cost(o->n, o->which);
     case CUDA_OP_GATHER: return etx_gather_rows2_cost(o->n, d->dim);
     }
-    EtxCost zero = {0, 0, 0, 0, 0, 0};
+    EtxCost zero = {0, 0, 0, 0, 0, 0, 0};
     return zero;
 }
 
+double cuda_card_launch_s(const CudaCard* card) {
+    const char* e = getenv("ETX_PDL");
+    return e && strcmp(e, "0") == 0 ? card->launch_s : card->launch_pdl_s;
+}
+
 double cuda_cost_seconds(const EtxCost* c, const CudaCard* card) {
-    const double t_mem = c->bytes / card->bandwidth;
+    const double t_mem = c->bytes / card->bandwidth, t_l2 = c->l2 / card->l2_bandwidth;
     const double t_math = c->flops / (c->tensor ? card->tensor_flops : card->fp32_flops);
     double fill = c->busy / (2.0 * card->sms); // working blocks per "two per SM"
     if (fill > 1.0) fill = 1.0;
     if (fill <= 0.0) fill = 1.0 / (2.0 * card->sms);
-    return c->launches * card->launch_s + (t_mem > t_math ? t_mem : t_math) / fill;
+    double t = t_mem > t_math ? t_mem : t_math;
+    if (t_l2 > t) t = t_l2;
+    return c->launches * cuda_card_launch_s(card) + t / fill;
 }
 
 double cuda_floor_bytes(const CudaDims* d, int n, int len) {

@@ -10,10 +10,10 @@
  * does not run.
  *
  * The cost model turns an op's EtxCost into time on a card (a datasheet: bandwidth,
- * FLOP/s, SMs, L2, launch overhead) as
- *   t = launches * t_launch + max(bytes / BW, flops / FLOPS) / min(1, busy / (2 SMs)),
- * i.e. an op is bound by its memory traffic or its arithmetic, and a grid with fewer
- * working blocks than two per SM gets that fraction of the card. The floor of a decode
+ * FLOP/s, SMs, L2, launch overhead; and the L2 load bandwidth, calibrated) as
+ *   t = launches * t_launch + max(bytes / BW, l2 / L2BW, flops / FLOPS) / min(1, busy / (2 SMs)),
+ * i.e. an op is bound by its DRAM traffic, its L2 traffic or its arithmetic, and a grid
+ * with fewer working blocks than two per SM gets that fraction of the card. The floor of a decode
  * step is the bytes it must move (every weight once, the KV cache of every row, the
  * logits written and read) at the card's bandwidth. Predictions, not measurements:
  * benchmarks/gpu_check.sh records measured per-op times beside them on a GPU
@@ -67,7 +67,7 @@ typedef struct {
                   // CUDA_OP_POLICY: reads the attention signals (CUDA_OP_METRICS ran)
 } CudaOp;
 
-// Ops a plan can hold: 9 per layer (10 with biases or QK-norm) and a few more.
+// Ops a plan can hold: 8 per layer (9 with biases or QK-norm) and a few more.
 #define CUDA_PLAN_OPS(n_layers) (10 * (n_layers) + 8)
 
 // The forward over n rows: embedding and every layer (the last layer's attention
@@ -106,8 +106,15 @@ typedef struct {
     double tensor_flops; // dense bf16 tensor-core FLOP/s
     int sms;             // streaming multiprocessors
     double l2_bytes;     // L2 cache
+    double l2_bandwidth; // bytes per second the SMs load from L2 (calibrated, see cuda_cards)
     double launch_s;     // per kernel node of a graph
+    double launch_pdl_s; // ... when the node is launched with programmatic dependent launch
+                         // (sm_90: its launch overlaps the previous kernel's last wave)
 } CudaCard;
+
+// The launch cost per kernel node the model charges on the card: launch_pdl_s, since
+// every kernel is launched with PDL on sm_90 (kernels/cuda_common.cuh), unless ETX_PDL=0.
+double cuda_card_launch_s(const CudaCard* card);
 
 // The datasheet card of that name ("h100", "h200"), or NULL; cuda_cards lists them.
 const CudaCard* cuda_card_find(const char* name);

@@ -121,7 +121,7 @@ START_TEST(plan_shape) {
     const CudaDims d = llama_1b();
     CudaOp ops[CUDA_PLAN_OPS(16)];
     int n = cuda_plan_forward(&d, 7, 1, 0, 7, ops);
-    ck_assert_int_eq(n, 1 + 9 * 16 + 2);
+    ck_assert_int_eq(n, 1 + 8 * 16 + 2);
     int captures = 0, gemms = 0;
     for (int i = 0; i < n; i++) {
         captures += ops[i].kind == CUDA_OP_ATTN && ops[i].capture;
@@ -135,7 +135,7 @@ START_TEST(plan_shape) {
     ck_assert_int_eq(ops[n - 1].which, CUDA_W_LM_HEAD);
     ck_assert_int_eq(gemms, 4 * 16 + 1);
     ck_assert_int_eq(ops[1].residual, 0); // layer 0's first norm reads the embedding alone
-    ck_assert_int_eq(cuda_plan_forward(&d, 7, 0, 0, 0, ops), 1 + 9 * 16);
+    ck_assert_int_eq(cuda_plan_forward(&d, 7, 0, 0, 0, ops), 1 + 8 * 16);
     ck_assert_int_eq(cuda_plan_sampling(&d, 3, 1, 0, ops), 3);
     ck_assert_int_eq(ops[2].capture, 1);
     ck_assert_int_eq(cuda_plan_sampling(&d, 3, 0, 0, ops), 2);
@@ -152,7 +152,7 @@ START_TEST(plan_shape) {
         CudaDims q = d;
         q.qkv_bias = v & 1, q.qk_norm = (v >> 1) & 1;
         n = cuda_plan_forward(&q, 7, 1, 0, 7, ops);
-        ck_assert_int_eq(n, 1 + 10 * 16 + 2);
+        ck_assert_int_eq(n, 1 + 9 * 16 + 2);
         int preps = 0;
         for (int i = 0; i < n; i++)
             if (ops[i].kind == CUDA_OP_QKV_PREP) {
@@ -200,12 +200,25 @@ START_TEST(cost_model) {
     printf("llama-3.2-1b shape, h100, batch 1, 512 positions: predicted %.3f ms, floor %.3f ms (%.0f%%), %d launches\n",
            p.total_s * 1e3, p.floor_s * 1e3, 100 * p.floor_s / p.total_s, p.launches);
     // a grid of one working block gets 1 / (2 SMs) of the card
-    EtxCost c = {1e6, 0, 1, 1, 0, 0};
+    EtxCost c = {1e6, 0, 1, 1, 0, 0, 0};
     ck_assert_double_eq_tol(cuda_cost_seconds(&c, h100), 1e6 / h100->bandwidth * 2 * h100->sms, 1e-12);
     c.busy = c.ctas = 1000;
     ck_assert_double_eq_tol(cuda_cost_seconds(&c, h100), 1e6 / h100->bandwidth, 1e-12);
-    c.launches = 2;
+    c.launches = 2; // charged at the PDL figure, unless ETX_PDL=0
+    ck_assert_double_eq_tol(cuda_cost_seconds(&c, h100), 1e6 / h100->bandwidth + 2 * h100->launch_pdl_s, 1e-12);
+    setenv("ETX_PDL", "0", 1);
     ck_assert_double_eq_tol(cuda_cost_seconds(&c, h100), 1e6 / h100->bandwidth + 2 * h100->launch_s, 1e-12);
+    unsetenv("ETX_PDL");
+    // L2 traffic bounds an op when it takes longer than its DRAM bytes and its FLOPs
+    c.launches = 0;
+    c.l2 = 100 * c.bytes;
+    ck_assert_double_eq_tol(cuda_cost_seconds(&c, h100), c.l2 / h100->l2_bandwidth, 1e-12);
+    c.l2 = 0;
+    // the tensor-core GEMM at batch 256 loads 1 L2 byte per 16 FLOPs (gemm_tc.cu), and its
+    // launch order reads the weights from DRAM once (n <= out: row tiles first)
+    const EtxCost g = etx_gemm_tc_cost(256, 2048, 16384, h100->l2_bytes);
+    ck_assert_double_eq_tol(g.flops / g.l2, 16.0, 0.5);
+    ck_assert(g.bytes < 1.1 * 2048.0 * 16384 * 2 + 256.0 * (2048 * 2 + 16384 * 4));
     // the KV cache adds to the floor
     ck_assert(cuda_floor_bytes(&d, 8, 4096) > cuda_floor_bytes(&d, 8, 16));
     CudaDims deep = d;
