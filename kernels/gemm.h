@@ -60,9 +60,9 @@ int etx_gemm_tile_rows(int n);
 int etx_gemm_uses_tensor_cores(void);
 void etx_gemm_force_path(int path);
 
-// The tensor-core kernel itself (in % 8 == 0, x and w 16-byte aligned, sm_80+). Each
-// output sums its k in chunks of 32 split over 8 warps (warp w: chunks w, w + 8, ...),
-// two mma.sync m16n8k16 per chunk, then the 8 warp sums in warp order: fixed by `in`.
+// The tensor-core kernels (in % 8 == 0, x and w 16-byte aligned, sm_80+). Each output
+// sums its k in chunks of 32, the chunks in 8 contiguous slices (each slice's chunks in
+// order, two mma.sync m16n8k16 per chunk), then the 8 slice sums in order: fixed by `in`.
 void etx_gemm_tc_bf16(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, void* stream);
 // The same with the SwiGLU epilogue (etx_gemm_bf16_swiglu's tensor-core path).
 void etx_gemm_tc_bf16_swiglu(etx_bf16* h, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, void* stream);
@@ -74,6 +74,12 @@ EtxCost etx_gemm_tc_cost(int n, int in, int out, double l2_bytes);
 EtxCost etx_gemm_tc_swiglu_cost(int n, int in, int out, double l2_bytes);
 // Rows per block of the tensor-core kernel (8, 16 or 32): which rows share a block only.
 int etx_gemm_tc_tile_rows(int n);
+// Whether a call of n rows and `out` columns takes the tiled kernel (gemm_tc.cu: 128
+// columns x 64 or 128 rows per block, operands staged in shared memory; for n > 32 when
+// that grid has >= 128 blocks); etx_gemm_tc_force_kernel(0 | 1) forces gemm_tc_kernel or
+// the tiled one for every call (-1: back to that rule; tests). Same bits either way.
+int etx_gemm_tc_takes_tiled(int n, int out);
+void etx_gemm_tc_force_kernel(int k);
 #ifdef ETX_SIMT
 void etx_gemm_tc_use_warp_kernel(int on); // etx_gemm_use_warp_kernel sets it too
 #endif

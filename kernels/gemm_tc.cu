@@ -13,10 +13,15 @@
  * decode step pays for.
  *
  * Batch invariance by construction. Each output's sum has one shape, fixed by `in` alone:
- *   - k runs in chunks of 32 (chunk c = k 32c .. 32c + 31; past `in` the values are 0);
- *     the block's 8 warps split the chunks, warp w taking c = w, w + 8, w + 16, ... in
- *     order, each chunk two mma's, each adding 16 products to the warp's accumulator;
- *   - the 8 warp partials are added in warp order 0..7 by one thread.
+ *   - k runs in chunks of 32 (chunk c = k 32c .. 32c + 31; past `in` the values are 0),
+ *     and the chunks in 8 contiguous slices of P = ceil(chunks / 8) (slice v: chunks
+ *     v P .. v P + P - 1, the last ones possibly short or empty);
+ *   - a slice's partial starts at 0 and adds its chunks in order, each chunk two mma's
+ *     of 16 products;
+ *   - the output is 0 + p_0 + p_1 + ... + p_7, added in slice order.
+ *   Here warp w computes slice w of every output of its block's tile and one thread adds
+ *   the 8 partials; gemm_tc_tiled_kernel (large batches) has each warp run all 8 slices of
+ *   its own outputs in turn. Same operations, same order, same bits.
  *   Which rows share the mma's 8 columns, how many tiles a block has (MT x NT below) and
  *   where a row sits in them change nothing in that sequence: the tensor core computes
  *   each D[m][n] from row m of A, column n of B and C[m][n] alone. So a row's bits do not
@@ -64,11 +69,19 @@
 
 #include "cuda_common.cuh"
 #include "gemm.h"
+#include "async_copy.cuh"
 #include "mma.cuh"
 #include "swiglu.cuh"
 
 #define TC_WARPS 8 // warps per block = ways the k chunks are split; fixed (batch invariance)
 #define TC_CHUNK 32
+
+// Chunks per slice: slice v (v < TC_WARPS) is chunks v per .. v per + per - 1 (those < the
+// chunk count); a function of `in` alone.
+static __host__ __device__ __forceinline__ int tc_slice_chunks(int in) {
+    const int chunks = (in + TC_CHUNK - 1) / TC_CHUNK;
+    return (chunks + TC_WARPS - 1) / TC_WARPS;
+}
 
 // 8 bf16 as 4 registers of 2: .x = k 0,1; .y = k 2,3; .z = k 4,5; .w = k 6,7.
 struct alignas(16) tc_u32x4 {
@@ -110,18 +123,19 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
     // D chunks' loads issued together, then their mma's in chunk order (the order of the
     // sum is the same for every D; D only sets how many loads are in flight per warp)
     constexpr int D = MT * NT == 1 ? 8 : MT * NT == 2 ? 4 : 2;
-    const int chunks = (in + TC_CHUNK - 1) / TC_CHUNK;
-    for (int c0 = warp; c0 < chunks; c0 += D * TC_WARPS) {
+    const int chunks = (in + TC_CHUNK - 1) / TC_CHUNK, per = tc_slice_chunks(in);
+    const int c_lo = min(chunks, warp * per), c_hi = min(chunks, c_lo + per); // warp w's slice
+    for (int c0 = c_lo; c0 < c_hi; c0 += D) {
         tc_u32x4 av[D][MT][2], bv[D][NT];
         for (int u = 0; u < D; u++) {
-            const int c = c0 + u * TC_WARPS, k = TC_CHUNK * c;
-            const bool ok = c < chunks && k + 8 * t < in; // in % 8 == 0: a lane's 8 are all in or all out
+            const int c = c0 + u, k = TC_CHUNK * c;
+            const bool ok = c < c_hi && k + 8 * t < in; // in % 8 == 0: a lane's 8 are all in or all out
             for (int i = 0; i < MT; i++)
                 for (int h = 0; h < 2; h++) av[u][i][h] = tc_load(wa[i][h] + k, ok);
             for (int j = 0; j < NT; j++) bv[u][j] = tc_load(xb[j] + k, ok);
         }
         for (int u = 0; u < D; u++) {
-            if (c0 + u * TC_WARPS >= chunks) break; // warp-uniform
+            if (c0 + u >= c_hi) break; // warp-uniform
             for (int i = 0; i < MT; i++) {
                 const uint32_t a0[4] = {av[u][i][0].x, av[u][i][1].x, av[u][i][0].y, av[u][i][1].y}; // k 8t + 0..3
                 const uint32_t a1[4] = {av[u][i][0].z, av[u][i][1].z, av[u][i][0].w, av[u][i][1].w}; // k 8t + 4..7
@@ -158,17 +172,139 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
     }
 }
 
+// -- large batches: the tiled kernel ------------------------------------------------
+//
+// Block tile: TT_BM = 128 output columns (weight rows) x BN = 32 NT rows of x; 8 warps as
+// 2 (columns) x 4 (rows), warp (wc, wr) owning columns 64 wc .. + 63 (4 m-tiles) and rows
+// NT 8 wr .. + 8 NT - 1 (NT n-tiles) of it, every output's whole sum: the warp runs the 8
+// slices one after another (acc restarted at each slice start, added to `total` at its
+// end), chunk after chunk in order, the same two mma's per chunk as gemm_tc_kernel and the
+// same k map (a lane's 16 bytes at k 8t of the chunk, first half to the first mma) — so
+// the same bits. The chunks stream through TT_STAGES stages of shared memory filled by
+// cp.async (each stage: the tile's 128 weight rows and BN x rows, 64 bytes of k each),
+// loaded TT_STAGES - 1 chunks ahead of the one being multiplied.
+//
+// Traffic: per chunk a block loads (128 + BN) x 64 bytes from L2 for 128 BN 32 2 FLOPs:
+// 43.7 FLOP per L2 byte at BN = 64, 64 at BN = 128 (gemm_tc_kernel: 16), and every
+// operand byte in shared memory is read by 2 (x) or 4 (W) warps. Shared memory reads are
+// LDS.128 by quarter-warps over 128 contiguous bytes (2 rows of 64): no bank conflicts;
+// cp.async stores likewise. Used when the grid has at least TT_MIN_BLOCKS blocks (n > 32
+// and wide enough outputs: at batch 256 the gate/up projections and the LM head), since
+// fewer, fatter blocks leave SMs idle where gemm_tc_kernel's 16-column tiles do not.
+#define TT_BM 128
+#define TT_STAGES 3
+#define TT_MIN_BLOCKS 128
+
+template <int NT, bool SWIGLU>
+__global__ void __launch_bounds__(TC_WARPS * 32, 1)
+    gemm_tc_tiled_kernel(void* __restrict__ y, const __nv_bfloat16* __restrict__ x,
+                         const __nv_bfloat16* __restrict__ w, int n, int in, int out, int rows_fast) {
+    ETX_PDL_ENTRY();
+    constexpr int MT = 4, BN = 32 * NT;
+    __shared__ __align__(16) __nv_bfloat16 sw[TT_STAGES][TT_BM * TC_CHUNK]; // [row][k] per stage
+    __shared__ __align__(16) __nv_bfloat16 sx[TT_STAGES][BN * TC_CHUNK];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int wc = warp % 2, wr = warp / 2;
+    const int o0 = (rows_fast ? blockIdx.y : blockIdx.x) * TT_BM, r0 = (rows_fast ? blockIdx.x : blockIdx.y) * BN;
+    const int chunks = (in + TC_CHUNK - 1) / TC_CHUNK, per = tc_slice_chunks(in);
+
+    // stage s <- chunk c: thread q copies 16-byte pieces q, q + 256, ... (piece p: row p / 4,
+    // k 8 (p % 4) of the chunk); rows past out / n repeat the last (never written), k past
+    // `in` is zero-filled
+    auto load = [&](int s, int c) {
+        for (int p = threadIdx.x; p < (TT_BM + BN) * 4; p += TC_WARPS * 32) {
+            const int row = p / 4, k = TC_CHUNK * c + 8 * (p % 4);
+            const bool is_w = row < TT_BM;
+            const __nv_bfloat16* src = is_w ? w + (size_t)min(o0 + row, out - 1) * in
+                                            : x + (size_t)min(r0 + row - TT_BM, n - 1) * in;
+            __nv_bfloat16* dst = is_w ? &sw[s][row * TC_CHUNK + 8 * (p % 4)] : &sx[s][(row - TT_BM) * TC_CHUNK + 8 * (p % 4)];
+            etx_cp_async16(dst, k < in ? src + k : src, k < in ? 16 : 0);
+        }
+    };
+    for (int s = 0; s < TT_STAGES - 1; s++) {
+        if (s < chunks) load(s, s);
+        etx_cp_async_commit();
+    }
+    float acc[MT][NT][4], total[MT][NT][4];
+    #pragma unroll
+    for (int i = 0; i < MT; i++)
+        #pragma unroll
+        for (int j = 0; j < NT; j++)
+            #pragma unroll
+            for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f, total[i][j][e] = 0.0f;
+    for (int c = 0; c < chunks; c++) {
+        etx_cp_async_wait<TT_STAGES - 2>(); // this thread's copies of chunk c have landed
+        __syncthreads();                    // everyone's; and stage (c - 1) % S is no longer read
+        if (c + TT_STAGES - 1 < chunks) load((c + TT_STAGES - 1) % TT_STAGES, c + TT_STAGES - 1);
+        etx_cp_async_commit();
+        if (c > 0 && c % per == 0) // a slice ends: total += its sum, the next starts at 0
+            #pragma unroll
+            for (int i = 0; i < MT; i++)
+                #pragma unroll
+                for (int j = 0; j < NT; j++)
+                    #pragma unroll
+                    for (int e = 0; e < 4; e++) total[i][j][e] += acc[i][j][e], acc[i][j][e] = 0.0f;
+        const __nv_bfloat16* cw = sw[c % TT_STAGES];
+        const __nv_bfloat16* cx = sx[c % TT_STAGES];
+        tc_u32x4 bv[NT];
+        #pragma unroll
+        for (int j = 0; j < NT; j++)
+            bv[j] = *reinterpret_cast<const tc_u32x4*>(&cx[(NT * 8 * wr + 8 * j + g) * TC_CHUNK + 8 * t]);
+        #pragma unroll
+        for (int i = 0; i < MT; i++) {
+            const int row = 64 * wc + 16 * i + g;
+            const tc_u32x4 a_lo = *reinterpret_cast<const tc_u32x4*>(&cw[row * TC_CHUNK + 8 * t]);
+            const tc_u32x4 a_hi = *reinterpret_cast<const tc_u32x4*>(&cw[(row + 8) * TC_CHUNK + 8 * t]);
+            const uint32_t a0[4] = {a_lo.x, a_hi.x, a_lo.y, a_hi.y}; // k 8t + 0..3
+            const uint32_t a1[4] = {a_lo.z, a_hi.z, a_lo.w, a_hi.w}; // k 8t + 4..7
+            #pragma unroll
+            for (int j = 0; j < NT; j++) {
+                const uint32_t b0[2] = {bv[j].x, bv[j].y}, b1[2] = {bv[j].z, bv[j].w};
+                etx_mma_bf16_16816(acc[i][j], a0, b0);
+                etx_mma_bf16_16816(acc[i][j], a1, b1);
+            }
+        }
+    }
+    // the last non-empty slice ends; each empty one adds its 0 (as gemm_tc_kernel's sum does)
+    const int used = chunks > 0 ? (chunks + per - 1) / per : 0;
+    #pragma unroll
+    for (int v = used > 0 ? used - 1 : 0; v < TC_WARPS; v++)
+        #pragma unroll
+        for (int i = 0; i < MT; i++)
+            #pragma unroll
+            for (int j = 0; j < NT; j++)
+                #pragma unroll
+                for (int e = 0; e < 4; e++) total[i][j][e] += v == used - 1 ? acc[i][j][e] : 0.0f;
+    // C fragment: total[i][j][e] is column 64 wc + 16 i + g + 8 (e / 2), row 8 NT wr + 8 j + 2 t + e % 2
+    #pragma unroll
+    for (int i = 0; i < MT; i++)
+        #pragma unroll
+        for (int j = 0; j < NT; j++)
+            #pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int col = o0 + 64 * wc + 16 * i + g + 8 * (e / 2), row = r0 + 8 * NT * wr + 8 * j + 2 * t + e % 2;
+                if (SWIGLU) { // gate in column 2u (even g), up in 2u + 1: lane + 4 holds it
+                    const float up = __shfl_down_sync(0xffffffffu, total[i][j][e], 4);
+                    if (g % 2 == 0 && row < n && col < out)
+                        static_cast<__nv_bfloat16*>(y)[(size_t)row * (out / 2) + col / 2] =
+                            etx_silu_mul_bf16(total[i][j][e], up);
+                } else if (row < n && col < out) {
+                    static_cast<float*>(y)[(size_t)row * out + col] = total[i][j][e];
+                }
+            }
+}
+
 #ifdef ETX_SIMT
 // The emulator's twin of gemm_tc_kernel: a thread per output (o, r), doing the warp
-// kernel's additions in its order (warp w's chunks w, w + 8, ...; in each chunk the
+// kernel's additions in its order (slice v's chunks in order, v = 0..7; in each chunk the
 // emulated mma's 16 logical k of mma 0 then of mma 1, mapped to memory k as stated above;
 // then the 8 partials in warp order), with no fiber switch per mma.
 static __device__ float tc_twin_sum(const __nv_bfloat16* wr, const __nv_bfloat16* xr, int in) {
-    const int chunks = (in + TC_CHUNK - 1) / TC_CHUNK;
+    const int chunks = (in + TC_CHUNK - 1) / TC_CHUNK, per = tc_slice_chunks(in);
     float s = 0.0f;
     for (int v = 0; v < TC_WARPS; v++) {
         float acc = 0.0f;
-        for (int c = v; c < chunks; c += TC_WARPS)
+        for (int c = v * per; c < chunks && c < (v + 1) * per; c++)
             for (int m = 0; m < 2; m++)
                 for (int kk = 0; kk < 16; kk++) {
                     const int t = (kk % 8) / 2, e = kk % 2;
@@ -226,6 +362,31 @@ static void launch_tc(void* y, const __nv_bfloat16* x, const __nv_bfloat16* w, i
     CUDA_CHECK_LAUNCH();
 }
 
+// Which kernel a call takes: g_tc_kernel -1 (auto: the tiled kernel for n > 32 when its
+// grid has at least TT_MIN_BLOCKS blocks), 0 gemm_tc_kernel, 1 the tiled one (tests).
+static int g_tc_kernel = -1;
+extern "C" void etx_gemm_tc_force_kernel(int k) { g_tc_kernel = k < 0 ? -1 : k > 0; }
+static int tt_nt(int n) { return n <= 64 ? 2 : 4; } // x rows per block: 64, else 128
+static int tc_use_tiled(int n, int out) {
+    if (g_tc_kernel >= 0) return g_tc_kernel;
+    if (n <= 32) return 0;
+    return (long long)etx_ceil_div(out, TT_BM) * etx_ceil_div(n, 32 * tt_nt(n)) >= TT_MIN_BLOCKS;
+}
+extern "C" int etx_gemm_tc_takes_tiled(int n, int out) { return tc_use_tiled(n, out); }
+
+template <int NT, bool SWIGLU>
+static void launch_tiled(void* y, const __nv_bfloat16* x, const __nv_bfloat16* w, int n, int in, int out,
+                         cudaStream_t st) {
+    const int tiles_c = etx_ceil_div(out, TT_BM), tiles_r = etx_ceil_div(n, 32 * NT), rows_fast = tc_rows_fast(n, out);
+    if ((rows_fast ? tiles_c : tiles_r) > 65535) { // gridDim.y
+        fprintf(stderr, "[etx] etx_gemm_tc: %d rows x %d columns (at most 65535 tiles in gridDim.y)\n", n, out);
+        abort();
+    }
+    const dim3 grid = rows_fast ? dim3(tiles_r, tiles_c) : dim3(tiles_c, tiles_r);
+    ETX_LAUNCH((gemm_tc_tiled_kernel<NT, SWIGLU>), grid, TC_WARPS * 32, 0, st, y, x, w, n, in, out, rows_fast);
+    CUDA_CHECK_LAUNCH();
+}
+
 template <bool SWIGLU>
 static void gemm_tc_run(void* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, void* stream) {
     cudaStream_t st = (cudaStream_t)stream;
@@ -240,6 +401,11 @@ static void gemm_tc_run(void* y, const etx_bf16* x, const etx_bf16* w, int n, in
         return;
     }
 #endif
+    if (tc_use_tiled(n, out)) {
+        if (tt_nt(n) == 2) launch_tiled<2, SWIGLU>(y, xb, wb, n, in, out, st);
+        else launch_tiled<4, SWIGLU>(y, xb, wb, n, in, out, st);
+        return;
+    }
     switch (etx_gemm_tc_tile_rows(n)) {
     case 8: launch_tc<1, 1, SWIGLU>(y, xb, wb, n, in, out, st); break;
     case 16: launch_tc<1, 2, SWIGLU>(y, xb, wb, n, in, out, st); break;
@@ -262,7 +428,8 @@ extern "C" void etx_gemm_tc_bf16_swiglu(etx_bf16* h, const etx_bf16* x, const et
 static EtxCost tc_cost(int n, int in, int out, double l2_bytes, double y_bytes_per_out) {
     EtxCost c = {0, 0, 0, 0, 0, 0, 0};
     if (n <= 0 || out <= 0) return c;
-    const int rows = etx_gemm_tc_tile_rows(n), cols = tc_tile_cols(n);
+    const int tiled = tc_use_tiled(n, out);
+    const int rows = tiled ? 32 * tt_nt(n) : etx_gemm_tc_tile_rows(n), cols = tiled ? TT_BM : tc_tile_cols(n);
     const int tiles_r = etx_ceil_div(n, rows), tiles_c = etx_ceil_div(out, cols);
     const double wbytes = (double)out * in * 2, xbytes = (double)n * in * 2;
     // the operand the launch order sweeps is re-read once per tile of the other: from L2
@@ -272,11 +439,18 @@ static EtxCost tc_cost(int n, int in, int out, double l2_bytes, double y_bytes_p
     else
         c.bytes = xbytes + wbytes * (wbytes > l2_bytes / 2 ? tiles_r : 1);
     c.bytes += (double)n * out * y_bytes_per_out;
-    // the mma's work, padded columns included (8 per n-tile, 16 per m-tile)
-    c.flops = 2.0 * (double)etx_ceil_div(n, 8) * 8 * in * ((double)etx_ceil_div(out, 16) * 16);
     c.ctas = c.busy = (double)tiles_c * tiles_r;
     c.launches = 1;
     c.tensor = 1;
+    if (tiled) {
+        // every block multiplies its whole tile (clamped rows and columns included), and
+        // loads its tile's weight and x rows once per chunk through shared memory
+        c.flops = 2.0 * tiles_c * cols * (double)tiles_r * rows * in;
+        c.l2 = (double)tiles_c * tiles_r * (cols + rows) * in * 2;
+        return c;
+    }
+    // the mma's work, padded columns included (8 per n-tile, 16 per m-tile)
+    c.flops = 2.0 * (double)etx_ceil_div(n, 8) * 8 * in * ((double)etx_ceil_div(out, 16) * 16);
     // L2: each block loads its weight tile's rows (cols of them) and its x rows (at most n
     // distinct: rows past n repeat the last one, which the lanes' loads coalesce) over all
     // of k; nothing is staged or shared between warps, so that is the block's whole traffic

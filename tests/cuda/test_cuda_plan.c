@@ -214,11 +214,20 @@ START_TEST(cost_model) {
     c.l2 = 100 * c.bytes;
     ck_assert_double_eq_tol(cuda_cost_seconds(&c, h100), c.l2 / h100->l2_bandwidth, 1e-12);
     c.l2 = 0;
-    // the tensor-core GEMM at batch 256 loads 1 L2 byte per 16 FLOPs (gemm_tc.cu), and its
-    // launch order reads the weights from DRAM once (n <= out: row tiles first)
+    // at batch 256 the tensor-core GEMMs load 1 L2 byte per 16 FLOPs (gemm_tc_kernel, 32 x
+    // 32 tiles straight from L2) or per 64 (the tiled kernel, 128 x 128 tiles through shared
+    // memory: what a gate/up projection of that batch takes), and their launch order reads
+    // the weights from DRAM once (n <= out: row tiles first)
+    ck_assert(etx_gemm_tc_takes_tiled(256, 16384) && !etx_gemm_tc_takes_tiled(256, 2048) &&
+              !etx_gemm_tc_takes_tiled(8, 16384));
+    etx_gemm_tc_force_kernel(0);
     const EtxCost g = etx_gemm_tc_cost(256, 2048, 16384, h100->l2_bytes);
+    etx_gemm_tc_force_kernel(-1);
     ck_assert_double_eq_tol(g.flops / g.l2, 16.0, 0.5);
+    const EtxCost gt = etx_gemm_tc_cost(256, 2048, 16384, h100->l2_bytes);
+    ck_assert_double_eq_tol(gt.flops / gt.l2, 64.0, 0.5);
     ck_assert(g.bytes < 1.1 * 2048.0 * 16384 * 2 + 256.0 * (2048 * 2 + 16384 * 4));
+    ck_assert(gt.bytes < 1.1 * 2048.0 * 16384 * 2 + 256.0 * (2048 * 2 + 16384 * 4));
     // the KV cache adds to the floor
     ck_assert(cuda_floor_bytes(&d, 8, 4096) > cuda_floor_bytes(&d, 8, 16));
     CudaDims deep = d;

@@ -143,16 +143,17 @@ static float stated_order(const float* xr, const float* wo, int in) {
     return s;
 }
 
-// The same in the tensor-core kernel's order (gemm_tc.cu): warp v of 8 takes the chunks
-// v, v + 8, ... of 32 k; each chunk is two emulated mma's, each adding its 16 logical k in
-// order (logical kk of mma m is memory k 32c + 8t + 4m + 2 (kk / 8) + e, with t = (kk % 8)
-// / 2 and e = kk % 2; past `in` the product is 0); then the 8 warp sums in order.
+// The same in the tensor-core kernels' order (gemm_tc.cu): the chunks of 32 k in 8
+// contiguous slices of P = ceil(chunks / 8); slice v sums chunks vP .. vP + P - 1 in order,
+// each chunk two emulated mma's, each adding its 16 logical k in order (logical kk of mma m
+// is memory k 32c + 8t + 4m + 2 (kk / 8) + e, with t = (kk % 8) / 2 and e = kk % 2; past
+// `in` the product is 0); then 0 + the 8 slice sums in order.
 static float stated_order_tc(const float* xr, const float* wo, int in) {
-    const int chunks = (in + 31) / 32;
+    const int chunks = (in + 31) / 32, per = (chunks + 7) / 8;
     float s = 0.0f;
     for (int v = 0; v < 8; v++) {
         float acc = 0.0f;
-        for (int c = v; c < chunks; c += 8)
+        for (int c = v * per; c < chunks && c < (v + 1) * per; c++)
             for (int m = 0; m < 2; m++)
                 for (int kk = 0; kk < 16; kk++) {
                     const int k = 32 * c + 8 * ((kk % 8) / 2) + 4 * m + 2 * (kk / 8) + kk % 2;
@@ -218,18 +219,66 @@ START_TEST(gemm_matches_cpu) {
         // n, in, out
         {1, 1, 1},     {1, 64, 128},  {3, 17, 5},    {8, 96, 130},  {9, 33, 129},
         {13, 257, 67}, {2, 1024, 96}, {17, 40, 300}, {64, 128, 31}, {5, 576, 1536}, {4, 264, 33},
-        {16, 64, 17},  {40, 1032, 70}, {33, 8, 47},
+        {16, 64, 17},  {40, 1032, 70}, {33, 8, 47}, {130, 264, 300}, {70, 96, 130},
     };
     for (int path = 0; path < 2; path++) { // CUDA cores, then tensor cores
         etx_gemm_force_path(path);
         if (path == 1 && !etx_gemm_uses_tensor_cores()) continue; // a GPU before sm_80
         for (int warp = 0; warp < 2; warp++) { // the emulator's twin, then the warp kernel itself
             etx_gemm_use_warp_kernel(warp);
-            uint64_t rng = rng_seed(11);
-            for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
-                check_shape(&rng, shapes[k][0], shapes[k][1], shapes[k][2]);
+            // on tensor cores both kernels, whatever the size: gemm_tc_kernel, then the tiled one
+            for (int tiled = 0; tiled < (path == 1 && (warp == 1 || g_native) ? 2 : 1); tiled++) {
+                etx_gemm_tc_force_kernel(path == 1 ? tiled : -1);
+                uint64_t rng = rng_seed(11);
+                for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
+                    check_shape(&rng, shapes[k][0], shapes[k][1], shapes[k][2]);
+            }
         }
     }
+    etx_gemm_tc_force_kernel(-1);
+    etx_gemm_use_warp_kernel(0);
+    etx_gemm_force_path(-1);
+}
+END_TEST
+
+// The two tensor-core kernels (gemm_tc_kernel and the tiled one) give the same bits for
+// every output, and a row alone in a call of either equals that row in a call of 150 rows
+// of the other: the order of the sum is the same in both (gemm_tc.cu). On a GPU this is
+// the check that holds them together (there is no stated order to compare with).
+START_TEST(gemm_tc_kernels_agree) {
+    if (!etx_gemm_uses_tensor_cores()) return;
+    etx_gemm_force_path(1);
+    etx_gemm_use_warp_kernel(1);
+    static const int shapes[][2] = {{2048, 256}, {264, 130}, {40, 64}, {1032, 48}}; // in, out
+    uint64_t rng = rng_seed(19);
+    const int N = 150;
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        const int in = shapes[k][0], out = shapes[k][1];
+        etx_bf16* x = random_bf16(&rng, (size_t)N * in);
+        etx_bf16* w = random_bf16(&rng, (size_t)out * in);
+        etx_gemm_tc_force_kernel(0);
+        float* skinny = run_gemm(x, w, N, in, out);
+        etx_gemm_tc_force_kernel(1);
+        float* tiled = run_gemm(x, w, N, in, out);
+        for (int i = 0; i < N * out; i++)
+            if (memcmp(&skinny[i], &tiled[i], sizeof(float)) != 0)
+                ck_abort_msg("in %d out %d: y[%d, %d] = %.9g (gemm_tc_kernel), %.9g (tiled)", in, out, i / out, i % out,
+                             skinny[i], tiled[i]);
+        static const int calls[][2] = {{1, 0}, {5, 77}, {33, 100}, {64, 86}, {129, 21}};
+        for (size_t c = 0; c < sizeof calls / sizeof calls[0]; c++)
+            for (int kernel = 0; kernel < 2; kernel++) {
+                const int n = calls[c][0], r0 = calls[c][1];
+                etx_gemm_tc_force_kernel(kernel);
+                float* part = run_gemm(x + (size_t)r0 * in, w, n, in, out);
+                const float* all = kernel ? skinny : tiled; // the other kernel's call of N rows
+                ck_assert_msg(memcmp(part, all + (size_t)r0 * out, (size_t)n * out * sizeof(float)) == 0,
+                              "in %d out %d: rows %d.. alone (%s) differ from those rows of %d (%s)", in, out, r0,
+                              kernel ? "tiled" : "gemm_tc_kernel", N, kernel ? "gemm_tc_kernel" : "tiled");
+                free(part);
+            }
+        free(x), free(w), free(skinny), free(tiled);
+    }
+    etx_gemm_tc_force_kernel(-1);
     etx_gemm_use_warp_kernel(0);
     etx_gemm_force_path(-1);
 }
@@ -298,12 +347,17 @@ START_TEST(gemm_swiglu_epilogue) {
     static const int shapes[][3] = {
         // n, in, out (even: gate/up pairs)
         {1, 64, 32}, {5, 96, 130}, {17, 40, 300}, {40, 1032, 70}, {64, 128, 30}, {3, 17, 10}, {9, 2048, 64},
+        {133, 264, 260},
     };
-    for (int path = 0; path < 2; path++) {
+    for (int variant = 0; variant < 5; variant++) {
+        // CUDA cores (twin, warp kernel), tensor cores (twin, gemm_tc_kernel, tiled)
+        const int path = variant >= 2, warp = variant == 1 || variant >= 3, tiled = variant == 4;
         etx_gemm_force_path(path);
         if (path == 1 && !etx_gemm_uses_tensor_cores()) continue;
-        for (int warp = 0; warp < 2; warp++) {
-            etx_gemm_use_warp_kernel(warp);
+        if (g_native && variant == 2) continue; // no twin on a GPU
+        etx_gemm_use_warp_kernel(warp);
+        etx_gemm_tc_force_kernel(path ? tiled : -1);
+        {
             uint64_t rng = rng_seed(17);
             for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
                 const int n = shapes[k][0], in = shapes[k][1], out = shapes[k][2], hid = out / 2;
@@ -322,8 +376,8 @@ START_TEST(gemm_swiglu_epilogue) {
                 for (int i = 0; i < n * hid; i++) {
                     if (h[i] != ref[i])
                         ck_abort_msg("n %d in %d out %d (%s, %s): h[%d, %d] = 0x%04x, gemm + swiglu give 0x%04x", n, in,
-                                     out, takes_tc(in) ? "tensor cores" : "CUDA cores", warp ? "warp kernel" : "twin",
-                                     i / hid, i % hid, h[i], ref[i]);
+                                     out, takes_tc(in) ? "tensor cores" : "CUDA cores",
+                                     tiled ? "tiled kernel" : warp ? "warp kernel" : "twin", i / hid, i % hid, h[i], ref[i]);
                     const float g = y[(size_t)(i / hid) * out + 2 * (i % hid)], u = y[(size_t)(i / hid) * out + 2 * (i % hid) + 1];
                     const double want = (double)g / (1.0 + exp(-(double)g)) * u, got = etx_bf16_to_f32(h[i]);
                     ck_assert_msg(fabs(got - want) <= 0x1p-7 * fabs(want) + 1e-30,
@@ -341,6 +395,7 @@ START_TEST(gemm_swiglu_epilogue) {
             }
         }
     }
+    etx_gemm_tc_force_kernel(-1);
     etx_gemm_use_warp_kernel(0);
     etx_gemm_force_path(-1);
 }
@@ -379,6 +434,7 @@ static Suite* gemm_suite(void) {
     TCase* tc = tcase_create("core");
     tcase_add_test(tc, gemm_matches_cpu);
     tcase_add_test(tc, gemm_rows_are_batch_invariant);
+    tcase_add_test(tc, gemm_tc_kernels_agree);
     tcase_add_test(tc, gemm_swiglu_epilogue);
     tcase_add_test(tc, gemm_edge_cases);
     tcase_add_test_raise_signal(tc, gemm_row_limit, SIGABRT);

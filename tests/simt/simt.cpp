@@ -753,6 +753,8 @@ void start_block(Block* b, unsigned long long linear, size_t nth) {
         f->t.linear = i;
         f->t.tid = uint3{i % bx, (i / bx) % by, i / (bx * by)};
         f->t.dep_entered = false;
+        f->t.async_n = 0;
+        f->t.async_open = 0;
         f->wop = W_NONE;
         f->wsync_time = 0;
         f->wsync_mask = 0;

@@ -139,10 +139,21 @@ typedef struct CUstream_st* cudaStream_t;
 namespace simt {
 
 // One emulated thread (a fiber). Only the first fields are read by kernels.
+// A cp.async of this thread not yet performed (kernels/async_copy.cuh).
+struct AsyncCopy {
+    unsigned char* dst;       // shared memory
+    const unsigned char* src; // global memory
+    int src_bytes;            // copied; the rest of the 16 zero-filled
+    int group;                // its commit group (Thread::async_open until committed)
+};
+
 struct Thread {
     uint3 tid;        // threadIdx
     unsigned linear;  // x + y*bx + z*bx*by
     bool dep_entered; // has run ETX_PDL_ENTRY (grid_dependency_entry) in this block
+    // cp.async emulation: the thread's pending copies and its open (uncommitted) group
+    AsyncCopy async_pending[32];
+    int async_n, async_open;
 };
 
 namespace detail {
@@ -187,6 +198,39 @@ unsigned long launches_run();
 // the entry is there and first (simt.cpp, "grid dependencies"): a thread of an ETX_LAUNCH
 // kernel that returns without it, or that touches device memory before it, aborts.
 static inline void grid_dependency_entry() { detail::g_thread->dep_entered = true; }
+
+// cp.async (kernels/async_copy.cuh). A copy is queued, not performed: it lands when the
+// thread's cp.async.wait_group releases its group (the latest moment PTX allows), so a
+// kernel that reads a stage before waiting for it, or lets another thread read it before
+// a __syncthreads after the wait, reads stale bytes or trips the race detector instead of
+// passing by luck. Performed here, in the kernel file's own (instrumented) code, so the
+// race detector sees the stores as this thread's, at that moment. A copy never waited for
+// is dropped at the thread's exit (its bytes are never defined).
+static inline void cp_async16(void* dst_smem, const void* src_global, int src_bytes) {
+    Thread* t = detail::g_thread;
+    if (t->async_n == 32) {
+        fprintf(stderr, "simt: more than 32 cp.async pending in one thread\n");
+        abort();
+    }
+    t->async_pending[t->async_n++] = AsyncCopy{static_cast<unsigned char*>(dst_smem),
+                                               static_cast<const unsigned char*>(src_global), src_bytes, t->async_open};
+}
+static inline void cp_async_commit() { detail::g_thread->async_open++; }
+// Completes every copy of the committed groups but the `allowed` most recent.
+static inline void cp_async_wait(int allowed) {
+    Thread* t = detail::g_thread;
+    const int limit = t->async_open - allowed; // groups below it complete
+    int kept = 0;
+    for (int i = 0; i < t->async_n; i++) {
+        const AsyncCopy c = t->async_pending[i];
+        if (c.group < limit) {
+            for (int b = 0; b < 16; b++) c.dst[b] = b < c.src_bytes ? c.src[b] : 0;
+        } else {
+            t->async_pending[kept++] = c;
+        }
+    }
+    t->async_n = kept;
+}
 
 // Bytes of dynamic shared memory of the running launch (16-byte aligned; 0xff-filled at
 // every block start).
