@@ -189,10 +189,10 @@ static int gemm_env_path(void) {
 // The path asked for: etx_gemm_force_path's, else ETX_GEMM's (-1: auto).
 static int gemm_wanted_path(void) { return g_gemm_path >= 0 ? g_gemm_path : gemm_env_path(); }
 
-extern "C" EtxCost etx_gemm_cost(int n, int in, int out, double l2_bytes) {
+extern "C" EtxCost etx_gemm_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes) {
     // the path etx_gemm_bf16 takes on a card of sm_80 or later (every card the model knows)
     if (in % 8 == 0 && gemm_wanted_path() != 0)
-        return etx_gemm_tc_cost(n, in, out, l2_bytes);
+        return etx_gemm_tc_cost(n, in, out, l2_bytes, ws_bytes);
     EtxCost c = {0, 0, 0, 0, 0, 0, 0};
     if (n <= 0 || out <= 0) return c;
     const int tile = etx_gemm_tile_rows(n), tiles = etx_ceil_div(n, tile);
@@ -236,6 +236,11 @@ extern "C" int etx_gemm_uses_tensor_cores(void) {
 extern "C" int etx_gemm_tile_rows(int n) { return n <= 1 ? 1 : n <= 4 ? 4 : n <= 8 ? 8 : GEMM_MAX_TILE; }
 
 extern "C" void etx_gemm_bf16(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, void* stream) {
+    etx_gemm_bf16_ws(y, x, w, n, in, out, NULL, 0, stream);
+}
+
+extern "C" void etx_gemm_bf16_ws(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, float* ws,
+                                 size_t ws_bytes, void* stream) {
     if (n <= 0 || out <= 0) return;
     cudaStream_t st = (cudaStream_t)stream;
     if (in <= 0) {
@@ -257,7 +262,7 @@ extern "C" void etx_gemm_bf16(float* y, const etx_bf16* x, const etx_bf16* w, in
         abort();
     }
     if (vec && etx_gemm_uses_tensor_cores()) {
-        etx_gemm_tc_bf16(y, x, w, n, in, out, stream);
+        etx_gemm_tc_bf16(y, x, w, n, in, out, ws, ws_bytes, stream);
         return;
     }
     switch (etx_gemm_tile_rows(n)) {
@@ -274,7 +279,7 @@ extern "C" void etx_gemm_bf16(float* y, const etx_bf16* x, const etx_bf16* w, in
 extern "C" int etx_gemm_swiglu_needs_scratch(int in) { return !(in % 8 == 0 && etx_gemm_uses_tensor_cores()); }
 
 extern "C" void etx_gemm_bf16_swiglu(etx_bf16* h, const etx_bf16* x, const etx_bf16* w, int n, int in, int out,
-                                     float* scratch, void* stream) {
+                                     float* ws, size_t ws_bytes, void* stream) {
     if (n <= 0 || out <= 0) return;
     if (out % 2 != 0) {
         fprintf(stderr, "[etx] etx_gemm_bf16_swiglu: %d columns (gate/up pairs need an even count)\n", out);
@@ -286,21 +291,21 @@ extern "C" void etx_gemm_bf16_swiglu(etx_bf16* h, const etx_bf16* x, const etx_b
                     (const void*)x, (const void*)w, in);
             abort();
         }
-        etx_gemm_tc_bf16_swiglu(h, x, w, n, in, out, stream);
+        etx_gemm_tc_bf16_swiglu(h, x, w, n, in, out, ws, ws_bytes, stream);
         return;
     }
-    if (!scratch) {
-        fprintf(stderr, "[etx] etx_gemm_bf16_swiglu: the CUDA-core path (in %d) needs a scratch of %d x %d floats "
-                        "and got none\n", in, n, out);
+    if (!ws || ws_bytes < (size_t)n * out * sizeof(float)) {
+        fprintf(stderr, "[etx] etx_gemm_bf16_swiglu: the CUDA-core path (in %d) needs a workspace of %d x %d floats "
+                        "and got %zu bytes\n", in, n, out, ws ? ws_bytes : (size_t)0);
         abort();
     }
-    etx_gemm_bf16(scratch, x, w, n, in, out, stream);
-    etx_swiglu(h, scratch, n, out / 2, stream);
+    etx_gemm_bf16(ws, x, w, n, in, out, stream);
+    etx_swiglu(h, ws, n, out / 2, stream);
 }
 
-extern "C" EtxCost etx_gemm_swiglu_cost(int n, int in, int out, double l2_bytes) {
-    if (in % 8 == 0 && gemm_wanted_path() != 0) return etx_gemm_tc_swiglu_cost(n, in, out, l2_bytes);
-    EtxCost c = etx_gemm_cost(n, in, out, l2_bytes);
+extern "C" EtxCost etx_gemm_swiglu_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes) {
+    if (in % 8 == 0 && gemm_wanted_path() != 0) return etx_gemm_tc_swiglu_cost(n, in, out, l2_bytes, ws_bytes);
+    EtxCost c = etx_gemm_cost(n, in, out, l2_bytes, 0);
     const EtxCost a = etx_swiglu_cost(n, out / 2);
     c.bytes += a.bytes, c.flops += a.flops, c.ctas += a.ctas, c.busy += a.busy, c.launches += a.launches;
     return c;

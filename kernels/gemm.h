@@ -25,26 +25,33 @@ extern "C" {
 // n == 0 does nothing; in == 0 gives zeros. When in % 8 == 0, x and w must be 16-byte
 // aligned (cudaMalloc gives 256; row offsets of such a matrix keep it).
 void etx_gemm_bf16(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, void* stream);
+// The same with a workspace: with ws_bytes >= etx_gemm_tc_workspace_bytes(n, out), a call
+// whose tiled-kernel grid would be too small splits each tile's 8 slices over up to 8
+// blocks, the slice sums going through ws, then adds them in order (the same bits).
+void etx_gemm_bf16_ws(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, float* ws,
+                      size_t ws_bytes, void* stream);
 
-// The napkin math of etx_gemm_bf16 (cost.h): the weights read once per tile of rows, from
+// The napkin math of etx_gemm_bf16_ws with a workspace of ws_bytes (cost.h): on tensor
+// cores etx_gemm_tc_cost's; on CUDA cores the weights read once per tile of rows, from
 // DRAM (a matrix larger than l2_bytes / 2 is assumed to miss L2 on every tile; a smaller
-// one is read once), x read and y written once, 2 n in out FLOPs on CUDA cores.
-EtxCost etx_gemm_cost(int n, int in, int out, double l2_bytes);
+// one is read once), x read and y written once, 2 n in out FLOPs.
+EtxCost etx_gemm_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes);
 
 // The MLP's gate/up projection with SwiGLU applied to its output, w's rows interleaving
 // the units' gate and up rows (row 2u: gate of unit u, 2u + 1: its up; out = 2 hidden):
 //   h[r, u] = bf16(silu(y[r, 2u]) * y[r, 2u + 1]),  y = x · W^T summed as etx_gemm_bf16 sums it,
 // h: (n, out / 2) bf16. The same bits as etx_gemm_bf16 into f32 then etx_swiglu. On tensor
 // cores one launch (the product is the kernel's epilogue, y never reaches memory); on the
-// CUDA-core path (etx_gemm_swiglu_needs_scratch) y goes to scratch, (n, out) f32, and
-// etx_swiglu runs after. out must be even.
-void etx_gemm_bf16_swiglu(etx_bf16* h, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, float* scratch,
-                          void* stream);
-// Whether etx_gemm_bf16_swiglu of that `in` takes the CUDA-core path and needs its scratch.
+// CUDA-core path (etx_gemm_swiglu_needs_scratch) y goes to the workspace, which must hold
+// (n, out) f32, and etx_swiglu runs after; on tensor cores the workspace serves the slice
+// split as in etx_gemm_bf16_ws (it may be NULL). out must be even.
+void etx_gemm_bf16_swiglu(etx_bf16* h, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, float* ws,
+                          size_t ws_bytes, void* stream);
+// Whether etx_gemm_bf16_swiglu of that `in` takes the CUDA-core path and needs n x out floats of workspace.
 int etx_gemm_swiglu_needs_scratch(int in);
 // Its napkin math: the GEMM's, with h written as bf16 (tensor cores), or the GEMM's plus
 // etx_swiglu's (CUDA cores: two launches).
-EtxCost etx_gemm_swiglu_cost(int n, int in, int out, double l2_bytes);
+EtxCost etx_gemm_swiglu_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes);
 
 // Rows per tile the kernel uses for a call of n rows (1, 4, 8 or 16): how many rows share
 // a weight load, nothing else (tests: the result of a row does not depend on it).
@@ -63,22 +70,32 @@ void etx_gemm_force_path(int path);
 // The tensor-core kernels (in % 8 == 0, x and w 16-byte aligned, sm_80+). Each output
 // sums its k in chunks of 32, the chunks in 8 contiguous slices (each slice's chunks in
 // order, two mma.sync m16n8k16 per chunk), then the 8 slice sums in order: fixed by `in`.
-void etx_gemm_tc_bf16(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, void* stream);
+// ws (may be NULL): as etx_gemm_bf16_ws's.
+void etx_gemm_tc_bf16(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, float* ws,
+                      size_t ws_bytes, void* stream);
 // The same with the SwiGLU epilogue (etx_gemm_bf16_swiglu's tensor-core path).
-void etx_gemm_tc_bf16_swiglu(etx_bf16* h, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, void* stream);
+void etx_gemm_tc_bf16_swiglu(etx_bf16* h, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, float* ws,
+                             size_t ws_bytes, void* stream);
+// Bytes of workspace that let a call of n rows and `out` columns split its slices: the 8
+// slice sums of every output, f32.
+size_t etx_gemm_tc_workspace_bytes(int n, int out);
 // Its napkin math: W once from DRAM when n <= out (blocks launched row tiles first; else W
 // once per group of etx_gemm_tc_tile_rows(n) rows unless it stays in L2), x once unless
 // the launch order sweeps it and it misses L2, y once, the mma's FLOPs (padded to 16
 // columns x 8 rows) on tensor cores; _swiglu_: h written as bf16 instead of y.
-EtxCost etx_gemm_tc_cost(int n, int in, int out, double l2_bytes);
-EtxCost etx_gemm_tc_swiglu_cost(int n, int in, int out, double l2_bytes);
+EtxCost etx_gemm_tc_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes);
+EtxCost etx_gemm_tc_swiglu_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes);
 // Rows per block of the tensor-core kernel (8, 16 or 32): which rows share a block only.
 int etx_gemm_tc_tile_rows(int n);
-// Whether a call of n rows and `out` columns takes the tiled kernel (gemm_tc.cu: 128
-// columns x 64 or 128 rows per block, operands staged in shared memory; for n > 32 when
-// that grid has >= 128 blocks); etx_gemm_tc_force_kernel(0 | 1) forces gemm_tc_kernel or
+// Whether a call of n rows and `out` columns with a workspace of ws_bytes takes the tiled
+// kernel (gemm_tc.cu: 128 columns x 64 or 128 rows per block, operands staged in shared
+// memory; for n > 32 when that grid, split over up to 8 blocks per tile as the workspace
+// allows, has >= 256 blocks); etx_gemm_tc_force_kernel(0 | 1) forces gemm_tc_kernel or
 // the tiled one for every call (-1: back to that rule; tests). Same bits either way.
-int etx_gemm_tc_takes_tiled(int n, int out);
+int etx_gemm_tc_takes_tiled(int n, int out, size_t ws_bytes);
+// Forces the tiled kernel's blocks per tile (1, 2, 4 or 8; 0: the rule above) wherever the
+// workspace allows the split (tests).
+void etx_gemm_tc_force_split(int z);
 void etx_gemm_tc_force_kernel(int k);
 #ifdef ETX_SIMT
 void etx_gemm_tc_use_warp_kernel(int on); // etx_gemm_use_warp_kernel sets it too

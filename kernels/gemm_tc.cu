@@ -193,11 +193,16 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
 // fewer, fatter blocks leave SMs idle where gemm_tc_kernel's 16-column tiles do not.
 #define TT_BM 128
 #define TT_STAGES 3
-#define TT_MIN_BLOCKS 128
+#define TT_MIN_BLOCKS 256
 
+// Slice split (narrow outputs, gridDim.z = Z > 1): block z runs slices 8z/Z .. 8(z+1)/Z - 1
+// of its tile and stores each slice's sum in ws[slice] ((8, n, out) f32) instead of adding
+// it to the total; gemm_slices_reduce_kernel then forms 0 + p_0 + ... + p_7 in order (the
+// same additions, so the same bits) and the epilogue. Z blocks per tile instead of one is
+// what gives a 2048-wide projection at batch 256 (16 x 2 tiles) enough blocks.
 template <int NT, bool SWIGLU>
 __global__ void __launch_bounds__(TC_WARPS * 32, 1)
-    gemm_tc_tiled_kernel(void* __restrict__ y, const __nv_bfloat16* __restrict__ x,
+    gemm_tc_tiled_kernel(void* __restrict__ y, float* __restrict__ ws, const __nv_bfloat16* __restrict__ x,
                          const __nv_bfloat16* __restrict__ w, int n, int in, int out, int rows_fast) {
     ETX_PDL_ENTRY();
     constexpr int MT = 4, BN = 32 * NT;
@@ -207,6 +212,8 @@ __global__ void __launch_bounds__(TC_WARPS * 32, 1)
     const int wc = warp % 2, wr = warp / 2;
     const int o0 = (rows_fast ? blockIdx.y : blockIdx.x) * TT_BM, r0 = (rows_fast ? blockIdx.x : blockIdx.y) * BN;
     const int chunks = (in + TC_CHUNK - 1) / TC_CHUNK, per = tc_slice_chunks(in);
+    const int split = gridDim.z, s_lo = blockIdx.z * (TC_WARPS / split), s_hi = s_lo + TC_WARPS / split;
+    const int cb = min(chunks, s_lo * per), ce = min(chunks, s_hi * per); // this block's chunks
 
     // stage s <- chunk c: thread q copies 16-byte pieces q, q + 256, ... (piece p: row p / 4,
     // k 8 (p % 4) of the chunk); rows past out / n repeat the last (never written), k past
@@ -221,43 +228,58 @@ __global__ void __launch_bounds__(TC_WARPS * 32, 1)
             etx_cp_async16(dst, k < in ? src + k : src, k < in ? 16 : 0);
         }
     };
+    float acc[MT][NT][4], total[MT][NT][4];
+#pragma unroll
+    for (int i = 0; i < MT; i++)
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f, total[i][j][e] = 0.0f;
+    // slice v ends: total += its sum (one block per tile) or ws[v] = its sum (split); the
+    // next slice starts from 0. C fragment: acc[i][j][e] is column 64 wc + 16 i + g + 8 (e / 2),
+    // row 8 NT wr + 8 j + 2 t + e % 2 of the tile.
+    auto close_slice = [&](int v) {
+#pragma unroll
+        for (int i = 0; i < MT; i++)
+#pragma unroll
+            for (int j = 0; j < NT; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    if (split == 1) {
+                        total[i][j][e] += acc[i][j][e];
+                    } else {
+                        const int col = o0 + 64 * wc + 16 * i + g + 8 * (e / 2);
+                        const int row = r0 + 8 * NT * wr + 8 * j + 2 * t + e % 2;
+                        if (row < n && col < out) ws[((size_t)v * n + row) * out + col] = acc[i][j][e];
+                    }
+                    acc[i][j][e] = 0.0f;
+                }
+    };
     for (int s = 0; s < TT_STAGES - 1; s++) {
-        if (s < chunks) load(s, s);
+        if (cb + s < ce) load(s, cb + s);
         etx_cp_async_commit();
     }
-    float acc[MT][NT][4], total[MT][NT][4];
-    #pragma unroll
-    for (int i = 0; i < MT; i++)
-        #pragma unroll
-        for (int j = 0; j < NT; j++)
-            #pragma unroll
-            for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f, total[i][j][e] = 0.0f;
-    for (int c = 0; c < chunks; c++) {
+    for (int c = cb; c < ce; c++) {
+        const int stage = (c - cb) % TT_STAGES;
         etx_cp_async_wait<TT_STAGES - 2>(); // this thread's copies of chunk c have landed
-        __syncthreads();                    // everyone's; and stage (c - 1) % S is no longer read
-        if (c + TT_STAGES - 1 < chunks) load((c + TT_STAGES - 1) % TT_STAGES, c + TT_STAGES - 1);
+        __syncthreads();                    // everyone's; and the stage loaded next is no longer read
+        if (c + TT_STAGES - 1 < ce) load((c - cb + TT_STAGES - 1) % TT_STAGES, c + TT_STAGES - 1);
         etx_cp_async_commit();
-        if (c > 0 && c % per == 0) // a slice ends: total += its sum, the next starts at 0
-            #pragma unroll
-            for (int i = 0; i < MT; i++)
-                #pragma unroll
-                for (int j = 0; j < NT; j++)
-                    #pragma unroll
-                    for (int e = 0; e < 4; e++) total[i][j][e] += acc[i][j][e], acc[i][j][e] = 0.0f;
-        const __nv_bfloat16* cw = sw[c % TT_STAGES];
-        const __nv_bfloat16* cx = sx[c % TT_STAGES];
+        if (c > cb && c % per == 0) close_slice(c / per - 1);
+        const __nv_bfloat16* cw = sw[stage];
+        const __nv_bfloat16* cx = sx[stage];
         tc_u32x4 bv[NT];
-        #pragma unroll
+#pragma unroll
         for (int j = 0; j < NT; j++)
             bv[j] = *reinterpret_cast<const tc_u32x4*>(&cx[(NT * 8 * wr + 8 * j + g) * TC_CHUNK + 8 * t]);
-        #pragma unroll
+#pragma unroll
         for (int i = 0; i < MT; i++) {
             const int row = 64 * wc + 16 * i + g;
             const tc_u32x4 a_lo = *reinterpret_cast<const tc_u32x4*>(&cw[row * TC_CHUNK + 8 * t]);
             const tc_u32x4 a_hi = *reinterpret_cast<const tc_u32x4*>(&cw[(row + 8) * TC_CHUNK + 8 * t]);
             const uint32_t a0[4] = {a_lo.x, a_hi.x, a_lo.y, a_hi.y}; // k 8t + 0..3
             const uint32_t a1[4] = {a_lo.z, a_hi.z, a_lo.w, a_hi.w}; // k 8t + 4..7
-            #pragma unroll
+#pragma unroll
             for (int j = 0; j < NT; j++) {
                 const uint32_t b0[2] = {bv[j].x, bv[j].y}, b1[2] = {bv[j].z, bv[j].w};
                 etx_mma_bf16_16816(acc[i][j], a0, b0);
@@ -265,22 +287,15 @@ __global__ void __launch_bounds__(TC_WARPS * 32, 1)
             }
         }
     }
-    // the last non-empty slice ends; each empty one adds its 0 (as gemm_tc_kernel's sum does)
-    const int used = chunks > 0 ? (chunks + per - 1) / per : 0;
-    #pragma unroll
-    for (int v = used > 0 ? used - 1 : 0; v < TC_WARPS; v++)
-        #pragma unroll
-        for (int i = 0; i < MT; i++)
-            #pragma unroll
-            for (int j = 0; j < NT; j++)
-                #pragma unroll
-                for (int e = 0; e < 4; e++) total[i][j][e] += v == used - 1 ? acc[i][j][e] : 0.0f;
-    // C fragment: total[i][j][e] is column 64 wc + 16 i + g + 8 (e / 2), row 8 NT wr + 8 j + 2 t + e % 2
-    #pragma unroll
+    // the slice of the last chunk ends, then each empty slice of the range adds its 0 (as
+    // gemm_tc_kernel's sum adds an empty warp's 0)
+    for (int v = cb < ce ? (ce - 1) / per : s_lo; v < s_hi; v++) close_slice(v);
+    if (split > 1) return; // gemm_slices_reduce_kernel finishes
+#pragma unroll
     for (int i = 0; i < MT; i++)
-        #pragma unroll
+#pragma unroll
         for (int j = 0; j < NT; j++)
-            #pragma unroll
+#pragma unroll
             for (int e = 0; e < 4; e++) {
                 const int col = o0 + 64 * wc + 16 * i + g + 8 * (e / 2), row = r0 + 8 * NT * wr + 8 * j + 2 * t + e % 2;
                 if (SWIGLU) { // gate in column 2u (even g), up in 2u + 1: lane + 4 holds it
@@ -292,6 +307,27 @@ __global__ void __launch_bounds__(TC_WARPS * 32, 1)
                     static_cast<float*>(y)[(size_t)row * out + col] = total[i][j][e];
                 }
             }
+}
+
+// y[r, o] = 0 + ws[0][r][o] + ... + ws[7][r][o] in slice order (SWIGLU: h[r, u] from the
+// sums of columns 2u and 2u + 1); a thread per output (per unit), consecutive threads on
+// consecutive columns. Traffic: 8 n out 4 bytes read (from L2: the tiled kernel just wrote
+// them), the output written.
+template <bool SWIGLU>
+__global__ void gemm_slices_reduce_kernel(void* __restrict__ y, const float* __restrict__ ws, int n, int out) {
+    ETX_PDL_ENTRY();
+    const int per_row = SWIGLU ? out / 2 : out;
+    const long long q = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (q >= (long long)n * per_row) return;
+    const int r = (int)(q / per_row), o = (int)(q % per_row) * (SWIGLU ? 2 : 1);
+    float s = 0.0f, u = 0.0f;
+    for (int v = 0; v < TC_WARPS; v++) s += ws[((size_t)v * n + r) * out + o];
+    if (SWIGLU) {
+        for (int v = 0; v < TC_WARPS; v++) u += ws[((size_t)v * n + r) * out + o + 1];
+        static_cast<__nv_bfloat16*>(y)[(size_t)r * per_row + o / 2] = etx_silu_mul_bf16(s, u);
+    } else {
+        static_cast<float*>(y)[(size_t)r * out + o] = s;
+    }
 }
 
 #ifdef ETX_SIMT
@@ -363,32 +399,55 @@ static void launch_tc(void* y, const __nv_bfloat16* x, const __nv_bfloat16* w, i
 }
 
 // Which kernel a call takes: g_tc_kernel -1 (auto: the tiled kernel for n > 32 when its
-// grid has at least TT_MIN_BLOCKS blocks), 0 gemm_tc_kernel, 1 the tiled one (tests).
+// grid, slices split over up to 8 blocks per tile if a workspace allows, reaches
+// TT_MIN_BLOCKS blocks), 0 gemm_tc_kernel, 1 the tiled one (tests; with the split the
+// workspace allows).
 static int g_tc_kernel = -1;
 extern "C" void etx_gemm_tc_force_kernel(int k) { g_tc_kernel = k < 0 ? -1 : k > 0; }
 static int tt_nt(int n) { return n <= 64 ? 2 : 4; } // x rows per block: 64, else 128
-static int tc_use_tiled(int n, int out) {
+static long long tt_tiles(int n, int out) { return (long long)etx_ceil_div(out, TT_BM) * etx_ceil_div(n, 32 * tt_nt(n)); }
+// Blocks per tile for the tiled kernel: 1, or 2, 4, 8 until the grid has TT_MIN_BLOCKS,
+// when the workspace holds the 8 slice sums.
+static int g_tc_split = 0; // etx_gemm_tc_force_split: 0 auto
+extern "C" void etx_gemm_tc_force_split(int z) { g_tc_split = z == 1 || z == 2 || z == 4 || z == 8 ? z : 0; }
+static int tt_split(int n, int out, size_t ws_bytes) {
+    if (ws_bytes < (size_t)TC_WARPS * n * out * sizeof(float)) return 1;
+    if (g_tc_split) return g_tc_split;
+    int z = 1;
+    while (z < TC_WARPS && tt_tiles(n, out) * z < TT_MIN_BLOCKS) z *= 2;
+    return z;
+}
+static int tc_use_tiled(int n, int out, size_t ws_bytes) {
     if (g_tc_kernel >= 0) return g_tc_kernel;
     if (n <= 32) return 0;
-    return (long long)etx_ceil_div(out, TT_BM) * etx_ceil_div(n, 32 * tt_nt(n)) >= TT_MIN_BLOCKS;
+    return tt_tiles(n, out) * tt_split(n, out, ws_bytes) >= TT_MIN_BLOCKS;
 }
-extern "C" int etx_gemm_tc_takes_tiled(int n, int out) { return tc_use_tiled(n, out); }
+extern "C" int etx_gemm_tc_takes_tiled(int n, int out, size_t ws_bytes) { return tc_use_tiled(n, out, ws_bytes); }
+extern "C" size_t etx_gemm_tc_workspace_bytes(int n, int out) { return (size_t)TC_WARPS * n * out * sizeof(float); }
 
 template <int NT, bool SWIGLU>
-static void launch_tiled(void* y, const __nv_bfloat16* x, const __nv_bfloat16* w, int n, int in, int out,
-                         cudaStream_t st) {
+static void launch_tiled(void* y, const __nv_bfloat16* x, const __nv_bfloat16* w, int n, int in, int out, float* ws,
+                         size_t ws_bytes, cudaStream_t st) {
     const int tiles_c = etx_ceil_div(out, TT_BM), tiles_r = etx_ceil_div(n, 32 * NT), rows_fast = tc_rows_fast(n, out);
     if ((rows_fast ? tiles_c : tiles_r) > 65535) { // gridDim.y
         fprintf(stderr, "[etx] etx_gemm_tc: %d rows x %d columns (at most 65535 tiles in gridDim.y)\n", n, out);
         abort();
     }
-    const dim3 grid = rows_fast ? dim3(tiles_r, tiles_c) : dim3(tiles_c, tiles_r);
-    ETX_LAUNCH((gemm_tc_tiled_kernel<NT, SWIGLU>), grid, TC_WARPS * 32, 0, st, y, x, w, n, in, out, rows_fast);
+    const int split = ws ? tt_split(n, out, ws_bytes) : 1;
+    const dim3 grid = rows_fast ? dim3(tiles_r, tiles_c, split) : dim3(tiles_c, tiles_r, split);
+    ETX_LAUNCH((gemm_tc_tiled_kernel<NT, SWIGLU>), grid, TC_WARPS * 32, 0, st, y, ws, x, w, n, in, out, rows_fast);
     CUDA_CHECK_LAUNCH();
+    if (split > 1) {
+        const long long outs = (long long)n * (SWIGLU ? out / 2 : out);
+        ETX_LAUNCH(gemm_slices_reduce_kernel<SWIGLU>, (unsigned)((outs + 255) / 256), 256, 0, st, y, (const float*)ws,
+                   n, out);
+        CUDA_CHECK_LAUNCH();
+    }
 }
 
 template <bool SWIGLU>
-static void gemm_tc_run(void* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, void* stream) {
+static void gemm_tc_run(void* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, float* ws,
+                        size_t ws_bytes, void* stream) {
     cudaStream_t st = (cudaStream_t)stream;
     const __nv_bfloat16* xb = reinterpret_cast<const __nv_bfloat16*>(x);
     const __nv_bfloat16* wb = reinterpret_cast<const __nv_bfloat16*>(w);
@@ -401,9 +460,9 @@ static void gemm_tc_run(void* y, const etx_bf16* x, const etx_bf16* w, int n, in
         return;
     }
 #endif
-    if (tc_use_tiled(n, out)) {
-        if (tt_nt(n) == 2) launch_tiled<2, SWIGLU>(y, xb, wb, n, in, out, st);
-        else launch_tiled<4, SWIGLU>(y, xb, wb, n, in, out, st);
+    if (tc_use_tiled(n, out, ws ? ws_bytes : 0)) {
+        if (tt_nt(n) == 2) launch_tiled<2, SWIGLU>(y, xb, wb, n, in, out, ws, ws_bytes, st);
+        else launch_tiled<4, SWIGLU>(y, xb, wb, n, in, out, ws, ws_bytes, st);
         return;
     }
     switch (etx_gemm_tc_tile_rows(n)) {
@@ -413,22 +472,22 @@ static void gemm_tc_run(void* y, const etx_bf16* x, const etx_bf16* w, int n, in
     }
 }
 
-extern "C" void etx_gemm_tc_bf16(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out,
-                                 void* stream) {
-    gemm_tc_run<false>(y, x, w, n, in, out, stream);
+extern "C" void etx_gemm_tc_bf16(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, float* ws,
+                                 size_t ws_bytes, void* stream) {
+    gemm_tc_run<false>(y, x, w, n, in, out, ws, ws_bytes, stream);
 }
 
 extern "C" void etx_gemm_tc_bf16_swiglu(etx_bf16* h, const etx_bf16* x, const etx_bf16* w, int n, int in, int out,
-                                        void* stream) {
-    gemm_tc_run<true>(h, x, w, n, in, out, stream);
+                                        float* ws, size_t ws_bytes, void* stream) {
+    gemm_tc_run<true>(h, x, w, n, in, out, ws, ws_bytes, stream);
 }
 
 // The napkin math of one tensor-core call; y_bytes_per_out: bytes written per output (4
 // for f32, 1 for the SwiGLU epilogue's one bf16 per two columns).
-static EtxCost tc_cost(int n, int in, int out, double l2_bytes, double y_bytes_per_out) {
+static EtxCost tc_cost(int n, int in, int out, double l2_bytes, double y_bytes_per_out, size_t ws_bytes) {
     EtxCost c = {0, 0, 0, 0, 0, 0, 0};
     if (n <= 0 || out <= 0) return c;
-    const int tiled = tc_use_tiled(n, out);
+    const int tiled = tc_use_tiled(n, out, ws_bytes);
     const int rows = tiled ? 32 * tt_nt(n) : etx_gemm_tc_tile_rows(n), cols = tiled ? TT_BM : tc_tile_cols(n);
     const int tiles_r = etx_ceil_div(n, rows), tiles_c = etx_ceil_div(out, cols);
     const double wbytes = (double)out * in * 2, xbytes = (double)n * in * 2;
@@ -444,9 +503,16 @@ static EtxCost tc_cost(int n, int in, int out, double l2_bytes, double y_bytes_p
     c.tensor = 1;
     if (tiled) {
         // every block multiplies its whole tile (clamped rows and columns included), and
-        // loads its tile's weight and x rows once per chunk through shared memory
+        // loads its tile's weight and x rows once per chunk through shared memory; a split
+        // adds the 8 slice sums written and read back (L2) and the reduce launch
+        const int split = tt_split(n, out, ws_bytes);
         c.flops = 2.0 * tiles_c * cols * (double)tiles_r * rows * in;
         c.l2 = (double)tiles_c * tiles_r * (cols + rows) * in * 2;
+        if (split > 1) {
+            c.ctas = c.busy = c.ctas * split;
+            c.l2 += 2.0 * TC_WARPS * n * out * 4;
+            c.launches = 2;
+        }
         return c;
     }
     // the mma's work, padded columns included (8 per n-tile, 16 per m-tile)
@@ -458,8 +524,10 @@ static EtxCost tc_cost(int n, int in, int out, double l2_bytes, double y_bytes_p
     return c;
 }
 
-extern "C" EtxCost etx_gemm_tc_cost(int n, int in, int out, double l2_bytes) { return tc_cost(n, in, out, l2_bytes, 4); }
+extern "C" EtxCost etx_gemm_tc_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes) {
+    return tc_cost(n, in, out, l2_bytes, 4, ws_bytes);
+}
 
-extern "C" EtxCost etx_gemm_tc_swiglu_cost(int n, int in, int out, double l2_bytes) {
-    return tc_cost(n, in, out, l2_bytes, 1); // bf16 per two columns
+extern "C" EtxCost etx_gemm_tc_swiglu_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes) {
+    return tc_cost(n, in, out, l2_bytes, 1, ws_bytes); // bf16 per two columns
 }

@@ -123,7 +123,7 @@ int bench_plan(const BenchConfig* c) {
            cuda_card_launch_s(card) < card->launch_s ? "programmatic dependent launch; ETX_PDL=0: without"
                                                      : "without programmatic dependent launch (ETX_PDL=0)");
     // the GEMM path the model assumes (kernels/gemm.h: ETX_GEMM, else tensor cores)
-    const int tc = etx_gemm_cost(1, 8, 16, 0).tensor;
+    const int tc = etx_gemm_cost(1, 8, 16, 0, 0).tensor;
     printf("time per op = launches x launch + max(DRAM bytes / bandwidth, L2 bytes / L2 bandwidth, FLOPs / rate) / "
            "min(1, working blocks / (2 x SMs)); the GEMMs run on %s; floor = every weight once + the KV cache + the "
            "logits written and read, at the bandwidth\n",

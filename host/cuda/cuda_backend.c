@@ -60,8 +60,8 @@ static double plan_bytes(const CudaBackend* b, int tied, double* kv_bytes) {
     w += (double)b->vocab_all * dim * 2 + (tied && b->tp == 1 ? 0.0 : V * dim * 2) + L * dim * 8;
     w += L * ((b->m->cfg.qkv_bias ? b->qkv_dim * 4.0 : 0) + (b->m->cfg.qk_norm ? b->hdp * 8.0 : 0)); // Qwen's, f32
     *kv_bytes = 2.0 * L * b->cfg.kv_blocks * (double)b->cfg.kv_block_size * b->kv_dim * 2;
-    const double gu = etx_gemm_swiglu_needs_scratch(b->dim) ? b->hidden * 8.0 : 0.0; // CUDA-core SwiGLU's f32 gate/up
-    double act = rows * (dim * 4 + dim * 2 + b->qkv_dim * 4.0 + b->q_dim * 6.0 + dim * 4 + gu + b->hidden * 2.0 + 12);
+    double act = rows * (dim * 4 + dim * 2 + b->qkv_dim * 4.0 + b->q_dim * 6.0 + dim * 4 + b->hidden * 2.0 + 12);
+    act += (double)cuda_gemm_ws_bytes(&b->dims, b->max_rows, b->cfg.max_batch);
     act += mb * (double)b->shape.max_blocks * 4 + mb * (dim * 10.0 + 4); // gathered head rows
     double smp = 2 * mb * V * 4 + 2 * mb * (double)score_row(b) * 4 + mb * ETX_TOPK * sizeof(PolicyCandidate);
     smp += (double)etx_policy_scratch_bytes(b->cfg.max_batch, b->vocab_all) + etx_vocab_pass_scratch_bytes(b->cfg.max_batch);
@@ -167,7 +167,7 @@ void cuda_destroy_shard(CudaBackend* b) {
     }
     cuda_free_model(b);
     void* dev[] = {b->x,          b->xb,        b->qkv,       b->q,          b->att,        b->delta,
-                   b->gu,         b->hb,        b->attn_ws,   b->d_tokens,   b->d_row_seq,  b->d_row_pos,
+                   b->gemm_ws,    b->hb,        b->attn_ws,   b->d_tokens,   b->d_row_seq,  b->d_row_pos,
                    b->d_cap_row,  b->d_table,   b->logits,    b->scores,     b->d_pick_row, b->d_head_rows,
                    b->stats,      b->cand,      b->vp_scratch, b->attn,      b->am_scratch, b->d_n_pos,
                    b->d_window,   b->d_policies, b->d_nets, b->d_states, b->d_ds, b->pol_scratch, b->d_next,    b->d_done,
@@ -259,9 +259,8 @@ static etx_status alloc_buffers(CudaBackend* b) {
     ETX_TRY(cuda_alloc(b, (void**)&b->q, (size_t)rows * b->q_dim * 4, "queries"));
     ETX_TRY(cuda_alloc(b, (void**)&b->att, (size_t)rows * b->q_dim * 2, "attention output"));
     ETX_TRY(cuda_alloc(b, (void**)&b->delta, (size_t)(rows + mb) * dim * 4, "projection output"));
-    // gate/up in f32 only where SwiGLU is not the GEMM's epilogue (the CUDA-core path)
-    if (etx_gemm_swiglu_needs_scratch(dim))
-        ETX_TRY(cuda_alloc(b, (void**)&b->gu, (size_t)rows * 2 * b->hidden * 4, "gate/up activations"));
+    b->gemm_ws_bytes = cuda_gemm_ws_bytes(&b->dims, rows, b->cfg.max_batch);
+    ETX_TRY(cuda_alloc(b, (void**)&b->gemm_ws, b->gemm_ws_bytes, "GEMM workspace"));
     ETX_TRY(cuda_alloc(b, (void**)&b->hb, (size_t)rows * b->hidden * 2, "swiglu output"));
     const size_t ws = etx_attn_workspace_bytes(b->attn_ws_rows, b->shape.n_heads, b->hdp, b->cfg.max_seq_len);
     if (ws) ETX_TRY(cuda_alloc(b, (void**)&b->attn_ws, ws, "attention split workspace"));

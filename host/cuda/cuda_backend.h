@@ -130,7 +130,8 @@ struct Backend {
     float* q;                    // (max_rows, q_dim) roped queries
     etx_bf16* att;               // (max_rows, q_dim) attention output
     float* delta;                // (max_rows + max_batch, dim) O / down projection output (residual delta)
-    float* gu;                   // (max_rows, 2 hidden), only on the CUDA-core GEMM path (else NULL)
+    float* gemm_ws;              // GEMM workspace (cuda_gemm_ws_bytes): slice sums; CUDA-core gate/up rows
+    size_t gemm_ws_bytes;
     etx_bf16* hb;                // (max_rows, hidden) swiglu output
     float* attn_ws;              // attention split workspace for attn_ws_rows rows (NULL: one split)
     int attn_ws_rows;            // rows per attention launch (prefill rows beyond run as more launches)

@@ -63,9 +63,9 @@ void cuda_run_op(CudaBackend* b, const CudaRows* r, const CudaOp* o) {
         gemm_operands(b, r, o, &w, &x, &y);
         cuda_gemm_shape(&b->dims, (CudaWeight)o->which, &in, &out);
         if (o->which == CUDA_W_GATE_UP) // SwiGLU in the GEMM's epilogue: hb = silu(gate) * up
-            etx_gemm_bf16_swiglu(b->hb, x, w, n, in, out, b->gu, st);
+            etx_gemm_bf16_swiglu(b->hb, x, w, n, in, out, b->gemm_ws, b->gemm_ws_bytes, st);
         else
-            etx_gemm_bf16(y, x, w, n, in, out, st);
+            etx_gemm_bf16_ws(y, x, w, n, in, out, b->gemm_ws, b->gemm_ws_bytes, st);
         break;
     }
     case CUDA_OP_QKV_PREP: {

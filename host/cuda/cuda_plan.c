@@ -82,6 +82,12 @@ void cuda_gemm_shape(const CudaDims* d, CudaWeight w, int* in, int* out) {
     }
 }
 
+size_t cuda_gemm_ws_bytes(const CudaDims* d, int max_rows, int max_batch) {
+    const size_t split = etx_gemm_tc_workspace_bytes(max_batch, d->qkv_dim > d->dim ? d->qkv_dim : d->dim);
+    const size_t gu = etx_gemm_swiglu_needs_scratch(d->dim) ? (size_t)max_rows * 2 * d->hidden * sizeof(float) : 0;
+    return split > gu ? split : gu;
+}
+
 const char* cuda_op_name(const CudaOp* o, char* buf, size_t size) {
     static const char* gemm[] = {"gemm qkv", "gemm o", "gemm gate/up + swiglu", "gemm down", "gemm lm head"};
     static const char* norm[] = {"norm attn", "norm ffn", "norm final"};
@@ -164,8 +170,10 @@ EtxCost cuda_op_cost(const CudaDims* d, const CudaOp* o, int len, const CudaCard
     case CUDA_OP_NORM: return etx_rmsnorm_cost(o->n, d->dim, o->residual);
     case CUDA_OP_GEMM:
         cuda_gemm_shape(d, (CudaWeight)o->which, &in, &out);
-        if (o->which == CUDA_W_GATE_UP) return etx_gemm_swiglu_cost(o->n, in, out, card->l2_bytes);
-        return etx_gemm_cost(o->n, in, out, card->l2_bytes);
+        // the backend's workspace when built for batches of o->n (cuda_gemm_ws_bytes)
+        if (o->which == CUDA_W_GATE_UP)
+            return etx_gemm_swiglu_cost(o->n, in, out, card->l2_bytes, cuda_gemm_ws_bytes(d, o->n, o->n));
+        return etx_gemm_cost(o->n, in, out, card->l2_bytes, cuda_gemm_ws_bytes(d, o->n, o->n));
     case CUDA_OP_QKV_PREP: return etx_qkv_prep_cost(o->n, d->qkv_bias, d->qk_norm, attn_shape(d));
     case CUDA_OP_ROPE_KV: return etx_rope_kv_append_cost(o->n, attn_shape(d));
     case CUDA_OP_ATTN: return etx_attn_rows_cost(o->n, len, d->max_seq_len, attn_shape(d), o->capture);

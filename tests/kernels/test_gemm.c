@@ -124,6 +124,26 @@ static float* run_gemm(const etx_bf16* x, const etx_bf16* w, int n, int in, int 
     return y;
 }
 
+// run_gemm through etx_gemm_bf16_ws with a workspace that allows the slice split
+static float* run_gemm_ws(const etx_bf16* x, const etx_bf16* w, int n, int in, int out) {
+    const size_t ny = (size_t)n * out, ws_bytes = etx_gemm_tc_workspace_bytes(n, out);
+    float* y = malloc((ny + N_GUARD) * sizeof *y);
+    ck_assert_ptr_nonnull(y);
+    for (size_t i = 0; i < ny + N_GUARD; i++) y[i] = GUARD_F32;
+    etx_bf16* dx = dev_copy_of(x, (size_t)n * in * sizeof *x);
+    etx_bf16* dw = dev_copy_of(w, (size_t)out * in * sizeof *w);
+    float* dy = dev_copy_of(y, (ny + N_GUARD) * sizeof *y);
+    float* ws = dev_alloc(ws_bytes);
+    etx_dev_memset(ws, 0xff, ws_bytes); // NaN: a slice sum the kernel fails to write shows
+    etx_gemm_bf16_ws(dy, dx, dw, n, in, out, ws, ws_bytes, NULL);
+    etx_dev_sync();
+    etx_dev_download(y, dy, (ny + N_GUARD) * sizeof *y);
+    for (int g = 0; g < N_GUARD; g++)
+        ck_assert_msg(y[ny + g] == GUARD_F32, "n %d in %d out %d: guard %d past y overwritten", n, in, out, g);
+    etx_dev_free(dx), etx_dev_free(dw), etx_dev_free(dy), etx_dev_free(ws);
+    return y;
+}
+
 // y[r, o] in the order gemm.cu states: lane partials (fmaf chains over the lane's
 // pieces), then the 32 partials in lane order
 static float stated_order(const float* xr, const float* wo, int in) {
@@ -264,6 +284,16 @@ START_TEST(gemm_tc_kernels_agree) {
             if (memcmp(&skinny[i], &tiled[i], sizeof(float)) != 0)
                 ck_abort_msg("in %d out %d: y[%d, %d] = %.9g (gemm_tc_kernel), %.9g (tiled)", in, out, i / out, i % out,
                              skinny[i], tiled[i]);
+        for (int z = 2; z <= 8; z *= 2) { // each tile's 8 slices over z blocks, summed by the reduce kernel
+            etx_gemm_tc_force_split(z);
+            float* split = run_gemm_ws(x, w, N, in, out);
+            for (int i = 0; i < N * out; i++)
+                if (memcmp(&skinny[i], &split[i], sizeof(float)) != 0)
+                    ck_abort_msg("in %d out %d: y[%d, %d] = %.9g (gemm_tc_kernel), %.9g (tiled, slices over %d blocks)",
+                                 in, out, i / out, i % out, skinny[i], split[i], z);
+            free(split);
+        }
+        etx_gemm_tc_force_split(0);
         static const int calls[][2] = {{1, 0}, {5, 77}, {33, 100}, {64, 86}, {129, 21}};
         for (size_t c = 0; c < sizeof calls / sizeof calls[0]; c++)
             for (int kernel = 0; kernel < 2; kernel++) {
@@ -327,14 +357,16 @@ static etx_bf16* run_gemm_swiglu(const etx_bf16* x, const etx_bf16* w, int n, in
     etx_bf16* dx = dev_copy_of(x, (size_t)n * in * sizeof *x);
     etx_bf16* dw = dev_copy_of(w, (size_t)out * in * sizeof *w);
     etx_bf16* dh = dev_copy_of(h, (nh + N_GUARD) * sizeof *h);
-    float* scratch = etx_gemm_swiglu_needs_scratch(in) ? dev_alloc((size_t)n * out * sizeof(float)) : NULL;
-    etx_gemm_bf16_swiglu(dh, dx, dw, n, in, out, scratch, NULL);
+    // a workspace for the CUDA-core path's f32 gate/up, or the tiled kernel's slice sums
+    const size_t ws_bytes = etx_gemm_tc_workspace_bytes(n, out);
+    float* scratch = dev_alloc(ws_bytes);
+    etx_dev_memset(scratch, 0xff, ws_bytes);
+    etx_gemm_bf16_swiglu(dh, dx, dw, n, in, out, scratch, ws_bytes, NULL);
     etx_dev_sync();
     etx_dev_download(h, dh, (nh + N_GUARD) * sizeof *h);
     for (int g = 0; g < N_GUARD; g++)
         ck_assert_msg(h[nh + g] == (etx_bf16)0xA5A5, "n %d in %d out %d: guard %d past h overwritten", n, in, out, g);
-    etx_dev_free(dx), etx_dev_free(dw), etx_dev_free(dh);
-    if (scratch) etx_dev_free(scratch);
+    etx_dev_free(dx), etx_dev_free(dw), etx_dev_free(dh), etx_dev_free(scratch);
     return h;
 }
 
