@@ -18,7 +18,8 @@
 # GPU_CHECK_TINY=1 runs everything on a 2-layer model of the same architecture (smoke run).
 # Stages: GPU_CHECK_STAGES (comma-separated; default all) picks among tests, logits,
 # invariance, multigpu (--tp 2 and --gpus all, 2+ GPUs only), bench, gemm_ab (etx bench with ETX_GEMM=cuda-cores beside tensor-cores, same
-# script), graphs_ab (etx bench with ETX_CUDA_GRAPHS=0 beside the default: what the decode
+# script), pdl_tiled_ab (etx bench with ETX_PDL=0 and with ETX_GEMM_TILED=0 beside the
+# default), graphs_ab (etx bench with ETX_CUDA_GRAPHS=0 beside the default: what the decode
 # graphs, with the sampling inside them, buy), profile (cost model vs per-op times), ncu (Nsight Compute on the vocabulary pass,
 # attention and the GEMMs of a short generate), peers, sanitizer; GPU_CHECK_TESTS replaces
 # the list of native suites the tests stage runs; GPU_CHECK_GEMM_PATHS the ETX_GEMM values
@@ -43,7 +44,7 @@ limit() { local left=$(( T0 + BUDGET - 10 - $(date +%s) )); [ "$left" -lt "$1" ]
 has_time() { [ "$(limit "$1")" -ge "$1" ] && return 0; record "$2" "not run" "SKIP (budget: $(limit 100000) s left)"; return 1; }
 status=()
 record() { status+=("| $1 | $2 | $3 |"); }
-STAGES=",${GPU_CHECK_STAGES:-tests,logits,invariance,multigpu,bench,gemm_ab,graphs_ab,profile,ncu,peers,sanitizer},"
+STAGES=",${GPU_CHECK_STAGES:-tests,logits,invariance,multigpu,bench,pdl_tiled_ab,gemm_ab,graphs_ab,profile,ncu,peers,sanitizer},"
 want() { [[ "$STAGES" == *",$1,"* ]]; }
 
 # -- the card, the driver, the commit
@@ -264,6 +265,23 @@ if want gemm_ab && [ $MODEL_OK = 1 ] && has_time 60 "gemm paths"; then
         { echo "### ETX_GEMM=$path"; echo; cat /tmp/gpu_bench_$path.txt; echo; } >> $BENCH_MD
     done
 fi
+# -- programmatic dependent launch and the tiled GEMM on and off (kernels/cuda_common.cuh,
+#    kernels/gemm.h): the same bench, greedy, in this script; the cost model assumes 0.7 us
+#    per kernel with PDL against 1.5 without, and the tiled kernel at 64 FLOPs per L2 byte
+#    against gemm_tc_kernel's 16: these ratios check both (the bits are the same either way)
+if want pdl_tiled_ab && [ $MODEL_OK = 1 ] && has_time 60 "PDL / tiled GEMM"; then
+    { echo "## ETX_PDL=0 and ETX_GEMM_TILED=0 beside the default (etx bench, greedy, -r 1)"; echo; } >> $BENCH_MD
+    for v in default ETX_PDL=0 ETX_GEMM_TILED=0; do
+        has_time 30 "$v" || continue
+        tag=${v//=/}
+        env $( [ $v = default ] || echo $v ) timeout "$(limit 120)" /tmp/etx-run bench -m $MODEL --device cuda \
+            --batch 1,64,256 -l 128 -g 64 -r 1 --policy greedy --json "$OUT/etx_bench_ab_$tag.json" \
+            > /tmp/gpu_bench_ab_$tag.txt 2>> "$LOG"; rc=$?
+        cat /tmp/gpu_bench_ab_$tag.txt >> "$LOG"
+        record "etx bench, $v" "$SHAPE, batch 1/64/256, L 128, G 64, greedy" "exit $rc"
+        { echo "### $v"; echo; cat /tmp/gpu_bench_ab_$tag.txt; echo; } >> $BENCH_MD
+    done
+fi
 # -- decode graphs on and off (host/cuda/cuda_backend.h "Decode graphs": padded decode
 #    batches captured with their sampling), the same bench in this script, entropix too
 #    (its signals are in the graph)
@@ -285,7 +303,7 @@ if want ncu && [ $MODEL_OK = 1 ] && command -v ncu > /dev/null && has_time 60 "n
     # GEMMs of a decode step (past the prefill's 16 layers)
     n=0
     # GPU_CHECK_NCU: the selections, space-separated REGEX:SKIP:COUNT[:full]
-    for sel in ${GPU_CHECK_NCU:-"vocab_pass_kernel:0:4" "attn_rows|attn_merge|gemm_tc_kernel:110:12" "vocab_pass_kernel:2:1:full"}; do
+    for sel in ${GPU_CHECK_NCU:-"vocab_pass_kernel:0:4" "attn_rows|attn_merge|gemm_tc_kernel|gemm_tc_tiled_kernel:110:12" "vocab_pass_kernel:2:1:full"}; do
         n=$((n + 1))
         has_time 30 "ncu $n" || continue
         IFS=: read -r re skip count how <<< "$sel"

@@ -330,7 +330,7 @@ extern "C" size_t etx_attn_workspace_bytes(int n_rows, int n_heads, int head_dim
 }
 
 extern "C" EtxCost etx_attn_rows_cost(int n_rows, int len, int max_seq_len, EtxAttnShape sh, int capture) {
-    EtxCost c = {0, 0, 0, 0, 0, 0, 0};
+    EtxCost c = {0, 0, 0, 0, 0, 0, 0, 0};
     if (n_rows <= 0) return c;
     const int split = etx_attn_split_len(max_seq_len), n_splits = etx_attn_n_splits(max_seq_len);
     const double q_dim = (double)sh.n_heads * sh.head_dim, kv_dim = (double)sh.n_kv_heads * sh.head_dim;

@@ -25,6 +25,9 @@ typedef struct {
     double l2;      // bytes the SMs load from and store to L2, re-reads included (0: not
                     // stated; the kernels whose inner loop reads operands straight from
                     // L2, the GEMMs, state it, since at large batch it bounds them)
+    int per_sm;     // working blocks per SM the kernel needs to reach its rate (0: the
+                    // model's default, 2; a kernel built to run one fat block per SM,
+                    // with its own pipeline, says 1)
 } EtxCost;
 
 #endif // ETX_KERNELS_COST_H

@@ -90,8 +90,9 @@ int etx_gemm_tc_tile_rows(int n);
 // Whether a call of n rows and `out` columns with a workspace of ws_bytes takes the tiled
 // kernel (gemm_tc.cu: 128 columns x 64 or 128 rows per block, operands staged in shared
 // memory; for n > 32 when that grid, split over up to 8 blocks per tile as the workspace
-// allows, has >= 256 blocks); etx_gemm_tc_force_kernel(0 | 1) forces gemm_tc_kernel or
-// the tiled one for every call (-1: back to that rule; tests). Same bits either way.
+// allows, has >= 128 blocks); etx_gemm_tc_force_kernel(0 | 1) forces gemm_tc_kernel or
+// the tiled one for every call (-1: back to that rule; tests), as ETX_GEMM_TILED=0 | 1
+// in the environment does (the A/B switch of benchmarks/gpu_check.sh). Same bits either way.
 int etx_gemm_tc_takes_tiled(int n, int out, size_t ws_bytes);
 // Forces the tiled kernel's blocks per tile (1, 2, 4 or 8; 0: the rule above) wherever the
 // workspace allows the split (tests).

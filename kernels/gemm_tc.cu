@@ -66,6 +66,7 @@
  * the engine suites run it, test_gemm holds the warp kernel to it bit for bit).
  */
 #include <stdint.h>
+#include <string.h>
 
 #include "cuda_common.cuh"
 #include "gemm.h"
@@ -188,12 +189,13 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
 // 43.7 FLOP per L2 byte at BN = 64, 64 at BN = 128 (gemm_tc_kernel: 16), and every
 // operand byte in shared memory is read by 2 (x) or 4 (W) warps. Shared memory reads are
 // LDS.128 by quarter-warps over 128 contiguous bytes (2 rows of 64): no bank conflicts;
-// cp.async stores likewise. Used when the grid has at least TT_MIN_BLOCKS blocks (n > 32
-// and wide enough outputs: at batch 256 the gate/up projections and the LM head), since
+// cp.async stores likewise. 204 registers a thread (ptxas, sm_90): one block per SM,
+// whose 3-stage pipeline is what hides latency. Used when the grid, with the slice split
+// below, has at least TT_MIN_BLOCKS blocks (n > 32): about one per SM of an H100, since
 // fewer, fatter blocks leave SMs idle where gemm_tc_kernel's 16-column tiles do not.
 #define TT_BM 128
 #define TT_STAGES 3
-#define TT_MIN_BLOCKS 256
+#define TT_MIN_BLOCKS 128
 
 // Slice split (narrow outputs, gridDim.z = Z > 1): block z runs slices 8z/Z .. 8(z+1)/Z - 1
 // of its tile and stores each slice's sum in ws[slice] ((8, n, out) f32) instead of adding
@@ -417,8 +419,23 @@ static int tt_split(int n, int out, size_t ws_bytes) {
     while (z < TC_WARPS && tt_tiles(n, out) * z < TT_MIN_BLOCKS) z *= 2;
     return z;
 }
+// ETX_GEMM_TILED=0 | 1 (unset or auto: the rule), read once per process.
+static int tc_env_kernel(void) {
+    static int env = -2;
+    if (env == -2) {
+        const char* e = getenv("ETX_GEMM_TILED");
+        if (!e || !*e || strcmp(e, "auto") == 0) env = -1;
+        else if (strcmp(e, "0") == 0 || strcmp(e, "1") == 0) env = e[0] - '0';
+        else {
+            fprintf(stderr, "[etx] ETX_GEMM_TILED=%s: expected 0, 1 or auto\n", e);
+            exit(EXIT_FAILURE);
+        }
+    }
+    return env;
+}
 static int tc_use_tiled(int n, int out, size_t ws_bytes) {
     if (g_tc_kernel >= 0) return g_tc_kernel;
+    if (tc_env_kernel() >= 0) return tc_env_kernel();
     if (n <= 32) return 0;
     return tt_tiles(n, out) * tt_split(n, out, ws_bytes) >= TT_MIN_BLOCKS;
 }
@@ -485,7 +502,7 @@ extern "C" void etx_gemm_tc_bf16_swiglu(etx_bf16* h, const etx_bf16* x, const et
 // The napkin math of one tensor-core call; y_bytes_per_out: bytes written per output (4
 // for f32, 1 for the SwiGLU epilogue's one bf16 per two columns).
 static EtxCost tc_cost(int n, int in, int out, double l2_bytes, double y_bytes_per_out, size_t ws_bytes) {
-    EtxCost c = {0, 0, 0, 0, 0, 0, 0};
+    EtxCost c = {0, 0, 0, 0, 0, 0, 0, 0};
     if (n <= 0 || out <= 0) return c;
     const int tiled = tc_use_tiled(n, out, ws_bytes);
     const int rows = tiled ? 32 * tt_nt(n) : etx_gemm_tc_tile_rows(n), cols = tiled ? TT_BM : tc_tile_cols(n);
@@ -506,6 +523,7 @@ static EtxCost tc_cost(int n, int in, int out, double l2_bytes, double y_bytes_p
         // loads its tile's weight and x rows once per chunk through shared memory; a split
         // adds the 8 slice sums written and read back (L2) and the reduce launch
         const int split = tt_split(n, out, ws_bytes);
+        c.per_sm = 1; // 204 registers a thread: one block of 8 warps per SM, cp.async-pipelined
         c.flops = 2.0 * tiles_c * cols * (double)tiles_r * rows * in;
         c.l2 = (double)tiles_c * tiles_r * (cols + rows) * in * 2;
         if (split > 1) {

@@ -82,9 +82,9 @@ void cuda_gemm_shape(const CudaDims* d, CudaWeight w, int* in, int* out) {
     }
 }
 
-size_t cuda_gemm_ws_bytes(const CudaDims* d, int max_rows, int max_batch) {
+size_t cuda_gemm_ws_bytes(const CudaDims* d, int max_rows, int max_batch, int core_swiglu) {
     const size_t split = etx_gemm_tc_workspace_bytes(max_batch, d->qkv_dim > d->dim ? d->qkv_dim : d->dim);
-    const size_t gu = etx_gemm_swiglu_needs_scratch(d->dim) ? (size_t)max_rows * 2 * d->hidden * sizeof(float) : 0;
+    const size_t gu = core_swiglu ? (size_t)max_rows * 2 * d->hidden * sizeof(float) : 0;
     return split > gu ? split : gu;
 }
 
@@ -170,10 +170,12 @@ EtxCost cuda_op_cost(const CudaDims* d, const CudaOp* o, int len, const CudaCard
     case CUDA_OP_NORM: return etx_rmsnorm_cost(o->n, d->dim, o->residual);
     case CUDA_OP_GEMM:
         cuda_gemm_shape(d, (CudaWeight)o->which, &in, &out);
-        // the backend's workspace when built for batches of o->n (cuda_gemm_ws_bytes)
-        if (o->which == CUDA_W_GATE_UP)
-            return etx_gemm_swiglu_cost(o->n, in, out, card->l2_bytes, cuda_gemm_ws_bytes(d, o->n, o->n));
-        return etx_gemm_cost(o->n, in, out, card->l2_bytes, cuda_gemm_ws_bytes(d, o->n, o->n));
+    {   // the backend's workspace when built for batches of o->n (cuda_gemm_ws_bytes), on the
+        // path the model assumes (tensor cores unless ETX_GEMM=cuda-cores or in % 8 != 0)
+        const size_t ws = cuda_gemm_ws_bytes(d, o->n, o->n, !etx_gemm_cost(1, d->dim, 16, 0, 0).tensor);
+        if (o->which == CUDA_W_GATE_UP) return etx_gemm_swiglu_cost(o->n, in, out, card->l2_bytes, ws);
+        return etx_gemm_cost(o->n, in, out, card->l2_bytes, ws);
+    }
     case CUDA_OP_QKV_PREP: return etx_qkv_prep_cost(o->n, d->qkv_bias, d->qk_norm, attn_shape(d));
     case CUDA_OP_ROPE_KV: return etx_rope_kv_append_cost(o->n, attn_shape(d));
     case CUDA_OP_ATTN: return etx_attn_rows_cost(o->n, len, d->max_seq_len, attn_shape(d), o->capture);
@@ -182,7 +184,7 @@ EtxCost cuda_op_cost(const CudaDims* d, const CudaOp* o, int len, const CudaCard
     case CUDA_OP_POLICY: return etx_policy_step_cost(o->n, o->which);
     case CUDA_OP_GATHER: return etx_gather_rows2_cost(o->n, d->dim);
     }
-    EtxCost zero = {0, 0, 0, 0, 0, 0, 0};
+    EtxCost zero = {0, 0, 0, 0, 0, 0, 0, 0};
     return zero;
 }
 
@@ -194,9 +196,10 @@ double cuda_card_launch_s(const CudaCard* card) {
 double cuda_cost_seconds(const EtxCost* c, const CudaCard* card) {
     const double t_mem = c->bytes / card->bandwidth, t_l2 = c->l2 / card->l2_bandwidth;
     const double t_math = c->flops / (c->tensor ? card->tensor_flops : card->fp32_flops);
-    double fill = c->busy / (2.0 * card->sms); // working blocks per "two per SM"
+    const double per_sm = c->per_sm > 0 ? c->per_sm : 2.0;
+    double fill = c->busy / (per_sm * card->sms); // working blocks per "per_sm per SM"
     if (fill > 1.0) fill = 1.0;
-    if (fill <= 0.0) fill = 1.0 / (2.0 * card->sms);
+    if (fill <= 0.0) fill = 1.0 / (per_sm * card->sms);
     double t = t_mem > t_math ? t_mem : t_math;
     if (t_l2 > t) t = t_l2;
     return c->launches * cuda_card_launch_s(card) + t / fill;

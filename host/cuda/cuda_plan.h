@@ -91,8 +91,10 @@ void cuda_gemm_shape(const CudaDims* d, CudaWeight w, int* in, int* out);
 // Bytes of the backend's GEMM workspace for steps of up to max_rows rows, decode batches of
 // up to max_batch: the 8 slice sums of a decode batch's widest narrow projection (qkv or
 // o / down: the ones whose tiled grid needs the slice split, kernels/gemm.h), and on the
-// CUDA-core path the f32 gate/up rows before SwiGLU. The cost model assumes the same.
-size_t cuda_gemm_ws_bytes(const CudaDims* d, int max_rows, int max_batch);
+// CUDA-core path (core_swiglu: etx_gemm_swiglu_needs_scratch, which asks the device; the
+// cost model passes the path it assumes) the f32 gate/up rows before SwiGLU. The cost
+// model assumes the same workspace.
+size_t cuda_gemm_ws_bytes(const CudaDims* d, int max_rows, int max_batch, int core_swiglu);
 // A short name of the op ("L3 gemm o", "final norm", "vocab pass").
 const char* cuda_op_name(const CudaOp* op, char* buf, size_t size);
 
