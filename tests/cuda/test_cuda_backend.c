@@ -51,6 +51,7 @@
 #include "cpu/cpu_forward.h"
 #include "cuda/cuda_backend.h"
 #include "device.h"
+#include "gemm.h"
 #include "policy/metrics.h"
 #include "policy/sampler.h"
 #include "check_etx.h"
@@ -121,6 +122,50 @@ static void load_fixture(etx_model* m, const char* name) {
     snprintf(path, sizeof path, "%s/models/%s", ETX_FIXTURES, name);
     CK_OK(hf_model_load(path, m));
 }
+
+// The backend's whole forward with each tensor-core GEMM kernel: the emulator's default
+// thread-per-output twin, gemm_tc_kernel itself, and the tiled kernel (with the slice
+// split wherever the backend's workspace allows it: qkv, o and down of a 40-row chunk)
+// give the same logits to the bit, with SwiGLU as the gate/up epilogue on every path.
+// test_gemm holds the kernels to each other on their own; this holds the backend's use of
+// them (workspace, epilogues, row offsets). Emulator only: on a GPU there is no twin, and
+// the kernels' agreement is test_gemm's.
+START_TEST(test_logits_gemm_kernels) {
+#ifdef ETX_NATIVE_CUDA
+    return;
+#else
+    etx_model m;
+    load_fixture(&m, "tiny-llama-gqa");
+    const int n = 40, V = m.cfg.vocab_size;
+    int32_t ids[40];
+    for (int i = 0; i < n; i++) ids[i] = rand_token(V);
+    float* ref = malloc((size_t)n * V * sizeof(float));
+    float* got = malloc((size_t)n * V * sizeof(float));
+    for (int variant = 0; variant < 4; variant++) {
+        etx_gemm_use_warp_kernel(variant > 0);
+        etx_gemm_tc_force_kernel(variant == 0 ? -1 : variant > 1); // gemm_tc_kernel, then tiled
+        CudaBackend* b;
+        // one 40-row chunk; a workspace for 48 decode rows (the slices split), then for 2 (too
+        // small for 40 rows: the tiled kernel's own epilogues, SwiGLU included)
+        BackendConfig cfg = make_cfg(variant == 3 ? 2 : 48, n + 8, n, 4, 16, 0);
+        CK_OK(ops()->create(&m, &cfg, &b));
+        CK_OK(ops()->logits(b, ids, n, 1, variant == 0 ? ref : got));
+        ops()->destroy(b);
+        if (variant == 0) continue;
+        for (int i = 0; i < n * V; i++)
+            ck_assert_msg(memcmp(&ref[i], &got[i], sizeof(float)) == 0,
+                          "%s: logit [%d, %d] = %.9g, the twin gives %.9g",
+                          variant == 1 ? "gemm_tc_kernel" : variant == 2 ? "tiled, slices split" : "tiled",
+                          i / V, i % V, got[i], ref[i]);
+    }
+    etx_gemm_tc_force_kernel(-1);
+    etx_gemm_use_warp_kernel(0);
+    free(ref);
+    free(got);
+    model_free_contents(&m);
+#endif
+}
+END_TEST
 
 START_TEST(test_logits_fixtures) {
     const char* names[] = {"tiny-llama-gqa", "tiny-llama-tied", "tiny-llama3-rope"};
@@ -694,6 +739,7 @@ static Suite* cuda_backend_suite(void) {
     tcase_add_test(tc, test_create_failures);
     tcase_add_test(tc, test_logits_fixtures);
     tcase_add_test(tc, test_logits_qwen);
+    tcase_add_test(tc, test_logits_gemm_kernels);
     tcase_add_test(tc, test_step_greedy);
     tcase_add_test(tc, test_step_entropix_trace);
     tcase_add_test(tc, test_step_greedy_trace);
