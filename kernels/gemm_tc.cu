@@ -6,11 +6,12 @@
  * Math: y[r, o] = sum_k w[o, k] x[r, k]. Epilogues: y stored (f32), or, for the MLP's
  * gate/up projection whose weight rows interleave gate and up units (2u, 2u + 1),
  * h[r, u] = bf16(silu(y[r, 2u]) y[r, 2u + 1]) (swiglu.cuh): the f32 gate/up activations
- * never reach memory and the stand-alone SwiGLU launch goes (issue 15 item 6). The weights are the mma's A operand (16 output
- * columns x 16 k, row-major as W is stored) and the rows of x its B operand (16 k x 8
- * rows, "col" = x's rows as stored): the "swap AB" form of a skinny GEMM, so a batch of
- * one row wastes 7 of the mma's 8 columns but reads every weight once, which is what the
- * decode step pays for.
+ * never reach memory and the stand-alone SwiGLU launch goes (issue 15 item 6).
+ *
+ * The weights are the mma's A operand (16 output columns x 16 k, row-major as W is
+ * stored) and the rows of x its B operand (16 k x 8 rows, "col" = x's rows as stored): the
+ * "swap AB" form of a skinny GEMM, so a batch of one row wastes 7 of the mma's 8 columns
+ * but reads every weight once, which is what the decode step pays for.
  *
  * Batch invariance by construction. Each output's sum has one shape, fixed by `in` alone:
  *   - k runs in chunks of 32 (chunk c = k 32c .. 32c + 31; past `in` the values are 0),
