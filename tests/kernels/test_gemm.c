@@ -106,42 +106,34 @@ static float* to_f32(const etx_bf16* v, size_t n) {
     return f;
 }
 
-// y (n, out) of the kernel, read back with N_GUARD guard values past it checked
-static float* run_gemm(const etx_bf16* x, const etx_bf16* w, int n, int in, int out) {
-    const size_t ny = (size_t)n * out;
+// y (n, out) of the kernel, read back with N_GUARD guard values past it checked; with_ws:
+// through etx_gemm_bf16_ws with a workspace that allows the slice split (NaN-filled, so a
+// slice sum the kernel fails to write shows)
+static float* run_gemm_with(const etx_bf16* x, const etx_bf16* w, int n, int in, int out, int with_ws) {
+    const size_t ny = (size_t)n * out, ws_bytes = with_ws ? etx_gemm_tc_workspace_bytes(n, out) : 0;
     float* y = malloc((ny + N_GUARD) * sizeof *y);
     ck_assert_ptr_nonnull(y);
     for (size_t i = 0; i < ny + N_GUARD; i++) y[i] = GUARD_F32;
     etx_bf16* dx = dev_copy_of(x, (size_t)n * in * sizeof *x);
     etx_bf16* dw = dev_copy_of(w, (size_t)out * in * sizeof *w);
     float* dy = dev_copy_of(y, (ny + N_GUARD) * sizeof *y);
-    etx_gemm_bf16(dy, dx, dw, n, in, out, NULL);
+    float* ws = with_ws ? dev_alloc(ws_bytes) : NULL;
+    if (ws) etx_dev_memset(ws, 0xff, ws_bytes);
+    if (ws) etx_gemm_bf16_ws(dy, dx, dw, n, in, out, ws, ws_bytes, NULL);
+    else etx_gemm_bf16(dy, dx, dw, n, in, out, NULL);
     etx_dev_sync();
     etx_dev_download(y, dy, (ny + N_GUARD) * sizeof *y);
     for (int g = 0; g < N_GUARD; g++)
         ck_assert_msg(y[ny + g] == GUARD_F32, "n %d in %d out %d: guard %d past y overwritten", n, in, out, g);
     etx_dev_free(dx), etx_dev_free(dw), etx_dev_free(dy);
+    if (ws) etx_dev_free(ws);
     return y;
 }
-
-// run_gemm through etx_gemm_bf16_ws with a workspace that allows the slice split
+static float* run_gemm(const etx_bf16* x, const etx_bf16* w, int n, int in, int out) {
+    return run_gemm_with(x, w, n, in, out, 0);
+}
 static float* run_gemm_ws(const etx_bf16* x, const etx_bf16* w, int n, int in, int out) {
-    const size_t ny = (size_t)n * out, ws_bytes = etx_gemm_tc_workspace_bytes(n, out);
-    float* y = malloc((ny + N_GUARD) * sizeof *y);
-    ck_assert_ptr_nonnull(y);
-    for (size_t i = 0; i < ny + N_GUARD; i++) y[i] = GUARD_F32;
-    etx_bf16* dx = dev_copy_of(x, (size_t)n * in * sizeof *x);
-    etx_bf16* dw = dev_copy_of(w, (size_t)out * in * sizeof *w);
-    float* dy = dev_copy_of(y, (ny + N_GUARD) * sizeof *y);
-    float* ws = dev_alloc(ws_bytes);
-    etx_dev_memset(ws, 0xff, ws_bytes); // NaN: a slice sum the kernel fails to write shows
-    etx_gemm_bf16_ws(dy, dx, dw, n, in, out, ws, ws_bytes, NULL);
-    etx_dev_sync();
-    etx_dev_download(y, dy, (ny + N_GUARD) * sizeof *y);
-    for (int g = 0; g < N_GUARD; g++)
-        ck_assert_msg(y[ny + g] == GUARD_F32, "n %d in %d out %d: guard %d past y overwritten", n, in, out, g);
-    etx_dev_free(dx), etx_dev_free(dw), etx_dev_free(dy), etx_dev_free(ws);
-    return y;
+    return run_gemm_with(x, w, n, in, out, 1);
 }
 
 // y[r, o] in the order gemm.cu states: lane partials (fmaf chains over the lane's
