@@ -16,6 +16,9 @@
  *
  *     ETX_PDL_ENTRY();   // first statement: nothing before it reads or writes device memory
  *
+ * (one exception: loads from allocations marked read-only, etx_dev_mark_readonly — model
+ * weights, which no kernel writes — may come before it; gemm_tc_kernel prefetches its
+ * first weights there)
  * which waits until the grid launched before it on the stream has finished and its writes
  * are visible (griddepcontrol.wait), then lets the next grid be launched
  * (griddepcontrol.launch_dependents). With PDL allowed, the hardware launches a kernel
@@ -24,7 +27,8 @@
  * kernel node of a decode step's graph; the cost model's `pdl_launch_s`). The cost of
  * forgetting the entry is a data race on real hardware, so the emulator makes it an
  * error: a thread of an ETX_LAUNCH kernel that returns without ETX_PDL_ENTRY, or that
- * loads or stores device memory (a cudaMalloc allocation) before it, aborts the launch
+ * loads or stores device memory (a cudaMalloc allocation) before it, other than a load
+ * from read-only memory, aborts the launch
  * with the kernel's name (tests/simt/simt.cpp, "grid dependencies"; the loads and stores
  * are seen in the kernel files the race detector instruments, which CMakeLists.txt makes
  * every kernel file). ETX_PDL=0 in the environment launches without the attribute (then

@@ -129,6 +129,17 @@ extern "C" void* etx_dev_malloc(size_t bytes) {
     return p;
 }
 
+extern "C" void etx_dev_mark_readonly(const void* p, size_t bytes) {
+#ifdef ETX_SIMT
+    if (simt::mark_readonly(p, bytes) != 0) {
+        fprintf(stderr, "[etx] etx_dev_mark_readonly: %p (%zu bytes) is not inside one device allocation\n", p, bytes);
+        abort();
+    }
+#else
+    (void)p, (void)bytes; // a promise the code keeps; nothing for the driver to do
+#endif
+}
+
 extern "C" void etx_dev_free(void* p) {
     if (p) CUDA_CHECK(cudaFree(p));
 }

@@ -39,6 +39,12 @@ int etx_dev_pdl_enabled(void);
 // Device memory of `bytes` bytes (NULL when out of memory; bytes == 0 gives NULL).
 void* etx_dev_malloc(size_t bytes);
 void etx_dev_free(void* p);
+// Declares the allocation holding [p, p + bytes) read-only from here on: no kernel writes
+// it (model weights, uploaded once). Kernels may then load from it before their
+// grid-dependency wait (kernels/cuda_common.cuh: the tensor-core GEMM prefetches its first
+// weights there, overlapping the previous kernel). Natively a promise; the emulator holds
+// kernels to it (a load before the wait from memory not so marked aborts).
+void etx_dev_mark_readonly(const void* p, size_t bytes);
 // Page-locked (pinned) host memory of `bytes` bytes (cudaMallocHost; NULL when it cannot
 // be had): an etx_dev_upload_on from it is truly asynchronous, so its bytes must stay
 // unchanged until the stream is synchronised (the emulator checks: tests/simt/simt.cpp).

@@ -23,7 +23,10 @@ extern "C" {
 // y[r, o] = sum_i float(x[r, i]) * float(w[o, i])  (f32 accumulation, fixed order)
 // x: (n, in) bf16; w: (out, in) bf16 (row-major, as nn.Linear.weight); y: (n, out) f32.
 // n == 0 does nothing; in == 0 gives zeros. When in % 8 == 0, x and w must be 16-byte
-// aligned (cudaMalloc gives 256; row offsets of such a matrix keep it).
+// aligned (cudaMalloc gives 256; row offsets of such a matrix keep it). w must be
+// read-only memory (etx_dev_mark_readonly, device.h): on tensor cores the kernel loads
+// its first weights before its grid-dependency wait, while the kernel before it may still
+// run (the emulator aborts a load from memory not so marked).
 void etx_gemm_bf16(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, void* stream);
 // The same with a workspace: with ws_bytes >= etx_gemm_tc_workspace_bytes(n, out), a call
 // whose tiled-kernel grid would be too small splits each tile's 8 slices over up to 8

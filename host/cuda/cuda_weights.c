@@ -58,12 +58,14 @@ static void put_vec(float* dst, const float* src, int n_heads, float scale, int 
 static etx_status upload_bf16(CudaBackend* b, etx_bf16** out, const etx_bf16* h, size_t n, const char* what) {
     ETX_TRY(cuda_alloc(b, (void**)out, n * sizeof(etx_bf16), what));
     etx_dev_upload(*out, h, n * sizeof(etx_bf16));
+    etx_dev_mark_readonly(*out, n * sizeof(etx_bf16)); // GEMMs load weights before their grid-dependency wait
     return etx_ok();
 }
 
 static etx_status upload_f32(CudaBackend* b, float** out, const float* h, size_t n, const char* what) {
     ETX_TRY(cuda_alloc(b, (void**)out, n * sizeof(float), what));
     etx_dev_upload(*out, h, n * sizeof(float));
+    etx_dev_mark_readonly(*out, n * sizeof(float));
     return etx_ok();
 }
 

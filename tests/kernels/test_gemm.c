@@ -116,6 +116,7 @@ static float* run_gemm_with(const etx_bf16* x, const etx_bf16* w, int n, int in,
     for (size_t i = 0; i < ny + N_GUARD; i++) y[i] = GUARD_F32;
     etx_bf16* dx = dev_copy_of(x, (size_t)n * in * sizeof *x);
     etx_bf16* dw = dev_copy_of(w, (size_t)out * in * sizeof *w);
+    etx_dev_mark_readonly(dw, (size_t)out * in * sizeof *w); // as the backend's weights (gemm.h)
     float* dy = dev_copy_of(y, (ny + N_GUARD) * sizeof *y);
     float* ws = with_ws ? dev_alloc(ws_bytes) : NULL;
     if (ws) etx_dev_memset(ws, 0xff, ws_bytes);
@@ -348,6 +349,7 @@ static etx_bf16* run_gemm_swiglu(const etx_bf16* x, const etx_bf16* w, int n, in
     for (size_t i = 0; i < nh + N_GUARD; i++) h[i] = (etx_bf16)0xA5A5;
     etx_bf16* dx = dev_copy_of(x, (size_t)n * in * sizeof *x);
     etx_bf16* dw = dev_copy_of(w, (size_t)out * in * sizeof *w);
+    etx_dev_mark_readonly(dw, (size_t)out * in * sizeof *w); // as the backend's weights (gemm.h)
     etx_bf16* dh = dev_copy_of(h, (nh + N_GUARD) * sizeof *h);
     // a workspace for the CUDA-core path's f32 gate/up, or the tiled kernel's slice sums
     const size_t ws_bytes = etx_gemm_tc_workspace_bytes(n, out);

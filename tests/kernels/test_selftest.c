@@ -964,7 +964,9 @@ END_TEST
 
 static void child_grid_dependency(int mode) {
     int* d = dev_alloc(64 * sizeof(int));
-    selftest_grid_dependency(mode, d);
+    int* ro = dev_alloc(64 * sizeof(int));
+    etx_dev_mark_readonly(ro, 64 * sizeof(int));
+    selftest_grid_dependency(mode, d, ro);
     etx_dev_sync();
 }
 
@@ -979,6 +981,12 @@ START_TEST(test_grid_dependency_rule_aborts) {
     expect_abort(child_grid_dependency, 1, writes, 2);
     const char* missing[] = {"grid dependencies: thread ", "returned without ETX_PDL_ENTRY()"};
     expect_abort(child_grid_dependency, 2, missing, 2);
+    const char* ro_write[] = {"grid dependencies: thread 7 of kernel", "writes device memory"};
+    expect_abort(child_grid_dependency, 4, ro_write, 2);
+    // loads from read-only memory (weights) may come first: the launch runs
+    int sig = 0;
+    const char* err = run_captured(child_grid_dependency, 3, &sig);
+    ck_assert_msg(sig == 0, "a load of read-only memory before the entry: signal %d; its stderr:\n%s", sig, err);
 }
 END_TEST
 

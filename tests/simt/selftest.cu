@@ -456,8 +456,17 @@ extern "C" void selftest_divergent_syncthreads(int mode, int* out) {
 }
 
 // mode 0: thread 0 reads out[0] before ETX_PDL_ENTRY; mode 1: thread 5 stores out[5]
-// before it; mode 2: threads >= 32 return without the entry (the others have it).
-__global__ void grid_dependency_kernel(int mode, int* out) {
+// before it; mode 2: threads >= 32 return without the entry (the others have it); mode 3:
+// every thread loads ro[threadIdx.x] (read-only memory) before it, which is allowed;
+// mode 4: thread 7 stores into ro before it.
+__global__ void grid_dependency_kernel(int mode, int* out, const int* ro) {
+    if (mode == 3) {
+        const int v = ro[threadIdx.x]; // weights-like memory: no kernel writes it
+        ETX_PDL_ENTRY();
+        out[threadIdx.x] = v;
+        return;
+    }
+    if (mode == 4 && threadIdx.x == 7) const_cast<int*>(ro)[7] = 1; // the bug: read-only means read
     if (mode == 0 && threadIdx.x == 0) {
         const int v = out[0]; // the bug: the previous kernel may still be writing out
         ETX_PDL_ENTRY();
@@ -470,8 +479,8 @@ __global__ void grid_dependency_kernel(int mode, int* out) {
     out[threadIdx.x] = 2;
 }
 
-extern "C" void selftest_grid_dependency(int mode, int* out) {
-    ETX_LAUNCH(grid_dependency_kernel, 1, 64, 0, 0, mode, out);
+extern "C" void selftest_grid_dependency(int mode, int* out, const int* ro) {
+    ETX_LAUNCH(grid_dependency_kernel, 1, 64, 0, 0, mode, out, ro);
     CUDA_CHECK_LAUNCH();
 }
 

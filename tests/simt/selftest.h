@@ -108,8 +108,10 @@ void selftest_mma(const uint16_t* a, const uint16_t* bt, const float* c, float* 
 void selftest_divergent_syncthreads(int mode, int* out);
 // A 64-thread kernel that breaks the grid-dependency rule (kernels/cuda_common.cuh):
 // mode 0 reads device memory (out[0]) before ETX_PDL_ENTRY, mode 1 writes it (out[5]),
-// mode 2 has half its threads return without the entry. out: 64 ints.
-void selftest_grid_dependency(int mode, int* out);
+// mode 2 has half its threads return without the entry; mode 3 loads ro (64 ints, marked
+// read-only by the caller) before the entry, which is allowed, and copies it to out;
+// mode 4 stores into ro before the entry. out: 64 ints.
+void selftest_grid_dependency(int mode, int* out, const int* ro);
 // Lanes < 16 of a warp call __shfl_xor_sync, lanes >= 16 __ballot_sync, both with the full mask.
 void selftest_mismatched_warp_ops(int* out);
 // Lane 0 of a warp waits at __syncthreads while lanes 1..31 wait at __syncwarp for it.

@@ -1062,7 +1062,8 @@ __attribute__((noinline)) void race_check(Shadow* sh, size_t off, size_t n, size
 // __shared__ scalars or constant indices): shared memory goes to race_check, static
 // storage outside the section is reported, the rest (global memory, the stack) returns at
 // once.
-bool device_address(uintptr_t a); // inside a cudaMalloc allocation (below)
+bool device_address(uintptr_t a);   // inside a cudaMalloc allocation (below)
+bool readonly_address(uintptr_t a); // ... that simt::mark_readonly marked
 
 [[noreturn]] __attribute__((noinline)) void report_before_entry(uintptr_t a, bool write, const void* pc) {
     const Fiber* f = (const Fiber*)g_thread;
@@ -1070,17 +1071,19 @@ bool device_address(uintptr_t a); // inside a cudaMalloc allocation (below)
     snprintf(buf, sizeof buf,
              "grid dependencies: thread %u of kernel %s %s device memory at 0x%zx before ETX_PDL_ENTRY(): on "
              "sm_90 the kernel may run while the previous kernel on the stream still writes (programmatic "
-             "dependent launch), so nothing may touch device memory before the entry "
-             "(kernels/cuda_common.cuh)\n    thread %u: %s",
+             "dependent launch), so nothing but loads from read-only memory (etx_dev_mark_readonly) may come "
+             "before the entry (kernels/cuda_common.cuh)\n    thread %u: %s",
              f->t.linear, kernel_name().c_str(), write ? "writes" : "reads", (size_t)a, f->t.linear,
              describe_pc(pc).c_str());
     fail(buf, false);
 }
 
 static inline void race_access(uintptr_t a, size_t n, bool write, const void* pc) {
-    // before the grid-dependency entry: only the stack, the launch's arguments and shared
-    // memory may be touched (checked in every block; after the entry this is one branch)
-    if (__builtin_expect(g_dep_check && g_thread && !g_thread->dep_entered, 0) && device_address(a))
+    // before the grid-dependency entry: only the stack, the launch's arguments, shared
+    // memory and loads from read-only allocations (weights) may be touched (checked in
+    // every block; after the entry this is one branch)
+    if (__builtin_expect(g_dep_check && g_thread && !g_thread->dep_entered, 0) && device_address(a) &&
+        (write || !readonly_address(a)))
         report_before_entry(a, write, pc);
     if (!g_race_active) return; // not a checked block, or outside a kernel
     if (__builtin_expect(a - g_sec_lo < g_sec_len, 0))
@@ -1534,9 +1537,11 @@ void alloc_add(void* p, size_t n) {
     std::lock_guard<std::mutex> lock(g_alloc_mu);
     g_allocs[(uintptr_t)p] = n;
 }
+std::map<uintptr_t, size_t> g_readonly; // allocations marked read-only (simt::mark_readonly): base -> bytes
 void alloc_remove(void* p) {
     std::lock_guard<std::mutex> lock(g_alloc_mu);
     g_allocs.erase((uintptr_t)p);
+    g_readonly.erase((uintptr_t)p);
 }
 // Whether [p, p + n) lies inside one allocation of m (base -> bytes).
 bool map_covers(const std::map<uintptr_t, size_t>& m, const void* p, size_t n) {
@@ -1550,6 +1555,16 @@ bool map_covers(const std::map<uintptr_t, size_t>& m, const void* p, size_t n) {
 bool alloc_covers(const void* p, size_t n) { return map_covers(g_allocs, p, n); }
 } // namespace
 bool simt::detail::device_address(uintptr_t a) { return alloc_covers((const void*)a, 1); }
+bool simt::detail::readonly_address(uintptr_t a) { return map_covers(g_readonly, (const void*)a, 1); }
+int simt::mark_readonly(const void* p, size_t bytes) {
+    if (!p || !bytes) return 0;
+    if (!alloc_covers(p, bytes)) return -1; // not (inside) one device allocation
+    std::lock_guard<std::mutex> lock(g_alloc_mu);
+    auto it = g_allocs.upper_bound((uintptr_t)p);
+    --it; // alloc_covers found it
+    g_readonly[it->first] = it->second; // the whole allocation
+    return 0;
+}
 namespace {
 // The device sides of a copy of `count` bytes of kind `kind` (cudaMemcpyDefault: every
 // side that starts inside an allocation) fit their allocations.

@@ -193,6 +193,12 @@ void yield(); // __nanosleep: let the other fibers of the block run
 unsigned long launches_run();
 } // namespace detail
 
+// Marks the device allocation holding [p, p + bytes) read-only: no kernel writes it while
+// kernels that read it may run (weights), so a kernel may load from it before its
+// ETX_PDL_ENTRY (the check below lets those loads through). 0, or -1 when the range is not
+// inside one allocation. cudaFree forgets the mark.
+int mark_readonly(const void* p, size_t bytes);
+
 // ETX_PDL_ENTRY(): the emulated griddepcontrol.wait + launch_dependents. Launches run one
 // after another here, so there is nothing to wait for; what the emulator checks is that
 // the entry is there and first (simt.cpp, "grid dependencies"): a thread of an ETX_LAUNCH
