@@ -197,7 +197,8 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
 // same k map (a lane's 16 bytes at k 8t of the chunk, first half to the first mma) — so
 // the same bits. The chunks stream through TT_STAGES stages of shared memory filled by
 // cp.async (each stage: the tile's 128 weight rows and BN x rows, 64 bytes of k each),
-// loaded TT_STAGES - 1 chunks ahead of the one being multiplied.
+// loaded TT_STAGES - 1 chunks ahead of the one being multiplied; the first stages'
+// weights are requested before the grid-dependency wait, as gemm_tc_kernel's first round.
 //
 // Traffic: per chunk a block loads (128 + BN) x 64 bytes from L2 for 128 BN 32 2 FLOPs:
 // 43.7 FLOP per L2 byte at BN = 64, 64 at BN = 128 (gemm_tc_kernel: 16), and every
@@ -220,7 +221,6 @@ template <int NT, bool SWIGLU>
 __global__ void __launch_bounds__(TC_WARPS * 32, 1)
     gemm_tc_tiled_kernel(void* __restrict__ y, float* __restrict__ ws, const __nv_bfloat16* __restrict__ x,
                          const __nv_bfloat16* __restrict__ w, int n, int in, int out, int rows_fast) {
-    ETX_PDL_ENTRY();
     constexpr int MT = 4, BN = 32 * NT;
     __shared__ __align__(16) __nv_bfloat16 sw[TT_STAGES][TT_BM * TC_CHUNK]; // [row][k] per stage
     __shared__ __align__(16) __nv_bfloat16 sx[TT_STAGES][BN * TC_CHUNK];
@@ -234,8 +234,9 @@ __global__ void __launch_bounds__(TC_WARPS * 32, 1)
     // stage s <- chunk c: thread q copies 16-byte pieces q, q + 256, ... (piece p: row p / 4,
     // k 8 (p % 4) of the chunk); rows past out / n repeat the last (never written), k past
     // `in` is zero-filled
-    auto load = [&](int s, int c) {
-        for (int p = threadIdx.x; p < (TT_BM + BN) * 4; p += TC_WARPS * 32) {
+    // pieces [p0, p1): the weight rows' are 0 .. 4 TT_BM - 1, x's the rest
+    auto load_pieces = [&](int s, int c, int p0, int p1) {
+        for (int p = p0 + threadIdx.x; p < p1; p += TC_WARPS * 32) {
             const int row = p / 4, k = TC_CHUNK * c + 8 * (p % 4);
             const bool is_w = row < TT_BM;
             const __nv_bfloat16* src = is_w ? w + (size_t)min(o0 + row, out - 1) * in
@@ -244,6 +245,7 @@ __global__ void __launch_bounds__(TC_WARPS * 32, 1)
             etx_cp_async16(dst, k < in ? src + k : src, k < in ? 16 : 0);
         }
     };
+    auto load = [&](int s, int c) { load_pieces(s, c, 0, (TT_BM + BN) * 4); };
     float acc[MT][NT][4], total[MT][NT][4];
 #pragma unroll
     for (int i = 0; i < MT; i++)
@@ -271,8 +273,14 @@ __global__ void __launch_bounds__(TC_WARPS * 32, 1)
                     acc[i][j][e] = 0.0f;
                 }
     };
+    // The first stages' weights are requested before the grid-dependency wait (read-only
+    // memory: their latency overlaps the kernel before this one), x's after it; stage s's
+    // copies then complete with commit group s (group 0 also holds the later stages' weights)
+    for (int s = 0; s < TT_STAGES - 1; s++)
+        if (cb + s < ce) load_pieces(s, cb + s, 0, TT_BM * 4);
+    ETX_PDL_ENTRY();
     for (int s = 0; s < TT_STAGES - 1; s++) {
-        if (cb + s < ce) load(s, cb + s);
+        if (cb + s < ce) load_pieces(s, cb + s, TT_BM * 4, (TT_BM + BN) * 4);
         etx_cp_async_commit();
     }
     for (int c = cb; c < ce; c++) {

@@ -1078,6 +1078,12 @@ bool readonly_address(uintptr_t a); // ... that simt::mark_readonly marked
     fail(buf, false);
 }
 
+void check_async_source(const void* src) {
+    const uintptr_t a = (uintptr_t)src;
+    if (g_dep_check && device_address(a) && !readonly_address(a))
+        report_before_entry(a, false, __builtin_return_address(0));
+}
+
 static inline void race_access(uintptr_t a, size_t n, bool write, const void* pc) {
     // before the grid-dependency entry: only the stack, the launch's arguments, shared
     // memory and loads from read-only allocations (weights) may be touched (checked in

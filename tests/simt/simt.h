@@ -163,6 +163,9 @@ extern dim3 g_block_dim;  // blockDim of the launch
 extern dim3 g_grid_dim;   // gridDim of the launch
 extern unsigned char* g_dyn_smem;
 extern const char* g_launch_name; // the next launch's kernel name (ETX_LAUNCH's spelling), or null
+// A cp.async issued before the running thread's ETX_PDL_ENTRY: aborts unless src is
+// read-only memory or not device memory (the launch is not an ETX_LAUNCH: nothing).
+void check_async_source(const void* src);
 static inline const uint3& thread_idx() { return g_thread->tid; }
 static inline const uint3& block_idx() { return g_block_idx; }
 static inline const dim3& block_dim() { return g_block_dim; }
@@ -214,6 +217,9 @@ static inline void grid_dependency_entry() { detail::g_thread->dep_entered = tru
 // is dropped at the thread's exit (its bytes are never defined).
 static inline void cp_async16(void* dst_smem, const void* src_global, int src_bytes) {
     Thread* t = detail::g_thread;
+    // natively the copy reads its source at some moment after issue: issued before the
+    // grid-dependency entry, it races with the kernel before unless the source is read-only
+    if (!t->dep_entered && src_bytes > 0) detail::check_async_source(src_global);
     if (t->async_n == 32) {
         fprintf(stderr, "simt: more than 32 cp.async pending in one thread\n");
         abort();
