@@ -700,6 +700,20 @@ START_TEST(test_bad_launch) {
 }
 END_TEST
 
+// More than 48 KB of dynamic shared memory needs the kernel's attribute raised first; on a
+// GPU the launch without it fails (the emulator answers 1, invalid argument, and this test
+// asks the GPU which error it gives), and succeeds with it.
+START_TEST(test_big_dynamic_smem) {
+    unsigned* d = dev_alloc(32 * sizeof(unsigned));
+    int second = -1;
+    const int first = selftest_big_dynamic_smem(d, &second);
+    ck_assert_msg(first != 0, "64 KB of dynamic shared memory without the attribute: the launch succeeded");
+    ck_assert_msg(first == 1, "64 KB of dynamic shared memory without the attribute: error %d, want 1", first);
+    ck_assert_int_eq(second, 0);
+    etx_dev_free(d);
+}
+END_TEST
+
 // A copy or memset that leaves its allocation fails with cudaErrorInvalidValue (1) on the
 // GPU and in the emulator (an H200 run found a test downloading more rows than it had
 // allocated, which the emulator's plain memmove let pass).
@@ -1299,6 +1313,7 @@ static Suite* selftest_suite(void) {
     tcase_add_test(tc, test_bf16);
     tcase_add_test(tc, test_math);
     tcase_add_test(tc, test_bad_launch);
+    tcase_add_test(tc, test_big_dynamic_smem);
     tcase_add_test(tc, test_copy_bounds);
     tcase_add_test(tc, test_mma_layout);
     tcase_add_test(tc, test_fork_after_init);

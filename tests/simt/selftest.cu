@@ -527,6 +527,20 @@ __global__ void dynamic_smem_unwritten_kernel(int n, unsigned* out) {
     for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = s[i];
 }
 
+// 64 KB of dynamic shared memory: first without the attribute (the error), then with it.
+// Returns the first launch's error; *second_error the second's.
+extern "C" int selftest_big_dynamic_smem(unsigned* out, int* second_error) {
+    const int n = 16 * 1024; // unsigned: 64 KB
+    ETX_LAUNCH(dynamic_smem_unwritten_kernel, 1, 32, (size_t)n * sizeof(unsigned), 0, 32, out);
+    const int first = (int)cudaGetLastError();
+    CUDA_CHECK(cudaFuncSetAttribute(dynamic_smem_unwritten_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    (int)(n * sizeof(unsigned))));
+    ETX_LAUNCH(dynamic_smem_unwritten_kernel, 1, 32, (size_t)n * sizeof(unsigned), 0, 32, out);
+    *second_error = (int)cudaGetLastError();
+    CUDA_CHECK(cudaDeviceSynchronize());
+    return first;
+}
+
 extern "C" void selftest_dynamic_smem_unwritten(int n, unsigned* out) {
     ETX_LAUNCH(dynamic_smem_unwritten_kernel, 1, 32, (size_t)n * sizeof(unsigned), 0, n, out);
     CUDA_CHECK_LAUNCH();

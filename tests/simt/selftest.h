@@ -121,6 +121,10 @@ void selftest_deadlock(int* out);
 void selftest_shfl_outside_mask(int* out);
 // Reads n floats of dynamic shared memory that no thread wrote (emulator: 0xff bytes).
 void selftest_dynamic_smem_unwritten(int n, unsigned* out);
+// Launches a kernel with 64 KB of dynamic shared memory without, then with,
+// cudaFuncAttributeMaxDynamicSharedMemorySize: returns the first launch's error, the
+// second's in *second_error. out: 32 unsigned.
+int selftest_big_dynamic_smem(unsigned* out, int* second_error);
 
 // Scheduling (issue 14). order (n_blocks): block ids in the order their thread 0 took a
 // ticket (*ticket, zeroed by the caller); torder (n_blocks*block): per block, thread ids

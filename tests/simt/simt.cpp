@@ -1156,6 +1156,23 @@ unsigned long launches_run() { return g_launch_no; }
 
 // Whether a launch's configuration is one the runtime accepts; if not, says why on stderr
 // and sets the error the runtime would (at launch, or at a launch recorded by a capture).
+// cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes): per
+// kernel address. A GPU refuses a launch with more than 48 KB of dynamic shared memory
+// unless the kernel's attribute allows it (the emulator answers cudaErrorInvalidValue, the
+// error of other bad arguments on the H200; not yet seen on hardware for this case).
+std::mutex g_smem_attr_mu;
+std::map<const void*, int>& g_smem_attr = *new std::map<const void*, int>();
+void set_max_dynamic_smem(const void* kernel, int bytes) {
+    std::lock_guard<std::mutex> lock(g_smem_attr_mu);
+    g_smem_attr[kernel] = bytes;
+}
+static bool dynamic_smem_allowed(const void* kernel, size_t smem_bytes) {
+    if (smem_bytes <= 48 * 1024) return true;
+    std::lock_guard<std::mutex> lock(g_smem_attr_mu);
+    auto it = kernel ? g_smem_attr.find(kernel) : g_smem_attr.end();
+    return it != g_smem_attr.end() && (size_t)it->second >= smem_bytes;
+}
+
 static bool launch_config_ok(dim3 grid, dim3 block, size_t smem_bytes) {
     const unsigned long long n = (unsigned long long)block.x * block.y * block.z;
     // More than 1024 threads per block (or a block dimension past its limit): the H200 with
@@ -1188,6 +1205,13 @@ void launch(dim3 grid, dim3 block, size_t smem_bytes, const void* kernel, void (
         return;
     }
     if (!launch_config_ok(grid, block, smem_bytes)) return;
+    if (!dynamic_smem_allowed(kernel, smem_bytes)) {
+        fprintf(stderr, "simt: invalid launch: %zu bytes of dynamic shared memory, more than 48 KB, without "
+                        "cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, >= that) "
+                        "(cudaErrorInvalidValue)\n", smem_bytes);
+        g_last_error = cudaErrorInvalidValue;
+        return;
+    }
     if (t_in_launch) {
         fprintf(stderr, "simt: a kernel launched a kernel (dynamic parallelism is not emulated)\n");
         abort();

@@ -918,7 +918,20 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsig
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream);
 cudaError_t cudaGraphDestroy(cudaGraph_t graph);
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
-template <class F> static inline cudaError_t cudaFuncSetAttribute(F*, cudaFuncAttribute, int) { return cudaSuccess; }
+// Only cudaFuncAttributeMaxDynamicSharedMemorySize has an effect: as on a GPU, a launch
+// with more than 48 KB of dynamic shared memory needs it set to at least that first.
+namespace simt {
+namespace detail {
+void set_max_dynamic_smem(const void* kernel, int bytes);
+}
+} // namespace simt
+template <class F> static inline cudaError_t cudaFuncSetAttribute(F* f, cudaFuncAttribute attr, int value) {
+    if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
+        if (value < 0 || value > 227 * 1024) return cudaErrorInvalidValue;
+        simt::detail::set_max_dynamic_smem(reinterpret_cast<const void*>(f), value);
+    }
+    return cudaSuccess;
+}
 template <class T>
 static inline cudaError_t cudaMemcpyToSymbol(T& symbol, const void* src, size_t count, size_t offset = 0,
                                              cudaMemcpyKind kind = cudaMemcpyHostToDevice) {
