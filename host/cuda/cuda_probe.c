@@ -59,6 +59,7 @@ static etx_status measure_gemm(int quick, double* flops) {
     } else {
         etx_dev_memset(x, 0x3c, elems * sizeof(etx_bf16)); // 0x3c3c: a bf16 near 0.0115
         etx_dev_memset(w, 0x3c, elems * sizeof(etx_bf16));
+        etx_dev_mark_readonly(w, elems * sizeof(etx_bf16)); // as weights are (gemm.h)
         etx_gemm_bf16(y, x, w, n, n, n, NULL); // warm-up
         etx_dev_sync();
         double t[PROBE_REPS];
