@@ -197,7 +197,8 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
 // same k map (a lane's 16 bytes at k 8t of the chunk, first half to the first mma) — so
 // the same bits. The chunks stream through TT_STAGES stages of shared memory filled by
 // cp.async (each stage: the tile's 128 weight rows and BN x rows, 64 bytes of k each),
-// loaded TT_STAGES - 1 chunks ahead of the one being multiplied; the first stages'
+// loaded TT_STAGES - 1 chunks ahead of the one being multiplied (dynamic shared memory:
+// 3 x (128 + BN) x 64 bytes, 36 or 48 KB); the first stages'
 // weights are requested before the grid-dependency wait, as gemm_tc_kernel's first round.
 //
 // Traffic: per chunk a block loads (128 + BN) x 64 bytes from L2 for 128 BN 32 2 FLOPs:
@@ -222,8 +223,13 @@ __global__ void __launch_bounds__(TC_WARPS * 32, 1)
     gemm_tc_tiled_kernel(void* __restrict__ y, float* __restrict__ ws, const __nv_bfloat16* __restrict__ x,
                          const __nv_bfloat16* __restrict__ w, int n, int in, int out, int rows_fast) {
     constexpr int MT = 4, BN = 32 * NT;
-    __shared__ __align__(16) __nv_bfloat16 sw[TT_STAGES][TT_BM * TC_CHUNK]; // [row][k] per stage
-    __shared__ __align__(16) __nv_bfloat16 sx[TT_STAGES][BN * TC_CHUNK];
+    // the stages, in dynamic shared memory (tt_smem_bytes: 36 or 48 KB, within the default
+    // limit): static arrays of every instantiation would sit in the emulator's shared
+    // section, which it copies at every switch between resident blocks of any kernel
+    ETX_DYNAMIC_SMEM(__nv_bfloat16, smem);
+    __nv_bfloat16 (*sw)[TT_BM * TC_CHUNK] = reinterpret_cast<__nv_bfloat16 (*)[TT_BM * TC_CHUNK]>(smem); // [row][k]
+    __nv_bfloat16 (*sx)[BN * TC_CHUNK] =
+        reinterpret_cast<__nv_bfloat16 (*)[BN * TC_CHUNK]>(smem + TT_STAGES * TT_BM * TC_CHUNK);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int wc = warp % 2, wr = warp / 2;
     const int o0 = (rows_fast ? blockIdx.y : blockIdx.x) * TT_BM, r0 = (rows_fast ? blockIdx.x : blockIdx.y) * BN;
@@ -474,7 +480,8 @@ static void launch_tiled(void* y, const __nv_bfloat16* x, const __nv_bfloat16* w
     }
     const int split = ws ? tt_split(n, out, ws_bytes) : 1;
     const dim3 grid = rows_fast ? dim3(tiles_r, tiles_c, split) : dim3(tiles_c, tiles_r, split);
-    ETX_LAUNCH((gemm_tc_tiled_kernel<NT, SWIGLU>), grid, TC_WARPS * 32, 0, st, y, ws, x, w, n, in, out, rows_fast);
+    const size_t smem = (size_t)TT_STAGES * (TT_BM + 32 * NT) * TC_CHUNK * sizeof(__nv_bfloat16); // <= 48 KB
+    ETX_LAUNCH((gemm_tc_tiled_kernel<NT, SWIGLU>), grid, TC_WARPS * 32, smem, st, y, ws, x, w, n, in, out, rows_fast);
     CUDA_CHECK_LAUNCH();
     if (split > 1) {
         const long long outs = (long long)n * (SWIGLU ? out / 2 : out);

@@ -69,6 +69,10 @@ namespace simt {
 namespace detail {
 
 Thread* g_thread = nullptr;
+uint3 g_tid = {0, 0, 0};
+bool g_pre_entry = false; // the running thread is before its ETX_PDL_ENTRY in a checked launch
+uintptr_t g_ctx_lo = 0;   // the running launch's captured arguments: [g_ctx_lo, + g_ctx_len)
+size_t g_ctx_len = 0;
 uint3 g_block_idx = {0, 0, 0};
 dim3 g_block_dim;
 dim3 g_grid_dim;
@@ -269,6 +273,8 @@ void fiber_entry_uc() { fiber_main(static_cast<Fiber*>(static_cast<void*>(g_thre
 // a pass: no runnable thread after the last one that ran).
 void resume(Fiber* f) {
     g_thread = &f->t;
+    g_tid = f->t.tid;
+    g_pre_entry = g_dep_check && !f->t.dep_entered;
     g_from_sched = true;
     if (__sanitizer_start_switch_fiber) __sanitizer_start_switch_fiber(&g_sched_fake, f->stack_lo, f->stack_size);
 #ifdef SIMT_USE_UCONTEXT
@@ -320,6 +326,8 @@ void suspend(Fiber* f) {
         return;
     }
     g_thread = &next->t;
+    g_tid = next->t.tid;
+    g_pre_entry = g_dep_check && !next->t.dep_entered;
     if (__sanitizer_start_switch_fiber) __sanitizer_start_switch_fiber(&f->asan_fake, next->stack_lo, next->stack_size);
 #ifdef SIMT_USE_UCONTEXT
     swapcontext(&f->uc, &next->uc);
@@ -1078,6 +1086,15 @@ bool readonly_address(uintptr_t a); // ... that simt::mark_readonly marked
     fail(buf, false);
 }
 
+// Whether an access before the entry may be device memory: not the launch's arguments, not
+// the running fiber's stack (cheap tests that spare the allocation map's lock for what
+// every thread reads on its way into the kernel).
+static inline bool pre_entry_suspect(uintptr_t a) {
+    if (a - g_ctx_lo < g_ctx_len) return false;
+    const Fiber* f = (const Fiber*)g_thread;
+    return a - (uintptr_t)f->stack_lo >= f->stack_size;
+}
+
 void check_async_source(const void* src) {
     const uintptr_t a = (uintptr_t)src;
     if (g_dep_check && device_address(a) && !readonly_address(a))
@@ -1088,7 +1105,7 @@ static inline void race_access(uintptr_t a, size_t n, bool write, const void* pc
     // before the grid-dependency entry: only the stack, the launch's arguments, shared
     // memory and loads from read-only allocations (weights) may be touched (checked in
     // every block; after the entry this is one branch)
-    if (__builtin_expect(g_dep_check && g_thread && !g_thread->dep_entered, 0) && device_address(a) &&
+    if (__builtin_expect(g_pre_entry, 0) && pre_entry_suspect(a) && device_address(a) &&
         (write || !readonly_address(a)))
         report_before_entry(a, write, pc);
     if (!g_race_active) return; // not a checked block, or outside a kernel
@@ -1197,7 +1214,8 @@ static bool launch_config_ok(dim3 grid, dim3 block, size_t smem_bytes) {
     return true;
 }
 
-void launch(dim3 grid, dim3 block, size_t smem_bytes, const void* kernel, void (*fn)(void*), void* ctx) {
+void launch(dim3 grid, dim3 block, size_t smem_bytes, const void* kernel, void (*fn)(void*), void* ctx,
+            size_t ctx_size) {
     if (driver_lost()) {
         fprintf(stderr, "simt: kernel launched in a process forked after the device was initialised "
                         "(cudaErrorInitializationError)\n");
@@ -1255,6 +1273,8 @@ void launch(dim3 grid, dim3 block, size_t smem_bytes, const void* kernel, void (
     g_dep_check = kernel != nullptr; // ETX_LAUNCH passes its kernel; anonymous launches are not checked
     g_fn = fn;
     g_ctx = ctx;
+    g_ctx_lo = (uintptr_t)ctx;
+    g_ctx_len = ctx_size;
     g_grid_dim = grid;
     g_block_dim = block;
     Thread* saved = g_thread;
@@ -1269,6 +1289,7 @@ void launch(dim3 grid, dim3 block, size_t smem_bytes, const void* kernel, void (
     g_blk = nullptr;
     g_race_active = false;
     g_dep_check = false;
+    g_pre_entry = false;
     g_smem_owner = nullptr;
     g_dyn_smem = nullptr;
     g_dyn_lo = 0;

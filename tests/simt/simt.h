@@ -158,6 +158,7 @@ struct Thread {
 
 namespace detail {
 extern Thread* g_thread;  // the running fiber
+extern bool g_pre_entry;  // g_thread has not run ETX_PDL_ENTRY in a launch that requires it
 extern uint3 g_block_idx; // blockIdx of the running block
 extern dim3 g_block_dim;  // blockDim of the launch
 extern dim3 g_grid_dim;   // gridDim of the launch
@@ -166,14 +167,19 @@ extern const char* g_launch_name; // the next launch's kernel name (ETX_LAUNCH's
 // A cp.async issued before the running thread's ETX_PDL_ENTRY: aborts unless src is
 // read-only memory or not device memory (the launch is not an ETX_LAUNCH: nothing).
 void check_async_source(const void* src);
-static inline const uint3& thread_idx() { return g_thread->tid; }
+extern uint3 g_tid; // g_thread->tid, copied at every switch to a fiber: threadIdx reads a
+                    // global at a constant offset, which the race detector's hooks skip
+static inline const uint3& thread_idx() { return g_tid; }
 static inline const uint3& block_idx() { return g_block_idx; }
 static inline const dim3& block_dim() { return g_block_dim; }
 static inline const dim3& grid_dim() { return g_grid_dim; }
 
 // Runs fn(ctx) once per thread of every block. `kernel` identifies the kernel (its
 // address) for the lazy-loading rule of stream capture; null for anonymous launches.
-void launch(dim3 grid, dim3 block, size_t smem_bytes, const void* kernel, void (*fn)(void*), void* ctx);
+// ctx_size: the bytes of *ctx (the kernel's captured arguments, which every thread reads
+// before its first statement).
+void launch(dim3 grid, dim3 block, size_t smem_bytes, const void* kernel, void (*fn)(void*), void* ctx,
+            size_t ctx_size);
 // Stream capture: whether a launch on `stream` is to be recorded instead of run, and the
 // recording (a launch on a stream that is being captured becomes a node of its graph).
 bool capturing(cudaStream_t stream);
@@ -206,7 +212,10 @@ int mark_readonly(const void* p, size_t bytes);
 // after another here, so there is nothing to wait for; what the emulator checks is that
 // the entry is there and first (simt.cpp, "grid dependencies"): a thread of an ETX_LAUNCH
 // kernel that returns without it, or that touches device memory before it, aborts.
-static inline void grid_dependency_entry() { detail::g_thread->dep_entered = true; }
+static inline void grid_dependency_entry() {
+    detail::g_pre_entry = false; // first: the store below is checked by the hooks
+    detail::g_thread->dep_entered = true;
+}
 
 // cp.async (kernels/async_copy.cuh). A copy is queued, not performed: it lands when the
 // thread's cp.async.wait_group releases its group (the latest moment PTX allows), so a
@@ -261,12 +270,12 @@ void launch(dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream, const
         Fn copy = fn;
         detail::record_launch(stream, kernel, grid, block, smem_bytes, [=]() mutable {
             detail::g_launch_name = name;
-            detail::launch(grid, block, smem_bytes, kernel, &invoke_fn<Fn>, (void*)&copy);
+            detail::launch(grid, block, smem_bytes, kernel, &invoke_fn<Fn>, (void*)&copy, sizeof copy);
         });
         return;
     }
     detail::g_launch_name = name;
-    detail::launch(grid, block, smem_bytes, kernel, &invoke_fn<Fn>, (void*)&fn);
+    detail::launch(grid, block, smem_bytes, kernel, &invoke_fn<Fn>, (void*)&fn, sizeof fn);
 }
 template <class F> void launch(dim3 grid, dim3 block, size_t smem_bytes, F&& fn) {
     launch(grid, block, smem_bytes, (cudaStream_t)0, nullptr, nullptr, std::forward<F>(fn));
