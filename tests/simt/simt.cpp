@@ -70,7 +70,8 @@ namespace detail {
 
 Thread* g_thread = nullptr;
 uint3 g_tid = {0, 0, 0};
-bool g_pre_entry = false; // the running thread is before its ETX_PDL_ENTRY in a checked launch
+thread_local bool g_pre_entry = false; // the running thread is before its ETX_PDL_ENTRY in a checked launch
+                                       // (thread_local: see g_race_active)
 uintptr_t g_ctx_lo = 0;   // the running launch's captured arguments: [g_ctx_lo, + g_ctx_len)
 size_t g_ctx_len = 0;
 uint3 g_block_idx = {0, 0, 0};
@@ -180,7 +181,10 @@ struct Shadow {
 };
 int g_race_mode = 1;      // 0 off, 1 on (__syncwarp orders), 2 on (every warp intrinsic orders)
 unsigned g_race_blocks = 2; // blocks checked per launch (SIMT_RACE_BLOCKS; 0: all)
-bool g_race_active = false; // the running block is checked (its race_on)
+// thread_local: a process may run launches on several OS threads (one engine per
+// emulated device), and the hooks also see host code of the kernel files (launchers,
+// device.cu) run by threads that are not inside a launch
+thread_local bool g_race_active = false; // the running block is checked (its race_on)
 bool g_dep_check = false;   // the running launch is an ETX_LAUNCH: ETX_PDL_ENTRY is required
 uintptr_t g_sec_lo = 0;   // the simt_shared section
 size_t g_sec_len = 0;

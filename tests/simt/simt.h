@@ -158,7 +158,7 @@ struct Thread {
 
 namespace detail {
 extern Thread* g_thread;  // the running fiber
-extern bool g_pre_entry;  // g_thread has not run ETX_PDL_ENTRY in a launch that requires it
+extern thread_local bool g_pre_entry; // g_thread has not run ETX_PDL_ENTRY in a launch that requires it
 extern uint3 g_block_idx; // blockIdx of the running block
 extern dim3 g_block_dim;  // blockDim of the launch
 extern dim3 g_grid_dim;   // gridDim of the launch
