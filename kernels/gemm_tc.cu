@@ -259,9 +259,11 @@ __global__ void __launch_bounds__(TC_WARPS * 32, 1)
         for (int j = 0; j < NT; j++)
 #pragma unroll
             for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f, total[i][j][e] = 0.0f;
+    // C fragment: acc[i][j][e] (and total) is output column frag_col(i, e), row frag_row(j, e)
+    auto frag_col = [&](int i, int e) { return o0 + 64 * wc + 16 * i + g + 8 * (e / 2); };
+    auto frag_row = [&](int j, int e) { return r0 + 8 * NT * wr + 8 * j + 2 * t + e % 2; };
     // slice v ends: total += its sum (one block per tile) or ws[v] = its sum (split); the
-    // next slice starts from 0. C fragment: acc[i][j][e] is column 64 wc + 16 i + g + 8 (e / 2),
-    // row 8 NT wr + 8 j + 2 t + e % 2 of the tile.
+    // next slice starts from 0
     auto close_slice = [&](int v) {
 #pragma unroll
         for (int i = 0; i < MT; i++)
@@ -272,8 +274,7 @@ __global__ void __launch_bounds__(TC_WARPS * 32, 1)
                     if (split == 1) {
                         total[i][j][e] += acc[i][j][e];
                     } else {
-                        const int col = o0 + 64 * wc + 16 * i + g + 8 * (e / 2);
-                        const int row = r0 + 8 * NT * wr + 8 * j + 2 * t + e % 2;
+                        const int col = frag_col(i, e), row = frag_row(j, e);
                         if (row < n && col < out) ws[((size_t)v * n + row) * out + col] = acc[i][j][e];
                     }
                     acc[i][j][e] = 0.0f;
@@ -327,7 +328,7 @@ __global__ void __launch_bounds__(TC_WARPS * 32, 1)
         for (int j = 0; j < NT; j++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                const int col = o0 + 64 * wc + 16 * i + g + 8 * (e / 2), row = r0 + 8 * NT * wr + 8 * j + 2 * t + e % 2;
+                const int col = frag_col(i, e), row = frag_row(j, e);
                 if (SWIGLU) { // gate in column 2u (even g), up in 2u + 1: lane + 4 holds it
                     const float up = __shfl_down_sync(0xffffffffu, total[i][j][e], 4);
                     if (g % 2 == 0 && row < n && col < out)
