@@ -235,6 +235,16 @@ extern "C" int etx_gemm_uses_tensor_cores(void) {
 
 extern "C" int etx_gemm_tile_rows(int n) { return n <= 1 ? 1 : n <= 4 ? 4 : n <= 8 ? 8 : GEMM_MAX_TILE; }
 
+// 16-byte loads need x and w 16-byte aligned (in % 8 == 0 keeps every row so): aborts,
+// naming the caller, when they are not.
+static void check_aligned(const char* who, const etx_bf16* x, const etx_bf16* w, int in) {
+    if (((uintptr_t)x % 16) != 0 || ((uintptr_t)w % 16) != 0) {
+        fprintf(stderr, "[etx] %s: x %p or w %p not 16-byte aligned (in %d)\n", who, (const void*)x, (const void*)w,
+                in);
+        abort();
+    }
+}
+
 extern "C" void etx_gemm_bf16(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, void* stream) {
     etx_gemm_bf16_ws(y, x, w, n, in, out, NULL, 0, stream);
 }
@@ -256,11 +266,7 @@ extern "C" void etx_gemm_bf16_ws(float* y, const etx_bf16* x, const etx_bf16* w,
     // the path (and so the order of a row's sum) is fixed by `in` alone; 16-byte loads need
     // every row 16-byte aligned, which in % 8 == 0 gives from aligned bases
     const bool vec = in % 8 == 0;
-    if (vec && (((uintptr_t)x % 16) != 0 || ((uintptr_t)w % 16) != 0)) {
-        fprintf(stderr, "[etx] etx_gemm_bf16: x %p or w %p not 16-byte aligned (in %d)\n", (const void*)x,
-                (const void*)w, in);
-        abort();
-    }
+    if (vec) check_aligned("etx_gemm_bf16", x, w, in);
     if (vec && etx_gemm_uses_tensor_cores()) {
         etx_gemm_tc_bf16(y, x, w, n, in, out, ws, ws_bytes, stream);
         return;
@@ -286,11 +292,7 @@ extern "C" void etx_gemm_bf16_swiglu(etx_bf16* h, const etx_bf16* x, const etx_b
         abort();
     }
     if (!etx_gemm_swiglu_needs_scratch(in) && in > 0) {
-        if (((uintptr_t)x % 16) != 0 || ((uintptr_t)w % 16) != 0) {
-            fprintf(stderr, "[etx] etx_gemm_bf16_swiglu: x %p or w %p not 16-byte aligned (in %d)\n",
-                    (const void*)x, (const void*)w, in);
-            abort();
-        }
+        check_aligned("etx_gemm_bf16_swiglu", x, w, in);
         etx_gemm_tc_bf16_swiglu(h, x, w, n, in, out, ws, ws_bytes, stream);
         return;
     }
