@@ -42,11 +42,11 @@
 
 #ifdef ETX_SIMT
 #include "simt.h"
-// The arguments are captured by value (a launch recorded by stream capture runs later,
-// at cudaGraphLaunch); the kernel's address identifies it for the lazy-loading rule.
-#define ETX_LAUNCH(kernel, grid, block, smem, stream, ...)                                          \
-    simt::launch((grid), (block), (smem), (cudaStream_t)(stream), reinterpret_cast<const void*>(&kernel), #kernel, \
-                 [=]() { kernel(__VA_ARGS__); })
+// The arguments are evaluated at the launch and kept by value (a launch recorded by
+// stream capture runs later, at cudaGraphLaunch, with the values of the launch, as on a
+// GPU); the kernel's address identifies it for the lazy-loading rule.
+#define ETX_LAUNCH(kernel, grid, block, smem, stream, ...)                                                       \
+    simt::launch_kernel((grid), (block), (smem), (cudaStream_t)(stream), &kernel, #kernel, __VA_ARGS__)
 #define ETX_PDL_ENTRY() simt::grid_dependency_entry()
 #else
 #include <cuda_bf16.h>

@@ -1,5 +1,6 @@
 /*
- * gather.cu — a[dst_row0 + i] = a[idx[i]], b[dst_row0 + i] = b[idx[i]] for i < n (gather.h).
+ * gather.cu — a[dst_row0 + i] = a[idx[i]], b[dst_row0 + i] = b[idx[i]] for i < n (gather.h;
+ * b may be NULL).
  *
  * Block i copies the two rows of index i, consecutive threads on consecutive floats
  * (coalesced), 16 bytes at a time when width % 4 == 0. Traffic: n * width * 4 * 2 bytes
@@ -29,12 +30,12 @@ __global__ void gather_rows2_kernel(float* __restrict__ a, float* __restrict__ b
     if (VEC) {
         for (int k = threadIdx.x; k < width / 4; k += blockDim.x) {
             reinterpret_cast<gather_f32x4*>(a + dst)[k] = reinterpret_cast<const gather_f32x4*>(a + src)[k];
-            reinterpret_cast<gather_f32x4*>(b + dst)[k] = reinterpret_cast<const gather_f32x4*>(b + src)[k];
+            if (b) reinterpret_cast<gather_f32x4*>(b + dst)[k] = reinterpret_cast<const gather_f32x4*>(b + src)[k];
         }
     } else {
         for (int k = threadIdx.x; k < width; k += blockDim.x) {
             a[dst + k] = a[src + k];
-            b[dst + k] = b[src + k];
+            if (b) b[dst + k] = b[src + k];
         }
     }
 }

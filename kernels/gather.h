@@ -18,6 +18,7 @@ extern "C" {
 
 // For i < n: rows dst_row0 + i of a and of b (f32, width wide) = their rows idx[i]
 // (idx: device, n entries, each < dst_row0: sources and destinations never overlap).
+// b may be NULL: a alone.
 void etx_gather_rows2(float* a, float* b, const int32_t* idx, int n, int dst_row0, int width, void* stream);
 
 // The napkin math of etx_gather_rows2 (cost.h): two rows read and two written per index.

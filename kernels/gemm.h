@@ -34,6 +34,35 @@ void etx_gemm_bf16(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in
 void etx_gemm_bf16_ws(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, float* ws,
                       size_t ws_bytes, void* stream);
 
+// y += x · W^T: the same sum as etx_gemm_bf16_ws, added to y (one f32 addition, y + s).
+// The residual stream takes the O and down projections this way (issue 15 item 6): the
+// bits the norm kernel's residual add x + delta gave, without delta written and read back.
+void etx_gemm_bf16_add(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, float* ws,
+                       size_t ws_bytes, void* stream);
+// Its napkin math: etx_gemm_cost's with y read as well as written.
+EtxCost etx_gemm_add_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes);
+
+// Normalise, then project (the RMSNorm before a projection, folded into it):
+//   xn = bf16(rmsnorm(x) * gamma), as etx_rmsnorm_residual (norm.h) writes it with no delta;
+//   y = xn · W^T  (f32, etx_gemm_bf16's sum)   or, _swiglu, h = SwiGLU as etx_gemm_bf16_swiglu.
+// x: (n, in) f32, the residual stream (only read); gamma: (in) f32; xb: (n, in) bf16
+// scratch, written only when the call takes two launches. One launch when
+// etx_gemm_rmsnorm_fuses(n, in, out) and the device has tensor cores (each block of the
+// one-tile tensor-core kernel normalises its rows into shared memory, in the norm
+// kernel's order: rmsnorm.cuh); else etx_rmsnorm_residual into xb, then the GEMM on xb.
+// The same bits either way, so a row's result does not depend on which one its call took.
+void etx_gemm_bf16_rmsnorm(float* y, const float* x, const float* gamma, float eps, etx_bf16* xb, const etx_bf16* w,
+                           int n, int in, int out, float* ws, size_t ws_bytes, void* stream);
+void etx_gemm_bf16_rmsnorm_swiglu(etx_bf16* h, const float* x, const float* gamma, float eps, etx_bf16* xb,
+                                  const etx_bf16* w, int n, int in, int out, float* ws, size_t ws_bytes, void* stream);
+// Whether such a call of n rows is one launch on a card with tensor cores (and under the
+// emulator): in % 8 == 0, the tensor-core path, n <= 4 and the rows within 48 KB of shared
+// memory as bf16. Asks no device (the launch plan and the cost model use it).
+int etx_gemm_rmsnorm_fuses(int n, int in, int out);
+// The napkin math of the fused launch: the GEMM's, with x read as f32 (each block reading
+// its rows twice from L2) and the norm's weight; _swiglu's output when swiglu.
+EtxCost etx_gemm_rmsnorm_cost(int n, int in, int out, double l2_bytes, int swiglu);
+
 // The napkin math of etx_gemm_bf16_ws with a workspace of ws_bytes (cost.h): on tensor
 // cores etx_gemm_tc_cost's; on CUDA cores the weights read once per tile of rows, from
 // DRAM (a matrix larger than l2_bytes / 2 is assumed to miss L2 on every tile; a smaller
@@ -79,6 +108,18 @@ void etx_gemm_tc_bf16(float* y, const etx_bf16* x, const etx_bf16* w, int n, int
 // The same with the SwiGLU epilogue (etx_gemm_bf16_swiglu's tensor-core path).
 void etx_gemm_tc_bf16_swiglu(etx_bf16* h, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, float* ws,
                              size_t ws_bytes, void* stream);
+// y += x W^T on tensor cores (etx_gemm_bf16_add's path) and its napkin math.
+void etx_gemm_tc_bf16_add(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, float* ws,
+                          size_t ws_bytes, void* stream);
+EtxCost etx_gemm_tc_add_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes);
+// The fused norm on tensor cores (etx_gemm_bf16_rmsnorm's one launch): y f32 (n, out), or h
+// bf16 (n, out / 2) when swiglu; aborts unless etx_gemm_tc_rmsnorm_fuses holds and x, gamma
+// are 16-byte aligned. _fuses: the rule (n <= 4, the one-tile kernel, n in 2 bytes within
+// 48 KB of shared memory); _cost: its napkin math.
+void etx_gemm_tc_rmsnorm(void* y, int swiglu, const float* x, const float* gamma, float eps, const etx_bf16* w, int n,
+                         int in, int out, void* stream);
+int etx_gemm_tc_rmsnorm_fuses(int n, int in, int out, size_t ws_bytes);
+EtxCost etx_gemm_tc_rmsnorm_cost(int n, int in, int out, double l2_bytes, int swiglu);
 // Bytes of workspace that let a call of n rows and `out` columns split its slices: the 8
 // slice sums of every output, f32.
 size_t etx_gemm_tc_workspace_bytes(int n, int out);

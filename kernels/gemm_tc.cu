@@ -73,6 +73,7 @@
 #include "gemm.h"
 #include "async_copy.cuh"
 #include "mma.cuh"
+#include "rmsnorm.cuh"
 #include "swiglu.cuh"
 
 #define TC_WARPS 8 // warps per block = ways the k chunks are split; fixed (batch invariance)
@@ -95,18 +96,35 @@ static __device__ __forceinline__ tc_u32x4 tc_load(const __nv_bfloat16* p, bool 
     return *reinterpret_cast<const tc_u32x4*>(p);
 }
 
+// An f32 output: stored, or (acc_y) added to what is there — y + s, one rounding, the same
+// bits as the norm kernel's residual add x + delta had when the projection wrote delta.
+static __device__ __forceinline__ void tc_store(float* p, float s, int acc_y) {
+    if (acc_y) *p += s;
+    else *p = s;
+}
+
 // Block tile (bc, br): columns o0 = 16 MT bc .. + 16 MT - 1, rows r0 = 8 NT br .. + 8 NT - 1;
 // rows_fast: (bc, br) = (blockIdx.y, blockIdx.x), the row tiles of a column block launched
 // one after another (decode: each weight tile is read from DRAM once and the others hit
 // L2), else (blockIdx.x, blockIdx.y). Lane (g, t) loads weight rows o0 + 16 i + g and
 // o0 + 16 i + g + 8 (i < MT) and x rows r0 + 8 j + g (j < NT), clamped to the last valid
 // one (not written). part: the warps' partial tiles, element (row jr, column m) at
-// jr * 16 MT + m. SWIGLU: y is h, bf16 (n, out / 2), and the epilogue writes
-// h[r, o / 2] = silu_mul(y[r, o], y[r, o + 1]) for even o (W's rows interleave gate and up).
-template <int MT, int NT, bool SWIGLU>
+// jr * 16 MT + m. Epilogues: y f32 (n, out), stored, or added to (acc_y: y += x W^T, the
+// residual stream taking the O and down projections); SWIGLU: y is h, bf16 (n, out / 2),
+// and h[r, o / 2] = silu_mul(y[r, o], y[r, o + 1]) for even o (W's rows interleave gate
+// and up).
+// NORM (MT = NT = 1, at most TC_NORM_ROWS rows a call): x is the f32 residual stream, and
+// the block first normalises its rows into dynamic shared memory, bf16 (rows x in), in
+// rmsnorm.cuh's canonical order with the norm's weight gamma: the same bits as the
+// stand-alone norm (norm.cu) writing xb, so the fused and unfused paths agree on every
+// row. Each block re-reads its rows (in 4 bytes each, twice: the sum of squares, then the
+// scaled copy; from L2) and gamma: the redundant work that makes this worth it only for a
+// few rows (gemm_tc_rmsnorm_fuses).
+template <int MT, int NT, bool SWIGLU, bool NORM>
 __global__ void __launch_bounds__(TC_WARPS * 32)
-    gemm_tc_kernel(void* __restrict__ y, const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
-                   int n, int in, int out, int rows_fast) {
+    gemm_tc_kernel(void* __restrict__ y, const void* __restrict__ xv, const __nv_bfloat16* __restrict__ w,
+                   const float* __restrict__ gamma, float eps, int n, int in, int out, int rows_fast, int acc_y) {
+    static_assert(!NORM || (MT == 1 && NT == 1), "the fused norm is for the one-tile (n <= 8) kernel");
     constexpr int TM = 16 * MT, TN = 8 * NT;
     __shared__ float part[TC_WARPS][TN * TM];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -114,42 +132,67 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
     const __nv_bfloat16* wa[MT][2];
     for (int i = 0; i < MT; i++)
         for (int h = 0; h < 2; h++) wa[i][h] = w + (size_t)min(o0 + 16 * i + 8 * h + g, out - 1) * in + 8 * t;
-    // D chunks' loads issued together, then their mma's in chunk order (the order of the
-    // sum is the same for every D; D only sets how many loads are in flight per warp)
-    constexpr int D = MT * NT == 1 ? 8 : MT * NT == 2 ? 4 : 2;
+    // The warp's chunks go in half-rounds of H, two register buffers: while one half-round
+    // is multiplied the next one's loads are in flight, so a long slice (the down
+    // projection: 32 chunks at in = 8192) keeps H..2H chunks of loads outstanding with no
+    // gap between rounds (loads, then a wait, then mma's, had one per round). The order of
+    // the sum is the same for every H: chunk after chunk.
+    constexpr int D = MT * NT == 1 ? 8 : MT * NT == 2 ? 4 : 2, H = D / 2;
     const int chunks = (in + TC_CHUNK - 1) / TC_CHUNK, per = tc_slice_chunks(in);
     const int c_lo = min(chunks, warp * per), c_hi = min(chunks, c_lo + per); // warp w's slice
-    tc_u32x4 av[D][MT][2];
-    auto load_w = [&](int c0) {
-        for (int u = 0; u < D; u++) {
+    tc_u32x4 av0[H][MT][2], av1[H][MT][2], bv0[H][NT], bv1[H][NT];
+    auto load_w = [&](tc_u32x4(&av)[H][MT][2], int c0) {
+        for (int u = 0; u < H; u++) {
             const int c = c0 + u, k = TC_CHUNK * c;
             const bool ok = c < c_hi && k + 8 * t < in; // in % 8 == 0: a lane's 8 are all in or all out
             for (int i = 0; i < MT; i++)
                 for (int h = 0; h < 2; h++) av[u][i][h] = tc_load(wa[i][h] + k, ok);
         }
     };
-    // The first round's weights are loaded before the grid-dependency wait: no kernel writes
-    // the weights (the backend marks them read-only, etx_dev_mark_readonly), so with
-    // programmatic dependent launch their DRAM latency overlaps the kernel before this one
-    // (the norm that produces x), which is most of a small projection's time at batch 1:
-    // at in = 2048 a warp's whole slice is one round. x is read only after the wait.
-    load_w(c_lo);
+    // The first two half-rounds' weights are loaded before the grid-dependency wait: no
+    // kernel writes the weights (the backend marks them read-only, etx_dev_mark_readonly),
+    // so with programmatic dependent launch their DRAM latency overlaps the kernel before
+    // this one (the one that produces x), which is most of a small projection's time at
+    // batch 1: at in = 2048 a warp's whole slice is these two. x is read only after the wait.
+    load_w(av0, c_lo);
+    load_w(av1, c_lo + H);
     ETX_PDL_ENTRY();
     const __nv_bfloat16* xb[NT];
-    for (int j = 0; j < NT; j++) xb[j] = x + (size_t)min(r0 + 8 * j + g, n - 1) * in + 8 * t;
-    float acc[MT][NT][4];
-    for (int i = 0; i < MT; i++)
-        for (int j = 0; j < NT; j++)
-            for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f;
-    for (int c0 = c_lo; c0 < c_hi; c0 += D) {
-        if (c0 != c_lo) load_w(c0);
-        tc_u32x4 bv[D][NT];
-        for (int u = 0; u < D; u++) {
+    if (NORM) {
+        // rows r0 .. r0 + nr - 1 normalised into xs (bf16, nr x in); lanes past them read
+        // the last one, as the unfused kernel's clamped rows do
+        ETX_DYNAMIC_SMEM(__nv_bfloat16, xs);
+        __shared__ float red[32], inv_s[TN];
+        const float* xf = static_cast<const float*>(xv);
+        const int nr = min(TN, n - r0);
+        for (int j = 0; j < nr; j++) {
+            const float inv = etx_rms_inv_row(xf + (size_t)(r0 + j) * in, in, eps, red);
+            if (threadIdx.x == 0) inv_s[j] = inv;
+        }
+        __syncthreads();
+        for (int q = threadIdx.x; q < nr * in; q += TC_WARPS * 32) {
+            const int j = q / in, k = q % in;
+            xs[q] = etx_rms_apply(gamma[k], xf[(size_t)(r0 + j) * in + k], inv_s[j]);
+        }
+        __syncthreads();
+        for (int j = 0; j < NT; j++) xb[j] = xs + (size_t)min(8 * j + g, nr - 1) * in + 8 * t;
+    } else {
+        const __nv_bfloat16* x = static_cast<const __nv_bfloat16*>(xv);
+        for (int j = 0; j < NT; j++) xb[j] = x + (size_t)min(r0 + 8 * j + g, n - 1) * in + 8 * t;
+    }
+    auto load_x = [&](tc_u32x4(&bv)[H][NT], int c0) {
+        for (int u = 0; u < H; u++) {
             const int c = c0 + u, k = TC_CHUNK * c;
             const bool ok = c < c_hi && k + 8 * t < in;
             for (int j = 0; j < NT; j++) bv[u][j] = tc_load(xb[j] + k, ok);
         }
-        for (int u = 0; u < D; u++) {
+    };
+    float acc[MT][NT][4];
+    for (int i = 0; i < MT; i++)
+        for (int j = 0; j < NT; j++)
+            for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f;
+    auto multiply = [&](const tc_u32x4(&av)[H][MT][2], const tc_u32x4(&bv)[H][NT], int c0) {
+        for (int u = 0; u < H; u++) {
             if (c0 + u >= c_hi) break; // warp-uniform
             for (int i = 0; i < MT; i++) {
                 const uint32_t a0[4] = {av[u][i][0].x, av[u][i][1].x, av[u][i][0].y, av[u][i][1].y}; // k 8t + 0..3
@@ -161,6 +204,15 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
                 }
             }
         }
+    };
+    load_x(bv0, c_lo);
+    load_x(bv1, c_lo + H);
+    for (int c0 = c_lo; c0 < c_hi; c0 += 2 * H) { // buffer 0 holds chunks c0.., buffer 1 c0 + H..
+        multiply(av0, bv0, c0);
+        if (c0 + 2 * H < c_hi) load_w(av0, c0 + 2 * H), load_x(bv0, c0 + 2 * H);
+        if (c0 + H >= c_hi) break;
+        multiply(av1, bv1, c0 + H);
+        if (c0 + 3 * H < c_hi) load_w(av1, c0 + 3 * H), load_x(bv1, c0 + 3 * H);
     }
     // C fragment: acc[i][j][e] is column 16 i + g + 8 (e / 2), row 8 j + 2 t + e % 2
     for (int i = 0; i < MT; i++)
@@ -182,7 +234,7 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
             if (r0 + jr >= n || o0 + m >= out) continue;
             float s = 0.0f;
             for (int v = 0; v < TC_WARPS; v++) s += part[v][q];
-            static_cast<float*>(y)[(size_t)(r0 + jr) * out + o0 + m] = s;
+            tc_store(static_cast<float*>(y) + (size_t)(r0 + jr) * out + o0 + m, s, acc_y);
         }
     }
 }
@@ -221,7 +273,7 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
 template <int NT, bool SWIGLU>
 __global__ void __launch_bounds__(TC_WARPS * 32, 1)
     gemm_tc_tiled_kernel(void* __restrict__ y, float* __restrict__ ws, const __nv_bfloat16* __restrict__ x,
-                         const __nv_bfloat16* __restrict__ w, int n, int in, int out, int rows_fast) {
+                         const __nv_bfloat16* __restrict__ w, int n, int in, int out, int rows_fast, int acc_y) {
     constexpr int MT = 4, BN = 32 * NT;
     // the stages, in dynamic shared memory (tt_smem_bytes: 36 or 48 KB, within the default
     // limit): static arrays of every instantiation would sit in the emulator's shared
@@ -335,7 +387,7 @@ __global__ void __launch_bounds__(TC_WARPS * 32, 1)
                         static_cast<__nv_bfloat16*>(y)[(size_t)row * (out / 2) + col / 2] =
                             etx_silu_mul_bf16(total[i][j][e], up);
                 } else if (row < n && col < out) {
-                    static_cast<float*>(y)[(size_t)row * out + col] = total[i][j][e];
+                    tc_store(static_cast<float*>(y) + (size_t)row * out + col, total[i][j][e], acc_y);
                 }
             }
 }
@@ -345,7 +397,8 @@ __global__ void __launch_bounds__(TC_WARPS * 32, 1)
 // consecutive columns. Traffic: 8 n out 4 bytes read (from L2: the tiled kernel just wrote
 // them), the output written.
 template <bool SWIGLU>
-__global__ void gemm_slices_reduce_kernel(void* __restrict__ y, const float* __restrict__ ws, int n, int out) {
+__global__ void gemm_slices_reduce_kernel(void* __restrict__ y, const float* __restrict__ ws, int n, int out,
+                                          int acc_y) {
     ETX_PDL_ENTRY();
     const int per_row = SWIGLU ? out / 2 : out;
     const long long q = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -357,7 +410,7 @@ __global__ void gemm_slices_reduce_kernel(void* __restrict__ y, const float* __r
         for (int v = 0; v < TC_WARPS; v++) u += ws[((size_t)v * n + r) * out + o + 1];
         static_cast<__nv_bfloat16*>(y)[(size_t)r * per_row + o / 2] = etx_silu_mul_bf16(s, u);
     } else {
-        static_cast<float*>(y)[(size_t)r * out + o] = s;
+        tc_store(static_cast<float*>(y) + (size_t)r * out + o, s, acc_y);
     }
 }
 
@@ -385,20 +438,37 @@ static __device__ float tc_twin_sum(const __nv_bfloat16* wr, const __nv_bfloat16
 }
 
 // SWIGLU: a thread per unit u (columns 2u, 2u + 1), the epilogue of the warp kernel.
-template <bool SWIGLU>
-__global__ void gemm_tc_twin_kernel(void* __restrict__ y, const __nv_bfloat16* __restrict__ x,
-                                    const __nv_bfloat16* __restrict__ w, int n, int in, int out) {
+// NORM: x is the f32 residual stream; each block normalises row r into dynamic shared
+// memory (bf16, in elements) as the warp kernel does (rmsnorm.cuh: 128 threads playing the
+// canonical partials), then the threads read it from there.
+template <bool SWIGLU, bool NORM>
+__global__ void gemm_tc_twin_kernel(void* __restrict__ y, const void* __restrict__ xv,
+                                    const __nv_bfloat16* __restrict__ w, const float* __restrict__ gamma, float eps,
+                                    int n, int in, int out, int acc_y) {
     ETX_PDL_ENTRY();
     const int o = (blockIdx.x * blockDim.x + threadIdx.x) * (SWIGLU ? 2 : 1);
-    if (o >= out) return;
     for (int r = blockIdx.y; r < n; r += gridDim.y) {
-        const __nv_bfloat16* xr = x + (size_t)r * in;
-        const float s = tc_twin_sum(w + (size_t)o * in, xr, in);
-        if (SWIGLU)
-            static_cast<__nv_bfloat16*>(y)[(size_t)r * (out / 2) + o / 2] =
-                etx_silu_mul_bf16(s, tc_twin_sum(w + (size_t)(o + 1) * in, xr, in));
-        else
-            static_cast<float*>(y)[(size_t)r * out + o] = s;
+        const __nv_bfloat16* xr;
+        if (NORM) { // every thread of the block takes part (barriers), in range or not
+            ETX_DYNAMIC_SMEM(__nv_bfloat16, xs);
+            __shared__ float red[32];
+            const float* xf = static_cast<const float*>(xv) + (size_t)r * in;
+            const float inv = etx_rms_inv_row(xf, in, eps, red);
+            for (int k = threadIdx.x; k < in; k += blockDim.x) xs[k] = etx_rms_apply(gamma[k], xf[k], inv);
+            __syncthreads();
+            xr = xs;
+        } else {
+            xr = static_cast<const __nv_bfloat16*>(xv) + (size_t)r * in;
+        }
+        if (o < out) {
+            const float s = tc_twin_sum(w + (size_t)o * in, xr, in);
+            if (SWIGLU)
+                static_cast<__nv_bfloat16*>(y)[(size_t)r * (out / 2) + o / 2] =
+                    etx_silu_mul_bf16(s, tc_twin_sum(w + (size_t)(o + 1) * in, xr, in));
+            else
+                tc_store(static_cast<float*>(y) + (size_t)r * out + o, s, acc_y);
+        }
+        if (NORM) __syncthreads(); // xs is rewritten for the next row
     }
 }
 static int g_tc_warp_kernel = 0; // etx_gemm_use_warp_kernel (gemm.cu) sets both kernels' switch
@@ -416,16 +486,26 @@ static int tc_tile_cols(int n) { return n <= 16 ? 16 : 32; }
 // block (large prefill chunks: W re-read, x once). Launch order only: no output changes.
 static int tc_rows_fast(int n, int out) { return n <= out; }
 
-template <int MT, int NT, bool SWIGLU>
-static void launch_tc(void* y, const __nv_bfloat16* x, const __nv_bfloat16* w, int n, int in, int out,
-                      cudaStream_t st) {
+// The fused norm of a call (NULL: x is bf16 and already normalised).
+typedef struct {
+    const float* x;     // (n, in) f32, the residual stream
+    const float* gamma; // (in) the norm's weight
+    float eps;
+} TcNorm;
+
+template <int MT, int NT, bool SWIGLU, bool NORM>
+static void launch_tc(void* y, const void* x, const __nv_bfloat16* w, const TcNorm* nm, int n, int in, int out,
+                      int acc_y, cudaStream_t st) {
     const int tiles_c = etx_ceil_div(out, 16 * MT), tiles_r = etx_ceil_div(n, 8 * NT), rows_fast = tc_rows_fast(n, out);
     if ((rows_fast ? tiles_c : tiles_r) > 65535) { // gridDim.y
         fprintf(stderr, "[etx] etx_gemm_tc: %d rows x %d columns (at most 65535 tiles in gridDim.y)\n", n, out);
         abort();
     }
     const dim3 grid = rows_fast ? dim3(tiles_r, tiles_c) : dim3(tiles_c, tiles_r);
-    ETX_LAUNCH((gemm_tc_kernel<MT, NT, SWIGLU>), grid, TC_WARPS * 32, 0, st, y, x, w, n, in, out, rows_fast);
+    // NORM: the block's normalised rows, bf16 (tc_norm_fuses keeps it within 48 KB)
+    const size_t smem = NORM ? (size_t)min(n, 8 * NT) * in * sizeof(__nv_bfloat16) : 0;
+    ETX_LAUNCH((gemm_tc_kernel<MT, NT, SWIGLU, NORM>), grid, TC_WARPS * 32, smem, st, y, x, w,
+               nm ? nm->gamma : NULL, nm ? nm->eps : 0.0f, n, in, out, rows_fast, acc_y);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -473,7 +553,7 @@ extern "C" size_t etx_gemm_tc_workspace_bytes(int n, int out) { return (size_t)T
 
 template <int NT, bool SWIGLU>
 static void launch_tiled(void* y, const __nv_bfloat16* x, const __nv_bfloat16* w, int n, int in, int out, float* ws,
-                         size_t ws_bytes, cudaStream_t st) {
+                         size_t ws_bytes, int acc_y, cudaStream_t st) {
     const int tiles_c = etx_ceil_div(out, TT_BM), tiles_r = etx_ceil_div(n, 32 * NT), rows_fast = tc_rows_fast(n, out);
     if ((rows_fast ? tiles_c : tiles_r) > 65535) { // gridDim.y
         fprintf(stderr, "[etx] etx_gemm_tc: %d rows x %d columns (at most 65535 tiles in gridDim.y)\n", n, out);
@@ -482,69 +562,111 @@ static void launch_tiled(void* y, const __nv_bfloat16* x, const __nv_bfloat16* w
     const int split = ws ? tt_split(n, out, ws_bytes) : 1;
     const dim3 grid = rows_fast ? dim3(tiles_r, tiles_c, split) : dim3(tiles_c, tiles_r, split);
     const size_t smem = (size_t)TT_STAGES * (TT_BM + 32 * NT) * TC_CHUNK * sizeof(__nv_bfloat16); // <= 48 KB
-    ETX_LAUNCH((gemm_tc_tiled_kernel<NT, SWIGLU>), grid, TC_WARPS * 32, smem, st, y, ws, x, w, n, in, out, rows_fast);
+    ETX_LAUNCH((gemm_tc_tiled_kernel<NT, SWIGLU>), grid, TC_WARPS * 32, smem, st, y, ws, x, w, n, in, out, rows_fast,
+               acc_y);
     CUDA_CHECK_LAUNCH();
     if (split > 1) {
         const long long outs = (long long)n * (SWIGLU ? out / 2 : out);
         ETX_LAUNCH(gemm_slices_reduce_kernel<SWIGLU>, (unsigned)((outs + 255) / 256), 256, 0, st, y, (const float*)ws,
-                   n, out);
+                   n, out, acc_y);
         CUDA_CHECK_LAUNCH();
     }
 }
 
+// At most this many rows take the fused norm (NORM): each block normalises all of its
+// rows itself, so the redundant reads grow with n (see tc_cost).
+#define TC_NORM_ROWS 4
+// The GPU's rule (the cost model's too): the one-tile kernel, whose block holds the
+// normalised rows in at most 48 KB of shared memory.
+static int tc_norm_rule(int n, int in, int out, size_t ws_bytes) {
+    return n >= 1 && n <= TC_NORM_ROWS && in % 8 == 0 && etx_gemm_tc_tile_rows(n) == 8 &&
+           !tc_use_tiled(n, out, ws_bytes) && (size_t)n * in * sizeof(__nv_bfloat16) <= 48 * 1024;
+}
+extern "C" int etx_gemm_tc_rmsnorm_fuses(int n, int in, int out, size_t ws_bytes) {
+    return tc_norm_rule(n, in, out, ws_bytes);
+}
+
+// x: bf16 (nm NULL) or the f32 rows to normalise (nm; only where tc_norm_rule holds).
 template <bool SWIGLU>
-static void gemm_tc_run(void* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, float* ws,
-                        size_t ws_bytes, void* stream) {
+static void gemm_tc_run(void* y, const void* x, const etx_bf16* w, const TcNorm* nm, int n, int in, int out,
+                        float* ws, size_t ws_bytes, int acc_y, void* stream) {
     cudaStream_t st = (cudaStream_t)stream;
-    const __nv_bfloat16* xb = reinterpret_cast<const __nv_bfloat16*>(x);
+    const __nv_bfloat16* xb = static_cast<const __nv_bfloat16*>(x);
     const __nv_bfloat16* wb = reinterpret_cast<const __nv_bfloat16*>(w);
 #ifdef ETX_SIMT
     if (!g_tc_warp_kernel) {
         const int per = SWIGLU ? 2 : 1; // columns per thread
-        ETX_LAUNCH(gemm_tc_twin_kernel<SWIGLU>, dim3(etx_ceil_div(out, 128 * per), min(n, 65535)), 128, 0, st, y, xb,
-                   wb, n, in, out);
+        const dim3 grid(etx_ceil_div(out, 128 * per), min(n, 65535));
+        if (nm)
+            ETX_LAUNCH((gemm_tc_twin_kernel<SWIGLU, true>), grid, 128, (size_t)in * sizeof(__nv_bfloat16), st, y, x,
+                       wb, nm->gamma, nm->eps, n, in, out, acc_y);
+        else
+            ETX_LAUNCH((gemm_tc_twin_kernel<SWIGLU, false>), grid, 128, 0, st, y, x, wb, (const float*)NULL, 0.0f, n,
+                       in, out, acc_y);
         CUDA_CHECK_LAUNCH();
         return;
     }
 #endif
+    if (nm) {
+        launch_tc<1, 1, SWIGLU, true>(y, x, wb, nm, n, in, out, acc_y, st);
+        return;
+    }
     if (tc_use_tiled(n, out, ws ? ws_bytes : 0)) {
-        if (tt_nt(n) == 2) launch_tiled<2, SWIGLU>(y, xb, wb, n, in, out, ws, ws_bytes, st);
-        else launch_tiled<4, SWIGLU>(y, xb, wb, n, in, out, ws, ws_bytes, st);
+        if (tt_nt(n) == 2) launch_tiled<2, SWIGLU>(y, xb, wb, n, in, out, ws, ws_bytes, acc_y, st);
+        else launch_tiled<4, SWIGLU>(y, xb, wb, n, in, out, ws, ws_bytes, acc_y, st);
         return;
     }
     switch (etx_gemm_tc_tile_rows(n)) {
-    case 8: launch_tc<1, 1, SWIGLU>(y, xb, wb, n, in, out, st); break;
-    case 16: launch_tc<1, 2, SWIGLU>(y, xb, wb, n, in, out, st); break;
-    default: launch_tc<2, 4, SWIGLU>(y, xb, wb, n, in, out, st); break;
+    case 8: launch_tc<1, 1, SWIGLU, false>(y, xb, wb, NULL, n, in, out, acc_y, st); break;
+    case 16: launch_tc<1, 2, SWIGLU, false>(y, xb, wb, NULL, n, in, out, acc_y, st); break;
+    default: launch_tc<2, 4, SWIGLU, false>(y, xb, wb, NULL, n, in, out, acc_y, st); break;
     }
 }
 
 extern "C" void etx_gemm_tc_bf16(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, float* ws,
                                  size_t ws_bytes, void* stream) {
-    gemm_tc_run<false>(y, x, w, n, in, out, ws, ws_bytes, stream);
+    gemm_tc_run<false>(y, x, w, NULL, n, in, out, ws, ws_bytes, 0, stream);
+}
+
+extern "C" void etx_gemm_tc_bf16_add(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out,
+                                     float* ws, size_t ws_bytes, void* stream) {
+    gemm_tc_run<false>(y, x, w, NULL, n, in, out, ws, ws_bytes, 1, stream);
 }
 
 extern "C" void etx_gemm_tc_bf16_swiglu(etx_bf16* h, const etx_bf16* x, const etx_bf16* w, int n, int in, int out,
                                         float* ws, size_t ws_bytes, void* stream) {
-    gemm_tc_run<true>(h, x, w, n, in, out, ws, ws_bytes, stream);
+    gemm_tc_run<true>(h, x, w, NULL, n, in, out, ws, ws_bytes, 0, stream);
 }
 
-// The napkin math of one tensor-core call; y_bytes_per_out: bytes written per output (4
-// for f32, 1 for the SwiGLU epilogue's one bf16 per two columns).
-static EtxCost tc_cost(int n, int in, int out, double l2_bytes, double y_bytes_per_out, size_t ws_bytes) {
+extern "C" void etx_gemm_tc_rmsnorm(void* y, int swiglu, const float* x, const float* gamma, float eps,
+                                    const etx_bf16* w, int n, int in, int out, void* stream) {
+    if (!tc_norm_rule(n, in, out, 0) || ((uintptr_t)x % 16) != 0 || ((uintptr_t)gamma % 16) != 0) {
+        fprintf(stderr, "[etx] etx_gemm_tc_rmsnorm: %d rows of %d (x %p, gamma %p) do not take the fused norm\n", n,
+                in, (const void*)x, (const void*)gamma);
+        abort();
+    }
+    const TcNorm nm = {x, gamma, eps};
+    if (swiglu) gemm_tc_run<true>(y, x, w, &nm, n, in, out, NULL, 0, 0, stream);
+    else gemm_tc_run<false>(y, x, w, &nm, n, in, out, NULL, 0, 0, stream);
+}
+
+// The napkin math of one tensor-core call; y_bytes_per_out: bytes moved per output (4
+// for f32 stored, 8 added to, 1 for the SwiGLU epilogue's one bf16 per two columns); norm:
+// the fused norm (tc_norm_rule holds).
+static EtxCost tc_cost(int n, int in, int out, double l2_bytes, double y_bytes_per_out, size_t ws_bytes, int norm) {
     EtxCost c = {0, 0, 0, 0, 0, 0, 0, 0};
     if (n <= 0 || out <= 0) return c;
     const int tiled = tc_use_tiled(n, out, ws_bytes);
     const int rows = tiled ? 32 * tt_nt(n) : etx_gemm_tc_tile_rows(n), cols = tiled ? TT_BM : tc_tile_cols(n);
     const int tiles_r = etx_ceil_div(n, rows), tiles_c = etx_ceil_div(out, cols);
-    const double wbytes = (double)out * in * 2, xbytes = (double)n * in * 2;
+    const double wbytes = (double)out * in * 2, xbytes = (double)n * in * (norm ? 4 : 2);
     // the operand the launch order sweeps is re-read once per tile of the other: from L2
     // when it fits in half of it, else from DRAM; the other is read once
     if (tc_rows_fast(n, out))
         c.bytes = wbytes + xbytes * (xbytes > l2_bytes / 2 ? tiles_c : 1);
     else
         c.bytes = xbytes + wbytes * (wbytes > l2_bytes / 2 ? tiles_r : 1);
-    c.bytes += (double)n * out * y_bytes_per_out;
+    c.bytes += (double)n * out * y_bytes_per_out + (norm ? (double)in * 4 : 0); // + the norm's weight
     c.ctas = c.busy = (double)tiles_c * tiles_r;
     c.launches = 1;
     c.tensor = 1;
@@ -569,13 +691,25 @@ static EtxCost tc_cost(int n, int in, int out, double l2_bytes, double y_bytes_p
     // distinct: rows past n repeat the last one, which the lanes' loads coalesce) over all
     // of k; nothing is staged or shared between warps, so that is the block's whole traffic
     c.l2 = (double)tiles_c * tiles_r * cols * in * 2 + (double)tiles_c * n * in * 2;
+    // the fused norm: each block reads its rows twice (f32: the sum of squares, then the
+    // scaled copy into shared memory) and the norm's weight, and its warps read x from
+    // shared memory instead of L2
+    if (norm) c.l2 = (double)tiles_c * cols * in * 2 + (double)tiles_c * (2.0 * n * in * 4 + (double)in * 4);
     return c;
 }
 
 extern "C" EtxCost etx_gemm_tc_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes) {
-    return tc_cost(n, in, out, l2_bytes, 4, ws_bytes);
+    return tc_cost(n, in, out, l2_bytes, 4, ws_bytes, 0);
+}
+
+extern "C" EtxCost etx_gemm_tc_add_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes) {
+    return tc_cost(n, in, out, l2_bytes, 8, ws_bytes, 0); // y read and written
+}
+
+extern "C" EtxCost etx_gemm_tc_rmsnorm_cost(int n, int in, int out, double l2_bytes, int swiglu) {
+    return tc_cost(n, in, out, l2_bytes, swiglu ? 1 : 4, 0, 1);
 }
 
 extern "C" EtxCost etx_gemm_tc_swiglu_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes) {
-    return tc_cost(n, in, out, l2_bytes, 1, ws_bytes); // bf16 per two columns
+    return tc_cost(n, in, out, l2_bytes, 1, ws_bytes, 0); // bf16 per two columns
 }

@@ -2,11 +2,12 @@
  * norm.cu — RMSNorm fused with the residual add:
  *   x[r] += delta[r] (optional);  out[r] = bf16(x[r] * rsqrt(mean(x[r]^2) + eps) * w)
  *
- * One block per row. Pass 1 reads x (and delta), writes the sum back, and reduces the
+ * One block per row, etx_rms_threads(dim) threads. Pass 1 reads x (and delta), writes the sum back, and reduces the
  * sum of squares (warp shuffles, then one value per warp through shared memory); pass 2
  * re-reads x (now in L1/L2) and writes bf16. With dim % 4 == 0 and 16-byte aligned
  * pointers, every access is a 16-byte vector (8 bytes for the bf16 output).
- * Traffic per row: dim * (4 x + 4 delta + 4 x written + 2 out) bytes, w from L2.
+ * The vector path sums in rmsnorm.cuh's canonical order, which gemm_tc.cu's fused norm
+ * reproduces bit for bit. Traffic per row: dim * (4 x + 4 delta + 4 x written + 2 out) bytes, w from L2.
  *
  * Twin: host/cpu/cpu_ops.c rmsnorm; test: tests/kernels/test_layer_kernels.c test_rmsnorm
  * (docs/ops.md).
@@ -14,10 +15,9 @@
 #include "cuda_common.cuh"
 #include "norm.h"
 #include "reduce.cuh"
+#include "rmsnorm.cuh" // the arithmetic and order, shared with gemm_tc.cu's fused norm
 
-struct alignas(16) f32x4 {
-    float v[4];
-};
+typedef etx_f32x4 f32x4;
 struct alignas(8) bf16x4 {
     __nv_bfloat16 v[4];
 };
@@ -45,7 +45,7 @@ __global__ void rmsnorm_residual_kernel(__nv_bfloat16* __restrict__ out, float* 
                 for (int j = 0; j < 4; j++) a.v[j] += b.v[j];
                 x4[i] = a;
             }
-            for (int j = 0; j < 4; j++) ss += a.v[j] * a.v[j];
+            ss = etx_rms_add_squares(ss, a);
         }
     } else {
         for (int i = threadIdx.x; i < dim; i += blockDim.x) {
@@ -58,7 +58,7 @@ __global__ void rmsnorm_residual_kernel(__nv_bfloat16* __restrict__ out, float* 
         }
     }
     ss = etx_block_sum(ss, red); // every thread gets it; red: 32 floats
-    float inv = rsqrtf(ss / (float)dim + eps);
+    float inv = etx_rms_inv(ss, dim, eps);
     if (VEC) {
         const f32x4* x4 = reinterpret_cast<const f32x4*>(xr);
         const f32x4* w4 = reinterpret_cast<const f32x4*>(w);
@@ -66,11 +66,11 @@ __global__ void rmsnorm_residual_kernel(__nv_bfloat16* __restrict__ out, float* 
         for (int i = threadIdx.x; i < dim / 4; i += blockDim.x) {
             f32x4 a = x4[i], b = w4[i];
             bf16x4 o;
-            for (int j = 0; j < 4; j++) o.v[j] = __float2bfloat16(b.v[j] * (a.v[j] * inv));
+            for (int j = 0; j < 4; j++) o.v[j] = etx_rms_apply(b.v[j], a.v[j], inv);
             o4[i] = o;
         }
     } else {
-        for (int i = threadIdx.x; i < dim; i += blockDim.x) orow[i] = __float2bfloat16(w[i] * (xr[i] * inv));
+        for (int i = threadIdx.x; i < dim; i += blockDim.x) orow[i] = etx_rms_apply(w[i], xr[i], inv);
     }
 }
 
@@ -78,7 +78,8 @@ extern "C" void etx_rmsnorm_residual(etx_bf16* out, float* x, const float* delta
                                      float eps, void* stream) {
     if (n_rows <= 0) return;
     __nv_bfloat16* o = reinterpret_cast<__nv_bfloat16*>(out);
-    int threads = dim >= 4096 ? 512 : dim >= 1024 ? 256 : 128;
+    // the vector path's threads are the canonical order's partials (rmsnorm.cuh)
+    int threads = etx_rms_threads(dim);
     uintptr_t align = (uintptr_t)x | (uintptr_t)delta | (uintptr_t)w;
     bool vec = dim % 4 == 0 && (align & 15) == 0 && ((uintptr_t)out & 7) == 0;
     if (vec)

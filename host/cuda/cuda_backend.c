@@ -123,6 +123,9 @@ static void fill_sizes(CudaBackend* b, const etx_model* m, const BackendConfig* 
         b->dims.n_heads = nh, b->dims.n_kv_heads = nkv;
         b->dims.q_dim = b->q_dim, b->dims.kv_dim = b->kv_dim, b->dims.qkv_dim = b->qkv_dim;
         b->dims.tied = 0;
+        // the O and down projections write delta: the shards' parts are all-reduced there
+        // and the next norm adds it (cuda_tp.c)
+        b->dims.fused_residual = 0;
     }
     b->shape = (EtxAttnShape){nh, nkv, b->hdp, cfg->kv_block_size,
                               (cfg->max_seq_len + cfg->kv_block_size - 1) / cfg->kv_block_size};

@@ -3,11 +3,16 @@
  * over a set of token rows (prefill chunks, or a decode batch of one row per sequence) and
  * the sampling of the picks, op by op, as kernel launches:
  *
- *   embed -> per layer: rmsnorm(+ previous down output) -> gemm qkv
+ *   embed -> per layer: rmsnorm -> gemm qkv
  *   -> (qwen: + biases, per-head RMSNorm of q and k) -> rope + KV append
- *   -> attention (every row over its own positions; last-layer score capture when asked) -> gemm o
- *   -> rmsnorm(+ o output) -> gemm gate/up with SwiGLU as its epilogue -> gemm down
- *   -> final rmsnorm(+ last down output) -> gemm LM head (only the rows that need logits).
+ *   -> attention (every row over its own positions; last-layer score capture when asked)
+ *   -> gemm o, added into the residual stream x
+ *   -> rmsnorm -> gemm gate/up with SwiGLU as its epilogue -> gemm down, added into x
+ *   -> final rmsnorm -> gemm LM head (only the rows that need logits).
+ * Each rmsnorm is its own launch, or (a few rows: etx_gemm_rmsnorm_fuses) folded into the
+ * GEMM after it, which then reads x itself. With tensor parallelism the O and down
+ * projections write delta instead, all-reduced across the shards, and the next norm adds it
+ * (CudaDims.fused_residual).
  *
  * A step's prefill chunks of several sequences run as one set of rows (one GEMM per
  * projection), and a decode batch likewise: every row is a token at a position, and every
@@ -43,6 +48,13 @@ static void gemm_operands(CudaBackend* b, const CudaRows* r, const CudaOp* o, co
     }
 }
 
+// The weight of a norm (the final one, or layer l's before attention or the MLP).
+static const float* norm_weight(const CudaBackend* b, int l, CudaNorm which) {
+    return which == CUDA_NORM_FINAL ? b->final_norm
+           : which == CUDA_NORM_ATTN ? b->layers[l].attn_norm
+                                     : b->layers[l].ffn_norm;
+}
+
 void cuda_run_op(CudaBackend* b, const CudaRows* r, const CudaOp* o) {
     void* st = b->stream;
     const int n = o->n, dim = b->dim;
@@ -50,9 +62,7 @@ void cuda_run_op(CudaBackend* b, const CudaRows* r, const CudaOp* o) {
     switch (o->kind) {
     case CUDA_OP_EMBED: etx_embed(b->x, b->emb, r->d_tokens, n, dim, st); break;
     case CUDA_OP_NORM: {
-        const float* w = o->which == CUDA_NORM_FINAL ? b->final_norm
-                         : o->which == CUDA_NORM_ATTN ? b->layers[o->layer].attn_norm
-                                                      : b->layers[o->layer].ffn_norm;
+        const float* w = norm_weight(b, o->layer, (CudaNorm)o->which);
         etx_rmsnorm_residual(b->xb + off, b->x + off, o->residual ? b->delta + off : NULL, w, n, dim, b->eps, st);
         break;
     }
@@ -62,10 +72,21 @@ void cuda_run_op(CudaBackend* b, const CudaRows* r, const CudaOp* o) {
         int in = 0, out = 0;
         gemm_operands(b, r, o, &w, &x, &y);
         cuda_gemm_shape(&b->dims, (CudaWeight)o->which, &in, &out);
-        if (o->which == CUDA_W_GATE_UP) // SwiGLU in the GEMM's epilogue: hb = silu(gate) * up
+        if (o->norm) { // x's rows normalised by the GEMM itself (xb written only on its fallback)
+            const float* gamma = norm_weight(b, o->layer, (CudaNorm)(o->norm - 1));
+            if (o->which == CUDA_W_GATE_UP)
+                etx_gemm_bf16_rmsnorm_swiglu(b->hb, b->x + off, gamma, b->eps, b->xb + off, w, n, in, out, b->gemm_ws,
+                                             b->gemm_ws_bytes, st);
+            else
+                etx_gemm_bf16_rmsnorm(y, b->x + off, gamma, b->eps, b->xb + off, w, n, in, out, b->gemm_ws,
+                                      b->gemm_ws_bytes, st);
+        } else if (o->which == CUDA_W_GATE_UP) { // SwiGLU in the GEMM's epilogue: hb = silu(gate) * up
             etx_gemm_bf16_swiglu(b->hb, x, w, n, in, out, b->gemm_ws, b->gemm_ws_bytes, st);
-        else
+        } else if (o->residual) { // the residual stream takes the projection: x += y
+            etx_gemm_bf16_add(b->x + off, x, w, n, in, out, b->gemm_ws, b->gemm_ws_bytes, st);
+        } else {
             etx_gemm_bf16_ws(y, x, w, n, in, out, b->gemm_ws, b->gemm_ws_bytes, st);
+        }
         break;
     }
     case CUDA_OP_QKV_PREP: {
@@ -86,7 +107,9 @@ void cuda_run_op(CudaBackend* b, const CudaRows* r, const CudaOp* o) {
                       b->attn_ws_rows, b->shape, st);
         break;
     }
-    case CUDA_OP_GATHER: etx_gather_rows2(b->x, b->delta, b->d_head_rows, n, o->row0, dim, st); break;
+    case CUDA_OP_GATHER: // delta too when the final norm still adds it (no fused_residual)
+        etx_gather_rows2(b->x, b->dims.fused_residual ? NULL : b->delta, b->d_head_rows, n, o->row0, dim, st);
+        break;
     case CUDA_OP_VOCAB:
         etx_vocab_pass(b->logits, b->d_pick_row, n, b->vocab, ETX_TOPK, b->stats, b->cand, NULL, b->vp_scratch, st);
         break;

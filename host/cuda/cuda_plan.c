@@ -20,17 +20,32 @@
 #include "vocab_pass.h"
 
 static CudaOp op(CudaOpKind kind, int layer, int which, int row0, int n) {
-    CudaOp o = {kind, layer, which, row0, n, 0, 0};
+    CudaOp o = {kind, layer, which, row0, n, 0, 0, 0};
     return o;
 }
 
-int cuda_plan_head(const CudaDims* d, int row0, int n, CudaOp* ops) {
-    (void)d;
-    if (n <= 0) return 0;
-    ops[0] = op(CUDA_OP_NORM, -1, CUDA_NORM_FINAL, row0, n);
-    ops[0].residual = 1; // the last layer's down projection
-    ops[1] = op(CUDA_OP_GEMM, -1, CUDA_W_LM_HEAD, row0, n);
+// A norm and the projection that reads it: one op when the norm adds nothing (residual 0)
+// and the GEMM can normalise its own rows (etx_gemm_rmsnorm_fuses), else the norm, then
+// the GEMM on xb. Returns the ops written.
+static int norm_gemm(const CudaDims* d, int layer, CudaNorm norm, int residual, CudaWeight w, int row0, int n,
+                     CudaOp* ops) {
+    int in = 0, out = 0;
+    cuda_gemm_shape(d, w, &in, &out);
+    if (!residual && etx_gemm_rmsnorm_fuses(n, in, out)) {
+        ops[0] = op(CUDA_OP_GEMM, layer, w, row0, n);
+        ops[0].norm = 1 + norm;
+        return 1;
+    }
+    ops[0] = op(CUDA_OP_NORM, layer, norm, row0, n);
+    ops[0].residual = residual;
+    ops[1] = op(CUDA_OP_GEMM, layer, w, row0, n);
     return 2;
+}
+
+int cuda_plan_head(const CudaDims* d, int row0, int n, CudaOp* ops) {
+    if (n <= 0) return 0;
+    // without fused_residual the final norm adds the last layer's down projection
+    return norm_gemm(d, -1, CUDA_NORM_FINAL, !d->fused_residual, CUDA_W_LM_HEAD, row0, n, ops);
 }
 
 int cuda_plan_gathered_head(const CudaDims* d, int row0, int n, CudaOp* ops) {
@@ -42,19 +57,19 @@ int cuda_plan_gathered_head(const CudaDims* d, int row0, int n, CudaOp* ops) {
 int cuda_plan_forward(const CudaDims* d, int n, int capture, int head_row0, int head_n, CudaOp* ops) {
     int k = 0;
     ops[k++] = op(CUDA_OP_EMBED, -1, 0, 0, n);
+    const int fr = d->fused_residual; // the O and down projections add into x themselves
     for (int l = 0; l < d->n_layers; l++) {
-        ops[k] = op(CUDA_OP_NORM, l, CUDA_NORM_ATTN, 0, n);
-        ops[k++].residual = l > 0; // layer 0 starts from the embedding alone
-        ops[k++] = op(CUDA_OP_GEMM, l, CUDA_W_QKV, 0, n);
+        // layer 0 starts from the embedding alone
+        k += norm_gemm(d, l, CUDA_NORM_ATTN, !fr && l > 0, CUDA_W_QKV, 0, n, ops + k);
         if (d->qkv_bias || d->qk_norm) ops[k++] = op(CUDA_OP_QKV_PREP, l, 0, 0, n);
         ops[k++] = op(CUDA_OP_ROPE_KV, l, 0, 0, n);
         ops[k] = op(CUDA_OP_ATTN, l, 0, 0, n);
         ops[k++].capture = capture && l == d->n_layers - 1;
-        ops[k++] = op(CUDA_OP_GEMM, l, CUDA_W_O, 0, n);
-        ops[k] = op(CUDA_OP_NORM, l, CUDA_NORM_FFN, 0, n);
-        ops[k++].residual = 1;
-        ops[k++] = op(CUDA_OP_GEMM, l, CUDA_W_GATE_UP, 0, n);
-        ops[k++] = op(CUDA_OP_GEMM, l, CUDA_W_DOWN, 0, n);
+        ops[k] = op(CUDA_OP_GEMM, l, CUDA_W_O, 0, n);
+        ops[k++].residual = fr;
+        k += norm_gemm(d, l, CUDA_NORM_FFN, !fr, CUDA_W_GATE_UP, 0, n, ops + k);
+        ops[k] = op(CUDA_OP_GEMM, l, CUDA_W_DOWN, 0, n);
+        ops[k++].residual = fr;
     }
     k += cuda_plan_head(d, head_row0, head_n, ops + k);
     return k;
@@ -89,13 +104,15 @@ size_t cuda_gemm_ws_bytes(const CudaDims* d, int max_rows, int max_batch, int co
 }
 
 const char* cuda_op_name(const CudaOp* o, char* buf, size_t size) {
-    static const char* gemm[] = {"gemm qkv", "gemm o", "gemm gate/up + swiglu", "gemm down", "gemm lm head"};
+    static const char* gemm[] = {"gemm qkv", "gemm o", "gemm gate/up + swiglu", "gemm down", "gemm lm head",
+                                 // the norm folded in (CudaOp.norm)
+                                 "norm + gemm qkv", "?", "norm + gemm gate/up + swiglu", "?", "norm + gemm lm head"};
     static const char* norm[] = {"norm attn", "norm ffn", "norm final"};
     const char* what = "?";
     switch (o->kind) {
     case CUDA_OP_EMBED: what = "embed"; break;
     case CUDA_OP_NORM: what = norm[o->which]; break;
-    case CUDA_OP_GEMM: what = gemm[o->which]; break;
+    case CUDA_OP_GEMM: what = gemm[o->which + (o->norm ? 5 : 0)]; break;
     case CUDA_OP_QKV_PREP: what = "qkv bias + qk norm"; break;
     case CUDA_OP_ROPE_KV: what = "rope + kv append"; break;
     case CUDA_OP_ATTN: what = o->capture ? "attention + capture" : "attention"; break;
@@ -122,6 +139,7 @@ CudaDims cuda_dims_for(const etx_model* m, int max_seq_len, int block_size) {
     d.max_seq_len = max_seq_len, d.block_size = block_size;
     d.tied = m->w.lm_head == m->w.token_embedding;
     d.qkv_bias = c->qkv_bias != 0, d.qk_norm = c->qk_norm != 0;
+    d.fused_residual = 1; // one GPU (a tensor-parallel backend clears it for its shards' plan)
     return d;
 }
 
@@ -173,7 +191,9 @@ EtxCost cuda_op_cost(const CudaDims* d, const CudaOp* o, int len, const CudaCard
     {   // the backend's workspace when built for batches of o->n (cuda_gemm_ws_bytes), on the
         // path the model assumes (tensor cores unless ETX_GEMM=cuda-cores or in % 8 != 0)
         const size_t ws = cuda_gemm_ws_bytes(d, o->n, o->n, !etx_gemm_cost(1, d->dim, 16, 0, 0).tensor);
+        if (o->norm) return etx_gemm_rmsnorm_cost(o->n, in, out, card->l2_bytes, o->which == CUDA_W_GATE_UP);
         if (o->which == CUDA_W_GATE_UP) return etx_gemm_swiglu_cost(o->n, in, out, card->l2_bytes, ws);
+        if (o->residual) return etx_gemm_add_cost(o->n, in, out, card->l2_bytes, ws);
         return etx_gemm_cost(o->n, in, out, card->l2_bytes, ws);
     }
     case CUDA_OP_QKV_PREP: return etx_qkv_prep_cost(o->n, d->qkv_bias, d->qk_norm, attn_shape(d));
@@ -182,7 +202,11 @@ EtxCost cuda_op_cost(const CudaDims* d, const CudaOp* o, int len, const CudaCard
     case CUDA_OP_VOCAB: return etx_vocab_pass_cost(o->n, d->vocab, ETX_TOPK);
     case CUDA_OP_METRICS: return etx_attn_metrics_cost(o->n, d->n_heads, len, d->max_seq_len);
     case CUDA_OP_POLICY: return etx_policy_step_cost(o->n, o->which);
-    case CUDA_OP_GATHER: return etx_gather_rows2_cost(o->n, d->dim);
+    case CUDA_OP_GATHER: { // x alone with fused_residual (delta holds nothing then)
+        EtxCost c = etx_gather_rows2_cost(o->n, d->dim);
+        if (d->fused_residual) c.bytes /= 2;
+        return c;
+    }
     }
     EtxCost zero = {0, 0, 0, 0, 0, 0, 0, 0};
     return zero;

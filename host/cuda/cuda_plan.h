@@ -38,12 +38,19 @@ typedef struct {
     int tied;                         // 1: the LM head is the embedding table
     int qkv_bias;                     // 1: Q/K/V projection biases (qwen2)
     int qk_norm;                      // 1: per-head RMSNorm of q and k before RoPE (qwen3)
+    int fused_residual;               // 1 (one GPU): the O and down projections add into the
+                                      // residual stream x (etx_gemm_bf16_add), and a norm with
+                                      // nothing to add is folded into the projection after it
+                                      // where etx_gemm_rmsnorm_fuses; 0 (tensor parallelism:
+                                      // the shards' parts are all-reduced in delta first): the
+                                      // projections write delta, the next norm adds it
 } CudaDims;
 
 typedef enum {
     CUDA_OP_EMBED,   // x = embedding rows of the tokens
     CUDA_OP_NORM,    // xb = rmsnorm(x (+= delta)) with the layer's or the final norm
-    CUDA_OP_GEMM,    // one projection (CudaWeight); gate/up with SwiGLU: hb = silu(gate) * up
+    CUDA_OP_GEMM,    // one projection (CudaWeight); gate/up with SwiGLU: hb = silu(gate) * up;
+                     // `norm`: of rmsnorm(x) itself (the norm folded in); `residual`: x += it
     CUDA_OP_QKV_PREP, // qkv += biases, per-head RMSNorm of q and k (models with either only)
     CUDA_OP_ROPE_KV, // RoPE of q and k, k and v appended to the cache
     CUDA_OP_ATTN,    // attention of every row over its positions (etx_attn_rows)
@@ -62,12 +69,16 @@ typedef struct {
     int which;    // CUDA_OP_GEMM: CudaWeight; CUDA_OP_NORM: CudaNorm; CUDA_OP_POLICY: 1 when
                   // the exact fallback kernel is launched (some pick may need it)
     int row0, n;  // the rows it runs on (sampling ops: picks 0 .. n - 1)
-    int residual; // CUDA_OP_NORM: adds delta into x first (all but layer 0's attention norm)
+    int residual; // CUDA_OP_NORM: adds delta into x first (without fused_residual: all but
+                  // layer 0's attention norm); CUDA_OP_GEMM: adds its output into x (the
+                  // O and down projections with fused_residual) instead of writing delta
     int capture;  // CUDA_OP_ATTN: captures the scores (the last layer's, when asked);
                   // CUDA_OP_POLICY: reads the attention signals (CUDA_OP_METRICS ran)
+    int norm;     // CUDA_OP_GEMM: 1 + the CudaNorm it applies to x first, in the same
+                  // launch (etx_gemm_bf16_rmsnorm; xb is not written); 0: it reads xb
 } CudaOp;
 
-// Ops a plan can hold: 8 per layer (9 with biases or QK-norm) and a few more.
+// Ops a plan can hold: at most 8 per layer (9 with biases or QK-norm) and a few more.
 #define CUDA_PLAN_OPS(n_layers) (10 * (n_layers) + 8)
 
 // The forward over n rows: embedding and every layer (the last layer's attention

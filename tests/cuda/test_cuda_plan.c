@@ -113,7 +113,7 @@ END_TEST
 
 static CudaDims llama_1b(void) {
     // Llama-3.2-1B: dim 2048, hidden 8192, 16 layers, 32 / 8 heads of 64, vocab 128256, tied
-    CudaDims d = {2048, 8192, 128256, 16, 32, 8, 64, 64, 2048, 512, 3072, 4096, 64, 1, 0, 0};
+    CudaDims d = {2048, 8192, 128256, 16, 32, 8, 64, 64, 2048, 512, 3072, 4096, 64, 1, 0, 0, 1};
     return d;
 }
 
@@ -145,7 +145,7 @@ START_TEST(plan_shape) {
     ck_assert_int_eq(cuda_plan_sampling(&d, 3, 0, 1, ops), 2);
     ck_assert_int_eq(cuda_op_cost(&d, &ops[1], 16, cuda_card_find("h100")).launches, 2);
     char name[64];
-    CudaOp g = {CUDA_OP_GEMM, 3, CUDA_W_O, 0, 1, 0, 0};
+    CudaOp g = {CUDA_OP_GEMM, 3, CUDA_W_O, 0, 1, 0, 0, 0};
     ck_assert_str_eq(cuda_op_name(&g, name, sizeof name), "L3 gemm o");
     // a model with biases or QK-norm: one more op per layer, right after the QKV GEMM
     for (int v = 1; v <= 3; v++) {

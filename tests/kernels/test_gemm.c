@@ -69,6 +69,7 @@
 #include "cpu/f32_matrix.h"
 #include "device.h"
 #include "gemm.h"
+#include "norm.h"
 #include "swiglu.h"
 #include "check_device.h"
 #include "check_main.h"
@@ -427,6 +428,193 @@ START_TEST(gemm_swiglu_epilogue) {
 }
 END_TEST
 
+// etx_gemm_bf16_add (y += x W^T, the residual stream taking the O and down projections):
+// every output equals y0 + (etx_gemm_bf16's output) in one f32 addition, to the bit, on
+// both paths, the twins and warp kernels, the tiled kernel and its slice split.
+START_TEST(gemm_add_epilogue) {
+    static const int shapes[][3] = {{1, 64, 32}, {5, 96, 130}, {40, 1032, 70}, {133, 264, 300}, {3, 17, 10}};
+    for (int variant = 0; variant < 6; variant++) {
+        // CUDA cores (twin, warp kernel), tensor cores (twin, gemm_tc_kernel, tiled, tiled split over 4)
+        const int path = variant >= 2, warp = variant == 1 || variant >= 3, tiled = variant >= 4;
+        etx_gemm_force_path(path);
+        if (path == 1 && !etx_gemm_uses_tensor_cores()) continue;
+        if (g_native && variant == 2) continue; // no twin on a GPU
+        etx_gemm_use_warp_kernel(warp);
+        etx_gemm_tc_force_kernel(path ? tiled : -1);
+        etx_gemm_tc_force_split(variant == 5 ? 4 : 1); // variant 4: one block per tile, the tiled epilogue
+        uint64_t rng = rng_seed(23);
+        for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+            const int n = shapes[k][0], in = shapes[k][1], out = shapes[k][2];
+            const size_t ny = (size_t)n * out, ws_bytes = etx_gemm_tc_workspace_bytes(n, out);
+            etx_bf16* x = random_bf16(&rng, (size_t)n * in);
+            etx_bf16* w = random_bf16(&rng, (size_t)out * in);
+            float* y0 = malloc((ny + N_GUARD) * sizeof *y0);
+            ck_assert_ptr_nonnull(y0);
+            for (size_t i = 0; i < ny; i++) y0[i] = 4.0f * rng_frand(&rng);
+            for (int g = 0; g < N_GUARD; g++) y0[ny + g] = GUARD_F32;
+            float* y = run_gemm_ws(x, w, n, in, out); // x W^T alone, the same path
+            etx_bf16* dx = dev_copy_of(x, (size_t)n * in * sizeof *x);
+            etx_bf16* dw = dev_copy_of(w, (size_t)out * in * sizeof *w);
+            etx_dev_mark_readonly(dw, (size_t)out * in * sizeof *w);
+            float* dy = dev_copy_of(y0, (ny + N_GUARD) * sizeof *y0);
+            float* ws = dev_alloc(ws_bytes);
+            etx_dev_memset(ws, 0xff, ws_bytes);
+            etx_gemm_bf16_add(dy, dx, dw, n, in, out, ws, ws_bytes, NULL);
+            etx_dev_sync();
+            float* got = malloc((ny + N_GUARD) * sizeof *got);
+            ck_assert_ptr_nonnull(got);
+            etx_dev_download(got, dy, (ny + N_GUARD) * sizeof *got);
+            for (size_t i = 0; i < ny; i++) {
+                const float want = y0[i] + y[i];
+                if (memcmp(&got[i], &want, sizeof want) != 0)
+                    ck_abort_msg("n %d in %d out %d (variant %d): y[%zu] = %.9g, y0 + x W^T = %.9g", n, in, out,
+                                 variant, i, got[i], want);
+            }
+            for (int g = 0; g < N_GUARD; g++) ck_assert_msg(got[ny + g] == GUARD_F32, "guard %d past y overwritten", g);
+            etx_dev_free(dx), etx_dev_free(dw), etx_dev_free(dy), etx_dev_free(ws);
+            free(x), free(w), free(y0), free(y), free(got);
+        }
+    }
+    etx_gemm_tc_force_split(0);
+    etx_gemm_tc_force_kernel(-1);
+    etx_gemm_use_warp_kernel(0);
+    etx_gemm_force_path(-1);
+}
+END_TEST
+
+// The norm folded into the projection (etx_gemm_bf16_rmsnorm, _swiglu): for every shape,
+// the output equals, to the bit, the stand-alone norm (etx_rmsnorm_residual, which
+// test_layer_kernels holds to the CPU) into xb followed by the GEMM on xb. Rows 1..4 take
+// one launch (each block normalises its rows in the norm's canonical order, rmsnorm.cuh),
+// which leaves xb as it was (checked: a guard pattern stays) and, under the emulator, is
+// one kernel; more rows, or rows too long for the block's shared memory, take the two
+// launches. Dims across the norm's three partial counts (128, 256, 512 partials: dim <
+// 1024, < 4096, >= 4096). Under the emulator both the twin and the warp kernel.
+static void check_rmsnorm_gemm(uint64_t* rng, int n, int in, int out, int swiglu) {
+    const size_t nx = (size_t)n * in, ny = (size_t)n * (swiglu ? out / 2 : out);
+    const size_t ybytes = ny * (swiglu ? sizeof(etx_bf16) : sizeof(float)), ws_bytes = (size_t)n * out * sizeof(float);
+    float* x = malloc(nx * sizeof *x);
+    float* gamma = malloc((size_t)in * sizeof *gamma);
+    ck_assert(x && gamma);
+    for (size_t i = 0; i < nx; i++) x[i] = 3.0f * rng_frand(rng);
+    for (int i = 0; i < in; i++) gamma[i] = 1.0f + 0.5f * rng_frand(rng);
+    etx_bf16* w = random_bf16(rng, (size_t)out * in);
+    float* dx = dev_copy_of(x, nx * sizeof *x);
+    float* dg = dev_copy_of(gamma, (size_t)in * sizeof *gamma);
+    etx_bf16* dw = dev_copy_of(w, (size_t)out * in * sizeof *w);
+    etx_dev_mark_readonly(dw, (size_t)out * in * sizeof *w);
+    etx_bf16* dxb = dev_alloc(nx * sizeof(etx_bf16) + 16);
+    void* dy = dev_alloc(ybytes + 16);
+    void* dref = dev_alloc(ybytes + 16);
+    float* ws = dev_alloc(ws_bytes + 16);
+    const float eps = 1e-5f;
+    // the reference: two launches
+    etx_rmsnorm_residual(dxb, dx, NULL, dg, n, in, eps, NULL);
+    if (swiglu) etx_gemm_bf16_swiglu(dref, dxb, dw, n, in, out, ws, ws_bytes, NULL);
+    else etx_gemm_bf16_ws(dref, dxb, dw, n, in, out, ws, ws_bytes, NULL);
+    // the call under test, xb filled with a pattern the fused path must leave
+    etx_dev_memset(dxb, 0x5a, nx * sizeof(etx_bf16));
+    etx_dev_sync();
+    const long long before = etx_dev_kernel_launches();
+    if (swiglu) etx_gemm_bf16_rmsnorm_swiglu(dy, dx, dg, eps, dxb, dw, n, in, out, ws, ws_bytes, NULL);
+    else etx_gemm_bf16_rmsnorm(dy, dx, dg, eps, dxb, dw, n, in, out, ws, ws_bytes, NULL);
+    etx_dev_sync();
+    const long long launches = etx_dev_kernel_launches() - before;
+    const int fused = etx_gemm_rmsnorm_fuses(n, in, out);
+    if (before >= 0) ck_assert_msg(launches == (fused ? 1 : 2), "n %d in %d: %lld launches", n, in, launches);
+    unsigned char* got = malloc(ybytes + 1);
+    unsigned char* ref = malloc(ybytes + 1);
+    etx_bf16* xb = malloc(nx * sizeof *xb);
+    ck_assert(got && ref && xb);
+    etx_dev_download(got, dy, ybytes);
+    etx_dev_download(ref, dref, ybytes);
+    etx_dev_download(xb, dxb, nx * sizeof *xb);
+    if (memcmp(got, ref, ybytes) != 0) {
+        for (size_t i = 0; i < ny; i++) {
+            const size_t sz = swiglu ? sizeof(etx_bf16) : sizeof(float);
+            if (memcmp(got + i * sz, ref + i * sz, sz) != 0)
+                ck_abort_msg("n %d in %d out %d %s (%s): output %zu (row %zu) differs from norm + gemm", n, in, out,
+                             swiglu ? "swiglu" : "f32", fused ? "fused" : "two launches", i,
+                             i / (swiglu ? out / 2 : out));
+        }
+    }
+    if (fused)
+        for (size_t i = 0; i < nx; i++) ck_assert_msg(xb[i] == (etx_bf16)0x5a5a, "n %d in %d: fused, yet xb[%zu] written", n, in, i);
+    etx_dev_free(dx), etx_dev_free(dg), etx_dev_free(dw), etx_dev_free(dxb), etx_dev_free(dy), etx_dev_free(dref);
+    etx_dev_free(ws);
+    free(x), free(gamma), free(w), free(got), free(ref), free(xb);
+}
+
+START_TEST(gemm_rmsnorm_fused) {
+    if (!etx_gemm_uses_tensor_cores()) return;
+    etx_gemm_force_path(1);
+    static const int shapes[][3] = {
+        // n, in, out
+        {1, 64, 32}, {2, 576, 96}, {3, 1032, 48}, {4, 2048, 64}, {1, 4096, 32}, {4, 4096, 16}, {2, 8192, 16},
+        {4, 8192, 16}, /* too long for shared memory: two launches */ {5, 576, 64}, {9, 1032, 32},
+    };
+    for (int warp = 0; warp < 2; warp++) {
+        if (g_native && !warp) continue; // no twin on a GPU
+        etx_gemm_use_warp_kernel(warp);
+        uint64_t rng = rng_seed(29);
+        // a wrong order of the sum of squares moves inv by an ulp or so, which changes a bf16
+        // of xb only now and then: several draws of x per shape make that show
+        for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
+            for (int rep = 0; rep < 6; rep++) check_rmsnorm_gemm(&rng, shapes[k][0], shapes[k][1], shapes[k][2], rep % 2);
+    }
+    // captured in a graph and replayed (as the decode step runs), the fused call gives what
+    // it gives eagerly
+    {
+        const int n = 3, in = 576, out = 64;
+        uint64_t rng = rng_seed(31);
+        float* x = malloc((size_t)n * in * sizeof *x);
+        float* gamma = malloc((size_t)in * sizeof *gamma);
+        ck_assert(x && gamma);
+        for (int i = 0; i < n * in; i++) x[i] = 3.0f * rng_frand(&rng);
+        for (int i = 0; i < in; i++) gamma[i] = 1.0f + 0.5f * rng_frand(&rng);
+        etx_bf16* w = random_bf16(&rng, (size_t)out * in);
+        float* dx = dev_copy_of(x, (size_t)n * in * sizeof *x);
+        float* dg = dev_copy_of(gamma, (size_t)in * sizeof *gamma);
+        etx_bf16* dw = dev_copy_of(w, (size_t)out * in * sizeof *w);
+        etx_dev_mark_readonly(dw, (size_t)out * in * sizeof *w);
+        etx_bf16* dxb = dev_alloc((size_t)n * in * sizeof(etx_bf16));
+        float* dy = dev_alloc((size_t)n * out * sizeof(float));
+        float* dy2 = dev_alloc((size_t)n * out * sizeof(float));
+        void* st = etx_dev_stream_create();
+        for (int warp = g_native; warp < 2; warp++) {
+            etx_gemm_use_warp_kernel(warp);
+            etx_gemm_bf16_rmsnorm(dy, dx, dg, 1e-5f, dxb, dw, n, in, out, NULL, 0, st);
+            etx_dev_stream_sync(st);
+            etx_dev_memset(dy2, 0xff, (size_t)n * out * sizeof(float));
+            ck_assert(etx_dev_capture_begin(st));
+            etx_gemm_bf16_rmsnorm(dy2, dx, dg, 1e-5f, dxb, dw, n, in, out, NULL, 0, st);
+            void* g = etx_dev_capture_end(st);
+            ck_assert_msg(g != NULL, "capture failed: %s", etx_dev_capture_error());
+            etx_dev_graph_launch(g, st);
+            etx_dev_graph_launch(g, st); // twice: a replay leaves nothing behind that changes the next
+            etx_dev_stream_sync(st);
+            float* a = malloc((size_t)n * out * sizeof *a);
+            float* b = malloc((size_t)n * out * sizeof *b);
+            ck_assert(a && b);
+            etx_dev_download(a, dy, (size_t)n * out * sizeof *a);
+            etx_dev_download(b, dy2, (size_t)n * out * sizeof *b);
+            for (int i = 0; i < n * out; i++)
+                ck_assert_msg(memcmp(&a[i], &b[i], sizeof a[i]) == 0, "%s: y[%d] = %.9g eagerly, %.9g from a graph",
+                              warp ? "warp kernel" : "twin", i, a[i], b[i]);
+            free(a), free(b);
+            etx_dev_graph_destroy(g);
+        }
+        etx_dev_stream_destroy(st);
+        etx_dev_free(dx), etx_dev_free(dg), etx_dev_free(dw), etx_dev_free(dxb), etx_dev_free(dy), etx_dev_free(dy2);
+        free(x), free(gamma), free(w);
+    }
+    ck_assert(etx_gemm_rmsnorm_fuses(4, 4096, 64) && !etx_gemm_rmsnorm_fuses(4, 8192, 64));
+    ck_assert(!etx_gemm_rmsnorm_fuses(5, 64, 64) && !etx_gemm_rmsnorm_fuses(2, 100, 64));
+    etx_gemm_use_warp_kernel(0);
+    etx_gemm_force_path(-1);
+}
+END_TEST
+
 START_TEST(gemm_edge_cases) {
     uint64_t rng = rng_seed(12);
     const int n = 3, in = 16, out = 5;
@@ -462,6 +650,8 @@ static Suite* gemm_suite(void) {
     tcase_add_test(tc, gemm_rows_are_batch_invariant);
     tcase_add_test(tc, gemm_tc_kernels_agree);
     tcase_add_test(tc, gemm_swiglu_epilogue);
+    tcase_add_test(tc, gemm_add_epilogue);
+    tcase_add_test(tc, gemm_rmsnorm_fused);
     tcase_add_test(tc, gemm_edge_cases);
     tcase_add_test_raise_signal(tc, gemm_row_limit, SIGABRT);
     suite_add_tcase(s, tc);

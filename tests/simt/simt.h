@@ -53,10 +53,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <tuple>
 #include <limits>
 #include <memory>
 #include <new>
 #include <type_traits>
+#include <tuple>
 #include <utility>
 #include <math.h>
 #include <stdint.h>
@@ -276,6 +278,17 @@ void launch(dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream, const
     }
     detail::g_launch_name = name;
     detail::launch(grid, block, smem_bytes, kernel, &invoke_fn<Fn>, (void*)&fn, sizeof fn);
+}
+// What ETX_LAUNCH becomes: the arguments are evaluated and converted to the kernel's
+// parameter types here, at the launch, as CUDA does (a launch recorded by stream capture
+// keeps these values; an argument expression such as p->field is not evaluated again at
+// cudaGraphLaunch, when p may be gone).
+template <typename... Params, typename... Args>
+void launch_kernel(dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream, void (*kernel)(Params...),
+                   const char* name, Args&&... args) {
+    std::tuple<typename std::decay<Params>::type...> values(std::forward<Args>(args)...);
+    launch(grid, block, smem_bytes, stream, reinterpret_cast<const void*>(kernel), name,
+           [=]() { std::apply(kernel, values); });
 }
 template <class F> void launch(dim3 grid, dim3 block, size_t smem_bytes, F&& fn) {
     launch(grid, block, smem_bytes, (cudaStream_t)0, nullptr, nullptr, std::forward<F>(fn));
