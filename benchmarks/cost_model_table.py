@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """cost_model_table.py — the summary of `etx bench --plan` (the CUDA cost model, a
 prediction, not a measurement) for a model shape on every datasheet card, with and
-without programmatic dependent launch (ETX_PDL=0), greedy and entropix, as one markdown
-table; then the per-op tables of the first card, entropix, as etx prints them.
+without programmatic dependent launch (ETX_PDL=0), and on the first card with the
+fusions undone (ETX_FUSE=0), greedy and entropix, as one markdown table; then the per-op
+tables of the first card, entropix, as etx prints them.
 
     python3 benchmarks/cost_model_table.py [--etx build-dev/etx] [--shape llama-3.2-1b]
 
@@ -18,8 +19,8 @@ LINE = re.compile(r"^batch (\d+), \d+ positions per row, (greedy|entropix)[^:]*:
                   r"\(([\d.]+) ms per token\), floor ([\d.]+) ms = (\d+)% of the floor, (\d+) kernel launches")
 
 
-def plan(etx, shape, card, pdl, batches):
-    env = dict(os.environ, ETX_PDL="1" if pdl else "0")
+def plan(etx, shape, card, pdl, batches, fuse=1):
+    env = dict(os.environ, ETX_PDL="1" if pdl else "0", ETX_FUSE="1" if fuse else "0")
     cmd = [etx, "bench", "--plan", "--shape", shape, "-l", "128", "-g", "64", "--policy", "greedy,entropix",
            "--card", card, "--batch", batches]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
@@ -39,20 +40,21 @@ def main():
     ap.add_argument("--cards", default="h100,h200")
     ap.add_argument("--batch", default="1,8,64,256")
     a = ap.parse_args()
-    print("| card | PDL | batch | greedy ms/step | entropix ms/step | floor ms | entropix / floor | launches |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| card | PDL | fusions | batch | greedy ms/step | entropix ms/step | floor ms | entropix / floor | launches |")
+    print("|---|---|---|---|---|---|---|---|---|")
     first = None
-    for card in a.cards.split(","):
-        for pdl in (1, 0):
-            out, rows = plan(a.etx, a.shape, card, pdl, a.batch)
-            if first is None:
-                first = out
-            for b in [int(x) for x in a.batch.split(",")]:
-                g, e = rows.get((b, "greedy")), rows.get((b, "entropix"))
-                if not g or not e:
-                    sys.exit(f"cost_model_table: no prediction for batch {b} on {card}")
-                print(f"| {card} | {'on' if pdl else 'off'} | {b} | {g[0]:.3f} | {e[0]:.3f} | {e[1]:.3f} | "
-                      f"{e[2]}% | {e[3]} |")
+    cards = a.cards.split(",")
+    runs = [(card, pdl, 1) for card in cards for pdl in (1, 0)] + [(cards[0], 1, 0)]
+    for card, pdl, fuse in runs:
+        out, rows = plan(a.etx, a.shape, card, pdl, a.batch, fuse)
+        if first is None:
+            first = out
+        for b in [int(x) for x in a.batch.split(",")]:
+            g, e = rows.get((b, "greedy")), rows.get((b, "entropix"))
+            if not g or not e:
+                sys.exit(f"cost_model_table: no prediction for batch {b} on {card}")
+            print(f"| {card} | {'on' if pdl else 'off'} | {'on' if fuse else 'off'} | {b} | {g[0]:.3f} | {e[0]:.3f} | "
+                  f"{e[1]:.3f} | {e[2]}% | {e[3]} |")
     print()
     print("Per op, first card, with PDL (etx bench --plan as printed):")
     print()

@@ -29,13 +29,28 @@
  * t's four dims in registers against heads w, w + 4, ...; for the values, thread (head
  * i0, column d) keeps v[t..t+3][d] in registers against its heads' four weights.
  *
+ * Merging in place. When the rows alone fill the GPU (Z = 1: a batch of 33 or more rows
+ * with 8 KV heads on 132 SMs) the one block of a (KV head, row) folds each split into a
+ * running max, sum and output as it ends, with the merge kernel's arithmetic in its order
+ * (attn_fold_*: one split at a time, explicit fmaf), and writes the output: the split
+ * workspace (26 MB a layer at batch 256 on the 1B) and the merge launch go, and a row's
+ * bits are those the merge kernel gives it at any other batch size.
+ *
+ * RoPE folded in (a decode batch: every row the next token of its own sequence). Each
+ * block rotates its query heads from the QKV rows (rope.cu's angles and products, so the
+ * same bits as the q it would write), and the block holding the row's last split rotates
+ * the key of its KV head and appends key and value to the pools; that position's key and
+ * value are then taken from shared memory, not re-read through the read-only path. One
+ * launch less per layer (rope.cu stays for prefill chunks, whose rows read each other's
+ * keys).
+ *
  * Prefill cost: a prompt of n positions reads K/V n (n + 1) / 2 times per KV head (from
  * L2 after the first); a kernel that shares each tile among the rows of a chunk while
  * keeping each row's tile order is the performance issue's to write.
  *
  * Twin: host/cpu/cpu_ops.c attention_head; tests: tests/kernels/test_layer_kernels.c
  * test_decode_attention, test_attention_splits, test_prefill_attention,
- * test_attention_rows_are_batch_invariant (docs/ops.md).
+ * test_attention_rows_are_batch_invariant, test_attention_rope_decode (docs/ops.md).
  */
 #include <math.h>
 
@@ -67,14 +82,25 @@ struct alignas(16) f32x4 {
 // table row) into k_s (ATT_TILE, K_LD(HD)) f32 and v_s (ATT_TILE, HD) f32; rows
 // t >= nt are zeroed. 16-byte loads (8 bf16; HD, kv_dim and the head offset are multiples
 // of 8 and the pools 16-byte aligned); consecutive threads on consecutive 16-byte pieces.
+// p_new >= 0 (RoPE folded in): position p_new's key and value are not read from the pools
+// (this launch writes them there) but taken from knew_s / vnew_s, the bf16 values the
+// block appended, as f32.
 template <int HD>
 __device__ void load_kv_tile(float (*k_s)[K_LD(HD)], float (*v_s)[HD], const __nv_bfloat16* __restrict__ k_pool,
                              const __nv_bfloat16* __restrict__ v_pool, const int32_t* __restrict__ table, int bs,
-                             int kv_dim, int kvh, int tb, int nt) {
+                             int kv_dim, int kvh, int tb, int nt, int p_new, const float* knew_s,
+                             const float* vnew_s) {
     constexpr int PER_ROW = HD / 8;
     for (int e = threadIdx.x; e < ATT_TILE * PER_ROW; e += blockDim.x) {
         int t = e / PER_ROW, d = 8 * (e % PER_ROW);
         bf16x8 k8, v8;
+        if (t < nt && tb + t == p_new) {
+            for (int j = 0; j < 8; j++) {
+                k_s[t][d + j] = knew_s[d + j];
+                v_s[t][d + j] = vnew_s[d + j];
+            }
+            continue;
+        }
         if (t < nt) {
             int p = tb + t;
             size_t off = ((size_t)table[p / bs] * bs + p % bs) * kv_dim + (size_t)kvh * HD + d;
@@ -180,6 +206,25 @@ __device__ void softmax_update(float (*s_s)[LD], float* m_s, float* l_s, float* 
     }
 }
 
+// The merge of a row's splits, one split at a time in split order (the online form, so a
+// block that runs all of a row's splits can fold each one in as it ends, with no
+// workspace): split i's max m_i, sum l_i and unnormalised output a_i (one element) enter
+// the running (M, L, o) as
+//   M' = max(M, m_i); L = L e^(M - M') + l_i e^(m_i - M'); o = o e^(M - M') + a_i e^(m_i - M')
+// (an empty split, l_i = 0, is skipped); the output is o / L (0 when L = 0). Explicit fmaf,
+// so that the merge kernel and the split kernel's in-block merge compute the same bits.
+struct AttnFold {
+    float M, L;
+};
+__device__ __forceinline__ void attn_fold_scales(AttnFold& f, float m_i, float l_i, float* a, float* b) {
+    const float M = fmaxf(f.M, m_i);
+    *a = f.M == -INFINITY ? 0.0f : expf(f.M - M);
+    *b = expf(m_i - M);
+    f.L = fmaf(f.L, *a, l_i * *b);
+    f.M = M;
+}
+__device__ __forceinline__ float attn_fold_out(float o, float a, float acc_i, float b) { return fmaf(o, a, acc_i * b); }
+
 // ----------------------------------------------------------------------------
 // rows
 
@@ -202,13 +247,23 @@ __device__ static int attn_row_splits(int len, int split_len, int n_splits) {
 // -1: none) of (.., n_heads, max_ctx).
 // Traffic: every K/V row of the split read once (2 * HD * 2 bytes per position), q read
 // once, scores (when captured) written once.
-template <int HD>
+//
+// ROPE (decode rows, each its own sequence: etx_attn_rows_rope): q is the qkv rows (f32,
+// q_dim + 2 kv_dim wide) before RoPE; the block rotates its G query heads as rope.cu does
+// (the same angles and products, so the same bits as the q it would have written), and
+// the block whose split holds the row's position rotates its KV head's key, appends key
+// and value to the pools (k_out, v_out) and uses them from shared memory for that
+// position (the pools are read through the read-only path, which need not see this
+// launch's own writes). One launch less per layer than rope.cu + this kernel.
+template <int HD, bool ROPE>
 __global__ void __launch_bounds__(ATT_THREADS)
     attn_rows_kernel(__nv_bfloat16* __restrict__ out, float* __restrict__ scores, const int32_t* __restrict__ cap_row,
                      int max_ctx, float* __restrict__ ws, const float* __restrict__ q,
                      const __nv_bfloat16* __restrict__ k_pool, const __nv_bfloat16* __restrict__ v_pool,
                      const int32_t* __restrict__ block_table, const int32_t* __restrict__ row_seq,
-                     const int32_t* __restrict__ row_pos, EtxAttnShape sh, int split_len, int n_splits, float scale) {
+                     const int32_t* __restrict__ row_pos, EtxAttnShape sh, int split_len, int n_splits, float scale,
+                     const float* __restrict__ inv_freq, __nv_bfloat16* k_out, __nv_bfloat16* v_out,
+                     int merge_local) {
     ETX_PDL_ENTRY();
     constexpr int ACC = ETX_ATTN_MAX_GROUP * HD / ATT_THREADS; // accumulators per thread
     __shared__ __align__(16) float q_s[ETX_ATTN_MAX_GROUP][HD];
@@ -226,7 +281,61 @@ __global__ void __launch_bounds__(ATT_THREADS)
     int cap = !scores ? -1 : cap_row ? cap_row[r] : r;
     float* capture = cap >= 0 ? scores + ((size_t)cap * sh.n_heads + (size_t)kvh * G) * max_ctx : NULL;
 
-    for (int e = tid; e < G * HD; e += ATT_THREADS) q_s[e / HD][e % HD] = q[head0 * HD + e];
+    __shared__ __align__(16) float knew_s[ROPE ? HD : 1], vnew_s[ROPE ? HD : 1];
+    int p_new = -1; // ROPE: the row's own position, whose key and value come from knew_s, vnew_s
+    if (ROPE) {
+        __shared__ float cos_s[HD / 2], sin_s[HD / 2];
+        const int pos = len - 1, half = HD / 2, q_dim = sh.n_heads * HD;
+        const float* src = q + (size_t)r * (q_dim + 2 * kv_dim); // the row's qkv
+        if (pos >= 0) {
+            for (int i = tid; i < half; i += ATT_THREADS) { // rope.cu's angles
+                float a = (float)pos * inv_freq[i];
+                cos_s[i] = cosf(a);
+                sin_s[i] = sinf(a);
+            }
+        }
+        __syncthreads();
+        for (int j = tid; j < (G + 1) * half && pos >= 0; j += ATT_THREADS) {
+            const int hh = j / half, i = j % half; // hh < G: query head kvh G + hh; G: the key
+            const float c = cos_s[i], sn = sin_s[i];
+            const float* x = hh < G ? src + (size_t)(kvh * G + hh) * HD : src + q_dim + (size_t)kvh * HD;
+            const float x1 = x[i], x2 = x[i + half];
+            const float y1 = x1 * c - x2 * sn, y2 = x2 * c + x1 * sn;
+            if (hh < G) {
+                q_s[hh][i] = y1;
+                q_s[hh][i + half] = y2;
+            } else {
+                const __nv_bfloat16 k1 = __float2bfloat16(y1), k2 = __float2bfloat16(y2);
+                knew_s[i] = __bfloat162float(k1);
+                knew_s[i + half] = __bfloat162float(k2);
+            }
+        }
+        const float* v = src + q_dim + kv_dim + (size_t)kvh * HD;
+        for (int d = tid; d < HD && pos >= 0; d += ATT_THREADS) vnew_s[d] = __bfloat162float(__float2bfloat16(v[d]));
+        __syncthreads();
+        if (pos >= 0) {
+            p_new = pos;
+            // the append, by the one block of (kvh, r) whose splits include the last
+            const int last = n_used - 1;
+            if (last >= 0 && last % gridDim.z == blockIdx.z) {
+                const size_t slot = ((size_t)table[pos / bs] * bs + pos % bs) * kv_dim + (size_t)kvh * HD;
+                for (int d = tid; d < HD; d += ATT_THREADS) {
+                    k_out[slot + d] = __float2bfloat16(knew_s[d]);
+                    v_out[slot + d] = __float2bfloat16(vnew_s[d]);
+                }
+            }
+        }
+    } else {
+        for (int e = tid; e < G * HD; e += ATT_THREADS) q_s[e / HD][e % HD] = q[head0 * HD + e];
+    }
+    // merge_local (gridDim.z = 1: this block runs every split of the row): each split is
+    // folded into fm / fo as it ends (attn_fold_*), in split order, and the block writes the
+    // output itself: no workspace, no merge launch, the merge kernel's bits
+    __shared__ float fold_a[ETX_ATTN_MAX_GROUP], fold_b[ETX_ATTN_MAX_GROUP];
+    AttnFold fm = {-INFINITY, 0.0f}; // threads < G: head tid's running max and sum
+    float fo[ACC];
+    ATT_UNROLL
+    for (int j = 0; j < ACC; j++) fo[j] = 0.0f;
     // block z takes splits z, z + gridDim.z, ...: which block runs a split changes nothing
     // in its sums (its positions are fixed), so gridDim.z is free to follow the batch
     for (int split = blockIdx.z; split < n_used; split += gridDim.z) {
@@ -243,7 +352,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
 
         for (int tb = t0; tb < t1; tb += ATT_TILE) {
             int nt = min(ATT_TILE, t1 - tb);
-            load_kv_tile<HD>(k_s, v_s, k_pool, v_pool, table, bs, kv_dim, kvh, tb, nt);
+            load_kv_tile<HD>(k_s, v_s, k_pool, v_pool, table, bs, kv_dim, kvh, tb, nt, p_new, knew_s, vnew_s);
             __syncthreads();
             tile_scores<HD, ETX_ATTN_MAX_GROUP>(s_s, q_s, k_s, G, nt, scale, tb, capture, (size_t)max_ctx);
             __syncthreads();
@@ -264,6 +373,24 @@ __global__ void __launch_bounds__(ATT_THREADS)
             }
             return;
         }
+        if (merge_local) {
+            if (tid < G) {
+                if (l_s[tid] == 0.0f) { // an empty split adds nothing (b = -1 marks it)
+                    fold_a[tid] = 1.0f, fold_b[tid] = -1.0f;
+                } else {
+                    attn_fold_scales(fm, m_s[tid], l_s[tid], &fold_a[tid], &fold_b[tid]);
+                }
+            }
+            __syncthreads();
+            ATT_UNROLL
+            for (int j = 0; j < ACC; j++) {
+                int e = tid + j * ATT_THREADS;
+                if (e < G * HD && fold_b[e / HD] >= 0.0f)
+                    fo[j] = attn_fold_out(fo[j], fold_a[e / HD], acc[j], fold_b[e / HD]);
+            }
+            __syncthreads(); // the next split resets m_s, l_s; fold_a/b are rewritten
+            continue;
+        }
         size_t n_hs = (size_t)gridDim.y * sh.n_heads * n_splits; // entries of ws_m
         float* ws_m = ws;
         float* ws_l = ws + n_hs;
@@ -283,11 +410,25 @@ __global__ void __launch_bounds__(ATT_THREADS)
         }
         __syncthreads(); // the next split resets m_s, l_s (read above by threads < G)
     }
+    if (merge_local) {
+        __shared__ float fold_l[ETX_ATTN_MAX_GROUP];
+        if (tid < G) fold_l[tid] = fm.L;
+        __syncthreads();
+        ATT_UNROLL
+        for (int j = 0; j < ACC; j++) {
+            int e = tid + j * ATT_THREADS;
+            if (e < G * HD) {
+                float L = fold_l[e / HD];
+                out[head0 * HD + e] = __float2bfloat16(L > 0.0f ? fo[j] / L : 0.0f);
+            }
+        }
+    }
 }
 
-// Block (h, r), thread d: out[r, h, d] = bf16(sum_i acc_i[d] e^(m_i - M) / sum_i l_i e^(m_i - M)),
-// M = max_i m_i over the splits, both sums in split order (empty splits: m = -inf, l = 0,
-// contribute nothing). Traffic: n_splits * (HD + 2) floats read per head, HD bf16 written.
+// Block (h, r), thread d: out[r, h, d] = the row's splits merged in split order by
+// attn_fold_* (softmax-weighted: sum_i acc_i[d] e^(m_i - M) / sum_i l_i e^(m_i - M), M the
+// max; empty splits, l = 0, contribute nothing). Traffic: n_splits * (HD + 2) floats read
+// per head, HD bf16 written.
 __global__ void attn_merge_kernel(__nv_bfloat16* __restrict__ out, const float* __restrict__ ws,
                                   const int32_t* __restrict__ row_pos, int n_heads, int n_splits, int split_len, int hd) {
     ETX_PDL_ENTRY();
@@ -298,16 +439,15 @@ __global__ void attn_merge_kernel(__nv_bfloat16* __restrict__ out, const float* 
     const float* ws_l = ws + n_hs + hs0;
     const float* ws_acc = ws + 2 * n_hs + hs0 * hd;
     const int n_used = attn_row_splits(row_pos[r] + 1, split_len, n_splits); // those attn_rows_kernel wrote
-    float M = -INFINITY;
-    for (int i = 0; i < n_used; i++) M = fmaxf(M, ws_m[i]);
-    float L = 0.0f, o = 0.0f;
+    AttnFold f = {-INFINITY, 0.0f};
+    float o = 0.0f;
     for (int i = 0; i < n_used; i++) {
         if (ws_l[i] == 0.0f) continue;
-        float w = expf(ws_m[i] - M);
-        L += ws_l[i] * w;
-        o += ws_acc[(size_t)i * hd + d] * w;
+        float a, b;
+        attn_fold_scales(f, ws_m[i], ws_l[i], &a, &b);
+        o = attn_fold_out(o, a, ws_acc[(size_t)i * hd + d], b);
     }
-    out[((size_t)r * n_heads + h) * hd + d] = __float2bfloat16(L > 0.0f ? o / L : 0.0f);
+    out[((size_t)r * n_heads + h) * hd + d] = __float2bfloat16(f.L > 0.0f ? o / f.L : 0.0f);
 }
 
 extern "C" int etx_attn_split_len(int max_seq_len) {
@@ -329,22 +469,40 @@ extern "C" size_t etx_attn_workspace_bytes(int n_rows, int n_heads, int head_dim
     return (size_t)n_rows * n_heads * n_splits * (2 + (size_t)head_dim) * sizeof(float);
 }
 
-extern "C" EtxCost etx_attn_rows_cost(int n_rows, int len, int max_seq_len, EtxAttnShape sh, int capture) {
+// Blocks per (KV head, row): enough to fill the GPU at small batches (each loops over the
+// splits z, z + Z, ...), one when the rows alone fill it (2 blocks per SM).
+static int attn_blocks_per_row(int n_splits, int sms, int n_kv_heads, int n_rows) {
+    return min(n_splits, max(1, etx_ceil_div(2 * sms, n_kv_heads * n_rows)));
+}
+
+extern "C" EtxCost etx_attn_rows_rope_cost(int n_rows, int len, int max_seq_len, EtxAttnShape sh, int capture,
+                                           int sms) {
+    EtxCost c = etx_attn_rows_cost(n_rows, len, max_seq_len, sh, capture, sms);
+    // q read from qkv (the same bytes), plus each row's k and v read (f32) and appended (bf16)
+    const double kv_dim = (double)sh.n_kv_heads * sh.head_dim;
+    c.bytes += (double)n_rows * kv_dim * (2 * 4 + 2 * 2);
+    c.flops += (double)n_rows * ((double)sh.n_heads + sh.n_kv_heads) * sh.head_dim / 2 * 6;
+    return c;
+}
+
+extern "C" EtxCost etx_attn_rows_cost(int n_rows, int len, int max_seq_len, EtxAttnShape sh, int capture, int sms) {
     EtxCost c = {0, 0, 0, 0, 0, 0, 0, 0};
     if (n_rows <= 0) return c;
     const int split = etx_attn_split_len(max_seq_len), n_splits = etx_attn_n_splits(max_seq_len);
     const double q_dim = (double)sh.n_heads * sh.head_dim, kv_dim = (double)sh.n_kv_heads * sh.head_dim;
     const double pos = (double)n_rows * len;
+    const int Z = attn_blocks_per_row(n_splits, sms, sh.n_kv_heads, n_rows);
+    const int used = min(n_splits, etx_ceil_div(len > 0 ? len : 1, split)); // the row's non-empty splits
+    const int merge = n_splits > 1 && Z > 1; // else one block per row merges in place
     c.bytes = pos * kv_dim * 2 * 2 + n_rows * q_dim * (4 + 2);
-    if (n_splits > 1) c.bytes += 2.0 * n_rows * sh.n_heads * n_splits * (sh.head_dim + 2) * 4;
+    if (merge) c.bytes += 2.0 * n_rows * sh.n_heads * used * (sh.head_dim + 2) * 4; // workspace out and back
     if (capture) c.bytes += pos * sh.n_heads * 4;
     c.flops = 4.0 * pos * q_dim;
-    // blocks: the row's non-empty splits, spread over Z blocks per row (every split's
-    // block busy when Z covers them; at large batches one block walks them all)
-    c.busy = (double)sh.n_kv_heads * n_rows * etx_ceil_div(len > 0 ? len : 1, split) +
-             (n_splits > 1 ? (double)sh.n_heads * n_rows : 0);
-    c.ctas = c.busy;
-    c.launches = n_splits > 1 ? 2 : 1;
+    // blocks: Z per (KV head, row), of which those with one of the row's splits work; the
+    // merge's block per (head, row)
+    c.busy = (double)sh.n_kv_heads * n_rows * min(Z, used) + (merge ? (double)sh.n_heads * n_rows : 0);
+    c.ctas = (double)sh.n_kv_heads * n_rows * Z + (merge ? (double)sh.n_heads * n_rows : 0);
+    c.launches = merge ? 2 : 1;
     return c;
 }
 
@@ -360,22 +518,31 @@ static void check_shape(EtxAttnShape sh, const char* who) {
     }
 }
 
-extern "C" void etx_attn_rows(etx_bf16* out, float* scores, const int32_t* cap_row, int max_ctx, const float* q,
-                              const etx_bf16* k_pool, const etx_bf16* v_pool, const int32_t* block_table,
-                              const int32_t* row_seq, const int32_t* row_pos, int n_rows, int max_seq_len,
-                              float* workspace, int ws_rows, EtxAttnShape sh, void* stream) {
+// rope: q is the qkv rows and the kernel applies RoPE and appends (attn_rows_kernel's ROPE).
+static void attn_rows_run(etx_bf16* out, float* scores, const int32_t* cap_row, int max_ctx, const float* q,
+                          const etx_bf16* k_pool, const etx_bf16* v_pool, const int32_t* block_table,
+                          const int32_t* row_seq, const int32_t* row_pos, int n_rows, int max_seq_len,
+                          float* workspace, int ws_rows, EtxAttnShape sh, const float* inv_freq, void* stream) {
     check_shape(sh, "etx_attn_rows");
     if (n_rows <= 0) return;
     const int split_len = etx_attn_split_len(max_seq_len), n_splits = etx_attn_n_splits(max_seq_len);
-    if (n_splits > 1 && (!workspace || ws_rows < 1)) {
+    // every row one block (a large batch): each merges its splits in place, no workspace
+    const int all_local = n_splits > 1 && attn_blocks_per_row(n_splits, etx_dev_sm_count(), sh.n_kv_heads, n_rows) == 1;
+    if (n_splits > 1 && !all_local && (!workspace || ws_rows < 1)) {
         fprintf(stderr, "[etx] etx_attn_rows: %d splits need a workspace (%p, %d rows)\n", n_splits,
                 (void*)workspace, ws_rows);
         abort();
     }
-    const int slice = n_splits > 1 ? ws_rows : n_rows; // rows per launch: what the workspace holds
-    const int q_dim = sh.n_heads * sh.head_dim;
+    // rows per launch: what the workspace holds (all of them when each row gets one block,
+    // which merges in place and writes no workspace)
+    const int slice = n_splits > 1 && !all_local ? ws_rows : n_rows;
+    const int q_dim = sh.n_heads * sh.head_dim, kv_dim = sh.n_kv_heads * sh.head_dim;
+    const int q_stride = inv_freq ? q_dim + 2 * kv_dim : q_dim; // floats per row of q (qkv with RoPE)
     const float scale = attn_scale(sh.head_dim);
     const cudaStream_t st = (cudaStream_t)stream;
+    // the pools as written by the RoPE variant (the same memory; read through k_pool, v_pool)
+    __nv_bfloat16* ko = inv_freq ? reinterpret_cast<__nv_bfloat16*>(const_cast<etx_bf16*>(k_pool)) : NULL;
+    __nv_bfloat16* vo = inv_freq ? reinterpret_cast<__nv_bfloat16*>(const_cast<etx_bf16*>(v_pool)) : NULL;
     for (int r0 = 0; r0 < n_rows; r0 += slice) {
         const int n = n_rows - r0 < slice ? n_rows - r0 : slice;
         __nv_bfloat16* o = reinterpret_cast<__nv_bfloat16*>(out) + (size_t)r0 * q_dim;
@@ -384,22 +551,49 @@ extern "C" void etx_attn_rows(etx_bf16* out, float* scores, const int32_t* cap_r
         // without cap_row, row r's capture row is r: the slice's rows start at r0
         float* sc = scores && !cap_row ? scores + (size_t)r0 * sh.n_heads * max_ctx : scores;
         const int32_t* cr = cap_row ? cap_row + r0 : NULL;
-        const float* qs = q + (size_t)r0 * q_dim;
+        const float* qs = q + (size_t)r0 * q_stride;
         // blocks per row: enough to fill the GPU at small batches (each loops over the
         // splits z, z + Z, ...), one when the rows alone fill it
-        const int Z = min(n_splits, max(1, etx_ceil_div(2 * etx_dev_sm_count(), sh.n_kv_heads * n)));
+        const int Z = attn_blocks_per_row(n_splits, etx_dev_sm_count(), sh.n_kv_heads, n);
+        // one block per row: it merges the row's splits itself (no workspace, no merge launch)
+        const int merge_local = n_splits > 1 && Z == 1;
         dim3 grid(sh.n_kv_heads, n, Z);
-        if (sh.head_dim == 64)
-            ETX_LAUNCH(attn_rows_kernel<64>, grid, ATT_THREADS, 0, st, o, sc, cr, max_ctx, workspace, qs, kp, vp,
-                       block_table, row_seq + r0, row_pos + r0, sh, split_len, n_splits, scale);
-        else
-            ETX_LAUNCH(attn_rows_kernel<128>, grid, ATT_THREADS, 0, st, o, sc, cr, max_ctx, workspace, qs, kp, vp,
-                       block_table, row_seq + r0, row_pos + r0, sh, split_len, n_splits, scale);
+#define ATT_LAUNCH(HD, ROPE)                                                                                          \
+    ETX_LAUNCH((attn_rows_kernel<HD, ROPE>), grid, ATT_THREADS, 0, st, o, sc, cr, max_ctx, workspace, qs, kp, vp,     \
+               block_table, row_seq + r0, row_pos + r0, sh, split_len, n_splits, scale, inv_freq, ko, vo, merge_local)
+        if (sh.head_dim == 64) {
+            if (inv_freq) ATT_LAUNCH(64, true);
+            else ATT_LAUNCH(64, false);
+        } else {
+            if (inv_freq) ATT_LAUNCH(128, true);
+            else ATT_LAUNCH(128, false);
+        }
+#undef ATT_LAUNCH
         CUDA_CHECK_LAUNCH();
-        if (n_splits > 1) {
+        if (n_splits > 1 && !merge_local) {
             ETX_LAUNCH(attn_merge_kernel, dim3(sh.n_heads, n), sh.head_dim, 0, st, o, workspace, row_pos + r0,
                        sh.n_heads, n_splits, split_len, sh.head_dim);
             CUDA_CHECK_LAUNCH();
         }
     }
+}
+
+extern "C" void etx_attn_rows(etx_bf16* out, float* scores, const int32_t* cap_row, int max_ctx, const float* q,
+                              const etx_bf16* k_pool, const etx_bf16* v_pool, const int32_t* block_table,
+                              const int32_t* row_seq, const int32_t* row_pos, int n_rows, int max_seq_len,
+                              float* workspace, int ws_rows, EtxAttnShape sh, void* stream) {
+    attn_rows_run(out, scores, cap_row, max_ctx, q, k_pool, v_pool, block_table, row_seq, row_pos, n_rows, max_seq_len,
+                  workspace, ws_rows, sh, NULL, stream);
+}
+
+extern "C" void etx_attn_rows_rope(etx_bf16* out, float* scores, const int32_t* cap_row, int max_ctx,
+                                   const float* qkv, etx_bf16* k_pool, etx_bf16* v_pool, const int32_t* block_table,
+                                   const int32_t* row_seq, const int32_t* row_pos, const float* inv_freq, int n_rows,
+                                   int max_seq_len, float* workspace, int ws_rows, EtxAttnShape sh, void* stream) {
+    if (!inv_freq) {
+        fprintf(stderr, "[etx] etx_attn_rows_rope: no inv_freq\n");
+        abort();
+    }
+    attn_rows_run(out, scores, cap_row, max_ctx, qkv, k_pool, v_pool, block_table, row_seq, row_pos, n_rows,
+                  max_seq_len, workspace, ws_rows, sh, inv_freq, stream);
 }

@@ -61,7 +61,9 @@ size_t etx_attn_workspace_bytes(int n_rows, int n_heads, int head_dim, int max_s
 // row) gets up to 2 x SMs / (KV heads x rows) blocks (at least one), each looping over
 // some of the row's non-empty splits, and a second kernel merges the splits through `workspace`, which
 // holds ws_rows rows (etx_attn_workspace_bytes(ws_rows, ...); NULL with one split): more
-// rows run as several launches of ws_rows.
+// rows run as several launches of ws_rows. When the rows alone fill the GPU (one block per
+// (KV head, row)), each block merges its row's splits as it goes, in the merge kernel's
+// order and arithmetic (the same bits), and neither the workspace nor the merge is used.
 // scores (may be NULL): (capture rows, n_heads, max_ctx) f32; row r's pre-softmax scores
 // scale q . k_t, t <= row_pos[r] (< max_ctx), go to capture row cap_row[r] (-1: none), or
 // row r when cap_row is NULL (the entropix attention metrics read them); other entries
@@ -73,13 +75,30 @@ void etx_attn_rows(etx_bf16* out, float* scores, const int32_t* cap_row, int max
                    const int32_t* row_pos, int n_rows, int max_seq_len, float* workspace, int ws_rows,
                    EtxAttnShape shape, void* stream);
 
+// etx_attn_rows with RoPE and the KV append folded in, for decode rows (each row the next
+// token of its own sequence, whose k and v are not yet in the cache): qkv (n_rows,
+// q_dim + 2 kv_dim) f32 is the QKV projection's output (after the Qwen biases and QK-norm
+// where the model has them); each block rotates its query heads and, for the row's own
+// position, its KV head's key as etx_rope_kv_append does (rope.h: the same angles from
+// inv_freq, the same products, so the same bits), appends k and v to the pools and
+// attends. Equal to etx_rope_kv_append followed by etx_attn_rows, bit for bit, with one
+// launch less. Rows of one sequence in one call (a prefill chunk) would read keys another
+// block is writing: those take the two launches.
+void etx_attn_rows_rope(etx_bf16* out, float* scores, const int32_t* cap_row, int max_ctx, const float* qkv,
+                        etx_bf16* k_pool, etx_bf16* v_pool, const int32_t* block_table, const int32_t* row_seq,
+                        const int32_t* row_pos, const float* inv_freq, int n_rows, int max_seq_len, float* workspace,
+                        int ws_rows, EtxAttnShape shape, void* stream);
+// Its napkin math: etx_attn_rows_cost's, plus each row's k and v read and appended.
+EtxCost etx_attn_rows_rope_cost(int n_rows, int len, int max_seq_len, EtxAttnShape shape, int capture, int sms);
+
 // The napkin math of etx_attn_rows (cost.h) for n_rows rows that each attend len
-// positions (len <= max_seq_len): K and V of every position read once per row (2 kv_dim
-// bf16 each; the rows of one sequence re-read them, assumed from DRAM), q read and the
-// output written once, the split workspace written and read back, the captured scores
+// positions (len <= max_seq_len) on a card of `sms` SMs: K and V of every position read
+// once per row (2 kv_dim bf16 each; the rows of one sequence re-read them, assumed from
+// DRAM), q read and the output written once, the split workspace written and read back
+// and the merge launch when a row has several blocks (else none), the captured scores
 // written when `capture`; 4 n_heads head_dim FLOPs per (row, position) on CUDA cores;
-// blocks (KV head, row, split) of which ceil(len / split) per (KV head, row) have work.
-EtxCost etx_attn_rows_cost(int n_rows, int len, int max_seq_len, EtxAttnShape shape, int capture);
+// blocks (KV head, row, z) of which those holding one of the row's splits have work.
+EtxCost etx_attn_rows_cost(int n_rows, int len, int max_seq_len, EtxAttnShape shape, int capture, int sms);
 
 #ifdef __cplusplus
 }

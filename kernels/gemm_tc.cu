@@ -3,10 +3,14 @@
  * (mma.sync m16n8k16, bf16 in, f32 accumulate; sm_80 and later): the projections of the
  * CUDA backend when in % 8 == 0 (gemm.cu dispatches; gemm.h says when).
  *
- * Math: y[r, o] = sum_k w[o, k] x[r, k]. Epilogues: y stored (f32), or, for the MLP's
- * gate/up projection whose weight rows interleave gate and up units (2u, 2u + 1),
- * h[r, u] = bf16(silu(y[r, 2u]) y[r, 2u + 1]) (swiglu.cuh): the f32 gate/up activations
- * never reach memory and the stand-alone SwiGLU launch goes (issue 15 item 6).
+ * Math: y[r, o] = sum_k w[o, k] x[r, k]. Epilogues: y stored (f32); y added to (y += the
+ * sum: the residual stream taking the O and down projections, so no delta buffer and no
+ * add in the next norm); or, for the MLP's gate/up projection whose weight rows
+ * interleave gate and up units (2u, 2u + 1), h[r, u] = bf16(silu(y[r, 2u]) y[r, 2u + 1])
+ * (swiglu.cuh): the f32 gate/up activations never reach memory and the stand-alone SwiGLU
+ * launch goes (issue 15 item 6). Prologue (at most 4 rows): x normalised by the block
+ * itself from the f32 residual stream, in norm.cu's order (rmsnorm.cuh), so the norm
+ * before a projection needs no launch of its own at batch 1.
  *
  * The weights are the mma's A operand (16 output columns x 16 k, row-major as W is
  * stored) and the rows of x its B operand (16 k x 8 rows, "col" = x's rows as stored): the
@@ -57,7 +61,10 @@
  * one block per SM as the down projection has at batch 1). No shared-memory staging: each block's
  * warps read disjoint k ranges, so nothing in a block is read twice; across blocks x and W
  * tiles are re-read from L2 (the cost at large n: 2 (MT 16 + NT 8) bytes per 16 MT 8 NT
- * multiply-adds of a chunk's k, 16 FLOP/byte from L2 at MT = 2, NT = 4).
+ * multiply-adds of a chunk's k, 16 FLOP/byte from L2 at MT = 2, NT = 4). The D chunks go
+ * in two half-rounds of registers, each refilled as soon as it has been multiplied, so a
+ * slice longer than one round (the down projection's 32 chunks) keeps loads outstanding
+ * without a gap between rounds (126 registers at n <= 8: two blocks per SM).
  * Measured on an H200 (benchmarks/results/gpu-tc-h200-2026-12-04.md): 142 TFLOP/s at
  * 4096^3 (cuBLAS ~790, the CUDA-core kernel 13); at batch 1 a Llama-3.2-1B layer's four
  * GEMMs take 44 us against 25 us at the card's bandwidth.
@@ -253,8 +260,15 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
 // 3 x (128 + BN) x 64 bytes, 36 or 48 KB); the first stages'
 // weights are requested before the grid-dependency wait, as gemm_tc_kernel's first round.
 //
+// BN = 256 (NT = 8, more than 128 rows): the running totals of a warp's 64 x 64 outputs
+// (128 per thread) no longer fit in registers beside the slice accumulators, so they live
+// in shared memory (128 KB: thread q's total (i, j, e) at ((i NT + j) 4 + e) 256 + q, the
+// 256 threads on consecutive words), read and written once per slice end and at the
+// epilogue: 200 KB of dynamic shared memory in all, which the launcher allows with
+// cudaFuncSetAttribute once per device. The sum's order is unchanged (total + slice).
+//
 // Traffic: per chunk a block loads (128 + BN) x 64 bytes from L2 for 128 BN 32 2 FLOPs:
-// 43.7 FLOP per L2 byte at BN = 64, 64 at BN = 128 (gemm_tc_kernel: 16), and every
+// 43.7 FLOP per L2 byte at BN = 64, 64 at BN = 128, 85.3 at BN = 256 (gemm_tc_kernel: 16), and every
 // operand byte in shared memory is read by 2 (x) or 4 (W) warps. Shared memory reads are
 // LDS.128 by quarter-warps over 128 contiguous bytes (2 rows of 64): no bank conflicts;
 // cp.async stores likewise. 204 registers a thread (ptxas, sm_90): one block per SM,
@@ -304,13 +318,19 @@ __global__ void __launch_bounds__(TC_WARPS * 32, 1)
         }
     };
     auto load = [&](int s, int c) { load_pieces(s, c, 0, (TT_BM + BN) * 4); };
-    float acc[MT][NT][4], total[MT][NT][4];
+    // the running totals: registers, or (STOT: BN = 256) shared memory after the stages
+    constexpr bool STOT = NT > 4;
+    float acc[MT][NT][4], total[STOT ? 1 : MT][STOT ? 1 : NT][4];
+    float* tot_s = reinterpret_cast<float*>(smem + TT_STAGES * (TT_BM + BN) * TC_CHUNK);
+    auto tot = [&](int i, int j, int e) -> float& {
+        return STOT ? tot_s[((i * NT + j) * 4 + e) * (TC_WARPS * 32) + threadIdx.x] : total[STOT ? 0 : i][STOT ? 0 : j][e];
+    };
 #pragma unroll
     for (int i = 0; i < MT; i++)
 #pragma unroll
         for (int j = 0; j < NT; j++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f, total[i][j][e] = 0.0f;
+            for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f, tot(i, j, e) = 0.0f;
     // C fragment: acc[i][j][e] (and total) is output column frag_col(i, e), row frag_row(j, e)
     auto frag_col = [&](int i, int e) { return o0 + 64 * wc + 16 * i + g + 8 * (e / 2); };
     auto frag_row = [&](int j, int e) { return r0 + 8 * NT * wr + 8 * j + 2 * t + e % 2; };
@@ -324,7 +344,7 @@ __global__ void __launch_bounds__(TC_WARPS * 32, 1)
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
                     if (split == 1) {
-                        total[i][j][e] += acc[i][j][e];
+                        tot(i, j, e) += acc[i][j][e];
                     } else {
                         const int col = frag_col(i, e), row = frag_row(j, e);
                         if (row < n && col < out) ws[((size_t)v * n + row) * out + col] = acc[i][j][e];
@@ -381,13 +401,13 @@ __global__ void __launch_bounds__(TC_WARPS * 32, 1)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const int col = frag_col(i, e), row = frag_row(j, e);
+                const float v = tot(i, j, e);
                 if (SWIGLU) { // gate in column 2u (even g), up in 2u + 1: lane + 4 holds it
-                    const float up = __shfl_down_sync(0xffffffffu, total[i][j][e], 4);
+                    const float up = __shfl_down_sync(0xffffffffu, v, 4);
                     if (g % 2 == 0 && row < n && col < out)
-                        static_cast<__nv_bfloat16*>(y)[(size_t)row * (out / 2) + col / 2] =
-                            etx_silu_mul_bf16(total[i][j][e], up);
+                        static_cast<__nv_bfloat16*>(y)[(size_t)row * (out / 2) + col / 2] = etx_silu_mul_bf16(v, up);
                 } else if (row < n && col < out) {
-                    tc_store(static_cast<float*>(y) + (size_t)row * out + col, total[i][j][e], acc_y);
+                    tc_store(static_cast<float*>(y) + (size_t)row * out + col, v, acc_y);
                 }
             }
 }
@@ -515,7 +535,7 @@ static void launch_tc(void* y, const void* x, const __nv_bfloat16* w, const TcNo
 // workspace allows).
 static int g_tc_kernel = -1;
 extern "C" void etx_gemm_tc_force_kernel(int k) { g_tc_kernel = k < 0 ? -1 : k > 0; }
-static int tt_nt(int n) { return n <= 64 ? 2 : 4; } // x rows per block: 64, else 128
+static int tt_nt(int n) { return n <= 64 ? 2 : n <= 128 ? 4 : 8; } // x rows per block: 64, 128, else 256
 static long long tt_tiles(int n, int out) { return (long long)etx_ceil_div(out, TT_BM) * etx_ceil_div(n, 32 * tt_nt(n)); }
 // Blocks per tile for the tiled kernel: 1, or 2, 4, 8 until the grid has TT_MIN_BLOCKS,
 // when the workspace holds the 8 slice sums.
@@ -551,6 +571,24 @@ static int tc_use_tiled(int n, int out, size_t ws_bytes) {
 extern "C" int etx_gemm_tc_takes_tiled(int n, int out, size_t ws_bytes) { return tc_use_tiled(n, out, ws_bytes); }
 extern "C" size_t etx_gemm_tc_workspace_bytes(int n, int out) { return (size_t)TC_WARPS * n * out * sizeof(float); }
 
+// Dynamic shared memory of the tiled kernel: the stages, and with NT = 8 the totals.
+static size_t tt_smem_bytes(int nt) {
+    const size_t stages = (size_t)TT_STAGES * (TT_BM + 32 * nt) * TC_CHUNK * sizeof(__nv_bfloat16);
+    return nt > 4 ? stages + (size_t)TT_BM * 32 * nt * sizeof(float) : stages;
+}
+// A kernel asking for more than 48 KB of dynamic shared memory must say so first
+// (cudaFuncSetAttribute, per device: each device has its own copy of the function's
+// attributes); done once per (kernel variant, device), outside any stream capture (the
+// decode step's graph is captured after a warm-up run that does it).
+static void tt_allow_smem(const void* kernel, int variant, size_t bytes) {
+    static int done[2][64];
+    int dev = -1;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    if (dev >= 0 && dev < 64 && done[variant][dev]) return;
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    if (dev >= 0 && dev < 64) done[variant][dev] = 1;
+}
+
 template <int NT, bool SWIGLU>
 static void launch_tiled(void* y, const __nv_bfloat16* x, const __nv_bfloat16* w, int n, int in, int out, float* ws,
                          size_t ws_bytes, int acc_y, cudaStream_t st) {
@@ -561,7 +599,8 @@ static void launch_tiled(void* y, const __nv_bfloat16* x, const __nv_bfloat16* w
     }
     const int split = ws ? tt_split(n, out, ws_bytes) : 1;
     const dim3 grid = rows_fast ? dim3(tiles_r, tiles_c, split) : dim3(tiles_c, tiles_r, split);
-    const size_t smem = (size_t)TT_STAGES * (TT_BM + 32 * NT) * TC_CHUNK * sizeof(__nv_bfloat16); // <= 48 KB
+    const size_t smem = tt_smem_bytes(NT); // <= 48 KB, but 200 KB with the totals (NT = 8)
+    if (smem > 48 * 1024) tt_allow_smem((const void*)gemm_tc_tiled_kernel<NT, SWIGLU>, SWIGLU, smem);
     ETX_LAUNCH((gemm_tc_tiled_kernel<NT, SWIGLU>), grid, TC_WARPS * 32, smem, st, y, ws, x, w, n, in, out, rows_fast,
                acc_y);
     CUDA_CHECK_LAUNCH();
@@ -612,8 +651,11 @@ static void gemm_tc_run(void* y, const void* x, const etx_bf16* w, const TcNorm*
         return;
     }
     if (tc_use_tiled(n, out, ws ? ws_bytes : 0)) {
-        if (tt_nt(n) == 2) launch_tiled<2, SWIGLU>(y, xb, wb, n, in, out, ws, ws_bytes, acc_y, st);
-        else launch_tiled<4, SWIGLU>(y, xb, wb, n, in, out, ws, ws_bytes, acc_y, st);
+        switch (tt_nt(n)) {
+        case 2: launch_tiled<2, SWIGLU>(y, xb, wb, n, in, out, ws, ws_bytes, acc_y, st); break;
+        case 4: launch_tiled<4, SWIGLU>(y, xb, wb, n, in, out, ws, ws_bytes, acc_y, st); break;
+        default: launch_tiled<8, SWIGLU>(y, xb, wb, n, in, out, ws, ws_bytes, acc_y, st); break;
+        }
         return;
     }
     switch (etx_gemm_tc_tile_rows(n)) {

@@ -9,6 +9,9 @@
  * then the v copy. Traffic per row:
  * (q_dim + 2 kv_dim) * 4 read, q_dim * 4 + 2 kv_dim * 2 written bytes; inv_freq from L1.
  *
+ * A decode batch does the same inside its attention launch (attention.cu, ROPE): the same
+ * angles and products, so the same bits; this kernel serves prefill chunks.
+ *
  * Twin: host/cpu/cpu_ops.c rope_tables + rope_apply; test: tests/kernels/test_layer_kernels.c
  * test_rope_append (docs/ops.md).
  */

@@ -602,7 +602,7 @@ static void decode_rows_on_device(CudaBackend* b, int nb, int metrics_any, int n
     // a padded batch's graph always captures the scores (the same launches every step)
     CudaRows r = {.n = nb, .d_tokens = b->d_tokens, .d_row_seq = b->d_row_seq, .d_row_pos = b->d_row_pos,
                   .d_table = b->d_table, .kv = b->layers, .scores = b->pad_decode || metrics_any ? b->scores : NULL,
-                  .d_cap_row = NULL, .head_first = 0, .logits = b->logits};
+                  .d_cap_row = NULL, .head_first = 0, .logits = b->logits, .decode = 1};
     if (b->pad_decode)
         forward_decode(b, &r, ns, metrics_any);
     else

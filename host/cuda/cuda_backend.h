@@ -71,6 +71,8 @@ typedef struct {
     float* scores;              // NULL, or the last layer's capture (.., n_heads, max_seq_len)
     const int32_t* d_cap_row;   // (n) device: each row's capture row (-1: none); NULL: row r -> r
     int head_first;             // LM head from this row on (rows head_first .. n - 1)
+    int decode;                 // 1: every row is the next token of its own sequence (the
+                                // decode batch: RoPE and the KV append inside attention)
     float* logits;              // NULL (no LM head), or ((n - head_first), vocab)
 } CudaRows;
 

@@ -5,7 +5,8 @@
  *
  *   embed -> per layer: rmsnorm -> gemm qkv
  *   -> (qwen: + biases, per-head RMSNorm of q and k) -> rope + KV append
- *   -> attention (every row over its own positions; last-layer score capture when asked)
+ *   -> attention (every row over its own positions; last-layer score capture when asked;
+ *      for a decode batch the rope and append are part of the attention launch)
  *   -> gemm o, added into the residual stream x
  *   -> rmsnorm -> gemm gate/up with SwiGLU as its epilogue -> gemm down, added into x
  *   -> final rmsnorm -> gemm LM head (only the rows that need logits).
@@ -102,6 +103,12 @@ void cuda_run_op(CudaBackend* b, const CudaRows* r, const CudaOp* o) {
     }
     case CUDA_OP_ATTN: {
         const CudaLayer* kv = &r->kv[o->layer];
+        if (o->which) { // decode rows: RoPE of q and k, and the append, in the attention launch
+            etx_attn_rows_rope(b->att, o->capture ? r->scores : NULL, r->d_cap_row, b->cfg.max_seq_len, b->qkv,
+                               kv->k_pool, kv->v_pool, r->d_table, r->d_row_seq, r->d_row_pos, b->inv_freq, n,
+                               b->cfg.max_seq_len, b->attn_ws, b->attn_ws_rows, b->shape, st);
+            break;
+        }
         etx_attn_rows(b->att, o->capture ? r->scores : NULL, r->d_cap_row, b->cfg.max_seq_len, b->q, kv->k_pool,
                       kv->v_pool, r->d_table, r->d_row_seq, r->d_row_pos, n, b->cfg.max_seq_len, b->attn_ws,
                       b->attn_ws_rows, b->shape, st);
@@ -175,7 +182,7 @@ void cuda_profile_print(const CudaBackend* b) {
 void cuda_forward_rows(CudaBackend* b, const CudaRows* r) {
     CudaOp ops[CUDA_PLAN_OPS(b->n_layers)];
     const int head_n = r->logits ? r->n - r->head_first : 0;
-    const int n_ops = cuda_plan_forward(&b->dims, r->n, r->scores != NULL, r->head_first, head_n, ops);
+    const int n_ops = cuda_plan_forward(&b->dims, r->n, r->decode, r->scores != NULL, r->head_first, head_n, ops);
     cuda_run_ops(b, r, ops, n_ops);
 }
 

@@ -24,6 +24,24 @@ static CudaOp op(CudaOpKind kind, int layer, int which, int row0, int n) {
     return o;
 }
 
+// ETX_FUSE=0 in the environment: the norms, RoPE and the KV append as their own launches
+// (the plan of before issue 15 item 6's fusions, with the residual still added by the O
+// and down projections): the same bits, an A/B switch for speed (benchmarks/gpu_check.sh).
+// Read once per process; anything but unset, empty, 0 or 1 is an error naming it.
+static int plan_fuses(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char* e = getenv("ETX_FUSE");
+        if (!e || !*e || strcmp(e, "1") == 0) on = 1;
+        else if (strcmp(e, "0") == 0) on = 0;
+        else {
+            fprintf(stderr, "[etx] ETX_FUSE=%s: expected 0 or 1\n", e);
+            exit(EXIT_FAILURE);
+        }
+    }
+    return on;
+}
+
 // A norm and the projection that reads it: one op when the norm adds nothing (residual 0)
 // and the GEMM can normalise its own rows (etx_gemm_rmsnorm_fuses), else the norm, then
 // the GEMM on xb. Returns the ops written.
@@ -31,7 +49,7 @@ static int norm_gemm(const CudaDims* d, int layer, CudaNorm norm, int residual, 
                      CudaOp* ops) {
     int in = 0, out = 0;
     cuda_gemm_shape(d, w, &in, &out);
-    if (!residual && etx_gemm_rmsnorm_fuses(n, in, out)) {
+    if (!residual && plan_fuses() && etx_gemm_rmsnorm_fuses(n, in, out)) {
         ops[0] = op(CUDA_OP_GEMM, layer, w, row0, n);
         ops[0].norm = 1 + norm;
         return 1;
@@ -54,16 +72,18 @@ int cuda_plan_gathered_head(const CudaDims* d, int row0, int n, CudaOp* ops) {
     return 1 + cuda_plan_head(d, row0, n, ops + 1);
 }
 
-int cuda_plan_forward(const CudaDims* d, int n, int capture, int head_row0, int head_n, CudaOp* ops) {
+int cuda_plan_forward(const CudaDims* d, int n, int decode, int capture, int head_row0, int head_n, CudaOp* ops) {
     int k = 0;
     ops[k++] = op(CUDA_OP_EMBED, -1, 0, 0, n);
     const int fr = d->fused_residual; // the O and down projections add into x themselves
+    decode = decode && plan_fuses();
     for (int l = 0; l < d->n_layers; l++) {
         // layer 0 starts from the embedding alone
         k += norm_gemm(d, l, CUDA_NORM_ATTN, !fr && l > 0, CUDA_W_QKV, 0, n, ops + k);
         if (d->qkv_bias || d->qk_norm) ops[k++] = op(CUDA_OP_QKV_PREP, l, 0, 0, n);
-        ops[k++] = op(CUDA_OP_ROPE_KV, l, 0, 0, n);
-        ops[k] = op(CUDA_OP_ATTN, l, 0, 0, n);
+        // decode rows (each its own sequence): RoPE and the append in the attention launch
+        if (!decode) ops[k++] = op(CUDA_OP_ROPE_KV, l, 0, 0, n);
+        ops[k] = op(CUDA_OP_ATTN, l, decode, 0, n);
         ops[k++].capture = capture && l == d->n_layers - 1;
         ops[k] = op(CUDA_OP_GEMM, l, CUDA_W_O, 0, n);
         ops[k++].residual = fr;
@@ -115,7 +135,10 @@ const char* cuda_op_name(const CudaOp* o, char* buf, size_t size) {
     case CUDA_OP_GEMM: what = gemm[o->which + (o->norm ? 5 : 0)]; break;
     case CUDA_OP_QKV_PREP: what = "qkv bias + qk norm"; break;
     case CUDA_OP_ROPE_KV: what = "rope + kv append"; break;
-    case CUDA_OP_ATTN: what = o->capture ? "attention + capture" : "attention"; break;
+    case CUDA_OP_ATTN:
+        what = o->which ? (o->capture ? "rope + attention + capture" : "rope + attention")
+                        : (o->capture ? "attention + capture" : "attention");
+        break;
     case CUDA_OP_VOCAB: what = "vocab pass"; break;
     case CUDA_OP_METRICS: what = "attention metrics"; break;
     case CUDA_OP_POLICY: what = "policy"; break;
@@ -198,7 +221,9 @@ EtxCost cuda_op_cost(const CudaDims* d, const CudaOp* o, int len, const CudaCard
     }
     case CUDA_OP_QKV_PREP: return etx_qkv_prep_cost(o->n, d->qkv_bias, d->qk_norm, attn_shape(d));
     case CUDA_OP_ROPE_KV: return etx_rope_kv_append_cost(o->n, attn_shape(d));
-    case CUDA_OP_ATTN: return etx_attn_rows_cost(o->n, len, d->max_seq_len, attn_shape(d), o->capture);
+    case CUDA_OP_ATTN:
+        if (o->which) return etx_attn_rows_rope_cost(o->n, len, d->max_seq_len, attn_shape(d), o->capture, card->sms);
+        return etx_attn_rows_cost(o->n, len, d->max_seq_len, attn_shape(d), o->capture, card->sms);
     case CUDA_OP_VOCAB: return etx_vocab_pass_cost(o->n, d->vocab, ETX_TOPK);
     case CUDA_OP_METRICS: return etx_attn_metrics_cost(o->n, d->n_heads, len, d->max_seq_len);
     case CUDA_OP_POLICY: return etx_policy_step_cost(o->n, o->which);
@@ -241,7 +266,7 @@ int cuda_predict_decode_step(const CudaDims* d, int n, int len, int metrics, con
                              CudaStepPrediction* out) {
     if (d->n_layers > 128) return -1;
     memset(out, 0, sizeof *out);
-    int k = cuda_plan_forward(d, n, metrics, 0, n, out->ops);
+    int k = cuda_plan_forward(d, n, 1, metrics, 0, n, out->ops);
     k += cuda_plan_sampling(d, n, metrics, 0, out->ops + k); // greedy / entropix: within the candidates
     out->n_ops = k;
     for (int i = 0; i < k; i++) {

@@ -2,7 +2,9 @@
  * cuda_plan.h — the CUDA backend's launch plan, and the cost model that reads it.
  *
  * A step is planned once as a list of ops (embedding, per layer the norms, GEMMs, the
- * biases and QK-norm of Qwen models, RoPE + KV append, attention, SwiGLU, then the final norm and LM head; for sampling the
+ * biases and QK-norm of Qwen models, RoPE + KV append, attention, then the final norm and
+ * LM head, the norms folded into the GEMMs and RoPE into attention where the kernels can
+ * take them; for sampling the
  * vocabulary pass, the attention metrics and the policy). cuda_forward.c executes exactly
  * this list, op by op (cuda_run_op); the cost model walks the same list and asks each
  * kernel's launcher for its napkin math (kernels/cost.h: etx_<op>_cost), so the
@@ -53,7 +55,8 @@ typedef enum {
                      // `norm`: of rmsnorm(x) itself (the norm folded in); `residual`: x += it
     CUDA_OP_QKV_PREP, // qkv += biases, per-head RMSNorm of q and k (models with either only)
     CUDA_OP_ROPE_KV, // RoPE of q and k, k and v appended to the cache
-    CUDA_OP_ATTN,    // attention of every row over its positions (etx_attn_rows)
+    CUDA_OP_ATTN,    // attention of every row over its positions (etx_attn_rows); which 1:
+                     // decode rows, RoPE and the KV append folded in (etx_attn_rows_rope)
     CUDA_OP_VOCAB,   // statistics and candidates of each pick's logits row
     CUDA_OP_METRICS, // the entropix attention signals of each pick
     CUDA_OP_POLICY,  // decide, filter and draw each pick's token
@@ -78,14 +81,18 @@ typedef struct {
                   // launch (etx_gemm_bf16_rmsnorm; xb is not written); 0: it reads xb
 } CudaOp;
 
-// Ops a plan can hold: at most 8 per layer (9 with biases or QK-norm) and a few more.
+// Ops a plan can hold: at most 8 per layer (9 with biases or QK-norm; 5 at batch 1 with
+// the fusions) and a few more.
 #define CUDA_PLAN_OPS(n_layers) (10 * (n_layers) + 8)
 
 // The forward over n rows: embedding and every layer (the last layer's attention
 // capturing scores when `capture`), then when head_n > 0 the final norm and LM head of
 // rows head_row0 .. head_row0 + head_n - 1. Writes the ops to ops (room for
 // CUDA_PLAN_OPS(d->n_layers)); returns how many.
-int cuda_plan_forward(const CudaDims* d, int n, int capture, int head_row0, int head_n, CudaOp* ops);
+// decode: every row is the next token of its own sequence (a decode batch), so RoPE and
+// the KV append go into the attention launch; else (prefill chunks, whose rows read each
+// other's keys) they are their own op before it.
+int cuda_plan_forward(const CudaDims* d, int n, int decode, int capture, int head_row0, int head_n, CudaOp* ops);
 // The final norm and LM head alone, of rows row0 .. row0 + n - 1 (after a forward).
 int cuda_plan_head(const CudaDims* d, int row0, int n, CudaOp* ops);
 // The LM head of n scattered rows (the step's prefill picks' last rows: the backend's

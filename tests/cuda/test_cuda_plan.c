@@ -79,14 +79,14 @@ static void check_launches(etx_model* m, int n_prompt, int n_gen, int ctx, etx_p
     const int fallback = cuda_policy_may_need_full_row(&pol, m->cfg.vocab_size);
     CudaOp ops[CUDA_PLAN_OPS(8)];
     long long want = 0;
-    int k = cuda_plan_forward(&d, n_prompt, metrics, 0, 0, ops);
+    int k = cuda_plan_forward(&d, n_prompt, 0, metrics, 0, 0, ops);
     want += launches_of(ops, k, &d, n_prompt);
     k = cuda_plan_gathered_head(&d, 0, 1, ops);
     want += launches_of(ops, k, &d, n_prompt);
     k = cuda_plan_sampling(&d, 1, metrics, fallback, ops);
     want += launches_of(ops, k, &d, n_prompt);
     for (int t = 1; t < n_gen; t++) {
-        k = cuda_plan_forward(&d, 1, metrics, 0, 1, ops);
+        k = cuda_plan_forward(&d, 1, 1, metrics, 0, 1, ops);
         want += launches_of(ops, k, &d, n_prompt + t);
         k = cuda_plan_sampling(&d, 1, metrics, fallback, ops);
         want += launches_of(ops, k, &d, n_prompt + t);
@@ -119,8 +119,9 @@ static CudaDims llama_1b(void) {
 
 START_TEST(plan_shape) {
     const CudaDims d = llama_1b();
+    char name0[64];
     CudaOp ops[CUDA_PLAN_OPS(16)];
-    int n = cuda_plan_forward(&d, 7, 1, 0, 7, ops);
+    int n = cuda_plan_forward(&d, 7, 0, 1, 0, 7, ops);
     ck_assert_int_eq(n, 1 + 8 * 16 + 2);
     int captures = 0, gemms = 0;
     for (int i = 0; i < n; i++) {
@@ -135,7 +136,34 @@ START_TEST(plan_shape) {
     ck_assert_int_eq(ops[n - 1].which, CUDA_W_LM_HEAD);
     ck_assert_int_eq(gemms, 4 * 16 + 1);
     ck_assert_int_eq(ops[1].residual, 0); // layer 0's first norm reads the embedding alone
-    ck_assert_int_eq(cuda_plan_forward(&d, 7, 0, 0, 0, ops), 1 + 8 * 16);
+    ck_assert_int_eq(cuda_plan_forward(&d, 7, 0, 0, 0, 0, ops), 1 + 8 * 16);
+    // a decode batch of one (issue 15 item 6): per layer the QKV GEMM normalising its own
+    // row, attention with RoPE and the append, O added into x, gate/up normalising its row,
+    // down added into x; then the LM head normalising its row
+    n = cuda_plan_forward(&d, 1, 1, 1, 0, 1, ops);
+    ck_assert_int_eq(n, 1 + 5 * 16 + 1);
+    for (int l = 0; l < 16; l++) {
+        const CudaOp* L = ops + 1 + 5 * l;
+        ck_assert(L[0].kind == CUDA_OP_GEMM && L[0].which == CUDA_W_QKV && L[0].norm == 1 + CUDA_NORM_ATTN);
+        ck_assert(L[1].kind == CUDA_OP_ATTN && L[1].which == 1 && L[1].capture == (l == 15));
+        ck_assert(L[2].kind == CUDA_OP_GEMM && L[2].which == CUDA_W_O && L[2].residual && !L[2].norm);
+        ck_assert(L[3].kind == CUDA_OP_GEMM && L[3].which == CUDA_W_GATE_UP && L[3].norm == 1 + CUDA_NORM_FFN);
+        ck_assert(L[4].kind == CUDA_OP_GEMM && L[4].which == CUDA_W_DOWN && L[4].residual);
+    }
+    ck_assert(ops[n - 1].which == CUDA_W_LM_HEAD && ops[n - 1].norm == 1 + CUDA_NORM_FINAL);
+    ck_assert_str_eq(cuda_op_name(&ops[1], name0, sizeof name0), "L0 norm + gemm qkv");
+    ck_assert_str_eq(cuda_op_name(&ops[2], name0, sizeof name0), "L0 rope + attention");
+    // 5 rows: the norms are their own launches again (each GEMM block would re-read 5 rows)
+    ck_assert_int_eq(cuda_plan_forward(&d, 5, 1, 1, 0, 5, ops), 1 + 7 * 16 + 2);
+    // tensor parallelism: the projections write delta (all-reduced), the norms add it
+    CudaDims tp = d;
+    tp.fused_residual = 0;
+    n = cuda_plan_forward(&tp, 1, 1, 1, 0, 1, ops);
+    ck_assert_int_eq(n, 1 + 6 + 7 * 15 + 2); // layer 0's first norm adds nothing, so it folds
+    for (int i = 0; i < n; i++) {
+        ck_assert(!(ops[i].kind == CUDA_OP_GEMM && ops[i].residual));
+        if (ops[i].kind == CUDA_OP_GEMM && ops[i].norm) ck_assert(i == 1);
+    }
     ck_assert_int_eq(cuda_plan_sampling(&d, 3, 1, 0, ops), 3);
     ck_assert_int_eq(ops[2].capture, 1);
     ck_assert_int_eq(cuda_plan_sampling(&d, 3, 0, 0, ops), 2);
@@ -151,7 +179,7 @@ START_TEST(plan_shape) {
     for (int v = 1; v <= 3; v++) {
         CudaDims q = d;
         q.qkv_bias = v & 1, q.qk_norm = (v >> 1) & 1;
-        n = cuda_plan_forward(&q, 7, 1, 0, 7, ops);
+        n = cuda_plan_forward(&q, 7, 0, 1, 0, 7, ops);
         ck_assert_int_eq(n, 1 + 9 * 16 + 2);
         int preps = 0;
         for (int i = 0; i < n; i++)
@@ -220,18 +248,23 @@ START_TEST(cost_model) {
     // the weights from DRAM once (n <= out: row tiles first)
     ck_assert(etx_gemm_tc_takes_tiled(256, 16384, 0) && !etx_gemm_tc_takes_tiled(256, 2048, 0) &&
               !etx_gemm_tc_takes_tiled(8, 16384, 0));
-    // with a workspace for the slice sums a narrow projection splits them (16 x 2 tiles x 4)
+    // with a workspace for the slice sums a narrow projection splits them (16 x 1 tiles of
+    // 128 x 256, each over 8 blocks)
     ck_assert(etx_gemm_tc_takes_tiled(256, 2048, etx_gemm_tc_workspace_bytes(256, 2048)));
     const EtxCost split = etx_gemm_tc_cost(256, 8192, 2048, h100->l2_bytes, etx_gemm_tc_workspace_bytes(256, 2048));
     ck_assert_int_eq(split.launches, 2);
-    ck_assert_double_eq_tol(split.busy, 16 * 2 * 4, 0.5);
+    ck_assert_double_eq_tol(split.busy, 16 * 1 * 8, 0.5);
     ck_assert_int_eq(split.per_sm, 1);
     etx_gemm_tc_force_kernel(0);
     const EtxCost g = etx_gemm_tc_cost(256, 2048, 16384, h100->l2_bytes, 0);
     etx_gemm_tc_force_kernel(-1);
     ck_assert_double_eq_tol(g.flops / g.l2, 16.0, 0.5);
+    // the tiled kernel: 128 x 256 tiles at 256 rows, 2 128 256 / (2 (128 + 256)) FLOPs per
+    // L2 byte; 128 x 128 at 128 rows, 64
     const EtxCost gt = etx_gemm_tc_cost(256, 2048, 16384, h100->l2_bytes, 0);
-    ck_assert_double_eq_tol(gt.flops / gt.l2, 64.0, 0.5);
+    ck_assert_double_eq_tol(gt.flops / gt.l2, 256.0 / 3.0, 0.5);
+    const EtxCost gt128 = etx_gemm_tc_cost(128, 2048, 16384, h100->l2_bytes, 0);
+    ck_assert_double_eq_tol(gt128.flops / gt128.l2, 64.0, 0.5);
     ck_assert(g.bytes < 1.1 * 2048.0 * 16384 * 2 + 256.0 * (2048 * 2 + 16384 * 4));
     ck_assert(gt.bytes < 1.1 * 2048.0 * 16384 * 2 + 256.0 * (2048 * 2 + 16384 * 4));
     // the KV cache adds to the floor

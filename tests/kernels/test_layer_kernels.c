@@ -743,6 +743,93 @@ START_TEST(test_attention_splits) {
 }
 END_TEST
 
+// etx_attn_rows_rope (a decode batch: RoPE and the KV append inside the attention launch)
+// against the two launches it replaces, etx_rope_kv_append then etx_attn_rows, each on its
+// own copy of the same cache: the outputs, the captured scores and the whole K and V pools
+// equal bit for bit (the attention itself is held to the CPU twin by the tests above).
+// Rows map to table rows in reverse; a length of 0 is a padding row.
+static void run_rope_attention(int n_heads, int n_kv, int hd, int bs, const int* lens, int n_seqs, int max_seq_len,
+                               int ws_rows) {
+    EtxAttnShape sh = {n_heads, n_kv, hd, bs, 0};
+    FilledCache f;
+    build_filled(&f, sh, n_seqs, max_seq_len);
+    sh = f.c.sh; // with max_blocks
+    const int q_dim = n_heads * hd, kv_dim = n_kv * hd, width = q_dim + 2 * kv_dim, half = hd / 2;
+    float* qkv = random_f32((size_t)n_seqs * width, -3.0f, 3.0f);
+    float* inv_freq = malloc(half * sizeof(float));
+    for (int i = 0; i < half; i++) inv_freq[i] = powf(500000.0f, -2.0f * i / hd);
+    int32_t *rs = malloc(n_seqs * sizeof(int32_t)), *rp = malloc(n_seqs * sizeof(int32_t));
+    for (int r = 0; r < n_seqs; r++) rs[r] = n_seqs - 1 - r, rp[r] = lens[r] - 1;
+    const size_t n_sc = (size_t)n_seqs * n_heads * max_seq_len, pool_bytes = f.c.pool_elems * 2;
+    float* sc_guard = malloc(n_sc * sizeof(float));
+    for (size_t i = 0; i < n_sc; i++) sc_guard[i] = GUARD_F32;
+    float* d_qkv = dev_copy(qkv, (size_t)n_seqs * width * sizeof(float));
+    float* d_freq = dev_copy(inv_freq, half * sizeof(float));
+    int32_t* d_seq = dev_copy(rs, n_seqs * sizeof(int32_t));
+    int32_t* d_pos = dev_copy(rp, n_seqs * sizeof(int32_t));
+    const size_t ws_bytes = etx_attn_workspace_bytes(ws_rows, n_heads, hd, max_seq_len);
+    float* d_ws = ws_bytes ? etx_dev_malloc(ws_bytes) : NULL;
+    uint16_t* out[2];
+    float* sc[2];
+    uint16_t *k[2], *v[2];
+    for (int fused = 0; fused < 2; fused++) {
+        uint16_t* d_k = dev_copy(f.k, pool_bytes);
+        uint16_t* d_v = dev_copy(f.v, pool_bytes);
+        float* d_sc = dev_copy(sc_guard, n_sc * sizeof(float));
+        uint16_t* d_out = etx_dev_malloc((size_t)n_seqs * q_dim * 2);
+        if (fused) {
+            etx_attn_rows_rope(d_out, d_sc, NULL, max_seq_len, d_qkv, d_k, d_v, f.d_table, d_seq, d_pos, d_freq,
+                               n_seqs, max_seq_len, d_ws, ws_rows, sh, NULL);
+        } else {
+            float* d_q = etx_dev_malloc((size_t)n_seqs * q_dim * sizeof(float));
+            etx_rope_kv_append(d_q, d_k, d_v, d_qkv, d_seq, d_pos, f.d_table, d_freq, n_seqs, sh, NULL);
+            etx_attn_rows(d_out, d_sc, NULL, max_seq_len, d_q, d_k, d_v, f.d_table, d_seq, d_pos, n_seqs, max_seq_len,
+                          d_ws, ws_rows, sh, NULL);
+            etx_dev_sync();
+            etx_dev_free(d_q);
+        }
+        out[fused] = host_copy(d_out, (size_t)n_seqs * q_dim * 2);
+        sc[fused] = host_copy(d_sc, n_sc * sizeof(float));
+        k[fused] = host_copy(d_k, pool_bytes);
+        v[fused] = host_copy(d_v, pool_bytes);
+        etx_dev_free(d_k), etx_dev_free(d_v), etx_dev_free(d_sc), etx_dev_free(d_out);
+    }
+    EXPECT(memcmp(out[0], out[1], (size_t)n_seqs * q_dim * 2) == 0, "heads %d/%d hd %d ctx %d: outputs differ",
+           n_heads, n_kv, hd, max_seq_len);
+    EXPECT(memcmp(sc[0], sc[1], n_sc * sizeof(float)) == 0, "heads %d/%d hd %d ctx %d: captured scores differ", n_heads,
+           n_kv, hd, max_seq_len);
+    EXPECT(memcmp(k[0], k[1], pool_bytes) == 0 && memcmp(v[0], v[1], pool_bytes) == 0,
+           "heads %d/%d hd %d ctx %d: the pools differ after the append", n_heads, n_kv, hd, max_seq_len);
+    // the append happened: each real row's key at its position is no longer the filler
+    for (int r = 0; r < n_seqs; r++)
+        if (rp[r] >= 0) {
+            int changed = 0;
+            for (int d = 0; d < hd; d++) changed |= k[1][cache_at(&f.c, rs[r], rp[r], 0, d)] != f.k[cache_at(&f.c, rs[r], rp[r], 0, d)];
+            EXPECT(changed, "row %d: key at position %d not appended", r, rp[r]);
+        }
+    for (int i = 0; i < 2; i++) free(out[i]), free(sc[i]), free(k[i]), free(v[i]);
+    etx_dev_free(d_qkv), etx_dev_free(d_freq), etx_dev_free(d_seq), etx_dev_free(d_pos);
+    if (d_ws) etx_dev_free(d_ws);
+    free(qkv), free(inv_freq), free(rs), free(rp), free(sc_guard);
+    free_filled(&f);
+}
+
+START_TEST(test_attention_rope_decode) {
+    rng_state = rng_seed(41);
+    static const int lens[] = {1, 0, 33, 64, 65, 300};
+    for (int hi = 0; hi < 4; hi++)
+        for (int hd = 64; hd <= 128; hd *= 2) {
+            run_rope_attention(HEADS[hi][0], HEADS[hi][1], hd, 16, lens, 6, 300, 6); // 10 splits, one launch
+            run_rope_attention(HEADS[hi][0], HEADS[hi][1], hd, 32, lens, 6, 1000, 2); // 2 rows per launch
+        }
+    static const int short_lens[] = {1, 17, 0, 32};
+    run_rope_attention(9, 3, 64, 16, short_lens, 4, 32, 0); // one split: no workspace, no merge
+    int many[40]; // a batch that fills the GPU (8 KV heads x 40 rows): each block merges in place
+    for (int r = 0; r < 40; r++) many[r] = (int)rng_below(&rng_state, 301);
+    run_rope_attention(32, 8, 64, 16, many, 40, 300, 40);
+}
+END_TEST
+
 // prefill: chunks of several sequences' rows concatenated (a chunk = rows of one sequence
 // at consecutive positions), each chunk's last row captured into a capture row (one
 // chunk not captured; capture row 2 of 3 must stay untouched)
@@ -822,6 +909,38 @@ START_TEST(test_attention_rows_are_batch_invariant) {
     }
     free(q), free(all), free(all_sc), free(sliced), free(sliced_sc), free(one), free(one_sc);
     free_filled(&f);
+
+    // a launch whose rows fill the GPU alone (8 KV heads x 64 rows >= 2 x 132 SMs: one block
+    // per (KV head, row), each merging its row's splits in place) against the same rows
+    // alone (several blocks per row, merged by the merge kernel): the same bits
+    // (an error of an ulp in the f32 merge moves a bf16 output only now and then: 2 x 64
+    // rows x 32 heads x 128 dims, every row alone, make one show)
+    for (int draw = 0; draw < 2; draw++) {
+        enum { M = 64 };
+        const int nh = 32, nkv = 8, ctx = 300, hd = 128;
+        EtxAttnShape sh2 = {nh, nkv, hd, bs, 0};
+        FilledCache f2;
+        build_filled(&f2, sh2, M, ctx);
+        int rs2[M], rp2[M];
+        for (int r = 0; r < M; r++) rs2[r] = M - 1 - r, rp2[r] = (int)rng_below(&rng_state, ctx);
+        rp2[5] = -1, rp2[6] = 0, rp2[7] = ctx - 1;
+        const int qd = nh * hd;
+        const size_t nsc = (size_t)M * nh * ctx;
+        float* q2 = random_f32((size_t)M * qd, -3.0f, 3.0f);
+        uint16_t* all2 = malloc((size_t)M * qd * 2);
+        float* all2_sc = malloc(nsc * sizeof(float));
+        run_rows(&f2, q2, rs2, rp2, M, ctx, 4, NULL, 0, all2, all2_sc); // 4 workspace rows: unused here
+        uint16_t* one2 = malloc((size_t)qd * 2);
+        float* one2_sc = malloc((size_t)nh * ctx * sizeof(float));
+        for (int r = 0; r < M; r++) {
+            run_rows(&f2, q2 + (size_t)r * qd, rs2 + r, rp2 + r, 1, ctx, 1, NULL, 0, one2, one2_sc);
+            ck_assert_msg(memcmp(one2, all2 + (size_t)r * qd, (size_t)qd * 2) == 0,
+                          "row %d (pos %d): merged in place in a launch of %d rows, by the merge kernel alone: differ",
+                          r, rp2[r], M);
+        }
+        free(q2), free(all2), free(all2_sc), free(one2), free(one2_sc);
+        free_filled(&f2);
+    }
 }
 END_TEST
 
@@ -1066,6 +1185,7 @@ static Suite* layer_suite(void) {
                  {"rope_append", test_rope_append},
                  {"attention_splits", test_attention_splits},
                  {"decode", test_decode_attention},
+                 {"rope_decode", test_attention_rope_decode},
                  {"prefill", test_prefill_attention},
                  {"rows_invariant", test_attention_rows_are_batch_invariant},
                  {"chain", test_layer_chain},
