@@ -1,7 +1,7 @@
 /*
  * attention.cu — paged, GQA-aware attention of query rows over their sequences' cached
  * keys and values (flash-decoding: the context cut into splits at fixed positions, one
- * block per split, plus a merge kernel). Decode tokens and prefill positions are the
+ * block per split, the last block of a row merging them). Decode tokens and prefill positions are the
  * same kind of row (a query at a position attending to positions 0 .. itself), computed
  * by the same kernels in the same order: so a row's output does not depend on the batch,
  * on the prefill chunking, or on whether it is decoded or recomputed (DESIGN §5).
@@ -15,7 +15,10 @@
  * of the 8 that one 256-position split gave) and a large batch gets a block per row. Z
  * changes which block computes a split, never what the split sums, so a row's bits do
  * not depend on it. The merge adds the row's non-empty splits' partial sums in split
- * order (a split past the row's position would add nothing).
+ * order (a split past the row's position would add nothing): with Z > 1 the blocks leave
+ * their partials in the workspace and the last of a (KV head, row) to finish (a counter
+ * per pair, atomically counted, reset by that block) merges them, so a step has no merge
+ * launch (one launch less per layer at small batches, 16 at batch 1).
  *
  * Each block streams its split's keys in tiles of ATT_TILE = 32 positions: a tile of K
  * and V of one KV head is gathered from the pools (block table lookups) into shared
@@ -31,10 +34,10 @@
  *
  * Merging in place. When the rows alone fill the GPU (Z = 1: a batch of 33 or more rows
  * with 8 KV heads on 132 SMs) the one block of a (KV head, row) folds each split into a
- * running max, sum and output as it ends, with the merge kernel's arithmetic in its order
- * (attn_fold_*: one split at a time, explicit fmaf), and writes the output: the split
- * workspace (26 MB a layer at batch 256 on the 1B) and the merge launch go, and a row's
- * bits are those the merge kernel gives it at any other batch size.
+ * running max, sum and output as it ends, with the last block's merge arithmetic in its
+ * order (attn_fold_*: one split at a time, explicit fmaf), and writes the output: the
+ * split workspace (26 MB a layer at batch 256 on the 1B) goes, and a row's bits are those
+ * the workspace merge gives it at any other batch size.
  *
  * RoPE folded in (a decode batch: every row the next token of its own sequence). Each
  * block rotates its query heads from the QKV rows (rope.cu's angles and products, so the
@@ -212,7 +215,7 @@ __device__ void softmax_update(float (*s_s)[LD], float* m_s, float* l_s, float* 
 // the running (M, L, o) as
 //   M' = max(M, m_i); L = L e^(M - M') + l_i e^(m_i - M'); o = o e^(M - M') + a_i e^(m_i - M')
 // (an empty split, l_i = 0, is skipped); the output is o / L (0 when L = 0). Explicit fmaf,
-// so that the merge kernel and the split kernel's in-block merge compute the same bits.
+// so that the workspace merge and the in-place merge compute the same bits.
 struct AttnFold {
     float M, L;
 };
@@ -263,7 +266,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
                      const int32_t* __restrict__ block_table, const int32_t* __restrict__ row_seq,
                      const int32_t* __restrict__ row_pos, EtxAttnShape sh, int split_len, int n_splits, float scale,
                      const float* __restrict__ inv_freq, __nv_bfloat16* k_out, __nv_bfloat16* v_out,
-                     int merge_local) {
+                     int merge_local, int* counters) {
     ETX_PDL_ENTRY();
     constexpr int ACC = ETX_ATTN_MAX_GROUP * HD / ATT_THREADS; // accumulators per thread
     __shared__ __align__(16) float q_s[ETX_ATTN_MAX_GROUP][HD];
@@ -330,7 +333,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
     }
     // merge_local (gridDim.z = 1: this block runs every split of the row): each split is
     // folded into fm / fo as it ends (attn_fold_*), in split order, and the block writes the
-    // output itself: no workspace, no merge launch, the merge kernel's bits
+    // output itself: no workspace, the workspace merge's bits
     __shared__ float fold_a[ETX_ATTN_MAX_GROUP], fold_b[ETX_ATTN_MAX_GROUP];
     AttnFold fm = {-INFINITY, 0.0f}; // threads < G: head tid's running max and sum
     float fo[ACC];
@@ -410,6 +413,40 @@ __global__ void __launch_bounds__(ATT_THREADS)
         }
         __syncthreads(); // the next split resets m_s, l_s (read above by threads < G)
     }
+    if (n_splits > 1 && !merge_local) {
+        // The last of the row's Z blocks to finish (a counter per (row, KV head), zero
+        // between launches) merges the row's splits for its G heads from the workspace, in
+        // split order with attn_fold_* (the in-place merge's arithmetic), and resets the
+        // counter: no merge launch. The partials were published with a fence before the
+        // count; the last block fences again before reading them (volatile: not from L1).
+        __shared__ int s_last;
+        __threadfence();
+        __syncthreads();
+        int* cnt = counters + (size_t)r * sh.n_kv_heads + kvh;
+        if (tid == 0) s_last = atomicAdd(cnt, 1) == (int)gridDim.z - 1;
+        __syncthreads();
+        if (!s_last) return; // the same for the whole block
+        __threadfence();
+        const size_t n_hs = (size_t)gridDim.y * sh.n_heads * n_splits;
+        const volatile float* ws_m = ws;
+        const volatile float* ws_l = ws + n_hs;
+        const volatile float* ws_acc = ws + 2 * n_hs;
+        for (int e = tid; e < G * HD; e += ATT_THREADS) {
+            const size_t hs0 = (head0 + e / HD) * n_splits;
+            AttnFold f = {-INFINITY, 0.0f};
+            float o = 0.0f;
+            for (int i = 0; i < n_used; i++) {
+                const float l_i = ws_l[hs0 + i];
+                if (l_i == 0.0f) continue;
+                float a, b;
+                attn_fold_scales(f, ws_m[hs0 + i], l_i, &a, &b);
+                o = attn_fold_out(o, a, ws_acc[(hs0 + i) * HD + e % HD], b);
+            }
+            out[head0 * HD + e] = __float2bfloat16(f.L > 0.0f ? o / f.L : 0.0f);
+        }
+        if (tid == 0) *cnt = 0;
+        return;
+    }
     if (merge_local) {
         __shared__ float fold_l[ETX_ATTN_MAX_GROUP];
         if (tid < G) fold_l[tid] = fm.L;
@@ -425,31 +462,6 @@ __global__ void __launch_bounds__(ATT_THREADS)
     }
 }
 
-// Block (h, r), thread d: out[r, h, d] = the row's splits merged in split order by
-// attn_fold_* (softmax-weighted: sum_i acc_i[d] e^(m_i - M) / sum_i l_i e^(m_i - M), M the
-// max; empty splits, l = 0, contribute nothing). Traffic: n_splits * (HD + 2) floats read
-// per head, HD bf16 written.
-__global__ void attn_merge_kernel(__nv_bfloat16* __restrict__ out, const float* __restrict__ ws,
-                                  const int32_t* __restrict__ row_pos, int n_heads, int n_splits, int split_len, int hd) {
-    ETX_PDL_ENTRY();
-    int h = blockIdx.x, r = blockIdx.y, d = threadIdx.x;
-    size_t n_hs = (size_t)gridDim.y * n_heads * n_splits;
-    size_t hs0 = ((size_t)r * n_heads + h) * n_splits;
-    const float* ws_m = ws + hs0;
-    const float* ws_l = ws + n_hs + hs0;
-    const float* ws_acc = ws + 2 * n_hs + hs0 * hd;
-    const int n_used = attn_row_splits(row_pos[r] + 1, split_len, n_splits); // those attn_rows_kernel wrote
-    AttnFold f = {-INFINITY, 0.0f};
-    float o = 0.0f;
-    for (int i = 0; i < n_used; i++) {
-        if (ws_l[i] == 0.0f) continue;
-        float a, b;
-        attn_fold_scales(f, ws_m[i], ws_l[i], &a, &b);
-        o = attn_fold_out(o, a, ws_acc[(size_t)i * hd + d], b);
-    }
-    out[((size_t)r * n_heads + h) * hd + d] = __float2bfloat16(f.L > 0.0f ? o / f.L : 0.0f);
-}
-
 extern "C" int etx_attn_split_len(int max_seq_len) {
     if (max_seq_len < 1) max_seq_len = 1;
     int len = ETX_ATTN_MIN_SPLIT;
@@ -463,10 +475,17 @@ extern "C" int etx_attn_n_splits(int max_seq_len) {
     return etx_ceil_div(max_seq_len < 1 ? 1 : max_seq_len, etx_attn_split_len(max_seq_len));
 }
 
+// Ints of the workspace's counters (one per (row, head) of n_rows rows: KV heads are
+// fewer), first in the workspace and at the same place for every launch, rounded to 256
+// bytes so that the partials after them stay aligned.
+static size_t attn_counter_bytes(int n_rows, int n_heads) {
+    return ((size_t)n_rows * n_heads * sizeof(int) + 255) & ~(size_t)255;
+}
+
 extern "C" size_t etx_attn_workspace_bytes(int n_rows, int n_heads, int head_dim, int max_seq_len) {
     const int n_splits = etx_attn_n_splits(max_seq_len);
     if (n_splits <= 1 || n_rows <= 0) return 0;
-    return (size_t)n_rows * n_heads * n_splits * (2 + (size_t)head_dim) * sizeof(float);
+    return attn_counter_bytes(n_rows, n_heads) + (size_t)n_rows * n_heads * n_splits * (2 + (size_t)head_dim) * sizeof(float);
 }
 
 // Blocks per (KV head, row): enough to fill the GPU at small batches (each loops over the
@@ -495,14 +514,15 @@ extern "C" EtxCost etx_attn_rows_cost(int n_rows, int len, int max_seq_len, EtxA
     const int used = min(n_splits, etx_ceil_div(len > 0 ? len : 1, split)); // the row's non-empty splits
     const int merge = n_splits > 1 && Z > 1; // else one block per row merges in place
     c.bytes = pos * kv_dim * 2 * 2 + n_rows * q_dim * (4 + 2);
-    if (merge) c.bytes += 2.0 * n_rows * sh.n_heads * used * (sh.head_dim + 2) * 4; // workspace out and back
+    // several blocks per row: their partials through the workspace, out and back (the last
+    // block of a row merges them: no launch of its own)
+    if (merge) c.bytes += 2.0 * n_rows * sh.n_heads * used * (sh.head_dim + 2) * 4;
     if (capture) c.bytes += pos * sh.n_heads * 4;
     c.flops = 4.0 * pos * q_dim;
-    // blocks: Z per (KV head, row), of which those with one of the row's splits work; the
-    // merge's block per (head, row)
-    c.busy = (double)sh.n_kv_heads * n_rows * min(Z, used) + (merge ? (double)sh.n_heads * n_rows : 0);
-    c.ctas = (double)sh.n_kv_heads * n_rows * Z + (merge ? (double)sh.n_heads * n_rows : 0);
-    c.launches = merge ? 2 : 1;
+    // blocks: Z per (KV head, row), of which those with one of the row's splits work
+    c.busy = (double)sh.n_kv_heads * n_rows * min(Z, used);
+    c.ctas = (double)sh.n_kv_heads * n_rows * Z;
+    c.launches = 1;
     return c;
 }
 
@@ -536,6 +556,9 @@ static void attn_rows_run(etx_bf16* out, float* scores, const int32_t* cap_row, 
     // rows per launch: what the workspace holds (all of them when each row gets one block,
     // which merges in place and writes no workspace)
     const int slice = n_splits > 1 && !all_local ? ws_rows : n_rows;
+    // the workspace: the counters (zero between launches), then the partials
+    int* counters = n_splits > 1 && !all_local ? reinterpret_cast<int*>(workspace) : NULL;
+    float* parts = counters ? workspace + attn_counter_bytes(ws_rows, sh.n_heads) / sizeof(float) : workspace;
     const int q_dim = sh.n_heads * sh.head_dim, kv_dim = sh.n_kv_heads * sh.head_dim;
     const int q_stride = inv_freq ? q_dim + 2 * kv_dim : q_dim; // floats per row of q (qkv with RoPE)
     const float scale = attn_scale(sh.head_dim);
@@ -559,8 +582,9 @@ static void attn_rows_run(etx_bf16* out, float* scores, const int32_t* cap_row, 
         const int merge_local = n_splits > 1 && Z == 1;
         dim3 grid(sh.n_kv_heads, n, Z);
 #define ATT_LAUNCH(HD, ROPE)                                                                                          \
-    ETX_LAUNCH((attn_rows_kernel<HD, ROPE>), grid, ATT_THREADS, 0, st, o, sc, cr, max_ctx, workspace, qs, kp, vp,     \
-               block_table, row_seq + r0, row_pos + r0, sh, split_len, n_splits, scale, inv_freq, ko, vo, merge_local)
+    ETX_LAUNCH((attn_rows_kernel<HD, ROPE>), grid, ATT_THREADS, 0, st, o, sc, cr, max_ctx, parts, qs, kp, vp,         \
+               block_table, row_seq + r0, row_pos + r0, sh, split_len, n_splits, scale, inv_freq, ko, vo, merge_local, \
+               counters)
         if (sh.head_dim == 64) {
             if (inv_freq) ATT_LAUNCH(64, true);
             else ATT_LAUNCH(64, false);
@@ -570,11 +594,6 @@ static void attn_rows_run(etx_bf16* out, float* scores, const int32_t* cap_row, 
         }
 #undef ATT_LAUNCH
         CUDA_CHECK_LAUNCH();
-        if (n_splits > 1 && !merge_local) {
-            ETX_LAUNCH(attn_merge_kernel, dim3(sh.n_heads, n), sh.head_dim, 0, st, o, workspace, row_pos + r0,
-                       sh.n_heads, n_splits, split_len, sh.head_dim);
-            CUDA_CHECK_LAUNCH();
-        }
     }
 }
 

@@ -45,8 +45,9 @@ typedef struct {
 int etx_attn_split_len(int max_seq_len);
 // Splits of the context: ceil(max_seq_len / etx_attn_split_len(max_seq_len)).
 int etx_attn_n_splits(int max_seq_len);
-// Bytes of f32 workspace etx_attn_rows needs to run n_rows rows in one launch (0 with one
-// split): per (row, head, split) the partial max, sum and unnormalised output.
+// Bytes of workspace etx_attn_rows needs to run n_rows rows in one launch (0 with one
+// split): a counter per (row, head), then per (row, head, split) the partial max, sum and
+// unnormalised output (f32).
 size_t etx_attn_workspace_bytes(int n_rows, int n_heads, int head_dim, int max_seq_len);
 
 // Attention of n_rows query rows: row r is the token at position row_pos[r] of the
@@ -59,9 +60,12 @@ size_t etx_attn_workspace_bytes(int n_rows, int n_heads, int head_dim, int max_s
 // q: (n_rows, n_heads, head_dim) f32; out: (n_rows, n_heads * head_dim) bf16; row_pos[r] <
 // max_seq_len. The context is cut at fixed positions (etx_attn_split_len); each (KV head,
 // row) gets up to 2 x SMs / (KV heads x rows) blocks (at least one), each looping over
-// some of the row's non-empty splits, and a second kernel merges the splits through `workspace`, which
-// holds ws_rows rows (etx_attn_workspace_bytes(ws_rows, ...); NULL with one split): more
-// rows run as several launches of ws_rows. When the rows alone fill the GPU (one block per
+// some of the row's non-empty splits, leaving their partials in `workspace`, where the
+// last block of each (KV head, row) merges them (no second launch); `workspace` holds
+// ws_rows rows (etx_attn_workspace_bytes(ws_rows, ...); NULL with one split): more rows
+// run as several launches of ws_rows. Its first bytes are counters that must be zero
+// before the first call (etx_dev_memset the whole workspace once after allocating it);
+// every call leaves them zero. When the rows alone fill the GPU (one block per
 // (KV head, row)), each block merges its row's splits as it goes, in the merge kernel's
 // order and arithmetic (the same bits), and neither the workspace nor the merge is used.
 // scores (may be NULL): (capture rows, n_heads, max_ctx) f32; row r's pre-softmax scores

@@ -196,10 +196,10 @@ static int gemm_env_path(void) {
 // The path asked for: etx_gemm_force_path's, else ETX_GEMM's (-1: auto).
 static int gemm_wanted_path(void) { return g_gemm_path >= 0 ? g_gemm_path : gemm_env_path(); }
 
-extern "C" EtxCost etx_gemm_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes) {
+extern "C" EtxCost etx_gemm_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes, int sms) {
     // the path etx_gemm_bf16 takes on a card of sm_80 or later (every card the model knows)
     if (in % 8 == 0 && gemm_wanted_path() != 0)
-        return etx_gemm_tc_cost(n, in, out, l2_bytes, ws_bytes);
+        return etx_gemm_tc_cost(n, in, out, l2_bytes, ws_bytes, sms);
     EtxCost c = {0, 0, 0, 0, 0, 0, 0, 0};
     if (n <= 0 || out <= 0) return c;
     const int tile = etx_gemm_tile_rows(n), tiles = etx_ceil_div(n, tile);
@@ -298,9 +298,9 @@ extern "C" void etx_gemm_bf16_add(float* y, const etx_bf16* x, const etx_bf16* w
     gemm_run(y, x, w, n, in, out, ws, ws_bytes, 1, stream);
 }
 
-extern "C" EtxCost etx_gemm_add_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes) {
-    if (in % 8 == 0 && gemm_wanted_path() != 0) return etx_gemm_tc_add_cost(n, in, out, l2_bytes, ws_bytes);
-    EtxCost c = etx_gemm_cost(n, in, out, l2_bytes, ws_bytes);
+extern "C" EtxCost etx_gemm_add_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes, int sms) {
+    if (in % 8 == 0 && gemm_wanted_path() != 0) return etx_gemm_tc_add_cost(n, in, out, l2_bytes, ws_bytes, sms);
+    EtxCost c = etx_gemm_cost(n, in, out, l2_bytes, ws_bytes, sms);
     c.bytes += (double)n * out * 4; // y read before it is added to
     return c;
 }
@@ -331,9 +331,9 @@ extern "C" void etx_gemm_bf16_swiglu(etx_bf16* h, const etx_bf16* x, const etx_b
     etx_swiglu(h, ws, n, out / 2, stream);
 }
 
-extern "C" EtxCost etx_gemm_swiglu_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes) {
-    if (in % 8 == 0 && gemm_wanted_path() != 0) return etx_gemm_tc_swiglu_cost(n, in, out, l2_bytes, ws_bytes);
-    EtxCost c = etx_gemm_cost(n, in, out, l2_bytes, 0);
+extern "C" EtxCost etx_gemm_swiglu_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes, int sms) {
+    if (in % 8 == 0 && gemm_wanted_path() != 0) return etx_gemm_tc_swiglu_cost(n, in, out, l2_bytes, ws_bytes, sms);
+    EtxCost c = etx_gemm_cost(n, in, out, l2_bytes, 0, sms);
     const EtxCost a = etx_swiglu_cost(n, out / 2);
     c.bytes += a.bytes, c.flops += a.flops, c.ctas += a.ctas, c.busy += a.busy, c.launches += a.launches;
     return c;
@@ -375,6 +375,6 @@ extern "C" void etx_gemm_bf16_rmsnorm_swiglu(etx_bf16* h, const float* x, const 
     gemm_rmsnorm_run(h, 1, x, gamma, eps, xb, w, n, in, out, ws, ws_bytes, stream);
 }
 
-extern "C" EtxCost etx_gemm_rmsnorm_cost(int n, int in, int out, double l2_bytes, int swiglu) {
-    return etx_gemm_tc_rmsnorm_cost(n, in, out, l2_bytes, swiglu);
+extern "C" EtxCost etx_gemm_rmsnorm_cost(int n, int in, int out, double l2_bytes, int swiglu, int sms) {
+    return etx_gemm_tc_rmsnorm_cost(n, in, out, l2_bytes, swiglu, sms);
 }

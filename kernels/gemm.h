@@ -29,7 +29,7 @@ extern "C" {
 // run (the emulator aborts a load from memory not so marked).
 void etx_gemm_bf16(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, void* stream);
 // The same with a workspace: with ws_bytes >= etx_gemm_tc_workspace_bytes(n, out), a call
-// whose tiled-kernel grid would be too small splits each tile's 8 slices over up to 8
+// whose tiled-kernel grid would be too small splits each tile's 16 slices over up to 16
 // blocks, the slice sums going through ws, then adds them in order (the same bits).
 void etx_gemm_bf16_ws(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, float* ws,
                       size_t ws_bytes, void* stream);
@@ -40,7 +40,7 @@ void etx_gemm_bf16_ws(float* y, const etx_bf16* x, const etx_bf16* w, int n, int
 void etx_gemm_bf16_add(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, float* ws,
                        size_t ws_bytes, void* stream);
 // Its napkin math: etx_gemm_cost's with y read as well as written.
-EtxCost etx_gemm_add_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes);
+EtxCost etx_gemm_add_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes, int sms);
 
 // Normalise, then project (the RMSNorm before a projection, folded into it):
 //   xn = bf16(rmsnorm(x) * gamma), as etx_rmsnorm_residual (norm.h) writes it with no delta;
@@ -61,13 +61,13 @@ void etx_gemm_bf16_rmsnorm_swiglu(etx_bf16* h, const float* x, const float* gamm
 int etx_gemm_rmsnorm_fuses(int n, int in, int out);
 // The napkin math of the fused launch: the GEMM's, with x read as f32 (each block reading
 // its rows twice from L2) and the norm's weight; _swiglu's output when swiglu.
-EtxCost etx_gemm_rmsnorm_cost(int n, int in, int out, double l2_bytes, int swiglu);
+EtxCost etx_gemm_rmsnorm_cost(int n, int in, int out, double l2_bytes, int swiglu, int sms);
 
 // The napkin math of etx_gemm_bf16_ws with a workspace of ws_bytes (cost.h): on tensor
 // cores etx_gemm_tc_cost's; on CUDA cores the weights read once per tile of rows, from
 // DRAM (a matrix larger than l2_bytes / 2 is assumed to miss L2 on every tile; a smaller
 // one is read once), x read and y written once, 2 n in out FLOPs.
-EtxCost etx_gemm_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes);
+EtxCost etx_gemm_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes, int sms);
 
 // The MLP's gate/up projection with SwiGLU applied to its output, w's rows interleaving
 // the units' gate and up rows (row 2u: gate of unit u, 2u + 1: its up; out = 2 hidden):
@@ -83,7 +83,7 @@ void etx_gemm_bf16_swiglu(etx_bf16* h, const etx_bf16* x, const etx_bf16* w, int
 int etx_gemm_swiglu_needs_scratch(int in);
 // Its napkin math: the GEMM's, with h written as bf16 (tensor cores), or the GEMM's plus
 // etx_swiglu's (CUDA cores: two launches).
-EtxCost etx_gemm_swiglu_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes);
+EtxCost etx_gemm_swiglu_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes, int sms);
 
 // Rows per tile the kernel uses for a call of n rows (1, 4, 8 or 16): how many rows share
 // a weight load, nothing else (tests: the result of a row does not depend on it).
@@ -100,8 +100,9 @@ int etx_gemm_uses_tensor_cores(void);
 void etx_gemm_force_path(int path);
 
 // The tensor-core kernels (in % 8 == 0, x and w 16-byte aligned, sm_80+). Each output
-// sums its k in chunks of 32, the chunks in 8 contiguous slices (each slice's chunks in
-// order, two mma.sync m16n8k16 per chunk), then the 8 slice sums in order: fixed by `in`.
+// sums its k in chunks of 32, the chunks in 8 contiguous slices, 16 from 128 chunks on
+// (in >= 4096) (each slice's chunks in order, two mma.sync m16n8k16 per chunk), then the
+// slice sums in order: fixed by `in`.
 // ws (may be NULL): as etx_gemm_bf16_ws's.
 void etx_gemm_tc_bf16(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, float* ws,
                       size_t ws_bytes, void* stream);
@@ -111,7 +112,7 @@ void etx_gemm_tc_bf16_swiglu(etx_bf16* h, const etx_bf16* x, const etx_bf16* w, 
 // y += x W^T on tensor cores (etx_gemm_bf16_add's path) and its napkin math.
 void etx_gemm_tc_bf16_add(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, float* ws,
                           size_t ws_bytes, void* stream);
-EtxCost etx_gemm_tc_add_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes);
+EtxCost etx_gemm_tc_add_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes, int sms);
 // The fused norm on tensor cores (etx_gemm_bf16_rmsnorm's one launch): y f32 (n, out), or h
 // bf16 (n, out / 2) when swiglu; aborts unless etx_gemm_tc_rmsnorm_fuses holds and x, gamma
 // are 16-byte aligned. _fuses: the rule (n <= 4, the one-tile kernel, n in 2 bytes within
@@ -119,26 +120,29 @@ EtxCost etx_gemm_tc_add_cost(int n, int in, int out, double l2_bytes, size_t ws_
 void etx_gemm_tc_rmsnorm(void* y, int swiglu, const float* x, const float* gamma, float eps, const etx_bf16* w, int n,
                          int in, int out, void* stream);
 int etx_gemm_tc_rmsnorm_fuses(int n, int in, int out, size_t ws_bytes);
-EtxCost etx_gemm_tc_rmsnorm_cost(int n, int in, int out, double l2_bytes, int swiglu);
-// Bytes of workspace that let a call of n rows and `out` columns split its slices: the 8
+EtxCost etx_gemm_tc_rmsnorm_cost(int n, int in, int out, double l2_bytes, int swiglu, int sms);
+// Warps per block of gemm_tc_kernel for every call (8 or 16; 0: the rule, 16 when the
+// one-tile kernel's grid has no more tiles than the device has SMs). Tests: the same bits.
+void etx_gemm_tc_force_warps(int w);
+// Bytes of workspace that let a call of n rows and `out` columns split its slices: the 16
 // slice sums of every output, f32.
 size_t etx_gemm_tc_workspace_bytes(int n, int out);
 // Its napkin math: W once from DRAM when n <= out (blocks launched row tiles first; else W
 // once per group of etx_gemm_tc_tile_rows(n) rows unless it stays in L2), x once unless
 // the launch order sweeps it and it misses L2, y once, the mma's FLOPs (padded to 16
 // columns x 8 rows) on tensor cores; _swiglu_: h written as bf16 instead of y.
-EtxCost etx_gemm_tc_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes);
-EtxCost etx_gemm_tc_swiglu_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes);
+EtxCost etx_gemm_tc_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes, int sms);
+EtxCost etx_gemm_tc_swiglu_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes, int sms);
 // Rows per block of the tensor-core kernel (8, 16 or 32): which rows share a block only.
 int etx_gemm_tc_tile_rows(int n);
 // Whether a call of n rows and `out` columns with a workspace of ws_bytes takes the tiled
 // kernel (gemm_tc.cu: 128 columns x 64 or 128 rows per block, operands staged in shared
-// memory; for n > 32 when that grid, split over up to 8 blocks per tile as the workspace
+// memory; for n > 32 when that grid, split over up to 16 blocks per tile as the workspace
 // allows, has >= 128 blocks); etx_gemm_tc_force_kernel(0 | 1) forces gemm_tc_kernel or
 // the tiled one for every call (-1: back to that rule; tests), as ETX_GEMM_TILED=0 | 1
 // in the environment does (the A/B switch of benchmarks/gpu_check.sh). Same bits either way.
 int etx_gemm_tc_takes_tiled(int n, int out, size_t ws_bytes);
-// Forces the tiled kernel's blocks per tile (1, 2, 4 or 8; 0: the rule above) wherever the
+// Forces the tiled kernel's blocks per tile (1, 2, 4, 8 or 16; 0: the rule above) wherever the
 // workspace allows the split (tests).
 void etx_gemm_tc_force_split(int z);
 void etx_gemm_tc_force_kernel(int k);

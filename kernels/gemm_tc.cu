@@ -19,14 +19,17 @@
  *
  * Batch invariance by construction. Each output's sum has one shape, fixed by `in` alone:
  *   - k runs in chunks of 32 (chunk c = k 32c .. 32c + 31; past `in` the values are 0),
- *     and the chunks in 8 contiguous slices of P = ceil(chunks / 8) (slice v: chunks
- *     v P .. v P + P - 1, the last ones possibly short or empty);
+ *     and the chunks in S contiguous slices of P = ceil(chunks / S) (slice v: chunks
+ *     v P .. v P + P - 1, the last ones possibly short or empty), S = tc_slices(in): 8,
+ *     or 16 when there are at least 128 chunks (in >= 4096);
  *   - a slice's partial starts at 0 and adds its chunks in order, each chunk two mma's
  *     of 16 products;
- *   - the output is 0 + p_0 + p_1 + ... + p_7, added in slice order.
- *   Here warp w computes slice w of every output of its block's tile and one thread adds
- *   the 8 partials; gemm_tc_tiled_kernel (large batches) has each warp run all 8 slices of
- *   its own outputs in turn. Same operations, same order, same bits.
+ *   - the output is 0 + p_0 + p_1 + ... + p_(S-1), added in slice order.
+ *   Here warp w computes slices w, w + WARPS, ... of every output of its block's tile (16
+ *   warps with 16 slices, one each, for a narrow projection at small batches, whose few
+ *   tiles need the warps; else 8 warps, one or two slices each) and one thread adds the S
+ *   partials; gemm_tc_tiled_kernel (large batches) has each warp run all S slices of its
+ *   own outputs in turn. Same operations, same order, same bits.
  *   Which rows share the mma's 8 columns, how many tiles a block has (MT x NT below) and
  *   where a row sits in them change nothing in that sequence: the tensor core computes
  *   each D[m][n] from row m of A, column n of B and C[m][n] alone. So a row's bits do not
@@ -56,9 +59,9 @@
  * column tiles first, x once and W re-read per row tile. y written once (f32, or bf16
  * for one of each two columns with the SwiGLU epilogue). Each warp's 16-byte
  * loads of one chunk land on 16 B x (2 MT + NT) rows, full 32-byte sectors per pair of
- * lanes. A warp issues the loads of D of its chunks at once, then their mma's (D = 8 at
- * n <= 8: 8 x 48 B per lane, 96 KB per block in flight, enough to cover DRAM latency with
- * one block per SM as the down projection has at batch 1). No shared-memory staging: each block's
+ * lanes. A warp keeps up to D of its chunks' loads in flight (D = 8 at n <= 8: 8 x 48 B
+ * per lane, 12 KB per warp; a block of 16 warps, one per SM, as the o and down projections
+ * have at batch 1, has 192 KB in flight). No shared-memory staging: each block's
  * warps read disjoint k ranges, so nothing in a block is read twice; across blocks x and W
  * tiles are re-read from L2 (the cost at large n: 2 (MT 16 + NT 8) bytes per 16 MT 8 NT
  * multiply-adds of a chunk's k, 16 FLOP/byte from L2 at MT = 2, NT = 4). The D chunks go
@@ -77,20 +80,32 @@
 #include <string.h>
 
 #include "cuda_common.cuh"
+#include "device.h"
 #include "gemm.h"
 #include "async_copy.cuh"
 #include "mma.cuh"
 #include "rmsnorm.cuh"
 #include "swiglu.cuh"
 
-#define TC_WARPS 8 // warps per block = ways the k chunks are split; fixed (batch invariance)
+#define TC_MAX_SLICES 16 // slices of k per output, at most (tc_slices)
+#define TC_WARPS 8       // warps per block of the tiled kernel and of gemm_tc_kernel (16 when wide)
 #define TC_CHUNK 32
 
-// Chunks per slice: slice v (v < TC_WARPS) is chunks v per .. v per + per - 1 (those < the
-// chunk count); a function of `in` alone.
+// Slices of an output's sum: 8, or 16 from 128 chunks (in >= 4096: the down projection of
+// a 1B model, every projection of an 8B), a function of `in` alone. More slices let more
+// warps share a long sum at batch 1 (a 16-warp block per column tile); fewer keep the
+// slice sums that a split tile passes through the workspace at large batch (16 x n x out
+// floats written and read) at half: the projections with in = 2048 are the narrow ones
+// that split at batch 256.
+static __host__ __device__ __forceinline__ int tc_slices(int in) {
+    return (in + TC_CHUNK - 1) / TC_CHUNK >= 128 ? 16 : 8;
+}
+
+// Chunks per slice: slice v (v < tc_slices(in)) is chunks v per .. v per + per - 1 (those
+// < the chunk count); a function of `in` alone.
 static __host__ __device__ __forceinline__ int tc_slice_chunks(int in) {
-    const int chunks = (in + TC_CHUNK - 1) / TC_CHUNK;
-    return (chunks + TC_WARPS - 1) / TC_WARPS;
+    const int chunks = (in + TC_CHUNK - 1) / TC_CHUNK, sl = tc_slices(in);
+    return (chunks + sl - 1) / sl;
 }
 
 // 8 bf16 as 4 registers of 2: .x = k 0,1; .y = k 2,3; .z = k 4,5; .w = k 6,7.
@@ -127,42 +142,52 @@ static __device__ __forceinline__ void tc_store(float* p, float s, int acc_y) {
 // row. Each block re-reads its rows (in 4 bytes each, twice: the sum of squares, then the
 // scaled copy; from L2) and gamma: the redundant work that makes this worth it only for a
 // few rows (gemm_tc_rmsnorm_fuses).
-template <int MT, int NT, bool SWIGLU, bool NORM>
-__global__ void __launch_bounds__(TC_WARPS * 32)
+// Registers: at most 128 a thread for the one- and two-tile kernels (ptxas, sm_90: no
+// spills), so that two 8-warp blocks or one 16-warp block fit an SM; the 8-tile kernel
+// (17..32 rows) takes ~230, one block per SM.
+template <int MT, int NT, bool SWIGLU, bool NORM, int SLICES, int WARPS>
+__global__ void __launch_bounds__(WARPS * 32, (MT * NT <= 2 && WARPS == 8) ? 2 : 1)
     gemm_tc_kernel(void* __restrict__ y, const void* __restrict__ xv, const __nv_bfloat16* __restrict__ w,
                    const float* __restrict__ gamma, float eps, int n, int in, int out, int rows_fast, int acc_y) {
     static_assert(!NORM || (MT == 1 && NT == 1), "the fused norm is for the one-tile (n <= 8) kernel");
-    constexpr int TM = 16 * MT, TN = 8 * NT;
-    __shared__ float part[TC_WARPS][TN * TM];
+    static_assert(SLICES % WARPS == 0, "a warp runs whole slices");
+    constexpr int TM = 16 * MT, TN = 8 * NT, THREADS = WARPS * 32;
+    constexpr int SPW = SLICES / WARPS; // slices per warp: warp w runs slices w, w + WARPS, ...
+    __shared__ float part[WARPS][TN * TM];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int o0 = (rows_fast ? blockIdx.y : blockIdx.x) * TM, r0 = (rows_fast ? blockIdx.x : blockIdx.y) * TN;
     const __nv_bfloat16* wa[MT][2];
     for (int i = 0; i < MT; i++)
         for (int h = 0; h < 2; h++) wa[i][h] = w + (size_t)min(o0 + 16 * i + 8 * h + g, out - 1) * in + 8 * t;
-    // The warp's chunks go in half-rounds of H, two register buffers: while one half-round
-    // is multiplied the next one's loads are in flight, so a long slice (the down
-    // projection: 32 chunks at in = 8192) keeps H..2H chunks of loads outstanding with no
-    // gap between rounds (loads, then a wait, then mma's, had one per round). The order of
-    // the sum is the same for every H: chunk after chunk.
-    constexpr int D = MT * NT == 1 ? 8 : MT * NT == 2 ? 4 : 2, H = D / 2;
+    // The warp's slices advance together, chunk offset j = 0 .. per - 1 within each (slice
+    // s's chunk (w + WARPS s) per + j), in half-rounds of H offsets and two register
+    // buffers: while one half-round is multiplied the next one's loads are in flight, so a
+    // long slice (the down projection: 16 chunks at in = 8192) keeps loads outstanding with
+    // no gap between rounds. Each slice's chunks still go in order into its own accumulator.
+    // D chunks in flight per warp at most, whatever the slices per warp.
+    constexpr int D = MT * NT == 1 ? 8 : MT * NT == 2 ? 4 : 2;
+    constexpr int H = D / 2 / SPW > 0 ? D / 2 / SPW : 1;
     const int chunks = (in + TC_CHUNK - 1) / TC_CHUNK, per = tc_slice_chunks(in);
-    const int c_lo = min(chunks, warp * per), c_hi = min(chunks, c_lo + per); // warp w's slice
-    tc_u32x4 av0[H][MT][2], av1[H][MT][2], bv0[H][NT], bv1[H][NT];
-    auto load_w = [&](tc_u32x4(&av)[H][MT][2], int c0) {
-        for (int u = 0; u < H; u++) {
-            const int c = c0 + u, k = TC_CHUNK * c;
-            const bool ok = c < c_hi && k + 8 * t < in; // in % 8 == 0: a lane's 8 are all in or all out
-            for (int i = 0; i < MT; i++)
-                for (int h = 0; h < 2; h++) av[u][i][h] = tc_load(wa[i][h] + k, ok);
-        }
+    int base[SPW]; // slice s's first chunk
+    for (int sl = 0; sl < SPW; sl++) base[sl] = (warp + WARPS * sl) * per;
+    auto chunk_ok = [&](int sl, int j) { return j < per && base[sl] + j < chunks; };
+    tc_u32x4 av0[H][SPW][MT][2], av1[H][SPW][MT][2], bv0[H][SPW][NT], bv1[H][SPW][NT];
+    auto load_w = [&](tc_u32x4(&av)[H][SPW][MT][2], int j0) {
+        for (int u = 0; u < H; u++)
+            for (int sl = 0; sl < SPW; sl++) {
+                const int k = TC_CHUNK * (base[sl] + j0 + u);
+                const bool ok = chunk_ok(sl, j0 + u) && k + 8 * t < in; // in % 8 == 0: a lane's 8 all in or out
+                for (int i = 0; i < MT; i++)
+                    for (int h = 0; h < 2; h++) av[u][sl][i][h] = tc_load(wa[i][h] + k, ok);
+            }
     };
     // The first two half-rounds' weights are loaded before the grid-dependency wait: no
     // kernel writes the weights (the backend marks them read-only, etx_dev_mark_readonly),
     // so with programmatic dependent launch their DRAM latency overlaps the kernel before
     // this one (the one that produces x), which is most of a small projection's time at
-    // batch 1: at in = 2048 a warp's whole slice is these two. x is read only after the wait.
-    load_w(av0, c_lo);
-    load_w(av1, c_lo + H);
+    // batch 1: at in = 2048 a warp's whole share is these two. x is read only after the wait.
+    load_w(av0, 0);
+    load_w(av1, H);
     ETX_PDL_ENTRY();
     const __nv_bfloat16* xb[NT];
     if (NORM) {
@@ -177,7 +202,7 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
             if (threadIdx.x == 0) inv_s[j] = inv;
         }
         __syncthreads();
-        for (int q = threadIdx.x; q < nr * in; q += TC_WARPS * 32) {
+        for (int q = threadIdx.x; q < nr * in; q += THREADS) {
             const int j = q / in, k = q % in;
             xs[q] = etx_rms_apply(gamma[k], xf[(size_t)(r0 + j) * in + k], inv_s[j]);
         }
@@ -187,61 +212,83 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
         const __nv_bfloat16* x = static_cast<const __nv_bfloat16*>(xv);
         for (int j = 0; j < NT; j++) xb[j] = x + (size_t)min(r0 + 8 * j + g, n - 1) * in + 8 * t;
     }
-    auto load_x = [&](tc_u32x4(&bv)[H][NT], int c0) {
-        for (int u = 0; u < H; u++) {
-            const int c = c0 + u, k = TC_CHUNK * c;
-            const bool ok = c < c_hi && k + 8 * t < in;
-            for (int j = 0; j < NT; j++) bv[u][j] = tc_load(xb[j] + k, ok);
-        }
+    auto load_x = [&](tc_u32x4(&bv)[H][SPW][NT], int j0) {
+        for (int u = 0; u < H; u++)
+            for (int sl = 0; sl < SPW; sl++) {
+                const int k = TC_CHUNK * (base[sl] + j0 + u);
+                const bool ok = chunk_ok(sl, j0 + u) && k + 8 * t < in;
+                for (int j = 0; j < NT; j++) bv[u][sl][j] = tc_load(xb[j] + k, ok);
+            }
     };
-    float acc[MT][NT][4];
-    for (int i = 0; i < MT; i++)
-        for (int j = 0; j < NT; j++)
-            for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f;
-    auto multiply = [&](const tc_u32x4(&av)[H][MT][2], const tc_u32x4(&bv)[H][NT], int c0) {
-        for (int u = 0; u < H; u++) {
-            if (c0 + u >= c_hi) break; // warp-uniform
-            for (int i = 0; i < MT; i++) {
-                const uint32_t a0[4] = {av[u][i][0].x, av[u][i][1].x, av[u][i][0].y, av[u][i][1].y}; // k 8t + 0..3
-                const uint32_t a1[4] = {av[u][i][0].z, av[u][i][1].z, av[u][i][0].w, av[u][i][1].w}; // k 8t + 4..7
-                for (int j = 0; j < NT; j++) {
-                    const uint32_t b0[2] = {bv[u][j].x, bv[u][j].y}, b1[2] = {bv[u][j].z, bv[u][j].w};
-                    etx_mma_bf16_16816(acc[i][j], a0, b0);
-                    etx_mma_bf16_16816(acc[i][j], a1, b1);
+    float acc[SPW][MT][NT][4];
+    for (int sl = 0; sl < SPW; sl++)
+        for (int i = 0; i < MT; i++)
+            for (int j = 0; j < NT; j++)
+                for (int e = 0; e < 4; e++) acc[sl][i][j][e] = 0.0f;
+    auto multiply = [&](const tc_u32x4(&av)[H][SPW][MT][2], const tc_u32x4(&bv)[H][SPW][NT], int j0) {
+        for (int u = 0; u < H; u++)
+            for (int sl = 0; sl < SPW; sl++) {
+                if (!chunk_ok(sl, j0 + u)) continue; // warp-uniform
+                for (int i = 0; i < MT; i++) {
+                    const uint32_t a0[4] = {av[u][sl][i][0].x, av[u][sl][i][1].x, av[u][sl][i][0].y, av[u][sl][i][1].y};
+                    const uint32_t a1[4] = {av[u][sl][i][0].z, av[u][sl][i][1].z, av[u][sl][i][0].w, av[u][sl][i][1].w};
+                    for (int j = 0; j < NT; j++) {
+                        const uint32_t b0[2] = {bv[u][sl][j].x, bv[u][sl][j].y}, b1[2] = {bv[u][sl][j].z, bv[u][sl][j].w};
+                        etx_mma_bf16_16816(acc[sl][i][j], a0, b0); // k 8t + 0..3
+                        etx_mma_bf16_16816(acc[sl][i][j], a1, b1); // k 8t + 4..7
+                    }
                 }
             }
-        }
     };
-    load_x(bv0, c_lo);
-    load_x(bv1, c_lo + H);
-    for (int c0 = c_lo; c0 < c_hi; c0 += 2 * H) { // buffer 0 holds chunks c0.., buffer 1 c0 + H..
-        multiply(av0, bv0, c0);
-        if (c0 + 2 * H < c_hi) load_w(av0, c0 + 2 * H), load_x(bv0, c0 + 2 * H);
-        if (c0 + H >= c_hi) break;
-        multiply(av1, bv1, c0 + H);
-        if (c0 + 3 * H < c_hi) load_w(av1, c0 + 3 * H), load_x(bv1, c0 + 3 * H);
+    load_x(bv0, 0);
+    load_x(bv1, H);
+    for (int j0 = 0; j0 < per; j0 += 2 * H) { // buffer 0 holds offsets j0.., buffer 1 j0 + H..
+        multiply(av0, bv0, j0);
+        if (j0 + 2 * H < per) load_w(av0, j0 + 2 * H), load_x(bv0, j0 + 2 * H);
+        if (j0 + H >= per) break;
+        multiply(av1, bv1, j0 + H);
+        if (j0 + 3 * H < per) load_w(av1, j0 + 3 * H), load_x(bv1, j0 + 3 * H);
     }
-    // C fragment: acc[i][j][e] is column 16 i + g + 8 (e / 2), row 8 j + 2 t + e % 2
-    for (int i = 0; i < MT; i++)
-        for (int j = 0; j < NT; j++)
-            for (int e = 0; e < 4; e++) part[warp][(8 * j + 2 * t + e % 2) * TM + 16 * i + g + 8 * (e / 2)] = acc[i][j][e];
-    __syncthreads();
-    if (SWIGLU) { // a thread per (row, unit): both sums in warp order, then the product
-        for (int q = threadIdx.x; q < TN * TM / 2; q += TC_WARPS * 32) {
+    // The 16 slice sums added in slice order, WARPS at a time: round sl puts slice
+    // WARPS sl + v (warp v's acc[sl]) in part[v], and the threads add part[0..WARPS-1] to
+    // their outputs' running sums. C fragment: acc[.][i][j][e] is column 16 i + g + 8 (e / 2),
+    // row 8 j + 2 t + e % 2.
+    constexpr int NQ = (TN * TM / (SWIGLU ? 2 : 1) + THREADS - 1) / THREADS; // outputs (units) per thread
+    float run[NQ], run_up[NQ];
+    for (int k = 0; k < NQ; k++) run[k] = 0.0f, run_up[k] = 0.0f;
+    for (int sl = 0; sl < SPW; sl++) {
+        for (int i = 0; i < MT; i++)
+            for (int j = 0; j < NT; j++)
+                for (int e = 0; e < 4; e++)
+                    part[warp][(8 * j + 2 * t + e % 2) * TM + 16 * i + g + 8 * (e / 2)] = acc[sl][i][j][e];
+        __syncthreads();
+        for (int k = 0; k < NQ; k++) {
+            const int q = threadIdx.x + k * THREADS;
+            if (SWIGLU) { // unit q: gate in column 2u, up in 2u + 1 of its row
+                if (q >= TN * TM / 2) continue;
+                const int jr = q / (TM / 2), m = 2 * (q % (TM / 2));
+                for (int v = 0; v < WARPS; v++) run[k] += part[v][jr * TM + m];
+                for (int v = 0; v < WARPS; v++) run_up[k] += part[v][jr * TM + m + 1];
+            } else {
+                if (q >= TN * TM) continue;
+                for (int v = 0; v < WARPS; v++) run[k] += part[v][q];
+            }
+        }
+        __syncthreads(); // part is rewritten by the next round
+    }
+    for (int k = 0; k < NQ; k++) {
+        const int q = threadIdx.x + k * THREADS;
+        if (SWIGLU) {
+            if (q >= TN * TM / 2) continue;
             const int jr = q / (TM / 2), m = 2 * (q % (TM / 2));
             if (r0 + jr >= n || o0 + m >= out) continue; // out is even: o0 + m + 1 < out too
-            float gate = 0.0f, up = 0.0f;
-            for (int v = 0; v < TC_WARPS; v++) gate += part[v][jr * TM + m];
-            for (int v = 0; v < TC_WARPS; v++) up += part[v][jr * TM + m + 1];
-            static_cast<__nv_bfloat16*>(y)[(size_t)(r0 + jr) * (out / 2) + (o0 + m) / 2] = etx_silu_mul_bf16(gate, up);
-        }
-    } else {
-        for (int q = threadIdx.x; q < TN * TM; q += TC_WARPS * 32) {
+            static_cast<__nv_bfloat16*>(y)[(size_t)(r0 + jr) * (out / 2) + (o0 + m) / 2] =
+                etx_silu_mul_bf16(run[k], run_up[k]);
+        } else {
+            if (q >= TN * TM) continue;
             const int jr = q / TM, m = q % TM;
             if (r0 + jr >= n || o0 + m >= out) continue;
-            float s = 0.0f;
-            for (int v = 0; v < TC_WARPS; v++) s += part[v][q];
-            tc_store(static_cast<float*>(y) + (size_t)(r0 + jr) * out + o0 + m, s, acc_y);
+            tc_store(static_cast<float*>(y) + (size_t)(r0 + jr) * out + o0 + m, run[k], acc_y);
         }
     }
 }
@@ -278,10 +325,12 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
 #define TT_BM 128
 #define TT_STAGES 3
 #define TT_MIN_BLOCKS 128
+#define TT_MAX_SPLIT 8 // blocks per tile at most (each runs whole slices: 8 divides 8 and 16)
 
-// Slice split (narrow outputs, gridDim.z = Z > 1): block z runs slices 8z/Z .. 8(z+1)/Z - 1
-// of its tile and stores each slice's sum in ws[slice] ((8, n, out) f32) instead of adding
-// it to the total; gemm_slices_reduce_kernel then forms 0 + p_0 + ... + p_7 in order (the
+// Slice split (narrow outputs, gridDim.z = Z > 1, Z <= 8): block z runs slices
+// S z / Z .. S (z + 1) / Z - 1 (S = tc_slices(in)) of its tile and stores each slice's sum in
+// ws[slice] ((S, n, out) f32) instead of adding it to the total; gemm_slices_reduce_kernel
+// then forms 0 + p_0 + ... + p_(S-1) in order (the
 // same additions, so the same bits) and the epilogue. Z blocks per tile instead of one is
 // what gives a 2048-wide projection at batch 256 (16 x 2 tiles) enough blocks.
 template <int NT, bool SWIGLU>
@@ -300,7 +349,8 @@ __global__ void __launch_bounds__(TC_WARPS * 32, 1)
     const int wc = warp % 2, wr = warp / 2;
     const int o0 = (rows_fast ? blockIdx.y : blockIdx.x) * TT_BM, r0 = (rows_fast ? blockIdx.x : blockIdx.y) * BN;
     const int chunks = (in + TC_CHUNK - 1) / TC_CHUNK, per = tc_slice_chunks(in);
-    const int split = gridDim.z, s_lo = blockIdx.z * (TC_WARPS / split), s_hi = s_lo + TC_WARPS / split;
+    const int n_slices = tc_slices(in);
+    const int split = gridDim.z, s_lo = blockIdx.z * (n_slices / split), s_hi = s_lo + n_slices / split;
     const int cb = min(chunks, s_lo * per), ce = min(chunks, s_hi * per); // this block's chunks
 
     // stage s <- chunk c: thread q copies 16-byte pieces q, q + 256, ... (piece p: row p / 4,
@@ -418,16 +468,16 @@ __global__ void __launch_bounds__(TC_WARPS * 32, 1)
 // them), the output written.
 template <bool SWIGLU>
 __global__ void gemm_slices_reduce_kernel(void* __restrict__ y, const float* __restrict__ ws, int n, int out,
-                                          int acc_y) {
+                                          int n_slices, int acc_y) {
     ETX_PDL_ENTRY();
     const int per_row = SWIGLU ? out / 2 : out;
     const long long q = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (q >= (long long)n * per_row) return;
     const int r = (int)(q / per_row), o = (int)(q % per_row) * (SWIGLU ? 2 : 1);
     float s = 0.0f, u = 0.0f;
-    for (int v = 0; v < TC_WARPS; v++) s += ws[((size_t)v * n + r) * out + o];
+    for (int v = 0; v < n_slices; v++) s += ws[((size_t)v * n + r) * out + o];
     if (SWIGLU) {
-        for (int v = 0; v < TC_WARPS; v++) u += ws[((size_t)v * n + r) * out + o + 1];
+        for (int v = 0; v < n_slices; v++) u += ws[((size_t)v * n + r) * out + o + 1];
         static_cast<__nv_bfloat16*>(y)[(size_t)r * per_row + o / 2] = etx_silu_mul_bf16(s, u);
     } else {
         tc_store(static_cast<float*>(y) + (size_t)r * out + o, s, acc_y);
@@ -442,7 +492,7 @@ __global__ void gemm_slices_reduce_kernel(void* __restrict__ y, const float* __r
 static __device__ float tc_twin_sum(const __nv_bfloat16* wr, const __nv_bfloat16* xr, int in) {
     const int chunks = (in + TC_CHUNK - 1) / TC_CHUNK, per = tc_slice_chunks(in);
     float s = 0.0f;
-    for (int v = 0; v < TC_WARPS; v++) {
+    for (int v = 0; v < tc_slices(in); v++) {
         float acc = 0.0f;
         for (int c = v * per; c < chunks && c < (v + 1) * per; c++)
             for (int m = 0; m < 2; m++)
@@ -513,9 +563,9 @@ typedef struct {
     float eps;
 } TcNorm;
 
-template <int MT, int NT, bool SWIGLU, bool NORM>
-static void launch_tc(void* y, const void* x, const __nv_bfloat16* w, const TcNorm* nm, int n, int in, int out,
-                      int acc_y, cudaStream_t st) {
+template <int MT, int NT, bool SWIGLU, bool NORM, int SLICES, int WARPS>
+static void launch_tc_warps(void* y, const void* x, const __nv_bfloat16* w, const TcNorm* nm, int n, int in, int out,
+                            int acc_y, cudaStream_t st) {
     const int tiles_c = etx_ceil_div(out, 16 * MT), tiles_r = etx_ceil_div(n, 8 * NT), rows_fast = tc_rows_fast(n, out);
     if ((rows_fast ? tiles_c : tiles_r) > 65535) { // gridDim.y
         fprintf(stderr, "[etx] etx_gemm_tc: %d rows x %d columns (at most 65535 tiles in gridDim.y)\n", n, out);
@@ -524,13 +574,40 @@ static void launch_tc(void* y, const void* x, const __nv_bfloat16* w, const TcNo
     const dim3 grid = rows_fast ? dim3(tiles_r, tiles_c) : dim3(tiles_c, tiles_r);
     // NORM: the block's normalised rows, bf16 (tc_norm_fuses keeps it within 48 KB)
     const size_t smem = NORM ? (size_t)min(n, 8 * NT) * in * sizeof(__nv_bfloat16) : 0;
-    ETX_LAUNCH((gemm_tc_kernel<MT, NT, SWIGLU, NORM>), grid, TC_WARPS * 32, smem, st, y, x, w,
+    ETX_LAUNCH((gemm_tc_kernel<MT, NT, SWIGLU, NORM, SLICES, WARPS>), grid, WARPS * 32, smem, st, y, x, w,
                nm ? nm->gamma : NULL, nm ? nm->eps : 0.0f, n, in, out, rows_fast, acc_y);
     CUDA_CHECK_LAUNCH();
 }
 
+// 16 warps a block (one slice each) for sums of 16 slices (in >= 4096) when the one-tile
+// kernel's grid has no more tiles than the card has SMs (the down projection at batch 1:
+// 128 tiles): one block per SM either way, and twice the warps, so twice the loads in
+// flight, where the 8-warp block left the card half idle (the H200 measured it at 55 % of
+// its bandwidth); else 8 (more tiles: two 8-warp blocks per SM fit, no second wave of
+// 16-warp blocks).
+static int tc_wide(int n, int in, int out, int sms) {
+    return tc_slices(in) == 16 && etx_gemm_tc_tile_rows(n) == 8 &&
+           (long long)etx_ceil_div(out, 16) * etx_ceil_div(n, 8) <= sms;
+}
+static int g_tc_warps = 0; // etx_gemm_tc_force_warps: 0 auto
+extern "C" void etx_gemm_tc_force_warps(int w) { g_tc_warps = w == 8 || w == 16 ? w : 0; }
+
+template <int MT, int NT, bool SWIGLU, bool NORM>
+static void launch_tc(void* y, const void* x, const __nv_bfloat16* w, const TcNorm* nm, int n, int in, int out,
+                      int acc_y, cudaStream_t st) {
+    if (tc_slices(in) == 8) {
+        launch_tc_warps<MT, NT, SWIGLU, NORM, 8, TC_WARPS>(y, x, w, nm, n, in, out, acc_y, st);
+        return;
+    }
+    if (MT == 1 && NT == 1 && (g_tc_warps ? g_tc_warps == 16 : tc_wide(n, in, out, etx_dev_sm_count()))) {
+        launch_tc_warps<1, 1, SWIGLU, NORM, 16, 16>(y, x, w, nm, n, in, out, acc_y, st);
+        return;
+    }
+    launch_tc_warps<MT, NT, SWIGLU, NORM, 16, TC_WARPS>(y, x, w, nm, n, in, out, acc_y, st);
+}
+
 // Which kernel a call takes: g_tc_kernel -1 (auto: the tiled kernel for n > 32 when its
-// grid, slices split over up to 8 blocks per tile if a workspace allows, reaches
+// grid, slices split over up to 16 blocks per tile if a workspace allows, reaches
 // TT_MIN_BLOCKS blocks), 0 gemm_tc_kernel, 1 the tiled one (tests; with the split the
 // workspace allows).
 static int g_tc_kernel = -1;
@@ -542,10 +619,10 @@ static long long tt_tiles(int n, int out) { return (long long)etx_ceil_div(out, 
 static int g_tc_split = 0; // etx_gemm_tc_force_split: 0 auto
 extern "C" void etx_gemm_tc_force_split(int z) { g_tc_split = z == 1 || z == 2 || z == 4 || z == 8 ? z : 0; }
 static int tt_split(int n, int out, size_t ws_bytes) {
-    if (ws_bytes < (size_t)TC_WARPS * n * out * sizeof(float)) return 1;
+    if (ws_bytes < (size_t)TC_MAX_SLICES * n * out * sizeof(float)) return 1;
     if (g_tc_split) return g_tc_split;
     int z = 1;
-    while (z < TC_WARPS && tt_tiles(n, out) * z < TT_MIN_BLOCKS) z *= 2;
+    while (z < TT_MAX_SPLIT && tt_tiles(n, out) * z < TT_MIN_BLOCKS) z *= 2;
     return z;
 }
 // ETX_GEMM_TILED=0 | 1 (unset or auto: the rule), read once per process.
@@ -569,7 +646,9 @@ static int tc_use_tiled(int n, int out, size_t ws_bytes) {
     return tt_tiles(n, out) * tt_split(n, out, ws_bytes) >= TT_MIN_BLOCKS;
 }
 extern "C" int etx_gemm_tc_takes_tiled(int n, int out, size_t ws_bytes) { return tc_use_tiled(n, out, ws_bytes); }
-extern "C" size_t etx_gemm_tc_workspace_bytes(int n, int out) { return (size_t)TC_WARPS * n * out * sizeof(float); }
+extern "C" size_t etx_gemm_tc_workspace_bytes(int n, int out) {
+    return (size_t)TC_MAX_SLICES * n * out * sizeof(float);
+}
 
 // Dynamic shared memory of the tiled kernel: the stages, and with NT = 8 the totals.
 static size_t tt_smem_bytes(int nt) {
@@ -607,7 +686,7 @@ static void launch_tiled(void* y, const __nv_bfloat16* x, const __nv_bfloat16* w
     if (split > 1) {
         const long long outs = (long long)n * (SWIGLU ? out / 2 : out);
         ETX_LAUNCH(gemm_slices_reduce_kernel<SWIGLU>, (unsigned)((outs + 255) / 256), 256, 0, st, y, (const float*)ws,
-                   n, out, acc_y);
+                   n, out, tc_slices(in), acc_y);
         CUDA_CHECK_LAUNCH();
     }
 }
@@ -695,7 +774,8 @@ extern "C" void etx_gemm_tc_rmsnorm(void* y, int swiglu, const float* x, const f
 // The napkin math of one tensor-core call; y_bytes_per_out: bytes moved per output (4
 // for f32 stored, 8 added to, 1 for the SwiGLU epilogue's one bf16 per two columns); norm:
 // the fused norm (tc_norm_rule holds).
-static EtxCost tc_cost(int n, int in, int out, double l2_bytes, double y_bytes_per_out, size_t ws_bytes, int norm) {
+static EtxCost tc_cost(int n, int in, int out, double l2_bytes, double y_bytes_per_out, size_t ws_bytes, int norm,
+                       int sms) {
     EtxCost c = {0, 0, 0, 0, 0, 0, 0, 0};
     if (n <= 0 || out <= 0) return c;
     const int tiled = tc_use_tiled(n, out, ws_bytes);
@@ -722,11 +802,15 @@ static EtxCost tc_cost(int n, int in, int out, double l2_bytes, double y_bytes_p
         c.l2 = (double)tiles_c * tiles_r * (cols + rows) * in * 2;
         if (split > 1) {
             c.ctas = c.busy = c.ctas * split;
-            c.l2 += 2.0 * TC_WARPS * n * out * 4;
+            c.l2 += 2.0 * tc_slices(in) * n * out * 4;
             c.launches = 2;
         }
         return c;
     }
+    // 16-warp blocks (tc_wide): one per SM has the 16 warps of loads in flight that the
+    // model's default asks of two 8-warp blocks
+    if (tc_slices(in) == 16 && (g_tc_warps ? g_tc_warps == 16 && etx_gemm_tc_tile_rows(n) == 8 : tc_wide(n, in, out, sms)))
+        c.per_sm = 1;
     // the mma's work, padded columns included (8 per n-tile, 16 per m-tile)
     c.flops = 2.0 * (double)etx_ceil_div(n, 8) * 8 * in * ((double)etx_ceil_div(out, 16) * 16);
     // L2: each block loads its weight tile's rows (cols of them) and its x rows (at most n
@@ -740,18 +824,18 @@ static EtxCost tc_cost(int n, int in, int out, double l2_bytes, double y_bytes_p
     return c;
 }
 
-extern "C" EtxCost etx_gemm_tc_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes) {
-    return tc_cost(n, in, out, l2_bytes, 4, ws_bytes, 0);
+extern "C" EtxCost etx_gemm_tc_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes, int sms) {
+    return tc_cost(n, in, out, l2_bytes, 4, ws_bytes, 0, sms);
 }
 
-extern "C" EtxCost etx_gemm_tc_add_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes) {
-    return tc_cost(n, in, out, l2_bytes, 8, ws_bytes, 0); // y read and written
+extern "C" EtxCost etx_gemm_tc_add_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes, int sms) {
+    return tc_cost(n, in, out, l2_bytes, 8, ws_bytes, 0, sms); // y read and written
 }
 
-extern "C" EtxCost etx_gemm_tc_rmsnorm_cost(int n, int in, int out, double l2_bytes, int swiglu) {
-    return tc_cost(n, in, out, l2_bytes, swiglu ? 1 : 4, 0, 1);
+extern "C" EtxCost etx_gemm_tc_rmsnorm_cost(int n, int in, int out, double l2_bytes, int swiglu, int sms) {
+    return tc_cost(n, in, out, l2_bytes, swiglu ? 1 : 4, 0, 1, sms);
 }
 
-extern "C" EtxCost etx_gemm_tc_swiglu_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes) {
-    return tc_cost(n, in, out, l2_bytes, 1, ws_bytes, 0); // bf16 per two columns
+extern "C" EtxCost etx_gemm_tc_swiglu_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes, int sms) {
+    return tc_cost(n, in, out, l2_bytes, 1, ws_bytes, 0, sms); // bf16 per two columns
 }

@@ -123,12 +123,13 @@ int bench_plan(const BenchConfig* c) {
            cuda_card_launch_s(card) < card->launch_s ? "programmatic dependent launch; ETX_PDL=0: without"
                                                      : "without programmatic dependent launch (ETX_PDL=0)");
     // the GEMM path the model assumes (kernels/gemm.h: ETX_GEMM, else tensor cores)
-    const int tc = etx_gemm_cost(1, 8, 16, 0, 0).tensor;
+    const int tc = etx_gemm_cost(1, 8, 16, 0, 0, 132).tensor;
     printf("time per op = launches x launch + max(DRAM bytes / bandwidth, L2 bytes / L2 bandwidth, FLOPs / rate) / "
-           "min(1, working blocks / (2 x SMs)); the GEMMs run on %s; floor = every weight once + the KV cache + the "
+           "min(1, working blocks / (per_sm x SMs)), per_sm 2, or 1 for the one-block-per-SM kernels (the tiled GEMM, "
+           "16-warp GEMM blocks); the GEMMs run on %s; floor = every weight once + the KV cache + the "
            "logits written and read, at the bandwidth\n",
-           tc ? "tensor cores (mma.sync with operands loaded from L2, 16 FLOPs per L2 byte at large batch: bound by "
-                "L2 there, not by the datasheet's FLOP/s)"
+           tc ? "tensor cores (mma.sync: operands from L2 at 16 FLOPs per L2 byte up to 32 rows, through shared memory "
+                "at 44-85 above: bound by L2 there, not by the datasheet's FLOP/s)"
               : "CUDA cores (fp32 FMA; ETX_GEMM=cuda-cores)");
     static CudaStepPrediction p;
     for (int bi = 0; bi < n_batches; bi++)

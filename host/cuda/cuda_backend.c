@@ -266,7 +266,10 @@ static etx_status alloc_buffers(CudaBackend* b) {
     ETX_TRY(cuda_alloc(b, (void**)&b->gemm_ws, b->gemm_ws_bytes, "GEMM workspace"));
     ETX_TRY(cuda_alloc(b, (void**)&b->hb, (size_t)rows * b->hidden * 2, "swiglu output"));
     const size_t ws = etx_attn_workspace_bytes(b->attn_ws_rows, b->shape.n_heads, b->hdp, b->cfg.max_seq_len);
-    if (ws) ETX_TRY(cuda_alloc(b, (void**)&b->attn_ws, ws, "attention split workspace"));
+    if (ws) { // its counters must start at zero (kernels/attention.h); every launch leaves them so
+        ETX_TRY(cuda_alloc(b, (void**)&b->attn_ws, ws, "attention split workspace"));
+        etx_dev_memset(b->attn_ws, 0, ws);
+    }
     ETX_TRY(cuda_alloc(b, (void**)&b->d_tokens, (size_t)rows * 4, "row tokens"));
     ETX_TRY(cuda_alloc(b, (void**)&b->d_row_seq, (size_t)rows * 4, "row sequences"));
     ETX_TRY(cuda_alloc(b, (void**)&b->d_row_pos, (size_t)rows * 4, "row positions"));

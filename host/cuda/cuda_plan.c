@@ -213,11 +213,12 @@ EtxCost cuda_op_cost(const CudaDims* d, const CudaOp* o, int len, const CudaCard
         cuda_gemm_shape(d, (CudaWeight)o->which, &in, &out);
     {   // the backend's workspace when built for batches of o->n (cuda_gemm_ws_bytes), on the
         // path the model assumes (tensor cores unless ETX_GEMM=cuda-cores or in % 8 != 0)
-        const size_t ws = cuda_gemm_ws_bytes(d, o->n, o->n, !etx_gemm_cost(1, d->dim, 16, 0, 0).tensor);
-        if (o->norm) return etx_gemm_rmsnorm_cost(o->n, in, out, card->l2_bytes, o->which == CUDA_W_GATE_UP);
-        if (o->which == CUDA_W_GATE_UP) return etx_gemm_swiglu_cost(o->n, in, out, card->l2_bytes, ws);
-        if (o->residual) return etx_gemm_add_cost(o->n, in, out, card->l2_bytes, ws);
-        return etx_gemm_cost(o->n, in, out, card->l2_bytes, ws);
+        const size_t ws = cuda_gemm_ws_bytes(d, o->n, o->n, !etx_gemm_cost(1, d->dim, 16, 0, 0, card->sms).tensor);
+        const int sms = card->sms;
+        if (o->norm) return etx_gemm_rmsnorm_cost(o->n, in, out, card->l2_bytes, o->which == CUDA_W_GATE_UP, sms);
+        if (o->which == CUDA_W_GATE_UP) return etx_gemm_swiglu_cost(o->n, in, out, card->l2_bytes, ws, sms);
+        if (o->residual) return etx_gemm_add_cost(o->n, in, out, card->l2_bytes, ws, sms);
+        return etx_gemm_cost(o->n, in, out, card->l2_bytes, ws, sms);
     }
     case CUDA_OP_QKV_PREP: return etx_qkv_prep_cost(o->n, d->qkv_bias, d->qk_norm, attn_shape(d));
     case CUDA_OP_ROPE_KV: return etx_rope_kv_append_cost(o->n, attn_shape(d));

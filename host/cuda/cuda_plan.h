@@ -13,9 +13,10 @@
  *
  * The cost model turns an op's EtxCost into time on a card (a datasheet: bandwidth,
  * FLOP/s, SMs, L2, launch overhead; and the L2 load bandwidth, calibrated) as
- *   t = launches * t_launch + max(bytes / BW, l2 / L2BW, flops / FLOPS) / min(1, busy / (2 SMs)),
+ *   t = launches * t_launch + max(bytes / BW, l2 / L2BW, flops / FLOPS) / min(1, busy / (per_sm SMs)),
  * i.e. an op is bound by its DRAM traffic, its L2 traffic or its arithmetic, and a grid
- * with fewer working blocks than two per SM gets that fraction of the card. The floor of a decode
+ * with fewer working blocks than per_sm per SM (2; 1 for a kernel that fills an SM with
+ * one block: the tiled GEMM, 16-warp GEMM blocks) gets that fraction of the card. The floor of a decode
  * step is the bytes it must move (every weight once, the KV cache of every row, the
  * logits written and read) at the card's bandwidth. Predictions, not measurements:
  * benchmarks/gpu_check.sh records measured per-op times beside them on a GPU

@@ -216,7 +216,7 @@ START_TEST(cost_model) {
     // 2 FLOPs per weight for the one row; on the tensor-core path the mma's 8 columns are
     // counted as issued (7 of them padding at batch 1: the work the tensor core does),
     // every out of this shape being a multiple of its 16-column tile
-    const int tc = etx_gemm_cost(1, 8, 16, 0, 0).tensor; // the path the model assumes
+    const int tc = etx_gemm_cost(1, 8, 16, 0, 0, 132).tensor; // the path the model assumes
     ck_assert_double_eq_tol(gemm_flops, 2.0 * params * (tc ? 8 : 1), 1.0);
     // the GEMMs move at least their weights; the step takes at least the floor
     double gemm_bytes = 0;
@@ -251,19 +251,19 @@ START_TEST(cost_model) {
     // with a workspace for the slice sums a narrow projection splits them (16 x 1 tiles of
     // 128 x 256, each over 8 blocks)
     ck_assert(etx_gemm_tc_takes_tiled(256, 2048, etx_gemm_tc_workspace_bytes(256, 2048)));
-    const EtxCost split = etx_gemm_tc_cost(256, 8192, 2048, h100->l2_bytes, etx_gemm_tc_workspace_bytes(256, 2048));
+    const EtxCost split = etx_gemm_tc_cost(256, 8192, 2048, h100->l2_bytes, etx_gemm_tc_workspace_bytes(256, 2048), h100->sms);
     ck_assert_int_eq(split.launches, 2);
     ck_assert_double_eq_tol(split.busy, 16 * 1 * 8, 0.5);
     ck_assert_int_eq(split.per_sm, 1);
     etx_gemm_tc_force_kernel(0);
-    const EtxCost g = etx_gemm_tc_cost(256, 2048, 16384, h100->l2_bytes, 0);
+    const EtxCost g = etx_gemm_tc_cost(256, 2048, 16384, h100->l2_bytes, 0, h100->sms);
     etx_gemm_tc_force_kernel(-1);
     ck_assert_double_eq_tol(g.flops / g.l2, 16.0, 0.5);
     // the tiled kernel: 128 x 256 tiles at 256 rows, 2 128 256 / (2 (128 + 256)) FLOPs per
     // L2 byte; 128 x 128 at 128 rows, 64
-    const EtxCost gt = etx_gemm_tc_cost(256, 2048, 16384, h100->l2_bytes, 0);
+    const EtxCost gt = etx_gemm_tc_cost(256, 2048, 16384, h100->l2_bytes, 0, h100->sms);
     ck_assert_double_eq_tol(gt.flops / gt.l2, 256.0 / 3.0, 0.5);
-    const EtxCost gt128 = etx_gemm_tc_cost(128, 2048, 16384, h100->l2_bytes, 0);
+    const EtxCost gt128 = etx_gemm_tc_cost(128, 2048, 16384, h100->l2_bytes, 0, h100->sms);
     ck_assert_double_eq_tol(gt128.flops / gt128.l2, 64.0, 0.5);
     ck_assert(g.bytes < 1.1 * 2048.0 * 16384 * 2 + 256.0 * (2048 * 2 + 16384 * 4));
     ck_assert(gt.bytes < 1.1 * 2048.0 * 16384 * 2 + 256.0 * (2048 * 2 + 16384 * 4));

@@ -8,7 +8,8 @@
  * floats (bf16 -> f32 is exact). Shapes: 1 x 1 x 1; odd sizes everywhere (in not a
  * multiple of 8 takes the scalar path); n below, at and above the tiles of 1, 4, 8 and 16
  * rows; out across blocks of 16 columns; n, in and out all different, so that a
- * transposed operand or a wrong leading dimension cannot pass; in up to 1024; the
+ * transposed operand or a wrong leading dimension cannot pass; in up to 1024 (and one of
+ * 4104, for the tensor-core kernels' 16-slice order, which the exact check below holds); the
  * default model's projections (576 -> 1536). Every value of y is checked, and guard
  * values past y must stay.
  *
@@ -26,7 +27,7 @@
  *   products (exact) and is itself within in 2^-53 S of the true S, which the bound does
  *   not need to cover (factor 1 + 1e-13). This catches a missing or doubled term: one
  *   term is on average S / in, above the bound (2 in 2^-24 S) for in < 2900; the shapes
- *   keep in <= 1024.
+ *   keep in <= 1024 but one, whose every bit the stated order checks instead.
  * Exactness (gemm_matches_cpu): the kernel sums in the order gemm.cu states (lane l of
  *   32 takes the 8-element pieces l, l + 32, ... when in % 8 == 0, else the elements
  *   l, l + 32, ...; each product, exact for bf16 inputs, added with one rounding; the 32
@@ -49,10 +50,10 @@
  * addends of one mma (C and 16 products) aligned and summed with truncation. Each addend
  * then loses less than 2^-23 of the largest addend's magnitude and the result is
  * truncated once more, so one mma errs by at most 18 2^-23 (|C| + sum |p|) <= 18 2^-23 S.
- * A warp chains M = 2 ceil(ceil(in / 32) / 8) mma's, and the 8 warp sums are added with
- * rounding to nearest: |y_gpu - exact| <= (18 2^-23 M + gamma(8, 2^-24)) S; the twin
- * adds its gamma(in, 2^-24) S. For in = 1024 that is 3.5e-5 S + 6.1e-5 S, against the
- * S / in = 9.8e-4 S of one missing term.
+ * A slice chains M = 2 ceil(ceil(in / 32) / V) mma's (V = 8 slices, 16 from 128 chunks),
+ * and the V slice sums are added with rounding to nearest: |y_gpu - exact| <=
+ * (18 2^-23 M + gamma(V, 2^-24)) S; the twin adds its gamma(in, 2^-24) S. For in = 1024
+ * that is 3.5e-5 S + 6.1e-5 S, against the S / in = 9.8e-4 S of one missing term.
  *
  * Edge cases (gemm_edge_cases): n == 0 and out == 0 write nothing; in == 0 gives y = 0
  * (the empty sum). Error path (gemm_row_limit): more than 65535 x 16 rows does not fit the
@@ -157,15 +158,17 @@ static float stated_order(const float* xr, const float* wo, int in) {
     return s;
 }
 
-// The same in the tensor-core kernels' order (gemm_tc.cu): the chunks of 32 k in 8
-// contiguous slices of P = ceil(chunks / 8); slice v sums chunks vP .. vP + P - 1 in order,
+// The same in the tensor-core kernels' order (gemm_tc.cu): the chunks of 32 k in V
+// contiguous slices of P = ceil(chunks / V) (V = 8, or 16 from 128 chunks on: in >= 4096);
+// slice v sums chunks vP .. vP + P - 1 in order,
 // each chunk two emulated mma's, each adding its 16 logical k in order (logical kk of mma m
 // is memory k 32c + 8t + 4m + 2 (kk / 8) + e, with t = (kk % 8) / 2 and e = kk % 2; past
-// `in` the product is 0); then 0 + the 8 slice sums in order.
+// `in` the product is 0); then 0 + the V slice sums in order.
+static int tc_slices_of(int in) { return (in + 31) / 32 >= 128 ? 16 : 8; }
 static float stated_order_tc(const float* xr, const float* wo, int in) {
-    const int chunks = (in + 31) / 32, per = (chunks + 7) / 8;
+    const int chunks = (in + 31) / 32, V = tc_slices_of(in), per = (chunks + V - 1) / V;
     float s = 0.0f;
-    for (int v = 0; v < 8; v++) {
+    for (int v = 0; v < V; v++) {
         float acc = 0.0f;
         for (int c = v * per; c < chunks && c < (v + 1) * per; c++)
             for (int m = 0; m < 2; m++)
@@ -202,8 +205,8 @@ static void check_shape(uint64_t* rng, int n, int in, int out) {
     const int tc = takes_tc(in);
     // the twin's rounding plus the kernel's: its own order rounds like the twin's, except
     // the tensor core on a GPU (the bound in the header)
-    const int mmas = 2 * (((in + 31) / 32 + 7) / 8);
-    const double rel = gamma_n(in, 0x1p-24) + (tc && g_native ? 18.0 * 0x1p-23 * mmas + gamma_n(8, 0x1p-24)
+    const int V = tc_slices_of(in), mmas = 2 * (((in + 31) / 32 + V - 1) / V);
+    const double rel = gamma_n(in, 0x1p-24) + (tc && g_native ? 18.0 * 0x1p-23 * mmas + gamma_n(V, 0x1p-24)
                                                               : gamma_n(in, 0x1p-24));
     double worst = 0.0; // largest |y - twin| / S, reported on failure
     for (int r = 0; r < n; r++)
@@ -234,6 +237,7 @@ START_TEST(gemm_matches_cpu) {
         {1, 1, 1},     {1, 64, 128},  {3, 17, 5},    {8, 96, 130},  {9, 33, 129},
         {13, 257, 67}, {2, 1024, 96}, {17, 40, 300}, {64, 128, 31}, {5, 576, 1536}, {4, 264, 33},
         {16, 64, 17},  {40, 1032, 70}, {33, 8, 47}, {130, 264, 300}, {70, 96, 130},
+        {1, 4104, 40}, // 129 chunks: 16 slices (16-warp blocks on tensor cores)
     };
     for (int path = 0; path < 2; path++) { // CUDA cores, then tensor cores
         etx_gemm_force_path(path);
@@ -263,7 +267,8 @@ START_TEST(gemm_tc_kernels_agree) {
     if (!etx_gemm_uses_tensor_cores()) return;
     etx_gemm_force_path(1);
     etx_gemm_use_warp_kernel(1);
-    static const int shapes[][2] = {{2048, 256}, {264, 130}, {40, 64}, {1032, 48}}; // in, out
+    // in, out; 4104: 129 chunks, 16 slices of 9 (the last short), and 16-warp blocks
+    static const int shapes[][2] = {{2048, 256}, {264, 130}, {40, 64}, {1032, 48}, {4104, 32}};
     uint64_t rng = rng_seed(19);
     const int N = 150;
     for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
@@ -278,7 +283,7 @@ START_TEST(gemm_tc_kernels_agree) {
             if (memcmp(&skinny[i], &tiled[i], sizeof(float)) != 0)
                 ck_abort_msg("in %d out %d: y[%d, %d] = %.9g (gemm_tc_kernel), %.9g (tiled)", in, out, i / out, i % out,
                              skinny[i], tiled[i]);
-        for (int z = 2; z <= 8; z *= 2) { // each tile's 8 slices over z blocks, summed by the reduce kernel
+        for (int z = 2; z <= 8; z *= 2) { // each tile's slices over z blocks, summed by the reduce kernel
             etx_gemm_tc_force_split(z);
             float* split = run_gemm_ws(x, w, N, in, out);
             for (int i = 0; i < N * out; i++)
@@ -290,16 +295,21 @@ START_TEST(gemm_tc_kernels_agree) {
         etx_gemm_tc_force_split(0);
         static const int calls[][2] = {{1, 0}, {5, 77}, {33, 100}, {64, 86}, {129, 21}};
         for (size_t c = 0; c < sizeof calls / sizeof calls[0]; c++)
-            for (int kernel = 0; kernel < 2; kernel++) {
-                const int n = calls[c][0], r0 = calls[c][1];
-                etx_gemm_tc_force_kernel(kernel);
-                float* part = run_gemm(x + (size_t)r0 * in, w, n, in, out);
-                const float* all = kernel ? skinny : tiled; // the other kernel's call of N rows
-                ck_assert_msg(memcmp(part, all + (size_t)r0 * out, (size_t)n * out * sizeof(float)) == 0,
-                              "in %d out %d: rows %d.. alone (%s) differ from those rows of %d (%s)", in, out, r0,
-                              kernel ? "tiled" : "gemm_tc_kernel", N, kernel ? "gemm_tc_kernel" : "tiled");
-                free(part);
-            }
+            for (int kernel = 0; kernel < 2; kernel++)
+                for (int warps = 8; warps <= 16; warps += 8) { // gemm_tc_kernel's blocks of 8 and of 16 warps
+                    const int n = calls[c][0], r0 = calls[c][1];
+                    if (warps == 16 && (kernel || n > 8)) continue; // 16 warps: the one-tile kernel only
+                    etx_gemm_tc_force_kernel(kernel);
+                    etx_gemm_tc_force_warps(warps);
+                    float* part = run_gemm(x + (size_t)r0 * in, w, n, in, out);
+                    etx_gemm_tc_force_warps(0);
+                    const float* all = kernel ? skinny : tiled; // the other kernel's call of N rows
+                    ck_assert_msg(memcmp(part, all + (size_t)r0 * out, (size_t)n * out * sizeof(float)) == 0,
+                                  "in %d out %d: rows %d.. alone (%s, %d warps) differ from those rows of %d (%s)", in,
+                                  out, r0, kernel ? "tiled" : "gemm_tc_kernel", warps, N,
+                                  kernel ? "gemm_tc_kernel" : "tiled");
+                    free(part);
+                }
         free(x), free(w), free(skinny), free(tiled);
     }
     etx_gemm_tc_force_kernel(-1);

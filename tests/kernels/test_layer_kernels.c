@@ -621,10 +621,25 @@ static void run_rows(const FilledCache* f, const float* q, const int* row_seq, c
     uint16_t* d_out = etx_dev_malloc((size_t)n_rows * q_dim * 2);
     size_t ws_bytes = etx_attn_workspace_bytes(ws_rows, n_heads, hd, max_seq_len);
     float* d_ws = ws_bytes ? etx_dev_malloc(ws_bytes) : NULL;
+    if (d_ws) etx_dev_memset(d_ws, 0, ws_bytes); // its counters start at zero (attention.h)
     etx_attn_rows(d_out, d_sc, d_cap, max_ctx, d_q, f->d_k, f->d_v, f->d_table, d_seq, d_pos, n_rows, max_seq_len,
                   d_ws, ws_rows, sh, NULL);
     uint16_t* out = host_copy(d_out, (size_t)n_rows * q_dim * 2);
     float* sc = host_copy(d_sc, n_sc * sizeof(float));
+    if (d_ws) {
+        // the workspace's counters are left at zero, so the same call again (the next layer,
+        // the next replay of a graph) gives the same bits
+        int* cnt = host_copy(d_ws, (size_t)ws_rows * n_heads * sizeof(int));
+        for (int i = 0; i < ws_rows * n_heads; i++) EXPECT(cnt[i] == 0, "workspace counter %d left at %d", i, cnt[i]);
+        free(cnt);
+        uint16_t* d_out2 = etx_dev_malloc((size_t)n_rows * q_dim * 2);
+        etx_attn_rows(d_out2, d_sc, d_cap, max_ctx, d_q, f->d_k, f->d_v, f->d_table, d_seq, d_pos, n_rows, max_seq_len,
+                      d_ws, ws_rows, sh, NULL);
+        uint16_t* out2 = host_copy(d_out2, (size_t)n_rows * q_dim * 2);
+        EXPECT(memcmp(out, out2, (size_t)n_rows * q_dim * 2) == 0, "a second call with the same workspace differs");
+        free(out2);
+        etx_dev_free(d_out2);
+    }
 
     float* want = malloc((size_t)G * hd * sizeof(float));
     float* scratch = malloc(((size_t)G * ATT_BLOCK + 2 * G) * sizeof(float));
@@ -739,7 +754,7 @@ START_TEST(test_attention_splits) {
     ck_assert_int_le(etx_attn_n_splits(1 << 20), ETX_ATTN_MAX_SPLITS);
     ck_assert_int_le(etx_attn_n_splits(131072), ETX_ATTN_MAX_SPLITS);
     ck_assert_uint_eq(etx_attn_workspace_bytes(2, 8, 64, 32), 0);
-    ck_assert_uint_eq(etx_attn_workspace_bytes(2, 8, 64, 70), (size_t)2 * 8 * 3 * 66 * sizeof(float));
+    ck_assert_uint_eq(etx_attn_workspace_bytes(2, 8, 64, 70), 256 + (size_t)2 * 8 * 3 * 66 * sizeof(float)); // counters first
 }
 END_TEST
 
@@ -769,6 +784,7 @@ static void run_rope_attention(int n_heads, int n_kv, int hd, int bs, const int*
     int32_t* d_pos = dev_copy(rp, n_seqs * sizeof(int32_t));
     const size_t ws_bytes = etx_attn_workspace_bytes(ws_rows, n_heads, hd, max_seq_len);
     float* d_ws = ws_bytes ? etx_dev_malloc(ws_bytes) : NULL;
+    if (d_ws) etx_dev_memset(d_ws, 0, ws_bytes); // its counters start at zero (attention.h)
     uint16_t* out[2];
     float* sc[2];
     uint16_t *k[2], *v[2];
@@ -993,6 +1009,7 @@ static void run_chain(int n_heads, int n_kv, int hd, int bs) {
     float* want = malloc((size_t)G * hd * sizeof(float));
     float* scratch = malloc(((size_t)G * ATT_BLOCK + 2 * G) * sizeof(float));
     float* d_ws = etx_dev_malloc(etx_attn_workspace_bytes(64, n_heads, hd, CHAIN_CTX));
+    etx_dev_memset(d_ws, 0, etx_attn_workspace_bytes(64, n_heads, hd, CHAIN_CTX)); // counters at zero
 
     // prefill: sequence 1 in two chunks (the second attends to the first's keys)
     for (int s = 0; s < N_SEQS; s++) {
