@@ -66,7 +66,7 @@ size_t etx_attn_workspace_bytes(int n_rows, int n_heads, int head_dim, int max_s
 // run as several launches of ws_rows. Its first bytes are counters that must be zero
 // before the first call (etx_dev_memset the whole workspace once after allocating it);
 // every call leaves them zero. When the rows alone fill the GPU (one block per
-// (KV head, row)), each block merges its row's splits as it goes, in the merge kernel's
+// (KV head, row)), each block merges its row's splits as it goes, in the workspace merge's
 // order and arithmetic (the same bits), and neither the workspace nor the merge is used.
 // scores (may be NULL): (capture rows, n_heads, max_ctx) f32; row r's pre-softmax scores
 // scale q . k_t, t <= row_pos[r] (< max_ctx), go to capture row cap_row[r] (-1: none), or

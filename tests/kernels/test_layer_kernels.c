@@ -928,7 +928,7 @@ START_TEST(test_attention_rows_are_batch_invariant) {
 
     // a launch whose rows fill the GPU alone (8 KV heads x 64 rows >= 2 x 132 SMs: one block
     // per (KV head, row), each merging its row's splits in place) against the same rows
-    // alone (several blocks per row, merged by the merge kernel): the same bits
+    // alone (several blocks per row, merged from the workspace by the last): the same bits
     // (an error of an ulp in the f32 merge moves a bf16 output only now and then: 2 x 64
     // rows x 32 heads x 128 dims, every row alone, make one show)
     for (int draw = 0; draw < 2; draw++) {
@@ -951,7 +951,7 @@ START_TEST(test_attention_rows_are_batch_invariant) {
         for (int r = 0; r < M; r++) {
             run_rows(&f2, q2 + (size_t)r * qd, rs2 + r, rp2 + r, 1, ctx, 1, NULL, 0, one2, one2_sc);
             ck_assert_msg(memcmp(one2, all2 + (size_t)r * qd, (size_t)qd * 2) == 0,
-                          "row %d (pos %d): merged in place in a launch of %d rows, by the merge kernel alone: differ",
+                          "row %d (pos %d): merged in place in a launch of %d rows, from the workspace alone: differ",
                           r, rp2[r], M);
         }
         free(q2), free(all2), free(all2_sc), free(one2), free(one2_sc);

@@ -1694,6 +1694,9 @@ cudaError_t cudaMalloc(void** ptr, size_t size) {
     // runs past the end is caught by AddressSanitizer
     void* p = nullptr;
     if (posix_memalign(&p, 256, size) != 0) return fail_with(cudaErrorMemoryAllocation);
+    // not zeroed on a GPU either: filled with 0xff bytes (NaN floats, -1 ints), so a kernel
+    // or a caller that relies on fresh memory being zero fails here first
+    memset(p, 0xff, size);
     alloc_add(p, size);
     *ptr = p;
     return cudaSuccess;

@@ -32,7 +32,8 @@
  *   - Device math (expf, logf, sinf, rsqrtf, __expf, ...) returns results perturbed within
  *     CUDA's documented ulp bounds, deterministically (a hash of the argument), unless
  *     SIMT_PERTURB_MATH is defined to 0.
- *   - Device memory is host memory: cudaMalloc is an aligned malloc, cudaMemcpy a memcpy.
+ *   - Device memory is host memory: cudaMalloc is an aligned malloc filled with 0xff bytes
+ *     (a GPU does not zero it either: what relies on zeroed memory fails here), cudaMemcpy a memcpy.
  *     Every call is synchronous, except that a stream being captured (cudaStreamBeginCapture)
  *     records launches, copies and memsets into a graph that cudaGraphLaunch replays.
  *
