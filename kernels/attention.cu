@@ -331,6 +331,18 @@ __global__ void __launch_bounds__(ATT_THREADS)
     } else {
         for (int e = tid; e < G * HD; e += ATT_THREADS) q_s[e / HD][e % HD] = q[head0 * HD + e];
     }
+    // the block's G heads of the output: bf16(v / l) of its elements e = tid + j ATT_THREADS,
+    // l per head (0 when nothing was attended)
+    auto write_out = [&](const float(&v)[ACC], const float* l_head) {
+        ATT_UNROLL
+        for (int j = 0; j < ACC; j++) {
+            const int e = tid + j * ATT_THREADS;
+            if (e < G * HD) {
+                const float l = l_head[e / HD];
+                out[head0 * HD + e] = __float2bfloat16(l > 0.0f ? v[j] / l : 0.0f);
+            }
+        }
+    };
     // merge_local (gridDim.z = 1: this block runs every split of the row): each split is
     // folded into fm / fo as it ends (attn_fold_*), in split order, and the block writes the
     // output itself: no workspace, the workspace merge's bits
@@ -366,14 +378,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
         }
 
         if (n_splits == 1) {
-            ATT_UNROLL
-            for (int j = 0; j < ACC; j++) {
-                int e = tid + j * ATT_THREADS;
-                if (e < G * HD) {
-                    float l = l_s[e / HD];
-                    out[head0 * HD + e] = __float2bfloat16(l > 0.0f ? acc[j] / l : 0.0f);
-                }
-            }
+            write_out(acc, l_s);
             return;
         }
         if (merge_local) {
@@ -451,14 +456,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
         __shared__ float fold_l[ETX_ATTN_MAX_GROUP];
         if (tid < G) fold_l[tid] = fm.L;
         __syncthreads();
-        ATT_UNROLL
-        for (int j = 0; j < ACC; j++) {
-            int e = tid + j * ATT_THREADS;
-            if (e < G * HD) {
-                float L = fold_l[e / HD];
-                out[head0 * HD + e] = __float2bfloat16(L > 0.0f ? fo[j] / L : 0.0f);
-            }
-        }
+        write_out(fo, fold_l);
     }
 }
 
