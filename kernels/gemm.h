@@ -56,8 +56,8 @@ void etx_gemm_bf16_rmsnorm(float* y, const float* x, const float* gamma, float e
 void etx_gemm_bf16_rmsnorm_swiglu(etx_bf16* h, const float* x, const float* gamma, float eps, etx_bf16* xb,
                                   const etx_bf16* w, int n, int in, int out, float* ws, size_t ws_bytes, void* stream);
 // Whether such a call of n rows is one launch on a card with tensor cores (and under the
-// emulator): in % 8 == 0, the tensor-core path, n <= 4 and the rows within 48 KB of shared
-// memory as bf16. Asks no device (the launch plan and the cost model use it).
+// emulator): in % 8 == 0, the tensor-core path, n <= 4 and the rows within 32 KB of shared
+// memory as bf16 (n in <= 16384). Asks no device (the launch plan and the cost model use it).
 int etx_gemm_rmsnorm_fuses(int n, int in, int out);
 // The napkin math of the fused launch: the GEMM's, with x read as f32 (each block reading
 // its rows twice from L2) and the norm's weight; _swiglu's output when swiglu.
@@ -116,7 +116,7 @@ EtxCost etx_gemm_tc_add_cost(int n, int in, int out, double l2_bytes, size_t ws_
 // The fused norm on tensor cores (etx_gemm_bf16_rmsnorm's one launch): y f32 (n, out), or h
 // bf16 (n, out / 2) when swiglu; aborts unless etx_gemm_tc_rmsnorm_fuses holds and x, gamma
 // are 16-byte aligned. _fuses: the rule (n <= 4, the one-tile kernel, n in 2 bytes within
-// 48 KB of shared memory); _cost: its napkin math.
+// 32 KB of shared memory); _cost: its napkin math.
 void etx_gemm_tc_rmsnorm(void* y, int swiglu, const float* x, const float* gamma, float eps, const etx_bf16* w, int n,
                          int in, int out, void* stream);
 int etx_gemm_tc_rmsnorm_fuses(int n, int in, int out, size_t ws_bytes);

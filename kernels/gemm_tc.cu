@@ -572,7 +572,7 @@ static void launch_tc_warps(void* y, const void* x, const __nv_bfloat16* w, cons
         abort();
     }
     const dim3 grid = rows_fast ? dim3(tiles_r, tiles_c) : dim3(tiles_c, tiles_r);
-    // NORM: the block's normalised rows, bf16 (tc_norm_fuses keeps it within 48 KB)
+    // NORM: the block's normalised rows, bf16 (tc_norm_rule keeps them within TC_NORM_SMEM)
     const size_t smem = NORM ? (size_t)min(n, 8 * NT) * in * sizeof(__nv_bfloat16) : 0;
     ETX_LAUNCH((gemm_tc_kernel<MT, NT, SWIGLU, NORM, SLICES, WARPS>), grid, WARPS * 32, smem, st, y, x, w,
                nm ? nm->gamma : NULL, nm ? nm->eps : 0.0f, n, in, out, rows_fast, acc_y);
@@ -694,11 +694,15 @@ static void launch_tiled(void* y, const __nv_bfloat16* x, const __nv_bfloat16* w
 // At most this many rows take the fused norm (NORM): each block normalises all of its
 // rows itself, so the redundant reads grow with n (see tc_cost).
 #define TC_NORM_ROWS 4
+// ... and only while its normalised rows fit 32 KB of dynamic shared memory: with the
+// block's static 8.5 KB (the partial tiles of 16 warps, the norm's reductions) the total
+// stays under the 48 KB a block gets without cudaFuncSetAttribute (in = 4096 at 4 rows).
+#define TC_NORM_SMEM (32 * 1024)
 // The GPU's rule (the cost model's too): the one-tile kernel, whose block holds the
-// normalised rows in at most 48 KB of shared memory.
+// normalised rows in at most TC_NORM_SMEM of shared memory.
 static int tc_norm_rule(int n, int in, int out, size_t ws_bytes) {
     return n >= 1 && n <= TC_NORM_ROWS && in % 8 == 0 && etx_gemm_tc_tile_rows(n) == 8 &&
-           !tc_use_tiled(n, out, ws_bytes) && (size_t)n * in * sizeof(__nv_bfloat16) <= 48 * 1024;
+           !tc_use_tiled(n, out, ws_bytes) && (size_t)n * in * sizeof(__nv_bfloat16) <= TC_NORM_SMEM;
 }
 extern "C" int etx_gemm_tc_rmsnorm_fuses(int n, int in, int out, size_t ws_bytes) {
     return tc_norm_rule(n, in, out, ws_bytes);
