@@ -612,8 +612,19 @@ static void launch_tc(void* y, const void* x, const __nv_bfloat16* w, const TcNo
 // workspace allows).
 static int g_tc_kernel = -1;
 extern "C" void etx_gemm_tc_force_kernel(int k) { g_tc_kernel = k < 0 ? -1 : k > 0; }
-static int tt_nt(int n) { return n <= 64 ? 2 : n <= 128 ? 4 : 8; } // x rows per block: 64, 128, else 256
-static long long tt_tiles(int n, int out) { return (long long)etx_ceil_div(out, TT_BM) * etx_ceil_div(n, 32 * tt_nt(n)); }
+// x rows per block / 32: 2 (64 rows) up to 64 rows, 4 (128) up to 128, else 8 (256) — the
+// largest whose grid, split over at most TT_MAX_SPLIT blocks a tile, still reaches
+// TT_MIN_BLOCKS (a narrow projection at large n: 1536 columns are 12 tiles of 128, which
+// 256-row tiles would leave at 96 blocks and 128-row tiles bring to 192).
+static long long tt_tiles_nt(int n, int out, int nt) {
+    return (long long)etx_ceil_div(out, TT_BM) * etx_ceil_div(n, 32 * nt);
+}
+static int tt_nt(int n, int out) {
+    int nt = n <= 64 ? 2 : n <= 128 ? 4 : 8;
+    while (nt > 2 && tt_tiles_nt(n, out, nt) * TT_MAX_SPLIT < TT_MIN_BLOCKS) nt /= 2;
+    return nt;
+}
+static long long tt_tiles(int n, int out) { return tt_tiles_nt(n, out, tt_nt(n, out)); }
 // Blocks per tile for the tiled kernel: 1, or 2, 4, 8 until the grid has TT_MIN_BLOCKS,
 // when the workspace holds the 8 slice sums.
 static int g_tc_split = 0; // etx_gemm_tc_force_split: 0 auto
@@ -734,7 +745,7 @@ static void gemm_tc_run(void* y, const void* x, const etx_bf16* w, const TcNorm*
         return;
     }
     if (tc_use_tiled(n, out, ws ? ws_bytes : 0)) {
-        switch (tt_nt(n)) {
+        switch (tt_nt(n, out)) {
         case 2: launch_tiled<2, SWIGLU>(y, xb, wb, n, in, out, ws, ws_bytes, acc_y, st); break;
         case 4: launch_tiled<4, SWIGLU>(y, xb, wb, n, in, out, ws, ws_bytes, acc_y, st); break;
         default: launch_tiled<8, SWIGLU>(y, xb, wb, n, in, out, ws, ws_bytes, acc_y, st); break;
@@ -783,7 +794,7 @@ static EtxCost tc_cost(int n, int in, int out, double l2_bytes, double y_bytes_p
     EtxCost c = {0, 0, 0, 0, 0, 0, 0, 0};
     if (n <= 0 || out <= 0) return c;
     const int tiled = tc_use_tiled(n, out, ws_bytes);
-    const int rows = tiled ? 32 * tt_nt(n) : etx_gemm_tc_tile_rows(n), cols = tiled ? TT_BM : tc_tile_cols(n);
+    const int rows = tiled ? 32 * tt_nt(n, out) : etx_gemm_tc_tile_rows(n), cols = tiled ? TT_BM : tc_tile_cols(n);
     const int tiles_r = etx_ceil_div(n, rows), tiles_c = etx_ceil_div(out, cols);
     const double wbytes = (double)out * in * 2, xbytes = (double)n * in * (norm ? 4 : 2);
     // the operand the launch order sweeps is re-read once per tile of the other: from L2

@@ -267,8 +267,9 @@ START_TEST(gemm_tc_kernels_agree) {
     if (!etx_gemm_uses_tensor_cores()) return;
     etx_gemm_force_path(1);
     etx_gemm_use_warp_kernel(1);
-    // in, out; 4104: 129 chunks, 16 slices of 9 (the last short), and 16-warp blocks
-    static const int shapes[][2] = {{2048, 256}, {264, 130}, {40, 64}, {1032, 48}, {4104, 32}};
+    // in, out; 4104: 129 chunks, 16 slices of 9 (the last short), and 16-warp blocks; 2048
+    // columns: enough tiles for the 256-row tile (shared-memory totals) at 150 rows
+    static const int shapes[][2] = {{2048, 256}, {264, 130}, {40, 64}, {1032, 48}, {4104, 32}, {40, 2048}};
     uint64_t rng = rng_seed(19);
     const int N = 150;
     for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
