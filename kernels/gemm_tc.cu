@@ -319,12 +319,16 @@ __global__ void __launch_bounds__(WARPS * 32, (MT * NT <= 2 && WARPS == 8) ? 2 :
 // operand byte in shared memory is read by 2 (x) or 4 (W) warps. Shared memory reads are
 // LDS.128 by quarter-warps over 128 contiguous bytes (2 rows of 64): no bank conflicts;
 // cp.async stores likewise. 204 registers a thread (ptxas, sm_90): one block per SM,
-// whose 3-stage pipeline is what hides latency. Used when the grid, with the slice split
-// below, has at least TT_MIN_BLOCKS blocks (n > 32): about one per SM of an H100, since
-// fewer, fatter blocks leave SMs idle where gemm_tc_kernel's 16-column tiles do not.
+// whose 3-stage pipeline is what hides latency. The slice split below aims at
+// TT_MIN_BLOCKS blocks, about one per SM of an H100. Used when the grid, so split, has at
+// least TT_USE_BLOCKS blocks (n > 32): with fewer, fatter blocks leave too many SMs idle,
+// where gemm_tc_kernel's 16-column tiles do not; from half the card on, its 3-5x less L2
+// traffic than gemm_tc_kernel's (16 FLOPs per L2 byte) outweighs the idle SMs (the cost
+// model: a 1536-wide projection at 64 rows, 96 blocks, 2.1 us against 5.9).
 #define TT_BM 128
 #define TT_STAGES 3
 #define TT_MIN_BLOCKS 128
+#define TT_USE_BLOCKS 64
 #define TT_MAX_SPLIT 8 // blocks per tile at most (each runs whole slices: 8 divides 8 and 16)
 
 // Slice split (narrow outputs, gridDim.z = Z > 1, Z <= 8): block z runs slices
@@ -607,8 +611,8 @@ static void launch_tc(void* y, const void* x, const __nv_bfloat16* w, const TcNo
 }
 
 // Which kernel a call takes: g_tc_kernel -1 (auto: the tiled kernel for n > 32 when its
-// grid, slices split over up to 16 blocks per tile if a workspace allows, reaches
-// TT_MIN_BLOCKS blocks), 0 gemm_tc_kernel, 1 the tiled one (tests; with the split the
+// grid, slices split over up to 8 blocks per tile if a workspace allows, reaches
+// TT_USE_BLOCKS blocks), 0 gemm_tc_kernel, 1 the tiled one (tests; with the split the
 // workspace allows).
 static int g_tc_kernel = -1;
 extern "C" void etx_gemm_tc_force_kernel(int k) { g_tc_kernel = k < 0 ? -1 : k > 0; }
@@ -654,7 +658,7 @@ static int tc_use_tiled(int n, int out, size_t ws_bytes) {
     if (g_tc_kernel >= 0) return g_tc_kernel;
     if (tc_env_kernel() >= 0) return tc_env_kernel();
     if (n <= 32) return 0;
-    return tt_tiles(n, out) * tt_split(n, out, ws_bytes) >= TT_MIN_BLOCKS;
+    return tt_tiles(n, out) * tt_split(n, out, ws_bytes) >= TT_USE_BLOCKS;
 }
 extern "C" int etx_gemm_tc_takes_tiled(int n, int out, size_t ws_bytes) { return tc_use_tiled(n, out, ws_bytes); }
 extern "C" size_t etx_gemm_tc_workspace_bytes(int n, int out) {

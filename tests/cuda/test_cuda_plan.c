@@ -251,6 +251,10 @@ START_TEST(cost_model) {
     // with a workspace for the slice sums a narrow projection splits them (16 x 1 tiles of
     // 128 x 256, each over 8 blocks)
     ck_assert(etx_gemm_tc_takes_tiled(256, 2048, etx_gemm_tc_workspace_bytes(256, 2048)));
+    // from half the card's blocks on (a 1536-wide projection at 64 rows: 12 tiles x 8 = 96),
+    // not below it (512 columns: 4 x 8 = 32)
+    ck_assert(etx_gemm_tc_takes_tiled(64, 1536, etx_gemm_tc_workspace_bytes(64, 1536)));
+    ck_assert(!etx_gemm_tc_takes_tiled(64, 512, etx_gemm_tc_workspace_bytes(64, 512)));
     const EtxCost split = etx_gemm_tc_cost(256, 8192, 2048, h100->l2_bytes, etx_gemm_tc_workspace_bytes(256, 2048), h100->sms);
     ck_assert_int_eq(split.launches, 2);
     ck_assert_double_eq_tol(split.busy, 16 * 1 * 8, 0.5);
