@@ -136,9 +136,9 @@ EtxCost etx_gemm_tc_swiglu_cost(int n, int in, int out, double l2_bytes, size_t 
 // Rows per block of the tensor-core kernel (8, 16 or 32): which rows share a block only.
 int etx_gemm_tc_tile_rows(int n);
 // Whether a call of n rows and `out` columns with a workspace of ws_bytes takes the tiled
-// kernel (gemm_tc.cu: 128 columns x 64 or 128 rows per block, operands staged in shared
-// memory; for n > 32 when that grid, split over up to 16 blocks per tile as the workspace
-// allows, has >= 128 blocks); etx_gemm_tc_force_kernel(0 | 1) forces gemm_tc_kernel or
+// kernel (gemm_tc.cu: 128 columns x 64, 128 or 256 rows per block, operands staged in
+// shared memory; for n > 32 when that grid, split over up to 8 blocks per tile as the
+// workspace allows, has >= 64 blocks); etx_gemm_tc_force_kernel(0 | 1) forces gemm_tc_kernel or
 // the tiled one for every call (-1: back to that rule; tests), as ETX_GEMM_TILED=0 | 1
 // in the environment does (the A/B switch of benchmarks/gpu_check.sh). Same bits either way.
 int etx_gemm_tc_takes_tiled(int n, int out, size_t ws_bytes);
