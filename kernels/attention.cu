@@ -61,6 +61,7 @@
 #include "cuda_common.cuh"
 #include "device.h"
 #include "reduce.cuh"
+#include "rope.cuh" // rope.cu's arithmetic, for the decode variant
 
 #define ATT_TILE 32 // keys per tile (= warp size: lane t owns key t in the softmax update)
 #define ATT_THREADS 128
@@ -291,19 +292,14 @@ __global__ void __launch_bounds__(ATT_THREADS)
         const int pos = len - 1, half = HD / 2, q_dim = sh.n_heads * HD;
         const float* src = q + (size_t)r * (q_dim + 2 * kv_dim); // the row's qkv
         if (pos >= 0) {
-            for (int i = tid; i < half; i += ATT_THREADS) { // rope.cu's angles
-                float a = (float)pos * inv_freq[i];
-                cos_s[i] = cosf(a);
-                sin_s[i] = sinf(a);
-            }
+            for (int i = tid; i < half; i += ATT_THREADS) etx_rope_angle(pos, inv_freq[i], &cos_s[i], &sin_s[i]);
         }
         __syncthreads();
         for (int j = tid; j < (G + 1) * half && pos >= 0; j += ATT_THREADS) {
             const int hh = j / half, i = j % half; // hh < G: query head kvh G + hh; G: the key
-            const float c = cos_s[i], sn = sin_s[i];
             const float* x = hh < G ? src + (size_t)(kvh * G + hh) * HD : src + q_dim + (size_t)kvh * HD;
-            const float x1 = x[i], x2 = x[i + half];
-            const float y1 = x1 * c - x2 * sn, y2 = x2 * c + x1 * sn;
+            float y1, y2;
+            etx_rope_rotate(x[i], x[i + half], cos_s[i], sin_s[i], &y1, &y2);
             if (hh < G) {
                 q_s[hh][i] = y1;
                 q_s[hh][i + half] = y2;

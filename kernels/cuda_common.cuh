@@ -122,4 +122,12 @@ extern "C" int etx_dev_note_error(const char* what, const char* file, int line, 
 
 static inline int etx_ceil_div(int a, int b) { return (a + b - 1) / b; }
 
+// A GEMM epilogue's f32 output: stored, or (acc_y) added to what is there — y + s, one
+// rounding: the residual stream taking a projection (etx_gemm_bf16_add), the same bits
+// as the norm kernel's residual add x + delta had when the projection wrote delta.
+static __device__ __forceinline__ void etx_store_or_add(float* p, float s, int acc_y) {
+    if (acc_y) *p += s;
+    else *p = s;
+}
+
 #endif // ETX_CUDA_COMMON_CUH

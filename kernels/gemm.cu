@@ -109,9 +109,7 @@ __global__ void __launch_bounds__(GEMM_WARPS * 32)
     if (lane < C * R && o0 + c < out && r0 + j < n) {
         float s = 0.0f;
         for (int l = 0; l < 32; l++) s += red[warp][lane][l];
-        float* yp = y + (size_t)(r0 + j) * out + o0 + c;
-        if (acc_y) *yp += s; // the residual stream takes the projection (etx_gemm_bf16_add)
-        else *yp = s;
+        etx_store_or_add(y + (size_t)(r0 + j) * out + o0 + c, s, acc_y);
     }
 }
 
@@ -143,11 +141,7 @@ __global__ void gemm_twin_kernel(float* __restrict__ y, const __nv_bfloat16* __r
             }
         for (int j = 0; j < nr; j++) s[j] += acc[j];
     }
-    for (int j = 0; j < nr; j++) {
-        float* yp = y + (size_t)(r0 + j) * out + o;
-        if (acc_y) *yp += s[j];
-        else *yp = s[j];
-    }
+    for (int j = 0; j < nr; j++) etx_store_or_add(y + (size_t)(r0 + j) * out + o, s[j], acc_y);
 }
 static int g_gemm_warp_kernel = 0; // etx_gemm_use_warp_kernel
 #endif

@@ -118,12 +118,6 @@ static __device__ __forceinline__ tc_u32x4 tc_load(const __nv_bfloat16* p, bool 
     return *reinterpret_cast<const tc_u32x4*>(p);
 }
 
-// An f32 output: stored, or (acc_y) added to what is there — y + s, one rounding, the same
-// bits as the norm kernel's residual add x + delta had when the projection wrote delta.
-static __device__ __forceinline__ void tc_store(float* p, float s, int acc_y) {
-    if (acc_y) *p += s;
-    else *p = s;
-}
 
 // Block tile (bc, br): columns o0 = 16 MT bc .. + 16 MT - 1, rows r0 = 8 NT br .. + 8 NT - 1;
 // rows_fast: (bc, br) = (blockIdx.y, blockIdx.x), the row tiles of a column block launched
@@ -195,18 +189,8 @@ __global__ void __launch_bounds__(WARPS * 32, (MT * NT <= 2 && WARPS == 8) ? 2 :
         // the last one, as the unfused kernel's clamped rows do
         ETX_DYNAMIC_SMEM(__nv_bfloat16, xs);
         __shared__ float red[32], inv_s[TN];
-        const float* xf = static_cast<const float*>(xv);
         const int nr = min(TN, n - r0);
-        for (int j = 0; j < nr; j++) {
-            const float inv = etx_rms_inv_row(xf + (size_t)(r0 + j) * in, in, eps, red);
-            if (threadIdx.x == 0) inv_s[j] = inv;
-        }
-        __syncthreads();
-        for (int q = threadIdx.x; q < nr * in; q += THREADS) {
-            const int j = q / in, k = q % in;
-            xs[q] = etx_rms_apply(gamma[k], xf[(size_t)(r0 + j) * in + k], inv_s[j]);
-        }
-        __syncthreads();
+        etx_rms_rows_to_bf16(xs, static_cast<const float*>(xv) + (size_t)r0 * in, gamma, nr, in, eps, red, inv_s);
         for (int j = 0; j < NT; j++) xb[j] = xs + (size_t)min(8 * j + g, nr - 1) * in + 8 * t;
     } else {
         const __nv_bfloat16* x = static_cast<const __nv_bfloat16*>(xv);
@@ -249,7 +233,7 @@ __global__ void __launch_bounds__(WARPS * 32, (MT * NT <= 2 && WARPS == 8) ? 2 :
         multiply(av1, bv1, j0 + H);
         if (j0 + 3 * H < per) load_w(av1, j0 + 3 * H), load_x(bv1, j0 + 3 * H);
     }
-    // The 16 slice sums added in slice order, WARPS at a time: round sl puts slice
+    // The SLICES slice sums added in slice order, WARPS at a time: round sl puts slice
     // WARPS sl + v (warp v's acc[sl]) in part[v], and the threads add part[0..WARPS-1] to
     // their outputs' running sums. C fragment: acc[.][i][j][e] is column 16 i + g + 8 (e / 2),
     // row 8 j + 2 t + e % 2.
@@ -288,7 +272,7 @@ __global__ void __launch_bounds__(WARPS * 32, (MT * NT <= 2 && WARPS == 8) ? 2 :
             if (q >= TN * TM) continue;
             const int jr = q / TM, m = q % TM;
             if (r0 + jr >= n || o0 + m >= out) continue;
-            tc_store(static_cast<float*>(y) + (size_t)(r0 + jr) * out + o0 + m, run[k], acc_y);
+            etx_store_or_add(static_cast<float*>(y) + (size_t)(r0 + jr) * out + o0 + m, run[k], acc_y);
         }
     }
 }
@@ -461,7 +445,7 @@ __global__ void __launch_bounds__(TC_WARPS * 32, 1)
                     if (g % 2 == 0 && row < n && col < out)
                         static_cast<__nv_bfloat16*>(y)[(size_t)row * (out / 2) + col / 2] = etx_silu_mul_bf16(v, up);
                 } else if (row < n && col < out) {
-                    tc_store(static_cast<float*>(y) + (size_t)row * out + col, v, acc_y);
+                    etx_store_or_add(static_cast<float*>(y) + (size_t)row * out + col, v, acc_y);
                 }
             }
 }
@@ -484,7 +468,7 @@ __global__ void gemm_slices_reduce_kernel(void* __restrict__ y, const float* __r
         for (int v = 0; v < n_slices; v++) u += ws[((size_t)v * n + r) * out + o + 1];
         static_cast<__nv_bfloat16*>(y)[(size_t)r * per_row + o / 2] = etx_silu_mul_bf16(s, u);
     } else {
-        tc_store(static_cast<float*>(y) + (size_t)r * out + o, s, acc_y);
+        etx_store_or_add(static_cast<float*>(y) + (size_t)r * out + o, s, acc_y);
     }
 }
 
@@ -525,11 +509,8 @@ __global__ void gemm_tc_twin_kernel(void* __restrict__ y, const void* __restrict
         const __nv_bfloat16* xr;
         if (NORM) { // every thread of the block takes part (barriers), in range or not
             ETX_DYNAMIC_SMEM(__nv_bfloat16, xs);
-            __shared__ float red[32];
-            const float* xf = static_cast<const float*>(xv) + (size_t)r * in;
-            const float inv = etx_rms_inv_row(xf, in, eps, red);
-            for (int k = threadIdx.x; k < in; k += blockDim.x) xs[k] = etx_rms_apply(gamma[k], xf[k], inv);
-            __syncthreads();
+            __shared__ float red[32], inv_s[1];
+            etx_rms_rows_to_bf16(xs, static_cast<const float*>(xv) + (size_t)r * in, gamma, 1, in, eps, red, inv_s);
             xr = xs;
         } else {
             xr = static_cast<const __nv_bfloat16*>(xv) + (size_t)r * in;
@@ -540,7 +521,7 @@ __global__ void gemm_tc_twin_kernel(void* __restrict__ y, const void* __restrict
                 static_cast<__nv_bfloat16*>(y)[(size_t)r * (out / 2) + o / 2] =
                     etx_silu_mul_bf16(s, tc_twin_sum(w + (size_t)(o + 1) * in, xr, in));
             else
-                tc_store(static_cast<float*>(y) + (size_t)r * out + o, s, acc_y);
+                etx_store_or_add(static_cast<float*>(y) + (size_t)r * out + o, s, acc_y);
         }
         if (NORM) __syncthreads(); // xs is rewritten for the next row
     }

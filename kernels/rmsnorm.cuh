@@ -71,4 +71,23 @@ static __device__ __forceinline__ float etx_rms_inv_row(const float* __restrict_
     return etx_rms_inv(s, dim, eps);
 }
 
+// Rows 0 .. nr - 1 of x (f32, dim apart; dim % 4 == 0, 16-byte aligned) normalised with the
+// weight w into xs (bf16, nr x dim, shared memory) by the whole block, each row's scale
+// in the canonical order: the bits norm.cu writes to xb. red: 32 floats, inv_s: nr floats
+// of shared memory. Every thread of the block calls it (barriers); xs is ready on return.
+static __device__ __forceinline__ void etx_rms_rows_to_bf16(__nv_bfloat16* xs, const float* __restrict__ x,
+                                                            const float* __restrict__ w, int nr, int dim, float eps,
+                                                            float* red, float* inv_s) {
+    for (int j = 0; j < nr; j++) {
+        const float inv = etx_rms_inv_row(x + (size_t)j * dim, dim, eps, red);
+        if (threadIdx.x == 0) inv_s[j] = inv;
+    }
+    __syncthreads();
+    for (int q = threadIdx.x; q < nr * dim; q += blockDim.x) {
+        const int j = q / dim, k = q % dim;
+        xs[q] = etx_rms_apply(w[k], x[(size_t)j * dim + k], inv_s[j]);
+    }
+    __syncthreads();
+}
+
 #endif // ETX_RMSNORM_CUH

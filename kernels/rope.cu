@@ -17,6 +17,7 @@
  */
 #include "cuda_common.cuh"
 #include "rope.h"
+#include "rope.cuh" // the arithmetic, shared with attention.cu's decode variant
 
 #define ROPE_MAX_HALF 256 // head_dim <= 512
 
@@ -36,11 +37,7 @@ __global__ void rope_kv_append_kernel(float* __restrict__ q_out, __nv_bfloat16* 
     size_t slot = ((size_t)block * sh.block_size + pos % sh.block_size) * kv_dim;
     const float* src = qkv + (size_t)r * (q_dim + 2 * kv_dim);
     __shared__ float cos_s[ROPE_MAX_HALF], sin_s[ROPE_MAX_HALF];
-    for (int i = threadIdx.x; i < half; i += blockDim.x) {
-        float a = (float)pos * inv_freq[i];
-        cos_s[i] = cosf(a);
-        sin_s[i] = sinf(a);
-    }
+    for (int i = threadIdx.x; i < half; i += blockDim.x) etx_rope_angle(pos, inv_freq[i], &cos_s[i], &sin_s[i]);
     __syncthreads();
     // rotation pairs of the q heads, then of the k heads
     int n_pairs = (sh.n_heads + sh.n_kv_heads) * half;
@@ -48,8 +45,8 @@ __global__ void rope_kv_append_kernel(float* __restrict__ q_out, __nv_bfloat16* 
         int head = j / half, i = j % half;
         float c = cos_s[i], s = sin_s[i];
         const float* x = src + head * hd; // k heads follow the q heads in qkv
-        float x1 = x[i], x2 = x[i + half];
-        float y1 = x1 * c - x2 * s, y2 = x2 * c + x1 * s;
+        float y1, y2;
+        etx_rope_rotate(x[i], x[i + half], c, s, &y1, &y2);
         if (head < sh.n_heads) {
             float* q = q_out + (size_t)r * q_dim + head * hd;
             q[i] = y1;
