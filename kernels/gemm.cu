@@ -299,6 +299,38 @@ extern "C" EtxCost etx_gemm_add_cost(int n, int in, int out, double l2_bytes, si
     return c;
 }
 
+// The residual add, then the next norm: one reduce launch does both where the call splits
+// (etx_gemm_add_rmsnorm_fuses), else the add-GEMM and the stand-alone norm. The reduce's
+// sums and add are gemm_slices_reduce_kernel's and its norm is norm.cu's order
+// (rmsnorm.cuh), which needs float4 rows: anything unaligned takes the two launches.
+extern "C" int etx_gemm_add_rmsnorm_fuses(int n, int in, int out, size_t ws_bytes) {
+    return in % 8 == 0 && gemm_wanted_path() != 0 && etx_gemm_tc_add_rmsnorm_fuses(n, in, out, ws_bytes);
+}
+
+extern "C" void etx_gemm_bf16_add_rmsnorm(float* y, const etx_bf16* x, const etx_bf16* w, const float* gamma,
+                                          float eps, etx_bf16* xb, int n, int in, int out, float* ws,
+                                          size_t ws_bytes, void* stream) {
+    if (n <= 0 || out <= 0) return;
+    if (ws && etx_gemm_add_rmsnorm_fuses(n, in, out, ws_bytes) && etx_gemm_uses_tensor_cores() &&
+        ((uintptr_t)y % 16) == 0 && ((uintptr_t)ws % 16) == 0 && ((uintptr_t)gamma % 16) == 0 &&
+        ((uintptr_t)xb % 8) == 0) {
+        check_aligned("etx_gemm_bf16_add_rmsnorm", x, w, in);
+        etx_gemm_tc_bf16_add_rmsnorm(y, x, w, gamma, eps, xb, n, in, out, ws, ws_bytes, stream);
+        return;
+    }
+    gemm_run(y, x, w, n, in, out, ws, ws_bytes, 1, stream);
+    etx_rmsnorm_residual(xb, y, NULL, gamma, n, out, eps, stream); // with no delta y is only read
+}
+
+extern "C" EtxCost etx_gemm_add_rmsnorm_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes, int sms) {
+    if (etx_gemm_add_rmsnorm_fuses(n, in, out, ws_bytes))
+        return etx_gemm_tc_add_rmsnorm_cost(n, in, out, l2_bytes, ws_bytes, sms);
+    EtxCost c = etx_gemm_add_cost(n, in, out, l2_bytes, ws_bytes, sms);
+    const EtxCost a = etx_rmsnorm_cost(n, out, 0);
+    c.bytes += a.bytes, c.flops += a.flops, c.ctas += a.ctas, c.busy += a.busy, c.launches += a.launches;
+    return c;
+}
+
 // The gate/up projection with SwiGLU: one tensor-core launch with the epilogue, or (the
 // CUDA-core path) the plain GEMM into scratch and etx_swiglu after it. Either way each sum
 // and the product are the ones etx_gemm_bf16 + etx_swiglu give on that path.

@@ -29,7 +29,7 @@ extern "C" {
 // run (the emulator aborts a load from memory not so marked).
 void etx_gemm_bf16(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, void* stream);
 // The same with a workspace: with ws_bytes >= etx_gemm_tc_workspace_bytes(n, out), a call
-// whose tiled-kernel grid would be too small splits each tile's 16 slices over up to 16
+// whose tiled-kernel grid would be too small splits each tile's 8 or 16 slices over up to 8
 // blocks, the slice sums going through ws, then adds them in order (the same bits).
 void etx_gemm_bf16_ws(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, float* ws,
                       size_t ws_bytes, void* stream);
@@ -41,6 +41,24 @@ void etx_gemm_bf16_add(float* y, const etx_bf16* x, const etx_bf16* w, int n, in
                        size_t ws_bytes, void* stream);
 // Its napkin math: etx_gemm_cost's with y read as well as written.
 EtxCost etx_gemm_add_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes, int sms);
+
+// y += x · W^T, then the norm before the next projection: xb = bf16(rmsnorm(y) * gamma), as
+// etx_rmsnorm_residual (norm.h) writes it from the updated y (y: (n, out) f32, the
+// residual stream; gamma: (out) f32; xb: (n, out) bf16). At large batch the O and down
+// projections split their slices over blocks and finish in a reduce launch, which then
+// also normalises (one block per row, the norm kernel's order: rmsnorm.cuh): the norm's
+// own launch goes. Where etx_gemm_add_rmsnorm_fuses does not hold (no split, the CUDA-core
+// path, unaligned rows), etx_gemm_bf16_add and then etx_rmsnorm_residual. The same bits in
+// y and xb either way.
+void etx_gemm_bf16_add_rmsnorm(float* y, const etx_bf16* x, const etx_bf16* w, const float* gamma, float eps,
+                               etx_bf16* xb, int n, int in, int out, float* ws, size_t ws_bytes, void* stream);
+// Whether such a call of n rows with a workspace of ws_bytes saves the norm's launch on a
+// card with tensor cores: in % 8 == 0, out % 4 == 0, the tiled kernel with its slices
+// split (etx_gemm_tc_takes_tiled). Asks no device (the plan and the cost model use it).
+int etx_gemm_add_rmsnorm_fuses(int n, int in, int out, size_t ws_bytes);
+// The napkin math of the fused call (etx_gemm_add_cost's, plus xb written and gamma read);
+// where it does not fuse, etx_gemm_add_cost's and etx_rmsnorm_cost's summed.
+EtxCost etx_gemm_add_rmsnorm_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes, int sms);
 
 // Normalise, then project (the RMSNorm before a projection, folded into it):
 //   xn = bf16(rmsnorm(x) * gamma), as etx_rmsnorm_residual (norm.h) writes it with no delta;
@@ -121,6 +139,12 @@ void etx_gemm_tc_rmsnorm(void* y, int swiglu, const float* x, const float* gamma
                          int in, int out, void* stream);
 int etx_gemm_tc_rmsnorm_fuses(int n, int in, int out, size_t ws_bytes);
 EtxCost etx_gemm_tc_rmsnorm_cost(int n, int in, int out, double l2_bytes, int swiglu, int sms);
+// etx_gemm_bf16_add_rmsnorm's fused path (aborts unless _fuses holds, ws is non-NULL and y,
+// ws, gamma are 16-byte and xb 8-byte aligned); _fuses: the rule; _cost: its napkin math.
+void etx_gemm_tc_bf16_add_rmsnorm(float* y, const etx_bf16* x, const etx_bf16* w, const float* gamma, float eps,
+                                  etx_bf16* xb, int n, int in, int out, float* ws, size_t ws_bytes, void* stream);
+int etx_gemm_tc_add_rmsnorm_fuses(int n, int in, int out, size_t ws_bytes);
+EtxCost etx_gemm_tc_add_rmsnorm_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes, int sms);
 // Warps per block of gemm_tc_kernel for every call (8 or 16; 0: the rule, 16 when the
 // one-tile kernel's grid has no more tiles than the device has SMs). Tests: the same bits.
 void etx_gemm_tc_force_warps(int w);
@@ -142,7 +166,7 @@ int etx_gemm_tc_tile_rows(int n);
 // the tiled one for every call (-1: back to that rule; tests), as ETX_GEMM_TILED=0 | 1
 // in the environment does (the A/B switch of benchmarks/gpu_check.sh). Same bits either way.
 int etx_gemm_tc_takes_tiled(int n, int out, size_t ws_bytes);
-// Forces the tiled kernel's blocks per tile (1, 2, 4, 8 or 16; 0: the rule above) wherever the
+// Forces the tiled kernel's blocks per tile (1, 2, 4 or 8; 0: the rule above) wherever the
 // workspace allows the split (tests).
 void etx_gemm_tc_force_split(int z);
 void etx_gemm_tc_force_kernel(int k);

@@ -84,6 +84,7 @@
 #include "gemm.h"
 #include "async_copy.cuh"
 #include "mma.cuh"
+#include "norm.h"
 #include "rmsnorm.cuh"
 #include "swiglu.cuh"
 
@@ -472,6 +473,47 @@ __global__ void gemm_slices_reduce_kernel(void* __restrict__ y, const float* __r
     }
 }
 
+// The split residual projection's reduce with the norm after it folded in (the norm's
+// launch gone at large batch, where the O and down projections split):
+//   x[r] += 0 + ws[0][r] + ... + ws[S-1][r]   (gemm_slices_reduce_kernel's sums and add:
+//                                              the same bits in x)
+//   xb[r] = bf16(gamma * (x[r] * inv)),  inv = rsqrt(mean(x[r]^2) + eps)
+// with x[r]'s sum of squares in rmsnorm.cuh's canonical order: a block per row of
+// T = etx_rms_threads(out) threads, thread q owning the float4s q, q + T, ... of the row
+// and adding their squares in that order, then etx_block_sum, as the stand-alone norm's
+// vector path does (norm.cu): xb gets the bits that kernel would write. Needs out % 4 == 0
+// and 16-byte aligned x, ws, gamma (8-byte xb): tc_add_norm_rule and the caller check.
+// Traffic per row: the S slice sums (from L2: the tiled kernel just wrote them), x read and
+// written, xb written, gamma (L2); the stand-alone norm's second read of x is gone.
+__global__ void gemm_slices_reduce_norm_kernel(float* __restrict__ x, __nv_bfloat16* __restrict__ xb,
+                                               const float* __restrict__ ws, const float* __restrict__ gamma,
+                                               float eps, int n, int out, int n_slices) {
+    ETX_PDL_ENTRY();
+    __shared__ float red[32];
+    const int r = blockIdx.x, T = blockDim.x;
+    etx_f32x4* x4 = reinterpret_cast<etx_f32x4*>(x + (size_t)r * out);
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < out / 4; i += T) {
+        float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int v = 0; v < n_slices; v++) {
+            const etx_f32x4 p = *reinterpret_cast<const etx_f32x4*>(ws + ((size_t)v * n + r) * out + 4 * i);
+            for (int j = 0; j < 4; j++) s[j] += p.v[j];
+        }
+        etx_f32x4 a = x4[i];
+        for (int j = 0; j < 4; j++) a.v[j] += s[j]; // etx_store_or_add's y + s
+        x4[i] = a;
+        ss = etx_rms_add_squares(ss, a);
+    }
+    ss = etx_block_sum(ss, red);
+    const float inv = etx_rms_inv(ss, out, eps);
+    const etx_f32x4* g4 = reinterpret_cast<const etx_f32x4*>(gamma);
+    __nv_bfloat16* xr = xb + (size_t)r * out;
+    for (int i = threadIdx.x; i < out / 4; i += T) {
+        const etx_f32x4 a = x4[i], g = g4[i]; // a: this thread's own store above
+        for (int j = 0; j < 4; j++) xr[4 * i + j] = etx_rms_apply(g.v[j], a.v[j], inv);
+    }
+}
+
 #ifdef ETX_SIMT
 // The emulator's twin of gemm_tc_kernel: a thread per output (o, r), doing the warp
 // kernel's additions in its order (slice v's chunks in order, v = 0..7; in each chunk the
@@ -547,6 +589,14 @@ typedef struct {
     const float* gamma; // (in) the norm's weight
     float eps;
 } TcNorm;
+
+// The norm after a residual projection, folded into its split reduce (NULL: none):
+// xb = bf16(rmsnorm(y) * gamma) once y += x W^T is complete (tc_add_norm_rule).
+typedef struct {
+    const float* gamma;  // (out) the next norm's weight
+    float eps;
+    __nv_bfloat16* xb;   // (n, out) bf16, the next projection's input
+} TcNormAfter;
 
 template <int MT, int NT, bool SWIGLU, bool NORM, int SLICES, int WARPS>
 static void launch_tc_warps(void* y, const void* x, const __nv_bfloat16* w, const TcNorm* nm, int n, int in, int out,
@@ -665,8 +715,8 @@ static void tt_allow_smem(const void* kernel, int variant, size_t bytes) {
 }
 
 template <int NT, bool SWIGLU>
-static void launch_tiled(void* y, const __nv_bfloat16* x, const __nv_bfloat16* w, int n, int in, int out, float* ws,
-                         size_t ws_bytes, int acc_y, cudaStream_t st) {
+static void launch_tiled(void* y, const __nv_bfloat16* x, const __nv_bfloat16* w, const TcNormAfter* na, int n,
+                         int in, int out, float* ws, size_t ws_bytes, int acc_y, cudaStream_t st) {
     const int tiles_c = etx_ceil_div(out, TT_BM), tiles_r = etx_ceil_div(n, 32 * NT), rows_fast = tc_rows_fast(n, out);
     if ((rows_fast ? tiles_c : tiles_r) > 65535) { // gridDim.y
         fprintf(stderr, "[etx] etx_gemm_tc: %d rows x %d columns (at most 65535 tiles in gridDim.y)\n", n, out);
@@ -679,7 +729,11 @@ static void launch_tiled(void* y, const __nv_bfloat16* x, const __nv_bfloat16* w
     ETX_LAUNCH((gemm_tc_tiled_kernel<NT, SWIGLU>), grid, TC_WARPS * 32, smem, st, y, ws, x, w, n, in, out, rows_fast,
                acc_y);
     CUDA_CHECK_LAUNCH();
-    if (split > 1) {
+    if (na) { // tc_add_norm_rule held (gemm_tc_run): split > 1, and the caller's y += x W^T
+        ETX_LAUNCH(gemm_slices_reduce_norm_kernel, (unsigned)n, etx_rms_threads(out), 0, st, static_cast<float*>(y),
+                   na->xb, (const float*)ws, na->gamma, na->eps, n, out, tc_slices(in));
+        CUDA_CHECK_LAUNCH();
+    } else if (split > 1) {
         const long long outs = (long long)n * (SWIGLU ? out / 2 : out);
         ETX_LAUNCH(gemm_slices_reduce_kernel<SWIGLU>, (unsigned)((outs + 255) / 256), 256, 0, st, y, (const float*)ws,
                    n, out, tc_slices(in), acc_y);
@@ -704,10 +758,22 @@ extern "C" int etx_gemm_tc_rmsnorm_fuses(int n, int in, int out, size_t ws_bytes
     return tc_norm_rule(n, in, out, ws_bytes);
 }
 
+// The norm after a residual projection rides on its split reduce (gemm_slices_reduce_norm_kernel)
+// when there is one: the tiled kernel with its slices split over blocks (large batches:
+// the O and down projections of a 1B model from 33 rows on), and rows of float4s. Else
+// the norm stays a launch of its own.
+static int tc_add_norm_rule(int n, int in, int out, size_t ws_bytes) {
+    return n >= 1 && in % 8 == 0 && out % 4 == 0 && tc_use_tiled(n, out, ws_bytes) && tt_split(n, out, ws_bytes) > 1;
+}
+extern "C" int etx_gemm_tc_add_rmsnorm_fuses(int n, int in, int out, size_t ws_bytes) {
+    return tc_add_norm_rule(n, in, out, ws_bytes);
+}
+
 // x: bf16 (nm NULL) or the f32 rows to normalise (nm; only where tc_norm_rule holds).
+// na: the norm after the projection, in its split reduce (only where tc_add_norm_rule holds).
 template <bool SWIGLU>
-static void gemm_tc_run(void* y, const void* x, const etx_bf16* w, const TcNorm* nm, int n, int in, int out,
-                        float* ws, size_t ws_bytes, int acc_y, void* stream) {
+static void gemm_tc_run(void* y, const void* x, const etx_bf16* w, const TcNorm* nm, const TcNormAfter* na, int n,
+                        int in, int out, float* ws, size_t ws_bytes, int acc_y, void* stream) {
     cudaStream_t st = (cudaStream_t)stream;
     const __nv_bfloat16* xb = static_cast<const __nv_bfloat16*>(x);
     const __nv_bfloat16* wb = reinterpret_cast<const __nv_bfloat16*>(w);
@@ -722,18 +788,28 @@ static void gemm_tc_run(void* y, const void* x, const etx_bf16* w, const TcNorm*
             ETX_LAUNCH((gemm_tc_twin_kernel<SWIGLU, false>), grid, 128, 0, st, y, x, wb, (const float*)NULL, 0.0f, n,
                        in, out, acc_y);
         CUDA_CHECK_LAUNCH();
+        // the twin has no split reduce: the norm after it is the stand-alone kernel (the
+        // same bits; one launch more than the plan counts, which the engine suites' twin
+        // path does not check: test_cuda_plan counts calls of at most 32 rows)
+        if (na)
+            etx_rmsnorm_residual(reinterpret_cast<etx_bf16*>(na->xb), static_cast<float*>(y), NULL, na->gamma, n, out,
+                                 na->eps, stream);
         return;
     }
 #endif
+    if (na && !tc_add_norm_rule(n, in, out, ws ? ws_bytes : 0)) {
+        fprintf(stderr, "[etx] etx_gemm_tc: %d rows x %d columns take no split reduce to fold the norm into\n", n, out);
+        abort();
+    }
     if (nm) {
         launch_tc<1, 1, SWIGLU, true>(y, x, wb, nm, n, in, out, acc_y, st);
         return;
     }
     if (tc_use_tiled(n, out, ws ? ws_bytes : 0)) {
         switch (tt_nt(n, out)) {
-        case 2: launch_tiled<2, SWIGLU>(y, xb, wb, n, in, out, ws, ws_bytes, acc_y, st); break;
-        case 4: launch_tiled<4, SWIGLU>(y, xb, wb, n, in, out, ws, ws_bytes, acc_y, st); break;
-        default: launch_tiled<8, SWIGLU>(y, xb, wb, n, in, out, ws, ws_bytes, acc_y, st); break;
+        case 2: launch_tiled<2, SWIGLU>(y, xb, wb, na, n, in, out, ws, ws_bytes, acc_y, st); break;
+        case 4: launch_tiled<4, SWIGLU>(y, xb, wb, na, n, in, out, ws, ws_bytes, acc_y, st); break;
+        default: launch_tiled<8, SWIGLU>(y, xb, wb, na, n, in, out, ws, ws_bytes, acc_y, st); break;
         }
         return;
     }
@@ -746,17 +822,17 @@ static void gemm_tc_run(void* y, const void* x, const etx_bf16* w, const TcNorm*
 
 extern "C" void etx_gemm_tc_bf16(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, float* ws,
                                  size_t ws_bytes, void* stream) {
-    gemm_tc_run<false>(y, x, w, NULL, n, in, out, ws, ws_bytes, 0, stream);
+    gemm_tc_run<false>(y, x, w, NULL, NULL, n, in, out, ws, ws_bytes, 0, stream);
 }
 
 extern "C" void etx_gemm_tc_bf16_add(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out,
                                      float* ws, size_t ws_bytes, void* stream) {
-    gemm_tc_run<false>(y, x, w, NULL, n, in, out, ws, ws_bytes, 1, stream);
+    gemm_tc_run<false>(y, x, w, NULL, NULL, n, in, out, ws, ws_bytes, 1, stream);
 }
 
 extern "C" void etx_gemm_tc_bf16_swiglu(etx_bf16* h, const etx_bf16* x, const etx_bf16* w, int n, int in, int out,
                                         float* ws, size_t ws_bytes, void* stream) {
-    gemm_tc_run<true>(h, x, w, NULL, n, in, out, ws, ws_bytes, 0, stream);
+    gemm_tc_run<true>(h, x, w, NULL, NULL, n, in, out, ws, ws_bytes, 0, stream);
 }
 
 extern "C" void etx_gemm_tc_rmsnorm(void* y, int swiglu, const float* x, const float* gamma, float eps,
@@ -767,8 +843,22 @@ extern "C" void etx_gemm_tc_rmsnorm(void* y, int swiglu, const float* x, const f
         abort();
     }
     const TcNorm nm = {x, gamma, eps};
-    if (swiglu) gemm_tc_run<true>(y, x, w, &nm, n, in, out, NULL, 0, 0, stream);
-    else gemm_tc_run<false>(y, x, w, &nm, n, in, out, NULL, 0, 0, stream);
+    if (swiglu) gemm_tc_run<true>(y, x, w, &nm, NULL, n, in, out, NULL, 0, 0, stream);
+    else gemm_tc_run<false>(y, x, w, &nm, NULL, n, in, out, NULL, 0, 0, stream);
+}
+
+extern "C" void etx_gemm_tc_bf16_add_rmsnorm(float* y, const etx_bf16* x, const etx_bf16* w, const float* gamma,
+                                             float eps, etx_bf16* xb, int n, int in, int out, float* ws,
+                                             size_t ws_bytes, void* stream) {
+    if (!ws || !tc_add_norm_rule(n, in, out, ws_bytes) || ((uintptr_t)y % 16) != 0 || ((uintptr_t)ws % 16) != 0 ||
+        ((uintptr_t)gamma % 16) != 0 || ((uintptr_t)xb % 8) != 0) {
+        fprintf(stderr, "[etx] etx_gemm_tc_bf16_add_rmsnorm: %d rows x %d columns (ws %zu bytes, y %p, gamma %p, xb %p) "
+                        "do not take the norm in the split reduce\n", n, out, ws ? ws_bytes : (size_t)0, (void*)y,
+                (const void*)gamma, (void*)xb);
+        abort();
+    }
+    const TcNormAfter na = {gamma, eps, reinterpret_cast<__nv_bfloat16*>(xb)};
+    gemm_tc_run<false>(y, x, w, NULL, &na, n, in, out, ws, ws_bytes, 1, stream);
 }
 
 // The napkin math of one tensor-core call; y_bytes_per_out: bytes moved per output (4
@@ -830,6 +920,16 @@ extern "C" EtxCost etx_gemm_tc_cost(int n, int in, int out, double l2_bytes, siz
 
 extern "C" EtxCost etx_gemm_tc_add_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes, int sms) {
     return tc_cost(n, in, out, l2_bytes, 8, ws_bytes, 0, sms); // y read and written
+}
+
+// With the norm after it in the split reduce: xb written (bf16) and the norm's weight read
+// besides; the reduce's re-read of its own x row is from L1. What goes: the stand-alone
+// norm's launch and its read of x (cuda_plan.c drops that op).
+extern "C" EtxCost etx_gemm_tc_add_rmsnorm_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes, int sms) {
+    EtxCost c = tc_cost(n, in, out, l2_bytes, 8, ws_bytes, 0, sms);
+    c.bytes += (double)n * out * 2 + (double)out * 4;
+    c.flops += 4.0 * n * out; // the squares and the scaled copy
+    return c;
 }
 
 extern "C" EtxCost etx_gemm_tc_rmsnorm_cost(int n, int in, int out, double l2_bytes, int swiglu, int sms) {

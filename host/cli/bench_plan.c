@@ -26,12 +26,13 @@ typedef struct {
 static int named_shape(const char* name, CudaDims* d) {
     static const NamedShape shapes[] = {
         // dim, hidden, vocab, layers, heads, kv heads, head_dim, padded, q_dim, kv_dim, qkv_dim, ctx, block, tied,
-        // Q/K/V biases, QK-norm, fused residual (one GPU)
-        {"llama-3.2-1b", {2048, 8192, 128256, 16, 32, 8, 64, 64, 2048, 512, 3072, 0, 0, 1, 0, 0, 1}},
-        {"llama-3.2-3b", {3072, 8192, 128256, 28, 24, 8, 128, 128, 3072, 1024, 5120, 0, 0, 1, 0, 0, 1}},
-        {"llama-3.1-8b", {4096, 14336, 128256, 32, 32, 8, 128, 128, 4096, 1024, 6144, 0, 0, 0, 0, 0, 1}},
-        {"smollm2-135m", {576, 1536, 49152, 30, 9, 3, 64, 64, 576, 192, 960, 0, 0, 1, 0, 0, 1}},
-        {"qwen2.5-1.5b", {1536, 8960, 151936, 28, 12, 2, 128, 128, 1536, 256, 2048, 0, 0, 1, 1, 0, 1}},
+        // Q/K/V biases, QK-norm, fused residual (one GPU), GEMM workspace (0: as
+        // a backend built for the batch would have)
+        {"llama-3.2-1b", {2048, 8192, 128256, 16, 32, 8, 64, 64, 2048, 512, 3072, 0, 0, 1, 0, 0, 1, 0}},
+        {"llama-3.2-3b", {3072, 8192, 128256, 28, 24, 8, 128, 128, 3072, 1024, 5120, 0, 0, 1, 0, 0, 1, 0}},
+        {"llama-3.1-8b", {4096, 14336, 128256, 32, 32, 8, 128, 128, 4096, 1024, 6144, 0, 0, 0, 0, 0, 1, 0}},
+        {"smollm2-135m", {576, 1536, 49152, 30, 9, 3, 64, 64, 576, 192, 960, 0, 0, 1, 0, 0, 1, 0}},
+        {"qwen2.5-1.5b", {1536, 8960, 151936, 28, 12, 2, 128, 128, 1536, 256, 2048, 0, 0, 1, 1, 0, 1, 0}},
     };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         if (!strcmp(shapes[i].name, name)) {

@@ -264,6 +264,7 @@ static etx_status alloc_buffers(CudaBackend* b) {
     ETX_TRY(cuda_alloc(b, (void**)&b->delta, (size_t)(rows + mb) * dim * 4, "projection output"));
     b->gemm_ws_bytes = cuda_gemm_ws_bytes(&b->dims, rows, b->cfg.max_batch, etx_gemm_swiglu_needs_scratch(dim));
     ETX_TRY(cuda_alloc(b, (void**)&b->gemm_ws, b->gemm_ws_bytes, "GEMM workspace"));
+    b->dims.gemm_ws_bytes = b->gemm_ws_bytes; // the plan's split reduces are this workspace's
     ETX_TRY(cuda_alloc(b, (void**)&b->hb, (size_t)rows * b->hidden * 2, "swiglu output"));
     const size_t ws = etx_attn_workspace_bytes(b->attn_ws_rows, b->shape.n_heads, b->hdp, b->cfg.max_seq_len);
     if (ws) { // its counters must start at zero (kernels/attention.h); every launch leaves them so

@@ -83,6 +83,11 @@ void cuda_run_op(CudaBackend* b, const CudaRows* r, const CudaOp* o) {
                                       b->gemm_ws_bytes, st);
         } else if (o->which == CUDA_W_GATE_UP) { // SwiGLU in the GEMM's epilogue: hb = silu(gate) * up
             etx_gemm_bf16_swiglu(b->hb, x, w, n, in, out, b->gemm_ws, b->gemm_ws_bytes, st);
+        } else if (o->residual && o->norm_next) { // x += y, then the next norm into xb (its reduce)
+            const CudaNorm nn = (CudaNorm)(o->norm_next - 1);
+            const float* gamma = norm_weight(b, nn == CUDA_NORM_ATTN ? o->layer + 1 : o->layer, nn);
+            etx_gemm_bf16_add_rmsnorm(b->x + off, x, w, gamma, b->eps, b->xb + off, n, in, out, b->gemm_ws,
+                                      b->gemm_ws_bytes, st);
         } else if (o->residual) { // the residual stream takes the projection: x += y
             etx_gemm_bf16_add(b->x + off, x, w, n, in, out, b->gemm_ws, b->gemm_ws_bytes, st);
         } else {

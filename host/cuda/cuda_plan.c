@@ -20,7 +20,7 @@
 #include "vocab_pass.h"
 
 static CudaOp op(CudaOpKind kind, int layer, int which, int row0, int n) {
-    CudaOp o = {kind, layer, which, row0, n, 0, 0, 0};
+    CudaOp o = {kind, layer, which, row0, n, 0, 0, 0, 0};
     return o;
 }
 
@@ -60,6 +60,21 @@ static int norm_gemm(const CudaDims* d, int layer, CudaNorm norm, int residual, 
     return 2;
 }
 
+// The norm after a residual projection g (norm, before projection `next` of n_next rows)
+// done by g's split reduce (etx_gemm_add_rmsnorm_fuses: large batches) unless the next
+// projection normalises its own rows (a few rows) or nothing splits: sets g->norm_next
+// and returns 1 when it is (the caller then plans the next GEMM alone, on xb).
+static int fold_next_norm(const CudaDims* d, CudaOp* g, CudaNorm norm, CudaWeight next, int n_next) {
+    int in = 0, out = 0, nin = 0, nout = 0;
+    if (!g->residual || !plan_fuses() || n_next <= 0) return 0;
+    cuda_gemm_shape(d, (CudaWeight)g->which, &in, &out);
+    cuda_gemm_shape(d, next, &nin, &nout);
+    if (etx_gemm_rmsnorm_fuses(n_next, nin, nout)) return 0;
+    if (!etx_gemm_add_rmsnorm_fuses(g->n, in, out, cuda_plan_ws_bytes(d, g->n, 0))) return 0;
+    g->norm_next = 1 + norm;
+    return 1;
+}
+
 int cuda_plan_head(const CudaDims* d, int row0, int n, CudaOp* ops) {
     if (n <= 0) return 0;
     // without fused_residual the final norm adds the last layer's down projection
@@ -77,21 +92,32 @@ int cuda_plan_forward(const CudaDims* d, int n, int decode, int capture, int hea
     ops[k++] = op(CUDA_OP_EMBED, -1, 0, 0, n);
     const int fr = d->fused_residual; // the O and down projections add into x themselves
     decode = decode && plan_fuses();
+    int xb_ready = 0; // the projection before normalised x into xb in its reduce (norm_next)
     for (int l = 0; l < d->n_layers; l++) {
         // layer 0 starts from the embedding alone
-        k += norm_gemm(d, l, CUDA_NORM_ATTN, !fr && l > 0, CUDA_W_QKV, 0, n, ops + k);
+        if (xb_ready) ops[k++] = op(CUDA_OP_GEMM, l, CUDA_W_QKV, 0, n);
+        else k += norm_gemm(d, l, CUDA_NORM_ATTN, !fr && l > 0, CUDA_W_QKV, 0, n, ops + k);
         if (d->qkv_bias || d->qk_norm) ops[k++] = op(CUDA_OP_QKV_PREP, l, 0, 0, n);
         // decode rows (each its own sequence): RoPE and the append in the attention launch
         if (!decode) ops[k++] = op(CUDA_OP_ROPE_KV, l, 0, 0, n);
         ops[k] = op(CUDA_OP_ATTN, l, decode, 0, n);
         ops[k++].capture = capture && l == d->n_layers - 1;
         ops[k] = op(CUDA_OP_GEMM, l, CUDA_W_O, 0, n);
-        ops[k++].residual = fr;
-        k += norm_gemm(d, l, CUDA_NORM_FFN, !fr, CUDA_W_GATE_UP, 0, n, ops + k);
+        ops[k].residual = fr;
+        xb_ready = fold_next_norm(d, &ops[k++], CUDA_NORM_FFN, CUDA_W_GATE_UP, n);
+        if (xb_ready) ops[k++] = op(CUDA_OP_GEMM, l, CUDA_W_GATE_UP, 0, n);
+        else k += norm_gemm(d, l, CUDA_NORM_FFN, !fr, CUDA_W_GATE_UP, 0, n, ops + k);
         ops[k] = op(CUDA_OP_GEMM, l, CUDA_W_DOWN, 0, n);
-        ops[k++].residual = fr;
+        ops[k].residual = fr;
+        // the next layer's attention norm, or the final norm when the head's rows are among
+        // these (the reduce normalises all n rows; the head reads its own)
+        if (l + 1 < d->n_layers) xb_ready = fold_next_norm(d, &ops[k], CUDA_NORM_ATTN, CUDA_W_QKV, n);
+        else xb_ready = head_n > 0 && head_row0 >= 0 && head_row0 + head_n <= n &&
+                        fold_next_norm(d, &ops[k], CUDA_NORM_FINAL, CUDA_W_LM_HEAD, head_n);
+        k++;
     }
-    k += cuda_plan_head(d, head_row0, head_n, ops + k);
+    if (xb_ready) ops[k++] = op(CUDA_OP_GEMM, -1, CUDA_W_LM_HEAD, head_row0, head_n);
+    else k += cuda_plan_head(d, head_row0, head_n, ops + k);
     return k;
 }
 
@@ -117,6 +143,10 @@ void cuda_gemm_shape(const CudaDims* d, CudaWeight w, int* in, int* out) {
     }
 }
 
+size_t cuda_plan_ws_bytes(const CudaDims* d, int n, int core_swiglu) {
+    return d->gemm_ws_bytes ? d->gemm_ws_bytes : cuda_gemm_ws_bytes(d, n, n, core_swiglu);
+}
+
 size_t cuda_gemm_ws_bytes(const CudaDims* d, int max_rows, int max_batch, int core_swiglu) {
     const size_t split = etx_gemm_tc_workspace_bytes(max_batch, d->qkv_dim > d->dim ? d->qkv_dim : d->dim);
     const size_t gu = core_swiglu ? (size_t)max_rows * 2 * d->hidden * sizeof(float) : 0;
@@ -126,13 +156,15 @@ size_t cuda_gemm_ws_bytes(const CudaDims* d, int max_rows, int max_batch, int co
 const char* cuda_op_name(const CudaOp* o, char* buf, size_t size) {
     static const char* gemm[] = {"gemm qkv", "gemm o", "gemm gate/up + swiglu", "gemm down", "gemm lm head",
                                  // the norm folded in (CudaOp.norm)
-                                 "norm + gemm qkv", "?", "norm + gemm gate/up + swiglu", "?", "norm + gemm lm head"};
+                                 "norm + gemm qkv", "?", "norm + gemm gate/up + swiglu", "?", "norm + gemm lm head",
+                                 // the next norm in the split reduce (CudaOp.norm_next)
+                                 "?", "gemm o + norm", "?", "gemm down + norm", "?"};
     static const char* norm[] = {"norm attn", "norm ffn", "norm final"};
     const char* what = "?";
     switch (o->kind) {
     case CUDA_OP_EMBED: what = "embed"; break;
     case CUDA_OP_NORM: what = norm[o->which]; break;
-    case CUDA_OP_GEMM: what = gemm[o->which + (o->norm ? 5 : 0)]; break;
+    case CUDA_OP_GEMM: what = gemm[o->which + (o->norm ? 5 : o->norm_next ? 10 : 0)]; break;
     case CUDA_OP_QKV_PREP: what = "qkv bias + qk norm"; break;
     case CUDA_OP_ROPE_KV: what = "rope + kv append"; break;
     case CUDA_OP_ATTN:
@@ -213,8 +245,9 @@ EtxCost cuda_op_cost(const CudaDims* d, const CudaOp* o, int len, const CudaCard
         cuda_gemm_shape(d, (CudaWeight)o->which, &in, &out);
     {   // the backend's workspace when built for batches of o->n (cuda_gemm_ws_bytes), on the
         // path the model assumes (tensor cores unless ETX_GEMM=cuda-cores or in % 8 != 0)
-        const size_t ws = cuda_gemm_ws_bytes(d, o->n, o->n, !etx_gemm_cost(1, d->dim, 16, 0, 0, card->sms).tensor);
+        const size_t ws = cuda_plan_ws_bytes(d, o->n, !etx_gemm_cost(1, d->dim, 16, 0, 0, card->sms).tensor);
         const int sms = card->sms;
+        if (o->norm_next) return etx_gemm_add_rmsnorm_cost(o->n, in, out, card->l2_bytes, ws, sms);
         if (o->norm) return etx_gemm_rmsnorm_cost(o->n, in, out, card->l2_bytes, o->which == CUDA_W_GATE_UP, sms);
         if (o->which == CUDA_W_GATE_UP) return etx_gemm_swiglu_cost(o->n, in, out, card->l2_bytes, ws, sms);
         if (o->residual) return etx_gemm_add_cost(o->n, in, out, card->l2_bytes, ws, sms);

@@ -47,6 +47,10 @@ typedef struct {
                                       // where etx_gemm_rmsnorm_fuses; 0 (tensor parallelism:
                                       // the shards' parts are all-reduced in delta first): the
                                       // projections write delta, the next norm adds it
+    size_t gemm_ws_bytes;             // the backend's GEMM workspace (it decides which calls
+                                      // split, and so which norms ride on a split reduce); 0
+                                      // without a backend: what one built for batches of the
+                                      // call's rows would allocate (cuda_plan_ws_bytes)
 } CudaDims;
 
 typedef enum {
@@ -80,6 +84,9 @@ typedef struct {
                   // CUDA_OP_POLICY: reads the attention signals (CUDA_OP_METRICS ran)
     int norm;     // CUDA_OP_GEMM: 1 + the CudaNorm it applies to x first, in the same
                   // launch (etx_gemm_bf16_rmsnorm; xb is not written); 0: it reads xb
+    int norm_next; // CUDA_OP_GEMM with `residual`: 1 + the CudaNorm after it (CUDA_NORM_ATTN:
+                   // the next layer's), done by its split reduce once x is complete
+                   // (etx_gemm_bf16_add_rmsnorm): xb written, no norm op follows; 0: none
 } CudaOp;
 
 // Ops a plan can hold: at most 8 per layer (9 with biases or QK-norm; 5 at batch 1 with
@@ -114,6 +121,9 @@ void cuda_gemm_shape(const CudaDims* d, CudaWeight w, int* in, int* out);
 // cost model passes the path it assumes) the f32 gate/up rows before SwiGLU. The cost
 // model assumes the same workspace.
 size_t cuda_gemm_ws_bytes(const CudaDims* d, int max_rows, int max_batch, int core_swiglu);
+// The GEMM workspace a call of n rows gets: d->gemm_ws_bytes, or without a backend
+// cuda_gemm_ws_bytes for batches of n (the plan's fusions and the cost model ask it).
+size_t cuda_plan_ws_bytes(const CudaDims* d, int n, int core_swiglu);
 // A short name of the op ("L3 gemm o", "final norm", "vocab pass").
 const char* cuda_op_name(const CudaOp* op, char* buf, size_t size);
 

@@ -126,9 +126,12 @@ static void load_fixture(etx_model* m, const char* name) {
 // The backend's whole forward with each tensor-core GEMM kernel: the emulator's default
 // thread-per-output twin, gemm_tc_kernel itself, and the tiled kernel (with the slice
 // split wherever the backend's workspace allows it: qkv, o and down of a 40-row chunk)
-// give the same logits to the bit, with SwiGLU as the gate/up epilogue on every path.
-// test_gemm holds the kernels to each other on their own; this holds the backend's use of
-// them (workspace, epilogues, row offsets). Emulator only: on a GPU there is no twin, and
+// give the same logits to the bit, with SwiGLU as the gate/up epilogue on every path and,
+// with the split, the norms after the O and down projections done by their reduce (the
+// plan's norm_next: the next layer's attention norm, the MLP norm, the final norm; a
+// wrong layer's weight there changes the logits). test_gemm holds the kernels to each
+// other on their own; this holds the backend's use of them (workspace, epilogues, row
+// offsets, which norm weight). Emulator only: on a GPU there is no twin, and
 // the kernels' agreement is test_gemm's.
 START_TEST(test_logits_gemm_kernels) {
 #ifdef ETX_NATIVE_CUDA

@@ -113,7 +113,7 @@ END_TEST
 
 static CudaDims llama_1b(void) {
     // Llama-3.2-1B: dim 2048, hidden 8192, 16 layers, 32 / 8 heads of 64, vocab 128256, tied
-    CudaDims d = {2048, 8192, 128256, 16, 32, 8, 64, 64, 2048, 512, 3072, 4096, 64, 1, 0, 0, 1};
+    CudaDims d = {2048, 8192, 128256, 16, 32, 8, 64, 64, 2048, 512, 3072, 4096, 64, 1, 0, 0, 1, 0};
     return d;
 }
 
@@ -155,6 +155,39 @@ START_TEST(plan_shape) {
     ck_assert_str_eq(cuda_op_name(&ops[2], name0, sizeof name0), "L0 rope + attention");
     // 5 rows: the norms are their own launches again (each GEMM block would re-read 5 rows)
     ck_assert_int_eq(cuda_plan_forward(&d, 5, 1, 1, 0, 5, ops), 1 + 7 * 16 + 2);
+    // a decode batch of 256 (and 64): the O and down projections split their slices, and
+    // their reduce does the norm after them (the next layer's attention norm; the final
+    // norm after the last layer): only layer 0's attention norm is an op of its own
+    for (int rows = 64; rows <= 256; rows *= 4) {
+        n = cuda_plan_forward(&d, rows, 1, 1, 0, rows, ops);
+        ck_assert_int_eq(n, 1 + 1 + 5 * 16 + 1);
+        ck_assert(ops[1].kind == CUDA_OP_NORM && ops[1].which == CUDA_NORM_ATTN);
+        for (int l = 0; l < 16; l++) {
+            const CudaOp* L = ops + 2 + 5 * l;
+            ck_assert(L[0].kind == CUDA_OP_GEMM && L[0].which == CUDA_W_QKV && !L[0].norm);
+            ck_assert(L[2].kind == CUDA_OP_GEMM && L[2].which == CUDA_W_O && L[2].norm_next == 1 + CUDA_NORM_FFN);
+            ck_assert(L[3].kind == CUDA_OP_GEMM && L[3].which == CUDA_W_GATE_UP && !L[3].norm);
+            ck_assert(L[4].kind == CUDA_OP_GEMM && L[4].which == CUDA_W_DOWN &&
+                      L[4].norm_next == 1 + (l < 15 ? CUDA_NORM_ATTN : CUDA_NORM_FINAL));
+        }
+        ck_assert(ops[n - 1].which == CUDA_W_LM_HEAD && !ops[n - 1].norm && ops[n - 1].n == rows);
+        ck_assert_str_eq(cuda_op_name(&ops[4], name0, sizeof name0), "L0 gemm o + norm");
+        ck_assert_str_eq(cuda_op_name(&ops[6], name0, sizeof name0), "L0 gemm down + norm");
+        // each fused op is the tiled kernel and its reduce: 2 launches, the norm's gone
+        ck_assert_int_eq(cuda_op_cost(&d, &ops[4], 64, cuda_card_find("h100")).launches, 2);
+    }
+    // the head of a subset of the rows (prefill: each chunk's last row): the final norm
+    // still rides on the last down projection's reduce, which normalises every row
+    n = cuda_plan_forward(&d, 256, 0, 0, 200, 56, ops);
+    ck_assert(ops[n - 2].kind == CUDA_OP_GEMM && ops[n - 2].norm_next == 1 + CUDA_NORM_FINAL);
+    ck_assert(ops[n - 1].which == CUDA_W_LM_HEAD && ops[n - 1].row0 == 200 && ops[n - 1].n == 56);
+    // ... but not when the head's rows would normalise themselves (a few rows)
+    n = cuda_plan_forward(&d, 256, 0, 0, 255, 1, ops);
+    ck_assert(ops[n - 2].norm_next == 0 && ops[n - 1].norm == 1 + CUDA_NORM_FINAL);
+    // a backend's workspace too small for the split: the norms stay ops
+    CudaDims small = d;
+    small.gemm_ws_bytes = 1024;
+    ck_assert_int_eq(cuda_plan_forward(&small, 256, 1, 1, 0, 256, ops), 1 + 7 * 16 + 2);
     // tensor parallelism: the projections write delta (all-reduced), the norms add it
     CudaDims tp = d;
     tp.fused_residual = 0;
@@ -164,6 +197,8 @@ START_TEST(plan_shape) {
         ck_assert(!(ops[i].kind == CUDA_OP_GEMM && ops[i].residual));
         if (ops[i].kind == CUDA_OP_GEMM && ops[i].norm) ck_assert(i == 1);
     }
+    n = cuda_plan_forward(&tp, 256, 1, 1, 0, 256, ops);
+    for (int i = 0; i < n; i++) ck_assert(!ops[i].norm_next); // nothing adds into x before the all-reduce
     ck_assert_int_eq(cuda_plan_sampling(&d, 3, 1, 0, ops), 3);
     ck_assert_int_eq(ops[2].capture, 1);
     ck_assert_int_eq(cuda_plan_sampling(&d, 3, 0, 0, ops), 2);
@@ -173,7 +208,7 @@ START_TEST(plan_shape) {
     ck_assert_int_eq(cuda_plan_sampling(&d, 3, 0, 1, ops), 2);
     ck_assert_int_eq(cuda_op_cost(&d, &ops[1], 16, cuda_card_find("h100")).launches, 2);
     char name[64];
-    CudaOp g = {CUDA_OP_GEMM, 3, CUDA_W_O, 0, 1, 0, 0, 0};
+    CudaOp g = {CUDA_OP_GEMM, 3, CUDA_W_O, 0, 1, 0, 0, 0, 0};
     ck_assert_str_eq(cuda_op_name(&g, name, sizeof name), "L3 gemm o");
     // a model with biases or QK-norm: one more op per layer, right after the QKV GEMM
     for (int v = 1; v <= 3; v++) {

@@ -626,6 +626,110 @@ START_TEST(gemm_rmsnorm_fused) {
 }
 END_TEST
 
+// The residual add with the next norm in the split reduce (etx_gemm_bf16_add_rmsnorm):
+// y and xb equal, to the bit, etx_gemm_bf16_add on the same path followed by the
+// stand-alone norm (etx_rmsnorm_residual, held to the CPU by test_layer_kernels). Widths
+// across the norm's three partial counts (out 256: 128 partials, 1024: 256, 4096: 512),
+// sums of 8 and of 16 slices (in 4104), splits of 2, 4 and 8 blocks a tile, row counts
+// that leave the last tile short; the fused call is one launch fewer under the emulator,
+// and where nothing splits (split forced to 1, or no workspace) it takes the two launches
+// with the same bits. The twin path (emulator default) runs the twin and the norm.
+static void check_add_rmsnorm(uint64_t* rng, int n, int in, int out, int split, int with_ws) {
+    const size_t nx = (size_t)n * in, ny = (size_t)n * out;
+    const size_t ws_bytes = with_ws ? etx_gemm_tc_workspace_bytes(n, out) : 0;
+    float* y0 = malloc(ny * sizeof *y0);
+    float* gamma = malloc((size_t)out * sizeof *gamma);
+    ck_assert(y0 && gamma);
+    for (size_t i = 0; i < ny; i++) y0[i] = 3.0f * rng_frand(rng);
+    for (int i = 0; i < out; i++) gamma[i] = 1.0f + 0.5f * rng_frand(rng);
+    etx_bf16* x = random_bf16(rng, nx);
+    etx_bf16* w = random_bf16(rng, (size_t)out * in);
+    etx_bf16* dx = dev_copy_of(x, nx * sizeof *x);
+    etx_bf16* dw = dev_copy_of(w, (size_t)out * in * sizeof *w);
+    etx_dev_mark_readonly(dw, (size_t)out * in * sizeof *w);
+    float* dg = dev_copy_of(gamma, (size_t)out * sizeof *gamma);
+    float* dy = dev_copy_of(y0, ny * sizeof *y0);
+    float* dyr = dev_copy_of(y0, ny * sizeof *y0);
+    etx_bf16* dxb = dev_alloc(ny * sizeof(etx_bf16) + 16);
+    etx_bf16* dxbr = dev_alloc(ny * sizeof(etx_bf16) + 16);
+    float* ws = with_ws ? dev_alloc(ws_bytes) : NULL;
+    const float eps = 1e-5f;
+    etx_gemm_tc_force_split(split);
+    // the reference: the add, then the norm's own launch
+    if (ws) etx_dev_memset(ws, 0xff, ws_bytes);
+    etx_gemm_bf16_add(dyr, dx, dw, n, in, out, ws, ws_bytes, NULL);
+    etx_rmsnorm_residual(dxbr, dyr, NULL, dg, n, out, eps, NULL);
+    if (ws) etx_dev_memset(ws, 0xff, ws_bytes);
+    etx_dev_sync();
+    const long long before = etx_dev_kernel_launches();
+    etx_gemm_bf16_add_rmsnorm(dy, dx, dw, dg, eps, dxb, n, in, out, ws, ws_bytes, NULL);
+    etx_dev_sync();
+    const long long launches = etx_dev_kernel_launches() - before;
+    const int fused = etx_gemm_add_rmsnorm_fuses(n, in, out, ws_bytes) && etx_gemm_uses_tensor_cores();
+    if (before >= 0) {
+        // fused: the tiled kernel and the reduce; else the GEMM (1, or 2 with a split) + the norm
+        const long long want = fused ? 2 : (etx_gemm_tc_takes_tiled(n, out, ws_bytes) && split > 1 ? 3 : 2);
+        ck_assert_msg(launches == want, "n %d in %d out %d split %d: %lld launches, want %lld", n, in, out, split,
+                      launches, want);
+    }
+    float* got = malloc(ny * sizeof *got);
+    float* ref = malloc(ny * sizeof *ref);
+    etx_bf16* xb = malloc(ny * sizeof *xb);
+    etx_bf16* xbr = malloc(ny * sizeof *xbr);
+    ck_assert(got && ref && xb && xbr);
+    etx_dev_download(got, dy, ny * sizeof *got);
+    etx_dev_download(ref, dyr, ny * sizeof *ref);
+    etx_dev_download(xb, dxb, ny * sizeof *xb);
+    etx_dev_download(xbr, dxbr, ny * sizeof *xbr);
+    for (size_t i = 0; i < ny; i++) {
+        ck_assert_msg(memcmp(&got[i], &ref[i], sizeof got[i]) == 0,
+                      "n %d in %d out %d split %d (%s): y[%zu] = %.9g, add then norm gives %.9g", n, in, out, split,
+                      fused ? "fused" : "two launches", i, got[i], ref[i]);
+        ck_assert_msg(xb[i] == xbr[i], "n %d in %d out %d split %d (%s): xb[%zu] (row %zu) = %04x, the norm gives %04x",
+                      n, in, out, split, fused ? "fused" : "two launches", i, i / out, xb[i], xbr[i]);
+    }
+    etx_dev_free(dx), etx_dev_free(dw), etx_dev_free(dg), etx_dev_free(dy), etx_dev_free(dyr), etx_dev_free(dxb);
+    etx_dev_free(dxbr);
+    if (ws) etx_dev_free(ws);
+    free(y0), free(gamma), free(x), free(w), free(got), free(ref), free(xb), free(xbr);
+}
+
+START_TEST(gemm_add_rmsnorm_fused) {
+    if (!etx_gemm_uses_tensor_cores()) return;
+    etx_gemm_force_path(1);
+    static const int shapes[][3] = {
+        // n, in, out
+        {33, 72, 256}, {40, 264, 1024}, {70, 136, 256}, {35, 4104, 256}, {33, 40, 4096},
+    };
+    for (int warp = g_native; warp < 2; warp++) {
+        etx_gemm_use_warp_kernel(warp);
+        etx_gemm_tc_force_kernel(warp ? 1 : -1); // the tiled kernel, whose split has the reduce
+        uint64_t rng = rng_seed(37);
+        for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+            const int n = shapes[k][0], in = shapes[k][1], out = shapes[k][2];
+            // a wrong order of the sum of squares shows only now and then in xb: several draws
+            for (int rep = 0; rep < 3; rep++) check_add_rmsnorm(&rng, n, in, out, 2 << (rep % 3), 1);
+            if (k == 0) check_add_rmsnorm(&rng, n, in, out, 1, 1), check_add_rmsnorm(&rng, n, in, out, 0, 0);
+        }
+    }
+    // the rule: a split tiled call of float4 rows
+    etx_gemm_tc_force_kernel(1);
+    etx_gemm_tc_force_split(4);
+    ck_assert(etx_gemm_add_rmsnorm_fuses(40, 64, 256, etx_gemm_tc_workspace_bytes(40, 256)));
+    ck_assert(!etx_gemm_add_rmsnorm_fuses(40, 64, 256, 0));          // no workspace: no split
+    ck_assert(!etx_gemm_add_rmsnorm_fuses(40, 64, 258, etx_gemm_tc_workspace_bytes(40, 258))); // out % 4
+    ck_assert(!etx_gemm_add_rmsnorm_fuses(40, 60, 256, etx_gemm_tc_workspace_bytes(40, 256))); // CUDA cores
+    etx_gemm_tc_force_kernel(-1);
+    etx_gemm_tc_force_split(0);
+    // auto: batch 256 of a 1B model's O projection splits; batch 8 does not
+    ck_assert(etx_gemm_add_rmsnorm_fuses(256, 2048, 2048, etx_gemm_tc_workspace_bytes(256, 2048)));
+    ck_assert(!etx_gemm_add_rmsnorm_fuses(8, 2048, 2048, etx_gemm_tc_workspace_bytes(8, 2048)));
+    etx_gemm_tc_force_split(0);
+    etx_gemm_use_warp_kernel(0);
+    etx_gemm_force_path(-1);
+}
+END_TEST
+
 START_TEST(gemm_edge_cases) {
     uint64_t rng = rng_seed(12);
     const int n = 3, in = 16, out = 5;
@@ -663,6 +767,7 @@ static Suite* gemm_suite(void) {
     tcase_add_test(tc, gemm_swiglu_epilogue);
     tcase_add_test(tc, gemm_add_epilogue);
     tcase_add_test(tc, gemm_rmsnorm_fused);
+    tcase_add_test(tc, gemm_add_rmsnorm_fused);
     tcase_add_test(tc, gemm_edge_cases);
     tcase_add_test_raise_signal(tc, gemm_row_limit, SIGABRT);
     suite_add_tcase(s, tc);
