@@ -626,6 +626,26 @@ static int tc_wide(int n, int in, int out, int sms) {
 }
 static int g_tc_warps = 0; // etx_gemm_tc_force_warps: 0 auto
 extern "C" void etx_gemm_tc_force_warps(int w) { g_tc_warps = w == 8 || w == 16 ? w : 0; }
+// The warps per block asked for: etx_gemm_tc_force_warps, else ETX_TC_WARPS=8 | 16 in the
+// environment (unset, empty or auto: 0, the rule), read once per process: the A/B switch
+// of benchmarks/gpu_check.sh. The question it settles: a 16-warp block holds all of an
+// SM's registers, so no block of the next kernel can be resident beside it before it
+// ends, and programmatic dependent launch cannot start that kernel's weight loads early
+// (the QKV projection after the down projection); 8-warp blocks leave room for one.
+static int tc_warps_wanted(void) {
+    static int env = -1;
+    if (g_tc_warps) return g_tc_warps;
+    if (env < 0) {
+        const char* e = getenv("ETX_TC_WARPS");
+        if (!e || !*e || strcmp(e, "auto") == 0) env = 0;
+        else if (strcmp(e, "8") == 0 || strcmp(e, "16") == 0) env = atoi(e);
+        else {
+            fprintf(stderr, "[etx] ETX_TC_WARPS=%s: expected 8, 16 or auto\n", e);
+            exit(EXIT_FAILURE);
+        }
+    }
+    return env;
+}
 
 template <int MT, int NT, bool SWIGLU, bool NORM>
 static void launch_tc(void* y, const void* x, const __nv_bfloat16* w, const TcNorm* nm, int n, int in, int out,
@@ -634,7 +654,8 @@ static void launch_tc(void* y, const void* x, const __nv_bfloat16* w, const TcNo
         launch_tc_warps<MT, NT, SWIGLU, NORM, 8, TC_WARPS>(y, x, w, nm, n, in, out, acc_y, st);
         return;
     }
-    if (MT == 1 && NT == 1 && (g_tc_warps ? g_tc_warps == 16 : tc_wide(n, in, out, etx_dev_sm_count()))) {
+    const int wanted = tc_warps_wanted();
+    if (MT == 1 && NT == 1 && (wanted ? wanted == 16 : tc_wide(n, in, out, etx_dev_sm_count()))) {
         launch_tc_warps<1, 1, SWIGLU, NORM, 16, 16>(y, x, w, nm, n, in, out, acc_y, st);
         return;
     }
@@ -899,7 +920,8 @@ static EtxCost tc_cost(int n, int in, int out, double l2_bytes, double y_bytes_p
     }
     // 16-warp blocks (tc_wide): one per SM has the 16 warps of loads in flight that the
     // model's default asks of two 8-warp blocks
-    if (tc_slices(in) == 16 && (g_tc_warps ? g_tc_warps == 16 && etx_gemm_tc_tile_rows(n) == 8 : tc_wide(n, in, out, sms)))
+    const int wanted = tc_warps_wanted();
+    if (tc_slices(in) == 16 && (wanted ? wanted == 16 && etx_gemm_tc_tile_rows(n) == 8 : tc_wide(n, in, out, sms)))
         c.per_sm = 1;
     // the mma's work, padded columns included (8 per n-tile, 16 per m-tile)
     c.flops = 2.0 * (double)etx_ceil_div(n, 8) * 8 * in * ((double)etx_ceil_div(out, 16) * 16);

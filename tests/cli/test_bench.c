@@ -6,8 +6,9 @@
  * prefill FLOPs from the model's shape, the policy share from the greedy row); the same
  * on the emulated CUDA backend when this build has it (tiny fixture model). The
  * exit_codes case: options refused with exit 2 (before the model loads, or after it for
- * sizes the model or memory cannot take), an unwritable --json failing with 1, and a
- * --kv-blocks pool small enough to preempt.
+ * sizes the model or memory cannot take), an unwritable --json failing with 1, a
+ * --kv-blocks pool small enough to preempt, and `bench --plan` (the CUDA cost model)
+ * following the A/B environment switches of benchmarks/gpu_check.sh.
  */
 #include <check.h>
 #include <cJSON.h>
@@ -265,6 +266,62 @@ START_TEST(emulated_cuda_report) {
 }
 END_TEST
 
+// `etx bench --plan` (the CUDA cost model, no device needed) follows the A/B switches of
+// benchmarks/gpu_check.sh the way their kernels say: ETX_FUSE=0 puts the norms (and RoPE)
+// back into launches of their own, at batch 1 and at 256 (where the O and down
+// projections' split reduce did the norm); ETX_TC_WARPS=8 gives the batch-1 down
+// projection 8-warp blocks (slower in the model, the same launches); ETX_PDL=0 charges
+// more per launch; ETX_GEMM_TILED=0 keeps the large batch off the tiled kernel (and so
+// off the split reduce: the norms are launches again). A bad value fails, naming the
+// variable.
+static double plan_ms(const char* env, int batch, int* launches) {
+    char prefix[64], args[300];
+    snprintf(prefix, sizeof prefix, "env %s", env);
+    snprintf(args, sizeof args, "bench --plan --shape llama-3.2-1b -l 128 -g 64 --policy greedy --card h100 --batch %d",
+             batch);
+    Run r = run_prefixed(prefix, ETX_CLI, args, NULL);
+    ck_assert_msg(r.status == 0, "%s etx %s: exit %d: %s", env, args, r.status, r.err);
+    const char* line = strstr(r.out, "predicted ");
+    double ms = 0;
+    ck_assert_msg(line && sscanf(line, "predicted %lf ms per step", &ms) == 1, "no prediction in: %.400s", r.out);
+    const char* l = strstr(line, "% of the floor, ");
+    ck_assert_msg(l && sscanf(l, "%% of the floor, %d kernel launches", launches) == 1, "no launch count: %.300s", line);
+    free_run(&r);
+    return ms;
+}
+
+START_TEST(plan_follows_the_switches) {
+    int l1 = 0, l256 = 0, k = 0;
+    const double d1 = plan_ms("ETX_X=1", 1, &l1), d256 = plan_ms("ETX_X=1", 256, &l256);
+    double ms = plan_ms("ETX_FUSE=0", 1, &k);
+    ck_assert_msg(k > l1 && ms > d1, "ETX_FUSE=0 at batch 1: %d launches %.3f ms (default %d, %.3f)", k, ms, l1, d1);
+    ms = plan_ms("ETX_FUSE=0", 256, &k);
+    ck_assert_msg(k == l256 + 2 * 16 + 16, "ETX_FUSE=0 at batch 256: %d launches (default %d)", k, l256);
+    ms = plan_ms("ETX_TC_WARPS=8", 1, &k);
+    ck_assert_msg(k == l1 && ms > d1, "ETX_TC_WARPS=8 at batch 1: %d launches %.3f ms (default %d, %.3f)", k, ms, l1, d1);
+    ms = plan_ms("ETX_TC_WARPS=8", 256, &k);
+    ck_assert_msg(k == l256 && ms == d256, "ETX_TC_WARPS=8 at batch 256 (no 8-row calls): %.3f ms (default %.3f)", ms,
+                  d256);
+    ms = plan_ms("ETX_PDL=0", 1, &k);
+    ck_assert_msg(k == l1 && ms > d1, "ETX_PDL=0 at batch 1: %.3f ms (default %.3f)", ms, d1);
+    ms = plan_ms("ETX_GEMM_TILED=0", 256, &k);
+    // no split: the QKV, O and down projections lose their reduce launch (3 a layer), the
+    // norms come back (2 a layer)
+    ck_assert_msg(k == l256 - 16 && ms > d256, "ETX_GEMM_TILED=0 at batch 256: %d launches %.3f ms (default %d, %.3f)",
+                  k, ms, l256, d256);
+    static const char* bad[] = {"ETX_FUSE=2", "ETX_TC_WARPS=9", "ETX_GEMM_TILED=x"};
+    for (int i = 0; i < 3; i++) {
+        char prefix[64], name[32];
+        snprintf(prefix, sizeof prefix, "env %s", bad[i]);
+        snprintf(name, sizeof name, "%s", bad[i]);
+        *strchr(name, '=') = 0;
+        Run r = run_prefixed(prefix, ETX_CLI, "bench --plan --shape llama-3.2-1b --batch 1,256", NULL);
+        ck_assert_msg(r.status != 0 && strstr(r.err, name), "%s: exit %d, stderr %.300s", bad[i], r.status, r.err);
+        free_run(&r);
+    }
+}
+END_TEST
+
 int main(void) {
     if (cli_run_setup("/tmp/etx_test_bench_XXXXXX") != 0) return EXIT_FAILURE;
     Suite* s = suite_create("bench");
@@ -279,6 +336,7 @@ int main(void) {
     tcase_add_test(ex, bad_options_are_named);
     tcase_add_test(ex, unwritable_json_fails);
     tcase_add_test(ex, small_kv_pool_preempts);
+    tcase_add_test(ex, plan_follows_the_switches);
     suite_add_tcase(s, ex);
     const int rc = check_run_suite_nofork(s); // the suites start programs: no fork on top of them
     cli_run_cleanup();
