@@ -255,21 +255,25 @@ static inline ETX_HD int policy_logit_floor(const PolicyCandidate* c, int n, flo
     return lo;
 }
 
-// Weights w[i] = exp((logit_i - logit_0) / T) of the candidates the filters keep; returns
-// how many are kept (a prefix of c, at least 1). c: n candidates sorted (see above).
-// The exponential is etx_expf (never expf: see exact_math.h).
-static inline ETX_HD int policy_filter(const PolicyCandidate* c, int n, float temperature, int top_k, float top_p,
-                                       float min_p, float* w) {
-    int k = n;
-    if (top_k > 0 && top_k < k) k = top_k;
-    const float inv_t = 1.0f / temperature;
+// The filters in three parts, so that a device can compute the weights in parallel and
+// keep the order-dependent sums in one thread (kernels/policy_step.cu): how many
+// candidates top-k keeps, the weight of candidate i, and the cut of the weights by top-p
+// and min-p. policy_filter chains them, the same float operations in the same order.
+static inline ETX_HD int policy_filter_top_k(int n, int top_k) { return top_k > 0 && top_k < n ? top_k : n; }
+
+// w_i = exp((logit_i - logit_0) * inv_t), inv_t = 1.0f / T. The exponential is etx_expf
+// (never expf: see exact_math.h).
+static inline ETX_HD float policy_weight(const PolicyCandidate* c, int i, float inv_t) {
+    return etx_expf((c[i].logit - c[0].logit) * inv_t);
+}
+
+// The kept prefix of k weights after top-p (the smallest prefix whose share of the total,
+// summed from w[0] up, reaches top_p) and min-p (w[0] = 1 is the largest weight; the
+// ratio is unchanged by renormalisation).
+static inline ETX_HD int policy_filter_cut(const float* w, int k, float top_p, float min_p) {
     float total = 0.0f;
-    for (int i = 0; i < k; i++) {
-        w[i] = etx_expf((c[i].logit - c[0].logit) * inv_t);
-        total += w[i];
-    }
+    for (int i = 0; i < k; i++) total += w[i];
     if (top_p < 1.0f) {
-        // smallest prefix whose share of the kept mass reaches top_p
         const float target = top_p * total;
         float cum = 0.0f;
         for (int i = 0; i < k; i++) {
@@ -281,12 +285,21 @@ static inline ETX_HD int policy_filter(const PolicyCandidate* c, int n, float te
         }
     }
     if (min_p > 0.0f) {
-        // w[0] = 1 is the largest weight; the ratio is unchanged by renormalisation
         int keep = 1;
         while (keep < k && w[keep] >= min_p) keep++;
         k = keep;
     }
     return k;
+}
+
+// Weights w[i] = exp((logit_i - logit_0) / T) of the candidates the filters keep; returns
+// how many are kept (a prefix of c, at least 1). c: n candidates sorted (see above).
+static inline ETX_HD int policy_filter(const PolicyCandidate* c, int n, float temperature, int top_k, float top_p,
+                                       float min_p, float* w) {
+    const int k = policy_filter_top_k(n, top_k);
+    const float inv_t = 1.0f / temperature;
+    for (int i = 0; i < k; i++) w[i] = policy_weight(c, i, inv_t);
+    return policy_filter_cut(w, k, top_p, min_p);
 }
 
 // Index of the first candidate whose cumulative weight exceeds u * (total weight).

@@ -13,12 +13,13 @@
  * code into the token slot, the one output that already crosses to the host, so the check
  * adds no copy and no synchronisation and stays inside a captured graph.
  *
- * Kernel 1, policy_kernel, a thread per sequence: reads its metrics (16 + 16 bytes),
- * policy and state, and up to ETX_TOPK candidates (8 bytes each) — all from the vocab
- * pass, so a step costs O(K) per sequence. A dslider sequence also reads and rewrites its
- * DSliderState (~300 bytes) and runs its Dirichlet fit in that thread (~0.3 Mflop:
- * policy_dslider.h), the one heavy decision; it never needs the fallback (its token is
- * one of the candidates). Candidates mirror sampler_pick: it gathers
+ * Kernel 1, policy_kernel, a warp per sequence (issue 15 item 3): lane 0 reads its
+ * metrics (16 + 16 bytes), policy and state and decides; the warp reads up to ETX_TOPK
+ * candidates (8 bytes each, coalesced) and computes their weights in parallel; lane 0
+ * adds them in order and draws — all from the vocab pass, so a step costs O(K) per
+ * sequence. A dslider sequence also reads and rewrites its DSliderState (~300 bytes) and
+ * runs its Dirichlet fit in lane 0 (~0.3 Mflop: policy_dslider.h), the one heavy
+ * decision; it never needs the fallback (its token is one of the candidates). Candidates mirror sampler_pick: it gathers
  * the top_k best (all of them when top_k <= 0 or >= vocab) and filters that list; the
  * first top_k of the top-K list are the same tokens in the same order, and the filter's
  * weights and sums run over the same prefix, so the float arithmetic is identical.
@@ -47,7 +48,7 @@
 #include "cuda_common.cuh"
 #include "policy_step.h"
 
-#define PK_THREADS 64      // sequences per block of kernel 1
+#define PK_WARPS 4         // sequences (a warp each) per block of kernel 1
 #define PK_SORT_THREADS 512
 #define PK_SORT_TILE 4096 // keys sorted in shared memory at a time (32 KiB)
 
@@ -164,44 +165,66 @@ __device__ static void pk_fault(const EtxPolicyArgs* a, int s, int fault) {
     a->done[s] = ETX_REQ_FAILED;
 }
 
-// Kernel 1: a thread per sequence.
-__global__ void policy_kernel(EtxPolicyArgs a, PkScratch sc) {
+// Kernel 1: a warp per sequence (PK_WARPS a block). Lane 0 does what is one sequence's
+// scalar work: the fault check, the decision (dslider's fit and the learned network
+// included), forced / argmax tokens, whether the fallback must finish it; then the warp
+// computes the candidates' weights, lane i the candidates i, i + 32, ... (each weight
+// independent: policy_weight), into shared memory; then lane 0 cuts them (top-p, min-p:
+// sums in candidate order, policy_filter_cut), draws and finishes. The same float
+// operations in the same order as policy_filter + policy_draw on the CPU; what the warp
+// adds is the 128 exponentials in parallel and coalesced reads of the candidates.
+__global__ void __launch_bounds__(PK_WARPS * 32) policy_kernel(EtxPolicyArgs a, PkScratch sc) {
     ETX_PDL_ENTRY();
-    const int s = blockIdx.x * blockDim.x + threadIdx.x;
-    if (s >= a.n_seqs) return;
+    __shared__ float w_s[PK_WARPS][ETX_TOPK];
+    __shared__ PolicyDecision d_s[PK_WARPS];
+    __shared__ int k_s[PK_WARPS]; // weights to compute (0: lane 0 has finished the sequence)
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int s = blockIdx.x * PK_WARPS + warp;
+    if (s >= a.n_seqs) return; // the whole warp
     const etx_policy* pol = &a.policies[s];
     const EtxSeqState* st = &a.states[s];
-    PkPending* pend = &sc.pending[s];
-    pend->need_full = 0;
-    const PolicyMetrics m = pk_metrics(&a, s);
-    const int fault = policy_input_fault(a.stats[s].nonfinite, &m, policy_signals_used(pol));
-    if (fault) return pk_fault(&a, s, fault);
     const PolicyCandidate* c = a.cand + (size_t)s * ETX_TOPK;
-    PolicyDecision d;
-    if (pol->kind == ETX_POLICY_DSLIDER) // the token in forced_token; the state updated in place
-        d = dslider_decide(pol, &a.ds[s], &m, c, a.n_cand, a.stats[s].log_z, st->key, (uint32_t)st->step);
-    else if (pol->kind == ETX_POLICY_LEARNED) // the features from the same candidates the CPU sorts
-        d = learned_decide(pol, &a.nets[pol->learned - 1], &m, c, a.n_cand, a.stats[s].log_z, st->key,
-                           (uint32_t)st->step, st->prev_token, st->pause_token);
-    else if (pol->kind == ETX_POLICY_ENTROPIX)
-        d = entropix_decide(&pol->entropix, &m, st->prev_token, st->pause_token);
-    else
-        d = policy_decision_simple(pol, &m);
-    pend->d = d;
-    if (d.forced_token >= 0) return pk_finish(&a, s, d.forced_token, &d);
-    if (d.argmax) return pk_finish(&a, s, c[0].id, &d); // sample_argmax: largest, lowest id
-    // sampler_candidates(limit = top_k): all tokens when top_k <= 0 or >= vocab; unless
-    // top-nσ's floor ends the kept prefix inside the list (its last candidate is below the
-    // floor), which then holds every token the CPU's filter would weigh
-    const int need = (d.top_k <= 0 || d.top_k >= a.vocab) ? a.vocab : d.top_k;
-    if (need > a.n_cand && !(a.n_cand > 0 && c[a.n_cand - 1].logit < d.min_logit)) {
-        pend->need_full = 1;
-        return;
+    if (lane == 0) {
+        k_s[warp] = 0;
+        PkPending* pend = &sc.pending[s];
+        pend->need_full = 0;
+        const PolicyMetrics m = pk_metrics(&a, s);
+        const int fault = policy_input_fault(a.stats[s].nonfinite, &m, policy_signals_used(pol));
+        PolicyDecision d;
+        if (fault) {
+            pk_fault(&a, s, fault);
+        } else {
+            if (pol->kind == ETX_POLICY_DSLIDER) // the token in forced_token; the state updated in place
+                d = dslider_decide(pol, &a.ds[s], &m, c, a.n_cand, a.stats[s].log_z, st->key, (uint32_t)st->step);
+            else if (pol->kind == ETX_POLICY_LEARNED) // the features from the same candidates the CPU sorts
+                d = learned_decide(pol, &a.nets[pol->learned - 1], &m, c, a.n_cand, a.stats[s].log_z, st->key,
+                                   (uint32_t)st->step, st->prev_token, st->pause_token);
+            else if (pol->kind == ETX_POLICY_ENTROPIX)
+                d = entropix_decide(&pol->entropix, &m, st->prev_token, st->pause_token);
+            else
+                d = policy_decision_simple(pol, &m);
+            pend->d = d;
+            d_s[warp] = d;
+            // sampler_candidates(limit = top_k): all tokens when top_k <= 0 or >= vocab;
+            // unless top-nσ's floor ends the kept prefix inside the list (its last candidate
+            // is below the floor), which then holds every token the CPU's filter would weigh
+            const int need = (d.top_k <= 0 || d.top_k >= a.vocab) ? a.vocab : d.top_k;
+            if (d.forced_token >= 0) pk_finish(&a, s, d.forced_token, &d);
+            else if (d.argmax) pk_finish(&a, s, c[0].id, &d); // sample_argmax: largest, lowest id
+            else if (need > a.n_cand && !(a.n_cand > 0 && c[a.n_cand - 1].logit < d.min_logit)) pend->need_full = 1;
+            else k_s[warp] = policy_filter_top_k(policy_logit_floor(c, a.n_cand, d.min_logit), d.top_k);
+        }
     }
-    float w[ETX_TOPK];
-    const int kept = policy_logit_floor(c, a.n_cand, d.min_logit);
-    const int k = policy_filter(c, kept, d.temperature, d.top_k, d.top_p, d.min_p, w);
-    pk_finish(&a, s, c[pk_best_draw(w, k, &d, pol, st)].id, &d);
+    __syncwarp();
+    const int k = k_s[warp];
+    if (k == 0) return; // the whole warp: finished by lane 0, or left to the fallback
+    const float inv_t = 1.0f / d_s[warp].temperature; // policy_filter's
+    for (int i = lane; i < k; i += 32) w_s[warp][i] = policy_weight(c, i, inv_t);
+    __syncwarp();
+    if (lane != 0) return;
+    const PolicyDecision d = d_s[warp];
+    const int kept = policy_filter_cut(w_s[warp], k, d.top_p, d.min_p);
+    pk_finish(&a, s, c[pk_best_draw(w_s[warp], kept, &d, pol, st)].id, &d);
 }
 
 // Bitonic stages of one merge size: strides stride_top down to stride_bottom over
@@ -360,7 +383,7 @@ extern "C" void etx_policy_step(const EtxPolicyArgs* a, void* stream) {
     if (a->n_seqs <= 0) return;
     const EtxPolicyArgs args = *a;
     const PkScratch sc = pk_scratch(a->scratch, a->n_seqs, a->vocab);
-    ETX_LAUNCH(policy_kernel, etx_ceil_div(a->n_seqs, PK_THREADS), PK_THREADS, 0, (cudaStream_t)stream, args, sc);
+    ETX_LAUNCH(policy_kernel, etx_ceil_div(a->n_seqs, PK_WARPS), PK_WARPS * 32, 0, (cudaStream_t)stream, args, sc);
     CUDA_CHECK_LAUNCH();
     if (a->no_fallback) return; // every pick stays within its candidates (the caller's bound)
     ETX_LAUNCH(policy_fallback_kernel, a->n_seqs, PK_SORT_THREADS, 0, (cudaStream_t)stream, args, sc);
@@ -372,7 +395,7 @@ extern "C" EtxCost etx_policy_step_cost(int n_seqs, int fallback) {
     c.bytes = (double)n_seqs * (ETX_TOPK * 12.0 + sizeof(EtxVocabStats) + sizeof(etx_policy) + 2 * sizeof(EtxSeqState) +
                                 sizeof(etx_trace_record) + 8);
     c.flops = (double)n_seqs * ETX_TOPK * 20.0;
-    c.ctas = (double)etx_ceil_div(n_seqs, PK_THREADS) + (fallback ? n_seqs : 0);
-    c.busy = (double)etx_ceil_div(n_seqs, PK_THREADS);
+    c.ctas = (double)etx_ceil_div(n_seqs, PK_WARPS) + (fallback ? n_seqs : 0);
+    c.busy = (double)etx_ceil_div(n_seqs, PK_WARPS);
     return c;
 }

@@ -90,7 +90,7 @@ typedef struct {
 // weights (4 vocab bytes): about 1.5 MiB per sequence at a 128256 vocabulary.
 size_t etx_policy_scratch_bytes(int n_seqs, int vocab);
 
-// Runs the step: the policy kernel (a thread per sequence), then, unless a->no_fallback,
+// Runs the step: the policy kernel (a warp per sequence), then, unless a->no_fallback,
 // the fallback kernel (a block per sequence; blocks of sequences that did not need it
 // return at once).
 // a is read on the host; its pointers are device pointers. stream: a cudaStream_t.
