@@ -60,9 +60,10 @@ static double plan_bytes(const CudaBackend* b, int tied, double* kv_bytes) {
     w += (double)b->vocab_all * dim * 2 + (tied && b->tp == 1 ? 0.0 : V * dim * 2) + L * dim * 8;
     w += L * ((b->m->cfg.qkv_bias ? b->qkv_dim * 4.0 : 0) + (b->m->cfg.qk_norm ? b->hdp * 8.0 : 0)); // Qwen's, f32
     *kv_bytes = 2.0 * L * b->cfg.kv_blocks * (double)b->cfg.kv_block_size * b->kv_dim * 2;
-    double act = rows * (dim * 4 + dim * 2 + b->qkv_dim * 4.0 + b->q_dim * 6.0 + dim * 4 + b->hidden * 2.0 + 12);
+    const double delta = b->dims.fused_residual ? 0.0 : dim * 4; // tensor parallelism only (alloc_buffers)
+    double act = rows * (dim * 4 + dim * 2 + b->qkv_dim * 4.0 + b->q_dim * 6.0 + delta + b->hidden * 2.0 + 12);
     act += (double)cuda_gemm_ws_bytes(&b->dims, b->max_rows, b->cfg.max_batch, etx_gemm_swiglu_needs_scratch(b->dim));
-    act += mb * (double)b->shape.max_blocks * 4 + mb * (dim * 10.0 + 4); // gathered head rows
+    act += mb * (double)b->shape.max_blocks * 4 + mb * (dim * 6.0 + delta + 4); // gathered head rows
     double smp = 2 * mb * V * 4 + 2 * mb * (double)score_row(b) * 4 + mb * ETX_TOPK * sizeof(PolicyCandidate);
     smp += (double)etx_policy_scratch_bytes(b->cfg.max_batch, b->vocab_all) + etx_vocab_pass_scratch_bytes(b->cfg.max_batch);
     if (b->tp > 1) { // cuda_tp.c's: parts, and on shard 0 the gathered parts, score rows and logits rows
@@ -261,7 +262,11 @@ static etx_status alloc_buffers(CudaBackend* b) {
     ETX_TRY(cuda_alloc(b, (void**)&b->qkv, (size_t)rows * b->qkv_dim * 4, "qkv activations"));
     ETX_TRY(cuda_alloc(b, (void**)&b->q, (size_t)rows * b->q_dim * 4, "queries"));
     ETX_TRY(cuda_alloc(b, (void**)&b->att, (size_t)rows * b->q_dim * 2, "attention output"));
-    ETX_TRY(cuda_alloc(b, (void**)&b->delta, (size_t)(rows + mb) * dim * 4, "projection output"));
+    // delta: the projections' partial sums a tensor-parallel shard all-reduces; on one GPU
+    // the O and down projections add into x themselves (CudaDims.fused_residual) and it
+    // is never touched, so it is not allocated
+    if (!b->dims.fused_residual)
+        ETX_TRY(cuda_alloc(b, (void**)&b->delta, (size_t)(rows + mb) * dim * 4, "projection output"));
     b->gemm_ws_bytes = cuda_gemm_ws_bytes(&b->dims, rows, b->cfg.max_batch, etx_gemm_swiglu_needs_scratch(dim));
     ETX_TRY(cuda_alloc(b, (void**)&b->gemm_ws, b->gemm_ws_bytes, "GEMM workspace"));
     b->dims.gemm_ws_bytes = b->gemm_ws_bytes; // the plan's split reduces are this workspace's
