@@ -18,8 +18,8 @@
 # GPU_CHECK_TINY=1 runs everything on a 2-layer model of the same architecture (smoke run).
 # Stages: GPU_CHECK_STAGES (comma-separated; default all) picks among tests, logits,
 # invariance, multigpu (--tp 2 and --gpus all, 2+ GPUs only), bench, gemm_ab (etx bench with ETX_GEMM=cuda-cores beside tensor-cores, same
-# script), pdl_tiled_ab (etx bench with ETX_PDL=0, with ETX_GEMM_TILED=0, with
-# ETX_FUSE=0 and with ETX_TC_WARPS=8 beside the default), graphs_ab (etx bench with ETX_CUDA_GRAPHS=0 beside the default: what the decode
+# script), pdl_tiled_ab (etx bench with ETX_PREFETCH=0, ETX_PDL=0, ETX_GEMM_TILED=0,
+# ETX_FUSE=0 and ETX_TC_WARPS=8, each beside the default), graphs_ab (etx bench with ETX_CUDA_GRAPHS=0 beside the default: what the decode
 # graphs, with the sampling inside them, buy), profile (cost model vs per-op times), ncu (Nsight Compute on the vocabulary pass,
 # attention and the GEMMs of a short generate), peers, sanitizer; GPU_CHECK_TESTS replaces
 # the list of native suites the tests stage runs; GPU_CHECK_GEMM_PATHS the ETX_GEMM values
@@ -270,8 +270,8 @@ fi
 #    per kernel with PDL against 1.5 without, and the tiled kernel at 64 FLOPs per L2 byte
 #    against gemm_tc_kernel's 16: these ratios check both (the bits are the same either way)
 if want pdl_tiled_ab && [ $MODEL_OK = 1 ] && has_time 60 "PDL / tiled GEMM"; then
-    { echo "## ETX_PDL=0, ETX_GEMM_TILED=0, ETX_FUSE=0 and ETX_TC_WARPS=8 beside the default (etx bench, greedy, -r 1)"; echo; } >> $BENCH_MD
-    for v in default ETX_PDL=0 ETX_GEMM_TILED=0 ETX_FUSE=0 ETX_TC_WARPS=8; do
+    { echo "## ETX_PDL=0, ETX_GEMM_TILED=0, ETX_FUSE=0, ETX_TC_WARPS=8 and ETX_PREFETCH=0 beside the default (etx bench, greedy, -r 1)"; echo; } >> $BENCH_MD
+    for v in default ETX_PREFETCH=0 ETX_PDL=0 ETX_GEMM_TILED=0 ETX_FUSE=0 ETX_TC_WARPS=8; do
         has_time 30 "$v" || continue
         tag=${v//=/}
         env $( [ $v = default ] || echo $v ) timeout "$(limit 120)" /tmp/etx-run bench -m $MODEL --device cuda \

@@ -499,7 +499,7 @@ extern "C" EtxCost etx_attn_rows_rope_cost(int n_rows, int len, int max_seq_len,
 }
 
 extern "C" EtxCost etx_attn_rows_cost(int n_rows, int len, int max_seq_len, EtxAttnShape sh, int capture, int sms) {
-    EtxCost c = {0, 0, 0, 0, 0, 0, 0, 0};
+    EtxCost c = {0, 0, 0, 0, 0, 0, 0, 0, 0};
     if (n_rows <= 0) return c;
     const int split = etx_attn_split_len(max_seq_len), n_splits = etx_attn_n_splits(max_seq_len);
     const double q_dim = (double)sh.n_heads * sh.head_dim, kv_dim = (double)sh.n_kv_heads * sh.head_dim;

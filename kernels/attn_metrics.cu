@@ -320,7 +320,7 @@ extern "C" void etx_attn_metrics_merge(int n_seqs, int shards, int n_heads, int 
 }
 
 extern "C" EtxCost etx_attn_metrics_cost(int n_seqs, int n_heads, int n_pos, int max_ctx) {
-    EtxCost c = {0, 0, 0, 0, 3, 0, 0, 0};
+    EtxCost c = {0, 0, 0, 0, 3, 0, 0, 0, 0};
     c.bytes = (double)n_seqs * n_heads * n_pos * 4 + (double)n_seqs * (n_heads * 40.0 + am_chunks(max_ctx) * 8.0 + 16);
     c.flops = 20.0 * n_seqs * n_heads * n_pos;
     c.ctas = (double)n_seqs * (etx_ceil_div(n_heads, AM_WARPS) + am_chunks(max_ctx)) + etx_ceil_div(n_seqs, 64);

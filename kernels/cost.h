@@ -28,6 +28,9 @@ typedef struct {
     int per_sm;     // working blocks per SM the kernel needs to reach its rate (0: the
                     // model's default, 2; a kernel built to run one fat block per SM,
                     // with its own pipeline, says 1)
+    double pf;      // DRAM bytes the launch asks L2 to prefetch for a later one (the CUDA
+                    // plan's CudaOp.pf_bytes): not limited by the grid's fill (the TMA
+                    // unit issues them), so they cost time only past the launch's own
 } EtxCost;
 
 #endif // ETX_KERNELS_COST_H

@@ -122,6 +122,31 @@ extern "C" int etx_dev_note_error(const char* what, const char* file, int line, 
 
 static inline int etx_ceil_div(int a, int b) { return (a + b - 1) / b; }
 
+// Asks L2 to fetch [p, p + bytes) from DRAM (p 16-byte aligned, bytes a multiple of 16,
+// read-only memory), returning nothing to the SM: the weights of a projection a few
+// launches ahead, requested by a kernel whose own loads leave DRAM idle (a small
+// projection at batch 1 waits mostly on latency), so that projection later reads them
+// from L2. Called by every thread of the block (the pieces spread over them).
+// sm_90: cp.async.bulk.prefetch.L2 (the TMA unit's prefetch: no registers, no load
+// slots of the issuing warps), 16 KB a piece; sm_80-89: prefetch.global.L2, a 128-byte
+// line a piece; the emulator checks the range (simt::detail::check_l2_prefetch).
+#define ETX_L2_PIECE (16 * 1024)
+// bytes < 2^32 (a block's share); blockDim.y == 1.
+static __device__ __forceinline__ void etx_l2_prefetch(const char* p, unsigned bytes) {
+    if (bytes == 0) return;
+#ifdef ETX_SIMT
+    if (threadIdx.x == 0) simt::detail::check_l2_prefetch(p, (size_t)bytes);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    for (unsigned off = threadIdx.x * ETX_L2_PIECE; off < bytes; off += blockDim.x * ETX_L2_PIECE) {
+        const unsigned n = bytes - off < ETX_L2_PIECE ? bytes - off : ETX_L2_PIECE;
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p + off), "r"(n) : "memory");
+    }
+#elif defined(__CUDA_ARCH__)
+    for (unsigned off = threadIdx.x * 128; off < bytes; off += blockDim.x * 128)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(p + off) : "memory");
+#endif
+}
+
 // A GEMM epilogue's f32 output: stored, or (acc_y) added to what is there — y + s, one
 // rounding: the residual stream taking a projection (etx_gemm_bf16_add), the same bits
 // as the norm kernel's residual add x + delta had when the projection wrote delta.

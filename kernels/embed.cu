@@ -46,6 +46,6 @@ extern "C" void etx_embed(float* x, const etx_bf16* emb, const int32_t* tok, int
 }
 
 extern "C" EtxCost etx_embed_cost(int n_rows, int dim) {
-    EtxCost c = {(double)n_rows * dim * (2 + 4), 0, (double)n_rows, (double)n_rows, 1, 0, 0, 0};
+    EtxCost c = {(double)n_rows * dim * (2 + 4), 0, (double)n_rows, (double)n_rows, 1, 0, 0, 0, 0};
     return c;
 }

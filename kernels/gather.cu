@@ -51,6 +51,6 @@ extern "C" void etx_gather_rows2(float* a, float* b, const int32_t* idx, int n, 
 }
 
 extern "C" EtxCost etx_gather_rows2_cost(int n, int width) {
-    EtxCost c = {(double)n * width * 4 * 4, 0, (double)n, (double)n, 1, 0, 0, 0};
+    EtxCost c = {(double)n * width * 4 * 4, 0, (double)n, (double)n, 1, 0, 0, 0, 0};
     return c;
 }

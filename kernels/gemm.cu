@@ -194,7 +194,7 @@ extern "C" EtxCost etx_gemm_cost(int n, int in, int out, double l2_bytes, size_t
     // the path etx_gemm_bf16 takes on a card of sm_80 or later (every card the model knows)
     if (in % 8 == 0 && gemm_wanted_path() != 0)
         return etx_gemm_tc_cost(n, in, out, l2_bytes, ws_bytes, sms);
-    EtxCost c = {0, 0, 0, 0, 0, 0, 0, 0};
+    EtxCost c = {0, 0, 0, 0, 0, 0, 0, 0, 0};
     if (n <= 0 || out <= 0) return c;
     const int tile = etx_gemm_tile_rows(n), tiles = etx_ceil_div(n, tile);
     const double w = (double)out * in * 2;

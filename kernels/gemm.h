@@ -145,6 +145,14 @@ void etx_gemm_tc_bf16_add_rmsnorm(float* y, const etx_bf16* x, const etx_bf16* w
                                   etx_bf16* xb, int n, int in, int out, float* ws, size_t ws_bytes, void* stream);
 int etx_gemm_tc_add_rmsnorm_fuses(int n, int in, int out, size_t ws_bytes);
 EtxCost etx_gemm_tc_add_rmsnorm_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes, int sms);
+// The next tensor-core GEMM call on this thread also asks L2 to prefetch [p, p + bytes)
+// (p 16-byte aligned, bytes a multiple of 16, inside one read-only allocation: the
+// weights of a projection a few launches ahead): gemm_tc_kernel's blocks split it and
+// issue it after their own first weight loads (kernels/cuda_common.cuh etx_l2_prefetch).
+// Taken by that call whichever kernel it runs (the tiled kernel drops it); bytes 0
+// clears it. The CUDA backend's plan sets it where a small projection leaves DRAM idle
+// (host/cuda/cuda_plan.c, CudaOp.pf_*). Changes no output.
+void etx_gemm_prefetch_next(const void* p, size_t bytes);
 // Warps per block of gemm_tc_kernel for every call (8 or 16; 0: the rule, 16 when the
 // one-tile kernel's grid has no more tiles than the device has SMs). Tests: the same bits.
 void etx_gemm_tc_force_warps(int w);

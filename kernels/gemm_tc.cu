@@ -68,6 +68,12 @@
  * in two half-rounds of registers, each refilled as soon as it has been multiplied, so a
  * slice longer than one round (the down projection's 32 chunks) keeps loads outstanding
  * without a gap between rounds (126 registers at n <= 8: two blocks per SM).
+ * L2 prefetch (etx_gemm_prefetch_next): a call may carry a range of a later projection's
+ * weights; each block asks L2 for its share right after its own first weight loads
+ * (tc_prefetch_share; sm_90: cp.async.bulk.prefetch.L2, which the TMA unit issues without
+ * registers or load slots), so at batch 1, where a block's loads are one DRAM round trip
+ * and the bandwidth is idle most of the kernel, the next projection's weights stream in
+ * meanwhile (host/cuda/cuda_plan.c sizes it). No output depends on it.
  * Measured on an H200 (benchmarks/results/gpu-tc-h200-2026-12-04.md): 142 TFLOP/s at
  * 4096^3 (cuBLAS ~790, the CUDA-core kernel 13); at batch 1 a Llama-3.2-1B layer's four
  * GEMMs take 44 us against 25 us at the card's bandwidth.
@@ -120,6 +126,17 @@ static __device__ __forceinline__ tc_u32x4 tc_load(const __nv_bfloat16* p, bool 
 }
 
 
+// Block b of the grid (linear, x fastest) prefetches its share of [pf, pf + pf_bytes)
+// into L2 (etx_l2_prefetch): the range in 16-byte units split evenly over the blocks.
+// pf_bytes < 2^32 (etx_gemm_prefetch_next checks).
+static __device__ __forceinline__ void tc_prefetch_share(const char* pf, unsigned pf_bytes) {
+    if (pf_bytes == 0) return;
+    const unsigned nb = gridDim.x * gridDim.y, b = blockIdx.y * gridDim.x + blockIdx.x;
+    const unsigned units = pf_bytes / 16, per = (units + nb - 1) / nb;
+    const unsigned lo = min(b * per, units), hi = min(lo + per, units);
+    etx_l2_prefetch(pf + 16 * (size_t)lo, 16 * (hi - lo));
+}
+
 // Block tile (bc, br): columns o0 = 16 MT bc .. + 16 MT - 1, rows r0 = 8 NT br .. + 8 NT - 1;
 // rows_fast: (bc, br) = (blockIdx.y, blockIdx.x), the row tiles of a column block launched
 // one after another (decode: each weight tile is read from DRAM once and the others hit
@@ -143,7 +160,8 @@ static __device__ __forceinline__ tc_u32x4 tc_load(const __nv_bfloat16* p, bool 
 template <int MT, int NT, bool SWIGLU, bool NORM, int SLICES, int WARPS>
 __global__ void __launch_bounds__(WARPS * 32, (MT * NT <= 2 && WARPS == 8) ? 2 : 1)
     gemm_tc_kernel(void* __restrict__ y, const void* __restrict__ xv, const __nv_bfloat16* __restrict__ w,
-                   const float* __restrict__ gamma, float eps, int n, int in, int out, int rows_fast, int acc_y) {
+                   const float* __restrict__ gamma, float eps, int n, int in, int out, int rows_fast, int acc_y,
+                   const char* __restrict__ pf, unsigned pf_bytes) {
     static_assert(!NORM || (MT == 1 && NT == 1), "the fused norm is for the one-tile (n <= 8) kernel");
     static_assert(SLICES % WARPS == 0, "a warp runs whole slices");
     constexpr int TM = 16 * MT, TN = 8 * NT, THREADS = WARPS * 32;
@@ -183,6 +201,9 @@ __global__ void __launch_bounds__(WARPS * 32, (MT * NT <= 2 && WARPS == 8) ? 2 :
     // batch 1: at in = 2048 a warp's whole share is these two. x is read only after the wait.
     load_w(av0, 0);
     load_w(av1, H);
+    // then this block's share of the launch's L2 prefetch (pf: weights of a later
+    // projection, read-only like w, so before the wait too), after its own loads
+    tc_prefetch_share(pf, pf_bytes);
     ETX_PDL_ENTRY();
     const __nv_bfloat16* xb[NT];
     if (NORM) {
@@ -544,7 +565,9 @@ static __device__ float tc_twin_sum(const __nv_bfloat16* wr, const __nv_bfloat16
 template <bool SWIGLU, bool NORM>
 __global__ void gemm_tc_twin_kernel(void* __restrict__ y, const void* __restrict__ xv,
                                     const __nv_bfloat16* __restrict__ w, const float* __restrict__ gamma, float eps,
-                                    int n, int in, int out, int acc_y) {
+                                    int n, int in, int out, int acc_y, const char* __restrict__ pf,
+                                    unsigned pf_bytes) {
+    tc_prefetch_share(pf, pf_bytes); // the warp kernel's prefetch, so the engine suites check its ranges
     ETX_PDL_ENTRY();
     const int o = (blockIdx.x * blockDim.x + threadIdx.x) * (SWIGLU ? 2 : 1);
     for (int r = blockIdx.y; r < n; r += gridDim.y) {
@@ -583,6 +606,30 @@ static int tc_tile_cols(int n) { return n <= 16 ? 16 : 32; }
 // block (large prefill chunks: W re-read, x once). Launch order only: no output changes.
 static int tc_rows_fast(int n, int out) { return n <= out; }
 
+// The L2 prefetch a call carries (etx_gemm_prefetch_next): set by the caller for its next
+// tensor-core call on this thread, taken (and cleared) by that call. gemm_tc_kernel (and
+// its twin) split it over their blocks; the tiled kernel, whose calls are bandwidth-bound,
+// drops it.
+typedef struct {
+    const char* p;
+    unsigned bytes;
+} TcPrefetch;
+static thread_local TcPrefetch t_prefetch = {NULL, 0};
+static TcPrefetch tc_take_prefetch(void) {
+    const TcPrefetch pf = t_prefetch;
+    t_prefetch.p = NULL, t_prefetch.bytes = 0;
+    return pf;
+}
+extern "C" void etx_gemm_prefetch_next(const void* p, size_t bytes) {
+    if (bytes && (!p || ((uintptr_t)p % 16) != 0 || bytes % 16 != 0 || bytes >= (1ull << 32))) {
+        fprintf(stderr, "[etx] etx_gemm_prefetch_next: %zu bytes at %p (16-byte aligned pieces, under 4 GB)\n", bytes,
+                p);
+        abort();
+    }
+    t_prefetch.p = bytes ? static_cast<const char*>(p) : NULL;
+    t_prefetch.bytes = (unsigned)bytes;
+}
+
 // The fused norm of a call (NULL: x is bf16 and already normalised).
 typedef struct {
     const float* x;     // (n, in) f32, the residual stream
@@ -600,7 +647,7 @@ typedef struct {
 
 template <int MT, int NT, bool SWIGLU, bool NORM, int SLICES, int WARPS>
 static void launch_tc_warps(void* y, const void* x, const __nv_bfloat16* w, const TcNorm* nm, int n, int in, int out,
-                            int acc_y, cudaStream_t st) {
+                            int acc_y, TcPrefetch pf, cudaStream_t st) {
     const int tiles_c = etx_ceil_div(out, 16 * MT), tiles_r = etx_ceil_div(n, 8 * NT), rows_fast = tc_rows_fast(n, out);
     if ((rows_fast ? tiles_c : tiles_r) > 65535) { // gridDim.y
         fprintf(stderr, "[etx] etx_gemm_tc: %d rows x %d columns (at most 65535 tiles in gridDim.y)\n", n, out);
@@ -610,7 +657,7 @@ static void launch_tc_warps(void* y, const void* x, const __nv_bfloat16* w, cons
     // NORM: the block's normalised rows, bf16 (tc_norm_rule keeps them within TC_NORM_SMEM)
     const size_t smem = NORM ? (size_t)min(n, 8 * NT) * in * sizeof(__nv_bfloat16) : 0;
     ETX_LAUNCH((gemm_tc_kernel<MT, NT, SWIGLU, NORM, SLICES, WARPS>), grid, WARPS * 32, smem, st, y, x, w,
-               nm ? nm->gamma : NULL, nm ? nm->eps : 0.0f, n, in, out, rows_fast, acc_y);
+               nm ? nm->gamma : NULL, nm ? nm->eps : 0.0f, n, in, out, rows_fast, acc_y, pf.p, pf.bytes);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -649,17 +696,17 @@ static int tc_warps_wanted(void) {
 
 template <int MT, int NT, bool SWIGLU, bool NORM>
 static void launch_tc(void* y, const void* x, const __nv_bfloat16* w, const TcNorm* nm, int n, int in, int out,
-                      int acc_y, cudaStream_t st) {
+                      int acc_y, TcPrefetch pf, cudaStream_t st) {
     if (tc_slices(in) == 8) {
-        launch_tc_warps<MT, NT, SWIGLU, NORM, 8, TC_WARPS>(y, x, w, nm, n, in, out, acc_y, st);
+        launch_tc_warps<MT, NT, SWIGLU, NORM, 8, TC_WARPS>(y, x, w, nm, n, in, out, acc_y, pf, st);
         return;
     }
     const int wanted = tc_warps_wanted();
     if (MT == 1 && NT == 1 && (wanted ? wanted == 16 : tc_wide(n, in, out, etx_dev_sm_count()))) {
-        launch_tc_warps<1, 1, SWIGLU, NORM, 16, 16>(y, x, w, nm, n, in, out, acc_y, st);
+        launch_tc_warps<1, 1, SWIGLU, NORM, 16, 16>(y, x, w, nm, n, in, out, acc_y, pf, st);
         return;
     }
-    launch_tc_warps<MT, NT, SWIGLU, NORM, 16, TC_WARPS>(y, x, w, nm, n, in, out, acc_y, st);
+    launch_tc_warps<MT, NT, SWIGLU, NORM, 16, TC_WARPS>(y, x, w, nm, n, in, out, acc_y, pf, st);
 }
 
 // Which kernel a call takes: g_tc_kernel -1 (auto: the tiled kernel for n > 32 when its
@@ -796,6 +843,7 @@ template <bool SWIGLU>
 static void gemm_tc_run(void* y, const void* x, const etx_bf16* w, const TcNorm* nm, const TcNormAfter* na, int n,
                         int in, int out, float* ws, size_t ws_bytes, int acc_y, void* stream) {
     cudaStream_t st = (cudaStream_t)stream;
+    const TcPrefetch pf = tc_take_prefetch(); // this call's, whichever kernel it takes (only gemm_tc_kernel has one)
     const __nv_bfloat16* xb = static_cast<const __nv_bfloat16*>(x);
     const __nv_bfloat16* wb = reinterpret_cast<const __nv_bfloat16*>(w);
 #ifdef ETX_SIMT
@@ -804,10 +852,10 @@ static void gemm_tc_run(void* y, const void* x, const etx_bf16* w, const TcNorm*
         const dim3 grid(etx_ceil_div(out, 128 * per), min(n, 65535));
         if (nm)
             ETX_LAUNCH((gemm_tc_twin_kernel<SWIGLU, true>), grid, 128, (size_t)in * sizeof(__nv_bfloat16), st, y, x,
-                       wb, nm->gamma, nm->eps, n, in, out, acc_y);
+                       wb, nm->gamma, nm->eps, n, in, out, acc_y, pf.p, pf.bytes);
         else
             ETX_LAUNCH((gemm_tc_twin_kernel<SWIGLU, false>), grid, 128, 0, st, y, x, wb, (const float*)NULL, 0.0f, n,
-                       in, out, acc_y);
+                       in, out, acc_y, pf.p, pf.bytes);
         CUDA_CHECK_LAUNCH();
         // the twin has no split reduce: the norm after it is the stand-alone kernel (the
         // same bits; one launch more than the plan counts, which the engine suites' twin
@@ -823,7 +871,7 @@ static void gemm_tc_run(void* y, const void* x, const etx_bf16* w, const TcNorm*
         abort();
     }
     if (nm) {
-        launch_tc<1, 1, SWIGLU, true>(y, x, wb, nm, n, in, out, acc_y, st);
+        launch_tc<1, 1, SWIGLU, true>(y, x, wb, nm, n, in, out, acc_y, pf, st);
         return;
     }
     if (tc_use_tiled(n, out, ws ? ws_bytes : 0)) {
@@ -835,9 +883,9 @@ static void gemm_tc_run(void* y, const void* x, const etx_bf16* w, const TcNorm*
         return;
     }
     switch (etx_gemm_tc_tile_rows(n)) {
-    case 8: launch_tc<1, 1, SWIGLU, false>(y, xb, wb, NULL, n, in, out, acc_y, st); break;
-    case 16: launch_tc<1, 2, SWIGLU, false>(y, xb, wb, NULL, n, in, out, acc_y, st); break;
-    default: launch_tc<2, 4, SWIGLU, false>(y, xb, wb, NULL, n, in, out, acc_y, st); break;
+    case 8: launch_tc<1, 1, SWIGLU, false>(y, xb, wb, NULL, n, in, out, acc_y, pf, st); break;
+    case 16: launch_tc<1, 2, SWIGLU, false>(y, xb, wb, NULL, n, in, out, acc_y, pf, st); break;
+    default: launch_tc<2, 4, SWIGLU, false>(y, xb, wb, NULL, n, in, out, acc_y, pf, st); break;
     }
 }
 
@@ -887,7 +935,7 @@ extern "C" void etx_gemm_tc_bf16_add_rmsnorm(float* y, const etx_bf16* x, const 
 // the fused norm (tc_norm_rule holds).
 static EtxCost tc_cost(int n, int in, int out, double l2_bytes, double y_bytes_per_out, size_t ws_bytes, int norm,
                        int sms) {
-    EtxCost c = {0, 0, 0, 0, 0, 0, 0, 0};
+    EtxCost c = {0, 0, 0, 0, 0, 0, 0, 0, 0};
     if (n <= 0 || out <= 0) return c;
     const int tiled = tc_use_tiled(n, out, ws_bytes);
     const int rows = tiled ? 32 * tt_nt(n, out) : etx_gemm_tc_tile_rows(n), cols = tiled ? TT_BM : tc_tile_cols(n);

@@ -56,6 +56,6 @@ extern "C" void etx_kv_copy_blocks(etx_bf16* const* pools, int n_pools, const in
 
 extern "C" EtxCost etx_kv_copy_blocks_cost(int n, int n_pools, size_t block_elems) {
     const double ctas = (double)n * n_pools;
-    EtxCost c = {ctas * (double)block_elems * 2 * 2, 0, ctas, ctas, 1, 0, 0, 0};
+    EtxCost c = {ctas * (double)block_elems * 2 * 2, 0, ctas, ctas, 1, 0, 0, 0, 0};
     return c;
 }

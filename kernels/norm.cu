@@ -91,6 +91,6 @@ extern "C" void etx_rmsnorm_residual(etx_bf16* out, float* x, const float* delta
 
 extern "C" EtxCost etx_rmsnorm_cost(int n_rows, int dim, int with_delta) {
     EtxCost c = {(double)n_rows * dim * (4 + (with_delta ? 8 : 0) + 2) + (double)dim * 4, 4.0 * n_rows * dim,
-                 (double)n_rows, (double)n_rows, 1, 0, 0, 0};
+                 (double)n_rows, (double)n_rows, 1, 0, 0, 0, 0};
     return c;
 }

@@ -391,7 +391,7 @@ extern "C" void etx_policy_step(const EtxPolicyArgs* a, void* stream) {
 }
 
 extern "C" EtxCost etx_policy_step_cost(int n_seqs, int fallback) {
-    EtxCost c = {0, 0, 0, 0, 1 + (fallback != 0), 0, 0, 0};
+    EtxCost c = {0, 0, 0, 0, 1 + (fallback != 0), 0, 0, 0, 0};
     c.bytes = (double)n_seqs * (ETX_TOPK * 12.0 + sizeof(EtxVocabStats) + sizeof(etx_policy) + 2 * sizeof(EtxSeqState) +
                                 sizeof(etx_trace_record) + 8);
     c.flops = (double)n_seqs * ETX_TOPK * 20.0;

@@ -76,6 +76,6 @@ extern "C" EtxCost etx_qkv_prep_cost(int n_rows, int has_bias, int has_norm, Etx
     const double flops = (has_bias ? q_dim + 2 * kv_dim : 0) + (has_norm ? 4 * (q_dim + kv_dim) : 0);
     EtxCost c = {(double)n_rows * touched * 8 + (has_bias ? (q_dim + 2 * kv_dim) * 4 : 0) +
                      (has_norm ? 2.0 * sh.head_dim * 4 : 0),
-                 (double)n_rows * flops, (double)n_rows, (double)n_rows, 1, 0, 0, 0};
+                 (double)n_rows * flops, (double)n_rows, (double)n_rows, 1, 0, 0, 0, 0};
     return c;
 }

@@ -80,6 +80,6 @@ extern "C" void etx_rope_kv_append(float* q_out, etx_bf16* k_pool, etx_bf16* v_p
 extern "C" EtxCost etx_rope_kv_append_cost(int n_rows, EtxAttnShape sh) {
     const double q_dim = (double)sh.n_heads * sh.head_dim, kv_dim = (double)sh.n_kv_heads * sh.head_dim;
     EtxCost c = {(double)n_rows * ((q_dim + 2 * kv_dim) * 4 + q_dim * 4 + 2 * kv_dim * 2),
-                 (double)n_rows * (q_dim + kv_dim) / 2 * 6, (double)n_rows, (double)n_rows, 1, 0, 0, 0};
+                 (double)n_rows * (q_dim + kv_dim) / 2 * 6, (double)n_rows, (double)n_rows, 1, 0, 0, 0, 0};
     return c;
 }

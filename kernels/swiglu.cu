@@ -41,6 +41,6 @@ extern "C" void etx_swiglu(etx_bf16* out, const float* gu, int n_rows, int hidde
 
 extern "C" EtxCost etx_swiglu_cost(int n_rows, int hidden) {
     const double ctas = (double)etx_ceil_div(hidden, SWIGLU_THREADS) * n_rows;
-    EtxCost c = {(double)n_rows * hidden * (8 + 2), 5.0 * n_rows * hidden, ctas, ctas, 1, 0, 0, 0};
+    EtxCost c = {(double)n_rows * hidden * (8 + 2), 5.0 * n_rows * hidden, ctas, ctas, 1, 0, 0, 0, 0};
     return c;
 }

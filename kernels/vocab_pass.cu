@@ -678,7 +678,7 @@ extern "C" void etx_vocab_merge(const EtxVocabPart* parts, int n_shards, int n_s
 
 extern "C" EtxCost etx_vocab_pass_cost(int n_seqs, int vocab, int k) {
     const int split = vp_split(n_seqs, vocab);
-    EtxCost c = {0, 0, 0, 0, 1, 0, 0, 0};
+    EtxCost c = {0, 0, 0, 0, 1, 0, 0, 0, 0};
     c.bytes = (double)n_seqs * vocab * 4 + (double)n_seqs * (sizeof(EtxVocabStats) + 12.0 * k);
     if (split > 1) c.bytes += 2.0 * n_seqs * split * (sizeof(VpAcc) + 8.0 * k);
     c.flops = 14.0 * n_seqs * vocab;

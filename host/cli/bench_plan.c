@@ -28,11 +28,11 @@ static int named_shape(const char* name, CudaDims* d) {
         // dim, hidden, vocab, layers, heads, kv heads, head_dim, padded, q_dim, kv_dim, qkv_dim, ctx, block, tied,
         // Q/K/V biases, QK-norm, fused residual (one GPU), GEMM workspace (0: as
         // a backend built for the batch would have)
-        {"llama-3.2-1b", {2048, 8192, 128256, 16, 32, 8, 64, 64, 2048, 512, 3072, 0, 0, 1, 0, 0, 1, 0}},
-        {"llama-3.2-3b", {3072, 8192, 128256, 28, 24, 8, 128, 128, 3072, 1024, 5120, 0, 0, 1, 0, 0, 1, 0}},
-        {"llama-3.1-8b", {4096, 14336, 128256, 32, 32, 8, 128, 128, 4096, 1024, 6144, 0, 0, 0, 0, 0, 1, 0}},
-        {"smollm2-135m", {576, 1536, 49152, 30, 9, 3, 64, 64, 576, 192, 960, 0, 0, 1, 0, 0, 1, 0}},
-        {"qwen2.5-1.5b", {1536, 8960, 151936, 28, 12, 2, 128, 128, 1536, 256, 2048, 0, 0, 1, 1, 0, 1, 0}},
+        {"llama-3.2-1b", {2048, 8192, 128256, 16, 32, 8, 64, 64, 2048, 512, 3072, 0, 0, 1, 0, 0, 1, 0, 0}},
+        {"llama-3.2-3b", {3072, 8192, 128256, 28, 24, 8, 128, 128, 3072, 1024, 5120, 0, 0, 1, 0, 0, 1, 0, 0}},
+        {"llama-3.1-8b", {4096, 14336, 128256, 32, 32, 8, 128, 128, 4096, 1024, 6144, 0, 0, 0, 0, 0, 1, 0, 0}},
+        {"smollm2-135m", {576, 1536, 49152, 30, 9, 3, 64, 64, 576, 192, 960, 0, 0, 1, 0, 0, 1, 0, 0}},
+        {"qwen2.5-1.5b", {1536, 8960, 151936, 28, 12, 2, 128, 128, 1536, 256, 2048, 0, 0, 1, 1, 0, 1, 0, 0}},
     };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         if (!strcmp(shapes[i].name, name)) {
@@ -71,7 +71,7 @@ static void print_step(FILE* f, const CudaStepPrediction* p, const CudaCard* car
             n_rows++;
         }
         rows[r].count++;
-        rows[r].c.bytes += p->cost[i].bytes;
+        rows[r].c.bytes += p->cost[i].bytes + p->cost[i].pf; // its own DRAM bytes and the L2 prefetch it issues
         rows[r].c.flops += p->cost[i].flops;
         rows[r].c.l2 += p->cost[i].l2;
         rows[r].c.launches += p->cost[i].launches;
@@ -127,7 +127,9 @@ int bench_plan(const BenchConfig* c) {
     const int tc = etx_gemm_cost(1, 8, 16, 0, 0, 132).tensor;
     printf("time per op = launches x launch + max(DRAM bytes / bandwidth, L2 bytes / L2 bandwidth, FLOPs / rate) / "
            "min(1, working blocks / (per_sm x SMs)), per_sm 2, or 1 for the one-block-per-SM kernels (the tiled GEMM, "
-           "16-warp GEMM blocks); the GEMMs run on %s; floor = every weight once + the KV cache + the "
+           "16-warp GEMM blocks); a small projection's L2 prefetch of later weights (ETX_PREFETCH=0: none) is in its MB "
+           "moved and costs time only past max(its own time, all its DRAM bytes / bandwidth), and those weights come "
+           "from L2 in the op that reads them; the GEMMs run on %s; floor = every weight once + the KV cache + the "
            "logits written and read, at the bandwidth\n",
            tc ? "tensor cores (mma.sync: operands from L2 at 16 FLOPs per L2 byte up to 32 rows, through shared memory "
                 "at 44-85 above: bound by L2 there, not by the datasheet's FLOP/s)"

@@ -270,6 +270,7 @@ static etx_status alloc_buffers(CudaBackend* b) {
     b->gemm_ws_bytes = cuda_gemm_ws_bytes(&b->dims, rows, b->cfg.max_batch, etx_gemm_swiglu_needs_scratch(dim));
     ETX_TRY(cuda_alloc(b, (void**)&b->gemm_ws, b->gemm_ws_bytes, "GEMM workspace"));
     b->dims.gemm_ws_bytes = b->gemm_ws_bytes; // the plan's split reduces are this workspace's
+    b->dims.sms = etx_dev_sm_count();          // and its L2 prefetch is sized by this device's fill
     ETX_TRY(cuda_alloc(b, (void**)&b->hb, (size_t)rows * b->hidden * 2, "swiglu output"));
     const size_t ws = etx_attn_workspace_bytes(b->attn_ws_rows, b->shape.n_heads, b->hdp, b->cfg.max_seq_len);
     if (ws) { // its counters must start at zero (kernels/attention.h); every launch leaves them so

@@ -49,6 +49,17 @@ static void gemm_operands(CudaBackend* b, const CudaRows* r, const CudaOp* o, co
     }
 }
 
+// Weight matrix w of layer l (the LM head's: any l), as the GEMMs read it.
+static const etx_bf16* weight_matrix(const CudaBackend* b, CudaWeight w, int l) {
+    switch (w) {
+    case CUDA_W_QKV: return b->layers[l].wqkv;
+    case CUDA_W_O: return b->layers[l].wo;
+    case CUDA_W_GATE_UP: return b->layers[l].wgu;
+    case CUDA_W_DOWN: return b->layers[l].wdown;
+    default: return b->lm_head;
+    }
+}
+
 // The weight of a norm (the final one, or layer l's before attention or the MLP).
 static const float* norm_weight(const CudaBackend* b, int l, CudaNorm which) {
     return which == CUDA_NORM_FINAL ? b->final_norm
@@ -73,6 +84,11 @@ void cuda_run_op(CudaBackend* b, const CudaRows* r, const CudaOp* o) {
         int in = 0, out = 0;
         gemm_operands(b, r, o, &w, &x, &y);
         cuda_gemm_shape(&b->dims, (CudaWeight)o->which, &in, &out);
+        // the plan's L2 prefetch of a later projection's weights rides on this call (taken
+        // by the tensor-core GEMM it makes; the plan sets it only for those)
+        if (o->pf_bytes && etx_gemm_uses_tensor_cores())
+            etx_gemm_prefetch_next((const char*)weight_matrix(b, (CudaWeight)o->pf_which, o->pf_layer) + o->pf_off,
+                                   o->pf_bytes);
         if (o->norm) { // x's rows normalised by the GEMM itself (xb written only on its fallback)
             const float* gamma = norm_weight(b, o->layer, (CudaNorm)(o->norm - 1));
             if (o->which == CUDA_W_GATE_UP)

@@ -20,7 +20,7 @@
 #include "vocab_pass.h"
 
 static CudaOp op(CudaOpKind kind, int layer, int which, int row0, int n) {
-    CudaOp o = {kind, layer, which, row0, n, 0, 0, 0, 0};
+    CudaOp o = {kind, layer, which, row0, n, 0, 0, 0, 0, 0, 0, 0, 0, 0};
     return o;
 }
 
@@ -118,7 +118,71 @@ int cuda_plan_forward(const CudaDims* d, int n, int decode, int capture, int hea
     }
     if (xb_ready) ops[k++] = op(CUDA_OP_GEMM, -1, CUDA_W_LM_HEAD, head_row0, head_n);
     else k += cuda_plan_head(d, head_row0, head_n, ops + k);
+    cuda_plan_prefetch(d, ops, k);
     return k;
+}
+
+// ETX_PREFETCH=0 | 1 (unset or empty: 1), read once per process.
+static int plan_prefetches(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char* e = getenv("ETX_PREFETCH");
+        if (!e || !*e || strcmp(e, "1") == 0) on = 1;
+        else if (strcmp(e, "0") == 0) on = 0;
+        else {
+            fprintf(stderr, "[etx] ETX_PREFETCH=%s: expected 0 or 1\n", e);
+            exit(EXIT_FAILURE);
+        }
+    }
+    return on;
+}
+
+static size_t gemm_weight_bytes(const CudaDims* d, CudaWeight w) {
+    int in = 0, out = 0;
+    cuda_gemm_shape(d, w, &in, &out);
+    return (size_t)in * out * 2;
+}
+
+void cuda_plan_prefetch(const CudaDims* d, CudaOp* ops, int n_ops) {
+    if (!plan_prefetches() || !d->fused_residual) return;
+    // the card as far as a GEMM's napkin math needs it: its SMs (the fill) and L2 (whether
+    // x is re-read from DRAM: not at the few rows that prefetch)
+    CudaCard card;
+    memset(&card, 0, sizeof card);
+    card.sms = d->sms > 0 ? d->sms : 132;
+    card.l2_bytes = 50e6;
+    int j = -1;      // the GEMM whose weights are prefetched next
+    size_t joff = 0; // ... from this byte on
+    for (int i = 0; i < n_ops; i++) {
+        CudaOp* o = &ops[i];
+        if (o->kind != CUDA_OP_GEMM) continue;
+        if (j <= i) { // the next GEMM after this one
+            j = i + 1, joff = 0;
+            while (j < n_ops && ops[j].kind != CUDA_OP_GEMM) j++;
+        }
+        int in = 0, out = 0;
+        cuda_gemm_shape(d, (CudaWeight)o->which, &in, &out);
+        // gemm_tc_kernel's calls only (the one-tile kernel at <= 8 rows, tensor cores)
+        if (j >= n_ops || o->n > 8 || in % 8 != 0 || !etx_gemm_cost(1, 64, 16, 0, 0, card.sms).tensor) continue;
+        const EtxCost c = cuda_op_cost(d, o, 1, &card);
+        const double per_sm = c.per_sm > 0 ? c.per_sm : 2.0, fill = c.busy / (per_sm * card.sms);
+        if (fill >= 1.0 || fill <= 0.0) continue;
+        double idle = c.bytes * (1.0 / fill - 1.0); // c.bytes: own DRAM bytes, less what L2 holds
+        if (idle > (double)CUDA_PF_MAX) idle = (double)CUDA_PF_MAX;
+        const size_t wb = gemm_weight_bytes(d, (CudaWeight)ops[j].which);
+        size_t take = (size_t)idle;
+        if (take > wb - joff) take = wb - joff;
+        take &= ~(size_t)15;
+        if (take == 0) continue;
+        o->pf_which = ops[j].which, o->pf_layer = ops[j].layer, o->pf_off = joff, o->pf_bytes = take;
+        ops[j].prefetched += take;
+        joff += take;
+        if (joff >= wb) { // that matrix is all asked for: the next GEMM's
+            joff = 0;
+            do j++;
+            while (j < n_ops && ops[j].kind != CUDA_OP_GEMM);
+        }
+    }
 }
 
 int cuda_plan_sampling(const CudaDims* d, int np, int metrics, int fallback, CudaOp* ops) {
@@ -195,6 +259,7 @@ CudaDims cuda_dims_for(const etx_model* m, int max_seq_len, int block_size) {
     d.tied = m->w.lm_head == m->w.token_embedding;
     d.qkv_bias = c->qkv_bias != 0, d.qk_norm = c->qk_norm != 0;
     d.fused_residual = 1; // one GPU (a tensor-parallel backend clears it for its shards' plan)
+    d.sms = 0;            // no device: the plan's 132 (cuda_predict_decode_step: the card's)
     return d;
 }
 
@@ -247,11 +312,17 @@ EtxCost cuda_op_cost(const CudaDims* d, const CudaOp* o, int len, const CudaCard
         // path the model assumes (tensor cores unless ETX_GEMM=cuda-cores or in % 8 != 0)
         const size_t ws = cuda_plan_ws_bytes(d, o->n, !etx_gemm_cost(1, d->dim, 16, 0, 0, card->sms).tensor);
         const int sms = card->sms;
-        if (o->norm_next) return etx_gemm_add_rmsnorm_cost(o->n, in, out, card->l2_bytes, ws, sms);
-        if (o->norm) return etx_gemm_rmsnorm_cost(o->n, in, out, card->l2_bytes, o->which == CUDA_W_GATE_UP, sms);
-        if (o->which == CUDA_W_GATE_UP) return etx_gemm_swiglu_cost(o->n, in, out, card->l2_bytes, ws, sms);
-        if (o->residual) return etx_gemm_add_cost(o->n, in, out, card->l2_bytes, ws, sms);
-        return etx_gemm_cost(o->n, in, out, card->l2_bytes, ws, sms);
+        EtxCost c;
+        if (o->norm_next) c = etx_gemm_add_rmsnorm_cost(o->n, in, out, card->l2_bytes, ws, sms);
+        else if (o->norm) c = etx_gemm_rmsnorm_cost(o->n, in, out, card->l2_bytes, o->which == CUDA_W_GATE_UP, sms);
+        else if (o->which == CUDA_W_GATE_UP) c = etx_gemm_swiglu_cost(o->n, in, out, card->l2_bytes, ws, sms);
+        else if (o->residual) c = etx_gemm_add_cost(o->n, in, out, card->l2_bytes, ws, sms);
+        else c = etx_gemm_cost(o->n, in, out, card->l2_bytes, ws, sms);
+        // the L2 prefetch: weights an earlier launch asked for come from L2 (its loads are
+        // counted in c.l2 already); this launch's own request for a later one
+        c.bytes -= (double)o->prefetched;
+        c.pf = (double)o->pf_bytes;
+        return c;
     }
     case CUDA_OP_QKV_PREP: return etx_qkv_prep_cost(o->n, d->qkv_bias, d->qk_norm, attn_shape(d));
     case CUDA_OP_ROPE_KV: return etx_rope_kv_append_cost(o->n, attn_shape(d));
@@ -267,7 +338,7 @@ EtxCost cuda_op_cost(const CudaDims* d, const CudaOp* o, int len, const CudaCard
         return c;
     }
     }
-    EtxCost zero = {0, 0, 0, 0, 0, 0, 0, 0};
+    EtxCost zero = {0, 0, 0, 0, 0, 0, 0, 0, 0};
     return zero;
 }
 
@@ -285,7 +356,11 @@ double cuda_cost_seconds(const EtxCost* c, const CudaCard* card) {
     if (fill <= 0.0) fill = 1.0 / (per_sm * card->sms);
     double t = t_mem > t_math ? t_mem : t_math;
     if (t_l2 > t) t = t_l2;
-    return c->launches * cuda_card_launch_s(card) + t / fill;
+    // an L2 prefetch (c->pf) streams while the grid waits on its own loads' latency: it
+    // costs time only once the DRAM bytes together take longer than the grid does
+    t /= fill;
+    if (c->pf > 0 && (c->bytes + c->pf) / card->bandwidth > t) t = (c->bytes + c->pf) / card->bandwidth;
+    return c->launches * cuda_card_launch_s(card) + t;
 }
 
 double cuda_floor_bytes(const CudaDims* d, int n, int len) {
@@ -300,6 +375,9 @@ int cuda_predict_decode_step(const CudaDims* d, int n, int len, int metrics, con
                              CudaStepPrediction* out) {
     if (d->n_layers > 128) return -1;
     memset(out, 0, sizeof *out);
+    CudaDims dc = *d; // planned for the card's SMs unless the dims are a backend's
+    if (dc.sms <= 0) dc.sms = card->sms;
+    d = &dc;
     int k = cuda_plan_forward(d, n, 1, metrics, 0, n, out->ops);
     k += cuda_plan_sampling(d, n, metrics, 0, out->ops + k); // greedy / entropix: within the candidates
     out->n_ops = k;

@@ -16,7 +16,11 @@
  *   t = launches * t_launch + max(bytes / BW, l2 / L2BW, flops / FLOPS) / min(1, busy / (per_sm SMs)),
  * i.e. an op is bound by its DRAM traffic, its L2 traffic or its arithmetic, and a grid
  * with fewer working blocks than per_sm per SM (2; 1 for a kernel that fills an SM with
- * one block: the tiled GEMM, 16-warp GEMM blocks) gets that fraction of the card. The floor of a decode
+ * one block: the tiled GEMM, 16-warp GEMM blocks) gets that fraction of the card. An L2
+ * prefetch the op issues for a later one (EtxCost.pf, cuda_plan_prefetch) raises the
+ * second term to (bytes + pf) / BW when that is longer (it streams while the grid waits
+ * on its own loads, not limited by the fill), and the op that reads those weights counts
+ * them as L2 traffic only. The floor of a decode
  * step is the bytes it must move (every weight once, the KV cache of every row, the
  * logits written and read) at the card's bandwidth. Predictions, not measurements:
  * benchmarks/gpu_check.sh records measured per-op times beside them on a GPU
@@ -51,6 +55,8 @@ typedef struct {
                                       // split, and so which norms ride on a split reduce); 0
                                       // without a backend: what one built for batches of the
                                       // call's rows would allocate (cuda_plan_ws_bytes)
+    int sms;                          // the device's SMs (the L2 prefetch plan sizes itself by
+                                      // the grids' fill); 0 without one: 132 (H100/H200)
 } CudaDims;
 
 typedef enum {
@@ -87,6 +93,12 @@ typedef struct {
     int norm_next; // CUDA_OP_GEMM with `residual`: 1 + the CudaNorm after it (CUDA_NORM_ATTN:
                    // the next layer's), done by its split reduce once x is complete
                    // (etx_gemm_bf16_add_rmsnorm): xb written, no norm op follows; 0: none
+    // CUDA_OP_GEMM, the L2 prefetch (cuda_plan_prefetch): this launch also asks L2 for bytes
+    // pf_off .. pf_off + pf_bytes of the weight matrix pf_which of layer pf_layer (a later
+    // op's), during the DRAM time its own loads leave idle; `prefetched`: bytes of this op's
+    // own weights that earlier launches so asked for (it reads them from L2)
+    int pf_which, pf_layer;
+    size_t pf_off, pf_bytes, prefetched;
 } CudaOp;
 
 // Ops a plan can hold: at most 8 per layer (9 with biases or QK-norm; 5 at batch 1 with
@@ -101,6 +113,15 @@ typedef struct {
 // the KV append go into the attention launch; else (prefill chunks, whose rows read each
 // other's keys) they are their own op before it.
 int cuda_plan_forward(const CudaDims* d, int n, int decode, int capture, int head_row0, int head_n, CudaOp* ops);
+// The L2 prefetch of a forward's ops (cuda_plan_forward calls it; ETX_PREFETCH=0 in the
+// environment turns it off, the A/B of benchmarks/gpu_check.sh). A projection whose grid
+// leaves the card's DRAM idle (the one-tile tensor-core kernel with fewer blocks than the
+// model's per_sm x SMs: the small projections at batch 1) prefetches the weights of the
+// projections after it, in plan order, as many bytes as its idle DRAM time holds at the
+// bandwidth — its own DRAM bytes x (1 / fill - 1), at most CUDA_PF_MAX — one contiguous
+// range of one matrix per launch. One GPU only (tensor parallelism: none).
+#define CUDA_PF_MAX ((size_t)16 << 20)
+void cuda_plan_prefetch(const CudaDims* d, CudaOp* ops, int n_ops);
 // The final norm and LM head alone, of rows row0 .. row0 + n - 1 (after a forward).
 int cuda_plan_head(const CudaDims* d, int row0, int n, CudaOp* ops);
 // The LM head of n scattered rows (the step's prefill picks' last rows: the backend's

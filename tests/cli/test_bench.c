@@ -270,7 +270,8 @@ END_TEST
 // benchmarks/gpu_check.sh the way their kernels say: ETX_FUSE=0 puts the norms (and RoPE)
 // back into launches of their own, at batch 1 and at 256 (where the O and down
 // projections' split reduce did the norm); ETX_TC_WARPS=8 gives the batch-1 down
-// projection 8-warp blocks (slower in the model, the same launches); ETX_PDL=0 charges
+// projection 8-warp blocks (slower in the model, the same launches); ETX_PREFETCH=0 drops
+// the batch-1 projections' L2 prefetch (slower at batch 1, nothing at 256); ETX_PDL=0 charges
 // more per launch; ETX_GEMM_TILED=0 keeps the large batch off the tiled kernel (and so
 // off the split reduce: the norms are launches again). A bad value fails, naming the
 // variable.
@@ -302,6 +303,11 @@ START_TEST(plan_follows_the_switches) {
     ms = plan_ms("ETX_TC_WARPS=8", 256, &k);
     ck_assert_msg(k == l256 && ms == d256, "ETX_TC_WARPS=8 at batch 256 (no 8-row calls): %.3f ms (default %.3f)", ms,
                   d256);
+    ms = plan_ms("ETX_PREFETCH=0", 1, &k);
+    ck_assert_msg(k == l1 && ms > d1, "ETX_PREFETCH=0 at batch 1: %.3f ms (default %.3f)", ms, d1);
+    ms = plan_ms("ETX_PREFETCH=0", 256, &k);
+    ck_assert_msg(k == l256 && ms == d256, "ETX_PREFETCH=0 at batch 256 (no prefetch): %.3f ms (default %.3f)", ms,
+                  d256);
     ms = plan_ms("ETX_PDL=0", 1, &k);
     ck_assert_msg(k == l1 && ms > d1, "ETX_PDL=0 at batch 1: %.3f ms (default %.3f)", ms, d1);
     ms = plan_ms("ETX_GEMM_TILED=0", 256, &k);
@@ -309,8 +315,8 @@ START_TEST(plan_follows_the_switches) {
     // norms come back (2 a layer)
     ck_assert_msg(k == l256 - 16 && ms > d256, "ETX_GEMM_TILED=0 at batch 256: %d launches %.3f ms (default %d, %.3f)",
                   k, ms, l256, d256);
-    static const char* bad[] = {"ETX_FUSE=2", "ETX_TC_WARPS=9", "ETX_GEMM_TILED=x"};
-    for (int i = 0; i < 3; i++) {
+    static const char* bad[] = {"ETX_FUSE=2", "ETX_TC_WARPS=9", "ETX_GEMM_TILED=x", "ETX_PREFETCH=yes"};
+    for (int i = 0; i < 4; i++) {
         char prefix[64], name[32];
         snprintf(prefix, sizeof prefix, "env %s", bad[i]);
         snprintf(name, sizeof name, "%s", bad[i]);

@@ -15,7 +15,9 @@
  *   3. The cost model: at batch 1 the GEMMs' bytes are the weights' (each read once), so
  *      the predicted step is at least the floor; the GEMM FLOPs are 2 x parameters x rows;
  *      a grid too small to fill the card is slowed by the fraction it fills; the floor
- *      grows with the KV cache; a model deeper than 128 layers is refused.
+ *      grows with the KV cache; a model deeper than 128 layers is refused; an L2 prefetch
+ *      costs time only past the grid's own.
+ *   4. The L2 prefetch plan at batch 1 (plan_prefetch): who asks for which bytes.
  */
 #include <check.h>
 #include <math.h>
@@ -113,7 +115,7 @@ END_TEST
 
 static CudaDims llama_1b(void) {
     // Llama-3.2-1B: dim 2048, hidden 8192, 16 layers, 32 / 8 heads of 64, vocab 128256, tied
-    CudaDims d = {2048, 8192, 128256, 16, 32, 8, 64, 64, 2048, 512, 3072, 4096, 64, 1, 0, 0, 1, 0};
+    CudaDims d = {2048, 8192, 128256, 16, 32, 8, 64, 64, 2048, 512, 3072, 4096, 64, 1, 0, 0, 1, 0, 0};
     return d;
 }
 
@@ -208,7 +210,7 @@ START_TEST(plan_shape) {
     ck_assert_int_eq(cuda_plan_sampling(&d, 3, 0, 1, ops), 2);
     ck_assert_int_eq(cuda_op_cost(&d, &ops[1], 16, cuda_card_find("h100")).launches, 2);
     char name[64];
-    CudaOp g = {CUDA_OP_GEMM, 3, CUDA_W_O, 0, 1, 0, 0, 0, 0};
+    CudaOp g = {CUDA_OP_GEMM, 3, CUDA_W_O, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0};
     ck_assert_str_eq(cuda_op_name(&g, name, sizeof name), "L3 gemm o");
     // a model with biases or QK-norm: one more op per layer, right after the QKV GEMM
     for (int v = 1; v <= 3; v++) {
@@ -229,6 +231,55 @@ START_TEST(plan_shape) {
             }
         ck_assert_int_eq(preps, 16);
     }
+}
+END_TEST
+
+// The L2 prefetch plan (cuda_plan_prefetch) of a batch-1 step on the 1B shape: only
+// projections of at most 8 rows whose grid leaves the card idle issue one; each asks for a
+// range of a later GEMM's weights, 16-byte pieces, at most CUDA_PF_MAX, within the
+// matrix; the ranges of one matrix follow each other from its first byte, and what the
+// plan marks as prefetched on each GEMM is what the earlier ones asked for. Here: layer
+// 0's QKV asks for the start of its O projection's weights, the O projection for its
+// gate/up's, the down projection for the next layer's QKV. Batch 256 (bandwidth-bound
+// grids) and tensor parallelism plan none.
+START_TEST(plan_prefetch) {
+    CudaDims d = llama_1b();
+    d.sms = 132;
+    CudaOp ops[CUDA_PLAN_OPS(16)];
+    const int n = cuda_plan_forward(&d, 1, 1, 1, 0, 1, ops);
+    size_t asked = 0, marked = 0;
+    int issuers = 0;
+    for (int i = 0; i < n; i++) {
+        const CudaOp* o = &ops[i];
+        if (o->kind == CUDA_OP_GEMM) marked += o->prefetched;
+        if (!o->pf_bytes) continue;
+        issuers++;
+        asked += o->pf_bytes;
+        ck_assert(o->kind == CUDA_OP_GEMM && o->n <= 8);
+        ck_assert(o->pf_bytes % 16 == 0 && o->pf_off % 16 == 0 && o->pf_bytes <= CUDA_PF_MAX);
+        int in = 0, out = 0;
+        cuda_gemm_shape(&d, (CudaWeight)o->pf_which, &in, &out);
+        ck_assert(o->pf_off + o->pf_bytes <= (size_t)in * out * 2);
+        // the target is a later GEMM; the ranges asked for it before this one end where this starts
+        int t = i + 1;
+        while (t < n && !(ops[t].kind == CUDA_OP_GEMM && ops[t].which == o->pf_which && ops[t].layer == o->pf_layer)) t++;
+        ck_assert_msg(t < n, "op %d prefetches for no later GEMM", i);
+        size_t before = 0;
+        for (int k = 0; k < i; k++)
+            if (ops[k].pf_bytes && ops[k].pf_which == o->pf_which && ops[k].pf_layer == o->pf_layer) before += ops[k].pf_bytes;
+        ck_assert_msg(before == o->pf_off, "op %d: range at %zu, %zu asked before it", i, o->pf_off, before);
+    }
+    ck_assert(issuers > 16 && asked > 0 && asked == marked);
+    // layer 0: QKV (op 1) -> O (op 3); O -> gate/up (op 4); down (op 5) -> layer 1's QKV (op 6)
+    ck_assert(ops[1].pf_which == CUDA_W_O && ops[1].pf_layer == 0 && ops[1].pf_off == 0 && ops[3].prefetched > 0);
+    ck_assert(ops[3].pf_which == CUDA_W_GATE_UP && ops[3].pf_layer == 0 && ops[4].prefetched > 0);
+    ck_assert(ops[5].pf_which == CUDA_W_QKV && ops[5].pf_layer == 1 && ops[6].prefetched > 0);
+    const int n256 = cuda_plan_forward(&d, 256, 1, 1, 0, 256, ops);
+    for (int i = 0; i < n256; i++) ck_assert(!ops[i].pf_bytes && !ops[i].prefetched);
+    CudaDims tp = d;
+    tp.fused_residual = 0;
+    const int ntp = cuda_plan_forward(&tp, 1, 1, 1, 0, 1, ops);
+    for (int i = 0; i < ntp; i++) ck_assert(!ops[i].pf_bytes);
 }
 END_TEST
 
@@ -254,16 +305,16 @@ START_TEST(cost_model) {
     const int tc = etx_gemm_cost(1, 8, 16, 0, 0, 132).tensor; // the path the model assumes
     ck_assert_double_eq_tol(gemm_flops, 2.0 * params * (tc ? 8 : 1), 1.0);
     // the GEMMs move at least their weights; the step takes at least the floor
-    double gemm_bytes = 0;
+    double gemm_bytes = 0; // with the L2 prefetch (cost.pf): moved by the launch that asks for it
     for (int i = 0; i < p.n_ops; i++)
-        if (p.ops[i].kind == CUDA_OP_GEMM) gemm_bytes += p.cost[i].bytes;
+        if (p.ops[i].kind == CUDA_OP_GEMM) gemm_bytes += p.cost[i].bytes + p.cost[i].pf;
     ck_assert(gemm_bytes >= gemm_w);
     ck_assert(p.total_s >= p.floor_s);
     ck_assert(p.floor_s > 0.5e-3 && p.floor_s < 1.0e-3); // ~2.5 GB of bf16 weights at 3.35 TB/s
     printf("llama-3.2-1b shape, h100, batch 1, 512 positions: predicted %.3f ms, floor %.3f ms (%.0f%%), %d launches\n",
            p.total_s * 1e3, p.floor_s * 1e3, 100 * p.floor_s / p.total_s, p.launches);
     // a grid of one working block gets 1 / (2 SMs) of the card
-    EtxCost c = {1e6, 0, 1, 1, 0, 0, 0, 0};
+    EtxCost c = {1e6, 0, 1, 1, 0, 0, 0, 0, 0};
     ck_assert_double_eq_tol(cuda_cost_seconds(&c, h100), 1e6 / h100->bandwidth * 2 * h100->sms, 1e-12);
     c.busy = c.ctas = 1000;
     ck_assert_double_eq_tol(cuda_cost_seconds(&c, h100), 1e6 / h100->bandwidth, 1e-12);
@@ -272,6 +323,13 @@ START_TEST(cost_model) {
     setenv("ETX_PDL", "0", 1);
     ck_assert_double_eq_tol(cuda_cost_seconds(&c, h100), 1e6 / h100->bandwidth + 2 * h100->launch_s, 1e-12);
     unsetenv("ETX_PDL");
+    // an L2 prefetch costs nothing while it fits the time the grid takes anyway, and past
+    // that its DRAM bytes at the bandwidth
+    c.launches = 0, c.busy = c.ctas = 1, c.pf = 1e6;
+    ck_assert_double_eq_tol(cuda_cost_seconds(&c, h100), 1e6 / h100->bandwidth * 2 * h100->sms, 1e-12);
+    c.busy = c.ctas = 1000;
+    ck_assert_double_eq_tol(cuda_cost_seconds(&c, h100), 2e6 / h100->bandwidth, 1e-12);
+    c.pf = 0;
     // L2 traffic bounds an op when it takes longer than its DRAM bytes and its FLOPs
     c.launches = 0;
     c.l2 = 100 * c.bytes;
@@ -324,6 +382,7 @@ int main(void) {
     tcase_add_test(tc, the_plan_is_what_runs);
     tcase_add_test(tc, plan_shape);
     tcase_add_test(tc, cost_model);
+    tcase_add_test(tc, plan_prefetch);
     suite_add_tcase(su, tc);
     const int rc = check_run_suite_nofork(su);
     etx_model_free(g_tiny);

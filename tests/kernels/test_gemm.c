@@ -745,6 +745,116 @@ START_TEST(gemm_edge_cases) {
 }
 END_TEST
 
+// An L2 prefetch riding on a call (etx_gemm_prefetch_next) changes no output: y equals
+// the call without it, to the bit, for the twin and gemm_tc_kernel (8 and 16 warps), the
+// f32, add and SwiGLU epilogues and the folded norm; the prefetch is taken by that call
+// (the next one carries none: under the emulator an out-of-range pending prefetch would
+// abort it); ranges of any length split over the blocks, down to one 16-byte piece.
+// Under the emulator every block's share is checked to lie in read-only device memory.
+START_TEST(gemm_prefetch_changes_nothing) {
+    if (!etx_gemm_uses_tensor_cores()) return;
+    etx_gemm_force_path(1);
+    uint64_t rng = rng_seed(41);
+    const int n = 3, in = 4104, out = 48; // 16 slices: the 16-warp variant too
+    const size_t pfb = (size_t)1 << 20;
+    etx_bf16* x = random_bf16(&rng, (size_t)n * in);
+    etx_bf16* w = random_bf16(&rng, (size_t)out * in);
+    etx_bf16* next = random_bf16(&rng, pfb / 2); // a later projection's weights
+    etx_bf16* dx = dev_copy_of(x, (size_t)n * in * sizeof *x);
+    etx_bf16* dw = dev_copy_of(w, (size_t)out * in * sizeof *w);
+    etx_dev_mark_readonly(dw, (size_t)out * in * sizeof *w);
+    etx_bf16* dn = dev_copy_of(next, pfb);
+    etx_dev_mark_readonly(dn, pfb);
+    float* ref = dev_alloc((size_t)n * out * sizeof(float));
+    float* got = dev_alloc((size_t)n * out * sizeof(float));
+    float* h = malloc((size_t)n * out * sizeof *h);
+    float* g = malloc((size_t)n * out * sizeof *g);
+    ck_assert(h && g);
+    static const size_t lens[] = {16, 4096 + 16, (size_t)1 << 20};
+    for (int variant = g_native; variant < 4; variant++) { // twin, 8 warps, 16 warps, 16 warps + add
+        etx_gemm_use_warp_kernel(variant > 0);
+        etx_gemm_tc_force_warps(variant >= 2 ? 16 : 8);
+        for (int k = 0; k < 3; k++) {
+            etx_dev_memset(ref, 0, (size_t)n * out * sizeof(float));
+            etx_dev_memset(got, 0, (size_t)n * out * sizeof(float));
+            if (variant == 3) etx_gemm_bf16_add(ref, dx, dw, n, in, out, NULL, 0, NULL);
+            else etx_gemm_bf16(ref, dx, dw, n, in, out, NULL);
+            etx_gemm_prefetch_next((const char*)dn + pfb - lens[k], lens[k]); // the end of the range: a share past it would show
+            if (variant == 3) etx_gemm_bf16_add(got, dx, dw, n, in, out, NULL, 0, NULL);
+            else etx_gemm_bf16(got, dx, dw, n, in, out, NULL);
+            etx_dev_sync();
+            etx_dev_download(h, ref, (size_t)n * out * sizeof *h);
+            etx_dev_download(g, got, (size_t)n * out * sizeof *g);
+            ck_assert_msg(memcmp(h, g, (size_t)n * out * sizeof *h) == 0, "variant %d, %zu bytes prefetched: y changed",
+                          variant, lens[k]);
+        }
+    }
+    // SwiGLU and the folded norm carry one too
+    {
+        float* xf = malloc((size_t)n * in * sizeof *xf);
+        float* gamma = malloc((size_t)in * sizeof *gamma);
+        ck_assert(xf && gamma);
+        for (int i = 0; i < n * in; i++) xf[i] = rng_frand(&rng);
+        for (int i = 0; i < in; i++) gamma[i] = 1.0f + 0.25f * rng_frand(&rng);
+        float* dxf = dev_copy_of(xf, (size_t)n * in * sizeof *xf);
+        float* dg = dev_copy_of(gamma, (size_t)in * sizeof *gamma);
+        etx_bf16* dxb = dev_alloc((size_t)n * in * sizeof(etx_bf16));
+        etx_bf16* h1 = dev_alloc((size_t)n * out / 2 * sizeof(etx_bf16));
+        etx_bf16* h2 = dev_alloc((size_t)n * out / 2 * sizeof(etx_bf16));
+        etx_gemm_use_warp_kernel(1);
+        etx_gemm_tc_force_warps(0);
+        const int in2 = 2048; // the folded norm's rows fit shared memory
+        etx_gemm_bf16_rmsnorm_swiglu(h1, dxf, dg, 1e-5f, dxb, dw, n, in2, out, NULL, 0, NULL);
+        etx_gemm_prefetch_next(dn, pfb);
+        etx_gemm_bf16_rmsnorm_swiglu(h2, dxf, dg, 1e-5f, dxb, dw, n, in2, out, NULL, 0, NULL);
+        etx_dev_sync();
+        etx_bf16 a[3 * 24], b2[3 * 24];
+        etx_dev_download(a, h1, sizeof a);
+        etx_dev_download(b2, h2, sizeof b2);
+        ck_assert_msg(memcmp(a, b2, sizeof a) == 0, "norm + SwiGLU with a prefetch: h changed");
+        etx_dev_free(dxf), etx_dev_free(dg), etx_dev_free(dxb), etx_dev_free(h1), etx_dev_free(h2);
+        free(xf), free(gamma);
+    }
+    etx_gemm_tc_force_warps(0);
+    etx_gemm_use_warp_kernel(0);
+    etx_gemm_force_path(-1);
+    etx_dev_free(dx), etx_dev_free(dw), etx_dev_free(dn), etx_dev_free(ref), etx_dev_free(got);
+    free(x), free(w), free(next), free(h), free(g);
+}
+END_TEST
+
+// A prefetch range that is not 16-byte pieces aborts naming the call, before any launch.
+START_TEST(gemm_prefetch_misaligned) {
+    etx_bf16* d = dev_alloc(4096);
+    etx_gemm_prefetch_next((const char*)d + 8, 64);
+    ck_abort_msg("etx_gemm_prefetch_next took a range 8 bytes into a 16-byte piece"); // not reached
+}
+END_TEST
+
+// Under the emulator: a prefetch past the end of its (read-only) allocation aborts at
+// the launch that carries it, as an illegal address would natively; so does one of
+// memory nobody marked read-only (the prefetch runs before the grid-dependency wait).
+START_TEST(gemm_prefetch_out_of_range) {
+#ifdef ETX_NATIVE_CUDA
+    raise(SIGABRT); // the check is the emulator's; natively an illegal address is a sticky error
+#else
+    etx_gemm_force_path(1);
+    etx_gemm_use_warp_kernel(1);
+    const int n = 1, in = 64, out = 32;
+    etx_bf16* dx = dev_alloc((size_t)n * in * sizeof(etx_bf16));
+    etx_bf16* dw = dev_alloc((size_t)out * in * sizeof(etx_bf16));
+    etx_dev_memset(dx, 0, (size_t)n * in * sizeof(etx_bf16));
+    etx_dev_memset(dw, 0, (size_t)out * in * sizeof(etx_bf16));
+    etx_dev_mark_readonly(dw, (size_t)out * in * sizeof(etx_bf16));
+    float* dy = dev_alloc((size_t)n * out * sizeof(float));
+    etx_gemm_prefetch_next(dw, (size_t)out * in * sizeof(etx_bf16) + 16); // one piece past w
+    etx_gemm_bf16(dy, dx, dw, n, in, out, NULL);
+    etx_dev_sync();
+    ck_abort_msg("a prefetch past its allocation ran"); // not reached
+#endif
+}
+END_TEST
+
 // 65535 * 16 + 1 rows: one more row tile than gridDim.y allows; aborts before any launch
 START_TEST(gemm_row_limit) {
     const int n = 65535 * 16 + 1, in = 1, out = 1;
@@ -770,6 +880,9 @@ static Suite* gemm_suite(void) {
     tcase_add_test(tc, gemm_add_rmsnorm_fused);
     tcase_add_test(tc, gemm_edge_cases);
     tcase_add_test_raise_signal(tc, gemm_row_limit, SIGABRT);
+    tcase_add_test(tc, gemm_prefetch_changes_nothing);
+    tcase_add_test_raise_signal(tc, gemm_prefetch_misaligned, SIGABRT);
+    tcase_add_test_raise_signal(tc, gemm_prefetch_out_of_range, SIGABRT);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1610,6 +1610,13 @@ bool map_covers(const std::map<uintptr_t, size_t>& m, const void* p, size_t n) {
 bool alloc_covers(const void* p, size_t n) { return map_covers(g_allocs, p, n); }
 } // namespace
 bool simt::detail::device_address(uintptr_t a) { return alloc_covers((const void*)a, 1); }
+void simt::detail::check_l2_prefetch(const void* p, size_t bytes) {
+    if (((uintptr_t)p % 16) != 0 || bytes % 16 != 0 || !map_covers(g_readonly, p, bytes)) {
+        fprintf(stderr, "simt: L2 prefetch of %zu bytes at %p: not 16-byte aligned pieces inside one read-only device "
+                        "allocation (etx_dev_mark_readonly)\n", bytes, p);
+        abort();
+    }
+}
 bool simt::detail::readonly_address(uintptr_t a) { return map_covers(g_readonly, (const void*)a, 1); }
 int simt::mark_readonly(const void* p, size_t bytes) {
     if (!p || !bytes) return 0;

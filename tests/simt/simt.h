@@ -170,6 +170,12 @@ extern const char* g_launch_name; // the next launch's kernel name (ETX_LAUNCH's
 // A cp.async issued before the running thread's ETX_PDL_ENTRY: aborts unless src is
 // read-only memory or not device memory (the launch is not an ETX_LAUNCH: nothing).
 void check_async_source(const void* src);
+// An L2 prefetch of [p, p + bytes) (etx_l2_prefetch, kernels/cuda_common.cuh): aborts
+// unless p is 16-byte aligned, bytes a multiple of 16, and the range inside one device
+// allocation marked read-only (the weights: a prefetch runs before the grid-dependency
+// entry, and natively a range past an allocation is an illegal address). Moves nothing:
+// the emulator has no cache.
+void check_l2_prefetch(const void* p, size_t bytes);
 extern uint3 g_tid; // g_thread->tid, copied at every switch to a fiber: threadIdx reads a
                     // global at a constant offset, which the race detector's hooks skip
 static inline const uint3& thread_idx() { return g_tid; }
