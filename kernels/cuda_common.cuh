@@ -155,4 +155,13 @@ static __device__ __forceinline__ void etx_store_or_add(float* p, float s, int a
     else *p = s;
 }
 
+// The store epilogue of every GEMM kernel: etx_store_or_add, with a per-column bias added
+// to a stored sum (bias: NULL, or (out) f32; column o): s + bias[o], one f32 addition,
+// the bits a separate bias add after the store gives (qkv_prep.cu's qkv += bias: Qwen2's
+// Q/K/V biases in the QKV projection's epilogue). Never with acc_y.
+static __device__ __forceinline__ void etx_gemm_out(float* p, float s, int acc_y, const float* bias, int o) {
+    if (acc_y) *p += s;
+    else *p = bias ? s + bias[o] : s;
+}
+
 #endif // ETX_CUDA_COMMON_CUH

@@ -67,7 +67,7 @@ struct alignas(16) gemm_bf16x8 {
 template <int R, int C, bool VEC>
 __global__ void __launch_bounds__(GEMM_WARPS * 32)
     gemm_rows_kernel(float* __restrict__ y, const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
-                     int n, int in, int out, int acc_y) {
+                     int n, int in, int out, int acc_y, const float* __restrict__ bias) {
     ETX_PDL_ENTRY();
     __shared__ float red[GEMM_WARPS][C * R][33];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -109,7 +109,7 @@ __global__ void __launch_bounds__(GEMM_WARPS * 32)
     if (lane < C * R && o0 + c < out && r0 + j < n) {
         float s = 0.0f;
         for (int l = 0; l < 32; l++) s += red[warp][lane][l];
-        etx_store_or_add(y + (size_t)(r0 + j) * out + o0 + c, s, acc_y);
+        etx_gemm_out(y + (size_t)(r0 + j) * out + o0 + c, s, acc_y, bias, o0 + c);
     }
 }
 
@@ -123,7 +123,8 @@ __global__ void __launch_bounds__(GEMM_WARPS * 32)
 // them to the same bits (etx_gemm_use_warp_kernel); natively only the warp kernel exists.
 template <int R>
 __global__ void gemm_twin_kernel(float* __restrict__ y, const __nv_bfloat16* __restrict__ x,
-                                 const __nv_bfloat16* __restrict__ w, int n, int in, int out, int acc_y) {
+                                 const __nv_bfloat16* __restrict__ w, int n, int in, int out, int acc_y,
+                                 const float* __restrict__ bias) {
     ETX_PDL_ENTRY();
     const int o = blockIdx.x * blockDim.x + threadIdx.x, r0 = blockIdx.y * R;
     if (o >= out) return;
@@ -141,18 +142,18 @@ __global__ void gemm_twin_kernel(float* __restrict__ y, const __nv_bfloat16* __r
             }
         for (int j = 0; j < nr; j++) s[j] += acc[j];
     }
-    for (int j = 0; j < nr; j++) etx_store_or_add(y + (size_t)(r0 + j) * out + o, s[j], acc_y);
+    for (int j = 0; j < nr; j++) etx_gemm_out(y + (size_t)(r0 + j) * out + o, s[j], acc_y, bias, o);
 }
 static int g_gemm_warp_kernel = 0; // etx_gemm_use_warp_kernel
 #endif
 
 template <int R>
 static void launch_rows(float* y, const __nv_bfloat16* x, const __nv_bfloat16* w, int n, int in, int out, bool vec,
-                        int acc_y, cudaStream_t st) {
+                        int acc_y, const float* bias, cudaStream_t st) {
 #ifdef ETX_SIMT
     if (!g_gemm_warp_kernel) {
         ETX_LAUNCH(gemm_twin_kernel<R>, dim3(etx_ceil_div(out, 128), etx_ceil_div(n, R)), 128, 0, st, y, x, w, n, in,
-                   out, acc_y);
+                   out, acc_y, bias);
         CUDA_CHECK_LAUNCH();
         return;
     }
@@ -160,9 +161,9 @@ static void launch_rows(float* y, const __nv_bfloat16* x, const __nv_bfloat16* w
     constexpr int C = GEMM_COLS(R);
     dim3 grid(etx_ceil_div(out, GEMM_WARPS * C), etx_ceil_div(n, R));
     if (vec)
-        ETX_LAUNCH((gemm_rows_kernel<R, C, true>), grid, GEMM_WARPS * 32, 0, st, y, x, w, n, in, out, acc_y);
+        ETX_LAUNCH((gemm_rows_kernel<R, C, true>), grid, GEMM_WARPS * 32, 0, st, y, x, w, n, in, out, acc_y, bias);
     else
-        ETX_LAUNCH((gemm_rows_kernel<R, C, false>), grid, GEMM_WARPS * 32, 0, st, y, x, w, n, in, out, acc_y);
+        ETX_LAUNCH((gemm_rows_kernel<R, C, false>), grid, GEMM_WARPS * 32, 0, st, y, x, w, n, in, out, acc_y, bias);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -250,13 +251,19 @@ extern "C" void etx_gemm_bf16(float* y, const etx_bf16* x, const etx_bf16* w, in
     etx_gemm_bf16_ws(y, x, w, n, in, out, NULL, 0, stream);
 }
 
-// y = x W^T (acc_y 0) or y += x W^T (acc_y 1), on the path `in` fixes.
+// y = x W^T (+ bias) (acc_y 0) or y += x W^T (acc_y 1), on the path `in` fixes.
 static void gemm_run(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, float* ws,
-                     size_t ws_bytes, int acc_y, void* stream) {
+                     size_t ws_bytes, int acc_y, const float* bias, void* stream) {
     if (n <= 0 || out <= 0) return;
     cudaStream_t st = (cudaStream_t)stream;
     if (in <= 0) {
-        if (!acc_y) CUDA_CHECK(cudaMemsetAsync(y, 0, (size_t)n * out * sizeof(float), st));
+        if (bias) { // the empty sum plus the bias, row by row
+            for (int r = 0; r < n; r++)
+                CUDA_CHECK(cudaMemcpyAsync(y + (size_t)r * out, bias, (size_t)out * sizeof(float),
+                                           cudaMemcpyDeviceToDevice, st));
+        } else if (!acc_y) {
+            CUDA_CHECK(cudaMemsetAsync(y, 0, (size_t)n * out * sizeof(float), st));
+        }
         return;
     }
     if (etx_ceil_div(n, GEMM_MAX_TILE) > 65535) { // gridDim.y
@@ -271,25 +278,31 @@ static void gemm_run(float* y, const etx_bf16* x, const etx_bf16* w, int n, int 
     if (vec) check_aligned("etx_gemm_bf16", x, w, in);
     if (vec && etx_gemm_uses_tensor_cores()) {
         if (acc_y) etx_gemm_tc_bf16_add(y, x, w, n, in, out, ws, ws_bytes, stream);
+        else if (bias) etx_gemm_tc_bf16_bias(y, x, w, bias, n, in, out, ws, ws_bytes, stream);
         else etx_gemm_tc_bf16(y, x, w, n, in, out, ws, ws_bytes, stream);
         return;
     }
     switch (etx_gemm_tile_rows(n)) {
-    case 1: launch_rows<1>(y, xb, wb, n, in, out, vec, acc_y, st); break;
-    case 4: launch_rows<4>(y, xb, wb, n, in, out, vec, acc_y, st); break;
-    case 8: launch_rows<8>(y, xb, wb, n, in, out, vec, acc_y, st); break;
-    default: launch_rows<GEMM_MAX_TILE>(y, xb, wb, n, in, out, vec, acc_y, st); break;
+    case 1: launch_rows<1>(y, xb, wb, n, in, out, vec, acc_y, bias, st); break;
+    case 4: launch_rows<4>(y, xb, wb, n, in, out, vec, acc_y, bias, st); break;
+    case 8: launch_rows<8>(y, xb, wb, n, in, out, vec, acc_y, bias, st); break;
+    default: launch_rows<GEMM_MAX_TILE>(y, xb, wb, n, in, out, vec, acc_y, bias, st); break;
     }
 }
 
 extern "C" void etx_gemm_bf16_ws(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, float* ws,
                                  size_t ws_bytes, void* stream) {
-    gemm_run(y, x, w, n, in, out, ws, ws_bytes, 0, stream);
+    gemm_run(y, x, w, n, in, out, ws, ws_bytes, 0, NULL, stream);
+}
+
+extern "C" void etx_gemm_bf16_bias(float* y, const etx_bf16* x, const etx_bf16* w, const float* bias, int n, int in,
+                                   int out, float* ws, size_t ws_bytes, void* stream) {
+    gemm_run(y, x, w, n, in, out, ws, ws_bytes, 0, bias, stream);
 }
 
 extern "C" void etx_gemm_bf16_add(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, float* ws,
                                   size_t ws_bytes, void* stream) {
-    gemm_run(y, x, w, n, in, out, ws, ws_bytes, 1, stream);
+    gemm_run(y, x, w, n, in, out, ws, ws_bytes, 1, NULL, stream);
 }
 
 extern "C" EtxCost etx_gemm_add_cost(int n, int in, int out, double l2_bytes, size_t ws_bytes, int sms) {
@@ -318,7 +331,7 @@ extern "C" void etx_gemm_bf16_add_rmsnorm(float* y, const etx_bf16* x, const etx
         etx_gemm_tc_bf16_add_rmsnorm(y, x, w, gamma, eps, xb, n, in, out, ws, ws_bytes, stream);
         return;
     }
-    gemm_run(y, x, w, n, in, out, ws, ws_bytes, 1, stream);
+    gemm_run(y, x, w, n, in, out, ws, ws_bytes, 1, NULL, stream);
     etx_rmsnorm_residual(xb, y, NULL, gamma, n, out, eps, stream); // with no delta y is only read
 }
 
@@ -371,16 +384,17 @@ extern "C" EtxCost etx_gemm_swiglu_cost(int n, int in, int out, double l2_bytes,
 // arithmetic in its order (rmsnorm.cuh), so both give the same bits; that order is the
 // norm's vector path, which needs 16-byte rows: anything else takes the two launches.
 static void gemm_rmsnorm_run(void* y, int swiglu, const float* x, const float* gamma, float eps, etx_bf16* xb,
-                             const etx_bf16* w, int n, int in, int out, float* ws, size_t ws_bytes, void* stream) {
+                             const etx_bf16* w, const float* bias, int n, int in, int out, float* ws, size_t ws_bytes,
+                             void* stream) {
     if (n <= 0 || out <= 0) return;
     if (etx_gemm_rmsnorm_fuses(n, in, out) && etx_gemm_uses_tensor_cores() && ((uintptr_t)x % 16) == 0 &&
         ((uintptr_t)gamma % 16) == 0 && ((uintptr_t)w % 16) == 0) {
-        etx_gemm_tc_rmsnorm(y, swiglu, x, gamma, eps, w, n, in, out, stream);
+        etx_gemm_tc_rmsnorm(y, swiglu, x, gamma, eps, w, bias, n, in, out, stream);
         return;
     }
     etx_rmsnorm_residual(xb, (float*)x, NULL, gamma, n, in, eps, stream); // with no delta x is only read
     if (swiglu) etx_gemm_bf16_swiglu((etx_bf16*)y, xb, w, n, in, out, ws, ws_bytes, stream);
-    else etx_gemm_bf16_ws((float*)y, xb, w, n, in, out, ws, ws_bytes, stream);
+    else gemm_run((float*)y, xb, w, n, in, out, ws, ws_bytes, 0, bias, stream);
 }
 
 extern "C" int etx_gemm_rmsnorm_fuses(int n, int in, int out) {
@@ -390,15 +404,15 @@ extern "C" int etx_gemm_rmsnorm_fuses(int n, int in, int out) {
 }
 
 extern "C" void etx_gemm_bf16_rmsnorm(float* y, const float* x, const float* gamma, float eps, etx_bf16* xb,
-                                      const etx_bf16* w, int n, int in, int out, float* ws, size_t ws_bytes,
-                                      void* stream) {
-    gemm_rmsnorm_run(y, 0, x, gamma, eps, xb, w, n, in, out, ws, ws_bytes, stream);
+                                      const etx_bf16* w, const float* bias, int n, int in, int out, float* ws,
+                                      size_t ws_bytes, void* stream) {
+    gemm_rmsnorm_run(y, 0, x, gamma, eps, xb, w, bias, n, in, out, ws, ws_bytes, stream);
 }
 
 extern "C" void etx_gemm_bf16_rmsnorm_swiglu(etx_bf16* h, const float* x, const float* gamma, float eps, etx_bf16* xb,
                                              const etx_bf16* w, int n, int in, int out, float* ws, size_t ws_bytes,
                                              void* stream) {
-    gemm_rmsnorm_run(h, 1, x, gamma, eps, xb, w, n, in, out, ws, ws_bytes, stream);
+    gemm_rmsnorm_run(h, 1, x, gamma, eps, xb, w, NULL, n, in, out, ws, ws_bytes, stream);
 }
 
 extern "C" EtxCost etx_gemm_rmsnorm_cost(int n, int in, int out, double l2_bytes, int swiglu, int sms) {

@@ -34,6 +34,12 @@ void etx_gemm_bf16(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in
 void etx_gemm_bf16_ws(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, float* ws,
                       size_t ws_bytes, void* stream);
 
+// y = x · W^T + bias (bias: (out) f32): the same sum as etx_gemm_bf16_ws, with bias[o]
+// added to it in the epilogue (one f32 addition: the bits of the sum stored and then
+// bias added, as etx_qkv_prep adds Qwen2's Q/K/V biases). One launch on every path.
+void etx_gemm_bf16_bias(float* y, const etx_bf16* x, const etx_bf16* w, const float* bias, int n, int in, int out,
+                        float* ws, size_t ws_bytes, void* stream);
+
 // y += x · W^T: the same sum as etx_gemm_bf16_ws, added to y (one f32 addition, y + s).
 // The residual stream takes the O and down projections this way (issue 15 item 6): the
 // bits the norm kernel's residual add x + delta gave, without delta written and read back.
@@ -62,7 +68,8 @@ EtxCost etx_gemm_add_rmsnorm_cost(int n, int in, int out, double l2_bytes, size_
 
 // Normalise, then project (the RMSNorm before a projection, folded into it):
 //   xn = bf16(rmsnorm(x) * gamma), as etx_rmsnorm_residual (norm.h) writes it with no delta;
-//   y = xn · W^T  (f32, etx_gemm_bf16's sum)   or, _swiglu, h = SwiGLU as etx_gemm_bf16_swiglu.
+//   y = xn · W^T (+ bias: NULL or (out) f32, as etx_gemm_bf16_bias)  (f32, etx_gemm_bf16's sum)
+//   or, _swiglu, h = SwiGLU as etx_gemm_bf16_swiglu.
 // x: (n, in) f32, the residual stream (only read); gamma: (in) f32; xb: (n, in) bf16
 // scratch, written only when the call takes two launches. One launch when
 // etx_gemm_rmsnorm_fuses(n, in, out) and the device has tensor cores (each block of the
@@ -70,7 +77,7 @@ EtxCost etx_gemm_add_rmsnorm_cost(int n, int in, int out, double l2_bytes, size_
 // kernel's order: rmsnorm.cuh); else etx_rmsnorm_residual into xb, then the GEMM on xb.
 // The same bits either way, so a row's result does not depend on which one its call took.
 void etx_gemm_bf16_rmsnorm(float* y, const float* x, const float* gamma, float eps, etx_bf16* xb, const etx_bf16* w,
-                           int n, int in, int out, float* ws, size_t ws_bytes, void* stream);
+                           const float* bias, int n, int in, int out, float* ws, size_t ws_bytes, void* stream);
 void etx_gemm_bf16_rmsnorm_swiglu(etx_bf16* h, const float* x, const float* gamma, float eps, etx_bf16* xb,
                                   const etx_bf16* w, int n, int in, int out, float* ws, size_t ws_bytes, void* stream);
 // Whether such a call of n rows is one launch on a card with tensor cores (and under the
@@ -127,6 +134,9 @@ void etx_gemm_tc_bf16(float* y, const etx_bf16* x, const etx_bf16* w, int n, int
 // The same with the SwiGLU epilogue (etx_gemm_bf16_swiglu's tensor-core path).
 void etx_gemm_tc_bf16_swiglu(etx_bf16* h, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, float* ws,
                              size_t ws_bytes, void* stream);
+// y = x W^T + bias on tensor cores (etx_gemm_bf16_bias's path).
+void etx_gemm_tc_bf16_bias(float* y, const etx_bf16* x, const etx_bf16* w, const float* bias, int n, int in, int out,
+                           float* ws, size_t ws_bytes, void* stream);
 // y += x W^T on tensor cores (etx_gemm_bf16_add's path) and its napkin math.
 void etx_gemm_tc_bf16_add(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, float* ws,
                           size_t ws_bytes, void* stream);
@@ -135,8 +145,8 @@ EtxCost etx_gemm_tc_add_cost(int n, int in, int out, double l2_bytes, size_t ws_
 // bf16 (n, out / 2) when swiglu; aborts unless etx_gemm_tc_rmsnorm_fuses holds and x, gamma
 // are 16-byte aligned. _fuses: the rule (n <= 4, the one-tile kernel, n in 2 bytes within
 // 32 KB of shared memory); _cost: its napkin math.
-void etx_gemm_tc_rmsnorm(void* y, int swiglu, const float* x, const float* gamma, float eps, const etx_bf16* w, int n,
-                         int in, int out, void* stream);
+void etx_gemm_tc_rmsnorm(void* y, int swiglu, const float* x, const float* gamma, float eps, const etx_bf16* w,
+                         const float* bias, int n, int in, int out, void* stream);
 int etx_gemm_tc_rmsnorm_fuses(int n, int in, int out, size_t ws_bytes);
 EtxCost etx_gemm_tc_rmsnorm_cost(int n, int in, int out, double l2_bytes, int swiglu, int sms);
 // etx_gemm_bf16_add_rmsnorm's fused path (aborts unless _fuses holds, ws is non-NULL and y,

@@ -161,7 +161,7 @@ template <int MT, int NT, bool SWIGLU, bool NORM, int SLICES, int WARPS>
 __global__ void __launch_bounds__(WARPS * 32, (MT * NT <= 2 && WARPS == 8) ? 2 : 1)
     gemm_tc_kernel(void* __restrict__ y, const void* __restrict__ xv, const __nv_bfloat16* __restrict__ w,
                    const float* __restrict__ gamma, float eps, int n, int in, int out, int rows_fast, int acc_y,
-                   const char* __restrict__ pf, unsigned pf_bytes) {
+                   const float* __restrict__ bias, const char* __restrict__ pf, unsigned pf_bytes) {
     static_assert(!NORM || (MT == 1 && NT == 1), "the fused norm is for the one-tile (n <= 8) kernel");
     static_assert(SLICES % WARPS == 0, "a warp runs whole slices");
     constexpr int TM = 16 * MT, TN = 8 * NT, THREADS = WARPS * 32;
@@ -294,7 +294,7 @@ __global__ void __launch_bounds__(WARPS * 32, (MT * NT <= 2 && WARPS == 8) ? 2 :
             if (q >= TN * TM) continue;
             const int jr = q / TM, m = q % TM;
             if (r0 + jr >= n || o0 + m >= out) continue;
-            etx_store_or_add(static_cast<float*>(y) + (size_t)(r0 + jr) * out + o0 + m, run[k], acc_y);
+            etx_gemm_out(static_cast<float*>(y) + (size_t)(r0 + jr) * out + o0 + m, run[k], acc_y, bias, o0 + m);
         }
     }
 }
@@ -346,7 +346,8 @@ __global__ void __launch_bounds__(WARPS * 32, (MT * NT <= 2 && WARPS == 8) ? 2 :
 template <int NT, bool SWIGLU>
 __global__ void __launch_bounds__(TC_WARPS * 32, 1)
     gemm_tc_tiled_kernel(void* __restrict__ y, float* __restrict__ ws, const __nv_bfloat16* __restrict__ x,
-                         const __nv_bfloat16* __restrict__ w, int n, int in, int out, int rows_fast, int acc_y) {
+                         const __nv_bfloat16* __restrict__ w, int n, int in, int out, int rows_fast, int acc_y,
+                         const float* __restrict__ bias) {
     constexpr int MT = 4, BN = 32 * NT;
     // the stages, in dynamic shared memory (tt_smem_bytes: 36 or 48 KB, within the default
     // limit): static arrays of every instantiation would sit in the emulator's shared
@@ -467,7 +468,7 @@ __global__ void __launch_bounds__(TC_WARPS * 32, 1)
                     if (g % 2 == 0 && row < n && col < out)
                         static_cast<__nv_bfloat16*>(y)[(size_t)row * (out / 2) + col / 2] = etx_silu_mul_bf16(v, up);
                 } else if (row < n && col < out) {
-                    etx_store_or_add(static_cast<float*>(y) + (size_t)row * out + col, v, acc_y);
+                    etx_gemm_out(static_cast<float*>(y) + (size_t)row * out + col, v, acc_y, bias, col);
                 }
             }
 }
@@ -478,7 +479,7 @@ __global__ void __launch_bounds__(TC_WARPS * 32, 1)
 // them), the output written.
 template <bool SWIGLU>
 __global__ void gemm_slices_reduce_kernel(void* __restrict__ y, const float* __restrict__ ws, int n, int out,
-                                          int n_slices, int acc_y) {
+                                          int n_slices, int acc_y, const float* __restrict__ bias) {
     ETX_PDL_ENTRY();
     const int per_row = SWIGLU ? out / 2 : out;
     const long long q = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -490,7 +491,7 @@ __global__ void gemm_slices_reduce_kernel(void* __restrict__ y, const float* __r
         for (int v = 0; v < n_slices; v++) u += ws[((size_t)v * n + r) * out + o + 1];
         static_cast<__nv_bfloat16*>(y)[(size_t)r * per_row + o / 2] = etx_silu_mul_bf16(s, u);
     } else {
-        etx_store_or_add(static_cast<float*>(y) + (size_t)r * out + o, s, acc_y);
+        etx_gemm_out(static_cast<float*>(y) + (size_t)r * out + o, s, acc_y, bias, o);
     }
 }
 
@@ -565,8 +566,8 @@ static __device__ float tc_twin_sum(const __nv_bfloat16* wr, const __nv_bfloat16
 template <bool SWIGLU, bool NORM>
 __global__ void gemm_tc_twin_kernel(void* __restrict__ y, const void* __restrict__ xv,
                                     const __nv_bfloat16* __restrict__ w, const float* __restrict__ gamma, float eps,
-                                    int n, int in, int out, int acc_y, const char* __restrict__ pf,
-                                    unsigned pf_bytes) {
+                                    int n, int in, int out, int acc_y, const float* __restrict__ bias,
+                                    const char* __restrict__ pf, unsigned pf_bytes) {
     tc_prefetch_share(pf, pf_bytes); // the warp kernel's prefetch, so the engine suites check its ranges
     ETX_PDL_ENTRY();
     const int o = (blockIdx.x * blockDim.x + threadIdx.x) * (SWIGLU ? 2 : 1);
@@ -586,7 +587,7 @@ __global__ void gemm_tc_twin_kernel(void* __restrict__ y, const void* __restrict
                 static_cast<__nv_bfloat16*>(y)[(size_t)r * (out / 2) + o / 2] =
                     etx_silu_mul_bf16(s, tc_twin_sum(w + (size_t)(o + 1) * in, xr, in));
             else
-                etx_store_or_add(static_cast<float*>(y) + (size_t)r * out + o, s, acc_y);
+                etx_gemm_out(static_cast<float*>(y) + (size_t)r * out + o, s, acc_y, bias, o);
         }
         if (NORM) __syncthreads(); // xs is rewritten for the next row
     }
@@ -647,7 +648,7 @@ typedef struct {
 
 template <int MT, int NT, bool SWIGLU, bool NORM, int SLICES, int WARPS>
 static void launch_tc_warps(void* y, const void* x, const __nv_bfloat16* w, const TcNorm* nm, int n, int in, int out,
-                            int acc_y, TcPrefetch pf, cudaStream_t st) {
+                            int acc_y, const float* bias, TcPrefetch pf, cudaStream_t st) {
     const int tiles_c = etx_ceil_div(out, 16 * MT), tiles_r = etx_ceil_div(n, 8 * NT), rows_fast = tc_rows_fast(n, out);
     if ((rows_fast ? tiles_c : tiles_r) > 65535) { // gridDim.y
         fprintf(stderr, "[etx] etx_gemm_tc: %d rows x %d columns (at most 65535 tiles in gridDim.y)\n", n, out);
@@ -657,7 +658,7 @@ static void launch_tc_warps(void* y, const void* x, const __nv_bfloat16* w, cons
     // NORM: the block's normalised rows, bf16 (tc_norm_rule keeps them within TC_NORM_SMEM)
     const size_t smem = NORM ? (size_t)min(n, 8 * NT) * in * sizeof(__nv_bfloat16) : 0;
     ETX_LAUNCH((gemm_tc_kernel<MT, NT, SWIGLU, NORM, SLICES, WARPS>), grid, WARPS * 32, smem, st, y, x, w,
-               nm ? nm->gamma : NULL, nm ? nm->eps : 0.0f, n, in, out, rows_fast, acc_y, pf.p, pf.bytes);
+               nm ? nm->gamma : NULL, nm ? nm->eps : 0.0f, n, in, out, rows_fast, acc_y, bias, pf.p, pf.bytes);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -696,17 +697,17 @@ static int tc_warps_wanted(void) {
 
 template <int MT, int NT, bool SWIGLU, bool NORM>
 static void launch_tc(void* y, const void* x, const __nv_bfloat16* w, const TcNorm* nm, int n, int in, int out,
-                      int acc_y, TcPrefetch pf, cudaStream_t st) {
+                      int acc_y, const float* bias, TcPrefetch pf, cudaStream_t st) {
     if (tc_slices(in) == 8) {
-        launch_tc_warps<MT, NT, SWIGLU, NORM, 8, TC_WARPS>(y, x, w, nm, n, in, out, acc_y, pf, st);
+        launch_tc_warps<MT, NT, SWIGLU, NORM, 8, TC_WARPS>(y, x, w, nm, n, in, out, acc_y, bias, pf, st);
         return;
     }
     const int wanted = tc_warps_wanted();
     if (MT == 1 && NT == 1 && (wanted ? wanted == 16 : tc_wide(n, in, out, etx_dev_sm_count()))) {
-        launch_tc_warps<1, 1, SWIGLU, NORM, 16, 16>(y, x, w, nm, n, in, out, acc_y, pf, st);
+        launch_tc_warps<1, 1, SWIGLU, NORM, 16, 16>(y, x, w, nm, n, in, out, acc_y, bias, pf, st);
         return;
     }
-    launch_tc_warps<MT, NT, SWIGLU, NORM, 16, TC_WARPS>(y, x, w, nm, n, in, out, acc_y, pf, st);
+    launch_tc_warps<MT, NT, SWIGLU, NORM, 16, TC_WARPS>(y, x, w, nm, n, in, out, acc_y, bias, pf, st);
 }
 
 // Which kernel a call takes: g_tc_kernel -1 (auto: the tiled kernel for n > 32 when its
@@ -784,7 +785,7 @@ static void tt_allow_smem(const void* kernel, int variant, size_t bytes) {
 
 template <int NT, bool SWIGLU>
 static void launch_tiled(void* y, const __nv_bfloat16* x, const __nv_bfloat16* w, const TcNormAfter* na, int n,
-                         int in, int out, float* ws, size_t ws_bytes, int acc_y, cudaStream_t st) {
+                         int in, int out, float* ws, size_t ws_bytes, int acc_y, const float* bias, cudaStream_t st) {
     const int tiles_c = etx_ceil_div(out, TT_BM), tiles_r = etx_ceil_div(n, 32 * NT), rows_fast = tc_rows_fast(n, out);
     if ((rows_fast ? tiles_c : tiles_r) > 65535) { // gridDim.y
         fprintf(stderr, "[etx] etx_gemm_tc: %d rows x %d columns (at most 65535 tiles in gridDim.y)\n", n, out);
@@ -795,7 +796,7 @@ static void launch_tiled(void* y, const __nv_bfloat16* x, const __nv_bfloat16* w
     const size_t smem = tt_smem_bytes(NT); // <= 48 KB, but 200 KB with the totals (NT = 8)
     if (smem > 48 * 1024) tt_allow_smem((const void*)gemm_tc_tiled_kernel<NT, SWIGLU>, SWIGLU, smem);
     ETX_LAUNCH((gemm_tc_tiled_kernel<NT, SWIGLU>), grid, TC_WARPS * 32, smem, st, y, ws, x, w, n, in, out, rows_fast,
-               acc_y);
+               acc_y, bias);
     CUDA_CHECK_LAUNCH();
     if (na) { // tc_add_norm_rule held (gemm_tc_run): split > 1, and the caller's y += x W^T
         ETX_LAUNCH(gemm_slices_reduce_norm_kernel, (unsigned)n, etx_rms_threads(out), 0, st, static_cast<float*>(y),
@@ -804,7 +805,7 @@ static void launch_tiled(void* y, const __nv_bfloat16* x, const __nv_bfloat16* w
     } else if (split > 1) {
         const long long outs = (long long)n * (SWIGLU ? out / 2 : out);
         ETX_LAUNCH(gemm_slices_reduce_kernel<SWIGLU>, (unsigned)((outs + 255) / 256), 256, 0, st, y, (const float*)ws,
-                   n, out, tc_slices(in), acc_y);
+                   n, out, tc_slices(in), acc_y, bias);
         CUDA_CHECK_LAUNCH();
     }
 }
@@ -841,7 +842,7 @@ extern "C" int etx_gemm_tc_add_rmsnorm_fuses(int n, int in, int out, size_t ws_b
 // na: the norm after the projection, in its split reduce (only where tc_add_norm_rule holds).
 template <bool SWIGLU>
 static void gemm_tc_run(void* y, const void* x, const etx_bf16* w, const TcNorm* nm, const TcNormAfter* na, int n,
-                        int in, int out, float* ws, size_t ws_bytes, int acc_y, void* stream) {
+                        int in, int out, float* ws, size_t ws_bytes, int acc_y, const float* bias, void* stream) {
     cudaStream_t st = (cudaStream_t)stream;
     const TcPrefetch pf = tc_take_prefetch(); // this call's, whichever kernel it takes (only gemm_tc_kernel has one)
     const __nv_bfloat16* xb = static_cast<const __nv_bfloat16*>(x);
@@ -852,10 +853,10 @@ static void gemm_tc_run(void* y, const void* x, const etx_bf16* w, const TcNorm*
         const dim3 grid(etx_ceil_div(out, 128 * per), min(n, 65535));
         if (nm)
             ETX_LAUNCH((gemm_tc_twin_kernel<SWIGLU, true>), grid, 128, (size_t)in * sizeof(__nv_bfloat16), st, y, x,
-                       wb, nm->gamma, nm->eps, n, in, out, acc_y, pf.p, pf.bytes);
+                       wb, nm->gamma, nm->eps, n, in, out, acc_y, bias, pf.p, pf.bytes);
         else
             ETX_LAUNCH((gemm_tc_twin_kernel<SWIGLU, false>), grid, 128, 0, st, y, x, wb, (const float*)NULL, 0.0f, n,
-                       in, out, acc_y, pf.p, pf.bytes);
+                       in, out, acc_y, bias, pf.p, pf.bytes);
         CUDA_CHECK_LAUNCH();
         // the twin has no split reduce: the norm after it is the stand-alone kernel (the
         // same bits; one launch more than the plan counts, which the engine suites' twin
@@ -871,49 +872,54 @@ static void gemm_tc_run(void* y, const void* x, const etx_bf16* w, const TcNorm*
         abort();
     }
     if (nm) {
-        launch_tc<1, 1, SWIGLU, true>(y, x, wb, nm, n, in, out, acc_y, pf, st);
+        launch_tc<1, 1, SWIGLU, true>(y, x, wb, nm, n, in, out, acc_y, bias, pf, st);
         return;
     }
     if (tc_use_tiled(n, out, ws ? ws_bytes : 0)) {
         switch (tt_nt(n, out)) {
-        case 2: launch_tiled<2, SWIGLU>(y, xb, wb, na, n, in, out, ws, ws_bytes, acc_y, st); break;
-        case 4: launch_tiled<4, SWIGLU>(y, xb, wb, na, n, in, out, ws, ws_bytes, acc_y, st); break;
-        default: launch_tiled<8, SWIGLU>(y, xb, wb, na, n, in, out, ws, ws_bytes, acc_y, st); break;
+        case 2: launch_tiled<2, SWIGLU>(y, xb, wb, na, n, in, out, ws, ws_bytes, acc_y, bias, st); break;
+        case 4: launch_tiled<4, SWIGLU>(y, xb, wb, na, n, in, out, ws, ws_bytes, acc_y, bias, st); break;
+        default: launch_tiled<8, SWIGLU>(y, xb, wb, na, n, in, out, ws, ws_bytes, acc_y, bias, st); break;
         }
         return;
     }
     switch (etx_gemm_tc_tile_rows(n)) {
-    case 8: launch_tc<1, 1, SWIGLU, false>(y, xb, wb, NULL, n, in, out, acc_y, pf, st); break;
-    case 16: launch_tc<1, 2, SWIGLU, false>(y, xb, wb, NULL, n, in, out, acc_y, pf, st); break;
-    default: launch_tc<2, 4, SWIGLU, false>(y, xb, wb, NULL, n, in, out, acc_y, pf, st); break;
+    case 8: launch_tc<1, 1, SWIGLU, false>(y, xb, wb, NULL, n, in, out, acc_y, bias, pf, st); break;
+    case 16: launch_tc<1, 2, SWIGLU, false>(y, xb, wb, NULL, n, in, out, acc_y, bias, pf, st); break;
+    default: launch_tc<2, 4, SWIGLU, false>(y, xb, wb, NULL, n, in, out, acc_y, bias, pf, st); break;
     }
 }
 
 extern "C" void etx_gemm_tc_bf16(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out, float* ws,
                                  size_t ws_bytes, void* stream) {
-    gemm_tc_run<false>(y, x, w, NULL, NULL, n, in, out, ws, ws_bytes, 0, stream);
+    gemm_tc_run<false>(y, x, w, NULL, NULL, n, in, out, ws, ws_bytes, 0, NULL, stream);
+}
+
+extern "C" void etx_gemm_tc_bf16_bias(float* y, const etx_bf16* x, const etx_bf16* w, const float* bias, int n,
+                                      int in, int out, float* ws, size_t ws_bytes, void* stream) {
+    gemm_tc_run<false>(y, x, w, NULL, NULL, n, in, out, ws, ws_bytes, 0, bias, stream);
 }
 
 extern "C" void etx_gemm_tc_bf16_add(float* y, const etx_bf16* x, const etx_bf16* w, int n, int in, int out,
                                      float* ws, size_t ws_bytes, void* stream) {
-    gemm_tc_run<false>(y, x, w, NULL, NULL, n, in, out, ws, ws_bytes, 1, stream);
+    gemm_tc_run<false>(y, x, w, NULL, NULL, n, in, out, ws, ws_bytes, 1, NULL, stream);
 }
 
 extern "C" void etx_gemm_tc_bf16_swiglu(etx_bf16* h, const etx_bf16* x, const etx_bf16* w, int n, int in, int out,
                                         float* ws, size_t ws_bytes, void* stream) {
-    gemm_tc_run<true>(h, x, w, NULL, NULL, n, in, out, ws, ws_bytes, 0, stream);
+    gemm_tc_run<true>(h, x, w, NULL, NULL, n, in, out, ws, ws_bytes, 0, NULL, stream);
 }
 
 extern "C" void etx_gemm_tc_rmsnorm(void* y, int swiglu, const float* x, const float* gamma, float eps,
-                                    const etx_bf16* w, int n, int in, int out, void* stream) {
+                                    const etx_bf16* w, const float* bias, int n, int in, int out, void* stream) {
     if (!tc_norm_rule(n, in, out, 0) || ((uintptr_t)x % 16) != 0 || ((uintptr_t)gamma % 16) != 0) {
         fprintf(stderr, "[etx] etx_gemm_tc_rmsnorm: %d rows of %d (x %p, gamma %p) do not take the fused norm\n", n,
                 in, (const void*)x, (const void*)gamma);
         abort();
     }
     const TcNorm nm = {x, gamma, eps};
-    if (swiglu) gemm_tc_run<true>(y, x, w, &nm, NULL, n, in, out, NULL, 0, 0, stream);
-    else gemm_tc_run<false>(y, x, w, &nm, NULL, n, in, out, NULL, 0, 0, stream);
+    if (swiglu) gemm_tc_run<true>(y, x, w, &nm, NULL, n, in, out, NULL, 0, 0, NULL, stream);
+    else gemm_tc_run<false>(y, x, w, &nm, NULL, n, in, out, NULL, 0, 0, bias, stream);
 }
 
 extern "C" void etx_gemm_tc_bf16_add_rmsnorm(float* y, const etx_bf16* x, const etx_bf16* w, const float* gamma,
@@ -927,7 +933,7 @@ extern "C" void etx_gemm_tc_bf16_add_rmsnorm(float* y, const etx_bf16* x, const 
         abort();
     }
     const TcNormAfter na = {gamma, eps, reinterpret_cast<__nv_bfloat16*>(xb)};
-    gemm_tc_run<false>(y, x, w, NULL, &na, n, in, out, ws, ws_bytes, 1, stream);
+    gemm_tc_run<false>(y, x, w, NULL, &na, n, in, out, ws, ws_bytes, 1, NULL, stream);
 }
 
 // The napkin math of one tensor-core call; y_bytes_per_out: bytes moved per output (4

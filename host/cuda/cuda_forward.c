@@ -95,7 +95,8 @@ void cuda_run_op(CudaBackend* b, const CudaRows* r, const CudaOp* o) {
                 etx_gemm_bf16_rmsnorm_swiglu(b->hb, b->x + off, gamma, b->eps, b->xb + off, w, n, in, out, b->gemm_ws,
                                              b->gemm_ws_bytes, st);
             else
-                etx_gemm_bf16_rmsnorm(y, b->x + off, gamma, b->eps, b->xb + off, w, n, in, out, b->gemm_ws,
+                etx_gemm_bf16_rmsnorm(y, b->x + off, gamma, b->eps, b->xb + off, w,
+                                      o->bias ? b->layers[o->layer].bqkv : NULL, n, in, out, b->gemm_ws,
                                       b->gemm_ws_bytes, st);
         } else if (o->which == CUDA_W_GATE_UP) { // SwiGLU in the GEMM's epilogue: hb = silu(gate) * up
             etx_gemm_bf16_swiglu(b->hb, x, w, n, in, out, b->gemm_ws, b->gemm_ws_bytes, st);
@@ -106,6 +107,8 @@ void cuda_run_op(CudaBackend* b, const CudaRows* r, const CudaOp* o) {
                                       b->gemm_ws_bytes, st);
         } else if (o->residual) { // the residual stream takes the projection: x += y
             etx_gemm_bf16_add(b->x + off, x, w, n, in, out, b->gemm_ws, b->gemm_ws_bytes, st);
+        } else if (o->bias) { // the QKV projection with qwen2's biases in its epilogue
+            etx_gemm_bf16_bias(y, x, w, b->layers[o->layer].bqkv, n, in, out, b->gemm_ws, b->gemm_ws_bytes, st);
         } else {
             etx_gemm_bf16_ws(y, x, w, n, in, out, b->gemm_ws, b->gemm_ws_bytes, st);
         }

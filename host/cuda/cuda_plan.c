@@ -20,7 +20,7 @@
 #include "vocab_pass.h"
 
 static CudaOp op(CudaOpKind kind, int layer, int which, int row0, int n) {
-    CudaOp o = {kind, layer, which, row0, n, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    CudaOp o = {kind, layer, which, row0, n, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
     return o;
 }
 
@@ -97,7 +97,10 @@ int cuda_plan_forward(const CudaDims* d, int n, int decode, int capture, int hea
         // layer 0 starts from the embedding alone
         if (xb_ready) ops[k++] = op(CUDA_OP_GEMM, l, CUDA_W_QKV, 0, n);
         else k += norm_gemm(d, l, CUDA_NORM_ATTN, !fr && l > 0, CUDA_W_QKV, 0, n, ops + k);
-        if (d->qkv_bias || d->qk_norm) ops[k++] = op(CUDA_OP_QKV_PREP, l, 0, 0, n);
+        // Q/K/V biases alone (qwen2): added by the QKV GEMM's epilogue; with QK-norm (qwen3)
+        // the prep kernel does both, the norm needing the biased heads
+        if (d->qkv_bias && !d->qk_norm && plan_fuses()) ops[k - 1].bias = 1;
+        else if (d->qkv_bias || d->qk_norm) ops[k++] = op(CUDA_OP_QKV_PREP, l, 0, 0, n);
         // decode rows (each its own sequence): RoPE and the append in the attention launch
         if (!decode) ops[k++] = op(CUDA_OP_ROPE_KV, l, 0, 0, n);
         ops[k] = op(CUDA_OP_ATTN, l, decode, 0, n);
@@ -222,13 +225,15 @@ const char* cuda_op_name(const CudaOp* o, char* buf, size_t size) {
                                  // the norm folded in (CudaOp.norm)
                                  "norm + gemm qkv", "?", "norm + gemm gate/up + swiglu", "?", "norm + gemm lm head",
                                  // the next norm in the split reduce (CudaOp.norm_next)
-                                 "?", "gemm o + norm", "?", "gemm down + norm", "?"};
+                                 "?", "gemm o + norm", "?", "gemm down + norm", "?",
+                                 // the Q/K/V biases in the epilogue (CudaOp.bias)
+                                 "gemm qkv + bias", "norm + gemm qkv + bias"};
     static const char* norm[] = {"norm attn", "norm ffn", "norm final"};
     const char* what = "?";
     switch (o->kind) {
     case CUDA_OP_EMBED: what = "embed"; break;
     case CUDA_OP_NORM: what = norm[o->which]; break;
-    case CUDA_OP_GEMM: what = gemm[o->which + (o->norm ? 5 : o->norm_next ? 10 : 0)]; break;
+    case CUDA_OP_GEMM: what = o->bias ? gemm[15 + (o->norm != 0)] : gemm[o->which + (o->norm ? 5 : o->norm_next ? 10 : 0)]; break;
     case CUDA_OP_QKV_PREP: what = "qkv bias + qk norm"; break;
     case CUDA_OP_ROPE_KV: what = "rope + kv append"; break;
     case CUDA_OP_ATTN:
@@ -322,6 +327,7 @@ EtxCost cuda_op_cost(const CudaDims* d, const CudaOp* o, int len, const CudaCard
         // counted in c.l2 already); this launch's own request for a later one
         c.bytes -= (double)o->prefetched;
         c.pf = (double)o->pf_bytes;
+        if (o->bias) c.bytes += (double)out * 4; // the bias, read by every block (from L2 after the first)
         return c;
     }
     case CUDA_OP_QKV_PREP: return etx_qkv_prep_cost(o->n, d->qkv_bias, d->qk_norm, attn_shape(d));

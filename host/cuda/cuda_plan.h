@@ -99,6 +99,8 @@ typedef struct {
     // own weights that earlier launches so asked for (it reads them from L2)
     int pf_which, pf_layer;
     size_t pf_off, pf_bytes, prefetched;
+    int bias;     // CUDA_OP_GEMM (QKV, models with Q/K/V biases and no QK-norm: qwen2): adds the
+                  // layer's bias in its epilogue (etx_gemm_bf16_bias), no qkv_prep op follows
 } CudaOp;
 
 // Ops a plan can hold: at most 8 per layer (9 with biases or QK-norm; 5 at batch 1 with

@@ -10,7 +10,8 @@
  *      model, which reads the same plan, misses no kernel; also for tiny Qwen2 (biases)
  *      and Qwen3 (QK-norm) models, whose plans have the qkv_prep op.
  *   2. The plan's shape: 1 + 9 per layer + 2 ops for a forward with its LM head (10 per
- *      layer with biases or QK-norm: qkv_prep between the QKV GEMM and RoPE), the
+ *      layer with QK-norm: qkv_prep between the QKV GEMM and RoPE; Q/K/V biases alone
+ *      ride on the QKV GEMM's epilogue), the
  *      capture only in the last layer's attention, the sampling ops.
  *   3. The cost model: at batch 1 the GEMMs' bytes are the weights' (each read once), so
  *      the predicted step is at least the floor; the GEMM FLOPs are 2 x parameters x rows;
@@ -210,10 +211,29 @@ START_TEST(plan_shape) {
     ck_assert_int_eq(cuda_plan_sampling(&d, 3, 0, 1, ops), 2);
     ck_assert_int_eq(cuda_op_cost(&d, &ops[1], 16, cuda_card_find("h100")).launches, 2);
     char name[64];
-    CudaOp g = {CUDA_OP_GEMM, 3, CUDA_W_O, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    CudaOp g = {CUDA_OP_GEMM, 3, CUDA_W_O, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
     ck_assert_str_eq(cuda_op_name(&g, name, sizeof name), "L3 gemm o");
-    // a model with biases or QK-norm: one more op per layer, right after the QKV GEMM
-    for (int v = 1; v <= 3; v++) {
+    // Q/K/V biases alone (qwen2): the QKV GEMM adds them in its epilogue, no op more
+    {
+        CudaDims q = d;
+        q.qkv_bias = 1;
+        n = cuda_plan_forward(&q, 7, 0, 1, 0, 7, ops);
+        ck_assert_int_eq(n, 1 + 8 * 16 + 2);
+        int biased = 0;
+        for (int i = 0; i < n; i++) {
+            ck_assert(ops[i].kind != CUDA_OP_QKV_PREP);
+            biased += ops[i].bias;
+            if (ops[i].bias) ck_assert(ops[i].kind == CUDA_OP_GEMM && ops[i].which == CUDA_W_QKV);
+        }
+        ck_assert_int_eq(biased, 16);
+        ck_assert_str_eq(cuda_op_name(&ops[2], name, sizeof name), "L0 gemm qkv + bias");
+        n = cuda_plan_forward(&q, 1, 1, 1, 0, 1, ops); // batch 1: the norm folded in too
+        ck_assert_int_eq(n, 1 + 5 * 16 + 1);
+        ck_assert(ops[1].bias && ops[1].norm);
+        ck_assert_str_eq(cuda_op_name(&ops[1], name, sizeof name), "L0 norm + gemm qkv + bias");
+    }
+    // QK-norm, with or without biases (qwen3): one more op per layer, right after the QKV GEMM
+    for (int v = 2; v <= 3; v++) {
         CudaDims q = d;
         q.qkv_bias = v & 1, q.qk_norm = (v >> 1) & 1;
         n = cuda_plan_forward(&q, 7, 0, 1, 0, 7, ops);

@@ -493,6 +493,113 @@ START_TEST(gemm_add_epilogue) {
 }
 END_TEST
 
+// etx_gemm_bf16_bias (qwen2's Q/K/V biases in the QKV projection's epilogue): every
+// output equals (etx_gemm_bf16's output) + bias[o] in one f32 addition, to the bit, on both
+// paths, the twins and warp kernels, the tiled kernel with and without its split; and with
+// the folded norm (etx_gemm_bf16_rmsnorm with a bias: one launch at <= 4 rows, the two
+// launches above that) it equals the norm, the GEMM and the bias.
+START_TEST(gemm_bias_epilogue) {
+    static const int shapes[][3] = {{1, 64, 32}, {5, 96, 130}, {40, 1032, 70}, {133, 264, 300}, {3, 17, 10}};
+    for (int variant = 0; variant < 6; variant++) {
+        // CUDA cores (twin, warp kernel), tensor cores (twin, gemm_tc_kernel, tiled, tiled split over 4)
+        const int path = variant >= 2, warp = variant == 1 || variant >= 3, tiled = variant >= 4;
+        etx_gemm_force_path(path);
+        if (path == 1 && !etx_gemm_uses_tensor_cores()) continue;
+        if (g_native && variant == 2) continue; // no twin on a GPU
+        etx_gemm_use_warp_kernel(warp);
+        etx_gemm_tc_force_kernel(path ? tiled : -1);
+        etx_gemm_tc_force_split(variant == 5 ? 4 : 1);
+        uint64_t rng = rng_seed(43);
+        for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+            const int n = shapes[k][0], in = shapes[k][1], out = shapes[k][2];
+            const size_t ny = (size_t)n * out, ws_bytes = etx_gemm_tc_workspace_bytes(n, out);
+            etx_bf16* x = random_bf16(&rng, (size_t)n * in);
+            etx_bf16* w = random_bf16(&rng, (size_t)out * in);
+            float* bias = malloc((size_t)out * sizeof *bias);
+            ck_assert_ptr_nonnull(bias);
+            for (int o = 0; o < out; o++) bias[o] = 2.0f * rng_frand(&rng);
+            float* y = run_gemm_ws(x, w, n, in, out); // x W^T alone, the same path
+            etx_bf16* dx = dev_copy_of(x, (size_t)n * in * sizeof *x);
+            etx_bf16* dw = dev_copy_of(w, (size_t)out * in * sizeof *w);
+            etx_dev_mark_readonly(dw, (size_t)out * in * sizeof *w);
+            float* db = dev_copy_of(bias, (size_t)out * sizeof *bias);
+            float* dy = dev_alloc((ny + N_GUARD) * sizeof(float));
+            float* guard = malloc((ny + N_GUARD) * sizeof *guard);
+            ck_assert_ptr_nonnull(guard);
+            for (size_t i = 0; i < ny + N_GUARD; i++) guard[i] = GUARD_F32;
+            etx_dev_upload(dy, guard, (ny + N_GUARD) * sizeof *guard);
+            float* ws = dev_alloc(ws_bytes);
+            etx_dev_memset(ws, 0xff, ws_bytes);
+            etx_gemm_bf16_bias(dy, dx, dw, db, n, in, out, ws, ws_bytes, NULL);
+            etx_dev_sync();
+            float* got = malloc((ny + N_GUARD) * sizeof *got);
+            ck_assert_ptr_nonnull(got);
+            etx_dev_download(got, dy, (ny + N_GUARD) * sizeof *got);
+            for (size_t i = 0; i < ny; i++) {
+                const float want = y[i] + bias[i % out];
+                if (memcmp(&got[i], &want, sizeof want) != 0)
+                    ck_abort_msg("n %d in %d out %d (variant %d): y[%zu] = %.9g, x W^T + b = %.9g", n, in, out,
+                                 variant, i, got[i], want);
+            }
+            for (int g = 0; g < N_GUARD; g++) ck_assert_msg(got[ny + g] == GUARD_F32, "guard %d past y overwritten", g);
+            etx_dev_free(dx), etx_dev_free(dw), etx_dev_free(db), etx_dev_free(dy), etx_dev_free(ws);
+            free(x), free(w), free(bias), free(y), free(got), free(guard);
+        }
+    }
+    etx_gemm_tc_force_split(0);
+    etx_gemm_tc_force_kernel(-1);
+    // with the folded norm: y = rmsnorm(x) W^T + b against the norm, the GEMM, then + b
+    for (int warp = g_native; warp < 2; warp++) {
+        etx_gemm_use_warp_kernel(warp);
+        for (int path = 0; path < 2; path++) {
+            etx_gemm_force_path(path);
+            if (path == 1 && !etx_gemm_uses_tensor_cores()) continue;
+            static const int ns[] = {1, 4, 6};
+            uint64_t rng = rng_seed(47);
+            for (int t = 0; t < 3; t++) {
+                const int n = ns[t], in = 576, out = 96;
+                float* xf = malloc((size_t)n * in * sizeof *xf);
+                float* gamma = malloc((size_t)in * sizeof *gamma);
+                float* bias = malloc((size_t)out * sizeof *bias);
+                ck_assert(xf && gamma && bias);
+                for (int i = 0; i < n * in; i++) xf[i] = 3.0f * rng_frand(&rng);
+                for (int i = 0; i < in; i++) gamma[i] = 1.0f + 0.5f * rng_frand(&rng);
+                for (int o = 0; o < out; o++) bias[o] = rng_frand(&rng);
+                etx_bf16* w = random_bf16(&rng, (size_t)out * in);
+                float* dx = dev_copy_of(xf, (size_t)n * in * sizeof *xf);
+                float* dg = dev_copy_of(gamma, (size_t)in * sizeof *gamma);
+                float* db = dev_copy_of(bias, (size_t)out * sizeof *bias);
+                etx_bf16* dw = dev_copy_of(w, (size_t)out * in * sizeof *w);
+                etx_dev_mark_readonly(dw, (size_t)out * in * sizeof *w);
+                etx_bf16* dxb = dev_alloc((size_t)n * in * sizeof(etx_bf16));
+                float* dref = dev_alloc((size_t)n * out * sizeof(float));
+                float* dy = dev_alloc((size_t)n * out * sizeof(float));
+                etx_rmsnorm_residual(dxb, dx, NULL, dg, n, in, 1e-5f, NULL);
+                etx_gemm_bf16(dref, dxb, dw, n, in, out, NULL);
+                etx_gemm_bf16_rmsnorm(dy, dx, dg, 1e-5f, dxb, dw, db, n, in, out, NULL, 0, NULL);
+                etx_dev_sync();
+                float* ref = malloc((size_t)n * out * sizeof *ref);
+                float* got = malloc((size_t)n * out * sizeof *got);
+                ck_assert(ref && got);
+                etx_dev_download(ref, dref, (size_t)n * out * sizeof *ref);
+                etx_dev_download(got, dy, (size_t)n * out * sizeof *got);
+                for (int i = 0; i < n * out; i++) {
+                    const float want = ref[i] + bias[i % out];
+                    ck_assert_msg(memcmp(&got[i], &want, sizeof want) == 0,
+                                  "norm + gemm + bias, n %d (path %d, warp %d): y[%d] = %.9g, want %.9g", n, path, warp,
+                                  i, got[i], want);
+                }
+                etx_dev_free(dx), etx_dev_free(dg), etx_dev_free(db), etx_dev_free(dw), etx_dev_free(dxb);
+                etx_dev_free(dref), etx_dev_free(dy);
+                free(xf), free(gamma), free(bias), free(w), free(ref), free(got);
+            }
+        }
+    }
+    etx_gemm_use_warp_kernel(0);
+    etx_gemm_force_path(-1);
+}
+END_TEST
+
 // The norm folded into the projection (etx_gemm_bf16_rmsnorm, _swiglu): for every shape,
 // the output equals, to the bit, the stand-alone norm (etx_rmsnorm_residual, which
 // test_layer_kernels holds to the CPU) into xb followed by the GEMM on xb. Rows 1..4 take
@@ -528,7 +635,7 @@ static void check_rmsnorm_gemm(uint64_t* rng, int n, int in, int out, int swiglu
     etx_dev_sync();
     const long long before = etx_dev_kernel_launches();
     if (swiglu) etx_gemm_bf16_rmsnorm_swiglu(dy, dx, dg, eps, dxb, dw, n, in, out, ws, ws_bytes, NULL);
-    else etx_gemm_bf16_rmsnorm(dy, dx, dg, eps, dxb, dw, n, in, out, ws, ws_bytes, NULL);
+    else etx_gemm_bf16_rmsnorm(dy, dx, dg, eps, dxb, dw, NULL, n, in, out, ws, ws_bytes, NULL);
     etx_dev_sync();
     const long long launches = etx_dev_kernel_launches() - before;
     const int fused = etx_gemm_rmsnorm_fuses(n, in, out);
@@ -594,11 +701,11 @@ START_TEST(gemm_rmsnorm_fused) {
         void* st = etx_dev_stream_create();
         for (int warp = g_native; warp < 2; warp++) {
             etx_gemm_use_warp_kernel(warp);
-            etx_gemm_bf16_rmsnorm(dy, dx, dg, 1e-5f, dxb, dw, n, in, out, NULL, 0, st);
+            etx_gemm_bf16_rmsnorm(dy, dx, dg, 1e-5f, dxb, dw, NULL, n, in, out, NULL, 0, st);
             etx_dev_stream_sync(st);
             etx_dev_memset(dy2, 0xff, (size_t)n * out * sizeof(float));
             ck_assert(etx_dev_capture_begin(st));
-            etx_gemm_bf16_rmsnorm(dy2, dx, dg, 1e-5f, dxb, dw, n, in, out, NULL, 0, st);
+            etx_gemm_bf16_rmsnorm(dy2, dx, dg, 1e-5f, dxb, dw, NULL, n, in, out, NULL, 0, st);
             void* g = etx_dev_capture_end(st);
             ck_assert_msg(g != NULL, "capture failed: %s", etx_dev_capture_error());
             etx_dev_graph_launch(g, st);
@@ -876,6 +983,7 @@ static Suite* gemm_suite(void) {
     tcase_add_test(tc, gemm_tc_kernels_agree);
     tcase_add_test(tc, gemm_swiglu_epilogue);
     tcase_add_test(tc, gemm_add_epilogue);
+    tcase_add_test(tc, gemm_bias_epilogue);
     tcase_add_test(tc, gemm_rmsnorm_fused);
     tcase_add_test(tc, gemm_add_rmsnorm_fused);
     tcase_add_test(tc, gemm_edge_cases);
