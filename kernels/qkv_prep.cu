@@ -11,6 +11,10 @@
  * on nothing but the row. Traffic per row: with a bias (q_dim + 2 kv_dim) * 8 bytes, else
  * (q_dim + kv_dim) * 8 (v untouched); bias and norm weights from L2.
  *
+ * The CUDA plan runs it for models with QK-norm (qwen3); a model with biases alone (qwen2)
+ * has them added by the QKV GEMM's epilogue instead (etx_gemm_bf16_bias: the same f32
+ * addition, so the same bits as this kernel's bias add).
+ *
  * Twin: host/cpu/cpu_ops.c add_bias_rows + rmsnorm_heads; test:
  * tests/kernels/test_layer_kernels.c test_qkv_prep (docs/ops.md).
  */
