@@ -24,22 +24,28 @@ static CudaOp op(CudaOpKind kind, int layer, int which, int row0, int n) {
     return o;
 }
 
-// ETX_FUSE=0 in the environment: the norms, RoPE and the KV append as their own launches
-// (the plan of before issue 15 item 6's fusions, with the residual still added by the O
-// and down projections): the same bits, an A/B switch for speed (benchmarks/gpu_check.sh).
-// Read once per process; anything but unset, empty, 0 or 1 is an error naming it.
-static int plan_fuses(void) {
-    static int on = -1;
-    if (on < 0) {
-        const char* e = getenv("ETX_FUSE");
-        if (!e || !*e || strcmp(e, "1") == 0) on = 1;
-        else if (strcmp(e, "0") == 0) on = 0;
+// An A/B switch of the plan in the environment (benchmarks/gpu_check.sh): unset, empty or
+// 1 on, 0 off, anything else an error naming the variable; read once per process (*cache:
+// -1 until then).
+static int env_switch(const char* name, int* cache) {
+    if (*cache < 0) {
+        const char* e = getenv(name);
+        if (!e || !*e || strcmp(e, "1") == 0) *cache = 1;
+        else if (strcmp(e, "0") == 0) *cache = 0;
         else {
-            fprintf(stderr, "[etx] ETX_FUSE=%s: expected 0 or 1\n", e);
+            fprintf(stderr, "[etx] %s=%s: expected 0 or 1\n", name, e);
             exit(EXIT_FAILURE);
         }
     }
-    return on;
+    return *cache;
+}
+
+// ETX_FUSE=0: the norms, RoPE and the KV append as their own launches (the plan of before
+// issue 15 item 6's fusions, with the residual still added by the O and down
+// projections): the same bits, an A/B switch for speed.
+static int plan_fuses(void) {
+    static int on = -1;
+    return env_switch("ETX_FUSE", &on);
 }
 
 // A norm and the projection that reads it: one op when the norm adds nothing (residual 0)
@@ -125,19 +131,10 @@ int cuda_plan_forward(const CudaDims* d, int n, int decode, int capture, int hea
     return k;
 }
 
-// ETX_PREFETCH=0 | 1 (unset or empty: 1), read once per process.
+// ETX_PREFETCH=0: no L2 prefetch (cuda_plan_prefetch).
 static int plan_prefetches(void) {
     static int on = -1;
-    if (on < 0) {
-        const char* e = getenv("ETX_PREFETCH");
-        if (!e || !*e || strcmp(e, "1") == 0) on = 1;
-        else if (strcmp(e, "0") == 0) on = 0;
-        else {
-            fprintf(stderr, "[etx] ETX_PREFETCH=%s: expected 0 or 1\n", e);
-            exit(EXIT_FAILURE);
-        }
-    }
-    return on;
+    return env_switch("ETX_PREFETCH", &on);
 }
 
 static size_t gemm_weight_bytes(const CudaDims* d, CudaWeight w) {

@@ -442,17 +442,25 @@ END_TEST
 // etx_gemm_bf16_add (y += x W^T, the residual stream taking the O and down projections):
 // every output equals y0 + (etx_gemm_bf16's output) in one f32 addition, to the bit, on
 // both paths, the twins and warp kernels, the tiled kernel and its slice split.
+// The epilogue tests' six kernel variants: CUDA cores (0 twin, 1 warp kernel), tensor
+// cores (2 twin, 3 gemm_tc_kernel, 4 tiled with one block per tile: the tiled epilogue, 5
+// tiled split over 4 blocks: the reduce's epilogue). Forces them; 0 when this build or
+// device has no such variant (no twin on a GPU, no tensor cores).
+static int epilogue_variant(int variant) {
+    const int path = variant >= 2, warp = variant == 1 || variant >= 3, tiled = variant >= 4;
+    etx_gemm_force_path(path);
+    if (path == 1 && !etx_gemm_uses_tensor_cores()) return 0;
+    if (g_native && variant == 2) return 0; // no twin on a GPU
+    etx_gemm_use_warp_kernel(warp);
+    etx_gemm_tc_force_kernel(path ? tiled : -1);
+    etx_gemm_tc_force_split(variant == 5 ? 4 : 1);
+    return 1;
+}
+
 START_TEST(gemm_add_epilogue) {
     static const int shapes[][3] = {{1, 64, 32}, {5, 96, 130}, {40, 1032, 70}, {133, 264, 300}, {3, 17, 10}};
     for (int variant = 0; variant < 6; variant++) {
-        // CUDA cores (twin, warp kernel), tensor cores (twin, gemm_tc_kernel, tiled, tiled split over 4)
-        const int path = variant >= 2, warp = variant == 1 || variant >= 3, tiled = variant >= 4;
-        etx_gemm_force_path(path);
-        if (path == 1 && !etx_gemm_uses_tensor_cores()) continue;
-        if (g_native && variant == 2) continue; // no twin on a GPU
-        etx_gemm_use_warp_kernel(warp);
-        etx_gemm_tc_force_kernel(path ? tiled : -1);
-        etx_gemm_tc_force_split(variant == 5 ? 4 : 1); // variant 4: one block per tile, the tiled epilogue
+        if (!epilogue_variant(variant)) continue;
         uint64_t rng = rng_seed(23);
         for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
             const int n = shapes[k][0], in = shapes[k][1], out = shapes[k][2];
@@ -501,14 +509,7 @@ END_TEST
 START_TEST(gemm_bias_epilogue) {
     static const int shapes[][3] = {{1, 64, 32}, {5, 96, 130}, {40, 1032, 70}, {133, 264, 300}, {3, 17, 10}};
     for (int variant = 0; variant < 6; variant++) {
-        // CUDA cores (twin, warp kernel), tensor cores (twin, gemm_tc_kernel, tiled, tiled split over 4)
-        const int path = variant >= 2, warp = variant == 1 || variant >= 3, tiled = variant >= 4;
-        etx_gemm_force_path(path);
-        if (path == 1 && !etx_gemm_uses_tensor_cores()) continue;
-        if (g_native && variant == 2) continue; // no twin on a GPU
-        etx_gemm_use_warp_kernel(warp);
-        etx_gemm_tc_force_kernel(path ? tiled : -1);
-        etx_gemm_tc_force_split(variant == 5 ? 4 : 1);
+        if (!epilogue_variant(variant)) continue;
         uint64_t rng = rng_seed(43);
         for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
             const int n = shapes[k][0], in = shapes[k][1], out = shapes[k][2];
