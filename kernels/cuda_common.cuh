@@ -150,13 +150,8 @@ static __device__ __forceinline__ void etx_l2_prefetch(const char* p, unsigned b
 // A GEMM epilogue's f32 output: stored, or (acc_y) added to what is there — y + s, one
 // rounding: the residual stream taking a projection (etx_gemm_bf16_add), the same bits
 // as the norm kernel's residual add x + delta had when the projection wrote delta.
-static __device__ __forceinline__ void etx_store_or_add(float* p, float s, int acc_y) {
-    if (acc_y) *p += s;
-    else *p = s;
-}
-
-// The store epilogue of every GEMM kernel: etx_store_or_add, with a per-column bias added
-// to a stored sum (bias: NULL, or (out) f32; column o): s + bias[o], one f32 addition,
+// With a per-column bias added to a stored sum (bias: NULL, or (out) f32; column o):
+// s + bias[o], one f32 addition,
 // the bits a separate bias add after the store gives (qkv_prep.cu's qkv += bias: Qwen2's
 // Q/K/V biases in the QKV projection's epilogue). Never with acc_y.
 static __device__ __forceinline__ void etx_gemm_out(float* p, float s, int acc_y, const float* bias, int o) {

@@ -522,7 +522,7 @@ __global__ void gemm_slices_reduce_norm_kernel(float* __restrict__ x, __nv_bfloa
             for (int j = 0; j < 4; j++) s[j] += p.v[j];
         }
         etx_f32x4 a = x4[i];
-        for (int j = 0; j < 4; j++) a.v[j] += s[j]; // etx_store_or_add's y + s
+        for (int j = 0; j < 4; j++) a.v[j] += s[j]; // etx_gemm_out's y + s
         x4[i] = a;
         ss = etx_rms_add_squares(ss, a);
     }
